@@ -1,0 +1,125 @@
+/**
+ * Exact money arithmetic. Prices and costs are BigInt counts of pico-dollars (1e-12 USD), so that
+ * summing millions of requests never drifts the way binary floats do. A price of "0.15" USD per
+ * million tokens is 150,000 pico-dollars per token.
+ */
+
+const DECIMAL = /^(\d+)(?:\.(\d+))?$/;
+
+/** Parses a non-negative decimal (string or number) into an integer scaled by 10^scale, rounding half up. */
+export function parseScaled(value: string | number, scale: number): bigint {
+  let text = typeof value === 'number' ? numberToPlain(value) : value.trim();
+  if (text.startsWith('+')) text = text.slice(1);
+  const m = DECIMAL.exec(text);
+  if (!m) throw new Error(`"${value}" is not a non-negative decimal number`);
+  const frac = m[2] ?? '';
+  const kept = frac.slice(0, scale).padEnd(scale, '0');
+  let out = BigInt(m[1] + kept);
+  if (frac.length > scale && frac.charCodeAt(scale) >= 53 /* '5' */) out += 1n;
+  return out;
+}
+
+function numberToPlain(n: number): string {
+  if (!Number.isFinite(n) || n < 0) return String(n);
+  const s = String(n);
+  return s.includes('e') ? n.toFixed(20).replace(/0+$/, '').replace(/\.$/, '') : s;
+}
+
+/** Formats an integer scaled by 10^scale as a plain decimal string without trailing zeros. */
+export function formatScaled(value: bigint, scale: number): string {
+  const negative = value < 0n;
+  const digits = (negative ? -value : value).toString().padStart(scale + 1, '0');
+  const int = digits.slice(0, digits.length - scale);
+  const frac = digits.slice(digits.length - scale).replace(/0+$/, '');
+  return `${negative ? '-' : ''}${int}${frac ? `.${frac}` : ''}`;
+}
+
+export const PICO_SCALE = 12;
+
+/** USD per million tokens → pico-dollars per token. */
+export function perMillionToPicoPerToken(value: string | number): bigint {
+  // pico per token = USD per million * 1e12 / 1e6 = value * 1e6
+  return parseScaled(value, 6);
+}
+
+/** USD per unit (request, image) → pico-dollars per unit. */
+export function usdToPico(value: string | number): bigint {
+  return parseScaled(value, PICO_SCALE);
+}
+
+/** Pico-dollars → USD as a decimal string ("0.000015"). */
+export function picoToUsd(pico: bigint): string {
+  return formatScaled(pico, PICO_SCALE);
+}
+
+/** A configured price: the decimal as written (normalised) and its pico-dollar value per unit. */
+export interface Price {
+  /** USD per million tokens (token prices) or USD per unit (request, image), normalised. */
+  readonly text: string;
+  /** Pico-dollars per token (token prices) or per unit. */
+  readonly pico: bigint;
+}
+
+export interface Pricing {
+  prompt: Price;
+  completion: Price;
+  request: Price;
+  image: Price;
+  input_cache_read?: Price;
+  input_cache_write?: Price;
+  internal_reasoning?: Price;
+}
+
+export const TOKEN_PRICE_KEYS = ['prompt', 'completion', 'input_cache_read', 'input_cache_write', 'internal_reasoning'] as const;
+export const UNIT_PRICE_KEYS = ['request', 'image'] as const;
+
+export function tokenPrice(value: string | number): Price {
+  const pico = perMillionToPicoPerToken(value);
+  return { text: formatScaled(pico, 6), pico };
+}
+
+export function unitPrice(value: string | number): Price {
+  const pico = usdToPico(value);
+  return { text: picoToUsd(pico), pico };
+}
+
+export const FREE: Price = { text: '0', pico: 0n };
+
+/** Token counts of one request, in OpenAI's sense: prompt includes cached and cache-write tokens. */
+export interface TokenCounts {
+  prompt: number;
+  completion: number;
+  cachedRead: number;
+  cacheWrite: number;
+  reasoning: number;
+}
+
+/**
+ * The cost of one request in pico-dollars. Cached reads and cache writes are billed at their own
+ * price where the model sets one, else at the prompt price; reasoning tokens are part of the
+ * completion and billed at `internal_reasoning` only where it is set.
+ */
+export function costPico(tokens: TokenCounts, pricing: Pricing, requests = 1): bigint {
+  const cachedRead = clamp(tokens.cachedRead, tokens.prompt);
+  const cacheWrite = clamp(tokens.cacheWrite, tokens.prompt - cachedRead);
+  const plainPrompt = tokens.prompt - cachedRead - cacheWrite;
+  const reasoning = pricing.internal_reasoning ? clamp(tokens.reasoning, tokens.completion) : 0;
+  const plainCompletion = tokens.completion - reasoning;
+  return (
+    BigInt(plainPrompt) * pricing.prompt.pico +
+    BigInt(cachedRead) * (pricing.input_cache_read ?? pricing.prompt).pico +
+    BigInt(cacheWrite) * (pricing.input_cache_write ?? pricing.prompt).pico +
+    BigInt(plainCompletion) * pricing.completion.pico +
+    BigInt(reasoning) * (pricing.internal_reasoning ?? pricing.completion).pico +
+    BigInt(requests) * pricing.request.pico
+  );
+}
+
+function clamp(n: number, max: number): number {
+  return Math.max(0, Math.min(Math.trunc(n) || 0, Math.max(0, max)));
+}
+
+/** The per-token price as OpenRouter's /v1/models shows it: USD per token, as a string. */
+export function perTokenUsd(price: Price): string {
+  return picoToUsd(price.pico);
+}

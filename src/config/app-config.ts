@@ -1,0 +1,58 @@
+import { resolve } from 'node:path';
+import type { Env } from './env.schema';
+
+export interface UpstreamTimeouts {
+  connectMs: number;
+  firstByteMs: number;
+  firstTokenMs: number;
+  idleMs: number;
+  totalMs: number;
+}
+
+export type PostgresConnection =
+  | { url: string }
+  | { host: string; port: number; database: string; username: string; password: string };
+
+/**
+ * The typed, validated view of the environment. Built once at boot; the one place derived
+ * settings (which database, parsed sizes) are worked out.
+ */
+export class AppConfig {
+  readonly dbBackend: 'sqlite' | 'postgres';
+  readonly bodyLimitBytes: number;
+  readonly upstreamTimeouts: UpstreamTimeouts;
+
+  constructor(readonly env: Env) {
+    this.dbBackend = env.DB_BACKEND ?? (env.DATABASE_URL ? 'postgres' : 'sqlite');
+    this.bodyLimitBytes = parseByteSize(env.BODY_LIMIT);
+    this.upstreamTimeouts = {
+      connectMs: env.UPSTREAM_CONNECT_TIMEOUT_MS,
+      firstByteMs: env.UPSTREAM_FIRST_BYTE_TIMEOUT_MS,
+      firstTokenMs: env.UPSTREAM_FIRST_TOKEN_TIMEOUT_MS,
+      idleMs: env.UPSTREAM_IDLE_TIMEOUT_MS,
+      totalMs: env.UPSTREAM_TOTAL_TIMEOUT_MS,
+    };
+  }
+
+  get postgres(): PostgresConnection {
+    const e = this.env;
+    if (e.DATABASE_URL) return { url: e.DATABASE_URL };
+    return { host: e.DB_HOST, port: e.DB_PORT, database: e.DB_NAME, username: e.DB_USER, password: e.DB_PASSWORD };
+  }
+
+  get sqlitePath(): string {
+    return resolve(this.env.DB_SQLITE_PATH);
+  }
+
+  get spoolDir(): string {
+    return resolve(this.env.REQUEST_LOG_SPOOL_DIR);
+  }
+}
+
+const UNITS: Record<string, number> = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 };
+
+export function parseByteSize(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?$/i.exec(text.trim());
+  if (!m) throw new Error(`not a byte size: ${text}`);
+  return Math.floor(Number(m[1]) * UNITS[(m[2] ?? 'b').toLowerCase()]);
+}

@@ -1,0 +1,169 @@
+import { plainToInstance, Transform, Type } from 'class-transformer';
+import {
+  IsBoolean,
+  IsIn,
+  IsInt,
+  IsOptional,
+  IsString,
+  Matches,
+  Max,
+  Min,
+  MinLength,
+  validateSync,
+} from 'class-validator';
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** Accepts true/false/1/0/yes/no (any case); anything else stays as-is and fails @IsBoolean. */
+function toBool({ value }: { value: unknown }): unknown {
+  if (typeof value !== 'string') return value;
+  const v = value.trim().toLowerCase();
+  if (['true', '1', 'yes', 'on'].includes(v)) return true;
+  if (['false', '0', 'no', 'off'].includes(v)) return false;
+  return value;
+}
+
+/** Empty strings in .env mean "not set". */
+function emptyToUndefined({ value }: { value: unknown }): unknown {
+  return typeof value === 'string' && value.trim() === '' ? undefined : value;
+}
+
+/**
+ * Every environment variable the gateway reads. `.env.example` documents each one; keep the two
+ * in step. Values are validated once at boot; code reads them through `AppConfig`, never
+ * `process.env`.
+ */
+export class Env {
+  @IsIn(['development', 'production', 'test'])
+  NODE_ENV: 'development' | 'production' | 'test' = 'development';
+
+  @Type(() => Number) @IsInt() @Min(0) @Max(65535)
+  PORT = 8080;
+
+  @IsString() @MinLength(1)
+  HOST = '0.0.0.0';
+
+  @IsIn(LOG_LEVELS)
+  LOG_LEVEL: LogLevel = 'info';
+
+  /** Largest accepted request body, in bytes or with a unit (`10mb`, `512kb`). */
+  @Matches(/^\d+(\.\d+)?\s*(b|kb|mb|gb)?$/i, { message: 'BODY_LIMIT must look like 10mb, 512kb or a byte count' })
+  BODY_LIMIT = '10mb';
+
+  @IsString() @MinLength(1)
+  MODELS_CONFIG_PATH = 'config/models.yaml';
+
+  @IsString() @MinLength(1)
+  ROUTING_CONFIG_PATH = 'config/routing.yaml';
+
+  // --- storage -----------------------------------------------------------------------------
+  @Transform(emptyToUndefined) @IsOptional() @IsIn(['sqlite', 'postgres'])
+  DB_BACKEND?: 'sqlite' | 'postgres';
+
+  @Transform(emptyToUndefined) @IsOptional() @Matches(/^postgres(ql)?:\/\//, { message: 'DATABASE_URL must be a postgres:// URL' })
+  DATABASE_URL?: string;
+
+  @IsString()
+  DB_HOST = '127.0.0.1';
+
+  @Type(() => Number) @IsInt() @Min(1) @Max(65535)
+  DB_PORT = 5432;
+
+  @IsString()
+  DB_NAME = 'hybridinference';
+
+  @IsString()
+  DB_USER = 'postgres';
+
+  @IsString()
+  DB_PASSWORD = '';
+
+  @Type(() => Number) @IsInt() @Min(1) @Max(200)
+  DB_POOL_SIZE = 10;
+
+  @IsString() @MinLength(1)
+  DB_SQLITE_PATH = 'var/data/hybridinference.sqlite';
+
+  @Transform(toBool) @IsBoolean()
+  DB_MIGRATIONS_RUN = true;
+
+  @Transform(toBool) @IsBoolean()
+  DB_STORE_FULL_CONTENT = false;
+
+  /** How long boot waits for the database before starting anyway (logs spool until it is up). */
+  @Type(() => Number) @IsInt() @Min(0)
+  DB_CONNECT_TIMEOUT_MS = 5000;
+
+  @Type(() => Number) @IsInt() @Min(1) @Max(10000)
+  REQUEST_LOG_BATCH_SIZE = 200;
+
+  @Type(() => Number) @IsInt() @Min(10)
+  REQUEST_LOG_FLUSH_MS = 1000;
+
+  /** Rows held in memory before overflow goes straight to the spool file. */
+  @Type(() => Number) @IsInt() @Min(100)
+  REQUEST_LOG_MAX_QUEUE = 20000;
+
+  @IsString() @MinLength(1)
+  REQUEST_LOG_SPOOL_DIR = 'var/spool';
+
+  @Type(() => Number) @IsInt() @Min(100)
+  REQUEST_LOG_REPLAY_MS = 5000;
+
+  // --- upstream calls ----------------------------------------------------------------------
+  @Type(() => Number) @IsInt() @Min(1)
+  UPSTREAM_CONNECT_TIMEOUT_MS = 10_000;
+
+  /** From sending the request to the upstream's response headers. */
+  @Type(() => Number) @IsInt() @Min(1)
+  UPSTREAM_FIRST_BYTE_TIMEOUT_MS = 60_000;
+
+  /** Streams: from sending the request to the first content chunk. */
+  @Type(() => Number) @IsInt() @Min(1)
+  UPSTREAM_FIRST_TOKEN_TIMEOUT_MS = 120_000;
+
+  /** Longest silence between two body chunks. */
+  @Type(() => Number) @IsInt() @Min(1)
+  UPSTREAM_IDLE_TIMEOUT_MS = 60_000;
+
+  /** Whole request, all attempts included. `timeout:` in routing.yaml overrides it. */
+  @Type(() => Number) @IsInt() @Min(1)
+  UPSTREAM_TOTAL_TIMEOUT_MS = 600_000;
+
+  @Type(() => Number) @IsInt() @Min(1) @Max(10_000)
+  UPSTREAM_MAX_CONNECTIONS = 256;
+
+  @Type(() => Number) @IsInt() @Min(100)
+  UPSTREAM_KEEPALIVE_MS = 30_000;
+
+  /** Interval of `: keepalive` SSE comments while a stream waits for its first token. */
+  @Type(() => Number) @IsInt() @Min(10)
+  STREAM_KEEPALIVE_MS = 5000;
+
+  /** On SIGTERM: how long open requests may run before they are cut. */
+  @Type(() => Number) @IsInt() @Min(0)
+  SHUTDOWN_GRACE_MS = 30_000;
+
+  @Transform(toBool) @IsBoolean()
+  METRICS_ENABLED = true;
+}
+
+/** Validates raw variables into an `Env`; throws one error listing every bad variable by name. */
+export function validateEnv(raw: Record<string, unknown>): Env {
+  const known = Object.keys(new Env());
+  const picked: Record<string, unknown> = {};
+  for (const key of [...known, 'DB_BACKEND', 'DATABASE_URL']) {
+    if (raw[key] !== undefined) picked[key] = raw[key];
+  }
+  const env = plainToInstance(Env, picked, { exposeDefaultValues: true });
+  const errors = validateSync(env, { skipMissingProperties: false });
+  if (errors.length > 0) {
+    const lines = errors.map((e) => {
+      const why = Object.values(e.constraints ?? {}).join('; ');
+      return `  ${e.property}=${JSON.stringify(raw[e.property])}: ${why}`;
+    });
+    throw new Error(`Invalid environment:\n${lines.join('\n')}`);
+  }
+  return env;
+}

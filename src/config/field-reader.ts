@@ -1,0 +1,107 @@
+import type { YamlPath, YamlSource } from './yaml-source';
+
+type Obj = Record<string, unknown>;
+
+/**
+ * Reads typed fields out of a parsed YAML tree, collecting every problem with its file, line and
+ * key path instead of stopping at the first.
+ */
+export class FieldReader {
+  readonly problems: string[] = [];
+
+  constructor(readonly src: YamlSource) {}
+
+  fail(path: YamlPath, message: string): void {
+    this.problems.push(`${this.src.where(path)}: ${message}`);
+  }
+
+  isObject(v: unknown): v is Obj {
+    return typeof v === 'object' && v !== null && !Array.isArray(v);
+  }
+
+  object(v: unknown, path: YamlPath): Obj | undefined {
+    if (this.isObject(v)) return v;
+    this.fail(path, `must be a mapping, got ${describe(v)}`);
+    return undefined;
+  }
+
+  /** The first of `keys` present in `o` (aliases such as `input_cache_read` / `input_cache_reads`). */
+  pick(o: Obj, keys: readonly string[]): [string, unknown] {
+    for (const k of keys) if (o[k] !== undefined && o[k] !== null) return [k, o[k]];
+    return [keys[0], undefined];
+  }
+
+  string(o: Obj, keys: string | readonly string[], path: YamlPath, required = false): string | undefined {
+    const [key, v] = this.pick(o, typeof keys === 'string' ? [keys] : keys);
+    if (v === undefined) {
+      if (required) this.fail([...path, key], 'is required');
+      return undefined;
+    }
+    if (typeof v === 'number' || typeof v === 'boolean') return String(v);
+    if (typeof v !== 'string') {
+      this.fail([...path, key], `must be a string, got ${describe(v)}`);
+      return undefined;
+    }
+    if (required && v.trim() === '') {
+      this.fail([...path, key], 'must not be empty');
+      return undefined;
+    }
+    return v;
+  }
+
+  number(
+    o: Obj,
+    keys: string | readonly string[],
+    path: YamlPath,
+    opts: { min?: number; max?: number; integer?: boolean } = {},
+  ): number | undefined {
+    const [key, v] = this.pick(o, typeof keys === 'string' ? [keys] : keys);
+    if (v === undefined) return undefined;
+    const n = typeof v === 'string' && v.trim() !== '' ? Number(v) : v;
+    const bad = (why: string) => {
+      this.fail([...path, key], `${why}, got ${describe(v)}`);
+      return undefined;
+    };
+    if (typeof n !== 'number' || !Number.isFinite(n)) return bad('must be a number');
+    if (opts.integer && !Number.isInteger(n)) return bad('must be a whole number');
+    if (opts.min !== undefined && n < opts.min) return bad(`must be at least ${opts.min}`);
+    if (opts.max !== undefined && n > opts.max) return bad(`must be at most ${opts.max}`);
+    return n;
+  }
+
+  boolean(o: Obj, keys: string | readonly string[], path: YamlPath): boolean | undefined {
+    const [key, v] = this.pick(o, typeof keys === 'string' ? [keys] : keys);
+    if (v === undefined) return undefined;
+    if (typeof v === 'boolean') return v;
+    if (v === 'true' || v === 'false') return v === 'true';
+    this.fail([...path, key], `must be true or false, got ${describe(v)}`);
+    return undefined;
+  }
+
+  stringList(o: Obj, keys: string | readonly string[], path: YamlPath): string[] | undefined {
+    const [key, v] = this.pick(o, typeof keys === 'string' ? [keys] : keys);
+    if (v === undefined) return undefined;
+    if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' && typeof x !== 'number')) {
+      this.fail([...path, key], `must be a list of strings, got ${describe(v)}`);
+      return undefined;
+    }
+    return v.map(String);
+  }
+
+  stringMap(o: Obj, key: string, path: YamlPath): Record<string, string> | undefined {
+    const v = o[key];
+    if (v === undefined || v === null) return undefined;
+    if (!this.isObject(v) || Object.values(v).some((x) => typeof x !== 'string' && typeof x !== 'number')) {
+      this.fail([...path, key], `must be a mapping of strings, got ${describe(v)}`);
+      return undefined;
+    }
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, String(x)]));
+  }
+}
+
+export function describe(v: unknown): string {
+  if (v === null || v === undefined) return 'nothing';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  return `${typeof v} ${JSON.stringify(v)}`;
+}

@@ -1,0 +1,94 @@
+import { existsSync } from 'node:fs';
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import { AppConfig } from './app-config';
+import { parseModels } from './models.parser';
+import type { ModelDef, RoutingDef } from './registry.types';
+import { EMPTY_ROUTING, parseRouting } from './routing.parser';
+import { YamlSource } from './yaml-source';
+
+/** Variables `${VAR}` in the YAML files expand from: the process environment at boot. */
+export const CONFIG_VARS = Symbol('CONFIG_VARS');
+export type ConfigVars = Readonly<Record<string, string | undefined>>;
+
+/** One consistent view of models.yaml and routing.yaml. Requests hold on to the one they started with. */
+export class RegistrySnapshot {
+  private readonly byName = new Map<string, ModelDef>();
+
+  constructor(
+    readonly models: readonly ModelDef[],
+    readonly routing: RoutingDef,
+    readonly loadedAt: Date,
+    readonly warnings: readonly string[] = [],
+  ) {
+    for (const m of models) {
+      this.byName.set(m.id, m);
+      for (const alias of m.aliases) this.byName.set(alias, m);
+    }
+  }
+
+  /** By id or alias. */
+  find(name: string): ModelDef | undefined {
+    return this.byName.get(name);
+  }
+}
+
+/** Checks a freshly parsed snapshot against what only other modules know (adapter kinds, strategies). */
+export type SnapshotValidator = (snapshot: RegistrySnapshot) => string[];
+
+@Injectable()
+export class ModelRegistry {
+  private readonly logger = new Logger('ModelRegistry');
+  private snapshot: RegistrySnapshot;
+  private readonly validators: SnapshotValidator[] = [];
+
+  constructor(
+    private readonly config: AppConfig,
+    @Inject(CONFIG_VARS) private readonly vars: ConfigVars,
+  ) {
+    this.snapshot = this.readFiles();
+    for (const w of this.snapshot.warnings) this.logger.warn(w);
+  }
+
+  current(): RegistrySnapshot {
+    return this.snapshot;
+  }
+
+  resolve(name: string): ModelDef | undefined {
+    return this.snapshot.find(name);
+  }
+
+  addValidator(validator: SnapshotValidator): void {
+    this.validators.push(validator);
+  }
+
+  /** Problems the registered validators find in a snapshot (empty when it is fit to serve). */
+  validate(snapshot: RegistrySnapshot): string[] {
+    return this.validators.flatMap((v) => v(snapshot));
+  }
+
+  /**
+   * Reads and fully validates both files, then swaps them in at once. On any problem the old
+   * configuration stays and the error says what was wrong.
+   */
+  reload(): RegistrySnapshot {
+    const next = this.readFiles();
+    const problems = this.validate(next);
+    if (problems.length > 0) throw new Error(`configuration refused:\n  ${problems.join('\n  ')}`);
+    this.snapshot = next;
+    for (const w of next.warnings) this.logger.warn(w);
+    return next;
+  }
+
+  private readFiles(): RegistrySnapshot {
+    const warnings: string[] = [];
+    const warn = (m: string) => warnings.push(m);
+    const routingPath = this.config.env.ROUTING_CONFIG_PATH;
+    const routing = existsSync(routingPath) ? parseRouting(YamlSource.load(routingPath, this.vars), warn) : EMPTY_ROUTING;
+    const models = parseModels(YamlSource.load(this.config.env.MODELS_CONFIG_PATH, this.vars), {
+      routing,
+      defaultCreated: Math.floor(Date.now() / 1000),
+      warn,
+    });
+    return new RegistrySnapshot(models, routing, new Date(), warnings);
+  }
+}

@@ -1,0 +1,75 @@
+import type { Pricing } from '../common/money';
+import type { UpstreamTimeouts } from './app-config';
+
+export type Locality = 'local' | 'remote';
+
+/** One way to serve a model: a backend of some adapter kind. */
+export interface RouteDef {
+  /** Unique within its model; names the endpoint in logs, metrics and /routing. */
+  readonly id: string;
+  /** The adapter kind or alias as written (`vllm`, `openai_compat`, `openrouter`). */
+  readonly kind: string;
+  /** The bracketed part of `kind: openrouter[deepinfra]`, if any. */
+  readonly kindArg?: string;
+  readonly baseUrl?: string;
+  readonly apiKeys: readonly string[];
+  readonly providerModelId: string;
+  readonly weight: number;
+  readonly locality: Locality;
+  readonly headers: Readonly<Record<string, string>>;
+  /** Merged into every upstream request body (e.g. `chat_template_kwargs`). */
+  readonly extraBody?: Readonly<Record<string, unknown>>;
+  readonly timeouts: Partial<UpstreamTimeouts>;
+  /** Overrides the model's pricing for requests this route serves. */
+  readonly pricing?: Pricing;
+  /** Every other key of the route, for its adapter (e.g. the mock's `ttft_ms`). */
+  readonly options: Readonly<Record<string, unknown>>;
+  /** "config/models.yaml:31" — where to point a person at when this route is wrong. */
+  readonly where: string;
+}
+
+export interface Architecture {
+  modality: string;
+  input_modalities: string[];
+  output_modalities: string[];
+  tokenizer: string;
+  instruct_type: string | null;
+}
+
+export interface ModelDef {
+  readonly id: string;
+  readonly name: string;
+  readonly description: string;
+  readonly created: number;
+  readonly type: 'chat' | 'embedding';
+  readonly contextLength: number;
+  readonly maxCompletionTokens: number | null;
+  readonly architecture: Architecture;
+  readonly pricing: Pricing;
+  readonly supportedParameters: readonly string[];
+  readonly isModerated: boolean;
+  readonly aliases: readonly string[];
+  /** Strategy name from `router:`; falls back to routing.yaml's default. */
+  readonly router?: string;
+  readonly routerParams: Readonly<Record<string, unknown>>;
+  readonly routes: readonly RouteDef[];
+  readonly where: string;
+}
+
+export interface Deployment {
+  readonly endpoint: string;
+  readonly models: readonly string[];
+}
+
+export interface RoutingDef {
+  /** Default strategy for models without `router:`. */
+  readonly strategy: string;
+  readonly localFraction: number;
+  /** Total request timeout (ms) from `timeout:` (seconds); undefined = env default. */
+  readonly totalTimeoutMs?: number;
+  /** Seconds between active health checks; 0 = off. */
+  readonly healthCheckSeconds: number;
+  readonly localDeployments: readonly Deployment[];
+  readonly remoteDeployments: readonly Deployment[];
+  readonly file?: string;
+}

@@ -1,0 +1,151 @@
+import { readFileSync } from 'node:fs';
+import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
+
+export type YamlPath = ReadonlyArray<string | number>;
+
+/** A `${VAR}` with no value and no default, found while loading. */
+export interface Unresolved {
+  path: YamlPath;
+  variable: string;
+  line: number;
+}
+
+/** A problem in a config file, located by file, line and key path. */
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(problems.length === 1 ? problems[0] : `${problems.length} problems:\n  ${problems.join('\n  ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export function formatPath(path: YamlPath): string {
+  let out = '';
+  for (const part of path) out += typeof part === 'number' ? `[${part}]` : out ? `.${part}` : part;
+  return out || '(root)';
+}
+
+const VAR = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * Expands `${VAR}` and `${VAR:-default}` (default when unset or empty) in one string; `$${`
+ * stands for a literal `${`. Returns the names of variables that had neither value nor default.
+ */
+export function substitute(
+  text: string,
+  vars: Readonly<Record<string, string | undefined>>,
+): { value: string; missing: string[]; malformed?: string } {
+  if (!text.includes('${')) return { value: text, missing: [] };
+  let out = '';
+  const missing: string[] = [];
+  let i = 0;
+  while (i < text.length) {
+    const at = text.indexOf('$', i);
+    if (at < 0) {
+      out += text.slice(i);
+      break;
+    }
+    out += text.slice(i, at);
+    if (text.startsWith('$${', at)) {
+      out += '${';
+      i = at + 3;
+      continue;
+    }
+    if (!text.startsWith('${', at)) {
+      out += '$';
+      i = at + 1;
+      continue;
+    }
+    const end = text.indexOf('}', at + 2);
+    if (end < 0) return { value: text, missing, malformed: `unterminated "\${" in "${text}"` };
+    const expr = text.slice(at + 2, end);
+    const sep = expr.indexOf(':-');
+    const name = sep < 0 ? expr : expr.slice(0, sep);
+    if (!VAR.test(name)) return { value: text, missing, malformed: `"\${${expr}}" is not a variable reference` };
+    const value = vars[name];
+    if (sep >= 0) out += value !== undefined && value !== '' ? value : expr.slice(sep + 2);
+    else if (value !== undefined) out += value;
+    else missing.push(name);
+    i = end + 1;
+  }
+  return { value: out, missing };
+}
+
+/**
+ * A parsed YAML file whose strings have had their variables expanded. It remembers where each
+ * node came from so that every later validation error can name file, line and key.
+ */
+export class YamlSource {
+  private constructor(
+    readonly file: string,
+    readonly value: unknown,
+    readonly unresolved: Unresolved[],
+    private readonly doc: Document,
+    private readonly lines: LineCounter,
+  ) {}
+
+  static load(file: string, vars: Readonly<Record<string, string | undefined>>): YamlSource {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError([`${file}: cannot read: ${(err as Error).message}`]);
+    }
+    return YamlSource.parse(file, text, vars);
+  }
+
+  static parse(file: string, text: string, vars: Readonly<Record<string, string | undefined>>): YamlSource {
+    const lines = new LineCounter();
+    const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+    if (doc.errors.length > 0) {
+      throw new ConfigError(
+        doc.errors.map((e) => `${file}:${e.linePos?.[0]?.line ?? '?'}: YAML syntax error: ${e.message.split('\n')[0]}`),
+      );
+    }
+    const unresolved: Unresolved[] = [];
+    const problems: string[] = [];
+    const lineOf = (node: Node | null | undefined) => (node?.range ? lines.linePos(node.range[0]).line : 0);
+    const walk = (node: unknown, path: (string | number)[]): void => {
+      if (isScalar(node)) {
+        if (typeof node.value !== 'string') return;
+        const r = substitute(node.value, vars);
+        if (r.malformed) problems.push(`${file}:${lineOf(node)} (${formatPath(path)}): ${r.malformed}`);
+        for (const variable of r.missing) unresolved.push({ path: [...path], variable, line: lineOf(node) });
+        node.value = r.value;
+      } else if (isMap(node)) {
+        for (const pair of node.items) {
+          const key = isScalar(pair.key) ? String(pair.key.value) : String(pair.key);
+          walk(pair.value, [...path, key]);
+        }
+      } else if (isSeq(node)) {
+        node.items.forEach((item, i) => walk(item, [...path, i]));
+      }
+    };
+    walk(doc.contents, []);
+    if (problems.length > 0) throw new ConfigError(problems);
+    return new YamlSource(file, doc.toJS({ maxAliasCount: 100 }), unresolved, doc, lines);
+  }
+
+  lineOf(path: YamlPath): number | undefined {
+    for (let n = path.length; n >= 0; n--) {
+      const node = this.doc.getIn(path.slice(0, n), true) as Node | undefined;
+      if (node?.range) return this.lines.linePos(node.range[0]).line;
+      // A key whose value is null has no node of its own; fall back to the parent.
+    }
+    return undefined;
+  }
+
+  /** "config/models.yaml:12 (models[0].route[1].base_url)" */
+  where(path: YamlPath): string {
+    const line = this.lineOf(path);
+    return `${this.file}${line ? `:${line}` : ''} (${formatPath(path)})`;
+  }
+
+  /** Unresolved variables at or below `path`. */
+  unresolvedUnder(path: YamlPath): Unresolved[] {
+    return this.unresolved.filter((u) => path.every((p, i) => u.path[i] === p));
+  }
+
+  describeUnresolved(u: Unresolved): string {
+    return `${this.file}:${u.line} (${formatPath(u.path)}): environment variable ${u.variable} is not set and has no default (write \${${u.variable}:-default} to give one)`;
+  }
+}
