@@ -1,0 +1,47 @@
+import { Injectable, Logger, type OnModuleInit } from '@nestjs/common';
+import { DiscoveryService } from '@nestjs/core';
+import { LlmAdapter } from './llm-adapter';
+
+/** Adapters by route kind and alias, found once at start-up. */
+@Injectable()
+export class AdapterRegistry implements OnModuleInit {
+  private readonly logger = new Logger('AdapterRegistry');
+  private readonly byKind = new Map<string, LlmAdapter>();
+  /** alias → canonical kind */
+  private readonly canonical = new Map<string, string>();
+
+  constructor(private readonly discovery: DiscoveryService) {}
+
+  onModuleInit(): void {
+    for (const wrapper of this.discovery.getProviders({ metadataKey: LlmAdapter.KEY })) {
+      const opts = this.discovery.getMetadataByDecorator(LlmAdapter, wrapper);
+      if (!opts || !wrapper.instance) continue;
+      this.register(opts.kind, wrapper.instance as LlmAdapter, opts.aliases ?? []);
+    }
+    this.logger.log(`adapters: ${[...this.canonical.keys()].sort().join(', ')}`);
+  }
+
+  register(kind: string, adapter: LlmAdapter, aliases: string[] = []): void {
+    for (const name of [kind, ...aliases]) {
+      const owner = this.canonical.get(name);
+      if (owner && owner !== kind) throw new Error(`adapter kind "${name}" is claimed by both ${owner} and ${kind}`);
+      this.canonical.set(name, kind);
+    }
+    this.byKind.set(kind, adapter);
+  }
+
+  /** The adapter for a route kind or alias. */
+  get(kind: string): LlmAdapter | undefined {
+    const k = this.canonical.get(kind);
+    return k === undefined ? undefined : this.byKind.get(k);
+  }
+
+  /** `vllm` → `openai_compat`. */
+  canonicalKind(kind: string): string | undefined {
+    return this.canonical.get(kind);
+  }
+
+  kinds(): string[] {
+    return [...this.canonical.keys()].sort();
+  }
+}

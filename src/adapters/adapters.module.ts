@@ -1,0 +1,17 @@
+import { Module } from '@nestjs/common';
+import { DiscoveryModule } from '@nestjs/core';
+import { AdapterRegistry } from './adapter-registry.service';
+import { UpstreamClient } from './http/upstream-client.service';
+import { MockAdapter } from './mock/mock.adapter';
+import { OpenAiCompatAdapter } from './openai-compat/openai-compat.adapter';
+
+/**
+ * Wire protocols. Each adapter is a provider marked `@LlmAdapter`; a platform team adds one by
+ * providing its class from any module — the registry discovers it at start-up.
+ */
+@Module({
+  imports: [DiscoveryModule],
+  providers: [AdapterRegistry, UpstreamClient, OpenAiCompatAdapter, MockAdapter],
+  exports: [AdapterRegistry, UpstreamClient],
+})
+export class AdaptersModule {}

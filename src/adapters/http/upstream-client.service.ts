@@ -1,0 +1,136 @@
+import { Injectable, type OnApplicationShutdown } from '@nestjs/common';
+import { Pool, errors as undiciErrors, type Dispatcher } from 'undici';
+import { AppConfig, type UpstreamTimeouts } from '../../config/app-config';
+import { UpstreamError } from '../../common/errors';
+
+export interface UpstreamRequest {
+  url: string;
+  method?: 'GET' | 'POST';
+  headers?: Record<string, string>;
+  body?: string;
+  signal: AbortSignal;
+  timeouts: UpstreamTimeouts;
+  /** For error messages: which route and provider this call serves. */
+  route: string;
+  provider: string;
+}
+
+/**
+ * The one way adapters reach an upstream: a keep-alive undici pool per origin, created on first
+ * use and kept for the life of the process. Connection-level failures come back as typed
+ * `UpstreamError`s; HTTP error statuses are left to the adapter, which knows its provider's
+ * error body.
+ */
+@Injectable()
+export class UpstreamClient implements OnApplicationShutdown {
+  private readonly pools = new Map<string, Pool>();
+
+  constructor(private readonly config: AppConfig) {}
+
+  async request(req: UpstreamRequest): Promise<Dispatcher.ResponseData> {
+    let url: URL;
+    try {
+      url = new URL(req.url);
+    } catch {
+      throw new UpstreamError({ failure: 'connect', message: `route ${req.route}: invalid upstream URL`, provider: req.provider, route: req.route, retryable: false });
+    }
+    const pool = this.pool(url.origin, req.timeouts.connectMs);
+    try {
+      return await pool.request({
+        path: url.pathname + url.search,
+        method: req.method ?? 'POST',
+        headers: req.headers,
+        body: req.body,
+        signal: req.signal,
+        headersTimeout: req.timeouts.firstByteMs,
+        bodyTimeout: req.timeouts.idleMs,
+      });
+    } catch (err) {
+      throw this.toUpstreamError(err, req);
+    }
+  }
+
+  /** Maps undici/network errors (also those thrown while reading a body) to `UpstreamError`. */
+  toUpstreamError(err: unknown, req: Pick<UpstreamRequest, 'signal' | 'timeouts' | 'route' | 'provider'>): UpstreamError {
+    if (err instanceof UpstreamError) return err;
+    const reason = req.signal.aborted ? req.signal.reason : undefined;
+    if (reason instanceof UpstreamError) return reason;
+    const base = { provider: req.provider, route: req.route };
+    const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } };
+    const code = e?.code ?? e?.cause?.code;
+    const detail = e?.cause?.message ?? e?.message ?? String(err);
+    if (req.signal.aborted || err instanceof undiciErrors.RequestAbortedError || (err as Error)?.name === 'AbortError') {
+      return new UpstreamError({ ...base, failure: 'aborted', message: 'the request was cancelled' });
+    }
+    if (err instanceof undiciErrors.HeadersTimeoutError || code === 'UND_ERR_HEADERS_TIMEOUT') {
+      return new UpstreamError({ ...base, failure: 'timeout', code: 'first_byte_timeout', message: `upstream ${req.route} sent no response within ${req.timeouts.firstByteMs} ms` });
+    }
+    if (err instanceof undiciErrors.BodyTimeoutError || code === 'UND_ERR_BODY_TIMEOUT') {
+      return new UpstreamError({ ...base, failure: 'timeout', code: 'idle_timeout', message: `upstream ${req.route} went silent for ${req.timeouts.idleMs} ms` });
+    }
+    if (err instanceof undiciErrors.ConnectTimeoutError || code === 'UND_ERR_CONNECT_TIMEOUT') {
+      return new UpstreamError({ ...base, failure: 'connect', code: 'connect_timeout', message: `could not connect to upstream ${req.route} within ${req.timeouts.connectMs} ms` });
+    }
+    if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code?.startsWith('ERR_TLS') || code?.startsWith('CERT_')) {
+      return new UpstreamError({ ...base, failure: 'connect', message: `upstream ${req.route} is unreachable (${code})` });
+    }
+    if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'UND_ERR_SOCKET' || code === 'UND_ERR_CLOSED' || err instanceof undiciErrors.SocketError) {
+      return new UpstreamError({ ...base, failure: 'reset', message: `the connection to upstream ${req.route} broke (${code ?? 'socket closed'})` });
+    }
+    return new UpstreamError({ ...base, failure: 'reset', message: `upstream ${req.route} failed: ${detail}` });
+  }
+
+  private pool(origin: string, connectTimeoutMs: number): Pool {
+    let pool = this.pools.get(origin);
+    if (!pool) {
+      pool = new Pool(origin, {
+        connections: this.config.env.UPSTREAM_MAX_CONNECTIONS,
+        pipelining: 1,
+        keepAliveTimeout: this.config.env.UPSTREAM_KEEPALIVE_MS,
+        connect: { timeout: connectTimeoutMs },
+      });
+      this.pools.set(origin, pool);
+    }
+    return pool;
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    const pools = [...this.pools.values()];
+    this.pools.clear();
+    await Promise.allSettled(pools.map((p) => p.destroy()));
+  }
+}
+
+/** Reads at most `limit` bytes of a body as text (error bodies can be anything). */
+export async function readBodyText(body: Dispatcher.ResponseData['body'], limit = 64 * 1024): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  try {
+    for await (const chunk of body) {
+      const buf = chunk as Buffer;
+      if (size + buf.length > limit) {
+        chunks.push(buf.subarray(0, limit - size));
+        size = limit;
+        break;
+      }
+      chunks.push(buf);
+      size += buf.length;
+    }
+  } catch {
+    // A broken error body still leaves us with what arrived.
+  } finally {
+    if (!body.destroyed) body.destroy();
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** Parses Retry-After / retry-after-ms into milliseconds. */
+export function retryAfterMs(headers: Dispatcher.ResponseData['headers'], now = Date.now()): number | undefined {
+  const ms = headers['retry-after-ms'];
+  if (typeof ms === 'string' && /^\d+(\.\d+)?$/.test(ms)) return Math.round(Number(ms));
+  const ra = headers['retry-after'];
+  if (typeof ra !== 'string') return undefined;
+  if (/^\d+(\.\d+)?$/.test(ra.trim())) return Math.round(Number(ra) * 1000);
+  const at = Date.parse(ra);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}

@@ -1,0 +1,160 @@
+/**
+ * Typed errors. Each knows its HTTP status and its OpenAI error fields; one filter turns them
+ * into responses. `UpstreamError` also carries what the route executor needs to decide on a retry.
+ */
+
+export type OpenAiErrorType =
+  | 'invalid_request_error'
+  | 'authentication_error'
+  | 'permission_error'
+  | 'not_found_error'
+  | 'rate_limit_error'
+  | 'api_error'
+  | 'upstream_error'
+  | 'timeout_error'
+  | 'server_error';
+
+export interface OpenAiErrorBody {
+  error: { message: string; type: string; param: string | null; code: string | number | null };
+}
+
+export abstract class GatewayError extends Error {
+  abstract readonly status: number;
+  abstract readonly type: OpenAiErrorType | string;
+  readonly param: string | null = null;
+  readonly code: string | number | null = null;
+  /** Extra response headers (e.g. Retry-After). */
+  readonly headers?: Record<string, string>;
+
+  toBody(): OpenAiErrorBody {
+    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
+  }
+}
+
+export class InvalidRequestError extends GatewayError {
+  readonly status = 400;
+  readonly type = 'invalid_request_error';
+  constructor(
+    message: string,
+    override readonly param: string | null = null,
+    override readonly code: string | null = 'invalid_request',
+  ) {
+    super(message);
+  }
+}
+
+export class ModelNotFoundError extends GatewayError {
+  readonly status = 404;
+  readonly type = 'invalid_request_error';
+  override readonly param = 'model';
+  override readonly code = 'model_not_found';
+  constructor(model: string) {
+    super(`The model "${model}" does not exist or is not served by this gateway; GET /v1/models lists the models`);
+  }
+}
+
+export class RouteNotFoundError extends GatewayError {
+  readonly status = 404;
+  readonly type = 'invalid_request_error';
+  override readonly code = 'not_found';
+}
+
+export class PayloadTooLargeError extends GatewayError {
+  readonly status = 413;
+  readonly type = 'invalid_request_error';
+  override readonly code = 'request_too_large';
+}
+
+export class ServiceUnavailableError extends GatewayError {
+  readonly status = 503;
+  readonly type = 'server_error';
+  override readonly code = 'unavailable';
+}
+
+/** How an upstream attempt failed; decides the status we answer with and whether to try again. */
+export type UpstreamFailure =
+  | 'http' // the upstream answered with an error status
+  | 'connect' // could not connect (refused, DNS, TLS, connect timeout)
+  | 'reset' // the connection broke
+  | 'timeout' // first byte, first token, idle or total deadline passed
+  | 'protocol' // the upstream answered something we could not understand
+  | 'aborted'; // our own client went away
+
+export interface UpstreamErrorInit {
+  failure: UpstreamFailure;
+  message: string;
+  /** The upstream's own HTTP status, for `http` failures. */
+  upstreamStatus?: number;
+  type?: string;
+  code?: string | number | null;
+  param?: string | null;
+  retryable?: boolean;
+  retryAfterMs?: number;
+  provider?: string;
+  route?: string;
+}
+
+export class UpstreamError extends GatewayError {
+  readonly status: number;
+  readonly type: string;
+  override readonly param: string | null;
+  override readonly code: string | number | null;
+  readonly failure: UpstreamFailure;
+  readonly upstreamStatus?: number;
+  readonly retryable: boolean;
+  readonly retryAfterMs?: number;
+  readonly provider?: string;
+  route?: string;
+
+  constructor(init: UpstreamErrorInit) {
+    super(init.message);
+    this.failure = init.failure;
+    this.upstreamStatus = init.upstreamStatus;
+    this.provider = init.provider;
+    this.route = init.route;
+    this.retryAfterMs = init.retryAfterMs;
+    this.param = init.param ?? null;
+    const s = init.upstreamStatus;
+    if (init.failure === 'http' && s !== undefined && s >= 400 && s < 500) {
+      // Client errors pass through with their own status and message.
+      this.status = s;
+      this.type = init.type ?? typeForStatus(s);
+      this.code = init.code ?? null;
+    } else if (init.failure === 'timeout') {
+      this.status = 504;
+      this.type = 'timeout_error';
+      this.code = init.code ?? 'upstream_timeout';
+    } else if (init.failure === 'aborted') {
+      this.status = 499;
+      this.type = 'client_closed_request';
+      this.code = 'client_closed_request';
+    } else {
+      this.status = 502;
+      this.type = 'upstream_error';
+      this.code = init.code ?? (init.failure === 'http' ? `upstream_${s ?? 'error'}` : `upstream_${init.failure}`);
+    }
+    this.retryable =
+      init.retryable ??
+      (init.failure === 'http'
+        ? s === undefined || s >= 500 || s === 408 || s === 429
+        : init.failure !== 'aborted');
+    if (this.status === 429 && this.retryAfterMs !== undefined) {
+      (this as { headers?: Record<string, string> }).headers = { 'retry-after': String(Math.ceil(this.retryAfterMs / 1000)) };
+    }
+  }
+}
+
+export function typeForStatus(status: number): OpenAiErrorType {
+  switch (status) {
+    case 401:
+      return 'authentication_error';
+    case 403:
+      return 'permission_error';
+    case 404:
+      return 'not_found_error';
+    case 429:
+      return 'rate_limit_error';
+    default:
+      return status >= 500 ? 'api_error' : 'invalid_request_error';
+  }
+}

@@ -1,0 +1,34 @@
+import type { ChatMessage, ChatRequest } from './chat.types';
+
+/**
+ * Rough token counts for when an upstream reports none (or a stream was cut): about four
+ * characters per token plus OpenAI's per-message overhead. Only ever used as an estimate and
+ * marked as such in the request log.
+ */
+export function estimateTextTokens(text: string): number {
+  return text.length === 0 ? 0 : Math.ceil(text.length / 4);
+}
+
+export function estimateMessageTokens(messages: readonly ChatMessage[]): number {
+  let total = 3; // every reply is primed with <|start|>assistant<|message|>
+  for (const m of messages) {
+    total += 4;
+    total += estimateTextTokens(contentText(m.content));
+    if (m.name) total += estimateTextTokens(m.name);
+    if (m.tool_calls) total += estimateTextTokens(JSON.stringify(m.tool_calls));
+  }
+  return total;
+}
+
+export function estimatePromptTokens(req: Pick<ChatRequest, 'messages' | 'tools'>): number {
+  return estimateMessageTokens(req.messages) + (req.tools ? estimateTextTokens(JSON.stringify(req.tools)) : 0);
+}
+
+/** The text of a message's content, whether a string or a list of parts. */
+export function contentText(content: ChatMessage['content']): string {
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return '';
+  let out = '';
+  for (const part of content) if (part && typeof (part as { text?: unknown }).text === 'string') out += (part as { text: string }).text;
+  return out;
+}
