@@ -1,0 +1,75 @@
+import type { LoggerService } from '@nestjs/common';
+import pino, { type Logger } from 'pino';
+import { currentRequestId } from '../common/request-context';
+
+const REDACT = [
+  'authorization',
+  'headers.authorization',
+  'headers["x-api-key"]',
+  '*.authorization',
+  '*.api_key',
+  '*.apiKey',
+  '*.api_keys',
+  '*.password',
+  '*.token',
+  '*.access_token',
+  '*.refresh_token',
+];
+
+/**
+ * Structured JSON logs through pino, also used for Nest's own messages. Every line written while
+ * serving a request carries its id (`reqId`); secrets are redacted by key.
+ */
+export class AppLogger implements LoggerService {
+  readonly pino: Logger;
+
+  constructor(level: string, destination?: pino.DestinationStream) {
+    const dest = destination ?? pino.destination({ dest: 1, sync: false });
+    this.pino = pino(
+      {
+        level: pino.levels.values[level] !== undefined || level === 'silent' ? level : 'info',
+        base: { service: 'hybridinference' },
+        timestamp: pino.stdTimeFunctions.isoTime,
+        formatters: { level: (label) => ({ level: label }) },
+        redact: { paths: REDACT, censor: '[redacted]' },
+        mixin: () => {
+          const id = currentRequestId();
+          return id ? { reqId: id } : {};
+        },
+      },
+      dest,
+    );
+  }
+
+  log(message: unknown, context?: string): void {
+    this.write('info', message, context);
+  }
+  error(message: unknown, stackOrContext?: string, context?: string): void {
+    const ctx = context ?? (stackOrContext && !stackOrContext.includes('\n') ? stackOrContext : undefined);
+    const stack = stackOrContext && stackOrContext.includes('\n') ? stackOrContext : undefined;
+    if (message instanceof Error) this.pino.error({ context: ctx, err: message }, message.message);
+    else this.pino.error({ context: ctx, stack }, String(message));
+  }
+  warn(message: unknown, context?: string): void {
+    this.write('warn', message, context);
+  }
+  debug(message: unknown, context?: string): void {
+    this.write('debug', message, context);
+  }
+  verbose(message: unknown, context?: string): void {
+    this.write('trace', message, context);
+  }
+  fatal(message: unknown, context?: string): void {
+    this.write('fatal', message, context);
+  }
+
+  flush(): void {
+    this.pino.flush();
+  }
+
+  private write(level: 'info' | 'warn' | 'debug' | 'trace' | 'fatal', message: unknown, context?: string): void {
+    if (!this.pino.isLevelEnabled(level)) return;
+    if (typeof message === 'object' && message !== null && !(message instanceof Error)) this.pino[level]({ context, ...message });
+    else this.pino[level]({ context }, String(message));
+  }
+}

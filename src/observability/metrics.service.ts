@@ -1,0 +1,62 @@
+import { Injectable } from '@nestjs/common';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { AppConfig } from '../config/app-config';
+
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+
+export interface RequestObservation {
+  model: string;
+  provider: string;
+  status: number;
+  latencyMs: number;
+  ttftMs?: number;
+  promptTokens: number;
+  completionTokens: number;
+  cachedTokens: number;
+  reasoningTokens: number;
+}
+
+/** Prometheus metrics, in a registry of the app's own (several gateways may share a process in tests). */
+@Injectable()
+export class MetricsService {
+  readonly registry = new Registry();
+  readonly enabled: boolean;
+  private readonly requests: Counter<'model' | 'provider' | 'status'>;
+  private readonly latency: Histogram<'model' | 'provider' | 'status'>;
+  private readonly ttft: Histogram<'model' | 'provider' | 'status'>;
+  private readonly tokens: Counter<'model' | 'provider' | 'type'>;
+  private readonly attempts: Counter<'provider' | 'route' | 'outcome'>;
+
+  constructor(config: AppConfig) {
+    this.enabled = config.env.METRICS_ENABLED;
+    const registers = [this.registry];
+    this.requests = new Counter({ name: 'hybridinference_requests_total', help: 'Requests served, by model, provider and HTTP status', labelNames: ['model', 'provider', 'status'], registers });
+    this.latency = new Histogram({ name: 'hybridinference_request_duration_seconds', help: 'Time from request to the last byte of the response', labelNames: ['model', 'provider', 'status'], buckets: LATENCY_BUCKETS, registers });
+    this.ttft = new Histogram({ name: 'hybridinference_time_to_first_token_seconds', help: 'Streams: time from request to the first content sent to the client', labelNames: ['model', 'provider', 'status'], buckets: LATENCY_BUCKETS, registers });
+    this.tokens = new Counter({ name: 'hybridinference_tokens_total', help: 'Tokens, by model, provider and type (prompt, completion, cached, reasoning)', labelNames: ['model', 'provider', 'type'], registers });
+    this.attempts = new Counter({ name: 'hybridinference_upstream_attempts_total', help: 'Attempts at upstream routes, by outcome', labelNames: ['provider', 'route', 'outcome'], registers });
+    if (this.enabled) collectDefaultMetrics({ register: this.registry, prefix: 'hybridinference_' });
+  }
+
+  observeRequest(o: RequestObservation): void {
+    if (!this.enabled) return;
+    const labels = { model: o.model, provider: o.provider, status: String(o.status) };
+    this.requests.inc(labels);
+    this.latency.observe(labels, o.latencyMs / 1000);
+    if (o.ttftMs !== undefined) this.ttft.observe(labels, o.ttftMs / 1000);
+    const t = { model: o.model, provider: o.provider };
+    if (o.promptTokens) this.tokens.inc({ ...t, type: 'prompt' }, o.promptTokens);
+    if (o.completionTokens) this.tokens.inc({ ...t, type: 'completion' }, o.completionTokens);
+    if (o.cachedTokens) this.tokens.inc({ ...t, type: 'cached' }, o.cachedTokens);
+    if (o.reasoningTokens) this.tokens.inc({ ...t, type: 'reasoning' }, o.reasoningTokens);
+  }
+
+  observeAttempt(provider: string, route: string, outcome: string): void {
+    if (this.enabled) this.attempts.inc({ provider, route, outcome });
+  }
+
+  /** A gauge whose value is read when /metrics is scraped. */
+  gauge(name: string, help: string, read: () => number): void {
+    new Gauge({ name, help, registers: [this.registry], collect() { this.set(read()); } });
+  }
+}

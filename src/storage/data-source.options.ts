@@ -1,0 +1,52 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { DataSourceOptions } from 'typeorm';
+import type { AppConfig } from '../config/app-config';
+import type { Dialect } from './dialect';
+import { apiLogSchema } from './entities/api-log.entity';
+import { CreateApiLogs1763700000000 } from './migrations/postgres/1763700000000-create-api-logs';
+import { CreateApiLogsSqlite1763700000000 } from './migrations/sqlite/1763700000000-create-api-logs';
+
+/** Entity mappings for a dialect. Modules with entities of their own add them here. */
+export function entitiesFor(dialect: Dialect) {
+  return [apiLogSchema(dialect)];
+}
+
+const MIGRATIONS: Record<Dialect, DataSourceOptions['migrations']> = {
+  postgres: [CreateApiLogs1763700000000],
+  sqlite: [CreateApiLogsSqlite1763700000000],
+};
+
+/**
+ * PostgreSQL in production, an embedded SQLite file otherwise. The schema is owned by migrations
+ * on both: `synchronize` stays off.
+ */
+export function dataSourceOptions(config: AppConfig): DataSourceOptions {
+  const dialect = config.dbBackend;
+  if (dialect === 'postgres') {
+    const pg = config.postgres;
+    return {
+      type: 'postgres',
+      ...('url' in pg ? { url: pg.url } : pg),
+      entities: entitiesFor('postgres'),
+      migrations: MIGRATIONS.postgres,
+      migrationsTableName: 'migrations',
+      synchronize: false,
+      logging: ['error'],
+      extra: { max: config.env.DB_POOL_SIZE, connectionTimeoutMillis: 5000, idleTimeoutMillis: 30_000 },
+    };
+  }
+  const file = config.sqlitePath;
+  mkdirSync(dirname(file), { recursive: true });
+  return {
+    type: 'better-sqlite3',
+    database: file,
+    entities: entitiesFor('sqlite'),
+    migrations: MIGRATIONS.sqlite,
+    migrationsTableName: 'migrations',
+    synchronize: false,
+    enableWAL: true,
+    timeout: 5000,
+    logging: ['error'],
+  };
+}

@@ -1,0 +1,211 @@
+import { Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
+import { appendFile, mkdir, readdir, readFile, rename, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { QueryDeepPartialEntity } from 'typeorm/query-builder/QueryPartialEntity';
+import { AppConfig } from '../config/app-config';
+import { MetricsService } from '../observability/metrics.service';
+import { DatabaseService } from './database.service';
+import { ApiLog } from './entities/api-log.entity';
+
+const SPOOL_PREFIX = 'api_logs.';
+const REPLAY_BATCH = 500;
+
+/**
+ * Writes request-log rows off the request path. Rows are queued in memory and inserted in
+ * batches (when a batch is full, and at least every REQUEST_LOG_FLUSH_MS). When the database
+ * cannot take them — down, slow, or the queue over its bound — rows are appended to a spool file
+ * and replayed once the database answers again. Inserts ignore rows already present, so a replay
+ * that is cut off and repeated never duplicates. Shutdown drains the queue.
+ */
+@Injectable()
+export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
+  private readonly logger = new Logger('RequestLogWriter');
+  private queue: ApiLog[] = [];
+  private flushing?: Promise<void>;
+  private flushTimer?: ReturnType<typeof setInterval>;
+  private replayTimer?: ReturnType<typeof setInterval>;
+  /** Serialises spool writes and claims, so no append lands in a file being replayed. */
+  private spoolChain: Promise<unknown> = Promise.resolve();
+  private readonly spoolFile: string;
+  private replaying = false;
+  readonly stats = { written: 0, spooled: 0, replayed: 0, spoolFiles: 0 };
+
+  constructor(
+    private readonly config: AppConfig,
+    private readonly db: DatabaseService,
+    metrics: MetricsService,
+  ) {
+    this.spoolFile = join(config.spoolDir, `${SPOOL_PREFIX}${process.pid}.${Date.now()}.jsonl`);
+    metrics.gauge('hybridinference_request_log_queue', 'Request-log rows waiting in memory', () => this.queue.length);
+    metrics.gauge('hybridinference_request_log_spooled_total', 'Request-log rows written to the disk spool since start', () => this.stats.spooled);
+  }
+
+  async onModuleInit(): Promise<void> {
+    await mkdir(this.config.spoolDir, { recursive: true });
+    this.flushTimer = setInterval(() => void this.flush(), this.config.env.REQUEST_LOG_FLUSH_MS);
+    this.flushTimer.unref();
+    this.replayTimer = setInterval(() => void this.replay(), this.config.env.REQUEST_LOG_REPLAY_MS);
+    this.replayTimer.unref();
+    // Rows a previous run left behind go in as soon as the database is there.
+    void this.db.whenReady().then(() => this.replay());
+  }
+
+  /** Queue a row. Never blocks and never throws. */
+  enqueue(row: ApiLog): void {
+    this.queue.push(row);
+    const { REQUEST_LOG_BATCH_SIZE: batch, REQUEST_LOG_MAX_QUEUE: max } = this.config.env;
+    if (this.queue.length > max) {
+      // The database is not keeping up: the oldest rows go to disk rather than growing memory.
+      void this.spool(this.queue.splice(0, this.queue.length - max + batch));
+    } else if (this.queue.length >= batch && !this.flushing) {
+      void this.flush();
+    }
+  }
+
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  /** Insert what is queued now (one batch at a time). */
+  flush(): Promise<void> {
+    this.flushing ??= this.flushLoop().finally(() => {
+      this.flushing = undefined;
+    });
+    return this.flushing;
+  }
+
+  /** Everything queued is written, to the database or the spool. */
+  async drain(): Promise<void> {
+    // Stops when a round makes no progress (database down and disk failing): then the rows
+    // stay in memory and the log says so, rather than looping forever.
+    let before = Infinity;
+    while ((this.queue.length > 0 || this.flushing) && this.queue.length < before) {
+      before = this.queue.length;
+      await this.flush();
+      await this.spoolChain;
+    }
+    if (this.queue.length > 0) this.logger.error(`${this.queue.length} request-log rows could not be written to the database or the spool`);
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    clearInterval(this.flushTimer);
+    clearInterval(this.replayTimer);
+    await this.drain();
+    this.logger.log(`drained: ${this.stats.written} rows written, ${this.stats.spooled} spooled, ${this.stats.replayed} replayed`);
+    await this.db.close();
+  }
+
+  private async flushLoop(): Promise<void> {
+    const size = this.config.env.REQUEST_LOG_BATCH_SIZE;
+    while (this.queue.length > 0) {
+      const batch = this.queue.splice(0, size);
+      const ds = this.db.dataSource;
+      if (!ds) {
+        await this.spool(batch);
+        continue;
+      }
+      try {
+        await this.insert(batch);
+        this.stats.written += batch.length;
+      } catch (err) {
+        this.logger.warn(`request-log insert failed, ${batch.length} rows spooled: ${(err as Error).message}`);
+        this.db.reportFailure(err);
+        await this.spool(batch);
+      }
+    }
+  }
+
+  private async insert(rows: ApiLog[]): Promise<void> {
+    const ds = this.db.dataSource;
+    if (!ds) throw new Error('database not connected');
+    await ds.createQueryBuilder().insert().into(ApiLog).values(rows as QueryDeepPartialEntity<ApiLog>[]).orIgnore().execute();
+  }
+
+  private spool(rows: ApiLog[]): Promise<void> {
+    if (rows.length === 0) return Promise.resolve();
+    const text = rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
+    const write = this.spoolChain.then(async () => {
+      try {
+        await appendFile(this.spoolFile, text);
+        this.stats.spooled += rows.length;
+      } catch (err) {
+        // The disk is the last resort; keep the rows in memory rather than lose them.
+        this.logger.error(`cannot spool ${rows.length} request-log rows to ${this.spoolFile}: ${(err as Error).message}`);
+        this.queue.unshift(...rows);
+      }
+    });
+    this.spoolChain = write;
+    return write;
+  }
+
+  /** Re-inserts spooled rows (this process's and those of processes that are gone). */
+  async replay(): Promise<void> {
+    if (this.replaying || !this.db.dataSource) return;
+    this.replaying = true;
+    try {
+      const dir = this.config.spoolDir;
+      const files = (await readdir(dir).catch(() => [] as string[])).filter((f) => f.startsWith(SPOOL_PREFIX) && f.endsWith('.jsonl'));
+      this.stats.spoolFiles = files.length;
+      for (const name of files) {
+        if (!this.db.dataSource) break;
+        const claimed = await this.claim(dir, name);
+        if (claimed) await this.replayFile(claimed);
+      }
+    } catch (err) {
+      this.logger.warn(`spool replay failed: ${(err as Error).message}`);
+    } finally {
+      this.replaying = false;
+    }
+  }
+
+  /** Renames a spool file to a name only this process uses; undefined if it is not ours to take. */
+  private async claim(dir: string, name: string): Promise<string | undefined> {
+    const m = /^api_logs\.(?:replaying\.)?(\d+)\./.exec(name);
+    const owner = m ? Number(m[1]) : 0;
+    if (owner !== process.pid && owner > 0 && isAlive(owner)) return undefined;
+    const target = join(dir, `${SPOOL_PREFIX}replaying.${process.pid}.${Date.now()}.${Math.random().toString(36).slice(2)}.jsonl`);
+    const claimed = this.spoolChain.then(() => rename(join(dir, name), target).then(() => target, () => undefined));
+    this.spoolChain = claimed;
+    return claimed;
+  }
+
+  private async replayFile(path: string): Promise<void> {
+    const lines = (await readFile(path, 'utf8')).split('\n').filter((l) => l.trim() !== '');
+    const rows: ApiLog[] = [];
+    for (const line of lines) {
+      try {
+        const row = JSON.parse(line) as ApiLog;
+        row.created_at = new Date(row.created_at);
+        rows.push(row);
+      } catch {
+        this.logger.warn(`spool file ${path}: skipped a line that is not JSON (a write cut short by a crash)`);
+      }
+    }
+    let done = 0;
+    try {
+      while (done < rows.length) {
+        const batch = rows.slice(done, done + REPLAY_BATCH);
+        await this.insert(batch);
+        done += batch.length;
+        this.stats.replayed += batch.length;
+      }
+      await unlink(path);
+      this.logger.log(`replayed ${rows.length} spooled request-log rows`);
+    } catch (err) {
+      this.db.reportFailure(err);
+      // What is left goes back to this process's spool; the claimed file is then removed.
+      await this.spool(rows.slice(done));
+      this.stats.spooled -= rows.length - done; // re-spooling is not new spooling
+      await unlink(path).catch(() => undefined);
+    }
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
