@@ -1,0 +1,136 @@
+import type { ChatRequest } from '../common/chat.types';
+import { InvalidRequestError } from '../common/errors';
+
+const ROLES = new Set(['system', 'developer', 'user', 'assistant', 'tool', 'function']);
+
+type Check = (v: unknown) => string | undefined;
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const num = (min?: number, max?: number): Check => (v) =>
+  typeof v !== 'number' || !Number.isFinite(v)
+    ? 'must be a number'
+    : min !== undefined && v < min
+      ? `must be at least ${min}`
+      : max !== undefined && v > max
+        ? `must be at most ${max}`
+        : undefined;
+const int = (min?: number, max?: number): Check => (v) => (typeof v === 'number' && !Number.isInteger(v) ? 'must be an integer' : num(min, max)(v));
+const bool: Check = (v) => (typeof v === 'boolean' ? undefined : 'must be a boolean');
+const str: Check = (v) => (typeof v === 'string' ? undefined : 'must be a string');
+const obj: Check = (v) => (isObj(v) ? undefined : 'must be an object');
+const stop: Check = (v) =>
+  typeof v === 'string' || (Array.isArray(v) && v.every((s) => typeof s === 'string')) ? undefined : 'must be a string or an array of strings';
+
+/** Optional top-level parameters and their types; null means "not set", as OpenAI allows. */
+const PARAMS: Record<string, Check> = {
+  stream: bool,
+  stream_options: obj,
+  temperature: num(0),
+  top_p: num(0, 1),
+  n: int(1, 128),
+  max_tokens: int(1),
+  max_completion_tokens: int(1),
+  stop,
+  seed: int(),
+  frequency_penalty: num(-2, 2),
+  presence_penalty: num(-2, 2),
+  logprobs: bool,
+  top_logprobs: int(0, 20),
+  logit_bias: obj,
+  user: str,
+  parallel_tool_calls: bool,
+  response_format: obj,
+  // vLLM / SGLang sampling extras
+  top_k: int(-1),
+  min_p: num(0, 1),
+  repetition_penalty: num(0),
+  min_tokens: int(0),
+};
+
+function fail(param: string, problem: string): never {
+  throw new InvalidRequestError(`Invalid request: "${param}" ${problem}`, param, 'invalid_request');
+}
+
+/**
+ * Checks a chat-completions body quickly and names the first bad field. Unknown fields pass
+ * through untouched (servers have their own extras); known ones must have the right type.
+ */
+export function validateChatRequest(body: unknown): ChatRequest {
+  if (!isObj(body)) fail('body', 'must be a JSON object');
+  if (body.model === undefined || body.model === null) fail('model', 'is required');
+  if (typeof body.model !== 'string' || body.model.trim() === '') fail('model', 'must be a non-empty string');
+  if (body.messages === undefined || body.messages === null) fail('messages', 'is required');
+  if (!Array.isArray(body.messages)) fail('messages', 'must be an array');
+  if (body.messages.length === 0) fail('messages', 'must contain at least one message');
+  body.messages.forEach(checkMessage);
+
+  for (const key in PARAMS) {
+    const v = body[key];
+    if (v === undefined || v === null) continue;
+    const problem = PARAMS[key](v);
+    if (problem) fail(key, problem);
+  }
+  if (isObj(body.stream_options) && body.stream_options.include_usage !== undefined && typeof body.stream_options.include_usage !== 'boolean') {
+    fail('stream_options.include_usage', 'must be a boolean');
+  }
+  if (isObj(body.response_format) && typeof body.response_format.type !== 'string') fail('response_format.type', 'is required and must be a string');
+  if (body.tools !== undefined && body.tools !== null) checkTools(body.tools);
+  if (body.tool_choice !== undefined && body.tool_choice !== null) checkToolChoice(body.tool_choice);
+  return body as ChatRequest;
+}
+
+function checkMessage(m: unknown, i: number): void {
+  const at = `messages[${i}]`;
+  if (!isObj(m)) fail(at, 'must be an object');
+  if (typeof m.role !== 'string') fail(`${at}.role`, 'is required and must be a string');
+  if (!ROLES.has(m.role)) fail(`${at}.role`, `must be one of ${[...ROLES].join(', ')}`);
+  const c = m.content;
+  if (c === undefined || c === null) {
+    if (m.role !== 'assistant') fail(`${at}.content`, 'is required');
+  } else if (Array.isArray(c)) {
+    c.forEach((part, j) => {
+      if (!isObj(part) || typeof part.type !== 'string') fail(`${at}.content[${j}]`, 'must be an object with a string "type"');
+      if (part.type === 'text' && typeof part.text !== 'string') fail(`${at}.content[${j}].text`, 'must be a string');
+      if (part.type === 'image_url' && !(isObj(part.image_url) && typeof part.image_url.url === 'string') && typeof part.image_url !== 'string') {
+        fail(`${at}.content[${j}].image_url.url`, 'must be a string');
+      }
+    });
+  } else if (typeof c !== 'string') {
+    fail(`${at}.content`, 'must be a string or an array of content parts');
+  }
+  if (m.name !== undefined && typeof m.name !== 'string') fail(`${at}.name`, 'must be a string');
+  if (m.role === 'tool' && typeof m.tool_call_id !== 'string') fail(`${at}.tool_call_id`, 'is required for tool messages and must be a string');
+  if (m.tool_calls !== undefined && m.tool_calls !== null) {
+    if (!Array.isArray(m.tool_calls)) fail(`${at}.tool_calls`, 'must be an array');
+    m.tool_calls.forEach((t: unknown, j: number) => {
+      const tat = `${at}.tool_calls[${j}]`;
+      if (!isObj(t)) fail(tat, 'must be an object');
+      if (typeof t.id !== 'string') fail(`${tat}.id`, 'must be a string');
+      if (!isObj(t.function)) fail(`${tat}.function`, 'must be an object');
+      if (typeof t.function.name !== 'string') fail(`${tat}.function.name`, 'must be a string');
+      if (typeof t.function.arguments !== 'string') fail(`${tat}.function.arguments`, 'must be a string (JSON-encoded arguments)');
+    });
+  }
+}
+
+function checkTools(tools: unknown): void {
+  if (!Array.isArray(tools)) fail('tools', 'must be an array');
+  tools.forEach((t, i) => {
+    const at = `tools[${i}]`;
+    if (!isObj(t)) fail(at, 'must be an object');
+    if (t.type !== 'function') fail(`${at}.type`, 'must be "function"');
+    if (!isObj(t.function)) fail(`${at}.function`, 'must be an object');
+    if (typeof t.function.name !== 'string' || t.function.name === '') fail(`${at}.function.name`, 'must be a non-empty string');
+    if (t.function.parameters !== undefined && !isObj(t.function.parameters)) fail(`${at}.function.parameters`, 'must be a JSON Schema object');
+  });
+}
+
+function checkToolChoice(tc: unknown): void {
+  if (typeof tc === 'string') {
+    if (!['none', 'auto', 'required'].includes(tc)) fail('tool_choice', 'must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}');
+    return;
+  }
+  if (!isObj(tc) || tc.type !== 'function' || !isObj(tc.function) || typeof tc.function.name !== 'string') {
+    fail('tool_choice', 'must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}');
+  }
+}

@@ -1,0 +1,19 @@
+import { Module } from '@nestjs/common';
+import { TerminusModule } from '@nestjs/terminus';
+import { RoutingModule } from '../routing/routing.module';
+import { StorageModule } from '../storage/storage.module';
+import { ChatCompletionService } from './chat-completion.service';
+import { ChatCompletionsController } from './chat-completions.controller';
+import { HealthController } from './health.controller';
+import { InflightService } from './inflight.service';
+import { MetricsController } from './metrics.controller';
+import { ModelsController } from './models.controller';
+import { RoutingController } from './routing.controller';
+
+/** Northbound HTTP: the OpenAI-compatible API, health, public routing view and metrics. */
+@Module({
+  imports: [RoutingModule, StorageModule, TerminusModule],
+  controllers: [ChatCompletionsController, ModelsController, RoutingController, HealthController, MetricsController],
+  providers: [ChatCompletionService, InflightService],
+})
+export class GatewayModule {}

@@ -1,0 +1,25 @@
+import { Controller, Get } from '@nestjs/common';
+import { HealthCheck, HealthCheckService } from '@nestjs/terminus';
+import { DatabaseHealthIndicator } from '../storage/database.health';
+
+@Controller('health')
+export class HealthController {
+  constructor(
+    private readonly health: HealthCheckService,
+    private readonly database: DatabaseHealthIndicator,
+  ) {}
+
+  /** Liveness: 200 while the gateway can serve; a database outage shows as `degraded`. */
+  @Get()
+  @HealthCheck()
+  live() {
+    return this.health.check([() => this.database.check(false)]);
+  }
+
+  /** Readiness: 503 unless every dependency is up. */
+  @Get('ready')
+  @HealthCheck()
+  ready() {
+    return this.health.check([() => this.database.check(true)]);
+  }
+}

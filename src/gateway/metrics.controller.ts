@@ -1,0 +1,16 @@
+import { Controller, Get, NotFoundException, Res } from '@nestjs/common';
+import type { Response } from 'express';
+import { MetricsService } from '../observability/metrics.service';
+
+@Controller('metrics')
+export class MetricsController {
+  constructor(private readonly metrics: MetricsService) {}
+
+  @Get()
+  async scrape(@Res() res: Response): Promise<void> {
+    if (!this.metrics.enabled) throw new NotFoundException('metrics are disabled (METRICS_ENABLED=false)');
+    const text = await this.metrics.registry.metrics();
+    res.setHeader('content-type', this.metrics.registry.contentType);
+    res.end(text);
+  }
+}

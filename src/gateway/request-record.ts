@@ -1,0 +1,113 @@
+import type { ChatRequest, Usage } from '../common/chat.types';
+import { costPico, picoToUsd, usdToPico, type TokenCounts } from '../common/money';
+import { estimatePromptTokens } from '../common/tokens';
+import { tokenCounts } from '../common/usage';
+import type { ModelDef } from '../config/registry.types';
+import type { RequestObservation } from '../observability/metrics.service';
+import type { Execution } from '../routing/route-executor.service';
+import type { ApiLog } from '../storage/entities/api-log.entity';
+
+/**
+ * Everything learned while serving one request, turned at the end into its single `api_logs`
+ * row and its metrics. Tokens come from the upstream's usage; where there is none (a server
+ * that reports none, a stream cut short, a client that left) they are estimated from what was
+ * asked and what was delivered, and the row says so.
+ */
+export class RequestRecord {
+  readonly createdAt = new Date();
+  model = '';
+  modelDef?: ModelDef;
+  stream = false;
+  request?: ChatRequest;
+  userId: string | null = null;
+  keyId: string | null = null;
+  status = 200;
+  error: string | null = null;
+  errorCode: string | null = null;
+  finishReason: string | null = null;
+  ttftMs?: number;
+  usage?: Usage;
+  /** Characters of answer sent to the client (for estimates). */
+  deliveredChars = 0;
+  execution?: Execution;
+  responseContent?: unknown;
+  clientRequestId?: string;
+  upstreamId?: string;
+
+  constructor(
+    readonly id: string,
+    readonly startedAt: number,
+  ) {}
+
+  fail(status: number, message: string, code: string | number | null): void {
+    this.status = status;
+    this.error = message.slice(0, 4000);
+    this.errorCode = code === null ? null : String(code).slice(0, 100);
+  }
+
+  /** Tokens to bill and whether they were estimated. */
+  tokens(): { counts: TokenCounts; estimated: boolean } {
+    if (this.usage) return { counts: tokenCounts(this.usage), estimated: false };
+    const served = this.execution?.route !== undefined;
+    if (!served && this.deliveredChars === 0) return { counts: { prompt: 0, completion: 0, cachedRead: 0, cacheWrite: 0, reasoning: 0 }, estimated: false };
+    const prompt = this.request ? estimatePromptTokens(this.request) : 0;
+    return { counts: { prompt, completion: Math.ceil(this.deliveredChars / 4), cachedRead: 0, cacheWrite: 0, reasoning: 0 }, estimated: true };
+  }
+
+  toRow(storeContent: boolean): ApiLog {
+    const latency = Math.round(performance.now() - this.startedAt);
+    const { counts, estimated } = this.tokens();
+    const route = this.execution?.route;
+    const pricing = route?.pricing ?? this.modelDef?.pricing;
+    const billable = route !== undefined;
+    const cost = pricing && billable ? costPico(counts, pricing) : 0n;
+    const upstreamCost = typeof this.usage?.cost === 'number' && Number.isFinite(this.usage.cost) ? picoToUsd(usdToPico(Math.max(0, this.usage.cost))) : null;
+    const metadata: Record<string, unknown> = {};
+    if (this.execution && this.execution.attempts.length > 0) metadata.attempts = this.execution.attempts;
+    if (route) metadata.provider_model_id = route.providerModelId;
+    if (this.upstreamId) metadata.upstream_id = this.upstreamId;
+    if (this.clientRequestId) metadata.client_request_id = this.clientRequestId;
+    return {
+      id: this.id,
+      created_at: this.createdAt,
+      model: this.model.slice(0, 200),
+      provider: route?.kind ?? null,
+      endpoint: route?.id ?? null,
+      stream: this.stream,
+      status_code: this.status,
+      error: this.error,
+      error_code: this.errorCode,
+      finish_reason: this.finishReason,
+      ttft_ms: this.ttftMs === undefined ? null : Math.round(this.ttftMs),
+      latency_ms: latency,
+      prompt_tokens: counts.prompt,
+      completion_tokens: counts.completion,
+      total_tokens: counts.prompt + counts.completion,
+      cached_tokens: counts.cachedRead,
+      cache_write_tokens: counts.cacheWrite,
+      reasoning_tokens: counts.reasoning,
+      usage_estimated: estimated,
+      cost_usd: picoToUsd(cost),
+      upstream_cost_usd: upstreamCost,
+      api_key_id: this.keyId,
+      user_id: this.userId?.slice(0, 256) ?? null,
+      metadata: Object.keys(metadata).length > 0 ? metadata : null,
+      request_content: storeContent ? (this.request ?? null) : null,
+      response_content: storeContent ? (this.responseContent ?? null) : null,
+    };
+  }
+
+  observation(row: ApiLog): RequestObservation {
+    return {
+      model: this.modelDef ? this.modelDef.id : 'unknown',
+      provider: row.provider ?? 'none',
+      status: row.status_code,
+      latencyMs: row.latency_ms,
+      ttftMs: row.ttft_ms ?? undefined,
+      promptTokens: row.prompt_tokens,
+      completionTokens: row.completion_tokens,
+      cachedTokens: row.cached_tokens,
+      reasoningTokens: row.reasoning_tokens,
+    };
+  }
+}

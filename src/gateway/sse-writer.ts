@@ -1,0 +1,67 @@
+import type { Response } from 'express';
+import { SSE_DONE, SSE_KEEPALIVE } from '../common/sse';
+
+/**
+ * Writes a text/event-stream response as events arrive: headers go out with the first event
+ * (or the first keepalive), nothing is compressed or buffered, and a slow client applies
+ * backpressure instead of growing memory.
+ */
+export class SseWriter {
+  private started = false;
+
+  constructor(private readonly res: Response) {}
+
+  get headersSent(): boolean {
+    return this.started;
+  }
+
+  /** The client is gone (or the response was ended): stop producing. */
+  get closed(): boolean {
+    return this.res.destroyed || this.res.writableEnded;
+  }
+
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    const res = this.res;
+    res.statusCode = 200;
+    res.setHeader('content-type', 'text/event-stream; charset=utf-8');
+    res.setHeader('cache-control', 'no-cache');
+    res.setHeader('connection', 'keep-alive');
+    res.setHeader('x-accel-buffering', 'no');
+    res.flushHeaders();
+    res.socket?.setNoDelay(true);
+  }
+
+  /** Writes raw SSE text; resolves at once unless the client is slow, then on drain (or close). */
+  write(text: string): Promise<void> | undefined {
+    if (!this.started) this.start();
+    if (this.closed) return undefined;
+    if (this.res.write(text)) return undefined;
+    return new Promise((resolve) => {
+      const done = () => {
+        this.res.off('drain', done);
+        this.res.off('close', done);
+        resolve();
+      };
+      this.res.on('drain', done);
+      this.res.on('close', done);
+    });
+  }
+
+  keepalive(): void {
+    void this.write(SSE_KEEPALIVE);
+  }
+
+  /** Ends a stream that completed: `data: [DONE]`. */
+  done(): void {
+    if (this.closed) return;
+    this.res.end(SSE_DONE);
+  }
+
+  /** Ends a stream that failed, without `[DONE]`, so no client mistakes it for a whole answer. */
+  fail(payload: unknown): void {
+    if (this.closed) return;
+    this.res.end(`data: ${JSON.stringify(payload)}\n\n`);
+  }
+}
