@@ -1,0 +1,321 @@
+import OpenAI from 'openai';
+import { OpenAiUpstream } from '../fixtures/openai-upstream';
+import { startGateway, type TestGateway } from '../helpers/gateway';
+import { createTestDatabase, type TestDatabase } from '../helpers/postgres';
+
+/**
+ * The OpenAI-compatible surface end to end: the official `openai` client talks to the real
+ * gateway, which talks to a stand-in upstream over HTTP; every request's api_logs row is read
+ * back from the real database (SQLite file and the local PostgreSQL).
+ */
+const models = (upstream: string) => `
+models:
+  - id: acme/chat
+    name: Acme Chat
+    context_length: 8192
+    pricing: { prompt: "1.50", completion: "2", input_cache_reads: "0.5" }
+    route:
+      - kind: vllm
+        id: local-vllm
+        base_url: ${upstream}
+        api_key: upstream-secret
+        provider_model_id: ok
+  - id: acme/tokens
+    context_length: 8192
+    pricing: { prompt: 1, completion: 1 }
+    route:
+      - { kind: openai_compat, base_url: "${upstream}", provider_model_id: "tokens:7" }
+  - id: acme/no-usage
+    context_length: 8192
+    pricing: { prompt: 1, completion: 1 }
+    route:
+      - { kind: openai_compat, base_url: "${upstream}", provider_model_id: no-usage }
+  - id: acme/bad-request
+    context_length: 8192
+    route:
+      - { kind: openai_compat, base_url: "${upstream}", provider_model_id: "error:400" }
+  - id: acme/rate-limited
+    context_length: 8192
+    route:
+      - { kind: openai_compat, base_url: "${upstream}", provider_model_id: "error:429" }
+  - id: acme/broken
+    context_length: 8192
+    route:
+      - { kind: openai_compat, base_url: "${upstream}", provider_model_id: "error:500" }
+  - id: acme/down
+    context_length: 8192
+    route:
+      - { kind: openai_compat, base_url: "http://127.0.0.1:9/v1", provider_model_id: ok }
+  - id: acme/hang
+    context_length: 8192
+    route:
+      - kind: openai_compat
+        base_url: ${upstream}
+        provider_model_id: hang
+        timeouts: { first_byte_ms: 300 }
+  - id: acme/slow-start
+    context_length: 8192
+    route:
+      - { kind: openai_compat, base_url: "${upstream}", provider_model_id: "delay-first-token:5000" }
+  - id: acme/slow-headers
+    context_length: 8192
+    route:
+      - { kind: openai_compat, base_url: "${upstream}", provider_model_id: "delay-headers:5000" }
+  - id: acme/mid-error
+    context_length: 8192
+    route:
+      - { kind: openai_compat, base_url: "${upstream}", provider_model_id: mid-error }
+  - id: acme/cut
+    context_length: 8192
+    route:
+      - { kind: openai_compat, base_url: "${upstream}", provider_model_id: cut }
+  - id: acme/failover
+    context_length: 8192
+    router: priority
+    pricing: { prompt: 1, completion: 1 }
+    route:
+      - { kind: openai_compat, id: first, base_url: "${upstream}", provider_model_id: "error:503" }
+      - { kind: openai_compat, id: second, base_url: "${upstream}", provider_model_id: ok }
+`;
+
+describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backend) => {
+  const upstream = new OpenAiUpstream();
+  let gw: TestGateway;
+  let client: OpenAI;
+  let pg: TestDatabase | undefined;
+
+  beforeAll(async () => {
+    const base = await upstream.start();
+    pg = backend === 'postgres' ? await createTestDatabase() : undefined;
+    gw = await startGateway({ models: models(base), env: { ...pg?.env, STREAM_KEEPALIVE_MS: '100' } });
+    client = gw.client();
+  });
+
+  afterAll(async () => {
+    await gw?.close();
+    await upstream.stop();
+    await pg?.drop();
+  });
+
+  beforeEach(() => upstream.reset());
+
+  it('answers a chat completion and passes every parameter through', async () => {
+    const res = await client.chat.completions.create({
+      model: 'acme/chat',
+      messages: [{ role: 'system', content: 'be brief' }, { role: 'user', content: 'hello there' }],
+      temperature: 0.3,
+      top_p: 0.9,
+      max_tokens: 50,
+      stop: ['END'],
+      seed: 7,
+      n: 1,
+      frequency_penalty: 0.1,
+      presence_penalty: 0.2,
+      logprobs: false,
+      user: 'user-42',
+      response_format: { type: 'text' },
+      // vLLM extras ride along untouched
+      ...({ top_k: 40, min_p: 0.05, repetition_penalty: 1.1 } as object),
+    });
+    expect(res.choices[0].message.content).toBe('echo: hello there');
+    expect(res.model).toBe('acme/chat');
+    expect(res.id).toMatch(/^gen-/);
+    expect(res.usage).toMatchObject({ prompt_tokens: 10, completion_tokens: 3, total_tokens: 13 });
+
+    const sent = upstream.requests[0];
+    expect(sent.headers.authorization).toBe('Bearer upstream-secret');
+    expect(sent.body).toMatchObject({ model: 'ok', temperature: 0.3, top_p: 0.9, max_tokens: 50, stop: ['END'], seed: 7, n: 1, frequency_penalty: 0.1, presence_penalty: 0.2, logprobs: false, user: 'user-42', response_format: { type: 'text' }, top_k: 40, min_p: 0.05, repetition_penalty: 1.1 });
+    expect(sent.body).not.toHaveProperty('stream_options');
+
+    const rows = await gw.waitForRows(1);
+    const row = rows.find((r) => r.id === res.id.slice(4))!;
+    expect(row).toMatchObject({ model: 'acme/chat', provider: 'vllm', endpoint: 'local-vllm', status_code: 200, stream: false, prompt_tokens: 10, completion_tokens: 3, total_tokens: 13, usage_estimated: false, user_id: 'user-42' });
+    // 10 × 1.50 + 3 × 2 USD per million tokens
+    expect(Number(row.cost_usd)).toBeCloseTo(0.000021, 12);
+    expect(row.latency_ms).toBeGreaterThanOrEqual(0);
+  });
+
+  it('streams chunks with the role first and a usage chunk before [DONE] when asked', async () => {
+    const stream = await client.chat.completions.create({ model: 'acme/tokens', stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'count' }] });
+    const chunks: OpenAI.Chat.Completions.ChatCompletionChunk[] = [];
+    for await (const c of stream) chunks.push(c);
+    expect(chunks[0].choices[0].delta.role).toBe('assistant');
+    expect(chunks.map((c) => c.choices[0]?.delta.content ?? '').join('')).toBe('t0 t1 t2 t3 t4 t5 t6 ');
+    const last = chunks[chunks.length - 1];
+    expect(last.choices).toEqual([]);
+    expect(last.usage).toMatchObject({ completion_tokens: 7 });
+    expect(new Set(chunks.map((c) => c.id)).size).toBe(1);
+    expect(chunks.every((c) => c.model === 'acme/tokens')).toBe(true);
+    expect(upstream.requests[0].body).toMatchObject({ stream: true, stream_options: { include_usage: true } });
+
+    const rows = await gw.rows();
+    const row = rows.find((r) => `gen-${r.id}` === chunks[0].id)!;
+    expect(row).toMatchObject({ stream: true, status_code: 200, completion_tokens: 7, usage_estimated: false, finish_reason: 'stop' });
+    expect(row.ttft_ms).not.toBeNull();
+  });
+
+  it('always asks upstream for usage, but shows it only to clients that asked', async () => {
+    const stream = await client.chat.completions.create({ model: 'acme/tokens', stream: true, messages: [{ role: 'user', content: 'count' }] });
+    const chunks: OpenAI.Chat.Completions.ChatCompletionChunk[] = [];
+    for await (const c of stream) chunks.push(c);
+    expect(chunks.some((c) => c.usage)).toBe(false);
+    expect(chunks.every((c) => c.choices.length > 0)).toBe(true);
+    expect(upstream.requests[0].body).toMatchObject({ stream_options: { include_usage: true } });
+    const row = (await gw.rows()).find((r) => `gen-${r.id}` === chunks[0].id)!;
+    expect(row).toMatchObject({ completion_tokens: 7, usage_estimated: false });
+  });
+
+  it('estimates usage, and says so, when the upstream reports none', async () => {
+    const res = await client.chat.completions.create({ model: 'acme/no-usage', messages: [{ role: 'user', content: 'a fairly long question about many things' }] });
+    expect(res.usage!.completion_tokens).toBeGreaterThan(0);
+    const stream = await client.chat.completions.create({ model: 'acme/no-usage', stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'hi' }] });
+    let usage: OpenAI.CompletionUsage | undefined | null;
+    for await (const c of stream) if (c.usage) usage = c.usage;
+    expect(usage?.prompt_tokens).toBeGreaterThan(0);
+    const rows = (await gw.rows()).filter((r) => r.model === 'acme/no-usage');
+    expect(rows).toHaveLength(2);
+    for (const r of rows) {
+      expect(r.usage_estimated).toBe(true);
+      expect(r.prompt_tokens).toBeGreaterThan(0);
+      expect(Number(r.cost_usd)).toBeGreaterThan(0);
+    }
+  });
+
+  it('carries a tool call round trip, streamed and not', async () => {
+    const tools: OpenAI.Chat.Completions.ChatCompletionTool[] = [{ type: 'function', function: { name: 'get_weather', description: 'Weather for a city', parameters: { type: 'object', properties: { input: { type: 'string' } } } } }];
+    const first = await client.chat.completions.create({ model: 'acme/chat', tools, tool_choice: 'auto', parallel_tool_calls: false, messages: [{ role: 'user', content: 'Paris' }] });
+    const call = first.choices[0].message.tool_calls![0] as OpenAI.Chat.Completions.ChatCompletionMessageFunctionToolCall;
+    expect(first.choices[0].finish_reason).toBe('tool_calls');
+    expect(call.function).toEqual({ name: 'get_weather', arguments: '{"input":"Paris"}' });
+    expect(upstream.requests[0].body).toMatchObject({ tools, tool_choice: 'auto', parallel_tool_calls: false });
+
+    // Streamed: the SDK reassembles the argument fragments.
+    const stream = client.chat.completions.stream({ model: 'acme/chat', tools, messages: [{ role: 'user', content: 'Oslo' }] });
+    const streamed = await stream.finalChatCompletion();
+    const scall = streamed.choices[0].message.tool_calls![0] as OpenAI.Chat.Completions.ChatCompletionMessageFunctionToolCall;
+    expect(scall.function.arguments).toBe('{"input":"Oslo"}');
+
+    const second = await client.chat.completions.create({
+      model: 'acme/chat',
+      tools,
+      messages: [{ role: 'user', content: 'Paris' }, first.choices[0].message, { role: 'tool', tool_call_id: call.id, content: 'sunny, 21C' }],
+    });
+    expect(second.choices[0].message.content).toBe('tool said: sunny, 21C');
+    const sentMessages = upstream.requests[2].body.messages as Array<Record<string, unknown>>;
+    expect(sentMessages[1]).toMatchObject({ role: 'assistant', tool_calls: [{ id: call.id, type: 'function', function: { name: 'get_weather' } }] });
+    expect(sentMessages[2]).toEqual({ role: 'tool', tool_call_id: call.id, content: 'sunny, 21C' });
+  });
+
+  it('passes an upstream 4xx through with its message', async () => {
+    const err = await client.chat.completions.create({ model: 'acme/bad-request', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((err as OpenAI.APIError).message).toContain('Invalid value for "temperature"');
+    expect((err as OpenAI.APIError).code).toBe('invalid_value');
+
+    const limited = await client.chat.completions.create({ model: 'acme/rate-limited', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    expect(limited).toBeInstanceOf(OpenAI.RateLimitError);
+    expect((limited as OpenAI.APIError).headers?.get('retry-after')).toBe('1');
+  });
+
+  it('answers 502 when the upstream fails or is down, and 504 when it does not answer', async () => {
+    const broken = await client.chat.completions.create({ model: 'acme/broken', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    expect((broken as OpenAI.APIError).status).toBe(502);
+    expect((broken as OpenAI.APIError).message).toMatch(/upstream .* answered 500/);
+
+    const down = await client.chat.completions.create({ model: 'acme/down', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    expect((down as OpenAI.APIError).status).toBe(502);
+    expect((down as OpenAI.APIError).message).toMatch(/unreachable/);
+
+    const hang = await client.chat.completions.create({ model: 'acme/hang', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    expect((hang as OpenAI.APIError).status).toBe(504);
+    expect((hang as OpenAI.APIError).message).toMatch(/no response within 300 ms/);
+
+    const rows = await gw.rows();
+    expect(rows.filter((r) => r.model === 'acme/broken').map((r) => r.status_code)).toEqual([502]);
+    expect(rows.filter((r) => r.model === 'acme/down').map((r) => r.status_code)).toEqual([502]);
+    expect(rows.filter((r) => r.model === 'acme/hang').map((r) => r.status_code)).toEqual([504]);
+  });
+
+  it('fails over to the next route when the first fails before answering', async () => {
+    const res = await client.chat.completions.create({ model: 'acme/failover', messages: [{ role: 'user', content: 'hi' }] });
+    expect(res.choices[0].message.content).toBe('echo: hi');
+    const row = (await gw.rows()).find((r) => r.id === res.id.slice(4))!;
+    expect(row.endpoint).toBe('second');
+    expect((row.metadata as { attempts: Array<{ route: string; outcome: string; status?: number }> }).attempts).toEqual([
+      expect.objectContaining({ route: 'first', outcome: 'error', status: 503 }),
+      expect.objectContaining({ route: 'second', outcome: 'ok' }),
+    ]);
+  });
+
+  it('aborts the upstream request as soon as a streaming client leaves, even before the first token', async () => {
+    const controller = new AbortController();
+    const stream = await client.chat.completions.create({ model: 'acme/slow-start', stream: true, messages: [{ role: 'user', content: 'x' }] }, { signal: controller.signal });
+    await upstream.waitForRequests(1);
+    setTimeout(() => controller.abort(), 150);
+    const received: unknown[] = [];
+    // The SDK ends the iteration quietly (or throws) when aborted; either way nothing arrived.
+    await (async () => {
+      for await (const c of stream) received.push(c);
+    })().catch(() => undefined);
+    expect(received).toEqual([]);
+    await upstream.waitForAborts(1);
+    const rows = await gw.waitForRows(1);
+    const row = rows.filter((r) => r.model === 'acme/slow-start').pop()!;
+    expect(row.status_code).toBe(499);
+  });
+
+  it('aborts the upstream request when a non-streaming client leaves', async () => {
+    const controller = new AbortController();
+    const pending = client.chat.completions.create({ model: 'acme/slow-headers', messages: [{ role: 'user', content: 'x' }] }, { signal: controller.signal });
+    await upstream.waitForRequests(1);
+    controller.abort();
+    await expect(pending).rejects.toThrow();
+    await upstream.waitForAborts(1);
+    const row = (await gw.waitForRows(1)).filter((r) => r.model === 'acme/slow-headers').pop()!;
+    expect(row.status_code).toBe(499);
+  });
+
+  it('ends a stream that fails mid-answer with an in-band error, never [DONE]', async () => {
+    for (const model of ['acme/mid-error', 'acme/cut']) {
+      const res = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model, stream: true, messages: [{ role: 'user', content: 'one two three four' }] }) });
+      const text = await res.text();
+      expect(res.status).toBe(200);
+      expect(text).toContain('"content":"echo: "');
+      expect(text).toMatch(/data: \{"error":\{"message":"[^"]+"/);
+      expect(text).not.toContain('[DONE]');
+    }
+    // The SDK surfaces the in-band error as an exception.
+    const stream = await client.chat.completions.create({ model: 'acme/mid-error', stream: true, messages: [{ role: 'user', content: 'one two three' }] });
+    await expect((async () => {
+      for await (const _ of stream) void _;
+    })()).rejects.toBeInstanceOf(OpenAI.APIError);
+    const rows = (await gw.rows()).filter((r) => r.model === 'acme/mid-error' || r.model === 'acme/cut');
+    expect(rows).toHaveLength(3);
+    for (const r of rows) {
+      expect(r.status_code).toBe(502);
+      expect(r.completion_tokens).toBeGreaterThan(0); // billed for what was delivered
+      expect(r.usage_estimated).toBe(true);
+    }
+  });
+
+  it('sends keepalive comments while waiting for the first token', async () => {
+    const res = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'acme/slow-start', stream: true, messages: [{ role: 'user', content: 'x' }] }) });
+    expect(res.headers.get('content-type')).toContain('text/event-stream');
+    expect(res.headers.get('cache-control')).toBe('no-cache');
+    expect(res.headers.get('x-accel-buffering')).toBe('no');
+    const reader = res.body!.getReader();
+    const { value } = await reader.read();
+    expect(new TextDecoder().decode(value)).toContain(': keepalive');
+    await reader.cancel();
+    await upstream.waitForAborts(1);
+  });
+
+  it('writes exactly one row per request', async () => {
+    const before = (await gw.rows()).length;
+    const n = 12;
+    await Promise.all(Array.from({ length: n }, (_, i) => client.chat.completions.create({ model: 'acme/chat', messages: [{ role: 'user', content: `q${i}` }] })));
+    const after = await gw.waitForRows(before + n);
+    expect(after).toHaveLength(before + n);
+    expect(new Set(after.map((r) => r.id)).size).toBe(after.length);
+  });
+});

@@ -1,0 +1,93 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { NestExpressApplication } from '@nestjs/platform-express';
+import OpenAI from 'openai';
+import { createApp } from '../../src/app.factory';
+import { AppLogger } from '../../src/observability/app-logger';
+import { DatabaseService } from '../../src/storage/database.service';
+import { ApiLog } from '../../src/storage/entities/api-log.entity';
+import { RequestLogWriter } from '../../src/storage/request-log.writer';
+
+export interface GatewayOptions {
+  /** models.yaml text. */
+  models: string;
+  /** routing.yaml text; none by default. */
+  routing?: string;
+  env?: Record<string, string | undefined>;
+}
+
+export interface TestGateway {
+  app: NestExpressApplication;
+  /** http://127.0.0.1:port */
+  url: string;
+  dir: string;
+  client(options?: Partial<ConstructorParameters<typeof OpenAI>[0]>): OpenAI;
+  /** Flushes the log writer and returns every api_logs row, oldest first. */
+  rows(): Promise<ApiLog[]>;
+  /** Waits until `n` rows are in the database. */
+  waitForRows(n: number, timeoutMs?: number): Promise<ApiLog[]>;
+  close(): Promise<void>;
+}
+
+/**
+ * Boots the real gateway (same factory as main.ts) on a free port, with the given YAML and
+ * environment, its SQLite file and spool in a temp directory unless the env says otherwise.
+ */
+export async function startGateway(opts: GatewayOptions): Promise<TestGateway> {
+  const dir = mkdtempSync(join(tmpdir(), 'hi-test-'));
+  writeFileSync(join(dir, 'models.yaml'), opts.models);
+  if (opts.routing !== undefined) writeFileSync(join(dir, 'routing.yaml'), opts.routing);
+  const env: Record<string, string | undefined> = {
+    NODE_ENV: 'test',
+    LOG_LEVEL: 'silent',
+    MODELS_CONFIG_PATH: join(dir, 'models.yaml'),
+    ROUTING_CONFIG_PATH: join(dir, 'routing.yaml'),
+    DB_SQLITE_PATH: join(dir, 'gateway.sqlite'),
+    REQUEST_LOG_SPOOL_DIR: join(dir, 'spool'),
+    REQUEST_LOG_FLUSH_MS: '50',
+    REQUEST_LOG_REPLAY_MS: '200',
+    DB_CONNECT_TIMEOUT_MS: '10000',
+    ...opts.env,
+  };
+  const app = await createApp({ overrides: env, envFile: false, logger: new AppLogger(env.LOG_LEVEL ?? 'silent') });
+  await app.listen(0, '127.0.0.1');
+  const address = app.getHttpServer().address() as { port: number };
+  const url = `http://127.0.0.1:${address.port}`;
+  const writer = app.get(RequestLogWriter);
+  const db = app.get(DatabaseService);
+
+  const rows = async (): Promise<ApiLog[]> => {
+    await writer.drain();
+    const ds = db.dataSource;
+    if (!ds) throw new Error('database not connected');
+    return ds.getRepository(ApiLog).find({ order: { created_at: 'ASC' } });
+  };
+
+  return {
+    app,
+    url,
+    dir,
+    client: (options) => new OpenAI({ baseURL: `${url}/v1`, apiKey: 'test-key', maxRetries: 0, ...options }),
+    rows,
+    async waitForRows(n, timeoutMs = 5000) {
+      const until = Date.now() + timeoutMs;
+      for (;;) {
+        const r = db.dataSource ? await rows() : [];
+        if (r.length >= n) return r;
+        if (Date.now() > until) throw new Error(`expected ${n} api_logs rows, found ${r.length}`);
+        await new Promise((res) => setTimeout(res, 25));
+      }
+    },
+    async close() {
+      await app.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Collects a raw HTTP response body as text (for SSE details the SDK hides). */
+export async function rawPost(url: string, body: unknown, init: RequestInit = {}): Promise<{ status: number; headers: Headers; text: string }> {
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: typeof body === 'string' ? body : JSON.stringify(body), ...init });
+  return { status: res.status, headers: res.headers, text: await res.text() };
+}
