@@ -74,7 +74,8 @@ export type FinishReason = 'stop' | 'length' | 'tool_calls' | 'content_filter' |
 export interface ChatChoice {
   index: number;
   message: ChatMessage & { role: 'assistant' };
-  finish_reason: FinishReason | string;
+  /** A `FinishReason`, or a provider's own value passed through. */
+  finish_reason: string | null;
   logprobs?: unknown;
   [extra: string]: unknown;
 }
@@ -101,7 +102,7 @@ export interface ChunkDelta {
 export interface ChunkChoice {
   index: number;
   delta: ChunkDelta;
-  finish_reason: FinishReason | string | null;
+  finish_reason: string | null;
   logprobs?: unknown;
   [extra: string]: unknown;
 }

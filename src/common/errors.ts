@@ -20,7 +20,8 @@ export interface OpenAiErrorBody {
 
 export abstract class GatewayError extends Error {
   abstract readonly status: number;
-  abstract readonly type: OpenAiErrorType | string;
+  /** An `OpenAiErrorType`, or an upstream's own type passed through. */
+  abstract readonly type: string;
   readonly param: string | null = null;
   readonly code: string | number | null = null;
   /** Extra response headers (e.g. Retry-After). */

@@ -32,7 +32,7 @@ export function dataSourceOptions(config: AppConfig): DataSourceOptions {
       migrations: MIGRATIONS.postgres,
       migrationsTableName: 'migrations',
       synchronize: false,
-      logging: ['error'],
+      logging: false, // the writer reports failures itself; TypeORM would print every parameter
       extra: { max: config.env.DB_POOL_SIZE, connectionTimeoutMillis: 5000, idleTimeoutMillis: 30_000 },
     };
   }
@@ -47,6 +47,6 @@ export function dataSourceOptions(config: AppConfig): DataSourceOptions {
     synchronize: false,
     enableWAL: true,
     timeout: 5000,
-    logging: ['error'],
+    logging: false,
   };
 }

@@ -118,7 +118,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   private async insert(rows: ApiLog[]): Promise<void> {
     const ds = this.db.dataSource;
     if (!ds) throw new Error('database not connected');
-    await ds.createQueryBuilder().insert().into(ApiLog).values(rows as QueryDeepPartialEntity<ApiLog>[]).orIgnore().execute();
+    await ds.createQueryBuilder().insert().into(ApiLog).values(rows as QueryDeepPartialEntity<ApiLog>[]).orIgnore().updateEntity(false).execute();
   }
 
   private spool(rows: ApiLog[]): Promise<void> {

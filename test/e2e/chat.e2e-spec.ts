@@ -1,4 +1,4 @@
-import OpenAI from 'openai';
+import OpenAI, { APIError } from 'openai';
 import { OpenAiUpstream } from '../fixtures/openai-upstream';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres';
@@ -192,7 +192,7 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     // Streamed: the SDK reassembles the argument fragments.
     const stream = client.chat.completions.stream({ model: 'acme/chat', tools, messages: [{ role: 'user', content: 'Oslo' }] });
     const streamed = await stream.finalChatCompletion();
-    const scall = streamed.choices[0].message.tool_calls![0] as OpenAI.Chat.Completions.ChatCompletionMessageFunctionToolCall;
+    const scall = streamed.choices[0].message.tool_calls![0];
     expect(scall.function.arguments).toBe('{"input":"Oslo"}');
 
     const second = await client.chat.completions.create({
@@ -209,26 +209,26 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
   it('passes an upstream 4xx through with its message', async () => {
     const err = await client.chat.completions.create({ model: 'acme/bad-request', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OpenAI.BadRequestError);
-    expect((err as OpenAI.APIError).message).toContain('Invalid value for "temperature"');
-    expect((err as OpenAI.APIError).code).toBe('invalid_value');
+    expect((err as APIError).message).toContain('Invalid value for "temperature"');
+    expect((err as APIError).code).toBe('invalid_value');
 
     const limited = await client.chat.completions.create({ model: 'acme/rate-limited', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
     expect(limited).toBeInstanceOf(OpenAI.RateLimitError);
-    expect((limited as OpenAI.APIError).headers?.get('retry-after')).toBe('1');
+    expect((limited as APIError).headers?.get('retry-after')).toBe('1');
   });
 
   it('answers 502 when the upstream fails or is down, and 504 when it does not answer', async () => {
     const broken = await client.chat.completions.create({ model: 'acme/broken', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
-    expect((broken as OpenAI.APIError).status).toBe(502);
-    expect((broken as OpenAI.APIError).message).toMatch(/upstream .* answered 500/);
+    expect((broken as APIError).status).toBe(502);
+    expect((broken as APIError).message).toMatch(/upstream .* answered 500/);
 
     const down = await client.chat.completions.create({ model: 'acme/down', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
-    expect((down as OpenAI.APIError).status).toBe(502);
-    expect((down as OpenAI.APIError).message).toMatch(/unreachable/);
+    expect((down as APIError).status).toBe(502);
+    expect((down as APIError).message).toMatch(/unreachable/);
 
     const hang = await client.chat.completions.create({ model: 'acme/hang', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
-    expect((hang as OpenAI.APIError).status).toBe(504);
-    expect((hang as OpenAI.APIError).message).toMatch(/no response within 300 ms/);
+    expect((hang as APIError).status).toBe(504);
+    expect((hang as APIError).message).toMatch(/no response within 300 ms/);
 
     const rows = await gw.rows();
     expect(rows.filter((r) => r.model === 'acme/broken').map((r) => r.status_code)).toEqual([502]);

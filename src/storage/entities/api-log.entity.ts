@@ -49,7 +49,7 @@ export function apiLogSchema(dialect: Dialect): EntitySchema<ApiLog> {
     target: ApiLog,
     columns: {
       id: { type: 'varchar', length: 64, primary: true },
-      created_at: { type: pg ? 'timestamptz' : 'datetime' },
+      created_at: { type: pg ? 'timestamptz' : 'datetime', default: () => (pg ? 'now()' : "strftime('%Y-%m-%d %H:%M:%f', 'now')") },
       model: { type: 'varchar', length: 200 },
       provider: { type: 'varchar', length: 100, nullable: true },
       endpoint: { type: 'varchar', length: 200, nullable: true },
@@ -77,8 +77,10 @@ export function apiLogSchema(dialect: Dialect): EntitySchema<ApiLog> {
     },
     indices: [
       { name: 'IDX_api_logs_created_at', columns: ['created_at'] },
-      { name: 'IDX_api_logs_model_created_at', columns: ['model', 'created_at'] },
-      { name: 'IDX_api_logs_api_key_created_at', columns: ['api_key_id', 'created_at'] },
+      // Composite indexes are owned by the migrations alone: TypeORM reads PostgreSQL's index
+      // columns back in table order and would otherwise rebuild them on every schema diff.
+      { name: 'IDX_api_logs_model_created_at', columns: ['model', 'created_at'], synchronize: false },
+      { name: 'IDX_api_logs_api_key_created_at', columns: ['api_key_id', 'created_at'], synchronize: false },
     ],
   });
 }

@@ -1,0 +1,44 @@
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DataSource } from 'typeorm';
+import { AppConfig } from '../../src/config/app-config';
+import { validateEnv } from '../../src/config/env.schema';
+import { dataSourceOptions } from '../../src/storage/data-source.options';
+import { createTestDatabase, type TestDatabase } from '../helpers/postgres';
+
+/**
+ * The migrations own the schema; the entity mappings must describe exactly what they create.
+ * After migrating, TypeORM's schema diff (what `migration:generate` would write) must be empty.
+ */
+describe.each(['sqlite', 'postgres'] as const)('schema on %s', (backend) => {
+  let pg: TestDatabase | undefined;
+  let ds: DataSource;
+
+  beforeAll(async () => {
+    pg = backend === 'postgres' ? await createTestDatabase() : undefined;
+    const env = validateEnv({ ...(pg?.env ?? { DB_BACKEND: 'sqlite', DB_SQLITE_PATH: join(mkdtempSync(join(tmpdir(), 'hi-schema-')), 'db.sqlite') }) });
+    ds = new DataSource(dataSourceOptions(new AppConfig(env)));
+    await ds.initialize();
+    await ds.runMigrations();
+  });
+  afterAll(async () => {
+    await ds?.destroy();
+    await pg?.drop();
+  });
+
+  it('has no difference between the migrations and the entities', async () => {
+    const pending = await ds.driver.createSchemaBuilder().log();
+    expect(pending.upQueries.map((q) => q.query)).toEqual([]);
+  });
+
+  it('has the named indexes the stats queries rely on', async () => {
+    const runner = ds.createQueryRunner();
+    try {
+      const table = await runner.getTable('api_logs');
+      expect(table?.indices.map((i) => i.name).sort()).toEqual(['IDX_api_logs_api_key_created_at', 'IDX_api_logs_created_at', 'IDX_api_logs_model_created_at']);
+    } finally {
+      await runner.release();
+    }
+  });
+});

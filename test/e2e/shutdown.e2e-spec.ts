@@ -1,0 +1,98 @@
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import Database from 'better-sqlite3';
+import { startGateway } from '../helpers/gateway';
+
+const MODELS = `
+models:
+  - id: demo/slow
+    context_length: 4096
+    route: [{ kind: mock, tokens: 20, tokens_per_second: 40 }]
+`;
+
+const streamBody = JSON.stringify({ model: 'demo/slow', stream: true, messages: [{ role: 'user', content: 'x' }] });
+
+async function openStream(url: string): Promise<{ first: string; rest: Promise<string> }> {
+  const res = await fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: streamBody });
+  const reader = res.body!.getReader();
+  const decoder = new TextDecoder();
+  const first = decoder.decode((await reader.read()).value);
+  const rest = (async () => {
+    let text = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return text;
+      text += decoder.decode(value);
+    }
+  })();
+  return { first, rest };
+}
+
+describe('graceful shutdown', () => {
+  it('lets an open stream finish before closing', async () => {
+    const gw = await startGateway({ models: MODELS, env: { SHUTDOWN_GRACE_MS: '10000' } });
+    const stream = await openStream(gw.url);
+    expect(stream.first).toContain('"role":"assistant"');
+    const closing = gw.close();
+    const text = await stream.rest;
+    await closing;
+    expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
+    await expect(fetch(`${gw.url}/health`)).rejects.toThrow(); // no longer accepting
+  });
+
+  it('cuts streams still open after the grace period with an in-band error', async () => {
+    const gw = await startGateway({ models: MODELS.replace('tokens_per_second: 40', 'tokens_per_second: 2'), env: { SHUTDOWN_GRACE_MS: '200' } });
+    const stream = await openStream(gw.url);
+    const app = gw.app;
+    const closing = app.close();
+    const text = await stream.rest;
+    await closing;
+    expect(text).toMatch(/data: \{"error":\{"message":"The gateway shut down before the answer was complete"/);
+    expect(text).not.toContain('[DONE]');
+  });
+});
+
+describe('the built server on SIGTERM', () => {
+  const main = resolve(__dirname, '../../dist/main.js');
+
+  it('finishes the open stream, writes its log row and exits', async () => {
+    if (!existsSync(main)) throw new Error('dist/main.js is missing: run `npm run build` first (npm test does)');
+    const dir = mkdtempSync(join(tmpdir(), 'hi-sigterm-'));
+    writeFileSync(join(dir, 'models.yaml'), MODELS);
+    const sqlite = join(dir, 'gw.sqlite');
+    const child = spawn(process.execPath, [main], {
+      cwd: dir,
+      env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', MODELS_CONFIG_PATH: join(dir, 'models.yaml'), ROUTING_CONFIG_PATH: join(dir, 'none.yaml'), DB_SQLITE_PATH: sqlite, REQUEST_LOG_SPOOL_DIR: join(dir, 'spool'), DB_BACKEND: 'sqlite', DATABASE_URL: '' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    const url = await new Promise<string>((resolveUrl, reject) => {
+      const timer = setTimeout(() => reject(new Error(`gateway did not start:\n${output}`)), 20_000);
+      const onData = (b: Buffer) => {
+        output += b.toString();
+        const m = /listening on (http:\/\/[^\s"]+)/.exec(output);
+        if (m) {
+          clearTimeout(timer);
+          resolveUrl(m[1]);
+        }
+      };
+      child.stdout.on('data', onData);
+      child.stderr.on('data', onData);
+    });
+    const exited = new Promise<number | string | null>((r) => child.on('exit', (code, signal) => r(code ?? signal)));
+    const stream = await openStream(url);
+    child.kill('SIGTERM');
+    const text = await stream.rest;
+    expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
+    expect(await exited).not.toBeNull();
+    const db = new Database(sqlite, { readonly: true });
+    try {
+      const rows = db.prepare('SELECT model, status_code, completion_tokens FROM api_logs').all();
+      expect(rows).toEqual([{ model: 'demo/slow', status_code: 200, completion_tokens: 20 }]);
+    } finally {
+      db.close();
+    }
+  });
+});

@@ -1,0 +1,142 @@
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client } from 'pg';
+import { startGateway, type TestGateway } from '../helpers/gateway';
+import { createTestDatabase, PG_ADMIN, type TestDatabase } from '../helpers/postgres';
+import { TcpProxy } from '../helpers/tcp-proxy';
+
+/**
+ * Nothing a user paid for is lost: when PostgreSQL goes away, request-log rows go to a spool
+ * file and are replayed when it returns; shutdown drains what is queued.
+ */
+const MODELS = `
+models:
+  - id: demo/mock
+    context_length: 4096
+    pricing: { prompt: 1, completion: 1 }
+    route: [{ kind: mock, tokens: 3 }]
+`;
+
+async function countRows(db: TestDatabase): Promise<number> {
+  const c = new Client({ ...PG_ADMIN, database: db.name });
+  await c.connect();
+  try {
+    const r = await c.query<{ n: string }>('SELECT count(*) AS n FROM api_logs');
+    return Number(r.rows[0].n);
+  } finally {
+    await c.end();
+  }
+}
+
+async function waitFor(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function spooledLines(dir: string): number {
+  if (!existsSync(dir)) return 0;
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.jsonl'))
+    .reduce((n, f) => n + readFileSync(join(dir, f), 'utf8').split('\n').filter(Boolean).length, 0);
+}
+
+describe('request logs when PostgreSQL goes away', () => {
+  let db: TestDatabase;
+  let proxy: TcpProxy;
+  let gw: TestGateway | undefined;
+
+  beforeEach(async () => {
+    db = await createTestDatabase();
+    proxy = new TcpProxy(PG_ADMIN.host, PG_ADMIN.port);
+  });
+  afterEach(async () => {
+    await gw?.close();
+    gw = undefined;
+    await proxy.stop();
+    await db.drop();
+  });
+
+  const env = (port: number) => ({ DB_BACKEND: 'postgres', DATABASE_URL: `postgres://${PG_ADMIN.user}@127.0.0.1:${port}/${db.name}`, DB_CONNECT_TIMEOUT_MS: '3000' });
+  const ask = (g: TestGateway, n: number) => Promise.all(Array.from({ length: n }, () => g.client().chat.completions.create({ model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] })));
+
+  it('spools rows while the database is down and replays them when it is back, without duplicates', async () => {
+    const port = await proxy.start();
+    gw = await startGateway({ models: MODELS, env: env(port) });
+    await ask(gw, 3);
+    await gw.waitForRows(3);
+
+    await proxy.stop();
+    await ask(gw, 5); // the gateway keeps serving
+    const spool = join(gw.dir, 'spool');
+    await waitFor(() => spooledLines(spool) === 5, '5 spooled rows');
+    const health = await fetch(`${gw.url}/health`);
+    expect(health.status).toBe(200);
+    expect(await health.json()).toMatchObject({ status: 'degraded', details: { database: { status: 'degraded' } } });
+    expect((await fetch(`${gw.url}/health/ready`)).status).toBe(503);
+
+    await proxy.start();
+    await waitFor(async () => (await countRows(db)) === 8 && spooledLines(spool) === 0, 'the replay');
+    const rows = await gw.rows();
+    expect(new Set(rows.map((r) => r.id)).size).toBe(8);
+    expect(rows.every((r) => r.status_code === 200 && r.completion_tokens === 3)).toBe(true);
+  });
+
+  it('starts and serves with the database down, then catches up', async () => {
+    const port = await proxy.start();
+    await proxy.stop();
+    gw = await startGateway({ models: MODELS, env: { ...env(port), DB_CONNECT_TIMEOUT_MS: '300' } });
+    await ask(gw, 4);
+    const spool = join(gw.dir, 'spool');
+    await waitFor(() => spooledLines(spool) === 4, '4 spooled rows');
+    await proxy.start();
+    await waitFor(async () => {
+      try {
+        return (await countRows(db)) === 4;
+      } catch {
+        return false; // the table appears once the gateway has connected and migrated
+      }
+    }, 'rows written after the database came up');
+  });
+
+  it('replays a spool file left by a process that died', async () => {
+    const port = await proxy.start();
+    // A row as a crashed process (pid 999999 does not exist) would have left it.
+    const dirs = { spool: join(tmpdir(), `hi-spool-${process.pid}-${Date.now()}`) };
+    mkdirSync(dirs.spool, { recursive: true });
+    const row = { id: 'crashed-row-1', created_at: new Date().toISOString(), model: 'demo/mock', provider: 'mock', endpoint: 'mock', stream: false, status_code: 200, error: null, error_code: null, finish_reason: 'stop', ttft_ms: null, latency_ms: 5, prompt_tokens: 1, completion_tokens: 2, total_tokens: 3, cached_tokens: 0, cache_write_tokens: 0, reasoning_tokens: 0, usage_estimated: false, cost_usd: '0.000003', upstream_cost_usd: null, api_key_id: null, user_id: null, metadata: null, request_content: null, response_content: null };
+    writeFileSync(join(dirs.spool, 'api_logs.999999.1.jsonl'), `${JSON.stringify(row)}\n{"truncated by a cra`);
+    gw = await startGateway({ models: MODELS, env: { ...env(port), REQUEST_LOG_SPOOL_DIR: dirs.spool } });
+    await waitFor(async () => (await countRows(db)) === 1, 'the left-over row');
+    const [got] = await gw.rows();
+    expect(got).toMatchObject({ id: 'crashed-row-1', completion_tokens: 2 });
+    expect(Number(got.cost_usd)).toBeCloseTo(0.000003, 12);
+    expect(readdirSync(dirs.spool).filter((f) => f.endsWith('.jsonl'))).toEqual([]);
+  });
+
+  it('drains queued rows on shutdown', async () => {
+    const port = await proxy.start();
+    // A flush interval far longer than the test: only the shutdown drain can write these.
+    gw = await startGateway({ models: MODELS, env: { ...env(port), REQUEST_LOG_FLUSH_MS: '600000', REQUEST_LOG_BATCH_SIZE: '1000' } });
+    await ask(gw, 6);
+    expect(await countRows(db)).toBe(0);
+    await gw.close();
+    gw = undefined;
+    expect(await countRows(db)).toBe(6);
+  });
+
+  it('drains to the spool on shutdown when the database is down', async () => {
+    const port = await proxy.start();
+    gw = await startGateway({ models: MODELS, env: { ...env(port), REQUEST_LOG_FLUSH_MS: '600000', REQUEST_LOG_BATCH_SIZE: '1000' } });
+    const spool = join(gw.dir, 'spool');
+    await ask(gw, 2);
+    await proxy.stop();
+    const app = gw.app;
+    gw = undefined;
+    await app.close();
+    expect(spooledLines(spool)).toBe(2);
+  });
+});

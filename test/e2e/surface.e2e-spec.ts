@@ -1,0 +1,159 @@
+import OpenAI, { APIError } from 'openai';
+import { request } from 'undici';
+import { startGateway, rawPost, type TestGateway } from '../helpers/gateway';
+
+/** The API surface besides chat itself: error shapes, models, health, routing, metrics. */
+const MODELS = `
+models:
+  - id: demo/mock
+    name: Mock
+    description: the built-in mock
+    created: 1700000000
+    context_length: 4096
+    max_output_length: 1024
+    input_modalities: [text, image]
+    supported_params: [temperature, max_tokens]
+    pricing: { prompt: "0.15", completion: 0.6, request: "0.001", input_cache_reads: "0.075" }
+    aliases: [mock-alias]
+    route:
+      - kind: mock
+        tokens: 5
+  - id: demo/split
+    context_length: 4096
+    router: fixed
+    route:
+      - { kind: vllm, id: gpu-a, base_url: "http://gpu-a.internal:8000/v1", api_key: "sk-secret-a", local: true }
+      - { kind: vllm, id: gpu-b, base_url: "http://gpu-b.internal:8000/v1", api_key: "sk-secret-b", local: true }
+      - { kind: deepseek, id: cloud, base_url: "https://api.deepseek.example/v1", api_key: "sk-secret-c" }
+`;
+
+describe('API surface', () => {
+  let gw: TestGateway;
+  let client: OpenAI;
+
+  beforeAll(async () => {
+    gw = await startGateway({ models: MODELS, routing: 'routing_strategy: weighted\nrouting_parameter: { local_fraction: 0.8 }\n', env: { BODY_LIMIT: '64kb' } });
+    client = gw.client();
+  });
+  afterAll(() => gw.close());
+
+  const chat = `/v1/chat/completions`;
+
+  it.each([
+    ['invalid JSON', '{"model": "demo/mock", ', 400, 'body'],
+    ['a body that is not an object', '[1, 2]', 400, 'body'],
+    ['no model', { messages: [{ role: 'user', content: 'x' }] }, 400, 'model'],
+    ['no messages', { model: 'demo/mock' }, 400, 'messages'],
+    ['empty messages', { model: 'demo/mock', messages: [] }, 400, 'messages'],
+    ['a message without role', { model: 'demo/mock', messages: [{ content: 'x' }] }, 400, 'messages[0].role'],
+    ['content of the wrong type', { model: 'demo/mock', messages: [{ role: 'user', content: 42 }] }, 400, 'messages[0].content'],
+    ['max_tokens as text', { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }], max_tokens: 'ten' }, 400, 'max_tokens'],
+    ['stream as text', { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }], stream: 'yes' }, 400, 'stream'],
+    ['a malformed tool', { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }], tools: [{ type: 'function' }] }, 400, 'tools[0].function'],
+    ['an unknown model', { model: 'nobody/nothing', messages: [{ role: 'user', content: 'x' }] }, 404, 'model'],
+  ])('answers %s with %s in the OpenAI error shape', async (_what, body, status, param) => {
+    const res = await rawPost(`${gw.url}${chat}`, body);
+    expect(res.status).toBe(status);
+    const json = JSON.parse(res.text) as { error: { message: string; type: string; param: string | null; code: string | null } };
+    expect(json.error).toEqual({ message: expect.any(String), type: 'invalid_request_error', param, code: expect.any(String) });
+    expect(json.error.message.length).toBeGreaterThan(10);
+    expect(res.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it('says model_not_found for an unknown model', async () => {
+    const err = await client.chat.completions.create({ model: 'nobody/nothing', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.NotFoundError);
+    expect((err as APIError).code).toBe('model_not_found');
+  });
+
+  it('refuses a body over BODY_LIMIT with 413', async () => {
+    const res = await rawPost(`${gw.url}${chat}`, { model: 'demo/mock', messages: [{ role: 'user', content: 'x'.repeat(70 * 1024) }] });
+    expect(res.status).toBe(413);
+    expect(JSON.parse(res.text).error.code).toBe('request_too_large');
+  });
+
+  it('answers unknown paths and methods with 404 in the same shape', async () => {
+    const res = await request(`${gw.url}/v1/nothing-here`);
+    expect(res.statusCode).toBe(404);
+    expect(((await res.body.json()) as { error: { type: string } }).error.type).toBe('not_found_error');
+  });
+
+  it('reads a JSON body whatever content type the client declared', async () => {
+    const res = await fetch(`${gw.url}${chat}`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: JSON.stringify({ model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] }) });
+    expect(res.status).toBe(200);
+  });
+
+  it('serves a model by its alias under its own id', async () => {
+    const res = await client.chat.completions.create({ model: 'mock-alias', messages: [{ role: 'user', content: 'x' }] });
+    expect(res.model).toBe('demo/mock');
+    expect(res.choices[0].message.content).toBe('Hello from the HybridInference mock'); // tokens: 5
+  });
+
+  it('lists models in the OpenRouter schema, prices per token as strings', async () => {
+    const res = await fetch(`${gw.url}/v1/models`);
+    const body = (await res.json()) as { data: Array<Record<string, unknown>> };
+    const m = body.data.find((x) => x.id === 'demo/mock')!;
+    expect(m).toEqual({
+      id: 'demo/mock',
+      object: 'model',
+      owned_by: 'demo',
+      canonical_slug: 'demo/mock',
+      name: 'Mock',
+      created: 1700000000,
+      description: 'the built-in mock',
+      context_length: 4096,
+      architecture: { modality: 'text+image->text', input_modalities: ['text', 'image'], output_modalities: ['text'], tokenizer: 'Other', instruct_type: null },
+      pricing: { prompt: '0.00000015', completion: '0.0000006', request: '0.001', image: '0', input_cache_read: '0.000000075', input_cache_write: '0.00000015', internal_reasoning: '0.0000006' },
+      top_provider: { context_length: 4096, max_completion_tokens: 1024, is_moderated: false },
+      per_request_limits: null,
+      supported_parameters: ['temperature', 'max_tokens'],
+    });
+    // The OpenAI SDK reads the same list.
+    const ids: string[] = [];
+    for await (const model of client.models.list()) ids.push(model.id);
+    expect(ids).toEqual(['demo/mock', 'demo/split']);
+    const one = await client.models.retrieve('demo/mock');
+    expect(one.id).toBe('demo/mock');
+  });
+
+  it('reports liveness and database status on /health', async () => {
+    const res = await fetch(`${gw.url}/health`);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ status: 'ok', info: { database: { status: 'up', backend: 'sqlite' } } });
+    expect((await fetch(`${gw.url}/health/ready`)).status).toBe(200);
+  });
+
+  it('shows routing on /routing without upstream URLs or keys', async () => {
+    const res = await fetch(`${gw.url}/routing`);
+    const text = await res.text();
+    expect(text).not.toMatch(/internal|deepseek\.example|sk-secret|base_url|api_key/);
+    const body = JSON.parse(text) as { default_strategy: string; models: Array<{ id: string; strategy: string; routes: Array<{ id: string; share: number; locality: string }> }> };
+    expect(body.default_strategy).toBe('weighted');
+    const split = body.models.find((m) => m.id === 'demo/split')!;
+    expect(split.strategy).toBe('fixed');
+    expect(split.routes).toEqual([
+      expect.objectContaining({ id: 'gpu-a', locality: 'local', share: 0.4 }),
+      expect.objectContaining({ id: 'gpu-b', locality: 'local', share: 0.4 }),
+      expect.objectContaining({ id: 'cloud', locality: 'remote', share: 0.2 }),
+    ]);
+  });
+
+  it('exposes Prometheus metrics by model, provider and status', async () => {
+    const counter = (text: string, re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);
+    const before = await (await fetch(`${gw.url}/metrics`)).text();
+    const tokens = /hybridinference_tokens_total\{model="demo\/mock",provider="mock",type="completion"\} (\d+)/;
+    const ttft = /hybridinference_time_to_first_token_seconds_count\{model="demo\/mock",provider="mock",status="200"\} (\d+)/;
+    await client.chat.completions.create({ model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] });
+    const stream = await client.chat.completions.create({ model: 'demo/mock', stream: true, messages: [{ role: 'user', content: 'x' }] });
+    for await (const _ of stream) void _;
+    const res = await fetch(`${gw.url}/metrics`);
+    expect(res.headers.get('content-type')).toContain('text/plain');
+    const text = await res.text();
+    expect(text).toMatch(/hybridinference_requests_total\{model="demo\/mock",provider="mock",status="200"\} [2-9]/);
+    expect(text).toMatch(/hybridinference_request_duration_seconds_bucket\{le="[^"]+",model="demo\/mock",provider="mock",status="200"\}/);
+    // Two more answers of five tokens each; one of them streamed (time to first token).
+    expect(counter(text, tokens) - (counter(before, tokens) || 0)).toBe(10);
+    expect(counter(text, ttft) - (counter(before, ttft) || 0)).toBe(1);
+    expect(text).toMatch(/hybridinference_requests_total\{model="unknown",provider="none",status="404"\}/);
+  });
+});
