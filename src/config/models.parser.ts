@@ -220,12 +220,14 @@ function parseRoute(r: FieldReader, raw: unknown, path: YamlPath, ctx: RouteCont
   if (!o) return undefined;
   const optional = r.boolean(o, 'optional', path) ?? false;
   if (optional) {
+    // Skipped when a variable it references without a default is unset or blank (an explicit
+    // `${KEY:-}` says blank is fine), or when its base_url comes out blank.
     const missing = r.src.unresolvedUnder(path);
+    const blank = r.src.blanksUnder(path);
     const blankUrl = typeof o.base_url === 'string' && o.base_url.trim() === '';
-    const keys = [o.api_key, ...(Array.isArray(o.api_keys) ? o.api_keys : [])].filter((k) => k !== undefined);
-    const blankKeys = keys.length > 0 && keys.every((k) => typeof k === 'string' && k.trim() === '');
-    if (missing.length > 0 || blankUrl || blankKeys) {
-      const why = missing.length > 0 ? `${[...new Set(missing.map((m) => m.variable))].join(', ')} not set` : blankUrl ? 'base_url is blank' : 'api key is blank';
+    if (missing.length > 0 || blank.length > 0 || blankUrl) {
+      const names = (list: typeof missing) => [...new Set(list.map((m) => m.variable))].join(', ');
+      const why = missing.length > 0 ? `${names(missing)} not set` : blank.length > 0 ? `${names(blank)} is blank` : 'base_url is blank';
       ctx.warn(`${r.src.where(path)}: optional route skipped: ${why}`);
       ctx.skippedRoutes.push(path);
       return undefined;

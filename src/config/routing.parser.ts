@@ -28,7 +28,8 @@ export function parseRouting(src: YamlSource, warn: (msg: string) => void): Rout
   const r = new FieldReader(src);
   for (const u of src.unresolved) {
     // A deployment whose endpoint is unset is skipped below; anything else is an error.
-    if (!(u.path[0] === 'local_deployment' || u.path[0] === 'remote_deployment')) r.problems.push(src.describeUnresolved(u));
+    const isEndpoint = (u.path[0] === 'local_deployment' || u.path[0] === 'remote_deployment') && u.path[2] === 'endpoint';
+    if (!isEndpoint) r.problems.push(src.describeUnresolved(u));
   }
   if (src.value === null || src.value === undefined) return { ...EMPTY_ROUTING, file: src.file };
   const root = r.object(src.value, []);

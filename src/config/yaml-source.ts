@@ -28,15 +28,17 @@ const VAR = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /**
  * Expands `${VAR}` and `${VAR:-default}` (default when unset or empty) in one string; `$${`
- * stands for a literal `${`. Returns the names of variables that had neither value nor default.
+ * stands for a literal `${`. Returns the names of variables that had neither value nor default
+ * (`missing`) and of those referenced without a default whose value is blank (`blank`).
  */
 export function substitute(
   text: string,
   vars: Readonly<Record<string, string | undefined>>,
-): { value: string; missing: string[]; malformed?: string } {
-  if (!text.includes('${')) return { value: text, missing: [] };
+): { value: string; missing: string[]; blank: string[]; malformed?: string } {
+  if (!text.includes('${')) return { value: text, missing: [], blank: [] };
   let out = '';
   const missing: string[] = [];
+  const blank: string[] = [];
   let i = 0;
   while (i < text.length) {
     const at = text.indexOf('$', i);
@@ -56,18 +58,20 @@ export function substitute(
       continue;
     }
     const end = text.indexOf('}', at + 2);
-    if (end < 0) return { value: text, missing, malformed: `unterminated "\${" in "${text}"` };
+    if (end < 0) return { value: text, missing, blank, malformed: `unterminated "\${" in "${text}"` };
     const expr = text.slice(at + 2, end);
     const sep = expr.indexOf(':-');
     const name = sep < 0 ? expr : expr.slice(0, sep);
-    if (!VAR.test(name)) return { value: text, missing, malformed: `"\${${expr}}" is not a variable reference` };
+    if (!VAR.test(name)) return { value: text, missing, blank, malformed: `"\${${expr}}" is not a variable reference` };
     const value = vars[name];
     if (sep >= 0) out += value !== undefined && value !== '' ? value : expr.slice(sep + 2);
-    else if (value !== undefined) out += value;
-    else missing.push(name);
+    else if (value !== undefined) {
+      out += value;
+      if (value.trim() === '') blank.push(name);
+    } else missing.push(name);
     i = end + 1;
   }
-  return { value: out, missing };
+  return { value: out, missing, blank };
 }
 
 /**
@@ -79,6 +83,8 @@ export class YamlSource {
     readonly file: string,
     readonly value: unknown,
     readonly unresolved: Unresolved[],
+    /** `${VAR}` references (no default) whose variable is set but blank. */
+    readonly blanks: Unresolved[],
     private readonly doc: Document,
     private readonly lines: LineCounter,
   ) {}
@@ -102,6 +108,7 @@ export class YamlSource {
       );
     }
     const unresolved: Unresolved[] = [];
+    const blanks: Unresolved[] = [];
     const problems: string[] = [];
     const lineOf = (node: Node | null | undefined) => (node?.range ? lines.linePos(node.range[0]).line : 0);
     const walk = (node: unknown, path: (string | number)[]): void => {
@@ -110,6 +117,7 @@ export class YamlSource {
         const r = substitute(node.value, vars);
         if (r.malformed) problems.push(`${file}:${lineOf(node)} (${formatPath(path)}): ${r.malformed}`);
         for (const variable of r.missing) unresolved.push({ path: [...path], variable, line: lineOf(node) });
+        for (const variable of r.blank) blanks.push({ path: [...path], variable, line: lineOf(node) });
         node.value = r.value;
       } else if (isMap(node)) {
         for (const pair of node.items) {
@@ -122,7 +130,7 @@ export class YamlSource {
     };
     walk(doc.contents, []);
     if (problems.length > 0) throw new ConfigError(problems);
-    return new YamlSource(file, doc.toJS({ maxAliasCount: 100 }), unresolved, doc, lines);
+    return new YamlSource(file, doc.toJS({ maxAliasCount: 100 }), unresolved, blanks, doc, lines);
   }
 
   lineOf(path: YamlPath): number | undefined {
@@ -143,6 +151,11 @@ export class YamlSource {
   /** Unresolved variables at or below `path`. */
   unresolvedUnder(path: YamlPath): Unresolved[] {
     return this.unresolved.filter((u) => path.every((p, i) => u.path[i] === p));
+  }
+
+  /** Blank `${VAR}` references (no default) at or below `path`. */
+  blanksUnder(path: YamlPath): Unresolved[] {
+    return this.blanks.filter((u) => path.every((p, i) => u.path[i] === p));
   }
 
   describeUnresolved(u: Unresolved): string {
