@@ -1,0 +1,70 @@
+import type { Usage } from './chat.types';
+import { tokenCounts, usageFromCounts } from './usage';
+
+const usage = (u: Partial<Usage>): Usage => ({ prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, ...u });
+
+describe('tokenCounts', () => {
+  it('reads plain prompt and completion counts', () => {
+    expect(tokenCounts(usage({ prompt_tokens: 12, completion_tokens: 34, total_tokens: 46 }))).toEqual({
+      prompt: 12,
+      completion: 34,
+      cachedRead: 0,
+      cacheWrite: 0,
+      reasoning: 0,
+    });
+  });
+
+  it("reads OpenAI's details objects", () => {
+    const u = usage({
+      prompt_tokens: 1000,
+      completion_tokens: 300,
+      prompt_tokens_details: { cached_tokens: 640, cache_write_tokens: 100 },
+      completion_tokens_details: { reasoning_tokens: 120 },
+    });
+    expect(tokenCounts(u)).toEqual({ prompt: 1000, completion: 300, cachedRead: 640, cacheWrite: 100, reasoning: 120 });
+  });
+
+  it("reads DeepSeek's prompt_cache_hit_tokens", () => {
+    const u = usage({ prompt_tokens: 100, completion_tokens: 5, prompt_cache_hit_tokens: 64, prompt_cache_miss_tokens: 36 });
+    expect(tokenCounts(u).cachedRead).toBe(64);
+  });
+
+  it("reads Kimi's top-level cached_tokens", () => {
+    expect(tokenCounts(usage({ prompt_tokens: 100, cached_tokens: 50 })).cachedRead).toBe(50);
+  });
+
+  it("reads SGLang's top-level reasoning_tokens", () => {
+    expect(tokenCounts(usage({ completion_tokens: 80, reasoning_tokens: 30 })).reasoning).toBe(30);
+  });
+
+  it('reads Anthropic-style cache_creation_input_tokens as cache writes', () => {
+    expect(tokenCounts(usage({ prompt_tokens: 100, cache_creation_input_tokens: 40 })).cacheWrite).toBe(40);
+  });
+
+  it('prefers the details object when a provider reports both', () => {
+    const u = usage({ prompt_tokens: 100, prompt_tokens_details: { cached_tokens: 20 }, cached_tokens: 99 });
+    expect(tokenCounts(u).cachedRead).toBe(20);
+  });
+
+  it('treats null details and nonsense numbers as zero', () => {
+    const u = {
+      prompt_tokens: -5,
+      completion_tokens: 'many',
+      total_tokens: 0,
+      prompt_tokens_details: null,
+      completion_tokens_details: null,
+      cached_tokens: Number.NaN,
+    } as unknown as Usage;
+    expect(tokenCounts(u)).toEqual({ prompt: 0, completion: 0, cachedRead: 0, cacheWrite: 0, reasoning: 0 });
+  });
+
+  it('drops fractions', () => {
+    expect(tokenCounts(usage({ prompt_tokens: 10.9, completion_tokens: 2.2 }))).toMatchObject({ prompt: 10, completion: 2 });
+  });
+});
+
+describe('usageFromCounts', () => {
+  it('adds up the total', () => {
+    expect(usageFromCounts(7, 3)).toEqual({ prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 });
+  });
+});

@@ -1,0 +1,124 @@
+import { EMPTY_ROUTING, normaliseEndpoint, parseRouting, sameEndpoint } from './routing.parser';
+import { ConfigError, YamlSource } from './yaml-source';
+
+function parse(text: string, vars: Record<string, string> = {}) {
+  const warnings: string[] = [];
+  const routing = parseRouting(YamlSource.parse('routing.yaml', text, vars), (m) => warnings.push(m));
+  return { routing, warnings };
+}
+
+function problemsOf(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+  throw new Error('expected a ConfigError, but nothing was thrown');
+}
+
+describe('parseRouting', () => {
+  it('reads every setting', () => {
+    const { routing, warnings } = parse(
+      [
+        'routing_strategy: fixed',
+        'routing_parameter:',
+        '  local_fraction: 0.7',
+        'timeout: 600',
+        'health_check: 30',
+        'local_deployment:',
+        '  - endpoint: http://gpu-1:8000/v1',
+        '    models: [llama, meta-llama/Llama-3.1-8B-Instruct]',
+        'remote_deployment:',
+        '  - endpoint: https://api.example.com/v1',
+      ].join('\n'),
+    );
+    expect(warnings).toEqual([]);
+    expect(routing).toEqual({
+      strategy: 'fixed',
+      localFraction: 0.7,
+      totalTimeoutMs: 600_000,
+      healthCheckSeconds: 30,
+      localDeployments: [{ endpoint: 'http://gpu-1:8000/v1', models: ['llama', 'meta-llama/Llama-3.1-8B-Instruct'] }],
+      remoteDeployments: [{ endpoint: 'https://api.example.com/v1', models: [] }],
+      file: 'routing.yaml',
+    });
+  });
+
+  it('gives the defaults for an empty file', () => {
+    expect(parse('').routing).toEqual({ ...EMPTY_ROUTING, file: 'routing.yaml' });
+  });
+
+  it('accepts default_router as another name for routing_strategy', () => {
+    expect(parse('default_router: priority\n').routing.strategy).toBe('priority');
+  });
+
+  it('rejects a local_fraction outside 0..1 with file, line and key', () => {
+    const problems = problemsOf(() => parse('routing_strategy: fixed\nrouting_parameter:\n  local_fraction: 1.5\n'));
+    expect(problems).toEqual([expect.stringMatching(/^routing\.yaml:3 \(routing_parameter\.local_fraction\): must be at most 1/)]);
+    expect(problemsOf(() => parse('routing_parameter:\n  local_fraction: -0.1\n'))[0]).toMatch(/must be at least 0/);
+  });
+
+  it('accepts local_fraction at both ends of the range', () => {
+    expect(parse('routing_parameter:\n  local_fraction: 0\n').routing.localFraction).toBe(0);
+    expect(parse('routing_parameter:\n  local_fraction: 1\n').routing.localFraction).toBe(1);
+  });
+
+  it('skips a deployment whose endpoint variable is unset, with a warning', () => {
+    const { routing, warnings } = parse('local_deployment:\n  - endpoint: ${VLLM_URL}\n    models: []\n  - endpoint: http://gpu-2:8000\n');
+    expect(routing.localDeployments).toEqual([{ endpoint: 'http://gpu-2:8000', models: [] }]);
+    expect(warnings).toEqual([expect.stringMatching(/^routing\.yaml:2 \(local_deployment\[0\]\): skipped: VLLM_URL not set/)]);
+  });
+
+  it('uses the default of an endpoint variable', () => {
+    const { routing } = parse('local_deployment:\n  - endpoint: ${VLLM_URL:-http://localhost:8000/v1}\n');
+    expect(routing.localDeployments).toEqual([{ endpoint: 'http://localhost:8000/v1', models: [] }]);
+  });
+
+  it('rejects an unset variable outside the deployments, naming file, line, key and variable', () => {
+    const problems = problemsOf(() => parse('timeout: 600\nrouting_strategy: ${STRATEGY}\n'));
+    expect(problems).toEqual([expect.stringMatching(/^routing\.yaml:2 \(routing_strategy\): environment variable STRATEGY is not set/)]);
+  });
+
+  it("rejects an unset variable in a deployment's model list", () => {
+    // Only an unset endpoint makes a deployment optional; an unset model name would silently
+    // turn into "" and match nothing.
+    const problems = problemsOf(() => parse('local_deployment:\n  - endpoint: http://gpu:8000\n    models: ["${LOCAL_MODEL}"]\n'));
+    expect(problems).toEqual([expect.stringMatching(/routing\.yaml:3 .*LOCAL_MODEL/)]);
+  });
+
+  it('warns about unknown keys', () => {
+    const { warnings } = parse('routing_strategy: weighted\nlocal_fracton: 0.3\n');
+    expect(warnings).toEqual([expect.stringMatching(/^routing\.yaml:2 \(local_fracton\): unknown key "local_fracton" ignored/)]);
+  });
+
+  it('rejects a deployment list that is not a list', () => {
+    expect(problemsOf(() => parse('local_deployment: http://gpu:8000\n'))[0]).toMatch(
+      /^routing\.yaml:1 \(local_deployment\): must be a list/,
+    );
+  });
+});
+
+describe('sameEndpoint', () => {
+  it.each([
+    ['http://localhost:8000/v1', 'http://localhost:8000'],
+    ['http://localhost:8000/v1', 'http://localhost:8000/'],
+    ['http://localhost:8000/v1/', 'http://localhost:8000'],
+    ['http://LOCALHOST:8000/v1', 'http://localhost:8000/v1'],
+    ['https://host/proxy/v1', 'https://host/proxy//'],
+  ])('treats %s and %s as the same endpoint', (a, b) => {
+    expect(sameEndpoint(a, b)).toBe(true);
+  });
+
+  it.each([
+    ['http://localhost:8000', 'http://localhost:8001'],
+    ['http://localhost:8000', 'https://localhost:8000'],
+    ['http://host/a/v1', 'http://host/b/v1'],
+  ])('tells %s and %s apart', (a, b) => {
+    expect(sameEndpoint(a, b)).toBe(false);
+  });
+
+  it('normalises to scheme, host and path', () => {
+    expect(normaliseEndpoint(' HTTP://Gpu-1:8000/v1/ ')).toBe('http://gpu-1:8000');
+  });
+});
