@@ -207,7 +207,7 @@ export class ChatCompletionService {
       this.writer.enqueue(row);
       this.metrics.observeRequest(rec.observation(row));
       for (const a of rec.execution?.attempts ?? []) this.metrics.observeAttempt(a.provider, a.route, a.outcome);
-      const log = this.appLogger.pino;
+      const log = this.appLogger.access;
       if (log.isLevelEnabled('info')) {
         log.info(
           { reqId: rec.id, model: row.model, route: row.endpoint, stream: row.stream, status: row.status_code, latency_ms: row.latency_ms, ttft_ms: row.ttft_ms, prompt_tokens: row.prompt_tokens, completion_tokens: row.completion_tokens, error: row.error ?? undefined },

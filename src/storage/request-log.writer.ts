@@ -1,9 +1,9 @@
 import { Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { appendFile, mkdir, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { QueryDeepPartialEntity } from 'typeorm/query-builder/QueryPartialEntity';
 import { AppConfig } from '../config/app-config';
 import { MetricsService } from '../observability/metrics.service';
+import { ApiLogInserter } from './api-log.inserter';
 import { DatabaseService } from './database.service';
 import { ApiLog } from './entities/api-log.entity';
 
@@ -28,6 +28,8 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   private spoolChain: Promise<unknown> = Promise.resolve();
   private readonly spoolFile: string;
   private replaying = false;
+  /** Built per connected data source (a reconnect makes a new one). */
+  private inserter?: ApiLogInserter;
   readonly stats = { written: 0, spooled: 0, replayed: 0, spoolFiles: 0 };
 
   constructor(
@@ -118,7 +120,8 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   private async insert(rows: ApiLog[]): Promise<void> {
     const ds = this.db.dataSource;
     if (!ds) throw new Error('database not connected');
-    await ds.createQueryBuilder().insert().into(ApiLog).values(rows as QueryDeepPartialEntity<ApiLog>[]).orIgnore().updateEntity(false).execute();
+    if (this.inserter?.ds !== ds) this.inserter = new ApiLogInserter(ds);
+    await this.inserter.insert(rows);
   }
 
   private spool(rows: ApiLog[]): Promise<void> {
