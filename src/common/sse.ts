@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
 
 export interface SseEvent {
@@ -9,14 +10,18 @@ export interface SseEvent {
 /**
  * Turns a byte stream into SSE events as they arrive, however the bytes are split (across
  * events, lines, or UTF-8 characters). Comments (`: keepalive`) are skipped.
+ *
+ * Stopping early does not destroy a Node stream passed in: the caller decides whether to read
+ * the rest (keeping an HTTP connection reusable after `[DONE]`) or to destroy it.
  */
-export async function* readSse(body: AsyncIterable<Uint8Array | string>): AsyncGenerator<SseEvent> {
+export async function* readSse(body: AsyncIterable<Uint8Array | string> | Readable): AsyncGenerator<SseEvent> {
   const pending: SseEvent[] = [];
   const parser = createParser({
     onEvent: (m: EventSourceMessage) => pending.push({ event: m.event, data: m.data, id: m.id }),
   });
   const decoder = new TextDecoder('utf-8');
-  for await (const chunk of body) {
+  const source = body instanceof Readable ? body.iterator({ destroyOnReturn: false }) : body;
+  for await (const chunk of source as AsyncIterable<Uint8Array | string>) {
     parser.feed(typeof chunk === 'string' ? chunk : decoder.decode(chunk, { stream: true }));
     while (pending.length > 0) yield pending.shift() as SseEvent;
   }

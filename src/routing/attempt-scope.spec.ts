@@ -93,26 +93,31 @@ describe('AttemptScope', () => {
     expect(scope.reason()?.message).toContain('gpu-1');
   });
 
-  it('does not fire the idle deadline once disarmed', async () => {
+  it('does not count time the consumer holds a chunk as upstream silence', async () => {
     const scope = open(new AbortController().signal, NEVER);
     scope.armIdle(20);
-    scope.disarmIdle();
-    await sleep(60);
+    scope.pause(); // a slow client is being written to
+    await sleep(80);
     expect(scope.signal.aborted).toBe(false);
+    scope.touch(); // back to waiting on the upstream
+    await aborted(scope.signal);
+    expect(scope.reason()).toMatchObject({ code: 'idle_timeout' });
+    scope.dispose();
   });
 
-  it('restarts the idle deadline each time it is armed', () => {
+  it('restarts the idle deadline at each chunk', () => {
     jest.useFakeTimers();
     try {
       const scope = open(new AbortController().signal, NEVER);
       scope.armIdle(100);
       for (let i = 0; i < 5; i++) {
         jest.advanceTimersByTime(60);
-        scope.armIdle(100);
+        scope.touch();
       }
       expect(scope.signal.aborted).toBe(false);
-      jest.advanceTimersByTime(100);
+      jest.advanceTimersByTime(150);
       expect(scope.reason()).toMatchObject({ code: 'idle_timeout' });
+      scope.dispose();
     } finally {
       jest.useRealTimers();
     }

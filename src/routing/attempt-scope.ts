@@ -8,6 +8,8 @@ import type { RouteDef } from '../config/registry.types';
 export class AttemptScope {
   private readonly controller = new AbortController();
   private readonly timers: Array<ReturnType<typeof setTimeout> | undefined> = [undefined, undefined, undefined];
+  private lastActivity = 0;
+  private paused = false;
   private readonly onParentAbort = () => this.abort(new UpstreamError({ failure: 'aborted', message: 'the client closed the request', route: this.route.id, provider: this.route.kind }));
 
   constructor(
@@ -33,14 +35,29 @@ export class AttemptScope {
     clearTimeout(this.timers[1]);
   }
 
-  /** Streams after the first token: fail if the upstream goes silent for `ms`. Call again after every chunk. */
+  /**
+   * Streams after the first token: fail if the upstream stays silent for `ms`. One interval per
+   * stream checks a timestamp, rather than a timer per chunk. Time the consumer spends writing
+   * to a slow client (between `pause` and `touch`) is not the upstream's silence.
+   */
   armIdle(ms: number): void {
-    clearTimeout(this.timers[2]);
-    this.timers[2] = setTimeout(() => this.timeout('idle_timeout', `upstream ${this.route.id} went silent for ${ms} ms mid-stream`), ms);
+    this.lastActivity = performance.now();
+    this.timers[2] = setInterval(() => {
+      if (!this.paused && performance.now() - this.lastActivity > ms) {
+        this.timeout('idle_timeout', `upstream ${this.route.id} went silent for ${ms} ms mid-stream`);
+      }
+    }, Math.max(10, Math.min(1000, ms / 4)));
   }
 
-  disarmIdle(): void {
-    clearTimeout(this.timers[2]);
+  /** A chunk arrived: the upstream is alive; the consumer is about to handle it. */
+  pause(): void {
+    this.paused = true;
+  }
+
+  /** The consumer is done with the chunk; waiting for the upstream again. */
+  touch(): void {
+    this.paused = false;
+    this.lastActivity = performance.now();
   }
 
   /** The typed reason the attempt was aborted, if it was. */
@@ -50,7 +67,9 @@ export class AttemptScope {
   }
 
   dispose(): void {
-    for (const t of this.timers) clearTimeout(t);
+    clearTimeout(this.timers[0]);
+    clearTimeout(this.timers[1]);
+    clearInterval(this.timers[2]);
     this.parent.removeEventListener('abort', this.onParentAbort);
   }
 

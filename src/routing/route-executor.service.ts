@@ -64,7 +64,8 @@ export class RouteExecutor {
       const { adapter, scope, ctx } = this.begin(ex, route, deadline);
       const started = performance.now();
       try {
-        const res = await raceAbort(adapter.complete(ex.request, route, ctx), scope.signal);
+        // Adapters stop at ctx.signal (their contract), so no extra race is needed here.
+        const res = await adapter.complete(ex.request, route, ctx);
         ex.route = route;
         ex.attempts.push(record(route, started));
         return res;
@@ -118,12 +119,14 @@ export class RouteExecutor {
       let completed = false;
       try {
         for (const chunk of held) yield chunk;
+        scope.armIdle(ctx.timeouts.idleMs);
         for (;;) {
-          scope.armIdle(ctx.timeouts.idleMs);
-          const n = await raceAbort(it.next(), scope.signal);
-          scope.disarmIdle(); // the client's pace is not the upstream's silence
+          // Adapters stop at ctx.signal (their contract), so no per-chunk race is needed here.
+          const n = await it.next();
           if (n.done) break;
+          scope.pause();
           yield n.value;
+          scope.touch();
         }
         completed = true;
       } catch (e) {

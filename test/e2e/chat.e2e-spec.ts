@@ -25,6 +25,10 @@ models:
     pricing: { prompt: 1, completion: 1 }
     route:
       - { kind: openai_compat, base_url: "${upstream}", provider_model_id: "tokens:7" }
+  - id: acme/late-end
+    context_length: 8192
+    route:
+      - { kind: openai_compat, base_url: "${upstream}", provider_model_id: "late-end:30" }
   - id: acme/no-usage
     context_length: 8192
     pricing: { prompt: 1, completion: 1 }
@@ -69,6 +73,13 @@ models:
     context_length: 8192
     route:
       - { kind: openai_compat, base_url: "${upstream}", provider_model_id: cut }
+  - id: acme/stall
+    context_length: 8192
+    route:
+      - kind: openai_compat
+        base_url: ${upstream}
+        provider_model_id: "stall:5000"
+        timeouts: { idle_ms: 200 }
   - id: acme/failover
     context_length: 8192
     router: priority
@@ -296,6 +307,27 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
       expect(r.completion_tokens).toBeGreaterThan(0); // billed for what was delivered
       expect(r.usage_estimated).toBe(true);
     }
+  });
+
+  it('ends a stream whose upstream goes silent mid-answer with an in-band timeout error', async () => {
+    const res = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'acme/stall', stream: true, messages: [{ role: 'user', content: 'one two three four' }] }) });
+    const text = await res.text();
+    expect(text).toContain('"content":"echo: "');
+    expect(text).toMatch(/data: \{"error":\{"message":"upstream [^"]+ went silent for 200 ms mid-stream","type":"timeout_error"/);
+    expect(text).not.toContain('[DONE]');
+    const row = (await gw.rows()).filter((r) => r.model === 'acme/stall').pop()!;
+    expect(row.status_code).toBe(504);
+  });
+
+  it('keeps upstream connections alive across streams', async () => {
+    for (let i = 0; i < 5; i++) {
+      // The upstream finishes each response a little after [DONE], as real servers may.
+      const stream = await client.chat.completions.create({ model: 'acme/late-end', stream: true, messages: [{ role: 'user', content: 'x' }] });
+      for await (const _ of stream) void _;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(upstream.requests).toHaveLength(5);
+    expect(upstream.connections).toBeLessThanOrEqual(1);
   });
 
   it('sends keepalive comments while waiting for the first token', async () => {

@@ -36,7 +36,7 @@ export class UpstreamClient implements OnApplicationShutdown {
     }
     const pool = this.pool(url.origin, req.timeouts.connectMs);
     try {
-      return await pool.request({
+      const res = await pool.request({
         path: url.pathname + url.search,
         method: req.method ?? 'POST',
         headers: req.headers,
@@ -45,6 +45,11 @@ export class UpstreamClient implements OnApplicationShutdown {
         headersTimeout: req.timeouts.firstByteMs,
         bodyTimeout: req.timeouts.idleMs,
       });
+      // Destroying an unfinished body (client gone, stream cut short) emits 'error'. Readers
+      // handle errors through their promises; this keeps a destroy with nobody reading from
+      // becoming an unhandled 'error' event that would take the process down.
+      res.body.on('error', ignore);
+      return res;
     } catch (err) {
       throw this.toUpstreamError(err, req);
     }
@@ -100,6 +105,8 @@ export class UpstreamClient implements OnApplicationShutdown {
     await Promise.allSettled(pools.map((p) => p.destroy()));
   }
 }
+
+function ignore(): void {}
 
 /** Reads at most `limit` bytes of a body as text (error bodies can be anything). */
 export async function readBodyText(body: Dispatcher.ResponseData['body'], limit = 64 * 1024): Promise<string> {

@@ -80,7 +80,13 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     } catch (err) {
       throw this.http.toUpstreamError(err, this.callInfo(route, ctx));
     } finally {
-      if (!res.body.destroyed) res.body.destroy();
+      if (done) {
+        // Read the (empty) rest so the keep-alive connection goes back to the pool; destroying
+        // an unfinished body would close it and cost the next stream a new connection.
+        res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
+      } else if (!res.body.destroyed) {
+        res.body.destroy();
+      }
     }
     if (!done && !finished) {
       throw new UpstreamError({ failure: 'reset', message: `upstream ${route.id} ended the stream before the answer was complete`, provider: route.kind, route: route.id });

@@ -1,0 +1,59 @@
+import { UpstreamClient } from '../../src/adapters/http/upstream-client.service';
+import { OpenAiCompatAdapter } from '../../src/adapters/openai-compat/openai-compat.adapter';
+import { AppConfig } from '../../src/config/app-config';
+import { validateEnv } from '../../src/config/env.schema';
+import type { RouteDef } from '../../src/config/registry.types';
+import { OpenAiUpstream } from '../fixtures/openai-upstream';
+
+/** The openai_compat adapter against the stand-in, without the gateway around it. */
+describe('openai_compat adapter', () => {
+  const upstream = new OpenAiUpstream();
+  let base: string;
+  const config = new AppConfig(validateEnv({}));
+  const http = new UpstreamClient(config);
+  const adapter = new OpenAiCompatAdapter(http);
+  const route = (providerModelId: string): RouteDef => ({ id: 'standin', kind: 'vllm', baseUrl: base, apiKeys: [], providerModelId, weight: 1, locality: 'local', headers: {}, timeouts: {}, options: {}, where: 'test' });
+  const ctx = (signal = new AbortController().signal) => ({ requestId: 'r1', signal, timeouts: config.upstreamTimeouts, publicModel: 'm' });
+
+  beforeAll(async () => {
+    base = await upstream.start();
+  });
+  afterAll(async () => {
+    await http.onApplicationShutdown();
+    await upstream.stop();
+  });
+
+  it('stops a stream it leaves early without an unhandled error, and the upstream sees the abort', async () => {
+    const uncaught: unknown[] = [];
+    const onUncaught = (e: unknown) => uncaught.push(e);
+    process.on('uncaughtException', onUncaught);
+    try {
+      const it = adapter.stream({ model: 'm', messages: [{ role: 'user', content: 'one two three four five six' }] }, route('slow-tokens:50'), ctx())[Symbol.asyncIterator]();
+      await it.next();
+      await it.next();
+      await it.return?.(undefined);
+      await upstream.waitForAborts(1);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(uncaught).toEqual([]);
+    } finally {
+      process.off('uncaughtException', onUncaught);
+    }
+  });
+
+  it('treats a stream that ends after its finish reason but without [DONE] as complete', async () => {
+    const chunks = [];
+    for await (const c of adapter.stream({ model: 'm', messages: [{ role: 'user', content: 'a b' }] }, route('no-done'), ctx())) chunks.push(c);
+    expect(chunks.some((c) => c.choices[0]?.finish_reason === 'stop')).toBe(true);
+  });
+
+  it.each([
+    ['truncated', /ended the stream before the answer was complete/],
+    ['malformed', /malformed stream event/],
+    ['mid-error', /failed mid-stream: The model crashed mid-answer/],
+  ])('fails a %s stream with a typed error', async (scenario, message) => {
+    const run = async () => {
+      for await (const _ of adapter.stream({ model: 'm', messages: [{ role: 'user', content: 'one two three four' }] }, route(scenario), ctx())) void _;
+    };
+    await expect(run()).rejects.toMatchObject({ message: expect.stringMatching(message) });
+  });
+});
