@@ -44,6 +44,10 @@ export class Env {
   @IsString() @MinLength(1)
   HOST = '0.0.0.0';
 
+  /** Processes serving (node:cluster): 1, a number, or `auto` (one per CPU). Read by main.ts. */
+  @Matches(/^(auto|[1-9]\d{0,2})$/, { message: 'WORKERS must be a whole number from 1 or "auto"' })
+  WORKERS = '1';
+
   @IsIn(LOG_LEVELS)
   LOG_LEVEL: LogLevel = 'info';
 

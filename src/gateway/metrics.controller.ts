@@ -9,8 +9,8 @@ export class MetricsController {
   @Get()
   async scrape(@Res() res: Response): Promise<void> {
     if (!this.metrics.enabled) throw new NotFoundException('metrics are disabled (METRICS_ENABLED=false)');
-    const text = await this.metrics.registry.metrics();
-    res.setHeader('content-type', this.metrics.registry.contentType);
+    const { text, contentType } = await this.metrics.scrape();
+    res.setHeader('content-type', contentType);
     res.end(text);
   }
 }

@@ -1,5 +1,7 @@
+import cluster from 'node:cluster';
 import { Injectable } from '@nestjs/common';
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { clusterMetrics } from '../cluster';
 import { AppConfig } from '../config/app-config';
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
@@ -36,6 +38,18 @@ export class MetricsService {
     this.tokens = new Counter({ name: 'hybridinference_tokens_total', help: 'Tokens, by model, provider and type (prompt, completion, cached, reasoning)', labelNames: ['model', 'provider', 'type'], registers });
     this.attempts = new Counter({ name: 'hybridinference_upstream_attempts_total', help: 'Attempts at upstream routes, by outcome', labelNames: ['provider', 'route', 'outcome'], registers });
     if (this.enabled) collectDefaultMetrics({ register: this.registry, prefix: 'hybridinference_' });
+    // In a multi-process gateway the primary collects this registry from every worker. Only
+    // constructing an AggregatorRegistry installs prom-client's worker-side listener.
+    if (cluster.isWorker) {
+      AggregatorRegistry.setRegistries([this.registry]);
+      new AggregatorRegistry();
+    }
+  }
+
+  /** Prometheus text: this process's metrics, or in a multi-process gateway every worker's summed. */
+  async scrape(): Promise<{ text: string; contentType: string }> {
+    if (cluster.isWorker) return clusterMetrics();
+    return { text: await this.registry.metrics(), contentType: this.registry.contentType };
   }
 
   observeRequest(o: RequestObservation): void {

@@ -96,3 +96,67 @@ describe('the built server on SIGTERM', () => {
     }
   });
 });
+
+describe('the built server with WORKERS=2', () => {
+  const main = resolve(__dirname, '../../dist/main.js');
+
+  function launch(dir: string, env: Record<string, string>) {
+    return spawn(process.execPath, [main], {
+      cwd: dir,
+      env: { ...process.env, HOST: '127.0.0.1', LOG_LEVEL: 'info', MODELS_CONFIG_PATH: join(dir, 'models.yaml'), ROUTING_CONFIG_PATH: join(dir, 'none.yaml'), DB_SQLITE_PATH: join(dir, 'gw.sqlite'), REQUEST_LOG_SPOOL_DIR: join(dir, 'spool'), DB_BACKEND: 'sqlite', DATABASE_URL: '', WORKERS: '2', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+  }
+
+  it('serves from two processes, sums their metrics, and drains both on SIGTERM', async () => {
+    if (!existsSync(main)) throw new Error('dist/main.js is missing: run `npm run build` first (npm test does)');
+    const dir = mkdtempSync(join(tmpdir(), 'hi-cluster-'));
+    writeFileSync(join(dir, 'models.yaml'), MODELS.replace('tokens: 20, tokens_per_second: 40', 'tokens: 3'));
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const child = launch(dir, { PORT: String(port) });
+    let output = '';
+    child.stdout.on('data', (b: Buffer) => (output += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (output += b.toString()));
+    const exited = new Promise<number | string | null>((r) => child.on('exit', (code, signal) => r(code ?? signal)));
+    const until = Date.now() + 20_000;
+    while (!output.includes('2 workers serving')) {
+      if (Date.now() > until) throw new Error(`cluster did not start:\n${output}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const url = `http://127.0.0.1:${port}`;
+    const pids = new Set<string>();
+    await Promise.all(
+      Array.from({ length: 40 }, async () => {
+        // A fresh connection each time, so the primary spreads them over the workers.
+        const res = await fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', connection: 'close' }, body: JSON.stringify({ model: 'demo/slow', messages: [{ role: 'user', content: 'x' }] }) });
+        expect(res.status).toBe(200);
+        await res.text();
+      }),
+    );
+    for (const m of output.matchAll(/worker (\d+) listening/g)) pids.add(m[1]);
+    expect(pids.size).toBe(2);
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    expect(metrics).toMatch(/hybridinference_requests_total\{model="demo\/slow",provider="mock",status="200"\} 40\b/);
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    const db = new Database(join(dir, 'gw.sqlite'), { readonly: true });
+    try {
+      expect(db.prepare('SELECT count(*) AS n FROM api_logs').get()).toEqual({ n: 40 });
+    } finally {
+      db.close();
+    }
+  });
+
+  it('stops, rather than restarting forever, when workers cannot start', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hi-cluster-bad-'));
+    writeFileSync(join(dir, 'models.yaml'), 'models:\n  - id: a\n    context_length: 10\n    route: [{ kind: nope }]\n');
+    const child = launch(dir, { PORT: '0' });
+    let output = '';
+    child.stderr.on('data', (b: Buffer) => (output += b.toString()));
+    child.stdout.on('data', (b: Buffer) => (output += b.toString()));
+    const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+    expect(code).toBe(1);
+    expect(output).toMatch(/kind "nope" has no adapter/);
+    expect(output).toMatch(/failed to start .*stopping/);
+  });
+});

@@ -1,0 +1,102 @@
+import cluster, { type Worker } from 'node:cluster';
+import { availableParallelism } from 'node:os';
+import { AggregatorRegistry } from 'prom-client';
+
+/** IPC between a worker serving /metrics and the primary that aggregates every worker's. */
+export const METRICS_REQUEST = 'hybridinference:metrics-request';
+export const METRICS_RESPONSE = 'hybridinference:metrics-response';
+
+/** `WORKERS`: 1 (default, one process), a number, or `auto` (one per CPU). */
+export function workerCount(value: string | undefined): number {
+  if (value === undefined || value.trim() === '') return 1;
+  if (value.trim() === 'auto') return availableParallelism();
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 256) throw new Error(`WORKERS="${value}": must be a whole number from 1 to 256, or "auto"`);
+  return n;
+}
+
+/**
+ * The primary of a multi-process gateway: it serves nothing itself. It starts the first worker
+ * alone (so database migrations never race), then the rest; restarts a worker that dies while
+ * serving; forwards SIGTERM/SIGINT and waits for the workers to drain; and answers workers'
+ * requests for cluster-wide metrics. A worker that fails before it ever listened (a bad config)
+ * stops the whole gateway instead of restarting forever.
+ */
+export function runPrimary(count: number, log: (msg: string) => void): void {
+  const aggregator = new AggregatorRegistry();
+  let stopping = false;
+  let everListened = false;
+  const restarts: number[] = [];
+
+  const fork = (): Promise<Worker> =>
+    new Promise((resolve) => {
+      const worker = cluster.fork();
+      worker.once('listening', () => {
+        everListened = true;
+        resolve(worker);
+      });
+      worker.on('message', (msg: { type?: string; id?: number }) => {
+        if (msg?.type !== METRICS_REQUEST) return;
+        aggregator.clusterMetrics().then(
+          (text) => worker.send({ type: METRICS_RESPONSE, id: msg.id, text, contentType: aggregator.contentType }),
+          (err: Error) => worker.send({ type: METRICS_RESPONSE, id: msg.id, error: err.message }),
+        );
+      });
+    });
+
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) {
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+      return;
+    }
+    if (!everListened) {
+      log(`worker ${worker.process.pid} failed to start (exit ${code ?? signal}); stopping`);
+      stopping = true;
+      for (const w of Object.values(cluster.workers ?? {})) w?.kill('SIGTERM');
+      process.exitCode = 1;
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(1);
+      return;
+    }
+    const now = Date.now();
+    restarts.push(now);
+    while (restarts.length && restarts[0] < now - 60_000) restarts.shift();
+    const delay = Math.min(30_000, 250 * 2 ** Math.max(0, restarts.length - 1));
+    log(`worker ${worker.process.pid} exited (${code ?? signal}); restarting in ${delay} ms`);
+    setTimeout(() => void fork(), delay).unref();
+  });
+
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    log(`${signal}: stopping ${Object.keys(cluster.workers ?? {}).length} workers`);
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(signal);
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+
+  void (async () => {
+    await fork();
+    await Promise.all(Array.from({ length: count - 1 }, fork));
+    log(`${count} workers serving`);
+  })();
+}
+
+/** In a worker: aggregated metrics of every worker, from the primary. */
+export function clusterMetrics(timeoutMs = 5000): Promise<{ text: string; contentType: string }> {
+  return new Promise((resolve, reject) => {
+    const id = Math.floor(Math.random() * 2 ** 31);
+    const timer = setTimeout(() => {
+      process.off('message', onMessage);
+      reject(new Error('the primary did not answer with metrics'));
+    }, timeoutMs);
+    const onMessage = (msg: { type?: string; id?: number; text?: string; contentType?: string; error?: string }) => {
+      if (msg?.type !== METRICS_RESPONSE || msg.id !== id) return;
+      clearTimeout(timer);
+      process.off('message', onMessage);
+      if (msg.error) reject(new Error(msg.error));
+      else resolve({ text: msg.text ?? '', contentType: msg.contentType ?? 'text/plain' });
+    };
+    process.on('message', onMessage);
+    process.send?.({ type: METRICS_REQUEST, id });
+  });
+}
