@@ -1,0 +1,239 @@
+// Load harness: measures, in one run on one machine, the instant stand-in upstream directly, a
+// bare Node http + undici pass-through (the ceiling for Node), and the gateway with logging,
+// metrics and the request log on. Each runs in its own process; this process generates load.
+//
+//   npm run bench                       # default durations
+//   BENCH_SECONDS=5 npm run bench       # quicker
+//   BENCH_DB=postgres npm run bench     # request log in the local PostgreSQL
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { cpus, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { runLoad, type LoadResult } from './load';
+
+const ROOT = resolve(__dirname, '../../..'); // bench/dist/bench -> repository root
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 2);
+const RSS_REQUESTS = Number(process.env.BENCH_RSS_REQUESTS ?? 100_000);
+
+interface Proc {
+  child: ChildProcess;
+  port: number;
+}
+
+/** Starts a helper process that prints "READY <port>". */
+function start(name: string, cmd: string[], env: Record<string, string>): Promise<Proc> {
+  return new Promise((resolvePort, reject) => {
+    const child = spawn(process.execPath, cmd, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`${name} did not start:\n${out}`)), 30_000);
+    child.stdout.on('data', (b: Buffer) => {
+      out += b.toString();
+      const ready = /READY (\d+)/.exec(out);
+      if (ready) {
+        clearTimeout(timer);
+        child.stdout.removeAllListeners('data');
+        child.stdout.resume();
+        resolvePort({ child, port: Number(ready[1]) });
+      }
+    });
+    child.on('exit', (code) => code && reject(new Error(`${name} exited with ${code}:\n${out}`)));
+  });
+}
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+/**
+ * Starts the built gateway with its JSON logs going straight to a file, as in production: piping
+ * them through this process would let the load generator's busy event loop throttle the gateway.
+ */
+async function startGateway(env: Record<string, string>, logFile: string): Promise<Proc> {
+  const port = await freePort();
+  const fd = openSync(logFile, 'w');
+  const child = spawn(process.execPath, [join(ROOT, 'dist/main.js')], { cwd: ROOT, env: { ...process.env, ...env, PORT: String(port) }, stdio: ['ignore', fd, fd] });
+  closeSync(fd);
+  const until = Date.now() + 30_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`gateway exited with ${child.exitCode}:\n${readFileSync(logFile, 'utf8')}`);
+    try {
+      if ((await fetch(`http://127.0.0.1:${port}/health`)).ok) return { child, port };
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > until) throw new Error(`gateway did not start:\n${readFileSync(logFile, 'utf8')}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function rssMb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN);
+  return kb / 1024;
+}
+
+const fmt = (n: number | undefined, d = 2) => (n === undefined || Number.isNaN(n) ? '-' : n.toFixed(d));
+
+async function main(): Promise<void> {
+  const work = mkdtempSync(join(tmpdir(), 'hi-bench-'));
+  const upstream = await start('upstream', [join(__dirname, 'upstream-server.js')], {});
+  const passthrough = await start('passthrough', [join(__dirname, 'passthrough-server.js')], { UPSTREAM_PORT: String(upstream.port) });
+  const models = `
+models:
+  - id: bench/echo
+    context_length: 8192
+    pricing: { prompt: "0.10", completion: "0.20" }
+    route:
+      - { kind: openai_compat, id: standin, base_url: "http://127.0.0.1:${upstream.port}/v1", provider_model_id: ok }
+  - id: bench/stream
+    context_length: 8192
+    pricing: { prompt: "0.10", completion: "0.20" }
+    route:
+      - { kind: openai_compat, id: standin, base_url: "http://127.0.0.1:${upstream.port}/v1", provider_model_id: "tokens:20" }
+  - id: bench/paced
+    context_length: 8192
+    pricing: { prompt: "0.10", completion: "0.20" }
+    route:
+      - { kind: openai_compat, id: standin, base_url: "http://127.0.0.1:${upstream.port}/v1", provider_model_id: "paced:20:20" }
+`;
+  writeFileSync(join(work, 'models.yaml'), models);
+  const dbEnv: Record<string, string> =
+    process.env.BENCH_DB === 'postgres'
+      ? { DB_BACKEND: 'postgres', DATABASE_URL: process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test' }
+      : { DB_BACKEND: 'sqlite', DB_SQLITE_PATH: join(work, 'bench.sqlite') };
+  const gatewayLog = join(work, 'gateway.log');
+  const gateway = await startGateway(
+    {
+      HOST: '127.0.0.1',
+      NODE_ENV: 'production',
+      LOG_LEVEL: 'info',
+      METRICS_ENABLED: 'true',
+      MODELS_CONFIG_PATH: join(work, 'models.yaml'),
+      ROUTING_CONFIG_PATH: join(work, 'none.yaml'),
+      REQUEST_LOG_SPOOL_DIR: join(work, 'spool'),
+      ...dbEnv,
+    },
+    gatewayLog,
+  );
+
+  const gateway2 = await startGateway(
+    {
+      HOST: '127.0.0.1',
+      NODE_ENV: 'production',
+      LOG_LEVEL: 'info',
+      METRICS_ENABLED: 'true',
+      WORKERS: '2',
+      MODELS_CONFIG_PATH: join(work, 'models.yaml'),
+      ROUTING_CONFIG_PATH: join(work, 'none.yaml'),
+      REQUEST_LOG_SPOOL_DIR: join(work, 'spool2'),
+      ...dbEnv,
+      ...(dbEnv.DB_BACKEND === 'sqlite' ? { DB_SQLITE_PATH: join(work, 'bench2.sqlite') } : {}),
+    },
+    join(work, 'gateway2.log'),
+  );
+
+  const json = (model: string) => JSON.stringify({ model, messages: [{ role: 'user', content: 'Say hello to the benchmark.' }], max_tokens: 64 });
+  const stream = (model: string) => JSON.stringify({ model, stream: true, messages: [{ role: 'user', content: 'Say hello to the benchmark.' }] });
+  // Upstream model names are stand-in scenarios: `ok` answers at once; `tokens:20` streams 20
+  // tokens at once; `paced:20:20` sends the first token at once and then one every 20 ms.
+  const direct = (port: number) => ({ url: `http://127.0.0.1:${port}`, path: '/v1/chat/completions', json: json('ok'), stream: stream('tokens:20'), paced: stream('paced:20:20') });
+  const via = (port: number) => ({ url: `http://127.0.0.1:${port}`, path: '/v1/chat/completions', json: json('bench/echo'), stream: stream('bench/stream'), paced: stream('bench/paced') });
+  const targets = {
+    upstream: direct(upstream.port),
+    passthrough: direct(passthrough.port),
+    gateway: via(gateway.port),
+    'gateway-2w': via(gateway2.port),
+  };
+  type Target = keyof typeof targets;
+  let gatewayRequests = 0;
+  const results: Record<string, Partial<Record<Target, LoadResult>>> = {};
+  const record = (scenario: string, target: Target, r: LoadResult) => {
+    (results[scenario] ??= {})[target] = r;
+    if (target === 'gateway') gatewayRequests += r.requests;
+    process.stderr.write(`${scenario.padEnd(18)} ${target.padEnd(12)} ${fmt(r.rps, 0).padStart(7)} req/s  p50 ${fmt(r.p50)} ms  p90 ${fmt(r.p90)} ms  p99 ${fmt(r.p99)} ms  errors ${r.errors}\n`);
+  };
+  const all: Target[] = ['upstream', 'passthrough', 'gateway', 'gateway-2w'];
+  const run = async (scenario: string, list: Target[], body: 'json' | 'stream' | 'paced', connections: number) => {
+    for (const name of list) {
+      const t = targets[name];
+      record(scenario, name, await runLoad({ url: t.url, path: t.path, body: t[body], connections, seconds: SECONDS, warmupSeconds: WARMUP, stream: body !== 'json' }));
+    }
+  };
+
+  await run('json@32', all, 'json', 32);
+  await run('json@1', ['upstream', 'passthrough', 'gateway'], 'json', 1);
+  await run('stream@100 paced', all, 'paced', 100);
+  await run('stream@100 flat-out', all, 'stream', 100);
+
+  // Top the single-process gateway up to RSS_REQUESTS requests in all, then read its memory:
+  // right as the load ends, and after 20 s idle (when V8 gives back the heap it grew for speed).
+  while (gatewayRequests < RSS_REQUESTS) {
+    const t = targets.gateway;
+    const r = await runLoad({ url: t.url, path: t.path, body: t.json, connections: 32, seconds: Math.min(30, Math.max(2, (RSS_REQUESTS - gatewayRequests) / 2500)) });
+    gatewayRequests += r.requests;
+  }
+  const rssAtEnd = rssMb(gateway.child.pid!, 'VmRSS');
+  await new Promise((r) => setTimeout(r, 20_000));
+  const rssSettled = rssMb(gateway.child.pid!, 'VmRSS');
+  const rssPeak = rssMb(gateway.child.pid!, 'VmHWM');
+
+  const j32 = results['json@32'] as Record<Target, LoadResult>;
+  const j1 = results['json@1'] as Record<Target, LoadResult>;
+  const paced = results['stream@100 paced'] as Record<Target, LoadResult>;
+  const summary = {
+    machine: { cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version, db: dbEnv.DB_BACKEND },
+    seconds: SECONDS,
+    results,
+    targets: {
+      gateway_rps_at_32: j32.gateway.rps,
+      gateway_2w_rps_at_32: j32['gateway-2w'].rps,
+      gateway_share_of_passthrough: j32.gateway.rps / j32.passthrough.rps,
+      gateway_2w_share_of_passthrough: j32['gateway-2w'].rps / j32.passthrough.rps,
+      gateway_added_p50_ms_at_1: j1.gateway.p50 - j1.upstream.p50,
+      passthrough_added_p50_ms_at_1: j1.passthrough.p50 - j1.upstream.p50,
+      stream_added_ttft_p99_ms_at_100: paced.gateway.p99 - paced.upstream.p99,
+      stream_2w_added_ttft_p99_ms_at_100: paced['gateway-2w'].p99 - paced.upstream.p99,
+      gateway_requests_total: gatewayRequests,
+      gateway_rss_mb_at_end: rssAtEnd,
+      gateway_rss_mb_settled: rssSettled,
+      gateway_rss_mb_peak: rssPeak,
+    },
+  };
+  const t = summary.targets;
+  const pctf = (x: number) => `${fmt(x * 100, 1)}%`;
+  const lines = [
+    '',
+    `machine: ${summary.machine.cpus} x ${summary.machine.cpu}, node ${summary.machine.node}, request log in ${summary.machine.db}, ${SECONDS} s per run`,
+    '',
+    '| scenario | target | req/s | p50 ms | p90 ms | p99 ms | errors |',
+    '|---|---|---:|---:|---:|---:|---:|',
+    ...Object.entries(results).flatMap(([sc, byTarget]) =>
+      Object.entries(byTarget).map(([name, r]) => `| ${sc}${sc.startsWith('stream') ? ' (TTFT)' : ''} | ${name} | ${fmt(r.rps, 0)} | ${fmt(r.p50)} | ${fmt(r.p90)} | ${fmt(r.p99)} | ${r.errors} |`),
+    ),
+    '',
+    `| target | goal | 1 process | 2 workers |`,
+    `|---|---|---|---|`,
+    `| throughput, JSON, 32 connections | >= 3000 req/s | ${fmt(t.gateway_rps_at_32, 0)} | ${fmt(t.gateway_2w_rps_at_32, 0)} |`,
+    `| share of the bare pass-through | >= 25% | ${pctf(t.gateway_share_of_passthrough)} | ${pctf(t.gateway_2w_share_of_passthrough)} |`,
+    `| added p50 latency, 1 connection | <= 1 ms | ${fmt(t.gateway_added_p50_ms_at_1, 3)} ms (pass-through adds ${fmt(t.passthrough_added_p50_ms_at_1, 3)}) | |`,
+    `| added TTFT p99, 100 paced streams | <= 2 ms | ${fmt(t.stream_added_ttft_p99_ms_at_100, 3)} ms | ${fmt(t.stream_2w_added_ttft_p99_ms_at_100, 3)} ms |`,
+    `| RSS after ${t.gateway_requests_total} requests | <= 150 MB | ${fmt(t.gateway_rss_mb_settled, 1)} MB settled (${fmt(t.gateway_rss_mb_at_end, 1)} at end of load, peak ${fmt(t.gateway_rss_mb_peak, 1)}) | |`,
+    '',
+  ];
+  process.stdout.write(lines.join('\n'));
+  mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
+  writeFileSync(join(ROOT, 'bench/results/latest.json'), JSON.stringify(summary, null, 2));
+
+  for (const p of [gateway, gateway2, passthrough, upstream]) p.child.kill('SIGTERM');
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(1);
+});
