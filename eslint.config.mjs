@@ -28,6 +28,17 @@ export default tseslint.config(
     },
   },
   {
+    // Plain CommonJS helpers outside the TypeScript project (the jest transformer).
+    files: ['**/*.js'],
+    extends: [tseslint.configs.disableTypeChecked],
+    languageOptions: {
+      sourceType: 'commonjs',
+      parserOptions: { projectService: false },
+      globals: { require: 'readonly', module: 'writable', __filename: 'readonly', __dirname: 'readonly' },
+    },
+    rules: { '@typescript-eslint/no-require-imports': 'off' },
+  },
+  {
     files: ['**/*.spec.ts', '**/*.e2e-spec.ts', 'test/**', 'bench/**'],
     rules: {
       '@typescript-eslint/unbound-method': 'off',
