@@ -19,6 +19,7 @@ export class RegistrySnapshot {
     readonly routing: RoutingDef,
     readonly loadedAt: Date,
     readonly warnings: readonly string[] = [],
+    readonly notices: readonly string[] = [],
   ) {
     for (const m of models) {
       this.byName.set(m.id, m);
@@ -46,7 +47,7 @@ export class ModelRegistry {
     @Inject(CONFIG_VARS) private readonly vars: ConfigVars,
   ) {
     this.snapshot = this.readFiles();
-    for (const w of this.snapshot.warnings) this.logger.warn(w);
+    this.report(this.snapshot);
   }
 
   current(): RegistrySnapshot {
@@ -75,12 +76,18 @@ export class ModelRegistry {
     const problems = this.validate(next);
     if (problems.length > 0) throw new Error(`configuration refused:\n  ${problems.join('\n  ')}`);
     this.snapshot = next;
-    for (const w of next.warnings) this.logger.warn(w);
+    this.report(next);
     return next;
+  }
+
+  private report(s: RegistrySnapshot): void {
+    for (const n of s.notices) this.logger.log(n);
+    for (const w of s.warnings) this.logger.warn(w);
   }
 
   private readFiles(): RegistrySnapshot {
     const warnings: string[] = [];
+    const notices: string[] = [];
     const warn = (m: string) => warnings.push(m);
     const routingPath = this.config.env.ROUTING_CONFIG_PATH;
     const routing = existsSync(routingPath) ? parseRouting(YamlSource.load(routingPath, this.vars), warn) : EMPTY_ROUTING;
@@ -88,7 +95,8 @@ export class ModelRegistry {
       routing,
       defaultCreated: Math.floor(Date.now() / 1000),
       warn,
+      notice: (m) => notices.push(m),
     });
-    return new RegistrySnapshot(models, routing, new Date(), warnings);
+    return new RegistrySnapshot(models, routing, new Date(), warnings, notices);
   }
 }

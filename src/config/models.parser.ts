@@ -43,7 +43,10 @@ export interface ParseModelsOptions {
   routing: RoutingDef;
   /** `created` for models that do not set one (unix seconds). */
   defaultCreated: number;
+  /** Something is probably wrong (an unknown key, a model left without routes). */
   warn: (msg: string) => void;
+  /** Something worth knowing that the config asked for (an optional route skipped). Default: warn. */
+  notice?: (msg: string) => void;
 }
 
 export function parseModels(src: YamlSource, opts: ParseModelsOptions): ModelDef[] {
@@ -123,7 +126,7 @@ function parseModel(
     const ids = new Set<string>();
     rawRoutes.forEach((raw, j) => {
       const rpath: YamlPath = [...path, routesKey, j];
-      const route = parseRoute(r, raw, rpath, { modelId: id, defaultProviderModelId, routing: opts.routing, warn: opts.warn, skippedRoutes });
+      const route = parseRoute(r, raw, rpath, { modelId: id, defaultProviderModelId, routing: opts.routing, warn: opts.warn, notice: opts.notice ?? opts.warn, skippedRoutes });
       if (!route) return;
       let routeId = route.id;
       for (let n = 2; ids.has(routeId); n++) routeId = `${route.id}-${n}`;
@@ -212,6 +215,7 @@ interface RouteContext {
   defaultProviderModelId: string;
   routing: RoutingDef;
   warn: (m: string) => void;
+  notice: (m: string) => void;
   skippedRoutes: YamlPath[];
 }
 
@@ -228,7 +232,7 @@ function parseRoute(r: FieldReader, raw: unknown, path: YamlPath, ctx: RouteCont
     if (missing.length > 0 || blank.length > 0 || blankUrl) {
       const names = (list: typeof missing) => [...new Set(list.map((m) => m.variable))].join(', ');
       const why = missing.length > 0 ? `${names(missing)} not set` : blank.length > 0 ? `${names(blank)} is blank` : 'base_url is blank';
-      ctx.warn(`${r.src.where(path)}: optional route skipped: ${why}`);
+      ctx.notice(`${r.src.where(path)}: optional route skipped: ${why}`);
       ctx.skippedRoutes.push(path);
       return undefined;
     }
