@@ -1,4 +1,4 @@
-import { readSse, sseData, SSE_DONE, type SseEvent } from './sse';
+import { readSse, SseDecoder, sseData, SSE_DONE, type SseEvent } from './sse';
 
 async function* chunks(...parts: Array<Buffer | string>): AsyncGenerator<Buffer | string> {
   for (const p of parts) yield p;
@@ -94,5 +94,24 @@ describe('readSse', () => {
   it('reads what sseData and SSE_DONE write', async () => {
     const events = await collect(chunks(sseData({ text: 'a\nb' }), SSE_DONE));
     expect(datas(events)).toEqual(['{"text":"a\\nb"}', '[DONE]']);
+  });
+});
+
+describe('SseDecoder', () => {
+  it('returns the events each push completes, and nothing for a partial one', () => {
+    const d = new SseDecoder();
+    expect(d.push('data: {"a":1}\n\ndata: {"b"')).toEqual([{ data: '{"a":1}', event: undefined, id: undefined }]);
+    expect(d.push(':2}')).toEqual([]);
+    expect(d.push('\n\n: keepalive\n\nevent: x\ndata: y\n\n')).toEqual([
+      { data: '{"b":2}', event: undefined, id: undefined },
+      { data: 'y', event: 'x', id: undefined },
+    ]);
+  });
+
+  it('decodes a UTF-8 character split across pushes', () => {
+    const d = new SseDecoder();
+    const bytes = Buffer.from('data: é\n\n');
+    expect(d.push(bytes.subarray(0, 7))).toEqual([]);
+    expect(d.push(bytes.subarray(7)).map((e) => e.data)).toEqual(['é']);
   });
 });

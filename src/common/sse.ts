@@ -8,25 +8,43 @@ export interface SseEvent {
 }
 
 /**
- * Turns a byte stream into SSE events as they arrive, however the bytes are split (across
- * events, lines, or UTF-8 characters). Comments (`: keepalive`) are skipped.
- *
- * Stopping early does not destroy a Node stream passed in: the caller decides whether to read
- * the rest (keeping an HTTP connection reusable after `[DONE]`) or to destroy it.
+ * Decodes SSE incrementally: feed it bytes as they arrive, however they are split (across events,
+ * lines or UTF-8 characters), and get back the events they complete. Comments (`: keepalive`)
+ * are skipped. Synchronous, so an adapter parses inside its own read loop without an extra
+ * async-generator hop per chunk. As the SSE spec says, an event cut off before its blank line is
+ * never returned: the stream was truncated, and the caller notices the missing end of stream.
  */
-export async function* readSse(body: AsyncIterable<Uint8Array | string> | Readable): AsyncGenerator<SseEvent> {
-  const pending: SseEvent[] = [];
-  const parser = createParser({
-    onEvent: (m: EventSourceMessage) => pending.push({ event: m.event, data: m.data, id: m.id }),
+export class SseDecoder {
+  private readonly decoder = new TextDecoder('utf-8');
+  private pending: SseEvent[] = [];
+  private readonly parser = createParser({
+    onEvent: (m: EventSourceMessage) => this.pending.push({ event: m.event, data: m.data, id: m.id }),
   });
-  const decoder = new TextDecoder('utf-8');
-  const source = body instanceof Readable ? body.iterator({ destroyOnReturn: false }) : body;
-  for await (const chunk of source as AsyncIterable<Uint8Array | string>) {
-    parser.feed(typeof chunk === 'string' ? chunk : decoder.decode(chunk, { stream: true }));
-    while (pending.length > 0) yield pending.shift() as SseEvent;
+
+  push(chunk: Uint8Array | string): SseEvent[] {
+    this.parser.feed(typeof chunk === 'string' ? chunk : this.decoder.decode(chunk, { stream: true }));
+    if (this.pending.length === 0) return NONE;
+    const out = this.pending;
+    this.pending = [];
+    return out;
   }
-  // As the SSE spec says, an event cut off before its blank line is discarded: the stream
-  // was truncated, and the caller notices the missing end of stream.
+}
+
+const NONE: SseEvent[] = [];
+
+/**
+ * The chunks of a response body. A Node stream is not destroyed when the caller stops early: the
+ * caller decides whether to read the rest (keeping an HTTP connection reusable after `[DONE]`)
+ * or to destroy it.
+ */
+export function bodyChunks(body: AsyncIterable<Uint8Array | string> | Readable): AsyncIterable<Uint8Array | string> {
+  return body instanceof Readable ? body.iterator({ destroyOnReturn: false }) : body;
+}
+
+/** SSE events from a byte stream (a convenience over SseDecoder). */
+export async function* readSse(body: AsyncIterable<Uint8Array | string> | Readable): AsyncGenerator<SseEvent> {
+  const decoder = new SseDecoder();
+  for await (const chunk of bodyChunks(body)) yield* decoder.push(chunk);
 }
 
 /** One SSE `data:` event carrying JSON. */

@@ -2,13 +2,23 @@ import { Injectable } from '@nestjs/common';
 import type { Dispatcher } from 'undici';
 import type { ChatChunk, ChatRequest, ChatResponse } from '../../common/chat.types';
 import { UpstreamError } from '../../common/errors';
-import { readSse } from '../../common/sse';
+import { bodyChunks, SseDecoder } from '../../common/sse';
 import type { RouteDef } from '../../config/registry.types';
 import { readBodyText, retryAfterMs, UpstreamClient } from '../http/upstream-client.service';
 import { LlmAdapter, type CallContext, type ProbeResult } from '../llm-adapter';
 import { responseToChunks } from '../../common/chunks';
 import { buildChatBody, endpointUrl, upstreamHttpError } from './openai-compat.mapper';
 import { OPENAI_COMPAT_ALIASES, profileFor } from './openai-compat.profiles';
+
+type WireChunk = ChatChunk & { error?: { message?: string; code?: unknown; type?: string } };
+
+function parseChunk(data: string, route: RouteDef): WireChunk {
+  try {
+    return JSON.parse(data) as WireChunk;
+  } catch {
+    throw new UpstreamError({ failure: 'protocol', message: `upstream ${route.id} sent a malformed stream event`, provider: route.kind, route: route.id });
+  }
+}
 
 /** Any server that speaks OpenAI's chat-completions protocol: vLLM, SGLang, Ollama, DeepSeek, ... */
 @Injectable()
@@ -52,30 +62,28 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     }
     let done = false;
     let finished = false;
+    const sse = new SseDecoder();
     try {
-      for await (const ev of readSse(res.body)) {
-        if (ev.data === '[DONE]') {
-          done = true;
-          break;
+      read: for await (const bytes of bodyChunks(res.body)) {
+        for (const ev of sse.push(bytes)) {
+          if (ev.data === '[DONE]') {
+            done = true;
+            break read;
+          }
+          const chunk = parseChunk(ev.data, route);
+          if (chunk.error) {
+            throw new UpstreamError({
+              failure: 'http',
+              upstreamStatus: 502,
+              message: `upstream ${route.id} failed mid-stream: ${chunk.error.message ?? JSON.stringify(chunk.error)}`,
+              provider: route.kind,
+              route: route.id,
+            });
+          }
+          if (!Array.isArray(chunk.choices)) continue;
+          if (chunk.choices.some((c) => c.finish_reason)) finished = true;
+          yield chunk;
         }
-        let chunk: ChatChunk & { error?: { message?: string; code?: unknown; type?: string } };
-        try {
-          chunk = JSON.parse(ev.data) as typeof chunk;
-        } catch {
-          throw new UpstreamError({ failure: 'protocol', message: `upstream ${route.id} sent a malformed stream event`, provider: route.kind, route: route.id });
-        }
-        if (chunk.error) {
-          throw new UpstreamError({
-            failure: 'http',
-            upstreamStatus: 502,
-            message: `upstream ${route.id} failed mid-stream: ${chunk.error.message ?? JSON.stringify(chunk.error)}`,
-            provider: route.kind,
-            route: route.id,
-          });
-        }
-        if (!Array.isArray(chunk.choices)) continue;
-        if (chunk.choices.some((c) => c.finish_reason)) finished = true;
-        yield chunk;
       }
     } catch (err) {
       throw this.http.toUpstreamError(err, this.callInfo(route, ctx));
