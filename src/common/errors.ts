@@ -60,6 +60,30 @@ export class RouteNotFoundError extends GatewayError {
   override readonly code = 'not_found';
 }
 
+/** No credentials, or credentials we do not know. */
+export class AuthenticationError extends GatewayError {
+  readonly status = 401;
+  readonly type = 'authentication_error';
+  constructor(
+    message: string,
+    override readonly code: string | null = 'invalid_api_key',
+  ) {
+    super(message);
+  }
+}
+
+/** Credentials we know, that may not do this. */
+export class PermissionError extends GatewayError {
+  readonly status = 403;
+  readonly type = 'permission_error';
+  constructor(
+    message: string,
+    override readonly code: string | null = 'forbidden',
+  ) {
+    super(message);
+  }
+}
+
 export class PayloadTooLargeError extends GatewayError {
   readonly status = 413;
   readonly type = 'invalid_request_error';

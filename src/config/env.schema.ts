@@ -151,13 +151,25 @@ export class Env {
 
   @Transform(toBool) @IsBoolean()
   METRICS_ENABLED = true;
+
+  // --- shared state and administration ----------------------------------------------------
+  /** redis:// or rediss:// URL. Set, it shares limits and routing state between processes and replicas. */
+  @Transform(emptyToUndefined) @IsOptional() @Matches(/^rediss?:\/\//, { message: 'REDIS_URL must be a redis:// or rediss:// URL' })
+  REDIS_URL?: string;
+
+  @IsString()
+  REDIS_KEY_PREFIX = 'hi:';
+
+  /** Bearer token for /admin/*. Unset, the admin API answers 403. */
+  @Transform(emptyToUndefined) @IsOptional() @IsString() @MinLength(16, { message: 'ADMIN_TOKEN must be at least 16 characters' })
+  ADMIN_TOKEN?: string;
 }
 
 /** Validates raw variables into an `Env`; throws one error listing every bad variable by name. */
 export function validateEnv(raw: Record<string, unknown>): Env {
   const known = Object.keys(new Env());
   const picked: Record<string, unknown> = {};
-  for (const key of [...known, 'DB_BACKEND', 'DATABASE_URL']) {
+  for (const key of [...known, 'DB_BACKEND', 'DATABASE_URL', 'REDIS_URL', 'ADMIN_TOKEN']) {
     if (raw[key] !== undefined) picked[key] = raw[key];
   }
   const env = plainToInstance(Env, picked, { exposeDefaultValues: true });

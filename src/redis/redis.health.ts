@@ -1,0 +1,28 @@
+import { Injectable } from '@nestjs/common';
+import { HealthIndicatorService, type HealthIndicatorResult } from '@nestjs/terminus';
+import { RedisService } from './redis.service';
+
+@Injectable()
+export class RedisHealthIndicator {
+  constructor(
+    private readonly redis: RedisService,
+    private readonly health: HealthIndicatorService,
+  ) {}
+
+  /** Without REDIS_URL there is nothing to check. An unreachable Redis is `degraded`: the gateway serves on per-process state. */
+  async check(): Promise<HealthIndicatorResult> {
+    const session = this.health.check('redis');
+    const status = this.redis.status;
+    if (status === 'disabled') return session.up({ mode: 'per-process (REDIS_URL not set)' });
+    const client = this.redis.client;
+    if (client) {
+      try {
+        await client.ping();
+        return session.up({ mode: 'shared' });
+      } catch (err) {
+        return session.degraded({ mode: 'per-process', message: `redis ping failed (${(err as Error).message}); limits and shared state are per process until it is back` });
+      }
+    }
+    return session.degraded({ mode: 'per-process', message: `redis unreachable (${this.redis.error ?? status}); limits and shared state are per process until it is back` });
+  }
+}

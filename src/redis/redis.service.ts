@@ -1,0 +1,80 @@
+import { Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
+import Redis from 'ioredis';
+import { AppConfig } from '../config/app-config';
+
+export type RedisState = 'disabled' | 'connecting' | 'ready' | 'down';
+
+/**
+ * The shared Redis connection, when REDIS_URL is set: state that every process and replica must
+ * agree on (limits, budgets, circuit and health state) lives there. Commands fail at once while
+ * Redis is unreachable (no offline queue), so callers fall back to their per-process state
+ * instead of waiting; the client reconnects in the background.
+ */
+@Injectable()
+export class RedisService implements OnModuleInit, OnApplicationShutdown {
+  private readonly logger = new Logger('Redis');
+  private redis?: Redis;
+  private state: RedisState = 'disabled';
+  private lastError?: string;
+
+  constructor(private readonly config: AppConfig) {}
+
+  get status(): RedisState {
+    return this.state;
+  }
+
+  get error(): string | undefined {
+    return this.lastError;
+  }
+
+  /** The client while Redis is ready; undefined when disabled or unreachable (use local state). */
+  get client(): Redis | undefined {
+    return this.state === 'ready' ? this.redis : undefined;
+  }
+
+  /** Key prefix for everything this gateway stores (REDIS_KEY_PREFIX). */
+  key(...parts: Array<string | number>): string {
+    return `${this.config.env.REDIS_KEY_PREFIX}${parts.join(':')}`;
+  }
+
+  async onModuleInit(): Promise<void> {
+    const url = this.config.env.REDIS_URL;
+    if (!url) return;
+    this.state = 'connecting';
+    const redis = new Redis(url, {
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      connectTimeout: 2000,
+      retryStrategy: (times) => Math.min(250 * times, 5000),
+    });
+    this.redis = redis;
+    redis.on('ready', () => {
+      if (this.state !== 'ready') this.logger.log('connected');
+      this.state = 'ready';
+      this.lastError = undefined;
+    });
+    redis.on('error', (err: Error) => {
+      this.lastError = err.message;
+    });
+    redis.on('close', () => {
+      if (this.state === 'ready') this.logger.warn(`connection lost (${this.lastError ?? 'closed'}); using per-process state until it is back`);
+      if (this.state !== 'disabled') this.state = 'down';
+    });
+    try {
+      await redis.connect();
+    } catch (err) {
+      this.state = 'down';
+      this.lastError = (err as Error).message;
+      this.logger.warn(`not reachable at start (${this.lastError}); using per-process state, retrying in the background`);
+    }
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    const redis = this.redis;
+    this.redis = undefined;
+    this.state = 'disabled';
+    if (!redis) return;
+    await redis.quit().catch(() => redis.disconnect());
+  }
+}

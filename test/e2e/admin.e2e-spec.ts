@@ -1,0 +1,56 @@
+import { startGateway, type TestGateway } from '../helpers/gateway';
+
+const MODELS = `
+models:
+  - id: demo/split
+    context_length: 4096
+    router: fixed
+    route:
+      - { kind: vllm, id: gpu-a, base_url: "http://gpu-a.internal:8000/v1", api_keys: ["sk-secret-a", "sk-secret-b"], local: true, timeouts: { first_token_ms: 1234 } }
+      - { kind: mock, id: fallback }
+`;
+const TOKEN = 'admin-token-0123456789abcdef';
+
+describe('admin API', () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await startGateway({ models: MODELS, env: { ADMIN_TOKEN: TOKEN } });
+  });
+  afterAll(() => gw.close());
+
+  const get = (headers: Record<string, string> = {}) => fetch(`${gw.url}/admin/routing`, { headers });
+
+  it('answers 401 without credentials and 403 with wrong ones, in the OpenAI error shape', async () => {
+    const none = await get();
+    expect(none.status).toBe(401);
+    expect(await none.json()).toEqual({ error: { message: expect.stringContaining('Bearer'), type: 'authentication_error', param: null, code: 'missing_admin_token' } });
+    const wrong = await get({ authorization: 'Bearer not-the-token-at-all' });
+    expect(wrong.status).toBe(403);
+    expect(((await wrong.json()) as { error: { type: string } }).error.type).toBe('permission_error');
+  });
+
+  it('shows routing with upstream URLs, timeouts and key counts, never the keys', async () => {
+    for (const headers of [{ authorization: `Bearer ${TOKEN}` }, { 'x-admin-token': TOKEN }]) {
+      const res = await get(headers);
+      expect(res.status).toBe(200);
+      const text = await res.text();
+      expect(text).not.toContain('sk-secret');
+      const body = JSON.parse(text) as { models: Array<{ id: string; strategy: string; routes: Array<Record<string, unknown>> }> };
+      expect(body.models[0]).toMatchObject({ id: 'demo/split', strategy: 'fixed' });
+      expect(body.models[0].routes[0]).toMatchObject({ id: 'gpu-a', kind: 'vllm', base_url: 'http://gpu-a.internal:8000/v1', api_keys: 2, locality: 'local', share: 0.5, timeouts_ms: expect.objectContaining({ firstTokenMs: 1234 }) });
+    }
+  });
+});
+
+describe('admin API without ADMIN_TOKEN', () => {
+  it('is off (403), even with a token', async () => {
+    const gw = await startGateway({ models: MODELS });
+    try {
+      const res = await fetch(`${gw.url}/admin/routing`, { headers: { authorization: `Bearer ${TOKEN}` } });
+      expect(res.status).toBe(403);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe('admin_disabled');
+    } finally {
+      await gw.close();
+    }
+  });
+});
