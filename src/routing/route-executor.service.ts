@@ -57,6 +57,14 @@ export class RouteExecutor {
   }
 
   async complete(ex: Execution): Promise<ChatResponse> {
+    return this.run(ex, (adapter, route, ctx) => adapter.complete(ex.request, route, ctx));
+  }
+
+  /**
+   * Any one-shot operation (chat, embeddings, text completions) across the planned routes: the
+   * next route is tried for retryable failures only, within the whole-request deadline.
+   */
+  async run<T>(ex: Execution, op: (adapter: LlmAdapter, route: RouteDef, ctx: CallContext) => Promise<T>): Promise<T> {
     const plan = this.manager.plan(ex.model, ex.request, ex.snapshot);
     const deadline = performance.now() + (ex.snapshot.routing.totalTimeoutMs ?? this.config.upstreamTimeouts.totalMs);
     let last: UpstreamError | undefined;
@@ -65,7 +73,7 @@ export class RouteExecutor {
       const started = performance.now();
       try {
         // Adapters stop at ctx.signal (their contract), so no extra race is needed here.
-        const res = await adapter.complete(ex.request, route, ctx);
+        const res = await op(adapter, route, ctx);
         ex.route = route;
         ex.attempts.push(record(route, started));
         return res;
