@@ -30,7 +30,7 @@ describe('admin API', () => {
   });
 
   it('shows routing with upstream URLs, timeouts and key counts, never the keys', async () => {
-    for (const headers of [{ authorization: `Bearer ${TOKEN}` }, { 'x-admin-token': TOKEN }]) {
+    for (const headers of [{ authorization: `Bearer ${TOKEN}` }, { 'x-admin-token': TOKEN }] as Array<Record<string, string>>) {
       const res = await get(headers);
       expect(res.status).toBe(200);
       const text = await res.text();
