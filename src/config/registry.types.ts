@@ -72,4 +72,42 @@ export interface RoutingDef {
   readonly localDeployments: readonly Deployment[];
   readonly remoteDeployments: readonly Deployment[];
   readonly file?: string;
+  /** Same-route retries and the attempt budget (`retry:`). */
+  readonly retry: RetryPolicy;
+  /** Per-endpoint circuit breakers (`circuit_breaker:`). */
+  readonly circuitBreaker: CircuitPolicy;
+  /** How long one active health probe may take (`health_check_timeout_ms`). */
+  readonly healthCheckTimeoutMs: number;
+  /** The recent latency and error figures strategies and /admin/routing read (`stats_window:`). */
+  readonly statsWindow: StatsWindowDef;
+  /** With REDIS_URL: how often circuit and health state is read back from Redis (`state_sync_ms`). */
+  readonly stateSyncMs: number;
+}
+
+export interface RetryPolicy {
+  /** Further tries on the same route after a retryable failure (connection, reset, 5xx, 408, 429). */
+  readonly maxRetries: number;
+  /** The first backoff; it doubles with each retry, with jitter, up to `maxBackoffMs`. */
+  readonly backoffMs: number;
+  readonly maxBackoffMs: number;
+  /** The longest Retry-After waited for on the same route; a longer one moves to the next route. */
+  readonly maxRetryAfterMs: number;
+  /** Upstream calls of one request, every route and retry included. */
+  readonly maxAttempts: number;
+}
+
+export interface CircuitPolicy {
+  /** Consecutive failures (5xx, 408, 429, connection, timeout) that open the circuit. */
+  readonly failureThreshold: number;
+  /** How long an open circuit refuses traffic before it lets probes through (half-open). */
+  readonly cooldownMs: number;
+  /** Requests let through at once while half-open. */
+  readonly halfOpenRequests: number;
+}
+
+export interface StatsWindowDef {
+  /** Samples kept per route. */
+  readonly size: number;
+  /** Samples older than this are forgotten, so that a recovered endpoint is measured afresh. */
+  readonly seconds: number;
 }

@@ -42,7 +42,43 @@ describe('parseRouting', () => {
       localDeployments: [{ endpoint: 'http://gpu-1:8000/v1', models: ['llama', 'meta-llama/Llama-3.1-8B-Instruct'] }],
       remoteDeployments: [{ endpoint: 'https://api.example.com/v1', models: [] }],
       file: 'routing.yaml',
+      retry: { maxRetries: 2, backoffMs: 200, maxBackoffMs: 5000, maxRetryAfterMs: 10_000, maxAttempts: 6 },
+      circuitBreaker: { failureThreshold: 5, cooldownMs: 30_000, halfOpenRequests: 1 },
+      healthCheckTimeoutMs: 5000,
+      statsWindow: { size: 50, seconds: 300 },
+      stateSyncMs: 1000,
     });
+  });
+
+  it('reads retry, circuit breaker, probe timeout, stats window and sync settings', () => {
+    const { routing, warnings } = parse(
+      [
+        'retry: { max_retries: 1, backoff_ms: 50, max_backoff_ms: 400, max_retry_after_ms: 2000, max_attempts: 3 }',
+        'circuit_breaker: { failure_threshold: 2, cooldown_seconds: 1.5, half_open_requests: 2 }',
+        'health_check_timeout_ms: 800',
+        'stats_window: { size: 10, seconds: 60 }',
+        'state_sync_ms: 200',
+      ].join('\n'),
+    );
+    expect(warnings).toEqual([]);
+    expect(routing.retry).toEqual({ maxRetries: 1, backoffMs: 50, maxBackoffMs: 400, maxRetryAfterMs: 2000, maxAttempts: 3 });
+    expect(routing.circuitBreaker).toEqual({ failureThreshold: 2, cooldownMs: 1500, halfOpenRequests: 2 });
+    expect(routing.healthCheckTimeoutMs).toBe(800);
+    expect(routing.statsWindow).toEqual({ size: 10, seconds: 60 });
+    expect(routing.stateSyncMs).toBe(200);
+  });
+
+  it('keeps the defaults of retry settings that are not given', () => {
+    expect(parse('retry: { max_retries: 0 }\n').routing.retry).toEqual({ maxRetries: 0, backoffMs: 200, maxBackoffMs: 5000, maxRetryAfterMs: 10_000, maxAttempts: 6 });
+  });
+
+  it('rejects unknown and out-of-range retry and circuit settings with file, line and key', () => {
+    const problems = problemsOf(() => parse('retry:\n  max_retry: 3\n  max_attempts: 0\ncircuit_breaker:\n  failure_threshold: 1.5\n'));
+    expect(problems).toEqual([
+      expect.stringMatching(/^routing\.yaml:3 \(retry\.max_attempts\): must be at least 1/),
+      expect.stringMatching(/^routing\.yaml:2 \(retry\.max_retry\): unknown setting; use max_retries, /),
+      expect.stringMatching(/^routing\.yaml:5 \(circuit_breaker\.failure_threshold\): must be a whole number/),
+    ]);
   });
 
   it('gives the defaults for an empty file', () => {
