@@ -1,0 +1,124 @@
+import type { UpstreamError } from '../common/errors';
+import type { RetryPolicy } from '../config/registry.types';
+
+/**
+ * What a failed attempt says about what to do next:
+ * - `aborted`: our client left; stop.
+ * - `request`: the request itself is wrong (400, 413, 422, ...): the same on every route; stop.
+ * - `content_filter`: the provider refused the content; returned with its reason; stop.
+ * - `context_length`: the prompt does not fit; only a route or model with a larger context helps.
+ * - `route`: this route cannot serve it (401, 402, 403, 404: its key, credit or deployment); next route.
+ * - `transient`: connection refused or reset before any byte, 5xx, 408, 429; worth another try here.
+ * - `slow`: a first-byte, first-token, idle or total deadline passed; the next route, not this one again.
+ * - `broken`: an answer we could not understand; the next route.
+ */
+export type FailureClass = 'aborted' | 'request' | 'content_filter' | 'context_length' | 'route' | 'transient' | 'slow' | 'broken';
+
+const CONTEXT_CODES = new Set(['context_length_exceeded', 'string_above_max_length', 'model_context_window_exceeded']);
+const CONTEXT_TEXT =
+  /maximum context length|context[ _-]?(length|window)|prompt is too long|too many tokens|input (is )?too long|exceeds the maximum number of tokens|reduce the length of the messages|maximum input length/i;
+const FILTER_CODES = new Set(['content_filter', 'content_policy_violation', 'content_filtered', 'responsibleaipolicyviolation', 'moderation', 'safety']);
+const FILTER_TEXT = /content (management )?polic|content[ _-]filter|flagged by (our )?moderation|violat\w* (our|the) (usage|content) polic|safety (system|filter)/i;
+
+export function isContextLengthError(err: UpstreamError): boolean {
+  const s = err.upstreamStatus;
+  if (err.failure !== 'http' || s === undefined || s < 400 || s >= 500) return false;
+  if (typeof err.code === 'string' && CONTEXT_CODES.has(err.code.toLowerCase())) return true;
+  return (s === 400 || s === 413 || s === 422) && CONTEXT_TEXT.test(err.message);
+}
+
+export function isContentFilterError(err: UpstreamError): boolean {
+  const s = err.upstreamStatus;
+  if (err.failure !== 'http' || s === undefined || s < 400 || s >= 500) return false;
+  if (typeof err.code === 'string' && FILTER_CODES.has(err.code.toLowerCase())) return true;
+  return FILTER_TEXT.test(err.message);
+}
+
+export function classifyFailure(err: UpstreamError): FailureClass {
+  switch (err.failure) {
+    case 'aborted':
+      return 'aborted';
+    case 'connect':
+    case 'reset':
+      // An error the adapter marked as not worth repeating (an invalid URL) is a route problem.
+      return err.retryable ? 'transient' : 'route';
+    case 'timeout':
+      return 'slow';
+    case 'protocol':
+      return 'broken';
+    case 'http': {
+      const s = err.upstreamStatus;
+      if (s === undefined || s >= 500 || s === 408 || s === 429) return err.retryable ? 'transient' : 'route';
+      if (isContentFilterError(err)) return 'content_filter';
+      if (isContextLengthError(err)) return 'context_length';
+      if (s === 401 || s === 402 || s === 403 || s === 404) return 'route';
+      return 'request';
+    }
+  }
+}
+
+/**
+ * Whether a failure counts against the endpoint's circuit breaker: its own faults (5xx, 408,
+ * 429, connection, timeouts, garbage), not the request's (other 4xx) nor our client leaving.
+ */
+export function countsAgainstEndpoint(err: UpstreamError): boolean {
+  switch (err.failure) {
+    case 'aborted':
+      return false;
+    case 'http': {
+      const s = err.upstreamStatus;
+      return s === undefined || s >= 500 || s === 408 || s === 429;
+    }
+    case 'connect':
+    case 'reset':
+    case 'timeout':
+    case 'protocol':
+      return true;
+  }
+}
+
+/**
+ * The wait before retry number `retry` (0 = the first retry): exponential from `backoffMs`,
+ * capped at `maxBackoffMs`, with "equal jitter" — half fixed, half random — so that many clients
+ * failing together spread out without ever retrying immediately.
+ */
+export function backoffDelay(retry: number, policy: Pick<RetryPolicy, 'backoffMs' | 'maxBackoffMs'>, random: () => number): number {
+  const ceiling = Math.min(policy.maxBackoffMs, policy.backoffMs * 2 ** Math.min(retry, 30));
+  return Math.round(ceiling / 2 + random() * (ceiling / 2));
+}
+
+export type RetryDecision =
+  | { kind: 'stop' }
+  | { kind: 'next' }
+  | { kind: 'larger_context' }
+  | { kind: 'retry'; delayMs: number };
+
+/**
+ * After a failed attempt on a route that has had `retriesDone` retries: stop, try the same route
+ * again after a delay, or move on. A Retry-After within the cap is honoured (never retried
+ * sooner); a longer one, or a wait that would not fit in `remainingMs`, moves on instead.
+ */
+export function decideRetry(err: UpstreamError, retriesDone: number, policy: RetryPolicy, remainingMs: number, random: () => number): RetryDecision {
+  switch (classifyFailure(err)) {
+    case 'aborted':
+    case 'request':
+    case 'content_filter':
+      return { kind: 'stop' };
+    case 'context_length':
+      return { kind: 'larger_context' };
+    case 'route':
+    case 'slow':
+    case 'broken':
+      return { kind: 'next' };
+    case 'transient': {
+      if (retriesDone >= policy.maxRetries) return { kind: 'next' };
+      let delayMs = backoffDelay(retriesDone, policy, random);
+      if (err.retryAfterMs !== undefined) {
+        if (err.retryAfterMs > policy.maxRetryAfterMs) return { kind: 'next' };
+        delayMs = Math.max(delayMs, err.retryAfterMs);
+      }
+      if (delayMs >= remainingMs) return { kind: 'next' };
+      return { kind: 'retry', delayMs };
+    }
+  }
+}
