@@ -10,6 +10,8 @@ import { YamlSource } from './yaml-source';
 export const CONFIG_VARS = Symbol('CONFIG_VARS');
 export type ConfigVars = Readonly<Record<string, string | undefined>>;
 
+const VARIANT = /:(nitro|floor)$/;
+
 /** One consistent view of models.yaml and routing.yaml. Requests hold on to the one they started with. */
 export class RegistrySnapshot {
   private readonly byName = new Map<string, ModelDef>();
@@ -27,9 +29,14 @@ export class RegistrySnapshot {
     }
   }
 
-  /** By id or alias. */
+  /**
+   * By id or alias; also OpenRouter's variants `id:nitro` and `id:floor`, which name the same
+   * model with a routing preference (read by the router from the request's model name).
+   */
   find(name: string): ModelDef | undefined {
-    return this.byName.get(name);
+    const m = this.byName.get(name);
+    if (m || !VARIANT.test(name)) return m;
+    return this.byName.get(name.replace(VARIANT, ''));
   }
 }
 

@@ -57,6 +57,8 @@ function fail(param: string, problem: string): never {
  */
 export function validateChatRequest(body: unknown): ChatRequest {
   if (!isObj(body)) fail('body', 'must be a JSON object');
+  // OpenRouter: without `model`, the first of the fallback list `models` is the model asked for.
+  if ((body.model === undefined || body.model === null) && Array.isArray(body.models) && typeof body.models[0] === 'string') body.model = body.models[0];
   if (body.model === undefined || body.model === null) fail('model', 'is required');
   if (typeof body.model !== 'string' || body.model.trim() === '') fail('model', 'must be a non-empty string');
   if (body.messages === undefined || body.messages === null) fail('messages', 'is required');

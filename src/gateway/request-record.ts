@@ -58,13 +58,15 @@ export class RequestRecord {
     const latency = Math.round(performance.now() - this.startedAt);
     const { counts, estimated } = this.tokens();
     const route = this.execution?.route;
-    const pricing = route?.pricing ?? this.modelDef?.pricing;
+    // A fallback model from the request's `models` bills at its own price.
+    const pricing = route?.pricing ?? (this.execution?.model ?? this.modelDef)?.pricing;
     const billable = route !== undefined;
     const cost = pricing && billable ? costPico(counts, pricing) : 0n;
     const upstreamCost = typeof this.usage?.cost === 'number' && Number.isFinite(this.usage.cost) ? picoToUsd(usdToPico(Math.max(0, this.usage.cost))) : null;
     const metadata: Record<string, unknown> = {};
     if (this.execution && this.execution.attempts.length > 0) metadata.attempts = this.execution.attempts;
     if (route) metadata.provider_model_id = route.providerModelId;
+    if (this.execution && this.execution.model !== this.execution.requested) metadata.served_model = this.execution.model.id;
     if (this.upstreamId) metadata.upstream_id = this.upstreamId;
     if (this.clientRequestId) metadata.client_request_id = this.clientRequestId;
     return {

@@ -41,6 +41,7 @@ export class AttemptScope {
    * to a slow client (between `pause` and `touch`) is not the upstream's silence.
    */
   armIdle(ms: number): void {
+    clearInterval(this.timers[2]);
     this.lastActivity = performance.now();
     this.timers[2] = setInterval(() => {
       if (!this.paused && performance.now() - this.lastActivity > ms) {

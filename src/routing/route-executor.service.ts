@@ -1,47 +1,48 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Injectable } from '@nestjs/common';
 import { AdapterRegistry } from '../adapters/adapter-registry.service';
 import type { CallContext, LlmAdapter } from '../adapters/llm-adapter';
-import type { ChatChunk, ChatRequest, ChatResponse } from '../common/chat.types';
+import type { ChatChunk, ChatResponse } from '../common/chat.types';
 import { chunkHasContent } from '../common/chunks';
 import { UpstreamError } from '../common/errors';
 import { AppConfig, type UpstreamTimeouts } from '../config/app-config';
 import type { RegistrySnapshot } from '../config/model-registry.service';
-import type { ModelDef, RouteDef } from '../config/registry.types';
+import type { RouteDef } from '../config/registry.types';
 import { AttemptScope, raceAbort } from './attempt-scope';
-import { RoutingManager } from './routing-manager.service';
+import type { CircuitPermit } from './circuit-breaker';
+import { Execution, type AttemptRecord } from './execution';
+import { decideRetry } from './retry-policy';
+import { contextLengthOf, retryPolicyFor } from './route-settings';
+import { RouteStateService } from './route-state.service';
+import { RoutingManager, type Candidate } from './routing-manager.service';
 
-export interface AttemptRecord {
-  route: string;
-  provider: string;
-  /** `cancelled`: the client left while this route was answering. */
-  outcome: 'ok' | 'error' | 'cancelled';
-  status?: number;
-  error?: string;
-  duration_ms: number;
+export { Execution, type AttemptRecord } from './execution';
+
+/** An attempt that succeeded (one-shot) or committed (stream): the caller finishes it. */
+interface Won<T> {
+  cand: Candidate;
+  value: T;
+  scope: AttemptScope;
+  permit: CircuitPermit;
+  started: number;
+  retry: number;
+  backoffMs?: number;
+}
+
+interface OpenStream {
+  it: AsyncIterator<ChatChunk>;
+  held: ChatChunk[];
+  idleArmed: boolean;
 }
 
 /**
- * One request's journey through the routes. The caller keeps it, so that even when the
- * request fails it can log every attempt and the route that was serving.
- */
-export class Execution {
-  readonly attempts: AttemptRecord[] = [];
-  /** The route that answered (for streams: the one committed to at the first content). */
-  route?: RouteDef;
-
-  constructor(
-    readonly model: ModelDef,
-    readonly request: ChatRequest,
-    readonly requestId: string,
-    /** Aborts when the client goes away. */
-    readonly signal: AbortSignal,
-    readonly snapshot: RegistrySnapshot,
-  ) {}
-}
-
-/**
- * The execution layer: tries the routes the strategy planned, in order, moving on only for
- * retryable failures and never once a stream has delivered content to the client.
+ * The execution layer: tries the routes the manager planned, in order. A retryable failure
+ * (connection refused or reset, 5xx, 408, 429) is retried on the same route after an exponential,
+ * jittered backoff that honours Retry-After; a route that keeps failing, times out or cannot
+ * serve the request is left for the next; a context-length error goes on to routes and fallback
+ * models with a larger context; a request error or content-filter refusal is returned as is.
+ * Attempts are bounded in number and by the whole-request deadline, and there is never another
+ * attempt once a stream has delivered content to the client.
  */
 @Injectable()
 export class RouteExecutor {
@@ -49,6 +50,7 @@ export class RouteExecutor {
     private readonly adapters: AdapterRegistry,
     private readonly manager: RoutingManager,
     private readonly config: AppConfig,
+    private readonly state: RouteStateService,
   ) {}
 
   timeoutsFor(route: RouteDef, snapshot: RegistrySnapshot): UpstreamTimeouts {
@@ -60,94 +62,147 @@ export class RouteExecutor {
     return this.run(ex, (adapter, route, ctx) => adapter.complete(ex.request, route, ctx));
   }
 
-  /**
-   * Any one-shot operation (chat, embeddings, text completions) across the planned routes: the
-   * next route is tried for retryable failures only, within the whole-request deadline.
-   */
+  /** Any one-shot operation (chat, embeddings, text completions) across the planned routes. */
   async run<T>(ex: Execution, op: (adapter: LlmAdapter, route: RouteDef, ctx: CallContext) => Promise<T>): Promise<T> {
-    const plan = this.manager.plan(ex.model, ex.request, ex.snapshot);
-    const deadline = performance.now() + (ex.snapshot.routing.totalTimeoutMs ?? this.config.upstreamTimeouts.totalMs);
+    // Adapters stop at ctx.signal (their contract), so no extra race is needed here.
+    const won = await this.attempt(ex, (cand, adapter, ctx) => op(adapter, cand.route, ctx));
+    won.scope.dispose();
+    const duration = performance.now() - won.started;
+    const usage = (won.value as Partial<ChatResponse> | undefined)?.usage;
+    this.state.succeeded(won.cand.state, won.permit, { ttftMs: duration, durationMs: duration, completionTokens: usage?.completion_tokens });
+    this.settle(ex, won);
+    ex.attempts.push(record(ex, won.cand, won.started, undefined, won.retry, won.backoffMs));
+    return won.value;
+  }
+
+  /**
+   * Chunks of the answer. Until the first chunk with content arrives, a failing route is retried
+   * or left for the next; chunks before that (the opening role) are held back so the client sees
+   * one route's answer only. After that, a failure ends the stream with the error.
+   */
+  async *stream(ex: Execution): AsyncGenerator<ChatChunk> {
+    const won = await this.attempt(ex, (cand, adapter, ctx, scope) => this.openStream(ex, cand, adapter, ctx, scope));
+    const { cand, scope, started } = won;
+    const { it, held } = won.value;
+    const ttft = performance.now() - started;
+    this.settle(ex, won);
+    scope.disarmFirstToken();
+    let failed: UpstreamError | undefined;
+    let completed = false;
+    let tokens: number | undefined;
+    let pieces = 0;
+    try {
+      if (!won.value.idleArmed) scope.armIdle(this.timeoutsFor(cand.route, ex.snapshot).idleMs);
+      for (const chunk of held) yield chunk;
+      for (;;) {
+        // Adapters stop at ctx.signal (their contract), so no per-chunk race is needed here.
+        const n = await it.next();
+        if (n.done) break;
+        scope.pause();
+        const chunk = n.value;
+        if (chunk.usage?.completion_tokens !== undefined) tokens = chunk.usage.completion_tokens;
+        else pieces++;
+        yield chunk;
+        scope.touch();
+      }
+      completed = true;
+    } catch (e) {
+      failed = this.failure(e, scope, cand.route);
+      throw failed;
+    } finally {
+      const duration = performance.now() - started;
+      if (completed) this.state.succeeded(cand.state, won.permit, { ttftMs: ttft, durationMs: duration, completionTokens: tokens ?? pieces });
+      else if (failed) this.state.failed(cand.state, won.permit, failed);
+      else this.state.cancelled(cand.state, won.permit);
+      const r = record(ex, cand, started, failed, won.retry, won.backoffMs);
+      ex.attempts.push(completed || failed ? r : { ...r, outcome: 'cancelled' });
+      scope.dispose();
+      await it.return?.(undefined)?.catch(() => undefined);
+    }
+  }
+
+  /**
+   * Runs `op` on the planned candidates until one succeeds, retrying and moving on as the
+   * failures allow. The winning attempt's scope stays open for the caller to finish.
+   */
+  private async attempt<T>(ex: Execution, op: (cand: Candidate, adapter: LlmAdapter, ctx: CallContext, scope: AttemptScope) => Promise<T>): Promise<Won<T>> {
+    const plan = this.manager.plan(ex);
+    const routing = ex.snapshot.routing;
+    const deadline = performance.now() + (routing.totalTimeoutMs ?? this.config.upstreamTimeouts.totalMs);
+    const random = this.manager.rng;
+    let calls = 0;
     let last: UpstreamError | undefined;
-    for (const route of plan) {
-      const { adapter, scope, ctx } = this.begin(ex, route, deadline);
-      const started = performance.now();
-      try {
-        // Adapters stop at ctx.signal (their contract), so no extra race is needed here.
-        const res = await op(adapter, route, ctx);
-        ex.route = route;
-        ex.attempts.push(record(route, started));
-        return res;
-      } catch (e) {
-        const err = this.failure(e, scope, route);
-        ex.attempts.push(record(route, started, err));
-        if (err.failure === 'aborted' || !err.retryable) throw err;
-        last = err;
-      } finally {
-        scope.dispose();
+    /** After a context-length error: only windows larger than this can help. */
+    let needContext: number | undefined;
+    for (const cand of plan) {
+      if (needContext !== undefined && contextLengthOf(cand.model, cand.route) <= needContext) {
+        ex.attempts.push(skipped(ex, cand, `context window of ${contextLengthOf(cand.model, cand.route)} tokens is not larger than the one exceeded`));
+        continue;
+      }
+      const policy = retryPolicyFor(cand.route, routing);
+      let backoffMs: number | undefined;
+      for (let retry = 0; ; retry++) {
+        if (calls >= routing.retry.maxAttempts || performance.now() >= deadline) throw last ?? this.deadlineError(ex);
+        const permit = this.state.acquire(cand.state);
+        if (!permit) {
+          ex.attempts.push(skipped(ex, cand, 'circuit open'));
+          break;
+        }
+        calls++;
+        const { adapter, scope, ctx } = this.begin(ex, cand.route, deadline);
+        const started = performance.now();
+        try {
+          const value = await op(cand, adapter, ctx, scope);
+          return { cand, value, scope, permit, started, retry, backoffMs };
+        } catch (e) {
+          const err = this.failure(e, scope, cand.route);
+          scope.dispose();
+          this.state.failed(cand.state, permit, err);
+          ex.attempts.push(record(ex, cand, started, err, retry, backoffMs));
+          last = err;
+          const decision = decideRetry(err, retry, policy, deadline - performance.now(), random);
+          if (decision.kind === 'stop') throw err;
+          if (decision.kind === 'larger_context') needContext = contextLengthOf(cand.model, cand.route);
+          if (decision.kind !== 'retry') break;
+          backoffMs = decision.delayMs;
+          await this.wait(decision.delayMs, ex.signal, cand.route);
+        }
       }
     }
     throw last ?? this.noRoute(ex);
   }
 
-  /**
-   * Chunks of the answer. Until the first chunk with content arrives, a failing route is left for
-   * the next; chunks before that (the opening role) are held back so the client sees one
-   * route's answer only. After that, a failure ends the stream with the error.
-   */
-  async *stream(ex: Execution): AsyncGenerator<ChatChunk> {
-    const plan = this.manager.plan(ex.model, ex.request, ex.snapshot);
-    const deadline = performance.now() + (ex.snapshot.routing.totalTimeoutMs ?? this.config.upstreamTimeouts.totalMs);
-    let last: UpstreamError | undefined;
-    for (const route of plan) {
-      const { adapter, scope, ctx } = this.begin(ex, route, deadline);
-      const started = performance.now();
-      const it = adapter.stream(ex.request, route, ctx)[Symbol.asyncIterator]();
-      const held: ChatChunk[] = [];
-      scope.armFirstToken(ctx.timeouts.firstTokenMs);
-      try {
-        for (;;) {
-          const n = await raceAbort(it.next(), scope.signal);
-          if (n.done) throw new UpstreamError({ failure: 'protocol', message: `upstream ${route.id} ended the stream without an answer`, route: route.id, provider: route.kind });
-          held.push(n.value);
-          if (chunkHasContent(n.value)) break;
-        }
-      } catch (e) {
-        const err = this.failure(e, scope, route);
-        ex.attempts.push(record(route, started, err));
-        scope.dispose();
-        void it.return?.(undefined)?.catch(() => undefined);
-        if (err.failure === 'aborted' || !err.retryable) throw err;
-        last = err;
-        continue;
-      }
-
-      ex.route = route;
-      scope.disarmFirstToken();
-      let failed: UpstreamError | undefined;
-      let completed = false;
-      try {
-        for (const chunk of held) yield chunk;
-        scope.armIdle(ctx.timeouts.idleMs);
-        for (;;) {
-          // Adapters stop at ctx.signal (their contract), so no per-chunk race is needed here.
-          const n = await it.next();
-          if (n.done) break;
-          scope.pause();
-          yield n.value;
+  /** Opens a stream and reads it up to its first content, which commits the request to this route. */
+  private async openStream(ex: Execution, cand: Candidate, adapter: LlmAdapter, ctx: CallContext, scope: AttemptScope): Promise<OpenStream> {
+    const it = adapter.stream(ex.request, cand.route, ctx)[Symbol.asyncIterator]();
+    const held: ChatChunk[] = [];
+    scope.armFirstToken(ctx.timeouts.firstTokenMs);
+    let idleArmed = false;
+    try {
+      for (;;) {
+        const n = await raceAbort(it.next(), scope.signal);
+        if (n.done) throw new UpstreamError({ failure: 'protocol', message: `upstream ${cand.route.id} ended the stream without an answer`, route: cand.route.id, provider: cand.route.kind });
+        held.push(n.value);
+        if (chunkHasContent(n.value)) return { it, held, idleArmed };
+        // The upstream has started answering: from here a stall before any content is idle time,
+        // and fails over like any other failure before the client saw content.
+        if (!idleArmed) {
+          scope.armIdle(ctx.timeouts.idleMs);
+          idleArmed = true;
+        } else {
           scope.touch();
         }
-        completed = true;
-      } catch (e) {
-        failed = this.failure(e, scope, route);
-        throw failed;
-      } finally {
-        ex.attempts.push(completed || failed ? record(route, started, failed) : { ...record(route, started), outcome: 'cancelled' });
-        scope.dispose();
-        await it.return?.(undefined)?.catch(() => undefined);
       }
-      return;
+    } catch (e) {
+      void it.return?.(undefined)?.catch(() => undefined);
+      throw e;
     }
-    throw last ?? this.noRoute(ex);
+  }
+
+  /** Sets who answers: the route, and the model when a fallback model took over. */
+  private settle(ex: Execution, won: Won<unknown>): void {
+    ex.route = won.cand.route;
+    ex.model = won.cand.model;
   }
 
   private begin(ex: Execution, route: RouteDef, deadline: number): { adapter: LlmAdapter; scope: AttemptScope; ctx: CallContext } {
@@ -158,6 +213,15 @@ export class RouteExecutor {
     const remaining = Math.max(1, Math.min(timeouts.totalMs, deadline - performance.now()));
     const scope = new AttemptScope(ex.signal, route, remaining);
     return { adapter, scope, ctx: { requestId: ex.requestId, signal: scope.signal, timeouts: { ...timeouts, totalMs: remaining }, publicModel: ex.model.id } };
+  }
+
+  /** The backoff before a retry; the client leaving ends it (and the request) at once. */
+  private async wait(ms: number, signal: AbortSignal, route: RouteDef): Promise<void> {
+    try {
+      await sleep(ms, undefined, { signal });
+    } catch {
+      throw new UpstreamError({ failure: 'aborted', message: 'the client closed the request', route: route.id, provider: route.kind });
+    }
   }
 
   /** Any failure as an UpstreamError; a deadline or the client leaving explains a cancelled call. */
@@ -172,12 +236,27 @@ export class RouteExecutor {
   }
 
   private noRoute(ex: Execution): UpstreamError {
-    return new UpstreamError({ failure: 'connect', message: `no route can serve model ${ex.model.id}`, retryable: false });
+    return new UpstreamError({ failure: 'connect', message: `no route can serve model ${ex.requested.id}`, retryable: false });
+  }
+
+  private deadlineError(ex: Execution): UpstreamError {
+    return new UpstreamError({ failure: 'timeout', code: 'total_timeout', message: `no answer for model ${ex.requested.id} within the request deadline` });
   }
 }
 
-function record(route: RouteDef, started: number, err?: UpstreamError): AttemptRecord {
-  const r: AttemptRecord = { route: route.id, provider: route.kind, outcome: err ? 'error' : 'ok', duration_ms: Math.round(performance.now() - started) };
+function skipped(ex: Execution, cand: Candidate, why: string): AttemptRecord {
+  const r: AttemptRecord = { route: cand.route.id, provider: cand.route.kind, outcome: 'skipped', error: why, duration_ms: 0 };
+  if (cand.model !== ex.requested) r.model = cand.model.id;
+  return r;
+}
+
+function record(ex: Execution, cand: Candidate, started: number, err?: UpstreamError, retry = 0, backoffMs?: number): AttemptRecord {
+  const r: AttemptRecord = { route: cand.route.id, provider: cand.route.kind, outcome: err ? 'error' : 'ok', duration_ms: Math.round(performance.now() - started) };
+  if (cand.model !== ex.requested) r.model = cand.model.id;
+  if (retry > 0) {
+    r.retry = retry;
+    if (backoffMs !== undefined) r.backoff_ms = backoffMs;
+  }
   if (err) {
     r.status = err.upstreamStatus ?? err.status;
     r.error = err.message;

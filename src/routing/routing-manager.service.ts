@@ -4,7 +4,13 @@ import { AdapterRegistry } from '../adapters/adapter-registry.service';
 import type { ChatRequest } from '../common/chat.types';
 import { ModelRegistry, type RegistrySnapshot } from '../config/model-registry.service';
 import type { ModelDef, RouteDef } from '../config/registry.types';
+import { cheapestFirst, estimateCost, estimateRequestTokens } from './cost-estimate';
+import type { Execution } from './execution';
+import { NoAvailableRouteError, NoMatchingRouteError } from './routing-errors';
+import { allowedRoutes, applyOrder, NO_OPTIONS, parseRoutingOptions, type ProviderSort, type RoutingOptions } from './routing-options';
 import { RoutingStrategy, type StrategyInput } from './routing-strategy';
+import { routeSettings } from './route-settings';
+import { RouteStateService, type Availability, type RouteState } from './route-state.service';
 
 export interface PublicRoute {
   id: string;
@@ -12,6 +18,8 @@ export interface PublicRoute {
   locality: string;
   weight: number;
   share: number;
+  /** Whether the route takes traffic now (healthy, circuit closed or half-open). */
+  available: boolean;
 }
 
 export interface PublicModelRouting {
@@ -20,21 +28,32 @@ export interface PublicModelRouting {
   routes: PublicRoute[];
 }
 
+/** One planned attempt: a route of a model (the requested one or a fallback from `models`). */
+export interface Candidate {
+  readonly model: ModelDef;
+  readonly route: RouteDef;
+  readonly state: RouteState;
+}
+
 /**
  * The decision layer: which strategy a model uses and the order in which its routes are tried.
- * Also checks, at boot and on every reload, that each route's kind has an adapter and each
- * strategy exists, so a bad config never reaches traffic.
+ * Routes that are unhealthy or behind an open circuit are left out before the strategy sees
+ * them, so every strategy respects health and the shares shown reflect it. Also checks, at boot
+ * and on every reload, that each route's kind has an adapter and each strategy exists, so a bad
+ * config never reaches traffic.
  */
 @Injectable()
 export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
   private readonly logger = new Logger('RoutingManager');
   private readonly strategies = new Map<string, RoutingStrategy>();
+  private readonly providerNames = new WeakMap<RegistrySnapshot, Set<string>>();
   private random: () => number = Math.random;
 
   constructor(
     private readonly discovery: DiscoveryService,
     private readonly adapters: AdapterRegistry,
     private readonly registry: ModelRegistry,
+    private readonly state: RouteStateService,
   ) {}
 
   onModuleInit(): void {
@@ -57,23 +76,67 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
     this.random = random;
   }
 
+  /** The random source of routing decisions (also the executor's backoff jitter). */
+  get rng(): () => number {
+    return this.random;
+  }
+
   strategyName(model: ModelDef, snapshot: RegistrySnapshot): string {
     return model.router ?? snapshot.routing.strategy;
   }
 
-  /** The routes to try for one request, in order. */
-  plan(model: ModelDef, request: ChatRequest, snapshot: RegistrySnapshot): RouteDef[] {
-    const strategy = this.strategies.get(this.strategyName(model, snapshot));
-    // validate() guarantees the strategy exists for any snapshot that is served.
-    if (!strategy) return [...model.routes];
-    return strategy.plan(this.input(model, snapshot, request));
+  /** The request's routing options (validated once; a 400 when malformed). */
+  options(ex: Execution): RoutingOptions {
+    ex.options ??= parseRoutingOptions(ex.request, ex.requested, {
+      find: (name) => ex.snapshot.find(name),
+      knowsProvider: (slug) => this.providerNamesOf(ex.snapshot).has(slug.toLowerCase()),
+    });
+    return ex.options;
+  }
+
+  /**
+   * The attempts to make for one request, in order: the requested model's routes as its strategy
+   * (or the request's `provider.sort`) orders them, then those of each fallback model. Routes that
+   * cannot take traffic are left out; when none is left the request fails at once.
+   */
+  plan(ex: Execution): Candidate[] {
+    const opts = this.options(ex);
+    const now = performance.now();
+    const out: Candidate[] = [];
+    let refused: Array<{ model: ModelDef; st: RouteState; why: Availability }> | undefined;
+    const models = opts.fallbacks.length === 0 ? [ex.requested] : [ex.requested, ...opts.fallbacks];
+    for (const model of models) {
+      const available: RouteDef[] = [];
+      for (const route of allowedRoutes(model, model.routes, opts)) {
+        const st = this.state.get(model, route);
+        const why = this.state.availability(st, now);
+        if (why === 'ok') available.push(route);
+        else (refused ??= []).push({ model, st, why });
+      }
+      if (available.length === 0) continue;
+      let ordered = opts.sort ? this.sortRoutes(model, available, opts.sort, ex.request) : this.strategyPlan(model, ex.snapshot, available, ex.request);
+      if (opts !== NO_OPTIONS) ordered = applyOrder(ordered, opts);
+      for (const route of ordered) out.push({ model, route, state: this.state.get(model, route) });
+    }
+    if (out.length > 0) return out;
+    if (refused) {
+      const reasons = refused.map((r) => `${r.model.id === ex.requested.id ? '' : `${r.model.id} `}${r.st.routeId}: ${this.state.describe(r.st, r.why, now)}`);
+      const waits = refused.filter((r) => r.why === 'circuit_open').map((r) => r.st.breaker.openUntil - now);
+      const retryAfter = waits.length > 0 ? Math.min(...waits) : (ex.snapshot.routing.healthCheckSeconds || 1) * 1000;
+      throw new NoAvailableRouteError(`No route can serve ${ex.requested.id} right now (${reasons.join('; ')}); try again later`, retryAfter);
+    }
+    throw new NoMatchingRouteError(`No route of ${models.map((m) => m.id).join(', ')} satisfies the request's provider preferences (only, ignore, max_price)`);
   }
 
   /** Models, strategies and route shares, without URLs or keys (safe for the public /routing). */
   describe(snapshot: RegistrySnapshot): PublicModelRouting[] {
+    const now = performance.now();
     return snapshot.models.map((model) => {
       const name = this.strategyName(model, snapshot);
-      const shares = this.strategies.get(name)?.shares(this.input(model, snapshot)) ?? [];
+      const up = model.routes.map((r) => this.state.availability(this.state.get(model, r), now) === 'ok');
+      const available = model.routes.filter((_, i) => up[i]);
+      const shares = available.length > 0 ? (this.strategies.get(name)?.shares(this.input(model, snapshot, available)) ?? []) : [];
+      let k = 0;
       return {
         id: model.id,
         strategy: name,
@@ -82,14 +145,57 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
           provider: r.kind,
           locality: r.locality,
           weight: r.weight,
-          share: Math.round((shares[i] ?? 0) * 10000) / 10000,
+          share: up[i] ? Math.round((shares[k++] ?? 0) * 10000) / 10000 : 0,
+          available: up[i],
         })),
       };
     });
   }
 
-  private input(model: ModelDef, snapshot: RegistrySnapshot, request?: ChatRequest): StrategyInput {
-    return { model, routes: model.routes, routing: snapshot.routing, request, random: this.random };
+  private strategyPlan(model: ModelDef, snapshot: RegistrySnapshot, routes: readonly RouteDef[], request: ChatRequest): RouteDef[] {
+    const strategy = this.strategies.get(this.strategyName(model, snapshot));
+    // validate() guarantees the strategy exists for any snapshot that is served.
+    if (!strategy) return [...routes];
+    return strategy.plan(this.input(model, snapshot, routes, request));
+  }
+
+  /** `provider.sort` and the `:nitro` / `:floor` suffixes: no load balancing, best first; unmeasured routes after measured ones. */
+  private sortRoutes(model: ModelDef, routes: readonly RouteDef[], sort: ProviderSort, request: ChatRequest): RouteDef[] {
+    if (sort === 'price') {
+      const tokens = estimateRequestTokens(request, model);
+      return cheapestFirst(routes.map((r) => estimateCost(model, r, tokens))).map((i) => routes[i]);
+    }
+    const now = performance.now();
+    const score = routes.map((r) => {
+      const s = this.state.stats(this.state.get(model, r), now);
+      const v = sort === 'latency' ? s.ttftMs : s.tokensPerSecond === undefined ? undefined : -s.tokensPerSecond;
+      return v ?? Infinity;
+    });
+    return routes.map((_, i) => i).sort((a, b) => score[a] - score[b] || a - b).map((i) => routes[i]);
+  }
+
+  private input(model: ModelDef, snapshot: RegistrySnapshot, routes: readonly RouteDef[], request?: ChatRequest): StrategyInput {
+    return {
+      model,
+      routes,
+      routing: snapshot.routing,
+      request,
+      random: this.random,
+      stats: (route) => this.state.stats(this.state.get(model, route)),
+    };
+  }
+
+  /** Every name `provider.order` / `only` / `ignore` may use: route ids, kinds and kind arguments. */
+  private providerNamesOf(snapshot: RegistrySnapshot): Set<string> {
+    let names = this.providerNames.get(snapshot);
+    if (!names) {
+      names = new Set();
+      for (const m of snapshot.models) {
+        for (const r of m.routes) for (const n of [r.id, r.kind, r.kindArg]) if (n) names.add(n.toLowerCase());
+      }
+      this.providerNames.set(snapshot, names);
+    }
+    return names;
   }
 
   private validate(snapshot: RegistrySnapshot): string[] {
@@ -102,7 +208,9 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
       if (model.router && !this.strategies.has(model.router)) {
         problems.push(`${model.where}: router "${model.router}" is unknown (known: ${known})`);
       }
+      problems.push(...(this.strategies.get(this.strategyName(model, snapshot))?.validate?.(model) ?? []));
       for (const route of model.routes) {
+        problems.push(...routeSettings(route).problems);
         const adapter = this.adapters.get(route.kind);
         if (!adapter) {
           problems.push(`${route.where}: kind "${route.kind}" has no adapter (known: ${this.adapters.kinds().join(', ')})`);

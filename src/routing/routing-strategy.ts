@@ -1,14 +1,20 @@
 import { DiscoveryService } from '@nestjs/core';
 import type { ChatRequest } from '../common/chat.types';
 import type { ModelDef, RouteDef, RoutingDef } from '../config/registry.types';
+import type { RouteStats } from './route-state.service';
 
 export interface StrategyInput {
   readonly model: ModelDef;
-  /** The routes that may serve this request, in listed order. */
+  /**
+   * The routes that may serve this request, in listed order: those that are healthy, whose
+   * circuit lets traffic through, and that the request's provider preferences allow.
+   */
   readonly routes: readonly RouteDef[];
   readonly routing: RoutingDef;
   readonly request?: ChatRequest;
   readonly random: () => number;
+  /** Recent figures of a route (time to first token, throughput, errors); O(1). */
+  readonly stats: (route: RouteDef) => RouteStats;
 }
 
 /**
@@ -18,6 +24,8 @@ export interface StrategyInput {
 export interface RoutingStrategy {
   plan(input: StrategyInput): RouteDef[];
   shares(input: StrategyInput): number[];
+  /** Problems with a model's `router_params` for this strategy, found when the config loads. */
+  validate?(model: ModelDef): string[];
 }
 
 /** Marks a provider as a routing strategy, selected by `routing_strategy:` / `router:`. */

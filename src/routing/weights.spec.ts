@@ -1,4 +1,4 @@
-import { fixedRatioWeights, seededRandom, shares, weightedOrder } from './weights';
+import { fixedRatioWeights, latencyOrder, latencyShares, seededRandom, shares, smoothWeightedPick, weightedOrder } from './weights';
 
 const sum = (xs: number[]) => xs.reduce((s, x) => s + x, 0);
 
@@ -143,5 +143,73 @@ describe('weightedOrder', () => {
     }
     expect(Math.abs(twoOneZero / DRAWS - (0.7 * 2) / 3)).toBeLessThan(TOLERANCE);
     expect(Math.abs(twoZeroOne / DRAWS - 0.7 / 3)).toBeLessThan(TOLERANCE);
+  });
+});
+
+describe('smoothWeightedPick', () => {
+  const run = (weights: number[], picks: number) => {
+    const current = weights.map(() => 0);
+    return Array.from({ length: picks }, () => smoothWeightedPick(weights, current));
+  };
+
+  it('interleaves turns as nginx does: 5, 1, 1 gives a a b a c a a', () => {
+    expect(run([5, 1, 1], 7)).toEqual([0, 0, 1, 0, 2, 0, 0]);
+  });
+
+  it('gives each route exactly its weight in turns over every cycle of sum(weights) picks', () => {
+    const weights = [3, 2, 5, 1];
+    const picks = run(weights, 11 * 50);
+    for (let cycle = 0; cycle < 50; cycle++) {
+      const counts = [0, 0, 0, 0];
+      for (const i of picks.slice(cycle * 11, cycle * 11 + 11)) counts[i]++;
+      expect(counts).toEqual(weights);
+    }
+  });
+
+  it('never picks a zero weight, and returns -1 when nothing has weight', () => {
+    expect(run([0, 2, 0, 1], 30).every((i) => i === 1 || i === 3)).toBe(true);
+    expect(run([0, 0], 3)).toEqual([-1, -1, -1]);
+  });
+
+  it('alternates equal weights', () => {
+    expect(run([1, 1, 1], 6)).toEqual([0, 1, 2, 0, 1, 2]);
+  });
+});
+
+describe('latencyOrder', () => {
+  it('orders by latency, fastest first, without exploration', () => {
+    expect(latencyOrder([300, 50, 120], 0, seededRandom(1))).toEqual([1, 2, 0]);
+  });
+
+  it('tries unmeasured routes first, in listed order', () => {
+    expect(latencyOrder([300, undefined, 50, undefined], 0, seededRandom(1))).toEqual([1, 3, 2, 0]);
+  });
+
+  it('keeps listed order among equal latencies', () => {
+    expect(latencyOrder([100, 100, 100], 0, seededRandom(1))).toEqual([0, 1, 2]);
+  });
+
+  // 20,000 draws: the standard error of a share near 0.05 is about 0.0015; 0.01 is over six of them.
+  it('explores: the fastest first 1 - e of the time, every other route e / (n - 1)', () => {
+    const random = seededRandom(2024);
+    const counts = [0, 0, 0];
+    const draws = 20_000;
+    for (let i = 0; i < draws; i++) counts[latencyOrder([40, 200, 90], 0.1, random)[0]]++;
+    expect(Math.abs(counts[0] / draws - 0.9)).toBeLessThan(0.01);
+    expect(Math.abs(counts[1] / draws - 0.05)).toBeLessThan(0.01);
+    expect(Math.abs(counts[2] / draws - 0.05)).toBeLessThan(0.01);
+  });
+
+  it('keeps every route in the order, exactly once', () => {
+    const random = seededRandom(9);
+    for (let i = 0; i < 200; i++) expect([...latencyOrder([5, 1, undefined, 3], 0.5, random)].sort()).toEqual([0, 1, 2, 3]);
+  });
+});
+
+describe('latencyShares', () => {
+  it('matches what latencyOrder does', () => {
+    expect(latencyShares([40, 200, 90], 0.1)).toEqual([0.9, 0.05, 0.05]);
+    expect(latencyShares([40], 0.1)).toEqual([1]);
+    expect(latencyShares([], 0.1)).toEqual([]);
   });
 });

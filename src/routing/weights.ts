@@ -51,3 +51,49 @@ export function weightedOrder(weights: readonly number[], random: () => number):
   keyed.sort((a, b) => a[1] - b[1]);
   return [...keyed.map(([i]) => i), ...zero];
 }
+
+/**
+ * Smooth weighted round-robin (as nginx balances upstreams): each pick adds every route's weight
+ * to its running score, takes the highest, and lowers it by the total. Over any run of
+ * sum(weights) picks each route is chosen exactly `weight` times, interleaved rather than in
+ * bursts. `current` holds the scores and is updated in place; returns -1 if no weight is positive.
+ */
+export function smoothWeightedPick(weights: readonly number[], current: number[]): number {
+  let total = 0;
+  let best = -1;
+  for (let i = 0; i < weights.length; i++) {
+    const w = weights[i];
+    if (!(w > 0)) continue;
+    current[i] += w;
+    total += w;
+    if (best < 0 || current[i] > current[best]) best = i;
+  }
+  if (best >= 0) current[best] -= total;
+  return best;
+}
+
+/**
+ * Routes by recent time to first token, fastest first; routes not measured yet come first (so
+ * they get measured). With probability `exploration` another route is moved to the front, so a
+ * slow endpoint that recovered is noticed and wins its traffic back.
+ */
+export function latencyOrder(latencies: readonly (number | undefined)[], exploration: number, random: () => number): number[] {
+  const order = latencies.map((_, i) => i);
+  const rank = (i: number) => latencies[i] ?? -Infinity;
+  order.sort((a, b) => rank(a) - rank(b) || a - b);
+  if (order.length > 1 && random() < exploration) {
+    const k = 1 + Math.floor(random() * (order.length - 1));
+    const [explored] = order.splice(k, 1);
+    order.unshift(explored);
+  }
+  return order;
+}
+
+/** The first-pick shares `latencyOrder` produces: 1 - exploration to the fastest, the rest evenly. */
+export function latencyShares(latencies: readonly (number | undefined)[], exploration: number): number[] {
+  if (latencies.length === 0) return [];
+  if (latencies.length === 1) return [1];
+  const best = latencyOrder(latencies, 0, () => 0)[0];
+  const other = exploration / (latencies.length - 1);
+  return latencies.map((_, i) => (i === best ? 1 - exploration : other));
+}

@@ -247,15 +247,19 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     expect(rows.filter((r) => r.model === 'acme/hang').map((r) => r.status_code)).toEqual([504]);
   });
 
-  it('fails over to the next route when the first fails before answering', async () => {
+  it('retries the first route, then fails over to the next when it keeps failing before answering', async () => {
     const res = await client.chat.completions.create({ model: 'acme/failover', messages: [{ role: 'user', content: 'hi' }] });
     expect(res.choices[0].message.content).toBe('echo: hi');
     const row = (await gw.rows()).find((r) => r.id === res.id.slice(4))!;
     expect(row.endpoint).toBe('second');
+    // routing.yaml's default retry policy: two more tries on the same route, with backoff.
     expect((row.metadata as { attempts: Array<{ route: string; outcome: string; status?: number }> }).attempts).toEqual([
       expect.objectContaining({ route: 'first', outcome: 'error', status: 503 }),
+      expect.objectContaining({ route: 'first', outcome: 'error', status: 503, retry: 1, backoff_ms: expect.any(Number) }),
+      expect.objectContaining({ route: 'first', outcome: 'error', status: 503, retry: 2, backoff_ms: expect.any(Number) }),
       expect.objectContaining({ route: 'second', outcome: 'ok' }),
     ]);
+    expect(upstream.requests.map((r) => r.body.model)).toEqual(['error:503', 'error:503', 'error:503', 'ok']);
   });
 
   it('aborts the upstream request as soon as a streaming client leaves, even before the first token', async () => {
