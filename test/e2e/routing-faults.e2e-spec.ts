@@ -1,0 +1,261 @@
+import OpenAI, { APIError } from 'openai';
+import { OpenAiUpstream } from '../fixtures/openai-upstream';
+import { rawPost, startGateway, type TestGateway } from '../helpers/gateway';
+
+/**
+ * What a correct gateway does for each fault of an upstream: the client gets the whole answer
+ * (by a retry on the same route or by the next route) or a clean, bounded error; never a
+ * truncated answer presented as success; never a tight retry loop; and it keeps serving.
+ * Each model puts a faulty route first and a healthy backup second (priority strategy).
+ */
+const pair = (id: string, upstream: string, scenario: string, extra = '') => `
+  - id: ${id}
+    context_length: 8192
+    router: priority
+    route:
+      - { kind: openai_compat, id: main, base_url: "${upstream}", provider_model_id: "${scenario}", headers: { x-route-key: ${id} }${extra} }
+      - { kind: openai_compat, id: backup, base_url: "${upstream}", provider_model_id: ok }
+`;
+
+const models = (u: string) => `
+models:
+${pair('f/429-retry-after', u, 'fail-n:429:1:1')}
+${pair('f/429-bare', u, 'fail-n:429:1')}
+${pair('f/500-once', u, 'fail-n:500:1')}
+${pair('f/reset', u, 'reset')}
+${pair('f/hang', u, 'hang', ', timeouts: { first_byte_ms: 300 }')}
+${pair('f/slow-first-token', u, 'delay-first-token:5000', ', timeouts: { first_token_ms: 300 }')}
+${pair('f/stall-first', u, 'stall-first:5000', ', timeouts: { idle_ms: 300 }')}
+${pair('f/malformed-first', u, 'malformed-first')}
+${pair('f/cut', u, 'cut')}
+${pair('f/truncated', u, 'truncated')}
+${pair('f/no-done', u, 'no-done')}
+${pair('f/stall', u, 'stall:5000', ', timeouts: { idle_ms: 300 }')}
+${pair('f/content-filter', u, 'content-filter')}
+  - id: f/503-forever
+    context_length: 8192
+    router: priority
+    route:
+      - { kind: openai_compat, id: first, base_url: "${u}", provider_model_id: "error:503" }
+      - { kind: openai_compat, id: second, base_url: "${u}", provider_model_id: "error:503" }
+  - id: f/context
+    context_length: 40
+    router: priority
+    route:
+      - { kind: openai_compat, id: small, base_url: "${u}", provider_model_id: "context:40" }
+      - { kind: openai_compat, id: also-small, base_url: "${u}", provider_model_id: "context:40" }
+      - { kind: openai_compat, id: large, base_url: "${u}", provider_model_id: "context:100000", context_length: 100000 }
+  - id: f/context-small-only
+    context_length: 40
+    route:
+      - { kind: openai_compat, id: small, base_url: "${u}", provider_model_id: "context:40" }
+  - id: f/context-large
+    context_length: 100000
+    route:
+      - { kind: openai_compat, id: large, base_url: "${u}", provider_model_id: "context:100000" }
+  - id: f/ok
+    context_length: 8192
+    route:
+      - { kind: openai_compat, id: only, base_url: "${u}", provider_model_id: ok }
+`;
+
+// Short backoffs keep the suite quick; the circuit threshold is out of reach so that every
+// request here is judged on its own (circuits have their own spec).
+const ROUTING = `
+retry: { max_retries: 2, backoff_ms: 20, max_backoff_ms: 100, max_retry_after_ms: 3000, max_attempts: 5 }
+circuit_breaker: { failure_threshold: 1000 }
+`;
+
+type Attempt = { route: string; outcome: string; status?: number; retry?: number; backoff_ms?: number; model?: string; error?: string };
+const LONG_PROMPT = Array.from({ length: 80 }, (_, i) => `word${i}`).join(' ');
+
+describe('routing under upstream faults', () => {
+  const upstream = new OpenAiUpstream();
+  let gw: TestGateway;
+  let client: OpenAI;
+
+  beforeAll(async () => {
+    const base = await upstream.start();
+    gw = await startGateway({ models: models(base), routing: ROUTING });
+    client = gw.client();
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await upstream.stop();
+  });
+  beforeEach(() => upstream.reset());
+
+  const ask = (model: string, content = 'hi') => client.chat.completions.create({ model, messages: [{ role: 'user', content }] });
+  const failure = (p: Promise<unknown>) => p.then(() => Promise.reject(new Error('expected the request to fail')), (e: unknown) => e as APIError);
+  const sent = () => upstream.requests.map((r) => r.body.model);
+  const attemptsOf = async (id: string): Promise<Attempt[]> => {
+    const row = (await gw.rows()).find((r) => r.id === id.replace(/^gen-/, ''));
+    return (row?.metadata as { attempts: Attempt[] }).attempts;
+  };
+  const streamText = async (model: string) => {
+    const stream = await client.chat.completions.create({ model, stream: true, messages: [{ role: 'user', content: 'one two three four' }] });
+    let text = '';
+    let id = '';
+    for await (const c of stream) {
+      id = c.id;
+      text += c.choices[0]?.delta?.content ?? '';
+    }
+    return { text, id };
+  };
+
+  it('429 with Retry-After: waits as told, then the same route answers', async () => {
+    const res = await ask('f/429-retry-after');
+    expect(res.choices[0].message.content).toBe('echo: hi');
+    expect(sent()).toEqual(['fail-n:429:1:1', 'fail-n:429:1:1']);
+    const attempts = await attemptsOf(res.id);
+    expect(attempts).toEqual([
+      expect.objectContaining({ route: 'main', outcome: 'error', status: 429 }),
+      expect.objectContaining({ route: 'main', outcome: 'ok', retry: 1 }),
+    ]);
+    expect(attempts[1].backoff_ms).toBeGreaterThanOrEqual(1000);
+  });
+
+  it('429 without Retry-After: backs off (jittered) and retries the same route', async () => {
+    const res = await ask('f/429-bare');
+    expect(res.choices[0].message.content).toBe('echo: hi');
+    expect(sent()).toEqual(['fail-n:429:1', 'fail-n:429:1']);
+    const attempts = await attemptsOf(res.id);
+    expect(attempts[1]).toMatchObject({ route: 'main', outcome: 'ok', retry: 1 });
+    expect(attempts[1].backoff_ms).toBeGreaterThanOrEqual(10); // half of backoff_ms at least
+  });
+
+  it('500 once: the retry on the same route answers, for JSON and streams', async () => {
+    expect((await ask('f/500-once')).choices[0].message.content).toBe('echo: hi');
+    upstream.reset();
+    const { text, id } = await streamText('f/500-once');
+    expect(text).toBe('echo: one two three four');
+    expect(sent()).toEqual(['fail-n:500:1', 'fail-n:500:1']);
+    expect((await attemptsOf(id)).map((a) => [a.route, a.outcome])).toEqual([
+      ['main', 'error'],
+      ['main', 'ok'],
+    ]);
+  });
+
+  it('503 forever: bounded attempts with backoff (never a tight loop), then a clean 502; and it keeps serving', async () => {
+    const err = await failure(ask('f/503-forever'));
+    expect(err.status).toBe(502);
+    expect(err.message).toMatch(/answered 503/);
+    // max_retries 2 on the first route (3 calls), then max_attempts 5 stops the second at 2.
+    expect(sent()).toEqual(Array(5).fill('error:503'));
+    const row = (await gw.rows()).filter((r) => r.model === 'f/503-forever').pop()!;
+    const attempts = (row.metadata as { attempts: Attempt[] }).attempts;
+    expect(attempts.map((a) => [a.route, a.retry ?? 0])).toEqual([
+      ['first', 0],
+      ['first', 1],
+      ['first', 2],
+      ['second', 0],
+      ['second', 1],
+    ]);
+    for (const a of attempts.filter((x) => x.retry)) expect(a.backoff_ms).toBeGreaterThanOrEqual(10);
+    expect((await ask('f/ok')).choices[0].message.content).toBe('echo: hi');
+  });
+
+  it('connection reset before headers: retried, then the next route answers', async () => {
+    const res = await ask('f/reset');
+    expect(res.choices[0].message.content).toBe('echo: hi');
+    expect(sent()).toEqual(['reset', 'reset', 'reset', 'ok']);
+  });
+
+  it('accepted and never answered: the first-byte deadline moves on to the next route without retrying the silent one', async () => {
+    const res = await ask('f/hang');
+    expect(res.choices[0].message.content).toBe('echo: hi');
+    expect(sent()).toEqual(['hang', 'ok']);
+    expect((await attemptsOf(res.id))[0]).toMatchObject({ route: 'main', outcome: 'error', status: 504 });
+    await upstream.waitForAborts(1);
+  });
+
+  it('a first token that does not come in time: the stream is served whole by the next route', async () => {
+    const { text } = await streamText('f/slow-first-token');
+    expect(text).toBe('echo: one two three four');
+    expect(sent()).toEqual(['delay-first-token:5000', 'ok']);
+    await upstream.waitForAborts(1);
+  });
+
+  it('a stream that stalls before any content: fails over on the idle timeout', async () => {
+    const { text, id } = await streamText('f/stall-first');
+    expect(text).toBe('echo: one two three four');
+    expect(sent()).toEqual(['stall-first:5000', 'ok']);
+    expect((await attemptsOf(id))[0]).toMatchObject({ route: 'main', outcome: 'error', status: 504 });
+  });
+
+  it('a malformed chunk before any content: the next route answers', async () => {
+    const { text } = await streamText('f/malformed-first');
+    expect(text).toBe('echo: one two three four');
+    expect(sent()).toEqual(['malformed-first', 'ok']);
+  });
+
+  it.each(['f/cut', 'f/truncated', 'f/stall'])('%s mid-answer: an in-band error, never [DONE], and no second provider spliced in', async (model) => {
+    const res = await rawPost(`${gw.url}/v1/chat/completions`, { model, stream: true, messages: [{ role: 'user', content: 'one two three four' }] });
+    expect(res.status).toBe(200);
+    expect(res.text).toContain('"content":"echo: "');
+    expect(res.text).toMatch(/data: \{"error":\{"message":"[^"]+"/);
+    expect(res.text).not.toContain('[DONE]');
+    expect(sent()).toHaveLength(1);
+    // The SDK sees the failure, not a short answer.
+    const stream = await client.chat.completions.create({ model, stream: true, messages: [{ role: 'user', content: 'one two three four' }] });
+    await expect((async () => {
+      for await (const _ of stream) void _;
+    })()).rejects.toBeInstanceOf(APIError);
+  });
+
+  it('a stream that ends without [DONE] after its finish reason is a whole answer', async () => {
+    const res = await rawPost(`${gw.url}/v1/chat/completions`, { model: 'f/no-done', stream: true, messages: [{ role: 'user', content: 'one two' }] });
+    expect(res.text).toContain('"finish_reason":"stop"');
+    expect(res.text.trimEnd().endsWith('data: [DONE]')).toBe(true);
+    expect(sent()).toEqual(['no-done']);
+  });
+
+  it('a context-length error goes to a route with a larger context, skipping those no larger', async () => {
+    const res = await ask('f/context', LONG_PROMPT);
+    expect(res.choices[0].message.content).toBe(`echo: ${LONG_PROMPT}`);
+    expect(sent()).toEqual(['context:40', 'context:100000']);
+    expect((await attemptsOf(res.id)).map((a) => [a.route, a.outcome])).toEqual([
+      ['small', 'error'],
+      ['also-small', 'skipped'],
+      ['large', 'ok'],
+    ]);
+    // A prompt that fits is served by the first route as usual.
+    upstream.reset();
+    expect((await ask('f/context', 'short')).choices[0].message.content).toBe('echo: short');
+    expect(sent()).toEqual(['context:40']);
+  });
+
+  it('a context-length error goes to a fallback model with a larger context, and the answer names it', async () => {
+    const res = await client.chat.completions.create({ model: 'f/context-small-only', models: ['f/context-large'], messages: [{ role: 'user', content: LONG_PROMPT }] } as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming);
+    expect(res.model).toBe('f/context-large');
+    expect(sent()).toEqual(['context:40', 'context:100000']);
+  });
+
+  it('a context-length error with nowhere larger to go is returned as the provider said it', async () => {
+    const err = await failure(ask('f/context-small-only', LONG_PROMPT));
+    expect(err).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(err.code).toBe('context_length_exceeded');
+    expect(err.message).toMatch(/maximum context length is 40 tokens/);
+    expect(sent()).toEqual(['context:40']);
+  });
+
+  it('a content-filter refusal is returned with the provider\'s reason, and not tried elsewhere', async () => {
+    const err = await failure(ask('f/content-filter'));
+    expect(err).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(err.code).toBe('content_filter');
+    expect(err.message).toMatch(/content management policy/);
+    expect(sent()).toEqual(['content-filter']);
+  });
+
+  it('gives up at once when the client leaves during a backoff', async () => {
+    const controller = new AbortController();
+    const pending = client.chat.completions.create({ model: 'f/429-retry-after', messages: [{ role: 'user', content: 'x' }] }, { signal: controller.signal });
+    await upstream.waitForRequests(1);
+    controller.abort();
+    await expect(pending).rejects.toThrow();
+    await new Promise((r) => setTimeout(r, 1500)); // past the Retry-After: no retry was sent
+    expect(sent()).toEqual(['fail-n:429:1:1']);
+    const row = (await gw.waitForRows(1)).filter((r) => r.model === 'f/429-retry-after').pop()!;
+    expect(row.status_code).toBe(499);
+  });
+});
