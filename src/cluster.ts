@@ -5,6 +5,8 @@ import { AggregatorRegistry } from 'prom-client';
 /** IPC between a worker serving /metrics and the primary that aggregates every worker's. */
 export const METRICS_REQUEST = 'hybridinference:metrics-request';
 export const METRICS_RESPONSE = 'hybridinference:metrics-response';
+/** From a worker that reloaded its routing config (admin API): the primary has the others reload too. */
+export const RELOAD_OTHERS = 'hybridinference:routing-reload';
 
 /** `WORKERS`: 1 (default, one process), a number, or `auto` (one per CPU). */
 export function workerCount(value: string | undefined): number {
@@ -18,7 +20,8 @@ export function workerCount(value: string | undefined): number {
 /**
  * The primary of a multi-process gateway: it serves nothing itself. It starts the first worker
  * alone (so database migrations never race), then the rest; restarts a worker that dies while
- * serving; forwards SIGTERM/SIGINT and waits for the workers to drain; and answers workers'
+ * serving; forwards SIGTERM/SIGINT and waits for the workers to drain; forwards SIGHUP (config
+ * reload) to every worker; and answers workers'
  * requests for cluster-wide metrics. A worker that fails before it ever listened (a bad config)
  * stops the whole gateway instead of restarting forever.
  */
@@ -36,6 +39,11 @@ export function runPrimary(count: number, log: (msg: string) => void): void {
         resolve(worker);
       });
       worker.on('message', (msg: { type?: string; id?: number }) => {
+        if (msg?.type === RELOAD_OTHERS) {
+          // A worker reloaded its routing config through the admin API: the others follow.
+          for (const w of Object.values(cluster.workers ?? {})) if (w && w !== worker) w.process.kill('SIGHUP');
+          return;
+        }
         if (msg?.type !== METRICS_REQUEST) return;
         aggregator.clusterMetrics().then(
           (text) => worker.send({ type: METRICS_RESPONSE, id: msg.id, text, contentType: aggregator.contentType }),
@@ -73,6 +81,11 @@ export function runPrimary(count: number, log: (msg: string) => void): void {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // SIGHUP reloads the routing config; each worker holds its own copy.
+  process.on('SIGHUP', () => {
+    log('SIGHUP: asking every worker to reload its routing configuration');
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
+  });
 
   void (async () => {
     await fork();

@@ -1,10 +1,27 @@
-import { Controller, Get, UseGuards } from '@nestjs/common';
+import { Controller, Get, HttpCode, Post, UseGuards } from '@nestjs/common';
+import { GatewayError } from '../common/errors';
 import { ModelRegistry } from '../config/model-registry.service';
 import { RouteExecutor } from '../routing/route-executor.service';
+import { RouteStateService, type RouteState } from '../routing/route-state.service';
+import { routeSettings } from '../routing/route-settings';
 import { RoutingManager } from '../routing/routing-manager.service';
+import { RoutingReloadService } from '../routing/routing-reload.service';
 import { AdminGuard } from './admin.guard';
 
-/** The operator's view of routing: like /routing, plus upstream URLs, model names and timeouts (never keys). */
+/** A reload that was refused: the file's problems, and the old configuration stays. */
+class ConfigRefusedError extends GatewayError {
+  readonly status = 422;
+  readonly type = 'invalid_request_error';
+  override readonly code = 'config_refused';
+}
+
+const round = (n: number | undefined, digits = 1) => (n === undefined ? null : Math.round(n * 10 ** digits) / 10 ** digits);
+
+/**
+ * The operator's view of routing: like /routing, plus upstream URLs, model names, timeouts (never
+ * keys), each route's circuit and endpoint health, and its recent latency and error figures.
+ * POST /admin/routing/reload re-reads the config files.
+ */
 @Controller('admin/routing')
 @UseGuards(AdminGuard)
 export class RoutingAdminController {
@@ -12,33 +29,96 @@ export class RoutingAdminController {
     private readonly registry: ModelRegistry,
     private readonly manager: RoutingManager,
     private readonly executor: RouteExecutor,
+    private readonly state: RouteStateService,
+    private readonly reloader: RoutingReloadService,
   ) {}
 
   @Get()
   detail() {
     const snap = this.registry.current();
     const shares = new Map(this.manager.describe(snap).map((m) => [m.id, m]));
+    const r = snap.routing;
     return {
-      default_strategy: snap.routing.strategy,
-      local_fraction: snap.routing.localFraction,
-      health_check_seconds: snap.routing.healthCheckSeconds,
+      default_strategy: r.strategy,
+      local_fraction: r.localFraction,
+      health_check_seconds: r.healthCheckSeconds,
+      retry: r.retry,
+      circuit_breaker: r.circuitBreaker,
+      stats_window: r.statsWindow,
       loaded_at: snap.loadedAt.toISOString(),
       models: snap.models.map((m) => ({
         id: m.id,
         strategy: shares.get(m.id)?.strategy,
-        routes: m.routes.map((r, i) => ({
-          id: r.id,
-          kind: r.kind,
-          base_url: r.baseUrl ?? null,
-          provider_model_id: r.providerModelId,
-          locality: r.locality,
-          weight: r.weight,
-          share: shares.get(m.id)?.routes[i]?.share ?? 0,
-          api_keys: r.apiKeys.length,
-          timeouts_ms: this.executor.timeoutsFor(r, snap),
-          where: r.where,
-        })),
+        routes: m.routes.map((route, i) => {
+          const st = this.state.get(m, route);
+          return {
+            id: route.id,
+            kind: route.kind,
+            base_url: route.baseUrl ?? null,
+            provider_model_id: route.providerModelId,
+            locality: route.locality,
+            weight: route.weight,
+            share: shares.get(m.id)?.routes[i]?.share ?? 0,
+            available: shares.get(m.id)?.routes[i]?.available ?? false,
+            api_keys: route.apiKeys.length,
+            context_length: routeSettings(route).contextLength ?? m.contextLength,
+            timeouts_ms: this.executor.timeoutsFor(route, snap),
+            circuit: this.circuit(st),
+            health: { endpoint: st.endpoint.key, status: st.endpoint.status, detail: st.endpoint.detail ?? null, latency_ms: round(st.endpoint.latencyMs), checked_at: st.endpoint.checkedAt ? new Date(st.endpoint.checkedAt).toISOString() : null },
+            stats: this.stats(st),
+            where: route.where,
+          };
+        }),
       })),
+    };
+  }
+
+  /** Re-reads models.yaml and routing.yaml; a bad file is refused with the reason (422) and the old config stays. */
+  @Post('reload')
+  @HttpCode(200)
+  reload() {
+    const before = this.registry.current();
+    try {
+      const snap = this.reloader.reload();
+      const workers = this.reloader.reloadOthers();
+      return {
+        status: 'reloaded',
+        loaded_at: snap.loadedAt.toISOString(),
+        previous_loaded_at: before.loadedAt.toISOString(),
+        models: snap.models.map((m) => m.id),
+        default_strategy: snap.routing.strategy,
+        warnings: snap.warnings,
+        other_workers: workers ? 'asked to reload' : 'none',
+      };
+    } catch (err) {
+      throw new ConfigRefusedError(`The new configuration was refused; the one loaded at ${before.loadedAt.toISOString()} stays. ${(err as Error).message}`);
+    }
+  }
+
+  private circuit(st: RouteState) {
+    const b = st.breaker;
+    const now = performance.now();
+    return {
+      state: b.state,
+      consecutive_failures: b.consecutiveFailures,
+      retry_in_ms: b.state === 'open' ? Math.max(0, Math.round(b.openUntil - now)) : null,
+      shared: st.shared,
+    };
+  }
+
+  private stats(st: RouteState) {
+    const now = performance.now();
+    const samples = st.outcomes.length(now);
+    return {
+      window_samples: samples,
+      error_rate: samples > 0 ? round(st.outcomes.mean(now), 4) : null,
+      ttft_ms: { mean: round(st.ttft.mean(now)), p50: round(st.ttft.quantile(0.5, now)), p95: round(st.ttft.quantile(0.95, now)) },
+      latency_ms: { mean: round(st.latency.mean(now)), p50: round(st.latency.quantile(0.5, now)), p95: round(st.latency.quantile(0.95, now)) },
+      tokens_per_second: round(st.throughput.mean(now)),
+      requests_total: st.requests,
+      failures_total: st.failures,
+      last_error: st.lastError ?? null,
+      last_error_at: st.lastErrorAt ? new Date(st.lastErrorAt).toISOString() : null,
     };
   }
 }

@@ -50,6 +50,8 @@ export class RouteState {
   lastErrorAt?: number;
   /** Whether the breaker's open state is in Redis (written by us or read from there). */
   shared = false;
+  /** performance.now() of this process's last breaker transition (shared state read before it is stale). */
+  changedAt = 0;
   window: StatsWindowDef;
 
   constructor(
@@ -229,19 +231,21 @@ export class RouteStateService {
   }
 
   /**
-   * Records a probe result. A healthy probe also cuts short the cooldown of open circuits on that
-   * endpoint, so a recovered server gets its half-open probes at once. Returns whether the
-   * status changed.
+   * Records a probe result. An endpoint that was failing its probes and now passes has recovered:
+   * its open circuits skip the rest of their cooldown and get their half-open probes at once. (A
+   * passing probe of an endpoint that never failed one says nothing about the model calls that
+   * opened the circuit, so it does not shorten anything.) Returns whether the status changed.
    */
   setHealth(key: string, result: { ok: boolean; detail?: string; latencyMs?: number; checkedAt?: number }): boolean {
     const e = this.endpoint(key);
     const status: HealthStatus = result.ok ? 'healthy' : 'unhealthy';
     const changed = e.status !== status;
+    const recovered = result.ok && e.status === 'unhealthy';
     e.status = status;
     e.detail = result.detail;
     e.latencyMs = result.latencyMs;
     e.checkedAt = result.checkedAt ?? Date.now();
-    if (result.ok) {
+    if (recovered) {
       const now = performance.now();
       for (const st of this.routes.values()) if (st.endpoint === e) st.breaker.probeSucceeded(now);
     }
@@ -257,6 +261,7 @@ export class RouteStateService {
   }
 
   private emit(st: RouteState, t: CircuitTransition): void {
+    st.changedAt = performance.now();
     for (const l of this.listeners) l(st, t);
   }
 }

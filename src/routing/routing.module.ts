@@ -1,9 +1,15 @@
 import { Module } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
+import { ScheduleModule } from '@nestjs/schedule';
+import { TerminusModule } from '@nestjs/terminus';
 import { AdaptersModule } from '../adapters/adapters.module';
+import { EndpointHealthService } from './endpoint-health.service';
 import { RouteExecutor } from './route-executor.service';
 import { RouteStateService } from './route-state.service';
 import { RoutingManager } from './routing-manager.service';
+import { RoutingReloadService } from './routing-reload.service';
+import { RoutingHealthIndicator } from './routing.health';
+import { SharedStateService } from './shared-state.service';
 import { CostStrategy } from './strategies/cost.strategy';
 import { FixedRatioStrategy } from './strategies/fixed-ratio.strategy';
 import { LeastLatencyStrategy } from './strategies/least-latency.strategy';
@@ -12,11 +18,15 @@ import { RoundRobinStrategy } from './strategies/round-robin.strategy';
 import { WeightedStrategy } from './strategies/weighted.strategy';
 
 @Module({
-  imports: [DiscoveryModule, AdaptersModule],
+  imports: [DiscoveryModule, AdaptersModule, ScheduleModule.forRoot(), TerminusModule],
   providers: [
     RoutingManager,
     RouteExecutor,
     RouteStateService,
+    EndpointHealthService,
+    SharedStateService,
+    RoutingHealthIndicator,
+    RoutingReloadService,
     WeightedStrategy,
     FixedRatioStrategy,
     PriorityStrategy,
@@ -24,6 +34,6 @@ import { WeightedStrategy } from './strategies/weighted.strategy';
     LeastLatencyStrategy,
     CostStrategy,
   ],
-  exports: [RoutingManager, RouteExecutor, RouteStateService],
+  exports: [RoutingManager, RouteExecutor, RouteStateService, RoutingHealthIndicator, RoutingReloadService],
 })
 export class RoutingModule {}

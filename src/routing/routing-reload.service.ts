@@ -1,0 +1,57 @@
+import cluster from 'node:cluster';
+import { Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import { RELOAD_OTHERS } from '../cluster';
+import { ModelRegistry, type RegistrySnapshot } from '../config/model-registry.service';
+import { EndpointHealthService } from './endpoint-health.service';
+import { RouteStateService } from './route-state.service';
+import { SharedStateService } from './shared-state.service';
+
+/**
+ * Reloads models.yaml and routing.yaml on SIGHUP or POST /admin/routing/reload: the new files
+ * are parsed and validated completely, then swapped in at once. Requests in flight finish on the
+ * snapshot they started with; a bad file is refused with the reason and the old config stays.
+ * Circuit, health and latency state carry over for routes that keep their model and id.
+ */
+@Injectable()
+export class RoutingReloadService implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly logger = new Logger('RoutingReload');
+  private readonly onSignal = () => {
+    try {
+      this.reload();
+    } catch (err) {
+      this.logger.error(`SIGHUP: the new configuration was refused, the old one stays: ${(err as Error).message}`);
+    }
+  };
+
+  constructor(
+    private readonly registry: ModelRegistry,
+    private readonly state: RouteStateService,
+    private readonly health: EndpointHealthService,
+    private readonly shared: SharedStateService,
+  ) {}
+
+  onApplicationBootstrap(): void {
+    process.on('SIGHUP', this.onSignal);
+  }
+
+  onApplicationShutdown(): void {
+    process.off('SIGHUP', this.onSignal);
+  }
+
+  /** Throws, with every problem found, when the new files are refused. */
+  reload(): RegistrySnapshot {
+    const snap = this.registry.reload();
+    this.state.prime(snap.models);
+    this.health.configure();
+    this.shared.configure();
+    this.logger.log(`configuration reloaded: ${snap.models.length} models, default strategy ${snap.routing.strategy}`);
+    return snap;
+  }
+
+  /** In a multi-process gateway, has the primary send SIGHUP to the other workers. */
+  reloadOthers(): boolean {
+    if (!cluster.isWorker || !process.send) return false;
+    process.send({ type: RELOAD_OTHERS });
+    return true;
+  }
+}

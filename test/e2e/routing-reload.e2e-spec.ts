@@ -1,0 +1,180 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import OpenAI from 'openai';
+import { startGateway, type TestGateway } from '../helpers/gateway';
+
+const TOKEN = 'routing-reload-admin-token';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const MODELS_V1 = `
+models:
+  - id: r/first
+    context_length: 4096
+    route: [{ kind: mock, id: m1, tokens: 3 }]
+  - id: r/slow
+    context_length: 4096
+    route: [{ kind: mock, id: slow, tokens: 8, tokens_per_second: 20 }]
+`;
+const MODELS_V2 = `
+models:
+  - id: r/first
+    context_length: 4096
+    router: round_robin
+    route: [{ kind: mock, id: m1, tokens: 3 }, { kind: mock, id: m2, tokens: 3 }]
+  - id: r/second
+    context_length: 4096
+    route: [{ kind: mock, id: s1, tokens: 2 }]
+`;
+
+/**
+ * Config reload by POST /admin/routing/reload and by SIGHUP: the new files are validated whole
+ * and swapped in at once; a bad file is refused with the reason and the old config keeps
+ * serving; requests in flight finish on the config they started with.
+ */
+describe('routing config reload', () => {
+  let gw: TestGateway;
+  let client: OpenAI;
+
+  const reload = async (headers: Record<string, string> = { authorization: `Bearer ${TOKEN}` }) => {
+    const res = await fetch(`${gw.url}/admin/routing/reload`, { method: 'POST', headers });
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> & { error?: { message: string; type: string; code: string } } };
+  };
+  const modelIds = async () => (await client.models.list()).data.map((m) => m.id).sort();
+  const write = (file: string, text: string) => writeFileSync(join(gw.dir, file), text);
+
+  beforeAll(async () => {
+    gw = await startGateway({ models: MODELS_V1, routing: 'routing_strategy: weighted\n', env: { ADMIN_TOKEN: TOKEN } });
+    client = gw.client();
+  });
+  afterAll(() => gw?.close());
+
+  it('is guarded by ADMIN_TOKEN', async () => {
+    expect((await reload({})).status).toBe(401);
+    expect((await reload({ authorization: 'Bearer wrong-token-wrong-token' })).status).toBe(403);
+  });
+
+  it('swaps in a valid new config, while a request in flight finishes on the old one', async () => {
+    // r/slow takes ~400 ms to stream; the new config no longer has it.
+    const inflight = client.chat.completions.create({ model: 'r/slow', stream: true, messages: [{ role: 'user', content: 'x' }] });
+    const stream = await inflight;
+    write('models.yaml', MODELS_V2);
+    const res = await reload();
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ status: 'reloaded', models: ['r/first', 'r/second'] });
+    let text = '';
+    for await (const c of stream) text += c.choices[0]?.delta?.content ?? '';
+    expect(text.split(' ')).toHaveLength(8);
+
+    expect(await modelIds()).toEqual(['r/first', 'r/second']);
+    expect((await client.chat.completions.create({ model: 'r/second', messages: [{ role: 'user', content: 'x' }] })).choices[0].message.content).toBe('Hello from');
+    const err = await client.chat.completions.create({ model: 'r/slow', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.NotFoundError);
+    const routing = (await (await fetch(`${gw.url}/routing`)).json()) as { models: Array<{ id: string; strategy: string }> };
+    expect(routing.models.find((m) => m.id === 'r/first')?.strategy).toBe('round_robin');
+  });
+
+  it.each([
+    ['an unknown adapter kind', `models:\n  - id: r/x\n    context_length: 10\n    route: [{ kind: carrier-pigeon }]\n`, undefined, /kind "carrier-pigeon" has no adapter/],
+    ['a YAML syntax error', 'models:\n  - id: [r/x\n', undefined, /models\.yaml:\d+: YAML syntax error/],
+    ['an unknown strategy in routing.yaml', MODELS_V2, 'routing_strategy: telepathy\n', /routing_strategy "telepathy" is unknown/],
+    ['a bad retry setting in routing.yaml', MODELS_V2, 'retry: { max_retries: -1 }\n', /retry\.max_retries\): must be at least 0/],
+    ['a bad per-route setting', `models:\n  - id: r/x\n    context_length: 10\n    route: [{ kind: mock, context_length: huge }]\n`, undefined, /context_length must be a whole number/],
+  ])('refuses %s with the reason and keeps serving the old config', async (_, models, routing, reason) => {
+    write('models.yaml', models);
+    if (routing) write('routing.yaml', routing);
+    const res = await reload();
+    expect(res.status).toBe(422);
+    expect(res.body.error).toMatchObject({ type: 'invalid_request_error', code: 'config_refused' });
+    expect(res.body.error!.message).toMatch(reason);
+    expect(res.body.error!.message).toMatch(/stays/);
+    expect(await modelIds()).toEqual(['r/first', 'r/second']);
+    expect((await client.chat.completions.create({ model: 'r/second', messages: [{ role: 'user', content: 'x' }] })).choices[0].message.content).toBe('Hello from');
+    write('models.yaml', MODELS_V2);
+    write('routing.yaml', 'routing_strategy: weighted\n');
+  });
+
+});
+
+/**
+ * SIGHUP needs a real process (jest gives each test file its own `process` object, which real
+ * signals never reach): these run the built server, as an operator would.
+ */
+describe('routing config reload in the built server', () => {
+  const main = resolve(__dirname, '../../dist/main.js');
+  const children: ChildProcess[] = [];
+  afterAll(() => {
+    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+  });
+
+  async function launch(env: Record<string, string>): Promise<{ child: ChildProcess; dir: string; url: string; output: () => string }> {
+    if (!existsSync(main)) throw new Error('dist/main.js is missing: run `npm run build` first (npm test does)');
+    const dir = mkdtempSync(join(tmpdir(), 'hi-reload-'));
+    writeFileSync(join(dir, 'models.yaml'), MODELS_V1);
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const child = spawn(process.execPath, [main], {
+      cwd: dir,
+      env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info', ADMIN_TOKEN: TOKEN, MODELS_CONFIG_PATH: join(dir, 'models.yaml'), ROUTING_CONFIG_PATH: join(dir, 'routing.yaml'), DB_SQLITE_PATH: join(dir, 'gw.sqlite'), REQUEST_LOG_SPOOL_DIR: join(dir, 'spool'), DB_BACKEND: 'sqlite', DATABASE_URL: '', REDIS_URL: '', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    children.push(child);
+    let output = '';
+    child.stdout.on('data', (b: Buffer) => (output += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (output += b.toString()));
+    const ready = env.WORKERS === '2' ? /2 workers serving/ : /listening on http/;
+    const until = Date.now() + 30_000;
+    while (!ready.test(output)) {
+      if (Date.now() > until || child.exitCode !== null) throw new Error(`gateway did not start:\n${output}`);
+      await sleep(100);
+    }
+    return { child, dir, url: `http://127.0.0.1:${port}`, output: () => output };
+  }
+
+  /** Asks on fresh connections (so that, with several workers, every worker gets asked). */
+  async function servedEverywhere(url: string, model: string, n = 12): Promise<number[]> {
+    return Promise.all(
+      Array.from({ length: n }, async () => {
+        const res = await fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', connection: 'close' }, body: JSON.stringify({ model, messages: [{ role: 'user', content: 'x' }] }) });
+        await res.text();
+        return res.status;
+      }),
+    );
+  }
+
+  async function waitFor(check: () => Promise<boolean>, what: string): Promise<void> {
+    const until = Date.now() + 15_000;
+    while (!(await check())) {
+      if (Date.now() > until) throw new Error(`timed out waiting until ${what}`);
+      await sleep(100);
+    }
+  }
+
+  it('reloads on SIGHUP, and on SIGHUP refuses a bad file and keeps serving', async () => {
+    const gw = await launch({});
+    writeFileSync(join(gw.dir, 'models.yaml'), MODELS_V2);
+    gw.child.kill('SIGHUP');
+    await waitFor(async () => (await servedEverywhere(gw.url, 'r/second', 1))[0] === 200, 'the new model is served');
+    writeFileSync(join(gw.dir, 'models.yaml'), 'models: [not a model]\n');
+    gw.child.kill('SIGHUP');
+    await waitFor(async () => /reload refused|was refused/.test(gw.output()), 'the refusal is logged');
+    expect(gw.child.exitCode).toBeNull();
+    expect(await servedEverywhere(gw.url, 'r/second', 3)).toEqual([200, 200, 200]);
+    gw.child.kill('SIGTERM');
+  });
+
+  it('with WORKERS=2: SIGHUP to the primary and the admin API both reload every worker', async () => {
+    const gw = await launch({ WORKERS: '2' });
+    writeFileSync(join(gw.dir, 'models.yaml'), MODELS_V2);
+    gw.child.kill('SIGHUP');
+    await waitFor(async () => (await servedEverywhere(gw.url, 'r/second')).every((s) => s === 200), 'every worker serves the new model');
+    expect(gw.child.exitCode).toBeNull();
+
+    writeFileSync(join(gw.dir, 'models.yaml'), `${MODELS_V2}  - id: r/third\n    context_length: 4096\n    route: [{ kind: mock }]\n`);
+    const res = await fetch(`${gw.url}/admin/routing/reload`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, connection: 'close' } });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ status: 'reloaded', other_workers: 'asked to reload' });
+    await waitFor(async () => (await servedEverywhere(gw.url, 'r/third')).every((s) => s === 200), 'every worker serves the model added through the admin API');
+    gw.child.kill('SIGTERM');
+  });
+});
