@@ -86,6 +86,7 @@ export class RouteExecutor {
     const { it, held } = won.value;
     const ttft = performance.now() - started;
     this.settle(ex, won);
+    this.state.answered(cand.state, won.permit);
     scope.disarmFirstToken();
     let failed: UpstreamError | undefined;
     let completed = false;
@@ -111,9 +112,10 @@ export class RouteExecutor {
       throw failed;
     } finally {
       const duration = performance.now() - started;
-      if (completed) this.state.succeeded(cand.state, won.permit, { ttftMs: ttft, durationMs: duration, completionTokens: tokens ?? pieces });
-      else if (failed) this.state.failed(cand.state, won.permit, failed);
-      else this.state.cancelled(cand.state, won.permit);
+      // The circuit permit was given back at commit (answered); what follows is statistics, and
+      // a failure mid-answer, which still counts against the endpoint.
+      if (completed) this.state.succeeded(cand.state, undefined, { ttftMs: ttft, durationMs: duration, completionTokens: tokens ?? pieces });
+      else if (failed) this.state.failed(cand.state, undefined, failed);
       const r = record(ex, cand, started, failed, won.retry, won.backoffMs);
       ex.attempts.push(completed || failed ? r : { ...r, outcome: 'cancelled' });
       scope.dispose();

@@ -194,6 +194,15 @@ export class RouteStateService {
     return st.breaker.tryAcquire(performance.now(), this.registry.current().routing.circuitBreaker);
   }
 
+  /**
+   * A stream committed (its first content arrived): the endpoint works, so its breaker closes and
+   * a half-open slot is freed now rather than when a long answer ends.
+   */
+  answered(st: RouteState, permit: CircuitPermit | undefined): void {
+    const t = st.breaker.onSuccess(permit);
+    if (t) this.emit(st, t);
+  }
+
   succeeded(st: RouteState, permit: CircuitPermit | undefined, sample: AttemptSample): void {
     const now = performance.now();
     st.requests++;

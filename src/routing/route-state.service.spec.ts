@@ -1,0 +1,93 @@
+import { UpstreamError } from '../common/errors';
+import type { ModelRegistry } from '../config/model-registry.service';
+import type { ModelDef, RouteDef, RoutingDef } from '../config/registry.types';
+import { EMPTY_ROUTING } from '../config/routing.parser';
+import { endpointKey, RouteStateService } from './route-state.service';
+
+const routing: RoutingDef = { ...EMPTY_ROUTING, circuitBreaker: { failureThreshold: 2, cooldownMs: 60_000, halfOpenRequests: 1 } };
+const registry = { current: () => ({ routing }) } as unknown as ModelRegistry;
+
+const route = (id: string, baseUrl?: string, key?: string): RouteDef =>
+  ({ id, kind: 'vllm', baseUrl, apiKeys: key ? [key] : [], providerModelId: id, weight: 1, locality: 'local', headers: {}, timeouts: {}, options: {}, where: 'x' }) as RouteDef;
+const model = (id: string, routes: RouteDef[]) => ({ id, routes }) as unknown as ModelDef;
+const http503 = () => new UpstreamError({ failure: 'http', upstreamStatus: 503, message: 'overloaded' });
+
+describe('RouteStateService', () => {
+  it('keeps one state per model and route id, across reloads that bring new objects', () => {
+    const s = new RouteStateService(registry);
+    const m1 = model('m', [route('a', 'http://gpu:8000/v1')]);
+    const st = s.get(m1, m1.routes[0]);
+    s.failed(st, s.acquire(st), http503());
+    const m2 = model('m', [route('a', 'http://gpu:8000/v1')]);
+    expect(s.get(m2, m2.routes[0])).toBe(st);
+    expect(st.breaker.consecutiveFailures).toBe(1);
+  });
+
+  it('forgets what it knew when a reload points the route at another server', () => {
+    const s = new RouteStateService(registry);
+    const m1 = model('m', [route('a', 'http://gpu-1:8000/v1')]);
+    const st = s.get(m1, m1.routes[0]);
+    s.failed(st, s.acquire(st), http503());
+    s.failed(st, s.acquire(st), http503());
+    expect(st.breaker.state).toBe('open');
+    const m2 = model('m', [route('a', 'http://gpu-2:8000/v1')]);
+    expect(s.get(m2, m2.routes[0]).breaker.state).toBe('closed');
+  });
+
+  it('shares one endpoint between routes of several models on one server and key', () => {
+    const s = new RouteStateService(registry);
+    const a = model('a', [route('r', 'http://gpu:8000/v1', 'k1')]);
+    const b = model('b', [route('r', 'http://GPU:8000/', 'k1')]);
+    const c = model('c', [route('r', 'http://gpu:8000/v1', 'k2')]);
+    expect(s.get(a, a.routes[0]).endpoint).toBe(s.get(b, b.routes[0]).endpoint);
+    expect(s.get(c, c.routes[0]).endpoint).not.toBe(s.get(a, a.routes[0]).endpoint);
+    expect(endpointKey(a, a.routes[0])).not.toContain('k1'); // a digest, never the key
+  });
+
+  it('says why a route is unavailable: unhealthy endpoint, open circuit', () => {
+    const s = new RouteStateService(registry);
+    const m = model('m', [route('a', 'http://gpu:8000/v1')]);
+    const st = s.get(m, m.routes[0]);
+    expect(s.availability(st)).toBe('ok');
+    s.setHealth(st.endpoint.key, { ok: false, detail: 'HTTP 503' });
+    expect(s.availability(st)).toBe('unhealthy');
+    expect(s.describe(st, 'unhealthy')).toBe('failing health checks (HTTP 503)');
+    s.setHealth(st.endpoint.key, { ok: true });
+    expect(s.availability(st)).toBe('ok');
+    s.failed(st, s.acquire(st), http503());
+    s.failed(st, s.acquire(st), http503());
+    expect(s.availability(st)).toBe('circuit_open');
+    expect(s.describe(st, 'circuit_open')).toMatch(/^circuit open after 2 consecutive failures, half-open in (59|60) s$/);
+  });
+
+  it('lets a recovered endpoint skip the cooldown, but not one whose probes never failed', () => {
+    const s = new RouteStateService(registry);
+    const m = model('m', [route('a', 'http://gpu:8000/v1')]);
+    const st = s.get(m, m.routes[0]);
+    s.failed(st, s.acquire(st), http503());
+    s.failed(st, s.acquire(st), http503());
+    s.setHealth(st.endpoint.key, { ok: true });
+    expect(s.availability(st)).toBe('circuit_open');
+    s.setHealth(st.endpoint.key, { ok: false });
+    s.setHealth(st.endpoint.key, { ok: true });
+    expect(s.availability(st)).toBe('ok');
+    expect(s.acquire(st)).toBe('probe');
+  });
+
+  it('announces circuit transitions, and counts only the endpoint\'s own failures', () => {
+    const s = new RouteStateService(registry);
+    const seen: string[] = [];
+    s.onTransition((st, t) => seen.push(`${st.key}:${t}`));
+    const m = model('m', [route('a')]);
+    const st = s.get(m, m.routes[0]);
+    s.failed(st, s.acquire(st), new UpstreamError({ failure: 'http', upstreamStatus: 400, message: 'bad' }));
+    s.failed(st, s.acquire(st), new UpstreamError({ failure: 'aborted', message: 'gone' }));
+    expect(st.breaker.consecutiveFailures).toBe(0);
+    s.failed(st, s.acquire(st), http503());
+    s.failed(st, s.acquire(st), http503());
+    st.breaker.probeSucceeded(performance.now());
+    s.succeeded(st, s.acquire(st), { ttftMs: 40, durationMs: 100, completionTokens: 30 });
+    expect(seen).toEqual(['m|a:opened', 'm|a:closed']);
+    expect(s.stats(st)).toEqual({ ttftMs: 40, tokensPerSecond: 500, errorRate: 2 / 3 });
+  });
+});
