@@ -8,7 +8,7 @@ const routing: RoutingDef = { ...EMPTY_ROUTING, circuitBreaker: { failureThresho
 const registry = { current: () => ({ routing }) } as unknown as ModelRegistry;
 
 const route = (id: string, baseUrl?: string, key?: string): RouteDef =>
-  ({ id, kind: 'vllm', baseUrl, apiKeys: key ? [key] : [], providerModelId: id, weight: 1, locality: 'local', headers: {}, timeouts: {}, options: {}, where: 'x' }) as RouteDef;
+  ({ id, kind: 'vllm', baseUrl, apiKeys: key ? [key] : [], providerModelId: id, weight: 1, locality: 'local', headers: {}, timeouts: {}, options: {}, where: 'x' });
 const model = (id: string, routes: RouteDef[]) => ({ id, routes }) as unknown as ModelDef;
 const http503 = () => new UpstreamError({ failure: 'http', upstreamStatus: 503, message: 'overloaded' });
 
