@@ -12,6 +12,7 @@ import { AttemptScope, raceAbort } from './attempt-scope';
 import type { CircuitPermit } from './circuit-breaker';
 import { Execution, type AttemptRecord } from './execution';
 import { decideRetry } from './retry-policy';
+import { NoAvailableRouteError } from './routing-errors';
 import { contextLengthOf, retryPolicyFor } from './route-settings';
 import { RouteStateService } from './route-state.service';
 import { RoutingManager, type Candidate } from './routing-manager.service';
@@ -151,7 +152,7 @@ export class RouteExecutor {
           break;
         }
         calls++;
-        const { adapter, scope, ctx } = this.begin(ex, cand.route, deadline);
+        const { adapter, scope, ctx } = this.begin(ex, cand, deadline);
         const started = performance.now();
         try {
           const value = await op(cand, adapter, ctx, scope);
@@ -207,14 +208,15 @@ export class RouteExecutor {
     ex.model = won.cand.model;
   }
 
-  private begin(ex: Execution, route: RouteDef, deadline: number): { adapter: LlmAdapter; scope: AttemptScope; ctx: CallContext } {
+  private begin(ex: Execution, cand: Candidate, deadline: number): { adapter: LlmAdapter; scope: AttemptScope; ctx: CallContext } {
+    const route = cand.route;
     const adapter = this.adapters.get(route.kind);
     // validate() refuses such configs; reaching here means a bug, not bad input.
     if (!adapter) throw new Error(`no adapter for kind ${route.kind}`);
     const timeouts = this.timeoutsFor(route, ex.snapshot);
     const remaining = Math.max(1, Math.min(timeouts.totalMs, deadline - performance.now()));
     const scope = new AttemptScope(ex.signal, route, remaining);
-    return { adapter, scope, ctx: { requestId: ex.requestId, signal: scope.signal, timeouts: { ...timeouts, totalMs: remaining }, publicModel: ex.model.id } };
+    return { adapter, scope, ctx: { requestId: ex.requestId, signal: scope.signal, timeouts: { ...timeouts, totalMs: remaining }, publicModel: cand.model.id } };
   }
 
   /** The backoff before a retry; the client leaving ends it (and the request) at once. */
@@ -237,8 +239,10 @@ export class RouteExecutor {
     return new UpstreamError({ failure: 'protocol', message: `adapter ${route.kind} failed on route ${route.id}: ${(e as Error)?.message ?? String(e)}`, route: route.id, provider: route.kind });
   }
 
-  private noRoute(ex: Execution): UpstreamError {
-    return new UpstreamError({ failure: 'connect', message: `no route can serve model ${ex.requested.id}`, retryable: false });
+  /** Every planned route was skipped (their circuits opened while this request was under way). */
+  private noRoute(ex: Execution): NoAvailableRouteError {
+    const cooldown = ex.snapshot.routing.circuitBreaker.cooldownMs;
+    return new NoAvailableRouteError(`No route can serve ${ex.requested.id} right now: every route was skipped (circuit open); try again later`, cooldown);
   }
 
   private deadlineError(ex: Execution): UpstreamError {
