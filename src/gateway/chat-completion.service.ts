@@ -101,6 +101,7 @@ export class ChatCompletionService {
     upstream.object = 'chat.completion';
     upstream.model = ex.model.id;
     upstream.provider = ex.route?.kind;
+    upstream.route = ex.route?.id;
     upstream.created ??= Math.floor(Date.now() / 1000);
     return upstream;
   }
@@ -125,6 +126,7 @@ export class ChatCompletionService {
         chunk.id = id;
         chunk.model = ex.model.id;
         chunk.provider = ex.route?.kind;
+        chunk.route = ex.route?.id;
         if (chunk.usage) {
           rec.usage = chunk.usage;
           if (!wantUsage) {

@@ -90,4 +90,15 @@ describe('RouteStateService', () => {
     expect(seen).toEqual(['m|a:opened', 'm|a:closed']);
     expect(s.stats(st)).toEqual({ ttftMs: 40, tokensPerSecond: 500, errorRate: 2 / 3 });
   });
+
+  it('forgets routes and endpoints a reloaded config no longer has', () => {
+    const s = new RouteStateService(registry);
+    const before = [model('m', [route('a', 'http://gpu-1:8000/v1'), route('b', 'http://gpu-2:8000/v1')])];
+    s.prime(before);
+    const after = [model('m', [route('a', 'http://gpu-1:8000/v1')])];
+    s.retain(after);
+    expect([...s.all()].map((st) => st.key)).toEqual(['m|a']);
+    expect(s.findEndpoint(endpointKey(before[0], before[0].routes[1]))).toBeUndefined();
+    expect(s.findEndpoint(endpointKey(after[0], after[0].routes[0]))).toBeDefined();
+  });
 });

@@ -140,6 +140,21 @@ export class RouteStateService {
     for (const m of models) for (const r of m.routes) this.get(m, r);
   }
 
+  /** Forgets routes and endpoints a new configuration no longer has (after a reload). */
+  retain(models: readonly ModelDef[]): void {
+    const keep = new Set<string>();
+    const endpoints = new Set<string>();
+    for (const m of models) {
+      for (const r of m.routes) {
+        const st = this.get(m, r);
+        keep.add(st.key);
+        endpoints.add(st.endpoint.key);
+      }
+    }
+    for (const key of this.routes.keys()) if (!keep.has(key)) this.routes.delete(key);
+    for (const key of this.endpoints.keys()) if (!endpoints.has(key)) this.endpoints.delete(key);
+  }
+
   /** By model and route id (Redis sync); undefined for routes never seen by this process. */
   byKey(key: string): RouteState | undefined {
     return this.routes.get(key);

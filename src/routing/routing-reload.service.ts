@@ -41,7 +41,7 @@ export class RoutingReloadService implements OnApplicationBootstrap, OnApplicati
   /** Throws, with every problem found, when the new files are refused. */
   reload(): RegistrySnapshot {
     const snap = this.registry.reload();
-    this.state.prime(snap.models);
+    this.state.retain(snap.models);
     this.health.configure();
     this.shared.configure();
     this.logger.log(`configuration reloaded: ${snap.models.length} models, default strategy ${snap.routing.strategy}`);

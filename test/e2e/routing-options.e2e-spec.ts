@@ -62,6 +62,7 @@ describe('OpenRouter routing options', () => {
     const res = await ask({ model: 'o/down', models: ['o/down', 'o/fallback'] });
     expect(res.choices[0].message.content).toBe('echo: hi');
     expect(res.model).toBe('o/fallback');
+    expect((res as unknown as { route: string }).route).toBe('fb'); // the route that answered
     expect(sent()).toEqual(['error:503', 'fallback-model']);
     const row = await rowOf(res);
     expect(row).toMatchObject({ model: 'o/down', endpoint: 'fb' });
@@ -81,8 +82,13 @@ describe('OpenRouter routing options', () => {
   it('streams name the model that answered too', async () => {
     const stream = await client.chat.completions.create({ model: 'o/down', models: ['o/fallback'], stream: true, messages: [{ role: 'user', content: 'hi' }] } as OpenAI.Chat.ChatCompletionCreateParamsStreaming);
     const seen = new Set<string>();
-    for await (const c of stream) seen.add(c.model);
+    const routes = new Set<string>();
+    for await (const c of stream) {
+      seen.add(c.model);
+      routes.add((c as unknown as { route: string }).route);
+    }
     expect([...seen]).toEqual(['o/fallback']);
+    expect([...routes]).toEqual(['fb']);
   });
 
   it('provider.order, only and ignore pick routes by id or kind', async () => {
