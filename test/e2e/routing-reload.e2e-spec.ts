@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import OpenAI from 'openai';
@@ -104,13 +104,30 @@ describe('routing config reload', () => {
 describe('routing config reload in the built server', () => {
   const main = resolve(__dirname, '../../dist/main.js');
   const children: ChildProcess[] = [];
-  afterAll(() => {
-    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+  const dirs: string[] = [];
+  afterAll(async () => {
+    // Every test stops its server; one that failed half-way may have left it running.
+    const alive = children.filter((c) => c.exitCode === null && c.signalCode === null);
+    await Promise.all(
+      alive.map(
+        (c) =>
+          new Promise<void>((done) => {
+            const hard = setTimeout(() => c.kill('SIGKILL'), 10_000);
+            c.once('exit', () => {
+              clearTimeout(hard);
+              done();
+            });
+            c.kill('SIGTERM');
+          }),
+      ),
+    );
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
 
   async function launch(env: Record<string, string>): Promise<{ child: ChildProcess; dir: string; url: string; output: () => string }> {
     if (!existsSync(main)) throw new Error('dist/main.js is missing: run `npm run build` first (npm test does)');
     const dir = mkdtempSync(join(tmpdir(), 'hi-reload-'));
+    dirs.push(dir);
     writeFileSync(join(dir, 'models.yaml'), MODELS_V1);
     const port = 20000 + Math.floor(Math.random() * 20000);
     const child = spawn(process.execPath, [main], {
