@@ -57,6 +57,8 @@ const LOCK_WAIT_MS = 35_000;
 const LOCK_POLL_MS = 200;
 /** After a failed proactive refresh. */
 const REFRESH_RETRY_MS = 30_000;
+/** An account that failed this recently is used only when no other is left. */
+const HEALTH_WINDOW_MS = 60_000;
 
 /**
  * The subscription account pools, one per provider (`claude`, `codex`), shared by every surface
@@ -188,7 +190,8 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
 
   /**
    * Runs one upstream call with an account, handling what accounts are for: on a 401 one forced
-   * refresh and one retry; on a 429 a cooldown and the next account; up to
+   * refresh and one retry; on a 429 a cooldown and the next account; on a 403 a failure counted
+   * against the account and the next account; up to
    * MAX_ACCOUNTS_PER_REQUEST accounts. `send` throws `UpstreamError`s as adapters do; the other
    * failures pass through untouched. For streams, `send` resolves once the upstream accepted the
    * request (status 200), before the body is read.
@@ -217,6 +220,10 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
           last = err;
           continue;
         }
+        if (err.upstreamStatus === 403) {
+          last = this.refused(l, err);
+          continue;
+        }
         if (err.upstreamStatus !== 401) throw err;
       }
       // 401: the access token was refused. One refresh, one retry.
@@ -239,12 +246,22 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
           last = err;
           continue;
         }
+        if (err.upstreamStatus === 403) {
+          last = this.refused(fresh, err);
+          continue;
+        }
         if (err.upstreamStatus !== 401) throw err;
         this.authFailed(fresh, `refused with a freshly refreshed token: ${err.message}`);
         last = accountError(provider, `${provider} account "${l.name}" was refused even after a token refresh`, 'subscription_auth_failed');
       }
     }
     throw last ?? this.noAccount(provider, tried);
+  }
+
+  /** A 403: this login may not do this (plan, region, policy); the account's failure, not the request's. */
+  private refused(l: AccountLease, err: UpstreamError): UpstreamError {
+    this.authFailed(l, `403: ${err.message}`);
+    return accountError(l.provider, `${l.provider} account "${l.name}" is not allowed: ${err.message}`, 'subscription_forbidden');
   }
 
   /** Usable accounts right now, per provider (for route probes and health). */
@@ -263,8 +280,9 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       const at = (start + i) % n;
       const acc = list[at];
       if (skip.has(acc.id) || !acc.creds || !isUsable(acc.state, now)) continue;
-      // Health first: an account with recent failures or a spent window only when no other is left.
-      if (acc.state.failures > 0 || (acc.usedPercent ?? 0) >= 100) {
+      // Health first: an account that failed lately or whose window is spent only when no other is left.
+      const failedLately = acc.state.failures > 0 && (acc.state.lastErrorAt ?? 0) > now - HEALTH_WINDOW_MS;
+      if (failedLately || (acc.usedPercent ?? 0) >= 100) {
         fallback ??= { acc, at };
         continue;
       }

@@ -222,6 +222,24 @@ models:
     expect(b).toMatchObject({ name: 'account-2', status: 'active', failures: 0 });
   });
 
+  it('403: the failure counts against the account, the next one answers, and the healthy one is preferred for a while', async () => {
+    const { gw, logins } = await boot(3);
+    codex.forbidden.add(logins[0].accountId!);
+    const client = gw.client();
+    for (let i = 0; i < 4; i++) expect((await ask(client)).choices[0].message.content).toBe('echo: hello there');
+    codex.clearRateLimits();
+    // Round-robin over the two healthy accounts; the one that failed is left out while its failure is recent.
+    expect(codex.requests.map((r) => [r.status, r.accountId])).toEqual([
+      [403, logins[0].accountId],
+      [200, logins[1].accountId],
+      [200, logins[2].accountId],
+      [200, logins[1].accountId],
+      [200, logins[2].accountId],
+    ]);
+    const [a] = await accounts(gw);
+    expect(a).toMatchObject({ status: 'active', failures: 1, last_error: expect.stringContaining('403') });
+  });
+
   it('with every account rate limited, the paid fallback route answers; without one the client gets 429 and Retry-After', async () => {
     const { gw, logins } = await boot(2);
     const resetsAt = Math.floor(Date.now() / 1000) + 600;

@@ -101,7 +101,7 @@ describe.each(['sqlite', 'postgres'] as const)('subscription accounts admin API 
       expect(stored).not.toContain(s);
       expect(stored).not.toContain(Buffer.from(s).toString('base64'));
     }
-    expect(rows.every((r) => typeof r.credentials === 'string' && (r.credentials as string).startsWith('v1:'))).toBe(true);
+    expect(rows.every((r) => typeof r.credentials === 'string' && r.credentials.startsWith('v1:'))).toBe(true);
     // The refreshed tokens are stored sealed too, and they serve.
     expect((await gw.client().chat.completions.create({ model: 'codex/gpt', messages: [{ role: 'user', content: 'hi' }] })).choices[0].message.content).toBe('echo: hi');
   });

@@ -162,11 +162,6 @@ export class CodexSubAdapter implements LlmAdapter {
       const wait = until !== undefined ? Math.max(0, until - Date.now()) : retryAfterMs(headers);
       return new UpstreamError({ ...base, failure: 'http', upstreamStatus: 429, message: `codex account "${lease.name}": ${message}`, type: 'rate_limit_error', code: code ?? type ?? 'rate_limit_exceeded', retryAfterMs: wait });
     }
-    if (status === 403) {
-      // The login may not use this (plan, region, a challenge): the account's problem, not the request's.
-      this.pool.authFailed(lease, `403: ${message}`);
-      return new UpstreamError({ ...base, failure: 'http', message: `codex account "${lease.name}" is not allowed: ${message}`, code: 'subscription_forbidden', retryable: true });
-    }
     return new UpstreamError({ ...base, failure: 'http', upstreamStatus: status, message: `upstream ${route.id}: ${message}`, type: type ?? undefined, code: code ?? null, retryAfterMs: retryAfterMs(headers) });
   }
 
