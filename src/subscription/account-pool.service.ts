@@ -59,6 +59,8 @@ const LOCK_POLL_MS = 200;
 const REFRESH_RETRY_MS = 30_000;
 /** An account that failed this recently is used only when no other is left. */
 const HEALTH_WINDOW_MS = 60_000;
+/** A request waits for a refresh only when the token has less than this left; otherwise it refreshes behind. */
+const BLOCKING_REFRESH_MS = 30_000;
 
 /**
  * The subscription account pools, one per provider (`claude`, `codex`), shared by every surface
@@ -136,7 +138,11 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     for (;;) {
       const acc = this.pick(provider, skip, Date.now());
       if (!acc) throw this.noAccount(provider, skip);
-      if (this.needsRefresh(acc, Date.now(), this.config.env.SUBSCRIPTION_REFRESH_MARGIN_MS)) {
+      const now = Date.now();
+      if (this.needsRefresh(acc, now, this.config.env.SUBSCRIPTION_REFRESH_MARGIN_MS) && (acc.expiresAt ?? 0) - now > BLOCKING_REFRESH_MS) {
+        // Time left: this request uses the current token, the refresh happens behind it.
+        if (now >= acc.refreshNotBefore) this.refresh(acc, false).catch(() => undefined);
+      } else if (this.needsRefresh(acc, now, this.config.env.SUBSCRIPTION_REFRESH_MARGIN_MS)) {
         try {
           await raceAbort(this.refresh(acc, false), signal);
         } catch (err) {

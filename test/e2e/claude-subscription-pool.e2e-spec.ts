@@ -42,8 +42,9 @@ describe.each(['sqlite', 'postgres'] as const)('Claude subscription pool on %s',
   }
 
   it('refreshes an expiring token with a JSON refresh_token grant, revokes on invalid_grant, and keeps the rotated token across a restart', async () => {
-    const live = tokens.login({ ttlSeconds: 60 });
-    const dead = tokens.login({ ttlSeconds: 60 });
+    // Expiring in 20 s: inside the refresh margin and too close for a request to go ahead without a refresh.
+    const live = tokens.login({ ttlSeconds: 20 });
+    const dead = tokens.login({ ttlSeconds: 20 });
     tokens.revoke(dead.refresh_token);
     const file = claudeFile(db.dir, [
       { name: 'a-live', login: live },

@@ -287,8 +287,8 @@ models:
     expect(raw.text).not.toContain('[DONE]');
   });
 
-  it('refreshes a token about to expire before using it, once for concurrent requests, and stores the rotated tokens', async () => {
-    const { gw, logins } = await boot(1, { ttlSeconds: 60 }); // inside the 5-minute margin
+  it('refreshes a token about to expire before using it, once for concurrent requests', async () => {
+    const { gw, logins } = await boot(1, { ttlSeconds: 20 }); // so little left that requests wait for the refresh
     tokens.delayMs = 200;
     const client = gw.client();
     const answers = await Promise.all(Array.from({ length: 5 }, () => ask(client)));
@@ -362,8 +362,21 @@ models:
     expect(tokens.reused).toBe(0);
   });
 
+  it('refreshes a token inside the margin behind the request that found it, which still uses the current one', async () => {
+    const { gw, logins } = await boot(1, { ttlSeconds: 120 }); // inside the 5-minute margin, not about to expire
+    tokens.delayMs = 200;
+    await ask(gw.client());
+    await eventually(() => tokens.refreshes.length === 1, 'the token is refreshed');
+    await eventually(async () => {
+      await ask(gw.client());
+      return codex.requests[codex.requests.length - 1].headers.authorization !== `Bearer ${logins[0].access_token}`;
+    }, 'requests use the refreshed token');
+    expect(tokens.refreshes).toHaveLength(1);
+    expect(codex.requests.every((r) => r.status === 200)).toBe(true);
+  });
+
   it('two processes on one database refresh an expiring account once between them', async () => {
-    const { gw: a, logins } = await boot(1, { ttlSeconds: 60 });
+    const { gw: a, logins } = await boot(1, { ttlSeconds: 20 });
     const b = await start();
     tokens.delayMs = 300;
     const all = await Promise.all([...Array.from({ length: 3 }, () => ask(a.client())), ...Array.from({ length: 3 }, () => ask(b.client()))]);

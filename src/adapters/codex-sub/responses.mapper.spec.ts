@@ -85,8 +85,10 @@ describe('buildResponsesBody', () => {
     expect(other.prompt_cache_key).not.toBe(turn1.prompt_cache_key);
   });
 
-  it('refuses content parts it cannot send', () => {
+  it('refuses content parts it cannot send, and more than one choice', () => {
     expect(() => buildResponsesBody({ model: 'm', messages: [{ role: 'user', content: [{ type: 'input_audio', input_audio: {} }] }] }, 'm')).toThrow(UnsupportedRequestError);
+    expect(() => buildResponsesBody({ ...base, n: 2 }, 'm')).toThrow(/n must be 1/);
+    expect(buildResponsesBody({ ...base, n: 1 }, 'm')).not.toHaveProperty('n');
   });
 });
 

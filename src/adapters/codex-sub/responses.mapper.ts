@@ -37,6 +37,7 @@ export class UnsupportedRequestError extends Error {
 type Item = Record<string, unknown>;
 
 export function buildResponsesBody(req: ChatRequest, model: string, opts: CodexRequestOptions = {}): Record<string, unknown> {
+  if (typeof req.n === 'number' && req.n > 1) throw new UnsupportedRequestError('codex_sub routes answer with one choice; n must be 1', 'n');
   const system: string[] = [];
   const input: Item[] = [];
   const calls = new Set<string>();
