@@ -83,6 +83,8 @@ describe('buildResponsesBody', () => {
     const other = buildResponsesBody({ model: 'm', messages: [{ role: 'system', content: 'S' }, { role: 'user', content: 'different' }] }, 'm');
     expect(turn2.prompt_cache_key).toBe(turn1.prompt_cache_key);
     expect(other.prompt_cache_key).not.toBe(turn1.prompt_cache_key);
+    const otherUser = buildResponsesBody({ model: 'm', user: 'someone-else', messages: [{ role: 'system', content: 'S' }, { role: 'user', content: 'first' }] }, 'm');
+    expect(otherUser.prompt_cache_key).not.toBe(turn1.prompt_cache_key);
   });
 
   it('refuses content parts it cannot send, and more than one choice', () => {

@@ -100,16 +100,17 @@ export function buildResponsesBody(req: ChatRequest, model: string, opts: CodexR
   }
   if (opts.textVerbosity) text.verbosity = opts.textVerbosity;
   if (Object.keys(text).length > 0) body.text = text;
-  body.prompt_cache_key = typeof req.prompt_cache_key === 'string' && req.prompt_cache_key ? req.prompt_cache_key : conversationKey(instructions, input);
+  body.prompt_cache_key = typeof req.prompt_cache_key === 'string' && req.prompt_cache_key ? req.prompt_cache_key : conversationKey(instructions, input, req.user);
   return body;
 }
 
 /**
- * A stable id for a conversation: the instructions and its first input item. Every turn of one
- * conversation gets the same key, so the backend's prompt cache (and the session header) follow it.
+ * A stable id for a conversation: the instructions, its first input item and the end user, if
+ * named. Every turn of one conversation gets the same key, so the backend's prompt cache (and the
+ * session header) follow it.
  */
-export function conversationKey(instructions: string, input: Item[]): string {
-  const h = createHash('sha256').update(instructions).update('\u0000').update(JSON.stringify(input[0] ?? null)).digest('hex');
+export function conversationKey(instructions: string, input: Item[], user?: string): string {
+  const h = createHash('sha256').update(instructions).update('\u0000').update(JSON.stringify(input[0] ?? null)).update('\u0000').update(user ?? '').digest('hex');
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
 }
 
