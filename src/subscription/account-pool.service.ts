@@ -4,6 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { UpstreamError } from '../common/errors';
 import { AppConfig } from '../config/app-config';
 import { type AccountEvent, type AccountState, isUsable, type StatePolicy, transition } from './account-state';
+import { accountError, runWithAccounts } from './account-session';
 import { AccountStore, stateFromRow } from './account-store.service';
 import { OAuthRefresher, RefreshFailed, RefreshRejected } from './oauth-refresh.service';
 import { type AccountCredentials, SUBSCRIPTION_PROVIDERS, type SubscriptionProvider } from './subscription.types';
@@ -42,14 +43,14 @@ interface PooledAccount {
   refreshNotBefore: number;
   stateDirty: boolean;
   stateWrite?: Promise<void>;
+  /** Counts this process's state changes, so a database read begun before one never undoes it. */
+  changes: number;
   /** Refreshed while the database was unreachable: to be written when it is back. */
   credsDirty: boolean;
   /** The provider's report of how much of its window this account has used (0-100), if it sends one. */
   usedPercent?: number;
 }
 
-/** Tried per request before giving up on the subscription route (the executor then moves on). */
-export const MAX_ACCOUNTS_PER_REQUEST = 3;
 /** The cross-process refresh lease; a refresh is one HTTP call well within it. */
 const LOCK_TTL_MS = 30_000;
 /** How long to wait for another process's refresh before failing this account for this request. */
@@ -195,79 +196,11 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
   }
 
   /**
-   * Runs one upstream call with an account, handling what accounts are for: on a 401 one forced
-   * refresh and one retry; on a 429 a cooldown and the next account; on a 403 a failure counted
-   * against the account and the next account; up to
-   * MAX_ACCOUNTS_PER_REQUEST accounts. `send` throws `UpstreamError`s as adapters do; the other
-   * failures pass through untouched. For streams, `send` resolves once the upstream accepted the
-   * request (status 200), before the body is read.
+   * One upstream call with an account of `provider`, with the account handling every surface
+   * shares (see `runWithAccounts`): 401 → refresh and retry, 429 / 403 → next account.
    */
-  async run<T>(provider: SubscriptionProvider, signal: AbortSignal, send: (lease: AccountLease) => Promise<T>): Promise<{ value: T; lease: AccountLease }> {
-    const tried = new Set<string>();
-    let last: UpstreamError | undefined;
-    for (let i = 0; i < MAX_ACCOUNTS_PER_REQUEST; i++) {
-      let l: AccountLease;
-      try {
-        l = await this.acquire(provider, signal, tried);
-      } catch (err) {
-        // Out of accounts after some failed: the client learns what the accounts said.
-        if (last && err instanceof UpstreamError && err.failure !== 'aborted') throw this.exhausted(provider, last, err);
-        throw err;
-      }
-      tried.add(l.id);
-      try {
-        const value = await send(l);
-        this.succeeded(l);
-        return { value, lease: l };
-      } catch (err) {
-        if (!(err instanceof UpstreamError) || err.failure !== 'http') throw err;
-        if (err.upstreamStatus === 429) {
-          this.rateLimited(l, err.message, err.retryAfterMs !== undefined ? Date.now() + err.retryAfterMs : undefined);
-          last = err;
-          continue;
-        }
-        if (err.upstreamStatus === 403) {
-          last = this.refused(l, err);
-          continue;
-        }
-        if (err.upstreamStatus !== 401) throw err;
-      }
-      // 401: the access token was refused. One refresh, one retry.
-      let fresh: AccountLease;
-      try {
-        fresh = await this.forceRefresh(l, signal);
-      } catch (err) {
-        if (signal.aborted) throw abortedError(provider);
-        last = accountError(provider, `${provider} account "${l.name}" was refused and could not be refreshed: ${(err as Error).message}`, 'subscription_auth_failed');
-        continue;
-      }
-      try {
-        const value = await send(fresh);
-        this.succeeded(fresh);
-        return { value, lease: fresh };
-      } catch (err) {
-        if (!(err instanceof UpstreamError) || err.failure !== 'http') throw err;
-        if (err.upstreamStatus === 429) {
-          this.rateLimited(fresh, err.message, err.retryAfterMs !== undefined ? Date.now() + err.retryAfterMs : undefined);
-          last = err;
-          continue;
-        }
-        if (err.upstreamStatus === 403) {
-          last = this.refused(fresh, err);
-          continue;
-        }
-        if (err.upstreamStatus !== 401) throw err;
-        this.authFailed(fresh, `refused with a freshly refreshed token: ${err.message}`);
-        last = accountError(provider, `${provider} account "${l.name}" was refused even after a token refresh`, 'subscription_auth_failed');
-      }
-    }
-    throw last ?? this.noAccount(provider, tried);
-  }
-
-  /** A 403: this login may not do this (plan, region, policy); the account's failure, not the request's. */
-  private refused(l: AccountLease, err: UpstreamError): UpstreamError {
-    this.authFailed(l, `403: ${err.message}`);
-    return accountError(l.provider, `${l.provider} account "${l.name}" is not allowed: ${err.message}`, 'subscription_forbidden');
+  run<T>(provider: SubscriptionProvider, signal: AbortSignal, send: (lease: AccountLease) => Promise<T>): Promise<{ value: T; lease: AccountLease }> {
+    return runWithAccounts(this, provider, signal, send);
   }
 
   /** Usable accounts right now, per provider (for route probes and health). */
@@ -323,21 +256,6 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     return accountError(provider, `no usable ${provider} subscription account (${detail}); add, import or enable one under /admin/accounts`, 'no_subscription_account');
   }
 
-  private exhausted(provider: SubscriptionProvider, last: UpstreamError, none: UpstreamError): UpstreamError {
-    // Keep the 429 and its wait when the accounts were rate limited; otherwise say what went wrong.
-    if (none.upstreamStatus === 429 || last.upstreamStatus === 429) {
-      return new UpstreamError({
-        failure: 'http',
-        upstreamStatus: 429,
-        message: `${provider} subscription accounts are rate limited: ${last.message}`,
-        code: 'subscription_rate_limited',
-        retryAfterMs: none.retryAfterMs ?? last.retryAfterMs,
-        retryable: true,
-        provider: `${provider}_sub`,
-      });
-    }
-    return last;
-  }
 
   // --- state changes ------------------------------------------------------------------------
 
@@ -348,6 +266,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     if (next === acc.state) return;
     const before = acc.state.status;
     acc.state = next;
+    acc.changes++;
     if (next.status !== before) this.logger.log(`${acc.provider} account "${acc.name}": ${before} → ${next.status}${next.lastError && event.type !== 'succeeded' ? ` (${next.lastError})` : ''}`);
     this.persistState(acc);
   }
@@ -522,6 +441,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
 
   /** Re-reads every account (without tokens unless they changed). */
   async sync(): Promise<void> {
+    const marks = new Map([...this.accounts.values()].map((a) => [a.id, a.changes]));
     const rows = await this.store.list();
     const seen = new Set<string>();
     for (const row of rows) {
@@ -541,9 +461,10 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
           refreshNotBefore: 0,
           stateDirty: false,
           credsDirty: false,
+          changes: 0,
         };
         this.accounts.set(row.id, acc);
-      } else if (!acc.stateDirty && !acc.stateWrite) {
+      } else if (!acc.stateDirty && !acc.stateWrite && acc.changes === marks.get(acc.id)) {
         acc.state = stateFromRow(row);
         acc.storedStatus = row.status;
       }
@@ -619,10 +540,6 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
 
 function lease(acc: PooledAccount): AccountLease {
   return { id: acc.id, provider: acc.provider, name: acc.name, accessToken: acc.creds!.accessToken, externalAccountId: acc.externalAccountId, tokenVersion: acc.tokenVersion };
-}
-
-function accountError(provider: SubscriptionProvider, message: string, code: string): UpstreamError {
-  return new UpstreamError({ failure: 'http', message, code, retryable: true, provider: `${provider}_sub` });
 }
 
 function abortedError(provider: SubscriptionProvider): UpstreamError {

@@ -6,6 +6,7 @@ import { UpstreamError } from '../../common/errors';
 import { bodyChunks, SseDecoder } from '../../common/sse';
 import type { RouteDef } from '../../config/registry.types';
 import { type AccountLease, AccountPool } from '../../subscription/account-pool.service';
+import { AccountRateLimitError } from '../../subscription/account-session';
 import { CredentialVault } from '../../subscription/credential-vault.service';
 import { readBodyText, retryAfterMs, UpstreamClient } from '../http/upstream-client.service';
 import { LlmAdapter, type CallContext, type ProbeResult } from '../llm-adapter';
@@ -158,9 +159,9 @@ export class CodexSubAdapter implements LlmAdapter {
     const base = { provider: route.kind, route: route.id };
     if (status === 429) {
       const notIncluded = type === 'usage_not_included' || code === 'usage_not_included';
-      const until = resetsAt !== undefined ? resetsAt * 1000 : notIncluded ? Date.now() + UNKNOWN_RESET_MS : resetFromHeaders(headers);
-      const wait = until !== undefined ? Math.max(0, until - Date.now()) : retryAfterMs(headers);
-      return new UpstreamError({ ...base, failure: 'http', upstreamStatus: 429, message: `codex account "${lease.name}": ${message}`, type: 'rate_limit_error', code: code ?? type ?? 'rate_limit_exceeded', retryAfterMs: wait });
+      const ra = retryAfterMs(headers);
+      const until = resetsAt !== undefined ? resetsAt * 1000 : notIncluded ? Date.now() + UNKNOWN_RESET_MS : (resetFromHeaders(headers) ?? (ra !== undefined ? Date.now() + ra : undefined));
+      return new AccountRateLimitError({ ...base, message: `codex account "${lease.name}": ${message}`, type: 'rate_limit_error', code: code ?? type ?? 'rate_limit_exceeded' }, until);
     }
     return new UpstreamError({ ...base, failure: 'http', upstreamStatus: status, message: `upstream ${route.id}: ${message}`, type: type ?? undefined, code: code ?? null, retryAfterMs: retryAfterMs(headers) });
   }
@@ -172,7 +173,7 @@ export class CodexSubAdapter implements LlmAdapter {
     if (code === 'rate_limit_exceeded' || code === 'usage_limit_reached' || code === 'insufficient_quota' || code === 'usage_not_included') {
       const until = f.resetsAt !== undefined ? f.resetsAt * 1000 : tryAgainIn(f.message) ?? (code === 'usage_not_included' ? Date.now() + UNKNOWN_RESET_MS : undefined);
       this.pool.rateLimited(lease, f.message, until);
-      return new UpstreamError({ ...base, failure: 'http', upstreamStatus: 429, message: `codex account "${lease.name}": ${f.message}`, code, retryAfterMs: until !== undefined ? Math.max(0, until - Date.now()) : undefined });
+      return new AccountRateLimitError({ ...base, message: `codex account "${lease.name}": ${f.message}`, code }, until);
     }
     if (code === 'context_length_exceeded' || code === 'invalid_prompt' || code === 'cyber_policy') {
       return new UpstreamError({ ...base, failure: 'http', upstreamStatus: 400, message: `upstream ${route.id}: ${f.message}`, code, retryable: false });
