@@ -101,6 +101,9 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
   }
 
   async onApplicationBootstrap(): Promise<void> {
+    // Without the key no stored account can be opened: nothing to keep in sync (the import
+    // files are only looked at, to say why they are not imported).
+    if (!this.vault.configured) return this.importer.importFiles();
     this.timer = setInterval(() => void this.tick(), this.config.env.SUBSCRIPTION_SYNC_MS);
     this.timer.unref();
     // Loaded before the gateway listens when the database is there; else as soon as it is.
@@ -117,6 +120,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
 
   /** Resolves once the pool has read the database (and imported the account files) the first time. */
   ready(): Promise<void> {
+    if (!this.vault.configured) return Promise.resolve();
     this.loaded ??= this.waitForStore()
       .then(() => this.importer.importFiles())
       .then(() => this.tick());
@@ -514,7 +518,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
 
   /** Picks up a change made through the admin API at once (other processes see it at their next sync). */
   async changed(): Promise<void> {
-    if (this.store.available) await this.sync();
+    if (this.store.available && this.vault.configured) await this.sync();
   }
 
   /**
