@@ -73,6 +73,12 @@ describe('parseAccounts', () => {
     expect(parseAccounts('codex', { access_token: 'opaque', refresh_token: 'r' }).errors).toEqual([expect.stringContaining('account_id: is required')]);
   });
 
+  it('refuses an account id longer than its column, and cuts informational fields to theirs', () => {
+    expect(parseAccounts('codex', { access_token: 'a', refresh_token: 'r', account_id: 'x'.repeat(201) }).errors).toEqual(['(account).account_id: must be at most 200 characters']);
+    const { accounts } = parseAccounts('claude', { name: 'n', access_token: 'a', refresh_token: 'r', email: `${'e'.repeat(400)}@x`, subscription_type: 'p'.repeat(100) });
+    expect([accounts[0].email?.length, accounts[0].planType?.length]).toEqual([320, 64]);
+  });
+
   it('refuses what is not an account file', () => {
     expect(parseAccounts('codex', 'text').errors).toEqual([expect.stringContaining('expected an object')]);
   });

@@ -102,8 +102,8 @@ function claudeEntry(e: Obj, index: number, problems: string[]): AccountInput | 
     credentials: { accessToken, refreshToken },
     expiresAt,
     externalAccountId: null,
-    email: str(e.email) ?? null,
-    planType: str(e.subscription_type) ?? str(oauth.subscriptionType) ?? null,
+    email: clipped(str(e.email), 320),
+    planType: clipped(str(e.subscription_type) ?? str(oauth.subscriptionType), 64),
   };
 }
 
@@ -122,6 +122,7 @@ function codexEntry(e: Obj, problems: string[]): AccountInput | undefined {
   const fromAccess = chatGptIdentity(accessToken);
   const accountId = str(tokens.account_id) ?? str(e.account_id) ?? fromId.accountId ?? fromAccess.accountId;
   if (accessToken && !accountId) problems.push(`${prefix}account_id: is required (not in the file and not in the tokens' https://api.openai.com/auth claim)`);
+  if (accountId && accountId.length > 200) problems.push(`${prefix}account_id: must be at most 200 characters`);
   if (problems.length > 0 || !accessToken || !refreshToken || !accountId) return undefined;
   const email = str(e.email) ?? fromId.email ?? fromAccess.email;
   const rawExpiry = e.expires_at ?? tokens.expires_at;
@@ -131,9 +132,14 @@ function codexEntry(e: Obj, problems: string[]): AccountInput | undefined {
     credentials: { accessToken, refreshToken, ...(idToken ? { idToken } : {}) },
     expiresAt: jwtExpiry(accessToken) ?? parseExpiry(rawExpiry) ?? null,
     externalAccountId: accountId,
-    email: email ?? null,
-    planType: fromId.planType ?? fromAccess.planType ?? null,
+    email: clipped(email, 320),
+    planType: clipped(fromId.planType ?? fromAccess.planType, 64),
   };
+}
+
+/** Informational fields are cut to their column's size rather than refused. */
+function clipped(v: string | undefined, max: number): string | null {
+  return v === undefined ? null : v.slice(0, max);
 }
 
 /** Epoch ms (numbers below 10^12 are taken as seconds), an ISO date, or null/absent → null. Undefined: unreadable. */
