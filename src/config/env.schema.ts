@@ -221,7 +221,9 @@ export function validateEnv(raw: Record<string, unknown>): Env {
   if (errors.length > 0) {
     const lines = errors.map((e) => {
       const why = Object.values(e.constraints ?? {}).join('; ');
-      return `  ${e.property}=${JSON.stringify(raw[e.property])}: ${why}`;
+      // A malformed secret is still mostly the secret: name it, never print it.
+      const shown = /(KEY|TOKEN|PASSWORD|SECRET)$/.test(e.property) ? '(hidden)' : JSON.stringify(raw[e.property]);
+      return `  ${e.property}=${shown}: ${why}`;
     });
     throw new Error(`Invalid environment:\n${lines.join('\n')}`);
   }

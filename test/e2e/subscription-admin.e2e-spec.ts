@@ -207,6 +207,16 @@ describe('subscription accounts without SUBSCRIPTION_ENCRYPTION_KEY', () => {
     }
   });
 
+  it('refuses to start with a key that is not 32 bytes, naming the variable but not printing the value', async () => {
+    const start = startGateway({ models: 'models:\n  - id: d\n    context_length: 10\n    route: [{ kind: mock }]\n', env: { SUBSCRIPTION_ENCRYPTION_KEY: 'almost-a-key-but-too-short' } });
+    const err = await start.then(
+      () => new Error('started'),
+      (e: Error) => e,
+    );
+    expect(err.message).toMatch(/SUBSCRIPTION_ENCRYPTION_KEY=\(hidden\): SUBSCRIPTION_ENCRYPTION_KEY must be 32 bytes/);
+    expect(err.message).not.toContain('almost-a-key');
+  });
+
   it('refuses to start with a codex_sub route, naming the variable', async () => {
     await expect(startGateway({ models: 'models:\n  - id: c\n    context_length: 10\n    route: [{ kind: codex_sub }]\n' })).rejects.toThrow(/codex_sub needs SUBSCRIPTION_ENCRYPTION_KEY/);
   });
