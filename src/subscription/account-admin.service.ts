@@ -1,4 +1,5 @@
 import { Injectable } from '@nestjs/common';
+import { GatewayError } from '../common/errors';
 import { type AccountInput, checkName } from './account-import';
 import { effectiveStatus, transition, TransitionRefused, type AccountEvent } from './account-state';
 import { AccountImporter, type ImportSummary } from './account-importer.service';
@@ -129,12 +130,15 @@ export class AccountAdmin {
     return row;
   }
 
-  /** The database being down is a 503 that says so, not a 500. */
+  /** The database being down (or gone mid-query) is a 503 that says so, not a 500. */
   private async guard<T>(fn: () => Promise<T>): Promise<T> {
     try {
       return await fn();
     } catch (err) {
       if (err instanceof StoreUnavailable) throw new SubscriptionUnavailableError(`Accounts cannot be read or changed: ${err.message}`, 'database_unavailable');
+      if (!(err instanceof GatewayError) && !(await this.store.answers())) {
+        throw new SubscriptionUnavailableError(`Accounts cannot be read or changed: the database does not answer (${(err as Error).message})`, 'database_unavailable');
+      }
       throw err;
     }
   }

@@ -28,6 +28,16 @@ export class AccountStore {
     return this.db.dataSource !== undefined;
   }
 
+  /** Whether the database answers right now. */
+  async answers(): Promise<boolean> {
+    try {
+      await this.db.ping(1500);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   private repo(): Repository<SubscriptionAccount> {
     return this.ds().getRepository(SubscriptionAccount);
   }

@@ -5,6 +5,8 @@ import { AccountPool } from '../../src/subscription/account-pool.service';
 import { CodexBackend } from '../fixtures/codex-backend';
 import { OAuthTokenServer } from '../fixtures/oauth-token-server';
 import { startGateway } from '../helpers/gateway';
+import { createTestDatabase, PG_ADMIN } from '../helpers/postgres';
+import { TcpProxy } from '../helpers/tcp-proxy';
 import { ADMIN_TOKEN, CODEX_CLIENT_ID, codexFile, sharedDb, startSubscriptionGateway, type SharedDb } from '../helpers/subscriptions';
 
 type Gateway = Awaited<ReturnType<typeof startSubscriptionGateway>>;
@@ -219,5 +221,37 @@ describe('subscription accounts without SUBSCRIPTION_ENCRYPTION_KEY', () => {
 
   it('refuses to start with a codex_sub route, naming the variable', async () => {
     await expect(startGateway({ models: 'models:\n  - id: c\n    context_length: 10\n    route: [{ kind: codex_sub }]\n' })).rejects.toThrow(/codex_sub needs SUBSCRIPTION_ENCRYPTION_KEY/);
+  });
+});
+
+describe('subscription accounts while PostgreSQL is unreachable', () => {
+  it('the admin API answers 503 database_unavailable, and requests still use the accounts in memory', async () => {
+    const pg = await createTestDatabase();
+    const proxy = new TcpProxy(PG_ADMIN.host, PG_ADMIN.port);
+    const port = await proxy.start();
+    const tokens = new OAuthTokenServer('codex', CODEX_CLIENT_ID);
+    const codex = new CodexBackend(tokens);
+    const codexUrl = await codex.start();
+    const db = await sharedDb('sqlite');
+    const file = codexFile(db.dir, [{ name: 'mem', login: tokens.login({ accountId: 'acct-mem' }) }]);
+    const gw = await startSubscriptionGateway({
+      models: `models:\n  - id: codex/gpt\n    context_length: 1000\n    route: [{ kind: codex_sub, base_url: "${codexUrl}", provider_model_id: gpt-5.1-codex }]\n`,
+      db: { ...db, env: { DB_BACKEND: 'postgres', DATABASE_URL: `postgres://${PG_ADMIN.user}${PG_ADMIN.password ? `:${PG_ADMIN.password}` : ''}@127.0.0.1:${port}/${pg.name}`, DB_CONNECT_TIMEOUT_MS: '5000' } },
+      codexFile: file,
+    });
+    try {
+      expect(gw.pool.usable('codex')).toEqual({ usable: 1, total: 1 });
+      await proxy.stop();
+      const res = await gw.admin('');
+      expect(res.status).toBe(503);
+      expect(await res.json()).toMatchObject({ error: { code: 'database_unavailable' } });
+      const answer = await gw.client().chat.completions.create({ model: 'codex/gpt', messages: [{ role: 'user', content: 'still here' }] });
+      expect(answer.choices[0].message.content).toBe('echo: still here');
+    } finally {
+      await gw.close();
+      await codex.stop();
+      await db.drop();
+      await pg.drop();
+    }
   });
 });
