@@ -70,6 +70,7 @@ models:
     tokens.refreshes.length = 0;
     tokens.reused = 0;
     tokens.delayMs = 0;
+    tokens.release();
     paid.reset();
   });
   afterEach(async () => {
@@ -369,10 +370,13 @@ models:
   });
 
   it('refreshes a token inside the margin behind the request that found it, which still uses the current one', async () => {
+    const release = tokens.hold(); // the refresh cannot finish until released
     const { gw, logins } = await boot(1, { ttlSeconds: 120 }); // inside the 5-minute margin, not about to expire
-    tokens.delayMs = 200;
-    await ask(gw.client());
-    await eventually(() => tokens.refreshes.length === 1, 'the token is refreshed');
+    await eventually(() => tokens.refreshes.length === 1, 'the refresh has started');
+    // The request did not wait for the refresh: it went out with the current token.
+    expect((await ask(gw.client())).choices[0].message.content).toBe('echo: hello there');
+    expect(codex.requests[0].headers.authorization).toBe(`Bearer ${logins[0].access_token}`);
+    release();
     await eventually(async () => {
       await ask(gw.client());
       return codex.requests[codex.requests.length - 1].headers.authorization !== `Bearer ${logins[0].access_token}`;
