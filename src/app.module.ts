@@ -7,13 +7,14 @@ import { GatewayModule } from './gateway/gateway.module';
 import { AppLogger } from './observability/app-logger';
 import { ObservabilityModule } from './observability/observability.module';
 import { RedisModule } from './redis/redis.module';
+import { SubscriptionModule } from './subscription/subscription.module';
 
 @Module({})
 export class AppModule {
   static forRoot(options: AppConfigOptions & { logger: AppLogger }): DynamicModule {
     return {
       module: AppModule,
-      imports: [AppConfigModule.forRoot(options), ObservabilityModule.forRoot(options.logger), RedisModule, GatewayModule, AdminModule],
+      imports: [AppConfigModule.forRoot(options), ObservabilityModule.forRoot(options.logger), RedisModule, GatewayModule, AdminModule, SubscriptionModule],
       providers: [{ provide: APP_FILTER, useClass: OpenAiExceptionFilter }],
     };
   }

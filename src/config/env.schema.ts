@@ -163,6 +163,50 @@ export class Env {
   /** Bearer token for /admin/*. Unset, the admin API answers 403. */
   @Transform(emptyToUndefined) @IsOptional() @IsString() @MinLength(16, { message: 'ADMIN_TOKEN must be at least 16 characters' })
   ADMIN_TOKEN?: string;
+
+  // --- subscription accounts (Claude Code and Codex OAuth logins) -------------------------
+  /** AES-256-GCM key for account tokens at rest: 32 bytes as 64 hex characters or base64. Unset, no tokens are stored. */
+  @Transform(emptyToUndefined) @IsOptional() @Matches(/^([0-9a-fA-F]{64}|[A-Za-z0-9+/_-]{43}=?)$/, { message: 'SUBSCRIPTION_ENCRYPTION_KEY must be 32 bytes: 64 hex characters or base64 (openssl rand -base64 32)' })
+  SUBSCRIPTION_ENCRYPTION_KEY?: string = undefined;
+
+  /** Imported at start-up when present (see docs/configuration.md for the formats). */
+  @IsString() @MinLength(1)
+  SUBSCRIPTION_CLAUDE_ACCOUNTS_FILE = 'var/data/claude_accounts.json';
+
+  @IsString() @MinLength(1)
+  SUBSCRIPTION_CODEX_ACCOUNTS_FILE = 'var/data/codex_accounts.json';
+
+  /** How often each process re-reads account state from the database (other replicas' changes) and refreshes tokens ahead of expiry. */
+  @Type(() => Number) @IsInt() @Min(50)
+  SUBSCRIPTION_SYNC_MS = 5000;
+
+  /** Refresh an access token this long before it expires. */
+  @Type(() => Number) @IsInt() @Min(0)
+  SUBSCRIPTION_REFRESH_MARGIN_MS = 300_000;
+
+  /** Cooldown after a 429 that names no reset time; doubles with each consecutive failure. */
+  @Type(() => Number) @IsInt() @Min(0)
+  SUBSCRIPTION_COOLDOWN_MS = 60_000;
+
+  /** Longest cooldown, whatever the provider's reset time says. */
+  @Type(() => Number) @IsInt() @Min(1000)
+  SUBSCRIPTION_MAX_COOLDOWN_MS = 7 * 24 * 3_600_000;
+
+  /** Consecutive authentication failures (401 after a refresh, failed refreshes) that put an account in cooldown. */
+  @Type(() => Number) @IsInt() @Min(1)
+  SUBSCRIPTION_FAILURE_THRESHOLD = 3;
+
+  @IsString() @Matches(/^https?:\/\//, { message: 'SUBSCRIPTION_CLAUDE_TOKEN_URL must be an http(s) URL' })
+  SUBSCRIPTION_CLAUDE_TOKEN_URL = 'https://platform.claude.com/v1/oauth/token';
+
+  @IsString() @MinLength(1)
+  SUBSCRIPTION_CLAUDE_CLIENT_ID = '9d1c250a-e61b-44d9-88ed-5944d1962f5e';
+
+  @IsString() @Matches(/^https?:\/\//, { message: 'SUBSCRIPTION_CODEX_TOKEN_URL must be an http(s) URL' })
+  SUBSCRIPTION_CODEX_TOKEN_URL = 'https://auth.openai.com/oauth/token';
+
+  @IsString() @MinLength(1)
+  SUBSCRIPTION_CODEX_CLIENT_ID = 'app_EMoamEEZ73f0CkXaXp7hrann';
 }
 
 /** Validates raw variables into an `Env`; throws one error listing every bad variable by name. */
@@ -177,7 +221,9 @@ export function validateEnv(raw: Record<string, unknown>): Env {
   if (errors.length > 0) {
     const lines = errors.map((e) => {
       const why = Object.values(e.constraints ?? {}).join('; ');
-      return `  ${e.property}=${JSON.stringify(raw[e.property])}: ${why}`;
+      // A malformed secret is still mostly the secret: name it, never print it.
+      const shown = /(KEY|TOKEN|PASSWORD|SECRET)$/.test(e.property) ? '(hidden)' : JSON.stringify(raw[e.property]);
+      return `  ${e.property}=${shown}: ${why}`;
     });
     throw new Error(`Invalid environment:\n${lines.join('\n')}`);
   }

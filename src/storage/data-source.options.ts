@@ -6,15 +6,18 @@ import type { Dialect } from './dialect';
 import { apiLogSchema } from './entities/api-log.entity';
 import { CreateApiLogs1763700000000 } from './migrations/postgres/1763700000000-create-api-logs';
 import { CreateApiLogsSqlite1763700000000 } from './migrations/sqlite/1763700000000-create-api-logs';
+import { subscriptionAccountSchema } from '../subscription/entities/subscription-account.entity';
+import { CreateSubscriptionAccounts1764600000000 } from './migrations/postgres/1764600000000-create-subscription-accounts';
+import { CreateSubscriptionAccountsSqlite1764600000000 } from './migrations/sqlite/1764600000000-create-subscription-accounts';
 
 /** Entity mappings for a dialect. Modules with entities of their own add them here. */
 export function entitiesFor(dialect: Dialect) {
-  return [apiLogSchema(dialect)];
+  return [apiLogSchema(dialect), subscriptionAccountSchema(dialect)];
 }
 
 const MIGRATIONS: Record<Dialect, DataSourceOptions['migrations']> = {
-  postgres: [CreateApiLogs1763700000000],
-  sqlite: [CreateApiLogsSqlite1763700000000],
+  postgres: [CreateApiLogs1763700000000, CreateSubscriptionAccounts1764600000000],
+  sqlite: [CreateApiLogsSqlite1763700000000, CreateSubscriptionAccountsSqlite1764600000000],
 };
 
 /**

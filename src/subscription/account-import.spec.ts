@@ -1,0 +1,93 @@
+import { parseAccounts, parseExpiry } from './account-import';
+
+function jwt(payload: Record<string, unknown>): string {
+  const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  return `${b64({ alg: 'RS256', typ: 'JWT' })}.${b64(payload)}.sig`;
+}
+
+describe('parseAccounts', () => {
+  it('reads Codex auth.json as it is, account id and expiry from the tokens', () => {
+    const exp = 1_900_000_000;
+    const auth = {
+      auth_mode: 'chatgpt',
+      OPENAI_API_KEY: null,
+      tokens: {
+        id_token: jwt({ email: 'alice@example.com', 'https://api.openai.com/auth': { chatgpt_account_id: 'acct-a', chatgpt_plan_type: 'plus' } }),
+        access_token: jwt({ exp, 'https://api.openai.com/auth': { chatgpt_account_id: 'acct-a' } }),
+        refresh_token: 'rt-a',
+      },
+      last_refresh: '2025-12-28T12:34:56Z',
+    };
+    const { accounts, errors } = parseAccounts('codex', auth);
+    expect(errors).toEqual([]);
+    expect(accounts).toEqual([
+      expect.objectContaining({ provider: 'codex', name: 'alice@example.com', externalAccountId: 'acct-a', planType: 'plus', email: 'alice@example.com', expiresAt: exp * 1000 }),
+    ]);
+    expect(accounts[0].credentials).toMatchObject({ refreshToken: 'rt-a', idToken: auth.tokens.id_token });
+  });
+
+  it('reads a list of Codex entries, flat or auth.json-shaped, preferring the explicit account_id', () => {
+    const { accounts, errors } = parseAccounts('codex', {
+      accounts: [
+        { name: 'one', tokens: { access_token: 'opaque', refresh_token: 'r1', account_id: 'acct-1' } },
+        { name: 'two', access_token: jwt({ 'https://api.openai.com/auth': { chatgpt_account_id: 'from-claim' } }), refresh_token: 'r2', account_id: 'explicit' },
+      ],
+    });
+    expect(errors).toEqual([]);
+    expect(accounts.map((a) => [a.name, a.externalAccountId, a.expiresAt])).toEqual([
+      ['one', 'acct-1', null],
+      ['two', 'explicit', null],
+    ]);
+  });
+
+  it('reads Claude entries flat or in Claude Code credentials shape, naming unnamed ones by position', () => {
+    const { accounts, errors } = parseAccounts('claude', [
+      { name: 'team-a', access_token: 'sk-ant-oat01-a', refresh_token: 'sk-ant-ort01-a', expires_at: 1_900_000_000_000 },
+      { claudeAiOauth: { accessToken: 'sk-ant-oat01-b', refreshToken: 'sk-ant-ort01-b', expiresAt: 1_900_000_000_000, scopes: ['user:inference'] } },
+    ]);
+    expect(errors).toEqual([]);
+    expect(accounts.map((a) => [a.name, a.credentials.refreshToken, a.expiresAt])).toEqual([
+      ['team-a', 'sk-ant-ort01-a', 1_900_000_000_000],
+      ['claude-2', 'sk-ant-ort01-b', 1_900_000_000_000],
+    ]);
+  });
+
+  it('lists every problem with its place, and keeps the good entries', () => {
+    const { accounts, errors } = parseAccounts('claude', {
+      accounts: [{ name: 'ok', access_token: 'a', refresh_token: 'r' }, { name: 'bad' }, 'nope', { name: 'ok', access_token: 'a', refresh_token: 'r' }, { name: 'e', access_token: 'a', refresh_token: 'r', expires_at: 'soon' }],
+    });
+    expect(accounts.map((a) => a.name)).toEqual(['ok']);
+    expect(errors).toEqual([
+      'accounts[1].refresh_token: is required (the login\'s refresh token, sk-ant-ort01-...)',
+      'accounts[1].access_token: is required (the login\'s access token, sk-ant-oat01-...)',
+      'accounts[2]: must be an object',
+      'accounts[3].name: "ok" appears twice',
+      'accounts[4].expires_at: must be epoch milliseconds or an ISO date',
+    ]);
+  });
+
+  it('refuses a Codex API-key login and an entry without an account id', () => {
+    expect(parseAccounts('codex', { auth_mode: 'apikey', tokens: { access_token: 'a', refresh_token: 'r', account_id: 'x' } }).errors).toEqual([
+      expect.stringContaining('auth_mode: "apikey" is not a ChatGPT login'),
+    ]);
+    expect(parseAccounts('codex', { access_token: 'opaque', refresh_token: 'r' }).errors).toEqual([expect.stringContaining('account_id: is required')]);
+  });
+
+  it('refuses an account id longer than its column, and cuts informational fields to theirs', () => {
+    expect(parseAccounts('codex', { access_token: 'a', refresh_token: 'r', account_id: 'x'.repeat(201) }).errors).toEqual(['(account).account_id: must be at most 200 characters']);
+    const { accounts } = parseAccounts('claude', { name: 'n', access_token: 'a', refresh_token: 'r', email: `${'e'.repeat(400)}@x`, subscription_type: 'p'.repeat(100) });
+    expect([accounts[0].email?.length, accounts[0].planType?.length]).toEqual([320, 64]);
+  });
+
+  it('refuses what is not an account file', () => {
+    expect(parseAccounts('codex', 'text').errors).toEqual([expect.stringContaining('expected an object')]);
+  });
+
+  it('reads expiries as epoch ms, epoch seconds or ISO dates', () => {
+    expect(parseExpiry(1_900_000_000)).toBe(1_900_000_000_000);
+    expect(parseExpiry(1_900_000_000_000)).toBe(1_900_000_000_000);
+    expect(parseExpiry('2030-01-01T00:00:00Z')).toBe(Date.UTC(2030, 0, 1));
+    expect(parseExpiry(null)).toBeNull();
+    expect(parseExpiry('later')).toBeUndefined();
+  });
+});

@@ -1,0 +1,155 @@
+import type { AccountCredentials, SubscriptionProvider } from './subscription.types';
+import { chatGptIdentity, jwtExpiry } from './jwt';
+
+/** One account read from an import file or an admin request, before it is stored. */
+export interface AccountInput {
+  provider: SubscriptionProvider;
+  name: string;
+  credentials: AccountCredentials;
+  /** Access-token expiry, epoch ms; null when unknown (refreshed on the first 401). */
+  expiresAt: number | null;
+  /** Codex: the ChatGPT account id sent as `chatgpt-account-id`. */
+  externalAccountId: string | null;
+  email: string | null;
+  planType: string | null;
+}
+
+export interface ParsedAccounts {
+  accounts: AccountInput[];
+  /** `accounts[2].refresh_token: is required`, one per problem. */
+  errors: string[];
+}
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => !!v && typeof v === 'object' && !Array.isArray(v);
+const str = (v: unknown): string | undefined => (typeof v === 'string' && v.trim() !== '' ? v.trim() : undefined);
+
+/**
+ * Parses the content of `claude_accounts.json` or `codex_accounts.json` (or an admin import body).
+ * Accepted: `{"accounts": [entry, ...]}`, a bare list of entries, or one entry on its own — which
+ * covers Codex's `~/.codex/auth.json` and Claude Code's `~/.claude/.credentials.json` as they are.
+ *
+ * Claude entry: `{name, access_token, refresh_token, expires_at}` or `{name, claudeAiOauth:
+ * {accessToken, refreshToken, expiresAt}}`. Codex entry: Codex's auth.json shape `{name, tokens:
+ * {id_token, access_token, refresh_token, account_id}}` or flat `{name, access_token, refresh_token,
+ * id_token?, account_id?}`. Entries without `name` are named by position (`claude-1`) or, for Codex,
+ * by the login's email or account id.
+ */
+export function parseAccounts(provider: SubscriptionProvider, data: unknown): ParsedAccounts {
+  let entries: unknown[];
+  let base: string;
+  if (Array.isArray(data)) {
+    entries = data;
+    base = '';
+  } else if (isObj(data) && Array.isArray(data.accounts)) {
+    entries = data.accounts;
+    base = 'accounts';
+  } else if (isObj(data)) {
+    entries = [data];
+    base = '';
+  } else {
+    return { accounts: [], errors: ['expected an object with an "accounts" list, a list of accounts, or one account object'] };
+  }
+  const accounts: AccountInput[] = [];
+  const errors: string[] = [];
+  entries.forEach((entry, i) => {
+    const where = base ? `${base}[${i}]` : entries.length > 1 || Array.isArray(data) ? `[${i}]` : '(account)';
+    if (!isObj(entry)) {
+      errors.push(`${where}: must be an object`);
+      return;
+    }
+    const problems: string[] = [];
+    const parsed = provider === 'claude' ? claudeEntry(entry, i, problems) : codexEntry(entry, problems);
+    if (problems.length > 0 || !parsed) {
+      errors.push(...problems.map((p) => `${where}.${p}`));
+      return;
+    }
+    const nameProblem = checkName(parsed.name);
+    if (nameProblem) {
+      errors.push(`${where}.name: ${nameProblem}`);
+      return;
+    }
+    if (accounts.some((a) => a.name === parsed.name)) {
+      errors.push(`${where}.name: "${parsed.name}" appears twice`);
+      return;
+    }
+    accounts.push(parsed);
+  });
+  return { accounts, errors };
+}
+
+export function checkName(name: string): string | undefined {
+  if (name.length === 0 || name.length > 200) return 'must be 1 to 200 characters';
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(name)) return 'must not contain control characters';
+  return undefined;
+}
+
+function claudeEntry(e: Obj, index: number, problems: string[]): AccountInput | undefined {
+  const oauth = isObj(e.claudeAiOauth) ? e.claudeAiOauth : e;
+  const prefix = oauth === e ? '' : 'claudeAiOauth.';
+  const accessToken = str(oauth.access_token) ?? str(oauth.accessToken);
+  const refreshToken = str(oauth.refresh_token) ?? str(oauth.refreshToken);
+  if (!refreshToken) problems.push(`${prefix}refresh_token: is required (the login's refresh token, sk-ant-ort01-...)`);
+  if (!accessToken) problems.push(`${prefix}access_token: is required (the login's access token, sk-ant-oat01-...)`);
+  const rawExpiry = oauth.expires_at ?? oauth.expiresAt;
+  const expiresAt = parseExpiry(rawExpiry);
+  if (rawExpiry !== undefined && rawExpiry !== null && expiresAt === undefined) problems.push(`${prefix}expires_at: must be epoch milliseconds or an ISO date`);
+  if (!accessToken || !refreshToken || expiresAt === undefined) return undefined;
+  return {
+    provider: 'claude',
+    name: str(e.name) ?? `claude-${index + 1}`,
+    credentials: { accessToken, refreshToken },
+    expiresAt,
+    externalAccountId: null,
+    email: clipped(str(e.email), 320),
+    planType: clipped(str(e.subscription_type) ?? str(oauth.subscriptionType), 64),
+  };
+}
+
+function codexEntry(e: Obj, problems: string[]): AccountInput | undefined {
+  const tokens = isObj(e.tokens) ? e.tokens : e;
+  const prefix = tokens === e ? '' : 'tokens.';
+  const accessToken = str(tokens.access_token);
+  const refreshToken = str(tokens.refresh_token);
+  const idToken = str(tokens.id_token);
+  if (typeof e.auth_mode === 'string' && /api.?key/i.test(e.auth_mode)) {
+    problems.push(`auth_mode: "${String(e.auth_mode)}" is not a ChatGPT login (log in to Codex with ChatGPT, not an API key)`);
+  }
+  if (!refreshToken) problems.push(`${prefix}refresh_token: is required`);
+  if (!accessToken) problems.push(`${prefix}access_token: is required`);
+  const fromId = chatGptIdentity(idToken);
+  const fromAccess = chatGptIdentity(accessToken);
+  const accountId = str(tokens.account_id) ?? str(e.account_id) ?? fromId.accountId ?? fromAccess.accountId;
+  if (accessToken && !accountId) problems.push(`${prefix}account_id: is required (not in the file and not in the tokens' https://api.openai.com/auth claim)`);
+  if (accountId && accountId.length > 200) problems.push(`${prefix}account_id: must be at most 200 characters`);
+  if (problems.length > 0 || !accessToken || !refreshToken || !accountId) return undefined;
+  const email = str(e.email) ?? fromId.email ?? fromAccess.email;
+  const rawExpiry = e.expires_at ?? tokens.expires_at;
+  return {
+    provider: 'codex',
+    name: str(e.name) ?? email ?? accountId,
+    credentials: { accessToken, refreshToken, ...(idToken ? { idToken } : {}) },
+    expiresAt: jwtExpiry(accessToken) ?? parseExpiry(rawExpiry) ?? null,
+    externalAccountId: accountId,
+    email: clipped(email, 320),
+    planType: clipped(fromId.planType ?? fromAccess.planType, 64),
+  };
+}
+
+/** Informational fields are cut to their column's size rather than refused. */
+function clipped(v: string | undefined, max: number): string | null {
+  return v === undefined ? null : v.slice(0, max);
+}
+
+/** Epoch ms (numbers below 10^12 are taken as seconds), an ISO date, or null/absent → null. Undefined: unreadable. */
+export function parseExpiry(v: unknown): number | null | undefined {
+  if (v === undefined || v === null || v === '') return null;
+  if (typeof v === 'number' && Number.isFinite(v) && v > 0) return v < 1e12 ? v * 1000 : v;
+  if (typeof v === 'string') {
+    if (/^\d+$/.test(v.trim())) return parseExpiry(Number(v));
+    const t = Date.parse(v);
+    if (!Number.isNaN(t)) return t;
+  }
+  return undefined;
+}

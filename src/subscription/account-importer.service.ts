@@ -1,0 +1,135 @@
+import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { Injectable, Logger } from '@nestjs/common';
+import { AppConfig } from '../config/app-config';
+import { type AccountInput, parseAccounts } from './account-import';
+import { initialState, transition } from './account-state';
+import { AccountStore, stateColumns, stateFromRow } from './account-store.service';
+import { CredentialVault } from './credential-vault.service';
+import type { SubscriptionAccount } from './entities/subscription-account.entity';
+import type { SubscriptionProvider } from './subscription.types';
+
+export type ImportOutcome = 'added' | 'updated' | 'unchanged';
+
+export interface ImportSummary {
+  added: string[];
+  updated: string[];
+  unchanged: string[];
+  errors: string[];
+}
+
+/**
+ * Puts accounts from import files and admin requests into the table. Import files are read at
+ * every start, so re-reading one must be harmless: an entry whose refresh token was already
+ * imported for that account is left alone (the stored one has rotated since, and is the valid
+ * one); a different refresh token means a new login, which replaces the credentials and makes a
+ * revoked or cooling account active again.
+ */
+@Injectable()
+export class AccountImporter {
+  private readonly logger = new Logger('SubscriptionImport');
+
+  constructor(
+    private readonly config: AppConfig,
+    private readonly store: AccountStore,
+    private readonly vault: CredentialVault,
+  ) {}
+
+  /** The two files named by SUBSCRIPTION_CLAUDE_ACCOUNTS_FILE and SUBSCRIPTION_CODEX_ACCOUNTS_FILE, where they exist. */
+  async importFiles(): Promise<void> {
+    const env = this.config.env;
+    for (const [provider, file] of [
+      ['claude', env.SUBSCRIPTION_CLAUDE_ACCOUNTS_FILE],
+      ['codex', env.SUBSCRIPTION_CODEX_ACCOUNTS_FILE],
+    ] as const) {
+      const path = resolve(file);
+      let text: string;
+      try {
+        text = await readFile(path, 'utf8');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.logger.warn(`cannot read ${path}: ${(err as Error).message}`);
+        continue;
+      }
+      if (!this.vault.configured) {
+        this.logger.warn(`${path} is not imported: SUBSCRIPTION_ENCRYPTION_KEY is not set, and tokens are only stored encrypted`);
+        continue;
+      }
+      let data: unknown;
+      try {
+        data = JSON.parse(text);
+      } catch (err) {
+        this.logger.warn(`${path} is not valid JSON (${(err as Error).message}); nothing imported from it`);
+        continue;
+      }
+      try {
+        const s = await this.importData(provider, data);
+        for (const e of s.errors) this.logger.warn(`${path}: ${e}`);
+        if (s.added.length || s.updated.length) this.logger.log(`${path}: ${s.added.length} ${provider} accounts added, ${s.updated.length} given new credentials, ${s.unchanged.length} unchanged`);
+      } catch (err) {
+        this.logger.warn(`importing ${path} failed: ${(err as Error).message}`);
+      }
+    }
+  }
+
+  /** Parses and stores; entries with problems are listed in `errors` and skipped. */
+  async importData(provider: SubscriptionProvider, data: unknown): Promise<ImportSummary> {
+    this.vault.require();
+    const { accounts, errors } = parseAccounts(provider, data);
+    const summary: ImportSummary = { added: [], updated: [], unchanged: [], errors };
+    for (const input of accounts) {
+      const outcome = await this.upsert(input);
+      summary[outcome].push(input.name);
+    }
+    return summary;
+  }
+
+  /** Stores one account: new, new credentials for an existing one, or nothing when already imported. */
+  async upsert(input: AccountInput): Promise<ImportOutcome> {
+    const fingerprint = this.vault.fingerprint(input.credentials.refreshToken);
+    for (let attempt = 0; ; attempt++) {
+      const existing = await this.store.findByName(input.provider, input.name);
+      if (existing) return this.update(existing, input, fingerprint);
+      try {
+        await this.insert(input, fingerprint);
+        return 'added';
+      } catch (err) {
+        // Another process imported the same file at the same moment (unique provider+name).
+        if (attempt > 0) throw err;
+      }
+    }
+  }
+
+  async insert(input: AccountInput, fingerprint: string | null): Promise<SubscriptionAccount> {
+    const id = `acc_${randomBytes(12).toString('hex')}`;
+    const row: Partial<SubscriptionAccount> = {
+      id,
+      provider: input.provider,
+      name: input.name,
+      credentials: this.vault.seal({ provider: input.provider, id }, input.credentials),
+      token_version: 1,
+      import_fingerprint: fingerprint,
+      ...this.details(input),
+      ...stateColumns(initialState()),
+    };
+    await this.store.insert(row);
+    return row as SubscriptionAccount;
+  }
+
+  private async update(existing: SubscriptionAccount, input: AccountInput, fingerprint: string): Promise<ImportOutcome> {
+    if (existing.import_fingerprint === fingerprint) return 'unchanged';
+    const state = transition(stateFromRow(existing), { type: 'credentials_replaced' }, Date.now(), { cooldownMs: 0, maxCooldownMs: 1, failureThreshold: 1 });
+    const sealed = this.vault.seal(existing, input.credentials);
+    await this.store.replaceCredentials(existing.id, sealed, { import_fingerprint: fingerprint, ...this.details(input) }, state);
+    return 'updated';
+  }
+
+  private details(input: AccountInput): Partial<SubscriptionAccount> {
+    return {
+      external_account_id: input.externalAccountId,
+      email: input.email,
+      plan_type: input.planType,
+      expires_at: input.expiresAt === null ? null : new Date(input.expiresAt),
+    };
+  }
+}

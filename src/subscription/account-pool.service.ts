@@ -1,0 +1,581 @@
+import { randomUUID } from 'node:crypto';
+import { Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { UpstreamError } from '../common/errors';
+import { AppConfig } from '../config/app-config';
+import { type AccountEvent, type AccountState, isUsable, type StatePolicy, transition } from './account-state';
+import { accountError, runWithAccounts } from './account-session';
+import { AccountStore, stateFromRow } from './account-store.service';
+import { OAuthRefresher, RefreshFailed, RefreshRejected } from './oauth-refresh.service';
+import { type AccountCredentials, SUBSCRIPTION_PROVIDERS, type SubscriptionProvider } from './subscription.types';
+import { CredentialVault } from './credential-vault.service';
+import { AccountImporter } from './account-importer.service';
+
+/** What an adapter holds for one upstream call: a usable access token and whose it is. */
+export interface AccountLease {
+  readonly id: string;
+  readonly provider: SubscriptionProvider;
+  readonly name: string;
+  readonly accessToken: string;
+  /** Codex: the ChatGPT account id for `chatgpt-account-id`. */
+  readonly externalAccountId: string | null;
+  /** The token generation this lease carries; a forced refresh is skipped if a newer one exists. */
+  readonly tokenVersion: number;
+}
+
+/** One account as the pool keeps it in memory. */
+interface PooledAccount {
+  id: string;
+  provider: SubscriptionProvider;
+  name: string;
+  createdAt: number;
+  state: AccountState;
+  /** The status as last read from or written to the database (writes are conditional on it). */
+  storedStatus: AccountState['status'];
+  /** Undefined while the stored value cannot be opened (wrong key): the account is skipped. */
+  creds?: AccountCredentials;
+  credsError?: string;
+  expiresAt: number | null;
+  externalAccountId: string | null;
+  tokenVersion: number;
+  refreshing?: Promise<void>;
+  /** No proactive refresh before this (after a failed one). */
+  refreshNotBefore: number;
+  stateDirty: boolean;
+  stateWrite?: Promise<void>;
+  /** Counts this process's state changes, so a database read begun before one never undoes it. */
+  changes: number;
+  /** Refreshed while the database was unreachable: to be written when it is back. */
+  credsDirty: boolean;
+  /** The provider's report of how much of its window this account has used (0-100), if it sends one. */
+  usedPercent?: number;
+}
+
+/** The cross-process refresh lease; a refresh is one HTTP call well within it. */
+const LOCK_TTL_MS = 30_000;
+/** How long to wait for another process's refresh before failing this account for this request. */
+const LOCK_WAIT_MS = 35_000;
+const LOCK_POLL_MS = 200;
+/** After a failed proactive refresh. */
+const REFRESH_RETRY_MS = 30_000;
+/** An account that failed this recently is used only when no other is left. */
+const HEALTH_WINDOW_MS = 60_000;
+/** A request waits for a refresh only when the token has less than this left; otherwise it refreshes behind. */
+const BLOCKING_REFRESH_MS = 30_000;
+
+/**
+ * The subscription account pools, one per provider (`claude`, `codex`), shared by every surface
+ * and adapter. Selection is in memory (no database round trip per request); every state change is
+ * written to the database, and each process re-reads the table every SUBSCRIPTION_SYNC_MS, so
+ * replicas converge on the same cooldowns and revocations and the state survives restarts.
+ *
+ * Token refresh happens before expiry (in the background ahead of the margin, or at acquisition
+ * inside it), one at a time per account: in-process by a shared promise, across processes by a
+ * lease row-lock in the database. The refresh token a process uses is always the newest stored,
+ * read under the lease, because refresh tokens are single-use.
+ */
+@Injectable()
+export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly logger = new Logger('SubscriptionPool');
+  private readonly accounts = new Map<string, PooledAccount>();
+  private readonly byProvider = new Map<SubscriptionProvider, PooledAccount[]>();
+  private readonly cursors = new Map<SubscriptionProvider, number>();
+  readonly policy: StatePolicy;
+  /** Identifies this process as a refresh lease holder. */
+  private readonly owner = `${process.pid}-${randomUUID()}`;
+  private timer?: ReturnType<typeof setInterval>;
+  private ticking?: Promise<void>;
+  private loaded?: Promise<void>;
+  private closed = false;
+  private readonly warned = new Set<string>();
+
+  constructor(
+    private readonly config: AppConfig,
+    private readonly store: AccountStore,
+    private readonly refresher: OAuthRefresher,
+    private readonly vault: CredentialVault,
+    private readonly importer: AccountImporter,
+  ) {
+    const env = config.env;
+    this.policy = { cooldownMs: env.SUBSCRIPTION_COOLDOWN_MS, maxCooldownMs: env.SUBSCRIPTION_MAX_COOLDOWN_MS, failureThreshold: env.SUBSCRIPTION_FAILURE_THRESHOLD };
+  }
+
+  async onApplicationBootstrap(): Promise<void> {
+    // Without the key no stored account can be opened: nothing to keep in sync (the import
+    // files are only looked at, to say why they are not imported).
+    if (!this.vault.configured) return this.importer.importFiles();
+    this.timer = setInterval(() => void this.tick(), this.config.env.SUBSCRIPTION_SYNC_MS);
+    this.timer.unref();
+    // Loaded before the gateway listens when the database is there; else as soon as it is.
+    if (this.store.available) await this.ready();
+    else void this.ready();
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.timer);
+    await this.ticking?.catch(() => undefined);
+    await Promise.allSettled([...this.accounts.values()].flatMap((a) => [a.stateWrite, a.refreshing]).filter((p): p is Promise<void> => p !== undefined));
+  }
+
+  /** Resolves once the pool has read the database (and imported the account files) the first time. */
+  ready(): Promise<void> {
+    if (!this.vault.configured) return Promise.resolve();
+    this.loaded ??= this.waitForStore()
+      .then(() => this.importer.importFiles())
+      .then(() => this.tick());
+    return this.loaded;
+  }
+
+  private async waitForStore(): Promise<void> {
+    while (!this.store.available && !this.closed) await sleep(250, undefined, { ref: false });
+  }
+
+  // --- the hot path ---------------------------------------------------------------------------
+
+  /**
+   * A usable account of `provider`, round-robin, healthy accounts first, with an access token
+   * that is not about to expire. Throws a retryable `UpstreamError` when none is usable, so the
+   * executor falls back to the model's next route.
+   */
+  async acquire(provider: SubscriptionProvider, signal?: AbortSignal, exclude?: ReadonlySet<string>): Promise<AccountLease> {
+    const skip = new Set(exclude);
+    for (;;) {
+      const acc = this.pick(provider, skip, Date.now());
+      if (!acc) throw this.noAccount(provider, skip);
+      const now = Date.now();
+      if (this.needsRefresh(acc, now, this.config.env.SUBSCRIPTION_REFRESH_MARGIN_MS) && (acc.expiresAt ?? 0) - now > BLOCKING_REFRESH_MS) {
+        // Time left: this request uses the current token, the refresh happens behind it.
+        if (now >= acc.refreshNotBefore) this.refresh(acc, false).catch(() => undefined);
+      } else if (this.needsRefresh(acc, now, this.config.env.SUBSCRIPTION_REFRESH_MARGIN_MS)) {
+        try {
+          await raceAbort(this.refresh(acc, false), signal);
+        } catch (err) {
+          if (signal?.aborted) throw abortedError(provider);
+          // A refresh that failed leaves the current token, if it still has time left.
+          if (!(err instanceof RefreshRejected) && acc.creds && (acc.expiresAt === null || acc.expiresAt > Date.now() + 5000)) return lease(acc);
+          skip.add(acc.id);
+          continue;
+        }
+      }
+      if (!acc.creds || !isUsable(acc.state, Date.now())) {
+        skip.add(acc.id);
+        continue;
+      }
+      return lease(acc);
+    }
+  }
+
+  /**
+   * After an upstream 401: a new access token for the same account, refreshed once however many
+   * requests saw the 401 together. Throws (`RefreshRejected`, `RefreshFailed`) when there is none.
+   */
+  async forceRefresh(l: AccountLease, signal?: AbortSignal): Promise<AccountLease> {
+    const acc = this.accounts.get(l.id);
+    if (!acc) throw new RefreshFailed('the account was removed');
+    if (acc.tokenVersion === l.tokenVersion) await raceAbort(this.refresh(acc, true, l.tokenVersion), signal);
+    if (!acc.creds || acc.tokenVersion === l.tokenVersion) throw new RefreshFailed('no new token');
+    if (!isUsable(acc.state, Date.now())) throw new RefreshFailed(`the account is ${acc.state.status}`);
+    return lease(acc);
+  }
+
+  succeeded(l: AccountLease): void {
+    this.apply(l.id, { type: 'succeeded' });
+  }
+
+  /** A 429 or a usage limit: cooldown until `until` (epoch ms) or the default backoff. */
+  rateLimited(l: AccountLease, message: string, until?: number): void {
+    this.apply(l.id, { type: 'rate_limited', message: clip(message), until });
+  }
+
+  /** Rejected even with a fresh token. */
+  authFailed(l: AccountLease, message: string): void {
+    this.apply(l.id, { type: 'auth_failed', message: clip(message) });
+  }
+
+  /** What the provider says about the account's usage window, for health-aware selection. */
+  observeUsage(l: AccountLease, usedPercent: number): void {
+    const acc = this.accounts.get(l.id);
+    if (acc && Number.isFinite(usedPercent)) acc.usedPercent = usedPercent;
+  }
+
+  /**
+   * One upstream call with an account of `provider`, with the account handling every surface
+   * shares (see `runWithAccounts`): 401 → refresh and retry, 429 / 403 → next account.
+   */
+  run<T>(provider: SubscriptionProvider, signal: AbortSignal, send: (lease: AccountLease) => Promise<T>): Promise<{ value: T; lease: AccountLease }> {
+    return runWithAccounts(this, provider, signal, send);
+  }
+
+  /** Usable accounts right now, per provider (for route probes and health). */
+  usable(provider: SubscriptionProvider): { usable: number; total: number } {
+    const list = this.byProvider.get(provider) ?? [];
+    const now = Date.now();
+    return { usable: list.filter((a) => a.creds && isUsable(a.state, now)).length, total: list.length };
+  }
+
+  private pick(provider: SubscriptionProvider, skip: ReadonlySet<string>, now: number): PooledAccount | undefined {
+    const list = this.byProvider.get(provider) ?? [];
+    const n = list.length;
+    const start = (this.cursors.get(provider) ?? 0) % Math.max(1, n);
+    let fallback: { acc: PooledAccount; at: number } | undefined;
+    for (let i = 0; i < n; i++) {
+      const at = (start + i) % n;
+      const acc = list[at];
+      if (skip.has(acc.id) || !acc.creds || !isUsable(acc.state, now)) continue;
+      // Health first: an account that failed lately or whose window is spent only when no other is left.
+      const failedLately = acc.state.failures > 0 && (acc.state.lastErrorAt ?? 0) > now - HEALTH_WINDOW_MS;
+      if (failedLately || (acc.usedPercent ?? 0) >= 100) {
+        fallback ??= { acc, at };
+        continue;
+      }
+      this.cursors.set(provider, at + 1);
+      return acc;
+    }
+    if (fallback) this.cursors.set(provider, fallback.at + 1);
+    return fallback?.acc;
+  }
+
+  private noAccount(provider: SubscriptionProvider, skip: ReadonlySet<string>): UpstreamError {
+    const list = this.byProvider.get(provider) ?? [];
+    const now = Date.now();
+    const coolingUntil = list
+      .filter((a) => !skip.has(a.id) && a.state.status === 'cooldown' && a.state.cooldownUntil !== null && a.state.cooldownUntil > now)
+      .map((a) => a.state.cooldownUntil as number);
+    const allCooling = list.filter((a) => a.state.status === 'cooldown' && (a.state.cooldownUntil ?? 0) > now);
+    if (list.length > 0 && allCooling.length > 0 && coolingUntil.length > 0) {
+      const soonest = Math.min(...coolingUntil);
+      return new UpstreamError({
+        failure: 'http',
+        upstreamStatus: 429,
+        message: `every ${provider} subscription account is cooling down after rate limits; the first is usable again at ${new Date(soonest).toISOString()}`,
+        code: 'subscription_rate_limited',
+        retryAfterMs: Math.max(0, soonest - now),
+        retryable: true,
+        provider: `${provider}_sub`,
+      });
+    }
+    const counts = countBy(list.map((a) => (a.creds ? (isUsable(a.state, now) ? (skip.has(a.id) ? 'failed' : 'active') : a.state.status) : 'unreadable')));
+    const detail = list.length === 0 ? 'none is configured' : Object.entries(counts).map(([k, v]) => `${v} ${k}`).join(', ');
+    return accountError(provider, `no usable ${provider} subscription account (${detail}); add, import or enable one under /admin/accounts`, 'no_subscription_account');
+  }
+
+
+  // --- state changes ------------------------------------------------------------------------
+
+  private apply(id: string, event: AccountEvent): void {
+    const acc = this.accounts.get(id);
+    if (!acc) return;
+    const next = transition(acc.state, event, Date.now(), this.policy);
+    if (next === acc.state) return;
+    const before = acc.state.status;
+    acc.state = next;
+    acc.changes++;
+    if (next.status !== before) this.logger.log(`${acc.provider} account "${acc.name}": ${before} → ${next.status}${next.lastError && event.type !== 'succeeded' ? ` (${next.lastError})` : ''}`);
+    this.persistState(acc);
+  }
+
+  private persistState(acc: PooledAccount): void {
+    acc.stateDirty = true;
+    void this.flushState(acc);
+  }
+
+  private flushState(acc: PooledAccount): Promise<void> {
+    acc.stateWrite ??= (async () => {
+      while (acc.stateDirty && this.store.available) {
+        acc.stateDirty = false;
+        try {
+          const state = acc.state;
+          if (await this.store.saveState(acc.id, state, acc.storedStatus)) {
+            acc.storedStatus = state.status;
+          } else {
+            // Changed elsewhere (another replica, an admin): that state wins; take it.
+            const row = await this.store.find(acc.id);
+            if (row && !acc.stateDirty) {
+              acc.state = stateFromRow(row);
+              acc.storedStatus = row.status;
+            }
+          }
+        } catch (err) {
+          acc.stateDirty = true;
+          this.warnOnce(`state:${acc.id}`, `could not store the state of ${acc.provider} account "${acc.name}" (kept in memory, retried): ${(err as Error).message}`);
+          break;
+        }
+      }
+    })().finally(() => {
+      acc.stateWrite = undefined;
+    });
+    return acc.stateWrite;
+  }
+
+  // --- token refresh -------------------------------------------------------------------------
+
+  private needsRefresh(acc: PooledAccount, now: number, margin: number): boolean {
+    return acc.creds !== undefined && acc.expiresAt !== null && acc.expiresAt - now <= margin;
+  }
+
+  /** One refresh at a time per account in this process; callers share it. */
+  private refresh(acc: PooledAccount, force: boolean, staleVersion?: number): Promise<void> {
+    acc.refreshing ??= this.doRefresh(acc, force, staleVersion).finally(() => {
+      acc.refreshing = undefined;
+    });
+    return acc.refreshing;
+  }
+
+  private async doRefresh(acc: PooledAccount, force: boolean, staleVersion?: number): Promise<void> {
+    if (!this.vault.configured || !acc.creds) throw new RefreshFailed('the account has no readable credentials');
+    if (!this.store.available) return this.refreshLocally(acc, force);
+    // Across processes: the lease. Whoever holds it refreshes; the others wait for the new version.
+    const deadline = Date.now() + LOCK_WAIT_MS;
+    while (!(await this.store.tryLock(acc.id, this.owner, LOCK_TTL_MS))) {
+      await sleep(LOCK_POLL_MS);
+      const v = await this.store.tokenVersion(acc.id);
+      if (v === undefined) throw new RefreshFailed('the account was removed');
+      if (v !== acc.tokenVersion) {
+        await this.reloadCredentials(acc);
+        return;
+      }
+      if (Date.now() > deadline) throw new RefreshFailed('another process has been refreshing this account for too long');
+    }
+    try {
+      // Under the lease, the stored tokens are the newest: another process may have refreshed
+      // just before we got it, and its refresh token is the only one still valid.
+      const stored = await this.store.sealedCredentials(acc.id);
+      if (!stored) throw new RefreshFailed('the account was removed');
+      if (stored.token_version !== acc.tokenVersion) {
+        this.adoptCredentials(acc, stored.credentials, stored.token_version, stored.expires_at);
+        const stillStale = force ? staleVersion !== undefined && acc.tokenVersion === staleVersion : this.needsRefresh(acc, Date.now(), this.config.env.SUBSCRIPTION_REFRESH_MARGIN_MS);
+        if (!stillStale) return;
+      }
+      const current = acc.creds;
+      if (!current) throw new RefreshFailed('the stored credentials cannot be opened');
+      let result;
+      try {
+        result = await this.refresher.refresh(acc.provider, current);
+      } catch (err) {
+        this.refreshFailed(acc, err, force);
+        throw err;
+      }
+      const version = stored.token_version + 1;
+      acc.creds = result.credentials;
+      acc.expiresAt = result.expiresAt;
+      acc.tokenVersion = version;
+      acc.refreshNotBefore = 0;
+      try {
+        await this.store.commitRefresh(acc.id, this.vault.seal(acc, result.credentials), result.expiresAt, version);
+      } catch (err) {
+        acc.credsDirty = true;
+        this.logger.error(`refreshed ${acc.provider} account "${acc.name}" but could not store the new tokens (kept in memory, retried): ${(err as Error).message}`);
+      }
+      this.logger.log(`refreshed ${acc.provider} account "${acc.name}"`);
+    } finally {
+      await this.store.unlock(acc.id, this.owner).catch(() => undefined);
+    }
+  }
+
+  /** The database is unreachable: refresh in this process and store the tokens when it is back. */
+  private async refreshLocally(acc: PooledAccount, force: boolean): Promise<void> {
+    const current = acc.creds;
+    if (!current) throw new RefreshFailed('the account has no readable credentials');
+    try {
+      const result = await this.refresher.refresh(acc.provider, current);
+      acc.creds = result.credentials;
+      acc.expiresAt = result.expiresAt;
+      acc.tokenVersion += 1;
+      acc.credsDirty = true;
+    } catch (err) {
+      this.refreshFailed(acc, err, force);
+      throw err;
+    }
+  }
+
+  private refreshFailed(acc: PooledAccount, err: unknown, force: boolean): void {
+    acc.refreshNotBefore = Date.now() + REFRESH_RETRY_MS;
+    if (err instanceof RefreshRejected) {
+      this.apply(acc.id, { type: 'refresh_rejected', message: clip(err.message) });
+      return;
+    }
+    this.logger.warn(`refreshing ${acc.provider} account "${acc.name}" failed: ${(err as Error).message}`);
+    // A failed refresh only counts against the account when it leaves it without a usable token.
+    if (force || acc.expiresAt === null || acc.expiresAt <= Date.now()) this.apply(acc.id, { type: 'auth_failed', message: clip(`token refresh failed: ${(err as Error).message}`) });
+  }
+
+  // --- sync with the database ----------------------------------------------------------------
+
+  /** Writes what is pending, re-reads the table, refreshes tokens that are about to expire. */
+  tick(): Promise<void> {
+    this.ticking ??= this.doTick().finally(() => {
+      this.ticking = undefined;
+    });
+    return this.ticking;
+  }
+
+  private async doTick(): Promise<void> {
+    if (this.closed || !this.store.available) return;
+    try {
+      await this.flushPending();
+      await this.sync();
+    } catch (err) {
+      this.warnOnce('sync', `could not read subscription accounts: ${(err as Error).message}`);
+      return;
+    }
+    this.warned.delete('sync');
+    const now = Date.now();
+    const ahead = 2 * this.config.env.SUBSCRIPTION_REFRESH_MARGIN_MS;
+    for (const acc of this.accounts.values()) {
+      if (isUsable(acc.state, now) && now >= acc.refreshNotBefore && !acc.refreshing && this.needsRefresh(acc, now, ahead)) {
+        this.refresh(acc, false).catch(() => undefined);
+      }
+    }
+  }
+
+  private async flushPending(): Promise<void> {
+    for (const acc of this.accounts.values()) {
+      if (acc.stateDirty) await this.flushState(acc);
+      if (acc.credsDirty && this.vault.configured && acc.creds && !acc.refreshing) {
+        const stored = await this.store.tokenVersion(acc.id);
+        if (stored === undefined) continue;
+        // Another process may have refreshed since; then its tokens win and ours are dropped.
+        await this.store.commitRefresh(acc.id, this.vault.seal(acc, acc.creds), acc.expiresAt, Math.max(stored, acc.tokenVersion) + 1);
+        acc.tokenVersion = Math.max(stored, acc.tokenVersion) + 1;
+        acc.credsDirty = false;
+      }
+    }
+  }
+
+  /** Re-reads every account (without tokens unless they changed). */
+  async sync(): Promise<void> {
+    const marks = new Map([...this.accounts.values()].map((a) => [a.id, a.changes]));
+    const rows = await this.store.list();
+    const seen = new Set<string>();
+    for (const row of rows) {
+      seen.add(row.id);
+      let acc = this.accounts.get(row.id);
+      if (!acc) {
+        acc = {
+          id: row.id,
+          provider: row.provider,
+          name: row.name,
+          createdAt: row.created_at.getTime(),
+          state: stateFromRow(row),
+          storedStatus: row.status,
+          expiresAt: row.expires_at ? row.expires_at.getTime() : null,
+          externalAccountId: row.external_account_id,
+          tokenVersion: -1,
+          refreshNotBefore: 0,
+          stateDirty: false,
+          credsDirty: false,
+          changes: 0,
+        };
+        this.accounts.set(row.id, acc);
+      } else if (!acc.stateDirty && !acc.stateWrite && acc.changes === marks.get(acc.id)) {
+        acc.state = stateFromRow(row);
+        acc.storedStatus = row.status;
+      }
+      acc.name = row.name;
+      acc.externalAccountId = row.external_account_id;
+      if (row.token_version !== acc.tokenVersion && !acc.refreshing && !acc.credsDirty) await this.reloadCredentials(acc);
+    }
+    for (const id of [...this.accounts.keys()]) if (!seen.has(id)) this.accounts.delete(id);
+    for (const p of SUBSCRIPTION_PROVIDERS) {
+      this.byProvider.set(
+        p,
+        // A stable order (accounts of one import share a timestamp), so rotation is predictable.
+        [...this.accounts.values()].filter((a) => a.provider === p).sort((a, b) => a.createdAt - b.createdAt || a.name.localeCompare(b.name) || a.id.localeCompare(b.id)),
+      );
+    }
+  }
+
+  private async reloadCredentials(acc: PooledAccount): Promise<void> {
+    const stored = await this.store.sealedCredentials(acc.id);
+    if (stored) this.adoptCredentials(acc, stored.credentials, stored.token_version, stored.expires_at);
+  }
+
+  private adoptCredentials(acc: PooledAccount, sealed: string, version: number, expiresAt: Date | null): void {
+    acc.tokenVersion = version;
+    acc.expiresAt = expiresAt ? expiresAt.getTime() : null;
+    if (!this.vault.configured) {
+      acc.creds = undefined;
+      acc.credsError = 'SUBSCRIPTION_ENCRYPTION_KEY is not set';
+      this.warnOnce('nokey', 'subscription accounts are stored but SUBSCRIPTION_ENCRYPTION_KEY is not set: none can be used');
+      return;
+    }
+    try {
+      acc.creds = this.vault.open(acc, sealed);
+      acc.credsError = undefined;
+    } catch (err) {
+      acc.creds = undefined;
+      acc.credsError = (err as Error).message;
+      this.warnOnce(`creds:${acc.id}:${version}`, `${acc.provider} account "${acc.name}": stored credentials cannot be opened (${acc.credsError}); it is skipped`);
+    }
+  }
+
+  /** Waits for this process's pending state writes (of one account, or all), so an admin read or change sees them. */
+  async settle(id?: string): Promise<void> {
+    const list = id === undefined ? [...this.accounts.values()] : [this.accounts.get(id)];
+    await Promise.allSettled(list.map((a) => a?.stateWrite).filter((p): p is Promise<void> => p !== undefined));
+  }
+
+  /** Picks up a change made through the admin API at once (other processes see it at their next sync). */
+  async changed(): Promise<void> {
+    if (this.store.available && this.vault.configured) await this.sync();
+  }
+
+  /**
+   * Admin: refresh an account's tokens now, whatever their expiry. Resolves when refreshed;
+   * rejects with `RefreshRejected` (the account is now revoked) or `RefreshFailed`.
+   */
+  async refreshNow(id: string): Promise<boolean> {
+    await this.sync();
+    const acc = this.accounts.get(id);
+    if (!acc) return false;
+    const version = acc.tokenVersion;
+    await this.refresh(acc, true, version);
+    if (acc.tokenVersion === version) throw new RefreshFailed('no new token');
+    return true;
+  }
+
+  private warnOnce(key: string, message: string): void {
+    if (this.warned.has(key)) return;
+    this.warned.add(key);
+    this.logger.warn(message);
+  }
+}
+
+function lease(acc: PooledAccount): AccountLease {
+  return { id: acc.id, provider: acc.provider, name: acc.name, accessToken: acc.creds!.accessToken, externalAccountId: acc.externalAccountId, tokenVersion: acc.tokenVersion };
+}
+
+function abortedError(provider: SubscriptionProvider): UpstreamError {
+  return new UpstreamError({ failure: 'aborted', message: 'the request was cancelled', provider: `${provider}_sub` });
+}
+
+function clip(s: string): string {
+  return s.length > 500 ? `${s.slice(0, 497)}...` : s;
+}
+
+function countBy(values: string[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const v of values) out[v] = (out[v] ?? 0) + 1;
+  return out;
+}
+
+/** Waits for `promise`, or stops waiting (it goes on) when the signal aborts. */
+function raceAbort<T>(promise: Promise<T>, signal?: AbortSignal): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(new Error('aborted'));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new Error('aborted'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  });
+}

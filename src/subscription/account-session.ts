@@ -1,0 +1,120 @@
+import { UpstreamError, type UpstreamErrorInit } from '../common/errors';
+import type { AccountLease, AccountPool } from './account-pool.service';
+import type { SubscriptionProvider } from './subscription.types';
+
+/** Accounts tried per request before giving up on the subscription route (the executor then moves on). */
+export const MAX_ACCOUNTS_PER_REQUEST = 3;
+
+/**
+ * A 429 whose end the provider named (`resets_at`, reset headers): the cooldown ends exactly
+ * then, not at a wait recomputed from `retryAfterMs`.
+ */
+export class AccountRateLimitError extends UpstreamError {
+  constructor(
+    init: Omit<UpstreamErrorInit, 'failure' | 'upstreamStatus' | 'retryAfterMs'>,
+    /** Epoch ms, or undefined when the provider said nothing (the default backoff applies). */
+    readonly until: number | undefined,
+    retryAfterMs?: number,
+  ) {
+    super({ ...init, failure: 'http', upstreamStatus: 429, retryAfterMs: until !== undefined ? Math.max(0, until - Date.now()) : retryAfterMs });
+  }
+}
+
+/** What one send with one account came to. */
+type Outcome<T> = { ok: T } | { unauthorized: UpstreamError } | { next: UpstreamError };
+
+/**
+ * One upstream call with an account of `provider`, handling what accounts are for, the same for
+ * every adapter that spends them (codex_sub, claude_sub):
+ *
+ * - 401: the access token was refused — one forced refresh (shared with any other request that
+ *   saw the 401) and one retry; refused again, the failure counts against the account;
+ * - 429: the account cools down (until `retryAfterMs` when the adapter read a reset time) and the
+ *   next account is tried;
+ * - 403: this login may not do this (plan, region, policy) — counted against it, next account;
+ * - anything else passes through untouched (the executor decides about other routes).
+ *
+ * Up to MAX_ACCOUNTS_PER_REQUEST accounts. `send` throws `UpstreamError`s as adapters do; for
+ * streams it resolves once the upstream accepted the request (status 200), before the body is
+ * read. With no account left the error is retryable, so the model's next route takes over.
+ */
+export async function runWithAccounts<T>(
+  pool: AccountPool,
+  provider: SubscriptionProvider,
+  signal: AbortSignal,
+  send: (lease: AccountLease) => Promise<T>,
+): Promise<{ value: T; lease: AccountLease }> {
+  const tried = new Set<string>();
+  let last: UpstreamError | undefined;
+  for (let i = 0; i < MAX_ACCOUNTS_PER_REQUEST; i++) {
+    let lease: AccountLease;
+    try {
+      lease = await pool.acquire(provider, signal, tried);
+    } catch (err) {
+      // Out of accounts after some failed: the client learns what the accounts said.
+      if (last && err instanceof UpstreamError && err.failure !== 'aborted') throw exhausted(provider, last, err);
+      throw err;
+    }
+    tried.add(lease.id);
+    let out = await attempt(pool, lease, send);
+    if ('unauthorized' in out) {
+      const refused = lease;
+      try {
+        lease = await pool.forceRefresh(refused, signal);
+      } catch (err) {
+        if (signal.aborted) throw new UpstreamError({ failure: 'aborted', message: 'the request was cancelled', provider: `${provider}_sub` });
+        last = accountError(provider, `${provider} account "${refused.name}" was refused and could not be refreshed: ${(err as Error).message}`, 'subscription_auth_failed');
+        continue;
+      }
+      out = await attempt(pool, lease, send);
+      if ('unauthorized' in out) {
+        pool.authFailed(lease, `refused with a freshly refreshed token: ${out.unauthorized.message}`);
+        out = { next: accountError(provider, `${provider} account "${lease.name}" was refused even after a token refresh`, 'subscription_auth_failed') };
+      }
+    }
+    if ('ok' in out) return { value: out.ok, lease };
+    last = out.next;
+  }
+  throw last!;
+}
+
+async function attempt<T>(pool: AccountPool, lease: AccountLease, send: (lease: AccountLease) => Promise<T>): Promise<Outcome<T>> {
+  try {
+    const value = await send(lease);
+    pool.succeeded(lease);
+    return { ok: value };
+  } catch (err) {
+    if (!(err instanceof UpstreamError) || err.failure !== 'http') throw err;
+    switch (err.upstreamStatus) {
+      case 401:
+        return { unauthorized: err };
+      case 429:
+        pool.rateLimited(lease, err.message, err instanceof AccountRateLimitError && err.until !== undefined ? err.until : err.retryAfterMs !== undefined ? Date.now() + err.retryAfterMs : undefined);
+        return { next: err };
+      case 403:
+        pool.authFailed(lease, `403: ${err.message}`);
+        return { next: accountError(lease.provider, `${lease.provider} account "${lease.name}" is not allowed: ${err.message}`, 'subscription_forbidden') };
+      default:
+        throw err;
+    }
+  }
+}
+
+/** Keeps the 429 and its wait when the accounts were rate limited; otherwise says what went wrong last. */
+function exhausted(provider: SubscriptionProvider, last: UpstreamError, none: UpstreamError): UpstreamError {
+  if (none.upstreamStatus !== 429 && last.upstreamStatus !== 429) return last;
+  return new UpstreamError({
+    failure: 'http',
+    upstreamStatus: 429,
+    message: `${provider} subscription accounts are rate limited: ${last.message}`,
+    code: 'subscription_rate_limited',
+    retryAfterMs: none.retryAfterMs ?? last.retryAfterMs,
+    retryable: true,
+    provider: `${provider}_sub`,
+  });
+}
+
+/** An account-level failure: retryable, so the executor may take the model's next route. */
+export function accountError(provider: SubscriptionProvider, message: string, code: string): UpstreamError {
+  return new UpstreamError({ failure: 'http', message, code, retryable: true, provider: `${provider}_sub` });
+}

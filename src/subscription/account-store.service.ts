@@ -1,0 +1,156 @@
+import { Injectable } from '@nestjs/common';
+import type { DataSource, Repository } from 'typeorm';
+import { DatabaseService } from '../storage/database.service';
+import type { AccountState } from './account-state';
+import { SubscriptionAccount } from './entities/subscription-account.entity';
+import type { SubscriptionProvider } from './subscription.types';
+
+/** The database is not connected; account changes cannot be stored right now. */
+export class StoreUnavailable extends Error {}
+
+export interface SealedCredentials {
+  credentials: string;
+  token_version: number;
+  expires_at: Date | null;
+}
+
+const date = (ms: number | null): Date | null => (ms === null ? null : new Date(ms));
+
+/**
+ * The `subscription_accounts` table. Only the pool and the admin API come here, never a request's
+ * hot path: the pool keeps accounts in memory and writes changes through this.
+ */
+@Injectable()
+export class AccountStore {
+  constructor(private readonly db: DatabaseService) {}
+
+  get available(): boolean {
+    return this.db.dataSource !== undefined;
+  }
+
+  /** Whether the database answers right now. */
+  async answers(): Promise<boolean> {
+    try {
+      await this.db.ping(1500);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  private repo(): Repository<SubscriptionAccount> {
+    return this.ds().getRepository(SubscriptionAccount);
+  }
+
+  private ds(): DataSource {
+    const ds = this.db.dataSource;
+    if (!ds) throw new StoreUnavailable(`the database is not connected (${this.db.error ?? 'connecting'})`);
+    return ds;
+  }
+
+  /** Every account, without credentials. */
+  list(provider?: SubscriptionProvider): Promise<SubscriptionAccount[]> {
+    return this.repo().find({ where: provider ? { provider } : {}, order: { created_at: 'ASC', name: 'ASC', id: 'ASC' } });
+  }
+
+  find(id: string): Promise<SubscriptionAccount | null> {
+    return this.repo().findOne({ where: { id } });
+  }
+
+  findByName(provider: SubscriptionProvider, name: string): Promise<SubscriptionAccount | null> {
+    return this.repo().findOne({ where: { provider, name } });
+  }
+
+  async sealedCredentials(id: string): Promise<SealedCredentials | undefined> {
+    const row = await this.repo()
+      .createQueryBuilder('a')
+      .select(['a.id', 'a.token_version', 'a.expires_at'])
+      .addSelect('a.credentials')
+      .where('a.id = :id', { id })
+      .getOne();
+    return row ? { credentials: row.credentials, token_version: row.token_version, expires_at: row.expires_at } : undefined;
+  }
+
+  async tokenVersion(id: string): Promise<number | undefined> {
+    const row = await this.repo().findOne({ where: { id }, select: { id: true, token_version: true } });
+    return row?.token_version;
+  }
+
+  async insert(row: Partial<SubscriptionAccount>): Promise<void> {
+    const now = new Date();
+    await this.repo().insert({ ...row, created_at: now, updated_at: now });
+  }
+
+  /**
+   * Writes an account's state. With `expectedStatus`, only if the stored status is still that one:
+   * a process never overwrites a status another process or an admin set meanwhile (it re-reads
+   * instead). Returns whether the row was written.
+   */
+  async saveState(id: string, s: AccountState, expectedStatus?: string): Promise<boolean> {
+    const res = await this.repo().update(expectedStatus === undefined ? { id } : { id, status: expectedStatus as AccountState['status'] }, { ...stateColumns(s), updated_at: new Date() });
+    return (res.affected ?? 0) > 0;
+  }
+
+  /** New credentials from an import or an admin add (a new login), with the state that goes with them. */
+  async replaceCredentials(id: string, sealed: string, fields: Partial<SubscriptionAccount>, s: AccountState): Promise<void> {
+    await this.repo()
+      .createQueryBuilder()
+      .update(SubscriptionAccount)
+      .set({ ...fields, ...stateColumns(s), credentials: sealed, token_version: () => 'token_version + 1', updated_at: new Date() })
+      .where('id = :id', { id })
+      .execute();
+  }
+
+  /**
+   * Takes the refresh lease unless another process holds an unexpired one. One UPDATE, so two
+   * processes never both win, on PostgreSQL or on a shared SQLite file.
+   */
+  async tryLock(id: string, owner: string, ttlMs: number): Promise<boolean> {
+    const now = Date.now();
+    const res = await this.repo()
+      .createQueryBuilder()
+      .update(SubscriptionAccount)
+      .set({ refresh_lock_owner: owner, refresh_lock_until: new Date(now + ttlMs) })
+      .where('id = :id', { id })
+      .andWhere('(refresh_lock_until IS NULL OR refresh_lock_until < :now OR refresh_lock_owner = :owner)', { now: new Date(now), owner })
+      .execute();
+    return (res.affected ?? 0) > 0;
+  }
+
+  /**
+   * Stores refreshed tokens and gives the lease back. Written whoever holds the lease by now (a
+   * refresh slower than the lease): these tokens are the only valid ones, the old refresh token is spent.
+   */
+  async commitRefresh(id: string, sealed: string, expiresAt: number | null, tokenVersion: number): Promise<void> {
+    const now = new Date();
+    await this.repo()
+      .createQueryBuilder()
+      .update(SubscriptionAccount)
+      .set({ credentials: sealed, expires_at: date(expiresAt), token_version: tokenVersion, last_refresh_at: now, updated_at: now, refresh_lock_owner: null, refresh_lock_until: null })
+      .where('id = :id', { id })
+      .execute();
+  }
+
+  async unlock(id: string, owner: string): Promise<void> {
+    await this.repo().update({ id, refresh_lock_owner: owner }, { refresh_lock_owner: null, refresh_lock_until: null });
+  }
+
+  async delete(id: string): Promise<boolean> {
+    const res = await this.repo().delete({ id });
+    return (res.affected ?? 0) > 0;
+  }
+}
+
+export function stateColumns(s: AccountState): Pick<SubscriptionAccount, 'status' | 'cooldown_until' | 'failures' | 'last_error' | 'last_error_at'> {
+  return { status: s.status, cooldown_until: date(s.cooldownUntil), failures: s.failures, last_error: s.lastError, last_error_at: date(s.lastErrorAt) };
+}
+
+export function stateFromRow(row: SubscriptionAccount): AccountState {
+  return {
+    status: row.status,
+    cooldownUntil: row.cooldown_until ? row.cooldown_until.getTime() : null,
+    failures: row.failures,
+    lastError: row.last_error,
+    lastErrorAt: row.last_error_at ? row.last_error_at.getTime() : null,
+  };
+}

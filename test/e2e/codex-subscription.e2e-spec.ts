@@ -1,0 +1,413 @@
+import type OpenAI from 'openai';
+import { CodexBackend } from '../fixtures/codex-backend';
+import { type Login, OAuthTokenServer } from '../fixtures/oauth-token-server';
+import { OpenAiUpstream } from '../fixtures/openai-upstream';
+import { rawPost } from '../helpers/gateway';
+import { codexFile, CODEX_CLIENT_ID, eventually, sharedDb, startSubscriptionGateway, type SharedDb } from '../helpers/subscriptions';
+
+type Gateway = Awaited<ReturnType<typeof startSubscriptionGateway>>;
+interface AccountJson {
+  id: string;
+  name: string;
+  status: string;
+  cooldown_until: string | null;
+  failures: number;
+  last_error: string | null;
+  account_id: string | null;
+}
+
+/**
+ * The codex_sub adapter and the account pool end to end: the official OpenAI client → gateway →
+ * Codex backend stand-in, with the OAuth token stand-in issuing, rotating and refusing tokens.
+ * On SQLite and on the local PostgreSQL.
+ */
+describe.each(['sqlite', 'postgres'] as const)('Codex subscription accounts on %s', (backend) => {
+  const tokens = new OAuthTokenServer('codex', CODEX_CLIENT_ID);
+  const codex = new CodexBackend(tokens);
+  const paid = new OpenAiUpstream();
+  let tokenUrl: string;
+  let codexUrl: string;
+  let paidUrl: string;
+  let db: SharedDb;
+  const open: Gateway[] = [];
+
+  const models = () => `
+models:
+  - id: codex/gpt
+    context_length: 200000
+    route:
+      - { kind: codex_sub, id: sub, base_url: "${codexUrl}", provider_model_id: gpt-5.1-codex }
+  - id: codex/with-fallback
+    context_length: 200000
+    router: priority
+    route:
+      - { kind: codex_sub, id: sub, base_url: "${codexUrl}", provider_model_id: gpt-5.1-codex }
+      - { kind: openai_compat, id: paid, base_url: "${paidUrl}", api_key: sk-paid, provider_model_id: ok }
+  - id: codex/fail-stream
+    context_length: 200000
+    router: priority
+    route:
+      - { kind: codex_sub, id: sub, base_url: "${codexUrl}", provider_model_id: fail-stream }
+      - { kind: openai_compat, id: paid, base_url: "${paidUrl}", api_key: sk-paid, provider_model_id: ok }
+  - id: codex/cut
+    context_length: 200000
+    route:
+      - { kind: codex_sub, id: sub, base_url: "${codexUrl}", provider_model_id: cut }
+`;
+
+  beforeAll(async () => {
+    tokenUrl = await tokens.start();
+    codexUrl = await codex.start();
+    paidUrl = await paid.start();
+  });
+  afterAll(async () => {
+    await Promise.all([tokens.stop(), codex.stop(), paid.stop()]);
+  });
+  beforeEach(async () => {
+    db = await sharedDb(backend);
+    codex.requests.length = 0;
+    codex.clearRateLimits();
+    tokens.refreshes.length = 0;
+    tokens.reused = 0;
+    tokens.delayMs = 0;
+    tokens.release();
+    paid.reset();
+  });
+  afterEach(async () => {
+    for (const gw of open.splice(0)) await gw.close();
+    await db.drop();
+  });
+
+  /** n fresh logins (acct-1..n), written to an import file, and a gateway that imported them. */
+  async function boot(n: number, opts: { ttlSeconds?: number; env?: Record<string, string> } = {}): Promise<{ gw: Gateway; logins: Login[] }> {
+    const logins = Array.from({ length: n }, (_, i) => tokens.login({ accountId: `acct-${i + 1}-${Math.random().toString(36).slice(2, 6)}`, email: `user${i + 1}@example.com`, ttlSeconds: opts.ttlSeconds }));
+    const file = codexFile(db.dir, logins.map((login, i) => ({ name: `account-${i + 1}`, login })));
+    const gw = await start(file, opts.env);
+    return { gw, logins };
+  }
+
+  async function start(file?: string, env?: Record<string, string>): Promise<Gateway> {
+    const gw = await startSubscriptionGateway({ models: models(), db, codexTokenUrl: tokenUrl, codexFile: file, env });
+    open.push(gw);
+    return gw;
+  }
+
+  async function accounts(gw: Gateway): Promise<AccountJson[]> {
+    const res = await gw.admin('');
+    expect(res.status).toBe(200);
+    return ((await res.json()) as { data: AccountJson[] }).data;
+  }
+
+  const ask = (client: OpenAI, model = 'codex/gpt', content = 'hello there') =>
+    client.chat.completions.create({ model, messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content }], max_tokens: 50, temperature: 0.2 });
+
+  it('streams an answer through the official client, sending the Codex headers and the account id', async () => {
+    const { gw, logins } = await boot(1);
+    const stream = await gw.client().chat.completions.create({
+      model: 'codex/gpt',
+      stream: true,
+      stream_options: { include_usage: true },
+      max_tokens: 50,
+      temperature: 0.2,
+      messages: [
+        { role: 'system', content: 'Be brief.' },
+        { role: 'user', content: 'hello there' },
+      ],
+    });
+    let text = '';
+    let reasoning = '';
+    let finish: string | null = null;
+    let usage: OpenAI.CompletionUsage | undefined;
+    for await (const chunk of stream) {
+      expect(chunk.model).toBe('codex/gpt');
+      const d = chunk.choices[0]?.delta as { content?: string; reasoning_content?: string } | undefined;
+      text += d?.content ?? '';
+      reasoning += d?.reasoning_content ?? '';
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(text).toBe('echo: hello there');
+    expect(reasoning).toBe('Thinking it over.\n\nAnswering now.');
+    expect(finish).toBe('stop');
+    expect(usage).toMatchObject({ prompt_tokens: 22, completion_tokens: 10, total_tokens: 32, prompt_tokens_details: { cached_tokens: 16 }, completion_tokens_details: { reasoning_tokens: 5 } });
+
+    const [req] = codex.requests;
+    expect(req.status).toBe(200);
+    expect(req.headers).toMatchObject({
+      authorization: `Bearer ${logins[0].access_token}`,
+      'chatgpt-account-id': logins[0].accountId,
+      originator: 'codex_cli_rs',
+      accept: 'text/event-stream',
+      version: expect.any(String),
+      session_id: expect.any(String),
+      'user-agent': expect.stringMatching(/^codex_cli_rs\//),
+    });
+    expect(req.body).toMatchObject({ model: 'gpt-5.1-codex', instructions: 'Be brief.', store: false, stream: true, input: [{ type: 'message', role: 'user', content: [{ type: 'input_text', text: 'hello there' }] }] });
+    expect(req.body).not.toHaveProperty('max_output_tokens');
+    expect(req.body).not.toHaveProperty('temperature');
+    expect(req.body.prompt_cache_key).toBe(req.headers.session_id);
+  });
+
+  it('answers a non-streaming request from the collected stream; api_logs has the cached and reasoning tokens', async () => {
+    const { gw } = await boot(1);
+    const res = await ask(gw.client());
+    expect(res.choices[0]).toMatchObject({ finish_reason: 'stop', message: { role: 'assistant', content: 'echo: hello there', reasoning_content: 'Thinking it over.\n\nAnswering now.' } });
+    expect(res.usage).toMatchObject({ prompt_tokens: 22, completion_tokens: 10, prompt_tokens_details: { cached_tokens: 16 }, completion_tokens_details: { reasoning_tokens: 5 } });
+    const [row] = await gw.waitForRows(1);
+    expect(row).toMatchObject({ model: 'codex/gpt', provider: 'codex_sub', endpoint: 'sub', status_code: 200, prompt_tokens: 22, completion_tokens: 10, cached_tokens: 16, reasoning_tokens: 5, usage_estimated: false });
+  });
+
+  it('streams tool calls with argument deltas, and sends the tool result back as function_call_output', async () => {
+    const { gw } = await boot(1);
+    const client = gw.client();
+    const tools: OpenAI.ChatCompletionTool[] = [{ type: 'function', function: { name: 'lookup', description: 'Look it up', parameters: { type: 'object', properties: { input: { type: 'string' } } } } }];
+    const stream = await client.chat.completions.create({ model: 'codex/gpt', stream: true, tools, messages: [{ role: 'user', content: 'weather in Paris' }] });
+    const calls: Array<{ id?: string; name?: string; args: string }> = [];
+    let deltas = 0;
+    let finish: string | null = null;
+    for await (const chunk of stream) {
+      for (const t of chunk.choices[0]?.delta?.tool_calls ?? []) {
+        const c = (calls[t.index] ??= { args: '' });
+        if (t.id) c.id = t.id;
+        if (t.function?.name) c.name = t.function.name;
+        if (t.function?.arguments) {
+          c.args += t.function.arguments;
+          deltas++;
+        }
+      }
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+    }
+    expect(finish).toBe('tool_calls');
+    expect(calls).toHaveLength(1);
+    expect(calls[0]).toMatchObject({ id: expect.stringMatching(/^call_/), name: 'lookup' });
+    expect(JSON.parse(calls[0].args)).toEqual({ input: 'weather in Paris' });
+    expect(deltas).toBe(2);
+    expect(codex.requests[0].body).toMatchObject({ tools: [{ type: 'function', name: 'lookup', parameters: { type: 'object' } }], tool_choice: 'auto', parallel_tool_calls: true });
+
+    const second = await client.chat.completions.create({
+      model: 'codex/gpt',
+      tools,
+      messages: [
+        { role: 'user', content: 'weather in Paris' },
+        { role: 'assistant', content: null, tool_calls: [{ id: calls[0].id!, type: 'function', function: { name: 'lookup', arguments: calls[0].args } }] },
+        { role: 'tool', tool_call_id: calls[0].id!, content: 'sunny, 21°C' },
+      ],
+    });
+    expect(second.choices[0].message.content).toBe('tool said: sunny, 21°C');
+    expect(codex.requests[1].status).toBe(200);
+    expect((codex.requests[1].body.input as unknown[]).slice(1)).toEqual([
+      { type: 'function_call', call_id: calls[0].id, name: 'lookup', arguments: calls[0].args },
+      { type: 'function_call_output', call_id: calls[0].id, output: 'sunny, 21°C' },
+    ]);
+  });
+
+  it('rotates round-robin over the active accounts', async () => {
+    const { gw, logins } = await boot(3);
+    const client = gw.client();
+    for (let i = 0; i < 6; i++) await ask(client);
+    const ids = logins.map((l) => l.accountId);
+    expect(codex.served()).toEqual([...ids, ...ids]);
+  });
+
+  it('429: the account cools down until the reset time and the next account answers the same request', async () => {
+    const { gw, logins } = await boot(2);
+    const resetsAt = Math.floor(Date.now() / 1000) + 3600;
+    codex.rateLimit(logins[0].accountId!, resetsAt);
+    const client = gw.client();
+    for (let i = 0; i < 3; i++) expect((await ask(client)).choices[0].message.content).toBe('echo: hello there');
+    // The limited account was asked once; every answer came from the other.
+    expect(codex.requests.filter((r) => r.accountId === logins[0].accountId).map((r) => r.status)).toEqual([429]);
+    expect(codex.served()).toEqual([logins[1].accountId, logins[1].accountId, logins[1].accountId]);
+    const [a, b] = await accounts(gw);
+    expect(a).toMatchObject({ name: 'account-1', status: 'cooldown', cooldown_until: new Date(resetsAt * 1000).toISOString(), failures: 1, last_error: expect.stringContaining('usage limit') });
+    expect(b).toMatchObject({ name: 'account-2', status: 'active', failures: 0 });
+  });
+
+  it('403: the failure counts against the account, the next one answers, and the healthy one is preferred for a while', async () => {
+    const { gw, logins } = await boot(3);
+    codex.forbidden.add(logins[0].accountId!);
+    const client = gw.client();
+    for (let i = 0; i < 4; i++) expect((await ask(client)).choices[0].message.content).toBe('echo: hello there');
+    codex.clearRateLimits();
+    // Round-robin over the two healthy accounts; the one that failed is left out while its failure is recent.
+    expect(codex.requests.map((r) => [r.status, r.accountId])).toEqual([
+      [403, logins[0].accountId],
+      [200, logins[1].accountId],
+      [200, logins[2].accountId],
+      [200, logins[1].accountId],
+      [200, logins[2].accountId],
+    ]);
+    const [a] = await accounts(gw);
+    expect(a).toMatchObject({ status: 'active', failures: 1, last_error: expect.stringContaining('403') });
+  });
+
+  it('with every account rate limited, the paid fallback route answers; without one the client gets 429 and Retry-After', async () => {
+    const { gw, logins } = await boot(2);
+    const resetsAt = Math.floor(Date.now() / 1000) + 600;
+    for (const l of logins) codex.rateLimit(l.accountId!, resetsAt);
+    const res = await ask(gw.client(), 'codex/with-fallback');
+    expect(res.choices[0].message.content).toBe('echo: hello there');
+    expect(paid.requests).toHaveLength(1);
+    expect(paid.requests[0].headers.authorization).toBe('Bearer sk-paid');
+
+    const before = Date.now();
+    const raw = await rawPost(`${gw.url}/v1/chat/completions`, { model: 'codex/gpt', messages: [{ role: 'user', content: 'x' }] });
+    const after = Date.now();
+    expect(raw.status).toBe(429);
+    expect(JSON.parse(raw.text)).toMatchObject({ error: { type: 'rate_limit_error', code: 'subscription_rate_limited' } });
+    // Until the accounts' reset time, as seen at some moment during the request.
+    const retryAfter = Number(raw.headers.get('retry-after'));
+    expect(retryAfter).toBeLessThanOrEqual(Math.ceil((resetsAt * 1000 - before) / 1000));
+    expect(retryAfter).toBeGreaterThanOrEqual(Math.ceil((resetsAt * 1000 - after) / 1000));
+    // Both accounts are cooling down: the second request did not reach the backend at all.
+    expect(codex.requests).toHaveLength(2);
+
+    const rows = await gw.waitForRows(2);
+    expect(rows[0]).toMatchObject({ model: 'codex/with-fallback', endpoint: 'paid', status_code: 200 });
+    expect((rows[0].metadata as { attempts: Array<{ route: string; status?: number }> }).attempts.map((a) => [a.route, a.status])).toEqual([
+      ['sub', 429],
+      ['paid', undefined],
+    ]);
+  });
+
+  it('an in-stream rate limit (response.failed) cools the account down and fails over before any content', async () => {
+    const { gw } = await boot(1);
+    const before = Date.now();
+    const res = await ask(gw.client(), 'codex/fail-stream');
+    const after = Date.now();
+    expect(res.choices[0].message.content).toBe('echo: hello there');
+    expect(paid.requests).toHaveLength(1);
+    const [a] = await accounts(gw);
+    expect(a).toMatchObject({ status: 'cooldown', last_error: expect.stringContaining('try again in 20s') });
+    // "Please try again in 20s", counted from a moment during the request.
+    const until = Date.parse(a.cooldown_until!);
+    expect(until).toBeGreaterThanOrEqual(before + 20_000);
+    expect(until).toBeLessThanOrEqual(after + 20_000);
+  });
+
+  it('a stream cut mid-answer ends with an in-band error, not [DONE]', async () => {
+    const { gw } = await boot(1);
+    const raw = await rawPost(`${gw.url}/v1/chat/completions`, { model: 'codex/cut', stream: true, messages: [{ role: 'user', content: 'one two three four' }] });
+    expect(raw.status).toBe(200);
+    expect(raw.text).toContain('"content":"echo: "');
+    expect(raw.text).toMatch(/data: \{"error":/);
+    expect(raw.text).not.toContain('[DONE]');
+  });
+
+  it('refreshes a token about to expire before using it, once for concurrent requests', async () => {
+    const { gw, logins } = await boot(1, { ttlSeconds: 20 }); // so little left that requests wait for the refresh
+    tokens.delayMs = 200;
+    const client = gw.client();
+    const answers = await Promise.all(Array.from({ length: 5 }, () => ask(client)));
+    expect(answers.map((a) => a.choices[0].message.content)).toEqual(Array(5).fill('echo: hello there'));
+    expect(tokens.refreshes).toHaveLength(1);
+    expect(tokens.refreshes[0].body).toEqual({ grant_type: 'refresh_token', refresh_token: logins[0].refresh_token, client_id: CODEX_CLIENT_ID });
+    // Every request went out with the new token, none with the expiring one.
+    expect(codex.requests.every((r) => r.headers.authorization !== `Bearer ${logins[0].access_token}`)).toBe(true);
+    expect(codex.requests.map((r) => r.status)).toEqual(Array(5).fill(200));
+  });
+
+  it('401: one forced refresh and one retry with the new token', async () => {
+    const { gw, logins } = await boot(1);
+    tokens.invalidateAccess(logins[0].access_token);
+    const res = await ask(gw.client());
+    expect(res.choices[0].message.content).toBe('echo: hello there');
+    expect(codex.requests.map((r) => r.status)).toEqual([401, 200]);
+    expect(tokens.refreshes).toHaveLength(1);
+    const [a] = await accounts(gw);
+    expect(a).toMatchObject({ status: 'active', failures: 0 });
+  });
+
+  it('invalid_grant on refresh revokes the account; the next account serves; a revoked account cannot be enabled', async () => {
+    const { gw, logins } = await boot(2);
+    tokens.invalidateAccess(logins[0].access_token);
+    tokens.revoke(logins[0].refresh_token);
+    const res = await ask(gw.client());
+    expect(res.choices[0].message.content).toBe('echo: hello there');
+    expect(codex.served()).toEqual([logins[1].accountId]);
+    const [a] = await accounts(gw);
+    expect(a).toMatchObject({ status: 'revoked', last_error: expect.stringContaining('invalid_grant') });
+    const enable = await gw.admin(`/${a.id}/enable`, { method: 'POST' });
+    expect(enable.status).toBe(409);
+    expect(await enable.json()).toMatchObject({ error: { code: 'account_revoked' } });
+    // Never used again: one 401 with its old token, then only the other account.
+    await ask(gw.client());
+    await ask(gw.client());
+    expect(codex.requests.map((r) => [r.status, r.accountId])).toEqual([
+      [401, undefined],
+      [200, logins[1].accountId],
+      [200, logins[1].accountId],
+      [200, logins[1].accountId],
+    ]);
+  });
+
+  it('keeps state and rotated tokens across a restart', async () => {
+    const first = await boot(2);
+    const [l1, l2] = first.logins;
+    // Account 1's tokens rotate (forced refresh); account 2 cools down.
+    const list = await accounts(first.gw);
+    expect((await (await first.gw.admin(`/${list[0].id}/refresh`, { method: 'POST' })).json()) as { refreshed: boolean }).toMatchObject({ refreshed: true });
+    codex.rateLimit(l2.accountId!, Math.floor(Date.now() / 1000) + 3600);
+    await ask(first.gw.client());
+    await ask(first.gw.client());
+    await first.gw.close();
+    open.splice(open.indexOf(first.gw), 1);
+
+    // Same database, same import file: the file's (spent) refresh token must not come back.
+    const gw = await start(codexFile(db.dir, [{ name: 'account-1', login: l1 }, { name: 'account-2', login: l2 }]));
+    const after = await accounts(gw);
+    expect(after.map((a) => [a.name, a.status])).toEqual([
+      ['account-1', 'active'],
+      ['account-2', 'cooldown'],
+    ]);
+    codex.requests.length = 0;
+    expect((await ask(gw.client())).choices[0].message.content).toBe('echo: hello there');
+    expect(codex.served()).toEqual([l1.accountId]);
+    // The stored refresh token is the rotated one: refreshing again works (the file's would be "reused").
+    const again = (await (await gw.admin(`/${after[0].id}/refresh`, { method: 'POST' })).json()) as { refreshed: boolean };
+    expect(again).toMatchObject({ refreshed: true });
+    expect(tokens.reused).toBe(0);
+  });
+
+  it('refreshes a token inside the margin behind the request that found it, which still uses the current one', async () => {
+    const release = tokens.hold(); // the refresh cannot finish until released
+    const { gw, logins } = await boot(1, { ttlSeconds: 120 }); // inside the 5-minute margin, not about to expire
+    await eventually(() => tokens.refreshes.length === 1, 'the refresh has started');
+    // The request did not wait for the refresh: it went out with the current token.
+    expect((await ask(gw.client())).choices[0].message.content).toBe('echo: hello there');
+    expect(codex.requests[0].headers.authorization).toBe(`Bearer ${logins[0].access_token}`);
+    release();
+    await eventually(async () => {
+      await ask(gw.client());
+      return codex.requests[codex.requests.length - 1].headers.authorization !== `Bearer ${logins[0].access_token}`;
+    }, 'requests use the refreshed token');
+    expect(tokens.refreshes).toHaveLength(1);
+    expect(codex.requests.every((r) => r.status === 200)).toBe(true);
+  });
+
+  it('two processes on one database refresh an expiring account once between them', async () => {
+    const { gw: a, logins } = await boot(1, { ttlSeconds: 20 });
+    const b = await start();
+    tokens.delayMs = 300;
+    const all = await Promise.all([...Array.from({ length: 3 }, () => ask(a.client())), ...Array.from({ length: 3 }, () => ask(b.client()))]);
+    expect(all.map((r) => r.choices[0].message.content)).toEqual(Array(6).fill('echo: hello there'));
+    expect(tokens.refreshes).toHaveLength(1);
+    expect(tokens.reused).toBe(0);
+    expect(codex.requests.every((r) => r.status === 200 && r.headers.authorization !== `Bearer ${logins[0].access_token}`)).toBe(true);
+  });
+
+  it("replicas pick up each other's state: a cooldown seen by one, an admin disable made on the other", async () => {
+    const { gw: a, logins } = await boot(2);
+    const b = await start();
+    codex.rateLimit(logins[0].accountId!, Math.floor(Date.now() / 1000) + 3600);
+    await ask(a.client());
+    codex.clearRateLimits();
+    await eventually(() => b.pool.usable('codex').usable === 1, 'replica b sees the cooldown');
+    const list = await accounts(b);
+    const disabled = await b.admin(`/${list[1].id}/disable`, { method: 'POST' });
+    expect(await disabled.json()).toMatchObject({ name: 'account-2', status: 'disabled' });
+    await eventually(() => a.pool.usable('codex').usable === 0, 'replica a sees the disable');
+    const raw = await rawPost(`${a.url}/v1/chat/completions`, { model: 'codex/gpt', messages: [{ role: 'user', content: 'x' }] });
+    expect(raw.status).toBe(429);
+  });
+});
