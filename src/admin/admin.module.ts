@@ -2,11 +2,14 @@ import { Module } from '@nestjs/common';
 import { RoutingModule } from '../routing/routing.module';
 import { AdminGuard } from './admin.guard';
 import { RoutingAdminController } from './routing-admin.controller';
+import { StorageModule } from '../storage/storage.module';
+import { ApiKeysController } from './api-keys.controller';
+import { StatsController } from './stats.controller';
 
 /** /admin/*, behind ADMIN_TOKEN. */
 @Module({
-  imports: [RoutingModule],
-  controllers: [RoutingAdminController],
+  imports: [RoutingModule, StorageModule],
+  controllers: [RoutingAdminController, ApiKeysController, StatsController],
   providers: [AdminGuard],
   exports: [AdminGuard],
 })
