@@ -3,6 +3,7 @@ import type { EntityManager, QueryRunner } from 'typeorm';
 import { picoToUsd, usdToPico } from '../common/money';
 import { addValue, fromJson, mergeInto, toJson, type Histogram } from './latency-histogram';
 import type { Dialect } from './dialect';
+import type { RollupDimension } from './entities/api-log-hourly.entity';
 
 /** The columns of an api_logs row the rollup sums. */
 export interface RollupSource {
@@ -24,10 +25,9 @@ export interface RollupSource {
 
 /** What a set of rows adds to one api_logs_hourly row. */
 export interface RollupDelta {
+  dimension: RollupDimension;
   hour: Date;
-  model: string;
-  provider: string;
-  apiKeyId: string;
+  value: string;
   requests: number;
   errors: number;
   cancelled: number;
@@ -67,70 +67,77 @@ function money(value: string | number | null): bigint {
 }
 
 /**
- * Sums rows into one delta per (hour, model, provider, key), ordered by that key so that
- * concurrent writers lock rollup rows in the same order (no deadlocks).
+ * Sums rows into one delta per (dimension, hour, value) — each row counts once for its model,
+ * once for its provider and once for its key — ordered by that key so that concurrent writers
+ * lock rollup rows in the same order (no deadlocks).
  */
 export function rollupDeltas(rows: readonly RollupSource[]): RollupDelta[] {
   const groups = new Map<string, RollupDelta>();
   for (const r of rows) {
     const hour = hourOf(toDate(r.created_at));
-    const provider = r.provider ?? '';
-    const apiKeyId = r.api_key_id ?? '';
-    const id = `${hour.getTime()}\u0000${r.model}\u0000${provider}\u0000${apiKeyId}`;
-    let d = groups.get(id);
-    if (!d) {
-      d = {
-        hour,
-        model: r.model,
-        provider,
-        apiKeyId,
-        requests: 0,
-        errors: 0,
-        cancelled: 0,
-        promptTokens: 0,
-        completionTokens: 0,
-        cachedTokens: 0,
-        cacheWriteTokens: 0,
-        reasoningTokens: 0,
-        costPico: 0n,
-        upstreamCostPico: 0n,
-        latencySum: 0,
-        ttftCount: 0,
-        ttftSum: 0,
-        latencyHist: new Map(),
-        ttftHist: new Map(),
-      };
-      groups.set(id, d);
-    }
-    const status = Number(r.status_code);
-    d.requests++;
-    if (status === 499) d.cancelled++;
-    else if (status >= 400) d.errors++;
-    d.promptTokens += Number(r.prompt_tokens) || 0;
-    d.completionTokens += Number(r.completion_tokens) || 0;
-    d.cachedTokens += Number(r.cached_tokens) || 0;
-    d.cacheWriteTokens += Number(r.cache_write_tokens) || 0;
-    d.reasoningTokens += Number(r.reasoning_tokens) || 0;
-    d.costPico += money(r.cost_usd);
-    d.upstreamCostPico += money(r.upstream_cost_usd);
-    const latency = Math.max(0, Number(r.latency_ms) || 0);
-    d.latencySum += latency;
-    addValue(d.latencyHist, latency);
-    if (r.ttft_ms !== null && r.ttft_ms !== undefined) {
-      const ttft = Math.max(0, Number(r.ttft_ms) || 0);
-      d.ttftCount++;
-      d.ttftSum += ttft;
-      addValue(d.ttftHist, ttft);
+    for (const [dimension, value] of [
+      ['model', r.model],
+      ['provider', r.provider ?? ''],
+      ['key', r.api_key_id ?? ''],
+    ] as const) {
+      addRow(groups, dimension, hour, value, r);
     }
   }
   return [...groups.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, d]) => d);
 }
 
+function addRow(groups: Map<string, RollupDelta>, dimension: RollupDimension, hour: Date, value: string, r: RollupSource): void {
+  const id = `${dimension}\u0000${String(hour.getTime()).padStart(15, '0')}\u0000${value}`;
+  let d = groups.get(id);
+  if (!d) {
+    d = {
+      dimension,
+      hour,
+      value,
+      requests: 0,
+      errors: 0,
+      cancelled: 0,
+      promptTokens: 0,
+      completionTokens: 0,
+      cachedTokens: 0,
+      cacheWriteTokens: 0,
+      reasoningTokens: 0,
+      costPico: 0n,
+      upstreamCostPico: 0n,
+      latencySum: 0,
+      ttftCount: 0,
+      ttftSum: 0,
+      latencyHist: new Map(),
+      ttftHist: new Map(),
+    };
+    groups.set(id, d);
+  }
+  const status = Number(r.status_code);
+  d.requests++;
+  if (status === 499) d.cancelled++;
+  else if (status >= 400) d.errors++;
+  d.promptTokens += Number(r.prompt_tokens) || 0;
+  d.completionTokens += Number(r.completion_tokens) || 0;
+  d.cachedTokens += Number(r.cached_tokens) || 0;
+  d.cacheWriteTokens += Number(r.cache_write_tokens) || 0;
+  d.reasoningTokens += Number(r.reasoning_tokens) || 0;
+  d.costPico += money(r.cost_usd);
+  d.upstreamCostPico += money(r.upstream_cost_usd);
+  const latency = Math.max(0, Number(r.latency_ms) || 0);
+  d.latencySum += latency;
+  addValue(d.latencyHist, latency);
+  if (r.ttft_ms !== null && r.ttft_ms !== undefined) {
+    const ttft = Math.max(0, Number(r.ttft_ms) || 0);
+    d.ttftCount++;
+    d.ttftSum += ttft;
+    addValue(d.ttftHist, ttft);
+  }
+}
+
 const COLUMNS = [
+  'dimension',
   'hour',
-  'model',
-  'provider',
-  'api_key_id',
+  'value',
   'requests',
   'errors',
   'cancelled',
@@ -147,7 +154,7 @@ const COLUMNS = [
   'latency_hist',
   'ttft_hist',
 ] as const;
-const SUMMED = COLUMNS.slice(4, 17);
+const SUMMED = COLUMNS.slice(3, 16);
 const PG_CHUNK = 1000;
 
 /** SQLite's text form of a timestamp, as TypeORM writes it. */
@@ -157,10 +164,9 @@ export function sqliteTimestamp(d: Date): string {
 
 function values(d: RollupDelta, dialect: Dialect): unknown[] {
   return [
+    d.dimension,
     dialect === 'postgres' ? d.hour : sqliteTimestamp(d.hour),
-    d.model,
-    d.provider,
-    d.apiKeyId,
+    d.value,
     d.requests,
     d.errors,
     d.cancelled,
@@ -184,8 +190,10 @@ function pgMergeHist(column: string): string {
 }
 
 const PG_UPSERT_TAIL =
-  ` ON CONFLICT ("hour", "model", "provider", "api_key_id") DO UPDATE SET ` +
-  [...SUMMED.map((c) => `"${c}" = "api_logs_hourly"."${c}" + EXCLUDED."${c}"`), pgMergeHist('latency_hist'), pgMergeHist('ttft_hist')].join(', ');
+  ` ON CONFLICT ("dimension", "hour", "value") DO UPDATE SET ` +
+  [...SUMMED.map((c) => `"${c}" = "api_logs_hourly"."${c}" + EXCLUDED."${c}"`), pgMergeHist('latency_hist'), pgMergeHist('ttft_hist')].join(
+    ', ',
+  );
 
 /** Adds deltas to api_logs_hourly on PostgreSQL (inside the caller's transaction). */
 export async function upsertRollupPostgres(q: Pick<EntityManager | QueryRunner, 'query'>, deltas: readonly RollupDelta[]): Promise<void> {
@@ -194,7 +202,10 @@ export async function upsertRollupPostgres(q: Pick<EntityManager | QueryRunner, 
     const chunk = deltas.slice(start, start + PG_CHUNK);
     const tuples = chunk.map((_, r) => `(${COLUMNS.map((_, c) => `$${r * width + c + 1}`).join(', ')})`);
     const sql = `INSERT INTO "api_logs_hourly" (${COLUMNS.map((c) => `"${c}"`).join(', ')}) VALUES ${tuples.join(', ')}${PG_UPSERT_TAIL}`;
-    await q.query(sql, chunk.flatMap((d) => values(d, 'postgres')));
+    await q.query(
+      sql,
+      chunk.flatMap((d) => values(d, 'postgres')),
+    );
   }
 }
 
@@ -208,21 +219,27 @@ export class SqliteRollup {
   private readonly upsert: Statement;
 
   constructor(db: Database) {
-    this.select = db.prepare(`SELECT "latency_hist", "ttft_hist" FROM "api_logs_hourly" WHERE "hour" = ? AND "model" = ? AND "provider" = ? AND "api_key_id" = ?`);
+    this.select = db.prepare(
+      `SELECT "latency_hist", "ttft_hist" FROM "api_logs_hourly" WHERE "dimension" = ? AND "hour" = ? AND "value" = ?`,
+    );
     this.upsert = db.prepare(
       `INSERT INTO "api_logs_hourly" (${COLUMNS.map((c) => `"${c}"`).join(', ')}) VALUES (${COLUMNS.map(() => '?').join(', ')}) ` +
-        `ON CONFLICT ("hour", "model", "provider", "api_key_id") DO UPDATE SET ` +
-        [...SUMMED.map((c) => `"${c}" = "${c}" + excluded."${c}"`), `"latency_hist" = excluded."latency_hist"`, `"ttft_hist" = excluded."ttft_hist"`].join(', '),
+        `ON CONFLICT ("dimension", "hour", "value") DO UPDATE SET ` +
+        [
+          ...SUMMED.map((c) => `"${c}" = "${c}" + excluded."${c}"`),
+          `"latency_hist" = excluded."latency_hist"`,
+          `"ttft_hist" = excluded."ttft_hist"`,
+        ].join(', '),
     );
   }
 
   apply(deltas: readonly RollupDelta[]): void {
     for (const d of deltas) {
       const v = values(d, 'sqlite');
-      const existing = this.select.get(v[0], d.model, d.provider, d.apiKeyId) as { latency_hist: string; ttft_hist: string } | undefined;
+      const existing = this.select.get(v[0], v[1], v[2]) as { latency_hist: string; ttft_hist: string } | undefined;
       if (existing) {
-        v[17] = JSON.stringify(toJson(mergeInto(fromJson(existing.latency_hist), d.latencyHist)));
-        v[18] = JSON.stringify(toJson(mergeInto(fromJson(existing.ttft_hist), d.ttftHist)));
+        v[16] = JSON.stringify(toJson(mergeInto(fromJson(existing.latency_hist), d.latencyHist)));
+        v[17] = JSON.stringify(toJson(mergeInto(fromJson(existing.ttft_hist), d.ttftHist)));
       }
       this.upsert.run(v);
     }

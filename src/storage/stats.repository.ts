@@ -85,9 +85,36 @@ interface Acc {
 }
 
 const HOUR_MS = 3_600_000;
-type Sum = 'requests' | 'errors' | 'cancelled' | 'prompt' | 'completion' | 'cached' | 'cache_write' | 'reasoning' | 'latency_sum' | 'ttft_count' | 'ttft_sum';
+type Sum =
+  | 'requests'
+  | 'errors'
+  | 'cancelled'
+  | 'prompt'
+  | 'completion'
+  | 'cached'
+  | 'cache_write'
+  | 'reasoning'
+  | 'latency_sum'
+  | 'ttft_count'
+  | 'ttft_sum';
 
-const newAcc = (): Acc => ({ requests: 0, errors: 0, cancelled: 0, prompt: 0, completion: 0, cached: 0, cacheWrite: 0, reasoning: 0, cost: 0n, upstreamCost: 0n, latencySum: 0, ttftCount: 0, ttftSum: 0, latency: new Map(), ttft: new Map() });
+const newAcc = (): Acc => ({
+  requests: 0,
+  errors: 0,
+  cancelled: 0,
+  prompt: 0,
+  completion: 0,
+  cached: 0,
+  cacheWrite: 0,
+  reasoning: 0,
+  cost: 0n,
+  upstreamCost: 0n,
+  latencySum: 0,
+  ttftCount: 0,
+  ttftSum: 0,
+  latency: new Map(),
+  ttft: new Map(),
+});
 
 function pico(value: unknown): bigint {
   if (value === null || value === undefined || value === '') return 0n;
@@ -100,9 +127,9 @@ function pico(value: unknown): bigint {
 
 /**
  * The read side of the request log: statistics, request listings, single generations and the
- * spend of a key. Statistics over whole hours read the hourly rollup; the partial hours at either
- * end of a range read `api_logs` through its created_at index, so a range of any length costs
- * about the same.
+ * spend of a key. Statistics over whole hours read the hourly rollup (a row per hour and model,
+ * provider or key); the partial hours at either end of a range read `api_logs` through its
+ * created_at index, so the cost grows with the number of hours and groups, not of requests.
  */
 @Injectable()
 export class StatsRepository {
@@ -157,27 +184,42 @@ export class StatsRepository {
   }
 
   private async fromRollup(ds: DataSource, sql: Sql, groupBy: StatsGroup, from: Date, to: Date, acc: (g: unknown) => Acc): Promise<void> {
-    const g = sql.group(groupBy, 'hour', true);
-    const where = `"hour" >= ${sql.p(1)} AND "hour" < ${sql.p(2)}`;
-    const params = [sql.date(from), sql.date(to)];
+    const g = sql.group(groupBy, 'r.hour', true);
+    // Days are summed from the per-model rows (every request has a model).
+    const dimension = groupBy === 'day' ? 'model' : groupBy;
+    const where = `r."dimension" = ${sql.p(1)} AND r."hour" >= ${sql.p(2)} AND r."hour" < ${sql.p(3)}`;
+    const params = [dimension, sql.date(from), sql.date(to)];
     const [scalars, latency, ttft] = await Promise.all([
       ds.query(
         `SELECT ${g} AS g, SUM("requests") AS requests, SUM("errors") AS errors, SUM("cancelled") AS cancelled, SUM("prompt_tokens") AS prompt, SUM("completion_tokens") AS completion, ` +
           `SUM("cached_tokens") AS cached, SUM("cache_write_tokens") AS cache_write, SUM("reasoning_tokens") AS reasoning, ${sql.moneySum('cost_usd')} AS cost, ${sql.moneySum('upstream_cost_usd')} AS upstream_cost, ` +
-          `SUM("latency_ms_sum") AS latency_sum, SUM("ttft_count") AS ttft_count, SUM("ttft_ms_sum") AS ttft_sum FROM "api_logs_hourly" WHERE ${where} GROUP BY 1`,
+          `SUM("latency_ms_sum") AS latency_sum, SUM("ttft_count") AS ttft_count, SUM("ttft_ms_sum") AS ttft_sum FROM "api_logs_hourly" r WHERE ${where} GROUP BY 1`,
         params,
       ),
-      ds.query(`SELECT ${g} AS g, h.key AS b, SUM(${sql.jsonInt('h.value')}) AS n FROM "api_logs_hourly", ${sql.jsonEach('"latency_hist"')} h WHERE ${where} GROUP BY 1, 2`, params),
-      ds.query(`SELECT ${g} AS g, h.key AS b, SUM(${sql.jsonInt('h.value')}) AS n FROM "api_logs_hourly", ${sql.jsonEach('"ttft_hist"')} h WHERE ${where} GROUP BY 1, 2`, params),
+      ds.query(
+        `SELECT ${g} AS g, h.key AS b, SUM(${sql.jsonInt('h.value')}) AS n FROM "api_logs_hourly" r, ${sql.jsonEach('r."latency_hist"')} h WHERE ${where} GROUP BY 1, 2`,
+        params,
+      ),
+      ds.query(
+        `SELECT ${g} AS g, h.key AS b, SUM(${sql.jsonInt('h.value')}) AS n FROM "api_logs_hourly" r, ${sql.jsonEach('r."ttft_hist"')} h WHERE ${where} GROUP BY 1, 2`,
+        params,
+      ),
     ]);
     for (const r of scalars as Array<Record<string, unknown>>) addScalars(acc(r.g), r);
-    for (const r of latency as Array<{ g: unknown; b: unknown; n: unknown }>) mergeInto(acc(r.g).latency, new Map([[Number(r.b), Number(r.n)]]));
+    for (const r of latency as Array<{ g: unknown; b: unknown; n: unknown }>)
+      mergeInto(acc(r.g).latency, new Map([[Number(r.b), Number(r.n)]]));
     for (const r of ttft as Array<{ g: unknown; b: unknown; n: unknown }>) mergeInto(acc(r.g).ttft, new Map([[Number(r.b), Number(r.n)]]));
   }
 
   /** Partial hours straight from api_logs; latencies grouped by value (a few thousand distinct at most) and bucketed here. */
-  private async fromLogs(ds: DataSource, sql: Sql, groupBy: StatsGroup, ranges: Array<[Date, Date]>, acc: (g: unknown) => Acc): Promise<void> {
-    const g = sql.group(groupBy, 'created_at', false);
+  private async fromLogs(
+    ds: DataSource,
+    sql: Sql,
+    groupBy: StatsGroup,
+    ranges: Array<[Date, Date]>,
+    acc: (g: unknown) => Acc,
+  ): Promise<void> {
+    const g = sql.group(groupBy, '"created_at"', false);
     const params: unknown[] = [];
     const where = ranges
       .map(([a, b]) => {
@@ -194,7 +236,10 @@ export class StatsRepository {
         params,
       ),
       ds.query(`SELECT ${g} AS g, "latency_ms" AS v, COUNT(*) AS n FROM "api_logs" WHERE ${where} GROUP BY 1, 2`, params),
-      ds.query(`SELECT ${g} AS g, "ttft_ms" AS v, COUNT(*) AS n FROM "api_logs" WHERE (${where}) AND "ttft_ms" IS NOT NULL GROUP BY 1, 2`, params),
+      ds.query(
+        `SELECT ${g} AS g, "ttft_ms" AS v, COUNT(*) AS n FROM "api_logs" WHERE (${where}) AND "ttft_ms" IS NOT NULL GROUP BY 1, 2`,
+        params,
+      ),
     ]);
     for (const r of scalars as Array<Record<string, unknown>>) addScalars(acc(r.g), r);
     for (const r of latency as Array<{ g: unknown; v: unknown; n: unknown }>) addValue(acc(r.g).latency, Number(r.v), Number(r.n));
@@ -255,7 +300,10 @@ export class StatsRepository {
   async spendSince(keyId: string, since: Date): Promise<bigint> {
     const ds = this.source();
     const sql = new Sql(this.db.dialect);
-    const rows = await ds.query<Array<{ s: unknown }>>(`SELECT ${sql.moneySum('cost_usd')} AS s FROM "api_logs_hourly" WHERE "api_key_id" = ${sql.p(1)} AND "hour" >= ${sql.p(2)}`, [keyId, sql.date(since)]);
+    const rows = await ds.query<Array<{ s: unknown }>>(
+      `SELECT ${sql.moneySum('cost_usd')} AS s FROM "api_logs_hourly" WHERE "dimension" = 'key' AND "value" = ${sql.p(1)} AND "hour" >= ${sql.p(2)}`,
+      [keyId, sql.date(since)],
+    );
     return pico(rows[0]?.s);
   }
 
@@ -268,7 +316,10 @@ export class StatsRepository {
     const unique = [...new Set(ids)];
     for (let i = 0; i < unique.length; i += 500) {
       const chunk = unique.slice(i, i + 500);
-      const rows = await ds.query<Array<Pick<ApiKey, 'id' | 'name' | 'key_prefix'>>>(`SELECT "id", "name", "key_prefix" FROM "api_keys" WHERE "id" IN (${chunk.map((_, j) => sql.p(j + 1)).join(', ')})`, chunk);
+      const rows = await ds.query<Array<Pick<ApiKey, 'id' | 'name' | 'key_prefix'>>>(
+        `SELECT "id", "name", "key_prefix" FROM "api_keys" WHERE "id" IN (${chunk.map((_, j) => sql.p(j + 1)).join(', ')})`,
+        chunk,
+      );
       for (const r of rows) out.set(r.id, r);
     }
     return out;
@@ -335,13 +386,13 @@ class Sql {
   group(by: StatsGroup, time: string, rollup: boolean): string {
     switch (by) {
       case 'model':
-        return '"model"';
+        return rollup ? 'r."value"' : '"model"';
       case 'provider':
-        return rollup ? '"provider"' : `COALESCE("provider", '')`;
+        return rollup ? 'r."value"' : `COALESCE("provider", '')`;
       case 'key':
-        return rollup ? '"api_key_id"' : `COALESCE("api_key_id", '')`;
+        return rollup ? 'r."value"' : `COALESCE("api_key_id", '')`;
       case 'day':
-        return this.pg ? `to_char("${time}" AT TIME ZONE 'UTC', 'YYYY-MM-DD')` : `substr("${time}", 1, 10)`;
+        return this.pg ? `to_char(${time} AT TIME ZONE 'UTC', 'YYYY-MM-DD')` : `substr(${time}, 1, 10)`;
     }
   }
 }

@@ -79,7 +79,9 @@ function expected(rows: ApiLog[], from: number, to: number, group: (r: ApiLog) =
 }
 
 interface StatsBody {
-  data: Array<Record<string, unknown> & { group: string | null; latency_ms: Record<string, number | null>; ttft_ms: Record<string, number | null> }>;
+  data: Array<
+    Record<string, unknown> & { group: string | null; latency_ms: Record<string, number | null>; ttft_ms: Record<string, number | null> }
+  >;
   totals: Record<string, unknown>;
 }
 
@@ -124,7 +126,10 @@ describe.each(['sqlite', 'postgres'] as const)('admin stats on %s', (backend) =>
 
   it.each(ranges)('adds up exactly over %s, by every grouping', async (_what, from, to) => {
     for (const [by, group] of Object.entries(groupers)) {
-      const res = await admin.call<StatsBody>('GET', `/admin/stats?from=${new Date(from).toISOString()}&to=${new Date(to).toISOString()}&group_by=${by}`);
+      const res = await admin.call<StatsBody>(
+        'GET',
+        `/admin/stats?from=${new Date(from).toISOString()}&to=${new Date(to).toISOString()}&group_by=${by}`,
+      );
       expect(res.status).toBe(200);
       const want = expected(rows, from, to, group);
       expect(res.body.data.map((d) => d.group).sort()).toEqual([...want.keys()].sort());
@@ -157,7 +162,10 @@ describe.each(['sqlite', 'postgres'] as const)('admin stats on %s', (backend) =>
         expect(d.ttft_ms.avg).toBe(ttfts.length ? Math.round(ttfts.reduce((a, b) => a + b, 0) / ttfts.length) : null);
         for (const p of ['p50', 'p95', 'p99'] as const) {
           const q = { p50: 0.5, p95: 0.95, p99: 0.99 }[p];
-          for (const [got, values] of [[d.latency_ms[p], latencies], [d.ttft_ms[p], ttfts]] as const) {
+          for (const [got, values] of [
+            [d.latency_ms[p], latencies],
+            [d.ttft_ms[p], ttfts],
+          ] as const) {
             const exact = exactPercentile([...values], q);
             if (exact === null) expect(got).toBeNull();
             else expect(Math.abs(got! - exact)).toBeLessThanOrEqual(Math.max(0, exact / 16));
@@ -170,7 +178,10 @@ describe.each(['sqlite', 'postgres'] as const)('admin stats on %s', (backend) =>
 
   it('names keys when grouping by key', async () => {
     const res = await admin.call<StatsBody>('GET', `/admin/stats?from=${T0 / 1000 - 3600}&to=${T0 / 1000 + 86400}&group_by=key`);
-    expect(res.body.data.find((d) => d.group === keyId)).toMatchObject({ key_name: 'stats key', key_prefix: expect.stringMatching(/^hyi-/) });
+    expect(res.body.data.find((d) => d.group === keyId)).toMatchObject({
+      key_name: 'stats key',
+      key_prefix: expect.stringMatching(/^hyi-/),
+    });
     expect(res.body.data.find((d) => d.group === null)).toMatchObject({ key_name: null });
   });
 
@@ -207,7 +218,10 @@ describe.each(['sqlite', 'postgres'] as const)('admin stats on %s', (backend) =>
     let cursor: string | null = null;
     let pages = 0;
     do {
-      const res: { status: number; body: { data: Array<{ id: string; generation_id: string; cost_usd: string }>; next_cursor: string | null; has_more: boolean } } = await admin.call(
+      const res: {
+        status: number;
+        body: { data: Array<{ id: string; generation_id: string; cost_usd: string }>; next_cursor: string | null; has_more: boolean };
+      } = await admin.call(
         'GET',
         `/admin/requests?model=acme/a&from=${new Date(from).toISOString()}&to=${new Date(to).toISOString()}&limit=7${cursor ? `&cursor=${cursor}` : ''}`,
       );
@@ -221,7 +235,10 @@ describe.each(['sqlite', 'postgres'] as const)('admin stats on %s', (backend) =>
     } while (cursor && pages < 100);
     expect(seen).toEqual(want);
 
-    const errors = await admin.call<{ data: Array<{ status_code: number; api_key_id: string | null }> }>('GET', `/admin/requests?status=error&key=${keyId}&limit=500`);
+    const errors = await admin.call<{ data: Array<{ status_code: number; api_key_id: string | null }> }>(
+      'GET',
+      `/admin/requests?status=error&key=${keyId}&limit=500`,
+    );
     expect(errors.body.data.length).toBe(rows.filter((r) => r.status_code >= 400 && r.api_key_id === keyId).length);
     expect(errors.body.data.every((r) => r.status_code >= 400 && r.api_key_id === keyId)).toBe(true);
     const exact = await admin.call<{ data: Array<{ status_code: number }> }>('GET', '/admin/requests?status=499&limit=500');
@@ -246,7 +263,9 @@ describe.each(['sqlite', 'postgres'] as const)('admin stats on %s', (backend) =>
 describe.each(['sqlite', 'postgres'] as const)('the rollup migration on %s', (backend) => {
   it('backfills the rollup from rows logged before it existed', async () => {
     const pg = backend === 'postgres' ? await createTestDatabase() : undefined;
-    const env = validateEnv({ ...(pg?.env ?? { DB_BACKEND: 'sqlite', DB_SQLITE_PATH: join(mkdtempSync(join(tmpdir(), 'hi-backfill-')), 'db.sqlite') }) });
+    const env = validateEnv({
+      ...(pg?.env ?? { DB_BACKEND: 'sqlite', DB_SQLITE_PATH: join(mkdtempSync(join(tmpdir(), 'hi-backfill-')), 'db.sqlite') }),
+    });
     const options = dataSourceOptions(new AppConfig(env));
     const all = options.migrations as Array<new () => { name: string }>;
     try {
@@ -262,7 +281,9 @@ describe.each(['sqlite', 'postgres'] as const)('the rollup migration on %s', (ba
       const after = new DataSource(options);
       await after.initialize();
       await after.runMigrations();
-      const sums = await after.query<Array<{ requests: unknown; prompt: unknown }>>('SELECT SUM(requests) AS requests, SUM(prompt_tokens) AS prompt FROM api_logs_hourly');
+      const sums = await after.query<Array<{ requests: unknown; prompt: unknown }>>(
+        "SELECT SUM(requests) AS requests, SUM(prompt_tokens) AS prompt FROM api_logs_hourly WHERE dimension = 'key'",
+      );
       expect(Number(sums[0].requests)).toBe(120);
       expect(Number(sums[0].prompt)).toBe(rows.reduce((s, r) => s + r.prompt_tokens, 0));
       await after.destroy();

@@ -1,17 +1,21 @@
 import { EntitySchema } from 'typeorm';
 import type { Dialect } from '../dialect';
 
+export const ROLLUP_DIMENSIONS = ['model', 'provider', 'key'] as const;
+export type RollupDimension = (typeof ROLLUP_DIMENSIONS)[number];
+
 /**
- * The hourly rollup of `api_logs`: one row per UTC hour, model, provider and API key ('' for
- * none), kept up to date by the request-log writer in the same transaction as the rows it sums.
- * Statistics over long ranges read this instead of scanning `api_logs`; percentiles come from
- * the latency and time-to-first-token histograms (see latency-histogram.ts).
+ * The hourly rollup of `api_logs`: per UTC hour, one row for each model, each provider and each
+ * API key seen in it (`dimension` says which; `value` is '' for no provider / anonymous), kept up
+ * to date by the request-log writer in the same transaction as the rows it sums. Keyed by one
+ * dimension at a time, its size grows with the number of models + providers + keys, not their
+ * product. Statistics over long ranges read this instead of scanning `api_logs`; percentiles
+ * come from the latency and time-to-first-token histograms (see latency-histogram.ts).
  */
 export class ApiLogHourly {
+  dimension!: RollupDimension;
   hour!: Date;
-  model!: string;
-  provider!: string;
-  api_key_id!: string;
+  value!: string;
   requests!: number;
   /** Status >= 400, except 499 (the client left). */
   errors!: number;
@@ -41,10 +45,9 @@ export function apiLogHourlySchema(dialect: Dialect): EntitySchema<ApiLogHourly>
     tableName: 'api_logs_hourly',
     target: ApiLogHourly,
     columns: {
+      dimension: { type: 'varchar', length: 16, primary: true },
       hour: { type: pg ? 'timestamptz' : 'datetime', primary: true },
-      model: { type: 'varchar', length: 200, primary: true },
-      provider: { type: 'varchar', length: 100, primary: true },
-      api_key_id: { type: 'varchar', length: 64, primary: true },
+      value: { type: 'varchar', length: 200, primary: true },
       requests: { type: 'integer', default: 0 },
       errors: { type: 'integer', default: 0 },
       cancelled: { type: 'integer', default: 0 },
@@ -61,6 +64,6 @@ export function apiLogHourlySchema(dialect: Dialect): EntitySchema<ApiLogHourly>
       latency_hist: hist,
       ttft_hist: hist,
     },
-    indices: [{ name: 'IDX_api_logs_hourly_api_key_hour', columns: ['api_key_id', 'hour'], synchronize: false }],
+    indices: [{ name: 'IDX_api_logs_hourly_value_hour', columns: ['dimension', 'value', 'hour'], synchronize: false }],
   });
 }

@@ -7,10 +7,9 @@ export class CreateApiLogsHourlySqlite1764000000001 implements MigrationInterfac
   async up(q: QueryRunner): Promise<void> {
     await q.query(`
       CREATE TABLE "api_logs_hourly" (
+        "dimension" varchar(16) NOT NULL,
         "hour" datetime NOT NULL,
-        "model" varchar(200) NOT NULL,
-        "provider" varchar(100) NOT NULL,
-        "api_key_id" varchar(64) NOT NULL,
+        "value" varchar(200) NOT NULL,
         "requests" integer NOT NULL DEFAULT (0),
         "errors" integer NOT NULL DEFAULT (0),
         "cancelled" integer NOT NULL DEFAULT (0),
@@ -26,9 +25,9 @@ export class CreateApiLogsHourlySqlite1764000000001 implements MigrationInterfac
         "ttft_ms_sum" integer NOT NULL DEFAULT (0),
         "latency_hist" text NOT NULL DEFAULT ('{}'),
         "ttft_hist" text NOT NULL DEFAULT ('{}'),
-        PRIMARY KEY ("hour", "model", "provider", "api_key_id")
+        PRIMARY KEY ("dimension", "hour", "value")
       )`);
-    await q.query(`CREATE INDEX "IDX_api_logs_hourly_api_key_hour" ON "api_logs_hourly" ("api_key_id", "hour")`);
+    await q.query(`CREATE INDEX "IDX_api_logs_hourly_value_hour" ON "api_logs_hourly" ("dimension", "value", "hour")`);
     // Rows logged before the rollup existed.
     await backfillRollup(q, 'sqlite');
   }
