@@ -64,7 +64,7 @@ export class ChatCompletionService {
       if (!model) throw new ModelNotFoundError(chat.model);
       rec.model = model.id;
       rec.modelDef = model;
-      rec.lease = await this.limits.admit(res, chatCharge(model, chat));
+      rec.lease = await this.limits.admit(res, () => chatCharge(model, chat));
       const ex = new Execution(model, chat, rec.id, abort.signal, snapshot);
       rec.execution = ex;
       if (rec.stream) await this.stream(chat, ex, rec, res, abort.signal);

@@ -65,8 +65,9 @@ export class UsageLease {
  * unreachable, each process keeps its own (and says so in the log; /health shows Redis degraded).
  *
  * Any endpoint that calls an upstream for a key uses it the same way: after ApiKeyGuard,
- * `const lease = await limiter.admit(res, charge)` before the call (throws RateLimitError, a 429),
- * and `lease?.settle(row)` with the request's api_logs row when it is over.
+ * `const lease = await limiter.admit(res, () => charge)` before the call (throws RateLimitError,
+ * a 429), and `lease?.settle(row)` with the request's api_logs row when it is over. The charge is
+ * a function so that anonymous calls and keys without limits never pay for the estimate.
  */
 @Injectable()
 export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
@@ -94,11 +95,12 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
    * Admits the current request (its key from ApiKeyGuard) or throws a 429 naming the limit.
    * Sets the x-ratelimit-* headers. Undefined for anonymous calls and keys without limits.
    */
-  async admit(res: Response, charge: Charge): Promise<UsageLease | undefined> {
+  async admit(res: Response, estimate: () => Charge): Promise<UsageLease | undefined> {
     const ctx = requestContext.getStore();
     if (!ctx || ctx.principal === undefined) throw new Error('UsageLimiter.admit() called on a route without ApiKeyGuard');
     const p = ctx.principal;
     if (!p || !hasLimits(p.limits)) return undefined;
+    const charge = estimate();
     const args: AdmitArgs = {
       keyId: p.id,
       rid: ctx.requestId,
@@ -138,13 +140,30 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
     }
     const client = this.redis.client;
     if (!client) {
-      this.logger.warn(`Redis unavailable: the usage of request ${a.rid} is not counted in the shared limits (its reservation expires with its lease)`);
+      this.logger.warn(
+        `Redis unavailable: the usage of request ${a.rid} is not counted in the shared limits (its reservation expires with its lease)`,
+      );
       return;
     }
     const b = a.baseline;
     commands(client)
-      .hiLimitSettle(...this.keys(a.keyId), a.rid, a.bucket, a.estimateTokens, a.actualTokens, a.costNano, b.day, b.dayNano, b.month, b.monthNano, a.trackTokens ? 1 : 0, a.trackSpend ? 1 : 0)
-      .catch((err: Error) => this.logger.warn(`Redis settlement of request ${a.rid} failed (${err.message}); its reservation expires with its lease`));
+      .hiLimitSettle(
+        ...this.keys(a.keyId),
+        a.rid,
+        a.bucket,
+        a.estimateTokens,
+        a.actualTokens,
+        a.costNano,
+        b.day,
+        b.dayNano,
+        b.month,
+        b.monthNano,
+        a.trackTokens ? 1 : 0,
+        a.trackSpend ? 1 : 0,
+      )
+      .catch((err: Error) =>
+        this.logger.warn(`Redis settlement of request ${a.rid} failed (${err.message}); its reservation expires with its lease`),
+      );
   }
 
   private keys(keyId: string): string[] {
@@ -157,7 +176,10 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
       this.lastStore = store;
       return;
     }
-    if (store === 'local') this.logger.warn(`Redis unavailable (${this.redis.error ?? this.redis.status}): rate limits and budgets are per process until it is back`);
+    if (store === 'local')
+      this.logger.warn(
+        `Redis unavailable (${this.redis.error ?? this.redis.status}): rate limits and budgets are per process until it is back`,
+      );
     else if (this.lastStore === 'local') this.logger.log('Redis is back: rate limits and budgets are shared again');
     this.lastStore = store;
   }
@@ -175,7 +197,21 @@ function commands(client: Redis): LimitCommands {
 function admitArgv(a: AdmitArgs): Array<string | number> {
   const l = a.limits;
   const b = a.baseline;
-  return [a.rid, l.rpm, l.tpm, l.concurrency, l.dayBudget, l.monthBudget, a.tokens, a.costNano, a.leaseMs, b.day, b.dayNano, b.month, b.monthNano];
+  return [
+    a.rid,
+    l.rpm,
+    l.tpm,
+    l.concurrency,
+    l.dayBudget,
+    l.monthBudget,
+    a.tokens,
+    a.costNano,
+    a.leaseMs,
+    b.day,
+    b.dayNano,
+    b.month,
+    b.monthNano,
+  ];
 }
 
 function parseAdmit(r: unknown[]): AdmitOutcome {
