@@ -23,7 +23,11 @@ export class AdminValidationPipe implements PipeTransform {
     const errors = validateSync(dto, { whitelist: true, forbidNonWhitelisted: true, forbidUnknownValues: true });
     if (errors.length > 0) {
       const fields = flatten(errors);
-      throw new InvalidRequestError(`Invalid ${where}: ${fields.map((f) => f.message).join('; ')}`, [...new Set(fields.map((f) => f.field))].join(', '), 'invalid_request');
+      throw new InvalidRequestError(
+        `Invalid ${where}: ${fields.map((f) => f.message).join('; ')}`,
+        [...new Set(fields.map((f) => f.field))].join(', '),
+        'invalid_request',
+      );
     }
     return dto;
   }

@@ -41,7 +41,10 @@ export class ApiKeysController {
   async update(@Param('id') id: string, @Body() body: UpdateApiKeyDto) {
     const input = toInput(body);
     if (Object.keys(input).length === 0) {
-      throw new InvalidRequestError('Nothing to change: send at least one of name, rpm_limit, tpm_limit, max_concurrency, daily_budget_usd, monthly_budget_usd, expires_at, notes, status', 'body');
+      throw new InvalidRequestError(
+        'Nothing to change: send at least one of name, rpm_limit, tpm_limit, max_concurrency, daily_budget_usd, monthly_budget_usd, expires_at, notes, status',
+        'body',
+      );
     }
     return presentKey(await this.keys.update(id, input));
   }

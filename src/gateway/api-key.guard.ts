@@ -54,7 +54,8 @@ export class ApiKeyGuard implements CanActivate {
 
   private async identify(token: string | undefined): Promise<Principal | null> {
     if (!token) {
-      if (this.required) throw new AuthenticationError('An API key is required: send Authorization: Bearer <key> (or x-api-key: <key>)', 'missing_api_key');
+      if (this.required)
+        throw new AuthenticationError('An API key is required: send Authorization: Bearer <key> (or x-api-key: <key>)', 'missing_api_key');
       return null;
     }
     let state: KeyState | null;
@@ -85,6 +86,7 @@ function refusalOf(state: KeyState): GatewayError | undefined {
     case 'active':
       break;
   }
-  if (state.expiresAt !== null && state.expiresAt <= Date.now()) return new AuthenticationError(`The ${who} expired on ${new Date(state.expiresAt).toISOString()}`, 'api_key_expired');
+  if (state.expiresAt !== null && state.expiresAt <= Date.now())
+    return new AuthenticationError(`The ${who} expired on ${new Date(state.expiresAt).toISOString()}`, 'api_key_expired');
   return undefined;
 }

@@ -4,13 +4,30 @@ import { estimatePromptTokens } from '../common/tokens';
 import type { ModelDef, RouteDef } from '../config/registry.types';
 import { chatCharge, countImages, promptCharge } from './charge-estimate';
 
-const pricing = (prompt: string, completion: string, extra: Partial<Pricing> = {}): Pricing => ({ prompt: tokenPrice(prompt), completion: tokenPrice(completion), request: FREE, image: FREE, ...extra });
+const pricing = (prompt: string, completion: string, extra: Partial<Pricing> = {}): Pricing => ({
+  prompt: tokenPrice(prompt),
+  completion: tokenPrice(completion),
+  request: FREE,
+  image: FREE,
+  ...extra,
+});
 
 function model(over: Partial<ModelDef> = {}, routes: Array<Partial<RouteDef>> = [{}]): ModelDef {
-  return { id: 'm', contextLength: 10_000, maxCompletionTokens: null, pricing: pricing('1', '2'), routes: routes as RouteDef[], ...over } as ModelDef;
+  return {
+    id: 'm',
+    contextLength: 10_000,
+    maxCompletionTokens: null,
+    pricing: pricing('1', '2'),
+    routes: routes as RouteDef[],
+    ...over,
+  } as ModelDef;
 }
 
-const req = (over: Partial<ChatRequest> = {}): ChatRequest => ({ model: 'm', messages: [{ role: 'user', content: 'hello world, how are you?' }], ...over });
+const req = (over: Partial<ChatRequest> = {}): ChatRequest => ({
+  model: 'm',
+  messages: [{ role: 'user', content: 'hello world, how are you?' }],
+  ...over,
+});
 
 describe('charge estimates', () => {
   const prompt = estimatePromptTokens(req());
@@ -32,7 +49,18 @@ describe('charge estimates', () => {
 
   it('takes the dearest route pricing, the per-request fee and images', () => {
     const m = model({}, [{}, { pricing: pricing('1', '10', { request: unitPrice('0.01'), image: unitPrice('0.002') }) }]);
-    const r = req({ max_tokens: 10, messages: [{ role: 'user', content: [{ type: 'text', text: 'what?' }, { type: 'image_url', image_url: { url: 'data:,' } }] }] });
+    const r = req({
+      max_tokens: 10,
+      messages: [
+        {
+          role: 'user',
+          content: [
+            { type: 'text', text: 'what?' },
+            { type: 'image_url', image_url: { url: 'data:,' } },
+          ],
+        },
+      ],
+    });
     expect(countImages(r)).toBe(1);
     const p = estimatePromptTokens(r);
     expect(chatCharge(m, r).costPico).toBe(BigInt(p) * 1_000_000n + 10n * 10_000_000n + 10_000_000_000n + 2_000_000_000n);

@@ -19,11 +19,21 @@ export class GenerationController {
 
   @Get()
   async get(@Query('id') id: unknown) {
-    if (typeof id !== 'string' || id.trim() === '') throw new InvalidRequestError('The query parameter id is required: GET /v1/generation?id=gen-...', 'id', 'missing_required_parameter');
+    if (typeof id !== 'string' || id.trim() === '')
+      throw new InvalidRequestError(
+        'The query parameter id is required: GET /v1/generation?id=gen-...',
+        'id',
+        'missing_required_parameter',
+      );
     const requestId = id.startsWith('gen-') ? id.slice(4) : id;
     const caller = requestContext.getStore()?.principal?.id ?? null;
     const row = requestId.length <= 64 ? await this.logs.findLog(requestId) : undefined;
-    if (!row || (row.api_key_id ?? null) !== caller) throw new NotFoundError(`No generation with id "${id}" for this caller (a request's generation appears here as soon as it is over)`, 'generation_not_found', 'id');
+    if (!row || (row.api_key_id ?? null) !== caller)
+      throw new NotFoundError(
+        `No generation with id "${id}" for this caller (a request's generation appears here as soon as it is over)`,
+        'generation_not_found',
+        'id',
+      );
     return { data: presentGeneration(row) };
   }
 }

@@ -8,9 +8,28 @@ function setup() {
   const limits = new LocalLimits(() => now);
   let n = 0;
   const admit = (l: Partial<StoreLimits>, extra: Partial<AdmitArgs> = {}) =>
-    limits.admit({ keyId: 'k', rid: `r${++n}`, limits: { ...NONE, ...l }, tokens: 0, costNano: 0, leaseMs: 600_000, baseline: { day: '', dayNano: 0, month: '', monthNano: 0 }, ...extra });
+    limits.admit({
+      keyId: 'k',
+      rid: `r${++n}`,
+      limits: { ...NONE, ...l },
+      tokens: 0,
+      costNano: 0,
+      leaseMs: 600_000,
+      baseline: { day: '', dayNano: 0, month: '', monthNano: 0 },
+      ...extra,
+    });
   const settle = (rid: string, bucket: number, estimate: number, actual: number, costNano: number, track = { tokens: true, spend: true }) =>
-    limits.settle({ keyId: 'k', rid, bucket, estimateTokens: estimate, actualTokens: actual, costNano, baseline: { day: '', dayNano: 0, month: '', monthNano: 0 }, trackTokens: track.tokens, trackSpend: track.spend });
+    limits.settle({
+      keyId: 'k',
+      rid,
+      bucket,
+      estimateTokens: estimate,
+      actualTokens: actual,
+      costNano,
+      baseline: { day: '', dayNano: 0, month: '', monthNano: 0 },
+      trackTokens: track.tokens,
+      trackSpend: track.spend,
+    });
   return { limits, admit, settle, advance: (ms: number) => (now += ms), rid: () => `r${n}` };
 }
 
@@ -61,7 +80,13 @@ describe('per-process limits', () => {
     const a = admit({ dayBudget: 1000 }, { costNano: 600 });
     expect(a.ok).toBe(true);
     // 600 reserved + 600 > 1000: refused while the first is in flight.
-    expect(admit({ dayBudget: 1000 }, { costNano: 600 })).toMatchObject({ ok: false, limit: 'daily_budget', spentNano: 0, reservedNano: 600, costNano: 600 });
+    expect(admit({ dayBudget: 1000 }, { costNano: 600 })).toMatchObject({
+      ok: false,
+      limit: 'daily_budget',
+      spentNano: 0,
+      reservedNano: 600,
+      costNano: 600,
+    });
     settle('r1', a.bucket, 0, 0, 150);
     const b = admit({ dayBudget: 1000 }, { costNano: 600 });
     expect(b.ok).toBe(true);
@@ -74,8 +99,17 @@ describe('per-process limits', () => {
   it('starts a budget period from the request log baseline, and renews at the next UTC day and month', () => {
     const { admit, advance } = setup();
     const baseline = { day: String(Math.floor(T0 / 86_400_000)), dayNano: 900, month: '202611', monthNano: 5000 };
-    expect(admit({ dayBudget: 1000 }, { costNano: 200, baseline })).toMatchObject({ ok: false, limit: 'daily_budget', spentNano: 900, retryAfterMs: 14 * 3_600_000 });
-    expect(admit({ monthBudget: 5100 }, { costNano: 200, baseline })).toMatchObject({ ok: false, limit: 'monthly_budget', spentNano: 5000 });
+    expect(admit({ dayBudget: 1000 }, { costNano: 200, baseline })).toMatchObject({
+      ok: false,
+      limit: 'daily_budget',
+      spentNano: 900,
+      retryAfterMs: 14 * 3_600_000,
+    });
+    expect(admit({ monthBudget: 5100 }, { costNano: 200, baseline })).toMatchObject({
+      ok: false,
+      limit: 'monthly_budget',
+      spentNano: 5000,
+    });
     advance(14 * 3_600_000); // 2026-11-22 00:00 UTC: the baseline is yesterday's
     expect(admit({ dayBudget: 1000 }, { costNano: 200, baseline }).ok).toBe(true);
     expect(admit({ monthBudget: 5100 }, { costNano: 200, baseline }).ok).toBe(false);

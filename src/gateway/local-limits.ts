@@ -84,7 +84,19 @@ export class LocalLimits {
     const now = this.clock();
     const sec = Math.floor(now / 1000);
     const s = this.state(a.keyId, now);
-    const out: AdmitOutcome = { ok: false, retryAfterMs: 0, now, bucket: sec, rpmUsed: 0, rpmResetMs: 0, tpmUsed: 0, tpmResetMs: 0, spentNano: 0, reservedNano: 0, costNano: 0 };
+    const out: AdmitOutcome = {
+      ok: false,
+      retryAfterMs: 0,
+      now,
+      bucket: sec,
+      rpmUsed: 0,
+      rpmResetMs: 0,
+      tpmUsed: 0,
+      tpmResetMs: 0,
+      spentNano: 0,
+      reservedNano: 0,
+      costNano: 0,
+    };
     const refuse = (limit: LimitName, retry: number, money?: [number, number, number]) => {
       out.limit = limit;
       out.retryAfterMs = Math.max(0, retry);
@@ -118,7 +130,8 @@ export class LocalLimits {
       const month = String(utcMonth(now));
       if (dayBudget >= 0) {
         const spent = this.spent(s, `d:${day}`, day === a.baseline.day ? a.baseline.dayNano : 0);
-        if (spent + reserved + a.costNano > dayBudget) return refuse('daily_budget', (utcDay(now) + 1) * 86_400_000 - now, [spent, reserved, a.costNano]);
+        if (spent + reserved + a.costNano > dayBudget)
+          return refuse('daily_budget', (utcDay(now) + 1) * 86_400_000 - now, [spent, reserved, a.costNano]);
       }
       if (monthBudget >= 0) {
         const spent = this.spent(s, `m:${month}`, month === a.baseline.month ? a.baseline.monthNano : 0);

@@ -135,7 +135,10 @@ export class ApiKeysService {
   /** What the key already spent today and this month (UTC), so budgets survive restarts. */
   private async baseline(id: string): Promise<SpendBaseline> {
     const now = Date.now();
-    const [dayPico, monthPico] = await Promise.all([this.stats.spendSince(id, startOfUtcDay(now)), this.stats.spendSince(id, startOfUtcMonth(now))]);
+    const [dayPico, monthPico] = await Promise.all([
+      this.stats.spendSince(id, startOfUtcDay(now)),
+      this.stats.spendSince(id, startOfUtcMonth(now)),
+    ]);
     return { day: utcDay(now), dayPico, month: utcMonth(now), monthPico };
   }
 
@@ -172,7 +175,12 @@ export class ApiKeysService {
   }
 
   async list(f: KeyListFilter): Promise<{ data: ApiKey[]; total: number }> {
-    const [data, total] = await this.repo().findAndCount({ where: f.status ? { status: f.status } : {}, order: { created_at: 'DESC', id: 'ASC' }, take: f.limit, skip: f.offset });
+    const [data, total] = await this.repo().findAndCount({
+      where: f.status ? { status: f.status } : {},
+      order: { created_at: 'DESC', id: 'ASC' },
+      take: f.limit,
+      skip: f.offset,
+    });
     return { data, total };
   }
 
@@ -184,9 +192,20 @@ export class ApiKeysService {
 
   async update(id: string, patch: ApiKeyInput): Promise<ApiKey> {
     const current = await this.get(id);
-    if (current.status === 'revoked') throw new ConflictError('This API key is revoked; revoked keys cannot be changed (create a new one)', 'api_key_revoked');
+    if (current.status === 'revoked')
+      throw new ConflictError('This API key is revoked; revoked keys cannot be changed (create a new one)', 'api_key_revoked');
     const changes: Partial<ApiKey> = { updated_at: new Date() };
-    for (const k of ['name', 'rpm_limit', 'tpm_limit', 'max_concurrency', 'daily_budget_usd', 'monthly_budget_usd', 'expires_at', 'notes', 'status'] as const) {
+    for (const k of [
+      'name',
+      'rpm_limit',
+      'tpm_limit',
+      'max_concurrency',
+      'daily_budget_usd',
+      'monthly_budget_usd',
+      'expires_at',
+      'notes',
+      'status',
+    ] as const) {
       if (patch[k] !== undefined) (changes as Record<string, unknown>)[k] = patch[k];
     }
     await this.repo().update({ id }, changes);

@@ -35,7 +35,7 @@ describe('latency histogram', () => {
 
   it('reads percentiles within 3% of the exact ones, also after merging', () => {
     let seed = 7;
-    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     const a: number[] = [];
     const b: number[] = [];
     for (let i = 0; i < 5000; i++) a.push(Math.round(50 + rand() * 400));

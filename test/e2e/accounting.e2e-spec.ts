@@ -29,18 +29,28 @@ function usageUpstream(): Promise<{ url: string; server: Server }> {
       const base = { id: 'chatcmpl-usage-1', created: 1, model: 'detailed' };
       if (!stream) {
         res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ ...base, object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content: 'an answer' }, finish_reason: 'stop' }], usage: USAGE }));
+        res.end(
+          JSON.stringify({
+            ...base,
+            object: 'chat.completion',
+            choices: [{ index: 0, message: { role: 'assistant', content: 'an answer' }, finish_reason: 'stop' }],
+            usage: USAGE,
+          }),
+        );
         return;
       }
       res.writeHead(200, { 'content-type': 'text/event-stream' });
-      const chunk = (choices: unknown[], usage: unknown = null) => res.write(`data: ${JSON.stringify({ ...base, object: 'chat.completion.chunk', choices, usage })}\n\n`);
+      const chunk = (choices: unknown[], usage: unknown = null) =>
+        res.write(`data: ${JSON.stringify({ ...base, object: 'chat.completion.chunk', choices, usage })}\n\n`);
       chunk([{ index: 0, delta: { role: 'assistant', content: 'an ' }, finish_reason: null }]);
       chunk([{ index: 0, delta: { content: 'answer' }, finish_reason: 'stop' }]);
       chunk([], USAGE);
       res.end('data: [DONE]\n\n');
     });
   });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, server })));
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, server })),
+  );
 }
 
 const models = (detailed: string, standIn: string) => `
@@ -78,7 +88,11 @@ describe.each(['sqlite', 'postgres'] as const)('accounting on %s', (backend) => 
     await pg?.drop();
   });
 
-  const ask = (model: string, extra: Record<string, unknown> = {}) => ({ model, messages: [{ role: 'user', content: 'question' }], ...extra });
+  const ask = (model: string, extra: Record<string, unknown> = {}) => ({
+    model,
+    messages: [{ role: 'user', content: 'question' }],
+    ...extra,
+  });
 
   it('bills every token kind at its own price plus the request fee and images, streamed or not', async () => {
     // (1000 - 400 - 100) x 2 + 400 x 0.5 + 100 x 2.5 + (500 - 200) x 8 + 200 x 4 per million, + $0.001
@@ -87,14 +101,30 @@ describe.each(['sqlite', 'postgres'] as const)('accounting on %s', (backend) => 
     const streamed = await chat(gw, undefined, ask('acme/detailed', { stream: true }));
     const withImage = await chat(gw, undefined, {
       model: 'acme/detailed',
-      messages: [{ role: 'user', content: [{ type: 'text', text: 'what is it?' }, { type: 'image_url', image_url: { url: 'data:image/png;base64,AAAA' } }] }],
+      messages: [
+        {
+          role: 'user',
+          content: [
+            { type: 'text', text: 'what is it?' },
+            { type: 'image_url', image_url: { url: 'data:image/png;base64,AAAA' } },
+          ],
+        },
+      ],
     });
     expect([json.status, streamed.status, withImage.status]).toEqual([200, 200, 200]);
     const rows = await gw.rows();
     const row = (gen: unknown) => rows.find((r) => `gen-${r.id}` === gen)!;
     const streamId = /"id":"(gen-[^"]+)"/.exec(String(streamed.body))![1];
     for (const r of [row(json.body.id), row(streamId)]) {
-      expect(r).toMatchObject({ prompt_tokens: 1000, completion_tokens: 500, total_tokens: 1500, cached_tokens: 400, cache_write_tokens: 100, reasoning_tokens: 200, usage_estimated: false });
+      expect(r).toMatchObject({
+        prompt_tokens: 1000,
+        completion_tokens: 500,
+        total_tokens: 1500,
+        cached_tokens: 400,
+        cache_write_tokens: 100,
+        reasoning_tokens: 200,
+        usage_estimated: false,
+      });
       expect(Number(r.cost_usd)).toBeCloseTo(Number(expected), 12);
       expect(Number(r.upstream_cost_usd)).toBeCloseTo(0.0123, 12);
     }
@@ -111,7 +141,14 @@ describe.each(['sqlite', 'postgres'] as const)('accounting on %s', (backend) => 
 
   it('bills a stream the client left for what was delivered', async () => {
     const controller = new AbortController();
-    const res = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', signal: controller.signal, headers: { 'content-type': 'application/json' }, body: JSON.stringify(ask('acme/slow-stream', { stream: true, messages: [{ role: 'user', content: 'one two three four five six seven eight' }] })) });
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      signal: controller.signal,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(
+        ask('acme/slow-stream', { stream: true, messages: [{ role: 'user', content: 'one two three four five six seven eight' }] }),
+      ),
+    });
     const id = res.headers.get('x-request-id')!;
     const reader = res.body!.getReader();
     let text = '';
@@ -133,7 +170,9 @@ describe.each(['sqlite', 'postgres'] as const)('accounting on %s', (backend) => 
     const res = await chat(gw, mine.key, ask('acme/detailed', { user: 'end-user-7' }));
     const gen = String(res.body.id);
     // Visible at once, before the log writer's next flush.
-    const got = await call<{ data: Record<string, unknown> }>(`${gw.url}/v1/generation?id=${gen}`, 'GET', undefined, { authorization: `Bearer ${mine.key}` });
+    const got = await call<{ data: Record<string, unknown> }>(`${gw.url}/v1/generation?id=${gen}`, 'GET', undefined, {
+      authorization: `Bearer ${mine.key}`,
+    });
     expect(got.status).toBe(200);
     expect(got.body.data).toMatchObject({
       id: gen,
@@ -159,7 +198,9 @@ describe.each(['sqlite', 'postgres'] as const)('accounting on %s', (backend) => 
     expect(typeof got.body.data.latency).toBe('number');
     // The same from the database, after the flush; also by the bare request id.
     await gw.rows();
-    const again = await call<{ data: Record<string, unknown> }>(`${gw.url}/v1/generation?id=${gen.slice(4)}`, 'GET', undefined, { 'x-api-key': mine.key });
+    const again = await call<{ data: Record<string, unknown> }>(`${gw.url}/v1/generation?id=${gen.slice(4)}`, 'GET', undefined, {
+      'x-api-key': mine.key,
+    });
     expect(again.body.data).toEqual(got.body.data);
 
     for (const other of [{ authorization: `Bearer ${theirs.key}` }, {}] as Array<Record<string, string>>) {

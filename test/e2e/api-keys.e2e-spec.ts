@@ -20,7 +20,10 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
 
   beforeAll(async () => {
     pg = backend === 'postgres' ? await createTestDatabase() : undefined;
-    gw = await startGateway({ models: MODELS, env: { ...pg?.env, ...ACCESS_ENV, USER_AUTH_ENABLED: 'true', API_KEY_CACHE_TTL_MS: '60000' } });
+    gw = await startGateway({
+      models: MODELS,
+      env: { ...pg?.env, ...ACCESS_ENV, USER_AUTH_ENABLED: 'true', API_KEY_CACHE_TTL_MS: '60000' },
+    });
     admin = adminApi(gw);
   });
   afterAll(async () => {
@@ -29,7 +32,16 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
   });
 
   it('creates a key whose secret is shown once, and never stores or shows it again', async () => {
-    const created = await admin.createKey({ name: 'team a', rpm_limit: 60, tpm_limit: 100000, max_concurrency: 4, daily_budget_usd: '12.5', monthly_budget_usd: 100, expires_at: '2099-01-01T00:00:00Z', notes: 'for the demo' });
+    const created = await admin.createKey({
+      name: 'team a',
+      rpm_limit: 60,
+      tpm_limit: 100000,
+      max_concurrency: 4,
+      daily_budget_usd: '12.5',
+      monthly_budget_usd: 100,
+      expires_at: '2099-01-01T00:00:00Z',
+      notes: 'for the demo',
+    });
     expect(created).toMatchObject({
       object: 'api_key',
       name: 'team a',
@@ -58,7 +70,10 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
 
     // Only the HMAC is in the database.
     const ds = gw.app.get(DatabaseService).dataSource!;
-    const stored = await ds.query<Array<{ key_hash: string }>>(`SELECT key_hash FROM api_keys WHERE id = ${backend === 'postgres' ? '$1' : '?'}`, [created.id]);
+    const stored = await ds.query<Array<{ key_hash: string }>>(
+      `SELECT key_hash FROM api_keys WHERE id = ${backend === 'postgres' ? '$1' : '?'}`,
+      [created.id],
+    );
     expect(stored[0].key_hash).toBe(createHmac('sha256', KEY_SECRET).update(created.key).digest('hex'));
   });
 
@@ -76,7 +91,14 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
   it('answers missing, unknown, revoked, suspended and expired keys with 401 / 403 in the OpenAI shape', async () => {
     const none = await chat(gw, undefined, ask);
     expect(none.status).toBe(401);
-    expect(none.body).toEqual({ error: { message: expect.stringContaining('API key is required'), type: 'authentication_error', param: null, code: 'missing_api_key' } });
+    expect(none.body).toEqual({
+      error: {
+        message: expect.stringContaining('API key is required'),
+        type: 'authentication_error',
+        param: null,
+        code: 'missing_api_key',
+      },
+    });
 
     for (const bad of ['hyi-not-a-key-we-know-of-0000000000000000000000000', 'sk-some-other-key']) {
       const res = await chat(gw, bad, ask);
@@ -85,7 +107,9 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
     }
 
     const suspended = await admin.createKey({ name: 'to suspend' });
-    expect((await admin.call('PATCH', `/admin/api-keys/${suspended.id}`, { status: 'suspended' })).body).toMatchObject({ status: 'suspended' });
+    expect((await admin.call('PATCH', `/admin/api-keys/${suspended.id}`, { status: 'suspended' })).body).toMatchObject({
+      status: 'suspended',
+    });
     const s = await chat(gw, suspended.key, ask);
     expect(s.status).toBe(403);
     expect(s.body.error).toMatchObject({ type: 'permission_error', code: 'api_key_suspended' });
@@ -94,7 +118,10 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
 
     const revoked = await admin.createKey({ name: 'to revoke' });
     expect((await chat(gw, revoked.key, ask)).status).toBe(200); // now cached for a minute
-    expect((await admin.call('POST', `/admin/api-keys/${revoked.id}/revoke`)).body).toMatchObject({ status: 'revoked', revoked_at: expect.any(String) });
+    expect((await admin.call('POST', `/admin/api-keys/${revoked.id}/revoke`)).body).toMatchObject({
+      status: 'revoked',
+      revoked_at: expect.any(String),
+    });
     const r = await chat(gw, revoked.key, ask);
     expect(r.status).toBe(401);
     expect(r.body.error).toMatchObject({ type: 'authentication_error', code: 'api_key_revoked' });
@@ -109,7 +136,12 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
 
   it('changes limits, keeps revoked keys revoked, and regenerates a secret', async () => {
     const k = await admin.createKey({ name: 'changing', rpm_limit: 5 });
-    const patched = await admin.call('PATCH', `/admin/api-keys/${k.id}`, { rpm_limit: null, tpm_limit: 500, daily_budget_usd: '0.25', name: 'changed' });
+    const patched = await admin.call('PATCH', `/admin/api-keys/${k.id}`, {
+      rpm_limit: null,
+      tpm_limit: 500,
+      daily_budget_usd: '0.25',
+      name: 'changed',
+    });
     expect(patched.body).toMatchObject({ name: 'changed', rpm_limit: null, tpm_limit: 500, daily_budget_usd: '0.25' });
 
     expect((await chat(gw, k.key, ask)).status).toBe(200);
@@ -126,11 +158,18 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
     expect(again.status).toBe(409);
     expect(again.body.error.code).toBe('api_key_revoked');
     expect((await admin.call('POST', `/admin/api-keys/${k.id}/regenerate`)).status).toBe(409);
-    expect((await admin.call('GET', '/admin/api-keys?status=revoked')).body).toMatchObject({ data: expect.arrayContaining([expect.objectContaining({ id: k.id })]) });
+    expect((await admin.call('GET', '/admin/api-keys?status=revoked')).body).toMatchObject({
+      data: expect.arrayContaining([expect.objectContaining({ id: k.id })]),
+    });
   });
 
   it('answers 404 for a key that does not exist', async () => {
-    for (const [method, path] of [['GET', '/admin/api-keys/nope'], ['PATCH', '/admin/api-keys/nope'], ['POST', '/admin/api-keys/nope/revoke'], ['POST', '/admin/api-keys/nope/regenerate']] as const) {
+    for (const [method, path] of [
+      ['GET', '/admin/api-keys/nope'],
+      ['PATCH', '/admin/api-keys/nope'],
+      ['POST', '/admin/api-keys/nope/revoke'],
+      ['POST', '/admin/api-keys/nope/regenerate'],
+    ] as const) {
       const res = await admin.call<{ error: { type: string; code: string } }>(method, path, method === 'PATCH' ? { name: 'x' } : undefined);
       expect(res.status).toBe(404);
       expect(res.body.error).toMatchObject({ type: 'not_found_error', code: 'api_key_not_found' });
@@ -212,7 +251,9 @@ describe('API keys with USER_AUTH_ENABLED=false (the default)', () => {
 
 describe('API keys without API_KEY_SECRET', () => {
   it('refuses to start with USER_AUTH_ENABLED=true, naming the variable', async () => {
-    await expect(startGateway({ models: MODELS, env: { USER_AUTH_ENABLED: 'true' } })).rejects.toThrow(/API_KEY_SECRET is required when USER_AUTH_ENABLED=true/);
+    await expect(startGateway({ models: MODELS, env: { USER_AUTH_ENABLED: 'true' } })).rejects.toThrow(
+      /API_KEY_SECRET is required when USER_AUTH_ENABLED=true/,
+    );
   });
 
   it('cannot create keys, and says why', async () => {

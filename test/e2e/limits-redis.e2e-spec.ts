@@ -19,7 +19,11 @@ models:
     context_length: 8192
     route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: "delay-headers:1500" }]
 `;
-const ask = (model: string, max_tokens?: number) => ({ model, messages: [{ role: 'user', content: 'hi' }], ...(max_tokens ? { max_tokens } : {}) });
+const ask = (model: string, max_tokens?: number) => ({
+  model,
+  messages: [{ role: 'user', content: 'hi' }],
+  ...(max_tokens ? { max_tokens } : {}),
+});
 
 describe('limits shared through Redis', () => {
   const upstream = new OpenAiUpstream();
@@ -84,7 +88,10 @@ describe('limits when Redis goes away', () => {
     const url = new URL(REDIS_URL);
     proxy = new TcpProxy(url.hostname, Number(url.port || 6379));
     const port = await proxy.start();
-    gw = await startGateway({ models: models(base), env: { ...ACCESS_ENV, REDIS_URL: `redis://127.0.0.1:${port}${url.pathname}`, REDIS_KEY_PREFIX: redisPrefix() } });
+    gw = await startGateway({
+      models: models(base),
+      env: { ...ACCESS_ENV, REDIS_URL: `redis://127.0.0.1:${port}${url.pathname}`, REDIS_KEY_PREFIX: redisPrefix() },
+    });
   });
   afterAll(async () => {
     await gw?.close();

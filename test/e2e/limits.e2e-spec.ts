@@ -24,7 +24,11 @@ models:
     context_length: 8192
     route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: "slow-tokens:300" }]
 `;
-const ask = (model: string, max_tokens?: number) => ({ model, messages: [{ role: 'user', content: 'hi' }], ...(max_tokens ? { max_tokens } : {}) });
+const ask = (model: string, max_tokens?: number) => ({
+  model,
+  messages: [{ role: 'user', content: 'hi' }],
+  ...(max_tokens ? { max_tokens } : {}),
+});
 
 describe('per-key limits in one process', () => {
   const upstream = new OpenAiUpstream();
@@ -59,7 +63,11 @@ describe('per-key limits in one process', () => {
     expect(remaining).toEqual(['2', '1', '0']);
     const refused = await chat(gw, key, ask('acme/chat'));
     expect(refused.status).toBe(429);
-    expect(refused.body.error).toMatchObject({ type: 'rate_limit_error', code: 'rpm_limit_exceeded', message: expect.stringContaining('3 requests per minute (rpm_limit)') });
+    expect(refused.body.error).toMatchObject({
+      type: 'rate_limit_error',
+      code: 'rpm_limit_exceeded',
+      message: expect.stringContaining('3 requests per minute (rpm_limit)'),
+    });
     expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
     expect(Number(refused.headers.get('retry-after'))).toBeLessThanOrEqual(60);
     expect(refused.headers.get('x-ratelimit-remaining-requests')).toBe('0');
@@ -77,7 +85,10 @@ describe('per-key limits in one process', () => {
     const { key } = await admin.createKey({ name: 'tpm', tpm_limit: 100 });
     const big = await chat(gw, key, ask('acme/chat', 500));
     expect(big.status).toBe(429);
-    expect(big.body.error).toMatchObject({ code: 'tpm_limit_exceeded', message: expect.stringContaining('more than the 100 tokens per minute') });
+    expect(big.body.error).toMatchObject({
+      code: 'tpm_limit_exceeded',
+      message: expect.stringContaining('more than the 100 tokens per minute'),
+    });
     const ok = await chat(gw, key, ask('acme/chat', 20));
     expect(ok.status).toBe(200);
     expect(ok.headers.get('x-ratelimit-limit-tokens')).toBe('100');
@@ -96,14 +107,22 @@ describe('per-key limits in one process', () => {
     await upstream.waitForRequests(1);
     const second = await chat(gw, key, ask('acme/chat'));
     expect(second.status).toBe(429);
-    expect(second.body.error).toMatchObject({ code: 'concurrency_limit_exceeded', message: expect.stringContaining('1 in flight (max_concurrency)') });
+    expect(second.body.error).toMatchObject({
+      code: 'concurrency_limit_exceeded',
+      message: expect.stringContaining('1 in flight (max_concurrency)'),
+    });
     expect(second.headers.get('retry-after')).toBe('1');
     expect((await first).status).toBe(200);
     expect((await chat(gw, key, ask('acme/chat'))).status).toBe(200);
 
     // A streaming client that leaves mid-answer gives its slot back.
     const controller = new AbortController();
-    const res = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', signal: controller.signal, headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` }, body: JSON.stringify({ ...ask('acme/slow-stream'), stream: true }) });
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      signal: controller.signal,
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+      body: JSON.stringify({ ...ask('acme/slow-stream'), stream: true }),
+    });
     const reader = res.body!.getReader();
     await reader.read();
     controller.abort();
@@ -119,13 +138,16 @@ describe('per-key limits in one process', () => {
     const second = await chat(gw, key, ask('acme/chat', 60)); // $0.68 more would pass $1
     expect(second.status).toBe(429);
     expect(second.body.error).toMatchObject({ type: 'rate_limit_error', code: 'daily_budget_exceeded' });
-    expect(second.body.error!.message).toContain('$0 is spent, $0.48 reserved by requests in flight, and this request may cost up to $0.68');
+    expect(second.body.error!.message).toContain(
+      '$0 is spent, $0.48 reserved by requests in flight, and this request may cost up to $0.68',
+    );
     expect(Number(second.headers.get('retry-after'))).toBeGreaterThan(0);
     expect((await first).status).toBe(200);
     // The first cost far less than it reserved; now there is room.
     expect((await chat(gw, key, ask('acme/chat', 60))).status).toBe(200);
 
-    const spent = async (g: TestGateway) => (await g.rows()).filter((r) => r.api_key_id === id && r.status_code === 200).reduce((s, r) => s + usdToPico(r.cost_usd), 0n);
+    const spent = async (g: TestGateway) =>
+      (await g.rows()).filter((r) => r.api_key_id === id && r.status_code === 200).reduce((s, r) => s + usdToPico(r.cost_usd), 0n);
     const total = await spent(gw);
     expect(total).toBeGreaterThan(0n);
     const over = await chat(gw, key, ask('acme/chat', 100));

@@ -12,7 +12,11 @@ describe('request context', () => {
 
   it('uses the x-request-id of the response as the generation id and the api_logs id', async () => {
     for (const stream of [false, true]) {
-      const res = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'demo/mock', stream, messages: [{ role: 'user', content: 'x' }] }) });
+      const res = await fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'demo/mock', stream, messages: [{ role: 'user', content: 'x' }] }),
+      });
       const requestId = res.headers.get('x-request-id');
       const text = await res.text();
       expect(requestId).toMatch(/^[0-9a-f-]{36}$/);

@@ -12,8 +12,17 @@ export interface HttpResult<T = Record<string, unknown>> {
 /** The environment that turns API keys (and the admin API) on. */
 export const ACCESS_ENV = { ADMIN_TOKEN, API_KEY_SECRET: KEY_SECRET };
 
-export async function call<T = Record<string, unknown>>(url: string, method: string, body?: unknown, headers: Record<string, string> = {}): Promise<HttpResult<T>> {
-  const res = await fetch(url, { method, headers: { 'content-type': 'application/json', ...headers }, body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body) });
+export async function call<T = Record<string, unknown>>(
+  url: string,
+  method: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<HttpResult<T>> {
+  const res = await fetch(url, {
+    method,
+    headers: { 'content-type': 'application/json', ...headers },
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  });
   const text = await res.text();
   let parsed: unknown = text;
   try {
@@ -39,10 +48,15 @@ export function adminApi(gw: TestGateway) {
 
 /** POST /v1/chat/completions with a key (Bearer) or none. */
 export function chat(gw: TestGateway, key: string | undefined, body: Record<string, unknown>, headers: Record<string, string> = {}) {
-  return call<Record<string, unknown> & { error?: { message: string; type: string; code: string | null; param: string | null } }>(`${gw.url}/v1/chat/completions`, 'POST', body, {
-    ...(key ? { authorization: `Bearer ${key}` } : {}),
-    ...headers,
-  });
+  return call<Record<string, unknown> & { error?: { message: string; type: string; code: string | null; param: string | null } }>(
+    `${gw.url}/v1/chat/completions`,
+    'POST',
+    body,
+    {
+      ...(key ? { authorization: `Bearer ${key}` } : {}),
+      ...headers,
+    },
+  );
 }
 
 export async function waitFor(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000): Promise<void> {

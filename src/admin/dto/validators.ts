@@ -8,7 +8,8 @@ export function IsUsdAmount(options?: ValidationOptions): PropertyDecorator {
     {
       name: 'isUsdAmount',
       validator: {
-        validate: (v: unknown) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 && v < 1e12) || (typeof v === 'string' && DECIMAL.test(v.trim())),
+        validate: (v: unknown) =>
+          (typeof v === 'number' && Number.isFinite(v) && v >= 0 && v < 1e12) || (typeof v === 'string' && DECIMAL.test(v.trim())),
         defaultMessage: (args) => `${args?.property} must be a non-negative amount of USD (a number or a decimal string such as "12.50")`,
       },
     },
