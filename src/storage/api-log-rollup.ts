@@ -47,8 +47,14 @@ export interface RollupDelta {
 
 const HOUR_MS = 3_600_000;
 
+const DAY_MS = 86_400_000;
+
 export function hourOf(date: Date): Date {
   return new Date(Math.floor(date.getTime() / HOUR_MS) * HOUR_MS);
+}
+
+function dayOf(date: Date): Date {
+  return new Date(Math.floor(date.getTime() / DAY_MS) * DAY_MS);
 }
 
 /** A stored timestamp as a Date (SQLite hands back 'YYYY-MM-DD HH:MM:SS.SSS' in UTC). */
@@ -67,20 +73,23 @@ function money(value: string | number | null): bigint {
 }
 
 /**
- * Sums rows into one delta per (dimension, hour, value) — each row counts once for its model,
- * once for its provider and once for its key — ordered by that key so that concurrent writers
- * lock rollup rows in the same order (no deadlocks).
+ * Sums rows into one delta per (dimension, hour, value) — each row counts for its model, its
+ * provider and its key, in its hour and in its day — ordered by that key so that concurrent
+ * writers lock rollup rows in the same order (no deadlocks).
  */
 export function rollupDeltas(rows: readonly RollupSource[]): RollupDelta[] {
   const groups = new Map<string, RollupDelta>();
   for (const r of rows) {
-    const hour = hourOf(toDate(r.created_at));
+    const at = toDate(r.created_at);
+    const hour = hourOf(at);
+    const day = dayOf(at);
     for (const [dimension, value] of [
       ['model', r.model],
       ['provider', r.provider ?? ''],
       ['key', r.api_key_id ?? ''],
     ] as const) {
       addRow(groups, dimension, hour, value, r);
+      addRow(groups, `${dimension}@day`, day, value, r);
     }
   }
   return [...groups.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, d]) => d);

@@ -85,6 +85,13 @@ interface Acc {
 }
 
 const HOUR_MS = 3_600_000;
+const DAY_MS = 86_400_000;
+
+interface RollupRange {
+  dimension: string;
+  from: number;
+  to: number;
+}
 type Sum =
   | 'requests'
   | 'errors'
@@ -156,17 +163,31 @@ export class StatsRepository {
       return a;
     };
 
-    const firstHour = Math.ceil(from.getTime() / HOUR_MS) * HOUR_MS;
-    const lastHour = Math.floor(to.getTime() / HOUR_MS) * HOUR_MS;
+    // Whole days from the daily rows, whole hours from the hourly ones, the rest from api_logs.
+    const f = from.getTime();
+    const t = to.getTime();
+    const h0 = Math.ceil(f / HOUR_MS) * HOUR_MS;
+    const h1 = Math.floor(t / HOUR_MS) * HOUR_MS;
+    const base = groupBy === 'day' ? 'model' : groupBy; // days are summed from the per-model rows
     const raw: Array<[Date, Date]> = [];
-    const jobs: Array<Promise<void>> = [];
-    if (firstHour < lastHour) {
-      if (from.getTime() < firstHour) raw.push([from, new Date(firstHour)]);
-      if (lastHour < to.getTime()) raw.push([new Date(lastHour), to]);
-      jobs.push(this.fromRollup(ds, sql, groupBy, new Date(firstHour), new Date(lastHour), acc));
+    const rolled: RollupRange[] = [];
+    if (h0 < h1) {
+      if (f < h0) raw.push([from, new Date(h0)]);
+      if (h1 < t) raw.push([new Date(h1), to]);
+      const d0 = Math.ceil(h0 / DAY_MS) * DAY_MS;
+      const d1 = Math.floor(h1 / DAY_MS) * DAY_MS;
+      if (d0 < d1) {
+        rolled.push({ dimension: `${base}@day`, from: d0, to: d1 });
+        if (h0 < d0) rolled.push({ dimension: base, from: h0, to: d0 });
+        if (d1 < h1) rolled.push({ dimension: base, from: d1, to: h1 });
+      } else {
+        rolled.push({ dimension: base, from: h0, to: h1 });
+      }
     } else {
       raw.push([from, to]);
     }
+    const jobs: Array<Promise<void>> = [];
+    if (rolled.length > 0) jobs.push(this.fromRollup(ds, sql, groupBy, rolled, acc));
     if (raw.length > 0) jobs.push(this.fromLogs(ds, sql, groupBy, raw, acc));
     await Promise.all(jobs);
 
@@ -183,12 +204,26 @@ export class StatsRepository {
     return { from: from.toISOString(), to: to.toISOString(), group_by: groupBy, data, totals: present(totals) };
   }
 
-  private async fromRollup(ds: DataSource, sql: Sql, groupBy: StatsGroup, from: Date, to: Date, acc: (g: unknown) => Acc): Promise<void> {
-    const g = sql.group(groupBy, 'r.hour', true);
-    // Days are summed from the per-model rows (every request has a model).
-    const dimension = groupBy === 'day' ? 'model' : groupBy;
-    const where = `r."dimension" = ${sql.p(1)} AND r."hour" >= ${sql.p(2)} AND r."hour" < ${sql.p(3)}`;
-    const params = [dimension, sql.date(from), sql.date(to)];
+  private async fromRollup(ds: DataSource, sql: Sql, groupBy: StatsGroup, ranges: RollupRange[], into: (g: unknown) => Acc): Promise<void> {
+    // By day: rows come back per hour (or day) and are put in their UTC day here.
+    const g = groupBy === 'day' ? 'r."hour"' : 'r."value"';
+    const acc =
+      groupBy === 'day'
+        ? (h: unknown) =>
+            into(
+              toDate(h as Date | string)
+                .toISOString()
+                .slice(0, 10),
+            )
+        : into;
+    const params: unknown[] = [];
+    const where = ranges
+      .map((r) => {
+        params.push(r.dimension, sql.date(new Date(r.from)), sql.date(new Date(r.to)));
+        const n = params.length;
+        return `(r."dimension" = ${sql.p(n - 2)} AND r."hour" >= ${sql.p(n - 1)} AND r."hour" < ${sql.p(n)})`;
+      })
+      .join(' OR ');
     const [scalars, latency, ttft] = await Promise.all([
       ds.query(
         `SELECT ${g} AS g, SUM("requests") AS requests, SUM("errors") AS errors, SUM("cancelled") AS cancelled, SUM("prompt_tokens") AS prompt, SUM("completion_tokens") AS completion, ` +
@@ -197,11 +232,11 @@ export class StatsRepository {
         params,
       ),
       ds.query(
-        `SELECT ${g} AS g, h.key AS b, SUM(${sql.jsonInt('h.value')}) AS n FROM "api_logs_hourly" r, ${sql.jsonEach('r."latency_hist"')} h WHERE ${where} GROUP BY 1, 2`,
+        `SELECT ${g} AS g, h.key AS b, SUM(${sql.jsonInt('h.value')}) AS n FROM "api_logs_hourly" r, ${sql.jsonEach('r."latency_hist"')} h WHERE (${where}) GROUP BY 1, 2`,
         params,
       ),
       ds.query(
-        `SELECT ${g} AS g, h.key AS b, SUM(${sql.jsonInt('h.value')}) AS n FROM "api_logs_hourly" r, ${sql.jsonEach('r."ttft_hist"')} h WHERE ${where} GROUP BY 1, 2`,
+        `SELECT ${g} AS g, h.key AS b, SUM(${sql.jsonInt('h.value')}) AS n FROM "api_logs_hourly" r, ${sql.jsonEach('r."ttft_hist"')} h WHERE (${where}) GROUP BY 1, 2`,
         params,
       ),
     ]);
@@ -219,7 +254,7 @@ export class StatsRepository {
     ranges: Array<[Date, Date]>,
     acc: (g: unknown) => Acc,
   ): Promise<void> {
-    const g = sql.group(groupBy, '"created_at"', false);
+    const g = sql.group(groupBy);
     const params: unknown[] = [];
     const where = ranges
       .map(([a, b]) => {
@@ -383,16 +418,17 @@ class Sql {
     return this.pg ? `${expr}::bigint` : expr;
   }
 
-  group(by: StatsGroup, time: string, rollup: boolean): string {
+  /** The grouping expression over api_logs rows. */
+  group(by: StatsGroup): string {
     switch (by) {
       case 'model':
-        return rollup ? 'r."value"' : '"model"';
+        return '"model"';
       case 'provider':
-        return rollup ? 'r."value"' : `COALESCE("provider", '')`;
+        return `COALESCE("provider", '')`;
       case 'key':
-        return rollup ? 'r."value"' : `COALESCE("api_key_id", '')`;
+        return `COALESCE("api_key_id", '')`;
       case 'day':
-        return this.pg ? `to_char(${time} AT TIME ZONE 'UTC', 'YYYY-MM-DD')` : `substr(${time}, 1, 10)`;
+        return this.pg ? `to_char("created_at" AT TIME ZONE 'UTC', 'YYYY-MM-DD')` : `substr("created_at", 1, 10)`;
     }
   }
 }

@@ -18,7 +18,7 @@ import { createTestDatabase, type TestDatabase } from '../helpers/postgres';
  * (percentiles within the histogram's resolution). GET /admin/requests pages through them.
  */
 const MODELS = 'models:\n  - id: demo/mock\n    context_length: 4096\n    route: [{ kind: mock }]\n';
-const T0 = Date.UTC(2026, 0, 10, 9, 30); // 09:30 UTC; rows run to 12:45
+const T0 = Date.UTC(2026, 0, 10, 9, 30); // 09:30 UTC on the 10th; rows run to the 13th, 14:00
 const STATUSES = [200, 200, 200, 200, 200, 200, 500, 499, 429, 200];
 
 function makeRows(keyId: string): ApiLog[] {
@@ -30,7 +30,7 @@ function makeRows(keyId: string): ApiLog[] {
     const latency = 5 + ((i * 37) % 900) * (model === 'acme/b' ? 7 : 1);
     rows.push({
       id: `row-${String(i).padStart(4, '0')}`,
-      created_at: new Date(T0 + i * 29_500), // every 29.5 s: 09:30 .. 12:46
+      created_at: new Date(T0 + i * 690_000), // every 11.5 minutes
       model,
       provider: status === 429 ? null : i % 4 === 0 ? 'vllm' : 'openai_compat',
       endpoint: null,
@@ -117,11 +117,13 @@ describe.each(['sqlite', 'postgres'] as const)('admin stats on %s', (backend) =>
     day: (r: ApiLog) => r.created_at.toISOString().slice(0, 10),
   };
 
+  const H = 3_600_000;
   const ranges: Array<[string, number, number]> = [
-    ['partial hours at both ends and whole hours between', T0 + 15 * 60_000, T0 + 170 * 60_000],
+    ['partial hours at both ends, whole hours and whole days between', T0 + 15 * 60_000, T0 + 70 * H + 10 * 60_000],
     ['whole hours only', T0 + 30 * 60_000, T0 + 150 * 60_000],
-    ['inside one hour', T0 + 40 * 60_000, T0 + 80 * 60_000],
-    ['everything', T0 - 86_400_000, T0 + 86_400_000],
+    ['whole days only', Date.UTC(2026, 0, 11), Date.UTC(2026, 0, 13)],
+    ['inside one hour', T0 + 40 * 60_000, T0 + 55 * 60_000],
+    ['everything', T0 - 86_400_000, T0 + 5 * 86_400_000],
   ];
 
   it.each(ranges)('adds up exactly over %s, by every grouping', async (_what, from, to) => {
@@ -209,7 +211,7 @@ describe.each(['sqlite', 'postgres'] as const)('admin stats on %s', (backend) =>
 
   it('pages through the request log newest first, with filters', async () => {
     const from = T0 + 20 * 60_000;
-    const to = T0 + 100 * 60_000;
+    const to = T0 + 40 * 3_600_000;
     const want = rows
       .filter((r) => r.model === 'acme/a' && r.created_at.getTime() >= from && r.created_at.getTime() < to)
       .sort((a, b) => b.created_at.getTime() - a.created_at.getTime() || (a.id < b.id ? 1 : -1))

@@ -2,15 +2,18 @@ import { EntitySchema } from 'typeorm';
 import type { Dialect } from '../dialect';
 
 export const ROLLUP_DIMENSIONS = ['model', 'provider', 'key'] as const;
-export type RollupDimension = (typeof ROLLUP_DIMENSIONS)[number];
+export type StatsDimension = (typeof ROLLUP_DIMENSIONS)[number];
+/** `model` etc.: a row per UTC hour; `model@day` etc.: a row per UTC day (`hour` is its midnight). */
+export type RollupDimension = StatsDimension | `${StatsDimension}@day`;
 
 /**
- * The hourly rollup of `api_logs`: per UTC hour, one row for each model, each provider and each
- * API key seen in it (`dimension` says which; `value` is '' for no provider / anonymous), kept up
- * to date by the request-log writer in the same transaction as the rows it sums. Keyed by one
- * dimension at a time, its size grows with the number of models + providers + keys, not their
- * product. Statistics over long ranges read this instead of scanning `api_logs`; percentiles
- * come from the latency and time-to-first-token histograms (see latency-histogram.ts).
+ * The rollup of `api_logs`: per UTC hour, and again per UTC day, one row for each model, each
+ * provider and each API key seen in it (`dimension` says which and how long; `value` is '' for
+ * no provider / anonymous), kept up to date by the request-log writer in the same transaction as
+ * the rows it sums. Keyed by one dimension at a time, its size grows with the number of models +
+ * providers + keys, not their product. Statistics read whole days from the daily rows, whole
+ * hours from the hourly ones and only partial hours from `api_logs`; percentiles come from the
+ * latency and time-to-first-token histograms (see latency-histogram.ts).
  */
 export class ApiLogHourly {
   dimension!: RollupDimension;
