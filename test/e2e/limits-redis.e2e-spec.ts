@@ -17,7 +17,7 @@ models:
     route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: ok }]
   - id: acme/slow
     context_length: 8192
-    route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: "delay-headers:1500" }]
+    route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: "delay-headers:3000" }]
 `;
 const ask = (model: string, max_tokens?: number) => ({
   model,

@@ -19,7 +19,7 @@ models:
   - id: acme/slow
     context_length: 8192
     pricing: { prompt: "10000", completion: "10000" }
-    route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: "delay-headers:1500" }]
+    route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: "delay-headers:3000" }]
   - id: acme/slow-stream
     context_length: 8192
     route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: "slow-tokens:300" }]
@@ -121,12 +121,15 @@ describe('per-key limits in one process', () => {
       method: 'POST',
       signal: controller.signal,
       headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-      body: JSON.stringify({ ...ask('acme/slow-stream'), stream: true }),
+      body: JSON.stringify({ model: 'acme/slow-stream', stream: true, messages: [{ role: 'user', content: 'one two three four five six seven eight' }] }),
     });
+    const id = res.headers.get('x-request-id');
     const reader = res.body!.getReader();
     await reader.read();
     controller.abort();
-    await waitFor(async () => (await chat(gw, key, ask('acme/chat'))).status === 200, 'the slot of the abandoned stream');
+    // Its row says the client left (499) mid-answer; by then the slot is free.
+    await waitFor(async () => (await gw.rows()).some((r) => r.id === id && r.status_code === 499), 'the row of the abandoned stream');
+    expect((await chat(gw, key, ask('acme/chat'))).status).toBe(200);
   });
 
   it('reserves the worst-case cost against the daily budget and settles the real cost, across a restart', async () => {
