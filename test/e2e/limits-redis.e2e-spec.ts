@@ -1,6 +1,6 @@
 import { picoToUsd, usdToPico } from '../../src/common/money';
 import { OpenAiUpstream } from '../fixtures/openai-upstream';
-import { ACCESS_ENV, adminApi, chat, REDIS_URL, redisPrefix } from '../helpers/access';
+import { ACCESS_ENV, adminApi, chat, clearRedisPrefix, REDIS_URL, redisPrefix } from '../helpers/access';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres';
 import { TcpProxy } from '../helpers/tcp-proxy';
@@ -30,11 +30,12 @@ describe('limits shared through Redis', () => {
   let db: TestDatabase;
   let a: TestGateway;
   let b: TestGateway;
+  const prefix = redisPrefix();
 
   beforeAll(async () => {
     const base = await upstream.start();
     db = await createTestDatabase();
-    const env = { ...db.env, ...ACCESS_ENV, REDIS_URL, REDIS_KEY_PREFIX: redisPrefix() };
+    const env = { ...db.env, ...ACCESS_ENV, REDIS_URL, REDIS_KEY_PREFIX: prefix };
     a = await startGateway({ models: models(base), env });
     b = await startGateway({ models: models(base), env });
   });
@@ -43,6 +44,7 @@ describe('limits shared through Redis', () => {
     await b?.close();
     await upstream.stop();
     await db?.drop();
+    await clearRedisPrefix(prefix);
   });
 
   it('admits no more than rpm_limit requests a minute across both gateways', async () => {
@@ -82,6 +84,7 @@ describe('limits when Redis goes away', () => {
   const upstream = new OpenAiUpstream();
   let proxy: TcpProxy;
   let gw: TestGateway;
+  const prefix = redisPrefix();
 
   beforeAll(async () => {
     const base = await upstream.start();
@@ -90,13 +93,14 @@ describe('limits when Redis goes away', () => {
     const port = await proxy.start();
     gw = await startGateway({
       models: models(base),
-      env: { ...ACCESS_ENV, REDIS_URL: `redis://127.0.0.1:${port}${url.pathname}`, REDIS_KEY_PREFIX: redisPrefix() },
+      env: { ...ACCESS_ENV, REDIS_URL: `redis://127.0.0.1:${port}${url.pathname}`, REDIS_KEY_PREFIX: prefix },
     });
   });
   afterAll(async () => {
     await gw?.close();
     await proxy.stop();
     await upstream.stop();
+    await clearRedisPrefix(prefix);
   });
 
   it('keeps serving on per-process limits and reports Redis as degraded', async () => {

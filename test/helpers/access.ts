@@ -1,3 +1,4 @@
+import Redis from 'ioredis';
 import type { TestGateway } from './gateway';
 
 export const ADMIN_TOKEN = 'admin-token-0123456789abcdef';
@@ -73,3 +74,19 @@ export function redisPrefix(): string {
 }
 
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379/0';
+
+/** Deletes what a test left under its prefix (spend counters live for days otherwise). */
+export async function clearRedisPrefix(prefix: string): Promise<void> {
+  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500);
+      if (keys.length > 0) await redis.del(...keys);
+      cursor = next;
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
+}
