@@ -1,3 +1,4 @@
+import { AsyncResource } from 'node:async_hooks';
 import type { NextFunction, Request, Response } from 'express';
 import { errorBody, sendError } from './openai-error';
 
@@ -21,6 +22,9 @@ export function jsonBody(limitBytes: number, limitText: string) {
       req.resume();
       return sendError(res, 415, errorBody(`Content-Encoding "${encoding}" is not supported; send the body uncompressed`, 'invalid_request_error', 'unsupported_encoding'));
     }
+    // Stream events run in the socket's async context; `next` must run in this request's, or
+    // everything after the body is read loses the request context (request id, caller).
+    const proceed = AsyncResource.bind(next);
     const chunks: Buffer[] = [];
     let size = 0;
     let failed = false;
@@ -39,7 +43,7 @@ export function jsonBody(limitBytes: number, limitText: string) {
       if (failed) return;
       if (size === 0) {
         req.body = undefined;
-        return next();
+        return proceed();
       }
       const text = chunks.length === 1 ? chunks[0].toString('utf8') : Buffer.concat(chunks, size).toString('utf8');
       try {
@@ -47,7 +51,7 @@ export function jsonBody(limitBytes: number, limitText: string) {
       } catch (err) {
         return sendError(res, 400, errorBody(`The request body is not valid JSON: ${(err as Error).message}`, 'invalid_request_error', 'invalid_json', 'body'));
       }
-      next();
+      proceed();
     });
     req.on('error', () => {
       failed = true; // the client went away mid-body; nothing to answer

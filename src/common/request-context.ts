@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import type { Principal } from './principal';
 
 /** What every log line and every layer may want to know about the request being served. */
 export interface RequestContext {
@@ -6,6 +7,8 @@ export interface RequestContext {
   /** performance.now() when the request arrived. */
   readonly startedAt: number;
   keyId?: string;
+  /** Set by ApiKeyGuard: the caller's key, or null for an anonymous call (undefined: the guard did not run). */
+  principal?: Principal | null;
   route?: string;
 }
 

@@ -10,6 +10,7 @@ import {
   Min,
   MinLength,
   validateSync,
+  ValidateIf,
 } from 'class-validator';
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -163,6 +164,22 @@ export class Env {
   /** Bearer token for /admin/*. Unset, the admin API answers 403. */
   @Transform(emptyToUndefined) @IsOptional() @IsString() @MinLength(16, { message: 'ADMIN_TOKEN must be at least 16 characters' })
   ADMIN_TOKEN?: string;
+
+  // --- client access -----------------------------------------------------------------------
+  /** true: every API call needs an API key (`hyi-...`). false: anonymous calls are admitted (and logged). */
+  @Transform(toBool) @IsBoolean()
+  USER_AUTH_ENABLED = false;
+
+  /** Key for the HMAC-SHA256 under which API keys are stored. Changing it invalidates every key. */
+  @Transform(emptyToUndefined)
+  @ValidateIf((e: Env) => e.USER_AUTH_ENABLED === true || e.API_KEY_SECRET !== undefined)
+  @IsString({ message: 'API_KEY_SECRET is required when USER_AUTH_ENABLED=true' })
+  @MinLength(32, { message: 'API_KEY_SECRET must be at least 32 characters' })
+  API_KEY_SECRET?: string = undefined;
+
+  /** How long a looked-up API key is trusted before it is read again (revocations show within it). */
+  @Type(() => Number) @IsInt() @Min(0) @Max(600_000)
+  API_KEY_CACHE_TTL_MS = 10_000;
 
   // --- subscription accounts (Claude Code and Codex OAuth logins) -------------------------
   /** AES-256-GCM key for account tokens at rest: 32 bytes as 64 hex characters or base64. Unset, no tokens are stored. */

@@ -16,6 +16,8 @@ import { validateChatRequest } from './chat-request.validator';
 import { InflightService } from './inflight.service';
 import { RequestRecord } from './request-record';
 import { SseWriter } from './sse-writer';
+import { chatCharge } from './charge-estimate';
+import { UsageLimiter } from './usage-limiter.service';
 
 /**
  * Serves POST /v1/chat/completions: validate, resolve the model, run the routes, answer as JSON
@@ -34,6 +36,7 @@ export class ChatCompletionService {
     private readonly metrics: MetricsService,
     private readonly inflight: InflightService,
     private readonly appLogger: AppLogger,
+    private readonly limits: UsageLimiter,
   ) {}
 
   async handle(req: Request, res: Response): Promise<void> {
@@ -61,6 +64,7 @@ export class ChatCompletionService {
       if (!model) throw new ModelNotFoundError(chat.model);
       rec.model = model.id;
       rec.modelDef = model;
+      rec.lease = await this.limits.admit(res, () => chatCharge(model, chat));
       const ex = new Execution(model, chat, rec.id, abort.signal, snapshot);
       rec.execution = ex;
       if (rec.stream) await this.stream(chat, ex, rec, res, abort.signal);
@@ -206,6 +210,7 @@ export class ChatCompletionService {
   private account(rec: RequestRecord): void {
     try {
       const row = rec.toRow(this.config.env.DB_STORE_FULL_CONTENT);
+      rec.lease?.settle(row);
       this.writer.enqueue(row);
       this.metrics.observeRequest(rec.observation(row));
       for (const a of rec.execution?.attempts ?? []) this.metrics.observeAttempt(a.provider, a.route, a.outcome);

@@ -1,8 +1,10 @@
-import { Controller, HttpCode, Post, Req, Res } from '@nestjs/common';
+import { Controller, HttpCode, Post, Req, Res, UseGuards } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import { ChatCompletionService } from './chat-completion.service';
+import { ApiKeyGuard } from './api-key.guard';
 
 @Controller('v1/chat')
+@UseGuards(ApiKeyGuard)
 export class ChatCompletionsController {
   constructor(private readonly chat: ChatCompletionService) {}
 

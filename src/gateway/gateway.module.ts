@@ -9,11 +9,14 @@ import { InflightService } from './inflight.service';
 import { MetricsController } from './metrics.controller';
 import { ModelsController } from './models.controller';
 import { RoutingController } from './routing.controller';
+import { ApiKeyGuard } from './api-key.guard';
+import { GenerationController } from './generation.controller';
+import { UsageLimiter } from './usage-limiter.service';
 
 /** Northbound HTTP: the OpenAI-compatible API, health, public routing view and metrics. */
 @Module({
   imports: [RoutingModule, StorageModule, TerminusModule],
-  controllers: [ChatCompletionsController, ModelsController, RoutingController, HealthController, MetricsController],
-  providers: [ChatCompletionService, InflightService],
+  controllers: [ChatCompletionsController, ModelsController, RoutingController, HealthController, MetricsController, GenerationController],
+  providers: [ChatCompletionService, InflightService, ApiKeyGuard, UsageLimiter],
 })
 export class GatewayModule {}

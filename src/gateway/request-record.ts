@@ -6,6 +6,8 @@ import type { ModelDef } from '../config/registry.types';
 import type { RequestObservation } from '../observability/metrics.service';
 import type { Execution } from '../routing/route-executor.service';
 import type { ApiLog } from '../storage/entities/api-log.entity';
+import { countImages } from './charge-estimate';
+import type { UsageLease } from './usage-limiter.service';
 
 /**
  * Everything learned while serving one request, turned at the end into its single `api_logs`
@@ -33,6 +35,8 @@ export class RequestRecord {
   responseContent?: unknown;
   clientRequestId?: string;
   upstreamId?: string;
+  /** The key's limits' hold on this request, settled with the final row. */
+  lease?: UsageLease;
 
   constructor(
     readonly id: string,
@@ -61,7 +65,7 @@ export class RequestRecord {
     // A fallback model from the request's `models` bills at its own price.
     const pricing = route?.pricing ?? (this.execution?.model ?? this.modelDef)?.pricing;
     const billable = route !== undefined;
-    const cost = pricing && billable ? costPico(counts, pricing) : 0n;
+    const cost = pricing && billable ? costPico(counts, pricing) + BigInt(this.request ? countImages(this.request) : 0) * pricing.image.pico : 0n;
     const upstreamCost = typeof this.usage?.cost === 'number' && Number.isFinite(this.usage.cost) ? picoToUsd(usdToPico(Math.max(0, this.usage.cost))) : null;
     const metadata: Record<string, unknown> = {};
     if (this.execution && this.execution.attempts.length > 0) metadata.attempts = this.execution.attempts;

@@ -2,6 +2,7 @@ import type { Database, Statement } from 'better-sqlite3';
 import type { DataSource } from 'typeorm';
 import type { ColumnMetadata } from 'typeorm/metadata/ColumnMetadata';
 import { ApiLog } from './entities/api-log.entity';
+import { rollupDeltas, SqliteRollup, upsertRollupPostgres } from './api-log-rollup';
 
 /**
  * Inserts request-log batches, ignoring rows already present (so a replayed spool never
@@ -10,9 +11,12 @@ import { ApiLog } from './entities/api-log.entity';
  * written here; values still go through the driver's own `preparePersistentValue`, so dates,
  * booleans and JSON are stored exactly as TypeORM stores them.
  *
- * PostgreSQL: one multi-row `INSERT ... ON CONFLICT DO NOTHING` per batch (one round trip).
+ * PostgreSQL: one multi-row `INSERT ... ON CONFLICT DO NOTHING` per batch (plus the rollup below).
  * SQLite: one prepared single-row statement run for each row inside one transaction — as fast,
  * and it keeps one compiled statement instead of one per batch size.
+ *
+ * The rows actually inserted (not those already present) are added to the hourly rollup
+ * (`api_logs_hourly`) in the same transaction, so statistics never count a row twice or miss one.
  */
 export class ApiLogInserter {
   private readonly columns: ColumnMetadata[];
@@ -20,7 +24,7 @@ export class ApiLogInserter {
   private readonly head: string;
   private readonly tail: string;
   private readonly pgStatements = new Map<number, string>();
-  private readonly sqlite?: { insertAll: (rows: unknown[][]) => void };
+  private readonly sqlite?: { insertAll: (rows: unknown[][], entities: readonly ApiLog[]) => void };
 
   constructor(readonly ds: DataSource) {
     const meta = ds.getMetadata(ApiLog);
@@ -28,12 +32,18 @@ export class ApiLogInserter {
     const q = (name: string) => ds.driver.escape(name);
     this.postgres = ds.options.type === 'postgres';
     this.head = `${this.postgres ? 'INSERT' : 'INSERT OR IGNORE'} INTO ${q(meta.tableName)} (${this.columns.map((c) => q(c.databaseName)).join(', ')}) VALUES `;
-    this.tail = this.postgres ? ` ON CONFLICT (${q('id')}) DO NOTHING` : '';
+    this.tail = this.postgres ? ` ON CONFLICT (${q('id')}) DO NOTHING RETURNING ${q('id')}` : '';
     if (!this.postgres) {
       // The driver's own better-sqlite3 handle (a public field of TypeORM's SQLite drivers).
       const db = (ds.driver as unknown as { databaseConnection: Database }).databaseConnection;
       const stmt: Statement = db.prepare(`${this.head}(${this.columns.map(() => '?').join(', ')})`);
-      this.sqlite = { insertAll: db.transaction((rows: unknown[][]) => rows.forEach((r) => stmt.run(r))) };
+      const rollup = new SqliteRollup(db);
+      this.sqlite = {
+        insertAll: db.transaction((rows: unknown[][], entities: readonly ApiLog[]) => {
+          const fresh = entities.filter((_, i) => stmt.run(rows[i]).changes > 0);
+          if (fresh.length > 0) rollup.apply(rollupDeltas(fresh));
+        }),
+      };
     }
   }
 
@@ -42,10 +52,15 @@ export class ApiLogInserter {
     const driver = this.ds.driver;
     const values = (row: ApiLog) => this.columns.map((c) => driver.preparePersistentValue(row[c.propertyName as keyof ApiLog] ?? null, c));
     if (this.sqlite) {
-      this.sqlite.insertAll(rows.map(values));
+      this.sqlite.insertAll(rows.map(values), rows);
       return;
     }
-    await this.ds.query(this.pgStatement(rows.length), rows.flatMap(values));
+    await this.ds.transaction(async (m) => {
+      const inserted = await m.query<Array<{ id: string }>>(this.pgStatement(rows.length), rows.flatMap(values));
+      const ids = new Set(inserted.map((r) => r.id));
+      const fresh = inserted.length === rows.length ? rows : rows.filter((r) => ids.has(r.id));
+      if (fresh.length > 0) await upsertRollupPostgres(m, rollupDeltas(fresh));
+    });
   }
 
   private pgStatement(n: number): string {

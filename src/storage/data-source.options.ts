@@ -4,20 +4,26 @@ import type { DataSourceOptions } from 'typeorm';
 import type { AppConfig } from '../config/app-config';
 import type { Dialect } from './dialect';
 import { apiLogSchema } from './entities/api-log.entity';
+import { apiKeySchema } from './entities/api-key.entity';
+import { apiLogHourlySchema } from './entities/api-log-hourly.entity';
 import { CreateApiLogs1763700000000 } from './migrations/postgres/1763700000000-create-api-logs';
 import { CreateApiLogsSqlite1763700000000 } from './migrations/sqlite/1763700000000-create-api-logs';
+import { CreateApiKeys1764000000000 } from './migrations/postgres/1764000000000-create-api-keys';
+import { CreateApiLogsHourly1764000000001 } from './migrations/postgres/1764000000001-create-api-logs-hourly';
+import { CreateApiKeysSqlite1764000000000 } from './migrations/sqlite/1764000000000-create-api-keys';
+import { CreateApiLogsHourlySqlite1764000000001 } from './migrations/sqlite/1764000000001-create-api-logs-hourly';
 import { subscriptionAccountSchema } from '../subscription/entities/subscription-account.entity';
 import { CreateSubscriptionAccounts1764600000000 } from './migrations/postgres/1764600000000-create-subscription-accounts';
 import { CreateSubscriptionAccountsSqlite1764600000000 } from './migrations/sqlite/1764600000000-create-subscription-accounts';
 
 /** Entity mappings for a dialect. Modules with entities of their own add them here. */
 export function entitiesFor(dialect: Dialect) {
-  return [apiLogSchema(dialect), subscriptionAccountSchema(dialect)];
+  return [apiLogSchema(dialect), apiKeySchema(dialect), apiLogHourlySchema(dialect), subscriptionAccountSchema(dialect)];
 }
 
 const MIGRATIONS: Record<Dialect, DataSourceOptions['migrations']> = {
-  postgres: [CreateApiLogs1763700000000, CreateSubscriptionAccounts1764600000000],
-  sqlite: [CreateApiLogsSqlite1763700000000, CreateSubscriptionAccountsSqlite1764600000000],
+  postgres: [CreateApiLogs1763700000000, CreateApiKeys1764000000000, CreateApiLogsHourly1764000000001, CreateSubscriptionAccounts1764600000000],
+  sqlite: [CreateApiLogsSqlite1763700000000, CreateApiKeysSqlite1764000000000, CreateApiLogsHourlySqlite1764000000001, CreateSubscriptionAccountsSqlite1764600000000],
 };
 
 /**

@@ -21,6 +21,8 @@ const REPLAY_BATCH = 500;
 export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger('RequestLogWriter');
   private queue: ApiLog[] = [];
+  /** The batch being inserted right now (still findable by `queued`). */
+  private writing: readonly ApiLog[] = [];
   private flushing?: Promise<void>;
   private flushTimer?: ReturnType<typeof setInterval>;
   private replayTimer?: ReturnType<typeof setInterval>;
@@ -68,6 +70,11 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     return this.queue.length;
   }
 
+  /** A row not yet in the database (queued or being written), so a caller can see it at once. */
+  queued(id: string): ApiLog | undefined {
+    return this.writing.find((r) => r.id === id) ?? this.queue.find((r) => r.id === id);
+  }
+
   /** Insert what is queued now (one batch at a time). */
   flush(): Promise<void> {
     this.flushing ??= this.flushLoop().finally(() => {
@@ -106,6 +113,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
         await this.spool(batch);
         continue;
       }
+      this.writing = batch;
       try {
         await this.insert(batch);
         this.stats.written += batch.length;
@@ -113,6 +121,8 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
         this.logger.warn(`request-log insert failed, ${batch.length} rows spooled: ${(err as Error).message}`);
         this.db.reportFailure(err);
         await this.spool(batch);
+      } finally {
+        this.writing = [];
       }
     }
   }

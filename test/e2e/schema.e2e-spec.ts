@@ -41,4 +41,17 @@ describe.each(['sqlite', 'postgres'] as const)('schema on %s', (backend) => {
       await runner.release();
     }
   });
+
+  it('has the key lookup and the hourly rollup with their indexes', async () => {
+    const runner = ds.createQueryRunner();
+    try {
+      const keys = await runner.getTable('api_keys');
+      expect(keys?.indices.map((i) => ({ name: i.name, unique: i.isUnique, columns: i.columnNames }))).toEqual([{ name: 'IDX_api_keys_key_hash', unique: true, columns: ['key_hash'] }]);
+      const hourly = await runner.getTable('api_logs_hourly');
+      expect(hourly?.primaryColumns.map((c) => c.name).sort()).toEqual(['dimension', 'hour', 'value']);
+      expect(hourly?.indices.map((i) => i.name)).toEqual(['IDX_api_logs_hourly_value_hour']);
+    } finally {
+      await runner.release();
+    }
+  });
 });

@@ -1,0 +1,76 @@
+import { Type } from 'class-transformer';
+import { IsIn, IsInt, IsOptional, IsString, Max, MaxLength, Min, MinLength, ValidateIf } from 'class-validator';
+import { API_KEY_STATUSES, type ApiKeyStatus } from '../../storage/entities/api-key.entity';
+import { IsFuture, IsTimestamp, IsUsdAmount } from './validators';
+
+const INT_MAX = 2_147_483_647;
+
+/** POST /admin/api-keys. Limits left out (or null) do not apply. */
+export class CreateApiKeyDto {
+  @IsString() @MinLength(1) @MaxLength(200)
+  name!: string;
+
+  @IsOptional() @IsInt() @Min(1) @Max(INT_MAX)
+  rpm_limit?: number | null;
+
+  @IsOptional() @IsInt() @Min(1) @Max(INT_MAX)
+  tpm_limit?: number | null;
+
+  @IsOptional() @IsInt() @Min(1) @Max(INT_MAX)
+  max_concurrency?: number | null;
+
+  @IsOptional() @IsUsdAmount()
+  daily_budget_usd?: string | number | null;
+
+  @IsOptional() @IsUsdAmount()
+  monthly_budget_usd?: string | number | null;
+
+  @IsOptional() @IsTimestamp() @IsFuture()
+  expires_at?: string | number | null;
+
+  @IsOptional() @IsString() @MaxLength(4000)
+  notes?: string | null;
+}
+
+/** PATCH /admin/api-keys/:id: only the fields sent change; null removes a limit. */
+export class UpdateApiKeyDto {
+  @ValidateIf((o: UpdateApiKeyDto) => o.name !== undefined) @IsString() @MinLength(1) @MaxLength(200)
+  name?: string;
+
+  @IsOptional() @IsInt() @Min(1) @Max(INT_MAX)
+  rpm_limit?: number | null;
+
+  @IsOptional() @IsInt() @Min(1) @Max(INT_MAX)
+  tpm_limit?: number | null;
+
+  @IsOptional() @IsInt() @Min(1) @Max(INT_MAX)
+  max_concurrency?: number | null;
+
+  @IsOptional() @IsUsdAmount()
+  daily_budget_usd?: string | number | null;
+
+  @IsOptional() @IsUsdAmount()
+  monthly_budget_usd?: string | number | null;
+
+  @IsOptional() @IsTimestamp() @IsFuture()
+  expires_at?: string | number | null;
+
+  @IsOptional() @IsString() @MaxLength(4000)
+  notes?: string | null;
+
+  @ValidateIf((o: UpdateApiKeyDto) => o.status !== undefined)
+  @IsIn(['active', 'suspended'], { message: 'status must be "active" or "suspended" (revoke with POST /admin/api-keys/:id/revoke)' })
+  status?: 'active' | 'suspended';
+}
+
+/** GET /admin/api-keys */
+export class ListApiKeysQuery {
+  @IsOptional() @IsIn(API_KEY_STATUSES)
+  status?: ApiKeyStatus;
+
+  @Type(() => Number) @IsInt() @Min(1) @Max(500)
+  limit = 50;
+
+  @Type(() => Number) @IsInt() @Min(0)
+  offset = 0;
+}

@@ -1,0 +1,64 @@
+import { ValidateBy, type ValidationOptions } from 'class-validator';
+
+const DECIMAL = /^\d{1,12}(\.\d{1,12})?$/;
+
+/** A non-negative amount of USD: a number or a decimal string ("12.50"), at most 12 decimals. */
+export function IsUsdAmount(options?: ValidationOptions): PropertyDecorator {
+  return ValidateBy(
+    {
+      name: 'isUsdAmount',
+      validator: {
+        validate: (v: unknown) =>
+          (typeof v === 'number' && Number.isFinite(v) && v >= 0 && v < 1e12) || (typeof v === 'string' && DECIMAL.test(v.trim())),
+        defaultMessage: (args) => `${args?.property} must be a non-negative amount of USD (a number or a decimal string such as "12.50")`,
+      },
+    },
+    options,
+  );
+}
+
+/** An ISO 8601 timestamp or Unix seconds. */
+export function IsTimestamp(options?: ValidationOptions): PropertyDecorator {
+  return ValidateBy(
+    {
+      name: 'isTimestamp',
+      validator: {
+        validate: (v: unknown) => parseTimestamp(v) !== undefined,
+        defaultMessage: (args) => `${args?.property} must be an ISO 8601 timestamp (2026-11-21T10:00:00Z) or Unix seconds`,
+      },
+    },
+    options,
+  );
+}
+
+/** In the future (for expiry dates). */
+export function IsFuture(options?: ValidationOptions): PropertyDecorator {
+  return ValidateBy(
+    {
+      name: 'isFuture',
+      validator: {
+        validate: (v: unknown) => {
+          const d = parseTimestamp(v);
+          return d === undefined || d.getTime() > Date.now();
+        },
+        defaultMessage: (args) => `${args?.property} must be in the future`,
+      },
+    },
+    options,
+  );
+}
+
+export function parseTimestamp(v: unknown): Date | undefined {
+  if (typeof v === 'number' && Number.isFinite(v)) return new Date(v * 1000);
+  if (typeof v !== 'string' || v.trim() === '') return undefined;
+  const s = v.trim();
+  if (/^\d{1,11}(\.\d+)?$/.test(s)) return new Date(Number(s) * 1000);
+  if (!/^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$/.test(s)) return undefined;
+  const d = new Date(s);
+  return Number.isNaN(d.getTime()) ? undefined : d;
+}
+
+/** USD as given (number or string) to a normalised decimal string. */
+export function usdText(v: string | number): string {
+  return typeof v === 'number' ? v.toFixed(12).replace(/0+$/, '').replace(/\.$/, '') : v.trim();
+}

@@ -1,0 +1,92 @@
+import { Injectable, Logger, type CanActivate, type ExecutionContext } from '@nestjs/common';
+import type { Request } from 'express';
+import { AuthenticationError, PermissionError, type GatewayError } from '../common/errors';
+import type { Principal } from '../common/principal';
+import { requestContext } from '../common/request-context';
+import { AppConfig } from '../config/app-config';
+import { ApiKeysService, type KeyState } from '../storage/api-keys.service';
+
+/** The key a client sent: `Authorization: Bearer <key>`, else `x-api-key` (Anthropic's header). */
+export function presentedKey(req: Request): string | undefined {
+  const auth = req.headers.authorization;
+  if (typeof auth === 'string' && auth.slice(0, 7).toLowerCase() === 'bearer ') {
+    const token = auth.slice(7).trim();
+    if (token) return token;
+  }
+  const header = req.headers['x-api-key'];
+  const value = Array.isArray(header) ? header[0] : header;
+  return value?.trim() || undefined;
+}
+
+/**
+ * Who is calling, for every route that calls an upstream: puts the caller's key (or null,
+ * anonymous) in the request context, where the limits and the request log read it.
+ *
+ * With USER_AUTH_ENABLED=true a valid, active, unexpired key is required: none is a 401
+ * (`missing_api_key`), an unknown one a 401 (`invalid_api_key`). With it false (the default),
+ * calls without a key, or with a token that is no key of ours (`unused`, an upstream's key), are
+ * admitted anonymously; a key of ours is still attributed and held to its limits. Either way a
+ * key of ours that is revoked or expired is a 401, a suspended one a 403 — the client said who it
+ * is, and that key may not call.
+ */
+@Injectable()
+export class ApiKeyGuard implements CanActivate {
+  private readonly logger = new Logger('ApiKeyGuard');
+  private readonly required: boolean;
+
+  constructor(
+    private readonly keys: ApiKeysService,
+    config: AppConfig,
+  ) {
+    this.required = config.env.USER_AUTH_ENABLED;
+  }
+
+  async canActivate(context: ExecutionContext): Promise<boolean> {
+    const req = context.switchToHttp().getRequest<Request>();
+    const principal = await this.identify(presentedKey(req));
+    const ctx = requestContext.getStore();
+    if (ctx) {
+      ctx.principal = principal;
+      ctx.keyId = principal?.id;
+    }
+    return true;
+  }
+
+  private async identify(token: string | undefined): Promise<Principal | null> {
+    if (!token) {
+      if (this.required)
+        throw new AuthenticationError('An API key is required: send Authorization: Bearer <key> (or x-api-key: <key>)', 'missing_api_key');
+      return null;
+    }
+    let state: KeyState | null;
+    try {
+      state = await this.keys.lookup(token);
+    } catch (err) {
+      if (this.required) throw err;
+      this.logger.warn(`API key not checked (${(err as Error).message}); admitting the call anonymously (USER_AUTH_ENABLED=false)`);
+      return null;
+    }
+    if (!state) {
+      if (this.required) throw new AuthenticationError('The API key is not valid', 'invalid_api_key');
+      return null;
+    }
+    const refused = refusalOf(state);
+    if (refused) throw refused;
+    return state.principal;
+  }
+}
+
+function refusalOf(state: KeyState): GatewayError | undefined {
+  const who = `API key ${state.principal.prefix}…`;
+  switch (state.status) {
+    case 'revoked':
+      return new AuthenticationError(`The ${who} has been revoked`, 'api_key_revoked');
+    case 'suspended':
+      return new PermissionError(`The ${who} is suspended; ask an administrator to reactivate it`, 'api_key_suspended');
+    case 'active':
+      break;
+  }
+  if (state.expiresAt !== null && state.expiresAt <= Date.now())
+    return new AuthenticationError(`The ${who} expired on ${new Date(state.expiresAt).toISOString()}`, 'api_key_expired');
+  return undefined;
+}

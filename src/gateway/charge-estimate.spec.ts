@@ -1,0 +1,72 @@
+import type { ChatRequest } from '../common/chat.types';
+import { tokenPrice, unitPrice, FREE, type Pricing } from '../common/money';
+import { estimatePromptTokens } from '../common/tokens';
+import type { ModelDef, RouteDef } from '../config/registry.types';
+import { chatCharge, countImages, promptCharge } from './charge-estimate';
+
+const pricing = (prompt: string, completion: string, extra: Partial<Pricing> = {}): Pricing => ({
+  prompt: tokenPrice(prompt),
+  completion: tokenPrice(completion),
+  request: FREE,
+  image: FREE,
+  ...extra,
+});
+
+function model(over: Partial<ModelDef> = {}, routes: Array<Partial<RouteDef>> = [{}]): ModelDef {
+  return {
+    id: 'm',
+    contextLength: 10_000,
+    maxCompletionTokens: null,
+    pricing: pricing('1', '2'),
+    routes: routes as RouteDef[],
+    ...over,
+  } as ModelDef;
+}
+
+const req = (over: Partial<ChatRequest> = {}): ChatRequest => ({
+  model: 'm',
+  messages: [{ role: 'user', content: 'hello world, how are you?' }],
+  ...over,
+});
+
+describe('charge estimates', () => {
+  const prompt = estimatePromptTokens(req());
+
+  it('reserves the prompt plus max_tokens (times n) at the model price', () => {
+    const c = chatCharge(model(), req({ max_tokens: 100, n: 2 }));
+    expect(c.tokens).toBe(prompt + 200);
+    // USD per million: 1 for the prompt, 2 for the completion; pico-dollars per token = price * 1e6
+    expect(c.costPico).toBe(BigInt(prompt) * 1_000_000n + 200n * 2_000_000n);
+    expect(chatCharge(model(), req({ max_tokens: 50, max_completion_tokens: 10 })).tokens).toBe(prompt + 10);
+  });
+
+  it('without max_tokens, reserves the model maximum output, else what is left of the context', () => {
+    expect(chatCharge(model({ maxCompletionTokens: 300 }), req()).costPico).toBe(BigInt(prompt) * 1_000_000n + 300n * 2_000_000n);
+    expect(chatCharge(model(), req()).costPico).toBe(BigInt(prompt) * 1_000_000n + BigInt(10_000 - prompt) * 2_000_000n);
+    // Tokens per minute count only what the client asked for.
+    expect(chatCharge(model(), req()).tokens).toBe(prompt);
+  });
+
+  it('takes the dearest route pricing, the per-request fee and images', () => {
+    const m = model({}, [{}, { pricing: pricing('1', '10', { request: unitPrice('0.01'), image: unitPrice('0.002') }) }]);
+    const r = req({
+      max_tokens: 10,
+      messages: [
+        {
+          role: 'user',
+          content: [
+            { type: 'text', text: 'what?' },
+            { type: 'image_url', image_url: { url: 'data:,' } },
+          ],
+        },
+      ],
+    });
+    expect(countImages(r)).toBe(1);
+    const p = estimatePromptTokens(r);
+    expect(chatCharge(m, r).costPico).toBe(BigInt(p) * 1_000_000n + 10n * 10_000_000n + 10_000_000_000n + 2_000_000_000n);
+  });
+
+  it('charges a prompt-only request (embeddings) for its prompt', () => {
+    expect(promptCharge(model(), 1000)).toEqual({ tokens: 1000, costPico: 1000n * 1_000_000n });
+  });
+});

@@ -1,0 +1,64 @@
+import type { ChatRequest } from '../common/chat.types';
+import { costPico, type Pricing } from '../common/money';
+import { estimatePromptTokens } from '../common/tokens';
+import type { ModelDef } from '../config/registry.types';
+
+/** What a request is expected to use, reserved against the key's limits before the upstream call. */
+export interface Charge {
+  /** Counted against tokens per minute: the prompt estimate plus the max_tokens the client asked for. */
+  tokens: number;
+  /** Reserved against budgets: the prompt estimate plus the most it may generate, at the model's price. */
+  costPico: bigint;
+}
+
+/** Images in a chat request's messages (billed at `pricing.image` each). */
+export function countImages(req: Pick<ChatRequest, 'messages'>): number {
+  let n = 0;
+  for (const m of req.messages) {
+    if (!Array.isArray(m.content)) continue;
+    for (const part of m.content) if (part && typeof part === 'object' && (part as { type?: unknown }).type === 'image_url') n++;
+  }
+  return n;
+}
+
+/**
+ * The most any route of the model would charge for these tokens: routes may override the model's
+ * pricing, and which route serves is only known afterwards.
+ */
+export function worstCaseCost(model: ModelDef, tokens: { prompt: number; completion: number }, images = 0): bigint {
+  const counts = { prompt: tokens.prompt, completion: tokens.completion, cachedRead: 0, cacheWrite: 0, reasoning: 0 };
+  const pricings: Pricing[] = [model.pricing, ...model.routes.flatMap((r) => (r.pricing ? [r.pricing] : []))];
+  let max = 0n;
+  for (const p of pricings) {
+    const c = costPico(counts, p) + BigInt(images) * p.image.pico;
+    if (c > max) max = c;
+  }
+  return max;
+}
+
+/**
+ * A chat request's charge. The completion is what the client allows (`max_completion_tokens` or
+ * `max_tokens`, times `n`); without either, the model's maximum output, else what is left of its
+ * context — so a budget can never be overshot by more than what is in flight, at the cost of
+ * reserving generously for requests that set no limit.
+ */
+export function chatCharge(model: ModelDef, req: ChatRequest): Charge {
+  const prompt = estimatePromptTokens(req);
+  const asked = positive(req.max_completion_tokens) ?? positive(req.max_tokens);
+  const choices = positive(req.n) ?? 1;
+  const room = Math.max(0, model.contextLength - prompt);
+  const completion = (asked ?? Math.min(model.maxCompletionTokens ?? room, room)) * choices;
+  return {
+    tokens: prompt + (asked ?? 0) * choices,
+    costPico: worstCaseCost(model, { prompt, completion }, countImages(req)),
+  };
+}
+
+/** A prompt-only request's charge (embeddings): its tokens at the model's prompt price. */
+export function promptCharge(model: ModelDef, promptTokens: number): Charge {
+  return { tokens: promptTokens, costPico: worstCaseCost(model, { prompt: promptTokens, completion: 0 }) };
+}
+
+function positive(v: unknown): number | undefined {
+  return typeof v === 'number' && Number.isFinite(v) && v > 0 ? Math.floor(v) : undefined;
+}

@@ -1,0 +1,80 @@
+import { Controller, Get, Query, UseGuards } from '@nestjs/common';
+import { InvalidRequestError } from '../common/errors';
+import { requestContext } from '../common/request-context';
+import { NotFoundError } from '../common/resource.errors';
+import type { ApiLog } from '../storage/entities/api-log.entity';
+import { StatsRepository } from '../storage/stats.repository';
+import { ApiKeyGuard } from './api-key.guard';
+import { toDate } from '../storage/api-log-rollup';
+
+/**
+ * GET /v1/generation?id=gen-...: one of the caller's own requests in OpenRouter's
+ * generation-stats shape. A key sees the requests made with it; an anonymous caller, anonymous
+ * requests. Anything else is a 404, so ids of other keys' requests cannot be probed.
+ */
+@Controller('v1/generation')
+@UseGuards(ApiKeyGuard)
+export class GenerationController {
+  constructor(private readonly logs: StatsRepository) {}
+
+  @Get()
+  async get(@Query('id') id: unknown) {
+    if (typeof id !== 'string' || id.trim() === '')
+      throw new InvalidRequestError(
+        'The query parameter id is required: GET /v1/generation?id=gen-...',
+        'id',
+        'missing_required_parameter',
+      );
+    const requestId = id.startsWith('gen-') ? id.slice(4) : id;
+    const caller = requestContext.getStore()?.principal?.id ?? null;
+    const row = requestId.length <= 64 ? await this.logs.findLog(requestId) : undefined;
+    if (!row || (row.api_key_id ?? null) !== caller)
+      throw new NotFoundError(
+        `No generation with id "${id}" for this caller (a request's generation appears here as soon as it is over)`,
+        'generation_not_found',
+        'id',
+      );
+    return { data: presentGeneration(row) };
+  }
+}
+
+export function presentGeneration(row: ApiLog) {
+  const meta = (row.metadata ?? {}) as { upstream_id?: unknown };
+  const cost = Number(row.cost_usd ?? 0);
+  return {
+    id: `gen-${row.id}`,
+    upstream_id: typeof meta.upstream_id === 'string' ? meta.upstream_id : null,
+    total_cost: cost,
+    cache_discount: null,
+    upstream_inference_cost: row.upstream_cost_usd === null || row.upstream_cost_usd === undefined ? null : Number(row.upstream_cost_usd),
+    created_at: toDate(row.created_at).toISOString(),
+    model: row.model,
+    app_id: null,
+    streamed: Boolean(row.stream),
+    cancelled: row.status_code === 499,
+    provider_name: row.provider,
+    // OpenRouter: latency to the first token, then the time spent generating.
+    latency: row.ttft_ms ?? row.latency_ms,
+    moderation_latency: null,
+    generation_time: row.ttft_ms === null ? row.latency_ms : Math.max(0, row.latency_ms - row.ttft_ms),
+    finish_reason: row.finish_reason,
+    native_finish_reason: row.finish_reason,
+    tokens_prompt: row.prompt_tokens,
+    tokens_completion: row.completion_tokens,
+    native_tokens_prompt: row.prompt_tokens,
+    native_tokens_completion: row.completion_tokens,
+    native_tokens_completion_images: null,
+    native_tokens_reasoning: row.reasoning_tokens,
+    native_tokens_cached: row.cached_tokens,
+    num_media_prompt: null,
+    num_input_audio_prompt: null,
+    num_media_completion: null,
+    num_search_results: null,
+    origin: '',
+    usage: cost,
+    is_byok: false,
+    external_user: row.user_id,
+    api_type: 'completions',
+    router: null,
+  };
+}

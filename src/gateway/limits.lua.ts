@@ -1,0 +1,162 @@
+/**
+ * The Redis side of the per-key limits, one script per check so that every process and replica
+ * sees and changes the same counters atomically, on Redis' own clock (TIME). The per-process
+ * fallback (local-limits.ts) implements the same rules; keep the two in step.
+ *
+ * KEYS[1] requests per second (HASH second -> count)      KEYS[2] tokens per second (HASH)
+ * KEYS[3] requests in flight (ZSET id -> lease expiry ms)  KEYS[4] their reserved cost (HASH id -> nano-USD)
+ * KEYS[5] prefix of the spend counters ("<prefix>d:<day>", "<prefix>m:<yyyymm>", nano-USD)
+ *
+ * Windows are 60 one-second buckets. Limits of -1 do not apply. Money is in nano-dollars so that
+ * Lua's doubles stay exact (up to 9 million USD).
+ */
+const COMMON = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local sec = math.floor(now / 1000)
+local day = math.floor(now / 86400000)
+
+local function month_of(days)
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local y = yoe + era * 400
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = mp < 10 and mp + 3 or mp - 9
+  if m <= 2 then y = y + 1 end
+  return y * 100 + m
+end
+local month = month_of(day)
+
+-- The spend counter of a period; a missing one starts from the baseline the caller read from the
+-- request log, if that baseline is for this very period.
+local function spend_key(kind, period, base_period, base_value, ttl, create)
+  local k = KEYS[5] .. kind .. ':' .. period
+  local v = redis.call('GET', k)
+  if v then return tonumber(v), k end
+  local start = 0
+  if tostring(period) == base_period then start = tonumber(base_value) or 0 end
+  if create then redis.call('SET', k, start, 'PX', ttl) end
+  return start, k
+end
+`;
+
+export const ADMIT_LUA = `${COMMON}
+local rid = ARGV[1]
+local rpm, tpm, conc = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local day_budget, month_budget = tonumber(ARGV[5]), tonumber(ARGV[6])
+local tokens, cost, lease = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+
+local function window(key)
+  local flat = redis.call('HGETALL', key)
+  local used, buckets, stale = 0, {}, {}
+  for i = 1, #flat, 2 do
+    local b, n = tonumber(flat[i]), tonumber(flat[i + 1])
+    if b <= sec - 60 then stale[#stale + 1] = flat[i] else used = used + n; buckets[#buckets + 1] = { b, n } end
+  end
+  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+  table.sort(buckets, function(x, y) return x[1] < y[1] end)
+  return used, buckets
+end
+local function wait_for(buckets, used, limit, need)
+  local freed = 0
+  for _, bn in ipairs(buckets) do
+    freed = freed + bn[2]
+    if used - freed + need <= limit then return (bn[1] + 60) * 1000 - now end
+  end
+  return 60000
+end
+local function reset_of(buckets)
+  if #buckets > 0 then return (buckets[1][1] + 60) * 1000 - now end
+  return (sec + 60) * 1000 - now
+end
+
+local rpm_used, rpm_reset, tpm_used, tpm_reset = 0, 0, 0, 0
+local function refuse(name, retry, a, b, c)
+  return { 0, name, math.max(0, retry), now, sec, rpm_used, rpm_reset, tpm_used, tpm_reset, a or 0, b or 0, c or 0, month }
+end
+
+if rpm >= 0 then
+  local used, buckets = window(KEYS[1])
+  rpm_used, rpm_reset = used, reset_of(buckets)
+  if used + 1 > rpm then return refuse('rpm', wait_for(buckets, used, rpm, 1)) end
+end
+if tpm >= 0 then
+  local used, buckets = window(KEYS[2])
+  tpm_used, tpm_reset = used, reset_of(buckets)
+  if used + tokens > tpm then return refuse('tpm', wait_for(buckets, used, tpm, tokens)) end
+end
+
+local budgets = day_budget >= 0 or month_budget >= 0
+local track = conc >= 0 or budgets
+if track then
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
+  if #expired > 0 then
+    redis.call('ZREM', KEYS[3], unpack(expired))
+    redis.call('HDEL', KEYS[4], unpack(expired))
+  end
+  if conc >= 0 and redis.call('ZCARD', KEYS[3]) >= conc then return refuse('concurrency', 1000) end
+end
+if budgets then
+  local reserved = 0
+  for _, v in ipairs(redis.call('HVALS', KEYS[4])) do reserved = reserved + tonumber(v) end
+  if day_budget >= 0 then
+    local spent = spend_key('d', day, ARGV[10], ARGV[11], 0, false)
+    if spent + reserved + cost > day_budget then return refuse('daily_budget', (day + 1) * 86400000 - now, spent, reserved, cost) end
+  end
+  if month_budget >= 0 then
+    local spent = spend_key('m', month, ARGV[12], ARGV[13], 0, false)
+    -- The client works out the time to the next month from now.
+    if spent + reserved + cost > month_budget then return refuse('monthly_budget', 0, spent, reserved, cost) end
+  end
+end
+
+if rpm >= 0 then
+  redis.call('HINCRBY', KEYS[1], sec, 1)
+  redis.call('PEXPIRE', KEYS[1], 120000)
+  rpm_used = rpm_used + 1
+end
+if tpm >= 0 then
+  redis.call('HINCRBY', KEYS[2], sec, tokens)
+  redis.call('PEXPIRE', KEYS[2], 120000)
+  tpm_used = tpm_used + tokens
+end
+if track then
+  redis.call('ZADD', KEYS[3], now + lease, rid)
+  redis.call('PEXPIRE', KEYS[3], lease + 60000)
+  if budgets then
+    redis.call('HSET', KEYS[4], rid, cost)
+    redis.call('PEXPIRE', KEYS[4], lease + 60000)
+  end
+end
+return { 1, '', 0, now, sec, rpm_used, rpm_reset, tpm_used, tpm_reset, 0, 0, 0, month }
+`;
+
+/**
+ * ARGV: request id, bucket (second) it was admitted in, tokens reserved, tokens used, cost
+ * (nano-USD), day and spend baseline, month and spend baseline, track tokens (1/0), track spend (1/0).
+ */
+export const SETTLE_LUA = `${COMMON}
+local rid, bucket = ARGV[1], tonumber(ARGV[2])
+local estimate, actual, cost = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+redis.call('ZREM', KEYS[3], rid)
+redis.call('HDEL', KEYS[4], rid)
+if ARGV[10] == '1' then
+  local delta = actual - estimate
+  if bucket > sec - 60 then
+    if delta ~= 0 then redis.call('HINCRBY', KEYS[2], bucket, delta) end
+  elseif delta > 0 then
+    redis.call('HINCRBY', KEYS[2], sec, delta)
+  end
+  redis.call('PEXPIRE', KEYS[2], 120000)
+end
+if ARGV[11] == '1' and cost > 0 then
+  local _, dk = spend_key('d', day, ARGV[6], ARGV[7], 172800000, true)
+  redis.call('INCRBY', dk, cost)
+  local _, mk = spend_key('m', month, ARGV[8], ARGV[9], 2764800000, true)
+  redis.call('INCRBY', mk, cost)
+end
+return { now, month }
+`;

@@ -1,0 +1,131 @@
+import { LocalLimits, type AdmitArgs, type StoreLimits } from './local-limits';
+
+const NONE: StoreLimits = { rpm: -1, tpm: -1, concurrency: -1, dayBudget: -1, monthBudget: -1 };
+const T0 = Date.UTC(2026, 10, 21, 10, 0, 0, 0);
+
+function setup() {
+  let now = T0;
+  const limits = new LocalLimits(() => now);
+  let n = 0;
+  const admit = (l: Partial<StoreLimits>, extra: Partial<AdmitArgs> = {}) =>
+    limits.admit({
+      keyId: 'k',
+      rid: `r${++n}`,
+      limits: { ...NONE, ...l },
+      tokens: 0,
+      costNano: 0,
+      leaseMs: 600_000,
+      baseline: { day: '', dayNano: 0, month: '', monthNano: 0 },
+      ...extra,
+    });
+  const settle = (rid: string, bucket: number, estimate: number, actual: number, costNano: number, track = { tokens: true, spend: true }) =>
+    limits.settle({
+      keyId: 'k',
+      rid,
+      bucket,
+      estimateTokens: estimate,
+      actualTokens: actual,
+      costNano,
+      baseline: { day: '', dayNano: 0, month: '', monthNano: 0 },
+      trackTokens: track.tokens,
+      trackSpend: track.spend,
+    });
+  return { limits, admit, settle, advance: (ms: number) => (now += ms), rid: () => `r${n}` };
+}
+
+describe('per-process limits', () => {
+  it('admits rpm requests in any 60 s and says when the next one fits', () => {
+    const { admit, advance } = setup();
+    expect(admit({ rpm: 3 }).ok).toBe(true);
+    advance(30_000);
+    expect(admit({ rpm: 3 }).ok).toBe(true);
+    const third = admit({ rpm: 3 });
+    expect(third).toMatchObject({ ok: true, rpmUsed: 3 });
+    expect(third.rpmResetMs).toBe(30_000); // the first request leaves the window then
+    advance(15_000);
+    const refused = admit({ rpm: 3 });
+    expect(refused).toMatchObject({ ok: false, limit: 'rpm', retryAfterMs: 15_000 });
+    advance(15_000);
+    expect(admit({ rpm: 3 }).ok).toBe(true);
+    expect(admit({ rpm: 3 }).ok).toBe(false);
+  });
+
+  it('counts tokens per minute, refuses what would pass the limit, and settles to what was used', () => {
+    const { admit, settle, advance } = setup();
+    const a = admit({ tpm: 1000 }, { tokens: 800 });
+    expect(a).toMatchObject({ ok: true, tpmUsed: 800 });
+    expect(admit({ tpm: 1000 }, { tokens: 300 })).toMatchObject({ ok: false, limit: 'tpm', retryAfterMs: 60_000 });
+    settle('r1', a.bucket, 800, 100, 0);
+    expect(admit({ tpm: 1000 }, { tokens: 300 })).toMatchObject({ ok: true, tpmUsed: 400 });
+    // A request that ends after its bucket left the window adds only what it used beyond its estimate.
+    advance(61_000);
+    settle('r1', a.bucket, 800, 900, 0);
+    expect(admit({ tpm: 1000 }, { tokens: 0 })).toMatchObject({ ok: true, tpmUsed: 100 });
+  });
+
+  it('holds requests in flight to max_concurrency until they settle or their lease ends', () => {
+    const { admit, settle, advance } = setup();
+    const first = admit({ concurrency: 2 });
+    expect(admit({ concurrency: 2 }).ok).toBe(true);
+    expect(admit({ concurrency: 2 })).toMatchObject({ ok: false, limit: 'concurrency' });
+    settle('r1', first.bucket, 0, 0, 0);
+    expect(admit({ concurrency: 2 }).ok).toBe(true);
+    expect(admit({ concurrency: 2 }).ok).toBe(false);
+    advance(600_001); // the leases of r2 and r4 ran out (a process that never settled)
+    expect(admit({ concurrency: 2 }).ok).toBe(true);
+  });
+
+  it('reserves the estimated cost against budgets and settles the real one', () => {
+    const { admit, settle } = setup();
+    const a = admit({ dayBudget: 1000 }, { costNano: 600 });
+    expect(a.ok).toBe(true);
+    // 600 reserved + 600 > 1000: refused while the first is in flight.
+    expect(admit({ dayBudget: 1000 }, { costNano: 600 })).toMatchObject({
+      ok: false,
+      limit: 'daily_budget',
+      spentNano: 0,
+      reservedNano: 600,
+      costNano: 600,
+    });
+    settle('r1', a.bucket, 0, 0, 150);
+    const b = admit({ dayBudget: 1000 }, { costNano: 600 });
+    expect(b.ok).toBe(true);
+    settle('r3', b.bucket, 0, 0, 850);
+    // 1000 spent: nothing more today, not even a free request.
+    expect(admit({ dayBudget: 1000 }, { costNano: 1 })).toMatchObject({ ok: false, limit: 'daily_budget', spentNano: 1000 });
+    expect(admit({ dayBudget: 1000 }, { costNano: 0 }).ok).toBe(true);
+  });
+
+  it('starts a budget period from the request log baseline, and renews at the next UTC day and month', () => {
+    const { admit, advance } = setup();
+    const baseline = { day: String(Math.floor(T0 / 86_400_000)), dayNano: 900, month: '202611', monthNano: 5000 };
+    expect(admit({ dayBudget: 1000 }, { costNano: 200, baseline })).toMatchObject({
+      ok: false,
+      limit: 'daily_budget',
+      spentNano: 900,
+      retryAfterMs: 14 * 3_600_000,
+    });
+    expect(admit({ monthBudget: 5100 }, { costNano: 200, baseline })).toMatchObject({
+      ok: false,
+      limit: 'monthly_budget',
+      spentNano: 5000,
+    });
+    advance(14 * 3_600_000); // 2026-11-22 00:00 UTC: the baseline is yesterday's
+    expect(admit({ dayBudget: 1000 }, { costNano: 200, baseline }).ok).toBe(true);
+    expect(admit({ monthBudget: 5100 }, { costNano: 200, baseline }).ok).toBe(false);
+    advance(9 * 86_400_000); // December
+    expect(admit({ monthBudget: 5100 }, { costNano: 200, baseline }).ok).toBe(true);
+  });
+
+  it('forgets idle keys with nothing in flight', () => {
+    const { limits, admit, advance } = setup();
+    admit({ rpm: 5 });
+    advance(1000);
+    limits.sweep(500);
+    expect(limits.size).toBe(0);
+    admit({ concurrency: 1 });
+    advance(1000);
+    limits.sweep(500);
+    expect(limits.size).toBe(1);
+  });
+});

@@ -1,0 +1,233 @@
+import { utcDay, utcMonth } from '../common/principal';
+
+/**
+ * Per-key limits kept in this process: used without REDIS_URL, and while Redis is unreachable.
+ * Same rules as the Redis scripts (limits.lua.ts): request and token windows of 60 one-second
+ * buckets, requests in flight with a lease (so a request that never settles frees its slot
+ * eventually), spend per UTC day and month in nano-dollars starting from the request log's figure.
+ */
+
+export type LimitName = 'rpm' | 'tpm' | 'concurrency' | 'daily_budget' | 'monthly_budget';
+
+/** Limits as the stores take them: -1 = does not apply; money in nano-dollars. */
+export interface StoreLimits {
+  rpm: number;
+  tpm: number;
+  concurrency: number;
+  dayBudget: number;
+  monthBudget: number;
+}
+
+export interface StoreBaseline {
+  day: string;
+  dayNano: number;
+  month: string;
+  monthNano: number;
+}
+
+export interface AdmitArgs {
+  keyId: string;
+  rid: string;
+  limits: StoreLimits;
+  tokens: number;
+  costNano: number;
+  leaseMs: number;
+  baseline: StoreBaseline;
+}
+
+export interface AdmitOutcome {
+  ok: boolean;
+  limit?: LimitName;
+  retryAfterMs: number;
+  /** The store's clock (Redis TIME, or this process's). */
+  now: number;
+  /** The second the request was counted in. */
+  bucket: number;
+  rpmUsed: number;
+  rpmResetMs: number;
+  tpmUsed: number;
+  tpmResetMs: number;
+  /** For budget refusals: spent in the period, reserved in flight, this request's reservation (nano-USD). */
+  spentNano: number;
+  reservedNano: number;
+  costNano: number;
+}
+
+export interface SettleArgs {
+  keyId: string;
+  rid: string;
+  bucket: number;
+  estimateTokens: number;
+  actualTokens: number;
+  costNano: number;
+  baseline: StoreBaseline;
+  trackTokens: boolean;
+  trackSpend: boolean;
+}
+
+interface KeyState {
+  rpm: Map<number, number>;
+  tpm: Map<number, number>;
+  inflight: Map<string, { expires: number; costNano: number }>;
+  spent: Map<string, number>;
+  touched: number;
+}
+
+const WINDOW_S = 60;
+
+export class LocalLimits {
+  private readonly keys = new Map<string, KeyState>();
+
+  constructor(private readonly clock: () => number = Date.now) {}
+
+  admit(a: AdmitArgs): AdmitOutcome {
+    const now = this.clock();
+    const sec = Math.floor(now / 1000);
+    const s = this.state(a.keyId, now);
+    const out: AdmitOutcome = {
+      ok: false,
+      retryAfterMs: 0,
+      now,
+      bucket: sec,
+      rpmUsed: 0,
+      rpmResetMs: 0,
+      tpmUsed: 0,
+      tpmResetMs: 0,
+      spentNano: 0,
+      reservedNano: 0,
+      costNano: 0,
+    };
+    const refuse = (limit: LimitName, retry: number, money?: [number, number, number]) => {
+      out.limit = limit;
+      out.retryAfterMs = Math.max(0, retry);
+      if (money) [out.spentNano, out.reservedNano, out.costNano] = money;
+      return out;
+    };
+    const { rpm, tpm, concurrency, dayBudget, monthBudget } = a.limits;
+
+    if (rpm >= 0) {
+      const w = window(s.rpm, sec, now);
+      out.rpmUsed = w.used;
+      out.rpmResetMs = w.resetMs;
+      if (w.used + 1 > rpm) return refuse('rpm', w.waitFor(rpm, 1));
+    }
+    if (tpm >= 0) {
+      const w = window(s.tpm, sec, now);
+      out.tpmUsed = w.used;
+      out.tpmResetMs = w.resetMs;
+      if (w.used + a.tokens > tpm) return refuse('tpm', w.waitFor(tpm, a.tokens));
+    }
+    const budgets = dayBudget >= 0 || monthBudget >= 0;
+    const track = concurrency >= 0 || budgets;
+    if (track) {
+      for (const [rid, f] of s.inflight) if (f.expires <= now) s.inflight.delete(rid);
+      if (concurrency >= 0 && s.inflight.size >= concurrency) return refuse('concurrency', 1000);
+    }
+    if (budgets) {
+      let reserved = 0;
+      for (const f of s.inflight.values()) reserved += f.costNano;
+      const day = String(utcDay(now));
+      const month = String(utcMonth(now));
+      if (dayBudget >= 0) {
+        const spent = this.spent(s, `d:${day}`, day === a.baseline.day ? a.baseline.dayNano : 0);
+        if (spent + reserved + a.costNano > dayBudget)
+          return refuse('daily_budget', (utcDay(now) + 1) * 86_400_000 - now, [spent, reserved, a.costNano]);
+      }
+      if (monthBudget >= 0) {
+        const spent = this.spent(s, `m:${month}`, month === a.baseline.month ? a.baseline.monthNano : 0);
+        if (spent + reserved + a.costNano > monthBudget) return refuse('monthly_budget', 0, [spent, reserved, a.costNano]);
+      }
+    }
+
+    if (rpm >= 0) {
+      s.rpm.set(sec, (s.rpm.get(sec) ?? 0) + 1);
+      out.rpmUsed++;
+    }
+    if (tpm >= 0) {
+      s.tpm.set(sec, (s.tpm.get(sec) ?? 0) + a.tokens);
+      out.tpmUsed += a.tokens;
+    }
+    if (track) s.inflight.set(a.rid, { expires: now + a.leaseMs, costNano: budgets ? a.costNano : 0 });
+    out.ok = true;
+    return out;
+  }
+
+  settle(a: SettleArgs): void {
+    const now = this.clock();
+    const sec = Math.floor(now / 1000);
+    const s = this.state(a.keyId, now);
+    s.inflight.delete(a.rid);
+    if (a.trackTokens) {
+      const delta = a.actualTokens - a.estimateTokens;
+      if (a.bucket > sec - WINDOW_S) {
+        if (delta !== 0) s.tpm.set(a.bucket, (s.tpm.get(a.bucket) ?? 0) + delta);
+      } else if (delta > 0) {
+        s.tpm.set(sec, (s.tpm.get(sec) ?? 0) + delta);
+      }
+    }
+    if (a.trackSpend && a.costNano > 0) {
+      const day = String(utcDay(now));
+      const month = String(utcMonth(now));
+      const dk = `d:${day}`;
+      const mk = `m:${month}`;
+      s.spent.set(dk, this.spent(s, dk, day === a.baseline.day ? a.baseline.dayNano : 0) + a.costNano);
+      s.spent.set(mk, this.spent(s, mk, month === a.baseline.month ? a.baseline.monthNano : 0) + a.costNano);
+    }
+  }
+
+  /** Drops the state of keys idle for `idleMs` with nothing in flight (spend restarts from the request log). */
+  sweep(idleMs: number): void {
+    const now = this.clock();
+    for (const [id, s] of this.keys) {
+      for (const [rid, f] of s.inflight) if (f.expires <= now) s.inflight.delete(rid);
+      if (s.inflight.size === 0 && now - s.touched > idleMs) this.keys.delete(id);
+    }
+  }
+
+  get size(): number {
+    return this.keys.size;
+  }
+
+  private state(keyId: string, now: number): KeyState {
+    let s = this.keys.get(keyId);
+    if (!s) this.keys.set(keyId, (s = { rpm: new Map(), tpm: new Map(), inflight: new Map(), spent: new Map(), touched: now }));
+    s.touched = now;
+    return s;
+  }
+
+  private spent(s: KeyState, period: string, base: number): number {
+    let v = s.spent.get(period);
+    if (v === undefined) {
+      // Periods other than this one are done with.
+      for (const k of s.spent.keys()) if (k[0] === period[0]) s.spent.delete(k);
+      s.spent.set(period, (v = base));
+    }
+    return v;
+  }
+}
+
+function window(buckets: Map<number, number>, sec: number, now: number) {
+  let used = 0;
+  const live: Array<[number, number]> = [];
+  for (const [b, n] of buckets) {
+    if (b <= sec - WINDOW_S) buckets.delete(b);
+    else {
+      used += n;
+      live.push([b, n]);
+    }
+  }
+  live.sort((x, y) => x[0] - y[0]);
+  return {
+    used,
+    resetMs: ((live.length > 0 ? live[0][0] : sec) + WINDOW_S) * 1000 - now,
+    /** ms until `need` more fit under `limit`. */
+    waitFor(limit: number, need: number): number {
+      let freed = 0;
+      for (const [b, n] of live) {
+        freed += n;
+        if (used - freed + need <= limit) return (b + WINDOW_S) * 1000 - now;
+      }
+      return WINDOW_S * 1000;
+    },
+  };
+}

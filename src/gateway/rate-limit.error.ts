@@ -1,0 +1,29 @@
+import { GatewayError } from '../common/errors';
+import type { LimitName } from './local-limits';
+
+const CODES: Record<LimitName, string> = {
+  rpm: 'rpm_limit_exceeded',
+  tpm: 'tpm_limit_exceeded',
+  concurrency: 'concurrency_limit_exceeded',
+  daily_budget: 'daily_budget_exceeded',
+  monthly_budget: 'monthly_budget_exceeded',
+};
+
+/** A key's own limit refused the request (429): the code names the limit, Retry-After says when to come back. */
+export class RateLimitError extends GatewayError {
+  readonly status = 429;
+  readonly type = 'rate_limit_error';
+  override readonly code: string;
+  override readonly headers: Record<string, string>;
+
+  constructor(
+    readonly limit: LimitName,
+    message: string,
+    readonly retryAfterMs: number,
+    headers: Record<string, string> = {},
+  ) {
+    super(message);
+    this.code = CODES[limit];
+    this.headers = { ...headers, 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) };
+  }
+}

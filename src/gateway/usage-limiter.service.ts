@@ -1,0 +1,318 @@
+import { Injectable, Logger, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
+import type { Response } from 'express';
+import type Redis from 'ioredis';
+import { picoToUsd, usdToPico } from '../common/money';
+import { hasLimits, startOfNextUtcMonth, type KeyLimits, type Principal, type SpendBaseline } from '../common/principal';
+import { requestContext } from '../common/request-context';
+import { AppConfig } from '../config/app-config';
+import { ModelRegistry } from '../config/model-registry.service';
+import { RedisService } from '../redis/redis.service';
+import type { Charge } from './charge-estimate';
+import { ADMIT_LUA, SETTLE_LUA } from './limits.lua';
+import { LocalLimits, type AdmitArgs, type AdmitOutcome, type SettleArgs, type StoreBaseline, type StoreLimits } from './local-limits';
+import { RateLimitError } from './rate-limit.error';
+
+type Store = 'redis' | 'local';
+
+interface LimitCommands {
+  hiLimitAdmit(...args: Array<string | number>): Promise<unknown[]>;
+  hiLimitSettle(...args: Array<string | number>): Promise<unknown[]>;
+}
+
+/** What a request used, known once it is over (an api_logs row has both). */
+export interface Usage {
+  total_tokens: number;
+  cost_usd: string;
+}
+
+/**
+ * A request admitted under its key's limits. `settle` (exactly once, when the request is over,
+ * whatever happened) frees its concurrency slot and replaces the reserved estimate by what it
+ * really used and cost.
+ */
+export class UsageLease {
+  private settled = false;
+
+  constructor(
+    private readonly limiter: UsageLimiter,
+    private readonly store: Store,
+    private readonly args: AdmitArgs,
+    private readonly bucket: number,
+  ) {}
+
+  settle(usage: Usage): void {
+    if (this.settled) return;
+    this.settled = true;
+    const a = this.args;
+    this.limiter.settle(this.store, {
+      keyId: a.keyId,
+      rid: a.rid,
+      bucket: this.bucket,
+      estimateTokens: a.tokens,
+      actualTokens: Math.max(0, Math.trunc(Number(usage.total_tokens) || 0)),
+      costNano: nano(safePico(usage.cost_usd)),
+      baseline: a.baseline,
+      trackTokens: a.limits.tpm >= 0,
+      trackSpend: a.limits.dayBudget >= 0 || a.limits.monthBudget >= 0,
+    });
+  }
+}
+
+/**
+ * Per-key limits, checked before the upstream call: requests and tokens per minute, requests in
+ * flight, daily and monthly USD budgets. With REDIS_URL every process and replica shares the
+ * counters (one Lua script per check, on Redis' clock); without it, or while Redis is
+ * unreachable, each process keeps its own (and says so in the log; /health shows Redis degraded).
+ *
+ * Any endpoint that calls an upstream for a key uses it the same way: after ApiKeyGuard,
+ * `const lease = await limiter.admit(res, () => charge)` before the call (throws RateLimitError,
+ * a 429), and `lease?.settle(row)` with the request's api_logs row when it is over. The charge is
+ * a function so that anonymous calls and keys without limits never pay for the estimate.
+ */
+@Injectable()
+export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
+  private readonly logger = new Logger('Limits');
+  private readonly local = new LocalLimits();
+  private sweepTimer?: ReturnType<typeof setInterval>;
+  private lastStore?: Store;
+
+  constructor(
+    private readonly redis: RedisService,
+    private readonly config: AppConfig,
+    private readonly registry: ModelRegistry,
+  ) {}
+
+  onModuleInit(): void {
+    this.sweepTimer = setInterval(() => this.local.sweep(600_000), 60_000);
+    this.sweepTimer.unref();
+  }
+
+  onModuleDestroy(): void {
+    clearInterval(this.sweepTimer);
+  }
+
+  /**
+   * Admits the current request (its key from ApiKeyGuard) or throws a 429 naming the limit.
+   * Sets the x-ratelimit-* headers. Undefined for anonymous calls and keys without limits.
+   */
+  async admit(res: Response, estimate: () => Charge): Promise<UsageLease | undefined> {
+    const ctx = requestContext.getStore();
+    if (!ctx || ctx.principal === undefined) throw new Error('UsageLimiter.admit() called on a route without ApiKeyGuard');
+    const p = ctx.principal;
+    if (!p || !hasLimits(p.limits)) return undefined;
+    const charge = estimate();
+    const args: AdmitArgs = {
+      keyId: p.id,
+      rid: ctx.requestId,
+      limits: storeLimits(p.limits),
+      tokens: Math.max(0, Math.ceil(charge.tokens)),
+      costNano: nano(charge.costPico),
+      leaseMs: (this.registry.current().routing.totalTimeoutMs ?? this.config.upstreamTimeouts.totalMs) + 60_000,
+      baseline: storeBaseline(p.baseline),
+    };
+    const { store, outcome } = await this.runAdmit(args);
+    const headers = rateHeaders(p.limits, outcome);
+    if (!outcome.ok) throw refusal(p, args, outcome, headers);
+    for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
+    return new UsageLease(this, store, args, outcome.bucket);
+  }
+
+  private async runAdmit(args: AdmitArgs): Promise<{ store: Store; outcome: AdmitOutcome }> {
+    const client = this.redis.client;
+    if (client) {
+      try {
+        const r = await commands(client).hiLimitAdmit(...this.keys(args.keyId), ...admitArgv(args));
+        this.using('redis');
+        return { store: 'redis', outcome: parseAdmit(r) };
+      } catch (err) {
+        this.logger.warn(`Redis limit check failed (${(err as Error).message}); this request is checked against per-process limits`);
+      }
+    }
+    this.using('local');
+    return { store: 'local', outcome: this.local.admit(args) };
+  }
+
+  /** Called by UsageLease; never throws. */
+  settle(store: Store, a: SettleArgs): void {
+    if (store === 'local') {
+      this.local.settle(a);
+      return;
+    }
+    const client = this.redis.client;
+    if (!client) {
+      this.logger.warn(
+        `Redis unavailable: the usage of request ${a.rid} is not counted in the shared limits (its reservation expires with its lease)`,
+      );
+      return;
+    }
+    const b = a.baseline;
+    commands(client)
+      .hiLimitSettle(
+        ...this.keys(a.keyId),
+        a.rid,
+        a.bucket,
+        a.estimateTokens,
+        a.actualTokens,
+        a.costNano,
+        b.day,
+        b.dayNano,
+        b.month,
+        b.monthNano,
+        a.trackTokens ? 1 : 0,
+        a.trackSpend ? 1 : 0,
+      )
+      .catch((err: Error) =>
+        this.logger.warn(`Redis settlement of request ${a.rid} failed (${err.message}); its reservation expires with its lease`),
+      );
+  }
+
+  private keys(keyId: string): string[] {
+    const tag = `{${keyId}}`;
+    return ['rpm', 'tpm', 'inflight', 'resv', 'spent:'].map((k) => this.redis.key('lim', tag, k));
+  }
+
+  private using(store: Store): void {
+    if (this.redis.status === 'disabled' || store === this.lastStore) {
+      this.lastStore = store;
+      return;
+    }
+    if (store === 'local')
+      this.logger.warn(
+        `Redis unavailable (${this.redis.error ?? this.redis.status}): rate limits and budgets are per process until it is back`,
+      );
+    else if (this.lastStore === 'local') this.logger.log('Redis is back: rate limits and budgets are shared again');
+    this.lastStore = store;
+  }
+}
+
+function commands(client: Redis): LimitCommands {
+  const c = client as unknown as Partial<LimitCommands> & Redis;
+  if (typeof c.hiLimitAdmit !== 'function') {
+    client.defineCommand('hiLimitAdmit', { numberOfKeys: 5, lua: ADMIT_LUA });
+    client.defineCommand('hiLimitSettle', { numberOfKeys: 5, lua: SETTLE_LUA });
+  }
+  return c as unknown as LimitCommands;
+}
+
+function admitArgv(a: AdmitArgs): Array<string | number> {
+  const l = a.limits;
+  const b = a.baseline;
+  return [
+    a.rid,
+    l.rpm,
+    l.tpm,
+    l.concurrency,
+    l.dayBudget,
+    l.monthBudget,
+    a.tokens,
+    a.costNano,
+    a.leaseMs,
+    b.day,
+    b.dayNano,
+    b.month,
+    b.monthNano,
+  ];
+}
+
+function parseAdmit(r: unknown[]): AdmitOutcome {
+  const n = (i: number) => Number(r[i] ?? 0);
+  const ok = n(0) === 1;
+  const now = n(3);
+  const limit = ok ? undefined : (String(r[1]) as AdmitOutcome['limit']);
+  return {
+    ok,
+    limit,
+    retryAfterMs: limit === 'monthly_budget' ? startOfNextUtcMonth(now).getTime() - now : n(2),
+    now,
+    bucket: n(4),
+    rpmUsed: n(5),
+    rpmResetMs: n(6),
+    tpmUsed: n(7),
+    tpmResetMs: n(8),
+    spentNano: n(9),
+    reservedNano: n(10),
+    costNano: n(11),
+  };
+}
+
+/** Pico-dollars to whole nano-dollars, rounded up (the stores count in nano-dollars). */
+export function nano(pico: bigint): number {
+  return Number((pico + 999n) / 1000n);
+}
+
+function safePico(usd: string): bigint {
+  try {
+    return usdToPico(usd);
+  } catch {
+    return 0n;
+  }
+}
+
+function usd(nanoDollars: number): string {
+  return picoToUsd(BigInt(Math.round(nanoDollars)) * 1000n);
+}
+
+function storeLimits(l: KeyLimits): StoreLimits {
+  return {
+    rpm: l.rpm ?? -1,
+    tpm: l.tpm ?? -1,
+    concurrency: l.concurrency ?? -1,
+    dayBudget: l.dailyBudgetPico === null ? -1 : Number(l.dailyBudgetPico / 1000n),
+    monthBudget: l.monthlyBudgetPico === null ? -1 : Number(l.monthlyBudgetPico / 1000n),
+  };
+}
+
+function storeBaseline(b: SpendBaseline | undefined): StoreBaseline {
+  if (!b) return { day: '', dayNano: 0, month: '', monthNano: 0 };
+  return { day: String(b.day), dayNano: nano(b.dayPico), month: String(b.month), monthNano: nano(b.monthPico) };
+}
+
+function rateHeaders(l: KeyLimits, o: AdmitOutcome): Record<string, string> {
+  const h: Record<string, string> = {};
+  const secs = (ms: number) => `${Math.max(0, Math.ceil(ms / 1000))}s`;
+  if (l.rpm !== null) {
+    h['x-ratelimit-limit-requests'] = String(l.rpm);
+    h['x-ratelimit-remaining-requests'] = String(Math.max(0, l.rpm - o.rpmUsed));
+    h['x-ratelimit-reset-requests'] = secs(o.rpmResetMs);
+  }
+  if (l.tpm !== null) {
+    h['x-ratelimit-limit-tokens'] = String(l.tpm);
+    h['x-ratelimit-remaining-tokens'] = String(Math.max(0, l.tpm - o.tpmUsed));
+    h['x-ratelimit-reset-tokens'] = secs(o.tpmResetMs);
+  }
+  return h;
+}
+
+function refusal(p: Principal, a: AdmitArgs, o: AdmitOutcome, headers: Record<string, string>): RateLimitError {
+  const wait = `retry in ${Math.max(1, Math.ceil(o.retryAfterMs / 1000))} s`;
+  const who = `API key ${p.prefix}…`;
+  const l = p.limits;
+  let message: string;
+  switch (o.limit) {
+    case 'rpm':
+      message = `Rate limit reached: ${who} may make ${l.rpm} requests per minute (rpm_limit); ${wait}`;
+      break;
+    case 'tpm':
+      message =
+        a.tokens > (l.tpm ?? 0)
+          ? `This request needs about ${a.tokens} tokens (prompt plus max_tokens), more than the ${l.tpm} tokens per minute ${who} may use (tpm_limit); lower max_tokens or shorten the prompt`
+          : `Rate limit reached: ${who} may use ${l.tpm} tokens per minute (tpm_limit) and this request needs about ${a.tokens}; ${wait}`;
+      break;
+    case 'concurrency':
+      message = `Too many requests at once: ${who} may have ${l.concurrency} in flight (max_concurrency); ${wait}`;
+      break;
+    case 'daily_budget':
+    case 'monthly_budget': {
+      const daily = o.limit === 'daily_budget';
+      const budget = picoToUsd((daily ? l.dailyBudgetPico : l.monthlyBudgetPico) ?? 0n);
+      message =
+        `${daily ? 'Daily' : 'Monthly'} budget reached: ${who} may spend $${budget} per UTC ${daily ? 'day' : 'month'} (${daily ? 'daily_budget_usd' : 'monthly_budget_usd'}); ` +
+        `$${usd(o.spentNano)} is spent, $${usd(o.reservedNano)} reserved by requests in flight, and this request may cost up to $${usd(o.costNano)} ` +
+        `(prompt plus max_tokens at the model's price; a lower max_tokens reserves less). The budget renews at 00:00 UTC${daily ? '' : ' on the 1st'}`;
+      break;
+    }
+    default:
+      message = `Rate limit reached for ${who}; ${wait}`;
+  }
+  return new RateLimitError(o.limit ?? 'rpm', message, o.retryAfterMs, headers);
+}

@@ -1,0 +1,255 @@
+import { createHmac, randomBytes, randomUUID } from 'node:crypto';
+import { Injectable, Logger } from '@nestjs/common';
+import type { Repository } from 'typeorm';
+import { ServiceUnavailableError } from '../common/errors';
+import { usdToPico } from '../common/money';
+import { startOfUtcDay, startOfUtcMonth, utcDay, utcMonth, type KeyLimits, type Principal, type SpendBaseline } from '../common/principal';
+import { ConflictError, NotFoundError } from '../common/resource.errors';
+import { AppConfig } from '../config/app-config';
+import { DatabaseService } from './database.service';
+import { ApiKey, type ApiKeyStatus } from './entities/api-key.entity';
+import { StatsRepository } from './stats.repository';
+
+export const KEY_PREFIX = 'hyi-';
+const PREFIX_SHOWN = 12;
+const MAX_CACHED = 10_000;
+
+/** A key as the request path sees it: the principal plus what decides whether it may call. */
+export interface KeyState {
+  principal: Principal;
+  status: ApiKeyStatus;
+  /** ms since the epoch; null = never. */
+  expiresAt: number | null;
+}
+
+export interface ApiKeyInput {
+  name?: string;
+  rpm_limit?: number | null;
+  tpm_limit?: number | null;
+  max_concurrency?: number | null;
+  daily_budget_usd?: string | null;
+  monthly_budget_usd?: string | null;
+  expires_at?: Date | null;
+  notes?: string | null;
+  status?: 'active' | 'suspended';
+}
+
+export interface KeyListFilter {
+  status?: ApiKeyStatus;
+  limit: number;
+  offset: number;
+}
+
+interface CacheEntry {
+  state: KeyState | null;
+  expires: number;
+}
+
+/**
+ * API keys: creation and administration, and the lookup the request path makes for every call.
+ * Secrets are `hyi-` + 256 random bits, stored only as HMAC-SHA256 under API_KEY_SECRET.
+ * Lookups are cached for API_KEY_CACHE_TTL_MS (unknown keys too, so a flood of bad keys does not
+ * reach the database); a change made here is seen at once by this process and by the others
+ * within the TTL. While the database is unreachable, cached keys keep working past their TTL and
+ * unknown ones are answered 503, never 401.
+ */
+@Injectable()
+export class ApiKeysService {
+  private readonly logger = new Logger('ApiKeys');
+  private readonly cache = new Map<string, CacheEntry>();
+  private readonly loading = new Map<string, Promise<KeyState | null>>();
+  /** Bumped by every invalidation, so that a lookup which started before it does not cache what it read. */
+  private generation = 0;
+  private readonly secret?: string;
+  private readonly ttlMs: number;
+
+  constructor(
+    config: AppConfig,
+    private readonly db: DatabaseService,
+    private readonly stats: StatsRepository,
+  ) {
+    this.secret = config.env.API_KEY_SECRET;
+    this.ttlMs = config.env.API_KEY_CACHE_TTL_MS;
+  }
+
+  /** Whether keys can be made and checked (API_KEY_SECRET is set). */
+  get configured(): boolean {
+    return this.secret !== undefined;
+  }
+
+  hash(key: string): string {
+    if (!this.secret) throw new ServiceUnavailableError('API keys need API_KEY_SECRET; set it (at least 32 characters) and restart');
+    return createHmac('sha256', this.secret).update(key, 'utf8').digest('hex');
+  }
+
+  /** The key's state, or null when no such key exists. Cached; see the class comment. */
+  async lookup(presented: string): Promise<KeyState | null> {
+    if (!this.secret || !presented.startsWith(KEY_PREFIX) || presented.length > 200) return null;
+    const hash = this.hash(presented);
+    const now = Date.now();
+    const hit = this.cache.get(hash);
+    if (hit && hit.expires > now) return hit.state;
+    let pending = this.loading.get(hash);
+    if (!pending) {
+      pending = this.load(hash, hit).finally(() => this.loading.delete(hash));
+      this.loading.set(hash, pending);
+    }
+    return pending;
+  }
+
+  private async load(hash: string, stale: CacheEntry | undefined): Promise<KeyState | null> {
+    const generation = this.generation;
+    let state: KeyState | null;
+    try {
+      const row = await this.repo().findOne({ where: { key_hash: hash } });
+      state = row ? await this.toState(row) : null;
+    } catch (err) {
+      if (stale) {
+        this.logger.warn(`cannot refresh an API key (${(err as Error).message}); using the cached one`);
+        return stale.state;
+      }
+      if (err instanceof ServiceUnavailableError) throw err;
+      throw new ServiceUnavailableError(`The API key cannot be checked right now (${(err as Error).message}); try again shortly`);
+    }
+    if (this.ttlMs > 0 && generation === this.generation) {
+      this.cache.delete(hash);
+      if (this.cache.size >= MAX_CACHED) this.cache.delete(this.cache.keys().next().value!);
+      this.cache.set(hash, { state, expires: Date.now() + this.ttlMs });
+    }
+    return state;
+  }
+
+  private async toState(row: ApiKey): Promise<KeyState> {
+    const limits: KeyLimits = {
+      rpm: row.rpm_limit,
+      tpm: row.tpm_limit,
+      concurrency: row.max_concurrency,
+      dailyBudgetPico: budget(row.daily_budget_usd),
+      monthlyBudgetPico: budget(row.monthly_budget_usd),
+    };
+    const principal: Principal = { id: row.id, name: row.name, prefix: row.key_prefix, limits };
+    if (limits.dailyBudgetPico !== null || limits.monthlyBudgetPico !== null) principal.baseline = await this.baseline(row.id);
+    return { principal, status: row.status, expiresAt: row.expires_at ? row.expires_at.getTime() : null };
+  }
+
+  /** What the key already spent today and this month (UTC), so budgets survive restarts. */
+  private async baseline(id: string): Promise<SpendBaseline> {
+    const now = Date.now();
+    const [dayPico, monthPico] = await Promise.all([
+      this.stats.spendSince(id, startOfUtcDay(now)),
+      this.stats.spendSince(id, startOfUtcMonth(now)),
+    ]);
+    return { day: utcDay(now), dayPico, month: utcMonth(now), monthPico };
+  }
+
+  /** Forgets a key, so the next request reads it again. */
+  invalidate(id: string): void {
+    this.generation++;
+    for (const [hash, e] of this.cache) if (e.state?.principal.id === id) this.cache.delete(hash);
+  }
+
+  // --- administration ---------------------------------------------------------------------
+
+  async create(input: ApiKeyInput & { name: string }): Promise<{ key: ApiKey; secret: string }> {
+    const secret = newSecret();
+    const now = new Date();
+    const row = this.repo().create({
+      id: randomUUID(),
+      name: input.name,
+      key_hash: this.hash(secret),
+      key_prefix: secret.slice(0, PREFIX_SHOWN),
+      status: input.status ?? 'active',
+      rpm_limit: input.rpm_limit ?? null,
+      tpm_limit: input.tpm_limit ?? null,
+      max_concurrency: input.max_concurrency ?? null,
+      daily_budget_usd: input.daily_budget_usd ?? null,
+      monthly_budget_usd: input.monthly_budget_usd ?? null,
+      expires_at: input.expires_at ?? null,
+      notes: input.notes ?? null,
+      created_at: now,
+      updated_at: now,
+      revoked_at: null,
+    });
+    await this.repo().insert(row);
+    return { key: await this.get(row.id), secret };
+  }
+
+  async list(f: KeyListFilter): Promise<{ data: ApiKey[]; total: number }> {
+    const [data, total] = await this.repo().findAndCount({
+      where: f.status ? { status: f.status } : {},
+      order: { created_at: 'DESC', id: 'ASC' },
+      take: f.limit,
+      skip: f.offset,
+    });
+    return { data, total };
+  }
+
+  async get(id: string): Promise<ApiKey> {
+    const row = await this.repo().findOne({ where: { id } });
+    if (!row) throw new NotFoundError(`No API key with id "${id}"`, 'api_key_not_found', 'id');
+    return row;
+  }
+
+  async update(id: string, patch: ApiKeyInput): Promise<ApiKey> {
+    const current = await this.get(id);
+    if (current.status === 'revoked')
+      throw new ConflictError('This API key is revoked; revoked keys cannot be changed (create a new one)', 'api_key_revoked');
+    const changes: Partial<ApiKey> = { updated_at: new Date() };
+    for (const k of [
+      'name',
+      'rpm_limit',
+      'tpm_limit',
+      'max_concurrency',
+      'daily_budget_usd',
+      'monthly_budget_usd',
+      'expires_at',
+      'notes',
+      'status',
+    ] as const) {
+      if (patch[k] !== undefined) (changes as Record<string, unknown>)[k] = patch[k];
+    }
+    await this.repo().update({ id }, changes);
+    this.invalidate(id);
+    return this.get(id);
+  }
+
+  /** Revokes for good (idempotent). */
+  async revoke(id: string): Promise<ApiKey> {
+    const current = await this.get(id);
+    if (current.status !== 'revoked') {
+      const now = new Date();
+      await this.repo().update({ id }, { status: 'revoked', revoked_at: now, updated_at: now });
+    }
+    this.invalidate(id);
+    return this.get(id);
+  }
+
+  /** A new secret for the same key (id, limits, history); the old secret stops working. */
+  async regenerate(id: string): Promise<{ key: ApiKey; secret: string }> {
+    const current = await this.get(id);
+    if (current.status === 'revoked') throw new ConflictError('This API key is revoked; create a new one instead', 'api_key_revoked');
+    const secret = newSecret();
+    await this.repo().update({ id }, { key_hash: this.hash(secret), key_prefix: secret.slice(0, PREFIX_SHOWN), updated_at: new Date() });
+    this.invalidate(id);
+    return { key: await this.get(id), secret };
+  }
+
+  private repo(): Repository<ApiKey> {
+    const ds = this.db.dataSource;
+    if (!ds) throw new ServiceUnavailableError(`The database is unreachable (${this.db.error ?? 'not connected'}); try again shortly`);
+    return ds.getRepository(ApiKey);
+  }
+}
+
+function newSecret(): string {
+  return KEY_PREFIX + randomBytes(32).toString('base64url');
+}
+
+function budget(value: string | number | null): bigint | null {
+  if (value === null || value === undefined) return null;
+  try {
+    return usdToPico(value);
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,217 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { OpenAiUpstream } from '../fixtures/openai-upstream';
+import { ACCESS_ENV, adminApi, call, chat, waitFor } from '../helpers/access';
+import { startGateway, type TestGateway } from '../helpers/gateway';
+import { createTestDatabase, type TestDatabase } from '../helpers/postgres';
+
+/**
+ * What a request costs: every token kind at its price, the per-request fee, images, a route's own
+ * pricing, the upstream's reported cost; streams, non-streams and clients that leave mid-stream.
+ * And GET /v1/generation, which shows a caller its own request.
+ */
+const USAGE = {
+  prompt_tokens: 1000,
+  completion_tokens: 500,
+  total_tokens: 1500,
+  prompt_tokens_details: { cached_tokens: 400, cache_write_tokens: 100 },
+  completion_tokens_details: { reasoning_tokens: 200 },
+  cost: 0.0123,
+};
+
+/** An OpenAI-compatible stand-in that reports a fixed, detailed usage (as OpenRouter does). */
+function usageUpstream(): Promise<{ url: string; server: Server }> {
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => {
+      const stream = (JSON.parse(body) as { stream?: boolean }).stream === true;
+      const base = { id: 'chatcmpl-usage-1', created: 1, model: 'detailed' };
+      if (!stream) {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(
+          JSON.stringify({
+            ...base,
+            object: 'chat.completion',
+            choices: [{ index: 0, message: { role: 'assistant', content: 'an answer' }, finish_reason: 'stop' }],
+            usage: USAGE,
+          }),
+        );
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const chunk = (choices: unknown[], usage: unknown = null) =>
+        res.write(`data: ${JSON.stringify({ ...base, object: 'chat.completion.chunk', choices, usage })}\n\n`);
+      chunk([{ index: 0, delta: { role: 'assistant', content: 'an ' }, finish_reason: null }]);
+      chunk([{ index: 0, delta: { content: 'answer' }, finish_reason: 'stop' }]);
+      chunk([], USAGE);
+      res.end('data: [DONE]\n\n');
+    });
+  });
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, server })),
+  );
+}
+
+const models = (detailed: string, standIn: string) => `
+models:
+  - id: acme/detailed
+    context_length: 100000
+    pricing: { prompt: "2", completion: "8", input_cache_read: "0.5", input_cache_write: "2.5", internal_reasoning: "4", request: "0.001", image: "0.01" }
+    route: [{ kind: openai_compat, id: detailed, base_url: "${detailed}", provider_model_id: detailed }]
+  - id: acme/route-priced
+    context_length: 100000
+    pricing: { prompt: "2", completion: "8", request: "0.001" }
+    route: [{ kind: openai_compat, id: cheap, base_url: "${detailed}", provider_model_id: detailed, pricing: { prompt: "1", completion: "1" } }]
+  - id: acme/slow-stream
+    context_length: 8192
+    pricing: { prompt: "1", completion: "1" }
+    route: [{ kind: openai_compat, base_url: "${standIn}", provider_model_id: "slow-tokens:200" }]
+`;
+
+describe.each(['sqlite', 'postgres'] as const)('accounting on %s', (backend) => {
+  const standIn = new OpenAiUpstream();
+  let detailed: Server;
+  let gw: TestGateway;
+  let pg: TestDatabase | undefined;
+
+  beforeAll(async () => {
+    const d = await usageUpstream();
+    detailed = d.server;
+    pg = backend === 'postgres' ? await createTestDatabase() : undefined;
+    gw = await startGateway({ models: models(d.url, await standIn.start()), env: { ...pg?.env, ...ACCESS_ENV } });
+  });
+  afterAll(async () => {
+    await gw?.close();
+    detailed?.close();
+    await standIn.stop();
+    await pg?.drop();
+  });
+
+  const ask = (model: string, extra: Record<string, unknown> = {}) => ({
+    model,
+    messages: [{ role: 'user', content: 'question' }],
+    ...extra,
+  });
+
+  it('bills every token kind at its own price plus the request fee and images, streamed or not', async () => {
+    // (1000 - 400 - 100) x 2 + 400 x 0.5 + 100 x 2.5 + (500 - 200) x 8 + 200 x 4 per million, + $0.001
+    const expected = '0.00565';
+    const json = await chat(gw, undefined, ask('acme/detailed'));
+    const streamed = await chat(gw, undefined, ask('acme/detailed', { stream: true }));
+    const withImage = await chat(gw, undefined, {
+      model: 'acme/detailed',
+      messages: [
+        {
+          role: 'user',
+          content: [
+            { type: 'text', text: 'what is it?' },
+            { type: 'image_url', image_url: { url: 'data:image/png;base64,AAAA' } },
+          ],
+        },
+      ],
+    });
+    expect([json.status, streamed.status, withImage.status]).toEqual([200, 200, 200]);
+    const rows = await gw.rows();
+    const row = (gen: unknown) => rows.find((r) => `gen-${r.id}` === gen)!;
+    const streamId = /"id":"(gen-[^"]+)"/.exec(String(streamed.body))![1];
+    for (const r of [row(json.body.id), row(streamId)]) {
+      expect(r).toMatchObject({
+        prompt_tokens: 1000,
+        completion_tokens: 500,
+        total_tokens: 1500,
+        cached_tokens: 400,
+        cache_write_tokens: 100,
+        reasoning_tokens: 200,
+        usage_estimated: false,
+      });
+      expect(Number(r.cost_usd)).toBeCloseTo(Number(expected), 12);
+      expect(Number(r.upstream_cost_usd)).toBeCloseTo(0.0123, 12);
+    }
+    expect(row(streamId).stream).toBe(true);
+    expect(Number(row(withImage.body.id).cost_usd)).toBeCloseTo(0.01565, 12);
+  });
+
+  it("bills a route's own pricing instead of the model's", async () => {
+    const res = await chat(gw, undefined, ask('acme/route-priced'));
+    const r = (await gw.rows()).find((x) => `gen-${x.id}` === res.body.id)!;
+    expect(r.endpoint).toBe('cheap');
+    expect(Number(r.cost_usd)).toBeCloseTo(0.0015, 12); // (1000 + 500) x $1 per million, no request fee
+  });
+
+  it('bills a stream the client left for what was delivered', async () => {
+    const controller = new AbortController();
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      signal: controller.signal,
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(
+        ask('acme/slow-stream', { stream: true, messages: [{ role: 'user', content: 'one two three four five six seven eight' }] }),
+      ),
+    });
+    const id = res.headers.get('x-request-id')!;
+    const reader = res.body!.getReader();
+    let text = '';
+    while (!text.includes('echo: ')) text += new TextDecoder().decode((await reader.read()).value);
+    controller.abort();
+    await standIn.waitForAborts(1);
+    let row: Awaited<ReturnType<TestGateway['rows']>>[number] | undefined;
+    await waitFor(async () => (row = (await gw.rows()).find((r) => r.id === id)) !== undefined, 'the row of the abandoned stream');
+    expect(row).toMatchObject({ status_code: 499, usage_estimated: true, stream: true });
+    expect(row!.completion_tokens).toBeGreaterThan(0);
+    expect(row!.completion_tokens).toBeLessThan(9); // the whole answer is 9 tokens, 200 ms apart
+    expect(Number(row!.cost_usd)).toBeGreaterThan(0);
+  });
+
+  it("shows a caller its own generation in OpenRouter's shape, and nobody else's", async () => {
+    const admin = adminApi(gw);
+    const mine = await admin.createKey({ name: 'mine' });
+    const theirs = await admin.createKey({ name: 'theirs' });
+    const res = await chat(gw, mine.key, ask('acme/detailed', { user: 'end-user-7' }));
+    const gen = String(res.body.id);
+    // Visible at once, before the log writer's next flush.
+    const got = await call<{ data: Record<string, unknown> }>(`${gw.url}/v1/generation?id=${gen}`, 'GET', undefined, {
+      authorization: `Bearer ${mine.key}`,
+    });
+    expect(got.status).toBe(200);
+    expect(got.body.data).toMatchObject({
+      id: gen,
+      upstream_id: 'chatcmpl-usage-1',
+      model: 'acme/detailed',
+      streamed: false,
+      cancelled: false,
+      provider_name: 'openai_compat',
+      finish_reason: 'stop',
+      tokens_prompt: 1000,
+      tokens_completion: 500,
+      native_tokens_prompt: 1000,
+      native_tokens_completion: 500,
+      native_tokens_reasoning: 200,
+      native_tokens_cached: 400,
+      upstream_inference_cost: 0.0123,
+      is_byok: false,
+      external_user: 'end-user-7',
+    });
+    expect(got.body.data.total_cost).toBeCloseTo(0.00565, 12);
+    expect(got.body.data.usage).toBe(got.body.data.total_cost);
+    expect(new Date(String(got.body.data.created_at)).getTime()).toBeGreaterThan(Date.now() - 60_000);
+    expect(typeof got.body.data.latency).toBe('number');
+    // The same from the database, after the flush; also by the bare request id.
+    await gw.rows();
+    const again = await call<{ data: Record<string, unknown> }>(`${gw.url}/v1/generation?id=${gen.slice(4)}`, 'GET', undefined, {
+      'x-api-key': mine.key,
+    });
+    expect(again.body.data).toEqual(got.body.data);
+
+    for (const other of [{ authorization: `Bearer ${theirs.key}` }, {}] as Array<Record<string, string>>) {
+      const denied = await call<{ error: { code: string; type: string } }>(`${gw.url}/v1/generation?id=${gen}`, 'GET', undefined, other);
+      expect(denied.status).toBe(404);
+      expect(denied.body.error).toMatchObject({ type: 'not_found_error', code: 'generation_not_found' });
+    }
+    const anonymous = await chat(gw, undefined, ask('acme/detailed'));
+    expect((await call(`${gw.url}/v1/generation?id=${String(anonymous.body.id)}`, 'GET')).status).toBe(200);
+    const missing = await call<{ error: { param: string } }>(`${gw.url}/v1/generation`, 'GET');
+    expect(missing.status).toBe(400);
+    expect(missing.body.error.param).toBe('id');
+  });
+});

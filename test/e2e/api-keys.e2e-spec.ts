@@ -1,0 +1,270 @@
+import { createHmac } from 'node:crypto';
+import { DatabaseService } from '../../src/storage/database.service';
+import { ACCESS_ENV, adminApi, call, chat, KEY_SECRET } from '../helpers/access';
+import { startGateway, type TestGateway } from '../helpers/gateway';
+import { createTestDatabase, type TestDatabase } from '../helpers/postgres';
+
+const MODELS = `
+models:
+  - id: demo/mock
+    context_length: 4096
+    pricing: { prompt: 1, completion: 2 }
+    route: [{ kind: mock, tokens: 3 }]
+`;
+const ask = { model: 'demo/mock', messages: [{ role: 'user', content: 'hi' }] };
+
+describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
+  let gw: TestGateway;
+  let pg: TestDatabase | undefined;
+  let admin: ReturnType<typeof adminApi>;
+
+  beforeAll(async () => {
+    pg = backend === 'postgres' ? await createTestDatabase() : undefined;
+    gw = await startGateway({
+      models: MODELS,
+      env: { ...pg?.env, ...ACCESS_ENV, USER_AUTH_ENABLED: 'true', API_KEY_CACHE_TTL_MS: '60000' },
+    });
+    admin = adminApi(gw);
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await pg?.drop();
+  });
+
+  it('creates a key whose secret is shown once, and never stores or shows it again', async () => {
+    const created = await admin.createKey({
+      name: 'team a',
+      rpm_limit: 60,
+      tpm_limit: 100000,
+      max_concurrency: 4,
+      daily_budget_usd: '12.5',
+      monthly_budget_usd: 100,
+      expires_at: '2099-01-01T00:00:00Z',
+      notes: 'for the demo',
+    });
+    expect(created).toMatchObject({
+      object: 'api_key',
+      name: 'team a',
+      status: 'active',
+      rpm_limit: 60,
+      tpm_limit: 100000,
+      max_concurrency: 4,
+      daily_budget_usd: '12.5',
+      monthly_budget_usd: '100',
+      expires_at: '2099-01-01T00:00:00.000Z',
+      notes: 'for the demo',
+      revoked_at: null,
+    });
+    expect(created.key).toMatch(/^hyi-[A-Za-z0-9_-]{43}$/);
+    expect(created.prefix).toBe(created.key.slice(0, 12));
+
+    const got = await admin.call('GET', `/admin/api-keys/${created.id}`);
+    expect(got.status).toBe(200);
+    expect(got.body).not.toHaveProperty('key');
+    const list = await admin.call<{ data: Array<Record<string, unknown>>; total: number }>('GET', '/admin/api-keys?limit=10');
+    expect(list.body.data.map((k) => k.id)).toContain(created.id);
+    for (const text of [JSON.stringify(got.body), JSON.stringify(list.body)]) {
+      expect(text).not.toContain(created.key);
+      expect(text).not.toContain('key_hash');
+    }
+
+    // Only the HMAC is in the database.
+    const ds = gw.app.get(DatabaseService).dataSource!;
+    const stored = await ds.query<Array<{ key_hash: string }>>(
+      `SELECT key_hash FROM api_keys WHERE id = ${backend === 'postgres' ? '$1' : '?'}`,
+      [created.id],
+    );
+    expect(stored[0].key_hash).toBe(createHmac('sha256', KEY_SECRET).update(created.key).digest('hex'));
+  });
+
+  it('lets a key call, by Bearer or x-api-key, and logs the call under it', async () => {
+    const { id, key } = await admin.createKey({ name: 'caller' });
+    const a = await chat(gw, key, ask);
+    expect(a.status).toBe(200);
+    const b = await chat(gw, undefined, ask, { 'x-api-key': key });
+    expect(b.status).toBe(200);
+    const rows = await gw.rows();
+    const mine = rows.filter((r) => r.api_key_id === id);
+    expect(mine.map((r) => `gen-${r.id}`).sort()).toEqual([a.body.id, b.body.id].sort());
+  });
+
+  it('answers missing, unknown, revoked, suspended and expired keys with 401 / 403 in the OpenAI shape', async () => {
+    const none = await chat(gw, undefined, ask);
+    expect(none.status).toBe(401);
+    expect(none.body).toEqual({
+      error: {
+        message: expect.stringContaining('API key is required'),
+        type: 'authentication_error',
+        param: null,
+        code: 'missing_api_key',
+      },
+    });
+
+    for (const bad of ['hyi-not-a-key-we-know-of-0000000000000000000000000', 'sk-some-other-key']) {
+      const res = await chat(gw, bad, ask);
+      expect(res.status).toBe(401);
+      expect(res.body.error).toMatchObject({ type: 'authentication_error', code: 'invalid_api_key' });
+    }
+
+    const suspended = await admin.createKey({ name: 'to suspend' });
+    expect((await admin.call('PATCH', `/admin/api-keys/${suspended.id}`, { status: 'suspended' })).body).toMatchObject({
+      status: 'suspended',
+    });
+    const s = await chat(gw, suspended.key, ask);
+    expect(s.status).toBe(403);
+    expect(s.body.error).toMatchObject({ type: 'permission_error', code: 'api_key_suspended' });
+    expect((await admin.call('PATCH', `/admin/api-keys/${suspended.id}`, { status: 'active' })).status).toBe(200);
+    expect((await chat(gw, suspended.key, ask)).status).toBe(200);
+
+    const revoked = await admin.createKey({ name: 'to revoke' });
+    expect((await chat(gw, revoked.key, ask)).status).toBe(200); // now cached for a minute
+    expect((await admin.call('POST', `/admin/api-keys/${revoked.id}/revoke`)).body).toMatchObject({
+      status: 'revoked',
+      revoked_at: expect.any(String),
+    });
+    const r = await chat(gw, revoked.key, ask);
+    expect(r.status).toBe(401);
+    expect(r.body.error).toMatchObject({ type: 'authentication_error', code: 'api_key_revoked' });
+
+    const expiring = await admin.createKey({ name: 'expiring', expires_at: new Date(Date.now() + 60_000).toISOString() });
+    const ds = gw.app.get(DatabaseService).dataSource!;
+    await ds.getRepository('ApiKey').update({ id: expiring.id }, { expires_at: new Date(Date.now() - 1000) });
+    const e = await chat(gw, expiring.key, ask);
+    expect(e.status).toBe(401);
+    expect(e.body.error).toMatchObject({ code: 'api_key_expired' });
+  });
+
+  it('changes limits, keeps revoked keys revoked, and regenerates a secret', async () => {
+    const k = await admin.createKey({ name: 'changing', rpm_limit: 5 });
+    const patched = await admin.call('PATCH', `/admin/api-keys/${k.id}`, {
+      rpm_limit: null,
+      tpm_limit: 500,
+      daily_budget_usd: '0.25',
+      name: 'changed',
+    });
+    expect(patched.body).toMatchObject({ name: 'changed', rpm_limit: null, tpm_limit: 500, daily_budget_usd: '0.25' });
+
+    expect((await chat(gw, k.key, ask)).status).toBe(200);
+    const regen = await admin.call<{ key: string; prefix: string; id: string }>('POST', `/admin/api-keys/${k.id}/regenerate`);
+    expect(regen.status).toBe(200);
+    expect(regen.body.id).toBe(k.id);
+    expect(regen.body.key).not.toBe(k.key);
+    expect(regen.body.prefix).toBe(regen.body.key.slice(0, 12));
+    expect((await chat(gw, k.key, ask)).status).toBe(401);
+    expect((await chat(gw, regen.body.key, ask)).status).toBe(200);
+
+    expect((await admin.call('DELETE', `/admin/api-keys/${k.id}`)).body).toMatchObject({ status: 'revoked' });
+    const again = await admin.call<{ error: { code: string } }>('PATCH', `/admin/api-keys/${k.id}`, { status: 'active' });
+    expect(again.status).toBe(409);
+    expect(again.body.error.code).toBe('api_key_revoked');
+    expect((await admin.call('POST', `/admin/api-keys/${k.id}/regenerate`)).status).toBe(409);
+    expect((await admin.call('GET', '/admin/api-keys?status=revoked')).body).toMatchObject({
+      data: expect.arrayContaining([expect.objectContaining({ id: k.id })]),
+    });
+  });
+
+  it('answers 404 for a key that does not exist', async () => {
+    for (const [method, path] of [
+      ['GET', '/admin/api-keys/nope'],
+      ['PATCH', '/admin/api-keys/nope'],
+      ['POST', '/admin/api-keys/nope/revoke'],
+      ['POST', '/admin/api-keys/nope/regenerate'],
+    ] as const) {
+      const res = await admin.call<{ error: { type: string; code: string } }>(method, path, method === 'PATCH' ? { name: 'x' } : undefined);
+      expect(res.status).toBe(404);
+      expect(res.body.error).toMatchObject({ type: 'not_found_error', code: 'api_key_not_found' });
+    }
+  });
+
+  it('answers bad admin input with a 400 that lists every field error', async () => {
+    const res = await admin.call<{ error: { message: string; type: string; param: string; code: string } }>('POST', '/admin/api-keys', {
+      name: '',
+      rpm_limit: -1,
+      tpm_limit: 1.5,
+      max_concurrency: 'four',
+      daily_budget_usd: 'lots',
+      expires_at: '2001-01-01T00:00:00Z',
+      rpm_limt: 5,
+    });
+    expect(res.status).toBe(400);
+    expect(res.body.error.type).toBe('invalid_request_error');
+    for (const field of ['name', 'rpm_limit', 'tpm_limit', 'max_concurrency', 'daily_budget_usd', 'expires_at', 'rpm_limt']) {
+      expect(res.body.error.message).toContain(field);
+      expect(res.body.error.param).toContain(field);
+    }
+    expect(res.body.error.message).toContain('property rpm_limt should not exist');
+
+    const cases: Array<[string, string, unknown, string]> = [
+      ['POST', '/admin/api-keys', {}, 'name'],
+      ['POST', '/admin/api-keys', [1, 2], 'body'],
+      ['POST', '/admin/api-keys', 'not json', 'body'],
+      ['PATCH', '/admin/api-keys/any', { status: 'revoked' }, 'status'],
+      ['PATCH', '/admin/api-keys/any', { name: null }, 'name'],
+      ['GET', '/admin/api-keys?limit=0', undefined, 'limit'],
+      ['GET', '/admin/api-keys?status=gone', undefined, 'status'],
+    ];
+    for (const [method, path, body, param] of cases) {
+      const r = await admin.call<{ error: { param: string; type: string } }>(method, path, body);
+      expect([method, path, r.status]).toEqual([method, path, 400]);
+      expect(r.body.error).toMatchObject({ type: 'invalid_request_error', param: expect.stringContaining(param) });
+    }
+  });
+
+  it('guards the key API with ADMIN_TOKEN: 401 without, 403 with a wrong one, never with a client key', async () => {
+    const { key } = await admin.createKey({ name: 'not an admin' });
+    const none = await call(`${gw.url}/admin/api-keys`, 'GET');
+    expect(none.status).toBe(401);
+    expect(none.body).toMatchObject({ error: { type: 'authentication_error', code: 'missing_admin_token' } });
+    for (const token of ['wrong-token-wrong-token', key]) {
+      const res = await call(`${gw.url}/admin/api-keys`, 'POST', { name: 'x' }, { authorization: `Bearer ${token}` });
+      expect(res.status).toBe(403);
+      expect(res.body).toMatchObject({ error: { type: 'permission_error', code: 'invalid_admin_token' } });
+    }
+  });
+});
+
+describe('API keys with USER_AUTH_ENABLED=false (the default)', () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await startGateway({ models: MODELS, env: { ...ACCESS_ENV } });
+  });
+  afterAll(() => gw.close());
+
+  it('admits anonymous calls and logs them without a key; attributes a key that is sent', async () => {
+    const admin = adminApi(gw);
+    const { id, key } = await admin.createKey({ name: 'optional' });
+    const anonymous = await chat(gw, undefined, ask);
+    const unused = await chat(gw, 'unused', ask);
+    const withKey = await chat(gw, key, ask);
+    expect([anonymous.status, unused.status, withKey.status]).toEqual([200, 200, 200]);
+    const rows = await gw.rows();
+    const byGen = new Map(rows.map((r) => [`gen-${r.id}`, r]));
+    expect(byGen.get(anonymous.body.id as string)?.api_key_id).toBeNull();
+    expect(byGen.get(unused.body.id as string)?.api_key_id).toBeNull();
+    expect(byGen.get(withKey.body.id as string)?.api_key_id).toBe(id);
+
+    // A key of ours that may not call is refused even so: the client said who it is.
+    await admin.call('POST', `/admin/api-keys/${id}/revoke`);
+    expect((await chat(gw, key, ask)).status).toBe(401);
+  });
+});
+
+describe('API keys without API_KEY_SECRET', () => {
+  it('refuses to start with USER_AUTH_ENABLED=true, naming the variable', async () => {
+    await expect(startGateway({ models: MODELS, env: { USER_AUTH_ENABLED: 'true' } })).rejects.toThrow(
+      /API_KEY_SECRET is required when USER_AUTH_ENABLED=true/,
+    );
+  });
+
+  it('cannot create keys, and says why', async () => {
+    const gw = await startGateway({ models: MODELS, env: { ADMIN_TOKEN: ACCESS_ENV.ADMIN_TOKEN } });
+    try {
+      const res = await adminApi(gw).call<{ error: { message: string } }>('POST', '/admin/api-keys', { name: 'x' });
+      expect(res.status).toBe(503);
+      expect(res.body.error.message).toContain('API_KEY_SECRET');
+      expect((await chat(gw, 'hyi-anything', ask)).status).toBe(200);
+    } finally {
+      await gw.close();
+    }
+  });
+});

@@ -1,0 +1,117 @@
+import { picoToUsd, usdToPico } from '../../src/common/money';
+import { OpenAiUpstream } from '../fixtures/openai-upstream';
+import { ACCESS_ENV, adminApi, chat, clearRedisPrefix, REDIS_URL, redisPrefix } from '../helpers/access';
+import { startGateway, type TestGateway } from '../helpers/gateway';
+import { createTestDatabase, type TestDatabase } from '../helpers/postgres';
+import { TcpProxy } from '../helpers/tcp-proxy';
+
+/**
+ * Two gateways sharing PostgreSQL and Redis (as two replicas would) hold a key to its limits
+ * together; a gateway that loses Redis goes on with per-process limits and says so.
+ */
+const models = (upstream: string) => `
+models:
+  - id: acme/chat
+    context_length: 8192
+    pricing: { prompt: "10000", completion: "10000" }
+    route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: ok }]
+  - id: acme/slow
+    context_length: 8192
+    route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: "delay-headers:3000" }]
+`;
+const ask = (model: string, max_tokens?: number) => ({
+  model,
+  messages: [{ role: 'user', content: 'hi' }],
+  ...(max_tokens ? { max_tokens } : {}),
+});
+
+describe('limits shared through Redis', () => {
+  const upstream = new OpenAiUpstream();
+  let db: TestDatabase;
+  let a: TestGateway;
+  let b: TestGateway;
+  const prefix = redisPrefix();
+
+  beforeAll(async () => {
+    const base = await upstream.start();
+    db = await createTestDatabase();
+    const env = { ...db.env, ...ACCESS_ENV, REDIS_URL, REDIS_KEY_PREFIX: prefix };
+    a = await startGateway({ models: models(base), env });
+    b = await startGateway({ models: models(base), env });
+  });
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+    await upstream.stop();
+    await db?.drop();
+    await clearRedisPrefix(prefix);
+  });
+
+  it('admits no more than rpm_limit requests a minute across both gateways', async () => {
+    const { key } = await adminApi(a).createKey({ name: 'shared rpm', rpm_limit: 5 });
+    const results = await Promise.all(Array.from({ length: 12 }, (_, i) => chat(i % 2 === 0 ? a : b, key, ask('acme/chat'))));
+    const statuses = results.map((r) => r.status);
+    expect(statuses.filter((s) => s === 200)).toHaveLength(5);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(7);
+    // (Each gateway got 6 requests: on its own, each would have admitted 5.)
+    for (const r of results.filter((x) => x.status === 429)) expect(r.body.error).toMatchObject({ code: 'rpm_limit_exceeded' });
+  });
+
+  it('shares requests in flight and spend between the gateways', async () => {
+    const admin = adminApi(b);
+    const { key } = await admin.createKey({ name: 'shared concurrency', max_concurrency: 1 });
+    upstream.reset();
+    const slow = chat(a, key, ask('acme/slow'));
+    await upstream.waitForRequests(1);
+    const refused = await chat(b, key, ask('acme/chat'));
+    expect(refused.status).toBe(429);
+    expect(refused.body.error).toMatchObject({ code: 'concurrency_limit_exceeded' });
+    expect((await slow).status).toBe(200);
+    expect((await chat(b, key, ask('acme/chat'))).status).toBe(200);
+
+    const budget = await admin.createKey({ name: 'shared budget', daily_budget_usd: '0.5' });
+    const spend = await chat(a, budget.key, ask('acme/chat', 10));
+    expect(spend.status).toBe(200);
+    const row = (await a.rows()).find((r) => `gen-${r.id}` === spend.body.id)!;
+    // b has not seen the row (nothing read the database since), but Redis has the spend.
+    const over = await chat(b, budget.key, ask('acme/chat', 45));
+    expect(over.status).toBe(429);
+    expect(over.body.error!.message).toContain(`$${picoToUsd(usdToPico(row.cost_usd))} is spent`);
+  });
+});
+
+describe('limits when Redis goes away', () => {
+  const upstream = new OpenAiUpstream();
+  let proxy: TcpProxy;
+  let gw: TestGateway;
+  const prefix = redisPrefix();
+
+  beforeAll(async () => {
+    const base = await upstream.start();
+    const url = new URL(REDIS_URL);
+    proxy = new TcpProxy(url.hostname, Number(url.port || 6379));
+    const port = await proxy.start();
+    gw = await startGateway({
+      models: models(base),
+      env: { ...ACCESS_ENV, REDIS_URL: `redis://127.0.0.1:${port}${url.pathname}`, REDIS_KEY_PREFIX: prefix },
+    });
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await proxy.stop();
+    await upstream.stop();
+    await clearRedisPrefix(prefix);
+  });
+
+  it('keeps serving on per-process limits and reports Redis as degraded', async () => {
+    const { key } = await adminApi(gw).createKey({ name: 'fallback', rpm_limit: 2 });
+    expect(await (await fetch(`${gw.url}/health`)).json()).toMatchObject({ info: { redis: { mode: 'shared' } } });
+    await proxy.stop();
+    const statuses: number[] = [];
+    for (let i = 0; i < 3; i++) statuses.push((await chat(gw, key, ask('acme/chat'))).status);
+    expect(statuses).toEqual([200, 200, 429]);
+    const health = await fetch(`${gw.url}/health`);
+    expect(health.status).toBe(200);
+    expect(await health.json()).toMatchObject({ status: 'degraded', details: { redis: { status: 'degraded', mode: 'per-process' } } });
+  });
+});

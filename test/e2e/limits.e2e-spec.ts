@@ -1,0 +1,178 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { picoToUsd, usdToPico } from '../../src/common/money';
+import { OpenAiUpstream } from '../fixtures/openai-upstream';
+import { ACCESS_ENV, adminApi, chat, waitFor } from '../helpers/access';
+import { startGateway, type TestGateway } from '../helpers/gateway';
+
+/**
+ * Per-key limits in one process (no REDIS_URL), on SQLite: requests and tokens per minute,
+ * requests in flight, and budgets with reservation and settlement, surviving a restart.
+ */
+const models = (upstream: string) => `
+models:
+  - id: acme/chat
+    context_length: 8192
+    pricing: { prompt: "10000", completion: "10000" }
+    route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: ok }]
+  - id: acme/slow
+    context_length: 8192
+    pricing: { prompt: "10000", completion: "10000" }
+    route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: "delay-headers:3000" }]
+  - id: acme/slow-stream
+    context_length: 8192
+    route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: "slow-tokens:300" }]
+`;
+const ask = (model: string, max_tokens?: number) => ({
+  model,
+  messages: [{ role: 'user', content: 'hi' }],
+  ...(max_tokens ? { max_tokens } : {}),
+});
+
+describe('per-key limits in one process', () => {
+  const upstream = new OpenAiUpstream();
+  let base: string;
+  let dir: string;
+  let gw: TestGateway;
+  let admin: ReturnType<typeof adminApi>;
+  const env = () => ({ ...ACCESS_ENV, DB_SQLITE_PATH: join(dir, 'limits.sqlite'), REQUEST_LOG_SPOOL_DIR: join(dir, 'spool') });
+
+  beforeAll(async () => {
+    base = await upstream.start();
+    dir = mkdtempSync(join(tmpdir(), 'hi-limits-'));
+    gw = await startGateway({ models: models(base), env: env() });
+    admin = adminApi(gw);
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await upstream.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('admits rpm_limit requests a minute, then answers 429 with Retry-After and x-ratelimit headers, and logs the refusal', async () => {
+    const { id, key } = await admin.createKey({ name: 'rpm', rpm_limit: 3 });
+    const remaining: Array<string | null> = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await chat(gw, key, ask('acme/chat'));
+      expect(res.status).toBe(200);
+      expect(res.headers.get('x-ratelimit-limit-requests')).toBe('3');
+      expect(res.headers.get('x-ratelimit-reset-requests')).toMatch(/^\d+s$/);
+      remaining.push(res.headers.get('x-ratelimit-remaining-requests'));
+    }
+    expect(remaining).toEqual(['2', '1', '0']);
+    const refused = await chat(gw, key, ask('acme/chat'));
+    expect(refused.status).toBe(429);
+    expect(refused.body.error).toMatchObject({
+      type: 'rate_limit_error',
+      code: 'rpm_limit_exceeded',
+      message: expect.stringContaining('3 requests per minute (rpm_limit)'),
+    });
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect(Number(refused.headers.get('retry-after'))).toBeLessThanOrEqual(60);
+    expect(refused.headers.get('x-ratelimit-remaining-requests')).toBe('0');
+    // Another key is not affected.
+    const other = await admin.createKey({ name: 'other', rpm_limit: 3 });
+    expect((await chat(gw, other.key, ask('acme/chat'))).status).toBe(200);
+
+    const rows = (await gw.rows()).filter((r) => r.api_key_id === id);
+    expect(rows.map((r) => r.status_code).sort()).toEqual([200, 200, 200, 429]);
+    expect(rows.find((r) => r.status_code === 429)).toMatchObject({ error_code: 'rpm_limit_exceeded', cost_usd: expect.anything() });
+    expect(upstream.requests.length).toBe(4); // the refused request never went upstream
+  });
+
+  it('counts tokens per minute, and refuses a request larger than the whole limit', async () => {
+    const { key } = await admin.createKey({ name: 'tpm', tpm_limit: 100 });
+    const big = await chat(gw, key, ask('acme/chat', 500));
+    expect(big.status).toBe(429);
+    expect(big.body.error).toMatchObject({
+      code: 'tpm_limit_exceeded',
+      message: expect.stringContaining('more than the 100 tokens per minute'),
+    });
+    const ok = await chat(gw, key, ask('acme/chat', 20));
+    expect(ok.status).toBe(200);
+    expect(ok.headers.get('x-ratelimit-limit-tokens')).toBe('100');
+    const left = Number(ok.headers.get('x-ratelimit-remaining-tokens'));
+    expect(left).toBeLessThan(100 - 20);
+    // What is left is too little for 90 more tokens.
+    const refused = await chat(gw, key, ask('acme/chat', 90));
+    expect(refused.status).toBe(429);
+    expect(refused.body.error).toMatchObject({ code: 'tpm_limit_exceeded', message: expect.stringContaining('retry in') });
+  });
+
+  it('holds max_concurrency requests in flight, and frees the slot when one ends, even by the client leaving', async () => {
+    const { key } = await admin.createKey({ name: 'concurrency', max_concurrency: 1 });
+    upstream.reset();
+    const first = chat(gw, key, ask('acme/slow'));
+    await upstream.waitForRequests(1);
+    const second = await chat(gw, key, ask('acme/chat'));
+    expect(second.status).toBe(429);
+    expect(second.body.error).toMatchObject({
+      code: 'concurrency_limit_exceeded',
+      message: expect.stringContaining('1 in flight (max_concurrency)'),
+    });
+    expect(second.headers.get('retry-after')).toBe('1');
+    expect((await first).status).toBe(200);
+    expect((await chat(gw, key, ask('acme/chat'))).status).toBe(200);
+
+    // A streaming client that leaves mid-answer gives its slot back.
+    const controller = new AbortController();
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      signal: controller.signal,
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+      body: JSON.stringify({ model: 'acme/slow-stream', stream: true, messages: [{ role: 'user', content: 'one two three four five six seven eight' }] }),
+    });
+    const id = res.headers.get('x-request-id');
+    const reader = res.body!.getReader();
+    await reader.read();
+    controller.abort();
+    // Its row says the client left (499) mid-answer; by then the slot is free.
+    await waitFor(async () => (await gw.rows()).some((r) => r.id === id && r.status_code === 499), 'the row of the abandoned stream');
+    expect((await chat(gw, key, ask('acme/chat'))).status).toBe(200);
+  });
+
+  it('reserves the worst-case cost against the daily budget and settles the real cost, across a restart', async () => {
+    // $0.01 a token; the prompt "hi" is estimated at 8 tokens.
+    const { id, key } = await admin.createKey({ name: 'budget', daily_budget_usd: '1' });
+    upstream.reset();
+    const first = chat(gw, key, ask('acme/slow', 40)); // reserves (8 + 40) x $0.01 = $0.48
+    await upstream.waitForRequests(1);
+    const second = await chat(gw, key, ask('acme/chat', 60)); // $0.68 more would pass $1
+    expect(second.status).toBe(429);
+    expect(second.body.error).toMatchObject({ type: 'rate_limit_error', code: 'daily_budget_exceeded' });
+    expect(second.body.error!.message).toContain(
+      '$0 is spent, $0.48 reserved by requests in flight, and this request may cost up to $0.68',
+    );
+    expect(Number(second.headers.get('retry-after'))).toBeGreaterThan(0);
+    expect((await first).status).toBe(200);
+    // The first cost far less than it reserved; now there is room.
+    expect((await chat(gw, key, ask('acme/chat', 60))).status).toBe(200);
+
+    const spent = async (g: TestGateway) =>
+      (await g.rows()).filter((r) => r.api_key_id === id && r.status_code === 200).reduce((s, r) => s + usdToPico(r.cost_usd), 0n);
+    const total = await spent(gw);
+    expect(total).toBeGreaterThan(0n);
+    const over = await chat(gw, key, ask('acme/chat', 100));
+    expect(over.status).toBe(429);
+    expect(over.body.error!.message).toContain(`$${picoToUsd(total)} is spent, $0 reserved`);
+
+    // A restarted gateway starts from what the request log says was spent.
+    await gw.close();
+    gw = await startGateway({ models: models(base), env: env() });
+    admin = adminApi(gw);
+    const after = await chat(gw, key, ask('acme/chat', 100));
+    expect(after.status).toBe(429);
+    expect(after.body.error!.message).toContain(`$${picoToUsd(total)} is spent`);
+    expect((await chat(gw, key, ask('acme/chat', 5))).status).toBe(200);
+  });
+
+  it('sends no rate-limit headers for keys without limits or anonymous calls', async () => {
+    const { key } = await admin.createKey({ name: 'unlimited' });
+    for (const k of [key, undefined]) {
+      const res = await chat(gw, k, ask('acme/chat'));
+      expect(res.status).toBe(200);
+      expect(res.headers.get('x-ratelimit-limit-requests')).toBeNull();
+    }
+  });
+});
