@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
 import { AdapterRegistry } from './adapter-registry.service';
+import { KeyPool } from './http/key-pool.service';
 import { UpstreamClient } from './http/upstream-client.service';
 import { MockAdapter } from './mock/mock.adapter';
 import { OpenAiCompatAdapter } from './openai-compat/openai-compat.adapter';
@@ -11,7 +12,13 @@ import { OpenAiCompatAdapter } from './openai-compat/openai-compat.adapter';
  */
 @Module({
   imports: [DiscoveryModule],
-  providers: [AdapterRegistry, UpstreamClient, OpenAiCompatAdapter, MockAdapter],
-  exports: [AdapterRegistry, UpstreamClient],
+  providers: [
+    AdapterRegistry,
+    UpstreamClient,
+    KeyPool,
+    OpenAiCompatAdapter,
+    MockAdapter,
+  ],
+  exports: [AdapterRegistry, UpstreamClient, KeyPool],
 })
 export class AdaptersModule {}
