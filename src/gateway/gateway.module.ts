@@ -1,19 +1,25 @@
 import { Module } from '@nestjs/common';
 import { TerminusModule } from '@nestjs/terminus';
+import { AdaptersModule } from '../adapters/adapters.module';
 import { RoutingModule } from '../routing/routing.module';
 import { StorageModule } from '../storage/storage.module';
 import { ChatCompletionService } from './chat-completion.service';
 import { ChatCompletionsController } from './chat-completions.controller';
+import { CompletionsController } from './completions.controller';
+import { EmbeddingsController } from './embeddings.controller';
+import { EmbeddingsService } from './embeddings.service';
+import { GatewayCalls } from './gateway-call.service';
 import { HealthController } from './health.controller';
 import { InflightService } from './inflight.service';
 import { MetricsController } from './metrics.controller';
 import { ModelsController } from './models.controller';
 import { RoutingController } from './routing.controller';
+import { TextCompletionService } from './text-completion.service';
 
 /** Northbound HTTP: the OpenAI-compatible API, health, public routing view and metrics. */
 @Module({
-  imports: [RoutingModule, StorageModule, TerminusModule],
-  controllers: [ChatCompletionsController, ModelsController, RoutingController, HealthController, MetricsController],
-  providers: [ChatCompletionService, InflightService],
+  imports: [RoutingModule, StorageModule, TerminusModule, AdaptersModule],
+  controllers: [ChatCompletionsController, ModelsController, RoutingController, HealthController, MetricsController, EmbeddingsController, CompletionsController],
+  providers: [ChatCompletionService, InflightService, GatewayCalls, EmbeddingsService, TextCompletionService],
 })
 export class GatewayModule {}

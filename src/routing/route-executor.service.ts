@@ -92,16 +92,17 @@ export class RouteExecutor {
   /**
    * Chunks of the answer. Until the first chunk with content arrives, a failing route is left for
    * the next; chunks before that (the opening role) are held back so the client sees one
-   * route's answer only. After that, a failure ends the stream with the error.
+   * route's answer only. After that, a failure ends the stream with the error. `open` starts the
+   * stream on one route (default: the adapter's chat stream; text completions pass their own).
    */
-  async *stream(ex: Execution): AsyncGenerator<ChatChunk> {
+  async *stream(ex: Execution, open: (adapter: LlmAdapter, route: RouteDef, ctx: CallContext) => AsyncIterable<ChatChunk> = (adapter, route, ctx) => adapter.stream(ex.request, route, ctx)): AsyncGenerator<ChatChunk> {
     const plan = this.manager.plan(ex.model, ex.request, ex.snapshot);
     const deadline = performance.now() + (ex.snapshot.routing.totalTimeoutMs ?? this.config.upstreamTimeouts.totalMs);
     let last: UpstreamError | undefined;
     for (const route of plan) {
       const { adapter, scope, ctx } = this.begin(ex, route, deadline);
       const started = performance.now();
-      const it = adapter.stream(ex.request, route, ctx)[Symbol.asyncIterator]();
+      const it = open(adapter, route, ctx)[Symbol.asyncIterator]();
       const held: ChatChunk[] = [];
       scope.armFirstToken(ctx.timeouts.firstTokenMs);
       try {
