@@ -5,6 +5,7 @@ import { KeyPool } from './http/key-pool.service';
 import { UpstreamClient } from './http/upstream-client.service';
 import { MockAdapter } from './mock/mock.adapter';
 import { OpenAiCompatAdapter } from './openai-compat/openai-compat.adapter';
+import { OpenRouterAdapter } from './openrouter/openrouter.adapter';
 
 /**
  * Wire protocols. Each adapter is a provider marked `@LlmAdapter`; a platform team adds one by
@@ -17,6 +18,7 @@ import { OpenAiCompatAdapter } from './openai-compat/openai-compat.adapter';
     UpstreamClient,
     KeyPool,
     OpenAiCompatAdapter,
+    OpenRouterAdapter,
     MockAdapter,
   ],
   exports: [AdapterRegistry, UpstreamClient, KeyPool],
