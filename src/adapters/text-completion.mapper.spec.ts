@@ -19,7 +19,7 @@ describe('completionAsChatRequest', () => {
     [{ prompt: 'x', echo: true }, 'echo'],
     [{ prompt: 'x', best_of: 3 }, 'best_of'],
   ])('refuses what a chat backend cannot answer faithfully (%j) with a 400 naming %s', (extra, param) => {
-    expect(() => completionAsChatRequest({ model: 'm', ...extra } as never)).toThrow(expect.objectContaining({ status: 400, param, retryable: false }));
+    expect(() => completionAsChatRequest({ model: 'm', ...extra })).toThrow(expect.objectContaining({ status: 400, param, retryable: false }));
   });
 
   it('lets harmless defaults through (echo false, best_of 1)', () => {
