@@ -1,6 +1,7 @@
 import { Module } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
 import { AdapterRegistry } from './adapter-registry.service';
+import { AnthropicAdapter } from './anthropic/anthropic.adapter';
 import { KeyPool } from './http/key-pool.service';
 import { UpstreamClient } from './http/upstream-client.service';
 import { MockAdapter } from './mock/mock.adapter';
@@ -19,6 +20,7 @@ import { OpenRouterAdapter } from './openrouter/openrouter.adapter';
     KeyPool,
     OpenAiCompatAdapter,
     OpenRouterAdapter,
+    AnthropicAdapter,
     MockAdapter,
   ],
   exports: [AdapterRegistry, UpstreamClient, KeyPool],
