@@ -7,6 +7,8 @@ import { UpstreamClient } from './http/upstream-client.service';
 import { MockAdapter } from './mock/mock.adapter';
 import { OpenAiCompatAdapter } from './openai-compat/openai-compat.adapter';
 import { OpenRouterAdapter } from './openrouter/openrouter.adapter';
+import { GoogleTokenSource } from './vertex-claude/google-auth';
+import { VertexClaudeAdapter } from './vertex-claude/vertex-claude.adapter';
 
 /**
  * Wire protocols. Each adapter is a provider marked `@LlmAdapter`; a platform team adds one by
@@ -18,11 +20,13 @@ import { OpenRouterAdapter } from './openrouter/openrouter.adapter';
     AdapterRegistry,
     UpstreamClient,
     KeyPool,
+    GoogleTokenSource,
     OpenAiCompatAdapter,
     OpenRouterAdapter,
     AnthropicAdapter,
+    VertexClaudeAdapter,
     MockAdapter,
   ],
-  exports: [AdapterRegistry, UpstreamClient, KeyPool],
+  exports: [AdapterRegistry, UpstreamClient, KeyPool, GoogleTokenSource],
 })
 export class AdaptersModule {}
