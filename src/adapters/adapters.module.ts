@@ -2,6 +2,7 @@ import { Module } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
 import { AdapterRegistry } from './adapter-registry.service';
 import { AnthropicAdapter } from './anthropic/anthropic.adapter';
+import { GeminiAdapter } from './gemini/gemini.adapter';
 import { KeyPool } from './http/key-pool.service';
 import { UpstreamClient } from './http/upstream-client.service';
 import { MockAdapter } from './mock/mock.adapter';
@@ -25,6 +26,7 @@ import { VertexClaudeAdapter } from './vertex-claude/vertex-claude.adapter';
     OpenRouterAdapter,
     AnthropicAdapter,
     VertexClaudeAdapter,
+    GeminiAdapter,
     MockAdapter,
   ],
   exports: [AdapterRegistry, UpstreamClient, KeyPool, GoogleTokenSource],
