@@ -1,4 +1,4 @@
-import { generateKeyPairSync } from 'node:crypto';
+import { createVerify, generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -138,7 +138,16 @@ models:
     expect(err).toMatchObject({ status: 502, code: 'upstream_auth_failed' });
     expect((err as APIError).message).toContain('invalid_grant: Invalid JWT Signature.');
     expect(predictions()).toHaveLength(0);
+    expect(exchanges()).toHaveLength(1);
+    // The refusal is held for a while: the next requests fail over without asking again.
+    const again = await client.chat.completions.create({ model: 'vertex/wrong-key', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    expect(again).toMatchObject({ status: 502, code: 'upstream_auth_failed' });
     const res = await client.chat.completions.create({ model: 'vertex/fallback', messages: [{ role: 'user', content: 'x' }] });
+    const byWrongKey = exchanges().filter((r) => {
+      const [h, c, sig] = String(r.body.assertion).split('.');
+      return createVerify('RSA-SHA256').update(`${h}.${c}`).verify(stranger.publicKey, Buffer.from(sig, 'base64url'));
+    });
+    expect(byWrongKey).toHaveLength(1);
     expect(res.choices[0].message.content).toBe('echo: x');
     expect(predictions()[0].path).toContain('/locations/europe-west1/');
   });

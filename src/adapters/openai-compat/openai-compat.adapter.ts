@@ -20,7 +20,6 @@ import {
   miniMaxError,
   normalizeChunk,
   normalizeResponse,
-  normalizeUsage,
   upstreamHttpError,
 } from './openai-compat.mapper';
 import { OPENAI_COMPAT_ALIASES, profileFor, type OpenAiCompatProfile } from './openai-compat.profiles';
@@ -89,7 +88,6 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     const res = await this.send('embeddings', buildEmbeddingsBody(req, route), route, ctx, false);
     const json = await readJson<EmbeddingsResponse>(this.http, res, route, ctx);
     if (!json || !Array.isArray(json.data)) throw miniMaxError(json, route) ?? protocolError(route, 'answered without embeddings');
-    if (json.usage) normalizeUsage(json.usage as never);
     return json;
   }
 

@@ -18,6 +18,8 @@ export const GOOGLE_TOKEN_URI = 'https://oauth2.googleapis.com/token';
 export const CLOUD_PLATFORM_SCOPE = 'https://www.googleapis.com/auth/cloud-platform';
 /** Refresh this long before a token expires (requests in flight must not carry an expired one). */
 export const TOKEN_REFRESH_MARGIN_MS = 5 * 60_000;
+/** A refused exchange (bad key, deleted account) is not tried again for this long. */
+export const REFUSAL_HOLD_MS = 10_000;
 
 /**
  * A service-account key file's JSON as a `ServiceAccount`; throws an Error saying what is wrong.
@@ -99,6 +101,8 @@ export interface TokenCall {
 export class GoogleTokenSource {
   private readonly cache = new Map<string, CachedToken>();
   private readonly pending = new Map<string, Promise<CachedToken>>();
+  /** Exchanges the token endpoint refused, so a misconfigured route fails fast instead of asking every time. */
+  private readonly refused = new Map<string, { error: UpstreamError; until: number }>();
   private readonly keys = new Map<string, KeyObject>();
   private readonly fingerprints = new Map<string, string>();
   /** The clock (tests replace it). */
@@ -112,6 +116,8 @@ export class GoogleTokenSource {
     const id = this.id(sa, scope);
     const cached = this.cache.get(id);
     if (cached && cached.expiresAt - TOKEN_REFRESH_MARGIN_MS > this.now()) return cached.token;
+    const refusal = this.refused.get(id);
+    if (refusal && refusal.until > this.now()) throw refusal.error;
     let p = this.pending.get(id);
     if (!p) {
       p = this.exchange(sa, scope, call).finally(() => this.pending.delete(id));
@@ -124,13 +130,18 @@ export class GoogleTokenSource {
   /** Forgets a token the upstream refused, so the next call fetches a new one. */
   invalidate(sa: ServiceAccount, scope = CLOUD_PLATFORM_SCOPE): void {
     this.cache.delete(this.id(sa, scope));
+    this.refused.delete(this.id(sa, scope));
   }
 
   private async exchange(sa: ServiceAccount, scope: string, call: TokenCall): Promise<CachedToken> {
     const issuedAt = this.now();
     const assertion = serviceAccountJwt(sa, scope, Math.floor(issuedAt / 1000), this.key(sa));
-    const fail = (message: string, retryable = true) =>
-      new UpstreamError({ failure: 'http', upstreamStatus: 502, status: 502, code: 'upstream_auth_failed', message: `route ${call.route}: Google token exchange for ${sa.client_email} failed: ${message}`, retryable, provider: call.provider, route: call.route });
+    // Retryable (other routes may serve); `refused` marks the endpoint's own no (a 4xx), which is held.
+    const fail = (message: string, refused = false) => {
+      const err = new UpstreamError({ failure: 'http', upstreamStatus: 502, status: 502, code: 'upstream_auth_failed', message: `route ${call.route}: Google token exchange for ${sa.client_email} failed: ${message}`, provider: call.provider, route: call.route });
+      if (refused) this.refused.set(this.id(sa, scope), { error: err, until: this.now() + REFUSAL_HOLD_MS });
+      return err;
+    };
     const timeouts = { connectMs: 10_000, firstByteMs: 30_000, firstTokenMs: 30_000, idleMs: 30_000, totalMs: 30_000 };
     const res = await this.http.request({
       url: sa.token_uri,
@@ -152,7 +163,7 @@ export class GoogleTokenSource {
     }
     if (res.statusCode >= 400) {
       const what = typeof json.error === 'string' ? `${json.error}${typeof json.error_description === 'string' ? `: ${json.error_description}` : ''}` : `HTTP ${res.statusCode}`;
-      throw fail(what);
+      throw fail(what, res.statusCode < 500);
     }
     if (typeof json.access_token !== 'string' || !json.access_token) throw fail('the token endpoint answered without access_token');
     const ttl = typeof json.expires_in === 'number' && json.expires_in > 0 ? json.expires_in : 3600;
