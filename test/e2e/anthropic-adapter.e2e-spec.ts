@@ -1,5 +1,7 @@
 import OpenAI, { APIError } from 'openai';
 import { AnthropicUpstream } from '../fixtures/anthropic-upstream';
+import { AdapterRegistry } from '../../src/adapters/adapter-registry.service';
+import { ModelRegistry } from '../../src/config/model-registry.service';
 import { rawPost, startGateway, type TestGateway } from '../helpers/gateway';
 
 /** kind: anthropic end to end: the official OpenAI client, the gateway, a Messages API stand-in. */
@@ -213,5 +215,12 @@ models:
     const err = await client.chat.completions.create({ model: 'claude/sonnet', n: 2, messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
     expect(err).toMatchObject({ status: 400, param: 'n' });
     expect(upstream.requests).toHaveLength(0);
+  });
+
+  it('probes health with a cheap, keyed GET of the model list', async () => {
+    const probe = (model: string) => gw.app.get(AdapterRegistry).get('anthropic')!.probe!(gw.app.get(ModelRegistry).current().find(model)!.routes[0], AbortSignal.timeout(5000));
+    await expect(probe('claude/sonnet')).resolves.toMatchObject({ ok: true, detail: 'HTTP 200' });
+    expect(upstream.requests.at(-1)?.path).toBe('/v1/models');
+    await expect(probe('claude/no-good-key')).resolves.toMatchObject({ ok: false });
   });
 });

@@ -1,5 +1,7 @@
 import OpenAI, { APIError } from 'openai';
 import { GeminiUpstream } from '../fixtures/gemini-upstream';
+import { AdapterRegistry } from '../../src/adapters/adapter-registry.service';
+import { ModelRegistry } from '../../src/config/model-registry.service';
 import { rawPost, startGateway, type TestGateway } from '../helpers/gateway';
 
 /** kind: gemini end to end: the official OpenAI client, the gateway, a Gemini API stand-in. */
@@ -262,5 +264,12 @@ models:
   it('serves text completions through generateContent', async () => {
     const res = await client.completions.create({ model: 'gemini/flash', prompt: 'complete me' });
     expect(res.choices[0].text).toBe('echo: complete me');
+  });
+
+  it('probes health with a cheap, keyed GET of the model list', async () => {
+    const probe = (model: string) => gw.app.get(AdapterRegistry).get('gemini')!.probe!(gw.app.get(ModelRegistry).current().find(model)!.routes[0], AbortSignal.timeout(5000));
+    await expect(probe('gemini/flash')).resolves.toMatchObject({ ok: true, detail: 'HTTP 200' });
+    expect(upstream.requests.at(-1)?.path).toBe('/v1beta/models');
+    await expect(probe('gemini/bad-key')).resolves.toMatchObject({ ok: false });
   });
 });

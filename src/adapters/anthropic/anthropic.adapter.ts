@@ -5,8 +5,8 @@ import { UpstreamError } from '../../common/errors';
 import { bodyChunks, SseDecoder } from '../../common/sse';
 import type { RouteDef } from '../../config/registry.types';
 import { KeyPool } from '../http/key-pool.service';
-import { callInfo, joinUrl, optionNumber, optionString, parseEvent, postJson, protocolError, readJson, releaseBody } from '../http/upstream-call';
-import { readBodyText, UpstreamClient } from '../http/upstream-client.service';
+import { callInfo, joinUrl, optionNumber, optionString, parseEvent, postJson, probeGet, protocolError, readJson, releaseBody } from '../http/upstream-call';
+import { UpstreamClient } from '../http/upstream-client.service';
 import { LlmAdapter, type CallContext, type ProbeResult } from '../llm-adapter';
 import { ANTHROPIC_VERSION, AnthropicStreamTranslator, anthropicHttpError, fromAnthropicResponse, toAnthropicRequest } from './anthropic.mapper';
 import type { AnthropicRequest, AnthropicResponse, AnthropicStreamEvent } from './anthropic.types';
@@ -65,18 +65,7 @@ export class AnthropicAdapter implements LlmAdapter {
   }
 
   async probe(route: RouteDef, signal: AbortSignal): Promise<ProbeResult> {
-    const started = performance.now();
-    const res = await this.http.request({
-      url: joinUrl(this.baseUrl(route), 'models?limit=1'),
-      method: 'GET',
-      headers: await this.headers(route, route.apiKeys[0], false),
-      signal,
-      timeouts: { connectMs: 5000, firstByteMs: 5000, firstTokenMs: 5000, idleMs: 5000, totalMs: 5000 },
-      route: route.id,
-      provider: route.kind,
-    });
-    await readBodyText(res.body, 1024);
-    return { ok: res.statusCode < 400, latencyMs: performance.now() - started, detail: `HTTP ${res.statusCode}` };
+    return probeGet(this.http, joinUrl(this.baseUrl(route), 'models?limit=1'), await this.headers(route, route.apiKeys[0], false), route, signal);
   }
 
   /** The API root (`https://api.anthropic.com/v1` unless the route says otherwise). */

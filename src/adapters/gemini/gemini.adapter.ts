@@ -6,8 +6,8 @@ import { UpstreamError } from '../../common/errors';
 import { bodyChunks, SseDecoder } from '../../common/sse';
 import type { RouteDef } from '../../config/registry.types';
 import { KeyPool } from '../http/key-pool.service';
-import { callInfo, joinUrl, optionString, parseEvent, postJson, protocolError, readJson, releaseBody } from '../http/upstream-call';
-import { readBodyText, UpstreamClient } from '../http/upstream-client.service';
+import { callInfo, joinUrl, optionString, parseEvent, postJson, probeGet, protocolError, readJson, releaseBody } from '../http/upstream-call';
+import { UpstreamClient } from '../http/upstream-client.service';
 import { LlmAdapter, type CallContext, type ProbeResult } from '../llm-adapter';
 import {
   fromGeminiEmbedResponse,
@@ -84,19 +84,8 @@ export class GeminiAdapter implements LlmAdapter {
     return fromGeminiEmbedResponse(json, route.providerModelId);
   }
 
-  async probe(route: RouteDef, signal: AbortSignal): Promise<ProbeResult> {
-    const started = performance.now();
-    const res = await this.http.request({
-      url: joinUrl(this.baseUrl(route), 'models?pageSize=1'),
-      method: 'GET',
-      headers: this.headers(route, route.apiKeys[0], false),
-      signal,
-      timeouts: { connectMs: 5000, firstByteMs: 5000, firstTokenMs: 5000, idleMs: 5000, totalMs: 5000 },
-      route: route.id,
-      provider: route.kind,
-    });
-    await readBodyText(res.body, 1024);
-    return { ok: res.statusCode < 400, latencyMs: performance.now() - started, detail: `HTTP ${res.statusCode}` };
+  probe(route: RouteDef, signal: AbortSignal): Promise<ProbeResult> {
+    return probeGet(this.http, joinUrl(this.baseUrl(route), 'models?pageSize=1'), this.headers(route, route.apiKeys[0], false), route, signal);
   }
 
   private baseUrl(route: RouteDef): string {

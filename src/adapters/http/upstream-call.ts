@@ -1,7 +1,7 @@
 import type { Dispatcher } from 'undici';
 import { UpstreamError } from '../../common/errors';
 import type { RouteDef } from '../../config/registry.types';
-import type { CallContext } from '../llm-adapter';
+import type { CallContext, ProbeResult } from '../llm-adapter';
 import { readBodyText, retryAfterMs, type UpstreamClient } from './upstream-client.service';
 
 /** Turns an upstream's error response into a typed error, in that provider's terms. */
@@ -157,4 +157,20 @@ export function raceSignal<T>(promise: Promise<T>, signal: AbortSignal, onAbort:
       },
     );
   });
+}
+
+/** A health probe: GET `url` within 5 s; healthy below HTTP 400. */
+export async function probeGet(http: UpstreamClient, url: string, headers: Record<string, string>, route: RouteDef, signal: AbortSignal): Promise<ProbeResult> {
+  const started = performance.now();
+  const res = await http.request({
+    url,
+    method: 'GET',
+    headers,
+    signal,
+    timeouts: { connectMs: 5000, firstByteMs: 5000, firstTokenMs: 5000, idleMs: 5000, totalMs: 5000 },
+    route: route.id,
+    provider: route.kind,
+  });
+  await readBodyText(res.body, 1024);
+  return { ok: res.statusCode < 400, latencyMs: performance.now() - started, detail: `HTTP ${res.statusCode}` };
 }

@@ -8,8 +8,8 @@ import { UpstreamError } from '../../common/errors';
 import { bodyChunks, SseDecoder } from '../../common/sse';
 import type { RouteDef } from '../../config/registry.types';
 import { KeyPool } from '../http/key-pool.service';
-import { callInfo, parseEvent, postJson, protocolError, readJson, releaseBody } from '../http/upstream-call';
-import { readBodyText, UpstreamClient } from '../http/upstream-client.service';
+import { callInfo, parseEvent, postJson, probeGet, protocolError, readJson, releaseBody } from '../http/upstream-call';
+import { UpstreamClient } from '../http/upstream-client.service';
 import { LlmAdapter, type CallContext, type ProbeResult } from '../llm-adapter';
 import { completionAsChatRequest, completionChunkToChat, completionToChat } from '../text-completion.mapper';
 import {
@@ -92,21 +92,10 @@ export class OpenAiCompatAdapter implements LlmAdapter {
   }
 
   async probe(route: RouteDef, signal: AbortSignal): Promise<ProbeResult> {
-    const started = performance.now();
     const profile = this.profile(route);
     const base = this.baseUrl(route);
     const url = profile.healthPath.startsWith('/') ? new URL(profile.healthPath, base).toString() : endpointUrl(base, profile.healthPath);
-    const res = await this.http.request({
-      url,
-      method: 'GET',
-      headers: this.headers(route, route.apiKeys[0], false),
-      signal,
-      timeouts: { connectMs: 5000, firstByteMs: 5000, firstTokenMs: 5000, idleMs: 5000, totalMs: 5000 },
-      route: route.id,
-      provider: route.kind,
-    });
-    await readBodyText(res.body, 1024);
-    return { ok: res.statusCode < 400, latencyMs: performance.now() - started, detail: `HTTP ${res.statusCode}` };
+    return probeGet(this.http, url, this.headers(route, route.apiKeys[0], false), route, signal);
   }
 
   /** The API root requests go to. */
