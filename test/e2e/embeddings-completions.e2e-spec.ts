@@ -96,7 +96,11 @@ models:
       expect(res.data).toHaveLength(1);
       const row = (await gw.rows()).find((r) => r.model === 'emb/failover')!;
       expect(row.endpoint).toBe('spare');
-      expect((row.metadata as { attempts: Array<{ route: string; outcome: string }> }).attempts.map((a) => [a.route, a.outcome])).toEqual([['broken', 'error'], ['spare', 'ok']]);
+      const attempts = (row.metadata as { attempts: Array<{ route: string; outcome: string }> }).attempts.map((a) => `${a.route}:${a.outcome}`);
+      // The broken route may be retried before the next one takes over (routing's retry policy).
+      expect(attempts[0]).toBe('broken:error');
+      expect(attempts.at(-1)).toBe('spare:ok');
+      expect(new Set(attempts.slice(0, -1))).toEqual(new Set(['broken:error']));
     });
 
     it.each([

@@ -104,7 +104,7 @@ export class AnthropicAdapter implements LlmAdapter {
   protected send(body: AnthropicRequest, route: RouteDef, ctx: CallContext, stream: boolean): Promise<Dispatcher.ResponseData> {
     const text = JSON.stringify(body);
     const url = this.url(route, stream);
-    return this.keys.run(route, ctx.signal, async (key) =>
+    return this.keys.run(route, ctx, async (key) =>
       postJson(this.http, url, await this.headers(route, key, stream), text, route, ctx, (status, errText, retryAfter) => this.error(status, errText, route, retryAfter)),
     );
   }

@@ -112,7 +112,7 @@ export class GeminiAdapter implements LlmAdapter {
 
   private send(url: string, body: unknown, route: RouteDef, ctx: CallContext, stream: boolean): Promise<Dispatcher.ResponseData> {
     const text = JSON.stringify(body);
-    return this.keys.run(route, ctx.signal, (key) =>
+    return this.keys.run(route, ctx, (key) =>
       postJson(this.http, url, this.headers(route, key, stream), text, route, ctx, (status, errText, retryAfter) => geminiHttpError(status, errText, route, retryAfter)),
     );
   }

@@ -12,6 +12,9 @@ describe('KeyPool', () => {
   let pool: KeyPool;
   let now: number;
   const signal = new AbortController().signal;
+  let requests = 0;
+  /** A new request's call context. */
+  const req = () => ({ requestId: `req-${++requests}`, signal });
 
   beforeEach(() => {
     pool = new KeyPool();
@@ -22,20 +25,20 @@ describe('KeyPool', () => {
   it('takes the keys in turn, one per call', async () => {
     const r = route(['a', 'b', 'c']);
     const used: Array<string | undefined> = [];
-    for (let i = 0; i < 4; i++) await pool.run(r, signal, async (k) => used.push(k));
+    for (let i = 0; i < 4; i++) await pool.run(r, req(), async (k) => used.push(k));
     expect(used).toEqual(['a', 'b', 'c', 'a']);
   });
 
   it('calls a keyless route once, without a key', async () => {
     const calls: Array<string | undefined> = [];
-    await pool.run(route([]), signal, async (k) => calls.push(k));
+    await pool.run(route([]), req(), async (k) => calls.push(k));
     expect(calls).toEqual([undefined]);
   });
 
   it.each([429, 401, 403])('on %d moves to another key, never reusing one, and mutes the refused key', async (status) => {
     const r = route(['a', 'b', 'c']);
     const calls: string[] = [];
-    const res = await pool.run(r, signal, async (k) => {
+    const res = await pool.run(r, req(), async (k) => {
       calls.push(k!);
       if (k === 'a') throw refused(status);
       return `ok with ${k}`;
@@ -46,21 +49,47 @@ describe('KeyPool', () => {
     expect(pool.isMuted(r, 'b')).toBe(false);
   });
 
-  it('throws the last refusal once every key was tried once', async () => {
+  it('throws the last refusal, marked not worth repeating on this route, once every key was tried once', async () => {
     const r = route(['a', 'b', 'c']);
     const calls: string[] = [];
-    const run = pool.run(r, signal, async (k) => {
+    const run = pool.run(r, req(), async (k) => {
       calls.push(k!);
-      throw refused(429);
+      throw refused(429, 2000);
     });
-    await expect(run).rejects.toMatchObject({ upstreamStatus: 429 });
+    await expect(run).rejects.toMatchObject({ upstreamStatus: 429, status: 429, retryable: false, retryAfterMs: 2000 });
     expect(calls.sort()).toEqual(['a', 'b', 'c']);
+  });
+
+  it('never sends a request again to a key that refused it, also when the route is tried again later', async () => {
+    const r = route(['a', 'b', 'c']);
+    const ctx = req();
+    const calls: string[] = [];
+    // a refuses; b fails for another reason (the executor may try the route again)
+    await expect(
+      pool.run(r, ctx, async (k) => {
+        calls.push(k!);
+        throw k === 'a' ? refused(429, 1000) : refused(500);
+      }),
+    ).rejects.toMatchObject({ upstreamStatus: 500 });
+    now += 5000; // a's pause is over, but it refused this request
+    const again: string[] = [];
+    await pool.run(r, ctx, async (k) => {
+      again.push(k!);
+      if (k !== 'a') throw refused(403);
+    }).catch(() => undefined);
+    expect(calls).toEqual(['a', 'b']);
+    expect(again).not.toContain('a');
+    expect(again.sort()).toEqual(['b', 'c']);
+    // every key has now refused this request: the next try calls nobody
+    const last: string[] = [];
+    await expect(pool.run(r, ctx, async (k) => last.push(k!))).rejects.toMatchObject({ upstreamStatus: 403, retryable: false });
+    expect(last).toEqual([]);
   });
 
   it('does not change keys for other failures', async () => {
     const r = route(['a', 'b']);
     const calls: string[] = [];
-    const run = pool.run(r, signal, async (k) => {
+    const run = pool.run(r, req(), async (k) => {
       calls.push(k!);
       throw refused(500);
     });
@@ -71,20 +100,20 @@ describe('KeyPool', () => {
 
   it('skips a muted key until its pause (Retry-After, else the default) is over', async () => {
     const r = route(['a', 'b']);
-    await pool.run(r, signal, async (k) => {
+    await pool.run(r, req(), async (k) => {
       if (k === 'a') throw refused(429, 5000);
     });
     const used: string[] = [];
-    for (let i = 0; i < 3; i++) await pool.run(r, signal, async (k) => used.push(k!));
+    for (let i = 0; i < 3; i++) await pool.run(r, req(), async (k) => used.push(k!));
     expect(used).toEqual(['b', 'b', 'b']);
     now += 5001;
-    for (let i = 0; i < 2; i++) await pool.run(r, signal, async (k) => used.push(k!));
+    for (let i = 0; i < 2; i++) await pool.run(r, req(), async (k) => used.push(k!));
     expect(used.slice(3).sort()).toEqual(['a', 'b']);
   });
 
   it('mutes 401/403 keys for longer than a rate limit', async () => {
     const r = route(['a', 'b', 'c']);
-    await pool.run(r, signal, async (k) => {
+    await pool.run(r, req(), async (k) => {
       if (k === 'a') throw refused(401);
       if (k === 'b') throw refused(429);
     });
@@ -101,7 +130,7 @@ describe('KeyPool', () => {
     pool.mute(r, 'b', refused(429, 2_000));
     const calls: string[] = [];
     await expect(
-      pool.run(r, signal, async (k) => {
+      pool.run(r, req(), async (k) => {
         calls.push(k!);
         throw refused(429, 2_000);
       }),
@@ -113,7 +142,7 @@ describe('KeyPool', () => {
     const one = route(['a', 'b']);
     const two = { ...route(['a', 'b']), id: 'other' };
     const elsewhere = route(['a', 'b'], 'https://other.example.com/v1');
-    await pool.run(one, signal, async (k) => {
+    await pool.run(one, req(), async (k) => {
       if (k === 'a') throw refused(429);
     });
     expect(pool.isMuted(two, 'a')).toBe(true);
@@ -123,7 +152,7 @@ describe('KeyPool', () => {
   it('stops when the request was cancelled', async () => {
     const ac = new AbortController();
     const calls: string[] = [];
-    const run = pool.run(route(['a', 'b']), ac.signal, async (k) => {
+    const run = pool.run(route(['a', 'b']), { requestId: 'cancelled', signal: ac.signal }, async (k) => {
       calls.push(k!);
       ac.abort();
       throw refused(429);

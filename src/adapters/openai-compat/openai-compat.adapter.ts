@@ -130,7 +130,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
   private send(path: string, body: Record<string, unknown>, route: RouteDef, ctx: CallContext, stream: boolean): Promise<Dispatcher.ResponseData> {
     const url = endpointUrl(this.baseUrl(route), path);
     const text = JSON.stringify(this.finishBody(body, route, path));
-    return this.keys.run(route, ctx.signal, (key) =>
+    return this.keys.run(route, ctx, (key) =>
       postJson(this.http, url, this.headers(route, key, stream), text, route, ctx, (status, errText, retryAfter) => upstreamHttpError(status, errText, route, retryAfter)),
     );
   }

@@ -74,7 +74,7 @@ export class OllamaChatAdapter implements LlmAdapter {
   private send(req: ChatRequest, route: RouteDef, ctx: CallContext, stream: boolean) {
     const body = JSON.stringify(toOllamaChat(req, route.providerModelId, stream, optionString(route, 'keep_alive')));
     const url = joinUrl(route.baseUrl ?? '', 'api/chat');
-    return this.keys.run(route, ctx.signal, (key) =>
+    return this.keys.run(route, ctx, (key) =>
       postJson(this.http, url, { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}), ...route.headers }, body, route, ctx, (status, text, retryAfter) => ollamaError(status, text, route, retryAfter)),
     );
   }
