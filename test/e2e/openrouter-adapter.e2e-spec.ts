@@ -62,7 +62,7 @@ models:
   const rowFor = async (id: string) => (await gw.rows()).find((r) => `gen-${r.id}` === id)!;
 
   it('sends the attribution headers, asks for usage, and records the cost OpenRouter reports', async () => {
-    const res = await client.chat.completions.create({ model: 'or/llama', messages: [{ role: 'user', content: 'hello router' }], provider: { order: ['someone-else'] }, models: ['or/pinned'] } as never);
+    const res = await client.chat.completions.create({ model: 'or/llama', messages: [{ role: 'user', content: 'hello router' }], provider: { order: ['openrouter'] }, models: ['or/pinned'] } as never);
     expect(res.choices[0].message.content).toBe('echo: hello router');
     const sent = upstream.requests[0];
     expect(sent.path).toBe('/api/v1/chat/completions');
