@@ -1,5 +1,6 @@
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
+import type { DynamicModule, ForwardReference, Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { NextFunction, Request, Response } from 'express';
@@ -13,6 +14,8 @@ import { AppLogger } from './observability/app-logger';
 export interface CreateAppOptions extends AppConfigOptions {
   /** Defaults to a pino logger at LOG_LEVEL writing JSON to stdout. */
   logger?: AppLogger;
+  /** More modules (e.g. a provider adapter a team ships on its own; docs/adding-a-provider.md). */
+  imports?: Array<Type | DynamicModule | ForwardReference>;
 }
 
 /**
@@ -22,7 +25,9 @@ export interface CreateAppOptions extends AppConfigOptions {
 export async function createApp(options: CreateAppOptions = {}): Promise<NestExpressApplication> {
   const level = options.overrides?.LOG_LEVEL ?? process.env.LOG_LEVEL ?? 'info';
   const logger = options.logger ?? new AppLogger(level);
-  const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot({ ...options, logger }), {
+  const root = AppModule.forRoot({ ...options, logger });
+  if (options.imports?.length) root.imports = [...(root.imports ?? []), ...options.imports];
+  const app = await NestFactory.create<NestExpressApplication>(root, {
     bodyParser: false,
     logger,
     abortOnError: false,

@@ -2,6 +2,8 @@ import { DiscoveryService } from '@nestjs/core';
 import type { UpstreamTimeouts } from '../config/app-config';
 import type { RouteDef } from '../config/registry.types';
 import type { ChatChunk, ChatRequest, ChatResponse } from '../common/chat.types';
+import type { CompletionRequest } from '../common/completion.types';
+import type { EmbeddingsRequest, EmbeddingsResponse } from '../common/embedding.types';
 
 /** What an adapter gets to know about the call it makes. */
 export interface CallContext {
@@ -32,6 +34,22 @@ export interface LlmAdapter {
   probe?(route: RouteDef, signal: AbortSignal): Promise<ProbeResult>;
   /** Problems with a route's settings (missing base_url, bad option), found at load time. */
   validateRoute?(route: RouteDef): string[];
+  /**
+   * `POST /v1/embeddings`. The answer is OpenAI's shape; `embedding` may come as floats or base64,
+   * the gateway encodes it as the client asked. Adapters without it cannot serve embedding models.
+   */
+  embed?(req: EmbeddingsRequest, route: RouteDef, ctx: CallContext): Promise<EmbeddingsResponse>;
+  /** Whether this route's backend has embeddings at all (default: yes when `embed` exists); checked at load time. */
+  canEmbed?(route: RouteDef): boolean;
+  /**
+   * Legacy text completions (`POST /v1/completions`) on a backend's native endpoint, answered in
+   * the canonical chat shape (`message.content` is the text, `logprobs` as the upstream sent
+   * them). Adapters without it serve text completions through `complete`, the prompt as a user
+   * message. `req.model` is the client's; the upstream model is the route's.
+   */
+  completeText?(req: CompletionRequest, route: RouteDef, ctx: CallContext): Promise<ChatResponse>;
+  /** Streaming `completeText`: canonical chat chunks whose `delta.content` is the text. */
+  streamText?(req: CompletionRequest, route: RouteDef, ctx: CallContext): AsyncIterable<ChatChunk>;
 }
 
 export interface LlmAdapterOptions {

@@ -117,6 +117,8 @@ export interface UpstreamErrorInit {
   retryAfterMs?: number;
   provider?: string;
   route?: string;
+  /** The status to answer with, where the default for the failure is wrong (e.g. 503 for an overloaded upstream). */
+  status?: number;
 }
 
 export class UpstreamError extends GatewayError {
@@ -157,6 +159,10 @@ export class UpstreamError extends GatewayError {
       this.status = 502;
       this.type = 'upstream_error';
       this.code = init.code ?? (init.failure === 'http' ? `upstream_${s ?? 'error'}` : `upstream_${init.failure}`);
+    }
+    if (init.status !== undefined) {
+      this.status = init.status;
+      if (init.type !== undefined) this.type = init.type;
     }
     this.retryable =
       init.retryable ??

@@ -136,3 +136,6 @@ function checkToolChoice(tc: unknown): void {
     fail('tool_choice', 'must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}');
   }
 }
+
+/** The parameter checks and the error, for the other OpenAI endpoints' validators. */
+export { PARAMS as PARAMETER_CHECKS, fail as invalidParameter };

@@ -1,9 +1,14 @@
 import { Module } from '@nestjs/common';
 import { TerminusModule } from '@nestjs/terminus';
+import { AdaptersModule } from '../adapters/adapters.module';
 import { RoutingModule } from '../routing/routing.module';
 import { StorageModule } from '../storage/storage.module';
 import { ChatCompletionService } from './chat-completion.service';
 import { ChatCompletionsController } from './chat-completions.controller';
+import { CompletionsController } from './completions.controller';
+import { EmbeddingsController } from './embeddings.controller';
+import { EmbeddingsService } from './embeddings.service';
+import { GatewayCalls } from './gateway-call.service';
 import { HealthController } from './health.controller';
 import { InflightService } from './inflight.service';
 import { MetricsController } from './metrics.controller';
@@ -12,11 +17,12 @@ import { RoutingController } from './routing.controller';
 import { ApiKeyGuard } from './api-key.guard';
 import { GenerationController } from './generation.controller';
 import { UsageLimiter } from './usage-limiter.service';
+import { TextCompletionService } from './text-completion.service';
 
 /** Northbound HTTP: the OpenAI-compatible API, health, public routing view and metrics. */
 @Module({
-  imports: [RoutingModule, StorageModule, TerminusModule],
-  controllers: [ChatCompletionsController, ModelsController, RoutingController, HealthController, MetricsController, GenerationController],
-  providers: [ChatCompletionService, InflightService, ApiKeyGuard, UsageLimiter],
+  imports: [RoutingModule, StorageModule, TerminusModule, AdaptersModule],
+  controllers: [ChatCompletionsController, ModelsController, RoutingController, HealthController, MetricsController, GenerationController, EmbeddingsController, CompletionsController],
+  providers: [ChatCompletionService, InflightService, ApiKeyGuard, UsageLimiter, GatewayCalls, EmbeddingsService, TextCompletionService],
 })
 export class GatewayModule {}

@@ -37,6 +37,10 @@ export class RequestRecord {
   upstreamId?: string;
   /** The key's limits' hold on this request, settled with the final row. */
   lease?: UsageLease;
+  /** The client's body, for requests that are not chat (embeddings, text completions). */
+  body?: unknown;
+  /** `usage` was estimated by the gateway (the upstream reported none). */
+  usageEstimated = false;
 
   constructor(
     readonly id: string,
@@ -51,7 +55,7 @@ export class RequestRecord {
 
   /** Tokens to bill and whether they were estimated. */
   tokens(): { counts: TokenCounts; estimated: boolean } {
-    if (this.usage) return { counts: tokenCounts(this.usage), estimated: false };
+    if (this.usage) return { counts: tokenCounts(this.usage), estimated: this.usageEstimated };
     const served = this.execution?.route !== undefined;
     if (!served && this.deliveredChars === 0) return { counts: { prompt: 0, completion: 0, cachedRead: 0, cacheWrite: 0, reasoning: 0 }, estimated: false };
     const prompt = this.request ? estimatePromptTokens(this.request) : 0;
@@ -98,7 +102,7 @@ export class RequestRecord {
       api_key_id: this.keyId,
       user_id: this.userId?.slice(0, 256) ?? null,
       metadata: Object.keys(metadata).length > 0 ? metadata : null,
-      request_content: storeContent ? (this.request ?? null) : null,
+      request_content: storeContent ? (this.body ?? this.request ?? null) : null,
       response_content: storeContent ? (this.responseContent ?? null) : null,
     };
   }

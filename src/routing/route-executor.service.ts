@@ -19,6 +19,9 @@ import { RoutingManager, type Candidate } from './routing-manager.service';
 
 export { Execution, type AttemptRecord } from './execution';
 
+/** Starts a stream on one route. */
+export type StreamOpener = (adapter: LlmAdapter, route: RouteDef, ctx: CallContext) => AsyncIterable<ChatChunk>;
+
 /** An attempt that succeeded (one-shot) or committed (stream): the caller finishes it. */
 interface Won<T> {
   cand: Candidate;
@@ -79,10 +82,11 @@ export class RouteExecutor {
   /**
    * Chunks of the answer. Until the first chunk with content arrives, a failing route is retried
    * or left for the next; chunks before that (the opening role) are held back so the client sees
-   * one route's answer only. After that, a failure ends the stream with the error.
+   * one route's answer only. After that, a failure ends the stream with the error. `open` starts the
+   * stream on one route (default: the adapter's chat stream; text completions pass their own).
    */
-  async *stream(ex: Execution): AsyncGenerator<ChatChunk> {
-    const won = await this.attempt(ex, (cand, adapter, ctx, scope) => this.openStream(ex, cand, adapter, ctx, scope));
+  async *stream(ex: Execution, open: StreamOpener = (adapter, route, ctx) => adapter.stream(ex.request, route, ctx)): AsyncGenerator<ChatChunk> {
+    const won = await this.attempt(ex, (cand, adapter, ctx, scope) => this.openStream(cand, adapter, ctx, scope, open));
     const { cand, scope, started } = won;
     const { it, held } = won.value;
     const ttft = performance.now() - started;
@@ -176,8 +180,8 @@ export class RouteExecutor {
   }
 
   /** Opens a stream and reads it up to its first content, which commits the request to this route. */
-  private async openStream(ex: Execution, cand: Candidate, adapter: LlmAdapter, ctx: CallContext, scope: AttemptScope): Promise<OpenStream> {
-    const it = adapter.stream(ex.request, cand.route, ctx)[Symbol.asyncIterator]();
+  private async openStream(cand: Candidate, adapter: LlmAdapter, ctx: CallContext, scope: AttemptScope, open: StreamOpener): Promise<OpenStream> {
+    const it = open(adapter, cand.route, ctx)[Symbol.asyncIterator]();
     const held: ChatChunk[] = [];
     scope.armFirstToken(ctx.timeouts.firstTokenMs);
     let idleArmed = false;

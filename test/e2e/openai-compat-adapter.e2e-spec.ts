@@ -1,3 +1,4 @@
+import { KeyPool } from '../../src/adapters/http/key-pool.service';
 import { UpstreamClient } from '../../src/adapters/http/upstream-client.service';
 import { OpenAiCompatAdapter } from '../../src/adapters/openai-compat/openai-compat.adapter';
 import { AppConfig } from '../../src/config/app-config';
@@ -11,7 +12,7 @@ describe('openai_compat adapter', () => {
   let base: string;
   const config = new AppConfig(validateEnv({}));
   const http = new UpstreamClient(config);
-  const adapter = new OpenAiCompatAdapter(http);
+  const adapter = new OpenAiCompatAdapter(http, new KeyPool());
   const route = (providerModelId: string): RouteDef => ({ id: 'standin', kind: 'vllm', baseUrl: base, apiKeys: [], providerModelId, weight: 1, locality: 'local', headers: {}, timeouts: {}, options: {}, where: 'test' });
   const ctx = (signal = new AbortController().signal) => ({ requestId: 'r1', signal, timeouts: config.upstreamTimeouts, publicModel: 'm' });
 

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import OpenAI from 'openai';
-import { createApp } from '../../src/app.factory';
+import { createApp, type CreateAppOptions } from '../../src/app.factory';
 import { AppLogger } from '../../src/observability/app-logger';
 import { DatabaseService } from '../../src/storage/database.service';
 import { ApiLog } from '../../src/storage/entities/api-log.entity';
@@ -15,6 +15,8 @@ export interface GatewayOptions {
   /** routing.yaml text; none by default. */
   routing?: string;
   env?: Record<string, string | undefined>;
+  /** More Nest modules for the app (e.g. an adapter module under test). */
+  imports?: CreateAppOptions['imports'];
 }
 
 export interface TestGateway {
@@ -50,7 +52,7 @@ export async function startGateway(opts: GatewayOptions): Promise<TestGateway> {
     DB_CONNECT_TIMEOUT_MS: '10000',
     ...opts.env,
   };
-  const app = await createApp({ overrides: env, envFile: false, logger: new AppLogger(env.LOG_LEVEL ?? 'silent') });
+  const app = await createApp({ overrides: env, envFile: false, logger: new AppLogger(env.LOG_LEVEL ?? 'silent'), imports: opts.imports });
   await app.listen(0, '127.0.0.1');
   const address = app.getHttpServer().address() as { port: number };
   const url = `http://127.0.0.1:${address.port}`;

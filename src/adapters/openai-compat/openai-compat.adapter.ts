@@ -1,65 +1,150 @@
 import { Injectable } from '@nestjs/common';
 import type { Dispatcher } from 'undici';
 import type { ChatChunk, ChatRequest, ChatResponse } from '../../common/chat.types';
+import { responseToChunks } from '../../common/chunks';
+import type { Completion, CompletionRequest } from '../../common/completion.types';
+import type { EmbeddingsRequest, EmbeddingsResponse } from '../../common/embedding.types';
 import { UpstreamError } from '../../common/errors';
 import { bodyChunks, SseDecoder } from '../../common/sse';
 import type { RouteDef } from '../../config/registry.types';
-import { readBodyText, retryAfterMs, UpstreamClient } from '../http/upstream-client.service';
+import { KeyPool } from '../http/key-pool.service';
+import { callInfo, parseEvent, postJson, probeGet, protocolError, readJson, releaseBody } from '../http/upstream-call';
+import { UpstreamClient } from '../http/upstream-client.service';
 import { LlmAdapter, type CallContext, type ProbeResult } from '../llm-adapter';
-import { responseToChunks } from '../../common/chunks';
-import { buildChatBody, endpointUrl, upstreamHttpError } from './openai-compat.mapper';
-import { OPENAI_COMPAT_ALIASES, profileFor } from './openai-compat.profiles';
+import { completionAsChatRequest, completionChunkToChat, completionToChat } from '../text-completion.mapper';
+import {
+  buildChatBody,
+  buildCompletionBody,
+  buildEmbeddingsBody,
+  endpointUrl,
+  miniMaxError,
+  normalizeChunk,
+  normalizeResponse,
+  upstreamHttpError,
+} from './openai-compat.mapper';
+import { OPENAI_COMPAT_ALIASES, profileFor, type OpenAiCompatProfile } from './openai-compat.profiles';
 
 type WireChunk = ChatChunk & { error?: { message?: string; code?: unknown; type?: string } };
 
-function parseChunk(data: string, route: RouteDef): WireChunk {
-  try {
-    return JSON.parse(data) as WireChunk;
-  } catch {
-    throw new UpstreamError({ failure: 'protocol', message: `upstream ${route.id} sent a malformed stream event`, provider: route.kind, route: route.id });
-  }
-}
-
-/** Any server that speaks OpenAI's chat-completions protocol: vLLM, SGLang, Ollama, DeepSeek, ... */
+/**
+ * Any server that speaks OpenAI's chat-completions protocol: vLLM, SGLang, Ollama, DeepSeek, ...
+ * Also serves their legacy `/completions` and `/embeddings`. Subclasses (OpenRouter) change the
+ * body, headers and profile through the protected hooks.
+ */
 @Injectable()
 @LlmAdapter({ kind: 'openai_compat', aliases: OPENAI_COMPAT_ALIASES })
 export class OpenAiCompatAdapter implements LlmAdapter {
-  constructor(private readonly http: UpstreamClient) {}
+  constructor(
+    protected readonly http: UpstreamClient,
+    protected readonly keys: KeyPool,
+  ) {}
 
   validateRoute(route: RouteDef): string[] {
-    return route.baseUrl ? [] : [`${route.where}: route kind ${route.kind} needs base_url (the API root, e.g. http://host:8000/v1)`];
+    return this.baseUrl(route) ? [] : [`${route.where}: route kind ${route.kind} needs base_url (the API root, e.g. http://host:8000/v1)`];
+  }
+
+  /** Whether routes of this kind can serve embedding models. */
+  canEmbed(route: RouteDef): boolean {
+    return this.profile(route).embeddings !== false;
   }
 
   async complete(req: ChatRequest, route: RouteDef, ctx: CallContext): Promise<ChatResponse> {
-    const res = await this.send(req, route, ctx, false);
-    const text = await this.readAll(res, route, ctx);
-    let json: ChatResponse;
-    try {
-      json = JSON.parse(text) as ChatResponse;
-    } catch {
-      throw new UpstreamError({ failure: 'protocol', message: `upstream ${route.id} answered with invalid JSON`, provider: route.kind, route: route.id });
-    }
-    if (!json || !Array.isArray(json.choices)) {
-      throw new UpstreamError({ failure: 'protocol', message: `upstream ${route.id} answered without choices`, provider: route.kind, route: route.id });
-    }
-    return json;
+    const res = await this.send('chat/completions', this.chatBody(req, route, false), route, ctx, false);
+    return this.chatAnswer(await readJson<ChatResponse>(this.http, res, route, ctx), route);
   }
 
   async *stream(req: ChatRequest, route: RouteDef, ctx: CallContext): AsyncGenerator<ChatChunk> {
-    const res = await this.send(req, route, ctx, true);
-    const type = String(res.headers['content-type'] ?? '');
-    if (type.includes('application/json')) {
+    const res = await this.send('chat/completions', this.chatBody(req, route, true), route, ctx, true);
+    if (String(res.headers['content-type'] ?? '').includes('application/json')) {
       // Some servers ignore `stream: true`; their whole answer becomes a stream of one piece.
-      const text = await this.readAll(res, route, ctx);
-      let json: ChatResponse;
-      try {
-        json = JSON.parse(text) as ChatResponse;
-      } catch {
-        throw new UpstreamError({ failure: 'protocol', message: `upstream ${route.id} answered with invalid JSON`, provider: route.kind, route: route.id });
-      }
-      yield* responseToChunks(json);
+      yield* responseToChunks(this.chatAnswer(await readJson<ChatResponse>(this.http, res, route, ctx), route));
       return;
     }
+    yield* this.relay(res, route, ctx, normalizeChunk);
+  }
+
+  async completeText(req: CompletionRequest, route: RouteDef, ctx: CallContext): Promise<ChatResponse> {
+    if (this.profile(route).textCompletions === false) return this.complete(completionAsChatRequest(req), route, ctx);
+    const res = await this.send('completions', buildCompletionBody(req, route, false), route, ctx, false);
+    const json = await readJson<Completion>(this.http, res, route, ctx);
+    if (!json || !Array.isArray(json.choices)) throw miniMaxError(json, route) ?? protocolError(route, 'answered without choices');
+    return normalizeResponse(completionToChat(json));
+  }
+
+  async *streamText(req: CompletionRequest, route: RouteDef, ctx: CallContext): AsyncGenerator<ChatChunk> {
+    if (this.profile(route).textCompletions === false) {
+      yield* this.stream(completionAsChatRequest(req), route, ctx);
+      return;
+    }
+    const res = await this.send('completions', buildCompletionBody(req, route, true), route, ctx, true);
+    if (String(res.headers['content-type'] ?? '').includes('application/json')) {
+      yield* responseToChunks(normalizeResponse(completionToChat(await readJson<Completion>(this.http, res, route, ctx))));
+      return;
+    }
+    yield* this.relay(res, route, ctx, (c) => normalizeChunk(completionChunkToChat(c as unknown as Completion)));
+  }
+
+  async embed(req: EmbeddingsRequest, route: RouteDef, ctx: CallContext): Promise<EmbeddingsResponse> {
+    const res = await this.send('embeddings', buildEmbeddingsBody(req, route), route, ctx, false);
+    const json = await readJson<EmbeddingsResponse>(this.http, res, route, ctx);
+    if (!json || !Array.isArray(json.data)) throw miniMaxError(json, route) ?? protocolError(route, 'answered without embeddings');
+    return json;
+  }
+
+  async probe(route: RouteDef, signal: AbortSignal): Promise<ProbeResult> {
+    const profile = this.profile(route);
+    const base = this.baseUrl(route);
+    const url = profile.healthPath.startsWith('/') ? new URL(profile.healthPath, base).toString() : endpointUrl(base, profile.healthPath);
+    return probeGet(this.http, url, this.headers(route, route.apiKeys[0], false), route, signal);
+  }
+
+  /** The API root requests go to. */
+  protected baseUrl(route: RouteDef): string {
+    return route.baseUrl ?? '';
+  }
+
+  protected profile(route: RouteDef): OpenAiCompatProfile {
+    return profileFor(route.kind);
+  }
+
+  protected chatBody(req: ChatRequest, route: RouteDef, stream: boolean): Record<string, unknown> {
+    return buildChatBody(req, route, stream, this.profile(route));
+  }
+
+  /** Last changes to any request body (chat, completions, embeddings) before it is sent. */
+  protected finishBody(body: Record<string, unknown>, _route: RouteDef, _path: string): Record<string, unknown> {
+    return body;
+  }
+
+  protected headers(route: RouteDef, key: string | undefined, stream: boolean): Record<string, string> {
+    const h: Record<string, string> = {
+      'content-type': 'application/json',
+      accept: stream ? 'text/event-stream' : 'application/json',
+      ...route.headers,
+    };
+    if (key) h.authorization = `Bearer ${key}`;
+    return h;
+  }
+
+  /** POSTs to `{base_url}/{path}` with one of the route's keys (another one if that key is refused). */
+  private send(path: string, body: Record<string, unknown>, route: RouteDef, ctx: CallContext, stream: boolean): Promise<Dispatcher.ResponseData> {
+    const url = endpointUrl(this.baseUrl(route), path);
+    const text = JSON.stringify(this.finishBody(body, route, path));
+    return this.keys.run(route, ctx, (key) =>
+      postJson(this.http, url, this.headers(route, key, stream), text, route, ctx, (status, errText, retryAfter) => upstreamHttpError(status, errText, route, retryAfter)),
+    );
+  }
+
+  private chatAnswer(json: ChatResponse, route: RouteDef): ChatResponse {
+    if (!json || !Array.isArray(json.choices)) throw miniMaxError(json, route) ?? protocolError(route, 'answered without choices');
+    return normalizeResponse(json);
+  }
+
+  /**
+   * Relays an SSE body as chunks: ends at `[DONE]` (or at the end of a body whose answer had its
+   * finish reason), fails on an in-band error or a stream cut short.
+   */
+  private async *relay(res: Dispatcher.ResponseData, route: RouteDef, ctx: CallContext, map: (chunk: ChatChunk) => ChatChunk): AsyncGenerator<ChatChunk> {
     let done = false;
     let finished = false;
     const sse = new SseDecoder();
@@ -70,90 +155,30 @@ export class OpenAiCompatAdapter implements LlmAdapter {
             done = true;
             break read;
           }
-          const chunk = parseChunk(ev.data, route);
-          if (chunk.error) {
+          const chunk = parseEvent<WireChunk>(ev.data, route);
+          const inBand = chunk.error ? chunk.error : miniMaxError(chunk, route);
+          if (inBand) {
             throw new UpstreamError({
               failure: 'http',
               upstreamStatus: 502,
-              message: `upstream ${route.id} failed mid-stream: ${chunk.error.message ?? JSON.stringify(chunk.error)}`,
+              message: `upstream ${route.id} failed mid-stream: ${inBand.message ?? JSON.stringify(inBand)}`,
               provider: route.kind,
               route: route.id,
             });
           }
           if (!Array.isArray(chunk.choices)) continue;
-          if (chunk.choices.some((c) => c.finish_reason)) finished = true;
-          yield chunk;
+          const out = map(chunk);
+          if (out.choices.some((c) => c.finish_reason)) finished = true;
+          yield out;
         }
       }
     } catch (err) {
-      throw this.http.toUpstreamError(err, this.callInfo(route, ctx));
+      throw this.http.toUpstreamError(err, callInfo(route, ctx));
     } finally {
-      if (done) {
-        // Read the (empty) rest so the keep-alive connection goes back to the pool; destroying
-        // an unfinished body would close it and cost the next stream a new connection.
-        res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
-      } else if (!res.body.destroyed) {
-        res.body.destroy();
-      }
+      releaseBody(res, done);
     }
     if (!done && !finished) {
       throw new UpstreamError({ failure: 'reset', message: `upstream ${route.id} ended the stream before the answer was complete`, provider: route.kind, route: route.id });
     }
-  }
-
-  async probe(route: RouteDef, signal: AbortSignal): Promise<ProbeResult> {
-    const started = performance.now();
-    const profile = profileFor(route.kind);
-    const base = route.baseUrl ?? '';
-    const url = profile.healthPath.startsWith('/') ? new URL(profile.healthPath, base).toString() : endpointUrl(base, profile.healthPath);
-    const res = await this.http.request({
-      url,
-      method: 'GET',
-      headers: this.headers(route, false),
-      signal,
-      timeouts: { connectMs: 5000, firstByteMs: 5000, firstTokenMs: 5000, idleMs: 5000, totalMs: 5000 },
-      route: route.id,
-      provider: route.kind,
-    });
-    await readBodyText(res.body, 1024);
-    return { ok: res.statusCode < 400, latencyMs: performance.now() - started, detail: `HTTP ${res.statusCode}` };
-  }
-
-  private async send(req: ChatRequest, route: RouteDef, ctx: CallContext, stream: boolean): Promise<Dispatcher.ResponseData> {
-    const body = buildChatBody(req, route, stream, profileFor(route.kind));
-    const res = await this.http.request({
-      url: endpointUrl(route.baseUrl ?? '', 'chat/completions'),
-      method: 'POST',
-      headers: this.headers(route, stream),
-      body: JSON.stringify(body),
-      ...this.callInfo(route, ctx),
-    });
-    if (res.statusCode >= 400) {
-      const text = await readBodyText(res.body);
-      throw upstreamHttpError(res.statusCode, text, route, retryAfterMs(res.headers));
-    }
-    return res;
-  }
-
-  private async readAll(res: Dispatcher.ResponseData, route: RouteDef, ctx: CallContext): Promise<string> {
-    try {
-      return await res.body.text();
-    } catch (err) {
-      throw this.http.toUpstreamError(err, this.callInfo(route, ctx));
-    }
-  }
-
-  private callInfo(route: RouteDef, ctx: CallContext) {
-    return { signal: ctx.signal, timeouts: ctx.timeouts, route: route.id, provider: route.kind };
-  }
-
-  private headers(route: RouteDef, stream: boolean): Record<string, string> {
-    const h: Record<string, string> = {
-      'content-type': 'application/json',
-      accept: stream ? 'text/event-stream' : 'application/json',
-      ...route.headers,
-    };
-    if (route.apiKeys.length > 0) h.authorization = `Bearer ${route.apiKeys[0]}`;
-    return h;
   }
 }

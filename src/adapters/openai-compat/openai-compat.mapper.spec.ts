@@ -1,7 +1,17 @@
-import type { ChatRequest } from '../../common/chat.types';
+import type { ChatChunk, ChatRequest, ChatResponse, Usage } from '../../common/chat.types';
 import { UpstreamError } from '../../common/errors';
 import type { RouteDef } from '../../config/registry.types';
-import { buildChatBody, endpointUrl, upstreamHttpError } from './openai-compat.mapper';
+import {
+  buildChatBody,
+  buildCompletionBody,
+  buildEmbeddingsBody,
+  endpointUrl,
+  miniMaxError,
+  normalizeChunk,
+  normalizeResponse,
+  normalizeUsage,
+  upstreamHttpError,
+} from './openai-compat.mapper';
 import { profileFor, type OpenAiCompatProfile } from './openai-compat.profiles';
 
 function route(overrides: Partial<RouteDef> = {}): RouteDef {
@@ -223,5 +233,125 @@ describe('upstreamHttpError', () => {
     const err = upstreamHttpError(429, JSON.stringify({ error: { message: 'slow down' } }), r, 2500);
     expect(err).toMatchObject({ status: 429, type: 'rate_limit_error', message: 'slow down', retryAfterMs: 2500 });
     expect(err.headers).toEqual({ 'retry-after': '3' });
+  });
+});
+
+describe('provider profiles', () => {
+  it('DeepSeek: a json_schema response_format becomes json_object, the schema told in a system message', () => {
+    const schema = { type: 'object', properties: { a: { type: 'number' } } };
+    const req = request({ response_format: { type: 'json_schema', json_schema: { name: 'x', schema } } });
+    const body = buildChatBody(req, route({ kind: 'deepseek' }), false, profileFor('deepseek'));
+    expect(body.response_format).toEqual({ type: 'json_object' });
+    const messages = body.messages as Array<{ role: string; content: string }>;
+    expect(messages[0].role).toBe('system');
+    expect(messages[0].content).toContain(JSON.stringify(schema));
+    expect(messages[0].content.toLowerCase()).toContain('json');
+    expect(messages.slice(1)).toEqual(req.messages);
+    // json_object itself passes unchanged; other servers keep json_schema
+    expect(buildChatBody(request({ response_format: { type: 'json_object' } }), route(), false, profileFor('deepseek')).response_format).toEqual({ type: 'json_object' });
+    expect(buildChatBody(req, route(), false, vllm).response_format).toEqual(req.response_format);
+  });
+
+  it('Kimi: required tool choice asked in words, temperature capped at 1, max_completion_tokens as max_tokens, tool schemas cleaned', () => {
+    const req = request({
+      temperature: 1.5,
+      max_completion_tokens: 300,
+      tool_choice: 'required',
+      tools: [{ type: 'function', function: { name: 'f', strict: true, parameters: { $schema: 'http://json-schema.org/draft-07/schema#', type: 'object', properties: {} } } }, { type: 'function', function: { name: 'g' } }],
+    });
+    const body = buildChatBody(req, route({ kind: 'kimi', providerModelId: 'kimi-k2' }), false, profileFor('kimi'));
+    expect(body).toMatchObject({ temperature: 1, max_tokens: 300 });
+    expect(body).not.toHaveProperty('max_completion_tokens');
+    expect(body).not.toHaveProperty('tool_choice');
+    expect((body.messages as unknown[]).at(-1)).toEqual({ role: 'user', content: 'Please select a tool to handle the current issue.' });
+    expect(body.tools).toEqual([
+      { type: 'function', function: { name: 'f', parameters: { type: 'object', properties: {} } } },
+      { type: 'function', function: { name: 'g', parameters: { type: 'object', properties: {} } } },
+    ]);
+    expect(req.tool_choice).toBe('required');
+  });
+
+  it('Kimi thinking models: every assistant message with tool calls carries reasoning_content', () => {
+    const messages: ChatRequest['messages'] = [
+      { role: 'user', content: 'x' },
+      { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'f', arguments: '{}' } }] },
+      { role: 'tool', tool_call_id: 'c1', content: 'r' },
+    ];
+    const body = buildChatBody(request({ messages }), route({ kind: 'moonshot', providerModelId: 'kimi-k2-thinking' }), false, profileFor('moonshot'));
+    expect((body.messages as ChatRequest['messages'])[1].reasoning_content).toBe(' ');
+    expect(messages[1]).not.toHaveProperty('reasoning_content');
+  });
+
+  it('Zhipu: text-only list content of assistant and tool messages is sent as a string', () => {
+    const messages: ChatRequest['messages'] = [
+      { role: 'user', content: [{ type: 'text', text: 'keep me a list' }] },
+      { role: 'assistant', content: [{ type: 'text', text: 'a' }, { type: 'text', text: 'b' }] },
+      { role: 'tool', tool_call_id: 'c', content: [{ type: 'text', text: 'r' }] },
+    ];
+    const body = buildChatBody(request({ messages }), route({ kind: 'zai' }), false, profileFor('zai'));
+    expect(body.messages).toEqual([messages[0], { role: 'assistant', content: 'ab' }, { role: 'tool', tool_call_id: 'c', content: 'r' }]);
+  });
+
+  it('MiniMax: temperature and top_p are kept inside (0, 1]', () => {
+    const body = buildChatBody(request({ temperature: 0, top_p: 1.5 }), route({ kind: 'minimax' }), false, profileFor('minimax'));
+    expect(body).toMatchObject({ temperature: 0.01, top_p: 1 });
+  });
+});
+
+describe('usage and answer normalisation', () => {
+  it("moves DeepSeek's cache-hit count into prompt_tokens_details", () => {
+    const u = normalizeUsage({ prompt_tokens: 10, completion_tokens: 11, total_tokens: 21, prompt_cache_hit_tokens: 6, prompt_cache_miss_tokens: 4 });
+    expect(u).toMatchObject({ prompt_tokens_details: { cached_tokens: 6 }, prompt_cache_hit_tokens: 6 });
+  });
+
+  it("moves Kimi's top-level cached_tokens and SGLang's top-level reasoning_tokens", () => {
+    expect(normalizeUsage({ prompt_tokens: 9, completion_tokens: 1, total_tokens: 10, cached_tokens: 8 }).prompt_tokens_details).toEqual({ cached_tokens: 8 });
+    expect(normalizeUsage({ prompt_tokens: 9, completion_tokens: 5, total_tokens: 14, reasoning_tokens: 3 }).completion_tokens_details).toEqual({ reasoning_tokens: 3 });
+  });
+
+  it('keeps canonical details that are there, and fills a missing total', () => {
+    const u = normalizeUsage({ prompt_tokens: 9, completion_tokens: 5, prompt_tokens_details: { cached_tokens: 2 }, cached_tokens: 8 } as unknown as Usage);
+    expect(u.prompt_tokens_details).toEqual({ cached_tokens: 2 });
+    expect(u.total_tokens).toBe(14);
+  });
+
+  it("lifts Kimi's usage out of the finishing choice of a stream", () => {
+    const chunk = { id: 'c', object: 'chat.completion.chunk', created: 1, model: 'k', choices: [{ index: 0, delta: {}, finish_reason: 'stop', usage: { prompt_tokens: 39, completion_tokens: 211, total_tokens: 250, cached_tokens: 30 } }] } as ChatChunk;
+    const out = normalizeChunk(chunk);
+    expect(out.usage).toMatchObject({ prompt_tokens: 39, completion_tokens: 211, prompt_tokens_details: { cached_tokens: 30 } });
+    expect(out.choices[0]).not.toHaveProperty('usage');
+  });
+
+  it("drops MiniMax's empty role and placeholder usage, and reads its reasoning_details", () => {
+    const chunk = { id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: { role: '', content: 'x', reasoning_details: [{ type: 'reasoning.text', text: 'hmm' }] }, finish_reason: null }], usage: { total_tokens: 0, total_characters: 0 } } as unknown as ChatChunk;
+    const out = normalizeChunk(chunk);
+    expect(out.choices[0].delta).toMatchObject({ content: 'x', reasoning_content: 'hmm' });
+    expect(out.choices[0].delta).not.toHaveProperty('role');
+    expect(out).not.toHaveProperty('usage');
+  });
+
+  it("maps DeepSeek's insufficient_system_resource to length and keeps the original", () => {
+    const res = { id: 'x', object: 'chat.completion', created: 1, model: 'd', choices: [{ index: 0, message: { role: 'assistant', content: 'cut' }, finish_reason: 'insufficient_system_resource' }] } as ChatResponse;
+    expect(normalizeResponse(res).choices[0]).toMatchObject({ finish_reason: 'length', native_finish_reason: 'insufficient_system_resource' });
+  });
+
+  it("finds MiniMax's errors inside an HTTP 200 answer", () => {
+    const err = miniMaxError({ choices: null, base_resp: { status_code: 1008, status_msg: 'insufficient balance' } }, route({ kind: 'minimax' }));
+    expect(err).toMatchObject({ status: 402, message: 'insufficient balance (1008)', code: '1008' });
+    expect(miniMaxError({ base_resp: { status_code: 1002, status_msg: 'rate limit' } }, route())).toMatchObject({ status: 429, retryable: true });
+    expect(miniMaxError({ base_resp: { status_code: 0, status_msg: 'success' } }, route())).toBeUndefined();
+    expect(miniMaxError({ choices: [] }, route())).toBeUndefined();
+  });
+});
+
+describe('completion and embedding bodies', () => {
+  it('sends a legacy completion as the client wrote it, with the upstream model and stream usage', () => {
+    const body = buildCompletionBody({ model: 'pub', prompt: [1, 2, 3], echo: true, logprobs: 2, provider: { order: ['x'] } }, route(), true);
+    expect(body).toEqual({ model: 'meta-llama/Llama-3.1-8B-Instruct', prompt: [1, 2, 3], echo: true, logprobs: 2, stream: true, stream_options: { include_usage: true } });
+  });
+
+  it('asks for floats unless the client wants base64', () => {
+    expect(buildEmbeddingsBody({ model: 'pub', input: ['a'], dimensions: 8 }, route())).toEqual({ model: 'meta-llama/Llama-3.1-8B-Instruct', input: ['a'], dimensions: 8, encoding_format: 'float' });
+    expect(buildEmbeddingsBody({ model: 'pub', input: 'a', encoding_format: 'base64' }, route()).encoding_format).toBe('base64');
   });
 });

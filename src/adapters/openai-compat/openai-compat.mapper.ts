@@ -1,6 +1,10 @@
-import type { ChatRequest } from '../../common/chat.types';
+import type { ChatChunk, ChatMessage, ChatRequest, ChatResponse, Usage } from '../../common/chat.types';
+import type { CompletionRequest } from '../../common/completion.types';
+import type { EmbeddingsRequest } from '../../common/embedding.types';
 import { UpstreamError } from '../../common/errors';
+import { tokenCounts } from '../../common/usage';
 import type { RouteDef } from '../../config/registry.types';
+import { joinUrl, providerHttpError } from '../http/upstream-call';
 import type { OpenAiCompatProfile } from './openai-compat.profiles';
 
 /** OpenRouter-style request options the gateway acts on itself; upstreams never see them. */
@@ -16,19 +20,211 @@ export function buildChatBody(req: ChatRequest, route: RouteDef, stream: boolean
   for (const f of GATEWAY_ONLY_FIELDS) delete body[f];
   for (const f of profile.dropFields) delete body[f];
   body.model = route.providerModelId;
+  setStream(body, req.stream_options, stream);
+  const rf = body.response_format as { type?: unknown } | undefined;
+  if (profile.responseFormats && rf && typeof rf.type === 'string' && !profile.responseFormats.includes(rf.type)) downgradeResponseFormat(body);
+  profile.fixRequest?.(body);
+  return body;
+}
+
+function setStream(body: Record<string, unknown>, options: ChatRequest['stream_options'], stream: boolean): void {
   if (stream) {
     body.stream = true;
-    body.stream_options = { ...(req.stream_options ?? {}), include_usage: true };
+    body.stream_options = { ...(options ?? {}), include_usage: true };
   } else {
     delete body.stream;
     delete body.stream_options;
   }
+}
+
+/**
+ * For servers that only know `json_object` (DeepSeek): ask for a JSON object and give the model
+ * the requested schema in a system message (DeepSeek also wants the word "json" in the prompt).
+ */
+function downgradeResponseFormat(body: Record<string, unknown>): void {
+  const rf = body.response_format as { type: string; json_schema?: { schema?: unknown; name?: string } };
+  body.response_format = { type: 'json_object' };
+  if (rf.type !== 'json_schema') return;
+  const schema = rf.json_schema?.schema;
+  const note = `Answer with a single JSON object${schema ? ` that conforms to this JSON Schema:\n${JSON.stringify(schema)}` : ''}`;
+  body.messages = [{ role: 'system', content: note }, ...(body.messages as ChatMessage[])];
+}
+
+/** The legacy `/completions` body: the client's fields, the upstream model, usage asked for on streams. */
+export function buildCompletionBody(req: CompletionRequest, route: RouteDef, stream: boolean): Record<string, unknown> {
+  const body: Record<string, unknown> = { ...req };
+  for (const f of GATEWAY_ONLY_FIELDS) delete body[f];
+  body.model = route.providerModelId;
+  setStream(body, req.stream_options, stream);
+  return body;
+}
+
+/**
+ * The `/embeddings` body. Floats are asked for unless the client wants base64: some servers
+ * ignore `encoding_format`, and the gateway encodes whatever comes back as the client asked.
+ */
+export function buildEmbeddingsBody(req: EmbeddingsRequest, route: RouteDef): Record<string, unknown> {
+  const body: Record<string, unknown> = { ...req, model: route.providerModelId, encoding_format: req.encoding_format ?? 'float' };
+  for (const f of GATEWAY_ONLY_FIELDS) delete body[f];
   return body;
 }
 
 /** `{base_url}/chat/completions`, whatever slashes the operator wrote. */
-export function endpointUrl(baseUrl: string, path: string): string {
-  return `${baseUrl.replace(/\/+$/, '')}/${path.replace(/^\/+/, '')}`;
+export const endpointUrl = joinUrl;
+
+const num = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+
+/**
+ * Usage in OpenAI's canonical fields, wherever the provider put the figures: DeepSeek's
+ * `prompt_cache_hit_tokens` and Kimi's top-level `cached_tokens` become
+ * `prompt_tokens_details.cached_tokens`, SGLang's top-level `reasoning_tokens` becomes
+ * `completion_tokens_details.reasoning_tokens`. The provider's own fields stay.
+ */
+export function normalizeUsage(u: Usage): Usage {
+  const c = tokenCounts(u);
+  if (c.cachedRead > 0 && !num(u.prompt_tokens_details?.cached_tokens)) u.prompt_tokens_details = { ...u.prompt_tokens_details, cached_tokens: c.cachedRead };
+  if (c.cacheWrite > 0 && !num(u.prompt_tokens_details?.cache_write_tokens)) u.prompt_tokens_details = { ...u.prompt_tokens_details, cache_write_tokens: c.cacheWrite };
+  if (c.reasoning > 0 && !num(u.completion_tokens_details?.reasoning_tokens)) u.completion_tokens_details = { ...u.completion_tokens_details, reasoning_tokens: c.reasoning };
+  if (!num(u.total_tokens)) u.total_tokens = c.prompt + c.completion;
+  return u;
+}
+
+/** A usage object worth accounting (MiniMax sends `{total_tokens: 0, total_characters: 0}` on every chunk). */
+export function isUsage(u: unknown): u is Usage {
+  return typeof u === 'object' && u !== null && num((u as Usage).prompt_tokens) && num((u as Usage).completion_tokens);
+}
+
+/** Finish reasons outside OpenAI's set, as the nearest OpenAI one (the original is kept as `native_finish_reason`). */
+const FINISH_REASONS: Readonly<Record<string, string>> = {
+  // DeepSeek: generation cut off for lack of inference resources: the answer is truncated.
+  insufficient_system_resource: 'length',
+  // SGLang
+  abort: 'error',
+};
+
+function normalizeFinish(c: { finish_reason: string | null; [k: string]: unknown }): void {
+  const mapped = c.finish_reason ? FINISH_REASONS[c.finish_reason] : undefined;
+  if (mapped) {
+    c.native_finish_reason ??= c.finish_reason;
+    c.finish_reason = mapped;
+  }
+}
+
+/** Reasoning text in `reasoning_content`, from MiniMax's `reasoning_details` when that is all there is. */
+function reasoningFromDetails(m: { reasoning_content?: unknown; reasoning_details?: unknown }): void {
+  if (typeof m.reasoning_content === 'string' || !Array.isArray(m.reasoning_details)) return;
+  const text = (m.reasoning_details as Array<{ text?: unknown }>).map((d) => (typeof d?.text === 'string' ? d.text : '')).join('');
+  if (text) m.reasoning_content = text;
+}
+
+/** A whole answer with usage, finish reasons and reasoning in canonical fields (in place). */
+export function normalizeResponse(res: ChatResponse): ChatResponse {
+  if (isUsage(res.usage)) normalizeUsage(res.usage);
+  else delete res.usage;
+  for (const c of res.choices) {
+    normalizeFinish(c);
+    if (c.message) reasoningFromDetails(c.message);
+  }
+  return res;
+}
+
+/**
+ * A stream chunk with usage, finish reasons and reasoning in canonical fields (in place): Kimi's
+ * usage inside the finishing choice moves to the chunk, MiniMax's empty `role` and placeholder
+ * usage go, and the usage fields are normalised.
+ */
+export function normalizeChunk(chunk: ChatChunk): ChatChunk {
+  for (const c of chunk.choices) {
+    if (c.usage !== undefined) {
+      if (isUsage(c.usage) && !isUsage(chunk.usage)) chunk.usage = c.usage;
+      delete c.usage;
+    }
+    const d = c.delta;
+    if (d) {
+      if ((d.role as string | undefined) === '') delete d.role;
+      if (d.reasoning_details !== undefined) reasoningFromDetails(d);
+    }
+    if (c.finish_reason) normalizeFinish(c);
+  }
+  if (chunk.usage !== undefined && chunk.usage !== null) {
+    if (isUsage(chunk.usage)) normalizeUsage(chunk.usage);
+    else delete chunk.usage;
+  }
+  return chunk;
+}
+
+/** MiniMax `base_resp` codes as HTTP statuses (it answers errors with HTTP 200). */
+const MINIMAX_STATUS: Readonly<Record<number, number>> = {
+  1000: 500, 1001: 504, 1002: 429, 1004: 401, 1008: 402, 1024: 500, 1026: 400, 1027: 400, 1028: 429, 1030: 429,
+  1039: 429, 2013: 400, 2049: 401, 2056: 429, 2061: 403,
+};
+
+/**
+ * The error inside a MiniMax answer that came with HTTP 200 (`base_resp.status_code` not 0), if
+ * any. Other servers never send `base_resp`.
+ */
+export function miniMaxError(json: unknown, route: RouteDef): UpstreamError | undefined {
+  const br = (json as { base_resp?: { status_code?: unknown; status_msg?: unknown } } | null)?.base_resp;
+  if (!br || typeof br.status_code !== 'number' || br.status_code === 0) return undefined;
+  const status = MINIMAX_STATUS[br.status_code] ?? 502;
+  const text = JSON.stringify({ error: { message: `${typeof br.status_msg === 'string' && br.status_msg ? br.status_msg : 'error'} (${br.status_code})`, code: String(br.status_code) } });
+  return upstreamHttpError(status, text, route, undefined);
+}
+
+/** The text of list content (GLM's template drops list content on assistant and tool messages). */
+function flattenText(content: unknown): unknown {
+  if (!Array.isArray(content) || !content.every((p) => (p as { type?: string })?.type === 'text')) return content;
+  return (content as Array<{ text: string }>).map((p) => p.text).join('');
+}
+
+/** Z.AI / Zhipu: text-only list content of assistant and tool messages as a string. */
+export function fixZhipuRequest(body: Record<string, unknown>): void {
+  const messages = body.messages as ChatMessage[];
+  if (!messages.some((m) => (m.role === 'assistant' || m.role === 'tool') && Array.isArray(m.content))) return;
+  body.messages = messages.map((m) => ((m.role === 'assistant' || m.role === 'tool') && Array.isArray(m.content) ? { ...m, content: flattenText(m.content) as ChatMessage['content'] } : m));
+}
+
+/** MiniMax: temperature and top_p must lie in (0, 1]. */
+export function fixMiniMaxRequest(body: Record<string, unknown>): void {
+  for (const k of ['temperature', 'top_p']) {
+    const v = body[k];
+    if (num(v)) body[k] = Math.min(1, Math.max(0.01, v));
+  }
+}
+
+/**
+ * Kimi / Moonshot: temperature in [0, 1]; `max_tokens` rather than `max_completion_tokens`; no
+ * `tool_choice: "required"` (asked for in words instead, as Moonshot's migration guide says);
+ * tool schemas without `$schema` and `strict` and always with `parameters`; and, for thinking
+ * models, a `reasoning_content` on every assistant message with tool calls.
+ */
+export function fixKimiRequest(body: Record<string, unknown>): void {
+  if (num(body.temperature) && body.temperature > 1) body.temperature = 1;
+  if (num(body.max_completion_tokens)) {
+    body.max_tokens ??= body.max_completion_tokens;
+    delete body.max_completion_tokens;
+  }
+  let messages = body.messages as ChatMessage[];
+  if (body.tool_choice === 'required') {
+    delete body.tool_choice;
+    messages = [...messages, { role: 'user', content: 'Please select a tool to handle the current issue.' }];
+  }
+  if (Array.isArray(body.tools)) {
+    body.tools = (body.tools as Array<{ type: string; function: Record<string, unknown> }>).map((t) => {
+      if (!t?.function) return t;
+      const { strict: _strict, parameters, ...fn } = t.function;
+      let params = (parameters ?? { type: 'object', properties: {} }) as Record<string, unknown>;
+      if ('$schema' in params) {
+        const { $schema: _s, ...rest } = params;
+        params = rest;
+      }
+      return { ...t, function: { ...fn, parameters: params } };
+    });
+  }
+  if (/thinking/i.test(String(body.model))) {
+    messages = messages.map((m) => (m.role === 'assistant' && m.tool_calls?.length && typeof m.reasoning_content !== 'string' ? { ...m, reasoning_content: ' ' } : m));
+  }
+  body.messages = messages;
 }
 
 /**
@@ -58,17 +254,5 @@ export function upstreamHttpError(
   } catch {
     // not JSON: keep the text
   }
-  if (!message) message = `HTTP ${status}`;
-  const clientError = status >= 400 && status < 500;
-  return new UpstreamError({
-    failure: 'http',
-    upstreamStatus: status,
-    message: clientError ? message : `upstream ${route.id} answered ${status}: ${message}`,
-    type: clientError ? type : undefined,
-    code: clientError ? code : undefined,
-    param,
-    retryAfterMs,
-    provider: route.kind,
-    route: route.id,
-  });
+  return providerHttpError(status, { message, type, code, param }, route, retryAfterMs);
 }

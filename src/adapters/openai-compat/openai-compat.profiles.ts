@@ -1,6 +1,10 @@
+import { fixKimiRequest, fixMiniMaxRequest, fixZhipuRequest } from './openai-compat.mapper';
+
 /**
  * Known OpenAI-compatible servers. They all speak the same chat-completions protocol; a profile
- * records where each one differs (health endpoint, fields it rejects).
+ * records where each one differs (health endpoint, fields it rejects, endpoints it lacks, request
+ * fix-ups). Answers are normalised the same way for all (usage details, reasoning fields), since
+ * each normalisation only acts on the field that one provider sends.
  */
 export interface OpenAiCompatProfile {
   readonly name: string;
@@ -8,6 +12,17 @@ export interface OpenAiCompatProfile {
   readonly healthPath: string;
   /** Request fields this server rejects; removed before sending. */
   readonly dropFields: readonly string[];
+  /** Has the legacy `/completions` endpoint; without it, text completions go through chat. Default true. */
+  readonly textCompletions?: boolean;
+  /** Has `/embeddings`. Default true. */
+  readonly embeddings?: boolean;
+  /**
+   * `response_format` types the server accepts (default: any). Others become `json_object` with
+   * the requested schema given to the model in a system message.
+   */
+  readonly responseFormats?: readonly string[];
+  /** Rewrites a chat body (already a copy) for the server's quirks. */
+  readonly fixRequest?: (body: Record<string, unknown>) => void;
 }
 
 const GENERIC: OpenAiCompatProfile = { name: 'openai_compat', healthPath: 'models', dropFields: [] };
@@ -18,12 +33,18 @@ export const OPENAI_COMPAT_PROFILES: Readonly<Record<string, OpenAiCompatProfile
   vllm: { ...GENERIC, name: 'vllm', healthPath: '/health' },
   sglang: { ...GENERIC, name: 'sglang', healthPath: '/health' },
   ollama: { ...GENERIC, name: 'ollama', healthPath: '/api/tags' },
-  deepseek: { ...GENERIC, name: 'deepseek' },
-  zhipu: { ...GENERIC, name: 'zhipu' },
-  zai: { ...GENERIC, name: 'zai' },
-  minimax: { ...GENERIC, name: 'minimax' },
+  // DeepSeek: no legacy completions on /v1 (FIM lives under /beta), no embeddings, and
+  // response_format limited to json_object.
+  deepseek: { ...GENERIC, name: 'deepseek', textCompletions: false, embeddings: false, responseFormats: ['text', 'json_object'] },
+  // Z.AI / Zhipu (base_url .../api/paas/v4, no /v1): chat only, no model list; GLM's template
+  // drops list content on assistant and tool messages.
+  zhipu: { ...GENERIC, name: 'zhipu', textCompletions: false, fixRequest: fixZhipuRequest },
+  zai: { ...GENERIC, name: 'zai', textCompletions: false, fixRequest: fixZhipuRequest },
+  minimax: { ...GENERIC, name: 'minimax', textCompletions: false, embeddings: false, fixRequest: fixMiniMaxRequest },
+  kimi: { ...GENERIC, name: 'kimi', textCompletions: false, embeddings: false, fixRequest: fixKimiRequest },
+  moonshot: { ...GENERIC, name: 'moonshot', textCompletions: false, embeddings: false, fixRequest: fixKimiRequest },
   chutes: { ...GENERIC, name: 'chutes' },
-  featherless: { ...GENERIC, name: 'featherless' },
+  featherless: { ...GENERIC, name: 'featherless', embeddings: false },
 };
 
 export const OPENAI_COMPAT_ALIASES = Object.keys(OPENAI_COMPAT_PROFILES).filter((k) => k !== 'openai_compat');

@@ -1,0 +1,318 @@
+import type { ChatChunk, ChatRequest } from '../../common/chat.types';
+import { UpstreamError } from '../../common/errors';
+import type { RouteDef } from '../../config/registry.types';
+import { AnthropicStreamTranslator, anthropicHttpError, anthropicToolId, anthropicUsage, fromAnthropicResponse, toAnthropicRequest } from './anthropic.mapper';
+import type { AnthropicStreamEvent } from './anthropic.types';
+
+const route: RouteDef = { id: 'claude', kind: 'anthropic', apiKeys: ['k'], providerModelId: 'claude-sonnet-4-5', weight: 1, locality: 'remote', headers: {}, timeouts: {}, options: {}, where: 'test' };
+const req = (extra: Partial<ChatRequest> = {}): ChatRequest => ({ model: 'pub', messages: [{ role: 'user', content: 'hi' }], ...extra });
+const refused = (fn: () => unknown) => {
+  try {
+    fn();
+  } catch (e) {
+    return e as UpstreamError;
+  }
+  throw new Error('expected an error');
+};
+
+describe('toAnthropicRequest', () => {
+  it('hoists system and developer messages, and always sets max_tokens', () => {
+    const body = toAnthropicRequest(
+      req({ messages: [{ role: 'system', content: 'Be terse.' }, { role: 'developer', content: [{ type: 'text', text: 'No lists.' }] }, { role: 'user', content: 'hi' }] }),
+      { model: 'claude-x' },
+    );
+    expect(body).toEqual({ model: 'claude-x', max_tokens: 4096, system: 'Be terse.\n\nNo lists.', messages: [{ role: 'user', content: 'hi' }] });
+    expect(toAnthropicRequest(req({ max_completion_tokens: 50, max_tokens: 10 }), { defaultMaxTokens: 999 }).max_tokens).toBe(50);
+    expect(toAnthropicRequest(req(), { defaultMaxTokens: 999 })).not.toHaveProperty('model');
+    expect(toAnthropicRequest(req(), { defaultMaxTokens: 999 }).max_tokens).toBe(999);
+  });
+
+  it('keeps cache_control on system blocks', () => {
+    const body = toAnthropicRequest(req({ messages: [{ role: 'system', content: [{ type: 'text', text: 'long doc', cache_control: { type: 'ephemeral' } }] }, { role: 'user', content: 'q' }] }));
+    expect(body.system).toEqual([{ type: 'text', text: 'long doc', cache_control: { type: 'ephemeral' } }]);
+  });
+
+  it('maps images (base64 and URL) and PDFs', () => {
+    const body = toAnthropicRequest(
+      req({
+        messages: [
+          {
+            role: 'user',
+            content: [
+              { type: 'text', text: 'what is this' },
+              { type: 'image_url', image_url: { url: 'data:image/png;base64,iVBORw0KGgo=' } },
+              { type: 'image_url', image_url: { url: 'https://example.com/cat.jpg' } },
+              { type: 'file', file: { filename: 'a.pdf', file_data: 'data:application/pdf;base64,JVBERi0=' } },
+            ],
+          },
+        ],
+      }),
+    );
+    expect(body.messages[0].content).toEqual([
+      { type: 'text', text: 'what is this' },
+      { type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'iVBORw0KGgo=' } },
+      { type: 'image', source: { type: 'url', url: 'https://example.com/cat.jpg' } },
+      { type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: 'JVBERi0=' }, title: 'a.pdf' },
+    ]);
+  });
+
+  it('turns a tool round trip into tool_use and tool_result blocks, results merged into one user turn', () => {
+    const body = toAnthropicRequest(
+      req({
+        messages: [
+          { role: 'user', content: 'weather in Paris and Rome?' },
+          {
+            role: 'assistant',
+            content: 'Checking.',
+            tool_calls: [
+              { id: 'call_1', type: 'function', function: { name: 'weather', arguments: '{"city":"Paris"}' } },
+              { id: 'call.2', type: 'function', function: { name: 'weather', arguments: '' } },
+            ],
+          },
+          { role: 'tool', tool_call_id: 'call_1', content: '21C' },
+          { role: 'tool', tool_call_id: 'call.2', content: [{ type: 'text', text: '25C' }] },
+          { role: 'user', content: 'thanks' },
+        ],
+      }),
+    );
+    expect(body.messages).toEqual([
+      { role: 'user', content: 'weather in Paris and Rome?' },
+      {
+        role: 'assistant',
+        content: [
+          { type: 'text', text: 'Checking.' },
+          { type: 'tool_use', id: 'call_1', name: 'weather', input: { city: 'Paris' } },
+          { type: 'tool_use', id: 'call_2', name: 'weather', input: {} },
+        ],
+      },
+      {
+        role: 'user',
+        content: [
+          { type: 'tool_result', tool_use_id: 'call_1', content: '21C' },
+          { type: 'tool_result', tool_use_id: 'call_2', content: [{ type: 'text', text: '25C' }] },
+          { type: 'text', text: 'thanks' },
+        ],
+      },
+    ]);
+  });
+
+  it('sanitises foreign tool ids to what Anthropic accepts', () => {
+    expect(anthropicToolId('call:abc/def')).toBe('call_abc_def');
+    expect(anthropicToolId('x'.repeat(80))).toHaveLength(64);
+  });
+
+  it.each([
+    ['auto', { type: 'auto' }],
+    ['none', { type: 'none' }],
+    ['required', { type: 'any' }],
+    [{ type: 'function', function: { name: 'f' } }, { type: 'tool', name: 'f' }],
+  ] as const)('maps tool_choice %j', (choice, expected) => {
+    const body = toAnthropicRequest(req({ tools: [{ type: 'function', function: { name: 'f', description: 'd', parameters: { type: 'object', properties: { a: { type: 'string' } } } } }], tool_choice: choice as ChatRequest['tool_choice'] }));
+    expect(body.tools).toEqual([{ name: 'f', description: 'd', input_schema: { type: 'object', properties: { a: { type: 'string' } } } }]);
+    expect(body.tool_choice).toEqual(expected);
+  });
+
+  it('maps parallel_tool_calls: false to disable_parallel_tool_use, and drops tool_choice without tools', () => {
+    const tools = [{ type: 'function' as const, function: { name: 'f' } }];
+    expect(toAnthropicRequest(req({ tools, parallel_tool_calls: false })).tool_choice).toEqual({ type: 'auto', disable_parallel_tool_use: true });
+    expect(toAnthropicRequest(req({ tools, tool_choice: 'required', parallel_tool_calls: false })).tool_choice).toEqual({ type: 'any', disable_parallel_tool_use: true });
+    expect(toAnthropicRequest(req({ tools })).tools![0].input_schema).toEqual({ type: 'object', properties: {} });
+    expect(toAnthropicRequest(req({ tool_choice: 'auto' }))).not.toHaveProperty('tool_choice');
+  });
+
+  it('maps stop, sampling and user', () => {
+    const body = toAnthropicRequest(req({ stop: ['END', '  '], temperature: 1.6, top_p: 0.9, top_k: 5, user: 'u-1' }));
+    expect(body).toMatchObject({ stop_sequences: ['END'], temperature: 1, top_p: 0.9, top_k: 5, metadata: { user_id: 'u-1' } });
+    expect(toAnthropicRequest(req({ stop: 'X' })).stop_sequences).toEqual(['X']);
+  });
+
+  it('turns reasoning_effort into a thinking budget inside max_tokens, without sampling changes', () => {
+    const body = toAnthropicRequest(req({ reasoning_effort: 'low', max_tokens: 500, temperature: 0.2, top_p: 0.5 }));
+    expect(body.thinking).toEqual({ type: 'enabled', budget_tokens: 1024 });
+    expect(body.max_tokens).toBe(1524);
+    expect(body).not.toHaveProperty('temperature');
+    expect(body).not.toHaveProperty('top_p');
+    expect(toAnthropicRequest(req({ reasoning: { max_tokens: 3000 } })).thinking).toEqual({ type: 'enabled', budget_tokens: 3000 });
+    expect(toAnthropicRequest(req({ thinking: { type: 'enabled', budget_tokens: 2048 } })).thinking).toEqual({ type: 'enabled', budget_tokens: 2048 });
+  });
+
+  it('sends thinking blocks back first and unchanged', () => {
+    const body = toAnthropicRequest(
+      req({
+        messages: [
+          { role: 'user', content: 'q' },
+          { role: 'assistant', content: 'a', thinking_blocks: [{ type: 'thinking', thinking: 'hmm', signature: 'sig' }, { type: 'thinking', thinking: 'unsigned' }] },
+          { role: 'user', content: 'q2' },
+        ],
+      }),
+    );
+    expect(body.messages[1].content).toEqual([{ type: 'thinking', thinking: 'hmm', signature: 'sig' }, { type: 'text', text: 'a' }]);
+  });
+
+  it('refuses what Anthropic cannot express with a 400 naming the parameter', () => {
+    expect(refused(() => toAnthropicRequest(req({ n: 2 })))).toMatchObject({ status: 400, param: 'n', retryable: false });
+    expect(refused(() => toAnthropicRequest(req({ messages: [{ role: 'user', content: [{ type: 'input_audio', input_audio: {} }] }] })))).toMatchObject({ status: 400, param: 'messages[0].content[0].type' });
+    const bad = refused(() => toAnthropicRequest(req({ messages: [{ role: 'user', content: 'q' }, { role: 'assistant', tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: '{nope' } }] }] })));
+    expect(bad).toMatchObject({ status: 400, param: 'messages[1].tool_calls[0]' });
+  });
+
+  it('does not change the request', () => {
+    const r = req({ messages: [{ role: 'user', content: 'a' }, { role: 'user', content: 'b' }], tools: [{ type: 'function', function: { name: 'f' } }] });
+    const before = structuredClone(r);
+    toAnthropicRequest(r);
+    expect(r).toEqual(before);
+  });
+});
+
+describe('fromAnthropicResponse', () => {
+  it('maps text, tool use, thinking, the stop reason and usage with cache reads and writes', () => {
+    const res = fromAnthropicResponse({
+      id: 'msg_1',
+      type: 'message',
+      role: 'assistant',
+      model: 'claude-x',
+      content: [
+        { type: 'thinking', thinking: 'let me see', signature: 'sig' },
+        { type: 'text', text: 'Looking it up.' },
+        { type: 'tool_use', id: 'toolu_1', name: 'weather', input: { city: 'Paris' } },
+      ],
+      stop_reason: 'tool_use',
+      stop_sequence: null,
+      usage: { input_tokens: 10, output_tokens: 20, cache_read_input_tokens: 100, cache_creation_input_tokens: 5 },
+    });
+    expect(res).toMatchObject({ id: 'msg_1', object: 'chat.completion', model: 'claude-x' });
+    expect(res.choices[0]).toEqual({
+      index: 0,
+      logprobs: null,
+      finish_reason: 'tool_calls',
+      message: {
+        role: 'assistant',
+        content: 'Looking it up.',
+        reasoning_content: 'let me see',
+        thinking_blocks: [{ type: 'thinking', thinking: 'let me see', signature: 'sig' }],
+        tool_calls: [{ id: 'toolu_1', type: 'function', function: { name: 'weather', arguments: '{"city":"Paris"}' } }],
+      },
+    });
+    expect(res.usage).toEqual({ prompt_tokens: 115, completion_tokens: 20, total_tokens: 135, prompt_tokens_details: { cached_tokens: 100, cache_write_tokens: 5 } });
+  });
+
+  it.each([
+    ['end_turn', 'stop'],
+    ['stop_sequence', 'stop'],
+    ['max_tokens', 'length'],
+    ['tool_use', 'tool_calls'],
+    ['refusal', 'content_filter'],
+    ['pause_turn', 'stop'],
+    ['something_new', 'stop'],
+  ])('maps stop_reason %s to %s', (stop, finish) => {
+    const res = fromAnthropicResponse({ id: 'm', type: 'message', role: 'assistant', model: 'c', content: [{ type: 'text', text: 'x' }], stop_reason: stop, stop_sequence: null, usage: {} });
+    expect(res.choices[0].finish_reason).toBe(finish);
+  });
+
+  it('answers null content when there are only tool calls', () => {
+    const res = fromAnthropicResponse({ id: 'm', type: 'message', role: 'assistant', model: 'c', content: [{ type: 'tool_use', id: 't', name: 'f', input: {} }], stop_reason: 'tool_use', stop_sequence: null, usage: {} });
+    expect(res.choices[0].message.content).toBeNull();
+  });
+});
+
+describe('AnthropicStreamTranslator', () => {
+  const events: AnthropicStreamEvent[] = [
+    { type: 'message_start', message: { id: 'msg_1', type: 'message', role: 'assistant', model: 'claude-x', content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: 849, cache_read_input_tokens: 10, cache_creation_input_tokens: 0, output_tokens: 1 } } },
+    { type: 'content_block_start', index: 0, content_block: { type: 'thinking', thinking: '', signature: '' } },
+    { type: 'content_block_delta', index: 0, delta: { type: 'thinking_delta', thinking: 'Hmm.' } },
+    { type: 'content_block_delta', index: 0, delta: { type: 'signature_delta', signature: 'sig' } },
+    { type: 'content_block_stop', index: 0 },
+    { type: 'content_block_start', index: 1, content_block: { type: 'text', text: '' } },
+    { type: 'ping' },
+    { type: 'content_block_delta', index: 1, delta: { type: 'text_delta', text: 'Hello' } },
+    { type: 'content_block_stop', index: 1 },
+    { type: 'content_block_start', index: 2, content_block: { type: 'tool_use', id: 'toolu_1', name: 'json', input: {} } },
+    { type: 'content_block_delta', index: 2, delta: { type: 'input_json_delta', partial_json: '' } },
+    { type: 'content_block_delta', index: 2, delta: { type: 'input_json_delta', partial_json: '{"city": ' } },
+    { type: 'content_block_delta', index: 2, delta: { type: 'input_json_delta', partial_json: '"Paris"}' } },
+    { type: 'content_block_stop', index: 2 },
+    { type: 'message_delta', delta: { stop_reason: 'tool_use', stop_sequence: null }, usage: { output_tokens: 47 } },
+    { type: 'message_stop' },
+  ];
+
+  it('translates the documented event sequence into chat chunks, usage from both halves at the end', () => {
+    const t = new AnthropicStreamTranslator(route);
+    const chunks: ChatChunk[] = events.flatMap((e) => t.push(e));
+    expect(t.done).toBe(true);
+    expect(new Set(chunks.map((c) => c.id))).toEqual(new Set(['msg_1']));
+    const deltas = chunks.map((c) => c.choices[0]?.delta);
+    expect(deltas[0]).toEqual({ role: 'assistant', content: '' });
+    expect(chunks.map((c) => c.choices[0]?.delta.reasoning_content ?? '').join('')).toBe('Hmm.');
+    expect(deltas).toContainEqual({ thinking_blocks: [{ type: 'thinking', thinking: '', signature: 'sig' }] });
+    expect(chunks.map((c) => c.choices[0]?.delta.content ?? '').join('')).toBe('Hello');
+    const calls = chunks.flatMap((c) => c.choices[0]?.delta.tool_calls ?? []);
+    expect(calls[0]).toEqual({ index: 0, id: 'toolu_1', type: 'function', function: { name: 'json', arguments: '' } });
+    expect(calls.slice(1).map((c) => c.function?.arguments).join('')).toBe('{"city": "Paris"}');
+    expect(chunks.find((c) => c.choices[0]?.finish_reason)?.choices[0].finish_reason).toBe('tool_calls');
+    const last = chunks.at(-1)!;
+    expect(last.choices).toEqual([]);
+    expect(last.usage).toEqual({ prompt_tokens: 859, completion_tokens: 47, total_tokens: 906, prompt_tokens_details: { cached_tokens: 10, cache_write_tokens: 0 } });
+  });
+
+  it('throws an error event as an overloaded 503, retryable', () => {
+    const t = new AnthropicStreamTranslator(route);
+    t.push(events[0]);
+    let err: unknown;
+    try {
+      t.push({ type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(UpstreamError);
+    expect(err).toMatchObject({ status: 503, retryable: true, code: 'overloaded' });
+    expect(t.done).toBe(false);
+  });
+});
+
+describe('anthropicUsage', () => {
+  it('counts cache reads and writes into prompt_tokens', () => {
+    expect(anthropicUsage({ input_tokens: 1, cache_read_input_tokens: 30433, cache_creation_input_tokens: 0, output_tokens: 7 })).toEqual({
+      prompt_tokens: 30434,
+      completion_tokens: 7,
+      total_tokens: 30441,
+      prompt_tokens_details: { cached_tokens: 30433, cache_write_tokens: 0 },
+    });
+  });
+});
+
+describe('anthropicHttpError', () => {
+  const body = (type: string, message: string) => JSON.stringify({ type: 'error', error: { type, message }, request_id: 'req_1' });
+
+  it('makes overloaded_error (529) a retryable 503', () => {
+    expect(anthropicHttpError(529, body('overloaded_error', 'Overloaded'), route, undefined)).toMatchObject({ status: 503, upstreamStatus: 529, type: 'server_error', code: 'overloaded', retryable: true });
+  });
+
+  it('passes a rate limit on as 429 with its Retry-After', () => {
+    const err = anthropicHttpError(429, body('rate_limit_error', 'slow down'), route, 7000);
+    expect(err).toMatchObject({ status: 429, type: 'rate_limit_error', message: 'slow down', retryAfterMs: 7000, retryable: true });
+    expect(err.headers).toEqual({ 'retry-after': '7' });
+  });
+
+  it.each([
+    [400, 'invalid_request_error', 400, 'invalid_request_error'],
+    [401, 'authentication_error', 401, 'authentication_error'],
+    [403, 'permission_error', 403, 'permission_error'],
+    [404, 'not_found_error', 404, 'not_found_error'],
+    [413, 'request_too_large', 413, 'invalid_request_error'],
+    [402, 'billing_error', 402, 'insufficient_quota'],
+  ])('passes %d %s on as %d %s with its message', (status, type, outStatus, outType) => {
+    const err = anthropicHttpError(status, body(type, 'the reason'), route, undefined);
+    expect(err).toMatchObject({ status: outStatus, type: outType, code: type, message: 'the reason', retryable: false });
+  });
+
+  it('makes api_error a retryable 502 naming the route', () => {
+    const err = anthropicHttpError(500, body('api_error', 'Internal server error'), route, undefined);
+    expect(err).toMatchObject({ status: 502, retryable: true });
+    expect(err.message).toContain('claude');
+  });
+
+  it("reads Vertex's Google-shaped errors too, also wrapped in an array", () => {
+    const text = JSON.stringify([{ error: { code: 429, message: 'Quota exceeded for aiplatform.googleapis.com/online_prediction_requests_per_base_model', status: 'RESOURCE_EXHAUSTED' } }]);
+    expect(anthropicHttpError(429, text, route, undefined)).toMatchObject({ status: 429, type: 'rate_limit_error', code: 'RESOURCE_EXHAUSTED', message: expect.stringContaining('Quota exceeded') });
+  });
+});

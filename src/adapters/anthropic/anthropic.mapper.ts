@@ -1,0 +1,463 @@
+import type { ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChunkDelta, ContentPart, ToolCall, Usage } from '../../common/chat.types';
+import type { UpstreamError } from '../../common/errors';
+import type { RouteDef } from '../../config/registry.types';
+import { providerHttpError, unsupported } from '../http/upstream-call';
+import type {
+  AnthropicContentBlock,
+  AnthropicMessage,
+  AnthropicRequest,
+  AnthropicResponse,
+  AnthropicStreamEvent,
+  AnthropicTextBlock,
+  AnthropicThinking,
+  AnthropicTool,
+  AnthropicToolChoice,
+  AnthropicUsage,
+} from './anthropic.types';
+
+/**
+ * OpenAI chat ⇄ Anthropic Messages, as pure functions: the canonical request as a Messages body,
+ * a Messages answer (whole or as stream events) as canonical chat, usage, stop reasons and
+ * errors. The `anthropic`, `vertex_claude` (and subscription) adapters share them; so can an
+ * Anthropic-shaped surface.
+ */
+
+export const ANTHROPIC_VERSION = '2023-06-01';
+export const DEFAULT_MAX_TOKENS = 4096;
+
+/** `reasoning_effort` as a thinking budget (LiteLLM's mapping). */
+export const THINKING_BUDGETS: Readonly<Record<string, number>> = { minimal: 1024, low: 1024, medium: 2048, high: 4096 };
+
+export interface AnthropicRequestOptions {
+  /** The upstream model id; omitted from the body when undefined (Vertex puts it in the URL). */
+  model?: string;
+  /** `max_tokens` when the request sets none (Anthropic requires one). */
+  defaultMaxTokens?: number;
+}
+
+type Blocks = AnthropicContentBlock[];
+
+/** A tool-use id as Anthropic accepts it (`^[a-zA-Z0-9_-]+$`, at most 64 characters). */
+export function anthropicToolId(id: string): string {
+  const clean = id.replace(/[^a-zA-Z0-9_-]/g, '_').slice(0, 64);
+  return clean || 'toolu_';
+}
+
+/** `data:<type>;base64,<data>` → its parts. */
+function dataUrl(url: string): { mediaType: string; data: string } | undefined {
+  const m = /^data:([^;,]+)(?:;[^,]*)?;base64,(.*)$/s.exec(url);
+  return m ? { mediaType: m[1], data: m[2] } : undefined;
+}
+
+function cacheControl(part: unknown): Pick<AnthropicTextBlock, 'cache_control'> {
+  const cc = (part as { cache_control?: AnthropicTextBlock['cache_control'] })?.cache_control;
+  return cc ? { cache_control: cc } : {};
+}
+
+/** OpenAI content parts → Anthropic content blocks (text, images, PDFs). */
+export function contentBlocks(content: ChatMessage['content'], at: string): Blocks {
+  if (content === null || content === undefined) return [];
+  if (typeof content === 'string') return content === '' ? [] : [{ type: 'text', text: content }];
+  const out: Blocks = [];
+  content.forEach((part: ContentPart, j) => {
+    switch (part.type) {
+      case 'text':
+        out.push({ type: 'text', text: String((part as { text: unknown }).text), ...cacheControl(part) });
+        break;
+      case 'image_url': {
+        const iu = (part as { image_url: string | { url: string } }).image_url;
+        const url = typeof iu === 'string' ? iu : iu.url;
+        const d = dataUrl(url);
+        out.push({ type: 'image', source: d ? { type: 'base64', media_type: d.mediaType, data: d.data } : { type: 'url', url }, ...cacheControl(part) });
+        break;
+      }
+      case 'file': {
+        const f = (part as { file?: { file_data?: string; filename?: string } }).file;
+        const d = f?.file_data ? dataUrl(f.file_data) : undefined;
+        if (!d) throw unsupported(`${at}.content[${j}]: files must be sent inline as file_data (a base64 data: URL)`, `${at}.content[${j}]`);
+        out.push({ type: 'document', source: { type: 'base64', media_type: d.mediaType, data: d.data }, ...(f?.filename ? { title: f.filename } : {}), ...cacheControl(part) });
+        break;
+      }
+      default:
+        throw unsupported(`${at}.content[${j}]: content of type "${part.type}" cannot be sent to Anthropic`, `${at}.content[${j}].type`);
+    }
+  });
+  return out;
+}
+
+function parseArguments(args: string, at: string): unknown {
+  if (args.trim() === '') return {};
+  try {
+    return JSON.parse(args);
+  } catch {
+    throw unsupported(`${at}: function.arguments must be JSON`, at);
+  }
+}
+
+function assistantBlocks(m: ChatMessage, at: string): Blocks {
+  const out: Blocks = [];
+  // Thinking blocks go back first and unchanged (their signatures are checked).
+  const thinking = m.thinking_blocks;
+  if (Array.isArray(thinking)) {
+    for (const b of thinking as Array<{ type?: string; thinking?: string; signature?: string; data?: string }>) {
+      if (b?.type === 'thinking' && typeof b.signature === 'string' && b.signature) out.push({ type: 'thinking', thinking: b.thinking ?? '', signature: b.signature });
+      else if (b?.type === 'redacted_thinking' && typeof b.data === 'string') out.push({ type: 'redacted_thinking', data: b.data });
+    }
+  }
+  out.push(...contentBlocks(m.content, at).filter((b) => b.type !== 'text' || b.text !== ''));
+  (m.tool_calls ?? []).forEach((t: ToolCall, j) => {
+    out.push({ type: 'tool_use', id: anthropicToolId(t.id), name: t.function.name, input: parseArguments(t.function.arguments, `${at}.tool_calls[${j}]`) });
+  });
+  return out;
+}
+
+function toolResult(m: ChatMessage, at: string): AnthropicContentBlock {
+  const blocks = typeof m.content === 'string' ? m.content : contentBlocks(m.content, at);
+  return {
+    type: 'tool_result',
+    tool_use_id: anthropicToolId(String(m.tool_call_id)),
+    content: typeof blocks === 'string' ? blocks : blocks.filter((b): b is Extract<AnthropicContentBlock, { type: 'text' | 'image' }> => b.type === 'text' || b.type === 'image'),
+    ...(m.is_error === true ? { is_error: true } : {}),
+  };
+}
+
+/** Appends blocks to the conversation, merging into the previous message of the same role. */
+function push(messages: AnthropicMessage[], role: 'user' | 'assistant', blocks: Blocks | string): void {
+  const last = messages[messages.length - 1];
+  if (last && last.role === role) {
+    const prev = typeof last.content === 'string' ? [{ type: 'text', text: last.content } as AnthropicTextBlock] : last.content;
+    const next = typeof blocks === 'string' ? [{ type: 'text', text: blocks } as AnthropicTextBlock] : blocks;
+    last.content = [...prev, ...next];
+  } else {
+    messages.push({ role, content: blocks });
+  }
+}
+
+function systemOf(messages: ChatMessage[]): AnthropicRequest['system'] {
+  const blocks: AnthropicTextBlock[] = [];
+  messages.forEach((m, i) => {
+    if (m.role !== 'system' && m.role !== 'developer') return;
+    for (const b of contentBlocks(m.content, `messages[${i}]`)) if (b.type === 'text') blocks.push(b);
+  });
+  if (blocks.length === 0) return undefined;
+  return blocks.some((b) => b.cache_control) ? blocks : blocks.map((b) => b.text).join('\n\n');
+}
+
+function toolChoice(req: ChatRequest): AnthropicToolChoice | undefined {
+  const tc = req.tool_choice;
+  let out: AnthropicToolChoice | undefined;
+  if (tc === 'auto') out = { type: 'auto' };
+  else if (tc === 'none') out = { type: 'none' };
+  else if (tc === 'required') out = { type: 'any' };
+  else if (tc && typeof tc === 'object') out = { type: 'tool', name: tc.function.name };
+  if (req.parallel_tool_calls === false && out?.type !== 'none') out = { ...(out ?? { type: 'auto' }), disable_parallel_tool_use: true };
+  return out;
+}
+
+function thinkingOf(req: ChatRequest): AnthropicThinking | undefined {
+  const native = req.thinking as AnthropicThinking | undefined;
+  if (native && typeof native === 'object') return native;
+  const reasoning = req.reasoning as { effort?: string; max_tokens?: number; enabled?: boolean } | undefined;
+  if (reasoning && typeof reasoning === 'object') {
+    if (typeof reasoning.max_tokens === 'number') return { type: 'enabled', budget_tokens: reasoning.max_tokens };
+    if (reasoning.effort && THINKING_BUDGETS[reasoning.effort]) return { type: 'enabled', budget_tokens: THINKING_BUDGETS[reasoning.effort] };
+    if (reasoning.enabled === true) return { type: 'enabled', budget_tokens: THINKING_BUDGETS.medium };
+  }
+  const effort = req.reasoning_effort;
+  if (typeof effort === 'string' && THINKING_BUDGETS[effort]) return { type: 'enabled', budget_tokens: THINKING_BUDGETS[effort] };
+  return undefined;
+}
+
+/**
+ * The canonical request as a Messages body: system and developer messages become `system`,
+ * tool results become `tool_result` blocks in a user turn (consecutive ones merged), images and
+ * PDFs become blocks, tools and `tool_choice` map across (`parallel_tool_calls: false` →
+ * `disable_parallel_tool_use`), `stop` → `stop_sequences`, `user` → `metadata.user_id`,
+ * `reasoning_effort` / `reasoning` / `thinking` → `thinking`, and `max_tokens` is always set.
+ * What Anthropic cannot express (`n` > 1, unknown content) is a 400.
+ */
+export function toAnthropicRequest(req: ChatRequest, opts: AnthropicRequestOptions = {}): AnthropicRequest {
+  if (typeof req.n === 'number' && req.n > 1) throw unsupported('Anthropic models answer with one choice; n must be 1', 'n');
+  const messages: AnthropicMessage[] = [];
+  req.messages.forEach((m, i) => {
+    const at = `messages[${i}]`;
+    switch (m.role) {
+      case 'system':
+      case 'developer':
+        return;
+      case 'user':
+      case 'function':
+        push(messages, 'user', typeof m.content === 'string' ? m.content : contentBlocks(m.content, at));
+        return;
+      case 'assistant': {
+        const blocks = assistantBlocks(m, at);
+        if (blocks.length > 0) push(messages, 'assistant', blocks);
+        return;
+      }
+      case 'tool':
+        push(messages, 'user', [toolResult(m, at)]);
+        return;
+    }
+  });
+
+  const body: AnthropicRequest = {
+    ...(opts.model !== undefined ? { model: opts.model } : {}),
+    max_tokens: req.max_completion_tokens ?? req.max_tokens ?? opts.defaultMaxTokens ?? DEFAULT_MAX_TOKENS,
+    messages,
+  };
+  const system = systemOf(req.messages);
+  if (system !== undefined) body.system = system;
+  if (req.tools?.length) {
+    body.tools = req.tools.map((t): AnthropicTool => ({
+      name: t.function.name,
+      ...(t.function.description ? { description: t.function.description } : {}),
+      input_schema: t.function.parameters ?? { type: 'object', properties: {} },
+      ...cacheControl(t),
+    }));
+    const tc = toolChoice(req);
+    if (tc) body.tool_choice = tc;
+  }
+  if (req.stop !== undefined && req.stop !== null) {
+    const stops = (Array.isArray(req.stop) ? req.stop : [req.stop]).filter((s) => s.trim() !== '');
+    if (stops.length > 0) body.stop_sequences = stops;
+  }
+  if (typeof req.temperature === 'number') body.temperature = Math.min(1, req.temperature);
+  if (typeof req.top_p === 'number') body.top_p = req.top_p;
+  if (typeof req.top_k === 'number') body.top_k = req.top_k;
+  if (typeof req.user === 'string' && req.user) body.metadata = { user_id: req.user };
+  const thinking = thinkingOf(req);
+  if (thinking) {
+    body.thinking = thinking;
+    if (thinking.type === 'enabled') {
+      // The budget is part of max_tokens: keep room for the answer the client asked for.
+      if (body.max_tokens <= thinking.budget_tokens) body.max_tokens = thinking.budget_tokens + body.max_tokens;
+      // Extended thinking does not combine with sampling changes.
+      delete body.temperature;
+      delete body.top_k;
+      delete body.top_p;
+    }
+  }
+  if (req.stream === true) body.stream = true;
+  return body;
+}
+
+const n = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : 0);
+
+/**
+ * Anthropic usage in OpenAI's terms. Anthropic's `input_tokens` excludes cache reads and writes;
+ * OpenAI's `prompt_tokens` includes them, with the reads as `cached_tokens` and the writes as
+ * `cache_write_tokens`.
+ */
+export function anthropicUsage(u: AnthropicUsage): Usage {
+  const cacheRead = n(u.cache_read_input_tokens);
+  const cacheWrite = n(u.cache_creation_input_tokens);
+  const prompt = n(u.input_tokens) + cacheRead + cacheWrite;
+  const completion = n(u.output_tokens);
+  return {
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: prompt + completion,
+    prompt_tokens_details: { cached_tokens: cacheRead, cache_write_tokens: cacheWrite },
+  };
+}
+
+/** Anthropic stop reasons as OpenAI finish reasons (LiteLLM's mapping). */
+export function finishReason(stop: string | null | undefined): string | null {
+  switch (stop) {
+    case null:
+    case undefined:
+      return null;
+    case 'end_turn':
+    case 'stop_sequence':
+    case 'pause_turn':
+      return 'stop';
+    case 'max_tokens':
+    case 'model_context_window_exceeded':
+      return 'length';
+    case 'tool_use':
+      return 'tool_calls';
+    case 'refusal':
+      return 'content_filter';
+    default:
+      return 'stop';
+  }
+}
+
+/**
+ * A Messages answer as a chat completion: text blocks → `content` (null when there is none),
+ * `tool_use` → `tool_calls`, thinking → `reasoning_content` plus `thinking_blocks` (with their
+ * signatures, for the client to send back on the next turn).
+ */
+export function fromAnthropicResponse(msg: AnthropicResponse): ChatResponse {
+  let text = '';
+  let reasoning = '';
+  const toolCalls: ToolCall[] = [];
+  const thinkingBlocks: Array<Record<string, unknown>> = [];
+  for (const b of msg.content ?? []) {
+    if (b.type === 'text') text += b.text;
+    else if (b.type === 'tool_use') toolCalls.push({ id: b.id, type: 'function', function: { name: b.name, arguments: JSON.stringify(b.input ?? {}) } });
+    else if (b.type === 'thinking') {
+      reasoning += b.thinking;
+      thinkingBlocks.push({ type: 'thinking', thinking: b.thinking, signature: b.signature });
+    } else if (b.type === 'redacted_thinking') thinkingBlocks.push({ type: 'redacted_thinking', data: b.data });
+  }
+  const message: ChatResponse['choices'][number]['message'] = { role: 'assistant', content: text === '' && toolCalls.length > 0 ? null : text };
+  if (toolCalls.length > 0) message.tool_calls = toolCalls;
+  if (reasoning) message.reasoning_content = reasoning;
+  if (thinkingBlocks.length > 0) message.thinking_blocks = thinkingBlocks;
+  return {
+    id: msg.id,
+    object: 'chat.completion',
+    created: Math.floor(Date.now() / 1000),
+    model: msg.model,
+    choices: [{ index: 0, message, finish_reason: finishReason(msg.stop_reason) ?? 'stop', logprobs: null }],
+    usage: anthropicUsage(msg.usage ?? {}),
+  };
+}
+
+/**
+ * Translates a Messages event stream into chat chunks, event by event. Usage is split across
+ * `message_start` (input and cache figures) and `message_delta` (cumulative output, sometimes
+ * input again); both are kept and the total goes out in a `choices: []` chunk at
+ * `message_stop`. `error` events throw.
+ */
+export class AnthropicStreamTranslator {
+  private id = '';
+  private model = '';
+  private readonly created = Math.floor(Date.now() / 1000);
+  private usage: AnthropicUsage = {};
+  /** Content block index → the tool call index it streams into. */
+  private readonly toolIndex = new Map<number, number>();
+  private tools = 0;
+  /** `message_stop` arrived: the answer is complete. */
+  done = false;
+
+  constructor(private readonly route: RouteDef) {}
+
+  push(ev: AnthropicStreamEvent): ChatChunk[] {
+    switch (ev.type) {
+      case 'message_start':
+        this.id = ev.message.id;
+        this.model = ev.message.model;
+        this.usage = { ...ev.message.usage };
+        return [this.chunk({ role: 'assistant', content: '' })];
+      case 'content_block_start': {
+        const b = ev.content_block;
+        if (b.type === 'tool_use') {
+          const index = this.tools++;
+          this.toolIndex.set(ev.index, index);
+          return [this.chunk({ tool_calls: [{ index, id: b.id, type: 'function', function: { name: b.name, arguments: '' } }] })];
+        }
+        if (b.type === 'text' && b.text) return [this.chunk({ content: b.text })];
+        if (b.type === 'thinking' && b.thinking) return [this.chunk({ reasoning_content: b.thinking })];
+        if (b.type === 'redacted_thinking') return [this.chunk({ thinking_blocks: [{ type: 'redacted_thinking', data: b.data }] })];
+        return [];
+      }
+      case 'content_block_delta': {
+        const d = ev.delta;
+        switch (d.type) {
+          case 'text_delta':
+            return d.text ? [this.chunk({ content: d.text })] : [];
+          case 'input_json_delta': {
+            const index = this.toolIndex.get(ev.index);
+            return index === undefined || !d.partial_json ? [] : [this.chunk({ tool_calls: [{ index, function: { arguments: d.partial_json } }] })];
+          }
+          case 'thinking_delta':
+            return d.thinking ? [this.chunk({ reasoning_content: d.thinking })] : [];
+          case 'signature_delta':
+            return [this.chunk({ thinking_blocks: [{ type: 'thinking', thinking: '', signature: d.signature }] })];
+          default:
+            return [];
+        }
+      }
+      case 'message_delta': {
+        if (ev.usage) for (const [k, v] of Object.entries(ev.usage)) if (v !== null && v !== undefined) this.usage[k] = v;
+        const finish = finishReason(ev.delta?.stop_reason);
+        return finish ? [{ ...this.chunk({}), choices: [{ index: 0, delta: {}, finish_reason: finish }] }] : [];
+      }
+      case 'message_stop':
+        this.done = true;
+        return [{ ...this.chunk({}), choices: [], usage: anthropicUsage(this.usage) }];
+      case 'error':
+        throw anthropicStreamError(ev.error, this.route);
+      default:
+        return [];
+    }
+  }
+
+  private chunk(delta: ChunkDelta): ChatChunk {
+    return { id: this.id, object: 'chat.completion.chunk', created: this.created, model: this.model, choices: [{ index: 0, delta, finish_reason: null }] };
+  }
+}
+
+/** Anthropic error types as OpenAI's (where the two differ) and the status the client sees. */
+const ERROR_TYPES: Readonly<Record<string, { type: string; status?: number; retryable?: boolean }>> = {
+  invalid_request_error: { type: 'invalid_request_error' },
+  authentication_error: { type: 'authentication_error' },
+  permission_error: { type: 'permission_error' },
+  not_found_error: { type: 'not_found_error' },
+  request_too_large: { type: 'invalid_request_error', status: 413 },
+  billing_error: { type: 'insufficient_quota' },
+  rate_limit_error: { type: 'rate_limit_error' },
+  overloaded_error: { type: 'server_error', status: 503, retryable: true },
+};
+
+interface ParsedError {
+  /** Anthropic's error type (`overloaded_error`, ...). */
+  type?: string;
+  message?: string;
+  /** Google's canonical status (`RESOURCE_EXHAUSTED`, ...) from Vertex's front end. */
+  status?: string;
+}
+
+/**
+ * The error in an Anthropic error body, `{type: "error", error: {type, message}}`; also Google's
+ * `{error: {code, message, status}}` (Vertex's front end), possibly wrapped in an array.
+ */
+export function parseAnthropicError(text: string): ParsedError {
+  try {
+    let json = JSON.parse(text) as unknown;
+    if (Array.isArray(json)) json = json[0];
+    const err = (json as { error?: unknown })?.error;
+    if (err && typeof err === 'object') {
+      const e = err as { type?: unknown; message?: unknown; status?: unknown };
+      return {
+        type: typeof e.type === 'string' ? e.type : undefined,
+        status: typeof e.status === 'string' ? e.status : undefined,
+        message: typeof e.message === 'string' ? e.message : undefined,
+      };
+    }
+  } catch {
+    // not JSON
+  }
+  return { message: text.trim().slice(0, 2000) };
+}
+
+/**
+ * An Anthropic error response as a typed error: `overloaded_error` (529) is a retryable 503,
+ * `rate_limit_error` a 429 carrying Retry-After, other 4xx pass through with OpenAI's error type,
+ * 5xx are retryable 502s.
+ */
+export function anthropicHttpError(status: number, text: string, route: RouteDef, retryAfterMs: number | undefined): UpstreamError {
+  const e = parseAnthropicError(text);
+  const known = e.type ? ERROR_TYPES[e.type] : undefined;
+  const overloaded = status === 529 || e.type === 'overloaded_error';
+  return providerHttpError(
+    status,
+    {
+      message: e.message ?? '',
+      type: overloaded ? 'server_error' : (known?.type ?? e.type),
+      code: overloaded ? 'overloaded' : (e.type ?? e.status ?? null),
+      status: overloaded ? 503 : known?.status,
+      retryable: overloaded ? true : undefined,
+    },
+    route,
+    retryAfterMs,
+  );
+}
+
+/** An `error` event inside a stream that had started with HTTP 200. */
+export function anthropicStreamError(err: { type?: string; message?: string }, route: RouteDef): UpstreamError {
+  const status = err.type === 'overloaded_error' ? 529 : err.type === 'rate_limit_error' ? 429 : err.type === 'api_error' ? 500 : 502;
+  return anthropicHttpError(status, JSON.stringify({ type: 'error', error: err }), route, undefined);
+}

@@ -1,0 +1,350 @@
+import type { ChatChunk, ChatRequest } from '../../common/chat.types';
+import type { UpstreamError } from '../../common/errors';
+import type { RouteDef } from '../../config/registry.types';
+import {
+  durationMs,
+  finishReason,
+  fromGeminiEmbedResponse,
+  fromGeminiResponse,
+  geminiHttpError,
+  geminiModelPath,
+  GeminiStreamTranslator,
+  geminiUsage,
+  SKIP_THOUGHT_SIGNATURE,
+  syntheticToolCallId,
+  toGeminiEmbedRequest,
+  toGeminiRequest,
+} from './gemini.mapper';
+
+const route: RouteDef = { id: 'gem', kind: 'gemini', apiKeys: ['k'], providerModelId: 'gemini-2.5-flash', weight: 1, locality: 'remote', headers: {}, timeouts: {}, options: {}, where: 'test' };
+const req = (extra: Partial<ChatRequest> = {}): ChatRequest => ({ model: 'pub', messages: [{ role: 'user', content: 'hi' }], ...extra });
+const refused = (fn: () => unknown) => {
+  try {
+    fn();
+  } catch (e) {
+    return e as UpstreamError;
+  }
+  throw new Error('expected an error');
+};
+
+describe('toGeminiRequest', () => {
+  it('puts system and developer messages in systemInstruction and turns into user/model contents', () => {
+    const body = toGeminiRequest(
+      req({
+        messages: [
+          { role: 'system', content: 'Be terse.' },
+          { role: 'developer', content: 'No lists.' },
+          { role: 'user', content: 'q1' },
+          { role: 'assistant', content: 'a1' },
+          { role: 'user', content: [{ type: 'text', text: 'q2' }] },
+          { role: 'user', content: 'more' },
+        ],
+      }),
+    );
+    expect(body).toEqual({
+      systemInstruction: { parts: [{ text: 'Be terse.' }, { text: 'No lists.' }] },
+      contents: [
+        { role: 'user', parts: [{ text: 'q1' }] },
+        { role: 'model', parts: [{ text: 'a1' }] },
+        { role: 'user', parts: [{ text: 'q2' }, { text: 'more' }] },
+      ],
+    });
+  });
+
+  it('sends data-URL images inline and other URLs as fileData', () => {
+    const body = toGeminiRequest(
+      req({
+        messages: [
+          {
+            role: 'user',
+            content: [
+              { type: 'image_url', image_url: { url: 'data:image/jpeg;base64,/9j/4AAQ' } },
+              { type: 'image_url', image_url: { url: 'https://generativelanguage.googleapis.com/v1beta/files/abc.png' } },
+              { type: 'file', file: { file_data: 'data:application/pdf;base64,JVBERi0=' } },
+            ],
+          },
+        ],
+      }),
+    );
+    expect(body.contents[0].parts).toEqual([
+      { inlineData: { mimeType: 'image/jpeg', data: '/9j/4AAQ' } },
+      { fileData: { fileUri: 'https://generativelanguage.googleapis.com/v1beta/files/abc.png', mimeType: 'image/png' } },
+      { inlineData: { mimeType: 'application/pdf', data: 'JVBERi0=' } },
+    ]);
+  });
+
+  it('replays tool calls as functionCall parts and answers them with functionResponse parts named after the call', () => {
+    const synthetic = syntheticToolCallId();
+    const body = toGeminiRequest(
+      req({
+        messages: [
+          { role: 'user', content: 'weather?' },
+          {
+            role: 'assistant',
+            content: null,
+            tool_calls: [
+              { id: synthetic, type: 'function', function: { name: 'weather', arguments: '{"city":"Paris"}' } },
+              { id: 'fc-7', type: 'function', function: { name: 'time', arguments: '{}' }, extra_content: { google: { thought_signature: 'SIG' } } } as never,
+            ],
+          },
+          { role: 'tool', tool_call_id: synthetic, content: '{"tempC":21}' },
+          { role: 'tool', tool_call_id: 'fc-7', content: 'noon' },
+        ],
+      }),
+    );
+    expect(body.contents[1]).toEqual({
+      role: 'model',
+      parts: [
+        { functionCall: { name: 'weather', args: { city: 'Paris' } }, thoughtSignature: SKIP_THOUGHT_SIGNATURE },
+        { functionCall: { name: 'time', args: {}, id: 'fc-7' }, thoughtSignature: 'SIG' },
+      ],
+    });
+    expect(body.contents[2]).toEqual({
+      role: 'user',
+      parts: [{ functionResponse: { name: 'weather', response: { output: { tempC: 21 } } } }, { functionResponse: { name: 'time', response: { output: 'noon' }, id: 'fc-7' } }],
+    });
+  });
+
+  it('refuses a tool result that answers no earlier call', () => {
+    expect(refused(() => toGeminiRequest(req({ messages: [{ role: 'user', content: 'x' }, { role: 'tool', tool_call_id: 'nope', content: 'r' }] })))).toMatchObject({ status: 400, param: 'messages[1].tool_call_id' });
+  });
+
+  it.each([
+    ['auto', { mode: 'AUTO' }],
+    ['none', { mode: 'NONE' }],
+    ['required', { mode: 'ANY' }],
+    [{ type: 'function', function: { name: 'f' } }, { mode: 'ANY', allowedFunctionNames: ['f'] }],
+  ] as const)('maps tool_choice %j', (choice, config) => {
+    const body = toGeminiRequest(req({ tools: [{ type: 'function', function: { name: 'f', description: 'd', parameters: { type: 'object' } } }], tool_choice: choice as ChatRequest['tool_choice'] }));
+    expect(body.tools).toEqual([{ functionDeclarations: [{ name: 'f', description: 'd', parametersJsonSchema: { type: 'object' } }] }]);
+    expect(body.toolConfig).toEqual({ functionCallingConfig: config });
+  });
+
+  it('maps sampling, stop sequences, n, JSON mode, schema, logprobs and reasoning effort into generationConfig', () => {
+    const body = toGeminiRequest(
+      req({
+        temperature: 0.4,
+        top_p: 0.9,
+        top_k: 20,
+        n: 2,
+        max_completion_tokens: 100,
+        stop: 'END',
+        presence_penalty: 0.1,
+        frequency_penalty: 0.2,
+        seed: 7,
+        response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'object' } } },
+        logprobs: true,
+        top_logprobs: 3,
+        reasoning_effort: 'low',
+      }),
+    );
+    expect(body.generationConfig).toEqual({
+      temperature: 0.4,
+      topP: 0.9,
+      topK: 20,
+      candidateCount: 2,
+      maxOutputTokens: 100,
+      stopSequences: ['END'],
+      presencePenalty: 0.1,
+      frequencyPenalty: 0.2,
+      seed: 7,
+      responseMimeType: 'application/json',
+      responseJsonSchema: { type: 'object' },
+      responseLogprobs: true,
+      logprobs: 3,
+      thinkingConfig: { thinkingBudget: 1024, includeThoughts: true },
+    });
+    expect(toGeminiRequest(req({ response_format: { type: 'json_object' } })).generationConfig).toEqual({ responseMimeType: 'application/json' });
+    expect(toGeminiRequest(req({ reasoning_effort: 'none' })).generationConfig).toEqual({ thinkingConfig: { thinkingBudget: 0, includeThoughts: false } });
+    expect(toGeminiRequest(req())).not.toHaveProperty('generationConfig');
+  });
+});
+
+describe('fromGeminiResponse', () => {
+  it('maps text, thoughts, function calls (with ids and signatures) and usage', () => {
+    const res = fromGeminiResponse(
+      {
+        responseId: 'r1',
+        modelVersion: 'gemini-2.5-flash-001',
+        candidates: [
+          {
+            index: 0,
+            finishReason: 'STOP',
+            content: {
+              role: 'model',
+              parts: [
+                { text: 'thinking...', thought: true },
+                { text: 'Calling ' },
+                { text: 'tools.' },
+                { functionCall: { name: 'weather', args: { city: 'Paris' } }, thoughtSignature: 'SIG' },
+                { functionCall: { id: 'fc-2', name: 'time', args: {} } },
+              ],
+            },
+          },
+        ],
+        usageMetadata: { promptTokenCount: 12, candidatesTokenCount: 20, thoughtsTokenCount: 28, cachedContentTokenCount: 4, totalTokenCount: 60 },
+      },
+      'gemini-2.5-flash',
+      () => 'call_new',
+    );
+    expect(res).toMatchObject({ id: 'r1', object: 'chat.completion', model: 'gemini-2.5-flash-001' });
+    expect(res.choices[0]).toEqual({
+      index: 0,
+      logprobs: null,
+      finish_reason: 'tool_calls',
+      message: {
+        role: 'assistant',
+        content: 'Calling tools.',
+        reasoning_content: 'thinking...',
+        tool_calls: [
+          { id: 'call_new', type: 'function', function: { name: 'weather', arguments: '{"city":"Paris"}' }, extra_content: { google: { thought_signature: 'SIG' } } },
+          { id: 'fc-2', type: 'function', function: { name: 'time', arguments: '{}' } },
+        ],
+      },
+    });
+    expect(res.usage).toEqual({ prompt_tokens: 12, completion_tokens: 48, total_tokens: 60, prompt_tokens_details: { cached_tokens: 4 }, completion_tokens_details: { reasoning_tokens: 28 } });
+  });
+
+  it('answers a blocked prompt with an empty content_filter choice', () => {
+    const res = fromGeminiResponse({ promptFeedback: { blockReason: 'SAFETY' }, usageMetadata: { promptTokenCount: 5, totalTokenCount: 5 } }, 'g');
+    expect(res.choices).toEqual([{ index: 0, message: { role: 'assistant', content: '' }, finish_reason: 'content_filter', logprobs: null }]);
+  });
+
+  it('gives a synthetic id the shape the request mapper recognises', () => {
+    expect(syntheticToolCallId()).toMatch(/^call_[A-Za-z0-9]{24}$/);
+  });
+});
+
+describe('finishReason', () => {
+  it.each([
+    ['STOP', false, 'stop'],
+    ['STOP', true, 'tool_calls'],
+    ['MAX_TOKENS', false, 'length'],
+    ['SAFETY', false, 'content_filter'],
+    ['RECITATION', false, 'content_filter'],
+    ['PROHIBITED_CONTENT', false, 'content_filter'],
+    ['MALFORMED_FUNCTION_CALL', false, 'stop'],
+    ['SOMETHING_NEW', false, 'stop'],
+    [undefined, false, null],
+  ])('maps %s (tools called: %s) to %s', (reason, tools, expected) => {
+    expect(finishReason(reason, tools)).toBe(expected);
+  });
+});
+
+describe('GeminiStreamTranslator', () => {
+  it('turns SSE events into chunks: role first, text, whole function calls, finish, usage last', () => {
+    const t = new GeminiStreamTranslator('gemini-x', () => 'call_x');
+    const chunks: ChatChunk[] = [
+      ...t.push({ responseId: 'r', candidates: [{ index: 0, content: { role: 'model', parts: [{ text: 'Hel' }] } }], usageMetadata: { promptTokenCount: 4, candidatesTokenCount: 1 } }),
+      ...t.push({ responseId: 'r', candidates: [{ index: 0, content: { role: 'model', parts: [{ text: 'lo' }, { functionCall: { name: 'f', args: { a: 1 } } }] }, finishReason: 'STOP' }], usageMetadata: { promptTokenCount: 4, candidatesTokenCount: 9, totalTokenCount: 13 } }),
+    ];
+    expect(t.complete).toBe(true);
+    chunks.push(...t.end());
+    expect(chunks.map((c) => c.choices[0]?.delta)).toEqual([
+      { role: 'assistant', content: '' },
+      { content: 'Hel' },
+      { content: 'lo' },
+      { tool_calls: [{ index: 0, id: 'call_x', type: 'function', function: { name: 'f', arguments: '{"a":1}' } }] },
+      {},
+      undefined,
+    ]);
+    expect(chunks[4].choices[0].finish_reason).toBe('tool_calls');
+    expect(chunks[5]).toMatchObject({ choices: [], usage: { prompt_tokens: 4, completion_tokens: 9, total_tokens: 13 } });
+    expect(new Set(chunks.map((c) => c.id))).toEqual(new Set(['r']));
+  });
+
+  it('is incomplete until a finish reason arrives, and reports safety stops', () => {
+    const t = new GeminiStreamTranslator('g');
+    t.push({ candidates: [{ index: 0, content: { role: 'model', parts: [{ text: 'a' }] } }] });
+    expect(t.complete).toBe(false);
+    const out = t.push({ candidates: [{ index: 0, finishReason: 'SAFETY' }] });
+    expect(out.at(-1)?.choices[0].finish_reason).toBe('content_filter');
+    expect(t.complete).toBe(true);
+  });
+
+  it('keeps candidates apart by index', () => {
+    const t = new GeminiStreamTranslator('g');
+    const out = t.push({ candidates: [{ index: 0, content: { parts: [{ text: 'a' }] }, finishReason: 'STOP' }, { index: 1, content: { parts: [{ text: 'b' }] }, finishReason: 'MAX_TOKENS' }] });
+    expect(out.filter((c) => c.choices[0].finish_reason).map((c) => [c.choices[0].index, c.choices[0].finish_reason])).toEqual([[0, 'stop'], [1, 'length']]);
+  });
+
+  it('treats a blocked prompt as a complete, filtered answer', () => {
+    const t = new GeminiStreamTranslator('g');
+    const out = t.push({ promptFeedback: { blockReason: 'SAFETY' } });
+    expect(out[0].choices[0]).toMatchObject({ finish_reason: 'content_filter' });
+    expect(t.complete).toBe(true);
+  });
+});
+
+describe('geminiUsage', () => {
+  it('counts thoughts as completion (reasoning) tokens and tool-use prompts as prompt tokens', () => {
+    expect(geminiUsage({ promptTokenCount: 10, toolUsePromptTokenCount: 2, candidatesTokenCount: 5, thoughtsTokenCount: 7, cachedContentTokenCount: 6 })).toEqual({
+      prompt_tokens: 12,
+      completion_tokens: 12,
+      total_tokens: 24,
+      prompt_tokens_details: { cached_tokens: 6 },
+      completion_tokens_details: { reasoning_tokens: 7 },
+    });
+  });
+});
+
+describe('geminiHttpError', () => {
+  it('makes an invalid API key (400 API_KEY_INVALID) a 401', () => {
+    const text = JSON.stringify({ error: { code: 400, message: 'API key not valid. Please pass a valid API key.', status: 'INVALID_ARGUMENT', details: [{ '@type': 'type.googleapis.com/google.rpc.ErrorInfo', reason: 'API_KEY_INVALID', domain: 'googleapis.com' }] } });
+    expect(geminiHttpError(400, text, route, undefined)).toMatchObject({ status: 401, upstreamStatus: 401, type: 'authentication_error', code: 'invalid_api_key', retryable: false });
+  });
+
+  it("turns RESOURCE_EXHAUSTED's RetryInfo into Retry-After", () => {
+    const text = JSON.stringify([{ error: { code: 429, message: 'quota', status: 'RESOURCE_EXHAUSTED', details: [{ '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: '57.238747106s' }] } }]);
+    const err = geminiHttpError(429, text, route, undefined);
+    expect(err).toMatchObject({ status: 429, type: 'rate_limit_error', code: 'RESOURCE_EXHAUSTED', retryAfterMs: 57239, retryable: true });
+    expect(err.headers).toEqual({ 'retry-after': '58' });
+  });
+
+  it.each([
+    [400, 'INVALID_ARGUMENT', 400, false],
+    [403, 'PERMISSION_DENIED', 403, false],
+    [404, 'NOT_FOUND', 404, false],
+    [500, 'INTERNAL', 502, true],
+    [503, 'UNAVAILABLE', 503, true],
+    [504, 'DEADLINE_EXCEEDED', 502, true],
+  ])('maps %d %s to %d (retryable %s)', (code, status, out, retryable) => {
+    const err = geminiHttpError(code, JSON.stringify({ error: { code, message: 'why', status } }), route, undefined);
+    expect(err).toMatchObject({ status: out, retryable });
+    if (out < 500) expect(err).toMatchObject({ message: 'why', code: status });
+  });
+
+  it('parses protobuf durations', () => {
+    expect(durationMs('12s')).toBe(12000);
+    expect(durationMs('0.5s')).toBe(500);
+    expect(durationMs('soon')).toBeUndefined();
+  });
+});
+
+describe('embeddings', () => {
+  it('asks batchEmbedContents for every input, with dimensions and task type', () => {
+    expect(toGeminiEmbedRequest({ model: 'pub', input: ['a', 'b'], dimensions: 256 }, 'gemini-embedding-001', 'RETRIEVAL_DOCUMENT')).toEqual({
+      requests: [
+        { model: 'models/gemini-embedding-001', content: { parts: [{ text: 'a' }] }, outputDimensionality: 256, taskType: 'RETRIEVAL_DOCUMENT' },
+        { model: 'models/gemini-embedding-001', content: { parts: [{ text: 'b' }] }, outputDimensionality: 256, taskType: 'RETRIEVAL_DOCUMENT' },
+      ],
+    });
+    expect(refused(() => toGeminiEmbedRequest({ model: 'pub', input: [1, 2] }, 'm'))).toMatchObject({ status: 400, param: 'input' });
+  });
+
+  it("answers in OpenAI's shape", () => {
+    expect(fromGeminiEmbedResponse({ embeddings: [{ values: [1, 2] }, { values: [3] }] }, 'm')).toEqual({
+      object: 'list',
+      model: 'm',
+      data: [
+        { object: 'embedding', index: 0, embedding: [1, 2] },
+        { object: 'embedding', index: 1, embedding: [3] },
+      ],
+    });
+  });
+
+  it('writes model paths the way the API names models', () => {
+    expect(geminiModelPath('gemini-2.5-flash')).toBe('models/gemini-2.5-flash');
+    expect(geminiModelPath('tunedModels/my-model')).toBe('tunedModels/my-model');
+  });
+});

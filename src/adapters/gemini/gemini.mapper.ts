@@ -1,0 +1,467 @@
+import { randomBytes } from 'node:crypto';
+import type { ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChunkDelta, ContentPart, ToolCall, Usage } from '../../common/chat.types';
+import type { EmbeddingsRequest, EmbeddingsResponse } from '../../common/embedding.types';
+import type { UpstreamError } from '../../common/errors';
+import type { RouteDef } from '../../config/registry.types';
+import { providerHttpError, unsupported } from '../http/upstream-call';
+import type {
+  GeminiBatchEmbedRequest,
+  GeminiBatchEmbedResponse,
+  GeminiCandidate,
+  GeminiContent,
+  GeminiErrorBody,
+  GeminiGenerationConfig,
+  GeminiPart,
+  GeminiRequest,
+  GeminiResponse,
+  GeminiUsageMetadata,
+} from './gemini.types';
+
+/**
+ * OpenAI chat ⇄ Gemini `generateContent`, as pure functions: the canonical request as a Gemini
+ * body, answers (whole or streamed) as canonical chat, usage, finish reasons, errors and
+ * embeddings.
+ */
+
+/**
+ * Put on a replayed function call that has no thought signature (a history not produced by
+ * Gemini, or a client that dropped `extra_content`): Google's documented way past the check
+ * Gemini 3 makes on function-call turns.
+ */
+export const SKIP_THOUGHT_SIGNATURE = 'skip_thought_signature_validator';
+
+/** `reasoning_effort` as a thinking budget (the numbers Gemini's OpenAI-compatible endpoint uses). */
+export const THINKING_BUDGETS: Readonly<Record<string, number>> = { none: 0, minimal: 512, low: 1024, medium: 8192, high: 24576 };
+
+/** Ids the gateway made up for function calls Gemini returned without one (it often does). */
+const SYNTHETIC_ID = /^call_[A-Za-z0-9]{24}$/;
+
+export function syntheticToolCallId(): string {
+  return `call_${randomBytes(18).toString('base64url').replace(/[-_]/g, 'x').slice(0, 24)}`;
+}
+
+/** `gemini-2.5-flash` → `models/gemini-2.5-flash`; `tunedModels/x` and `models/x` stay. */
+export function geminiModelPath(model: string): string {
+  return model.includes('/') ? model : `models/${model}`;
+}
+
+const MIME_BY_EXT: Readonly<Record<string, string>> = {
+  png: 'image/png', jpg: 'image/jpeg', jpeg: 'image/jpeg', webp: 'image/webp', gif: 'image/gif', heic: 'image/heic', heif: 'image/heif',
+  pdf: 'application/pdf', mp3: 'audio/mp3', wav: 'audio/wav', mp4: 'video/mp4',
+};
+
+function mediaPart(url: string): GeminiPart {
+  const m = /^data:([^;,]+)(?:;[^,]*)?;base64,(.*)$/s.exec(url);
+  if (m) return { inlineData: { mimeType: m[1], data: m[2] } };
+  // Files API URIs, gs:// and other URLs Gemini fetches itself; it needs the media type.
+  const ext = /\.([a-z0-9]+)(?:[?#].*)?$/i.exec(url)?.[1]?.toLowerCase();
+  return { fileData: { fileUri: url, mimeType: (ext && MIME_BY_EXT[ext]) || 'image/jpeg' } };
+}
+
+function userParts(content: ChatMessage['content'], at: string): GeminiPart[] {
+  if (content === null || content === undefined) return [];
+  if (typeof content === 'string') return [{ text: content }];
+  return content.map((part: ContentPart, j): GeminiPart => {
+    switch (part.type) {
+      case 'text':
+        return { text: String((part as { text: unknown }).text) };
+      case 'image_url': {
+        const iu = (part as { image_url: string | { url: string } }).image_url;
+        return mediaPart(typeof iu === 'string' ? iu : iu.url);
+      }
+      case 'file': {
+        const f = (part as { file?: { file_data?: string; file_id?: string } }).file;
+        const url = f?.file_data ?? f?.file_id;
+        if (!url) throw unsupported(`${at}.content[${j}]: a file needs file_data (a base64 data: URL) or file_id (a Gemini Files API URI)`, `${at}.content[${j}].file`);
+        return mediaPart(url);
+      }
+      default:
+        throw unsupported(`${at}.content[${j}]: content of type "${part.type}" cannot be sent to Gemini`, `${at}.content[${j}].type`);
+    }
+  });
+}
+
+function parseArgs(args: string, at: string): Record<string, unknown> {
+  if (args.trim() === '') return {};
+  try {
+    const v = JSON.parse(args) as unknown;
+    return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : { value: v };
+  } catch {
+    throw unsupported(`${at}: function.arguments must be JSON`, at);
+  }
+}
+
+function signatureOf(call: ToolCall): string | undefined {
+  const sig = (call as { extra_content?: { google?: { thought_signature?: unknown } } }).extra_content?.google?.thought_signature;
+  return typeof sig === 'string' && sig ? sig : undefined;
+}
+
+function modelParts(m: ChatMessage, at: string): GeminiPart[] {
+  const parts: GeminiPart[] = [];
+  const text = typeof m.content === 'string' ? m.content : Array.isArray(m.content) ? m.content.map((p) => (p.type === 'text' ? String((p as { text: unknown }).text) : '')).join('') : '';
+  if (text) parts.push({ text });
+  (m.tool_calls ?? []).forEach((t, j) => {
+    const part: GeminiPart = { functionCall: { name: t.function.name, args: parseArgs(t.function.arguments, `${at}.tool_calls[${j}]`) } };
+    if (!SYNTHETIC_ID.test(t.id)) part.functionCall!.id = t.id;
+    const sig = signatureOf(t) ?? (j === 0 ? SKIP_THOUGHT_SIGNATURE : undefined);
+    if (sig) part.thoughtSignature = sig;
+    parts.push(part);
+  });
+  return parts;
+}
+
+function toolResponse(m: ChatMessage, calls: ReadonlyMap<string, string>, at: string): GeminiPart {
+  const id = String(m.tool_call_id);
+  const name = calls.get(id) ?? (typeof m.name === 'string' ? m.name : undefined);
+  if (!name) throw unsupported(`${at}.tool_call_id "${id}" matches no tool call of an earlier assistant message`, `${at}.tool_call_id`);
+  const text = typeof m.content === 'string' ? m.content : Array.isArray(m.content) ? m.content.map((p) => (p.type === 'text' ? String((p as { text: unknown }).text) : '')).join('') : '';
+  let output: unknown = text;
+  try {
+    output = JSON.parse(text);
+  } catch {
+    // plain text output
+  }
+  const part: GeminiPart = { functionResponse: { name, response: { output } } };
+  if (!SYNTHETIC_ID.test(id)) part.functionResponse!.id = id;
+  return part;
+}
+
+function push(contents: GeminiContent[], role: 'user' | 'model', parts: GeminiPart[]): void {
+  if (parts.length === 0) return;
+  const last = contents[contents.length - 1];
+  if (last && last.role === role) last.parts.push(...parts);
+  else contents.push({ role, parts });
+}
+
+function thinkingConfig(req: ChatRequest): GeminiGenerationConfig['thinkingConfig'] {
+  const reasoning = req.reasoning as { effort?: string; max_tokens?: number; exclude?: boolean } | undefined;
+  let budget: number | undefined;
+  if (reasoning && typeof reasoning === 'object') {
+    if (typeof reasoning.max_tokens === 'number') budget = reasoning.max_tokens;
+    else if (reasoning.effort) budget = THINKING_BUDGETS[reasoning.effort];
+  } else if (typeof req.reasoning_effort === 'string') {
+    budget = THINKING_BUDGETS[req.reasoning_effort];
+  }
+  if (budget === undefined) return undefined;
+  return { thinkingBudget: budget, includeThoughts: budget > 0 && reasoning?.exclude !== true };
+}
+
+/**
+ * The canonical request as a `generateContent` body: system and developer messages →
+ * `systemInstruction`; user and assistant turns → `user` / `model` contents (consecutive ones
+ * merged); images and files → `inlineData` (data: URLs) or `fileData`; tool calls →
+ * `functionCall` parts (with their thought signatures) and tool messages → `functionResponse`
+ * parts named after the call they answer; tools, `tool_choice`, sampling, `stop`, `n`, JSON mode
+ * and response schema, logprobs and reasoning effort → their Gemini fields.
+ */
+export function toGeminiRequest(req: ChatRequest): GeminiRequest {
+  const contents: GeminiContent[] = [];
+  const system: GeminiPart[] = [];
+  const calls = new Map<string, string>();
+  req.messages.forEach((m, i) => {
+    const at = `messages[${i}]`;
+    switch (m.role) {
+      case 'system':
+      case 'developer':
+        system.push(...userParts(m.content, at).filter((p) => p.text !== undefined));
+        return;
+      case 'user':
+        push(contents, 'user', userParts(m.content, at));
+        return;
+      case 'assistant':
+        for (const t of m.tool_calls ?? []) calls.set(t.id, t.function.name);
+        push(contents, 'model', modelParts(m, at));
+        return;
+      case 'tool':
+      case 'function':
+        push(contents, 'user', [toolResponse(m, calls, at)]);
+        return;
+    }
+  });
+
+  const body: GeminiRequest = { contents };
+  if (system.length > 0) body.systemInstruction = { parts: system };
+  if (req.tools?.length) {
+    body.tools = [
+      {
+        functionDeclarations: req.tools.map((t) => ({
+          name: t.function.name,
+          ...(t.function.description ? { description: t.function.description } : {}),
+          ...(t.function.parameters ? { parametersJsonSchema: t.function.parameters } : {}),
+        })),
+      },
+    ];
+  }
+  const tc = req.tool_choice;
+  if (req.tools?.length && tc) {
+    if (tc === 'auto') body.toolConfig = { functionCallingConfig: { mode: 'AUTO' } };
+    else if (tc === 'none') body.toolConfig = { functionCallingConfig: { mode: 'NONE' } };
+    else if (tc === 'required') body.toolConfig = { functionCallingConfig: { mode: 'ANY' } };
+    else body.toolConfig = { functionCallingConfig: { mode: 'ANY', allowedFunctionNames: [tc.function.name] } };
+  }
+
+  const g: GeminiGenerationConfig = {};
+  if (typeof req.temperature === 'number') g.temperature = req.temperature;
+  if (typeof req.top_p === 'number') g.topP = req.top_p;
+  if (typeof req.top_k === 'number') g.topK = req.top_k;
+  if (typeof req.n === 'number') g.candidateCount = req.n;
+  const max = req.max_completion_tokens ?? req.max_tokens;
+  if (typeof max === 'number') g.maxOutputTokens = max;
+  if (req.stop !== undefined && req.stop !== null) g.stopSequences = Array.isArray(req.stop) ? req.stop : [req.stop];
+  if (typeof req.presence_penalty === 'number') g.presencePenalty = req.presence_penalty;
+  if (typeof req.frequency_penalty === 'number') g.frequencyPenalty = req.frequency_penalty;
+  if (typeof req.seed === 'number') g.seed = req.seed;
+  const rf = req.response_format;
+  if (rf?.type === 'json_object') g.responseMimeType = 'application/json';
+  else if (rf?.type === 'json_schema') {
+    g.responseMimeType = 'application/json';
+    const schema = (rf.json_schema as { schema?: unknown } | undefined)?.schema;
+    if (schema) g.responseJsonSchema = schema;
+  }
+  if (req.logprobs === true) {
+    g.responseLogprobs = true;
+    if (typeof req.top_logprobs === 'number') g.logprobs = req.top_logprobs;
+  }
+  const thinking = thinkingConfig(req);
+  if (thinking) g.thinkingConfig = thinking;
+  if (Object.keys(g).length > 0) body.generationConfig = g;
+  return body;
+}
+
+/** Gemini finish reasons as OpenAI's; a candidate that called functions finished with `tool_calls`. */
+export function finishReason(reason: string | undefined, calledTools: boolean): string | null {
+  switch (reason) {
+    case undefined:
+    case '':
+      return null;
+    case 'STOP':
+      return calledTools ? 'tool_calls' : 'stop';
+    case 'MAX_TOKENS':
+      return 'length';
+    case 'SAFETY':
+    case 'RECITATION':
+    case 'BLOCKLIST':
+    case 'PROHIBITED_CONTENT':
+    case 'SPII':
+    case 'IMAGE_SAFETY':
+    case 'LANGUAGE':
+      return 'content_filter';
+    default:
+      // OTHER, MALFORMED_FUNCTION_CALL, UNEXPECTED_TOOL_CALL, FINISH_REASON_UNSPECIFIED, newer values
+      return calledTools ? 'tool_calls' : 'stop';
+  }
+}
+
+/**
+ * `usageMetadata` in OpenAI's terms: thoughts count as completion (reasoning) tokens, tool-use
+ * prompts as prompt tokens, cached content as `cached_tokens` (already inside the prompt count).
+ */
+export function geminiUsage(u: GeminiUsageMetadata): Usage {
+  const nn = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : 0);
+  const prompt = nn(u.promptTokenCount) + nn(u.toolUsePromptTokenCount);
+  const reasoning = nn(u.thoughtsTokenCount);
+  const completion = nn(u.candidatesTokenCount) + reasoning;
+  return {
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: prompt + completion,
+    prompt_tokens_details: { cached_tokens: nn(u.cachedContentTokenCount) },
+    completion_tokens_details: { reasoning_tokens: reasoning },
+  };
+}
+
+function toolCallOf(part: GeminiPart, newId: () => string): ToolCall {
+  const fc = part.functionCall!;
+  const call: ToolCall & { extra_content?: unknown } = { id: fc.id || newId(), type: 'function', function: { name: fc.name, arguments: JSON.stringify(fc.args ?? {}) } };
+  if (part.thoughtSignature) call.extra_content = { google: { thought_signature: part.thoughtSignature } };
+  return call;
+}
+
+/**
+ * A `generateContent` answer as a chat completion, one choice per candidate: text parts →
+ * `content`, thought parts → `reasoning_content`, function calls → `tool_calls` (Gemini's id,
+ * else a new one; the thought signature rides in `extra_content.google.thought_signature`). A
+ * prompt blocked by safety comes back as an empty answer with `finish_reason: content_filter`.
+ */
+export function fromGeminiResponse(res: GeminiResponse, model: string, newId: () => string = syntheticToolCallId): ChatResponse {
+  const candidates = res.candidates ?? [];
+  const choices: ChatResponse['choices'] = candidates.map((c, i) => {
+    let text = '';
+    let reasoning = '';
+    const toolCalls: ToolCall[] = [];
+    for (const p of c.content?.parts ?? []) {
+      if (p.functionCall) toolCalls.push(toolCallOf(p, newId));
+      else if (typeof p.text === 'string') {
+        if (p.thought) reasoning += p.text;
+        else text += p.text;
+      }
+    }
+    const message: ChatResponse['choices'][number]['message'] = { role: 'assistant', content: text === '' && toolCalls.length > 0 ? null : text };
+    if (toolCalls.length > 0) message.tool_calls = toolCalls;
+    if (reasoning) message.reasoning_content = reasoning;
+    return { index: c.index ?? i, message, finish_reason: finishReason(c.finishReason, toolCalls.length > 0) ?? 'stop', logprobs: null };
+  });
+  if (choices.length === 0 && res.promptFeedback?.blockReason) {
+    choices.push({ index: 0, message: { role: 'assistant', content: '' }, finish_reason: 'content_filter', logprobs: null });
+  }
+  return {
+    id: res.responseId ?? `gemini-${randomBytes(8).toString('hex')}`,
+    object: 'chat.completion',
+    created: Math.floor(Date.now() / 1000),
+    model: res.modelVersion ?? model,
+    choices,
+    ...(res.usageMetadata ? { usage: geminiUsage(res.usageMetadata) } : {}),
+  };
+}
+
+interface CandidateState {
+  tools: number;
+  finished: boolean;
+}
+
+/**
+ * Translates `streamGenerateContent?alt=sse` events into chat chunks. Each event is a whole
+ * `GenerateContentResponse` holding the next parts of each candidate; a function call arrives
+ * whole. `usageMetadata` is cumulative, so the last one counts; it goes out in a `choices: []`
+ * chunk from `end()`. Gemini sends no `[DONE]`: the stream is complete when every candidate has
+ * its finish reason (or the prompt was blocked).
+ */
+export class GeminiStreamTranslator {
+  private readonly created = Math.floor(Date.now() / 1000);
+  private id = '';
+  private readonly candidates = new Map<number, CandidateState>();
+  private usage?: GeminiUsageMetadata;
+  private blocked = false;
+
+  constructor(
+    private model: string,
+    private readonly newId: () => string = syntheticToolCallId,
+  ) {}
+
+  get complete(): boolean {
+    if (this.blocked) return true;
+    if (this.candidates.size === 0) return false;
+    for (const c of this.candidates.values()) if (!c.finished) return false;
+    return true;
+  }
+
+  push(res: GeminiResponse): ChatChunk[] {
+    this.id ||= res.responseId ?? `gemini-${randomBytes(8).toString('hex')}`;
+    if (res.modelVersion) this.model = res.modelVersion;
+    if (res.usageMetadata) this.usage = res.usageMetadata;
+    const out: ChatChunk[] = [];
+    const cands = res.candidates ?? [];
+    if (cands.length === 0 && res.promptFeedback?.blockReason && !this.blocked) {
+      this.blocked = true;
+      out.push(this.chunk(0, { role: 'assistant', content: '' }, 'content_filter'));
+    }
+    cands.forEach((c: GeminiCandidate, i) => {
+      const index = c.index ?? i;
+      let state = this.candidates.get(index);
+      if (!state) {
+        state = { tools: 0, finished: false };
+        this.candidates.set(index, state);
+        out.push(this.chunk(index, { role: 'assistant', content: '' }, null));
+      }
+      for (const p of c.content?.parts ?? []) {
+        if (p.functionCall) {
+          const call = toolCallOf(p, this.newId);
+          out.push(this.chunk(index, { tool_calls: [{ index: state.tools++, ...call }] }, null));
+        } else if (typeof p.text === 'string' && p.text !== '') {
+          out.push(this.chunk(index, p.thought ? { reasoning_content: p.text } : { content: p.text }, null));
+        }
+      }
+      const finish = finishReason(c.finishReason, state.tools > 0);
+      if (finish && !state.finished) {
+        state.finished = true;
+        out.push(this.chunk(index, {}, finish));
+      }
+    });
+    return out;
+  }
+
+  /** The usage chunk, once the stream ended (none if Gemini reported no usage). */
+  end(): ChatChunk[] {
+    return this.usage ? [{ id: this.id, object: 'chat.completion.chunk', created: this.created, model: this.model, choices: [], usage: geminiUsage(this.usage) }] : [];
+  }
+
+  private chunk(index: number, delta: ChunkDelta, finish: string | null): ChatChunk {
+    return { id: this.id, object: 'chat.completion.chunk', created: this.created, model: this.model, choices: [{ index, delta, finish_reason: finish }] };
+  }
+}
+
+/** Google canonical codes as HTTP statuses, for errors that carry only the code. */
+const STATUS_CODES: Readonly<Record<string, number>> = {
+  INVALID_ARGUMENT: 400, FAILED_PRECONDITION: 400, OUT_OF_RANGE: 400, UNAUTHENTICATED: 401, PERMISSION_DENIED: 403, NOT_FOUND: 404,
+  RESOURCE_EXHAUSTED: 429, CANCELLED: 499, INTERNAL: 500, UNKNOWN: 500, UNAVAILABLE: 503, DEADLINE_EXCEEDED: 504,
+};
+
+/** `"57.238747106s"` (a protobuf Duration) → ms. */
+export function durationMs(d: unknown): number | undefined {
+  if (typeof d !== 'string') return undefined;
+  const m = /^(\d+(?:\.\d+)?)s$/.exec(d.trim());
+  return m ? Math.ceil(Number(m[1]) * 1000) : undefined;
+}
+
+/** The `error` of a Google error body, also when it comes wrapped in an array. */
+export function parseGoogleError(text: string): GeminiErrorBody['error'] | undefined {
+  try {
+    let json = JSON.parse(text) as unknown;
+    if (Array.isArray(json)) json = json[0];
+    const e = (json as Partial<GeminiErrorBody>)?.error;
+    return e && typeof e === 'object' ? e : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A Gemini error response as a typed error, in OpenAI's terms: an invalid API key (which Gemini
+ * answers with 400 `API_KEY_INVALID`) is a 401, `RESOURCE_EXHAUSTED` a 429 whose `RetryInfo`
+ * becomes Retry-After, `UNAVAILABLE` (overloaded) a retryable 503, other 5xx retryable 502s.
+ */
+export function geminiHttpError(status: number, text: string, route: RouteDef, retryAfterMs: number | undefined): UpstreamError {
+  const e = parseGoogleError(text);
+  const reasons = (e?.details ?? []).map((d) => d.reason).filter((r): r is string => typeof r === 'string');
+  const retryInfo = (e?.details ?? []).find((d) => typeof d['@type'] === 'string' && d['@type'].endsWith('google.rpc.RetryInfo'));
+  let httpStatus = status >= 400 ? status : (e?.status && STATUS_CODES[e.status]) || 502;
+  const keyInvalid = reasons.includes('API_KEY_INVALID');
+  if (keyInvalid) httpStatus = 401;
+  const message = e?.message ?? text.trim().slice(0, 2000);
+  const unavailable = httpStatus === 503;
+  return providerHttpError(
+    httpStatus,
+    {
+      message,
+      code: keyInvalid ? 'invalid_api_key' : (e?.status ?? null),
+      status: unavailable ? 503 : undefined,
+      type: unavailable ? 'server_error' : undefined,
+    },
+    route,
+    retryAfterMs ?? durationMs(retryInfo?.retryDelay),
+  );
+}
+
+/** An OpenAI embeddings request as one `batchEmbedContents` call (text inputs only). */
+export function toGeminiEmbedRequest(req: EmbeddingsRequest, model: string, taskType?: string): GeminiBatchEmbedRequest {
+  const inputs = typeof req.input === 'string' ? [req.input] : req.input;
+  if (!Array.isArray(inputs) || inputs.some((x) => typeof x !== 'string')) throw unsupported('Gemini embeds text: send "input" as a string or an array of strings', 'input');
+  const path = geminiModelPath(model);
+  return {
+    requests: (inputs as string[]).map((text) => ({
+      model: path,
+      content: { parts: [{ text }] },
+      ...(typeof req.dimensions === 'number' ? { outputDimensionality: req.dimensions } : {}),
+      ...(taskType ? { taskType } : {}),
+    })),
+  };
+}
+
+/** `batchEmbedContents`' answer in OpenAI's shape (Gemini reports no usage; the gateway estimates it). */
+export function fromGeminiEmbedResponse(res: GeminiBatchEmbedResponse, model: string): EmbeddingsResponse {
+  return {
+    object: 'list',
+    data: (res.embeddings ?? []).map((e, index) => ({ object: 'embedding' as const, index, embedding: e.values ?? [] })),
+    model,
+  };
+}

@@ -1,0 +1,176 @@
+import type { Dispatcher } from 'undici';
+import { UpstreamError } from '../../common/errors';
+import type { RouteDef } from '../../config/registry.types';
+import type { CallContext, ProbeResult } from '../llm-adapter';
+import { readBodyText, retryAfterMs, type UpstreamClient } from './upstream-client.service';
+
+/** Turns an upstream's error response into a typed error, in that provider's terms. */
+export type HttpErrorMapper = (status: number, text: string, retryAfterMs: number | undefined, headers: Dispatcher.ResponseData['headers']) => UpstreamError;
+
+export function callInfo(route: RouteDef, ctx: Pick<CallContext, 'signal' | 'timeouts'>) {
+  return { signal: ctx.signal, timeouts: ctx.timeouts, route: route.id, provider: route.kind };
+}
+
+/**
+ * POSTs a JSON body through the pooled client. An error status is read (up to 64 KiB) and
+ * becomes the provider's `UpstreamError`; a success is returned with its body unread.
+ */
+export async function postJson(
+  http: UpstreamClient,
+  url: string,
+  headers: Record<string, string>,
+  body: unknown,
+  route: RouteDef,
+  ctx: Pick<CallContext, 'signal' | 'timeouts'>,
+  toError: HttpErrorMapper,
+): Promise<Dispatcher.ResponseData> {
+  const res = await http.request({ url, method: 'POST', headers, body: typeof body === 'string' ? body : JSON.stringify(body), ...callInfo(route, ctx) });
+  if (res.statusCode >= 400) {
+    const text = await readBodyText(res.body);
+    throw toError(res.statusCode, text, retryAfterMs(res.headers), res.headers);
+  }
+  return res;
+}
+
+/** Reads a whole success body as JSON; leading blank lines (DeepSeek's keep-alives) are fine. */
+export async function readJson<T>(http: UpstreamClient, res: Dispatcher.ResponseData, route: RouteDef, ctx: Pick<CallContext, 'signal' | 'timeouts'>): Promise<T> {
+  let text: string;
+  try {
+    text = await res.body.text();
+  } catch (err) {
+    throw http.toUpstreamError(err, callInfo(route, ctx));
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw protocolError(route, 'answered with invalid JSON');
+  }
+}
+
+export function protocolError(route: RouteDef, what: string): UpstreamError {
+  return new UpstreamError({ failure: 'protocol', message: `upstream ${route.id} ${what}`, provider: route.kind, route: route.id });
+}
+
+/** Parses one SSE data payload as JSON, or fails the stream as a protocol error. */
+export function parseEvent<T>(data: string, route: RouteDef): T {
+  try {
+    return JSON.parse(data) as T;
+  } catch {
+    throw protocolError(route, 'sent a malformed stream event');
+  }
+}
+
+/**
+ * Ends a response body after a stream: read the rest when the stream completed (so the
+ * keep-alive connection goes back to the pool), destroy it otherwise.
+ */
+export function releaseBody(res: Dispatcher.ResponseData, completed: boolean): void {
+  if (completed) res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
+  else if (!res.body.destroyed) res.body.destroy();
+}
+
+/** A route option as a string, if set. */
+export function optionString(route: RouteDef, ...keys: string[]): string | undefined {
+  for (const k of keys) {
+    const v = route.options[k];
+    if (typeof v === 'string' && v.trim() !== '') return v.trim();
+    if (typeof v === 'number') return String(v);
+  }
+  return undefined;
+}
+
+/** A route option as a number, if set to one (numeric strings count: `${VAR}` expansions). */
+export function optionNumber(route: RouteDef, key: string): number | undefined {
+  const v = route.options[key];
+  const n = typeof v === 'number' ? v : typeof v === 'string' && v.trim() !== '' ? Number(v) : NaN;
+  return Number.isFinite(n) ? n : undefined;
+}
+
+/** `{base_url}/path`, whatever slashes the operator wrote. */
+export function joinUrl(baseUrl: string, path: string): string {
+  return `${baseUrl.replace(/\/+$/, '')}/${path.replace(/^\/+/, '')}`;
+}
+
+/** What a provider's error body said, in OpenAI's terms. */
+export interface ProviderErrorFields {
+  message: string;
+  type?: string;
+  code?: string | number | null;
+  param?: string | null;
+  /** Overrides the retry decision (default: 5xx, 408 and 429 are retryable). */
+  retryable?: boolean;
+  /** Overrides the status the client sees (default: 4xx as is, 5xx as 502). */
+  status?: number;
+}
+
+/**
+ * An upstream's error status as a typed error: a 4xx keeps the provider's message, type and code
+ * (the client's request was at fault), a 5xx names the route and is retryable.
+ */
+export function providerHttpError(status: number, f: ProviderErrorFields, route: RouteDef, retryAfterMs: number | undefined): UpstreamError {
+  const message = f.message || `HTTP ${status}`;
+  const clientError = status >= 400 && status < 500;
+  return new UpstreamError({
+    failure: 'http',
+    upstreamStatus: status,
+    message: clientError ? message : `upstream ${route.id} answered ${status}: ${message}`,
+    type: clientError || f.status !== undefined ? f.type : undefined,
+    code: clientError || f.status !== undefined ? f.code : undefined,
+    param: f.param,
+    retryAfterMs,
+    retryable: f.retryable,
+    status: f.status,
+    provider: route.kind,
+    route: route.id,
+  });
+}
+
+/**
+ * A request this route's protocol cannot express (several prompts for a chat backend, n > 1 for
+ * Anthropic, a remote image for Gemini): a 400 naming the parameter, never retried elsewhere.
+ */
+export function unsupported(message: string, param: string | null): UpstreamError {
+  return new UpstreamError({ failure: 'http', upstreamStatus: 400, type: 'invalid_request_error', code: 'unsupported_parameter', param, message, retryable: false });
+}
+
+/**
+ * Resolves like `promise`, or rejects as soon as `signal` aborts (with its reason when that is a
+ * typed error, else `onAbort()`), without cancelling the shared work behind `promise`.
+ */
+export function raceSignal<T>(promise: Promise<T>, signal: AbortSignal, onAbort: () => Error): Promise<T> {
+  const reason = () => (signal.reason instanceof UpstreamError ? signal.reason : onAbort());
+  if (signal.aborted) {
+    promise.catch(() => undefined);
+    return Promise.reject(reason());
+  }
+  return new Promise<T>((resolve, reject) => {
+    const abort = () => reject(reason());
+    signal.addEventListener('abort', abort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', abort);
+        resolve(v);
+      },
+      (e: Error) => {
+        signal.removeEventListener('abort', abort);
+        reject(e);
+      },
+    );
+  });
+}
+
+/** A health probe: GET `url` within 5 s; healthy below HTTP 400. */
+export async function probeGet(http: UpstreamClient, url: string, headers: Record<string, string>, route: RouteDef, signal: AbortSignal): Promise<ProbeResult> {
+  const started = performance.now();
+  const res = await http.request({
+    url,
+    method: 'GET',
+    headers,
+    signal,
+    timeouts: { connectMs: 5000, firstByteMs: 5000, firstTokenMs: 5000, idleMs: 5000, totalMs: 5000 },
+    route: route.id,
+    provider: route.kind,
+  });
+  await readBodyText(res.body, 1024);
+  return { ok: res.statusCode < 400, latencyMs: performance.now() - started, detail: `HTTP ${res.statusCode}` };
+}

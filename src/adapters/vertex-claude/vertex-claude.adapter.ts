@@ -1,0 +1,166 @@
+import { Injectable } from '@nestjs/common';
+import type { Dispatcher } from 'undici';
+import type { ChatRequest } from '../../common/chat.types';
+import { UpstreamError } from '../../common/errors';
+import type { RouteDef } from '../../config/registry.types';
+import { AnthropicAdapter } from '../anthropic/anthropic.adapter';
+import type { AnthropicRequest } from '../anthropic/anthropic.types';
+import { KeyPool } from '../http/key-pool.service';
+import { joinUrl, optionString, postJson } from '../http/upstream-call';
+import { UpstreamClient } from '../http/upstream-client.service';
+import { LlmAdapter, type CallContext, type ProbeResult } from '../llm-adapter';
+import { GoogleTokenSource, loadServiceAccount, type ServiceAccount } from './google-auth';
+
+export const VERTEX_ANTHROPIC_VERSION = 'vertex-2023-10-16';
+
+/** Where a Vertex route sends requests. */
+export interface VertexTarget {
+  baseUrl: string;
+  project: string;
+  region: string;
+}
+
+/** Vertex's API root for a region: `global`, the `us`/`eu` multi-regions, or `<region>-aiplatform`. */
+export function vertexBaseUrl(region: string): string {
+  if (region === 'global') return 'https://aiplatform.googleapis.com/v1';
+  if (region === 'us' || region === 'eu') return `https://aiplatform.${region}.rep.googleapis.com/v1`;
+  return `https://${region}-aiplatform.googleapis.com/v1`;
+}
+
+/** The region a Vertex API root names (`https://us-east5-aiplatform.googleapis.com/v1` → `us-east5`). */
+export function regionOf(baseUrl: string | undefined): string | undefined {
+  if (!baseUrl) return undefined;
+  const host = new URL(baseUrl).hostname;
+  if (host === 'aiplatform.googleapis.com') return 'global';
+  return /^([a-z0-9-]+)-aiplatform\.googleapis\.com$/.exec(host)?.[1] ?? /^aiplatform\.(us|eu)\.rep\.googleapis\.com$/.exec(host)?.[1];
+}
+
+/** `…/projects/{p}/locations/{r}/publishers/anthropic/models/{model}:rawPredict` (or `:streamRawPredict`). */
+export function vertexUrl(t: VertexTarget, model: string, stream: boolean): string {
+  return joinUrl(t.baseUrl, `projects/${segment(t.project)}/locations/${segment(t.region)}/publishers/anthropic/models/${segment(model)}:${stream ? 'streamRawPredict' : 'rawPredict'}`);
+}
+
+/** A path segment, with the `@` of versioned model ids kept as Anthropic's SDK sends it. */
+function segment(s: string): string {
+  return encodeURIComponent(s).replace(/%40/g, '@');
+}
+
+/** A Messages body for Vertex: no `model` (it is in the URL), `anthropic_version` in the body. */
+export function toVertexBody(body: AnthropicRequest): AnthropicRequest {
+  const { model: _model, ...rest } = body;
+  return { ...rest, anthropic_version: VERTEX_ANTHROPIC_VERSION };
+}
+
+/**
+ * Claude on Vertex AI: the Messages protocol through `rawPredict` / `streamRawPredict`,
+ * authenticated with a service account (route option `credentials`: the key file's path or its
+ * JSON) whose signed JWT is exchanged for an OAuth access token, cached and refreshed before it
+ * expires. Options `project_id` (default: the key file's) and `region` (default: from
+ * `base_url`, which defaults from the region).
+ */
+@Injectable()
+@LlmAdapter({ kind: 'vertex_claude' })
+export class VertexClaudeAdapter extends AnthropicAdapter {
+  private readonly accounts = new Map<string, ServiceAccount>();
+
+  constructor(
+    http: UpstreamClient,
+    keys: KeyPool,
+    private readonly tokens: GoogleTokenSource,
+  ) {
+    super(http, keys);
+  }
+
+  override validateRoute(route: RouteDef): string[] {
+    const problems: string[] = [];
+    const creds = optionString(route, 'credentials');
+    let sa: ServiceAccount | undefined;
+    if (!creds) problems.push(`${route.where}: vertex_claude needs credentials (the path of a service-account key file, or its JSON)`);
+    else {
+      try {
+        sa = loadServiceAccount(creds);
+        this.accounts.set(creds, sa);
+      } catch (err) {
+        problems.push(`${route.where}: credentials: ${(err as Error).message}`);
+      }
+    }
+    if (sa && !optionString(route, 'project_id') && !sa.project_id) problems.push(`${route.where}: vertex_claude needs project_id (the key file names none)`);
+    let region: string | undefined;
+    try {
+      region = optionString(route, 'region', 'location') ?? regionOf(route.baseUrl);
+    } catch {
+      region = undefined;
+    }
+    if (!region) problems.push(`${route.where}: vertex_claude needs region (e.g. us-east5 or global), or a base_url like https://us-east5-aiplatform.googleapis.com/v1`);
+    const max = route.options.default_max_tokens;
+    if (max !== undefined && !(Number(max) >= 1)) problems.push(`${route.where}: default_max_tokens must be a positive number`);
+    return problems;
+  }
+
+  protected override url(route: RouteDef, stream: boolean): string {
+    const sa = this.account(route);
+    const region = optionString(route, 'region', 'location') ?? regionOf(route.baseUrl) ?? 'global';
+    const target: VertexTarget = { baseUrl: route.baseUrl ?? vertexBaseUrl(region), project: optionString(route, 'project_id') ?? sa.project_id ?? '', region };
+    return vertexUrl(target, route.providerModelId, stream);
+  }
+
+  protected override body(req: ChatRequest, route: RouteDef, stream: boolean): AnthropicRequest {
+    return toVertexBody(super.body(req, route, stream));
+  }
+
+  /** Healthy when the service account gets an access token (Vertex has no cheap model endpoint). */
+  override async probe(route: RouteDef, signal: AbortSignal): Promise<ProbeResult> {
+    const started = performance.now();
+    try {
+      await this.tokens.token(this.account(route), { signal, route: route.id, provider: route.kind });
+      return { ok: true, latencyMs: performance.now() - started, detail: 'token' };
+    } catch (err) {
+      return { ok: false, latencyMs: performance.now() - started, detail: (err as Error).message };
+    }
+  }
+
+  /**
+   * Sends with a cached access token. A 401 means the token was revoked or expired early: it is
+   * dropped and the request made once more with a fresh one.
+   */
+  protected override async send(body: AnthropicRequest, route: RouteDef, ctx: CallContext, stream: boolean): Promise<Dispatcher.ResponseData> {
+    const sa = this.account(route);
+    const text = JSON.stringify(body);
+    const url = this.url(route, stream);
+    for (let attempt = 0; ; attempt++) {
+      const token = await this.tokens.token(sa, { signal: ctx.signal, route: route.id, provider: route.kind });
+      const headers: Record<string, string> = {
+        'content-type': 'application/json',
+        accept: stream ? 'text/event-stream' : 'application/json',
+        authorization: `Bearer ${token}`,
+        ...route.headers,
+      };
+      const beta = optionString(route, 'anthropic_beta');
+      if (beta) headers['anthropic-beta'] = beta;
+      try {
+        return await postJson(this.http, url, headers, text, route, ctx, (status, errText, retryAfter) => this.error(status, errText, route, retryAfter));
+      } catch (err) {
+        if (attempt === 0 && err instanceof UpstreamError && err.upstreamStatus === 401) {
+          this.tokens.invalidate(sa);
+          continue;
+        }
+        throw err;
+      }
+    }
+  }
+
+  private account(route: RouteDef): ServiceAccount {
+    const creds = optionString(route, 'credentials') ?? '';
+    let sa = this.accounts.get(creds);
+    if (!sa) {
+      // validateRoute() loaded it at start-up; a file that became unreadable since is a bad route.
+      try {
+        sa = loadServiceAccount(creds);
+      } catch (err) {
+        throw new UpstreamError({ failure: 'connect', message: `route ${route.id}: ${(err as Error).message}`, provider: route.kind, route: route.id });
+      }
+      this.accounts.set(creds, sa);
+    }
+    return sa;
+  }
+}

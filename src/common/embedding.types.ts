@@ -1,0 +1,67 @@
+/** OpenAI's `POST /v1/embeddings`, the shape clients send and receive. */
+
+export type EmbeddingInput = string | string[] | number[] | number[][];
+
+export interface EmbeddingsRequest {
+  model: string;
+  input: EmbeddingInput;
+  encoding_format?: 'float' | 'base64';
+  dimensions?: number;
+  user?: string;
+  [extra: string]: unknown;
+}
+
+export interface EmbeddingItem {
+  object: 'embedding';
+  index: number;
+  /** Floats, or (when the client asked for `base64`) the little-endian float32 bytes in base64. */
+  embedding: number[] | string;
+}
+
+export interface EmbeddingsUsage {
+  prompt_tokens: number;
+  total_tokens: number;
+  /** Provider-reported cost in USD (OpenRouter). */
+  cost?: number;
+  [extra: string]: unknown;
+}
+
+export interface EmbeddingsResponse {
+  object: 'list';
+  data: EmbeddingItem[];
+  model: string;
+  /** Absent when the provider reports none (Gemini); the gateway then estimates it. */
+  usage?: EmbeddingsUsage;
+  [extra: string]: unknown;
+}
+
+/** Floats as OpenAI's base64 encoding: little-endian float32 bytes. */
+export function floatsToBase64(values: readonly number[]): string {
+  const buf = Buffer.allocUnsafe(values.length * 4);
+  for (let i = 0; i < values.length; i++) buf.writeFloatLE(values[i], i * 4);
+  return buf.toString('base64');
+}
+
+export function base64ToFloats(text: string): number[] {
+  const buf = Buffer.from(text, 'base64');
+  const out = new Array<number>(Math.floor(buf.length / 4));
+  for (let i = 0; i < out.length; i++) out[i] = buf.readFloatLE(i * 4);
+  return out;
+}
+
+/** Each item's embedding in the encoding the client asked for, whatever the upstream sent. */
+export function encodeEmbeddings(res: EmbeddingsResponse, format: 'float' | 'base64'): EmbeddingsResponse {
+  for (const item of res.data) {
+    const e = item.embedding;
+    if (format === 'base64' && Array.isArray(e)) item.embedding = floatsToBase64(e);
+    else if (format === 'float' && typeof e === 'string') item.embedding = base64ToFloats(e);
+  }
+  return res;
+}
+
+/** The inputs as texts (token-id inputs have no text: they count by length). */
+export function embeddingInputs(input: EmbeddingInput): Array<string | number[]> {
+  if (typeof input === 'string') return [input];
+  if (input.length > 0 && typeof input[0] === 'number') return [input as number[]];
+  return input as Array<string | number[]>;
+}

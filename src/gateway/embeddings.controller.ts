@@ -1,0 +1,14 @@
+import { Controller, HttpCode, Post, Req, Res } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import { EmbeddingsService } from './embeddings.service';
+
+@Controller('v1')
+export class EmbeddingsController {
+  constructor(private readonly embeddings: EmbeddingsService) {}
+
+  @Post('embeddings')
+  @HttpCode(200)
+  async create(@Req() req: Request, @Res() res: Response): Promise<void> {
+    await this.embeddings.handle(req, res);
+  }
+}

@@ -1,0 +1,87 @@
+import { Injectable, type OnApplicationBootstrap, type OnModuleInit } from '@nestjs/common';
+import { AdapterRegistry } from '../adapters/adapter-registry.service';
+import type { Request, Response } from 'express';
+import { unsupported } from '../adapters/http/upstream-call';
+import type { ChatRequest } from '../common/chat.types';
+import { embeddingInputs, encodeEmbeddings, type EmbeddingsResponse } from '../common/embedding.types';
+import { estimateTextTokens } from '../common/tokens';
+import { ModelRegistry, type RegistrySnapshot } from '../config/model-registry.service';
+import { Execution, RouteExecutor } from '../routing/route-executor.service';
+import { validateEmbeddingsRequest } from './embeddings-request.validator';
+import { GatewayCalls } from './gateway-call.service';
+
+/**
+ * Serves POST /v1/embeddings: validate, resolve an embedding model, run its routes (failing over
+ * like chat), answer in OpenAI's shape with the embeddings encoded as the client asked (floats,
+ * or base64 as the OpenAI SDKs ask by default), and log usage — estimated, and marked so, when
+ * the provider reports none (Gemini).
+ */
+@Injectable()
+export class EmbeddingsService implements OnModuleInit, OnApplicationBootstrap {
+  constructor(
+    private readonly calls: GatewayCalls,
+    private readonly executor: RouteExecutor,
+    private readonly adapters: AdapterRegistry,
+    private readonly registry: ModelRegistry,
+  ) {}
+
+  onModuleInit(): void {
+    this.registry.addValidator((s) => this.validate(s));
+  }
+
+  onApplicationBootstrap(): void {
+    const problems = this.validate(this.registry.current());
+    if (problems.length > 0) throw new Error(`configuration refused:\n  ${problems.join('\n  ')}`);
+  }
+
+  /** An embedding model whose route cannot embed is a config error, found at load time. */
+  validate(snapshot: RegistrySnapshot): string[] {
+    const problems: string[] = [];
+    for (const model of snapshot.models) {
+      if (model.type !== 'embedding') continue;
+      for (const route of model.routes) {
+        const adapter = this.adapters.get(route.kind);
+        if (adapter && (!adapter.embed || adapter.canEmbed?.(route) === false)) {
+          problems.push(`${route.where}: model "${model.id}" has type: embedding, but route kind ${route.kind} cannot compute embeddings`);
+        }
+      }
+    }
+    return problems;
+  }
+
+  async handle(req: Request, res: Response): Promise<void> {
+    await this.calls.handle(req, res, 'embeddings', async (scope) => {
+      const body = validateEmbeddingsRequest(req.body);
+      const { rec } = scope;
+      rec.body = body;
+      rec.userId = typeof body.user === 'string' ? body.user : null;
+      const model = this.calls.resolveModel(scope, body.model, 'embedding');
+      // Strategies plan on the request's routing fields; embeddings have no messages.
+      const view: ChatRequest = { ...body, model: body.model, messages: [] };
+      const ex = new Execution(model, view, rec.id, scope.signal, scope.snapshot);
+      rec.execution = ex;
+      const out = await this.executor.run(ex, (adapter, route, ctx) => {
+        if (!adapter.embed) return Promise.reject(unsupported(`route ${route.id} (${route.kind}) cannot compute embeddings`, 'model'));
+        return adapter.embed(body, route, ctx);
+      });
+      rec.usageEstimated = this.present(out, body.encoding_format ?? 'float', model.id, body.input);
+      rec.usage = { prompt_tokens: out.usage!.prompt_tokens, completion_tokens: 0, total_tokens: out.usage!.total_tokens, ...(typeof out.usage!.cost === 'number' ? { cost: out.usage!.cost } : {}) };
+      this.calls.sendJson(res, out);
+    });
+  }
+
+  /** The answer as the client sees it; true when its usage had to be estimated. */
+  private present(out: EmbeddingsResponse, format: 'float' | 'base64', model: string, input: Parameters<typeof embeddingInputs>[0]): boolean {
+    encodeEmbeddings(out, format);
+    out.object = 'list';
+    out.model = model;
+    const u = out.usage;
+    if (u && typeof u.prompt_tokens === 'number') {
+      if (typeof u.total_tokens !== 'number') u.total_tokens = u.prompt_tokens;
+      return false;
+    }
+    const prompt = embeddingInputs(input).reduce((s, x) => s + (typeof x === 'string' ? estimateTextTokens(x) : x.length), 0);
+    out.usage = { prompt_tokens: prompt, total_tokens: prompt };
+    return true;
+  }
+}

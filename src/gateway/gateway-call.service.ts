@@ -1,0 +1,134 @@
+import { Injectable, Logger } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import { GatewayError, InvalidRequestError, ModelNotFoundError, ServiceUnavailableError, UpstreamError } from '../common/errors';
+import { errorBody, sendError, sendGatewayError } from '../common/openai-error';
+import { requestContext } from '../common/request-context';
+import { AppConfig } from '../config/app-config';
+import { ModelRegistry, type RegistrySnapshot } from '../config/model-registry.service';
+import type { ModelDef } from '../config/registry.types';
+import { AppLogger } from '../observability/app-logger';
+import { MetricsService } from '../observability/metrics.service';
+import { RequestLogWriter } from '../storage/request-log.writer';
+import { InflightService } from './inflight.service';
+import { RequestRecord } from './request-record';
+import { SseWriter } from './sse-writer';
+
+/** What one request's handler gets: its record, the signal that fires when the client leaves. */
+export interface CallScope {
+  rec: RequestRecord;
+  signal: AbortSignal;
+  snapshot: RegistrySnapshot;
+}
+
+/**
+ * The frame around every non-chat OpenAI endpoint (embeddings, text completions): request id and
+ * record, abort when the client leaves, shutdown tracking, errors in OpenAI's shape (in-band once
+ * a stream started), and exactly one `api_logs` row and metrics observation per request.
+ */
+@Injectable()
+export class GatewayCalls {
+  private readonly logger = new Logger('Gateway');
+
+  constructor(
+    private readonly config: AppConfig,
+    private readonly registry: ModelRegistry,
+    private readonly writer: RequestLogWriter,
+    private readonly metrics: MetricsService,
+    private readonly inflight: InflightService,
+    private readonly appLogger: AppLogger,
+  ) {}
+
+  async handle(req: Request, res: Response, what: string, work: (scope: CallScope) => Promise<void>): Promise<void> {
+    const ctx = requestContext.getStore();
+    const rec = new RequestRecord(ctx?.requestId ?? crypto.randomUUID(), ctx?.startedAt ?? performance.now());
+    const clientId = req.headers['x-request-id'];
+    if (typeof clientId === 'string' && clientId) rec.clientRequestId = clientId.slice(0, 200);
+    rec.keyId = ctx?.keyId ?? null;
+    const body = req.body as Record<string, unknown> | undefined;
+    if (body && typeof body.model === 'string') rec.model = body.model;
+    const abort = new AbortController();
+    const onClose = () => {
+      if (!res.writableFinished) abort.abort();
+    };
+    res.on('close', onClose);
+    const ticket = this.inflight.enter(abort);
+    try {
+      if (!ticket) throw new ServiceUnavailableError('The gateway is shutting down; retry on another instance');
+      await work({ rec, signal: abort.signal, snapshot: this.registry.current() });
+    } catch (err) {
+      this.answerError(err, rec, res, abort.signal, ticket?.shutdown);
+    } finally {
+      res.off('close', onClose);
+      ticket?.leave();
+      this.account(rec, what);
+    }
+  }
+
+  /**
+   * The model a request names, checked against the endpoint: embedding models answer only
+   * `/v1/embeddings`, chat models every other endpoint.
+   */
+  resolveModel(scope: CallScope, name: string, type: ModelDef['type']): ModelDef {
+    const model = scope.snapshot.find(name);
+    if (!model) throw new ModelNotFoundError(name);
+    if (model.type !== type) {
+      throw new InvalidRequestError(
+        type === 'embedding'
+          ? `The model "${model.id}" is a chat model; /v1/embeddings serves models configured with type: embedding`
+          : `The model "${model.id}" is an embedding model; use /v1/embeddings`,
+        'model',
+        'model_not_supported',
+      );
+    }
+    scope.rec.model = model.id;
+    scope.rec.modelDef = model;
+    return model;
+  }
+
+  sendJson(res: Response, payload: unknown): void {
+    const json = JSON.stringify(payload);
+    res.statusCode = 200;
+    res.setHeader('content-type', 'application/json; charset=utf-8');
+    res.setHeader('content-length', Buffer.byteLength(json));
+    res.end(json);
+  }
+
+  private answerError(err: unknown, rec: RequestRecord, res: Response, signal: AbortSignal, shutdown?: boolean): void {
+    let e: GatewayError;
+    if (shutdown && signal.aborted) {
+      e = new ServiceUnavailableError('The gateway shut down before the answer was complete');
+    } else if (err instanceof GatewayError) {
+      e = err;
+    } else {
+      this.logger.error(err instanceof Error ? err : String(err));
+      rec.fail(500, `internal error: ${(err as Error)?.message ?? String(err)}`, 'internal_error');
+      sendError(res, 500, errorBody(`The gateway failed to handle this request (request id ${rec.id})`, 'server_error', 'internal_error'));
+      return;
+    }
+    if (e instanceof UpstreamError && e.failure === 'aborted' && !shutdown) {
+      rec.fail(499, 'the client closed the request', 'client_closed_request');
+      return;
+    }
+    rec.fail(e.status, e.message, e.code);
+    if (res.headersSent) new SseWriter(res).fail({ error: { message: e.message, type: e.type, code: e.code, param: e.param } });
+    else sendGatewayError(res, e);
+  }
+
+  private account(rec: RequestRecord, what: string): void {
+    try {
+      const row = rec.toRow(this.config.env.DB_STORE_FULL_CONTENT);
+      this.writer.enqueue(row);
+      this.metrics.observeRequest(rec.observation(row));
+      for (const a of rec.execution?.attempts ?? []) this.metrics.observeAttempt(a.provider, a.route, a.outcome);
+      const log = this.appLogger.access;
+      if (log.isLevelEnabled('info')) {
+        log.info(
+          { reqId: rec.id, model: row.model, route: row.endpoint, stream: row.stream, status: row.status_code, latency_ms: row.latency_ms, ttft_ms: row.ttft_ms, prompt_tokens: row.prompt_tokens, completion_tokens: row.completion_tokens, error: row.error ?? undefined },
+          what,
+        );
+      }
+    } catch (err) {
+      this.logger.error(err instanceof Error ? err : String(err));
+    }
+  }
+}

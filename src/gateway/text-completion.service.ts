@@ -1,0 +1,153 @@
+import { Injectable } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import type { CallContext, LlmAdapter } from '../adapters/llm-adapter';
+import { chatChunkToCompletion, chatToCompletion, completionAsChatRequest } from '../adapters/text-completion.mapper';
+import type { ChatChunk, ChatRequest } from '../common/chat.types';
+import type { CompletionRequest } from '../common/completion.types';
+import { UpstreamError } from '../common/errors';
+import { estimatePromptTokens } from '../common/tokens';
+import { usageFromCounts } from '../common/usage';
+import { AppConfig } from '../config/app-config';
+import type { RouteDef } from '../config/registry.types';
+import { Execution, RouteExecutor } from '../routing/route-executor.service';
+import { generationId } from './chat-completion.service';
+import { validateCompletionRequest } from './completion-request.validator';
+import { GatewayCalls, type CallScope } from './gateway-call.service';
+import type { RequestRecord } from './request-record';
+import { SseWriter } from './sse-writer';
+
+/**
+ * Serves POST /v1/completions (OpenAI's legacy text completions), JSON or SSE. Backends with a
+ * native endpoint (vLLM, SGLang, Ollama, OpenAI, OpenRouter, ...) get the request as it is;
+ * chat-only backends (Anthropic, Gemini, DeepSeek, ...) get the prompt as one user message.
+ * Either way the client sees `text_completion` objects, and the request is accounted like chat.
+ */
+@Injectable()
+export class TextCompletionService {
+  constructor(
+    private readonly config: AppConfig,
+    private readonly calls: GatewayCalls,
+    private readonly executor: RouteExecutor,
+  ) {}
+
+  async handle(req: Request, res: Response): Promise<void> {
+    await this.calls.handle(req, res, 'text completion', async (scope) => {
+      const body = validateCompletionRequest(req.body);
+      const { rec } = scope;
+      rec.body = body;
+      rec.stream = body.stream === true;
+      rec.userId = typeof body.user === 'string' ? body.user : null;
+      const model = this.calls.resolveModel(scope, body.model, 'chat');
+      // The chat form serves chat-only routes; a prompt it cannot express fails only those.
+      let chat: ChatRequest | UpstreamError;
+      try {
+        chat = completionAsChatRequest(body);
+      } catch (err) {
+        if (!(err instanceof UpstreamError)) throw err;
+        chat = err;
+      }
+      const view = chat instanceof UpstreamError ? promptView(body) : chat;
+      rec.request = view;
+      const ex = new Execution(model, view, rec.id, scope.signal, scope.snapshot);
+      rec.execution = ex;
+      if (rec.stream) await this.stream(body, chat, ex, scope, res);
+      else await this.json(body, chat, ex, rec, res);
+    });
+  }
+
+  private async json(body: CompletionRequest, chat: ChatRequest | UpstreamError, ex: Execution, rec: RequestRecord, res: Response): Promise<void> {
+    const answer = await this.executor.run(ex, (adapter, route, ctx) => {
+      if (adapter.completeText) return adapter.completeText(body, route, ctx);
+      return chat instanceof UpstreamError ? Promise.reject(chat) : adapter.complete(chat, route, ctx);
+    });
+    rec.upstreamId = typeof answer.id === 'string' ? answer.id : undefined;
+    const out = chatToCompletion(answer);
+    out.id = generationId(rec.id);
+    out.model = ex.model.id;
+    out.provider = ex.route?.kind;
+    out.created ??= Math.floor(Date.now() / 1000);
+    if (out.usage) {
+      rec.usage = out.usage;
+    } else {
+      const completion = out.choices.reduce((s, c) => s + Math.ceil(c.text.length / 4), 0);
+      out.usage = usageFromCounts(estimatePromptTokens(ex.request), completion);
+      rec.deliveredChars = completion * 4;
+    }
+    rec.finishReason = out.choices[0]?.finish_reason ?? null;
+    if (this.config.env.DB_STORE_FULL_CONTENT) rec.responseContent = out;
+    this.calls.sendJson(res, out);
+  }
+
+  private async stream(body: CompletionRequest, chat: ChatRequest | UpstreamError, ex: Execution, scope: CallScope, res: Response): Promise<void> {
+    const { rec, signal } = scope;
+    const sse = new SseWriter(res);
+    const wantUsage = body.stream_options?.include_usage === true;
+    const id = generationId(rec.id);
+    const text: string[] | undefined = this.config.env.DB_STORE_FULL_CONTENT ? [] : undefined;
+    let keepalive: ReturnType<typeof setInterval> | undefined = setInterval(() => sse.keepalive(), this.config.env.STREAM_KEEPALIVE_MS);
+    let usageSent = false;
+    const open = (adapter: LlmAdapter, route: RouteDef, ctx: CallContext): AsyncIterable<ChatChunk> => {
+      if (adapter.streamText) return adapter.streamText(body, route, ctx);
+      return chat instanceof UpstreamError ? failing(chat) : adapter.stream(chat, route, ctx);
+    };
+    try {
+      for await (const chunk of this.executor.stream(ex, open)) {
+        if (keepalive) {
+          clearInterval(keepalive);
+          keepalive = undefined;
+        }
+        if (sse.closed || signal.aborted) break;
+        rec.upstreamId ??= typeof chunk.id === 'string' ? chunk.id : undefined;
+        if (chunk.usage) {
+          rec.usage = chunk.usage;
+          if (!wantUsage) {
+            if (chunk.choices.length === 0) continue;
+            delete chunk.usage;
+          } else {
+            usageSent = true;
+          }
+        }
+        const out = chatChunkToCompletion(chunk);
+        out.id = id;
+        out.model = ex.model.id;
+        out.provider = ex.route?.kind;
+        for (const c of out.choices) {
+          if (c.text) {
+            rec.ttftMs ??= performance.now() - rec.startedAt;
+            rec.deliveredChars += c.text.length;
+            text?.push(c.text);
+          }
+          if (c.finish_reason) rec.finishReason = c.finish_reason;
+        }
+        const wait = sse.write(`data: ${JSON.stringify(out)}\n\n`);
+        if (wait) await wait;
+      }
+    } finally {
+      if (keepalive) clearInterval(keepalive);
+    }
+    if (signal.aborted || sse.closed) throw new UpstreamError({ failure: 'aborted', message: 'the client closed the request' });
+    if (wantUsage && !usageSent) {
+      const usage = rec.usage ?? usageFromCounts(estimatePromptTokens(ex.request), Math.ceil(rec.deliveredChars / 4));
+      void sse.write(`data: ${JSON.stringify({ id, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: ex.model.id, choices: [], usage })}\n\n`);
+    }
+    if (text) rec.responseContent = { text: text.join('') };
+    sse.done();
+  }
+}
+
+/** The prompt as a chat request, for planning and estimates only (never sent). */
+function promptView(body: CompletionRequest): ChatRequest {
+  const { prompt, ...rest } = body;
+  const text = typeof prompt === 'string' ? prompt : (prompt as unknown[]).map((p) => (typeof p === 'string' ? p : Array.isArray(p) ? ' '.repeat(p.length * 4) : ' '.repeat(4))).join('\n');
+  return { ...rest, messages: [{ role: 'user', content: text }] };
+}
+
+/** A stream that fails with `err` when first read (a request this route cannot serve). */
+function failing(err: Error): AsyncIterable<ChatChunk> {
+  return {
+    [Symbol.asyncIterator]: () => ({
+      next: () => Promise.reject(err),
+      return: () => Promise.resolve({ done: true as const, value: undefined }),
+    }),
+  };
+}

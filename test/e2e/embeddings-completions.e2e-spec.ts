@@ -1,0 +1,192 @@
+import OpenAI, { APIError } from 'openai';
+import { CompatProviderUpstream } from '../fixtures/compat-providers-upstream';
+import { rawPost, startGateway, type TestGateway } from '../helpers/gateway';
+
+/**
+ * POST /v1/embeddings and POST /v1/completions end to end with the official client: native
+ * endpoints where the backend has them, chat for chat-only backends, failover, and api_logs.
+ */
+describe('embeddings and text completions', () => {
+  const vllm = new CompatProviderUpstream('vllm');
+  const sglang = new CompatProviderUpstream('sglang');
+  const deepseek = new CompatProviderUpstream('deepseek');
+  let gw: TestGateway;
+  let client: OpenAI;
+
+  beforeAll(async () => {
+    const [v, s, d] = [await vllm.start(), await sglang.start(), await deepseek.start()];
+    const models = `
+models:
+  - id: emb/small
+    type: embedding
+    context_length: 8192
+    pricing: { prompt: 2 }
+    route:
+      - { kind: vllm, id: gpu, base_url: "${v}", provider_model_id: bge-small }
+  - id: emb/floats-only
+    type: embedding
+    context_length: 8192
+    route:
+      - { kind: sglang, base_url: "${s}", provider_model_id: gte }
+  - id: emb/failover
+    type: embedding
+    context_length: 8192
+    router: priority
+    route:
+      - { kind: vllm, id: broken, base_url: "${v}", provider_model_id: "error:503" }
+      - { kind: sglang, id: spare, base_url: "${s}", provider_model_id: gte }
+  - id: base/llama
+    context_length: 8192
+    pricing: { prompt: 1, completion: 1 }
+    route:
+      - { kind: vllm, id: gpu, base_url: "${v}", provider_model_id: llama-base }
+  - id: chat/deepseek
+    context_length: 8192
+    pricing: { prompt: 1, completion: 1 }
+    route:
+      - { kind: deepseek, base_url: "${d}", api_key: k, provider_model_id: deepseek-chat }
+  - id: hybridinference/mock
+    context_length: 8192
+    route:
+      - { kind: mock, tokens: 4 }
+`;
+    gw = await startGateway({ models });
+    client = gw.client();
+  });
+
+  afterAll(async () => {
+    await gw?.close();
+    await Promise.all([vllm.stop(), sglang.stop(), deepseek.stop()]);
+  });
+
+  beforeEach(() => [vllm, sglang, deepseek].forEach((u) => u.reset()));
+
+  describe('/v1/embeddings', () => {
+    it('answers the SDK (which asks for base64 by default) with the right vectors, and logs usage', async () => {
+      const res = await client.embeddings.create({ model: 'emb/small', input: ['hello world', 'abc'] });
+      expect(res.object).toBe('list');
+      expect(res.model).toBe('emb/small');
+      expect(res.data.map((d) => d.index)).toEqual([0, 1]);
+      expect(Array.from(res.data[0].embedding)).toEqual([11 / 8, 12 / 8, 13 / 8, 14 / 8]);
+      expect(Array.from(res.data[1].embedding)).toEqual([3 / 8, 4 / 8, 5 / 8, 6 / 8]);
+      expect(res.usage).toEqual({ prompt_tokens: 3, total_tokens: 3 });
+      expect(vllm.requests[0]).toMatchObject({ path: '/v1/embeddings', body: { model: 'bge-small', input: ['hello world', 'abc'], encoding_format: 'base64' } });
+      const row = (await gw.rows()).find((r) => r.model === 'emb/small')!;
+      expect(row).toMatchObject({ provider: 'vllm', endpoint: 'gpu', status_code: 200, stream: false, prompt_tokens: 3, completion_tokens: 0, usage_estimated: false });
+      expect(Number(row.cost_usd)).toBeCloseTo(0.000006, 12);
+    });
+
+    it('gives floats when asked, and passes dimensions on', async () => {
+      const res = await client.embeddings.create({ model: 'emb/small', input: 'abcd', encoding_format: 'float', dimensions: 2 });
+      expect(res.data[0].embedding).toEqual([0.5, 5 / 8]);
+      expect(vllm.requests[0].body).toMatchObject({ dimensions: 2, encoding_format: 'float' });
+    });
+
+    it('encodes base64 itself when the server ignores encoding_format', async () => {
+      const res = await client.embeddings.create({ model: 'emb/floats-only', input: 'abcd' });
+      expect(Array.from(res.data[0].embedding)).toEqual([0.5, 5 / 8, 6 / 8, 7 / 8]);
+      const raw = await rawPost(`${gw.url}/v1/embeddings`, { model: 'emb/floats-only', input: 'abcd', encoding_format: 'base64' });
+      const b64 = (JSON.parse(raw.text) as { data: Array<{ embedding: string }> }).data[0].embedding;
+      const bytes = Buffer.from(b64, 'base64');
+      expect(Array.from(new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4))).toEqual([0.5, 5 / 8, 6 / 8, 7 / 8]);
+    });
+
+    it('fails over to the next route like chat does', async () => {
+      const res = await client.embeddings.create({ model: 'emb/failover', input: 'x' });
+      expect(res.data).toHaveLength(1);
+      const row = (await gw.rows()).find((r) => r.model === 'emb/failover')!;
+      expect(row.endpoint).toBe('spare');
+      const attempts = (row.metadata as { attempts: Array<{ route: string; outcome: string }> }).attempts.map((a) => `${a.route}:${a.outcome}`);
+      // The broken route may be retried before the next one takes over (routing's retry policy).
+      expect(attempts[0]).toBe('broken:error');
+      expect(attempts.at(-1)).toBe('spare:ok');
+      expect(new Set(attempts.slice(0, -1))).toEqual(new Set(['broken:error']));
+    });
+
+    it.each([
+      [{ model: 'base/llama', input: 'x' }, 400, 'is a chat model'],
+      [{ model: 'nope', input: 'x' }, 404, 'does not exist'],
+      [{ model: 'emb/small', input: '' }, 400, '"input" must not be empty'],
+      [{ model: 'emb/small' }, 400, '"input" is required'],
+    ])('refuses %j with %d', async (body, status, message) => {
+      const res = await rawPost(`${gw.url}/v1/embeddings`, body);
+      expect(res.status).toBe(status);
+      expect(JSON.parse(res.text).error.message).toContain(message);
+    });
+  });
+
+  describe('/v1/completions', () => {
+    it('uses the native endpoint of a backend that has one, echo and logprobs included', async () => {
+      const res = await client.completions.create({ model: 'base/llama', prompt: 'The story', max_tokens: 3, echo: true, logprobs: 1 });
+      expect(res.object).toBe('text_completion');
+      expect(res.model).toBe('base/llama');
+      expect(res.id).toMatch(/^gen-/);
+      expect(res.choices[0]).toMatchObject({ index: 0, text: 'The story and so ', finish_reason: 'length' });
+      expect(res.choices[0].logprobs?.tokens).toEqual([' ', 'and ', 'so ']);
+      expect(res.usage).toEqual({ prompt_tokens: 2, completion_tokens: 3, total_tokens: 5 });
+      expect(vllm.requests[0]).toMatchObject({ path: '/v1/completions', body: { model: 'llama-base', prompt: 'The story', echo: true, logprobs: 1, max_tokens: 3 } });
+      expect(vllm.requests[0].body).not.toHaveProperty('stream_options');
+      const row = (await gw.rows()).find((r) => `gen-${r.id}` === res.id)!;
+      expect(row).toMatchObject({ provider: 'vllm', prompt_tokens: 2, completion_tokens: 3, finish_reason: 'length', usage_estimated: false });
+    });
+
+    it('streams a native completion with usage at the end', async () => {
+      const stream = await client.completions.create({ model: 'base/llama', prompt: [1, 2, 3], max_tokens: 4, stream: true, stream_options: { include_usage: true } });
+      const chunks: OpenAI.Completions.Completion[] = [];
+      for await (const c of stream) chunks.push(c);
+      expect(chunks.every((c) => c.object === 'text_completion' && c.model === 'base/llama')).toBe(true);
+      expect(chunks.map((c) => c.choices[0]?.text ?? '').join('')).toBe(' and so it ');
+      expect(chunks.find((c) => c.choices[0]?.finish_reason)?.choices[0].finish_reason).toBe('length');
+      expect(chunks.at(-1)).toMatchObject({ choices: [], usage: { completion_tokens: 4 } });
+      expect(vllm.requests[0].body).toMatchObject({ prompt: [1, 2, 3], stream: true, stream_options: { include_usage: true } });
+      const row = (await gw.rows()).find((r) => `gen-${r.id}` === chunks[0].id)!;
+      expect(row).toMatchObject({ stream: true, completion_tokens: 4, usage_estimated: false });
+      expect(row.ttft_ms).not.toBeNull();
+    });
+
+    it('answers through chat on a chat-only backend, streamed and not', async () => {
+      const res = await client.completions.create({ model: 'chat/deepseek', prompt: 'Say hi', max_tokens: 20 });
+      expect(res.object).toBe('text_completion');
+      expect(res.choices[0]).toMatchObject({ text: 'echo: Say hi', finish_reason: 'stop' });
+      expect(deepseek.requests[0]).toMatchObject({ path: '/chat/completions', body: { messages: [{ role: 'user', content: 'Say hi' }], max_tokens: 20 } });
+      const stream = await client.completions.create({ model: 'chat/deepseek', prompt: 'Say hi', stream: true });
+      let text = '';
+      for await (const c of stream) text += c.choices[0]?.text ?? '';
+      expect(text).toBe('echo: Say hi');
+    });
+
+    it('answers through chat on the built-in mock', async () => {
+      const res = await client.completions.create({ model: 'hybridinference/mock', prompt: 'x' });
+      expect(res.choices[0].text).toBe('Hello from the HybridInference');
+    });
+
+    it('refuses what a chat-only backend cannot answer, naming the parameter', async () => {
+      const err = await client.completions.create({ model: 'chat/deepseek', prompt: ['a', 'b'] }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(APIError);
+      expect(err).toMatchObject({ status: 400, param: 'prompt' });
+      expect(deepseek.requests).toHaveLength(0);
+      const echo = await client.completions.create({ model: 'chat/deepseek', prompt: 'a', echo: true }).catch((e: unknown) => e);
+      expect(echo).toMatchObject({ status: 400, param: 'echo' });
+    });
+
+    it('refuses an embedding model', async () => {
+      const res = await rawPost(`${gw.url}/v1/completions`, { model: 'emb/small', prompt: 'x' });
+      expect(res.status).toBe(400);
+      expect(JSON.parse(res.text).error.message).toContain('embedding model');
+    });
+  });
+});
+
+describe('embedding models in the config', () => {
+  it('refuse to start when a route of an embedding model cannot embed', async () => {
+    const models = `
+models:
+  - id: emb/wrong
+    type: embedding
+    context_length: 8192
+    route:
+      - { kind: deepseek, base_url: "http://127.0.0.1:9/v1", provider_model_id: x }
+`;
+    await expect(startGateway({ models })).rejects.toThrow(/emb\/wrong.*cannot compute embeddings/);
+  });
+});

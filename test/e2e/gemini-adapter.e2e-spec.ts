@@ -1,0 +1,275 @@
+import OpenAI, { APIError } from 'openai';
+import { GeminiUpstream } from '../fixtures/gemini-upstream';
+import { AdapterRegistry } from '../../src/adapters/adapter-registry.service';
+import { ModelRegistry } from '../../src/config/model-registry.service';
+import { rawPost, startGateway, type TestGateway } from '../helpers/gateway';
+
+/** kind: gemini end to end: the official OpenAI client, the gateway, a Gemini API stand-in. */
+describe('gemini adapter', () => {
+  const upstream = new GeminiUpstream();
+  let gw: TestGateway;
+  let client: OpenAI;
+
+  beforeAll(async () => {
+    const base = await upstream.start();
+    const r = (model: string, extra = '') => `{ kind: gemini, base_url: "${base}", api_key: good-key, provider_model_id: "${model}"${extra} }`;
+    const models = `
+models:
+  - id: gemini/flash
+    context_length: 1000000
+    pricing: { prompt: "0.3", completion: "2.5", input_cache_read: "0.075" }
+    route:
+      - ${r('ok')}
+  - id: gemini/ids
+    context_length: 1000000
+    route:
+      - ${r('ids')}
+  - id: gemini/three
+    context_length: 1000000
+    route:
+      - ${r('sig')}
+  - id: gemini/thinking
+    context_length: 1000000
+    route:
+      - ${r('thinking')}
+  - id: gemini/cached
+    context_length: 1000000
+    pricing: { prompt: "0.3", completion: "2.5", input_cache_read: "0.075" }
+    route:
+      - ${r('cached')}
+  - id: gemini/safety
+    context_length: 1000000
+    route:
+      - ${r('safety')}
+  - id: gemini/blocked
+    context_length: 1000000
+    route:
+      - ${r('blocked')}
+  - id: gemini/quota
+    context_length: 1000000
+    route:
+      - ${r('error:429')}
+  - id: gemini/overloaded
+    context_length: 1000000
+    route:
+      - ${r('error:503')}
+  - id: gemini/bad-request
+    context_length: 1000000
+    route:
+      - ${r('error:400')}
+  - id: gemini/cut
+    context_length: 1000000
+    route:
+      - ${r('cut')}
+  - id: gemini/keys
+    context_length: 1000000
+    route:
+      - { kind: gemini, base_url: "${base}", api_keys: [bad-key, good-key], provider_model_id: ok }
+  - id: gemini/bad-key
+    context_length: 1000000
+    route:
+      - { kind: gemini, base_url: "${base}", api_key: bad-key, provider_model_id: ok }
+  - id: gemini/safety-settings
+    context_length: 1000000
+    route:
+      - kind: gemini
+        base_url: ${base}
+        api_key: good-key
+        provider_model_id: ok
+        safety_settings: [{ category: HARM_CATEGORY_HARASSMENT, threshold: BLOCK_ONLY_HIGH }]
+  - id: gemini/embedding
+    type: embedding
+    context_length: 2048
+    pricing: { prompt: "0.15" }
+    route:
+      - { kind: gemini, base_url: "${base}", api_key: good-key, provider_model_id: gemini-embedding-001, task_type: RETRIEVAL_DOCUMENT }
+`;
+    gw = await startGateway({ models });
+    client = gw.client();
+  });
+
+  afterAll(async () => {
+    await gw?.close();
+    await upstream.stop();
+  });
+
+  beforeEach(() => upstream.reset());
+
+  const rowFor = async (id: string) => (await gw.rows()).find((r) => `gen-${r.id}` === id)!;
+  const tools: OpenAI.Chat.Completions.ChatCompletionTool[] = [{ type: 'function', function: { name: 'get_weather', description: 'Weather for a city', parameters: { type: 'object', properties: { input: { type: 'string' } } } } }];
+
+  it('answers through generateContent with the system instruction, sampling and usage', async () => {
+    const res = await client.chat.completions.create({ model: 'gemini/flash', messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'hello gemini' }], temperature: 0.3, max_tokens: 50, stop: ['NEVER'] });
+    expect(res.choices[0]).toMatchObject({ message: { role: 'assistant', content: 'echo: hello gemini' }, finish_reason: 'stop' });
+    const sent = upstream.requests[0];
+    expect(sent.path).toBe('/v1beta/models/ok:generateContent');
+    expect(sent.headers['x-goog-api-key']).toBe('good-key');
+    expect(sent.body).toEqual({
+      systemInstruction: { parts: [{ text: 'Be brief.' }] },
+      contents: [{ role: 'user', parts: [{ text: 'hello gemini' }] }],
+      generationConfig: { temperature: 0.3, maxOutputTokens: 50, stopSequences: ['NEVER'] },
+    });
+    expect(res.usage).toMatchObject({ prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 });
+    expect(await rowFor(res.id)).toMatchObject({ provider: 'gemini', prompt_tokens: 7, completion_tokens: 3, usage_estimated: false });
+  });
+
+  it('streams with alt=sse, usage from the last event', async () => {
+    const stream = await client.chat.completions.create({ model: 'gemini/flash', stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'stream this please' }] });
+    const chunks: OpenAI.Chat.Completions.ChatCompletionChunk[] = [];
+    for await (const c of stream) chunks.push(c);
+    expect(upstream.requests[0].url).toBe('/v1beta/models/ok:streamGenerateContent?alt=sse');
+    expect(chunks[0].choices[0].delta.role).toBe('assistant');
+    expect(chunks.map((c) => c.choices[0]?.delta.content ?? '').join('')).toBe('echo: stream this please');
+    expect(chunks.find((c) => c.choices[0]?.finish_reason)?.choices[0].finish_reason).toBe('stop');
+    expect(chunks.at(-1)).toMatchObject({ choices: [], usage: { prompt_tokens: 6, completion_tokens: 4 } });
+    expect(await rowFor(chunks[0].id)).toMatchObject({ stream: true, prompt_tokens: 6, completion_tokens: 4, usage_estimated: false });
+  });
+
+  it('stops at max tokens, and answers several candidates', async () => {
+    const res = await client.chat.completions.create({ model: 'gemini/flash', n: 2, max_tokens: 2, messages: [{ role: 'user', content: 'one two three' }] });
+    expect(res.choices.map((c) => [c.index, c.message.content, c.finish_reason])).toEqual([
+      [0, 'echo: one ', 'length'],
+      [1, 'echo: one ', 'length'],
+    ]);
+  });
+
+  it('carries a multi-turn tool round trip with stable ids, streamed and not', async () => {
+    const first = await client.chat.completions.create({ model: 'gemini/flash', tools, tool_choice: 'required', messages: [{ role: 'user', content: 'Paris' }] });
+    expect(first.choices[0].finish_reason).toBe('tool_calls');
+    const call = first.choices[0].message.tool_calls![0] as OpenAI.Chat.Completions.ChatCompletionMessageFunctionToolCall;
+    expect(call.id).toMatch(/^call_/);
+    expect(call.function).toEqual({ name: 'get_weather', arguments: '{"input":"Paris"}' });
+    expect(upstream.requests[0].body).toMatchObject({ toolConfig: { functionCallingConfig: { mode: 'ANY' } }, tools: [{ functionDeclarations: [{ name: 'get_weather', parametersJsonSchema: { type: 'object' } }] }] });
+
+    const second = await client.chat.completions.create({
+      model: 'gemini/flash',
+      tools,
+      messages: [{ role: 'user', content: 'Paris' }, first.choices[0].message, { role: 'tool', tool_call_id: call.id, content: '{"tempC": 21}' }],
+    });
+    expect(second.choices[0].message.content).toBe('tool said: {"tempC":21}');
+    expect((upstream.requests[1].body.contents as unknown[])[2]).toEqual({ role: 'user', parts: [{ functionResponse: { name: 'get_weather', response: { output: { tempC: 21 } } } }] });
+
+    const stream = await client.chat.completions.create({ model: 'gemini/ids', tools, stream: true, messages: [{ role: 'user', content: 'Rome' }] });
+    const calls: OpenAI.Chat.Completions.ChatCompletionChunk.Choice.Delta.ToolCall[] = [];
+    let finish: string | null = null;
+    for await (const c of stream) {
+      calls.push(...(c.choices[0]?.delta.tool_calls ?? []));
+      finish = c.choices[0]?.finish_reason ?? finish;
+    }
+    expect(calls).toEqual([{ index: 0, id: 'fc-1', type: 'function', function: { name: 'get_weather', arguments: '{"input":"Rome"}' } }]);
+    expect(finish).toBe('tool_calls');
+    const third = await client.chat.completions.create({
+      model: 'gemini/ids',
+      tools,
+      messages: [{ role: 'user', content: 'Rome' }, { role: 'assistant', content: null, tool_calls: [{ id: 'fc-1', type: 'function', function: { name: 'get_weather', arguments: '{"input":"Rome"}' } }] }, { role: 'tool', tool_call_id: 'fc-1', content: 'rain' }],
+    });
+    expect(third.choices[0].message.content).toBe('tool said: "rain"');
+    expect((upstream.requests[3].body.contents as Array<{ parts: Array<{ functionResponse?: { id?: string } }> }>)[2].parts[0].functionResponse?.id).toBe('fc-1');
+  });
+
+  it("returns Gemini 3's thought signatures and sends them back, as Gemini 3 requires", async () => {
+    const first = await client.chat.completions.create({ model: 'gemini/three', tools, messages: [{ role: 'user', content: 'Oslo' }] });
+    const call = first.choices[0].message.tool_calls![0] as OpenAI.Chat.Completions.ChatCompletionMessageFunctionToolCall & { extra_content?: { google?: { thought_signature?: string } } };
+    const signature = call.extra_content?.google?.thought_signature;
+    expect(signature).toMatch(/^sig-/);
+    const next = await client.chat.completions.create({ model: 'gemini/three', tools, messages: [{ role: 'user', content: 'Oslo' }, first.choices[0].message, { role: 'tool', tool_call_id: call.id, content: 'snow' }] });
+    expect(next.choices[0].message.content).toBe('tool said: "snow"');
+    expect((upstream.requests[1].body.contents as Array<{ parts: Array<{ thoughtSignature?: string }> }>)[1].parts[0].thoughtSignature).toBe(signature);
+  });
+
+  it('shows thoughts as reasoning_content and counts thinking tokens as reasoning', async () => {
+    const res = await client.chat.completions.create({ model: 'gemini/thinking', reasoning_effort: 'medium', messages: [{ role: 'user', content: 'why' }] });
+    expect((res.choices[0].message as unknown as { reasoning_content: string }).reasoning_content).toBe('pondering');
+    expect(res.choices[0].message.content).toBe('echo: why');
+    expect(upstream.requests[0].body.generationConfig).toEqual({ thinkingConfig: { thinkingBudget: 8192, includeThoughts: true } });
+    expect(res.usage).toMatchObject({ completion_tokens: 7, completion_tokens_details: { reasoning_tokens: 5 } });
+    expect(await rowFor(res.id)).toMatchObject({ reasoning_tokens: 5, completion_tokens: 7 });
+  });
+
+  it('counts cached content as cached prompt tokens', async () => {
+    const res = await client.chat.completions.create({ model: 'gemini/cached', messages: [{ role: 'user', content: 'hi' }] });
+    expect(res.usage).toMatchObject({ prompt_tokens: 4, prompt_tokens_details: { cached_tokens: 3 } });
+    expect(await rowFor(res.id)).toMatchObject({ cached_tokens: 3 });
+  });
+
+  it('asks for JSON in JSON mode', async () => {
+    const res = await client.chat.completions.create({ model: 'gemini/flash', response_format: { type: 'json_object' }, messages: [{ role: 'user', content: 'json please' }] });
+    expect(JSON.parse(res.choices[0].message.content!)).toEqual({ echo: 'echo: json please' });
+  });
+
+  it('sends images inline', async () => {
+    await client.chat.completions.create({ model: 'gemini/flash', messages: [{ role: 'user', content: [{ type: 'text', text: 'what is it' }, { type: 'image_url', image_url: { url: 'data:image/png;base64,iVBORw0KGgo=' } }] }] });
+    expect((upstream.requests[0].body.contents as Array<{ parts: unknown[] }>)[0].parts[1]).toEqual({ inlineData: { mimeType: 'image/png', data: 'iVBORw0KGgo=' } });
+  });
+
+  it('ends safety-stopped and blocked answers with content_filter, streamed and not', async () => {
+    const stopped = await client.chat.completions.create({ model: 'gemini/safety', messages: [{ role: 'user', content: 'x' }] });
+    expect(stopped.choices[0].finish_reason).toBe('content_filter');
+    const blocked = await client.chat.completions.create({ model: 'gemini/blocked', messages: [{ role: 'user', content: 'x' }] });
+    expect(blocked.choices[0]).toMatchObject({ finish_reason: 'content_filter', message: { content: '' } });
+    for (const model of ['gemini/safety', 'gemini/blocked']) {
+      const stream = await client.chat.completions.create({ model, stream: true, messages: [{ role: 'user', content: 'x' }] });
+      let finish: string | null = null;
+      for await (const c of stream) finish = c.choices[0]?.finish_reason ?? finish;
+      expect(finish).toBe('content_filter');
+    }
+  });
+
+  it('maps errors: quota with Retry-After, overload to a retryable 503, bad requests as they are', async () => {
+    const quota = await rawPost(`${gw.url}/v1/chat/completions`, { model: 'gemini/quota', messages: [{ role: 'user', content: 'x' }] });
+    expect(quota.status).toBe(429);
+    expect(quota.headers.get('retry-after')).toBe('12');
+    expect(JSON.parse(quota.text).error).toMatchObject({ type: 'rate_limit_error', code: 'RESOURCE_EXHAUSTED' });
+    const busy = await client.chat.completions.create({ model: 'gemini/overloaded', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    expect(busy).toMatchObject({ status: 503 });
+    const bad = await client.chat.completions.create({ model: 'gemini/bad-request', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    expect(bad).toBeInstanceOf(APIError);
+    expect(bad).toMatchObject({ status: 400, code: 'INVALID_ARGUMENT' });
+  });
+
+  it('treats an invalid key as 401 and moves on to the next key', async () => {
+    const err = await client.chat.completions.create({ model: 'gemini/bad-key', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ status: 401, code: 'invalid_api_key' });
+    upstream.reset();
+    const res = await client.chat.completions.create({ model: 'gemini/keys', messages: [{ role: 'user', content: 'x' }] });
+    expect(res.choices[0].message.content).toBe('echo: x');
+    expect(upstream.requests.map((r) => r.headers['x-goog-api-key'])).toEqual(['bad-key', 'good-key']);
+    await client.chat.completions.create({ model: 'gemini/keys', messages: [{ role: 'user', content: 'y' }] });
+    expect(upstream.requests.map((r) => r.headers['x-goog-api-key'])).toEqual(['bad-key', 'good-key', 'good-key']);
+  });
+
+  it('fails a stream that ends without a finish reason', async () => {
+    const res = await rawPost(`${gw.url}/v1/chat/completions`, { model: 'gemini/cut', stream: true, messages: [{ role: 'user', content: 'one two three four' }] });
+    expect(res.text).toMatch(/"error":\{/);
+    expect(res.text).not.toContain('[DONE]');
+  });
+
+  it("sends the route's safety settings", async () => {
+    await client.chat.completions.create({ model: 'gemini/safety-settings', messages: [{ role: 'user', content: 'x' }] });
+    expect(upstream.requests[0].body.safetySettings).toEqual([{ category: 'HARM_CATEGORY_HARASSMENT', threshold: 'BLOCK_ONLY_HIGH' }]);
+  });
+
+  it('serves embeddings through batchEmbedContents, usage estimated and marked so', async () => {
+    const res = await client.embeddings.create({ model: 'gemini/embedding', input: ['hello', 'hi'], dimensions: 3 });
+    expect(res.data.map((d) => Array.from(d.embedding).map((v) => Math.round(v * 100) / 100))).toEqual([[0.5, 0.6, 0.7], [0.2, 0.3, 0.4]]);
+    expect(upstream.requests[0]).toMatchObject({ path: '/v1beta/models/gemini-embedding-001:batchEmbedContents', body: { requests: [{ model: 'models/gemini-embedding-001', outputDimensionality: 3, taskType: 'RETRIEVAL_DOCUMENT' }, {}] } });
+    expect(res.usage.prompt_tokens).toBeGreaterThan(0);
+    const row = (await gw.rows()).find((r) => r.model === 'gemini/embedding')!;
+    expect(row).toMatchObject({ provider: 'gemini', usage_estimated: true, prompt_tokens: res.usage.prompt_tokens });
+    const tokens = await rawPost(`${gw.url}/v1/embeddings`, { model: 'gemini/embedding', input: [1, 2, 3] });
+    expect(tokens.status).toBe(400);
+    expect(JSON.parse(tokens.text).error.param).toBe('input');
+  });
+
+  it('serves text completions through generateContent', async () => {
+    const res = await client.completions.create({ model: 'gemini/flash', prompt: 'complete me' });
+    expect(res.choices[0].text).toBe('echo: complete me');
+  });
+
+  it('probes health with a cheap, keyed GET of the model list', async () => {
+    const probe = (model: string) => gw.app.get(AdapterRegistry).get('gemini')!.probe!(gw.app.get(ModelRegistry).current().find(model)!.routes[0], AbortSignal.timeout(5000));
+    await expect(probe('gemini/flash')).resolves.toMatchObject({ ok: true, detail: 'HTTP 200' });
+    expect(upstream.requests.at(-1)?.path).toBe('/v1beta/models');
+    await expect(probe('gemini/bad-key')).resolves.toMatchObject({ ok: false });
+  });
+});

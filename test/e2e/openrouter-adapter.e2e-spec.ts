@@ -1,0 +1,139 @@
+import OpenAI, { APIError } from 'openai';
+import { OpenRouterUpstream } from '../fixtures/openrouter-upstream';
+import { startGateway, type TestGateway } from '../helpers/gateway';
+
+/** kind: openrouter end to end: attribution, pinned sub-providers, usage cost into api_logs. */
+describe('openrouter adapter', () => {
+  const upstream = new OpenRouterUpstream();
+  let gw: TestGateway;
+  let client: OpenAI;
+
+  beforeAll(async () => {
+    const base = await upstream.start();
+    const models = `
+models:
+  - id: or/llama
+    context_length: 8192
+    pricing: { prompt: 1, completion: 1 }
+    route:
+      - kind: openrouter
+        base_url: ${base}
+        api_key: or-key
+        provider_model_id: meta-llama/llama-3.1-8b-instruct
+        http_referer: https://gateway.example
+        x_title: HybridInference Test
+  - id: or/pinned
+    context_length: 8192
+    route:
+      - { kind: "openrouter[deepinfra]", base_url: "${base}", api_key: or-key, provider_model_id: ok }
+  - id: or/pinned-down
+    context_length: 8192
+    route:
+      - { kind: "openrouter[down]", base_url: "${base}", api_key: or-key, provider_model_id: ok }
+  - id: or/broke
+    context_length: 8192
+    route:
+      - { kind: openrouter, base_url: "${base}", api_key: no-credits, provider_model_id: ok }
+  - id: or/mid-error
+    context_length: 8192
+    route:
+      - { kind: openrouter, base_url: "${base}", api_key: or-key, provider_model_id: mid-error }
+  - id: or/keys
+    context_length: 8192
+    route:
+      - { kind: openrouter, base_url: "${base}", api_keys: [limited-key, or-key], provider_model_id: ok }
+  - id: or/embed
+    type: embedding
+    context_length: 8192
+    route:
+      - { kind: openrouter, base_url: "${base}", api_key: or-key, provider_model_id: openai/text-embedding-3-small }
+`;
+    gw = await startGateway({ models });
+    client = gw.client();
+  });
+
+  afterAll(async () => {
+    await gw?.close();
+    await upstream.stop();
+  });
+
+  beforeEach(() => upstream.reset());
+
+  const rowFor = async (id: string) => (await gw.rows()).find((r) => `gen-${r.id}` === id)!;
+
+  it('sends the attribution headers, asks for usage, and records the cost OpenRouter reports', async () => {
+    const res = await client.chat.completions.create({ model: 'or/llama', messages: [{ role: 'user', content: 'hello router' }], provider: { order: ['openrouter'] }, models: ['or/pinned'] } as never);
+    expect(res.choices[0].message.content).toBe('echo: hello router');
+    const sent = upstream.requests[0];
+    expect(sent.path).toBe('/api/v1/chat/completions');
+    expect(sent.headers['http-referer']).toBe('https://gateway.example');
+    expect(sent.headers['x-title']).toBe('HybridInference Test');
+    expect(sent.headers.authorization).toBe('Bearer or-key');
+    expect(sent.body.usage).toEqual({ include: true });
+    // The client's routing options are the gateway's business, never OpenRouter's.
+    expect(sent.body).not.toHaveProperty('provider');
+    expect(sent.body).not.toHaveProperty('models');
+    const row = await rowFor(res.id);
+    // 5 prompt tokens at $1/M + 3 completion tokens at $2/M
+    expect(Number(row.upstream_cost_usd)).toBeCloseTo(0.000011, 12);
+    expect(row).toMatchObject({ provider: 'openrouter', prompt_tokens: 5, completion_tokens: 3 });
+  });
+
+  it('records the cost of a stream too, past the processing comments', async () => {
+    const stream = await client.chat.completions.create({ model: 'or/llama', stream: true, messages: [{ role: 'user', content: 'stream me' }] });
+    let text = '';
+    let id = '';
+    for await (const c of stream) {
+      id ||= c.id;
+      text += c.choices[0]?.delta.content ?? '';
+    }
+    expect(text).toBe('echo: stream me');
+    expect(Number((await rowFor(id)).upstream_cost_usd)).toBeCloseTo(0.000011, 12);
+  });
+
+  it('pins kind openrouter[slug] to that provider without fallbacks', async () => {
+    await client.chat.completions.create({ model: 'or/pinned', messages: [{ role: 'user', content: 'x' }] });
+    expect(upstream.requests[0].body.provider).toEqual({ order: ['deepinfra'], allow_fallbacks: false });
+    const err = await client.chat.completions.create({ model: 'or/pinned-down', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(APIError);
+    expect((err as APIError).status).toBe(502);
+    expect((err as APIError).message).toContain('No allowed providers are available');
+  });
+
+  it('passes an out-of-credits 402 on with its message', async () => {
+    const err = await client.chat.completions.create({ model: 'or/broke', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ status: 402 });
+    expect((err as APIError).message).toContain('Insufficient credits');
+  });
+
+  it('ends a stream that fails mid-answer with an error, never [DONE]', async () => {
+    const stream = await client.chat.completions.create({ model: 'or/mid-error', stream: true, messages: [{ role: 'user', content: 'one two three' }] });
+    const run = async () => {
+      for await (const _ of stream) void _;
+    };
+    await expect(run()).rejects.toThrow(/Provider disconnected/);
+  });
+
+  it('moves to the next key when OpenRouter rate-limits one', async () => {
+    const res = await client.chat.completions.create({ model: 'or/keys', messages: [{ role: 'user', content: 'x' }] });
+    expect(res.choices[0].message.content).toBe('echo: x');
+    expect(upstream.requests.map((r) => r.headers.authorization)).toEqual(['Bearer limited-key', 'Bearer or-key']);
+    // The limited key now sits out: the next request goes straight to the other one.
+    await client.chat.completions.create({ model: 'or/keys', messages: [{ role: 'user', content: 'y' }] });
+    expect(upstream.requests.map((r) => r.headers.authorization)).toEqual(['Bearer limited-key', 'Bearer or-key', 'Bearer or-key']);
+  });
+
+  it('serves embeddings and text completions with their cost', async () => {
+    const emb = await client.embeddings.create({ model: 'or/embed', input: ['a b', 'c'] });
+    expect(emb.data.map((d) => Array.from(d.embedding))).toEqual([[3, 0.5, -0.5], [1, 0.5, -0.5]]);
+    expect(upstream.requests[0].path).toBe('/api/v1/embeddings');
+    expect(upstream.requests[0].body).not.toHaveProperty('usage');
+    const done = await client.completions.create({ model: 'or/llama', prompt: 'Once', max_tokens: 3 });
+    expect(done.choices[0].text).toBe(' it was ');
+    expect(upstream.requests[1].path).toBe('/api/v1/completions');
+    expect(upstream.requests[1].body).toMatchObject({ prompt: 'Once', usage: { include: true } });
+    const rows = await gw.rows();
+    expect(Number(rows.find((r) => r.model === 'or/embed')!.upstream_cost_usd)).toBeCloseTo(0.000003, 12);
+    expect(Number(rows.find((r) => `gen-${r.id}` === done.id)!.upstream_cost_usd)).toBeCloseTo(0.000007, 12);
+  });
+});

@@ -1,0 +1,205 @@
+import { createVerify, generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import OpenAI, { APIError } from 'openai';
+import { UpstreamClient } from '../../src/adapters/http/upstream-client.service';
+import { GoogleTokenSource, loadServiceAccount } from '../../src/adapters/vertex-claude/google-auth';
+import { AppConfig } from '../../src/config/app-config';
+import { validateEnv } from '../../src/config/env.schema';
+import { VertexUpstream } from '../fixtures/vertex-upstream';
+import { startGateway, type TestGateway } from '../helpers/gateway';
+
+/**
+ * kind: vertex_claude end to end: a service account (with an RSA key made for this test) signs a
+ * JWT, a stand-in token endpoint checks it and issues access tokens, and a Vertex stand-in serves
+ * rawPredict / streamRawPredict.
+ */
+const EMAIL = 'gateway@test-proj.iam.gserviceaccount.com';
+
+describe('vertex_claude adapter', () => {
+  const keys = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const stranger = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const upstream = new VertexUpstream(keys.publicKey, EMAIL);
+  const dir = mkdtempSync(join(tmpdir(), 'hi-vertex-'));
+  let base: string;
+  let gw: TestGateway;
+  let client: OpenAI;
+
+  const writeAccount = (name: string, key: typeof keys.privateKey) => {
+    const file = join(dir, name);
+    const json = { type: 'service_account', project_id: 'test-proj', private_key_id: 'k1', private_key: key.export({ type: 'pkcs8', format: 'pem' }).toString(), client_email: EMAIL, client_id: '1', token_uri: upstream.tokenUri };
+    writeFileSync(file, JSON.stringify(json));
+    return file;
+  };
+
+  beforeAll(async () => {
+    base = await upstream.start();
+    const good = writeAccount('sa.json', keys.privateKey);
+    const wrong = writeAccount('wrong.json', stranger.privateKey);
+    const models = `
+models:
+  - id: vertex/sonnet
+    context_length: 200000
+    pricing: { prompt: 3, completion: 15 }
+    route:
+      - { kind: vertex_claude, base_url: "${base}", region: us-east5, credentials: "${good}", provider_model_id: "ok" }
+  - id: vertex/quota
+    context_length: 200000
+    route:
+      - { kind: vertex_claude, base_url: "${base}", region: us-east5, credentials: "${good}", provider_model_id: quota }
+  - id: vertex/wrong-key
+    context_length: 200000
+    route:
+      - { kind: vertex_claude, base_url: "${base}", region: us-east5, credentials: "${wrong}", project_id: other-proj, provider_model_id: ok }
+  - id: vertex/fallback
+    context_length: 200000
+    router: priority
+    route:
+      - { kind: vertex_claude, id: wrong, base_url: "${base}", region: us-east5, credentials: "${wrong}", provider_model_id: ok }
+      - { kind: vertex_claude, id: right, base_url: "${base}", region: europe-west1, credentials: "${good}", provider_model_id: ok }
+`;
+    gw = await startGateway({ models });
+    client = gw.client();
+  });
+
+  afterAll(async () => {
+    await gw?.close();
+    await upstream.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  beforeEach(() => {
+    upstream.reset();
+    upstream.expiresIn = 3599;
+  });
+
+  const predictions = () => upstream.requests.filter((r) => r.path !== '/token');
+  const exchanges = () => upstream.requests.filter((r) => r.path === '/token');
+
+  it('exchanges a signed JWT for a token once, then calls rawPredict with it', async () => {
+    const res = await client.chat.completions.create({ model: 'vertex/sonnet', messages: [{ role: 'user', content: 'hello vertex' }] });
+    expect(res.choices[0].message.content).toBe('echo: hello vertex');
+    await client.chat.completions.create({ model: 'vertex/sonnet', messages: [{ role: 'user', content: 'again' }] });
+    expect(exchanges()).toHaveLength(1);
+    expect(exchanges()[0].headers['content-type']).toBe('application/x-www-form-urlencoded');
+    const calls = predictions();
+    expect(calls.map((c) => c.path)).toEqual(Array(2).fill('/v1/projects/test-proj/locations/us-east5/publishers/anthropic/models/ok:rawPredict'));
+    expect(new Set(calls.map((c) => c.headers.authorization))).toEqual(new Set([`Bearer ${upstream.issued[0]}`]));
+    expect(calls[0].headers).not.toHaveProperty('x-api-key');
+    expect(calls[0].headers).not.toHaveProperty('anthropic-version');
+    expect(calls[0].body).toMatchObject({ anthropic_version: 'vertex-2023-10-16', max_tokens: 4096 });
+    expect(calls[0].body).not.toHaveProperty('model');
+    const row = (await gw.rows()).find((r) => `gen-${r.id}` === res.id)!;
+    expect(row).toMatchObject({ provider: 'vertex_claude', prompt_tokens: 5, completion_tokens: 3 });
+  });
+
+  it('streams through streamRawPredict', async () => {
+    const stream = await client.chat.completions.create({ model: 'vertex/sonnet', stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'stream it' }] });
+    let text = '';
+    let usage: OpenAI.CompletionUsage | null | undefined;
+    for await (const c of stream) {
+      text += c.choices[0]?.delta.content ?? '';
+      usage = c.usage ?? usage;
+    }
+    expect(text).toBe('echo: stream it');
+    expect(usage).toMatchObject({ prompt_tokens: 5, completion_tokens: 3 });
+    expect(predictions()[0]).toMatchObject({ path: expect.stringMatching(/:streamRawPredict$/), body: { stream: true } });
+  });
+
+  it('gets a new token when the cached one is about to expire', async () => {
+    // A token that lives less than the refresh margin is replaced on every call.
+    upstream.expiresIn = 120;
+    upstream.revokeAll();
+    for (const m of ['a', 'b']) await client.chat.completions.create({ model: 'vertex/sonnet', messages: [{ role: 'user', content: m }] });
+    expect(exchanges()).toHaveLength(2);
+    const [first, second] = predictions().map((c) => c.headers.authorization);
+    expect(first).not.toBe(second);
+  });
+
+  it('drops a token Vertex refuses and retries once with a fresh one', async () => {
+    await client.chat.completions.create({ model: 'vertex/sonnet', messages: [{ role: 'user', content: 'warm' }] });
+    upstream.reset();
+    upstream.revokeAll();
+    const res = await client.chat.completions.create({ model: 'vertex/sonnet', messages: [{ role: 'user', content: 'after rotation' }] });
+    expect(res.choices[0].message.content).toBe('echo: after rotation');
+    expect(upstream.requests.map((r) => r.path.endsWith(':rawPredict') ? 'predict' : 'token')).toEqual(['predict', 'token', 'predict']);
+  });
+
+  it("passes Vertex's quota 429 on as a rate limit", async () => {
+    const err = await client.chat.completions.create({ model: 'vertex/quota', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(APIError);
+    expect(err).toMatchObject({ status: 429, code: 'RESOURCE_EXHAUSTED' });
+    expect((err as APIError).message).toContain('Quota exceeded');
+  });
+
+  it('reports a refused token exchange as a 502 naming the account, and fails over', async () => {
+    const err = await client.chat.completions.create({ model: 'vertex/wrong-key', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ status: 502, code: 'upstream_auth_failed' });
+    expect((err as APIError).message).toContain('invalid_grant: Invalid JWT Signature.');
+    expect(predictions()).toHaveLength(0);
+    expect(exchanges()).toHaveLength(1);
+    // The refusal is held for a while: the next requests fail over without asking again.
+    const again = await client.chat.completions.create({ model: 'vertex/wrong-key', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    expect(again).toMatchObject({ status: 502, code: 'upstream_auth_failed' });
+    const res = await client.chat.completions.create({ model: 'vertex/fallback', messages: [{ role: 'user', content: 'x' }] });
+    const byWrongKey = exchanges().filter((r) => {
+      const [h, c, sig] = String(r.body.assertion).split('.');
+      return createVerify('RSA-SHA256').update(`${h}.${c}`).verify(stranger.publicKey, Buffer.from(sig, 'base64url'));
+    });
+    expect(byWrongKey).toHaveLength(1);
+    expect(res.choices[0].message.content).toBe('echo: x');
+    expect(predictions()[0].path).toContain('/locations/europe-west1/');
+  });
+
+  it('refuses to start without usable credentials', async () => {
+    const models = (creds: string) => `
+models:
+  - id: v
+    context_length: 1000
+    route:
+      - { kind: vertex_claude, base_url: "${base}", region: us-east5, credentials: "${creds}", provider_model_id: ok }
+`;
+    await expect(startGateway({ models: models(join(dir, 'missing.json')) })).rejects.toThrow(/credentials: cannot read the service-account key file .*missing.json: ENOENT/);
+    const bad = join(dir, 'bad.json');
+    writeFileSync(bad, JSON.stringify({ type: 'service_account', client_email: EMAIL, private_key: 'not a key' }));
+    await expect(startGateway({ models: models(bad) })).rejects.toThrow(/private_key is not a usable PEM key/);
+  });
+
+  describe('GoogleTokenSource', () => {
+    const http = new UpstreamClient(new AppConfig(validateEnv({})));
+    afterAll(() => http.onApplicationShutdown());
+    const call = () => ({ signal: new AbortController().signal, route: 'r', provider: 'vertex_claude' });
+
+    it('caches a token until five minutes before it expires, and shares one exchange between concurrent callers', async () => {
+      const source = new GoogleTokenSource(http);
+      let now = Date.now();
+      source.now = () => now;
+      const sa = loadServiceAccount(writeAccount('cache.json', keys.privateKey));
+      const [a, b, c] = await Promise.all([source.token(sa, call()), source.token(sa, call()), source.token(sa, call())]);
+      expect(new Set([a, b, c]).size).toBe(1);
+      expect(source.exchanges).toBe(1);
+      now += (3599 - 301) * 1000;
+      expect(await source.token(sa, call())).toBe(a);
+      expect(source.exchanges).toBe(1);
+      now += 2000;
+      // The stand-in checks iat against its own clock: move the real clock's view back into range.
+      source.now = () => Date.now();
+      source.invalidate(sa);
+      const d = await source.token(sa, call());
+      expect(d).not.toBe(a);
+      expect(source.exchanges).toBe(2);
+    });
+
+    it('lets a caller leave without cancelling the exchange for the others', async () => {
+      const source = new GoogleTokenSource(http);
+      const sa = loadServiceAccount(writeAccount('leave.json', keys.privateKey));
+      const ac = new AbortController();
+      const leaving = source.token(sa, { ...call(), signal: ac.signal });
+      const staying = source.token(sa, call());
+      ac.abort();
+      await expect(leaving).rejects.toMatchObject({ failure: 'aborted' });
+      await expect(staying).resolves.toMatch(/^ya29\./);
+    });
+  });
+});
