@@ -1,8 +1,10 @@
-import { Controller, HttpCode, Post, Req, Res } from '@nestjs/common';
+import { Controller, HttpCode, Post, Req, Res, UseGuards } from '@nestjs/common';
 import type { Request, Response } from 'express';
+import { ApiKeyGuard } from './api-key.guard';
 import { EmbeddingsService } from './embeddings.service';
 
 @Controller('v1')
+@UseGuards(ApiKeyGuard)
 export class EmbeddingsController {
   constructor(private readonly embeddings: EmbeddingsService) {}
 

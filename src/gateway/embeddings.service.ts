@@ -8,6 +8,7 @@ import { estimateTextTokens } from '../common/tokens';
 import { ModelRegistry, type RegistrySnapshot } from '../config/model-registry.service';
 import { Execution, RouteExecutor } from '../routing/route-executor.service';
 import { validateEmbeddingsRequest } from './embeddings-request.validator';
+import { promptCharge } from './charge-estimate';
 import { GatewayCalls } from './gateway-call.service';
 
 /**
@@ -56,6 +57,7 @@ export class EmbeddingsService implements OnModuleInit, OnApplicationBootstrap {
       rec.body = body;
       rec.userId = typeof body.user === 'string' ? body.user : null;
       const model = this.calls.resolveModel(scope, body.model, 'embedding');
+      await this.calls.admit(scope, res, () => promptCharge(model, embeddingInputs(body.input).reduce((n, x) => n + (typeof x === 'string' ? estimateTextTokens(x) : x.length), 0)));
       // Strategies plan on the request's routing fields; embeddings have no messages.
       const view: ChatRequest = { ...body, model: body.model, messages: [] };
       const ex = new Execution(model, view, rec.id, scope.signal, scope.snapshot);

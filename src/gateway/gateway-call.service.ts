@@ -9,9 +9,11 @@ import type { ModelDef } from '../config/registry.types';
 import { AppLogger } from '../observability/app-logger';
 import { MetricsService } from '../observability/metrics.service';
 import { RequestLogWriter } from '../storage/request-log.writer';
+import type { Charge } from './charge-estimate';
 import { InflightService } from './inflight.service';
 import { RequestRecord } from './request-record';
 import { SseWriter } from './sse-writer';
+import { UsageLimiter } from './usage-limiter.service';
 
 /** What one request's handler gets: its record, the signal that fires when the client leaves. */
 export interface CallScope {
@@ -21,9 +23,11 @@ export interface CallScope {
 }
 
 /**
- * The frame around every non-chat OpenAI endpoint (embeddings, text completions): request id and
- * record, abort when the client leaves, shutdown tracking, errors in OpenAI's shape (in-band once
- * a stream started), and exactly one `api_logs` row and metrics observation per request.
+ * The frame around every OpenAI endpoint that calls an upstream (chat, embeddings, text
+ * completions): request id and record, abort when the client leaves, shutdown tracking, the
+ * caller's limits (admitted before the upstream call, settled with the final row), errors in
+ * OpenAI's shape (in-band once a stream started), and exactly one `api_logs` row and metrics
+ * observation per request.
  */
 @Injectable()
 export class GatewayCalls {
@@ -36,7 +40,16 @@ export class GatewayCalls {
     private readonly metrics: MetricsService,
     private readonly inflight: InflightService,
     private readonly appLogger: AppLogger,
+    private readonly limits: UsageLimiter,
   ) {}
+
+  /**
+   * Holds the request to its key's limits before any upstream call (429 when over); the hold is
+   * settled with the request's real usage when its row is written. Endpoints need ApiKeyGuard.
+   */
+  async admit(scope: CallScope, res: Response, estimate: () => Charge): Promise<void> {
+    scope.rec.lease = await this.limits.admit(res, estimate);
+  }
 
   async handle(req: Request, res: Response, what: string, work: (scope: CallScope) => Promise<void>): Promise<void> {
     const ctx = requestContext.getStore();
@@ -117,6 +130,7 @@ export class GatewayCalls {
   private account(rec: RequestRecord, what: string): void {
     try {
       const row = rec.toRow(this.config.env.DB_STORE_FULL_CONTENT);
+      rec.lease?.settle(row);
       this.writer.enqueue(row);
       this.metrics.observeRequest(rec.observation(row));
       for (const a of rec.execution?.attempts ?? []) this.metrics.observeAttempt(a.provider, a.route, a.outcome);
