@@ -7,6 +7,7 @@ import {
   picoToUsd,
   tokenPrice,
   unitPrice,
+  usdToPico,
   type Pricing,
   type TokenCounts,
 } from './money';
@@ -141,5 +142,14 @@ describe('costPico', () => {
     for (let i = 0; i < 1_000_000; i++) total += costPico(tokens({ prompt: 7, completion: 3 }), pricing);
     expect(total).toBe(one * 1_000_000n);
     expect(picoToUsd(total)).toBe('2.85');
+  });
+});
+
+describe('costPico with images', () => {
+  it('bills each image at the image price, on top of tokens and the request fee', () => {
+    const pricing = { prompt: tokenPrice('1'), completion: tokenPrice('2'), request: unitPrice('0.001'), image: unitPrice('0.0025') };
+    const tokens = { prompt: 1_000_000, completion: 0, cachedRead: 0, cacheWrite: 0, reasoning: 0 };
+    expect(costPico(tokens, pricing, 1, 2)).toBe(usdToPico('1') + usdToPico('0.001') + 2n * usdToPico('0.0025'));
+    expect(costPico(tokens, pricing, 1, 0)).toBe(usdToPico('1.001'));
   });
 });

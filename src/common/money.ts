@@ -97,9 +97,10 @@ export interface TokenCounts {
 /**
  * The cost of one request in pico-dollars. Cached reads and cache writes are billed at their own
  * price where the model sets one, else at the prompt price; reasoning tokens are part of the
- * completion and billed at `internal_reasoning` only where it is set.
+ * completion and billed at `internal_reasoning` only where it is set. Images in the prompt are
+ * billed at `image` each.
  */
-export function costPico(tokens: TokenCounts, pricing: Pricing, requests = 1): bigint {
+export function costPico(tokens: TokenCounts, pricing: Pricing, requests = 1, images = 0): bigint {
   const cachedRead = clamp(tokens.cachedRead, tokens.prompt);
   const cacheWrite = clamp(tokens.cacheWrite, tokens.prompt - cachedRead);
   const plainPrompt = tokens.prompt - cachedRead - cacheWrite;
@@ -111,7 +112,8 @@ export function costPico(tokens: TokenCounts, pricing: Pricing, requests = 1): b
     BigInt(cacheWrite) * (pricing.input_cache_write ?? pricing.prompt).pico +
     BigInt(plainCompletion) * pricing.completion.pico +
     BigInt(reasoning) * (pricing.internal_reasoning ?? pricing.completion).pico +
-    BigInt(requests) * pricing.request.pico
+    BigInt(requests) * pricing.request.pico +
+    BigInt(images) * pricing.image.pico
   );
 }
 

@@ -32,3 +32,13 @@ export function contentText(content: ChatMessage['content']): string {
   for (const part of content) if (part && typeof (part as { text?: unknown }).text === 'string') out += (part as { text: string }).text;
   return out;
 }
+
+/** Images in a chat request's messages (billed at `pricing.image` each). */
+export function countImages(req: Pick<ChatRequest, 'messages'>): number {
+  let n = 0;
+  for (const m of req.messages) {
+    if (!Array.isArray(m.content)) continue;
+    for (const part of m.content) if (part && typeof part === 'object' && (part as { type?: unknown }).type === 'image_url') n++;
+  }
+  return n;
+}

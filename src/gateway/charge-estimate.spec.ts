@@ -2,7 +2,8 @@ import type { ChatRequest } from '../common/chat.types';
 import { tokenPrice, unitPrice, FREE, type Pricing } from '../common/money';
 import { estimatePromptTokens } from '../common/tokens';
 import type { ModelDef, RouteDef } from '../config/registry.types';
-import { chatCharge, countImages, promptCharge } from './charge-estimate';
+import { countImages } from '../common/tokens';
+import { chatCharge, promptCharge } from './charge-estimate';
 
 const pricing = (prompt: string, completion: string, extra: Partial<Pricing> = {}): Pricing => ({
   prompt: tokenPrice(prompt),

@@ -1,6 +1,6 @@
 import type { ChatRequest } from '../common/chat.types';
 import { costPico, type Pricing } from '../common/money';
-import { estimatePromptTokens } from '../common/tokens';
+import { countImages, estimatePromptTokens } from '../common/tokens';
 import type { ModelDef } from '../config/registry.types';
 
 /** What a request is expected to use, reserved against the key's limits before the upstream call. */
@@ -9,16 +9,6 @@ export interface Charge {
   tokens: number;
   /** Reserved against budgets: the prompt estimate plus the most it may generate, at the model's price. */
   costPico: bigint;
-}
-
-/** Images in a chat request's messages (billed at `pricing.image` each). */
-export function countImages(req: Pick<ChatRequest, 'messages'>): number {
-  let n = 0;
-  for (const m of req.messages) {
-    if (!Array.isArray(m.content)) continue;
-    for (const part of m.content) if (part && typeof part === 'object' && (part as { type?: unknown }).type === 'image_url') n++;
-  }
-  return n;
 }
 
 /**
@@ -30,7 +20,7 @@ export function worstCaseCost(model: ModelDef, tokens: { prompt: number; complet
   const pricings: Pricing[] = [model.pricing, ...model.routes.flatMap((r) => (r.pricing ? [r.pricing] : []))];
   let max = 0n;
   for (const p of pricings) {
-    const c = costPico(counts, p) + BigInt(images) * p.image.pico;
+    const c = costPico(counts, p, 1, images);
     if (c > max) max = c;
   }
   return max;

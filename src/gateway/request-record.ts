@@ -6,7 +6,7 @@ import type { ModelDef } from '../config/registry.types';
 import type { RequestObservation } from '../observability/metrics.service';
 import type { Execution } from '../routing/route-executor.service';
 import type { ApiLog } from '../storage/entities/api-log.entity';
-import { countImages } from './charge-estimate';
+import { countImages } from '../common/tokens';
 import type { UsageLease } from './usage-limiter.service';
 
 /**
@@ -69,7 +69,7 @@ export class RequestRecord {
     // A fallback model from the request's `models` bills at its own price.
     const pricing = route?.pricing ?? (this.execution?.model ?? this.modelDef)?.pricing;
     const billable = route !== undefined;
-    const cost = pricing && billable ? costPico(counts, pricing) + BigInt(this.request ? countImages(this.request) : 0) * pricing.image.pico : 0n;
+    const cost = pricing && billable ? costPico(counts, pricing, 1, this.request ? countImages(this.request) : 0) : 0n;
     const upstreamCost = typeof this.usage?.cost === 'number' && Number.isFinite(this.usage.cost) ? picoToUsd(usdToPico(Math.max(0, this.usage.cost))) : null;
     const metadata: Record<string, unknown> = {};
     if (this.execution && this.execution.attempts.length > 0) metadata.attempts = this.execution.attempts;

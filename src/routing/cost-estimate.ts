@@ -1,11 +1,12 @@
 import type { ChatRequest } from '../common/chat.types';
 import { costPico, type Pricing } from '../common/money';
-import { estimatePromptTokens, estimateTextTokens } from '../common/tokens';
+import { countImages, estimatePromptTokens, estimateTextTokens } from '../common/tokens';
 import type { ModelDef, RouteDef } from '../config/registry.types';
 
 export interface TokenEstimate {
   prompt: number;
   completion: number;
+  images?: number;
 }
 
 /** Completion tokens assumed when a request sets no max_tokens (router_params.expected_completion_tokens overrides). */
@@ -25,7 +26,7 @@ export function estimateRequestTokens(req: ChatRequest | undefined, model: Model
   // run() also serves one-shot operations without messages (embeddings, text completions).
   const prompt = Array.isArray(req.messages) ? estimatePromptTokens(req) : estimateTextTokens(JSON.stringify(req.input ?? req.prompt ?? ''));
   const cap = req.max_completion_tokens ?? req.max_tokens;
-  return { prompt, completion: typeof cap === 'number' && cap > 0 ? cap : fallback };
+  return { prompt, completion: typeof cap === 'number' && cap > 0 ? cap : fallback, images: Array.isArray(req.messages) ? countImages(req) : 0 };
 }
 
 export function pricingOf(model: ModelDef, route: RouteDef): Pricing {
@@ -34,7 +35,7 @@ export function pricingOf(model: ModelDef, route: RouteDef): Pricing {
 
 /** Pico-dollars a request of `tokens` would cost on this route. */
 export function estimateCost(model: ModelDef, route: RouteDef, tokens: TokenEstimate): bigint {
-  return costPico({ prompt: tokens.prompt, completion: tokens.completion, cachedRead: 0, cacheWrite: 0, reasoning: 0 }, pricingOf(model, route));
+  return costPico({ prompt: tokens.prompt, completion: tokens.completion, cachedRead: 0, cacheWrite: 0, reasoning: 0 }, pricingOf(model, route), 1, tokens.images ?? 0);
 }
 
 /** Indices ordered by ascending cost; equal costs keep listed order. */
