@@ -46,6 +46,9 @@ export class RedisService implements OnModuleInit, OnApplicationShutdown {
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
       connectTimeout: 2000,
+      // A socket still connecting to an unreachable Redis is destroyed this soon after
+      // disconnect() (ioredis waits 2 s by default), so shutdown does not wait on it.
+      disconnectTimeout: 100,
       retryStrategy: (times) => Math.min(250 * times, 5000),
     });
     this.redis = redis;
