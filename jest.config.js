@@ -5,7 +5,7 @@ const ESM_PACKAGES = ['@nestjs', 'uid', 'load-esm', 'file-type', '@standard-sche
 module.exports = {
   testEnvironment: 'node',
   transform: {
-    '^.+\\.ts$': ['ts-jest', { isolatedModules: true, diagnostics: false }],
+    '^.+\\.ts$': ['ts-jest', { diagnostics: false }],
     '/node_modules/.+\\.m?js$': '<rootDir>/test/esm-to-cjs.transform.js',
   },
   transformIgnorePatterns: [`/node_modules/(?!(${ESM_PACKAGES.join('|')})/)`],
