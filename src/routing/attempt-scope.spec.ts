@@ -1,6 +1,6 @@
 import { UpstreamError } from '../common/errors';
 import type { RouteDef } from '../config/registry.types';
-import { AttemptScope, raceAbort } from './attempt-scope';
+import { AttemptScope } from './attempt-scope';
 
 const route: RouteDef = {
   id: 'gpu-1',
@@ -155,39 +155,5 @@ describe('AttemptScope', () => {
     client.abort();
     await sleep(60);
     expect(scope.signal.aborted).toBe(false);
-  });
-});
-
-describe('raceAbort', () => {
-  it('resolves with the value when the promise settles first', async () => {
-    await expect(raceAbort(Promise.resolve(42), new AbortController().signal)).resolves.toBe(42);
-  });
-
-  it('rejects with the promise error when the promise fails first', async () => {
-    const boom = new Error('boom');
-    await expect(raceAbort(Promise.reject(boom), new AbortController().signal)).rejects.toBe(boom);
-  });
-
-  it('rejects with the abort reason when the signal aborts first', async () => {
-    const controller = new AbortController();
-    const reason = new UpstreamError({ failure: 'timeout', message: 'too slow' });
-    const raced = raceAbort(new Promise<never>(() => undefined), controller.signal);
-    controller.abort(reason);
-    await expect(raced).rejects.toBe(reason);
-  });
-
-  it('rejects at once when the signal has already aborted', async () => {
-    const controller = new AbortController();
-    const reason = new Error('gone');
-    controller.abort(reason);
-    await expect(raceAbort(new Promise<never>(() => undefined), controller.signal)).rejects.toBe(reason);
-  });
-
-  it('ignores an abort after the promise has settled', async () => {
-    const controller = new AbortController();
-    const raced = raceAbort(Promise.resolve('done'), controller.signal);
-    await expect(raced).resolves.toBe('done');
-    controller.abort(new Error('late'));
-    await expect(raced).resolves.toBe('done');
   });
 });

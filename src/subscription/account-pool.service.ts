@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { raceAbort } from '../common/abort';
 import { UpstreamError } from '../common/errors';
 import { AppConfig } from '../config/app-config';
 import { type AccountEvent, type AccountState, isUsable, type StatePolicy, transition } from './account-state';
@@ -149,7 +150,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
         if (now >= acc.refreshNotBefore) this.refresh(acc, false).catch(() => undefined);
       } else if (this.needsRefresh(acc, now, this.config.env.SUBSCRIPTION_REFRESH_MARGIN_MS)) {
         try {
-          await raceAbort(this.refresh(acc, false), signal);
+          await raceAbort(this.refresh(acc, false), signal, () => new Error('aborted'));
         } catch (err) {
           if (signal?.aborted) throw abortedError(provider);
           // A refresh that failed leaves the current token, if it still has time left.
@@ -173,7 +174,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
   async forceRefresh(l: AccountLease, signal?: AbortSignal): Promise<AccountLease> {
     const acc = this.accounts.get(l.id);
     if (!acc) throw new RefreshFailed('the account was removed');
-    if (acc.tokenVersion === l.tokenVersion) await raceAbort(this.refresh(acc, true, l.tokenVersion), signal);
+    if (acc.tokenVersion === l.tokenVersion) await raceAbort(this.refresh(acc, true, l.tokenVersion), signal, () => new Error('aborted'));
     if (!acc.creds || acc.tokenVersion === l.tokenVersion) throw new RefreshFailed('no new token');
     if (!isUsable(acc.state, Date.now())) throw new RefreshFailed(`the account is ${acc.state.status}`);
     return lease(acc);
@@ -560,22 +561,3 @@ function countBy(values: string[]): Record<string, number> {
   return out;
 }
 
-/** Waits for `promise`, or stops waiting (it goes on) when the signal aborts. */
-function raceAbort<T>(promise: Promise<T>, signal?: AbortSignal): Promise<T> {
-  if (!signal) return promise;
-  if (signal.aborted) return Promise.reject(new Error('aborted'));
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new Error('aborted'));
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
-}

@@ -133,31 +133,6 @@ export function unsupported(message: string, param: string | null): UpstreamErro
   return new UpstreamError({ failure: 'http', upstreamStatus: 400, type: 'invalid_request_error', code: 'unsupported_parameter', param, message, retryable: false });
 }
 
-/**
- * Resolves like `promise`, or rejects as soon as `signal` aborts (with its reason when that is a
- * typed error, else `onAbort()`), without cancelling the shared work behind `promise`.
- */
-export function raceSignal<T>(promise: Promise<T>, signal: AbortSignal, onAbort: () => Error): Promise<T> {
-  const reason = () => (signal.reason instanceof UpstreamError ? signal.reason : onAbort());
-  if (signal.aborted) {
-    promise.catch(() => undefined);
-    return Promise.reject(reason());
-  }
-  return new Promise<T>((resolve, reject) => {
-    const abort = () => reject(reason());
-    signal.addEventListener('abort', abort, { once: true });
-    promise.then(
-      (v) => {
-        signal.removeEventListener('abort', abort);
-        resolve(v);
-      },
-      (e: Error) => {
-        signal.removeEventListener('abort', abort);
-        reject(e);
-      },
-    );
-  });
-}
 
 /** A health probe: GET `url` within 5 s; healthy below HTTP 400. */
 export async function probeGet(http: UpstreamClient, url: string, headers: Record<string, string>, route: RouteDef, signal: AbortSignal): Promise<ProbeResult> {

@@ -2,7 +2,7 @@ import { createHash, createPrivateKey, createSign, type KeyObject } from 'node:c
 import { readFileSync } from 'node:fs';
 import { Injectable } from '@nestjs/common';
 import { UpstreamError } from '../../common/errors';
-import { raceSignal } from '../http/upstream-call';
+import { raceAbort } from '../../common/abort';
 import { readBodyText, UpstreamClient } from '../http/upstream-client.service';
 
 /** The fields of a Google service-account key file the gateway uses. */
@@ -124,7 +124,7 @@ export class GoogleTokenSource {
       this.pending.set(id, p);
     }
     // The exchange is shared: one caller leaving does not cancel it for the others.
-    return (await raceSignal(p, call.signal, () => aborted(call))).token;
+    return (await raceAbort(p, call.signal, () => (call.signal.reason instanceof UpstreamError ? call.signal.reason : aborted(call)))).token;
   }
 
   /** Forgets a token the upstream refused, so the next call fetches a new one. */
