@@ -12,7 +12,8 @@ import { OAuthRefresher } from './oauth-refresh.service';
 
 /**
  * OAuth subscription accounts (Claude Code, Codex): the account pools, credential refresh, the
- * account state machine, and the adapters that spend them (`codex_sub`, `claude_sub`). The adapters are found by the adapter registry like any other `@LlmAdapter`.
+ * account state machine, and the adapters that spend them (`codex_sub`, `claude_sub`). The
+ * adapters are found by the adapter registry like any other `@LlmAdapter`.
  */
 @Module({
   imports: [AdaptersModule, StorageModule],
