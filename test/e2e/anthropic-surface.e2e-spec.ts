@@ -73,6 +73,12 @@ models:
     route:
       - ${r('error:529', ', id: busy-claude')}
       - { kind: openai_compat, id: spare-llama, base_url: "${o}", provider_model_id: ok }
+  - id: mixed/late-failure
+    context_length: 8192
+    router: priority
+    route:
+      - ${r('limited-mid', ', id: opened-claude')}
+      - { kind: openai_compat, id: spare-llama, base_url: "${o}", provider_model_id: ok }
 `,
     });
     client = new Anthropic({ baseURL: `${gw.url}/anthropic`, apiKey: 'test-key', maxRetries: 0 });
@@ -276,6 +282,17 @@ models:
       expect(attempts.slice(0, -1)).toEqual(claude.requests.map(() => ['busy-claude', 'error']));
     });
 
+    it('still fails over when a relayed stream fails after message_start but before any content', async () => {
+      const res = await rawPost(`${gw.url}/anthropic/v1/messages`, { model: 'mixed/late-failure', max_tokens: 64, stream: true, messages: [{ role: 'user', content: 'hello again' }] });
+      const evs = events(res.text);
+      // One answer only: the translated route's, never the relayed route's opening events.
+      expect(evs.filter(([e]) => e === 'message_start')).toHaveLength(1);
+      expect(evs.map(([e]) => e)).not.toContain('error');
+      expect(evs.at(-1)?.[0]).toBe('message_stop');
+      expect((evs[0][1].message as { model: string }).model).toBe('mixed/late-failure');
+      expect((await gw.rows()).at(-1)).toMatchObject({ endpoint: 'spare-llama', status_code: 200 });
+    });
+
     it('ends a translated stream that fails mid-answer with an error event', async () => {
       const res = await rawPost(`${gw.url}/anthropic/v1/messages`, { model: 'llama/mid-error', max_tokens: 50, stream: true, messages: [{ role: 'user', content: 'one two three four' }] });
       const evs = events(res.text);
@@ -344,7 +361,7 @@ models:
     expect(page.data[0]).toEqual({ type: 'model', id: 'claude/sonnet', display_name: 'claude/sonnet', created_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) });
     const all: string[] = [];
     for await (const m of client.models.list({ limit: 3 })) all.push(m.id);
-    expect(all).toHaveLength(10);
+    expect(all).toHaveLength(11);
     expect(await client.models.retrieve('llama/chat')).toMatchObject({ id: 'llama/chat', type: 'model' });
   });
 });
