@@ -16,6 +16,44 @@ export interface CallContext {
   readonly publicModel: string;
 }
 
+/**
+ * An Anthropic Messages request as the client sent it to the Anthropic surface, for adapters that
+ * relay it unchanged except for the model and the credentials (identity passthrough).
+ */
+export interface MessagesCall {
+  /** The client's body (`model` is replaced by the route's upstream model). */
+  readonly body: Readonly<Record<string, unknown>>;
+  /** The client's `anthropic-beta` values, merged with the route's. */
+  readonly betas: readonly string[];
+  /** The client's `anthropic-version`. */
+  readonly version?: string;
+}
+
+/** One event of a relayed Messages stream: its name and its data exactly as the upstream sent them. */
+export interface MessagesEvent {
+  readonly event: string;
+  readonly data: string;
+}
+
+/** A relayed non-streaming Messages answer: the upstream's JSON as sent, and parsed (for usage). */
+export interface MessagesReply {
+  readonly text: string;
+  readonly message: Readonly<Record<string, unknown>>;
+}
+
+/**
+ * What an adapter whose wire protocol is Anthropic's Messages API offers the Anthropic surface:
+ * the client's request relayed as it is (model and credentials replaced), its answer and events
+ * relayed as they come. Failures are `UpstreamError`s, as everywhere; an `error` event in a
+ * stream is thrown as one (the surface decides between failover and an in-band error).
+ */
+export interface MessagesRelay {
+  send(call: MessagesCall, route: RouteDef, ctx: CallContext): Promise<MessagesReply>;
+  stream(call: MessagesCall, route: RouteDef, ctx: CallContext): AsyncIterable<MessagesEvent>;
+  /** `POST /v1/messages/count_tokens`: the upstream's count of the request's input tokens. */
+  countTokens(call: MessagesCall, route: RouteDef, ctx: CallContext): Promise<number>;
+}
+
 export interface ProbeResult {
   ok: boolean;
   latencyMs: number;
@@ -50,6 +88,11 @@ export interface LlmAdapter {
   completeText?(req: CompletionRequest, route: RouteDef, ctx: CallContext): Promise<ChatResponse>;
   /** Streaming `completeText`: canonical chat chunks whose `delta.content` is the text. */
   streamText?(req: CompletionRequest, route: RouteDef, ctx: CallContext): AsyncIterable<ChatChunk>;
+  /**
+   * Anthropic Messages passthrough (the `anthropic` and `claude_sub` kinds): the Anthropic surface
+   * relays requests to routes whose adapter has it, and translates for all others.
+   */
+  readonly messages?: MessagesRelay;
 }
 
 export interface LlmAdapterOptions {

@@ -1,26 +1,33 @@
 import { AsyncResource } from 'node:async_hooks';
 import type { NextFunction, Request, Response } from 'express';
+import { anthropicErrorBody, isAnthropicPath, sendAnthropicError } from './anthropic-error';
 import { errorBody, sendError } from './openai-error';
+import { currentRequestId } from './request-context';
 
 /**
  * Reads a JSON request body. express.json (body-parser, raw-body, iconv) cost ~4% of the
  * gateway's CPU under load for features this API does not use (form bodies, charsets other than
  * UTF-8); this reads the bytes, enforces the size limit before and while reading, and parses.
  * Any declared content type is read as JSON, because `curl -d` sends form encoding by default.
+ * Refusals are in OpenAI's error shape, or Anthropic's on the Anthropic surface's paths.
  */
 export function jsonBody(limitBytes: number, limitText: string) {
-  const tooLarge = () => errorBody(`The request body exceeds the limit of ${limitText} (BODY_LIMIT)`, 'invalid_request_error', 'request_too_large');
+  const tooLargeText = `The request body exceeds the limit of ${limitText} (BODY_LIMIT)`;
+  const refuse = (req: Request, res: Response, status: number, message: string, code: string, param: string | null = null, headers?: Record<string, string>) => {
+    if (isAnthropicPath(req.path)) sendAnthropicError(res, status, anthropicErrorBody(status, message, currentRequestId() ?? null), headers);
+    else sendError(res, status, errorBody(message, 'invalid_request_error', code, param), headers);
+  };
   return (req: Request, res: Response, next: NextFunction): void => {
     if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'DELETE' || req.method === 'OPTIONS') return next();
     const declared = Number(req.headers['content-length']);
     if (declared > limitBytes) {
       req.resume(); // drain so the connection can be reused
-      return sendError(res, 413, tooLarge(), { connection: 'close' });
+      return refuse(req, res, 413, tooLargeText, 'request_too_large', null, { connection: 'close' });
     }
     const encoding = req.headers['content-encoding'];
     if (encoding && encoding !== 'identity') {
       req.resume();
-      return sendError(res, 415, errorBody(`Content-Encoding "${encoding}" is not supported; send the body uncompressed`, 'invalid_request_error', 'unsupported_encoding'));
+      return refuse(req, res, 415, `Content-Encoding "${encoding}" is not supported; send the body uncompressed`, 'unsupported_encoding');
     }
     // Stream events run in the socket's async context; `next` must run in this request's, or
     // everything after the body is read loses the request context (request id, caller).
@@ -33,7 +40,7 @@ export function jsonBody(limitBytes: number, limitText: string) {
       size += chunk.length;
       if (size > limitBytes) {
         failed = true;
-        sendError(res, 413, tooLarge(), { connection: 'close' });
+        refuse(req, res, 413, tooLargeText, 'request_too_large', null, { connection: 'close' });
         req.resume();
         return;
       }
@@ -49,7 +56,7 @@ export function jsonBody(limitBytes: number, limitText: string) {
       try {
         req.body = JSON.parse(text);
       } catch (err) {
-        return sendError(res, 400, errorBody(`The request body is not valid JSON: ${(err as Error).message}`, 'invalid_request_error', 'invalid_json', 'body'));
+        return refuse(req, res, 400, `The request body is not valid JSON: ${(err as Error).message}`, 'invalid_json', 'body');
       }
       proceed();
     });

@@ -1,11 +1,13 @@
 import { Catch, HttpException, Logger, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
-import type { Response } from 'express';
+import type { Request, Response } from 'express';
+import { anthropicErrorBody, isAnthropicPath, sendAnthropicError, sendAnthropicGatewayError } from './anthropic-error';
 import { GatewayError, typeForStatus } from './errors';
 import { errorBody, sendError, sendGatewayError } from './openai-error';
 import { currentRequestId } from './request-context';
 
 /**
- * Every error leaves the gateway in OpenAI's shape. Our typed errors carry their own status;
+ * Every error leaves the gateway in OpenAI's shape (on the Anthropic surface's paths, in
+ * Anthropic's: `isAnthropicPath`). Our typed errors carry their own status;
  * Nest's HTTP exceptions (unknown path, wrong method) keep theirs; anything else is a bug,
  * logged with its stack and answered as a 500 that names the request id but shows no internals.
  */
@@ -14,17 +16,23 @@ export class OpenAiExceptionFilter implements ExceptionFilter {
   private readonly logger = new Logger('Errors');
 
   catch(exception: unknown, host: ArgumentsHost): void {
-    const res = host.switchToHttp().getResponse<Response>();
-    if (exception instanceof GatewayError) return sendGatewayError(res, exception);
+    const http = host.switchToHttp();
+    const res = http.getResponse<Response>();
+    const anthropic = isAnthropicPath(http.getRequest<Request>().path ?? '');
+    const id = currentRequestId();
+    if (exception instanceof GatewayError) return anthropic ? sendAnthropicGatewayError(res, exception, id ?? null) : sendGatewayError(res, exception);
     if (exception instanceof HttpException) {
       const status = exception.getStatus();
       const r = exception.getResponse();
-      const message = typeof r === 'string' ? r : ((r as { message?: unknown }).message ?? exception.message);
+      const message = Array.isArray(r) ? r.join('; ') : typeof r === 'string' ? r : ((r as { message?: unknown }).message ?? exception.message);
+      const text = Array.isArray(message) ? message.join('; ') : String(message);
+      if (anthropic) return sendAnthropicError(res, status, anthropicErrorBody(status, text, id ?? null));
       const code = status === 404 ? 'not_found' : status === 405 ? 'method_not_allowed' : null;
-      return sendError(res, status, errorBody(Array.isArray(message) ? message.join('; ') : String(message), typeForStatus(status), code));
+      return sendError(res, status, errorBody(text, typeForStatus(status), code));
     }
-    const id = currentRequestId();
     this.logger.error(exception instanceof Error ? exception : String(exception));
-    sendError(res, 500, errorBody(`The gateway failed to handle this request (request id ${id ?? 'unknown'})`, 'server_error', 'internal_error'));
+    const message = `The gateway failed to handle this request (request id ${id ?? 'unknown'})`;
+    if (anthropic) return sendAnthropicError(res, 500, anthropicErrorBody(500, message, id ?? null));
+    sendError(res, 500, errorBody(message, 'server_error', 'internal_error'));
   }
 }

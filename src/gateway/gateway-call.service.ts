@@ -1,7 +1,8 @@
 import { Injectable, Logger } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import { GatewayError, InvalidRequestError, ModelNotFoundError, ServiceUnavailableError, UpstreamError } from '../common/errors';
-import { errorBody, sendError, sendGatewayError } from '../common/openai-error';
+import { anthropicBodyOf, sendAnthropicGatewayError } from '../common/anthropic-error';
+import { sendGatewayError } from '../common/openai-error';
 import { requestContext } from '../common/request-context';
 import { AppConfig } from '../config/app-config';
 import { ModelRegistry, type RegistrySnapshot } from '../config/model-registry.service';
@@ -23,11 +24,38 @@ export interface CallScope {
 }
 
 /**
- * The frame around every OpenAI endpoint that calls an upstream (chat, embeddings, text
- * completions): request id and record, abort when the client leaves, shutdown tracking, the
- * caller's limits (admitted before the upstream call, settled with the final row), errors in
- * OpenAI's shape (in-band once a stream started), and exactly one `api_logs` row and metrics
- * observation per request.
+ * How a surface answers errors: a whole error response, or — once a stream has started — the
+ * in-band event that ends it. OpenAI's shape by default; the Anthropic surface passes its own.
+ */
+export interface ErrorShape {
+  send(res: Response, err: GatewayError, requestId: string): void;
+  endStream(res: Response, err: GatewayError, requestId: string): void;
+}
+
+export const OPENAI_ERRORS: ErrorShape = {
+  send: (res, err) => sendGatewayError(res, err),
+  endStream: (res, err) => new SseWriter(res).fail({ error: { message: err.message, type: err.type, code: err.code, param: err.param } }),
+};
+
+/** `{"type": "error", "error": {"type", "message"}}`; in a stream, `event: error` with the same body. */
+export const ANTHROPIC_ERRORS: ErrorShape = {
+  send: (res, err, requestId) => sendAnthropicGatewayError(res, err, requestId),
+  endStream: (res, err, requestId) => new SseWriter(res).fail(anthropicBodyOf(err, requestId), 'error'),
+};
+
+/** A bug: the client learns only the request id. */
+class InternalError extends GatewayError {
+  readonly status = 500;
+  readonly type = 'server_error';
+  override readonly code = 'internal_error';
+}
+
+/**
+ * The frame around every endpoint that calls an upstream (chat, embeddings, text
+ * completions, Anthropic messages): request id and record, abort when the client leaves,
+ * shutdown tracking, the caller's limits (admitted before the upstream call, settled with the
+ * final row), errors in the surface's shape (OpenAI's unless told; in-band once a stream
+ * started), and exactly one `api_logs` row and metrics observation per request.
  */
 @Injectable()
 export class GatewayCalls {
@@ -51,7 +79,7 @@ export class GatewayCalls {
     scope.rec.lease = await this.limits.admit(res, estimate);
   }
 
-  async handle(req: Request, res: Response, what: string, work: (scope: CallScope) => Promise<void>): Promise<void> {
+  async handle(req: Request, res: Response, what: string, work: (scope: CallScope) => Promise<void>, shape: ErrorShape = OPENAI_ERRORS): Promise<void> {
     const ctx = requestContext.getStore();
     const rec = new RequestRecord(ctx?.requestId ?? crypto.randomUUID(), ctx?.startedAt ?? performance.now());
     const clientId = req.headers['x-request-id'];
@@ -69,7 +97,7 @@ export class GatewayCalls {
       if (!ticket) throw new ServiceUnavailableError('The gateway is shutting down; retry on another instance');
       await work({ rec, signal: abort.signal, snapshot: this.registry.current() });
     } catch (err) {
-      this.answerError(err, rec, res, abort.signal, ticket?.shutdown);
+      this.answerError(err, rec, res, abort.signal, shape, ticket?.shutdown);
     } finally {
       res.off('close', onClose);
       ticket?.leave();
@@ -106,7 +134,7 @@ export class GatewayCalls {
     res.end(json);
   }
 
-  private answerError(err: unknown, rec: RequestRecord, res: Response, signal: AbortSignal, shutdown?: boolean): void {
+  private answerError(err: unknown, rec: RequestRecord, res: Response, signal: AbortSignal, shape: ErrorShape, shutdown?: boolean): void {
     let e: GatewayError;
     if (shutdown && signal.aborted) {
       e = new ServiceUnavailableError('The gateway shut down before the answer was complete');
@@ -115,7 +143,9 @@ export class GatewayCalls {
     } else {
       this.logger.error(err instanceof Error ? err : String(err));
       rec.fail(500, `internal error: ${(err as Error)?.message ?? String(err)}`, 'internal_error');
-      sendError(res, 500, errorBody(`The gateway failed to handle this request (request id ${rec.id})`, 'server_error', 'internal_error'));
+      const internal = new InternalError(`The gateway failed to handle this request (request id ${rec.id})`);
+      if (res.headersSent) shape.endStream(res, internal, rec.id);
+      else shape.send(res, internal, rec.id);
       return;
     }
     if (e instanceof UpstreamError && e.failure === 'aborted' && !shutdown) {
@@ -123,8 +153,8 @@ export class GatewayCalls {
       return;
     }
     rec.fail(e.status, e.message, e.code);
-    if (res.headersSent) new SseWriter(res).fail({ error: { message: e.message, type: e.type, code: e.code, param: e.param } });
-    else sendGatewayError(res, e);
+    if (res.headersSent) shape.endStream(res, e, rec.id);
+    else shape.send(res, e, rec.id);
   }
 
   private account(rec: RequestRecord, what: string): void {

@@ -18,11 +18,13 @@ import { ApiKeyGuard } from './api-key.guard';
 import { GenerationController } from './generation.controller';
 import { UsageLimiter } from './usage-limiter.service';
 import { TextCompletionService } from './text-completion.service';
+import { AnthropicModelsController, MessagesController } from './anthropic/messages.controller';
+import { MessagesService } from './anthropic/messages.service';
 
-/** Northbound HTTP: the OpenAI-compatible API, health, public routing view and metrics. */
+/** Northbound HTTP: the OpenAI-compatible API, Anthropic's Messages API, health, public routing view and metrics. */
 @Module({
   imports: [RoutingModule, StorageModule, TerminusModule, AdaptersModule],
-  controllers: [ChatCompletionsController, ModelsController, RoutingController, HealthController, MetricsController, GenerationController, EmbeddingsController, CompletionsController],
-  providers: [ChatCompletionService, InflightService, ApiKeyGuard, UsageLimiter, GatewayCalls, EmbeddingsService, TextCompletionService],
+  controllers: [ChatCompletionsController, ModelsController, RoutingController, HealthController, MetricsController, GenerationController, EmbeddingsController, CompletionsController, MessagesController, AnthropicModelsController],
+  providers: [ChatCompletionService, InflightService, ApiKeyGuard, UsageLimiter, GatewayCalls, EmbeddingsService, TextCompletionService, MessagesService],
 })
 export class GatewayModule {}

@@ -41,6 +41,8 @@ export class RequestRecord {
   body?: unknown;
   /** `usage` was estimated by the gateway (the upstream reported none). */
   usageEstimated = false;
+  /** Not billed (Anthropic's count_tokens): the row says what was done, at no cost. */
+  free = false;
 
   constructor(
     readonly id: string,
@@ -68,7 +70,7 @@ export class RequestRecord {
     const route = this.execution?.route;
     // A fallback model from the request's `models` bills at its own price.
     const pricing = route?.pricing ?? (this.execution?.model ?? this.modelDef)?.pricing;
-    const billable = route !== undefined;
+    const billable = route !== undefined && !this.free;
     const cost = pricing && billable ? costPico(counts, pricing, 1, this.request ? countImages(this.request) : 0) : 0n;
     const upstreamCost = typeof this.usage?.cost === 'number' && Number.isFinite(this.usage.cost) ? picoToUsd(usdToPico(Math.max(0, this.usage.cost))) : null;
     const metadata: Record<string, unknown> = {};

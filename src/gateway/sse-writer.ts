@@ -59,9 +59,18 @@ export class SseWriter {
     this.res.end(SSE_DONE);
   }
 
-  /** Ends a stream that failed, without `[DONE]`, so no client mistakes it for a whole answer. */
-  fail(payload: unknown): void {
+  /**
+   * Ends a stream that failed, without `[DONE]`, so no client mistakes it for a whole answer.
+   * `event` names the SSE event (Anthropic's `error`); OpenAI's streams carry data lines only.
+   */
+  fail(payload: unknown, event?: string): void {
     if (this.closed) return;
-    this.res.end(`data: ${JSON.stringify(payload)}\n\n`);
+    this.res.end(`${event ? `event: ${event}\n` : ''}data: ${JSON.stringify(payload)}\n\n`);
+  }
+
+  /** Ends a stream that completed without a terminator of its own (Anthropic's ends with `message_stop`). */
+  end(): void {
+    if (this.closed) return;
+    this.res.end();
   }
 }

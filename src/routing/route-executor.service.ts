@@ -21,7 +21,22 @@ import { RoutingManager, type Candidate } from './routing-manager.service';
 export { Execution, type AttemptRecord } from './execution';
 
 /** Starts a stream on one route. */
-export type StreamOpener = (adapter: LlmAdapter, route: RouteDef, ctx: CallContext) => AsyncIterable<ChatChunk>;
+export type StreamOpener<T = ChatChunk> = (adapter: LlmAdapter, route: RouteDef, ctx: CallContext) => AsyncIterable<T>;
+
+/**
+ * What the executor needs to know about the items of a stream that are not chat chunks (the
+ * Anthropic surface relays Messages events): which item commits the request to its route, and
+ * the completion tokens an item reports, if any (for latency statistics).
+ */
+export interface StreamShape<T> {
+  hasContent(item: T): boolean;
+  completionTokens(item: T): number | undefined;
+}
+
+const CHAT_SHAPE: StreamShape<ChatChunk> = {
+  hasContent: chunkHasContent,
+  completionTokens: (chunk) => chunk.usage?.completion_tokens,
+};
 
 /** An attempt that succeeded (one-shot) or committed (stream): the caller finishes it. */
 interface Won<T> {
@@ -34,9 +49,9 @@ interface Won<T> {
   backoffMs?: number;
 }
 
-interface OpenStream {
-  it: AsyncIterator<ChatChunk>;
-  held: ChatChunk[];
+interface OpenStream<T> {
+  it: AsyncIterator<T>;
+  held: T[];
   idleArmed: boolean;
 }
 
@@ -86,8 +101,13 @@ export class RouteExecutor {
    * one route's answer only. After that, a failure ends the stream with the error. `open` starts the
    * stream on one route (default: the adapter's chat stream; text completions pass their own).
    */
-  async *stream(ex: Execution, open: StreamOpener = (adapter, route, ctx) => adapter.stream(ex.request, route, ctx)): AsyncGenerator<ChatChunk> {
-    const won = await this.attempt(ex, (cand, adapter, ctx, scope) => this.openStream(cand, adapter, ctx, scope, open));
+  stream(ex: Execution, open: StreamOpener = (adapter, route, ctx) => adapter.stream(ex.request, route, ctx)): AsyncGenerator<ChatChunk> {
+    return this.streamItems(ex, open, CHAT_SHAPE);
+  }
+
+  /** `stream` for items of any kind: the same attempts, commit rule and statistics. */
+  async *streamItems<T>(ex: Execution, open: StreamOpener<T>, shape: StreamShape<T>): AsyncGenerator<T> {
+    const won = await this.attempt(ex, (cand, adapter, ctx, scope) => this.openStream(cand, adapter, ctx, scope, open, shape));
     const { cand, scope, started } = won;
     const { it, held } = won.value;
     const ttft = performance.now() - started;
@@ -107,7 +127,8 @@ export class RouteExecutor {
         if (n.done) break;
         scope.pause();
         const chunk = n.value;
-        if (chunk.usage?.completion_tokens !== undefined) tokens = chunk.usage.completion_tokens;
+        const reported = shape.completionTokens(chunk);
+        if (reported !== undefined) tokens = reported;
         else pieces++;
         yield chunk;
         scope.touch();
@@ -181,9 +202,9 @@ export class RouteExecutor {
   }
 
   /** Opens a stream and reads it up to its first content, which commits the request to this route. */
-  private async openStream(cand: Candidate, adapter: LlmAdapter, ctx: CallContext, scope: AttemptScope, open: StreamOpener): Promise<OpenStream> {
+  private async openStream<T>(cand: Candidate, adapter: LlmAdapter, ctx: CallContext, scope: AttemptScope, open: StreamOpener<T>, shape: StreamShape<T>): Promise<OpenStream<T>> {
     const it = open(adapter, cand.route, ctx)[Symbol.asyncIterator]();
-    const held: ChatChunk[] = [];
+    const held: T[] = [];
     scope.armFirstToken(ctx.timeouts.firstTokenMs);
     let idleArmed = false;
     try {
@@ -191,7 +212,7 @@ export class RouteExecutor {
         const n = await raceAbort(it.next(), scope.signal);
         if (n.done) throw new UpstreamError({ failure: 'protocol', message: `upstream ${cand.route.id} ended the stream without an answer`, route: cand.route.id, provider: cand.route.kind });
         held.push(n.value);
-        if (chunkHasContent(n.value)) return { it, held, idleArmed };
+        if (shape.hasContent(n.value)) return { it, held, idleArmed };
         // The upstream has started answering: from here a stall before any content is idle time,
         // and fails over like any other failure before the client saw content.
         if (!idleArmed) {

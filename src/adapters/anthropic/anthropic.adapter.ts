@@ -7,21 +7,44 @@ import type { RouteDef } from '../../config/registry.types';
 import { KeyPool } from '../http/key-pool.service';
 import { callInfo, joinUrl, optionNumber, optionString, parseEvent, postJson, probeGet, protocolError, readJson, releaseBody } from '../http/upstream-call';
 import { UpstreamClient } from '../http/upstream-client.service';
-import { LlmAdapter, type CallContext, type ProbeResult } from '../llm-adapter';
-import { ANTHROPIC_VERSION, AnthropicStreamTranslator, anthropicHttpError, fromAnthropicResponse, toAnthropicRequest } from './anthropic.mapper';
+import { LlmAdapter, type CallContext, type MessagesCall, type MessagesEvent, type MessagesRelay, type MessagesReply, type ProbeResult } from '../llm-adapter';
+import { ANTHROPIC_VERSION, AnthropicStreamTranslator, anthropicHttpError, anthropicStreamError, fromAnthropicResponse, mergeBetas, toAnthropicRequest } from './anthropic.mapper';
 import type { AnthropicRequest, AnthropicResponse, AnthropicStreamEvent } from './anthropic.types';
 
 export const ANTHROPIC_API = 'https://api.anthropic.com/v1';
 
+/** The Messages API's endpoints, relative to the API root. */
+export type MessagesEndpoint = 'messages' | 'messages/count_tokens';
+
+/** What the client said about the protocol, carried upstream on the Anthropic surface's passthrough. */
+export interface ClientProtocol {
+  betas?: readonly string[];
+  version?: string;
+}
+
+/** An upstream call the upstream accepted (status below 400), its body unread. */
+export interface Accepted {
+  res: Dispatcher.ResponseData;
+  /** What an `error` event in this call's stream means (an account-level limit, for subscriptions). */
+  streamError(err: { type?: string; message?: string }): UpstreamError;
+}
+
 /**
  * Anthropic's Messages API (`x-api-key`, `anthropic-version`). Route options: `default_max_tokens`
  * (sent when the client sets no max_tokens; default 4096) and `anthropic_beta` (the
- * `anthropic-beta` header). Subclasses (Claude on Vertex, subscription accounts) change where
- * requests go and how they authenticate through the protected hooks.
+ * `anthropic-beta` header). Chat requests are translated; the Anthropic surface's requests are
+ * relayed as they are (`messages`). Subclasses (Claude on Vertex, subscription accounts) change
+ * where requests go and how they authenticate through the protected hooks.
  */
 @Injectable()
 @LlmAdapter({ kind: 'anthropic' })
 export class AnthropicAdapter implements LlmAdapter {
+  readonly messages?: MessagesRelay = {
+    send: (call, route, ctx) => this.relay(call, route, ctx),
+    stream: (call, route, ctx) => this.relayStream(call, route, ctx),
+    countTokens: (call, route, ctx) => this.countTokens(call, route, ctx),
+  };
+
   constructor(
     protected readonly http: UpstreamClient,
     protected readonly keys: KeyPool,
@@ -36,20 +59,22 @@ export class AnthropicAdapter implements LlmAdapter {
   }
 
   async complete(req: ChatRequest, route: RouteDef, ctx: CallContext): Promise<ChatResponse> {
-    const res = await this.send(this.body(req, route, false), route, ctx, false);
+    const { res } = await this.accept(this.body(req, route, false), route, ctx, false);
     const json = await readJson<AnthropicResponse>(this.http, res, route, ctx);
     if (!json || !Array.isArray(json.content)) throw protocolError(route, 'answered without content');
     return fromAnthropicResponse(json);
   }
 
   async *stream(req: ChatRequest, route: RouteDef, ctx: CallContext): AsyncGenerator<ChatChunk> {
-    const res = await this.send(this.body(req, route, true), route, ctx, true);
+    const call = await this.accept(this.body(req, route, true), route, ctx, true);
+    const { res } = call;
     const translator = new AnthropicStreamTranslator(route);
     const sse = new SseDecoder();
     try {
       read: for await (const bytes of bodyChunks(res.body)) {
         for (const ev of sse.push(bytes)) {
           const event = parseEvent<AnthropicStreamEvent>(ev.data, route);
+          if (event.type === 'error') throw call.streamError(event.error ?? {});
           for (const chunk of translator.push(event)) yield chunk;
           if (translator.done) break read;
         }
@@ -59,9 +84,7 @@ export class AnthropicAdapter implements LlmAdapter {
     } finally {
       releaseBody(res, translator.done);
     }
-    if (!translator.done) {
-      throw new UpstreamError({ failure: 'reset', message: `upstream ${route.id} ended the stream before message_stop`, provider: route.kind, route: route.id });
-    }
+    if (!translator.done) throw this.unfinished(route);
   }
 
   async probe(route: RouteDef, signal: AbortSignal): Promise<ProbeResult> {
@@ -73,8 +96,8 @@ export class AnthropicAdapter implements LlmAdapter {
     return route.baseUrl ?? ANTHROPIC_API;
   }
 
-  protected url(route: RouteDef, _stream: boolean): string {
-    return joinUrl(this.baseUrl(route), 'messages');
+  protected url(route: RouteDef, _stream: boolean, endpoint: MessagesEndpoint = 'messages'): string {
+    return joinUrl(this.baseUrl(route), endpoint);
   }
 
   protected body(req: ChatRequest, route: RouteDef, stream: boolean): AnthropicRequest {
@@ -84,13 +107,18 @@ export class AnthropicAdapter implements LlmAdapter {
     return route.extraBody ? { ...body, ...route.extraBody } : body;
   }
 
-  protected async headers(route: RouteDef, key: string | undefined, stream: boolean): Promise<Record<string, string>> {
+  /** A client's Messages body for this route: its upstream model, the route's extra body. */
+  protected relayBody(call: MessagesCall, route: RouteDef): Record<string, unknown> {
+    return { ...call.body, model: route.providerModelId, ...route.extraBody };
+  }
+
+  protected async headers(route: RouteDef, key: string | undefined, stream: boolean, client?: ClientProtocol): Promise<Record<string, string>> {
     const h: Record<string, string> = {
       'content-type': 'application/json',
       accept: stream ? 'text/event-stream' : 'application/json',
-      'anthropic-version': ANTHROPIC_VERSION,
+      'anthropic-version': client?.version ?? ANTHROPIC_VERSION,
     };
-    const beta = optionString(route, 'anthropic_beta');
+    const beta = mergeBetas(optionString(route, 'anthropic_beta'), client?.betas);
     if (beta) h['anthropic-beta'] = beta;
     if (key) h['x-api-key'] = key;
     return { ...h, ...route.headers };
@@ -101,11 +129,82 @@ export class AnthropicAdapter implements LlmAdapter {
     return anthropicHttpError(status, text, route, retryAfterMs);
   }
 
-  protected send(body: AnthropicRequest, route: RouteDef, ctx: CallContext, stream: boolean): Promise<Dispatcher.ResponseData> {
+  /** One call the upstream accepted; subscriptions override it to spend an account of their pool. */
+  protected async accept(body: unknown, route: RouteDef, ctx: CallContext, stream: boolean, client?: ClientProtocol, endpoint: MessagesEndpoint = 'messages'): Promise<Accepted> {
+    const res = await this.send(body as AnthropicRequest, route, ctx, stream, client, endpoint);
+    return { res, streamError: (err) => anthropicStreamError(err, route) };
+  }
+
+  protected send(body: AnthropicRequest, route: RouteDef, ctx: CallContext, stream: boolean, client?: ClientProtocol, endpoint: MessagesEndpoint = 'messages'): Promise<Dispatcher.ResponseData> {
     const text = JSON.stringify(body);
-    const url = this.url(route, stream);
+    const url = this.url(route, stream, endpoint);
     return this.keys.run(route, ctx, async (key) =>
-      postJson(this.http, url, await this.headers(route, key, stream), text, route, ctx, (status, errText, retryAfter) => this.error(status, errText, route, retryAfter)),
+      postJson(this.http, url, await this.headers(route, key, stream, client), text, route, ctx, (status, errText, retryAfter) => this.error(status, errText, route, retryAfter)),
     );
+  }
+
+  protected unfinished(route: RouteDef): UpstreamError {
+    return new UpstreamError({ failure: 'reset', message: `upstream ${route.id} ended the stream before message_stop`, provider: route.kind, route: route.id });
+  }
+
+  // --- identity passthrough for the Anthropic surface ---------------------------------------
+
+  private async relay(call: MessagesCall, route: RouteDef, ctx: CallContext): Promise<MessagesReply> {
+    const body = this.relayBody(call, route);
+    if (body.stream === true) body.stream = false;
+    const { res } = await this.accept(body, route, ctx, false, call);
+    let text: string;
+    try {
+      text = await res.body.text();
+    } catch (err) {
+      throw this.http.toUpstreamError(err, callInfo(route, ctx));
+    }
+    let message: unknown;
+    try {
+      message = JSON.parse(text);
+    } catch {
+      throw protocolError(route, 'answered with invalid JSON');
+    }
+    if (!message || typeof message !== 'object' || Array.isArray(message)) throw protocolError(route, 'answered without a message');
+    return { text, message: message as Record<string, unknown> };
+  }
+
+  /**
+   * The upstream's events as they arrive, each with its data exactly as sent (only the event
+   * name is looked at). An `error` event is thrown as the typed error it stands for.
+   */
+  private async *relayStream(call: MessagesCall, route: RouteDef, ctx: CallContext): AsyncGenerator<MessagesEvent> {
+    const body = this.relayBody(call, route);
+    body.stream = true;
+    const accepted = await this.accept(body, route, ctx, true, call);
+    const { res } = accepted;
+    const sse = new SseDecoder();
+    let done = false;
+    try {
+      read: for await (const bytes of bodyChunks(res.body)) {
+        for (const ev of sse.push(bytes)) {
+          const event = ev.event ?? parseEvent<{ type?: string }>(ev.data, route).type ?? 'message';
+          if (event === 'error') throw accepted.streamError(parseEvent<{ error?: { type?: string; message?: string } }>(ev.data, route).error ?? {});
+          yield { event, data: ev.data };
+          if (event === 'message_stop') {
+            done = true;
+            break read;
+          }
+        }
+      }
+    } catch (err) {
+      throw this.http.toUpstreamError(err, callInfo(route, ctx));
+    } finally {
+      releaseBody(res, done);
+    }
+    if (!done) throw this.unfinished(route);
+  }
+
+  private async countTokens(call: MessagesCall, route: RouteDef, ctx: CallContext): Promise<number> {
+    const { stream: _stream, max_tokens: _max, ...body } = this.relayBody(call, route);
+    const { res } = await this.accept(body, route, ctx, false, call, 'messages/count_tokens');
+    const json = await readJson<{ input_tokens?: unknown }>(this.http, res, route, ctx);
+    if (typeof json?.input_tokens !== 'number') throw protocolError(route, 'answered count_tokens without input_tokens');
+    return json.input_tokens;
   }
 }

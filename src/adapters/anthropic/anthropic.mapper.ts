@@ -461,3 +461,19 @@ export function anthropicStreamError(err: { type?: string; message?: string }, r
   const status = err.type === 'overloaded_error' ? 529 : err.type === 'rate_limit_error' ? 429 : err.type === 'api_error' ? 500 : 502;
   return anthropicHttpError(status, JSON.stringify({ type: 'error', error: err }), route, undefined);
 }
+
+/**
+ * An `anthropic-beta` header value from several sources (comma-separated lists, or lists of
+ * names), each beta once, in order of first appearance; undefined when there is none.
+ */
+export function mergeBetas(...sources: Array<string | readonly string[] | undefined>): string | undefined {
+  const out: string[] = [];
+  for (const s of sources) {
+    if (s === undefined) continue;
+    for (const part of typeof s === 'string' ? s.split(',') : s.flatMap((v) => v.split(','))) {
+      const beta = part.trim();
+      if (beta && !out.includes(beta)) out.push(beta);
+    }
+  }
+  return out.length > 0 ? out.join(',') : undefined;
+}

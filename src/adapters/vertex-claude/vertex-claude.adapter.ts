@@ -61,6 +61,12 @@ export function toVertexBody(body: AnthropicRequest): AnthropicRequest {
 @Injectable()
 @LlmAdapter({ kind: 'vertex_claude' })
 export class VertexClaudeAdapter extends AnthropicAdapter {
+  /**
+   * Not relayed: the Anthropic surface translates for Vertex routes, as for every backend other
+   * than `anthropic` and `claude_sub` (Vertex wants the model in the URL and its own version in
+   * the body, and has no count_tokens at the same place).
+   */
+  override readonly messages = undefined;
   private readonly accounts = new Map<string, ServiceAccount>();
 
   constructor(

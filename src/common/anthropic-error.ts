@@ -1,0 +1,83 @@
+import type { Response } from 'express';
+import type { GatewayError } from './errors';
+
+/**
+ * Errors on the Anthropic surface: `{"type": "error", "error": {"type", "message"}, "request_id"}`,
+ * the type following the status as Anthropic's API documents it (docs.claude.com/en/api/errors),
+ * so that Anthropic's SDKs raise the right exception (and retry what they retry).
+ */
+export interface AnthropicErrorBody {
+  type: 'error';
+  error: { type: string; message: string };
+  request_id: string | null;
+}
+
+/** Anthropic's error type for a status. */
+export function anthropicErrorType(status: number, code?: string | number | null): string {
+  switch (status) {
+    case 400:
+      return 'invalid_request_error';
+    case 401:
+      return 'authentication_error';
+    case 402:
+      return 'billing_error';
+    case 403:
+      return 'permission_error';
+    case 404:
+      return 'not_found_error';
+    case 409:
+      return 'conflict_error';
+    case 413:
+      return 'request_too_large';
+    case 429:
+      return 'rate_limit_error';
+    case 504:
+      return 'timeout_error';
+    case 529:
+      return 'overloaded_error';
+    default:
+      if (status === 503 && code === 'overloaded') return 'overloaded_error';
+      return status >= 500 ? 'api_error' : 'invalid_request_error';
+  }
+}
+
+/**
+ * The status an error is answered with. An overloaded upstream (our 503 `overloaded`) is
+ * Anthropic's 529, which Claude Code and the SDKs know to wait out; the client-closed 499 and
+ * every other status stay as they are.
+ */
+export function anthropicStatus(status: number, code?: string | number | null): number {
+  return status === 503 && code === 'overloaded' ? 529 : status;
+}
+
+export function anthropicErrorBody(status: number, message: string, requestId: string | null, code?: string | number | null): AnthropicErrorBody {
+  return { type: 'error', error: { type: anthropicErrorType(status, code), message }, request_id: requestId };
+}
+
+export function anthropicBodyOf(err: GatewayError, requestId: string | null): AnthropicErrorBody {
+  return anthropicErrorBody(err.status, err.message, requestId, err.code);
+}
+
+/** Writes an Anthropic-shaped error response, unless the response is already under way. */
+export function sendAnthropicError(res: Response, status: number, body: AnthropicErrorBody, headers?: Record<string, string>): void {
+  if (res.headersSent || res.destroyed) return;
+  const json = JSON.stringify(body);
+  res.statusCode = status;
+  if (headers) for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
+  res.setHeader('content-type', 'application/json; charset=utf-8');
+  res.setHeader('content-length', Buffer.byteLength(json));
+  res.end(json);
+}
+
+export function sendAnthropicGatewayError(res: Response, err: GatewayError, requestId: string | null): void {
+  sendAnthropicError(res, anthropicStatus(err.status, err.code), anthropicBodyOf(err, requestId), err.headers);
+}
+
+/**
+ * The Anthropic surface's paths: `/anthropic/...` and `/v1/messages[/...]` (what an Anthropic SDK
+ * whose base URL is the gateway's root calls). Errors raised before a handler runs (the body
+ * reader, the key guard, unknown paths) are answered in Anthropic's shape there too.
+ */
+export function isAnthropicPath(path: string): boolean {
+  return path.startsWith('/anthropic/') || path === '/anthropic' || path === '/v1/messages' || path.startsWith('/v1/messages/');
+}

@@ -1,0 +1,225 @@
+import type { ChatChunk } from '../../common/chat.types';
+import { UpstreamError } from '../../common/errors';
+import { ChatToMessagesStream, chatToMessage, messagesToChat, messagesUsage, stopReason } from './messages.mapper';
+
+describe('messagesToChat', () => {
+  it('maps system, turns, tool use and tool results, images and parameters', () => {
+    const chat = messagesToChat(
+      {
+        model: 'x',
+        max_tokens: 100,
+        system: [
+          { type: 'text', text: 'A' },
+          { type: 'text', text: 'B', cache_control: { type: 'ephemeral' } },
+        ],
+        messages: [
+          {
+            role: 'user',
+            content: [
+              { type: 'text', text: 'look' },
+              { type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'AAA' } },
+            ],
+          },
+          {
+            role: 'assistant',
+            content: [
+              { type: 'thinking', thinking: 'hm', signature: 'sig' },
+              { type: 'text', text: 'calling' },
+              { type: 'tool_use', id: 'toolu_1', name: 'f', input: { a: 1 } },
+            ],
+          },
+          {
+            role: 'user',
+            content: [
+              { type: 'tool_result', tool_use_id: 'toolu_1', content: [{ type: 'text', text: 'ok' }], is_error: true },
+              { type: 'text', text: 'next?' },
+            ],
+          },
+        ],
+        tools: [{ name: 'f', description: 'F', input_schema: { type: 'object', properties: {} } }],
+        tool_choice: { type: 'any', disable_parallel_tool_use: true },
+        stop_sequences: ['END'],
+        temperature: 0.2,
+        top_k: 4,
+        metadata: { user_id: 'u' },
+        thinking: { type: 'enabled', budget_tokens: 4000 },
+        stream: true,
+      },
+      'public/model',
+    );
+    expect(chat).toEqual({
+      model: 'public/model',
+      messages: [
+        { role: 'system', content: 'A\n\nB' },
+        {
+          role: 'user',
+          content: [
+            { type: 'text', text: 'look' },
+            { type: 'image_url', image_url: { url: 'data:image/png;base64,AAA' } },
+          ],
+        },
+        {
+          role: 'assistant',
+          content: 'calling',
+          tool_calls: [{ id: 'toolu_1', type: 'function', function: { name: 'f', arguments: '{"a":1}' } }],
+          reasoning_content: 'hm',
+          thinking_blocks: [{ type: 'thinking', thinking: 'hm', signature: 'sig' }],
+        },
+        { role: 'tool', tool_call_id: 'toolu_1', content: 'ok', is_error: true },
+        { role: 'user', content: 'next?' },
+      ],
+      max_tokens: 100,
+      temperature: 0.2,
+      top_k: 4,
+      stop: ['END'],
+      user: 'u',
+      tools: [{ type: 'function', function: { name: 'f', description: 'F', parameters: { type: 'object', properties: {} } } }],
+      tool_choice: 'required',
+      parallel_tool_calls: false,
+      reasoning_effort: 'medium',
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+  });
+
+  it('refuses server tools and unknown blocks with a 400 naming the field', () => {
+    const server = () =>
+      messagesToChat(
+        { max_tokens: 1, messages: [{ role: 'user', content: 'x' }], tools: [{ type: 'web_search_20250305', name: 'web_search' }] },
+        'm',
+      );
+    expect(server).toThrow(UpstreamError);
+    expect(server).toThrow(expect.objectContaining({ status: 400, param: 'tools.0.type' }));
+    const block = () =>
+      messagesToChat({ max_tokens: 1, messages: [{ role: 'user', content: [{ type: 'search_result', source: 's' }] }] }, 'm');
+    expect(block).toThrow(expect.objectContaining({ status: 400, param: 'messages.0.content.0.type' }));
+  });
+});
+
+describe('chatToMessage', () => {
+  it('answers text, reasoning and tool calls as blocks, with usage split as Anthropic splits it', () => {
+    const msg = chatToMessage(
+      {
+        id: 'c',
+        object: 'chat.completion',
+        created: 0,
+        model: 'up',
+        choices: [
+          {
+            index: 0,
+            finish_reason: 'tool_calls',
+            message: {
+              role: 'assistant',
+              content: 'sure',
+              reasoning_content: 'think',
+              tool_calls: [{ id: 'call.1', type: 'function', function: { name: 'f', arguments: '{"x":2}' } }],
+            },
+          },
+        ],
+        usage: {
+          prompt_tokens: 30,
+          completion_tokens: 5,
+          total_tokens: 35,
+          prompt_tokens_details: { cached_tokens: 10, cache_write_tokens: 4 },
+        },
+      },
+      'msg_1',
+      'public/model',
+    );
+    expect(msg).toEqual({
+      id: 'msg_1',
+      type: 'message',
+      role: 'assistant',
+      model: 'public/model',
+      content: [
+        { type: 'thinking', thinking: 'think', signature: '' },
+        { type: 'text', text: 'sure' },
+        { type: 'tool_use', id: 'call_1', name: 'f', input: { x: 2 } },
+      ],
+      stop_reason: 'tool_use',
+      stop_sequence: null,
+      usage: { input_tokens: 16, output_tokens: 5, cache_read_input_tokens: 10, cache_creation_input_tokens: 4 },
+    });
+  });
+
+  it('maps finish reasons', () => {
+    expect(['stop', 'length', 'tool_calls', 'content_filter', null].map(stopReason)).toEqual([
+      'end_turn',
+      'max_tokens',
+      'tool_use',
+      'refusal',
+      'end_turn',
+    ]);
+    expect(messagesUsage(undefined)).toMatchObject({ input_tokens: 0, output_tokens: 0 });
+  });
+});
+
+describe('ChatToMessagesStream', () => {
+  const chunk = (delta: Record<string, unknown>, finish: string | null = null): ChatChunk => ({
+    id: 'c',
+    object: 'chat.completion.chunk',
+    created: 0,
+    model: 'up',
+    choices: [{ index: 0, delta, finish_reason: finish }],
+  });
+
+  it('opens and closes a block per run of reasoning, text and each tool call, and ends with usage', () => {
+    const t = new ChatToMessagesStream('msg_1', 'public', 12);
+    const out = [
+      ...t.push(chunk({ role: 'assistant', content: '' })),
+      ...t.push(chunk({ reasoning_content: 'hmm' })),
+      ...t.push(chunk({ content: 'Hi' })),
+      ...t.push(chunk({ tool_calls: [{ index: 0, id: 'call_a', type: 'function', function: { name: 'f', arguments: '' } }] })),
+      ...t.push(chunk({ tool_calls: [{ index: 0, function: { arguments: '{"a":' } }] })),
+      ...t.push(chunk({ tool_calls: [{ index: 0, function: { arguments: '1}' } }] })),
+      ...t.push(chunk({ tool_calls: [{ index: 1, id: 'call_b', type: 'function', function: { name: 'g', arguments: '{}' } }] })),
+      ...t.push(chunk({}, 'tool_calls')),
+      ...t.push({
+        id: 'c',
+        object: 'chat.completion.chunk',
+        created: 0,
+        model: 'up',
+        choices: [],
+        usage: { prompt_tokens: 20, completion_tokens: 9, total_tokens: 29 },
+      }),
+      ...t.finishEvents(),
+    ].map((e) => [e.event, JSON.parse(e.data) as Record<string, unknown>] as const);
+    for (const [event, data] of out) expect(data.type).toBe(event);
+    expect(out.map(([e, d]) => (e === 'content_block_delta' ? `${e}:${(d.delta as { type: string }).type}` : e))).toEqual([
+      'message_start',
+      'ping',
+      'content_block_start',
+      'content_block_delta:thinking_delta',
+      'content_block_stop',
+      'content_block_start',
+      'content_block_delta:text_delta',
+      'content_block_stop',
+      'content_block_start',
+      'content_block_delta:input_json_delta',
+      'content_block_delta:input_json_delta',
+      'content_block_stop',
+      'content_block_start',
+      'content_block_delta:input_json_delta',
+      'content_block_stop',
+      'message_delta',
+      'message_stop',
+    ]);
+    expect(out[0][1].message).toMatchObject({ id: 'msg_1', model: 'public', usage: { input_tokens: 12, output_tokens: 0 } });
+    expect(out[8][1]).toEqual({
+      type: 'content_block_start',
+      index: 2,
+      content_block: { type: 'tool_use', id: 'call_a', name: 'f', input: {} },
+    });
+    expect(out[12][1]).toMatchObject({ index: 3, content_block: { name: 'g' } });
+    expect(out[15][1]).toEqual({
+      type: 'message_delta',
+      delta: { stop_reason: 'tool_use', stop_sequence: null },
+      usage: { input_tokens: 20, output_tokens: 9, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 },
+    });
+  });
+
+  it('still opens and closes the message when the stream had no content', () => {
+    const t = new ChatToMessagesStream('m', 'p', 1);
+    expect(t.finishEvents().map((e) => e.event)).toEqual(['message_start', 'ping', 'message_delta', 'message_stop']);
+  });
+});

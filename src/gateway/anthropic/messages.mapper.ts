@@ -1,0 +1,369 @@
+import { anthropicToolId } from '../../adapters/anthropic/anthropic.mapper';
+import type { AnthropicUsage } from '../../adapters/anthropic/anthropic.types';
+import { unsupported } from '../../adapters/http/upstream-call';
+import type { MessagesEvent } from '../../adapters/llm-adapter';
+import type { ChatChunk, ChatMessage, ChatRequest, ChatResponse, ContentPart, ToolCall, ToolDefinition, Usage } from '../../common/chat.types';
+import { tokenCounts } from '../../common/usage';
+
+/**
+ * The Anthropic surface's translation for backends that do not speak the Messages API, as pure
+ * functions: a Messages request as a canonical (OpenAI chat) request, a chat completion as a
+ * Messages answer, and a chat chunk stream as Messages stream events. The reverse directions
+ * (OpenAI → Anthropic) live in the anthropic adapter's mapper.
+ */
+
+type Block = { type: string; [k: string]: unknown };
+type Json = Record<string, unknown>;
+
+/** `reasoning_effort` for a thinking budget: the inverse of the adapter's THINKING_BUDGETS, roughly. */
+export function effortForBudget(budget: number): 'low' | 'medium' | 'high' {
+  if (budget <= 2048) return 'low';
+  if (budget <= 8192) return 'medium';
+  return 'high';
+}
+
+function blocksOf(content: unknown): Block[] {
+  if (typeof content === 'string') return content === '' ? [] : [{ type: 'text', text: content }];
+  return Array.isArray(content) ? (content as Block[]) : [];
+}
+
+function imagePart(b: Block, at: string): ContentPart {
+  const src = b.source as { type?: string; media_type?: string; data?: string; url?: string } | undefined;
+  if (src?.type === 'base64') return { type: 'image_url', image_url: { url: `data:${src.media_type};base64,${src.data}` } };
+  if (src?.type === 'url') return { type: 'image_url', image_url: { url: String(src.url) } };
+  throw unsupported(`${at}.source: images must be base64 or url sources for this model`, `${at}.source`);
+}
+
+function documentPart(b: Block, at: string): ContentPart {
+  const src = b.source as { type?: string; media_type?: string; data?: string } | undefined;
+  if (src?.type === 'base64') return { type: 'file', file: { file_data: `data:${src.media_type};base64,${src.data}`, ...(typeof b.title === 'string' ? { filename: b.title } : {}) } };
+  if (src?.type === 'text') return { type: 'text', text: String(src.data ?? '') };
+  throw unsupported(`${at}.source: documents must be base64 or text sources for this model`, `${at}.source`);
+}
+
+/** User content blocks (text, images, documents) as chat content parts. */
+function userParts(blocks: Block[], at: string): ContentPart[] {
+  const parts: ContentPart[] = [];
+  blocks.forEach((b, j) => {
+    const where = `${at}.content.${j}`;
+    switch (b.type) {
+      case 'text':
+        parts.push({ type: 'text', text: String(b.text ?? '') });
+        break;
+      case 'image':
+        parts.push(imagePart(b, where));
+        break;
+      case 'document':
+        parts.push(documentPart(b, where));
+        break;
+      default:
+        throw unsupported(`${where}: content of type "${b.type}" can only be sent to Claude models`, `${where}.type`);
+    }
+  });
+  return parts;
+}
+
+/** Parts as a chat message's content: a plain string when they are all text. */
+function asContent(parts: ContentPart[]): string | ContentPart[] {
+  return parts.every((p) => p.type === 'text') ? parts.map((p) => (p as { text: string }).text).join('') : parts;
+}
+
+function toolResultText(content: unknown, at: string): { text: string; images: ContentPart[] } {
+  if (content === undefined || content === null) return { text: '', images: [] };
+  if (typeof content === 'string') return { text: content, images: [] };
+  let text = '';
+  const images: ContentPart[] = [];
+  blocksOf(content).forEach((b, j) => {
+    if (b.type === 'text') text += String(b.text ?? '');
+    else if (b.type === 'image') images.push(imagePart(b, `${at}.content.${j}`));
+    else throw unsupported(`${at}.content.${j}: tool results of type "${b.type}" can only be sent to Claude models`, `${at}.content.${j}.type`);
+  });
+  return { text, images };
+}
+
+function systemText(system: unknown): string | undefined {
+  if (system === undefined || system === null) return undefined;
+  if (typeof system === 'string') return system === '' ? undefined : system;
+  const text = blocksOf(system)
+    .filter((b) => b.type === 'text')
+    .map((b) => String(b.text ?? ''))
+    .join('\n\n');
+  return text === '' ? undefined : text;
+}
+
+function toolsOf(tools: unknown): ToolDefinition[] | undefined {
+  if (!Array.isArray(tools) || tools.length === 0) return undefined;
+  return (tools as Json[]).map((t, i): ToolDefinition => {
+    // Client tools have no type (or "custom"); Anthropic's server tools (web search, code
+    // execution, ...) run at Anthropic and have no counterpart elsewhere.
+    if (t.type !== undefined && t.type !== 'custom') throw unsupported(`tools.${i}: the tool type "${String(t.type)}" runs at Anthropic and can only be used with Claude models`, `tools.${i}.type`);
+    return {
+      type: 'function',
+      function: {
+        name: String(t.name),
+        ...(typeof t.description === 'string' ? { description: t.description } : {}),
+        parameters: (t.input_schema as Json | undefined) ?? { type: 'object', properties: {} },
+      },
+    };
+  });
+}
+
+/**
+ * A Messages request as a canonical chat request: `system` becomes a system message; user turns
+ * keep text, images and documents, and their `tool_result` blocks become `tool` messages (before
+ * the rest of the turn, right after the assistant's calls); assistant `tool_use` blocks become
+ * `tool_calls`, thinking becomes `reasoning_content` with the signed `thinking_blocks`; tools,
+ * `tool_choice`, `stop_sequences`, `metadata.user_id`, sampling and `thinking` (as
+ * `reasoning_effort`) map across. What other backends cannot express (server tools, citations
+ * sources, ...) is a 400 naming the field.
+ */
+export function messagesToChat(body: Json, model: string): ChatRequest {
+  const messages: ChatMessage[] = [];
+  const system = systemText(body.system);
+  if (system !== undefined) messages.push({ role: 'system', content: system });
+  (body.messages as Json[]).forEach((m, i) => {
+    const at = `messages.${i}`;
+    const blocks = blocksOf(m.content);
+    if (m.role === 'assistant') {
+      let text = '';
+      let reasoning = '';
+      const calls: ToolCall[] = [];
+      const thinking: Json[] = [];
+      blocks.forEach((b, j) => {
+        if (b.type === 'text') text += String(b.text ?? '');
+        else if (b.type === 'tool_use') calls.push({ id: anthropicToolId(String(b.id)), type: 'function', function: { name: String(b.name), arguments: JSON.stringify(b.input ?? {}) } });
+        else if (b.type === 'thinking') {
+          reasoning += String(b.thinking ?? '');
+          thinking.push({ type: 'thinking', thinking: b.thinking, signature: b.signature });
+        } else if (b.type === 'redacted_thinking') thinking.push({ type: 'redacted_thinking', data: b.data });
+        else throw unsupported(`${at}.content.${j}: content of type "${b.type}" can only be sent to Claude models`, `${at}.content.${j}.type`);
+      });
+      const msg: ChatMessage = { role: 'assistant', content: text === '' && calls.length > 0 ? null : text };
+      if (calls.length > 0) msg.tool_calls = calls;
+      if (reasoning) msg.reasoning_content = reasoning;
+      if (thinking.length > 0) msg.thinking_blocks = thinking;
+      messages.push(msg);
+      return;
+    }
+    const rest: Block[] = [];
+    const images: ContentPart[] = [];
+    blocks.forEach((b, j) => {
+      if (b.type !== 'tool_result') return rest.push(b);
+      const result = toolResultText(b.content, `${at}.content.${j}`);
+      images.push(...result.images);
+      messages.push({ role: 'tool', tool_call_id: anthropicToolId(String(b.tool_use_id)), content: result.text, ...(b.is_error === true ? { is_error: true } : {}) });
+    });
+    const parts = [...images, ...userParts(rest, at)];
+    if (parts.length > 0 || blocks.length === 0) messages.push({ role: 'user', content: typeof m.content === 'string' ? m.content : asContent(parts) });
+  });
+
+  const req: ChatRequest = { model, messages };
+  if (typeof body.max_tokens === 'number') req.max_tokens = body.max_tokens;
+  if (typeof body.temperature === 'number') req.temperature = body.temperature;
+  if (typeof body.top_p === 'number') req.top_p = body.top_p;
+  if (typeof body.top_k === 'number') req.top_k = body.top_k;
+  if (Array.isArray(body.stop_sequences) && body.stop_sequences.length > 0) req.stop = body.stop_sequences as string[];
+  const user = (body.metadata as { user_id?: unknown } | undefined)?.user_id;
+  if (typeof user === 'string' && user) req.user = user;
+  const tools = toolsOf(body.tools);
+  if (tools) req.tools = tools;
+  const tc = body.tool_choice as { type?: string; name?: string; disable_parallel_tool_use?: boolean } | undefined;
+  if (tc && tools) {
+    if (tc.type === 'auto') req.tool_choice = 'auto';
+    else if (tc.type === 'any') req.tool_choice = 'required';
+    else if (tc.type === 'none') req.tool_choice = 'none';
+    else if (tc.type === 'tool') req.tool_choice = { type: 'function', function: { name: String(tc.name) } };
+    if (tc.disable_parallel_tool_use === true) req.parallel_tool_calls = false;
+  }
+  const thinking = body.thinking as { type?: string; budget_tokens?: number } | undefined;
+  if (thinking?.type === 'enabled' && typeof thinking.budget_tokens === 'number') req.reasoning_effort = effortForBudget(thinking.budget_tokens);
+  if (body.stream === true) {
+    req.stream = true;
+    // Usage comes at the end of OpenAI streams only when asked for; message_delta needs it.
+    req.stream_options = { include_usage: true };
+  }
+  return req;
+}
+
+/** OpenAI finish reasons as Anthropic stop reasons. */
+export function stopReason(finish: string | null | undefined): string {
+  switch (finish) {
+    case 'length':
+      return 'max_tokens';
+    case 'tool_calls':
+    case 'function_call':
+      return 'tool_use';
+    case 'content_filter':
+      return 'refusal';
+    default:
+      return 'end_turn';
+  }
+}
+
+/**
+ * Canonical usage in Anthropic's terms: `input_tokens` without the cache reads and writes, which
+ * have fields of their own (OpenAI's `prompt_tokens` includes them).
+ */
+export function messagesUsage(u: Usage | null | undefined): AnthropicUsage & { input_tokens: number; output_tokens: number } {
+  if (!u) return { input_tokens: 0, output_tokens: 0, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 };
+  const c = tokenCounts(u);
+  return {
+    input_tokens: Math.max(0, c.prompt - c.cachedRead - c.cacheWrite),
+    output_tokens: c.completion,
+    cache_creation_input_tokens: c.cacheWrite,
+    cache_read_input_tokens: c.cachedRead,
+  };
+}
+
+function parseInput(args: string | undefined): unknown {
+  if (!args || args.trim() === '') return {};
+  try {
+    return JSON.parse(args);
+  } catch {
+    // A model that produced broken JSON: the client still sees what it produced.
+    return { _raw_arguments: args };
+  }
+}
+
+/**
+ * A chat completion as a Messages answer: thinking blocks (signed ones as they were, plain
+ * reasoning as a thinking block without signature), the text, then the tool calls as `tool_use`.
+ */
+export function chatToMessage(res: ChatResponse, id: string, model: string): Json {
+  const choice = res.choices[0];
+  const msg = (choice?.message ?? { role: 'assistant', content: '' }) as ChatMessage;
+  const content: Json[] = [];
+  const signed = Array.isArray(msg.thinking_blocks) ? (msg.thinking_blocks as Json[]) : [];
+  if (signed.length > 0) content.push(...signed.map((b) => ({ ...b })));
+  else {
+    const reasoning = typeof msg.reasoning_content === 'string' ? msg.reasoning_content : typeof msg.reasoning === 'string' ? msg.reasoning : '';
+    if (reasoning) content.push({ type: 'thinking', thinking: reasoning, signature: '' });
+  }
+  const text = typeof msg.content === 'string' ? msg.content : Array.isArray(msg.content) ? msg.content.map((p) => String((p as { text?: unknown }).text ?? '')).join('') : '';
+  if (text !== '') content.push({ type: 'text', text });
+  for (const t of msg.tool_calls ?? []) content.push({ type: 'tool_use', id: anthropicToolId(t.id), name: t.function.name, input: parseInput(t.function.arguments) });
+  const finish = choice?.finish_reason;
+  return {
+    id,
+    type: 'message',
+    role: 'assistant',
+    model,
+    content,
+    stop_reason: msg.tool_calls?.length && finish !== 'length' ? 'tool_use' : stopReason(finish),
+    stop_sequence: null,
+    usage: messagesUsage(res.usage),
+  };
+}
+
+type OpenBlock = { kind: 'text' | 'thinking' | 'tool_use'; index: number; tool?: number };
+
+/**
+ * Translates a chat chunk stream into Messages stream events, chunk by chunk: `message_start`
+ * (with a `ping`) at the first chunk, a content block per run of text, reasoning or tool call
+ * (`content_block_start` / `_delta` / `_stop`; tool arguments as `input_json_delta`), and at the
+ * end (`finish()`) the closing block, `message_delta` with the stop reason and the usage, and
+ * `message_stop`.
+ */
+export class ChatToMessagesStream {
+  private started = false;
+  private open?: OpenBlock;
+  private blocks = 0;
+  /** Tool call index → its content block index. */
+  private readonly toolBlocks = new Map<number, number>();
+  private finish: string | null = null;
+  private sawTools = false;
+  private usage?: Usage;
+
+  constructor(
+    private readonly id: string,
+    private readonly model: string,
+    /** The prompt estimate for `message_start` (the real count comes in `message_delta`). */
+    private readonly inputEstimate: number,
+  ) {}
+
+  push(chunk: ChatChunk): MessagesEvent[] {
+    const out: MessagesEvent[] = [];
+    if (!this.started) this.begin(out);
+    if (chunk.usage) this.usage = chunk.usage;
+    for (const c of chunk.choices) {
+      if (c.index !== 0) continue;
+      const d = c.delta ?? {};
+      const reasoning = typeof d.reasoning_content === 'string' ? d.reasoning_content : typeof d.reasoning === 'string' ? d.reasoning : '';
+      if (reasoning) {
+        this.ensure('thinking', out);
+        out.push(ev('content_block_delta', { index: this.open!.index, delta: { type: 'thinking_delta', thinking: reasoning } }));
+      }
+      for (const b of Array.isArray(d.thinking_blocks) ? (d.thinking_blocks as Json[]) : []) {
+        if (typeof b.signature === 'string' && b.signature && this.open?.kind === 'thinking') out.push(ev('content_block_delta', { index: this.open.index, delta: { type: 'signature_delta', signature: b.signature } }));
+      }
+      if (typeof d.content === 'string' && d.content !== '') {
+        this.ensure('text', out);
+        out.push(ev('content_block_delta', { index: this.open!.index, delta: { type: 'text_delta', text: d.content } }));
+      }
+      for (const t of d.tool_calls ?? []) this.tool(t, out);
+      if (c.finish_reason) this.finish = c.finish_reason;
+    }
+    return out;
+  }
+
+  /** The closing events, once the chat stream ended. */
+  finishEvents(): MessagesEvent[] {
+    const out: MessagesEvent[] = [];
+    if (!this.started) this.begin(out);
+    this.close(out);
+    const stop = this.sawTools && this.finish !== 'length' ? 'tool_use' : stopReason(this.finish);
+    const usage = messagesUsage(this.usage);
+    out.push(ev('message_delta', { delta: { stop_reason: stop, stop_sequence: null }, usage: this.usage ? usage : { output_tokens: 0 } }));
+    out.push(ev('message_stop', {}));
+    return out;
+  }
+
+  /** The usage the upstream reported, if it did. */
+  get reported(): Usage | undefined {
+    return this.usage;
+  }
+
+  private begin(out: MessagesEvent[]): void {
+    this.started = true;
+    out.push(
+      ev('message_start', {
+        message: { id: this.id, type: 'message', role: 'assistant', model: this.model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: this.inputEstimate, output_tokens: 0 } },
+      }),
+    );
+    out.push(ev('ping', {}));
+  }
+
+  private ensure(kind: 'text' | 'thinking', out: MessagesEvent[]): void {
+    if (this.open?.kind === kind) return;
+    this.close(out);
+    const index = this.blocks++;
+    this.open = { kind, index };
+    out.push(ev('content_block_start', { index, content_block: kind === 'text' ? { type: 'text', text: '' } : { type: 'thinking', thinking: '', signature: '' } }));
+  }
+
+  private tool(t: NonNullable<ChatChunk['choices'][number]['delta']['tool_calls']>[number], out: MessagesEvent[]): void {
+    this.sawTools = true;
+    let index = this.toolBlocks.get(t.index);
+    if (index === undefined) {
+      this.close(out);
+      index = this.blocks++;
+      this.toolBlocks.set(t.index, index);
+      this.open = { kind: 'tool_use', index, tool: t.index };
+      out.push(ev('content_block_start', { index, content_block: { type: 'tool_use', id: anthropicToolId(t.id ?? `toolu_${index}`), name: t.function?.name ?? '', input: {} } }));
+    }
+    // Servers send one call after the other; arguments for an earlier call (rare) still go to
+    // its own block, which Anthropic's clients accumulate by index.
+    const args = t.function?.arguments;
+    if (args) out.push(ev('content_block_delta', { index, delta: { type: 'input_json_delta', partial_json: args } }));
+  }
+
+  private close(out: MessagesEvent[]): void {
+    if (!this.open) return;
+    out.push(ev('content_block_stop', { index: this.open.index }));
+    this.open = undefined;
+  }
+}
+
+function ev(type: string, payload: Json): MessagesEvent {
+  return { event: type, data: JSON.stringify({ type, ...payload }) };
+}

@@ -1,0 +1,305 @@
+import { Injectable } from '@nestjs/common';
+import type { Request, Response } from 'express';
+import { anthropicUsage, finishReason } from '../../adapters/anthropic/anthropic.mapper';
+import type { AnthropicUsage } from '../../adapters/anthropic/anthropic.types';
+import type { CallContext, LlmAdapter, MessagesCall, MessagesEvent } from '../../adapters/llm-adapter';
+import type { ChatChunk, ChatMessage, ChatRequest } from '../../common/chat.types';
+import { UpstreamError } from '../../common/errors';
+import { contentText, estimatePromptTokens } from '../../common/tokens';
+import { AppConfig } from '../../config/app-config';
+import type { RouteDef } from '../../config/registry.types';
+import { Execution, RouteExecutor, type StreamShape } from '../../routing/route-executor.service';
+import { chatCharge } from '../charge-estimate';
+import { ANTHROPIC_ERRORS, GatewayCalls, type CallScope } from '../gateway-call.service';
+import type { RequestRecord } from '../request-record';
+import { SseWriter } from '../sse-writer';
+import { ChatToMessagesStream, chatToMessage, messagesToChat } from './messages.mapper';
+import { betasOf, validateMessagesRequest } from './messages.validator';
+
+type Json = Record<string, unknown>;
+
+/** A surface event; `estimated` marks a `message_delta` whose usage the gateway estimated. */
+type SurfaceEvent = MessagesEvent & { estimated?: boolean };
+
+/**
+ * Streams commit to a route at the first event after the opening (`message_start`, `ping`): until
+ * then another route may still take over.
+ */
+const MESSAGES_SHAPE: StreamShape<SurfaceEvent> = {
+  hasContent: (e) => e.event !== 'message_start' && e.event !== 'ping',
+  completionTokens: (e) => (e.event === 'message_delta' ? outputTokensOf(e.data) : undefined),
+};
+
+/** What a request on this surface is, whichever way it is served. */
+interface MessagesJob {
+  body: Json;
+  call: MessagesCall;
+  /** The canonical form for translated routes, or why this request cannot be translated. */
+  chat: ChatRequest | UpstreamError;
+  ex: Execution;
+}
+
+/**
+ * The Anthropic Messages API: `POST /anthropic/v1/messages` (and `/v1/messages`), `.../count_tokens`.
+ * Routes whose adapter speaks Messages (`anthropic`, `claude_sub`) get the client's request as it
+ * is, model and credentials replaced, and their answer and events go back as they come (usage
+ * read from `message_start` and `message_delta`); every other route gets the request translated
+ * to the canonical chat form, and its answer or chunks translated back. Routing, failover, limits,
+ * errors (in Anthropic's shape) and the one `api_logs` row per request are the gateway's usual.
+ */
+@Injectable()
+export class MessagesService {
+  constructor(
+    private readonly config: AppConfig,
+    private readonly executor: RouteExecutor,
+    private readonly calls: GatewayCalls,
+  ) {}
+
+  async create(req: Request, res: Response): Promise<void> {
+    await this.calls.handle(
+      req,
+      res,
+      'anthropic messages',
+      async (scope) => {
+        res.setHeader('request-id', scope.rec.id);
+        const job = this.prepare(req, scope, false);
+        const { rec } = scope;
+        rec.stream = job.body.stream === true;
+        await this.calls.admit(scope, res, () => chatCharge(job.ex.requested, job.ex.request));
+        if (rec.stream) await this.stream(job, scope, res);
+        else await this.json(job, rec, res);
+      },
+      ANTHROPIC_ERRORS,
+    );
+  }
+
+  /** The input tokens of a request: the upstream's count on Claude routes, else the gateway's estimate. Not billed. */
+  async countTokens(req: Request, res: Response): Promise<void> {
+    await this.calls.handle(
+      req,
+      res,
+      'anthropic count_tokens',
+      async (scope) => {
+        res.setHeader('request-id', scope.rec.id);
+        const { call, ex } = this.prepare(req, scope, true);
+        // Counting is free: the row records the call, with no tokens and no cost.
+        scope.rec.free = true;
+        scope.rec.usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
+        await this.calls.admit(scope, res, () => ({ tokens: 0, costPico: 0n }));
+        const tokens = await this.executor.run(ex, (adapter, route, ctx) => (adapter.messages ? adapter.messages.countTokens(call, route, ctx) : Promise.resolve(estimatePromptTokens(ex.request))));
+        this.calls.sendJson(res, { input_tokens: tokens });
+      },
+      ANTHROPIC_ERRORS,
+    );
+  }
+
+  private prepare(req: Request, scope: CallScope, countOnly: boolean): MessagesJob {
+    const { rec } = scope;
+    const body = validateMessagesRequest(req.body, countOnly);
+    rec.body = body;
+    const user = (body.metadata as { user_id?: unknown } | undefined)?.user_id;
+    rec.userId = typeof user === 'string' ? user : null;
+    const model = this.calls.resolveModel(scope, body.model as string, 'chat');
+    const version = req.headers['anthropic-version'];
+    const call: MessagesCall = { body, betas: betasOf(req.headers['anthropic-beta']), version: typeof version === 'string' && version ? version : undefined };
+    // The canonical form serves translated routes; a request it cannot express fails only those.
+    let chat: ChatRequest | UpstreamError;
+    try {
+      chat = messagesToChat(body, model.id);
+    } catch (err) {
+      if (!(err instanceof UpstreamError)) throw err;
+      chat = err;
+    }
+    rec.request = chat instanceof UpstreamError ? textView(body, model.id) : chat;
+    const ex = new Execution(model, rec.request, rec.id, scope.signal, scope.snapshot);
+    rec.execution = ex;
+    return { body, call, chat, ex };
+  }
+
+  private async json(job: MessagesJob, rec: RequestRecord, res: Response): Promise<void> {
+    const { chat, call, ex } = job;
+    const answer = await this.executor.run(ex, async (adapter, route, ctx): Promise<{ text: string; message: Json; estimated?: boolean }> => {
+      if (adapter.messages) return adapter.messages.send(call, route, ctx);
+      if (chat instanceof UpstreamError) throw chat;
+      const out = await adapter.complete(chat, route, ctx);
+      const message = chatToMessage(out, messageId(rec.id), ctx.publicModel);
+      return { text: JSON.stringify(message), message, estimated: !out.usage };
+    });
+    const message = answer.message;
+    rec.upstreamId = typeof message.id === 'string' ? message.id : undefined;
+    rec.finishReason = finishReason(typeof message.stop_reason === 'string' ? message.stop_reason : null);
+    const usage = message.usage as AnthropicUsage | undefined;
+    if (usage && !answer.estimated) rec.usage = anthropicUsage(usage);
+    else rec.deliveredChars = contentChars(message.content);
+    if (this.config.env.DB_STORE_FULL_CONTENT) rec.responseContent = message;
+    res.statusCode = 200;
+    res.setHeader('content-type', 'application/json; charset=utf-8');
+    res.setHeader('content-length', Buffer.byteLength(answer.text));
+    res.end(answer.text);
+  }
+
+  private async stream(job: MessagesJob, scope: CallScope, res: Response): Promise<void> {
+    const { rec, signal } = scope;
+    const { chat, call, ex } = job;
+    const sse = new SseWriter(res);
+    const tally = new StreamTally(this.config.env.DB_STORE_FULL_CONTENT);
+    let keepalive: ReturnType<typeof setInterval> | undefined = setInterval(() => sse.keepalive(), this.config.env.STREAM_KEEPALIVE_MS);
+    const open = (adapter: LlmAdapter, route: RouteDef, ctx: CallContext): AsyncIterable<SurfaceEvent> => {
+      if (adapter.messages) return adapter.messages.stream(call, route, ctx);
+      if (chat instanceof UpstreamError) return failing(chat);
+      return translated(adapter.stream(chat, route, ctx), new ChatToMessagesStream(messageId(rec.id), ctx.publicModel, estimatePromptTokens(chat)));
+    };
+    try {
+      for await (const event of this.executor.streamItems(ex, open, MESSAGES_SHAPE)) {
+        if (keepalive) {
+          clearInterval(keepalive);
+          keepalive = undefined;
+        }
+        if (sse.closed || signal.aborted) break;
+        tally.see(event, rec);
+        const wait = sse.write(`event: ${event.event}\ndata: ${event.data}\n\n`);
+        if (wait) await wait;
+      }
+    } finally {
+      if (keepalive) clearInterval(keepalive);
+      tally.settle(rec);
+    }
+    if (signal.aborted || sse.closed) throw new UpstreamError({ failure: 'aborted', message: 'the client closed the request' });
+    sse.end();
+  }
+}
+
+/**
+ * What a relayed or translated stream tells the request log: usage from `message_start` (input
+ * and cache figures) overlaid with the cumulative figures of `message_delta`, the stop reason,
+ * the time to the first content, and — for estimates when a stream is cut short — how much was
+ * delivered. Only `message_start` and `message_delta` are parsed (and content deltas when full
+ * content is stored); the other events are relayed without being looked into.
+ */
+class StreamTally {
+  private usage?: AnthropicUsage;
+  private final = false;
+  private estimated = false;
+  private readonly text?: string[];
+
+  constructor(storeContent: boolean) {
+    if (storeContent) this.text = [];
+  }
+
+  see(e: SurfaceEvent, rec: RequestRecord): void {
+    switch (e.event) {
+      case 'message_start': {
+        const m = parse(e.data)?.message as Json | undefined;
+        if (typeof m?.id === 'string') rec.upstreamId ??= m.id;
+        if (m?.usage && typeof m.usage === 'object') this.usage = { ...(m.usage as AnthropicUsage) };
+        return;
+      }
+      case 'message_delta': {
+        const d = parse(e.data);
+        const usage = d?.usage as AnthropicUsage | undefined;
+        if (usage) for (const [k, v] of Object.entries(usage)) if (v !== null && v !== undefined) (this.usage ??= {})[k] = v;
+        const stop = (d?.delta as { stop_reason?: unknown } | undefined)?.stop_reason;
+        if (typeof stop === 'string') rec.finishReason = finishReason(stop);
+        this.final = true;
+        if (e.estimated) this.estimated = true;
+        return;
+      }
+      case 'ping':
+      case 'message_stop':
+        return;
+      case 'content_block_delta':
+        rec.ttftMs ??= performance.now() - rec.startedAt;
+        // The envelope of a delta is about 70 characters; the rest is roughly its content.
+        rec.deliveredChars += Math.max(1, e.data.length - 70);
+        if (this.text) {
+          const delta = parse(e.data)?.delta as { text?: unknown } | undefined;
+          if (typeof delta?.text === 'string') this.text.push(delta.text);
+        }
+        return;
+      default:
+        rec.ttftMs ??= performance.now() - rec.startedAt;
+    }
+  }
+
+  /** Usage into the record: exact when `message_delta` came, else the input figures and an estimate of the output. */
+  settle(rec: RequestRecord): void {
+    if (this.text) rec.responseContent = { content: this.text.join('') };
+    if (!this.usage) return;
+    const delivered = Math.ceil(rec.deliveredChars / 4);
+    if (this.final && !this.estimated) {
+      rec.usage = anthropicUsage(this.usage);
+      return;
+    }
+    rec.usage = anthropicUsage({ ...this.usage, output_tokens: Math.max(Number(this.usage.output_tokens) || 0, delivered) });
+    rec.usageEstimated = true;
+  }
+}
+
+/** A chat stream as Messages events (the translator's closing events once the chat stream ended). */
+async function* translated(chunks: AsyncIterable<ChatChunk>, t: ChatToMessagesStream): AsyncGenerator<SurfaceEvent> {
+  let chars = 0;
+  for await (const chunk of chunks) {
+    for (const c of chunk.choices) chars += (typeof c.delta?.content === 'string' ? c.delta.content.length : 0) + (c.delta?.tool_calls?.reduce((s, tc) => s + (tc.function?.arguments?.length ?? 0), 0) ?? 0);
+    yield* t.push(chunk);
+  }
+  const closing: SurfaceEvent[] = t.finishEvents();
+  if (!t.reported) {
+    // The backend reported no usage: estimate the output from what was delivered.
+    const i = closing.findIndex((e) => e.event === 'message_delta');
+    const d = parse(closing[i].data)!;
+    closing[i] = { event: 'message_delta', data: JSON.stringify({ ...d, usage: { output_tokens: Math.ceil(chars / 4) } }), estimated: true };
+  }
+  yield* closing;
+}
+
+/** A stream that fails with `err` when first read (a request this route cannot be sent). */
+function failing(err: Error): AsyncIterable<SurfaceEvent> {
+  return {
+    [Symbol.asyncIterator]: () => ({
+      next: () => Promise.reject(err),
+      return: () => Promise.resolve({ done: true as const, value: undefined }),
+    }),
+  };
+}
+
+/** A request that cannot be translated, as text only: for planning and estimates (never sent). */
+function textView(body: Json, model: string): ChatRequest {
+  const messages: ChatMessage[] = [];
+  const system = body.system;
+  if (typeof system === 'string') messages.push({ role: 'system', content: system });
+  else if (Array.isArray(system)) messages.push({ role: 'system', content: contentText(system as ChatMessage['content']) });
+  for (const m of body.messages as Array<{ role: 'user' | 'assistant'; content: unknown }>) {
+    messages.push({ role: m.role, content: typeof m.content === 'string' ? m.content : contentText(m.content as ChatMessage['content']) });
+  }
+  return { model, messages, max_tokens: typeof body.max_tokens === 'number' ? body.max_tokens : undefined };
+}
+
+function contentChars(content: unknown): number {
+  if (!Array.isArray(content)) return 0;
+  let n = 0;
+  for (const b of content as Json[]) {
+    if (typeof b.text === 'string') n += b.text.length;
+    if (typeof b.thinking === 'string') n += b.thinking.length;
+    if (b.input !== undefined) n += JSON.stringify(b.input).length;
+  }
+  return n;
+}
+
+/** The id of a translated answer (`msg_` and the request id, as Anthropic's ids look). */
+function messageId(requestId: string): string {
+  return `msg_${requestId.replace(/-/g, '')}`;
+}
+
+function parse(data: string): Json | undefined {
+  try {
+    const v = JSON.parse(data) as unknown;
+    return v && typeof v === 'object' ? (v as Json) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function outputTokensOf(data: string): number | undefined {
+  const n = (parse(data)?.usage as { output_tokens?: unknown } | undefined)?.output_tokens;
+  return typeof n === 'number' ? n : undefined;
+}

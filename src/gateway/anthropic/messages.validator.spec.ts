@@ -1,0 +1,49 @@
+import { InvalidRequestError } from '../../common/errors';
+import { betasOf, validateMessagesRequest } from './messages.validator';
+
+describe('validateMessagesRequest', () => {
+  const ok = { model: 'm', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] };
+  const problem = (body: unknown, countOnly = false) => {
+    try {
+      validateMessagesRequest(body, countOnly);
+      return undefined;
+    } catch (err) {
+      expect(err).toBeInstanceOf(InvalidRequestError);
+      return (err as InvalidRequestError).message;
+    }
+  };
+
+  it('passes a valid body through, unknown fields included', () => {
+    const body = { ...ok, service_tier: 'auto', thinking: { type: 'enabled', budget_tokens: 5 } };
+    expect(validateMessagesRequest(body)).toBe(body);
+    expect(problem({ model: 'm', messages: [{ role: 'user', content: 'x' }] }, true)).toBeUndefined();
+  });
+
+  it('names the first bad field as Anthropic does', () => {
+    expect(problem([])).toMatch(/^body:/);
+    expect(problem({ max_tokens: 1, messages: [] })).toBe('model: Field required');
+    expect(problem({ model: 'm', messages: [] })).toBe('max_tokens: Field required');
+    expect(problem({ ...ok, max_tokens: 0 })).toBe('max_tokens: Input should be greater than or equal to 1');
+    expect(problem({ ...ok, messages: [] })).toBe('messages: at least one message is required');
+    expect(problem({ ...ok, messages: [{ role: 'tool', content: 'x' }] })).toBe("messages.0.role: Input should be 'user' or 'assistant'");
+    expect(problem({ ...ok, messages: [{ role: 'user', content: [{ type: 'text' }] }] })).toBe(
+      'messages.0.content.0.text: Input should be a valid string',
+    );
+    expect(problem({ ...ok, messages: [{ role: 'assistant', content: [{ type: 'tool_result', tool_use_id: 'a' }] }] })).toMatch(
+      /^messages\.0\.content\.0\.type:/,
+    );
+    expect(problem({ ...ok, temperature: 2 })).toBe('temperature: Input should be less than or equal to 1');
+    expect(problem({ ...ok, tools: [{ name: 'f' }] })).toBe('tools.0.input_schema: Field required');
+    expect(problem({ ...ok, tool_choice: { type: 'tool' } })).toBe('tool_choice.name: Field required');
+    expect(problem({ ...ok, thinking: { type: 'enabled', budget_tokens: 10 } })).toBe(
+      'max_tokens: must be greater than thinking.budget_tokens',
+    );
+    expect(problem({ ...ok, system: [{ type: 'image' }] })).toMatch(/^system\.0:/);
+  });
+
+  it('reads betas from one or several headers', () => {
+    expect(betasOf('a, b,,c')).toEqual(['a', 'b', 'c']);
+    expect(betasOf(['a', 'b,c'])).toEqual(['a', 'b', 'c']);
+    expect(betasOf(undefined)).toEqual([]);
+  });
+});

@@ -1,0 +1,128 @@
+import { InvalidRequestError } from '../../common/errors';
+
+type Json = Record<string, unknown>;
+
+const isObj = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function fail(field: string, problem: string): never {
+  throw new InvalidRequestError(`${field}: ${problem}`, field, 'invalid_request');
+}
+
+const BLOCK_TYPES_USER = new Set(['text', 'image', 'document', 'tool_result', 'search_result', 'container_upload']);
+const BLOCK_TYPES_ASSISTANT = new Set(['text', 'tool_use', 'thinking', 'redacted_thinking', 'server_tool_use', 'web_search_tool_result', 'web_fetch_tool_result', 'code_execution_tool_result', 'mcp_tool_use', 'mcp_tool_result']);
+
+function checkNumber(body: Json, key: string, min: number, max?: number, integer = false): void {
+  const v = body[key];
+  if (v === undefined || v === null) return;
+  if (typeof v !== 'number' || !Number.isFinite(v)) fail(key, 'Input should be a valid number');
+  if (integer && !Number.isInteger(v)) fail(key, 'Input should be a valid integer');
+  if (v < min) fail(key, `Input should be greater than or equal to ${min}`);
+  if (max !== undefined && v > max) fail(key, `Input should be less than or equal to ${max}`);
+}
+
+function checkContent(content: unknown, at: string, role: string): void {
+  if (typeof content === 'string') return;
+  if (!Array.isArray(content)) fail(`${at}.content`, 'Input should be a valid string or a list of content blocks');
+  const allowed = role === 'user' ? BLOCK_TYPES_USER : BLOCK_TYPES_ASSISTANT;
+  content.forEach((b: unknown, j) => {
+    const where = `${at}.content.${j}`;
+    if (!isObj(b)) fail(where, 'Input should be an object');
+    if (typeof b.type !== 'string') fail(`${where}.type`, 'Field required');
+    if (!allowed.has(b.type)) fail(`${where}.type`, `"${b.type}" blocks are not allowed in a ${role} message`);
+    switch (b.type) {
+      case 'text':
+        if (typeof b.text !== 'string') fail(`${where}.text`, 'Input should be a valid string');
+        break;
+      case 'image':
+      case 'document':
+        if (!isObj(b.source) || typeof b.source.type !== 'string') fail(`${where}.source`, 'Field required');
+        break;
+      case 'tool_use':
+        if (typeof b.id !== 'string' || b.id === '') fail(`${where}.id`, 'Field required');
+        if (typeof b.name !== 'string' || b.name === '') fail(`${where}.name`, 'Field required');
+        if (b.input !== undefined && !isObj(b.input)) fail(`${where}.input`, 'Input should be an object');
+        break;
+      case 'tool_result':
+        if (typeof b.tool_use_id !== 'string' || b.tool_use_id === '') fail(`${where}.tool_use_id`, 'Field required');
+        if (b.content !== undefined && typeof b.content !== 'string' && !Array.isArray(b.content)) fail(`${where}.content`, 'Input should be a valid string or a list of content blocks');
+        break;
+      case 'thinking':
+        if (typeof b.thinking !== 'string') fail(`${where}.thinking`, 'Field required');
+        break;
+    }
+  });
+}
+
+/**
+ * Checks an Anthropic Messages body (or a count_tokens body, which has no `max_tokens`) quickly
+ * and names the first bad field the way Anthropic's API does (`messages.1.content.0.text`).
+ * Unknown fields pass through untouched (for Claude routes, which relay the body as it is).
+ */
+export function validateMessagesRequest(body: unknown, countOnly = false): Json {
+  if (!isObj(body)) fail('body', 'the request body must be a JSON object');
+  if (body.model === undefined || body.model === null) fail('model', 'Field required');
+  if (typeof body.model !== 'string' || body.model.trim() === '') fail('model', 'Input should be a non-empty string');
+  if (!countOnly) {
+    if (body.max_tokens === undefined || body.max_tokens === null) fail('max_tokens', 'Field required');
+    checkNumber(body, 'max_tokens', 1, undefined, true);
+  }
+  if (body.messages === undefined || body.messages === null) fail('messages', 'Field required');
+  if (!Array.isArray(body.messages)) fail('messages', 'Input should be a valid list');
+  if (body.messages.length === 0) fail('messages', 'at least one message is required');
+  body.messages.forEach((m: unknown, i) => {
+    const at = `messages.${i}`;
+    if (!isObj(m)) fail(at, 'Input should be an object');
+    if (m.role !== 'user' && m.role !== 'assistant') fail(`${at}.role`, "Input should be 'user' or 'assistant'");
+    if (m.content === undefined || m.content === null) fail(`${at}.content`, 'Field required');
+    checkContent(m.content, at, m.role);
+  });
+  if (body.system !== undefined && body.system !== null) {
+    if (typeof body.system !== 'string') {
+      if (!Array.isArray(body.system)) fail('system', 'Input should be a valid string or a list of text blocks');
+      body.system.forEach((b: unknown, j) => {
+        if (!isObj(b) || b.type !== 'text' || typeof b.text !== 'string') fail(`system.${j}`, 'Input should be a text block ({"type": "text", "text": ...})');
+      });
+    }
+  }
+  if (body.stream !== undefined && body.stream !== null && typeof body.stream !== 'boolean') fail('stream', 'Input should be a valid boolean');
+  checkNumber(body, 'temperature', 0, 1);
+  checkNumber(body, 'top_p', 0, 1);
+  checkNumber(body, 'top_k', 0, undefined, true);
+  if (body.stop_sequences !== undefined && body.stop_sequences !== null && !(Array.isArray(body.stop_sequences) && body.stop_sequences.every((s) => typeof s === 'string'))) {
+    fail('stop_sequences', 'Input should be a valid list of strings');
+  }
+  if (body.metadata !== undefined && body.metadata !== null && !isObj(body.metadata)) fail('metadata', 'Input should be an object');
+  if (isObj(body.metadata) && body.metadata.user_id !== undefined && body.metadata.user_id !== null && typeof body.metadata.user_id !== 'string') fail('metadata.user_id', 'Input should be a valid string');
+  if (body.tools !== undefined && body.tools !== null) {
+    if (!Array.isArray(body.tools)) fail('tools', 'Input should be a valid list');
+    body.tools.forEach((t: unknown, i) => {
+      if (!isObj(t)) fail(`tools.${i}`, 'Input should be an object');
+      if (typeof t.name !== 'string' || t.name === '') fail(`tools.${i}.name`, 'Field required');
+      if ((t.type === undefined || t.type === 'custom') && !isObj(t.input_schema)) fail(`tools.${i}.input_schema`, 'Field required');
+    });
+  }
+  if (body.tool_choice !== undefined && body.tool_choice !== null) {
+    const tc = body.tool_choice;
+    if (!isObj(tc)) fail('tool_choice', 'Input should be an object');
+    if (tc.type !== 'auto' && tc.type !== 'any' && tc.type !== 'tool' && tc.type !== 'none') fail('tool_choice.type', "Input should be 'auto', 'any', 'tool' or 'none'");
+    if (tc.type === 'tool' && (typeof tc.name !== 'string' || tc.name === '')) fail('tool_choice.name', 'Field required');
+  }
+  if (body.thinking !== undefined && body.thinking !== null) {
+    const th = body.thinking;
+    if (!isObj(th) || typeof th.type !== 'string') fail('thinking.type', 'Field required');
+    if (th.type === 'enabled') {
+      if (typeof th.budget_tokens !== 'number' || !Number.isInteger(th.budget_tokens)) fail('thinking.budget_tokens', 'Field required');
+      if (!countOnly && typeof body.max_tokens === 'number' && th.budget_tokens >= body.max_tokens) fail('max_tokens', 'must be greater than thinking.budget_tokens');
+    }
+  }
+  return body;
+}
+
+/** The `anthropic-beta` values of a request (comma-separated, possibly in several headers). */
+export function betasOf(header: string | string[] | undefined): string[] {
+  const values = Array.isArray(header) ? header : header === undefined ? [] : [header];
+  return values
+    .flatMap((v) => v.split(','))
+    .map((v) => v.trim())
+    .filter((v) => v !== '');
+}

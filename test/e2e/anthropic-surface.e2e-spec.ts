@@ -1,0 +1,412 @@
+import Anthropic, { APIError } from '@anthropic-ai/sdk';
+import { AnthropicUpstream } from '../fixtures/anthropic-upstream';
+import { OpenAiUpstream } from '../fixtures/openai-upstream';
+import { ACCESS_ENV, adminApi, call } from '../helpers/access';
+import { rawPost, startGateway, type TestGateway } from '../helpers/gateway';
+
+type Json = Record<string, unknown>;
+
+/** SSE text as [event, data] pairs. */
+function events(text: string): Array<[string, Json]> {
+  return text
+    .split('\n\n')
+    .filter((block) => block.includes('data: '))
+    .map((block) => {
+      const event = /^event: (.*)$/m.exec(block)?.[1] ?? '';
+      return [event, JSON.parse(/^data: (.*)$/m.exec(block)![1]) as Json];
+    });
+}
+
+const tools: Anthropic.Tool[] = [{ name: 'get_weather', description: 'Weather for a city', input_schema: { type: 'object', properties: { input: { type: 'string' } } } }];
+
+/**
+ * The Anthropic Messages surface with the official Anthropic SDK: relayed as it is to an
+ * `anthropic` route (a Messages API stand-in), translated for an `openai_compat` route (an
+ * OpenAI-compatible stand-in), errors in Anthropic's shape, one api_logs row per request.
+ */
+describe('Anthropic Messages surface', () => {
+  const claude = new AnthropicUpstream();
+  const compat = new OpenAiUpstream();
+  let gw: TestGateway;
+  let client: Anthropic;
+
+  beforeAll(async () => {
+    const a = await claude.start();
+    const o = await compat.start();
+    const r = (model: string, extra = '') => `{ kind: anthropic, base_url: "${a}", api_key: good, provider_model_id: "${model}"${extra} }`;
+    gw = await startGateway({
+      models: `
+models:
+  - id: claude/sonnet
+    context_length: 200000
+    pricing: { prompt: 3, completion: 15, input_cache_read: "0.3", input_cache_write: "3.75" }
+    route: [${r('ok')}]
+  - id: claude/thinking
+    context_length: 200000
+    route: [${r('thinking')}]
+  - id: claude/cached
+    context_length: 200000
+    pricing: { prompt: 3, completion: 15, input_cache_read: "0.3", input_cache_write: "3.75" }
+    route: [${r('cached')}]
+  - id: claude/limited
+    context_length: 200000
+    route: [${r('error:429')}]
+  - id: claude/mid-error
+    context_length: 200000
+    route: [${r('overloaded-mid')}]
+  - id: claude/overloaded
+    context_length: 200000
+    route: [${r('error:529')}]
+  - id: llama/chat
+    context_length: 8192
+    pricing: { prompt: 1, completion: 2 }
+    route: [{ kind: openai_compat, base_url: "${o}", provider_model_id: ok }]
+  - id: llama/no-usage
+    context_length: 8192
+    route: [{ kind: openai_compat, base_url: "${o}", provider_model_id: no-usage }]
+  - id: llama/mid-error
+    context_length: 8192
+    route: [{ kind: openai_compat, base_url: "${o}", provider_model_id: mid-error }]
+  - id: mixed/failover
+    context_length: 8192
+    router: priority
+    route:
+      - ${r('error:529', ', id: busy-claude')}
+      - { kind: openai_compat, id: spare-llama, base_url: "${o}", provider_model_id: ok }
+  - id: mixed/late-failure
+    context_length: 8192
+    router: priority
+    route:
+      - ${r('limited-mid', ', id: opened-claude')}
+      - { kind: openai_compat, id: spare-llama, base_url: "${o}", provider_model_id: ok }
+`,
+    });
+    client = new Anthropic({ baseURL: `${gw.url}/anthropic`, apiKey: 'test-key', maxRetries: 0 });
+  });
+
+  afterAll(async () => {
+    await gw?.close();
+    await claude.stop();
+    await compat.stop();
+  });
+
+  beforeEach(() => {
+    claude.reset();
+    compat.reset();
+  });
+
+  const rowFor = async (upstreamId: string) => {
+    const rows = await gw.rows();
+    const row = rows.find((r) => (r.metadata as { upstream_id?: string } | null)?.upstream_id === upstreamId);
+    if (!row) throw new Error(`no api_logs row for ${upstreamId}`);
+    return row;
+  };
+
+  describe('relayed to an anthropic route', () => {
+    it('passes the request through with only the model and the key replaced, and the answer back as sent', async () => {
+      const params: Anthropic.MessageCreateParamsNonStreaming = {
+        model: 'claude/sonnet',
+        max_tokens: 100,
+        system: [{ type: 'text', text: 'Be brief.', cache_control: { type: 'ephemeral' } }],
+        messages: [{ role: 'user', content: [{ type: 'text', text: 'hello claude', cache_control: { type: 'ephemeral', ttl: '1h' } }] }],
+        metadata: { user_id: 'user-7' },
+        stop_sequences: ['NEVER'],
+      };
+      const msg = await client.messages.create(params, { headers: { 'anthropic-beta': 'extended-cache-ttl-2025-04-11' } });
+      expect(msg).toMatchObject({ type: 'message', role: 'assistant', content: [{ type: 'text', text: 'echo: hello claude' }], stop_reason: 'end_turn', model: 'ok' });
+      const sent = claude.requests[0];
+      expect(sent.path).toBe('/v1/messages');
+      expect(sent.body).toEqual({ ...params, model: 'ok' });
+      expect(sent.headers['x-api-key']).toBe('good');
+      // The client's own API version (the 1.x SDK's), relayed with its request.
+      expect(sent.headers['anthropic-version']).toBe('2026-10-21');
+      expect(sent.headers['anthropic-beta']).toBe('extended-cache-ttl-2025-04-11');
+      expect(sent.headers.authorization).toBeUndefined();
+      const row = await rowFor(msg.id);
+      expect(row).toMatchObject({ model: 'claude/sonnet', provider: 'anthropic', stream: false, status_code: 200, prompt_tokens: msg.usage.input_tokens, completion_tokens: msg.usage.output_tokens, usage_estimated: false, finish_reason: 'stop', user_id: 'user-7' });
+      expect(Number(row.cost_usd)).toBeCloseTo((msg.usage.input_tokens * 3 + msg.usage.output_tokens * 15) / 1e6, 12);
+    });
+
+    it('relays the stream event by event, usage read from message_start and message_delta', async () => {
+      const body = { model: 'claude/cached', max_tokens: 50, stream: true, messages: [{ role: 'user', content: 'stream this please' }] };
+      const res = await rawPost(`${gw.url}/anthropic/v1/messages`, body, { headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' } });
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toContain('text/event-stream');
+      const evs = events(res.text);
+      expect(evs.map(([e]) => e)).toEqual(['message_start', 'content_block_start', 'ping', 'content_block_delta', 'content_block_delta', 'content_block_delta', 'content_block_delta', 'content_block_stop', 'message_delta', 'message_stop']);
+      for (const [e, data] of evs) expect(data.type).toBe(e);
+      const start = evs[0][1].message as { id: string; usage: Json };
+      expect(start.usage).toMatchObject({ input_tokens: 6, cache_read_input_tokens: 100, cache_creation_input_tokens: 20 });
+      expect(res.text).not.toContain('[DONE]');
+      const row = await rowFor(start.id);
+      // 6 + 100 cached reads + 20 cache writes; output from message_delta.
+      expect(row).toMatchObject({ stream: true, prompt_tokens: 126, cached_tokens: 100, cache_write_tokens: 20, completion_tokens: 4, usage_estimated: false, finish_reason: 'stop' });
+      expect(row.ttft_ms).not.toBeNull();
+    });
+
+    it('streams a tool round trip through the SDK: tool_use with input_json_delta, then the tool_result', async () => {
+      const stream = client.messages.stream({ model: 'claude/sonnet', max_tokens: 200, tools, tool_choice: { type: 'any' }, messages: [{ role: 'user', content: 'Paris' }] });
+      const partials: string[] = [];
+      stream.on('inputJson', (partial) => partials.push(partial));
+      const first = await stream.finalMessage();
+      expect(first.stop_reason).toBe('tool_use');
+      const use = first.content.find((b): b is Anthropic.ToolUseBlock => b.type === 'tool_use')!;
+      expect(use).toMatchObject({ name: 'get_weather', input: { input: 'Paris' } });
+      expect(partials.join('')).toBe('{"input":"Paris"}');
+      expect(claude.requests[0].body).toMatchObject({ model: 'ok', stream: true, tool_choice: { type: 'any' }, tools });
+
+      const second = await client.messages.create({
+        model: 'claude/sonnet',
+        max_tokens: 200,
+        tools,
+        messages: [
+          { role: 'user', content: 'Paris' },
+          { role: 'assistant', content: first.content },
+          { role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: 'sunny, 21C' }] },
+        ],
+      });
+      expect(second.content).toEqual([{ type: 'text', text: 'tool said: sunny, 21C' }]);
+    });
+
+    it('relays thinking with its signature', async () => {
+      const msg = await client.messages.stream({ model: 'claude/thinking', max_tokens: 2048, thinking: { type: 'enabled', budget_tokens: 1024 }, messages: [{ role: 'user', content: 'why' }] }).finalMessage();
+      expect(msg.content[0]).toEqual({ type: 'thinking', thinking: 'Let me think about this step by step.', signature: expect.stringMatching(/.+/) });
+      expect(msg.content[1]).toEqual({ type: 'text', text: 'echo: why' });
+      expect(claude.requests[0].body.thinking).toEqual({ type: 'enabled', budget_tokens: 1024 });
+    });
+
+    it("counts tokens with the upstream's count_tokens, free of charge", async () => {
+      const before = (await gw.rows()).length;
+      const counted = await client.messages.countTokens({ model: 'claude/sonnet', system: 'Be brief.', messages: [{ role: 'user', content: 'hello there claude' }] });
+      expect(counted.input_tokens).toBe(8);
+      expect(claude.requests[0]).toMatchObject({ path: '/v1/messages/count_tokens', body: { model: 'ok', system: 'Be brief.', messages: [{ role: 'user', content: 'hello there claude' }] } });
+      const rows = await gw.waitForRows(before + 1);
+      expect(rows.at(-1)).toMatchObject({ model: 'claude/sonnet', status_code: 200, prompt_tokens: 0, completion_tokens: 0 });
+      expect(Number(rows.at(-1)!.cost_usd)).toBe(0);
+    });
+
+    it("passes an upstream rate limit on as Anthropic's 429 with retry-after", async () => {
+      const res = await call(`${gw.url}/anthropic/v1/messages`, 'POST', { model: 'claude/limited', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] });
+      expect(res.status).toBe(429);
+      expect(res.headers.get('retry-after')).toBe('3');
+      expect(res.body).toEqual({ type: 'error', error: { type: 'rate_limit_error', message: expect.stringContaining('rate limit') }, request_id: res.headers.get('x-request-id') });
+      const err = await client.messages.create({ model: 'claude/overloaded', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(Anthropic.APIError);
+      expect(err).toMatchObject({ status: 529, error: { type: 'error', error: { type: 'overloaded_error' } } });
+    });
+
+    it('ends a stream that fails mid-answer with an in-band error event and no message_stop', async () => {
+      const res = await rawPost(`${gw.url}/anthropic/v1/messages`, { model: 'claude/mid-error', max_tokens: 50, stream: true, messages: [{ role: 'user', content: 'one two three' }] });
+      expect(res.status).toBe(200);
+      const evs = events(res.text);
+      expect(evs.at(-1)).toEqual(['error', { type: 'error', error: { type: 'overloaded_error', message: expect.stringContaining('Overloaded') }, request_id: expect.any(String) }]);
+      expect(evs.map(([e]) => e)).not.toContain('message_stop');
+      const err = await client.messages.stream({ model: 'claude/mid-error', max_tokens: 50, messages: [{ role: 'user', content: 'one two three' }] }).finalMessage().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(Anthropic.APIError);
+      const rows = await gw.rows();
+      expect(rows.at(-1)).toMatchObject({ model: 'claude/mid-error', status_code: 503, stream: true });
+    });
+  });
+
+  describe('translated for an openai_compat route', () => {
+    it('answers a message from a chat completion', async () => {
+      const msg = await client.messages.create({ model: 'llama/chat', max_tokens: 64, system: 'Be brief.', stop_sequences: ['NEVER'], metadata: { user_id: 'u-1' }, messages: [{ role: 'user', content: 'hello llama' }] });
+      expect(msg).toMatchObject({ type: 'message', role: 'assistant', model: 'llama/chat', content: [{ type: 'text', text: 'echo: hello llama' }], stop_reason: 'end_turn', stop_sequence: null, usage: { input_tokens: 10, output_tokens: 3 } });
+      expect(msg.id).toMatch(/^msg_/);
+      expect(compat.requests[0].body).toEqual({ model: 'ok', messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'hello llama' }], max_tokens: 64, stop: ['NEVER'], user: 'u-1' });
+      const row = (await gw.rows()).at(-1)!;
+      expect(row).toMatchObject({ model: 'llama/chat', provider: 'openai_compat', prompt_tokens: 10, completion_tokens: 3, usage_estimated: false, finish_reason: 'stop' });
+    });
+
+    it('streams the events Anthropic streams, usage in message_delta', async () => {
+      const res = await rawPost(`${gw.url}/v1/messages`, { model: 'llama/chat', max_tokens: 64, stream: true, messages: [{ role: 'user', content: 'stream from llama' }] });
+      expect(res.status).toBe(200);
+      const evs = events(res.text);
+      expect(evs.map(([e]) => e)).toEqual(['message_start', 'ping', 'content_block_start', 'content_block_delta', 'content_block_delta', 'content_block_delta', 'content_block_delta', 'content_block_stop', 'message_delta', 'message_stop']);
+      expect(evs[2][1]).toEqual({ type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
+      expect(evs[8][1]).toEqual({ type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { input_tokens: 6, output_tokens: 4, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 } });
+      expect(compat.requests[0].body).toMatchObject({ stream: true, stream_options: { include_usage: true } });
+      const sdk = await client.messages.stream({ model: 'llama/chat', max_tokens: 64, messages: [{ role: 'user', content: 'stream from llama' }] }).finalMessage();
+      expect(sdk).toMatchObject({ content: [{ type: 'text', text: 'echo: stream from llama' }], usage: { input_tokens: 6, output_tokens: 4 } });
+      const rows = await gw.rows();
+      expect(rows.at(-1)).toMatchObject({ stream: true, prompt_tokens: 6, completion_tokens: 4, usage_estimated: false });
+    });
+
+    it('streams a tool call as tool_use with input_json_delta, and sends tool results back as tool messages', async () => {
+      const stream = client.messages.stream({ model: 'llama/chat', max_tokens: 64, tools, tool_choice: { type: 'tool', name: 'get_weather' }, messages: [{ role: 'user', content: 'Rome' }] });
+      const partials: string[] = [];
+      stream.on('inputJson', (partial) => partials.push(partial));
+      const first = await stream.finalMessage();
+      expect(first.stop_reason).toBe('tool_use');
+      const use = first.content.find((b): b is Anthropic.ToolUseBlock => b.type === 'tool_use')!;
+      expect(use).toMatchObject({ name: 'get_weather', input: { input: 'Rome' } });
+      expect(partials.join('')).toBe('{"input":"Rome"}');
+      expect(compat.requests[0].body).toMatchObject({
+        tools: [{ type: 'function', function: { name: 'get_weather', description: 'Weather for a city', parameters: tools[0].input_schema } }],
+        tool_choice: { type: 'function', function: { name: 'get_weather' } },
+      });
+
+      const second = await client.messages.create({
+        model: 'llama/chat',
+        max_tokens: 64,
+        tools,
+        messages: [
+          { role: 'user', content: 'Rome' },
+          { role: 'assistant', content: first.content },
+          { role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: [{ type: 'text', text: 'cloudy' }] }] },
+        ],
+      });
+      expect(second.content).toEqual([{ type: 'text', text: 'tool said: cloudy' }]);
+      const sent = compat.requests[1].body.messages as Json[];
+      expect(sent.slice(1)).toEqual([
+        { role: 'assistant', content: null, tool_calls: [{ id: use.id, type: 'function', function: { name: 'get_weather', arguments: '{"input":"Rome"}' } }] },
+        { role: 'tool', tool_call_id: use.id, content: 'cloudy' },
+      ]);
+    });
+
+    it('estimates usage when the backend reports none, and says so', async () => {
+      const msg = await client.messages.stream({ model: 'llama/no-usage', max_tokens: 64, messages: [{ role: 'user', content: 'no usage here' }] }).finalMessage();
+      expect(msg.content).toEqual([{ type: 'text', text: 'echo: no usage here' }]);
+      expect(msg.usage.output_tokens).toBeGreaterThan(0);
+      expect((await gw.rows()).at(-1)).toMatchObject({ model: 'llama/no-usage', usage_estimated: true });
+    });
+
+    it('fails over from an overloaded Claude route to a translated one before the answer started', async () => {
+      const msg = await client.messages.stream({ model: 'mixed/failover', max_tokens: 64, messages: [{ role: 'user', content: 'anyone there' }] }).finalMessage();
+      expect(msg.content).toEqual([{ type: 'text', text: 'echo: anyone there' }]);
+      const row = (await gw.rows()).at(-1)!;
+      expect(row).toMatchObject({ endpoint: 'spare-llama', status_code: 200 });
+      // The overloaded route is retried (529 is retryable), then the next one answers.
+      const attempts = (row.metadata as { attempts: Array<{ route: string; outcome: string }> }).attempts.map((a) => [a.route, a.outcome]);
+      expect(attempts.at(-1)).toEqual(['spare-llama', 'ok']);
+      expect(attempts.slice(0, -1)).toEqual(claude.requests.map(() => ['busy-claude', 'error']));
+    });
+
+    it('still fails over when a relayed stream fails after message_start but before any content', async () => {
+      const res = await rawPost(`${gw.url}/anthropic/v1/messages`, { model: 'mixed/late-failure', max_tokens: 64, stream: true, messages: [{ role: 'user', content: 'hello again' }] });
+      const evs = events(res.text);
+      // One answer only: the translated route's, never the relayed route's opening events.
+      expect(evs.filter(([e]) => e === 'message_start')).toHaveLength(1);
+      expect(evs.map(([e]) => e)).not.toContain('error');
+      expect(evs.at(-1)?.[0]).toBe('message_stop');
+      expect((evs[0][1].message as { model: string }).model).toBe('mixed/late-failure');
+      expect((await gw.rows()).at(-1)).toMatchObject({ endpoint: 'spare-llama', status_code: 200 });
+    });
+
+    it('ends a translated stream that fails mid-answer with an error event', async () => {
+      const res = await rawPost(`${gw.url}/anthropic/v1/messages`, { model: 'llama/mid-error', max_tokens: 50, stream: true, messages: [{ role: 'user', content: 'one two three four' }] });
+      const evs = events(res.text);
+      expect(evs.map(([e]) => e)).toContain('content_block_delta');
+      expect(evs.at(-1)?.[0]).toBe('error');
+      expect(evs.map(([e]) => e)).not.toContain('message_stop');
+    });
+
+    it('counts tokens with the gateway estimate', async () => {
+      const counted = await client.messages.countTokens({ model: 'llama/chat', messages: [{ role: 'user', content: 'count these words please' }] });
+      expect(counted.input_tokens).toBeGreaterThan(0);
+      expect(compat.requests).toHaveLength(0);
+    });
+  });
+
+  describe('errors in Anthropic’s shape', () => {
+    it('names the field of a bad request (400 invalid_request_error), and the unknown model (404)', async () => {
+      const missing = await call(`${gw.url}/anthropic/v1/messages`, 'POST', { model: 'claude/sonnet', messages: [{ role: 'user', content: 'x' }] });
+      expect(missing.status).toBe(400);
+      expect(missing.body).toEqual({ type: 'error', error: { type: 'invalid_request_error', message: 'max_tokens: Field required' }, request_id: expect.any(String) });
+      const role = await call(`${gw.url}/v1/messages`, 'POST', { model: 'claude/sonnet', max_tokens: 5, messages: [{ role: 'system', content: 'x' }] });
+      expect(role.body).toMatchObject({ error: { type: 'invalid_request_error', message: "messages.0.role: Input should be 'user' or 'assistant'" } });
+      const json = await call(`${gw.url}/anthropic/v1/messages`, 'POST', '{"model": ');
+      expect(json.status).toBe(400);
+      expect(json.body).toMatchObject({ type: 'error', error: { type: 'invalid_request_error', message: expect.stringContaining('not valid JSON') } });
+      const err = await client.messages.create({ model: 'nope/model', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(Anthropic.NotFoundError);
+      expect((err as APIError).error).toMatchObject({ type: 'error', error: { type: 'not_found_error', message: expect.stringContaining('nope/model') } });
+      const path = await call(`${gw.url}/anthropic/v1/complete`, 'POST', {});
+      expect(path.status).toBe(404);
+      expect(path.body).toMatchObject({ type: 'error', error: { type: 'not_found_error' } });
+      expect(claude.requests).toHaveLength(0);
+    });
+
+    it('refuses what a translated backend cannot take with a 400 naming the field, never sending it', async () => {
+      const res = await call(`${gw.url}/anthropic/v1/messages`, 'POST', {
+        model: 'llama/chat',
+        max_tokens: 5,
+        tools: [{ type: 'web_search_20250305', name: 'web_search' }],
+        messages: [{ role: 'user', content: 'search' }],
+      });
+      expect(res.status).toBe(400);
+      expect(res.body).toMatchObject({ type: 'error', error: { type: 'invalid_request_error', message: expect.stringContaining('tools.0') } });
+      expect(compat.requests).toHaveLength(0);
+    });
+
+    it('writes exactly one api_logs row per request, whatever happened', async () => {
+      const before = (await gw.rows()).length;
+      await client.messages.create({ model: 'claude/sonnet', max_tokens: 5, messages: [{ role: 'user', content: 'a' }] });
+      await client.messages.create({ model: 'llama/chat', max_tokens: 5, messages: [{ role: 'user', content: 'b' }] });
+      await client.messages.create({ model: 'nope/model', max_tokens: 5, messages: [{ role: 'user', content: 'c' }] }).catch(() => undefined);
+      await call(`${gw.url}/anthropic/v1/messages`, 'POST', { model: 'claude/sonnet', messages: [] });
+      const rows = await gw.waitForRows(before + 4);
+      expect(rows.slice(before).map((r) => [r.model, r.status_code])).toEqual([
+        ['claude/sonnet', 200],
+        ['llama/chat', 200],
+        ['nope/model', 404],
+        ['claude/sonnet', 400],
+      ]);
+    });
+  });
+
+  it('lists the models in Anthropic’s shape, paged', async () => {
+    const page = await client.models.list({ limit: 2 });
+    expect(page.data.map((m) => m.id)).toEqual(['claude/sonnet', 'claude/thinking']);
+    expect(page.data[0]).toEqual({ type: 'model', id: 'claude/sonnet', display_name: 'claude/sonnet', created_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) });
+    const all: string[] = [];
+    for await (const m of client.models.list({ limit: 3 })) all.push(m.id);
+    expect(all).toHaveLength(11);
+    expect(await client.models.retrieve('llama/chat')).toMatchObject({ id: 'llama/chat', type: 'model' });
+  });
+});
+
+describe('Anthropic Messages surface: keys and limits', () => {
+  const claude = new AnthropicUpstream();
+  let gw: TestGateway;
+
+  beforeAll(async () => {
+    const a = await claude.start();
+    gw = await startGateway({
+      env: { ...ACCESS_ENV, USER_AUTH_ENABLED: 'true' },
+      models: `models:\n  - { id: claude/sonnet, context_length: 200000, pricing: { prompt: 3, completion: 15 }, route: [{ kind: anthropic, base_url: "${a}", api_key: good, provider_model_id: ok }] }\n`,
+    });
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await claude.stop();
+  });
+
+  it('authenticates with x-api-key (or Bearer), refuses with 401 / 403, and holds the key to its limits', async () => {
+    const anonymous = new Anthropic({ baseURL: `${gw.url}/anthropic`, apiKey: 'sk-ant-not-ours', maxRetries: 0 });
+    const noKey = await anonymous.messages.create({ model: 'claude/sonnet', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    expect(noKey).toBeInstanceOf(Anthropic.AuthenticationError);
+    expect((noKey as APIError).error).toMatchObject({ type: 'error', error: { type: 'authentication_error' } });
+
+    const admin = adminApi(gw);
+    const { id, key } = await admin.createKey({ name: 'claude-code', rpm_limit: 2 });
+    const keyed = new Anthropic({ baseURL: `${gw.url}/anthropic`, apiKey: key, maxRetries: 0 });
+    const ok = await keyed.messages.create({ model: 'claude/sonnet', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] });
+    expect(ok.content).toEqual([{ type: 'text', text: 'echo: x' }]);
+    expect(claude.requests[0].headers['x-api-key']).toBe('good');
+    const bearer = new Anthropic({ baseURL: `${gw.url}/anthropic`, authToken: key, apiKey: null, maxRetries: 0 });
+    await bearer.messages.countTokens({ model: 'claude/sonnet', messages: [{ role: 'user', content: 'x' }] });
+    const limited = await keyed.messages.create({ model: 'claude/sonnet', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    expect(limited).toBeInstanceOf(Anthropic.RateLimitError);
+    expect((limited as APIError).error).toMatchObject({ type: 'error', error: { type: 'rate_limit_error', message: expect.stringContaining('rpm_limit') } });
+    expect((limited as APIError).headers?.get('retry-after')).toMatch(/^\d+$/);
+
+    await admin.call('PATCH', `/admin/api-keys/${id}`, { status: 'suspended' });
+    const suspended = await call(`${gw.url}/anthropic/v1/messages`, 'POST', { model: 'claude/sonnet', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] }, { 'x-api-key': key });
+    expect(suspended.status).toBe(403);
+    expect(suspended.body).toMatchObject({ type: 'error', error: { type: 'permission_error' } });
+
+    const rows = (await gw.rows()).filter((r) => r.api_key_id === id);
+    expect(rows.map((r) => r.status_code)).toEqual([200, 200, 429]);
+  });
+});
