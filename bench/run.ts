@@ -172,15 +172,22 @@ models:
   await run('stream@100 flat-out', all, 'stream', 100);
 
   // Top the single-process gateway up to RSS_REQUESTS requests in all, then read its memory:
-  // right as the load ends, and after 20 s idle (when V8 gives back the heap it grew for speed).
+  // right as the load ends, and once settled (when V8 has given back the heap it grew for speed).
   while (gatewayRequests < RSS_REQUESTS) {
     const t = targets.gateway;
     const r = await runLoad({ url: t.url, path: t.path, body: t.json, connections: 32, seconds: Math.min(30, Math.max(2, (RSS_REQUESTS - gatewayRequests) / 2500)) });
     gatewayRequests += r.requests;
   }
   const rssAtEnd = rssMb(gateway.child.pid!, 'VmRSS');
-  await new Promise((r) => setTimeout(r, 20_000));
-  const rssSettled = rssMb(gateway.child.pid!, 'VmRSS');
+  // V8's memory reducer hands the heap back some seconds after the load stops; read until the
+  // figure holds still (two readings 5 s apart within 1 MB, after at least 15 s), at most 60 s.
+  let rssSettled = rssAtEnd;
+  for (let waited = 0, previous = Infinity; waited < 60_000; waited += 5000) {
+    await new Promise((r) => setTimeout(r, 5000));
+    rssSettled = rssMb(gateway.child.pid!, 'VmRSS');
+    if (waited >= 10_000 && Math.abs(previous - rssSettled) < 1) break;
+    previous = rssSettled;
+  }
   const rssPeak = rssMb(gateway.child.pid!, 'VmHWM');
 
   const j32 = results['json@32'] as Record<Target, LoadResult>;
