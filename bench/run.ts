@@ -179,13 +179,14 @@ models:
     gatewayRequests += r.requests;
   }
   const rssAtEnd = rssMb(gateway.child.pid!, 'VmRSS');
-  // V8's memory reducer hands the heap back some seconds after the load stops; read until the
-  // figure holds still (two readings 5 s apart within 1 MB, after at least 15 s), at most 60 s.
+  // V8's memory reducer hands the heap back some seconds after the load stops (seen: 10-25 s).
+  // Wait 30 s, then read until the figure holds still (5 s apart, within 1 MB), at most 90 s.
+  await new Promise((r) => setTimeout(r, 25_000));
   let rssSettled = rssAtEnd;
-  for (let waited = 0, previous = Infinity; waited < 60_000; waited += 5000) {
+  for (let waited = 25_000, previous = Infinity; waited < 90_000; waited += 5000) {
     await new Promise((r) => setTimeout(r, 5000));
     rssSettled = rssMb(gateway.child.pid!, 'VmRSS');
-    if (waited >= 10_000 && Math.abs(previous - rssSettled) < 1) break;
+    if (Math.abs(previous - rssSettled) < 1) break;
     previous = rssSettled;
   }
   const rssPeak = rssMb(gateway.child.pid!, 'VmHWM');
