@@ -200,6 +200,9 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
       ['POST', '/admin/api-keys', 'not json', 'body'],
       ['PATCH', '/admin/api-keys/any', { status: 'revoked' }, 'status'],
       ['PATCH', '/admin/api-keys/any', { name: null }, 'name'],
+      ['PATCH', '/admin/api-keys/any', { rpm_limit: 0 }, 'rpm_limit'],
+      ['PATCH', '/admin/api-keys/any', { monthly_budget_usd: 'lots' }, 'monthly_budget_usd'],
+      ['PATCH', '/admin/api-keys/any', { notes: 7 }, 'notes'],
       ['GET', '/admin/api-keys?limit=0', undefined, 'limit'],
       ['GET', '/admin/api-keys?status=gone', undefined, 'status'],
     ];

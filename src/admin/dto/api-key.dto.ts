@@ -5,11 +5,8 @@ import { IsFuture, IsTimestamp, IsUsdAmount } from './validators';
 
 const INT_MAX = 2_147_483_647;
 
-/** POST /admin/api-keys. Limits left out (or null) do not apply. */
-export class CreateApiKeyDto {
-  @IsString() @MinLength(1) @MaxLength(200)
-  name!: string;
-
+/** The limits and notes of a key, as both creation and update accept them. */
+abstract class ApiKeySettingsDto {
   @IsOptional() @IsInt() @Min(1) @Max(INT_MAX)
   rpm_limit?: number | null;
 
@@ -32,31 +29,16 @@ export class CreateApiKeyDto {
   notes?: string | null;
 }
 
+/** POST /admin/api-keys. Limits left out (or null) do not apply. */
+export class CreateApiKeyDto extends ApiKeySettingsDto {
+  @IsString() @MinLength(1) @MaxLength(200)
+  name!: string;
+}
+
 /** PATCH /admin/api-keys/:id: only the fields sent change; null removes a limit. */
-export class UpdateApiKeyDto {
+export class UpdateApiKeyDto extends ApiKeySettingsDto {
   @ValidateIf((o: UpdateApiKeyDto) => o.name !== undefined) @IsString() @MinLength(1) @MaxLength(200)
   name?: string;
-
-  @IsOptional() @IsInt() @Min(1) @Max(INT_MAX)
-  rpm_limit?: number | null;
-
-  @IsOptional() @IsInt() @Min(1) @Max(INT_MAX)
-  tpm_limit?: number | null;
-
-  @IsOptional() @IsInt() @Min(1) @Max(INT_MAX)
-  max_concurrency?: number | null;
-
-  @IsOptional() @IsUsdAmount()
-  daily_budget_usd?: string | number | null;
-
-  @IsOptional() @IsUsdAmount()
-  monthly_budget_usd?: string | number | null;
-
-  @IsOptional() @IsTimestamp() @IsFuture()
-  expires_at?: string | number | null;
-
-  @IsOptional() @IsString() @MaxLength(4000)
-  notes?: string | null;
 
   @ValidateIf((o: UpdateApiKeyDto) => o.status !== undefined)
   @IsIn(['active', 'suspended'], { message: 'status must be "active" or "suspended" (revoke with POST /admin/api-keys/:id/revoke)' })
