@@ -1,5 +1,6 @@
 import type { Response } from 'express';
 import type { GatewayError } from './errors';
+import { sendErrorJson } from './openai-error';
 
 /**
  * Errors on the Anthropic surface: `{"type": "error", "error": {"type", "message"}, "request_id"}`,
@@ -60,13 +61,7 @@ export function anthropicBodyOf(err: GatewayError, requestId: string | null): An
 
 /** Writes an Anthropic-shaped error response, unless the response is already under way. */
 export function sendAnthropicError(res: Response, status: number, body: AnthropicErrorBody, headers?: Record<string, string>): void {
-  if (res.headersSent || res.destroyed) return;
-  const json = JSON.stringify(body);
-  res.statusCode = status;
-  if (headers) for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
-  res.setHeader('content-type', 'application/json; charset=utf-8');
-  res.setHeader('content-length', Buffer.byteLength(json));
-  res.end(json);
+  sendErrorJson(res, status, body, headers);
 }
 
 export function sendAnthropicGatewayError(res: Response, err: GatewayError, requestId: string | null): void {

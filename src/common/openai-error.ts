@@ -7,6 +7,11 @@ export function errorBody(message: string, type: string, code: string | number |
 
 /** Writes an error in OpenAI's shape, unless the response is already under way. */
 export function sendError(res: Response, status: number, body: OpenAiErrorBody, headers?: Record<string, string>): void {
+  sendErrorJson(res, status, body, headers);
+}
+
+/** Writes a JSON error body of any API's shape, unless the response is already under way. */
+export function sendErrorJson(res: Response, status: number, body: object, headers?: Record<string, string>): void {
   if (res.headersSent || res.destroyed) return;
   const json = JSON.stringify(body);
   res.statusCode = status;
