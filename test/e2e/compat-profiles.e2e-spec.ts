@@ -52,7 +52,7 @@ describe('openai_compat provider profiles', () => {
 
   beforeEach(() => FLAVORS.forEach((f) => ups[f].reset()));
 
-  const rowFor = async (id: string) => (await gw.rows()).find((r) => `gen-${r.id}` === id)!;
+  const rowFor = (id: string) => gw.rowFor(id);
 
   it('DeepSeek: chat without /v1, cache hits as cached_tokens, blank lines before the JSON', async () => {
     const res = await client.chat.completions.create({ model: 'ds/chat', messages: [{ role: 'user', content: 'hello deep seek' }] });

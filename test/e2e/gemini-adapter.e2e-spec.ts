@@ -95,7 +95,7 @@ models:
 
   beforeEach(() => upstream.reset());
 
-  const rowFor = async (id: string) => (await gw.rows()).find((r) => `gen-${r.id}` === id)!;
+  const rowFor = (id: string) => gw.rowFor(id);
   const tools: OpenAI.Chat.Completions.ChatCompletionTool[] = [{ type: 'function', function: { name: 'get_weather', description: 'Weather for a city', parameters: { type: 'object', properties: { input: { type: 'string' } } } } }];
 
   it('answers through generateContent with the system instruction, sampling and usage', async () => {

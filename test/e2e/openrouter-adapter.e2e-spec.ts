@@ -59,7 +59,7 @@ models:
 
   beforeEach(() => upstream.reset());
 
-  const rowFor = async (id: string) => (await gw.rows()).find((r) => `gen-${r.id}` === id)!;
+  const rowFor = (id: string) => gw.rowFor(id);
 
   it('sends the attribution headers, asks for usage, and records the cost OpenRouter reports', async () => {
     const res = await client.chat.completions.create({ model: 'or/llama', messages: [{ role: 'user', content: 'hello router' }], provider: { order: ['openrouter'] }, models: ['or/pinned'] } as never);

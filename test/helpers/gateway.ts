@@ -27,6 +27,8 @@ export interface TestGateway {
   client(options?: Partial<ConstructorParameters<typeof OpenAI>[0]>): OpenAI;
   /** Flushes the log writer and returns every api_logs row, oldest first. */
   rows(): Promise<ApiLog[]>;
+  /** The row of the request a client saw as `gen-<id>` (the `id` of a response or chunk). */
+  rowFor(generationId: string): Promise<ApiLog>;
   /** Waits until `n` rows are in the database. */
   waitForRows(n: number, timeoutMs?: number): Promise<ApiLog[]>;
   close(): Promise<void>;
@@ -72,6 +74,11 @@ export async function startGateway(opts: GatewayOptions): Promise<TestGateway> {
     dir,
     client: (options) => new OpenAI({ baseURL: `${url}/v1`, apiKey: 'test-key', maxRetries: 0, ...options }),
     rows,
+    async rowFor(generationId) {
+      const row = (await rows()).find((r) => `gen-${r.id}` === generationId);
+      if (!row) throw new Error(`no api_logs row for ${generationId}`);
+      return row;
+    },
     async waitForRows(n, timeoutMs = 5000) {
       const until = Date.now() + timeoutMs;
       for (;;) {
