@@ -6,7 +6,7 @@ import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { NextFunction, Request, Response } from 'express';
 import { AppModule } from './app.module';
 import { jsonBody } from './common/json-body';
-import { requestContext } from './common/request-context';
+import { attachContext } from './common/request-context';
 import { AppConfig } from './config/app-config';
 import type { AppConfigOptions } from './config/app-config.module';
 import { AppLogger } from './observability/app-logger';
@@ -41,7 +41,8 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
   app.use((req: Request, res: Response, next: NextFunction) => {
     const requestId = randomUUID();
     res.setHeader('x-request-id', requestId);
-    requestContext.run({ requestId, startedAt: performance.now() }, next);
+    attachContext(req, { requestId, startedAt: performance.now() });
+    next();
   });
   app.use(jsonBody(config.bodyLimitBytes, config.env.BODY_LIMIT));
   app.enableShutdownHooks(['SIGTERM', 'SIGINT']);

@@ -1,7 +1,7 @@
 import type { NextFunction, Request, Response } from 'express';
 import { anthropicErrorBody, isAnthropicPath, sendAnthropicError } from './anthropic-error';
 import { errorBody, sendError } from './openai-error';
-import { currentRequestId, requestContext } from './request-context';
+import { contextOf } from './request-context';
 
 /**
  * Reads a JSON request body. express.json (body-parser, raw-body, iconv) cost ~4% of the
@@ -13,7 +13,7 @@ import { currentRequestId, requestContext } from './request-context';
 export function jsonBody(limitBytes: number, limitText: string) {
   const tooLargeText = `The request body exceeds the limit of ${limitText} (BODY_LIMIT)`;
   const refuse = (req: Request, res: Response, status: number, message: string, code: string, param: string | null = null, headers?: Record<string, string>) => {
-    if (isAnthropicPath(req.path)) sendAnthropicError(res, status, anthropicErrorBody(status, message, currentRequestId() ?? null), headers);
+    if (isAnthropicPath(req.path)) sendAnthropicError(res, status, anthropicErrorBody(status, message, contextOf(req)?.requestId ?? null), headers);
     else sendError(res, status, errorBody(message, 'invalid_request_error', code, param), headers);
   };
   return (req: Request, res: Response, next: NextFunction): void => {
@@ -28,12 +28,6 @@ export function jsonBody(limitBytes: number, limitText: string) {
       req.resume();
       return refuse(req, res, 415, `Content-Encoding "${encoding}" is not supported; send the body uncompressed`, 'unsupported_encoding');
     }
-    // Stream events run in the socket's async context; `next` must run in this request's, or
-    // everything after the body is read loses the request context (request id, caller).
-    // Re-entering the store is cheaper than AsyncResource.bind (a new async resource and a
-    // deprecation getter per request on Node 20: ~2% of CPU under load).
-    const store = requestContext.getStore();
-    const proceed = store ? () => requestContext.run(store, next) : next;
     const chunks: Buffer[] = [];
     let size = 0;
     let failed = false;
@@ -52,7 +46,7 @@ export function jsonBody(limitBytes: number, limitText: string) {
       if (failed) return;
       if (size === 0) {
         req.body = undefined;
-        return proceed();
+        return next();
       }
       const text = chunks.length === 1 ? chunks[0].toString('utf8') : Buffer.concat(chunks, size).toString('utf8');
       try {
@@ -60,7 +54,7 @@ export function jsonBody(limitBytes: number, limitText: string) {
       } catch (err) {
         return refuse(req, res, 400, `The request body is not valid JSON: ${(err as Error).message}`, 'invalid_json', 'body');
       }
-      proceed();
+      next();
     });
     req.on('error', () => {
       failed = true; // the client went away mid-body; nothing to answer

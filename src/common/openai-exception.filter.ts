@@ -3,7 +3,7 @@ import type { Request, Response } from 'express';
 import { anthropicErrorBody, isAnthropicPath, sendAnthropicError, sendAnthropicGatewayError } from './anthropic-error';
 import { GatewayError, typeForStatus } from './errors';
 import { errorBody, sendError, sendGatewayError } from './openai-error';
-import { currentRequestId } from './request-context';
+import { contextOf } from './request-context';
 
 /**
  * Every error leaves the gateway in OpenAI's shape (on the Anthropic surface's paths, in
@@ -18,8 +18,9 @@ export class OpenAiExceptionFilter implements ExceptionFilter {
   catch(exception: unknown, host: ArgumentsHost): void {
     const http = host.switchToHttp();
     const res = http.getResponse<Response>();
-    const anthropic = isAnthropicPath(http.getRequest<Request>().path ?? '');
-    const id = currentRequestId();
+    const req = http.getRequest<Request>();
+    const anthropic = isAnthropicPath(req.path ?? '');
+    const id = contextOf(req)?.requestId;
     if (exception instanceof GatewayError) return anthropic ? sendAnthropicGatewayError(res, exception, id ?? null) : sendGatewayError(res, exception);
     if (exception instanceof HttpException) {
       const status = exception.getStatus();

@@ -2,7 +2,7 @@ import { Injectable, Logger, type CanActivate, type ExecutionContext } from '@ne
 import type { Request } from 'express';
 import { AuthenticationError, PermissionError, type GatewayError } from '../common/errors';
 import type { Principal } from '../common/principal';
-import { requestContext } from '../common/request-context';
+import { contextOf } from '../common/request-context';
 import { AppConfig } from '../config/app-config';
 import { ApiKeysService, type KeyState } from '../storage/api-keys.service';
 
@@ -44,7 +44,7 @@ export class ApiKeyGuard implements CanActivate {
   async canActivate(context: ExecutionContext): Promise<boolean> {
     const req = context.switchToHttp().getRequest<Request>();
     const principal = await this.identify(presentedKey(req));
-    const ctx = requestContext.getStore();
+    const ctx = contextOf(req);
     if (ctx) {
       ctx.principal = principal;
       ctx.keyId = principal?.id;

@@ -3,7 +3,7 @@ import type { Request, Response } from 'express';
 import { GatewayError, InvalidRequestError, ModelNotFoundError, ServiceUnavailableError, UpstreamError } from '../common/errors';
 import { anthropicBodyOf, sendAnthropicGatewayError } from '../common/anthropic-error';
 import { sendGatewayError } from '../common/openai-error';
-import { requestContext } from '../common/request-context';
+import { contextOf, type RequestContext } from '../common/request-context';
 import { AppConfig } from '../config/app-config';
 import { ModelRegistry, type RegistrySnapshot } from '../config/model-registry.service';
 import type { ModelDef } from '../config/registry.types';
@@ -19,6 +19,8 @@ import { UsageLimiter } from './usage-limiter.service';
 /** What one request's handler gets: its record, the signal that fires when the client leaves. */
 export interface CallScope {
   rec: RequestRecord;
+  /** Who is calling (set by ApiKeyGuard); undefined outside the app's middleware (unit tests). */
+  ctx: RequestContext | undefined;
   signal: AbortSignal;
   snapshot: RegistrySnapshot;
 }
@@ -76,11 +78,11 @@ export class GatewayCalls {
    * settled with the request's real usage when its row is written. Endpoints need ApiKeyGuard.
    */
   async admit(scope: CallScope, res: Response, estimate: () => Charge): Promise<void> {
-    scope.rec.lease = await this.limits.admit(res, estimate);
+    scope.rec.lease = await this.limits.admit(scope.ctx, res, estimate);
   }
 
   async handle(req: Request, res: Response, what: string, work: (scope: CallScope) => Promise<void>, shape: ErrorShape = OPENAI_ERRORS): Promise<void> {
-    const ctx = requestContext.getStore();
+    const ctx = contextOf(req);
     const rec = new RequestRecord(ctx?.requestId ?? crypto.randomUUID(), ctx?.startedAt ?? performance.now());
     const clientId = req.headers['x-request-id'];
     if (typeof clientId === 'string' && clientId) rec.clientRequestId = clientId.slice(0, 200);
@@ -95,7 +97,7 @@ export class GatewayCalls {
     const ticket = this.inflight.enter(abort);
     try {
       if (!ticket) throw new ServiceUnavailableError('The gateway is shutting down; retry on another instance');
-      await work({ rec, signal: abort.signal, snapshot: this.registry.current() });
+      await work({ rec, ctx, signal: abort.signal, snapshot: this.registry.current() });
     } catch (err) {
       this.answerError(err, rec, res, abort.signal, shape, ticket?.shutdown);
     } finally {
@@ -141,7 +143,7 @@ export class GatewayCalls {
     } else if (err instanceof GatewayError) {
       e = err;
     } else {
-      this.logger.error(err instanceof Error ? err : String(err));
+      this.appLogger.pino.error({ reqId: rec.id, err }, `request ${rec.id} failed: ${(err as Error)?.message ?? String(err)}`);
       rec.fail(500, `internal error: ${(err as Error)?.message ?? String(err)}`, 'internal_error');
       const internal = new InternalError(`The gateway failed to handle this request (request id ${rec.id})`);
       if (res.headersSent) shape.endStream(res, internal, rec.id);

@@ -1,6 +1,7 @@
-import { Controller, Get, Query, UseGuards } from '@nestjs/common';
+import { Controller, Get, Query, Req, UseGuards } from '@nestjs/common';
+import type { Request } from 'express';
 import { InvalidRequestError } from '../common/errors';
-import { requestContext } from '../common/request-context';
+import { contextOf } from '../common/request-context';
 import { NotFoundError } from '../common/resource.errors';
 import type { ApiLog } from '../storage/entities/api-log.entity';
 import { StatsRepository } from '../storage/stats.repository';
@@ -18,7 +19,7 @@ export class GenerationController {
   constructor(private readonly logs: StatsRepository) {}
 
   @Get()
-  async get(@Query('id') id: unknown) {
+  async get(@Query('id') id: unknown, @Req() req: Request) {
     if (typeof id !== 'string' || id.trim() === '')
       throw new InvalidRequestError(
         'The query parameter id is required: GET /v1/generation?id=gen-...',
@@ -26,7 +27,7 @@ export class GenerationController {
         'missing_required_parameter',
       );
     const requestId = id.startsWith('gen-') ? id.slice(4) : id;
-    const caller = requestContext.getStore()?.principal?.id ?? null;
+    const caller = contextOf(req)?.principal?.id ?? null;
     const row = requestId.length <= 64 ? await this.logs.findLog(requestId) : undefined;
     if (!row || (row.api_key_id ?? null) !== caller)
       throw new NotFoundError(

@@ -3,7 +3,7 @@ import type { Response } from 'express';
 import type Redis from 'ioredis';
 import { picoToUsd, usdToPico } from '../common/money';
 import { hasLimits, startOfNextUtcMonth, type KeyLimits, type Principal, type SpendBaseline } from '../common/principal';
-import { requestContext } from '../common/request-context';
+import type { RequestContext } from '../common/request-context';
 import { AppConfig } from '../config/app-config';
 import { ModelRegistry } from '../config/model-registry.service';
 import { RedisService } from '../redis/redis.service';
@@ -65,7 +65,7 @@ export class UsageLease {
  * unreachable, each process keeps its own (and says so in the log; /health shows Redis degraded).
  *
  * Any endpoint that calls an upstream for a key uses it the same way: after ApiKeyGuard,
- * `const lease = await limiter.admit(res, () => charge)` before the call (throws RateLimitError,
+ * `const lease = await limiter.admit(ctx, res, () => charge)` before the call (throws RateLimitError,
  * a 429), and `lease?.settle(row)` with the request's api_logs row when it is over. The charge is
  * a function so that anonymous calls and keys without limits never pay for the estimate.
  */
@@ -95,8 +95,7 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
    * Admits the current request (its key from ApiKeyGuard) or throws a 429 naming the limit.
    * Sets the x-ratelimit-* headers. Undefined for anonymous calls and keys without limits.
    */
-  async admit(res: Response, estimate: () => Charge): Promise<UsageLease | undefined> {
-    const ctx = requestContext.getStore();
+  async admit(ctx: RequestContext | undefined, res: Response, estimate: () => Charge): Promise<UsageLease | undefined> {
     if (!ctx || ctx.principal === undefined) throw new Error('UsageLimiter.admit() called on a route without ApiKeyGuard');
     const p = ctx.principal;
     if (!p || !hasLimits(p.limits)) return undefined;

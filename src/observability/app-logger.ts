@@ -1,6 +1,5 @@
 import type { LoggerService } from '@nestjs/common';
 import pino, { type Logger } from 'pino';
-import { currentRequestId } from '../common/request-context';
 
 const REDACT = [
   'authorization',
@@ -17,8 +16,9 @@ const REDACT = [
 ];
 
 /**
- * Structured JSON logs through pino, also used for Nest's own messages. Every line written while
- * serving a request carries its id (`reqId`); secrets are redacted by key.
+ * Structured JSON logs through pino, also used for Nest's own messages; secrets are redacted by
+ * key. Lines about one request (its access line, an internal error while serving it) carry its
+ * id as `reqId`, passed explicitly: there is no ambient request context (see request-context.ts).
  */
 export class AppLogger implements LoggerService {
   readonly pino: Logger;
@@ -40,10 +40,6 @@ export class AppLogger implements LoggerService {
       {
         ...options,
         redact: { paths: REDACT, censor: '[redacted]' },
-        mixin: () => {
-          const id = currentRequestId();
-          return id ? { reqId: id } : {};
-        },
       },
       dest,
     );
