@@ -12,6 +12,8 @@ export interface LoadResult {
   /** Streams only: whole-stream duration percentiles. */
   totalP50?: number;
   totalP99?: number;
+  /** CPU time the measured server spent per request (user + system, µs), when `cpuMs` was given. */
+  cpuUsPerRequest?: number;
 }
 
 export interface LoadOptions {
@@ -23,6 +25,8 @@ export interface LoadOptions {
   stream?: boolean;
   /** Requests to send before measuring (warm-up). */
   warmupSeconds?: number;
+  /** The measured server's CPU time so far (ms), read before and after the measured period. */
+  cpuMs?: () => number;
 }
 
 /**
@@ -37,9 +41,11 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
     const first: number[] = [];
     const total: number[] = [];
     const counters = { errors: 0 };
+    const cpu0 = opts.cpuMs?.();
     const started = performance.now();
     await loop(pool, opts, opts.seconds, first, total, counters);
     const seconds = (performance.now() - started) / 1000;
+    const cpu = cpu0 === undefined ? undefined : opts.cpuMs!() - cpu0;
     first.sort((a, b) => a - b);
     total.sort((a, b) => a - b);
     return {
@@ -51,6 +57,7 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
       p90: pct(first, 90),
       p99: pct(first, 99),
       ...(opts.stream ? { totalP50: pct(total, 50), totalP99: pct(total, 99) } : {}),
+      ...(cpu !== undefined && first.length > 0 ? { cpuUsPerRequest: (cpu * 1000) / first.length } : {}),
     };
   } finally {
     await pool.close();

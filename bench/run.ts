@@ -6,7 +6,7 @@
 //   BENCH_SECONDS=5 npm run bench       # quicker
 //   BENCH_DB=postgres npm run bench     # request log in the local PostgreSQL
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -78,6 +78,28 @@ function rssMb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
   return kb / 1024;
 }
 
+/**
+ * CPU time (user + system, ms) of a process and its direct children (the workers of a
+ * `WORKERS=2` gateway), from /proc: a steadier figure than latency on a shared, noisy host.
+ */
+function cpuMs(pid: number): number {
+  const read = (p: string | number): [number, number] | undefined => {
+    try {
+      const f = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1].split(' ');
+      return [Number(f[1]), (Number(f[11]) + Number(f[12])) * 10]; // ppid; utime + stime at 100 ticks/s
+    } catch {
+      return undefined; // gone
+    }
+  };
+  let ms = read(pid)?.[1] ?? 0;
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const s = read(name);
+    if (s && s[0] === pid) ms += s[1];
+  }
+  return ms;
+}
+
 const fmt = (n: number | undefined, d = 2) => (n === undefined || Number.isNaN(n) ? '-' : n.toFixed(d));
 
 async function main(): Promise<void> {
@@ -145,10 +167,10 @@ models:
   const direct = (port: number) => ({ url: `http://127.0.0.1:${port}`, path: '/v1/chat/completions', json: json('ok'), stream: stream('tokens:20'), paced: stream('paced:20:20') });
   const via = (port: number) => ({ url: `http://127.0.0.1:${port}`, path: '/v1/chat/completions', json: json('bench/echo'), stream: stream('bench/stream'), paced: stream('bench/paced') });
   const targets = {
-    upstream: direct(upstream.port),
-    passthrough: direct(passthrough.port),
-    gateway: via(gateway.port),
-    'gateway-2w': via(gateway2.port),
+    upstream: { ...direct(upstream.port), pid: upstream.child.pid! },
+    passthrough: { ...direct(passthrough.port), pid: passthrough.child.pid! },
+    gateway: { ...via(gateway.port), pid: gateway.child.pid! },
+    'gateway-2w': { ...via(gateway2.port), pid: gateway2.child.pid! },
   };
   type Target = keyof typeof targets;
   let gatewayRequests = 0;
@@ -156,13 +178,13 @@ models:
   const record = (scenario: string, target: Target, r: LoadResult) => {
     (results[scenario] ??= {})[target] = r;
     if (target === 'gateway') gatewayRequests += r.requests;
-    process.stderr.write(`${scenario.padEnd(18)} ${target.padEnd(12)} ${fmt(r.rps, 0).padStart(7)} req/s  p50 ${fmt(r.p50)} ms  p90 ${fmt(r.p90)} ms  p99 ${fmt(r.p99)} ms  errors ${r.errors}\n`);
+    process.stderr.write(`${scenario.padEnd(18)} ${target.padEnd(12)} ${fmt(r.rps, 0).padStart(7)} req/s  p50 ${fmt(r.p50)} ms  p90 ${fmt(r.p90)} ms  p99 ${fmt(r.p99)} ms  cpu ${fmt(r.cpuUsPerRequest, 0)} µs/req  errors ${r.errors}\n`);
   };
   const all: Target[] = ['upstream', 'passthrough', 'gateway', 'gateway-2w'];
   const run = async (scenario: string, list: Target[], body: 'json' | 'stream' | 'paced', connections: number) => {
     for (const name of list) {
       const t = targets[name];
-      record(scenario, name, await runLoad({ url: t.url, path: t.path, body: t[body], connections, seconds: SECONDS, warmupSeconds: WARMUP, stream: body !== 'json' }));
+      record(scenario, name, await runLoad({ url: t.url, path: t.path, body: t[body], connections, seconds: SECONDS, warmupSeconds: WARMUP, stream: body !== 'json', cpuMs: () => cpuMs(t.pid) }));
     }
   };
 
@@ -219,10 +241,10 @@ models:
     '',
     `machine: ${summary.machine.cpus} x ${summary.machine.cpu}, node ${summary.machine.node}, request log in ${summary.machine.db}, ${SECONDS} s per run`,
     '',
-    '| scenario | target | req/s | p50 ms | p90 ms | p99 ms | errors |',
-    '|---|---|---:|---:|---:|---:|---:|',
+    '| scenario | target | req/s | p50 ms | p90 ms | p99 ms | CPU µs/req | errors |',
+    '|---|---|---:|---:|---:|---:|---:|---:|',
     ...Object.entries(results).flatMap(([sc, byTarget]) =>
-      Object.entries(byTarget).map(([name, r]) => `| ${sc}${sc.startsWith('stream') ? ' (TTFT)' : ''} | ${name} | ${fmt(r.rps, 0)} | ${fmt(r.p50)} | ${fmt(r.p90)} | ${fmt(r.p99)} | ${r.errors} |`),
+      Object.entries(byTarget).map(([name, r]) => `| ${sc}${sc.startsWith('stream') ? ' (TTFT)' : ''} | ${name} | ${fmt(r.rps, 0)} | ${fmt(r.p50)} | ${fmt(r.p90)} | ${fmt(r.p99)} | ${fmt(r.cpuUsPerRequest, 0)} | ${r.errors} |`),
     ),
     '',
     `| target | goal | 1 process | 2 workers |`,
