@@ -6,7 +6,6 @@ export interface RequestContext {
   readonly requestId: string;
   /** performance.now() when the request arrived. */
   readonly startedAt: number;
-  keyId?: string;
   /** Set by ApiKeyGuard: the caller's key, or null for an anonymous call (undefined: the guard did not run). */
   principal?: Principal | null;
 }

@@ -45,10 +45,7 @@ export class ApiKeyGuard implements CanActivate {
     const req = context.switchToHttp().getRequest<Request>();
     const principal = await this.identify(presentedKey(req));
     const ctx = contextOf(req);
-    if (ctx) {
-      ctx.principal = principal;
-      ctx.keyId = principal?.id;
-    }
+    if (ctx) ctx.principal = principal;
     return true;
   }
 

@@ -86,7 +86,7 @@ export class GatewayCalls {
     const rec = new RequestRecord(ctx?.requestId ?? crypto.randomUUID(), ctx?.startedAt ?? performance.now());
     const clientId = req.headers['x-request-id'];
     if (typeof clientId === 'string' && clientId) rec.clientRequestId = clientId.slice(0, 200);
-    rec.keyId = ctx?.keyId ?? null;
+    rec.keyId = ctx?.principal?.id ?? null;
     const body = req.body as Record<string, unknown> | undefined;
     if (body && typeof body.model === 'string') rec.model = body.model;
     const abort = new AbortController();
