@@ -11,10 +11,6 @@ export class SseWriter {
 
   constructor(private readonly res: Response) {}
 
-  get headersSent(): boolean {
-    return this.started;
-  }
-
   /** The client is gone (or the response was ended): stop producing. */
   get closed(): boolean {
     return this.res.destroyed || this.res.writableEnded;

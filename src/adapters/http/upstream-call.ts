@@ -133,7 +133,6 @@ export function unsupported(message: string, param: string | null): UpstreamErro
   return new UpstreamError({ failure: 'http', upstreamStatus: 400, type: 'invalid_request_error', code: 'unsupported_parameter', param, message, retryable: false });
 }
 
-
 /** A health probe: GET `url` within 5 s; healthy below HTTP 400. */
 export async function probeGet(http: UpstreamClient, url: string, headers: Record<string, string>, route: RouteDef, signal: AbortSignal): Promise<ProbeResult> {
   const started = performance.now();
