@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { DataSource } from 'typeorm';
 import { AppConfig } from '../../src/config/app-config';
 import { validateEnv } from '../../src/config/env.schema';
-import { dataSourceOptions } from '../../src/storage/data-source.options';
+import { dataSourceOptions, SQLITE_CACHE_KIB } from '../../src/storage/data-source.options';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres';
 
 /**
@@ -52,6 +52,20 @@ describe.each(['sqlite', 'postgres'] as const)('schema on %s', (backend) => {
       expect(hourly?.indices.map((i) => i.name)).toEqual(['IDX_api_logs_hourly_value_hour']);
     } finally {
       await runner.release();
+    }
+  });
+});
+
+describe('the embedded SQLite connection', () => {
+  it('keeps its page cache bounded (better-sqlite3 would give it 16 MB)', async () => {
+    const env = validateEnv({ DB_BACKEND: 'sqlite', DB_SQLITE_PATH: join(mkdtempSync(join(tmpdir(), 'hi-cache-')), 'db.sqlite') });
+    const ds = new DataSource(dataSourceOptions(new AppConfig(env)));
+    await ds.initialize();
+    try {
+      expect(await ds.query('PRAGMA cache_size')).toEqual([{ cache_size: -SQLITE_CACHE_KIB }]);
+      expect(await ds.query('PRAGMA journal_mode')).toEqual([{ journal_mode: 'wal' }]);
+    } finally {
+      await ds.destroy();
     }
   });
 });
