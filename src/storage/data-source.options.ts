@@ -1,5 +1,6 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import type { Database } from 'better-sqlite3';
 import type { DataSourceOptions } from 'typeorm';
 import type { AppConfig } from '../config/app-config';
 import type { Dialect } from './dialect';
@@ -64,7 +65,7 @@ export function dataSourceOptions(config: AppConfig): DataSourceOptions {
     // is 2 MB). The request log only appends, so the cache mostly fills with index pages that
     // are never read again: under the benchmark it grew to 11 MB of resident memory that the
     // process kept. The OS page cache still holds the file, so a miss costs a read(), not a seek.
-    prepareDatabase: (db: { pragma(sql: string): unknown }) => {
+    prepareDatabase: (db: Database) => {
       db.pragma(`cache_size = -${SQLITE_CACHE_KIB}`);
     },
   };

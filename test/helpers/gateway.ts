@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import OpenAI from 'openai';
 import { createApp, type CreateAppOptions } from '../../src/app.factory';
+import { generationId } from '../../src/gateway/chat-completion.service';
 import { AppLogger } from '../../src/observability/app-logger';
 import { DatabaseService } from '../../src/storage/database.service';
 import { ApiLog } from '../../src/storage/entities/api-log.entity';
@@ -74,9 +75,9 @@ export async function startGateway(opts: GatewayOptions): Promise<TestGateway> {
     dir,
     client: (options) => new OpenAI({ baseURL: `${url}/v1`, apiKey: 'test-key', maxRetries: 0, ...options }),
     rows,
-    async rowFor(generationId) {
-      const row = (await rows()).find((r) => `gen-${r.id}` === generationId);
-      if (!row) throw new Error(`no api_logs row for ${generationId}`);
+    async rowFor(id) {
+      const row = (await rows()).find((r) => generationId(r.id) === id);
+      if (!row) throw new Error(`no api_logs row for ${id}`);
       return row;
     },
     async waitForRows(n, timeoutMs = 5000) {
