@@ -119,6 +119,11 @@ export interface UpstreamErrorInit {
   route?: string;
   /** The status to answer with, where the default for the failure is wrong (e.g. 503 for an overloaded upstream). */
   status?: number;
+  /**
+   * The gateway's own code failed on this request (an adapter threw something other than an
+   * `UpstreamError`): not the endpoint's fault, so it never counts against its circuit breaker.
+   */
+  gatewayFault?: boolean;
 }
 
 export class UpstreamError extends GatewayError {
@@ -131,11 +136,13 @@ export class UpstreamError extends GatewayError {
   readonly retryable: boolean;
   readonly retryAfterMs?: number;
   readonly provider?: string;
+  readonly gatewayFault: boolean;
   route?: string;
 
   constructor(init: UpstreamErrorInit) {
     super(init.message);
     this.failure = init.failure;
+    this.gatewayFault = init.gatewayFault === true;
     this.upstreamStatus = init.upstreamStatus;
     this.provider = init.provider;
     this.route = init.route;

@@ -11,6 +11,7 @@ import { contextOf } from './request-context';
  * Refusals are in OpenAI's error shape, or Anthropic's on the Anthropic surface's paths.
  */
 export function jsonBody(limitBytes: number, limitText: string) {
+  const tooDeepText = `The request body nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep`;
   const tooLargeText = `The request body exceeds the limit of ${limitText} (BODY_LIMIT)`;
   const refuse = (req: Request, res: Response, status: number, message: string, code: string, param: string | null = null, headers?: Record<string, string>) => {
     if (isAnthropicPath(req.path)) sendAnthropicError(res, status, anthropicErrorBody(status, message, contextOf(req)?.requestId ?? null), headers);
@@ -54,10 +55,42 @@ export function jsonBody(limitBytes: number, limitText: string) {
       } catch (err) {
         return refuse(req, res, 400, `The request body is not valid JSON: ${(err as Error).message}`, 'invalid_json', 'body');
       }
+      if (jsonDepthExceeds(text, MAX_JSON_DEPTH)) return refuse(req, res, 400, tooDeepText, 'invalid_json', 'body');
       next();
     });
     req.on('error', () => {
       failed = true; // the client went away mid-body; nothing to answer
     });
   };
+}
+
+/**
+ * How deep a body may nest. JSON.parse takes thousands of levels, but serialising such a value
+ * again (to send it upstream) overflows the stack; no API this gateway serves needs more than a
+ * few levels (OpenAI allows 10 in a structured-output schema).
+ */
+export const MAX_JSON_DEPTH = 128;
+
+/**
+ * Whether valid JSON `text` nests deeper than `max`: a scan of the brackets outside strings.
+ * A text shorter than 2 × (max + 1) cannot, so most bodies are not scanned at all.
+ */
+export function jsonDepthExceeds(text: string, max: number): boolean {
+  if (text.length < 2 * (max + 1)) return false;
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) {
+      inString = true;
+    } else if (c === 0x7b || c === 0x5b) {
+      if (++depth > max) return true;
+    } else if (c === 0x7d || c === 0x5d) {
+      depth--;
+    }
+  }
+  return false;
 }

@@ -60,6 +60,10 @@ describe('countsAgainstEndpoint', () => {
     for (const s of [400, 401, 403, 404, 413, 422]) expect(countsAgainstEndpoint(http(s))).toBe(false);
     expect(countsAgainstEndpoint(new UpstreamError({ failure: 'aborted', message: 'gone' }))).toBe(false);
   });
+
+  it('does not count the gateway failing on one request', () => {
+    expect(countsAgainstEndpoint(new UpstreamError({ failure: 'protocol', message: 'adapter threw', gatewayFault: true }))).toBe(false);
+  });
 });
 
 describe('backoffDelay', () => {

@@ -59,9 +59,11 @@ export function classifyFailure(err: UpstreamError): FailureClass {
 
 /**
  * Whether a failure counts against the endpoint's circuit breaker: its own faults (5xx, 408,
- * 429, connection, timeouts, garbage), not the request's (other 4xx) nor our client leaving.
+ * 429, connection, timeouts, garbage), not the request's (other 4xx), our client leaving, nor
+ * the gateway's own code failing on one request (else a client could take a route offline).
  */
 export function countsAgainstEndpoint(err: UpstreamError): boolean {
+  if (err.gatewayFault) return false;
   switch (err.failure) {
     case 'aborted':
       return false;

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Injectable } from '@nestjs/common';
+import { Injectable, Logger } from '@nestjs/common';
 import { AdapterRegistry } from '../adapters/adapter-registry.service';
 import type { CallContext, LlmAdapter } from '../adapters/llm-adapter';
 import type { ChatChunk, ChatResponse } from '../common/chat.types';
@@ -66,6 +66,8 @@ interface OpenStream<T> {
  */
 @Injectable()
 export class RouteExecutor {
+  private readonly logger = new Logger('RouteExecutor');
+
   constructor(
     private readonly adapters: AdapterRegistry,
     private readonly manager: RoutingManager,
@@ -262,7 +264,8 @@ export class RouteExecutor {
       e.route ??= route.id;
       return e;
     }
-    return new UpstreamError({ failure: 'protocol', message: `adapter ${route.kind} failed on route ${route.id}: ${(e as Error)?.message ?? String(e)}`, route: route.id, provider: route.kind });
+    this.logger.error(`adapter ${route.kind} threw on route ${route.id}: ${(e as Error)?.stack ?? String(e)}`);
+    return new UpstreamError({ failure: 'protocol', message: `adapter ${route.kind} failed on route ${route.id}: ${(e as Error)?.message ?? String(e)}`, route: route.id, provider: route.kind, gatewayFault: true });
   }
 
   /** Every planned route was skipped (their circuits opened while this request was under way). */

@@ -42,6 +42,8 @@ describe('API surface', () => {
   it.each([
     ['invalid JSON', '{"model": "demo/mock", ', 400, 'body'],
     ['a body that is not an object', '[1, 2]', 400, 'body'],
+    // JSON.parse takes it; serialising it again for the upstream would overflow the stack.
+    ['a body nested 4,500 levels deep', `{"model": "demo/mock", "messages": [{"role": "user", "content": "x"}], "metadata": ${'['.repeat(4500)}${']'.repeat(4500)}}`, 400, 'body'],
     ['no model', { messages: [{ role: 'user', content: 'x' }] }, 400, 'model'],
     ['no messages', { model: 'demo/mock' }, 400, 'messages'],
     ['empty messages', { model: 'demo/mock', messages: [] }, 400, 'messages'],
