@@ -27,6 +27,10 @@ export const SQLITE_SLICE = 50;
 
 export class ApiLogInserter {
   private readonly columns: ColumnMetadata[];
+  /** Text columns, with their length limit where they have one (varchar). */
+  private readonly textColumns: Array<{ key: keyof ApiLog; length?: number }>;
+  /** JSON columns: PostgreSQL's jsonb refuses the \u0000 escape (dropped on SQLite too, alike). */
+  private readonly jsonColumns: Set<ColumnMetadata>;
   private readonly postgres: boolean;
   private readonly head: string;
   private readonly tail: string;
@@ -36,6 +40,10 @@ export class ApiLogInserter {
   constructor(readonly ds: DataSource) {
     const meta = ds.getMetadata(ApiLog);
     this.columns = meta.columns;
+    this.textColumns = meta.columns
+      .filter((c) => c.type === 'varchar' || c.type === 'text')
+      .map((c) => ({ key: c.propertyName as keyof ApiLog, length: c.length ? Number(c.length) : undefined }));
+    this.jsonColumns = new Set(meta.columns.filter((c) => c.type === 'jsonb' || c.type === 'simple-json'));
     const q = (name: string) => ds.driver.escape(name);
     this.postgres = ds.options.type === 'postgres';
     this.head = `${this.postgres ? 'INSERT' : 'INSERT OR IGNORE'} INTO ${q(meta.tableName)} (${this.columns.map((c) => q(c.databaseName)).join(', ')}) VALUES `;
@@ -56,8 +64,14 @@ export class ApiLogInserter {
 
   async insert(rows: readonly ApiLog[]): Promise<void> {
     if (rows.length === 0) return;
+    for (const row of rows) this.storable(row);
     const driver = this.ds.driver;
-    const values = (row: ApiLog) => this.columns.map((c) => driver.preparePersistentValue(row[c.propertyName as keyof ApiLog] ?? null, c));
+    const json = this.jsonColumns;
+    const values = (row: ApiLog) =>
+      this.columns.map((c) => {
+        const v: unknown = driver.preparePersistentValue(row[c.propertyName as keyof ApiLog] ?? null, c);
+        return json.has(c) && typeof v === 'string' ? withoutNulEscapes(v) : v;
+      });
     if (this.sqlite) {
       // A slice that fails leaves the earlier ones in; the caller spools the whole batch, and
       // the replay's INSERT OR IGNORE (and the rollup of fresh rows only) keeps that exact.
@@ -76,6 +90,24 @@ export class ApiLogInserter {
     });
   }
 
+  /**
+   * Makes a row's text storable wherever it came from (the client's `user`, a model name, an
+   * upstream's finish reason): PostgreSQL refuses NUL in text and values over a varchar's length,
+   * and one such row would fail its whole batch. NULs are dropped, over-long text cut to fit;
+   * the row object itself is changed, so the hourly rollup sees the same values.
+   */
+  private storable(row: ApiLog): void {
+    const r = row as unknown as Record<string, unknown>;
+    for (const { key, length } of this.textColumns) {
+      const value = r[key];
+      if (typeof value !== 'string') continue;
+      let v = value;
+      if (v.includes('\0')) v = v.replaceAll('\0', '');
+      if (length !== undefined && v.length > length) v = v.slice(0, length);
+      r[key] = v;
+    }
+  }
+
   private pgStatement(n: number): string {
     let sql = this.pgStatements.get(n);
     if (!sql) {
@@ -87,4 +119,14 @@ export class ApiLogInserter {
     }
     return sql;
   }
+}
+
+/**
+ * JSON text without `\u0000` escapes (NUL inside a string), which jsonb refuses. An escape is a
+ * backslash run of odd length before `u0000`; an even run is escaped backslashes followed by
+ * the literal text "u0000", which stays.
+ */
+export function withoutNulEscapes(json: string): string {
+  if (!json.includes('\\u0000')) return json;
+  return json.replace(/(\\+)u0000/g, (m: string, slashes: string) => (slashes.length % 2 === 1 ? slashes.slice(1) : m));
 }

@@ -8,7 +8,33 @@ import { DatabaseService } from './database.service';
 import { ApiLog } from './entities/api-log.entity';
 
 const SPOOL_PREFIX = 'api_logs.';
+/** Rows the database refused as data (never replayed by themselves; an operator looks at them). */
+const REJECTED_PREFIX = 'rejected.api_logs.';
 const REPLAY_BATCH = 500;
+
+/** A batch that failed part way: the rows not yet in the database, nor set aside as refused. */
+class RowsNotWritten extends Error {
+  constructor(
+    override readonly cause: unknown,
+    readonly rows: ApiLog[],
+  ) {
+    super((cause as Error)?.message ?? String(cause));
+  }
+}
+
+/**
+ * Whether the database refused the rows' data (a value out of range, text it cannot store)
+ * rather than failing to take them at all: PostgreSQL's classes 22 (data exception) and 23
+ * (integrity), SQLite's constraint, size and type errors; and a RangeError, a value that
+ * cannot even be serialised. Such a row fails the same way every time, so retrying or spooling
+ * it would hold back every row batched with it, forever.
+ */
+export function isDataError(err: unknown): boolean {
+  if (err instanceof RangeError) return true;
+  const e = err as { code?: unknown; driverError?: { code?: unknown } } | null;
+  const code = String(e?.code ?? e?.driverError?.code ?? '');
+  return /^2[23][0-9A-Z]{3}$/.test(code) || /^SQLITE_(CONSTRAINT|TOOBIG|MISMATCH)/.test(code);
+}
 
 /**
  * Writes request-log rows off the request path. Rows are queued in memory and inserted in
@@ -29,10 +55,11 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   /** Serialises spool writes and claims, so no append lands in a file being replayed. */
   private spoolChain: Promise<unknown> = Promise.resolve();
   private readonly spoolFile: string;
+  private readonly rejectedFile: string;
   private replaying = false;
   /** Built per connected data source (a reconnect makes a new one). */
   private inserter?: ApiLogInserter;
-  readonly stats = { written: 0, spooled: 0, replayed: 0, spoolFiles: 0 };
+  readonly stats = { written: 0, spooled: 0, replayed: 0, spoolFiles: 0, rejected: 0 };
 
   constructor(
     private readonly config: AppConfig,
@@ -40,8 +67,10 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     metrics: MetricsService,
   ) {
     this.spoolFile = join(config.spoolDir, `${SPOOL_PREFIX}${process.pid}.${Date.now()}.jsonl`);
+    this.rejectedFile = join(config.spoolDir, `${REJECTED_PREFIX}${process.pid}.${Date.now()}.jsonl`);
     metrics.gauge('hybridinference_request_log_queue', 'Request-log rows waiting in memory', () => this.queue.length);
     metrics.gauge('hybridinference_request_log_spooled_total', 'Request-log rows written to the disk spool since start', () => this.stats.spooled);
+    metrics.gauge('hybridinference_request_log_rejected_total', 'Request-log rows the database refused as data since start (kept in the spool directory)', () => this.stats.rejected);
   }
 
   async onModuleInit(): Promise<void> {
@@ -115,12 +144,12 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       }
       this.writing = batch;
       try {
-        await this.insert(batch);
-        this.stats.written += batch.length;
+        this.stats.written += await this.insertBatch(batch);
       } catch (err) {
-        this.logger.warn(`request-log insert failed, ${batch.length} rows spooled: ${(err as Error).message}`);
-        this.db.reportFailure(err);
-        await this.spool(batch);
+        const rest = err instanceof RowsNotWritten ? err.rows : batch;
+        this.logger.warn(`request-log insert failed, ${rest.length} rows spooled: ${(err as Error).message}`);
+        this.db.reportFailure(err instanceof RowsNotWritten ? err.cause : err);
+        await this.spool(rest);
       } finally {
         this.writing = [];
       }
@@ -134,9 +163,46 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     await this.inserter.insert(rows);
   }
 
+  /**
+   * Inserts a batch; returns how many rows went in. When the database refuses the batch's data,
+   * the rows go in one by one and those it refuses are set aside (`reject`), so that one bad row
+   * never holds back the others. Any other failure throws `RowsNotWritten` with what is left.
+   */
+  private async insertBatch(rows: ApiLog[]): Promise<number> {
+    try {
+      await this.insert(rows);
+      return rows.length;
+    } catch (err) {
+      if (!isDataError(err)) throw new RowsNotWritten(err, rows);
+    }
+    let written = 0;
+    for (let i = 0; i < rows.length; i++) {
+      try {
+        await this.insert([rows[i]]);
+        written++;
+      } catch (err) {
+        if (!isDataError(err)) throw new RowsNotWritten(err, rows.slice(i));
+        await this.reject(rows[i], err);
+      }
+    }
+    return written;
+  }
+
+  /** Keeps a row the database refused, in a file of its own next to the spool, and says so. */
+  private async reject(row: ApiLog, err: unknown): Promise<void> {
+    const reason = (err as Error)?.message ?? String(err);
+    this.stats.rejected++;
+    try {
+      await appendFile(this.rejectedFile, `{"rejected":${JSON.stringify(reason)},"row":${this.spoolLine(row)}}\n`);
+      this.logger.error(`request-log row ${row.id} refused by the database (${reason}); kept in ${this.rejectedFile}`);
+    } catch (e) {
+      this.logger.error(`request-log row ${row.id} refused by the database (${reason}) and not kept (${(e as Error).message}): ${this.spoolLine(row)}`);
+    }
+  }
+
   private spool(rows: ApiLog[]): Promise<void> {
     if (rows.length === 0) return Promise.resolve();
-    const text = rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
+    const text = rows.map((r) => this.spoolLine(r)).join('\n') + '\n';
     const write = this.spoolChain.then(async () => {
       try {
         await appendFile(this.spoolFile, text);
@@ -149,6 +215,19 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     });
     this.spoolChain = write;
     return write;
+  }
+
+  /**
+   * A row as one line of JSON. Stored content that cannot be serialised (nested deeper than the
+   * stack allows) is dropped, and said so, rather than losing the row or taking the process down.
+   */
+  private spoolLine(row: ApiLog): string {
+    try {
+      return JSON.stringify(row);
+    } catch (err) {
+      this.logger.error(`request-log row ${row.id}: its stored content cannot be serialised (${(err as Error).message}); kept without it`);
+      return JSON.stringify({ ...row, request_content: null, response_content: null });
+    }
   }
 
   /** Re-inserts spooled rows (this process's and those of processes that are gone). */
@@ -198,17 +277,17 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     try {
       while (done < rows.length) {
         const batch = rows.slice(done, done + REPLAY_BATCH);
-        await this.insert(batch);
+        this.stats.replayed += await this.insertBatch(batch);
         done += batch.length;
-        this.stats.replayed += batch.length;
       }
       await unlink(path);
       this.logger.log(`replayed ${rows.length} spooled request-log rows`);
     } catch (err) {
-      this.db.reportFailure(err);
+      this.db.reportFailure(err instanceof RowsNotWritten ? err.cause : err);
       // What is left goes back to this process's spool; the claimed file is then removed.
-      await this.spool(rows.slice(done));
-      this.stats.spooled -= rows.length - done; // re-spooling is not new spooling
+      const rest = [...(err instanceof RowsNotWritten ? err.rows : rows.slice(done, done + REPLAY_BATCH)), ...rows.slice(done + REPLAY_BATCH)];
+      await this.spool(rest);
+      this.stats.spooled -= rest.length; // re-spooling is not new spooling
       await unlink(path).catch(() => undefined);
     }
   }

@@ -2,6 +2,8 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
+import type { ApiLog } from '../../src/storage/entities/api-log.entity';
+import { RequestLogWriter } from '../../src/storage/request-log.writer';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { createTestDatabase, PG_ADMIN, type TestDatabase } from '../helpers/postgres';
 import { TcpProxy } from '../helpers/tcp-proxy';
@@ -40,7 +42,7 @@ async function waitFor(check: () => Promise<boolean> | boolean, what: string, ti
 function spooledLines(dir: string): number {
   if (!existsSync(dir)) return 0;
   return readdirSync(dir)
-    .filter((f) => f.endsWith('.jsonl'))
+    .filter((f) => f.startsWith('api_logs.') && f.endsWith('.jsonl'))
     .reduce((n, f) => n + readFileSync(join(dir, f), 'utf8').split('\n').filter(Boolean).length, 0);
 }
 
@@ -139,4 +141,110 @@ describe('request logs when PostgreSQL goes away', () => {
     await app.close();
     expect(spooledLines(spool)).toBe(2);
   });
+});
+
+/** A row as the writer queues it; `extra` overrides fields. */
+function logRow(id: string, extra: Partial<ApiLog> = {}): ApiLog {
+  return {
+    id,
+    created_at: new Date(),
+    model: 'demo/mock',
+    provider: 'mock',
+    endpoint: 'mock',
+    stream: false,
+    status_code: 200,
+    error: null,
+    error_code: null,
+    finish_reason: 'stop',
+    ttft_ms: null,
+    latency_ms: 5,
+    prompt_tokens: 1,
+    completion_tokens: 2,
+    total_tokens: 3,
+    cached_tokens: 0,
+    cache_write_tokens: 0,
+    reasoning_tokens: 0,
+    usage_estimated: false,
+    cost_usd: '0.000003',
+    upstream_cost_usd: null,
+    api_key_id: null,
+    user_id: null,
+    metadata: null,
+    request_content: null,
+    response_content: null,
+    ...extra,
+  };
+}
+
+function rejectedRows(dir: string): Array<{ rejected: string; row: ApiLog }> {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((f) => f.startsWith('rejected.'))
+    .flatMap((f) => readFileSync(join(dir, f), 'utf8').split('\n').filter(Boolean))
+    .map((l) => JSON.parse(l) as { rejected: string; row: ApiLog });
+}
+
+/**
+ * One row the database cannot take must not hold back the rows batched with it: text it cannot
+ * store is made storable, and a row it still refuses is set aside, in a file of its own.
+ */
+describe.each(['sqlite', 'postgres'] as const)('rows the database would refuse, on %s', (backend) => {
+  let pg: TestDatabase | undefined;
+  let gw: TestGateway;
+
+  beforeEach(async () => {
+    pg = backend === 'postgres' ? await createTestDatabase() : undefined;
+    gw = await startGateway({ models: MODELS, env: { ...pg?.env } });
+  });
+  afterEach(async () => {
+    await gw?.close();
+    await pg?.drop();
+  });
+
+  it('stores text with NUL characters and over-long values, batched with ordinary rows', async () => {
+    const writer = gw.app.get(RequestLogWriter);
+    writer.enqueue(logRow('ok-1'));
+    writer.enqueue(logRow('nul-1', { user_id: 'evil\u0000user', model: 'demo/\u0000mock', error: 'a\u0000b', metadata: { note: 'x\u0000y', literal: '\\u0000 stays' } }));
+    writer.enqueue(logRow('long-1', { finish_reason: 'f'.repeat(100), error_code: 'c'.repeat(300) }));
+    writer.enqueue(logRow('ok-2'));
+    const rows = new Map((await gw.rows()).map((r) => [r.id, r]));
+    expect([...rows.keys()].sort()).toEqual(['long-1', 'nul-1', 'ok-1', 'ok-2']);
+    expect(rows.get('nul-1')).toMatchObject({ user_id: 'eviluser', model: 'demo/mock', error: 'ab', metadata: { note: 'xy', literal: '\\u0000 stays' } });
+    expect(rows.get('long-1')).toMatchObject({ finish_reason: 'f'.repeat(32), error_code: 'c'.repeat(100) });
+    expect(spooledLines(join(gw.dir, 'spool'))).toBe(0);
+    expect(rejectedRows(join(gw.dir, 'spool'))).toEqual([]);
+  });
+
+  it('sets aside a row whose stored content cannot be serialised, and keeps serving', async () => {
+    let deep: unknown = 'bottom';
+    for (let i = 0; i < 20_000; i++) deep = [deep];
+    const writer = gw.app.get(RequestLogWriter);
+    writer.enqueue(logRow('ok-1'));
+    writer.enqueue(logRow('deep-1', { response_content: deep }));
+    expect((await gw.rows()).map((r) => r.id)).toEqual(['ok-1']);
+    const [kept] = rejectedRows(join(gw.dir, 'spool'));
+    expect(kept).toMatchObject({ rejected: expect.stringContaining('call stack'), row: { id: 'deep-1', response_content: null, completion_tokens: 2 } });
+    expect((await fetch(`${gw.url}/health`)).status).toBe(200);
+  });
+
+  if (backend === 'postgres') {
+    it('sets aside a row it refuses (a count beyond integer), writes the others, and does the same on replay', async () => {
+      const writer = gw.app.get(RequestLogWriter);
+      const spool = join(gw.dir, 'spool');
+      writer.enqueue(logRow('ok-1'));
+      writer.enqueue(logRow('huge-1', { prompt_tokens: 3_000_000_000 }));
+      writer.enqueue(logRow('ok-2'));
+      expect((await gw.rows()).map((r) => r.id).sort()).toEqual(['ok-1', 'ok-2']);
+      expect(rejectedRows(spool).map((r) => [r.row.id, r.rejected])).toEqual([['huge-1', expect.stringContaining('out of range')]]);
+      expect(writer.stats.rejected).toBe(1);
+
+      // A spool file (a process that died while the database was down) with such a row in it.
+      const left = [logRow('ok-3'), logRow('huge-2', { completion_tokens: 5_000_000_000 }), logRow('ok-4')];
+      writeFileSync(join(spool, 'api_logs.999999.1.jsonl'), left.map((r) => JSON.stringify(r)).join('\n') + '\n');
+      await waitFor(async () => (await gw.rows()).length === 4, 'the replay');
+      expect((await gw.rows()).map((r) => r.id).sort()).toEqual(['ok-1', 'ok-2', 'ok-3', 'ok-4']);
+      await waitFor(() => spooledLines(spool) === 0, 'the spool file to go');
+      expect(rejectedRows(spool).map((r) => r.row.id)).toEqual(['huge-1', 'huge-2']);
+    });
+  }
 });
