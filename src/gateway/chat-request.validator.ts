@@ -21,6 +21,12 @@ const obj: Check = (v) => (isObj(v) ? undefined : 'must be an object');
 const stop: Check = (v) =>
   typeof v === 'string' || (Array.isArray(v) && v.every((s) => typeof s === 'string')) ? undefined : 'must be a string or an array of strings';
 
+/**
+ * The most tokens a request may ask for: far beyond any model, within a 32-bit integer (what
+ * servers and the request log store), and small enough that no price times it overflows.
+ */
+export const MAX_TOKENS_LIMIT = 2_147_483_647;
+
 /** Optional top-level parameters and their types; null means "not set", as OpenAI allows. */
 const PARAMS: Record<string, Check> = {
   stream: bool,
@@ -28,8 +34,8 @@ const PARAMS: Record<string, Check> = {
   temperature: num(0),
   top_p: num(0, 1),
   n: int(1, 128),
-  max_tokens: int(1),
-  max_completion_tokens: int(1),
+  max_tokens: int(1, MAX_TOKENS_LIMIT),
+  max_completion_tokens: int(1, MAX_TOKENS_LIMIT),
   stop,
   seed: int(),
   frequency_penalty: num(-2, 2),
@@ -44,7 +50,7 @@ const PARAMS: Record<string, Check> = {
   top_k: int(-1),
   min_p: num(0, 1),
   repetition_penalty: num(0),
-  min_tokens: int(0),
+  min_tokens: int(0, MAX_TOKENS_LIMIT),
 };
 
 function fail(param: string, problem: string): never {

@@ -248,7 +248,9 @@ function safePico(usd: string): bigint {
 }
 
 function usd(nanoDollars: number): string {
-  return picoToUsd(BigInt(Math.round(nanoDollars)) * 1000n);
+  // An estimate can overflow a double (an absurd max_tokens times a price); say "very much".
+  const n = Number.isFinite(nanoDollars) ? Math.round(nanoDollars) : Number.MAX_SAFE_INTEGER;
+  return picoToUsd(BigInt(Math.min(n, Number.MAX_SAFE_INTEGER)) * 1000n);
 }
 
 function storeLimits(l: KeyLimits): StoreLimits {

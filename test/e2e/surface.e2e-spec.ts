@@ -50,6 +50,7 @@ describe('API surface', () => {
     ['a message without role', { model: 'demo/mock', messages: [{ content: 'x' }] }, 400, 'messages[0].role'],
     ['content of the wrong type', { model: 'demo/mock', messages: [{ role: 'user', content: 42 }] }, 400, 'messages[0].content'],
     ['max_tokens as text', { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }], max_tokens: 'ten' }, 400, 'max_tokens'],
+    ['max_tokens beyond any model', { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }], max_tokens: 1e308 }, 400, 'max_tokens'],
     ['stream as text', { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }], stream: 'yes' }, 400, 'stream'],
     ['a malformed tool', { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }], tools: [{ type: 'function' }] }, 400, 'tools[0].function'],
     ['an unknown model', { model: 'nobody/nothing', messages: [{ role: 'user', content: 'x' }] }, 404, 'model'],

@@ -1,4 +1,5 @@
 import { InvalidRequestError } from '../../common/errors';
+import { MAX_TOKENS_LIMIT } from '../chat-request.validator';
 
 type Json = Record<string, unknown>;
 
@@ -9,6 +10,8 @@ function fail(field: string, problem: string): never {
 }
 
 const BLOCK_TYPES_USER = new Set(['text', 'image', 'document', 'tool_result', 'search_result', 'container_upload']);
+/** What a tool result's content may hold (Anthropic's tool_result block). */
+const BLOCK_TYPES_TOOL_RESULT = new Set(['text', 'image', 'document', 'search_result']);
 const BLOCK_TYPES_ASSISTANT = new Set(['text', 'tool_use', 'thinking', 'redacted_thinking', 'server_tool_use', 'web_search_tool_result', 'web_fetch_tool_result', 'code_execution_tool_result', 'mcp_tool_use', 'mcp_tool_result']);
 
 function checkNumber(body: Json, key: string, min: number, max?: number, integer = false): void {
@@ -24,33 +27,43 @@ function checkContent(content: unknown, at: string, role: string): void {
   if (typeof content === 'string') return;
   if (!Array.isArray(content)) fail(`${at}.content`, 'Input should be a valid string or a list of content blocks');
   const allowed = role === 'user' ? BLOCK_TYPES_USER : BLOCK_TYPES_ASSISTANT;
-  content.forEach((b: unknown, j) => {
-    const where = `${at}.content.${j}`;
-    if (!isObj(b)) fail(where, 'Input should be an object');
-    if (typeof b.type !== 'string') fail(`${where}.type`, 'Field required');
-    if (!allowed.has(b.type)) fail(`${where}.type`, `"${b.type}" blocks are not allowed in a ${role} message`);
-    switch (b.type) {
-      case 'text':
-        if (typeof b.text !== 'string') fail(`${where}.text`, 'Input should be a valid string');
-        break;
-      case 'image':
-      case 'document':
-        if (!isObj(b.source) || typeof b.source.type !== 'string') fail(`${where}.source`, 'Field required');
-        break;
-      case 'tool_use':
-        if (typeof b.id !== 'string' || b.id === '') fail(`${where}.id`, 'Field required');
-        if (typeof b.name !== 'string' || b.name === '') fail(`${where}.name`, 'Field required');
-        if (b.input !== undefined && !isObj(b.input)) fail(`${where}.input`, 'Input should be an object');
-        break;
-      case 'tool_result':
-        if (typeof b.tool_use_id !== 'string' || b.tool_use_id === '') fail(`${where}.tool_use_id`, 'Field required');
-        if (b.content !== undefined && typeof b.content !== 'string' && !Array.isArray(b.content)) fail(`${where}.content`, 'Input should be a valid string or a list of content blocks');
-        break;
-      case 'thinking':
-        if (typeof b.thinking !== 'string') fail(`${where}.thinking`, 'Field required');
-        break;
-    }
-  });
+  content.forEach((b: unknown, j) => checkBlock(b, `${at}.content.${j}`, allowed, `a ${role} message`));
+}
+
+function checkBlock(b: unknown, where: string, allowed: ReadonlySet<string>, inside: string): void {
+  if (!isObj(b)) fail(where, 'Input should be an object');
+  if (typeof b.type !== 'string') fail(`${where}.type`, 'Field required');
+  if (!allowed.has(b.type)) fail(`${where}.type`, `"${b.type}" blocks are not allowed in ${inside}`);
+  switch (b.type) {
+    case 'text':
+      if (typeof b.text !== 'string') fail(`${where}.text`, 'Input should be a valid string');
+      break;
+    case 'image':
+    case 'document':
+      checkSource(b.source, `${where}.source`);
+      break;
+    case 'tool_use':
+      if (typeof b.id !== 'string' || b.id === '') fail(`${where}.id`, 'Field required');
+      if (typeof b.name !== 'string' || b.name === '') fail(`${where}.name`, 'Field required');
+      if (b.input !== undefined && !isObj(b.input)) fail(`${where}.input`, 'Input should be an object');
+      break;
+    case 'tool_result':
+      if (typeof b.tool_use_id !== 'string' || b.tool_use_id === '') fail(`${where}.tool_use_id`, 'Field required');
+      if (b.content === undefined || b.content === null || typeof b.content === 'string') break;
+      if (!Array.isArray(b.content)) fail(`${where}.content`, 'Input should be a valid string or a list of content blocks');
+      b.content.forEach((c: unknown, k) => checkBlock(c, `${where}.content.${k}`, BLOCK_TYPES_TOOL_RESULT, 'a tool result'));
+      break;
+    case 'thinking':
+      if (typeof b.thinking !== 'string') fail(`${where}.thinking`, 'Field required');
+      break;
+  }
+}
+
+/** An image's or document's `source`: base64 and text carry `data` as a string, url a `url`. */
+function checkSource(source: unknown, where: string): void {
+  if (!isObj(source) || typeof source.type !== 'string') fail(where, 'Field required');
+  if ((source.type === 'base64' || source.type === 'text') && typeof source.data !== 'string') fail(`${where}.data`, 'Input should be a valid string');
+  if (source.type === 'url' && typeof source.url !== 'string') fail(`${where}.url`, 'Input should be a valid string');
 }
 
 /**
@@ -64,7 +77,7 @@ export function validateMessagesRequest(body: unknown, countOnly = false): Json 
   if (typeof body.model !== 'string' || body.model.trim() === '') fail('model', 'Input should be a non-empty string');
   if (!countOnly) {
     if (body.max_tokens === undefined || body.max_tokens === null) fail('max_tokens', 'Field required');
-    checkNumber(body, 'max_tokens', 1, undefined, true);
+    checkNumber(body, 'max_tokens', 1, MAX_TOKENS_LIMIT, true);
   }
   if (body.messages === undefined || body.messages === null) fail('messages', 'Field required');
   if (!Array.isArray(body.messages)) fail('messages', 'Input should be a valid list');
