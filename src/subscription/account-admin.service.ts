@@ -148,7 +148,8 @@ export function view(row: SubscriptionAccount): AccountView {
   const state = stateFromRow(row);
   const now = Date.now();
   const status = effectiveStatus(state, now);
-  const iso = (d: Date | null) => (d ? d.toISOString() : null);
+  // A date stored before its range was checked may be invalid: shown as unknown, not a 500.
+  const iso = (d: Date | null) => (d && Number.isFinite(d.getTime()) ? d.toISOString() : null);
   return {
     id: row.id,
     provider: row.provider,

@@ -90,4 +90,14 @@ describe('parseAccounts', () => {
     expect(parseExpiry(null)).toBeNull();
     expect(parseExpiry('later')).toBeUndefined();
   });
+
+  it('refuses expiries no database can store as a date (past year 9999)', () => {
+    expect(parseExpiry(Date.UTC(9999, 11, 31))).toBe(Date.UTC(9999, 11, 31));
+    expect(parseExpiry(1e20)).toBeUndefined();
+    expect(parseExpiry(8.64e15)).toBeUndefined();
+    expect(parseExpiry('+275760-09-13T00:00:00Z')).toBeUndefined();
+    expect(parseExpiry('99999-01-01')).toBeUndefined();
+    const entry = { name: 'far', access_token: 'a', refresh_token: 'r', expires_at: 1e20 };
+    expect(parseAccounts('claude', { accounts: [entry] }).errors).toEqual([expect.stringContaining('expires_at')]);
+  });
 });

@@ -1,4 +1,5 @@
 import type { AccountCredentials, SubscriptionProvider } from './subscription.types';
+import { storableTime } from './expiry';
 import { chatGptIdentity, jwtExpiry } from './jwt';
 
 /** One account read from an import file or an admin request, before it is stored. */
@@ -145,11 +146,10 @@ function clipped(v: string | undefined, max: number): string | null {
 /** Epoch ms (numbers below 10^12 are taken as seconds), an ISO date, or null/absent → null. Undefined: unreadable. */
 export function parseExpiry(v: unknown): number | null | undefined {
   if (v === undefined || v === null || v === '') return null;
-  if (typeof v === 'number' && Number.isFinite(v) && v > 0) return v < 1e12 ? v * 1000 : v;
+  if (typeof v === 'number' && Number.isFinite(v) && v > 0) return storableTime(v < 1e12 ? v * 1000 : v);
   if (typeof v === 'string') {
     if (/^\d+$/.test(v.trim())) return parseExpiry(Number(v));
-    const t = Date.parse(v);
-    if (!Number.isNaN(t)) return t;
+    return storableTime(Date.parse(v));
   }
   return undefined;
 }

@@ -1,3 +1,5 @@
+import { storableTime } from './expiry';
+
 /**
  * Reads the claims of a JWT without verifying it: the gateway only learns from its own tokens
  * (expiry, the ChatGPT account id); the provider verifies them.
@@ -17,7 +19,8 @@ export function jwtClaims(token: string | undefined): Record<string, unknown> | 
 /** `exp` as epoch ms. */
 export function jwtExpiry(token: string | undefined): number | null {
   const exp = jwtClaims(token)?.exp;
-  return typeof exp === 'number' && Number.isFinite(exp) ? exp * 1000 : null;
+  // A claim past year 9999 (or before 1970) is as good as none: it cannot be stored as a date.
+  return typeof exp === 'number' ? (storableTime(exp * 1000) ?? null) : null;
 }
 
 const OPENAI_AUTH = 'https://api.openai.com/auth';

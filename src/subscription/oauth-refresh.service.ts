@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 import { readBodyText, UpstreamClient } from '../adapters/http/upstream-client.service';
 import { UpstreamError } from '../common/errors';
 import { AppConfig } from '../config/app-config';
+import { storableTime } from './expiry';
 import { jwtExpiry } from './jwt';
 import type { AccountCredentials, SubscriptionProvider } from './subscription.types';
 
@@ -91,7 +92,7 @@ export class OAuthRefresher {
     const refresh = typeof json?.refresh_token === 'string' && json.refresh_token ? json.refresh_token : current.refreshToken;
     const idToken = typeof json?.id_token === 'string' && json.id_token ? json.id_token : current.idToken;
     const expiresIn = typeof json?.expires_in === 'number' && json.expires_in > 0 ? json.expires_in : undefined;
-    const expiresAt = expiresIn !== undefined ? Date.now() + expiresIn * 1000 : jwtExpiry(access);
+    const expiresAt = expiresIn !== undefined ? (storableTime(Date.now() + expiresIn * 1000) ?? null) : jwtExpiry(access);
     return { credentials: { accessToken: access, refreshToken: refresh, ...(idToken ? { idToken } : {}) }, expiresAt };
   }
 }

@@ -204,6 +204,7 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
       ['PATCH', '/admin/api-keys/any', { monthly_budget_usd: 'lots' }, 'monthly_budget_usd'],
       ['PATCH', '/admin/api-keys/any', { notes: 7 }, 'notes'],
       ['GET', '/admin/api-keys?limit=0', undefined, 'limit'],
+      ['GET', '/admin/api-keys?offset=1e20', undefined, 'offset'],
       ['GET', '/admin/api-keys?status=gone', undefined, 'status'],
     ];
     for (const [method, path, body, param] of cases) {

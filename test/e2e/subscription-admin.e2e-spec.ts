@@ -143,6 +143,16 @@ describe.each(['sqlite', 'postgres'] as const)('subscription accounts admin API 
     const notAList = await post('/import', { provider: 'codex', accounts: 'nope' });
     expect(notAList.status).toBe(400);
 
+    // An expiry no database stores as a date (it used to be stored as NaN and break every listing).
+    for (const expiry of [1e20, '+275760-09-13T00:00:00Z']) {
+      const far = await post('', { provider: 'claude', name: 'far', access_token: 'a', refresh_token: 'r', expires_at: expiry });
+      expect(far.status).toBe(400);
+      expect(((await far.json()) as { error: { message: string } }).error.message).toContain('expires_at');
+    }
+    const farImport = await post('/import', { provider: 'claude', accounts: [{ name: 'far', claudeAiOauth: { accessToken: 'a', refreshToken: 'r', expiresAt: 1e20 } }] });
+    expect(farImport.status).toBe(400);
+    expect((await gw.admin('')).status).toBe(200);
+
     const codexNoAccount = await post('', { provider: 'codex', name: 'x', access_token: 'opaque', refresh_token: 'r' });
     expect(codexNoAccount.status).toBe(400);
     expect(((await codexNoAccount.json()) as { error: { message: string } }).error.message).toContain('account_id');

@@ -53,6 +53,6 @@ export class ListApiKeysQuery {
   @Type(() => Number) @IsInt() @Min(1) @Max(500)
   limit = 50;
 
-  @Type(() => Number) @IsInt() @Min(0)
+  @Type(() => Number) @IsInt() @Min(0) @Max(INT_MAX)
   offset = 0;
 }
