@@ -6,12 +6,13 @@ import { allowedRoutes, applyOrder, NO_OPTIONS, parseRoutingOptions, routeMatche
 
 const route = (id: string, kind: string, prompt = '1', kindArg?: string): RouteDef =>
   ({ id, kind, kindArg, apiKeys: [], providerModelId: id, weight: 1, locality: 'remote', headers: {}, timeouts: {}, options: {}, where: 'x', pricing: { prompt: tokenPrice(prompt), completion: tokenPrice('1'), request: unitPrice('0'), image: FREE } });
-const model = (id: string, routes: RouteDef[], aliases: string[] = []) => ({ id, aliases, routes }) as unknown as ModelDef;
+const model = (id: string, routes: RouteDef[], aliases: string[] = [], type = 'chat') => ({ id, aliases, routes, type }) as unknown as ModelDef;
 
 const a = model('acme/a', [route('gpu-1', 'vllm', '0.1'), route('deepseek-api', 'deepseek', '2'), route('or', 'openrouter', '1', 'together')]);
 const b = model('acme/b', [route('gpu-2', 'vllm')]);
+const e = model('acme/embed', [route('gpu-3', 'vllm')], [], 'embedding');
 const ctx: OptionContext = {
-  find: (name) => [a, b].find((m) => m.id === name),
+  find: (name) => [a, b, e].find((m) => m.id === name),
   knowsProvider: (slug) => [a, b].some((m) => m.routes.some((r) => routeMatches(r, slug))),
 };
 const req = (extra: Record<string, unknown>): ChatRequest => ({ model: 'acme/a', messages: [{ role: 'user', content: 'x' }], ...extra });
@@ -59,6 +60,7 @@ describe('parseRoutingOptions', () => {
     expect(rejects({ models: 'acme/b' }).param).toBe('models');
     expect(rejects({ models: ['acme/b', 'nope/x'] }).param).toBe('models[1]');
     expect(rejects({ models: [1] }).param).toBe('models[0]');
+    expect(rejects({ models: ['acme/b', 'acme/embed'] }).message).toMatch(/"models\[1\]" "acme\/embed" is an embedding model; it cannot stand in for the chat model "acme\/a"/);
     expect(rejects({ models: Array.from({ length: 11 }, () => 'acme/b') }).param).toBe('models');
     expect(rejects({ provider: 'fast' }).param).toBe('provider');
     expect(rejects({ provider: { sort: 'fastest' } }).message).toMatch(/"provider\.sort" must be one of price, throughput, latency/);

@@ -142,6 +142,7 @@ function parseModels(raw: unknown, primary: ModelDef, ctx: OptionContext): Model
     if (typeof name !== 'string' || name.trim() === '') bad(`models[${i}]`, 'must be a non-empty string');
     const model = ctx.find(name) ?? ctx.find(splitVariant(name)?.base ?? '');
     if (!model) bad(`models[${i}]`, `names a model this gateway does not serve ("${name}"); GET /v1/models lists the models`);
+    if (model.type !== primary.type) bad(`models[${i}]`, `"${model.id}" is an ${model.type} model; it cannot stand in for the ${primary.type} model "${primary.id}"`);
     if (model !== primary && !out.includes(model)) out.push(model);
   });
   return out;
