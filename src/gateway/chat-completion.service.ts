@@ -76,7 +76,8 @@ export class ChatCompletionService {
     const content: string[] | undefined = this.config.env.DB_STORE_FULL_CONTENT ? [] : undefined;
     let keepalive: ReturnType<typeof setInterval> | undefined = setInterval(() => sse.keepalive(), this.config.env.STREAM_KEEPALIVE_MS);
     let first = true;
-    let usageSent = false;
+    /** The upstream's usage-only chunk, held: it goes last, whatever the upstream's order. */
+    let usageChunk: ChatChunk | undefined;
     const chunks = this.executor.stream(ex);
     try {
       for await (const chunk of chunks) {
@@ -92,13 +93,15 @@ export class ChatCompletionService {
         chunk.route = ex.route?.id;
         if (chunk.usage) {
           rec.usage = chunk.usage;
-          if (!wantUsage) {
-            if (chunk.choices.length === 0) continue;
-            delete chunk.usage;
-          } else {
-            usageSent = true;
+          if (chunk.choices.length === 0) {
+            usageChunk = chunk;
+            continue;
           }
         }
+        // OpenAI's rule: usage only in a last chunk of its own, and only when asked for; then
+        // every other chunk says `"usage": null`.
+        if (wantUsage) chunk.usage = null;
+        else if (chunk.usage !== undefined) delete chunk.usage;
         if (first && chunk.choices.length > 0) {
           first = false;
           const d = chunk.choices[0].delta;
@@ -114,9 +117,10 @@ export class ChatCompletionService {
     if (signal.aborted || sse.closed) {
       throw new UpstreamError({ failure: 'aborted', message: 'the client closed the request' });
     }
-    if (wantUsage && !usageSent) {
+    if (wantUsage) {
       const usage = rec.usage ?? usageFromCounts(estimatePromptTokens(chat), Math.ceil(rec.deliveredChars / 4));
-      void sse.write(`data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: ex.model.id, choices: [], usage })}\n\n`);
+      const last = usageChunk ? { ...usageChunk, usage } : { id, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: ex.model.id, choices: [], usage };
+      void sse.write(`data: ${JSON.stringify(last)}\n\n`);
     }
     if (content) rec.responseContent = { content: content.join('') };
     sse.done();

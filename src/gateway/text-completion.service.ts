@@ -87,7 +87,8 @@ export class TextCompletionService {
     const id = generationId(rec.id);
     const text: string[] | undefined = this.config.env.DB_STORE_FULL_CONTENT ? [] : undefined;
     let keepalive: ReturnType<typeof setInterval> | undefined = setInterval(() => sse.keepalive(), this.config.env.STREAM_KEEPALIVE_MS);
-    let usageSent = false;
+    /** The upstream's usage-only chunk, held: it goes last, whatever the upstream's order. */
+    let usageChunk: ChatChunk | undefined;
     const open = (adapter: LlmAdapter, route: RouteDef, ctx: CallContext): AsyncIterable<ChatChunk> => {
       if (adapter.streamText) return adapter.streamText(body, route, ctx);
       return chat instanceof UpstreamError ? failing(chat) : adapter.stream(chat, route, ctx);
@@ -102,13 +103,14 @@ export class TextCompletionService {
         rec.upstreamId ??= typeof chunk.id === 'string' ? chunk.id : undefined;
         if (chunk.usage) {
           rec.usage = chunk.usage;
-          if (!wantUsage) {
-            if (chunk.choices.length === 0) continue;
-            delete chunk.usage;
-          } else {
-            usageSent = true;
+          if (chunk.choices.length === 0) {
+            usageChunk = chunk;
+            continue;
           }
         }
+        // As for chat: usage only in a last chunk of its own, when asked for; null before it.
+        if (wantUsage) chunk.usage = null;
+        else if (chunk.usage !== undefined) delete chunk.usage;
         const out = chatChunkToCompletion(chunk);
         out.id = id;
         out.model = ex.model.id;
@@ -128,9 +130,10 @@ export class TextCompletionService {
       if (keepalive) clearInterval(keepalive);
     }
     if (signal.aborted || sse.closed) throw new UpstreamError({ failure: 'aborted', message: 'the client closed the request' });
-    if (wantUsage && !usageSent) {
+    if (wantUsage) {
       const usage = rec.usage ?? usageFromCounts(estimatePromptTokens(ex.request), Math.ceil(rec.deliveredChars / 4));
-      void sse.write(`data: ${JSON.stringify({ id, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: ex.model.id, choices: [], usage })}\n\n`);
+      const last = usageChunk ? { ...chatChunkToCompletion(usageChunk), id, model: ex.model.id, provider: ex.route?.kind, usage } : { id, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: ex.model.id, choices: [], usage };
+      void sse.write(`data: ${JSON.stringify(last)}\n\n`);
     }
     if (text) rec.responseContent = { text: text.join('') };
     sse.done();

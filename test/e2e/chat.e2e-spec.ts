@@ -25,6 +25,11 @@ models:
     pricing: { prompt: 1, completion: 1 }
     route:
       - { kind: openai_compat, base_url: "${upstream}", provider_model_id: "tokens:7" }
+  - id: acme/usage-on-finish
+    context_length: 8192
+    pricing: { prompt: 1, completion: 1 }
+    route:
+      - { kind: openai_compat, base_url: "${upstream}", provider_model_id: usage-on-finish }
   - id: acme/late-end
     context_length: 8192
     route:
@@ -163,6 +168,23 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     const row = rows.find((r) => `gen-${r.id}` === chunks[0].id)!;
     expect(row).toMatchObject({ stream: true, status_code: 200, completion_tokens: 7, usage_estimated: false, finish_reason: 'stop' });
     expect(row.ttft_ms).not.toBeNull();
+  });
+
+  it('sends usage in a last chunk of its own, other chunks saying usage: null, wherever the upstream put it', async () => {
+    for (const model of ['acme/tokens', 'acme/usage-on-finish']) {
+      const res = await fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model, stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'hi there' }] }),
+      });
+      const events = (await res.text()).split('\n\n').filter(Boolean);
+      expect(events.pop()).toBe('data: [DONE]');
+      const chunks = events.map((e) => JSON.parse(e.slice('data: '.length)) as OpenAI.Chat.Completions.ChatCompletionChunk);
+      const last = chunks.pop()!;
+      expect([model, last.choices, last.usage]).toEqual([model, [], expect.objectContaining({ prompt_tokens: expect.any(Number), completion_tokens: expect.any(Number) })]);
+      expect(chunks.every((c) => c.usage === null && c.choices.length > 0)).toBe(true);
+      expect(chunks[chunks.length - 1].choices[0].finish_reason).toBe('stop');
+    }
   });
 
   it('always asks upstream for usage, but shows it only to clients that asked', async () => {
