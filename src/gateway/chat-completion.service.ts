@@ -43,6 +43,7 @@ export class ChatCompletionService {
 
   private async json(ex: Execution, rec: RequestRecord, res: Response): Promise<void> {
     const upstream = await this.executor.complete(ex);
+    rec.answered();
     const out = this.present(upstream, rec, ex);
     if (!out.usage) {
       // A server that reports no usage still gets accounted; the client sees the estimate too.

@@ -27,6 +27,7 @@ export class RequestRecord {
   error: string | null = null;
   errorCode: string | null = null;
   finishReason: string | null = null;
+  /** Streams: until the first content reached the client; one-shot answers: until the whole answer came. */
   ttftMs?: number;
   usage?: Usage;
   /** Characters of answer sent to the client (for estimates). */
@@ -64,6 +65,11 @@ export class RequestRecord {
     return { counts: { prompt, completion: Math.ceil(this.deliveredChars / 4), cachedRead: 0, cacheWrite: 0, reasoning: 0 }, estimated: true };
   }
 
+  /** A one-shot answer arrived from the upstream: for its client, that is the first token. */
+  answered(): void {
+    this.ttftMs ??= performance.now() - this.startedAt;
+  }
+
   toRow(storeContent: boolean): ApiLog {
     const latency = Math.round(performance.now() - this.startedAt);
     const { counts, estimated } = this.tokens();
@@ -79,12 +85,15 @@ export class RequestRecord {
     if (this.execution && this.execution.model !== this.execution.requested) metadata.served_model = this.execution.model.id;
     if (this.upstreamId) metadata.upstream_id = this.upstreamId;
     if (this.clientRequestId) metadata.client_request_id = this.clientRequestId;
+    // A request no route answered names the last one that was tried (the one whose failure the
+    // client got), so failures show up by provider in the log and the metrics.
+    const tried = route ? undefined : this.execution?.attempts.findLast((a) => a.outcome !== 'skipped');
     return {
       id: this.id,
       created_at: this.createdAt,
       model: this.model.slice(0, 200),
-      provider: route?.kind ?? null,
-      endpoint: route?.id ?? null,
+      provider: route?.kind ?? tried?.provider ?? null,
+      endpoint: route?.id ?? tried?.route ?? null,
       stream: this.stream,
       status_code: this.status,
       error: this.error,

@@ -62,6 +62,7 @@ export class TextCompletionService {
       if (adapter.completeText) return adapter.completeText(body, route, ctx);
       return chat instanceof UpstreamError ? Promise.reject(chat) : adapter.complete(chat, route, ctx);
     });
+    rec.answered();
     rec.upstreamId = typeof answer.id === 'string' ? answer.id : undefined;
     const out = chatToCompletion(answer);
     out.id = generationId(rec.id);

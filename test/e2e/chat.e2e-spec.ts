@@ -146,6 +146,9 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     const rows = await gw.waitForRows(1);
     const row = rows.find((r) => r.id === res.id.slice(4))!;
     expect(row).toMatchObject({ model: 'acme/chat', provider: 'vllm', endpoint: 'local-vllm', status_code: 200, stream: false, prompt_tokens: 10, completion_tokens: 3, total_tokens: 13, usage_estimated: false, user_id: 'user-42' });
+    // For a client that does not stream, the first token comes with the whole answer.
+    expect(row.ttft_ms).toEqual(expect.any(Number));
+    expect(row.ttft_ms).toBeLessThanOrEqual(row.latency_ms);
     // 10 × 1.50 + 3 × 2 USD per million tokens
     expect(Number(row.cost_usd)).toBeCloseTo(0.000021, 12);
     expect(row.latency_ms).toBeGreaterThanOrEqual(0);
@@ -267,6 +270,11 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     expect(rows.filter((r) => r.model === 'acme/broken').map((r) => r.status_code)).toEqual([502]);
     expect(rows.filter((r) => r.model === 'acme/down').map((r) => r.status_code)).toEqual([502]);
     expect(rows.filter((r) => r.model === 'acme/hang').map((r) => r.status_code)).toEqual([504]);
+    // No route answered: the row (and the metrics) name the one that failed, and bill nothing.
+    for (const r of rows.filter((x) => ['acme/broken', 'acme/down', 'acme/hang'].includes(x.model))) {
+      expect([r.model, r.provider, typeof r.endpoint, Number(r.cost_usd)]).toEqual([r.model, 'openai_compat', 'string', 0]);
+    }
+    expect(await (await fetch(`${gw.url}/metrics`)).text()).toMatch(/hybridinference_requests_total\{model="acme\/broken",provider="openai_compat",status="502"\} 1/);
   });
 
   it('retries the first route, then fails over to the next when it keeps failing before answering', async () => {

@@ -125,6 +125,7 @@ export class MessagesService {
       const message = chatToMessage(out, messageId(rec.id), ctx.publicModel);
       return { text: JSON.stringify(message), message, estimated: !out.usage };
     });
+    rec.answered();
     const message = answer.message;
     rec.upstreamId = typeof message.id === 'string' ? message.id : undefined;
     rec.finishReason = finishReason(typeof message.stop_reason === 'string' ? message.stop_reason : null);
