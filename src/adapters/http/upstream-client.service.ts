@@ -16,8 +16,9 @@ export interface UpstreamRequest {
 }
 
 /**
- * The one way adapters reach an upstream: a keep-alive undici pool per origin, created on first
- * use and kept for the life of the process. Connection-level failures come back as typed
+ * The one way adapters reach an upstream: a keep-alive undici pool per origin (and connect
+ * timeout, which routes on one server may set apart), created on first use and kept for the
+ * life of the process. Connection-level failures come back as typed
  * `UpstreamError`s; HTTP error statuses are left to the adapter, which knows its provider's
  * error body.
  */
@@ -85,8 +86,10 @@ export class UpstreamClient implements OnApplicationShutdown {
     return new UpstreamError({ ...base, failure: 'reset', message: `upstream ${req.route} failed: ${detail}` });
   }
 
+  /** Pools are per origin and connect timeout: routes on one server may set different ones. */
   private pool(origin: string, connectTimeoutMs: number): Pool {
-    let pool = this.pools.get(origin);
+    const key = `${origin} ${connectTimeoutMs}`;
+    let pool = this.pools.get(key);
     if (!pool) {
       pool = new Pool(origin, {
         connections: this.config.env.UPSTREAM_MAX_CONNECTIONS,
@@ -94,7 +97,7 @@ export class UpstreamClient implements OnApplicationShutdown {
         keepAliveTimeout: this.config.env.UPSTREAM_KEEPALIVE_MS,
         connect: { timeout: connectTimeoutMs },
       });
-      this.pools.set(origin, pool);
+      this.pools.set(key, pool);
     }
     return pool;
   }

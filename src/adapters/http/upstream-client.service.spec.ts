@@ -1,0 +1,40 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { AppConfig, UpstreamTimeouts } from '../../config/app-config';
+import { UpstreamClient } from './upstream-client.service';
+
+describe('UpstreamClient', () => {
+  let server: Server;
+  let url: string;
+  let client: UpstreamClient;
+  const timeouts = (connectMs: number): UpstreamTimeouts => ({ connectMs, firstByteMs: 5000, firstTokenMs: 5000, idleMs: 5000, totalMs: 5000 });
+  const get = async (connectMs: number) => {
+    const res = await client.request({ url, method: 'GET', signal: new AbortController().signal, timeouts: timeouts(connectMs), route: 'r', provider: 'p' });
+    await res.body.text();
+  };
+
+  beforeAll(async () => {
+    server = createServer((_req, res) => res.end('ok'));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/models`;
+  });
+  beforeEach(() => {
+    client = new UpstreamClient({ env: { UPSTREAM_MAX_CONNECTIONS: 4, UPSTREAM_KEEPALIVE_MS: 1000 } } as unknown as AppConfig);
+  });
+  afterEach(() => client.onApplicationShutdown());
+  afterAll(() => new Promise((r) => server.close(r)));
+
+  const pools = () => (client as unknown as { pools: Map<string, unknown> }).pools.size;
+
+  it('keeps one pool per origin for calls with the same connect timeout', async () => {
+    await get(1000);
+    await get(1000);
+    expect(pools()).toBe(1);
+  });
+
+  it("gives a route on the same origin its own connect timeout (not the first route's)", async () => {
+    await get(1000);
+    await get(250);
+    expect(pools()).toBe(2);
+  });
+});
