@@ -174,8 +174,8 @@ export class MessagesService {
  * What a relayed or translated stream tells the request log: usage from `message_start` (input
  * and cache figures) overlaid with the cumulative figures of `message_delta`, the stop reason,
  * the time to the first content, and — for estimates when a stream is cut short — how much was
- * delivered. Only `message_start` and `message_delta` are parsed (and content deltas when full
- * content is stored); the other events are relayed without being looked into.
+ * delivered. `message_start`, `message_delta` and content deltas are parsed; the other events
+ * are relayed without being looked into.
  */
 class StreamTally {
   private usage?: AnthropicUsage;
@@ -208,15 +208,16 @@ class StreamTally {
       case 'ping':
       case 'message_stop':
         return;
-      case 'content_block_delta':
+      case 'content_block_delta': {
         rec.ttftMs ??= performance.now() - rec.startedAt;
-        // The envelope of a delta is about 70 characters; the rest is roughly its content.
-        rec.deliveredChars += Math.max(1, e.data.length - 70);
-        if (this.text) {
-          const delta = parse(e.data)?.delta as { text?: unknown } | undefined;
-          if (typeof delta?.text === 'string') this.text.push(delta.text);
-        }
+        // What the delta delivered, for an estimate if the upstream never reports usage (its
+        // envelope is most of a short token's event, so the event's length would overstate it).
+        const delta = parse(e.data)?.delta as { text?: unknown; partial_json?: unknown; thinking?: unknown } | undefined;
+        const piece = typeof delta?.text === 'string' ? delta.text : typeof delta?.partial_json === 'string' ? delta.partial_json : typeof delta?.thinking === 'string' ? delta.thinking : '';
+        rec.deliveredChars += piece.length;
+        if (this.text && typeof delta?.text === 'string') this.text.push(delta.text);
         return;
+      }
       default:
         rec.ttftMs ??= performance.now() - rec.startedAt;
     }
