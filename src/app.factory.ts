@@ -9,6 +9,7 @@ import { jsonBody } from './common/json-body';
 import { attachContext } from './common/request-context';
 import { AppConfig } from './config/app-config';
 import type { AppConfigOptions } from './config/app-config.module';
+import { isFramedPath } from './gateway/framed-paths';
 import { AppLogger } from './observability/app-logger';
 
 export interface CreateAppOptions extends AppConfigOptions {
@@ -44,7 +45,7 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
     attachContext(req, { requestId, startedAt: performance.now() });
     next();
   });
-  app.use(jsonBody(config.bodyLimitBytes, config.env.BODY_LIMIT));
+  app.use(jsonBody(config.bodyLimitBytes, config.env.BODY_LIMIT, isFramedPath));
   app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
   return app;
 }

@@ -90,6 +90,20 @@ export class PayloadTooLargeError extends GatewayError {
   override readonly code = 'request_too_large';
 }
 
+/** A request body the reader refused (not JSON, too large, compressed): its status, code and headers. */
+export class RequestBodyError extends GatewayError {
+  readonly type = 'invalid_request_error';
+  constructor(
+    readonly status: number,
+    message: string,
+    override readonly code: string,
+    override readonly param: string | null = null,
+    override readonly headers?: Record<string, string>,
+  ) {
+    super(message);
+  }
+}
+
 export class ServiceUnavailableError extends GatewayError {
   readonly status = 503;
   readonly type = 'server_error';

@@ -1,6 +1,7 @@
 import type { NextFunction, Request, Response } from 'express';
-import { anthropicErrorBody, isAnthropicPath, sendAnthropicError } from './anthropic-error';
-import { errorBody, sendError } from './openai-error';
+import { isAnthropicPath, sendAnthropicGatewayError } from './anthropic-error';
+import { RequestBodyError } from './errors';
+import { sendGatewayError } from './openai-error';
 import { contextOf } from './request-context';
 
 /**
@@ -8,26 +9,35 @@ import { contextOf } from './request-context';
  * gateway's CPU under load for features this API does not use (form bodies, charsets other than
  * UTF-8); this reads the bytes, enforces the size limit before and while reading, and parses.
  * Any declared content type is read as JSON, because `curl -d` sends form encoding by default.
- * Refusals are in OpenAI's error shape, or Anthropic's on the Anthropic surface's paths.
+ * Refusals are in OpenAI's error shape, or Anthropic's on the Anthropic surface's paths. On the
+ * model endpoints (`framed`) the refusal is left on the request for the handler's frame, which
+ * answers it after the key check and logs it like any other refused request.
  */
-export function jsonBody(limitBytes: number, limitText: string) {
-  const tooDeepText = `The request body nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep`;
+export function jsonBody(limitBytes: number, limitText: string, framed: (path: string) => boolean = () => false) {
   const tooLargeText = `The request body exceeds the limit of ${limitText} (BODY_LIMIT)`;
-  const refuse = (req: Request, res: Response, status: number, message: string, code: string, param: string | null = null, headers?: Record<string, string>) => {
-    if (isAnthropicPath(req.path)) sendAnthropicError(res, status, anthropicErrorBody(status, message, contextOf(req)?.requestId ?? null), headers);
-    else sendError(res, status, errorBody(message, 'invalid_request_error', code, param), headers);
+  const tooDeepText = `The request body nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep`;
+  const tooLarge = () => new RequestBodyError(413, tooLargeText, 'request_too_large', null, { connection: 'close' });
+  /** Answers now, or — on the model endpoints — leaves the refusal to the request frame (one log row). */
+  const refuse = (req: Request, res: Response, next: NextFunction, err: RequestBodyError) => {
+    if (framed(req.path)) {
+      (req as Request & { [BODY_ERROR]?: RequestBodyError })[BODY_ERROR] = err;
+      req.body = undefined;
+      return next();
+    }
+    if (isAnthropicPath(req.path)) sendAnthropicGatewayError(res, err, contextOf(req)?.requestId ?? null);
+    else sendGatewayError(res, err);
   };
   return (req: Request, res: Response, next: NextFunction): void => {
     if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'DELETE' || req.method === 'OPTIONS') return next();
     const declared = Number(req.headers['content-length']);
     if (declared > limitBytes) {
       req.resume(); // drain so the connection can be reused
-      return refuse(req, res, 413, tooLargeText, 'request_too_large', null, { connection: 'close' });
+      return refuse(req, res, next, tooLarge());
     }
     const encoding = req.headers['content-encoding'];
     if (encoding && encoding !== 'identity') {
       req.resume();
-      return refuse(req, res, 415, `Content-Encoding "${encoding}" is not supported; send the body uncompressed`, 'unsupported_encoding');
+      return refuse(req, res, next, new RequestBodyError(415, `Content-Encoding "${encoding}" is not supported; send the body uncompressed`, 'unsupported_encoding'));
     }
     const chunks: Buffer[] = [];
     let size = 0;
@@ -37,8 +47,9 @@ export function jsonBody(limitBytes: number, limitText: string) {
       size += chunk.length;
       if (size > limitBytes) {
         failed = true;
-        refuse(req, res, 413, tooLargeText, 'request_too_large', null, { connection: 'close' });
+        chunks.length = 0;
         req.resume();
+        refuse(req, res, next, tooLarge());
         return;
       }
       chunks.push(chunk);
@@ -53,15 +64,22 @@ export function jsonBody(limitBytes: number, limitText: string) {
       try {
         req.body = JSON.parse(text);
       } catch (err) {
-        return refuse(req, res, 400, `The request body is not valid JSON: ${(err as Error).message}`, 'invalid_json', 'body');
+        return refuse(req, res, next, new RequestBodyError(400, `The request body is not valid JSON: ${(err as Error).message}`, 'invalid_json', 'body'));
       }
-      if (jsonDepthExceeds(text, MAX_JSON_DEPTH)) return refuse(req, res, 400, tooDeepText, 'invalid_json', 'body');
+      if (jsonDepthExceeds(text, MAX_JSON_DEPTH)) return refuse(req, res, next, new RequestBodyError(400, tooDeepText, 'invalid_json', 'body'));
       next();
     });
     req.on('error', () => {
       failed = true; // the client went away mid-body; nothing to answer
     });
   };
+}
+
+const BODY_ERROR = Symbol('bodyError');
+
+/** The body reader's refusal of this request, left for the request frame to answer and log. */
+export function bodyErrorOf(req: Request): RequestBodyError | undefined {
+  return (req as Request & { [BODY_ERROR]?: RequestBodyError })[BODY_ERROR];
 }
 
 /**

@@ -3,6 +3,7 @@ import type { Request, Response } from 'express';
 import { GatewayError, InvalidRequestError, ModelNotFoundError, ServiceUnavailableError, UpstreamError } from '../common/errors';
 import { anthropicBodyOf, sendAnthropicGatewayError } from '../common/anthropic-error';
 import { sendGatewayError } from '../common/openai-error';
+import { bodyErrorOf } from '../common/json-body';
 import { contextOf, type RequestContext } from '../common/request-context';
 import { AppConfig } from '../config/app-config';
 import { ModelRegistry, type RegistrySnapshot } from '../config/model-registry.service';
@@ -97,6 +98,8 @@ export class GatewayCalls {
     const ticket = this.inflight.enter(abort);
     try {
       if (!ticket) throw new ServiceUnavailableError('The gateway is shutting down; retry on another instance');
+      const refused = bodyErrorOf(req);
+      if (refused) throw refused;
       await work({ rec, ctx, signal: abort.signal, snapshot: this.registry.current() });
     } catch (err) {
       this.answerError(err, rec, res, abort.signal, shape, ticket?.shutdown);

@@ -124,7 +124,8 @@ export class RequestRecord {
       provider: row.provider ?? 'none',
       status: row.status_code,
       latencyMs: row.latency_ms,
-      ttftMs: row.ttft_ms ?? undefined,
+      // The histogram is about streams: a one-shot answer's first token is its whole latency.
+      ttftMs: row.stream ? (row.ttft_ms ?? undefined) : undefined,
       promptTokens: row.prompt_tokens,
       completionTokens: row.completion_tokens,
       cachedTokens: row.cached_tokens,

@@ -75,6 +75,30 @@ describe('API surface', () => {
     expect(JSON.parse(res.text).error.code).toBe('request_too_large');
   });
 
+  it('logs a body the reader refused on every model endpoint, one row each, in the surface\'s shape', async () => {
+    const paths = ['/v1/chat/completions', '/v1/completions', '/v1/embeddings', '/v1/messages', '/v1/messages/count_tokens', '/anthropic/v1/messages', '/anthropic/v1/messages/count_tokens', '/v1/chat/completions/'];
+    const answers: Array<[string, number, string]> = [];
+    for (const path of paths) {
+      const res = await rawPost(`${gw.url}${path}`, '{"model": ');
+      const body = JSON.parse(res.text) as { error: { type: string } };
+      expect([path, res.status, body.error.type]).toEqual([path, 400, 'invalid_request_error']);
+      answers.push([path, 400, res.headers.get('x-request-id')!]);
+    }
+    const tooLarge = await rawPost(`${gw.url}${chat}`, { model: 'demo/mock', messages: [{ role: 'user', content: 'x'.repeat(70 * 1024) }] });
+    expect(tooLarge.status).toBe(413);
+    answers.push(['413', 413, tooLarge.headers.get('x-request-id')!]);
+    const gzip = await rawPost(`${gw.url}${chat}`, '{}', { headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' } });
+    expect(gzip.status).toBe(415);
+    answers.push(['415', 415, gzip.headers.get('x-request-id')!]);
+    const rows = new Map((await gw.rows()).map((r) => [r.id, r]));
+    for (const [what, status, id] of answers) expect([what, rows.get(id)?.status_code]).toEqual([what, status]);
+    const anthropic = JSON.parse((await rawPost(`${gw.url}/anthropic/v1/messages`, '[')).text) as Record<string, unknown>;
+    expect(anthropic).toMatchObject({ type: 'error', error: { type: 'invalid_request_error' } });
+    // Other endpoints answer at once, as before (no row: they are not model calls).
+    const admin = await rawPost(`${gw.url}/admin/routing/reload`, '{"x": ');
+    expect(admin.status).toBe(400);
+  });
+
   it('answers unknown paths and methods with 404 in the same shape', async () => {
     const res = await request(`${gw.url}/v1/nothing-here`);
     expect(res.statusCode).toBe(404);
