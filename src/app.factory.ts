@@ -1,11 +1,14 @@
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { DynamicModule, ForwardReference, Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { NextFunction, Request, Response } from 'express';
 import { AppModule } from './app.module';
 import { jsonBody } from './common/json-body';
+import { errorBody } from './common/openai-error';
 import { attachContext } from './common/request-context';
 import { AppConfig } from './config/app-config';
 import type { AppConfigOptions } from './config/app-config.module';
@@ -46,6 +49,27 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
     next();
   });
   app.use(jsonBody(config.bodyLimitBytes, config.env.BODY_LIMIT, isFramedPath));
+  app.getHttpServer().on('clientError', answerClientError);
   app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
   return app;
+}
+
+/**
+ * A request Node's parser refuses before any route sees it (headers or URL over the limit, a
+ * malformed request line) gets an answer in the API's shape instead of Node's bare status line.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+  const inFlight = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+  if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent) {
+    socket.destroy();
+    return;
+  }
+  const [status, message] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'The request line and headers exceed the size limit (16 KB); send long values in the body']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'The request was not received in time']
+        : [400, `The request is not valid HTTP (${err.code ?? 'parse error'})`];
+  const body = JSON.stringify(errorBody(message, status === 408 ? 'timeout_error' : 'invalid_request_error', status === 431 ? 'request_too_large' : 'invalid_request'));
+  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
 }

@@ -28,8 +28,10 @@ export class OpenAiExceptionFilter implements ExceptionFilter {
       const message = Array.isArray(r) ? r.join('; ') : typeof r === 'string' ? r : ((r as { message?: unknown }).message ?? exception.message);
       const text = Array.isArray(message) ? message.join('; ') : String(message);
       if (anthropic) return sendAnthropicError(res, status, anthropicErrorBody(status, text, id ?? null));
-      const code = status === 404 ? 'not_found' : status === 405 ? 'method_not_allowed' : null;
-      return sendError(res, status, errorBody(text, typeForStatus(status), code));
+      // Express refuses a path whose percent-encoding does not decode (`/v1/models/%ZZ`) this way.
+      const badPath = status === 400 && text.startsWith('Failed to decode param');
+      const code = status === 404 ? 'not_found' : status === 405 ? 'method_not_allowed' : badPath ? 'invalid_path' : null;
+      return sendError(res, status, errorBody(text, typeForStatus(status), code, badPath ? 'path' : null));
     }
     this.logger.error(exception instanceof Error ? exception : String(exception));
     const message = `The gateway failed to handle this request (request id ${id ?? 'unknown'})`;

@@ -99,6 +99,18 @@ describe('API surface', () => {
     expect(admin.status).toBe(400);
   });
 
+  it('answers a path that does not decode with a 400 naming the path', async () => {
+    const res = await request(`${gw.url}/v1/models/%ZZ`);
+    expect(res.statusCode).toBe(400);
+    expect(await res.body.json()).toEqual({ error: { message: expect.stringContaining('%ZZ'), type: 'invalid_request_error', param: 'path', code: 'invalid_path' } });
+  });
+
+  it('answers a request line over Node\'s header limit with 431 in the same shape', async () => {
+    const res = await request(`${gw.url}/v1/models/${'x'.repeat(20_000)}`);
+    expect(res.statusCode).toBe(431);
+    expect(await res.body.json()).toEqual({ error: { message: expect.stringContaining('size limit'), type: 'invalid_request_error', param: null, code: 'request_too_large' } });
+  });
+
   it('answers unknown paths and methods with 404 in the same shape', async () => {
     const res = await request(`${gw.url}/v1/nothing-here`);
     expect(res.statusCode).toBe(404);
