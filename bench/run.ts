@@ -201,15 +201,16 @@ models:
     gatewayRequests += r.requests;
   }
   const rssAtEnd = rssMb(gateway.child.pid!, 'VmRSS');
-  // V8's memory reducer hands the heap back some seconds after the load stops (seen: 10-25 s).
-  // Wait 30 s, then read until the figure holds still (5 s apart, within 1 MB), at most 90 s.
+  // V8's memory reducer hands the heap back some seconds after the load stops (seen: 10-40 s;
+  // two readings 5 s apart can agree before it has run). Read every 5 s from 25 s on until the
+  // figure has held still (within 1 MB) for 20 s, at most 120 s.
   await new Promise((r) => setTimeout(r, 25_000));
-  let rssSettled = rssAtEnd;
-  for (let waited = 25_000, previous = Infinity; waited < 90_000; waited += 5000) {
+  let rssSettled = rssMb(gateway.child.pid!, 'VmRSS');
+  for (let waited = 25_000, still = 0; waited < 120_000 && still < 4; waited += 5000) {
     await new Promise((r) => setTimeout(r, 5000));
-    rssSettled = rssMb(gateway.child.pid!, 'VmRSS');
-    if (Math.abs(previous - rssSettled) < 1) break;
-    previous = rssSettled;
+    const now = rssMb(gateway.child.pid!, 'VmRSS');
+    still = Math.abs(now - rssSettled) < 1 ? still + 1 : 0;
+    rssSettled = now;
   }
   const rssPeak = rssMb(gateway.child.pid!, 'VmHWM');
 
