@@ -1,6 +1,6 @@
 import 'reflect-metadata';
 import { randomUUID } from 'node:crypto';
-import { STATUS_CODES } from 'node:http';
+import { maxHeaderSize, STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { DynamicModule, ForwardReference, Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
@@ -66,7 +66,7 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
   }
   const [status, message] =
     err.code === 'HPE_HEADER_OVERFLOW'
-      ? [431, 'The request line and headers exceed the size limit (16 KB); send long values in the body']
+      ? [431, `The request line and headers exceed the size limit (${Math.round(maxHeaderSize / 1024)} KB); send long values in the body`]
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
         ? [408, 'The request was not received in time']
         : [400, `The request is not valid HTTP (${err.code ?? 'parse error'})`];

@@ -84,12 +84,6 @@ export class PermissionError extends GatewayError {
   }
 }
 
-export class PayloadTooLargeError extends GatewayError {
-  readonly status = 413;
-  readonly type = 'invalid_request_error';
-  override readonly code = 'request_too_large';
-}
-
 /** A request body the reader refused (not JSON, too large, compressed): its status, code and headers. */
 export class RequestBodyError extends GatewayError {
   readonly type = 'invalid_request_error';
@@ -134,8 +128,8 @@ export interface UpstreamErrorInit {
   /** The status to answer with, where the default for the failure is wrong (e.g. 503 for an overloaded upstream). */
   status?: number;
   /**
-   * The gateway's own code failed on this request (an adapter threw something other than an
-   * `UpstreamError`): not the endpoint's fault, so it never counts against its circuit breaker.
+   * The request made the gateway's own code fail (an adapter threw a RangeError): not the
+   * endpoint's fault, so it never counts against its circuit breaker.
    */
   gatewayFault?: boolean;
 }

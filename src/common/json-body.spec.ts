@@ -1,26 +1,29 @@
-import { jsonDepthExceeds } from './json-body';
+import { nestingExceeds } from './json-body';
 
-describe('jsonDepthExceeds', () => {
-  const nested = (n: number, open = '[', close = ']') => open.repeat(n) + close.repeat(n);
+describe('nestingExceeds', () => {
+  const arrays = (n: number): unknown => JSON.parse('['.repeat(n) + ']'.repeat(n));
+  const objects = (n: number): unknown => JSON.parse('{"a":'.repeat(n - 1) + '{}' + '}'.repeat(n - 1));
 
   it('allows exactly the limit and refuses one level more, arrays and objects alike', () => {
-    expect(jsonDepthExceeds(nested(10), 10)).toBe(false);
-    expect(jsonDepthExceeds(nested(11), 10)).toBe(true);
-    const objects = (n: number) => '{"a":'.repeat(n - 1) + '{}' + '}'.repeat(n - 1);
-    expect(JSON.parse(objects(11))).toBeDefined();
-    expect(jsonDepthExceeds(objects(10), 10)).toBe(false);
-    expect(jsonDepthExceeds(objects(11), 10)).toBe(true);
+    expect(nestingExceeds(arrays(10), 10)).toBe(false);
+    expect(nestingExceeds(arrays(11), 10)).toBe(true);
+    expect(nestingExceeds(objects(10), 10)).toBe(false);
+    expect(nestingExceeds(objects(11), 10)).toBe(true);
+    expect(nestingExceeds({ a: [{ b: [1] }] }, 4)).toBe(false);
+    expect(nestingExceeds({ a: [{ b: [[1]] }] }, 4)).toBe(true);
   });
 
-  it('counts levels, not brackets: siblings do not add up', () => {
-    const wide = JSON.stringify(Array.from({ length: 50 }, () => [[[1]]]));
-    expect(jsonDepthExceeds(wide, 4)).toBe(false);
-    expect(jsonDepthExceeds(wide, 3)).toBe(true);
+  it('counts levels, not containers: siblings do not add up, scalars and strings are leaves', () => {
+    const wide = Array.from({ length: 50 }, () => [[[1]]]);
+    expect(nestingExceeds(wide, 4)).toBe(false);
+    expect(nestingExceeds(wide, 3)).toBe(true);
+    expect(nestingExceeds('[[[[[[[[[[[[', 1)).toBe(false);
+    expect(nestingExceeds(null, 0)).toBe(false);
+    expect(nestingExceeds(42, 0)).toBe(false);
   });
 
-  it('ignores brackets inside strings, escaped quotes included', () => {
-    const text = JSON.stringify({ s: '[[[[[[[[[[[[[[[[[[[[[[[[', t: 'say \\"[[[[[[[[[[[[[[[[[[["', u: '\\\\' });
-    expect(jsonDepthExceeds(text, 1)).toBe(false);
-    expect(jsonDepthExceeds(`[${text}]`, 1)).toBe(true);
+  it('finds a deep branch after shallow ones, and survives nesting far beyond its limit', () => {
+    expect(nestingExceeds({ a: 1, b: [2], c: { d: arrays(200) } }, 128)).toBe(true);
+    expect(nestingExceeds(arrays(20_000), 128)).toBe(true);
   });
 });

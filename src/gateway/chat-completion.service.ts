@@ -82,10 +82,6 @@ export class ChatCompletionService {
     const chunks = this.executor.stream(ex);
     try {
       for await (const chunk of chunks) {
-        if (keepalive) {
-          clearInterval(keepalive);
-          keepalive = undefined;
-        }
         if (sse.closed || signal.aborted) break;
         rec.upstreamId ??= typeof chunk.id === 'string' ? chunk.id : undefined;
         chunk.id = id;
@@ -99,10 +95,15 @@ export class ChatCompletionService {
             continue;
           }
         }
+        // The first chunk the client will see ends the wait (a held usage chunk does not).
+        if (keepalive) {
+          clearInterval(keepalive);
+          keepalive = undefined;
+        }
         // OpenAI's rule: usage only in a last chunk of its own, and only when asked for; then
-        // every other chunk says `"usage": null`.
-        if (wantUsage) chunk.usage = null;
-        else if (chunk.usage !== undefined) delete chunk.usage;
+        // every other chunk says `"usage": null`. Assigned, not deleted: delete would make the
+        // chunk a slow dictionary object; JSON leaves an undefined property out.
+        chunk.usage = wantUsage ? null : undefined;
         if (first && chunk.choices.length > 0) {
           first = false;
           const d = chunk.choices[0].delta;

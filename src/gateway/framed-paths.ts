@@ -14,7 +14,11 @@ const FRAMED_PATHS: ReadonlySet<string> = new Set([
   '/anthropic/v1/messages/count_tokens',
 ]);
 
-/** Whether `path` (as Express gives it; a trailing slash matches the route too) is a model endpoint. */
+/**
+ * Whether `path` (as Express gives it) is a model endpoint. Express routes ignore case and a
+ * trailing slash by default, so this does too.
+ */
 export function isFramedPath(path: string): boolean {
-  return FRAMED_PATHS.has(path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path);
+  const p = path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;
+  return FRAMED_PATHS.has(p) || FRAMED_PATHS.has(p.toLowerCase());
 }

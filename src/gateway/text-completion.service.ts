@@ -96,10 +96,6 @@ export class TextCompletionService {
     };
     try {
       for await (const chunk of this.executor.stream(ex, open)) {
-        if (keepalive) {
-          clearInterval(keepalive);
-          keepalive = undefined;
-        }
         if (sse.closed || signal.aborted) break;
         rec.upstreamId ??= typeof chunk.id === 'string' ? chunk.id : undefined;
         if (chunk.usage) {
@@ -109,9 +105,14 @@ export class TextCompletionService {
             continue;
           }
         }
+        // The first chunk the client will see ends the wait (a held usage chunk does not).
+        if (keepalive) {
+          clearInterval(keepalive);
+          keepalive = undefined;
+        }
         // As for chat: usage only in a last chunk of its own, when asked for; null before it.
-        if (wantUsage) chunk.usage = null;
-        else if (chunk.usage !== undefined) delete chunk.usage;
+        // Assigned, not deleted (a deleted property makes the object a slow dictionary).
+        chunk.usage = wantUsage ? null : undefined;
         const out = chatChunkToCompletion(chunk);
         out.id = id;
         out.model = ex.model.id;

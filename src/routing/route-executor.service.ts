@@ -265,7 +265,10 @@ export class RouteExecutor {
       return e;
     }
     this.logger.error(`adapter ${route.kind} threw on route ${route.id}: ${(e as Error)?.stack ?? String(e)}`);
-    return new UpstreamError({ failure: 'protocol', message: `adapter ${route.kind} failed on route ${route.id}: ${(e as Error)?.message ?? String(e)}`, route: route.id, provider: route.kind, gatewayFault: true });
+    // A RangeError (a value too deep to serialise, a number out of range) comes from what the
+    // request carried, not from the endpoint: it must not open the route's circuit for everyone.
+    // Anything else (a mapper choking on the upstream's answer) counts as the endpoint's fault.
+    return new UpstreamError({ failure: 'protocol', message: `adapter ${route.kind} failed on route ${route.id}: ${(e as Error)?.message ?? String(e)}`, route: route.id, provider: route.kind, gatewayFault: e instanceof RangeError });
   }
 
   /** Every planned route was skipped (their circuits opened while this request was under way). */

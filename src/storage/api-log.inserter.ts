@@ -5,6 +5,9 @@ import type { ColumnMetadata } from 'typeorm/metadata/ColumnMetadata';
 import { ApiLog } from './entities/api-log.entity';
 import { rollupDeltas, SqliteRollup, upsertRollupPostgres } from './api-log-rollup';
 
+/** Rows per SQLite transaction (see ApiLogInserter). */
+export const SQLITE_SLICE = 50;
+
 /**
  * Inserts request-log batches, ignoring rows already present (so a replayed spool never
  * duplicates). TypeORM's query builder re-scans its parameter list for every placeholder
@@ -22,9 +25,6 @@ import { rollupDeltas, SqliteRollup, upsertRollupPostgres } from './api-log-roll
  * The rows actually inserted (not those already present) are added to the hourly rollup
  * (`api_logs_hourly`) in the same transaction, so statistics never count a row twice or miss one.
  */
-/** Rows per SQLite transaction (see above). */
-export const SQLITE_SLICE = 50;
-
 export class ApiLogInserter {
   private readonly columns: ColumnMetadata[];
   /** Text columns, with their length limit where they have one (varchar). */
@@ -73,8 +73,8 @@ export class ApiLogInserter {
         return json.has(c) && typeof v === 'string' ? withoutNulEscapes(v) : v;
       });
     if (this.sqlite) {
-      // A slice that fails leaves the earlier ones in; the caller spools the whole batch, and
-      // the replay's INSERT OR IGNORE (and the rollup of fresh rows only) keeps that exact.
+      // A slice that fails leaves the earlier ones in; the writer then retries the batch row by
+      // row or spools it, and INSERT OR IGNORE (with the rollup of fresh rows only) keeps that exact.
       for (let i = 0; i < rows.length; i += SQLITE_SLICE) {
         if (i > 0) await nextTurn();
         const slice = rows.length <= SQLITE_SLICE ? rows : rows.slice(i, i + SQLITE_SLICE);

@@ -1,5 +1,6 @@
 import { Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { appendFile, mkdir, readdir, readFile, rename, unlink } from 'node:fs/promises';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { join } from 'node:path';
 import { AppConfig } from '../config/app-config';
 import { MetricsService } from '../observability/metrics.service';
@@ -17,6 +18,8 @@ class RowsNotWritten extends Error {
   constructor(
     override readonly cause: unknown,
     readonly rows: ApiLog[],
+    /** Rows of the batch that did go in before the failure. */
+    readonly written = 0,
   ) {
     super((cause as Error)?.message ?? String(cause));
   }
@@ -146,6 +149,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       try {
         this.stats.written += await this.insertBatch(batch);
       } catch (err) {
+        if (err instanceof RowsNotWritten) this.stats.written += err.written;
         const rest = err instanceof RowsNotWritten ? err.rows : batch;
         this.logger.warn(`request-log insert failed, ${rest.length} rows spooled: ${(err as Error).message}`);
         this.db.reportFailure(err instanceof RowsNotWritten ? err.cause : err);
@@ -177,15 +181,31 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     }
     let written = 0;
     for (let i = 0; i < rows.length; i++) {
+      // One transaction per row: give the event loop a turn between them (SQLite is synchronous).
+      if (i > 0) await nextTurn();
       try {
-        await this.insert([rows[i]]);
+        await this.insertOne(rows[i]);
         written++;
       } catch (err) {
-        if (!isDataError(err)) throw new RowsNotWritten(err, rows.slice(i));
+        if (!isDataError(err)) throw new RowsNotWritten(err, rows.slice(i), written);
         await this.reject(rows[i], err);
       }
     }
     return written;
+  }
+
+  /**
+   * One row; if its stored content cannot be serialised (a RangeError), the row goes in without
+   * it, so its tokens and cost are still accounted.
+   */
+  private async insertOne(row: ApiLog): Promise<void> {
+    try {
+      await this.insert([row]);
+    } catch (err) {
+      if (!(err instanceof RangeError) || (row.request_content === null && row.response_content === null)) throw err;
+      this.logger.error(`request-log row ${row.id}: its stored content cannot be serialised (${err.message}); written without it`);
+      await this.insert([{ ...row, request_content: null, response_content: null }]);
+    }
   }
 
   /** Keeps a row the database refused, in a file of its own next to the spool, and says so. */
@@ -283,6 +303,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       await unlink(path);
       this.logger.log(`replayed ${rows.length} spooled request-log rows`);
     } catch (err) {
+      if (err instanceof RowsNotWritten) this.stats.replayed += err.written;
       this.db.reportFailure(err instanceof RowsNotWritten ? err.cause : err);
       // What is left goes back to this process's spool; the claimed file is then removed.
       const rest = [...(err instanceof RowsNotWritten ? err.rows : rows.slice(done, done + REPLAY_BATCH)), ...rows.slice(done + REPLAY_BATCH)];

@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import OpenAI, { APIError } from 'openai';
 import { CompatProviderUpstream } from '../fixtures/compat-providers-upstream';
 import { ACCESS_ENV, adminApi } from '../helpers/access';
@@ -32,6 +33,20 @@ models:
   afterAll(async () => {
     await gw?.close();
     await vllm.stop();
+  });
+
+  it('closes the connection after a refused oversized body, whatever answers first (here the key check)', async () => {
+    const { port } = new URL(gw.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    let text = '';
+    socket.on('data', (b: Buffer) => (text += b.toString()));
+    const closed = new Promise<void>((r) => socket.on('close', () => r()));
+    socket.write('POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 50000000\r\n\r\n{"model": "base/llama", ');
+    // The client would go on sending for a long time; the server must not read on with the
+    // connection kept open once it has answered.
+    await closed;
+    expect(text).toMatch(/^HTTP\/1\.1 401 /);
+    expect(text.toLowerCase()).toContain('connection: close');
   });
 
   it('refuses embeddings and text completions without a key (401) when auth is on', async () => {

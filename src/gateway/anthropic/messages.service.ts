@@ -212,10 +212,11 @@ class StreamTally {
         rec.ttftMs ??= performance.now() - rec.startedAt;
         // What the delta delivered, for an estimate if the upstream never reports usage (its
         // envelope is most of a short token's event, so the event's length would overstate it).
-        const delta = parse(e.data)?.delta as { text?: unknown; partial_json?: unknown; thinking?: unknown } | undefined;
-        const piece = typeof delta?.text === 'string' ? delta.text : typeof delta?.partial_json === 'string' ? delta.partial_json : typeof delta?.thinking === 'string' ? delta.thinking : '';
-        rec.deliveredChars += piece.length;
-        if (this.text && typeof delta?.text === 'string') this.text.push(delta.text);
+        rec.deliveredChars += deltaChars(e.data);
+        if (this.text) {
+          const delta = parse(e.data)?.delta as { text?: unknown } | undefined;
+          if (typeof delta?.text === 'string') this.text.push(delta.text);
+        }
         return;
       }
       default:
@@ -235,6 +236,27 @@ class StreamTally {
     rec.usage = anthropicUsage({ ...this.usage, output_tokens: Math.max(Number(this.usage.output_tokens) || 0, delivered) });
     rec.usageEstimated = true;
   }
+}
+
+const DELTA_KEYS = ['"text":"', '"partial_json":"', '"thinking":"'];
+
+/**
+ * How many characters a `content_block_delta` event's data carries (its text, partial JSON or
+ * thinking), without parsing the event: the field's string up to its closing quote, an escape
+ * counting as one character (a \uXXXX escape as five, close enough for an estimate). Unknown
+ * deltas (signatures) count nothing.
+ */
+export function deltaChars(data: string): number {
+  for (const key of DELTA_KEYS) {
+    const at = data.indexOf(key);
+    if (at < 0) continue;
+    let n = 0;
+    for (let i = at + key.length; i < data.length && data.charCodeAt(i) !== 0x22; i++, n++) {
+      if (data.charCodeAt(i) === 0x5c) i++; // a backslash escapes the next character
+    }
+    return n;
+  }
+  return 0;
 }
 
 /** A chat stream as Messages events (the translator's closing events once the chat stream ended). */
