@@ -83,8 +83,11 @@ export class CircuitBreaker {
   }
 
   /** An active health probe succeeded: stop waiting out the cooldown and let probes through. */
-  probeSucceeded(now: number): void {
-    if (this.state === 'open') this.openUntil = Math.min(this.openUntil, now);
+  /** A recovered health probe ends the cooldown now; returns whether it was running. */
+  probeSucceeded(now: number): boolean {
+    if (this.state !== 'open' || this.openUntil <= now) return false;
+    this.openUntil = now;
+    return true;
   }
 
   reset(): void {

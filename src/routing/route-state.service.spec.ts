@@ -64,6 +64,8 @@ describe('RouteStateService', () => {
     const s = new RouteStateService(registry);
     const m = model('m', [route('a', 'http://gpu:8000/v1')]);
     const st = s.get(m, m.routes[0]);
+    const seen: string[] = [];
+    s.onTransition((x, t) => seen.push(`${x.key}:${t}:${Math.round(x.breaker.openUntil - performance.now()) <= 0 ? 'ends now' : 'cooling'}`));
     s.failed(st, s.acquire(st), http503());
     s.failed(st, s.acquire(st), http503());
     s.setHealth(st.endpoint.key, { ok: true });
@@ -72,6 +74,10 @@ describe('RouteStateService', () => {
     s.setHealth(st.endpoint.key, { ok: true });
     expect(s.availability(st)).toBe('ok');
     expect(s.acquire(st)).toBe('probe');
+    // The shortened cooldown is announced (and so shared), once.
+    s.setHealth(st.endpoint.key, { ok: false });
+    s.setHealth(st.endpoint.key, { ok: true });
+    expect(seen).toEqual(['m|a:opened:cooling', 'm|a:opened:ends now']);
   });
 
   it('announces circuit transitions, and counts only the endpoint\'s own failures', () => {

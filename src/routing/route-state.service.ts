@@ -271,7 +271,9 @@ export class RouteStateService {
     e.checkedAt = result.checkedAt ?? Date.now();
     if (recovered) {
       const now = performance.now();
-      for (const st of this.routes.values()) if (st.endpoint === e) st.breaker.probeSucceeded(now);
+      // The shortened cooldown is shared like an opening (open until now), or the next sync
+      // would read the old cooldown back from Redis and undo it.
+      for (const st of this.routes.values()) if (st.endpoint === e && st.breaker.probeSucceeded(now)) this.emit(st, 'opened');
     }
     return changed;
   }

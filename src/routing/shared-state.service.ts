@@ -166,8 +166,9 @@ export class SharedStateService implements OnApplicationBootstrap, OnApplication
       if (!st || !c || typeof c.open_until !== 'number' || st.changedAt > sentAt) continue;
       const until = now + (c.open_until - redisNow);
       const b = st.breaker;
-      // Closed here, open there: adopt it. Half-open here while another process re-opened it: adopt that too.
-      if (b.state === 'closed' || (b.state === 'half_open' && until > now) || (b.state === 'open' && b.openUntil !== until)) {
+      // Closed here, open there: adopt it (unless its cooldown is over: a recovered probe ends it
+      // by writing "open until now"). Half-open here while another process re-opened it: adopt that too.
+      if ((b.state === 'closed' && until > now) || (b.state === 'half_open' && until > now) || (b.state === 'open' && b.openUntil !== until)) {
         if (b.state === 'closed') this.logger.warn(`circuit of ${key} opened by another process`);
         b.open(now, until);
         b.consecutiveFailures = Math.max(b.consecutiveFailures, c.failures || 0);

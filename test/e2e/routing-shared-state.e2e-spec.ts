@@ -100,8 +100,10 @@ models:
     await eventually(async () => (await circuitOf(b, 's/heals')).state === 'open', 'b sees the circuit open');
     // Shorten a's cooldown the way a recovered health probe would, let its half-open probe
     // succeed (the upstream now answers), and watch b follow.
-    const st = a.app.get(RouteStateService).byKey('s/heals|heals')!;
-    st.breaker.probeSucceeded(performance.now());
+    const state = a.app.get(RouteStateService);
+    const endpoint = state.byKey('s/heals|heals')!.endpoint.key;
+    state.setHealth(endpoint, { ok: false });
+    state.setHealth(endpoint, { ok: true });
     const res = await a.client().chat.completions.create({ model: 's/heals', messages: [{ role: 'user', content: 'x' }] });
     expect(res.choices[0].message.content).toBe('echo: x');
     expect((await circuitOf(a, 's/heals')).state).toBe('closed');
