@@ -11,6 +11,7 @@ import { validateChatRequest } from './chat-request.validator';
 import { GatewayCalls } from './gateway-call.service';
 import type { RequestRecord } from './request-record';
 import { SseWriter } from './sse-writer';
+import { StreamUsage } from './stream-usage';
 
 /**
  * Serves POST /v1/chat/completions: validate, resolve the model, run the routes, answer as JSON
@@ -71,14 +72,11 @@ export class ChatCompletionService {
   }
 
   private async stream(chat: ChatRequest, ex: Execution, rec: RequestRecord, res: Response, signal: AbortSignal): Promise<void> {
-    const sse = new SseWriter(res);
-    const wantUsage = chat.stream_options?.include_usage === true;
+    const sse = new SseWriter(res, this.config.env.STREAM_KEEPALIVE_MS);
+    const usage = new StreamUsage(chat.stream_options?.include_usage === true, rec);
     const id = generationId(rec.id);
     const content: string[] | undefined = this.config.env.DB_STORE_FULL_CONTENT ? [] : undefined;
-    let keepalive: ReturnType<typeof setInterval> | undefined = setInterval(() => sse.keepalive(), this.config.env.STREAM_KEEPALIVE_MS);
     let first = true;
-    /** The upstream's usage-only chunk, held: it goes last, whatever the upstream's order. */
-    let usageChunk: ChatChunk | undefined;
     const chunks = this.executor.stream(ex);
     try {
       for await (const chunk of chunks) {
@@ -88,22 +86,8 @@ export class ChatCompletionService {
         chunk.model = ex.model.id;
         chunk.provider = ex.route?.kind;
         chunk.route = ex.route?.id;
-        if (chunk.usage) {
-          rec.usage = chunk.usage;
-          if (chunk.choices.length === 0) {
-            usageChunk = chunk;
-            continue;
-          }
-        }
-        // The first chunk the client will see ends the wait (a held usage chunk does not).
-        if (keepalive) {
-          clearInterval(keepalive);
-          keepalive = undefined;
-        }
-        // OpenAI's rule: usage only in a last chunk of its own, and only when asked for; then
-        // every other chunk says `"usage": null`. Assigned, not deleted: delete would make the
-        // chunk a slow dictionary object; JSON leaves an undefined property out.
-        chunk.usage = wantUsage ? null : undefined;
+        if (!usage.take(chunk)) continue;
+        sse.stopKeepalive();
         if (first && chunk.choices.length > 0) {
           first = false;
           const d = chunk.choices[0].delta;
@@ -114,14 +98,14 @@ export class ChatCompletionService {
         if (wait) await wait;
       }
     } finally {
-      if (keepalive) clearInterval(keepalive);
+      sse.stopKeepalive();
     }
     if (signal.aborted || sse.closed) {
       throw new UpstreamError({ failure: 'aborted', message: 'the client closed the request' });
     }
-    if (wantUsage) {
-      const usage = rec.usage ?? usageFromCounts(estimatePromptTokens(chat), Math.ceil(rec.deliveredChars / 4));
-      const last = usageChunk ? { ...usageChunk, usage } : { id, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: ex.model.id, choices: [], usage };
+    if (usage.wanted) {
+      const final = usage.final(() => estimatePromptTokens(chat));
+      const last = usage.held ? { ...usage.held, usage: final } : { id, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: ex.model.id, choices: [], usage: final };
       void sse.write(`data: ${JSON.stringify(last)}\n\n`);
     }
     if (content) rec.responseContent = { content: content.join('') };

@@ -8,8 +8,22 @@ import { SSE_DONE, SSE_KEEPALIVE } from '../common/sse';
  */
 export class SseWriter {
   private started = false;
+  private keepaliveTimer?: ReturnType<typeof setInterval>;
 
-  constructor(private readonly res: Response) {}
+  /** `keepaliveMs`: send `: keepalive` comments at this interval until `stopKeepalive` (the wait for a first token). */
+  constructor(
+    private readonly res: Response,
+    keepaliveMs?: number,
+  ) {
+    if (keepaliveMs) this.keepaliveTimer = setInterval(() => this.keepalive(), keepaliveMs);
+  }
+
+  /** The wait is over (the first event the client will see); also done by every way of ending. */
+  stopKeepalive(): void {
+    if (this.keepaliveTimer === undefined) return;
+    clearInterval(this.keepaliveTimer);
+    this.keepaliveTimer = undefined;
+  }
 
   /** The client is gone (or the response was ended): stop producing. */
   get closed(): boolean {
@@ -52,6 +66,7 @@ export class SseWriter {
 
   /** Ends a stream that completed: `data: [DONE]`. */
   done(): void {
+    this.stopKeepalive();
     if (this.closed) return;
     this.res.end(SSE_DONE);
   }
@@ -61,12 +76,14 @@ export class SseWriter {
    * `event` names the SSE event (Anthropic's `error`); OpenAI's streams carry data lines only.
    */
   fail(payload: unknown, event?: string): void {
+    this.stopKeepalive();
     if (this.closed) return;
     this.res.end(`${event ? `event: ${event}\n` : ''}data: ${JSON.stringify(payload)}\n\n`);
   }
 
   /** Ends a stream that completed without a terminator of its own (Anthropic's ends with `message_stop`). */
   end(): void {
+    this.stopKeepalive();
     if (this.closed) return;
     this.res.end();
   }

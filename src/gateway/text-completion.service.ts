@@ -16,6 +16,7 @@ import { validateCompletionRequest } from './completion-request.validator';
 import { GatewayCalls, type CallScope } from './gateway-call.service';
 import type { RequestRecord } from './request-record';
 import { SseWriter } from './sse-writer';
+import { StreamUsage } from './stream-usage';
 
 /**
  * Serves POST /v1/completions (OpenAI's legacy text completions), JSON or SSE. Backends with a
@@ -83,13 +84,10 @@ export class TextCompletionService {
 
   private async stream(body: CompletionRequest, chat: ChatRequest | UpstreamError, ex: Execution, scope: CallScope, res: Response): Promise<void> {
     const { rec, signal } = scope;
-    const sse = new SseWriter(res);
-    const wantUsage = body.stream_options?.include_usage === true;
+    const sse = new SseWriter(res, this.config.env.STREAM_KEEPALIVE_MS);
+    const usage = new StreamUsage(body.stream_options?.include_usage === true, rec);
     const id = generationId(rec.id);
     const text: string[] | undefined = this.config.env.DB_STORE_FULL_CONTENT ? [] : undefined;
-    let keepalive: ReturnType<typeof setInterval> | undefined = setInterval(() => sse.keepalive(), this.config.env.STREAM_KEEPALIVE_MS);
-    /** The upstream's usage-only chunk, held: it goes last, whatever the upstream's order. */
-    let usageChunk: ChatChunk | undefined;
     const open = (adapter: LlmAdapter, route: RouteDef, ctx: CallContext): AsyncIterable<ChatChunk> => {
       if (adapter.streamText) return adapter.streamText(body, route, ctx);
       return chat instanceof UpstreamError ? failing(chat) : adapter.stream(chat, route, ctx);
@@ -98,21 +96,8 @@ export class TextCompletionService {
       for await (const chunk of this.executor.stream(ex, open)) {
         if (sse.closed || signal.aborted) break;
         rec.upstreamId ??= typeof chunk.id === 'string' ? chunk.id : undefined;
-        if (chunk.usage) {
-          rec.usage = chunk.usage;
-          if (chunk.choices.length === 0) {
-            usageChunk = chunk;
-            continue;
-          }
-        }
-        // The first chunk the client will see ends the wait (a held usage chunk does not).
-        if (keepalive) {
-          clearInterval(keepalive);
-          keepalive = undefined;
-        }
-        // As for chat: usage only in a last chunk of its own, when asked for; null before it.
-        // Assigned, not deleted (a deleted property makes the object a slow dictionary).
-        chunk.usage = wantUsage ? null : undefined;
+        if (!usage.take(chunk)) continue;
+        sse.stopKeepalive();
         const out = chatChunkToCompletion(chunk);
         out.id = id;
         out.model = ex.model.id;
@@ -129,12 +114,14 @@ export class TextCompletionService {
         if (wait) await wait;
       }
     } finally {
-      if (keepalive) clearInterval(keepalive);
+      sse.stopKeepalive();
     }
     if (signal.aborted || sse.closed) throw new UpstreamError({ failure: 'aborted', message: 'the client closed the request' });
-    if (wantUsage) {
-      const usage = rec.usage ?? usageFromCounts(estimatePromptTokens(ex.request), Math.ceil(rec.deliveredChars / 4));
-      const last = usageChunk ? { ...chatChunkToCompletion(usageChunk), id, model: ex.model.id, provider: ex.route?.kind, usage } : { id, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: ex.model.id, choices: [], usage };
+    if (usage.wanted) {
+      const final = usage.final(() => estimatePromptTokens(ex.request));
+      const last = usage.held
+        ? { ...chatChunkToCompletion(usage.held), id, model: ex.model.id, provider: ex.route?.kind, usage: final }
+        : { id, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: ex.model.id, choices: [], usage: final };
       void sse.write(`data: ${JSON.stringify(last)}\n\n`);
     }
     if (text) rec.responseContent = { text: text.join('') };

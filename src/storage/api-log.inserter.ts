@@ -26,8 +26,8 @@ export class ApiLogInserter {
   private readonly columns: ColumnMetadata[];
   /** Text columns, with their length limit where they have one (varchar). */
   private readonly textColumns: Array<{ key: keyof ApiLog; length?: number }>;
-  /** JSON columns: PostgreSQL's jsonb refuses the \u0000 escape (dropped on SQLite too, alike). */
-  private readonly jsonColumns: Set<ColumnMetadata>;
+  /** Per column (in `columns` order): JSON? PostgreSQL's jsonb refuses the \u0000 escape (dropped on SQLite too, alike). */
+  private readonly isJson: boolean[];
   private readonly postgres: boolean;
   private readonly head: string;
   private readonly tail: string;
@@ -40,7 +40,7 @@ export class ApiLogInserter {
     this.textColumns = meta.columns
       .filter((c) => c.type === 'varchar' || c.type === 'text')
       .map((c) => ({ key: c.propertyName as keyof ApiLog, length: c.length ? Number(c.length) : undefined }));
-    this.jsonColumns = new Set(meta.columns.filter((c) => c.type === 'jsonb' || c.type === 'simple-json'));
+    this.isJson = meta.columns.map((c) => c.type === 'jsonb' || c.type === 'simple-json');
     const q = (name: string) => ds.driver.escape(name);
     this.postgres = ds.options.type === 'postgres';
     this.head = `${this.postgres ? 'INSERT' : 'INSERT OR IGNORE'} INTO ${q(meta.tableName)} (${this.columns.map((c) => q(c.databaseName)).join(', ')}) VALUES `;
@@ -63,11 +63,11 @@ export class ApiLogInserter {
     if (rows.length === 0) return;
     for (const row of rows) this.storable(row);
     const driver = this.ds.driver;
-    const json = this.jsonColumns;
+    const isJson = this.isJson;
     const values = (row: ApiLog) =>
-      this.columns.map((c) => {
+      this.columns.map((c, i) => {
         const v: unknown = driver.preparePersistentValue(row[c.propertyName as keyof ApiLog] ?? null, c);
-        return json.has(c) && typeof v === 'string' ? withoutNulEscapes(v) : v;
+        return isJson[i] && typeof v === 'string' ? withoutNulEscapes(v) : v;
       });
     if (this.sqlite) {
       this.sqlite.insertAll(rows.map(values), rows);
@@ -95,7 +95,7 @@ export class ApiLogInserter {
       let v = value;
       if (v.includes('\0')) v = v.replaceAll('\0', '');
       if (length !== undefined && v.length > length) v = v.slice(0, length);
-      r[key] = v;
+      if (v !== value) r[key] = v;
     }
   }
 

@@ -142,9 +142,8 @@ export class MessagesService {
   private async stream(job: MessagesJob, scope: CallScope, res: Response): Promise<void> {
     const { rec, signal } = scope;
     const { chat, call, ex } = job;
-    const sse = new SseWriter(res);
+    const sse = new SseWriter(res, this.config.env.STREAM_KEEPALIVE_MS);
     const tally = new StreamTally(this.config.env.DB_STORE_FULL_CONTENT);
-    let keepalive: ReturnType<typeof setInterval> | undefined = setInterval(() => sse.keepalive(), this.config.env.STREAM_KEEPALIVE_MS);
     const open = (adapter: LlmAdapter, route: RouteDef, ctx: CallContext): AsyncIterable<SurfaceEvent> => {
       if (adapter.messages) return adapter.messages.stream(call, route, ctx);
       if (chat instanceof UpstreamError) return failing(chat);
@@ -152,17 +151,14 @@ export class MessagesService {
     };
     try {
       for await (const event of this.executor.streamItems(ex, open, MESSAGES_SHAPE)) {
-        if (keepalive) {
-          clearInterval(keepalive);
-          keepalive = undefined;
-        }
+        sse.stopKeepalive();
         if (sse.closed || signal.aborted) break;
         tally.see(event, rec);
         const wait = sse.write(`event: ${event.event}\ndata: ${event.data}\n\n`);
         if (wait) await wait;
       }
     } finally {
-      if (keepalive) clearInterval(keepalive);
+      sse.stopKeepalive();
       tally.settle(rec);
     }
     if (signal.aborted || sse.closed) throw new UpstreamError({ failure: 'aborted', message: 'the client closed the request' });

@@ -1,0 +1,40 @@
+import type { ChatChunk, Usage } from '../common/chat.types';
+import { usageFromCounts } from '../common/usage';
+import type { RequestRecord } from './request-record';
+
+/**
+ * OpenAI's usage rule for a relayed stream (chat and legacy completions): usage travels only in a
+ * last chunk of its own (`choices: []`) right before `[DONE]`, and only when the client asked
+ * (`stream_options.include_usage`); then every other chunk says `"usage": null`. Upstreams put it
+ * elsewhere (on the finish chunk, or before the content), so the usage seen is recorded and a
+ * usage-only chunk is held back to go last.
+ */
+export class StreamUsage {
+  /** The upstream's usage-only chunk, held back. */
+  held?: ChatChunk;
+
+  constructor(
+    readonly wanted: boolean,
+    private readonly rec: RequestRecord,
+  ) {}
+
+  /** Records the chunk's usage; false for a usage-only chunk (held), else sets its `usage` field. */
+  take(chunk: ChatChunk): boolean {
+    if (chunk.usage) {
+      this.rec.usage = chunk.usage;
+      if (chunk.choices.length === 0) {
+        this.held = chunk;
+        return false;
+      }
+    }
+    // Assigned, not deleted: delete makes the chunk a slow dictionary object; JSON leaves an
+    // undefined property out.
+    chunk.usage = this.wanted ? null : undefined;
+    return true;
+  }
+
+  /** The usage for the last chunk: the upstream's, else an estimate from what was delivered. */
+  final(promptTokens: () => number): Usage {
+    return this.rec.usage ?? usageFromCounts(promptTokens(), Math.ceil(this.rec.deliveredChars / 4));
+  }
+}
