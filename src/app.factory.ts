@@ -1,5 +1,4 @@
 import 'reflect-metadata';
-import { randomUUID } from 'node:crypto';
 import { maxHeaderSize, STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { DynamicModule, ForwardReference, Type } from '@nestjs/common';
@@ -10,6 +9,7 @@ import { AppModule } from './app.module';
 import { jsonBody } from './common/json-body';
 import { errorBody } from './common/openai-error';
 import { attachContext } from './common/request-context';
+import { requestId as newRequestId } from './common/request-id';
 import { AppConfig } from './config/app-config';
 import type { AppConfigOptions } from './config/app-config.module';
 import { isFramedPath } from './gateway/framed-paths';
@@ -43,7 +43,7 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
 
   // Request id and context first, so that even a body that fails to parse is answered with one.
   app.use((req: Request, res: Response, next: NextFunction) => {
-    const requestId = randomUUID();
+    const requestId = newRequestId();
     res.setHeader('x-request-id', requestId);
     attachContext(req, { requestId, startedAt: performance.now() });
     next();

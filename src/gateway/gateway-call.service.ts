@@ -5,6 +5,7 @@ import { anthropicBodyOf, sendAnthropicGatewayError } from '../common/anthropic-
 import { sendGatewayError } from '../common/openai-error';
 import { bodyErrorOf } from '../common/json-body';
 import { contextOf, type RequestContext } from '../common/request-context';
+import { requestId } from '../common/request-id';
 import { AppConfig } from '../config/app-config';
 import { ModelRegistry, type RegistrySnapshot } from '../config/model-registry.service';
 import type { ModelDef } from '../config/registry.types';
@@ -84,7 +85,7 @@ export class GatewayCalls {
 
   async handle(req: Request, res: Response, what: string, work: (scope: CallScope) => Promise<void>, shape: ErrorShape = OPENAI_ERRORS): Promise<void> {
     const ctx = contextOf(req);
-    const rec = new RequestRecord(ctx?.requestId ?? crypto.randomUUID(), ctx?.startedAt ?? performance.now());
+    const rec = new RequestRecord(ctx?.requestId ?? requestId(), ctx?.startedAt ?? performance.now());
     const clientId = req.headers['x-request-id'];
     if (typeof clientId === 'string' && clientId) rec.clientRequestId = clientId.slice(0, 200);
     rec.keyId = ctx?.principal?.id ?? null;
