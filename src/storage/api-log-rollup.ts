@@ -1,7 +1,7 @@
 import type { Database, Statement } from 'better-sqlite3';
 import type { EntityManager, QueryRunner } from 'typeorm';
 import { picoToUsd, usdToPico } from '../common/money';
-import { addValue, fromJson, mergeInto, toJson, type Histogram } from './latency-histogram';
+import { bucketOf, fromJson, mergeInto, toJson, type Histogram } from './latency-histogram';
 import type { Dialect } from './dialect';
 import type { RollupDimension } from './entities/api-log-hourly.entity';
 
@@ -80,23 +80,65 @@ function money(value: string | number | null): bigint {
 export function rollupDeltas(rows: readonly RollupSource[]): RollupDelta[] {
   const groups = new Map<string, RollupDelta>();
   for (const r of rows) {
+    // Each row is read once and added to its six groups.
     const at = toDate(r.created_at);
     const hour = hourOf(at);
     const day = dayOf(at);
-    for (const [dimension, value] of [
-      ['model', r.model],
-      ['provider', r.provider ?? ''],
-      ['key', r.api_key_id ?? ''],
-    ] as const) {
-      addRow(groups, dimension, hour, value, r);
-      addRow(groups, `${dimension}@day`, day, value, r);
-    }
+    const hourKey = String(hour.getTime()).padStart(15, '0');
+    const dayKey = String(day.getTime()).padStart(15, '0');
+    const v = rowValues(r);
+    const provider = r.provider ?? '';
+    const key = r.api_key_id ?? '';
+    addRow(groups, 'model', hour, hourKey, r.model, v);
+    addRow(groups, 'model@day', day, dayKey, r.model, v);
+    addRow(groups, 'provider', hour, hourKey, provider, v);
+    addRow(groups, 'provider@day', day, dayKey, provider, v);
+    addRow(groups, 'key', hour, hourKey, key, v);
+    addRow(groups, 'key@day', day, dayKey, key, v);
   }
   return [...groups.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, d]) => d);
 }
 
-function addRow(groups: Map<string, RollupDelta>, dimension: RollupDimension, hour: Date, value: string, r: RollupSource): void {
-  const id = `${dimension}\u0000${String(hour.getTime()).padStart(15, '0')}\u0000${value}`;
+/** What one row adds to each of its groups. */
+interface RowValues {
+  error: boolean;
+  cancelled: boolean;
+  promptTokens: number;
+  completionTokens: number;
+  cachedTokens: number;
+  cacheWriteTokens: number;
+  reasoningTokens: number;
+  costPico: bigint;
+  upstreamCostPico: bigint;
+  latency: number;
+  latencyBucket: number;
+  ttft: number | undefined;
+  ttftBucket: number;
+}
+
+function rowValues(r: RollupSource): RowValues {
+  const status = Number(r.status_code);
+  const latency = Math.max(0, Number(r.latency_ms) || 0);
+  const ttft = r.ttft_ms !== null && r.ttft_ms !== undefined ? Math.max(0, Number(r.ttft_ms) || 0) : undefined;
+  return {
+    cancelled: status === 499,
+    error: status !== 499 && status >= 400,
+    promptTokens: Number(r.prompt_tokens) || 0,
+    completionTokens: Number(r.completion_tokens) || 0,
+    cachedTokens: Number(r.cached_tokens) || 0,
+    cacheWriteTokens: Number(r.cache_write_tokens) || 0,
+    reasoningTokens: Number(r.reasoning_tokens) || 0,
+    costPico: money(r.cost_usd),
+    upstreamCostPico: money(r.upstream_cost_usd),
+    latency,
+    latencyBucket: bucketOf(latency),
+    ttft,
+    ttftBucket: ttft === undefined ? 0 : bucketOf(ttft),
+  };
+}
+
+function addRow(groups: Map<string, RollupDelta>, dimension: RollupDimension, hour: Date, hourKey: string, value: string, v: RowValues): void {
+  const id = `${dimension}\u0000${hourKey}\u0000${value}`;
   let d = groups.get(id);
   if (!d) {
     d = {
@@ -121,25 +163,22 @@ function addRow(groups: Map<string, RollupDelta>, dimension: RollupDimension, ho
     };
     groups.set(id, d);
   }
-  const status = Number(r.status_code);
   d.requests++;
-  if (status === 499) d.cancelled++;
-  else if (status >= 400) d.errors++;
-  d.promptTokens += Number(r.prompt_tokens) || 0;
-  d.completionTokens += Number(r.completion_tokens) || 0;
-  d.cachedTokens += Number(r.cached_tokens) || 0;
-  d.cacheWriteTokens += Number(r.cache_write_tokens) || 0;
-  d.reasoningTokens += Number(r.reasoning_tokens) || 0;
-  d.costPico += money(r.cost_usd);
-  d.upstreamCostPico += money(r.upstream_cost_usd);
-  const latency = Math.max(0, Number(r.latency_ms) || 0);
-  d.latencySum += latency;
-  addValue(d.latencyHist, latency);
-  if (r.ttft_ms !== null && r.ttft_ms !== undefined) {
-    const ttft = Math.max(0, Number(r.ttft_ms) || 0);
+  if (v.cancelled) d.cancelled++;
+  else if (v.error) d.errors++;
+  d.promptTokens += v.promptTokens;
+  d.completionTokens += v.completionTokens;
+  d.cachedTokens += v.cachedTokens;
+  d.cacheWriteTokens += v.cacheWriteTokens;
+  d.reasoningTokens += v.reasoningTokens;
+  if (v.costPico !== 0n) d.costPico += v.costPico;
+  if (v.upstreamCostPico !== 0n) d.upstreamCostPico += v.upstreamCostPico;
+  d.latencySum += v.latency;
+  d.latencyHist.set(v.latencyBucket, (d.latencyHist.get(v.latencyBucket) ?? 0) + 1);
+  if (v.ttft !== undefined) {
     d.ttftCount++;
-    d.ttftSum += ttft;
-    addValue(d.ttftHist, ttft);
+    d.ttftSum += v.ttft;
+    d.ttftHist.set(v.ttftBucket, (d.ttftHist.get(v.ttftBucket) ?? 0) + 1);
   }
 }
 
