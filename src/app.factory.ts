@@ -6,6 +6,7 @@ import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { NextFunction, Request, Response } from 'express';
 import { AppModule } from './app.module';
+import { GatewayExpressAdapter } from './common/express-adapter';
 import { jsonBody } from './common/json-body';
 import { errorBody } from './common/openai-error';
 import { attachContext } from './common/request-context';
@@ -31,7 +32,7 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
   const logger = options.logger ?? new AppLogger(level);
   const root = AppModule.forRoot({ ...options, logger });
   if (options.imports?.length) root.imports = [...(root.imports ?? []), ...options.imports];
-  const app = await NestFactory.create<NestExpressApplication>(root, {
+  const app = await NestFactory.create<NestExpressApplication>(root, new GatewayExpressAdapter(), {
     bodyParser: false,
     logger,
     abortOnError: false,
