@@ -43,12 +43,15 @@ export class ApiLogInserter {
     this.isJson = meta.columns.map((c) => c.type === 'jsonb' || c.type === 'simple-json');
     const q = (name: string) => ds.driver.escape(name);
     this.postgres = ds.options.type === 'postgres';
-    this.head = `${this.postgres ? 'INSERT' : 'INSERT OR IGNORE'} INTO ${q(meta.tableName)} (${this.columns.map((c) => q(c.databaseName)).join(', ')}) VALUES `;
-    this.tail = this.postgres ? ` ON CONFLICT (${q('id')}) DO NOTHING RETURNING ${q('id')}` : '';
+    // Only a row already present is skipped. (SQLite's `INSERT OR IGNORE` would also skip, without
+    // a word, a row that breaks a NOT NULL or CHECK constraint; this way the database refuses it
+    // and the writer sets it aside, as on PostgreSQL.)
+    this.head = `INSERT INTO ${q(meta.tableName)} (${this.columns.map((c) => q(c.databaseName)).join(', ')}) VALUES `;
+    this.tail = ` ON CONFLICT (${q('id')}) DO NOTHING${this.postgres ? ` RETURNING ${q('id')}` : ''}`;
     if (!this.postgres) {
       // The driver's own better-sqlite3 handle (a public field of TypeORM's SQLite drivers).
       const db = (ds.driver as unknown as { databaseConnection: Database }).databaseConnection;
-      const stmt: Statement = db.prepare(`${this.head}(${this.columns.map(() => '?').join(', ')})`);
+      const stmt: Statement = db.prepare(`${this.head}(${this.columns.map(() => '?').join(', ')})${this.tail}`);
       const rollup = new SqliteRollup(db);
       this.sqlite = {
         insertAll: db.transaction((rows: unknown[][], entities: readonly ApiLog[]) => {

@@ -229,6 +229,20 @@ describe.each(['sqlite', 'postgres'] as const)('rows the database would refuse, 
     expect((await fetch(`${gw.url}/health`)).status).toBe(200);
   });
 
+  it('sets aside a row missing a required value instead of dropping it, and still skips a row already present', async () => {
+    const writer = gw.app.get(RequestLogWriter);
+    const spool = join(gw.dir, 'spool');
+    writer.enqueue(logRow('ok-1'));
+    expect((await gw.rows()).map((r) => r.id)).toEqual(['ok-1']);
+    writer.enqueue(logRow('ok-1')); // a replayed row: already there, not a refusal
+    writer.enqueue(logRow('null-1', { latency_ms: null as unknown as number }));
+    writer.enqueue(logRow('ok-2'));
+    await waitFor(async () => (await gw.rows()).length === 2 && writer.stats.rejected === 1, 'the batch');
+    expect((await gw.rows()).map((r) => r.id).sort()).toEqual(['ok-1', 'ok-2']);
+    expect(rejectedRows(spool).map((r) => [r.row.id, r.rejected])).toEqual([['null-1', expect.stringMatching(/latency_ms/)]]);
+    expect(writer.stats.rejected).toBe(1);
+  });
+
   if (backend === 'postgres') {
     it('sets aside a row it refuses (a count beyond integer), writes the others, and does the same on replay', async () => {
       const writer = gw.app.get(RequestLogWriter);
