@@ -1,9 +1,7 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Application, NextFunction, Request, Response } from 'express';
-import { GatewayExpressAdapter } from './express-adapter';
-
-type ExpressApp = Application & { request: object; response: object };
+import type { NextFunction, Request, Response } from 'express';
+import { type ExpressApp, GatewayExpressAdapter } from './express-adapter';
 
 describe('GatewayExpressAdapter', () => {
   let server: Server;
