@@ -4,6 +4,7 @@
 //
 //   npm run bench                       # default durations
 //   BENCH_SECONDS=5 npm run bench       # quicker
+//   BENCH_ROUNDS=1 npm run bench        # one round per scenario instead of three
 //   BENCH_DB=postgres npm run bench     # request log in the local PostgreSQL
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -13,7 +14,8 @@ import { join, resolve } from 'node:path';
 import { runLoad, type LoadResult } from './load';
 
 const ROOT = resolve(__dirname, '../../..'); // bench/dist/bench -> repository root
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
+const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 2);
 const RSS_REQUESTS = Number(process.env.BENCH_RSS_REQUESTS ?? 100_000);
 
@@ -174,18 +176,32 @@ models:
   };
   type Target = keyof typeof targets;
   let gatewayRequests = 0;
+  // Every scenario runs in ROUNDS rounds, the targets taking turns within each round, so that a
+  // spell of host noise (these shared machines vary 1.2-4x between runs) falls on one round of
+  // every target rather than on the whole of one. A scenario's figures are the medians over the
+  // rounds; a comparison with the stand-in (added latency, share of the pass-through) is taken
+  // within each round, between measurements seconds apart, and its median reported.
+  const rounds: Record<string, Partial<Record<Target, LoadResult[]>>> = {};
   const results: Record<string, Partial<Record<Target, LoadResult>>> = {};
-  const record = (scenario: string, target: Target, r: LoadResult) => {
-    (results[scenario] ??= {})[target] = r;
-    if (target === 'gateway') gatewayRequests += r.requests;
-    process.stderr.write(`${scenario.padEnd(18)} ${target.padEnd(12)} ${fmt(r.rps, 0).padStart(7)} req/s  p50 ${fmt(r.p50)} ms  p90 ${fmt(r.p90)} ms  p99 ${fmt(r.p99)} ms  cpu ${fmt(r.cpuUsPerRequest, 0)} µs/req  errors ${r.errors}\n`);
-  };
   const all: Target[] = ['upstream', 'passthrough', 'gateway', 'gateway-2w'];
   const run = async (scenario: string, list: Target[], body: 'json' | 'stream' | 'paced', connections: number) => {
-    for (const name of list) {
-      const t = targets[name];
-      record(scenario, name, await runLoad({ url: t.url, path: t.path, body: t[body], connections, seconds: SECONDS, warmupSeconds: WARMUP, stream: body !== 'json', cpuMs: () => cpuMs(t.pid) }));
+    const byTarget: Partial<Record<Target, LoadResult[]>> = (rounds[scenario] = {});
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const name of list) {
+        const t = targets[name];
+        const r = await runLoad({ url: t.url, path: t.path, body: t[body], connections, seconds: SECONDS, warmupSeconds: round === 0 ? WARMUP : 0, stream: body !== 'json', cpuMs: () => cpuMs(t.pid) });
+        (byTarget[name] ??= []).push(r);
+        if (name === 'gateway') gatewayRequests += r.requests;
+        process.stderr.write(`${scenario.padEnd(18)} ${`${round + 1}/${ROUNDS}`.padEnd(5)} ${name.padEnd(12)} ${fmt(r.rps, 0).padStart(7)} req/s  p50 ${fmt(r.p50)} ms  p90 ${fmt(r.p90)} ms  p99 ${fmt(r.p99)} ms  cpu ${fmt(r.cpuUsPerRequest, 0)} µs/req  errors ${r.errors}\n`);
+      }
     }
+    results[scenario] = Object.fromEntries(Object.entries(byTarget).map(([name, rs]) => [name, medianResult(rs)]));
+  };
+  /** Per round, `f` of that round's results for the two targets; the median over the rounds and the range. */
+  const paired = (scenario: string, a: Target, b: Target, f: (x: LoadResult, y: LoadResult) => number): Spread => {
+    const xs = rounds[scenario][a] ?? [];
+    const ys = rounds[scenario][b] ?? [];
+    return spread(xs.map((x, i) => f(x, ys[i])));
   };
 
   await run('json@32', all, 'json', 32);
@@ -198,7 +214,7 @@ models:
   while (gatewayRequests < RSS_REQUESTS) {
     const t = targets.gateway;
     const r = await runLoad({ url: t.url, path: t.path, body: t.json, connections: 32, seconds: Math.min(30, Math.max(2, (RSS_REQUESTS - gatewayRequests) / 2500)) });
-    gatewayRequests += r.requests;
+    gatewayRequests += r.requests + r.errors;
   }
   const rssAtEnd = rssMb(gateway.child.pid!, 'VmRSS');
   // V8's memory reducer hands the heap back some seconds after the load stops (seen: 10-40 s;
@@ -214,22 +230,24 @@ models:
   }
   const rssPeak = rssMb(gateway.child.pid!, 'VmHWM');
 
-  const j32 = results['json@32'] as Record<Target, LoadResult>;
-  const j1 = results['json@1'] as Record<Target, LoadResult>;
-  const paced = results['stream@100 paced'] as Record<Target, LoadResult>;
+  const rps32 = (name: Target) => spread((rounds['json@32'][name] ?? []).map((r) => r.rps));
   const summary = {
     machine: { cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version, db: dbEnv.DB_BACKEND },
     seconds: SECONDS,
+    rounds: ROUNDS,
     results,
+    all_rounds: rounds,
+    // Each target below: the median over the rounds, with the lowest and highest round.
     targets: {
-      gateway_rps_at_32: j32.gateway.rps,
-      gateway_2w_rps_at_32: j32['gateway-2w'].rps,
-      gateway_share_of_passthrough: j32.gateway.rps / j32.passthrough.rps,
-      gateway_2w_share_of_passthrough: j32['gateway-2w'].rps / j32.passthrough.rps,
-      gateway_added_p50_ms_at_1: j1.gateway.p50 - j1.upstream.p50,
-      passthrough_added_p50_ms_at_1: j1.passthrough.p50 - j1.upstream.p50,
-      stream_added_ttft_p99_ms_at_100: paced.gateway.p99 - paced.upstream.p99,
-      stream_2w_added_ttft_p99_ms_at_100: paced['gateway-2w'].p99 - paced.upstream.p99,
+      gateway_rps_at_32: rps32('gateway'),
+      gateway_2w_rps_at_32: rps32('gateway-2w'),
+      gateway_share_of_passthrough: paired('json@32', 'gateway', 'passthrough', (g, p) => g.rps / p.rps),
+      gateway_2w_share_of_passthrough: paired('json@32', 'gateway-2w', 'passthrough', (g, p) => g.rps / p.rps),
+      gateway_added_p50_ms_at_1: paired('json@1', 'gateway', 'upstream', (g, u) => g.p50 - u.p50),
+      passthrough_added_p50_ms_at_1: paired('json@1', 'passthrough', 'upstream', (p, u) => p.p50 - u.p50),
+      stream_added_ttft_p99_ms_at_100: paired('stream@100 paced', 'gateway', 'upstream', (g, u) => g.p99 - u.p99),
+      stream_2w_added_ttft_p99_ms_at_100: paired('stream@100 paced', 'gateway-2w', 'upstream', (g, u) => g.p99 - u.p99),
+      passthrough_added_ttft_p99_ms_at_100: paired('stream@100 paced', 'passthrough', 'upstream', (p, u) => p.p99 - u.p99),
       gateway_requests_total: gatewayRequests,
       gateway_rss_mb_at_end: rssAtEnd,
       gateway_rss_mb_settled: rssSettled,
@@ -238,9 +256,11 @@ models:
   };
   const t = summary.targets;
   const pctf = (x: number) => `${fmt(x * 100, 1)}%`;
+  const range = (x: Spread, show: (n: number) => string) => `${show(x.median)} (${show(x.min)} to ${show(x.max)})`;
+  const ms = (n: number) => `${n >= 0 ? '+' : ''}${fmt(n, 3)} ms`;
   const lines = [
     '',
-    `machine: ${summary.machine.cpus} x ${summary.machine.cpu}, node ${summary.machine.node}, request log in ${summary.machine.db}, ${SECONDS} s per run`,
+    `machine: ${summary.machine.cpus} x ${summary.machine.cpu}, node ${summary.machine.node}, request log in ${summary.machine.db}, ${ROUNDS} rounds of ${SECONDS} s per scenario and target, medians`,
     '',
     '| scenario | target | req/s | p50 ms | p90 ms | p99 ms | CPU µs/req | errors |',
     '|---|---|---:|---:|---:|---:|---:|---:|',
@@ -248,12 +268,14 @@ models:
       Object.entries(byTarget).map(([name, r]) => `| ${sc}${sc.startsWith('stream') ? ' (TTFT)' : ''} | ${name} | ${fmt(r.rps, 0)} | ${fmt(r.p50)} | ${fmt(r.p90)} | ${fmt(r.p99)} | ${fmt(r.cpuUsPerRequest, 0)} | ${r.errors} |`),
     ),
     '',
+    `Targets: median over the ${ROUNDS} rounds (lowest to highest round in brackets).`,
+    '',
     `| target | goal | 1 process | 2 workers |`,
     `|---|---|---|---|`,
-    `| throughput, JSON, 32 connections | >= 3000 req/s | ${fmt(t.gateway_rps_at_32, 0)} | ${fmt(t.gateway_2w_rps_at_32, 0)} |`,
-    `| share of the bare pass-through | >= 25% | ${pctf(t.gateway_share_of_passthrough)} | ${pctf(t.gateway_2w_share_of_passthrough)} |`,
-    `| added p50 latency, 1 connection | <= 1 ms | ${fmt(t.gateway_added_p50_ms_at_1, 3)} ms (pass-through adds ${fmt(t.passthrough_added_p50_ms_at_1, 3)}) | |`,
-    `| added TTFT p99, 100 paced streams | <= 2 ms | ${fmt(t.stream_added_ttft_p99_ms_at_100, 3)} ms | ${fmt(t.stream_2w_added_ttft_p99_ms_at_100, 3)} ms |`,
+    `| throughput, JSON, 32 connections | >= 3000 req/s | ${range(t.gateway_rps_at_32, (n) => fmt(n, 0))} | ${range(t.gateway_2w_rps_at_32, (n) => fmt(n, 0))} |`,
+    `| share of the bare pass-through | >= 25% | ${range(t.gateway_share_of_passthrough, pctf)} | ${range(t.gateway_2w_share_of_passthrough, pctf)} |`,
+    `| added p50 latency, 1 connection | <= 1 ms | ${range(t.gateway_added_p50_ms_at_1, ms)} (pass-through adds ${ms(t.passthrough_added_p50_ms_at_1.median)}) | |`,
+    `| added TTFT p99, 100 paced streams | <= 2 ms | ${range(t.stream_added_ttft_p99_ms_at_100, ms)} (pass-through adds ${ms(t.passthrough_added_ttft_p99_ms_at_100.median)}) | ${range(t.stream_2w_added_ttft_p99_ms_at_100, ms)} |`,
     `| RSS after ${t.gateway_requests_total} requests | <= 150 MB | ${fmt(t.gateway_rss_mb_settled, 1)} MB settled (${fmt(t.gateway_rss_mb_at_end, 1)} at end of load, peak ${fmt(t.gateway_rss_mb_peak, 1)}) | |`,
     '',
   ];
@@ -262,6 +284,42 @@ models:
   writeFileSync(join(ROOT, 'bench/results/latest.json'), JSON.stringify(summary, null, 2));
 
   for (const p of [gateway, gateway2, passthrough, upstream]) p.child.kill('SIGTERM');
+}
+
+interface Spread {
+  median: number;
+  min: number;
+  max: number;
+}
+
+function median(xs: number[]): number {
+  const s = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
+  if (s.length === 0) return NaN;
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+function spread(xs: number[]): Spread {
+  const s = xs.filter((x) => !Number.isNaN(x));
+  return { median: median(s), min: s.length ? Math.min(...s) : NaN, max: s.length ? Math.max(...s) : NaN };
+}
+
+/** A target's figures over its rounds: each field's median (requests and errors: totals). */
+function medianResult(rs: LoadResult[]): LoadResult {
+  const m = (k: keyof LoadResult) => median(rs.map((r) => r[k] as number).filter((v) => v !== undefined));
+  const optional = (k: keyof LoadResult) => (rs.some((r) => r[k] !== undefined) ? m(k) : undefined);
+  return {
+    requests: rs.reduce((a, r) => a + r.requests, 0),
+    errors: rs.reduce((a, r) => a + r.errors, 0),
+    seconds: rs.reduce((a, r) => a + r.seconds, 0),
+    rps: m('rps'),
+    p50: m('p50'),
+    p90: m('p90'),
+    p99: m('p99'),
+    totalP50: optional('totalP50'),
+    totalP99: optional('totalP99'),
+    cpuUsPerRequest: optional('cpuUsPerRequest'),
+  };
 }
 
 main().catch((err: unknown) => {
