@@ -6,6 +6,7 @@ import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { NextFunction, Request, Response } from 'express';
 import { AppModule } from './app.module';
+import { anthropicErrorBody, isAnthropicPath } from './common/anthropic-error';
 import { GatewayExpressAdapter } from './common/express-adapter';
 import { jsonBody } from './common/json-body';
 import { errorBody } from './common/openai-error';
@@ -57,9 +58,11 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
 
 /**
  * A request Node's parser refuses before any route sees it (headers or URL over the limit, a
- * malformed request line) gets an answer in the API's shape instead of Node's bare status line.
+ * malformed request line) gets an answer in the API's shape instead of Node's bare status line:
+ * Anthropic's on the Anthropic surface when the path can be told (Claude Code reads that shape),
+ * OpenAI's otherwise.
  */
-function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+function answerClientError(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex): void {
   const inFlight = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
   if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent) {
     socket.destroy();
@@ -71,6 +74,22 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
         ? [408, 'The request was not received in time']
         : [400, `The request is not valid HTTP (${err.code ?? 'parse error'})`];
-  const body = JSON.stringify(errorBody(message, status === 408 ? 'timeout_error' : 'invalid_request_error', status === 431 ? 'request_too_large' : 'invalid_request'));
+  const path = refusedPath(err, socket);
+  const body = JSON.stringify(
+    path !== undefined && isAnthropicPath(path)
+      ? anthropicErrorBody(status, message, null)
+      : errorBody(message, status === 408 ? 'timeout_error' : 'invalid_request_error', status === 431 ? 'request_too_large' : 'invalid_request'),
+  );
   socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+}
+
+/**
+ * The path of a request Node refused, when it can be told: from the request it had parsed (a
+ * body that came too slowly), else from the request line at the start of the bytes it was
+ * parsing (headers over the limit, sent in one piece). Without a query string.
+ */
+function refusedPath(err: { rawPacket?: Buffer }, socket: Duplex): string | undefined {
+  const parsed = (socket as Duplex & { parser?: { incoming?: { url?: string } | null } | null }).parser?.incoming?.url;
+  const target = parsed ?? /^[A-Z]+ ([^\s?]+)/.exec(err.rawPacket?.subarray(0, 2048).toString('latin1') ?? '')?.[1];
+  return target?.split('?')[0];
 }

@@ -111,6 +111,18 @@ describe('API surface', () => {
     expect(await res.body.json()).toEqual({ error: { message: expect.stringContaining('size limit'), type: 'invalid_request_error', param: null, code: 'request_too_large' } });
   });
 
+  it('answers headers over the limit on the Anthropic surface in Anthropic\'s shape', async () => {
+    for (const path of ['/anthropic/v1/messages', '/v1/messages?beta=true']) {
+      const res = await request(`${gw.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-big': 'a'.repeat(20_000) }, body: '{}' });
+      expect(res.statusCode).toBe(431);
+      expect(await res.body.json()).toEqual({ type: 'error', error: { type: 'invalid_request_error', message: expect.stringContaining('size limit') }, request_id: null });
+    }
+    // The OpenAI surface keeps OpenAI's shape for the same refusal.
+    const openai = await request(`${gw.url}${chat}`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-big': 'a'.repeat(20_000) }, body: '{}' });
+    expect(openai.statusCode).toBe(431);
+    expect(((await openai.body.json()) as { error: { code: string } }).error.code).toBe('request_too_large');
+  });
+
   it('answers unknown paths and methods with 404 in the same shape', async () => {
     const res = await request(`${gw.url}/v1/nothing-here`);
     expect(res.statusCode).toBe(404);
