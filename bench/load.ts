@@ -64,13 +64,25 @@ export async function runLoad(opts: LoadOptions): Promise<LoadResult> {
   }
 }
 
-async function loop(pool: Pool, opts: LoadOptions, seconds: number, first: number[], total: number[], counters: { errors: number }): Promise<void> {
+async function loop(
+  pool: Pool,
+  opts: LoadOptions,
+  seconds: number,
+  first: number[],
+  total: number[],
+  counters: { errors: number },
+): Promise<void> {
   const until = performance.now() + seconds * 1000;
   const worker = async () => {
     while (performance.now() < until) {
       const t0 = performance.now();
       try {
-        const res = await pool.request({ path: opts.path, method: 'POST', headers: { 'content-type': 'application/json' }, body: opts.body });
+        const res = await pool.request({
+          path: opts.path,
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: opts.body,
+        });
         if (res.statusCode !== 200) {
           counters.errors++;
           await res.body.dump();

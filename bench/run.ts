@@ -59,7 +59,11 @@ async function freePort(): Promise<number> {
 async function startGateway(env: Record<string, string>, logFile: string): Promise<Proc> {
   const port = await freePort();
   const fd = openSync(logFile, 'w');
-  const child = spawn(process.execPath, [join(ROOT, 'dist/main.js')], { cwd: ROOT, env: { ...process.env, ...env, PORT: String(port) }, stdio: ['ignore', fd, fd] });
+  const child = spawn(process.execPath, [join(ROOT, 'dist/main.js')], {
+    cwd: ROOT,
+    env: { ...process.env, ...env, PORT: String(port) },
+    stdio: ['ignore', fd, fd],
+  });
   closeSync(fd);
   const until = Date.now() + 30_000;
   for (;;) {
@@ -162,12 +166,26 @@ models:
     join(work, 'gateway2.log'),
   );
 
-  const json = (model: string) => JSON.stringify({ model, messages: [{ role: 'user', content: 'Say hello to the benchmark.' }], max_tokens: 64 });
-  const stream = (model: string) => JSON.stringify({ model, stream: true, messages: [{ role: 'user', content: 'Say hello to the benchmark.' }] });
+  const json = (model: string) =>
+    JSON.stringify({ model, messages: [{ role: 'user', content: 'Say hello to the benchmark.' }], max_tokens: 64 });
+  const stream = (model: string) =>
+    JSON.stringify({ model, stream: true, messages: [{ role: 'user', content: 'Say hello to the benchmark.' }] });
   // Upstream model names are stand-in scenarios: `ok` answers at once; `tokens:20` streams 20
   // tokens at once; `paced:20:20` sends the first token at once and then one every 20 ms.
-  const direct = (port: number) => ({ url: `http://127.0.0.1:${port}`, path: '/v1/chat/completions', json: json('ok'), stream: stream('tokens:20'), paced: stream('paced:20:20') });
-  const via = (port: number) => ({ url: `http://127.0.0.1:${port}`, path: '/v1/chat/completions', json: json('bench/echo'), stream: stream('bench/stream'), paced: stream('bench/paced') });
+  const direct = (port: number) => ({
+    url: `http://127.0.0.1:${port}`,
+    path: '/v1/chat/completions',
+    json: json('ok'),
+    stream: stream('tokens:20'),
+    paced: stream('paced:20:20'),
+  });
+  const via = (port: number) => ({
+    url: `http://127.0.0.1:${port}`,
+    path: '/v1/chat/completions',
+    json: json('bench/echo'),
+    stream: stream('bench/stream'),
+    paced: stream('bench/paced'),
+  });
   const targets = {
     upstream: { ...direct(upstream.port), pid: upstream.child.pid! },
     passthrough: { ...direct(passthrough.port), pid: passthrough.child.pid! },
@@ -189,10 +207,21 @@ models:
     for (let round = 0; round < ROUNDS; round++) {
       for (const name of list) {
         const t = targets[name];
-        const r = await runLoad({ url: t.url, path: t.path, body: t[body], connections, seconds: SECONDS, warmupSeconds: round === 0 ? WARMUP : 0, stream: body !== 'json', cpuMs: () => cpuMs(t.pid) });
+        const r = await runLoad({
+          url: t.url,
+          path: t.path,
+          body: t[body],
+          connections,
+          seconds: SECONDS,
+          warmupSeconds: round === 0 ? WARMUP : 0,
+          stream: body !== 'json',
+          cpuMs: () => cpuMs(t.pid),
+        });
         (byTarget[name] ??= []).push(r);
         if (name === 'gateway') gatewayRequests += r.requests;
-        process.stderr.write(`${scenario.padEnd(18)} ${`${round + 1}/${ROUNDS}`.padEnd(5)} ${name.padEnd(12)} ${fmt(r.rps, 0).padStart(7)} req/s  p50 ${fmt(r.p50)} ms  p90 ${fmt(r.p90)} ms  p99 ${fmt(r.p99)} ms  cpu ${fmt(r.cpuUsPerRequest, 0)} µs/req  errors ${r.errors}\n`);
+        process.stderr.write(
+          `${scenario.padEnd(18)} ${`${round + 1}/${ROUNDS}`.padEnd(5)} ${name.padEnd(12)} ${fmt(r.rps, 0).padStart(7)} req/s  p50 ${fmt(r.p50)} ms  p90 ${fmt(r.p90)} ms  p99 ${fmt(r.p99)} ms  cpu ${fmt(r.cpuUsPerRequest, 0)} µs/req  errors ${r.errors}\n`,
+        );
       }
     }
     results[scenario] = Object.fromEntries(Object.entries(byTarget).map(([name, rs]) => [name, medianResult(rs)]));
@@ -213,7 +242,13 @@ models:
   // right as the load ends, and once settled (when V8 has given back the heap it grew for speed).
   while (gatewayRequests < RSS_REQUESTS) {
     const t = targets.gateway;
-    const r = await runLoad({ url: t.url, path: t.path, body: t.json, connections: 32, seconds: Math.min(30, Math.max(2, (RSS_REQUESTS - gatewayRequests) / 2500)) });
+    const r = await runLoad({
+      url: t.url,
+      path: t.path,
+      body: t.json,
+      connections: 32,
+      seconds: Math.min(30, Math.max(2, (RSS_REQUESTS - gatewayRequests) / 2500)),
+    });
     gatewayRequests += r.requests + r.errors;
   }
   const rssAtEnd = rssMb(gateway.child.pid!, 'VmRSS');
@@ -265,7 +300,10 @@ models:
     '| scenario | target | req/s | p50 ms | p90 ms | p99 ms | CPU µs/req | errors |',
     '|---|---|---:|---:|---:|---:|---:|---:|',
     ...Object.entries(results).flatMap(([sc, byTarget]) =>
-      Object.entries(byTarget).map(([name, r]) => `| ${sc}${sc.startsWith('stream') ? ' (TTFT)' : ''} | ${name} | ${fmt(r.rps, 0)} | ${fmt(r.p50)} | ${fmt(r.p90)} | ${fmt(r.p99)} | ${fmt(r.cpuUsPerRequest, 0)} | ${r.errors} |`),
+      Object.entries(byTarget).map(
+        ([name, r]) =>
+          `| ${sc}${sc.startsWith('stream') ? ' (TTFT)' : ''} | ${name} | ${fmt(r.rps, 0)} | ${fmt(r.p50)} | ${fmt(r.p90)} | ${fmt(r.p99)} | ${fmt(r.cpuUsPerRequest, 0)} | ${r.errors} |`,
+      ),
     ),
     '',
     `Targets: median over the ${ROUNDS} rounds (lowest to highest round in brackets).`,

@@ -78,9 +78,15 @@ function answerClientError(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, 
   const body = JSON.stringify(
     path !== undefined && isAnthropicPath(path)
       ? anthropicErrorBody(status, message, null)
-      : errorBody(message, status === 408 ? 'timeout_error' : 'invalid_request_error', status === 431 ? 'request_too_large' : 'invalid_request'),
+      : errorBody(
+          message,
+          status === 408 ? 'timeout_error' : 'invalid_request_error',
+          status === 431 ? 'request_too_large' : 'invalid_request',
+        ),
   );
-  socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
 }
 
 /**

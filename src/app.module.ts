@@ -14,7 +14,14 @@ export class AppModule {
   static forRoot(options: AppConfigOptions & { logger: AppLogger }): DynamicModule {
     return {
       module: AppModule,
-      imports: [AppConfigModule.forRoot(options), ObservabilityModule.forRoot(options.logger), RedisModule, GatewayModule, AdminModule, SubscriptionModule],
+      imports: [
+        AppConfigModule.forRoot(options),
+        ObservabilityModule.forRoot(options.logger),
+        RedisModule,
+        GatewayModule,
+        AdminModule,
+        SubscriptionModule,
+      ],
       providers: [{ provide: APP_FILTER, useClass: OpenAiExceptionFilter }],
     };
   }

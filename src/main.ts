@@ -28,7 +28,11 @@ try {
 }
 
 if (workers > 1 && cluster.isPrimary) {
-  runPrimary(workers, (msg) => process.stdout.write(`${JSON.stringify({ level: 'info', time: new Date().toISOString(), service: 'hybridinference', context: 'Cluster', msg })}\n`));
+  runPrimary(workers, (msg) =>
+    process.stdout.write(
+      `${JSON.stringify({ level: 'info', time: new Date().toISOString(), service: 'hybridinference', context: 'Cluster', msg })}\n`,
+    ),
+  );
 } else {
   serve().catch(fail);
 }

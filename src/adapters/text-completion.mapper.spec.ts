@@ -1,11 +1,35 @@
 import type { ChatResponse } from '../common/chat.types';
 import type { Completion } from '../common/completion.types';
-import { chatChunkToCompletion, chatToCompletion, completionAsChatRequest, completionChunkToChat, completionToChat, legacyLogprobs } from './text-completion.mapper';
+import {
+  chatChunkToCompletion,
+  chatToCompletion,
+  completionAsChatRequest,
+  completionChunkToChat,
+  completionToChat,
+  legacyLogprobs,
+} from './text-completion.mapper';
 
 describe('completionAsChatRequest', () => {
   it('sends the prompt as the one user message and keeps the sampling parameters', () => {
-    const chat = completionAsChatRequest({ model: 'm', prompt: 'Once upon', max_tokens: 5, temperature: 0.2, stop: ['\n'], stream: true, logprobs: 2 });
-    expect(chat).toEqual({ model: 'm', messages: [{ role: 'user', content: 'Once upon' }], max_tokens: 5, temperature: 0.2, stop: ['\n'], stream: true, logprobs: true, top_logprobs: 2 });
+    const chat = completionAsChatRequest({
+      model: 'm',
+      prompt: 'Once upon',
+      max_tokens: 5,
+      temperature: 0.2,
+      stop: ['\n'],
+      stream: true,
+      logprobs: 2,
+    });
+    expect(chat).toEqual({
+      model: 'm',
+      messages: [{ role: 'user', content: 'Once upon' }],
+      max_tokens: 5,
+      temperature: 0.2,
+      stop: ['\n'],
+      stream: true,
+      logprobs: true,
+      top_logprobs: 2,
+    });
   });
 
   it('accepts a list holding one string', () => {
@@ -19,7 +43,9 @@ describe('completionAsChatRequest', () => {
     [{ prompt: 'x', echo: true }, 'echo'],
     [{ prompt: 'x', best_of: 3 }, 'best_of'],
   ])('refuses what a chat backend cannot answer faithfully (%j) with a 400 naming %s', (extra, param) => {
-    expect(() => completionAsChatRequest({ model: 'm', ...extra })).toThrow(expect.objectContaining({ status: 400, param, retryable: false }));
+    expect(() => completionAsChatRequest({ model: 'm', ...extra })).toThrow(
+      expect.objectContaining({ status: 400, param, retryable: false }),
+    );
   });
 
   it('lets harmless defaults through (echo false, best_of 1)', () => {
@@ -33,7 +59,14 @@ describe('legacy ⇄ chat', () => {
     object: 'text_completion',
     created: 1,
     model: 'base',
-    choices: [{ text: ' there', index: 0, logprobs: { tokens: [' there'], token_logprobs: [-0.1], top_logprobs: null, text_offset: [0] }, finish_reason: 'length' }],
+    choices: [
+      {
+        text: ' there',
+        index: 0,
+        logprobs: { tokens: [' there'], token_logprobs: [-0.1], top_logprobs: null, text_offset: [0] },
+        finish_reason: 'length',
+      },
+    ],
     usage: { prompt_tokens: 2, completion_tokens: 1, total_tokens: 3 },
   };
 
@@ -52,13 +85,36 @@ describe('legacy ⇄ chat', () => {
   });
 
   it('turns a chat answer into text (a null content is empty text)', () => {
-    const res: ChatResponse = { id: 'c', object: 'chat.completion', created: 1, model: 'm', choices: [{ index: 0, message: { role: 'assistant', content: null }, finish_reason: 'stop' }] };
+    const res: ChatResponse = {
+      id: 'c',
+      object: 'chat.completion',
+      created: 1,
+      model: 'm',
+      choices: [{ index: 0, message: { role: 'assistant', content: null }, finish_reason: 'stop' }],
+    };
     expect(chatToCompletion(res).choices).toEqual([{ text: '', index: 0, logprobs: null, finish_reason: 'stop' }]);
   });
 
   it('gives chat logprobs the legacy layout', () => {
-    const lp = { content: [{ token: 'Hel', logprob: -0.5, top_logprobs: [{ token: 'Hel', logprob: -0.5 }, { token: 'Hi', logprob: -1 }] }, { token: 'lo', logprob: -0.1, top_logprobs: [] }] };
-    expect(legacyLogprobs(lp)).toEqual({ tokens: ['Hel', 'lo'], token_logprobs: [-0.5, -0.1], top_logprobs: [{ Hel: -0.5, Hi: -1 }, {}], text_offset: [0, 3] });
+    const lp = {
+      content: [
+        {
+          token: 'Hel',
+          logprob: -0.5,
+          top_logprobs: [
+            { token: 'Hel', logprob: -0.5 },
+            { token: 'Hi', logprob: -1 },
+          ],
+        },
+        { token: 'lo', logprob: -0.1, top_logprobs: [] },
+      ],
+    };
+    expect(legacyLogprobs(lp)).toEqual({
+      tokens: ['Hel', 'lo'],
+      token_logprobs: [-0.5, -0.1],
+      top_logprobs: [{ Hel: -0.5, Hi: -1 }, {}],
+      text_offset: [0, 3],
+    });
     expect(legacyLogprobs(null)).toBeNull();
   });
 });

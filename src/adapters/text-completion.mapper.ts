@@ -74,7 +74,12 @@ export function chatToCompletion(res: ChatResponse): Completion {
   return {
     ...rest,
     object: 'text_completion',
-    choices: choices.map((c) => ({ text: contentText(c.message?.content ?? null), index: c.index, logprobs: legacyLogprobs(c.logprobs), finish_reason: c.finish_reason })),
+    choices: choices.map((c) => ({
+      text: contentText(c.message?.content ?? null),
+      index: c.index,
+      logprobs: legacyLogprobs(c.logprobs),
+      finish_reason: c.finish_reason,
+    })),
   };
 }
 
@@ -84,7 +89,12 @@ export function chatChunkToCompletion(chunk: ChatChunk): Completion {
   return {
     ...rest,
     object: 'text_completion',
-    choices: choices.map((c) => ({ text: typeof c.delta?.content === 'string' ? c.delta.content : '', index: c.index, logprobs: legacyLogprobs(c.logprobs), finish_reason: c.finish_reason })),
+    choices: choices.map((c) => ({
+      text: typeof c.delta?.content === 'string' ? c.delta.content : '',
+      index: c.index,
+      logprobs: legacyLogprobs(c.logprobs),
+      finish_reason: c.finish_reason,
+    })),
   };
 }
 

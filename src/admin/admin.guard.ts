@@ -22,9 +22,13 @@ export class AdminGuard implements CanActivate {
     const req = context.switchToHttp().getRequest<Request>();
     if (!this.expected) throw new PermissionError('The admin API is disabled: set ADMIN_TOKEN to enable it', 'admin_disabled');
     const auth = req.headers.authorization;
-    const presented = auth?.toLowerCase().startsWith('bearer ') ? auth.slice(7).trim() : (req.headers['x-admin-token'] as string | undefined);
-    if (!presented) throw new AuthenticationError('Admin credentials required: send Authorization: Bearer <ADMIN_TOKEN>', 'missing_admin_token');
-    if (!timingSafeEqual(digest(presented), this.expected)) throw new PermissionError('The admin token is not valid', 'invalid_admin_token');
+    const presented = auth?.toLowerCase().startsWith('bearer ')
+      ? auth.slice(7).trim()
+      : (req.headers['x-admin-token'] as string | undefined);
+    if (!presented)
+      throw new AuthenticationError('Admin credentials required: send Authorization: Bearer <ADMIN_TOKEN>', 'missing_admin_token');
+    if (!timingSafeEqual(digest(presented), this.expected))
+      throw new PermissionError('The admin token is not valid', 'invalid_admin_token');
     return true;
   }
 }

@@ -64,7 +64,13 @@ export class RoutingAdminController {
             context_length: routeSettings(route).contextLength ?? m.contextLength,
             timeouts_ms: this.executor.timeoutsFor(route, snap),
             circuit: this.circuit(st),
-            health: { endpoint: st.endpoint.key, status: st.endpoint.status, detail: st.endpoint.detail ?? null, latency_ms: round(st.endpoint.latencyMs), checked_at: st.endpoint.checkedAt ? new Date(st.endpoint.checkedAt).toISOString() : null },
+            health: {
+              endpoint: st.endpoint.key,
+              status: st.endpoint.status,
+              detail: st.endpoint.detail ?? null,
+              latency_ms: round(st.endpoint.latencyMs),
+              checked_at: st.endpoint.checkedAt ? new Date(st.endpoint.checkedAt).toISOString() : null,
+            },
             stats: this.stats(st),
             where: route.where,
           };
@@ -91,7 +97,9 @@ export class RoutingAdminController {
         other_workers: workers ? 'asked to reload' : 'none',
       };
     } catch (err) {
-      throw new ConfigRefusedError(`The new configuration was refused; the one loaded at ${before.loadedAt.toISOString()} stays. ${(err as Error).message}`);
+      throw new ConfigRefusedError(
+        `The new configuration was refused; the one loaded at ${before.loadedAt.toISOString()} stays. ${(err as Error).message}`,
+      );
     }
   }
 
@@ -113,7 +121,11 @@ export class RoutingAdminController {
       window_samples: samples,
       error_rate: samples > 0 ? round(st.outcomes.mean(now), 4) : null,
       ttft_ms: { mean: round(st.ttft.mean(now)), p50: round(st.ttft.quantile(0.5, now)), p95: round(st.ttft.quantile(0.95, now)) },
-      latency_ms: { mean: round(st.latency.mean(now)), p50: round(st.latency.quantile(0.5, now)), p95: round(st.latency.quantile(0.95, now)) },
+      latency_ms: {
+        mean: round(st.latency.mean(now)),
+        p50: round(st.latency.quantile(0.5, now)),
+        p95: round(st.latency.quantile(0.95, now)),
+      },
       tokens_per_second: round(st.throughput.mean(now)),
       requests_total: st.requests,
       failures_total: st.failures,

@@ -17,7 +17,8 @@ export class SubscriptionAccountsController {
 
   @Get()
   async list(@Query('provider') provider?: string): Promise<{ object: 'list'; data: AccountView[] }> {
-    if (provider !== undefined && !isSubscriptionProvider(provider)) throw new InvalidRequestError(`provider must be claude or codex, not "${provider}"`, 'provider');
+    if (provider !== undefined && !isSubscriptionProvider(provider))
+      throw new InvalidRequestError(`provider must be claude or codex, not "${provider}"`, 'provider');
     return { object: 'list', data: await this.accounts.list(provider) };
   }
 
@@ -32,7 +33,8 @@ export class SubscriptionAccountsController {
     const entry: Record<string, unknown> = { ...dto };
     delete entry.provider;
     const { accounts, errors } = parseAccounts(dto.provider, entry);
-    if (errors.length > 0 || accounts.length !== 1) throw new InvalidRequestError(`Invalid account: ${errors.map((e) => e.replace(/^\(account\)\./, '')).join('; ')}`);
+    if (errors.length > 0 || accounts.length !== 1)
+      throw new InvalidRequestError(`Invalid account: ${errors.map((e) => e.replace(/^\(account\)\./, '')).join('; ')}`);
     return this.accounts.add(accounts[0]);
   }
 

@@ -42,7 +42,7 @@ describe('raceAbort options', () => {
     await expect(raceAbort(p, undefined)).resolves.toBe(1);
   });
 
-  it('rejects with the given reason instead of the signal\'s', async () => {
+  it("rejects with the given reason instead of the signal's", async () => {
     const controller = new AbortController();
     controller.abort(new Error('signal reason'));
     await expect(raceAbort(new Promise<never>(() => undefined), controller.signal, () => new Error('mine'))).rejects.toThrow('mine');

@@ -3,7 +3,11 @@
  * outcome is ignored, never an unhandled rejection). The rejection is `reason()`, by default the
  * signal's own reason. Without a signal, the promise itself.
  */
-export function raceAbort<T>(promise: Promise<T>, signal: AbortSignal | undefined, reason: () => unknown = () => signal?.reason): Promise<T> {
+export function raceAbort<T>(
+  promise: Promise<T>,
+  signal: AbortSignal | undefined,
+  reason: () => unknown = () => signal?.reason,
+): Promise<T> {
   if (!signal) return promise;
   if (signal.aborted) {
     promise.catch(() => undefined);

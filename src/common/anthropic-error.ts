@@ -51,7 +51,12 @@ export function anthropicStatus(status: number, code?: string | number | null): 
   return status === 503 && code === 'overloaded' ? 529 : status;
 }
 
-export function anthropicErrorBody(status: number, message: string, requestId: string | null, code?: string | number | null): AnthropicErrorBody {
+export function anthropicErrorBody(
+  status: number,
+  message: string,
+  requestId: string | null,
+  code?: string | number | null,
+): AnthropicErrorBody {
   return { type: 'error', error: { type: anthropicErrorType(status, code), message }, request_id: requestId };
 }
 

@@ -9,8 +9,18 @@ describe('embedding encodings', () => {
   });
 
   it('gives each item the encoding the client asked for, whatever the upstream sent', () => {
-    const res = (): EmbeddingsResponse => ({ object: 'list', model: 'm', data: [{ object: 'embedding', index: 0, embedding: [0.25, 0.5] }, { object: 'embedding', index: 1, embedding: floatsToBase64([1, 2]) }] });
-    expect(encodeEmbeddings(res(), 'float').data.map((d) => d.embedding)).toEqual([[0.25, 0.5], [1, 2]]);
+    const res = (): EmbeddingsResponse => ({
+      object: 'list',
+      model: 'm',
+      data: [
+        { object: 'embedding', index: 0, embedding: [0.25, 0.5] },
+        { object: 'embedding', index: 1, embedding: floatsToBase64([1, 2]) },
+      ],
+    });
+    expect(encodeEmbeddings(res(), 'float').data.map((d) => d.embedding)).toEqual([
+      [0.25, 0.5],
+      [1, 2],
+    ]);
     expect(encodeEmbeddings(res(), 'base64').data.map((d) => d.embedding)).toEqual([floatsToBase64([0.25, 0.5]), floatsToBase64([1, 2])]);
   });
 

@@ -180,10 +180,7 @@ export class UpstreamError extends GatewayError {
       if (init.type !== undefined) this.type = init.type;
     }
     this.retryable =
-      init.retryable ??
-      (init.failure === 'http'
-        ? s === undefined || s >= 500 || s === 408 || s === 429
-        : init.failure !== 'aborted');
+      init.retryable ?? (init.failure === 'http' ? s === undefined || s >= 500 || s === 408 || s === 429 : init.failure !== 'aborted');
     if (this.status === 429 && this.retryAfterMs !== undefined) {
       (this as { headers?: Record<string, string> }).headers = { 'retry-after': String(Math.ceil(this.retryAfterMs / 1000)) };
     }

@@ -27,7 +27,10 @@ export class GatewayExpressAdapter extends ExpressAdapter {
     super.initHttpServer(options);
     if (options?.httpsOptions || options?.forceCloseConnections) return;
     const app = this.getInstance<ExpressApp>();
-    this.httpServer = createServer({ IncomingMessage: bornAs(IncomingMessage, app, 'request'), ServerResponse: bornAs(ServerResponse, app, 'response') }, app);
+    this.httpServer = createServer(
+      { IncomingMessage: bornAs(IncomingMessage, app, 'request'), ServerResponse: bornAs(ServerResponse, app, 'response') },
+      app,
+    );
   }
 }
 

@@ -40,7 +40,18 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
     const encoding = req.headers['content-encoding'];
     if (encoding && encoding !== 'identity') {
       req.resume();
-      return refuse(req, res, next, new RequestBodyError(415, `Content-Encoding "${encoding}" is not supported; send the body uncompressed`, 'unsupported_encoding', null, { connection: 'close' }));
+      return refuse(
+        req,
+        res,
+        next,
+        new RequestBodyError(
+          415,
+          `Content-Encoding "${encoding}" is not supported; send the body uncompressed`,
+          'unsupported_encoding',
+          null,
+          { connection: 'close' },
+        ),
+      );
     }
     const chunks: Buffer[] = [];
     let size = 0;
@@ -67,9 +78,15 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
       try {
         req.body = JSON.parse(text);
       } catch (err) {
-        return refuse(req, res, next, new RequestBodyError(400, `The request body is not valid JSON: ${(err as Error).message}`, 'invalid_json', 'body'));
+        return refuse(
+          req,
+          res,
+          next,
+          new RequestBodyError(400, `The request body is not valid JSON: ${(err as Error).message}`, 'invalid_json', 'body'),
+        );
       }
-      if (nestingExceeds(req.body, MAX_JSON_DEPTH)) return refuse(req, res, next, new RequestBodyError(400, tooDeepText, 'invalid_json', 'body'));
+      if (nestingExceeds(req.body, MAX_JSON_DEPTH))
+        return refuse(req, res, next, new RequestBodyError(400, tooDeepText, 'invalid_json', 'body'));
       next();
     });
     req.on('error', () => {

@@ -1,7 +1,12 @@
 import type { Response } from 'express';
 import { GatewayError, type OpenAiErrorBody } from './errors';
 
-export function errorBody(message: string, type: string, code: string | number | null = null, param: string | null = null): OpenAiErrorBody {
+export function errorBody(
+  message: string,
+  type: string,
+  code: string | number | null = null,
+  param: string | null = null,
+): OpenAiErrorBody {
   return { error: { message, type, param, code } };
 }
 

@@ -21,11 +21,16 @@ export class OpenAiExceptionFilter implements ExceptionFilter {
     const req = http.getRequest<Request>();
     const anthropic = isAnthropicPath(req.path ?? '');
     const id = contextOf(req)?.requestId;
-    if (exception instanceof GatewayError) return anthropic ? sendAnthropicGatewayError(res, exception, id ?? null) : sendGatewayError(res, exception);
+    if (exception instanceof GatewayError)
+      return anthropic ? sendAnthropicGatewayError(res, exception, id ?? null) : sendGatewayError(res, exception);
     if (exception instanceof HttpException) {
       const status = exception.getStatus();
       const r = exception.getResponse();
-      const message = Array.isArray(r) ? r.join('; ') : typeof r === 'string' ? r : ((r as { message?: unknown }).message ?? exception.message);
+      const message = Array.isArray(r)
+        ? r.join('; ')
+        : typeof r === 'string'
+          ? r
+          : ((r as { message?: unknown }).message ?? exception.message);
       const text = Array.isArray(message) ? message.join('; ') : String(message);
       if (anthropic) return sendAnthropicError(res, status, anthropicErrorBody(status, text, id ?? null));
       // Express refuses a path whose percent-encoding does not decode (`/v1/models/%ZZ`) this way.

@@ -9,9 +9,7 @@ export interface UpstreamTimeouts {
   totalMs: number;
 }
 
-export type PostgresConnection =
-  | { url: string }
-  | { host: string; port: number; database: string; username: string; password: string };
+export type PostgresConnection = { url: string } | { host: string; port: number; database: string; username: string; password: string };
 
 /**
  * The typed, validated view of the environment. Built once at boot; the one place derived

@@ -1,17 +1,5 @@
 import { plainToInstance, Transform, Type } from 'class-transformer';
-import {
-  IsBoolean,
-  IsIn,
-  IsInt,
-  IsOptional,
-  IsString,
-  Matches,
-  Max,
-  Min,
-  MinLength,
-  validateSync,
-  ValidateIf,
-} from 'class-validator';
+import { IsBoolean, IsIn, IsInt, IsOptional, IsString, Matches, Max, Min, MinLength, validateSync, ValidateIf } from 'class-validator';
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -39,10 +27,14 @@ export class Env {
   @IsIn(['development', 'production', 'test'])
   NODE_ENV: 'development' | 'production' | 'test' = 'development';
 
-  @Type(() => Number) @IsInt() @Min(0) @Max(65535)
+  @Type(() => Number)
+  @IsInt()
+  @Min(0)
+  @Max(65535)
   PORT = 8080;
 
-  @IsString() @MinLength(1)
+  @IsString()
+  @MinLength(1)
   HOST = '0.0.0.0';
 
   /** Processes serving (node:cluster): 1, a number, or `auto` (one per CPU). Read by main.ts. */
@@ -56,23 +48,32 @@ export class Env {
   @Matches(/^\d+(\.\d+)?\s*(b|kb|mb|gb)?$/i, { message: 'BODY_LIMIT must look like 10mb, 512kb or a byte count' })
   BODY_LIMIT = '10mb';
 
-  @IsString() @MinLength(1)
+  @IsString()
+  @MinLength(1)
   MODELS_CONFIG_PATH = 'config/models.yaml';
 
-  @IsString() @MinLength(1)
+  @IsString()
+  @MinLength(1)
   ROUTING_CONFIG_PATH = 'config/routing.yaml';
 
   // --- storage -----------------------------------------------------------------------------
-  @Transform(emptyToUndefined) @IsOptional() @IsIn(['sqlite', 'postgres'])
+  @Transform(emptyToUndefined)
+  @IsOptional()
+  @IsIn(['sqlite', 'postgres'])
   DB_BACKEND?: 'sqlite' | 'postgres';
 
-  @Transform(emptyToUndefined) @IsOptional() @Matches(/^postgres(ql)?:\/\//, { message: 'DATABASE_URL must be a postgres:// URL' })
+  @Transform(emptyToUndefined)
+  @IsOptional()
+  @Matches(/^postgres(ql)?:\/\//, { message: 'DATABASE_URL must be a postgres:// URL' })
   DATABASE_URL?: string;
 
   @IsString()
   DB_HOST = '127.0.0.1';
 
-  @Type(() => Number) @IsInt() @Min(1) @Max(65535)
+  @Type(() => Number)
+  @IsInt()
+  @Min(1)
+  @Max(65535)
   DB_PORT = 5432;
 
   @IsString()
@@ -84,90 +85,134 @@ export class Env {
   @IsString()
   DB_PASSWORD = '';
 
-  @Type(() => Number) @IsInt() @Min(1) @Max(200)
+  @Type(() => Number)
+  @IsInt()
+  @Min(1)
+  @Max(200)
   DB_POOL_SIZE = 10;
 
-  @IsString() @MinLength(1)
+  @IsString()
+  @MinLength(1)
   DB_SQLITE_PATH = 'var/data/hybridinference.sqlite';
 
-  @Transform(toBool) @IsBoolean()
+  @Transform(toBool)
+  @IsBoolean()
   DB_MIGRATIONS_RUN = true;
 
-  @Transform(toBool) @IsBoolean()
+  @Transform(toBool)
+  @IsBoolean()
   DB_STORE_FULL_CONTENT = false;
 
   /** How long boot waits for the database before starting anyway (logs spool until it is up). */
-  @Type(() => Number) @IsInt() @Min(0)
+  @Type(() => Number)
+  @IsInt()
+  @Min(0)
   DB_CONNECT_TIMEOUT_MS = 5000;
 
-  @Type(() => Number) @IsInt() @Min(1) @Max(10000)
+  @Type(() => Number)
+  @IsInt()
+  @Min(1)
+  @Max(10000)
   REQUEST_LOG_BATCH_SIZE = 200;
 
-  @Type(() => Number) @IsInt() @Min(10)
+  @Type(() => Number)
+  @IsInt()
+  @Min(10)
   REQUEST_LOG_FLUSH_MS = 1000;
 
   /** Rows held in memory before overflow goes straight to the spool file. */
-  @Type(() => Number) @IsInt() @Min(100)
+  @Type(() => Number)
+  @IsInt()
+  @Min(100)
   REQUEST_LOG_MAX_QUEUE = 20000;
 
-  @IsString() @MinLength(1)
+  @IsString()
+  @MinLength(1)
   REQUEST_LOG_SPOOL_DIR = 'var/spool';
 
-  @Type(() => Number) @IsInt() @Min(100)
+  @Type(() => Number)
+  @IsInt()
+  @Min(100)
   REQUEST_LOG_REPLAY_MS = 5000;
 
   // --- upstream calls ----------------------------------------------------------------------
-  @Type(() => Number) @IsInt() @Min(1)
+  @Type(() => Number)
+  @IsInt()
+  @Min(1)
   UPSTREAM_CONNECT_TIMEOUT_MS = 10_000;
 
   /** From sending the request to the upstream's response headers. */
-  @Type(() => Number) @IsInt() @Min(1)
+  @Type(() => Number)
+  @IsInt()
+  @Min(1)
   UPSTREAM_FIRST_BYTE_TIMEOUT_MS = 60_000;
 
   /** Streams: from sending the request to the first content chunk. */
-  @Type(() => Number) @IsInt() @Min(1)
+  @Type(() => Number)
+  @IsInt()
+  @Min(1)
   UPSTREAM_FIRST_TOKEN_TIMEOUT_MS = 120_000;
 
   /** Longest silence between two body chunks. */
-  @Type(() => Number) @IsInt() @Min(1)
+  @Type(() => Number)
+  @IsInt()
+  @Min(1)
   UPSTREAM_IDLE_TIMEOUT_MS = 60_000;
 
   /** Whole request, all attempts included. `timeout:` in routing.yaml overrides it. */
-  @Type(() => Number) @IsInt() @Min(1)
+  @Type(() => Number)
+  @IsInt()
+  @Min(1)
   UPSTREAM_TOTAL_TIMEOUT_MS = 600_000;
 
-  @Type(() => Number) @IsInt() @Min(1) @Max(10_000)
+  @Type(() => Number)
+  @IsInt()
+  @Min(1)
+  @Max(10_000)
   UPSTREAM_MAX_CONNECTIONS = 256;
 
-  @Type(() => Number) @IsInt() @Min(100)
+  @Type(() => Number)
+  @IsInt()
+  @Min(100)
   UPSTREAM_KEEPALIVE_MS = 30_000;
 
   /** Interval of `: keepalive` SSE comments while a stream waits for its first token. */
-  @Type(() => Number) @IsInt() @Min(10)
+  @Type(() => Number)
+  @IsInt()
+  @Min(10)
   STREAM_KEEPALIVE_MS = 5000;
 
   /** On SIGTERM: how long open requests may run before they are cut. */
-  @Type(() => Number) @IsInt() @Min(0)
+  @Type(() => Number)
+  @IsInt()
+  @Min(0)
   SHUTDOWN_GRACE_MS = 30_000;
 
-  @Transform(toBool) @IsBoolean()
+  @Transform(toBool)
+  @IsBoolean()
   METRICS_ENABLED = true;
 
   // --- shared state and administration ----------------------------------------------------
   /** redis:// or rediss:// URL. Set, it shares limits and routing state between processes and replicas. */
-  @Transform(emptyToUndefined) @IsOptional() @Matches(/^rediss?:\/\//, { message: 'REDIS_URL must be a redis:// or rediss:// URL' })
+  @Transform(emptyToUndefined)
+  @IsOptional()
+  @Matches(/^rediss?:\/\//, { message: 'REDIS_URL must be a redis:// or rediss:// URL' })
   REDIS_URL?: string;
 
   @IsString()
   REDIS_KEY_PREFIX = 'hi:';
 
   /** Bearer token for /admin/*. Unset, the admin API answers 403. */
-  @Transform(emptyToUndefined) @IsOptional() @IsString() @MinLength(16, { message: 'ADMIN_TOKEN must be at least 16 characters' })
+  @Transform(emptyToUndefined)
+  @IsOptional()
+  @IsString()
+  @MinLength(16, { message: 'ADMIN_TOKEN must be at least 16 characters' })
   ADMIN_TOKEN?: string;
 
   // --- client access -----------------------------------------------------------------------
   /** true: every API call needs an API key (`hyi-...`). false: anonymous calls are admitted (and logged). */
-  @Transform(toBool) @IsBoolean()
+  @Transform(toBool)
+  @IsBoolean()
   USER_AUTH_ENABLED = false;
 
   /** Key for the HMAC-SHA256 under which API keys are stored. Changing it invalidates every key. */
@@ -178,51 +223,74 @@ export class Env {
   API_KEY_SECRET?: string = undefined;
 
   /** How long a looked-up API key is trusted before it is read again (revocations show within it). */
-  @Type(() => Number) @IsInt() @Min(0) @Max(600_000)
+  @Type(() => Number)
+  @IsInt()
+  @Min(0)
+  @Max(600_000)
   API_KEY_CACHE_TTL_MS = 10_000;
 
   // --- subscription accounts (Claude Code and Codex OAuth logins) -------------------------
   /** AES-256-GCM key for account tokens at rest: 32 bytes as 64 hex characters or base64. Unset, no tokens are stored. */
-  @Transform(emptyToUndefined) @IsOptional() @Matches(/^([0-9a-fA-F]{64}|[A-Za-z0-9+/_-]{43}=?)$/, { message: 'SUBSCRIPTION_ENCRYPTION_KEY must be 32 bytes: 64 hex characters or base64 (openssl rand -base64 32)' })
+  @Transform(emptyToUndefined)
+  @IsOptional()
+  @Matches(/^([0-9a-fA-F]{64}|[A-Za-z0-9+/_-]{43}=?)$/, {
+    message: 'SUBSCRIPTION_ENCRYPTION_KEY must be 32 bytes: 64 hex characters or base64 (openssl rand -base64 32)',
+  })
   SUBSCRIPTION_ENCRYPTION_KEY?: string = undefined;
 
   /** Imported at start-up when present (see docs/configuration.md for the formats). */
-  @IsString() @MinLength(1)
+  @IsString()
+  @MinLength(1)
   SUBSCRIPTION_CLAUDE_ACCOUNTS_FILE = 'var/data/claude_accounts.json';
 
-  @IsString() @MinLength(1)
+  @IsString()
+  @MinLength(1)
   SUBSCRIPTION_CODEX_ACCOUNTS_FILE = 'var/data/codex_accounts.json';
 
   /** How often each process re-reads account state from the database (other replicas' changes) and refreshes tokens ahead of expiry. */
-  @Type(() => Number) @IsInt() @Min(50)
+  @Type(() => Number)
+  @IsInt()
+  @Min(50)
   SUBSCRIPTION_SYNC_MS = 5000;
 
   /** Refresh an access token this long before it expires. */
-  @Type(() => Number) @IsInt() @Min(0)
+  @Type(() => Number)
+  @IsInt()
+  @Min(0)
   SUBSCRIPTION_REFRESH_MARGIN_MS = 300_000;
 
   /** Cooldown after a 429 that names no reset time; doubles with each consecutive failure. */
-  @Type(() => Number) @IsInt() @Min(0)
+  @Type(() => Number)
+  @IsInt()
+  @Min(0)
   SUBSCRIPTION_COOLDOWN_MS = 60_000;
 
   /** Longest cooldown, whatever the provider's reset time says. */
-  @Type(() => Number) @IsInt() @Min(1000)
+  @Type(() => Number)
+  @IsInt()
+  @Min(1000)
   SUBSCRIPTION_MAX_COOLDOWN_MS = 7 * 24 * 3_600_000;
 
   /** Consecutive authentication failures (401 after a refresh, failed refreshes) that put an account in cooldown. */
-  @Type(() => Number) @IsInt() @Min(1)
+  @Type(() => Number)
+  @IsInt()
+  @Min(1)
   SUBSCRIPTION_FAILURE_THRESHOLD = 3;
 
-  @IsString() @Matches(/^https?:\/\//, { message: 'SUBSCRIPTION_CLAUDE_TOKEN_URL must be an http(s) URL' })
+  @IsString()
+  @Matches(/^https?:\/\//, { message: 'SUBSCRIPTION_CLAUDE_TOKEN_URL must be an http(s) URL' })
   SUBSCRIPTION_CLAUDE_TOKEN_URL = 'https://platform.claude.com/v1/oauth/token';
 
-  @IsString() @MinLength(1)
+  @IsString()
+  @MinLength(1)
   SUBSCRIPTION_CLAUDE_CLIENT_ID = '9d1c250a-e61b-44d9-88ed-5944d1962f5e';
 
-  @IsString() @Matches(/^https?:\/\//, { message: 'SUBSCRIPTION_CODEX_TOKEN_URL must be an http(s) URL' })
+  @IsString()
+  @Matches(/^https?:\/\//, { message: 'SUBSCRIPTION_CODEX_TOKEN_URL must be an http(s) URL' })
   SUBSCRIPTION_CODEX_TOKEN_URL = 'https://auth.openai.com/oauth/token';
 
-  @IsString() @MinLength(1)
+  @IsString()
+  @MinLength(1)
   SUBSCRIPTION_CODEX_CLIENT_ID = 'app_EMoamEEZ73f0CkXaXp7hrann';
 }
 

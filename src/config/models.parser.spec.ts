@@ -311,14 +311,29 @@ describe('parseModels: optional routes', () => {
   });
 
   it('skips an optional route whose ${VAR} (no default) is set but blank', () => {
-    const yaml = ['models:', '  - id: m', '    context_length: 10', '    route:', '      - kind: mock', '      - { kind: vllm, optional: true, base_url: "http://gpu:8000/v1", api_key: "${STAGING_KEY}" }', ''].join('\n');
+    const yaml = [
+      'models:',
+      '  - id: m',
+      '    context_length: 10',
+      '    route:',
+      '      - kind: mock',
+      '      - { kind: vllm, optional: true, base_url: "http://gpu:8000/v1", api_key: "${STAGING_KEY}" }',
+      '',
+    ].join('\n');
     const { models, warnings } = load(yaml, { vars: { STAGING_KEY: '' } });
     expect(models[0].routes.map((r) => r.kind)).toEqual(['mock']);
     expect(warnings).toEqual([expect.stringMatching(/route\[1\]\): optional route skipped: STAGING_KEY is blank/)]);
   });
 
   it('keeps an optional route whose key has an explicit empty default (a keyless local server)', () => {
-    const yaml = ['models:', '  - id: m', '    context_length: 10', '    route:', '      - { kind: vllm, optional: true, base_url: "${VLLM_URL}", api_key: "${VLLM_KEY:-}" }', ''].join('\n');
+    const yaml = [
+      'models:',
+      '  - id: m',
+      '    context_length: 10',
+      '    route:',
+      '      - { kind: vllm, optional: true, base_url: "${VLLM_URL}", api_key: "${VLLM_KEY:-}" }',
+      '',
+    ].join('\n');
     const { models, warnings } = load(yaml, { vars: { VLLM_URL: 'http://gpu:8000/v1' } });
     expect(models[0].routes).toHaveLength(1);
     expect(models[0].routes[0].apiKeys).toEqual([]);

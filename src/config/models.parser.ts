@@ -7,18 +7,58 @@ import { ConfigError, type YamlPath, type YamlSource } from './yaml-source';
 
 /** Keys a model may carry; the seeds' spellings are accepted next to OpenRouter's. */
 const MODEL_KEYS = new Set([
-  'id', 'name', 'description', 'created', 'type', 'provider', 'quantization', 'context_length',
-  'max_output_length', 'max_completion_tokens', 'architecture', 'input_modalities', 'output_modalities',
-  'modality', 'tokenizer', 'instruct_type', 'supports_tools', 'supports_structured_output',
-  'supports_reasoning', 'supported_params', 'supported_parameters', 'aliases', 'pricing', 'router',
-  'router_params', 'required_role', 'provider_model_id', 'route', 'routes', 'is_moderated',
-  'hugging_face_id', 'canonical_slug',
+  'id',
+  'name',
+  'description',
+  'created',
+  'type',
+  'provider',
+  'quantization',
+  'context_length',
+  'max_output_length',
+  'max_completion_tokens',
+  'architecture',
+  'input_modalities',
+  'output_modalities',
+  'modality',
+  'tokenizer',
+  'instruct_type',
+  'supports_tools',
+  'supports_structured_output',
+  'supports_reasoning',
+  'supported_params',
+  'supported_parameters',
+  'aliases',
+  'pricing',
+  'router',
+  'router_params',
+  'required_role',
+  'provider_model_id',
+  'route',
+  'routes',
+  'is_moderated',
+  'hugging_face_id',
+  'canonical_slug',
 ]);
 
 /** Route keys the gateway itself reads; every other key is handed to the adapter as an option. */
 const ROUTE_KEYS = new Set([
-  'id', 'name', 'kind', 'weight', 'base_url', 'api_key', 'api_keys', 'provider_model_id', 'optional',
-  'local', 'locality', 'headers', 'extra_body', 'timeouts', 'timeout', 'pricing',
+  'id',
+  'name',
+  'kind',
+  'weight',
+  'base_url',
+  'api_key',
+  'api_keys',
+  'provider_model_id',
+  'optional',
+  'local',
+  'locality',
+  'headers',
+  'extra_body',
+  'timeouts',
+  'timeout',
+  'pricing',
 ]);
 
 const PRICE_KEYS: Record<string, readonly string[]> = {
@@ -35,8 +75,16 @@ const KNOWN_PRICE_KEYS = new Set([...Object.values(PRICE_KEYS).flat(), 'web_sear
 const KIND = /^([A-Za-z0-9_.-]+)(?:\[([^\]]+)\])?$/;
 
 const BASE_PARAMETERS = [
-  'max_tokens', 'temperature', 'top_p', 'stop', 'frequency_penalty', 'presence_penalty', 'seed',
-  'logit_bias', 'logprobs', 'top_logprobs',
+  'max_tokens',
+  'temperature',
+  'top_p',
+  'stop',
+  'frequency_penalty',
+  'presence_penalty',
+  'seed',
+  'logit_bias',
+  'logprobs',
+  'top_logprobs',
 ];
 
 export interface ParseModelsOptions {
@@ -97,7 +145,12 @@ function parseModel(
   const contextLength = r.number(o, 'context_length', path, { min: 1, integer: true });
   if (contextLength === undefined && o.context_length === undefined) r.fail([...path, 'context_length'], 'is required');
   const maxCompletion = r.number(o, ['max_completion_tokens', 'max_output_length'], path, { min: 0, integer: true });
-  const pricing = parsePricing(r, o.pricing, [...path, 'pricing'], opts.warn) ?? { prompt: FREE, completion: FREE, request: FREE, image: FREE };
+  const pricing = parsePricing(r, o.pricing, [...path, 'pricing'], opts.warn) ?? {
+    prompt: FREE,
+    completion: FREE,
+    request: FREE,
+    image: FREE,
+  };
   const createdRaw = o.created;
   let created = opts.defaultCreated;
   if (typeof createdRaw === 'number') created = Math.trunc(createdRaw);
@@ -108,13 +161,11 @@ function parseModel(
   }
   const supportsTools = r.boolean(o, 'supports_tools', path) ?? true;
   const supportsStructured = r.boolean(o, 'supports_structured_output', path) ?? false;
-  const supported =
-    r.stringList(o, ['supported_parameters', 'supported_params'], path) ??
-    [
-      ...BASE_PARAMETERS,
-      ...(supportsTools ? ['tools', 'tool_choice', 'parallel_tool_calls'] : []),
-      ...(supportsStructured ? ['response_format', 'structured_outputs'] : ['response_format']),
-    ];
+  const supported = r.stringList(o, ['supported_parameters', 'supported_params'], path) ?? [
+    ...BASE_PARAMETERS,
+    ...(supportsTools ? ['tools', 'tool_choice', 'parallel_tool_calls'] : []),
+    ...(supportsStructured ? ['response_format', 'structured_outputs'] : ['response_format']),
+  ];
   const defaultProviderModelId = r.string(o, 'provider_model_id', path) ?? id;
 
   const routesKey = o.routes !== undefined ? 'routes' : 'route';
@@ -126,7 +177,14 @@ function parseModel(
     const ids = new Set<string>();
     rawRoutes.forEach((raw, j) => {
       const rpath: YamlPath = [...path, routesKey, j];
-      const route = parseRoute(r, raw, rpath, { modelId: id, defaultProviderModelId, routing: opts.routing, warn: opts.warn, notice: opts.notice ?? opts.warn, skippedRoutes });
+      const route = parseRoute(r, raw, rpath, {
+        modelId: id,
+        defaultProviderModelId,
+        routing: opts.routing,
+        warn: opts.warn,
+        notice: opts.notice ?? opts.warn,
+        skippedRoutes,
+      });
       if (!route) return;
       let routeId = route.id;
       for (let n = 2; ids.has(routeId); n++) routeId = `${route.id}-${n}`;
@@ -163,8 +221,8 @@ function parseArchitecture(r: FieldReader, o: Record<string, unknown>, path: Yam
   const arch = r.isObject(o.architecture) ? o.architecture : {};
   const apath = r.isObject(o.architecture) ? [...path, 'architecture'] : path;
   const input = r.stringList(arch, 'input_modalities', apath) ?? r.stringList(o, 'input_modalities', path) ?? ['text'];
-  const output =
-    r.stringList(arch, 'output_modalities', apath) ?? r.stringList(o, 'output_modalities', path) ?? [embedding ? 'embeddings' : 'text'];
+  const output = r.stringList(arch, 'output_modalities', apath) ??
+    r.stringList(o, 'output_modalities', path) ?? [embedding ? 'embeddings' : 'text'];
   return {
     modality: r.string(arch, 'modality', apath) ?? r.string(o, 'modality', path) ?? `${input.join('+')}->${output.join('+')}`,
     input_modalities: input,
@@ -321,7 +379,12 @@ function parseRouteTimeouts(r: FieldReader, o: Record<string, unknown>, path: Ya
 }
 
 /** A route is local or remote when routing.yaml lists its endpoint (and, if given, its model). */
-function deploymentLocality(routing: RoutingDef, baseUrl: string | undefined, modelId: string, providerModelId: string): Locality | undefined {
+function deploymentLocality(
+  routing: RoutingDef,
+  baseUrl: string | undefined,
+  modelId: string,
+  providerModelId: string,
+): Locality | undefined {
   if (!baseUrl) return undefined;
   const matches = (d: { endpoint: string; models: readonly string[] }) =>
     sameEndpoint(d.endpoint, baseUrl) && (d.models.length === 0 || d.models.includes(modelId) || d.models.includes(providerModelId));

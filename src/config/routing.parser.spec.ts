@@ -69,7 +69,13 @@ describe('parseRouting', () => {
   });
 
   it('keeps the defaults of retry settings that are not given', () => {
-    expect(parse('retry: { max_retries: 0 }\n').routing.retry).toEqual({ maxRetries: 0, backoffMs: 200, maxBackoffMs: 5000, maxRetryAfterMs: 10_000, maxAttempts: 6 });
+    expect(parse('retry: { max_retries: 0 }\n').routing.retry).toEqual({
+      maxRetries: 0,
+      backoffMs: 200,
+      maxBackoffMs: 5000,
+      maxRetryAfterMs: 10_000,
+      maxAttempts: 6,
+    });
   });
 
   it('rejects unknown and out-of-range retry and circuit settings with file, line and key', () => {

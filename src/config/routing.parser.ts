@@ -59,10 +59,22 @@ export function readSettings(r: FieldReader, raw: unknown, path: YamlPath, field
   return out;
 }
 
-const whole = (key: string, min: number) => ({ key, read: (r: FieldReader, o: Record<string, unknown>, p: YamlPath) => r.number(o, key, p, { min, integer: true }) });
-const seconds = (key: string, min: number) => ({ key, read: (r: FieldReader, o: Record<string, unknown>, p: YamlPath) => r.number(o, key, p, { min }) });
+const whole = (key: string, min: number) => ({
+  key,
+  read: (r: FieldReader, o: Record<string, unknown>, p: YamlPath) => r.number(o, key, p, { min, integer: true }),
+});
+const seconds = (key: string, min: number) => ({
+  key,
+  read: (r: FieldReader, o: Record<string, unknown>, p: YamlPath) => r.number(o, key, p, { min }),
+});
 
-export const RETRY_FIELDS = [whole('max_retries', 0), whole('backoff_ms', 1), whole('max_backoff_ms', 1), whole('max_retry_after_ms', 0), whole('max_attempts', 1)];
+export const RETRY_FIELDS = [
+  whole('max_retries', 0),
+  whole('backoff_ms', 1),
+  whole('max_backoff_ms', 1),
+  whole('max_retry_after_ms', 0),
+  whole('max_attempts', 1),
+];
 const CIRCUIT_FIELDS = [whole('failure_threshold', 1), seconds('cooldown_seconds', 0.001), whole('half_open_requests', 1)];
 const WINDOW_FIELDS = [whole('size', 1), seconds('seconds', 0.001)];
 
@@ -134,7 +146,8 @@ export function parseRouting(src: YamlSource, warn: (msg: string) => void): Rout
   };
   const win = readSettings(r, root.stats_window, ['stats_window'], WINDOW_FIELDS) ?? {};
   const statsWindow: StatsWindowDef = { size: win.size ?? DEFAULT_STATS_WINDOW.size, seconds: win.seconds ?? DEFAULT_STATS_WINDOW.seconds };
-  const healthCheckTimeoutMs = r.number(root, 'health_check_timeout_ms', [], { min: 1, integer: true }) ?? EMPTY_ROUTING.healthCheckTimeoutMs;
+  const healthCheckTimeoutMs =
+    r.number(root, 'health_check_timeout_ms', [], { min: 1, integer: true }) ?? EMPTY_ROUTING.healthCheckTimeoutMs;
   const stateSyncMs = r.number(root, 'state_sync_ms', [], { min: 10, integer: true }) ?? EMPTY_ROUTING.stateSyncMs;
   if (r.problems.length > 0) throw new ConfigError(r.problems);
   return {

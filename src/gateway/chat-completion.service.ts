@@ -105,7 +105,9 @@ export class ChatCompletionService {
     }
     if (usage.wanted) {
       const final = usage.final(() => estimatePromptTokens(chat));
-      const last = usage.held ? { ...usage.held, usage: final } : { id, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: ex.model.id, choices: [], usage: final };
+      const last = usage.held
+        ? { ...usage.held, usage: final }
+        : { id, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: ex.model.id, choices: [], usage: final };
       void sse.write(`data: ${JSON.stringify(last)}\n\n`);
     }
     if (content) rec.responseContent = { content: content.join('') };

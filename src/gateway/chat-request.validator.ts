@@ -6,20 +6,27 @@ const ROLES = new Set(['system', 'developer', 'user', 'assistant', 'tool', 'func
 type Check = (v: unknown) => string | undefined;
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-const num = (min?: number, max?: number): Check => (v) =>
-  typeof v !== 'number' || !Number.isFinite(v)
-    ? 'must be a number'
-    : min !== undefined && v < min
-      ? `must be at least ${min}`
-      : max !== undefined && v > max
-        ? `must be at most ${max}`
-        : undefined;
-const int = (min?: number, max?: number): Check => (v) => (typeof v === 'number' && !Number.isInteger(v) ? 'must be an integer' : num(min, max)(v));
+const num =
+  (min?: number, max?: number): Check =>
+  (v) =>
+    typeof v !== 'number' || !Number.isFinite(v)
+      ? 'must be a number'
+      : min !== undefined && v < min
+        ? `must be at least ${min}`
+        : max !== undefined && v > max
+          ? `must be at most ${max}`
+          : undefined;
+const int =
+  (min?: number, max?: number): Check =>
+  (v) =>
+    typeof v === 'number' && !Number.isInteger(v) ? 'must be an integer' : num(min, max)(v);
 const bool: Check = (v) => (typeof v === 'boolean' ? undefined : 'must be a boolean');
 const str: Check = (v) => (typeof v === 'string' ? undefined : 'must be a string');
 const obj: Check = (v) => (isObj(v) ? undefined : 'must be an object');
 const stop: Check = (v) =>
-  typeof v === 'string' || (Array.isArray(v) && v.every((s) => typeof s === 'string')) ? undefined : 'must be a string or an array of strings';
+  typeof v === 'string' || (Array.isArray(v) && v.every((s) => typeof s === 'string'))
+    ? undefined
+    : 'must be a string or an array of strings';
 
 /**
  * The most tokens a request may ask for: far beyond any model, within a 32-bit integer (what
@@ -64,7 +71,8 @@ function fail(param: string, problem: string): never {
 export function validateChatRequest(body: unknown): ChatRequest {
   if (!isObj(body)) fail('body', 'must be a JSON object');
   // OpenRouter: without `model`, the first of the fallback list `models` is the model asked for.
-  if ((body.model === undefined || body.model === null) && Array.isArray(body.models) && typeof body.models[0] === 'string') body.model = body.models[0];
+  if ((body.model === undefined || body.model === null) && Array.isArray(body.models) && typeof body.models[0] === 'string')
+    body.model = body.models[0];
   if (body.model === undefined || body.model === null) fail('model', 'is required');
   if (typeof body.model !== 'string' || body.model.trim() === '') fail('model', 'must be a non-empty string');
   if (body.messages === undefined || body.messages === null) fail('messages', 'is required');
@@ -78,10 +86,15 @@ export function validateChatRequest(body: unknown): ChatRequest {
     const problem = PARAMS[key](v);
     if (problem) fail(key, problem);
   }
-  if (isObj(body.stream_options) && body.stream_options.include_usage !== undefined && typeof body.stream_options.include_usage !== 'boolean') {
+  if (
+    isObj(body.stream_options) &&
+    body.stream_options.include_usage !== undefined &&
+    typeof body.stream_options.include_usage !== 'boolean'
+  ) {
     fail('stream_options.include_usage', 'must be a boolean');
   }
-  if (isObj(body.response_format) && typeof body.response_format.type !== 'string') fail('response_format.type', 'is required and must be a string');
+  if (isObj(body.response_format) && typeof body.response_format.type !== 'string')
+    fail('response_format.type', 'is required and must be a string');
   if (body.tools !== undefined && body.tools !== null) checkTools(body.tools);
   if (body.tool_choice !== undefined && body.tool_choice !== null) checkToolChoice(body.tool_choice);
   return body as ChatRequest;
@@ -99,7 +112,11 @@ function checkMessage(m: unknown, i: number): void {
     c.forEach((part, j) => {
       if (!isObj(part) || typeof part.type !== 'string') fail(`${at}.content[${j}]`, 'must be an object with a string "type"');
       if (part.type === 'text' && typeof part.text !== 'string') fail(`${at}.content[${j}].text`, 'must be a string');
-      if (part.type === 'image_url' && !(isObj(part.image_url) && typeof part.image_url.url === 'string') && typeof part.image_url !== 'string') {
+      if (
+        part.type === 'image_url' &&
+        !(isObj(part.image_url) && typeof part.image_url.url === 'string') &&
+        typeof part.image_url !== 'string'
+      ) {
         fail(`${at}.content[${j}].image_url.url`, 'must be a string');
       }
     });
@@ -107,7 +124,8 @@ function checkMessage(m: unknown, i: number): void {
     fail(`${at}.content`, 'must be a string or an array of content parts');
   }
   if (m.name !== undefined && typeof m.name !== 'string') fail(`${at}.name`, 'must be a string');
-  if (m.role === 'tool' && typeof m.tool_call_id !== 'string') fail(`${at}.tool_call_id`, 'is required for tool messages and must be a string');
+  if (m.role === 'tool' && typeof m.tool_call_id !== 'string')
+    fail(`${at}.tool_call_id`, 'is required for tool messages and must be a string');
   if (m.tool_calls !== undefined && m.tool_calls !== null) {
     if (!Array.isArray(m.tool_calls)) fail(`${at}.tool_calls`, 'must be an array');
     m.tool_calls.forEach((t: unknown, j: number) => {
@@ -129,13 +147,15 @@ function checkTools(tools: unknown): void {
     if (t.type !== 'function') fail(`${at}.type`, 'must be "function"');
     if (!isObj(t.function)) fail(`${at}.function`, 'must be an object');
     if (typeof t.function.name !== 'string' || t.function.name === '') fail(`${at}.function.name`, 'must be a non-empty string');
-    if (t.function.parameters !== undefined && !isObj(t.function.parameters)) fail(`${at}.function.parameters`, 'must be a JSON Schema object');
+    if (t.function.parameters !== undefined && !isObj(t.function.parameters))
+      fail(`${at}.function.parameters`, 'must be a JSON Schema object');
   });
 }
 
 function checkToolChoice(tc: unknown): void {
   if (typeof tc === 'string') {
-    if (!['none', 'auto', 'required'].includes(tc)) fail('tool_choice', 'must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}');
+    if (!['none', 'auto', 'required'].includes(tc))
+      fail('tool_choice', 'must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}');
     return;
   }
   if (!isObj(tc) || tc.type !== 'function' || !isObj(tc.function) || typeof tc.function.name !== 'string') {

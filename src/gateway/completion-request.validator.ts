@@ -6,8 +6,22 @@ const isTokenList = (v: unknown): boolean => Array.isArray(v) && v.length > 0 &&
 
 /** The chat parameters legacy completions share (same types and ranges). */
 const SHARED = [
-  'stream', 'stream_options', 'temperature', 'top_p', 'n', 'max_tokens', 'stop', 'seed', 'frequency_penalty',
-  'presence_penalty', 'logit_bias', 'user', 'top_k', 'min_p', 'repetition_penalty', 'min_tokens',
+  'stream',
+  'stream_options',
+  'temperature',
+  'top_p',
+  'n',
+  'max_tokens',
+  'stop',
+  'seed',
+  'frequency_penalty',
+  'presence_penalty',
+  'logit_bias',
+  'user',
+  'top_k',
+  'min_p',
+  'repetition_penalty',
+  'min_tokens',
 ] as const;
 
 /**
@@ -16,7 +30,8 @@ const SHARED = [
  */
 export function validateCompletionRequest(body: unknown): CompletionRequest {
   if (!isObj(body)) fail('body', 'must be a JSON object');
-  if (typeof body.model !== 'string' || body.model.trim() === '') fail('model', body.model === undefined || body.model === null ? 'is required' : 'must be a non-empty string');
+  if (typeof body.model !== 'string' || body.model.trim() === '')
+    fail('model', body.model === undefined || body.model === null ? 'is required' : 'must be a non-empty string');
   const p = body.prompt;
   if (p === undefined || p === null) fail('prompt', 'is required');
   const ok =
@@ -29,15 +44,27 @@ export function validateCompletionRequest(body: unknown): CompletionRequest {
     const problem = PARAMETER_CHECKS[key](v);
     if (problem) fail(key, problem);
   }
-  if (isObj(body.stream_options) && body.stream_options.include_usage !== undefined && typeof body.stream_options.include_usage !== 'boolean') {
+  if (
+    isObj(body.stream_options) &&
+    body.stream_options.include_usage !== undefined &&
+    typeof body.stream_options.include_usage !== 'boolean'
+  ) {
     fail('stream_options.include_usage', 'must be a boolean');
   }
-  if (body.logprobs !== undefined && body.logprobs !== null && !(Number.isInteger(body.logprobs) && (body.logprobs as number) >= 0 && (body.logprobs as number) <= 5)) {
+  if (
+    body.logprobs !== undefined &&
+    body.logprobs !== null &&
+    !(Number.isInteger(body.logprobs) && (body.logprobs as number) >= 0 && (body.logprobs as number) <= 5)
+  ) {
     fail('logprobs', 'must be an integer from 0 to 5');
   }
   if (body.echo !== undefined && body.echo !== null && typeof body.echo !== 'boolean') fail('echo', 'must be a boolean');
   if (body.suffix !== undefined && body.suffix !== null && typeof body.suffix !== 'string') fail('suffix', 'must be a string');
-  if (body.best_of !== undefined && body.best_of !== null && !(Number.isInteger(body.best_of) && (body.best_of as number) >= 1 && (body.best_of as number) <= 20)) {
+  if (
+    body.best_of !== undefined &&
+    body.best_of !== null &&
+    !(Number.isInteger(body.best_of) && (body.best_of as number) >= 1 && (body.best_of as number) <= 20)
+  ) {
     fail('best_of', 'must be an integer from 1 to 20');
   }
   return body as CompletionRequest;

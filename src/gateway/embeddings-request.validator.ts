@@ -13,7 +13,8 @@ export const MAX_EMBEDDING_INPUTS = 2048;
  */
 export function validateEmbeddingsRequest(body: unknown): EmbeddingsRequest {
   if (!isObj(body)) fail('body', 'must be a JSON object');
-  if (typeof body.model !== 'string' || body.model.trim() === '') fail('model', body.model === undefined || body.model === null ? 'is required' : 'must be a non-empty string');
+  if (typeof body.model !== 'string' || body.model.trim() === '')
+    fail('model', body.model === undefined || body.model === null ? 'is required' : 'must be a non-empty string');
   const input = body.input;
   if (input === undefined || input === null) fail('input', 'is required');
   if (typeof input === 'string') {
@@ -33,10 +34,16 @@ export function validateEmbeddingsRequest(body: unknown): EmbeddingsRequest {
   } else {
     fail('input', 'must be a string, an array of strings, an array of token ids or an array of token-id arrays');
   }
-  if (body.encoding_format !== undefined && body.encoding_format !== null && body.encoding_format !== 'float' && body.encoding_format !== 'base64') {
+  if (
+    body.encoding_format !== undefined &&
+    body.encoding_format !== null &&
+    body.encoding_format !== 'float' &&
+    body.encoding_format !== 'base64'
+  ) {
     fail('encoding_format', 'must be "float" or "base64"');
   }
-  if (body.dimensions !== undefined && body.dimensions !== null && !(Number.isInteger(body.dimensions) && (body.dimensions as number) >= 1)) fail('dimensions', 'must be a positive integer');
+  if (body.dimensions !== undefined && body.dimensions !== null && !(Number.isInteger(body.dimensions) && (body.dimensions as number) >= 1))
+    fail('dimensions', 'must be a positive integer');
   const userProblem = body.user === undefined || body.user === null ? undefined : PARAMETER_CHECKS.user(body.user);
   if (userProblem) fail('user', userProblem);
   if (body.encoding_format === null) delete body.encoding_format;

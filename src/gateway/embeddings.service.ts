@@ -57,7 +57,12 @@ export class EmbeddingsService implements OnModuleInit, OnApplicationBootstrap {
       rec.body = body;
       rec.userId = typeof body.user === 'string' ? body.user : null;
       const model = this.calls.resolveModel(scope, body.model, 'embedding');
-      await this.calls.admit(scope, res, () => promptCharge(model, embeddingInputs(body.input).reduce((n, x) => n + (typeof x === 'string' ? estimateTextTokens(x) : x.length), 0)));
+      await this.calls.admit(scope, res, () =>
+        promptCharge(
+          model,
+          embeddingInputs(body.input).reduce((n, x) => n + (typeof x === 'string' ? estimateTextTokens(x) : x.length), 0),
+        ),
+      );
       // Strategies plan on the request's routing fields; embeddings have no messages.
       const view: ChatRequest = { ...body, model: body.model, messages: [] };
       const ex = new Execution(model, view, rec.id, scope.signal, scope.snapshot);
@@ -67,13 +72,23 @@ export class EmbeddingsService implements OnModuleInit, OnApplicationBootstrap {
         return adapter.embed(body, route, ctx);
       });
       rec.usageEstimated = this.present(out, body.encoding_format ?? 'float', model.id, body.input);
-      rec.usage = { prompt_tokens: out.usage!.prompt_tokens, completion_tokens: 0, total_tokens: out.usage!.total_tokens, ...(typeof out.usage!.cost === 'number' ? { cost: out.usage!.cost } : {}) };
+      rec.usage = {
+        prompt_tokens: out.usage!.prompt_tokens,
+        completion_tokens: 0,
+        total_tokens: out.usage!.total_tokens,
+        ...(typeof out.usage!.cost === 'number' ? { cost: out.usage!.cost } : {}),
+      };
       this.calls.sendJson(res, out);
     });
   }
 
   /** The answer as the client sees it; true when its usage had to be estimated. */
-  private present(out: EmbeddingsResponse, format: 'float' | 'base64', model: string, input: Parameters<typeof embeddingInputs>[0]): boolean {
+  private present(
+    out: EmbeddingsResponse,
+    format: 'float' | 'base64',
+    model: string,
+    input: Parameters<typeof embeddingInputs>[0],
+  ): boolean {
     encodeEmbeddings(out, format);
     out.object = 'list';
     out.model = model;

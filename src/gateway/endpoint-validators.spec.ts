@@ -18,7 +18,10 @@ describe('validateEmbeddingsRequest', () => {
     ['token ids', [1, 2, 3]],
     ['lists of token ids', [[1, 2], [3]]],
   ])('accepts %s', (_, input) => {
-    expect(validateEmbeddingsRequest({ model: 'e', input, encoding_format: 'base64', dimensions: 8, user: 'u' })).toMatchObject({ model: 'e', input });
+    expect(validateEmbeddingsRequest({ model: 'e', input, encoding_format: 'base64', dimensions: 8, user: 'u' })).toMatchObject({
+      model: 'e',
+      input,
+    });
   });
 
   it.each([
@@ -46,8 +49,25 @@ describe('validateEmbeddingsRequest', () => {
 });
 
 describe('validateCompletionRequest', () => {
-  it.each([['a string', 'Once'], ['strings', ['a', 'b']], ['token ids', [1, 2]], ['lists of token ids', [[1], [2, 3]]]])('accepts %s as prompt', (_, prompt) => {
-    expect(validateCompletionRequest({ model: 'm', prompt, max_tokens: 5, logprobs: 2, echo: true, suffix: 's', best_of: 2, stream: true, stream_options: { include_usage: true } })).toMatchObject({ prompt });
+  it.each([
+    ['a string', 'Once'],
+    ['strings', ['a', 'b']],
+    ['token ids', [1, 2]],
+    ['lists of token ids', [[1], [2, 3]]],
+  ])('accepts %s as prompt', (_, prompt) => {
+    expect(
+      validateCompletionRequest({
+        model: 'm',
+        prompt,
+        max_tokens: 5,
+        logprobs: 2,
+        echo: true,
+        suffix: 's',
+        best_of: 2,
+        stream: true,
+        stream_options: { include_usage: true },
+      }),
+    ).toMatchObject({ prompt });
   });
 
   it.each([

@@ -83,7 +83,13 @@ export class GatewayCalls {
     scope.rec.lease = await this.limits.admit(scope.ctx, res, estimate);
   }
 
-  async handle(req: Request, res: Response, what: string, work: (scope: CallScope) => Promise<void>, shape: ErrorShape = OPENAI_ERRORS): Promise<void> {
+  async handle(
+    req: Request,
+    res: Response,
+    what: string,
+    work: (scope: CallScope) => Promise<void>,
+    shape: ErrorShape = OPENAI_ERRORS,
+  ): Promise<void> {
     const ctx = contextOf(req);
     const rec = new RequestRecord(ctx?.requestId ?? requestId(), ctx?.startedAt ?? performance.now());
     const clientId = req.headers['x-request-id'];
@@ -173,7 +179,18 @@ export class GatewayCalls {
       const log = this.appLogger.access;
       if (log.isLevelEnabled('info')) {
         log.info(
-          { reqId: rec.id, model: row.model, route: row.endpoint, stream: row.stream, status: row.status_code, latency_ms: row.latency_ms, ttft_ms: row.ttft_ms, prompt_tokens: row.prompt_tokens, completion_tokens: row.completion_tokens, error: row.error ?? undefined },
+          {
+            reqId: rec.id,
+            model: row.model,
+            route: row.endpoint,
+            stream: row.stream,
+            status: row.status_code,
+            latency_ms: row.latency_ms,
+            ttft_ms: row.ttft_ms,
+            prompt_tokens: row.prompt_tokens,
+            completion_tokens: row.completion_tokens,
+            error: row.error ?? undefined,
+          },
           what,
         );
       }

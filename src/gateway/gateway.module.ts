@@ -24,7 +24,27 @@ import { MessagesService } from './anthropic/messages.service';
 /** Northbound HTTP: the OpenAI-compatible API, Anthropic's Messages API, health, public routing view and metrics. */
 @Module({
   imports: [RoutingModule, StorageModule, TerminusModule, AdaptersModule],
-  controllers: [ChatCompletionsController, ModelsController, RoutingController, HealthController, MetricsController, GenerationController, EmbeddingsController, CompletionsController, MessagesController, AnthropicModelsController],
-  providers: [ChatCompletionService, InflightService, ApiKeyGuard, UsageLimiter, GatewayCalls, EmbeddingsService, TextCompletionService, MessagesService],
+  controllers: [
+    ChatCompletionsController,
+    ModelsController,
+    RoutingController,
+    HealthController,
+    MetricsController,
+    GenerationController,
+    EmbeddingsController,
+    CompletionsController,
+    MessagesController,
+    AnthropicModelsController,
+  ],
+  providers: [
+    ChatCompletionService,
+    InflightService,
+    ApiKeyGuard,
+    UsageLimiter,
+    GatewayCalls,
+    EmbeddingsService,
+    TextCompletionService,
+    MessagesService,
+  ],
 })
 export class GatewayModule {}

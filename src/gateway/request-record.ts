@@ -60,9 +60,13 @@ export class RequestRecord {
   tokens(): { counts: TokenCounts; estimated: boolean } {
     if (this.usage) return { counts: tokenCounts(this.usage), estimated: this.usageEstimated };
     const served = this.execution?.route !== undefined;
-    if (!served && this.deliveredChars === 0) return { counts: { prompt: 0, completion: 0, cachedRead: 0, cacheWrite: 0, reasoning: 0 }, estimated: false };
+    if (!served && this.deliveredChars === 0)
+      return { counts: { prompt: 0, completion: 0, cachedRead: 0, cacheWrite: 0, reasoning: 0 }, estimated: false };
     const prompt = this.request ? estimatePromptTokens(this.request) : 0;
-    return { counts: { prompt, completion: Math.ceil(this.deliveredChars / 4), cachedRead: 0, cacheWrite: 0, reasoning: 0 }, estimated: true };
+    return {
+      counts: { prompt, completion: Math.ceil(this.deliveredChars / 4), cachedRead: 0, cacheWrite: 0, reasoning: 0 },
+      estimated: true,
+    };
   }
 
   /** A one-shot answer arrived from the upstream: for its client, that is the first token. */
@@ -78,7 +82,8 @@ export class RequestRecord {
     const pricing = route?.pricing ?? (this.execution?.model ?? this.modelDef)?.pricing;
     const billable = route !== undefined && !this.free;
     const cost = pricing && billable ? costPico(counts, pricing, 1, this.request ? countImages(this.request) : 0) : 0n;
-    const upstreamCost = typeof this.usage?.cost === 'number' && Number.isFinite(this.usage.cost) ? picoToUsd(usdToPico(Math.max(0, this.usage.cost))) : null;
+    const upstreamCost =
+      typeof this.usage?.cost === 'number' && Number.isFinite(this.usage.cost) ? picoToUsd(usdToPico(Math.max(0, this.usage.cost))) : null;
     const metadata: Record<string, unknown> = {};
     if (this.execution && this.execution.attempts.length > 0) metadata.attempts = this.execution.attempts;
     if (route) metadata.provider_model_id = route.providerModelId;

@@ -58,7 +58,13 @@ export class TextCompletionService {
     });
   }
 
-  private async json(body: CompletionRequest, chat: ChatRequest | UpstreamError, ex: Execution, rec: RequestRecord, res: Response): Promise<void> {
+  private async json(
+    body: CompletionRequest,
+    chat: ChatRequest | UpstreamError,
+    ex: Execution,
+    rec: RequestRecord,
+    res: Response,
+  ): Promise<void> {
     const answer = await this.executor.run(ex, (adapter, route, ctx) => {
       if (adapter.completeText) return adapter.completeText(body, route, ctx);
       return chat instanceof UpstreamError ? Promise.reject(chat) : adapter.complete(chat, route, ctx);
@@ -82,7 +88,13 @@ export class TextCompletionService {
     this.calls.sendJson(res, out);
   }
 
-  private async stream(body: CompletionRequest, chat: ChatRequest | UpstreamError, ex: Execution, scope: CallScope, res: Response): Promise<void> {
+  private async stream(
+    body: CompletionRequest,
+    chat: ChatRequest | UpstreamError,
+    ex: Execution,
+    scope: CallScope,
+    res: Response,
+  ): Promise<void> {
     const { rec, signal } = scope;
     const sse = new SseWriter(res, this.config.env.STREAM_KEEPALIVE_MS);
     const usage = new StreamUsage(body.stream_options?.include_usage === true, rec);
@@ -132,7 +144,12 @@ export class TextCompletionService {
 /** The prompt as a chat request, for planning and estimates only (never sent). */
 function promptView(body: CompletionRequest): ChatRequest {
   const { prompt, ...rest } = body;
-  const text = typeof prompt === 'string' ? prompt : (prompt as unknown[]).map((p) => (typeof p === 'string' ? p : Array.isArray(p) ? ' '.repeat(p.length * 4) : ' '.repeat(4))).join('\n');
+  const text =
+    typeof prompt === 'string'
+      ? prompt
+      : (prompt as unknown[])
+          .map((p) => (typeof p === 'string' ? p : Array.isArray(p) ? ' '.repeat(p.length * 4) : ' '.repeat(4)))
+          .join('\n');
   return { ...rest, messages: [{ role: 'user', content: text }] };
 }
 

@@ -32,11 +32,38 @@ export class MetricsService {
   constructor(config: AppConfig) {
     this.enabled = config.env.METRICS_ENABLED;
     const registers = [this.registry];
-    this.requests = new Counter({ name: 'hybridinference_requests_total', help: 'Requests served, by model, provider and HTTP status', labelNames: ['model', 'provider', 'status'], registers });
-    this.latency = new Histogram({ name: 'hybridinference_request_duration_seconds', help: 'Time from request to the last byte of the response', labelNames: ['model', 'provider', 'status'], buckets: LATENCY_BUCKETS, registers });
-    this.ttft = new Histogram({ name: 'hybridinference_time_to_first_token_seconds', help: 'Streams: time from request to the first content sent to the client', labelNames: ['model', 'provider', 'status'], buckets: LATENCY_BUCKETS, registers });
-    this.tokens = new Counter({ name: 'hybridinference_tokens_total', help: 'Tokens, by model, provider and type (prompt, completion, cached, reasoning)', labelNames: ['model', 'provider', 'type'], registers });
-    this.attempts = new Counter({ name: 'hybridinference_upstream_attempts_total', help: 'Attempts at upstream routes, by outcome', labelNames: ['provider', 'route', 'outcome'], registers });
+    this.requests = new Counter({
+      name: 'hybridinference_requests_total',
+      help: 'Requests served, by model, provider and HTTP status',
+      labelNames: ['model', 'provider', 'status'],
+      registers,
+    });
+    this.latency = new Histogram({
+      name: 'hybridinference_request_duration_seconds',
+      help: 'Time from request to the last byte of the response',
+      labelNames: ['model', 'provider', 'status'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.ttft = new Histogram({
+      name: 'hybridinference_time_to_first_token_seconds',
+      help: 'Streams: time from request to the first content sent to the client',
+      labelNames: ['model', 'provider', 'status'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.tokens = new Counter({
+      name: 'hybridinference_tokens_total',
+      help: 'Tokens, by model, provider and type (prompt, completion, cached, reasoning)',
+      labelNames: ['model', 'provider', 'type'],
+      registers,
+    });
+    this.attempts = new Counter({
+      name: 'hybridinference_upstream_attempts_total',
+      help: 'Attempts at upstream routes, by outcome',
+      labelNames: ['provider', 'route', 'outcome'],
+      registers,
+    });
     if (this.enabled) collectDefaultMetrics({ register: this.registry, prefix: 'hybridinference_' });
     // In a multi-process gateway the primary collects this registry from every worker. Only
     // constructing an AggregatorRegistry installs prom-client's worker-side listener.
@@ -71,6 +98,13 @@ export class MetricsService {
 
   /** A gauge whose value is read when /metrics is scraped. */
   gauge(name: string, help: string, read: () => number): void {
-    new Gauge({ name, help, registers: [this.registry], collect() { this.set(read()); } });
+    new Gauge({
+      name,
+      help,
+      registers: [this.registry],
+      collect() {
+        this.set(read());
+      },
+    });
   }
 }

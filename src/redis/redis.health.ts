@@ -20,9 +20,15 @@ export class RedisHealthIndicator {
         await client.ping();
         return session.up({ mode: 'shared' });
       } catch (err) {
-        return session.degraded({ mode: 'per-process', message: `redis ping failed (${(err as Error).message}); limits and shared state are per process until it is back` });
+        return session.degraded({
+          mode: 'per-process',
+          message: `redis ping failed (${(err as Error).message}); limits and shared state are per process until it is back`,
+        });
       }
     }
-    return session.degraded({ mode: 'per-process', message: `redis unreachable (${this.redis.error ?? status}); limits and shared state are per process until it is back` });
+    return session.degraded({
+      mode: 'per-process',
+      message: `redis unreachable (${this.redis.error ?? status}); limits and shared state are per process until it is back`,
+    });
   }
 }

@@ -65,7 +65,8 @@ export class RedisService implements OnModuleInit, OnApplicationShutdown {
       this.lastError = err.message;
     });
     redis.on('close', () => {
-      if (this.state === 'ready') this.logger.warn(`connection lost (${this.lastError ?? 'closed'}); using per-process state until it is back`);
+      if (this.state === 'ready')
+        this.logger.warn(`connection lost (${this.lastError ?? 'closed'}); using per-process state until it is back`);
       if (this.state !== 'disabled') this.state = 'down';
     });
     try {

@@ -10,7 +10,10 @@ export class AttemptScope {
   private readonly timers: Array<ReturnType<typeof setTimeout> | undefined> = [undefined, undefined, undefined];
   private lastActivity = 0;
   private paused = false;
-  private readonly onParentAbort = () => this.abort(new UpstreamError({ failure: 'aborted', message: 'the client closed the request', route: this.route.id, provider: this.route.kind }));
+  private readonly onParentAbort = () =>
+    this.abort(
+      new UpstreamError({ failure: 'aborted', message: 'the client closed the request', route: this.route.id, provider: this.route.kind }),
+    );
 
   constructor(
     private readonly parent: AbortSignal,
@@ -19,7 +22,10 @@ export class AttemptScope {
   ) {
     if (parent.aborted) this.onParentAbort();
     else parent.addEventListener('abort', this.onParentAbort, { once: true });
-    this.timers[0] = setTimeout(() => this.timeout('total_timeout', `no complete answer from upstream ${route.id} within ${totalMs} ms`), totalMs);
+    this.timers[0] = setTimeout(
+      () => this.timeout('total_timeout', `no complete answer from upstream ${route.id} within ${totalMs} ms`),
+      totalMs,
+    );
   }
 
   get signal(): AbortSignal {
@@ -28,7 +34,10 @@ export class AttemptScope {
 
   /** Streams: fail the attempt if no content arrives within `ms`. */
   armFirstToken(ms: number): void {
-    this.timers[1] = setTimeout(() => this.timeout('first_token_timeout', `upstream ${this.route.id} sent no first token within ${ms} ms`), ms);
+    this.timers[1] = setTimeout(
+      () => this.timeout('first_token_timeout', `upstream ${this.route.id} sent no first token within ${ms} ms`),
+      ms,
+    );
   }
 
   disarmFirstToken(): void {
@@ -43,11 +52,14 @@ export class AttemptScope {
   armIdle(ms: number): void {
     clearInterval(this.timers[2]);
     this.lastActivity = performance.now();
-    this.timers[2] = setInterval(() => {
-      if (!this.paused && performance.now() - this.lastActivity > ms) {
-        this.timeout('idle_timeout', `upstream ${this.route.id} went silent for ${ms} ms mid-stream`);
-      }
-    }, Math.max(10, Math.min(1000, ms / 4)));
+    this.timers[2] = setInterval(
+      () => {
+        if (!this.paused && performance.now() - this.lastActivity > ms) {
+          this.timeout('idle_timeout', `upstream ${this.route.id} went silent for ${ms} ms mid-stream`);
+        }
+      },
+      Math.max(10, Math.min(1000, ms / 4)),
+    );
   }
 
   /** A chunk arrived: the upstream is alive; the consumer is about to handle it. */

@@ -27,7 +27,7 @@ describe('CircuitBreaker', () => {
     expect(b.state).toBe('closed');
   });
 
-  it('does not count failures that are not the endpoint\'s fault', () => {
+  it("does not count failures that are not the endpoint's fault", () => {
     const b = new CircuitBreaker();
     for (let i = 0; i < 10; i++) b.onFailure(b.tryAcquire(0, policy), false, 0, policy);
     expect(b.state).toBe('closed');
@@ -83,7 +83,12 @@ describe('CircuitBreaker', () => {
     const b = new CircuitBreaker();
     const p3 = { ...policy, halfOpenRequests: 3 };
     fail(b, 3, 0);
-    expect([b.tryAcquire(1000, p3), b.tryAcquire(1000, p3), b.tryAcquire(1000, p3), b.tryAcquire(1000, p3)]).toEqual(['probe', 'probe', 'probe', undefined]);
+    expect([b.tryAcquire(1000, p3), b.tryAcquire(1000, p3), b.tryAcquire(1000, p3), b.tryAcquire(1000, p3)]).toEqual([
+      'probe',
+      'probe',
+      'probe',
+      undefined,
+    ]);
   });
 
   it('cuts the cooldown short when a health probe succeeds', () => {

@@ -2,7 +2,12 @@ import { FREE, tokenPrice, unitPrice } from '../common/money';
 import type { ModelDef, RouteDef } from '../config/registry.types';
 import { cheapestFirst, estimateCost, estimateRequestTokens, NOMINAL_REQUEST } from './cost-estimate';
 
-const pricing = (prompt: string, completion: string, request = '0') => ({ prompt: tokenPrice(prompt), completion: tokenPrice(completion), request: unitPrice(request), image: FREE });
+const pricing = (prompt: string, completion: string, request = '0') => ({
+  prompt: tokenPrice(prompt),
+  completion: tokenPrice(completion),
+  request: unitPrice(request),
+  image: FREE,
+});
 const model = { pricing: pricing('1', '2'), routerParams: {} } as unknown as ModelDef;
 const route = (extra: Partial<RouteDef> = {}) => ({ id: 'r', kind: 'mock', options: {}, ...extra }) as RouteDef;
 

@@ -24,9 +24,15 @@ export function estimateRequestTokens(req: ChatRequest | undefined, model: Model
   const fallback = Number.isFinite(expected) && expected > 0 ? expected : DEFAULT_EXPECTED_COMPLETION;
   if (!req) return { prompt: NOMINAL_REQUEST.prompt, completion: fallback };
   // run() also serves one-shot operations without messages (embeddings, text completions).
-  const prompt = Array.isArray(req.messages) ? estimatePromptTokens(req) : estimateTextTokens(JSON.stringify(req.input ?? req.prompt ?? ''));
+  const prompt = Array.isArray(req.messages)
+    ? estimatePromptTokens(req)
+    : estimateTextTokens(JSON.stringify(req.input ?? req.prompt ?? ''));
   const cap = req.max_completion_tokens ?? req.max_tokens;
-  return { prompt, completion: typeof cap === 'number' && cap > 0 ? cap : fallback, images: Array.isArray(req.messages) ? countImages(req) : 0 };
+  return {
+    prompt,
+    completion: typeof cap === 'number' && cap > 0 ? cap : fallback,
+    images: Array.isArray(req.messages) ? countImages(req) : 0,
+  };
 }
 
 export function pricingOf(model: ModelDef, route: RouteDef): Pricing {
@@ -35,7 +41,12 @@ export function pricingOf(model: ModelDef, route: RouteDef): Pricing {
 
 /** Pico-dollars a request of `tokens` would cost on this route. */
 export function estimateCost(model: ModelDef, route: RouteDef, tokens: TokenEstimate): bigint {
-  return costPico({ prompt: tokens.prompt, completion: tokens.completion, cachedRead: 0, cacheWrite: 0, reasoning: 0 }, pricingOf(model, route), 1, tokens.images ?? 0);
+  return costPico(
+    { prompt: tokens.prompt, completion: tokens.completion, cachedRead: 0, cacheWrite: 0, reasoning: 0 },
+    pricingOf(model, route),
+    1,
+    tokens.images ?? 0,
+  );
 }
 
 /** Indices ordered by ascending cost; equal costs keep listed order. */

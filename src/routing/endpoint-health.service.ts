@@ -94,7 +94,11 @@ export class EndpointHealthService implements OnApplicationBootstrap, OnApplicat
       const r = await adapter.probe(route, signal);
       result = { ok: r.ok, detail: r.detail, latencyMs: r.latencyMs };
     } catch (err) {
-      const detail = timeout.aborted ? `no answer within ${timeoutMs} ms` : err instanceof UpstreamError || err instanceof Error ? err.message : String(err);
+      const detail = timeout.aborted
+        ? `no answer within ${timeoutMs} ms`
+        : err instanceof UpstreamError || err instanceof Error
+          ? err.message
+          : String(err);
       result = { ok: false, detail, latencyMs: performance.now() - started };
     }
     if (this.stopped) return;

@@ -2,7 +2,8 @@ import { UpstreamError, type UpstreamErrorInit } from '../common/errors';
 import { backoffDelay, classifyFailure, countsAgainstEndpoint, decideRetry } from './retry-policy';
 import { seededRandom } from './weights';
 
-const http = (status: number, extra: Partial<UpstreamErrorInit> = {}) => new UpstreamError({ failure: 'http', upstreamStatus: status, message: `status ${status}`, ...extra });
+const http = (status: number, extra: Partial<UpstreamErrorInit> = {}) =>
+  new UpstreamError({ failure: 'http', upstreamStatus: status, message: `status ${status}`, ...extra });
 const policy = { maxRetries: 2, backoffMs: 100, maxBackoffMs: 1000, maxRetryAfterMs: 5000, maxAttempts: 6 };
 
 describe('classifyFailure', () => {
@@ -29,7 +30,10 @@ describe('classifyFailure', () => {
 
   it.each([
     ['OpenAI code', http(400, { code: 'context_length_exceeded', message: 'too long' })],
-    ['OpenAI / vLLM message', http(400, { message: "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens." })],
+    [
+      'OpenAI / vLLM message',
+      http(400, { message: "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens." }),
+    ],
     ['Anthropic message', http(400, { message: 'prompt is too long: 201234 tokens > 200000 maximum' })],
     ['Gemini message', http(400, { message: 'The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).' })],
     ['413 too long', http(413, { message: 'Prompt is too long' })],
@@ -38,8 +42,17 @@ describe('classifyFailure', () => {
   });
 
   it.each([
-    ['Azure code', http(400, { code: 'content_filter', message: "The response was filtered due to the prompt triggering Azure OpenAI's content management policy." })],
-    ['OpenAI code', http(400, { code: 'content_policy_violation', message: 'Your request was rejected as a result of our safety system.' })],
+    [
+      'Azure code',
+      http(400, {
+        code: 'content_filter',
+        message: "The response was filtered due to the prompt triggering Azure OpenAI's content management policy.",
+      }),
+    ],
+    [
+      'OpenAI code',
+      http(400, { code: 'content_policy_violation', message: 'Your request was rejected as a result of our safety system.' }),
+    ],
     ['OpenRouter moderation 403', http(403, { message: 'Input was flagged by moderation: violence' })],
   ])('recognises a content-filter refusal (%s)', (_, err) => {
     expect(classifyFailure(err)).toBe('content_filter');
@@ -53,7 +66,8 @@ describe('classifyFailure', () => {
 describe('countsAgainstEndpoint', () => {
   it('counts 5xx, 408, 429, connection, reset, timeout and protocol failures', () => {
     for (const s of [500, 502, 503, 408, 429]) expect(countsAgainstEndpoint(http(s))).toBe(true);
-    for (const failure of ['connect', 'reset', 'timeout', 'protocol'] as const) expect(countsAgainstEndpoint(new UpstreamError({ failure, message: 'x' }))).toBe(true);
+    for (const failure of ['connect', 'reset', 'timeout', 'protocol'] as const)
+      expect(countsAgainstEndpoint(new UpstreamError({ failure, message: 'x' }))).toBe(true);
   });
 
   it('does not count other client errors nor our client leaving', () => {

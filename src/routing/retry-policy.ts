@@ -17,8 +17,16 @@ export type FailureClass = 'aborted' | 'request' | 'content_filter' | 'context_l
 const CONTEXT_CODES = new Set(['context_length_exceeded', 'string_above_max_length', 'model_context_window_exceeded']);
 const CONTEXT_TEXT =
   /maximum context length|context[ _-]?(length|window)|prompt is too long|too many tokens|input (is )?too long|exceeds the maximum number of tokens|reduce the length of the messages|maximum input length/i;
-const FILTER_CODES = new Set(['content_filter', 'content_policy_violation', 'content_filtered', 'responsibleaipolicyviolation', 'moderation', 'safety']);
-const FILTER_TEXT = /content (management )?polic|content[ _-]filter|flagged by (our )?moderation|violat\w* (our|the) (usage|content) polic|safety (system|filter)/i;
+const FILTER_CODES = new Set([
+  'content_filter',
+  'content_policy_violation',
+  'content_filtered',
+  'responsibleaipolicyviolation',
+  'moderation',
+  'safety',
+]);
+const FILTER_TEXT =
+  /content (management )?polic|content[ _-]filter|flagged by (our )?moderation|violat\w* (our|the) (usage|content) polic|safety (system|filter)/i;
 
 export function isContextLengthError(err: UpstreamError): boolean {
   const s = err.upstreamStatus;
@@ -89,18 +97,20 @@ export function backoffDelay(retry: number, policy: Pick<RetryPolicy, 'backoffMs
   return Math.round(ceiling / 2 + random() * (ceiling / 2));
 }
 
-export type RetryDecision =
-  | { kind: 'stop' }
-  | { kind: 'next' }
-  | { kind: 'larger_context' }
-  | { kind: 'retry'; delayMs: number };
+export type RetryDecision = { kind: 'stop' } | { kind: 'next' } | { kind: 'larger_context' } | { kind: 'retry'; delayMs: number };
 
 /**
  * After a failed attempt on a route that has had `retriesDone` retries: stop, try the same route
  * again after a delay, or move on. A Retry-After within the cap is honoured (never retried
  * sooner); a longer one, or a wait that would not fit in `remainingMs`, moves on instead.
  */
-export function decideRetry(err: UpstreamError, retriesDone: number, policy: RetryPolicy, remainingMs: number, random: () => number): RetryDecision {
+export function decideRetry(
+  err: UpstreamError,
+  retriesDone: number,
+  policy: RetryPolicy,
+  remainingMs: number,
+  random: () => number,
+): RetryDecision {
   switch (classifyFailure(err)) {
     case 'aborted':
     case 'request':

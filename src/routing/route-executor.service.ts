@@ -91,7 +91,11 @@ export class RouteExecutor {
     won.scope.dispose();
     const duration = performance.now() - won.started;
     const usage = (won.value as Partial<ChatResponse> | undefined)?.usage;
-    this.state.succeeded(won.cand.state, won.permit, { ttftMs: duration, durationMs: duration, completionTokens: usage?.completion_tokens });
+    this.state.succeeded(won.cand.state, won.permit, {
+      ttftMs: duration,
+      durationMs: duration,
+      completionTokens: usage?.completion_tokens,
+    });
     this.settle(ex, won);
     ex.attempts.push(record(ex, won.cand, won.started, undefined, won.retry, won.backoffMs));
     return won.value;
@@ -143,7 +147,8 @@ export class RouteExecutor {
       const duration = performance.now() - started;
       // The circuit permit was given back at commit (answered); what follows is statistics, and
       // a failure mid-answer, which still counts against the endpoint.
-      if (completed) this.state.succeeded(cand.state, undefined, { ttftMs: ttft, durationMs: duration, completionTokens: tokens ?? pieces });
+      if (completed)
+        this.state.succeeded(cand.state, undefined, { ttftMs: ttft, durationMs: duration, completionTokens: tokens ?? pieces });
       else if (failed) this.state.failed(cand.state, undefined, failed);
       const r = record(ex, cand, started, failed, won.retry, won.backoffMs);
       ex.attempts.push(completed || failed ? r : { ...r, outcome: 'cancelled' });
@@ -156,7 +161,10 @@ export class RouteExecutor {
    * Runs `op` on the planned candidates until one succeeds, retrying and moving on as the
    * failures allow. The winning attempt's scope stays open for the caller to finish.
    */
-  private async attempt<T>(ex: Execution, op: (cand: Candidate, adapter: LlmAdapter, ctx: CallContext, scope: AttemptScope) => Promise<T>): Promise<Won<T>> {
+  private async attempt<T>(
+    ex: Execution,
+    op: (cand: Candidate, adapter: LlmAdapter, ctx: CallContext, scope: AttemptScope) => Promise<T>,
+  ): Promise<Won<T>> {
     const plan = this.manager.plan(ex);
     const routing = ex.snapshot.routing;
     const deadline = performance.now() + (routing.totalTimeoutMs ?? this.config.upstreamTimeouts.totalMs);
@@ -167,7 +175,9 @@ export class RouteExecutor {
     let needContext: number | undefined;
     for (const cand of plan) {
       if (needContext !== undefined && contextLengthOf(cand.model, cand.route) <= needContext) {
-        ex.attempts.push(skipped(ex, cand, `context window of ${contextLengthOf(cand.model, cand.route)} tokens is not larger than the one exceeded`));
+        ex.attempts.push(
+          skipped(ex, cand, `context window of ${contextLengthOf(cand.model, cand.route)} tokens is not larger than the one exceeded`),
+        );
         continue;
       }
       const policy = retryPolicyFor(cand.route, routing);
@@ -204,7 +214,14 @@ export class RouteExecutor {
   }
 
   /** Opens a stream and reads it up to its first content, which commits the request to this route. */
-  private async openStream<T>(cand: Candidate, adapter: LlmAdapter, ctx: CallContext, scope: AttemptScope, open: StreamOpener<T>, shape: StreamShape<T>): Promise<OpenStream<T>> {
+  private async openStream<T>(
+    cand: Candidate,
+    adapter: LlmAdapter,
+    ctx: CallContext,
+    scope: AttemptScope,
+    open: StreamOpener<T>,
+    shape: StreamShape<T>,
+  ): Promise<OpenStream<T>> {
     const it = open(adapter, cand.route, ctx)[Symbol.asyncIterator]();
     const held: T[] = [];
     scope.armFirstToken(ctx.timeouts.firstTokenMs);
@@ -212,7 +229,13 @@ export class RouteExecutor {
     try {
       for (;;) {
         const n = await raceAbort(it.next(), scope.signal);
-        if (n.done) throw new UpstreamError({ failure: 'protocol', message: `upstream ${cand.route.id} ended the stream without an answer`, route: cand.route.id, provider: cand.route.kind });
+        if (n.done)
+          throw new UpstreamError({
+            failure: 'protocol',
+            message: `upstream ${cand.route.id} ended the stream without an answer`,
+            route: cand.route.id,
+            provider: cand.route.kind,
+          });
         held.push(n.value);
         if (shape.hasContent(n.value)) return { it, held, idleArmed };
         // The upstream has started answering: from here a stall before any content is idle time,
@@ -244,7 +267,11 @@ export class RouteExecutor {
     const timeouts = this.timeoutsFor(route, ex.snapshot);
     const remaining = Math.max(1, Math.min(timeouts.totalMs, deadline - performance.now()));
     const scope = new AttemptScope(ex.signal, route, remaining);
-    return { adapter, scope, ctx: { requestId: ex.requestId, signal: scope.signal, timeouts: { ...timeouts, totalMs: remaining }, publicModel: cand.model.id } };
+    return {
+      adapter,
+      scope,
+      ctx: { requestId: ex.requestId, signal: scope.signal, timeouts: { ...timeouts, totalMs: remaining }, publicModel: cand.model.id },
+    };
   }
 
   /** The backoff before a retry; the client leaving ends it (and the request) at once. */
@@ -268,17 +295,30 @@ export class RouteExecutor {
     // A RangeError (a value too deep to serialise, a number out of range) comes from what the
     // request carried, not from the endpoint: it must not open the route's circuit for everyone.
     // Anything else (a mapper choking on the upstream's answer) counts as the endpoint's fault.
-    return new UpstreamError({ failure: 'protocol', message: `adapter ${route.kind} failed on route ${route.id}: ${(e as Error)?.message ?? String(e)}`, route: route.id, provider: route.kind, gatewayFault: e instanceof RangeError });
+    return new UpstreamError({
+      failure: 'protocol',
+      message: `adapter ${route.kind} failed on route ${route.id}: ${(e as Error)?.message ?? String(e)}`,
+      route: route.id,
+      provider: route.kind,
+      gatewayFault: e instanceof RangeError,
+    });
   }
 
   /** Every planned route was skipped (their circuits opened while this request was under way). */
   private noRoute(ex: Execution): NoAvailableRouteError {
     const cooldown = ex.snapshot.routing.circuitBreaker.cooldownMs;
-    return new NoAvailableRouteError(`No route can serve ${ex.requested.id} right now: every route was skipped (circuit open); try again later`, cooldown);
+    return new NoAvailableRouteError(
+      `No route can serve ${ex.requested.id} right now: every route was skipped (circuit open); try again later`,
+      cooldown,
+    );
   }
 
   private deadlineError(ex: Execution): UpstreamError {
-    return new UpstreamError({ failure: 'timeout', code: 'total_timeout', message: `no answer for model ${ex.requested.id} within the request deadline` });
+    return new UpstreamError({
+      failure: 'timeout',
+      code: 'total_timeout',
+      message: `no answer for model ${ex.requested.id} within the request deadline`,
+    });
   }
 }
 
@@ -289,7 +329,12 @@ function skipped(ex: Execution, cand: Candidate, why: string): AttemptRecord {
 }
 
 function record(ex: Execution, cand: Candidate, started: number, err?: UpstreamError, retry = 0, backoffMs?: number): AttemptRecord {
-  const r: AttemptRecord = { route: cand.route.id, provider: cand.route.kind, outcome: err ? 'error' : 'ok', duration_ms: Math.round(performance.now() - started) };
+  const r: AttemptRecord = {
+    route: cand.route.id,
+    provider: cand.route.kind,
+    outcome: err ? 'error' : 'ok',
+    duration_ms: Math.round(performance.now() - started),
+  };
   if (cand.model !== ex.requested) r.model = cand.model.id;
   if (retry > 0) {
     r.retry = retry;

@@ -32,7 +32,9 @@ describe('routeSettings', () => {
   });
 
   it('reports bad values with the route location', () => {
-    expect(routeSettings(route({ context_length: 'big' })).problems).toEqual(['models.yaml:7: context_length must be a whole number of tokens, at least 1']);
+    expect(routeSettings(route({ context_length: 'big' })).problems).toEqual([
+      'models.yaml:7: context_length must be a whole number of tokens, at least 1',
+    ]);
     expect(routeSettings(route({ retry: [1] })).problems[0]).toMatch(/^models\.yaml:7: retry must be a mapping/);
     expect(routeSettings(route({ retry: { max_retries: -1, max_attempts: 3 } })).problems).toEqual([
       'models.yaml:7: retry.max_retries must be a whole number, at least 0',

@@ -58,7 +58,8 @@ function readRouteSettings(route: RouteDef): RouteSettings {
           continue;
         }
         const n = wholeNumber(value);
-        if (n === undefined || n < RETRY_MIN[key]) problems.push(`${route.where}: retry.${key} must be a whole number, at least ${RETRY_MIN[key]}`);
+        if (n === undefined || n < RETRY_MIN[key])
+          problems.push(`${route.where}: retry.${key} must be a whole number, at least ${RETRY_MIN[key]}`);
         else retry[field] = n;
       }
     }

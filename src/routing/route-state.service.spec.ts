@@ -7,8 +7,19 @@ import { endpointKey, RouteStateService } from './route-state.service';
 const routing: RoutingDef = { ...EMPTY_ROUTING, circuitBreaker: { failureThreshold: 2, cooldownMs: 60_000, halfOpenRequests: 1 } };
 const registry = { current: () => ({ routing }) } as unknown as ModelRegistry;
 
-const route = (id: string, baseUrl?: string, key?: string): RouteDef =>
-  ({ id, kind: 'vllm', baseUrl, apiKeys: key ? [key] : [], providerModelId: id, weight: 1, locality: 'local', headers: {}, timeouts: {}, options: {}, where: 'x' });
+const route = (id: string, baseUrl?: string, key?: string): RouteDef => ({
+  id,
+  kind: 'vllm',
+  baseUrl,
+  apiKeys: key ? [key] : [],
+  providerModelId: id,
+  weight: 1,
+  locality: 'local',
+  headers: {},
+  timeouts: {},
+  options: {},
+  where: 'x',
+});
 const model = (id: string, routes: RouteDef[]) => ({ id, routes }) as unknown as ModelDef;
 const http503 = () => new UpstreamError({ failure: 'http', upstreamStatus: 503, message: 'overloaded' });
 
@@ -65,7 +76,9 @@ describe('RouteStateService', () => {
     const m = model('m', [route('a', 'http://gpu:8000/v1')]);
     const st = s.get(m, m.routes[0]);
     const seen: string[] = [];
-    s.onTransition((x, t) => seen.push(`${x.key}:${t}:${Math.round(x.breaker.openUntil - performance.now()) <= 0 ? 'ends now' : 'cooling'}`));
+    s.onTransition((x, t) =>
+      seen.push(`${x.key}:${t}:${Math.round(x.breaker.openUntil - performance.now()) <= 0 ? 'ends now' : 'cooling'}`),
+    );
     s.failed(st, s.acquire(st), http503());
     s.failed(st, s.acquire(st), http503());
     s.setHealth(st.endpoint.key, { ok: true });
@@ -80,7 +93,7 @@ describe('RouteStateService', () => {
     expect(seen).toEqual(['m|a:opened:cooling', 'm|a:opened:ends now']);
   });
 
-  it('announces circuit transitions, and counts only the endpoint\'s own failures', () => {
+  it("announces circuit transitions, and counts only the endpoint's own failures", () => {
     const s = new RouteStateService(registry);
     const seen: string[] = [];
     s.onTransition((st, t) => seen.push(`${st.key}:${t}`));

@@ -226,7 +226,8 @@ export class RouteStateService {
     st.latency.add(sample.durationMs, now);
     // Streams: tokens over the time after the first one; one-shot answers: over the whole call.
     const generating = sample.durationMs > sample.ttftMs ? sample.durationMs - sample.ttftMs : sample.durationMs;
-    if (sample.completionTokens && sample.completionTokens > 1 && generating > 0) st.throughput.add((sample.completionTokens * 1000) / generating, now);
+    if (sample.completionTokens && sample.completionTokens > 1 && generating > 0)
+      st.throughput.add((sample.completionTokens * 1000) / generating, now);
     const t = st.breaker.onSuccess(permit);
     if (t) this.emit(st, t);
   }

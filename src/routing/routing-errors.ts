@@ -11,7 +11,8 @@ export class NoAvailableRouteError extends GatewayError {
 
   constructor(message: string, retryAfterMs?: number) {
     super(message);
-    if (retryAfterMs !== undefined) (this as { headers?: Record<string, string> }).headers = { 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) };
+    if (retryAfterMs !== undefined)
+      (this as { headers?: Record<string, string> }).headers = { 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) };
   }
 }
 

@@ -68,7 +68,9 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
     const problems = this.validate(this.registry.current());
     if (problems.length > 0) throw new Error(`configuration refused:\n  ${problems.join('\n  ')}`);
     const snap = this.registry.current();
-    this.logger.log(`${snap.models.length} models, default strategy ${snap.routing.strategy}, strategies: ${[...this.strategies.keys()].join(', ')}`);
+    this.logger.log(
+      `${snap.models.length} models, default strategy ${snap.routing.strategy}, strategies: ${[...this.strategies.keys()].join(', ')}`,
+    );
   }
 
   /** For tests that check distributions. */
@@ -114,18 +116,27 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
         else (refused ??= []).push({ model, st, why });
       }
       if (available.length === 0) continue;
-      let ordered = opts.sort ? this.sortRoutes(model, available, opts.sort, ex.request) : this.strategyPlan(model, ex.snapshot, available, ex.request);
+      let ordered = opts.sort
+        ? this.sortRoutes(model, available, opts.sort, ex.request)
+        : this.strategyPlan(model, ex.snapshot, available, ex.request);
       if (opts !== NO_OPTIONS) ordered = applyOrder(ordered, opts);
       for (const route of ordered) out.push({ model, route, state: this.state.get(model, route) });
     }
     if (out.length > 0) return out;
     if (refused) {
-      const reasons = refused.map((r) => `${r.model.id === ex.requested.id ? '' : `${r.model.id} `}${r.st.routeId}: ${this.state.describe(r.st, r.why, now)}`);
+      const reasons = refused.map(
+        (r) => `${r.model.id === ex.requested.id ? '' : `${r.model.id} `}${r.st.routeId}: ${this.state.describe(r.st, r.why, now)}`,
+      );
       const waits = refused.filter((r) => r.why === 'circuit_open').map((r) => r.st.breaker.openUntil - now);
       const retryAfter = waits.length > 0 ? Math.min(...waits) : (ex.snapshot.routing.healthCheckSeconds || 1) * 1000;
-      throw new NoAvailableRouteError(`No route can serve ${ex.requested.id} right now (${reasons.join('; ')}); try again later`, retryAfter);
+      throw new NoAvailableRouteError(
+        `No route can serve ${ex.requested.id} right now (${reasons.join('; ')}); try again later`,
+        retryAfter,
+      );
     }
-    throw new NoMatchingRouteError(`No route of ${models.map((m) => m.id).join(', ')} satisfies the request's provider preferences (only, ignore, max_price)`);
+    throw new NoMatchingRouteError(
+      `No route of ${models.map((m) => m.id).join(', ')} satisfies the request's provider preferences (only, ignore, max_price)`,
+    );
   }
 
   /** Models, strategies and route shares, without URLs or keys (safe for the public /routing). */
@@ -171,7 +182,10 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
       const v = sort === 'latency' ? s.ttftMs : s.tokensPerSecond === undefined ? undefined : -s.tokensPerSecond;
       return v ?? Infinity;
     });
-    return routes.map((_, i) => i).sort((a, b) => score[a] - score[b] || a - b).map((i) => routes[i]);
+    return routes
+      .map((_, i) => i)
+      .sort((a, b) => score[a] - score[b] || a - b)
+      .map((i) => routes[i]);
   }
 
   private input(model: ModelDef, snapshot: RegistrySnapshot, routes: readonly RouteDef[], request?: ChatRequest): StrategyInput {
@@ -202,7 +216,9 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
     const problems: string[] = [];
     const known = [...this.strategies.keys()].sort().join(', ');
     if (!this.strategies.has(snapshot.routing.strategy)) {
-      problems.push(`${snapshot.routing.file ?? 'routing.yaml'}: routing_strategy "${snapshot.routing.strategy}" is unknown (known: ${known})`);
+      problems.push(
+        `${snapshot.routing.file ?? 'routing.yaml'}: routing_strategy "${snapshot.routing.strategy}" is unknown (known: ${known})`,
+      );
     }
     for (const model of snapshot.models) {
       if (model.router && !this.strategies.has(model.router)) {

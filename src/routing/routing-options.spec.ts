@@ -2,13 +2,38 @@ import type { ChatRequest } from '../common/chat.types';
 import { InvalidRequestError } from '../common/errors';
 import { FREE, tokenPrice, unitPrice } from '../common/money';
 import type { ModelDef, RouteDef } from '../config/registry.types';
-import { allowedRoutes, applyOrder, NO_OPTIONS, parseRoutingOptions, routeMatches, splitVariant, type OptionContext } from './routing-options';
+import {
+  allowedRoutes,
+  applyOrder,
+  NO_OPTIONS,
+  parseRoutingOptions,
+  routeMatches,
+  splitVariant,
+  type OptionContext,
+} from './routing-options';
 
-const route = (id: string, kind: string, prompt = '1', kindArg?: string): RouteDef =>
-  ({ id, kind, kindArg, apiKeys: [], providerModelId: id, weight: 1, locality: 'remote', headers: {}, timeouts: {}, options: {}, where: 'x', pricing: { prompt: tokenPrice(prompt), completion: tokenPrice('1'), request: unitPrice('0'), image: FREE } });
-const model = (id: string, routes: RouteDef[], aliases: string[] = [], type = 'chat') => ({ id, aliases, routes, type }) as unknown as ModelDef;
+const route = (id: string, kind: string, prompt = '1', kindArg?: string): RouteDef => ({
+  id,
+  kind,
+  kindArg,
+  apiKeys: [],
+  providerModelId: id,
+  weight: 1,
+  locality: 'remote',
+  headers: {},
+  timeouts: {},
+  options: {},
+  where: 'x',
+  pricing: { prompt: tokenPrice(prompt), completion: tokenPrice('1'), request: unitPrice('0'), image: FREE },
+});
+const model = (id: string, routes: RouteDef[], aliases: string[] = [], type = 'chat') =>
+  ({ id, aliases, routes, type }) as unknown as ModelDef;
 
-const a = model('acme/a', [route('gpu-1', 'vllm', '0.1'), route('deepseek-api', 'deepseek', '2'), route('or', 'openrouter', '1', 'together')]);
+const a = model('acme/a', [
+  route('gpu-1', 'vllm', '0.1'),
+  route('deepseek-api', 'deepseek', '2'),
+  route('or', 'openrouter', '1', 'together'),
+]);
 const b = model('acme/b', [route('gpu-2', 'vllm')]);
 const e = model('acme/embed', [route('gpu-3', 'vllm')], [], 'embedding');
 const ctx: OptionContext = {
@@ -40,13 +65,32 @@ describe('parseRoutingOptions', () => {
   });
 
   it('reads provider preferences', () => {
-    const o = parse({ provider: { order: ['deepseek', 'gpu-1'], ignore: ['together'], allow_fallbacks: false, sort: 'latency', max_price: { prompt: 1, completion: '2.5' } } });
+    const o = parse({
+      provider: {
+        order: ['deepseek', 'gpu-1'],
+        ignore: ['together'],
+        allow_fallbacks: false,
+        sort: 'latency',
+        max_price: { prompt: 1, completion: '2.5' },
+      },
+    });
     expect(o).toMatchObject({ order: ['deepseek', 'gpu-1'], ignore: ['together'], allowFallbacks: false, sort: 'latency' });
     expect(o.maxPrice).toEqual({ prompt: 1_000_000n, completion: 2_500_000n });
   });
 
   it('reads sort as an object, and accepts the preferences it cannot act on', () => {
-    expect(parse({ provider: { sort: { by: 'throughput', partition: 'none' }, data_collection: 'deny', zdr: true, require_parameters: true, quantizations: ['fp8'], preferred_max_latency: { p90: 2 } } }).sort).toBe('throughput');
+    expect(
+      parse({
+        provider: {
+          sort: { by: 'throughput', partition: 'none' },
+          data_collection: 'deny',
+          zdr: true,
+          require_parameters: true,
+          quantizations: ['fp8'],
+          preferred_max_latency: { p90: 2 },
+        },
+      }).sort,
+    ).toBe('throughput');
   });
 
   it('turns :nitro and :floor into a sort by throughput and by price', () => {
@@ -60,7 +104,9 @@ describe('parseRoutingOptions', () => {
     expect(rejects({ models: 'acme/b' }).param).toBe('models');
     expect(rejects({ models: ['acme/b', 'nope/x'] }).param).toBe('models[1]');
     expect(rejects({ models: [1] }).param).toBe('models[0]');
-    expect(rejects({ models: ['acme/b', 'acme/embed'] }).message).toMatch(/"models\[1\]" "acme\/embed" is an embedding model; it cannot stand in for the chat model "acme\/a"/);
+    expect(rejects({ models: ['acme/b', 'acme/embed'] }).message).toMatch(
+      /"models\[1\]" "acme\/embed" is an embedding model; it cannot stand in for the chat model "acme\/a"/,
+    );
     expect(rejects({ models: Array.from({ length: 11 }, () => 'acme/b') }).param).toBe('models');
     expect(rejects({ provider: 'fast' }).param).toBe('provider');
     expect(rejects({ provider: { sort: 'fastest' } }).message).toMatch(/"provider\.sort" must be one of price, throughput, latency/);
@@ -72,7 +118,9 @@ describe('parseRoutingOptions', () => {
     expect(rejects({ provider: { max_price: { tokens: 1 } } }).param).toBe('provider.max_price.tokens');
     expect(rejects({ provider: { data_collection: 'maybe' } }).param).toBe('provider.data_collection');
     expect(rejects({ provider: { quantizations: ['int3'] } }).param).toBe('provider.quantizations[0]');
-    expect(rejects({ provider: { fastest: true } }).message).toMatch(/"provider\.fastest" is not a provider preference; known: order, only/);
+    expect(rejects({ provider: { fastest: true } }).message).toMatch(
+      /"provider\.fastest" is not a provider preference; known: order, only/,
+    );
   });
 });
 
@@ -103,7 +151,10 @@ describe('allowedRoutes and applyOrder', () => {
   it('puts the ordered providers first, then the rest unless fallbacks are off', () => {
     const planned = a.routes;
     expect(ids(applyOrder(planned, parse({ provider: { order: ['together', 'deepseek'] } })))).toEqual(['or', 'deepseek-api', 'gpu-1']);
-    expect(ids(applyOrder(planned, parse({ provider: { order: ['together', 'deepseek'], allow_fallbacks: false } })))).toEqual(['or', 'deepseek-api']);
+    expect(ids(applyOrder(planned, parse({ provider: { order: ['together', 'deepseek'], allow_fallbacks: false } })))).toEqual([
+      'or',
+      'deepseek-api',
+    ]);
     expect(ids(applyOrder(planned, parse({ provider: { allow_fallbacks: false } })))).toEqual(['gpu-1']);
   });
 });

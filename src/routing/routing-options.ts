@@ -51,9 +51,19 @@ const QUANTIZATIONS = ['int4', 'int8', 'fp4', 'fp6', 'fp8', 'fp16', 'bf16', 'fp3
  * targets): refusing them would break clients written for OpenRouter.
  */
 const PROVIDER_KEYS = [
-  'order', 'only', 'ignore', 'allow_fallbacks', 'sort', 'max_price',
-  'require_parameters', 'data_collection', 'zdr', 'enforce_distillable_text', 'quantizations',
-  'preferred_min_throughput', 'preferred_max_latency',
+  'order',
+  'only',
+  'ignore',
+  'allow_fallbacks',
+  'sort',
+  'max_price',
+  'require_parameters',
+  'data_collection',
+  'zdr',
+  'enforce_distillable_text',
+  'quantizations',
+  'preferred_min_throughput',
+  'preferred_max_latency',
 ];
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -83,7 +93,8 @@ export function routeMatches(route: RouteDef, slug: string): boolean {
  */
 export function parseRoutingOptions(req: ChatRequest, primary: ModelDef, ctx: OptionContext): RoutingOptions {
   const variant = req.model !== primary.id && !primary.aliases.includes(req.model) ? splitVariant(req.model) : undefined;
-  if ((req.models === undefined || req.models === null) && (req.provider === undefined || req.provider === null) && !variant) return NO_OPTIONS;
+  if ((req.models === undefined || req.models === null) && (req.provider === undefined || req.provider === null) && !variant)
+    return NO_OPTIONS;
 
   const fallbacks = parseModels(req.models, primary, ctx);
   const p = req.provider;
@@ -98,7 +109,8 @@ export function parseRoutingOptions(req: ChatRequest, primary: ModelDef, ctx: Op
     if (!Array.isArray(v)) bad(`provider.${key}`, 'must be an array of provider names');
     return v.map((s: unknown, i: number) => {
       if (typeof s !== 'string' || s.trim() === '') bad(`provider.${key}[${i}]`, 'must be a non-empty string');
-      if (!ctx.knowsProvider(s)) bad(`provider.${key}[${i}]`, `names no provider of this gateway ("${s}" is neither a route id nor a route kind)`);
+      if (!ctx.knowsProvider(s))
+        bad(`provider.${key}[${i}]`, `names no provider of this gateway ("${s}" is neither a route id nor a route kind)`);
       return s;
     });
   };
@@ -117,7 +129,8 @@ export function parseRoutingOptions(req: ChatRequest, primary: ModelDef, ctx: Op
   if (p.quantizations !== undefined && p.quantizations !== null) {
     if (!Array.isArray(p.quantizations)) bad('provider.quantizations', 'must be an array');
     p.quantizations.forEach((q: unknown, i: number) => {
-      if (typeof q !== 'string' || !QUANTIZATIONS.includes(q)) bad(`provider.quantizations[${i}]`, `must be one of ${QUANTIZATIONS.join(', ')}`);
+      if (typeof q !== 'string' || !QUANTIZATIONS.includes(q))
+        bad(`provider.quantizations[${i}]`, `must be one of ${QUANTIZATIONS.join(', ')}`);
     });
   }
   for (const key of ['preferred_min_throughput', 'preferred_max_latency']) checkPerformanceTarget(p[key], `provider.${key}`);
@@ -142,7 +155,8 @@ function parseModels(raw: unknown, primary: ModelDef, ctx: OptionContext): Model
     if (typeof name !== 'string' || name.trim() === '') bad(`models[${i}]`, 'must be a non-empty string');
     const model = ctx.find(name) ?? ctx.find(splitVariant(name)?.base ?? '');
     if (!model) bad(`models[${i}]`, `names a model this gateway does not serve ("${name}"); GET /v1/models lists the models`);
-    if (model.type !== primary.type) bad(`models[${i}]`, `"${model.id}" is an ${model.type} model; it cannot stand in for the ${primary.type} model "${primary.id}"`);
+    if (model.type !== primary.type)
+      bad(`models[${i}]`, `"${model.id}" is an ${model.type} model; it cannot stand in for the ${primary.type} model "${primary.id}"`);
     if (model !== primary && !out.includes(model)) out.push(model);
   });
   return out;
@@ -154,8 +168,10 @@ function parseSort(v: unknown): ProviderSort | undefined {
   const param = isObj(v) ? 'provider.sort.by' : 'provider.sort';
   if (typeof by !== 'string' || !SORTS.includes(by as ProviderSort)) bad(param, `must be one of ${SORTS.join(', ')}`);
   if (isObj(v)) {
-    for (const key of Object.keys(v)) if (key !== 'by' && key !== 'partition') bad(`provider.sort.${key}`, 'is not a sort option; known: by, partition');
-    if (v.partition !== undefined && v.partition !== null && v.partition !== 'model' && v.partition !== 'none') bad('provider.sort.partition', 'must be "model" or "none"');
+    for (const key of Object.keys(v))
+      if (key !== 'by' && key !== 'partition') bad(`provider.sort.${key}`, 'is not a sort option; known: by, partition');
+    if (v.partition !== undefined && v.partition !== null && v.partition !== 'model' && v.partition !== 'none')
+      bad('provider.sort.partition', 'must be "model" or "none"');
   }
   return by as ProviderSort;
 }
@@ -165,9 +181,11 @@ function parseMaxPrice(v: unknown): MaxPrice | undefined {
   if (!isObj(v)) bad('provider.max_price', 'must be an object of prices (USD per million tokens; request and image per unit)');
   const out: MaxPrice = {};
   for (const [key, raw] of Object.entries(v)) {
-    if (!(PRICE_KEYS as readonly string[]).includes(key)) bad(`provider.max_price.${key}`, `is not a price; known: ${PRICE_KEYS.join(', ')}`);
+    if (!(PRICE_KEYS as readonly string[]).includes(key))
+      bad(`provider.max_price.${key}`, `is not a price; known: ${PRICE_KEYS.join(', ')}`);
     if (raw === null || raw === undefined) continue;
-    if ((typeof raw !== 'number' && typeof raw !== 'string') || (typeof raw === 'number' && !(raw >= 0))) bad(`provider.max_price.${key}`, 'must be a non-negative number');
+    if ((typeof raw !== 'number' && typeof raw !== 'string') || (typeof raw === 'number' && !(raw >= 0)))
+      bad(`provider.max_price.${key}`, 'must be a non-negative number');
     try {
       const k = key as (typeof PRICE_KEYS)[number];
       out[k] = k === 'request' || k === 'image' ? usdToPico(raw) : perMillionToPicoPerToken(raw);

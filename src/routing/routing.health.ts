@@ -37,7 +37,8 @@ export class RoutingHealthIndicator {
       if (up === 0) unservable.push(model.id);
     }
     const info = { models: models.length, routes, degraded_endpoints: degraded };
-    if (unservable.length > 0) return session.down({ ...info, unservable_models: unservable, message: `no route can serve ${unservable.join(', ')}` });
+    if (unservable.length > 0)
+      return session.down({ ...info, unservable_models: unservable, message: `no route can serve ${unservable.join(', ')}` });
     if (degraded.length === 0) return session.up(info);
     return strict ? session.down(info) : session.degraded(info);
   }

@@ -111,7 +111,15 @@ export class SharedStateService implements OnApplicationBootstrap, OnApplication
     const client = this.redis.client;
     if (!client) return;
     client
-      .eval(WRITE_HEALTH, 1, this.redis.key('routing', 'health'), key, result.ok ? '1' : '0', (result.detail ?? '').slice(0, 300), String(Math.round(result.latencyMs ?? 0)))
+      .eval(
+        WRITE_HEALTH,
+        1,
+        this.redis.key('routing', 'health'),
+        key,
+        result.ok ? '1' : '0',
+        (result.detail ?? '').slice(0, 300),
+        String(Math.round(result.latencyMs ?? 0)),
+      )
       .catch((err: Error) => this.logger.debug(`could not share the health of ${key}: ${err.message}`));
   }
 
@@ -145,7 +153,12 @@ export class SharedStateService implements OnApplicationBootstrap, OnApplication
       // Commands on one connection run in order: what this read returns already includes every
       // transition written before it was sent, but not those made locally while it was away.
       const sentAt = performance.now();
-      const res = await client.pipeline().time().hgetall(this.redis.key('routing', 'circuits')).hgetall(this.redis.key('routing', 'health')).exec();
+      const res = await client
+        .pipeline()
+        .time()
+        .hgetall(this.redis.key('routing', 'circuits'))
+        .hgetall(this.redis.key('routing', 'health'))
+        .exec();
       if (!res || res.some(([err]) => err)) return;
       const [sec, micro] = res[0][1] as [string, string];
       const redisNow = Number(sec) * 1000 + Math.floor(Number(micro) / 1000);
@@ -168,7 +181,11 @@ export class SharedStateService implements OnApplicationBootstrap, OnApplication
       const b = st.breaker;
       // Closed here, open there: adopt it (unless its cooldown is over: a recovered probe ends it
       // by writing "open until now"). Half-open here while another process re-opened it: adopt that too.
-      if ((b.state === 'closed' && until > now) || (b.state === 'half_open' && until > now) || (b.state === 'open' && b.openUntil !== until)) {
+      if (
+        (b.state === 'closed' && until > now) ||
+        (b.state === 'half_open' && until > now) ||
+        (b.state === 'open' && b.openUntil !== until)
+      ) {
         if (b.state === 'closed') this.logger.warn(`circuit of ${key} opened by another process`);
         b.open(now, until);
         b.consecutiveFailures = Math.max(b.consecutiveFailures, c.failures || 0);

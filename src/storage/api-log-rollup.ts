@@ -137,7 +137,14 @@ function rowValues(r: RollupSource): RowValues {
   };
 }
 
-function addRow(groups: Map<string, RollupDelta>, dimension: RollupDimension, hour: Date, hourKey: string, value: string, v: RowValues): void {
+function addRow(
+  groups: Map<string, RollupDelta>,
+  dimension: RollupDimension,
+  hour: Date,
+  hourKey: string,
+  value: string,
+  v: RowValues,
+): void {
   const id = `${dimension}\u0000${hourKey}\u0000${value}`;
   let d = groups.get(id);
   if (!d) {

@@ -23,8 +23,18 @@ export function entitiesFor(dialect: Dialect) {
 }
 
 const MIGRATIONS: Record<Dialect, DataSourceOptions['migrations']> = {
-  postgres: [CreateApiLogs1763700000000, CreateApiKeys1764000000000, CreateApiLogsHourly1764000000001, CreateSubscriptionAccounts1764600000000],
-  sqlite: [CreateApiLogsSqlite1763700000000, CreateApiKeysSqlite1764000000000, CreateApiLogsHourlySqlite1764000000001, CreateSubscriptionAccountsSqlite1764600000000],
+  postgres: [
+    CreateApiLogs1763700000000,
+    CreateApiKeys1764000000000,
+    CreateApiLogsHourly1764000000001,
+    CreateSubscriptionAccounts1764600000000,
+  ],
+  sqlite: [
+    CreateApiLogsSqlite1763700000000,
+    CreateApiKeysSqlite1764000000000,
+    CreateApiLogsHourlySqlite1764000000001,
+    CreateSubscriptionAccountsSqlite1764600000000,
+  ],
 };
 
 /** SQLite's page cache per connection, in KiB (SQLite's stock default). */

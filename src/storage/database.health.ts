@@ -17,7 +17,12 @@ export class DatabaseHealthIndicator {
    */
   async check(strict: boolean): Promise<HealthIndicatorResult> {
     const session = this.health.check('database');
-    const info = { backend: this.db.dialect, queued: this.writer.pending, spooled: this.writer.stats.spooled, replayed: this.writer.stats.replayed };
+    const info = {
+      backend: this.db.dialect,
+      queued: this.writer.pending,
+      spooled: this.writer.stats.spooled,
+      replayed: this.writer.stats.replayed,
+    };
     try {
       await this.db.ping(1500);
       return session.up(info);

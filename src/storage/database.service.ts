@@ -30,7 +30,10 @@ export class DatabaseService implements OnModuleInit {
   async onModuleInit(): Promise<void> {
     const first = this.connect();
     const ok = await Promise.race([first, sleep(this.config.env.DB_CONNECT_TIMEOUT_MS, false, { ref: false })]);
-    if (!ok) this.logger.warn(`database not reachable yet (${this.lastError ?? 'still connecting'}); serving anyway, request logs spool to disk until it is`);
+    if (!ok)
+      this.logger.warn(
+        `database not reachable yet (${this.lastError ?? 'still connecting'}); serving anyway, request logs spool to disk until it is`,
+      );
   }
 
   /** The connected data source, or undefined while the database is unreachable. */

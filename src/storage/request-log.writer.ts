@@ -72,8 +72,16 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     this.spoolFile = join(config.spoolDir, `${SPOOL_PREFIX}${process.pid}.${Date.now()}.jsonl`);
     this.rejectedFile = join(config.spoolDir, `${REJECTED_PREFIX}${process.pid}.${Date.now()}.jsonl`);
     metrics.gauge('hybridinference_request_log_queue', 'Request-log rows waiting in memory', () => this.queue.length);
-    metrics.gauge('hybridinference_request_log_spooled_total', 'Request-log rows written to the disk spool since start', () => this.stats.spooled);
-    metrics.gauge('hybridinference_request_log_rejected_total', 'Request-log rows the database refused as data since start (kept in the spool directory)', () => this.stats.rejected);
+    metrics.gauge(
+      'hybridinference_request_log_spooled_total',
+      'Request-log rows written to the disk spool since start',
+      () => this.stats.spooled,
+    );
+    metrics.gauge(
+      'hybridinference_request_log_rejected_total',
+      'Request-log rows the database refused as data since start (kept in the spool directory)',
+      () => this.stats.rejected,
+    );
   }
 
   async onModuleInit(): Promise<void> {
@@ -216,7 +224,9 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       await appendFile(this.rejectedFile, `{"rejected":${JSON.stringify(reason)},"row":${this.spoolLine(row)}}\n`);
       this.logger.error(`request-log row ${row.id} refused by the database (${reason}); kept in ${this.rejectedFile}`);
     } catch (e) {
-      this.logger.error(`request-log row ${row.id} refused by the database (${reason}) and not kept (${(e as Error).message}): ${this.spoolLine(row)}`);
+      this.logger.error(
+        `request-log row ${row.id} refused by the database (${reason}) and not kept (${(e as Error).message}): ${this.spoolLine(row)}`,
+      );
     }
   }
 
@@ -276,7 +286,12 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     const owner = m ? Number(m[1]) : 0;
     if (owner !== process.pid && owner > 0 && isAlive(owner)) return undefined;
     const target = join(dir, `${SPOOL_PREFIX}replaying.${process.pid}.${Date.now()}.${Math.random().toString(36).slice(2)}.jsonl`);
-    const claimed = this.spoolChain.then(() => rename(join(dir, name), target).then(() => target, () => undefined));
+    const claimed = this.spoolChain.then(() =>
+      rename(join(dir, name), target).then(
+        () => target,
+        () => undefined,
+      ),
+    );
     this.spoolChain = claimed;
     return claimed;
   }
@@ -306,7 +321,10 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       if (err instanceof RowsNotWritten) this.stats.replayed += err.written;
       this.db.reportFailure(err instanceof RowsNotWritten ? err.cause : err);
       // What is left goes back to this process's spool; the claimed file is then removed.
-      const rest = [...(err instanceof RowsNotWritten ? err.rows : rows.slice(done, done + REPLAY_BATCH)), ...rows.slice(done + REPLAY_BATCH)];
+      const rest = [
+        ...(err instanceof RowsNotWritten ? err.rows : rows.slice(done, done + REPLAY_BATCH)),
+        ...rows.slice(done + REPLAY_BATCH),
+      ];
       await this.spool(rest);
       this.stats.spooled -= rest.length; // re-spooling is not new spooling
       await unlink(path).catch(() => undefined);

@@ -59,7 +59,10 @@ export class AccountAdmin {
     if (problem) throw new AccountConflictError(`name: ${problem}`, 'invalid_name');
     const existing = await this.guard(() => this.store.findByName(input.provider, input.name));
     if (existing) {
-      throw new AccountConflictError(`A ${input.provider} account named "${input.name}" exists (id ${existing.id}); POST /admin/accounts/import replaces its credentials`, 'account_exists');
+      throw new AccountConflictError(
+        `A ${input.provider} account named "${input.name}" exists (id ${existing.id}); POST /admin/accounts/import replaces its credentials`,
+        'account_exists',
+      );
     }
     const fingerprint = this.vault.fingerprint(input.credentials.refreshToken);
     let row: SubscriptionAccount;
@@ -67,7 +70,10 @@ export class AccountAdmin {
       row = await this.guard(() => this.importer.insert(input, fingerprint));
     } catch (err) {
       if (err instanceof SubscriptionUnavailableError) throw err;
-      throw new AccountConflictError(`A ${input.provider} account named "${input.name}" was just added by another request`, 'account_exists');
+      throw new AccountConflictError(
+        `A ${input.provider} account named "${input.name}" was just added by another request`,
+        'account_exists',
+      );
     }
     await this.pool.changed();
     return this.get(row.id);
@@ -116,7 +122,8 @@ export class AccountAdmin {
     try {
       next = transition(state, event, Date.now(), this.pool.policy);
     } catch (err) {
-      if (err instanceof TransitionRefused) throw new AccountConflictError(`Cannot ${event.type} account ${id}: ${err.message}`, 'account_revoked');
+      if (err instanceof TransitionRefused)
+        throw new AccountConflictError(`Cannot ${event.type} account ${id}: ${err.message}`, 'account_revoked');
       throw err;
     }
     if (next !== state) await this.guard(() => this.store.saveState(id, next));
@@ -135,9 +142,13 @@ export class AccountAdmin {
     try {
       return await fn();
     } catch (err) {
-      if (err instanceof StoreUnavailable) throw new SubscriptionUnavailableError(`Accounts cannot be read or changed: ${err.message}`, 'database_unavailable');
+      if (err instanceof StoreUnavailable)
+        throw new SubscriptionUnavailableError(`Accounts cannot be read or changed: ${err.message}`, 'database_unavailable');
       if (!(err instanceof GatewayError) && !(await this.store.answers())) {
-        throw new SubscriptionUnavailableError(`Accounts cannot be read or changed: the database does not answer (${(err as Error).message})`, 'database_unavailable');
+        throw new SubscriptionUnavailableError(
+          `Accounts cannot be read or changed: the database does not answer (${(err as Error).message})`,
+          'database_unavailable',
+        );
       }
       throw err;
     }

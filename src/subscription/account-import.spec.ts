@@ -12,7 +12,10 @@ describe('parseAccounts', () => {
       auth_mode: 'chatgpt',
       OPENAI_API_KEY: null,
       tokens: {
-        id_token: jwt({ email: 'alice@example.com', 'https://api.openai.com/auth': { chatgpt_account_id: 'acct-a', chatgpt_plan_type: 'plus' } }),
+        id_token: jwt({
+          email: 'alice@example.com',
+          'https://api.openai.com/auth': { chatgpt_account_id: 'acct-a', chatgpt_plan_type: 'plus' },
+        }),
         access_token: jwt({ exp, 'https://api.openai.com/auth': { chatgpt_account_id: 'acct-a' } }),
         refresh_token: 'rt-a',
       },
@@ -21,7 +24,14 @@ describe('parseAccounts', () => {
     const { accounts, errors } = parseAccounts('codex', auth);
     expect(errors).toEqual([]);
     expect(accounts).toEqual([
-      expect.objectContaining({ provider: 'codex', name: 'alice@example.com', externalAccountId: 'acct-a', planType: 'plus', email: 'alice@example.com', expiresAt: exp * 1000 }),
+      expect.objectContaining({
+        provider: 'codex',
+        name: 'alice@example.com',
+        externalAccountId: 'acct-a',
+        planType: 'plus',
+        email: 'alice@example.com',
+        expiresAt: exp * 1000,
+      }),
     ]);
     expect(accounts[0].credentials).toMatchObject({ refreshToken: 'rt-a', idToken: auth.tokens.id_token });
   });
@@ -30,7 +40,12 @@ describe('parseAccounts', () => {
     const { accounts, errors } = parseAccounts('codex', {
       accounts: [
         { name: 'one', tokens: { access_token: 'opaque', refresh_token: 'r1', account_id: 'acct-1' } },
-        { name: 'two', access_token: jwt({ 'https://api.openai.com/auth': { chatgpt_account_id: 'from-claim' } }), refresh_token: 'r2', account_id: 'explicit' },
+        {
+          name: 'two',
+          access_token: jwt({ 'https://api.openai.com/auth': { chatgpt_account_id: 'from-claim' } }),
+          refresh_token: 'r2',
+          account_id: 'explicit',
+        },
       ],
     });
     expect(errors).toEqual([]);
@@ -43,7 +58,14 @@ describe('parseAccounts', () => {
   it('reads Claude entries flat or in Claude Code credentials shape, naming unnamed ones by position', () => {
     const { accounts, errors } = parseAccounts('claude', [
       { name: 'team-a', access_token: 'sk-ant-oat01-a', refresh_token: 'sk-ant-ort01-a', expires_at: 1_900_000_000_000 },
-      { claudeAiOauth: { accessToken: 'sk-ant-oat01-b', refreshToken: 'sk-ant-ort01-b', expiresAt: 1_900_000_000_000, scopes: ['user:inference'] } },
+      {
+        claudeAiOauth: {
+          accessToken: 'sk-ant-oat01-b',
+          refreshToken: 'sk-ant-ort01-b',
+          expiresAt: 1_900_000_000_000,
+          scopes: ['user:inference'],
+        },
+      },
     ]);
     expect(errors).toEqual([]);
     expect(accounts.map((a) => [a.name, a.credentials.refreshToken, a.expiresAt])).toEqual([
@@ -54,12 +76,18 @@ describe('parseAccounts', () => {
 
   it('lists every problem with its place, and keeps the good entries', () => {
     const { accounts, errors } = parseAccounts('claude', {
-      accounts: [{ name: 'ok', access_token: 'a', refresh_token: 'r' }, { name: 'bad' }, 'nope', { name: 'ok', access_token: 'a', refresh_token: 'r' }, { name: 'e', access_token: 'a', refresh_token: 'r', expires_at: 'soon' }],
+      accounts: [
+        { name: 'ok', access_token: 'a', refresh_token: 'r' },
+        { name: 'bad' },
+        'nope',
+        { name: 'ok', access_token: 'a', refresh_token: 'r' },
+        { name: 'e', access_token: 'a', refresh_token: 'r', expires_at: 'soon' },
+      ],
     });
     expect(accounts.map((a) => a.name)).toEqual(['ok']);
     expect(errors).toEqual([
-      'accounts[1].refresh_token: is required (the login\'s refresh token, sk-ant-ort01-...)',
-      'accounts[1].access_token: is required (the login\'s access token, sk-ant-oat01-...)',
+      "accounts[1].refresh_token: is required (the login's refresh token, sk-ant-ort01-...)",
+      "accounts[1].access_token: is required (the login's access token, sk-ant-oat01-...)",
       'accounts[2]: must be an object',
       'accounts[3].name: "ok" appears twice',
       'accounts[4].expires_at: must be epoch milliseconds or an ISO date',
@@ -67,15 +95,25 @@ describe('parseAccounts', () => {
   });
 
   it('refuses a Codex API-key login and an entry without an account id', () => {
-    expect(parseAccounts('codex', { auth_mode: 'apikey', tokens: { access_token: 'a', refresh_token: 'r', account_id: 'x' } }).errors).toEqual([
-      expect.stringContaining('auth_mode: "apikey" is not a ChatGPT login'),
+    expect(
+      parseAccounts('codex', { auth_mode: 'apikey', tokens: { access_token: 'a', refresh_token: 'r', account_id: 'x' } }).errors,
+    ).toEqual([expect.stringContaining('auth_mode: "apikey" is not a ChatGPT login')]);
+    expect(parseAccounts('codex', { access_token: 'opaque', refresh_token: 'r' }).errors).toEqual([
+      expect.stringContaining('account_id: is required'),
     ]);
-    expect(parseAccounts('codex', { access_token: 'opaque', refresh_token: 'r' }).errors).toEqual([expect.stringContaining('account_id: is required')]);
   });
 
   it('refuses an account id longer than its column, and cuts informational fields to theirs', () => {
-    expect(parseAccounts('codex', { access_token: 'a', refresh_token: 'r', account_id: 'x'.repeat(201) }).errors).toEqual(['(account).account_id: must be at most 200 characters']);
-    const { accounts } = parseAccounts('claude', { name: 'n', access_token: 'a', refresh_token: 'r', email: `${'e'.repeat(400)}@x`, subscription_type: 'p'.repeat(100) });
+    expect(parseAccounts('codex', { access_token: 'a', refresh_token: 'r', account_id: 'x'.repeat(201) }).errors).toEqual([
+      '(account).account_id: must be at most 200 characters',
+    ]);
+    const { accounts } = parseAccounts('claude', {
+      name: 'n',
+      access_token: 'a',
+      refresh_token: 'r',
+      email: `${'e'.repeat(400)}@x`,
+      subscription_type: 'p'.repeat(100),
+    });
     expect([accounts[0].email?.length, accounts[0].planType?.length]).toEqual([320, 64]);
   });
 

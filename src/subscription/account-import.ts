@@ -95,7 +95,8 @@ function claudeEntry(e: Obj, index: number, problems: string[]): AccountInput | 
   if (!accessToken) problems.push(`${prefix}access_token: is required (the login's access token, sk-ant-oat01-...)`);
   const rawExpiry = oauth.expires_at ?? oauth.expiresAt;
   const expiresAt = parseExpiry(rawExpiry);
-  if (rawExpiry !== undefined && rawExpiry !== null && expiresAt === undefined) problems.push(`${prefix}expires_at: must be epoch milliseconds or an ISO date`);
+  if (rawExpiry !== undefined && rawExpiry !== null && expiresAt === undefined)
+    problems.push(`${prefix}expires_at: must be epoch milliseconds or an ISO date`);
   if (!accessToken || !refreshToken || expiresAt === undefined) return undefined;
   return {
     provider: 'claude',
@@ -122,7 +123,8 @@ function codexEntry(e: Obj, problems: string[]): AccountInput | undefined {
   const fromId = chatGptIdentity(idToken);
   const fromAccess = chatGptIdentity(accessToken);
   const accountId = str(tokens.account_id) ?? str(e.account_id) ?? fromId.accountId ?? fromAccess.accountId;
-  if (accessToken && !accountId) problems.push(`${prefix}account_id: is required (not in the file and not in the tokens' https://api.openai.com/auth claim)`);
+  if (accessToken && !accountId)
+    problems.push(`${prefix}account_id: is required (not in the file and not in the tokens' https://api.openai.com/auth claim)`);
   if (accountId && accountId.length > 200) problems.push(`${prefix}account_id: must be at most 200 characters`);
   if (problems.length > 0 || !accessToken || !refreshToken || !accountId) return undefined;
   const email = str(e.email) ?? fromId.email ?? fromAccess.email;

@@ -65,7 +65,10 @@ export class AccountImporter {
       try {
         const s = await this.importData(provider, data);
         for (const e of s.errors) this.logger.warn(`${path}: ${e}`);
-        if (s.added.length || s.updated.length) this.logger.log(`${path}: ${s.added.length} ${provider} accounts added, ${s.updated.length} given new credentials, ${s.unchanged.length} unchanged`);
+        if (s.added.length || s.updated.length)
+          this.logger.log(
+            `${path}: ${s.added.length} ${provider} accounts added, ${s.updated.length} given new credentials, ${s.unchanged.length} unchanged`,
+          );
       } catch (err) {
         this.logger.warn(`importing ${path} failed: ${(err as Error).message}`);
       }
@@ -118,7 +121,11 @@ export class AccountImporter {
 
   private async update(existing: SubscriptionAccount, input: AccountInput, fingerprint: string): Promise<ImportOutcome> {
     if (existing.import_fingerprint === fingerprint) return 'unchanged';
-    const state = transition(stateFromRow(existing), { type: 'credentials_replaced' }, Date.now(), { cooldownMs: 0, maxCooldownMs: 1, failureThreshold: 1 });
+    const state = transition(stateFromRow(existing), { type: 'credentials_replaced' }, Date.now(), {
+      cooldownMs: 0,
+      maxCooldownMs: 1,
+      failureThreshold: 1,
+    });
     const sealed = this.vault.seal(existing, input.credentials);
     await this.store.replaceCredentials(existing.id, sealed, { import_fingerprint: fingerprint, ...this.details(input) }, state);
     return 'updated';

@@ -98,7 +98,11 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     private readonly importer: AccountImporter,
   ) {
     const env = config.env;
-    this.policy = { cooldownMs: env.SUBSCRIPTION_COOLDOWN_MS, maxCooldownMs: env.SUBSCRIPTION_MAX_COOLDOWN_MS, failureThreshold: env.SUBSCRIPTION_FAILURE_THRESHOLD };
+    this.policy = {
+      cooldownMs: env.SUBSCRIPTION_COOLDOWN_MS,
+      maxCooldownMs: env.SUBSCRIPTION_MAX_COOLDOWN_MS,
+      failureThreshold: env.SUBSCRIPTION_FAILURE_THRESHOLD,
+    };
   }
 
   async onApplicationBootstrap(): Promise<void> {
@@ -116,7 +120,9 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     this.closed = true;
     clearInterval(this.timer);
     await this.ticking?.catch(() => undefined);
-    await Promise.allSettled([...this.accounts.values()].flatMap((a) => [a.stateWrite, a.refreshing]).filter((p): p is Promise<void> => p !== undefined));
+    await Promise.allSettled(
+      [...this.accounts.values()].flatMap((a) => [a.stateWrite, a.refreshing]).filter((p): p is Promise<void> => p !== undefined),
+    );
   }
 
   /** Resolves once the pool has read the database (and imported the account files) the first time. */
@@ -154,7 +160,8 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
         } catch (err) {
           if (signal?.aborted) throw abortedError(provider);
           // A refresh that failed leaves the current token, if it still has time left.
-          if (!(err instanceof RefreshRejected) && acc.creds && (acc.expiresAt === null || acc.expiresAt > Date.now() + 5000)) return lease(acc);
+          if (!(err instanceof RefreshRejected) && acc.creds && (acc.expiresAt === null || acc.expiresAt > Date.now() + 5000))
+            return lease(acc);
           skip.add(acc.id);
           continue;
         }
@@ -204,7 +211,11 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
    * One upstream call with an account of `provider`, with the account handling every surface
    * shares (see `runWithAccounts`): 401 → refresh and retry, 429 / 403 → next account.
    */
-  run<T>(provider: SubscriptionProvider, signal: AbortSignal, send: (lease: AccountLease) => Promise<T>): Promise<{ value: T; lease: AccountLease }> {
+  run<T>(
+    provider: SubscriptionProvider,
+    signal: AbortSignal,
+    send: (lease: AccountLease) => Promise<T>,
+  ): Promise<{ value: T; lease: AccountLease }> {
     return runWithAccounts(this, provider, signal, send);
   }
 
@@ -256,11 +267,21 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
         provider: `${provider}_sub`,
       });
     }
-    const counts = countBy(list.map((a) => (a.creds ? (isUsable(a.state, now) ? (skip.has(a.id) ? 'failed' : 'active') : a.state.status) : 'unreadable')));
-    const detail = list.length === 0 ? 'none is configured' : Object.entries(counts).map(([k, v]) => `${v} ${k}`).join(', ');
-    return accountError(provider, `no usable ${provider} subscription account (${detail}); add, import or enable one under /admin/accounts`, 'no_subscription_account');
+    const counts = countBy(
+      list.map((a) => (a.creds ? (isUsable(a.state, now) ? (skip.has(a.id) ? 'failed' : 'active') : a.state.status) : 'unreadable')),
+    );
+    const detail =
+      list.length === 0
+        ? 'none is configured'
+        : Object.entries(counts)
+            .map(([k, v]) => `${v} ${k}`)
+            .join(', ');
+    return accountError(
+      provider,
+      `no usable ${provider} subscription account (${detail}); add, import or enable one under /admin/accounts`,
+      'no_subscription_account',
+    );
   }
-
 
   // --- state changes ------------------------------------------------------------------------
 
@@ -272,7 +293,10 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     const before = acc.state.status;
     acc.state = next;
     acc.changes++;
-    if (next.status !== before) this.logger.log(`${acc.provider} account "${acc.name}": ${before} → ${next.status}${next.lastError && event.type !== 'succeeded' ? ` (${next.lastError})` : ''}`);
+    if (next.status !== before)
+      this.logger.log(
+        `${acc.provider} account "${acc.name}": ${before} → ${next.status}${next.lastError && event.type !== 'succeeded' ? ` (${next.lastError})` : ''}`,
+      );
     this.persistState(acc);
   }
 
@@ -299,7 +323,10 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
           }
         } catch (err) {
           acc.stateDirty = true;
-          this.warnOnce(`state:${acc.id}`, `could not store the state of ${acc.provider} account "${acc.name}" (kept in memory, retried): ${(err as Error).message}`);
+          this.warnOnce(
+            `state:${acc.id}`,
+            `could not store the state of ${acc.provider} account "${acc.name}" (kept in memory, retried): ${(err as Error).message}`,
+          );
           break;
         }
       }
@@ -345,7 +372,9 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       if (!stored) throw new RefreshFailed('the account was removed');
       if (stored.token_version !== acc.tokenVersion) {
         this.adoptCredentials(acc, stored.credentials, stored.token_version, stored.expires_at);
-        const stillStale = force ? staleVersion !== undefined && acc.tokenVersion === staleVersion : this.needsRefresh(acc, Date.now(), this.config.env.SUBSCRIPTION_REFRESH_MARGIN_MS);
+        const stillStale = force
+          ? staleVersion !== undefined && acc.tokenVersion === staleVersion
+          : this.needsRefresh(acc, Date.now(), this.config.env.SUBSCRIPTION_REFRESH_MARGIN_MS);
         if (!stillStale) return;
       }
       const current = acc.creds;
@@ -366,7 +395,9 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
         await this.store.commitRefresh(acc.id, this.vault.seal(acc, result.credentials), result.expiresAt, version);
       } catch (err) {
         acc.credsDirty = true;
-        this.logger.error(`refreshed ${acc.provider} account "${acc.name}" but could not store the new tokens (kept in memory, retried): ${(err as Error).message}`);
+        this.logger.error(
+          `refreshed ${acc.provider} account "${acc.name}" but could not store the new tokens (kept in memory, retried): ${(err as Error).message}`,
+        );
       }
       this.logger.log(`refreshed ${acc.provider} account "${acc.name}"`);
     } finally {
@@ -398,7 +429,8 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     }
     this.logger.warn(`refreshing ${acc.provider} account "${acc.name}" failed: ${(err as Error).message}`);
     // A failed refresh only counts against the account when it leaves it without a usable token.
-    if (force || acc.expiresAt === null || acc.expiresAt <= Date.now()) this.apply(acc.id, { type: 'auth_failed', message: clip(`token refresh failed: ${(err as Error).message}`) });
+    if (force || acc.expiresAt === null || acc.expiresAt <= Date.now())
+      this.apply(acc.id, { type: 'auth_failed', message: clip(`token refresh failed: ${(err as Error).message}`) });
   }
 
   // --- sync with the database ----------------------------------------------------------------
@@ -482,7 +514,9 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       this.byProvider.set(
         p,
         // A stable order (accounts of one import share a timestamp), so rotation is predictable.
-        [...this.accounts.values()].filter((a) => a.provider === p).sort((a, b) => a.createdAt - b.createdAt || a.name.localeCompare(b.name) || a.id.localeCompare(b.id)),
+        [...this.accounts.values()]
+          .filter((a) => a.provider === p)
+          .sort((a, b) => a.createdAt - b.createdAt || a.name.localeCompare(b.name) || a.id.localeCompare(b.id)),
       );
     }
   }
@@ -507,7 +541,10 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     } catch (err) {
       acc.creds = undefined;
       acc.credsError = (err as Error).message;
-      this.warnOnce(`creds:${acc.id}:${version}`, `${acc.provider} account "${acc.name}": stored credentials cannot be opened (${acc.credsError}); it is skipped`);
+      this.warnOnce(
+        `creds:${acc.id}:${version}`,
+        `${acc.provider} account "${acc.name}": stored credentials cannot be opened (${acc.credsError}); it is skipped`,
+      );
     }
   }
 
@@ -544,7 +581,14 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
 }
 
 function lease(acc: PooledAccount): AccountLease {
-  return { id: acc.id, provider: acc.provider, name: acc.name, accessToken: acc.creds!.accessToken, externalAccountId: acc.externalAccountId, tokenVersion: acc.tokenVersion };
+  return {
+    id: acc.id,
+    provider: acc.provider,
+    name: acc.name,
+    accessToken: acc.creds!.accessToken,
+    externalAccountId: acc.externalAccountId,
+    tokenVersion: acc.tokenVersion,
+  };
 }
 
 function abortedError(provider: SubscriptionProvider): UpstreamError {
@@ -560,4 +604,3 @@ function countBy(values: string[]): Record<string, number> {
   for (const v of values) out[v] = (out[v] ?? 0) + 1;
   return out;
 }
-

@@ -16,7 +16,12 @@ export class AccountRateLimitError extends UpstreamError {
     readonly until: number | undefined,
     retryAfterMs?: number,
   ) {
-    super({ ...init, failure: 'http', upstreamStatus: 429, retryAfterMs: until !== undefined ? Math.max(0, until - Date.now()) : retryAfterMs });
+    super({
+      ...init,
+      failure: 'http',
+      upstreamStatus: 429,
+      retryAfterMs: until !== undefined ? Math.max(0, until - Date.now()) : retryAfterMs,
+    });
   }
 }
 
@@ -62,14 +67,25 @@ export async function runWithAccounts<T>(
       try {
         lease = await pool.forceRefresh(refused, signal);
       } catch (err) {
-        if (signal.aborted) throw new UpstreamError({ failure: 'aborted', message: 'the request was cancelled', provider: `${provider}_sub` });
-        last = accountError(provider, `${provider} account "${refused.name}" was refused and could not be refreshed: ${(err as Error).message}`, 'subscription_auth_failed');
+        if (signal.aborted)
+          throw new UpstreamError({ failure: 'aborted', message: 'the request was cancelled', provider: `${provider}_sub` });
+        last = accountError(
+          provider,
+          `${provider} account "${refused.name}" was refused and could not be refreshed: ${(err as Error).message}`,
+          'subscription_auth_failed',
+        );
         continue;
       }
       out = await attempt(pool, lease, send);
       if ('unauthorized' in out) {
         pool.authFailed(lease, `refused with a freshly refreshed token: ${out.unauthorized.message}`);
-        out = { next: accountError(provider, `${provider} account "${lease.name}" was refused even after a token refresh`, 'subscription_auth_failed') };
+        out = {
+          next: accountError(
+            provider,
+            `${provider} account "${lease.name}" was refused even after a token refresh`,
+            'subscription_auth_failed',
+          ),
+        };
       }
     }
     if ('ok' in out) return { value: out.ok, lease };
@@ -89,11 +105,25 @@ async function attempt<T>(pool: AccountPool, lease: AccountLease, send: (lease: 
       case 401:
         return { unauthorized: err };
       case 429:
-        pool.rateLimited(lease, err.message, err instanceof AccountRateLimitError && err.until !== undefined ? err.until : err.retryAfterMs !== undefined ? Date.now() + err.retryAfterMs : undefined);
+        pool.rateLimited(
+          lease,
+          err.message,
+          err instanceof AccountRateLimitError && err.until !== undefined
+            ? err.until
+            : err.retryAfterMs !== undefined
+              ? Date.now() + err.retryAfterMs
+              : undefined,
+        );
         return { next: err };
       case 403:
         pool.authFailed(lease, `403: ${err.message}`);
-        return { next: accountError(lease.provider, `${lease.provider} account "${lease.name}" is not allowed: ${err.message}`, 'subscription_forbidden') };
+        return {
+          next: accountError(
+            lease.provider,
+            `${lease.provider} account "${lease.name}" is not allowed: ${err.message}`,
+            'subscription_forbidden',
+          ),
+        };
       default:
         throw err;
     }

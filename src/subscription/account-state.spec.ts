@@ -1,4 +1,13 @@
-import { backoffMs, effectiveStatus, initialState, isUsable, transition, TransitionRefused, type AccountState, type StatePolicy } from './account-state';
+import {
+  backoffMs,
+  effectiveStatus,
+  initialState,
+  isUsable,
+  transition,
+  TransitionRefused,
+  type AccountState,
+  type StatePolicy,
+} from './account-state';
 
 const policy: StatePolicy = { cooldownMs: 60_000, maxCooldownMs: 3_600_000, failureThreshold: 3 };
 const T = 1_700_000_000_000;
@@ -59,7 +68,11 @@ describe('account state machine', () => {
   it('invalid_grant revokes from any state but revoked', () => {
     for (const start of ['active', 'cooldown', 'disabled'] as const) {
       const s: AccountState = { ...initialState(), status: start, cooldownUntil: start === 'cooldown' ? T + 1e6 : null };
-      expect(transition(s, { type: 'refresh_rejected', message: 'invalid_grant' }, T, policy)).toMatchObject({ status: 'revoked', cooldownUntil: null, lastError: 'invalid_grant' });
+      expect(transition(s, { type: 'refresh_rejected', message: 'invalid_grant' }, T, policy)).toMatchObject({
+        status: 'revoked',
+        cooldownUntil: null,
+        lastError: 'invalid_grant',
+      });
     }
   });
 

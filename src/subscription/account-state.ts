@@ -81,7 +81,13 @@ export function transition(state: AccountState, event: AccountEvent, now: number
       const failures = s.failures + 1;
       const cap = now + policy.maxCooldownMs;
       const wanted = event.until !== undefined && event.until > now ? Math.min(event.until, cap) : now + backoffMs(failures, policy);
-      return { status: 'cooldown', cooldownUntil: Math.max(wanted, s.cooldownUntil ?? 0), failures, lastError: event.message, lastErrorAt: now };
+      return {
+        status: 'cooldown',
+        cooldownUntil: Math.max(wanted, s.cooldownUntil ?? 0),
+        failures,
+        lastError: event.message,
+        lastErrorAt: now,
+      };
     }
     case 'auth_failed': {
       if (s.status === 'revoked' || s.status === 'disabled') return state;
@@ -101,15 +107,20 @@ export function transition(state: AccountState, event: AccountEvent, now: number
       if (state.status === 'active' && state.failures === 0) return state;
       return { ...s, failures: 0 };
     case 'disable':
-      if (s.status === 'revoked') throw new TransitionRefused('the account is revoked (its refresh token was refused); import new credentials for it instead');
+      if (s.status === 'revoked')
+        throw new TransitionRefused('the account is revoked (its refresh token was refused); import new credentials for it instead');
       if (state.status === 'disabled') return state;
       return { ...s, status: 'disabled', cooldownUntil: null };
     case 'enable':
-      if (s.status === 'revoked') throw new TransitionRefused('the account is revoked (its refresh token was refused); import new credentials for it to use it again');
+      if (s.status === 'revoked')
+        throw new TransitionRefused(
+          'the account is revoked (its refresh token was refused); import new credentials for it to use it again',
+        );
       if (state.status === 'active' && state.failures === 0) return state;
       return { ...s, status: 'active', cooldownUntil: null, failures: 0 };
     case 'credentials_replaced':
-      if (s.status === 'disabled') return state.cooldownUntil === null && state.failures === 0 ? state : { ...s, cooldownUntil: null, failures: 0 };
+      if (s.status === 'disabled')
+        return state.cooldownUntil === null && state.failures === 0 ? state : { ...s, cooldownUntil: null, failures: 0 };
       return { ...s, status: 'active', cooldownUntil: null, failures: 0 };
   }
 }

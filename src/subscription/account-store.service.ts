@@ -87,7 +87,10 @@ export class AccountStore {
    * instead). Returns whether the row was written.
    */
   async saveState(id: string, s: AccountState, expectedStatus?: string): Promise<boolean> {
-    const res = await this.repo().update(expectedStatus === undefined ? { id } : { id, status: expectedStatus as AccountState['status'] }, { ...stateColumns(s), updated_at: new Date() });
+    const res = await this.repo().update(expectedStatus === undefined ? { id } : { id, status: expectedStatus as AccountState['status'] }, {
+      ...stateColumns(s),
+      updated_at: new Date(),
+    });
     return (res.affected ?? 0) > 0;
   }
 
@@ -126,7 +129,15 @@ export class AccountStore {
     await this.repo()
       .createQueryBuilder()
       .update(SubscriptionAccount)
-      .set({ credentials: sealed, expires_at: date(expiresAt), token_version: tokenVersion, last_refresh_at: now, updated_at: now, refresh_lock_owner: null, refresh_lock_until: null })
+      .set({
+        credentials: sealed,
+        expires_at: date(expiresAt),
+        token_version: tokenVersion,
+        last_refresh_at: now,
+        updated_at: now,
+        refresh_lock_owner: null,
+        refresh_lock_until: null,
+      })
       .where('id = :id', { id })
       .execute();
   }
@@ -141,8 +152,16 @@ export class AccountStore {
   }
 }
 
-export function stateColumns(s: AccountState): Pick<SubscriptionAccount, 'status' | 'cooldown_until' | 'failures' | 'last_error' | 'last_error_at'> {
-  return { status: s.status, cooldown_until: date(s.cooldownUntil), failures: s.failures, last_error: s.lastError, last_error_at: date(s.lastErrorAt) };
+export function stateColumns(
+  s: AccountState,
+): Pick<SubscriptionAccount, 'status' | 'cooldown_until' | 'failures' | 'last_error' | 'last_error_at'> {
+  return {
+    status: s.status,
+    cooldown_until: date(s.cooldownUntil),
+    failures: s.failures,
+    last_error: s.lastError,
+    last_error_at: date(s.lastErrorAt),
+  };
 }
 
 export function stateFromRow(row: SubscriptionAccount): AccountState {

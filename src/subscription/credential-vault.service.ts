@@ -23,7 +23,10 @@ export class CredentialVault {
 
   require(): TokenCipher {
     if (!this.cipher) {
-      throw new SubscriptionUnavailableError('Subscription tokens are stored encrypted and SUBSCRIPTION_ENCRYPTION_KEY is not set; set it (openssl rand -base64 32) and restart', 'encryption_key_missing');
+      throw new SubscriptionUnavailableError(
+        'Subscription tokens are stored encrypted and SUBSCRIPTION_ENCRYPTION_KEY is not set; set it (openssl rand -base64 32) and restart',
+        'encryption_key_missing',
+      );
     }
     return this.cipher;
   }

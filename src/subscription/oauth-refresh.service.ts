@@ -30,7 +30,13 @@ export class RefreshFailed extends Error {}
  * (RFC 6749 §5.2, what Anthropic's endpoint answers); the others are what OpenAI's answers for
  * Codex logins (a token used twice, expired or invalidated by a new login).
  */
-const PERMANENT = new Set(['invalid_grant', 'refresh_token_reused', 'refresh_token_expired', 'refresh_token_invalidated', 'invalid_refresh_token']);
+const PERMANENT = new Set([
+  'invalid_grant',
+  'refresh_token_reused',
+  'refresh_token_expired',
+  'refresh_token_invalidated',
+  'invalid_refresh_token',
+]);
 
 const TIMEOUTS = { connectMs: 10_000, firstByteMs: 15_000, firstTokenMs: 15_000, idleMs: 15_000, totalMs: 20_000 };
 

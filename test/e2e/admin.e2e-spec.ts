@@ -23,7 +23,9 @@ describe('admin API', () => {
   it('answers 401 without credentials and 403 with wrong ones, in the OpenAI error shape', async () => {
     const none = await get();
     expect(none.status).toBe(401);
-    expect(await none.json()).toEqual({ error: { message: expect.stringContaining('Bearer'), type: 'authentication_error', param: null, code: 'missing_admin_token' } });
+    expect(await none.json()).toEqual({
+      error: { message: expect.stringContaining('Bearer'), type: 'authentication_error', param: null, code: 'missing_admin_token' },
+    });
     const wrong = await get({ authorization: 'Bearer not-the-token-at-all' });
     expect(wrong.status).toBe(403);
     expect(((await wrong.json()) as { error: { type: string } }).error.type).toBe('permission_error');
@@ -37,7 +39,15 @@ describe('admin API', () => {
       expect(text).not.toContain('sk-secret');
       const body = JSON.parse(text) as { models: Array<{ id: string; strategy: string; routes: Array<Record<string, unknown>> }> };
       expect(body.models[0]).toMatchObject({ id: 'demo/split', strategy: 'fixed' });
-      expect(body.models[0].routes[0]).toMatchObject({ id: 'gpu-a', kind: 'vllm', base_url: 'http://gpu-a.internal:8000/v1', api_keys: 2, locality: 'local', share: 0.5, timeouts_ms: expect.objectContaining({ firstTokenMs: 1234 }) });
+      expect(body.models[0].routes[0]).toMatchObject({
+        id: 'gpu-a',
+        kind: 'vllm',
+        base_url: 'http://gpu-a.internal:8000/v1',
+        api_keys: 2,
+        locality: 'local',
+        share: 0.5,
+        timeouts_ms: expect.objectContaining({ firstTokenMs: 1234 }),
+      });
     }
   });
 });

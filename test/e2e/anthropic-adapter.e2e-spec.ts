@@ -12,7 +12,8 @@ describe('anthropic adapter', () => {
 
   beforeAll(async () => {
     const base = await upstream.start();
-    const r = (model: string, extra = '') => `{ kind: anthropic, base_url: "${base}", api_key: good, provider_model_id: "${model}"${extra} }`;
+    const r = (model: string, extra = '') =>
+      `{ kind: anthropic, base_url: "${base}", api_key: good, provider_model_id: "${model}"${extra} }`;
     const models = `
 models:
   - id: claude/sonnet
@@ -72,30 +73,71 @@ models:
   beforeEach(() => upstream.reset());
 
   const rowFor = (id: string) => gw.rowFor(id);
-  const tools: OpenAI.Chat.Completions.ChatCompletionTool[] = [{ type: 'function', function: { name: 'get_weather', description: 'Weather for a city', parameters: { type: 'object', properties: { input: { type: 'string' } } } } }];
+  const tools: OpenAI.Chat.Completions.ChatCompletionTool[] = [
+    {
+      type: 'function',
+      function: {
+        name: 'get_weather',
+        description: 'Weather for a city',
+        parameters: { type: 'object', properties: { input: { type: 'string' } } },
+      },
+    },
+  ];
 
   it('answers a chat completion through the Messages API', async () => {
-    const res = await client.chat.completions.create({ model: 'claude/sonnet', messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'hello claude' }], stop: ['NEVER'] });
+    const res = await client.chat.completions.create({
+      model: 'claude/sonnet',
+      messages: [
+        { role: 'system', content: 'Be brief.' },
+        { role: 'user', content: 'hello claude' },
+      ],
+      stop: ['NEVER'],
+    });
     expect(res.choices[0]).toMatchObject({ message: { role: 'assistant', content: 'echo: hello claude' }, finish_reason: 'stop' });
     expect(res.model).toBe('claude/sonnet');
     const sent = upstream.requests[0];
     expect(sent.path).toBe('/v1/messages');
     expect(sent.headers['x-api-key']).toBe('good');
     expect(sent.headers['anthropic-version']).toBe('2023-06-01');
-    expect(sent.body).toEqual({ model: 'ok', max_tokens: 4096, system: 'Be brief.', messages: [{ role: 'user', content: 'hello claude' }], stop_sequences: ['NEVER'] });
+    expect(sent.body).toEqual({
+      model: 'ok',
+      max_tokens: 4096,
+      system: 'Be brief.',
+      messages: [{ role: 'user', content: 'hello claude' }],
+      stop_sequences: ['NEVER'],
+    });
     expect(res.usage).toMatchObject({ prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 });
-    expect(await rowFor(res.id)).toMatchObject({ provider: 'anthropic', prompt_tokens: 7, completion_tokens: 3, usage_estimated: false, finish_reason: 'stop' });
+    expect(await rowFor(res.id)).toMatchObject({
+      provider: 'anthropic',
+      prompt_tokens: 7,
+      completion_tokens: 3,
+      usage_estimated: false,
+      finish_reason: 'stop',
+    });
   });
 
   it('stops at a stop sequence and at max_tokens', async () => {
-    const stopped = await client.chat.completions.create({ model: 'claude/sonnet', messages: [{ role: 'user', content: 'one two three' }], stop: 'two' });
+    const stopped = await client.chat.completions.create({
+      model: 'claude/sonnet',
+      messages: [{ role: 'user', content: 'one two three' }],
+      stop: 'two',
+    });
     expect(stopped.choices[0]).toMatchObject({ message: { content: 'echo: one ' }, finish_reason: 'stop' });
-    const cut = await client.chat.completions.create({ model: 'claude/sonnet', messages: [{ role: 'user', content: 'one two three' }], max_tokens: 2 });
+    const cut = await client.chat.completions.create({
+      model: 'claude/sonnet',
+      messages: [{ role: 'user', content: 'one two three' }],
+      max_tokens: 2,
+    });
     expect(cut.choices[0]).toMatchObject({ message: { content: 'echo: one ' }, finish_reason: 'length' });
   });
 
   it('streams text with usage from message_start and message_delta', async () => {
-    const stream = await client.chat.completions.create({ model: 'claude/sonnet', stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'stream this please' }] });
+    const stream = await client.chat.completions.create({
+      model: 'claude/sonnet',
+      stream: true,
+      stream_options: { include_usage: true },
+      messages: [{ role: 'user', content: 'stream this please' }],
+    });
     const chunks: OpenAI.Chat.Completions.ChatCompletionChunk[] = [];
     for await (const c of stream) chunks.push(c);
     expect(chunks[0].choices[0].delta.role).toBe('assistant');
@@ -107,20 +149,37 @@ models:
   });
 
   it('carries a tool round trip, streamed and not', async () => {
-    const first = await client.chat.completions.create({ model: 'claude/sonnet', tools, tool_choice: 'required', messages: [{ role: 'user', content: 'Paris' }] });
+    const first = await client.chat.completions.create({
+      model: 'claude/sonnet',
+      tools,
+      tool_choice: 'required',
+      messages: [{ role: 'user', content: 'Paris' }],
+    });
     expect(first.choices[0].finish_reason).toBe('tool_calls');
     const call = first.choices[0].message.tool_calls![0] as OpenAI.Chat.Completions.ChatCompletionMessageFunctionToolCall;
     expect(call.function).toEqual({ name: 'get_weather', arguments: '{"input":"Paris"}' });
-    expect(upstream.requests[0].body).toMatchObject({ tool_choice: { type: 'any' }, tools: [{ name: 'get_weather', input_schema: { type: 'object' } }] });
+    expect(upstream.requests[0].body).toMatchObject({
+      tool_choice: { type: 'any' },
+      tools: [{ name: 'get_weather', input_schema: { type: 'object' } }],
+    });
 
     const second = await client.chat.completions.create({
       model: 'claude/sonnet',
       tools,
-      messages: [{ role: 'user', content: 'Paris' }, first.choices[0].message, { role: 'tool', tool_call_id: call.id, content: 'sunny, 21C' }],
+      messages: [
+        { role: 'user', content: 'Paris' },
+        first.choices[0].message,
+        { role: 'tool', tool_call_id: call.id, content: 'sunny, 21C' },
+      ],
     });
     expect(second.choices[0].message.content).toBe('tool said: sunny, 21C');
 
-    const stream = await client.chat.completions.create({ model: 'claude/sonnet', tools, stream: true, messages: [{ role: 'user', content: 'Rome' }] });
+    const stream = await client.chat.completions.create({
+      model: 'claude/sonnet',
+      tools,
+      stream: true,
+      messages: [{ role: 'user', content: 'Rome' }],
+    });
     let args = '';
     let name = '';
     let finish: string | null = null;
@@ -134,16 +193,37 @@ models:
   });
 
   it('shows thinking as reasoning_content and takes its signed blocks back on the next turn', async () => {
-    const res = await client.chat.completions.create({ model: 'claude/thinking', reasoning_effort: 'low', max_tokens: 200, messages: [{ role: 'user', content: 'why' }] });
-    const msg = res.choices[0].message as OpenAI.Chat.Completions.ChatCompletionMessage & { reasoning_content?: string; thinking_blocks?: unknown[] };
+    const res = await client.chat.completions.create({
+      model: 'claude/thinking',
+      reasoning_effort: 'low',
+      max_tokens: 200,
+      messages: [{ role: 'user', content: 'why' }],
+    });
+    const msg = res.choices[0].message as OpenAI.Chat.Completions.ChatCompletionMessage & {
+      reasoning_content?: string;
+      thinking_blocks?: unknown[];
+    };
     expect(msg.reasoning_content).toBe('Let me think about this step by step.');
-    expect(msg.thinking_blocks).toEqual([{ type: 'thinking', thinking: 'Let me think about this step by step.', signature: expect.any(String) }]);
+    expect(msg.thinking_blocks).toEqual([
+      { type: 'thinking', thinking: 'Let me think about this step by step.', signature: expect.any(String) },
+    ]);
     expect(upstream.requests[0].body).toMatchObject({ thinking: { type: 'enabled', budget_tokens: 1024 }, max_tokens: 1224 });
-    const next = await client.chat.completions.create({ model: 'claude/thinking', reasoning_effort: 'low', messages: [{ role: 'user', content: 'why' }, msg, { role: 'user', content: 'and then?' }] });
+    const next = await client.chat.completions.create({
+      model: 'claude/thinking',
+      reasoning_effort: 'low',
+      messages: [{ role: 'user', content: 'why' }, msg, { role: 'user', content: 'and then?' }],
+    });
     expect(next.choices[0].message.content).toBe('echo: and then?');
-    expect((upstream.requests[1].body.messages as Array<{ content: unknown }>)[1].content).toEqual([expect.objectContaining({ type: 'thinking', signature: expect.any(String) }), { type: 'text', text: 'echo: why' }]);
+    expect((upstream.requests[1].body.messages as Array<{ content: unknown }>)[1].content).toEqual([
+      expect.objectContaining({ type: 'thinking', signature: expect.any(String) }),
+      { type: 'text', text: 'echo: why' },
+    ]);
 
-    const stream = await client.chat.completions.create({ model: 'claude/thinking', stream: true, messages: [{ role: 'user', content: 'why' }] });
+    const stream = await client.chat.completions.create({
+      model: 'claude/thinking',
+      stream: true,
+      messages: [{ role: 'user', content: 'why' }],
+    });
     let reasoning = '';
     for await (const c of stream) reasoning += (c.choices[0]?.delta as { reasoning_content?: string } | undefined)?.reasoning_content ?? '';
     expect(reasoning).toBe('Let me think about this step by step.');
@@ -162,7 +242,9 @@ models:
     const res = await client.chat.completions.create({ model: 'claude/failover', messages: [{ role: 'user', content: 'x' }] });
     expect(res.choices[0].message.content).toBe('echo: x');
     expect((await rowFor(res.id)).endpoint).toBe('spare');
-    const err = await client.chat.completions.create({ model: 'claude/overloaded', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const err = await client.chat.completions
+      .create({ model: 'claude/overloaded', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(APIError);
     expect(err).toMatchObject({ status: 503, code: 'overloaded' });
   });
@@ -176,7 +258,11 @@ models:
 
   it('ends a stream that fails mid-answer with an in-band error, never [DONE]', async () => {
     for (const model of ['claude/mid-error', 'claude/cut']) {
-      const res = await rawPost(`${gw.url}/v1/chat/completions`, { model, stream: true, messages: [{ role: 'user', content: 'one two three four' }] });
+      const res = await rawPost(`${gw.url}/v1/chat/completions`, {
+        model,
+        stream: true,
+        messages: [{ role: 'user', content: 'one two three four' }],
+      });
       expect(res.status).toBe(200);
       expect(res.text).toContain('echo: ');
       expect(res.text).toMatch(/"error":\{/);
@@ -191,7 +277,9 @@ models:
     expect(upstream.requests[2].body.max_tokens).toBe(64);
     // Both keys of this route now sit out (same upstream, same keys): one try, with the key whose
     // pause ends first (the 429's Retry-After of 7 s, before the 401's 5 minutes).
-    const err = await client.chat.completions.create({ model: 'claude/no-good-key', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const err = await client.chat.completions
+      .create({ model: 'claude/no-good-key', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(err).toMatchObject({ status: 429 });
     expect(upstream.requests.slice(3).map((r) => r.headers['x-api-key'])).toEqual(['limited-key']);
   });
@@ -199,10 +287,21 @@ models:
   it('sends images as image blocks', async () => {
     const res = await client.chat.completions.create({
       model: 'claude/sonnet',
-      messages: [{ role: 'user', content: [{ type: 'text', text: 'what is it' }, { type: 'image_url', image_url: { url: 'data:image/png;base64,iVBORw0KGgo=' } }] }],
+      messages: [
+        {
+          role: 'user',
+          content: [
+            { type: 'text', text: 'what is it' },
+            { type: 'image_url', image_url: { url: 'data:image/png;base64,iVBORw0KGgo=' } },
+          ],
+        },
+      ],
     });
     expect(res.choices[0].message.content).toBe('echo: what is it');
-    expect((upstream.requests[0].body.messages as Array<{ content: unknown[] }>)[0].content[1]).toEqual({ type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'iVBORw0KGgo=' } });
+    expect((upstream.requests[0].body.messages as Array<{ content: unknown[] }>)[0].content[1]).toEqual({
+      type: 'image',
+      source: { type: 'base64', media_type: 'image/png', data: 'iVBORw0KGgo=' },
+    });
   });
 
   it('serves a text completion through Messages', async () => {
@@ -212,13 +311,19 @@ models:
   });
 
   it('refuses n > 1 with a 400 naming the parameter', async () => {
-    const err = await client.chat.completions.create({ model: 'claude/sonnet', n: 2, messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const err = await client.chat.completions
+      .create({ model: 'claude/sonnet', n: 2, messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(err).toMatchObject({ status: 400, param: 'n' });
     expect(upstream.requests).toHaveLength(0);
   });
 
   it('probes health with a cheap, keyed GET of the model list', async () => {
-    const probe = (model: string) => gw.app.get(AdapterRegistry).get('anthropic')!.probe!(gw.app.get(ModelRegistry).current().find(model)!.routes[0], AbortSignal.timeout(5000));
+    const probe = (model: string) =>
+      gw.app.get(AdapterRegistry).get('anthropic')!.probe!(
+        gw.app.get(ModelRegistry).current().find(model)!.routes[0],
+        AbortSignal.timeout(5000),
+      );
     await expect(probe('claude/sonnet')).resolves.toMatchObject({ ok: true, detail: 'HTTP 200' });
     expect(upstream.requests.at(-1)?.path).toBe('/v1/models');
     await expect(probe('claude/no-good-key')).resolves.toMatchObject({ ok: false });

@@ -17,7 +17,9 @@ function events(text: string): Array<[string, Json]> {
     });
 }
 
-const tools: Anthropic.Tool[] = [{ name: 'get_weather', description: 'Weather for a city', input_schema: { type: 'object', properties: { input: { type: 'string' } } } }];
+const tools: Anthropic.Tool[] = [
+  { name: 'get_weather', description: 'Weather for a city', input_schema: { type: 'object', properties: { input: { type: 'string' } } } },
+];
 
 /**
  * The Anthropic Messages surface with the official Anthropic SDK: relayed as it is to an
@@ -113,7 +115,13 @@ models:
         stop_sequences: ['NEVER'],
       };
       const msg = await client.messages.create(params, { headers: { 'anthropic-beta': 'extended-cache-ttl-2025-04-11' } });
-      expect(msg).toMatchObject({ type: 'message', role: 'assistant', content: [{ type: 'text', text: 'echo: hello claude' }], stop_reason: 'end_turn', model: 'ok' });
+      expect(msg).toMatchObject({
+        type: 'message',
+        role: 'assistant',
+        content: [{ type: 'text', text: 'echo: hello claude' }],
+        stop_reason: 'end_turn',
+        model: 'ok',
+      });
       const sent = claude.requests[0];
       expect(sent.path).toBe('/v1/messages');
       expect(sent.body).toEqual({ ...params, model: 'ok' });
@@ -123,29 +131,66 @@ models:
       expect(sent.headers['anthropic-beta']).toBe('extended-cache-ttl-2025-04-11');
       expect(sent.headers.authorization).toBeUndefined();
       const row = await rowFor(msg.id);
-      expect(row).toMatchObject({ model: 'claude/sonnet', provider: 'anthropic', stream: false, status_code: 200, prompt_tokens: msg.usage.input_tokens, completion_tokens: msg.usage.output_tokens, usage_estimated: false, finish_reason: 'stop', user_id: 'user-7' });
+      expect(row).toMatchObject({
+        model: 'claude/sonnet',
+        provider: 'anthropic',
+        stream: false,
+        status_code: 200,
+        prompt_tokens: msg.usage.input_tokens,
+        completion_tokens: msg.usage.output_tokens,
+        usage_estimated: false,
+        finish_reason: 'stop',
+        user_id: 'user-7',
+      });
       expect(Number(row.cost_usd)).toBeCloseTo((msg.usage.input_tokens * 3 + msg.usage.output_tokens * 15) / 1e6, 12);
     });
 
     it('relays the stream event by event, usage read from message_start and message_delta', async () => {
       const body = { model: 'claude/cached', max_tokens: 50, stream: true, messages: [{ role: 'user', content: 'stream this please' }] };
-      const res = await rawPost(`${gw.url}/anthropic/v1/messages`, body, { headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' } });
+      const res = await rawPost(`${gw.url}/anthropic/v1/messages`, body, {
+        headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+      });
       expect(res.status).toBe(200);
       expect(res.headers.get('content-type')).toContain('text/event-stream');
       const evs = events(res.text);
-      expect(evs.map(([e]) => e)).toEqual(['message_start', 'content_block_start', 'ping', 'content_block_delta', 'content_block_delta', 'content_block_delta', 'content_block_delta', 'content_block_stop', 'message_delta', 'message_stop']);
+      expect(evs.map(([e]) => e)).toEqual([
+        'message_start',
+        'content_block_start',
+        'ping',
+        'content_block_delta',
+        'content_block_delta',
+        'content_block_delta',
+        'content_block_delta',
+        'content_block_stop',
+        'message_delta',
+        'message_stop',
+      ]);
       for (const [e, data] of evs) expect(data.type).toBe(e);
       const start = evs[0][1].message as { id: string; usage: Json };
       expect(start.usage).toMatchObject({ input_tokens: 6, cache_read_input_tokens: 100, cache_creation_input_tokens: 20 });
       expect(res.text).not.toContain('[DONE]');
       const row = await rowFor(start.id);
       // 6 + 100 cached reads + 20 cache writes; output from message_delta.
-      expect(row).toMatchObject({ stream: true, prompt_tokens: 126, cached_tokens: 100, cache_write_tokens: 20, completion_tokens: 4, usage_estimated: false, finish_reason: 'stop' });
+      expect(row).toMatchObject({
+        stream: true,
+        prompt_tokens: 126,
+        cached_tokens: 100,
+        cache_write_tokens: 20,
+        completion_tokens: 4,
+        usage_estimated: false,
+        finish_reason: 'stop',
+      });
       expect(row.ttft_ms).not.toBeNull();
     });
 
     it('streams a tool round trip through the SDK: tool_use with input_json_delta, then the tool_result', async () => {
-      const stream = client.messages.stream({ model: 'claude/sonnet', max_tokens: 200, tools, tool_choice: { type: 'any' }, messages: [{ role: 'user', content: 'Paris' }] });
+      const stream = client.messages.stream({
+        model: 'claude/sonnet',
+        max_tokens: 200,
+        tools,
+        tool_choice: { type: 'any' },
+        messages: [{ role: 'user', content: 'Paris' }],
+      });
       const partials: string[] = [];
       stream.on('inputJson', (partial) => partials.push(partial));
       const first = await stream.finalMessage();
@@ -169,39 +214,82 @@ models:
     });
 
     it('relays thinking with its signature', async () => {
-      const msg = await client.messages.stream({ model: 'claude/thinking', max_tokens: 2048, thinking: { type: 'enabled', budget_tokens: 1024 }, messages: [{ role: 'user', content: 'why' }] }).finalMessage();
-      expect(msg.content[0]).toEqual({ type: 'thinking', thinking: 'Let me think about this step by step.', signature: expect.stringMatching(/.+/) });
+      const msg = await client.messages
+        .stream({
+          model: 'claude/thinking',
+          max_tokens: 2048,
+          thinking: { type: 'enabled', budget_tokens: 1024 },
+          messages: [{ role: 'user', content: 'why' }],
+        })
+        .finalMessage();
+      expect(msg.content[0]).toEqual({
+        type: 'thinking',
+        thinking: 'Let me think about this step by step.',
+        signature: expect.stringMatching(/.+/),
+      });
       expect(msg.content[1]).toEqual({ type: 'text', text: 'echo: why' });
       expect(claude.requests[0].body.thinking).toEqual({ type: 'enabled', budget_tokens: 1024 });
     });
 
     it("counts tokens with the upstream's count_tokens, free of charge", async () => {
       const before = (await gw.rows()).length;
-      const counted = await client.messages.countTokens({ model: 'claude/sonnet', system: 'Be brief.', messages: [{ role: 'user', content: 'hello there claude' }] });
+      const counted = await client.messages.countTokens({
+        model: 'claude/sonnet',
+        system: 'Be brief.',
+        messages: [{ role: 'user', content: 'hello there claude' }],
+      });
       expect(counted.input_tokens).toBe(8);
-      expect(claude.requests[0]).toMatchObject({ path: '/v1/messages/count_tokens', body: { model: 'ok', system: 'Be brief.', messages: [{ role: 'user', content: 'hello there claude' }] } });
+      expect(claude.requests[0]).toMatchObject({
+        path: '/v1/messages/count_tokens',
+        body: { model: 'ok', system: 'Be brief.', messages: [{ role: 'user', content: 'hello there claude' }] },
+      });
       const rows = await gw.waitForRows(before + 1);
       expect(rows.at(-1)).toMatchObject({ model: 'claude/sonnet', status_code: 200, prompt_tokens: 0, completion_tokens: 0 });
       expect(Number(rows.at(-1)!.cost_usd)).toBe(0);
     });
 
     it("passes an upstream rate limit on as Anthropic's 429 with retry-after", async () => {
-      const res = await call(`${gw.url}/anthropic/v1/messages`, 'POST', { model: 'claude/limited', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] });
+      const res = await call(`${gw.url}/anthropic/v1/messages`, 'POST', {
+        model: 'claude/limited',
+        max_tokens: 10,
+        messages: [{ role: 'user', content: 'x' }],
+      });
       expect(res.status).toBe(429);
       expect(res.headers.get('retry-after')).toBe('3');
-      expect(res.body).toEqual({ type: 'error', error: { type: 'rate_limit_error', message: expect.stringContaining('rate limit') }, request_id: res.headers.get('x-request-id') });
-      const err = await client.messages.create({ model: 'claude/overloaded', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+      expect(res.body).toEqual({
+        type: 'error',
+        error: { type: 'rate_limit_error', message: expect.stringContaining('rate limit') },
+        request_id: res.headers.get('x-request-id'),
+      });
+      const err = await client.messages
+        .create({ model: 'claude/overloaded', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] })
+        .catch((e: unknown) => e);
       expect(err).toBeInstanceOf(Anthropic.APIError);
       expect(err).toMatchObject({ status: 529, error: { type: 'error', error: { type: 'overloaded_error' } } });
     });
 
     it('ends a stream that fails mid-answer with an in-band error event and no message_stop', async () => {
-      const res = await rawPost(`${gw.url}/anthropic/v1/messages`, { model: 'claude/mid-error', max_tokens: 50, stream: true, messages: [{ role: 'user', content: 'one two three' }] });
+      const res = await rawPost(`${gw.url}/anthropic/v1/messages`, {
+        model: 'claude/mid-error',
+        max_tokens: 50,
+        stream: true,
+        messages: [{ role: 'user', content: 'one two three' }],
+      });
       expect(res.status).toBe(200);
       const evs = events(res.text);
-      expect(evs.at(-1)).toEqual(['error', { type: 'error', error: { type: 'overloaded_error', message: expect.stringContaining('Overloaded') }, request_id: expect.any(String) }]);
+      expect(evs.at(-1)).toEqual([
+        'error',
+        {
+          type: 'error',
+          error: { type: 'overloaded_error', message: expect.stringContaining('Overloaded') },
+          request_id: expect.any(String),
+        },
+      ]);
       expect(evs.map(([e]) => e)).not.toContain('message_stop');
-      const err = await client.messages.stream({ model: 'claude/mid-error', max_tokens: 50, messages: [{ role: 'user', content: 'one two three' }] }).finalMessage().catch((e: unknown) => e);
+      const err = await client.messages
+        .stream({ model: 'claude/mid-error', max_tokens: 50, messages: [{ role: 'user', content: 'one two three' }] })
+        .finalMessage()
+        .catch((e: unknown) => e);
       expect(err).toBeInstanceOf(Anthropic.APIError);
       const rows = await gw.rows();
       expect(rows.at(-1)).toMatchObject({ model: 'claude/mid-error', status_code: 503, stream: true });
@@ -210,30 +298,92 @@ models:
 
   describe('translated for an openai_compat route', () => {
     it('answers a message from a chat completion', async () => {
-      const msg = await client.messages.create({ model: 'llama/chat', max_tokens: 64, system: 'Be brief.', stop_sequences: ['NEVER'], metadata: { user_id: 'u-1' }, messages: [{ role: 'user', content: 'hello llama' }] });
-      expect(msg).toMatchObject({ type: 'message', role: 'assistant', model: 'llama/chat', content: [{ type: 'text', text: 'echo: hello llama' }], stop_reason: 'end_turn', stop_sequence: null, usage: { input_tokens: 10, output_tokens: 3 } });
+      const msg = await client.messages.create({
+        model: 'llama/chat',
+        max_tokens: 64,
+        system: 'Be brief.',
+        stop_sequences: ['NEVER'],
+        metadata: { user_id: 'u-1' },
+        messages: [{ role: 'user', content: 'hello llama' }],
+      });
+      expect(msg).toMatchObject({
+        type: 'message',
+        role: 'assistant',
+        model: 'llama/chat',
+        content: [{ type: 'text', text: 'echo: hello llama' }],
+        stop_reason: 'end_turn',
+        stop_sequence: null,
+        usage: { input_tokens: 10, output_tokens: 3 },
+      });
       expect(msg.id).toMatch(/^msg_/);
-      expect(compat.requests[0].body).toEqual({ model: 'ok', messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'hello llama' }], max_tokens: 64, stop: ['NEVER'], user: 'u-1' });
+      expect(compat.requests[0].body).toEqual({
+        model: 'ok',
+        messages: [
+          { role: 'system', content: 'Be brief.' },
+          { role: 'user', content: 'hello llama' },
+        ],
+        max_tokens: 64,
+        stop: ['NEVER'],
+        user: 'u-1',
+      });
       const row = (await gw.rows()).at(-1)!;
-      expect(row).toMatchObject({ model: 'llama/chat', provider: 'openai_compat', prompt_tokens: 10, completion_tokens: 3, usage_estimated: false, finish_reason: 'stop' });
+      expect(row).toMatchObject({
+        model: 'llama/chat',
+        provider: 'openai_compat',
+        prompt_tokens: 10,
+        completion_tokens: 3,
+        usage_estimated: false,
+        finish_reason: 'stop',
+      });
     });
 
     it('streams the events Anthropic streams, usage in message_delta', async () => {
-      const res = await rawPost(`${gw.url}/v1/messages`, { model: 'llama/chat', max_tokens: 64, stream: true, messages: [{ role: 'user', content: 'stream from llama' }] });
+      const res = await rawPost(`${gw.url}/v1/messages`, {
+        model: 'llama/chat',
+        max_tokens: 64,
+        stream: true,
+        messages: [{ role: 'user', content: 'stream from llama' }],
+      });
       expect(res.status).toBe(200);
       const evs = events(res.text);
-      expect(evs.map(([e]) => e)).toEqual(['message_start', 'ping', 'content_block_start', 'content_block_delta', 'content_block_delta', 'content_block_delta', 'content_block_delta', 'content_block_stop', 'message_delta', 'message_stop']);
+      expect(evs.map(([e]) => e)).toEqual([
+        'message_start',
+        'ping',
+        'content_block_start',
+        'content_block_delta',
+        'content_block_delta',
+        'content_block_delta',
+        'content_block_delta',
+        'content_block_stop',
+        'message_delta',
+        'message_stop',
+      ]);
       expect(evs[2][1]).toEqual({ type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
-      expect(evs[8][1]).toEqual({ type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { input_tokens: 6, output_tokens: 4, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 } });
+      expect(evs[8][1]).toEqual({
+        type: 'message_delta',
+        delta: { stop_reason: 'end_turn', stop_sequence: null },
+        usage: { input_tokens: 6, output_tokens: 4, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 },
+      });
       expect(compat.requests[0].body).toMatchObject({ stream: true, stream_options: { include_usage: true } });
-      const sdk = await client.messages.stream({ model: 'llama/chat', max_tokens: 64, messages: [{ role: 'user', content: 'stream from llama' }] }).finalMessage();
-      expect(sdk).toMatchObject({ content: [{ type: 'text', text: 'echo: stream from llama' }], usage: { input_tokens: 6, output_tokens: 4 } });
+      const sdk = await client.messages
+        .stream({ model: 'llama/chat', max_tokens: 64, messages: [{ role: 'user', content: 'stream from llama' }] })
+        .finalMessage();
+      expect(sdk).toMatchObject({
+        content: [{ type: 'text', text: 'echo: stream from llama' }],
+        usage: { input_tokens: 6, output_tokens: 4 },
+      });
       const rows = await gw.rows();
       expect(rows.at(-1)).toMatchObject({ stream: true, prompt_tokens: 6, completion_tokens: 4, usage_estimated: false });
     });
 
     it('streams a tool call as tool_use with input_json_delta, and sends tool results back as tool messages', async () => {
-      const stream = client.messages.stream({ model: 'llama/chat', max_tokens: 64, tools, tool_choice: { type: 'tool', name: 'get_weather' }, messages: [{ role: 'user', content: 'Rome' }] });
+      const stream = client.messages.stream({
+        model: 'llama/chat',
+        max_tokens: 64,
+        tools,
+        tool_choice: { type: 'tool', name: 'get_weather' },
+        messages: [{ role: 'user', content: 'Rome' }],
+      });
       const partials: string[] = [];
       stream.on('inputJson', (partial) => partials.push(partial));
       const first = await stream.finalMessage();
@@ -242,7 +392,9 @@ models:
       expect(use).toMatchObject({ name: 'get_weather', input: { input: 'Rome' } });
       expect(partials.join('')).toBe('{"input":"Rome"}');
       expect(compat.requests[0].body).toMatchObject({
-        tools: [{ type: 'function', function: { name: 'get_weather', description: 'Weather for a city', parameters: tools[0].input_schema } }],
+        tools: [
+          { type: 'function', function: { name: 'get_weather', description: 'Weather for a city', parameters: tools[0].input_schema } },
+        ],
         tool_choice: { type: 'function', function: { name: 'get_weather' } },
       });
 
@@ -259,21 +411,33 @@ models:
       expect(second.content).toEqual([{ type: 'text', text: 'tool said: cloudy' }]);
       const sent = compat.requests[1].body.messages as Json[];
       expect(sent.slice(1)).toEqual([
-        { role: 'assistant', content: null, tool_calls: [{ id: use.id, type: 'function', function: { name: 'get_weather', arguments: '{"input":"Rome"}' } }] },
+        {
+          role: 'assistant',
+          content: null,
+          tool_calls: [{ id: use.id, type: 'function', function: { name: 'get_weather', arguments: '{"input":"Rome"}' } }],
+        },
         { role: 'tool', tool_call_id: use.id, content: 'cloudy' },
       ]);
     });
 
     it('estimates usage when the backend reports none, and says so', async () => {
-      const msg = await client.messages.stream({ model: 'llama/no-usage', max_tokens: 64, messages: [{ role: 'user', content: 'no usage here' }] }).finalMessage();
+      const msg = await client.messages
+        .stream({ model: 'llama/no-usage', max_tokens: 64, messages: [{ role: 'user', content: 'no usage here' }] })
+        .finalMessage();
       expect(msg.content).toEqual([{ type: 'text', text: 'echo: no usage here' }]);
       expect(msg.usage.output_tokens).toBeGreaterThan(0);
       // The log bills the same estimate the client was shown (it once counted each event's envelope).
-      expect((await gw.rows()).at(-1)).toMatchObject({ model: 'llama/no-usage', usage_estimated: true, completion_tokens: msg.usage.output_tokens });
+      expect((await gw.rows()).at(-1)).toMatchObject({
+        model: 'llama/no-usage',
+        usage_estimated: true,
+        completion_tokens: msg.usage.output_tokens,
+      });
     });
 
     it('fails over from an overloaded Claude route to a translated one before the answer started', async () => {
-      const msg = await client.messages.stream({ model: 'mixed/failover', max_tokens: 64, messages: [{ role: 'user', content: 'anyone there' }] }).finalMessage();
+      const msg = await client.messages
+        .stream({ model: 'mixed/failover', max_tokens: 64, messages: [{ role: 'user', content: 'anyone there' }] })
+        .finalMessage();
       expect(msg.content).toEqual([{ type: 'text', text: 'echo: anyone there' }]);
       const row = (await gw.rows()).at(-1)!;
       expect(row).toMatchObject({ endpoint: 'spare-llama', status_code: 200 });
@@ -284,7 +448,12 @@ models:
     });
 
     it('still fails over when a relayed stream fails after message_start but before any content', async () => {
-      const res = await rawPost(`${gw.url}/anthropic/v1/messages`, { model: 'mixed/late-failure', max_tokens: 64, stream: true, messages: [{ role: 'user', content: 'hello again' }] });
+      const res = await rawPost(`${gw.url}/anthropic/v1/messages`, {
+        model: 'mixed/late-failure',
+        max_tokens: 64,
+        stream: true,
+        messages: [{ role: 'user', content: 'hello again' }],
+      });
       const evs = events(res.text);
       // One answer only: the translated route's, never the relayed route's opening events.
       expect(evs.filter(([e]) => e === 'message_start')).toHaveLength(1);
@@ -295,7 +464,12 @@ models:
     });
 
     it('ends a translated stream that fails mid-answer with an error event', async () => {
-      const res = await rawPost(`${gw.url}/anthropic/v1/messages`, { model: 'llama/mid-error', max_tokens: 50, stream: true, messages: [{ role: 'user', content: 'one two three four' }] });
+      const res = await rawPost(`${gw.url}/anthropic/v1/messages`, {
+        model: 'llama/mid-error',
+        max_tokens: 50,
+        stream: true,
+        messages: [{ role: 'user', content: 'one two three four' }],
+      });
       const evs = events(res.text);
       expect(evs.map(([e]) => e)).toContain('content_block_delta');
       expect(evs.at(-1)?.[0]).toBe('error');
@@ -303,7 +477,10 @@ models:
     });
 
     it('counts tokens with the gateway estimate', async () => {
-      const counted = await client.messages.countTokens({ model: 'llama/chat', messages: [{ role: 'user', content: 'count these words please' }] });
+      const counted = await client.messages.countTokens({
+        model: 'llama/chat',
+        messages: [{ role: 'user', content: 'count these words please' }],
+      });
       expect(counted.input_tokens).toBeGreaterThan(0);
       expect(compat.requests).toHaveLength(0);
     });
@@ -311,17 +488,38 @@ models:
 
   describe('errors in Anthropic’s shape', () => {
     it('names the field of a bad request (400 invalid_request_error), and the unknown model (404)', async () => {
-      const missing = await call(`${gw.url}/anthropic/v1/messages`, 'POST', { model: 'claude/sonnet', messages: [{ role: 'user', content: 'x' }] });
+      const missing = await call(`${gw.url}/anthropic/v1/messages`, 'POST', {
+        model: 'claude/sonnet',
+        messages: [{ role: 'user', content: 'x' }],
+      });
       expect(missing.status).toBe(400);
-      expect(missing.body).toEqual({ type: 'error', error: { type: 'invalid_request_error', message: 'max_tokens: Field required' }, request_id: expect.any(String) });
-      const role = await call(`${gw.url}/v1/messages`, 'POST', { model: 'claude/sonnet', max_tokens: 5, messages: [{ role: 'system', content: 'x' }] });
-      expect(role.body).toMatchObject({ error: { type: 'invalid_request_error', message: "messages.0.role: Input should be 'user' or 'assistant'" } });
+      expect(missing.body).toEqual({
+        type: 'error',
+        error: { type: 'invalid_request_error', message: 'max_tokens: Field required' },
+        request_id: expect.any(String),
+      });
+      const role = await call(`${gw.url}/v1/messages`, 'POST', {
+        model: 'claude/sonnet',
+        max_tokens: 5,
+        messages: [{ role: 'system', content: 'x' }],
+      });
+      expect(role.body).toMatchObject({
+        error: { type: 'invalid_request_error', message: "messages.0.role: Input should be 'user' or 'assistant'" },
+      });
       const json = await call(`${gw.url}/anthropic/v1/messages`, 'POST', '{"model": ');
       expect(json.status).toBe(400);
-      expect(json.body).toMatchObject({ type: 'error', error: { type: 'invalid_request_error', message: expect.stringContaining('not valid JSON') } });
-      const err = await client.messages.create({ model: 'nope/model', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+      expect(json.body).toMatchObject({
+        type: 'error',
+        error: { type: 'invalid_request_error', message: expect.stringContaining('not valid JSON') },
+      });
+      const err = await client.messages
+        .create({ model: 'nope/model', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] })
+        .catch((e: unknown) => e);
       expect(err).toBeInstanceOf(Anthropic.NotFoundError);
-      expect((err as APIError).error).toMatchObject({ type: 'error', error: { type: 'not_found_error', message: expect.stringContaining('nope/model') } });
+      expect((err as APIError).error).toMatchObject({
+        type: 'error',
+        error: { type: 'not_found_error', message: expect.stringContaining('nope/model') },
+      });
       const path = await call(`${gw.url}/anthropic/v1/complete`, 'POST', {});
       expect(path.status).toBe(404);
       expect(path.body).toMatchObject({ type: 'error', error: { type: 'not_found_error' } });
@@ -336,7 +534,10 @@ models:
         messages: [{ role: 'user', content: 'search' }],
       });
       expect(res.status).toBe(400);
-      expect(res.body).toMatchObject({ type: 'error', error: { type: 'invalid_request_error', message: expect.stringContaining('tools.0') } });
+      expect(res.body).toMatchObject({
+        type: 'error',
+        error: { type: 'invalid_request_error', message: expect.stringContaining('tools.0') },
+      });
       expect(compat.requests).toHaveLength(0);
     });
 
@@ -344,7 +545,9 @@ models:
       const before = (await gw.rows()).length;
       await client.messages.create({ model: 'claude/sonnet', max_tokens: 5, messages: [{ role: 'user', content: 'a' }] });
       await client.messages.create({ model: 'llama/chat', max_tokens: 5, messages: [{ role: 'user', content: 'b' }] });
-      await client.messages.create({ model: 'nope/model', max_tokens: 5, messages: [{ role: 'user', content: 'c' }] }).catch(() => undefined);
+      await client.messages
+        .create({ model: 'nope/model', max_tokens: 5, messages: [{ role: 'user', content: 'c' }] })
+        .catch(() => undefined);
       await call(`${gw.url}/anthropic/v1/messages`, 'POST', { model: 'claude/sonnet', messages: [] });
       const rows = await gw.waitForRows(before + 4);
       expect(rows.slice(before).map((r) => [r.model, r.status_code])).toEqual([
@@ -359,7 +562,12 @@ models:
   it('lists the models in Anthropic’s shape, paged', async () => {
     const page = await client.models.list({ limit: 2 });
     expect(page.data.map((m) => m.id)).toEqual(['claude/sonnet', 'claude/thinking']);
-    expect(page.data[0]).toEqual({ type: 'model', id: 'claude/sonnet', display_name: 'claude/sonnet', created_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) });
+    expect(page.data[0]).toEqual({
+      type: 'model',
+      id: 'claude/sonnet',
+      display_name: 'claude/sonnet',
+      created_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+    });
     const all: string[] = [];
     for await (const m of client.models.list({ limit: 3 })) all.push(m.id);
     expect(all).toHaveLength(11);
@@ -385,7 +593,9 @@ describe('Anthropic Messages surface: keys and limits', () => {
 
   it('authenticates with x-api-key (or Bearer), refuses with 401 / 403, and holds the key to its limits', async () => {
     const anonymous = new Anthropic({ baseURL: `${gw.url}/anthropic`, apiKey: 'sk-ant-not-ours', maxRetries: 0 });
-    const noKey = await anonymous.messages.create({ model: 'claude/sonnet', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const noKey = await anonymous.messages
+      .create({ model: 'claude/sonnet', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(noKey).toBeInstanceOf(Anthropic.AuthenticationError);
     expect((noKey as APIError).error).toMatchObject({ type: 'error', error: { type: 'authentication_error' } });
 
@@ -397,13 +607,23 @@ describe('Anthropic Messages surface: keys and limits', () => {
     expect(claude.requests[0].headers['x-api-key']).toBe('good');
     const bearer = new Anthropic({ baseURL: `${gw.url}/anthropic`, authToken: key, apiKey: null, maxRetries: 0 });
     await bearer.messages.countTokens({ model: 'claude/sonnet', messages: [{ role: 'user', content: 'x' }] });
-    const limited = await keyed.messages.create({ model: 'claude/sonnet', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const limited = await keyed.messages
+      .create({ model: 'claude/sonnet', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(limited).toBeInstanceOf(Anthropic.RateLimitError);
-    expect((limited as APIError).error).toMatchObject({ type: 'error', error: { type: 'rate_limit_error', message: expect.stringContaining('rpm_limit') } });
+    expect((limited as APIError).error).toMatchObject({
+      type: 'error',
+      error: { type: 'rate_limit_error', message: expect.stringContaining('rpm_limit') },
+    });
     expect((limited as APIError).headers?.get('retry-after')).toMatch(/^\d+$/);
 
     await admin.call('PATCH', `/admin/api-keys/${id}`, { status: 'suspended' });
-    const suspended = await call(`${gw.url}/anthropic/v1/messages`, 'POST', { model: 'claude/sonnet', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] }, { 'x-api-key': key });
+    const suspended = await call(
+      `${gw.url}/anthropic/v1/messages`,
+      'POST',
+      { model: 'claude/sonnet', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] },
+      { 'x-api-key': key },
+    );
     expect(suspended.status).toBe(403);
     expect(suspended.body).toMatchObject({ type: 'error', error: { type: 'permission_error' } });
 

@@ -118,7 +118,10 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
   it('answers a chat completion and passes every parameter through', async () => {
     const res = await client.chat.completions.create({
       model: 'acme/chat',
-      messages: [{ role: 'system', content: 'be brief' }, { role: 'user', content: 'hello there' }],
+      messages: [
+        { role: 'system', content: 'be brief' },
+        { role: 'user', content: 'hello there' },
+      ],
       temperature: 0.3,
       top_p: 0.9,
       max_tokens: 50,
@@ -140,12 +143,39 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
 
     const sent = upstream.requests[0];
     expect(sent.headers.authorization).toBe('Bearer upstream-secret');
-    expect(sent.body).toMatchObject({ model: 'ok', temperature: 0.3, top_p: 0.9, max_tokens: 50, stop: ['END'], seed: 7, n: 1, frequency_penalty: 0.1, presence_penalty: 0.2, logprobs: false, user: 'user-42', response_format: { type: 'text' }, top_k: 40, min_p: 0.05, repetition_penalty: 1.1 });
+    expect(sent.body).toMatchObject({
+      model: 'ok',
+      temperature: 0.3,
+      top_p: 0.9,
+      max_tokens: 50,
+      stop: ['END'],
+      seed: 7,
+      n: 1,
+      frequency_penalty: 0.1,
+      presence_penalty: 0.2,
+      logprobs: false,
+      user: 'user-42',
+      response_format: { type: 'text' },
+      top_k: 40,
+      min_p: 0.05,
+      repetition_penalty: 1.1,
+    });
     expect(sent.body).not.toHaveProperty('stream_options');
 
     const rows = await gw.waitForRows(1);
     const row = rows.find((r) => r.id === res.id.slice(4))!;
-    expect(row).toMatchObject({ model: 'acme/chat', provider: 'vllm', endpoint: 'local-vllm', status_code: 200, stream: false, prompt_tokens: 10, completion_tokens: 3, total_tokens: 13, usage_estimated: false, user_id: 'user-42' });
+    expect(row).toMatchObject({
+      model: 'acme/chat',
+      provider: 'vllm',
+      endpoint: 'local-vllm',
+      status_code: 200,
+      stream: false,
+      prompt_tokens: 10,
+      completion_tokens: 3,
+      total_tokens: 13,
+      usage_estimated: false,
+      user_id: 'user-42',
+    });
     // For a client that does not stream, the first token comes with the whole answer.
     expect(row.ttft_ms).toEqual(expect.any(Number));
     expect(row.ttft_ms).toBeLessThanOrEqual(row.latency_ms);
@@ -155,7 +185,12 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
   });
 
   it('streams chunks with the role first and a usage chunk before [DONE] when asked', async () => {
-    const stream = await client.chat.completions.create({ model: 'acme/tokens', stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'count' }] });
+    const stream = await client.chat.completions.create({
+      model: 'acme/tokens',
+      stream: true,
+      stream_options: { include_usage: true },
+      messages: [{ role: 'user', content: 'count' }],
+    });
     const chunks: OpenAI.Chat.Completions.ChatCompletionChunk[] = [];
     for await (const c of stream) chunks.push(c);
     expect(chunks[0].choices[0].delta.role).toBe('assistant');
@@ -178,20 +213,33 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
       const res = await fetch(`${gw.url}/v1/chat/completions`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ model, stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'hi there' }] }),
+        body: JSON.stringify({
+          model,
+          stream: true,
+          stream_options: { include_usage: true },
+          messages: [{ role: 'user', content: 'hi there' }],
+        }),
       });
       const events = (await res.text()).split('\n\n').filter(Boolean);
       expect(events.pop()).toBe('data: [DONE]');
       const chunks = events.map((e) => JSON.parse(e.slice('data: '.length)) as OpenAI.Chat.Completions.ChatCompletionChunk);
       const last = chunks.pop()!;
-      expect([model, last.choices, last.usage]).toEqual([model, [], expect.objectContaining({ prompt_tokens: expect.any(Number), completion_tokens: expect.any(Number) })]);
+      expect([model, last.choices, last.usage]).toEqual([
+        model,
+        [],
+        expect.objectContaining({ prompt_tokens: expect.any(Number), completion_tokens: expect.any(Number) }),
+      ]);
       expect(chunks.every((c) => c.usage === null && c.choices.length > 0)).toBe(true);
       expect(chunks[chunks.length - 1].choices[0].finish_reason).toBe('stop');
     }
   });
 
   it('always asks upstream for usage, but shows it only to clients that asked', async () => {
-    const stream = await client.chat.completions.create({ model: 'acme/tokens', stream: true, messages: [{ role: 'user', content: 'count' }] });
+    const stream = await client.chat.completions.create({
+      model: 'acme/tokens',
+      stream: true,
+      messages: [{ role: 'user', content: 'count' }],
+    });
     const chunks: OpenAI.Chat.Completions.ChatCompletionChunk[] = [];
     for await (const c of stream) chunks.push(c);
     expect(chunks.some((c) => c.usage)).toBe(false);
@@ -202,9 +250,17 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
   });
 
   it('estimates usage, and says so, when the upstream reports none', async () => {
-    const res = await client.chat.completions.create({ model: 'acme/no-usage', messages: [{ role: 'user', content: 'a fairly long question about many things' }] });
+    const res = await client.chat.completions.create({
+      model: 'acme/no-usage',
+      messages: [{ role: 'user', content: 'a fairly long question about many things' }],
+    });
     expect(res.usage!.completion_tokens).toBeGreaterThan(0);
-    const stream = await client.chat.completions.create({ model: 'acme/no-usage', stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'hi' }] });
+    const stream = await client.chat.completions.create({
+      model: 'acme/no-usage',
+      stream: true,
+      stream_options: { include_usage: true },
+      messages: [{ role: 'user', content: 'hi' }],
+    });
     let usage: OpenAI.CompletionUsage | undefined | null;
     for await (const c of stream) if (c.usage) usage = c.usage;
     expect(usage?.prompt_tokens).toBeGreaterThan(0);
@@ -218,8 +274,23 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
   });
 
   it('carries a tool call round trip, streamed and not', async () => {
-    const tools: OpenAI.Chat.Completions.ChatCompletionTool[] = [{ type: 'function', function: { name: 'get_weather', description: 'Weather for a city', parameters: { type: 'object', properties: { input: { type: 'string' } } } } }];
-    const first = await client.chat.completions.create({ model: 'acme/chat', tools, tool_choice: 'auto', parallel_tool_calls: false, messages: [{ role: 'user', content: 'Paris' }] });
+    const tools: OpenAI.Chat.Completions.ChatCompletionTool[] = [
+      {
+        type: 'function',
+        function: {
+          name: 'get_weather',
+          description: 'Weather for a city',
+          parameters: { type: 'object', properties: { input: { type: 'string' } } },
+        },
+      },
+    ];
+    const first = await client.chat.completions.create({
+      model: 'acme/chat',
+      tools,
+      tool_choice: 'auto',
+      parallel_tool_calls: false,
+      messages: [{ role: 'user', content: 'Paris' }],
+    });
     const call = first.choices[0].message.tool_calls![0] as OpenAI.Chat.Completions.ChatCompletionMessageFunctionToolCall;
     expect(first.choices[0].finish_reason).toBe('tool_calls');
     expect(call.function).toEqual({ name: 'get_weather', arguments: '{"input":"Paris"}' });
@@ -234,35 +305,52 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     const second = await client.chat.completions.create({
       model: 'acme/chat',
       tools,
-      messages: [{ role: 'user', content: 'Paris' }, first.choices[0].message, { role: 'tool', tool_call_id: call.id, content: 'sunny, 21C' }],
+      messages: [
+        { role: 'user', content: 'Paris' },
+        first.choices[0].message,
+        { role: 'tool', tool_call_id: call.id, content: 'sunny, 21C' },
+      ],
     });
     expect(second.choices[0].message.content).toBe('tool said: sunny, 21C');
     const sentMessages = upstream.requests[2].body.messages as Array<Record<string, unknown>>;
-    expect(sentMessages[1]).toMatchObject({ role: 'assistant', tool_calls: [{ id: call.id, type: 'function', function: { name: 'get_weather' } }] });
+    expect(sentMessages[1]).toMatchObject({
+      role: 'assistant',
+      tool_calls: [{ id: call.id, type: 'function', function: { name: 'get_weather' } }],
+    });
     expect(sentMessages[2]).toEqual({ role: 'tool', tool_call_id: call.id, content: 'sunny, 21C' });
   });
 
   it('passes an upstream 4xx through with its message', async () => {
-    const err = await client.chat.completions.create({ model: 'acme/bad-request', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const err = await client.chat.completions
+      .create({ model: 'acme/bad-request', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OpenAI.BadRequestError);
     expect((err as APIError).message).toContain('Invalid value for "temperature"');
     expect((err as APIError).code).toBe('invalid_value');
 
-    const limited = await client.chat.completions.create({ model: 'acme/rate-limited', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const limited = await client.chat.completions
+      .create({ model: 'acme/rate-limited', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(limited).toBeInstanceOf(OpenAI.RateLimitError);
     expect((limited as APIError).headers?.get('retry-after')).toBe('1');
   });
 
   it('answers 502 when the upstream fails or is down, and 504 when it does not answer', async () => {
-    const broken = await client.chat.completions.create({ model: 'acme/broken', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const broken = await client.chat.completions
+      .create({ model: 'acme/broken', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect((broken as APIError).status).toBe(502);
     expect((broken as APIError).message).toMatch(/upstream .* answered 500/);
 
-    const down = await client.chat.completions.create({ model: 'acme/down', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const down = await client.chat.completions
+      .create({ model: 'acme/down', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect((down as APIError).status).toBe(502);
     expect((down as APIError).message).toMatch(/unreachable/);
 
-    const hang = await client.chat.completions.create({ model: 'acme/hang', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const hang = await client.chat.completions
+      .create({ model: 'acme/hang', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect((hang as APIError).status).toBe(504);
     expect((hang as APIError).message).toMatch(/no response within 300 ms/);
 
@@ -274,7 +362,9 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     for (const r of rows.filter((x) => ['acme/broken', 'acme/down', 'acme/hang'].includes(x.model))) {
       expect([r.model, r.provider, typeof r.endpoint, Number(r.cost_usd)]).toEqual([r.model, 'openai_compat', 'string', 0]);
     }
-    expect(await (await fetch(`${gw.url}/metrics`)).text()).toMatch(/hybridinference_requests_total\{model="acme\/broken",provider="openai_compat",status="502"\} 1/);
+    expect(await (await fetch(`${gw.url}/metrics`)).text()).toMatch(
+      /hybridinference_requests_total\{model="acme\/broken",provider="openai_compat",status="502"\} 1/,
+    );
   });
 
   it('retries the first route, then fails over to the next when it keeps failing before answering', async () => {
@@ -294,7 +384,10 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
 
   it('aborts the upstream request as soon as a streaming client leaves, even before the first token', async () => {
     const controller = new AbortController();
-    const stream = await client.chat.completions.create({ model: 'acme/slow-start', stream: true, messages: [{ role: 'user', content: 'x' }] }, { signal: controller.signal });
+    const stream = await client.chat.completions.create(
+      { model: 'acme/slow-start', stream: true, messages: [{ role: 'user', content: 'x' }] },
+      { signal: controller.signal },
+    );
     await upstream.waitForRequests(1);
     setTimeout(() => controller.abort(), 150);
     const received: unknown[] = [];
@@ -311,7 +404,10 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
 
   it('aborts the upstream request when a non-streaming client leaves', async () => {
     const controller = new AbortController();
-    const pending = client.chat.completions.create({ model: 'acme/slow-headers', messages: [{ role: 'user', content: 'x' }] }, { signal: controller.signal });
+    const pending = client.chat.completions.create(
+      { model: 'acme/slow-headers', messages: [{ role: 'user', content: 'x' }] },
+      { signal: controller.signal },
+    );
     await upstream.waitForRequests(1);
     controller.abort();
     await expect(pending).rejects.toThrow();
@@ -322,7 +418,11 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
 
   it('ends a stream that fails mid-answer with an in-band error, never [DONE]', async () => {
     for (const model of ['acme/mid-error', 'acme/cut']) {
-      const res = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model, stream: true, messages: [{ role: 'user', content: 'one two three four' }] }) });
+      const res = await fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model, stream: true, messages: [{ role: 'user', content: 'one two three four' }] }),
+      });
       const text = await res.text();
       expect(res.status).toBe(200);
       expect(text).toContain('"content":"echo: "');
@@ -330,10 +430,16 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
       expect(text).not.toContain('[DONE]');
     }
     // The SDK surfaces the in-band error as an exception.
-    const stream = await client.chat.completions.create({ model: 'acme/mid-error', stream: true, messages: [{ role: 'user', content: 'one two three' }] });
-    await expect((async () => {
-      for await (const _ of stream) void _;
-    })()).rejects.toBeInstanceOf(OpenAI.APIError);
+    const stream = await client.chat.completions.create({
+      model: 'acme/mid-error',
+      stream: true,
+      messages: [{ role: 'user', content: 'one two three' }],
+    });
+    await expect(
+      (async () => {
+        for await (const _ of stream) void _;
+      })(),
+    ).rejects.toBeInstanceOf(OpenAI.APIError);
     const rows = (await gw.rows()).filter((r) => r.model === 'acme/mid-error' || r.model === 'acme/cut');
     expect(rows).toHaveLength(3);
     for (const r of rows) {
@@ -344,7 +450,11 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
   });
 
   it('ends a stream whose upstream goes silent mid-answer with an in-band timeout error', async () => {
-    const res = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'acme/stall', stream: true, messages: [{ role: 'user', content: 'one two three four' }] }) });
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'acme/stall', stream: true, messages: [{ role: 'user', content: 'one two three four' }] }),
+    });
     const text = await res.text();
     expect(text).toContain('"content":"echo: "');
     expect(text).toMatch(/data: \{"error":\{"message":"upstream [^"]+ went silent for 200 ms mid-stream","type":"timeout_error"/);
@@ -356,7 +466,11 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
   it('keeps upstream connections alive across streams', async () => {
     for (let i = 0; i < 5; i++) {
       // The upstream finishes each response a little after [DONE], as real servers may.
-      const stream = await client.chat.completions.create({ model: 'acme/late-end', stream: true, messages: [{ role: 'user', content: 'x' }] });
+      const stream = await client.chat.completions.create({
+        model: 'acme/late-end',
+        stream: true,
+        messages: [{ role: 'user', content: 'x' }],
+      });
       for await (const _ of stream) void _;
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -365,7 +479,11 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
   });
 
   it('sends keepalive comments while waiting for the first token', async () => {
-    const res = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'acme/slow-start', stream: true, messages: [{ role: 'user', content: 'x' }] }) });
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'acme/slow-start', stream: true, messages: [{ role: 'user', content: 'x' }] }),
+    });
     expect(res.headers.get('content-type')).toContain('text/event-stream');
     expect(res.headers.get('cache-control')).toBe('no-cache');
     expect(res.headers.get('x-accel-buffering')).toBe('no');
@@ -379,7 +497,11 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
   it('writes exactly one row per request', async () => {
     const before = (await gw.rows()).length;
     const n = 12;
-    await Promise.all(Array.from({ length: n }, (_, i) => client.chat.completions.create({ model: 'acme/chat', messages: [{ role: 'user', content: `q${i}` }] })));
+    await Promise.all(
+      Array.from({ length: n }, (_, i) =>
+        client.chat.completions.create({ model: 'acme/chat', messages: [{ role: 'user', content: `q${i}` }] }),
+      ),
+    );
     const after = await gw.waitForRows(before + n);
     expect(after).toHaveLength(before + n);
     expect(new Set(after.map((r) => r.id)).size).toBe(after.length);

@@ -38,7 +38,11 @@ describe.each(['sqlite', 'postgres'] as const)('Claude subscription pool on %s',
   }
 
   async function list(gw: Gateway): Promise<Array<{ id: string; name: string; status: string; last_error: string | null }>> {
-    return ((await (await gw.admin('?provider=claude')).json()) as { data: Array<{ id: string; name: string; status: string; last_error: string | null }> }).data;
+    return (
+      (await (await gw.admin('?provider=claude')).json()) as {
+        data: Array<{ id: string; name: string; status: string; last_error: string | null }>;
+      }
+    ).data;
   }
 
   it('refreshes an expiring token with a JSON refresh_token grant, revokes on invalid_grant, and keeps the rotated token across a restart', async () => {
@@ -79,18 +83,27 @@ describe.each(['sqlite', 'postgres'] as const)('Claude subscription pool on %s',
     ]);
     // The stored refresh token is the rotated one; the file's spent one would be refused.
     const [a] = await list(again);
-    expect(await (await again.admin(`/${a.id}/refresh`, { method: 'POST' })).json()).toMatchObject({ refreshed: true, account: { status: 'active' } });
+    expect(await (await again.admin(`/${a.id}/refresh`, { method: 'POST' })).json()).toMatchObject({
+      refreshed: true,
+      account: { status: 'active' },
+    });
     expect(tokens.refreshes.map((r) => r.body.refresh_token)).not.toContain(undefined);
     expect(new Set(tokens.refreshes.map((r) => r.body.refresh_token)).size).toBe(tokens.refreshes.length);
   });
 
   it('run(): a 401 refreshes once and retries with the new token; a 429 cools the account and moves on', async () => {
     const [x, y] = [tokens.login(), tokens.login()];
-    const gw = await start(claudeFile(db.dir, [{ name: 'x', login: x }, { name: 'y', login: y }]));
+    const gw = await start(
+      claudeFile(db.dir, [
+        { name: 'x', login: x },
+        { name: 'y', login: y },
+      ]),
+    );
     const seen: string[] = [];
     const unauthorizedOnce = (l: AccountLease): Promise<string> => {
       seen.push(l.accessToken);
-      if (l.accessToken === x.access_token) return Promise.reject(new UpstreamError({ failure: 'http', upstreamStatus: 401, message: 'invalid bearer token' }));
+      if (l.accessToken === x.access_token)
+        return Promise.reject(new UpstreamError({ failure: 'http', upstreamStatus: 401, message: 'invalid bearer token' }));
       return Promise.resolve(`ok from ${l.name}`);
     };
     const first = await gw.pool.run('claude', new AbortController().signal, unauthorizedOnce);
@@ -100,7 +113,9 @@ describe.each(['sqlite', 'postgres'] as const)('Claude subscription pool on %s',
     expect(tokens.refreshes).toHaveLength(1);
 
     const limited = (l: AccountLease): Promise<string> =>
-      l.name === 'y' ? Promise.reject(new UpstreamError({ failure: 'http', upstreamStatus: 429, message: 'rate limited', retryAfterMs: 120_000 })) : Promise.resolve(`ok from ${l.name}`);
+      l.name === 'y'
+        ? Promise.reject(new UpstreamError({ failure: 'http', upstreamStatus: 429, message: 'rate limited', retryAfterMs: 120_000 }))
+        : Promise.resolve(`ok from ${l.name}`);
     const second = await gw.pool.run('claude', new AbortController().signal, limited);
     expect(second.value).toBe('ok from x');
     const ys = (await list(gw)).find((a) => a.name === 'y');

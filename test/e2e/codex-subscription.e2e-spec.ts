@@ -79,9 +79,21 @@ models:
   });
 
   /** n fresh logins (acct-1..n), written to an import file, and a gateway that imported them. */
-  async function boot(n: number, opts: { ttlSeconds?: number; env?: Record<string, string> } = {}): Promise<{ gw: Gateway; logins: Login[] }> {
-    const logins = Array.from({ length: n }, (_, i) => tokens.login({ accountId: `acct-${i + 1}-${Math.random().toString(36).slice(2, 6)}`, email: `user${i + 1}@example.com`, ttlSeconds: opts.ttlSeconds }));
-    const file = codexFile(db.dir, logins.map((login, i) => ({ name: `account-${i + 1}`, login })));
+  async function boot(
+    n: number,
+    opts: { ttlSeconds?: number; env?: Record<string, string> } = {},
+  ): Promise<{ gw: Gateway; logins: Login[] }> {
+    const logins = Array.from({ length: n }, (_, i) =>
+      tokens.login({
+        accountId: `acct-${i + 1}-${Math.random().toString(36).slice(2, 6)}`,
+        email: `user${i + 1}@example.com`,
+        ttlSeconds: opts.ttlSeconds,
+      }),
+    );
+    const file = codexFile(
+      db.dir,
+      logins.map((login, i) => ({ name: `account-${i + 1}`, login })),
+    );
     const gw = await start(file, opts.env);
     return { gw, logins };
   }
@@ -99,7 +111,15 @@ models:
   }
 
   const ask = (client: OpenAI, model = 'codex/gpt', content = 'hello there') =>
-    client.chat.completions.create({ model, messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content }], max_tokens: 50, temperature: 0.2 });
+    client.chat.completions.create({
+      model,
+      messages: [
+        { role: 'system', content: 'Be brief.' },
+        { role: 'user', content },
+      ],
+      max_tokens: 50,
+      temperature: 0.2,
+    });
 
   it('streams an answer through the official client, sending the Codex headers and the account id', async () => {
     const { gw, logins } = await boot(1);
@@ -129,7 +149,13 @@ models:
     expect(text).toBe('echo: hello there');
     expect(reasoning).toBe('Thinking it over.\n\nAnswering now.');
     expect(finish).toBe('stop');
-    expect(usage).toMatchObject({ prompt_tokens: 22, completion_tokens: 10, total_tokens: 32, prompt_tokens_details: { cached_tokens: 16 }, completion_tokens_details: { reasoning_tokens: 5 } });
+    expect(usage).toMatchObject({
+      prompt_tokens: 22,
+      completion_tokens: 10,
+      total_tokens: 32,
+      prompt_tokens_details: { cached_tokens: 16 },
+      completion_tokens_details: { reasoning_tokens: 5 },
+    });
 
     const [req] = codex.requests;
     expect(req.status).toBe(200);
@@ -142,7 +168,13 @@ models:
       session_id: expect.any(String),
       'user-agent': expect.stringMatching(/^codex_cli_rs\//),
     });
-    expect(req.body).toMatchObject({ model: 'gpt-5.1-codex', instructions: 'Be brief.', store: false, stream: true, input: [{ type: 'message', role: 'user', content: [{ type: 'input_text', text: 'hello there' }] }] });
+    expect(req.body).toMatchObject({
+      model: 'gpt-5.1-codex',
+      instructions: 'Be brief.',
+      store: false,
+      stream: true,
+      input: [{ type: 'message', role: 'user', content: [{ type: 'input_text', text: 'hello there' }] }],
+    });
     expect(req.body).not.toHaveProperty('max_output_tokens');
     expect(req.body).not.toHaveProperty('temperature');
     expect(req.body.prompt_cache_key).toBe(req.headers.session_id);
@@ -151,17 +183,45 @@ models:
   it('answers a non-streaming request from the collected stream; api_logs has the cached and reasoning tokens', async () => {
     const { gw } = await boot(1);
     const res = await ask(gw.client());
-    expect(res.choices[0]).toMatchObject({ finish_reason: 'stop', message: { role: 'assistant', content: 'echo: hello there', reasoning_content: 'Thinking it over.\n\nAnswering now.' } });
-    expect(res.usage).toMatchObject({ prompt_tokens: 22, completion_tokens: 10, prompt_tokens_details: { cached_tokens: 16 }, completion_tokens_details: { reasoning_tokens: 5 } });
+    expect(res.choices[0]).toMatchObject({
+      finish_reason: 'stop',
+      message: { role: 'assistant', content: 'echo: hello there', reasoning_content: 'Thinking it over.\n\nAnswering now.' },
+    });
+    expect(res.usage).toMatchObject({
+      prompt_tokens: 22,
+      completion_tokens: 10,
+      prompt_tokens_details: { cached_tokens: 16 },
+      completion_tokens_details: { reasoning_tokens: 5 },
+    });
     const [row] = await gw.waitForRows(1);
-    expect(row).toMatchObject({ model: 'codex/gpt', provider: 'codex_sub', endpoint: 'sub', status_code: 200, prompt_tokens: 22, completion_tokens: 10, cached_tokens: 16, reasoning_tokens: 5, usage_estimated: false });
+    expect(row).toMatchObject({
+      model: 'codex/gpt',
+      provider: 'codex_sub',
+      endpoint: 'sub',
+      status_code: 200,
+      prompt_tokens: 22,
+      completion_tokens: 10,
+      cached_tokens: 16,
+      reasoning_tokens: 5,
+      usage_estimated: false,
+    });
   });
 
   it('streams tool calls with argument deltas, and sends the tool result back as function_call_output', async () => {
     const { gw } = await boot(1);
     const client = gw.client();
-    const tools: OpenAI.ChatCompletionTool[] = [{ type: 'function', function: { name: 'lookup', description: 'Look it up', parameters: { type: 'object', properties: { input: { type: 'string' } } } } }];
-    const stream = await client.chat.completions.create({ model: 'codex/gpt', stream: true, tools, messages: [{ role: 'user', content: 'weather in Paris' }] });
+    const tools: OpenAI.ChatCompletionTool[] = [
+      {
+        type: 'function',
+        function: { name: 'lookup', description: 'Look it up', parameters: { type: 'object', properties: { input: { type: 'string' } } } },
+      },
+    ];
+    const stream = await client.chat.completions.create({
+      model: 'codex/gpt',
+      stream: true,
+      tools,
+      messages: [{ role: 'user', content: 'weather in Paris' }],
+    });
     const calls: Array<{ id?: string; name?: string; args: string }> = [];
     let deltas = 0;
     let finish: string | null = null;
@@ -182,14 +242,22 @@ models:
     expect(calls[0]).toMatchObject({ id: expect.stringMatching(/^call_/), name: 'lookup' });
     expect(JSON.parse(calls[0].args)).toEqual({ input: 'weather in Paris' });
     expect(deltas).toBe(2);
-    expect(codex.requests[0].body).toMatchObject({ tools: [{ type: 'function', name: 'lookup', parameters: { type: 'object' } }], tool_choice: 'auto', parallel_tool_calls: true });
+    expect(codex.requests[0].body).toMatchObject({
+      tools: [{ type: 'function', name: 'lookup', parameters: { type: 'object' } }],
+      tool_choice: 'auto',
+      parallel_tool_calls: true,
+    });
 
     const second = await client.chat.completions.create({
       model: 'codex/gpt',
       tools,
       messages: [
         { role: 'user', content: 'weather in Paris' },
-        { role: 'assistant', content: null, tool_calls: [{ id: calls[0].id!, type: 'function', function: { name: 'lookup', arguments: calls[0].args } }] },
+        {
+          role: 'assistant',
+          content: null,
+          tool_calls: [{ id: calls[0].id!, type: 'function', function: { name: 'lookup', arguments: calls[0].args } }],
+        },
         { role: 'tool', tool_call_id: calls[0].id!, content: 'sunny, 21°C' },
       ],
     });
@@ -219,7 +287,13 @@ models:
     expect(codex.requests.filter((r) => r.accountId === logins[0].accountId).map((r) => r.status)).toEqual([429]);
     expect(codex.served()).toEqual([logins[1].accountId, logins[1].accountId, logins[1].accountId]);
     const [a, b] = await accounts(gw);
-    expect(a).toMatchObject({ name: 'account-1', status: 'cooldown', cooldown_until: new Date(resetsAt * 1000).toISOString(), failures: 1, last_error: expect.stringContaining('usage limit') });
+    expect(a).toMatchObject({
+      name: 'account-1',
+      status: 'cooldown',
+      cooldown_until: new Date(resetsAt * 1000).toISOString(),
+      failures: 1,
+      last_error: expect.stringContaining('usage limit'),
+    });
     expect(b).toMatchObject({ name: 'account-2', status: 'active', failures: 0 });
   });
 
@@ -287,7 +361,11 @@ models:
 
   it('a stream cut mid-answer ends with an in-band error, not [DONE]', async () => {
     const { gw } = await boot(1);
-    const raw = await rawPost(`${gw.url}/v1/chat/completions`, { model: 'codex/cut', stream: true, messages: [{ role: 'user', content: 'one two three four' }] });
+    const raw = await rawPost(`${gw.url}/v1/chat/completions`, {
+      model: 'codex/cut',
+      stream: true,
+      messages: [{ role: 'user', content: 'one two three four' }],
+    });
     expect(raw.status).toBe(200);
     expect(raw.text).toContain('"content":"echo: "');
     expect(raw.text).toMatch(/data: \{"error":/);
@@ -301,7 +379,11 @@ models:
     const answers = await Promise.all(Array.from({ length: 5 }, () => ask(client)));
     expect(answers.map((a) => a.choices[0].message.content)).toEqual(Array(5).fill('echo: hello there'));
     expect(tokens.refreshes).toHaveLength(1);
-    expect(tokens.refreshes[0].body).toEqual({ grant_type: 'refresh_token', refresh_token: logins[0].refresh_token, client_id: CODEX_CLIENT_ID });
+    expect(tokens.refreshes[0].body).toEqual({
+      grant_type: 'refresh_token',
+      refresh_token: logins[0].refresh_token,
+      client_id: CODEX_CLIENT_ID,
+    });
     // Every request went out with the new token, none with the expiring one.
     expect(codex.requests.every((r) => r.headers.authorization !== `Bearer ${logins[0].access_token}`)).toBe(true);
     expect(codex.requests.map((r) => r.status)).toEqual(Array(5).fill(200));
@@ -346,7 +428,9 @@ models:
     const [l1, l2] = first.logins;
     // Account 1's tokens rotate (forced refresh); account 2 cools down.
     const list = await accounts(first.gw);
-    expect((await (await first.gw.admin(`/${list[0].id}/refresh`, { method: 'POST' })).json()) as { refreshed: boolean }).toMatchObject({ refreshed: true });
+    expect((await (await first.gw.admin(`/${list[0].id}/refresh`, { method: 'POST' })).json()) as { refreshed: boolean }).toMatchObject({
+      refreshed: true,
+    });
     codex.rateLimit(l2.accountId!, Math.floor(Date.now() / 1000) + 3600);
     await ask(first.gw.client());
     await ask(first.gw.client());
@@ -354,7 +438,12 @@ models:
     open.splice(open.indexOf(first.gw), 1);
 
     // Same database, same import file: the file's (spent) refresh token must not come back.
-    const gw = await start(codexFile(db.dir, [{ name: 'account-1', login: l1 }, { name: 'account-2', login: l2 }]));
+    const gw = await start(
+      codexFile(db.dir, [
+        { name: 'account-1', login: l1 },
+        { name: 'account-2', login: l2 },
+      ]),
+    );
     const after = await accounts(gw);
     expect(after.map((a) => [a.name, a.status])).toEqual([
       ['account-1', 'active'],
@@ -389,7 +478,10 @@ models:
     const { gw: a, logins } = await boot(1, { ttlSeconds: 20 });
     const b = await start();
     tokens.delayMs = 300;
-    const all = await Promise.all([...Array.from({ length: 3 }, () => ask(a.client())), ...Array.from({ length: 3 }, () => ask(b.client()))]);
+    const all = await Promise.all([
+      ...Array.from({ length: 3 }, () => ask(a.client())),
+      ...Array.from({ length: 3 }, () => ask(b.client())),
+    ]);
     expect(all.map((r) => r.choices[0].message.content)).toEqual(Array(6).fill('echo: hello there'));
     expect(tokens.refreshes).toHaveLength(1);
     expect(tokens.reused).toBe(0);

@@ -67,7 +67,11 @@ describe('openai_compat provider profiles', () => {
     const res = await client.chat.completions.create({ model: 'ds/reasoner', messages: [{ role: 'user', content: 'think' }] });
     expect((res.choices[0].message as unknown as { reasoning_content: string }).reasoning_content).toBe('thinking it over');
     expect(res.usage?.completion_tokens_details?.reasoning_tokens).toBe(3);
-    const stream = await client.chat.completions.create({ model: 'ds/reasoner', stream: true, messages: [{ role: 'user', content: 'think' }] });
+    const stream = await client.chat.completions.create({
+      model: 'ds/reasoner',
+      stream: true,
+      messages: [{ role: 'user', content: 'think' }],
+    });
     let reasoning = '';
     let text = '';
     for await (const c of stream) {
@@ -83,16 +87,27 @@ describe('openai_compat provider profiles', () => {
     const res = await client.chat.completions.create({
       model: 'ds/chat',
       messages: [{ role: 'user', content: 'give me a number' }],
-      response_format: { type: 'json_schema', json_schema: { name: 'n', schema: { type: 'object', properties: { n: { type: 'number' } } } } },
+      response_format: {
+        type: 'json_schema',
+        json_schema: { name: 'n', schema: { type: 'object', properties: { n: { type: 'number' } } } },
+      },
     });
     expect(res.choices[0].finish_reason).toBe('stop');
     const sent = ups.deepseek.requests[0].body;
     expect(sent.response_format).toEqual({ type: 'json_object' });
-    expect((sent.messages as Array<{ role: string; content: string }>)[0]).toMatchObject({ role: 'system', content: expect.stringContaining('"n":{"type":"number"}') });
+    expect((sent.messages as Array<{ role: string; content: string }>)[0]).toMatchObject({
+      role: 'system',
+      content: expect.stringContaining('"n":{"type":"number"}'),
+    });
   });
 
   it('Kimi: usage from inside the finishing choice reaches the client and the log', async () => {
-    const stream = await client.chat.completions.create({ model: 'kimi/k2', stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'hi kimi' }] });
+    const stream = await client.chat.completions.create({
+      model: 'kimi/k2',
+      stream: true,
+      stream_options: { include_usage: true },
+      messages: [{ role: 'user', content: 'hi kimi' }],
+    });
     const chunks: OpenAI.Chat.Completions.ChatCompletionChunk[] = [];
     for await (const c of stream) chunks.push(c);
     const usage = chunks.find((c) => c.usage)?.usage;
@@ -113,7 +128,13 @@ describe('openai_compat provider profiles', () => {
   });
 
   it('MiniMax: empty roles and placeholder usage are cleaned from the stream; temperature 0 is accepted', async () => {
-    const stream = await client.chat.completions.create({ model: 'mm/m2', temperature: 0, stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'hello' }] });
+    const stream = await client.chat.completions.create({
+      model: 'mm/m2',
+      temperature: 0,
+      stream: true,
+      stream_options: { include_usage: true },
+      messages: [{ role: 'user', content: 'hello' }],
+    });
     const chunks: OpenAI.Chat.Completions.ChatCompletionChunk[] = [];
     for await (const c of stream) chunks.push(c);
     expect(chunks[0].choices[0].delta.role).toBe('assistant');
@@ -125,7 +146,9 @@ describe('openai_compat provider profiles', () => {
   });
 
   it("MiniMax: an error inside an HTTP 200 answer is the client's error", async () => {
-    const err = await client.chat.completions.create({ model: 'mm/broke', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const err = await client.chat.completions
+      .create({ model: 'mm/broke', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(APIError);
     expect((err as APIError).status).toBe(402);
     expect((err as APIError).message).toContain('insufficient balance (1008)');
@@ -142,18 +165,24 @@ describe('openai_compat provider profiles', () => {
     });
     expect(res.choices[0].message.content).toBe('echo: again');
     expect(ups.zai.requests[0].path).toBe('/api/paas/v4/chat/completions');
-    const err = await client.chat.completions.create({ model: 'glm/limited', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const err = await client.chat.completions
+      .create({ model: 'glm/limited', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(err).toMatchObject({ status: 429, code: '1302' });
   });
 
-  it("Ollama: its `reasoning` field passes through, with role on every delta", async () => {
-    const stream = await client.chat.completions.create({ model: 'ollama/llama', stream: true, messages: [{ role: 'user', content: 'hey' }] });
+  it('Ollama: its `reasoning` field passes through, with role on every delta', async () => {
+    const stream = await client.chat.completions.create({
+      model: 'ollama/llama',
+      stream: true,
+      messages: [{ role: 'user', content: 'hey' }],
+    });
     let reasoning = '';
     for await (const c of stream) reasoning += (c.choices[0]?.delta as { reasoning?: string } | undefined)?.reasoning ?? '';
     expect(reasoning).toBe('thinking it over');
   });
 
-  it("SGLang: its top-level reasoning_tokens become completion_tokens_details and reach the log", async () => {
+  it('SGLang: its top-level reasoning_tokens become completion_tokens_details and reach the log', async () => {
     const res = await client.chat.completions.create({ model: 'sglang/qwen', messages: [{ role: 'user', content: 'x' }] });
     expect((res.choices[0].message as unknown as { reasoning_content: string }).reasoning_content).toBe('thinking it over');
     expect(res.usage?.completion_tokens_details?.reasoning_tokens).toBe(3);
@@ -161,7 +190,9 @@ describe('openai_compat provider profiles', () => {
   });
 
   it("Chutes: a capacity 429 with FastAPI's detail is passed on as a rate limit with its message", async () => {
-    const err = await client.chat.completions.create({ model: 'chutes/busy', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const err = await client.chat.completions
+      .create({ model: 'chutes/busy', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(err).toMatchObject({ status: 429 });
     expect((err as APIError).message).toContain('Infrastructure is at maximum capacity');
   });
@@ -170,7 +201,19 @@ describe('openai_compat provider profiles', () => {
     const config = new AppConfig(validateEnv({}));
     const http = new UpstreamClient(config);
     const adapter = new OpenAiCompatAdapter(http, new KeyPool());
-    const route = (kind: string, flavor: Flavor): RouteDef => ({ id: kind, kind, baseUrl: base[flavor], apiKeys: [], providerModelId: 'm', weight: 1, locality: 'local', headers: {}, timeouts: {}, options: {}, where: 'test' });
+    const route = (kind: string, flavor: Flavor): RouteDef => ({
+      id: kind,
+      kind,
+      baseUrl: base[flavor],
+      apiKeys: [],
+      providerModelId: 'm',
+      weight: 1,
+      locality: 'local',
+      headers: {},
+      timeouts: {},
+      options: {},
+      where: 'test',
+    });
     afterAll(() => http.onApplicationShutdown());
 
     it.each([

@@ -70,9 +70,20 @@ models:
       expect(Array.from(res.data[0].embedding)).toEqual([11 / 8, 12 / 8, 13 / 8, 14 / 8]);
       expect(Array.from(res.data[1].embedding)).toEqual([3 / 8, 4 / 8, 5 / 8, 6 / 8]);
       expect(res.usage).toEqual({ prompt_tokens: 3, total_tokens: 3 });
-      expect(vllm.requests[0]).toMatchObject({ path: '/v1/embeddings', body: { model: 'bge-small', input: ['hello world', 'abc'], encoding_format: 'base64' } });
+      expect(vllm.requests[0]).toMatchObject({
+        path: '/v1/embeddings',
+        body: { model: 'bge-small', input: ['hello world', 'abc'], encoding_format: 'base64' },
+      });
       const row = (await gw.rows()).find((r) => r.model === 'emb/small')!;
-      expect(row).toMatchObject({ provider: 'vllm', endpoint: 'gpu', status_code: 200, stream: false, prompt_tokens: 3, completion_tokens: 0, usage_estimated: false });
+      expect(row).toMatchObject({
+        provider: 'vllm',
+        endpoint: 'gpu',
+        status_code: 200,
+        stream: false,
+        prompt_tokens: 3,
+        completion_tokens: 0,
+        usage_estimated: false,
+      });
       expect(Number(row.cost_usd)).toBeCloseTo(0.000006, 12);
     });
 
@@ -96,7 +107,9 @@ models:
       expect(res.data).toHaveLength(1);
       const row = (await gw.rows()).find((r) => r.model === 'emb/failover')!;
       expect(row.endpoint).toBe('spare');
-      const attempts = (row.metadata as { attempts: Array<{ route: string; outcome: string }> }).attempts.map((a) => `${a.route}:${a.outcome}`);
+      const attempts = (row.metadata as { attempts: Array<{ route: string; outcome: string }> }).attempts.map(
+        (a) => `${a.route}:${a.outcome}`,
+      );
       // The broken route may be retried before the next one takes over (routing's retry policy).
       expect(attempts[0]).toBe('broken:error');
       expect(attempts.at(-1)).toBe('spare:ok');
@@ -124,14 +137,29 @@ models:
       expect(res.choices[0]).toMatchObject({ index: 0, text: 'The story and so ', finish_reason: 'length' });
       expect(res.choices[0].logprobs?.tokens).toEqual([' ', 'and ', 'so ']);
       expect(res.usage).toEqual({ prompt_tokens: 2, completion_tokens: 3, total_tokens: 5 });
-      expect(vllm.requests[0]).toMatchObject({ path: '/v1/completions', body: { model: 'llama-base', prompt: 'The story', echo: true, logprobs: 1, max_tokens: 3 } });
+      expect(vllm.requests[0]).toMatchObject({
+        path: '/v1/completions',
+        body: { model: 'llama-base', prompt: 'The story', echo: true, logprobs: 1, max_tokens: 3 },
+      });
       expect(vllm.requests[0].body).not.toHaveProperty('stream_options');
       const row = (await gw.rows()).find((r) => `gen-${r.id}` === res.id)!;
-      expect(row).toMatchObject({ provider: 'vllm', prompt_tokens: 2, completion_tokens: 3, finish_reason: 'length', usage_estimated: false });
+      expect(row).toMatchObject({
+        provider: 'vllm',
+        prompt_tokens: 2,
+        completion_tokens: 3,
+        finish_reason: 'length',
+        usage_estimated: false,
+      });
     });
 
     it('streams a native completion with usage at the end', async () => {
-      const stream = await client.completions.create({ model: 'base/llama', prompt: [1, 2, 3], max_tokens: 4, stream: true, stream_options: { include_usage: true } });
+      const stream = await client.completions.create({
+        model: 'base/llama',
+        prompt: [1, 2, 3],
+        max_tokens: 4,
+        stream: true,
+        stream_options: { include_usage: true },
+      });
       const chunks: OpenAI.Completions.Completion[] = [];
       for await (const c of stream) chunks.push(c);
       expect(chunks.every((c) => c.object === 'text_completion' && c.model === 'base/llama')).toBe(true);
@@ -148,7 +176,10 @@ models:
       const res = await client.completions.create({ model: 'chat/deepseek', prompt: 'Say hi', max_tokens: 20 });
       expect(res.object).toBe('text_completion');
       expect(res.choices[0]).toMatchObject({ text: 'echo: Say hi', finish_reason: 'stop' });
-      expect(deepseek.requests[0]).toMatchObject({ path: '/chat/completions', body: { messages: [{ role: 'user', content: 'Say hi' }], max_tokens: 20 } });
+      expect(deepseek.requests[0]).toMatchObject({
+        path: '/chat/completions',
+        body: { messages: [{ role: 'user', content: 'Say hi' }], max_tokens: 20 },
+      });
       const stream = await client.completions.create({ model: 'chat/deepseek', prompt: 'Say hi', stream: true });
       let text = '';
       for await (const c of stream) text += c.choices[0]?.text ?? '';

@@ -41,7 +41,9 @@ models:
     let text = '';
     socket.on('data', (b: Buffer) => (text += b.toString()));
     const closed = new Promise<void>((r) => socket.on('close', () => r()));
-    socket.write('POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 50000000\r\n\r\n{"model": "base/llama", ');
+    socket.write(
+      'POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 50000000\r\n\r\n{"model": "base/llama", ',
+    );
     // The client would go on sending for a long time; the server must not read on with the
     // connection kept open once it has answered.
     await closed;
@@ -75,7 +77,10 @@ models:
 
   it('answers chat for an embedding model with a 400 naming the model', async () => {
     const { key } = await adminApi(gw).createKey({ name: 'chat-on-embedding' });
-    const err = await gw.client({ apiKey: key }).chat.completions.create({ model: 'emb/small', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const err = await gw
+      .client({ apiKey: key })
+      .chat.completions.create({ model: 'emb/small', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OpenAI.BadRequestError);
     expect((err as APIError).message).toMatch(/embedding model; use \/v1\/embeddings/);
   });

@@ -12,7 +12,8 @@ describe('gemini adapter', () => {
 
   beforeAll(async () => {
     const base = await upstream.start();
-    const r = (model: string, extra = '') => `{ kind: gemini, base_url: "${base}", api_key: good-key, provider_model_id: "${model}"${extra} }`;
+    const r = (model: string, extra = '') =>
+      `{ kind: gemini, base_url: "${base}", api_key: good-key, provider_model_id: "${model}"${extra} }`;
     const models = `
 models:
   - id: gemini/flash
@@ -96,10 +97,28 @@ models:
   beforeEach(() => upstream.reset());
 
   const rowFor = (id: string) => gw.rowFor(id);
-  const tools: OpenAI.Chat.Completions.ChatCompletionTool[] = [{ type: 'function', function: { name: 'get_weather', description: 'Weather for a city', parameters: { type: 'object', properties: { input: { type: 'string' } } } } }];
+  const tools: OpenAI.Chat.Completions.ChatCompletionTool[] = [
+    {
+      type: 'function',
+      function: {
+        name: 'get_weather',
+        description: 'Weather for a city',
+        parameters: { type: 'object', properties: { input: { type: 'string' } } },
+      },
+    },
+  ];
 
   it('answers through generateContent with the system instruction, sampling and usage', async () => {
-    const res = await client.chat.completions.create({ model: 'gemini/flash', messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'hello gemini' }], temperature: 0.3, max_tokens: 50, stop: ['NEVER'] });
+    const res = await client.chat.completions.create({
+      model: 'gemini/flash',
+      messages: [
+        { role: 'system', content: 'Be brief.' },
+        { role: 'user', content: 'hello gemini' },
+      ],
+      temperature: 0.3,
+      max_tokens: 50,
+      stop: ['NEVER'],
+    });
     expect(res.choices[0]).toMatchObject({ message: { role: 'assistant', content: 'echo: hello gemini' }, finish_reason: 'stop' });
     const sent = upstream.requests[0];
     expect(sent.path).toBe('/v1beta/models/ok:generateContent');
@@ -114,7 +133,12 @@ models:
   });
 
   it('streams with alt=sse, usage from the last event', async () => {
-    const stream = await client.chat.completions.create({ model: 'gemini/flash', stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'stream this please' }] });
+    const stream = await client.chat.completions.create({
+      model: 'gemini/flash',
+      stream: true,
+      stream_options: { include_usage: true },
+      messages: [{ role: 'user', content: 'stream this please' }],
+    });
     const chunks: OpenAI.Chat.Completions.ChatCompletionChunk[] = [];
     for await (const c of stream) chunks.push(c);
     expect(upstream.requests[0].url).toBe('/v1beta/models/ok:streamGenerateContent?alt=sse');
@@ -126,7 +150,12 @@ models:
   });
 
   it('stops at max tokens, and answers several candidates', async () => {
-    const res = await client.chat.completions.create({ model: 'gemini/flash', n: 2, max_tokens: 2, messages: [{ role: 'user', content: 'one two three' }] });
+    const res = await client.chat.completions.create({
+      model: 'gemini/flash',
+      n: 2,
+      max_tokens: 2,
+      messages: [{ role: 'user', content: 'one two three' }],
+    });
     expect(res.choices.map((c) => [c.index, c.message.content, c.finish_reason])).toEqual([
       [0, 'echo: one ', 'length'],
       [1, 'echo: one ', 'length'],
@@ -134,22 +163,42 @@ models:
   });
 
   it('carries a multi-turn tool round trip with stable ids, streamed and not', async () => {
-    const first = await client.chat.completions.create({ model: 'gemini/flash', tools, tool_choice: 'required', messages: [{ role: 'user', content: 'Paris' }] });
+    const first = await client.chat.completions.create({
+      model: 'gemini/flash',
+      tools,
+      tool_choice: 'required',
+      messages: [{ role: 'user', content: 'Paris' }],
+    });
     expect(first.choices[0].finish_reason).toBe('tool_calls');
     const call = first.choices[0].message.tool_calls![0] as OpenAI.Chat.Completions.ChatCompletionMessageFunctionToolCall;
     expect(call.id).toMatch(/^call_/);
     expect(call.function).toEqual({ name: 'get_weather', arguments: '{"input":"Paris"}' });
-    expect(upstream.requests[0].body).toMatchObject({ toolConfig: { functionCallingConfig: { mode: 'ANY' } }, tools: [{ functionDeclarations: [{ name: 'get_weather', parametersJsonSchema: { type: 'object' } }] }] });
+    expect(upstream.requests[0].body).toMatchObject({
+      toolConfig: { functionCallingConfig: { mode: 'ANY' } },
+      tools: [{ functionDeclarations: [{ name: 'get_weather', parametersJsonSchema: { type: 'object' } }] }],
+    });
 
     const second = await client.chat.completions.create({
       model: 'gemini/flash',
       tools,
-      messages: [{ role: 'user', content: 'Paris' }, first.choices[0].message, { role: 'tool', tool_call_id: call.id, content: '{"tempC": 21}' }],
+      messages: [
+        { role: 'user', content: 'Paris' },
+        first.choices[0].message,
+        { role: 'tool', tool_call_id: call.id, content: '{"tempC": 21}' },
+      ],
     });
     expect(second.choices[0].message.content).toBe('tool said: {"tempC":21}');
-    expect((upstream.requests[1].body.contents as unknown[])[2]).toEqual({ role: 'user', parts: [{ functionResponse: { name: 'get_weather', response: { output: { tempC: 21 } } } }] });
+    expect((upstream.requests[1].body.contents as unknown[])[2]).toEqual({
+      role: 'user',
+      parts: [{ functionResponse: { name: 'get_weather', response: { output: { tempC: 21 } } } }],
+    });
 
-    const stream = await client.chat.completions.create({ model: 'gemini/ids', tools, stream: true, messages: [{ role: 'user', content: 'Rome' }] });
+    const stream = await client.chat.completions.create({
+      model: 'gemini/ids',
+      tools,
+      stream: true,
+      messages: [{ role: 'user', content: 'Rome' }],
+    });
     const calls: OpenAI.Chat.Completions.ChatCompletionChunk.Choice.Delta.ToolCall[] = [];
     let finish: string | null = null;
     for await (const c of stream) {
@@ -161,24 +210,47 @@ models:
     const third = await client.chat.completions.create({
       model: 'gemini/ids',
       tools,
-      messages: [{ role: 'user', content: 'Rome' }, { role: 'assistant', content: null, tool_calls: [{ id: 'fc-1', type: 'function', function: { name: 'get_weather', arguments: '{"input":"Rome"}' } }] }, { role: 'tool', tool_call_id: 'fc-1', content: 'rain' }],
+      messages: [
+        { role: 'user', content: 'Rome' },
+        {
+          role: 'assistant',
+          content: null,
+          tool_calls: [{ id: 'fc-1', type: 'function', function: { name: 'get_weather', arguments: '{"input":"Rome"}' } }],
+        },
+        { role: 'tool', tool_call_id: 'fc-1', content: 'rain' },
+      ],
     });
     expect(third.choices[0].message.content).toBe('tool said: "rain"');
-    expect((upstream.requests[3].body.contents as Array<{ parts: Array<{ functionResponse?: { id?: string } }> }>)[2].parts[0].functionResponse?.id).toBe('fc-1');
+    expect(
+      (upstream.requests[3].body.contents as Array<{ parts: Array<{ functionResponse?: { id?: string } }> }>)[2].parts[0].functionResponse
+        ?.id,
+    ).toBe('fc-1');
   });
 
   it("returns Gemini 3's thought signatures and sends them back, as Gemini 3 requires", async () => {
     const first = await client.chat.completions.create({ model: 'gemini/three', tools, messages: [{ role: 'user', content: 'Oslo' }] });
-    const call = first.choices[0].message.tool_calls![0] as OpenAI.Chat.Completions.ChatCompletionMessageFunctionToolCall & { extra_content?: { google?: { thought_signature?: string } } };
+    const call = first.choices[0].message.tool_calls![0] as OpenAI.Chat.Completions.ChatCompletionMessageFunctionToolCall & {
+      extra_content?: { google?: { thought_signature?: string } };
+    };
     const signature = call.extra_content?.google?.thought_signature;
     expect(signature).toMatch(/^sig-/);
-    const next = await client.chat.completions.create({ model: 'gemini/three', tools, messages: [{ role: 'user', content: 'Oslo' }, first.choices[0].message, { role: 'tool', tool_call_id: call.id, content: 'snow' }] });
+    const next = await client.chat.completions.create({
+      model: 'gemini/three',
+      tools,
+      messages: [{ role: 'user', content: 'Oslo' }, first.choices[0].message, { role: 'tool', tool_call_id: call.id, content: 'snow' }],
+    });
     expect(next.choices[0].message.content).toBe('tool said: "snow"');
-    expect((upstream.requests[1].body.contents as Array<{ parts: Array<{ thoughtSignature?: string }> }>)[1].parts[0].thoughtSignature).toBe(signature);
+    expect(
+      (upstream.requests[1].body.contents as Array<{ parts: Array<{ thoughtSignature?: string }> }>)[1].parts[0].thoughtSignature,
+    ).toBe(signature);
   });
 
   it('shows thoughts as reasoning_content and counts thinking tokens as reasoning', async () => {
-    const res = await client.chat.completions.create({ model: 'gemini/thinking', reasoning_effort: 'medium', messages: [{ role: 'user', content: 'why' }] });
+    const res = await client.chat.completions.create({
+      model: 'gemini/thinking',
+      reasoning_effort: 'medium',
+      messages: [{ role: 'user', content: 'why' }],
+    });
     expect((res.choices[0].message as unknown as { reasoning_content: string }).reasoning_content).toBe('pondering');
     expect(res.choices[0].message.content).toBe('echo: why');
     expect(upstream.requests[0].body.generationConfig).toEqual({ thinkingConfig: { thinkingBudget: 8192, includeThoughts: true } });
@@ -193,13 +265,30 @@ models:
   });
 
   it('asks for JSON in JSON mode', async () => {
-    const res = await client.chat.completions.create({ model: 'gemini/flash', response_format: { type: 'json_object' }, messages: [{ role: 'user', content: 'json please' }] });
+    const res = await client.chat.completions.create({
+      model: 'gemini/flash',
+      response_format: { type: 'json_object' },
+      messages: [{ role: 'user', content: 'json please' }],
+    });
     expect(JSON.parse(res.choices[0].message.content!)).toEqual({ echo: 'echo: json please' });
   });
 
   it('sends images inline', async () => {
-    await client.chat.completions.create({ model: 'gemini/flash', messages: [{ role: 'user', content: [{ type: 'text', text: 'what is it' }, { type: 'image_url', image_url: { url: 'data:image/png;base64,iVBORw0KGgo=' } }] }] });
-    expect((upstream.requests[0].body.contents as Array<{ parts: unknown[] }>)[0].parts[1]).toEqual({ inlineData: { mimeType: 'image/png', data: 'iVBORw0KGgo=' } });
+    await client.chat.completions.create({
+      model: 'gemini/flash',
+      messages: [
+        {
+          role: 'user',
+          content: [
+            { type: 'text', text: 'what is it' },
+            { type: 'image_url', image_url: { url: 'data:image/png;base64,iVBORw0KGgo=' } },
+          ],
+        },
+      ],
+    });
+    expect((upstream.requests[0].body.contents as Array<{ parts: unknown[] }>)[0].parts[1]).toEqual({
+      inlineData: { mimeType: 'image/png', data: 'iVBORw0KGgo=' },
+    });
   });
 
   it('ends safety-stopped and blocked answers with content_filter, streamed and not', async () => {
@@ -220,15 +309,21 @@ models:
     expect(quota.status).toBe(429);
     expect(quota.headers.get('retry-after')).toBe('12');
     expect(JSON.parse(quota.text).error).toMatchObject({ type: 'rate_limit_error', code: 'RESOURCE_EXHAUSTED' });
-    const busy = await client.chat.completions.create({ model: 'gemini/overloaded', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const busy = await client.chat.completions
+      .create({ model: 'gemini/overloaded', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(busy).toMatchObject({ status: 503 });
-    const bad = await client.chat.completions.create({ model: 'gemini/bad-request', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const bad = await client.chat.completions
+      .create({ model: 'gemini/bad-request', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(bad).toBeInstanceOf(APIError);
     expect(bad).toMatchObject({ status: 400, code: 'INVALID_ARGUMENT' });
   });
 
   it('treats an invalid key as 401 and moves on to the next key', async () => {
-    const err = await client.chat.completions.create({ model: 'gemini/bad-key', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const err = await client.chat.completions
+      .create({ model: 'gemini/bad-key', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(err).toMatchObject({ status: 401, code: 'invalid_api_key' });
     upstream.reset();
     const res = await client.chat.completions.create({ model: 'gemini/keys', messages: [{ role: 'user', content: 'x' }] });
@@ -239,7 +334,11 @@ models:
   });
 
   it('fails a stream that ends without a finish reason', async () => {
-    const res = await rawPost(`${gw.url}/v1/chat/completions`, { model: 'gemini/cut', stream: true, messages: [{ role: 'user', content: 'one two three four' }] });
+    const res = await rawPost(`${gw.url}/v1/chat/completions`, {
+      model: 'gemini/cut',
+      stream: true,
+      messages: [{ role: 'user', content: 'one two three four' }],
+    });
     expect(res.text).toMatch(/"error":\{/);
     expect(res.text).not.toContain('[DONE]');
   });
@@ -251,8 +350,14 @@ models:
 
   it('serves embeddings through batchEmbedContents, usage estimated and marked so', async () => {
     const res = await client.embeddings.create({ model: 'gemini/embedding', input: ['hello', 'hi'], dimensions: 3 });
-    expect(res.data.map((d) => Array.from(d.embedding).map((v) => Math.round(v * 100) / 100))).toEqual([[0.5, 0.6, 0.7], [0.2, 0.3, 0.4]]);
-    expect(upstream.requests[0]).toMatchObject({ path: '/v1beta/models/gemini-embedding-001:batchEmbedContents', body: { requests: [{ model: 'models/gemini-embedding-001', outputDimensionality: 3, taskType: 'RETRIEVAL_DOCUMENT' }, {}] } });
+    expect(res.data.map((d) => Array.from(d.embedding).map((v) => Math.round(v * 100) / 100))).toEqual([
+      [0.5, 0.6, 0.7],
+      [0.2, 0.3, 0.4],
+    ]);
+    expect(upstream.requests[0]).toMatchObject({
+      path: '/v1beta/models/gemini-embedding-001:batchEmbedContents',
+      body: { requests: [{ model: 'models/gemini-embedding-001', outputDimensionality: 3, taskType: 'RETRIEVAL_DOCUMENT' }, {}] },
+    });
     expect(res.usage.prompt_tokens).toBeGreaterThan(0);
     const row = (await gw.rows()).find((r) => r.model === 'gemini/embedding')!;
     expect(row).toMatchObject({ provider: 'gemini', usage_estimated: true, prompt_tokens: res.usage.prompt_tokens });
@@ -267,7 +372,11 @@ models:
   });
 
   it('probes health with a cheap, keyed GET of the model list', async () => {
-    const probe = (model: string) => gw.app.get(AdapterRegistry).get('gemini')!.probe!(gw.app.get(ModelRegistry).current().find(model)!.routes[0], AbortSignal.timeout(5000));
+    const probe = (model: string) =>
+      gw.app.get(AdapterRegistry).get('gemini')!.probe!(
+        gw.app.get(ModelRegistry).current().find(model)!.routes[0],
+        AbortSignal.timeout(5000),
+      );
     await expect(probe('gemini/flash')).resolves.toMatchObject({ ok: true, detail: 'HTTP 200' });
     expect(upstream.requests.at(-1)?.path).toBe('/v1beta/models');
     await expect(probe('gemini/bad-key')).resolves.toMatchObject({ ok: false });

@@ -121,7 +121,11 @@ describe('per-key limits in one process', () => {
       method: 'POST',
       signal: controller.signal,
       headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-      body: JSON.stringify({ model: 'acme/slow-stream', stream: true, messages: [{ role: 'user', content: 'one two three four five six seven eight' }] }),
+      body: JSON.stringify({
+        model: 'acme/slow-stream',
+        stream: true,
+        messages: [{ role: 'user', content: 'one two three four five six seven eight' }],
+      }),
     });
     const id = res.headers.get('x-request-id');
     const reader = res.body!.getReader();

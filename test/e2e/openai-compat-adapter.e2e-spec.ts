@@ -13,7 +13,19 @@ describe('openai_compat adapter', () => {
   const config = new AppConfig(validateEnv({}));
   const http = new UpstreamClient(config);
   const adapter = new OpenAiCompatAdapter(http, new KeyPool());
-  const route = (providerModelId: string): RouteDef => ({ id: 'standin', kind: 'vllm', baseUrl: base, apiKeys: [], providerModelId, weight: 1, locality: 'local', headers: {}, timeouts: {}, options: {}, where: 'test' });
+  const route = (providerModelId: string): RouteDef => ({
+    id: 'standin',
+    kind: 'vllm',
+    baseUrl: base,
+    apiKeys: [],
+    providerModelId,
+    weight: 1,
+    locality: 'local',
+    headers: {},
+    timeouts: {},
+    options: {},
+    where: 'test',
+  });
   const ctx = (signal = new AbortController().signal) => ({ requestId: 'r1', signal, timeouts: config.upstreamTimeouts, publicModel: 'm' });
 
   beforeAll(async () => {
@@ -29,7 +41,12 @@ describe('openai_compat adapter', () => {
     const onUncaught = (e: unknown) => uncaught.push(e);
     process.on('uncaughtException', onUncaught);
     try {
-      const it = adapter.stream({ model: 'm', messages: [{ role: 'user', content: 'one two three four five six' }] }, route('slow-tokens:50'), ctx())[Symbol.asyncIterator]();
+      const stream = adapter.stream(
+        { model: 'm', messages: [{ role: 'user', content: 'one two three four five six' }] },
+        route('slow-tokens:50'),
+        ctx(),
+      );
+      const it = stream[Symbol.asyncIterator]();
       await it.next();
       await it.next();
       await it.return?.(undefined);
@@ -43,7 +60,8 @@ describe('openai_compat adapter', () => {
 
   it('treats a stream that ends after its finish reason but without [DONE] as complete', async () => {
     const chunks = [];
-    for await (const c of adapter.stream({ model: 'm', messages: [{ role: 'user', content: 'a b' }] }, route('no-done'), ctx())) chunks.push(c);
+    for await (const c of adapter.stream({ model: 'm', messages: [{ role: 'user', content: 'a b' }] }, route('no-done'), ctx()))
+      chunks.push(c);
     expect(chunks.some((c) => c.choices[0]?.finish_reason === 'stop')).toBe(true);
   });
 
@@ -53,7 +71,12 @@ describe('openai_compat adapter', () => {
     ['mid-error', /failed mid-stream: The model crashed mid-answer/],
   ])('fails a %s stream with a typed error', async (scenario, message) => {
     const run = async () => {
-      for await (const _ of adapter.stream({ model: 'm', messages: [{ role: 'user', content: 'one two three four' }] }, route(scenario), ctx())) void _;
+      for await (const _ of adapter.stream(
+        { model: 'm', messages: [{ role: 'user', content: 'one two three four' }] },
+        route(scenario),
+        ctx(),
+      ))
+        void _;
     };
     await expect(run()).rejects.toMatchObject({ message: expect.stringMatching(message) });
   });

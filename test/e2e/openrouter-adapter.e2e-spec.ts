@@ -62,7 +62,12 @@ models:
   const rowFor = (id: string) => gw.rowFor(id);
 
   it('sends the attribution headers, asks for usage, and records the cost OpenRouter reports', async () => {
-    const res = await client.chat.completions.create({ model: 'or/llama', messages: [{ role: 'user', content: 'hello router' }], provider: { order: ['openrouter'] }, models: ['or/pinned'] } as never);
+    const res = await client.chat.completions.create({
+      model: 'or/llama',
+      messages: [{ role: 'user', content: 'hello router' }],
+      provider: { order: ['openrouter'] },
+      models: ['or/pinned'],
+    } as never);
     expect(res.choices[0].message.content).toBe('echo: hello router');
     const sent = upstream.requests[0];
     expect(sent.path).toBe('/api/v1/chat/completions');
@@ -80,7 +85,11 @@ models:
   });
 
   it('records the cost of a stream too, past the processing comments', async () => {
-    const stream = await client.chat.completions.create({ model: 'or/llama', stream: true, messages: [{ role: 'user', content: 'stream me' }] });
+    const stream = await client.chat.completions.create({
+      model: 'or/llama',
+      stream: true,
+      messages: [{ role: 'user', content: 'stream me' }],
+    });
     let text = '';
     let id = '';
     for await (const c of stream) {
@@ -94,20 +103,28 @@ models:
   it('pins kind openrouter[slug] to that provider without fallbacks', async () => {
     await client.chat.completions.create({ model: 'or/pinned', messages: [{ role: 'user', content: 'x' }] });
     expect(upstream.requests[0].body.provider).toEqual({ order: ['deepinfra'], allow_fallbacks: false });
-    const err = await client.chat.completions.create({ model: 'or/pinned-down', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const err = await client.chat.completions
+      .create({ model: 'or/pinned-down', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(APIError);
     expect((err as APIError).status).toBe(502);
     expect((err as APIError).message).toContain('No allowed providers are available');
   });
 
   it('passes an out-of-credits 402 on with its message', async () => {
-    const err = await client.chat.completions.create({ model: 'or/broke', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const err = await client.chat.completions
+      .create({ model: 'or/broke', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(err).toMatchObject({ status: 402 });
     expect((err as APIError).message).toContain('Insufficient credits');
   });
 
   it('ends a stream that fails mid-answer with an error, never [DONE]', async () => {
-    const stream = await client.chat.completions.create({ model: 'or/mid-error', stream: true, messages: [{ role: 'user', content: 'one two three' }] });
+    const stream = await client.chat.completions.create({
+      model: 'or/mid-error',
+      stream: true,
+      messages: [{ role: 'user', content: 'one two three' }],
+    });
     const run = async () => {
       for await (const _ of stream) void _;
     };
@@ -125,7 +142,10 @@ models:
 
   it('serves embeddings and text completions with their cost', async () => {
     const emb = await client.embeddings.create({ model: 'or/embed', input: ['a b', 'c'] });
-    expect(emb.data.map((d) => Array.from(d.embedding))).toEqual([[3, 0.5, -0.5], [1, 0.5, -0.5]]);
+    expect(emb.data.map((d) => Array.from(d.embedding))).toEqual([
+      [3, 0.5, -0.5],
+      [1, 0.5, -0.5],
+    ]);
     expect(upstream.requests[0].path).toBe('/api/v1/embeddings');
     expect(upstream.requests[0].body).not.toHaveProperty('usage');
     const done = await client.completions.create({ model: 'or/llama', prompt: 'Once', max_tokens: 3 });

@@ -29,7 +29,10 @@ describe('Redis connection', () => {
   it('needs nothing without REDIS_URL', async () => {
     const gw = await startGateway({ models: MODELS });
     try {
-      expect(await (await fetch(`${gw.url}/health`)).json()).toMatchObject({ status: 'ok', info: { redis: { status: 'up', mode: expect.stringContaining('per-process') } } });
+      expect(await (await fetch(`${gw.url}/health`)).json()).toMatchObject({
+        status: 'ok',
+        info: { redis: { status: 'up', mode: expect.stringContaining('per-process') } },
+      });
     } finally {
       await gw.close();
     }

@@ -86,14 +86,22 @@ describe('routing under upstream faults', () => {
   beforeEach(() => upstream.reset());
 
   const ask = (model: string, content = 'hi') => client.chat.completions.create({ model, messages: [{ role: 'user', content }] });
-  const failure = (p: Promise<unknown>) => p.then(() => Promise.reject(new Error('expected the request to fail')), (e: unknown) => e as APIError);
+  const failure = (p: Promise<unknown>) =>
+    p.then(
+      () => Promise.reject(new Error('expected the request to fail')),
+      (e: unknown) => e as APIError,
+    );
   const sent = () => upstream.requests.map((r) => r.body.model);
   const attemptsOf = async (id: string): Promise<Attempt[]> => {
     const row = (await gw.rows()).find((r) => r.id === id.replace(/^gen-/, ''));
     return (row?.metadata as { attempts: Attempt[] }).attempts;
   };
   const streamText = async (model: string) => {
-    const stream = await client.chat.completions.create({ model, stream: true, messages: [{ role: 'user', content: 'one two three four' }] });
+    const stream = await client.chat.completions.create({
+      model,
+      stream: true,
+      messages: [{ role: 'user', content: 'one two three four' }],
+    });
     let text = '';
     let id = '';
     for await (const c of stream) {
@@ -189,22 +197,39 @@ describe('routing under upstream faults', () => {
     expect(sent()).toEqual(['malformed-first', 'ok']);
   });
 
-  it.each(['f/cut', 'f/truncated', 'f/stall'])('%s mid-answer: an in-band error, never [DONE], and no second provider spliced in', async (model) => {
-    const res = await rawPost(`${gw.url}/v1/chat/completions`, { model, stream: true, messages: [{ role: 'user', content: 'one two three four' }] });
-    expect(res.status).toBe(200);
-    expect(res.text).toContain('"content":"echo: "');
-    expect(res.text).toMatch(/data: \{"error":\{"message":"[^"]+"/);
-    expect(res.text).not.toContain('[DONE]');
-    expect(sent()).toHaveLength(1);
-    // The SDK sees the failure, not a short answer.
-    const stream = await client.chat.completions.create({ model, stream: true, messages: [{ role: 'user', content: 'one two three four' }] });
-    await expect((async () => {
-      for await (const _ of stream) void _;
-    })()).rejects.toBeInstanceOf(APIError);
-  });
+  it.each(['f/cut', 'f/truncated', 'f/stall'])(
+    '%s mid-answer: an in-band error, never [DONE], and no second provider spliced in',
+    async (model) => {
+      const res = await rawPost(`${gw.url}/v1/chat/completions`, {
+        model,
+        stream: true,
+        messages: [{ role: 'user', content: 'one two three four' }],
+      });
+      expect(res.status).toBe(200);
+      expect(res.text).toContain('"content":"echo: "');
+      expect(res.text).toMatch(/data: \{"error":\{"message":"[^"]+"/);
+      expect(res.text).not.toContain('[DONE]');
+      expect(sent()).toHaveLength(1);
+      // The SDK sees the failure, not a short answer.
+      const stream = await client.chat.completions.create({
+        model,
+        stream: true,
+        messages: [{ role: 'user', content: 'one two three four' }],
+      });
+      await expect(
+        (async () => {
+          for await (const _ of stream) void _;
+        })(),
+      ).rejects.toBeInstanceOf(APIError);
+    },
+  );
 
   it('a stream that ends without [DONE] after its finish reason is a whole answer', async () => {
-    const res = await rawPost(`${gw.url}/v1/chat/completions`, { model: 'f/no-done', stream: true, messages: [{ role: 'user', content: 'one two' }] });
+    const res = await rawPost(`${gw.url}/v1/chat/completions`, {
+      model: 'f/no-done',
+      stream: true,
+      messages: [{ role: 'user', content: 'one two' }],
+    });
     expect(res.text).toContain('"finish_reason":"stop"');
     expect(res.text.trimEnd().endsWith('data: [DONE]')).toBe(true);
     expect(sent()).toEqual(['no-done']);
@@ -226,7 +251,11 @@ describe('routing under upstream faults', () => {
   });
 
   it('a context-length error goes to a fallback model with a larger context, and the answer names it', async () => {
-    const res = await client.chat.completions.create({ model: 'f/context-small-only', models: ['f/context-large'], messages: [{ role: 'user', content: LONG_PROMPT }] } as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming);
+    const res = await client.chat.completions.create({
+      model: 'f/context-small-only',
+      models: ['f/context-large'],
+      messages: [{ role: 'user', content: LONG_PROMPT }],
+    } as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming);
     expect(res.model).toBe('f/context-large');
     expect(sent()).toEqual(['context:40', 'context:100000']);
   });
@@ -239,7 +268,7 @@ describe('routing under upstream faults', () => {
     expect(sent()).toEqual(['context:40']);
   });
 
-  it('a content-filter refusal is returned with the provider\'s reason, and not tried elsewhere', async () => {
+  it("a content-filter refusal is returned with the provider's reason, and not tried elsewhere", async () => {
     const err = await failure(ask('f/content-filter'));
     expect(err).toBeInstanceOf(OpenAI.BadRequestError);
     expect(err.code).toBe('content_filter');
@@ -249,7 +278,10 @@ describe('routing under upstream faults', () => {
 
   it('gives up at once when the client leaves during a backoff', async () => {
     const controller = new AbortController();
-    const pending = client.chat.completions.create({ model: 'f/429-retry-after', messages: [{ role: 'user', content: 'x' }] }, { signal: controller.signal });
+    const pending = client.chat.completions.create(
+      { model: 'f/429-retry-after', messages: [{ role: 'user', content: 'x' }] },
+      { signal: controller.signal },
+    );
     await upstream.waitForRequests(1);
     controller.abort();
     await expect(pending).rejects.toThrow();

@@ -2,8 +2,22 @@ import OpenAI, { APIError } from 'openai';
 import { OpenAiUpstream } from '../fixtures/openai-upstream';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 
-type Health = { status: string; info?: Record<string, unknown>; error?: Record<string, unknown>; details: { routing: { status: string; degraded_endpoints: Array<{ model: string; route: string; reason: string }>; unservable_models?: string[] } } };
-type AdminRoute = { id: string; available: boolean; share: number; circuit: { state: string; consecutive_failures: number }; health: { status: string; endpoint: string }; stats: { requests_total: number; failures_total: number; error_rate: number | null; ttft_ms: { mean: number | null } } };
+type Health = {
+  status: string;
+  info?: Record<string, unknown>;
+  error?: Record<string, unknown>;
+  details: {
+    routing: { status: string; degraded_endpoints: Array<{ model: string; route: string; reason: string }>; unservable_models?: string[] };
+  };
+};
+type AdminRoute = {
+  id: string;
+  available: boolean;
+  share: number;
+  circuit: { state: string; consecutive_failures: number };
+  health: { status: string; endpoint: string };
+  stats: { requests_total: number; failures_total: number; error_rate: number | null; ttft_ms: { mean: number | null } };
+};
 type AdminView = { models: Array<{ id: string; routes: AdminRoute[] }> };
 
 const TOKEN = 'routing-health-admin-token';
@@ -35,7 +49,8 @@ describe('circuit breakers and health checks', () => {
   let gw: TestGateway;
   let client: OpenAI;
 
-  const admin = async (): Promise<AdminView> => (await fetch(`${gw.url}/admin/routing`, { headers: { authorization: `Bearer ${TOKEN}` } })).json() as Promise<AdminView>;
+  const admin = async (): Promise<AdminView> =>
+    (await fetch(`${gw.url}/admin/routing`, { headers: { authorization: `Bearer ${TOKEN}` } })).json() as Promise<AdminView>;
   const route = async (model: string, id: string) => (await admin()).models.find((m) => m.id === model)!.routes.find((r) => r.id === id)!;
   const health = async (path = '/health') => {
     const res = await fetch(`${gw.url}${path}`);
@@ -116,8 +131,13 @@ models:
     expect(JSON.stringify(live.body)).not.toContain('127.0.0.1'); // /health is public: no upstream URLs
     expect((await health('/health/ready')).status).toBe(503);
 
-    const routing = (await (await fetch(`${gw.url}/routing`)).json()) as { models: Array<{ id: string; routes: Array<{ id: string; share: number; available: boolean }> }> };
-    expect(routing.models.find((m) => m.id === 'h/pair')!.routes).toEqual([expect.objectContaining({ id: 'flaky', share: 0, available: false }), expect.objectContaining({ id: 'steady', share: 1, available: true })]);
+    const routing = (await (await fetch(`${gw.url}/routing`)).json()) as {
+      models: Array<{ id: string; routes: Array<{ id: string; share: number; available: boolean }> }>;
+    };
+    expect(routing.models.find((m) => m.id === 'h/pair')!.routes).toEqual([
+      expect.objectContaining({ id: 'flaky', share: 0, available: false }),
+      expect.objectContaining({ id: 'steady', share: 1, available: true }),
+    ]);
   });
 
   it('when the endpoint comes back on the same port, traffic returns to it and health is restored', async () => {

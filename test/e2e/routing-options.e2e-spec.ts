@@ -54,7 +54,8 @@ describe('OpenRouter routing options', () => {
   beforeEach(() => upstream.reset());
 
   type Params = OpenAI.Chat.ChatCompletionCreateParamsNonStreaming & { models?: string[]; provider?: Record<string, unknown> };
-  const ask = (params: Partial<Params>) => client.chat.completions.create({ model: 'o/main', messages: [{ role: 'user', content: 'hi' }], ...params } as Params);
+  const ask = (params: Partial<Params>) =>
+    client.chat.completions.create({ model: 'o/main', messages: [{ role: 'user', content: 'hi' }], ...params } as Params);
   const sent = () => upstream.requests.map((r) => r.body.model);
   const rowOf = async (res: { id: string }) => (await gw.rows()).find((r) => r.id === res.id.slice(4))!;
 
@@ -66,7 +67,13 @@ describe('OpenRouter routing options', () => {
     expect(sent()).toEqual(['error:503', 'fallback-model']);
     const row = await rowOf(res);
     expect(row).toMatchObject({ model: 'o/down', endpoint: 'fb' });
-    expect(row.metadata).toMatchObject({ served_model: 'o/fallback', attempts: [{ route: 'dead', outcome: 'error' }, { route: 'fb', model: 'o/fallback', outcome: 'ok' }] });
+    expect(row.metadata).toMatchObject({
+      served_model: 'o/fallback',
+      attempts: [
+        { route: 'dead', outcome: 'error' },
+        { route: 'fb', model: 'o/fallback', outcome: 'ok' },
+      ],
+    });
     // Billed at the price of the model that answered: $3 per million tokens.
     expect(Number(row.cost_usd)).toBeCloseTo(((row.prompt_tokens + row.completion_tokens) * 3) / 1e6, 12);
     // The upstream never sees the gateway's own options.
@@ -74,13 +81,21 @@ describe('OpenRouter routing options', () => {
   });
 
   it('models without model: the first one is the model asked for', async () => {
-    const res = await rawPost(`${gw.url}/v1/chat/completions`, { models: ['o/down', 'o/fallback'], messages: [{ role: 'user', content: 'hi' }] });
+    const res = await rawPost(`${gw.url}/v1/chat/completions`, {
+      models: ['o/down', 'o/fallback'],
+      messages: [{ role: 'user', content: 'hi' }],
+    });
     expect(res.status).toBe(200);
     expect(JSON.parse(res.text)).toMatchObject({ model: 'o/fallback' });
   });
 
   it('streams name the model that answered too', async () => {
-    const stream = await client.chat.completions.create({ model: 'o/down', models: ['o/fallback'], stream: true, messages: [{ role: 'user', content: 'hi' }] } as OpenAI.Chat.ChatCompletionCreateParamsStreaming);
+    const stream = await client.chat.completions.create({
+      model: 'o/down',
+      models: ['o/fallback'],
+      stream: true,
+      messages: [{ role: 'user', content: 'hi' }],
+    } as OpenAI.Chat.ChatCompletionCreateParamsStreaming);
     const seen = new Set<string>();
     const routes = new Set<string>();
     for await (const c of stream) {
@@ -101,7 +116,9 @@ describe('OpenRouter routing options', () => {
   });
 
   it('provider.allow_fallbacks: false stays with the ordered providers', async () => {
-    const err = (await ask({ model: 'o/mixed', provider: { order: ['broken'], allow_fallbacks: false } }).catch((e: unknown) => e)) as APIError;
+    const err = (await ask({ model: 'o/mixed', provider: { order: ['broken'], allow_fallbacks: false } }).catch(
+      (e: unknown) => e,
+    )) as APIError;
     expect(err.status).toBe(502);
     expect(sent()).toEqual(['error:503']);
     upstream.reset();
@@ -128,7 +145,12 @@ describe('OpenRouter routing options', () => {
   it('provider.sort: throughput (:nitro) and latency rank routes by what they measured', async () => {
     // Measure each route once with a stream (throughput needs token timing).
     for (const only of ['dawdler', 'sprinter', 'latecomer']) {
-      const s = await client.chat.completions.create({ model: 'o/speed', stream: true, messages: [{ role: 'user', content: 'one two three four five six' }], provider: { only: [only] } } as OpenAI.Chat.ChatCompletionCreateParamsStreaming);
+      const s = await client.chat.completions.create({
+        model: 'o/speed',
+        stream: true,
+        messages: [{ role: 'user', content: 'one two three four five six' }],
+        provider: { only: [only] },
+      } as OpenAI.Chat.ChatCompletionCreateParamsStreaming);
       for await (const _ of s) void _;
     }
     upstream.reset();
@@ -152,7 +174,11 @@ describe('OpenRouter routing options', () => {
     [{ models: ['o/fallback', 'nope/none'] }, 'models[1]', /does not serve/],
     [{ models: 'o/fallback' }, 'models', /must be an array/],
   ])('refuses %j with a 400 in the OpenAI error shape', async (options, param, message) => {
-    const res = await rawPost(`${gw.url}/v1/chat/completions`, { model: 'o/main', messages: [{ role: 'user', content: 'hi' }], ...options });
+    const res = await rawPost(`${gw.url}/v1/chat/completions`, {
+      model: 'o/main',
+      messages: [{ role: 'user', content: 'hi' }],
+      ...options,
+    });
     expect(res.status).toBe(400);
     const body = JSON.parse(res.text) as { error: { message: string; type: string; param: string; code: string } };
     expect(body.error).toEqual({ message: expect.stringMatching(message), type: 'invalid_request_error', param, code: 'invalid_request' });
@@ -160,7 +186,14 @@ describe('OpenRouter routing options', () => {
   });
 
   it('refuses bad options on streams the same way, before any byte is sent', async () => {
-    const err = await client.chat.completions.create({ model: 'o/main', stream: true, messages: [{ role: 'user', content: 'hi' }], provider: { sort: 'fastest' } } as OpenAI.Chat.ChatCompletionCreateParamsStreaming).catch((e: unknown) => e);
+    const err = await client.chat.completions
+      .create({
+        model: 'o/main',
+        stream: true,
+        messages: [{ role: 'user', content: 'hi' }],
+        provider: { sort: 'fastest' },
+      } as OpenAI.Chat.ChatCompletionCreateParamsStreaming)
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OpenAI.BadRequestError);
   });
 });

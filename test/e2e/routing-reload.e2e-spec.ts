@@ -39,7 +39,10 @@ describe('routing config reload', () => {
 
   const reload = async (headers: Record<string, string> = { authorization: `Bearer ${TOKEN}` }) => {
     const res = await fetch(`${gw.url}/admin/routing/reload`, { method: 'POST', headers });
-    return { status: res.status, body: (await res.json()) as Record<string, unknown> & { error?: { message: string; type: string; code: string } } };
+    return {
+      status: res.status,
+      body: (await res.json()) as Record<string, unknown> & { error?: { message: string; type: string; code: string } },
+    };
   };
   const modelIds = async () => (await client.models.list()).data.map((m) => m.id).sort();
   const write = (file: string, text: string) => writeFileSync(join(gw.dir, file), text);
@@ -68,19 +71,33 @@ describe('routing config reload', () => {
     expect(text.split(' ')).toHaveLength(8);
 
     expect(await modelIds()).toEqual(['r/first', 'r/second']);
-    expect((await client.chat.completions.create({ model: 'r/second', messages: [{ role: 'user', content: 'x' }] })).choices[0].message.content).toBe('Hello from');
-    const err = await client.chat.completions.create({ model: 'r/slow', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    expect(
+      (await client.chat.completions.create({ model: 'r/second', messages: [{ role: 'user', content: 'x' }] })).choices[0].message.content,
+    ).toBe('Hello from');
+    const err = await client.chat.completions
+      .create({ model: 'r/slow', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OpenAI.NotFoundError);
     const routing = (await (await fetch(`${gw.url}/routing`)).json()) as { models: Array<{ id: string; strategy: string }> };
     expect(routing.models.find((m) => m.id === 'r/first')?.strategy).toBe('round_robin');
   });
 
   it.each([
-    ['an unknown adapter kind', `models:\n  - id: r/x\n    context_length: 10\n    route: [{ kind: carrier-pigeon }]\n`, undefined, /kind "carrier-pigeon" has no adapter/],
+    [
+      'an unknown adapter kind',
+      `models:\n  - id: r/x\n    context_length: 10\n    route: [{ kind: carrier-pigeon }]\n`,
+      undefined,
+      /kind "carrier-pigeon" has no adapter/,
+    ],
     ['a YAML syntax error', 'models:\n  - id: [r/x\n', undefined, /models\.yaml:\d+: YAML syntax error/],
     ['an unknown strategy in routing.yaml', MODELS_V2, 'routing_strategy: telepathy\n', /routing_strategy "telepathy" is unknown/],
     ['a bad retry setting in routing.yaml', MODELS_V2, 'retry: { max_retries: -1 }\n', /retry\.max_retries\): must be at least 0/],
-    ['a bad per-route setting', `models:\n  - id: r/x\n    context_length: 10\n    route: [{ kind: mock, context_length: huge }]\n`, undefined, /context_length must be a whole number/],
+    [
+      'a bad per-route setting',
+      `models:\n  - id: r/x\n    context_length: 10\n    route: [{ kind: mock, context_length: huge }]\n`,
+      undefined,
+      /context_length must be a whole number/,
+    ],
   ])('refuses %s with the reason and keeps serving the old config', async (_, models, routing, reason) => {
     write('models.yaml', models);
     if (routing) write('routing.yaml', routing);
@@ -90,11 +107,12 @@ describe('routing config reload', () => {
     expect(res.body.error!.message).toMatch(reason);
     expect(res.body.error!.message).toMatch(/stays/);
     expect(await modelIds()).toEqual(['r/first', 'r/second']);
-    expect((await client.chat.completions.create({ model: 'r/second', messages: [{ role: 'user', content: 'x' }] })).choices[0].message.content).toBe('Hello from');
+    expect(
+      (await client.chat.completions.create({ model: 'r/second', messages: [{ role: 'user', content: 'x' }] })).choices[0].message.content,
+    ).toBe('Hello from');
     write('models.yaml', MODELS_V2);
     write('routing.yaml', 'routing_strategy: weighted\n');
   });
-
 });
 
 /**
@@ -132,7 +150,21 @@ describe('routing config reload in the built server', () => {
     const port = 20000 + Math.floor(Math.random() * 20000);
     const child = spawn(process.execPath, [main], {
       cwd: dir,
-      env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info', ADMIN_TOKEN: TOKEN, MODELS_CONFIG_PATH: join(dir, 'models.yaml'), ROUTING_CONFIG_PATH: join(dir, 'routing.yaml'), DB_SQLITE_PATH: join(dir, 'gw.sqlite'), REQUEST_LOG_SPOOL_DIR: join(dir, 'spool'), DB_BACKEND: 'sqlite', DATABASE_URL: '', REDIS_URL: '', ...env },
+      env: {
+        ...process.env,
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        LOG_LEVEL: 'info',
+        ADMIN_TOKEN: TOKEN,
+        MODELS_CONFIG_PATH: join(dir, 'models.yaml'),
+        ROUTING_CONFIG_PATH: join(dir, 'routing.yaml'),
+        DB_SQLITE_PATH: join(dir, 'gw.sqlite'),
+        REQUEST_LOG_SPOOL_DIR: join(dir, 'spool'),
+        DB_BACKEND: 'sqlite',
+        DATABASE_URL: '',
+        REDIS_URL: '',
+        ...env,
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     children.push(child);
@@ -152,7 +184,11 @@ describe('routing config reload in the built server', () => {
   async function servedEverywhere(url: string, model: string, n = 12): Promise<number[]> {
     return Promise.all(
       Array.from({ length: n }, async () => {
-        const res = await fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', connection: 'close' }, body: JSON.stringify({ model, messages: [{ role: 'user', content: 'x' }] }) });
+        const res = await fetch(`${url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', connection: 'close' },
+          body: JSON.stringify({ model, messages: [{ role: 'user', content: 'x' }] }),
+        });
         await res.text();
         return res.status;
       }),
@@ -188,10 +224,16 @@ describe('routing config reload in the built server', () => {
     expect(gw.child.exitCode).toBeNull();
 
     writeFileSync(join(gw.dir, 'models.yaml'), `${MODELS_V2}  - id: r/third\n    context_length: 4096\n    route: [{ kind: mock }]\n`);
-    const res = await fetch(`${gw.url}/admin/routing/reload`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, connection: 'close' } });
+    const res = await fetch(`${gw.url}/admin/routing/reload`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, connection: 'close' },
+    });
     expect(res.status).toBe(200);
     expect(await res.json()).toMatchObject({ status: 'reloaded', other_workers: 'asked to reload' });
-    await waitFor(async () => (await servedEverywhere(gw.url, 'r/third')).every((s) => s === 200), 'every worker serves the model added through the admin API');
+    await waitFor(
+      async () => (await servedEverywhere(gw.url, 'r/third')).every((s) => s === 200),
+      'every worker serves the model added through the admin API',
+    );
     gw.child.kill('SIGTERM');
   });
 });

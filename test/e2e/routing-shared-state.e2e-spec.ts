@@ -17,7 +17,9 @@ async function eventually(check: () => Promise<boolean>, what: string, timeoutMs
   }
 }
 
-type AdminView = { models: Array<{ id: string; routes: Array<{ id: string; circuit: { state: string; shared: boolean }; health: { status: string } }> }> };
+type AdminView = {
+  models: Array<{ id: string; routes: Array<{ id: string; circuit: { state: string; shared: boolean }; health: { status: string } }> }>;
+};
 
 /**
  * Two gateway processes' worth of state (two apps) sharing one Redis: a circuit one of them
@@ -31,7 +33,8 @@ describe('circuit and health state shared through Redis', () => {
   let a: TestGateway;
   let b: TestGateway;
 
-  const view = async (gw: TestGateway) => (await (await fetch(`${gw.url}/admin/routing`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as AdminView;
+  const view = async (gw: TestGateway) =>
+    (await (await fetch(`${gw.url}/admin/routing`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as AdminView;
   const healthOf = async (gw: TestGateway, model: string) => (await view(gw)).models.find((m) => m.id === model)!.routes[0].health.status;
   const circuitOf = async (gw: TestGateway, model = 's/broken') => (await view(gw)).models.find((m) => m.id === model)!.routes[0].circuit;
   const chats = () => upstream.requests.filter((r) => r.method === 'POST').length;
@@ -82,13 +85,20 @@ models:
   });
 
   it('a circuit opened by one process is open for the other, which no longer calls the upstream', async () => {
-    for (let i = 0; i < 2; i++) await a.client().chat.completions.create({ model: 's/broken', messages: [{ role: 'user', content: 'x' }] }).catch(() => undefined);
+    for (let i = 0; i < 2; i++)
+      await a
+        .client()
+        .chat.completions.create({ model: 's/broken', messages: [{ role: 'user', content: 'x' }] })
+        .catch(() => undefined);
     expect(chats()).toBe(2);
     expect((await circuitOf(a)).state).toBe('open');
     await eventually(async () => (await circuitOf(b)).state === 'open', 'the other process adopts the open circuit');
     expect(await redis.hexists(`${prefix}routing:circuits`, 's/broken|broken')).toBe(1);
 
-    const err = (await b.client().chat.completions.create({ model: 's/broken', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e)) as APIError;
+    const err = (await b
+      .client()
+      .chat.completions.create({ model: 's/broken', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e)) as APIError;
     expect(err.status).toBe(503);
     expect(err.code).toBe('no_available_route');
     expect(chats()).toBe(2);
@@ -96,7 +106,11 @@ models:
 
   it('a circuit closed by one process closes for the other', async () => {
     // Two failures on a open its circuit; b adopts it.
-    for (let i = 0; i < 2; i++) await a.client().chat.completions.create({ model: 's/heals', messages: [{ role: 'user', content: 'x' }] }).catch(() => undefined);
+    for (let i = 0; i < 2; i++)
+      await a
+        .client()
+        .chat.completions.create({ model: 's/heals', messages: [{ role: 'user', content: 'x' }] })
+        .catch(() => undefined);
     await eventually(async () => (await circuitOf(b, 's/heals')).state === 'open', 'b sees the circuit open');
     // Shorten a's cooldown the way a recovered health probe would, let its half-open probe
     // succeed (the upstream now answers), and watch b follow.
@@ -108,15 +122,21 @@ models:
     expect(res.choices[0].message.content).toBe('echo: x');
     expect((await circuitOf(a, 's/heals')).state).toBe('closed');
     await eventually(async () => (await circuitOf(b, 's/heals')).state === 'closed', 'b sees the circuit closed');
-    expect((await b.client().chat.completions.create({ model: 's/heals', messages: [{ role: 'user', content: 'y' }] })).choices[0].message.content).toBe('echo: y');
+    expect(
+      (await b.client().chat.completions.create({ model: 's/heals', messages: [{ role: 'user', content: 'y' }] })).choices[0].message
+        .content,
+    ).toBe('echo: y');
   });
 
   it('shares probe results: both processes know the dead endpoint, and Redis holds the result', async () => {
-    await eventually(async () => (await healthOf(a, 's/dead')) === 'unhealthy' && (await healthOf(b, 's/dead')) === 'unhealthy', 'both see the endpoint unhealthy');
+    await eventually(
+      async () => (await healthOf(a, 's/dead')) === 'unhealthy' && (await healthOf(b, 's/dead')) === 'unhealthy',
+      'both see the endpoint unhealthy',
+    );
     const shared = await redis.hgetall(`${prefix}routing:health`);
     const entry = Object.entries(shared).find(([k]) => k.startsWith('vllm http://127.0.0.1:'));
     expect(entry).toBeDefined();
     expect(JSON.parse(entry![1])).toMatchObject({ ok: false });
-    expect((await healthOf(a, 's/broken'))).toBe('healthy');
+    expect(await healthOf(a, 's/broken')).toBe('healthy');
   });
 });

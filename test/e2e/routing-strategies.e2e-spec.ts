@@ -48,14 +48,15 @@ describe('routing strategies', () => {
   const count = (names: string[]) => names.reduce<Record<string, number>>((acc, n) => ({ ...acc, [n]: (acc[n] ?? 0) + 1 }), {});
 
   it('round_robin: turns in proportion to weight, interleaved', async () => {
-    for (let i = 0; i < 9; i++) await client.chat.completions.create({ model: 's/round-robin', messages: [{ role: 'user', content: 'x' }] });
+    for (let i = 0; i < 9; i++)
+      await client.chat.completions.create({ model: 's/round-robin', messages: [{ role: 'user', content: 'x' }] });
     expect(count(sent())).toEqual({ heavy: 6, light: 3 });
     expect(sent().slice(0, 3).sort()).toEqual(['heavy', 'heavy', 'light']);
     const shares = (await (await fetch(`${gw.url}/routing`)).json()) as { models: Array<{ id: string; routes: Array<{ share: number }> }> };
     expect(shares.models.find((m) => m.id === 's/round-robin')!.routes.map((r) => r.share)).toEqual([0.6667, 0.3333]);
   });
 
-  it("cost: the cheapest route at its own price, billed at that price", async () => {
+  it('cost: the cheapest route at its own price, billed at that price', async () => {
     const res = await client.chat.completions.create({ model: 's/cost', max_tokens: 100, messages: [{ role: 'user', content: 'x' }] });
     expect(sent()).toEqual(['bargain']);
     const row = (await gw.rows()).find((r) => r.id === res.id.slice(4))!;

@@ -17,7 +17,9 @@ describe.each(['sqlite', 'postgres'] as const)('schema on %s', (backend) => {
 
   beforeAll(async () => {
     pg = backend === 'postgres' ? await createTestDatabase() : undefined;
-    const env = validateEnv({ ...(pg?.env ?? { DB_BACKEND: 'sqlite', DB_SQLITE_PATH: join(mkdtempSync(join(tmpdir(), 'hi-schema-')), 'db.sqlite') }) });
+    const env = validateEnv({
+      ...(pg?.env ?? { DB_BACKEND: 'sqlite', DB_SQLITE_PATH: join(mkdtempSync(join(tmpdir(), 'hi-schema-')), 'db.sqlite') }),
+    });
     ds = new DataSource(dataSourceOptions(new AppConfig(env)));
     await ds.initialize();
     await ds.runMigrations();
@@ -36,7 +38,11 @@ describe.each(['sqlite', 'postgres'] as const)('schema on %s', (backend) => {
     const runner = ds.createQueryRunner();
     try {
       const table = await runner.getTable('api_logs');
-      expect(table?.indices.map((i) => i.name).sort()).toEqual(['IDX_api_logs_api_key_created_at', 'IDX_api_logs_created_at', 'IDX_api_logs_model_created_at']);
+      expect(table?.indices.map((i) => i.name).sort()).toEqual([
+        'IDX_api_logs_api_key_created_at',
+        'IDX_api_logs_created_at',
+        'IDX_api_logs_model_created_at',
+      ]);
     } finally {
       await runner.release();
     }
@@ -46,7 +52,9 @@ describe.each(['sqlite', 'postgres'] as const)('schema on %s', (backend) => {
     const runner = ds.createQueryRunner();
     try {
       const keys = await runner.getTable('api_keys');
-      expect(keys?.indices.map((i) => ({ name: i.name, unique: i.isUnique, columns: i.columnNames }))).toEqual([{ name: 'IDX_api_keys_key_hash', unique: true, columns: ['key_hash'] }]);
+      expect(keys?.indices.map((i) => ({ name: i.name, unique: i.isUnique, columns: i.columnNames }))).toEqual([
+        { name: 'IDX_api_keys_key_hash', unique: true, columns: ['key_hash'] },
+      ]);
       const hourly = await runner.getTable('api_logs_hourly');
       expect(hourly?.primaryColumns.map((c) => c.name).sort()).toEqual(['dimension', 'hour', 'value']);
       expect(hourly?.indices.map((i) => i.name)).toEqual(['IDX_api_logs_hourly_value_hour']);

@@ -15,7 +15,11 @@ models:
 const streamBody = JSON.stringify({ model: 'demo/slow', stream: true, messages: [{ role: 'user', content: 'x' }] });
 
 async function openStream(url: string): Promise<{ first: string; rest: Promise<string> }> {
-  const res = await fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: streamBody });
+  const res = await fetch(`${url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: streamBody,
+  });
   const reader = res.body!.getReader();
   const decoder = new TextDecoder();
   const first = decoder.decode((await reader.read()).value);
@@ -43,7 +47,10 @@ describe('graceful shutdown', () => {
   });
 
   it('cuts streams still open after the grace period with an in-band error', async () => {
-    const gw = await startGateway({ models: MODELS.replace('tokens_per_second: 40', 'tokens_per_second: 2'), env: { SHUTDOWN_GRACE_MS: '200' } });
+    const gw = await startGateway({
+      models: MODELS.replace('tokens_per_second: 40', 'tokens_per_second: 2'),
+      env: { SHUTDOWN_GRACE_MS: '200' },
+    });
     const stream = await openStream(gw.url);
     const app = gw.app;
     const closing = app.close();
@@ -64,7 +71,18 @@ describe('the built server on SIGTERM', () => {
     const sqlite = join(dir, 'gw.sqlite');
     const child = spawn(process.execPath, [main], {
       cwd: dir,
-      env: { ...process.env, PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info', MODELS_CONFIG_PATH: join(dir, 'models.yaml'), ROUTING_CONFIG_PATH: join(dir, 'none.yaml'), DB_SQLITE_PATH: sqlite, REQUEST_LOG_SPOOL_DIR: join(dir, 'spool'), DB_BACKEND: 'sqlite', DATABASE_URL: '' },
+      env: {
+        ...process.env,
+        PORT: '0',
+        HOST: '127.0.0.1',
+        LOG_LEVEL: 'info',
+        MODELS_CONFIG_PATH: join(dir, 'models.yaml'),
+        ROUTING_CONFIG_PATH: join(dir, 'none.yaml'),
+        DB_SQLITE_PATH: sqlite,
+        REQUEST_LOG_SPOOL_DIR: join(dir, 'spool'),
+        DB_BACKEND: 'sqlite',
+        DATABASE_URL: '',
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';
@@ -105,7 +123,19 @@ describe('the built server with WORKERS=2', () => {
   function launch(dir: string, env: Record<string, string>) {
     return spawn(process.execPath, [main], {
       cwd: dir,
-      env: { ...process.env, HOST: '127.0.0.1', LOG_LEVEL: 'info', MODELS_CONFIG_PATH: join(dir, 'models.yaml'), ROUTING_CONFIG_PATH: join(dir, 'none.yaml'), DB_SQLITE_PATH: join(dir, 'gw.sqlite'), REQUEST_LOG_SPOOL_DIR: join(dir, 'spool'), DB_BACKEND: 'sqlite', DATABASE_URL: '', WORKERS: '2', ...env },
+      env: {
+        ...process.env,
+        HOST: '127.0.0.1',
+        LOG_LEVEL: 'info',
+        MODELS_CONFIG_PATH: join(dir, 'models.yaml'),
+        ROUTING_CONFIG_PATH: join(dir, 'none.yaml'),
+        DB_SQLITE_PATH: join(dir, 'gw.sqlite'),
+        REQUEST_LOG_SPOOL_DIR: join(dir, 'spool'),
+        DB_BACKEND: 'sqlite',
+        DATABASE_URL: '',
+        WORKERS: '2',
+        ...env,
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
   }
@@ -130,7 +160,11 @@ describe('the built server with WORKERS=2', () => {
     await Promise.all(
       Array.from({ length: 40 }, async () => {
         // A fresh connection each time, so the primary spreads them over the workers.
-        const res = await fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', connection: 'close' }, body: JSON.stringify({ model: 'demo/slow', messages: [{ role: 'user', content: 'x' }] }) });
+        const res = await fetch(`${url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', connection: 'close' },
+          body: JSON.stringify({ model: 'demo/slow', messages: [{ role: 'user', content: 'x' }] }),
+        });
         expect(res.status).toBe(200);
         await res.text();
       }),

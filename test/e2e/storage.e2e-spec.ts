@@ -62,8 +62,17 @@ describe('request logs when PostgreSQL goes away', () => {
     await db.drop();
   });
 
-  const env = (port: number) => ({ DB_BACKEND: 'postgres', DATABASE_URL: `postgres://${PG_ADMIN.user}@127.0.0.1:${port}/${db.name}`, DB_CONNECT_TIMEOUT_MS: '3000' });
-  const ask = (g: TestGateway, n: number) => Promise.all(Array.from({ length: n }, () => g.client().chat.completions.create({ model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] })));
+  const env = (port: number) => ({
+    DB_BACKEND: 'postgres',
+    DATABASE_URL: `postgres://${PG_ADMIN.user}@127.0.0.1:${port}/${db.name}`,
+    DB_CONNECT_TIMEOUT_MS: '3000',
+  });
+  const ask = (g: TestGateway, n: number) =>
+    Promise.all(
+      Array.from({ length: n }, () =>
+        g.client().chat.completions.create({ model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] }),
+      ),
+    );
 
   it('spools rows while the database is down and replays them when it is back, without duplicates', async () => {
     const port = await proxy.start();
@@ -109,7 +118,34 @@ describe('request logs when PostgreSQL goes away', () => {
     // A row as a crashed process (pid 999999 does not exist) would have left it.
     const dirs = { spool: join(tmpdir(), `hi-spool-${process.pid}-${Date.now()}`) };
     mkdirSync(dirs.spool, { recursive: true });
-    const row = { id: 'crashed-row-1', created_at: new Date().toISOString(), model: 'demo/mock', provider: 'mock', endpoint: 'mock', stream: false, status_code: 200, error: null, error_code: null, finish_reason: 'stop', ttft_ms: null, latency_ms: 5, prompt_tokens: 1, completion_tokens: 2, total_tokens: 3, cached_tokens: 0, cache_write_tokens: 0, reasoning_tokens: 0, usage_estimated: false, cost_usd: '0.000003', upstream_cost_usd: null, api_key_id: null, user_id: null, metadata: null, request_content: null, response_content: null };
+    const row = {
+      id: 'crashed-row-1',
+      created_at: new Date().toISOString(),
+      model: 'demo/mock',
+      provider: 'mock',
+      endpoint: 'mock',
+      stream: false,
+      status_code: 200,
+      error: null,
+      error_code: null,
+      finish_reason: 'stop',
+      ttft_ms: null,
+      latency_ms: 5,
+      prompt_tokens: 1,
+      completion_tokens: 2,
+      total_tokens: 3,
+      cached_tokens: 0,
+      cache_write_tokens: 0,
+      reasoning_tokens: 0,
+      usage_estimated: false,
+      cost_usd: '0.000003',
+      upstream_cost_usd: null,
+      api_key_id: null,
+      user_id: null,
+      metadata: null,
+      request_content: null,
+      response_content: null,
+    };
     writeFileSync(join(dirs.spool, 'api_logs.999999.1.jsonl'), `${JSON.stringify(row)}\n{"truncated by a cra`);
     gw = await startGateway({ models: MODELS, env: { ...env(port), REQUEST_LOG_SPOOL_DIR: dirs.spool } });
     await waitFor(async () => (await countRows(db)) === 1, 'the left-over row');
@@ -204,12 +240,24 @@ describe.each(['sqlite', 'postgres'] as const)('rows the database would refuse, 
   it('stores text with NUL characters and over-long values, batched with ordinary rows', async () => {
     const writer = gw.app.get(RequestLogWriter);
     writer.enqueue(logRow('ok-1'));
-    writer.enqueue(logRow('nul-1', { user_id: 'evil\u0000user', model: 'demo/\u0000mock', error: 'a\u0000b', metadata: { note: 'x\u0000y', literal: '\\u0000 stays' } }));
+    writer.enqueue(
+      logRow('nul-1', {
+        user_id: 'evil\u0000user',
+        model: 'demo/\u0000mock',
+        error: 'a\u0000b',
+        metadata: { note: 'x\u0000y', literal: '\\u0000 stays' },
+      }),
+    );
     writer.enqueue(logRow('long-1', { finish_reason: 'f'.repeat(100), error_code: 'c'.repeat(300) }));
     writer.enqueue(logRow('ok-2'));
     const rows = new Map((await gw.rows()).map((r) => [r.id, r]));
     expect([...rows.keys()].sort()).toEqual(['long-1', 'nul-1', 'ok-1', 'ok-2']);
-    expect(rows.get('nul-1')).toMatchObject({ user_id: 'eviluser', model: 'demo/mock', error: 'ab', metadata: { note: 'xy', literal: '\\u0000 stays' } });
+    expect(rows.get('nul-1')).toMatchObject({
+      user_id: 'eviluser',
+      model: 'demo/mock',
+      error: 'ab',
+      metadata: { note: 'xy', literal: '\\u0000 stays' },
+    });
     expect(rows.get('long-1')).toMatchObject({ finish_reason: 'f'.repeat(32), error_code: 'c'.repeat(100) });
     expect(spooledLines(join(gw.dir, 'spool'))).toBe(0);
     expect(rejectedRows(join(gw.dir, 'spool'))).toEqual([]);

@@ -38,7 +38,8 @@ describe.each(['sqlite', 'postgres'] as const)('subscription accounts admin API 
     await db.drop();
   });
 
-  const post = (path: string, body?: unknown) => gw.admin(path, { method: 'POST', ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
+  const post = (path: string, body?: unknown) =>
+    gw.admin(path, { method: 'POST', ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
 
   /** Every column of every account row, as stored. */
   async function rawRows(): Promise<Array<Record<string, unknown>>> {
@@ -62,18 +63,48 @@ describe.each(['sqlite', 'postgres'] as const)('subscription accounts admin API 
   it('adds, imports, lists and shows accounts, never returning a token; tokens are encrypted at rest', async () => {
     const a = tokens.login({ accountId: 'acct-admin-a', email: 'a@example.com' });
     const b = tokens.login({ accountId: 'acct-admin-b', email: 'b@example.com' });
-    const added = await post('', { provider: 'codex', name: 'first', access_token: a.access_token, refresh_token: a.refresh_token, id_token: a.id_token });
+    const added = await post('', {
+      provider: 'codex',
+      name: 'first',
+      access_token: a.access_token,
+      refresh_token: a.refresh_token,
+      id_token: a.id_token,
+    });
     expect(added.status).toBe(201);
     const addedText = await added.text();
-    expect(JSON.parse(addedText)).toMatchObject({ provider: 'codex', name: 'first', status: 'active', account_id: 'acct-admin-a', email: 'a@example.com', plan_type: 'plus', token_expires_at: new Date(Math.floor(a.expiresAt / 1000) * 1000).toISOString() });
+    expect(JSON.parse(addedText)).toMatchObject({
+      provider: 'codex',
+      name: 'first',
+      status: 'active',
+      account_id: 'acct-admin-a',
+      email: 'a@example.com',
+      plan_type: 'plus',
+      token_expires_at: new Date(Math.floor(a.expiresAt / 1000) * 1000).toISOString(),
+    });
 
     // Codex's auth.json as one entry of the import.
-    const imported = await post('/import', { provider: 'codex', accounts: [{ name: 'second', auth_mode: 'chatgpt', tokens: { id_token: b.id_token, access_token: b.access_token, refresh_token: b.refresh_token, account_id: b.accountId } }] });
+    const imported = await post('/import', {
+      provider: 'codex',
+      accounts: [
+        {
+          name: 'second',
+          auth_mode: 'chatgpt',
+          tokens: { id_token: b.id_token, access_token: b.access_token, refresh_token: b.refresh_token, account_id: b.accountId },
+        },
+      ],
+    });
     expect(imported.status).toBe(200);
     const importedText = await imported.text();
     expect(JSON.parse(importedText)).toEqual({ added: ['second'], updated: [], unchanged: [], errors: [] });
     // The same again: nothing to do.
-    expect(await (await post('/import', { provider: 'codex', accounts: [{ name: 'second', tokens: { access_token: b.access_token, refresh_token: b.refresh_token, account_id: b.accountId } }] })).json()).toMatchObject({ unchanged: ['second'] });
+    expect(
+      await (
+        await post('/import', {
+          provider: 'codex',
+          accounts: [{ name: 'second', tokens: { access_token: b.access_token, refresh_token: b.refresh_token, account_id: b.accountId } }],
+        })
+      ).json(),
+    ).toMatchObject({ unchanged: ['second'] });
 
     const list = await gw.admin('');
     const listText = await list.text();
@@ -88,8 +119,8 @@ describe.each(['sqlite', 'postgres'] as const)('subscription accounts admin API 
     const refreshed = await post(`/${data[0].id}/refresh`);
     const refreshedText = await refreshed.text();
     expect(JSON.parse(refreshedText)).toMatchObject({ refreshed: true, account: { name: 'first', last_refresh_at: expect.any(String) } });
-    expect((await gw.admin('?provider=codex').then((r) => r.json()) as { data: unknown[] }).data).toHaveLength(2);
-    expect((await gw.admin('?provider=claude').then((r) => r.json()) as { data: unknown[] }).data).toHaveLength(0);
+    expect(((await gw.admin('?provider=codex').then((r) => r.json())) as { data: unknown[] }).data).toHaveLength(2);
+    expect(((await gw.admin('?provider=claude').then((r) => r.json())) as { data: unknown[] }).data).toHaveLength(0);
 
     const secrets = [a.access_token, a.refresh_token, a.id_token!, b.access_token, b.refresh_token, b.id_token!];
     for (const text of [addedText, importedText, listText, oneText, refreshedText]) for (const s of secrets) expect(text).not.toContain(s);
@@ -105,12 +136,27 @@ describe.each(['sqlite', 'postgres'] as const)('subscription accounts admin API 
     }
     expect(rows.every((r) => typeof r.credentials === 'string' && r.credentials.startsWith('v1:'))).toBe(true);
     // The refreshed tokens are stored sealed too, and they serve.
-    expect((await gw.client().chat.completions.create({ model: 'codex/gpt', messages: [{ role: 'user', content: 'hi' }] })).choices[0].message.content).toBe('echo: hi');
+    expect(
+      (await gw.client().chat.completions.create({ model: 'codex/gpt', messages: [{ role: 'user', content: 'hi' }] })).choices[0].message
+        .content,
+    ).toBe('echo: hi');
   });
 
   it('disables and enables: a disabled account is skipped until enabled', async () => {
     const logins = [tokens.login({ accountId: 'acct-d1' }), tokens.login({ accountId: 'acct-d2' })];
-    expect((await post('/import', { provider: 'codex', accounts: logins.map((l, i) => ({ name: `n${i + 1}`, access_token: l.access_token, refresh_token: l.refresh_token, account_id: l.accountId })) })).status).toBe(200);
+    expect(
+      (
+        await post('/import', {
+          provider: 'codex',
+          accounts: logins.map((l, i) => ({
+            name: `n${i + 1}`,
+            access_token: l.access_token,
+            refresh_token: l.refresh_token,
+            account_id: l.accountId,
+          })),
+        })
+      ).status,
+    ).toBe(200);
     const [first] = ((await (await gw.admin('')).json()) as { data: Array<{ id: string }> }).data;
     expect(await (await post(`/${first.id}/disable`)).json()).toMatchObject({ status: 'disabled' });
     const client = gw.client();
@@ -129,12 +175,19 @@ describe.each(['sqlite', 'postgres'] as const)('subscription accounts admin API 
     expect(bad.status).toBe(400);
     const body = (await bad.json()) as { error: { message: string; type: string } };
     expect(body.error.type).toBe('invalid_request_error');
-    for (const field of ['provider', 'name', 'access_token', 'refresh_token', 'property extra should not exist']) expect(body.error.message).toContain(field);
+    for (const field of ['provider', 'name', 'access_token', 'refresh_token', 'property extra should not exist'])
+      expect(body.error.message).toContain(field);
 
     const noBody = await post('');
     expect(noBody.status).toBe(400);
 
-    const badImport = await post('/import', { provider: 'codex', accounts: [{ name: 'ok', access_token: 'a', refresh_token: 'r', account_id: 'x' }, { name: 'broken', access_token: 'a' }] });
+    const badImport = await post('/import', {
+      provider: 'codex',
+      accounts: [
+        { name: 'ok', access_token: 'a', refresh_token: 'r', account_id: 'x' },
+        { name: 'broken', access_token: 'a' },
+      ],
+    });
     expect(badImport.status).toBe(400);
     expect(((await badImport.json()) as { error: { message: string } }).error.message).toMatch(/accounts\[1\]\.refresh_token: is required/);
     // All or nothing: the good entry was not stored either.
@@ -149,7 +202,10 @@ describe.each(['sqlite', 'postgres'] as const)('subscription accounts admin API 
       expect(far.status).toBe(400);
       expect(((await far.json()) as { error: { message: string } }).error.message).toContain('expires_at');
     }
-    const farImport = await post('/import', { provider: 'claude', accounts: [{ name: 'far', claudeAiOauth: { accessToken: 'a', refreshToken: 'r', expiresAt: 1e20 } }] });
+    const farImport = await post('/import', {
+      provider: 'claude',
+      accounts: [{ name: 'far', claudeAiOauth: { accessToken: 'a', refreshToken: 'r', expiresAt: 1e20 } }],
+    });
     expect(farImport.status).toBe(400);
     expect((await gw.admin('')).status).toBe(200);
 
@@ -171,7 +227,13 @@ describe.each(['sqlite', 'postgres'] as const)('subscription accounts admin API 
     expect((await gw.admin('?provider=gemini')).status).toBe(400);
 
     const dup = tokens.login({ accountId: 'acct-dup' });
-    const entry = { provider: 'codex', name: 'dup', access_token: dup.access_token, refresh_token: dup.refresh_token, account_id: 'acct-dup' };
+    const entry = {
+      provider: 'codex',
+      name: 'dup',
+      access_token: dup.access_token,
+      refresh_token: dup.refresh_token,
+      account_id: 'acct-dup',
+    };
     expect((await post('', entry)).status).toBe(201);
     const again = await post('', entry);
     expect(again.status).toBe(409);
@@ -186,7 +248,9 @@ describe.each(['sqlite', 'postgres'] as const)('subscription accounts admin API 
 
   it('removes an account from the table and from every pool', async () => {
     const l = tokens.login({ accountId: 'acct-rm' });
-    const created = (await (await post('', { provider: 'codex', name: 'rm', access_token: l.access_token, refresh_token: l.refresh_token, account_id: 'acct-rm' })).json()) as { id: string };
+    const created = (await (
+      await post('', { provider: 'codex', name: 'rm', access_token: l.access_token, refresh_token: l.refresh_token, account_id: 'acct-rm' })
+    ).json()) as { id: string };
     expect(gw.app.get(AccountPool).usable('codex')).toEqual({ usable: 1, total: 1 });
     expect((await gw.admin(`/${created.id}`, { method: 'DELETE' })).status).toBe(204);
     expect(gw.app.get(AccountPool).usable('codex')).toEqual({ usable: 0, total: 0 });
@@ -210,8 +274,12 @@ describe('subscription accounts without SUBSCRIPTION_ENCRYPTION_KEY', () => {
         body: JSON.stringify({ provider: 'claude', name: 'x', access_token: 'sk-ant-oat01-x', refresh_token: 'sk-ant-ort01-x' }),
       });
       expect(res.status).toBe(503);
-      expect(await res.json()).toMatchObject({ error: { code: 'encryption_key_missing', message: expect.stringContaining('SUBSCRIPTION_ENCRYPTION_KEY') } });
-      const list = (await (await fetch(`${gw.url}/admin/accounts`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()) as { data: unknown[] };
+      expect(await res.json()).toMatchObject({
+        error: { code: 'encryption_key_missing', message: expect.stringContaining('SUBSCRIPTION_ENCRYPTION_KEY') },
+      });
+      const list = (await (await fetch(`${gw.url}/admin/accounts`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()) as {
+        data: unknown[];
+      };
       expect(list.data).toEqual([]);
     } finally {
       await gw.close();
@@ -220,7 +288,10 @@ describe('subscription accounts without SUBSCRIPTION_ENCRYPTION_KEY', () => {
   });
 
   it('refuses to start with a key that is not 32 bytes, naming the variable but not printing the value', async () => {
-    const start = startGateway({ models: 'models:\n  - id: d\n    context_length: 10\n    route: [{ kind: mock }]\n', env: { SUBSCRIPTION_ENCRYPTION_KEY: 'almost-a-key-but-too-short' } });
+    const start = startGateway({
+      models: 'models:\n  - id: d\n    context_length: 10\n    route: [{ kind: mock }]\n',
+      env: { SUBSCRIPTION_ENCRYPTION_KEY: 'almost-a-key-but-too-short' },
+    });
     const err = await start.then(
       () => new Error('started'),
       (e: Error) => e,
@@ -230,7 +301,9 @@ describe('subscription accounts without SUBSCRIPTION_ENCRYPTION_KEY', () => {
   });
 
   it('refuses to start with a codex_sub route, naming the variable', async () => {
-    await expect(startGateway({ models: 'models:\n  - id: c\n    context_length: 10\n    route: [{ kind: codex_sub }]\n' })).rejects.toThrow(/codex_sub needs SUBSCRIPTION_ENCRYPTION_KEY/);
+    await expect(
+      startGateway({ models: 'models:\n  - id: c\n    context_length: 10\n    route: [{ kind: codex_sub }]\n' }),
+    ).rejects.toThrow(/codex_sub needs SUBSCRIPTION_ENCRYPTION_KEY/);
   });
 });
 
@@ -246,7 +319,14 @@ describe('subscription accounts while PostgreSQL is unreachable', () => {
     const file = codexFile(db.dir, [{ name: 'mem', login: tokens.login({ accountId: 'acct-mem' }) }]);
     const gw = await startSubscriptionGateway({
       models: `models:\n  - id: codex/gpt\n    context_length: 1000\n    route: [{ kind: codex_sub, base_url: "${codexUrl}", provider_model_id: gpt-5.1-codex }]\n`,
-      db: { ...db, env: { DB_BACKEND: 'postgres', DATABASE_URL: `postgres://${PG_ADMIN.user}${PG_ADMIN.password ? `:${PG_ADMIN.password}` : ''}@127.0.0.1:${port}/${pg.name}`, DB_CONNECT_TIMEOUT_MS: '5000' } },
+      db: {
+        ...db,
+        env: {
+          DB_BACKEND: 'postgres',
+          DATABASE_URL: `postgres://${PG_ADMIN.user}${PG_ADMIN.password ? `:${PG_ADMIN.password}` : ''}@127.0.0.1:${port}/${pg.name}`,
+          DB_CONNECT_TIMEOUT_MS: '5000',
+        },
+      },
       codexFile: file,
     });
     try {

@@ -32,7 +32,11 @@ describe('API surface', () => {
   let client: OpenAI;
 
   beforeAll(async () => {
-    gw = await startGateway({ models: MODELS, routing: 'routing_strategy: weighted\nrouting_parameter: { local_fraction: 0.8 }\n', env: { BODY_LIMIT: '64kb' } });
+    gw = await startGateway({
+      models: MODELS,
+      routing: 'routing_strategy: weighted\nrouting_parameter: { local_fraction: 0.8 }\n',
+      env: { BODY_LIMIT: '64kb' },
+    });
     client = gw.client();
   });
   afterAll(() => gw.close());
@@ -43,16 +47,31 @@ describe('API surface', () => {
     ['invalid JSON', '{"model": "demo/mock", ', 400, 'body'],
     ['a body that is not an object', '[1, 2]', 400, 'body'],
     // JSON.parse takes it; serialising it again for the upstream would overflow the stack.
-    ['a body nested 4,500 levels deep', `{"model": "demo/mock", "messages": [{"role": "user", "content": "x"}], "metadata": ${'['.repeat(4500)}${']'.repeat(4500)}}`, 400, 'body'],
+    [
+      'a body nested 4,500 levels deep',
+      `{"model": "demo/mock", "messages": [{"role": "user", "content": "x"}], "metadata": ${'['.repeat(4500)}${']'.repeat(4500)}}`,
+      400,
+      'body',
+    ],
     ['no model', { messages: [{ role: 'user', content: 'x' }] }, 400, 'model'],
     ['no messages', { model: 'demo/mock' }, 400, 'messages'],
     ['empty messages', { model: 'demo/mock', messages: [] }, 400, 'messages'],
     ['a message without role', { model: 'demo/mock', messages: [{ content: 'x' }] }, 400, 'messages[0].role'],
     ['content of the wrong type', { model: 'demo/mock', messages: [{ role: 'user', content: 42 }] }, 400, 'messages[0].content'],
     ['max_tokens as text', { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }], max_tokens: 'ten' }, 400, 'max_tokens'],
-    ['max_tokens beyond any model', { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }], max_tokens: 1e308 }, 400, 'max_tokens'],
+    [
+      'max_tokens beyond any model',
+      { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }], max_tokens: 1e308 },
+      400,
+      'max_tokens',
+    ],
     ['stream as text', { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }], stream: 'yes' }, 400, 'stream'],
-    ['a malformed tool', { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }], tools: [{ type: 'function' }] }, 400, 'tools[0].function'],
+    [
+      'a malformed tool',
+      { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }], tools: [{ type: 'function' }] },
+      400,
+      'tools[0].function',
+    ],
     ['an unknown model', { model: 'nobody/nothing', messages: [{ role: 'user', content: 'x' }] }, 404, 'model'],
   ])('answers %s with %s in the OpenAI error shape', async (_what, body, status, param) => {
     const res = await rawPost(`${gw.url}${chat}`, body);
@@ -64,7 +83,9 @@ describe('API surface', () => {
   });
 
   it('says model_not_found for an unknown model', async () => {
-    const err = await client.chat.completions.create({ model: 'nobody/nothing', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const err = await client.chat.completions
+      .create({ model: 'nobody/nothing', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OpenAI.NotFoundError);
     expect((err as APIError).code).toBe('model_not_found');
   });
@@ -75,8 +96,17 @@ describe('API surface', () => {
     expect(JSON.parse(res.text).error.code).toBe('request_too_large');
   });
 
-  it('logs a body the reader refused on every model endpoint, one row each, in the surface\'s shape', async () => {
-    const paths = ['/v1/chat/completions', '/v1/completions', '/v1/embeddings', '/v1/messages', '/v1/messages/count_tokens', '/anthropic/v1/messages', '/anthropic/v1/messages/count_tokens', '/v1/chat/completions/'];
+  it("logs a body the reader refused on every model endpoint, one row each, in the surface's shape", async () => {
+    const paths = [
+      '/v1/chat/completions',
+      '/v1/completions',
+      '/v1/embeddings',
+      '/v1/messages',
+      '/v1/messages/count_tokens',
+      '/anthropic/v1/messages',
+      '/anthropic/v1/messages/count_tokens',
+      '/v1/chat/completions/',
+    ];
     const answers: Array<[string, number, string]> = [];
     for (const path of paths) {
       const res = await rawPost(`${gw.url}${path}`, '{"model": ');
@@ -84,7 +114,10 @@ describe('API surface', () => {
       expect([path, res.status, body.error.type]).toEqual([path, 400, 'invalid_request_error']);
       answers.push([path, 400, res.headers.get('x-request-id')!]);
     }
-    const tooLarge = await rawPost(`${gw.url}${chat}`, { model: 'demo/mock', messages: [{ role: 'user', content: 'x'.repeat(70 * 1024) }] });
+    const tooLarge = await rawPost(`${gw.url}${chat}`, {
+      model: 'demo/mock',
+      messages: [{ role: 'user', content: 'x'.repeat(70 * 1024) }],
+    });
     expect(tooLarge.status).toBe(413);
     answers.push(['413', 413, tooLarge.headers.get('x-request-id')!]);
     const gzip = await rawPost(`${gw.url}${chat}`, '{}', { headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' } });
@@ -102,23 +135,39 @@ describe('API surface', () => {
   it('answers a path that does not decode with a 400 naming the path', async () => {
     const res = await request(`${gw.url}/v1/models/%ZZ`);
     expect(res.statusCode).toBe(400);
-    expect(await res.body.json()).toEqual({ error: { message: expect.stringContaining('%ZZ'), type: 'invalid_request_error', param: 'path', code: 'invalid_path' } });
+    expect(await res.body.json()).toEqual({
+      error: { message: expect.stringContaining('%ZZ'), type: 'invalid_request_error', param: 'path', code: 'invalid_path' },
+    });
   });
 
-  it('answers a request line over Node\'s header limit with 431 in the same shape', async () => {
+  it("answers a request line over Node's header limit with 431 in the same shape", async () => {
     const res = await request(`${gw.url}/v1/models/${'x'.repeat(20_000)}`);
     expect(res.statusCode).toBe(431);
-    expect(await res.body.json()).toEqual({ error: { message: expect.stringContaining('size limit'), type: 'invalid_request_error', param: null, code: 'request_too_large' } });
+    expect(await res.body.json()).toEqual({
+      error: { message: expect.stringContaining('size limit'), type: 'invalid_request_error', param: null, code: 'request_too_large' },
+    });
   });
 
-  it('answers headers over the limit on the Anthropic surface in Anthropic\'s shape', async () => {
+  it("answers headers over the limit on the Anthropic surface in Anthropic's shape", async () => {
     for (const path of ['/anthropic/v1/messages', '/v1/messages?beta=true']) {
-      const res = await request(`${gw.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-big': 'a'.repeat(20_000) }, body: '{}' });
+      const res = await request(`${gw.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-big': 'a'.repeat(20_000) },
+        body: '{}',
+      });
       expect(res.statusCode).toBe(431);
-      expect(await res.body.json()).toEqual({ type: 'error', error: { type: 'invalid_request_error', message: expect.stringContaining('size limit') }, request_id: null });
+      expect(await res.body.json()).toEqual({
+        type: 'error',
+        error: { type: 'invalid_request_error', message: expect.stringContaining('size limit') },
+        request_id: null,
+      });
     }
     // The OpenAI surface keeps OpenAI's shape for the same refusal.
-    const openai = await request(`${gw.url}${chat}`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-big': 'a'.repeat(20_000) }, body: '{}' });
+    const openai = await request(`${gw.url}${chat}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-big': 'a'.repeat(20_000) },
+      body: '{}',
+    });
     expect(openai.statusCode).toBe(431);
     expect(((await openai.body.json()) as { error: { code: string } }).error.code).toBe('request_too_large');
   });
@@ -130,7 +179,11 @@ describe('API surface', () => {
   });
 
   it('reads a JSON body whatever content type the client declared', async () => {
-    const res = await fetch(`${gw.url}${chat}`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: JSON.stringify({ model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] }) });
+    const res = await fetch(`${gw.url}${chat}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: JSON.stringify({ model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] }),
+    });
     expect(res.status).toBe(200);
   });
 
@@ -153,8 +206,22 @@ describe('API surface', () => {
       created: 1700000000,
       description: 'the built-in mock',
       context_length: 4096,
-      architecture: { modality: 'text+image->text', input_modalities: ['text', 'image'], output_modalities: ['text'], tokenizer: 'Other', instruct_type: null },
-      pricing: { prompt: '0.00000015', completion: '0.0000006', request: '0.001', image: '0', input_cache_read: '0.000000075', input_cache_write: '0.00000015', internal_reasoning: '0.0000006' },
+      architecture: {
+        modality: 'text+image->text',
+        input_modalities: ['text', 'image'],
+        output_modalities: ['text'],
+        tokenizer: 'Other',
+        instruct_type: null,
+      },
+      pricing: {
+        prompt: '0.00000015',
+        completion: '0.0000006',
+        request: '0.001',
+        image: '0',
+        input_cache_read: '0.000000075',
+        input_cache_write: '0.00000015',
+        internal_reasoning: '0.0000006',
+      },
       top_provider: { context_length: 4096, max_completion_tokens: 1024, is_moderated: false },
       per_request_limits: null,
       supported_parameters: ['temperature', 'max_tokens'],
@@ -178,7 +245,10 @@ describe('API surface', () => {
     const res = await fetch(`${gw.url}/routing`);
     const text = await res.text();
     expect(text).not.toMatch(/internal|deepseek\.example|sk-secret|base_url|api_key/);
-    const body = JSON.parse(text) as { default_strategy: string; models: Array<{ id: string; strategy: string; routes: Array<{ id: string; share: number; locality: string }> }> };
+    const body = JSON.parse(text) as {
+      default_strategy: string;
+      models: Array<{ id: string; strategy: string; routes: Array<{ id: string; share: number; locality: string }> }>;
+    };
     expect(body.default_strategy).toBe('weighted');
     const split = body.models.find((m) => m.id === 'demo/split')!;
     expect(split.strategy).toBe('fixed');

@@ -28,7 +28,15 @@ describe('vertex_claude adapter', () => {
 
   const writeAccount = (name: string, key: typeof keys.privateKey) => {
     const file = join(dir, name);
-    const json = { type: 'service_account', project_id: 'test-proj', private_key_id: 'k1', private_key: key.export({ type: 'pkcs8', format: 'pem' }).toString(), client_email: EMAIL, client_id: '1', token_uri: upstream.tokenUri };
+    const json = {
+      type: 'service_account',
+      project_id: 'test-proj',
+      private_key_id: 'k1',
+      private_key: key.export({ type: 'pkcs8', format: 'pem' }).toString(),
+      client_email: EMAIL,
+      client_id: '1',
+      token_uri: upstream.tokenUri,
+    };
     writeFileSync(file, JSON.stringify(json));
     return file;
   };
@@ -84,7 +92,9 @@ models:
     expect(exchanges()).toHaveLength(1);
     expect(exchanges()[0].headers['content-type']).toBe('application/x-www-form-urlencoded');
     const calls = predictions();
-    expect(calls.map((c) => c.path)).toEqual(Array(2).fill('/v1/projects/test-proj/locations/us-east5/publishers/anthropic/models/ok:rawPredict'));
+    expect(calls.map((c) => c.path)).toEqual(
+      Array(2).fill('/v1/projects/test-proj/locations/us-east5/publishers/anthropic/models/ok:rawPredict'),
+    );
     expect(new Set(calls.map((c) => c.headers.authorization))).toEqual(new Set([`Bearer ${upstream.issued[0]}`]));
     expect(calls[0].headers).not.toHaveProperty('x-api-key');
     expect(calls[0].headers).not.toHaveProperty('anthropic-version');
@@ -95,7 +105,12 @@ models:
   });
 
   it('streams through streamRawPredict', async () => {
-    const stream = await client.chat.completions.create({ model: 'vertex/sonnet', stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'stream it' }] });
+    const stream = await client.chat.completions.create({
+      model: 'vertex/sonnet',
+      stream: true,
+      stream_options: { include_usage: true },
+      messages: [{ role: 'user', content: 'stream it' }],
+    });
     let text = '';
     let usage: OpenAI.CompletionUsage | null | undefined;
     for await (const c of stream) {
@@ -123,24 +138,30 @@ models:
     upstream.revokeAll();
     const res = await client.chat.completions.create({ model: 'vertex/sonnet', messages: [{ role: 'user', content: 'after rotation' }] });
     expect(res.choices[0].message.content).toBe('echo: after rotation');
-    expect(upstream.requests.map((r) => r.path.endsWith(':rawPredict') ? 'predict' : 'token')).toEqual(['predict', 'token', 'predict']);
+    expect(upstream.requests.map((r) => (r.path.endsWith(':rawPredict') ? 'predict' : 'token'))).toEqual(['predict', 'token', 'predict']);
   });
 
   it("passes Vertex's quota 429 on as a rate limit", async () => {
-    const err = await client.chat.completions.create({ model: 'vertex/quota', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const err = await client.chat.completions
+      .create({ model: 'vertex/quota', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(APIError);
     expect(err).toMatchObject({ status: 429, code: 'RESOURCE_EXHAUSTED' });
     expect((err as APIError).message).toContain('Quota exceeded');
   });
 
   it('reports a refused token exchange as a 502 naming the account, and fails over', async () => {
-    const err = await client.chat.completions.create({ model: 'vertex/wrong-key', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const err = await client.chat.completions
+      .create({ model: 'vertex/wrong-key', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(err).toMatchObject({ status: 502, code: 'upstream_auth_failed' });
     expect((err as APIError).message).toContain('invalid_grant: Invalid JWT Signature.');
     expect(predictions()).toHaveLength(0);
     expect(exchanges()).toHaveLength(1);
     // The refusal is held for a while: the next requests fail over without asking again.
-    const again = await client.chat.completions.create({ model: 'vertex/wrong-key', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const again = await client.chat.completions
+      .create({ model: 'vertex/wrong-key', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(again).toMatchObject({ status: 502, code: 'upstream_auth_failed' });
     const res = await client.chat.completions.create({ model: 'vertex/fallback', messages: [{ role: 'user', content: 'x' }] });
     const byWrongKey = exchanges().filter((r) => {
@@ -160,7 +181,9 @@ models:
     route:
       - { kind: vertex_claude, base_url: "${base}", region: us-east5, credentials: "${creds}", provider_model_id: ok }
 `;
-    await expect(startGateway({ models: models(join(dir, 'missing.json')) })).rejects.toThrow(/credentials: cannot read the service-account key file .*missing.json: ENOENT/);
+    await expect(startGateway({ models: models(join(dir, 'missing.json')) })).rejects.toThrow(
+      /credentials: cannot read the service-account key file .*missing.json: ENOENT/,
+    );
     const bad = join(dir, 'bad.json');
     writeFileSync(bad, JSON.stringify({ type: 'service_account', client_email: EMAIL, private_key: 'not a key' }));
     await expect(startGateway({ models: models(bad) })).rejects.toThrow(/private_key is not a usable PEM key/);

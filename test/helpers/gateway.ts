@@ -97,7 +97,16 @@ export async function startGateway(opts: GatewayOptions): Promise<TestGateway> {
 }
 
 /** Collects a raw HTTP response body as text (for SSE details the SDK hides). */
-export async function rawPost(url: string, body: unknown, init: RequestInit = {}): Promise<{ status: number; headers: Headers; text: string }> {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: typeof body === 'string' ? body : JSON.stringify(body), ...init });
+export async function rawPost(
+  url: string,
+  body: unknown,
+  init: RequestInit = {},
+): Promise<{ status: number; headers: Headers; text: string }> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+    ...init,
+  });
   return { status: res.status, headers: res.headers, text: await res.text() };
 }

@@ -1,6 +1,12 @@
 import { Client } from 'pg';
 
-const ADMIN = { host: process.env.TEST_PG_HOST ?? '127.0.0.1', port: Number(process.env.TEST_PG_PORT ?? 5432), user: process.env.TEST_PG_USER ?? 'postgres', password: process.env.TEST_PG_PASSWORD ?? '', database: 'postgres' };
+const ADMIN = {
+  host: process.env.TEST_PG_HOST ?? '127.0.0.1',
+  port: Number(process.env.TEST_PG_PORT ?? 5432),
+  user: process.env.TEST_PG_USER ?? 'postgres',
+  password: process.env.TEST_PG_PASSWORD ?? '',
+  database: 'postgres',
+};
 
 export interface TestDatabase {
   name: string;

@@ -52,7 +52,12 @@ export function claudeFile(dir: string, logins: Array<{ name: string; login: Log
   const path = join(dir, `claude_accounts.${randomBytes(4).toString('hex')}.json`);
   const accounts = logins.map(({ name, login }) => ({
     name,
-    claudeAiOauth: { accessToken: login.access_token, refreshToken: login.refresh_token, expiresAt: login.expiresAt, scopes: ['user:inference', 'user:profile'] },
+    claudeAiOauth: {
+      accessToken: login.access_token,
+      refreshToken: login.refresh_token,
+      expiresAt: login.expiresAt,
+      scopes: ['user:inference', 'user:profile'],
+    },
   }));
   writeFileSync(path, JSON.stringify({ accounts }, null, 2));
   return path;
@@ -67,7 +72,9 @@ export interface SubscriptionGatewayOptions extends GatewayOptions {
 }
 
 /** A gateway with the subscription settings pointed at the stand-ins, its pool loaded. */
-export async function startSubscriptionGateway(opts: SubscriptionGatewayOptions): Promise<TestGateway & { pool: AccountPool; admin(path: string, init?: RequestInit): Promise<Response> }> {
+export async function startSubscriptionGateway(
+  opts: SubscriptionGatewayOptions,
+): Promise<TestGateway & { pool: AccountPool; admin(path: string, init?: RequestInit): Promise<Response> }> {
   const gw = await startGateway({
     ...opts,
     env: {
@@ -92,7 +99,11 @@ export async function startSubscriptionGateway(opts: SubscriptionGatewayOptions)
     admin: (path, init = {}) =>
       fetch(`${gw.url}/admin/accounts${path}`, {
         ...init,
-        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...(init.body ? { 'content-type': 'application/json' } : {}), ...(init.headers as Record<string, string> | undefined) },
+        headers: {
+          authorization: `Bearer ${ADMIN_TOKEN}`,
+          ...(init.body ? { 'content-type': 'application/json' } : {}),
+          ...(init.headers as Record<string, string> | undefined),
+        },
       }),
   };
 }

@@ -5,10 +5,37 @@ import { UpstreamError } from '../../common/errors';
 import { bodyChunks, SseDecoder } from '../../common/sse';
 import type { RouteDef } from '../../config/registry.types';
 import { KeyPool } from '../http/key-pool.service';
-import { callInfo, joinUrl, optionNumber, optionString, parseEvent, postJson, probeGet, protocolError, readJson, releaseBody } from '../http/upstream-call';
+import {
+  callInfo,
+  joinUrl,
+  optionNumber,
+  optionString,
+  parseEvent,
+  postJson,
+  probeGet,
+  protocolError,
+  readJson,
+  releaseBody,
+} from '../http/upstream-call';
 import { UpstreamClient } from '../http/upstream-client.service';
-import { LlmAdapter, type CallContext, type MessagesCall, type MessagesEvent, type MessagesRelay, type MessagesReply, type ProbeResult } from '../llm-adapter';
-import { ANTHROPIC_VERSION, AnthropicStreamTranslator, anthropicHttpError, anthropicStreamError, fromAnthropicResponse, mergeBetas, toAnthropicRequest } from './anthropic.mapper';
+import {
+  LlmAdapter,
+  type CallContext,
+  type MessagesCall,
+  type MessagesEvent,
+  type MessagesRelay,
+  type MessagesReply,
+  type ProbeResult,
+} from '../llm-adapter';
+import {
+  ANTHROPIC_VERSION,
+  AnthropicStreamTranslator,
+  anthropicHttpError,
+  anthropicStreamError,
+  fromAnthropicResponse,
+  mergeBetas,
+  toAnthropicRequest,
+} from './anthropic.mapper';
 import type { AnthropicRequest, AnthropicResponse, AnthropicStreamEvent } from './anthropic.types';
 
 export const ANTHROPIC_API = 'https://api.anthropic.com/v1';
@@ -88,7 +115,13 @@ export class AnthropicAdapter implements LlmAdapter {
   }
 
   async probe(route: RouteDef, signal: AbortSignal): Promise<ProbeResult> {
-    return probeGet(this.http, joinUrl(this.baseUrl(route), 'models?limit=1'), await this.headers(route, route.apiKeys[0], false), route, signal);
+    return probeGet(
+      this.http,
+      joinUrl(this.baseUrl(route), 'models?limit=1'),
+      await this.headers(route, route.apiKeys[0], false),
+      route,
+      signal,
+    );
   }
 
   /** The API root (`https://api.anthropic.com/v1` unless the route says otherwise). */
@@ -112,7 +145,12 @@ export class AnthropicAdapter implements LlmAdapter {
     return { ...call.body, model: route.providerModelId, ...route.extraBody };
   }
 
-  protected async headers(route: RouteDef, key: string | undefined, stream: boolean, client?: ClientProtocol): Promise<Record<string, string>> {
+  protected async headers(
+    route: RouteDef,
+    key: string | undefined,
+    stream: boolean,
+    client?: ClientProtocol,
+  ): Promise<Record<string, string>> {
     const h: Record<string, string> = {
       'content-type': 'application/json',
       accept: stream ? 'text/event-stream' : 'application/json',
@@ -130,21 +168,42 @@ export class AnthropicAdapter implements LlmAdapter {
   }
 
   /** One call the upstream accepted; subscriptions override it to spend an account of their pool. */
-  protected async accept(body: unknown, route: RouteDef, ctx: CallContext, stream: boolean, client?: ClientProtocol, endpoint: MessagesEndpoint = 'messages'): Promise<Accepted> {
+  protected async accept(
+    body: unknown,
+    route: RouteDef,
+    ctx: CallContext,
+    stream: boolean,
+    client?: ClientProtocol,
+    endpoint: MessagesEndpoint = 'messages',
+  ): Promise<Accepted> {
     const res = await this.send(body as AnthropicRequest, route, ctx, stream, client, endpoint);
     return { res, streamError: (err) => anthropicStreamError(err, route) };
   }
 
-  protected send(body: AnthropicRequest, route: RouteDef, ctx: CallContext, stream: boolean, client?: ClientProtocol, endpoint: MessagesEndpoint = 'messages'): Promise<Dispatcher.ResponseData> {
+  protected send(
+    body: AnthropicRequest,
+    route: RouteDef,
+    ctx: CallContext,
+    stream: boolean,
+    client?: ClientProtocol,
+    endpoint: MessagesEndpoint = 'messages',
+  ): Promise<Dispatcher.ResponseData> {
     const text = JSON.stringify(body);
     const url = this.url(route, stream, endpoint);
     return this.keys.run(route, ctx, async (key) =>
-      postJson(this.http, url, await this.headers(route, key, stream, client), text, route, ctx, (status, errText, retryAfter) => this.error(status, errText, route, retryAfter)),
+      postJson(this.http, url, await this.headers(route, key, stream, client), text, route, ctx, (status, errText, retryAfter) =>
+        this.error(status, errText, route, retryAfter),
+      ),
     );
   }
 
   protected unfinished(route: RouteDef): UpstreamError {
-    return new UpstreamError({ failure: 'reset', message: `upstream ${route.id} ended the stream before message_stop`, provider: route.kind, route: route.id });
+    return new UpstreamError({
+      failure: 'reset',
+      message: `upstream ${route.id} ended the stream before message_stop`,
+      provider: route.kind,
+      route: route.id,
+    });
   }
 
   // --- identity passthrough for the Anthropic surface ---------------------------------------
@@ -184,7 +243,8 @@ export class AnthropicAdapter implements LlmAdapter {
       read: for await (const bytes of bodyChunks(res.body)) {
         for (const ev of sse.push(bytes)) {
           const event = ev.event ?? parseEvent<{ type?: string }>(ev.data, route).type ?? 'message';
-          if (event === 'error') throw accepted.streamError(parseEvent<{ error?: { type?: string; message?: string } }>(ev.data, route).error ?? {});
+          if (event === 'error')
+            throw accepted.streamError(parseEvent<{ error?: { type?: string; message?: string } }>(ev.data, route).error ?? {});
           yield { event, data: ev.data };
           if (event === 'message_stop') {
             done = true;

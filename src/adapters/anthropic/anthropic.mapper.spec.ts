@@ -1,10 +1,28 @@
 import type { ChatChunk, ChatRequest } from '../../common/chat.types';
 import { UpstreamError } from '../../common/errors';
 import type { RouteDef } from '../../config/registry.types';
-import { AnthropicStreamTranslator, anthropicHttpError, anthropicToolId, anthropicUsage, fromAnthropicResponse, toAnthropicRequest } from './anthropic.mapper';
+import {
+  AnthropicStreamTranslator,
+  anthropicHttpError,
+  anthropicToolId,
+  anthropicUsage,
+  fromAnthropicResponse,
+  toAnthropicRequest,
+} from './anthropic.mapper';
 import type { AnthropicStreamEvent } from './anthropic.types';
 
-const route: RouteDef = { id: 'claude', kind: 'anthropic', apiKeys: ['k'], providerModelId: 'claude-sonnet-4-5', weight: 1, locality: 'remote', headers: {}, timeouts: {}, options: {}, where: 'test' };
+const route: RouteDef = {
+  id: 'claude',
+  kind: 'anthropic',
+  apiKeys: ['k'],
+  providerModelId: 'claude-sonnet-4-5',
+  weight: 1,
+  locality: 'remote',
+  headers: {},
+  timeouts: {},
+  options: {},
+  where: 'test',
+};
 const req = (extra: Partial<ChatRequest> = {}): ChatRequest => ({ model: 'pub', messages: [{ role: 'user', content: 'hi' }], ...extra });
 const refused = (fn: () => unknown) => {
   try {
@@ -18,17 +36,35 @@ const refused = (fn: () => unknown) => {
 describe('toAnthropicRequest', () => {
   it('hoists system and developer messages, and always sets max_tokens', () => {
     const body = toAnthropicRequest(
-      req({ messages: [{ role: 'system', content: 'Be terse.' }, { role: 'developer', content: [{ type: 'text', text: 'No lists.' }] }, { role: 'user', content: 'hi' }] }),
+      req({
+        messages: [
+          { role: 'system', content: 'Be terse.' },
+          { role: 'developer', content: [{ type: 'text', text: 'No lists.' }] },
+          { role: 'user', content: 'hi' },
+        ],
+      }),
       { model: 'claude-x' },
     );
-    expect(body).toEqual({ model: 'claude-x', max_tokens: 4096, system: 'Be terse.\n\nNo lists.', messages: [{ role: 'user', content: 'hi' }] });
+    expect(body).toEqual({
+      model: 'claude-x',
+      max_tokens: 4096,
+      system: 'Be terse.\n\nNo lists.',
+      messages: [{ role: 'user', content: 'hi' }],
+    });
     expect(toAnthropicRequest(req({ max_completion_tokens: 50, max_tokens: 10 }), { defaultMaxTokens: 999 }).max_tokens).toBe(50);
     expect(toAnthropicRequest(req(), { defaultMaxTokens: 999 })).not.toHaveProperty('model');
     expect(toAnthropicRequest(req(), { defaultMaxTokens: 999 }).max_tokens).toBe(999);
   });
 
   it('keeps cache_control on system blocks', () => {
-    const body = toAnthropicRequest(req({ messages: [{ role: 'system', content: [{ type: 'text', text: 'long doc', cache_control: { type: 'ephemeral' } }] }, { role: 'user', content: 'q' }] }));
+    const body = toAnthropicRequest(
+      req({
+        messages: [
+          { role: 'system', content: [{ type: 'text', text: 'long doc', cache_control: { type: 'ephemeral' } }] },
+          { role: 'user', content: 'q' },
+        ],
+      }),
+    );
     expect(body.system).toEqual([{ type: 'text', text: 'long doc', cache_control: { type: 'ephemeral' } }]);
   });
 
@@ -105,17 +141,36 @@ describe('toAnthropicRequest', () => {
     ['auto', { type: 'auto' }],
     ['none', { type: 'none' }],
     ['required', { type: 'any' }],
-    [{ type: 'function', function: { name: 'f' } }, { type: 'tool', name: 'f' }],
+    [
+      { type: 'function', function: { name: 'f' } },
+      { type: 'tool', name: 'f' },
+    ],
   ] as const)('maps tool_choice %j', (choice, expected) => {
-    const body = toAnthropicRequest(req({ tools: [{ type: 'function', function: { name: 'f', description: 'd', parameters: { type: 'object', properties: { a: { type: 'string' } } } } }], tool_choice: choice as ChatRequest['tool_choice'] }));
+    const body = toAnthropicRequest(
+      req({
+        tools: [
+          {
+            type: 'function',
+            function: { name: 'f', description: 'd', parameters: { type: 'object', properties: { a: { type: 'string' } } } },
+          },
+        ],
+        tool_choice: choice as ChatRequest['tool_choice'],
+      }),
+    );
     expect(body.tools).toEqual([{ name: 'f', description: 'd', input_schema: { type: 'object', properties: { a: { type: 'string' } } } }]);
     expect(body.tool_choice).toEqual(expected);
   });
 
   it('maps parallel_tool_calls: false to disable_parallel_tool_use, and drops tool_choice without tools', () => {
     const tools = [{ type: 'function' as const, function: { name: 'f' } }];
-    expect(toAnthropicRequest(req({ tools, parallel_tool_calls: false })).tool_choice).toEqual({ type: 'auto', disable_parallel_tool_use: true });
-    expect(toAnthropicRequest(req({ tools, tool_choice: 'required', parallel_tool_calls: false })).tool_choice).toEqual({ type: 'any', disable_parallel_tool_use: true });
+    expect(toAnthropicRequest(req({ tools, parallel_tool_calls: false })).tool_choice).toEqual({
+      type: 'auto',
+      disable_parallel_tool_use: true,
+    });
+    expect(toAnthropicRequest(req({ tools, tool_choice: 'required', parallel_tool_calls: false })).tool_choice).toEqual({
+      type: 'any',
+      disable_parallel_tool_use: true,
+    });
     expect(toAnthropicRequest(req({ tools })).tools![0].input_schema).toEqual({ type: 'object', properties: {} });
     expect(toAnthropicRequest(req({ tool_choice: 'auto' }))).not.toHaveProperty('tool_choice');
   });
@@ -133,7 +188,10 @@ describe('toAnthropicRequest', () => {
     expect(body).not.toHaveProperty('temperature');
     expect(body).not.toHaveProperty('top_p');
     expect(toAnthropicRequest(req({ reasoning: { max_tokens: 3000 } })).thinking).toEqual({ type: 'enabled', budget_tokens: 3000 });
-    expect(toAnthropicRequest(req({ thinking: { type: 'enabled', budget_tokens: 2048 } })).thinking).toEqual({ type: 'enabled', budget_tokens: 2048 });
+    expect(toAnthropicRequest(req({ thinking: { type: 'enabled', budget_tokens: 2048 } })).thinking).toEqual({
+      type: 'enabled',
+      budget_tokens: 2048,
+    });
   });
 
   it('sends thinking blocks back first and unchanged', () => {
@@ -141,23 +199,50 @@ describe('toAnthropicRequest', () => {
       req({
         messages: [
           { role: 'user', content: 'q' },
-          { role: 'assistant', content: 'a', thinking_blocks: [{ type: 'thinking', thinking: 'hmm', signature: 'sig' }, { type: 'thinking', thinking: 'unsigned' }] },
+          {
+            role: 'assistant',
+            content: 'a',
+            thinking_blocks: [
+              { type: 'thinking', thinking: 'hmm', signature: 'sig' },
+              { type: 'thinking', thinking: 'unsigned' },
+            ],
+          },
           { role: 'user', content: 'q2' },
         ],
       }),
     );
-    expect(body.messages[1].content).toEqual([{ type: 'thinking', thinking: 'hmm', signature: 'sig' }, { type: 'text', text: 'a' }]);
+    expect(body.messages[1].content).toEqual([
+      { type: 'thinking', thinking: 'hmm', signature: 'sig' },
+      { type: 'text', text: 'a' },
+    ]);
   });
 
   it('refuses what Anthropic cannot express with a 400 naming the parameter', () => {
     expect(refused(() => toAnthropicRequest(req({ n: 2 })))).toMatchObject({ status: 400, param: 'n', retryable: false });
-    expect(refused(() => toAnthropicRequest(req({ messages: [{ role: 'user', content: [{ type: 'input_audio', input_audio: {} }] }] })))).toMatchObject({ status: 400, param: 'messages[0].content[0].type' });
-    const bad = refused(() => toAnthropicRequest(req({ messages: [{ role: 'user', content: 'q' }, { role: 'assistant', tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: '{nope' } }] }] })));
+    expect(
+      refused(() => toAnthropicRequest(req({ messages: [{ role: 'user', content: [{ type: 'input_audio', input_audio: {} }] }] }))),
+    ).toMatchObject({ status: 400, param: 'messages[0].content[0].type' });
+    const bad = refused(() =>
+      toAnthropicRequest(
+        req({
+          messages: [
+            { role: 'user', content: 'q' },
+            { role: 'assistant', tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: '{nope' } }] },
+          ],
+        }),
+      ),
+    );
     expect(bad).toMatchObject({ status: 400, param: 'messages[1].tool_calls[0]' });
   });
 
   it('does not change the request', () => {
-    const r = req({ messages: [{ role: 'user', content: 'a' }, { role: 'user', content: 'b' }], tools: [{ type: 'function', function: { name: 'f' } }] });
+    const r = req({
+      messages: [
+        { role: 'user', content: 'a' },
+        { role: 'user', content: 'b' },
+      ],
+      tools: [{ type: 'function', function: { name: 'f' } }],
+    });
     const before = structuredClone(r);
     toAnthropicRequest(r);
     expect(r).toEqual(before);
@@ -193,7 +278,12 @@ describe('fromAnthropicResponse', () => {
         tool_calls: [{ id: 'toolu_1', type: 'function', function: { name: 'weather', arguments: '{"city":"Paris"}' } }],
       },
     });
-    expect(res.usage).toEqual({ prompt_tokens: 115, completion_tokens: 20, total_tokens: 135, prompt_tokens_details: { cached_tokens: 100, cache_write_tokens: 5 } });
+    expect(res.usage).toEqual({
+      prompt_tokens: 115,
+      completion_tokens: 20,
+      total_tokens: 135,
+      prompt_tokens_details: { cached_tokens: 100, cache_write_tokens: 5 },
+    });
   });
 
   it.each([
@@ -205,19 +295,49 @@ describe('fromAnthropicResponse', () => {
     ['pause_turn', 'stop'],
     ['something_new', 'stop'],
   ])('maps stop_reason %s to %s', (stop, finish) => {
-    const res = fromAnthropicResponse({ id: 'm', type: 'message', role: 'assistant', model: 'c', content: [{ type: 'text', text: 'x' }], stop_reason: stop, stop_sequence: null, usage: {} });
+    const res = fromAnthropicResponse({
+      id: 'm',
+      type: 'message',
+      role: 'assistant',
+      model: 'c',
+      content: [{ type: 'text', text: 'x' }],
+      stop_reason: stop,
+      stop_sequence: null,
+      usage: {},
+    });
     expect(res.choices[0].finish_reason).toBe(finish);
   });
 
   it('answers null content when there are only tool calls', () => {
-    const res = fromAnthropicResponse({ id: 'm', type: 'message', role: 'assistant', model: 'c', content: [{ type: 'tool_use', id: 't', name: 'f', input: {} }], stop_reason: 'tool_use', stop_sequence: null, usage: {} });
+    const res = fromAnthropicResponse({
+      id: 'm',
+      type: 'message',
+      role: 'assistant',
+      model: 'c',
+      content: [{ type: 'tool_use', id: 't', name: 'f', input: {} }],
+      stop_reason: 'tool_use',
+      stop_sequence: null,
+      usage: {},
+    });
     expect(res.choices[0].message.content).toBeNull();
   });
 });
 
 describe('AnthropicStreamTranslator', () => {
   const events: AnthropicStreamEvent[] = [
-    { type: 'message_start', message: { id: 'msg_1', type: 'message', role: 'assistant', model: 'claude-x', content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: 849, cache_read_input_tokens: 10, cache_creation_input_tokens: 0, output_tokens: 1 } } },
+    {
+      type: 'message_start',
+      message: {
+        id: 'msg_1',
+        type: 'message',
+        role: 'assistant',
+        model: 'claude-x',
+        content: [],
+        stop_reason: null,
+        stop_sequence: null,
+        usage: { input_tokens: 849, cache_read_input_tokens: 10, cache_creation_input_tokens: 0, output_tokens: 1 },
+      },
+    },
     { type: 'content_block_start', index: 0, content_block: { type: 'thinking', thinking: '', signature: '' } },
     { type: 'content_block_delta', index: 0, delta: { type: 'thinking_delta', thinking: 'Hmm.' } },
     { type: 'content_block_delta', index: 0, delta: { type: 'signature_delta', signature: 'sig' } },
@@ -247,11 +367,21 @@ describe('AnthropicStreamTranslator', () => {
     expect(chunks.map((c) => c.choices[0]?.delta.content ?? '').join('')).toBe('Hello');
     const calls = chunks.flatMap((c) => c.choices[0]?.delta.tool_calls ?? []);
     expect(calls[0]).toEqual({ index: 0, id: 'toolu_1', type: 'function', function: { name: 'json', arguments: '' } });
-    expect(calls.slice(1).map((c) => c.function?.arguments).join('')).toBe('{"city": "Paris"}');
+    expect(
+      calls
+        .slice(1)
+        .map((c) => c.function?.arguments)
+        .join(''),
+    ).toBe('{"city": "Paris"}');
     expect(chunks.find((c) => c.choices[0]?.finish_reason)?.choices[0].finish_reason).toBe('tool_calls');
     const last = chunks.at(-1)!;
     expect(last.choices).toEqual([]);
-    expect(last.usage).toEqual({ prompt_tokens: 859, completion_tokens: 47, total_tokens: 906, prompt_tokens_details: { cached_tokens: 10, cache_write_tokens: 0 } });
+    expect(last.usage).toEqual({
+      prompt_tokens: 859,
+      completion_tokens: 47,
+      total_tokens: 906,
+      prompt_tokens_details: { cached_tokens: 10, cache_write_tokens: 0 },
+    });
   });
 
   it('throws an error event as an overloaded 503, retryable', () => {
@@ -284,7 +414,13 @@ describe('anthropicHttpError', () => {
   const body = (type: string, message: string) => JSON.stringify({ type: 'error', error: { type, message }, request_id: 'req_1' });
 
   it('makes overloaded_error (529) a retryable 503', () => {
-    expect(anthropicHttpError(529, body('overloaded_error', 'Overloaded'), route, undefined)).toMatchObject({ status: 503, upstreamStatus: 529, type: 'server_error', code: 'overloaded', retryable: true });
+    expect(anthropicHttpError(529, body('overloaded_error', 'Overloaded'), route, undefined)).toMatchObject({
+      status: 503,
+      upstreamStatus: 529,
+      type: 'server_error',
+      code: 'overloaded',
+      retryable: true,
+    });
   });
 
   it('passes a rate limit on as 429 with its Retry-After', () => {
@@ -312,7 +448,20 @@ describe('anthropicHttpError', () => {
   });
 
   it("reads Vertex's Google-shaped errors too, also wrapped in an array", () => {
-    const text = JSON.stringify([{ error: { code: 429, message: 'Quota exceeded for aiplatform.googleapis.com/online_prediction_requests_per_base_model', status: 'RESOURCE_EXHAUSTED' } }]);
-    expect(anthropicHttpError(429, text, route, undefined)).toMatchObject({ status: 429, type: 'rate_limit_error', code: 'RESOURCE_EXHAUSTED', message: expect.stringContaining('Quota exceeded') });
+    const text = JSON.stringify([
+      {
+        error: {
+          code: 429,
+          message: 'Quota exceeded for aiplatform.googleapis.com/online_prediction_requests_per_base_model',
+          status: 'RESOURCE_EXHAUSTED',
+        },
+      },
+    ]);
+    expect(anthropicHttpError(429, text, route, undefined)).toMatchObject({
+      status: 429,
+      type: 'rate_limit_error',
+      code: 'RESOURCE_EXHAUSTED',
+      message: expect.stringContaining('Quota exceeded'),
+    });
   });
 });

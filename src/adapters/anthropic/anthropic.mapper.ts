@@ -68,14 +68,24 @@ export function contentBlocks(content: ChatMessage['content'], at: string): Bloc
         const iu = (part as { image_url: string | { url: string } }).image_url;
         const url = typeof iu === 'string' ? iu : iu.url;
         const d = dataUrl(url);
-        out.push({ type: 'image', source: d ? { type: 'base64', media_type: d.mediaType, data: d.data } : { type: 'url', url }, ...cacheControl(part) });
+        out.push({
+          type: 'image',
+          source: d ? { type: 'base64', media_type: d.mediaType, data: d.data } : { type: 'url', url },
+          ...cacheControl(part),
+        });
         break;
       }
       case 'file': {
         const f = (part as { file?: { file_data?: string; filename?: string } }).file;
         const d = f?.file_data ? dataUrl(f.file_data) : undefined;
-        if (!d) throw unsupported(`${at}.content[${j}]: files must be sent inline as file_data (a base64 data: URL)`, `${at}.content[${j}]`);
-        out.push({ type: 'document', source: { type: 'base64', media_type: d.mediaType, data: d.data }, ...(f?.filename ? { title: f.filename } : {}), ...cacheControl(part) });
+        if (!d)
+          throw unsupported(`${at}.content[${j}]: files must be sent inline as file_data (a base64 data: URL)`, `${at}.content[${j}]`);
+        out.push({
+          type: 'document',
+          source: { type: 'base64', media_type: d.mediaType, data: d.data },
+          ...(f?.filename ? { title: f.filename } : {}),
+          ...cacheControl(part),
+        });
         break;
       }
       default:
@@ -100,13 +110,19 @@ function assistantBlocks(m: ChatMessage, at: string): Blocks {
   const thinking = m.thinking_blocks;
   if (Array.isArray(thinking)) {
     for (const b of thinking as Array<{ type?: string; thinking?: string; signature?: string; data?: string }>) {
-      if (b?.type === 'thinking' && typeof b.signature === 'string' && b.signature) out.push({ type: 'thinking', thinking: b.thinking ?? '', signature: b.signature });
+      if (b?.type === 'thinking' && typeof b.signature === 'string' && b.signature)
+        out.push({ type: 'thinking', thinking: b.thinking ?? '', signature: b.signature });
       else if (b?.type === 'redacted_thinking' && typeof b.data === 'string') out.push({ type: 'redacted_thinking', data: b.data });
     }
   }
   out.push(...contentBlocks(m.content, at).filter((b) => b.type !== 'text' || b.text !== ''));
   (m.tool_calls ?? []).forEach((t: ToolCall, j) => {
-    out.push({ type: 'tool_use', id: anthropicToolId(t.id), name: t.function.name, input: parseArguments(t.function.arguments, `${at}.tool_calls[${j}]`) });
+    out.push({
+      type: 'tool_use',
+      id: anthropicToolId(t.id),
+      name: t.function.name,
+      input: parseArguments(t.function.arguments, `${at}.tool_calls[${j}]`),
+    });
   });
   return out;
 }
@@ -116,7 +132,10 @@ function toolResult(m: ChatMessage, at: string): AnthropicContentBlock {
   return {
     type: 'tool_result',
     tool_use_id: anthropicToolId(String(m.tool_call_id)),
-    content: typeof blocks === 'string' ? blocks : blocks.filter((b): b is Extract<AnthropicContentBlock, { type: 'text' | 'image' }> => b.type === 'text' || b.type === 'image'),
+    content:
+      typeof blocks === 'string'
+        ? blocks
+        : blocks.filter((b): b is Extract<AnthropicContentBlock, { type: 'text' | 'image' }> => b.type === 'text' || b.type === 'image'),
     ...(m.is_error === true ? { is_error: true } : {}),
   };
 }
@@ -160,7 +179,8 @@ function thinkingOf(req: ChatRequest): AnthropicThinking | undefined {
   const reasoning = req.reasoning as { effort?: string; max_tokens?: number; enabled?: boolean } | undefined;
   if (reasoning && typeof reasoning === 'object') {
     if (typeof reasoning.max_tokens === 'number') return { type: 'enabled', budget_tokens: reasoning.max_tokens };
-    if (reasoning.effort && THINKING_BUDGETS[reasoning.effort]) return { type: 'enabled', budget_tokens: THINKING_BUDGETS[reasoning.effort] };
+    if (reasoning.effort && THINKING_BUDGETS[reasoning.effort])
+      return { type: 'enabled', budget_tokens: THINKING_BUDGETS[reasoning.effort] };
     if (reasoning.enabled === true) return { type: 'enabled', budget_tokens: THINKING_BUDGETS.medium };
   }
   const effort = req.reasoning_effort;
@@ -295,13 +315,17 @@ export function fromAnthropicResponse(msg: AnthropicResponse): ChatResponse {
   const thinkingBlocks: Array<Record<string, unknown>> = [];
   for (const b of msg.content ?? []) {
     if (b.type === 'text') text += b.text;
-    else if (b.type === 'tool_use') toolCalls.push({ id: b.id, type: 'function', function: { name: b.name, arguments: JSON.stringify(b.input ?? {}) } });
+    else if (b.type === 'tool_use')
+      toolCalls.push({ id: b.id, type: 'function', function: { name: b.name, arguments: JSON.stringify(b.input ?? {}) } });
     else if (b.type === 'thinking') {
       reasoning += b.thinking;
       thinkingBlocks.push({ type: 'thinking', thinking: b.thinking, signature: b.signature });
     } else if (b.type === 'redacted_thinking') thinkingBlocks.push({ type: 'redacted_thinking', data: b.data });
   }
-  const message: ChatResponse['choices'][number]['message'] = { role: 'assistant', content: text === '' && toolCalls.length > 0 ? null : text };
+  const message: ChatResponse['choices'][number]['message'] = {
+    role: 'assistant',
+    content: text === '' && toolCalls.length > 0 ? null : text,
+  };
   if (toolCalls.length > 0) message.tool_calls = toolCalls;
   if (reasoning) message.reasoning_content = reasoning;
   if (thinkingBlocks.length > 0) message.thinking_blocks = thinkingBlocks;
@@ -360,7 +384,9 @@ export class AnthropicStreamTranslator {
             return d.text ? [this.chunk({ content: d.text })] : [];
           case 'input_json_delta': {
             const index = this.toolIndex.get(ev.index);
-            return index === undefined || !d.partial_json ? [] : [this.chunk({ tool_calls: [{ index, function: { arguments: d.partial_json } }] })];
+            return index === undefined || !d.partial_json
+              ? []
+              : [this.chunk({ tool_calls: [{ index, function: { arguments: d.partial_json } }] })];
           }
           case 'thinking_delta':
             return d.thinking ? [this.chunk({ reasoning_content: d.thinking })] : [];
@@ -386,7 +412,13 @@ export class AnthropicStreamTranslator {
   }
 
   private chunk(delta: ChunkDelta): ChatChunk {
-    return { id: this.id, object: 'chat.completion.chunk', created: this.created, model: this.model, choices: [{ index: 0, delta, finish_reason: null }] };
+    return {
+      id: this.id,
+      object: 'chat.completion.chunk',
+      created: this.created,
+      model: this.model,
+      choices: [{ index: 0, delta, finish_reason: null }],
+    };
   }
 }
 

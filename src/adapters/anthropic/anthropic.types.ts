@@ -23,7 +23,10 @@ export interface AnthropicImageBlock {
 
 export interface AnthropicDocumentBlock {
   type: 'document';
-  source: { type: 'base64'; media_type: string; data: string } | { type: 'url'; url: string } | { type: 'text'; media_type: 'text/plain'; data: string };
+  source:
+    | { type: 'base64'; media_type: string; data: string }
+    | { type: 'url'; url: string }
+    | { type: 'text'; media_type: 'text/plain'; data: string };
   title?: string;
   cache_control?: AnthropicCacheControl;
 }
@@ -82,7 +85,8 @@ export type AnthropicToolChoice =
   | { type: 'tool'; name: string; disable_parallel_tool_use?: boolean }
   | { type: 'none' };
 
-export type AnthropicThinking = { type: 'enabled'; budget_tokens: number } | { type: 'disabled' } | { type: 'adaptive'; [k: string]: unknown };
+export type AnthropicThinking =
+  { type: 'enabled'; budget_tokens: number } | { type: 'disabled' } | { type: 'adaptive'; [k: string]: unknown };
 
 export interface AnthropicRequest {
   model?: string;

@@ -33,7 +33,8 @@ export function withClaudeCodeIdentity<T extends { system?: unknown }>(body: T):
   const identity = { type: 'text', text: CLAUDE_CODE_IDENTITY };
   const system = body.system;
   if (system === undefined || system === null || system === '') return { ...body, system: [identity] };
-  if (typeof system === 'string') return system.startsWith(CLAUDE_CODE_IDENTITY) ? body : { ...body, system: [identity, { type: 'text', text: system }] };
+  if (typeof system === 'string')
+    return system.startsWith(CLAUDE_CODE_IDENTITY) ? body : { ...body, system: [identity, { type: 'text', text: system }] };
   if (Array.isArray(system)) {
     const first = system[0] as SystemBlock | undefined;
     if (first?.type === 'text' && typeof first.text === 'string' && first.text.startsWith(CLAUDE_CODE_IDENTITY)) return body;

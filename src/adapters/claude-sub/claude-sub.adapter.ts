@@ -7,7 +7,13 @@ import { type AccountLease, AccountPool } from '../../subscription/account-pool.
 import { AccountRateLimitError } from '../../subscription/account-session';
 import { CredentialVault } from '../../subscription/credential-vault.service';
 import { ANTHROPIC_API, AnthropicAdapter, type Accepted, type ClientProtocol, type MessagesEndpoint } from '../anthropic/anthropic.adapter';
-import { ANTHROPIC_VERSION, anthropicHttpError, anthropicStreamError, mergeBetas, parseAnthropicError } from '../anthropic/anthropic.mapper';
+import {
+  ANTHROPIC_VERSION,
+  anthropicHttpError,
+  anthropicStreamError,
+  mergeBetas,
+  parseAnthropicError,
+} from '../anthropic/anthropic.mapper';
 import type { AnthropicRequest } from '../anthropic/anthropic.types';
 import { KeyPool } from '../http/key-pool.service';
 import { joinUrl, optionString, postJson } from '../http/upstream-call';
@@ -45,13 +51,16 @@ export class ClaudeSubAdapter extends AnthropicAdapter {
 
   override validateRoute(route: RouteDef): string[] {
     const problems: string[] = [];
-    if (!this.vault.configured) problems.push(`${route.where}: route kind claude_sub needs SUBSCRIPTION_ENCRYPTION_KEY (subscription tokens are stored encrypted)`);
-    if (route.baseUrl !== undefined && !/^https?:\/\//.test(route.baseUrl)) problems.push(`${route.where}: base_url must be an http(s) URL`);
+    if (!this.vault.configured)
+      problems.push(`${route.where}: route kind claude_sub needs SUBSCRIPTION_ENCRYPTION_KEY (subscription tokens are stored encrypted)`);
+    if (route.baseUrl !== undefined && !/^https?:\/\//.test(route.baseUrl))
+      problems.push(`${route.where}: base_url must be an http(s) URL`);
     const max = route.options.default_max_tokens;
     if (max !== undefined && !(Number(max) >= 1)) problems.push(`${route.where}: default_max_tokens must be a positive number`);
     const identity = route.options.claude_code_system;
     if (identity !== undefined && typeof identity !== 'boolean') problems.push(`${route.where}: claude_code_system must be true or false`);
-    if (route.apiKeys.length > 0) problems.push(`${route.where}: claude_sub routes use the accounts of the claude pool (/admin/accounts), not api_key`);
+    if (route.apiKeys.length > 0)
+      problems.push(`${route.where}: claude_sub routes use the accounts of the claude pool (/admin/accounts), not api_key`);
     return problems;
   }
 
@@ -81,16 +90,39 @@ export class ClaudeSubAdapter extends AnthropicAdapter {
   }
 
   /** Every call spends an account of the `claude` pool (401 → refresh and retry, 403 / 429 → next account). */
-  protected override async accept(body: unknown, route: RouteDef, ctx: CallContext, stream: boolean, client?: ClientProtocol, endpoint: MessagesEndpoint = 'messages'): Promise<Accepted> {
+  protected override async accept(
+    body: unknown,
+    route: RouteDef,
+    ctx: CallContext,
+    stream: boolean,
+    client?: ClientProtocol,
+    endpoint: MessagesEndpoint = 'messages',
+  ): Promise<Accepted> {
     const text = JSON.stringify(body);
-    const { value: res, lease } = await this.pool.run('claude', ctx.signal, (l) => this.sendAs(l, text, route, ctx, stream, client, endpoint));
+    const { value: res, lease } = await this.pool.run('claude', ctx.signal, (l) =>
+      this.sendAs(l, text, route, ctx, stream, client, endpoint),
+    );
     return { res, streamError: (err) => this.streamFailure(err, route, lease, res.headers) };
   }
 
   /** One POST with one account; resolves once the API accepted it (the body is read after). */
-  private sendAs(lease: AccountLease, text: string, route: RouteDef, ctx: CallContext, stream: boolean, client: ClientProtocol | undefined, endpoint: MessagesEndpoint): Promise<Dispatcher.ResponseData> {
-    return postJson(this.http, this.url(route, stream, endpoint), this.claudeHeaders(route, lease, stream, client), text, route, ctx, (status, errText, retryAfter, headers) =>
-      this.httpError(status, errText, retryAfter, headers, route, lease),
+  private sendAs(
+    lease: AccountLease,
+    text: string,
+    route: RouteDef,
+    ctx: CallContext,
+    stream: boolean,
+    client: ClientProtocol | undefined,
+    endpoint: MessagesEndpoint,
+  ): Promise<Dispatcher.ResponseData> {
+    return postJson(
+      this.http,
+      this.url(route, stream, endpoint),
+      this.claudeHeaders(route, lease, stream, client),
+      text,
+      route,
+      ctx,
+      (status, errText, retryAfter, headers) => this.httpError(status, errText, retryAfter, headers, route, lease),
     );
   }
 
@@ -109,11 +141,24 @@ export class ClaudeSubAdapter extends AnthropicAdapter {
   }
 
   /** 401 and 403 as they are (the pool refreshes, or moves on); 429 with the account's reset time. */
-  private httpError(status: number, text: string, retryAfter: number | undefined, headers: Dispatcher.ResponseData['headers'], route: RouteDef, lease: AccountLease): UpstreamError {
+  private httpError(
+    status: number,
+    text: string,
+    retryAfter: number | undefined,
+    headers: Dispatcher.ResponseData['headers'],
+    route: RouteDef,
+    lease: AccountLease,
+  ): UpstreamError {
     if (status === 429) {
       const e = parseAnthropicError(text);
       return new AccountRateLimitError(
-        { message: `claude account "${lease.name}": ${e.message || 'rate limited'}`, type: 'rate_limit_error', code: e.type ?? 'rate_limit_error', provider: route.kind, route: route.id },
+        {
+          message: `claude account "${lease.name}": ${e.message || 'rate limited'}`,
+          type: 'rate_limit_error',
+          code: e.type ?? 'rate_limit_error',
+          provider: route.kind,
+          route: route.id,
+        },
         subscriptionResetAt(headers),
         retryAfter,
       );
@@ -122,11 +167,25 @@ export class ClaudeSubAdapter extends AnthropicAdapter {
   }
 
   /** A rate-limit `error` event mid-stream: the account cools down, then the error goes on. */
-  private streamFailure(err: { type?: string; message?: string }, route: RouteDef, lease: AccountLease, headers: Dispatcher.ResponseData['headers']): UpstreamError {
+  private streamFailure(
+    err: { type?: string; message?: string },
+    route: RouteDef,
+    lease: AccountLease,
+    headers: Dispatcher.ResponseData['headers'],
+  ): UpstreamError {
     if (err.type !== 'rate_limit_error') return anthropicStreamError(err, route);
     const message = err.message || 'rate limited';
     const until = subscriptionResetAt(headers);
     this.pool.rateLimited(lease, message, until);
-    return new AccountRateLimitError({ message: `claude account "${lease.name}": ${message}`, type: 'rate_limit_error', code: 'rate_limit_error', provider: route.kind, route: route.id }, until);
+    return new AccountRateLimitError(
+      {
+        message: `claude account "${lease.name}": ${message}`,
+        type: 'rate_limit_error',
+        code: 'rate_limit_error',
+        provider: route.kind,
+        route: route.id,
+      },
+      until,
+    );
   }
 }

@@ -53,10 +53,13 @@ export class CodexSubAdapter implements LlmAdapter {
 
   validateRoute(route: RouteDef): string[] {
     const problems: string[] = [];
-    if (!this.vault.configured) problems.push(`${route.where}: route kind codex_sub needs SUBSCRIPTION_ENCRYPTION_KEY (subscription tokens are stored encrypted)`);
-    if (route.baseUrl !== undefined && !/^https?:\/\//.test(route.baseUrl)) problems.push(`${route.where}: base_url must be an http(s) URL`);
+    if (!this.vault.configured)
+      problems.push(`${route.where}: route kind codex_sub needs SUBSCRIPTION_ENCRYPTION_KEY (subscription tokens are stored encrypted)`);
+    if (route.baseUrl !== undefined && !/^https?:\/\//.test(route.baseUrl))
+      problems.push(`${route.where}: base_url must be an http(s) URL`);
     const summary = route.options.reasoning_summary;
-    if (summary !== undefined && !['auto', 'concise', 'detailed', 'none'].includes(String(summary))) problems.push(`${route.where}: reasoning_summary must be auto, concise, detailed or none`);
+    if (summary !== undefined && !['auto', 'concise', 'detailed', 'none'].includes(String(summary)))
+      problems.push(`${route.where}: reasoning_summary must be auto, concise, detailed or none`);
     return problems;
   }
 
@@ -73,7 +76,16 @@ export class CodexSubAdapter implements LlmAdapter {
       body = buildResponsesBody(req, route.providerModelId, opts);
     } catch (err) {
       if (err instanceof UnsupportedRequestError) {
-        throw new UpstreamError({ failure: 'http', upstreamStatus: 400, message: err.message, param: err.param, code: 'unsupported_content', provider: route.kind, route: route.id, retryable: false });
+        throw new UpstreamError({
+          failure: 'http',
+          upstreamStatus: 400,
+          message: err.message,
+          param: err.param,
+          code: 'unsupported_content',
+          provider: route.kind,
+          route: route.id,
+          retryable: false,
+        });
       }
       throw err;
     }
@@ -90,7 +102,12 @@ export class CodexSubAdapter implements LlmAdapter {
           try {
             data = JSON.parse(ev.data) as Record<string, unknown>;
           } catch {
-            throw new UpstreamError({ failure: 'protocol', message: `upstream ${route.id} sent a malformed stream event`, provider: route.kind, route: route.id });
+            throw new UpstreamError({
+              failure: 'protocol',
+              message: `upstream ${route.id} sent a malformed stream event`,
+              provider: route.kind,
+              route: route.id,
+            });
           }
           let chunks: ChatChunk[];
           try {
@@ -112,7 +129,12 @@ export class CodexSubAdapter implements LlmAdapter {
       else if (!res.body.destroyed) res.body.destroy();
     }
     if (!translator.completed) {
-      throw new UpstreamError({ failure: 'reset', message: `upstream ${route.id} ended the stream before response.completed`, provider: route.kind, route: route.id });
+      throw new UpstreamError({
+        failure: 'reset',
+        message: `upstream ${route.id} ended the stream before response.completed`,
+        provider: route.kind,
+        route: route.id,
+      });
     }
   }
 
@@ -123,7 +145,14 @@ export class CodexSubAdapter implements LlmAdapter {
   }
 
   /** One POST with one account; resolves once the backend accepted it (200 and an event stream). */
-  private async send(text: string, body: Record<string, unknown>, route: RouteDef, ctx: CallContext, opts: CodexRouteOptions, lease: AccountLease): Promise<Dispatcher.ResponseData> {
+  private async send(
+    text: string,
+    body: Record<string, unknown>,
+    route: RouteDef,
+    ctx: CallContext,
+    opts: CodexRouteOptions,
+    lease: AccountLease,
+  ): Promise<Dispatcher.ResponseData> {
     const res = await this.http.request({
       url: `${(route.baseUrl ?? CODEX_BACKEND_URL).replace(/\/+$/, '')}/responses`,
       method: 'POST',
@@ -131,7 +160,10 @@ export class CodexSubAdapter implements LlmAdapter {
       body: text,
       ...callInfo(route, ctx),
     });
-    const used = Math.max(headerNumber(res.headers, 'x-codex-primary-used-percent') ?? -1, headerNumber(res.headers, 'x-codex-secondary-used-percent') ?? -1);
+    const used = Math.max(
+      headerNumber(res.headers, 'x-codex-primary-used-percent') ?? -1,
+      headerNumber(res.headers, 'x-codex-secondary-used-percent') ?? -1,
+    );
     if (used >= 0) this.pool.observeUsage(lease, used);
     if (res.statusCode < 400) return res;
     const errText = await readBodyText(res.body);
@@ -154,31 +186,79 @@ export class CodexSubAdapter implements LlmAdapter {
   }
 
   /** An HTTP error status from the backend (`{"detail": ...}` or `{"error": {...}}` bodies). */
-  private httpError(status: number, text: string, headers: Dispatcher.ResponseData['headers'], route: RouteDef, lease: AccountLease): UpstreamError {
+  private httpError(
+    status: number,
+    text: string,
+    headers: Dispatcher.ResponseData['headers'],
+    route: RouteDef,
+    lease: AccountLease,
+  ): UpstreamError {
     const { message, code, type, resetsAt } = errorBody(text, status);
     const base = { provider: route.kind, route: route.id };
     if (status === 429) {
       const notIncluded = type === 'usage_not_included' || code === 'usage_not_included';
       const ra = retryAfterMs(headers);
-      const until = resetsAt !== undefined ? resetsAt * 1000 : notIncluded ? Date.now() + UNKNOWN_RESET_MS : (resetFromHeaders(headers) ?? (ra !== undefined ? Date.now() + ra : undefined));
-      return new AccountRateLimitError({ ...base, message: `codex account "${lease.name}": ${message}`, type: 'rate_limit_error', code: code ?? type ?? 'rate_limit_exceeded' }, until);
+      const until =
+        resetsAt !== undefined
+          ? resetsAt * 1000
+          : notIncluded
+            ? Date.now() + UNKNOWN_RESET_MS
+            : (resetFromHeaders(headers) ?? (ra !== undefined ? Date.now() + ra : undefined));
+      return new AccountRateLimitError(
+        {
+          ...base,
+          message: `codex account "${lease.name}": ${message}`,
+          type: 'rate_limit_error',
+          code: code ?? type ?? 'rate_limit_exceeded',
+        },
+        until,
+      );
     }
-    return new UpstreamError({ ...base, failure: 'http', upstreamStatus: status, message: `upstream ${route.id}: ${message}`, type: type ?? undefined, code: code ?? null, retryAfterMs: retryAfterMs(headers) });
+    return new UpstreamError({
+      ...base,
+      failure: 'http',
+      upstreamStatus: status,
+      message: `upstream ${route.id}: ${message}`,
+      type: type ?? undefined,
+      code: code ?? null,
+      retryAfterMs: retryAfterMs(headers),
+    });
   }
 
   /** `response.failed` / `error` mid-stream (before any content, the executor may still fail over). */
   private failed(f: ResponsesFailure, route: RouteDef, lease: AccountLease): UpstreamError {
     const base = { provider: route.kind, route: route.id };
     const code = f.code ?? f.type;
-    if (code === 'rate_limit_exceeded' || code === 'usage_limit_reached' || code === 'insufficient_quota' || code === 'usage_not_included') {
-      const until = f.resetsAt !== undefined ? f.resetsAt * 1000 : tryAgainIn(f.message) ?? (code === 'usage_not_included' ? Date.now() + UNKNOWN_RESET_MS : undefined);
+    if (
+      code === 'rate_limit_exceeded' ||
+      code === 'usage_limit_reached' ||
+      code === 'insufficient_quota' ||
+      code === 'usage_not_included'
+    ) {
+      const until =
+        f.resetsAt !== undefined
+          ? f.resetsAt * 1000
+          : (tryAgainIn(f.message) ?? (code === 'usage_not_included' ? Date.now() + UNKNOWN_RESET_MS : undefined));
       this.pool.rateLimited(lease, f.message, until);
       return new AccountRateLimitError({ ...base, message: `codex account "${lease.name}": ${f.message}`, code }, until);
     }
     if (code === 'context_length_exceeded' || code === 'invalid_prompt' || code === 'cyber_policy') {
-      return new UpstreamError({ ...base, failure: 'http', upstreamStatus: 400, message: `upstream ${route.id}: ${f.message}`, code, retryable: false });
+      return new UpstreamError({
+        ...base,
+        failure: 'http',
+        upstreamStatus: 400,
+        message: `upstream ${route.id}: ${f.message}`,
+        code,
+        retryable: false,
+      });
     }
-    return new UpstreamError({ ...base, failure: 'http', upstreamStatus: 502, message: `upstream ${route.id} failed: ${f.message}`, code: code ?? 'response_failed' });
+    return new UpstreamError({
+      ...base,
+      failure: 'http',
+      upstreamStatus: 502,
+      message: `upstream ${route.id} failed: ${f.message}`,
+      code: code ?? 'response_failed',
+    });
   }
 }
 
@@ -193,7 +273,8 @@ function routeOptions(route: RouteDef): CodexRouteOptions {
     textVerbosity: str(o.text_verbosity),
     originator: str(o.originator) ?? 'codex_cli_rs',
     clientVersion: version,
-    userAgent: str(o.user_agent) ?? `codex_cli_rs/${version} (${osType()} ${release()}; ${arch() === 'x64' ? 'x86_64' : arch()}) hybridinference`,
+    userAgent:
+      str(o.user_agent) ?? `codex_cli_rs/${version} (${osType()} ${release()}; ${arch() === 'x64' ? 'x86_64' : arch()}) hybridinference`,
   };
 }
 
@@ -213,7 +294,12 @@ function errorBody(text: string, status: number): { message: string; code?: stri
   if (o.error && typeof o.error === 'object') {
     const e = o.error as Record<string, unknown>;
     const resets = typeof e.resets_at === 'number' ? e.resets_at : undefined;
-    return { message: str(e.message) ?? str(e.type) ?? str(e.code) ?? `HTTP ${status}`, code: str(e.code), type: str(e.type), resetsAt: resets };
+    return {
+      message: str(e.message) ?? str(e.type) ?? str(e.code) ?? `HTTP ${status}`,
+      code: str(e.code),
+      type: str(e.type),
+      resetsAt: resets,
+    };
   }
   if (typeof o.detail === 'string') return { message: o.detail };
   return { message: text.slice(0, 500) || `HTTP ${status}` };

@@ -1,12 +1,33 @@
 import type { ChatChunk, ChatRequest } from '../../common/chat.types';
-import { buildResponsesBody, ChatAggregator, DEFAULT_INSTRUCTIONS, ResponsesFailedError, ResponsesStreamTranslator, UnsupportedRequestError } from './responses.mapper';
+import {
+  buildResponsesBody,
+  ChatAggregator,
+  DEFAULT_INSTRUCTIONS,
+  ResponsesFailedError,
+  ResponsesStreamTranslator,
+  UnsupportedRequestError,
+} from './responses.mapper';
 
 describe('buildResponsesBody', () => {
   const base: ChatRequest = { model: 'public', messages: [{ role: 'user', content: 'hi' }] };
 
   it('puts system messages in instructions and drops what the backend refuses', () => {
     const body = buildResponsesBody(
-      { ...base, messages: [{ role: 'system', content: 'Rule one.' }, { role: 'developer', content: [{ type: 'text', text: 'Rule two.' }] }, { role: 'user', content: 'hi' }], max_tokens: 10, max_completion_tokens: 10, temperature: 0.3, top_p: 0.9, stop: ['x'], user: 'u', seed: 1 },
+      {
+        ...base,
+        messages: [
+          { role: 'system', content: 'Rule one.' },
+          { role: 'developer', content: [{ type: 'text', text: 'Rule two.' }] },
+          { role: 'user', content: 'hi' },
+        ],
+        max_tokens: 10,
+        max_completion_tokens: 10,
+        temperature: 0.3,
+        top_p: 0.9,
+        stop: ['x'],
+        user: 'u',
+        seed: 1,
+      },
       'gpt-5.1-codex',
     );
     expect(body).toEqual({
@@ -22,7 +43,17 @@ describe('buildResponsesBody', () => {
 
   it('always sends instructions; route instructions move system messages into the input', () => {
     expect(buildResponsesBody(base, 'm').instructions).toBe(DEFAULT_INSTRUCTIONS);
-    const body = buildResponsesBody({ ...base, messages: [{ role: 'system', content: 'S' }, { role: 'user', content: 'hi' }] }, 'm', { instructions: 'Fixed.' });
+    const body = buildResponsesBody(
+      {
+        ...base,
+        messages: [
+          { role: 'system', content: 'S' },
+          { role: 'user', content: 'hi' },
+        ],
+      },
+      'm',
+      { instructions: 'Fixed.' },
+    );
     expect(body.instructions).toBe('Fixed.');
     expect(body.input).toEqual([
       { type: 'message', role: 'developer', content: [{ type: 'input_text', text: 'S' }] },
@@ -35,8 +66,18 @@ describe('buildResponsesBody', () => {
       {
         model: 'x',
         messages: [
-          { role: 'user', content: [{ type: 'text', text: 'look' }, { type: 'image_url', image_url: { url: 'data:image/png;base64,AAA', detail: 'low' } }] },
-          { role: 'assistant', content: 'Let me check.', tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'f', arguments: '{"a":1}' } }] },
+          {
+            role: 'user',
+            content: [
+              { type: 'text', text: 'look' },
+              { type: 'image_url', image_url: { url: 'data:image/png;base64,AAA', detail: 'low' } },
+            ],
+          },
+          {
+            role: 'assistant',
+            content: 'Let me check.',
+            tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'f', arguments: '{"a":1}' } }],
+          },
           { role: 'tool', tool_call_id: 'call_1', content: 'result' },
           { role: 'tool', tool_call_id: 'call_unknown', content: 'stray' },
         ],
@@ -44,7 +85,14 @@ describe('buildResponsesBody', () => {
       'm',
     );
     expect(body.input).toEqual([
-      { type: 'message', role: 'user', content: [{ type: 'input_text', text: 'look' }, { type: 'input_image', image_url: 'data:image/png;base64,AAA', detail: 'low' }] },
+      {
+        type: 'message',
+        role: 'user',
+        content: [
+          { type: 'input_text', text: 'look' },
+          { type: 'input_image', image_url: 'data:image/png;base64,AAA', detail: 'low' },
+        ],
+      },
       { type: 'message', role: 'assistant', content: [{ type: 'output_text', text: 'Let me check.' }] },
       { type: 'function_call', call_id: 'call_1', name: 'f', arguments: '{"a":1}' },
       { type: 'function_call_output', call_id: 'call_1', output: 'result' },
@@ -78,17 +126,58 @@ describe('buildResponsesBody', () => {
   });
 
   it('gives every turn of one conversation the same cache key, and another conversation another', () => {
-    const turn1 = buildResponsesBody({ model: 'm', messages: [{ role: 'system', content: 'S' }, { role: 'user', content: 'first' }] }, 'm');
-    const turn2 = buildResponsesBody({ model: 'm', messages: [{ role: 'system', content: 'S' }, { role: 'user', content: 'first' }, { role: 'assistant', content: 'a' }, { role: 'user', content: 'second' }] }, 'm');
-    const other = buildResponsesBody({ model: 'm', messages: [{ role: 'system', content: 'S' }, { role: 'user', content: 'different' }] }, 'm');
+    const turn1 = buildResponsesBody(
+      {
+        model: 'm',
+        messages: [
+          { role: 'system', content: 'S' },
+          { role: 'user', content: 'first' },
+        ],
+      },
+      'm',
+    );
+    const turn2 = buildResponsesBody(
+      {
+        model: 'm',
+        messages: [
+          { role: 'system', content: 'S' },
+          { role: 'user', content: 'first' },
+          { role: 'assistant', content: 'a' },
+          { role: 'user', content: 'second' },
+        ],
+      },
+      'm',
+    );
+    const other = buildResponsesBody(
+      {
+        model: 'm',
+        messages: [
+          { role: 'system', content: 'S' },
+          { role: 'user', content: 'different' },
+        ],
+      },
+      'm',
+    );
     expect(turn2.prompt_cache_key).toBe(turn1.prompt_cache_key);
     expect(other.prompt_cache_key).not.toBe(turn1.prompt_cache_key);
-    const otherUser = buildResponsesBody({ model: 'm', user: 'someone-else', messages: [{ role: 'system', content: 'S' }, { role: 'user', content: 'first' }] }, 'm');
+    const otherUser = buildResponsesBody(
+      {
+        model: 'm',
+        user: 'someone-else',
+        messages: [
+          { role: 'system', content: 'S' },
+          { role: 'user', content: 'first' },
+        ],
+      },
+      'm',
+    );
     expect(otherUser.prompt_cache_key).not.toBe(turn1.prompt_cache_key);
   });
 
   it('refuses content parts it cannot send, and more than one choice', () => {
-    expect(() => buildResponsesBody({ model: 'm', messages: [{ role: 'user', content: [{ type: 'input_audio', input_audio: {} }] }] }, 'm')).toThrow(UnsupportedRequestError);
+    expect(() =>
+      buildResponsesBody({ model: 'm', messages: [{ role: 'user', content: [{ type: 'input_audio', input_audio: {} }] }] }, 'm'),
+    ).toThrow(UnsupportedRequestError);
     expect(() => buildResponsesBody({ ...base, n: 2 }, 'm')).toThrow(/n must be 1/);
     expect(buildResponsesBody({ ...base, n: 1 }, 'm')).not.toHaveProperty('n');
   });
@@ -101,7 +190,10 @@ function run(events: Array<Record<string, unknown>>, t = new ResponsesStreamTran
 
 describe('ResponsesStreamTranslator', () => {
   const created = { type: 'response.created', response: { id: 'resp_1', status: 'in_progress' } };
-  const completed = (usage: Record<string, unknown> = {}, extra: Record<string, unknown> = {}) => ({ type: 'response.completed', response: { id: 'resp_1', status: 'completed', usage, ...extra } });
+  const completed = (usage: Record<string, unknown> = {}, extra: Record<string, unknown> = {}) => ({
+    type: 'response.completed',
+    response: { id: 'resp_1', status: 'completed', usage, ...extra },
+  });
 
   it('turns text and reasoning deltas into chunks with the response id, then finish and usage', () => {
     const chunks = run([
@@ -112,8 +204,18 @@ describe('ResponsesStreamTranslator', () => {
       { type: 'response.output_item.added', output_index: 1, item: { id: 'msg_1', type: 'message' } },
       { type: 'response.output_text.delta', item_id: 'msg_1', output_index: 1, delta: 'Hel' },
       { type: 'response.output_text.delta', item_id: 'msg_1', output_index: 1, delta: 'lo' },
-      { type: 'response.output_item.done', output_index: 1, item: { id: 'msg_1', type: 'message', content: [{ type: 'output_text', text: 'Hello' }] } },
-      completed({ input_tokens: 100, input_tokens_details: { cached_tokens: 60 }, output_tokens: 30, output_tokens_details: { reasoning_tokens: 12 }, total_tokens: 130 }),
+      {
+        type: 'response.output_item.done',
+        output_index: 1,
+        item: { id: 'msg_1', type: 'message', content: [{ type: 'output_text', text: 'Hello' }] },
+      },
+      completed({
+        input_tokens: 100,
+        input_tokens_details: { cached_tokens: 60 },
+        output_tokens: 30,
+        output_tokens_details: { reasoning_tokens: 12 },
+        total_tokens: 130,
+      }),
     ]);
     expect(chunks.every((c) => c.id === 'resp_1' && c.model === 'gpt-5.1-codex' && c.object === 'chat.completion.chunk')).toBe(true);
     expect(chunks.map((c) => c.choices[0]?.delta)).toEqual([
@@ -126,20 +228,45 @@ describe('ResponsesStreamTranslator', () => {
       undefined,
     ]);
     expect(chunks[5].choices[0].finish_reason).toBe('stop');
-    expect(chunks[6]).toMatchObject({ choices: [], usage: { prompt_tokens: 100, completion_tokens: 30, total_tokens: 130, prompt_tokens_details: { cached_tokens: 60 }, completion_tokens_details: { reasoning_tokens: 12 } } });
+    expect(chunks[6]).toMatchObject({
+      choices: [],
+      usage: {
+        prompt_tokens: 100,
+        completion_tokens: 30,
+        total_tokens: 130,
+        prompt_tokens_details: { cached_tokens: 60 },
+        completion_tokens_details: { reasoning_tokens: 12 },
+      },
+    });
   });
 
   it('streams function calls: the call with id and name, argument deltas, and finish_reason tool_calls', () => {
     const chunks = run([
       created,
-      { type: 'response.output_item.added', output_index: 0, item: { id: 'fc_1', type: 'function_call', call_id: 'call_a', name: 'lookup', arguments: '' } },
+      {
+        type: 'response.output_item.added',
+        output_index: 0,
+        item: { id: 'fc_1', type: 'function_call', call_id: 'call_a', name: 'lookup', arguments: '' },
+      },
       { type: 'response.function_call_arguments.delta', item_id: 'fc_1', output_index: 0, delta: '{"q":' },
       { type: 'response.function_call_arguments.delta', item_id: 'fc_1', output_index: 0, delta: '"x"}' },
       { type: 'response.function_call_arguments.done', item_id: 'fc_1', output_index: 0, arguments: '{"q":"x"}' },
-      { type: 'response.output_item.done', output_index: 0, item: { id: 'fc_1', type: 'function_call', call_id: 'call_a', name: 'lookup', arguments: '{"q":"x"}' } },
-      { type: 'response.output_item.added', output_index: 1, item: { id: 'fc_2', type: 'function_call', call_id: 'call_b', name: 'other' } },
+      {
+        type: 'response.output_item.done',
+        output_index: 0,
+        item: { id: 'fc_1', type: 'function_call', call_id: 'call_a', name: 'lookup', arguments: '{"q":"x"}' },
+      },
+      {
+        type: 'response.output_item.added',
+        output_index: 1,
+        item: { id: 'fc_2', type: 'function_call', call_id: 'call_b', name: 'other' },
+      },
       // A call whose arguments come only with the done event.
-      { type: 'response.output_item.done', output_index: 1, item: { id: 'fc_2', type: 'function_call', call_id: 'call_b', name: 'other', arguments: '{}' } },
+      {
+        type: 'response.output_item.done',
+        output_index: 1,
+        item: { id: 'fc_2', type: 'function_call', call_id: 'call_b', name: 'other', arguments: '{}' },
+      },
       completed(),
     ]);
     const deltas = chunks.flatMap((c) => c.choices[0]?.delta?.tool_calls ?? []);
@@ -166,12 +293,23 @@ describe('ResponsesStreamTranslator', () => {
   });
 
   it('delivers a message that arrives only whole', () => {
-    const chunks = run([created, { type: 'response.output_item.done', output_index: 0, item: { id: 'm', type: 'message', content: [{ type: 'output_text', text: 'All at once' }] } }, completed()]);
+    const chunks = run([
+      created,
+      {
+        type: 'response.output_item.done',
+        output_index: 0,
+        item: { id: 'm', type: 'message', content: [{ type: 'output_text', text: 'All at once' }] },
+      },
+      completed(),
+    ]);
     expect(chunks.map((c) => c.choices[0]?.delta?.content).filter(Boolean)).toEqual(['All at once']);
   });
 
   it('maps an incomplete response to length or content_filter', () => {
-    const inc = (reason: string) => run([created, { type: 'response.incomplete', response: { id: 'r', status: 'incomplete', incomplete_details: { reason } } }]).find((c) => c.choices[0]?.finish_reason)?.choices[0].finish_reason;
+    const inc = (reason: string) =>
+      run([created, { type: 'response.incomplete', response: { id: 'r', status: 'incomplete', incomplete_details: { reason } } }]).find(
+        (c) => c.choices[0]?.finish_reason,
+      )?.choices[0].finish_reason;
     expect(inc('max_output_tokens')).toBe('length');
     expect(inc('content_filter')).toBe('content_filter');
   });
@@ -182,12 +320,20 @@ describe('ResponsesStreamTranslator', () => {
     expect(t.completed).toBe(false);
     let caught: unknown;
     try {
-      t.handle('response.failed', { type: 'response.failed', response: { error: { code: 'rate_limit_exceeded', message: 'Please try again in 20s.' } } });
+      t.handle('response.failed', {
+        type: 'response.failed',
+        response: { error: { code: 'rate_limit_exceeded', message: 'Please try again in 20s.' } },
+      });
     } catch (e) {
       caught = e;
     }
     expect(caught).toBeInstanceOf(ResponsesFailedError);
-    expect((caught as ResponsesFailedError).failure).toEqual({ code: 'rate_limit_exceeded', type: undefined, message: 'Please try again in 20s.', resetsAt: undefined });
+    expect((caught as ResponsesFailedError).failure).toEqual({
+      code: 'rate_limit_exceeded',
+      type: undefined,
+      message: 'Please try again in 20s.',
+      resetsAt: undefined,
+    });
     expect(() => t.handle('error', { type: 'error', code: 'server_is_overloaded', message: 'Overloaded' })).toThrow('Overloaded');
     const done = new ResponsesStreamTranslator('m', 'f');
     run([created, completed()], done);
@@ -196,7 +342,10 @@ describe('ResponsesStreamTranslator', () => {
 
   it('reads the usage window from codex.rate_limits', () => {
     const t = new ResponsesStreamTranslator('m', 'f');
-    t.handle('codex.rate_limits', { type: 'codex.rate_limits', rate_limits: { primary: { used_percent: 40 }, secondary: { used_percent: 75.5 } } });
+    t.handle('codex.rate_limits', {
+      type: 'codex.rate_limits',
+      rate_limits: { primary: { used_percent: 40 }, secondary: { used_percent: 75.5 } },
+    });
     expect(t.rateLimit).toEqual({ usedPercent: 75.5 });
   });
 

@@ -37,7 +37,8 @@ export class UnsupportedRequestError extends Error {
 type Item = Record<string, unknown>;
 
 export function buildResponsesBody(req: ChatRequest, model: string, opts: CodexRequestOptions = {}): Record<string, unknown> {
-  if (typeof req.n === 'number' && req.n > 1) throw new UnsupportedRequestError('codex_sub routes answer with one choice; n must be 1', 'n');
+  if (typeof req.n === 'number' && req.n > 1)
+    throw new UnsupportedRequestError('codex_sub routes answer with one choice; n must be 1', 'n');
   const system: string[] = [];
   const input: Item[] = [];
   const calls = new Set<string>();
@@ -68,7 +69,12 @@ export function buildResponsesBody(req: ChatRequest, model: string, opts: CodexR
         const id = m.tool_call_id ?? '';
         // The backend refuses an output whose call is not in the same input; keep it as text.
         if (id && calls.has(id)) input.push({ type: 'function_call_output', call_id: id, output });
-        else input.push({ type: 'message', role: 'user', content: [{ type: 'input_text', text: `Result of tool call ${id || m.name || ''}: ${output}` }] });
+        else
+          input.push({
+            type: 'message',
+            role: 'user',
+            content: [{ type: 'input_text', text: `Result of tool call ${id || m.name || ''}: ${output}` }],
+          });
         break;
       }
     }
@@ -78,7 +84,13 @@ export function buildResponsesBody(req: ChatRequest, model: string, opts: CodexR
   if (Array.isArray(req.tools) && req.tools.length > 0) {
     body.tools = req.tools.map((t) =>
       t.type === 'function' && t.function
-        ? { type: 'function', name: t.function.name, description: t.function.description, parameters: t.function.parameters ?? { type: 'object', properties: {} }, strict: t.function.strict ?? false }
+        ? {
+            type: 'function',
+            name: t.function.name,
+            description: t.function.description,
+            parameters: t.function.parameters ?? { type: 'object', properties: {} },
+            strict: t.function.strict ?? false,
+          }
         : t,
     );
     body.tool_choice = toolChoice(req.tool_choice);
@@ -100,7 +112,10 @@ export function buildResponsesBody(req: ChatRequest, model: string, opts: CodexR
   }
   if (opts.textVerbosity) text.verbosity = opts.textVerbosity;
   if (Object.keys(text).length > 0) body.text = text;
-  body.prompt_cache_key = typeof req.prompt_cache_key === 'string' && req.prompt_cache_key ? req.prompt_cache_key : conversationKey(instructions, input, req.user);
+  body.prompt_cache_key =
+    typeof req.prompt_cache_key === 'string' && req.prompt_cache_key
+      ? req.prompt_cache_key
+      : conversationKey(instructions, input, req.user);
   return body;
 }
 
@@ -110,7 +125,13 @@ export function buildResponsesBody(req: ChatRequest, model: string, opts: CodexR
  * session header) follow it.
  */
 export function conversationKey(instructions: string, input: Item[], user?: string): string {
-  const h = createHash('sha256').update(instructions).update('\u0000').update(JSON.stringify(input[0] ?? null)).update('\u0000').update(user ?? '').digest('hex');
+  const h = createHash('sha256')
+    .update(instructions)
+    .update('\u0000')
+    .update(JSON.stringify(input[0] ?? null))
+    .update('\u0000')
+    .update(user ?? '')
+    .digest('hex');
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
 }
 
@@ -136,7 +157,10 @@ function userContent(content: ChatMessage['content'], index: number): Item[] {
       const url = typeof img === 'string' ? img : img?.url;
       return { type: 'input_image', image_url: url ?? '', ...(typeof img === 'object' && img?.detail ? { detail: img.detail } : {}) };
     }
-    throw new UnsupportedRequestError(`content parts of type "${p.type}" are not supported by codex_sub routes`, `messages[${index}].content[${j}].type`);
+    throw new UnsupportedRequestError(
+      `content parts of type "${p.type}" are not supported by codex_sub routes`,
+      `messages[${index}].content[${j}].type`,
+    );
   });
 }
 
@@ -278,7 +302,9 @@ export class ResponsesStreamTranslator {
     const callId = typeof item.call_id === 'string' ? item.call_id : typeof item.id === 'string' ? item.id : `call_${entry.index}`;
     const args = typeof item.arguments === 'string' ? item.arguments : '';
     entry.args = args;
-    this.emit(out, { tool_calls: [{ index: entry.index, id: callId, type: 'function', function: { name: String(item.name ?? ''), arguments: args } }] });
+    this.emit(out, {
+      tool_calls: [{ index: entry.index, id: callId, type: 'function', function: { name: String(item.name ?? ''), arguments: args } }],
+    });
   }
 
   /** The final arguments: whatever the deltas did not deliver yet (all of it if there were none). */
@@ -398,7 +424,10 @@ export class ChatAggregator {
   }
 
   result(): ChatResponse {
-    const message: ChatResponse['choices'][number]['message'] = { role: 'assistant', content: this.calls.length > 0 && !this.content ? null : this.content };
+    const message: ChatResponse['choices'][number]['message'] = {
+      role: 'assistant',
+      content: this.calls.length > 0 && !this.content ? null : this.content,
+    };
     if (this.reasoning) message.reasoning_content = this.reasoning;
     if (this.refusal) message.refusal = this.refusal;
     if (this.calls.length > 0) message.tool_calls = this.calls.filter(Boolean);

@@ -6,7 +6,17 @@ import { UpstreamError } from '../../common/errors';
 import { bodyChunks, SseDecoder } from '../../common/sse';
 import type { RouteDef } from '../../config/registry.types';
 import { KeyPool } from '../http/key-pool.service';
-import { callInfo, joinUrl, optionString, parseEvent, postJson, probeGet, protocolError, readJson, releaseBody } from '../http/upstream-call';
+import {
+  callInfo,
+  joinUrl,
+  optionString,
+  parseEvent,
+  postJson,
+  probeGet,
+  protocolError,
+  readJson,
+  releaseBody,
+} from '../http/upstream-call';
 import { UpstreamClient } from '../http/upstream-client.service';
 import { LlmAdapter, type CallContext, type ProbeResult } from '../llm-adapter';
 import {
@@ -60,7 +70,13 @@ export class GeminiAdapter implements LlmAdapter {
       for await (const bytes of bodyChunks(res.body)) {
         for (const ev of sse.push(bytes)) {
           const event = parseEvent<GeminiResponse>(ev.data, route);
-          if (event.error) throw geminiHttpError(event.error.code && event.error.code >= 400 ? event.error.code : 502, JSON.stringify({ error: event.error }), route, undefined);
+          if (event.error)
+            throw geminiHttpError(
+              event.error.code && event.error.code >= 400 ? event.error.code : 502,
+              JSON.stringify({ error: event.error }),
+              route,
+              undefined,
+            );
           for (const chunk of translator.push(event)) yield chunk;
         }
       }
@@ -71,7 +87,12 @@ export class GeminiAdapter implements LlmAdapter {
       releaseBody(res, ended);
     }
     if (!translator.complete) {
-      throw new UpstreamError({ failure: 'reset', message: `upstream ${route.id} ended the stream before the answer was complete`, provider: route.kind, route: route.id });
+      throw new UpstreamError({
+        failure: 'reset',
+        message: `upstream ${route.id} ended the stream before the answer was complete`,
+        provider: route.kind,
+        route: route.id,
+      });
     }
     yield* translator.end();
   }
@@ -80,12 +101,19 @@ export class GeminiAdapter implements LlmAdapter {
     const body = toGeminiEmbedRequest(req, route.providerModelId, optionString(route, 'task_type'));
     const res = await this.send(this.modelUrl(route, 'batchEmbedContents'), body, route, ctx, false);
     const json = await readJson<GeminiBatchEmbedResponse>(this.http, res, route, ctx);
-    if (!json || !Array.isArray(json.embeddings) || json.embeddings.length !== body.requests.length) throw protocolError(route, 'answered with a different number of embeddings than inputs');
+    if (!json || !Array.isArray(json.embeddings) || json.embeddings.length !== body.requests.length)
+      throw protocolError(route, 'answered with a different number of embeddings than inputs');
     return fromGeminiEmbedResponse(json, route.providerModelId);
   }
 
   probe(route: RouteDef, signal: AbortSignal): Promise<ProbeResult> {
-    return probeGet(this.http, joinUrl(this.baseUrl(route), 'models?pageSize=1'), this.headers(route, route.apiKeys[0], false), route, signal);
+    return probeGet(
+      this.http,
+      joinUrl(this.baseUrl(route), 'models?pageSize=1'),
+      this.headers(route, route.apiKeys[0], false),
+      route,
+      signal,
+    );
   }
 
   private baseUrl(route: RouteDef): string {
@@ -105,7 +133,11 @@ export class GeminiAdapter implements LlmAdapter {
   }
 
   private headers(route: RouteDef, key: string | undefined, stream: boolean): Record<string, string> {
-    const h: Record<string, string> = { 'content-type': 'application/json', accept: stream ? 'text/event-stream' : 'application/json', ...route.headers };
+    const h: Record<string, string> = {
+      'content-type': 'application/json',
+      accept: stream ? 'text/event-stream' : 'application/json',
+      ...route.headers,
+    };
     if (key) h['x-goog-api-key'] = key;
     return h;
   }
@@ -113,7 +145,9 @@ export class GeminiAdapter implements LlmAdapter {
   private send(url: string, body: unknown, route: RouteDef, ctx: CallContext, stream: boolean): Promise<Dispatcher.ResponseData> {
     const text = JSON.stringify(body);
     return this.keys.run(route, ctx, (key) =>
-      postJson(this.http, url, this.headers(route, key, stream), text, route, ctx, (status, errText, retryAfter) => geminiHttpError(status, errText, route, retryAfter)),
+      postJson(this.http, url, this.headers(route, key, stream), text, route, ctx, (status, errText, retryAfter) =>
+        geminiHttpError(status, errText, route, retryAfter),
+      ),
     );
   }
 }

@@ -16,7 +16,18 @@ import {
   toGeminiRequest,
 } from './gemini.mapper';
 
-const route: RouteDef = { id: 'gem', kind: 'gemini', apiKeys: ['k'], providerModelId: 'gemini-2.5-flash', weight: 1, locality: 'remote', headers: {}, timeouts: {}, options: {}, where: 'test' };
+const route: RouteDef = {
+  id: 'gem',
+  kind: 'gemini',
+  apiKeys: ['k'],
+  providerModelId: 'gemini-2.5-flash',
+  weight: 1,
+  locality: 'remote',
+  headers: {},
+  timeouts: {},
+  options: {},
+  where: 'test',
+};
 const req = (extra: Partial<ChatRequest> = {}): ChatRequest => ({ model: 'pub', messages: [{ role: 'user', content: 'hi' }], ...extra });
 const refused = (fn: () => unknown) => {
   try {
@@ -84,7 +95,12 @@ describe('toGeminiRequest', () => {
             content: null,
             tool_calls: [
               { id: synthetic, type: 'function', function: { name: 'weather', arguments: '{"city":"Paris"}' } },
-              { id: 'fc-7', type: 'function', function: { name: 'time', arguments: '{}' }, extra_content: { google: { thought_signature: 'SIG' } } } as never,
+              {
+                id: 'fc-7',
+                type: 'function',
+                function: { name: 'time', arguments: '{}' },
+                extra_content: { google: { thought_signature: 'SIG' } },
+              } as never,
             ],
           },
           { role: 'tool', tool_call_id: synthetic, content: '{"tempC":21}' },
@@ -101,21 +117,43 @@ describe('toGeminiRequest', () => {
     });
     expect(body.contents[2]).toEqual({
       role: 'user',
-      parts: [{ functionResponse: { name: 'weather', response: { output: { tempC: 21 } } } }, { functionResponse: { name: 'time', response: { output: 'noon' }, id: 'fc-7' } }],
+      parts: [
+        { functionResponse: { name: 'weather', response: { output: { tempC: 21 } } } },
+        { functionResponse: { name: 'time', response: { output: 'noon' }, id: 'fc-7' } },
+      ],
     });
   });
 
   it('refuses a tool result that answers no earlier call', () => {
-    expect(refused(() => toGeminiRequest(req({ messages: [{ role: 'user', content: 'x' }, { role: 'tool', tool_call_id: 'nope', content: 'r' }] })))).toMatchObject({ status: 400, param: 'messages[1].tool_call_id' });
+    expect(
+      refused(() =>
+        toGeminiRequest(
+          req({
+            messages: [
+              { role: 'user', content: 'x' },
+              { role: 'tool', tool_call_id: 'nope', content: 'r' },
+            ],
+          }),
+        ),
+      ),
+    ).toMatchObject({ status: 400, param: 'messages[1].tool_call_id' });
   });
 
   it.each([
     ['auto', { mode: 'AUTO' }],
     ['none', { mode: 'NONE' }],
     ['required', { mode: 'ANY' }],
-    [{ type: 'function', function: { name: 'f' } }, { mode: 'ANY', allowedFunctionNames: ['f'] }],
+    [
+      { type: 'function', function: { name: 'f' } },
+      { mode: 'ANY', allowedFunctionNames: ['f'] },
+    ],
   ] as const)('maps tool_choice %j', (choice, config) => {
-    const body = toGeminiRequest(req({ tools: [{ type: 'function', function: { name: 'f', description: 'd', parameters: { type: 'object' } } }], tool_choice: choice as ChatRequest['tool_choice'] }));
+    const body = toGeminiRequest(
+      req({
+        tools: [{ type: 'function', function: { name: 'f', description: 'd', parameters: { type: 'object' } } }],
+        tool_choice: choice as ChatRequest['tool_choice'],
+      }),
+    );
     expect(body.tools).toEqual([{ functionDeclarations: [{ name: 'f', description: 'd', parametersJsonSchema: { type: 'object' } }] }]);
     expect(body.toolConfig).toEqual({ functionCallingConfig: config });
   });
@@ -154,8 +192,12 @@ describe('toGeminiRequest', () => {
       logprobs: 3,
       thinkingConfig: { thinkingBudget: 1024, includeThoughts: true },
     });
-    expect(toGeminiRequest(req({ response_format: { type: 'json_object' } })).generationConfig).toEqual({ responseMimeType: 'application/json' });
-    expect(toGeminiRequest(req({ reasoning_effort: 'none' })).generationConfig).toEqual({ thinkingConfig: { thinkingBudget: 0, includeThoughts: false } });
+    expect(toGeminiRequest(req({ response_format: { type: 'json_object' } })).generationConfig).toEqual({
+      responseMimeType: 'application/json',
+    });
+    expect(toGeminiRequest(req({ reasoning_effort: 'none' })).generationConfig).toEqual({
+      thinkingConfig: { thinkingBudget: 0, includeThoughts: false },
+    });
     expect(toGeminiRequest(req())).not.toHaveProperty('generationConfig');
   });
 });
@@ -182,7 +224,13 @@ describe('fromGeminiResponse', () => {
             },
           },
         ],
-        usageMetadata: { promptTokenCount: 12, candidatesTokenCount: 20, thoughtsTokenCount: 28, cachedContentTokenCount: 4, totalTokenCount: 60 },
+        usageMetadata: {
+          promptTokenCount: 12,
+          candidatesTokenCount: 20,
+          thoughtsTokenCount: 28,
+          cachedContentTokenCount: 4,
+          totalTokenCount: 60,
+        },
       },
       'gemini-2.5-flash',
       () => 'call_new',
@@ -197,17 +245,33 @@ describe('fromGeminiResponse', () => {
         content: 'Calling tools.',
         reasoning_content: 'thinking...',
         tool_calls: [
-          { id: 'call_new', type: 'function', function: { name: 'weather', arguments: '{"city":"Paris"}' }, extra_content: { google: { thought_signature: 'SIG' } } },
+          {
+            id: 'call_new',
+            type: 'function',
+            function: { name: 'weather', arguments: '{"city":"Paris"}' },
+            extra_content: { google: { thought_signature: 'SIG' } },
+          },
           { id: 'fc-2', type: 'function', function: { name: 'time', arguments: '{}' } },
         ],
       },
     });
-    expect(res.usage).toEqual({ prompt_tokens: 12, completion_tokens: 48, total_tokens: 60, prompt_tokens_details: { cached_tokens: 4 }, completion_tokens_details: { reasoning_tokens: 28 } });
+    expect(res.usage).toEqual({
+      prompt_tokens: 12,
+      completion_tokens: 48,
+      total_tokens: 60,
+      prompt_tokens_details: { cached_tokens: 4 },
+      completion_tokens_details: { reasoning_tokens: 28 },
+    });
   });
 
   it('answers a blocked prompt with an empty content_filter choice', () => {
-    const res = fromGeminiResponse({ promptFeedback: { blockReason: 'SAFETY' }, usageMetadata: { promptTokenCount: 5, totalTokenCount: 5 } }, 'g');
-    expect(res.choices).toEqual([{ index: 0, message: { role: 'assistant', content: '' }, finish_reason: 'content_filter', logprobs: null }]);
+    const res = fromGeminiResponse(
+      { promptFeedback: { blockReason: 'SAFETY' }, usageMetadata: { promptTokenCount: 5, totalTokenCount: 5 } },
+      'g',
+    );
+    expect(res.choices).toEqual([
+      { index: 0, message: { role: 'assistant', content: '' }, finish_reason: 'content_filter', logprobs: null },
+    ]);
   });
 
   it('gives a synthetic id the shape the request mapper recognises', () => {
@@ -235,8 +299,22 @@ describe('GeminiStreamTranslator', () => {
   it('turns SSE events into chunks: role first, text, whole function calls, finish, usage last', () => {
     const t = new GeminiStreamTranslator('gemini-x', () => 'call_x');
     const chunks: ChatChunk[] = [
-      ...t.push({ responseId: 'r', candidates: [{ index: 0, content: { role: 'model', parts: [{ text: 'Hel' }] } }], usageMetadata: { promptTokenCount: 4, candidatesTokenCount: 1 } }),
-      ...t.push({ responseId: 'r', candidates: [{ index: 0, content: { role: 'model', parts: [{ text: 'lo' }, { functionCall: { name: 'f', args: { a: 1 } } }] }, finishReason: 'STOP' }], usageMetadata: { promptTokenCount: 4, candidatesTokenCount: 9, totalTokenCount: 13 } }),
+      ...t.push({
+        responseId: 'r',
+        candidates: [{ index: 0, content: { role: 'model', parts: [{ text: 'Hel' }] } }],
+        usageMetadata: { promptTokenCount: 4, candidatesTokenCount: 1 },
+      }),
+      ...t.push({
+        responseId: 'r',
+        candidates: [
+          {
+            index: 0,
+            content: { role: 'model', parts: [{ text: 'lo' }, { functionCall: { name: 'f', args: { a: 1 } } }] },
+            finishReason: 'STOP',
+          },
+        ],
+        usageMetadata: { promptTokenCount: 4, candidatesTokenCount: 9, totalTokenCount: 13 },
+      }),
     ];
     expect(t.complete).toBe(true);
     chunks.push(...t.end());
@@ -264,8 +342,16 @@ describe('GeminiStreamTranslator', () => {
 
   it('keeps candidates apart by index', () => {
     const t = new GeminiStreamTranslator('g');
-    const out = t.push({ candidates: [{ index: 0, content: { parts: [{ text: 'a' }] }, finishReason: 'STOP' }, { index: 1, content: { parts: [{ text: 'b' }] }, finishReason: 'MAX_TOKENS' }] });
-    expect(out.filter((c) => c.choices[0].finish_reason).map((c) => [c.choices[0].index, c.choices[0].finish_reason])).toEqual([[0, 'stop'], [1, 'length']]);
+    const out = t.push({
+      candidates: [
+        { index: 0, content: { parts: [{ text: 'a' }] }, finishReason: 'STOP' },
+        { index: 1, content: { parts: [{ text: 'b' }] }, finishReason: 'MAX_TOKENS' },
+      ],
+    });
+    expect(out.filter((c) => c.choices[0].finish_reason).map((c) => [c.choices[0].index, c.choices[0].finish_reason])).toEqual([
+      [0, 'stop'],
+      [1, 'length'],
+    ]);
   });
 
   it('treats a blocked prompt as a complete, filtered answer', () => {
@@ -278,7 +364,15 @@ describe('GeminiStreamTranslator', () => {
 
 describe('geminiUsage', () => {
   it('counts thoughts as completion (reasoning) tokens and tool-use prompts as prompt tokens', () => {
-    expect(geminiUsage({ promptTokenCount: 10, toolUsePromptTokenCount: 2, candidatesTokenCount: 5, thoughtsTokenCount: 7, cachedContentTokenCount: 6 })).toEqual({
+    expect(
+      geminiUsage({
+        promptTokenCount: 10,
+        toolUsePromptTokenCount: 2,
+        candidatesTokenCount: 5,
+        thoughtsTokenCount: 7,
+        cachedContentTokenCount: 6,
+      }),
+    ).toEqual({
       prompt_tokens: 12,
       completion_tokens: 12,
       total_tokens: 24,
@@ -290,12 +384,34 @@ describe('geminiUsage', () => {
 
 describe('geminiHttpError', () => {
   it('makes an invalid API key (400 API_KEY_INVALID) a 401', () => {
-    const text = JSON.stringify({ error: { code: 400, message: 'API key not valid. Please pass a valid API key.', status: 'INVALID_ARGUMENT', details: [{ '@type': 'type.googleapis.com/google.rpc.ErrorInfo', reason: 'API_KEY_INVALID', domain: 'googleapis.com' }] } });
-    expect(geminiHttpError(400, text, route, undefined)).toMatchObject({ status: 401, upstreamStatus: 401, type: 'authentication_error', code: 'invalid_api_key', retryable: false });
+    const text = JSON.stringify({
+      error: {
+        code: 400,
+        message: 'API key not valid. Please pass a valid API key.',
+        status: 'INVALID_ARGUMENT',
+        details: [{ '@type': 'type.googleapis.com/google.rpc.ErrorInfo', reason: 'API_KEY_INVALID', domain: 'googleapis.com' }],
+      },
+    });
+    expect(geminiHttpError(400, text, route, undefined)).toMatchObject({
+      status: 401,
+      upstreamStatus: 401,
+      type: 'authentication_error',
+      code: 'invalid_api_key',
+      retryable: false,
+    });
   });
 
   it("turns RESOURCE_EXHAUSTED's RetryInfo into Retry-After", () => {
-    const text = JSON.stringify([{ error: { code: 429, message: 'quota', status: 'RESOURCE_EXHAUSTED', details: [{ '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: '57.238747106s' }] } }]);
+    const text = JSON.stringify([
+      {
+        error: {
+          code: 429,
+          message: 'quota',
+          status: 'RESOURCE_EXHAUSTED',
+          details: [{ '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: '57.238747106s' }],
+        },
+      },
+    ]);
     const err = geminiHttpError(429, text, route, undefined);
     expect(err).toMatchObject({ status: 429, type: 'rate_limit_error', code: 'RESOURCE_EXHAUSTED', retryAfterMs: 57239, retryable: true });
     expect(err.headers).toEqual({ 'retry-after': '58' });
@@ -323,10 +439,22 @@ describe('geminiHttpError', () => {
 
 describe('embeddings', () => {
   it('asks batchEmbedContents for every input, with dimensions and task type', () => {
-    expect(toGeminiEmbedRequest({ model: 'pub', input: ['a', 'b'], dimensions: 256 }, 'gemini-embedding-001', 'RETRIEVAL_DOCUMENT')).toEqual({
+    expect(
+      toGeminiEmbedRequest({ model: 'pub', input: ['a', 'b'], dimensions: 256 }, 'gemini-embedding-001', 'RETRIEVAL_DOCUMENT'),
+    ).toEqual({
       requests: [
-        { model: 'models/gemini-embedding-001', content: { parts: [{ text: 'a' }] }, outputDimensionality: 256, taskType: 'RETRIEVAL_DOCUMENT' },
-        { model: 'models/gemini-embedding-001', content: { parts: [{ text: 'b' }] }, outputDimensionality: 256, taskType: 'RETRIEVAL_DOCUMENT' },
+        {
+          model: 'models/gemini-embedding-001',
+          content: { parts: [{ text: 'a' }] },
+          outputDimensionality: 256,
+          taskType: 'RETRIEVAL_DOCUMENT',
+        },
+        {
+          model: 'models/gemini-embedding-001',
+          content: { parts: [{ text: 'b' }] },
+          outputDimensionality: 256,
+          taskType: 'RETRIEVAL_DOCUMENT',
+        },
       ],
     });
     expect(refused(() => toGeminiEmbedRequest({ model: 'pub', input: [1, 2] }, 'm'))).toMatchObject({ status: 400, param: 'input' });

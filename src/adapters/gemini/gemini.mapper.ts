@@ -46,8 +46,17 @@ export function geminiModelPath(model: string): string {
 }
 
 const MIME_BY_EXT: Readonly<Record<string, string>> = {
-  png: 'image/png', jpg: 'image/jpeg', jpeg: 'image/jpeg', webp: 'image/webp', gif: 'image/gif', heic: 'image/heic', heif: 'image/heif',
-  pdf: 'application/pdf', mp3: 'audio/mp3', wav: 'audio/wav', mp4: 'video/mp4',
+  png: 'image/png',
+  jpg: 'image/jpeg',
+  jpeg: 'image/jpeg',
+  webp: 'image/webp',
+  gif: 'image/gif',
+  heic: 'image/heic',
+  heif: 'image/heif',
+  pdf: 'application/pdf',
+  mp3: 'audio/mp3',
+  wav: 'audio/wav',
+  mp4: 'video/mp4',
 };
 
 function mediaPart(url: string): GeminiPart {
@@ -72,7 +81,11 @@ function userParts(content: ChatMessage['content'], at: string): GeminiPart[] {
       case 'file': {
         const f = (part as { file?: { file_data?: string; file_id?: string } }).file;
         const url = f?.file_data ?? f?.file_id;
-        if (!url) throw unsupported(`${at}.content[${j}]: a file needs file_data (a base64 data: URL) or file_id (a Gemini Files API URI)`, `${at}.content[${j}].file`);
+        if (!url)
+          throw unsupported(
+            `${at}.content[${j}]: a file needs file_data (a base64 data: URL) or file_id (a Gemini Files API URI)`,
+            `${at}.content[${j}].file`,
+          );
         return mediaPart(url);
       }
       default:
@@ -98,7 +111,12 @@ function signatureOf(call: ToolCall): string | undefined {
 
 function modelParts(m: ChatMessage, at: string): GeminiPart[] {
   const parts: GeminiPart[] = [];
-  const text = typeof m.content === 'string' ? m.content : Array.isArray(m.content) ? m.content.map((p) => (p.type === 'text' ? String((p as { text: unknown }).text) : '')).join('') : '';
+  const text =
+    typeof m.content === 'string'
+      ? m.content
+      : Array.isArray(m.content)
+        ? m.content.map((p) => (p.type === 'text' ? String((p as { text: unknown }).text) : '')).join('')
+        : '';
   if (text) parts.push({ text });
   (m.tool_calls ?? []).forEach((t, j) => {
     const part: GeminiPart = { functionCall: { name: t.function.name, args: parseArgs(t.function.arguments, `${at}.tool_calls[${j}]`) } };
@@ -114,7 +132,12 @@ function toolResponse(m: ChatMessage, calls: ReadonlyMap<string, string>, at: st
   const id = String(m.tool_call_id);
   const name = calls.get(id) ?? (typeof m.name === 'string' ? m.name : undefined);
   if (!name) throw unsupported(`${at}.tool_call_id "${id}" matches no tool call of an earlier assistant message`, `${at}.tool_call_id`);
-  const text = typeof m.content === 'string' ? m.content : Array.isArray(m.content) ? m.content.map((p) => (p.type === 'text' ? String((p as { text: unknown }).text) : '')).join('') : '';
+  const text =
+    typeof m.content === 'string'
+      ? m.content
+      : Array.isArray(m.content)
+        ? m.content.map((p) => (p.type === 'text' ? String((p as { text: unknown }).text) : '')).join('')
+        : '';
   let output: unknown = text;
   try {
     output = JSON.parse(text);
@@ -272,7 +295,11 @@ export function geminiUsage(u: GeminiUsageMetadata): Usage {
 
 function toolCallOf(part: GeminiPart, newId: () => string): ToolCall {
   const fc = part.functionCall!;
-  const call: ToolCall & { extra_content?: unknown } = { id: fc.id || newId(), type: 'function', function: { name: fc.name, arguments: JSON.stringify(fc.args ?? {}) } };
+  const call: ToolCall & { extra_content?: unknown } = {
+    id: fc.id || newId(),
+    type: 'function',
+    function: { name: fc.name, arguments: JSON.stringify(fc.args ?? {}) },
+  };
   if (part.thoughtSignature) call.extra_content = { google: { thought_signature: part.thoughtSignature } };
   return call;
 }
@@ -296,7 +323,10 @@ export function fromGeminiResponse(res: GeminiResponse, model: string, newId: ()
         else text += p.text;
       }
     }
-    const message: ChatResponse['choices'][number]['message'] = { role: 'assistant', content: text === '' && toolCalls.length > 0 ? null : text };
+    const message: ChatResponse['choices'][number]['message'] = {
+      role: 'assistant',
+      content: text === '' && toolCalls.length > 0 ? null : text,
+    };
     if (toolCalls.length > 0) message.tool_calls = toolCalls;
     if (reasoning) message.reasoning_content = reasoning;
     return { index: c.index ?? i, message, finish_reason: finishReason(c.finishReason, toolCalls.length > 0) ?? 'stop', logprobs: null };
@@ -382,18 +412,45 @@ export class GeminiStreamTranslator {
 
   /** The usage chunk, once the stream ended (none if Gemini reported no usage). */
   end(): ChatChunk[] {
-    return this.usage ? [{ id: this.id, object: 'chat.completion.chunk', created: this.created, model: this.model, choices: [], usage: geminiUsage(this.usage) }] : [];
+    return this.usage
+      ? [
+          {
+            id: this.id,
+            object: 'chat.completion.chunk',
+            created: this.created,
+            model: this.model,
+            choices: [],
+            usage: geminiUsage(this.usage),
+          },
+        ]
+      : [];
   }
 
   private chunk(index: number, delta: ChunkDelta, finish: string | null): ChatChunk {
-    return { id: this.id, object: 'chat.completion.chunk', created: this.created, model: this.model, choices: [{ index, delta, finish_reason: finish }] };
+    return {
+      id: this.id,
+      object: 'chat.completion.chunk',
+      created: this.created,
+      model: this.model,
+      choices: [{ index, delta, finish_reason: finish }],
+    };
   }
 }
 
 /** Google canonical codes as HTTP statuses, for errors that carry only the code. */
 const STATUS_CODES: Readonly<Record<string, number>> = {
-  INVALID_ARGUMENT: 400, FAILED_PRECONDITION: 400, OUT_OF_RANGE: 400, UNAUTHENTICATED: 401, PERMISSION_DENIED: 403, NOT_FOUND: 404,
-  RESOURCE_EXHAUSTED: 429, CANCELLED: 499, INTERNAL: 500, UNKNOWN: 500, UNAVAILABLE: 503, DEADLINE_EXCEEDED: 504,
+  INVALID_ARGUMENT: 400,
+  FAILED_PRECONDITION: 400,
+  OUT_OF_RANGE: 400,
+  UNAUTHENTICATED: 401,
+  PERMISSION_DENIED: 403,
+  NOT_FOUND: 404,
+  RESOURCE_EXHAUSTED: 429,
+  CANCELLED: 499,
+  INTERNAL: 500,
+  UNKNOWN: 500,
+  UNAVAILABLE: 503,
+  DEADLINE_EXCEEDED: 504,
 };
 
 /** `"57.238747106s"` (a protobuf Duration) → ms. */
@@ -445,7 +502,8 @@ export function geminiHttpError(status: number, text: string, route: RouteDef, r
 /** An OpenAI embeddings request as one `batchEmbedContents` call (text inputs only). */
 export function toGeminiEmbedRequest(req: EmbeddingsRequest, model: string, taskType?: string): GeminiBatchEmbedRequest {
   const inputs = typeof req.input === 'string' ? [req.input] : req.input;
-  if (!Array.isArray(inputs) || inputs.some((x) => typeof x !== 'string')) throw unsupported('Gemini embeds text: send "input" as a string or an array of strings', 'input');
+  if (!Array.isArray(inputs) || inputs.some((x) => typeof x !== 'string'))
+    throw unsupported('Gemini embeds text: send "input" as a string or an array of strings', 'input');
   const path = geminiModelPath(model);
   return {
     requests: (inputs as string[]).map((text) => ({

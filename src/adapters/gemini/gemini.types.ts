@@ -99,7 +99,13 @@ export interface GeminiErrorBody {
 }
 
 export interface GeminiBatchEmbedRequest {
-  requests: Array<{ model: string; content: { parts: Array<{ text: string }> }; outputDimensionality?: number; taskType?: string; title?: string }>;
+  requests: Array<{
+    model: string;
+    content: { parts: Array<{ text: string }> };
+    outputDimensionality?: number;
+    taskType?: string;
+    title?: string;
+  }>;
 }
 
 export interface GeminiBatchEmbedResponse {

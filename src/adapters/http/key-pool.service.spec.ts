@@ -3,10 +3,23 @@ import type { RouteDef } from '../../config/registry.types';
 import { KEY_MUTE_MS, KeyPool } from './key-pool.service';
 
 function route(apiKeys: string[], baseUrl = 'https://api.example.com/v1'): RouteDef {
-  return { id: 'r', kind: 'openai_compat', baseUrl, apiKeys, providerModelId: 'm', weight: 1, locality: 'remote', headers: {}, timeouts: {}, options: {}, where: 'test' };
+  return {
+    id: 'r',
+    kind: 'openai_compat',
+    baseUrl,
+    apiKeys,
+    providerModelId: 'm',
+    weight: 1,
+    locality: 'remote',
+    headers: {},
+    timeouts: {},
+    options: {},
+    where: 'test',
+  };
 }
 
-const refused = (status: number, retryAfterMs?: number) => new UpstreamError({ failure: 'http', upstreamStatus: status, message: `HTTP ${status}`, retryAfterMs });
+const refused = (status: number, retryAfterMs?: number) =>
+  new UpstreamError({ failure: 'http', upstreamStatus: status, message: `HTTP ${status}`, retryAfterMs });
 
 describe('KeyPool', () => {
   let pool: KeyPool;
@@ -73,10 +86,12 @@ describe('KeyPool', () => {
     ).rejects.toMatchObject({ upstreamStatus: 500 });
     now += 5000; // a's pause is over, but it refused this request
     const again: string[] = [];
-    await pool.run(r, ctx, async (k) => {
-      again.push(k!);
-      if (k !== 'a') throw refused(403);
-    }).catch(() => undefined);
+    await pool
+      .run(r, ctx, async (k) => {
+        again.push(k!);
+        if (k !== 'a') throw refused(403);
+      })
+      .catch(() => undefined);
     expect(calls).toEqual(['a', 'b']);
     expect(again).not.toContain('a');
     expect(again.sort()).toEqual(['b', 'c']);

@@ -10,7 +10,11 @@ const REQUEST_MEMORY_MS = 10 * 60_000;
 
 /** Statuses that say "this key, not this request": another key may well succeed. */
 export function isKeyFailure(err: unknown): err is UpstreamError {
-  return err instanceof UpstreamError && err.failure === 'http' && (err.upstreamStatus === 429 || err.upstreamStatus === 401 || err.upstreamStatus === 403);
+  return (
+    err instanceof UpstreamError &&
+    err.failure === 'http' &&
+    (err.upstreamStatus === 429 || err.upstreamStatus === 401 || err.upstreamStatus === 403)
+  );
 }
 
 interface Refusals {

@@ -5,7 +5,12 @@ import type { CallContext, ProbeResult } from '../llm-adapter';
 import { readBodyText, retryAfterMs, type UpstreamClient } from './upstream-client.service';
 
 /** Turns an upstream's error response into a typed error, in that provider's terms. */
-export type HttpErrorMapper = (status: number, text: string, retryAfterMs: number | undefined, headers: Dispatcher.ResponseData['headers']) => UpstreamError;
+export type HttpErrorMapper = (
+  status: number,
+  text: string,
+  retryAfterMs: number | undefined,
+  headers: Dispatcher.ResponseData['headers'],
+) => UpstreamError;
 
 export function callInfo(route: RouteDef, ctx: Pick<CallContext, 'signal' | 'timeouts'>) {
   return { signal: ctx.signal, timeouts: ctx.timeouts, route: route.id, provider: route.kind };
@@ -24,7 +29,13 @@ export async function postJson(
   ctx: Pick<CallContext, 'signal' | 'timeouts'>,
   toError: HttpErrorMapper,
 ): Promise<Dispatcher.ResponseData> {
-  const res = await http.request({ url, method: 'POST', headers, body: typeof body === 'string' ? body : JSON.stringify(body), ...callInfo(route, ctx) });
+  const res = await http.request({
+    url,
+    method: 'POST',
+    headers,
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+    ...callInfo(route, ctx),
+  });
   if (res.statusCode >= 400) {
     const text = await readBodyText(res.body);
     throw toError(res.statusCode, text, retryAfterMs(res.headers), res.headers);
@@ -33,7 +44,12 @@ export async function postJson(
 }
 
 /** Reads a whole success body as JSON; leading blank lines (DeepSeek's keep-alives) are fine. */
-export async function readJson<T>(http: UpstreamClient, res: Dispatcher.ResponseData, route: RouteDef, ctx: Pick<CallContext, 'signal' | 'timeouts'>): Promise<T> {
+export async function readJson<T>(
+  http: UpstreamClient,
+  res: Dispatcher.ResponseData,
+  route: RouteDef,
+  ctx: Pick<CallContext, 'signal' | 'timeouts'>,
+): Promise<T> {
   let text: string;
   try {
     text = await res.body.text();
@@ -107,7 +123,12 @@ export interface ProviderErrorFields {
  * An upstream's error status as a typed error: a 4xx keeps the provider's message, type and code
  * (the client's request was at fault), a 5xx names the route and is retryable.
  */
-export function providerHttpError(status: number, f: ProviderErrorFields, route: RouteDef, retryAfterMs: number | undefined): UpstreamError {
+export function providerHttpError(
+  status: number,
+  f: ProviderErrorFields,
+  route: RouteDef,
+  retryAfterMs: number | undefined,
+): UpstreamError {
   const message = f.message || `HTTP ${status}`;
   const clientError = status >= 400 && status < 500;
   return new UpstreamError({
@@ -130,11 +151,25 @@ export function providerHttpError(status: number, f: ProviderErrorFields, route:
  * Anthropic, a remote image for Gemini): a 400 naming the parameter, never retried elsewhere.
  */
 export function unsupported(message: string, param: string | null): UpstreamError {
-  return new UpstreamError({ failure: 'http', upstreamStatus: 400, type: 'invalid_request_error', code: 'unsupported_parameter', param, message, retryable: false });
+  return new UpstreamError({
+    failure: 'http',
+    upstreamStatus: 400,
+    type: 'invalid_request_error',
+    code: 'unsupported_parameter',
+    param,
+    message,
+    retryable: false,
+  });
 }
 
 /** A health probe: GET `url` within 5 s; healthy below HTTP 400. */
-export async function probeGet(http: UpstreamClient, url: string, headers: Record<string, string>, route: RouteDef, signal: AbortSignal): Promise<ProbeResult> {
+export async function probeGet(
+  http: UpstreamClient,
+  url: string,
+  headers: Record<string, string>,
+  route: RouteDef,
+  signal: AbortSignal,
+): Promise<ProbeResult> {
   const started = performance.now();
   const res = await http.request({
     url,

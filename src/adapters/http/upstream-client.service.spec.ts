@@ -7,9 +7,22 @@ describe('UpstreamClient', () => {
   let server: Server;
   let url: string;
   let client: UpstreamClient;
-  const timeouts = (connectMs: number): UpstreamTimeouts => ({ connectMs, firstByteMs: 5000, firstTokenMs: 5000, idleMs: 5000, totalMs: 5000 });
+  const timeouts = (connectMs: number): UpstreamTimeouts => ({
+    connectMs,
+    firstByteMs: 5000,
+    firstTokenMs: 5000,
+    idleMs: 5000,
+    totalMs: 5000,
+  });
   const get = async (connectMs: number) => {
-    const res = await client.request({ url, method: 'GET', signal: new AbortController().signal, timeouts: timeouts(connectMs), route: 'r', provider: 'p' });
+    const res = await client.request({
+      url,
+      method: 'GET',
+      signal: new AbortController().signal,
+      timeouts: timeouts(connectMs),
+      route: 'r',
+      provider: 'p',
+    });
     await res.body.text();
   };
 

@@ -33,7 +33,13 @@ export class UpstreamClient implements OnApplicationShutdown {
     try {
       url = new URL(req.url);
     } catch {
-      throw new UpstreamError({ failure: 'connect', message: `route ${req.route}: invalid upstream URL`, provider: req.provider, route: req.route, retryable: false });
+      throw new UpstreamError({
+        failure: 'connect',
+        message: `route ${req.route}: invalid upstream URL`,
+        provider: req.provider,
+        route: req.route,
+        retryable: false,
+      });
     }
     const pool = this.pool(url.origin, req.timeouts.connectMs);
     try {
@@ -69,19 +75,52 @@ export class UpstreamClient implements OnApplicationShutdown {
       return new UpstreamError({ ...base, failure: 'aborted', message: 'the request was cancelled' });
     }
     if (err instanceof undiciErrors.HeadersTimeoutError || code === 'UND_ERR_HEADERS_TIMEOUT') {
-      return new UpstreamError({ ...base, failure: 'timeout', code: 'first_byte_timeout', message: `upstream ${req.route} sent no response within ${req.timeouts.firstByteMs} ms` });
+      return new UpstreamError({
+        ...base,
+        failure: 'timeout',
+        code: 'first_byte_timeout',
+        message: `upstream ${req.route} sent no response within ${req.timeouts.firstByteMs} ms`,
+      });
     }
     if (err instanceof undiciErrors.BodyTimeoutError || code === 'UND_ERR_BODY_TIMEOUT') {
-      return new UpstreamError({ ...base, failure: 'timeout', code: 'idle_timeout', message: `upstream ${req.route} went silent for ${req.timeouts.idleMs} ms` });
+      return new UpstreamError({
+        ...base,
+        failure: 'timeout',
+        code: 'idle_timeout',
+        message: `upstream ${req.route} went silent for ${req.timeouts.idleMs} ms`,
+      });
     }
     if (err instanceof undiciErrors.ConnectTimeoutError || code === 'UND_ERR_CONNECT_TIMEOUT') {
-      return new UpstreamError({ ...base, failure: 'connect', code: 'connect_timeout', message: `could not connect to upstream ${req.route} within ${req.timeouts.connectMs} ms` });
+      return new UpstreamError({
+        ...base,
+        failure: 'connect',
+        code: 'connect_timeout',
+        message: `could not connect to upstream ${req.route} within ${req.timeouts.connectMs} ms`,
+      });
     }
-    if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'EAI_AGAIN' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || code?.startsWith('ERR_TLS') || code?.startsWith('CERT_')) {
+    if (
+      code === 'ECONNREFUSED' ||
+      code === 'ENOTFOUND' ||
+      code === 'EAI_AGAIN' ||
+      code === 'EHOSTUNREACH' ||
+      code === 'ENETUNREACH' ||
+      code?.startsWith('ERR_TLS') ||
+      code?.startsWith('CERT_')
+    ) {
       return new UpstreamError({ ...base, failure: 'connect', message: `upstream ${req.route} is unreachable (${code})` });
     }
-    if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'UND_ERR_SOCKET' || code === 'UND_ERR_CLOSED' || err instanceof undiciErrors.SocketError) {
-      return new UpstreamError({ ...base, failure: 'reset', message: `the connection to upstream ${req.route} broke (${code ?? 'socket closed'})` });
+    if (
+      code === 'ECONNRESET' ||
+      code === 'EPIPE' ||
+      code === 'UND_ERR_SOCKET' ||
+      code === 'UND_ERR_CLOSED' ||
+      err instanceof undiciErrors.SocketError
+    ) {
+      return new UpstreamError({
+        ...base,
+        failure: 'reset',
+        message: `the connection to upstream ${req.route} broke (${code ?? 'socket closed'})`,
+      });
     }
     return new UpstreamError({ ...base, failure: 'reset', message: `upstream ${req.route} failed: ${detail}` });
   }

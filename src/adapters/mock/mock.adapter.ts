@@ -24,7 +24,8 @@ const WORDS = (
 
 export function mockOptions(route: RouteDef): MockOptions {
   const o = route.options;
-  const num = (v: unknown, d: number) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : typeof v === 'string' && v.trim() !== '' && Number(v) >= 0 ? Number(v) : d);
+  const num = (v: unknown, d: number) =>
+    typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : typeof v === 'string' && v.trim() !== '' && Number(v) >= 0 ? Number(v) : d;
   return { ttftMs: num(o.ttft_ms, 0), tokens: Math.floor(num(o.tokens, 16)), tokensPerSecond: num(o.tokens_per_second, 0) };
 }
 
@@ -76,7 +77,12 @@ export class MockAdapter implements LlmAdapter {
   async *stream(req: ChatRequest, route: RouteDef, ctx: CallContext): AsyncGenerator<ChatChunk> {
     const opts = mockOptions(route);
     const count = completionTokens(req, opts);
-    const base = { id: `mock-${ctx.requestId}`, object: 'chat.completion.chunk' as const, created: Math.floor(Date.now() / 1000), model: route.providerModelId };
+    const base = {
+      id: `mock-${ctx.requestId}`,
+      object: 'chat.completion.chunk' as const,
+      created: Math.floor(Date.now() / 1000),
+      model: route.providerModelId,
+    };
     await wait(opts.ttftMs, ctx.signal);
     yield { ...base, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }] };
     const gap = opts.tokensPerSecond > 0 ? 1000 / opts.tokensPerSecond : 0;

@@ -127,11 +127,19 @@ export class OpenAiCompatAdapter implements LlmAdapter {
   }
 
   /** POSTs to `{base_url}/{path}` with one of the route's keys (another one if that key is refused). */
-  private send(path: string, body: Record<string, unknown>, route: RouteDef, ctx: CallContext, stream: boolean): Promise<Dispatcher.ResponseData> {
+  private send(
+    path: string,
+    body: Record<string, unknown>,
+    route: RouteDef,
+    ctx: CallContext,
+    stream: boolean,
+  ): Promise<Dispatcher.ResponseData> {
     const url = endpointUrl(this.baseUrl(route), path);
     const text = JSON.stringify(this.finishBody(body, route, path));
     return this.keys.run(route, ctx, (key) =>
-      postJson(this.http, url, this.headers(route, key, stream), text, route, ctx, (status, errText, retryAfter) => upstreamHttpError(status, errText, route, retryAfter)),
+      postJson(this.http, url, this.headers(route, key, stream), text, route, ctx, (status, errText, retryAfter) =>
+        upstreamHttpError(status, errText, route, retryAfter),
+      ),
     );
   }
 
@@ -144,7 +152,12 @@ export class OpenAiCompatAdapter implements LlmAdapter {
    * Relays an SSE body as chunks: ends at `[DONE]` (or at the end of a body whose answer had its
    * finish reason), fails on an in-band error or a stream cut short.
    */
-  private async *relay(res: Dispatcher.ResponseData, route: RouteDef, ctx: CallContext, map: (chunk: ChatChunk) => ChatChunk): AsyncGenerator<ChatChunk> {
+  private async *relay(
+    res: Dispatcher.ResponseData,
+    route: RouteDef,
+    ctx: CallContext,
+    map: (chunk: ChatChunk) => ChatChunk,
+  ): AsyncGenerator<ChatChunk> {
     let done = false;
     let finished = false;
     const sse = new SseDecoder();
@@ -178,7 +191,12 @@ export class OpenAiCompatAdapter implements LlmAdapter {
       releaseBody(res, done);
     }
     if (!done && !finished) {
-      throw new UpstreamError({ failure: 'reset', message: `upstream ${route.id} ended the stream before the answer was complete`, provider: route.kind, route: route.id });
+      throw new UpstreamError({
+        failure: 'reset',
+        message: `upstream ${route.id} ended the stream before the answer was complete`,
+        provider: route.kind,
+        route: route.id,
+      });
     }
   }
 }

@@ -248,7 +248,9 @@ describe('provider profiles', () => {
     expect(messages[0].content.toLowerCase()).toContain('json');
     expect(messages.slice(1)).toEqual(req.messages);
     // json_object itself passes unchanged; other servers keep json_schema
-    expect(buildChatBody(request({ response_format: { type: 'json_object' } }), route(), false, profileFor('deepseek')).response_format).toEqual({ type: 'json_object' });
+    expect(
+      buildChatBody(request({ response_format: { type: 'json_object' } }), route(), false, profileFor('deepseek')).response_format,
+    ).toEqual({ type: 'json_object' });
     expect(buildChatBody(req, route(), false, vllm).response_format).toEqual(req.response_format);
   });
 
@@ -257,7 +259,17 @@ describe('provider profiles', () => {
       temperature: 1.5,
       max_completion_tokens: 300,
       tool_choice: 'required',
-      tools: [{ type: 'function', function: { name: 'f', strict: true, parameters: { $schema: 'http://json-schema.org/draft-07/schema#', type: 'object', properties: {} } } }, { type: 'function', function: { name: 'g' } }],
+      tools: [
+        {
+          type: 'function',
+          function: {
+            name: 'f',
+            strict: true,
+            parameters: { $schema: 'http://json-schema.org/draft-07/schema#', type: 'object', properties: {} },
+          },
+        },
+        { type: 'function', function: { name: 'g' } },
+      ],
     });
     const body = buildChatBody(req, route({ kind: 'kimi', providerModelId: 'kimi-k2' }), false, profileFor('kimi'));
     expect(body).toMatchObject({ temperature: 1, max_tokens: 300 });
@@ -277,7 +289,12 @@ describe('provider profiles', () => {
       { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'f', arguments: '{}' } }] },
       { role: 'tool', tool_call_id: 'c1', content: 'r' },
     ];
-    const body = buildChatBody(request({ messages }), route({ kind: 'moonshot', providerModelId: 'kimi-k2-thinking' }), false, profileFor('moonshot'));
+    const body = buildChatBody(
+      request({ messages }),
+      route({ kind: 'moonshot', providerModelId: 'kimi-k2-thinking' }),
+      false,
+      profileFor('moonshot'),
+    );
     expect((body.messages as ChatRequest['messages'])[1].reasoning_content).toBe(' ');
     expect(messages[1]).not.toHaveProperty('reasoning_content');
   });
@@ -285,7 +302,13 @@ describe('provider profiles', () => {
   it('Zhipu: text-only list content of assistant and tool messages is sent as a string', () => {
     const messages: ChatRequest['messages'] = [
       { role: 'user', content: [{ type: 'text', text: 'keep me a list' }] },
-      { role: 'assistant', content: [{ type: 'text', text: 'a' }, { type: 'text', text: 'b' }] },
+      {
+        role: 'assistant',
+        content: [
+          { type: 'text', text: 'a' },
+          { type: 'text', text: 'b' },
+        ],
+      },
       { role: 'tool', tool_call_id: 'c', content: [{ type: 'text', text: 'r' }] },
     ];
     const body = buildChatBody(request({ messages }), route({ kind: 'zai' }), false, profileFor('zai'));
@@ -300,30 +323,67 @@ describe('provider profiles', () => {
 
 describe('usage and answer normalisation', () => {
   it("moves DeepSeek's cache-hit count into prompt_tokens_details", () => {
-    const u = normalizeUsage({ prompt_tokens: 10, completion_tokens: 11, total_tokens: 21, prompt_cache_hit_tokens: 6, prompt_cache_miss_tokens: 4 });
+    const u = normalizeUsage({
+      prompt_tokens: 10,
+      completion_tokens: 11,
+      total_tokens: 21,
+      prompt_cache_hit_tokens: 6,
+      prompt_cache_miss_tokens: 4,
+    });
     expect(u).toMatchObject({ prompt_tokens_details: { cached_tokens: 6 }, prompt_cache_hit_tokens: 6 });
   });
 
   it("moves Kimi's top-level cached_tokens and SGLang's top-level reasoning_tokens", () => {
-    expect(normalizeUsage({ prompt_tokens: 9, completion_tokens: 1, total_tokens: 10, cached_tokens: 8 }).prompt_tokens_details).toEqual({ cached_tokens: 8 });
-    expect(normalizeUsage({ prompt_tokens: 9, completion_tokens: 5, total_tokens: 14, reasoning_tokens: 3 }).completion_tokens_details).toEqual({ reasoning_tokens: 3 });
+    expect(normalizeUsage({ prompt_tokens: 9, completion_tokens: 1, total_tokens: 10, cached_tokens: 8 }).prompt_tokens_details).toEqual({
+      cached_tokens: 8,
+    });
+    expect(
+      normalizeUsage({ prompt_tokens: 9, completion_tokens: 5, total_tokens: 14, reasoning_tokens: 3 }).completion_tokens_details,
+    ).toEqual({ reasoning_tokens: 3 });
   });
 
   it('keeps canonical details that are there, and fills a missing total', () => {
-    const u = normalizeUsage({ prompt_tokens: 9, completion_tokens: 5, prompt_tokens_details: { cached_tokens: 2 }, cached_tokens: 8 } as unknown as Usage);
+    const u = normalizeUsage({
+      prompt_tokens: 9,
+      completion_tokens: 5,
+      prompt_tokens_details: { cached_tokens: 2 },
+      cached_tokens: 8,
+    } as unknown as Usage);
     expect(u.prompt_tokens_details).toEqual({ cached_tokens: 2 });
     expect(u.total_tokens).toBe(14);
   });
 
   it("lifts Kimi's usage out of the finishing choice of a stream", () => {
-    const chunk = { id: 'c', object: 'chat.completion.chunk', created: 1, model: 'k', choices: [{ index: 0, delta: {}, finish_reason: 'stop', usage: { prompt_tokens: 39, completion_tokens: 211, total_tokens: 250, cached_tokens: 30 } }] } as ChatChunk;
+    const chunk = {
+      id: 'c',
+      object: 'chat.completion.chunk',
+      created: 1,
+      model: 'k',
+      choices: [
+        {
+          index: 0,
+          delta: {},
+          finish_reason: 'stop',
+          usage: { prompt_tokens: 39, completion_tokens: 211, total_tokens: 250, cached_tokens: 30 },
+        },
+      ],
+    } as ChatChunk;
     const out = normalizeChunk(chunk);
     expect(out.usage).toMatchObject({ prompt_tokens: 39, completion_tokens: 211, prompt_tokens_details: { cached_tokens: 30 } });
     expect(out.choices[0]).not.toHaveProperty('usage');
   });
 
   it("drops MiniMax's empty role and placeholder usage, and reads its reasoning_details", () => {
-    const chunk = { id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: { role: '', content: 'x', reasoning_details: [{ type: 'reasoning.text', text: 'hmm' }] }, finish_reason: null }], usage: { total_tokens: 0, total_characters: 0 } } as unknown as ChatChunk;
+    const chunk = {
+      id: 'c',
+      object: 'chat.completion.chunk',
+      created: 1,
+      model: 'm',
+      choices: [
+        { index: 0, delta: { role: '', content: 'x', reasoning_details: [{ type: 'reasoning.text', text: 'hmm' }] }, finish_reason: null },
+      ],
+      usage: { total_tokens: 0, total_characters: 0 },
+    } as unknown as ChatChunk;
     const out = normalizeChunk(chunk);
     expect(out.choices[0].delta).toMatchObject({ content: 'x', reasoning_content: 'hmm' });
     expect(out.choices[0].delta).not.toHaveProperty('role');
@@ -331,14 +391,29 @@ describe('usage and answer normalisation', () => {
   });
 
   it("maps DeepSeek's insufficient_system_resource to length and keeps the original", () => {
-    const res = { id: 'x', object: 'chat.completion', created: 1, model: 'd', choices: [{ index: 0, message: { role: 'assistant', content: 'cut' }, finish_reason: 'insufficient_system_resource' }] } as ChatResponse;
-    expect(normalizeResponse(res).choices[0]).toMatchObject({ finish_reason: 'length', native_finish_reason: 'insufficient_system_resource' });
+    const res = {
+      id: 'x',
+      object: 'chat.completion',
+      created: 1,
+      model: 'd',
+      choices: [{ index: 0, message: { role: 'assistant', content: 'cut' }, finish_reason: 'insufficient_system_resource' }],
+    } as ChatResponse;
+    expect(normalizeResponse(res).choices[0]).toMatchObject({
+      finish_reason: 'length',
+      native_finish_reason: 'insufficient_system_resource',
+    });
   });
 
   it("finds MiniMax's errors inside an HTTP 200 answer", () => {
-    const err = miniMaxError({ choices: null, base_resp: { status_code: 1008, status_msg: 'insufficient balance' } }, route({ kind: 'minimax' }));
+    const err = miniMaxError(
+      { choices: null, base_resp: { status_code: 1008, status_msg: 'insufficient balance' } },
+      route({ kind: 'minimax' }),
+    );
     expect(err).toMatchObject({ status: 402, message: 'insufficient balance (1008)', code: '1008' });
-    expect(miniMaxError({ base_resp: { status_code: 1002, status_msg: 'rate limit' } }, route())).toMatchObject({ status: 429, retryable: true });
+    expect(miniMaxError({ base_resp: { status_code: 1002, status_msg: 'rate limit' } }, route())).toMatchObject({
+      status: 429,
+      retryable: true,
+    });
     expect(miniMaxError({ base_resp: { status_code: 0, status_msg: 'success' } }, route())).toBeUndefined();
     expect(miniMaxError({ choices: [] }, route())).toBeUndefined();
   });
@@ -346,12 +421,28 @@ describe('usage and answer normalisation', () => {
 
 describe('completion and embedding bodies', () => {
   it('sends a legacy completion as the client wrote it, with the upstream model and stream usage', () => {
-    const body = buildCompletionBody({ model: 'pub', prompt: [1, 2, 3], echo: true, logprobs: 2, provider: { order: ['x'] } }, route(), true);
-    expect(body).toEqual({ model: 'meta-llama/Llama-3.1-8B-Instruct', prompt: [1, 2, 3], echo: true, logprobs: 2, stream: true, stream_options: { include_usage: true } });
+    const body = buildCompletionBody(
+      { model: 'pub', prompt: [1, 2, 3], echo: true, logprobs: 2, provider: { order: ['x'] } },
+      route(),
+      true,
+    );
+    expect(body).toEqual({
+      model: 'meta-llama/Llama-3.1-8B-Instruct',
+      prompt: [1, 2, 3],
+      echo: true,
+      logprobs: 2,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
   });
 
   it('asks for floats unless the client wants base64', () => {
-    expect(buildEmbeddingsBody({ model: 'pub', input: ['a'], dimensions: 8 }, route())).toEqual({ model: 'meta-llama/Llama-3.1-8B-Instruct', input: ['a'], dimensions: 8, encoding_format: 'float' });
+    expect(buildEmbeddingsBody({ model: 'pub', input: ['a'], dimensions: 8 }, route())).toEqual({
+      model: 'meta-llama/Llama-3.1-8B-Instruct',
+      input: ['a'],
+      dimensions: 8,
+      encoding_format: 'float',
+    });
     expect(buildEmbeddingsBody({ model: 'pub', input: 'a', encoding_format: 'base64' }, route()).encoding_format).toBe('base64');
   });
 });

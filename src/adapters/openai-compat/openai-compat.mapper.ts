@@ -22,7 +22,8 @@ export function buildChatBody(req: ChatRequest, route: RouteDef, stream: boolean
   body.model = route.providerModelId;
   setStream(body, req.stream_options, stream);
   const rf = body.response_format as { type?: unknown } | undefined;
-  if (profile.responseFormats && rf && typeof rf.type === 'string' && !profile.responseFormats.includes(rf.type)) downgradeResponseFormat(body);
+  if (profile.responseFormats && rf && typeof rf.type === 'string' && !profile.responseFormats.includes(rf.type))
+    downgradeResponseFormat(body);
   profile.fixRequest?.(body);
   return body;
 }
@@ -82,9 +83,12 @@ const num = (v: unknown): v is number => typeof v === 'number' && Number.isFinit
  */
 export function normalizeUsage(u: Usage): Usage {
   const c = tokenCounts(u);
-  if (c.cachedRead > 0 && !num(u.prompt_tokens_details?.cached_tokens)) u.prompt_tokens_details = { ...u.prompt_tokens_details, cached_tokens: c.cachedRead };
-  if (c.cacheWrite > 0 && !num(u.prompt_tokens_details?.cache_write_tokens)) u.prompt_tokens_details = { ...u.prompt_tokens_details, cache_write_tokens: c.cacheWrite };
-  if (c.reasoning > 0 && !num(u.completion_tokens_details?.reasoning_tokens)) u.completion_tokens_details = { ...u.completion_tokens_details, reasoning_tokens: c.reasoning };
+  if (c.cachedRead > 0 && !num(u.prompt_tokens_details?.cached_tokens))
+    u.prompt_tokens_details = { ...u.prompt_tokens_details, cached_tokens: c.cachedRead };
+  if (c.cacheWrite > 0 && !num(u.prompt_tokens_details?.cache_write_tokens))
+    u.prompt_tokens_details = { ...u.prompt_tokens_details, cache_write_tokens: c.cacheWrite };
+  if (c.reasoning > 0 && !num(u.completion_tokens_details?.reasoning_tokens))
+    u.completion_tokens_details = { ...u.completion_tokens_details, reasoning_tokens: c.reasoning };
   if (!num(u.total_tokens)) u.total_tokens = c.prompt + c.completion;
   return u;
 }
@@ -155,8 +159,21 @@ export function normalizeChunk(chunk: ChatChunk): ChatChunk {
 
 /** MiniMax `base_resp` codes as HTTP statuses (it answers errors with HTTP 200). */
 const MINIMAX_STATUS: Readonly<Record<number, number>> = {
-  1000: 500, 1001: 504, 1002: 429, 1004: 401, 1008: 402, 1024: 500, 1026: 400, 1027: 400, 1028: 429, 1030: 429,
-  1039: 429, 2013: 400, 2049: 401, 2056: 429, 2061: 403,
+  1000: 500,
+  1001: 504,
+  1002: 429,
+  1004: 401,
+  1008: 402,
+  1024: 500,
+  1026: 400,
+  1027: 400,
+  1028: 429,
+  1030: 429,
+  1039: 429,
+  2013: 400,
+  2049: 401,
+  2056: 429,
+  2061: 403,
 };
 
 /**
@@ -167,7 +184,12 @@ export function miniMaxError(json: unknown, route: RouteDef): UpstreamError | un
   const br = (json as { base_resp?: { status_code?: unknown; status_msg?: unknown } } | null)?.base_resp;
   if (!br || typeof br.status_code !== 'number' || br.status_code === 0) return undefined;
   const status = MINIMAX_STATUS[br.status_code] ?? 502;
-  const text = JSON.stringify({ error: { message: `${typeof br.status_msg === 'string' && br.status_msg ? br.status_msg : 'error'} (${br.status_code})`, code: String(br.status_code) } });
+  const text = JSON.stringify({
+    error: {
+      message: `${typeof br.status_msg === 'string' && br.status_msg ? br.status_msg : 'error'} (${br.status_code})`,
+      code: String(br.status_code),
+    },
+  });
   return upstreamHttpError(status, text, route, undefined);
 }
 
@@ -181,7 +203,11 @@ function flattenText(content: unknown): unknown {
 export function fixZhipuRequest(body: Record<string, unknown>): void {
   const messages = body.messages as ChatMessage[];
   if (!messages.some((m) => (m.role === 'assistant' || m.role === 'tool') && Array.isArray(m.content))) return;
-  body.messages = messages.map((m) => ((m.role === 'assistant' || m.role === 'tool') && Array.isArray(m.content) ? { ...m, content: flattenText(m.content) as ChatMessage['content'] } : m));
+  body.messages = messages.map((m) =>
+    (m.role === 'assistant' || m.role === 'tool') && Array.isArray(m.content)
+      ? { ...m, content: flattenText(m.content) as ChatMessage['content'] }
+      : m,
+  );
 }
 
 /** MiniMax: temperature and top_p must lie in (0, 1]. */
@@ -222,7 +248,9 @@ export function fixKimiRequest(body: Record<string, unknown>): void {
     });
   }
   if (/thinking/i.test(String(body.model))) {
-    messages = messages.map((m) => (m.role === 'assistant' && m.tool_calls?.length && typeof m.reasoning_content !== 'string' ? { ...m, reasoning_content: ' ' } : m));
+    messages = messages.map((m) =>
+      m.role === 'assistant' && m.tool_calls?.length && typeof m.reasoning_content !== 'string' ? { ...m, reasoning_content: ' ' } : m,
+    );
   }
   body.messages = messages;
 }
@@ -232,12 +260,7 @@ export function fixKimiRequest(body: Record<string, unknown>): void {
  * OpenAI's `{error: {message, type, code, param}}`, vLLM's flat `{object: "error", message}`,
  * FastAPI's `{detail}` and plain text.
  */
-export function upstreamHttpError(
-  status: number,
-  text: string,
-  route: RouteDef,
-  retryAfterMs: number | undefined,
-): UpstreamError {
+export function upstreamHttpError(status: number, text: string, route: RouteDef, retryAfterMs: number | undefined): UpstreamError {
   let message = text.trim().slice(0, 2000);
   let type: string | undefined;
   let code: string | number | null | undefined;

@@ -1,7 +1,19 @@
 import type { RouteDef } from '../../config/registry.types';
 import { openRouterBody, openRouterHeaders } from './openrouter.mapper';
 
-const route = (o: Partial<RouteDef> = {}): RouteDef => ({ id: 'or', kind: 'openrouter', apiKeys: [], providerModelId: 'meta-llama/llama-3.1-8b-instruct', weight: 1, locality: 'remote', headers: {}, timeouts: {}, options: {}, where: 'test', ...o });
+const route = (o: Partial<RouteDef> = {}): RouteDef => ({
+  id: 'or',
+  kind: 'openrouter',
+  apiKeys: [],
+  providerModelId: 'meta-llama/llama-3.1-8b-instruct',
+  weight: 1,
+  locality: 'remote',
+  headers: {},
+  timeouts: {},
+  options: {},
+  where: 'test',
+  ...o,
+});
 
 describe('openRouterBody', () => {
   it('asks for usage accounting and leaves provider routing to OpenRouter when nothing is pinned', () => {
@@ -15,7 +27,10 @@ describe('openRouterBody', () => {
   });
 
   it("merges the route's provider preferences under the pin", () => {
-    const body = openRouterBody({ model: 'm' }, route({ kindArg: 'together', options: { provider: { data_collection: 'deny', order: ['x'], allow_fallbacks: true } } }));
+    const body = openRouterBody(
+      { model: 'm' },
+      route({ kindArg: 'together', options: { provider: { data_collection: 'deny', order: ['x'], allow_fallbacks: true } } }),
+    );
     expect(body.provider).toEqual({ data_collection: 'deny', order: ['together'], allow_fallbacks: false });
   });
 
@@ -26,7 +41,11 @@ describe('openRouterBody', () => {
 
 describe('openRouterHeaders', () => {
   it('adds the attribution headers that are configured', () => {
-    expect(openRouterHeaders({ a: '1' }, 'https://app.example', 'My App')).toEqual({ a: '1', 'HTTP-Referer': 'https://app.example', 'X-Title': 'My App' });
+    expect(openRouterHeaders({ a: '1' }, 'https://app.example', 'My App')).toEqual({
+      a: '1',
+      'HTTP-Referer': 'https://app.example',
+      'X-Title': 'My App',
+    });
     expect(openRouterHeaders({ a: '1' }, undefined, undefined)).toEqual({ a: '1' });
   });
 });

@@ -12,7 +12,8 @@ import type { RouteDef } from '../../config/registry.types';
 export function openRouterBody(body: Record<string, unknown>, route: RouteDef, accounting = true): Record<string, unknown> {
   if (accounting) body.usage = { include: true };
   const prefs = route.options.provider;
-  const provider: Record<string, unknown> = typeof prefs === 'object' && prefs !== null && !Array.isArray(prefs) ? { ...(prefs as Record<string, unknown>) } : {};
+  const provider: Record<string, unknown> =
+    typeof prefs === 'object' && prefs !== null && !Array.isArray(prefs) ? { ...(prefs as Record<string, unknown>) } : {};
   if (route.kindArg) {
     provider.order = [route.kindArg];
     provider.allow_fallbacks = false;
@@ -22,7 +23,11 @@ export function openRouterBody(body: Record<string, unknown>, route: RouteDef, a
 }
 
 /** App attribution headers (OpenRouter's `HTTP-Referer` and `X-Title`), when configured. */
-export function openRouterHeaders(headers: Record<string, string>, referer: string | undefined, title: string | undefined): Record<string, string> {
+export function openRouterHeaders(
+  headers: Record<string, string>,
+  referer: string | undefined,
+  title: string | undefined,
+): Record<string, string> {
   if (referer) headers['HTTP-Referer'] = referer;
   if (title) headers['X-Title'] = title;
   return headers;

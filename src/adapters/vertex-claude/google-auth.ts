@@ -33,7 +33,8 @@ export function parseServiceAccount(text: string): ServiceAccount {
     throw new Error('the service-account credentials are not valid JSON', { cause: err });
   }
   if (!json || typeof json !== 'object') throw new Error('the service-account credentials must be a JSON object');
-  if (json.type !== undefined && json.type !== 'service_account') throw new Error(`the credentials are of type "${String(json.type)}", not service_account`);
+  if (json.type !== undefined && json.type !== 'service_account')
+    throw new Error(`the credentials are of type "${String(json.type)}", not service_account`);
   for (const f of ['client_email', 'private_key']) {
     if (typeof json[f] !== 'string' || json[f] === '') throw new Error(`the service-account credentials lack ${f}`);
   }
@@ -61,7 +62,9 @@ function readKeyFile(path: string): string {
   try {
     return readFileSync(path, 'utf8');
   } catch (err) {
-    throw new Error(`cannot read the service-account key file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+    throw new Error(`cannot read the service-account key file ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
+      cause: err,
+    });
   }
 }
 
@@ -124,7 +127,8 @@ export class GoogleTokenSource {
       this.pending.set(id, p);
     }
     // The exchange is shared: one caller leaving does not cancel it for the others.
-    return (await raceAbort(p, call.signal, () => (call.signal.reason instanceof UpstreamError ? call.signal.reason : aborted(call)))).token;
+    return (await raceAbort(p, call.signal, () => (call.signal.reason instanceof UpstreamError ? call.signal.reason : aborted(call))))
+      .token;
   }
 
   /** Forgets a token the upstream refused, so the next call fetches a new one. */
@@ -138,7 +142,15 @@ export class GoogleTokenSource {
     const assertion = serviceAccountJwt(sa, scope, Math.floor(issuedAt / 1000), this.key(sa));
     // Retryable (other routes may serve); `refused` marks the endpoint's own no (a 4xx), which is held.
     const fail = (message: string, refused = false) => {
-      const err = new UpstreamError({ failure: 'http', upstreamStatus: 502, status: 502, code: 'upstream_auth_failed', message: `route ${call.route}: Google token exchange for ${sa.client_email} failed: ${message}`, provider: call.provider, route: call.route });
+      const err = new UpstreamError({
+        failure: 'http',
+        upstreamStatus: 502,
+        status: 502,
+        code: 'upstream_auth_failed',
+        message: `route ${call.route}: Google token exchange for ${sa.client_email} failed: ${message}`,
+        provider: call.provider,
+        route: call.route,
+      });
       if (refused) this.refused.set(this.id(sa, scope), { error: err, until: this.now() + REFUSAL_HOLD_MS });
       return err;
     };
@@ -162,7 +174,10 @@ export class GoogleTokenSource {
       // reported below
     }
     if (res.statusCode >= 400) {
-      const what = typeof json.error === 'string' ? `${json.error}${typeof json.error_description === 'string' ? `: ${json.error_description}` : ''}` : `HTTP ${res.statusCode}`;
+      const what =
+        typeof json.error === 'string'
+          ? `${json.error}${typeof json.error_description === 'string' ? `: ${json.error_description}` : ''}`
+          : `HTTP ${res.statusCode}`;
       throw fail(what, res.statusCode < 500);
     }
     if (typeof json.access_token !== 'string' || !json.access_token) throw fail('the token endpoint answered without access_token');

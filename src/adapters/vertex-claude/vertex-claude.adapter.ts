@@ -37,7 +37,10 @@ export function regionOf(baseUrl: string | undefined): string | undefined {
 
 /** `…/projects/{p}/locations/{r}/publishers/anthropic/models/{model}:rawPredict` (or `:streamRawPredict`). */
 export function vertexUrl(t: VertexTarget, model: string, stream: boolean): string {
-  return joinUrl(t.baseUrl, `projects/${segment(t.project)}/locations/${segment(t.region)}/publishers/anthropic/models/${segment(model)}:${stream ? 'streamRawPredict' : 'rawPredict'}`);
+  return joinUrl(
+    t.baseUrl,
+    `projects/${segment(t.project)}/locations/${segment(t.region)}/publishers/anthropic/models/${segment(model)}:${stream ? 'streamRawPredict' : 'rawPredict'}`,
+  );
 }
 
 /** A path segment, with the `@` of versioned model ids kept as Anthropic's SDK sends it. */
@@ -90,14 +93,18 @@ export class VertexClaudeAdapter extends AnthropicAdapter {
         problems.push(`${route.where}: credentials: ${(err as Error).message}`);
       }
     }
-    if (sa && !optionString(route, 'project_id') && !sa.project_id) problems.push(`${route.where}: vertex_claude needs project_id (the key file names none)`);
+    if (sa && !optionString(route, 'project_id') && !sa.project_id)
+      problems.push(`${route.where}: vertex_claude needs project_id (the key file names none)`);
     let region: string | undefined;
     try {
       region = optionString(route, 'region', 'location') ?? regionOf(route.baseUrl);
     } catch {
       region = undefined;
     }
-    if (!region) problems.push(`${route.where}: vertex_claude needs region (e.g. us-east5 or global), or a base_url like https://us-east5-aiplatform.googleapis.com/v1`);
+    if (!region)
+      problems.push(
+        `${route.where}: vertex_claude needs region (e.g. us-east5 or global), or a base_url like https://us-east5-aiplatform.googleapis.com/v1`,
+      );
     const max = route.options.default_max_tokens;
     if (max !== undefined && !(Number(max) >= 1)) problems.push(`${route.where}: default_max_tokens must be a positive number`);
     return problems;
@@ -106,7 +113,11 @@ export class VertexClaudeAdapter extends AnthropicAdapter {
   protected override url(route: RouteDef, stream: boolean): string {
     const sa = this.account(route);
     const region = optionString(route, 'region', 'location') ?? regionOf(route.baseUrl) ?? 'global';
-    const target: VertexTarget = { baseUrl: route.baseUrl ?? vertexBaseUrl(region), project: optionString(route, 'project_id') ?? sa.project_id ?? '', region };
+    const target: VertexTarget = {
+      baseUrl: route.baseUrl ?? vertexBaseUrl(region),
+      project: optionString(route, 'project_id') ?? sa.project_id ?? '',
+      region,
+    };
     return vertexUrl(target, route.providerModelId, stream);
   }
 
@@ -129,7 +140,12 @@ export class VertexClaudeAdapter extends AnthropicAdapter {
    * Sends with a cached access token. A 401 means the token was revoked or expired early: it is
    * dropped and the request made once more with a fresh one.
    */
-  protected override async send(body: AnthropicRequest, route: RouteDef, ctx: CallContext, stream: boolean): Promise<Dispatcher.ResponseData> {
+  protected override async send(
+    body: AnthropicRequest,
+    route: RouteDef,
+    ctx: CallContext,
+    stream: boolean,
+  ): Promise<Dispatcher.ResponseData> {
     const sa = this.account(route);
     const text = JSON.stringify(body);
     const url = this.url(route, stream);
@@ -144,7 +160,9 @@ export class VertexClaudeAdapter extends AnthropicAdapter {
       const beta = optionString(route, 'anthropic_beta');
       if (beta) headers['anthropic-beta'] = beta;
       try {
-        return await postJson(this.http, url, headers, text, route, ctx, (status, errText, retryAfter) => this.error(status, errText, route, retryAfter));
+        return await postJson(this.http, url, headers, text, route, ctx, (status, errText, retryAfter) =>
+          this.error(status, errText, route, retryAfter),
+        );
       } catch (err) {
         if (attempt === 0 && err instanceof UpstreamError && err.upstreamStatus === 401) {
           this.tokens.invalidate(sa);
@@ -163,7 +181,12 @@ export class VertexClaudeAdapter extends AnthropicAdapter {
       try {
         sa = loadServiceAccount(creds);
       } catch (err) {
-        throw new UpstreamError({ failure: 'connect', message: `route ${route.id}: ${(err as Error).message}`, provider: route.kind, route: route.id });
+        throw new UpstreamError({
+          failure: 'connect',
+          message: `route ${route.id}: ${(err as Error).message}`,
+          provider: route.kind,
+          route: route.id,
+        });
       }
       this.accounts.set(creds, sa);
     }

@@ -4,7 +4,14 @@ import { regionOf, toVertexBody, vertexBaseUrl, vertexUrl } from './vertex-claud
 
 const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const pem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-const sa = { type: 'service_account', project_id: 'proj', private_key_id: 'kid-1', private_key: pem, client_email: 'gw@proj.iam.gserviceaccount.com', token_uri: 'https://oauth2.googleapis.com/token' };
+const sa = {
+  type: 'service_account',
+  project_id: 'proj',
+  private_key_id: 'kid-1',
+  private_key: pem,
+  client_email: 'gw@proj.iam.gserviceaccount.com',
+  token_uri: 'https://oauth2.googleapis.com/token',
+};
 
 describe('service-account JWT', () => {
   it('is RS256-signed over the header and the claims Google asks for', () => {
@@ -25,7 +32,11 @@ describe('service-account JWT', () => {
 describe('parseServiceAccount', () => {
   it('reads a key file and defaults the token URI', () => {
     const { token_uri: _t, ...rest } = sa;
-    expect(parseServiceAccount(JSON.stringify(rest))).toMatchObject({ client_email: sa.client_email, project_id: 'proj', token_uri: 'https://oauth2.googleapis.com/token' });
+    expect(parseServiceAccount(JSON.stringify(rest))).toMatchObject({
+      client_email: sa.client_email,
+      project_id: 'proj',
+      token_uri: 'https://oauth2.googleapis.com/token',
+    });
     expect(loadServiceAccount(JSON.stringify(sa)).private_key_id).toBe('kid-1');
   });
 
@@ -39,7 +50,9 @@ describe('parseServiceAccount', () => {
   });
 
   it('names a key file it cannot read', () => {
-    expect(() => loadServiceAccount('/nonexistent/key.json')).toThrow(/cannot read the service-account key file \/nonexistent\/key.json: ENOENT/);
+    expect(() => loadServiceAccount('/nonexistent/key.json')).toThrow(
+      /cannot read the service-account key file \/nonexistent\/key.json: ENOENT/,
+    );
   });
 });
 
@@ -59,11 +72,18 @@ describe('Vertex URLs and bodies', () => {
 
   it('puts the model and method in the URL', () => {
     const t = { baseUrl: 'https://us-east5-aiplatform.googleapis.com/v1', project: 'my-proj', region: 'us-east5' };
-    expect(vertexUrl(t, 'claude-sonnet-4-5@20250929', false)).toBe('https://us-east5-aiplatform.googleapis.com/v1/projects/my-proj/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929:rawPredict');
+    expect(vertexUrl(t, 'claude-sonnet-4-5@20250929', false)).toBe(
+      'https://us-east5-aiplatform.googleapis.com/v1/projects/my-proj/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929:rawPredict',
+    );
     expect(vertexUrl(t, 'claude-sonnet-4-5@20250929', true)).toMatch(/:streamRawPredict$/);
   });
 
   it('moves the version into the body and the model out of it', () => {
-    expect(toVertexBody({ model: 'x', max_tokens: 5, messages: [], stream: true })).toEqual({ max_tokens: 5, messages: [], stream: true, anthropic_version: 'vertex-2023-10-16' });
+    expect(toVertexBody({ model: 'x', max_tokens: 5, messages: [], stream: true })).toEqual({
+      max_tokens: 5,
+      messages: [],
+      stream: true,
+      anthropic_version: 'vertex-2023-10-16',
+    });
   });
 });

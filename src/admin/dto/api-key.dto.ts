@@ -7,37 +7,57 @@ const INT_MAX = 2_147_483_647;
 
 /** The limits and notes of a key, as both creation and update accept them. */
 abstract class ApiKeySettingsDto {
-  @IsOptional() @IsInt() @Min(1) @Max(INT_MAX)
+  @IsOptional()
+  @IsInt()
+  @Min(1)
+  @Max(INT_MAX)
   rpm_limit?: number | null;
 
-  @IsOptional() @IsInt() @Min(1) @Max(INT_MAX)
+  @IsOptional()
+  @IsInt()
+  @Min(1)
+  @Max(INT_MAX)
   tpm_limit?: number | null;
 
-  @IsOptional() @IsInt() @Min(1) @Max(INT_MAX)
+  @IsOptional()
+  @IsInt()
+  @Min(1)
+  @Max(INT_MAX)
   max_concurrency?: number | null;
 
-  @IsOptional() @IsUsdAmount()
+  @IsOptional()
+  @IsUsdAmount()
   daily_budget_usd?: string | number | null;
 
-  @IsOptional() @IsUsdAmount()
+  @IsOptional()
+  @IsUsdAmount()
   monthly_budget_usd?: string | number | null;
 
-  @IsOptional() @IsTimestamp() @IsFuture()
+  @IsOptional()
+  @IsTimestamp()
+  @IsFuture()
   expires_at?: string | number | null;
 
-  @IsOptional() @IsString() @MaxLength(4000)
+  @IsOptional()
+  @IsString()
+  @MaxLength(4000)
   notes?: string | null;
 }
 
 /** POST /admin/api-keys. Limits left out (or null) do not apply. */
 export class CreateApiKeyDto extends ApiKeySettingsDto {
-  @IsString() @MinLength(1) @MaxLength(200)
+  @IsString()
+  @MinLength(1)
+  @MaxLength(200)
   name!: string;
 }
 
 /** PATCH /admin/api-keys/:id: only the fields sent change; null removes a limit. */
 export class UpdateApiKeyDto extends ApiKeySettingsDto {
-  @ValidateIf((o: UpdateApiKeyDto) => o.name !== undefined) @IsString() @MinLength(1) @MaxLength(200)
+  @ValidateIf((o: UpdateApiKeyDto) => o.name !== undefined)
+  @IsString()
+  @MinLength(1)
+  @MaxLength(200)
   name?: string;
 
   @ValidateIf((o: UpdateApiKeyDto) => o.status !== undefined)
@@ -47,12 +67,19 @@ export class UpdateApiKeyDto extends ApiKeySettingsDto {
 
 /** GET /admin/api-keys */
 export class ListApiKeysQuery {
-  @IsOptional() @IsIn(API_KEY_STATUSES)
+  @IsOptional()
+  @IsIn(API_KEY_STATUSES)
   status?: ApiKeyStatus;
 
-  @Type(() => Number) @IsInt() @Min(1) @Max(500)
+  @Type(() => Number)
+  @IsInt()
+  @Min(1)
+  @Max(500)
   limit = 50;
 
-  @Type(() => Number) @IsInt() @Min(0) @Max(INT_MAX)
+  @Type(() => Number)
+  @IsInt()
+  @Min(0)
+  @Max(INT_MAX)
   offset = 0;
 }

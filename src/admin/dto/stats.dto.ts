@@ -5,10 +5,12 @@ import { IsTimestamp } from './validators';
 
 /** GET /admin/stats: from (default: 24 hours before `to`), to (default: now), group_by. */
 export class StatsQuery {
-  @IsOptional() @IsTimestamp()
+  @IsOptional()
+  @IsTimestamp()
   from?: string;
 
-  @IsOptional() @IsTimestamp()
+  @IsOptional()
+  @IsTimestamp()
   to?: string;
 
   @IsIn(STATS_GROUPS)
@@ -17,24 +19,36 @@ export class StatsQuery {
 
 /** GET /admin/requests: filters (key id, model, status, time range) and a page. */
 export class RequestsQuery {
-  @IsOptional() @IsTimestamp()
+  @IsOptional()
+  @IsTimestamp()
   from?: string;
 
-  @IsOptional() @IsTimestamp()
+  @IsOptional()
+  @IsTimestamp()
   to?: string;
 
-  @IsOptional() @IsString() @MaxLength(64)
+  @IsOptional()
+  @IsString()
+  @MaxLength(64)
   key?: string;
 
-  @IsOptional() @IsString() @MaxLength(200)
+  @IsOptional()
+  @IsString()
+  @MaxLength(200)
   model?: string;
 
-  @IsOptional() @Matches(/^([1-5]\d\d|success|error)$/, { message: 'status must be an HTTP status (200, 429, ...), "success" or "error"' })
+  @IsOptional()
+  @Matches(/^([1-5]\d\d|success|error)$/, { message: 'status must be an HTTP status (200, 429, ...), "success" or "error"' })
   status?: string;
 
-  @Type(() => Number) @IsInt() @Min(1) @Max(500)
+  @Type(() => Number)
+  @IsInt()
+  @Min(1)
+  @Max(500)
   limit = 50;
 
-  @IsOptional() @IsString() @MaxLength(500)
+  @IsOptional()
+  @IsString()
+  @MaxLength(500)
   cursor?: string;
 }

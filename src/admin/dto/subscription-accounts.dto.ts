@@ -8,28 +8,38 @@ export class AddAccountDto {
   @IsIn(SUBSCRIPTION_PROVIDERS)
   provider!: SubscriptionProvider;
 
-  @IsString() @Length(1, 200)
+  @IsString()
+  @Length(1, 200)
   name!: string;
 
-  @IsString() @MinLength(1)
+  @IsString()
+  @MinLength(1)
   access_token!: string;
 
-  @IsString() @MinLength(1)
+  @IsString()
+  @MinLength(1)
   refresh_token!: string;
 
   /** Epoch milliseconds or an ISO date. Codex reads it from the access token when absent. */
-  @IsOptional() @ValidateIf((o: AddAccountDto) => typeof o.expires_at !== 'number') @IsString({ message: 'expires_at must be epoch milliseconds or an ISO date string' })
+  @IsOptional()
+  @ValidateIf((o: AddAccountDto) => typeof o.expires_at !== 'number')
+  @IsString({ message: 'expires_at must be epoch milliseconds or an ISO date string' })
   expires_at?: number | string;
 
   /** Codex: the login's OpenID token (optional). */
-  @IsOptional() @IsString()
+  @IsOptional()
+  @IsString()
   id_token?: string;
 
   /** Codex: the ChatGPT account id; read from the tokens when absent. */
-  @IsOptional() @IsString() @Length(1, 200)
+  @IsOptional()
+  @IsString()
+  @Length(1, 200)
   account_id?: string;
 
-  @IsOptional() @IsString() @Length(1, 320)
+  @IsOptional()
+  @IsString()
+  @Length(1, 320)
   email?: string;
 }
 
@@ -38,7 +48,10 @@ export class ImportAccountsDto {
   @IsIn(SUBSCRIPTION_PROVIDERS)
   provider!: SubscriptionProvider;
 
-  @IsArray() @ArrayMinSize(1) @ArrayMaxSize(1000) @IsObject({ each: true, message: 'each of accounts must be an object' })
+  @IsArray()
+  @ArrayMinSize(1)
+  @ArrayMaxSize(1000)
+  @IsObject({ each: true, message: 'each of accounts must be an object' })
   accounts!: Record<string, unknown>[];
 }
 
@@ -49,7 +62,10 @@ export const adminBody = new ValidationPipe({
   transform: true,
   exceptionFactory: (errors: ValidationError[]) => {
     const messages = flatten(errors);
-    return new InvalidRequestError(messages.length ? `Invalid request body: ${messages.join('; ')}` : 'Invalid request body: expected a JSON object', errors[0]?.property ?? null);
+    return new InvalidRequestError(
+      messages.length ? `Invalid request body: ${messages.join('; ')}` : 'Invalid request body: expected a JSON object',
+      errors[0]?.property ?? null,
+    );
   },
 });
 

@@ -2,7 +2,16 @@ import { anthropicToolId } from '../../adapters/anthropic/anthropic.mapper';
 import type { AnthropicUsage } from '../../adapters/anthropic/anthropic.types';
 import { unsupported } from '../../adapters/http/upstream-call';
 import type { MessagesEvent } from '../../adapters/llm-adapter';
-import type { ChatChunk, ChatMessage, ChatRequest, ChatResponse, ContentPart, ToolCall, ToolDefinition, Usage } from '../../common/chat.types';
+import type {
+  ChatChunk,
+  ChatMessage,
+  ChatRequest,
+  ChatResponse,
+  ContentPart,
+  ToolCall,
+  ToolDefinition,
+  Usage,
+} from '../../common/chat.types';
 import { tokenCounts } from '../../common/usage';
 
 /**
@@ -36,7 +45,11 @@ function imagePart(b: Block, at: string): ContentPart {
 
 function documentPart(b: Block, at: string): ContentPart {
   const src = b.source as { type?: string; media_type?: string; data?: string } | undefined;
-  if (src?.type === 'base64') return { type: 'file', file: { file_data: `data:${src.media_type};base64,${src.data}`, ...(typeof b.title === 'string' ? { filename: b.title } : {}) } };
+  if (src?.type === 'base64')
+    return {
+      type: 'file',
+      file: { file_data: `data:${src.media_type};base64,${src.data}`, ...(typeof b.title === 'string' ? { filename: b.title } : {}) },
+    };
   if (src?.type === 'text') return { type: 'text', text: String(src.data ?? '') };
   throw unsupported(`${at}.source: documents must be base64 or text sources for this model`, `${at}.source`);
 }
@@ -76,7 +89,11 @@ function toolResultText(content: unknown, at: string): { text: string; images: C
   blocksOf(content).forEach((b, j) => {
     if (b.type === 'text') text += String(b.text ?? '');
     else if (b.type === 'image') images.push(imagePart(b, `${at}.content.${j}`));
-    else throw unsupported(`${at}.content.${j}: tool results of type "${b.type}" can only be sent to Claude models`, `${at}.content.${j}.type`);
+    else
+      throw unsupported(
+        `${at}.content.${j}: tool results of type "${b.type}" can only be sent to Claude models`,
+        `${at}.content.${j}.type`,
+      );
   });
   return { text, images };
 }
@@ -96,7 +113,11 @@ function toolsOf(tools: unknown): ToolDefinition[] | undefined {
   return (tools as Json[]).map((t, i): ToolDefinition => {
     // Client tools have no type (or "custom"); Anthropic's server tools (web search, code
     // execution, ...) run at Anthropic and have no counterpart elsewhere.
-    if (t.type !== undefined && t.type !== 'custom') throw unsupported(`tools.${i}: the tool type "${String(t.type)}" runs at Anthropic and can only be used with Claude models`, `tools.${i}.type`);
+    if (t.type !== undefined && t.type !== 'custom')
+      throw unsupported(
+        `tools.${i}: the tool type "${String(t.type)}" runs at Anthropic and can only be used with Claude models`,
+        `tools.${i}.type`,
+      );
     return {
       type: 'function',
       function: {
@@ -131,12 +152,18 @@ export function messagesToChat(body: Json, model: string): ChatRequest {
       const thinking: Json[] = [];
       blocks.forEach((b, j) => {
         if (b.type === 'text') text += String(b.text ?? '');
-        else if (b.type === 'tool_use') calls.push({ id: anthropicToolId(String(b.id)), type: 'function', function: { name: String(b.name), arguments: JSON.stringify(b.input ?? {}) } });
+        else if (b.type === 'tool_use')
+          calls.push({
+            id: anthropicToolId(String(b.id)),
+            type: 'function',
+            function: { name: String(b.name), arguments: JSON.stringify(b.input ?? {}) },
+          });
         else if (b.type === 'thinking') {
           reasoning += String(b.thinking ?? '');
           thinking.push({ type: 'thinking', thinking: b.thinking, signature: b.signature });
         } else if (b.type === 'redacted_thinking') thinking.push({ type: 'redacted_thinking', data: b.data });
-        else throw unsupported(`${at}.content.${j}: content of type "${b.type}" can only be sent to Claude models`, `${at}.content.${j}.type`);
+        else
+          throw unsupported(`${at}.content.${j}: content of type "${b.type}" can only be sent to Claude models`, `${at}.content.${j}.type`);
       });
       const msg: ChatMessage = { role: 'assistant', content: text === '' && calls.length > 0 ? null : text };
       if (calls.length > 0) msg.tool_calls = calls;
@@ -151,10 +178,16 @@ export function messagesToChat(body: Json, model: string): ChatRequest {
       if (b.type !== 'tool_result') return rest.push(b);
       const result = toolResultText(b.content, `${at}.content.${j}`);
       images.push(...result.images);
-      messages.push({ role: 'tool', tool_call_id: anthropicToolId(String(b.tool_use_id)), content: result.text, ...(b.is_error === true ? { is_error: true } : {}) });
+      messages.push({
+        role: 'tool',
+        tool_call_id: anthropicToolId(String(b.tool_use_id)),
+        content: result.text,
+        ...(b.is_error === true ? { is_error: true } : {}),
+      });
     });
     const parts = [...images, ...userParts(rest, at)];
-    if (parts.length > 0 || blocks.length === 0) messages.push({ role: 'user', content: typeof m.content === 'string' ? m.content : asContent(parts) });
+    if (parts.length > 0 || blocks.length === 0)
+      messages.push({ role: 'user', content: typeof m.content === 'string' ? m.content : asContent(parts) });
   });
 
   const req: ChatRequest = { model, messages };
@@ -176,7 +209,8 @@ export function messagesToChat(body: Json, model: string): ChatRequest {
     if (tc.disable_parallel_tool_use === true) req.parallel_tool_calls = false;
   }
   const thinking = body.thinking as { type?: string; budget_tokens?: number } | undefined;
-  if (thinking?.type === 'enabled' && typeof thinking.budget_tokens === 'number') req.reasoning_effort = effortForBudget(thinking.budget_tokens);
+  if (thinking?.type === 'enabled' && typeof thinking.budget_tokens === 'number')
+    req.reasoning_effort = effortForBudget(thinking.budget_tokens);
   if (body.stream === true) {
     req.stream = true;
     // Usage comes at the end of OpenAI streams only when asked for; message_delta needs it.
@@ -236,12 +270,19 @@ export function chatToMessage(res: ChatResponse, id: string, model: string): Jso
   const signed = Array.isArray(msg.thinking_blocks) ? (msg.thinking_blocks as Json[]) : [];
   if (signed.length > 0) content.push(...signed.map((b) => ({ ...b })));
   else {
-    const reasoning = typeof msg.reasoning_content === 'string' ? msg.reasoning_content : typeof msg.reasoning === 'string' ? msg.reasoning : '';
+    const reasoning =
+      typeof msg.reasoning_content === 'string' ? msg.reasoning_content : typeof msg.reasoning === 'string' ? msg.reasoning : '';
     if (reasoning) content.push({ type: 'thinking', thinking: reasoning, signature: '' });
   }
-  const text = typeof msg.content === 'string' ? msg.content : Array.isArray(msg.content) ? msg.content.map((p) => String((p as { text?: unknown }).text ?? '')).join('') : '';
+  const text =
+    typeof msg.content === 'string'
+      ? msg.content
+      : Array.isArray(msg.content)
+        ? msg.content.map((p) => String((p as { text?: unknown }).text ?? '')).join('')
+        : '';
   if (text !== '') content.push({ type: 'text', text });
-  for (const t of msg.tool_calls ?? []) content.push({ type: 'tool_use', id: anthropicToolId(t.id), name: t.function.name, input: parseInput(t.function.arguments) });
+  for (const t of msg.tool_calls ?? [])
+    content.push({ type: 'tool_use', id: anthropicToolId(t.id), name: t.function.name, input: parseInput(t.function.arguments) });
   const finish = choice?.finish_reason;
   return {
     id,
@@ -294,7 +335,8 @@ export class ChatToMessagesStream {
         out.push(ev('content_block_delta', { index: this.open!.index, delta: { type: 'thinking_delta', thinking: reasoning } }));
       }
       for (const b of Array.isArray(d.thinking_blocks) ? (d.thinking_blocks as Json[]) : []) {
-        if (typeof b.signature === 'string' && b.signature && this.open?.kind === 'thinking') out.push(ev('content_block_delta', { index: this.open.index, delta: { type: 'signature_delta', signature: b.signature } }));
+        if (typeof b.signature === 'string' && b.signature && this.open?.kind === 'thinking')
+          out.push(ev('content_block_delta', { index: this.open.index, delta: { type: 'signature_delta', signature: b.signature } }));
       }
       if (typeof d.content === 'string' && d.content !== '') {
         this.ensure('text', out);
@@ -327,7 +369,16 @@ export class ChatToMessagesStream {
     this.started = true;
     out.push(
       ev('message_start', {
-        message: { id: this.id, type: 'message', role: 'assistant', model: this.model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: this.inputEstimate, output_tokens: 0 } },
+        message: {
+          id: this.id,
+          type: 'message',
+          role: 'assistant',
+          model: this.model,
+          content: [],
+          stop_reason: null,
+          stop_sequence: null,
+          usage: { input_tokens: this.inputEstimate, output_tokens: 0 },
+        },
       }),
     );
     out.push(ev('ping', {}));
@@ -338,7 +389,12 @@ export class ChatToMessagesStream {
     this.close(out);
     const index = this.blocks++;
     this.open = { kind, index };
-    out.push(ev('content_block_start', { index, content_block: kind === 'text' ? { type: 'text', text: '' } : { type: 'thinking', thinking: '', signature: '' } }));
+    out.push(
+      ev('content_block_start', {
+        index,
+        content_block: kind === 'text' ? { type: 'text', text: '' } : { type: 'thinking', thinking: '', signature: '' },
+      }),
+    );
   }
 
   private tool(t: NonNullable<ChatChunk['choices'][number]['delta']['tool_calls']>[number], out: MessagesEvent[]): void {
@@ -349,7 +405,12 @@ export class ChatToMessagesStream {
       index = this.blocks++;
       this.toolBlocks.set(t.index, index);
       this.open = { kind: 'tool_use', index, tool: t.index };
-      out.push(ev('content_block_start', { index, content_block: { type: 'tool_use', id: anthropicToolId(t.id ?? `toolu_${index}`), name: t.function?.name ?? '', input: {} } }));
+      out.push(
+        ev('content_block_start', {
+          index,
+          content_block: { type: 'tool_use', id: anthropicToolId(t.id ?? `toolu_${index}`), name: t.function?.name ?? '', input: {} },
+        }),
+      );
     }
     // Servers send one call after the other; arguments for an earlier call (rare) still go to
     // its own block, which Anthropic's clients accumulate by index.

@@ -86,7 +86,9 @@ export class MessagesService {
         scope.rec.free = true;
         scope.rec.usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
         await this.calls.admit(scope, res, () => ({ tokens: 0, costPico: 0n }));
-        const tokens = await this.executor.run(ex, (adapter, route, ctx) => (adapter.messages ? adapter.messages.countTokens(call, route, ctx) : Promise.resolve(estimatePromptTokens(ex.request))));
+        const tokens = await this.executor.run(ex, (adapter, route, ctx) =>
+          adapter.messages ? adapter.messages.countTokens(call, route, ctx) : Promise.resolve(estimatePromptTokens(ex.request)),
+        );
         this.calls.sendJson(res, { input_tokens: tokens });
       },
       ANTHROPIC_ERRORS,
@@ -101,7 +103,11 @@ export class MessagesService {
     rec.userId = typeof user === 'string' ? user : null;
     const model = this.calls.resolveModel(scope, body.model as string, 'chat');
     const version = req.headers['anthropic-version'];
-    const call: MessagesCall = { body, betas: betasOf(req.headers['anthropic-beta']), version: typeof version === 'string' && version ? version : undefined };
+    const call: MessagesCall = {
+      body,
+      betas: betasOf(req.headers['anthropic-beta']),
+      version: typeof version === 'string' && version ? version : undefined,
+    };
     // The canonical form serves translated routes; a request it cannot express fails only those.
     let chat: ChatRequest | UpstreamError;
     try {
@@ -118,13 +124,16 @@ export class MessagesService {
 
   private async json(job: MessagesJob, rec: RequestRecord, res: Response): Promise<void> {
     const { chat, call, ex } = job;
-    const answer = await this.executor.run(ex, async (adapter, route, ctx): Promise<{ text: string; message: Json; estimated?: boolean }> => {
-      if (adapter.messages) return adapter.messages.send(call, route, ctx);
-      if (chat instanceof UpstreamError) throw chat;
-      const out = await adapter.complete(chat, route, ctx);
-      const message = chatToMessage(out, messageId(rec.id), ctx.publicModel);
-      return { text: JSON.stringify(message), message, estimated: !out.usage };
-    });
+    const answer = await this.executor.run(
+      ex,
+      async (adapter, route, ctx): Promise<{ text: string; message: Json; estimated?: boolean }> => {
+        if (adapter.messages) return adapter.messages.send(call, route, ctx);
+        if (chat instanceof UpstreamError) throw chat;
+        const out = await adapter.complete(chat, route, ctx);
+        const message = chatToMessage(out, messageId(rec.id), ctx.publicModel);
+        return { text: JSON.stringify(message), message, estimated: !out.usage };
+      },
+    );
     rec.answered();
     const message = answer.message;
     rec.upstreamId = typeof message.id === 'string' ? message.id : undefined;
@@ -147,7 +156,10 @@ export class MessagesService {
     const open = (adapter: LlmAdapter, route: RouteDef, ctx: CallContext): AsyncIterable<SurfaceEvent> => {
       if (adapter.messages) return adapter.messages.stream(call, route, ctx);
       if (chat instanceof UpstreamError) return failing(chat);
-      return translated(adapter.stream(chat, route, ctx), new ChatToMessagesStream(messageId(rec.id), ctx.publicModel, estimatePromptTokens(chat)));
+      return translated(
+        adapter.stream(chat, route, ctx),
+        new ChatToMessagesStream(messageId(rec.id), ctx.publicModel, estimatePromptTokens(chat)),
+      );
     };
     try {
       for await (const event of this.executor.streamItems(ex, open, MESSAGES_SHAPE)) {
@@ -259,7 +271,10 @@ export function deltaChars(data: string): number {
 async function* translated(chunks: AsyncIterable<ChatChunk>, t: ChatToMessagesStream): AsyncGenerator<SurfaceEvent> {
   let chars = 0;
   for await (const chunk of chunks) {
-    for (const c of chunk.choices) chars += (typeof c.delta?.content === 'string' ? c.delta.content.length : 0) + (c.delta?.tool_calls?.reduce((s, tc) => s + (tc.function?.arguments?.length ?? 0), 0) ?? 0);
+    for (const c of chunk.choices)
+      chars +=
+        (typeof c.delta?.content === 'string' ? c.delta.content.length : 0) +
+        (c.delta?.tool_calls?.reduce((s, tc) => s + (tc.function?.arguments?.length ?? 0), 0) ?? 0);
     yield* t.push(chunk);
   }
   const closing: SurfaceEvent[] = t.finishEvents();
@@ -267,7 +282,11 @@ async function* translated(chunks: AsyncIterable<ChatChunk>, t: ChatToMessagesSt
     // The backend reported no usage: estimate the output from what was delivered.
     const i = closing.findIndex((e) => e.event === 'message_delta');
     const d = parse(closing[i].data)!;
-    closing[i] = { event: 'message_delta', data: JSON.stringify({ ...d, usage: { output_tokens: Math.ceil(chars / 4) } }), estimated: true };
+    closing[i] = {
+      event: 'message_delta',
+      data: JSON.stringify({ ...d, usage: { output_tokens: Math.ceil(chars / 4) } }),
+      estimated: true,
+    };
   }
   yield* closing;
 }

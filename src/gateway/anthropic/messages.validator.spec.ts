@@ -42,15 +42,29 @@ describe('validateMessagesRequest', () => {
   });
 
   it('checks the blocks inside a tool result, and sources by their type', () => {
-    const result = (content: unknown) => ({ ...ok, messages: [{ role: 'user', content: [{ type: 'tool_result', tool_use_id: 'a', content }] }] });
-    expect(problem(result([{ type: 'text', text: 'fine' }, { type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'AA==' } }]))).toBeUndefined();
+    const result = (content: unknown) => ({
+      ...ok,
+      messages: [{ role: 'user', content: [{ type: 'tool_result', tool_use_id: 'a', content }] }],
+    });
+    expect(
+      problem(
+        result([
+          { type: 'text', text: 'fine' },
+          { type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'AA==' } },
+        ]),
+      ),
+    ).toBeUndefined();
     expect(problem(result([null]))).toBe('messages.0.content.0.content.0: Input should be an object');
     expect(problem(result([1]))).toBe('messages.0.content.0.content.0: Input should be an object');
     expect(problem(result([{}]))).toBe('messages.0.content.0.content.0.type: Field required');
-    expect(problem(result([{ type: 'tool_use', id: 'x', name: 'y' }]))).toMatch(/^messages\.0\.content\.0\.content\.0\.type: "tool_use" blocks are not allowed in a tool result/);
+    expect(problem(result([{ type: 'tool_use', id: 'x', name: 'y' }]))).toMatch(
+      /^messages\.0\.content\.0\.content\.0\.type: "tool_use" blocks are not allowed in a tool result/,
+    );
     expect(problem(result([{ type: 'text', text: 7 }]))).toBe('messages.0.content.0.content.0.text: Input should be a valid string');
     const doc = (source: unknown) => ({ ...ok, messages: [{ role: 'user', content: [{ type: 'document', source }] }] });
-    expect(problem(doc({ type: 'text', media_type: 'text/plain', data: { nested: true } }))).toBe('messages.0.content.0.source.data: Input should be a valid string');
+    expect(problem(doc({ type: 'text', media_type: 'text/plain', data: { nested: true } }))).toBe(
+      'messages.0.content.0.source.data: Input should be a valid string',
+    );
     expect(problem(doc({ type: 'url', url: 5 }))).toBe('messages.0.content.0.source.url: Input should be a valid string');
     expect(problem(doc({ type: 'url', url: 'https://example.com/a.pdf' }))).toBeUndefined();
     expect(problem({ ...ok, max_tokens: 1e308 })).toBe('max_tokens: Input should be less than or equal to 2147483647');

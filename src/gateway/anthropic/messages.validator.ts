@@ -12,7 +12,18 @@ function fail(field: string, problem: string): never {
 const BLOCK_TYPES_USER = new Set(['text', 'image', 'document', 'tool_result', 'search_result', 'container_upload']);
 /** What a tool result's content may hold (Anthropic's tool_result block). */
 const BLOCK_TYPES_TOOL_RESULT = new Set(['text', 'image', 'document', 'search_result']);
-const BLOCK_TYPES_ASSISTANT = new Set(['text', 'tool_use', 'thinking', 'redacted_thinking', 'server_tool_use', 'web_search_tool_result', 'web_fetch_tool_result', 'code_execution_tool_result', 'mcp_tool_use', 'mcp_tool_result']);
+const BLOCK_TYPES_ASSISTANT = new Set([
+  'text',
+  'tool_use',
+  'thinking',
+  'redacted_thinking',
+  'server_tool_use',
+  'web_search_tool_result',
+  'web_fetch_tool_result',
+  'code_execution_tool_result',
+  'mcp_tool_use',
+  'mcp_tool_result',
+]);
 
 function checkNumber(body: Json, key: string, min: number, max?: number, integer = false): void {
   const v = body[key];
@@ -62,7 +73,8 @@ function checkBlock(b: unknown, where: string, allowed: ReadonlySet<string>, ins
 /** An image's or document's `source`: base64 and text carry `data` as a string, url a `url`. */
 function checkSource(source: unknown, where: string): void {
   if (!isObj(source) || typeof source.type !== 'string') fail(where, 'Field required');
-  if ((source.type === 'base64' || source.type === 'text') && typeof source.data !== 'string') fail(`${where}.data`, 'Input should be a valid string');
+  if ((source.type === 'base64' || source.type === 'text') && typeof source.data !== 'string')
+    fail(`${where}.data`, 'Input should be a valid string');
   if (source.type === 'url' && typeof source.url !== 'string') fail(`${where}.url`, 'Input should be a valid string');
 }
 
@@ -93,19 +105,31 @@ export function validateMessagesRequest(body: unknown, countOnly = false): Json 
     if (typeof body.system !== 'string') {
       if (!Array.isArray(body.system)) fail('system', 'Input should be a valid string or a list of text blocks');
       body.system.forEach((b: unknown, j) => {
-        if (!isObj(b) || b.type !== 'text' || typeof b.text !== 'string') fail(`system.${j}`, 'Input should be a text block ({"type": "text", "text": ...})');
+        if (!isObj(b) || b.type !== 'text' || typeof b.text !== 'string')
+          fail(`system.${j}`, 'Input should be a text block ({"type": "text", "text": ...})');
       });
     }
   }
-  if (body.stream !== undefined && body.stream !== null && typeof body.stream !== 'boolean') fail('stream', 'Input should be a valid boolean');
+  if (body.stream !== undefined && body.stream !== null && typeof body.stream !== 'boolean')
+    fail('stream', 'Input should be a valid boolean');
   checkNumber(body, 'temperature', 0, 1);
   checkNumber(body, 'top_p', 0, 1);
   checkNumber(body, 'top_k', 0, undefined, true);
-  if (body.stop_sequences !== undefined && body.stop_sequences !== null && !(Array.isArray(body.stop_sequences) && body.stop_sequences.every((s) => typeof s === 'string'))) {
+  if (
+    body.stop_sequences !== undefined &&
+    body.stop_sequences !== null &&
+    !(Array.isArray(body.stop_sequences) && body.stop_sequences.every((s) => typeof s === 'string'))
+  ) {
     fail('stop_sequences', 'Input should be a valid list of strings');
   }
   if (body.metadata !== undefined && body.metadata !== null && !isObj(body.metadata)) fail('metadata', 'Input should be an object');
-  if (isObj(body.metadata) && body.metadata.user_id !== undefined && body.metadata.user_id !== null && typeof body.metadata.user_id !== 'string') fail('metadata.user_id', 'Input should be a valid string');
+  if (
+    isObj(body.metadata) &&
+    body.metadata.user_id !== undefined &&
+    body.metadata.user_id !== null &&
+    typeof body.metadata.user_id !== 'string'
+  )
+    fail('metadata.user_id', 'Input should be a valid string');
   if (body.tools !== undefined && body.tools !== null) {
     if (!Array.isArray(body.tools)) fail('tools', 'Input should be a valid list');
     body.tools.forEach((t: unknown, i) => {
@@ -117,7 +141,8 @@ export function validateMessagesRequest(body: unknown, countOnly = false): Json 
   if (body.tool_choice !== undefined && body.tool_choice !== null) {
     const tc = body.tool_choice;
     if (!isObj(tc)) fail('tool_choice', 'Input should be an object');
-    if (tc.type !== 'auto' && tc.type !== 'any' && tc.type !== 'tool' && tc.type !== 'none') fail('tool_choice.type', "Input should be 'auto', 'any', 'tool' or 'none'");
+    if (tc.type !== 'auto' && tc.type !== 'any' && tc.type !== 'tool' && tc.type !== 'none')
+      fail('tool_choice.type', "Input should be 'auto', 'any', 'tool' or 'none'");
     if (tc.type === 'tool' && (typeof tc.name !== 'string' || tc.name === '')) fail('tool_choice.name', 'Field required');
   }
   if (body.thinking !== undefined && body.thinking !== null) {
@@ -125,7 +150,8 @@ export function validateMessagesRequest(body: unknown, countOnly = false): Json 
     if (!isObj(th) || typeof th.type !== 'string') fail('thinking.type', 'Field required');
     if (th.type === 'enabled') {
       if (typeof th.budget_tokens !== 'number' || !Number.isInteger(th.budget_tokens)) fail('thinking.budget_tokens', 'Field required');
-      if (!countOnly && typeof body.max_tokens === 'number' && th.budget_tokens >= body.max_tokens) fail('max_tokens', 'must be greater than thinking.budget_tokens');
+      if (!countOnly && typeof body.max_tokens === 'number' && th.budget_tokens >= body.max_tokens)
+        fail('max_tokens', 'must be greater than thinking.budget_tokens');
     }
   }
   return body;

@@ -18,7 +18,8 @@ export interface PageQuery {
  */
 export function anthropicModelPage(models: readonly ModelDef[], q: PageQuery) {
   const limit = q.limit === undefined || q.limit === '' ? 20 : Number(q.limit);
-  if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new InvalidRequestError('limit: Input should be an integer from 1 to 1000', 'limit');
+  if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+    throw new InvalidRequestError('limit: Input should be an integer from 1 to 1000', 'limit');
   const chat = models.filter((m) => m.type === 'chat');
   let start = 0;
   let end = chat.length;

@@ -23,7 +23,9 @@ export class CostStrategy implements RoutingStrategy {
 
   validate(model: ModelDef): string[] {
     const v = model.routerParams.expected_completion_tokens;
-    return v === undefined || (Number.isInteger(Number(v)) && Number(v) > 0) ? [] : [`${model.where}: router_params.expected_completion_tokens must be a whole number above 0`];
+    return v === undefined || (Number.isInteger(Number(v)) && Number(v) > 0)
+      ? []
+      : [`${model.where}: router_params.expected_completion_tokens must be a whole number above 0`];
   }
 
   private costs(input: StrategyInput): bigint[] {

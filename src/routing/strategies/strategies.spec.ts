@@ -8,25 +8,37 @@ import { CostStrategy } from './cost.strategy';
 import { LeastLatencyStrategy } from './least-latency.strategy';
 import { RoundRobinStrategy } from './round-robin.strategy';
 
-const route = (id: string, weight = 1, prompt?: string): RouteDef =>
-  ({
-    id,
-    kind: 'mock',
-    apiKeys: [],
-    providerModelId: id,
-    weight,
-    locality: 'remote',
-    headers: {},
-    timeouts: {},
-    options: {},
-    where: `models.yaml:${id}`,
-    pricing: prompt === undefined ? undefined : { prompt: tokenPrice(prompt), completion: tokenPrice(prompt), request: unitPrice('0'), image: FREE },
-  });
+const route = (id: string, weight = 1, prompt?: string): RouteDef => ({
+  id,
+  kind: 'mock',
+  apiKeys: [],
+  providerModelId: id,
+  weight,
+  locality: 'remote',
+  headers: {},
+  timeouts: {},
+  options: {},
+  where: `models.yaml:${id}`,
+  pricing:
+    prompt === undefined ? undefined : { prompt: tokenPrice(prompt), completion: tokenPrice(prompt), request: unitPrice('0'), image: FREE },
+});
 
 const modelOf = (routes: RouteDef[], routerParams: Record<string, unknown> = {}) =>
-  ({ id: 'm', routes, routerParams, where: 'models.yaml:1', pricing: { prompt: tokenPrice('1'), completion: tokenPrice('1'), request: FREE, image: FREE } }) as unknown as ModelDef;
+  ({
+    id: 'm',
+    routes,
+    routerParams,
+    where: 'models.yaml:1',
+    pricing: { prompt: tokenPrice('1'), completion: tokenPrice('1'), request: FREE, image: FREE },
+  }) as unknown as ModelDef;
 
-function input(model: ModelDef, routes: readonly RouteDef[] = model.routes, stats: Record<string, RouteStats> = {}, seed = 1, request?: StrategyInput['request']): StrategyInput {
+function input(
+  model: ModelDef,
+  routes: readonly RouteDef[] = model.routes,
+  stats: Record<string, RouteStats> = {},
+  seed = 1,
+  request?: StrategyInput['request'],
+): StrategyInput {
   return { model, routes, routing: EMPTY_ROUTING, request, random: seededRandom(seed), stats: (r) => stats[r.id] ?? {} };
 }
 
@@ -110,8 +122,14 @@ describe('CostStrategy', () => {
   });
 
   it('weighs prompt and completion prices by the tokens of this request', () => {
-    const promptHeavy = { ...route('prompt-cheap'), pricing: { prompt: tokenPrice('0.1'), completion: tokenPrice('10'), request: FREE, image: FREE } } as RouteDef;
-    const completionHeavy = { ...route('completion-cheap'), pricing: { prompt: tokenPrice('3'), completion: tokenPrice('0.1'), request: FREE, image: FREE } } as RouteDef;
+    const promptHeavy = {
+      ...route('prompt-cheap'),
+      pricing: { prompt: tokenPrice('0.1'), completion: tokenPrice('10'), request: FREE, image: FREE },
+    } as RouteDef;
+    const completionHeavy = {
+      ...route('completion-cheap'),
+      pricing: { prompt: tokenPrice('3'), completion: tokenPrice('0.1'), request: FREE, image: FREE },
+    } as RouteDef;
     const m = modelOf([promptHeavy, completionHeavy]);
     const longPrompt = { model: 'm', messages: [{ role: 'user' as const, content: 'x'.repeat(40_000) }], max_tokens: 10 };
     const longAnswer = { model: 'm', messages: [{ role: 'user' as const, content: 'hi' }], max_tokens: 4000 };

@@ -8,7 +8,10 @@ import type { RouteDef } from '../../config/registry.types';
 @RoutingStrategy('weighted')
 export class WeightedStrategy implements RoutingStrategy {
   plan(input: StrategyInput): RouteDef[] {
-    return weightedOrder(input.routes.map((r) => r.weight), input.random).map((i) => input.routes[i]);
+    return weightedOrder(
+      input.routes.map((r) => r.weight),
+      input.random,
+    ).map((i) => input.routes[i]);
   }
 
   shares(input: StrategyInput): number[] {

@@ -54,7 +54,14 @@ export class OllamaChatAdapter implements LlmAdapter {
           } catch {
             throw protocolError(route, 'sent a malformed stream line');
           }
-          if (event.error) throw new UpstreamError({ failure: 'http', upstreamStatus: 502, message: `upstream ${route.id} failed mid-stream: ${event.error}`, provider: route.kind, route: route.id });
+          if (event.error)
+            throw new UpstreamError({
+              failure: 'http',
+              upstreamStatus: 502,
+              message: `upstream ${route.id} failed mid-stream: ${event.error}`,
+              provider: route.kind,
+              route: route.id,
+            });
           yield* ollamaLineToChunks(event, id, first);
           first = false;
           if (event.done) {
@@ -68,14 +75,28 @@ export class OllamaChatAdapter implements LlmAdapter {
     } finally {
       releaseBody(res, done);
     }
-    if (!done) throw new UpstreamError({ failure: 'reset', message: `upstream ${route.id} ended the stream before done`, provider: route.kind, route: route.id });
+    if (!done)
+      throw new UpstreamError({
+        failure: 'reset',
+        message: `upstream ${route.id} ended the stream before done`,
+        provider: route.kind,
+        route: route.id,
+      });
   }
 
   private send(req: ChatRequest, route: RouteDef, ctx: CallContext, stream: boolean) {
     const body = JSON.stringify(toOllamaChat(req, route.providerModelId, stream, optionString(route, 'keep_alive')));
     const url = joinUrl(route.baseUrl ?? '', 'api/chat');
     return this.keys.run(route, ctx, (key) =>
-      postJson(this.http, url, { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}), ...route.headers }, body, route, ctx, (status, text, retryAfter) => ollamaError(status, text, route, retryAfter)),
+      postJson(
+        this.http,
+        url,
+        { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}), ...route.headers },
+        body,
+        route,
+        ctx,
+        (status, text, retryAfter) => ollamaError(status, text, route, retryAfter),
+      ),
     );
   }
 }

@@ -8,12 +8,43 @@ import { OllamaUpstream } from './ollama-upstream';
 describe('ollama_chat (docs/adding-a-provider.md)', () => {
   describe('mapper', () => {
     it('puts sampling under options and max_tokens as num_predict', () => {
-      const body = toOllamaChat({ model: 'pub', messages: [{ role: 'developer', content: 'be brief' }, { role: 'user', content: 'hi' }], max_tokens: 5, temperature: 0.1, stop: 'END' }, 'llama3', true, '5m');
-      expect(body).toEqual({ model: 'llama3', stream: true, keep_alive: '5m', messages: [{ role: 'system', content: 'be brief' }, { role: 'user', content: 'hi' }], options: { num_predict: 5, temperature: 0.1, stop: ['END'] } });
+      const body = toOllamaChat(
+        {
+          model: 'pub',
+          messages: [
+            { role: 'developer', content: 'be brief' },
+            { role: 'user', content: 'hi' },
+          ],
+          max_tokens: 5,
+          temperature: 0.1,
+          stop: 'END',
+        },
+        'llama3',
+        true,
+        '5m',
+      );
+      expect(body).toEqual({
+        model: 'llama3',
+        stream: true,
+        keep_alive: '5m',
+        messages: [
+          { role: 'system', content: 'be brief' },
+          { role: 'user', content: 'hi' },
+        ],
+        options: { num_predict: 5, temperature: 0.1, stop: ['END'] },
+      });
     });
 
     it('maps the answer and the final stream line with usage', () => {
-      const line = { model: 'llama3', created_at: '2025-01-01T00:00:00Z', message: { role: 'assistant', content: 'hi' }, done: true, done_reason: 'length', prompt_eval_count: 3, eval_count: 1 };
+      const line = {
+        model: 'llama3',
+        created_at: '2025-01-01T00:00:00Z',
+        message: { role: 'assistant', content: 'hi' },
+        done: true,
+        done_reason: 'length',
+        prompt_eval_count: 3,
+        eval_count: 1,
+      };
       expect(fromOllamaChat(line, 'x').choices[0]).toMatchObject({ message: { content: 'hi' }, finish_reason: 'length' });
       const chunks = ollamaLineToChunks(line, 'x', false);
       expect(chunks.map((c) => c.choices[0]?.delta)).toEqual([{ content: 'hi' }, {}, undefined]);
@@ -53,7 +84,12 @@ models:
       const res = await client.chat.completions.create({ model: 'local/llama3', messages: [{ role: 'user', content: 'hello there' }] });
       expect(res.choices[0].message.content).toBe('echo: hello there');
       expect(upstream.requests[0].body).toMatchObject({ model: 'llama3', stream: false, keep_alive: '10m' });
-      const stream = await client.chat.completions.create({ model: 'local/llama3', stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'one two' }] });
+      const stream = await client.chat.completions.create({
+        model: 'local/llama3',
+        stream: true,
+        stream_options: { include_usage: true },
+        messages: [{ role: 'user', content: 'one two' }],
+      });
       let text = '';
       let usage: OpenAI.CompletionUsage | null | undefined;
       for await (const c of stream) {
@@ -70,7 +106,9 @@ models:
     });
 
     it("passes Ollama's errors on", async () => {
-      const err = await client.chat.completions.create({ model: 'local/missing', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+      const err = await client.chat.completions
+        .create({ model: 'local/missing', messages: [{ role: 'user', content: 'x' }] })
+        .catch((e: unknown) => e);
       expect(err).toBeInstanceOf(APIError);
       expect(err).toMatchObject({ status: 404 });
       expect((err as APIError).message).toContain('model "missing" not found');

@@ -37,11 +37,19 @@ export function toOllamaChat(req: ChatRequest, model: string, stream: boolean, k
         if (p.type !== 'image_url') return;
         const url = (p as { image_url: { url: string } }).image_url.url;
         const data = /^data:[^,]*;base64,(.*)$/s.exec(url)?.[1];
-        if (!data) throw unsupported(`messages[${i}].content[${j}]: Ollama takes images as base64 data: URLs`, `messages[${i}].content[${j}].image_url`);
+        if (!data)
+          throw unsupported(
+            `messages[${i}].content[${j}]: Ollama takes images as base64 data: URLs`,
+            `messages[${i}].content[${j}].image_url`,
+          );
         images.push(data);
       });
     }
-    return { role: m.role === 'developer' ? 'system' : m.role, content: contentText(m.content ?? null), ...(images.length ? { images } : {}) };
+    return {
+      role: m.role === 'developer' ? 'system' : m.role,
+      content: contentText(m.content ?? null),
+      ...(images.length ? { images } : {}),
+    };
   });
   const options: Record<string, unknown> = {};
   const max = req.max_completion_tokens ?? req.max_tokens;
@@ -54,7 +62,8 @@ export function toOllamaChat(req: ChatRequest, model: string, stream: boolean, k
   const body: OllamaChatRequest = { model, messages, stream };
   if (Object.keys(options).length > 0) body.options = options;
   if (req.response_format?.type === 'json_object') body.format = 'json';
-  if (req.response_format?.type === 'json_schema') body.format = (req.response_format.json_schema as { schema: Record<string, unknown> }).schema;
+  if (req.response_format?.type === 'json_schema')
+    body.format = (req.response_format.json_schema as { schema: Record<string, unknown> }).schema;
   if (keepAlive) body.keep_alive = keepAlive;
   return body;
 }
@@ -74,7 +83,18 @@ export function fromOllamaChat(r: OllamaChatResponse, id: string): ChatResponse 
     object: 'chat.completion',
     created: Math.floor(Date.parse(r.created_at) / 1000) || Math.floor(Date.now() / 1000),
     model: r.model,
-    choices: [{ index: 0, message: { role: 'assistant', content: r.message?.content ?? '', ...(r.message?.thinking ? { reasoning_content: r.message.thinking } : {}) }, finish_reason: finish(r), logprobs: null }],
+    choices: [
+      {
+        index: 0,
+        message: {
+          role: 'assistant',
+          content: r.message?.content ?? '',
+          ...(r.message?.thinking ? { reasoning_content: r.message.thinking } : {}),
+        },
+        finish_reason: finish(r),
+        logprobs: null,
+      },
+    ],
     usage: ollamaUsage(r),
   };
 }
@@ -84,7 +104,8 @@ export function ollamaLineToChunks(r: OllamaChatResponse, id: string, first: boo
   const base = { id, object: 'chat.completion.chunk' as const, created: Math.floor(Date.now() / 1000), model: r.model };
   const out: ChatChunk[] = [];
   const content = r.message?.content ?? '';
-  if (first || content) out.push({ ...base, choices: [{ index: 0, delta: first ? { role: 'assistant', content } : { content }, finish_reason: null }] });
+  if (first || content)
+    out.push({ ...base, choices: [{ index: 0, delta: first ? { role: 'assistant', content } : { content }, finish_reason: null }] });
   if (r.done) {
     out.push({ ...base, choices: [{ index: 0, delta: {}, finish_reason: finish(r) }] });
     out.push({ ...base, choices: [], usage: ollamaUsage(r) });
