@@ -118,35 +118,7 @@ describe('request logs when PostgreSQL goes away', () => {
     // A row as a crashed process (pid 999999 does not exist) would have left it.
     const dirs = { spool: join(tmpdir(), `hi-spool-${process.pid}-${Date.now()}`) };
     mkdirSync(dirs.spool, { recursive: true });
-    const row = {
-      id: 'crashed-row-1',
-      created_at: new Date().toISOString(),
-      model: 'demo/mock',
-      provider: 'mock',
-      endpoint: 'mock',
-      stream: false,
-      status_code: 200,
-      error: null,
-      error_code: null,
-      finish_reason: 'stop',
-      ttft_ms: null,
-      latency_ms: 5,
-      prompt_tokens: 1,
-      completion_tokens: 2,
-      total_tokens: 3,
-      cached_tokens: 0,
-      cache_write_tokens: 0,
-      reasoning_tokens: 0,
-      usage_estimated: false,
-      cost_usd: '0.000003',
-      upstream_cost_usd: null,
-      api_key_id: null,
-      user_id: null,
-      metadata: null,
-      request_content: null,
-      response_content: null,
-    };
-    writeFileSync(join(dirs.spool, 'api_logs.999999.1.jsonl'), `${JSON.stringify(row)}\n{"truncated by a cra`);
+    writeFileSync(join(dirs.spool, 'api_logs.999999.1.jsonl'), `${JSON.stringify(logRow('crashed-row-1'))}\n{"truncated by a cra`);
     gw = await startGateway({ models: MODELS, env: { ...env(port), REQUEST_LOG_SPOOL_DIR: dirs.spool } });
     await waitFor(async () => (await countRows(db)) === 1, 'the left-over row');
     const [got] = await gw.rows();
