@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChunkDelta, ContentPart, ToolCall, Usage } from '../../common/chat.types';
 import type { EmbeddingsRequest, EmbeddingsResponse } from '../../common/embedding.types';
 import type { UpstreamError } from '../../common/errors';
+import { contentText } from '../../common/tokens';
 import type { RouteDef } from '../../config/registry.types';
 import { providerHttpError, unsupported } from '../http/upstream-call';
 import type {
@@ -111,12 +112,7 @@ function signatureOf(call: ToolCall): string | undefined {
 
 function modelParts(m: ChatMessage, at: string): GeminiPart[] {
   const parts: GeminiPart[] = [];
-  const text =
-    typeof m.content === 'string'
-      ? m.content
-      : Array.isArray(m.content)
-        ? m.content.map((p) => (p.type === 'text' ? String((p as { text: unknown }).text) : '')).join('')
-        : '';
+  const text = contentText(m.content);
   if (text) parts.push({ text });
   (m.tool_calls ?? []).forEach((t, j) => {
     const part: GeminiPart = { functionCall: { name: t.function.name, args: parseArgs(t.function.arguments, `${at}.tool_calls[${j}]`) } };
@@ -132,12 +128,7 @@ function toolResponse(m: ChatMessage, calls: ReadonlyMap<string, string>, at: st
   const id = String(m.tool_call_id);
   const name = calls.get(id) ?? (typeof m.name === 'string' ? m.name : undefined);
   if (!name) throw unsupported(`${at}.tool_call_id "${id}" matches no tool call of an earlier assistant message`, `${at}.tool_call_id`);
-  const text =
-    typeof m.content === 'string'
-      ? m.content
-      : Array.isArray(m.content)
-        ? m.content.map((p) => (p.type === 'text' ? String((p as { text: unknown }).text) : '')).join('')
-        : '';
+  const text = contentText(m.content);
   let output: unknown = text;
   try {
     output = JSON.parse(text);
