@@ -192,6 +192,19 @@ export class Env {
   @IsBoolean()
   METRICS_ENABLED = true;
 
+  /** How far the old generation may grow past the live heap before V8 collects it (0: V8's own choice, up to ~300%). */
+  @Type(() => Number)
+  @IsInt()
+  @Min(0)
+  @Max(1000)
+  HEAP_GROWTH_PERCENT = 30;
+
+  /** After this long with no new request (following some), one full collection hands memory back (0: never). */
+  @Type(() => Number)
+  @IsInt()
+  @Min(0)
+  IDLE_GC_AFTER_MS = 10_000;
+
   // --- shared state and administration ----------------------------------------------------
   /** redis:// or rediss:// URL. Set, it shares limits and routing state between processes and replicas. */
   @Transform(emptyToUndefined)
