@@ -129,6 +129,11 @@ models:
     pricing: { prompt: "0.10", completion: "0.20" }
     route:
       - { kind: openai_compat, id: standin, base_url: "http://127.0.0.1:${upstream.port}/v1", provider_model_id: "paced:20:20" }
+  - id: bench/paced30
+    context_length: 8192
+    pricing: { prompt: "0.10", completion: "0.20" }
+    route:
+      - { kind: openai_compat, id: standin, base_url: "http://127.0.0.1:${upstream.port}/v1", provider_model_id: "paced:30:20" }
 `;
   writeFileSync(join(work, 'models.yaml'), models);
   const dbEnv: Record<string, string> =
@@ -168,23 +173,28 @@ models:
 
   const json = (model: string) =>
     JSON.stringify({ model, messages: [{ role: 'user', content: 'Say hello to the benchmark.' }], max_tokens: 64 });
-  const stream = (model: string) =>
-    JSON.stringify({ model, stream: true, messages: [{ role: 'user', content: 'Say hello to the benchmark.' }] });
+  const stream = (model: string, maxTokens?: number) =>
+    JSON.stringify({ model, stream: true, messages: [{ role: 'user', content: 'Say hello to the benchmark.' }], max_tokens: maxTokens });
+  // Answers of 10 to 30 tokens (20 on average), taken in turn: streams that end at different times.
+  const varied = (model: string) => [10, 15, 20, 25, 30].map((n) => stream(model, n));
   // Upstream model names are stand-in scenarios: `ok` answers at once; `tokens:20` streams 20
-  // tokens at once; `paced:20:20` sends the first token at once and then one every 20 ms.
+  // tokens at once; `paced:20:20` sends the first token at once and then one every 20 ms (the
+  // stand-in stops at max_tokens, so `paced:30:20` with max_tokens 10-30 varies the length).
   const direct = (port: number) => ({
     url: `http://127.0.0.1:${port}`,
     path: '/v1/chat/completions',
     json: json('ok'),
     stream: stream('tokens:20'),
-    paced: stream('paced:20:20'),
+    paced: varied('paced:30:20'),
+    lockstep: stream('paced:20:20'),
   });
   const via = (port: number) => ({
     url: `http://127.0.0.1:${port}`,
     path: '/v1/chat/completions',
     json: json('bench/echo'),
     stream: stream('bench/stream'),
-    paced: stream('bench/paced'),
+    paced: varied('bench/paced30'),
+    lockstep: stream('bench/paced'),
   });
   const targets = {
     upstream: { ...direct(upstream.port), pid: upstream.child.pid! },
@@ -202,7 +212,7 @@ models:
   const rounds: Record<string, Partial<Record<Target, LoadResult[]>>> = {};
   const results: Record<string, Partial<Record<Target, LoadResult>>> = {};
   const all: Target[] = ['upstream', 'passthrough', 'gateway', 'gateway-2w'];
-  const run = async (scenario: string, list: Target[], body: 'json' | 'stream' | 'paced', connections: number) => {
+  const run = async (scenario: string, list: Target[], body: 'json' | 'stream' | 'paced' | 'lockstep', connections: number) => {
     const byTarget: Partial<Record<Target, LoadResult[]>> = (rounds[scenario] = {});
     for (let round = 0; round < ROUNDS; round++) {
       for (const name of list) {
@@ -214,6 +224,8 @@ models:
           connections,
           seconds: SECONDS,
           warmupSeconds: round === 0 ? WARMUP : 0,
+          // Paced streams start one by one over a stream's length (the lockstep scenario: at once).
+          staggerMs: body === 'paced' ? 400 : undefined,
           stream: body !== 'json',
           cpuMs: () => cpuMs(t.pid),
         });
@@ -236,6 +248,7 @@ models:
   await run('json@32', all, 'json', 32);
   await run('json@1', ['upstream', 'passthrough', 'gateway'], 'json', 1);
   await run('stream@100 paced', all, 'paced', 100);
+  await run('stream@100 lockstep', all, 'lockstep', 100);
   await run('stream@100 flat-out', all, 'stream', 100);
 
   // Top the single-process gateway up to RSS_REQUESTS requests in all, then read its memory:
@@ -283,6 +296,10 @@ models:
       stream_added_ttft_p99_ms_at_100: paired('stream@100 paced', 'gateway', 'upstream', (g, u) => g.p99 - u.p99),
       stream_2w_added_ttft_p99_ms_at_100: paired('stream@100 paced', 'gateway-2w', 'upstream', (g, u) => g.p99 - u.p99),
       passthrough_added_ttft_p99_ms_at_100: paired('stream@100 paced', 'passthrough', 'upstream', (p, u) => p.p99 - u.p99),
+      stream_added_ttft_p50_ms_at_100: paired('stream@100 paced', 'gateway', 'upstream', (g, u) => g.p50 - u.p50),
+      lockstep_added_ttft_p99_ms_at_100: paired('stream@100 lockstep', 'gateway', 'upstream', (g, u) => g.p99 - u.p99),
+      lockstep_2w_added_ttft_p99_ms_at_100: paired('stream@100 lockstep', 'gateway-2w', 'upstream', (g, u) => g.p99 - u.p99),
+      lockstep_passthrough_added_ttft_p99_ms_at_100: paired('stream@100 lockstep', 'passthrough', 'upstream', (p, u) => p.p99 - u.p99),
       gateway_requests_total: gatewayRequests,
       gateway_rss_mb_at_end: rssAtEnd,
       gateway_rss_mb_settled: rssSettled,
@@ -314,6 +331,8 @@ models:
     `| share of the bare pass-through | >= 25% | ${range(t.gateway_share_of_passthrough, pctf)} | ${range(t.gateway_2w_share_of_passthrough, pctf)} |`,
     `| added p50 latency, 1 connection | <= 1 ms | ${range(t.gateway_added_p50_ms_at_1, ms)} (pass-through adds ${ms(t.passthrough_added_p50_ms_at_1.median)}) | |`,
     `| added TTFT p99, 100 paced streams | <= 2 ms | ${range(t.stream_added_ttft_p99_ms_at_100, ms)} (pass-through adds ${ms(t.passthrough_added_ttft_p99_ms_at_100.median)}) | ${range(t.stream_2w_added_ttft_p99_ms_at_100, ms)} |`,
+    `| (added TTFT p50, 100 paced streams) | | ${range(t.stream_added_ttft_p50_ms_at_100, ms)} | |`,
+    `| (added TTFT p99, 100 streams in lockstep) | | ${range(t.lockstep_added_ttft_p99_ms_at_100, ms)} (pass-through adds ${ms(t.lockstep_passthrough_added_ttft_p99_ms_at_100.median)}) | ${range(t.lockstep_2w_added_ttft_p99_ms_at_100, ms)} |`,
     `| RSS after ${t.gateway_requests_total} requests | <= 150 MB | ${fmt(t.gateway_rss_mb_settled, 1)} MB settled (${fmt(t.gateway_rss_mb_at_end, 1)} at end of load, peak ${fmt(t.gateway_rss_mb_peak, 1)}) | |`,
     '',
   ];
