@@ -32,6 +32,11 @@ export class HeapReclaimer implements OnModuleInit, OnModuleDestroy {
 
   constructor(private readonly config: AppConfig) {}
 
+  /** Whether it is watching for quiet spells. */
+  get watching(): boolean {
+    return this.idle !== undefined;
+  }
+
   onModuleInit(): void {
     const growth = this.config.env.HEAP_GROWTH_PERCENT;
     if (growth > 0) setFlagsFromString(`--heap-growing-percent=${growth}`);
@@ -51,6 +56,7 @@ export class HeapReclaimer implements OnModuleInit, OnModuleDestroy {
 
   onModuleDestroy(): void {
     this.idle?.stop();
+    this.idle = undefined;
   }
 }
 
