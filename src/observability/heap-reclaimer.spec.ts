@@ -29,7 +29,7 @@ describe('IdleCollector', () => {
       undefined,
       () => clock,
     );
-    idle.start();
+    idle.start(false); // the test calls check() itself
   });
   afterEach(() => idle.stop());
 

@@ -86,8 +86,10 @@ export class IdleCollector {
     this.lastCheck = now();
   }
 
-  start(): void {
+  /** Watches requests; `timer: false` (tests) leaves the checking to the caller. */
+  start(timer = true): void {
     subscribe(REQUEST_START, this.onRequest);
+    if (!timer) return;
     this.timer = setInterval(() => this.check(), Math.max(10, Math.min(1000, this.afterMs / 4)));
     this.timer.unref();
   }
