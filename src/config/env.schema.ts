@@ -199,7 +199,7 @@ export class Env {
   @Max(1000)
   HEAP_GROWTH_PERCENT = 30;
 
-  /** After this long with no new request (following some), one full collection hands memory back (0: never). */
+  /** After a busy spell, once no request has been open this long, one full collection hands memory back (0: never). */
   @Type(() => Number)
   @IsInt()
   @Min(0)

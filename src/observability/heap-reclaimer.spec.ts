@@ -12,9 +12,28 @@ describe('IdleCollector', () => {
   let clock: number;
   let collections: number;
   let idle: IdleCollector;
+  let release: () => void = () => undefined;
+  let closed: Promise<unknown> = Promise.resolve();
+  let arrived: () => void = () => undefined;
+  /** Sends GET /slow, which stays open until release(); resolves once the server has it. */
+  const openSlow = async (signal?: AbortSignal) => {
+    const there = new Promise<void>((r) => (arrived = r));
+    const answer = fetch(`${url}slow`, { signal }).then(
+      (r) => r.text(),
+      () => 'aborted',
+    );
+    await there;
+    return { answer };
+  };
 
   beforeAll(async () => {
-    server = createServer((_req, res) => res.end('ok'));
+    server = createServer((req, res) => {
+      if (req.url === '/slow') {
+        release = () => res.end('late');
+        closed = new Promise((r) => res.once('close', r));
+        arrived();
+      } else res.end('ok');
+    });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
   });
@@ -82,6 +101,36 @@ describe('IdleCollector', () => {
       expect(idle.check()).toBe(t === 11_000);
     }
     expect(collections).toBe(1);
+  });
+
+  it('waits for open requests (streams) to close, then for the quiet period', async () => {
+    clock = 1000;
+    const slow = (await openSlow()).answer;
+    await burst();
+    expect(idle.check()).toBe(false);
+    clock = 30_000; // the request is still open
+    expect(idle.check()).toBe(false);
+    release();
+    expect(await slow).toBe('late');
+    clock = 39_999;
+    expect(idle.check()).toBe(false);
+    clock = 40_000;
+    expect(idle.check()).toBe(true);
+    expect(collections).toBe(1);
+  });
+
+  it('counts a request whose client went away as closed', async () => {
+    clock = 1000;
+    const abort = new AbortController();
+    const slow = (await openSlow(abort.signal)).answer;
+    await burst();
+    expect(idle.check()).toBe(false);
+    abort.abort();
+    expect(await slow).toBe('aborted');
+    await closed; // the server sees the connection close
+    clock = 11_000;
+    expect(idle.check()).toBe(true);
+    release();
   });
 
   it('stops listening when stopped', async () => {
