@@ -203,7 +203,7 @@ export class Env {
   @Type(() => Number)
   @IsInt()
   @Min(0)
-  IDLE_GC_AFTER_MS = 10_000;
+  IDLE_GC_AFTER_MS = 30_000;
 
   // --- shared state and administration ----------------------------------------------------
   /** redis:// or rediss:// URL. Set, it shares limits and routing state between processes and replicas. */
