@@ -1,3 +1,4 @@
+import { testRoute } from '../helpers/route';
 import OpenAI, { APIError } from 'openai';
 import { KeyPool } from '../../src/adapters/http/key-pool.service';
 import { UpstreamClient } from '../../src/adapters/http/upstream-client.service';
@@ -201,19 +202,8 @@ describe('openai_compat provider profiles', () => {
     const config = new AppConfig(validateEnv({}));
     const http = new UpstreamClient(config);
     const adapter = new OpenAiCompatAdapter(http, new KeyPool());
-    const route = (kind: string, flavor: Flavor): RouteDef => ({
-      id: kind,
-      kind,
-      baseUrl: base[flavor],
-      apiKeys: [],
-      providerModelId: 'm',
-      weight: 1,
-      locality: 'local',
-      headers: {},
-      timeouts: {},
-      options: {},
-      where: 'test',
-    });
+    const route = (kind: string, flavor: Flavor): RouteDef =>
+      testRoute({ id: kind, kind, baseUrl: base[flavor], providerModelId: 'm', locality: 'local' });
     afterAll(() => http.onApplicationShutdown());
 
     it.each([

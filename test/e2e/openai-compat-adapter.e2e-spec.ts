@@ -1,3 +1,4 @@
+import { testRoute } from '../helpers/route';
 import { KeyPool } from '../../src/adapters/http/key-pool.service';
 import { UpstreamClient } from '../../src/adapters/http/upstream-client.service';
 import { OpenAiCompatAdapter } from '../../src/adapters/openai-compat/openai-compat.adapter';
@@ -13,19 +14,8 @@ describe('openai_compat adapter', () => {
   const config = new AppConfig(validateEnv({}));
   const http = new UpstreamClient(config);
   const adapter = new OpenAiCompatAdapter(http, new KeyPool());
-  const route = (providerModelId: string): RouteDef => ({
-    id: 'standin',
-    kind: 'vllm',
-    baseUrl: base,
-    apiKeys: [],
-    providerModelId,
-    weight: 1,
-    locality: 'local',
-    headers: {},
-    timeouts: {},
-    options: {},
-    where: 'test',
-  });
+  const route = (providerModelId: string): RouteDef =>
+    testRoute({ id: 'standin', kind: 'vllm', baseUrl: base, providerModelId, locality: 'local' });
   const ctx = (signal = new AbortController().signal) => ({ requestId: 'r1', signal, timeouts: config.upstreamTimeouts, publicModel: 'm' });
 
   beforeAll(async () => {

@@ -1,6 +1,6 @@
+import { testRoute } from '../../../test/helpers/route';
 import type { ChatChunk, ChatRequest } from '../../common/chat.types';
 import { UpstreamError } from '../../common/errors';
-import type { RouteDef } from '../../config/registry.types';
 import {
   AnthropicStreamTranslator,
   anthropicHttpError,
@@ -11,18 +11,7 @@ import {
 } from './anthropic.mapper';
 import type { AnthropicStreamEvent } from './anthropic.types';
 
-const route: RouteDef = {
-  id: 'claude',
-  kind: 'anthropic',
-  apiKeys: ['k'],
-  providerModelId: 'claude-sonnet-4-5',
-  weight: 1,
-  locality: 'remote',
-  headers: {},
-  timeouts: {},
-  options: {},
-  where: 'test',
-};
+const route = testRoute({ id: 'claude', kind: 'anthropic', apiKeys: ['k'], providerModelId: 'claude-sonnet-4-5' });
 const req = (extra: Partial<ChatRequest> = {}): ChatRequest => ({ model: 'pub', messages: [{ role: 'user', content: 'hi' }], ...extra });
 const refused = (fn: () => unknown) => {
   try {

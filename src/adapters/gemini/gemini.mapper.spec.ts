@@ -1,6 +1,6 @@
+import { testRoute } from '../../../test/helpers/route';
 import type { ChatChunk, ChatRequest } from '../../common/chat.types';
 import type { UpstreamError } from '../../common/errors';
-import type { RouteDef } from '../../config/registry.types';
 import {
   durationMs,
   finishReason,
@@ -16,18 +16,7 @@ import {
   toGeminiRequest,
 } from './gemini.mapper';
 
-const route: RouteDef = {
-  id: 'gem',
-  kind: 'gemini',
-  apiKeys: ['k'],
-  providerModelId: 'gemini-2.5-flash',
-  weight: 1,
-  locality: 'remote',
-  headers: {},
-  timeouts: {},
-  options: {},
-  where: 'test',
-};
+const route = testRoute({ id: 'gem', kind: 'gemini', apiKeys: ['k'], providerModelId: 'gemini-2.5-flash' });
 const req = (extra: Partial<ChatRequest> = {}): ChatRequest => ({ model: 'pub', messages: [{ role: 'user', content: 'hi' }], ...extra });
 const refused = (fn: () => unknown) => {
   try {

@@ -1,21 +1,10 @@
+import { testRoute } from '../../../test/helpers/route';
 import { UpstreamError } from '../../common/errors';
 import type { RouteDef } from '../../config/registry.types';
 import { KEY_MUTE_MS, KeyPool } from './key-pool.service';
 
 function route(apiKeys: string[], baseUrl = 'https://api.example.com/v1'): RouteDef {
-  return {
-    id: 'r',
-    kind: 'openai_compat',
-    baseUrl,
-    apiKeys,
-    providerModelId: 'm',
-    weight: 1,
-    locality: 'remote',
-    headers: {},
-    timeouts: {},
-    options: {},
-    where: 'test',
-  };
+  return testRoute({ id: 'r', kind: 'openai_compat', baseUrl, apiKeys, providerModelId: 'm' });
 }
 
 const refused = (status: number, retryAfterMs?: number) =>

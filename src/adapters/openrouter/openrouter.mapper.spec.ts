@@ -1,19 +1,9 @@
+import { testRoute } from '../../../test/helpers/route';
 import type { RouteDef } from '../../config/registry.types';
 import { openRouterBody, openRouterHeaders } from './openrouter.mapper';
 
-const route = (o: Partial<RouteDef> = {}): RouteDef => ({
-  id: 'or',
-  kind: 'openrouter',
-  apiKeys: [],
-  providerModelId: 'meta-llama/llama-3.1-8b-instruct',
-  weight: 1,
-  locality: 'remote',
-  headers: {},
-  timeouts: {},
-  options: {},
-  where: 'test',
-  ...o,
-});
+const route = (o: Partial<RouteDef> = {}): RouteDef =>
+  testRoute({ id: 'or', kind: 'openrouter', providerModelId: 'meta-llama/llama-3.1-8b-instruct', ...o });
 
 describe('openRouterBody', () => {
   it('asks for usage accounting and leaves provider routing to OpenRouter when nothing is pinned', () => {
