@@ -192,12 +192,12 @@ export class Env {
   @IsBoolean()
   METRICS_ENABLED = true;
 
-  /** How far the old generation may grow past the live heap before V8 collects it (0: V8's own choice, up to ~300%). */
+  /** How far the old generation may grow past the live heap before V8 collects it (0: V8's own choice, 10-300%). */
   @Type(() => Number)
   @IsInt()
   @Min(0)
   @Max(1000)
-  HEAP_GROWTH_PERCENT = 30;
+  HEAP_GROWTH_PERCENT = 200;
 
   /** After a busy spell, once no request has been open this long, one full collection hands memory back (0: never). */
   @Type(() => Number)

@@ -14,14 +14,18 @@ export type FullGc = () => void;
 /**
  * Keeps the process's memory near what it uses.
  *
- * V8 sizes the heap for speed: on a machine with a lot of memory it lets the old generation grow
- * to about four times the live heap before it collects it, and gives memory back to the system
- * only after a collection it ran while the process was quiet. A gateway promotes the state of
- * every request that lives across two young-generation collections (every stream does), so after
- * a bench run it stayed at 261 MB RSS while idle, with about 40 MB of heap in use.
+ * V8 picks how far the old generation may grow past the live heap before its next mark-compact
+ * from how fast it collects against how fast the program allocates: from 1.1 to 4 times the live
+ * heap on a machine with a lot of memory. It gives memory back to the system only after a
+ * collection it ran while the process was quiet. A gateway promotes the state of every request
+ * that lives across two young-generation collections (every stream does), so after a bench run
+ * it stayed at 261 MB RSS while idle, with about 40 MB of heap in use. Under 100 paced streams V8
+ * chose ~1.5 times instead: a mark-compact every ~2.7 s, and each one's marking steps and pause
+ * stalled the event loop for 10-25 ms at a time, which set the 99th percentile of time to first
+ * token. A fixed factor of 3 (200%) makes that one every ~12 s.
  *
  * - `HEAP_GROWTH_PERCENT`: the old generation may grow this far past the live heap before V8
- *   collects it (V8's `--heap-growing-percent`; 0 leaves V8's own factor).
+ *   collects it (V8's `--heap-growing-percent`; 0 leaves V8's own choice).
  * - `IDLE_GC_AFTER_MS`: once no request has been open for this long after a busy spell (a
  *   trickle of health probes does not count), one full collection hands the young generation's
  *   semi-spaces and the freed pages back (0: never).
