@@ -121,10 +121,11 @@ export class IdleCollector {
     const elapsed = now - this.lastCheck;
     this.seen = this.started;
     this.lastCheck = now;
-    if (requests > Math.max(1, elapsed / 1000)) this.busy = true;
+    const busyNow = requests > Math.max(1, elapsed / 1000);
+    if (busyNow) this.busy = true;
     if (!this.busy) return false;
     // A busy moment, or a request still open (a stream): the quiet period starts again.
-    if (requests > Math.max(1, elapsed / 1000) || this.open > 0) this.lastActivity = now;
+    if (busyNow || this.open > 0) this.lastActivity = now;
     if (now - this.lastActivity < this.afterMs) return false;
     this.busy = false;
     const before = getHeapStatistics().used_heap_size;
