@@ -6,105 +6,17 @@
 //   BENCH_SECONDS=5 npm run bench       # quicker
 //   BENCH_ROUNDS=1 npm run bench        # one round per scenario instead of three
 //   BENCH_DB=postgres npm run bench     # request log in the local PostgreSQL
-import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { runLoad, type LoadResult } from './load';
+import { cpuMs, ROOT, rssMb, start, startGateway } from './procs';
+import { directBodies, gatewayBodies, gatewayEnv, median, staggerMsOf, writeBenchModels, type Scenario } from './scenarios';
 
-const ROOT = resolve(__dirname, '../../..'); // bench/dist/bench -> repository root
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 2);
 const RSS_REQUESTS = Number(process.env.BENCH_RSS_REQUESTS ?? 100_000);
-
-interface Proc {
-  child: ChildProcess;
-  port: number;
-}
-
-/** Starts a helper process that prints "READY <port>". */
-function start(name: string, cmd: string[], env: Record<string, string>): Promise<Proc> {
-  return new Promise((resolvePort, reject) => {
-    const child = spawn(process.execPath, cmd, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`${name} did not start:\n${out}`)), 30_000);
-    child.stdout.on('data', (b: Buffer) => {
-      out += b.toString();
-      const ready = /READY (\d+)/.exec(out);
-      if (ready) {
-        clearTimeout(timer);
-        child.stdout.removeAllListeners('data');
-        child.stdout.resume();
-        resolvePort({ child, port: Number(ready[1]) });
-      }
-    });
-    child.on('exit', (code) => code && reject(new Error(`${name} exited with ${code}:\n${out}`)));
-  });
-}
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
-/**
- * Starts the built gateway with its JSON logs going straight to a file, as in production: piping
- * them through this process would let the load generator's busy event loop throttle the gateway.
- */
-async function startGateway(env: Record<string, string>, logFile: string): Promise<Proc> {
-  const port = await freePort();
-  const fd = openSync(logFile, 'w');
-  const child = spawn(process.execPath, [join(ROOT, 'dist/main.js')], {
-    cwd: ROOT,
-    env: { ...process.env, ...env, PORT: String(port) },
-    stdio: ['ignore', fd, fd],
-  });
-  closeSync(fd);
-  const until = Date.now() + 30_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`gateway exited with ${child.exitCode}:\n${readFileSync(logFile, 'utf8')}`);
-    try {
-      if ((await fetch(`http://127.0.0.1:${port}/health`)).ok) return { child, port };
-    } catch {
-      // not listening yet
-    }
-    if (Date.now() > until) throw new Error(`gateway did not start:\n${readFileSync(logFile, 'utf8')}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-function rssMb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN);
-  return kb / 1024;
-}
-
-/**
- * CPU time (user + system, ms) of a process and its direct children (the workers of a
- * `WORKERS=2` gateway), from /proc: a steadier figure than latency on a shared, noisy host.
- */
-function cpuMs(pid: number): number {
-  const read = (p: string | number): [number, number] | undefined => {
-    try {
-      const f = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1].split(' ');
-      return [Number(f[1]), (Number(f[11]) + Number(f[12])) * 10]; // ppid; utime + stime at 100 ticks/s
-    } catch {
-      return undefined; // gone
-    }
-  };
-  let ms = read(pid)?.[1] ?? 0;
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const s = read(name);
-    if (s && s[0] === pid) ms += s[1];
-  }
-  return ms;
-}
 
 const fmt = (n: number | undefined, d = 2) => (n === undefined || Number.isNaN(n) ? '-' : n.toFixed(d));
 
@@ -112,95 +24,17 @@ async function main(): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'hi-bench-'));
   const upstream = await start('upstream', [join(__dirname, 'upstream-server.js')], {});
   const passthrough = await start('passthrough', [join(__dirname, 'passthrough-server.js')], { UPSTREAM_PORT: String(upstream.port) });
-  const models = `
-models:
-  - id: bench/echo
-    context_length: 8192
-    pricing: { prompt: "0.10", completion: "0.20" }
-    route:
-      - { kind: openai_compat, id: standin, base_url: "http://127.0.0.1:${upstream.port}/v1", provider_model_id: ok }
-  - id: bench/stream
-    context_length: 8192
-    pricing: { prompt: "0.10", completion: "0.20" }
-    route:
-      - { kind: openai_compat, id: standin, base_url: "http://127.0.0.1:${upstream.port}/v1", provider_model_id: "tokens:20" }
-  - id: bench/paced
-    context_length: 8192
-    pricing: { prompt: "0.10", completion: "0.20" }
-    route:
-      - { kind: openai_compat, id: standin, base_url: "http://127.0.0.1:${upstream.port}/v1", provider_model_id: "paced:20:20" }
-  - id: bench/paced30
-    context_length: 8192
-    pricing: { prompt: "0.10", completion: "0.20" }
-    route:
-      - { kind: openai_compat, id: standin, base_url: "http://127.0.0.1:${upstream.port}/v1", provider_model_id: "paced:30:20" }
-`;
-  writeFileSync(join(work, 'models.yaml'), models);
-  const dbEnv: Record<string, string> =
-    process.env.BENCH_DB === 'postgres'
-      ? { DB_BACKEND: 'postgres', DATABASE_URL: process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test' }
-      : { DB_BACKEND: 'sqlite', DB_SQLITE_PATH: join(work, 'bench.sqlite') };
+  writeBenchModels(work, upstream.port);
   const gatewayLog = join(work, 'gateway.log');
-  const gateway = await startGateway(
-    {
-      HOST: '127.0.0.1',
-      NODE_ENV: 'production',
-      LOG_LEVEL: 'info',
-      METRICS_ENABLED: 'true',
-      MODELS_CONFIG_PATH: join(work, 'models.yaml'),
-      ROUTING_CONFIG_PATH: join(work, 'none.yaml'),
-      REQUEST_LOG_SPOOL_DIR: join(work, 'spool'),
-      ...dbEnv,
-    },
-    gatewayLog,
-  );
+  const gateway = await startGateway(gatewayEnv(work, 'bench'), gatewayLog);
 
-  const gateway2 = await startGateway(
-    {
-      HOST: '127.0.0.1',
-      NODE_ENV: 'production',
-      LOG_LEVEL: 'info',
-      METRICS_ENABLED: 'true',
-      WORKERS: '2',
-      MODELS_CONFIG_PATH: join(work, 'models.yaml'),
-      ROUTING_CONFIG_PATH: join(work, 'none.yaml'),
-      REQUEST_LOG_SPOOL_DIR: join(work, 'spool2'),
-      ...dbEnv,
-      ...(dbEnv.DB_BACKEND === 'sqlite' ? { DB_SQLITE_PATH: join(work, 'bench2.sqlite') } : {}),
-    },
-    join(work, 'gateway2.log'),
-  );
+  const gateway2 = await startGateway(gatewayEnv(work, 'bench2', { WORKERS: '2' }), join(work, 'gateway2.log'));
 
-  const json = (model: string) =>
-    JSON.stringify({ model, messages: [{ role: 'user', content: 'Say hello to the benchmark.' }], max_tokens: 64 });
-  const stream = (model: string, maxTokens?: number) =>
-    JSON.stringify({ model, stream: true, messages: [{ role: 'user', content: 'Say hello to the benchmark.' }], max_tokens: maxTokens });
-  // Answers of 10 to 30 tokens (20 on average), taken in turn: streams that end at different times.
-  const varied = (model: string) => [10, 15, 20, 25, 30].map((n) => stream(model, n));
-  // Upstream model names are stand-in scenarios: `ok` answers at once; `tokens:20` streams 20
-  // tokens at once; `paced:20:20` sends the first token at once and then one every 20 ms (the
-  // stand-in stops at max_tokens, so `paced:30:20` with max_tokens 10-30 varies the length).
-  const direct = (port: number) => ({
-    url: `http://127.0.0.1:${port}`,
-    path: '/v1/chat/completions',
-    json: json('ok'),
-    stream: stream('tokens:20'),
-    paced: varied('paced:30:20'),
-    lockstep: stream('paced:20:20'),
-  });
-  const via = (port: number) => ({
-    url: `http://127.0.0.1:${port}`,
-    path: '/v1/chat/completions',
-    json: json('bench/echo'),
-    stream: stream('bench/stream'),
-    paced: varied('bench/paced30'),
-    lockstep: stream('bench/paced'),
-  });
   const targets = {
-    upstream: { ...direct(upstream.port), pid: upstream.child.pid! },
-    passthrough: { ...direct(passthrough.port), pid: passthrough.child.pid! },
-    gateway: { ...via(gateway.port), pid: gateway.child.pid! },
-    'gateway-2w': { ...via(gateway2.port), pid: gateway2.child.pid! },
+    upstream: { ...directBodies(upstream.port), pid: upstream.child.pid! },
+    passthrough: { ...directBodies(passthrough.port), pid: passthrough.child.pid! },
+    gateway: { ...gatewayBodies(gateway.port), pid: gateway.child.pid! },
+    'gateway-2w': { ...gatewayBodies(gateway2.port), pid: gateway2.child.pid! },
   };
   type Target = keyof typeof targets;
   let gatewayRequests = 0;
@@ -212,7 +46,7 @@ models:
   const rounds: Record<string, Partial<Record<Target, LoadResult[]>>> = {};
   const results: Record<string, Partial<Record<Target, LoadResult>>> = {};
   const all: Target[] = ['upstream', 'passthrough', 'gateway', 'gateway-2w'];
-  const run = async (scenario: string, list: Target[], body: 'json' | 'stream' | 'paced' | 'lockstep', connections: number) => {
+  const run = async (scenario: string, list: Target[], body: Scenario, connections: number) => {
     const byTarget: Partial<Record<Target, LoadResult[]>> = (rounds[scenario] = {});
     for (let round = 0; round < ROUNDS; round++) {
       for (const name of list) {
@@ -224,8 +58,7 @@ models:
           connections,
           seconds: SECONDS,
           warmupSeconds: round === 0 ? WARMUP : 0,
-          // Paced streams start one by one over a stream's length (the lockstep scenario: at once).
-          staggerMs: body === 'paced' ? 400 : undefined,
+          staggerMs: staggerMsOf(body),
           stream: body !== 'json',
           cpuMs: () => cpuMs(t.pid),
         });
@@ -280,7 +113,12 @@ models:
 
   const rps32 = (name: Target) => spread((rounds['json@32'][name] ?? []).map((r) => r.rps));
   const summary = {
-    machine: { cpus: cpus().length, cpu: cpus()[0]?.model, node: process.version, db: dbEnv.DB_BACKEND },
+    machine: {
+      cpus: cpus().length,
+      cpu: cpus()[0]?.model,
+      node: process.version,
+      db: process.env.BENCH_DB === 'postgres' ? 'postgres' : 'sqlite',
+    },
     seconds: SECONDS,
     rounds: ROUNDS,
     results,
@@ -347,13 +185,6 @@ interface Spread {
   median: number;
   min: number;
   max: number;
-}
-
-function median(xs: number[]): number {
-  const s = xs.filter((x) => !Number.isNaN(x)).sort((a, b) => a - b);
-  if (s.length === 0) return NaN;
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
 function spread(xs: number[]): Spread {
