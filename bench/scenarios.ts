@@ -73,29 +73,24 @@ const varied = (model: string, tokens?: number) => (tokens ? [tokens] : [10, 15,
 // tokens at once; `paced:20:20` sends the first token at once and then one every 20 ms (the
 // stand-in stops at max_tokens, so `paced:30:20` with max_tokens 10-30 varies the length).
 
-/** The stand-in (or the pass-through in front of it) addressed directly. */
-export function directBodies(port: number, pacedTokens?: number): Bodies {
+function bodies(port: number, models: Record<Scenario, string>, pacedTokens?: number): Bodies {
   return {
     url: `http://127.0.0.1:${port}`,
     path: '/v1/chat/completions',
-    json: json('ok'),
-    stream: stream('tokens:20'),
-    paced: varied('paced:30:20', pacedTokens),
-    lockstep: stream('paced:20:20'),
+    json: json(models.json),
+    stream: stream(models.stream),
+    paced: varied(models.paced, pacedTokens),
+    lockstep: stream(models.lockstep),
   };
 }
 
+/** The stand-in (or the pass-through in front of it) addressed directly. */
+export const directBodies = (port: number, pacedTokens?: number): Bodies =>
+  bodies(port, { json: 'ok', stream: 'tokens:20', paced: 'paced:30:20', lockstep: 'paced:20:20' }, pacedTokens);
+
 /** A gateway serving the models of `writeBenchModels`. */
-export function gatewayBodies(port: number, pacedTokens?: number): Bodies {
-  return {
-    url: `http://127.0.0.1:${port}`,
-    path: '/v1/chat/completions',
-    json: json('bench/echo'),
-    stream: stream('bench/stream'),
-    paced: varied('bench/paced30', pacedTokens),
-    lockstep: stream('bench/paced'),
-  };
-}
+export const gatewayBodies = (port: number, pacedTokens?: number): Bodies =>
+  bodies(port, { json: 'bench/echo', stream: 'bench/stream', paced: 'bench/paced30', lockstep: 'bench/paced' }, pacedTokens);
 
 /** Paced streams start one by one over a stream's length (the lockstep scenario: all at once). */
 export const staggerMsOf = (scenario: Scenario): number | undefined => (scenario === 'paced' ? 400 : undefined);
