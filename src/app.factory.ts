@@ -47,6 +47,8 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
   app.use((req: Request, res: Response, next: NextFunction) => {
     const requestId = newRequestId();
     res.setHeader('x-request-id', requestId);
+    // Anthropic's SDKs read the id from `request-id` (err.requestID), on errors too.
+    if (isAnthropicPath(req.path)) res.setHeader('request-id', requestId);
     attachContext(req, { requestId, startedAt: performance.now() });
     next();
   });

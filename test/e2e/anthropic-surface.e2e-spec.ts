@@ -512,6 +512,9 @@ models:
         type: 'error',
         error: { type: 'invalid_request_error', message: expect.stringContaining('not valid JSON') },
       });
+      // Anthropic's SDKs take the id from `request-id`: on every answer, refused bodies included.
+      expect(json.headers.get('request-id')).toBe(json.body.request_id);
+      expect(json.headers.get('request-id')).toBe(json.headers.get('x-request-id'));
       const err = await client.messages
         .create({ model: 'nope/model', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] })
         .catch((e: unknown) => e);
@@ -520,9 +523,14 @@ models:
         type: 'error',
         error: { type: 'not_found_error', message: expect.stringContaining('nope/model') },
       });
+      expect((err as APIError).requestID).toMatch(/^[0-9a-f-]{36}$/);
+      const unknown = await client.models.retrieve('nope/model').catch((e: unknown) => e);
+      expect(unknown).toBeInstanceOf(Anthropic.NotFoundError);
+      expect((unknown as APIError).requestID).toMatch(/^[0-9a-f-]{36}$/);
       const path = await call(`${gw.url}/anthropic/v1/complete`, 'POST', {});
       expect(path.status).toBe(404);
       expect(path.body).toMatchObject({ type: 'error', error: { type: 'not_found_error' } });
+      expect(path.headers.get('request-id')).toBe(path.headers.get('x-request-id'));
       expect(claude.requests).toHaveLength(0);
     });
 

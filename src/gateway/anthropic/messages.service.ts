@@ -61,7 +61,6 @@ export class MessagesService {
       res,
       'anthropic messages',
       async (scope) => {
-        res.setHeader('request-id', scope.rec.id);
         const job = this.prepare(req, scope, false);
         const { rec } = scope;
         rec.stream = job.body.stream === true;
@@ -80,7 +79,6 @@ export class MessagesService {
       res,
       'anthropic count_tokens',
       async (scope) => {
-        res.setHeader('request-id', scope.rec.id);
         const { call, ex } = this.prepare(req, scope, true);
         // Counting is free: the row records the call, with no tokens and no cost.
         scope.rec.free = true;
