@@ -170,6 +170,13 @@ describe('parseModels: a valid model', () => {
     expect(models[0].supportedParameters).not.toContain('tools');
   });
 
+  it("gives an embedding model the embeddings endpoint's parameters, not the chat ones", () => {
+    const { models } = load(
+      yaml('models:', '  - id: e', '    type: embedding', '    context_length: 512', '    route:', '      - kind: mock'),
+    );
+    expect(models[0].supportedParameters).toEqual(['dimensions', 'encoding_format', 'user']);
+  });
+
   it('keeps aliases', () => {
     const { models } = load(
       yaml('models:', '  - id: acme/chat', '    aliases: [chat, acme-chat]', '    context_length: 1', '    route:', '      - kind: mock'),

@@ -74,6 +74,9 @@ const KNOWN_PRICE_KEYS = new Set([...Object.values(PRICE_KEYS).flat(), 'web_sear
 
 const KIND = /^([A-Za-z0-9_.-]+)(?:\[([^\]]+)\])?$/;
 
+/** What `/v1/embeddings` takes besides model and input. */
+const EMBEDDING_PARAMETERS = ['dimensions', 'encoding_format', 'user'];
+
 const BASE_PARAMETERS = [
   'max_tokens',
   'temperature',
@@ -161,11 +164,15 @@ function parseModel(
   }
   const supportsTools = r.boolean(o, 'supports_tools', path) ?? true;
   const supportsStructured = r.boolean(o, 'supports_structured_output', path) ?? false;
-  const supported = r.stringList(o, ['supported_parameters', 'supported_params'], path) ?? [
-    ...BASE_PARAMETERS,
-    ...(supportsTools ? ['tools', 'tool_choice', 'parallel_tool_calls'] : []),
-    ...(supportsStructured ? ['response_format', 'structured_outputs'] : ['response_format']),
-  ];
+  const supported =
+    r.stringList(o, ['supported_parameters', 'supported_params'], path) ??
+    (type === 'embedding'
+      ? EMBEDDING_PARAMETERS
+      : [
+          ...BASE_PARAMETERS,
+          ...(supportsTools ? ['tools', 'tool_choice', 'parallel_tool_calls'] : []),
+          ...(supportsStructured ? ['response_format', 'structured_outputs'] : ['response_format']),
+        ]);
   const defaultProviderModelId = r.string(o, 'provider_model_id', path) ?? id;
 
   const routesKey = o.routes !== undefined ? 'routes' : 'route';
