@@ -193,6 +193,32 @@ describe('API surface', () => {
     expect(res.choices[0].message.content).toBe('Hello from the HybridInference mock'); // tokens: 5
   });
 
+  it('streams every choice from the mock when n > 1, each with its role, finish and tokens counted', async () => {
+    const stream = await client.chat.completions.create({
+      model: 'demo/mock',
+      n: 2,
+      stream: true,
+      stream_options: { include_usage: true },
+      messages: [{ role: 'user', content: 'x' }],
+    });
+    const text = ['', ''];
+    const roles: number[] = [];
+    const finish: Array<string | null> = [];
+    let completionTokens = 0;
+    for await (const chunk of stream) {
+      for (const c of chunk.choices) {
+        text[c.index] += c.delta.content ?? '';
+        if (c.delta.role) roles.push(c.index);
+        if (c.finish_reason) finish[c.index] = c.finish_reason;
+      }
+      if (chunk.usage) completionTokens = chunk.usage.completion_tokens;
+    }
+    expect(text).toEqual(['Hello from the HybridInference mock', 'Hello from the HybridInference mock']);
+    expect(roles).toEqual([0, 1]);
+    expect(finish).toEqual(['stop', 'stop']);
+    expect(completionTokens).toBe(10);
+  });
+
   it('lists models in the OpenRouter schema, prices per token as strings', async () => {
     const res = await fetch(`${gw.url}/v1/models`);
     const body = (await res.json()) as { data: Array<Record<string, unknown>> };

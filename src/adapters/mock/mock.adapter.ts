@@ -58,7 +58,7 @@ export class MockAdapter implements LlmAdapter {
     await wait(opts.ttftMs + (opts.tokensPerSecond > 0 ? ((count - 1) * 1000) / opts.tokensPerSecond : 0), ctx.signal);
     let text = '';
     for (let i = 0; i < count; i++) text += mockToken(i, i === count - 1);
-    const n = Math.max(1, Number(req.n) || 1);
+    const n = choiceCount(req);
     return {
       id: `mock-${ctx.requestId}`,
       object: 'chat.completion',
@@ -83,21 +83,31 @@ export class MockAdapter implements LlmAdapter {
       created: Math.floor(Date.now() / 1000),
       model: route.providerModelId,
     };
+    // With n > 1, each step sends one chunk per choice, as OpenAI and vLLM do.
+    const n = choiceCount(req);
     await wait(opts.ttftMs, ctx.signal);
-    yield { ...base, choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }] };
+    for (let index = 0; index < n; index++) {
+      yield { ...base, choices: [{ index, delta: { role: 'assistant', content: '' }, finish_reason: null }] };
+    }
     const gap = opts.tokensPerSecond > 0 ? 1000 / opts.tokensPerSecond : 0;
     for (let i = 0; i < count; i++) {
       if (i > 0 && gap > 0) await wait(gap, ctx.signal);
       else if (ctx.signal.aborted) throw aborted();
-      yield { ...base, choices: [{ index: 0, delta: { content: mockToken(i, i === count - 1) }, finish_reason: null }] };
+      const content = mockToken(i, i === count - 1);
+      for (let index = 0; index < n; index++) yield { ...base, choices: [{ index, delta: { content }, finish_reason: null }] };
     }
-    yield { ...base, choices: [{ index: 0, delta: {}, finish_reason: count < opts.tokens ? 'length' : 'stop' }] };
-    yield { ...base, choices: [], usage: usage(req, count) };
+    const finish = count < opts.tokens ? 'length' : 'stop';
+    for (let index = 0; index < n; index++) yield { ...base, choices: [{ index, delta: {}, finish_reason: finish }] };
+    yield { ...base, choices: [], usage: usage(req, count * n) };
   }
 
   async probe(): Promise<ProbeResult> {
     return { ok: true, latencyMs: 0, detail: 'mock' };
   }
+}
+
+function choiceCount(req: ChatRequest): number {
+  return Math.max(1, Math.floor(Number(req.n)) || 1);
 }
 
 function completionTokens(req: ChatRequest, opts: MockOptions): number {
