@@ -1,5 +1,5 @@
 import type { Usage } from './chat.types';
-import { tokenCounts, usageFromCounts } from './usage';
+import { isSoundUsage, tokenCounts, usageFromCounts } from './usage';
 
 const usage = (u: Partial<Usage>): Usage => ({ prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, ...u });
 
@@ -66,5 +66,25 @@ describe('tokenCounts', () => {
 describe('usageFromCounts', () => {
   it('adds up the total', () => {
     expect(usageFromCounts(7, 3)).toEqual({ prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 });
+  });
+});
+
+describe('isSoundUsage', () => {
+  it('takes counts from 0 to a billion, fractions included', () => {
+    expect(isSoundUsage(usage({ prompt_tokens: 0, completion_tokens: 1_000_000_000 }))).toBe(true);
+    expect(isSoundUsage(usage({ prompt_tokens: 12.5, completion_tokens: 3 }))).toBe(true);
+  });
+
+  it('refuses what an upstream sends by mistake', () => {
+    for (const bad of [-1, 1_000_000_001, 1e300, Infinity, NaN, '12', null, undefined]) {
+      expect(isSoundUsage({ prompt_tokens: bad, completion_tokens: 1 })).toBe(false);
+      expect(isSoundUsage({ prompt_tokens: 1, completion_tokens: bad })).toBe(false);
+    }
+    expect(isSoundUsage(null)).toBe(false);
+    expect(isSoundUsage({ total_tokens: 0, total_characters: 0 })).toBe(false);
+  });
+
+  it('reads a count out of range as none', () => {
+    expect(tokenCounts(usage({ prompt_tokens: 10, cached_tokens: 1e300 })).cachedRead).toBe(0);
   });
 });

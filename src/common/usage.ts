@@ -1,7 +1,27 @@
 import type { Usage } from './chat.types';
 import type { TokenCounts } from './money';
 
-const n = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) && v > 0 ? Math.trunc(v) : 0);
+/**
+ * The largest token count taken from an upstream for one request. Beyond it a figure is garbage
+ * (no context holds a billion tokens), would bill absurd sums and would not fit `api_logs`'
+ * integer columns on PostgreSQL.
+ */
+export const MAX_TOKEN_COUNT = 1_000_000_000;
+
+/** A token count as an upstream may report it: a number from 0 to MAX_TOKEN_COUNT (a fraction is truncated). */
+export function isTokenCount(v: unknown): v is number {
+  return typeof v === 'number' && v >= 0 && v <= MAX_TOKEN_COUNT;
+}
+
+const n = (v: unknown): number => (isTokenCount(v) ? Math.trunc(v) : 0);
+
+/**
+ * Usage that can be billed: prompt and completion are token counts. Anything else (negative,
+ * text, 1e300) is the upstream's error, and the request is billed on the gateway's estimate.
+ */
+export function isSoundUsage(u: unknown): u is Usage {
+  return typeof u === 'object' && u !== null && isTokenCount((u as Usage).prompt_tokens) && isTokenCount((u as Usage).completion_tokens);
+}
 
 /**
  * Token counts from an OpenAI-style usage object, wherever the provider put the cached and

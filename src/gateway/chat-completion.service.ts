@@ -3,7 +3,7 @@ import type { Request, Response } from 'express';
 import type { ChatChunk, ChatRequest, ChatResponse } from '../common/chat.types';
 import { UpstreamError } from '../common/errors';
 import { estimatePromptTokens } from '../common/tokens';
-import { usageFromCounts } from '../common/usage';
+import { isSoundUsage, usageFromCounts } from '../common/usage';
 import { AppConfig } from '../config/app-config';
 import { Execution, RouteExecutor } from '../routing/route-executor.service';
 import { chatCharge } from './charge-estimate';
@@ -46,7 +46,7 @@ export class ChatCompletionService {
     const upstream = await this.executor.complete(ex);
     rec.answered();
     const out = this.present(upstream, rec, ex);
-    if (!out.usage) {
+    if (!isSoundUsage(out.usage)) {
       // A server that reports no usage still gets accounted; the client sees the estimate too.
       const completion = out.choices.reduce((s, c) => s + Math.ceil(String(c.message?.content ?? '').length / 4), 0);
       out.usage = usageFromCounts(estimatePromptTokens(ex.request), completion);

@@ -12,6 +12,7 @@ import type { ModelDef } from '../config/registry.types';
 import { AppLogger } from '../observability/app-logger';
 import { MetricsService } from '../observability/metrics.service';
 import { RequestLogWriter } from '../storage/request-log.writer';
+import type { ApiLog } from '../storage/entities/api-log.entity';
 import type { Charge } from './charge-estimate';
 import { InflightService } from './inflight.service';
 import { RequestRecord } from './request-record';
@@ -171,7 +172,15 @@ export class GatewayCalls {
 
   private account(rec: RequestRecord, what: string): void {
     try {
-      const row = rec.toRow(this.config.env.DB_STORE_FULL_CONTENT);
+      let row: ApiLog;
+      try {
+        row = rec.toRow(this.config.env.DB_STORE_FULL_CONTENT);
+      } catch (err) {
+        // A bug here must not cost the request its row, nor its key a concurrency slot for good.
+        this.appLogger.pino.error({ reqId: rec.id, err }, `request ${rec.id}: its row could not be made from the upstream's figures`);
+        rec.usage = undefined;
+        row = rec.toRow(false);
+      }
       rec.lease?.settle(row);
       this.writer.enqueue(row);
       this.metrics.observeRequest(rec.observation(row));
@@ -196,6 +205,7 @@ export class GatewayCalls {
       }
     } catch (err) {
       this.logger.error(err instanceof Error ? err : String(err));
+      rec.lease?.settle({ total_tokens: 0, cost_usd: '0' });
     }
   }
 }

@@ -1,13 +1,16 @@
 import type { ChatRequest, Usage } from '../common/chat.types';
 import { costPico, picoToUsd, usdToPico, type TokenCounts } from '../common/money';
 import { estimatePromptTokens } from '../common/tokens';
-import { tokenCounts } from '../common/usage';
+import { isSoundUsage, tokenCounts } from '../common/usage';
 import type { ModelDef } from '../config/registry.types';
 import type { RequestObservation } from '../observability/metrics.service';
 import type { Execution } from '../routing/route-executor.service';
 import type { ApiLog } from '../storage/entities/api-log.entity';
 import { countImages } from '../common/tokens';
 import type { UsageLease } from './usage-limiter.service';
+
+/** An upstream's own figure for one request above this is garbage, and is not recorded. */
+const MAX_UPSTREAM_COST_USD = 1_000_000;
 
 /**
  * Everything learned while serving one request, turned at the end into its single `api_logs`
@@ -58,7 +61,8 @@ export class RequestRecord {
 
   /** Tokens to bill and whether they were estimated. */
   tokens(): { counts: TokenCounts; estimated: boolean } {
-    if (this.usage) return { counts: tokenCounts(this.usage), estimated: this.usageEstimated };
+    // Every adapter checks its upstream's usage; one that let garbage through is still not billed on it.
+    if (this.usage && isSoundUsage(this.usage)) return { counts: tokenCounts(this.usage), estimated: this.usageEstimated };
     const served = this.execution?.route !== undefined;
     if (!served && this.deliveredChars === 0)
       return { counts: { prompt: 0, completion: 0, cachedRead: 0, cacheWrite: 0, reasoning: 0 }, estimated: false };
@@ -82,8 +86,9 @@ export class RequestRecord {
     const pricing = route?.pricing ?? (this.execution?.model ?? this.modelDef)?.pricing;
     const billable = route !== undefined && !this.free;
     const cost = pricing && billable ? costPico(counts, pricing, 1, this.request ? countImages(this.request) : 0) : 0n;
+    const reported = this.usage?.cost;
     const upstreamCost =
-      typeof this.usage?.cost === 'number' && Number.isFinite(this.usage.cost) ? picoToUsd(usdToPico(Math.max(0, this.usage.cost))) : null;
+      typeof reported === 'number' && reported >= 0 && reported <= MAX_UPSTREAM_COST_USD ? picoToUsd(usdToPico(reported)) : null;
     const metadata: Record<string, unknown> = {};
     if (this.execution && this.execution.attempts.length > 0) metadata.attempts = this.execution.attempts;
     if (route) metadata.provider_model_id = route.providerModelId;

@@ -6,7 +6,7 @@ import type { ChatChunk, ChatRequest } from '../common/chat.types';
 import type { CompletionRequest } from '../common/completion.types';
 import { UpstreamError } from '../common/errors';
 import { estimatePromptTokens } from '../common/tokens';
-import { usageFromCounts } from '../common/usage';
+import { isSoundUsage, usageFromCounts } from '../common/usage';
 import { AppConfig } from '../config/app-config';
 import type { RouteDef } from '../config/registry.types';
 import { Execution, RouteExecutor } from '../routing/route-executor.service';
@@ -76,7 +76,7 @@ export class TextCompletionService {
     out.model = ex.model.id;
     out.provider = ex.route?.kind;
     out.created ??= Math.floor(Date.now() / 1000);
-    if (out.usage) {
+    if (isSoundUsage(out.usage)) {
       rec.usage = out.usage;
     } else {
       const completion = out.choices.reduce((s, c) => s + Math.ceil(c.text.length / 4), 0);

@@ -19,13 +19,21 @@ const USAGE = {
   cost: 0.0123,
 };
 
-/** An OpenAI-compatible stand-in that reports a fixed, detailed usage (as OpenRouter does). */
+/** Figures no upstream should send: counts no context holds, a cost beyond any bill. */
+const GARBAGE_USAGE = { prompt_tokens: 1e300, completion_tokens: 3_000_000_000, total_tokens: 1e300, cost: 1e21 };
+
+/**
+ * An OpenAI-compatible stand-in that reports a fixed, detailed usage (as OpenRouter does); for
+ * the upstream model `garbage`, GARBAGE_USAGE.
+ */
 function usageUpstream(): Promise<{ url: string; server: Server }> {
   const server = createServer((req, res) => {
     let body = '';
     req.on('data', (c: Buffer) => (body += c.toString()));
     req.on('end', () => {
-      const stream = (JSON.parse(body) as { stream?: boolean }).stream === true;
+      const parsed = JSON.parse(body) as { stream?: boolean; model?: string };
+      const stream = parsed.stream === true;
+      const USAGE_SENT = parsed.model === 'garbage' ? GARBAGE_USAGE : USAGE;
       const base = { id: 'chatcmpl-usage-1', created: 1, model: 'detailed' };
       if (!stream) {
         res.writeHead(200, { 'content-type': 'application/json' });
@@ -34,7 +42,7 @@ function usageUpstream(): Promise<{ url: string; server: Server }> {
             ...base,
             object: 'chat.completion',
             choices: [{ index: 0, message: { role: 'assistant', content: 'an answer' }, finish_reason: 'stop' }],
-            usage: USAGE,
+            usage: USAGE_SENT,
           }),
         );
         return;
@@ -44,7 +52,7 @@ function usageUpstream(): Promise<{ url: string; server: Server }> {
         res.write(`data: ${JSON.stringify({ ...base, object: 'chat.completion.chunk', choices, usage })}\n\n`);
       chunk([{ index: 0, delta: { role: 'assistant', content: 'an ' }, finish_reason: null }]);
       chunk([{ index: 0, delta: { content: 'answer' }, finish_reason: 'stop' }]);
-      chunk([], USAGE);
+      chunk([], USAGE_SENT);
       res.end('data: [DONE]\n\n');
     });
   });
@@ -63,6 +71,10 @@ models:
     context_length: 100000
     pricing: { prompt: "2", completion: "8", request: "0.001" }
     route: [{ kind: openai_compat, id: cheap, base_url: "${detailed}", provider_model_id: detailed, pricing: { prompt: "1", completion: "1" } }]
+  - id: acme/garbage
+    context_length: 100000
+    pricing: { prompt: "1", completion: "1" }
+    route: [{ kind: openai_compat, base_url: "${detailed}", provider_model_id: garbage }]
   - id: acme/slow-stream
     context_length: 8192
     pricing: { prompt: "1", completion: "1" }
@@ -130,6 +142,31 @@ describe.each(['sqlite', 'postgres'] as const)('accounting on %s', (backend) => 
     }
     expect(row(streamId).stream).toBe(true);
     expect(Number(row(withImage.body.id).cost_usd)).toBeCloseTo(0.01565, 12);
+  });
+
+  it("bills usage figures out of range on the estimate, writes the row and frees the key's slot", async () => {
+    const key = await adminApi(gw).createKey({ name: 'one-at-a-time', max_concurrency: 1 });
+    const ids: string[] = [];
+    for (const stream of [false, true, false]) {
+      const res = await fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${key.key}` },
+        body: JSON.stringify(ask('acme/garbage', { stream, stream_options: stream ? { include_usage: true } : undefined })),
+      });
+      const text = await res.text();
+      // A slot left held by the request before would answer 429 here.
+      expect([res.status, text]).toEqual([200, expect.stringContaining('answer')]);
+      if (!stream) expect((JSON.parse(text) as { usage: Record<string, number> }).usage.prompt_tokens).toBeLessThan(100);
+      ids.push(res.headers.get('x-request-id')!);
+    }
+    const rows = await gw.rows();
+    for (const id of ids) {
+      const row = rows.find((r) => r.id === id);
+      expect(row).toMatchObject({ status_code: 200, usage_estimated: true, upstream_cost_usd: null });
+      expect(row!.prompt_tokens).toBeLessThan(100);
+      expect(row!.completion_tokens).toBeLessThan(100);
+      expect(Number(row!.cost_usd)).toBeLessThan(0.001);
+    }
   });
 
   it("bills a route's own pricing instead of the model's", async () => {

@@ -2,7 +2,7 @@ import type { ChatChunk, ChatMessage, ChatRequest, ChatResponse, Usage } from '.
 import type { CompletionRequest } from '../../common/completion.types';
 import type { EmbeddingsRequest } from '../../common/embedding.types';
 import { UpstreamError } from '../../common/errors';
-import { tokenCounts } from '../../common/usage';
+import { isSoundUsage, tokenCounts } from '../../common/usage';
 import type { RouteDef } from '../../config/registry.types';
 import { joinUrl, providerHttpError } from '../http/upstream-call';
 import type { OpenAiCompatProfile } from './openai-compat.profiles';
@@ -93,11 +93,6 @@ export function normalizeUsage(u: Usage): Usage {
   return u;
 }
 
-/** A usage object worth accounting (MiniMax sends `{total_tokens: 0, total_characters: 0}` on every chunk). */
-export function isUsage(u: unknown): u is Usage {
-  return typeof u === 'object' && u !== null && num((u as Usage).prompt_tokens) && num((u as Usage).completion_tokens);
-}
-
 /** Finish reasons outside OpenAI's set, as the nearest OpenAI one (the original is kept as `native_finish_reason`). */
 const FINISH_REASONS: Readonly<Record<string, string>> = {
   // DeepSeek: generation cut off for lack of inference resources: the answer is truncated.
@@ -123,7 +118,9 @@ function reasoningFromDetails(m: { reasoning_content?: unknown; reasoning_detail
 
 /** A whole answer with usage, finish reasons and reasoning in canonical fields (in place). */
 export function normalizeResponse(res: ChatResponse): ChatResponse {
-  if (isUsage(res.usage)) normalizeUsage(res.usage);
+  // Usage worth accounting: MiniMax sends `{total_tokens: 0, total_characters: 0}` on every
+  // chunk, and counts out of range are the upstream's error; without it the request is estimated.
+  if (isSoundUsage(res.usage)) normalizeUsage(res.usage);
   else delete res.usage;
   for (const c of res.choices) {
     normalizeFinish(c);
@@ -140,7 +137,7 @@ export function normalizeResponse(res: ChatResponse): ChatResponse {
 export function normalizeChunk(chunk: ChatChunk): ChatChunk {
   for (const c of chunk.choices) {
     if (c.usage !== undefined) {
-      if (isUsage(c.usage) && !isUsage(chunk.usage)) chunk.usage = c.usage;
+      if (isSoundUsage(c.usage) && !isSoundUsage(chunk.usage)) chunk.usage = c.usage;
       delete c.usage;
     }
     const d = c.delta;
@@ -151,7 +148,7 @@ export function normalizeChunk(chunk: ChatChunk): ChatChunk {
     if (c.finish_reason) normalizeFinish(c);
   }
   if (chunk.usage !== undefined && chunk.usage !== null) {
-    if (isUsage(chunk.usage)) normalizeUsage(chunk.usage);
+    if (isSoundUsage(chunk.usage)) normalizeUsage(chunk.usage);
     else delete chunk.usage;
   }
   return chunk;
