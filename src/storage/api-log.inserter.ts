@@ -26,7 +26,7 @@ export class ApiLogInserter {
   private readonly columns: ColumnMetadata[];
   /** Text columns, with their length limit where they have one (varchar). */
   private readonly textColumns: Array<{ key: keyof ApiLog; length?: number }>;
-  /** Per column (in `columns` order): JSON? PostgreSQL's jsonb refuses the \u0000 escape (dropped on SQLite too, alike). */
+  /** Per column (in `columns` order): JSON? PostgreSQL's jsonb refuses the \u0000 escape and lone surrogates (cleaned on SQLite too, alike). */
   private readonly isJson: boolean[];
   private readonly postgres: boolean;
   private readonly head: string;
@@ -70,7 +70,7 @@ export class ApiLogInserter {
     const values = (row: ApiLog) =>
       this.columns.map((c, i) => {
         const v: unknown = driver.preparePersistentValue(row[c.propertyName as keyof ApiLog] ?? null, c);
-        return isJson[i] && typeof v === 'string' ? withoutNulEscapes(v) : v;
+        return isJson[i] && typeof v === 'string' ? jsonbSafe(v) : v;
       });
     if (this.sqlite) {
       this.sqlite.insertAll(rows.map(values), rows);
@@ -116,11 +116,15 @@ export class ApiLogInserter {
 }
 
 /**
- * JSON text without `\u0000` escapes (NUL inside a string), which jsonb refuses. An escape is a
- * backslash run of odd length before `u0000`; an even run is escaped backslashes followed by
- * the literal text "u0000", which stays.
+ * JSON text that jsonb takes: without `\u0000` escapes (NUL inside a string), and with a lone
+ * surrogate's escape (`\ud800`: half of a UTF-16 pair, from an upstream's broken text) as
+ * U+FFFD, as a UTF-8 encoder writes it. JSON.stringify escapes only lone surrogates, never a
+ * whole pair. An escape is a backslash run of odd length; an even run is escaped backslashes
+ * followed by literal text, which stays.
  */
-export function withoutNulEscapes(json: string): string {
-  if (!json.includes('\\u0000')) return json;
-  return json.replace(/(\\+)u0000/g, (m: string, slashes: string) => (slashes.length % 2 === 1 ? slashes.slice(1) : m));
+export function jsonbSafe(json: string): string {
+  if (!json.includes('\\u0000') && !/\\u[dD][89a-fA-F]/.test(json)) return json;
+  return json.replace(/(\\+)u(0000|[dD][89a-fA-F][0-9a-fA-F]{2})/g, (m: string, slashes: string, code: string) =>
+    slashes.length % 2 === 0 ? m : code === '0000' ? slashes.slice(1) : `${slashes.slice(1)}\\ufffd`,
+  );
 }

@@ -209,7 +209,7 @@ describe.each(['sqlite', 'postgres'] as const)('rows the database would refuse, 
     await pg?.drop();
   });
 
-  it('stores text with NUL characters and over-long values, batched with ordinary rows', async () => {
+  it('stores text with NUL characters, lone surrogates and over-long values, batched with ordinary rows', async () => {
     const writer = gw.app.get(RequestLogWriter);
     writer.enqueue(logRow('ok-1'));
     writer.enqueue(
@@ -217,7 +217,7 @@ describe.each(['sqlite', 'postgres'] as const)('rows the database would refuse, 
         user_id: 'evil\u0000user',
         model: 'demo/\u0000mock',
         error: 'a\u0000b',
-        metadata: { note: 'x\u0000y', literal: '\\u0000 stays' },
+        metadata: { note: 'x\u0000y', literal: '\\u0000 stays', half: 'a\ud800b', low: '\udfff', pair: '\ud83d\ude00', text: '\\ud800' },
       }),
     );
     writer.enqueue(logRow('long-1', { finish_reason: 'f'.repeat(100), error_code: 'c'.repeat(300) }));
@@ -228,7 +228,7 @@ describe.each(['sqlite', 'postgres'] as const)('rows the database would refuse, 
       user_id: 'eviluser',
       model: 'demo/mock',
       error: 'ab',
-      metadata: { note: 'xy', literal: '\\u0000 stays' },
+      metadata: { note: 'xy', literal: '\\u0000 stays', half: 'a\ufffdb', low: '\ufffd', pair: '\ud83d\ude00', text: '\\ud800' },
     });
     expect(rows.get('long-1')).toMatchObject({ finish_reason: 'f'.repeat(32), error_code: 'c'.repeat(100) });
     expect(spooledLines(join(gw.dir, 'spool'))).toBe(0);
