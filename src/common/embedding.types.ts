@@ -59,6 +59,25 @@ export function encodeEmbeddings(res: EmbeddingsResponse, format: 'float' | 'bas
   return res;
 }
 
+/**
+ * What makes an upstream's embeddings unusable, if anything: not one vector per input, or an item
+ * that is not an object holding a list of numbers (or OpenAI's base64 text). Undefined when the
+ * answer is sound.
+ */
+export function embeddingsProblem(res: { data?: unknown }, inputs: number): string | undefined {
+  const data = res.data;
+  if (!Array.isArray(data)) return 'answered without embeddings';
+  if (data.length !== inputs)
+    return `answered ${data.length} embedding${data.length === 1 ? '' : 's'} for ${inputs} input${inputs === 1 ? '' : 's'}`;
+  for (let i = 0; i < data.length; i++) {
+    const item: unknown = data[i];
+    const e = typeof item === 'object' && item !== null ? (item as { embedding?: unknown }).embedding : undefined;
+    const sound = typeof e === 'string' ? e.length > 0 : Array.isArray(e) && e.length > 0 && e.every((x) => typeof x === 'number');
+    if (!sound) return `answered an embedding (data[${i}]) that is not a list of numbers`;
+  }
+  return undefined;
+}
+
 /** The inputs as texts (token-id inputs have no text: they count by length). */
 export function embeddingInputs(input: EmbeddingInput): Array<string | number[]> {
   if (typeof input === 'string') return [input];

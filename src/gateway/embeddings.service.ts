@@ -1,9 +1,10 @@
 import { Injectable, type OnApplicationBootstrap, type OnModuleInit } from '@nestjs/common';
 import { AdapterRegistry } from '../adapters/adapter-registry.service';
 import type { Request, Response } from 'express';
-import { unsupported } from '../adapters/http/upstream-call';
+import { protocolError, unsupported } from '../adapters/http/upstream-call';
 import type { ChatRequest } from '../common/chat.types';
-import { embeddingInputs, encodeEmbeddings, type EmbeddingsResponse } from '../common/embedding.types';
+import { embeddingInputs, embeddingsProblem, encodeEmbeddings, type EmbeddingsResponse } from '../common/embedding.types';
+import { isTokenCount } from '../common/usage';
 import { estimateTextTokens } from '../common/tokens';
 import { ModelRegistry, type RegistrySnapshot } from '../config/model-registry.service';
 import { Execution, RouteExecutor } from '../routing/route-executor.service';
@@ -69,7 +70,12 @@ export class EmbeddingsService implements OnModuleInit, OnApplicationBootstrap {
       rec.execution = ex;
       const out = await this.executor.run(ex, (adapter, route, ctx) => {
         if (!adapter.embed) return Promise.reject(unsupported(`route ${route.id} (${route.kind}) cannot compute embeddings`, 'model'));
-        return adapter.embed(body, route, ctx);
+        return adapter.embed(body, route, ctx).then((answer) => {
+          // Before it counts as served: a broken answer is the route's failure, and the next one may serve.
+          const problem = embeddingsProblem(answer, embeddingInputs(body.input).length);
+          if (problem) throw protocolError(route, problem);
+          return answer;
+        });
       });
       rec.usageEstimated = this.present(out, body.encoding_format ?? 'float', model.id, body.input);
       rec.usage = {
@@ -93,7 +99,7 @@ export class EmbeddingsService implements OnModuleInit, OnApplicationBootstrap {
     out.object = 'list';
     out.model = model;
     const u = out.usage;
-    if (u && typeof u.prompt_tokens === 'number') {
+    if (u && isTokenCount(u.prompt_tokens)) {
       if (typeof u.total_tokens !== 'number') u.total_tokens = u.prompt_tokens;
       return false;
     }

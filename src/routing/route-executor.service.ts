@@ -294,10 +294,14 @@ export class RouteExecutor {
     this.logger.error(`adapter ${route.kind} threw on route ${route.id}: ${(e as Error)?.stack ?? String(e)}`);
     // A RangeError (a value too deep to serialise, a number out of range) comes from what the
     // request carried, not from the endpoint: it must not open the route's circuit for everyone.
-    // Anything else (a mapper choking on the upstream's answer) counts as the endpoint's fault.
+    // Anything else (a mapper choking on the upstream's answer) counts as the endpoint's fault;
+    // its text ("Cannot read properties of null") is for the log above, not for the client.
     return new UpstreamError({
       failure: 'protocol',
-      message: `adapter ${route.kind} failed on route ${route.id}: ${(e as Error)?.message ?? String(e)}`,
+      message:
+        e instanceof RangeError
+          ? `adapter ${route.kind} failed on route ${route.id}: ${e.message}`
+          : `upstream ${route.id} sent an answer the gateway cannot read (the gateway's log has the details)`,
       route: route.id,
       provider: route.kind,
       gatewayFault: e instanceof RangeError,

@@ -62,11 +62,16 @@ export class UpstreamClient implements OnApplicationShutdown {
     }
   }
 
-  /** Maps undici/network errors (also those thrown while reading a body) to `UpstreamError`. */
-  toUpstreamError(err: unknown, req: Pick<UpstreamRequest, 'signal' | 'timeouts' | 'route' | 'provider'>): UpstreamError {
+  /**
+   * Maps undici/network errors (also those thrown while reading a body) to `UpstreamError`. A
+   * TypeError or RangeError is the gateway's own code failing on what it read, not the network:
+   * it stays as it is, for the route executor to log with its stack and classify.
+   */
+  toUpstreamError(err: unknown, req: Pick<UpstreamRequest, 'signal' | 'timeouts' | 'route' | 'provider'>): Error {
     if (err instanceof UpstreamError) return err;
     const reason = req.signal.aborted ? req.signal.reason : undefined;
     if (reason instanceof UpstreamError) return reason;
+    if (err instanceof TypeError || err instanceof RangeError) return err;
     const base = { provider: req.provider, route: req.route };
     const e = err as { code?: string; message?: string; cause?: { code?: string; message?: string } };
     const code = e?.code ?? e?.cause?.code;

@@ -16,6 +16,7 @@ import {
   buildChatBody,
   buildCompletionBody,
   buildEmbeddingsBody,
+  choicesProblem,
   endpointUrl,
   miniMaxError,
   normalizeChunk,
@@ -60,15 +61,13 @@ export class OpenAiCompatAdapter implements LlmAdapter {
       yield* responseToChunks(this.chatAnswer(await readJson<ChatResponse>(this.http, res, route, ctx), route));
       return;
     }
-    yield* this.relay(res, route, ctx, normalizeChunk);
+    yield* this.relay(res, route, ctx, 'delta', normalizeChunk);
   }
 
   async completeText(req: CompletionRequest, route: RouteDef, ctx: CallContext): Promise<ChatResponse> {
     if (this.profile(route).textCompletions === false) return this.complete(completionAsChatRequest(req), route, ctx);
     const res = await this.send('completions', buildCompletionBody(req, route, false), route, ctx, false);
-    const json = await readJson<Completion>(this.http, res, route, ctx);
-    if (!json || !Array.isArray(json.choices)) throw miniMaxError(json, route) ?? protocolError(route, 'answered without choices');
-    return normalizeResponse(completionToChat(json));
+    return normalizeResponse(completionToChat(this.textAnswer(await readJson<Completion>(this.http, res, route, ctx), route)));
   }
 
   async *streamText(req: CompletionRequest, route: RouteDef, ctx: CallContext): AsyncGenerator<ChatChunk> {
@@ -78,10 +77,12 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     }
     const res = await this.send('completions', buildCompletionBody(req, route, true), route, ctx, true);
     if (String(res.headers['content-type'] ?? '').includes('application/json')) {
-      yield* responseToChunks(normalizeResponse(completionToChat(await readJson<Completion>(this.http, res, route, ctx))));
+      yield* responseToChunks(
+        normalizeResponse(completionToChat(this.textAnswer(await readJson<Completion>(this.http, res, route, ctx), route))),
+      );
       return;
     }
-    yield* this.relay(res, route, ctx, (c) => normalizeChunk(completionChunkToChat(c as unknown as Completion)));
+    yield* this.relay(res, route, ctx, 'text', (c) => normalizeChunk(completionChunkToChat(c as unknown as Completion)));
   }
 
   async embed(req: EmbeddingsRequest, route: RouteDef, ctx: CallContext): Promise<EmbeddingsResponse> {
@@ -145,7 +146,16 @@ export class OpenAiCompatAdapter implements LlmAdapter {
 
   private chatAnswer(json: ChatResponse, route: RouteDef): ChatResponse {
     if (!json || !Array.isArray(json.choices)) throw miniMaxError(json, route) ?? protocolError(route, 'answered without choices');
+    const problem = choicesProblem(json.choices, 'message');
+    if (problem) throw protocolError(route, `sent an answer the gateway cannot read (${problem})`);
     return normalizeResponse(json);
+  }
+
+  private textAnswer(json: Completion, route: RouteDef): Completion {
+    if (!json || !Array.isArray(json.choices)) throw miniMaxError(json, route) ?? protocolError(route, 'answered without choices');
+    const problem = choicesProblem(json.choices, 'text');
+    if (problem) throw protocolError(route, `sent an answer the gateway cannot read (${problem})`);
+    return json;
   }
 
   /**
@@ -156,6 +166,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     res: Dispatcher.ResponseData,
     route: RouteDef,
     ctx: CallContext,
+    part: 'delta' | 'text',
     map: (chunk: ChatChunk) => ChatChunk,
   ): AsyncGenerator<ChatChunk> {
     let done = false;
@@ -180,6 +191,8 @@ export class OpenAiCompatAdapter implements LlmAdapter {
             });
           }
           if (!Array.isArray(chunk.choices)) continue;
+          const problem = choicesProblem(chunk.choices, part);
+          if (problem) throw protocolError(route, `sent a stream event the gateway cannot read (${problem})`);
           const out = map(chunk);
           if (out.choices.some((c) => c.finish_reason)) finished = true;
           yield out;

@@ -93,6 +93,51 @@ export function normalizeUsage(u: Usage): Usage {
   return u;
 }
 
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * What makes an upstream's choices unreadable, if anything, named by path (`choices[0].delta`):
+ * a choice, message or delta that is not an object, content that is not text, tool calls that
+ * are not a list of objects. Checked before anything reads them, so that a broken answer is the
+ * route's protocol failure (502, or the next route), never the gateway's TypeError. In place, a
+ * null delta becomes `{}` and tool-call arguments sent as a JSON value (as Ollama's native API
+ * does) become the string OpenAI's format has. `part` is what each choice carries: `message`
+ * (answers), `delta` (stream chunks) or `text` (legacy completions).
+ */
+export function choicesProblem(choices: readonly unknown[], part: 'message' | 'delta' | 'text'): string | undefined {
+  for (let i = 0; i < choices.length; i++) {
+    const c = choices[i];
+    if (!isObject(c)) return `choices[${i}] is not an object`;
+    if (part === 'text') {
+      if (c.text !== undefined && c.text !== null && typeof c.text !== 'string') return `choices[${i}].text is not text`;
+      continue;
+    }
+    let m = c[part];
+    if (m === undefined || m === null) {
+      if (part === 'message') return `choices[${i}] has no message`;
+      m = c.delta = {};
+    }
+    if (!isObject(m)) return `choices[${i}].${part} is not an object`;
+    const content = m.content;
+    if (content !== undefined && content !== null && typeof content !== 'string' && !Array.isArray(content))
+      return `choices[${i}].${part}.content is not text`;
+    const calls = m.tool_calls;
+    if (calls === undefined || calls === null) continue;
+    if (!Array.isArray(calls)) return `choices[${i}].${part}.tool_calls is not a list`;
+    for (let j = 0; j < calls.length; j++) {
+      const t: unknown = calls[j];
+      if (!isObject(t)) return `choices[${i}].${part}.tool_calls[${j}] is not an object`;
+      const f = t.function;
+      if (f === undefined) continue;
+      if (!isObject(f)) return `choices[${i}].${part}.tool_calls[${j}].function is not an object`;
+      if (f.name !== undefined && f.name !== null && typeof f.name !== 'string')
+        return `choices[${i}].${part}.tool_calls[${j}].function.name is not text`;
+      if (f.arguments !== undefined && f.arguments !== null && typeof f.arguments !== 'string') f.arguments = JSON.stringify(f.arguments);
+    }
+  }
+  return undefined;
+}
+
 /** Finish reasons outside OpenAI's set, as the nearest OpenAI one (the original is kept as `native_finish_reason`). */
 const FINISH_REASONS: Readonly<Record<string, string>> = {
   // DeepSeek: generation cut off for lack of inference resources: the answer is truncated.

@@ -1,0 +1,198 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { rawPost, startGateway, type TestGateway } from '../helpers/gateway';
+
+/**
+ * An OpenAI-compatible server that answers with the right status and content type but a body no
+ * server should send, chosen by the model name the gateway sends (`{path}:{case}`). What the
+ * gateway owes its client then: a 502 in OpenAI's shape that names what was wrong (or an in-band
+ * error once the stream started), never a 500 or the gateway's own TypeError text, and one row.
+ */
+const CHAT = { id: 'x', object: 'chat.completion', created: 1, model: 'x' };
+const CHUNK = { id: 'x', object: 'chat.completion.chunk', created: 1, model: 'x' };
+const USAGE = { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 };
+const toolCall = (args: unknown) => ({ id: 'call_1', type: 'function', function: { name: 'get_weather', arguments: args } });
+
+const ANSWERS: Record<string, unknown> = {
+  'null-choice': { ...CHAT, choices: [null], usage: USAGE },
+  'null-message': { ...CHAT, choices: [{ index: 0, message: null, finish_reason: 'stop' }], usage: USAGE },
+  'content-number': { ...CHAT, choices: [{ index: 0, message: { role: 'assistant', content: 42 }, finish_reason: 'stop' }] },
+  'args-object': {
+    ...CHAT,
+    choices: [
+      { index: 0, message: { role: 'assistant', content: null, tool_calls: [toolCall({ city: 'Paris' })] }, finish_reason: 'tool_calls' },
+    ],
+    usage: USAGE,
+  },
+  'text-null-choice': { id: 'x', object: 'text_completion', created: 1, model: 'x', choices: [null], usage: USAGE },
+  'emb-short': {
+    object: 'list',
+    data: [{ object: 'embedding', index: 0, embedding: [0.1, 0.2] }],
+    usage: { prompt_tokens: 3, total_tokens: 3 },
+  },
+  'emb-null': { object: 'list', data: [null, null, null] },
+  'emb-text': { object: 'list', data: ['a', 'b', 'c'].map((embedding, index) => ({ object: 'embedding', index, embedding: [embedding] })) },
+  'emb-huge-usage': {
+    object: 'list',
+    data: [0, 1, 2].map((index) => ({ object: 'embedding', index, embedding: [0.5] })),
+    usage: { prompt_tokens: 1e300, total_tokens: 1e300 },
+  },
+};
+
+const STREAMS: Record<string, unknown[]> = {
+  'null-tool-call': [{ ...CHUNK, choices: [{ index: 0, delta: { role: 'assistant', tool_calls: [null] }, finish_reason: null }] }],
+  'tool-calls-object': [{ ...CHUNK, choices: [{ index: 0, delta: { tool_calls: { index: 0 } }, finish_reason: null }] }],
+  'mid-null-choice': [
+    { ...CHUNK, choices: [{ index: 0, delta: { role: 'assistant', content: 'Hello' }, finish_reason: null }] },
+    { ...CHUNK, choices: [null] },
+  ],
+  'null-delta': [
+    { ...CHUNK, choices: [{ index: 0, delta: { role: 'assistant', content: 'Hi' }, finish_reason: null }] },
+    { ...CHUNK, choices: [{ index: 0, delta: null, finish_reason: 'stop' }] },
+  ],
+};
+
+function brokenUpstream(): Promise<{ url: string; server: Server }> {
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => {
+      if (req.method !== 'POST') {
+        res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":{"message":"not here"}}');
+        return;
+      }
+      const { model, stream } = JSON.parse(body) as { model: string; stream?: boolean };
+      const events = STREAMS[model];
+      if (stream && events) {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        for (const e of events) res.write(`data: ${JSON.stringify(e)}\n\n`);
+        res.end('data: [DONE]\n\n');
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(ANSWERS[model] ?? { error: 'no such case' }));
+    });
+  });
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`, server })),
+  );
+}
+
+/** A model per case, named after it (`case/<name>`), its route asking the upstream for `<name>`. */
+const MODELS = (url: string) =>
+  'models:\n' +
+  [...Object.keys(ANSWERS), ...Object.keys(STREAMS)]
+    .map(
+      (name) => `
+  - id: case/${name}
+    ${name.startsWith('emb-') ? 'type: embedding' : ''}
+    context_length: 8192
+    pricing: { prompt: 1, completion: 1 }
+    route: [{ kind: vllm, id: ${name}, base_url: "${url}", provider_model_id: ${name} }]`,
+    )
+    .join('\n');
+
+describe('an upstream that answers with a broken body', () => {
+  let upstream: Server;
+  let gw: TestGateway;
+
+  beforeAll(async () => {
+    const u = await brokenUpstream();
+    upstream = u.server;
+    gw = await startGateway({ models: MODELS(u.url) });
+  });
+  afterAll(async () => {
+    await gw?.close();
+    upstream?.close();
+  });
+
+  const post = async (path: string, name: string, extra: Record<string, unknown>) => {
+    const res = await rawPost(`${gw.url}${path}`, { model: `case/${name}`, ...extra });
+    return {
+      ...res,
+      json: res.headers.get('content-type')?.includes('json') ? (JSON.parse(res.text) as Record<string, unknown>) : undefined,
+    };
+  };
+
+  const expectProtocolError = (res: { status: number; json?: Record<string, unknown> }, what: RegExp) => {
+    expect(res.status).toBe(502);
+    const error = (res.json as { error: { message: string; type: string; code: string } }).error;
+    expect(error).toMatchObject({ type: 'upstream_error', code: 'upstream_protocol' });
+    expect(error.message).toMatch(what);
+    expect(error.message).not.toMatch(/Cannot read|is not a function|TypeError|undefined/);
+  };
+
+  it.each([
+    ['a choice that is null', 'null-choice', /choices\[0\] is not an object/],
+    ['a choice without its message', 'null-message', /choices\[0\] has no message/],
+    ['content that is a number', 'content-number', /choices\[0\]\.message\.content is not text/],
+  ])('answers %s with a 502 naming it', async (_what, name, what) => {
+    const res = await post('/v1/chat/completions', name, { messages: [{ role: 'user', content: 'hi' }] });
+    expectProtocolError(res, what);
+  });
+
+  it('fails a stream whose first event is unreadable before answering: a 502, not a 500', async () => {
+    for (const [name, what] of [
+      ['null-tool-call', /tool_calls\[0\] is not an object/],
+      ['tool-calls-object', /tool_calls is not a list/],
+    ] as const) {
+      const res = await post('/v1/chat/completions', name, { stream: true, messages: [{ role: 'user', content: 'hi' }] });
+      expectProtocolError(res, what);
+    }
+  });
+
+  it('ends a stream that breaks after it started with an in-band error, never [DONE]', async () => {
+    const res = await post('/v1/chat/completions', 'mid-null-choice', { stream: true, messages: [{ role: 'user', content: 'hi' }] });
+    expect(res.status).toBe(200);
+    expect(res.text).toContain('"content":"Hello"');
+    expect(res.text).not.toContain('[DONE]');
+    const last = JSON.parse(res.text.trim().split('\n\n').at(-1)!.slice('data: '.length)) as { error: { code: string; message: string } };
+    expect(last.error).toMatchObject({ code: 'upstream_protocol', message: expect.stringContaining('choices[0] is not an object') });
+  });
+
+  it('reads a null delta as an empty one, and tool-call arguments sent as JSON as the string they should be', async () => {
+    const streamed = await post('/v1/chat/completions', 'null-delta', { stream: true, messages: [{ role: 'user', content: 'hi' }] });
+    expect(streamed.status).toBe(200);
+    expect(streamed.text).toContain('"finish_reason":"stop"');
+    expect(streamed.text).toContain('[DONE]');
+    const res = await post('/v1/chat/completions', 'args-object', { messages: [{ role: 'user', content: 'weather?' }] });
+    expect(res.status).toBe(200);
+    const call = (res.json as { choices: Array<{ message: { tool_calls: Array<{ function: { arguments: unknown } }> } }> }).choices[0]
+      .message.tool_calls[0];
+    expect(call.function.arguments).toBe('{"city":"Paris"}');
+    const anthropic = await post('/anthropic/v1/messages', 'args-object', {
+      max_tokens: 10,
+      messages: [{ role: 'user', content: 'weather?' }],
+    });
+    expect(anthropic.status).toBe(200);
+    expect(anthropic.json?.content).toEqual([{ type: 'tool_use', id: expect.any(String), name: 'get_weather', input: { city: 'Paris' } }]);
+  });
+
+  it('answers a text completion with a null choice with a 502', async () => {
+    const res = await post('/v1/completions', 'text-null-choice', { prompt: 'hi' });
+    expectProtocolError(res, /choices\[0\] is not an object/);
+  });
+
+  it.each([
+    ['fewer vectors than inputs', 'emb-short', /answered 1 embedding for 3 inputs/],
+    ['items that are null', 'emb-null', /data\[0\]\) that is not a list of numbers/],
+    ['vectors of text', 'emb-text', /data\[0\]\) that is not a list of numbers/],
+  ])('answers embeddings with %s with a 502', async (_what, name, what) => {
+    const res = await post('/v1/embeddings', name, { input: ['a', 'b', 'c'] });
+    expectProtocolError(res, what);
+  });
+
+  it('bills embeddings with token counts out of range on the estimate', async () => {
+    const res = await post('/v1/embeddings', 'emb-huge-usage', { input: ['a', 'b', 'c'] });
+    expect(res.status).toBe(200);
+    expect((res.json as { usage: { prompt_tokens: number } }).usage.prompt_tokens).toBeLessThan(10);
+  });
+
+  it('wrote one row per request, each with the status its client got', async () => {
+    const rows = await gw.rows();
+    expect(rows.map((r) => r.status_code)).toEqual([502, 502, 502, 502, 502, 502, 200, 200, 200, 502, 502, 502, 502, 200]);
+    expect(rows.filter((r) => r.status_code === 502).every((r) => r.error_code === 'upstream_protocol')).toBe(true);
+    expect(rows.at(-1)).toMatchObject({ usage_estimated: true });
+    expect(rows.at(-1)!.prompt_tokens).toBeLessThan(10);
+  });
+});
