@@ -5,10 +5,10 @@ import { RouteStateService } from './route-state.service';
 
 /**
  * Routing as Terminus sees it. Liveness (`/health`): up while every route takes traffic;
- * `degraded` (still 200) while some routes are unhealthy or behind an open circuit but every
- * model keeps at least one; down (503) once a model has no route left. Readiness
- * (`/health/ready`, strict): down as soon as any route is degraded. Routes are named by model and
- * route id, never by URL: /health is public.
+ * `degraded` (still 200) while some routes are unhealthy or behind an open circuit, listing the
+ * models left with no route (`unservable_models`); down (503) only once no model can be served.
+ * Readiness (`/health/ready`, strict): down as soon as any route is degraded. Routes are named by
+ * model and route id, never by URL: /health is public.
  */
 @Injectable()
 export class RoutingHealthIndicator {
@@ -37,9 +37,11 @@ export class RoutingHealthIndicator {
       if (up === 0) unservable.push(model.id);
     }
     const info = { models: models.length, routes, degraded_endpoints: degraded };
-    if (unservable.length > 0)
-      return session.down({ ...info, unservable_models: unservable, message: `no route can serve ${unservable.join(', ')}` });
     if (degraded.length === 0) return session.up(info);
-    return strict ? session.down(info) : session.degraded(info);
+    if (unservable.length === 0) return strict ? session.down(info) : session.degraded(info);
+    const down = { ...info, unservable_models: unservable, message: `no route can serve ${unservable.join(', ')}` };
+    // Liveness stays up while any model can be served: every replica sees the same dead
+    // upstream, and a load balancer taking them all out would stop the other models too.
+    return strict || unservable.length === models.length ? session.down(down) : session.degraded(down);
   }
 }

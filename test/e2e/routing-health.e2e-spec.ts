@@ -165,10 +165,16 @@ models:
     expect(Number((refused as APIError).headers?.get('retry-after'))).toBeGreaterThanOrEqual(1);
     expect(chats(failing)).toHaveLength(2); // not even tried
 
-    // /health: a model with no route left cannot be served: 503, and it says which.
+    // /health says which model cannot be served, but stays 200 while another can: every replica
+    // sees the same dead upstream, and a load balancer taking them all out would stop h/pair too.
     const live = await health();
-    expect(live.status).toBe(503);
+    expect(live.status).toBe(200);
+    expect(live.body.status).toBe('degraded');
+    expect(live.body.details.routing.status).toBe('degraded');
     expect(live.body.details.routing.unservable_models).toEqual(['h/solo']);
+    const ready = await health('/health/ready');
+    expect(ready.status).toBe(503);
+    expect(ready.body.details.routing.unservable_models).toEqual(['h/solo']);
 
     // After the cooldown one probe request goes through (half-open); it fails and the circuit
     // opens again: a bounded trickle, never a loop.
