@@ -41,6 +41,26 @@ describe('validateMessagesRequest', () => {
     expect(problem({ ...ok, system: [{ type: 'image' }] })).toMatch(/^system\.0:/);
   });
 
+  it('says what is wrong with a field that is there but of the wrong type, not that it is missing', () => {
+    expect(problem({ ...ok, tools: [{ name: 5, input_schema: {} }] })).toBe('tools.0.name: Input should be a valid string');
+    expect(problem({ ...ok, tools: [{ name: '', input_schema: {} }] })).toBe('tools.0.name: String should have at least 1 character');
+    expect(problem({ ...ok, tools: [{ name: 'f', input_schema: 'x' }] })).toBe('tools.0.input_schema: Input should be an object');
+    expect(problem({ ...ok, tool_choice: { type: 'tool', name: 1 } })).toBe('tool_choice.name: Input should be a valid string');
+    expect(problem({ ...ok, thinking: 5 })).toBe('thinking: Input should be an object');
+    expect(problem({ ...ok, thinking: {} })).toBe('thinking.type: Field required');
+    expect(problem({ ...ok, thinking: { type: 'enabled' } })).toBe('thinking.budget_tokens: Field required');
+    expect(problem({ ...ok, thinking: { type: 'enabled', budget_tokens: 'x' } })).toBe(
+      'thinking.budget_tokens: Input should be a valid integer',
+    );
+    const block = (b: Record<string, unknown>) => problem({ ...ok, messages: [{ role: 'assistant', content: [b] }] });
+    expect(block({ type: 'tool_use', id: 7, name: 'f' })).toBe('messages.0.content.0.id: Input should be a valid string');
+    expect(block({ type: 'thinking' })).toBe('messages.0.content.0.thinking: Field required');
+    expect(block({ type: 'thinking', thinking: '', signature: 's' })).toBeUndefined();
+    expect(problem({ ...ok, messages: [{ role: 'user', content: [{ type: 'image', source: 'x' }] }] })).toBe(
+      'messages.0.content.0.source: Input should be an object',
+    );
+  });
+
   it('checks the blocks inside a tool result, and sources by their type', () => {
     const result = (content: unknown) => ({
       ...ok,

@@ -25,6 +25,19 @@ const BLOCK_TYPES_ASSISTANT = new Set([
   'mcp_tool_result',
 ]);
 
+/** A field that must be text: "Field required" when it is missing, else what is wrong with it. */
+function requireString(v: unknown, where: string, nonEmpty = true): void {
+  if (v === undefined || v === null) fail(where, 'Field required');
+  if (typeof v !== 'string') fail(where, 'Input should be a valid string');
+  if (nonEmpty && v === '') fail(where, 'String should have at least 1 character');
+}
+
+/** A field that must be an object: "Field required" when it is missing, else that it is not one. */
+function requireObject(v: unknown, where: string): asserts v is Json {
+  if (v === undefined || v === null) fail(where, 'Field required');
+  if (!isObj(v)) fail(where, 'Input should be an object');
+}
+
 function checkNumber(body: Json, key: string, min: number, max?: number, integer = false): void {
   const v = body[key];
   if (v === undefined || v === null) return;
@@ -43,8 +56,8 @@ function checkContent(content: unknown, at: string, role: string): void {
 
 function checkBlock(b: unknown, where: string, allowed: ReadonlySet<string>, inside: string): void {
   if (!isObj(b)) fail(where, 'Input should be an object');
-  if (typeof b.type !== 'string') fail(`${where}.type`, 'Field required');
-  if (!allowed.has(b.type)) fail(`${where}.type`, `"${b.type}" blocks are not allowed in ${inside}`);
+  requireString(b.type, `${where}.type`);
+  if (!allowed.has(b.type as string)) fail(`${where}.type`, `"${b.type}" blocks are not allowed in ${inside}`);
   switch (b.type) {
     case 'text':
       if (typeof b.text !== 'string') fail(`${where}.text`, 'Input should be a valid string');
@@ -54,25 +67,26 @@ function checkBlock(b: unknown, where: string, allowed: ReadonlySet<string>, ins
       checkSource(b.source, `${where}.source`);
       break;
     case 'tool_use':
-      if (typeof b.id !== 'string' || b.id === '') fail(`${where}.id`, 'Field required');
-      if (typeof b.name !== 'string' || b.name === '') fail(`${where}.name`, 'Field required');
+      requireString(b.id, `${where}.id`);
+      requireString(b.name, `${where}.name`);
       if (b.input !== undefined && !isObj(b.input)) fail(`${where}.input`, 'Input should be an object');
       break;
     case 'tool_result':
-      if (typeof b.tool_use_id !== 'string' || b.tool_use_id === '') fail(`${where}.tool_use_id`, 'Field required');
+      requireString(b.tool_use_id, `${where}.tool_use_id`);
       if (b.content === undefined || b.content === null || typeof b.content === 'string') break;
       if (!Array.isArray(b.content)) fail(`${where}.content`, 'Input should be a valid string or a list of content blocks');
       b.content.forEach((c: unknown, k) => checkBlock(c, `${where}.content.${k}`, BLOCK_TYPES_TOOL_RESULT, 'a tool result'));
       break;
     case 'thinking':
-      if (typeof b.thinking !== 'string') fail(`${where}.thinking`, 'Field required');
+      requireString(b.thinking, `${where}.thinking`, false);
       break;
   }
 }
 
 /** An image's or document's `source`: base64 and text carry `data` as a string, url a `url`. */
 function checkSource(source: unknown, where: string): void {
-  if (!isObj(source) || typeof source.type !== 'string') fail(where, 'Field required');
+  requireObject(source, where);
+  requireString(source.type, `${where}.type`);
   if ((source.type === 'base64' || source.type === 'text') && typeof source.data !== 'string')
     fail(`${where}.data`, 'Input should be a valid string');
   if (source.type === 'url' && typeof source.url !== 'string') fail(`${where}.url`, 'Input should be a valid string');
@@ -134,8 +148,8 @@ export function validateMessagesRequest(body: unknown, countOnly = false): Json 
     if (!Array.isArray(body.tools)) fail('tools', 'Input should be a valid list');
     body.tools.forEach((t: unknown, i) => {
       if (!isObj(t)) fail(`tools.${i}`, 'Input should be an object');
-      if (typeof t.name !== 'string' || t.name === '') fail(`tools.${i}.name`, 'Field required');
-      if ((t.type === undefined || t.type === 'custom') && !isObj(t.input_schema)) fail(`tools.${i}.input_schema`, 'Field required');
+      requireString(t.name, `tools.${i}.name`);
+      if (t.type === undefined || t.type === 'custom') requireObject(t.input_schema, `tools.${i}.input_schema`);
     });
   }
   if (body.tool_choice !== undefined && body.tool_choice !== null) {
@@ -143,13 +157,16 @@ export function validateMessagesRequest(body: unknown, countOnly = false): Json 
     if (!isObj(tc)) fail('tool_choice', 'Input should be an object');
     if (tc.type !== 'auto' && tc.type !== 'any' && tc.type !== 'tool' && tc.type !== 'none')
       fail('tool_choice.type', "Input should be 'auto', 'any', 'tool' or 'none'");
-    if (tc.type === 'tool' && (typeof tc.name !== 'string' || tc.name === '')) fail('tool_choice.name', 'Field required');
+    if (tc.type === 'tool') requireString(tc.name, 'tool_choice.name');
   }
   if (body.thinking !== undefined && body.thinking !== null) {
     const th = body.thinking;
-    if (!isObj(th) || typeof th.type !== 'string') fail('thinking.type', 'Field required');
+    requireObject(th, 'thinking');
+    requireString(th.type, 'thinking.type');
     if (th.type === 'enabled') {
-      if (typeof th.budget_tokens !== 'number' || !Number.isInteger(th.budget_tokens)) fail('thinking.budget_tokens', 'Field required');
+      if (th.budget_tokens === undefined || th.budget_tokens === null) fail('thinking.budget_tokens', 'Field required');
+      if (typeof th.budget_tokens !== 'number' || !Number.isInteger(th.budget_tokens))
+        fail('thinking.budget_tokens', 'Input should be a valid integer');
       if (!countOnly && typeof body.max_tokens === 'number' && th.budget_tokens >= body.max_tokens)
         fail('max_tokens', 'must be greater than thinking.budget_tokens');
     }
