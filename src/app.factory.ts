@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { maxHeaderSize, STATUS_CODES } from 'node:http';
+import { maxHeaderSize, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { DynamicModule, ForwardReference, Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
@@ -9,7 +9,7 @@ import { AppModule } from './app.module';
 import { anthropicErrorBody, isAnthropicPath } from './common/anthropic-error';
 import { GatewayExpressAdapter } from './common/express-adapter';
 import { jsonBody } from './common/json-body';
-import { errorBody } from './common/openai-error';
+import { errorBody, sendErrorJson } from './common/openai-error';
 import { attachContext } from './common/request-context';
 import { requestId as newRequestId } from './common/request-id';
 import { AppConfig } from './config/app-config';
@@ -54,6 +54,7 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
   });
   app.use(jsonBody(config.bodyLimitBytes, config.env.BODY_LIMIT, isFramedPath));
   app.getHttpServer().on('clientError', answerClientError);
+  app.getHttpServer().on('checkExpectation', answerExpectation);
   app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
   return app;
 }
@@ -89,6 +90,23 @@ function answerClientError(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, 
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );
+}
+
+/**
+ * A request with an `Expect` header other than 100-continue: refused with 417, as Node would,
+ * but in the API's shape and with a request id. (Node calls this instead of answering itself
+ * once someone listens; the request never reaches a route.)
+ */
+function answerExpectation(req: IncomingMessage, res: ServerResponse): void {
+  const path = (req.url ?? '/').split('?')[0];
+  const message = `The Expect header "${String(req.headers.expect).slice(0, 100)}" is not supported; only 100-continue is`;
+  const requestId = newRequestId();
+  const body = isAnthropicPath(path)
+    ? anthropicErrorBody(417, message, requestId)
+    : errorBody(message, 'invalid_request_error', 'expectation_failed', 'expect');
+  const headers: Record<string, string> = { 'x-request-id': requestId, connection: 'close' };
+  if (isAnthropicPath(path)) headers['request-id'] = requestId;
+  sendErrorJson(res as unknown as Response, 417, body, headers);
 }
 
 /**

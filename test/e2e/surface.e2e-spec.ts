@@ -1,4 +1,5 @@
 import OpenAI, { APIError } from 'openai';
+import { connect } from 'node:net';
 import { request } from 'undici';
 import { startGateway, rawPost, type TestGateway } from '../helpers/gateway';
 
@@ -170,6 +171,36 @@ describe('API surface', () => {
     });
     expect(openai.statusCode).toBe(431);
     expect(((await openai.body.json()) as { error: { code: string } }).error.code).toBe('request_too_large');
+  });
+
+  it("refuses an Expect header it cannot meet with 417 in the surface's shape", async () => {
+    // undici refuses to send Expect, so over a plain socket.
+    const raw = (path: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(new URL(gw.url).port), '127.0.0.1');
+        let text = '';
+        socket.on('data', (d: Buffer) => (text += d.toString()));
+        socket.on('end', () => resolve(text));
+        socket.on('error', reject);
+        socket.write(`POST ${path} HTTP/1.1\r\nhost: x\r\nexpect: bogus\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}`);
+      });
+    const openai = await raw(chat);
+    expect(openai).toMatch(/^HTTP\/1\.1 417 /);
+    expect(openai).toMatch(/x-request-id: [0-9a-f-]{36}/);
+    expect(JSON.parse(openai.slice(openai.indexOf('\r\n\r\n') + 4))).toEqual({
+      error: {
+        message: expect.stringContaining('"bogus" is not supported'),
+        type: 'invalid_request_error',
+        param: 'expect',
+        code: 'expectation_failed',
+      },
+    });
+    const anthropic = await raw('/anthropic/v1/messages');
+    expect(anthropic).toMatch(/^HTTP\/1\.1 417 /);
+    expect(JSON.parse(anthropic.slice(anthropic.indexOf('\r\n\r\n') + 4))).toMatchObject({
+      type: 'error',
+      error: { type: 'invalid_request_error' },
+    });
   });
 
   it('answers unknown paths and methods with 404 in the same shape', async () => {
