@@ -24,6 +24,17 @@ const ANSWERS: Record<string, unknown> = {
     ],
     usage: USAGE,
   },
+  'bad-usage': {
+    ...CHAT,
+    choices: [{ index: 0, message: { role: 'assistant', content: 'Hello there, friend' }, finish_reason: 'stop' }],
+    usage: { prompt_tokens: -1, completion_tokens: 'two', total_tokens: 1 },
+  },
+  'call-without-function': {
+    ...CHAT,
+    choices: [
+      { index: 0, message: { role: 'assistant', content: null, tool_calls: [{ id: 'c', type: 'function' }] }, finish_reason: 'tool_calls' },
+    ],
+  },
   'text-null-choice': { id: 'x', object: 'text_completion', created: 1, model: 'x', choices: [null], usage: USAGE },
   'emb-short': {
     object: 'list',
@@ -126,6 +137,7 @@ describe('an upstream that answers with a broken body', () => {
     ['a choice that is null', 'null-choice', /choices\[0\] is not an object/],
     ['a choice without its message', 'null-message', /choices\[0\] has no message/],
     ['content that is a number', 'content-number', /choices\[0\]\.message\.content is not text/],
+    ['a tool call without its function', 'call-without-function', /tool_calls\[0\] has no function/],
   ])('answers %s with a 502 naming it', async (_what, name, what) => {
     const res = await post('/v1/chat/completions', name, { messages: [{ role: 'user', content: 'hi' }] });
     expectProtocolError(res, what);
@@ -188,11 +200,21 @@ describe('an upstream that answers with a broken body', () => {
     expect((res.json as { usage: { prompt_tokens: number } }).usage.prompt_tokens).toBeLessThan(10);
   });
 
+  it("shows an Anthropic client the estimate it is billed on when the backend's usage is unusable", async () => {
+    const res = await post('/anthropic/v1/messages', 'bad-usage', { max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] });
+    expect(res.status).toBe(200);
+    const usage = res.json?.usage as { input_tokens: number; output_tokens: number };
+    expect(usage.output_tokens).toBe(5); // "Hello there, friend": 19 characters
+    expect(usage.input_tokens).toBeGreaterThan(0);
+    const row = (await gw.rows()).at(-1)!;
+    expect(row).toMatchObject({ prompt_tokens: usage.input_tokens, completion_tokens: 5, usage_estimated: true });
+  });
+
   it('wrote one row per request, each with the status its client got', async () => {
     const rows = await gw.rows();
-    expect(rows.map((r) => r.status_code)).toEqual([502, 502, 502, 502, 502, 502, 200, 200, 200, 502, 502, 502, 502, 200]);
+    expect(rows.map((r) => r.status_code)).toEqual([502, 502, 502, 502, 502, 502, 502, 200, 200, 200, 502, 502, 502, 502, 200, 200]);
     expect(rows.filter((r) => r.status_code === 502).every((r) => r.error_code === 'upstream_protocol')).toBe(true);
-    expect(rows.at(-1)).toMatchObject({ usage_estimated: true });
-    expect(rows.at(-1)!.prompt_tokens).toBeLessThan(10);
+    expect(rows.at(-2)).toMatchObject({ usage_estimated: true });
+    expect(rows.at(-2)!.prompt_tokens).toBeLessThan(10);
   });
 });

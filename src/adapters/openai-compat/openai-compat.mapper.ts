@@ -128,7 +128,8 @@ export function choicesProblem(choices: readonly unknown[], part: 'message' | 'd
       const t: unknown = calls[j];
       if (!isObject(t)) return `choices[${i}].${part}.tool_calls[${j}] is not an object`;
       const f = t.function;
-      if (f === undefined) continue;
+      if (f === undefined && part === 'delta') continue; // later deltas of a call carry only what is new
+      if (f === undefined) return `choices[${i}].message.tool_calls[${j}] has no function`;
       if (!isObject(f)) return `choices[${i}].${part}.tool_calls[${j}].function is not an object`;
       if (f.name !== undefined && f.name !== null && typeof f.name !== 'string')
         return `choices[${i}].${part}.tool_calls[${j}].function.name is not text`;

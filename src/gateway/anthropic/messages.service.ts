@@ -129,7 +129,14 @@ export class MessagesService {
         if (chat instanceof UpstreamError) throw chat;
         const out = await adapter.complete(chat, route, ctx);
         const message = chatToMessage(out, messageId(rec.id), ctx.publicModel);
-        return { text: JSON.stringify(message), message, estimated: !out.usage };
+        if (out.usage) return { text: JSON.stringify(message), message };
+        // No usage from the backend: the client sees the estimate the request is billed on.
+        message.usage = {
+          ...(message.usage as AnthropicUsage),
+          input_tokens: estimatePromptTokens(chat),
+          output_tokens: Math.ceil(contentChars(message.content) / 4),
+        };
+        return { text: JSON.stringify(message), message, estimated: true };
       },
     );
     rec.answered();
@@ -137,8 +144,9 @@ export class MessagesService {
     rec.upstreamId = typeof message.id === 'string' ? message.id : undefined;
     rec.finishReason = finishReason(typeof message.stop_reason === 'string' ? message.stop_reason : null);
     const usage = message.usage as AnthropicUsage | undefined;
-    if (usage && !answer.estimated) rec.usage = anthropicUsage(usage);
+    if (usage) rec.usage = anthropicUsage(usage);
     else rec.deliveredChars = contentChars(message.content);
+    rec.usageEstimated = answer.estimated === true;
     if (this.config.env.DB_STORE_FULL_CONTENT) rec.responseContent = message;
     res.statusCode = 200;
     res.setHeader('content-type', 'application/json; charset=utf-8');
