@@ -73,6 +73,16 @@ function brokenUpstream(): Promise<{ url: string; server: Server }> {
         return;
       }
       const { model, stream } = JSON.parse(body) as { model: string; stream?: boolean };
+      if (model === 'quotes-key') {
+        const key = String(req.headers.authorization).replace('Bearer ', '');
+        res.writeHead(401, { 'content-type': 'application/json' });
+        res.end(
+          JSON.stringify({
+            error: { message: `Incorrect API key provided: ${key}.`, type: 'invalid_request_error', code: 'invalid_api_key' },
+          }),
+        );
+        return;
+      }
       const events = STREAMS[model];
       if (stream && events) {
         res.writeHead(200, { 'content-type': 'text/event-stream' });
@@ -89,17 +99,19 @@ function brokenUpstream(): Promise<{ url: string; server: Server }> {
   );
 }
 
+const ROUTE_KEY = 'sk-route-secret-0123456789';
+
 /** A model per case, named after it (`case/<name>`), its route asking the upstream for `<name>`. */
 const MODELS = (url: string) =>
   'models:\n' +
-  [...Object.keys(ANSWERS), ...Object.keys(STREAMS)]
+  [...Object.keys(ANSWERS), ...Object.keys(STREAMS), 'quotes-key']
     .map(
       (name) => `
   - id: case/${name}
     ${name.startsWith('emb-') ? 'type: embedding' : ''}
     context_length: 8192
     pricing: { prompt: 1, completion: 1 }
-    route: [{ kind: vllm, id: ${name}, base_url: "${url}", provider_model_id: ${name} }]`,
+    route: [{ kind: vllm, id: ${name}, base_url: "${url}", provider_model_id: ${name}, api_key: ${ROUTE_KEY} }]`,
     )
     .join('\n');
 
@@ -210,11 +222,19 @@ describe('an upstream that answers with a broken body', () => {
     expect(row).toMatchObject({ prompt_tokens: usage.input_tokens, completion_tokens: 5, usage_estimated: true });
   });
 
+  it("passes an upstream's 401 on without the route's key that its message quoted", async () => {
+    const res = await post('/v1/chat/completions', 'quotes-key', { messages: [{ role: 'user', content: 'hi' }] });
+    expect(res.status).toBe(401);
+    expect(res.json?.error).toMatchObject({ message: 'Incorrect API key provided: [redacted].', code: 'invalid_api_key' });
+    expect(res.text).not.toContain(ROUTE_KEY);
+  });
+
   it('wrote one row per request, each with the status its client got', async () => {
     const rows = await gw.rows();
-    expect(rows.map((r) => r.status_code)).toEqual([502, 502, 502, 502, 502, 502, 502, 200, 200, 200, 502, 502, 502, 502, 200, 200]);
+    expect(rows.map((r) => r.status_code)).toEqual([502, 502, 502, 502, 502, 502, 502, 200, 200, 200, 502, 502, 502, 502, 200, 200, 401]);
     expect(rows.filter((r) => r.status_code === 502).every((r) => r.error_code === 'upstream_protocol')).toBe(true);
-    expect(rows.at(-2)).toMatchObject({ usage_estimated: true });
-    expect(rows.at(-2)!.prompt_tokens).toBeLessThan(10);
+    expect(rows.at(-3)).toMatchObject({ usage_estimated: true });
+    expect(rows.at(-3)!.prompt_tokens).toBeLessThan(10);
+    expect(rows.at(-1)!.error).not.toContain(ROUTE_KEY);
   });
 });

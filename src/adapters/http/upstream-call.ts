@@ -129,7 +129,7 @@ export function providerHttpError(
   route: RouteDef,
   retryAfterMs: number | undefined,
 ): UpstreamError {
-  const message = f.message || `HTTP ${status}`;
+  const message = withoutKeys(f.message || `HTTP ${status}`, route);
   const clientError = status >= 400 && status < 500;
   return new UpstreamError({
     failure: 'http',
@@ -144,6 +144,15 @@ export function providerHttpError(
     provider: route.kind,
     route: route.id,
   });
+}
+
+/**
+ * An upstream's error text with the route's own keys blanked out: some servers quote the key
+ * they refused, and the text is passed on to the client (a 401 passes through).
+ */
+function withoutKeys(text: string, route: RouteDef): string {
+  for (const key of route.apiKeys) if (key.length >= 8 && text.includes(key)) text = text.replaceAll(key, '[redacted]');
+  return text;
 }
 
 /**
