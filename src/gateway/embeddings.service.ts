@@ -100,7 +100,7 @@ export class EmbeddingsService implements OnModuleInit, OnApplicationBootstrap {
     out.model = model;
     const u = out.usage;
     if (u && isTokenCount(u.prompt_tokens)) {
-      if (typeof u.total_tokens !== 'number') u.total_tokens = u.prompt_tokens;
+      if (!isTokenCount(u.total_tokens)) u.total_tokens = u.prompt_tokens;
       return false;
     }
     const prompt = embeddingInputs(input).reduce((s, x) => s + (typeof x === 'string' ? estimateTextTokens(x) : x.length), 0);

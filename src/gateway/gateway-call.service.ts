@@ -179,7 +179,7 @@ export class GatewayCalls {
         // A bug here must not cost the request its row, nor its key a concurrency slot for good.
         this.appLogger.pino.error({ reqId: rec.id, err }, `request ${rec.id}: its row could not be made from the upstream's figures`);
         rec.usage = undefined;
-        row = rec.toRow(false);
+        row = rec.toRow(this.config.env.DB_STORE_FULL_CONTENT);
       }
       rec.lease?.settle(row);
       this.writer.enqueue(row);

@@ -15,8 +15,8 @@ export class HealthController {
   ) {}
 
   /**
-   * Liveness: 200 while the gateway can serve every model; a database outage or unhealthy
-   * endpoints (while each model keeps a route) show as `degraded`.
+   * Liveness: 200 while the gateway can serve any model; a database outage, unhealthy endpoints
+   * and models left without a route show as `degraded`; 503 once no model can be served.
    */
   @Get()
   @HealthCheck()

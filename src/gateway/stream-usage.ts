@@ -1,5 +1,5 @@
 import type { ChatChunk, Usage } from '../common/chat.types';
-import { usageFromCounts } from '../common/usage';
+import { isSoundUsage, usageFromCounts } from '../common/usage';
 import type { RequestRecord } from './request-record';
 
 /**
@@ -21,9 +21,11 @@ export class StreamUsage {
   /** Records the chunk's usage; false for a usage-only chunk (held), else sets its `usage` field. */
   take(chunk: ChatChunk): boolean {
     if (chunk.usage) {
-      this.rec.usage = chunk.usage;
+      // Counts out of range (from any backend) are not shown or billed: the estimate stands in.
+      const sound = isSoundUsage(chunk.usage);
+      if (sound) this.rec.usage = chunk.usage;
       if (chunk.choices.length === 0) {
-        this.held = chunk;
+        if (sound) this.held = chunk;
         return false;
       }
     }

@@ -301,7 +301,7 @@ export class RouteExecutor {
       message:
         e instanceof RangeError
           ? `adapter ${route.kind} failed on route ${route.id}: ${e.message}`
-          : `upstream ${route.id} sent an answer the gateway cannot read (the gateway's log has the details)`,
+          : `the gateway failed on route ${route.id}; its log has the details`,
       route: route.id,
       provider: route.kind,
       gatewayFault: e instanceof RangeError,

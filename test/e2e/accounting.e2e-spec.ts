@@ -4,6 +4,7 @@ import { OpenAiUpstream } from '../fixtures/openai-upstream';
 import { ACCESS_ENV, adminApi, call, chat, waitFor } from '../helpers/access';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres';
+import { RequestRecord } from '../../src/gateway/request-record';
 
 /**
  * What a request costs: every token kind at its price, the per-request fee, images, a route's own
@@ -166,6 +167,25 @@ describe.each(['sqlite', 'postgres'] as const)('accounting on %s', (backend) => 
       expect(row!.prompt_tokens).toBeLessThan(100);
       expect(row!.completion_tokens).toBeLessThan(100);
       expect(Number(row!.cost_usd)).toBeLessThan(0.001);
+    }
+  });
+
+  it("still writes the row and frees the key's slot when making the row from the upstream's figures fails", async () => {
+    const key = await adminApi(gw).createKey({ name: 'one-at-a-time-2', max_concurrency: 1 });
+    const toRow = jest.spyOn(RequestRecord.prototype, 'toRow').mockImplementationOnce(() => {
+      throw new Error('a bug in the accounting');
+    });
+    try {
+      const first = await chat(gw, key.key, ask('acme/detailed'));
+      const second = await chat(gw, key.key, ask('acme/detailed'));
+      expect([first.status, second.status]).toEqual([200, 200]);
+      const rows = await gw.rows();
+      const row = rows.find((r) => `gen-${r.id}` === first.body.id);
+      // Rebuilt without the upstream's usage: billed on the estimate, and it says so.
+      expect(row).toMatchObject({ status_code: 200, usage_estimated: true });
+      expect(rows.find((r) => `gen-${r.id}` === second.body.id)).toMatchObject({ status_code: 200, prompt_tokens: 1000 });
+    } finally {
+      toRow.mockRestore();
     }
   });
 

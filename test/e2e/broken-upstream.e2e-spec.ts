@@ -15,7 +15,7 @@ const toolCall = (args: unknown) => ({ id: 'call_1', type: 'function', function:
 
 const ANSWERS: Record<string, unknown> = {
   'null-choice': { ...CHAT, choices: [null], usage: USAGE },
-  'null-message': { ...CHAT, choices: [{ index: 0, message: null, finish_reason: 'stop' }], usage: USAGE },
+  'null-message': { ...CHAT, choices: [{ index: 0, message: null, finish_reason: null }], usage: USAGE },
   'content-number': { ...CHAT, choices: [{ index: 0, message: { role: 'assistant', content: 42 }, finish_reason: 'stop' }] },
   'args-object': {
     ...CHAT,
@@ -29,12 +29,22 @@ const ANSWERS: Record<string, unknown> = {
     choices: [{ index: 0, message: { role: 'assistant', content: 'Hello there, friend' }, finish_reason: 'stop' }],
     usage: { prompt_tokens: -1, completion_tokens: 'two', total_tokens: 1 },
   },
-  'call-without-function': {
+  'custom-tool-call': {
     ...CHAT,
     choices: [
-      { index: 0, message: { role: 'assistant', content: null, tool_calls: [{ id: 'c', type: 'function' }] }, finish_reason: 'tool_calls' },
+      {
+        index: 0,
+        message: {
+          role: 'assistant',
+          content: 'Running it.',
+          tool_calls: [{ id: 'c', type: 'custom', custom: { name: 'sh', input: 'ls' } }],
+        },
+        finish_reason: 'tool_calls',
+      },
     ],
+    usage: USAGE,
   },
+  'finish-only': { ...CHAT, choices: [{ index: 0, finish_reason: 'content_filter' }], usage: USAGE },
   'text-null-choice': { id: 'x', object: 'text_completion', created: 1, model: 'x', choices: [null], usage: USAGE },
   'emb-short': {
     object: 'list',
@@ -147,9 +157,8 @@ describe('an upstream that answers with a broken body', () => {
 
   it.each([
     ['a choice that is null', 'null-choice', /choices\[0\] is not an object/],
-    ['a choice without its message', 'null-message', /choices\[0\] has no message/],
+    ['a choice with neither message nor finish reason', 'null-message', /choices\[0\] has no message/],
     ['content that is a number', 'content-number', /choices\[0\]\.message\.content is not text/],
-    ['a tool call without its function', 'call-without-function', /tool_calls\[0\] has no function/],
   ])('answers %s with a 502 naming it', async (_what, name, what) => {
     const res = await post('/v1/chat/completions', name, { messages: [{ role: 'user', content: 'hi' }] });
     expectProtocolError(res, what);
@@ -192,6 +201,22 @@ describe('an upstream that answers with a broken body', () => {
     expect(anthropic.json?.content).toEqual([{ type: 'tool_use', id: expect.any(String), name: 'get_weather', input: { city: 'Paris' } }]);
   });
 
+  it('relays what is sound though unusual: a tool call of another type, a choice with only its finish reason', async () => {
+    const custom = await post('/v1/chat/completions', 'custom-tool-call', { messages: [{ role: 'user', content: 'hi' }] });
+    expect(custom.status).toBe(200);
+    expect(custom.json?.choices).toMatchObject([{ message: { tool_calls: [{ type: 'custom', custom: { name: 'sh', input: 'ls' } }] } }]);
+    // Messages has no counterpart for it: the text comes through, the call does not.
+    const anthropic = await post('/anthropic/v1/messages', 'custom-tool-call', {
+      max_tokens: 10,
+      messages: [{ role: 'user', content: 'hi' }],
+    });
+    expect(anthropic.status).toBe(200);
+    expect(anthropic.json?.content).toEqual([{ type: 'text', text: 'Running it.' }]);
+    const filtered = await post('/v1/chat/completions', 'finish-only', { messages: [{ role: 'user', content: 'hi' }] });
+    expect(filtered.status).toBe(200);
+    expect(filtered.json?.choices).toEqual([{ index: 0, message: { role: 'assistant', content: null }, finish_reason: 'content_filter' }]);
+  });
+
   it('answers a text completion with a null choice with a 502', async () => {
     const res = await post('/v1/completions', 'text-null-choice', { prompt: 'hi' });
     expectProtocolError(res, /choices\[0\] is not an object/);
@@ -231,7 +256,9 @@ describe('an upstream that answers with a broken body', () => {
 
   it('wrote one row per request, each with the status its client got', async () => {
     const rows = await gw.rows();
-    expect(rows.map((r) => r.status_code)).toEqual([502, 502, 502, 502, 502, 502, 502, 200, 200, 200, 502, 502, 502, 502, 200, 200, 401]);
+    expect(rows.map((r) => r.status_code)).toEqual([
+      502, 502, 502, 502, 502, 502, 200, 200, 200, 200, 200, 200, 502, 502, 502, 502, 200, 200, 401,
+    ]);
     expect(rows.filter((r) => r.status_code === 502).every((r) => r.error_code === 'upstream_protocol')).toBe(true);
     expect(rows.at(-3)).toMatchObject({ usage_estimated: true });
     expect(rows.at(-3)!.prompt_tokens).toBeLessThan(10);

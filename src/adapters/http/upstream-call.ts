@@ -150,7 +150,7 @@ export function providerHttpError(
  * An upstream's error text with the route's own keys blanked out: some servers quote the key
  * they refused, and the text is passed on to the client (a 401 passes through).
  */
-function withoutKeys(text: string, route: RouteDef): string {
+export function withoutKeys(text: string, route: RouteDef): string {
   for (const key of route.apiKeys) if (key.length >= 8 && text.includes(key)) text = text.replaceAll(key, '[redacted]');
   return text;
 }

@@ -8,7 +8,7 @@ import { UpstreamError } from '../../common/errors';
 import { bodyChunks, SseDecoder } from '../../common/sse';
 import type { RouteDef } from '../../config/registry.types';
 import { KeyPool } from '../http/key-pool.service';
-import { callInfo, parseEvent, postJson, probeGet, protocolError, readJson, releaseBody } from '../http/upstream-call';
+import { callInfo, parseEvent, postJson, probeGet, protocolError, readJson, releaseBody, withoutKeys } from '../http/upstream-call';
 import { UpstreamClient } from '../http/upstream-client.service';
 import { LlmAdapter, type CallContext, type ProbeResult } from '../llm-adapter';
 import { completionAsChatRequest, completionChunkToChat, completionToChat } from '../text-completion.mapper';
@@ -185,7 +185,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
             throw new UpstreamError({
               failure: 'http',
               upstreamStatus: 502,
-              message: `upstream ${route.id} failed mid-stream: ${inBand.message ?? JSON.stringify(inBand)}`,
+              message: withoutKeys(`upstream ${route.id} failed mid-stream: ${inBand.message ?? JSON.stringify(inBand)}`, route),
               provider: route.kind,
               route: route.id,
             });

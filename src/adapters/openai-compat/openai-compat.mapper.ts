@@ -4,7 +4,7 @@ import type { EmbeddingsRequest } from '../../common/embedding.types';
 import { UpstreamError } from '../../common/errors';
 import { isSoundUsage, tokenCounts } from '../../common/usage';
 import type { RouteDef } from '../../config/registry.types';
-import { joinUrl, providerHttpError } from '../http/upstream-call';
+import { joinUrl, providerHttpError, withoutKeys } from '../http/upstream-call';
 import type { OpenAiCompatProfile } from './openai-compat.profiles';
 
 /** OpenRouter-style request options the gateway acts on itself; upstreams never see them. */
@@ -114,8 +114,9 @@ export function choicesProblem(choices: readonly unknown[], part: 'message' | 'd
     }
     let m = c[part];
     if (m === undefined || m === null) {
-      if (part === 'message') return `choices[${i}] has no message`;
-      m = c.delta = {};
+      // A choice with only its finish reason (a content-filter stop) is an empty answer.
+      if (part === 'message' && !c.finish_reason) return `choices[${i}] has no message`;
+      m = c[part] = part === 'message' ? { role: 'assistant', content: null } : {};
     }
     if (!isObject(m)) return `choices[${i}].${part} is not an object`;
     const content = m.content;
@@ -127,9 +128,9 @@ export function choicesProblem(choices: readonly unknown[], part: 'message' | 'd
     for (let j = 0; j < calls.length; j++) {
       const t: unknown = calls[j];
       if (!isObject(t)) return `choices[${i}].${part}.tool_calls[${j}] is not an object`;
+      // Absent in later deltas of a call, and in calls of other types (OpenAI's custom tools).
       const f = t.function;
-      if (f === undefined && part === 'delta') continue; // later deltas of a call carry only what is new
-      if (f === undefined) return `choices[${i}].message.tool_calls[${j}] has no function`;
+      if (f === undefined || f === null) continue;
       if (!isObject(f)) return `choices[${i}].${part}.tool_calls[${j}].function is not an object`;
       if (f.name !== undefined && f.name !== null && typeof f.name !== 'string')
         return `choices[${i}].${part}.tool_calls[${j}].function.name is not text`;
@@ -304,7 +305,8 @@ export function fixKimiRequest(body: Record<string, unknown>): void {
  * FastAPI's `{detail}` and plain text.
  */
 export function upstreamHttpError(status: number, text: string, route: RouteDef, retryAfterMs: number | undefined): UpstreamError {
-  let message = text.trim().slice(0, 2000);
+  // Keys blanked out before the cut, so that no part of one survives it.
+  let message = withoutKeys(text.trim(), route).slice(0, 2000);
   let type: string | undefined;
   let code: string | number | null | undefined;
   let param: string | null | undefined;

@@ -12,7 +12,7 @@ import type {
   ToolDefinition,
   Usage,
 } from '../../common/chat.types';
-import { tokenCounts } from '../../common/usage';
+import { isSoundUsage, tokenCounts } from '../../common/usage';
 
 /**
  * The Anthropic surface's translation for backends that do not speak the Messages API, as pure
@@ -281,8 +281,13 @@ export function chatToMessage(res: ChatResponse, id: string, model: string): Jso
         ? msg.content.map((p) => String((p as { text?: unknown }).text ?? '')).join('')
         : '';
   if (text !== '') content.push({ type: 'text', text });
-  for (const t of msg.tool_calls ?? [])
+  // Function calls only: Messages has no counterpart for other kinds (OpenAI's custom tools).
+  let toolUses = 0;
+  for (const t of msg.tool_calls ?? []) {
+    if (!t.function) continue;
     content.push({ type: 'tool_use', id: anthropicToolId(t.id), name: t.function.name, input: parseInput(t.function.arguments) });
+    toolUses++;
+  }
   const finish = choice?.finish_reason;
   return {
     id,
@@ -290,7 +295,7 @@ export function chatToMessage(res: ChatResponse, id: string, model: string): Jso
     role: 'assistant',
     model,
     content,
-    stop_reason: msg.tool_calls?.length && finish !== 'length' ? 'tool_use' : stopReason(finish),
+    stop_reason: toolUses > 0 && finish !== 'length' ? 'tool_use' : stopReason(finish),
     stop_sequence: null,
     usage: messagesUsage(res.usage),
   };
@@ -325,7 +330,7 @@ export class ChatToMessagesStream {
   push(chunk: ChatChunk): MessagesEvent[] {
     const out: MessagesEvent[] = [];
     if (!this.started) this.begin(out);
-    if (chunk.usage) this.usage = chunk.usage;
+    if (isSoundUsage(chunk.usage)) this.usage = chunk.usage;
     for (const c of chunk.choices) {
       if (c.index !== 0) continue;
       const d = c.delta ?? {};

@@ -6,6 +6,7 @@ import type { CallContext, LlmAdapter, MessagesCall, MessagesEvent } from '../..
 import type { ChatChunk, ChatMessage, ChatRequest } from '../../common/chat.types';
 import { UpstreamError } from '../../common/errors';
 import { contentText, estimatePromptTokens } from '../../common/tokens';
+import { isSoundUsage } from '../../common/usage';
 import { AppConfig } from '../../config/app-config';
 import type { RouteDef } from '../../config/registry.types';
 import { Execution, RouteExecutor, type StreamShape } from '../../routing/route-executor.service';
@@ -129,7 +130,7 @@ export class MessagesService {
         if (chat instanceof UpstreamError) throw chat;
         const out = await adapter.complete(chat, route, ctx);
         const message = chatToMessage(out, messageId(rec.id), ctx.publicModel);
-        if (out.usage) return { text: JSON.stringify(message), message };
+        if (isSoundUsage(out.usage)) return { text: JSON.stringify(message), message };
         // No usage from the backend: the client sees the estimate the request is billed on.
         message.usage = {
           ...(message.usage as AnthropicUsage),
@@ -145,7 +146,8 @@ export class MessagesService {
     rec.finishReason = finishReason(typeof message.stop_reason === 'string' ? message.stop_reason : null);
     const usage = message.usage as AnthropicUsage | undefined;
     if (usage) rec.usage = anthropicUsage(usage);
-    else rec.deliveredChars = contentChars(message.content);
+    // Also with usage: should it be unusable, the record estimates from what was delivered.
+    rec.deliveredChars = contentChars(message.content);
     rec.usageEstimated = answer.estimated === true;
     if (this.config.env.DB_STORE_FULL_CONTENT) rec.responseContent = message;
     res.statusCode = 200;

@@ -1,0 +1,43 @@
+import type { ChatChunk } from '../common/chat.types';
+import { RequestRecord } from './request-record';
+import { StreamUsage } from './stream-usage';
+
+const chunk = (choices: ChatChunk['choices'], usage?: ChatChunk['usage']): ChatChunk => ({
+  id: 'c',
+  object: 'chat.completion.chunk',
+  created: 1,
+  model: 'm',
+  choices,
+  usage,
+});
+const usage = (prompt: number, completion: number) => ({
+  prompt_tokens: prompt,
+  completion_tokens: completion,
+  total_tokens: prompt + completion,
+});
+
+describe('StreamUsage', () => {
+  it("holds the upstream's usage-only chunk back for the end and records its usage", () => {
+    const rec = new RequestRecord('r', 0);
+    const u = new StreamUsage(true, rec);
+    const content = chunk([{ index: 0, delta: { content: 'hi' }, finish_reason: null }]);
+    expect(u.take(content)).toBe(true);
+    expect(content.usage).toBeNull();
+    expect(u.take(chunk([], usage(3, 2)))).toBe(false);
+    expect(u.held?.usage).toEqual(usage(3, 2));
+    expect(u.final(() => 99)).toEqual(usage(3, 2));
+  });
+
+  it('drops usage with counts out of range, whichever backend sent it, and ends with the estimate', () => {
+    const rec = new RequestRecord('r', 0);
+    rec.deliveredChars = 8;
+    const u = new StreamUsage(true, rec);
+    expect(u.take(chunk([], usage(1e300, 2)))).toBe(false);
+    const finish = chunk([{ index: 0, delta: {}, finish_reason: 'stop' }], usage(-1, 5));
+    expect(u.take(finish)).toBe(true);
+    expect(finish.usage).toBeNull();
+    expect(u.held).toBeUndefined();
+    expect(rec.usage).toBeUndefined();
+    expect(u.final(() => 7)).toEqual(usage(7, 2));
+  });
+});
