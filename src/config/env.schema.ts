@@ -109,6 +109,15 @@ export class Env {
   @Min(0)
   DB_CONNECT_TIMEOUT_MS = 5000;
 
+  /**
+   * The longest a query may go unanswered (PostgreSQL): a database that stops answering without
+   * closing its connections fails queries after this, so request logs spool and key checks fail.
+   */
+  @Type(() => Number)
+  @IsInt()
+  @Min(100)
+  DB_QUERY_TIMEOUT_MS = 10000;
+
   @Type(() => Number)
   @IsInt()
   @Min(1)

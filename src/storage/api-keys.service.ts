@@ -51,7 +51,7 @@ interface CacheEntry {
  * Lookups are cached for API_KEY_CACHE_TTL_MS (unknown keys too, so a flood of bad keys does not
  * reach the database); a change made here is seen at once by this process and by the others
  * within the TTL. While the database is unreachable, cached keys keep working past their TTL and
- * unknown ones are answered 503, never 401.
+ * a lookup of any other fails (ApiKeyGuard: a 503 when keys are required, never a 401).
  */
 @Injectable()
 export class ApiKeysService {

@@ -56,7 +56,13 @@ export function dataSourceOptions(config: AppConfig): DataSourceOptions {
       migrationsTableName: 'migrations',
       synchronize: false,
       logging: false, // the writer reports failures itself; TypeORM would print every parameter
-      extra: { max: config.env.DB_POOL_SIZE, connectionTimeoutMillis: 5000, idleTimeoutMillis: 30_000 },
+      extra: {
+        max: config.env.DB_POOL_SIZE,
+        connectionTimeoutMillis: 5000,
+        idleTimeoutMillis: 30_000,
+        // Client-side: also bounds a query whose connection went silent (no answer, no close).
+        query_timeout: config.env.DB_QUERY_TIMEOUT_MS,
+      },
     };
   }
   const file = config.sqlitePath;

@@ -87,7 +87,8 @@ export class DatabaseService implements OnModuleInit {
     await this.connecting?.catch(() => undefined);
     const ds = this.source;
     this.source = undefined;
-    if (ds?.isInitialized) await ds.destroy().catch(() => undefined);
+    // Ending the pool waits for connections still out, which a silent database never returns.
+    if (ds?.isInitialized) await Promise.race([ds.destroy().catch(() => undefined), sleep(3000, undefined, { ref: false })]);
   }
 
   private async tryConnect(): Promise<boolean> {

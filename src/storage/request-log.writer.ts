@@ -60,6 +60,11 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   private readonly spoolFile: string;
   private readonly rejectedFile: string;
   private replaying = false;
+  /**
+   * An insert failed (the database refused, or stayed silent past the batch's deadline): until
+   * a ping answers again, rows go straight to the spool instead of each batch waiting to fail.
+   */
+  private stalled = false;
   /** Built per connected data source (a reconnect makes a new one). */
   private inserter?: ApiLogInserter;
   readonly stats = { written: 0, spooled: 0, replayed: 0, spoolFiles: 0, rejected: 0 };
@@ -149,22 +154,43 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     while (this.queue.length > 0) {
       const batch = this.queue.splice(0, size);
       const ds = this.db.dataSource;
-      if (!ds) {
+      if (!ds || this.stalled) {
         await this.spool(batch);
         continue;
       }
       this.writing = batch;
       try {
-        this.stats.written += await this.insertBatch(batch);
+        this.stats.written += await this.withDeadline(this.insertBatch(batch), batch);
       } catch (err) {
         if (err instanceof RowsNotWritten) this.stats.written += err.written;
         const rest = err instanceof RowsNotWritten ? err.rows : batch;
         this.logger.warn(`request-log insert failed, ${rest.length} rows spooled: ${(err as Error).message}`);
+        this.stalled = true;
         this.db.reportFailure(err instanceof RowsNotWritten ? err.cause : err);
         await this.spool(rest);
       } finally {
         this.writing = [];
       }
+    }
+  }
+
+  /**
+   * A batch's insert, failed once the database has been silent for twice the query timeout
+   * (a query and its rollback). The insert may still land later: the spooled copies then replay
+   * as rows already present, never twice.
+   */
+  private async withDeadline(insert: Promise<number>, batch: ApiLog[]): Promise<number> {
+    const ms = 2 * this.config.env.DB_QUERY_TIMEOUT_MS + 1000;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        reject(new RowsNotWritten(new Error(`the database did not answer within ${ms} ms`), batch));
+      }, ms);
+    });
+    try {
+      return await Promise.race([insert, deadline]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -265,6 +291,11 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     if (this.replaying || !this.db.dataSource) return;
     this.replaying = true;
     try {
+      if (this.stalled) {
+        await this.db.ping(2000);
+        this.stalled = false;
+        this.logger.log('the database answers again; request logs are written to it');
+      }
       const dir = this.config.spoolDir;
       const files = (await readdir(dir).catch(() => [] as string[])).filter((f) => f.startsWith(SPOOL_PREFIX) && f.endsWith('.jsonl'));
       this.stats.spoolFiles = files.length;

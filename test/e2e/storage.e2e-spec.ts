@@ -138,6 +138,29 @@ describe('request logs when PostgreSQL goes away', () => {
     expect(await countRows(db)).toBe(6);
   });
 
+  it('spools rows and still shuts down when the database stops answering without closing', async () => {
+    const port = await proxy.start();
+    gw = await startGateway({ models: MODELS, env: { ...env(port), DB_QUERY_TIMEOUT_MS: '300', REQUEST_LOG_FLUSH_MS: '50' } });
+    const dir = join(gw.dir, 'spool');
+    await ask(gw, 2);
+    await gw.waitForRows(2);
+    proxy.hold();
+    await ask(gw, 4); // the gateway keeps serving
+    // Within the deadline (2 x 300 ms + 1 s), not only once REQUEST_LOG_MAX_QUEUE overflows.
+    await waitFor(() => spooledLines(dir) === 4, '4 spooled rows', 5000);
+    const app = gw.app;
+    gw = undefined;
+    const started = Date.now();
+    await app.close();
+    expect(Date.now() - started).toBeLessThan(8000);
+    expect(spooledLines(dir)).toBe(4);
+    proxy.release();
+    // A new process on the same spool directory replays them: every row exactly once.
+    gw = await startGateway({ models: MODELS, env: { ...env(port), REQUEST_LOG_SPOOL_DIR: dir } });
+    await waitFor(async () => (await countRows(db)) === 6, 'the replay');
+    expect(new Set((await gw.rows()).map((r) => r.id)).size).toBe(6);
+  });
+
   it('drains to the spool on shutdown when the database is down', async () => {
     const port = await proxy.start();
     gw = await startGateway({ models: MODELS, env: { ...env(port), REQUEST_LOG_FLUSH_MS: '600000', REQUEST_LOG_BATCH_SIZE: '1000' } });
