@@ -115,3 +115,18 @@ describe('SseDecoder', () => {
     expect(d.push(bytes.subarray(7)).map((e) => e.data)).toEqual(['é']);
   });
 });
+
+describe('SseDecoder: event size', () => {
+  it('fails an event that grows past the limit, however it is cut', () => {
+    const d = new SseDecoder(100);
+    expect(d.push('data: ' + 'x'.repeat(60))).toEqual([]);
+    expect(() => d.push('x'.repeat(60))).toThrow('sent a stream event longer than 100 characters');
+  });
+
+  it('counts from the last complete event, so long streams of small events pass', () => {
+    const d = new SseDecoder(100);
+    for (let i = 0; i < 50; i++) expect(d.push(`data: ${'y'.repeat(40)}\n\n`)).toHaveLength(1);
+    expect(d.push('data: ' + 'z'.repeat(80))).toEqual([]);
+    expect(d.push('\n\n')).toHaveLength(1);
+  });
+});

@@ -17,18 +17,33 @@ export interface SseEvent {
 export class SseDecoder {
   private readonly decoder = new TextDecoder('utf-8');
   private pending: SseEvent[] = [];
+  /** Characters fed since the last complete event: what the parser is holding. */
+  private held = 0;
   private readonly parser = createParser({
     onEvent: (m: EventSourceMessage) => this.pending.push({ event: m.event, data: m.data, id: m.id }),
   });
 
+  /** `maxEventChars`: an event not complete within this many characters fails the stream. */
+  constructor(private readonly maxEventChars = MAX_EVENT_CHARS) {}
+
   push(chunk: Uint8Array | string): SseEvent[] {
-    this.parser.feed(typeof chunk === 'string' ? chunk : this.decoder.decode(chunk, { stream: true }));
-    if (this.pending.length === 0) return NONE;
+    const text = typeof chunk === 'string' ? chunk : this.decoder.decode(chunk, { stream: true });
+    this.parser.feed(text);
+    if (this.pending.length === 0) {
+      this.held += text.length;
+      // A misbehaving server must not make the gateway hold an unbounded event in memory.
+      if (this.held > this.maxEventChars) throw new Error(`sent a stream event longer than ${this.maxEventChars} characters`);
+      return NONE;
+    }
+    this.held = 0;
     const out = this.pending;
     this.pending = [];
     return out;
   }
 }
+
+/** No model's chunk comes near it; a whole answer in one event still fits. */
+export const MAX_EVENT_CHARS = 32 * 1024 * 1024;
 
 const NONE: SseEvent[] = [];
 
