@@ -68,7 +68,11 @@ async function main(): Promise<void> {
     { name: 'upstream', proc: upstream, bodies: directBodies(upstream.port, s.tokens) },
   ];
   for (const [i, v] of s.variants.entries()) {
-    const proc = await startGateway(gatewayEnv(work, `v${i}`, v.env), join(work, `v${i}.log`), { root: v.root, nodeArgs: v.nodeArgs });
+    // No idle collection unless a variant asks: the order of turns leaves some variants idle past
+    // IDLE_GC_AFTER_MS between rounds and others not, and a collected heap costs ~20% more CPU
+    // while it grows again (bench/README, twelfth session).
+    const env = { IDLE_GC_AFTER_MS: '0', ...v.env };
+    const proc = await startGateway(gatewayEnv(work, `v${i}`, env), join(work, `v${i}.log`), { root: v.root, nodeArgs: v.nodeArgs });
     targets.push({ name: v.name, proc, bodies: gatewayBodies(proc.port, s.tokens) });
   }
   process.stdout.write(`${s.scenario}, ${s.connections} connections, ${s.rounds} rounds of ${s.seconds} s; logs in ${work}\n`);
