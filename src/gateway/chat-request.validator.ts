@@ -1,11 +1,11 @@
 import type { ChatRequest } from '../common/chat.types';
 import { InvalidRequestError } from '../common/errors';
+import { isJsonObject } from '../common/json-object';
 
 const ROLES = new Set(['system', 'developer', 'user', 'assistant', 'tool', 'function']);
 
 type Check = (v: unknown) => string | undefined;
 
-const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const num =
   (min?: number, max?: number): Check =>
   (v) =>
@@ -22,7 +22,7 @@ const int =
     typeof v === 'number' && !Number.isInteger(v) ? 'must be an integer' : num(min, max)(v);
 const bool: Check = (v) => (typeof v === 'boolean' ? undefined : 'must be a boolean');
 const str: Check = (v) => (typeof v === 'string' ? undefined : 'must be a string');
-const obj: Check = (v) => (isObj(v) ? undefined : 'must be an object');
+const obj: Check = (v) => (isJsonObject(v) ? undefined : 'must be an object');
 const stop: Check = (v) =>
   typeof v === 'string' || (Array.isArray(v) && v.every((s) => typeof s === 'string'))
     ? undefined
@@ -69,7 +69,7 @@ function fail(param: string, problem: string): never {
  * through untouched (servers have their own extras); known ones must have the right type.
  */
 export function validateChatRequest(body: unknown): ChatRequest {
-  if (!isObj(body)) fail('body', 'must be a JSON object');
+  if (!isJsonObject(body)) fail('body', 'must be a JSON object');
   // OpenRouter: without `model`, the first of the fallback list `models` is the model asked for.
   if ((body.model === undefined || body.model === null) && Array.isArray(body.models) && typeof body.models[0] === 'string')
     body.model = body.models[0];
@@ -87,13 +87,13 @@ export function validateChatRequest(body: unknown): ChatRequest {
     if (problem) fail(key, problem);
   }
   if (
-    isObj(body.stream_options) &&
+    isJsonObject(body.stream_options) &&
     body.stream_options.include_usage !== undefined &&
     typeof body.stream_options.include_usage !== 'boolean'
   ) {
     fail('stream_options.include_usage', 'must be a boolean');
   }
-  if (isObj(body.response_format) && typeof body.response_format.type !== 'string')
+  if (isJsonObject(body.response_format) && typeof body.response_format.type !== 'string')
     fail('response_format.type', 'is required and must be a string');
   if (body.tools !== undefined && body.tools !== null) checkTools(body.tools);
   if (body.tool_choice !== undefined && body.tool_choice !== null) checkToolChoice(body.tool_choice);
@@ -102,7 +102,7 @@ export function validateChatRequest(body: unknown): ChatRequest {
 
 function checkMessage(m: unknown, i: number): void {
   const at = `messages[${i}]`;
-  if (!isObj(m)) fail(at, 'must be an object');
+  if (!isJsonObject(m)) fail(at, 'must be an object');
   if (typeof m.role !== 'string') fail(`${at}.role`, 'is required and must be a string');
   if (!ROLES.has(m.role)) fail(`${at}.role`, `must be one of ${[...ROLES].join(', ')}`);
   const c = m.content;
@@ -110,11 +110,11 @@ function checkMessage(m: unknown, i: number): void {
     if (m.role !== 'assistant') fail(`${at}.content`, 'is required');
   } else if (Array.isArray(c)) {
     c.forEach((part, j) => {
-      if (!isObj(part) || typeof part.type !== 'string') fail(`${at}.content[${j}]`, 'must be an object with a string "type"');
+      if (!isJsonObject(part) || typeof part.type !== 'string') fail(`${at}.content[${j}]`, 'must be an object with a string "type"');
       if (part.type === 'text' && typeof part.text !== 'string') fail(`${at}.content[${j}].text`, 'must be a string');
       if (
         part.type === 'image_url' &&
-        !(isObj(part.image_url) && typeof part.image_url.url === 'string') &&
+        !(isJsonObject(part.image_url) && typeof part.image_url.url === 'string') &&
         typeof part.image_url !== 'string'
       ) {
         fail(`${at}.content[${j}].image_url.url`, 'must be a string');
@@ -130,9 +130,9 @@ function checkMessage(m: unknown, i: number): void {
     if (!Array.isArray(m.tool_calls)) fail(`${at}.tool_calls`, 'must be an array');
     m.tool_calls.forEach((t: unknown, j: number) => {
       const tat = `${at}.tool_calls[${j}]`;
-      if (!isObj(t)) fail(tat, 'must be an object');
+      if (!isJsonObject(t)) fail(tat, 'must be an object');
       if (typeof t.id !== 'string') fail(`${tat}.id`, 'must be a string');
-      if (!isObj(t.function)) fail(`${tat}.function`, 'must be an object');
+      if (!isJsonObject(t.function)) fail(`${tat}.function`, 'must be an object');
       if (typeof t.function.name !== 'string') fail(`${tat}.function.name`, 'must be a string');
       if (typeof t.function.arguments !== 'string') fail(`${tat}.function.arguments`, 'must be a string (JSON-encoded arguments)');
     });
@@ -143,11 +143,11 @@ function checkTools(tools: unknown): void {
   if (!Array.isArray(tools)) fail('tools', 'must be an array');
   tools.forEach((t, i) => {
     const at = `tools[${i}]`;
-    if (!isObj(t)) fail(at, 'must be an object');
+    if (!isJsonObject(t)) fail(at, 'must be an object');
     if (t.type !== 'function') fail(`${at}.type`, 'must be "function"');
-    if (!isObj(t.function)) fail(`${at}.function`, 'must be an object');
+    if (!isJsonObject(t.function)) fail(`${at}.function`, 'must be an object');
     if (typeof t.function.name !== 'string' || t.function.name === '') fail(`${at}.function.name`, 'must be a non-empty string');
-    if (t.function.parameters !== undefined && !isObj(t.function.parameters))
+    if (t.function.parameters !== undefined && !isJsonObject(t.function.parameters))
       fail(`${at}.function.parameters`, 'must be a JSON Schema object');
   });
 }
@@ -158,7 +158,7 @@ function checkToolChoice(tc: unknown): void {
       fail('tool_choice', 'must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}');
     return;
   }
-  if (!isObj(tc) || tc.type !== 'function' || !isObj(tc.function) || typeof tc.function.name !== 'string') {
+  if (!isJsonObject(tc) || tc.type !== 'function' || !isJsonObject(tc.function) || typeof tc.function.name !== 'string') {
     fail('tool_choice', 'must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}');
   }
 }

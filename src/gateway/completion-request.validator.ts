@@ -1,7 +1,7 @@
 import type { CompletionRequest } from '../common/completion.types';
 import { invalidParameter as fail, PARAMETER_CHECKS } from './chat-request.validator';
+import { isJsonObject } from '../common/json-object';
 
-const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const isTokenList = (v: unknown): boolean => Array.isArray(v) && v.length > 0 && v.every((t) => Number.isInteger(t) && (t as number) >= 0);
 
 /** The chat parameters legacy completions share (same types and ranges). */
@@ -29,7 +29,7 @@ const SHARED = [
  * of strings, a list of token ids or a list of such lists; unknown fields pass through.
  */
 export function validateCompletionRequest(body: unknown): CompletionRequest {
-  if (!isObj(body)) fail('body', 'must be a JSON object');
+  if (!isJsonObject(body)) fail('body', 'must be a JSON object');
   if (typeof body.model !== 'string' || body.model.trim() === '')
     fail('model', body.model === undefined || body.model === null ? 'is required' : 'must be a non-empty string');
   const p = body.prompt;
@@ -45,7 +45,7 @@ export function validateCompletionRequest(body: unknown): CompletionRequest {
     if (problem) fail(key, problem);
   }
   if (
-    isObj(body.stream_options) &&
+    isJsonObject(body.stream_options) &&
     body.stream_options.include_usage !== undefined &&
     typeof body.stream_options.include_usage !== 'boolean'
   ) {

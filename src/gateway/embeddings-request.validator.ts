@@ -1,7 +1,7 @@
 import type { EmbeddingsRequest } from '../common/embedding.types';
 import { invalidParameter as fail, PARAMETER_CHECKS } from './chat-request.validator';
+import { isJsonObject } from '../common/json-object';
 
-const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 const isTokenList = (v: unknown): boolean => Array.isArray(v) && v.length > 0 && v.every((t) => Number.isInteger(t) && (t as number) >= 0);
 
 /** OpenAI's limit on inputs per request. */
@@ -12,7 +12,7 @@ export const MAX_EMBEDDING_INPUTS = 2048;
  * list of them, a list of token ids, or a list of such lists.
  */
 export function validateEmbeddingsRequest(body: unknown): EmbeddingsRequest {
-  if (!isObj(body)) fail('body', 'must be a JSON object');
+  if (!isJsonObject(body)) fail('body', 'must be a JSON object');
   if (typeof body.model !== 'string' || body.model.trim() === '')
     fail('model', body.model === undefined || body.model === null ? 'is required' : 'must be a non-empty string');
   const input = body.input;

@@ -3,6 +3,7 @@ import { InvalidRequestError } from '../common/errors';
 import { perMillionToPicoPerToken, usdToPico } from '../common/money';
 import type { ModelDef, RouteDef } from '../config/registry.types';
 import { pricingOf } from './cost-estimate';
+import { isJsonObject } from '../common/json-object';
 
 export type ProviderSort = 'price' | 'throughput' | 'latency';
 
@@ -66,8 +67,6 @@ const PROVIDER_KEYS = [
   'preferred_max_latency',
 ];
 
-const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-
 function bad(param: string, problem: string): never {
   throw new InvalidRequestError(`Invalid request: "${param}" ${problem}`, param, 'invalid_request');
 }
@@ -99,7 +98,7 @@ export function parseRoutingOptions(req: ChatRequest, primary: ModelDef, ctx: Op
   const fallbacks = parseModels(req.models, primary, ctx);
   const p = req.provider;
   if (p === undefined || p === null) return { fallbacks, allowFallbacks: true, sort: variant?.sort };
-  if (!isObj(p)) bad('provider', 'must be an object');
+  if (!isJsonObject(p)) bad('provider', 'must be an object');
   for (const key of Object.keys(p)) {
     if (!PROVIDER_KEYS.includes(key)) bad(`provider.${key}`, `is not a provider preference; known: ${PROVIDER_KEYS.join(', ')}`);
   }
@@ -164,10 +163,10 @@ function parseModels(raw: unknown, primary: ModelDef, ctx: OptionContext): Model
 
 function parseSort(v: unknown): ProviderSort | undefined {
   if (v === undefined || v === null) return undefined;
-  const by = isObj(v) ? v.by : v;
-  const param = isObj(v) ? 'provider.sort.by' : 'provider.sort';
+  const by = isJsonObject(v) ? v.by : v;
+  const param = isJsonObject(v) ? 'provider.sort.by' : 'provider.sort';
   if (typeof by !== 'string' || !SORTS.includes(by as ProviderSort)) bad(param, `must be one of ${SORTS.join(', ')}`);
-  if (isObj(v)) {
+  if (isJsonObject(v)) {
     for (const key of Object.keys(v))
       if (key !== 'by' && key !== 'partition') bad(`provider.sort.${key}`, 'is not a sort option; known: by, partition');
     if (v.partition !== undefined && v.partition !== null && v.partition !== 'model' && v.partition !== 'none')
@@ -178,7 +177,7 @@ function parseSort(v: unknown): ProviderSort | undefined {
 
 function parseMaxPrice(v: unknown): MaxPrice | undefined {
   if (v === undefined || v === null) return undefined;
-  if (!isObj(v)) bad('provider.max_price', 'must be an object of prices (USD per million tokens; request and image per unit)');
+  if (!isJsonObject(v)) bad('provider.max_price', 'must be an object of prices (USD per million tokens; request and image per unit)');
   const out: MaxPrice = {};
   for (const [key, raw] of Object.entries(v)) {
     if (!(PRICE_KEYS as readonly string[]).includes(key))
@@ -199,7 +198,7 @@ function parseMaxPrice(v: unknown): MaxPrice | undefined {
 function checkPerformanceTarget(v: unknown, param: string): void {
   if (v === undefined || v === null) return;
   if (typeof v === 'number' && v >= 0) return;
-  if (isObj(v)) {
+  if (isJsonObject(v)) {
     for (const [k, x] of Object.entries(v)) {
       if (!['p50', 'p75', 'p90', 'p99'].includes(k)) bad(`${param}.${k}`, 'must be one of p50, p75, p90, p99');
       if (x !== null && !(typeof x === 'number' && x >= 0)) bad(`${param}.${k}`, 'must be a non-negative number');

@@ -1,6 +1,7 @@
 import type { AccountCredentials, SubscriptionProvider } from './subscription.types';
 import { storableTime } from './expiry';
 import { chatGptIdentity, jwtExpiry } from './jwt';
+import { isJsonObject } from '../common/json-object';
 
 /** One account read from an import file or an admin request, before it is stored. */
 export interface AccountInput {
@@ -22,7 +23,6 @@ export interface ParsedAccounts {
 }
 
 type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => !!v && typeof v === 'object' && !Array.isArray(v);
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v.trim() !== '' ? v.trim() : undefined);
 
 /**
@@ -42,10 +42,10 @@ export function parseAccounts(provider: SubscriptionProvider, data: unknown): Pa
   if (Array.isArray(data)) {
     entries = data;
     base = '';
-  } else if (isObj(data) && Array.isArray(data.accounts)) {
+  } else if (isJsonObject(data) && Array.isArray(data.accounts)) {
     entries = data.accounts;
     base = 'accounts';
-  } else if (isObj(data)) {
+  } else if (isJsonObject(data)) {
     entries = [data];
     base = '';
   } else {
@@ -55,7 +55,7 @@ export function parseAccounts(provider: SubscriptionProvider, data: unknown): Pa
   const errors: string[] = [];
   entries.forEach((entry, i) => {
     const where = base ? `${base}[${i}]` : entries.length > 1 || Array.isArray(data) ? `[${i}]` : '(account)';
-    if (!isObj(entry)) {
+    if (!isJsonObject(entry)) {
       errors.push(`${where}: must be an object`);
       return;
     }
@@ -87,7 +87,7 @@ export function checkName(name: string): string | undefined {
 }
 
 function claudeEntry(e: Obj, index: number, problems: string[]): AccountInput | undefined {
-  const oauth = isObj(e.claudeAiOauth) ? e.claudeAiOauth : e;
+  const oauth = isJsonObject(e.claudeAiOauth) ? e.claudeAiOauth : e;
   const prefix = oauth === e ? '' : 'claudeAiOauth.';
   const accessToken = str(oauth.access_token) ?? str(oauth.accessToken);
   const refreshToken = str(oauth.refresh_token) ?? str(oauth.refreshToken);
@@ -110,7 +110,7 @@ function claudeEntry(e: Obj, index: number, problems: string[]): AccountInput | 
 }
 
 function codexEntry(e: Obj, problems: string[]): AccountInput | undefined {
-  const tokens = isObj(e.tokens) ? e.tokens : e;
+  const tokens = isJsonObject(e.tokens) ? e.tokens : e;
   const prefix = tokens === e ? '' : 'tokens.';
   const accessToken = str(tokens.access_token);
   const refreshToken = str(tokens.refresh_token);

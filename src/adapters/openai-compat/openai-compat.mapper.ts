@@ -6,6 +6,7 @@ import { isSoundUsage, tokenCounts } from '../../common/usage';
 import type { RouteDef } from '../../config/registry.types';
 import { joinUrl, providerHttpError, withoutKeys } from '../http/upstream-call';
 import type { OpenAiCompatProfile } from './openai-compat.profiles';
+import { isJsonObject } from '../../common/json-object';
 
 /** OpenRouter-style request options the gateway acts on itself; upstreams never see them. */
 export const GATEWAY_ONLY_FIELDS = ['models', 'provider', 'route', 'transforms', 'plugins', 'usage'] as const;
@@ -93,8 +94,6 @@ export function normalizeUsage(u: Usage): Usage {
   return u;
 }
 
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-
 /**
  * What makes an upstream's choices unreadable, if anything, named by path (`choices[0].delta`):
  * a choice, message or delta that is not an object, content that is not text, tool calls that
@@ -107,7 +106,7 @@ const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'obj
 export function choicesProblem(choices: readonly unknown[], part: 'message' | 'delta' | 'text'): string | undefined {
   for (let i = 0; i < choices.length; i++) {
     const c = choices[i];
-    if (!isObject(c)) return `choices[${i}] is not an object`;
+    if (!isJsonObject(c)) return `choices[${i}] is not an object`;
     if (part === 'text') {
       if (c.text !== undefined && c.text !== null && typeof c.text !== 'string') return `choices[${i}].text is not text`;
       continue;
@@ -118,7 +117,7 @@ export function choicesProblem(choices: readonly unknown[], part: 'message' | 'd
       if (part === 'message' && !c.finish_reason) return `choices[${i}] has no message`;
       m = c[part] = part === 'message' ? { role: 'assistant', content: null } : {};
     }
-    if (!isObject(m)) return `choices[${i}].${part} is not an object`;
+    if (!isJsonObject(m)) return `choices[${i}].${part} is not an object`;
     const content = m.content;
     if (content !== undefined && content !== null && typeof content !== 'string' && !Array.isArray(content))
       return `choices[${i}].${part}.content is not text`;
@@ -127,11 +126,11 @@ export function choicesProblem(choices: readonly unknown[], part: 'message' | 'd
     if (!Array.isArray(calls)) return `choices[${i}].${part}.tool_calls is not a list`;
     for (let j = 0; j < calls.length; j++) {
       const t: unknown = calls[j];
-      if (!isObject(t)) return `choices[${i}].${part}.tool_calls[${j}] is not an object`;
+      if (!isJsonObject(t)) return `choices[${i}].${part}.tool_calls[${j}] is not an object`;
       // Absent in later deltas of a call, and in calls of other types (OpenAI's custom tools).
       const f = t.function;
       if (f === undefined || f === null) continue;
-      if (!isObject(f)) return `choices[${i}].${part}.tool_calls[${j}].function is not an object`;
+      if (!isJsonObject(f)) return `choices[${i}].${part}.tool_calls[${j}].function is not an object`;
       if (f.name !== undefined && f.name !== null && typeof f.name !== 'string')
         return `choices[${i}].${part}.tool_calls[${j}].function.name is not text`;
       if (f.arguments !== undefined && f.arguments !== null && typeof f.arguments !== 'string') f.arguments = JSON.stringify(f.arguments);

@@ -1,9 +1,8 @@
 import { InvalidRequestError } from '../../common/errors';
 import { MAX_TOKENS_LIMIT } from '../chat-request.validator';
+import { isJsonObject } from '../../common/json-object';
 
 type Json = Record<string, unknown>;
-
-const isObj = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 function fail(field: string, problem: string): never {
   throw new InvalidRequestError(`${field}: ${problem}`, field, 'invalid_request');
@@ -35,7 +34,7 @@ function requireString(v: unknown, where: string, nonEmpty = true): void {
 /** A field that must be an object: "Field required" when it is missing, else that it is not one. */
 function requireObject(v: unknown, where: string): asserts v is Json {
   if (v === undefined || v === null) fail(where, 'Field required');
-  if (!isObj(v)) fail(where, 'Input should be an object');
+  if (!isJsonObject(v)) fail(where, 'Input should be an object');
 }
 
 function checkNumber(body: Json, key: string, min: number, max?: number, integer = false): void {
@@ -55,7 +54,7 @@ function checkContent(content: unknown, at: string, role: string): void {
 }
 
 function checkBlock(b: unknown, where: string, allowed: ReadonlySet<string>, inside: string): void {
-  if (!isObj(b)) fail(where, 'Input should be an object');
+  if (!isJsonObject(b)) fail(where, 'Input should be an object');
   requireString(b.type, `${where}.type`);
   if (!allowed.has(b.type as string)) fail(`${where}.type`, `"${b.type}" blocks are not allowed in ${inside}`);
   switch (b.type) {
@@ -69,7 +68,7 @@ function checkBlock(b: unknown, where: string, allowed: ReadonlySet<string>, ins
     case 'tool_use':
       requireString(b.id, `${where}.id`);
       requireString(b.name, `${where}.name`);
-      if (b.input !== undefined && !isObj(b.input)) fail(`${where}.input`, 'Input should be an object');
+      if (b.input !== undefined && !isJsonObject(b.input)) fail(`${where}.input`, 'Input should be an object');
       break;
     case 'tool_result':
       requireString(b.tool_use_id, `${where}.tool_use_id`);
@@ -98,7 +97,7 @@ function checkSource(source: unknown, where: string): void {
  * Unknown fields pass through untouched (for Claude routes, which relay the body as it is).
  */
 export function validateMessagesRequest(body: unknown, countOnly = false): Json {
-  if (!isObj(body)) fail('body', 'the request body must be a JSON object');
+  if (!isJsonObject(body)) fail('body', 'the request body must be a JSON object');
   if (body.model === undefined || body.model === null) fail('model', 'Field required');
   if (typeof body.model !== 'string' || body.model.trim() === '') fail('model', 'Input should be a non-empty string');
   if (!countOnly) {
@@ -110,7 +109,7 @@ export function validateMessagesRequest(body: unknown, countOnly = false): Json 
   if (body.messages.length === 0) fail('messages', 'at least one message is required');
   body.messages.forEach((m: unknown, i) => {
     const at = `messages.${i}`;
-    if (!isObj(m)) fail(at, 'Input should be an object');
+    if (!isJsonObject(m)) fail(at, 'Input should be an object');
     if (m.role !== 'user' && m.role !== 'assistant') fail(`${at}.role`, "Input should be 'user' or 'assistant'");
     if (m.content === undefined || m.content === null) fail(`${at}.content`, 'Field required');
     checkContent(m.content, at, m.role);
@@ -119,7 +118,7 @@ export function validateMessagesRequest(body: unknown, countOnly = false): Json 
     if (typeof body.system !== 'string') {
       if (!Array.isArray(body.system)) fail('system', 'Input should be a valid string or a list of text blocks');
       body.system.forEach((b: unknown, j) => {
-        if (!isObj(b) || b.type !== 'text' || typeof b.text !== 'string')
+        if (!isJsonObject(b) || b.type !== 'text' || typeof b.text !== 'string')
           fail(`system.${j}`, 'Input should be a text block ({"type": "text", "text": ...})');
       });
     }
@@ -136,9 +135,9 @@ export function validateMessagesRequest(body: unknown, countOnly = false): Json 
   ) {
     fail('stop_sequences', 'Input should be a valid list of strings');
   }
-  if (body.metadata !== undefined && body.metadata !== null && !isObj(body.metadata)) fail('metadata', 'Input should be an object');
+  if (body.metadata !== undefined && body.metadata !== null && !isJsonObject(body.metadata)) fail('metadata', 'Input should be an object');
   if (
-    isObj(body.metadata) &&
+    isJsonObject(body.metadata) &&
     body.metadata.user_id !== undefined &&
     body.metadata.user_id !== null &&
     typeof body.metadata.user_id !== 'string'
@@ -147,14 +146,14 @@ export function validateMessagesRequest(body: unknown, countOnly = false): Json 
   if (body.tools !== undefined && body.tools !== null) {
     if (!Array.isArray(body.tools)) fail('tools', 'Input should be a valid list');
     body.tools.forEach((t: unknown, i) => {
-      if (!isObj(t)) fail(`tools.${i}`, 'Input should be an object');
+      if (!isJsonObject(t)) fail(`tools.${i}`, 'Input should be an object');
       requireString(t.name, `tools.${i}.name`);
       if (t.type === undefined || t.type === 'custom') requireObject(t.input_schema, `tools.${i}.input_schema`);
     });
   }
   if (body.tool_choice !== undefined && body.tool_choice !== null) {
     const tc = body.tool_choice;
-    if (!isObj(tc)) fail('tool_choice', 'Input should be an object');
+    if (!isJsonObject(tc)) fail('tool_choice', 'Input should be an object');
     if (tc.type !== 'auto' && tc.type !== 'any' && tc.type !== 'tool' && tc.type !== 'none')
       fail('tool_choice.type', "Input should be 'auto', 'any', 'tool' or 'none'");
     if (tc.type === 'tool') requireString(tc.name, 'tool_choice.name');
