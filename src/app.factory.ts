@@ -52,7 +52,7 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
     attachContext(req, { requestId, startedAt: performance.now() });
     next();
   });
-  app.use(jsonBody(config.bodyLimitBytes, config.env.BODY_LIMIT, isFramedPath));
+  app.use(jsonBody(config.bodyLimitBytes, config.env.BODY_LIMIT, isFramedPath, config.env.BODY_IDLE_TIMEOUT_MS));
   app.getHttpServer().on('clientError', answerClientError);
   app.getHttpServer().on('checkExpectation', answerExpectation);
   app.enableShutdownHooks(['SIGTERM', 'SIGINT']);

@@ -13,8 +13,9 @@ import { contextOf } from './request-context';
  * model endpoints (`framed`) the refusal is left on the request for the handler's frame, which
  * answers it after the key check and logs it like any other refused request.
  */
-export function jsonBody(limitBytes: number, limitText: string, framed: (path: string) => boolean = () => false) {
+export function jsonBody(limitBytes: number, limitText: string, framed: (path: string) => boolean = () => false, idleTimeoutMs = 0) {
   const tooLargeText = `The request body exceeds the limit of ${limitText} (BODY_LIMIT)`;
+  const stalledText = `No byte of the request body arrived for ${idleTimeoutMs / 1000} s (BODY_IDLE_TIMEOUT_MS); send the body without pauses`;
   const tooDeepText = `The request body nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep`;
   const tooLarge = () => new RequestBodyError(413, tooLargeText, 'request_too_large', null, { connection: 'close' });
   /** Answers now, or — on the model endpoints — leaves the refusal to the request frame (one log row). */
@@ -56,10 +57,23 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
     const chunks: Buffer[] = [];
     let size = 0;
     let failed = false;
+    // A client that stops sending mid-body would otherwise hold its connection and everything
+    // read so far until Node's five-minute request timeout, which answers without a request id.
+    const stalled =
+      idleTimeoutMs > 0
+        ? setTimeout(() => {
+            if (failed || req.destroyed) return; // gone: 'error' saw it
+            failed = true;
+            chunks.length = 0;
+            refuse(req, res, next, new RequestBodyError(408, stalledText, 'request_timeout', null, { connection: 'close' }));
+          }, idleTimeoutMs).unref()
+        : undefined;
     req.on('data', (chunk: Buffer) => {
       if (failed) return;
+      stalled?.refresh();
       size += chunk.length;
       if (size > limitBytes) {
+        clearTimeout(stalled);
         failed = true;
         chunks.length = 0;
         req.resume();
@@ -69,6 +83,7 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
       chunks.push(chunk);
     });
     req.on('end', () => {
+      clearTimeout(stalled);
       if (failed) return;
       if (size === 0) {
         req.body = undefined;
@@ -90,6 +105,7 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
       next();
     });
     req.on('error', () => {
+      clearTimeout(stalled);
       failed = true; // the client went away mid-body; nothing to answer
     });
   };

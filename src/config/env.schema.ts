@@ -48,6 +48,12 @@ export class Env {
   @Matches(/^\d+(\.\d+)?\s*(b|kb|mb|gb)?$/i, { message: 'BODY_LIMIT must look like 10mb, 512kb or a byte count' })
   BODY_LIMIT = '10mb';
 
+  /** How long a request body may pause (no byte arriving) before the request is refused with 408; 0: no limit of ours. */
+  @Type(() => Number)
+  @IsInt()
+  @Min(0)
+  BODY_IDLE_TIMEOUT_MS = 30_000;
+
   @IsString()
   @MinLength(1)
   MODELS_CONFIG_PATH = 'config/models.yaml';

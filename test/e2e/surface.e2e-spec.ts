@@ -36,7 +36,7 @@ describe('API surface', () => {
     gw = await startGateway({
       models: MODELS,
       routing: 'routing_strategy: weighted\nrouting_parameter: { local_fraction: 0.8 }\n',
-      env: { BODY_LIMIT: '64kb' },
+      env: { BODY_LIMIT: '64kb', BODY_IDLE_TIMEOUT_MS: '400' },
     });
     client = gw.client();
   });
@@ -131,6 +131,63 @@ describe('API surface', () => {
     // Other endpoints answer at once, as before (no row: they are not model calls).
     const admin = await rawPost(`${gw.url}/admin/routing/reload`, '{"x": ');
     expect(admin.status).toBe(400);
+  });
+
+  /** Sends the request line, headers and `parts` of the body with `gapMs` between them; the raw answer once the server closes. */
+  const trickle = (path: string, body: string, parts: number, gapMs: number) =>
+    new Promise<{ text: string; ms: number }>((resolve, reject) => {
+      const started = performance.now();
+      const socket = connect(Number(new URL(gw.url).port), '127.0.0.1');
+      let text = '';
+      socket.on('data', (d: Buffer) => {
+        text += d.toString();
+        if (text.includes('\r\n\r\n') && !text.includes('connection: close')) socket.end(); // a kept-alive answer
+      });
+      socket.on('close', () => resolve({ text, ms: performance.now() - started }));
+      socket.on('error', reject);
+      socket.write(
+        `POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n`,
+      );
+      const size = Math.ceil(body.length / parts);
+      let sent = 0;
+      const next = () => {
+        if (sent >= parts || socket.destroyed) return;
+        socket.write(body.slice(sent * size, ++sent * size));
+        setTimeout(next, gapMs).unref();
+      };
+      next();
+    });
+  const jsonOf = (raw: string) => JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)) as Record<string, unknown>;
+
+  it('refuses a body that stops arriving with 408 after BODY_IDLE_TIMEOUT_MS, closes, and logs the request', async () => {
+    const body = JSON.stringify({ model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] });
+    // Half the body, then nothing: the gateway answers after 0.4 s instead of Node's 5 minutes.
+    const stalled = await trickle(chat, body, 2, 60_000);
+    expect(stalled.text).toMatch(/^HTTP\/1\.1 408 /);
+    expect(stalled.ms).toBeLessThan(5000);
+    expect(jsonOf(stalled.text)).toEqual({
+      error: {
+        message: expect.stringContaining('BODY_IDLE_TIMEOUT_MS'),
+        type: 'invalid_request_error',
+        param: null,
+        code: 'request_timeout',
+      },
+    });
+    const id = /x-request-id: ([0-9a-f-]{36})/.exec(stalled.text)?.[1];
+    expect(id).toBeDefined();
+    const anthropic = await trickle('/anthropic/v1/messages', body, 2, 60_000);
+    expect(anthropic.text).toMatch(/^HTTP\/1\.1 408 /);
+    expect(jsonOf(anthropic.text)).toMatchObject({
+      type: 'error',
+      error: { type: expect.any(String), message: expect.stringContaining('BODY_IDLE_TIMEOUT_MS') },
+    });
+    // The limit is on pauses, not on the whole upload: eight parts 150 ms apart take longer than
+    // the limit in all and are answered.
+    const slow = await trickle(chat, body, 8, 150);
+    expect(slow.text).toMatch(/^HTTP\/1\.1 200 /);
+    expect(slow.ms).toBeGreaterThan(800);
+    const rows = await gw.rows();
+    expect(rows.find((r) => r.id === id)?.status_code).toBe(408);
   });
 
   it('answers a path that does not decode with a 400 naming the path', async () => {
