@@ -55,10 +55,24 @@ describe('openai_compat adapter', () => {
     expect(chunks.some((c) => c.choices[0]?.finish_reason === 'stop')).toBe(true);
   });
 
+  it('takes the usage from a usage chunk that has no choices key', async () => {
+    const chunks = [];
+    for await (const c of adapter.stream(
+      { model: 'm', messages: [{ role: 'user', content: 'a b' }], stream_options: { include_usage: true } },
+      route('usage-no-choices'),
+      ctx(),
+    ))
+      chunks.push(c);
+    const last = chunks[chunks.length - 1];
+    expect(last.choices).toEqual([]);
+    expect(last.usage).toMatchObject({ prompt_tokens: expect.any(Number), completion_tokens: expect.any(Number) });
+  });
+
   it.each([
     ['truncated', /ended the stream before the answer was complete/],
     ['malformed', /malformed stream event/],
     ['mid-error', /failed mid-stream: The model crashed mid-answer/],
+    ['null-event', /sent a stream event that is not a JSON object \(null\)/],
   ])('fails a %s stream with a typed error', async (scenario, message) => {
     const run = async () => {
       for await (const _ of adapter.stream(

@@ -1,5 +1,6 @@
 import type { Dispatcher } from 'undici';
 import { UpstreamError } from '../../common/errors';
+import { isJsonObject } from '../../common/json-object';
 import type { RouteDef } from '../../config/registry.types';
 import type { CallContext, ProbeResult } from '../llm-adapter';
 import { readBodyText, retryAfterMs, type UpstreamClient } from './upstream-client.service';
@@ -67,13 +68,20 @@ export function protocolError(route: RouteDef, what: string): UpstreamError {
   return new UpstreamError({ failure: 'protocol', message: `upstream ${route.id} ${what}`, provider: route.kind, route: route.id });
 }
 
-/** Parses one SSE data payload as JSON, or fails the stream as a protocol error. */
+/**
+ * Parses one SSE data payload as a JSON object, or fails the stream as a protocol error. Every
+ * provider's events are objects; `null`, a number or an array would otherwise reach code that
+ * reads fields off it.
+ */
 export function parseEvent<T>(data: string, route: RouteDef): T {
+  let value: unknown;
   try {
-    return JSON.parse(data) as T;
+    value = JSON.parse(data);
   } catch {
     throw protocolError(route, 'sent a malformed stream event');
   }
+  if (!isJsonObject(value)) throw protocolError(route, `sent a stream event that is not a JSON object (${data.slice(0, 40)})`);
+  return value as T;
 }
 
 /**

@@ -190,7 +190,11 @@ export class OpenAiCompatAdapter implements LlmAdapter {
               route: route.id,
             });
           }
-          if (!Array.isArray(chunk.choices)) continue;
+          if (!Array.isArray(chunk.choices)) {
+            // A usage chunk without `choices: []` (seen from some servers) still carries the usage.
+            if (chunk.usage == null) continue;
+            chunk.choices = [];
+          }
           const problem = choicesProblem(chunk.choices, part);
           if (problem) throw protocolError(route, `sent a stream event the gateway cannot read (${problem})`);
           const out = map(chunk);
