@@ -1,5 +1,5 @@
 import type { ChatMessage } from './chat.types';
-import { contentText, estimateMessageTokens, estimatePromptTokens, estimateTextTokens } from './tokens';
+import { contentText, estimateMessageTokens, estimatePromptTokens, estimateTextTokens, outputChars } from './tokens';
 
 describe('estimateTextTokens', () => {
   it('is zero for no text and at least one for any text', () => {
@@ -82,5 +82,18 @@ describe('estimatePromptTokens', () => {
     ];
     expect(estimatePromptTokens({ messages })).toBe(estimateMessageTokens(messages));
     expect(estimatePromptTokens({ messages, tools })).toBeGreaterThan(estimateMessageTokens(messages));
+  });
+});
+
+describe('outputChars', () => {
+  it('counts text as a string or as parts, reasoning, and tool calls by name and arguments', () => {
+    expect(outputChars({ content: 'abcd' })).toBe(4);
+    expect(outputChars({ content: [{ type: 'text', text: 'ab' }, { type: 'text', text: 'cde' }, null] })).toBe(5);
+    expect(outputChars({ content: '', reasoning_content: 'x'.repeat(400) })).toBe(400);
+    expect(outputChars({ content: null, reasoning: 'why' })).toBe(3);
+    expect(outputChars({ content: null, tool_calls: [{ function: { name: 'f', arguments: '{"a":1}' } }, null, { type: 'custom' }] })).toBe(
+      8,
+    );
+    expect(outputChars(undefined)).toBe(0);
   });
 });

@@ -33,6 +33,33 @@ export function contentText(content: ChatMessage['content']): string {
   return out;
 }
 
+/**
+ * Characters a model generated in a message or a stream delta: its text (a string or a list of
+ * parts), its reasoning and its tool calls' names and arguments. What an estimate of completion
+ * tokens is made from when an upstream reports no usage, for JSON answers and streams alike.
+ */
+export function outputChars(m: OutputPart | null | undefined): number {
+  if (!m) return 0;
+  let chars = typeof m.content === 'string' ? m.content.length : contentText(m.content as ChatMessage['content']).length;
+  if (typeof m.reasoning_content === 'string') chars += m.reasoning_content.length;
+  if (typeof m.reasoning === 'string') chars += m.reasoning.length;
+  if (Array.isArray(m.tool_calls))
+    for (const t of m.tool_calls as Array<{ function?: { name?: unknown; arguments?: unknown } } | null>) {
+      const f = t?.function;
+      if (!f) continue;
+      if (typeof f.name === 'string') chars += f.name.length;
+      if (typeof f.arguments === 'string') chars += f.arguments.length;
+    }
+  return chars;
+}
+
+interface OutputPart {
+  content?: unknown;
+  reasoning_content?: unknown;
+  reasoning?: unknown;
+  tool_calls?: unknown;
+}
+
 /** Images in a chat request's messages (billed at `pricing.image` each). */
 export function countImages(req: Pick<ChatRequest, 'messages'>): number {
   let n = 0;

@@ -2,7 +2,7 @@ import { Injectable } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import type { ChatChunk, ChatRequest, ChatResponse } from '../common/chat.types';
 import { UpstreamError } from '../common/errors';
-import { estimatePromptTokens } from '../common/tokens';
+import { estimatePromptTokens, outputChars } from '../common/tokens';
 import { isSoundUsage, usageFromCounts } from '../common/usage';
 import { AppConfig } from '../config/app-config';
 import { Execution, RouteExecutor } from '../routing/route-executor.service';
@@ -48,9 +48,10 @@ export class ChatCompletionService {
     const out = this.present(upstream, rec, ex);
     if (!isSoundUsage(out.usage)) {
       // A server that reports no usage still gets accounted; the client sees the estimate too.
-      const completion = out.choices.reduce((s, c) => s + Math.ceil(String(c.message?.content ?? '').length / 4), 0);
-      out.usage = usageFromCounts(estimatePromptTokens(ex.request), completion);
-      rec.deliveredChars = completion * 4;
+      // Every choice's text, reasoning and tool calls, as a stream of the same answer counts them.
+      const chars = out.choices.reduce((s, c) => s + outputChars(c.message), 0);
+      out.usage = usageFromCounts(estimatePromptTokens(ex.request), Math.ceil(chars / 4));
+      rec.deliveredChars = chars;
     } else {
       rec.usage = out.usage;
     }
@@ -118,14 +119,8 @@ export class ChatCompletionService {
     for (const c of chunk.choices) {
       const d = c.delta;
       if (d) {
-        let chars = 0;
-        if (typeof d.content === 'string') {
-          chars += d.content.length;
-          content?.push(d.content);
-        }
-        if (typeof d.reasoning_content === 'string') chars += d.reasoning_content.length;
-        if (typeof d.reasoning === 'string') chars += d.reasoning.length;
-        if (d.tool_calls) for (const t of d.tool_calls) chars += (t.function?.arguments?.length ?? 0) + (t.function?.name?.length ?? 0);
+        if (content && typeof d.content === 'string') content.push(d.content);
+        const chars = outputChars(d);
         if (chars > 0 && rec.ttftMs === undefined) rec.ttftMs = performance.now() - rec.startedAt;
         rec.deliveredChars += chars;
       }

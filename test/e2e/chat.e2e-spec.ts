@@ -273,6 +273,24 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     }
   });
 
+  it('estimates a tool call answered without usage alike, JSON or streamed', async () => {
+    const ask = {
+      model: 'acme/no-usage',
+      tools: [{ type: 'function' as const, function: { name: 'lookup', parameters: { type: 'object', properties: {} } } }],
+      messages: [{ role: 'user' as const, content: 'find the weather in a city with a rather long name' }],
+    };
+    const json = await client.chat.completions.create(ask);
+    expect(json.choices[0].message.tool_calls).toHaveLength(1);
+    const stream = await client.chat.completions.create({ ...ask, stream: true, stream_options: { include_usage: true } });
+    let streamed: OpenAI.CompletionUsage | undefined | null;
+    for await (const c of stream) if (c.usage) streamed = c.usage;
+    // name + arguments: "lookup" and {"input":"find the weather ..."}, about 16 tokens.
+    expect(json.usage!.completion_tokens).toBeGreaterThan(10);
+    expect(json.usage!.completion_tokens).toBe(streamed?.completion_tokens);
+    const row = (await gw.rows()).find((r) => `gen-${r.id}` === json.id)!;
+    expect(row).toMatchObject({ completion_tokens: json.usage!.completion_tokens, usage_estimated: true });
+  });
+
   it('carries a tool call round trip, streamed and not', async () => {
     const tools: OpenAI.Chat.Completions.ChatCompletionTool[] = [
       {
