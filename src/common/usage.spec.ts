@@ -58,8 +58,24 @@ describe('tokenCounts', () => {
     expect(tokenCounts(u)).toEqual({ prompt: 0, completion: 0, cachedRead: 0, cacheWrite: 0, reasoning: 0 });
   });
 
-  it('drops fractions', () => {
-    expect(tokenCounts(usage({ prompt_tokens: 10.9, completion_tokens: 2.2 }))).toMatchObject({ prompt: 10, completion: 2 });
+  it('reads a fraction as no count', () => {
+    expect(tokenCounts(usage({ prompt_tokens: 10.9, completion_tokens: 2, cached_tokens: 1.5 }))).toMatchObject({
+      prompt: 0,
+      completion: 2,
+      cachedRead: 0,
+    });
+  });
+
+  it('keeps cached, cache-write and reasoning figures within their totals', () => {
+    const u = usage({
+      prompt_tokens: 10,
+      completion_tokens: 5,
+      prompt_tokens_details: { cached_tokens: 50, cache_write_tokens: 3 },
+      completion_tokens_details: { reasoning_tokens: 99 },
+    });
+    expect(tokenCounts(u)).toEqual({ prompt: 10, completion: 5, cachedRead: 10, cacheWrite: 0, reasoning: 5 });
+    const w = usage({ prompt_tokens: 10, prompt_tokens_details: { cached_tokens: 8, cache_write_tokens: 5 } });
+    expect(tokenCounts(w)).toMatchObject({ cachedRead: 8, cacheWrite: 2 });
   });
 });
 
@@ -70,9 +86,10 @@ describe('usageFromCounts', () => {
 });
 
 describe('isSoundUsage', () => {
-  it('takes counts from 0 to a billion, fractions included', () => {
+  it('takes whole counts from 0 to a billion, and no fractions', () => {
     expect(isSoundUsage(usage({ prompt_tokens: 0, completion_tokens: 1_000_000_000 }))).toBe(true);
-    expect(isSoundUsage(usage({ prompt_tokens: 12.5, completion_tokens: 3 }))).toBe(true);
+    expect(isSoundUsage(usage({ prompt_tokens: 12.5, completion_tokens: 3 }))).toBe(false);
+    expect(isSoundUsage(usage({ prompt_tokens: 12, completion_tokens: 3.0 }))).toBe(true);
   });
 
   it('refuses what an upstream sends by mistake', () => {

@@ -8,12 +8,15 @@ import type { TokenCounts } from './money';
  */
 export const MAX_TOKEN_COUNT = 1_000_000_000;
 
-/** A token count as an upstream may report it: a number from 0 to MAX_TOKEN_COUNT (a fraction is truncated). */
+/**
+ * A token count as an upstream may report it: a whole number from 0 to MAX_TOKEN_COUNT. A
+ * fraction is no count of tokens; taking it would show the client one figure and bill another.
+ */
 export function isTokenCount(v: unknown): v is number {
-  return typeof v === 'number' && v >= 0 && v <= MAX_TOKEN_COUNT;
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= MAX_TOKEN_COUNT;
 }
 
-const n = (v: unknown): number => (isTokenCount(v) ? Math.trunc(v) : 0);
+const n = (v: unknown): number => (isTokenCount(v) ? v : 0);
 
 /**
  * Usage that can be billed: prompt and completion are token counts. Anything else (negative,
@@ -31,12 +34,17 @@ export function isSoundUsage(u: unknown): u is Usage {
 export function tokenCounts(u: Usage): TokenCounts {
   const pd = u.prompt_tokens_details ?? {};
   const cd = u.completion_tokens_details ?? {};
+  const prompt = n(u.prompt_tokens);
+  const completion = n(u.completion_tokens);
+  // Parts of a total never exceed it (the prompt includes its cache reads and writes): an
+  // upstream that says otherwise would skew every sum of the request log.
+  const cachedRead = Math.min(prompt, n(pd.cached_tokens) || n(u.prompt_cache_hit_tokens) || n(u.cached_tokens));
   return {
-    prompt: n(u.prompt_tokens),
-    completion: n(u.completion_tokens),
-    cachedRead: n(pd.cached_tokens) || n(u.prompt_cache_hit_tokens) || n(u.cached_tokens),
-    cacheWrite: n(pd.cache_write_tokens) || n(u.cache_creation_input_tokens),
-    reasoning: n(cd.reasoning_tokens) || n(u.reasoning_tokens),
+    prompt,
+    completion,
+    cachedRead,
+    cacheWrite: Math.min(prompt - cachedRead, n(pd.cache_write_tokens) || n(u.cache_creation_input_tokens)),
+    reasoning: Math.min(completion, n(cd.reasoning_tokens) || n(u.reasoning_tokens)),
   };
 }
 
