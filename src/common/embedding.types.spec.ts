@@ -1,4 +1,11 @@
-import { base64ToFloats, embeddingInputs, encodeEmbeddings, floatsToBase64, type EmbeddingsResponse } from './embedding.types';
+import {
+  base64ToFloats,
+  embeddingInputs,
+  embeddingsProblem,
+  encodeEmbeddings,
+  floatsToBase64,
+  type EmbeddingsResponse,
+} from './embedding.types';
 
 describe('embedding encodings', () => {
   it("encodes floats as OpenAI's base64 (little-endian float32) and back", () => {
@@ -29,5 +36,32 @@ describe('embedding encodings', () => {
     expect(embeddingInputs(['a', 'b'])).toEqual(['a', 'b']);
     expect(embeddingInputs([1, 2])).toEqual([[1, 2]]);
     expect(embeddingInputs([[1], [2, 3]])).toEqual([[1], [2, 3]]);
+  });
+});
+
+describe('embeddingsProblem', () => {
+  const item = (embedding: unknown, index?: unknown) => ({ object: 'embedding', embedding, ...(index === undefined ? {} : { index }) });
+
+  it('takes vectors of floats and base64 of float32 values, with their indexes or none', () => {
+    expect(embeddingsProblem({ data: [item([0.1, 0.2], 1), item(floatsToBase64([1, 2, 3]), 0)] }, 2)).toBeUndefined();
+    expect(embeddingsProblem({ data: [item(floatsToBase64([1])), item([1])] }, 2)).toBeUndefined();
+  });
+
+  it.each([
+    ['text that is not base64', 'notarray'],
+    ['base64 of no whole float32', Buffer.from([1, 2, 3, 4, 5, 6]).toString('base64')],
+    ['base64 with stray characters', '!!!!AAAA'],
+    ['an empty string', ''],
+    ['an empty list', []],
+    ['a list of text', ['0.1']],
+  ])('refuses %s as an embedding', (_what, embedding) => {
+    expect(embeddingsProblem({ data: [item(embedding, 0)] }, 1)).toMatch(/data\[0\]\) that is not a list of numbers/);
+  });
+
+  it('refuses indexes out of range, repeated or not whole numbers', () => {
+    expect(embeddingsProblem({ data: [item([1], 5), item([1], 6)] }, 2)).toMatch(/index 5/);
+    expect(embeddingsProblem({ data: [item([1], 0), item([1], 0)] }, 2)).toMatch(/data\[1\] with index 0/);
+    expect(embeddingsProblem({ data: [item([1], '0')] }, 1)).toMatch(/index "0"/);
+    expect(embeddingsProblem({ data: [item([1], 0.5)] }, 1)).toMatch(/index 0.5/);
   });
 });

@@ -59,22 +59,37 @@ export function encodeEmbeddings(res: EmbeddingsResponse, format: 'float' | 'bas
   return res;
 }
 
+/** Base64 of whole float32 values: groups of four characters, padded, at least one value. */
+const FLOAT32_BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+function isFloat32Base64(text: string): boolean {
+  if (text.length < 8 || !FLOAT32_BASE64.test(text)) return false;
+  const pad = text.endsWith('==') ? 2 : text.endsWith('=') ? 1 : 0;
+  return ((text.length / 4) * 3 - pad) % 4 === 0;
+}
+
 /**
- * What makes an upstream's embeddings unusable, if anything: not one vector per input, or an item
- * that is not an object holding a list of numbers (or OpenAI's base64 text). Undefined when the
- * answer is sound.
+ * What makes an upstream's embeddings unusable, if anything: not one vector per input, an item
+ * that is not an object holding a list of numbers (or OpenAI's base64 of float32 values), or an
+ * `index` that is not one of the inputs' or repeats one. Undefined when the answer is sound.
  */
 export function embeddingsProblem(res: { data?: unknown }, inputs: number): string | undefined {
   const data = res.data;
   if (!Array.isArray(data)) return 'answered without embeddings';
   if (data.length !== inputs)
     return `answered ${data.length} embedding${data.length === 1 ? '' : 's'} for ${inputs} input${inputs === 1 ? '' : 's'}`;
+  const seen = new Uint8Array(inputs);
   for (let i = 0; i < data.length; i++) {
     const item: unknown = data[i];
     const e = typeof item === 'object' && item !== null ? (item as { embedding?: unknown }).embedding : undefined;
     // The first value stands for the rest: checking every dimension of every vector costs more than it finds.
-    const sound = typeof e === 'string' ? e.length > 0 : Array.isArray(e) && typeof e[0] === 'number';
+    const sound = typeof e === 'string' ? isFloat32Base64(e) : Array.isArray(e) && typeof e[0] === 'number';
     if (!sound) return `answered an embedding (data[${i}]) that is not a list of numbers`;
+    const index = (item as { index?: unknown }).index;
+    if (index === undefined) continue; // positional, as the list's order gives it
+    if (typeof index !== 'number' || !Number.isInteger(index) || index < 0 || index >= inputs || seen[index])
+      return `answered data[${i}] with index ${JSON.stringify(index)}, which is not one of the ${inputs} input${inputs === 1 ? '' : 's'} or repeats one`;
+    seen[index] = 1;
   }
   return undefined;
 }
