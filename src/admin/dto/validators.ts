@@ -9,7 +9,8 @@ export function IsUsdAmount(options?: ValidationOptions): PropertyDecorator {
       name: 'isUsdAmount',
       validator: {
         validate: (v: unknown) =>
-          (typeof v === 'number' && Number.isFinite(v) && v >= 0 && v < 1e12) || (typeof v === 'string' && DECIMAL.test(v.trim())),
+          // A number is held to what its shortest decimal form says: 1e-13 is refused as "0.0000000000001" is, not rounded to a budget of 0.
+          (typeof v === 'number' && v >= 0 && DECIMAL.test(String(v))) || (typeof v === 'string' && DECIMAL.test(v.trim())),
         defaultMessage: (args) => `${args?.property} must be a non-negative amount of USD (a number or a decimal string such as "12.50")`,
       },
     },
@@ -53,12 +54,28 @@ export function parseTimestamp(v: unknown): Date | undefined {
   if (typeof v !== 'string' || v.trim() === '') return undefined;
   const s = v.trim();
   if (/^\d{1,11}(\.\d+)?$/.test(s)) return new Date(Number(s) * 1000);
-  if (!/^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?$/.test(s)) return undefined;
+  const m = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(?:Z|[+-](\d{2}):?(\d{2}))?)?$/.exec(s);
+  if (!m) return undefined;
+  // Date() rolls an impossible date over (February 30 is March 2, 24:00 the next day): refuse it.
+  const [year, month, day, hour, minute, second, offHours, offMinutes] = m.slice(1).map((x) => (x === undefined ? 0 : Number(x)));
+  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
+  if (
+    month < 1 ||
+    month > 12 ||
+    day < 1 ||
+    day > daysInMonth ||
+    hour > 23 ||
+    minute > 59 ||
+    second > 59 ||
+    offHours > 23 ||
+    offMinutes > 59
+  )
+    return undefined;
   const d = new Date(s);
   return Number.isNaN(d.getTime()) ? undefined : d;
 }
 
 /** USD as given (number or string) to a normalised decimal string. */
 export function usdText(v: string | number): string {
-  return typeof v === 'number' ? v.toFixed(12).replace(/0+$/, '').replace(/\.$/, '') : v.trim();
+  return typeof v === 'number' ? String(v) : v.trim();
 }
