@@ -78,17 +78,20 @@ function answerClientError(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, 
         ? [408, 'The request was not received in time']
         : [400, `The request is not valid HTTP (${err.code ?? 'parse error'})`];
   const path = refusedPath(err, socket);
+  // No route saw the request, but its answer still carries an id like every other.
+  const requestId = newRequestId();
+  const anthropic = path !== undefined && isAnthropicPath(path);
   const body = JSON.stringify(
-    path !== undefined && isAnthropicPath(path)
-      ? anthropicErrorBody(status, message, null)
+    anthropic
+      ? anthropicErrorBody(status, message, requestId)
       : errorBody(
           message,
-          status === 408 ? 'timeout_error' : 'invalid_request_error',
-          status === 431 ? 'request_too_large' : 'invalid_request',
+          'invalid_request_error',
+          status === 431 ? 'request_too_large' : status === 408 ? 'request_timeout' : 'invalid_request',
         ),
   );
   socket.end(
-    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\n${anthropic ? `request-id: ${requestId}\r\n` : ''}connection: close\r\n\r\n${body}`,
   );
 }
 

@@ -1,4 +1,5 @@
 import OpenAI, { APIError } from 'openai';
+import { spawn } from 'node:child_process';
 import { connect } from 'node:net';
 import { request } from 'undici';
 import { startGateway, rawPost, type TestGateway } from '../helpers/gateway';
@@ -148,11 +149,13 @@ describe('API surface', () => {
       socket.write(
         `POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n`,
       );
-      const size = Math.ceil(body.length / parts);
+      // Cut by bytes, so that a piece may end inside a character's UTF-8 sequence.
+      const bytes = Buffer.from(body);
+      const size = Math.ceil(bytes.length / parts);
       let sent = 0;
       const next = () => {
         if (sent >= parts || socket.destroyed) return;
-        socket.write(body.slice(sent * size, ++sent * size));
+        socket.write(bytes.subarray(sent * size, ++sent * size));
         setTimeout(next, gapMs).unref();
       };
       next();
@@ -190,6 +193,60 @@ describe('API surface', () => {
     expect(rows.find((r) => r.id === id)?.status_code).toBe(408);
   });
 
+  it('answers 413 to a client still sending its body, instead of resetting the connection', async () => {
+    // Closing on unread bytes made the kernel reset the connection: fetch (and Python's
+    // http.client) then failed with a broken pipe instead of showing the 413. The client runs in
+    // a process of its own, so that it sends while the gateway answers and closes.
+    const script = `
+      const body = Buffer.alloc(16 * 1024 * 1024, 'a');
+      (async () => {
+        const out = [];
+        for (let i = 0; i < 5; i++)
+          out.push(await fetch(process.argv[1], { method: 'POST', headers: { 'content-type': 'application/json' }, body }).then(
+            async (r) => (await r.arrayBuffer(), r.status),
+            (e) => (e.cause && e.cause.code) || e.message));
+        process.stdout.write(JSON.stringify(out));
+      })();`;
+    const child = spawn(process.execPath, ['-e', script, `${gw.url}${chat}`]);
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    await new Promise((resolve) => child.on('exit', resolve));
+    expect(JSON.parse(out)).toEqual([413, 413, 413, 413, 413]);
+  });
+
+  it('logs a request whose client left before its body arrived, with 499', async () => {
+    const before = (await gw.rows()).filter((r) => r.status_code === 499).length;
+    await new Promise<void>((resolve, reject) => {
+      const socket = connect(Number(new URL(gw.url).port), '127.0.0.1', () => {
+        socket.write(`POST ${chat} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"model": "demo/`);
+        setTimeout(() => {
+          socket.destroy();
+          resolve();
+        }, 50);
+      });
+      socket.on('error', reject);
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    const rows = (await gw.rows()).filter((r) => r.status_code === 499);
+    expect(rows).toHaveLength(before + 1);
+    expect(rows[rows.length - 1]).toMatchObject({ error_code: 'client_closed_request' });
+  });
+
+  it('reads a body declared as Content-Encoding IDENTITY (codings ignore case), one with a byte order mark, one in many pieces', async () => {
+    const text = JSON.stringify({ model: 'demo/mock', messages: [{ role: 'user', content: 'ünïcödé 🙂 '.repeat(3000) }] });
+    const res = await rawPost(`${gw.url}${chat}`, text, {
+      headers: { 'content-type': 'application/json', 'content-encoding': 'IDENTITY' },
+    });
+    expect(res.status).toBe(200);
+    expect((await rawPost(`${gw.url}${chat}`, `\ufeff${text}`)).status).toBe(200);
+    // Split inside multi-byte characters, sent apart: decoded piece by piece, it must come out whole.
+    const pieces = await trickle(chat, text, 7, 20);
+    expect(pieces.text).toMatch(/^HTTP\/1\.1 200 /);
+    const rows = await gw.rows();
+    const id = /x-request-id: ([0-9a-f-]{36})/.exec(pieces.text)![1];
+    expect(rows.find((r) => r.id === id)?.prompt_tokens).toBe(rows.find((r) => r.id === res.headers.get('x-request-id'))?.prompt_tokens);
+  });
+
   it('answers a path that does not decode with a 400 naming the path', async () => {
     const res = await request(`${gw.url}/v1/models/%ZZ`);
     expect(res.statusCode).toBe(400);
@@ -201,6 +258,7 @@ describe('API surface', () => {
   it("answers a request line over Node's header limit with 431 in the same shape", async () => {
     const res = await request(`${gw.url}/v1/models/${'x'.repeat(20_000)}`);
     expect(res.statusCode).toBe(431);
+    expect(res.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
     expect(await res.body.json()).toEqual({
       error: { message: expect.stringContaining('size limit'), type: 'invalid_request_error', param: null, code: 'request_too_large' },
     });
@@ -214,10 +272,11 @@ describe('API surface', () => {
         body: '{}',
       });
       expect(res.statusCode).toBe(431);
+      expect(res.headers['request-id']).toMatch(/^[0-9a-f-]{36}$/);
       expect(await res.body.json()).toEqual({
         type: 'error',
         error: { type: 'invalid_request_error', message: expect.stringContaining('size limit') },
-        request_id: null,
+        request_id: res.headers['request-id'],
       });
     }
     // The OpenAI surface keeps OpenAI's shape for the same refusal.
