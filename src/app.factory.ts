@@ -8,7 +8,7 @@ import type { NextFunction, Request, Response } from 'express';
 import { AppModule } from './app.module';
 import { anthropicErrorBody, isAnthropicPath } from './common/anthropic-error';
 import { GatewayExpressAdapter } from './common/express-adapter';
-import { jsonBody } from './common/json-body';
+import { draining, jsonBody } from './common/json-body';
 import { errorBody, sendErrorJson } from './common/openai-error';
 import { attachContext } from './common/request-context';
 import { requestId as newRequestId } from './common/request-id';
@@ -54,6 +54,9 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
   });
   app.use(jsonBody(config.bodyLimitBytes, config.env.BODY_LIMIT, isFramedPath, config.env.BODY_IDLE_TIMEOUT_MS));
   app.getHttpServer().on('clientError', answerClientError);
+  // The body reader times out a body that pauses (and logs it); Node's own limit on the whole
+  // request (5 minutes) would cut a slow but steady upload and answer it with an id no row has.
+  if (config.env.BODY_IDLE_TIMEOUT_MS > 0) app.getHttpServer().requestTimeout = 0;
   app.getHttpServer().on('checkExpectation', answerExpectation);
   app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
   return app;
@@ -67,7 +70,7 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
  */
 function answerClientError(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Duplex): void {
   const inFlight = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
-  if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent) {
+  if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent || draining.has(socket)) {
     socket.destroy();
     return;
   }

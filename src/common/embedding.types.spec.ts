@@ -45,6 +45,17 @@ describe('embeddingsProblem', () => {
   it('takes vectors of floats and base64 of float32 values, with their indexes or none', () => {
     expect(embeddingsProblem({ data: [item([0.1, 0.2], 1), item(floatsToBase64([1, 2, 3]), 0)] }, 2)).toBeUndefined();
     expect(embeddingsProblem({ data: [item(floatsToBase64([1])), item([1])] }, 2)).toBeUndefined();
+    // Unpadded and URL-safe base64, which Buffer reads too.
+    const unpadded = floatsToBase64([1, 2, 3, 4, 5]).replace(/=+$/, '');
+    expect(embeddingsProblem({ data: [item(unpadded, 0)] }, 1)).toBeUndefined();
+    expect(embeddingsProblem({ data: [item(floatsToBase64([-1.5e-7, 3]).replace(/\+/g, '-').replace(/\//g, '_'), 0)] }, 1)).toBeUndefined();
+  });
+
+  it('checks a very long vector without running out of stack', () => {
+    const long = floatsToBase64(new Array<number>(1_000_000).fill(0.5));
+    expect(long.length).toBeGreaterThan(1_300_000);
+    expect(embeddingsProblem({ data: [item(long, 0)] }, 1)).toBeUndefined();
+    expect(embeddingsProblem({ data: [item(`${long}!`, 0)] }, 1)).toMatch(/not a list of numbers/);
   });
 
   it.each([

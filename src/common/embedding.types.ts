@@ -59,13 +59,17 @@ export function encodeEmbeddings(res: EmbeddingsResponse, format: 'float' | 'bas
   return res;
 }
 
-/** Base64 of whole float32 values: groups of four characters, padded, at least one value. */
-const FLOAT32_BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+/** Base64 text: standard or URL-safe alphabet, padding optional (Buffer reads all of these). */
+const BASE64 = /^[A-Za-z0-9+/_-]+={0,2}$/;
 
+/** Whether `text` is base64 of one or more whole float32 values. */
 function isFloat32Base64(text: string): boolean {
-  if (text.length < 8 || !FLOAT32_BASE64.test(text)) return false;
+  if (!BASE64.test(text)) return false;
   const pad = text.endsWith('==') ? 2 : text.endsWith('=') ? 1 : 0;
-  return ((text.length / 4) * 3 - pad) % 4 === 0;
+  const chars = text.length - pad;
+  if ((pad > 0 && text.length % 4 !== 0) || chars % 4 === 1) return false;
+  const bytes = Math.floor((chars * 3) / 4);
+  return bytes > 0 && bytes % 4 === 0;
 }
 
 /**

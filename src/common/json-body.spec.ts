@@ -1,3 +1,5 @@
+import 'reflect-metadata';
+import { validateEnv } from '../config/env.schema';
 import { nestingExceeds } from './json-body';
 
 describe('nestingExceeds', () => {
@@ -25,5 +27,12 @@ describe('nestingExceeds', () => {
   it('finds a deep branch after shallow ones, and survives nesting far beyond its limit', () => {
     expect(nestingExceeds({ a: 1, b: [2], c: { d: arrays(200) } }, 128)).toBe(true);
     expect(nestingExceeds(arrays(20_000), 128)).toBe(true);
+  });
+});
+
+describe('BODY_IDLE_TIMEOUT_MS', () => {
+  it("refuses a value past Node's timer range, which setTimeout would turn into 1 ms", () => {
+    expect(() => validateEnv({ BODY_IDLE_TIMEOUT_MS: '3000000000' })).toThrow(/BODY_IDLE_TIMEOUT_MS/);
+    expect(validateEnv({ BODY_IDLE_TIMEOUT_MS: '2147483647' }).BODY_IDLE_TIMEOUT_MS).toBe(2147483647);
   });
 });

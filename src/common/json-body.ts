@@ -87,6 +87,7 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
       failed = true;
       discarded = 0;
       drop();
+      draining.add(req.socket);
       refuse(req, res, next, err);
     };
     req.on('data', (chunk: Buffer) => {
@@ -112,6 +113,7 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
     });
     req.on('end', () => {
       clearTimeout(stalled);
+      if (discarded >= 0) draining.delete(req.socket);
       if (failed) return;
       if (size === 0) {
         req.body = undefined;
@@ -149,6 +151,13 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
 }
 
 const CLOSE = { connection: 'close' };
+
+/**
+ * Connections reading the rest of a body already refused and answered. Node's parser may still
+ * fail on that rest (broken chunked framing); the request has had its answer, so the connection
+ * is then closed without a second one.
+ */
+export const draining = new WeakSet<object>();
 
 const CLOSED_MID_BODY = 'The client closed the connection before its request body had arrived';
 

@@ -52,6 +52,7 @@ export class Env {
   @Type(() => Number)
   @IsInt()
   @Min(0)
+  @Max(2_147_483_647, { message: 'BODY_IDLE_TIMEOUT_MS must be at most 2147483647 (about 24 days; 0 turns the limit off)' })
   BODY_IDLE_TIMEOUT_MS = 30_000;
 
   @IsString()

@@ -214,6 +214,25 @@ describe('API surface', () => {
     expect(JSON.parse(out)).toEqual([413, 413, 413, 413, 413]);
   });
 
+  it('answers a refused body once, even when what follows it breaks the framing', async () => {
+    const text = await new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(new URL(gw.url).port), '127.0.0.1');
+      let got = '';
+      socket.on('data', (d: Buffer) => (got += d.toString()));
+      socket.on('close', () => resolve(got));
+      socket.on('error', reject);
+      const piece = 'x'.repeat(70 * 1024);
+      socket.write(`POST ${chat} HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n${piece.length.toString(16)}\r\n${piece}\r\n`);
+      setTimeout(() => socket.write('ZZZ\r\n\r\n'), 100);
+    });
+    expect(text).toMatch(/^HTTP\/1\.1 413 /);
+    expect(text.match(/HTTP\/1\.1 \d{3}/g)).toHaveLength(1);
+  });
+
+  it("leaves a slow but steady upload to the idle limit, not to Node's five minutes for the whole request", () => {
+    expect(gw.app.getHttpServer().requestTimeout).toBe(0);
+  });
+
   it('logs a request whose client left before its body arrived, with 499', async () => {
     const before = (await gw.rows()).filter((r) => r.status_code === 499).length;
     await new Promise<void>((resolve, reject) => {

@@ -38,17 +38,20 @@ describe('IsUsdAmount', () => {
   };
 
   it('takes numbers and decimal strings of at most 12 digits either side of the point', () => {
-    for (const ok of [0, 12.5, '12.50', '0.000000000001', 999_999_999_999, 0.1]) expect([ok, valid(ok)]).toEqual([ok, true]);
+    for (const ok of [0, 12.5, '12.50', '0.000000000001', 999_999_999_999, 0.1, 0.0000005, 0.1 + 0.2])
+      expect([ok, valid(ok)]).toEqual([ok, true]);
   });
 
-  it('refuses a number beyond 12 decimals as it refuses the same amount written out, rather than round it to 0', () => {
+  it('refuses an amount that 12 decimals would round to 0, rather than make it a budget of 0', () => {
     for (const bad of [1e-13, '0.0000000000001', -1, Number.NaN, Infinity, 1e12, '1e3', '12,5'])
       expect([bad, valid(bad)]).toEqual([bad, false]);
   });
 
-  it('keeps a number as its shortest decimal form', () => {
+  it('keeps a number to 12 decimals', () => {
     expect(usdText(0.1)).toBe('0.1');
     expect(usdText(12.5)).toBe('12.5');
+    expect(usdText(0.1 + 0.2)).toBe('0.3');
+    expect(usdText(0.0000005)).toBe('0.0000005');
     expect(usdText(' 7.25 ')).toBe('7.25');
   });
 });

@@ -9,8 +9,9 @@ export function IsUsdAmount(options?: ValidationOptions): PropertyDecorator {
       name: 'isUsdAmount',
       validator: {
         validate: (v: unknown) =>
-          // A number is held to what its shortest decimal form says: 1e-13 is refused as "0.0000000000001" is, not rounded to a budget of 0.
-          (typeof v === 'number' && v >= 0 && DECIMAL.test(String(v))) || (typeof v === 'string' && DECIMAL.test(v.trim())),
+          // A number is taken to 12 decimals, but one that would round to 0 is refused (1e-13 must not become a budget of 0).
+          (typeof v === 'number' && Number.isFinite(v) && v >= 0 && v < 1e12 && (v === 0 || usdText(v) !== '0')) ||
+          (typeof v === 'string' && DECIMAL.test(v.trim())),
         defaultMessage: (args) => `${args?.property} must be a non-negative amount of USD (a number or a decimal string such as "12.50")`,
       },
     },
@@ -77,5 +78,5 @@ export function parseTimestamp(v: unknown): Date | undefined {
 
 /** USD as given (number or string) to a normalised decimal string. */
 export function usdText(v: string | number): string {
-  return typeof v === 'number' ? String(v) : v.trim();
+  return typeof v === 'number' ? v.toFixed(12).replace(/0+$/, '').replace(/\.$/, '') : v.trim();
 }
