@@ -40,7 +40,7 @@ export function contentText(content: ChatMessage['content']): string {
  */
 export function outputChars(m: OutputPart | null | undefined): number {
   if (!m) return 0;
-  let chars = typeof m.content === 'string' ? m.content.length : contentText(m.content as ChatMessage['content']).length;
+  let chars = contentText(m.content as ChatMessage['content']).length;
   if (typeof m.reasoning_content === 'string') chars += m.reasoning_content.length;
   if (typeof m.reasoning === 'string') chars += m.reasoning.length;
   if (Array.isArray(m.tool_calls))

@@ -5,7 +5,7 @@ import type { AnthropicUsage } from '../../adapters/anthropic/anthropic.types';
 import type { CallContext, LlmAdapter, MessagesCall, MessagesEvent } from '../../adapters/llm-adapter';
 import type { ChatChunk, ChatMessage, ChatRequest } from '../../common/chat.types';
 import { UpstreamError } from '../../common/errors';
-import { contentText, estimatePromptTokens } from '../../common/tokens';
+import { contentText, estimatePromptTokens, outputChars } from '../../common/tokens';
 import { isSoundUsage } from '../../common/usage';
 import { AppConfig } from '../../config/app-config';
 import type { RouteDef } from '../../config/registry.types';
@@ -279,10 +279,7 @@ export function deltaChars(data: string): number {
 async function* translated(chunks: AsyncIterable<ChatChunk>, t: ChatToMessagesStream): AsyncGenerator<SurfaceEvent> {
   let chars = 0;
   for await (const chunk of chunks) {
-    for (const c of chunk.choices)
-      chars +=
-        (typeof c.delta?.content === 'string' ? c.delta.content.length : 0) +
-        (c.delta?.tool_calls?.reduce((s, tc) => s + (tc.function?.arguments?.length ?? 0), 0) ?? 0);
+    for (const c of chunk.choices) chars += outputChars(c.delta);
     yield* t.push(chunk);
   }
   const closing: SurfaceEvent[] = t.finishEvents();
