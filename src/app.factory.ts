@@ -7,6 +7,7 @@ import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { NextFunction, Request, Response } from 'express';
 import { AppModule } from './app.module';
 import { anthropicErrorBody, isAnthropicPath } from './common/anthropic-error';
+import { cors } from './common/cors';
 import { GatewayExpressAdapter } from './common/express-adapter';
 import { draining, jsonBody } from './common/json-body';
 import { errorBody, sendErrorJson } from './common/openai-error';
@@ -52,6 +53,7 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
     attachContext(req, { requestId, startedAt: performance.now() });
     next();
   });
+  if (config.corsOrigins) app.use(cors(config.corsOrigins));
   app.use(jsonBody(config.bodyLimitBytes, config.env.BODY_LIMIT, isFramedPath, config.env.BODY_IDLE_TIMEOUT_MS));
   app.getHttpServer().on('clientError', answerClientError);
   // The body reader times out a body that pauses (and logs it); Node's own limit on the whole

@@ -1,4 +1,5 @@
 import { resolve } from 'node:path';
+import { parseCorsOrigins, type CorsOrigins } from '../common/cors';
 import type { Env } from './env.schema';
 
 export interface UpstreamTimeouts {
@@ -19,10 +20,13 @@ export class AppConfig {
   readonly dbBackend: 'sqlite' | 'postgres';
   readonly bodyLimitBytes: number;
   readonly upstreamTimeouts: UpstreamTimeouts;
+  /** Undefined: CORS off. */
+  readonly corsOrigins: CorsOrigins | undefined;
 
   constructor(readonly env: Env) {
     this.dbBackend = env.DB_BACKEND ?? (env.DATABASE_URL ? 'postgres' : 'sqlite');
     this.bodyLimitBytes = parseByteSize(env.BODY_LIMIT);
+    this.corsOrigins = parseCorsOrigins(env.CORS_ORIGINS);
     this.upstreamTimeouts = {
       connectMs: env.UPSTREAM_CONNECT_TIMEOUT_MS,
       firstByteMs: env.UPSTREAM_FIRST_BYTE_TIMEOUT_MS,

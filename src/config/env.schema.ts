@@ -208,6 +208,17 @@ export class Env {
   @IsBoolean()
   METRICS_ENABLED = true;
 
+  /**
+   * Browser pages that may call the gateway (CORS): empty for none, `*` for any, or origins as
+   * browsers send them, comma-separated (`https://app.example.com,http://localhost:3000`).
+   */
+  @Transform(emptyToUndefined)
+  @IsOptional()
+  @Matches(/^\s*(\*|[a-z][a-z0-9+.-]*:\/\/[^/\s,?#]+(\s*,\s*[a-z][a-z0-9+.-]*:\/\/[^/\s,?#]+)*)\s*$/i, {
+    message: 'CORS_ORIGINS must be empty, * or comma-separated origins such as https://app.example.com (scheme://host[:port], no path)',
+  })
+  CORS_ORIGINS?: string;
+
   /** How far the old generation may grow past the live heap before V8 collects it (0: V8's own choice, 10-300%). */
   @Type(() => Number)
   @IsInt()
