@@ -1,4 +1,5 @@
 import { Injectable } from '@nestjs/common';
+import { withoutSecrets } from '../adapters/http/upstream-call';
 import { readBodyText, UpstreamClient } from '../adapters/http/upstream-client.service';
 import { UpstreamError } from '../common/errors';
 import { AppConfig } from '../config/app-config';
@@ -44,7 +45,7 @@ const TIMEOUTS = { connectMs: 10_000, firstByteMs: 15_000, firstTokenMs: 15_000,
  * The OAuth refresh_token grant at each provider's token endpoint (JSON bodies, as Claude Code and
  * Codex send them). Refresh tokens rotate: the answer's refresh token replaces the old one, which
  * must not be used again. Nothing from a request or a response body is put in an error message
- * except the endpoint's `error` / `error_description`.
+ * except the endpoint's `error` / `error_description`, with the account's tokens blanked out.
  */
 @Injectable()
 export class OAuthRefresher {
@@ -89,7 +90,8 @@ export class OAuthRefresher {
     }
     if (status >= 400) {
       const { code, description } = oauthError(json);
-      const what = `token endpoint answered ${status}${code ? ` ${code}` : ''}${description ? `: ${description}` : ''}`;
+      const said = description ? `: ${withoutSecrets(description, [current.refreshToken, current.accessToken])}` : '';
+      const what = `token endpoint answered ${status}${code ? ` ${code}` : ''}${said}`;
       if (code && PERMANENT.has(code) && status < 500) throw new RefreshRejected(`refresh token refused (${what})`, code);
       throw new RefreshFailed(what);
     }

@@ -229,6 +229,40 @@ models:
     ]);
   });
 
+  it('blanks out an account token the API quotes, for the client and in the account view', async () => {
+    const tokensSent = () => new Set(backend.calls.map((c) => token(c.req.headers.authorization)));
+    const leaks = (text: string) => [...tokensSent()].filter((t) => text.includes(t));
+    backend.quoteToken = 400;
+    const chat = await openai.chat.completions
+      .create({ model: 'claude/sub', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
+    expect(chat).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((chat as Error).message).toContain('request refused for token [redacted]');
+    const relayed = await anthropic.messages
+      .create({ model: 'claude/sub', max_tokens: 20, messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
+    expect(relayed).toBeInstanceOf(Anthropic.BadRequestError);
+    expect((relayed as APIError).message).toContain('[redacted]');
+    expect(leaks(`${(chat as Error).message} ${(relayed as Error).message}`)).toEqual([]);
+
+    backend.quoteToken = 'stream';
+    const stream = await openai.chat.completions
+      .create({ model: 'claude/sub', stream: true, messages: [{ role: 'user', content: 'x' }] })
+      .then(async (s) => {
+        for await (const _ of s);
+      })
+      .catch((e: unknown) => e);
+    expect((stream as Error).message).toContain('overloaded for [redacted]');
+    expect(leaks((stream as Error).message)).toEqual([]);
+
+    backend.quoteToken = 429;
+    await openai.chat.completions.create({ model: 'claude/sub', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    await eventually(async () => (await accounts()).every((a) => a.status === 'cooldown'), 'both accounts cool down');
+    const shown = JSON.stringify(await accounts());
+    expect(shown).toContain('[redacted]');
+    expect(leaks(shown)).toEqual([]);
+  });
+
   it('cools an account down on a rate-limit error event inside a stream', async () => {
     const res = await anthropic.messages
       .create({ model: 'claude/sub-limited-mid', max_tokens: 20, stream: true, messages: [{ role: 'user', content: 'x' }] })

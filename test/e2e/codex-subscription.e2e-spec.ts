@@ -1,4 +1,4 @@
-import type OpenAI from 'openai';
+import OpenAI from 'openai';
 import { CodexBackend } from '../fixtures/codex-backend';
 import { type Login, OAuthTokenServer } from '../fixtures/oauth-token-server';
 import { OpenAiUpstream } from '../fixtures/openai-upstream';
@@ -53,6 +53,14 @@ models:
     context_length: 200000
     route:
       - { kind: codex_sub, id: sub, base_url: "${codexUrl}", provider_model_id: cut }
+  - id: codex/quote-token
+    context_length: 200000
+    route:
+      - { kind: codex_sub, id: sub, base_url: "${codexUrl}", provider_model_id: quote-token }
+  - id: codex/quote-token-failed
+    context_length: 200000
+    route:
+      - { kind: codex_sub, id: sub, base_url: "${codexUrl}", provider_model_id: quote-token-failed }
 `;
 
   beforeAll(async () => {
@@ -70,6 +78,7 @@ models:
     tokens.refreshes.length = 0;
     tokens.reused = 0;
     tokens.delayMs = 0;
+    tokens.quoteRefreshToken = false;
     tokens.release();
     paid.reset();
   });
@@ -372,6 +381,18 @@ models:
     expect(raw.text).not.toContain('[DONE]');
   });
 
+  it('blanks out the account token in an error that quotes it', async () => {
+    const { gw } = await boot(1);
+    for (const model of ['codex/quote-token', 'codex/quote-token-failed']) {
+      const err = await ask(gw.client(), model).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OpenAI.APIError);
+      const sent = String(codex.requests.at(-1)!.headers.authorization).slice(7);
+      expect(sent.length).toBeGreaterThan(20);
+      expect((err as Error).message).toContain('token [redacted]');
+      expect((err as Error).message).not.toContain(sent);
+    }
+  });
+
   it('refreshes a token about to expire before using it, once for concurrent requests', async () => {
     const { gw, logins } = await boot(1, { ttlSeconds: 20 }); // so little left that requests wait for the refresh
     tokens.delayMs = 200;
@@ -404,11 +425,15 @@ models:
     const { gw, logins } = await boot(2);
     tokens.invalidateAccess(logins[0].access_token);
     tokens.revoke(logins[0].refresh_token);
+    tokens.quoteRefreshToken = true;
     const res = await ask(gw.client());
     expect(res.choices[0].message.content).toBe('echo: hello there');
     expect(codex.served()).toEqual([logins[1].accountId]);
     const [a] = await accounts(gw);
     expect(a).toMatchObject({ status: 'revoked', last_error: expect.stringContaining('invalid_grant') });
+    // The endpoint quoted the refresh token: the account view shows it blanked out.
+    expect(a.last_error).toContain('Refresh token [redacted]');
+    expect(a.last_error).not.toContain(logins[0].refresh_token);
     const enable = await gw.admin(`/${a.id}/enable`, { method: 'POST' });
     expect(enable.status).toBe(409);
     expect(await enable.json()).toMatchObject({ error: { code: 'account_revoked' } });

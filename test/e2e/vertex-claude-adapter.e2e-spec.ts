@@ -56,6 +56,10 @@ models:
     context_length: 200000
     route:
       - { kind: vertex_claude, base_url: "${base}", region: us-east5, credentials: "${good}", provider_model_id: quota }
+  - id: vertex/quote-token
+    context_length: 200000
+    route:
+      - { kind: vertex_claude, base_url: "${base}", region: us-east5, credentials: "${good}", provider_model_id: quote-token }
   - id: vertex/wrong-key
     context_length: 200000
     route:
@@ -148,6 +152,16 @@ models:
     expect(err).toBeInstanceOf(APIError);
     expect(err).toMatchObject({ status: 429, code: 'RESOURCE_EXHAUSTED' });
     expect((err as APIError).message).toContain('Quota exceeded');
+  });
+
+  it('blanks out the access token in an error that quotes it', async () => {
+    const err = await client.chat.completions
+      .create({ model: 'vertex/quote-token', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({ status: 400 });
+    const sent = /^Bearer (.+)$/.exec(String(predictions().at(-1)!.headers.authorization))![1];
+    expect((err as APIError).message).toContain('request refused for token [redacted]');
+    expect((err as APIError).message).not.toContain(sent);
   });
 
   it('reports a refused token exchange as a 502 naming the account, and fails over', async () => {

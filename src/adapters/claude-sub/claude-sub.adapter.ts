@@ -16,7 +16,7 @@ import {
 } from '../anthropic/anthropic.mapper';
 import type { AnthropicRequest } from '../anthropic/anthropic.types';
 import { KeyPool } from '../http/key-pool.service';
-import { joinUrl, optionString, postJson } from '../http/upstream-call';
+import { joinUrl, optionString, postJson, withoutSecrets } from '../http/upstream-call';
 import { retryAfterMs, UpstreamClient } from '../http/upstream-client.service';
 import { LlmAdapter, type CallContext, type MessagesCall, type ProbeResult } from '../llm-adapter';
 import { CLAUDE_CODE_BETAS, CLAUDE_CODE_VERSION, claudeCodeUserAgent, subscriptionResetAt, withClaudeCodeIdentity } from './claude-code';
@@ -149,6 +149,7 @@ export class ClaudeSubAdapter extends AnthropicAdapter {
     route: RouteDef,
     lease: AccountLease,
   ): UpstreamError {
+    text = withoutSecrets(text, [lease.accessToken]);
     if (status === 429) {
       const e = parseAnthropicError(text);
       return new AccountRateLimitError(
@@ -173,6 +174,7 @@ export class ClaudeSubAdapter extends AnthropicAdapter {
     lease: AccountLease,
     headers: Dispatcher.ResponseData['headers'],
   ): UpstreamError {
+    if (typeof err.message === 'string') err = { ...err, message: withoutSecrets(err.message, [lease.accessToken]) };
     if (err.type !== 'rate_limit_error') return anthropicStreamError(err, route);
     const message = err.message || 'rate limited';
     const until = subscriptionResetAt(headers);

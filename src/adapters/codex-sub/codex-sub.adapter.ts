@@ -8,6 +8,7 @@ import type { RouteDef } from '../../config/registry.types';
 import { type AccountLease, AccountPool } from '../../subscription/account-pool.service';
 import { AccountRateLimitError } from '../../subscription/account-session';
 import { CredentialVault } from '../../subscription/credential-vault.service';
+import { callInfo, withoutSecrets } from '../http/upstream-call';
 import { readBodyText, retryAfterMs, UpstreamClient } from '../http/upstream-client.service';
 import { LlmAdapter, type CallContext, type ProbeResult } from '../llm-adapter';
 import {
@@ -193,7 +194,7 @@ export class CodexSubAdapter implements LlmAdapter {
     route: RouteDef,
     lease: AccountLease,
   ): UpstreamError {
-    const { message, code, type, resetsAt } = errorBody(text, status);
+    const { message, code, type, resetsAt } = errorBody(withoutSecrets(text, [lease.accessToken]), status);
     const base = { provider: route.kind, route: route.id };
     if (status === 429) {
       const notIncluded = type === 'usage_not_included' || code === 'usage_not_included';
@@ -227,6 +228,7 @@ export class CodexSubAdapter implements LlmAdapter {
 
   /** `response.failed` / `error` mid-stream (before any content, the executor may still fail over). */
   private failed(f: ResponsesFailure, route: RouteDef, lease: AccountLease): UpstreamError {
+    f = { ...f, message: withoutSecrets(f.message, [lease.accessToken]) };
     const base = { provider: route.kind, route: route.id };
     const code = f.code ?? f.type;
     if (
@@ -276,10 +278,6 @@ function routeOptions(route: RouteDef): CodexRouteOptions {
     userAgent:
       str(o.user_agent) ?? `codex_cli_rs/${version} (${osType()} ${release()}; ${arch() === 'x64' ? 'x86_64' : arch()}) hybridinference`,
   };
-}
-
-function callInfo(route: RouteDef, ctx: CallContext) {
-  return { signal: ctx.signal, timeouts: ctx.timeouts, route: route.id, provider: route.kind };
 }
 
 function errorBody(text: string, status: number): { message: string; code?: string; type?: string; resetsAt?: number } {

@@ -159,7 +159,15 @@ export function providerHttpError(
  * they refused, and the text is passed on to the client (a 401 passes through).
  */
 export function withoutKeys(text: string, route: RouteDef): string {
-  for (const key of route.apiKeys) if (key.length >= 8 && text.includes(key)) text = text.replaceAll(key, '[redacted]');
+  return withoutSecrets(text, route.apiKeys);
+}
+
+/**
+ * `text` with each of `secrets` blanked out: the keys of a route, or the OAuth or service-account
+ * access token a call was made with (subscription accounts, Vertex), which are no route key.
+ */
+export function withoutSecrets(text: string, secrets: readonly string[]): string {
+  for (const secret of secrets) if (secret.length >= 8 && text.includes(secret)) text = text.replaceAll(secret, '[redacted]');
   return text;
 }
 

@@ -6,7 +6,7 @@ import type { RouteDef } from '../../config/registry.types';
 import { AnthropicAdapter } from '../anthropic/anthropic.adapter';
 import type { AnthropicRequest } from '../anthropic/anthropic.types';
 import { KeyPool } from '../http/key-pool.service';
-import { joinUrl, optionString, postJson } from '../http/upstream-call';
+import { joinUrl, optionString, postJson, withoutSecrets } from '../http/upstream-call';
 import { UpstreamClient } from '../http/upstream-client.service';
 import { LlmAdapter, type CallContext, type ProbeResult } from '../llm-adapter';
 import { GoogleTokenSource, loadServiceAccount, type ServiceAccount } from './google-auth';
@@ -161,7 +161,7 @@ export class VertexClaudeAdapter extends AnthropicAdapter {
       if (beta) headers['anthropic-beta'] = beta;
       try {
         return await postJson(this.http, url, headers, text, route, ctx, (status, errText, retryAfter) =>
-          this.error(status, errText, route, retryAfter),
+          this.error(status, withoutSecrets(errText, [token]), route, retryAfter),
         );
       } catch (err) {
         if (attempt === 0 && err instanceof UpstreamError && err.upstreamStatus === 401) {
