@@ -8,7 +8,8 @@ import { contextOf } from './request-context';
 /**
  * Reads a JSON request body. express.json (body-parser, raw-body, iconv) cost ~4% of the
  * gateway's CPU under load for features this API does not use (form bodies, charsets other than
- * UTF-8); this reads the bytes, enforces the size limit before and while reading, and parses.
+ * UTF-8, Latin-1 and UTF-16LE, which are refused with 415); this reads the bytes, enforces the
+ * size limit before and while reading, and parses.
  * Any declared content type is read as JSON, because `curl -d` sends form encoding by default.
  * Refusals are in OpenAI's error shape, or Anthropic's on the Anthropic surface's paths. On the
  * model endpoints (`framed`) the refusal is left on the request for the handler's frame, which
@@ -33,6 +34,8 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
   return (req: Request, res: Response, next: NextFunction): void => {
     if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'DELETE' || req.method === 'OPTIONS') return next();
     const encoding = req.headers['content-encoding'];
+    const charset = charsetOf(req.headers['content-type']);
+    const textEncoding = charset === undefined ? 'utf8' : CHARSETS.get(charset.toLowerCase());
     const declared = Number(req.headers['content-length']);
     // A body declared longer than is worth draining: answer and close, as the client announced
     // more than would be read anyway.
@@ -48,7 +51,15 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
               null,
               closeAfter,
             )
-          : undefined;
+          : textEncoding === undefined
+            ? new RequestBodyError(
+                415,
+                `The charset "${charset!.slice(0, 40)}" is not supported; send the JSON body as UTF-8`,
+                'unsupported_charset',
+                null,
+                closeAfter,
+              )
+            : undefined;
     // The body as it arrives: its one chunk, or (from a second) the text decoded so far. Decoding
     // each chunk as it comes lets its buffer go at once; holding them all for one concatenation
     // kept each large body twice in malloc's memory, which a burst of large bodies left
@@ -104,7 +115,7 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
       if (first === undefined && decoder === undefined) first = chunk;
       else {
         if (decoder === undefined) {
-          decoder = new StringDecoder('utf8');
+          decoder = new StringDecoder(textEncoding);
           decoded = decoder.write(first!);
           first = undefined;
         }
@@ -119,7 +130,7 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
         req.body = undefined;
         return next();
       }
-      let text = decoder ? decoded + decoder.end() : first!.toString('utf8');
+      let text = decoder ? decoded + decoder.end() : first!.toString(textEncoding);
       if (text.charCodeAt(0) === 0xfeff) text = text.slice(1); // a byte order mark, which JSON allows readers to ignore
       // The listeners, and so this closure, live as long as the request: let the body go now.
       drop();
@@ -193,4 +204,29 @@ export function nestingExceeds(value: unknown, max: number): boolean {
   const obj = value as Record<string, unknown>;
   for (const key in obj) if (nestingExceeds(obj[key], max - 1)) return true;
   return false;
+}
+
+/**
+ * The charsets a body may declare, and how it is decoded. JSON is UTF-8 (RFC 8259), but older
+ * HTTP clients label it ISO-8859-1 (Apache HttpClient's default for a string entity), which reads
+ * exactly as Latin-1; US-ASCII is a subset of both. Others (UTF-16 with its byte order in the
+ * text, Windows code pages) are refused with 415 rather than read into a garbled prompt.
+ */
+const CHARSETS: ReadonlyMap<string, BufferEncoding> = new Map([
+  ['utf-8', 'utf8'],
+  ['utf8', 'utf8'],
+  ['us-ascii', 'utf8'],
+  ['ascii', 'utf8'],
+  ['iso-8859-1', 'latin1'],
+  ['latin1', 'latin1'],
+  ['utf-16le', 'utf16le'],
+]);
+
+/** The `charset` parameter of a Content-Type, unquoted; undefined when there is none. */
+function charsetOf(contentType: string | undefined): string | undefined {
+  if (contentType === undefined || !contentType.includes('=')) return undefined;
+  return /;\s*charset\s*=\s*(?:"([^"]*)"|([^;\s]*))/i
+    .exec(contentType)
+    ?.slice(1)
+    .find((v) => v !== undefined);
 }

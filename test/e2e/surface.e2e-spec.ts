@@ -266,6 +266,38 @@ describe('API surface', () => {
     expect(rows.find((r) => r.id === id)?.prompt_tokens).toBe(rows.find((r) => r.id === res.headers.get('x-request-id'))?.prompt_tokens);
   });
 
+  it('decodes a body in the charset it declares, and refuses one it cannot read with 415', async () => {
+    const text = JSON.stringify({ model: 'démo/ünknown', messages: [{ role: 'user', content: 'x' }] });
+    const send = (bytes: Buffer, contentType: string) =>
+      rawPost(`${gw.url}${chat}`, '', { headers: { 'content-type': contentType }, body: bytes });
+    for (const [encoding, contentType] of [
+      ['latin1', 'application/json; charset=ISO-8859-1'],
+      ['utf16le', 'application/json;charset="utf-16le"'],
+      ['utf8', 'text/plain;charset=UTF-8'],
+    ] as const) {
+      const res = await send(Buffer.from(text, encoding), contentType);
+      // Read right, the model name comes back whole in the 404.
+      expect([contentType, res.status, (JSON.parse(res.text) as { error: { message: string } }).error.message]).toEqual([
+        contentType,
+        404,
+        expect.stringContaining('"démo/ünknown"'),
+      ]);
+    }
+    for (const contentType of ['application/json; charset=utf-16', 'application/json; charset=windows-1252']) {
+      const res = await send(Buffer.from(text, 'utf16le'), contentType);
+      expect(res.status).toBe(415);
+      expect(JSON.parse(res.text)).toEqual({
+        error: {
+          message: expect.stringMatching(/charset ".+" is not supported/),
+          type: 'invalid_request_error',
+          param: null,
+          code: 'unsupported_charset',
+        },
+      });
+      expect((await gw.rows()).find((r) => r.id === res.headers.get('x-request-id'))?.status_code).toBe(415);
+    }
+  });
+
   it('answers a path that does not decode with a 400 naming the path', async () => {
     const res = await request(`${gw.url}/v1/models/%ZZ`);
     expect(res.statusCode).toBe(400);
