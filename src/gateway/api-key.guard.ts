@@ -6,16 +6,22 @@ import { contextOf } from '../common/request-context';
 import { AppConfig } from '../config/app-config';
 import { ApiKeysService, type KeyState } from '../storage/api-keys.service';
 
-/** The key a client sent: `Authorization: Bearer <key>`, else `x-api-key` (Anthropic's header). */
-export function presentedKey(req: Request): string | undefined {
+/**
+ * The keys a client sent: `Authorization: Bearer <key>`, then `x-api-key` (Anthropic's header).
+ * Both count: a client may carry a token meant for someone else in one and our key in the other
+ * (an Anthropic SDK with both `authToken` and `apiKey` set sends both).
+ */
+export function presentedKeys(req: Request): string[] {
+  const keys: string[] = [];
   const auth = req.headers.authorization;
   if (typeof auth === 'string' && auth.slice(0, 7).toLowerCase() === 'bearer ') {
     const token = auth.slice(7).trim();
-    if (token) return token;
+    if (token) keys.push(token);
   }
   const header = req.headers['x-api-key'];
-  const value = Array.isArray(header) ? header[0] : header;
-  return value?.trim() || undefined;
+  const value = (Array.isArray(header) ? header[0] : header)?.trim();
+  if (value && value !== keys[0]) keys.push(value);
+  return keys;
 }
 
 /**
@@ -43,21 +49,22 @@ export class ApiKeyGuard implements CanActivate {
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
     const req = context.switchToHttp().getRequest<Request>();
-    const principal = await this.identify(presentedKey(req));
+    const principal = await this.identify(presentedKeys(req));
     const ctx = contextOf(req);
     if (ctx) ctx.principal = principal;
     return true;
   }
 
-  private async identify(token: string | undefined): Promise<Principal | null> {
-    if (!token) {
+  private async identify(tokens: string[]): Promise<Principal | null> {
+    if (!tokens.length) {
       if (this.required)
         throw new AuthenticationError('An API key is required: send Authorization: Bearer <key> (or x-api-key: <key>)', 'missing_api_key');
       return null;
     }
-    let state: KeyState | null;
+    let state: KeyState | null = null;
     try {
-      state = await this.keys.lookup(token);
+      // The first that is a key of ours (almost always the only one sent).
+      for (const token of tokens) if ((state = await this.keys.lookup(token))) break;
     } catch (err) {
       if (this.required) throw err;
       this.logger.warn(`API key not checked (${(err as Error).message}); admitting the call anonymously (USER_AUTH_ENABLED=false)`);

@@ -59,6 +59,12 @@ models:
   - id: claude/overloaded
     context_length: 200000
     route: [${r('error:529')}]
+  - id: claude/invalid-mid
+    context_length: 200000
+    route: [${r('invalid-mid')}]
+  - id: claude/pretty
+    context_length: 200000
+    route: [${r('pretty')}]
   - id: llama/chat
     context_length: 8192
     pricing: { prompt: 1, completion: 2 }
@@ -105,7 +111,7 @@ models:
   };
 
   describe('relayed to an anthropic route', () => {
-    it('passes the request through with only the model and the key replaced, and the answer back as sent', async () => {
+    it('passes the request through with only the model and the key replaced, and the answer back under the public model id', async () => {
       const params: Anthropic.MessageCreateParamsNonStreaming = {
         model: 'claude/sonnet',
         max_tokens: 100,
@@ -120,7 +126,7 @@ models:
         role: 'assistant',
         content: [{ type: 'text', text: 'echo: hello claude' }],
         stop_reason: 'end_turn',
-        model: 'ok',
+        model: 'claude/sonnet',
       });
       const sent = claude.requests[0];
       expect(sent.path).toBe('/v1/messages');
@@ -166,7 +172,8 @@ models:
         'message_stop',
       ]);
       for (const [e, data] of evs) expect(data.type).toBe(e);
-      const start = evs[0][1].message as { id: string; usage: Json };
+      const start = evs[0][1].message as { id: string; model: string; usage: Json };
+      expect(start.model).toBe('claude/cached');
       expect(start.usage).toMatchObject({ input_tokens: 6, cache_read_input_tokens: 100, cache_creation_input_tokens: 20 });
       expect(res.text).not.toContain('[DONE]');
       const row = await rowFor(start.id);
@@ -293,6 +300,46 @@ models:
       expect(err).toBeInstanceOf(Anthropic.APIError);
       const rows = await gw.rows();
       expect(rows.at(-1)).toMatchObject({ model: 'claude/mid-error', status_code: 503, stream: true });
+    });
+
+    it('keeps the type of an error event, and does not call it an HTTP status', async () => {
+      const res = await rawPost(`${gw.url}/anthropic/v1/messages`, {
+        model: 'claude/invalid-mid',
+        max_tokens: 50,
+        stream: true,
+        messages: [{ role: 'user', content: 'one two three' }],
+      });
+      expect(events(res.text).at(-1)).toEqual([
+        'error',
+        {
+          type: 'error',
+          error: { type: 'invalid_request_error', message: 'Output blocked by content filtering policy' },
+          request_id: expect.any(String),
+        },
+      ]);
+      const overloaded = await rawPost(`${gw.url}/anthropic/v1/messages`, {
+        model: 'claude/mid-error',
+        max_tokens: 50,
+        stream: true,
+        messages: [{ role: 'user', content: 'one two three' }],
+      });
+      const last = events(overloaded.text).at(-1)![1] as { error: { message: string } };
+      expect(last.error.message).toMatch(/sent an error event \(overloaded_error\)/);
+      expect(last.error.message).not.toContain('answered');
+    });
+
+    it('relays events whose data spans several lines as valid SSE', async () => {
+      const stream = client.messages.stream({
+        model: 'claude/pretty',
+        max_tokens: 50,
+        messages: [{ role: 'user', content: 'pretty please' }],
+      });
+      const msg = await stream.finalMessage();
+      expect(msg).toMatchObject({
+        model: 'claude/pretty',
+        content: [{ type: 'text', text: 'echo: pretty please' }],
+        stop_reason: 'end_turn',
+      });
     });
   });
 
@@ -557,12 +604,15 @@ models:
         .create({ model: 'nope/model', max_tokens: 5, messages: [{ role: 'user', content: 'c' }] })
         .catch(() => undefined);
       await call(`${gw.url}/anthropic/v1/messages`, 'POST', { model: 'claude/sonnet', messages: [] });
-      const rows = await gw.waitForRows(before + 4);
-      expect(rows.slice(before).map((r) => [r.model, r.status_code])).toEqual([
-        ['claude/sonnet', 200],
-        ['llama/chat', 200],
-        ['nope/model', 404],
-        ['claude/sonnet', 400],
+      // A stream request refused before it started is still logged as a stream request.
+      await call(`${gw.url}/anthropic/v1/messages`, 'POST', { model: 'claude/sonnet', stream: true, max_tokens: 0, messages: [] });
+      const rows = await gw.waitForRows(before + 5);
+      expect(rows.slice(before).map((r) => [r.model, r.status_code, r.stream])).toEqual([
+        ['claude/sonnet', 200, false],
+        ['llama/chat', 200, false],
+        ['nope/model', 404, false],
+        ['claude/sonnet', 400, false],
+        ['claude/sonnet', 400, true],
       ]);
     });
   });
@@ -578,8 +628,19 @@ models:
     });
     const all: string[] = [];
     for await (const m of client.models.list({ limit: 3 })) all.push(m.id);
-    expect(all).toHaveLength(11);
+    expect(all).toHaveLength(13);
     expect(await client.models.retrieve('llama/chat')).toMatchObject({ id: 'llama/chat', type: 'model' });
+    // An empty cursor is no cursor: the first page, as with after_id=.
+    const empty = (await (await fetch(`${gw.url}/anthropic/v1/models?limit=2&before_id=`)).json()) as { data: Array<{ id: string }> };
+    expect(empty.data.map((m) => m.id)).toEqual(['claude/sonnet', 'claude/thinking']);
+    for (const query of ['after_id=a&after_id=b', 'before_id=a&before_id=b', 'limit=1&limit=2']) {
+      const res = await fetch(`${gw.url}/anthropic/v1/models?${query}`);
+      expect([query, res.status]).toEqual([query, 400]);
+      expect(await res.json()).toMatchObject({
+        type: 'error',
+        error: { type: 'invalid_request_error', message: expect.stringContaining('single string') },
+      });
+    }
   });
 });
 
@@ -597,6 +658,23 @@ describe('Anthropic Messages surface: keys and limits', () => {
   afterAll(async () => {
     await gw?.close();
     await claude.stop();
+  });
+
+  it('finds the key in x-api-key when the Bearer token beside it is not ours', async () => {
+    const { id, key } = await adminApi(gw).createKey({ name: 'both-headers' });
+    // A client with both set (Claude Code with ANTHROPIC_AUTH_TOKEN and ANTHROPIC_API_KEY) sends both.
+    const body = { model: 'claude/sonnet', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] };
+    const ok = await call(`${gw.url}/anthropic/v1/messages`, 'POST', body, {
+      authorization: 'Bearer sk-ant-oat01-someone-else',
+      'x-api-key': key,
+    });
+    expect(ok.status).toBe(200);
+    expect((await gw.rows()).filter((r) => r.api_key_id === id)).toHaveLength(1);
+    const neither = await call(`${gw.url}/anthropic/v1/messages`, 'POST', body, {
+      authorization: 'Bearer not-ours',
+      'x-api-key': 'sk-not-ours',
+    });
+    expect(neither.status).toBe(401);
   });
 
   it('authenticates with x-api-key (or Bearer), refuses with 401 / 403, and holds the key to its limits', async () => {

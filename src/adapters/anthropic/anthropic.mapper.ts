@@ -37,10 +37,13 @@ export interface AnthropicRequestOptions {
 
 type Blocks = AnthropicContentBlock[];
 
-/** A tool-use id as Anthropic accepts it (`^[a-zA-Z0-9_-]+$`, at most 64 characters). */
-export function anthropicToolId(id: string): string {
-  const clean = id.replace(/[^a-zA-Z0-9_-]/g, '_').slice(0, 64);
-  return clean || 'toolu_';
+/**
+ * A tool-use id as Anthropic accepts it (`^[a-zA-Z0-9_-]+$`, at most 64 characters); `fallback`
+ * (unique within the message) when there is none to clean.
+ */
+export function anthropicToolId(id: string | undefined, fallback = 'toolu_'): string {
+  const clean = (id ?? '').replace(/[^a-zA-Z0-9_-]/g, '_').slice(0, 64);
+  return clean || fallback;
 }
 
 /** `data:<type>;base64,<data>` → its parts. */
@@ -470,7 +473,13 @@ export function parseAnthropicError(text: string): ParsedError {
  * `rate_limit_error` a 429 carrying Retry-After, other 4xx pass through with OpenAI's error type,
  * 5xx are retryable 502s.
  */
-export function anthropicHttpError(status: number, text: string, route: RouteDef, retryAfterMs: number | undefined): UpstreamError {
+export function anthropicHttpError(
+  status: number,
+  text: string,
+  route: RouteDef,
+  retryAfterMs: number | undefined,
+  what?: string,
+): UpstreamError {
   const e = parseAnthropicError(text);
   const known = e.type ? ERROR_TYPES[e.type] : undefined;
   const overloaded = status === 529 || e.type === 'overloaded_error';
@@ -485,13 +494,37 @@ export function anthropicHttpError(status: number, text: string, route: RouteDef
     },
     route,
     retryAfterMs,
+    what,
   );
 }
 
-/** An `error` event inside a stream that had started with HTTP 200. */
+/** The HTTP status Anthropic answers each error type with (its errors page). */
+const STATUS_OF_TYPE: Readonly<Record<string, number>> = {
+  invalid_request_error: 400,
+  authentication_error: 401,
+  billing_error: 402,
+  permission_error: 403,
+  not_found_error: 404,
+  request_too_large: 413,
+  rate_limit_error: 429,
+  api_error: 500,
+  overloaded_error: 529,
+};
+
+/**
+ * An `error` event inside a stream that had started with HTTP 200: the error its type stands
+ * for, so that the client's in-band event keeps the upstream's type (an invalid_request_error
+ * stays one), and a server error says it came as an event, not as a status.
+ */
 export function anthropicStreamError(err: { type?: string; message?: string }, route: RouteDef): UpstreamError {
-  const status = err.type === 'overloaded_error' ? 529 : err.type === 'rate_limit_error' ? 429 : err.type === 'api_error' ? 500 : 502;
-  return anthropicHttpError(status, JSON.stringify({ type: 'error', error: err }), route, undefined);
+  const status = (err.type !== undefined ? STATUS_OF_TYPE[err.type] : undefined) ?? 502;
+  return anthropicHttpError(
+    status,
+    JSON.stringify({ type: 'error', error: err }),
+    route,
+    undefined,
+    `sent an error event${err.type ? ` (${err.type})` : ''}`,
+  );
 }
 
 /**

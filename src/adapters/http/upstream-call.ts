@@ -136,13 +136,15 @@ export function providerHttpError(
   f: ProviderErrorFields,
   route: RouteDef,
   retryAfterMs: number | undefined,
+  /** What the upstream did, for a server error's message (an in-band error event is no HTTP status). */
+  what = `answered ${status}`,
 ): UpstreamError {
   const message = withoutKeys(f.message || `HTTP ${status}`, route);
   const clientError = status >= 400 && status < 500;
   return new UpstreamError({
     failure: 'http',
     upstreamStatus: status,
-    message: clientError ? message : `upstream ${route.id} answered ${status}: ${message}`,
+    message: clientError ? message : `upstream ${route.id} ${what}: ${message}`,
     type: clientError || f.status !== undefined ? f.type : undefined,
     code: clientError || f.status !== undefined ? f.code : undefined,
     param: f.param,

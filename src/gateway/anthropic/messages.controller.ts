@@ -36,7 +36,7 @@ export class AnthropicModelsController {
   constructor(private readonly registry: ModelRegistry) {}
 
   @Get()
-  list(@Query('limit') limit?: string, @Query('after_id') afterId?: string, @Query('before_id') beforeId?: string) {
+  list(@Query('limit') limit?: unknown, @Query('after_id') afterId?: unknown, @Query('before_id') beforeId?: unknown) {
     return anthropicModelPage(this.registry.current().models, { limit, afterId, beforeId });
   }
 

@@ -1,4 +1,4 @@
-import type { ChatChunk } from '../../common/chat.types';
+import type { ChatChunk, ChatResponse } from '../../common/chat.types';
 import { UpstreamError } from '../../common/errors';
 import { ChatToMessagesStream, chatToMessage, messagesToChat, messagesUsage, stopReason } from './messages.mapper';
 
@@ -142,6 +142,58 @@ describe('chatToMessage', () => {
     });
   });
 
+  it('gives tool calls without an id, or with an empty one, distinct ids', () => {
+    const msg = chatToMessage(
+      {
+        id: 'c',
+        object: 'chat.completion',
+        created: 0,
+        model: 'up',
+        choices: [
+          {
+            index: 0,
+            finish_reason: 'tool_calls',
+            message: {
+              role: 'assistant',
+              content: null,
+              tool_calls: [
+                { type: 'function', function: { name: 'f', arguments: '{}' } },
+                { id: '', type: 'function', function: { name: 'g', arguments: '{}' } },
+              ] as never,
+            },
+          },
+        ],
+      },
+      'msg_abc',
+      'p',
+    );
+    expect((msg.content as Array<{ id: string }>).map((b) => b.id)).toEqual(['toolu_abc_0', 'toolu_abc_1']);
+  });
+
+  it('reports the stop sequence a backend names, and a refusal as text with stop_reason refusal', () => {
+    const res = (choice: Record<string, unknown>): ChatResponse => ({
+      id: 'c',
+      object: 'chat.completion',
+      created: 0,
+      model: 'up',
+      choices: [{ index: 0, finish_reason: 'stop', message: { role: 'assistant', content: 'a' }, ...choice } as never],
+    });
+    expect(chatToMessage(res({ stop_reason: 'END' }), 'm', 'p', ['END'])).toMatchObject({
+      stop_reason: 'stop_sequence',
+      stop_sequence: 'END',
+    });
+    expect(chatToMessage(res({ matched_stop: 'END' }), 'm', 'p', ['X', 'END'])).toMatchObject({ stop_sequence: 'END' });
+    // A token id, the end-of-text token, or no stop_sequences asked for: an ordinary end of turn.
+    for (const [choice, stops] of [
+      [{ stop_reason: 151645 }, ['END']],
+      [{ stop_reason: '<|im_end|>' }, ['END']],
+      [{ stop_reason: 'END' }, undefined],
+    ] as const)
+      expect(chatToMessage(res(choice), 'm', 'p', stops)).toMatchObject({ stop_reason: 'end_turn', stop_sequence: null });
+    const refusal = chatToMessage(res({ message: { role: 'assistant', content: null, refusal: 'I cannot help with that.' } }), 'm', 'p');
+    expect(refusal).toMatchObject({ stop_reason: 'refusal', content: [{ type: 'text', text: 'I cannot help with that.' }] });
+  });
+
   it('maps finish reasons', () => {
     expect(['stop', 'length', 'tool_calls', 'content_filter', null].map(stopReason)).toEqual([
       'end_turn',
@@ -216,6 +268,99 @@ describe('ChatToMessagesStream', () => {
       delta: { stop_reason: 'tool_use', stop_sequence: null },
       usage: { input_tokens: 20, output_tokens: 9, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 },
     });
+  });
+
+  /**
+   * Replays events as Anthropic's SDK does: blocks one after the other, a block complete at its
+   * `content_block_stop`. Returns each tool_use block as it stood at its stop.
+   */
+  function replay(events: Array<{ event: string; data: string }>): Array<{ id: string; name: string; input: unknown }> {
+    const done: Array<{ id: string; name: string; input: unknown }> = [];
+    let open: { index: number; id: string; name: string; json: string } | undefined;
+    const stopped = new Set<number>();
+    for (const e of events) {
+      const d = JSON.parse(e.data) as {
+        index?: number;
+        content_block?: { type: string; id: string; name: string };
+        delta?: { partial_json?: string };
+      };
+      if (e.event === 'content_block_start') {
+        expect(open).toBeUndefined();
+        open = { index: d.index!, id: d.content_block!.id, name: d.content_block!.name, json: '' };
+      } else if (e.event === 'content_block_delta') {
+        expect([d.index, stopped.has(d.index!)]).toEqual([open?.index, false]);
+        open!.json += d.delta?.partial_json ?? '';
+      } else if (e.event === 'content_block_stop') {
+        expect(d.index).toBe(open?.index);
+        stopped.add(d.index!);
+        if (open!.id) done.push({ id: open!.id, name: open!.name, input: JSON.parse(open!.json || '{}') });
+        open = undefined;
+      }
+    }
+    return done;
+  }
+
+  it('holds back a call that starts while another is open, so that late arguments reach their own open block', () => {
+    const t = new ChatToMessagesStream('msg_9', 'p', 1);
+    const events = [
+      ...t.push(
+        chunk({ tool_calls: [{ index: 0, id: 'call_A', type: 'function', function: { name: 'weather', arguments: '{"city":' } }] }),
+      ),
+      ...t.push(
+        chunk({ tool_calls: [{ index: 1, id: 'call_B', type: 'function', function: { name: 'time', arguments: '{"tz":"UTC"}' } }] }),
+      ),
+      ...t.push(chunk({ tool_calls: [{ index: 0, function: { arguments: '"Paris"}' } }] })),
+      ...t.push(chunk({}, 'tool_calls')),
+      ...t.finishEvents(),
+    ];
+    expect(replay(events)).toEqual([
+      { id: 'call_A', name: 'weather', input: { city: 'Paris' } },
+      { id: 'call_B', name: 'time', input: { tz: 'UTC' } },
+    ]);
+  });
+
+  it('tells calls apart by id when the server sends no index, and continues the last call on a delta with neither', () => {
+    const t = new ChatToMessagesStream('msg_9', 'p', 1);
+    const noIndex = (calls: Array<Record<string, unknown>>) => chunk({ tool_calls: calls });
+    const events = [
+      ...t.push(
+        noIndex([
+          { id: 'call_1', type: 'function', function: { name: 'weather', arguments: '{"city":"Paris"}' } },
+          { id: 'call_2', type: 'function', function: { name: 'time', arguments: '{"tz":' } },
+        ]),
+      ),
+      ...t.push(noIndex([{ function: { arguments: '"UTC"}' } }])),
+      ...t.finishEvents(),
+    ];
+    expect(replay(events)).toEqual([
+      { id: 'call_1', name: 'weather', input: { city: 'Paris' } },
+      { id: 'call_2', name: 'time', input: { tz: 'UTC' } },
+    ]);
+  });
+
+  it('gives calls without an id, or with an empty one, ids of their own', () => {
+    const t = new ChatToMessagesStream('msg_9', 'p', 1);
+    const events = [
+      ...t.push(chunk({ tool_calls: [{ index: 0, id: '', type: 'function', function: { name: 'a', arguments: '{}' } }] })),
+      ...t.push(chunk({ tool_calls: [{ index: 1, type: 'function', function: { name: 'b', arguments: '{}' } }] })),
+      ...t.finishEvents(),
+    ];
+    const ids = replay(events).map((c) => c.id);
+    expect(new Set(ids).size).toBe(2);
+    for (const id of ids) expect(id).toMatch(/^toolu_9_\d$/);
+  });
+
+  it('reports the stop sequence and a refusal in message_delta', () => {
+    const last = (t: ChatToMessagesStream) => JSON.parse(t.finishEvents().at(-2)!.data) as { delta: unknown };
+    const stopped = new ChatToMessagesStream('m', 'p', 1, ['END']);
+    stopped.push(chunk({ content: 'a' }));
+    stopped.push({ ...chunk({}, 'stop'), choices: [{ index: 0, delta: {}, finish_reason: 'stop', stop_reason: 'END' }] });
+    expect(last(stopped).delta).toEqual({ stop_reason: 'stop_sequence', stop_sequence: 'END' });
+    const refused = new ChatToMessagesStream('m', 'p', 1);
+    const events = [...refused.push(chunk({ refusal: 'No.' })), ...refused.push(chunk({}, 'stop'))];
+    expect(events.map((e) => e.event)).toContain('content_block_delta');
+    expect(events.find((e) => e.event === 'content_block_delta')!.data).toContain('"text":"No."');
+    expect(last(refused).delta).toEqual({ stop_reason: 'refusal', stop_sequence: null });
   });
 
   it('still opens and closes the message when the stream had no content', () => {

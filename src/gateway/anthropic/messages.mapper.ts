@@ -263,7 +263,7 @@ function parseInput(args: string | undefined): unknown {
  * A chat completion as a Messages answer: thinking blocks (signed ones as they were, plain
  * reasoning as a thinking block without signature), the text, then the tool calls as `tool_use`.
  */
-export function chatToMessage(res: ChatResponse, id: string, model: string): Json {
+export function chatToMessage(res: ChatResponse, id: string, model: string, stopSequences?: readonly string[]): Json {
   const choice = res.choices[0];
   const msg = (choice?.message ?? { role: 'assistant', content: '' }) as ChatMessage;
   const content: Json[] = [];
@@ -280,28 +280,59 @@ export function chatToMessage(res: ChatResponse, id: string, model: string): Jso
       : Array.isArray(msg.content)
         ? msg.content.map((p) => String((p as { text?: unknown }).text ?? '')).join('')
         : '';
+  // OpenAI's refusal field: the model declined; the client reads why as text.
+  const refusal = typeof msg.refusal === 'string' && msg.refusal !== '' ? msg.refusal : undefined;
   if (text !== '') content.push({ type: 'text', text });
+  else if (refusal !== undefined) content.push({ type: 'text', text: refusal });
   // Function calls only: Messages has no counterpart for other kinds (OpenAI's custom tools).
   let toolUses = 0;
   for (const t of msg.tool_calls ?? []) {
     if (!t.function) continue;
-    content.push({ type: 'tool_use', id: anthropicToolId(t.id), name: t.function.name, input: parseInput(t.function.arguments) });
+    // Some servers send calls without ids; the client's tool_result must still name each one.
+    const tid = anthropicToolId(t.id, `toolu_${id.replace(/^msg_/, '')}_${toolUses}`);
+    content.push({ type: 'tool_use', id: tid, name: t.function.name, input: parseInput(t.function.arguments) });
     toolUses++;
   }
   const finish = choice?.finish_reason;
+  const matched = finish === 'stop' ? matchedStop(choice, stopSequences) : null;
   return {
     id,
     type: 'message',
     role: 'assistant',
     model,
     content,
-    stop_reason: toolUses > 0 && finish !== 'length' ? 'tool_use' : stopReason(finish),
-    stop_sequence: null,
+    stop_reason:
+      toolUses > 0 && finish !== 'length'
+        ? 'tool_use'
+        : matched !== null
+          ? 'stop_sequence'
+          : refusal !== undefined && text === ''
+            ? 'refusal'
+            : stopReason(finish),
+    stop_sequence: matched,
     usage: messagesUsage(res.usage),
   };
 }
 
-type OpenBlock = { kind: 'text' | 'thinking' | 'tool_use'; index: number; tool?: number };
+/**
+ * The stop sequence a backend says it stopped at (vLLM's `stop_reason`, SGLang's `matched_stop`),
+ * when it is one the client asked for (either may also be a token id, or the end-of-text token).
+ */
+function matchedStop(choice: Record<string, unknown> | undefined, stops: readonly string[] | undefined): string | null {
+  if (!choice || !stops?.length) return null;
+  const v = choice.stop_reason ?? choice.matched_stop;
+  return typeof v === 'string' && stops.includes(v) ? v : null;
+}
+
+type OpenBlock = { kind: 'text' | 'thinking' | 'tool_use'; index: number };
+
+/** A tool call of the chat stream: its content block once started, its arguments while held back. */
+interface ToolCallState {
+  id: string;
+  name: string;
+  block?: number;
+  held: string[];
+}
 
 /**
  * Translates a chat chunk stream into Messages stream events, chunk by chunk: `message_start`
@@ -314,9 +345,15 @@ export class ChatToMessagesStream {
   private started = false;
   private open?: OpenBlock;
   private blocks = 0;
-  /** Tool call index → its content block index. */
-  private readonly toolBlocks = new Map<number, number>();
+  /** Tool calls by the key the chat stream gives them: their index, else their id. */
+  private readonly tools = new Map<number | string, ToolCallState>();
+  /** Tool calls that began while another's block was open, held until it closes. */
+  private readonly pending: ToolCallState[] = [];
+  private lastTool?: ToolCallState;
   private finish: string | null = null;
+  private matched: string | null = null;
+  private refused = false;
+  private sawText = false;
   private sawTools = false;
   private usage?: Usage;
 
@@ -325,6 +362,8 @@ export class ChatToMessagesStream {
     private readonly model: string,
     /** The prompt estimate for `message_start` (the real count comes in `message_delta`). */
     private readonly inputEstimate: number,
+    /** The request's `stop_sequences`, to report which one ended the answer. */
+    private readonly stopSequences?: readonly string[],
   ) {}
 
   push(chunk: ChatChunk): MessagesEvent[] {
@@ -344,11 +383,21 @@ export class ChatToMessagesStream {
           out.push(ev('content_block_delta', { index: this.open.index, delta: { type: 'signature_delta', signature: b.signature } }));
       }
       if (typeof d.content === 'string' && d.content !== '') {
+        this.sawText = true;
         this.ensure('text', out);
         out.push(ev('content_block_delta', { index: this.open!.index, delta: { type: 'text_delta', text: d.content } }));
       }
+      // OpenAI's refusal: the model declined; the client reads why as text.
+      if (typeof d.refusal === 'string' && d.refusal !== '') {
+        this.refused = true;
+        this.ensure('text', out);
+        out.push(ev('content_block_delta', { index: this.open!.index, delta: { type: 'text_delta', text: d.refusal } }));
+      }
       for (const t of d.tool_calls ?? []) this.tool(t, out);
-      if (c.finish_reason) this.finish = c.finish_reason;
+      if (c.finish_reason) {
+        this.finish = c.finish_reason;
+        if (c.finish_reason === 'stop') this.matched = matchedStop(c, this.stopSequences);
+      }
     }
     return out;
   }
@@ -358,9 +407,18 @@ export class ChatToMessagesStream {
     const out: MessagesEvent[] = [];
     if (!this.started) this.begin(out);
     this.close(out);
-    const stop = this.sawTools && this.finish !== 'length' ? 'tool_use' : stopReason(this.finish);
+    const stop =
+      this.sawTools && this.finish !== 'length'
+        ? 'tool_use'
+        : this.matched !== null
+          ? 'stop_sequence'
+          : this.refused && !this.sawText
+            ? 'refusal'
+            : stopReason(this.finish);
     const usage = messagesUsage(this.usage);
-    out.push(ev('message_delta', { delta: { stop_reason: stop, stop_sequence: null }, usage: this.usage ? usage : { output_tokens: 0 } }));
+    out.push(
+      ev('message_delta', { delta: { stop_reason: stop, stop_sequence: this.matched }, usage: this.usage ? usage : { output_tokens: 0 } }),
+    );
     out.push(ev('message_stop', {}));
     return out;
   }
@@ -402,31 +460,59 @@ export class ChatToMessagesStream {
     );
   }
 
+  /**
+   * One tool-call delta. The first call streams in its block as it comes. Anthropic's clients take
+   * a block as complete at its `content_block_stop` and blocks one after the other, while a chat
+   * stream may start a second call and then send more arguments for the first: so calls that
+   * begin while one is open are held back, and go out whole (start, arguments, stop) when the
+   * open one closes — at the next text or thinking, or at the end.
+   */
   private tool(t: NonNullable<ChatChunk['choices'][number]['delta']['tool_calls']>[number], out: MessagesEvent[]): void {
     this.sawTools = true;
-    let index = this.toolBlocks.get(t.index);
-    if (index === undefined) {
-      this.close(out);
-      index = this.blocks++;
-      this.toolBlocks.set(t.index, index);
-      this.open = { kind: 'tool_use', index, tool: t.index };
-      out.push(
-        ev('content_block_start', {
-          index,
-          content_block: { type: 'tool_use', id: anthropicToolId(t.id ?? `toolu_${index}`), name: t.function?.name ?? '', input: {} },
-        }),
-      );
+    // Calls are told apart by index; a server that sends none is followed by id, and a delta
+    // with neither continues the call before it.
+    const key = typeof t.index === 'number' ? t.index : t.id ? `id:${t.id}` : undefined;
+    let call = key !== undefined ? this.tools.get(key) : this.lastTool;
+    if (!call) {
+      const id = anthropicToolId(t.id, `toolu_${this.id.replace(/^msg_/, '')}_${this.tools.size}`);
+      call = { id, name: t.function?.name ?? '', held: [] };
+      this.tools.set(key ?? `call:${this.tools.size}`, call);
+      if (this.open?.kind === 'tool_use') this.pending.push(call);
+      else {
+        this.close(out);
+        this.startTool(call, out);
+      }
     }
-    // Servers send one call after the other; arguments for an earlier call (rare) still go to
-    // its own block, which Anthropic's clients accumulate by index.
+    this.lastTool = call;
+    if (!call.name && t.function?.name) call.name = t.function.name;
     const args = t.function?.arguments;
-    if (args) out.push(ev('content_block_delta', { index, delta: { type: 'input_json_delta', partial_json: args } }));
+    if (!args) return;
+    if (call.block === undefined) call.held.push(args);
+    // The open block, or (a server that sent text between a call's arguments) a closed one:
+    // the delta goes to its own index, as Anthropic's accumulating clients expect.
+    else out.push(ev('content_block_delta', { index: call.block, delta: { type: 'input_json_delta', partial_json: args } }));
   }
 
+  private startTool(call: ToolCallState, out: MessagesEvent[]): void {
+    const index = this.blocks++;
+    call.block = index;
+    this.open = { kind: 'tool_use', index };
+    out.push(ev('content_block_start', { index, content_block: { type: 'tool_use', id: call.id, name: call.name, input: {} } }));
+  }
+
+  /** Closes the open block, then sends the tool calls held back behind it, each whole. */
   private close(out: MessagesEvent[]): void {
-    if (!this.open) return;
-    out.push(ev('content_block_stop', { index: this.open.index }));
+    if (this.open) out.push(ev('content_block_stop', { index: this.open.index }));
     this.open = undefined;
+    for (const call of this.pending.splice(0)) {
+      this.startTool(call, out);
+      if (call.held.length) {
+        out.push(ev('content_block_delta', { index: call.block, delta: { type: 'input_json_delta', partial_json: call.held.join('') } }));
+        call.held = [];
+      }
+      out.push(ev('content_block_stop', { index: call.block }));
+      this.open = undefined;
+    }
   }
 }
 

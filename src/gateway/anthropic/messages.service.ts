@@ -62,6 +62,8 @@ export class MessagesService {
       res,
       'anthropic messages',
       async (scope) => {
+        // Known before the body is checked, so that a refused stream request is logged as one.
+        scope.rec.stream = (req.body as { stream?: unknown } | undefined)?.stream === true;
         const job = this.prepare(req, scope, false);
         const { rec } = scope;
         rec.stream = job.body.stream === true;
@@ -126,10 +128,16 @@ export class MessagesService {
     const answer = await this.executor.run(
       ex,
       async (adapter, route, ctx): Promise<{ text: string; message: Json; estimated?: boolean }> => {
-        if (adapter.messages) return adapter.messages.send(call, route, ctx);
+        if (adapter.messages) {
+          // Relayed as the backend wrote it, but under the model's public id, as every answer is.
+          const relayed = await adapter.messages.send(call, route, ctx);
+          if (relayed.message.model === ctx.publicModel) return relayed;
+          const message = { ...relayed.message, model: ctx.publicModel };
+          return { ...relayed, message, text: JSON.stringify(message) };
+        }
         if (chat instanceof UpstreamError) throw chat;
         const out = await adapter.complete(chat, route, ctx);
-        const message = chatToMessage(out, messageId(rec.id), ctx.publicModel);
+        const message = chatToMessage(out, messageId(rec.id), ctx.publicModel, stopSequencesOf(job.body));
         if (isSoundUsage(out.usage)) return { text: JSON.stringify(message), message };
         // No usage from the backend: the client sees the estimate the request is billed on.
         message.usage = {
@@ -161,20 +169,26 @@ export class MessagesService {
     const { chat, call, ex } = job;
     const sse = new SseWriter(res, this.config.env.STREAM_KEEPALIVE_MS);
     const tally = new StreamTally(this.config.env.DB_STORE_FULL_CONTENT);
+    /** The public id of the model the route being read serves (`message_start` names it). */
+    let publicModel = ex.model.id;
     const open = (adapter: LlmAdapter, route: RouteDef, ctx: CallContext): AsyncIterable<SurfaceEvent> => {
+      publicModel = ctx.publicModel;
       if (adapter.messages) return adapter.messages.stream(call, route, ctx);
       if (chat instanceof UpstreamError) return failing(chat);
       return translated(
         adapter.stream(chat, route, ctx),
-        new ChatToMessagesStream(messageId(rec.id), ctx.publicModel, estimatePromptTokens(chat)),
+        new ChatToMessagesStream(messageId(rec.id), ctx.publicModel, estimatePromptTokens(chat), stopSequencesOf(job.body)),
       );
     };
     try {
-      for await (const event of this.executor.streamItems(ex, open, MESSAGES_SHAPE)) {
+      for await (let event of this.executor.streamItems(ex, open, MESSAGES_SHAPE)) {
         sse.stopKeepalive();
         if (sse.closed || signal.aborted) break;
+        if (event.event === 'message_start') event = underModel(event, publicModel);
         tally.see(event, rec);
-        const wait = sse.write(`event: ${event.event}\ndata: ${event.data}\n\n`);
+        // Data may span lines (a backend may pretty-print it): each line needs its own field.
+        const data = event.data.includes('\n') ? event.data.replaceAll('\n', '\ndata: ') : event.data;
+        const wait = sse.write(`event: ${event.event}\ndata: ${data}\n\n`);
         if (wait) await wait;
       }
     } finally {
@@ -296,6 +310,14 @@ async function* translated(chunks: AsyncIterable<ChatChunk>, t: ChatToMessagesSt
   yield* closing;
 }
 
+/** A relayed `message_start` under the model's public id (a translated one names it already). */
+function underModel(e: SurfaceEvent, model: string): SurfaceEvent {
+  const d = parse(e.data);
+  const message = d?.message as Json | undefined;
+  if (!message || typeof message !== 'object' || message.model === model) return e;
+  return { ...e, data: JSON.stringify({ ...d, message: { ...message, model } }) };
+}
+
 /** A stream that fails with `err` when first read (a request this route cannot be sent). */
 function failing(err: Error): AsyncIterable<SurfaceEvent> {
   return {
@@ -327,6 +349,10 @@ function contentChars(content: unknown): number {
     if (b.input !== undefined) n += JSON.stringify(b.input).length;
   }
   return n;
+}
+
+function stopSequencesOf(body: Json): string[] | undefined {
+  return Array.isArray(body.stop_sequences) ? (body.stop_sequences as string[]) : undefined;
 }
 
 /** The id of a translated answer (`msg_` and the request id, as Anthropic's ids look). */

@@ -87,6 +87,18 @@ describe('validateMessagesRequest', () => {
     );
     expect(problem(doc({ type: 'url', url: 5 }))).toBe('messages.0.content.0.source.url: Input should be a valid string');
     expect(problem(doc({ type: 'url', url: 'https://example.com/a.pdf' }))).toBeUndefined();
+    expect(problem(doc({ type: 'base64', media_type: 'application/pdf', data: 'JVBE' }))).toBeUndefined();
+    expect(problem(doc({ type: 'base64', media_type: 'image/png', data: 'AA==' }))).toBe(
+      "messages.0.content.0.source.media_type: Input should be 'application/pdf'",
+    );
+    const image = (source: unknown) => ({ ...ok, messages: [{ role: 'user', content: [{ type: 'image', source }] }] });
+    for (const source of [
+      { type: 'base64', data: 'AAAA' },
+      { type: 'base64', media_type: 'text/plain', data: 'AAAA' },
+    ])
+      expect(problem(image(source))).toBe(
+        "messages.0.content.0.source.media_type: Input should be 'image/jpeg', 'image/png', 'image/gif', 'image/webp'",
+      );
     expect(problem({ ...ok, max_tokens: 1e308 })).toBe('max_tokens: Input should be less than or equal to 2147483647');
   });
 

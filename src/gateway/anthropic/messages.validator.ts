@@ -50,7 +50,7 @@ function checkContent(content: unknown, at: string, role: string): void {
   if (typeof content === 'string') return;
   if (!Array.isArray(content)) fail(`${at}.content`, 'Input should be a valid string or a list of content blocks');
   const allowed = role === 'user' ? BLOCK_TYPES_USER : BLOCK_TYPES_ASSISTANT;
-  content.forEach((b: unknown, j) => checkBlock(b, `${at}.content.${j}`, allowed, `a ${role} message`));
+  content.forEach((b: unknown, j) => checkBlock(b, `${at}.content.${j}`, allowed, `${role === 'assistant' ? 'an' : 'a'} ${role} message`));
 }
 
 function checkBlock(b: unknown, where: string, allowed: ReadonlySet<string>, inside: string): void {
@@ -63,7 +63,7 @@ function checkBlock(b: unknown, where: string, allowed: ReadonlySet<string>, ins
       break;
     case 'image':
     case 'document':
-      checkSource(b.source, `${where}.source`);
+      checkSource(b.source, `${where}.source`, b.type);
       break;
     case 'tool_use':
       requireString(b.id, `${where}.id`);
@@ -82,12 +82,27 @@ function checkBlock(b: unknown, where: string, allowed: ReadonlySet<string>, ins
   }
 }
 
-/** An image's or document's `source`: base64 and text carry `data` as a string, url a `url`. */
-function checkSource(source: unknown, where: string): void {
+/** The media types Anthropic takes in base64 sources. */
+const BASE64_MEDIA_TYPES: Readonly<Record<string, readonly string[]>> = {
+  image: ['image/jpeg', 'image/png', 'image/gif', 'image/webp'],
+  document: ['application/pdf'],
+};
+
+/**
+ * An image's or document's `source`: base64 and text carry `data` as a string, url a `url`; a
+ * base64 source names a media type Anthropic takes for that block (a translated route would
+ * otherwise send a `data:undefined;base64,...` URL).
+ */
+function checkSource(source: unknown, where: string, block: 'image' | 'document'): void {
   requireObject(source, where);
   requireString(source.type, `${where}.type`);
   if ((source.type === 'base64' || source.type === 'text') && typeof source.data !== 'string')
     fail(`${where}.data`, 'Input should be a valid string');
+  if (source.type === 'base64') {
+    const allowed = BASE64_MEDIA_TYPES[block];
+    if (typeof source.media_type !== 'string' || !allowed.includes(source.media_type))
+      fail(`${where}.media_type`, `Input should be ${allowed.map((t) => `'${t}'`).join(', ')}`);
+  }
   if (source.type === 'url' && typeof source.url !== 'string') fail(`${where}.url`, 'Input should be a valid string');
 }
 

@@ -6,17 +6,28 @@ export function anthropicModel(m: ModelDef) {
   return { type: 'model', id: m.id, display_name: m.name, created_at: new Date(m.created * 1000).toISOString() };
 }
 
+/** The query as Express parses it: a repeated or bracketed parameter is an array or an object. */
 export interface PageQuery {
-  limit?: string;
-  afterId?: string;
-  beforeId?: string;
+  limit?: unknown;
+  afterId?: unknown;
+  beforeId?: unknown;
+}
+
+function single(name: string, v: unknown): string | undefined {
+  if (v === undefined || typeof v === 'string') return v;
+  throw new InvalidRequestError(`${name}: Input should be a single string`, name);
 }
 
 /**
  * One page of the chat models (`limit` 1–1000, default 20; `after_id` / `before_id` cursors), in
  * the registry's order, with `has_more`, `first_id` and `last_id` as Anthropic answers them.
  */
-export function anthropicModelPage(models: readonly ModelDef[], q: PageQuery) {
+export function anthropicModelPage(models: readonly ModelDef[], query: PageQuery) {
+  const q = {
+    limit: single('limit', query.limit),
+    afterId: single('after_id', query.afterId),
+    beforeId: single('before_id', query.beforeId),
+  };
   const limit = q.limit === undefined || q.limit === '' ? 20 : Number(q.limit);
   if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
     throw new InvalidRequestError('limit: Input should be an integer from 1 to 1000', 'limit');
@@ -34,7 +45,7 @@ export function anthropicModelPage(models: readonly ModelDef[], q: PageQuery) {
     end = i;
   }
   // Paging backwards (before_id alone) takes the page just before the cursor.
-  const fromEnd = q.beforeId !== undefined && q.afterId === undefined;
+  const fromEnd = Boolean(q.beforeId) && !q.afterId;
   const slice = fromEnd ? chat.slice(Math.max(start, end - limit), end) : chat.slice(start, Math.min(end, start + limit));
   const hasMore = fromEnd ? end - limit > start : start + limit < end;
   const data = slice.map(anthropicModel);
