@@ -52,7 +52,6 @@ interface Won<T> {
 interface OpenStream<T> {
   it: AsyncIterator<T>;
   held: T[];
-  idleArmed: boolean;
 }
 
 /**
@@ -125,7 +124,7 @@ export class RouteExecutor {
     let tokens: number | undefined;
     let pieces = 0;
     try {
-      if (!won.value.idleArmed) scope.armIdle(this.timeoutsFor(cand.route, ex.snapshot).idleMs);
+      scope.armIdle(this.timeoutsFor(cand.route, ex.snapshot).idleMs);
       for (const chunk of held) yield chunk;
       for (;;) {
         // Adapters stop at ctx.signal (their contract), so no per-chunk race is needed here.
@@ -173,7 +172,7 @@ export class RouteExecutor {
     let last: UpstreamError | undefined;
     /** After a context-length error: only windows larger than this can help. */
     let needContext: number | undefined;
-    for (const cand of plan) {
+    for (const [index, cand] of plan.entries()) {
       if (needContext !== undefined && contextLengthOf(cand.model, cand.route) <= needContext) {
         ex.attempts.push(
           skipped(ex, cand, `context window of ${contextLengthOf(cand.model, cand.route)} tokens is not larger than the one exceeded`),
@@ -201,8 +200,11 @@ export class RouteExecutor {
           this.state.failed(cand.state, permit, err);
           ex.attempts.push(record(ex, cand, started, err, retry, backoffMs));
           last = err;
-          const decision = decideRetry(err, retry, policy, deadline - performance.now(), random);
+          let decision = decideRetry(err, retry, policy, deadline - performance.now(), random);
           if (decision.kind === 'stop') throw err;
+          // Another try here must leave a call for every route not tried yet: a route that
+          // fails twice should not use up the budget that a healthy next route needed.
+          if (decision.kind === 'retry' && calls + (plan.length - 1 - index) >= routing.retry.maxAttempts) decision = { kind: 'next' };
           if (decision.kind === 'larger_context') needContext = contextLengthOf(cand.model, cand.route);
           if (decision.kind !== 'retry') break;
           backoffMs = decision.delayMs;
@@ -224,8 +226,10 @@ export class RouteExecutor {
   ): Promise<OpenStream<T>> {
     const it = open(adapter, cand.route, ctx)[Symbol.asyncIterator]();
     const held: T[] = [];
+    // Until the first content only the first token's deadline runs: a server may send its
+    // opening (role) chunk at once and then nothing until prefill is done, which on a long
+    // prompt outlasts the idle deadline many times over.
     scope.armFirstToken(ctx.timeouts.firstTokenMs);
-    let idleArmed = false;
     try {
       for (;;) {
         const n = await raceAbort(it.next(), scope.signal);
@@ -237,15 +241,7 @@ export class RouteExecutor {
             provider: cand.route.kind,
           });
         held.push(n.value);
-        if (shape.hasContent(n.value)) return { it, held, idleArmed };
-        // The upstream has started answering: from here a stall before any content is idle time,
-        // and fails over like any other failure before the client saw content.
-        if (!idleArmed) {
-          scope.armIdle(ctx.timeouts.idleMs);
-          idleArmed = true;
-        } else {
-          scope.touch();
-        }
+        if (shape.hasContent(n.value)) return { it, held };
       }
     } catch (e) {
       void it.return?.(undefined)?.catch(() => undefined);

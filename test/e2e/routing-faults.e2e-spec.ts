@@ -25,7 +25,9 @@ ${pair('f/500-once', u, 'fail-n:500:1')}
 ${pair('f/reset', u, 'reset')}
 ${pair('f/hang', u, 'hang', ', timeouts: { first_byte_ms: 300 }')}
 ${pair('f/slow-first-token', u, 'delay-first-token:5000', ', timeouts: { first_token_ms: 300 }')}
-${pair('f/stall-first', u, 'stall-first:5000', ', timeouts: { idle_ms: 300 }')}
+${pair('f/stall-first', u, 'stall-first:5000', ', timeouts: { idle_ms: 300, first_token_ms: 600 }')}
+${pair('f/role-then-prefill', u, 'stall-first:800', ', timeouts: { idle_ms: 300, first_token_ms: 3000 }')}
+${pair('f/headers-then-prefill', u, 'delay-first-token:800', ', timeouts: { idle_ms: 300, first_token_ms: 3000 }')}
 ${pair('f/malformed-first', u, 'malformed-first')}
 ${pair('f/cut', u, 'cut')}
 ${pair('f/truncated', u, 'truncated')}
@@ -38,6 +40,13 @@ ${pair('f/content-filter', u, 'content-filter')}
     route:
       - { kind: openai_compat, id: first, base_url: "${u}", provider_model_id: "error:503" }
       - { kind: openai_compat, id: second, base_url: "${u}", provider_model_id: "error:503" }
+  - id: f/two-bad-then-good
+    context_length: 8192
+    router: priority
+    route:
+      - { kind: openai_compat, id: first, base_url: "${u}", provider_model_id: "error:500" }
+      - { kind: openai_compat, id: second, base_url: "${u}", provider_model_id: "error:503" }
+      - { kind: openai_compat, id: third, base_url: "${u}", provider_model_id: ok }
   - id: f/context
     context_length: 40
     router: priority
@@ -184,11 +193,35 @@ describe('routing under upstream faults', () => {
     await upstream.waitForAborts(1);
   });
 
-  it('a stream that stalls before any content: fails over on the idle timeout', async () => {
+  it('a stream that stalls before any content: fails over on the first-token timeout', async () => {
     const { text, id } = await streamText('f/stall-first');
     expect(text).toBe('echo: one two three four');
     expect(sent()).toEqual(['stall-first:5000', 'ok']);
-    expect((await attemptsOf(id))[0]).toMatchObject({ route: 'main', outcome: 'error', status: 504 });
+    expect((await attemptsOf(id))[0]).toMatchObject({
+      route: 'main',
+      outcome: 'error',
+      status: 504,
+      error: expect.stringContaining('first token'),
+    });
+  });
+
+  it.each(['f/role-then-prefill', 'f/headers-then-prefill'])(
+    '%s: a first token later than idle_ms but within first_token_ms is waited for',
+    async (model) => {
+      // Servers send their headers, or an opening role chunk, at once and the first token after
+      // prefill: until then the idle deadline (300 ms) is not the one that applies (3 s).
+      const { text, id } = await streamText(model);
+      expect(text).toBe('echo: one two three four');
+      expect(sent()).toHaveLength(1);
+      expect(await attemptsOf(id)).toEqual([expect.objectContaining({ route: 'main', outcome: 'ok' })]);
+    },
+  );
+
+  it('keeps a call for every route not tried yet: retries on failing routes do not use up the budget', async () => {
+    // max_attempts 5, max_retries 2: first three times, second once, the third answers.
+    const res = await ask('f/two-bad-then-good');
+    expect(res.choices[0].message.content).toBe('echo: hi');
+    expect(sent()).toEqual(['error:500', 'error:500', 'error:500', 'error:503', 'ok']);
   });
 
   it('a malformed chunk before any content: the next route answers', async () => {

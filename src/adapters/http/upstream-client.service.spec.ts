@@ -1,6 +1,9 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { errors as undiciErrors } from 'undici';
+import { UpstreamError } from '../../common/errors';
 import type { AppConfig, UpstreamTimeouts } from '../../config/app-config';
+import { classifyFailure } from '../../routing/retry-policy';
 import { UpstreamClient } from './upstream-client.service';
 
 describe('UpstreamClient', () => {
@@ -43,6 +46,18 @@ describe('UpstreamClient', () => {
     await get(1000);
     await get(1000);
     expect(pools()).toBe(1);
+  });
+
+  it('takes a connect timeout as a timeout: a 504, and the next route at once', () => {
+    const err = client.toUpstreamError(new undiciErrors.ConnectTimeoutError(), {
+      signal: new AbortController().signal,
+      timeouts: timeouts(1000),
+      route: 'r',
+      provider: 'p',
+    });
+    expect(err).toBeInstanceOf(UpstreamError);
+    expect(err).toMatchObject({ status: 504, code: 'connect_timeout', message: 'could not connect to upstream r within 1000 ms' });
+    expect(classifyFailure(err as UpstreamError)).toBe('slow');
   });
 
   it("gives a route on the same origin its own connect timeout (not the first route's)", async () => {

@@ -50,7 +50,11 @@ export class UpstreamClient implements OnApplicationShutdown {
         body: req.body,
         signal: req.signal,
         headersTimeout: req.timeouts.firstByteMs,
-        bodyTimeout: req.timeouts.idleMs,
+        // undici's body timeout also runs from the headers to the first body byte, and servers
+        // that send their headers at once (vLLM, SGLang) send no byte of a stream until prefill
+        // is done: that wait is the first token's, whose deadline the route executor keeps, as
+        // it keeps the idle deadline once content flows. This one only backs them up.
+        bodyTimeout: Math.max(req.timeouts.idleMs, req.timeouts.firstTokenMs),
       });
       // Destroying an unfinished body (client gone, stream cut short) emits 'error'. Readers
       // handle errors through their promises; this keeps a destroy with nobody reading from
@@ -92,13 +96,15 @@ export class UpstreamClient implements OnApplicationShutdown {
         ...base,
         failure: 'timeout',
         code: 'idle_timeout',
-        message: `upstream ${req.route} went silent for ${req.timeouts.idleMs} ms`,
+        message: `upstream ${req.route} went silent for ${Math.max(req.timeouts.idleMs, req.timeouts.firstTokenMs)} ms`,
       });
     }
+    // A timeout like the others: the next route at once (a host that drops connections does
+    // not answer a second try sooner), and a 504 if none is left.
     if (err instanceof undiciErrors.ConnectTimeoutError || code === 'UND_ERR_CONNECT_TIMEOUT') {
       return new UpstreamError({
         ...base,
-        failure: 'connect',
+        failure: 'timeout',
         code: 'connect_timeout',
         message: `could not connect to upstream ${req.route} within ${req.timeouts.connectMs} ms`,
       });
