@@ -102,8 +102,9 @@ export class EndpointHealthService implements OnApplicationBootstrap, OnApplicat
       result = { ok: false, detail, latencyMs: performance.now() - started };
     }
     if (this.stopped) return;
+    const before = this.state.findEndpoint(key)?.status;
     if (this.state.setHealth(key, result)) {
-      if (result.ok) this.logger.log(`endpoint ${key} is healthy again`);
+      if (result.ok) this.logger.log(before === 'unhealthy' ? `endpoint ${key} is healthy again` : `endpoint ${key} is healthy`);
       else this.logger.warn(`endpoint ${key} failed its health check (${result.detail ?? 'no detail'}); no traffic until it passes`);
     }
     this.shared.publishHealth(key, result);

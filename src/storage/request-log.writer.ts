@@ -12,6 +12,8 @@ const SPOOL_PREFIX = 'api_logs.';
 /** Rows the database refused as data (never replayed by themselves; an operator looks at them). */
 const REJECTED_PREFIX = 'rejected.api_logs.';
 const REPLAY_BATCH = 500;
+/** How long shutdown waits for an insert in flight before copying its rows to the spool. */
+const SHUTDOWN_INSERT_MS = 2000;
 
 /** A batch that failed part way: the rows not yet in the database, nor set aside as refused. */
 class RowsNotWritten extends Error {
@@ -65,6 +67,11 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
    * a ping answers again, rows go straight to the spool instead of each batch waiting to fail.
    */
   private stalled = false;
+  /**
+   * At shutdown, the batch whose insert the database had not finished within SHUTDOWN_INSERT_MS,
+   * already copied to the spool: its insert is no longer waited for.
+   */
+  private secured?: readonly ApiLog[];
   /** Built per connected data source (a reconnect makes a new one). */
   private inserter?: ApiLogInserter;
   readonly stats = { written: 0, spooled: 0, replayed: 0, spoolFiles: 0, rejected: 0 };
@@ -111,8 +118,9 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     }
   }
 
+  /** Rows not yet in the database: queued, and the batch being inserted. */
   get pending(): number {
-    return this.queue.length;
+    return this.queue.length + this.writing.length;
   }
 
   /** A row not yet in the database (queued or being written), so a caller can see it at once. */
@@ -135,6 +143,13 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     let before = Infinity;
     while ((this.queue.length > 0 || this.flushing) && this.queue.length < before) {
       before = this.queue.length;
+      if (this.secured && this.secured === this.writing) {
+        // Shutting down behind a silent database: the batch in flight is on disk already, and
+        // so goes the rest; the insert may land later or never, nothing waits on it.
+        await this.spool(this.queue.splice(0));
+        await this.spoolChain;
+        break;
+      }
       await this.flush();
       await this.spoolChain;
     }
@@ -144,9 +159,34 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   async onApplicationShutdown(): Promise<void> {
     clearInterval(this.flushTimer);
     clearInterval(this.replayTimer);
+    await this.secureInFlight();
     await this.drain();
     this.logger.log(`drained: ${this.stats.written} rows written, ${this.stats.spooled} spooled, ${this.stats.replayed} replayed`);
     await this.db.close();
+  }
+
+  /**
+   * A batch still being inserted SHUTDOWN_INSERT_MS into shutdown is copied to the spool, and
+   * later rows go there directly: a silent database holds an insert for its whole deadline
+   * (2 x DB_QUERY_TIMEOUT_MS + 1 s), and a process killed meanwhile (the orchestrator's grace
+   * period) would lose them. Inserts ignore rows already present, so should the insert land
+   * after all, the spooled copies replay as nothing.
+   */
+  private async secureInFlight(): Promise<void> {
+    if (!this.flushing) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const done = await Promise.race([
+      this.flushing.then(() => true),
+      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), SHUTDOWN_INSERT_MS))),
+    ]);
+    clearTimeout(timer);
+    if (done || this.writing.length === 0) return;
+    this.logger.warn(
+      `the database has not taken ${this.writing.length} request-log rows within ${SHUTDOWN_INSERT_MS} ms of shutdown; spooling them`,
+    );
+    this.secured = this.writing;
+    this.stalled = true;
+    await this.spool([...this.writing]);
   }
 
   private async flushLoop(): Promise<void> {
@@ -164,10 +204,13 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       } catch (err) {
         if (err instanceof RowsNotWritten) this.stats.written += err.written;
         const rest = err instanceof RowsNotWritten ? err.rows : batch;
-        this.logger.warn(`request-log insert failed, ${rest.length} rows spooled: ${(err as Error).message}`);
         this.stalled = true;
         this.db.reportFailure(err instanceof RowsNotWritten ? err.cause : err);
-        await this.spool(rest);
+        // Secured at shutdown: the rows are in the spool already.
+        if (this.secured !== batch) {
+          this.logger.warn(`request-log insert failed, ${rest.length} rows spooled: ${(err as Error).message}`);
+          await this.spool(rest);
+        }
       } finally {
         this.writing = [];
       }

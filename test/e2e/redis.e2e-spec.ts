@@ -1,4 +1,5 @@
 import { startGateway } from '../helpers/gateway';
+import { TcpProxy } from '../helpers/tcp-proxy';
 
 const MODELS = 'models:\n  - id: demo/mock\n    context_length: 4096\n    route: [{ kind: mock, tokens: 2 }]\n';
 
@@ -23,6 +24,29 @@ describe('Redis connection', () => {
       expect(await health.json()).toMatchObject({ status: 'degraded', details: { redis: { status: 'degraded', mode: 'per-process' } } });
     } finally {
       await gw.close();
+    }
+  });
+
+  it('answers /health at once while Redis holds the connection without answering', async () => {
+    const target = new URL(process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379/0');
+    const proxy = new TcpProxy(target.hostname, Number(target.port || 6379));
+    const port = await proxy.start();
+    const gw = await startGateway({ models: MODELS, env: { REDIS_URL: `redis://127.0.0.1:${port}${target.pathname}` } });
+    try {
+      expect(await (await fetch(`${gw.url}/health`)).json()).toMatchObject({ info: { redis: { status: 'up' } } });
+      proxy.hold();
+      for (let i = 0; i < 3; i++) {
+        const started = Date.now();
+        const health = await fetch(`${gw.url}/health`);
+        expect(Date.now() - started).toBeLessThan(1000);
+        expect(await health.json()).toMatchObject({
+          details: { redis: { status: 'degraded', message: expect.stringContaining('no answer') } },
+        });
+      }
+    } finally {
+      proxy.release();
+      await gw.close();
+      await proxy.stop();
     }
   });
 

@@ -161,6 +161,38 @@ describe('request logs when PostgreSQL goes away', () => {
     expect(new Set((await gw.rows()).map((r) => r.id)).size).toBe(6);
   });
 
+  it('behind a silent database: /health answers at once, and shutdown spools the rows in flight within seconds', async () => {
+    const port = await proxy.start();
+    // The default query timeout: a batch's insert is waited for 2 x 10 s + 1 s.
+    gw = await startGateway({ models: MODELS, env: { ...env(port), DB_QUERY_TIMEOUT_MS: '10000', REQUEST_LOG_FLUSH_MS: '50' } });
+    const dir = join(gw.dir, 'spool');
+    await ask(gw, 2);
+    await gw.waitForRows(2);
+    proxy.hold();
+    await ask(gw, 3);
+    await new Promise((r) => setTimeout(r, 200)); // the batch's insert is under way, and hangs
+    for (const path of ['/health', '/health/ready']) {
+      const started = Date.now();
+      const res = await fetch(`${gw.url}${path}`);
+      expect(Date.now() - started).toBeLessThan(1000);
+      const body = (await res.json()) as { info?: Record<string, unknown>; error?: Record<string, unknown> };
+      // The rows being inserted count as queued.
+      expect({ ...body.info, ...body.error }.database).toMatchObject({ status: path === '/health' ? 'degraded' : 'down', queued: 3 });
+    }
+    const app = gw.app;
+    gw = undefined;
+    const started = Date.now();
+    const closing = app.close();
+    // A process killed a few seconds into its shutdown has its rows on disk.
+    await waitFor(() => spooledLines(dir) === 3, '3 spooled rows', 4000);
+    await closing;
+    expect(Date.now() - started).toBeLessThan(8000);
+    proxy.release();
+    gw = await startGateway({ models: MODELS, env: { ...env(port), REQUEST_LOG_SPOOL_DIR: dir } });
+    await waitFor(async () => (await countRows(db)) === 5, 'the replay');
+    expect(new Set((await gw.rows()).map((r) => r.id)).size).toBe(5);
+  }, 30_000);
+
   it('drains to the spool on shutdown when the database is down', async () => {
     const port = await proxy.start();
     gw = await startGateway({ models: MODELS, env: { ...env(port), REQUEST_LOG_FLUSH_MS: '600000', REQUEST_LOG_BATCH_SIZE: '1000' } });

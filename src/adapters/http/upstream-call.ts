@@ -189,7 +189,13 @@ export function unsupported(message: string, param: string | null): UpstreamErro
   });
 }
 
-/** A health probe: GET `url` within 5 s; healthy below HTTP 400. */
+/**
+ * Timeouts of a health probe's call: out of the way, since the caller's signal carries the
+ * probe's deadline (`health_check_timeout_ms`), which may be longer than any fixed one here.
+ */
+const PROBE_TIMEOUTS = { connectMs: 600_000, firstByteMs: 600_000, firstTokenMs: 600_000, idleMs: 600_000, totalMs: 600_000 };
+
+/** A health probe: GET `url` until `signal` ends it; healthy below HTTP 400. */
 export async function probeGet(
   http: UpstreamClient,
   url: string,
@@ -203,7 +209,7 @@ export async function probeGet(
     method: 'GET',
     headers,
     signal,
-    timeouts: { connectMs: 5000, firstByteMs: 5000, firstTokenMs: 5000, idleMs: 5000, totalMs: 5000 },
+    timeouts: PROBE_TIMEOUTS,
     route: route.id,
     provider: route.kind,
   });

@@ -3,7 +3,9 @@ import type { AddressInfo } from 'node:net';
 import { errors as undiciErrors } from 'undici';
 import { UpstreamError } from '../../common/errors';
 import type { AppConfig, UpstreamTimeouts } from '../../config/app-config';
+import type { RouteDef } from '../../config/registry.types';
 import { classifyFailure } from '../../routing/retry-policy';
+import { probeGet } from './upstream-call';
 import { UpstreamClient } from './upstream-client.service';
 
 describe('UpstreamClient', () => {
@@ -59,6 +61,26 @@ describe('UpstreamClient', () => {
     expect(err).toMatchObject({ status: 504, code: 'connect_timeout', message: 'could not connect to upstream r within 1000 ms' });
     expect(classifyFailure(err as UpstreamError)).toBe('slow');
   });
+
+  it('lets a health probe take as long as its signal allows (health_check_timeout_ms may exceed 5 s)', async () => {
+    const slow = createServer((_req, res) => setTimeout(() => res.end('{"data":[]}'), 6300));
+    await new Promise<void>((r) => slow.listen(0, '127.0.0.1', r));
+    try {
+      const route = { id: 'r', kind: 'openai_compat' } as RouteDef;
+      const result = await probeGet(
+        client,
+        `http://127.0.0.1:${(slow.address() as AddressInfo).port}/v1/models`,
+        {},
+        route,
+        AbortSignal.timeout(9000),
+      );
+      expect(result).toMatchObject({ ok: true, detail: 'HTTP 200' });
+      expect(result.latencyMs).toBeGreaterThan(6000);
+    } finally {
+      slow.closeAllConnections();
+      await new Promise((r) => slow.close(r));
+    }
+  }, 15_000);
 
   it("gives a route on the same origin its own connect timeout (not the first route's)", async () => {
     await get(1000);
