@@ -1,5 +1,5 @@
 import type { ChatMessage } from './chat.types';
-import { contentText, estimateMessageTokens, estimatePromptTokens, estimateTextTokens, outputChars } from './tokens';
+import { contentText, estimateMessageTokens, estimatePromptTokens, estimateTextTokens, outputChars, estimateImageTokens } from './tokens';
 
 describe('estimateTextTokens', () => {
   it('is zero for no text and at least one for any text', () => {
@@ -45,7 +45,7 @@ describe('estimateMessageTokens', () => {
     expect(estimateMessageTokens(longer)).toBeGreaterThan(estimateMessageTokens(one) + 200);
   });
 
-  it('counts array content like the same text as a string', () => {
+  it('counts array content like the same text as a string, plus its images', () => {
     const text = 'describe the picture in detail, please';
     const asString = estimateMessageTokens([{ role: 'user', content: text }]);
     const asParts = estimateMessageTokens([
@@ -57,7 +57,7 @@ describe('estimateMessageTokens', () => {
         ],
       },
     ]);
-    expect(asParts).toBe(asString);
+    expect(asParts).toBe(asString + 1600); // a remote image: its size is not known
     expect(asParts).toBeGreaterThan(estimateMessageTokens([{ role: 'user', content: '' }]));
   });
 
@@ -95,5 +95,76 @@ describe('outputChars', () => {
       8,
     );
     expect(outputChars(undefined)).toBe(0);
+  });
+});
+
+describe('estimateImageTokens', () => {
+  const dataUrl = (type: string, bytes: Buffer) => `data:${type};base64,${bytes.toString('base64')}`;
+  const png = (w: number, h: number) => {
+    const b = Buffer.alloc(33);
+    b.writeUInt32BE(0x89504e47, 0);
+    b.writeUInt32BE(0x0d0a1a0a, 4);
+    b.writeUInt32BE(13, 8);
+    b.write('IHDR', 12, 'latin1');
+    b.writeUInt32BE(w, 16);
+    b.writeUInt32BE(h, 20);
+    return dataUrl('image/png', b);
+  };
+  const gif = (w: number, h: number) => {
+    const b = Buffer.alloc(13);
+    b.write('GIF89a', 0, 'latin1');
+    b.writeUInt16LE(w, 6);
+    b.writeUInt16LE(h, 8);
+    return dataUrl('image/gif', b);
+  };
+  const jpeg = (w: number, h: number) => {
+    // SOI, an APP0 segment to skip, then SOF0 with the size.
+    const app0 = Buffer.from([0xff, 0xe0, 0x00, 0x10, ...Buffer.from('JFIF\0'), 1, 1, 0, 0, 1, 0, 1, 0, 0]);
+    const sof = Buffer.alloc(19);
+    sof.writeUInt16BE(0xffc0, 0);
+    sof.writeUInt16BE(17, 2);
+    sof[4] = 8;
+    sof.writeUInt16BE(h, 5);
+    sof.writeUInt16BE(w, 7);
+    return dataUrl('image/jpeg', Buffer.concat([Buffer.from([0xff, 0xd8]), app0, sof]));
+  };
+  const webp = (w: number, h: number) => {
+    const b = Buffer.alloc(30);
+    b.write('RIFF', 0, 'latin1');
+    b.write('WEBPVP8X', 8, 'latin1');
+    b.writeUIntLE(w - 1, 24, 3);
+    b.writeUIntLE(h - 1, 27, 3);
+    return dataUrl('image/webp', b);
+  };
+
+  it('reads the size of PNG, GIF, JPEG and WebP images and costs width x height / 750', () => {
+    for (const make of [png, gif, jpeg, webp]) expect([make.name, estimateImageTokens(make(200, 150))]).toEqual([make.name, 40]);
+  });
+
+  it('scales a large image down as Anthropic does before counting', () => {
+    // Anthropic's table: 1000 x 1000 is about 1334 tokens; anything that large or larger, about 1600.
+    expect(estimateImageTokens(png(1000, 1000))).toBe(1334);
+    // 4000 x 3000: to 1568 px on the long edge, then to 1.15 MP.
+    expect(estimateImageTokens(png(4000, 3000))).toBe(1534);
+  });
+
+  it('counts an image it cannot measure (a remote URL, an unknown format) as a large one', () => {
+    expect(estimateImageTokens('https://example.com/cat.png')).toBe(1600);
+    expect(estimateImageTokens(dataUrl('image/bmp', Buffer.from('BM123456789')))).toBe(1600);
+    expect(estimateImageTokens(undefined)).toBe(1600);
+  });
+
+  it('adds images to a message estimate', () => {
+    const text = estimateMessageTokens([{ role: 'user', content: [{ type: 'text', text: 'look' }] }]);
+    const withImage = estimateMessageTokens([
+      {
+        role: 'user',
+        content: [
+          { type: 'text', text: 'look' },
+          { type: 'image_url', image_url: { url: png(200, 150) } },
+        ],
+      },
+    ]);
+    expect(withImage - text).toBe(40);
   });
 });

@@ -14,6 +14,9 @@ export function estimateMessageTokens(messages: readonly ChatMessage[]): number 
   for (const m of messages) {
     total += 4;
     total += estimateTextTokens(contentText(m.content));
+    if (Array.isArray(m.content))
+      for (const part of m.content as Array<{ type?: unknown; image_url?: { url?: unknown } } | null>)
+        if (part?.type === 'image_url') total += estimateImageTokens(part.image_url?.url);
     if (m.name) total += estimateTextTokens(m.name);
     if (m.tool_calls) total += estimateTextTokens(JSON.stringify(m.tool_calls));
   }
@@ -68,4 +71,69 @@ export function countImages(req: Pick<ChatRequest, 'messages'>): number {
     for (const part of m.content) if (part && typeof part === 'object' && (part as { type?: unknown }).type === 'image_url') n++;
   }
   return n;
+}
+
+/** An image whose size cannot be read (a remote URL, an unknown format): about the most one costs. */
+const UNKNOWN_IMAGE_TOKENS = 1600;
+
+/**
+ * Tokens an image costs, estimated as Anthropic documents it: the image scaled down to at most
+ * 1568 px on its long edge and about 1.15 megapixels, then width x height / 750. OpenAI's tile
+ * count comes out within a factor of about two. The size is read from a data URL's first bytes
+ * (PNG, GIF, JPEG, WebP); anything else counts as a large image.
+ */
+export function estimateImageTokens(url: unknown): number {
+  const size = typeof url === 'string' ? dataUrlImageSize(url) : undefined;
+  if (!size) return UNKNOWN_IMAGE_TOKENS;
+  let { width: w, height: h } = size;
+  const edge = Math.max(w, h);
+  if (edge > 1568) [w, h] = [(w * 1568) / edge, (h * 1568) / edge];
+  if (w * h > 1_150_000) {
+    const k = Math.sqrt(1_150_000 / (w * h));
+    [w, h] = [w * k, h * k];
+  }
+  return Math.max(1, Math.ceil((w * h) / 750));
+}
+
+/** Width and height from the header of a base64 data URL's image, when its format is known. */
+function dataUrlImageSize(url: string): { width: number; height: number } | undefined {
+  if (!url.startsWith('data:')) return undefined;
+  const comma = url.indexOf(',');
+  if (comma < 0 || !url.slice(0, comma).endsWith(';base64')) return undefined;
+  // JPEG's size marker may follow a long EXIF block: read up to 48 KB of the image.
+  const b = Buffer.from(url.slice(comma + 1, comma + 1 + 65_536), 'base64');
+  if (b.length >= 24 && b.readUInt32BE(0) === 0x89504e47) return { width: b.readUInt32BE(16), height: b.readUInt32BE(20) };
+  if (b.length >= 10 && b.toString('latin1', 0, 4) === 'GIF8') return { width: b.readUInt16LE(6), height: b.readUInt16LE(8) };
+  if (b.length >= 30 && b.toString('latin1', 0, 4) === 'RIFF' && b.toString('latin1', 8, 12) === 'WEBP') return webpSize(b);
+  if (b.length >= 4 && b[0] === 0xff && b[1] === 0xd8) return jpegSize(b);
+  return undefined;
+}
+
+function webpSize(b: Buffer): { width: number; height: number } | undefined {
+  const chunk = b.toString('latin1', 12, 16);
+  if (chunk === 'VP8X') return { width: 1 + b.readUIntLE(24, 3), height: 1 + b.readUIntLE(27, 3) };
+  if (chunk === 'VP8 ') return { width: b.readUInt16LE(26) & 0x3fff, height: b.readUInt16LE(28) & 0x3fff };
+  if (chunk === 'VP8L') {
+    const bits = b.readUInt32LE(21);
+    return { width: 1 + (bits & 0x3fff), height: 1 + ((bits >> 14) & 0x3fff) };
+  }
+  return undefined;
+}
+
+/** The frame size in a JPEG's first start-of-frame marker (SOF0-SOF15 but DHT, JPG and DAC). */
+function jpegSize(b: Buffer): { width: number; height: number } | undefined {
+  let i = 2;
+  while (i + 9 < b.length) {
+    if (b[i] !== 0xff) return undefined;
+    const marker = b[i + 1];
+    if (marker === 0xff) {
+      i++; // fill byte
+      continue;
+    }
+    const length = b.readUInt16BE(i + 2);
+    if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc)
+      return { width: b.readUInt16BE(i + 7), height: b.readUInt16BE(i + 5) };
+    i += 2 + length;
+  }
+  return undefined;
 }

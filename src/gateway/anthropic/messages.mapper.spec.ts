@@ -65,7 +65,7 @@ describe('messagesToChat', () => {
           reasoning_content: 'hm',
           thinking_blocks: [{ type: 'thinking', thinking: 'hm', signature: 'sig' }],
         },
-        { role: 'tool', tool_call_id: 'toolu_1', content: 'ok', is_error: true },
+        { role: 'tool', tool_call_id: 'toolu_1', content: 'Error: ok' },
         { role: 'user', content: 'next?' },
       ],
       max_tokens: 100,
@@ -80,6 +80,25 @@ describe('messagesToChat', () => {
       stream: true,
       stream_options: { include_usage: true },
     });
+  });
+
+  it('tells the model in the text that a tool failed, since chat has no is_error field', () => {
+    const toolMessage = (content: string) =>
+      messagesToChat(
+        {
+          model: 'x',
+          max_tokens: 10,
+          messages: [
+            { role: 'assistant', content: [{ type: 'tool_use', id: 't1', name: 'f', input: {} }] },
+            { role: 'user', content: [{ type: 'tool_result', tool_use_id: 't1', is_error: true, content }] },
+          ],
+        },
+        'm',
+      ).messages[1];
+    expect(toolMessage('file not found')).toEqual({ role: 'tool', tool_call_id: 't1', content: 'Error: file not found' });
+    // Text that says so already (Claude Code marks its errors) is left as it is.
+    expect(toolMessage('<tool_use_error>No such file</tool_use_error>').content).toBe('<tool_use_error>No such file</tool_use_error>');
+    expect(toolMessage('Error: boom').content).toBe('Error: boom');
   });
 
   it('refuses server tools and unknown blocks with a 400 naming the field', () => {

@@ -178,11 +178,13 @@ export function messagesToChat(body: Json, model: string): ChatRequest {
       if (b.type !== 'tool_result') return rest.push(b);
       const result = toolResultText(b.content, `${at}.content.${j}`);
       images.push(...result.images);
+      // Chat has no error flag on tool results (OpenAI refuses unknown message fields): the
+      // model is told in the text that the tool failed.
+      const failed = b.is_error === true && !/^\s*(<tool_use_error>|error\b)/i.test(result.text);
       messages.push({
         role: 'tool',
         tool_call_id: anthropicToolId(String(b.tool_use_id)),
-        content: result.text,
-        ...(b.is_error === true ? { is_error: true } : {}),
+        content: failed ? `Error: ${result.text}` : result.text,
       });
     });
     const parts = [...images, ...userParts(rest, at)];
