@@ -75,6 +75,9 @@ models:
   - id: llama/mid-error
     context_length: 8192
     route: [{ kind: openai_compat, base_url: "${o}", provider_model_id: mid-error }]
+  - id: llama/only-done
+    context_length: 8192
+    route: [{ kind: openai_compat, base_url: "${o}", provider_model_id: only-done }]
   - id: mixed/failover
     context_length: 8192
     router: priority
@@ -523,6 +526,20 @@ models:
       expect(evs.map(([e]) => e)).not.toContain('message_stop');
     });
 
+    it('answers a stream that ended without a single chunk as a failure, not as an empty message', async () => {
+      const res = await rawPost(`${gw.url}/anthropic/v1/messages`, {
+        model: 'llama/only-done',
+        max_tokens: 50,
+        stream: true,
+        messages: [{ role: 'user', content: 'x' }],
+      });
+      expect(res.status).toBe(502);
+      expect(JSON.parse(res.text)).toMatchObject({
+        type: 'error',
+        error: { type: 'api_error', message: expect.stringContaining('without an answer') },
+      });
+    });
+
     it('counts tokens with the gateway estimate', async () => {
       const counted = await client.messages.countTokens({
         model: 'llama/chat',
@@ -628,7 +645,7 @@ models:
     });
     const all: string[] = [];
     for await (const m of client.models.list({ limit: 3 })) all.push(m.id);
-    expect(all).toHaveLength(13);
+    expect(all).toHaveLength(14);
     expect(await client.models.retrieve('llama/chat')).toMatchObject({ id: 'llama/chat', type: 'model' });
     // An empty cursor is no cursor: the first page, as with after_id=.
     const empty = (await (await fetch(`${gw.url}/anthropic/v1/models?limit=2&before_id=`)).json()) as { data: Array<{ id: string }> };

@@ -292,10 +292,14 @@ export function deltaChars(data: string): number {
 /** A chat stream as Messages events (the translator's closing events once the chat stream ended). */
 async function* translated(chunks: AsyncIterable<ChatChunk>, t: ChatToMessagesStream): AsyncGenerator<SurfaceEvent> {
   let chars = 0;
+  let any = false;
   for await (const chunk of chunks) {
+    any = true;
     for (const c of chunk.choices) chars += outputChars(c.delta);
     yield* t.push(chunk);
   }
+  // Nothing at all (a bare [DONE]): no answer, as on the chat surface, not an empty message.
+  if (!any) throw new UpstreamError({ failure: 'protocol', message: 'the upstream ended the stream without an answer' });
   const closing: SurfaceEvent[] = t.finishEvents();
   if (!t.reported) {
     // The backend reported no usage: estimate the output from what was delivered.
