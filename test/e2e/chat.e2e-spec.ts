@@ -39,6 +39,10 @@ models:
     pricing: { prompt: 1, completion: 1 }
     route:
       - { kind: openai_compat, base_url: "${upstream}", provider_model_id: no-usage }
+  - id: acme/tools-bare
+    context_length: 8192
+    route:
+      - { kind: openai_compat, base_url: "${upstream}", provider_model_id: tools-bare }
   - id: acme/bad-request
     context_length: 8192
     route:
@@ -336,6 +340,17 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
       tool_calls: [{ id: call.id, type: 'function', function: { name: 'get_weather' } }],
     });
     expect(sentMessages[2]).toEqual({ role: 'tool', tool_call_id: call.id, content: 'sunny, 21C' });
+  });
+
+  it('streams tool calls from a server that sends them without index or id as OpenAI does', async () => {
+    const stream = client.chat.completions.stream({
+      model: 'acme/tools-bare',
+      tools: [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: {} } } }],
+      messages: [{ role: 'user', content: 'Oslo' }],
+    });
+    // The SDK keys calls by index and answers them by id.
+    const call = (await stream.finalChatCompletion()).choices[0].message.tool_calls![0];
+    expect(call).toMatchObject({ id: expect.stringMatching(/^call_/), function: { name: 'get_weather', arguments: '{"input":"Oslo"}' } });
   });
 
   it('passes an upstream 4xx through with its message', async () => {

@@ -21,6 +21,7 @@ import {
   miniMaxError,
   normalizeChunk,
   normalizeResponse,
+  ToolCallFixer,
   upstreamHttpError,
 } from './openai-compat.mapper';
 import { OPENAI_COMPAT_ALIASES, profileFor, type OpenAiCompatProfile } from './openai-compat.profiles';
@@ -61,7 +62,8 @@ export class OpenAiCompatAdapter implements LlmAdapter {
       yield* responseToChunks(this.chatAnswer(await readJson<ChatResponse>(this.http, res, route, ctx), route));
       return;
     }
-    yield* this.relay(res, route, ctx, 'delta', normalizeChunk);
+    const calls = new ToolCallFixer(ctx.requestId.replaceAll('-', '').slice(0, 16));
+    yield* this.relay(res, route, ctx, 'delta', (c) => calls.fix(normalizeChunk(c)));
   }
 
   async completeText(req: CompletionRequest, route: RouteDef, ctx: CallContext): Promise<ChatResponse> {
