@@ -25,6 +25,10 @@ models:
     context_length: 1000000
     route:
       - ${r('ids')}
+  - id: gemini/no-thinking
+    context_length: 1000000
+    route:
+      - ${r('ok', ', extra_body: { generationConfig: { thinkingConfig: { thinkingBudget: 0 } } }')}
   - id: gemini/three
     context_length: 1000000
     route:
@@ -130,6 +134,22 @@ models:
     });
     expect(res.usage).toMatchObject({ prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 });
     expect(await rowFor(res.id)).toMatchObject({ provider: 'gemini', prompt_tokens: 7, completion_tokens: 3, usage_estimated: false });
+  });
+
+  it("merges a route's extra_body into the generationConfig the request makes, not over it", async () => {
+    await client.chat.completions.create({
+      model: 'gemini/no-thinking',
+      temperature: 0.2,
+      max_tokens: 30,
+      stop: ['X'],
+      messages: [{ role: 'user', content: 'hi' }],
+    });
+    expect(upstream.requests[0].body.generationConfig).toEqual({
+      temperature: 0.2,
+      maxOutputTokens: 30,
+      stopSequences: ['X'],
+      thinkingConfig: { thinkingBudget: 0 },
+    });
   });
 
   it('streams with alt=sse, usage from the last event', async () => {

@@ -16,6 +16,7 @@ import {
   protocolError,
   readJson,
   releaseBody,
+  withExtraBody,
 } from '../http/upstream-call';
 import { UpstreamClient } from '../http/upstream-client.service';
 import {
@@ -137,12 +138,12 @@ export class AnthropicAdapter implements LlmAdapter {
     const body = toAnthropicRequest(req, { model: route.providerModelId, defaultMaxTokens: optionNumber(route, 'default_max_tokens') });
     if (stream) body.stream = true;
     else delete body.stream;
-    return route.extraBody ? { ...body, ...route.extraBody } : body;
+    return withExtraBody(body as unknown as Record<string, unknown>, route.extraBody) as unknown as AnthropicRequest;
   }
 
   /** A client's Messages body for this route: its upstream model, the route's extra body. */
   protected relayBody(call: MessagesCall, route: RouteDef): Record<string, unknown> {
-    return { ...call.body, model: route.providerModelId, ...route.extraBody };
+    return withExtraBody({ ...call.body, model: route.providerModelId }, route.extraBody);
   }
 
   protected async headers(

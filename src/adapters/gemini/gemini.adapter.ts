@@ -16,6 +16,7 @@ import {
   protocolError,
   readJson,
   releaseBody,
+  withExtraBody,
 } from '../http/upstream-call';
 import { UpstreamClient } from '../http/upstream-client.service';
 import { LlmAdapter, type CallContext, type ProbeResult } from '../llm-adapter';
@@ -129,7 +130,7 @@ export class GeminiAdapter implements LlmAdapter {
     const body: Record<string, unknown> = toGeminiRequest(req);
     const safety = route.options.safety_settings;
     if (Array.isArray(safety)) body.safetySettings = safety;
-    return route.extraBody ? { ...body, ...route.extraBody } : body;
+    return withExtraBody(body, route.extraBody);
   }
 
   private headers(route: RouteDef, key: string | undefined, stream: boolean): Record<string, string> {

@@ -157,6 +157,26 @@ export function providerHttpError(
 }
 
 /**
+ * A request body with a route's `extra_body` merged in: objects merge key by key at every depth
+ * (a route's `generationConfig: {thinkingConfig: ...}` joins the request's temperature and
+ * token limit instead of replacing them), and anything else the route sets wins. Neither input
+ * is changed.
+ */
+export function withExtraBody(
+  body: Record<string, unknown>,
+  extra: Readonly<Record<string, unknown>> | undefined,
+): Record<string, unknown> {
+  if (!extra) return body;
+  const out: Record<string, unknown> = { ...body };
+  for (const [k, v] of Object.entries(extra)) out[k] = isPlainObject(v) && isPlainObject(out[k]) ? withExtraBody(out[k], v) : v;
+  return out;
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
  * An upstream's error text with the route's own keys blanked out: some servers quote the key
  * they refused, and the text is passed on to the client (a 401 passes through).
  */

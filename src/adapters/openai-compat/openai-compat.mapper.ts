@@ -4,7 +4,7 @@ import type { EmbeddingsRequest } from '../../common/embedding.types';
 import { UpstreamError } from '../../common/errors';
 import { isSoundUsage, tokenCounts } from '../../common/usage';
 import type { RouteDef } from '../../config/registry.types';
-import { joinUrl, providerHttpError, withoutKeys } from '../http/upstream-call';
+import { joinUrl, providerHttpError, withExtraBody, withoutKeys } from '../http/upstream-call';
 import type { OpenAiCompatProfile } from './openai-compat.profiles';
 import { isJsonObject } from '../../common/json-object';
 
@@ -17,7 +17,7 @@ export const GATEWAY_ONLY_FIELDS = ['models', 'provider', 'route', 'transforms',
  * for usage so the gateway can account for them.
  */
 export function buildChatBody(req: ChatRequest, route: RouteDef, stream: boolean, profile: OpenAiCompatProfile): Record<string, unknown> {
-  const body: Record<string, unknown> = route.extraBody ? { ...req, ...route.extraBody } : { ...req };
+  const body: Record<string, unknown> = withExtraBody({ ...req }, route.extraBody);
   for (const f of GATEWAY_ONLY_FIELDS) delete body[f];
   for (const f of profile.dropFields) delete body[f];
   body.model = route.providerModelId;
