@@ -138,7 +138,7 @@ export class AnthropicAdapter implements LlmAdapter {
     const body = toAnthropicRequest(req, { model: route.providerModelId, defaultMaxTokens: optionNumber(route, 'default_max_tokens') });
     if (stream) body.stream = true;
     else delete body.stream;
-    return withExtraBody(body as unknown as Record<string, unknown>, route.extraBody) as unknown as AnthropicRequest;
+    return withExtraBody(body, route.extraBody) as unknown as AnthropicRequest;
   }
 
   /** A client's Messages body for this route: its upstream model, the route's extra body. */

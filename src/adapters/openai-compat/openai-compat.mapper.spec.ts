@@ -75,7 +75,7 @@ describe('buildChatBody', () => {
   });
 
   it("merges objects of the route's extra_body into the request's, key by key, the route's values winning", () => {
-    const req = request({ chat_template_kwargs: { documents: ['d'], enable_thinking: true }, stop: ['x'] } as never);
+    const req = request({ chat_template_kwargs: { documents: ['d'], enable_thinking: true }, stop: ['x'] });
     const body = buildChatBody(req, route({ extraBody: { chat_template_kwargs: { enable_thinking: false }, stop: ['y'] } }), false, vllm);
     expect(body).toMatchObject({ chat_template_kwargs: { documents: ['d'], enable_thinking: false }, stop: ['y'] });
     // The client's request is not changed.
