@@ -30,16 +30,23 @@ local function month_of(days)
 end
 local month = month_of(day)
 
--- The spend counter of a period; a missing one starts from the baseline the caller read from the
--- request log, if that baseline is for this very period.
+-- The spend counter of a period: at least the baseline the caller read from the request log, if
+-- that baseline is for this very period. A missing counter starts from it; one below it missed
+-- spend (made while the key had no budget, or counted per process while Redis was away, both in
+-- the request log by now) and is raised to it. INCRBY keeps the counter's expiry.
 local function spend_key(kind, period, base_period, base_value, ttl, create)
   local k = KEYS[5] .. kind .. ':' .. period
+  local base = 0
+  if tostring(period) == base_period then base = tonumber(base_value) or 0 end
   local v = redis.call('GET', k)
-  if v then return tonumber(v), k end
-  local start = 0
-  if tostring(period) == base_period then start = tonumber(base_value) or 0 end
-  if create then redis.call('SET', k, start, 'PX', ttl) end
-  return start, k
+  if v then
+    v = tonumber(v)
+    if base <= v then return v, k end
+    if create then redis.call('INCRBY', k, base - v) end
+    return base, k
+  end
+  if create then redis.call('SET', k, base, 'PX', ttl) end
+  return base, k
 end
 `;
 
@@ -78,16 +85,18 @@ local function refuse(name, retry, a, b, c)
   return { 0, name, math.max(0, retry), now, sec, rpm_used, rpm_reset, tpm_used, tpm_reset, a or 0, b or 0, c or 0, month }
 end
 
+-- Both windows are read before either refuses, so that a refusal's headers show both.
+local rpm_buckets, tpm_buckets
 if rpm >= 0 then
-  local used, buckets = window(KEYS[1])
-  rpm_used, rpm_reset = used, reset_of(buckets)
-  if used + 1 > rpm then return refuse('rpm', wait_for(buckets, used, rpm, 1)) end
+  rpm_used, rpm_buckets = window(KEYS[1])
+  rpm_reset = reset_of(rpm_buckets)
 end
 if tpm >= 0 then
-  local used, buckets = window(KEYS[2])
-  tpm_used, tpm_reset = used, reset_of(buckets)
-  if used + tokens > tpm then return refuse('tpm', wait_for(buckets, used, tpm, tokens)) end
+  tpm_used, tpm_buckets = window(KEYS[2])
+  tpm_reset = reset_of(tpm_buckets)
 end
+if rpm >= 0 and rpm_used + 1 > rpm then return refuse('rpm', wait_for(rpm_buckets, rpm_used, rpm, 1)) end
+if tpm >= 0 and tpm_used + tokens > tpm then return refuse('tpm', wait_for(tpm_buckets, tpm_used, tpm, tokens)) end
 
 local budgets = day_budget >= 0 or month_budget >= 0
 local track = conc >= 0 or budgets

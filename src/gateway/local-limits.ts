@@ -105,18 +105,13 @@ export class LocalLimits {
     };
     const { rpm, tpm, concurrency, dayBudget, monthBudget } = a.limits;
 
-    if (rpm >= 0) {
-      const w = window(s.rpm, sec, now);
-      out.rpmUsed = w.used;
-      out.rpmResetMs = w.resetMs;
-      if (w.used + 1 > rpm) return refuse('rpm', w.waitFor(rpm, 1));
-    }
-    if (tpm >= 0) {
-      const w = window(s.tpm, sec, now);
-      out.tpmUsed = w.used;
-      out.tpmResetMs = w.resetMs;
-      if (w.used + a.tokens > tpm) return refuse('tpm', w.waitFor(tpm, a.tokens));
-    }
+    // Both windows are read before either refuses, so that a refusal's headers show both.
+    const rw = rpm >= 0 ? window(s.rpm, sec, now) : undefined;
+    const tw = tpm >= 0 ? window(s.tpm, sec, now) : undefined;
+    if (rw) [out.rpmUsed, out.rpmResetMs] = [rw.used, rw.resetMs];
+    if (tw) [out.tpmUsed, out.tpmResetMs] = [tw.used, tw.resetMs];
+    if (rw && rw.used + 1 > rpm) return refuse('rpm', rw.waitFor(rpm, 1));
+    if (tw && tw.used + a.tokens > tpm) return refuse('tpm', tw.waitFor(tpm, a.tokens));
     const budgets = dayBudget >= 0 || monthBudget >= 0;
     const track = concurrency >= 0 || budgets;
     if (track) {
@@ -195,13 +190,17 @@ export class LocalLimits {
     return s;
   }
 
+  /**
+   * What the key spent in `period`: the counter, but at least the baseline read from the request
+   * log (spend the counter missed: made while the key had no budget, or counted in Redis).
+   */
   private spent(s: KeyState, period: string, base: number): number {
     let v = s.spent.get(period);
     if (v === undefined) {
       // Periods other than this one are done with.
       for (const k of s.spent.keys()) if (k[0] === period[0]) s.spent.delete(k);
       s.spent.set(period, (v = base));
-    }
+    } else if (base > v) s.spent.set(period, (v = base));
     return v;
   }
 }

@@ -80,6 +80,48 @@ describe('limits shared through Redis', () => {
   });
 });
 
+describe('budgets and spend the counters missed', () => {
+  const upstream = new OpenAiUpstream();
+  let base: string;
+  let db: TestDatabase;
+  const prefix = redisPrefix();
+
+  beforeAll(async () => {
+    base = await upstream.start();
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await upstream.stop();
+    await db?.drop();
+    await clearRedisPrefix(prefix);
+  });
+
+  it.each([
+    ['shared through Redis', true],
+    ['per process', false],
+  ])('%s: spend made while the key had no budget counts once the budget is back', async (_name, redis) => {
+    const gw = await startGateway({
+      models: models(base),
+      env: { ...db.env, ...ACCESS_ENV, ...(redis ? { REDIS_URL, REDIS_KEY_PREFIX: prefix } : {}) },
+    });
+    try {
+      const admin = adminApi(gw);
+      const { id, key } = await admin.createKey({ name: `budget off and on ${String(redis)}`, daily_budget_usd: '100' });
+      expect((await chat(gw, key, ask('acme/chat', 10))).status).toBe(200); // the day's counter now exists
+      await admin.call('PATCH', `/admin/api-keys/${id}`, { daily_budget_usd: null });
+      for (let i = 0; i < 4; i++) expect((await chat(gw, key, ask('acme/chat', 10))).status).toBe(200);
+      const spent = (await gw.rows()).filter((r) => r.api_key_id === id).reduce((n, r) => n + usdToPico(r.cost_usd), 0n);
+      // The budget back at exactly what was spent: nothing more fits today.
+      await admin.call('PATCH', `/admin/api-keys/${id}`, { daily_budget_usd: picoToUsd(spent) });
+      const over = await chat(gw, key, ask('acme/chat', 10));
+      expect(over.status).toBe(429);
+      expect(over.body.error!.message).toContain(`$${picoToUsd(spent)} is spent`);
+    } finally {
+      await gw.close();
+    }
+  });
+});
+
 describe('limits when Redis goes away', () => {
   const upstream = new OpenAiUpstream();
   let proxy: TcpProxy;

@@ -100,6 +100,19 @@ describe('per-key limits in one process', () => {
     expect(refused.body.error).toMatchObject({ code: 'tpm_limit_exceeded', message: expect.stringContaining('retry in') });
   });
 
+  it('shows both windows on a refusal: an rpm 429 still tells the tokens left', async () => {
+    const { key } = await admin.createKey({ name: 'rpm and tpm', rpm_limit: 1, tpm_limit: 1000 });
+    const ok = await chat(gw, key, ask('acme/chat', 20));
+    const left = ok.headers.get('x-ratelimit-remaining-tokens');
+    expect(Number(left)).toBeLessThan(1000);
+    const refused = await chat(gw, key, ask('acme/chat', 20));
+    expect(refused.body.error).toMatchObject({ code: 'rpm_limit_exceeded' });
+    // What the first used (settled by now to its real count, at most what it reserved).
+    expect(Number(refused.headers.get('x-ratelimit-remaining-tokens'))).toBeGreaterThanOrEqual(Number(left));
+    expect(Number(refused.headers.get('x-ratelimit-remaining-tokens'))).toBeLessThan(1000);
+    expect(refused.headers.get('x-ratelimit-reset-tokens')).not.toBe('0s');
+  });
+
   it('holds max_concurrency requests in flight, and frees the slot when one ends, even by the client leaving', async () => {
     const { key } = await admin.createKey({ name: 'concurrency', max_concurrency: 1 });
     upstream.reset();
