@@ -13,6 +13,7 @@ const PLAIN = new Set<unknown>([String, Number, Boolean, Array, Object]);
 @Injectable()
 export class AdminValidationPipe implements PipeTransform {
   transform(value: unknown, meta: ArgumentMetadata): unknown {
+    refuseNul(value, meta);
     const type = meta.metatype;
     if (!type || PLAIN.has(type) || (meta.type !== 'body' && meta.type !== 'query')) return value;
     const where = meta.type === 'body' ? 'request body' : 'query';
@@ -41,4 +42,33 @@ function flatten(errors: ValidationError[], parent = ''): Array<{ field: string;
     if (e.children?.length) out.push(...flatten(e.children, field));
   }
   return out;
+}
+
+/**
+ * Refuses admin input holding U+0000, which PostgreSQL's text cannot store: a 400 naming the
+ * field, rather than the database's error as a 500. (AdminValidationPipe runs it too.)
+ */
+@Injectable()
+export class NoNulPipe implements PipeTransform {
+  transform(value: unknown, meta: ArgumentMetadata): unknown {
+    refuseNul(value, meta);
+    return value;
+  }
+}
+
+function refuseNul(value: unknown, meta: ArgumentMetadata): void {
+  const nul = nulAt(value, meta.type === 'param' || meta.data ? (meta.data ?? 'path') : '');
+  if (nul !== undefined)
+    throw new InvalidRequestError(`${nul || 'The value'} must not contain NUL (\\u0000) characters`, nul || null, 'invalid_request');
+}
+
+/** The path of the first string in `v` holding U+0000 ('' for `v` itself); undefined if none. */
+function nulAt(v: unknown, path: string, depth = 0): string | undefined {
+  if (typeof v === 'string') return v.includes('\u0000') ? path : undefined;
+  if (depth > 20 || v === null || typeof v !== 'object') return undefined;
+  for (const [k, x] of Object.entries(v)) {
+    const found = nulAt(x, path ? `${path}.${k}` : k, depth + 1);
+    if (found !== undefined) return found;
+  }
+  return undefined;
 }

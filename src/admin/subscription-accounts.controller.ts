@@ -1,15 +1,17 @@
-import { Body, Controller, Delete, Get, HttpCode, Param, Post, Query, UseGuards } from '@nestjs/common';
+import { Body, Controller, Delete, Get, HttpCode, Param, Post, Query, UseGuards, UsePipes } from '@nestjs/common';
 import { InvalidRequestError } from '../common/errors';
 import { parseAccounts } from '../subscription/account-import';
 import { AccountAdmin, type AccountView } from '../subscription/account-admin.service';
 import { isSubscriptionProvider } from '../subscription/subscription.types';
 import { AdminGuard } from './admin.guard';
+import { NoNulPipe } from './admin-validation.pipe';
 import { AddAccountDto, adminBody, ImportAccountsDto } from './dto/subscription-accounts.dto';
 
 /**
  * Subscription accounts (Claude Code and Codex logins): their state, cooldowns and last errors;
  * add, import, disable, enable, refresh, remove. Tokens go in and never come out.
  */
+@UsePipes(NoNulPipe)
 @Controller('admin/accounts')
 @UseGuards(AdminGuard)
 export class SubscriptionAccountsController {

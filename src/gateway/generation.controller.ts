@@ -28,7 +28,8 @@ export class GenerationController {
       );
     const requestId = id.startsWith('gen-') ? id.slice(4) : id;
     const caller = contextOf(req)?.principal?.id ?? null;
-    const row = requestId.length <= 64 ? await this.logs.findLog(requestId) : undefined;
+    // No id of ours is that long or holds U+0000 (which PostgreSQL would refuse to compare).
+    const row = requestId.length <= 64 && !requestId.includes('\u0000') ? await this.logs.findLog(requestId) : undefined;
     if (!row || (row.api_key_id ?? null) !== caller)
       throw new NotFoundError(
         `No generation with id "${id}" for this caller (a request's generation appears here as soon as it is over)`,

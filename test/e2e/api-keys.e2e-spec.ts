@@ -206,12 +206,41 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
       ['GET', '/admin/api-keys?limit=0', undefined, 'limit'],
       ['GET', '/admin/api-keys?offset=1e20', undefined, 'offset'],
       ['GET', '/admin/api-keys?status=gone', undefined, 'status'],
+      // Milliseconds sent as seconds: the year 255479, which no column stores as sent.
+      ['POST', '/admin/api-keys', { name: 'x', expires_at: 8000000000000 }, 'expires_at'],
+      ['POST', '/admin/api-keys', { name: 'x', expires_at: '10000-01-01' }, 'expires_at'],
     ];
     for (const [method, path, body, param] of cases) {
       const r = await admin.call<{ error: { param: string; type: string } }>(method, path, body);
       expect([method, path, r.status]).toEqual([method, path, 400]);
       expect(r.body.error).toMatchObject({ type: 'invalid_request_error', param: expect.stringContaining(param) });
     }
+  });
+
+  it('refuses NUL characters in admin input and ids with a 400 (PostgreSQL cannot store them), and finds no such generation', async () => {
+    const { id } = await admin.createKey({ name: 'nul checks' });
+    const cases: Array<[string, string, unknown, string]> = [
+      ['POST', '/admin/api-keys', { name: 'x\u0000y' }, 'name'],
+      ['PATCH', `/admin/api-keys/${id}`, { notes: 'a\u0000b' }, 'notes'],
+      ['GET', '/admin/api-keys/a%00b', undefined, 'id'],
+      ['PATCH', '/admin/api-keys/a%00b', { name: 'x' }, 'id'],
+      ['GET', '/admin/requests?model=a%00b', undefined, 'model'],
+      ['GET', '/admin/requests?key=a%00b', undefined, 'key'],
+      ['GET', '/admin/accounts/a%00b', undefined, 'id'],
+    ];
+    for (const [method, path, body, param] of cases) {
+      const r = await admin.call<{ error: { param: string; type: string; message: string } }>(method, path, body);
+      expect([method, path, r.status]).toEqual([method, path, 400]);
+      expect(r.body.error).toMatchObject({
+        type: 'invalid_request_error',
+        param: expect.stringContaining(param),
+        message: expect.stringContaining('NUL'),
+      });
+    }
+    const res = await fetch(`${gw.url}/v1/generation?id=gen-a%00b`, {
+      headers: { authorization: `Bearer ${(await admin.createKey({ name: 'gen' })).key}` },
+    });
+    expect(res.status).toBe(404);
   });
 
   it('guards the key API with ADMIN_TOKEN: 401 without, 403 with a wrong one, never with a client key', async () => {

@@ -26,7 +26,8 @@ export function IsTimestamp(options?: ValidationOptions): PropertyDecorator {
       name: 'isTimestamp',
       validator: {
         validate: (v: unknown) => parseTimestamp(v) !== undefined,
-        defaultMessage: (args) => `${args?.property} must be an ISO 8601 timestamp (2026-11-21T10:00:00Z) or Unix seconds`,
+        defaultMessage: (args) =>
+          `${args?.property} must be an ISO 8601 timestamp (2026-11-21T10:00:00Z) or Unix seconds, before the year 10000`,
       },
     },
     options,
@@ -51,6 +52,15 @@ export function IsFuture(options?: ValidationOptions): PropertyDecorator {
 }
 
 export function parseTimestamp(v: unknown): Date | undefined {
+  const d = parseAnyTimestamp(v);
+  // Past 9999 no column stores it as sent (SQLite's text dates, PostgreSQL's display); epoch
+  // seconds that large are most likely milliseconds sent by mistake.
+  return d && d.getTime() < LAST_STORABLE_MS ? d : undefined;
+}
+
+const LAST_STORABLE_MS = Date.UTC(10000, 0, 1);
+
+function parseAnyTimestamp(v: unknown): Date | undefined {
   if (typeof v === 'number' && Number.isFinite(v)) return new Date(v * 1000);
   if (typeof v !== 'string' || v.trim() === '') return undefined;
   const s = v.trim();
