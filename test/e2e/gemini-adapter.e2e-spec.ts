@@ -25,6 +25,10 @@ models:
     context_length: 1000000
     route:
       - ${r('ids')}
+  - id: gemini/empty
+    context_length: 1000000
+    route:
+      - ${r('empty')}
   - id: gemini/no-thinking
     context_length: 1000000
     route:
@@ -150,6 +154,17 @@ models:
       stopSequences: ['X'],
       thinkingConfig: { thinkingBudget: 0 },
     });
+  });
+
+  it('answers no candidates without a reason as a failure, JSON or streamed, never as choices: []', async () => {
+    for (const stream of [false, true]) {
+      const res = await rawPost(`${gw.url}/v1/chat/completions`, {
+        model: 'gemini/empty',
+        stream,
+        messages: [{ role: 'user', content: 'hi' }],
+      });
+      expect([stream, res.status]).toEqual([stream, 502]);
+    }
   });
 
   it('streams with alt=sse, usage from the last event', async () => {

@@ -58,7 +58,9 @@ export class GeminiAdapter implements LlmAdapter {
     const res = await this.send(this.modelUrl(route, 'generateContent'), this.body(req, route), route, ctx, false);
     const json = await readJson<GeminiResponse>(this.http, res, route, ctx);
     if (!json || typeof json !== 'object') throw protocolError(route, 'answered without a response object');
-    if (!json.candidates && !json.promptFeedback) throw protocolError(route, 'answered without candidates');
+    // No candidate and no reason (a blocked prompt says why in promptFeedback): no answer, as an
+    // empty stream is; `choices: []` would break every OpenAI client.
+    if (!json.candidates?.length && !json.promptFeedback?.blockReason) throw protocolError(route, 'answered without candidates');
     return fromGeminiResponse(json, route.providerModelId);
   }
 

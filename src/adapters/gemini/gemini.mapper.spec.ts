@@ -1,6 +1,7 @@
 import { testRoute } from '../../../test/helpers/route';
 import type { ChatChunk, ChatRequest } from '../../common/chat.types';
 import type { UpstreamError } from '../../common/errors';
+import { classifyFailure } from '../../routing/retry-policy';
 import {
   durationMs,
   finishReason,
@@ -276,11 +277,35 @@ describe('finishReason', () => {
     ['SAFETY', false, 'content_filter'],
     ['RECITATION', false, 'content_filter'],
     ['PROHIBITED_CONTENT', false, 'content_filter'],
-    ['MALFORMED_FUNCTION_CALL', false, 'stop'],
     ['SOMETHING_NEW', false, 'stop'],
     [undefined, false, null],
   ])('maps %s (tools called: %s) to %s', (reason, tools, expected) => {
     expect(finishReason(reason, tools)).toBe(expected);
+  });
+});
+
+describe('failed function calls and empty answers', () => {
+  const malformed = {
+    candidates: [
+      { content: { role: 'model', parts: [] }, finishReason: 'MALFORMED_FUNCTION_CALL', finishMessage: 'Malformed function call: print(' },
+    ],
+  };
+  it('fails an answer whose function call Gemini could not use, JSON or streamed, with its finishMessage', () => {
+    for (const run of [() => fromGeminiResponse(malformed as never, 'm'), () => new GeminiStreamTranslator('m').push(malformed as never)]) {
+      let err: unknown;
+      try {
+        run();
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toMatchObject({
+        failure: 'protocol',
+        status: 502,
+        code: 'malformed_function_call',
+        message: expect.stringContaining('print('),
+      });
+      expect(classifyFailure(err as UpstreamError)).toBe('broken');
+    }
   });
 });
 
@@ -417,6 +442,15 @@ describe('geminiHttpError', () => {
     const err = geminiHttpError(code, JSON.stringify({ error: { code, message: 'why', status } }), route, undefined);
     expect(err).toMatchObject({ status: out, retryable });
     if (out < 500) expect(err).toMatchObject({ message: 'why', code: status });
+  });
+
+  it('makes a 400 FAILED_PRECONDITION (region, billing) a 403, so that the next route is tried', () => {
+    const text = JSON.stringify({
+      error: { code: 400, message: 'User location is not supported for the API use.', status: 'FAILED_PRECONDITION' },
+    });
+    const err = geminiHttpError(400, text, route, undefined);
+    expect(err).toMatchObject({ status: 403, message: 'User location is not supported for the API use.', code: 'FAILED_PRECONDITION' });
+    expect(classifyFailure(err)).toBe('route');
   });
 
   it('parses protobuf durations', () => {

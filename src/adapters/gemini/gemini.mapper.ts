@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChunkDelta, ContentPart, ToolCall, Usage } from '../../common/chat.types';
 import type { EmbeddingsRequest, EmbeddingsResponse } from '../../common/embedding.types';
-import type { UpstreamError } from '../../common/errors';
+import { UpstreamError } from '../../common/errors';
 import { contentText } from '../../common/tokens';
 import type { RouteDef } from '../../config/registry.types';
 import { providerHttpError, unsupported } from '../http/upstream-call';
@@ -261,9 +261,24 @@ export function finishReason(reason: string | undefined, calledTools: boolean): 
     case 'LANGUAGE':
       return 'content_filter';
     default:
-      // OTHER, MALFORMED_FUNCTION_CALL, UNEXPECTED_TOOL_CALL, FINISH_REASON_UNSPECIFIED, newer values
+      // OTHER, FINISH_REASON_UNSPECIFIED, newer values (failed function calls are thrown before)
       return calledTools ? 'tool_calls' : 'stop';
   }
+}
+
+/**
+ * A candidate Gemini ended because the model's function call could not be used
+ * (`MALFORMED_FUNCTION_CALL`, `UNEXPECTED_TOOL_CALL`): a failed answer, not an empty one that
+ * stopped normally. Thrown as the route's fault, so the next route or attempt may answer.
+ */
+function failedCall(c: GeminiCandidate): void {
+  if (c.finishReason !== 'MALFORMED_FUNCTION_CALL' && c.finishReason !== 'UNEXPECTED_TOOL_CALL') return;
+  const why = typeof c.finishMessage === 'string' && c.finishMessage ? `: ${c.finishMessage.slice(0, 500)}` : '';
+  throw new UpstreamError({
+    failure: 'protocol',
+    code: c.finishReason.toLowerCase(),
+    message: `the model's function call could not be used (${c.finishReason})${why}`,
+  });
 }
 
 /**
@@ -304,6 +319,7 @@ function toolCallOf(part: GeminiPart, newId: () => string): ToolCall {
 export function fromGeminiResponse(res: GeminiResponse, model: string, newId: () => string = syntheticToolCallId): ChatResponse {
   const candidates = res.candidates ?? [];
   const choices: ChatResponse['choices'] = candidates.map((c, i) => {
+    failedCall(c);
     let text = '';
     let reasoning = '';
     const toolCalls: ToolCall[] = [];
@@ -392,6 +408,7 @@ export class GeminiStreamTranslator {
           out.push(this.chunk(index, p.thought ? { reasoning_content: p.text } : { content: p.text }, null));
         }
       }
+      failedCall(c);
       const finish = finishReason(c.finishReason, state.tools > 0);
       if (finish && !state.finished) {
         state.finished = true;
@@ -465,7 +482,7 @@ export function parseGoogleError(text: string): GeminiErrorBody['error'] | undef
 
 /**
  * A Gemini error response as a typed error, in OpenAI's terms: an invalid API key (which Gemini
- * answers with 400 `API_KEY_INVALID`) is a 401, `RESOURCE_EXHAUSTED` a 429 whose `RetryInfo`
+ * answers with 400 `API_KEY_INVALID`) is a 401, a 400 `FAILED_PRECONDITION` (region, billing) a 403, `RESOURCE_EXHAUSTED` a 429 whose `RetryInfo`
  * becomes Retry-After, `UNAVAILABLE` (overloaded) a retryable 503, other 5xx retryable 502s.
  */
 export function geminiHttpError(status: number, text: string, route: RouteDef, retryAfterMs: number | undefined): UpstreamError {
@@ -475,6 +492,9 @@ export function geminiHttpError(status: number, text: string, route: RouteDef, r
   let httpStatus = status >= 400 ? status : (e?.status && STATUS_CODES[e.status]) || 502;
   const keyInvalid = reasons.includes('API_KEY_INVALID');
   if (keyInvalid) httpStatus = 401;
+  // "User location is not supported", "enable billing": the project's or the region's state,
+  // not the request's fault, so the next route is tried, as for a 403.
+  else if (e?.status === 'FAILED_PRECONDITION' && httpStatus === 400) httpStatus = 403;
   const message = e?.message ?? text.trim().slice(0, 2000);
   const unavailable = httpStatus === 503;
   return providerHttpError(

@@ -74,6 +74,7 @@ export interface GeminiUsageMetadata {
 export interface GeminiCandidate {
   content?: GeminiContent;
   finishReason?: string;
+  finishMessage?: string;
   index?: number;
   safetyRatings?: unknown[];
   [k: string]: unknown;
