@@ -38,6 +38,17 @@ models:
     context_length: 8192
     route:
       - { kind: openrouter, base_url: "${base}", api_key: or-key, provider_model_id: mid-error }
+  - id: or/limited-first
+    context_length: 8192
+    route:
+      - { kind: openrouter, base_url: "${base}", api_key: or-key, provider_model_id: limited-first }
+  - id: or/failed-choice
+    context_length: 8192
+    pricing: { prompt: 1, completion: 2 }
+    router: priority
+    route:
+      - { kind: openrouter, id: failing, base_url: "${base}", api_key: or-key, provider_model_id: failed-choice }
+      - { kind: openrouter, id: healthy, base_url: "${base}", api_key: or-key, provider_model_id: ok }
   - id: or/keys
     context_length: 8192
     route:
@@ -129,6 +140,30 @@ models:
       for await (const _ of stream) void _;
     };
     await expect(run()).rejects.toThrow(/Provider disconnected/);
+  });
+
+  it('takes an answer whose choice finished with error (HTTP 200) as a failure: the next route answers', async () => {
+    const res = await client.chat.completions.create({ model: 'or/failed-choice', messages: [{ role: 'user', content: 'x' }] });
+    expect(res.choices[0]).toMatchObject({ finish_reason: 'stop', message: { content: 'echo: x' } });
+    // A 502 like any other: retried on its route as the policy allows, then the next route.
+    const sent = upstream.requests.map((r) => r.body.model);
+    expect(sent.at(-1)).toBe('ok');
+    expect(new Set(sent.slice(0, -1))).toEqual(new Set(['failed-choice']));
+    const row = (await gw.rows()).find((r) => `gen-${r.id}` === res.id)!;
+    expect(row).toMatchObject({ endpoint: 'healthy', status_code: 200 });
+    expect((row.metadata as { attempts: Array<{ route: string; outcome: string; error?: string }> }).attempts[0]).toMatchObject({
+      route: 'failing',
+      outcome: 'error',
+      error: expect.stringContaining('provider died'),
+    });
+  });
+
+  it("keeps an in-band error's own status: a rate limit before any content is a 429, not a 502", async () => {
+    const err = await client.chat.completions
+      .create({ model: 'or/limited-first', stream: true, messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(APIError);
+    expect(err).toMatchObject({ status: 429, message: expect.stringContaining('Provider rate limit exceeded') });
   });
 
   it('moves to the next key when OpenRouter rate-limits one', async () => {

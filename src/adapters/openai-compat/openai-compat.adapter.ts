@@ -150,6 +150,10 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     if (!json || !Array.isArray(json.choices)) throw miniMaxError(json, route) ?? protocolError(route, 'answered without choices');
     const problem = choicesProblem(json.choices, 'message');
     if (problem) throw protocolError(route, `sent an answer the gateway cannot read (${problem})`);
+    // OpenRouter answers a provider that failed after accepting the call with HTTP 200 and a
+    // choice that finished with `error`: a failure (the next route may answer), never billed as one.
+    const failed = json.choices.find((c) => c.finish_reason === 'error');
+    if (failed) throw inBandError((failed.error as WireChunk['error']) ?? {}, route, 'failed');
     return normalizeResponse(json);
   }
 
@@ -182,16 +186,9 @@ export class OpenAiCompatAdapter implements LlmAdapter {
             break read;
           }
           const chunk = parseEvent<WireChunk>(ev.data, route);
-          const inBand = chunk.error ? chunk.error : miniMaxError(chunk, route);
-          if (inBand) {
-            throw new UpstreamError({
-              failure: 'http',
-              upstreamStatus: 502,
-              message: withoutKeys(`upstream ${route.id} failed mid-stream: ${inBand.message ?? JSON.stringify(inBand)}`, route),
-              provider: route.kind,
-              route: route.id,
-            });
-          }
+          if (chunk.error) throw inBandError(chunk.error, route, 'failed mid-stream');
+          const inBand = miniMaxError(chunk, route);
+          if (inBand) throw inBand;
           if (!Array.isArray(chunk.choices)) {
             // A usage chunk without `choices: []` (seen from some servers) still carries the usage.
             if (chunk.usage == null) continue;
@@ -218,4 +215,22 @@ export class OpenAiCompatAdapter implements LlmAdapter {
       });
     }
   }
+}
+
+/**
+ * An error a server sent inside an answer or a stream (OpenRouter's `{"error": {"code",
+ * "message"}}`): with its HTTP-like code when it has one (a 429 stays a rate limit, retried
+ * after its wait), else a 502.
+ */
+function inBandError(e: NonNullable<WireChunk['error']>, route: RouteDef, what: string): UpstreamError {
+  const code = typeof e.code === 'number' && e.code >= 400 && e.code <= 599 ? e.code : 502;
+  const message = withoutKeys(typeof e.message === 'string' && e.message ? e.message : JSON.stringify(e).slice(0, 500), route);
+  return new UpstreamError({
+    failure: 'http',
+    upstreamStatus: code,
+    message: code < 500 ? message : `upstream ${route.id} ${what}: ${message}`,
+    code: code < 500 ? (typeof e.code === 'string' ? e.code : null) : `upstream_${code}`,
+    provider: route.kind,
+    route: route.id,
+  });
 }
