@@ -263,6 +263,18 @@ describe('provider profiles', () => {
     expect(buildChatBody(req, route(), false, vllm).response_format).toEqual(req.response_format);
   });
 
+  it.each(['deepseek', 'zhipu', 'zai'])('%s: max_completion_tokens is sent as max_tokens, the only limit it documents', (kind) => {
+    const body = buildChatBody(request({ max_completion_tokens: 20 }), route({ kind }), false, profileFor(kind));
+    expect(body).toMatchObject({ max_tokens: 20 });
+    expect(body).not.toHaveProperty('max_completion_tokens');
+    // max_tokens given too: it stands.
+    expect(buildChatBody(request({ max_tokens: 5, max_completion_tokens: 20 }), route({ kind }), false, profileFor(kind))).toMatchObject({
+      max_tokens: 5,
+    });
+    // Other servers get what the client sent.
+    expect(buildChatBody(request({ max_completion_tokens: 20 }), route(), false, vllm)).toMatchObject({ max_completion_tokens: 20 });
+  });
+
   it('Kimi: required tool choice asked in words, temperature capped at 1, max_completion_tokens as max_tokens, tool schemas cleaned', () => {
     const req = request({
       temperature: 1.5,

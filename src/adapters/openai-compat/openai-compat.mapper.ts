@@ -287,8 +287,24 @@ function flattenText(content: unknown): unknown {
   return (content as Array<{ text: string }>).map((p) => p.text).join('');
 }
 
-/** Z.AI / Zhipu: text-only list content of assistant and tool messages as a string. */
+/**
+ * For servers whose documented length limit is `max_tokens` only (DeepSeek, Z.AI / Zhipu, Kimi):
+ * OpenAI's newer `max_completion_tokens` would be ignored, leaving the answer unbounded.
+ */
+function useMaxTokens(body: Record<string, unknown>): void {
+  if (!num(body.max_completion_tokens)) return;
+  body.max_tokens ??= body.max_completion_tokens;
+  delete body.max_completion_tokens;
+}
+
+/** DeepSeek: `max_tokens` for the length limit. */
+export function fixDeepSeekRequest(body: Record<string, unknown>): void {
+  useMaxTokens(body);
+}
+
+/** Z.AI / Zhipu: `max_tokens`; text-only list content of assistant and tool messages as a string. */
 export function fixZhipuRequest(body: Record<string, unknown>): void {
+  useMaxTokens(body);
   const messages = body.messages as ChatMessage[];
   if (!messages.some((m) => (m.role === 'assistant' || m.role === 'tool') && Array.isArray(m.content))) return;
   body.messages = messages.map((m) =>
@@ -314,10 +330,7 @@ export function fixMiniMaxRequest(body: Record<string, unknown>): void {
  */
 export function fixKimiRequest(body: Record<string, unknown>): void {
   if (num(body.temperature) && body.temperature > 1) body.temperature = 1;
-  if (num(body.max_completion_tokens)) {
-    body.max_tokens ??= body.max_completion_tokens;
-    delete body.max_completion_tokens;
-  }
+  useMaxTokens(body);
   let messages = body.messages as ChatMessage[];
   if (body.tool_choice === 'required') {
     delete body.tool_choice;

@@ -1,4 +1,4 @@
-import { fixKimiRequest, fixMiniMaxRequest, fixZhipuRequest } from './openai-compat.mapper';
+import { fixDeepSeekRequest, fixKimiRequest, fixMiniMaxRequest, fixZhipuRequest } from './openai-compat.mapper';
 
 /**
  * Known OpenAI-compatible servers. They all speak the same chat-completions protocol; a profile
@@ -33,11 +33,18 @@ export const OPENAI_COMPAT_PROFILES: Readonly<Record<string, OpenAiCompatProfile
   vllm: { ...GENERIC, name: 'vllm', healthPath: '/health' },
   sglang: { ...GENERIC, name: 'sglang', healthPath: '/health' },
   ollama: { ...GENERIC, name: 'ollama', healthPath: '/api/tags' },
-  // DeepSeek: no legacy completions on /v1 (FIM lives under /beta), no embeddings, and
-  // response_format limited to json_object.
-  deepseek: { ...GENERIC, name: 'deepseek', textCompletions: false, embeddings: false, responseFormats: ['text', 'json_object'] },
-  // Z.AI / Zhipu (base_url .../api/paas/v4, no /v1): chat only, no model list; GLM's template
-  // drops list content on assistant and tool messages.
+  // DeepSeek: no legacy completions on /v1 (FIM lives under /beta), no embeddings,
+  // response_format limited to json_object, and max_tokens only.
+  deepseek: {
+    ...GENERIC,
+    name: 'deepseek',
+    textCompletions: false,
+    embeddings: false,
+    responseFormats: ['text', 'json_object'],
+    fixRequest: fixDeepSeekRequest,
+  },
+  // Z.AI / Zhipu (base_url .../api/paas/v4, no /v1): chat only, no model list, max_tokens only;
+  // GLM's template drops list content on assistant and tool messages.
   zhipu: { ...GENERIC, name: 'zhipu', textCompletions: false, fixRequest: fixZhipuRequest },
   zai: { ...GENERIC, name: 'zai', textCompletions: false, fixRequest: fixZhipuRequest },
   minimax: { ...GENERIC, name: 'minimax', textCompletions: false, embeddings: false, fixRequest: fixMiniMaxRequest },
