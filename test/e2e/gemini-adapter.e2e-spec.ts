@@ -401,6 +401,14 @@ models:
     expect(JSON.parse(tokens.text).error.param).toBe('input');
   });
 
+  it('embeds more inputs than one batchEmbedContents call takes (100) in several, in order', async () => {
+    const input = Array.from({ length: 250 }, (_, i) => 'x'.repeat(i + 1));
+    const res = await client.embeddings.create({ model: 'gemini/embedding', input, dimensions: 1 });
+    expect(upstream.requests.map((r) => (r.body.requests as unknown[]).length)).toEqual([100, 100, 50]);
+    // The stand-in's vector is the text's length / 10: each vector is its own input's, in place.
+    expect(res.data.map((d) => [d.index, Math.round(d.embedding[0] * 10)])).toEqual(input.map((t, i) => [i, t.length]));
+  });
+
   it('serves text completions through generateContent', async () => {
     const res = await client.completions.create({ model: 'gemini/flash', prompt: 'complete me' });
     expect(res.choices[0].text).toBe('echo: complete me');

@@ -38,6 +38,9 @@ export const GEMINI_API = 'https://generativelanguage.googleapis.com/v1beta';
  * `batchEmbedContents`, keyed with `x-goog-api-key`. Route options: `safety_settings` (Gemini's
  * list, sent as `safetySettings`) and `task_type` for embeddings.
  */
+/** Requests one `batchEmbedContents` call may carry. */
+const GEMINI_EMBED_BATCH = 100;
+
 @Injectable()
 @LlmAdapter({ kind: 'gemini' })
 export class GeminiAdapter implements LlmAdapter {
@@ -100,13 +103,22 @@ export class GeminiAdapter implements LlmAdapter {
     yield* translator.end();
   }
 
+  /**
+   * `batchEmbedContents` takes at most 100 requests a call; OpenAI's API takes up to 2,048 inputs.
+   * Larger requests go in calls of 100, one after the other, their vectors joined in order.
+   */
   async embed(req: EmbeddingsRequest, route: RouteDef, ctx: CallContext): Promise<EmbeddingsResponse> {
-    const body = toGeminiEmbedRequest(req, route.providerModelId, optionString(route, 'task_type'));
-    const res = await this.send(this.modelUrl(route, 'batchEmbedContents'), body, route, ctx, false);
-    const json = await readJson<GeminiBatchEmbedResponse>(this.http, res, route, ctx);
-    if (!json || !Array.isArray(json.embeddings) || json.embeddings.length !== body.requests.length)
-      throw protocolError(route, 'answered with a different number of embeddings than inputs');
-    return fromGeminiEmbedResponse(json, route.providerModelId);
+    const { requests } = toGeminiEmbedRequest(req, route.providerModelId, optionString(route, 'task_type'));
+    const embeddings: NonNullable<GeminiBatchEmbedResponse['embeddings']> = [];
+    for (let i = 0; i < requests.length; i += GEMINI_EMBED_BATCH) {
+      const batch = requests.slice(i, i + GEMINI_EMBED_BATCH);
+      const res = await this.send(this.modelUrl(route, 'batchEmbedContents'), { requests: batch }, route, ctx, false);
+      const json = await readJson<GeminiBatchEmbedResponse>(this.http, res, route, ctx);
+      if (!json || !Array.isArray(json.embeddings) || json.embeddings.length !== batch.length)
+        throw protocolError(route, 'answered with a different number of embeddings than inputs');
+      embeddings.push(...json.embeddings);
+    }
+    return fromGeminiEmbedResponse({ embeddings }, route.providerModelId);
   }
 
   probe(route: RouteDef, signal: AbortSignal): Promise<ProbeResult> {
