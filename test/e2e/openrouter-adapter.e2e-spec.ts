@@ -95,6 +95,22 @@ models:
     expect(row).toMatchObject({ provider: 'openrouter', prompt_tokens: 5, completion_tokens: 3 });
   });
 
+  it("passes OpenRouter's own features (plugins, transforms) and the client's data policies on", async () => {
+    await client.chat.completions.create({
+      model: 'or/llama',
+      messages: [{ role: 'user', content: 'search this' }],
+      plugins: [{ id: 'web', max_results: 3 }],
+      transforms: ['middle-out'],
+      provider: { sort: 'price', data_collection: 'deny', zdr: true },
+    } as never);
+    expect(upstream.requests[0].body).toMatchObject({
+      plugins: [{ id: 'web', max_results: 3 }],
+      transforms: ['middle-out'],
+      provider: { data_collection: 'deny', zdr: true },
+    });
+    expect(upstream.requests[0].body.provider).not.toHaveProperty('sort');
+  });
+
   it('records the cost of a stream too, past the processing comments', async () => {
     const stream = await client.chat.completions.create({
       model: 'or/llama',

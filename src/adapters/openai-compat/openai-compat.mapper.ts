@@ -18,7 +18,7 @@ export const GATEWAY_ONLY_FIELDS = ['models', 'provider', 'route', 'transforms',
  */
 export function buildChatBody(req: ChatRequest, route: RouteDef, stream: boolean, profile: OpenAiCompatProfile): Record<string, unknown> {
   const body: Record<string, unknown> = withExtraBody({ ...req }, route.extraBody);
-  for (const f of GATEWAY_ONLY_FIELDS) delete body[f];
+  for (const f of GATEWAY_ONLY_FIELDS) if (!profile.passFields?.includes(f)) delete body[f];
   for (const f of profile.dropFields) delete body[f];
   body.model = route.providerModelId;
   setStream(body, req.stream_options, stream);

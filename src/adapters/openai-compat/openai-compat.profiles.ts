@@ -12,6 +12,8 @@ export interface OpenAiCompatProfile {
   readonly healthPath: string;
   /** Request fields this server rejects; removed before sending. */
   readonly dropFields: readonly string[];
+  /** OpenRouter-style fields this server acts on itself, kept for it (others never leave the gateway). */
+  readonly passFields?: readonly string[];
   /** Has the legacy `/completions` endpoint; without it, text completions go through chat. Default true. */
   readonly textCompletions?: boolean;
   /** Has `/embeddings`. Default true. */

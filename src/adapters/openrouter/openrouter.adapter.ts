@@ -10,7 +10,17 @@ import { openRouterBody, openRouterHeaders } from './openrouter.mapper';
 
 export const OPENROUTER_API = 'https://openrouter.ai/api/v1';
 
-const PROFILE: OpenAiCompatProfile = { name: 'openrouter', healthPath: 'models', dropFields: [] };
+/**
+ * OpenRouter's own request features the gateway does not act on (web search and other plugins,
+ * middle-out compression) go to it; the client's `provider` too, for its policy preferences
+ * (openRouterBody keeps those and nothing the gateway's own routing decided).
+ */
+const PROFILE: OpenAiCompatProfile = {
+  name: 'openrouter',
+  healthPath: 'models',
+  dropFields: [],
+  passFields: ['plugins', 'transforms', 'provider'],
+};
 
 /**
  * OpenRouter: OpenAI's protocol plus app attribution headers (`http_referer`, `x_title` route

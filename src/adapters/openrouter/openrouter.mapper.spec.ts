@@ -24,6 +24,23 @@ describe('openRouterBody', () => {
     expect(body.provider).toEqual({ data_collection: 'deny', order: ['together'], allow_fallbacks: false });
   });
 
+  it("passes the client's policy preferences on, never its routing choices; the stricter data policy holds", () => {
+    const client = {
+      order: ['x'],
+      only: ['y'],
+      sort: 'price',
+      allow_fallbacks: true,
+      data_collection: 'deny',
+      zdr: true,
+      quantizations: ['fp8'],
+      max_price: { prompt: 1 },
+    };
+    const body = openRouterBody({ model: 'm', provider: client }, route({ options: { provider: { data_collection: 'allow' } } }));
+    expect(body.provider).toEqual({ data_collection: 'deny', zdr: true, quantizations: ['fp8'], max_price: { prompt: 1 } });
+    // Nothing of the client's to pass: no provider at all.
+    expect(openRouterBody({ model: 'm', provider: { order: ['x'] } }, route())).not.toHaveProperty('provider');
+  });
+
   it('does not ask for accounting on embeddings', () => {
     expect(openRouterBody({ model: 'm' }, route(), false)).not.toHaveProperty('usage');
   });

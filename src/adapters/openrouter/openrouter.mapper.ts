@@ -6,14 +6,23 @@ import type { RouteDef } from '../../config/registry.types';
  * deployments only when asked), the route's static provider preferences, and for
  * `kind: openrouter[slug]` the pinned sub-provider: `provider.order = [slug]` with
  * `allow_fallbacks: false`, so the request is served there or fails (and the gateway's own
- * routing decides what next). The client's own `provider`/`models` never reach OpenRouter: the
- * gateway routes.
+ * routing decides what next). The client's `models` and its provider choices (order, only,
+ * ignore, sort, fallbacks) never reach OpenRouter: the gateway routes. Its policy preferences do,
+ * which the gateway cannot act on (data collection, zero data retention, quantisations,
+ * throughput and latency targets, price ceilings): OpenRouter can.
  */
 export function openRouterBody(body: Record<string, unknown>, route: RouteDef, accounting = true): Record<string, unknown> {
   if (accounting) body.usage = { include: true };
   const prefs = route.options.provider;
-  const provider: Record<string, unknown> =
-    typeof prefs === 'object' && prefs !== null && !Array.isArray(prefs) ? { ...(prefs as Record<string, unknown>) } : {};
+  const fromClient = clientPolicy(body.provider);
+  delete body.provider;
+  const provider: Record<string, unknown> = {
+    ...fromClient,
+    ...(typeof prefs === 'object' && prefs !== null && !Array.isArray(prefs) ? (prefs as Record<string, unknown>) : {}),
+  };
+  // Of the data policies, the stricter holds: a client may ask for more privacy than the route's.
+  if (fromClient.data_collection === 'deny') provider.data_collection = 'deny';
+  if (fromClient.zdr === true) provider.zdr = true;
   if (route.kindArg) {
     provider.order = [route.kindArg];
     provider.allow_fallbacks = false;
@@ -31,4 +40,25 @@ export function openRouterHeaders(
   if (referer) headers['HTTP-Referer'] = referer;
   if (title) headers['X-Title'] = title;
   return headers;
+}
+
+/** The client's provider preferences OpenRouter acts on and the gateway's routing does not decide. */
+const POLICY_KEYS = [
+  'data_collection',
+  'zdr',
+  'enforce_distillable_text',
+  'quantizations',
+  'preferred_min_throughput',
+  'preferred_max_latency',
+  'max_price',
+] as const;
+
+function clientPolicy(p: unknown): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (typeof p !== 'object' || p === null || Array.isArray(p)) return out;
+  for (const k of POLICY_KEYS) {
+    const v = (p as Record<string, unknown>)[k];
+    if (v !== undefined && v !== null) out[k] = v;
+  }
+  return out;
 }
