@@ -1,7 +1,7 @@
 import type { ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChunkDelta, ContentPart, ToolCall, Usage } from '../../common/chat.types';
 import type { UpstreamError } from '../../common/errors';
 import type { RouteDef } from '../../config/registry.types';
-import { providerHttpError, unsupported } from '../http/upstream-call';
+import { providerHttpError, refuseLegacyFunctions, unsupported } from '../http/upstream-call';
 import type {
   AnthropicContentBlock,
   AnthropicMessage,
@@ -201,6 +201,7 @@ function thinkingOf(req: ChatRequest): AnthropicThinking | undefined {
  */
 export function toAnthropicRequest(req: ChatRequest, opts: AnthropicRequestOptions = {}): AnthropicRequest {
   if (typeof req.n === 'number' && req.n > 1) throw unsupported('Anthropic models answer with one choice; n must be 1', 'n');
+  refuseLegacyFunctions(req, 'Claude');
   const messages: AnthropicMessage[] = [];
   req.messages.forEach((m, i) => {
     const at = `messages[${i}]`;

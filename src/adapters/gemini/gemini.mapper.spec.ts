@@ -284,6 +284,35 @@ describe('finishReason', () => {
   });
 });
 
+describe("OpenAI's deprecated function calling", () => {
+  it('is refused with a 400 naming the field, not sent half-translated', () => {
+    const base = { model: 'm', messages: [{ role: 'user', content: 'x' }] } as ChatRequest;
+    const cases: Array<[Record<string, unknown>, string]> = [
+      [{ functions: [{ name: 'f', parameters: {} }] }, 'functions'],
+      [{ function_call: 'auto' }, 'function_call'],
+      [
+        {
+          messages: [
+            { role: 'user', content: 'x' },
+            { role: 'assistant', content: null, function_call: { name: 'f', arguments: '{}' } },
+            { role: 'function', name: 'f', content: '{}' },
+          ],
+        },
+        'messages[1]',
+      ],
+    ];
+    for (const [extra, param] of cases) {
+      let err: unknown;
+      try {
+        toGeminiRequest({ ...base, ...extra });
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toMatchObject({ status: 400, param, code: 'unsupported_parameter', message: expect.stringContaining('tools') });
+    }
+  });
+});
+
 describe('failed function calls and empty answers', () => {
   const malformed = {
     candidates: [

@@ -4,7 +4,7 @@ import type { EmbeddingsRequest, EmbeddingsResponse } from '../../common/embeddi
 import { UpstreamError } from '../../common/errors';
 import { contentText } from '../../common/tokens';
 import type { RouteDef } from '../../config/registry.types';
-import { providerHttpError, unsupported } from '../http/upstream-call';
+import { providerHttpError, refuseLegacyFunctions, unsupported } from '../http/upstream-call';
 import type {
   GeminiBatchEmbedRequest,
   GeminiBatchEmbedResponse,
@@ -169,6 +169,7 @@ function thinkingConfig(req: ChatRequest): GeminiGenerationConfig['thinkingConfi
  * and response schema, logprobs and reasoning effort → their Gemini fields.
  */
 export function toGeminiRequest(req: ChatRequest): GeminiRequest {
+  refuseLegacyFunctions(req, 'Gemini');
   const contents: GeminiContent[] = [];
   const system: GeminiPart[] = [];
   const calls = new Map<string, string>();

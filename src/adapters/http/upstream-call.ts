@@ -1,6 +1,7 @@
 import type { Dispatcher } from 'undici';
 import { UpstreamError } from '../../common/errors';
 import { isJsonObject } from '../../common/json-object';
+import type { ChatRequest } from '../../common/chat.types';
 import type { RouteDef } from '../../config/registry.types';
 import type { CallContext, ProbeResult } from '../llm-adapter';
 import { readBodyText, retryAfterMs, type UpstreamClient } from './upstream-client.service';
@@ -207,6 +208,29 @@ export function unsupported(message: string, param: string | null): UpstreamErro
     message,
     retryable: false,
   });
+}
+
+/**
+ * OpenAI's deprecated function calling (`functions`, `function_call`, `role: "function"`
+ * messages, an assistant's `function_call`), for backends the gateway translates to: refused
+ * with a 400 naming the field rather than sent half-translated (a call without an id, a history
+ * missing its calls), since the answer would come back as `tool_calls` a legacy client does not
+ * read either.
+ */
+export function refuseLegacyFunctions(req: ChatRequest, provider: string): void {
+  const r = req as ChatRequest & { functions?: unknown; function_call?: unknown };
+  let param: string | undefined;
+  if (r.functions !== undefined) param = 'functions';
+  else if (r.function_call !== undefined) param = 'function_call';
+  else {
+    const i = req.messages.findIndex((m) => m.role === 'function' || (m as { function_call?: unknown }).function_call != null);
+    if (i >= 0) param = `messages[${i}]`;
+  }
+  if (param !== undefined)
+    throw unsupported(
+      `${provider} is reached through tools: send tools, tool_choice, the assistant's tool_calls and role "tool" messages instead of OpenAI's deprecated functions and function_call`,
+      param,
+    );
 }
 
 /**
