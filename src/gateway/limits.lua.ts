@@ -161,11 +161,17 @@ if ARGV[10] == '1' then
   end
   redis.call('PEXPIRE', KEYS[2], 120000)
 end
+-- A request counts in the period it started in (its admission second), as its api_logs row does.
+local admitted_day = math.floor(bucket / 86400)
 if ARGV[11] == '1' and cost > 0 then
-  local _, dk = spend_key('d', day, ARGV[6], ARGV[7], 172800000, true)
-  redis.call('INCRBY', dk, cost)
-  local _, mk = spend_key('m', month, ARGV[8], ARGV[9], 2764800000, true)
-  redis.call('INCRBY', mk, cost)
+  if admitted_day == day then
+    local _, dk = spend_key('d', day, ARGV[6], ARGV[7], 172800000, true)
+    redis.call('INCRBY', dk, cost)
+  end
+  if month_of(admitted_day) == month then
+    local _, mk = spend_key('m', month, ARGV[8], ARGV[9], 2764800000, true)
+    redis.call('INCRBY', mk, cost)
+  end
 end
 return { now, month }
 `;

@@ -117,6 +117,17 @@ describe('per-process limits', () => {
     expect(admit({ monthBudget: 5100 }, { costNano: 200, baseline }).ok).toBe(true);
   });
 
+  it('counts a request in the day it started, as its request-log row does, also when it ends after midnight', () => {
+    const { admit, settle, advance } = setup();
+    advance(14 * 3_600_000 - 10_000); // 23:59:50 UTC
+    const late = admit({ dayBudget: 1000 }, { costNano: 100 });
+    expect(late.ok).toBe(true);
+    advance(20_000); // 00:00:10: a new day
+    settle('r1', late.bucket, 0, 0, 900);
+    // Yesterday's 900 is not today's: today's budget is whole.
+    expect(admit({ dayBudget: 1000 }, { costNano: 1000 }).ok).toBe(true);
+  });
+
   it('forgets idle keys with nothing in flight', () => {
     const { limits, admit, advance } = setup();
     admit({ rpm: 5 });

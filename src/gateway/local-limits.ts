@@ -161,12 +161,19 @@ export class LocalLimits {
       }
     }
     if (a.trackSpend && a.costNano > 0) {
+      // A request counts in the period it started in, as its api_logs row (created_at) does: one
+      // admitted before midnight and over after it is yesterday's, not today's.
+      const admitted = a.bucket * 1000;
       const day = String(utcDay(now));
       const month = String(utcMonth(now));
-      const dk = `d:${day}`;
-      const mk = `m:${month}`;
-      s.spent.set(dk, this.spent(s, dk, day === a.baseline.day ? a.baseline.dayNano : 0) + a.costNano);
-      s.spent.set(mk, this.spent(s, mk, month === a.baseline.month ? a.baseline.monthNano : 0) + a.costNano);
+      if (String(utcDay(admitted)) === day) {
+        const dk = `d:${day}`;
+        s.spent.set(dk, this.spent(s, dk, day === a.baseline.day ? a.baseline.dayNano : 0) + a.costNano);
+      }
+      if (String(utcMonth(admitted)) === month) {
+        const mk = `m:${month}`;
+        s.spent.set(mk, this.spent(s, mk, month === a.baseline.month ? a.baseline.monthNano : 0) + a.costNano);
+      }
     }
   }
 
