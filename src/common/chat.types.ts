@@ -116,3 +116,17 @@ export interface ChatChunk {
   usage?: Usage | null;
   [extra: string]: unknown;
 }
+
+/**
+ * OpenRouter `provider` preferences about data policy and serving rather than about which
+ * provider: the gateway's own routes carry no such information, so its routing accepts them
+ * without acting on them, and OpenRouter routes pass them on to OpenRouter, which does.
+ */
+export const PROVIDER_POLICY_KEYS = [
+  'data_collection',
+  'zdr',
+  'enforce_distillable_text',
+  'quantizations',
+  'preferred_min_throughput',
+  'preferred_max_latency',
+] as const;

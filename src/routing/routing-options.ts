@@ -1,4 +1,4 @@
-import type { ChatRequest } from '../common/chat.types';
+import { PROVIDER_POLICY_KEYS, type ChatRequest } from '../common/chat.types';
 import { InvalidRequestError } from '../common/errors';
 import { perMillionToPicoPerToken, usdToPico } from '../common/money';
 import type { ModelDef, RouteDef } from '../config/registry.types';
@@ -51,21 +51,7 @@ const QUANTIZATIONS = ['int4', 'int8', 'fp4', 'fp6', 'fp8', 'fp16', 'bf16', 'fp3
  * because its routes carry no such information (data policies, quantisation, throughput
  * targets): refusing them would break clients written for OpenRouter.
  */
-const PROVIDER_KEYS = [
-  'order',
-  'only',
-  'ignore',
-  'allow_fallbacks',
-  'sort',
-  'max_price',
-  'require_parameters',
-  'data_collection',
-  'zdr',
-  'enforce_distillable_text',
-  'quantizations',
-  'preferred_min_throughput',
-  'preferred_max_latency',
-];
+const PROVIDER_KEYS = ['order', 'only', 'ignore', 'allow_fallbacks', 'sort', 'max_price', 'require_parameters', ...PROVIDER_POLICY_KEYS];
 
 function bad(param: string, problem: string): never {
   throw new InvalidRequestError(`Invalid request: "${param}" ${problem}`, param, 'invalid_request');

@@ -1,3 +1,4 @@
+import { PROVIDER_POLICY_KEYS } from '../../common/chat.types';
 import type { RouteDef } from '../../config/registry.types';
 
 /**
@@ -42,16 +43,11 @@ export function openRouterHeaders(
   return headers;
 }
 
-/** The client's provider preferences OpenRouter acts on and the gateway's routing does not decide. */
-const POLICY_KEYS = [
-  'data_collection',
-  'zdr',
-  'enforce_distillable_text',
-  'quantizations',
-  'preferred_min_throughput',
-  'preferred_max_latency',
-  'max_price',
-] as const;
+/**
+ * The client's provider preferences OpenRouter acts on and the gateway's routing does not decide
+ * (a price ceiling the gateway applies to its own routes, OpenRouter to its providers).
+ */
+const POLICY_KEYS = [...PROVIDER_POLICY_KEYS, 'max_price'] as const;
 
 function clientPolicy(p: unknown): Record<string, unknown> {
   const out: Record<string, unknown> = {};
