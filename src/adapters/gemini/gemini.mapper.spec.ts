@@ -313,6 +313,51 @@ describe("OpenAI's deprecated function calling", () => {
   });
 });
 
+describe('logprobs', () => {
+  const logprobsResult = {
+    topCandidates: [
+      {
+        candidates: [
+          { token: 'Hi', logProbability: -0.1 },
+          { token: 'Hey', logProbability: -2.5 },
+        ],
+      },
+      { candidates: [{ token: '!', logProbability: -0.2 }] },
+    ],
+    chosenCandidates: [
+      { token: 'Hi', logProbability: -0.1 },
+      { token: '!', logProbability: -0.2 },
+    ],
+  };
+  const expected = {
+    content: [
+      {
+        token: 'Hi',
+        logprob: -0.1,
+        bytes: [72, 105],
+        top_logprobs: [
+          { token: 'Hi', logprob: -0.1, bytes: [72, 105] },
+          { token: 'Hey', logprob: -2.5, bytes: [72, 101, 121] },
+        ],
+      },
+      { token: '!', logprob: -0.2, bytes: [33], top_logprobs: [{ token: '!', logprob: -0.2, bytes: [33] }] },
+    ],
+  };
+
+  it("come back in OpenAI's shape, JSON and streamed", () => {
+    const candidate = { content: { role: 'model', parts: [{ text: 'Hi!' }] }, finishReason: 'STOP', logprobsResult };
+    expect(fromGeminiResponse({ candidates: [candidate] } as never, 'm').choices[0].logprobs).toEqual(expected);
+    const chunks = new GeminiStreamTranslator('m').push({ candidates: [candidate] } as never);
+    expect(chunks.find((c) => c.choices[0]?.delta.content === 'Hi!')!.choices[0].logprobs).toEqual(expected);
+  });
+
+  it('are null when Gemini sent none', () => {
+    expect(
+      fromGeminiResponse({ candidates: [{ content: { parts: [{ text: 'x' }] }, finishReason: 'STOP' }] } as never, 'm').choices[0].logprobs,
+    ).toBeNull();
+  });
+});
+
 describe('failed function calls and empty answers', () => {
   const malformed = {
     candidates: [

@@ -268,6 +268,27 @@ export function finishReason(reason: string | undefined, calledTools: boolean): 
 }
 
 /**
+ * Gemini's `logprobsResult` (the chosen token and the top candidates at each step) as OpenAI's
+ * `logprobs.content`; null when Gemini sent none (it does only when asked, `responseLogprobs`).
+ */
+export function openAiLogprobs(r: unknown): { content: unknown[] } | null {
+  const chosen = (r as { chosenCandidates?: unknown } | null)?.chosenCandidates;
+  if (!Array.isArray(chosen) || chosen.length === 0) return null;
+  const top = (r as { topCandidates?: unknown }).topCandidates;
+  const entry = (c: unknown) => {
+    const token = typeof (c as { token?: unknown })?.token === 'string' ? (c as { token: string }).token : '';
+    const lp = (c as { logProbability?: unknown })?.logProbability;
+    return { token, logprob: typeof lp === 'number' ? lp : 0, bytes: [...Buffer.from(token, 'utf8')] };
+  };
+  return {
+    content: chosen.map((c, i) => {
+      const alternatives = Array.isArray(top) ? (top[i] as { candidates?: unknown } | undefined)?.candidates : undefined;
+      return { ...entry(c), top_logprobs: Array.isArray(alternatives) ? alternatives.map(entry) : [] };
+    }),
+  };
+}
+
+/**
  * A candidate Gemini ended because the model's function call could not be used
  * (`MALFORMED_FUNCTION_CALL`, `UNEXPECTED_TOOL_CALL`): a failed answer, not an empty one that
  * stopped normally. Thrown as the route's fault, so the next route or attempt may answer.
@@ -337,7 +358,12 @@ export function fromGeminiResponse(res: GeminiResponse, model: string, newId: ()
     };
     if (toolCalls.length > 0) message.tool_calls = toolCalls;
     if (reasoning) message.reasoning_content = reasoning;
-    return { index: c.index ?? i, message, finish_reason: finishReason(c.finishReason, toolCalls.length > 0) ?? 'stop', logprobs: null };
+    return {
+      index: c.index ?? i,
+      message,
+      finish_reason: finishReason(c.finishReason, toolCalls.length > 0) ?? 'stop',
+      logprobs: openAiLogprobs(c.logprobsResult),
+    };
   });
   if (choices.length === 0 && res.promptFeedback?.blockReason) {
     choices.push({ index: 0, message: { role: 'assistant', content: '' }, finish_reason: 'content_filter', logprobs: null });
@@ -408,6 +434,12 @@ export class GeminiStreamTranslator {
         } else if (typeof p.text === 'string' && p.text !== '') {
           out.push(this.chunk(index, p.thought ? { reasoning_content: p.text } : { content: p.text }, null));
         }
+      }
+      // Each event's logprobs cover the tokens it added: they ride on its last chunk of this candidate.
+      const lp = openAiLogprobs(c.logprobsResult);
+      if (lp) {
+        const last = out.findLast((o) => o.choices[0]?.index === index);
+        if (last) last.choices[0].logprobs = lp;
       }
       failedCall(c);
       const finish = finishReason(c.finishReason, state.tools > 0);
