@@ -159,9 +159,12 @@ export function providerHttpError(
 
 /**
  * A request body with a route's `extra_body` merged in: objects merge key by key at every depth
- * (a route's `generationConfig: {thinkingConfig: ...}` joins the request's temperature and
- * token limit instead of replacing them), and anything else the route sets wins. Neither input
- * is changed.
+ * (a route's `generationConfig: {temperature: ...}` joins the request's token limit and stop
+ * sequences instead of replacing them), and anything else the route sets wins. An object that
+ * is one choice among alternatives replaces the request's whole: one with a `type`
+ * (`thinking: {type: disabled}`, `response_format`, `tool_choice`), and the settings whose fields
+ * exclude each other (Gemini's `thinkingConfig`: a level or a budget; OpenRouter's `reasoning`:
+ * an effort or a token count). Neither input is changed.
  */
 export function withExtraBody(
   body: Record<string, unknown>,
@@ -169,9 +172,13 @@ export function withExtraBody(
 ): Record<string, unknown> {
   if (!extra) return body;
   const out: Record<string, unknown> = { ...body };
-  for (const [k, v] of Object.entries(extra)) out[k] = isPlainObject(v) && isPlainObject(out[k]) ? withExtraBody(out[k], v) : v;
+  for (const [k, v] of Object.entries(extra))
+    out[k] = isPlainObject(v) && isPlainObject(out[k]) && !('type' in v) && !WHOLE_SETTINGS.has(k) ? withExtraBody(out[k], v) : v;
   return out;
 }
+
+/** Settings whose fields exclude each other: a route's replaces the request's, never merges with it. */
+const WHOLE_SETTINGS: ReadonlySet<string> = new Set(['thinkingConfig', 'reasoning']);
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);

@@ -82,6 +82,21 @@ describe('buildChatBody', () => {
     expect(req).toMatchObject({ chat_template_kwargs: { enable_thinking: true } });
   });
 
+  it('replaces, never merges, a setting that is one choice among alternatives (a type, or fields that exclude each other)', () => {
+    const req = request({
+      response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } },
+      reasoning: { effort: 'high' },
+    } as never);
+    const body = buildChatBody(
+      req,
+      route({ extraBody: { response_format: { type: 'json_object' }, reasoning: { max_tokens: 100 } } }),
+      false,
+      vllm,
+    );
+    expect(body.response_format).toEqual({ type: 'json_object' });
+    expect(body.reasoning).toEqual({ max_tokens: 100 });
+  });
+
   it('strips the fields only the gateway acts on', () => {
     const req = request({
       models: ['a', 'b'],
@@ -500,6 +515,20 @@ describe('ToolCallFixer', () => {
     expect(calls(fixer.fix(chunk([{ function: { arguments: '"UTC"}' } }])))![0].index).toBe(1);
     expect(calls(fixer.fix(chunk([{ id: 'call_1', function: { arguments: '' } }])))![0].index).toBe(0);
     expect(calls(fixer.fix(chunk([{ id: 'call_3', function: { name: 'g', arguments: '{}' } }])))![0].index).toBe(2);
+  });
+
+  it('starts a call for a delta with neither index nor id that names a function', () => {
+    const fixer = new ToolCallFixer('r');
+    const out = fixer.fix(
+      chunk([
+        { type: 'function', function: { name: 'a', arguments: '{"x":' } },
+        { type: 'function', function: { name: 'b', arguments: '{}' } },
+      ]),
+    );
+    expect(calls(out)!.map((t) => t.index)).toEqual([0, 1]);
+    // Named again later, without id (an empty one): a third call; arguments alone continue it.
+    expect(calls(fixer.fix(chunk([{ id: '', type: 'function', function: { name: 'c', arguments: '' } }])))![0].index).toBe(2);
+    expect(calls(fixer.fix(chunk([{ function: { arguments: '{}' } }])))![0].index).toBe(2);
   });
 
   it('gives a call without an id one, distinct per call', () => {

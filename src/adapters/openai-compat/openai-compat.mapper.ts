@@ -228,7 +228,8 @@ export class ToolCallFixer {
         if (!t || typeof t !== 'object') continue;
         let i: number | undefined = typeof t.index === 'number' ? t.index : undefined;
         if (i === undefined) {
-          i = t.id ? st.byId.get(t.id) : st.last >= 0 ? st.last : undefined;
+          // By id; else a delta that names a function starts a call, one without continues the last.
+          i = t.id ? st.byId.get(t.id) : t.function?.name ? undefined : st.last >= 0 ? st.last : undefined;
           i ??= st.next;
           t.index = i;
         }

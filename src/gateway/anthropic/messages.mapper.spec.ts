@@ -357,6 +357,26 @@ describe('ChatToMessagesStream', () => {
     ]);
   });
 
+  it('keeps calls with neither index nor id apart when each names its function', () => {
+    const t = new ChatToMessagesStream('msg_9', 'p', 1);
+    const events = [
+      ...t.push(
+        chunk({
+          tool_calls: [
+            { type: 'function', function: { name: 'a', arguments: '{"x":1}' } },
+            { type: 'function', function: { name: 'b', arguments: '{"y":' } },
+          ],
+        }),
+      ),
+      ...t.push(chunk({ tool_calls: [{ function: { arguments: '2}' } }] })),
+      ...t.finishEvents(),
+    ];
+    expect(replay(events).map((c) => [c.name, c.input])).toEqual([
+      ['a', { x: 1 }],
+      ['b', { y: 2 }],
+    ]);
+  });
+
   it('gives calls without an id, or with an empty one, ids of their own', () => {
     const t = new ChatToMessagesStream('msg_9', 'p', 1);
     const events = [

@@ -471,9 +471,9 @@ export class ChatToMessagesStream {
    */
   private tool(t: NonNullable<ChatChunk['choices'][number]['delta']['tool_calls']>[number], out: MessagesEvent[]): void {
     this.sawTools = true;
-    // Calls are told apart by index; a server that sends none is followed by id, and a delta
-    // with neither continues the call before it.
-    const key = typeof t.index === 'number' ? t.index : t.id ? `id:${t.id}` : undefined;
+    // Calls are told apart by index; a server that sends none is followed by id; a delta with
+    // neither starts a call if it names a function, and else continues the call before it.
+    const key = typeof t.index === 'number' ? t.index : t.id ? `id:${t.id}` : t.function?.name ? `call:${this.tools.size}` : undefined;
     let call = key !== undefined ? this.tools.get(key) : this.lastTool;
     if (!call) {
       const id = anthropicToolId(t.id, `toolu_${this.id.replace(/^msg_/, '')}_${this.tools.size}`);
