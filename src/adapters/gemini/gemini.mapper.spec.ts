@@ -353,7 +353,7 @@ describe('logprobs', () => {
 
   it('are null when Gemini sent none', () => {
     expect(
-      fromGeminiResponse({ candidates: [{ content: { parts: [{ text: 'x' }] }, finishReason: 'STOP' }] } as never, 'm').choices[0].logprobs,
+      fromGeminiResponse({ candidates: [{ content: { parts: [{ text: 'x' }] }, finishReason: 'STOP' }] }, 'm').choices[0].logprobs,
     ).toBeNull();
   });
 });

@@ -86,7 +86,7 @@ describe('buildChatBody', () => {
     const req = request({
       response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } },
       reasoning: { effort: 'high' },
-    } as never);
+    });
     const body = buildChatBody(
       req,
       route({ extraBody: { response_format: { type: 'json_object' }, reasoning: { max_tokens: 100 } } }),
