@@ -53,7 +53,7 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
     attachContext(req, { requestId, startedAt: performance.now() });
     next();
   });
-  if (config.corsOrigins) app.use(cors(config.corsOrigins));
+  app.use(cors(config.corsOrigins));
   app.use(jsonBody(config.bodyLimitBytes, config.env.BODY_LIMIT, isFramedPath, config.env.BODY_IDLE_TIMEOUT_MS));
   app.getHttpServer().on('clientError', answerClientError);
   // The body reader times out a body that pauses (and logs it); Node's own limit on the whole

@@ -39,40 +39,58 @@ const HEADER_LIST = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+(\s*,\s*[!#$%&'*+.^_`|~0-9A-Za-
 const MAX_AGE = '7200';
 
 /**
- * CORS for browser apps (an OpenAI or Anthropic SDK in a web page, a chat UI on another origin).
+ * CORS for browser apps (an OpenAI or Anthropic SDK in a web page, a chat UI on another origin),
+ * and a guard against the pages it does not allow.
+ *
  * Credentials (cookies) are never allowed: callers authenticate with a bearer key, which the page
  * sends itself. An allowed origin's requests get `Access-Control-Allow-Origin` (and the headers
  * above exposed), on errors too, so that the page can read the message. A preflight (`OPTIONS`
  * with `Access-Control-Request-Method`) is answered here, 204 for an allowed origin, 403 in the
- * API's error shape for another, so that the refusal is visible in the browser's network panel.
- * With CORS off the middleware is not installed.
+ * API's error shape for another, so that the refusal is visible in the browser's network panel;
+ * Private Network Access is granted to origins listed by name only, never through `*`.
+ *
+ * The guard: a browser lets any page send a "simple" POST (`text/plain`) without asking, and the
+ * body reader takes any content type as JSON, so with USER_AUTH_ENABLED=false any page a user
+ * opens could make the gateway spend. A request that changes or costs something (not GET, HEAD or
+ * OPTIONS) and carries an `Origin` neither allowed nor the gateway's own (the `Host` it was sent
+ * to) is refused with 403, with CORS on or off. Clients that are no browser send no `Origin`.
  */
-export function cors(origins: CorsOrigins) {
+export function cors(origins: CorsOrigins | undefined) {
   const any = origins === '*';
+  const listed = origins !== undefined && origins !== '*' ? origins : undefined;
   return (req: Request, res: Response, next: NextFunction): void => {
+    // What a cache keeps for one origin must not be served to another.
+    if (listed) res.setHeader('vary', 'Origin');
     const origin = req.headers.origin;
     if (origin === undefined) {
       next();
       return;
     }
-    const allowed = any || origins.has(origin.toLowerCase());
-    if (!any) res.setHeader('vary', 'Origin');
+    const allowed = any || (listed !== undefined && listed.has(origin.toLowerCase()));
     if (allowed) {
       res.setHeader('access-control-allow-origin', any ? '*' : origin);
       res.setHeader('access-control-expose-headers', EXPOSED);
     }
-    if (req.method !== 'OPTIONS' || req.headers['access-control-request-method'] === undefined) {
+    const preflight = req.method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined;
+    if (!preflight) {
+      if (allowed || SAFE_METHODS.has(req.method) || sameOrigin(origin, req)) next();
+      else refuse(req, res, origin);
+      return;
+    }
+    // With CORS off a preflight is left to the routes (404), as before there was CORS.
+    if (origins === undefined) {
       next();
       return;
     }
     if (!allowed) {
-      refusePreflight(req, res, origin);
+      refuse(req, res, origin);
       return;
     }
     res.setHeader('access-control-allow-methods', METHODS);
     const asked = req.headers['access-control-request-headers'];
     if (typeof asked === 'string' && HEADER_LIST.test(asked)) res.setHeader('access-control-allow-headers', asked);
-    if (req.headers['access-control-request-private-network'] === 'true') res.setHeader('access-control-allow-private-network', 'true');
+    if (listed && req.headers['access-control-request-private-network'] === 'true')
+      res.setHeader('access-control-allow-private-network', 'true');
     res.setHeader('access-control-max-age', MAX_AGE);
     res.setHeader('content-length', '0');
     res.statusCode = 204;
@@ -80,7 +98,20 @@ export function cors(origins: CorsOrigins) {
   };
 }
 
-function refusePreflight(req: Request, res: Response, origin: string): void {
+const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/** Whether `origin` is the address the request was sent to (a page served behind the same host). */
+function sameOrigin(origin: string, req: Request): boolean {
+  const host = req.headers['x-forwarded-host'] ?? req.headers.host;
+  if (typeof host !== 'string') return false;
+  try {
+    return new URL(origin).host.toLowerCase() === host.split(',')[0].trim().toLowerCase();
+  } catch {
+    return false;
+  }
+}
+
+function refuse(req: Request, res: Response, origin: string): void {
   const message = `Origin ${origin.slice(0, 200)} may not call this gateway from a browser (CORS_ORIGINS)`;
   const requestId = contextOf(req)?.requestId ?? '';
   const body = isAnthropicPath(req.path)

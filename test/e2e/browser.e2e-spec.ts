@@ -109,6 +109,24 @@ describeWithBrowser('a browser page on another origin', () => {
     expect(JSON.parse(out.body)).toMatchObject({ error: { code: 'model_not_found' } });
   });
 
+  it('cannot be made to spend by a page not listed that sends a request without asking (no-cors, text/plain)', async () => {
+    const before = (await gw.rows()).length;
+    await page.goto(`http://localhost:${sitePort}/`);
+    const sent = await page.evaluate(async (url) => {
+      // The browser sends this without a preflight; the page cannot read the answer, only cause it.
+      await fetch(url, {
+        method: 'POST',
+        mode: 'no-cors',
+        headers: { 'content-type': 'text/plain' },
+        body: '{"model":"demo/mock","messages":[{"role":"user","content":"hi"}]}',
+      });
+      return true;
+    }, `${gw.url}/v1/chat/completions`);
+    expect(sent).toBe(true);
+    // Refused before it reached a model: no request, no row.
+    expect((await gw.rows()).length).toBe(before);
+  });
+
   it('is refused on an origin not listed, and the gateway never sees the call', async () => {
     const before = (await gw.rows()).length;
     const out = await callFrom(`http://localhost:${sitePort}`, '/v1/chat/completions', openai, chat);

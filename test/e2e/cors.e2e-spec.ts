@@ -94,15 +94,28 @@ describe('CORS', () => {
       expect(await stream.text()).toContain('data: [DONE]');
     });
 
-    it('serves a request from an origin not listed, without letting a browser read it', async () => {
-      // Not a preflighted call (curl, a server sending Origin): answered as usual, no CORS grant.
-      const res = await post(`${gw.url}/v1/chat/completions`, CHAT, 'https://evil.example');
-      expect(res.status).toBe(200);
-      expect(res.headers.get('access-control-allow-origin')).toBeNull();
-      await res.json();
+    it('refuses a request that costs something from an origin not listed, even one a browser sends without asking', async () => {
+      const before = (await gw.rows()).length;
+      // A "simple" request: text/plain needs no preflight, so the browser just sends it.
+      const simple = await fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'text/plain', origin: 'https://evil.example' },
+        body: JSON.stringify(CHAT),
+      });
+      expect(simple.status).toBe(403);
+      expect(simple.headers.get('access-control-allow-origin')).toBeNull();
+      expect(await simple.json()).toMatchObject({ error: { code: 'origin_not_allowed' } });
+      expect((await gw.rows()).length).toBe(before);
+      // Reading is harmless, and the answer is not the page's to read.
+      const models = await fetch(`${gw.url}/v1/models`, { headers: { origin: 'https://evil.example' } });
+      expect(models.status).toBe(200);
+      expect(models.headers.get('access-control-allow-origin')).toBeNull();
+      await models.text();
+      // No Origin (curl, a server-side client): served, and a cache is told the answer depends on it.
       const none = await post(`${gw.url}/v1/chat/completions`, CHAT);
+      expect(none.status).toBe(200);
       expect(none.headers.get('access-control-allow-origin')).toBeNull();
-      expect(none.headers.get('vary')).toBeNull();
+      expect(none.headers.get('vary')).toMatch(/origin/i);
       await none.json();
     });
 
@@ -133,12 +146,18 @@ describe('CORS', () => {
       const res = await post(`${gw.url}/v1/chat/completions`, CHAT, 'https://anywhere.example');
       expect(res.headers.get('access-control-allow-origin')).toBe('*');
       await res.json();
+      // Reaching a private network is granted to origins listed by name only.
+      const pna = await preflight(`${gw.url}/v1/chat/completions`, 'https://anywhere.example', {
+        'access-control-request-private-network': 'true',
+      });
+      expect(pna.status).toBe(204);
+      expect(pna.headers.get('access-control-allow-private-network')).toBeNull();
     } finally {
       await gw.close();
     }
   });
 
-  it('is off by default: no CORS headers, and a preflight is not answered', async () => {
+  it('is off by default: no CORS headers, no preflight answered, and no page may make it spend', async () => {
     const gw = await startGateway({ models: MODELS });
     try {
       const pre = await preflight(`${gw.url}/v1/chat/completions`, APP);
@@ -146,9 +165,15 @@ describe('CORS', () => {
       expect(pre.headers.get('access-control-allow-origin')).toBeNull();
       await pre.text();
       const res = await post(`${gw.url}/v1/chat/completions`, CHAT, APP);
-      expect(res.status).toBe(200);
+      expect(res.status).toBe(403);
       expect(res.headers.get('access-control-allow-origin')).toBeNull();
       await res.json();
+      // The gateway's own origin (a page served behind the same host) and no origin at all are served.
+      for (const origin of [gw.url, undefined]) {
+        const ok = await post(`${gw.url}/v1/chat/completions`, CHAT, origin);
+        expect([origin, ok.status]).toEqual([origin, 200]);
+        await ok.json();
+      }
     } finally {
       await gw.close();
     }
