@@ -22,6 +22,10 @@ models:
         provider_model_id: meta-llama/llama-3.1-8b-instruct
         http_referer: https://gateway.example
         x_title: HybridInference Test
+  - id: or/with-plugins
+    context_length: 8192
+    route:
+      - { kind: openrouter, base_url: "${base}", api_key: or-key, provider_model_id: ok, plugins: true }
   - id: or/pinned
     context_length: 8192
     route:
@@ -95,20 +99,26 @@ models:
     expect(row).toMatchObject({ provider: 'openrouter', prompt_tokens: 5, completion_tokens: 3 });
   });
 
-  it("passes OpenRouter's own features (plugins, transforms) and the client's data policies on", async () => {
-    await client.chat.completions.create({
-      model: 'or/llama',
-      messages: [{ role: 'user', content: 'search this' }],
-      plugins: [{ id: 'web', max_results: 3 }],
-      transforms: ['middle-out'],
-      provider: { sort: 'price', data_collection: 'deny', zdr: true },
-    } as never);
+  it("passes OpenRouter's own features (transforms; plugins where the route allows them) and the client's data policies on", async () => {
+    const ask = (model: string) =>
+      client.chat.completions.create({
+        model,
+        messages: [{ role: 'user', content: 'search this' }],
+        plugins: [{ id: 'web', max_results: 3 }],
+        transforms: ['middle-out'],
+        provider: { sort: 'price', data_collection: 'deny', zdr: true },
+      } as never);
+    await ask('or/with-plugins');
     expect(upstream.requests[0].body).toMatchObject({
       plugins: [{ id: 'web', max_results: 3 }],
       transforms: ['middle-out'],
       provider: { data_collection: 'deny', zdr: true },
     });
     expect(upstream.requests[0].body.provider).not.toHaveProperty('sort');
+    // Plugins are billed on top of the tokens: a route that does not allow them does not pass them.
+    await ask('or/llama');
+    expect(upstream.requests[1].body).toMatchObject({ transforms: ['middle-out'] });
+    expect(upstream.requests[1].body).not.toHaveProperty('plugins');
   });
 
   it('records the cost of a stream too, past the processing comments', async () => {

@@ -35,10 +35,13 @@ export class OpenRouterAdapter extends OpenAiCompatAdapter {
   }
 
   override validateRoute(route: RouteDef): string[] {
+    const problems: string[] = [];
     const p = route.options.provider;
-    return p === undefined || (typeof p === 'object' && p !== null && !Array.isArray(p))
-      ? []
-      : [`${route.where}: provider must be a mapping of OpenRouter provider preferences (e.g. {sort: price})`];
+    if (p !== undefined && (typeof p !== 'object' || p === null || Array.isArray(p)))
+      problems.push(`${route.where}: provider must be a mapping of OpenRouter provider preferences (e.g. {sort: price})`);
+    const plugins = route.options.plugins;
+    if (plugins !== undefined && typeof plugins !== 'boolean') problems.push(`${route.where}: plugins must be true or false`);
+    return problems;
   }
 
   protected override baseUrl(route: RouteDef): string {

@@ -17,6 +17,9 @@ export function openRouterBody(body: Record<string, unknown>, route: RouteDef, a
   const prefs = route.options.provider;
   const fromClient = clientPolicy(body.provider);
   delete body.provider;
+  // Plugins (web search, ...) are billed on top of the tokens, which the route's pricing does not
+  // cover and a key's budget would not see: only routes that allow them pass them on.
+  if (route.options.plugins !== true) delete body.plugins;
   const provider: Record<string, unknown> = {
     ...fromClient,
     ...(typeof prefs === 'object' && prefs !== null && !Array.isArray(prefs) ? (prefs as Record<string, unknown>) : {}),
