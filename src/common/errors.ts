@@ -128,7 +128,8 @@ export interface UpstreamErrorInit {
   /** The status to answer with, where the default for the failure is wrong (e.g. 503 for an overloaded upstream). */
   status?: number;
   /**
-   * The request made the gateway's own code fail (an adapter threw a RangeError): not the
+   * The request made the gateway's own code fail (an adapter threw a RangeError), or made the
+   * model fail in a way the request caused (a function call Gemini could not use): not the
    * endpoint's fault, so it never counts against its circuit breaker.
    */
   gatewayFault?: boolean;

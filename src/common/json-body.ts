@@ -35,7 +35,7 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
     if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'DELETE' || req.method === 'OPTIONS') return next();
     const encoding = req.headers['content-encoding'];
     const charset = charsetOf(req.headers['content-type']);
-    const textEncoding = charset === undefined ? 'utf8' : CHARSETS.get(charset.toLowerCase());
+    const textEncoding = charset === undefined || charset === '' ? 'utf8' : CHARSETS.get(charset.toLowerCase());
     const declared = Number(req.headers['content-length']);
     // A body declared longer than is worth draining: answer and close, as the client announced
     // more than would be read anyway.
@@ -219,6 +219,9 @@ const CHARSETS: ReadonlyMap<string, BufferEncoding> = new Map([
   ['ascii', 'utf8'],
   ['iso-8859-1', 'latin1'],
   ['latin1', 'latin1'],
+  // Windows' Latin page: Latin-1 but for 0x80-0x9F (curly quotes, the euro sign), rare in JSON.
+  ['windows-1252', 'latin1'],
+  ['cp1252', 'latin1'],
   ['utf-16le', 'utf16le'],
 ]);
 

@@ -152,6 +152,8 @@ describe('estimateImageTokens', () => {
     expect(estimateImageTokens('https://example.com/cat.png')).toBe(1600);
     expect(estimateImageTokens(dataUrl('image/bmp', Buffer.from('BM123456789')))).toBe(1600);
     expect(estimateImageTokens(undefined)).toBe(1600);
+    // A header that claims no pixels is no size: a forged one must not make an image free.
+    expect(estimateImageTokens(png(0, 5000))).toBe(1600);
   });
 
   it('adds images to a message estimate', () => {

@@ -84,7 +84,8 @@ const UNKNOWN_IMAGE_TOKENS = 1600;
  */
 export function estimateImageTokens(url: unknown): number {
   const size = typeof url === 'string' ? dataUrlImageSize(url) : undefined;
-  if (!size) return UNKNOWN_IMAGE_TOKENS;
+  // A header claiming no pixels is no size at all (else a forged one would make an image free).
+  if (!size || !(size.width > 0) || !(size.height > 0)) return UNKNOWN_IMAGE_TOKENS;
   let { width: w, height: h } = size;
   const edge = Math.max(w, h);
   if (edge > 1568) [w, h] = [(w * 1568) / edge, (h * 1568) / edge];

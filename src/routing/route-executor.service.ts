@@ -202,9 +202,10 @@ export class RouteExecutor {
           last = err;
           let decision = decideRetry(err, retry, policy, deadline - performance.now(), random);
           if (decision.kind === 'stop') throw err;
-          // Another try here must leave a call for every route not tried yet: a route that
-          // fails twice should not use up the budget that a healthy next route needed.
-          if (decision.kind === 'retry' && calls + (plan.length - 1 - index) >= routing.retry.maxAttempts) decision = { kind: 'next' };
+          // Another try here must leave a call for every route of this model not tried yet: a
+          // route that fails twice should not use up the budget a healthy next route needed.
+          // (Fallback models come after; reserving for them too would end retries altogether.)
+          if (decision.kind === 'retry' && calls + untriedRoutes(plan, index) >= routing.retry.maxAttempts) decision = { kind: 'next' };
           if (decision.kind === 'larger_context') needContext = contextLengthOf(cand.model, cand.route);
           if (decision.kind !== 'retry') break;
           backoffMs = decision.delayMs;
@@ -345,4 +346,11 @@ function record(ex: Execution, cand: Candidate, started: number, err?: UpstreamE
     r.error = err.message;
   }
   return r;
+}
+
+/** Candidates after `index` that serve the same model (its routes not tried yet). */
+function untriedRoutes(plan: readonly Candidate[], index: number): number {
+  let n = 0;
+  for (let i = index + 1; i < plan.length; i++) if (plan[i].model === plan[index].model) n++;
+  return n;
 }

@@ -217,6 +217,18 @@ describe('routing under upstream faults', () => {
     },
   );
 
+  it('keeps calls only for untried routes of the same model: fallback models do not switch retries off', async () => {
+    // 2 routes of f/500-once plus 5 of fallback models: more than max_attempts (5). The main
+    // route's one failure is still retried there, and answers.
+    const res = await client.chat.completions.create({
+      model: 'f/500-once',
+      models: ['f/two-bad-then-good', 'f/ok'],
+      messages: [{ role: 'user', content: 'hi' }],
+    } as never);
+    expect(res.choices[0].message.content).toBe('echo: hi');
+    expect(sent()).toEqual(['fail-n:500:1', 'fail-n:500:1']);
+  });
+
   it('keeps a call for every route not tried yet: retries on failing routes do not use up the budget', async () => {
     // max_attempts 5, max_retries 2: first three times, second once, the third answers.
     const res = await ask('f/two-bad-then-good');

@@ -274,6 +274,9 @@ describe('API surface', () => {
       ['latin1', 'application/json; charset=ISO-8859-1'],
       ['utf16le', 'application/json;charset="utf-16le"'],
       ['utf8', 'text/plain;charset=UTF-8'],
+      ['latin1', 'application/json; charset=windows-1252'],
+      // An empty charset says nothing: UTF-8.
+      ['utf8', 'application/json; charset='],
     ] as const) {
       const res = await send(Buffer.from(text, encoding), contentType);
       // Read right, the model name comes back whole in the 404.
@@ -283,7 +286,7 @@ describe('API surface', () => {
         expect.stringContaining('"démo/ünknown"'),
       ]);
     }
-    for (const contentType of ['application/json; charset=utf-16', 'application/json; charset=windows-1252']) {
+    for (const contentType of ['application/json; charset=utf-16', 'application/json; charset=shift_jis']) {
       const res = await send(Buffer.from(text, 'utf16le'), contentType);
       expect(res.status).toBe(415);
       expect(JSON.parse(res.text)).toEqual({

@@ -1,7 +1,7 @@
 import { testRoute } from '../../../test/helpers/route';
 import type { ChatChunk, ChatRequest } from '../../common/chat.types';
 import type { UpstreamError } from '../../common/errors';
-import { classifyFailure } from '../../routing/retry-policy';
+import { classifyFailure, countsAgainstEndpoint } from '../../routing/retry-policy';
 import {
   durationMs,
   finishReason,
@@ -379,7 +379,17 @@ describe('failed function calls and empty answers', () => {
         message: expect.stringContaining('print('),
       });
       expect(classifyFailure(err as UpstreamError)).toBe('broken');
+      // The request's tools made the model fail: not the endpoint's fault.
+      expect(countsAgainstEndpoint(err as UpstreamError)).toBe(false);
     }
+  });
+
+  it('keeps the text that came with it, in the same event or streamed before', () => {
+    const withText = { candidates: [{ ...malformed.candidates[0], content: { role: 'model', parts: [{ text: 'Here:' }] } }] };
+    expect(fromGeminiResponse(withText as never, 'm').choices[0].message.content).toBe('Here:');
+    const t = new GeminiStreamTranslator('m');
+    t.push({ candidates: [{ content: { role: 'model', parts: [{ text: 'Here:' }] } }] } as never);
+    expect(() => t.push(malformed as never)).not.toThrow();
   });
 });
 

@@ -290,16 +290,23 @@ export function openAiLogprobs(r: unknown): { content: unknown[] } | null {
 
 /**
  * A candidate Gemini ended because the model's function call could not be used
- * (`MALFORMED_FUNCTION_CALL`, `UNEXPECTED_TOOL_CALL`): a failed answer, not an empty one that
- * stopped normally. Thrown as the route's fault, so the next route or attempt may answer.
+ * (`MALFORMED_FUNCTION_CALL`, `UNEXPECTED_TOOL_CALL`) with nothing else to show: a failed
+ * answer, not an empty one that stopped normally. The next route may answer; the endpoint's
+ * circuit does not count it.
  */
-function failedCall(c: GeminiCandidate): void {
+function failedCall(c: GeminiCandidate, answered = false): void {
   if (c.finishReason !== 'MALFORMED_FUNCTION_CALL' && c.finishReason !== 'UNEXPECTED_TOOL_CALL') return;
+  // Text or a usable call came with it (in this event or, streamed, before): that is the answer.
+  if (answered || (c.content?.parts ?? []).some((p) => p.functionCall || (typeof p.text === 'string' && p.text !== '' && !p.thought)))
+    return;
   const why = typeof c.finishMessage === 'string' && c.finishMessage ? `: ${c.finishMessage.slice(0, 500)}` : '';
   throw new UpstreamError({
     failure: 'protocol',
     code: c.finishReason.toLowerCase(),
     message: `the model's function call could not be used (${c.finishReason})${why}`,
+    // What this request's tools made the model do, not the endpoint failing: one client's schema
+    // must not open the route's circuit for everyone.
+    gatewayFault: true,
   });
 }
 
@@ -381,6 +388,8 @@ export function fromGeminiResponse(res: GeminiResponse, model: string, newId: ()
 interface CandidateState {
   tools: number;
   finished: boolean;
+  /** Text or a function call was sent for it. */
+  answered?: boolean;
 }
 
 /**
@@ -431,8 +440,10 @@ export class GeminiStreamTranslator {
         if (p.functionCall) {
           const call = toolCallOf(p, this.newId);
           out.push(this.chunk(index, { tool_calls: [{ index: state.tools++, ...call }] }, null));
+          state.answered = true;
         } else if (typeof p.text === 'string' && p.text !== '') {
           out.push(this.chunk(index, p.thought ? { reasoning_content: p.text } : { content: p.text }, null));
+          if (!p.thought) state.answered = true;
         }
       }
       // Each event's logprobs cover the tokens it added: they ride on its last chunk of this candidate.
@@ -441,7 +452,7 @@ export class GeminiStreamTranslator {
         const last = out.findLast((o) => o.choices[0]?.index === index);
         if (last) last.choices[0].logprobs = lp;
       }
-      failedCall(c);
+      failedCall(c, state.answered);
       const finish = finishReason(c.finishReason, state.tools > 0);
       if (finish && !state.finished) {
         state.finished = true;
