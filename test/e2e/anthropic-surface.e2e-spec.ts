@@ -78,6 +78,9 @@ models:
   - id: llama/only-done
     context_length: 8192
     route: [{ kind: openai_compat, base_url: "${o}", provider_model_id: only-done }]
+  - id: llama/only-role
+    context_length: 8192
+    route: [{ kind: openai_compat, base_url: "${o}", provider_model_id: only-role }]
   - id: mixed/failover
     context_length: 8192
     router: priority
@@ -526,19 +529,22 @@ models:
       expect(evs.map(([e]) => e)).not.toContain('message_stop');
     });
 
-    it('answers a stream that ended without a single chunk as a failure, not as an empty message', async () => {
-      const res = await rawPost(`${gw.url}/anthropic/v1/messages`, {
-        model: 'llama/only-done',
-        max_tokens: 50,
-        stream: true,
-        messages: [{ role: 'user', content: 'x' }],
-      });
-      expect(res.status).toBe(502);
-      expect(JSON.parse(res.text)).toMatchObject({
-        type: 'error',
-        error: { type: 'api_error', message: expect.stringContaining('without an answer') },
-      });
-    });
+    it.each(['llama/only-done', 'llama/only-role'])(
+      'answers %s, a stream that ended without content, as a failure, not as an empty message',
+      async (model) => {
+        const res = await rawPost(`${gw.url}/anthropic/v1/messages`, {
+          model,
+          max_tokens: 50,
+          stream: true,
+          messages: [{ role: 'user', content: 'x' }],
+        });
+        expect(res.status).toBe(502);
+        expect(JSON.parse(res.text)).toMatchObject({
+          type: 'error',
+          error: { type: 'api_error', message: expect.stringContaining('without an answer') },
+        });
+      },
+    );
 
     it('counts tokens with the gateway estimate', async () => {
       const counted = await client.messages.countTokens({
@@ -645,7 +651,7 @@ models:
     });
     const all: string[] = [];
     for await (const m of client.models.list({ limit: 3 })) all.push(m.id);
-    expect(all).toHaveLength(14);
+    expect(all).toHaveLength(15);
     expect(await client.models.retrieve('llama/chat')).toMatchObject({ id: 'llama/chat', type: 'model' });
     // An empty cursor is no cursor: the first page, as with after_id=.
     const empty = (await (await fetch(`${gw.url}/anthropic/v1/models?limit=2&before_id=`)).json()) as { data: Array<{ id: string }> };

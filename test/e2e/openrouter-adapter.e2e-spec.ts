@@ -1,6 +1,6 @@
 import OpenAI, { APIError } from 'openai';
 import { OpenRouterUpstream } from '../fixtures/openrouter-upstream';
-import { startGateway, type TestGateway } from '../helpers/gateway';
+import { rawPost, startGateway, type TestGateway } from '../helpers/gateway';
 
 /** kind: openrouter end to end: attribution, pinned sub-providers, usage cost into api_logs. */
 describe('openrouter adapter', () => {
@@ -42,6 +42,10 @@ models:
     context_length: 8192
     route:
       - { kind: openrouter, base_url: "${base}", api_key: or-key, provider_model_id: mid-error }
+  - id: or/choice-error
+    context_length: 8192
+    route:
+      - { kind: openrouter, base_url: "${base}", api_key: or-key, provider_model_id: choice-error }
   - id: or/limited-first
     context_length: 8192
     route:
@@ -182,6 +186,17 @@ models:
       outcome: 'error',
       error: expect.stringContaining('provider died'),
     });
+  });
+
+  it('ends a stream whose choice finishes with error (the error on the choice alone) with an error, never [DONE]', async () => {
+    const res = await rawPost(`${gw.url}/v1/chat/completions`, {
+      model: 'or/choice-error',
+      stream: true,
+      messages: [{ role: 'user', content: 'one two' }],
+    });
+    expect(res.text).toContain('"content":"echo:');
+    expect(res.text).toMatch(/data: \{"error":\{"message":"[^"]*Upstream idle timeout/);
+    expect(res.text).not.toContain('[DONE]');
   });
 
   it("keeps an in-band error's own status: a rate limit before any content is a 429, not a 502", async () => {

@@ -196,6 +196,9 @@ export class OpenAiCompatAdapter implements LlmAdapter {
           }
           const problem = choicesProblem(chunk.choices, part);
           if (problem) throw protocolError(route, `sent a stream event the gateway cannot read (${problem})`);
+          // OpenRouter may end a choice with `error` and carry the error on the choice alone.
+          for (const c of chunk.choices)
+            if (c.finish_reason === 'error') throw inBandError((c.error as WireChunk['error']) ?? {}, route, 'failed mid-stream');
           const out = map(chunk);
           if (out.choices.some((c) => c.finish_reason)) finished = true;
           yield out;

@@ -4,6 +4,7 @@ import { anthropicUsage, finishReason } from '../../adapters/anthropic/anthropic
 import type { AnthropicUsage } from '../../adapters/anthropic/anthropic.types';
 import type { CallContext, LlmAdapter, MessagesCall, MessagesEvent } from '../../adapters/llm-adapter';
 import type { ChatChunk, ChatMessage, ChatRequest } from '../../common/chat.types';
+import { chunkHasContent } from '../../common/chunks';
 import { UpstreamError } from '../../common/errors';
 import { contentText, estimatePromptTokens, outputChars } from '../../common/tokens';
 import { isSoundUsage } from '../../common/usage';
@@ -292,14 +293,15 @@ export function deltaChars(data: string): number {
 /** A chat stream as Messages events (the translator's closing events once the chat stream ended). */
 async function* translated(chunks: AsyncIterable<ChatChunk>, t: ChatToMessagesStream): AsyncGenerator<SurfaceEvent> {
   let chars = 0;
-  let any = false;
+  let answered = false;
   for await (const chunk of chunks) {
-    any = true;
+    answered ||= chunkHasContent(chunk);
     for (const c of chunk.choices) chars += outputChars(c.delta);
     yield* t.push(chunk);
   }
-  // Nothing at all (a bare [DONE]): no answer, as on the chat surface, not an empty message.
-  if (!any) throw new UpstreamError({ failure: 'protocol', message: 'the upstream ended the stream without an answer' });
+  // Nothing with content (a bare [DONE], or a role chunk and [DONE]): no answer, as on the chat
+  // surface, not an empty message.
+  if (!answered) throw new UpstreamError({ failure: 'protocol', message: 'the upstream ended the stream without an answer' });
   const closing: SurfaceEvent[] = t.finishEvents();
   if (!t.reported) {
     // The backend reported no usage: estimate the output from what was delivered.
