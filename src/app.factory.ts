@@ -44,16 +44,18 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
   express.disable('x-powered-by');
   express.set('etag', false);
 
-  // Request id and context first, so that even a body that fails to parse is answered with one.
+  // Request id and context first, so that even a body that fails to parse is answered with one;
+  // then CORS and the origin guard, in the same middleware (a layer of its own cost ~40 µs of
+  // CPU a request in bench:ab, JSON at 32 connections: 4,199 against 3,620 req/s).
+  const origins = cors(config.corsOrigins);
   app.use((req: Request, res: Response, next: NextFunction) => {
     const requestId = newRequestId();
     res.setHeader('x-request-id', requestId);
     // Anthropic's SDKs read the id from `request-id` (err.requestID), on errors too.
     if (isAnthropicPath(req.path)) res.setHeader('request-id', requestId);
     attachContext(req, { requestId, startedAt: performance.now() });
-    next();
+    origins(req, res, next);
   });
-  app.use(cors(config.corsOrigins));
   app.use(jsonBody(config.bodyLimitBytes, config.env.BODY_LIMIT, isFramedPath, config.env.BODY_IDLE_TIMEOUT_MS));
   app.getHttpServer().on('clientError', answerClientError);
   // The body reader times out a body that pauses (and logs it); Node's own limit on the whole
