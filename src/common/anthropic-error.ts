@@ -1,6 +1,7 @@
-import type { Response } from 'express';
+import type { Request, Response } from 'express';
 import type { GatewayError } from './errors';
-import { sendErrorJson } from './openai-error';
+import { sendErrorJson, sendGatewayError } from './openai-error';
+import { contextOf } from './request-context';
 
 /**
  * Errors on the Anthropic surface: `{"type": "error", "error": {"type", "message"}, "request_id"}`,
@@ -71,6 +72,15 @@ export function sendAnthropicError(res: Response, status: number, body: Anthropi
 
 export function sendAnthropicGatewayError(res: Response, err: GatewayError, requestId: string | null): void {
   sendAnthropicError(res, anthropicStatus(err.status, err.code), anthropicBodyOf(err, requestId), err.headers);
+}
+
+/**
+ * Answers `err` in the shape of the surface `req` came to (Anthropic's on its paths, OpenAI's
+ * elsewhere), for refusals made before any handler runs.
+ */
+export function sendSurfaceError(req: Request, res: Response, err: GatewayError): void {
+  if (isAnthropicPath(req.path)) sendAnthropicGatewayError(res, err, contextOf(req)?.requestId ?? null);
+  else sendGatewayError(res, err);
 }
 
 /**

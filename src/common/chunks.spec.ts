@@ -1,5 +1,5 @@
 import type { ChatChunk, ChatResponse } from './chat.types';
-import { chunkHasContent, responseToChunks } from './chunks';
+import { chunkHasContent, responseToChunks, ToolCallFixer } from './chunks';
 
 const response = (extra: Partial<ChatResponse> = {}): ChatResponse => ({
   id: 'chatcmpl-1',
@@ -132,5 +132,67 @@ describe('chunkHasContent', () => {
     ['usage', { ...chunk({}), choices: [], usage: { prompt_tokens: 1, completion_tokens: 0, total_tokens: 1 } }],
   ])('is true for %s', (_what, c) => {
     expect(chunkHasContent(c)).toBe(true);
+  });
+});
+
+describe('ToolCallFixer', () => {
+  const chunk = (tool_calls: unknown[], index = 0): ChatChunk => ({
+    id: 'c',
+    object: 'chat.completion.chunk',
+    created: 0,
+    model: 'm',
+    choices: [{ index, delta: { tool_calls } as ChatChunk['choices'][number]['delta'], finish_reason: null }],
+  });
+  const calls = (c: ChatChunk) => c.choices[0].delta.tool_calls;
+
+  it('leaves whole deltas as they are', () => {
+    const fixer = new ToolCallFixer((choice, call) => `call_r_${choice}_${call}`);
+    const whole = [{ index: 0, id: 'call_a', type: 'function', function: { name: 'f', arguments: '{' } }];
+    expect(calls(fixer.fix(chunk(structuredClone(whole))))).toEqual(whole);
+    expect(calls(fixer.fix(chunk([{ index: 0, function: { arguments: '}' } }])))).toEqual([{ index: 0, function: { arguments: '}' } }]);
+  });
+
+  it('indexes calls without an index by id, and continues the last one on an arguments-only delta', () => {
+    const fixer = new ToolCallFixer((choice, call) => `call_r_${choice}_${call}`);
+    const first = fixer.fix(
+      chunk([
+        { id: 'call_1', type: 'function', function: { name: 'weather', arguments: '{"city":"Paris"}' } },
+        { id: 'call_2', type: 'function', function: { name: 'time', arguments: '{"tz":' } },
+      ]),
+    );
+    expect(calls(first)!.map((t) => [t.index, t.id])).toEqual([
+      [0, 'call_1'],
+      [1, 'call_2'],
+    ]);
+    expect(calls(fixer.fix(chunk([{ function: { arguments: '"UTC"}' } }])))![0].index).toBe(1);
+    expect(calls(fixer.fix(chunk([{ id: 'call_1', function: { arguments: '' } }])))![0].index).toBe(0);
+    expect(calls(fixer.fix(chunk([{ id: 'call_3', function: { name: 'g', arguments: '{}' } }])))![0].index).toBe(2);
+  });
+
+  it('starts a call for a delta with neither index nor id that names a function', () => {
+    const fixer = new ToolCallFixer((choice, call) => `call_r_${choice}_${call}`);
+    const out = fixer.fix(
+      chunk([
+        { type: 'function', function: { name: 'a', arguments: '{"x":' } },
+        { type: 'function', function: { name: 'b', arguments: '{}' } },
+      ]),
+    );
+    expect(calls(out)!.map((t) => t.index)).toEqual([0, 1]);
+    // Named again later, without id (an empty one): a third call; arguments alone continue it.
+    expect(calls(fixer.fix(chunk([{ id: '', type: 'function', function: { name: 'c', arguments: '' } }])))![0].index).toBe(2);
+    expect(calls(fixer.fix(chunk([{ function: { arguments: '{}' } }])))![0].index).toBe(2);
+  });
+
+  it('gives a call without an id one, distinct per call', () => {
+    const fixer = new ToolCallFixer((choice, call) => `call_r1_${choice}_${call}`);
+    const out = fixer.fix(
+      chunk([
+        { index: 0, type: 'function', function: { name: 'a', arguments: '{}' } },
+        { index: 1, id: '', type: 'function', function: { name: 'b', arguments: '{}' } },
+      ]),
+    );
+    expect(calls(out)!.map((t) => t.id)).toEqual(['call_r1_0_0', 'call_r1_0_1']);
+    // Later deltas of the same call are not given one.
+    expect(calls(fixer.fix(chunk([{ index: 0, function: { arguments: ' ' } }])))![0].id).toBeUndefined();
   });
 });

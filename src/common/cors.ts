@@ -1,7 +1,6 @@
 import type { NextFunction, Request, Response } from 'express';
-import { anthropicErrorBody, isAnthropicPath } from './anthropic-error';
-import { errorBody, sendErrorJson } from './openai-error';
-import { contextOf } from './request-context';
+import { sendSurfaceError } from './anthropic-error';
+import { PermissionError } from './errors';
 
 /** Who may call from a browser page: any origin, or these exact origins (`scheme://host[:port]`). */
 export type CorsOrigins = '*' | ReadonlySet<string>;
@@ -113,9 +112,5 @@ function sameOrigin(origin: string, req: Request): boolean {
 
 function refuse(req: Request, res: Response, origin: string): void {
   const message = `Origin ${origin.slice(0, 200)} may not call this gateway from a browser (CORS_ORIGINS)`;
-  const requestId = contextOf(req)?.requestId ?? '';
-  const body = isAnthropicPath(req.path)
-    ? anthropicErrorBody(403, message, requestId)
-    : errorBody(message, 'permission_error', 'origin_not_allowed');
-  sendErrorJson(res, 403, body);
+  sendSurfaceError(req, res, new PermissionError(message, 'origin_not_allowed'));
 }

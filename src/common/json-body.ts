@@ -1,9 +1,7 @@
 import type { NextFunction, Request, Response } from 'express';
 import { StringDecoder } from 'node:string_decoder';
-import { isAnthropicPath, sendAnthropicGatewayError } from './anthropic-error';
+import { sendSurfaceError } from './anthropic-error';
 import { RequestBodyError } from './errors';
-import { sendGatewayError } from './openai-error';
-import { contextOf } from './request-context';
 
 /**
  * Reads a JSON request body. express.json (body-parser, raw-body, iconv) cost ~4% of the
@@ -28,8 +26,7 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
       if (err.headers?.connection === 'close') res.setHeader('connection', 'close');
       return next();
     }
-    if (isAnthropicPath(req.path)) sendAnthropicGatewayError(res, err, contextOf(req)?.requestId ?? null);
-    else sendGatewayError(res, err);
+    sendSurfaceError(req, res, err);
   };
   return (req: Request, res: Response, next: NextFunction): void => {
     if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'DELETE' || req.method === 'OPTIONS') return next();

@@ -1,14 +1,14 @@
 import { Injectable } from '@nestjs/common';
 import type { Dispatcher } from 'undici';
 import type { ChatChunk, ChatRequest, ChatResponse } from '../../common/chat.types';
-import { responseToChunks } from '../../common/chunks';
+import { responseToChunks, ToolCallFixer } from '../../common/chunks';
 import type { Completion, CompletionRequest } from '../../common/completion.types';
 import type { EmbeddingsRequest, EmbeddingsResponse } from '../../common/embedding.types';
 import { UpstreamError } from '../../common/errors';
 import { bodyChunks, SseDecoder } from '../../common/sse';
 import type { RouteDef } from '../../config/registry.types';
 import { KeyPool } from '../http/key-pool.service';
-import { callInfo, parseEvent, postJson, probeGet, protocolError, readJson, releaseBody, withoutKeys } from '../http/upstream-call';
+import { callInfo, parseEvent, postJson, probeGet, protocolError, providerHttpError, readJson, releaseBody } from '../http/upstream-call';
 import { UpstreamClient } from '../http/upstream-client.service';
 import { LlmAdapter, type CallContext, type ProbeResult } from '../llm-adapter';
 import { completionAsChatRequest, completionChunkToChat, completionToChat } from '../text-completion.mapper';
@@ -21,7 +21,6 @@ import {
   miniMaxError,
   normalizeChunk,
   normalizeResponse,
-  ToolCallFixer,
   upstreamHttpError,
 } from './openai-compat.mapper';
 import { OPENAI_COMPAT_ALIASES, profileFor, type OpenAiCompatProfile } from './openai-compat.profiles';
@@ -62,7 +61,8 @@ export class OpenAiCompatAdapter implements LlmAdapter {
       yield* responseToChunks(this.chatAnswer(await readJson<ChatResponse>(this.http, res, route, ctx), route));
       return;
     }
-    const calls = new ToolCallFixer(ctx.requestId.replaceAll('-', '').slice(0, 16));
+    const prefix = ctx.requestId.replaceAll('-', '').slice(0, 16);
+    const calls = new ToolCallFixer((choice, call) => `call_${prefix}_${choice}_${call}`);
     yield* this.relay(res, route, ctx, 'delta', (c) => calls.fix(normalizeChunk(c)));
   }
 
@@ -226,14 +226,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
  * after its wait), else a 502.
  */
 function inBandError(e: NonNullable<WireChunk['error']>, route: RouteDef, what: string): UpstreamError {
-  const code = typeof e.code === 'number' && e.code >= 400 && e.code <= 599 ? e.code : 502;
-  const message = withoutKeys(typeof e.message === 'string' && e.message ? e.message : JSON.stringify(e).slice(0, 500), route);
-  return new UpstreamError({
-    failure: 'http',
-    upstreamStatus: code,
-    message: code < 500 ? message : `upstream ${route.id} ${what}: ${message}`,
-    code: code < 500 ? (typeof e.code === 'string' ? e.code : null) : `upstream_${code}`,
-    provider: route.kind,
-    route: route.id,
-  });
+  const status = typeof e.code === 'number' && e.code >= 400 && e.code <= 599 ? e.code : 502;
+  const message = typeof e.message === 'string' && e.message ? e.message : JSON.stringify(e).slice(0, 500);
+  return providerHttpError(status, { message, code: null }, route, undefined, what);
 }

@@ -10,7 +10,6 @@ import {
   normalizeChunk,
   normalizeResponse,
   normalizeUsage,
-  ToolCallFixer,
   upstreamHttpError,
 } from './openai-compat.mapper';
 import { profileFor, type OpenAiCompatProfile } from './openai-compat.profiles';
@@ -358,6 +357,26 @@ describe('provider profiles', () => {
 });
 
 describe('usage and answer normalisation', () => {
+  it('gives whole answers ids for calls that have none', () => {
+    const res = normalizeResponse({
+      id: 'chatcmpl-9',
+      object: 'chat.completion',
+      created: 0,
+      model: 'm',
+      choices: [
+        {
+          index: 0,
+          finish_reason: 'tool_calls',
+          message: {
+            role: 'assistant',
+            content: null,
+            tool_calls: [{ type: 'function', function: { name: 'f', arguments: '{}' } }] as never,
+          },
+        },
+      ],
+    });
+    expect(res.choices[0].message.tool_calls![0].id).toBe('call_chatcmpl-9_0_0');
+  });
   it("moves DeepSeek's cache-hit count into prompt_tokens_details", () => {
     const u = normalizeUsage({
       prompt_tokens: 10,
@@ -480,88 +499,5 @@ describe('completion and embedding bodies', () => {
       encoding_format: 'float',
     });
     expect(buildEmbeddingsBody({ model: 'pub', input: 'a', encoding_format: 'base64' }, route()).encoding_format).toBe('base64');
-  });
-});
-
-describe('ToolCallFixer', () => {
-  const chunk = (tool_calls: unknown[], index = 0): ChatChunk => ({
-    id: 'c',
-    object: 'chat.completion.chunk',
-    created: 0,
-    model: 'm',
-    choices: [{ index, delta: { tool_calls } as ChatChunk['choices'][number]['delta'], finish_reason: null }],
-  });
-  const calls = (c: ChatChunk) => c.choices[0].delta.tool_calls;
-
-  it('leaves whole deltas as they are', () => {
-    const fixer = new ToolCallFixer('r');
-    const whole = [{ index: 0, id: 'call_a', type: 'function', function: { name: 'f', arguments: '{' } }];
-    expect(calls(fixer.fix(chunk(structuredClone(whole))))).toEqual(whole);
-    expect(calls(fixer.fix(chunk([{ index: 0, function: { arguments: '}' } }])))).toEqual([{ index: 0, function: { arguments: '}' } }]);
-  });
-
-  it('indexes calls without an index by id, and continues the last one on an arguments-only delta', () => {
-    const fixer = new ToolCallFixer('r');
-    const first = fixer.fix(
-      chunk([
-        { id: 'call_1', type: 'function', function: { name: 'weather', arguments: '{"city":"Paris"}' } },
-        { id: 'call_2', type: 'function', function: { name: 'time', arguments: '{"tz":' } },
-      ]),
-    );
-    expect(calls(first)!.map((t) => [t.index, t.id])).toEqual([
-      [0, 'call_1'],
-      [1, 'call_2'],
-    ]);
-    expect(calls(fixer.fix(chunk([{ function: { arguments: '"UTC"}' } }])))![0].index).toBe(1);
-    expect(calls(fixer.fix(chunk([{ id: 'call_1', function: { arguments: '' } }])))![0].index).toBe(0);
-    expect(calls(fixer.fix(chunk([{ id: 'call_3', function: { name: 'g', arguments: '{}' } }])))![0].index).toBe(2);
-  });
-
-  it('starts a call for a delta with neither index nor id that names a function', () => {
-    const fixer = new ToolCallFixer('r');
-    const out = fixer.fix(
-      chunk([
-        { type: 'function', function: { name: 'a', arguments: '{"x":' } },
-        { type: 'function', function: { name: 'b', arguments: '{}' } },
-      ]),
-    );
-    expect(calls(out)!.map((t) => t.index)).toEqual([0, 1]);
-    // Named again later, without id (an empty one): a third call; arguments alone continue it.
-    expect(calls(fixer.fix(chunk([{ id: '', type: 'function', function: { name: 'c', arguments: '' } }])))![0].index).toBe(2);
-    expect(calls(fixer.fix(chunk([{ function: { arguments: '{}' } }])))![0].index).toBe(2);
-  });
-
-  it('gives a call without an id one, distinct per call', () => {
-    const fixer = new ToolCallFixer('r1');
-    const out = fixer.fix(
-      chunk([
-        { index: 0, type: 'function', function: { name: 'a', arguments: '{}' } },
-        { index: 1, id: '', type: 'function', function: { name: 'b', arguments: '{}' } },
-      ]),
-    );
-    expect(calls(out)!.map((t) => t.id)).toEqual(['call_r1_0_0', 'call_r1_0_1']);
-    // Later deltas of the same call are not given one.
-    expect(calls(fixer.fix(chunk([{ index: 0, function: { arguments: ' ' } }])))![0].id).toBeUndefined();
-  });
-
-  it('gives whole answers ids for calls that have none', () => {
-    const res = normalizeResponse({
-      id: 'chatcmpl-9',
-      object: 'chat.completion',
-      created: 0,
-      model: 'm',
-      choices: [
-        {
-          index: 0,
-          finish_reason: 'tool_calls',
-          message: {
-            role: 'assistant',
-            content: null,
-            tool_calls: [{ type: 'function', function: { name: 'f', arguments: '{}' } }] as never,
-          },
-        },
-      ],
-    });
-    expect(res.choices[0].message.tool_calls![0].id).toBe('call_chatcmpl-9_0_0');
   });
 });

@@ -206,46 +206,6 @@ export function normalizeChunk(chunk: ChatChunk): ChatChunk {
   return chunk;
 }
 
-/**
- * Tool-call deltas as OpenAI sends them, from servers that do not quite: a call without an
- * `index` (Gemini's OpenAI-compatible endpoint, some Ollama versions) gets one — by its id, or
- * the call before it for an arguments-only delta — and a call's first delta without an `id`
- * gets one, so that clients can accumulate the calls (the OpenAI SDKs key them by index) and
- * answer each by id. One per stream; deltas that are already whole pass untouched.
- */
-export class ToolCallFixer {
-  private readonly choices = new Map<number, { byId: Map<string, number>; seen: Set<number>; next: number; last: number }>();
-
-  constructor(private readonly idPrefix: string) {}
-
-  fix(chunk: ChatChunk): ChatChunk {
-    for (const c of chunk.choices) {
-      const calls = c.delta?.tool_calls;
-      if (!Array.isArray(calls)) continue;
-      let st = this.choices.get(c.index);
-      if (!st) this.choices.set(c.index, (st = { byId: new Map(), seen: new Set(), next: 0, last: -1 }));
-      for (const t of calls) {
-        if (!t || typeof t !== 'object') continue;
-        let i: number | undefined = typeof t.index === 'number' ? t.index : undefined;
-        if (i === undefined) {
-          // By id; else a delta that names a function starts a call, one without continues the last.
-          i = t.id ? st.byId.get(t.id) : t.function?.name ? undefined : st.last >= 0 ? st.last : undefined;
-          i ??= st.next;
-          t.index = i;
-        }
-        if (!st.seen.has(i)) {
-          st.seen.add(i);
-          if (!t.id) t.id = `call_${this.idPrefix}_${c.index}_${i}`;
-        }
-        if (t.id) st.byId.set(t.id, i);
-        st.next = Math.max(st.next, i + 1);
-        st.last = i;
-      }
-    }
-    return chunk;
-  }
-}
-
 /** MiniMax `base_resp` codes as HTTP statuses (it answers errors with HTTP 200). */
 const MINIMAX_STATUS: Readonly<Record<number, number>> = {
   1000: 500,

@@ -1,4 +1,5 @@
 import { anthropicToolId } from '../../adapters/anthropic/anthropic.mapper';
+import { ToolCallFixer } from '../../common/chunks';
 import type { AnthropicUsage } from '../../adapters/anthropic/anthropic.types';
 import { unsupported } from '../../adapters/http/upstream-call';
 import type { MessagesEvent } from '../../adapters/llm-adapter';
@@ -347,11 +348,11 @@ export class ChatToMessagesStream {
   private started = false;
   private open?: OpenBlock;
   private blocks = 0;
-  /** Tool calls by the key the chat stream gives them: their index, else their id. */
-  private readonly tools = new Map<number | string, ToolCallState>();
+  /** Tool calls by their index (the fixer gives one to a call that came without). */
+  private readonly tools = new Map<number, ToolCallState>();
   /** Tool calls that began while another's block was open, held until it closes. */
   private readonly pending: ToolCallState[] = [];
-  private lastTool?: ToolCallState;
+  private readonly calls: ToolCallFixer;
   private finish: string | null = null;
   private matched: string | null = null;
   private refused = false;
@@ -366,9 +367,14 @@ export class ChatToMessagesStream {
     private readonly inputEstimate: number,
     /** The request's `stop_sequences`, to report which one ended the answer. */
     private readonly stopSequences?: readonly string[],
-  ) {}
+  ) {
+    // Servers that send calls without index or id (not only through openai_compat routes).
+    const suffix = id.replace(/^msg_/, '');
+    this.calls = new ToolCallFixer((_choice, call) => `toolu_${suffix}_${call}`);
+  }
 
   push(chunk: ChatChunk): MessagesEvent[] {
+    this.calls.fix(chunk);
     const out: MessagesEvent[] = [];
     if (!this.started) this.begin(out);
     if (isSoundUsage(chunk.usage)) this.usage = chunk.usage;
@@ -471,21 +477,16 @@ export class ChatToMessagesStream {
    */
   private tool(t: NonNullable<ChatChunk['choices'][number]['delta']['tool_calls']>[number], out: MessagesEvent[]): void {
     this.sawTools = true;
-    // Calls are told apart by index; a server that sends none is followed by id; a delta with
-    // neither starts a call if it names a function, and else continues the call before it.
-    const key = typeof t.index === 'number' ? t.index : t.id ? `id:${t.id}` : t.function?.name ? `call:${this.tools.size}` : undefined;
-    let call = key !== undefined ? this.tools.get(key) : this.lastTool;
+    let call = this.tools.get(t.index);
     if (!call) {
-      const id = anthropicToolId(t.id, `toolu_${this.id.replace(/^msg_/, '')}_${this.tools.size}`);
-      call = { id, name: t.function?.name ?? '', held: [] };
-      this.tools.set(key ?? `call:${this.tools.size}`, call);
+      call = { id: anthropicToolId(t.id, `toolu_${this.tools.size}`), name: t.function?.name ?? '', held: [] };
+      this.tools.set(t.index, call);
       if (this.open?.kind === 'tool_use') this.pending.push(call);
       else {
         this.close(out);
         this.startTool(call, out);
       }
     }
-    this.lastTool = call;
     if (!call.name && t.function?.name) call.name = t.function.name;
     const args = t.function?.arguments;
     if (!args) return;
