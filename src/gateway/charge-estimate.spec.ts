@@ -41,6 +41,12 @@ describe('charge estimates', () => {
     expect(chatCharge(model(), req({ max_tokens: 50, max_completion_tokens: 10 })).tokens).toBe(prompt + 10);
   });
 
+  it("caps what the client allows at the model's maximum output", () => {
+    const c = chatCharge(model({ maxCompletionTokens: 300 }), req({ max_tokens: 100_000, n: 2 }));
+    expect(c.tokens).toBe(prompt + 600);
+    expect(c.costPico).toBe(BigInt(prompt) * 1_000_000n + 600n * 2_000_000n);
+  });
+
   it('without max_tokens, reserves the model maximum output, else what is left of the context', () => {
     expect(chatCharge(model({ maxCompletionTokens: 300 }), req()).costPico).toBe(BigInt(prompt) * 1_000_000n + 300n * 2_000_000n);
     expect(chatCharge(model(), req()).costPico).toBe(BigInt(prompt) * 1_000_000n + BigInt(10_000 - prompt) * 2_000_000n);

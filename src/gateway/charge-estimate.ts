@@ -28,13 +28,15 @@ export function worstCaseCost(model: ModelDef, tokens: { prompt: number; complet
 
 /**
  * A chat request's charge. The completion is what the client allows (`max_completion_tokens` or
- * `max_tokens`, times `n`); without either, the model's maximum output, else what is left of its
+ * `max_tokens`, up to the model's maximum output, times `n`); without either, the model's maximum output, else what is left of its
  * context — so a budget can never be overshot by more than what is in flight, at the cost of
  * reserving generously for requests that set no limit.
  */
 export function chatCharge(model: ModelDef, req: ChatRequest): Charge {
   const prompt = estimatePromptTokens(req);
-  const asked = positive(req.max_completion_tokens) ?? positive(req.max_tokens);
+  // No model writes past its own output cap, whatever the client allows.
+  const allowed = positive(req.max_completion_tokens) ?? positive(req.max_tokens);
+  const asked = allowed === undefined || model.maxCompletionTokens === null ? allowed : Math.min(allowed, model.maxCompletionTokens);
   const choices = positive(req.n) ?? 1;
   const room = Math.max(0, model.contextLength - prompt);
   const completion = (asked ?? Math.min(model.maxCompletionTokens ?? room, room)) * choices;
