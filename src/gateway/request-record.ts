@@ -45,6 +45,11 @@ export class RequestRecord {
   body?: unknown;
   /** `usage` was estimated by the gateway (the upstream reported none). */
   usageEstimated = false;
+  /**
+   * Set when `usage` came on a content chunk — the upstream's figure so far, not its last word —
+   * to the characters delivered up to and including that chunk.
+   */
+  usageSoFarAt?: number;
   /** Not billed (Anthropic's count_tokens): the row says what was done, at no cost. */
   free = false;
 
@@ -62,7 +67,17 @@ export class RequestRecord {
   /** Tokens to bill and whether they were estimated. */
   tokens(): { counts: TokenCounts; estimated: boolean } {
     // Every adapter checks its upstream's usage; one that let garbage through is still not billed on it.
-    if (this.usage && isSoundUsage(this.usage)) return { counts: tokenCounts(this.usage), estimated: this.usageEstimated };
+    if (this.usage && isSoundUsage(this.usage)) {
+      const counts = tokenCounts(this.usage);
+      // A running figure that was not the last word (the stream was cut, or content followed it):
+      // its prompt is exact, and the answer is that figure plus an estimate of what followed.
+      const soFar = this.usageSoFarAt;
+      if (soFar !== undefined && (this.status !== 200 || this.deliveredChars > soFar)) {
+        counts.completion += Math.ceil(Math.max(0, this.deliveredChars - soFar) / 4);
+        return { counts, estimated: true };
+      }
+      return { counts, estimated: this.usageEstimated };
+    }
     const served = this.execution?.route !== undefined;
     if (!served && this.deliveredChars === 0)
       return { counts: { prompt: 0, completion: 0, cachedRead: 0, cacheWrite: 0, reasoning: 0 }, estimated: false };

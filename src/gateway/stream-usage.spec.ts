@@ -28,6 +28,30 @@ describe('StreamUsage', () => {
     expect(u.final(() => 99)).toEqual(usage(3, 2));
   });
 
+  it('takes a figure on a content chunk as exact when nothing followed it, else adds an estimate of what did', () => {
+    const run = (status: number) => {
+      const rec = new RequestRecord('r', 0);
+      const u = new StreamUsage(false, rec);
+      const first = chunk([{ index: 0, delta: { content: 'abcd' }, finish_reason: null }], usage(7, 1));
+      u.take(first);
+      rec.deliveredChars += 4;
+      u.take(chunk([{ index: 0, delta: { content: '12345678' }, finish_reason: null }]));
+      rec.deliveredChars += 8;
+      rec.status = status;
+      return rec.tokens();
+    };
+    // The 8 characters after the figure are about 2 tokens more.
+    expect(run(502)).toEqual({ counts: expect.objectContaining({ prompt: 7, completion: 3 }), estimated: true });
+    // Content after the figure, even in a stream that ended well: the figure was not the last word.
+    expect(run(200)).toEqual({ counts: expect.objectContaining({ prompt: 7, completion: 3 }), estimated: true });
+    const rec = new RequestRecord('r', 0);
+    const u = new StreamUsage(false, rec);
+    rec.deliveredChars = 4;
+    u.take(chunk([{ index: 0, delta: { content: 'abcd' }, finish_reason: 'stop' }], usage(7, 1)));
+    rec.deliveredChars += 4;
+    expect(rec.tokens()).toEqual({ counts: expect.objectContaining({ prompt: 7, completion: 1 }), estimated: false });
+  });
+
   it('drops usage with counts out of range, whichever backend sent it, and ends with the estimate', () => {
     const rec = new RequestRecord('r', 0);
     rec.deliveredChars = 8;

@@ -1,4 +1,5 @@
 import type { ChatChunk, Usage } from '../common/chat.types';
+import { outputChars } from '../common/tokens';
 import { isSoundUsage, usageFromCounts } from '../common/usage';
 import type { RequestRecord } from './request-record';
 
@@ -23,7 +24,12 @@ export class StreamUsage {
     if (chunk.usage) {
       // Counts out of range (from any backend) are not shown or billed: the estimate stands in.
       const sound = isSoundUsage(chunk.usage);
-      if (sound) this.rec.usage = chunk.usage;
+      if (sound) {
+        this.rec.usage = chunk.usage;
+        // On a content chunk it is the figure so far (Gemini, Anthropic's message_start, vLLM's
+        // continuous usage), covering the answer up to and including this chunk.
+        this.rec.usageSoFarAt = chunk.choices.length > 0 ? this.rec.deliveredChars + chunkChars(chunk) : undefined;
+      }
       if (chunk.choices.length === 0) {
         if (sound) this.held = chunk;
         return false;
@@ -39,4 +45,10 @@ export class StreamUsage {
   final(promptTokens: () => number): Usage {
     return this.rec.usage ?? usageFromCounts(promptTokens(), Math.ceil(this.rec.deliveredChars / 4));
   }
+}
+
+function chunkChars(chunk: ChatChunk): number {
+  let n = 0;
+  for (const c of chunk.choices) if (c.delta) n += outputChars(c.delta);
+  return n;
 }

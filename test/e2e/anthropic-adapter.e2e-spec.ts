@@ -257,7 +257,11 @@ models:
   });
 
   it('ends a stream that fails mid-answer with an in-band error, never [DONE]', async () => {
-    for (const model of ['claude/mid-error', 'claude/cut']) {
+    // Characters delivered before the failure: "echo: " (overloaded-mid), "echo: one " (cut).
+    for (const [model, delivered] of [
+      ['claude/mid-error', 6],
+      ['claude/cut', 10],
+    ] as const) {
       const res = await rawPost(`${gw.url}/v1/chat/completions`, {
         model,
         stream: true,
@@ -267,6 +271,10 @@ models:
       expect(res.text).toContain('echo: ');
       expect(res.text).toMatch(/"error":\{/);
       expect(res.text).not.toContain('[DONE]');
+      // Billed on message_start's input figure (4 words + 3 for the turn) and its output of 1,
+      // plus an estimate of the characters delivered after it; marked as an estimate.
+      const row = await gw.rowFor(/"id":"(gen-[^"]+)"/.exec(res.text)![1]);
+      expect(row).toMatchObject({ stream: true, prompt_tokens: 7, completion_tokens: 1 + Math.ceil(delivered / 4), usage_estimated: true });
     }
   });
 

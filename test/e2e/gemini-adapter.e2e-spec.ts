@@ -376,6 +376,12 @@ models:
     });
     expect(res.text).toMatch(/"error":\{/);
     expect(res.text).not.toContain('[DONE]');
+    // Billed on Gemini's running figures: its prompt count (4 words + 3 per turn) and the two
+    // tokens it had generated, not on the gateway's estimate; and marked as an estimate.
+    const id = /"id":"(gen-[^"]+)"/.exec(res.text)![1];
+    const row = await rowFor(id);
+    expect(row).toMatchObject({ stream: true, prompt_tokens: 7, completion_tokens: 2, usage_estimated: true });
+    expect(row.status_code).toBeGreaterThanOrEqual(500);
   });
 
   it("sends the route's safety settings", async () => {

@@ -368,7 +368,8 @@ export class AnthropicStreamTranslator {
         this.id = ev.message.id;
         this.model = ev.message.model;
         this.usage = { ...ev.message.usage };
-        return [this.chunk({ role: 'assistant', content: '' })];
+        // The input and cache figures so far: a stream cut before message_delta bills on them.
+        return [{ ...this.chunk({ role: 'assistant', content: '' }), usage: anthropicUsage(this.usage) }];
       case 'content_block_start': {
         const b = ev.content_block;
         if (b.type === 'tool_use') {

@@ -395,8 +395,8 @@ interface CandidateState {
 /**
  * Translates `streamGenerateContent?alt=sse` events into chat chunks. Each event is a whole
  * `GenerateContentResponse` holding the next parts of each candidate; a function call arrives
- * whole. `usageMetadata` is cumulative, so the last one counts; it goes out in a `choices: []`
- * chunk from `end()`. Gemini sends no `[DONE]`: the stream is complete when every candidate has
+ * whole. `usageMetadata` is cumulative: each one rides on its event's last chunk as the figure so
+ * far, and the last goes out again in a `choices: []` chunk from `end()`. Gemini sends no `[DONE]`: the stream is complete when every candidate has
  * its finish reason (or the prompt was blocked).
  */
 export class GeminiStreamTranslator {
@@ -459,6 +459,9 @@ export class GeminiStreamTranslator {
         out.push(this.chunk(index, {}, finish));
       }
     });
+    // The running figure rides on the event's last chunk, so a stream cut later is still billed
+    // on Gemini's own count of the prompt and of what it had generated.
+    if (res.usageMetadata && out.length > 0) out[out.length - 1].usage = geminiUsage(res.usageMetadata);
     return out;
   }
 

@@ -376,8 +376,8 @@ export class ChatToMessagesStream {
   push(chunk: ChatChunk): MessagesEvent[] {
     this.calls.fix(chunk);
     const out: MessagesEvent[] = [];
-    if (!this.started) this.begin(out);
     if (isSoundUsage(chunk.usage)) this.usage = chunk.usage;
+    if (!this.started) this.begin(out);
     for (const c of chunk.choices) {
       if (c.index !== 0) continue;
       const d = c.delta ?? {};
@@ -448,7 +448,8 @@ export class ChatToMessagesStream {
           content: [],
           stop_reason: null,
           stop_sequence: null,
-          usage: { input_tokens: this.inputEstimate, output_tokens: 0 },
+          // The backend's figures when its first chunk carried them, else the estimate.
+          usage: this.usage ? { ...messagesUsage(this.usage), output_tokens: 0 } : { input_tokens: this.inputEstimate, output_tokens: 0 },
         },
       }),
     );
