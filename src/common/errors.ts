@@ -182,7 +182,7 @@ export class UpstreamError extends GatewayError {
     }
     this.retryable =
       init.retryable ?? (init.failure === 'http' ? s === undefined || s >= 500 || s === 408 || s === 429 : init.failure !== 'aborted');
-    if (this.status === 429 && this.retryAfterMs !== undefined) {
+    if ((this.status === 429 || this.status === 503) && this.retryAfterMs !== undefined) {
       (this as { headers?: Record<string, string> }).headers = { 'retry-after': String(Math.ceil(this.retryAfterMs / 1000)) };
     }
   }

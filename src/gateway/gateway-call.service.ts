@@ -1,7 +1,7 @@
 import { Injectable, Logger } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import { GatewayError, InvalidRequestError, ModelNotFoundError, ServiceUnavailableError, UpstreamError } from '../common/errors';
-import { anthropicBodyOf, sendAnthropicGatewayError } from '../common/anthropic-error';
+import { anthropicBodyOf, anthropicStatus, sendAnthropicGatewayError } from '../common/anthropic-error';
 import { sendGatewayError } from '../common/openai-error';
 import { bodyErrorOf } from '../common/json-body';
 import { contextOf, type RequestContext } from '../common/request-context';
@@ -35,6 +35,8 @@ export interface CallScope {
 export interface ErrorShape {
   send(res: Response, err: GatewayError, requestId: string): void;
   endStream(res: Response, err: GatewayError, requestId: string): void;
+  /** The status the client is told, where the surface's differs from the error's own (for the row). */
+  status?(err: GatewayError): number;
 }
 
 export const OPENAI_ERRORS: ErrorShape = {
@@ -46,6 +48,7 @@ export const OPENAI_ERRORS: ErrorShape = {
 export const ANTHROPIC_ERRORS: ErrorShape = {
   send: (res, err, requestId) => sendAnthropicGatewayError(res, err, requestId),
   endStream: (res, err, requestId) => new SseWriter(res).fail(anthropicBodyOf(err, requestId), 'error'),
+  status: (err) => anthropicStatus(err.status, err.code),
 };
 
 /** A bug: the client learns only the request id. */
@@ -165,7 +168,7 @@ export class GatewayCalls {
       rec.fail(499, 'the client closed the request', 'client_closed_request');
       return;
     }
-    rec.fail(e.status, e.message, e.code);
+    rec.fail(shape.status?.(e) ?? e.status, e.message, e.code);
     if (res.headersSent) shape.endStream(res, e, rec.id);
     else shape.send(res, e, rec.id);
   }

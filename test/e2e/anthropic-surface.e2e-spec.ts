@@ -279,6 +279,9 @@ models:
         .catch((e: unknown) => e);
       expect(err).toBeInstanceOf(Anthropic.APIError);
       expect(err).toMatchObject({ status: 529, error: { type: 'error', error: { type: 'overloaded_error' } } });
+      // The row records what the client was told.
+      const row = (await gw.rows()).filter((r) => r.model === 'claude/overloaded').pop()!;
+      expect(row).toMatchObject({ status_code: 529, error_code: 'overloaded' });
     });
 
     it('ends a stream that fails mid-answer with an in-band error event and no message_stop', async () => {
@@ -305,7 +308,7 @@ models:
         .catch((e: unknown) => e);
       expect(err).toBeInstanceOf(Anthropic.APIError);
       const rows = await gw.rows();
-      expect(rows.at(-1)).toMatchObject({ model: 'claude/mid-error', status_code: 503, stream: true });
+      expect(rows.at(-1)).toMatchObject({ model: 'claude/mid-error', status_code: 529, stream: true });
     });
 
     it('keeps the type of an error event, and does not call it an HTTP status', async () => {

@@ -347,7 +347,8 @@ models:
     const busy = await client.chat.completions
       .create({ model: 'gemini/overloaded', messages: [{ role: 'user', content: 'x' }] })
       .catch((e: unknown) => e);
-    expect(busy).toMatchObject({ status: 503 });
+    // Gemini's UNAVAILABLE is its "model is overloaded", the signal Anthropic's 529 gives.
+    expect(busy).toMatchObject({ status: 503, code: 'overloaded' });
     const bad = await client.chat.completions
       .create({ model: 'gemini/bad-request', messages: [{ role: 'user', content: 'x' }] })
       .catch((e: unknown) => e);

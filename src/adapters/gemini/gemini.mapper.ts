@@ -530,7 +530,7 @@ export function parseGoogleError(text: string): GeminiErrorBody['error'] | undef
 /**
  * A Gemini error response as a typed error, in OpenAI's terms: an invalid API key (which Gemini
  * answers with 400 `API_KEY_INVALID`) is a 401, a 400 `FAILED_PRECONDITION` (region, billing) a 403, `RESOURCE_EXHAUSTED` a 429 whose `RetryInfo`
- * becomes Retry-After, `UNAVAILABLE` (overloaded) a retryable 503, other 5xx retryable 502s.
+ * becomes Retry-After, `UNAVAILABLE` (overloaded) a retryable 503 `overloaded`, other 5xx retryable 502s.
  */
 export function geminiHttpError(status: number, text: string, route: RouteDef, retryAfterMs: number | undefined): UpstreamError {
   const e = parseGoogleError(text);
@@ -548,7 +548,8 @@ export function geminiHttpError(status: number, text: string, route: RouteDef, r
     httpStatus,
     {
       message,
-      code: keyInvalid ? 'invalid_api_key' : (e?.status ?? null),
+      // UNAVAILABLE is Gemini's "model is overloaded": the same signal as Anthropic's 529.
+      code: keyInvalid ? 'invalid_api_key' : unavailable ? 'overloaded' : (e?.status ?? null),
       status: unavailable ? 503 : undefined,
       type: unavailable ? 'server_error' : undefined,
     },
