@@ -15,7 +15,7 @@ export type OpenAiErrorType =
   | 'server_error';
 
 export interface OpenAiErrorBody {
-  error: { message: string; type: string; param: string | null; code: string | number | null };
+  error: { message: string; type: string; param: string | null; code: string | number | null; metadata?: Record<string, unknown> };
 }
 
 export abstract class GatewayError extends Error {
@@ -26,9 +26,13 @@ export abstract class GatewayError extends Error {
   readonly code: string | number | null = null;
   /** Extra response headers (e.g. Retry-After). */
   readonly headers?: Record<string, string>;
+  /** OpenRouter's `error.metadata` (moderation reasons, the provider that failed), passed on as it came. */
+  readonly metadata?: Record<string, unknown>;
 
   toBody(): OpenAiErrorBody {
-    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
+    const error: OpenAiErrorBody['error'] = { message: this.message, type: this.type, param: this.param, code: this.code };
+    if (this.metadata) error.metadata = this.metadata;
+    return { error };
   }
 }
 
@@ -127,6 +131,8 @@ export interface UpstreamErrorInit {
   route?: string;
   /** The status to answer with, where the default for the failure is wrong (e.g. 503 for an overloaded upstream). */
   status?: number;
+  /** The upstream's error metadata, for the client (OpenRouter's). */
+  metadata?: Record<string, unknown>;
   /**
    * The request made the gateway's own code fail (an adapter threw a RangeError), or made the
    * model fail in a way the request caused (a function call Gemini could not use): not the
@@ -146,10 +152,12 @@ export class UpstreamError extends GatewayError {
   readonly retryAfterMs?: number;
   readonly provider?: string;
   readonly gatewayFault: boolean;
+  override readonly metadata?: Record<string, unknown>;
   route?: string;
 
   constructor(init: UpstreamErrorInit) {
     super(init.message);
+    this.metadata = init.metadata;
     this.failure = init.failure;
     this.gatewayFault = init.gatewayFault === true;
     this.upstreamStatus = init.upstreamStatus;

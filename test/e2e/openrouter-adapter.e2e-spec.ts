@@ -38,6 +38,10 @@ models:
     context_length: 8192
     route:
       - { kind: openrouter, base_url: "${base}", api_key: no-credits, provider_model_id: ok }
+  - id: or/moderated
+    context_length: 8192
+    route:
+      - { kind: openrouter, base_url: "${base}", api_key: sk-or-v1-moderated, provider_model_id: moderated }
   - id: or/mid-error
     context_length: 8192
     route:
@@ -158,6 +162,17 @@ models:
       .catch((e: unknown) => e);
     expect(err).toMatchObject({ status: 402 });
     expect((err as APIError).message).toContain('Insufficient credits');
+  });
+
+  it("passes a moderation refusal on with OpenRouter's metadata, the route's key blanked out", async () => {
+    const res = await rawPost(`${gw.url}/v1/chat/completions`, { model: 'or/moderated', messages: [{ role: 'user', content: 'x' }] });
+    expect(res.status).toBe(403);
+    const error = JSON.parse(res.text).error;
+    expect(error).toMatchObject({
+      message: expect.stringContaining('flagged for "harassment"'),
+      metadata: { reasons: ['harassment'], flagged_input: 'you are a...', provider_name: 'OpenAI', model_slug: 'openai/gpt-4o' },
+    });
+    expect(error.metadata.raw).toBe('key [redacted]');
   });
 
   it('ends a stream that fails mid-answer with an error, never [DONE]', async () => {

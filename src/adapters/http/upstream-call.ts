@@ -126,7 +126,12 @@ export interface ProviderErrorFields {
   retryable?: boolean;
   /** Overrides the status the client sees (default: 4xx as is, 5xx as 502). */
   status?: number;
+  /** The error's `metadata` (OpenRouter's: moderation reasons, the provider that failed, its raw error). */
+  metadata?: unknown;
 }
+
+/** Metadata larger than this is not passed on: an error body is no place for a provider's whole page. */
+const MAX_METADATA_CHARS = 8_000;
 
 /**
  * An upstream's error status as a typed error: a 4xx keeps the provider's message, type and code
@@ -152,9 +157,17 @@ export function providerHttpError(
     retryAfterMs,
     retryable: f.retryable,
     status: f.status,
+    metadata: errorMetadata(f.metadata, route),
     provider: route.kind,
     route: route.id,
   });
+}
+
+/** An upstream's error metadata for the client: a JSON object, the route's keys blanked out, not too large. */
+function errorMetadata(m: unknown, route: RouteDef): Record<string, unknown> | undefined {
+  if (typeof m !== 'object' || m === null || Array.isArray(m)) return undefined;
+  const json = withoutKeys(JSON.stringify(m), route);
+  return json.length <= MAX_METADATA_CHARS && json !== '{}' ? (JSON.parse(json) as Record<string, unknown>) : undefined;
 }
 
 /**

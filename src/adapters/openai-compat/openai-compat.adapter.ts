@@ -25,7 +25,7 @@ import {
 } from './openai-compat.mapper';
 import { OPENAI_COMPAT_ALIASES, profileFor, type OpenAiCompatProfile } from './openai-compat.profiles';
 
-type WireChunk = ChatChunk & { error?: { message?: string; code?: unknown; type?: string } };
+type WireChunk = ChatChunk & { error?: { message?: string; code?: unknown; type?: string; metadata?: unknown } };
 
 /**
  * Any server that speaks OpenAI's chat-completions protocol: vLLM, SGLang, Ollama, DeepSeek, ...
@@ -228,5 +228,5 @@ export class OpenAiCompatAdapter implements LlmAdapter {
 function inBandError(e: NonNullable<WireChunk['error']>, route: RouteDef, what: string): UpstreamError {
   const status = typeof e.code === 'number' && e.code >= 400 && e.code <= 599 ? e.code : 502;
   const message = typeof e.message === 'string' && e.message ? e.message : JSON.stringify(e).slice(0, 500);
-  return providerHttpError(status, { message, code: null }, route, undefined, what);
+  return providerHttpError(status, { message, code: null, metadata: e.metadata }, route, undefined, what);
 }

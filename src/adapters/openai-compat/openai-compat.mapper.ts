@@ -319,7 +319,7 @@ export function fixKimiRequest(body: Record<string, unknown>): void {
 
 /**
  * An upstream error response as a typed error, keeping the upstream's own message. Understands
- * OpenAI's `{error: {message, type, code, param}}`, vLLM's flat `{object: "error", message}`,
+ * OpenAI's `{error: {message, type, code, param}}` (with OpenRouter's `metadata`), vLLM's flat `{object: "error", message}`,
  * FastAPI's `{detail}` and plain text.
  */
 export function upstreamHttpError(status: number, text: string, route: RouteDef, retryAfterMs: number | undefined): UpstreamError {
@@ -328,6 +328,7 @@ export function upstreamHttpError(status: number, text: string, route: RouteDef,
   let type: string | undefined;
   let code: string | number | null | undefined;
   let param: string | null | undefined;
+  let metadata: unknown;
   try {
     const json = JSON.parse(text) as Record<string, unknown>;
     const err = (typeof json.error === 'object' && json.error !== null ? json.error : json) as Record<string, unknown>;
@@ -337,8 +338,9 @@ export function upstreamHttpError(status: number, text: string, route: RouteDef,
     if (typeof err.type === 'string') type = err.type;
     if (typeof err.code === 'string' || typeof err.code === 'number') code = err.code;
     if (typeof err.param === 'string') param = err.param;
+    metadata = err.metadata;
   } catch {
     // not JSON: keep the text
   }
-  return providerHttpError(status, { message, type, code, param }, route, retryAfterMs);
+  return providerHttpError(status, { message, type, code, param, metadata }, route, retryAfterMs);
 }
