@@ -64,6 +64,10 @@ models:
     context_length: 200000
     route:
       - { kind: vertex_claude, base_url: "${base}", region: us-east5, credentials: "${wrong}", project_id: other-proj, provider_model_id: ok }
+  - id: vertex/wrong-too
+    context_length: 200000
+    route:
+      - { kind: vertex_claude, id: wrong-too, base_url: "${base}", region: us-east5, credentials: "${wrong}", project_id: other-proj, provider_model_id: ok }
   - id: vertex/fallback
     context_length: 200000
     router: priority
@@ -164,12 +168,14 @@ models:
     expect((err as APIError).message).not.toContain(sent);
   });
 
-  it('reports a refused token exchange as a 502 naming the account, and fails over', async () => {
+  it('reports a refused token exchange as a 502 naming the route, and fails over', async () => {
     const err = await client.chat.completions
       .create({ model: 'vertex/wrong-key', messages: [{ role: 'user', content: 'x' }] })
       .catch((e: unknown) => e);
     expect(err).toMatchObject({ status: 502, code: 'upstream_auth_failed' });
     expect((err as APIError).message).toContain('invalid_grant: Invalid JWT Signature.');
+    // The account's address is the operator's to know, not the client's.
+    expect((err as APIError).message).not.toContain(EMAIL);
     expect(predictions()).toHaveLength(0);
     expect(exchanges()).toHaveLength(1);
     // The refusal is held for a while: the next requests fail over without asking again.
@@ -177,6 +183,12 @@ models:
       .create({ model: 'vertex/wrong-key', messages: [{ role: 'user', content: 'x' }] })
       .catch((e: unknown) => e);
     expect(again).toMatchObject({ status: 502, code: 'upstream_auth_failed' });
+    // Another route of the same account is told the held refusal under its own name.
+    const other = await client.chat.completions
+      .create({ model: 'vertex/wrong-too', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
+    expect((other as APIError).message).toMatch(/^502 route wrong-too: .*invalid_grant/);
+    expect(exchanges()).toHaveLength(1);
     const res = await client.chat.completions.create({ model: 'vertex/fallback', messages: [{ role: 'user', content: 'x' }] });
     const byWrongKey = exchanges().filter((r) => {
       const [h, c, sig] = String(r.body.assertion).split('.');

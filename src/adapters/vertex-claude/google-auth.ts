@@ -1,6 +1,7 @@
 import { createHash, createPrivateKey, createSign, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { Injectable } from '@nestjs/common';
+import type { Dispatcher } from 'undici';
 import { UpstreamError } from '../../common/errors';
 import { raceAbort } from '../../common/abort';
 import { readBodyText, UpstreamClient } from '../http/upstream-client.service';
@@ -104,8 +105,8 @@ export interface TokenCall {
 export class GoogleTokenSource {
   private readonly cache = new Map<string, CachedToken>();
   private readonly pending = new Map<string, Promise<CachedToken>>();
-  /** Exchanges the token endpoint refused, so a misconfigured route fails fast instead of asking every time. */
-  private readonly refused = new Map<string, { error: UpstreamError; until: number }>();
+  /** Exchanges the token endpoint refused (why), so a misconfigured route fails fast instead of asking every time. */
+  private readonly refused = new Map<string, { reason: string; until: number }>();
   private readonly keys = new Map<string, KeyObject>();
   private readonly fingerprints = new Map<string, string>();
   /** The clock (tests replace it). */
@@ -120,15 +121,22 @@ export class GoogleTokenSource {
     const cached = this.cache.get(id);
     if (cached && cached.expiresAt - TOKEN_REFRESH_MARGIN_MS > this.now()) return cached.token;
     const refusal = this.refused.get(id);
-    if (refusal && refusal.until > this.now()) throw refusal.error;
+    if (refusal && refusal.until > this.now()) throw exchangeFailed(call, refusal.reason);
     let p = this.pending.get(id);
     if (!p) {
-      p = this.exchange(sa, scope, call).finally(() => this.pending.delete(id));
+      p = this.exchange(sa, scope).finally(() => this.pending.delete(id));
       this.pending.set(id, p);
     }
-    // The exchange is shared: one caller leaving does not cancel it for the others.
-    return (await raceAbort(p, call.signal, () => (call.signal.reason instanceof UpstreamError ? call.signal.reason : aborted(call))))
-      .token;
+    // The exchange is shared: one caller leaving does not cancel it for the others, and each
+    // caller's failure names its own route (the account's name stays in the operator's config).
+    const got = await raceAbort(
+      p.catch((err: unknown) => {
+        throw err instanceof TokenExchangeError ? exchangeFailed(call, err.message) : err;
+      }),
+      call.signal,
+      () => (call.signal.reason instanceof UpstreamError ? call.signal.reason : aborted(call)),
+    );
+    return got.token;
   }
 
   /** Forgets a token the upstream refused, so the next call fetches a new one. */
@@ -137,36 +145,34 @@ export class GoogleTokenSource {
     this.refused.delete(this.id(sa, scope));
   }
 
-  private async exchange(sa: ServiceAccount, scope: string, call: TokenCall): Promise<CachedToken> {
+  private async exchange(sa: ServiceAccount, scope: string): Promise<CachedToken> {
     const issuedAt = this.now();
     const assertion = serviceAccountJwt(sa, scope, Math.floor(issuedAt / 1000), this.key(sa));
-    // Retryable (other routes may serve); `refused` marks the endpoint's own no (a 4xx), which is held.
-    const fail = (message: string, refused = false) => {
-      const err = new UpstreamError({
-        failure: 'http',
-        upstreamStatus: 502,
-        status: 502,
-        code: 'upstream_auth_failed',
-        message: `route ${call.route}: Google token exchange for ${sa.client_email} failed: ${message}`,
-        provider: call.provider,
-        route: call.route,
-      });
-      if (refused) this.refused.set(this.id(sa, scope), { error: err, until: this.now() + REFUSAL_HOLD_MS });
-      return err;
+    // `refused` marks the endpoint's own no (a 4xx), which is held.
+    const fail = (reason: string, refused = false) => {
+      if (refused) this.refused.set(this.id(sa, scope), { reason, until: this.now() + REFUSAL_HOLD_MS });
+      return new TokenExchangeError(reason);
     };
     const timeouts = { connectMs: 10_000, firstByteMs: 30_000, firstTokenMs: 30_000, idleMs: 30_000, totalMs: 30_000 };
-    const res = await this.http.request({
-      url: sa.token_uri,
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
-      body: new URLSearchParams({ grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer', assertion }).toString(),
-      signal: AbortSignal.timeout(timeouts.totalMs),
-      timeouts,
-      route: call.route,
-      provider: call.provider,
-    });
-    this.exchanges++;
-    const text = await readBodyText(res.body);
+    let res: Dispatcher.ResponseData;
+    let text: string;
+    try {
+      res = await this.http.request({
+        url: sa.token_uri,
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+        body: new URLSearchParams({ grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer', assertion }).toString(),
+        signal: AbortSignal.timeout(timeouts.totalMs),
+        timeouts,
+        route: 'token endpoint',
+        provider: 'google',
+      });
+      this.exchanges++;
+      text = await readBodyText(res.body);
+    } catch (err) {
+      // Shared by every route of the account: each caller's error is made from the reason.
+      throw new TokenExchangeError((err as Error)?.message ?? String(err));
+    }
     let json: { access_token?: unknown; expires_in?: unknown; error?: unknown; error_description?: unknown } = {};
     try {
       json = JSON.parse(text) as typeof json;
@@ -205,6 +211,22 @@ export class GoogleTokenSource {
     }
     return `${sa.token_uri} ${sa.client_email} ${fp} ${scope}`;
   }
+}
+
+/** Why an exchange failed, before it is told to a caller (whose route it names). */
+class TokenExchangeError extends Error {}
+
+/** A failed exchange for one caller: retryable, since other routes may serve. */
+function exchangeFailed(call: TokenCall, reason: string): UpstreamError {
+  return new UpstreamError({
+    failure: 'http',
+    upstreamStatus: 502,
+    status: 502,
+    code: 'upstream_auth_failed',
+    message: `route ${call.route}: the Google token exchange for its service account failed: ${reason}`,
+    provider: call.provider,
+    route: call.route,
+  });
 }
 
 function aborted(call: TokenCall): UpstreamError {
