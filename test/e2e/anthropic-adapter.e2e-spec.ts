@@ -48,6 +48,11 @@ models:
     context_length: 200000
     route:
       - ${r('overloaded-mid')}
+  - id: claude/bad-usage
+    context_length: 200000
+    pricing: { prompt: 1, completion: 1 }
+    route:
+      - ${r('bad-usage')}
   - id: claude/cut
     context_length: 200000
     route:
@@ -254,6 +259,33 @@ models:
     expect(res.status).toBe(429);
     expect(res.headers.get('retry-after')).toBe('3');
     expect(JSON.parse(res.text).error).toMatchObject({ type: 'rate_limit_error', code: 'rate_limit_error' });
+  });
+
+  it('estimates usage Anthropic sent without counts, JSON and stream, and marks the rows so', async () => {
+    const messages = [{ role: 'user' as const, content: 'one two three four' }];
+    const res = await client.chat.completions.create({ model: 'claude/bad-usage', messages });
+    expect(res.usage).toMatchObject({ prompt_tokens: expect.any(Number), completion_tokens: expect.any(Number) });
+    expect(res.usage!.prompt_tokens).toBeGreaterThan(0);
+    expect(res.usage!.completion_tokens).toBeGreaterThan(0);
+    const json = await gw.rowFor(res.id);
+    expect(json).toMatchObject({ prompt_tokens: res.usage!.prompt_tokens, usage_estimated: true });
+    expect(json.cost_usd).toBeGreaterThan(0);
+    const stream = await client.chat.completions.create({
+      model: 'claude/bad-usage',
+      messages,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let id = '';
+    let usage: { prompt_tokens: number; completion_tokens: number } | undefined;
+    for await (const c of stream) {
+      id = c.id;
+      if (c.usage) usage = c.usage;
+    }
+    expect(usage!.prompt_tokens).toBeGreaterThan(0);
+    expect(usage!.completion_tokens).toBeGreaterThan(0);
+    const row = await gw.rowFor(id);
+    expect(row).toMatchObject({ prompt_tokens: usage!.prompt_tokens, completion_tokens: usage!.completion_tokens, usage_estimated: true });
   });
 
   it('ends a stream that fails mid-answer with an in-band error, never [DONE]', async () => {

@@ -1,6 +1,7 @@
 import type { ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChunkDelta, ContentPart, ToolCall, Usage } from '../../common/chat.types';
 import type { UpstreamError } from '../../common/errors';
 import type { RouteDef } from '../../config/registry.types';
+import { isTokenCount } from '../../common/usage';
 import { providerHttpError, refuseLegacyFunctions, unsupported } from '../http/upstream-call';
 import type {
   AnthropicContentBlock,
@@ -265,18 +266,20 @@ export function toAnthropicRequest(req: ChatRequest, opts: AnthropicRequestOptio
   return body;
 }
 
-const n = (v: unknown): number => (typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : 0);
+const n = (v: unknown): number => (isTokenCount(v) ? v : 0);
 
 /**
  * Anthropic usage in OpenAI's terms. Anthropic's `input_tokens` excludes cache reads and writes;
  * OpenAI's `prompt_tokens` includes them, with the reads as `cached_tokens` and the writes as
  * `cache_write_tokens`.
  */
-export function anthropicUsage(u: AnthropicUsage): Usage {
+export function anthropicUsage(u: AnthropicUsage | null | undefined): Usage | undefined {
+  // Without both counts (missing, text, negative) there is no usage: the request is estimated.
+  if (!u || typeof u !== 'object' || !isTokenCount(u.input_tokens) || !isTokenCount(u.output_tokens)) return undefined;
   const cacheRead = n(u.cache_read_input_tokens);
   const cacheWrite = n(u.cache_creation_input_tokens);
-  const prompt = n(u.input_tokens) + cacheRead + cacheWrite;
-  const completion = n(u.output_tokens);
+  const prompt = u.input_tokens + cacheRead + cacheWrite;
+  const completion = u.output_tokens;
   return {
     prompt_tokens: prompt,
     completion_tokens: completion,
@@ -339,7 +342,7 @@ export function fromAnthropicResponse(msg: AnthropicResponse): ChatResponse {
     created: Math.floor(Date.now() / 1000),
     model: msg.model,
     choices: [{ index: 0, message, finish_reason: finishReason(msg.stop_reason) ?? 'stop', logprobs: null }],
-    usage: anthropicUsage(msg.usage ?? {}),
+    usage: anthropicUsage(msg.usage),
   };
 }
 
@@ -364,12 +367,15 @@ export class AnthropicStreamTranslator {
 
   push(ev: AnthropicStreamEvent): ChatChunk[] {
     switch (ev.type) {
-      case 'message_start':
+      case 'message_start': {
         this.id = ev.message.id;
         this.model = ev.message.model;
-        this.usage = { ...ev.message.usage };
+        this.usage = isObject(ev.message.usage) ? { ...ev.message.usage } : {};
         // The input and cache figures so far: a stream cut before message_delta bills on them.
-        return [{ ...this.chunk({ role: 'assistant', content: '' }), usage: anthropicUsage(this.usage) }];
+        const role = this.chunk({ role: 'assistant', content: '' });
+        const soFar = anthropicUsage(this.usage);
+        return [soFar ? { ...role, usage: soFar } : role];
+      }
       case 'content_block_start': {
         const b = ev.content_block;
         if (b.type === 'tool_use') {
@@ -402,13 +408,15 @@ export class AnthropicStreamTranslator {
         }
       }
       case 'message_delta': {
-        if (ev.usage) for (const [k, v] of Object.entries(ev.usage)) if (v !== null && v !== undefined) this.usage[k] = v;
+        if (isObject(ev.usage)) for (const [k, v] of Object.entries(ev.usage)) if (v !== null && v !== undefined) this.usage[k] = v;
         const finish = finishReason(ev.delta?.stop_reason);
         return finish ? [{ ...this.chunk({}), choices: [{ index: 0, delta: {}, finish_reason: finish }] }] : [];
       }
-      case 'message_stop':
+      case 'message_stop': {
         this.done = true;
-        return [{ ...this.chunk({}), choices: [], usage: anthropicUsage(this.usage) }];
+        const usage = anthropicUsage(this.usage);
+        return usage ? [{ ...this.chunk({}), choices: [], usage }] : [];
+      }
       case 'error':
         throw anthropicStreamError(ev.error, this.route);
       default:
@@ -543,4 +551,8 @@ export function mergeBetas(...sources: Array<string | readonly string[] | undefi
     }
   }
   return out.length > 0 ? out.join(',') : undefined;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }

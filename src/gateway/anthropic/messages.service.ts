@@ -229,7 +229,8 @@ class StreamTally {
       case 'message_delta': {
         const d = parse(e.data);
         const usage = d?.usage as AnthropicUsage | undefined;
-        if (usage) for (const [k, v] of Object.entries(usage)) if (v !== null && v !== undefined) (this.usage ??= {})[k] = v;
+        if (usage && typeof usage === 'object')
+          for (const [k, v] of Object.entries(usage)) if (v !== null && v !== undefined) (this.usage ??= {})[k] = v;
         const stop = (d?.delta as { stop_reason?: unknown } | undefined)?.stop_reason;
         if (typeof stop === 'string') rec.finishReason = finishReason(stop);
         this.final = true;
