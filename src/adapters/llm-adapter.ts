@@ -89,7 +89,7 @@ export interface LlmAdapter {
   /** Streaming `completeText`: canonical chat chunks whose `delta.content` is the text. */
   streamText?(req: CompletionRequest, route: RouteDef, ctx: CallContext): AsyncIterable<ChatChunk>;
   /**
-   * Anthropic Messages passthrough (the `anthropic` and `claude_sub` kinds): the Anthropic surface
+   * Anthropic Messages passthrough (the `anthropic`, `vertex_claude` and `claude_sub` kinds): the Anthropic surface
    * relays requests to routes whose adapter has it, and translates for all others.
    */
   readonly messages?: MessagesRelay;

@@ -8,6 +8,7 @@ import { GoogleTokenSource, loadServiceAccount } from '../../src/adapters/vertex
 import { AppConfig } from '../../src/config/app-config';
 import { validateEnv } from '../../src/config/env.schema';
 import { VertexUpstream } from '../fixtures/vertex-upstream';
+import { rawPost } from '../helpers/gateway';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 
 /**
@@ -147,6 +148,59 @@ models:
     const res = await client.chat.completions.create({ model: 'vertex/sonnet', messages: [{ role: 'user', content: 'after rotation' }] });
     expect(res.choices[0].message.content).toBe('echo: after rotation');
     expect(upstream.requests.map((r) => (r.path.endsWith(':rawPredict') ? 'predict' : 'token'))).toEqual(['predict', 'token', 'predict']);
+  });
+
+  describe('on the Anthropic surface', () => {
+    const body = {
+      model: 'vertex/sonnet',
+      max_tokens: 32000,
+      system: [{ type: 'text', text: 'You are terse.', cache_control: { type: 'ephemeral', ttl: '1h' } }],
+      thinking: { type: 'enabled', budget_tokens: 31999 },
+      stop_sequences: ['END'],
+      messages: [{ role: 'user', content: [{ type: 'text', text: 'hello vertex', cache_control: { type: 'ephemeral' } }] }],
+    };
+
+    it("relays the client's request as it is: cache markers, thinking budget, stop sequences", async () => {
+      const res = await rawPost(`${gw.url}/anthropic/v1/messages`, body, {
+        headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01', 'anthropic-beta': 'context-1m-2025-08-07' },
+      });
+      expect(res.status).toBe(200);
+      expect(JSON.parse(res.text)).toMatchObject({
+        type: 'message',
+        model: 'vertex/sonnet',
+        content: [{ type: 'text', text: 'echo: hello vertex' }],
+      });
+      const [call] = predictions();
+      expect(call.path).toBe('/v1/projects/test-proj/locations/us-east5/publishers/anthropic/models/ok:rawPredict');
+      const { model: _model, ...rest } = body;
+      expect(call.body).toEqual({ ...rest, anthropic_version: 'vertex-2023-10-16' });
+      expect(call.headers['anthropic-beta']).toBe('context-1m-2025-08-07');
+    });
+
+    it('relays a stream event by event under the public model id', async () => {
+      const res = await rawPost(`${gw.url}/anthropic/v1/messages`, { ...body, stream: true });
+      expect(res.status).toBe(200);
+      expect(res.text).toMatch(
+        /^event: message_start\ndata: \{"type":"message_start","message":\{"id":"msg_[^"]+","type":"message","role":"assistant","content":\[\],"model":"vertex\/sonnet"/,
+      );
+      expect(res.text).toContain('"text_delta","text":"echo: "');
+      expect(res.text).toMatch(/event: message_stop\ndata: \{"type":"message_stop"\}\n\n$/);
+      expect(predictions()[0]).toMatchObject({
+        path: expect.stringMatching(/ok:streamRawPredict$/),
+        body: { stream: true, thinking: body.thinking },
+      });
+    });
+
+    it('counts tokens at count-tokens:rawPredict, the model named in the body', async () => {
+      const { max_tokens: _max, ...countBody } = body;
+      const res = await rawPost(`${gw.url}/anthropic/v1/messages/count_tokens`, countBody);
+      expect(res.status).toBe(200);
+      expect(JSON.parse(res.text)).toEqual({ input_tokens: expect.any(Number) });
+      expect(predictions()[0]).toMatchObject({
+        path: '/v1/projects/test-proj/locations/us-east5/publishers/anthropic/models/count-tokens:rawPredict',
+        body: { model: 'ok', anthropic_version: 'vertex-2023-10-16', system: body.system },
+      });
+    });
   });
 
   it("passes Vertex's quota 429 on as a rate limit", async () => {

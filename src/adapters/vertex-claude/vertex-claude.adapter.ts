@@ -1,9 +1,9 @@
 import { Injectable } from '@nestjs/common';
 import type { Dispatcher } from 'undici';
-import type { ChatRequest } from '../../common/chat.types';
 import { UpstreamError } from '../../common/errors';
 import type { RouteDef } from '../../config/registry.types';
-import { AnthropicAdapter } from '../anthropic/anthropic.adapter';
+import { AnthropicAdapter, type ClientProtocol, type MessagesEndpoint } from '../anthropic/anthropic.adapter';
+import { mergeBetas } from '../anthropic/anthropic.mapper';
 import type { AnthropicRequest } from '../anthropic/anthropic.types';
 import { KeyPool } from '../http/key-pool.service';
 import { joinUrl, optionString, postJson, withoutSecrets } from '../http/upstream-call';
@@ -43,6 +43,14 @@ export function vertexUrl(t: VertexTarget, model: string, stream: boolean): stri
   );
 }
 
+/** `…/publishers/anthropic/models/count-tokens:rawPredict`: one endpoint for every model, named in the body. */
+export function vertexCountTokensUrl(t: VertexTarget): string {
+  return joinUrl(
+    t.baseUrl,
+    `projects/${segment(t.project)}/locations/${segment(t.region)}/publishers/anthropic/models/count-tokens:rawPredict`,
+  );
+}
+
 /** A path segment, with the `@` of versioned model ids kept as Anthropic's SDK sends it. */
 function segment(s: string): string {
   return encodeURIComponent(s).replace(/%40/g, '@');
@@ -55,7 +63,8 @@ export function toVertexBody(body: AnthropicRequest): AnthropicRequest {
 }
 
 /**
- * Claude on Vertex AI: the Messages protocol through `rawPredict` / `streamRawPredict`,
+ * Claude on Vertex AI: the Messages protocol through `rawPredict` / `streamRawPredict` (and
+ * `count-tokens:rawPredict`); chat requests are translated, the Anthropic surface's relayed,
  * authenticated with a service account (route option `credentials`: the key file's path or its
  * JSON) whose signed JWT is exchanged for an OAuth access token, cached and refreshed before it
  * expires. Options `project_id` (default: the key file's) and `region` (default: from
@@ -64,12 +73,6 @@ export function toVertexBody(body: AnthropicRequest): AnthropicRequest {
 @Injectable()
 @LlmAdapter({ kind: 'vertex_claude' })
 export class VertexClaudeAdapter extends AnthropicAdapter {
-  /**
-   * Not relayed: the Anthropic surface translates for Vertex routes, as for every backend other
-   * than `anthropic` and `claude_sub` (Vertex wants the model in the URL and its own version in
-   * the body, and has no count_tokens at the same place).
-   */
-  override readonly messages = undefined;
   private readonly accounts = new Map<string, ServiceAccount>();
 
   constructor(
@@ -110,7 +113,7 @@ export class VertexClaudeAdapter extends AnthropicAdapter {
     return problems;
   }
 
-  protected override url(route: RouteDef, stream: boolean): string {
+  protected override url(route: RouteDef, stream: boolean, endpoint: MessagesEndpoint = 'messages'): string {
     const sa = this.account(route);
     const region = optionString(route, 'region', 'location') ?? regionOf(route.baseUrl) ?? 'global';
     const target: VertexTarget = {
@@ -118,11 +121,7 @@ export class VertexClaudeAdapter extends AnthropicAdapter {
       project: optionString(route, 'project_id') ?? sa.project_id ?? '',
       region,
     };
-    return vertexUrl(target, route.providerModelId, stream);
-  }
-
-  protected override body(req: ChatRequest, route: RouteDef, stream: boolean): AnthropicRequest {
-    return toVertexBody(super.body(req, route, stream));
+    return endpoint === 'messages/count_tokens' ? vertexCountTokensUrl(target) : vertexUrl(target, route.providerModelId, stream);
   }
 
   /** Healthy when the service account gets an access token (Vertex has no cheap model endpoint). */
@@ -145,10 +144,18 @@ export class VertexClaudeAdapter extends AnthropicAdapter {
     route: RouteDef,
     ctx: CallContext,
     stream: boolean,
+    client?: ClientProtocol,
+    endpoint: MessagesEndpoint = 'messages',
   ): Promise<Dispatcher.ResponseData> {
     const sa = this.account(route);
-    const text = JSON.stringify(body);
-    const url = this.url(route, stream);
+    // Chat requests and the Anthropic surface's relayed ones alike: Vertex's version in the body;
+    // the model in the URL, except for count-tokens, which names it in the body.
+    const text = JSON.stringify(
+      endpoint === 'messages/count_tokens'
+        ? { ...body, model: route.providerModelId, anthropic_version: VERTEX_ANTHROPIC_VERSION }
+        : toVertexBody(body),
+    );
+    const url = this.url(route, stream, endpoint);
     for (let attempt = 0; ; attempt++) {
       const token = await this.tokens.token(sa, { signal: ctx.signal, route: route.id, provider: route.kind });
       const headers: Record<string, string> = {
@@ -157,7 +164,8 @@ export class VertexClaudeAdapter extends AnthropicAdapter {
         authorization: `Bearer ${token}`,
         ...route.headers,
       };
-      const beta = optionString(route, 'anthropic_beta');
+      // The client's betas (Claude Code's) travel as they do to Anthropic, with the route's own.
+      const beta = mergeBetas(optionString(route, 'anthropic_beta'), client?.betas);
       if (beta) headers['anthropic-beta'] = beta;
       try {
         return await postJson(this.http, url, headers, text, route, ctx, (status, errText, retryAfter) =>

@@ -43,7 +43,7 @@ interface MessagesJob {
 
 /**
  * The Anthropic Messages API: `POST /anthropic/v1/messages` (and `/v1/messages`), `.../count_tokens`.
- * Routes whose adapter speaks Messages (`anthropic`, `claude_sub`) get the client's request as it
+ * Routes whose adapter speaks Messages (`anthropic`, `vertex_claude`, `claude_sub`) get the client's request as it
  * is, model and credentials replaced, and their answer and events go back as they come (usage
  * read from `message_start` and `message_delta`); every other route gets the request translated
  * to the canonical chat form, and its answer or chunks translated back. Routing, failover, limits,
