@@ -94,6 +94,20 @@ describe('parseAccounts', () => {
     ]);
   });
 
+  it('refuses a name given blank or not as a string, instead of naming the login by position', () => {
+    for (const provider of ['claude', 'codex'] as const) {
+      const { accounts, errors } = parseAccounts(provider, [
+        { name: '   ', access_token: 'a', refresh_token: 'r', account_id: 'x' },
+        { name: 42, access_token: 'a', refresh_token: 'r', account_id: 'y' },
+      ]);
+      expect(accounts).toEqual([]);
+      expect(errors).toEqual([
+        '[0].name: must be a non-blank string (or left out, for an automatic name)',
+        '[1].name: must be a non-blank string (or left out, for an automatic name)',
+      ]);
+    }
+  });
+
   it('refuses a Codex API-key login and an entry without an account id', () => {
     expect(
       parseAccounts('codex', { auth_mode: 'apikey', tokens: { access_token: 'a', refresh_token: 'r', account_id: 'x' } }).errors,

@@ -60,6 +60,10 @@ export function parseAccounts(provider: SubscriptionProvider, data: unknown): Pa
       return;
     }
     const problems: string[] = [];
+    // A name that was given must be usable: falling back to the automatic name could give this
+    // login another account's name, and with it that account's place.
+    if (entry.name !== undefined && entry.name !== null && str(entry.name) === undefined)
+      problems.push('name: must be a non-blank string (or left out, for an automatic name)');
     const parsed = provider === 'claude' ? claudeEntry(entry, i, problems) : codexEntry(entry, problems);
     if (problems.length > 0 || !parsed) {
       errors.push(...problems.map((p) => `${where}.${p}`));

@@ -57,7 +57,8 @@ export class AccountImporter {
       }
       let data: unknown;
       try {
-        data = JSON.parse(text);
+        // A byte-order mark (as some Windows editors save) is no part of the JSON.
+        data = JSON.parse(text.replace(/^\uFEFF/, ''));
       } catch (err) {
         this.logger.warn(`${path} is not valid JSON (${(err as Error).message}); nothing imported from it`);
         continue;

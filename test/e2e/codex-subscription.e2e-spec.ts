@@ -102,6 +102,8 @@ models:
     const file = codexFile(
       db.dir,
       logins.map((login, i) => ({ name: `account-${i + 1}`, login })),
+      // Saved with a byte-order mark: still read.
+      true,
     );
     const gw = await start(file, opts.env);
     return { gw, logins };

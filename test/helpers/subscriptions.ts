@@ -33,8 +33,8 @@ export async function sharedDb(backend: 'sqlite' | 'postgres'): Promise<SharedDb
   };
 }
 
-/** Codex's auth.json shape, one entry per login, with names. */
-export function codexFile(dir: string, logins: Array<{ name: string; login: Login }>): string {
+/** Codex's auth.json shape, one entry per login, with names; `bom`: saved with a byte-order mark, as some Windows editors do. */
+export function codexFile(dir: string, logins: Array<{ name: string; login: Login }>, bom = false): string {
   const path = join(dir, `codex_accounts.${randomBytes(4).toString('hex')}.json`);
   const accounts = logins.map(({ name, login }) => ({
     name,
@@ -43,7 +43,7 @@ export function codexFile(dir: string, logins: Array<{ name: string; login: Logi
     tokens: { id_token: login.id_token, access_token: login.access_token, refresh_token: login.refresh_token, account_id: login.accountId },
     last_refresh: new Date().toISOString(),
   }));
-  writeFileSync(path, JSON.stringify({ accounts }, null, 2));
+  writeFileSync(path, `${bom ? '\uFEFF' : ''}${JSON.stringify({ accounts }, null, 2)}`);
   return path;
 }
 
