@@ -135,7 +135,8 @@ export interface UpstreamErrorInit {
   metadata?: Record<string, unknown>;
   /**
    * The request made the gateway's own code fail (an adapter threw a RangeError), or made the
-   * model fail in a way the request caused (a function call Gemini could not use): not the
+   * model fail in a way the request caused (a function call Gemini could not use), or one
+   * credential of a pool the gateway manages failed (a subscription account): not the
    * endpoint's fault, so it never counts against its circuit breaker.
    */
   gatewayFault?: boolean;

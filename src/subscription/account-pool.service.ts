@@ -264,6 +264,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
         code: 'subscription_rate_limited',
         retryAfterMs: Math.max(0, soonest - now),
         retryable: true,
+        gatewayFault: true,
         provider: `${provider}_sub`,
       });
     }

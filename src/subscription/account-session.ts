@@ -20,6 +20,8 @@ export class AccountRateLimitError extends UpstreamError {
       ...init,
       failure: 'http',
       upstreamStatus: 429,
+      // One account's limit: the pool cools that account; the route stays in service for the others.
+      gatewayFault: true,
       retryAfterMs: until !== undefined ? Math.max(0, until - Date.now()) : retryAfterMs,
     });
   }
@@ -140,11 +142,16 @@ function exhausted(provider: SubscriptionProvider, last: UpstreamError, none: Up
     code: 'subscription_rate_limited',
     retryAfterMs: none.retryAfterMs ?? last.retryAfterMs,
     retryable: true,
+    gatewayFault: true,
     provider: `${provider}_sub`,
   });
 }
 
-/** An account-level failure: retryable, so the executor may take the model's next route. */
+/**
+ * An account-level failure: retryable, so the executor may take the model's next route. Not
+ * counted against the route's circuit breaker: the pool takes failing accounts out itself, and
+ * an open circuit would keep refusing after an account is enabled or cools down.
+ */
 export function accountError(provider: SubscriptionProvider, message: string, code: string): UpstreamError {
-  return new UpstreamError({ failure: 'http', message, code, retryable: true, provider: `${provider}_sub` });
+  return new UpstreamError({ failure: 'http', message, code, retryable: true, gatewayFault: true, provider: `${provider}_sub` });
 }

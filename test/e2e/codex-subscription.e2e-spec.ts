@@ -355,6 +355,19 @@ models:
     ]);
   });
 
+  it("having no usable account never opens the route's circuit: enabling one takes effect at once", async () => {
+    const { gw } = await boot(1);
+    const [a] = await accounts(gw);
+    expect((await gw.admin(`/${a.id}/disable`, { method: 'POST' })).status).toBe(200);
+    // More refusals than the circuit breaker's threshold (5 by default).
+    for (let i = 0; i < 7; i++) {
+      const raw = await rawPost(`${gw.url}/v1/chat/completions`, { model: 'codex/gpt', messages: [{ role: 'user', content: 'x' }] });
+      expect(JSON.parse(raw.text).error.code).toBe('no_subscription_account');
+    }
+    expect((await gw.admin(`/${a.id}/enable`, { method: 'POST' })).status).toBe(200);
+    expect((await ask(gw.client())).choices[0].message.content).toBe('echo: hello there');
+  });
+
   it('an in-stream rate limit (response.failed) cools the account down and fails over before any content', async () => {
     const { gw } = await boot(1);
     const before = Date.now();
