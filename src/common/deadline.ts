@@ -9,3 +9,6 @@ export function within<T>(p: Promise<T>, ms: number): Promise<T> {
     new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms))),
   ]).finally(() => clearTimeout(timer));
 }
+
+/** The longest delay Node's timers take (2^31-1 ms); a longer one fires after 1 ms. */
+export const MAX_TIMER_MS = 2_147_483_647;

@@ -1,5 +1,19 @@
 import { plainToInstance, Transform, Type } from 'class-transformer';
-import { IsBoolean, IsIn, IsInt, IsOptional, IsString, Matches, Max, Min, MinLength, validateSync, ValidateIf } from 'class-validator';
+import {
+  IsBoolean,
+  IsIn,
+  IsInt,
+  IsOptional,
+  IsString,
+  Matches,
+  Max,
+  Min,
+  MinLength,
+  ValidationError,
+  validateSync,
+  ValidateIf,
+} from 'class-validator';
+import { MAX_TIMER_MS } from '../common/deadline';
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -223,7 +237,9 @@ export class Env {
   @Type(() => Number)
   @IsInt()
   @Min(0)
-  @Max(1000)
+  @Max(300)
+  @ValidateIf((o: Env) => o.HEAP_GROWTH_PERCENT !== 0)
+  @Min(10, { message: 'HEAP_GROWTH_PERCENT must be 0 (V8 decides) or from 10 to 300' })
   HEAP_GROWTH_PERCENT = 200;
 
   /** After a busy spell, once no request has been open this long, one full collection hands memory back (0: never). */
@@ -336,13 +352,29 @@ export class Env {
 
 /** Validates raw variables into an `Env`; throws one error listing every bad variable by name. */
 export function validateEnv(raw: Record<string, unknown>): Env {
-  const known = Object.keys(new Env());
+  const defaults = new Env();
+  const known = Object.keys(defaults);
   const picked: Record<string, unknown> = {};
   for (const key of [...known, 'DB_BACKEND', 'DATABASE_URL', 'REDIS_URL', 'ADMIN_TOKEN']) {
-    if (raw[key] !== undefined) picked[key] = raw[key];
+    const v = raw[key];
+    if (v === undefined) continue;
+    // `PORT=` in a .env file means "not set", as for the text variables; Number('') would be 0.
+    if (typeof (defaults as unknown as Record<string, unknown>)[key] === 'number' && typeof v === 'string' && v.trim() === '') continue;
+    picked[key] = v;
   }
   const env = plainToInstance(Env, picked, { exposeDefaultValues: true });
   const errors = validateSync(env, { skipMissingProperties: false });
+  // Node's timers hold at most 2^31-1 ms (about 24.8 days); a longer one fires at once.
+  for (const key of known) {
+    const v = (env as unknown as Record<string, unknown>)[key];
+    if (key.endsWith('_MS') && typeof v === 'number' && v > MAX_TIMER_MS && !errors.some((e) => e.property === key))
+      errors.push(
+        Object.assign(new ValidationError(), {
+          property: key,
+          constraints: { max: `${key} must be at most ${MAX_TIMER_MS} (about 24 days)` },
+        }),
+      );
+  }
   if (errors.length > 0) {
     const lines = errors.map((e) => {
       const why = Object.values(e.constraints ?? {}).join('; ');

@@ -1,3 +1,4 @@
+import { MAX_TIMER_MS } from '../common/deadline';
 import type { YamlPath, YamlSource } from './yaml-source';
 
 type Obj = Record<string, unknown>;
@@ -65,7 +66,9 @@ export class FieldReader {
     if (typeof n !== 'number' || !Number.isFinite(n)) return bad('must be a number');
     if (opts.integer && !Number.isInteger(n)) return bad('must be a whole number');
     if (opts.min !== undefined && n < opts.min) return bad(`must be at least ${opts.min}`);
-    if (opts.max !== undefined && n > opts.max) return bad(`must be at most ${opts.max}`);
+    // A time in ms (`*_ms`) is held by a Node timer, which fires at once past 2^31-1 ms.
+    const max = opts.max ?? (key.endsWith('_ms') ? MAX_TIMER_MS : undefined);
+    if (max !== undefined && n > max) return bad(`must be at most ${max}`);
     return n;
   }
 

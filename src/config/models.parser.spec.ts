@@ -1,6 +1,7 @@
+import { MockAdapter } from '../adapters/mock/mock.adapter';
 import { FREE } from '../common/money';
 import { parseModels } from './models.parser';
-import type { RoutingDef } from './registry.types';
+import type { RouteDef, RoutingDef } from './registry.types';
 import { EMPTY_ROUTING, parseRouting } from './routing.parser';
 import { ConfigError, YamlSource } from './yaml-source';
 
@@ -262,6 +263,26 @@ describe('parseModels: errors name file, line and key', () => {
     expect(problemsOf(oneRoute('- kind: mock', '  weight: -1'))).toEqual([
       expect.stringMatching(/^models\.yaml:6 \(models\[0\]\.route\[0\]\.weight\): must be at least 0/),
     ]);
+  });
+
+  it('rejects a time longer than a Node timer holds (it would fire at once)', () => {
+    expect(problemsOf(oneRoute('- kind: mock', '  timeouts: { first_token_ms: 3000000000 }'))).toEqual([
+      expect.stringMatching(/\(models\[0\]\.route\[0\]\.timeouts\.first_token_ms\): must be at most 2147483647/),
+    ]);
+    expect(problemsOf(oneRoute('- kind: mock', '  timeout: 3000000'))).toEqual([
+      expect.stringMatching(/\(models\[0\]\.route\[0\]\.timeout\): must be at most 2147483\.647/),
+    ]);
+  });
+
+  it('rejects mock settings it could not serve: an answer too long to build, a wait no timer holds', () => {
+    const mock = new MockAdapter();
+    const route = (options: Record<string, unknown>) => ({ where: 'r', options }) as unknown as RouteDef;
+    expect(mock.validateRoute(route({ tokens: 99_999_999_999, ttft_ms: 3_000_000_000 }))).toEqual([
+      'r: ttft_ms must be a number from 0 to 2147483647',
+      'r: tokens must be a number from 0 to 1000000',
+    ]);
+    expect(mock.validateRoute(route({ tokens: Infinity }))).toEqual(['r: tokens must be a number from 0 to 1000000']);
+    expect(mock.validateRoute(route({ tokens: 1000, ttft_ms: 5 }))).toEqual([]);
   });
 
   it('rejects an unset variable without default, naming file, line, key and variable', () => {

@@ -1,3 +1,4 @@
+import { MAX_TIMER_MS } from '../common/deadline';
 import { FREE, tokenPrice, unitPrice, type Price, type Pricing } from '../common/money';
 import type { UpstreamTimeouts } from './app-config';
 import { FieldReader } from './field-reader';
@@ -361,7 +362,7 @@ function parseRoute(r: FieldReader, raw: unknown, path: YamlPath, ctx: RouteCont
 
 function parseRouteTimeouts(r: FieldReader, o: Record<string, unknown>, path: YamlPath): Partial<UpstreamTimeouts> {
   const out: Partial<UpstreamTimeouts> = {};
-  const seconds = r.number(o, 'timeout', path, { min: 0.001 });
+  const seconds = r.number(o, 'timeout', path, { min: 0.001, max: MAX_TIMER_MS / 1000 });
   if (seconds !== undefined) out.totalMs = Math.round(seconds * 1000);
   if (o.timeouts === undefined || o.timeouts === null) return out;
   const t = r.object(o.timeouts, [...path, 'timeouts']);

@@ -1,3 +1,4 @@
+import { MAX_TIMER_MS } from '../common/deadline';
 import { FieldReader } from './field-reader';
 import type { CircuitPolicy, Deployment, RetryPolicy, RoutingDef, StatsWindowDef } from './registry.types';
 import { ConfigError, type YamlPath, type YamlSource } from './yaml-source';
@@ -109,7 +110,7 @@ export function parseRouting(src: YamlSource, warn: (msg: string) => void): Rout
     const p = r.object(param, ['routing_parameter']);
     if (p) localFraction = r.number(p, 'local_fraction', ['routing_parameter'], { min: 0, max: 1 }) ?? localFraction;
   }
-  const timeout = r.number(root, 'timeout', [], { min: 0.001 });
+  const timeout = r.number(root, 'timeout', [], { min: 0.001, max: MAX_TIMER_MS / 1000 });
   const healthCheckSeconds = r.number(root, 'health_check', [], { min: 0 }) ?? 0;
 
   const deployments = (key: 'local_deployment' | 'remote_deployment'): Deployment[] => {

@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ChatChunk, ChatRequest, ChatResponse, Usage } from '../../common/chat.types';
+import { MAX_TIMER_MS } from '../../common/deadline';
 import { UpstreamError } from '../../common/errors';
 import { estimatePromptTokens } from '../../common/tokens';
 import type { RouteDef } from '../../config/registry.types';
@@ -29,6 +30,9 @@ export function mockOptions(route: RouteDef): MockOptions {
   return { ttftMs: num(o.ttft_ms, 0), tokens: Math.floor(num(o.tokens, 16)), tokensPerSecond: num(o.tokens_per_second, 0) };
 }
 
+/** The longest answer the mock writes (tokens). */
+export const MAX_MOCK_TOKENS = 1_000_000;
+
 /** The i-th token of the mock's answer (each ends with a space except the last). */
 export function mockToken(i: number, last: boolean): string {
   const w = WORDS[i % WORDS.length];
@@ -45,9 +49,15 @@ export function mockToken(i: number, last: boolean): string {
 export class MockAdapter implements LlmAdapter {
   validateRoute(route: RouteDef): string[] {
     const problems: string[] = [];
-    for (const key of ['ttft_ms', 'tokens', 'tokens_per_second']) {
+    // Bounded: a mock answer is built in memory, and its wait is one Node timer.
+    for (const [key, max] of [
+      ['ttft_ms', MAX_TIMER_MS],
+      ['tokens', MAX_MOCK_TOKENS],
+      ['tokens_per_second', 1e9],
+    ] as const) {
       const v = route.options[key];
-      if (v !== undefined && !(Number(v) >= 0)) problems.push(`${route.where}: ${key} must be a non-negative number`);
+      if (v !== undefined && !(Number(v) >= 0 && Number(v) <= max))
+        problems.push(`${route.where}: ${key} must be a number from 0 to ${max}`);
     }
     return problems;
   }

@@ -1,0 +1,27 @@
+import 'reflect-metadata';
+import { MAX_TIMER_MS } from '../common/deadline';
+import { validateEnv } from './env.schema';
+
+describe('validateEnv', () => {
+  it('takes an empty number as not set (the default), as it does for text', () => {
+    const env = validateEnv({ PORT: '', SHUTDOWN_GRACE_MS: ' ', DB_POOL_SIZE: '' });
+    expect(env.PORT).toBe(validateEnv({}).PORT);
+    expect(env.SHUTDOWN_GRACE_MS).toBe(validateEnv({}).SHUTDOWN_GRACE_MS);
+    expect(env.SHUTDOWN_GRACE_MS).toBeGreaterThan(0);
+  });
+
+  it('refuses a time longer than a Node timer holds, which would fire at once', () => {
+    expect(() => validateEnv({ UPSTREAM_FIRST_TOKEN_TIMEOUT_MS: '3000000000' })).toThrow(
+      `UPSTREAM_FIRST_TOKEN_TIMEOUT_MS="3000000000": UPSTREAM_FIRST_TOKEN_TIMEOUT_MS must be at most ${MAX_TIMER_MS}`,
+    );
+    expect(() => validateEnv({ STREAM_KEEPALIVE_MS: String(MAX_TIMER_MS + 1), SHUTDOWN_GRACE_MS: '3000000000' })).toThrow(
+      /STREAM_KEEPALIVE_MS=.*\n.*SHUTDOWN_GRACE_MS=/,
+    );
+    expect(validateEnv({ UPSTREAM_TOTAL_TIMEOUT_MS: String(MAX_TIMER_MS) }).UPSTREAM_TOTAL_TIMEOUT_MS).toBe(MAX_TIMER_MS);
+  });
+
+  it('holds HEAP_GROWTH_PERCENT to 0 or 10-300, as documented', () => {
+    for (const ok of ['0', '10', '300']) expect(validateEnv({ HEAP_GROWTH_PERCENT: ok }).HEAP_GROWTH_PERCENT).toBe(Number(ok));
+    for (const bad of ['5', '301', '900']) expect(() => validateEnv({ HEAP_GROWTH_PERCENT: bad })).toThrow(/HEAP_GROWTH_PERCENT/);
+  });
+});
