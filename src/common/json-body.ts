@@ -33,6 +33,7 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
     const encoding = req.headers['content-encoding'];
     const charset = charsetOf(req.headers['content-type']);
     const textEncoding = charset === undefined || charset === '' ? 'utf8' : CHARSETS.get(charset.toLowerCase());
+    const windows1252 = charset !== undefined && WINDOWS_1252_LABELS.has(charset.toLowerCase());
     const declared = Number(req.headers['content-length']);
     // A body declared longer than is worth draining: answer and close, as the client announced
     // more than would be read anyway.
@@ -129,6 +130,7 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
       }
       let text = decoder ? decoded + decoder.end() : first!.toString(textEncoding);
       if (text.charCodeAt(0) === 0xfeff) text = text.slice(1); // a byte order mark, which JSON allows readers to ignore
+      if (windows1252) text = fromWindows1252(text);
       // The listeners, and so this closure, live as long as the request: let the body go now.
       drop();
       try {
@@ -216,11 +218,24 @@ const CHARSETS: ReadonlyMap<string, BufferEncoding> = new Map([
   ['ascii', 'utf8'],
   ['iso-8859-1', 'latin1'],
   ['latin1', 'latin1'],
-  // Windows' Latin page: Latin-1 but for 0x80-0x9F (curly quotes, the euro sign), rare in JSON.
+  // Windows' Latin page: read as Latin-1, then 0x80-0x9F mapped (fromWindows1252).
   ['windows-1252', 'latin1'],
   ['cp1252', 'latin1'],
   ['utf-16le', 'utf16le'],
 ]);
+
+const WINDOWS_1252_LABELS: ReadonlySet<string> = new Set(['windows-1252', 'cp1252']);
+
+/**
+ * Windows-1252's characters at 0x80-0x9F (the euro sign, curly quotes, dashes, ...), where
+ * Latin-1 has control codes; the five it leaves undefined stay as they are, as the WHATWG
+ * Encoding Standard has it. (Node's own TextDecoder reads this label as Latin-1.)
+ */
+const WINDOWS_1252_HIGH = '€\u0081‚ƒ„…†‡ˆ‰Š‹Œ\u008dŽ\u008f\u0090‘’“”•–—˜™š›œ\u009džŸ';
+
+function fromWindows1252(latin1: string): string {
+  return latin1.replace(/[\u0080-\u009f]/g, (c) => WINDOWS_1252_HIGH[c.charCodeAt(0) - 0x80]);
+}
 
 /** The `charset` parameter of a Content-Type, unquoted; undefined when there is none. */
 function charsetOf(contentType: string | undefined): string | undefined {

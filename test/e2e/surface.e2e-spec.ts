@@ -286,6 +286,16 @@ describe('API surface', () => {
         expect.stringContaining('"démo/ünknown"'),
       ]);
     }
+    // Windows-1252's own characters (0x80-0x9F) are read as such, not as Latin-1's control codes.
+    const cp1252 = Buffer.concat([
+      Buffer.from('{"model":"price '),
+      Buffer.from([0x80, 0x20, 0x93, 0x71, 0x94, 0x20, 0x97, 0x20, 0x81]),
+      Buffer.from('","messages":[{"role":"user","content":"x"}]}'),
+    ]);
+    for (const contentType of ['application/json; charset=windows-1252', 'application/json; charset=CP1252']) {
+      const res = await send(cp1252, contentType);
+      expect((JSON.parse(res.text) as { error: { message: string } }).error.message).toContain('"price € “q” — \u0081"');
+    }
     for (const contentType of ['application/json; charset=utf-16', 'application/json; charset=shift_jis']) {
       const res = await send(Buffer.from(text, 'utf16le'), contentType);
       expect(res.status).toBe(415);
