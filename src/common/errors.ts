@@ -134,6 +134,11 @@ export interface UpstreamErrorInit {
   /** The upstream's error metadata, for the client (OpenRouter's). */
   metadata?: Record<string, unknown>;
   /**
+   * One credential of the route failed and the adapter has taken it out of use (a subscription
+   * account cooling down): the same route may be tried again at once, with another.
+   */
+  retryAtOnce?: boolean;
+  /**
    * The request made the gateway's own code fail (an adapter threw a RangeError), or made the
    * model fail in a way the request caused (a function call Gemini could not use), or one
    * credential of a pool the gateway manages failed (a subscription account): not the
@@ -154,11 +159,13 @@ export class UpstreamError extends GatewayError {
   readonly provider?: string;
   readonly gatewayFault: boolean;
   override readonly metadata?: Record<string, unknown>;
+  readonly retryAtOnce: boolean;
   route?: string;
 
   constructor(init: UpstreamErrorInit) {
     super(init.message);
     this.metadata = init.metadata;
+    this.retryAtOnce = init.retryAtOnce === true;
     this.failure = init.failure;
     this.gatewayFault = init.gatewayFault === true;
     this.upstreamStatus = init.upstreamStatus;

@@ -124,6 +124,8 @@ export function decideRetry(
       return { kind: 'next' };
     case 'transient': {
       if (retriesDone >= policy.maxRetries) return { kind: 'next' };
+      // Another credential of this route may serve now; the failed one's wait is its own.
+      if (err.retryAtOnce) return { kind: 'retry', delayMs: 0 };
       let delayMs = backoffDelay(retriesDone, policy, random);
       if (err.retryAfterMs !== undefined) {
         if (err.retryAfterMs > policy.maxRetryAfterMs) return { kind: 'next' };

@@ -20,8 +20,10 @@ export class AccountRateLimitError extends UpstreamError {
       ...init,
       failure: 'http',
       upstreamStatus: 429,
-      // One account's limit: the pool cools that account; the route stays in service for the others.
+      // One account's limit: the pool cools that account; the route stays in service for the
+      // others, and may be tried again at once (a limit met mid-stream, after the call was accepted).
       gatewayFault: true,
+      retryAtOnce: true,
       retryAfterMs: until !== undefined ? Math.max(0, until - Date.now()) : retryAfterMs,
     });
   }

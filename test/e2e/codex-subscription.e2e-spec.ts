@@ -368,6 +368,20 @@ models:
     expect((await ask(gw.client())).choices[0].message.content).toBe('echo: hello there');
   });
 
+  it("an in-stream rate limit on one account moves to the route's next account at once", async () => {
+    const { gw, logins } = await boot(2);
+    codex.limitedInStream.add(logins[0].accountId!);
+    const started = Date.now();
+    const res = await ask(gw.client());
+    expect(res.choices[0].message.content).toBe('echo: hello there');
+    // No backoff, and no Retry-After of 20 s waited out: the other account answered.
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(codex.requests.map((r) => r.accountId)).toEqual([logins[0].accountId, logins[1].accountId]);
+    expect(paid.requests).toHaveLength(0);
+    const byName = new Map((await accounts(gw)).map((a) => [a.name, a.status]));
+    expect([...byName.values()].sort()).toEqual(['active', 'cooldown']);
+  });
+
   it('an in-stream rate limit (response.failed) cools the account down and fails over before any content', async () => {
     const { gw } = await boot(1);
     const before = Date.now();
