@@ -248,15 +248,23 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     return fallback?.acc;
   }
 
+  /** When the first of `provider`'s accounts now cooling down is usable again (epoch ms), if any is. */
+  firstUsableAgain(provider: SubscriptionProvider): number | undefined {
+    const now = Date.now();
+    let soonest: number | undefined;
+    for (const a of this.byProvider.get(provider) ?? []) {
+      const until = a.state.cooldownUntil;
+      if (a.state.status === 'cooldown' && until !== null && until > now && (soonest === undefined || until < soonest)) soonest = until;
+    }
+    return soonest;
+  }
+
   private noAccount(provider: SubscriptionProvider, skip: ReadonlySet<string>): UpstreamError {
     const list = this.byProvider.get(provider) ?? [];
     const now = Date.now();
-    const coolingUntil = list
-      .filter((a) => !skip.has(a.id) && a.state.status === 'cooldown' && a.state.cooldownUntil !== null && a.state.cooldownUntil > now)
-      .map((a) => a.state.cooldownUntil as number);
-    const allCooling = list.filter((a) => a.state.status === 'cooldown' && (a.state.cooldownUntil ?? 0) > now);
-    if (list.length > 0 && allCooling.length > 0 && coolingUntil.length > 0) {
-      const soonest = Math.min(...coolingUntil);
+    // The accounts this request tried count too: they are why it is here, and cool down as well.
+    const soonest = this.firstUsableAgain(provider);
+    if (soonest !== undefined) {
       return new UpstreamError({
         failure: 'http',
         upstreamStatus: 429,

@@ -95,6 +95,11 @@ export async function runWithAccounts<T>(
     if ('ok' in out) return { value: out.ok, lease };
     last = out.next;
   }
+  // As many accounts tried as one request may: if they were rate limited, the client learns
+  // when the first account is usable again (the last one's own 429 may not have said).
+  const until = pool.firstUsableAgain(provider);
+  if (last!.upstreamStatus === 429 && last!.retryAfterMs === undefined && until !== undefined)
+    throw exhausted(provider, last!, accountError(provider, 'cooling down', 'subscription_rate_limited'), Math.max(0, until - Date.now()));
   throw last!;
 }
 
@@ -135,14 +140,14 @@ async function attempt<T>(pool: AccountPool, lease: AccountLease, send: (lease: 
 }
 
 /** Keeps the 429 and its wait when the accounts were rate limited; otherwise says what went wrong last. */
-function exhausted(provider: SubscriptionProvider, last: UpstreamError, none: UpstreamError): UpstreamError {
+function exhausted(provider: SubscriptionProvider, last: UpstreamError, none: UpstreamError, retryAfterMs?: number): UpstreamError {
   if (none.upstreamStatus !== 429 && last.upstreamStatus !== 429) return last;
   return new UpstreamError({
     failure: 'http',
     upstreamStatus: 429,
     message: `${provider} subscription accounts are rate limited: ${last.message}`,
     code: 'subscription_rate_limited',
-    retryAfterMs: none.retryAfterMs ?? last.retryAfterMs,
+    retryAfterMs: retryAfterMs ?? none.retryAfterMs ?? last.retryAfterMs,
     retryable: true,
     gatewayFault: true,
     provider: `${provider}_sub`,

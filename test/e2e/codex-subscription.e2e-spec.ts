@@ -368,6 +368,33 @@ models:
     expect((await ask(gw.client())).choices[0].message.content).toBe('echo: hello there');
   });
 
+  it('tells the client when to come back after one request met every account rate limited without a reset time', async () => {
+    const logins = Array.from({ length: 3 }, (_, i) =>
+      tokens.login({ accountId: `acct-nr-${i}-${Math.random().toString(36).slice(2, 6)}` }),
+    );
+    const file = codexFile(
+      db.dir,
+      logins.map((login, i) => ({ name: `nr-${i}`, login })),
+    );
+    // No retries on the route: the request's own account loop is all there is.
+    const gw = await startSubscriptionGateway({
+      models: models(),
+      routing: 'retry: { max_retries: 0 }\n',
+      db,
+      codexTokenUrl: tokenUrl,
+      codexFile: file,
+    });
+    open.push(gw);
+    for (const l of logins) codex.rateLimit(l.accountId!);
+    const raw = await rawPost(`${gw.url}/v1/chat/completions`, { model: 'codex/gpt', messages: [{ role: 'user', content: 'x' }] });
+    expect(raw.status).toBe(429);
+    expect(codex.requests).toHaveLength(3);
+    // The default cooldown (SUBSCRIPTION_COOLDOWN_MS, 60 s) of the first account tried.
+    const retryAfter = Number(raw.headers.get('retry-after'));
+    expect(retryAfter).toBeGreaterThan(50);
+    expect(retryAfter).toBeLessThanOrEqual(60);
+  });
+
   it("an in-stream rate limit on one account moves to the route's next account at once", async () => {
     const { gw, logins } = await boot(2);
     codex.limitedInStream.add(logins[0].accountId!);
