@@ -14,6 +14,8 @@ export interface CallContext {
   readonly timeouts: UpstreamTimeouts;
   /** The model id the client asked for. */
   readonly publicModel: string;
+  /** What the adapter says about who served: the subscription account it spent (for the request log). */
+  readonly served: { account?: string };
 }
 
 /**

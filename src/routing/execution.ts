@@ -8,6 +8,8 @@ export interface AttemptRecord {
   provider: string;
   /** Set when a fallback model (from the request's `models`) was tried. */
   model?: string;
+  /** The subscription account the attempt spent (subscription routes). */
+  account?: string;
   /**
    * `cancelled`: the client left while this route was answering; `skipped`: the route was not
    * called (its circuit refused, or its context window is too small after a context-length error).

@@ -41,6 +41,7 @@ const CHAT_SHAPE: StreamShape<ChatChunk> = {
 /** An attempt that succeeded (one-shot) or committed (stream): the caller finishes it. */
 interface Won<T> {
   cand: Candidate;
+  ctx: CallContext;
   value: T;
   scope: AttemptScope;
   permit: CircuitPermit;
@@ -96,7 +97,7 @@ export class RouteExecutor {
       completionTokens: usage?.completion_tokens,
     });
     this.settle(ex, won);
-    ex.attempts.push(record(ex, won.cand, won.started, undefined, won.retry, won.backoffMs));
+    ex.attempts.push(record(ex, won.cand, won.started, undefined, won.retry, won.backoffMs, won.ctx));
     return won.value;
   }
 
@@ -149,7 +150,7 @@ export class RouteExecutor {
       if (completed)
         this.state.succeeded(cand.state, undefined, { ttftMs: ttft, durationMs: duration, completionTokens: tokens ?? pieces });
       else if (failed) this.state.failed(cand.state, undefined, failed);
-      const r = record(ex, cand, started, failed, won.retry, won.backoffMs);
+      const r = record(ex, cand, started, failed, won.retry, won.backoffMs, won.ctx);
       ex.attempts.push(completed || failed ? r : { ...r, outcome: 'cancelled' });
       scope.dispose();
       await it.return?.(undefined)?.catch(() => undefined);
@@ -193,12 +194,12 @@ export class RouteExecutor {
         const started = performance.now();
         try {
           const value = await op(cand, adapter, ctx, scope);
-          return { cand, value, scope, permit, started, retry, backoffMs };
+          return { cand, ctx, value, scope, permit, started, retry, backoffMs };
         } catch (e) {
           const err = this.failure(e, scope, cand.route);
           scope.dispose();
           this.state.failed(cand.state, permit, err);
-          ex.attempts.push(record(ex, cand, started, err, retry, backoffMs));
+          ex.attempts.push(record(ex, cand, started, err, retry, backoffMs, ctx));
           last = err;
           let decision = decideRetry(err, retry, policy, deadline - performance.now(), random);
           if (decision.kind === 'stop') throw err;
@@ -267,7 +268,13 @@ export class RouteExecutor {
     return {
       adapter,
       scope,
-      ctx: { requestId: ex.requestId, signal: scope.signal, timeouts: { ...timeouts, totalMs: remaining }, publicModel: cand.model.id },
+      ctx: {
+        requestId: ex.requestId,
+        signal: scope.signal,
+        timeouts: { ...timeouts, totalMs: remaining },
+        publicModel: cand.model.id,
+        served: {},
+      },
     };
   }
 
@@ -329,13 +336,22 @@ function skipped(ex: Execution, cand: Candidate, why: string): AttemptRecord {
   return r;
 }
 
-function record(ex: Execution, cand: Candidate, started: number, err?: UpstreamError, retry = 0, backoffMs?: number): AttemptRecord {
+function record(
+  ex: Execution,
+  cand: Candidate,
+  started: number,
+  err?: UpstreamError,
+  retry = 0,
+  backoffMs?: number,
+  ctx?: CallContext,
+): AttemptRecord {
   const r: AttemptRecord = {
     route: cand.route.id,
     provider: cand.route.kind,
     outcome: err ? 'error' : 'ok',
     duration_ms: Math.round(performance.now() - started),
   };
+  if (ctx?.served.account !== undefined) r.account = ctx.served.account;
   if (cand.model !== ex.requested) r.model = cand.model.id;
   if (retry > 0) {
     r.retry = retry;

@@ -407,6 +407,15 @@ models:
     expect(paid.requests).toHaveLength(0);
     const byName = new Map((await accounts(gw)).map((a) => [a.name, a.status]));
     expect([...byName.values()].sort()).toEqual(['active', 'cooldown']);
+    // The request log says which account served, and which one failed first.
+    const [row] = await gw.waitForRows(1);
+    expect(row.metadata).toMatchObject({
+      account: 'account-2',
+      attempts: [
+        { route: 'sub', account: 'account-1', outcome: 'error', status: 429 },
+        { route: 'sub', account: 'account-2', outcome: 'ok' },
+      ],
+    });
   });
 
   it('an in-stream rate limit (response.failed) cools the account down and fails over before any content', async () => {

@@ -16,7 +16,13 @@ describe('openai_compat adapter', () => {
   const adapter = new OpenAiCompatAdapter(http, new KeyPool());
   const route = (providerModelId: string): RouteDef =>
     testRoute({ id: 'standin', kind: 'vllm', baseUrl: base, providerModelId, locality: 'local' });
-  const ctx = (signal = new AbortController().signal) => ({ requestId: 'r1', signal, timeouts: config.upstreamTimeouts, publicModel: 'm' });
+  const ctx = (signal = new AbortController().signal) => ({
+    requestId: 'r1',
+    signal,
+    timeouts: config.upstreamTimeouts,
+    publicModel: 'm',
+    served: {},
+  });
 
   beforeAll(async () => {
     base = await upstream.start();

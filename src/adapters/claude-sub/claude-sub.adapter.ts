@@ -102,6 +102,7 @@ export class ClaudeSubAdapter extends AnthropicAdapter {
     const { value: res, lease } = await this.pool.run('claude', ctx.signal, (l) =>
       this.sendAs(l, text, route, ctx, stream, client, endpoint),
     );
+    ctx.served.account = lease.name;
     return { res, streamError: (err) => this.streamFailure(err, route, lease, res.headers) };
   }
 

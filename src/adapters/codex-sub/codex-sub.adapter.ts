@@ -92,6 +92,7 @@ export class CodexSubAdapter implements LlmAdapter {
     }
     const text = JSON.stringify(body);
     const { value: res, lease } = await this.pool.run('codex', ctx.signal, (l) => this.send(text, body, route, ctx, opts, l));
+    ctx.served.account = lease.name;
     const translator = new ResponsesStreamTranslator(route.providerModelId, `resp-${ctx.requestId}`);
     const sse = new SseDecoder();
     let clean = false;
