@@ -24,6 +24,16 @@ describe('substitute', () => {
     expect(substitute('${A:-x:-y}', {}).value).toBe('x:-y');
   });
 
+  it('expands references in a default, and only when the default is used', () => {
+    expect(substitute('${A:-${B}}', { B: 'sk-real' })).toEqual({ value: 'sk-real', missing: [], blank: [] });
+    expect(substitute('${A:-${B:-${C}}}/x', { C: 'c' })).toEqual({ value: 'c/x', missing: [], blank: [] });
+    expect(substitute('${A:-pre-${B}-$${lit}}', { B: 'b' }).value).toBe('pre-b-${lit}');
+    // A set variable wins; an unset one inside its unused default is no problem.
+    expect(substitute('${A:-${B}}', { A: 'a' })).toEqual({ value: 'a', missing: [], blank: [] });
+    expect(substitute('${A:-${B}}', {})).toEqual({ value: '', missing: ['B'], blank: [] });
+    expect(substitute('${A:-${B}', { B: 'b' }).malformed).toMatch(/unterminated/);
+  });
+
   it('writes a literal "${" for "$${" without expanding what follows', () => {
     expect(substitute('cost: $${PRICE}', { PRICE: '5' })).toEqual({ value: 'cost: ${PRICE}', missing: [], blank: [] });
   });

@@ -57,21 +57,46 @@ export function substitute(
       i = at + 1;
       continue;
     }
-    const end = text.indexOf('}', at + 2);
+    const end = closingBrace(text, at + 2);
     if (end < 0) return { value: text, missing, blank, malformed: `unterminated "\${" in "${text}"` };
     const expr = text.slice(at + 2, end);
     const sep = expr.indexOf(':-');
     const name = sep < 0 ? expr : expr.slice(0, sep);
     if (!VAR.test(name)) return { value: text, missing, blank, malformed: `"\${${expr}}" is not a variable reference` };
     const value = vars[name];
-    if (sep >= 0) out += value !== undefined && value !== '' ? value : expr.slice(sep + 2);
-    else if (value !== undefined) {
+    if (sep >= 0) {
+      if (value !== undefined && value !== '') out += value;
+      else {
+        // A default may itself hold references (`${A:-${B}}`), expanded only when it is used.
+        const inner = substitute(expr.slice(sep + 2), vars);
+        if (inner.malformed) return { value: text, missing, blank, malformed: inner.malformed };
+        out += inner.value;
+        missing.push(...inner.missing);
+        blank.push(...inner.blank);
+      }
+    } else if (value !== undefined) {
       out += value;
       if (value.trim() === '') blank.push(name);
     } else missing.push(name);
     i = end + 1;
   }
   return { value: out, missing, blank };
+}
+
+/** The `}` that closes the reference whose name starts at `from`, past any nested `${...}`; -1 if none. */
+function closingBrace(text: string, from: number): number {
+  let depth = 0;
+  for (let i = from; i < text.length; i++) {
+    if (text.startsWith('$${', i)) i += 2;
+    else if (text.startsWith('${', i)) {
+      depth++;
+      i++;
+    } else if (text[i] === '}') {
+      if (depth === 0) return i;
+      depth--;
+    }
+  }
+  return -1;
 }
 
 /**
