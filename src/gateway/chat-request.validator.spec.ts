@@ -77,6 +77,25 @@ describe('validateChatRequest: valid requests', () => {
     ).not.toThrow();
   });
 
+  it("takes a message's null name and a function's null parameters as not set, as the SDK's types allow", () => {
+    const body = validateChatRequest({
+      model: 'm',
+      messages: [{ role: 'user', content: 'x', name: null }],
+      tools: [{ type: 'function', function: { name: 'f', parameters: null } }],
+    });
+    expect(body.messages[0]).toEqual({ role: 'user', content: 'x' });
+    expect(body.tools![0]).toEqual({ type: 'function', function: { name: 'f' } });
+  });
+
+  it('says which tool kinds and tool choices it does not support, naming them', () => {
+    expect(() => validateChatRequest({ ...minimal(), tools: [{ type: 'custom', custom: { name: 'g' } }] })).toThrow(
+      'Invalid request: "tools[0].type" "custom" is not supported; tools must be "function" tools',
+    );
+    expect(() =>
+      validateChatRequest({ ...minimal(), tool_choice: { type: 'allowed_tools', allowed_tools: { mode: 'auto', tools: [] } } }),
+    ).toThrow('Invalid request: "tool_choice" of type "allowed_tools" is not supported');
+  });
+
   it.each(['none', 'auto', 'required'])('accepts tool_choice "%s"', (tool_choice) => {
     expect(() => validateChatRequest({ ...minimal(), tool_choice })).not.toThrow();
   });

@@ -123,6 +123,8 @@ function checkMessage(m: unknown, i: number): void {
   } else if (typeof c !== 'string') {
     fail(`${at}.content`, 'must be a string or an array of content parts');
   }
+  // null is "not set" (the SDK types allow it); dropped so that no backend sees a null name.
+  if (m.name === null) delete m.name;
   if (m.name !== undefined && typeof m.name !== 'string') fail(`${at}.name`, 'must be a string');
   if (m.role === 'tool' && typeof m.tool_call_id !== 'string')
     fail(`${at}.tool_call_id`, 'is required for tool messages and must be a string');
@@ -144,9 +146,14 @@ function checkTools(tools: unknown): void {
   tools.forEach((t, i) => {
     const at = `tools[${i}]`;
     if (!isJsonObject(t)) fail(at, 'must be an object');
-    if (t.type !== 'function') fail(`${at}.type`, 'must be "function"');
+    if (t.type !== 'function')
+      fail(
+        `${at}.type`,
+        typeof t.type === 'string' ? `"${t.type.slice(0, 40)}" is not supported; tools must be "function" tools` : 'must be "function"',
+      );
     if (!isJsonObject(t.function)) fail(`${at}.function`, 'must be an object');
     if (typeof t.function.name !== 'string' || t.function.name === '') fail(`${at}.function.name`, 'must be a non-empty string');
+    if (t.function.parameters === null) delete t.function.parameters;
     if (t.function.parameters !== undefined && !isJsonObject(t.function.parameters))
       fail(`${at}.function.parameters`, 'must be a JSON Schema object');
   });
@@ -158,6 +165,8 @@ function checkToolChoice(tc: unknown): void {
       fail('tool_choice', 'must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}');
     return;
   }
+  if (isJsonObject(tc) && typeof tc.type === 'string' && tc.type !== 'function')
+    fail('tool_choice', `of type "${tc.type.slice(0, 40)}" is not supported; use "none", "auto", "required" or {"type": "function", ...}`);
   if (!isJsonObject(tc) || tc.type !== 'function' || !isJsonObject(tc.function) || typeof tc.function.name !== 'string') {
     fail('tool_choice', 'must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}');
   }
