@@ -121,6 +121,21 @@ models:
     });
   });
 
+  it("answers a JSON schema response_format with Claude's structured output, and refuses JSON mode without a schema", async () => {
+    const schema = { type: 'object', properties: { echo: { type: 'string' } }, required: ['echo'], additionalProperties: false };
+    const res = await client.chat.completions.create({
+      model: 'claude/sonnet',
+      messages: [{ role: 'user', content: 'hi there' }],
+      response_format: { type: 'json_schema', json_schema: { name: 'echo', strict: true, schema } },
+    });
+    expect(JSON.parse(res.choices[0].message.content!)).toEqual({ echo: 'hi there' });
+    expect(upstream.requests.at(-1)!.body.output_config).toEqual({ format: { type: 'json_schema', schema } });
+    const err = await client.chat.completions
+      .create({ model: 'claude/sonnet', messages: [{ role: 'user', content: 'x' }], response_format: { type: 'json_object' } })
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({ status: 400, param: 'response_format', message: expect.stringContaining('no JSON mode without a schema') });
+  });
+
   it('stops at a stop sequence and at max_tokens', async () => {
     const stopped = await client.chat.completions.create({
       model: 'claude/sonnet',

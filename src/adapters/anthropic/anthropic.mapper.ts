@@ -250,6 +250,8 @@ export function toAnthropicRequest(req: ChatRequest, opts: AnthropicRequestOptio
   if (typeof req.top_p === 'number') body.top_p = req.top_p;
   if (typeof req.top_k === 'number') body.top_k = req.top_k;
   if (typeof req.user === 'string' && req.user) body.metadata = { user_id: req.user };
+  const format = outputFormat(req.response_format);
+  if (format) body.output_config = { format };
   const thinking = thinkingOf(req);
   if (thinking) {
     body.thinking = thinking;
@@ -264,6 +266,29 @@ export function toAnthropicRequest(req: ChatRequest, opts: AnthropicRequestOptio
   }
   if (req.stream === true) body.stream = true;
   return body;
+}
+
+/**
+ * OpenAI's `response_format` as Claude's structured output (`output_config.format`): a JSON
+ * schema carries over as it is. Claude has no JSON mode without a schema, so `json_object` is
+ * refused rather than silently answered in prose.
+ */
+function outputFormat(rf: unknown): { type: 'json_schema'; schema: Record<string, unknown> } | undefined {
+  if (rf === undefined || rf === null) return undefined;
+  const f = rf as { type?: unknown; json_schema?: { schema?: unknown } };
+  if (f.type === 'text') return undefined;
+  if (f.type === 'json_schema') {
+    const schema = f.json_schema?.schema;
+    if (typeof schema !== 'object' || schema === null || Array.isArray(schema))
+      throw unsupported('response_format.json_schema.schema must be a JSON Schema object', 'response_format.json_schema.schema');
+    return { type: 'json_schema', schema: schema as Record<string, unknown> };
+  }
+  if (f.type === 'json_object')
+    throw unsupported(
+      'Claude has no JSON mode without a schema: send response_format {"type": "json_schema", "json_schema": {"schema": ...}}',
+      'response_format',
+    );
+  throw unsupported(`response_format of type ${JSON.stringify(f.type)} is not supported by Claude`, 'response_format');
 }
 
 const n = (v: unknown): number => (isTokenCount(v) ? v : 0);

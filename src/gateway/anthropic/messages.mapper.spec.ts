@@ -101,6 +101,18 @@ describe('messagesToChat', () => {
     expect(toolMessage('Error: boom').content).toBe('Error: boom');
   });
 
+  it("carries Claude's structured output to chat backends as a json_schema response format", () => {
+    const schema = { type: 'object', properties: { a: { type: 'string' } }, additionalProperties: false };
+    const chat = messagesToChat(
+      { max_tokens: 5, messages: [{ role: 'user', content: 'x' }], output_config: { format: { type: 'json_schema', schema } } },
+      'm',
+    );
+    expect(chat.response_format).toEqual({ type: 'json_schema', json_schema: { name: 'output', strict: true, schema } });
+    expect(
+      messagesToChat({ max_tokens: 5, messages: [{ role: 'user', content: 'x' }], output_config: { effort: 'low' } }, 'm').response_format,
+    ).toBeUndefined();
+  });
+
   it('refuses server tools and unknown blocks with a 400 naming the field', () => {
     const server = () =>
       messagesToChat(
