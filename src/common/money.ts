@@ -68,6 +68,8 @@ export interface Pricing {
   input_cache_read?: Price;
   input_cache_write?: Price;
   internal_reasoning?: Price;
+  /** Per web search: listed in /v1/models as configured; the gateway runs no searches, so bills none. */
+  web_search?: Price;
 }
 
 export const TOKEN_PRICE_KEYS = ['prompt', 'completion', 'input_cache_read', 'input_cache_write', 'internal_reasoning'] as const;

@@ -1,3 +1,4 @@
+import { presentModel } from '../gateway/models.presenter';
 import { MockAdapter } from '../adapters/mock/mock.adapter';
 import { FREE } from '../common/money';
 import { parseModels } from './models.parser';
@@ -122,6 +123,8 @@ describe('parseModels: a valid model', () => {
         'models:',
         '  - id: acme/reasoner',
         '    name: "Acme: Reasoner"',
+        '    canonical_slug: acme/reasoner-20251121',
+        '    hugging_face_id: acme/Reasoner-7B',
         '    description: Thinks first.',
         '    created: 1763683200',
         '    context_length: 65536',
@@ -137,6 +140,7 @@ describe('parseModels: a valid model', () => {
         '      input_cache_read: "0.25"',
         '      input_cache_write: "1.25"',
         '      internal_reasoning: "5"',
+        '      web_search: "0.01"',
         '    routes:',
         '      - kind: openai_compat',
         '        base_url: https://api.acme.ai/v1',
@@ -161,6 +165,15 @@ describe('parseModels: a valid model', () => {
     expect(m.pricing.input_cache_write).toEqual({ text: '1.25', pico: 1_250_000n });
     expect(m.pricing.internal_reasoning).toEqual({ text: '5', pico: 5_000_000n });
     expect(m.routes.map((r) => r.id)).toEqual(['openai_compat']);
+    // Listed in /v1/models as OpenRouter lists them.
+    expect(presentModel(m)).toMatchObject({
+      canonical_slug: 'acme/reasoner-20251121',
+      hugging_face_id: 'acme/Reasoner-7B',
+      pricing: { internal_reasoning: '0.000005', web_search: '0.01' },
+    });
+    const plain = presentModel(load(oneRoute('- kind: mock')).models[0]);
+    expect(plain).toMatchObject({ canonical_slug: plain.id, hugging_face_id: null });
+    expect(plain.pricing).not.toHaveProperty('web_search');
   });
 
   it('leaves tools out of the default parameters when the model does not support them', () => {

@@ -70,8 +70,9 @@ const PRICE_KEYS: Record<string, readonly string[]> = {
   input_cache_read: ['input_cache_read', 'input_cache_reads'],
   input_cache_write: ['input_cache_write', 'input_cache_writes'],
   internal_reasoning: ['internal_reasoning'],
+  web_search: ['web_search'],
 };
-const KNOWN_PRICE_KEYS = new Set([...Object.values(PRICE_KEYS).flat(), 'web_search']);
+const KNOWN_PRICE_KEYS = new Set(Object.values(PRICE_KEYS).flat());
 
 const KIND = /^([A-Za-z0-9_.-]+)(?:\[([^\]]+)\])?$/;
 
@@ -208,6 +209,8 @@ function parseModel(
   return {
     id,
     name: r.string(o, 'name', path) ?? id,
+    canonicalSlug: r.string(o, 'canonical_slug', path) ?? id,
+    huggingFaceId: r.string(o, 'hugging_face_id', path) ?? null,
     description: r.string(o, 'description', path) ?? '',
     created,
     type: type === 'embedding' ? 'embedding' : 'chat',
@@ -273,6 +276,8 @@ export function parsePricing(r: FieldReader, raw: unknown, path: YamlPath, warn:
   if (cacheRead) pricing.input_cache_read = cacheRead;
   if (cacheWrite) pricing.input_cache_write = cacheWrite;
   if (reasoning) pricing.internal_reasoning = reasoning;
+  const search = read('web_search', true);
+  if (search) pricing.web_search = search;
   return pricing;
 }
 

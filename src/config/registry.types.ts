@@ -39,6 +39,10 @@ export interface Architecture {
 export interface ModelDef {
   readonly id: string;
   readonly name: string;
+  /** OpenRouter's permanent slug for the model (default: its id). */
+  readonly canonicalSlug: string;
+  /** The model's Hugging Face repository, for open-weight models. */
+  readonly huggingFaceId: string | null;
   readonly description: string;
   readonly created: number;
   readonly type: 'chat' | 'embedding';

@@ -439,6 +439,7 @@ describe('API surface', () => {
       object: 'model',
       owned_by: 'demo',
       canonical_slug: 'demo/mock',
+      hugging_face_id: null,
       name: 'Mock',
       created: 1700000000,
       description: 'the built-in mock',
