@@ -3,7 +3,7 @@ import { InvalidRequestError } from '../common/errors';
 import { picoToUsd, usdToPico } from '../common/money';
 import { toDate } from '../storage/api-log-rollup';
 import { ApiKeysService, type ApiKeyInput } from '../storage/api-keys.service';
-import type { ApiKey } from '../storage/entities/api-key.entity';
+import type { ApiKey, ListedKeyStatus } from '../storage/entities/api-key.entity';
 import { AdminGuard } from './admin.guard';
 import { AdminValidationPipe } from './admin-validation.pipe';
 import { CreateApiKeyDto, ListApiKeysQuery, UpdateApiKeyDto } from './dto/api-key.dto';
@@ -96,13 +96,18 @@ function iso(d: Date | string | null): string | null {
   return d === null || d === undefined ? null : toDate(d).toISOString();
 }
 
+/** An active key past its expires_at is refused (401 api_key_expired): listed as `expired`. */
+function listedStatus(k: ApiKey): ListedKeyStatus {
+  return k.status === 'active' && k.expires_at !== null && toDate(k.expires_at).getTime() <= Date.now() ? 'expired' : k.status;
+}
+
 export function presentKey(k: ApiKey) {
   return {
     id: k.id,
     object: 'api_key',
     name: k.name,
     prefix: k.key_prefix,
-    status: k.status,
+    status: listedStatus(k),
     rpm_limit: k.rpm_limit,
     tpm_limit: k.tpm_limit,
     max_concurrency: k.max_concurrency,

@@ -1,13 +1,13 @@
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { Injectable, Logger } from '@nestjs/common';
-import type { Repository } from 'typeorm';
+import { IsNull, LessThanOrEqual, MoreThan, type Repository } from 'typeorm';
 import { ServiceUnavailableError } from '../common/errors';
 import { usdToPico } from '../common/money';
 import { startOfUtcDay, startOfUtcMonth, utcDay, utcMonth, type KeyLimits, type Principal, type SpendBaseline } from '../common/principal';
 import { ConflictError, NotFoundError } from '../common/resource.errors';
 import { AppConfig } from '../config/app-config';
 import { DatabaseService } from './database.service';
-import { ApiKey, type ApiKeyStatus } from './entities/api-key.entity';
+import { ApiKey, type ApiKeyStatus, type ListedKeyStatus } from './entities/api-key.entity';
 import { StatsRepository } from './stats.repository';
 
 export const KEY_PREFIX = 'hyi-';
@@ -35,7 +35,7 @@ export interface ApiKeyInput {
 }
 
 export interface KeyListFilter {
-  status?: ApiKeyStatus;
+  status?: ListedKeyStatus;
   limit: number;
   offset: number;
 }
@@ -175,8 +175,21 @@ export class ApiKeysService {
   }
 
   async list(f: KeyListFilter): Promise<{ data: ApiKey[]; total: number }> {
+    // An active key past its expiry is listed as expired, and filtered so.
+    const now = new Date();
+    const where =
+      f.status === 'expired'
+        ? { status: 'active' as const, expires_at: LessThanOrEqual(now) }
+        : f.status === 'active'
+          ? [
+              { status: 'active' as const, expires_at: IsNull() },
+              { status: 'active' as const, expires_at: MoreThan(now) },
+            ]
+          : f.status
+            ? { status: f.status }
+            : {};
     const [data, total] = await this.repo().findAndCount({
-      where: f.status ? { status: f.status } : {},
+      where,
       order: { created_at: 'DESC', id: 'ASC' },
       take: f.limit,
       skip: f.offset,

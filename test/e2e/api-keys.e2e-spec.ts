@@ -132,6 +132,15 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
     const e = await chat(gw, expiring.key, ask);
     expect(e.status).toBe(401);
     expect(e.body.error).toMatchObject({ code: 'api_key_expired' });
+    // The admin API lists it as expired, not active, and filters by that.
+    expect((await admin.call('GET', `/admin/api-keys/${expiring.id}`)).body).toMatchObject({ status: 'expired' });
+    const ids = async (status: string) =>
+      ((await admin.call('GET', `/admin/api-keys?status=${status}&limit=500`)).body as { data: Array<{ id: string }> }).data.map(
+        (k) => k.id,
+      );
+    expect(await ids('expired')).toEqual([expiring.id]);
+    expect(await ids('active')).not.toContain(expiring.id);
+    expect((await ids('active')).length).toBeGreaterThan(0);
   });
 
   it('changes limits, keeps revoked keys revoked, and regenerates a secret', async () => {

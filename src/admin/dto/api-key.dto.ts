@@ -1,6 +1,6 @@
 import { Type } from 'class-transformer';
 import { IsIn, IsInt, IsOptional, IsString, Max, MaxLength, Min, MinLength, ValidateIf } from 'class-validator';
-import { API_KEY_STATUSES, type ApiKeyStatus } from '../../storage/entities/api-key.entity';
+import { LISTED_KEY_STATUSES, type ListedKeyStatus } from '../../storage/entities/api-key.entity';
 import { IsFuture, IsTimestamp, IsUsdAmount } from './validators';
 
 const INT_MAX = 2_147_483_647;
@@ -68,8 +68,8 @@ export class UpdateApiKeyDto extends ApiKeySettingsDto {
 /** GET /admin/api-keys */
 export class ListApiKeysQuery {
   @IsOptional()
-  @IsIn(API_KEY_STATUSES)
-  status?: ApiKeyStatus;
+  @IsIn(LISTED_KEY_STATUSES)
+  status?: ListedKeyStatus;
 
   @Type(() => Number)
   @IsInt()

@@ -3,6 +3,9 @@ import type { Dialect } from '../dialect';
 
 export const API_KEY_STATUSES = ['active', 'suspended', 'revoked'] as const;
 export type ApiKeyStatus = (typeof API_KEY_STATUSES)[number];
+/** How a key is listed: its stored status, or `expired` for an active key past its expires_at. */
+export const LISTED_KEY_STATUSES = [...API_KEY_STATUSES, 'expired'] as const;
+export type ListedKeyStatus = (typeof LISTED_KEY_STATUSES)[number];
 
 /**
  * A client's API key. The secret itself is never stored: `key_hash` is its HMAC-SHA256 under
