@@ -397,6 +397,23 @@ describe('usage and answer normalisation', () => {
     ).toEqual({ reasoning_tokens: 3 });
   });
 
+  it('corrects canonical details out of range to what is billed, so the client and the log agree', () => {
+    const over = normalizeUsage({ prompt_tokens: 3, completion_tokens: 2, total_tokens: 5, prompt_tokens_details: { cached_tokens: 100 } });
+    expect(over.prompt_tokens_details).toEqual({ cached_tokens: 3 });
+    const negative = normalizeUsage({
+      prompt_tokens: 3,
+      completion_tokens: 2,
+      total_tokens: 5,
+      prompt_tokens_details: { cached_tokens: -4 },
+      completion_tokens_details: { reasoning_tokens: 9 },
+    });
+    expect(negative.prompt_tokens_details).toEqual({ cached_tokens: 0 });
+    expect(negative.completion_tokens_details).toEqual({ reasoning_tokens: 2 });
+    // Zeros the provider sent stay as they are.
+    const zeros = normalizeUsage({ prompt_tokens: 3, completion_tokens: 2, total_tokens: 5, prompt_tokens_details: { cached_tokens: 0 } });
+    expect(zeros.prompt_tokens_details).toEqual({ cached_tokens: 0 });
+  });
+
   it('keeps canonical details that are there, and fills a missing total', () => {
     const u = normalizeUsage({
       prompt_tokens: 9,

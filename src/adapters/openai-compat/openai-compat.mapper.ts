@@ -80,15 +80,19 @@ const num = (v: unknown): v is number => typeof v === 'number' && Number.isFinit
  * Usage in OpenAI's canonical fields, wherever the provider put the figures: DeepSeek's
  * `prompt_cache_hit_tokens` and Kimi's top-level `cached_tokens` become
  * `prompt_tokens_details.cached_tokens`, SGLang's top-level `reasoning_tokens` becomes
- * `completion_tokens_details.reasoning_tokens`. The provider's own fields stay.
+ * `completion_tokens_details.reasoning_tokens`. The provider's own fields stay; the canonical ones
+ * say what is billed.
  */
 export function normalizeUsage(u: Usage): Usage {
   const c = tokenCounts(u);
-  if (c.cachedRead > 0 && !num(u.prompt_tokens_details?.cached_tokens))
+  // The canonical fields carry the figures the request is billed on: set where the provider
+  // put them elsewhere, corrected where they were out of range (cached above the prompt, negative).
+  const fix = (v: unknown, count: number) => (v === undefined || v === null ? count > 0 : v !== count);
+  if (fix(u.prompt_tokens_details?.cached_tokens, c.cachedRead))
     u.prompt_tokens_details = { ...u.prompt_tokens_details, cached_tokens: c.cachedRead };
-  if (c.cacheWrite > 0 && !num(u.prompt_tokens_details?.cache_write_tokens))
+  if (fix(u.prompt_tokens_details?.cache_write_tokens, c.cacheWrite))
     u.prompt_tokens_details = { ...u.prompt_tokens_details, cache_write_tokens: c.cacheWrite };
-  if (c.reasoning > 0 && !num(u.completion_tokens_details?.reasoning_tokens))
+  if (fix(u.completion_tokens_details?.reasoning_tokens, c.reasoning))
     u.completion_tokens_details = { ...u.completion_tokens_details, reasoning_tokens: c.reasoning };
   if (!num(u.total_tokens)) u.total_tokens = c.prompt + c.completion;
   return u;
