@@ -351,17 +351,21 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     return acc.creds !== undefined && acc.expiresAt !== null && acc.expiresAt - now <= margin;
   }
 
-  /** One refresh at a time per account in this process; callers share it. */
-  private refresh(acc: PooledAccount, force: boolean, staleVersion?: number): Promise<void> {
-    acc.refreshing ??= this.doRefresh(acc, force, staleVersion).finally(() => {
+  /**
+   * One refresh at a time per account in this process; callers share it. `force`: whatever the
+   * expiry; `tokenRefused`: the upstream refused the current token (so a failed refresh leaves
+   * the account with none usable, and counts against it; an admin's refresh does not).
+   */
+  private refresh(acc: PooledAccount, force: boolean, staleVersion?: number, tokenRefused = force): Promise<void> {
+    acc.refreshing ??= this.doRefresh(acc, force, staleVersion, tokenRefused).finally(() => {
       acc.refreshing = undefined;
     });
     return acc.refreshing;
   }
 
-  private async doRefresh(acc: PooledAccount, force: boolean, staleVersion?: number): Promise<void> {
+  private async doRefresh(acc: PooledAccount, force: boolean, staleVersion: number | undefined, tokenRefused: boolean): Promise<void> {
     if (!this.vault.configured || !acc.creds) throw new RefreshFailed('the account has no readable credentials');
-    if (!this.store.available) return this.refreshLocally(acc, force);
+    if (!this.store.available) return this.refreshLocally(acc, tokenRefused);
     // Across processes: the lease. Whoever holds it refreshes; the others wait for the new version.
     const deadline = Date.now() + LOCK_WAIT_MS;
     while (!(await this.store.tryLock(acc.id, this.owner, LOCK_TTL_MS))) {
@@ -392,7 +396,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       try {
         result = await this.refresher.refresh(acc.provider, current);
       } catch (err) {
-        this.refreshFailed(acc, err, force);
+        this.refreshFailed(acc, err, tokenRefused);
         throw err;
       }
       const version = stored.token_version + 1;
@@ -415,7 +419,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
   }
 
   /** The database is unreachable: refresh in this process and store the tokens when it is back. */
-  private async refreshLocally(acc: PooledAccount, force: boolean): Promise<void> {
+  private async refreshLocally(acc: PooledAccount, tokenRefused: boolean): Promise<void> {
     const current = acc.creds;
     if (!current) throw new RefreshFailed('the account has no readable credentials');
     try {
@@ -425,12 +429,12 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       acc.tokenVersion += 1;
       acc.credsDirty = true;
     } catch (err) {
-      this.refreshFailed(acc, err, force);
+      this.refreshFailed(acc, err, tokenRefused);
       throw err;
     }
   }
 
-  private refreshFailed(acc: PooledAccount, err: unknown, force: boolean): void {
+  private refreshFailed(acc: PooledAccount, err: unknown, tokenRefused: boolean): void {
     acc.refreshNotBefore = Date.now() + REFRESH_RETRY_MS;
     if (err instanceof RefreshRejected) {
       this.apply(acc.id, { type: 'refresh_rejected', message: clip(err.message) });
@@ -438,7 +442,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     }
     this.logger.warn(`refreshing ${acc.provider} account "${acc.name}" failed: ${(err as Error).message}`);
     // A failed refresh only counts against the account when it leaves it without a usable token.
-    if (force || acc.expiresAt === null || acc.expiresAt <= Date.now())
+    if (tokenRefused || acc.expiresAt === null || acc.expiresAt <= Date.now())
       this.apply(acc.id, { type: 'auth_failed', message: clip(`token refresh failed: ${(err as Error).message}`) });
   }
 
@@ -577,7 +581,8 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     const acc = this.accounts.get(id);
     if (!acc) return false;
     const version = acc.tokenVersion;
-    await this.refresh(acc, true, version);
+    // Asked for, not forced by a refused token: a failure leaves the current token in use.
+    await this.refresh(acc, true, version, false);
     if (acc.tokenVersion === version) throw new RefreshFailed('no new token');
     return true;
   }

@@ -475,6 +475,19 @@ models:
     expect(codex.requests.map((r) => r.status)).toEqual(Array(5).fill(200));
   });
 
+  it("an admin's refresh that fails for a while leaves an account with a usable token as it was", async () => {
+    const { gw } = await boot(1);
+    const [a] = await accounts(gw);
+    tokens.failNext = 3;
+    for (let i = 0; i < 3; i++) {
+      const res = await gw.admin(`/${a.id}/refresh`, { method: 'POST' });
+      expect(await res.json()).toMatchObject({ refreshed: false, error: expect.stringContaining('temporarily_unavailable') });
+    }
+    const [after] = await accounts(gw);
+    expect(after).toMatchObject({ status: 'active', failures: 0 });
+    expect((await ask(gw.client())).choices[0].message.content).toBe('echo: hello there');
+  });
+
   it('401: one forced refresh and one retry with the new token', async () => {
     const { gw, logins } = await boot(1);
     tokens.invalidateAccess(logins[0].access_token);
