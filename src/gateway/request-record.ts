@@ -52,6 +52,8 @@ export class RequestRecord {
   usageSoFarAt?: number;
   /** Not billed (Anthropic's count_tokens): the row says what was done, at no cost. */
   free = false;
+  /** What the row's metadata says besides the attempts (count_tokens: the operation and its count). */
+  readonly notes: Record<string, unknown> = {};
 
   constructor(
     readonly id: string,
@@ -104,7 +106,7 @@ export class RequestRecord {
     const reported = this.usage?.cost;
     const upstreamCost =
       typeof reported === 'number' && reported >= 0 && reported <= MAX_UPSTREAM_COST_USD ? picoToUsd(usdToPico(reported)) : null;
-    const metadata: Record<string, unknown> = {};
+    const metadata: Record<string, unknown> = { ...this.notes };
     if (this.execution && this.execution.attempts.length > 0) metadata.attempts = this.execution.attempts;
     if (route) metadata.provider_model_id = route.providerModelId;
     // The subscription account that served (or last failed): usage by account, from the log.

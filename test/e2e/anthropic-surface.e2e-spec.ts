@@ -259,6 +259,8 @@ models:
       const rows = await gw.waitForRows(before + 1);
       expect(rows.at(-1)).toMatchObject({ model: 'claude/sonnet', status_code: 200, prompt_tokens: 0, completion_tokens: 0 });
       expect(Number(rows.at(-1)!.cost_usd)).toBe(0);
+      // Told apart from a message in the log, with what was counted.
+      expect(rows.at(-1)!.metadata).toMatchObject({ operation: 'count_tokens', input_tokens: 8 });
     });
 
     it("passes an upstream rate limit on as Anthropic's 429 with retry-after", async () => {
