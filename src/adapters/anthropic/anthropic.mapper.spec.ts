@@ -177,6 +177,8 @@ describe('toAnthropicRequest', () => {
     expect(body).not.toHaveProperty('temperature');
     expect(body).not.toHaveProperty('top_p');
     expect(toAnthropicRequest(req({ reasoning: { max_tokens: 3000 } })).thinking).toEqual({ type: 'enabled', budget_tokens: 3000 });
+    // Below Anthropic's minimum of 1,024: raised to it rather than refused upstream.
+    expect(toAnthropicRequest(req({ reasoning: { max_tokens: 500 } })).thinking).toEqual({ type: 'enabled', budget_tokens: 1024 });
     expect(toAnthropicRequest(req({ thinking: { type: 'enabled', budget_tokens: 2048 } })).thinking).toEqual({
       type: 'enabled',
       budget_tokens: 2048,

@@ -28,6 +28,8 @@ export const DEFAULT_MAX_TOKENS = 4096;
 
 /** `reasoning_effort` as a thinking budget (LiteLLM's mapping). */
 export const THINKING_BUDGETS: Readonly<Record<string, number>> = { minimal: 1024, low: 1024, medium: 2048, high: 4096 };
+/** The smallest thinking budget Anthropic accepts. */
+const MIN_THINKING_BUDGET = 1024;
 
 export interface AnthropicRequestOptions {
   /** The upstream model id; omitted from the body when undefined (Vertex puts it in the URL). */
@@ -182,7 +184,9 @@ function thinkingOf(req: ChatRequest): AnthropicThinking | undefined {
   if (native && typeof native === 'object') return native;
   const reasoning = req.reasoning as { effort?: string; max_tokens?: number; enabled?: boolean } | undefined;
   if (reasoning && typeof reasoning === 'object') {
-    if (typeof reasoning.max_tokens === 'number') return { type: 'enabled', budget_tokens: reasoning.max_tokens };
+    // Anthropic's smallest budget is 1,024 tokens; a smaller one is a 400 there.
+    if (typeof reasoning.max_tokens === 'number')
+      return { type: 'enabled', budget_tokens: Math.max(MIN_THINKING_BUDGET, Math.floor(reasoning.max_tokens)) };
     if (reasoning.effort && THINKING_BUDGETS[reasoning.effort])
       return { type: 'enabled', budget_tokens: THINKING_BUDGETS[reasoning.effort] };
     if (reasoning.enabled === true) return { type: 'enabled', budget_tokens: THINKING_BUDGETS.medium };
