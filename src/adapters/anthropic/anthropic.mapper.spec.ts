@@ -312,6 +312,20 @@ describe('fromAnthropicResponse', () => {
     });
     expect(res.choices[0].message.content).toBeNull();
   });
+
+  it('reads a text block without text as empty, not as "undefined"', () => {
+    const res = fromAnthropicResponse({
+      id: 'm',
+      type: 'message',
+      role: 'assistant',
+      model: 'c',
+      content: [{ type: 'text' }, { type: 'text', text: 'x' }] as never,
+      stop_reason: 'end_turn',
+      stop_sequence: null,
+      usage: {},
+    });
+    expect(res.choices[0].message.content).toBe('x');
+  });
 });
 
 describe('AnthropicStreamTranslator', () => {
@@ -373,6 +387,17 @@ describe('AnthropicStreamTranslator', () => {
       total_tokens: 906,
       prompt_tokens_details: { cached_tokens: 10, cache_write_tokens: 0 },
     });
+  });
+
+  it('carries the running input figures on the role chunk, and ends an answer whose message_delta named no stop reason', () => {
+    const t = new AnthropicStreamTranslator(route);
+    const [role] = t.push(events[0]);
+    expect(role.usage).toMatchObject({ prompt_tokens: 859, completion_tokens: 1 });
+    t.push({ type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } });
+    t.push({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'Hi' } });
+    expect(t.push({ type: 'message_delta', delta: null, usage: { output_tokens: 2 } } as unknown as AnthropicStreamEvent)).toEqual([]);
+    const end = t.push({ type: 'message_stop' });
+    expect(end.map((c) => c.choices[0]?.finish_reason ?? 'usage')).toEqual(['stop', 'usage']);
   });
 
   it('throws an error event as an overloaded 503, retryable', () => {

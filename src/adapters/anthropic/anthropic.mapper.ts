@@ -350,11 +350,11 @@ export function fromAnthropicResponse(msg: AnthropicResponse): ChatResponse {
   const toolCalls: ToolCall[] = [];
   const thinkingBlocks: Array<Record<string, unknown>> = [];
   for (const b of msg.content ?? []) {
-    if (b.type === 'text') text += b.text;
+    if (b.type === 'text') text += typeof b.text === 'string' ? b.text : '';
     else if (b.type === 'tool_use')
       toolCalls.push({ id: b.id, type: 'function', function: { name: b.name, arguments: JSON.stringify(b.input ?? {}) } });
     else if (b.type === 'thinking') {
-      reasoning += b.thinking;
+      reasoning += typeof b.thinking === 'string' ? b.thinking : '';
       thinkingBlocks.push({ type: 'thinking', thinking: b.thinking, signature: b.signature });
     } else if (b.type === 'redacted_thinking') thinkingBlocks.push({ type: 'redacted_thinking', data: b.data });
   }
@@ -391,6 +391,8 @@ export class AnthropicStreamTranslator {
   private tools = 0;
   /** `message_stop` arrived: the answer is complete. */
   done = false;
+  /** A finish reason went out. */
+  private finished = false;
 
   constructor(private readonly route: RouteDef) {}
 
@@ -439,12 +441,18 @@ export class AnthropicStreamTranslator {
       case 'message_delta': {
         if (isObject(ev.usage)) for (const [k, v] of Object.entries(ev.usage)) if (v !== null && v !== undefined) this.usage[k] = v;
         const finish = finishReason(ev.delta?.stop_reason);
-        return finish ? [{ ...this.chunk({}), choices: [{ index: 0, delta: {}, finish_reason: finish }] }] : [];
+        if (!finish) return [];
+        this.finished = true;
+        return [{ ...this.chunk({}), choices: [{ index: 0, delta: {}, finish_reason: finish }] }];
       }
       case 'message_stop': {
         this.done = true;
+        const out: ChatChunk[] = [];
+        // A message_delta without a stop reason: the answer still ends, as a plain stop.
+        if (!this.finished) out.push({ ...this.chunk({}), choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] });
         const usage = anthropicUsage(this.usage);
-        return usage ? [{ ...this.chunk({}), choices: [], usage }] : [];
+        if (usage) out.push({ ...this.chunk({}), choices: [], usage });
+        return out;
       }
       case 'error':
         throw anthropicStreamError(ev.error, this.route);
