@@ -120,6 +120,13 @@ describe('chunkHasContent', () => {
     expect(chunkHasContent(chunk({ role: 'assistant', content: null, reasoning_content: '' }))).toBe(false);
     expect(chunkHasContent(chunk({ content: '' }, { usage: null }))).toBe(false);
     expect(chunkHasContent({ ...chunk({}), choices: [] })).toBe(false);
+    // A running usage figure on the role chunk (Anthropic's message_start) commits nothing.
+    expect(
+      chunkHasContent({
+        ...chunk({ role: 'assistant', content: '' }),
+        usage: { prompt_tokens: 9, completion_tokens: 1, total_tokens: 10 },
+      }),
+    ).toBe(false);
   });
 
   it.each<[string, ChatChunk]>([

@@ -18,12 +18,13 @@ export function* responseToChunks(res: ChatResponse): Generator<ChatChunk> {
 }
 
 /**
- * Whether a chunk carries part of the answer (text, reasoning, a tool call, a finish reason or
- * usage) rather than only the opening role. Streams are committed to a route at the first such
- * chunk; until then the gateway may still fail over.
+ * Whether a chunk carries part of the answer (text, reasoning, a tool call, a finish reason, or
+ * the final usage in a chunk of its own) rather than only the opening role. Streams are committed
+ * to a route at the first such chunk; until then the gateway may still fail over. A running usage
+ * figure on the role chunk (Anthropic's message_start input count) is not an answer.
  */
 export function chunkHasContent(chunk: ChatChunk): boolean {
-  if (chunk.usage) return true;
+  if (chunk.usage && chunk.choices.length === 0) return true;
   for (const c of chunk.choices) {
     if (c.finish_reason) return true;
     const d = c.delta;

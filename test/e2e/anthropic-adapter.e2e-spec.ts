@@ -48,6 +48,12 @@ models:
     context_length: 200000
     route:
       - ${r('overloaded-mid')}
+  - id: claude/limited-then-ok
+    context_length: 200000
+    router: priority
+    route:
+      - ${r('limited-mid', ', id: limited')}
+      - ${r('ok', ', id: fine')}
   - id: claude/bad-usage
     context_length: 200000
     pricing: { prompt: 1, completion: 1 }
@@ -323,6 +329,21 @@ models:
       const row = await gw.rowFor(/"id":"(gen-[^"]+)"/.exec(res.text)![1]);
       expect(row).toMatchObject({ stream: true, prompt_tokens: 7, completion_tokens: 1 + Math.ceil(delivered / 4), usage_estimated: true });
     }
+  });
+
+  it('fails over from a stream that failed after message_start, before any content', async () => {
+    const stream = await client.chat.completions.create({
+      model: 'claude/limited-then-ok',
+      stream: true,
+      messages: [{ role: 'user', content: 'x' }],
+    });
+    let text = '';
+    for await (const c of stream) text += c.choices[0]?.delta.content ?? '';
+    expect(text).toBe('echo: x');
+    // The limited route is retried (429), then the next one answers.
+    const models = upstream.requests.map((q) => q.body.model);
+    expect(models[0]).toBe('limited-mid');
+    expect(models.at(-1)).toBe('ok');
   });
 
   it('moves on from a rate-limited and a refused key, each tried once', async () => {
