@@ -109,8 +109,9 @@ export class RequestRecord {
     const metadata: Record<string, unknown> = { ...this.notes };
     if (this.execution && this.execution.attempts.length > 0) metadata.attempts = this.execution.attempts;
     if (route) metadata.provider_model_id = route.providerModelId;
-    // The subscription account that served (or last failed): usage by account, from the log.
-    const account = this.execution?.attempts.findLast((a) => a.account !== undefined)?.account;
+    // The subscription account that served: usage by account, from the log (the attempts name
+    // the ones that failed).
+    const account = this.execution?.attempts.findLast((a) => a.outcome !== 'error' && a.account !== undefined)?.account;
     if (account !== undefined) metadata.account = account;
     if (this.execution && this.execution.model !== this.execution.requested) metadata.served_model = this.execution.model.id;
     if (this.upstreamId) metadata.upstream_id = this.upstreamId;

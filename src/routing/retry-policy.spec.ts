@@ -126,10 +126,11 @@ describe('decideRetry', () => {
     expect(decideRetry(http(429, { retryAfterMs: 10 }), 1, policy, 60_000, random)).toEqual({ kind: 'retry', delayMs: 150 });
   });
 
-  it("retries at once when another credential may serve, whatever the failed one's wait, up to max_retries", () => {
+  it("retries at once when another credential will serve, whatever the failed one's wait", () => {
     const account = http(429, { retryAfterMs: 3_600_000, retryAtOnce: true });
     expect(decideRetry(account, 0, policy, 60_000, random)).toEqual({ kind: 'retry', delayMs: 0 });
-    expect(decideRetry(account, 2, policy, 60_000, random)).toEqual({ kind: 'next' });
+    // Not a retry of the route: max_retries does not stop it (max_attempts still does).
+    expect(decideRetry(account, 2, policy, 60_000, random)).toEqual({ kind: 'retry', delayMs: 0 });
   });
 
   it('moves on when Retry-After is beyond the cap', () => {

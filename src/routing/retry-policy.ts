@@ -123,9 +123,10 @@ export function decideRetry(
     case 'broken':
       return { kind: 'next' };
     case 'transient': {
-      if (retriesDone >= policy.maxRetries) return { kind: 'next' };
-      // Another credential of this route may serve now; the failed one's wait is its own.
+      // Another credential of this route will serve now (set only while one is usable, so it
+      // cannot loop); the failed one's wait is its own, and no retry of the route was spent.
       if (err.retryAtOnce) return { kind: 'retry', delayMs: 0 };
+      if (retriesDone >= policy.maxRetries) return { kind: 'next' };
       let delayMs = backoffDelay(retriesDone, policy, random);
       if (err.retryAfterMs !== undefined) {
         if (err.retryAfterMs > policy.maxRetryAfterMs) return { kind: 'next' };

@@ -20,10 +20,9 @@ export class AccountRateLimitError extends UpstreamError {
       ...init,
       failure: 'http',
       upstreamStatus: 429,
-      // One account's limit: the pool cools that account; the route stays in service for the
-      // others, and may be tried again at once (a limit met mid-stream, after the call was accepted).
+      // One account's limit: the pool cools that account, and the route stays in service for
+      // the others (retried at once when one is usable: see \`retryAtOnce\` in the init).
       gatewayFault: true,
-      retryAtOnce: true,
       retryAfterMs: until !== undefined ? Math.max(0, until - Date.now()) : retryAfterMs,
     });
   }
@@ -95,12 +94,40 @@ export async function runWithAccounts<T>(
     if ('ok' in out) return { value: out.ok, lease };
     last = out.next;
   }
-  // As many accounts tried as one request may: if they were rate limited, the client learns
-  // when the first account is usable again (the last one's own 429 may not have said).
+  // As many accounts tried as one request may. Others still usable: the route is tried again at
+  // once, with them. None: if they were rate limited, the client learns when the first account
+  // is usable again (the last one's own 429 may not have said).
+  if (pool.usable(provider).usable > 0) throw retryAtOnce(last!);
   const until = pool.firstUsableAgain(provider);
   if (last!.upstreamStatus === 429 && last!.retryAfterMs === undefined && until !== undefined)
     throw exhausted(provider, last!, accountError(provider, 'cooling down', 'subscription_rate_limited'), Math.max(0, until - Date.now()));
   throw last!;
+}
+
+/** `err`, marked as one the route may be tried again for at once (another account will serve). */
+function retryAtOnce(err: UpstreamError): UpstreamError {
+  return new UpstreamError({
+    failure: err.failure,
+    upstreamStatus: err.upstreamStatus,
+    message: err.message,
+    type: err.type,
+    code: err.code,
+    param: err.param,
+    retryable: true,
+    retryAfterMs: err.retryAfterMs,
+    provider: err.provider,
+    route: err.route,
+    gatewayFault: true,
+    retryAtOnce: true,
+  });
+}
+
+/**
+ * A limit an account met after the call was accepted (an error event in the stream): cooled by
+ * the adapter; the route is retried at once when another account is usable.
+ */
+export function streamAccountLimit(pool: AccountPool, provider: SubscriptionProvider, err: AccountRateLimitError): UpstreamError {
+  return pool.usable(provider).usable > 0 ? retryAtOnce(err) : err;
 }
 
 async function attempt<T>(pool: AccountPool, lease: AccountLease, send: (lease: AccountLease) => Promise<T>): Promise<Outcome<T>> {

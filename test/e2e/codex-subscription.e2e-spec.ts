@@ -395,6 +395,32 @@ models:
     expect(retryAfter).toBeLessThanOrEqual(60);
   });
 
+  it('with more accounts than one try takes, the route is tried again at once with the others', async () => {
+    const logins = Array.from({ length: 5 }, (_, i) =>
+      tokens.login({ accountId: `acct-many-${i}-${Math.random().toString(36).slice(2, 6)}` }),
+    );
+    const file = codexFile(
+      db.dir,
+      logins.map((login, i) => ({ name: `many-${i}`, login })),
+    );
+    const gw = await startSubscriptionGateway({
+      models: models(),
+      routing: 'retry: { max_retries: 0 }\n',
+      db,
+      codexTokenUrl: tokenUrl,
+      codexFile: file,
+    });
+    open.push(gw);
+    // In-stream limits (the route's own retries are off) and HTTP 429s without a reset time.
+    codex.limitedInStream.add(logins[0].accountId!);
+    for (const l of logins.slice(1, 4)) codex.rateLimit(l.accountId!);
+    const res = await ask(gw.client());
+    expect(res.choices[0].message.content).toBe('echo: hello there');
+    // Each account asked once; the fifth answered.
+    expect(codex.requests.map((r) => r.accountId).sort()).toEqual(logins.map((l) => l.accountId).sort());
+    expect(codex.served().at(-1)).toBe(logins[4].accountId);
+  });
+
   it("an in-stream rate limit on one account moves to the route's next account at once", async () => {
     const { gw, logins } = await boot(2);
     codex.limitedInStream.add(logins[0].accountId!);
@@ -427,6 +453,13 @@ models:
     expect(paid.requests).toHaveLength(1);
     const [a] = await accounts(gw);
     expect(a).toMatchObject({ status: 'cooldown', last_error: expect.stringContaining('try again in 20s') });
+    // No account left: straight to the paid route, and the row names no account as the server.
+    const [row] = await gw.waitForRows(1);
+    expect((row.metadata as { attempts: Array<{ route: string; account?: string }> }).attempts.map((t) => [t.route, t.account])).toEqual([
+      ['sub', a.name],
+      ['paid', undefined],
+    ]);
+    expect(row.metadata).not.toHaveProperty('account');
     // "Please try again in 20s", counted from a moment during the request.
     const until = Date.parse(a.cooldown_until!);
     expect(until).toBeGreaterThanOrEqual(before + 20_000);

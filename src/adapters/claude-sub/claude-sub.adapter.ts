@@ -4,7 +4,7 @@ import type { ChatRequest } from '../../common/chat.types';
 import { UpstreamError } from '../../common/errors';
 import type { RouteDef } from '../../config/registry.types';
 import { type AccountLease, AccountPool } from '../../subscription/account-pool.service';
-import { AccountRateLimitError } from '../../subscription/account-session';
+import { AccountRateLimitError, streamAccountLimit } from '../../subscription/account-session';
 import { CredentialVault } from '../../subscription/credential-vault.service';
 import { ANTHROPIC_API, AnthropicAdapter, type Accepted, type ClientProtocol, type MessagesEndpoint } from '../anthropic/anthropic.adapter';
 import {
@@ -180,15 +180,19 @@ export class ClaudeSubAdapter extends AnthropicAdapter {
     const message = err.message || 'rate limited';
     const until = subscriptionResetAt(headers);
     this.pool.rateLimited(lease, message, until);
-    return new AccountRateLimitError(
-      {
-        message: `claude account "${lease.name}": ${message}`,
-        type: 'rate_limit_error',
-        code: 'rate_limit_error',
-        provider: route.kind,
-        route: route.id,
-      },
-      until,
+    return streamAccountLimit(
+      this.pool,
+      'claude',
+      new AccountRateLimitError(
+        {
+          message: `claude account "${lease.name}": ${message}`,
+          type: 'rate_limit_error',
+          code: 'rate_limit_error',
+          provider: route.kind,
+          route: route.id,
+        },
+        until,
+      ),
     );
   }
 }

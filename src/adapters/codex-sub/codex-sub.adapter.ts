@@ -6,7 +6,7 @@ import { UpstreamError } from '../../common/errors';
 import { bodyChunks, SseDecoder } from '../../common/sse';
 import type { RouteDef } from '../../config/registry.types';
 import { type AccountLease, AccountPool } from '../../subscription/account-pool.service';
-import { AccountRateLimitError } from '../../subscription/account-session';
+import { AccountRateLimitError, streamAccountLimit } from '../../subscription/account-session';
 import { CredentialVault } from '../../subscription/credential-vault.service';
 import { callInfo, withoutSecrets } from '../http/upstream-call';
 import { readBodyText, retryAfterMs, UpstreamClient } from '../http/upstream-client.service';
@@ -243,7 +243,8 @@ export class CodexSubAdapter implements LlmAdapter {
           ? f.resetsAt * 1000
           : (tryAgainIn(f.message) ?? (code === 'usage_not_included' ? Date.now() + UNKNOWN_RESET_MS : undefined));
       this.pool.rateLimited(lease, f.message, until);
-      return new AccountRateLimitError({ ...base, message: `codex account "${lease.name}": ${f.message}`, code }, until);
+      const limit = new AccountRateLimitError({ ...base, message: `codex account "${lease.name}": ${f.message}`, code }, until);
+      return streamAccountLimit(this.pool, 'codex', limit);
     }
     if (code === 'context_length_exceeded' || code === 'invalid_prompt' || code === 'cyber_policy') {
       return new UpstreamError({
