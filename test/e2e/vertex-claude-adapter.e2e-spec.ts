@@ -53,6 +53,10 @@ models:
     pricing: { prompt: 3, completion: 15 }
     route:
       - { kind: vertex_claude, base_url: "${base}", region: us-east5, credentials: "${good}", provider_model_id: "ok" }
+  - id: vertex/beta
+    context_length: 200000
+    route:
+      - { kind: vertex_claude, base_url: "${base}", region: us-east5, credentials: "${good}", provider_model_id: "ok", anthropic_beta: "context-1m-2025-08-07" }
   - id: vertex/quota
     context_length: 200000
     route:
@@ -174,7 +178,16 @@ models:
       expect(call.path).toBe('/v1/projects/test-proj/locations/us-east5/publishers/anthropic/models/ok:rawPredict');
       const { model: _model, ...rest } = body;
       expect(call.body).toEqual({ ...rest, anthropic_version: 'vertex-2023-10-16' });
-      expect(call.headers['anthropic-beta']).toBe('context-1m-2025-08-07');
+      // Vertex refuses first-party betas: only the route's own are sent (this route sets none).
+      expect(call.headers).not.toHaveProperty('anthropic-beta');
+      await rawPost(
+        `${gw.url}/anthropic/v1/messages`,
+        { ...body, model: 'vertex/beta' },
+        {
+          headers: { 'content-type': 'application/json', 'anthropic-beta': 'oauth-2025-04-20' },
+        },
+      );
+      expect(predictions()[1].headers['anthropic-beta']).toBe('context-1m-2025-08-07');
     });
 
     it('relays a stream event by event under the public model id', async () => {

@@ -3,7 +3,6 @@ import type { Dispatcher } from 'undici';
 import { UpstreamError } from '../../common/errors';
 import type { RouteDef } from '../../config/registry.types';
 import { AnthropicAdapter, type ClientProtocol, type MessagesEndpoint } from '../anthropic/anthropic.adapter';
-import { mergeBetas } from '../anthropic/anthropic.mapper';
 import type { AnthropicRequest } from '../anthropic/anthropic.types';
 import { KeyPool } from '../http/key-pool.service';
 import { joinUrl, optionString, postJson, withoutSecrets } from '../http/upstream-call';
@@ -144,7 +143,7 @@ export class VertexClaudeAdapter extends AnthropicAdapter {
     route: RouteDef,
     ctx: CallContext,
     stream: boolean,
-    client?: ClientProtocol,
+    _client?: ClientProtocol,
     endpoint: MessagesEndpoint = 'messages',
   ): Promise<Dispatcher.ResponseData> {
     const sa = this.account(route);
@@ -164,8 +163,9 @@ export class VertexClaudeAdapter extends AnthropicAdapter {
         authorization: `Bearer ${token}`,
         ...route.headers,
       };
-      // The client's betas (Claude Code's) travel as they do to Anthropic, with the route's own.
-      const beta = mergeBetas(optionString(route, 'anthropic_beta'), client?.betas);
+      // The route's betas only: Vertex refuses (400) the first-party ones Claude Code sends, such as
+      // oauth-2025-04-20, so a client's are not passed on; a route sets what its region accepts.
+      const beta = optionString(route, 'anthropic_beta');
       if (beta) headers['anthropic-beta'] = beta;
       try {
         return await postJson(this.http, url, headers, text, route, ctx, (status, errText, retryAfter) =>
