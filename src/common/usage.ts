@@ -16,7 +16,9 @@ export function isTokenCount(v: unknown): v is number {
   return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= MAX_TOKEN_COUNT;
 }
 
-const n = (v: unknown): number => (isTokenCount(v) ? v : 0);
+/** A token count, or 0 for anything that is not one. */
+export const countOrZero = (v: unknown): number => (isTokenCount(v) ? v : 0);
+const n = countOrZero;
 
 /**
  * Usage that can be billed: prompt and completion are token counts. Anything else (negative,

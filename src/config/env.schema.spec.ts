@@ -5,9 +5,12 @@ import { validateEnv } from './env.schema';
 describe('validateEnv', () => {
   it('takes an empty number as not set (the default), as it does for text', () => {
     const env = validateEnv({ PORT: '', SHUTDOWN_GRACE_MS: ' ', DB_POOL_SIZE: '' });
-    expect(env.PORT).toBe(validateEnv({}).PORT);
-    expect(env.SHUTDOWN_GRACE_MS).toBe(validateEnv({}).SHUTDOWN_GRACE_MS);
+    const defaults = validateEnv({});
+    expect(env.PORT).toBe(defaults.PORT);
+    expect(env.SHUTDOWN_GRACE_MS).toBe(defaults.SHUTDOWN_GRACE_MS);
     expect(env.SHUTDOWN_GRACE_MS).toBeGreaterThan(0);
+    expect(env.DB_POOL_SIZE).toBe(defaults.DB_POOL_SIZE);
+    expect(env.DB_POOL_SIZE).toBeGreaterThan(0);
   });
 
   it('refuses a time longer than a Node timer holds, which would fire at once', () => {
@@ -18,6 +21,8 @@ describe('validateEnv', () => {
       /STREAM_KEEPALIVE_MS=.*\n.*SHUTDOWN_GRACE_MS=/,
     );
     expect(validateEnv({ UPSTREAM_TOTAL_TIMEOUT_MS: String(MAX_TIMER_MS) }).UPSTREAM_TOTAL_TIMEOUT_MS).toBe(MAX_TIMER_MS);
+    // Lengths only compared with the clock are no timers: a 30-day cooldown cap stays valid.
+    expect(validateEnv({ SUBSCRIPTION_MAX_COOLDOWN_MS: '2592000000' }).SUBSCRIPTION_MAX_COOLDOWN_MS).toBe(2_592_000_000);
   });
 
   it('holds HEAP_GROWTH_PERCENT to 0 or 10-300, as documented', () => {

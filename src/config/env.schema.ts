@@ -351,6 +351,13 @@ export class Env {
 }
 
 /** Validates raw variables into an `Env`; throws one error listing every bad variable by name. */
+/** `*_MS` variables that never reach a timer. */
+const NOT_TIMERS: ReadonlySet<string> = new Set([
+  'SUBSCRIPTION_REFRESH_MARGIN_MS',
+  'SUBSCRIPTION_COOLDOWN_MS',
+  'SUBSCRIPTION_MAX_COOLDOWN_MS',
+]);
+
 export function validateEnv(raw: Record<string, unknown>): Env {
   const defaults = new Env();
   const known = Object.keys(defaults);
@@ -364,10 +371,11 @@ export function validateEnv(raw: Record<string, unknown>): Env {
   }
   const env = plainToInstance(Env, picked, { exposeDefaultValues: true });
   const errors = validateSync(env, { skipMissingProperties: false });
-  // Node's timers hold at most 2^31-1 ms (about 24.8 days); a longer one fires at once.
+  // Node's timers hold at most 2^31-1 ms (about 24.8 days); a longer one fires at once. (Times
+  // only compared with the clock, such as a cooldown's length, are not timers.)
   for (const key of known) {
     const v = (env as unknown as Record<string, unknown>)[key];
-    if (key.endsWith('_MS') && typeof v === 'number' && v > MAX_TIMER_MS && !errors.some((e) => e.property === key))
+    if (key.endsWith('_MS') && !NOT_TIMERS.has(key) && typeof v === 'number' && v > MAX_TIMER_MS && !errors.some((e) => e.property === key))
       errors.push(
         Object.assign(new ValidationError(), {
           property: key,

@@ -87,6 +87,22 @@ describe('parseRouting', () => {
     ]);
   });
 
+  it('refuses times no Node timer holds (they would fire at once)', () => {
+    const problems = problemsOf(() =>
+      parse(
+        'timeout: 3000000\nhealth_check: 3000000\nhealth_check_timeout_ms: 3000000000\ncircuit_breaker:\n  cooldown_seconds: 3000000\n',
+      ),
+    );
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/\(timeout\): must be at most 2147483\.647/),
+        expect.stringMatching(/\(health_check\): must be at most 2147483\.647/),
+        expect.stringMatching(/\(health_check_timeout_ms\): must be at most 2147483647/),
+        expect.stringMatching(/\(circuit_breaker\.cooldown_seconds\): must be at most 2147483\.647/),
+      ]),
+    );
+  });
+
   it('gives the defaults for an empty file', () => {
     expect(parse('').routing).toEqual({ ...EMPTY_ROUTING, file: 'routing.yaml' });
   });

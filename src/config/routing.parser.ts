@@ -66,7 +66,7 @@ const whole = (key: string, min: number) => ({
 });
 const seconds = (key: string, min: number) => ({
   key,
-  read: (r: FieldReader, o: Record<string, unknown>, p: YamlPath) => r.number(o, key, p, { min }),
+  read: (r: FieldReader, o: Record<string, unknown>, p: YamlPath) => r.number(o, key, p, { min, max: MAX_TIMER_MS / 1000 }),
 });
 
 export const RETRY_FIELDS = [
@@ -111,7 +111,7 @@ export function parseRouting(src: YamlSource, warn: (msg: string) => void): Rout
     if (p) localFraction = r.number(p, 'local_fraction', ['routing_parameter'], { min: 0, max: 1 }) ?? localFraction;
   }
   const timeout = r.number(root, 'timeout', [], { min: 0.001, max: MAX_TIMER_MS / 1000 });
-  const healthCheckSeconds = r.number(root, 'health_check', [], { min: 0 }) ?? 0;
+  const healthCheckSeconds = r.number(root, 'health_check', [], { min: 0, max: MAX_TIMER_MS / 1000 }) ?? 0;
 
   const deployments = (key: 'local_deployment' | 'remote_deployment'): Deployment[] => {
     const list = root[key];

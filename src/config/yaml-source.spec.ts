@@ -28,6 +28,8 @@ describe('substitute', () => {
     expect(substitute('${A:-${B}}', { B: 'sk-real' })).toEqual({ value: 'sk-real', missing: [], blank: [] });
     expect(substitute('${A:-${B:-${C}}}/x', { C: 'c' })).toEqual({ value: 'c/x', missing: [], blank: [] });
     expect(substitute('${A:-pre-${B}-$${lit}}', { B: 'b' }).value).toBe('pre-b-${lit}');
+    expect(substitute('${A:-$${x}}', { A: 'a' }).value).toBe('a');
+    expect(substitute('${A:-$${x}}/y', {}).value).toBe('${x}/y');
     // A set variable wins; an unset one inside its unused default is no problem.
     expect(substitute('${A:-${B}}', { A: 'a' })).toEqual({ value: 'a', missing: [], blank: [] });
     expect(substitute('${A:-${B}}', {})).toEqual({ value: '', missing: ['B'], blank: [] });

@@ -87,8 +87,11 @@ export function substitute(
 function closingBrace(text: string, from: number): number {
   let depth = 0;
   for (let i = from; i < text.length; i++) {
-    if (text.startsWith('$${', i)) i += 2;
-    else if (text.startsWith('${', i)) {
+    // An escaped `$${...}` in a default has its own closing brace, as a reference has.
+    if (text.startsWith('$${', i)) {
+      depth++;
+      i += 2;
+    } else if (text.startsWith('${', i)) {
       depth++;
       i++;
     } else if (text[i] === '}') {

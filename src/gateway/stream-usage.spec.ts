@@ -52,6 +52,15 @@ describe('StreamUsage', () => {
     expect(rec.tokens()).toEqual({ counts: expect.objectContaining({ prompt: 7, completion: 1 }), estimated: false });
   });
 
+  it("counts a legacy completion chunk's text as delivered with the running figure", () => {
+    const rec = new RequestRecord('r', 0);
+    const u = new StreamUsage(false, rec);
+    u.take({ ...chunk([]), choices: [{ index: 0, text: 'abcd', finish_reason: null }] as never, usage: usage(7, 1) });
+    rec.deliveredChars += 4;
+    rec.status = 502;
+    expect(rec.tokens()).toEqual({ counts: expect.objectContaining({ prompt: 7, completion: 1 }), estimated: true });
+  });
+
   it('drops usage with counts out of range, whichever backend sent it, and ends with the estimate', () => {
     const rec = new RequestRecord('r', 0);
     rec.deliveredChars = 8;

@@ -47,8 +47,15 @@ export class StreamUsage {
   }
 }
 
+/** What a chunk delivers, as the surfaces count it: a chat delta's output, a completion's text. */
 function chunkChars(chunk: ChatChunk): number {
   let n = 0;
-  for (const c of chunk.choices) if (c.delta) n += outputChars(c.delta);
+  for (const c of chunk.choices) {
+    if (c.delta) n += outputChars(c.delta);
+    else {
+      const text = (c as { text?: unknown }).text;
+      if (typeof text === 'string') n += text.length;
+    }
+  }
   return n;
 }

@@ -1,7 +1,7 @@
 import type { ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChunkDelta, ContentPart, ToolCall, Usage } from '../../common/chat.types';
 import type { UpstreamError } from '../../common/errors';
 import type { RouteDef } from '../../config/registry.types';
-import { isTokenCount } from '../../common/usage';
+import { countOrZero as n, isTokenCount } from '../../common/usage';
 import { providerHttpError, refuseLegacyFunctions, unsupported } from '../http/upstream-call';
 import type {
   AnthropicContentBlock,
@@ -294,8 +294,6 @@ function outputFormat(rf: unknown): { type: 'json_schema'; schema: Record<string
     );
   throw unsupported(`response_format of type ${JSON.stringify(f.type)} is not supported by Claude`, 'response_format');
 }
-
-const n = (v: unknown): number => (isTokenCount(v) ? v : 0);
 
 /**
  * Anthropic usage in OpenAI's terms. Anthropic's `input_tokens` excludes cache reads and writes;

@@ -107,7 +107,7 @@ describe('messagesToChat', () => {
       { max_tokens: 5, messages: [{ role: 'user', content: 'x' }], output_config: { format: { type: 'json_schema', schema } } },
       'm',
     );
-    expect(chat.response_format).toEqual({ type: 'json_schema', json_schema: { name: 'output', strict: true, schema } });
+    expect(chat.response_format).toEqual({ type: 'json_schema', json_schema: { name: 'output', schema } });
     expect(
       messagesToChat({ max_tokens: 5, messages: [{ role: 'user', content: 'x' }], output_config: { effort: 'low' } }, 'm').response_format,
     ).toBeUndefined();

@@ -217,7 +217,8 @@ export function messagesToChat(body: Json, model: string): ChatRequest {
   // Structured output: the schema becomes OpenAI's json_schema response format.
   const format = (body.output_config as { format?: { type?: unknown; schema?: unknown } } | undefined)?.format;
   if (format?.type === 'json_schema' && typeof format.schema === 'object' && format.schema !== null)
-    req.response_format = { type: 'json_schema', json_schema: { name: 'output', strict: true, schema: format.schema } };
+    // Not `strict`: OpenAI's strict mode wants every property required, which Claude's schemas need not say.
+    req.response_format = { type: 'json_schema', json_schema: { name: 'output', schema: format.schema } };
   if (body.stream === true) {
     req.stream = true;
     // Usage comes at the end of OpenAI streams only when asked for; message_delta needs it.
