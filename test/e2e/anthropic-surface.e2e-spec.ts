@@ -59,6 +59,9 @@ models:
   - id: claude/overloaded
     context_length: 200000
     route: [${r('error:529')}]
+  - id: claude/bad-delta-usage
+    context_length: 200000
+    route: [${r('bad-delta-usage')}]
   - id: claude/invalid-mid
     context_length: 200000
     route: [${r('invalid-mid')}]
@@ -284,6 +287,19 @@ models:
       // The row records what the client was told.
       const row = (await gw.rows()).filter((r) => r.model === 'claude/overloaded').pop()!;
       expect(row).toMatchObject({ status_code: 529, error_code: 'overloaded' });
+    });
+
+    it("keeps message_start's input count when message_delta's output count is not one, and estimates the output", async () => {
+      const res = await rawPost(`${gw.url}/anthropic/v1/messages`, {
+        model: 'claude/bad-delta-usage',
+        max_tokens: 50,
+        stream: true,
+        messages: [{ role: 'user', content: 'one two three' }],
+      });
+      expect(res.status).toBe(200);
+      const row = (await gw.rows()).filter((r) => r.model === 'claude/bad-delta-usage').pop()!;
+      // 3 words + 3 for the turn, as the stand-in counts; "echo: one two three" delivered (19 chars).
+      expect(row).toMatchObject({ prompt_tokens: 6, completion_tokens: 5, usage_estimated: true });
     });
 
     it('ends a stream that fails mid-answer with an in-band error event and no message_stop', async () => {
@@ -656,7 +672,7 @@ models:
     });
     const all: string[] = [];
     for await (const m of client.models.list({ limit: 3 })) all.push(m.id);
-    expect(all).toHaveLength(15);
+    expect(all).toHaveLength(16);
     expect(await client.models.retrieve('llama/chat')).toMatchObject({ id: 'llama/chat', type: 'model' });
     // An empty cursor is no cursor: the first page, as with after_id=.
     const empty = (await (await fetch(`${gw.url}/anthropic/v1/models?limit=2&before_id=`)).json()) as { data: Array<{ id: string }> };

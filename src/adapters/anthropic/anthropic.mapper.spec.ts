@@ -400,6 +400,15 @@ describe('AnthropicStreamTranslator', () => {
     expect(end.map((c) => c.choices[0]?.finish_reason ?? 'usage')).toEqual(['stop', 'usage']);
   });
 
+  it("sends no final usage when message_delta gave no output count (message_start's 1 is a placeholder)", () => {
+    for (const usage of [null, { output_tokens: 'many' }]) {
+      const t = new AnthropicStreamTranslator(route);
+      t.push(events[0]);
+      t.push({ type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage } as unknown as AnthropicStreamEvent);
+      expect(t.push({ type: 'message_stop' }).filter((c) => c.usage)).toEqual([]);
+    }
+  });
+
   it('throws an error event as an overloaded 503, retryable', () => {
     const t = new AnthropicStreamTranslator(route);
     t.push(events[0]);

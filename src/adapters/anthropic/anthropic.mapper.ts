@@ -296,6 +296,16 @@ function outputFormat(rf: unknown): { type: 'json_schema'; schema: Record<string
 }
 
 /**
+ * A `message_delta`'s cumulative usage laid over what `message_start` said: only figures that
+ * are token counts are taken. True when it gave the output's count (the stream's last word on it).
+ */
+export function mergeDeltaUsage(into: AnthropicUsage, delta: unknown): boolean {
+  if (typeof delta !== 'object' || delta === null || Array.isArray(delta)) return false;
+  for (const [k, v] of Object.entries(delta)) if (isTokenCount(v)) into[k] = v;
+  return isTokenCount((delta as AnthropicUsage).output_tokens);
+}
+
+/**
  * Anthropic usage in OpenAI's terms. Anthropic's `input_tokens` excludes cache reads and writes;
  * OpenAI's `prompt_tokens` includes them, with the reads as `cached_tokens` and the writes as
  * `cache_write_tokens`.
@@ -391,6 +401,8 @@ export class AnthropicStreamTranslator {
   done = false;
   /** A finish reason went out. */
   private finished = false;
+  /** A message_delta gave the output's count. */
+  private outputCounted = false;
 
   constructor(private readonly route: RouteDef) {}
 
@@ -437,7 +449,7 @@ export class AnthropicStreamTranslator {
         }
       }
       case 'message_delta': {
-        if (isObject(ev.usage)) for (const [k, v] of Object.entries(ev.usage)) if (v !== null && v !== undefined) this.usage[k] = v;
+        if (mergeDeltaUsage(this.usage, ev.usage)) this.outputCounted = true;
         const finish = finishReason(ev.delta?.stop_reason);
         if (!finish) return [];
         this.finished = true;
@@ -448,7 +460,9 @@ export class AnthropicStreamTranslator {
         const out: ChatChunk[] = [];
         // A message_delta without a stop reason: the answer still ends, as a plain stop.
         if (!this.finished) out.push({ ...this.chunk({}), choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] });
-        const usage = anthropicUsage(this.usage);
+        // Without a final output count (message_delta sent none that is one), no final usage: the
+        // running figure of message_start stands, and what was delivered after it is estimated.
+        const usage = this.outputCounted ? anthropicUsage(this.usage) : undefined;
         if (usage) out.push({ ...this.chunk({}), choices: [], usage });
         return out;
       }

@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import type { Request, Response } from 'express';
-import { anthropicUsage, finishReason } from '../../adapters/anthropic/anthropic.mapper';
+import { anthropicUsage, finishReason, mergeDeltaUsage } from '../../adapters/anthropic/anthropic.mapper';
 import type { AnthropicUsage } from '../../adapters/anthropic/anthropic.types';
 import type { CallContext, LlmAdapter, MessagesCall, MessagesEvent } from '../../adapters/llm-adapter';
 import type { ChatChunk, ChatMessage, ChatRequest } from '../../common/chat.types';
@@ -230,13 +230,12 @@ class StreamTally {
       }
       case 'message_delta': {
         const d = parse(e.data);
-        const usage = d?.usage as AnthropicUsage | undefined;
-        if (usage && typeof usage === 'object')
-          for (const [k, v] of Object.entries(usage)) if (v !== null && v !== undefined) (this.usage ??= {})[k] = v;
+        const counted = mergeDeltaUsage((this.usage ??= {}), d?.usage);
         const stop = (d?.delta as { stop_reason?: unknown } | undefined)?.stop_reason;
         if (typeof stop === 'string') rec.finishReason = finishReason(stop);
         this.final = true;
-        if (e.estimated) this.estimated = true;
+        // Without a final output count, the output is estimated from what was delivered.
+        if (e.estimated || !counted) this.estimated = true;
         return;
       }
       case 'ping':
