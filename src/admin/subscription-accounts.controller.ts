@@ -44,7 +44,7 @@ export class SubscriptionAccountsController {
   @Post('import')
   @HttpCode(200)
   async import(@Body(adminBody) dto: ImportAccountsDto) {
-    const { errors } = parseAccounts(dto.provider, { accounts: dto.accounts });
+    const { errors } = parseAccounts(dto.provider, { accounts: dto.accounts }, { positionalNames: false });
     if (errors.length > 0) throw new InvalidRequestError(`Invalid accounts, nothing imported: ${errors.join('; ')}`, 'accounts');
     return this.accounts.import(dto.provider, { accounts: dto.accounts });
   }

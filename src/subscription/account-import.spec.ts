@@ -108,6 +108,16 @@ describe('parseAccounts', () => {
     }
   });
 
+  it('asks for names of Claude logins where a place is no identity (the admin API), and for a visible name', () => {
+    const entry = { access_token: 'a', refresh_token: 'r' };
+    expect(parseAccounts('claude', [entry]).accounts.map((a) => a.name)).toEqual(['claude-1']);
+    expect(parseAccounts('claude', [entry, { ...entry, name: null }], { positionalNames: false }).errors).toEqual([
+      "[0].name: is required (an automatic name, claude-N, could be another login's)",
+      "[1].name: is required (an automatic name, claude-N, could be another login's)",
+    ]);
+    expect(parseAccounts('claude', [{ ...entry, name: '\u200b' }]).errors).toEqual(['[0].name: must have a visible character']);
+  });
+
   it('refuses a Codex API-key login and an entry without an account id', () => {
     expect(
       parseAccounts('codex', { auth_mode: 'apikey', tokens: { access_token: 'a', refresh_token: 'r', account_id: 'x' } }).errors,

@@ -36,7 +36,16 @@ const str = (v: unknown): string | undefined => (typeof v === 'string' && v.trim
  * id_token?, account_id?}`. Entries without `name` are named by position (`claude-1`) or, for Codex,
  * by the login's email or account id.
  */
-export function parseAccounts(provider: SubscriptionProvider, data: unknown): ParsedAccounts {
+export function parseAccounts(
+  provider: SubscriptionProvider,
+  data: unknown,
+  /**
+   * Whether a Claude entry without a name is named by its place (`claude-1`): so in the import
+   * files, whose entries keep their places; not through the admin API, where such a name could
+   * be another login's, whose tokens the import would replace.
+   */
+  opts: { positionalNames: boolean } = { positionalNames: true },
+): ParsedAccounts {
   let entries: unknown[];
   let base: string;
   if (Array.isArray(data)) {
@@ -64,6 +73,8 @@ export function parseAccounts(provider: SubscriptionProvider, data: unknown): Pa
     // login another account's name, and with it that account's place.
     if (entry.name !== undefined && entry.name !== null && str(entry.name) === undefined)
       problems.push('name: must be a non-blank string (or left out, for an automatic name)');
+    else if (provider === 'claude' && !opts.positionalNames && str(entry.name) === undefined)
+      problems.push("name: is required (an automatic name, claude-N, could be another login's)");
     const parsed = provider === 'claude' ? claudeEntry(entry, i, problems) : codexEntry(entry, problems);
     if (problems.length > 0 || !parsed) {
       errors.push(...problems.map((p) => `${where}.${p}`));
@@ -85,6 +96,7 @@ export function parseAccounts(provider: SubscriptionProvider, data: unknown): Pa
 
 export function checkName(name: string): string | undefined {
   if (name.length === 0 || name.length > 200) return 'must be 1 to 200 characters';
+  if (name.replace(/[\s\p{Cf}]/gu, '') === '') return 'must have a visible character';
   // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u001f\u007f]/.test(name)) return 'must not contain control characters';
   return undefined;

@@ -196,6 +196,14 @@ describe.each(['sqlite', 'postgres'] as const)('subscription accounts admin API 
     const notAList = await post('/import', { provider: 'codex', accounts: 'nope' });
     expect(notAList.status).toBe(400);
 
+    // An unnamed Claude login through the API: its automatic name could be another login's.
+    const unnamed = await post('/import', {
+      provider: 'claude',
+      accounts: [{ access_token: 'sk-ant-oat01-x', refresh_token: 'sk-ant-ort01-x' }],
+    });
+    expect(unnamed.status).toBe(400);
+    expect(((await unnamed.json()) as { error: { message: string } }).error.message).toMatch(/accounts\[0\]\.name: is required/);
+
     // An expiry no database stores as a date (it used to be stored as NaN and break every listing).
     for (const expiry of [1e20, '+275760-09-13T00:00:00Z']) {
       const far = await post('', { provider: 'claude', name: 'far', access_token: 'a', refresh_token: 'r', expires_at: expiry });
