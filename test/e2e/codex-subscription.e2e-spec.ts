@@ -87,10 +87,12 @@ models:
     await db.drop();
   });
 
+  const NO_RETRIES = 'retry: { max_retries: 0 }\n';
+
   /** n fresh logins (acct-1..n), written to an import file, and a gateway that imported them. */
   async function boot(
     n: number,
-    opts: { ttlSeconds?: number; env?: Record<string, string> } = {},
+    opts: { ttlSeconds?: number; env?: Record<string, string>; routing?: string } = {},
   ): Promise<{ gw: Gateway; logins: Login[] }> {
     const logins = Array.from({ length: n }, (_, i) =>
       tokens.login({
@@ -105,12 +107,12 @@ models:
       // Saved with a byte-order mark: still read.
       true,
     );
-    const gw = await start(file, opts.env);
+    const gw = await start(file, opts.env, opts.routing);
     return { gw, logins };
   }
 
-  async function start(file?: string, env?: Record<string, string>): Promise<Gateway> {
-    const gw = await startSubscriptionGateway({ models: models(), db, codexTokenUrl: tokenUrl, codexFile: file, env });
+  async function start(file?: string, env?: Record<string, string>, routing?: string): Promise<Gateway> {
+    const gw = await startSubscriptionGateway({ models: models(), routing, db, codexTokenUrl: tokenUrl, codexFile: file, env });
     open.push(gw);
     return gw;
   }
@@ -369,22 +371,8 @@ models:
   });
 
   it('tells the client when to come back after one request met every account rate limited without a reset time', async () => {
-    const logins = Array.from({ length: 3 }, (_, i) =>
-      tokens.login({ accountId: `acct-nr-${i}-${Math.random().toString(36).slice(2, 6)}` }),
-    );
-    const file = codexFile(
-      db.dir,
-      logins.map((login, i) => ({ name: `nr-${i}`, login })),
-    );
     // No retries on the route: the request's own account loop is all there is.
-    const gw = await startSubscriptionGateway({
-      models: models(),
-      routing: 'retry: { max_retries: 0 }\n',
-      db,
-      codexTokenUrl: tokenUrl,
-      codexFile: file,
-    });
-    open.push(gw);
+    const { gw, logins } = await boot(3, { routing: NO_RETRIES });
     for (const l of logins) codex.rateLimit(l.accountId!);
     const raw = await rawPost(`${gw.url}/v1/chat/completions`, { model: 'codex/gpt', messages: [{ role: 'user', content: 'x' }] });
     expect(raw.status).toBe(429);
@@ -396,21 +384,7 @@ models:
   });
 
   it('with more accounts than one try takes, the route is tried again at once with the others', async () => {
-    const logins = Array.from({ length: 5 }, (_, i) =>
-      tokens.login({ accountId: `acct-many-${i}-${Math.random().toString(36).slice(2, 6)}` }),
-    );
-    const file = codexFile(
-      db.dir,
-      logins.map((login, i) => ({ name: `many-${i}`, login })),
-    );
-    const gw = await startSubscriptionGateway({
-      models: models(),
-      routing: 'retry: { max_retries: 0 }\n',
-      db,
-      codexTokenUrl: tokenUrl,
-      codexFile: file,
-    });
-    open.push(gw);
+    const { gw, logins } = await boot(5, { routing: NO_RETRIES });
     // In-stream limits (the route's own retries are off) and HTTP 429s without a reset time.
     codex.limitedInStream.add(logins[0].accountId!);
     for (const l of logins.slice(1, 4)) codex.rateLimit(l.accountId!);
