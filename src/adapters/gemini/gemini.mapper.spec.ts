@@ -52,6 +52,19 @@ describe('toGeminiRequest', () => {
     });
   });
 
+  it('refuses an image in a system message (Gemini takes text only there) instead of dropping it', () => {
+    const withImage = () =>
+      toGeminiRequest(
+        req({
+          messages: [
+            { role: 'system', content: [{ type: 'image_url', image_url: { url: 'data:image/png;base64,iVBORw0KGgo=' } }] },
+            { role: 'user', content: 'q' },
+          ],
+        }),
+      );
+    expect(withImage).toThrow(expect.objectContaining({ status: 400, param: 'messages[0].content' }));
+  });
+
   it('sends data-URL images inline and other URLs as fileData', () => {
     const body = toGeminiRequest(
       req({

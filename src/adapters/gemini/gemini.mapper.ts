@@ -177,9 +177,17 @@ export function toGeminiRequest(req: ChatRequest): GeminiRequest {
     const at = `messages[${i}]`;
     switch (m.role) {
       case 'system':
-      case 'developer':
-        system.push(...userParts(m.content, at).filter((p) => p.text !== undefined));
+      case 'developer': {
+        // Gemini's system instruction is text only: anything else would be dropped unseen.
+        const parts = userParts(m.content, at);
+        if (parts.some((p) => p.text === undefined))
+          throw unsupported(
+            `${at}: Gemini takes text only in system instructions; send images and files in a user message`,
+            `${at}.content`,
+          );
+        system.push(...parts);
         return;
+      }
       case 'user':
         push(contents, 'user', userParts(m.content, at));
         return;
