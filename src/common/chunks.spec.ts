@@ -159,6 +159,14 @@ describe('ToolCallFixer', () => {
     expect(calls(fixer.fix(chunk([{ index: 0, function: { arguments: '}' } }])))).toEqual([{ index: 0, function: { arguments: '}' } }]);
   });
 
+  it('gives a call\'s first delta the type "function" when the server left it out, and no later delta', () => {
+    const fixer = new ToolCallFixer((choice, call) => `call_r_${choice}_${call}`);
+    expect(calls(fixer.fix(chunk([{ function: { name: 'f', arguments: '{' } }])))).toEqual([
+      { index: 0, id: 'call_r_0_0', type: 'function', function: { name: 'f', arguments: '{' } },
+    ]);
+    expect(calls(fixer.fix(chunk([{ function: { arguments: '}' } }])))).toEqual([{ index: 0, function: { arguments: '}' } }]);
+  });
+
   it('indexes calls without an index by id, and continues the last one on an arguments-only delta', () => {
     const fixer = new ToolCallFixer((choice, call) => `call_r_${choice}_${call}`);
     const first = fixer.fix(

@@ -70,6 +70,8 @@ export class ToolCallFixer {
         if (!st.seen.has(i)) {
           st.seen.add(i);
           if (!t.id) t.id = this.idFor(c.index, i);
+          // The SDKs' stream helpers want the type on a call's first delta (some servers omit it).
+          t.type ??= 'function';
         }
         if (t.id) st.byId.set(t.id, i);
         st.next = Math.max(st.next, i + 1);

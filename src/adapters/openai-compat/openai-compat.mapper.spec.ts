@@ -377,6 +377,23 @@ describe('usage and answer normalisation', () => {
     });
     expect(res.choices[0].message.tool_calls![0].id).toBe('call_chatcmpl-9_0_0');
   });
+  it('gives answered tool calls the type "function" where the server left it out', () => {
+    const res = normalizeResponse({
+      id: 'x',
+      object: 'chat.completion',
+      created: 0,
+      model: 'm',
+      choices: [
+        {
+          index: 0,
+          message: { role: 'assistant', content: null, tool_calls: [{ function: { name: 'f', arguments: '{}' } }] as never },
+          finish_reason: 'tool_calls',
+        },
+      ],
+    });
+    expect(res.choices[0].message.tool_calls![0]).toMatchObject({ id: 'call_x_0_0', type: 'function' });
+  });
+
   it("moves DeepSeek's cache-hit count into prompt_tokens_details", () => {
     const u = normalizeUsage({
       prompt_tokens: 10,

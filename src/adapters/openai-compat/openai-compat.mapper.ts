@@ -178,7 +178,10 @@ export function normalizeResponse(res: ChatResponse): ChatResponse {
       reasoningFromDetails(c.message);
       // A call the client cannot name in its tool message is one it cannot answer.
       c.message.tool_calls?.forEach((t, i) => {
-        if (t && typeof t === 'object' && !t.id) t.id = `call_${res.id || 'x'}_${c.index}_${i}`;
+        if (!t || typeof t !== 'object') return;
+        if (!t.id) t.id = `call_${res.id || 'x'}_${c.index}_${i}`;
+        // The SDKs' tool helpers accept only type "function" (some servers leave it out).
+        t.type ??= 'function';
       });
     }
   }
