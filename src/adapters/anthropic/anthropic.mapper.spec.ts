@@ -208,6 +208,24 @@ describe('toAnthropicRequest', () => {
     ]);
   });
 
+  it('rejoins a streamed signature kept apart from its text (reasoning_content) into the signed block', () => {
+    const body = toAnthropicRequest(
+      req({
+        messages: [
+          { role: 'user', content: 'q' },
+          {
+            role: 'assistant',
+            content: 'a',
+            reasoning_content: 'hmm, let me see',
+            thinking_blocks: [{ type: 'thinking', thinking: '', signature: 'sig' }],
+          },
+          { role: 'user', content: 'q2' },
+        ],
+      }),
+    );
+    expect((body.messages[1].content as unknown[])[0]).toEqual({ type: 'thinking', thinking: 'hmm, let me see', signature: 'sig' });
+  });
+
   it('refuses what Anthropic cannot express with a 400 naming the parameter', () => {
     expect(refused(() => toAnthropicRequest(req({ n: 2 })))).toMatchObject({ status: 400, param: 'n', retryable: false });
     expect(
@@ -368,7 +386,8 @@ describe('AnthropicStreamTranslator', () => {
     const deltas = chunks.map((c) => c.choices[0]?.delta);
     expect(deltas[0]).toEqual({ role: 'assistant', content: '' });
     expect(chunks.map((c) => c.choices[0]?.delta.reasoning_content ?? '').join('')).toBe('Hmm.');
-    expect(deltas).toContainEqual({ thinking_blocks: [{ type: 'thinking', thinking: '', signature: 'sig' }] });
+    // The signed block goes out whole, its text included, as it must come back.
+    expect(deltas).toContainEqual({ thinking_blocks: [{ type: 'thinking', thinking: 'Hmm.', signature: 'sig' }] });
     expect(chunks.map((c) => c.choices[0]?.delta.content ?? '').join('')).toBe('Hello');
     const calls = chunks.flatMap((c) => c.choices[0]?.delta.tool_calls ?? []);
     expect(calls[0]).toEqual({ index: 0, id: 'toolu_1', type: 'function', function: { name: 'json', arguments: '' } });
@@ -398,6 +417,18 @@ describe('AnthropicStreamTranslator', () => {
     expect(t.push({ type: 'message_delta', delta: null, usage: { output_tokens: 2 } } as unknown as AnthropicStreamEvent)).toEqual([]);
     const end = t.push({ type: 'message_stop' });
     expect(end.map((c) => c.choices[0]?.finish_reason ?? 'usage')).toEqual(['stop', 'usage']);
+  });
+
+  it('gives a call whose input stayed {} the arguments "{}", as a whole answer has', () => {
+    const t = new AnthropicStreamTranslator(route);
+    t.push(events[0]);
+    const out = [
+      { type: 'content_block_start', index: 0, content_block: { type: 'tool_use', id: 'toolu_t', name: 'get_time', input: {} } },
+      { type: 'content_block_delta', index: 0, delta: { type: 'input_json_delta', partial_json: '' } },
+      { type: 'content_block_stop', index: 0 },
+    ].flatMap((e) => t.push(e as AnthropicStreamEvent));
+    const args = out.flatMap((c) => c.choices[0]?.delta.tool_calls ?? []).map((c) => c.function?.arguments ?? '');
+    expect(args.join('')).toBe('{}');
   });
 
   it("sends no final usage when message_delta gave no output count (message_start's 1 is a placeholder)", () => {

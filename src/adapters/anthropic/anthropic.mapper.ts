@@ -115,9 +115,14 @@ function assistantBlocks(m: ChatMessage, at: string): Blocks {
   // Thinking blocks go back first and unchanged (their signatures are checked).
   const thinking = m.thinking_blocks;
   if (Array.isArray(thinking)) {
-    for (const b of thinking as Array<{ type?: string; thinking?: string; signature?: string; data?: string }>) {
+    const blocks = thinking as Array<{ type?: string; thinking?: string; signature?: string; data?: string }>;
+    // A client that kept a streamed signature apart from the text (one signed block, no text)
+    // has the text as reasoning_content: together they are the block Anthropic signed.
+    const signed = blocks.filter((b) => b?.type === 'thinking' && b.signature);
+    const text = signed.length === 1 && !signed[0].thinking && typeof m.reasoning_content === 'string' ? m.reasoning_content : undefined;
+    for (const b of blocks) {
       if (b?.type === 'thinking' && typeof b.signature === 'string' && b.signature)
-        out.push({ type: 'thinking', thinking: b.thinking ?? '', signature: b.signature });
+        out.push({ type: 'thinking', thinking: b.thinking || (text ?? ''), signature: b.signature });
       else if (b?.type === 'redacted_thinking' && typeof b.data === 'string') out.push({ type: 'redacted_thinking', data: b.data });
     }
   }
@@ -403,6 +408,10 @@ export class AnthropicStreamTranslator {
   private finished = false;
   /** A message_delta gave the output's count. */
   private outputCounted = false;
+  /** Tool-use blocks (by content index) that have streamed no arguments yet. */
+  private readonly argumentless = new Set<number>();
+  /** Thinking blocks' text so far, by content index (for the block sent with its signature). */
+  private readonly thinking = new Map<number, string>();
 
   constructor(private readonly route: RouteDef) {}
 
@@ -422,9 +431,13 @@ export class AnthropicStreamTranslator {
         if (b.type === 'tool_use') {
           const index = this.tools++;
           this.toolIndex.set(ev.index, index);
-          return [this.chunk({ tool_calls: [{ index, id: b.id, type: 'function', function: { name: b.name, arguments: '' } }] })];
+          // Anthropic starts a call with input {} and streams the arguments after.
+          const given = isObject(b.input) && Object.keys(b.input).length > 0 ? JSON.stringify(b.input) : '';
+          if (given === '') this.argumentless.add(ev.index);
+          return [this.chunk({ tool_calls: [{ index, id: b.id, type: 'function', function: { name: b.name, arguments: given } }] })];
         }
         if (b.type === 'text' && b.text) return [this.chunk({ content: b.text })];
+        if (b.type === 'thinking') this.thinking.set(ev.index, typeof b.thinking === 'string' ? b.thinking : '');
         if (b.type === 'thinking' && b.thinking) return [this.chunk({ reasoning_content: b.thinking })];
         if (b.type === 'redacted_thinking') return [this.chunk({ thinking_blocks: [{ type: 'redacted_thinking', data: b.data }] })];
         return [];
@@ -436,17 +449,29 @@ export class AnthropicStreamTranslator {
             return d.text ? [this.chunk({ content: d.text })] : [];
           case 'input_json_delta': {
             const index = this.toolIndex.get(ev.index);
-            return index === undefined || !d.partial_json
-              ? []
-              : [this.chunk({ tool_calls: [{ index, function: { arguments: d.partial_json } }] })];
+            if (index === undefined || !d.partial_json) return [];
+            this.argumentless.delete(ev.index);
+            return [this.chunk({ tool_calls: [{ index, function: { arguments: d.partial_json } }] })];
           }
           case 'thinking_delta':
-            return d.thinking ? [this.chunk({ reasoning_content: d.thinking })] : [];
+            if (!d.thinking) return [];
+            this.thinking.set(ev.index, (this.thinking.get(ev.index) ?? '') + d.thinking);
+            return [this.chunk({ reasoning_content: d.thinking })];
           case 'signature_delta':
-            return [this.chunk({ thinking_blocks: [{ type: 'thinking', thinking: '', signature: d.signature }] })];
+            // The whole block with its signature, as it must go back on the next turn: a client
+            // that keeps the last thinking_blocks it saw keeps a block Anthropic accepts.
+            return [
+              this.chunk({ thinking_blocks: [{ type: 'thinking', thinking: this.thinking.get(ev.index) ?? '', signature: d.signature }] }),
+            ];
           default:
             return [];
         }
+      }
+      case 'content_block_stop': {
+        // A call whose input stayed {} (no argument deltas): its arguments are "{}", as in a whole answer.
+        const index = this.toolIndex.get(ev.index);
+        if (index === undefined || !this.argumentless.delete(ev.index)) return [];
+        return [this.chunk({ tool_calls: [{ index, function: { arguments: '{}' } }] })];
       }
       case 'message_delta': {
         if (mergeDeltaUsage(this.usage, ev.usage)) this.outputCounted = true;
