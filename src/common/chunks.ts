@@ -1,4 +1,4 @@
-import type { ChatChunk, ChatResponse, ChunkChoice } from './chat.types';
+import type { ChatChunk, ChatResponse, ChunkChoice, ToolCall, Usage } from './chat.types';
 import { contentText } from './tokens';
 
 /** A whole response as the stream of chunks an upstream would have sent for it. */
@@ -79,5 +79,77 @@ export class ToolCallFixer {
       }
     }
     return chunk;
+  }
+}
+
+/** What one choice of a stream said, collected. */
+interface CollectedChoice {
+  content: string;
+  reasoning: string;
+  refusal: string;
+  calls: ToolCall[];
+  thinkingBlocks: unknown[];
+  finish: string | null;
+}
+
+/**
+ * Collects a stream of chunks into one chat.completion, choice by choice: text, reasoning,
+ * refusal, tool calls (arguments joined by index), the last thinking blocks, finish reasons and
+ * usage. For backends that only stream (Codex) and for the stored copy of a streamed answer.
+ */
+export class ChatAggregator {
+  private id = '';
+  private model = '';
+  private created = Math.floor(Date.now() / 1000);
+  private readonly choices = new Map<number, CollectedChoice>();
+  private usage?: Usage;
+
+  push(chunk: ChatChunk): void {
+    this.id ||= chunk.id;
+    this.model ||= chunk.model;
+    this.created = chunk.created ?? this.created;
+    if (chunk.usage) this.usage = chunk.usage;
+    for (const c of chunk.choices) {
+      let st = this.choices.get(c.index);
+      if (!st) this.choices.set(c.index, (st = { content: '', reasoning: '', refusal: '', calls: [], thinkingBlocks: [], finish: null }));
+      const d = c.delta ?? {};
+      if (typeof d.content === 'string') st.content += d.content;
+      if (typeof d.reasoning_content === 'string') st.reasoning += d.reasoning_content;
+      if (typeof d.refusal === 'string') st.refusal += d.refusal;
+      if (Array.isArray(d.thinking_blocks)) st.thinkingBlocks = d.thinking_blocks;
+      for (const t of d.tool_calls ?? []) {
+        const call = (st.calls[t.index] ??= { id: '', type: 'function', function: { name: '', arguments: '' } });
+        if (t.id) call.id = t.id;
+        if (t.function?.name) call.function.name = t.function.name;
+        if (t.function?.arguments) call.function.arguments += t.function.arguments;
+      }
+      if (c.finish_reason) st.finish = c.finish_reason;
+    }
+  }
+
+  result(): ChatResponse {
+    const indexes = [...this.choices.keys()].sort((a, b) => a - b);
+    if (indexes.length === 0) indexes.push(0);
+    const choices = indexes.map((index) => {
+      const st = this.choices.get(index) ?? { content: '', reasoning: '', refusal: '', calls: [], thinkingBlocks: [], finish: null };
+      const calls = st.calls.filter(Boolean);
+      const message: ChatResponse['choices'][number]['message'] = {
+        role: 'assistant',
+        content: calls.length > 0 && !st.content ? null : st.content,
+      };
+      if (st.reasoning) message.reasoning_content = st.reasoning;
+      if (st.refusal) message.refusal = st.refusal;
+      if (calls.length > 0) message.tool_calls = calls;
+      if (st.thinkingBlocks.length > 0) message.thinking_blocks = st.thinkingBlocks;
+      return { index, message, finish_reason: st.finish ?? 'stop', logprobs: null };
+    });
+    return {
+      id: this.id,
+      object: 'chat.completion',
+      created: this.created,
+      model: this.model,
+      choices,
+      ...(this.usage ? { usage: this.usage } : {}),
+    };
   }
 }

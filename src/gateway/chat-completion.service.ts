@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import type { ChatChunk, ChatRequest, ChatResponse } from '../common/chat.types';
+import { ChatAggregator } from '../common/chunks';
 import { UpstreamError } from '../common/errors';
 import { estimatePromptTokens, outputChars } from '../common/tokens';
 import { isSoundUsage, usageFromCounts } from '../common/usage';
@@ -76,7 +77,8 @@ export class ChatCompletionService {
     const sse = new SseWriter(res, this.config.env.STREAM_KEEPALIVE_MS);
     const usage = new StreamUsage(chat.stream_options?.include_usage === true, rec);
     const id = generationId(rec.id);
-    const content: string[] | undefined = this.config.env.DB_STORE_FULL_CONTENT ? [] : undefined;
+    // The stored copy of the answer: every choice whole, as a one-shot answer is stored.
+    const stored = this.config.env.DB_STORE_FULL_CONTENT ? new ChatAggregator() : undefined;
     let first = true;
     const chunks = this.executor.stream(ex);
     try {
@@ -94,7 +96,8 @@ export class ChatCompletionService {
           const d = chunk.choices[0].delta;
           if (d && !d.role) chunk.choices[0].delta = { role: 'assistant', ...d };
         }
-        this.track(chunk, rec, content);
+        this.track(chunk, rec);
+        stored?.push(chunk);
         const wait = sse.write(`data: ${JSON.stringify(chunk)}\n\n`);
         if (wait) await wait;
       }
@@ -111,15 +114,18 @@ export class ChatCompletionService {
         : { id, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: ex.model.id, choices: [], usage: final };
       void sse.write(`data: ${JSON.stringify(last)}\n\n`);
     }
-    if (content) rec.responseContent = { content: content.join('') };
+    if (stored) {
+      const answer = stored.result();
+      if (rec.usage) answer.usage = rec.usage;
+      rec.responseContent = answer;
+    }
     sse.done();
   }
 
-  private track(chunk: ChatChunk, rec: RequestRecord, content: string[] | undefined): void {
+  private track(chunk: ChatChunk, rec: RequestRecord): void {
     for (const c of chunk.choices) {
       const d = c.delta;
       if (d) {
-        if (content && typeof d.content === 'string') content.push(d.content);
         const chars = outputChars(d);
         if (chars > 0 && rec.ttftMs === undefined) rec.ttftMs = performance.now() - rec.startedAt;
         rec.deliveredChars += chars;

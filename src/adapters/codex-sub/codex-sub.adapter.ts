@@ -7,13 +7,13 @@ import { bodyChunks, SseDecoder } from '../../common/sse';
 import type { RouteDef } from '../../config/registry.types';
 import { type AccountLease, AccountPool } from '../../subscription/account-pool.service';
 import { AccountRateLimitError, streamAccountLimit } from '../../subscription/account-session';
+import { ChatAggregator } from '../../common/chunks';
 import { CredentialVault } from '../../subscription/credential-vault.service';
 import { callInfo, withoutSecrets } from '../http/upstream-call';
 import { readBodyText, retryAfterMs, UpstreamClient } from '../http/upstream-client.service';
 import { LlmAdapter, type CallContext, type ProbeResult } from '../llm-adapter';
 import {
   buildResponsesBody,
-  ChatAggregator,
   type CodexRequestOptions,
   type ResponsesFailure,
   ResponsesFailedError,

@@ -1,7 +1,7 @@
+import { ChatAggregator } from '../../common/chunks';
 import type { ChatChunk, ChatRequest } from '../../common/chat.types';
 import {
   buildResponsesBody,
-  ChatAggregator,
   DEFAULT_INSTRUCTIONS,
   ResponsesFailedError,
   ResponsesStreamTranslator,

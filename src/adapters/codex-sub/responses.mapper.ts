@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChunkDelta, ContentPart, ToolCall, Usage } from '../../common/chat.types';
+import type { ChatChunk, ChatMessage, ChatRequest, ChunkDelta, ContentPart, Usage } from '../../common/chat.types';
 
 /**
  * Chat completions ⇄ the OpenAI Responses API as the ChatGPT backend for Codex speaks it
@@ -387,57 +387,4 @@ export function chatUsage(u: unknown): Usage | undefined {
     prompt_tokens_details: { cached_tokens: num((o.input_tokens_details as Item | undefined)?.cached_tokens) },
     completion_tokens_details: { reasoning_tokens: num((o.output_tokens_details as Item | undefined)?.reasoning_tokens) },
   };
-}
-
-// --- a whole answer from its chunks ---------------------------------------------------------
-
-/** Collects a stream of chunks into one chat.completion (the backend only streams). */
-export class ChatAggregator {
-  private id = '';
-  private model = '';
-  private created = Math.floor(Date.now() / 1000);
-  private content = '';
-  private reasoning = '';
-  private refusal = '';
-  private readonly calls: ToolCall[] = [];
-  private finish: string | null = null;
-  private usage?: Usage;
-
-  push(chunk: ChatChunk): void {
-    this.id ||= chunk.id;
-    this.model ||= chunk.model;
-    this.created = chunk.created ?? this.created;
-    if (chunk.usage) this.usage = chunk.usage;
-    for (const c of chunk.choices) {
-      const d = c.delta ?? {};
-      if (typeof d.content === 'string') this.content += d.content;
-      if (typeof d.reasoning_content === 'string') this.reasoning += d.reasoning_content;
-      if (typeof d.refusal === 'string') this.refusal += d.refusal;
-      for (const t of d.tool_calls ?? []) {
-        const call = (this.calls[t.index] ??= { id: '', type: 'function', function: { name: '', arguments: '' } });
-        if (t.id) call.id = t.id;
-        if (t.function?.name) call.function.name = t.function.name;
-        if (t.function?.arguments) call.function.arguments += t.function.arguments;
-      }
-      if (c.finish_reason) this.finish = c.finish_reason;
-    }
-  }
-
-  result(): ChatResponse {
-    const message: ChatResponse['choices'][number]['message'] = {
-      role: 'assistant',
-      content: this.calls.length > 0 && !this.content ? null : this.content,
-    };
-    if (this.reasoning) message.reasoning_content = this.reasoning;
-    if (this.refusal) message.refusal = this.refusal;
-    if (this.calls.length > 0) message.tool_calls = this.calls.filter(Boolean);
-    return {
-      id: this.id,
-      object: 'chat.completion',
-      created: this.created,
-      model: this.model,
-      choices: [{ index: 0, message, finish_reason: this.finish ?? 'stop', logprobs: null }],
-      ...(this.usage ? { usage: this.usage } : {}),
-    };
-  }
 }

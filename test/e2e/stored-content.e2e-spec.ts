@@ -1,0 +1,70 @@
+import type OpenAI from 'openai';
+import { OpenAiUpstream } from '../fixtures/openai-upstream';
+import { startGateway, type TestGateway } from '../helpers/gateway';
+
+/**
+ * DB_STORE_FULL_CONTENT: the row keeps the request and the answer. A streamed answer is stored
+ * as the whole answer a one-shot request would have given: every choice apart, tool calls and
+ * reasoning included.
+ */
+describe('stored content', () => {
+  const upstream = new OpenAiUpstream();
+  let gw: TestGateway;
+  let client: OpenAI;
+
+  beforeAll(async () => {
+    const base = await upstream.start();
+    gw = await startGateway({
+      models: `
+models:
+  - id: demo
+    context_length: 4096
+    route: [{ kind: mock, tokens: 4 }]
+  - id: llm
+    context_length: 4096
+    route: [{ kind: openai_compat, base_url: "${base}", provider_model_id: ok }]
+`,
+      env: { DB_STORE_FULL_CONTENT: 'true' },
+    });
+    client = gw.client();
+  });
+
+  afterAll(async () => {
+    await gw?.close();
+    await upstream.stop();
+  });
+
+  it('stores each choice of a streamed answer apart, as a whole answer', async () => {
+    const stream = await client.chat.completions.create({ model: 'demo', n: 2, stream: true, messages: [{ role: 'user', content: 'x' }] });
+    let id = '';
+    const texts = ['', ''];
+    for await (const c of stream) {
+      id = c.id;
+      for (const ch of c.choices) texts[ch.index] += ch.delta.content ?? '';
+    }
+    const row = await gw.rowFor(id);
+    const stored = row.response_content as OpenAI.ChatCompletion;
+    expect(stored.choices.map((c) => c.message.content)).toEqual(texts);
+    expect(texts[0]).not.toBe('');
+    expect(stored.choices.map((c) => c.finish_reason)).toEqual(['stop', 'stop']);
+  });
+
+  it('stores the tool calls of a streamed answer', async () => {
+    const stream = await client.chat.completions.create({
+      model: 'llm',
+      stream: true,
+      messages: [{ role: 'user', content: 'weather in Paris' }],
+      tools: [
+        { type: 'function', function: { name: 'weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } },
+      ],
+    });
+    let id = '';
+    for await (const c of stream) id = c.id;
+    const stored = (await gw.rowFor(id)).response_content as OpenAI.ChatCompletion;
+    expect(stored.choices[0]).toMatchObject({
+      finish_reason: 'tool_calls',
+      message: { tool_calls: [{ type: 'function', function: { name: 'weather', arguments: expect.stringContaining('{') } }] },
+    });
+    expect(JSON.parse(stored.choices[0].message.tool_calls![0].function.arguments)).toBeInstanceOf(Object);
+  });
+});
