@@ -99,7 +99,8 @@ export class TextCompletionService {
     const sse = new SseWriter(res, this.config.env.STREAM_KEEPALIVE_MS);
     const usage = new StreamUsage(body.stream_options?.include_usage === true, rec);
     const id = generationId(rec.id);
-    const text: string[] | undefined = this.config.env.DB_STORE_FULL_CONTENT ? [] : undefined;
+    // The stored copy: each choice's text apart, with its finish reason, as a one-shot answer.
+    const stored = this.config.env.DB_STORE_FULL_CONTENT ? new Map<number, { text: string; finish_reason: string | null }>() : undefined;
     const open = (adapter: LlmAdapter, route: RouteDef, ctx: CallContext): AsyncIterable<ChatChunk> => {
       if (adapter.streamText) return adapter.streamText(body, route, ctx);
       return chat instanceof UpstreamError ? failing(chat) : adapter.stream(chat, route, ctx);
@@ -115,12 +116,16 @@ export class TextCompletionService {
         out.model = ex.model.id;
         out.provider = ex.route?.kind;
         for (const c of out.choices) {
+          const kept = stored && (stored.get(c.index) ?? stored.set(c.index, { text: '', finish_reason: null }).get(c.index)!);
           if (c.text) {
             rec.ttftMs ??= performance.now() - rec.startedAt;
             rec.deliveredChars += c.text.length;
-            text?.push(c.text);
+            if (kept) kept.text += c.text;
           }
-          if (c.finish_reason) rec.finishReason = c.finish_reason;
+          if (c.finish_reason) {
+            rec.finishReason = c.finish_reason;
+            if (kept) kept.finish_reason = c.finish_reason;
+          }
         }
         const wait = sse.write(`data: ${JSON.stringify(out)}\n\n`);
         if (wait) await wait;
@@ -136,7 +141,13 @@ export class TextCompletionService {
         : { id, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: ex.model.id, choices: [], usage: final };
       void sse.write(`data: ${JSON.stringify(last)}\n\n`);
     }
-    if (text) rec.responseContent = { text: text.join('') };
+    if (stored)
+      rec.responseContent = {
+        object: 'text_completion',
+        model: ex.model.id,
+        choices: [...stored.entries()].sort(([a], [b]) => a - b).map(([index, c]) => ({ index, ...c })),
+        ...(rec.usage ? { usage: rec.usage } : {}),
+      };
     sse.done();
   }
 }

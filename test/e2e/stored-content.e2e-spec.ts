@@ -49,6 +49,21 @@ models:
     expect(stored.choices.map((c) => c.finish_reason)).toEqual(['stop', 'stop']);
   });
 
+  it('stores each choice of a streamed text completion apart', async () => {
+    const stream = await client.completions.create({ model: 'demo', n: 2, stream: true, prompt: 'x' });
+    let id = '';
+    const texts = ['', ''];
+    for await (const c of stream) {
+      id = c.id;
+      for (const ch of c.choices) texts[ch.index] += ch.text;
+    }
+    const stored = (await gw.rowFor(id)).response_content as OpenAI.Completion;
+    expect(stored.choices.map((c) => [c.index, c.text, c.finish_reason])).toEqual([
+      [0, texts[0], 'stop'],
+      [1, texts[1], 'stop'],
+    ]);
+  });
+
   it('stores the tool calls of a streamed answer', async () => {
     const stream = await client.chat.completions.create({
       model: 'llm',
@@ -65,6 +80,7 @@ models:
       finish_reason: 'tool_calls',
       message: { tool_calls: [{ type: 'function', function: { name: 'weather', arguments: expect.stringContaining('{') } }] },
     });
-    expect(JSON.parse(stored.choices[0].message.tool_calls![0].function.arguments)).toBeInstanceOf(Object);
+    const call = stored.choices[0].message.tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall;
+    expect(JSON.parse(call.function.arguments)).toBeInstanceOf(Object);
   });
 });
