@@ -87,7 +87,7 @@ export class RouteExecutor {
   /** Any one-shot operation (chat, embeddings, text completions) across the planned routes. */
   async run<T>(ex: Execution, op: (adapter: LlmAdapter, route: RouteDef, ctx: CallContext) => Promise<T>): Promise<T> {
     // Adapters stop at ctx.signal (their contract), so no extra race is needed here.
-    const won = await this.attempt(ex, (cand, adapter, ctx) => op(adapter, cand.route, ctx));
+    const won = await this.attempt(ex, (cand, adapter, ctx) => op(adapter, cand.route, ctx), true);
     won.scope.dispose();
     const duration = performance.now() - won.started;
     const usage = (won.value as Partial<ChatResponse> | undefined)?.usage;
@@ -164,6 +164,7 @@ export class RouteExecutor {
   private async attempt<T>(
     ex: Execution,
     op: (cand: Candidate, adapter: LlmAdapter, ctx: CallContext, scope: AttemptScope) => Promise<T>,
+    oneShot = false,
   ): Promise<Won<T>> {
     const plan = this.manager.plan(ex);
     const routing = ex.snapshot.routing;
@@ -190,7 +191,7 @@ export class RouteExecutor {
           break;
         }
         calls++;
-        const { adapter, scope, ctx } = this.begin(ex, cand, deadline);
+        const { adapter, scope, ctx } = this.begin(ex, cand, deadline, oneShot);
         const started = performance.now();
         try {
           const value = await op(cand, adapter, ctx, scope);
@@ -257,12 +258,19 @@ export class RouteExecutor {
     ex.model = won.cand.model;
   }
 
-  private begin(ex: Execution, cand: Candidate, deadline: number): { adapter: LlmAdapter; scope: AttemptScope; ctx: CallContext } {
+  private begin(
+    ex: Execution,
+    cand: Candidate,
+    deadline: number,
+    oneShot: boolean,
+  ): { adapter: LlmAdapter; scope: AttemptScope; ctx: CallContext } {
     const route = cand.route;
     const adapter = this.adapters.get(route.kind);
     // validate() refuses such configs; reaching here means a bug, not bad input.
     if (!adapter) throw new Error(`no adapter for kind ${route.kind}`);
-    const timeouts = this.timeoutsFor(route, ex.snapshot);
+    let timeouts = this.timeoutsFor(route, ex.snapshot);
+    // A one-shot answer's headers come with the whole answer: their wait is the first token's.
+    if (oneShot && timeouts.firstTokenMs > timeouts.firstByteMs) timeouts = { ...timeouts, firstByteMs: timeouts.firstTokenMs };
     const remaining = Math.max(1, Math.min(timeouts.totalMs, deadline - performance.now()));
     const scope = new AttemptScope(ex.signal, route, remaining);
     return {

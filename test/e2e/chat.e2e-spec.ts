@@ -65,7 +65,7 @@ models:
       - kind: openai_compat
         base_url: ${upstream}
         provider_model_id: hang
-        timeouts: { first_byte_ms: 300 }
+        timeouts: { first_byte_ms: 300, first_token_ms: 300 }
   - id: acme/slow-start
     context_length: 8192
     route:
