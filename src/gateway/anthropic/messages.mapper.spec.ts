@@ -82,6 +82,50 @@ describe('messagesToChat', () => {
     });
   });
 
+  it("keeps separate text blocks apart as lines (Claude Code's system reminders, multi-part tool output)", () => {
+    const chat = messagesToChat(
+      {
+        max_tokens: 5,
+        messages: [
+          {
+            role: 'user',
+            content: [
+              { type: 'text', text: '<system-reminder>ctx</system-reminder>' },
+              { type: 'text', text: 'Fix the bug' },
+            ],
+          },
+          {
+            role: 'assistant',
+            content: [
+              { type: 'text', text: 'Looking.' },
+              { type: 'text', text: 'Reading the file.' },
+              { type: 'tool_use', id: 'toolu_1', name: 'read', input: {} },
+            ],
+          },
+          {
+            role: 'user',
+            content: [
+              {
+                type: 'tool_result',
+                tool_use_id: 'toolu_1',
+                content: [
+                  { type: 'text', text: 'line1' },
+                  { type: 'text', text: 'line2' },
+                ],
+              },
+            ],
+          },
+        ],
+      },
+      'm',
+    );
+    expect(chat.messages.map((m) => m.content)).toEqual([
+      '<system-reminder>ctx</system-reminder>\nFix the bug',
+      'Looking.\nReading the file.',
+      'line1\nline2',
+    ]);
+  });
+
   it('tells the model in the text that a tool failed, since chat has no is_error field', () => {
     const toolMessage = (content: string) =>
       messagesToChat(

@@ -78,17 +78,23 @@ function userParts(blocks: Block[], at: string): ContentPart[] {
 }
 
 /** Parts as a chat message's content: a plain string when they are all text. */
+/**
+ * Separate text blocks (Claude Code sends a <system-reminder> block beside the user's words, and
+ * tools answer in several blocks) stay apart as lines when they become one text.
+ */
+const BLOCK_SEPARATOR = '\n';
+
 function asContent(parts: ContentPart[]): string | ContentPart[] {
-  return parts.every((p) => p.type === 'text') ? parts.map((p) => (p as { text: string }).text).join('') : parts;
+  return parts.every((p) => p.type === 'text') ? parts.map((p) => (p as { text: string }).text).join(BLOCK_SEPARATOR) : parts;
 }
 
 function toolResultText(content: unknown, at: string): { text: string; images: ContentPart[] } {
   if (content === undefined || content === null) return { text: '', images: [] };
   if (typeof content === 'string') return { text: content, images: [] };
-  let text = '';
+  const texts: string[] = [];
   const images: ContentPart[] = [];
   blocksOf(content).forEach((b, j) => {
-    if (b.type === 'text') text += String(b.text ?? '');
+    if (b.type === 'text') texts.push(String(b.text ?? ''));
     else if (b.type === 'image') images.push(imagePart(b, `${at}.content.${j}`));
     else
       throw unsupported(
@@ -96,7 +102,7 @@ function toolResultText(content: unknown, at: string): { text: string; images: C
         `${at}.content.${j}.type`,
       );
   });
-  return { text, images };
+  return { text: texts.join(BLOCK_SEPARATOR), images };
 }
 
 function systemText(system: unknown): string | undefined {
@@ -147,12 +153,12 @@ export function messagesToChat(body: Json, model: string): ChatRequest {
     const at = `messages.${i}`;
     const blocks = blocksOf(m.content);
     if (m.role === 'assistant') {
-      let text = '';
+      const texts: string[] = [];
       let reasoning = '';
       const calls: ToolCall[] = [];
       const thinking: Json[] = [];
       blocks.forEach((b, j) => {
-        if (b.type === 'text') text += String(b.text ?? '');
+        if (b.type === 'text') texts.push(String(b.text ?? ''));
         else if (b.type === 'tool_use')
           calls.push({
             id: anthropicToolId(String(b.id)),
@@ -166,6 +172,7 @@ export function messagesToChat(body: Json, model: string): ChatRequest {
         else
           throw unsupported(`${at}.content.${j}: content of type "${b.type}" can only be sent to Claude models`, `${at}.content.${j}.type`);
       });
+      const text = texts.join(BLOCK_SEPARATOR);
       const msg: ChatMessage = { role: 'assistant', content: text === '' && calls.length > 0 ? null : text };
       if (calls.length > 0) msg.tool_calls = calls;
       if (reasoning) msg.reasoning_content = reasoning;
