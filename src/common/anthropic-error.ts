@@ -1,5 +1,5 @@
 import type { Request, Response } from 'express';
-import type { GatewayError } from './errors';
+import { isContextLengthError, UpstreamError, type GatewayError } from './errors';
 import { sendErrorJson, sendGatewayError } from './openai-error';
 import { contextOf } from './request-context';
 
@@ -62,7 +62,17 @@ export function anthropicErrorBody(
 }
 
 export function anthropicBodyOf(err: GatewayError, requestId: string | null): AnthropicErrorBody {
-  return anthropicErrorBody(err.status, err.message, requestId, err.code);
+  return anthropicErrorBody(err.status, anthropicMessage(err), requestId, err.code);
+}
+
+/**
+ * The message in Anthropic's words where clients look for them: a prompt over a backend's
+ * context window is "prompt is too long", which Claude Code reads to compact the conversation.
+ */
+function anthropicMessage(err: GatewayError): string {
+  if (err instanceof UpstreamError && isContextLengthError(err) && !/prompt is too long/i.test(err.message))
+    return `prompt is too long: ${err.message}`;
+  return err.message;
 }
 
 /** Writes an Anthropic-shaped error response, unless the response is already under way. */

@@ -218,3 +218,15 @@ export function typeForStatus(status: number): OpenAiErrorType {
       return status >= 500 ? 'api_error' : 'invalid_request_error';
   }
 }
+
+/** An upstream's way of saying the prompt does not fit its context window, by code or by message. */
+const CONTEXT_CODES = new Set(['context_length_exceeded', 'string_above_max_length', 'model_context_window_exceeded']);
+const CONTEXT_TEXT =
+  /maximum context length|context[ _-]?(length|window)|prompt is too long|too many tokens|input (is )?too long|exceeds the maximum number of tokens|reduce the length of the messages|maximum input length/i;
+
+export function isContextLengthError(err: UpstreamError): boolean {
+  const s = err.upstreamStatus;
+  if (err.failure !== 'http' || s === undefined || s < 400 || s >= 500) return false;
+  if (typeof err.code === 'string' && CONTEXT_CODES.has(err.code.toLowerCase())) return true;
+  return (s === 400 || s === 413 || s === 422) && CONTEXT_TEXT.test(err.message);
+}

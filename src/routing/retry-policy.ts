@@ -1,4 +1,4 @@
-import type { UpstreamError } from '../common/errors';
+import { isContextLengthError, type UpstreamError } from '../common/errors';
 import type { RetryPolicy } from '../config/registry.types';
 
 /**
@@ -14,9 +14,6 @@ import type { RetryPolicy } from '../config/registry.types';
  */
 export type FailureClass = 'aborted' | 'request' | 'content_filter' | 'context_length' | 'route' | 'transient' | 'slow' | 'broken';
 
-const CONTEXT_CODES = new Set(['context_length_exceeded', 'string_above_max_length', 'model_context_window_exceeded']);
-const CONTEXT_TEXT =
-  /maximum context length|context[ _-]?(length|window)|prompt is too long|too many tokens|input (is )?too long|exceeds the maximum number of tokens|reduce the length of the messages|maximum input length/i;
 const FILTER_CODES = new Set([
   'content_filter',
   'content_policy_violation',
@@ -27,13 +24,6 @@ const FILTER_CODES = new Set([
 ]);
 const FILTER_TEXT =
   /content (management )?polic|content[ _-]filter|flagged by (our )?moderation|violat\w* (our|the) (usage|content) polic|safety (system|filter)/i;
-
-export function isContextLengthError(err: UpstreamError): boolean {
-  const s = err.upstreamStatus;
-  if (err.failure !== 'http' || s === undefined || s < 400 || s >= 500) return false;
-  if (typeof err.code === 'string' && CONTEXT_CODES.has(err.code.toLowerCase())) return true;
-  return (s === 400 || s === 413 || s === 422) && CONTEXT_TEXT.test(err.message);
-}
 
 export function isContentFilterError(err: UpstreamError): boolean {
   const s = err.upstreamStatus;

@@ -72,6 +72,9 @@ models:
     context_length: 8192
     pricing: { prompt: 1, completion: 2 }
     route: [{ kind: openai_compat, base_url: "${o}", provider_model_id: ok }]
+  - id: llama/small
+    context_length: 8192
+    route: [{ kind: openai_compat, base_url: "${o}", provider_model_id: "context:5" }]
   - id: llama/no-usage
     context_length: 8192
     route: [{ kind: openai_compat, base_url: "${o}", provider_model_id: no-usage }]
@@ -287,6 +290,16 @@ models:
       // The row records what the client was told.
       const row = (await gw.rows()).filter((r) => r.model === 'claude/overloaded').pop()!;
       expect(row).toMatchObject({ status_code: 529, error_code: 'overloaded' });
+    });
+
+    it("says a backend's context overflow in Anthropic's words, which Claude Code reads to compact", async () => {
+      const err = await client.messages
+        .create({ model: 'llama/small', max_tokens: 10, messages: [{ role: 'user', content: 'a long prompt of many words indeed' }] })
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(Anthropic.BadRequestError);
+      expect((err as InstanceType<typeof Anthropic.APIError>).message).toMatch(
+        /prompt is too long: This model's maximum context length is 5 tokens/,
+      );
     });
 
     it("keeps message_start's input count when message_delta's output count is not one, and estimates the output", async () => {
@@ -672,7 +685,7 @@ models:
     });
     const all: string[] = [];
     for await (const m of client.models.list({ limit: 3 })) all.push(m.id);
-    expect(all).toHaveLength(16);
+    expect(all).toHaveLength(17);
     expect(await client.models.retrieve('llama/chat')).toMatchObject({ id: 'llama/chat', type: 'model' });
     // An empty cursor is no cursor: the first page, as with after_id=.
     const empty = (await (await fetch(`${gw.url}/anthropic/v1/models?limit=2&before_id=`)).json()) as { data: Array<{ id: string }> };
