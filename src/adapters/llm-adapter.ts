@@ -16,6 +16,12 @@ export interface CallContext {
   readonly publicModel: string;
   /** What the adapter says about who served: the subscription account it spent (for the request log). */
   readonly served: { account?: string };
+  /**
+   * For streams: called by the adapter once the upstream accepted the call (its 2xx headers),
+   * before the first item. The gateway keeps its keepalives back until then, so that a failure
+   * before it still reaches the client with its own status.
+   */
+  readonly accepted?: () => void;
 }
 
 /**

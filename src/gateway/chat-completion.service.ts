@@ -75,6 +75,7 @@ export class ChatCompletionService {
 
   private async stream(chat: ChatRequest, ex: Execution, rec: RequestRecord, res: Response, signal: AbortSignal): Promise<void> {
     const sse = new SseWriter(res, this.config.env.STREAM_KEEPALIVE_MS);
+    ex.onAccepted = () => sse.startKeepalive();
     const usage = new StreamUsage(chat.stream_options?.include_usage === true, rec);
     const id = generationId(rec.id);
     // The stored copy of the answer: every choice whole, as a one-shot answer is stored.

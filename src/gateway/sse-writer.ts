@@ -10,12 +10,20 @@ export class SseWriter {
   private started = false;
   private keepaliveTimer?: ReturnType<typeof setInterval>;
 
-  /** `keepaliveMs`: send `: keepalive` comments at this interval until `stopKeepalive` (the wait for a first token). */
+  /** `keepaliveMs`: the interval of `: keepalive` comments, from `startKeepalive` to `stopKeepalive`. */
   constructor(
     private readonly res: Response,
-    keepaliveMs?: number,
-  ) {
-    if (keepaliveMs) this.keepaliveTimer = setInterval(() => this.keepalive(), keepaliveMs);
+    private readonly keepaliveMs?: number,
+  ) {}
+
+  /**
+   * The wait for a first token has begun (an upstream accepted the request): keep the connection
+   * alive. Not before: the first keepalive sends the 200, after which a failure can only be told
+   * in the stream.
+   */
+  startKeepalive(): void {
+    if (!this.keepaliveMs || this.keepaliveTimer !== undefined || this.started) return;
+    this.keepaliveTimer = setInterval(() => this.keepalive(), this.keepaliveMs);
   }
 
   /** The wait is over (the first event the client will see); also done by every way of ending. */

@@ -97,6 +97,7 @@ export class TextCompletionService {
   ): Promise<void> {
     const { rec, signal } = scope;
     const sse = new SseWriter(res, this.config.env.STREAM_KEEPALIVE_MS);
+    ex.onAccepted = () => sse.startKeepalive();
     const usage = new StreamUsage(body.stream_options?.include_usage === true, rec);
     const id = generationId(rec.id);
     // The stored copy: each choice's text apart, with its finish reason, as a one-shot answer.

@@ -40,6 +40,8 @@ export class Execution {
   readonly requested: ModelDef;
   /** The request's OpenRouter routing options, once validated (by the first plan). */
   options?: RoutingOptions;
+  /** Streams: a route's upstream accepted the call (the answer may still be a while). */
+  onAccepted?: () => void;
 
   constructor(
     model: ModelDef,

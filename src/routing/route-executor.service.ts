@@ -282,6 +282,7 @@ export class RouteExecutor {
         timeouts: { ...timeouts, totalMs: remaining },
         publicModel: cand.model.id,
         served: {},
+        accepted: oneShot ? undefined : () => ex.onAccepted?.(),
       },
     };
   }

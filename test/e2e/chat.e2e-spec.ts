@@ -70,6 +70,10 @@ models:
     context_length: 8192
     route:
       - { kind: openai_compat, base_url: "${upstream}", provider_model_id: "delay-first-token:5000" }
+  - id: acme/late-limit
+    context_length: 8192
+    route:
+      - { kind: openai_compat, base_url: "${upstream}", provider_model_id: "late-error:600:400" }
   - id: acme/slow-headers
     context_length: 8192
     route:
@@ -509,6 +513,17 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     }
     expect(upstream.requests).toHaveLength(5);
     expect(upstream.connections).toBeLessThanOrEqual(1);
+  });
+
+  it('keeps keepalives back until an upstream accepted the stream, so an earlier failure keeps its status', async () => {
+    // The refusal comes after several keepalive intervals (100 ms here), before any upstream accepted.
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'acme/late-limit', stream: true, messages: [{ role: 'user', content: 'x' }] }),
+    });
+    expect(res.status).toBe(400);
+    expect(res.headers.get('content-type')).toContain('application/json');
   });
 
   it('sends keepalive comments while waiting for the first token', async () => {

@@ -167,7 +167,10 @@ export class CodexSubAdapter implements LlmAdapter {
       headerNumber(res.headers, 'x-codex-secondary-used-percent') ?? -1,
     );
     if (used >= 0) this.pool.observeUsage(lease, used);
-    if (res.statusCode < 400) return res;
+    if (res.statusCode < 400) {
+      ctx.accepted?.();
+      return res;
+    }
     const errText = await readBodyText(res.body);
     throw this.httpError(res.statusCode, errText, res.headers, route, lease);
   }

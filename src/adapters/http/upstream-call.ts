@@ -28,7 +28,7 @@ export async function postJson(
   headers: Record<string, string>,
   body: unknown,
   route: RouteDef,
-  ctx: Pick<CallContext, 'signal' | 'timeouts'>,
+  ctx: Pick<CallContext, 'signal' | 'timeouts' | 'accepted'>,
   toError: HttpErrorMapper,
 ): Promise<Dispatcher.ResponseData> {
   const res = await http.request({
@@ -42,6 +42,7 @@ export async function postJson(
     const text = await readBodyText(res.body);
     throw toError(res.statusCode, text, retryAfterMs(res.headers), res.headers);
   }
+  ctx.accepted?.();
   return res;
 }
 

@@ -95,6 +95,8 @@ export class MockAdapter implements LlmAdapter {
     };
     // With n > 1, each step sends one chunk per choice, as OpenAI and vLLM do.
     const n = choiceCount(req);
+    // Accepted at once; the wait is the first token's.
+    ctx.accepted?.();
     await wait(opts.ttftMs, ctx.signal);
     for (let index = 0; index < n; index++) {
       yield { ...base, choices: [{ index, delta: { role: 'assistant', content: '' }, finish_reason: null }] };

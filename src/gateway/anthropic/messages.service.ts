@@ -171,6 +171,7 @@ export class MessagesService {
     const { rec, signal } = scope;
     const { chat, call, ex } = job;
     const sse = new SseWriter(res, this.config.env.STREAM_KEEPALIVE_MS);
+    ex.onAccepted = () => sse.startKeepalive();
     const tally = new StreamTally(this.config.env.DB_STORE_FULL_CONTENT);
     /** The public id of the model the route being read serves (`message_start` names it). */
     let publicModel = ex.model.id;
