@@ -164,6 +164,37 @@ describe('toAnthropicRequest', () => {
     expect(toAnthropicRequest(req({ tool_choice: 'auto' }))).not.toHaveProperty('tool_choice');
   });
 
+  it('leaves out thinking asked for as reasoning_effort where Claude refuses it, keeping a native thinking', () => {
+    const tools = [{ type: 'function' as const, function: { name: 'f', parameters: { type: 'object' } } }];
+    // A forced tool.
+    expect(toAnthropicRequest(req({ reasoning_effort: 'high', tools, tool_choice: 'required', max_tokens: 100 }))).toMatchObject({
+      max_tokens: 100,
+    });
+    expect(toAnthropicRequest(req({ reasoning_effort: 'high', tools, tool_choice: 'required' }))).not.toHaveProperty('thinking');
+    // A tool loop whose assistant turn came back without its thinking block (runTools).
+    const loop = req({
+      reasoning_effort: 'high',
+      tools,
+      messages: [
+        { role: 'user', content: 'q' },
+        { role: 'assistant', content: null, tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'f', arguments: '{}' } }] },
+        { role: 'tool', tool_call_id: 'call_1', content: 'done' },
+      ],
+    });
+    expect(toAnthropicRequest(loop)).not.toHaveProperty('thinking');
+    // With its signed block, it stays.
+    const signed = structuredClone(loop);
+    signed.messages[1].thinking_blocks = [{ type: 'thinking', thinking: 'hm', signature: 'sig' }];
+    expect(toAnthropicRequest(signed).thinking).toEqual({ type: 'enabled', budget_tokens: 4096 });
+    // The client's own Anthropic thinking goes as it is.
+    expect(
+      toAnthropicRequest({ ...loop, reasoning_effort: undefined, thinking: { type: 'enabled', budget_tokens: 2048 } }).thinking,
+    ).toEqual({
+      type: 'enabled',
+      budget_tokens: 2048,
+    });
+  });
+
   it('maps stop, sampling and user', () => {
     const body = toAnthropicRequest(req({ stop: ['END', '  '], temperature: 1.6, top_p: 0.9, top_k: 5, user: 'u-1' }));
     expect(body).toMatchObject({ stop_sequences: ['END'], temperature: 1, top_p: 0.9, top_k: 5, metadata: { user_id: 'u-1' } });

@@ -261,7 +261,12 @@ export function toAnthropicRequest(req: ChatRequest, opts: AnthropicRequestOptio
   if (typeof req.user === 'string' && req.user) body.metadata = { user_id: req.user };
   const format = outputFormat(req.response_format);
   if (format) body.output_config = { format };
-  const thinking = thinkingOf(req);
+  let thinking = thinkingOf(req);
+  // Thinking asked for in OpenAI's terms (reasoning_effort, reasoning) is left out where Claude
+  // refuses it, rather than failing the request: a forced tool choice, or a tool loop whose
+  // last assistant turn came back without its thinking block (as the OpenAI SDK's runTools
+  // sends it). A client's own Anthropic `thinking` goes as it is.
+  if (thinking?.type === 'enabled' && !(req.thinking && typeof req.thinking === 'object') && thinkingRefused(body)) thinking = undefined;
   if (thinking) {
     body.thinking = thinking;
     if (thinking.type === 'enabled') {
@@ -275,6 +280,19 @@ export function toAnthropicRequest(req: ChatRequest, opts: AnthropicRequestOptio
   }
   if (req.stream === true) body.stream = true;
   return body;
+}
+
+/**
+ * Whether Claude would refuse extended thinking for this body: the tool choice forces a tool,
+ * or the last assistant turn uses a tool without starting with a thinking block.
+ */
+function thinkingRefused(body: AnthropicRequest): boolean {
+  const tc = body.tool_choice as { type?: string } | undefined;
+  if (tc?.type === 'any' || tc?.type === 'tool') return true;
+  const last = body.messages.findLast((m) => m.role === 'assistant');
+  if (!last || typeof last.content === 'string') return false;
+  const blocks = last.content as Array<{ type: string }>;
+  return blocks.some((b) => b.type === 'tool_use') && blocks[0]?.type !== 'thinking' && blocks[0]?.type !== 'redacted_thinking';
 }
 
 /**
