@@ -75,7 +75,12 @@ export class RequestRecord {
       // its prompt is exact, and the answer is that figure plus an estimate of what followed.
       const soFar = this.usageSoFarAt;
       if (soFar !== undefined && (this.status !== 200 || this.deliveredChars > soFar)) {
-        counts.completion += Math.ceil(Math.max(0, this.deliveredChars - soFar) / 4);
+        // A figure that counts no output although output had come (Gemini's interim usage may
+        // carry the prompt only) says nothing of it: all that was delivered is estimated.
+        counts.completion =
+          counts.completion === 0 && soFar > 0
+            ? Math.ceil(this.deliveredChars / 4)
+            : counts.completion + Math.ceil(Math.max(0, this.deliveredChars - soFar) / 4);
         return { counts, estimated: true };
       }
       return { counts, estimated: this.usageEstimated };

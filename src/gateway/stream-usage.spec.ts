@@ -52,6 +52,15 @@ describe('StreamUsage', () => {
     expect(rec.tokens()).toEqual({ counts: expect.objectContaining({ prompt: 7, completion: 1 }), estimated: false });
   });
 
+  it('estimates all delivered output when the running figure counted none of it', () => {
+    const rec = new RequestRecord('r', 0);
+    const u = new StreamUsage(false, rec);
+    u.take(chunk([{ index: 0, delta: { content: 'Hello world fr' }, finish_reason: null }], usage(7, 0)));
+    rec.deliveredChars += 14;
+    rec.status = 499;
+    expect(rec.tokens()).toEqual({ counts: expect.objectContaining({ prompt: 7, completion: 4 }), estimated: true });
+  });
+
   it("counts a legacy completion chunk's text as delivered with the running figure", () => {
     const rec = new RequestRecord('r', 0);
     const u = new StreamUsage(false, rec);
