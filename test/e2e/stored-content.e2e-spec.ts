@@ -1,4 +1,5 @@
 import type OpenAI from 'openai';
+import { AnthropicUpstream } from '../fixtures/anthropic-upstream';
 import { OpenAiUpstream } from '../fixtures/openai-upstream';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 
@@ -9,11 +10,13 @@ import { startGateway, type TestGateway } from '../helpers/gateway';
  */
 describe('stored content', () => {
   const upstream = new OpenAiUpstream();
+  const claude = new AnthropicUpstream();
   let gw: TestGateway;
   let client: OpenAI;
 
   beforeAll(async () => {
     const base = await upstream.start();
+    const claudeBase = await claude.start();
     gw = await startGateway({
       models: `
 models:
@@ -23,6 +26,9 @@ models:
   - id: llm
     context_length: 4096
     route: [{ kind: openai_compat, base_url: "${base}", provider_model_id: ok }]
+  - id: claude
+    context_length: 200000
+    route: [{ kind: anthropic, base_url: "${claudeBase}", api_key: good, provider_model_id: thinking }]
 `,
       env: { DB_STORE_FULL_CONTENT: 'true' },
     });
@@ -32,6 +38,7 @@ models:
   afterAll(async () => {
     await gw?.close();
     await upstream.stop();
+    await claude.stop();
   });
 
   it('stores each choice of a streamed answer apart, as a whole answer', async () => {
@@ -82,5 +89,28 @@ models:
     });
     const call = stored.choices[0].message.tool_calls![0] as OpenAI.ChatCompletionMessageFunctionToolCall;
     expect(JSON.parse(call.function.arguments)).toBeInstanceOf(Object);
+  });
+
+  it('stores a relayed Anthropic stream as the message: thinking, text and tool use', async () => {
+    const res = await fetch(`${gw.url}/anthropic/v1/messages`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        model: 'claude',
+        max_tokens: 200,
+        stream: true,
+        messages: [{ role: 'user', content: 'weather in Paris' }],
+        tools: [{ name: 'weather', input_schema: { type: 'object', properties: { input: { type: 'string' } } } }],
+      }),
+    });
+    const text = await res.text();
+    const id = res.headers.get('x-request-id')!;
+    expect(text).toContain('event: message_stop');
+    const row = (await gw.rows()).find((r) => r.id === id)!;
+    const stored = row.response_content as { content: Array<Record<string, unknown>>; stop_reason: string };
+    expect(stored.stop_reason).toBe('tool_use');
+    expect(stored.content.map((b) => b.type)).toEqual(['thinking', 'tool_use']);
+    expect(stored.content[0]).toMatchObject({ thinking: expect.stringContaining('step by step'), signature: expect.any(String) });
+    expect(stored.content[1]).toMatchObject({ name: 'weather', input: { input: 'weather in Paris' } });
   });
 });

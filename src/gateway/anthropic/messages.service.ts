@@ -215,10 +215,32 @@ class StreamTally {
   private usage?: AnthropicUsage;
   private final = false;
   private estimated = false;
-  private readonly text?: string[];
+  /** The stored copy of the message, block by block (DB_STORE_FULL_CONTENT). */
+  private readonly blocks?: Map<number, Json>;
+  private stop: unknown = null;
 
   constructor(storeContent: boolean) {
-    if (storeContent) this.text = [];
+    if (storeContent) this.blocks = new Map();
+  }
+
+  /** Keeps a block as the message will hold it: text, thinking and tool input joined from their deltas. */
+  private keep(e: SurfaceEvent): void {
+    const d = parse(e.data);
+    const index = typeof d?.index === 'number' ? d.index : undefined;
+    if (!this.blocks || index === undefined) return;
+    if (e.event === 'content_block_start' && d?.content_block && typeof d.content_block === 'object') {
+      const b = { ...(d.content_block as Json) };
+      if (b.type === 'tool_use') b.input = '';
+      this.blocks.set(index, b);
+      return;
+    }
+    const b = this.blocks.get(index);
+    const delta = d?.delta as Json | undefined;
+    if (!b || !delta) return;
+    if (typeof delta.text === 'string') b.text = String(b.text ?? '') + delta.text;
+    if (typeof delta.thinking === 'string') b.thinking = String(b.thinking ?? '') + delta.thinking;
+    if (typeof delta.signature === 'string') b.signature = delta.signature;
+    if (typeof delta.partial_json === 'string') b.input = String(b.input ?? '') + delta.partial_json;
   }
 
   see(e: SurfaceEvent, rec: RequestRecord): void {
@@ -234,6 +256,7 @@ class StreamTally {
         const counted = mergeDeltaUsage((this.usage ??= {}), d?.usage);
         const stop = (d?.delta as { stop_reason?: unknown } | undefined)?.stop_reason;
         if (typeof stop === 'string') rec.finishReason = finishReason(stop);
+        this.stop = stop ?? null;
         this.final = true;
         // Without a final output count, the output is estimated from what was delivered.
         if (e.estimated || !counted) this.estimated = true;
@@ -247,20 +270,23 @@ class StreamTally {
         // What the delta delivered, for an estimate if the upstream never reports usage (its
         // envelope is most of a short token's event, so the event's length would overstate it).
         rec.deliveredChars += deltaChars(e.data);
-        if (this.text) {
-          const delta = parse(e.data)?.delta as { text?: unknown } | undefined;
-          if (typeof delta?.text === 'string') this.text.push(delta.text);
-        }
+        this.keep(e);
         return;
       }
       default:
         rec.ttftMs ??= performance.now() - rec.startedAt;
+        if (e.event === 'content_block_start') this.keep(e);
     }
   }
 
   /** Usage into the record: exact when `message_delta` came, else the input figures and an estimate of the output. */
   settle(rec: RequestRecord): void {
-    if (this.text) rec.responseContent = { content: this.text.join('') };
+    if (this.blocks) {
+      const content = [...this.blocks.entries()]
+        .sort(([a], [b]) => a - b)
+        .map(([, b]) => (b.type === 'tool_use' ? { ...b, input: parseInput(b.input) } : b));
+      rec.responseContent = { type: 'message', role: 'assistant', content, stop_reason: this.stop };
+    }
     if (!this.usage) return;
     const delivered = Math.ceil(rec.deliveredChars / 4);
     if (this.final && !this.estimated) {
@@ -381,4 +407,14 @@ function parse(data: string): Json | undefined {
 function outputTokensOf(data: string): number | undefined {
   const n = (parse(data)?.usage as { output_tokens?: unknown } | undefined)?.output_tokens;
   return typeof n === 'number' ? n : undefined;
+}
+
+/** A tool call's streamed input as the object it spells (the text itself if it spells none). */
+function parseInput(text: unknown): unknown {
+  if (typeof text !== 'string' || text === '') return {};
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
 }
