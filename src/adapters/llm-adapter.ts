@@ -14,8 +14,11 @@ export interface CallContext {
   readonly timeouts: UpstreamTimeouts;
   /** The model id the client asked for. */
   readonly publicModel: string;
-  /** What the adapter says about who served: the subscription account it spent (for the request log). */
-  readonly served: { account?: string };
+  /**
+   * What the adapter says about who served (for the request log): the subscription account that
+   * answered, and every account the call tried, in order.
+   */
+  readonly served: { account?: string; tried?: string[] };
   /**
    * For streams: called by the adapter once the upstream accepted the call (its 2xx headers),
    * before the first item. The gateway keeps its keepalives back until then, so that a failure

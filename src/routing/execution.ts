@@ -8,8 +8,10 @@ export interface AttemptRecord {
   provider: string;
   /** Set when a fallback model (from the request's `models`) was tried. */
   model?: string;
-  /** The subscription account the attempt spent (subscription routes). */
+  /** The subscription account the attempt spent (subscription routes): the one that answered, or the last tried. */
   account?: string;
+  /** Every account the attempt tried, in order, when it tried more than one. */
+  accounts_tried?: string[];
   /**
    * `cancelled`: the client left while this route was answering; `skipped`: the route was not
    * called (its circuit refused, or its context window is too small after a context-length error).

@@ -360,7 +360,11 @@ function record(
     outcome: err ? 'error' : 'ok',
     duration_ms: Math.round(performance.now() - started),
   };
-  if (ctx?.served.account !== undefined) r.account = ctx.served.account;
+  // The account that answered, else (a failure) the last one tried; and all of them, if several.
+  const tried = ctx?.served.tried ?? [];
+  const account = ctx?.served.account ?? (err ? tried.at(-1) : undefined);
+  if (account !== undefined) r.account = account;
+  if (tried.length > 1) r.accounts_tried = [...tried];
   if (cand.model !== ex.requested) r.model = cand.model.id;
   if (retry > 0) {
     r.retry = retry;

@@ -308,6 +308,12 @@ models:
       last_error: expect.stringContaining('usage limit'),
     });
     expect(b).toMatchObject({ name: 'account-2', status: 'active', failures: 0 });
+    // The first request's row names the account that answered and both it tried.
+    const first = (await gw.waitForRows(3)).sort((x, y) => +new Date(x.created_at) - +new Date(y.created_at))[0];
+    expect(first.metadata).toMatchObject({
+      account: 'account-2',
+      attempts: [{ route: 'sub', outcome: 'ok', account: 'account-2', accounts_tried: ['account-1', 'account-2'] }],
+    });
   });
 
   it('403: the failure counts against the account, the next one answers, and the healthy one is preferred for a while', async () => {

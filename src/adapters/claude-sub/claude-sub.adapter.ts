@@ -99,9 +99,10 @@ export class ClaudeSubAdapter extends AnthropicAdapter {
     endpoint: MessagesEndpoint = 'messages',
   ): Promise<Accepted> {
     const text = JSON.stringify(body);
-    const { value: res, lease } = await this.pool.run('claude', ctx.signal, (l) =>
-      this.sendAs(l, text, route, ctx, stream, client, endpoint),
-    );
+    const { value: res, lease } = await this.pool.run('claude', ctx.signal, (l) => {
+      (ctx.served.tried ??= []).push(l.name);
+      return this.sendAs(l, text, route, ctx, stream, client, endpoint);
+    });
     ctx.served.account = lease.name;
     return { res, streamError: (err) => this.streamFailure(err, route, lease, res.headers) };
   }

@@ -91,7 +91,10 @@ export class CodexSubAdapter implements LlmAdapter {
       throw err;
     }
     const text = JSON.stringify(body);
-    const { value: res, lease } = await this.pool.run('codex', ctx.signal, (l) => this.send(text, body, route, ctx, opts, l));
+    const { value: res, lease } = await this.pool.run('codex', ctx.signal, (l) => {
+      (ctx.served.tried ??= []).push(l.name);
+      return this.send(text, body, route, ctx, opts, l);
+    });
     ctx.served.account = lease.name;
     const translator = new ResponsesStreamTranslator(route.providerModelId, `resp-${ctx.requestId}`);
     const sse = new SseDecoder();
