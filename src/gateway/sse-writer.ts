@@ -22,7 +22,7 @@ export class SseWriter {
    * in the stream.
    */
   startKeepalive(): void {
-    if (!this.keepaliveMs || this.keepaliveTimer !== undefined || this.started) return;
+    if (!this.keepaliveMs || this.keepaliveTimer !== undefined || this.started || this.closed) return;
     this.keepaliveTimer = setInterval(() => this.keepalive(), this.keepaliveMs);
   }
 
@@ -54,8 +54,8 @@ export class SseWriter {
 
   /** Writes raw SSE text; resolves at once unless the client is slow, then on drain (or close). */
   write(text: string): Promise<void> | undefined {
-    if (!this.started) this.start();
     if (this.closed) return undefined;
+    if (!this.started) this.start();
     if (this.res.write(text)) return undefined;
     return new Promise((resolve) => {
       const done = () => {

@@ -97,7 +97,10 @@ export class TextCompletionService {
   ): Promise<void> {
     const { rec, signal } = scope;
     const sse = new SseWriter(res, this.config.env.STREAM_KEEPALIVE_MS);
+    // Keepalives from an upstream's acceptance until content or the attempt's failure: a
+    // failure before any was sent, and a retry's wait, leave the status free.
     ex.onAccepted = () => sse.startKeepalive();
+    ex.onAttemptFailed = () => sse.stopKeepalive();
     const usage = new StreamUsage(body.stream_options?.include_usage === true, rec);
     const id = generationId(rec.id);
     // The stored copy: each choice's text apart, with its finish reason, as a one-shot answer.

@@ -44,6 +44,8 @@ export class Execution {
   options?: RoutingOptions;
   /** Streams: a route's upstream accepted the call (the answer may still be a while). */
   onAccepted?: () => void;
+  /** An attempt failed before the answer began: whatever waits on the accepted call stops. */
+  onAttemptFailed?: () => void;
 
   constructor(
     model: ModelDef,

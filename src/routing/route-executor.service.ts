@@ -199,6 +199,7 @@ export class RouteExecutor {
         } catch (e) {
           const err = this.failure(e, scope, cand.route);
           scope.dispose();
+          ex.onAttemptFailed?.();
           this.state.failed(cand.state, permit, err);
           ex.attempts.push(record(ex, cand, started, err, retry, backoffMs, ctx));
           last = err;

@@ -74,6 +74,10 @@ models:
     context_length: 8192
     route:
       - { kind: openai_compat, base_url: "${upstream}", provider_model_id: "late-error:600:400" }
+  - id: acme/accepted-then-failed
+    context_length: 8192
+    route:
+      - { kind: openai_compat, base_url: "${upstream}", provider_model_id: "accept-then-error:60" }
   - id: acme/slow-headers
     context_length: 8192
     route:
@@ -524,6 +528,18 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     });
     expect(res.status).toBe(400);
     expect(res.headers.get('content-type')).toContain('application/json');
+  });
+
+  it("stops keepalives when an accepted attempt fails, so that the retries' waits do not send the 200", async () => {
+    // Each attempt is accepted and fails before the first keepalive (100 ms); the backoffs
+    // between them are longer than one interval.
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'acme/accepted-then-failed', stream: true, messages: [{ role: 'user', content: 'x' }] }),
+    });
+    expect(res.status).toBe(502);
+    expect(await res.text()).not.toContain(': keepalive');
   });
 
   it('sends keepalive comments while waiting for the first token', async () => {

@@ -171,7 +171,10 @@ export class MessagesService {
     const { rec, signal } = scope;
     const { chat, call, ex } = job;
     const sse = new SseWriter(res, this.config.env.STREAM_KEEPALIVE_MS);
+    // Keepalives from an upstream's acceptance until content or the attempt's failure: a
+    // failure before any was sent, and a retry's wait, leave the status free.
     ex.onAccepted = () => sse.startKeepalive();
+    ex.onAttemptFailed = () => sse.stopKeepalive();
     const tally = new StreamTally(this.config.env.DB_STORE_FULL_CONTENT);
     /** The public id of the model the route being read serves (`message_start` names it). */
     let publicModel = ex.model.id;
