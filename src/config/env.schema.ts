@@ -171,7 +171,7 @@ export class Env {
   @Min(1)
   UPSTREAM_CONNECT_TIMEOUT_MS = 10_000;
 
-  /** From sending the request to the upstream's response headers. */
+  /** From sending the request to the upstream's response headers (streams and quick calls; a one-shot generation has the total time). */
   @Type(() => Number)
   @IsInt()
   @Min(1)
@@ -206,7 +206,7 @@ export class Env {
   @Min(100)
   UPSTREAM_KEEPALIVE_MS = 30_000;
 
-  /** Interval of `: keepalive` SSE comments while a stream waits for its first token. */
+  /** Interval of `: keepalive` SSE comments while a stream waits for its first token, once an upstream accepted it. */
   @Type(() => Number)
   @IsInt()
   @Min(10)

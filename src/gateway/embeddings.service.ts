@@ -68,15 +68,19 @@ export class EmbeddingsService implements OnModuleInit, OnApplicationBootstrap {
       const view: ChatRequest = { ...body, model: body.model, messages: [] };
       const ex = new Execution(model, view, rec.id, scope.signal, scope.snapshot);
       rec.execution = ex;
-      const out = await this.executor.run(ex, (adapter, route, ctx) => {
-        if (!adapter.embed) return Promise.reject(unsupported(`route ${route.id} (${route.kind}) cannot compute embeddings`, 'model'));
-        return adapter.embed(body, route, ctx).then((answer) => {
-          // Before it counts as served: a broken answer is the route's failure, and the next one may serve.
-          const problem = embeddingsProblem(answer, embeddingInputs(body.input).length);
-          if (problem) throw protocolError(route, problem);
-          return answer;
-        });
-      });
+      const out = await this.executor.run(
+        ex,
+        (adapter, route, ctx) => {
+          if (!adapter.embed) return Promise.reject(unsupported(`route ${route.id} (${route.kind}) cannot compute embeddings`, 'model'));
+          return adapter.embed(body, route, ctx).then((answer) => {
+            // Before it counts as served: a broken answer is the route's failure, and the next one may serve.
+            const problem = embeddingsProblem(answer, embeddingInputs(body.input).length);
+            if (problem) throw protocolError(route, problem);
+            return answer;
+          });
+        },
+        'headers',
+      );
       rec.usageEstimated = this.present(out, body.encoding_format ?? 'float', model.id, body.input);
       rec.usage = {
         prompt_tokens: out.usage!.prompt_tokens,

@@ -38,6 +38,9 @@ const CHAT_SHAPE: StreamShape<ChatChunk> = {
   completionTokens: (chunk) => chunk.usage?.completion_tokens,
 };
 
+/** How long a one-shot call waits for its response headers: the whole answer's time, or first_byte_ms. */
+export type OneShotWait = 'answer' | 'headers';
+
 /** An attempt that succeeded (one-shot) or committed (stream): the caller finishes it. */
 interface Won<T> {
   cand: Candidate;
@@ -84,10 +87,19 @@ export class RouteExecutor {
     return this.run(ex, (adapter, route, ctx) => adapter.complete(ex.request, route, ctx));
   }
 
-  /** Any one-shot operation (chat, embeddings, text completions) across the planned routes. */
-  async run<T>(ex: Execution, op: (adapter: LlmAdapter, route: RouteDef, ctx: CallContext) => Promise<T>): Promise<T> {
+  /**
+   * Any one-shot operation (chat, embeddings, text completions) across the planned routes.
+   * `wait`: `answer` for a generation, whose headers come with the whole answer and so may take
+   * until the attempt's total deadline; `headers` for a quick call (embeddings, token counts),
+   * whose headers are due within first_byte_ms.
+   */
+  async run<T>(
+    ex: Execution,
+    op: (adapter: LlmAdapter, route: RouteDef, ctx: CallContext) => Promise<T>,
+    wait: OneShotWait = 'answer',
+  ): Promise<T> {
     // Adapters stop at ctx.signal (their contract), so no extra race is needed here.
-    const won = await this.attempt(ex, (cand, adapter, ctx) => op(adapter, cand.route, ctx), true);
+    const won = await this.attempt(ex, (cand, adapter, ctx) => op(adapter, cand.route, ctx), wait);
     won.scope.dispose();
     const duration = performance.now() - won.started;
     const usage = (won.value as Partial<ChatResponse> | undefined)?.usage;
@@ -164,7 +176,7 @@ export class RouteExecutor {
   private async attempt<T>(
     ex: Execution,
     op: (cand: Candidate, adapter: LlmAdapter, ctx: CallContext, scope: AttemptScope) => Promise<T>,
-    oneShot = false,
+    oneShot?: OneShotWait,
   ): Promise<Won<T>> {
     const plan = this.manager.plan(ex);
     const routing = ex.snapshot.routing;
@@ -263,16 +275,17 @@ export class RouteExecutor {
     ex: Execution,
     cand: Candidate,
     deadline: number,
-    oneShot: boolean,
+    oneShot: OneShotWait | undefined,
   ): { adapter: LlmAdapter; scope: AttemptScope; ctx: CallContext } {
     const route = cand.route;
     const adapter = this.adapters.get(route.kind);
     // validate() refuses such configs; reaching here means a bug, not bad input.
     if (!adapter) throw new Error(`no adapter for kind ${route.kind}`);
     let timeouts = this.timeoutsFor(route, ex.snapshot);
-    // A one-shot answer's headers come with the whole answer: their wait is the first token's.
-    if (oneShot && timeouts.firstTokenMs > timeouts.firstByteMs) timeouts = { ...timeouts, firstByteMs: timeouts.firstTokenMs };
     const remaining = Math.max(1, Math.min(timeouts.totalMs, deadline - performance.now()));
+    // A one-shot answer's headers come with the whole answer: no deadline short of the total
+    // tells a slow answer from a hung server.
+    if (oneShot === 'answer') timeouts = { ...timeouts, firstByteMs: remaining };
     const scope = new AttemptScope(ex.signal, route, remaining);
     return {
       adapter,

@@ -65,7 +65,7 @@ models:
       - kind: openai_compat
         base_url: ${upstream}
         provider_model_id: hang
-        timeouts: { first_byte_ms: 300, first_token_ms: 300 }
+        timeouts: { first_byte_ms: 300, total_ms: 500 }
   - id: acme/slow-start
     context_length: 8192
     route:
@@ -393,7 +393,7 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
       .create({ model: 'acme/hang', messages: [{ role: 'user', content: 'x' }] })
       .catch((e: unknown) => e);
     expect((hang as APIError).status).toBe(504);
-    expect((hang as APIError).message).toMatch(/no response within 300 ms/);
+    expect((hang as APIError).message).toMatch(/no complete answer from upstream openai_compat within 500 ms/);
 
     const rows = await gw.rows();
     expect(rows.filter((r) => r.model === 'acme/broken').map((r) => r.status_code)).toEqual([502]);

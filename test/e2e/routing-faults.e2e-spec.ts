@@ -23,8 +23,8 @@ ${pair('f/429-retry-after', u, 'fail-n:429:1:1')}
 ${pair('f/429-bare', u, 'fail-n:429:1')}
 ${pair('f/500-once', u, 'fail-n:500:1')}
 ${pair('f/reset', u, 'reset')}
-${pair('f/hang', u, 'hang', ', timeouts: { first_byte_ms: 300, first_token_ms: 300 }')}
-${pair('f/slow-answer', u, 'delay-headers:2500', ', timeouts: { first_byte_ms: 300, first_token_ms: 5000 }')}
+${pair('f/hang', u, 'hang', ', timeouts: { first_byte_ms: 300, total_ms: 500 }')}
+${pair('f/slow-answer', u, 'delay-headers:2500', ', timeouts: { first_byte_ms: 300, first_token_ms: 1000 }')}
 ${pair('f/slow-first-token', u, 'delay-first-token:5000', ', timeouts: { first_token_ms: 300 }')}
 ${pair('f/stall-first', u, 'stall-first:5000', ', timeouts: { idle_ms: 300, first_token_ms: 600 }')}
 ${pair('f/role-then-prefill', u, 'stall-first:800', ', timeouts: { idle_ms: 300, first_token_ms: 3000 }')}
@@ -179,7 +179,7 @@ describe('routing under upstream faults', () => {
     expect(sent()).toEqual(['reset', 'reset', 'reset', 'ok']);
   });
 
-  it('accepted and never answered: the first-byte deadline moves on to the next route without retrying the silent one', async () => {
+  it("accepted and never answered: the attempt's deadline moves on to the next route without retrying the silent one", async () => {
     const res = await ask('f/hang');
     expect(res.choices[0].message.content).toBe('echo: hi');
     expect(sent()).toEqual(['hang', 'ok']);
@@ -187,7 +187,7 @@ describe('routing under upstream faults', () => {
     await upstream.waitForAborts(1);
   });
 
-  it("a one-shot answer, whose headers come with it, has the first token's deadline, not the first byte's", async () => {
+  it("a one-shot answer, whose headers come with it, has until the attempt's total deadline, not the first byte's or token's", async () => {
     const res = await ask('f/slow-answer');
     expect(res.choices[0].message.content).toBe('echo: hi');
     expect(sent()).toEqual(['delay-headers:2500']);

@@ -89,8 +89,11 @@ export class MessagesService {
         scope.rec.notes.operation = 'count_tokens';
         scope.rec.usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
         await this.calls.admit(scope, res, () => ({ tokens: 0, costPico: 0n }));
-        const tokens = await this.executor.run(ex, (adapter, route, ctx) =>
-          adapter.messages ? adapter.messages.countTokens(call, route, ctx) : Promise.resolve(estimatePromptTokens(ex.request)),
+        const tokens = await this.executor.run(
+          ex,
+          (adapter, route, ctx) =>
+            adapter.messages ? adapter.messages.countTokens(call, route, ctx) : Promise.resolve(estimatePromptTokens(ex.request)),
+          'headers',
         );
         scope.rec.notes.input_tokens = tokens;
         this.calls.sendJson(res, { input_tokens: tokens });
