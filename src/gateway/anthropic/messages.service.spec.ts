@@ -1,4 +1,5 @@
-import { deltaChars } from './messages.service';
+import { RequestRecord } from '../request-record';
+import { deltaChars, StreamTally } from './messages.service';
 
 describe('deltaChars', () => {
   const event = (delta: Record<string, unknown>) => JSON.stringify({ type: 'content_block_delta', index: 0, delta });
@@ -14,5 +15,34 @@ describe('deltaChars', () => {
     expect(deltaChars(event({ type: 'text_delta', text: 'say "hi" \\ ok' }))).toBe('say "hi" \\ ok'.length);
     expect(deltaChars(event({ type: 'text_delta', text: '' }))).toBe(0);
     expect(deltaChars(event({ type: 'signature_delta', signature: 'abc' }))).toBe(0);
+  });
+});
+
+describe('StreamTally', () => {
+  const ev = (event: string, data: Record<string, unknown>) => ({ event, data: JSON.stringify({ type: event, ...data }) });
+
+  it('stores the streamed message block by block, server tools included', () => {
+    const rec = new RequestRecord('r', 0);
+    const tally = new StreamTally(true);
+    for (const e of [
+      ev('message_start', { message: { id: 'msg_1', usage: { input_tokens: 5, output_tokens: 1 } } }),
+      ev('content_block_start', { index: 0, content_block: { type: 'server_tool_use', id: 'srvtoolu_1', name: 'web_search', input: {} } }),
+      ev('content_block_delta', { index: 0, delta: { type: 'input_json_delta', partial_json: '{"query":' } }),
+      ev('content_block_delta', { index: 0, delta: { type: 'input_json_delta', partial_json: '"weather"}' } }),
+      ev('content_block_start', { index: 1, content_block: { type: 'text', text: '' } }),
+      ev('content_block_delta', { index: 1, delta: { type: 'text_delta', text: 'Sunny.' } }),
+      ev('message_delta', { delta: { stop_reason: 'end_turn' }, usage: { output_tokens: 9 } }),
+    ])
+      tally.see(e, rec);
+    tally.settle(rec);
+    expect(rec.responseContent).toEqual({
+      type: 'message',
+      role: 'assistant',
+      stop_reason: 'end_turn',
+      content: [
+        { type: 'server_tool_use', id: 'srvtoolu_1', name: 'web_search', input: { query: 'weather' } },
+        { type: 'text', text: 'Sunny.' },
+      ],
+    });
   });
 });

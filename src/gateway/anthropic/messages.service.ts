@@ -217,7 +217,7 @@ export class MessagesService {
  * delivered. `message_start`, `message_delta` and content deltas are parsed; the other events
  * are relayed without being looked into.
  */
-class StreamTally {
+export class StreamTally {
   private usage?: AnthropicUsage;
   private final = false;
   private estimated = false;
@@ -236,7 +236,8 @@ class StreamTally {
     if (!this.blocks || index === undefined) return;
     if (e.event === 'content_block_start' && d?.content_block && typeof d.content_block === 'object') {
       const b = { ...(d.content_block as Json) };
-      if (b.type === 'tool_use') b.input = '';
+      // Any block whose input streams (tool_use, server_tool_use, mcp_tool_use) starts as {}.
+      if (b.input !== null && typeof b.input === 'object') b.input = Object.keys(b.input).length > 0 ? JSON.stringify(b.input) : '';
       this.blocks.set(index, b);
       return;
     }
@@ -290,7 +291,7 @@ class StreamTally {
     if (this.blocks) {
       const content = [...this.blocks.entries()]
         .sort(([a], [b]) => a - b)
-        .map(([, b]) => (b.type === 'tool_use' ? { ...b, input: parseInput(b.input) } : b));
+        .map(([, b]) => (typeof b.input === 'string' ? { ...b, input: parseInput(b.input) } : b));
       rec.responseContent = { type: 'message', role: 'assistant', content, stop_reason: this.stop };
     }
     if (!this.usage) return;
