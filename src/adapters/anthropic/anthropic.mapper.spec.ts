@@ -450,6 +450,23 @@ describe('AnthropicStreamTranslator', () => {
     expect(end.map((c) => c.choices[0]?.finish_reason ?? 'usage')).toEqual(['stop', 'usage']);
   });
 
+  it('sends every signed block so far with each, since clients keep the last thinking_blocks they saw', () => {
+    const t = new AnthropicStreamTranslator(route);
+    t.push(events[0]);
+    const out = [
+      { type: 'content_block_start', index: 0, content_block: { type: 'redacted_thinking', data: 'opaque' } },
+      { type: 'content_block_stop', index: 0 },
+      { type: 'content_block_start', index: 1, content_block: { type: 'thinking', thinking: '', signature: '' } },
+      { type: 'content_block_delta', index: 1, delta: { type: 'thinking_delta', thinking: 'Hmm.' } },
+      { type: 'content_block_delta', index: 1, delta: { type: 'signature_delta', signature: 'sig' } },
+    ].flatMap((e) => t.push(e as AnthropicStreamEvent));
+    const blocks = out.filter((c) => c.choices[0]?.delta.thinking_blocks).map((c) => c.choices[0].delta.thinking_blocks);
+    expect(blocks.at(-1)).toEqual([
+      { type: 'redacted_thinking', data: 'opaque' },
+      { type: 'thinking', thinking: 'Hmm.', signature: 'sig' },
+    ]);
+  });
+
   it('gives a call whose input stayed {} the arguments "{}", as a whole answer has', () => {
     const t = new AnthropicStreamTranslator(route);
     t.push(events[0]);

@@ -430,6 +430,8 @@ export class AnthropicStreamTranslator {
   private readonly argumentless = new Set<number>();
   /** Thinking blocks' text so far, by content index (for the block sent with its signature). */
   private readonly thinking = new Map<number, string>();
+  /** The signed thinking and redacted thinking blocks so far, in order. */
+  private readonly signedBlocks: Array<Record<string, unknown>> = [];
 
   constructor(private readonly route: RouteDef) {}
 
@@ -457,7 +459,10 @@ export class AnthropicStreamTranslator {
         if (b.type === 'text' && b.text) return [this.chunk({ content: b.text })];
         if (b.type === 'thinking') this.thinking.set(ev.index, typeof b.thinking === 'string' ? b.thinking : '');
         if (b.type === 'thinking' && b.thinking) return [this.chunk({ reasoning_content: b.thinking })];
-        if (b.type === 'redacted_thinking') return [this.chunk({ thinking_blocks: [{ type: 'redacted_thinking', data: b.data }] })];
+        if (b.type === 'redacted_thinking') {
+          this.signedBlocks.push({ type: 'redacted_thinking', data: b.data });
+          return [this.chunk({ thinking_blocks: [...this.signedBlocks] })];
+        }
         return [];
       }
       case 'content_block_delta': {
@@ -476,11 +481,10 @@ export class AnthropicStreamTranslator {
             this.thinking.set(ev.index, (this.thinking.get(ev.index) ?? '') + d.thinking);
             return [this.chunk({ reasoning_content: d.thinking })];
           case 'signature_delta':
-            // The whole block with its signature, as it must go back on the next turn: a client
-            // that keeps the last thinking_blocks it saw keeps a block Anthropic accepts.
-            return [
-              this.chunk({ thinking_blocks: [{ type: 'thinking', thinking: this.thinking.get(ev.index) ?? '', signature: d.signature }] }),
-            ];
+            // Every signed block so far, each whole, as they must go back on the next turn: the
+            // OpenAI SDK (and the gateway's own aggregator) keep the last thinking_blocks they saw.
+            this.signedBlocks.push({ type: 'thinking', thinking: this.thinking.get(ev.index) ?? '', signature: d.signature });
+            return [this.chunk({ thinking_blocks: [...this.signedBlocks] })];
           default:
             return [];
         }

@@ -398,10 +398,11 @@ export class ChatToMessagesStream {
         this.ensure('thinking', out);
         out.push(ev('content_block_delta', { index: this.open!.index, delta: { type: 'thinking_delta', thinking: reasoning } }));
       }
-      for (const b of Array.isArray(d.thinking_blocks) ? (d.thinking_blocks as Json[]) : []) {
-        if (typeof b.signature === 'string' && b.signature && this.open?.kind === 'thinking')
-          out.push(ev('content_block_delta', { index: this.open.index, delta: { type: 'signature_delta', signature: b.signature } }));
-      }
+      // A delta's thinking_blocks may repeat the blocks before (the Anthropic adapter sends all so
+      // far): the last is the one that goes with the open block.
+      const lastBlock = Array.isArray(d.thinking_blocks) ? (d.thinking_blocks as Json[]).at(-1) : undefined;
+      if (lastBlock && typeof lastBlock.signature === 'string' && lastBlock.signature && this.open?.kind === 'thinking')
+        out.push(ev('content_block_delta', { index: this.open.index, delta: { type: 'signature_delta', signature: lastBlock.signature } }));
       if (typeof d.content === 'string' && d.content !== '') {
         this.sawText = true;
         this.ensure('text', out);
