@@ -33,8 +33,9 @@ const str = (v: unknown): string | undefined => (typeof v === 'string' && v.trim
  * Claude entry: `{name, access_token, refresh_token, expires_at}` or `{name, claudeAiOauth:
  * {accessToken, refreshToken, expiresAt}}`. Codex entry: Codex's auth.json shape `{name, tokens:
  * {id_token, access_token, refresh_token, account_id}}` or flat `{name, access_token, refresh_token,
- * id_token?, account_id?}`. Entries without `name` are named by position (`claude-1`) or, for Codex,
- * by the login's email or account id.
+ * id_token?, account_id?}`. Entries without `name` are named, for Codex, by the login's email or
+ * account id; for Claude, by position (`claude-1`) where `opts.positionalNames` allows it (the
+ * import files), and otherwise refused.
  */
 export function parseAccounts(
   provider: SubscriptionProvider,

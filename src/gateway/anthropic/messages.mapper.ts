@@ -77,13 +77,13 @@ function userParts(blocks: Block[], at: string): ContentPart[] {
   return parts;
 }
 
-/** Parts as a chat message's content: a plain string when they are all text. */
 /**
  * Separate text blocks (Claude Code sends a <system-reminder> block beside the user's words, and
  * tools answer in several blocks) stay apart as lines when they become one text.
  */
 const BLOCK_SEPARATOR = '\n';
 
+/** Parts as a chat message's content: a plain string when they are all text. */
 function asContent(parts: ContentPart[]): string | ContentPart[] {
   return parts.every((p) => p.type === 'text') ? parts.map((p) => (p as { text: string }).text).join(BLOCK_SEPARATOR) : parts;
 }
