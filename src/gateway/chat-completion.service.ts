@@ -11,7 +11,7 @@ import { chatCharge } from './charge-estimate';
 import { validateChatRequest } from './chat-request.validator';
 import { GatewayCalls } from './gateway-call.service';
 import type { RequestRecord } from './request-record';
-import { SseWriter } from './sse-writer';
+import { keepaliveWhileAccepted, SseWriter } from './sse-writer';
 import { StreamUsage } from './stream-usage';
 
 /**
@@ -75,10 +75,7 @@ export class ChatCompletionService {
 
   private async stream(chat: ChatRequest, ex: Execution, rec: RequestRecord, res: Response, signal: AbortSignal): Promise<void> {
     const sse = new SseWriter(res, this.config.env.STREAM_KEEPALIVE_MS);
-    // Keepalives from an upstream's acceptance until content or the attempt's failure: a
-    // failure before any was sent, and a retry's wait, leave the status free.
-    ex.onAccepted = () => sse.startKeepalive();
-    ex.onAttemptFailed = () => sse.stopKeepalive();
+    keepaliveWhileAccepted(ex, sse);
     const usage = new StreamUsage(chat.stream_options?.include_usage === true, rec);
     const id = generationId(rec.id);
     // The stored copy of the answer: every choice whole, as a one-shot answer is stored.

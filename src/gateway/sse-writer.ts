@@ -1,5 +1,6 @@
 import type { Response } from 'express';
 import { SSE_DONE, SSE_KEEPALIVE } from '../common/sse';
+import type { Execution } from '../routing/execution';
 
 /**
  * Writes a text/event-stream response as events arrive: headers go out with the first event
@@ -95,4 +96,14 @@ export class SseWriter {
     if (this.closed) return;
     this.res.end();
   }
+}
+
+/**
+ * A stream's keepalives follow its execution's attempts: from an upstream's acceptance until
+ * content or that attempt's failure. A failure before any keepalive was sent, and a retry's
+ * wait, leave the response's status free.
+ */
+export function keepaliveWhileAccepted(ex: Execution, sse: SseWriter): void {
+  ex.onAccepted = () => sse.startKeepalive();
+  ex.onAttemptFailed = () => sse.stopKeepalive();
 }

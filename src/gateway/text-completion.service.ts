@@ -15,7 +15,7 @@ import { chatCharge } from './charge-estimate';
 import { validateCompletionRequest } from './completion-request.validator';
 import { GatewayCalls, type CallScope } from './gateway-call.service';
 import type { RequestRecord } from './request-record';
-import { SseWriter } from './sse-writer';
+import { keepaliveWhileAccepted, SseWriter } from './sse-writer';
 import { StreamUsage } from './stream-usage';
 
 /**
@@ -97,10 +97,7 @@ export class TextCompletionService {
   ): Promise<void> {
     const { rec, signal } = scope;
     const sse = new SseWriter(res, this.config.env.STREAM_KEEPALIVE_MS);
-    // Keepalives from an upstream's acceptance until content or the attempt's failure: a
-    // failure before any was sent, and a retry's wait, leave the status free.
-    ex.onAccepted = () => sse.startKeepalive();
-    ex.onAttemptFailed = () => sse.stopKeepalive();
+    keepaliveWhileAccepted(ex, sse);
     const usage = new StreamUsage(body.stream_options?.include_usage === true, rec);
     const id = generationId(rec.id);
     // The stored copy: each choice's text apart, with its finish reason, as a one-shot answer.

@@ -1,6 +1,7 @@
 import type { ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChunkDelta, ContentPart, ToolCall, Usage } from '../../common/chat.types';
 import type { UpstreamError } from '../../common/errors';
 import type { RouteDef } from '../../config/registry.types';
+import { isJsonObject } from '../../common/json-object';
 import { countOrZero as n, isTokenCount } from '../../common/usage';
 import { providerHttpError, refuseLegacyFunctions, unsupported } from '../http/upstream-call';
 import type {
@@ -323,7 +324,7 @@ function outputFormat(rf: unknown): { type: 'json_schema'; schema: Record<string
  * are token counts are taken. True when it gave the output's count (the stream's last word on it).
  */
 export function mergeDeltaUsage(into: AnthropicUsage, delta: unknown): boolean {
-  if (typeof delta !== 'object' || delta === null || Array.isArray(delta)) return false;
+  if (!isJsonObject(delta)) return false;
   for (const [k, v] of Object.entries(delta)) if (isTokenCount(v)) into[k] = v;
   return isTokenCount((delta as AnthropicUsage).output_tokens);
 }
@@ -440,7 +441,7 @@ export class AnthropicStreamTranslator {
       case 'message_start': {
         this.id = ev.message.id;
         this.model = ev.message.model;
-        this.usage = isObject(ev.message.usage) ? { ...ev.message.usage } : {};
+        this.usage = isJsonObject(ev.message.usage) ? { ...ev.message.usage } : {};
         // The input and cache figures so far: a stream cut before message_delta bills on them.
         const role = this.chunk({ role: 'assistant', content: '' });
         const soFar = anthropicUsage(this.usage);
@@ -452,7 +453,7 @@ export class AnthropicStreamTranslator {
           const index = this.tools++;
           this.toolIndex.set(ev.index, index);
           // Anthropic starts a call with input {} and streams the arguments after.
-          const given = isObject(b.input) && Object.keys(b.input).length > 0 ? JSON.stringify(b.input) : '';
+          const given = isJsonObject(b.input) && Object.keys(b.input).length > 0 ? JSON.stringify(b.input) : '';
           if (given === '') this.argumentless.add(ev.index);
           return [this.chunk({ tool_calls: [{ index, id: b.id, type: 'function', function: { name: b.name, arguments: given } }] })];
         }
@@ -647,8 +648,4 @@ export function mergeBetas(...sources: Array<string | readonly string[] | undefi
     }
   }
   return out.length > 0 ? out.join(',') : undefined;
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }

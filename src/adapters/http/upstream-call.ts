@@ -166,7 +166,7 @@ export function providerHttpError(
 
 /** An upstream's error metadata for the client: a JSON object, the route's keys blanked out, not too large. */
 function errorMetadata(m: unknown, route: RouteDef): Record<string, unknown> | undefined {
-  if (typeof m !== 'object' || m === null || Array.isArray(m)) return undefined;
+  if (!isJsonObject(m)) return undefined;
   const json = withoutKeys(JSON.stringify(m), route);
   return json.length <= MAX_METADATA_CHARS && json !== '{}' ? (JSON.parse(json) as Record<string, unknown>) : undefined;
 }
@@ -187,16 +187,12 @@ export function withExtraBody(
   if (!extra) return body;
   const out: Record<string, unknown> = { ...body };
   for (const [k, v] of Object.entries(extra))
-    out[k] = isPlainObject(v) && isPlainObject(out[k]) && !('type' in v) && !WHOLE_SETTINGS.has(k) ? withExtraBody(out[k], v) : v;
+    out[k] = isJsonObject(v) && isJsonObject(out[k]) && !('type' in v) && !WHOLE_SETTINGS.has(k) ? withExtraBody(out[k], v) : v;
   return out;
 }
 
 /** Settings whose fields exclude each other: a route's replaces the request's, never merges with it. */
 const WHOLE_SETTINGS: ReadonlySet<string> = new Set(['thinkingConfig', 'reasoning']);
-
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 /**
  * An upstream's error text with the route's own keys blanked out: some servers quote the key

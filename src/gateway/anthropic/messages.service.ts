@@ -14,7 +14,7 @@ import { Execution, RouteExecutor, type StreamShape } from '../../routing/route-
 import { chatCharge } from '../charge-estimate';
 import { ANTHROPIC_ERRORS, GatewayCalls, type CallScope } from '../gateway-call.service';
 import type { RequestRecord } from '../request-record';
-import { SseWriter } from '../sse-writer';
+import { keepaliveWhileAccepted, SseWriter } from '../sse-writer';
 import { ChatToMessagesStream, chatToMessage, messagesToChat } from './messages.mapper';
 import { betasOf, validateMessagesRequest } from './messages.validator';
 
@@ -174,10 +174,7 @@ export class MessagesService {
     const { rec, signal } = scope;
     const { chat, call, ex } = job;
     const sse = new SseWriter(res, this.config.env.STREAM_KEEPALIVE_MS);
-    // Keepalives from an upstream's acceptance until content or the attempt's failure: a
-    // failure before any was sent, and a retry's wait, leave the status free.
-    ex.onAccepted = () => sse.startKeepalive();
-    ex.onAttemptFailed = () => sse.stopKeepalive();
+    keepaliveWhileAccepted(ex, sse);
     const tally = new StreamTally(this.config.env.DB_STORE_FULL_CONTENT);
     /** The public id of the model the route being read serves (`message_start` names it). */
     let publicModel = ex.model.id;
@@ -231,9 +228,11 @@ export class StreamTally {
 
   /** Keeps a block as the message will hold it: text, thinking and tool input joined from their deltas. */
   private keep(e: SurfaceEvent): void {
+    // Parsed only when stored: on the relay's path every other event passes unread.
+    if (!this.blocks) return;
     const d = parse(e.data);
     const index = typeof d?.index === 'number' ? d.index : undefined;
-    if (!this.blocks || index === undefined) return;
+    if (index === undefined) return;
     if (e.event === 'content_block_start' && d?.content_block && typeof d.content_block === 'object') {
       const b = { ...(d.content_block as Json) };
       // Any block whose input streams (tool_use, server_tool_use, mcp_tool_use) starts as {}.
