@@ -62,7 +62,13 @@ export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
-  prompt_tokens_details?: { cached_tokens?: number; cache_write_tokens?: number; [k: string]: unknown } | null;
+  /** `cache_write_1h_tokens`: of the cache writes, those for one hour (Anthropic), priced apart. */
+  prompt_tokens_details?: {
+    cached_tokens?: number;
+    cache_write_tokens?: number;
+    cache_write_1h_tokens?: number;
+    [k: string]: unknown;
+  } | null;
   completion_tokens_details?: { reasoning_tokens?: number; [k: string]: unknown } | null;
   /** Provider-reported cost in USD (OpenRouter). */
   cost?: number;

@@ -107,6 +107,20 @@ describe('costPico', () => {
     );
   });
 
+  it('bills one-hour cache writes at their own price, else at twice the prompt price', () => {
+    const fiveMinutes = { ...base, input_cache_write: tokenPrice('1.25') };
+    const t = tokens({ prompt: 1000, cacheWrite: 300, cacheWrite1h: 200 });
+    // 700 plain, 100 five-minute writes, 200 one-hour writes at 2x the prompt price.
+    expect(costPico(t, fiveMinutes)).toBe(700n * 1_000_000n + 100n * 1_250_000n + 200n * 2_000_000n);
+    expect(costPico(t, { ...fiveMinutes, input_cache_write_1h: tokenPrice('1.9') })).toBe(
+      700n * 1_000_000n + 100n * 1_250_000n + 200n * 1_900_000n,
+    );
+    // A model that does not price cache writes bills them all at the prompt price.
+    expect(costPico(t, base)).toBe(1000n * 1_000_000n);
+    // More one-hour writes than writes: only the writes count.
+    expect(costPico(tokens({ prompt: 1000, cacheWrite: 100, cacheWrite1h: 400 }), fiveMinutes)).toBe(900n * 1_000_000n + 100n * 2_000_000n);
+  });
+
   it('bills reasoning at internal_reasoning only when the model sets it', () => {
     const t = tokens({ completion: 500, reasoning: 200 });
     expect(costPico(t, base)).toBe(500n * 2_000_000n);

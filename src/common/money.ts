@@ -67,12 +67,21 @@ export interface Pricing {
   image: Price;
   input_cache_read?: Price;
   input_cache_write?: Price;
+  /** Anthropic's one-hour cache writes; unset: see `costPico`. */
+  input_cache_write_1h?: Price;
   internal_reasoning?: Price;
   /** Per web search: listed in /v1/models as configured; the gateway runs no searches, so bills none. */
   web_search?: Price;
 }
 
-export const TOKEN_PRICE_KEYS = ['prompt', 'completion', 'input_cache_read', 'input_cache_write', 'internal_reasoning'] as const;
+export const TOKEN_PRICE_KEYS = [
+  'prompt',
+  'completion',
+  'input_cache_read',
+  'input_cache_write',
+  'input_cache_write_1h',
+  'internal_reasoning',
+] as const;
 export const UNIT_PRICE_KEYS = ['request', 'image'] as const;
 
 export function tokenPrice(value: string | number): Price {
@@ -93,6 +102,8 @@ export interface TokenCounts {
   completion: number;
   cachedRead: number;
   cacheWrite: number;
+  /** Of `cacheWrite`, the tokens written to a one-hour cache (Anthropic's `ttl: "1h"`). */
+  cacheWrite1h?: number;
   reasoning: number;
 }
 
@@ -100,23 +111,32 @@ export interface TokenCounts {
  * The cost of one request in pico-dollars. Cached reads and cache writes are billed at their own
  * price where the model sets one, else at the prompt price; reasoning tokens are part of the
  * completion and billed at `internal_reasoning` only where it is set. Images in the prompt are
- * billed at `image` each.
+ * billed at `image` each. One-hour cache writes cost `input_cache_write_1h` where it is set;
+ * else, where the model prices cache writes, twice the prompt price (Anthropic bills a five-minute
+ * write at 1.25 times the input price and a one-hour write at twice it); else the prompt price.
  */
 export function costPico(tokens: TokenCounts, pricing: Pricing, requests = 1, images = 0): bigint {
   const cachedRead = clamp(tokens.cachedRead, tokens.prompt);
   const cacheWrite = clamp(tokens.cacheWrite, tokens.prompt - cachedRead);
+  const cacheWrite1h = clamp(tokens.cacheWrite1h ?? 0, cacheWrite);
   const plainPrompt = tokens.prompt - cachedRead - cacheWrite;
   const reasoning = pricing.internal_reasoning ? clamp(tokens.reasoning, tokens.completion) : 0;
   const plainCompletion = tokens.completion - reasoning;
   return (
     BigInt(plainPrompt) * pricing.prompt.pico +
     BigInt(cachedRead) * (pricing.input_cache_read ?? pricing.prompt).pico +
-    BigInt(cacheWrite) * (pricing.input_cache_write ?? pricing.prompt).pico +
+    BigInt(cacheWrite - cacheWrite1h) * (pricing.input_cache_write ?? pricing.prompt).pico +
+    BigInt(cacheWrite1h) * oneHourWritePico(pricing) +
     BigInt(plainCompletion) * pricing.completion.pico +
     BigInt(reasoning) * (pricing.internal_reasoning ?? pricing.completion).pico +
     BigInt(requests) * pricing.request.pico +
     BigInt(images) * pricing.image.pico
   );
+}
+
+function oneHourWritePico(pricing: Pricing): bigint {
+  if (pricing.input_cache_write_1h) return pricing.input_cache_write_1h.pico;
+  return pricing.input_cache_write ? 2n * pricing.prompt.pico : pricing.prompt.pico;
 }
 
 function clamp(n: number, max: number): number {

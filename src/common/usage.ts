@@ -41,13 +41,17 @@ export function tokenCounts(u: Usage): TokenCounts {
   // Parts of a total never exceed it (the prompt includes its cache reads and writes): an
   // upstream that says otherwise would skew every sum of the request log.
   const cachedRead = Math.min(prompt, n(pd.cached_tokens) || n(u.prompt_cache_hit_tokens) || n(u.cached_tokens));
-  return {
+  const cacheWrite = Math.min(prompt - cachedRead, n(pd.cache_write_tokens) || n(u.cache_creation_input_tokens));
+  const counts: TokenCounts = {
     prompt,
     completion,
     cachedRead,
-    cacheWrite: Math.min(prompt - cachedRead, n(pd.cache_write_tokens) || n(u.cache_creation_input_tokens)),
+    cacheWrite,
     reasoning: Math.min(completion, n(cd.reasoning_tokens) || n(u.reasoning_tokens)),
   };
+  const cacheWrite1h = Math.min(cacheWrite, n(pd.cache_write_1h_tokens));
+  if (cacheWrite1h > 0) counts.cacheWrite1h = cacheWrite1h;
+  return counts;
 }
 
 export function usageFromCounts(prompt: number, completion: number): Usage {

@@ -139,6 +139,7 @@ describe('parseModels: a valid model', () => {
         '      completion: "4"',
         '      input_cache_read: "0.25"',
         '      input_cache_write: "1.25"',
+        '      input_cache_write_1h: "2"',
         '      internal_reasoning: "5"',
         '      web_search: "0.01"',
         '    routes:',
@@ -163,6 +164,7 @@ describe('parseModels: a valid model', () => {
     });
     expect(m.pricing.input_cache_read).toEqual({ text: '0.25', pico: 250_000n });
     expect(m.pricing.input_cache_write).toEqual({ text: '1.25', pico: 1_250_000n });
+    expect(m.pricing.input_cache_write_1h).toEqual({ text: '2', pico: 2_000_000n });
     expect(m.pricing.internal_reasoning).toEqual({ text: '5', pico: 5_000_000n });
     expect(m.routes.map((r) => r.id)).toEqual(['openai_compat']);
     // Listed in /v1/models as OpenRouter lists them.

@@ -69,6 +69,7 @@ const PRICE_KEYS: Record<string, readonly string[]> = {
   image: ['image'],
   input_cache_read: ['input_cache_read', 'input_cache_reads'],
   input_cache_write: ['input_cache_write', 'input_cache_writes'],
+  input_cache_write_1h: ['input_cache_write_1h'],
   internal_reasoning: ['internal_reasoning'],
   web_search: ['web_search'],
 };
@@ -272,9 +273,11 @@ export function parsePricing(r: FieldReader, raw: unknown, path: YamlPath, warn:
   };
   const cacheRead = read('input_cache_read', false);
   const cacheWrite = read('input_cache_write', false);
+  const cacheWrite1h = read('input_cache_write_1h', false);
   const reasoning = read('internal_reasoning', false);
   if (cacheRead) pricing.input_cache_read = cacheRead;
   if (cacheWrite) pricing.input_cache_write = cacheWrite;
+  if (cacheWrite1h) pricing.input_cache_write_1h = cacheWrite1h;
   if (reasoning) pricing.internal_reasoning = reasoning;
   const search = read('web_search', true);
   if (search) pricing.web_search = search;

@@ -30,6 +30,11 @@ models:
     pricing: { prompt: 3, completion: 15, input_cache_read: "0.3", input_cache_write: "3.75" }
     route:
       - ${r('cached')}
+  - id: claude/cached-1h
+    context_length: 200000
+    pricing: { prompt: 3, completion: 15, input_cache_read: "0.3", input_cache_write: "3.75" }
+    route:
+      - ${r('cached-1h')}
   - id: claude/failover
     context_length: 200000
     router: priority
@@ -262,6 +267,28 @@ models:
     expect(row).toMatchObject({ prompt_tokens: 124, cached_tokens: 100, cache_write_tokens: 20 });
     // 4 × 3 + 100 × 0.3 + 20 × 3.75 + 2 × 15 USD per million tokens
     expect(Number(row.cost_usd)).toBeCloseTo((4 * 3 + 100 * 0.3 + 20 * 3.75 + 2 * 15) / 1e6, 12);
+  });
+
+  it('bills one-hour cache writes at twice the prompt price, streamed or not', async () => {
+    const res = await client.chat.completions.create({ model: 'claude/cached-1h', messages: [{ role: 'user', content: 'hi' }] });
+    expect(res.usage?.prompt_tokens_details).toEqual({ cached_tokens: 100, cache_write_tokens: 20, cache_write_1h_tokens: 15 });
+    // 4 × 3 + 100 × 0.3 + 5 × 3.75 + 15 × 6 (2 × 3) + 2 × 15 USD per million tokens
+    const cost = (4 * 3 + 100 * 0.3 + 5 * 3.75 + 15 * 6 + 2 * 15) / 1e6;
+    expect(Number((await rowFor(res.id)).cost_usd)).toBeCloseTo(cost, 12);
+    const stream = await client.chat.completions.create({
+      model: 'claude/cached-1h',
+      messages: [{ role: 'user', content: 'hi' }],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let id = '';
+    let usage: unknown;
+    for await (const chunk of stream) {
+      id = chunk.id;
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(usage).toMatchObject({ prompt_tokens_details: { cache_write_tokens: 20, cache_write_1h_tokens: 15 } });
+    expect(Number((await rowFor(id)).cost_usd)).toBeCloseTo(cost, 12);
   });
 
   it('fails over when Claude is overloaded, and answers 503 when no route is left', async () => {

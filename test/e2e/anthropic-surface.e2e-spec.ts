@@ -50,6 +50,10 @@ models:
     context_length: 200000
     pricing: { prompt: 3, completion: 15, input_cache_read: "0.3", input_cache_write: "3.75" }
     route: [${r('cached')}]
+  - id: claude/cached-1h
+    context_length: 200000
+    pricing: { prompt: 3, completion: 15, input_cache_read: "0.3", input_cache_write: "3.75" }
+    route: [${r('cached-1h')}]
   - id: claude/limited
     context_length: 200000
     route: [${r('error:429')}]
@@ -200,6 +204,20 @@ models:
         finish_reason: 'stop',
       });
       expect(row.ttft_ms).not.toBeNull();
+    });
+
+    it('bills one-hour cache writes at twice the prompt price, streamed or not', async () => {
+      const params = { model: 'claude/cached-1h', max_tokens: 50, messages: [{ role: 'user' as const, content: 'cache me' }] };
+      const msg = await client.messages.create(params);
+      expect(msg.usage).toMatchObject({
+        cache_creation_input_tokens: 20,
+        cache_creation: { ephemeral_5m_input_tokens: 5, ephemeral_1h_input_tokens: 15 },
+      });
+      const cost = (u: { input_tokens: number; output_tokens: number }) =>
+        (u.input_tokens * 3 + 100 * 0.3 + 5 * 3.75 + 15 * 6 + u.output_tokens * 15) / 1e6;
+      expect(Number((await rowFor(msg.id)).cost_usd)).toBeCloseTo(cost(msg.usage), 12);
+      const streamed = await client.messages.stream(params).finalMessage();
+      expect(Number((await rowFor(streamed.id)).cost_usd)).toBeCloseTo(cost(streamed.usage), 12);
     });
 
     it('streams a tool round trip through the SDK: tool_use with input_json_delta, then the tool_result', async () => {

@@ -512,6 +512,20 @@ describe('anthropicUsage', () => {
       prompt_tokens_details: { cached_tokens: 30433, cache_write_tokens: 0 },
     });
   });
+
+  it('keeps the one-hour part of the cache writes apart, within the writes', () => {
+    const split = (m5: number, h1: number) => ({ ephemeral_5m_input_tokens: m5, ephemeral_1h_input_tokens: h1 });
+    expect(
+      anthropicUsage({ input_tokens: 2, output_tokens: 1, cache_creation_input_tokens: 30, cache_creation: split(10, 20) })
+        ?.prompt_tokens_details,
+    ).toEqual({ cached_tokens: 0, cache_write_tokens: 30, cache_write_1h_tokens: 20 });
+    // Without the total, the split's sum; a split above the total counts up to the total.
+    expect(anthropicUsage({ input_tokens: 2, output_tokens: 1, cache_creation: split(10, 20) })?.prompt_tokens).toBe(32);
+    expect(
+      anthropicUsage({ input_tokens: 2, output_tokens: 1, cache_creation_input_tokens: 5, cache_creation: split(0, 9) })
+        ?.prompt_tokens_details,
+    ).toEqual({ cached_tokens: 0, cache_write_tokens: 5, cache_write_1h_tokens: 5 });
+  });
 });
 
 describe('anthropicHttpError', () => {

@@ -338,15 +338,16 @@ export function anthropicUsage(u: AnthropicUsage | null | undefined): Usage | un
   // Without both counts (missing, text, negative) there is no usage: the request is estimated.
   if (!u || typeof u !== 'object' || !isTokenCount(u.input_tokens) || !isTokenCount(u.output_tokens)) return undefined;
   const cacheRead = n(u.cache_read_input_tokens);
-  const cacheWrite = n(u.cache_creation_input_tokens);
+  // `cache_creation` splits the writes by lifetime; a one-hour write costs more than a 5-minute one.
+  const split = isJsonObject(u.cache_creation) ? u.cache_creation : {};
+  const fiveMinutes = n(split.ephemeral_5m_input_tokens);
+  const oneHour = n(split.ephemeral_1h_input_tokens);
+  const cacheWrite = n(u.cache_creation_input_tokens) || fiveMinutes + oneHour;
   const prompt = u.input_tokens + cacheRead + cacheWrite;
   const completion = u.output_tokens;
-  return {
-    prompt_tokens: prompt,
-    completion_tokens: completion,
-    total_tokens: prompt + completion,
-    prompt_tokens_details: { cached_tokens: cacheRead, cache_write_tokens: cacheWrite },
-  };
+  const details: NonNullable<Usage['prompt_tokens_details']> = { cached_tokens: cacheRead, cache_write_tokens: cacheWrite };
+  if (oneHour > 0) details.cache_write_1h_tokens = Math.min(oneHour, cacheWrite);
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, prompt_tokens_details: details };
 }
 
 /** Anthropic stop reasons as OpenAI finish reasons (LiteLLM's mapping). */
