@@ -2,7 +2,7 @@ import type { ChatRequest, Usage } from '../common/chat.types';
 import { costPico, picoToUsd, usdToPico, type TokenCounts } from '../common/money';
 import { estimatePromptTokens } from '../common/tokens';
 import { isSoundUsage, tokenCounts } from '../common/usage';
-import type { ModelDef } from '../config/registry.types';
+import type { ModelDef, RouteDef } from '../config/registry.types';
 import type { RequestObservation } from '../observability/metrics.service';
 import type { Execution } from '../routing/route-executor.service';
 import type { ApiLog } from '../storage/entities/api-log.entity';
@@ -66,8 +66,27 @@ export class RequestRecord {
     this.errorCode = code === null ? null : String(code).slice(0, 100);
   }
 
+  /**
+   * The route billed: the one that answered; or, for a client that left before the first content,
+   * the one whose upstream had accepted the call and was working on its prompt.
+   */
+  private billedRoute(): { route: RouteDef; model: ModelDef; usage?: Usage } | undefined {
+    const ex = this.execution;
+    if (ex?.route) return { route: ex.route, model: ex.model };
+    return this.status === 499 ? ex?.accepted : undefined;
+  }
+
   /** Tokens to bill and whether they were estimated. */
   tokens(): { counts: TokenCounts; estimated: boolean } {
+    const pending = this.execution?.route ? undefined : this.billedRoute();
+    if (pending) {
+      // Left before the first content: the upstream's prompt, as its opening counted it or as
+      // estimated; no answer reached the client.
+      const u = pending.usage;
+      const counts = u && isSoundUsage(u) ? tokenCounts(u) : undefined;
+      const prompt = counts ?? { prompt: this.request ? estimatePromptTokens(this.request) : 0, cachedRead: 0, cacheWrite: 0 };
+      return { counts: { ...prompt, completion: 0, reasoning: 0 }, estimated: true };
+    }
     // Every adapter checks its upstream's usage; one that let garbage through is still not billed on it.
     if (this.usage && isSoundUsage(this.usage)) {
       const counts = tokenCounts(this.usage);
@@ -103,9 +122,10 @@ export class RequestRecord {
   toRow(storeContent: boolean): ApiLog {
     const latency = Math.round(performance.now() - this.startedAt);
     const { counts, estimated } = this.tokens();
-    const route = this.execution?.route;
+    const billed = this.billedRoute();
+    const route = billed?.route;
     // A fallback model from the request's `models` bills at its own price.
-    const pricing = route?.pricing ?? (this.execution?.model ?? this.modelDef)?.pricing;
+    const pricing = route?.pricing ?? (billed?.model ?? this.execution?.model ?? this.modelDef)?.pricing;
     const billable = route !== undefined && !this.free;
     const cost = pricing && billable ? costPico(counts, pricing, 1, this.request ? countImages(this.request) : 0) : 0n;
     const reported = this.usage?.cost;

@@ -1,4 +1,4 @@
-import type { ChatRequest } from '../common/chat.types';
+import type { ChatRequest, Usage } from '../common/chat.types';
 import type { RegistrySnapshot } from '../config/model-registry.service';
 import type { ModelDef, RouteDef } from '../config/registry.types';
 import type { RoutingOptions } from './routing-options';
@@ -42,6 +42,12 @@ export class Execution {
   readonly requested: ModelDef;
   /** The request's OpenRouter routing options, once validated (by the first plan). */
   options?: RoutingOptions;
+  /**
+   * Streams: the route whose upstream accepted the call and is working on it (until the attempt
+   * fails, or its first content commits the request to it), with the usage its opening reported
+   * (Anthropic's message_start). A client that leaves meanwhile is billed for the prompt there.
+   */
+  accepted?: { route: RouteDef; model: ModelDef; usage?: Usage };
   /** Streams: a route's upstream accepted the call (the answer may still be a while). */
   onAccepted?: () => void;
   /** An attempt failed before the answer began: whatever waits on the accepted call stops. */

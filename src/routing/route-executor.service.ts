@@ -2,7 +2,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Injectable, Logger } from '@nestjs/common';
 import { AdapterRegistry } from '../adapters/adapter-registry.service';
 import type { CallContext, LlmAdapter } from '../adapters/llm-adapter';
-import type { ChatChunk, ChatResponse } from '../common/chat.types';
+import type { ChatChunk, ChatResponse, Usage } from '../common/chat.types';
 import { chunkHasContent } from '../common/chunks';
 import { UpstreamError } from '../common/errors';
 import { AppConfig, type UpstreamTimeouts } from '../config/app-config';
@@ -31,11 +31,14 @@ export type StreamOpener<T = ChatChunk> = (adapter: LlmAdapter, route: RouteDef,
 export interface StreamShape<T> {
   hasContent(item: T): boolean;
   completionTokens(item: T): number | undefined;
+  /** Usage an item before the first content reports (what a client that leaves then is billed on). */
+  usage(item: T): Usage | undefined;
 }
 
 const CHAT_SHAPE: StreamShape<ChatChunk> = {
   hasContent: chunkHasContent,
   completionTokens: (chunk) => chunk.usage?.completion_tokens,
+  usage: (chunk) => chunk.usage ?? undefined,
 };
 
 /** How long a one-shot call waits for its response headers: the whole answer's time, or first_byte_ms. */
@@ -125,7 +128,7 @@ export class RouteExecutor {
 
   /** `stream` for items of any kind: the same attempts, commit rule and statistics. */
   async *streamItems<T>(ex: Execution, open: StreamOpener<T>, shape: StreamShape<T>): AsyncGenerator<T> {
-    const won = await this.attempt(ex, (cand, adapter, ctx, scope) => this.openStream(cand, adapter, ctx, scope, open, shape));
+    const won = await this.attempt(ex, (cand, adapter, ctx, scope) => this.openStream(ex, cand, adapter, ctx, scope, open, shape));
     const { cand, scope, started } = won;
     const { it, held } = won.value;
     const ttft = performance.now() - started;
@@ -211,6 +214,8 @@ export class RouteExecutor {
         } catch (e) {
           const err = this.failure(e, scope, cand.route);
           scope.dispose();
+          // The upstream's work is billed only when the client left it (see Execution.accepted).
+          if (!ex.signal.aborted) ex.accepted = undefined;
           ex.onAttemptFailed?.();
           this.state.failed(cand.state, permit, err);
           ex.attempts.push(record(ex, cand, started, err, retry, backoffMs, ctx));
@@ -233,6 +238,7 @@ export class RouteExecutor {
 
   /** Opens a stream and reads it up to its first content, which commits the request to this route. */
   private async openStream<T>(
+    ex: Execution,
     cand: Candidate,
     adapter: LlmAdapter,
     ctx: CallContext,
@@ -258,6 +264,8 @@ export class RouteExecutor {
           });
         held.push(n.value);
         if (shape.hasContent(n.value)) return { it, held };
+        const usage = shape.usage(n.value);
+        if (usage && ex.accepted?.route === cand.route) ex.accepted.usage = usage;
       }
     } catch (e) {
       void it.return?.(undefined)?.catch(() => undefined);
@@ -267,6 +275,7 @@ export class RouteExecutor {
 
   /** Sets who answers: the route, and the model when a fallback model took over. */
   private settle(ex: Execution, won: Won<unknown>): void {
+    ex.accepted = undefined;
     ex.route = won.cand.route;
     ex.model = won.cand.model;
   }
@@ -296,7 +305,12 @@ export class RouteExecutor {
         timeouts: { ...timeouts, totalMs: remaining },
         publicModel: cand.model.id,
         served: {},
-        accepted: oneShot ? undefined : () => ex.onAccepted?.(),
+        accepted: oneShot
+          ? undefined
+          : () => {
+              ex.accepted = { route, model: cand.model };
+              ex.onAccepted?.();
+            },
       },
     };
   }

@@ -76,6 +76,10 @@ models:
     context_length: 100000
     pricing: { prompt: "1", completion: "1" }
     route: [{ kind: openai_compat, base_url: "${detailed}", provider_model_id: garbage }]
+  - id: acme/slow-first-token
+    context_length: 8192
+    pricing: { prompt: "1", completion: "1" }
+    route: [{ kind: openai_compat, id: prefilling, base_url: "${standIn}", provider_model_id: "delay-first-token:5000" }]
   - id: acme/slow-stream
     context_length: 8192
     pricing: { prompt: "1", completion: "1" }
@@ -218,6 +222,32 @@ describe.each(['sqlite', 'postgres'] as const)('accounting on %s', (backend) => 
     expect(row!.completion_tokens).toBeGreaterThan(0);
     expect(row!.completion_tokens).toBeLessThan(9); // the whole answer is 9 tokens, 200 ms apart
     expect(Number(row!.cost_usd)).toBeGreaterThan(0);
+  });
+
+  it('bills the prompt of a stream the client left while the upstream worked on it', async () => {
+    standIn.reset();
+    const controller = new AbortController();
+    const prompt = 'one two three four five six seven eight '.repeat(20);
+    // No headers reach the client before the first content: the request is told by the id it sent.
+    const clientId = `left-in-prefill-${backend}`;
+    const pending = fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      signal: controller.signal,
+      headers: { 'content-type': 'application/json', 'x-request-id': clientId },
+      body: JSON.stringify(ask('acme/slow-first-token', { stream: true, messages: [{ role: 'user', content: prompt }] })),
+    }).catch(() => undefined);
+    await standIn.waitForRequests(1);
+    await new Promise((r) => setTimeout(r, 300)); // the headers have come; the first token has not
+    controller.abort();
+    await pending;
+    await standIn.waitForAborts(1);
+    const mine = (r: { metadata: unknown }) => (r.metadata as { client_request_id?: string } | null)?.client_request_id === clientId;
+    let row: Awaited<ReturnType<TestGateway['rows']>>[number] | undefined;
+    await waitFor(async () => (row = (await gw.rows()).find(mine)) !== undefined, 'the row of the abandoned stream');
+    expect(row).toMatchObject({ status_code: 499, endpoint: 'prefilling', completion_tokens: 0, usage_estimated: true, stream: true });
+    // The upstream reported nothing: the prompt is the gateway's estimate, at the route's price.
+    expect(row!.prompt_tokens).toBeGreaterThan(100);
+    expect(Number(row!.cost_usd)).toBeCloseTo(row!.prompt_tokens / 1e6, 12);
   });
 
   it("shows a caller its own generation in OpenRouter's shape, and nobody else's", async () => {

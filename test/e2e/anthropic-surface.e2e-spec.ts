@@ -2,6 +2,7 @@ import Anthropic, { APIError } from '@anthropic-ai/sdk';
 import { AnthropicUpstream } from '../fixtures/anthropic-upstream';
 import { OpenAiUpstream } from '../fixtures/openai-upstream';
 import { ACCESS_ENV, adminApi, call } from '../helpers/access';
+import { waitFor } from '../helpers/access';
 import { rawPost, startGateway, type TestGateway } from '../helpers/gateway';
 
 type Json = Record<string, unknown>;
@@ -50,6 +51,10 @@ models:
     context_length: 200000
     pricing: { prompt: 3, completion: 15, input_cache_read: "0.3", input_cache_write: "3.75" }
     route: [${r('cached')}]
+  - id: claude/prefill
+    context_length: 200000
+    pricing: { prompt: 3, completion: 15, input_cache_read: "0.3", input_cache_write: "3.75" }
+    route: [${r('prefill:5000', ', id: prefilling')}]
   - id: claude/cached-1h
     context_length: 200000
     pricing: { prompt: 3, completion: 15, input_cache_read: "0.3", input_cache_write: "3.75" }
@@ -218,6 +223,37 @@ models:
       expect(Number((await rowFor(msg.id)).cost_usd)).toBeCloseTo(cost(msg.usage), 12);
       const streamed = await client.messages.stream(params).finalMessage();
       expect(Number((await rowFor(streamed.id)).cost_usd)).toBeCloseTo(cost(streamed.usage), 12);
+    });
+
+    it('bills the prompt as message_start counted it when the client leaves before the first content', async () => {
+      const controller = new AbortController();
+      const body = { model: 'claude/prefill', max_tokens: 50, stream: true, messages: [{ role: 'user', content: 'a long prompt' }] };
+      // No headers reach the client before the first content: the request is told by the id it sent.
+      const pending = fetch(`${gw.url}/anthropic/v1/messages`, {
+        method: 'POST',
+        signal: controller.signal,
+        headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01', 'x-request-id': 'left-in-prefill' },
+        body: JSON.stringify(body),
+      }).catch(() => undefined);
+      await waitFor(async () => claude.requests.length > 0, 'the upstream call');
+      await new Promise((r) => setTimeout(r, 300)); // message_start has come; the first content has not
+      controller.abort();
+      await pending;
+      await claude.waitForAborts(1);
+      const mine = (r: { metadata: unknown }) =>
+        (r.metadata as { client_request_id?: string } | null)?.client_request_id === 'left-in-prefill';
+      let row: Awaited<ReturnType<TestGateway['rows']>>[number] | undefined;
+      await waitFor(async () => (row = (await gw.rows()).find(mine)) !== undefined, 'the row of the abandoned stream');
+      // The stand-in's count: 3 words + 3 for the message, and 100 cache reads.
+      expect(row).toMatchObject({
+        status_code: 499,
+        endpoint: 'prefilling',
+        prompt_tokens: 106,
+        cached_tokens: 100,
+        completion_tokens: 0,
+        usage_estimated: true,
+      });
+      expect(Number(row!.cost_usd)).toBeCloseTo((6 * 3 + 100 * 0.3) / 1e6, 12);
     });
 
     it('streams a tool round trip through the SDK: tool_use with input_json_delta, then the tool_result', async () => {

@@ -30,6 +30,8 @@ type SurfaceEvent = MessagesEvent & { estimated?: boolean };
 const MESSAGES_SHAPE: StreamShape<SurfaceEvent> = {
   hasContent: (e) => e.event !== 'message_start' && e.event !== 'ping',
   completionTokens: (e) => (e.event === 'message_delta' ? outputTokensOf(e.data) : undefined),
+  usage: (e) =>
+    e.event === 'message_start' ? anthropicUsage((parse(e.data)?.message as Json | undefined)?.usage as AnthropicUsage) : undefined,
 };
 
 /** What a request on this surface is, whichever way it is served. */
