@@ -81,6 +81,10 @@ models:
     context_length: 8192
     pricing: { prompt: 1, completion: 2 }
     route: [{ kind: openai_compat, base_url: "${o}", provider_model_id: ok }]
+  - id: llama/reasoner
+    context_length: 8192
+    pricing: { prompt: 1, completion: 2, internal_reasoning: 5 }
+    route: [{ kind: openai_compat, base_url: "${o}", provider_model_id: "reasoned:40" }]
   - id: llama/small
     context_length: 8192
     route: [{ kind: openai_compat, base_url: "${o}", provider_model_id: "context:5" }]
@@ -575,6 +579,30 @@ models:
       });
     });
 
+    it("bills a translated answer on the backend's usage: reasoning tokens and its cost kept, streamed or not", async () => {
+      const params = { model: 'llama/reasoner', max_tokens: 64, messages: [{ role: 'user' as const, content: 'think it over' }] };
+      const expected = {
+        model: 'llama/reasoner',
+        prompt_tokens: 6,
+        completion_tokens: 44,
+        reasoning_tokens: 40,
+        usage_estimated: false,
+      };
+      // 6 × 1 + 4 × 2 + 40 × 5 USD per million tokens
+      const cost = (6 + 4 * 2 + 40 * 5) / 1e6;
+      const msg = await client.messages.create(params);
+      expect(msg.usage).toMatchObject({ input_tokens: 6, output_tokens: 44 });
+      let row = (await gw.rows()).at(-1)!;
+      expect(row).toMatchObject(expected);
+      expect(Number(row.cost_usd)).toBeCloseTo(cost, 12);
+      expect(Number(row.upstream_cost_usd)).toBe(0.000123);
+      await client.messages.stream(params).finalMessage();
+      row = (await gw.rows()).at(-1)!;
+      expect(row).toMatchObject({ ...expected, stream: true });
+      expect(Number(row.cost_usd)).toBeCloseTo(cost, 12);
+      expect(Number(row.upstream_cost_usd)).toBe(0.000123);
+    });
+
     it('fails over from an overloaded Claude route to a translated one before the answer started', async () => {
       const msg = await client.messages
         .stream({ model: 'mixed/failover', max_tokens: 64, messages: [{ role: 'user', content: 'anyone there' }] })
@@ -739,7 +767,7 @@ models:
     });
     const all: string[] = [];
     for await (const m of client.models.list({ limit: 3 })) all.push(m.id);
-    expect(all).toHaveLength(17);
+    expect(all).toHaveLength(20);
     expect(await client.models.retrieve('llama/chat')).toMatchObject({ id: 'llama/chat', type: 'model' });
     // An empty cursor is no cursor: the first page, as with after_id=.
     const empty = (await (await fetch(`${gw.url}/anthropic/v1/models?limit=2&before_id=`)).json()) as { data: Array<{ id: string }> };

@@ -3,7 +3,7 @@ import type { Request, Response } from 'express';
 import { anthropicUsage, finishReason, mergeDeltaUsage } from '../../adapters/anthropic/anthropic.mapper';
 import type { AnthropicUsage } from '../../adapters/anthropic/anthropic.types';
 import type { CallContext, LlmAdapter, MessagesCall, MessagesEvent } from '../../adapters/llm-adapter';
-import type { ChatChunk, ChatMessage, ChatRequest } from '../../common/chat.types';
+import type { ChatChunk, ChatMessage, ChatRequest, Usage } from '../../common/chat.types';
 import { chunkHasContent } from '../../common/chunks';
 import { UpstreamError } from '../../common/errors';
 import { contentText, estimatePromptTokens, outputChars } from '../../common/tokens';
@@ -20,8 +20,12 @@ import { betasOf, validateMessagesRequest } from './messages.validator';
 
 type Json = Record<string, unknown>;
 
-/** A surface event; `estimated` marks a `message_delta` whose usage the gateway estimated. */
-type SurfaceEvent = MessagesEvent & { estimated?: boolean };
+/**
+ * A surface event; `estimated` marks a `message_delta` whose usage the gateway estimated, and
+ * `chatUsage` carries a translated one's usage as the backend reported it (reasoning tokens and
+ * a provider's cost have no place in Anthropic's usage, but are billed and logged).
+ */
+type SurfaceEvent = MessagesEvent & { estimated?: boolean; chatUsage?: Usage };
 
 /**
  * Streams commit to a route at the first event after the opening (`message_start`, `ping`): until
@@ -135,7 +139,7 @@ export class MessagesService {
     const { chat, call, ex } = job;
     const answer = await this.executor.run(
       ex,
-      async (adapter, route, ctx): Promise<{ text: string; message: Json; estimated?: boolean }> => {
+      async (adapter, route, ctx): Promise<{ text: string; message: Json; estimated?: boolean; chatUsage?: Usage }> => {
         if (adapter.messages) {
           // Relayed as the backend wrote it, but under the model's public id, as every answer is.
           const relayed = await adapter.messages.send(call, route, ctx);
@@ -146,7 +150,7 @@ export class MessagesService {
         if (chat instanceof UpstreamError) throw chat;
         const out = await adapter.complete(chat, route, ctx);
         const message = chatToMessage(out, messageId(rec.id), ctx.publicModel, stopSequencesOf(job.body));
-        if (isSoundUsage(out.usage)) return { text: JSON.stringify(message), message };
+        if (isSoundUsage(out.usage)) return { text: JSON.stringify(message), message, chatUsage: out.usage };
         // No usage from the backend: the client sees the estimate the request is billed on.
         message.usage = {
           ...(message.usage as AnthropicUsage),
@@ -161,7 +165,7 @@ export class MessagesService {
     rec.upstreamId = typeof message.id === 'string' ? message.id : undefined;
     rec.finishReason = finishReason(typeof message.stop_reason === 'string' ? message.stop_reason : null);
     const usage = message.usage as AnthropicUsage | undefined;
-    if (usage) rec.usage = anthropicUsage(usage);
+    if (usage) rec.usage = answer.chatUsage ?? anthropicUsage(usage);
     // Also with usage: should it be unusable, the record estimates from what was delivered.
     rec.deliveredChars = contentChars(message.content);
     rec.usageEstimated = answer.estimated === true;
@@ -218,6 +222,8 @@ export class MessagesService {
  */
 export class StreamTally {
   private usage?: AnthropicUsage;
+  /** A translated stream's usage as its backend reported it. */
+  private chatUsage?: Usage;
   private final = false;
   private estimated = false;
   /** The stored copy of the message, block by block (DB_STORE_FULL_CONTENT). */
@@ -266,6 +272,7 @@ export class StreamTally {
         if (typeof stop === 'string') rec.finishReason = finishReason(stop);
         this.stop = stop ?? null;
         this.final = true;
+        this.chatUsage = e.chatUsage;
         // Without a final output count, the output is estimated from what was delivered.
         if (e.estimated || !counted) this.estimated = true;
         return;
@@ -298,7 +305,7 @@ export class StreamTally {
     if (!this.usage) return;
     const delivered = Math.ceil(rec.deliveredChars / 4);
     if (this.final && !this.estimated) {
-      rec.usage = anthropicUsage(this.usage);
+      rec.usage = this.chatUsage ?? anthropicUsage(this.usage);
       return;
     }
     rec.usage = anthropicUsage({ ...this.usage, output_tokens: Math.max(Number(this.usage.output_tokens) || 0, delivered) });
@@ -349,6 +356,11 @@ async function* translated(chunks: AsyncIterable<ChatChunk>, t: ChatToMessagesSt
       data: JSON.stringify({ ...d, usage: { output_tokens: Math.ceil(chars / 4) } }),
       estimated: true,
     };
+  }
+  const usage = t.reported;
+  if (usage) {
+    const i = closing.findIndex((e) => e.event === 'message_delta');
+    closing[i] = { ...closing[i], chatUsage: usage };
   }
   yield* closing;
 }
