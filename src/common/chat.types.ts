@@ -70,7 +70,10 @@ export interface Usage {
     [k: string]: unknown;
   } | null;
   completion_tokens_details?: { reasoning_tokens?: number; [k: string]: unknown } | null;
-  /** Provider-reported cost in USD (OpenRouter). */
+  /**
+   * Provider-reported cost in USD (OpenRouter; with `is_byok`, only its fee, the provider's charge
+   * in `cost_details.upstream_inference_cost`). Logged, never shown to clients (`clientUsage`).
+   */
   cost?: number;
   [extra: string]: unknown;
 }

@@ -54,6 +54,46 @@ export function tokenCounts(u: Usage): TokenCounts {
   return counts;
 }
 
+/**
+ * Usage as a client sees it: without the upstream's own billing figures (OpenRouter's `cost`,
+ * `is_byok`, `cost_details`). They are what the operator pays, logged as `upstream_cost_usd`; the
+ * client is billed by the gateway, at the model's price, and OpenRouter's clients read `cost` as
+ * their own charge.
+ */
+export function clientUsage<U extends Record<string, unknown>>(u: U): U {
+  if (u.cost === undefined && u.is_byok === undefined && u.cost_details === undefined) return u;
+  const { cost: _cost, is_byok: _byok, cost_details: _details, ...rest } = u;
+  return rest as U;
+}
+
+interface ProviderBilling {
+  cost?: number;
+  is_byok?: unknown;
+  cost_details?: unknown;
+}
+
+/** The upstream's own billing figures in a usage object (see `clientUsage`), for the request log. */
+export function providerBilling(u: Record<string, unknown>): ProviderBilling {
+  const out: ProviderBilling = {};
+  if (u.cost !== undefined) out.cost = u.cost as number;
+  if (u.is_byok !== undefined) out.is_byok = u.is_byok;
+  if (u.cost_details !== undefined) out.cost_details = u.cost_details;
+  return out;
+}
+
+/**
+ * What the upstream charged for a request, in USD, from its usage: OpenRouter's `cost`, plus, when
+ * the operator brought their own provider key (`is_byok`), `cost_details.upstream_inference_cost`,
+ * which the provider charges them directly (OpenRouter's `cost` is then only its fee).
+ */
+export function upstreamChargeUsd(u: Usage | undefined): number | undefined {
+  const fee = u?.cost;
+  if (typeof fee !== 'number' || !Number.isFinite(fee) || fee < 0) return undefined;
+  const inference =
+    u!.is_byok === true ? (u!.cost_details as { upstream_inference_cost?: unknown } | undefined)?.upstream_inference_cost : undefined;
+  return typeof inference === 'number' && Number.isFinite(inference) && inference > 0 ? fee + inference : fee;
+}
+
 export function usageFromCounts(prompt: number, completion: number): Usage {
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
 }

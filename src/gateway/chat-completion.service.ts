@@ -4,7 +4,7 @@ import type { ChatChunk, ChatRequest, ChatResponse } from '../common/chat.types'
 import { ChatAggregator } from '../common/chunks';
 import { UpstreamError } from '../common/errors';
 import { estimatePromptTokens, outputChars } from '../common/tokens';
-import { isSoundUsage, usageFromCounts } from '../common/usage';
+import { clientUsage, isSoundUsage, usageFromCounts } from '../common/usage';
 import { AppConfig } from '../config/app-config';
 import { Execution, RouteExecutor } from '../routing/route-executor.service';
 import { chatCharge } from './charge-estimate';
@@ -55,6 +55,7 @@ export class ChatCompletionService {
       rec.deliveredChars = chars;
     } else {
       rec.usage = out.usage;
+      out.usage = clientUsage(out.usage);
     }
     rec.finishReason = out.choices[0]?.finish_reason ? String(out.choices[0].finish_reason) : null;
     if (this.config.env.DB_STORE_FULL_CONTENT) rec.responseContent = out;
@@ -109,7 +110,7 @@ export class ChatCompletionService {
       throw new UpstreamError({ failure: 'aborted', message: 'the client closed the request' });
     }
     if (usage.wanted) {
-      const final = usage.final(() => estimatePromptTokens(chat));
+      const final = clientUsage(usage.final(() => estimatePromptTokens(chat)));
       const last = usage.held
         ? { ...usage.held, usage: final }
         : { id, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: ex.model.id, choices: [], usage: final };

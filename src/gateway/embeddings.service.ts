@@ -4,7 +4,7 @@ import type { Request, Response } from 'express';
 import { protocolError, unsupported } from '../adapters/http/upstream-call';
 import type { ChatRequest } from '../common/chat.types';
 import { embeddingInputs, embeddingsProblem, encodeEmbeddings, type EmbeddingsResponse } from '../common/embedding.types';
-import { isTokenCount } from '../common/usage';
+import { clientUsage, isTokenCount, providerBilling } from '../common/usage';
 import { estimateTextTokens } from '../common/tokens';
 import { ModelRegistry, type RegistrySnapshot } from '../config/model-registry.service';
 import { Execution, RouteExecutor } from '../routing/route-executor.service';
@@ -86,8 +86,9 @@ export class EmbeddingsService implements OnModuleInit, OnApplicationBootstrap {
         prompt_tokens: out.usage!.prompt_tokens,
         completion_tokens: 0,
         total_tokens: out.usage!.total_tokens,
-        ...(typeof out.usage!.cost === 'number' ? { cost: out.usage!.cost } : {}),
+        ...providerBilling(out.usage!),
       };
+      out.usage = clientUsage(out.usage!);
       this.calls.sendJson(res, out);
     });
   }

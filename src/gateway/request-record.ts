@@ -1,7 +1,7 @@
 import type { ChatRequest, Usage } from '../common/chat.types';
 import { costPico, picoToUsd, usdToPico, type TokenCounts } from '../common/money';
 import { estimatePromptTokens } from '../common/tokens';
-import { isSoundUsage, tokenCounts } from '../common/usage';
+import { isSoundUsage, tokenCounts, upstreamChargeUsd } from '../common/usage';
 import type { ModelDef, RouteDef } from '../config/registry.types';
 import type { RequestObservation } from '../observability/metrics.service';
 import type { Execution } from '../routing/route-executor.service';
@@ -128,9 +128,8 @@ export class RequestRecord {
     const pricing = route?.pricing ?? (billed?.model ?? this.execution?.model ?? this.modelDef)?.pricing;
     const billable = route !== undefined && !this.free;
     const cost = pricing && billable ? costPico(counts, pricing, 1, this.request ? countImages(this.request) : 0) : 0n;
-    const reported = this.usage?.cost;
-    const upstreamCost =
-      typeof reported === 'number' && reported >= 0 && reported <= MAX_UPSTREAM_COST_USD ? picoToUsd(usdToPico(reported)) : null;
+    const reported = upstreamChargeUsd(this.usage);
+    const upstreamCost = reported !== undefined && reported <= MAX_UPSTREAM_COST_USD ? picoToUsd(usdToPico(reported)) : null;
     const metadata: Record<string, unknown> = { ...this.notes };
     if (this.execution && this.execution.attempts.length > 0) metadata.attempts = this.execution.attempts;
     if (route) metadata.provider_model_id = route.providerModelId;

@@ -6,7 +6,7 @@ import type { ChatChunk, ChatRequest } from '../common/chat.types';
 import type { CompletionRequest } from '../common/completion.types';
 import { UpstreamError } from '../common/errors';
 import { estimatePromptTokens } from '../common/tokens';
-import { isSoundUsage, usageFromCounts } from '../common/usage';
+import { clientUsage, isSoundUsage, usageFromCounts } from '../common/usage';
 import { AppConfig } from '../config/app-config';
 import type { RouteDef } from '../config/registry.types';
 import { Execution, RouteExecutor } from '../routing/route-executor.service';
@@ -78,6 +78,7 @@ export class TextCompletionService {
     out.created ??= Math.floor(Date.now() / 1000);
     if (isSoundUsage(out.usage)) {
       rec.usage = out.usage;
+      out.usage = clientUsage(out.usage);
     } else {
       const completion = out.choices.reduce((s, c) => s + Math.ceil(c.text.length / 4), 0);
       out.usage = usageFromCounts(estimatePromptTokens(ex.request), completion);
@@ -136,7 +137,7 @@ export class TextCompletionService {
     }
     if (signal.aborted || sse.closed) throw new UpstreamError({ failure: 'aborted', message: 'the client closed the request' });
     if (usage.wanted) {
-      const final = usage.final(() => estimatePromptTokens(ex.request));
+      const final = clientUsage(usage.final(() => estimatePromptTokens(ex.request)));
       const last = usage.held
         ? { ...chatChunkToCompletion(usage.held), id, model: ex.model.id, provider: ex.route?.kind, usage: final }
         : { id, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: ex.model.id, choices: [], usage: final };

@@ -22,6 +22,10 @@ models:
         provider_model_id: meta-llama/llama-3.1-8b-instruct
         http_referer: https://gateway.example
         x_title: HybridInference Test
+  - id: or/byok
+    context_length: 8192
+    route:
+      - { kind: openrouter, base_url: "${base}", api_key: or-key, provider_model_id: byok }
   - id: or/with-plugins
     context_length: 8192
     route:
@@ -105,6 +109,21 @@ models:
     // 5 prompt tokens at $1/M + 3 completion tokens at $2/M
     expect(Number(row.upstream_cost_usd)).toBeCloseTo(0.000011, 12);
     expect(row).toMatchObject({ provider: 'openrouter', prompt_tokens: 5, completion_tokens: 3 });
+    // What OpenRouter charged the operator is not the client's price: the client never sees it.
+    expect(res.usage).toEqual({
+      prompt_tokens: 5,
+      completion_tokens: 3,
+      total_tokens: 8,
+      prompt_tokens_details: { cached_tokens: 0, cache_write_tokens: 0, audio_tokens: 0 },
+      completion_tokens_details: { reasoning_tokens: 0 },
+    });
+  });
+
+  it("logs a BYOK request's cost as OpenRouter's fee plus the provider's charge", async () => {
+    const res = await client.chat.completions.create({ model: 'or/byok', messages: [{ role: 'user', content: 'hello router' }] });
+    // The provider's $0.000011 plus OpenRouter's 5% fee.
+    expect(Number((await rowFor(res.id)).upstream_cost_usd)).toBeCloseTo(0.00001155, 12);
+    expect(res.usage).not.toHaveProperty('is_byok');
   });
 
   it("passes OpenRouter's own features (transforms; plugins where the route allows them) and the client's data policies on", async () => {
@@ -133,16 +152,21 @@ models:
     const stream = await client.chat.completions.create({
       model: 'or/llama',
       stream: true,
+      stream_options: { include_usage: true },
       messages: [{ role: 'user', content: 'stream me' }],
     });
     let text = '';
     let id = '';
+    let usage: unknown;
     for await (const c of stream) {
       id ||= c.id;
       text += c.choices[0]?.delta.content ?? '';
+      if (c.usage) usage = c.usage;
     }
     expect(text).toBe('echo: stream me');
     expect(Number((await rowFor(id)).upstream_cost_usd)).toBeCloseTo(0.000011, 12);
+    expect(usage).toMatchObject({ prompt_tokens: 5 });
+    expect(usage).not.toHaveProperty('cost');
   });
 
   it('pins kind openrouter[slug] to that provider without fallbacks', async () => {
@@ -246,5 +270,7 @@ models:
     const rows = await gw.rows();
     expect(Number(rows.find((r) => r.model === 'or/embed')!.upstream_cost_usd)).toBeCloseTo(0.000003, 12);
     expect(Number(rows.find((r) => `gen-${r.id}` === done.id)!.upstream_cost_usd)).toBeCloseTo(0.000007, 12);
+    expect(emb.usage).toEqual({ prompt_tokens: 3, total_tokens: 3 });
+    expect(done.usage).not.toHaveProperty('cost');
   });
 });
