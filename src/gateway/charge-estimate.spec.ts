@@ -33,6 +33,15 @@ const req = (over: Partial<ChatRequest> = {}): ChatRequest => ({
 describe('charge estimates', () => {
   const prompt = estimatePromptTokens(req());
 
+  it('reserves at the dearest price a token may have: cache writes for the prompt, reasoning for the completion', () => {
+    const dear = model({ pricing: pricing('1', '2', { input_cache_write: tokenPrice('1.25'), internal_reasoning: tokenPrice('5') }) });
+    // One-hour cache writes cost twice the prompt price (no input_cache_write_1h set).
+    expect(chatCharge(dear, req({ max_tokens: 100 })).costPico).toBe(BigInt(prompt) * 2_000_000n + 100n * 5_000_000n);
+    // Cheaper special prices do not lower it below the plain ones.
+    const cheap = model({ pricing: pricing('1', '2', { input_cache_write_1h: tokenPrice('0.5'), internal_reasoning: tokenPrice('1') }) });
+    expect(chatCharge(cheap, req({ max_tokens: 100 })).costPico).toBe(BigInt(prompt) * 1_000_000n + 100n * 2_000_000n);
+  });
+
   it('reserves the prompt plus max_tokens (times n) at the model price', () => {
     const c = chatCharge(model(), req({ max_tokens: 100, n: 2 }));
     expect(c.tokens).toBe(prompt + 200);

@@ -13,15 +13,22 @@ export interface Charge {
 
 /**
  * The most any route of the model would charge for these tokens: routes may override the model's
- * pricing, and which route serves is only known afterwards.
+ * pricing, and which route serves is only known afterwards. The prompt may all be written to a
+ * cache (one-hour writes are the dearest) and the completion may all be reasoning, where those
+ * cost more than plain tokens.
  */
 export function worstCaseCost(model: ModelDef, tokens: { prompt: number; completion: number }, images = 0): bigint {
-  const counts = { prompt: tokens.prompt, completion: tokens.completion, cachedRead: 0, cacheWrite: 0, reasoning: 0 };
+  const { prompt, completion } = tokens;
+  const prompts = [0, prompt]; // cache writes: none, or all of the prompt
   const pricings: Pricing[] = [model.pricing, ...model.routes.flatMap((r) => (r.pricing ? [r.pricing] : []))];
   let max = 0n;
   for (const p of pricings) {
-    const c = costPico(counts, p, 1, images);
-    if (c > max) max = c;
+    for (const cacheWrite of prompts)
+      for (const cacheWrite1h of cacheWrite > 0 ? [0, cacheWrite] : [0])
+        for (const reasoning of [0, completion]) {
+          const c = costPico({ prompt, completion, cachedRead: 0, cacheWrite, cacheWrite1h, reasoning }, p, 1, images);
+          if (c > max) max = c;
+        }
   }
   return max;
 }
