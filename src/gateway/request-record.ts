@@ -184,6 +184,7 @@ export class RequestRecord {
       promptTokens: row.prompt_tokens,
       completionTokens: row.completion_tokens,
       cachedTokens: row.cached_tokens,
+      cacheWriteTokens: row.cache_write_tokens,
       reasoningTokens: row.reasoning_tokens,
     };
   }

@@ -15,6 +15,7 @@ export interface RequestObservation {
   promptTokens: number;
   completionTokens: number;
   cachedTokens: number;
+  cacheWriteTokens: number;
   reasoningTokens: number;
 }
 
@@ -54,7 +55,7 @@ export class MetricsService {
     });
     this.tokens = new Counter({
       name: 'hybridinference_tokens_total',
-      help: 'Tokens, by model, provider and type (prompt, completion, cached, reasoning)',
+      help: 'Tokens, by model, provider and type (prompt, completion, cached, cache_write, reasoning)',
       labelNames: ['model', 'provider', 'type'],
       registers,
     });
@@ -89,6 +90,7 @@ export class MetricsService {
     if (o.promptTokens) this.tokens.inc({ ...t, type: 'prompt' }, o.promptTokens);
     if (o.completionTokens) this.tokens.inc({ ...t, type: 'completion' }, o.completionTokens);
     if (o.cachedTokens) this.tokens.inc({ ...t, type: 'cached' }, o.cachedTokens);
+    if (o.cacheWriteTokens) this.tokens.inc({ ...t, type: 'cache_write' }, o.cacheWriteTokens);
     if (o.reasoningTokens) this.tokens.inc({ ...t, type: 'reasoning' }, o.reasoningTokens);
   }
 

@@ -289,6 +289,9 @@ models:
     }
     expect(usage).toMatchObject({ prompt_tokens_details: { cache_write_tokens: 20, cache_write_1h_tokens: 15 } });
     expect(Number((await rowFor(id)).cost_usd)).toBeCloseTo(cost, 12);
+    // Cache writes are counted in the metrics too.
+    const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+    expect(metrics).toContain('hybridinference_tokens_total{model="claude/cached-1h",provider="anthropic",type="cache_write"} 40');
   });
 
   it('fails over when Claude is overloaded, and answers 503 when no route is left', async () => {
