@@ -24,7 +24,12 @@ export class AdapterRegistry implements OnModuleInit {
   register(kind: string, adapter: LlmAdapter, aliases: string[] = []): void {
     for (const name of [kind, ...aliases]) {
       const owner = this.canonical.get(name);
-      if (owner && owner !== kind) throw new Error(`adapter kind "${name}" is claimed by both ${owner} and ${kind}`);
+      // The same kind from another adapter would quietly take over every route of that kind.
+      const other = owner === undefined ? undefined : this.byKind.get(owner);
+      if (other !== undefined && other !== adapter)
+        throw new Error(
+          `adapter kind "${name}" is claimed by both ${describe(other, owner!)} and ${describe(adapter, kind)}: give one of them another kind`,
+        );
       this.canonical.set(name, kind);
     }
     this.byKind.set(kind, adapter);
@@ -44,4 +49,10 @@ export class AdapterRegistry implements OnModuleInit {
   kinds(): string[] {
     return [...this.canonical.keys()].sort();
   }
+}
+
+/** An adapter as an operator can find it: its class and, where it differs from the name, its kind. */
+function describe(adapter: LlmAdapter, kind: string): string {
+  const cls = (adapter as object).constructor?.name;
+  return cls && cls !== 'Object' ? `${cls} (kind ${kind})` : `kind ${kind}`;
 }
