@@ -1,6 +1,6 @@
 import { Injectable, Logger, type OnModuleInit } from '@nestjs/common';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { DataSource } from 'typeorm';
+import { DataSource, MigrationExecutor } from 'typeorm';
 import { AppConfig } from '../config/app-config';
 import { dataSourceOptions } from './data-source.options';
 import type { Dialect } from './dialect';
@@ -133,7 +133,10 @@ export class DatabaseService implements OnModuleInit {
     await runner.connect();
     try {
       await runner.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK]);
-      const ran = await ds.runMigrations({ transaction: 'each' });
+      // On the lock's own connection: with DB_POOL_SIZE=1 there is no other to run them on.
+      const executor = new MigrationExecutor(ds, runner);
+      executor.transaction = 'each';
+      const ran = await executor.executePendingMigrations();
       if (ran.length > 0) this.logger.log(`migrations applied: ${ran.map((m) => m.name).join(', ')}`);
     } finally {
       await runner.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => undefined);

@@ -161,6 +161,25 @@ describe('request logs when PostgreSQL goes away', () => {
     expect(new Set((await gw.rows()).map((r) => r.id)).size).toBe(6);
   });
 
+  it('runs on a pool of one connection, and goes on after an answer lost on it', async () => {
+    const port = await proxy.start();
+    // One connection: migrations run on the one that holds their lock (they had waited for a
+    // second one for ever), and the one that lost an answer is the one every later query gets.
+    gw = await startGateway({
+      models: MODELS,
+      env: { ...env(port), DB_QUERY_TIMEOUT_MS: '300', REQUEST_LOG_FLUSH_MS: '50', REQUEST_LOG_REPLAY_MS: '200', DB_POOL_SIZE: '1' },
+    });
+    await ask(gw, 2);
+    await gw.waitForRows(2);
+    proxy.dropReplies();
+    await ask(gw, 2);
+    await waitFor(() => spooledLines(join(gw!.dir, 'spool')) === 2, '2 spooled rows', 5000);
+    proxy.release();
+    await ask(gw, 2);
+    // The spooled rows are replayed and the new ones inserted, on a new connection.
+    await waitFor(async () => (await countRows(db)) === 6, 'all 6 rows', 10_000);
+  }, 30_000);
+
   it('behind a silent database: /health answers at once, and shutdown spools the rows in flight within seconds', async () => {
     const port = await proxy.start();
     // The default query timeout: a batch's insert is waited for 2 x 10 s + 1 s.

@@ -8,6 +8,9 @@ export class TcpProxy {
   private readonly pairs = new Set<[Socket, Socket]>();
   /** Silent: connections stay open, nothing gets through in either direction. */
   private held = false;
+  /** The target's answers are read and lost (a half-open connection). */
+  private dropping = false;
+  private readonly discard = (): void => undefined;
   port = 0;
 
   constructor(
@@ -26,6 +29,7 @@ export class TcpProxy {
       const pair: [Socket, Socket] = [client, upstream];
       this.pairs.add(pair);
       if (!this.held) this.flow(pair);
+      if (this.dropping) this.drop(pair);
       client.on('close', () => {
         upstream.destroy();
         this.pairs.delete(pair);
@@ -48,10 +52,32 @@ export class TcpProxy {
     }
   }
 
-  /** Lets everything held through again. */
+  /**
+   * Requests still reach the target, and its answers are thrown away: a connection that lost its
+   * replies (a NAT or proxy that dropped its state) and never learns it.
+   */
+  dropReplies(): void {
+    this.dropping = true;
+    for (const pair of this.pairs) this.drop(pair);
+  }
+
+  /** Lets everything held through again; answers are no longer dropped (those dropped are lost). */
   release(): void {
+    if (this.dropping) {
+      this.dropping = false;
+      for (const [client, upstream] of this.pairs) {
+        upstream.off('data', this.discard);
+        upstream.pipe(client);
+      }
+      return;
+    }
     this.held = false;
     for (const pair of this.pairs) this.flow(pair);
+  }
+
+  private drop([client, upstream]: [Socket, Socket]): void {
+    upstream.unpipe(client);
+    upstream.on('data', this.discard);
   }
 
   private flow([client, upstream]: [Socket, Socket]): void {
