@@ -75,6 +75,7 @@ export class TextCompletionService {
     out.id = generationId(rec.id);
     out.model = ex.model.id;
     out.provider = ex.route?.kind;
+    out.route = ex.route?.id;
     out.created ??= Math.floor(Date.now() / 1000);
     if (isSoundUsage(out.usage)) {
       rec.usage = out.usage;
@@ -117,6 +118,7 @@ export class TextCompletionService {
         out.id = id;
         out.model = ex.model.id;
         out.provider = ex.route?.kind;
+        out.route = ex.route?.id;
         for (const c of out.choices) {
           const kept = stored && (stored.get(c.index) ?? stored.set(c.index, { text: '', finish_reason: null }).get(c.index)!);
           if (c.text) {
@@ -139,7 +141,7 @@ export class TextCompletionService {
     if (usage.wanted) {
       const final = clientUsage(usage.final(() => estimatePromptTokens(ex.request)));
       const last = usage.held
-        ? { ...chatChunkToCompletion(usage.held), id, model: ex.model.id, provider: ex.route?.kind, usage: final }
+        ? { ...chatChunkToCompletion(usage.held), id, model: ex.model.id, provider: ex.route?.kind, route: ex.route?.id, usage: final }
         : { id, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: ex.model.id, choices: [], usage: final };
       void sse.write(`data: ${JSON.stringify(last)}\n\n`);
     }

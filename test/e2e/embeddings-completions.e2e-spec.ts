@@ -163,6 +163,8 @@ models:
       const chunks: OpenAI.Completions.Completion[] = [];
       for await (const c of stream) chunks.push(c);
       expect(chunks.every((c) => c.object === 'text_completion' && c.model === 'base/llama')).toBe(true);
+      // Every chunk says who served, as chat chunks do.
+      expect(chunks.every((c) => (c as unknown as { route?: string }).route === 'gpu')).toBe(true);
       expect(chunks.map((c) => c.choices[0]?.text ?? '').join('')).toBe(' and so it ');
       expect(chunks.find((c) => c.choices[0]?.finish_reason)?.choices[0].finish_reason).toBe('length');
       expect(chunks.at(-1)).toMatchObject({ choices: [], usage: { completion_tokens: 4 } });
