@@ -30,9 +30,14 @@ export function runPrimary(count: number, log: (msg: string) => void): void {
   let stopping = false;
   let everListened = false;
   const restarts: number[] = [];
+  /** A crashed worker's replacement, waiting out its backoff. */
+  let restartTimer: NodeJS.Timeout | undefined;
+  const workersLeft = () => Object.keys(cluster.workers ?? {}).length;
 
-  const fork = (): Promise<Worker> =>
+  const fork = (): Promise<Worker | undefined> =>
     new Promise((resolve) => {
+      // Stopping: no new worker (it would serve on, and the primary would never exit).
+      if (stopping) return resolve(undefined);
       const worker = cluster.fork();
       worker.once('listening', () => {
         everListened = true;
@@ -54,7 +59,7 @@ export function runPrimary(count: number, log: (msg: string) => void): void {
 
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) {
-      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+      if (workersLeft() === 0) process.exit(0);
       return;
     }
     if (!everListened) {
@@ -70,13 +75,20 @@ export function runPrimary(count: number, log: (msg: string) => void): void {
     while (restarts.length && restarts[0] < now - 60_000) restarts.shift();
     const delay = Math.min(30_000, 250 * 2 ** Math.max(0, restarts.length - 1));
     log(`worker ${worker.process.pid} exited (${code ?? signal}); restarting in ${delay} ms`);
-    setTimeout(() => void fork(), delay).unref();
+    clearTimeout(restartTimer);
+    restartTimer = setTimeout(() => {
+      restartTimer = undefined;
+      void fork();
+    }, delay);
   });
 
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) return;
     stopping = true;
-    log(`${signal}: stopping ${Object.keys(cluster.workers ?? {}).length} workers`);
+    clearTimeout(restartTimer);
+    log(`${signal}: stopping ${workersLeft()} workers`);
+    // Every worker had died and its replacement was still waiting: nothing to wait for.
+    if (workersLeft() === 0) process.exit(0);
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(signal);
   };
   process.on('SIGTERM', () => stop('SIGTERM'));

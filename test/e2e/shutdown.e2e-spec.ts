@@ -183,6 +183,45 @@ describe('the built server with WORKERS=2', () => {
     }
   });
 
+  it('stops on SIGTERM while a crashed worker waits to be replaced, and starts no new one', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hi-cluster-crash-'));
+    writeFileSync(join(dir, 'models.yaml'), MODELS);
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const child = launch(dir, { PORT: String(port) });
+    let output = '';
+    child.stdout.on('data', (b: Buffer) => (output += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (output += b.toString()));
+    const exited = new Promise<number | string | null>((r) => child.on('exit', (code, signal) => r(code ?? signal)));
+    const until = Date.now() + 20_000;
+    while (!output.includes('2 workers serving')) {
+      if (Date.now() > until) throw new Error(`cluster did not start:\n${output}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    // Streams in flight on both workers: the survivor takes a while to drain them.
+    const streams = Array.from({ length: 6 }, () =>
+      fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', connection: 'close' },
+        body: JSON.stringify({ model: 'demo/slow', stream: true, messages: [{ role: 'user', content: 'x' }] }),
+      })
+        .then((r) => r.text())
+        .catch(() => ''),
+    );
+    await new Promise((r) => setTimeout(r, 150));
+    const pids = [...output.matchAll(/worker (\d+) listening/g)].map((m) => Number(m[1]));
+    process.kill(pids[0], 'SIGKILL');
+    while (!output.includes('restarting in')) await new Promise((r) => setTimeout(r, 10));
+    child.kill('SIGTERM'); // within the replacement's 250 ms backoff
+    const code = await Promise.race([exited, new Promise((r) => setTimeout(() => r('still running'), 10_000))]);
+    if (code === 'still running') {
+      for (const m of output.matchAll(/worker (\d+) listening/g)) if (!pids.includes(Number(m[1]))) process.kill(Number(m[1]), 'SIGKILL');
+      child.kill('SIGKILL');
+    }
+    await Promise.all(streams);
+    expect(code).toBe(0);
+    expect([...output.matchAll(/worker (\d+) listening/g)]).toHaveLength(2);
+  }, 30_000);
+
   it('stops, rather than restarting forever, when workers cannot start', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'hi-cluster-bad-'));
     writeFileSync(join(dir, 'models.yaml'), 'models:\n  - id: a\n    context_length: 10\n    route: [{ kind: nope }]\n');
