@@ -54,6 +54,9 @@ export function tokenCounts(u: Usage): TokenCounts {
   return counts;
 }
 
+/** The upstream's own billing figures in a usage object (OpenRouter's). */
+const PROVIDER_BILLING = ['cost', 'is_byok', 'cost_details'] as const;
+
 /**
  * Usage as a client sees it: without the upstream's own billing figures (OpenRouter's `cost`,
  * `is_byok`, `cost_details`). They are what the operator pays, logged as `upstream_cost_usd`; the
@@ -61,23 +64,16 @@ export function tokenCounts(u: Usage): TokenCounts {
  * their own charge.
  */
 export function clientUsage<U extends Record<string, unknown>>(u: U): U {
-  if (u.cost === undefined && u.is_byok === undefined && u.cost_details === undefined) return u;
-  const { cost: _cost, is_byok: _byok, cost_details: _details, ...rest } = u;
+  if (!PROVIDER_BILLING.some((k) => u[k] !== undefined)) return u;
+  const rest: Record<string, unknown> = { ...u };
+  for (const k of PROVIDER_BILLING) delete rest[k];
   return rest as U;
 }
 
-interface ProviderBilling {
-  cost?: number;
-  is_byok?: unknown;
-  cost_details?: unknown;
-}
-
 /** The upstream's own billing figures in a usage object (see `clientUsage`), for the request log. */
-export function providerBilling(u: Record<string, unknown>): ProviderBilling {
-  const out: ProviderBilling = {};
-  if (u.cost !== undefined) out.cost = u.cost as number;
-  if (u.is_byok !== undefined) out.is_byok = u.is_byok;
-  if (u.cost_details !== undefined) out.cost_details = u.cost_details;
+export function providerBilling(u: Record<string, unknown>): Pick<Usage, 'cost'> & Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const k of PROVIDER_BILLING) if (u[k] !== undefined) out[k] = u[k];
   return out;
 }
 

@@ -264,8 +264,8 @@ export class RouteExecutor {
           });
         held.push(n.value);
         if (shape.hasContent(n.value)) return { it, held };
-        const usage = shape.usage(n.value);
-        if (usage && ex.accepted?.route === cand.route) ex.accepted.usage = usage;
+        // Only while this route's call is the accepted one (Anthropic's message_start is parsed for it).
+        if (ex.accepted?.route === cand.route) ex.accepted.usage = shape.usage(n.value) ?? ex.accepted.usage;
       }
     } catch (e) {
       void it.return?.(undefined)?.catch(() => undefined);

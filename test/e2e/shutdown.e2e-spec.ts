@@ -140,21 +140,28 @@ describe('the built server with WORKERS=2', () => {
     });
   }
 
-  it('serves from two processes, sums their metrics, and drains both on SIGTERM', async () => {
+  /** Starts a two-worker gateway on these models and waits until both workers serve. */
+  async function startCluster(models: string, prefix: string) {
     if (!existsSync(main)) throw new Error('dist/main.js is missing: run `npm run build` first (npm test does)');
-    const dir = mkdtempSync(join(tmpdir(), 'hi-cluster-'));
-    writeFileSync(join(dir, 'models.yaml'), MODELS.replace('tokens: 20, tokens_per_second: 40', 'tokens: 3'));
+    const dir = mkdtempSync(join(tmpdir(), prefix));
+    writeFileSync(join(dir, 'models.yaml'), models);
     const port = 20000 + Math.floor(Math.random() * 20000);
     const child = launch(dir, { PORT: String(port) });
-    let output = '';
-    child.stdout.on('data', (b: Buffer) => (output += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (output += b.toString()));
     const exited = new Promise<number | string | null>((r) => child.on('exit', (code, signal) => r(code ?? signal)));
+    const cluster = { dir, port, child, exited, output: '' };
+    child.stdout.on('data', (b: Buffer) => (cluster.output += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (cluster.output += b.toString()));
     const until = Date.now() + 20_000;
-    while (!output.includes('2 workers serving')) {
-      if (Date.now() > until) throw new Error(`cluster did not start:\n${output}`);
+    while (!cluster.output.includes('2 workers serving')) {
+      if (Date.now() > until) throw new Error(`cluster did not start:\n${cluster.output}`);
       await new Promise((r) => setTimeout(r, 100));
     }
+    return cluster;
+  }
+
+  it('serves from two processes, sums their metrics, and drains both on SIGTERM', async () => {
+    const cluster = await startCluster(MODELS.replace('tokens: 20, tokens_per_second: 40', 'tokens: 3'), 'hi-cluster-');
+    const { dir, port, child, exited } = cluster;
     const url = `http://127.0.0.1:${port}`;
     const pids = new Set<string>();
     await Promise.all(
@@ -169,7 +176,7 @@ describe('the built server with WORKERS=2', () => {
         await res.text();
       }),
     );
-    for (const m of output.matchAll(/worker (\d+) listening/g)) pids.add(m[1]);
+    for (const m of cluster.output.matchAll(/worker (\d+) listening/g)) pids.add(m[1]);
     expect(pids.size).toBe(2);
     const metrics = await (await fetch(`${url}/metrics`)).text();
     expect(metrics).toMatch(/hybridinference_requests_total\{model="demo\/slow",provider="mock",status="200"\} 40\b/);
@@ -184,19 +191,8 @@ describe('the built server with WORKERS=2', () => {
   });
 
   it('stops on SIGTERM while a crashed worker waits to be replaced, and starts no new one', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'hi-cluster-crash-'));
-    writeFileSync(join(dir, 'models.yaml'), MODELS);
-    const port = 20000 + Math.floor(Math.random() * 20000);
-    const child = launch(dir, { PORT: String(port) });
-    let output = '';
-    child.stdout.on('data', (b: Buffer) => (output += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (output += b.toString()));
-    const exited = new Promise<number | string | null>((r) => child.on('exit', (code, signal) => r(code ?? signal)));
-    const until = Date.now() + 20_000;
-    while (!output.includes('2 workers serving')) {
-      if (Date.now() > until) throw new Error(`cluster did not start:\n${output}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    const cluster = await startCluster(MODELS, 'hi-cluster-crash-');
+    const { port, child, exited } = cluster;
     // Streams in flight on both workers: the survivor takes a while to drain them.
     const streams = Array.from({ length: 6 }, () =>
       fetch(`http://127.0.0.1:${port}/v1/chat/completions`, {
@@ -208,18 +204,19 @@ describe('the built server with WORKERS=2', () => {
         .catch(() => ''),
     );
     await new Promise((r) => setTimeout(r, 150));
-    const pids = [...output.matchAll(/worker (\d+) listening/g)].map((m) => Number(m[1]));
+    const pids = [...cluster.output.matchAll(/worker (\d+) listening/g)].map((m) => Number(m[1]));
     process.kill(pids[0], 'SIGKILL');
-    while (!output.includes('restarting in')) await new Promise((r) => setTimeout(r, 10));
+    while (!cluster.output.includes('restarting in')) await new Promise((r) => setTimeout(r, 10));
     child.kill('SIGTERM'); // within the replacement's 250 ms backoff
     const code = await Promise.race([exited, new Promise((r) => setTimeout(() => r('still running'), 10_000))]);
     if (code === 'still running') {
-      for (const m of output.matchAll(/worker (\d+) listening/g)) if (!pids.includes(Number(m[1]))) process.kill(Number(m[1]), 'SIGKILL');
+      for (const m of cluster.output.matchAll(/worker (\d+) listening/g))
+        if (!pids.includes(Number(m[1]))) process.kill(Number(m[1]), 'SIGKILL');
       child.kill('SIGKILL');
     }
     await Promise.all(streams);
     expect(code).toBe(0);
-    expect([...output.matchAll(/worker (\d+) listening/g)]).toHaveLength(2);
+    expect([...cluster.output.matchAll(/worker (\d+) listening/g)]).toHaveLength(2);
   }, 30_000);
 
   it('stops, rather than restarting forever, when workers cannot start', async () => {
