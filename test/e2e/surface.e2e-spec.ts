@@ -328,6 +328,37 @@ describe('API surface', () => {
     });
   });
 
+  it('closes a refused connection whose client never closes its side', async () => {
+    // The answer ends the gateway's side only; a client that kept its side open (a slow-header
+    // flood) held the socket and its descriptor on the gateway for good.
+    const server = gw.app.getHttpServer();
+    const accepted = new Promise<import('node:net').Socket>((resolve) => server.once('connection', resolve));
+    // allowHalfOpen: Node's sockets otherwise close their side when the other's ends.
+    const socket = connect({ port: Number(new URL(gw.url).port), host: '127.0.0.1', allowHalfOpen: true });
+    socket.on('error', () => undefined);
+    let text = '';
+    const answered = new Promise<void>((resolve) => {
+      socket.on('data', (d: Buffer) => (text += d.toString()));
+      socket.on('end', resolve);
+    });
+    // A malformed request line: the same refusal path as a slow-header 408, without its minute.
+    socket.write('G@T /v1/models HTTP/1.1\r\nhost: x\r\n\r\n');
+    const serverSide = await accepted;
+    await answered;
+    expect(text).toMatch(/^HTTP\/1\.1 400 /);
+    // The client keeps its side open; the gateway lets go of the socket all the same.
+    const closed = await new Promise<boolean>((resolve) => {
+      if (serverSide.destroyed) return resolve(true);
+      const timer = setTimeout(() => resolve(false), 6000);
+      serverSide.once('close', () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+    socket.destroy();
+    expect(closed).toBe(true);
+  });
+
   it("answers headers over the limit on the Anthropic surface in Anthropic's shape", async () => {
     for (const path of ['/anthropic/v1/messages', '/v1/messages?beta=true']) {
       const res = await request(`${gw.url}${path}`, {
