@@ -212,6 +212,16 @@ export class Env {
   @Min(10)
   STREAM_KEEPALIVE_MS = 5000;
 
+  /**
+   * How long a client may take none of the answer queued for it (a stream it stopped reading, a
+   * large answer it does not fetch) before it is disconnected as gone; 0: no limit.
+   */
+  @Type(() => Number)
+  @IsInt()
+  @Min(0)
+  @Max(2_147_483_647, { message: 'CLIENT_WRITE_TIMEOUT_MS must be at most 2147483647 (about 24 days; 0 turns the limit off)' })
+  CLIENT_WRITE_TIMEOUT_MS = 60_000;
+
   /** On SIGTERM: how long open requests may run before they are cut. */
   @Type(() => Number)
   @IsInt()

@@ -75,7 +75,7 @@ export class ChatCompletionService {
   }
 
   private async stream(chat: ChatRequest, ex: Execution, rec: RequestRecord, res: Response, signal: AbortSignal): Promise<void> {
-    const sse = new SseWriter(res, this.config.env.STREAM_KEEPALIVE_MS);
+    const sse = new SseWriter(res, this.config.env.STREAM_KEEPALIVE_MS, this.config.env.CLIENT_WRITE_TIMEOUT_MS);
     keepaliveWhileAccepted(ex, sse);
     const usage = new StreamUsage(chat.stream_options?.include_usage === true, rec);
     const id = generationId(rec.id);

@@ -17,6 +17,7 @@ import type { Charge } from './charge-estimate';
 import { InflightService } from './inflight.service';
 import { RequestRecord } from './request-record';
 import { SseWriter } from './sse-writer';
+import { disconnectIfStalled } from './stalled-client';
 import { UsageLimiter } from './usage-limiter.service';
 
 /** What one request's handler gets: its record, the signal that fires when the client leaves. */
@@ -116,6 +117,8 @@ export class GatewayCalls {
       this.answerError(err, rec, res, abort.signal, shape, ticket?.shutdown);
     } finally {
       res.off('close', onClose);
+      // An answer the client has not taken whole yet (large, or a client that stopped reading).
+      if (res.writableEnded && !res.writableFinished) disconnectIfStalled(res, 'finish', this.config.env.CLIENT_WRITE_TIMEOUT_MS);
       ticket?.leave();
       this.account(rec, what);
     }

@@ -1,6 +1,7 @@
 import type { Response } from 'express';
 import { SSE_DONE, SSE_KEEPALIVE } from '../common/sse';
 import type { Execution } from '../routing/execution';
+import { disconnectIfStalled } from './stalled-client';
 
 /**
  * Writes a text/event-stream response as events arrive: headers go out with the first event
@@ -11,10 +12,14 @@ export class SseWriter {
   private started = false;
   private keepaliveTimer?: ReturnType<typeof setInterval>;
 
-  /** `keepaliveMs`: the interval of `: keepalive` comments, from `startKeepalive` to `stopKeepalive`. */
+  /**
+   * `keepaliveMs`: the interval of `: keepalive` comments, from `startKeepalive` to `stopKeepalive`.
+   * `stallMs`: how long a client may take none of the queued stream before it is disconnected.
+   */
   constructor(
     private readonly res: Response,
     private readonly keepaliveMs?: number,
+    private readonly stallMs = 0,
   ) {}
 
   /**
@@ -58,6 +63,7 @@ export class SseWriter {
     if (this.closed) return undefined;
     if (!this.started) this.start();
     if (this.res.write(text)) return undefined;
+    disconnectIfStalled(this.res, 'drain', this.stallMs);
     return new Promise((resolve) => {
       const done = () => {
         this.res.off('drain', done);

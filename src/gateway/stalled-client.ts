@@ -1,0 +1,46 @@
+import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+
+/**
+ * Disconnects a client that has stopped taking the answer: output is queued for it and none of
+ * it has left for `ms`. The response is destroyed, which its `close` handler reads as the client
+ * leaving (the upstream call is cancelled, the row says 499). Until then a client that stopped
+ * reading held its connection, the queued answer and, for a stream, the upstream call until its
+ * total timeout; a stalled stream's producer waits on `drain` for ever.
+ *
+ * Watches until `until` (`drain` while a stream waits to write more, `finish` after the last
+ * write) or close. Progress is the socket's queue going down: a client that reads slowly but
+ * steadily is never cut, however long a large answer takes it.
+ */
+export function disconnectIfStalled(res: ServerResponse, until: 'drain' | 'finish', ms: number): void {
+  const socket = res.socket;
+  if (ms <= 0 || !socket || res.destroyed) return;
+  let last = unsent(socket);
+  const timer = setInterval(() => {
+    const now = unsent(socket);
+    if (now !== last && now !== undefined) {
+      last = now;
+      return;
+    }
+    stop();
+    res.destroy();
+  }, ms).unref();
+  const stop = () => {
+    clearInterval(timer);
+    res.off(until, stop);
+    res.off('close', stop);
+  };
+  res.once(until, stop);
+  res.once('close', stop);
+}
+
+/**
+ * What is still to be sent on a socket: its stream's buffer (which counts a write in flight
+ * whole) plus what libuv has left of that write, which goes down as the peer reads. Node
+ * exposes the second only on the handle; without it, a pending write counts as no progress.
+ */
+function unsent(socket: Socket): string | undefined {
+  const handle = (socket as Socket & { _handle?: { writeQueueSize?: number } | null })._handle;
+  if (!handle) return undefined;
+  return `${socket.writableLength}:${handle.writeQueueSize ?? ''}`;
+}
