@@ -1,4 +1,4 @@
-import { connect, type Socket } from 'node:net';
+import { connect, type NetConnectOpts, type Socket } from 'node:net';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 
 /**
@@ -34,7 +34,8 @@ describe('clients that stop reading', () => {
   const unread = async (body: object, readableHighWaterMark?: number): Promise<{ client: Socket; server: Socket }> => {
     const server = gw.app.getHttpServer();
     const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve));
-    const client = connect({ port, host: '127.0.0.1', allowHalfOpen: true, readableHighWaterMark });
+    // A larger read buffer (Node's types omit the Duplex option) lets the slow reader take more at a time.
+    const client = connect({ port, host: '127.0.0.1', allowHalfOpen: true, readableHighWaterMark } as NetConnectOpts);
     client.on('error', () => undefined);
     client.pause();
     const json = JSON.stringify(body);
