@@ -1,7 +1,8 @@
-import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query, UseGuards, UsePipes } from '@nestjs/common';
+import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post, Query, UseGuards, UsePipes, UseInterceptors } from '@nestjs/common';
 import { InvalidRequestError } from '../common/errors';
 import { picoToUsd, usdToPico } from '../common/money';
 import { toDate } from '../storage/api-log-rollup';
+import { DatabaseOutageInterceptor } from '../storage/database-outage';
 import { ApiKeysService, type ApiKeyInput } from '../storage/api-keys.service';
 import type { ApiKey, ListedKeyStatus } from '../storage/entities/api-key.entity';
 import { AdminGuard } from './admin.guard';
@@ -16,6 +17,7 @@ import { parseTimestamp, usdText } from './dto/validators';
 @Controller('admin/api-keys')
 @UseGuards(AdminGuard)
 @UsePipes(AdminValidationPipe)
+@UseInterceptors(DatabaseOutageInterceptor)
 export class ApiKeysController {
   constructor(private readonly keys: ApiKeysService) {}
 

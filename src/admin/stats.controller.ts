@@ -1,7 +1,8 @@
-import { Controller, Get, Query, UseGuards, UsePipes } from '@nestjs/common';
+import { Controller, Get, Query, UseGuards, UsePipes, UseInterceptors } from '@nestjs/common';
 import { InvalidRequestError } from '../common/errors';
 import { picoToUsd, usdToPico } from '../common/money';
 import { toDate } from '../storage/api-log-rollup';
+import { DatabaseOutageInterceptor } from '../storage/database-outage';
 import type { ApiLog } from '../storage/entities/api-log.entity';
 import { StatsRepository } from '../storage/stats.repository';
 import { AdminGuard } from './admin.guard';
@@ -15,6 +16,7 @@ const DAY_MS = 86_400_000;
 @Controller('admin')
 @UseGuards(AdminGuard)
 @UsePipes(AdminValidationPipe)
+@UseInterceptors(DatabaseOutageInterceptor)
 export class StatsController {
   constructor(private readonly logs: StatsRepository) {}
 

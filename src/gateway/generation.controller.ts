@@ -1,4 +1,4 @@
-import { Controller, Get, Query, Req, UseGuards } from '@nestjs/common';
+import { Controller, Get, Query, Req, UseGuards, UseInterceptors } from '@nestjs/common';
 import type { Request } from 'express';
 import { InvalidRequestError } from '../common/errors';
 import { contextOf } from '../common/request-context';
@@ -7,6 +7,7 @@ import type { ApiLog } from '../storage/entities/api-log.entity';
 import { StatsRepository } from '../storage/stats.repository';
 import { ApiKeyGuard } from './api-key.guard';
 import { toDate } from '../storage/api-log-rollup';
+import { DatabaseOutageInterceptor } from '../storage/database-outage';
 
 /**
  * GET /v1/generation?id=gen-...: one of the caller's own requests in OpenRouter's
@@ -15,6 +16,7 @@ import { toDate } from '../storage/api-log-rollup';
  */
 @Controller('v1/generation')
 @UseGuards(ApiKeyGuard)
+@UseInterceptors(DatabaseOutageInterceptor)
 export class GenerationController {
   constructor(private readonly logs: StatsRepository) {}
 

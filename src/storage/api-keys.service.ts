@@ -6,6 +6,7 @@ import { usdToPico } from '../common/money';
 import { startOfUtcDay, startOfUtcMonth, utcDay, utcMonth, type KeyLimits, type Principal, type SpendBaseline } from '../common/principal';
 import { ConflictError, NotFoundError } from '../common/resource.errors';
 import { AppConfig } from '../config/app-config';
+import { databaseUnreachable } from './database-outage';
 import { DatabaseService } from './database.service';
 import { ApiKey, type ApiKeyStatus, type ListedKeyStatus } from './entities/api-key.entity';
 import { StatsRepository } from './stats.repository';
@@ -249,7 +250,7 @@ export class ApiKeysService {
 
   private repo(): Repository<ApiKey> {
     const ds = this.db.dataSource;
-    if (!ds) throw new ServiceUnavailableError(`The database is unreachable (${this.db.error ?? 'not connected'}); try again shortly`);
+    if (!ds) throw databaseUnreachable(this.db);
     return ds.getRepository(ApiKey);
   }
 }

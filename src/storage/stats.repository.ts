@@ -1,8 +1,9 @@
 import { Injectable } from '@nestjs/common';
 import type { DataSource } from 'typeorm';
-import { InvalidRequestError, ServiceUnavailableError } from '../common/errors';
+import { InvalidRequestError } from '../common/errors';
 import { picoToUsd, usdToPico } from '../common/money';
 import { sqliteTimestamp, toDate } from './api-log-rollup';
+import { databaseUnreachable } from './database-outage';
 import { DatabaseService } from './database.service';
 import type { Dialect } from './dialect';
 import { ApiKey } from './entities/api-key.entity';
@@ -147,7 +148,7 @@ export class StatsRepository {
 
   private source(): DataSource {
     const ds = this.db.dataSource;
-    if (!ds) throw new ServiceUnavailableError(`The database is unreachable (${this.db.error ?? 'not connected'}); try again shortly`);
+    if (!ds) throw databaseUnreachable(this.db);
     return ds;
   }
 

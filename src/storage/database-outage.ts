@@ -1,0 +1,43 @@
+import { HttpException, Injectable, type CallHandler, type ExecutionContext, type NestInterceptor } from '@nestjs/common';
+import { catchError, type Observable } from 'rxjs';
+import { GatewayError } from '../common/errors';
+import { DatabaseService } from './database.service';
+
+/** The database does not answer: a 503 the caller can retry, in its own words. */
+export class DatabaseUnavailableError extends GatewayError {
+  readonly status = 503;
+  readonly type = 'server_error';
+  override readonly code = 'database_unavailable';
+}
+
+/** The refusal of a request that needs the database while it is known to be unreachable. */
+export function databaseUnreachable(db: DatabaseService): DatabaseUnavailableError {
+  return new DatabaseUnavailableError(`The database is unreachable (${db.error ?? 'not connected'}); try again shortly`);
+}
+
+/**
+ * For endpoints that read or change the database (the admin API, /v1/generation): a query that
+ * fails because the database went away is a 503 `database_unavailable`, not a 500 that blames
+ * the gateway. A failure is the database's when it then does not answer a ping; any other keeps
+ * its own answer (a bug stays a logged 500).
+ */
+@Injectable()
+export class DatabaseOutageInterceptor implements NestInterceptor {
+  constructor(private readonly db: DatabaseService) {}
+
+  intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    return next.handle().pipe(catchError((err: unknown) => this.explain(err)));
+  }
+
+  private async explain(err: unknown): Promise<never> {
+    if (err instanceof GatewayError || err instanceof HttpException) throw err;
+    try {
+      await this.db.ping(1500);
+    } catch (ping) {
+      throw new DatabaseUnavailableError(
+        `The database does not answer (${(err as Error)?.message ?? String(err)}; ${(ping as Error).message}); try again shortly`,
+      );
+    }
+    throw err;
+  }
+}
