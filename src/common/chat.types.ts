@@ -126,6 +126,9 @@ export interface ChatChunk {
   [extra: string]: unknown;
 }
 
+/** OpenRouter-style request options the gateway acts on itself; upstreams never see them (OpenRouter routes some). */
+export const GATEWAY_ONLY_FIELDS = ['models', 'provider', 'route', 'transforms', 'plugins', 'usage'] as const;
+
 /**
  * OpenRouter `provider` preferences about data policy and serving rather than about which
  * provider: the gateway's own routes carry no such information, so its routing accepts them

@@ -136,6 +136,43 @@ models:
   };
 
   describe('relayed to an anthropic route', () => {
+    it("acts on OpenRouter's routing options itself and never sends them to Anthropic", async () => {
+      // Anthropic refuses fields it does not know; before, `provider` reached it and came back a 400.
+      const res = await call(`${gw.url}/anthropic/v1/messages`, 'POST', {
+        model: 'claude/sonnet',
+        max_tokens: 50,
+        messages: [{ role: 'user', content: 'hi' }],
+        provider: { sort: 'price', data_collection: 'deny' },
+        transforms: [],
+      });
+      expect(res.status).toBe(200);
+      expect(claude.requests[0].body).toEqual({ model: 'ok', max_tokens: 50, messages: [{ role: 'user', content: 'hi' }] });
+      // `models`: the fallback serves when the Claude route refuses, as on chat.
+      claude.reset();
+      const fallback = await call(`${gw.url}/anthropic/v1/messages`, 'POST', {
+        model: 'claude/overloaded',
+        max_tokens: 50,
+        messages: [{ role: 'user', content: 'fall back' }],
+        models: ['llama/chat'],
+      });
+      expect(fallback.status).toBe(200);
+      expect(fallback.body).toMatchObject({ model: 'llama/chat', content: [{ type: 'text', text: 'echo: fall back' }] });
+      expect(claude.requests.map((r) => r.body.models)).toEqual(claude.requests.map(() => undefined));
+      expect(compat.requests[0].body.models).toBeUndefined();
+      // And a malformed option is the client's 400 in Anthropic's shape, naming it.
+      const bad = await call(`${gw.url}/anthropic/v1/messages`, 'POST', {
+        model: 'claude/sonnet',
+        max_tokens: 50,
+        messages: [{ role: 'user', content: 'x' }],
+        provider: { order: ['nobody'] },
+      });
+      expect(bad.status).toBe(400);
+      expect(bad.body).toMatchObject({
+        type: 'error',
+        error: { type: 'invalid_request_error', message: expect.stringContaining('provider.order[0]') },
+      });
+    });
+
     it('passes the request through with only the model and the key replaced, and the answer back under the public model id', async () => {
       const params: Anthropic.MessageCreateParamsNonStreaming = {
         model: 'claude/sonnet',

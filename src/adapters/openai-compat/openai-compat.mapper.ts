@@ -1,4 +1,11 @@
-import type { ChatChunk, ChatMessage, ChatRequest, ChatResponse, Usage } from '../../common/chat.types';
+import {
+  GATEWAY_ONLY_FIELDS,
+  type ChatChunk,
+  type ChatMessage,
+  type ChatRequest,
+  type ChatResponse,
+  type Usage,
+} from '../../common/chat.types';
 import type { CompletionRequest } from '../../common/completion.types';
 import type { EmbeddingsRequest } from '../../common/embedding.types';
 import { UpstreamError } from '../../common/errors';
@@ -7,9 +14,6 @@ import type { RouteDef } from '../../config/registry.types';
 import { joinUrl, providerHttpError, withExtraBody, withoutKeys } from '../http/upstream-call';
 import type { OpenAiCompatProfile } from './openai-compat.profiles';
 import { isJsonObject } from '../../common/json-object';
-
-/** OpenRouter-style request options the gateway acts on itself; upstreams never see them. */
-export const GATEWAY_ONLY_FIELDS = ['models', 'provider', 'route', 'transforms', 'plugins', 'usage'] as const;
 
 /**
  * The upstream request body: everything the client sent (standard and server-specific

@@ -3,7 +3,7 @@ import type { Request, Response } from 'express';
 import { anthropicUsage, finishReason, mergeDeltaUsage } from '../../adapters/anthropic/anthropic.mapper';
 import type { AnthropicUsage } from '../../adapters/anthropic/anthropic.types';
 import type { CallContext, LlmAdapter, MessagesCall, MessagesEvent } from '../../adapters/llm-adapter';
-import type { ChatChunk, ChatMessage, ChatRequest, Usage } from '../../common/chat.types';
+import { GATEWAY_ONLY_FIELDS, type ChatChunk, type ChatMessage, type ChatRequest, type Usage } from '../../common/chat.types';
 import { chunkHasContent } from '../../common/chunks';
 import { UpstreamError } from '../../common/errors';
 import { contentText, estimatePromptTokens, outputChars } from '../../common/tokens';
@@ -116,8 +116,9 @@ export class MessagesService {
     rec.userId = typeof user === 'string' ? user : null;
     const model = this.calls.resolveModel(scope, body.model as string, 'chat');
     const version = req.headers['anthropic-version'];
+    const { relayed, options } = splitGatewayFields(body);
     const call: MessagesCall = {
-      body,
+      body: relayed,
       betas: betasOf(req.headers['anthropic-beta']),
       version: typeof version === 'string' && version ? version : undefined,
     };
@@ -130,6 +131,7 @@ export class MessagesService {
       chat = err;
     }
     rec.request = chat instanceof UpstreamError ? textView(body, model.id) : chat;
+    Object.assign(rec.request, options);
     const ex = new Execution(model, rec.request, rec.id, scope.signal, scope.snapshot);
     rec.execution = ex;
     return { body, call, chat, ex };
@@ -384,6 +386,23 @@ function failing(err: Error): AsyncIterable<SurfaceEvent> {
 }
 
 /** A request that cannot be translated, as text only: for planning and estimates (never sent). */
+/**
+ * OpenRouter's request options (`models`, `provider`, ...) are the gateway's, as on chat: they
+ * steer the routing (and reach OpenRouter routes through the canonical form), while a Claude
+ * route gets the body without them; Anthropic refuses fields it does not know.
+ */
+function splitGatewayFields(body: Json): { relayed: Json; options: Partial<ChatRequest> } {
+  if (!GATEWAY_ONLY_FIELDS.some((f) => f in body)) return { relayed: body, options: {} };
+  const relayed = { ...body };
+  const options: Partial<ChatRequest> = {};
+  for (const f of GATEWAY_ONLY_FIELDS) {
+    if (!(f in relayed)) continue;
+    options[f] = relayed[f];
+    delete relayed[f];
+  }
+  return { relayed, options };
+}
+
 function textView(body: Json, model: string): ChatRequest {
   const messages: ChatMessage[] = [];
   const system = body.system;
