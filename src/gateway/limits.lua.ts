@@ -108,17 +108,18 @@ if track then
   end
   if conc >= 0 and redis.call('ZCARD', KEYS[3]) >= conc then return refuse('concurrency', 1000) end
 end
+local day_spent, month_spent = -1, -1
 if budgets then
   local reserved = 0
   for _, v in ipairs(redis.call('HVALS', KEYS[4])) do reserved = reserved + tonumber(v) end
   if day_budget >= 0 then
-    local spent = spend_key('d', day, ARGV[10], ARGV[11], 0, false)
-    if spent + reserved + cost > day_budget then return refuse('daily_budget', (day + 1) * 86400000 - now, spent, reserved, cost) end
+    day_spent = spend_key('d', day, ARGV[10], ARGV[11], 0, false)
+    if day_spent + reserved + cost > day_budget then return refuse('daily_budget', (day + 1) * 86400000 - now, day_spent, reserved, cost) end
   end
   if month_budget >= 0 then
-    local spent = spend_key('m', month, ARGV[12], ARGV[13], 0, false)
+    month_spent = spend_key('m', month, ARGV[12], ARGV[13], 0, false)
     -- The client works out the time to the next month from now.
-    if spent + reserved + cost > month_budget then return refuse('monthly_budget', 0, spent, reserved, cost) end
+    if month_spent + reserved + cost > month_budget then return refuse('monthly_budget', 0, month_spent, reserved, cost) end
   end
 end
 
@@ -140,7 +141,8 @@ if track then
     redis.call('PEXPIRE', KEYS[4], lease + 60000)
   end
 end
-return { 1, '', 0, now, sec, rpm_used, rpm_reset, tpm_used, tpm_reset, 0, 0, 0, month }
+-- What was spent (-1: no such budget), so that the process can go on from it should Redis go away.
+return { 1, '', 0, now, sec, rpm_used, rpm_reset, tpm_used, tpm_reset, 0, 0, 0, month, day, day_spent, month_spent }
 `;
 
 /**
@@ -163,15 +165,16 @@ if ARGV[10] == '1' then
 end
 -- A request counts in the period it started in (its admission second), as its api_logs row does.
 local admitted_day = math.floor(bucket / 86400)
+local day_spent, month_spent = -1, -1
 if ARGV[11] == '1' and cost > 0 then
   if admitted_day == day then
     local _, dk = spend_key('d', day, ARGV[6], ARGV[7], 172800000, true)
-    redis.call('INCRBY', dk, cost)
+    day_spent = redis.call('INCRBY', dk, cost)
   end
   if month_of(admitted_day) == month then
     local _, mk = spend_key('m', month, ARGV[8], ARGV[9], 2764800000, true)
-    redis.call('INCRBY', mk, cost)
+    month_spent = redis.call('INCRBY', mk, cost)
   end
 end
-return { now, month }
+return { now, month, day, day_spent, month_spent }
 `;

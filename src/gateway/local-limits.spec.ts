@@ -1,3 +1,4 @@
+import { utcDay, utcMonth } from '../common/principal';
 import { LocalLimits, type AdmitArgs, type StoreLimits } from './local-limits';
 
 const NONE: StoreLimits = { rpm: -1, tpm: -1, concurrency: -1, dayBudget: -1, monthBudget: -1 };
@@ -34,6 +35,22 @@ function setup() {
 }
 
 describe('per-process limits', () => {
+  it("goes on from the shared store's spend, which only ever raises the counter", () => {
+    const { limits, admit } = setup();
+    const day = String(utcDay(T0));
+    const month = String(utcMonth(T0));
+    limits.observe('k', { day, dayNano: 900, month, monthNano: -1 });
+    expect(admit({ dayBudget: 1000 }, { costNano: 101 })).toMatchObject({ ok: false, limit: 'daily_budget', spentNano: 900 });
+    // An older report (a settlement answered after a later admission) lowers nothing.
+    limits.observe('k', { day, dayNano: 500, month, monthNano: 700 });
+    expect(admit({ dayBudget: 1000, monthBudget: 750 }, { costNano: 100 })).toMatchObject({
+      ok: false,
+      limit: 'monthly_budget',
+      spentNano: 700,
+    });
+    expect(admit({ dayBudget: 1000 }, { costNano: 100 }).ok).toBe(true);
+  });
+
   it('admits rpm requests in any 60 s and says when the next one fits', () => {
     const { admit, advance } = setup();
     expect(admit({ rpm: 3 }).ok).toBe(true);

@@ -25,6 +25,14 @@ export interface StoreBaseline {
   monthNano: number;
 }
 
+/** A key's spend in the shared store (nano-USD; -1 where it has no such budget), by UTC day and month. */
+export interface SharedSpend {
+  day: string;
+  dayNano: number;
+  month: string;
+  monthNano: number;
+}
+
 export interface AdmitArgs {
   keyId: string;
   rid: string;
@@ -175,6 +183,17 @@ export class LocalLimits {
         s.spent.set(mk, this.spent(s, mk, month === a.baseline.month ? a.baseline.monthNano : 0) + a.costNano);
       }
     }
+  }
+
+  /**
+   * What the shared store (Redis) last counted for a key: should it go away, this process goes on
+   * from there rather than from the baseline the key was loaded with, which misses what was spent
+   * since (through any replica). Negative amounts: no such budget.
+   */
+  observe(keyId: string, spend: SharedSpend): void {
+    const s = this.state(keyId, this.clock());
+    if (spend.dayNano >= 0) this.spent(s, `d:${spend.day}`, spend.dayNano);
+    if (spend.monthNano >= 0) this.spent(s, `m:${spend.month}`, spend.monthNano);
   }
 
   /** Drops the state of keys idle for `idleMs` with nothing in flight (spend restarts from the request log). */

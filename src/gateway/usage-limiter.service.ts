@@ -122,7 +122,9 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
       try {
         const r = await commands(client).hiLimitAdmit(...this.keys(args.keyId), ...admitArgv(args));
         this.using('redis');
-        return { store: 'redis', outcome: parseAdmit(r) };
+        const outcome = parseAdmit(r);
+        if (outcome.ok) this.observe(args.keyId, r, 12);
+        return { store: 'redis', outcome };
       } catch (err) {
         this.logger.warn(`Redis limit check failed (${(err as Error).message}); this request is checked against per-process limits`);
       }
@@ -138,12 +140,16 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
       return;
     }
     const client = this.redis.client;
-    if (!client) {
+    // Redis admitted it but cannot count it: this process's budgets do (its tokens were counted
+    // in Redis' window at admission), so that a request in flight when Redis went away is not
+    // spent unseen.
+    const unshared = (why: string) => {
       this.logger.warn(
-        `Redis unavailable: the usage of request ${a.rid} is not counted in the shared limits (its reservation expires with its lease)`,
+        `Redis ${why}: the usage of request ${a.rid} is counted in this process's budgets only (its shared reservation expires with its lease)`,
       );
-      return;
-    }
+      this.local.settle({ ...a, trackTokens: false });
+    };
+    if (!client) return unshared('unavailable');
     const b = a.baseline;
     commands(client)
       .hiLimitSettle(
@@ -160,9 +166,15 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
         a.trackTokens ? 1 : 0,
         a.trackSpend ? 1 : 0,
       )
-      .catch((err: Error) =>
-        this.logger.warn(`Redis settlement of request ${a.rid} failed (${err.message}); its reservation expires with its lease`),
-      );
+      .then((r) => this.observe(a.keyId, r, 1))
+      .catch((err: Error) => unshared(`settlement failed (${err.message})`));
+  }
+
+  /** Notes a script's report of the key's shared spend: month, day, day's and month's spend from `at`. */
+  private observe(keyId: string, r: unknown[], at: number): void {
+    const n = (i: number) => Number(r[at + i] ?? -1);
+    if (r.length < at + 4 || (n(2) < 0 && n(3) < 0)) return;
+    this.local.observe(keyId, { month: String(n(0)), day: String(n(1)), dayNano: n(2), monthNano: n(3) });
   }
 
   private keys(keyId: string): string[] {

@@ -1,6 +1,6 @@
 import { picoToUsd, usdToPico } from '../../src/common/money';
 import { OpenAiUpstream } from '../fixtures/openai-upstream';
-import { ACCESS_ENV, adminApi, chat, clearRedisPrefix, REDIS_URL, redisPrefix } from '../helpers/access';
+import { ACCESS_ENV, adminApi, chat, clearRedisPrefix, REDIS_URL, redisPrefix, waitFor } from '../helpers/access';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres';
 import { TcpProxy } from '../helpers/tcp-proxy';
@@ -155,5 +155,34 @@ describe('limits when Redis goes away', () => {
     const health = await fetch(`${gw.url}/health`);
     expect(health.status).toBe(200);
     expect(await health.json()).toMatchObject({ status: 'degraded', details: { redis: { status: 'degraded', mode: 'per-process' } } });
+  });
+
+  it('goes on from the spend Redis last counted, not from what the key knew when it was loaded', async () => {
+    await proxy.stop();
+    await proxy.start();
+    await waitFor(
+      async () =>
+        ((await (await fetch(`${gw.url}/health`)).json()) as { info?: { redis?: { mode?: string } } }).info?.redis?.mode === 'shared',
+      'Redis to be back',
+    );
+    const admin = adminApi(gw);
+    const { id, key } = await admin.createKey({ name: 'budget across the outage', daily_budget_usd: '1000' });
+    // One request for its cost; then a budget of four and a half such requests (each is admitted
+    // on a reservation of a third more than it costs).
+    expect((await chat(gw, key, ask('acme/chat', 4))).status).toBe(200);
+    const cost = usdToPico((await gw.rows()).at(-1)!.cost_usd);
+    expect(cost).toBeGreaterThan(0n);
+    const budget = (cost * 9n) / 2n;
+    expect((await admin.call('PATCH', `/admin/api-keys/${id}`, { daily_budget_usd: picoToUsd(budget) })).status).toBe(200);
+    // The key is loaded again (spend so far: one request) and spends two more through Redis;
+    // the loaded key still thinks one request was spent.
+    for (let i = 0; i < 2; i++) expect((await chat(gw, key, ask('acme/chat', 4))).status).toBe(200);
+    await proxy.stop();
+    const after: number[] = [];
+    for (let i = 0; i < 4; i++) after.push((await chat(gw, key, ask('acme/chat', 4))).status);
+    // Per process, from the spend Redis had counted (three requests): one more fits. From the
+    // loaded key's (one request), three more did: 133% of the budget.
+    const spent = (await gw.rows()).filter((r) => r.api_key_id === id).reduce((sum, r) => sum + usdToPico(r.cost_usd), 0n);
+    expect({ after, withinBudget: spent <= budget }).toEqual({ after: [200, 429, 429, 429], withinBudget: true });
   });
 });
