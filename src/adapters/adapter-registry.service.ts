@@ -7,6 +7,8 @@ import { LlmAdapter } from './llm-adapter';
 export class AdapterRegistry implements OnModuleInit {
   private readonly logger = new Logger('AdapterRegistry');
   private readonly byKind = new Map<string, LlmAdapter>();
+  /** The route options each adapter declared it reads, by its kind. */
+  private readonly declared = new Map<string, readonly string[]>();
   /** alias → canonical kind */
   private readonly canonical = new Map<string, string>();
 
@@ -17,6 +19,7 @@ export class AdapterRegistry implements OnModuleInit {
       const opts = this.discovery.getMetadataByDecorator(LlmAdapter, wrapper);
       if (!opts || !wrapper.instance) continue;
       this.register(opts.kind, wrapper.instance as LlmAdapter, opts.aliases ?? []);
+      if (opts.options) this.declared.set(opts.kind, opts.options);
     }
     this.logger.log(`adapters: ${[...this.canonical.keys()].sort().join(', ')}`);
   }
@@ -44,6 +47,12 @@ export class AdapterRegistry implements OnModuleInit {
   /** `vllm` → `openai_compat`. */
   canonicalKind(kind: string): string | undefined {
     return this.canonical.get(kind);
+  }
+
+  /** The route options the adapter of `kind` reads, if it declared them. */
+  optionsOf(kind: string): readonly string[] | undefined {
+    const k = this.canonical.get(kind);
+    return k === undefined ? undefined : this.declared.get(k);
   }
 
   kinds(): string[] {

@@ -111,6 +111,12 @@ export interface LlmAdapterOptions {
   kind: string;
   /** Other `kind:` values that mean this adapter (e.g. `vllm` for `openai_compat`). */
   aliases?: string[];
+  /**
+   * The route keys this adapter reads from `route.options`. When declared, any other key a route
+   * of this kind carries (`wieght: 9`) is warned about at start and on reload as a likely typo;
+   * undeclared, the adapter's options are not checked.
+   */
+  options?: readonly string[];
 }
 
 /**

@@ -41,7 +41,8 @@ export class RegistrySnapshot {
 }
 
 /** Checks a freshly parsed snapshot against what only other modules know (adapter kinds, strategies). */
-export type SnapshotValidator = (snapshot: RegistrySnapshot) => string[];
+/** Problems that refuse a snapshot; `warn` for what is probably wrong but servable (a typo'd key). */
+export type SnapshotValidator = (snapshot: RegistrySnapshot, warn: (message: string) => void) => string[];
 
 @Injectable()
 export class ModelRegistry {
@@ -70,8 +71,8 @@ export class ModelRegistry {
   }
 
   /** Problems the registered validators find in a snapshot (empty when it is fit to serve). */
-  validate(snapshot: RegistrySnapshot): string[] {
-    return this.validators.flatMap((v) => v(snapshot));
+  validate(snapshot: RegistrySnapshot, warn: (message: string) => void = () => undefined): string[] {
+    return this.validators.flatMap((v) => v(snapshot, warn));
   }
 
   /**
@@ -80,10 +81,12 @@ export class ModelRegistry {
    */
   reload(): RegistrySnapshot {
     const next = this.readFiles();
-    const problems = this.validate(next);
+    const warnings: string[] = [];
+    const problems = this.validate(next, (w) => warnings.push(w));
     if (problems.length > 0) throw new Error(`configuration refused:\n  ${problems.join('\n  ')}`);
     this.snapshot = next;
     this.report(next);
+    for (const w of warnings) this.logger.warn(w);
     return next;
   }
 

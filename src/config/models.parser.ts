@@ -43,7 +43,7 @@ const MODEL_KEYS = new Set([
 ]);
 
 /** Route keys the gateway itself reads; every other key is handed to the adapter as an option. */
-const ROUTE_KEYS = new Set([
+export const ROUTE_KEYS: ReadonlySet<string> = new Set([
   'id',
   'name',
   'kind',

@@ -11,6 +11,9 @@ export interface RouteSettings {
   readonly problems: readonly string[];
 }
 
+/** The route keys read here, next to the adapter's options. */
+export const ROUTE_SETTING_KEYS: readonly string[] = ['context_length', 'retry'];
+
 const RETRY_KEYS: Record<string, keyof RetryPolicy> = {
   max_retries: 'maxRetries',
   backoff_ms: 'backoffMs',

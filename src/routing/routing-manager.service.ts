@@ -3,13 +3,14 @@ import { DiscoveryService } from '@nestjs/core';
 import { AdapterRegistry } from '../adapters/adapter-registry.service';
 import type { ChatRequest } from '../common/chat.types';
 import { ModelRegistry, type RegistrySnapshot } from '../config/model-registry.service';
+import { ROUTE_KEYS } from '../config/models.parser';
 import type { ModelDef, RouteDef } from '../config/registry.types';
 import { cheapestFirst, estimateCost, estimateRequestTokens } from './cost-estimate';
 import type { Execution } from './execution';
 import { NoAvailableRouteError, NoMatchingRouteError } from './routing-errors';
 import { allowedRoutes, applyOrder, NO_OPTIONS, parseRoutingOptions, type ProviderSort, type RoutingOptions } from './routing-options';
 import { RoutingStrategy, type StrategyInput } from './routing-strategy';
-import { routeSettings } from './route-settings';
+import { ROUTE_SETTING_KEYS, routeSettings } from './route-settings';
 import { RouteStateService, type Availability, type RouteState } from './route-state.service';
 
 export interface PublicRoute {
@@ -61,11 +62,11 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
       const name = this.discovery.getMetadataByDecorator(RoutingStrategy, wrapper);
       if (name && wrapper.instance) this.strategies.set(name, wrapper.instance as RoutingStrategy);
     }
-    this.registry.addValidator((s) => this.validate(s));
+    this.registry.addValidator((s, warn) => this.validate(s, warn));
   }
 
   onApplicationBootstrap(): void {
-    const problems = this.validate(this.registry.current());
+    const problems = this.validate(this.registry.current(), (w) => this.logger.warn(w));
     if (problems.length > 0) throw new Error(`configuration refused:\n  ${problems.join('\n  ')}`);
     const snap = this.registry.current();
     this.logger.log(
@@ -212,7 +213,7 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
     return names;
   }
 
-  private validate(snapshot: RegistrySnapshot): string[] {
+  private validate(snapshot: RegistrySnapshot, warn: (message: string) => void): string[] {
     const problems: string[] = [];
     const known = [...this.strategies.keys()].sort().join(', ');
     if (!this.strategies.has(snapshot.routing.strategy)) {
@@ -233,8 +234,38 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
           continue;
         }
         problems.push(...(adapter.validateRoute?.(route) ?? []));
+        const declared = this.adapters.optionsOf(route.kind);
+        if (declared) for (const w of unknownRouteKeys(route, declared)) warn(w);
       }
     }
     return problems;
   }
+}
+
+/**
+ * A route's keys that neither the gateway nor its adapter reads: most likely typos (`wieght: 9`
+ * silently left the weight at 1), each named with the nearest known key when one is close.
+ */
+function unknownRouteKeys(route: RouteDef, declared: readonly string[]): string[] {
+  const known = [...ROUTE_KEYS, ...ROUTE_SETTING_KEYS, ...declared];
+  const out: string[] = [];
+  for (const key of Object.keys(route.options)) {
+    if (declared.includes(key) || ROUTE_SETTING_KEYS.includes(key)) continue;
+    const near = known.filter((k) => editDistance(k, key) <= Math.min(2, Math.floor(key.length / 3)));
+    const hint =
+      near.length > 0 ? `did you mean ${near.map((k) => `"${k}"`).join(' or ')}?` : `a ${route.kind} route reads ${known.join(', ')}`;
+    out.push(`${route.where}: unknown route key "${key}" ignored (${hint})`);
+  }
+  return out;
+}
+
+/** Levenshtein distance, for the few short keys of a route. */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length];
 }

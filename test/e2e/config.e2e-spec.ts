@@ -1,3 +1,6 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ModelRegistry } from '../../src/config/model-registry.service';
 import { startGateway } from '../helpers/gateway';
 
 /** A bad configuration stops the start with a message a person can act on. */
@@ -32,6 +35,46 @@ models:
     try {
       const routing = (await (await fetch(`${gw.url}/routing`)).json()) as { models: Array<{ routes: Array<{ id: string }> }> };
       expect(routing.models[0].routes.map((r) => r.id)).toEqual(['from-default']);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it('warns about route keys neither the gateway nor the adapter reads, at start and on reload', async () => {
+    const yaml = `
+models:
+  - id: a
+    context_length: 10
+    route:
+      - { kind: mock, id: typos, wieght: 3, tokenz: 5, colour: blue, context_length: 8, ttft_ms: 0 }
+      - { kind: vllm, base_url: "http://127.0.0.1:9/v1", api_kye: secret }
+`;
+    const lines: string[] = [];
+    const gw = await startGateway({ models: yaml, logLines: lines });
+    const warnings = () => lines.map((l) => JSON.parse(l) as { level: string; msg: string }).filter((l) => l.level === 'warn');
+    try {
+      const route = (i: number) => `${join(gw.dir, 'models.yaml')}:${6 + i} (models[0].route[${i}])`;
+      expect(warnings().map((w) => w.msg)).toEqual([
+        `${route(0)}: unknown route key "wieght" ignored (did you mean "weight"?)`,
+        `${route(0)}: unknown route key "tokenz" ignored (did you mean "tokens"?)`,
+        expect.stringMatching(
+          /route\[0\]\): unknown route key "colour" ignored \(a mock route reads id, name, kind, weight, .*ttft_ms, tokens, tokens_per_second\)$/,
+        ),
+        `${route(1)}: unknown route key "api_kye" ignored (did you mean "api_key" or "api_keys"?)`,
+      ]);
+      // A reload with the typo fixed says nothing more; one that brings a typo back says it again.
+      lines.length = 0;
+      writeFileSync(
+        join(gw.dir, 'models.yaml'),
+        yaml.replace('wieght', 'weight').replace(', tokenz: 5, colour: blue', '').replace('api_kye', 'api_key'),
+      );
+      gw.app.get(ModelRegistry).reload();
+      expect(warnings()).toEqual([]);
+      writeFileSync(join(gw.dir, 'models.yaml'), yaml.replace(', tokenz: 5, colour: blue', '').replace('api_kye', 'api_key'));
+      gw.app.get(ModelRegistry).reload();
+      expect(warnings().map((w) => w.msg)).toEqual([
+        expect.stringContaining('unknown route key "wieght" ignored (did you mean "weight"?)'),
+      ]);
     } finally {
       await gw.close();
     }

@@ -18,6 +18,8 @@ export interface GatewayOptions {
   env?: Record<string, string | undefined>;
   /** More Nest modules for the app (e.g. an adapter module under test). */
   imports?: CreateAppOptions['imports'];
+  /** Collects the app's log lines (JSON, at LOG_LEVEL, `warn` unless set) instead of dropping them. */
+  logLines?: string[];
 }
 
 export interface TestGateway {
@@ -55,7 +57,11 @@ export async function startGateway(opts: GatewayOptions): Promise<TestGateway> {
     DB_CONNECT_TIMEOUT_MS: '10000',
     ...opts.env,
   };
-  const app = await createApp({ overrides: env, envFile: false, logger: new AppLogger(env.LOG_LEVEL ?? 'silent'), imports: opts.imports });
+  const lines = opts.logLines;
+  const logger = lines
+    ? new AppLogger(opts.env?.LOG_LEVEL ?? 'warn', { write: (line: string) => void lines.push(line) })
+    : new AppLogger(env.LOG_LEVEL ?? 'silent');
+  const app = await createApp({ overrides: env, envFile: false, logger, imports: opts.imports });
   await app.listen(0, '127.0.0.1');
   const address = app.getHttpServer().address() as { port: number };
   const url = `http://127.0.0.1:${address.port}`;

@@ -65,7 +65,7 @@ export interface Accepted {
  * where requests go and how they authenticate through the protected hooks.
  */
 @Injectable()
-@LlmAdapter({ kind: 'anthropic' })
+@LlmAdapter({ kind: 'anthropic', options: ['default_max_tokens', 'anthropic_beta'] })
 export class AnthropicAdapter implements LlmAdapter {
   readonly messages?: MessagesRelay = {
     send: (call, route, ctx) => this.relay(call, route, ctx),

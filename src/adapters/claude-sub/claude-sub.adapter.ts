@@ -38,7 +38,7 @@ import { CLAUDE_CODE_BETAS, CLAUDE_CODE_VERSION, claudeCodeUserAgent, subscripti
  * left the error is retryable, so the model's next route (a paid API key) takes over.
  */
 @Injectable()
-@LlmAdapter({ kind: 'claude_sub' })
+@LlmAdapter({ kind: 'claude_sub', options: ['default_max_tokens', 'claude_code_system', 'client_version', 'anthropic_beta', 'user_agent'] })
 export class ClaudeSubAdapter extends AnthropicAdapter {
   constructor(
     http: UpstreamClient,

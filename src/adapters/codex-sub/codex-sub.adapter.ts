@@ -44,7 +44,10 @@ interface CodexRouteOptions extends CodexRequestOptions {
  * key, say) takes over.
  */
 @Injectable()
-@LlmAdapter({ kind: 'codex_sub' })
+@LlmAdapter({
+  kind: 'codex_sub',
+  options: ['instructions', 'reasoning_effort', 'reasoning_summary', 'text_verbosity', 'originator', 'client_version', 'user_agent'],
+})
 export class CodexSubAdapter implements LlmAdapter {
   constructor(
     private readonly http: UpstreamClient,

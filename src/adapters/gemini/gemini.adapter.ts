@@ -42,7 +42,7 @@ export const GEMINI_API = 'https://generativelanguage.googleapis.com/v1beta';
 const GEMINI_EMBED_BATCH = 100;
 
 @Injectable()
-@LlmAdapter({ kind: 'gemini' })
+@LlmAdapter({ kind: 'gemini', options: ['safety_settings', 'task_type'] })
 export class GeminiAdapter implements LlmAdapter {
   constructor(
     private readonly http: UpstreamClient,

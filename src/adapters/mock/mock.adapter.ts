@@ -45,7 +45,7 @@ export function mockToken(i: number, last: boolean): string {
  * tests and the benchmark.
  */
 @Injectable()
-@LlmAdapter({ kind: 'mock' })
+@LlmAdapter({ kind: 'mock', options: ['ttft_ms', 'tokens', 'tokens_per_second'] })
 export class MockAdapter implements LlmAdapter {
   validateRoute(route: RouteDef): string[] {
     const problems: string[] = [];

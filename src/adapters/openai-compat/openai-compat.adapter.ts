@@ -33,7 +33,7 @@ type WireChunk = ChatChunk & { error?: { message?: string; code?: unknown; type?
  * body, headers and profile through the protected hooks.
  */
 @Injectable()
-@LlmAdapter({ kind: 'openai_compat', aliases: OPENAI_COMPAT_ALIASES })
+@LlmAdapter({ kind: 'openai_compat', aliases: OPENAI_COMPAT_ALIASES, options: [] })
 export class OpenAiCompatAdapter implements LlmAdapter {
   constructor(
     protected readonly http: UpstreamClient,

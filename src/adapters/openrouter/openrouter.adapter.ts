@@ -28,7 +28,7 @@ const PROFILE: OpenAiCompatProfile = {
  * with `kind: openrouter[slug]`, one pinned sub-provider without fallbacks.
  */
 @Injectable()
-@LlmAdapter({ kind: 'openrouter' })
+@LlmAdapter({ kind: 'openrouter', options: ['provider', 'plugins', 'http_referer', 'x_title'] })
 export class OpenRouterAdapter extends OpenAiCompatAdapter {
   constructor(http: UpstreamClient, keys: KeyPool) {
     super(http, keys);

@@ -70,7 +70,7 @@ export function toVertexBody(body: AnthropicRequest): AnthropicRequest {
  * `base_url`, which defaults from the region).
  */
 @Injectable()
-@LlmAdapter({ kind: 'vertex_claude' })
+@LlmAdapter({ kind: 'vertex_claude', options: ['region', 'location', 'project_id', 'credentials', 'default_max_tokens', 'anthropic_beta'] })
 export class VertexClaudeAdapter extends AnthropicAdapter {
   private readonly accounts = new Map<string, ServiceAccount>();
 

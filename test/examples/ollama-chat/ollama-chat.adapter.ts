@@ -15,7 +15,7 @@ import { fromOllamaChat, ollamaError, ollamaLineToChunks, toOllamaChat, type Oll
  * (`http://host:11434`); route option `keep_alive` keeps the model loaded. Streams are NDJSON.
  */
 @Injectable()
-@LlmAdapter({ kind: 'ollama_chat' })
+@LlmAdapter({ kind: 'ollama_chat', options: ['keep_alive'] })
 export class OllamaChatAdapter implements LlmAdapter {
   constructor(
     private readonly http: UpstreamClient,
