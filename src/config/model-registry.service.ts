@@ -40,8 +40,11 @@ export class RegistrySnapshot {
   }
 }
 
-/** Checks a freshly parsed snapshot against what only other modules know (adapter kinds, strategies). */
-/** Problems that refuse a snapshot; `warn` for what is probably wrong but servable (a typo'd key). */
+/**
+ * Checks a freshly parsed snapshot against what only other modules know (adapter kinds,
+ * strategies): returns the problems that refuse it, and `warn`s of what is probably wrong but
+ * servable (a mistyped route key).
+ */
 export type SnapshotValidator = (snapshot: RegistrySnapshot, warn: (message: string) => void) => string[];
 
 @Injectable()
@@ -80,13 +83,14 @@ export class ModelRegistry {
    * configuration stays and the error says what was wrong.
    */
   reload(): RegistrySnapshot {
-    const next = this.readFiles();
-    const warnings: string[] = [];
-    const problems = this.validate(next, (w) => warnings.push(w));
+    const parsed = this.readFiles();
+    const warnings = [...parsed.warnings];
+    const problems = this.validate(parsed, (w) => warnings.push(w));
     if (problems.length > 0) throw new Error(`configuration refused:\n  ${problems.join('\n  ')}`);
+    // The validators' warnings join the parser's, for the log and the reload's answer.
+    const next = new RegistrySnapshot(parsed.models, parsed.routing, parsed.loadedAt, warnings, parsed.notices);
     this.snapshot = next;
     this.report(next);
-    for (const w of warnings) this.logger.warn(w);
     return next;
   }
 
