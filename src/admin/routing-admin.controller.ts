@@ -1,5 +1,6 @@
 import { Controller, Get, HttpCode, Post, UseGuards } from '@nestjs/common';
 import { GatewayError } from '../common/errors';
+import type { UpstreamTimeouts } from '../config/app-config';
 import { ModelRegistry } from '../config/model-registry.service';
 import { RouteExecutor } from '../routing/route-executor.service';
 import { RouteStateService, type RouteState } from '../routing/route-state.service';
@@ -13,6 +14,40 @@ class ConfigRefusedError extends GatewayError {
   readonly status = 422;
   readonly type = 'invalid_request_error';
   override readonly code = 'config_refused';
+}
+
+/** A route's timeouts in models.yaml's spelling (`timeouts: {first_token_ms: ...}`). */
+function timeoutsView(t: UpstreamTimeouts) {
+  return { connect_ms: t.connectMs, first_byte_ms: t.firstByteMs, first_token_ms: t.firstTokenMs, idle_ms: t.idleMs, total_ms: t.totalMs };
+}
+
+/** Query parameters that carry a credential when a provider takes its key in the URL. */
+const SECRET_PARAM = /key|token|secret|sig|password|auth/i;
+
+/**
+ * An upstream URL with its credentials blanked out: the password of `user:password@`, and
+ * parameters such as `?key=` or `?sig=` (keys belong in api_key, but a URL is where some are
+ * written). The view is for operators, and ends up in tickets and screenshots.
+ */
+export function displayUrl(text: string): string {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return text;
+  }
+  let changed = false;
+  if (url.password) {
+    url.password = 'redacted';
+    changed = true;
+  }
+  for (const name of [...url.searchParams.keys()]) {
+    if (!SECRET_PARAM.test(name)) continue;
+    url.searchParams.set(name, 'redacted');
+    changed = true;
+  }
+  // Unchanged, as written (URL would add a trailing slash to a bare origin).
+  return changed ? url.toString() : text;
 }
 
 const round = (n: number | undefined, digits = 1) => (n === undefined ? null : Math.round(n * 10 ** digits) / 10 ** digits);
@@ -42,9 +77,20 @@ export class RoutingAdminController {
       default_strategy: r.strategy,
       local_fraction: r.localFraction,
       health_check_seconds: r.healthCheckSeconds,
-      retry: r.retry,
-      circuit_breaker: r.circuitBreaker,
-      stats_window: r.statsWindow,
+      // In routing.yaml's own spelling, as the rest of this view.
+      retry: {
+        max_retries: r.retry.maxRetries,
+        backoff_ms: r.retry.backoffMs,
+        max_backoff_ms: r.retry.maxBackoffMs,
+        max_retry_after_ms: r.retry.maxRetryAfterMs,
+        max_attempts: r.retry.maxAttempts,
+      },
+      circuit_breaker: {
+        failure_threshold: r.circuitBreaker.failureThreshold,
+        cooldown_seconds: r.circuitBreaker.cooldownMs / 1000,
+        half_open_requests: r.circuitBreaker.halfOpenRequests,
+      },
+      stats_window: { size: r.statsWindow.size, seconds: r.statsWindow.seconds },
       loaded_at: snap.loadedAt.toISOString(),
       models: snap.models.map((m) => ({
         id: m.id,
@@ -54,7 +100,7 @@ export class RoutingAdminController {
           return {
             id: route.id,
             kind: route.kind,
-            base_url: route.baseUrl ?? null,
+            base_url: route.baseUrl ? displayUrl(route.baseUrl) : null,
             provider_model_id: route.providerModelId,
             locality: route.locality,
             weight: route.weight,
@@ -62,7 +108,7 @@ export class RoutingAdminController {
             available: shares.get(m.id)?.routes[i]?.available ?? false,
             api_keys: route.apiKeys.length,
             context_length: routeSettings(route).contextLength ?? m.contextLength,
-            timeouts_ms: this.executor.timeoutsFor(route, snap),
+            timeouts: timeoutsView(this.executor.timeoutsFor(route, snap)),
             circuit: this.circuit(st),
             health: {
               endpoint: st.endpoint.key,

@@ -8,6 +8,10 @@ models:
     route:
       - { kind: vllm, id: gpu-a, base_url: "http://gpu-a.internal:8000/v1", api_keys: ["sk-secret-a", "sk-secret-b"], local: true, timeouts: { first_token_ms: 1234 } }
       - { kind: mock, id: fallback }
+  - id: demo/url-key
+    context_length: 4096
+    route:
+      - { kind: openai_compat, id: keyed-url, base_url: "https://ops:hunter2-pass@llm.example.com/v1?api-key=sk-in-url&region=eu" }
 `;
 const TOKEN = 'admin-token-0123456789abcdef';
 
@@ -46,9 +50,27 @@ describe('admin API', () => {
         api_keys: 2,
         locality: 'local',
         share: 0.5,
-        timeouts_ms: expect.objectContaining({ firstTokenMs: 1234 }),
+        timeouts: expect.objectContaining({ first_token_ms: 1234 }),
       });
+      // Credentials written into a URL are blanked out too; the rest of it stays readable.
+      expect(text).not.toContain('hunter2');
+      expect(text).not.toContain('sk-in-url');
+      expect(body.models[1].routes[0].base_url).toBe('https://ops:redacted@llm.example.com/v1?api-key=redacted&region=eu');
     }
+  });
+
+  it("shows routing.yaml's settings in routing.yaml's spelling", async () => {
+    const body = (await (await get({ authorization: `Bearer ${TOKEN}` })).json()) as Record<string, unknown>;
+    expect(body).toMatchObject({
+      retry: { max_retries: expect.any(Number), backoff_ms: expect.any(Number), max_attempts: expect.any(Number) },
+      circuit_breaker: {
+        failure_threshold: expect.any(Number),
+        cooldown_seconds: expect.any(Number),
+        half_open_requests: expect.any(Number),
+      },
+      stats_window: { size: expect.any(Number), seconds: expect.any(Number) },
+    });
+    expect(JSON.stringify(body)).not.toMatch(/"[a-z]+[A-Z]\w*":/);
   });
 });
 
