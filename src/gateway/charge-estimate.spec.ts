@@ -33,6 +33,23 @@ const req = (over: Partial<ChatRequest> = {}): ChatRequest => ({
 describe('charge estimates', () => {
   const prompt = estimatePromptTokens(req());
 
+  it("reserves for the thinking budget a Claude route adds to the client's max_tokens", () => {
+    const claude = model({ pricing: pricing('1', '2') }, [{ kind: 'anthropic' }]);
+    // reasoning_effort high is a 4,096-token budget; with max_tokens 100 Claude is asked for 4,196.
+    const high = chatCharge(claude, req({ max_tokens: 100, reasoning_effort: 'high' }));
+    expect(high.costPico).toBe(BigInt(prompt) * 1_000_000n + 4196n * 2_000_000n);
+    // A limit the budget fits in is not raised; nor is any limit on routes that are not Claude's.
+    expect(chatCharge(claude, req({ max_tokens: 8000, reasoning_effort: 'high' })).costPico).toBe(
+      BigInt(prompt) * 1_000_000n + 8000n * 2_000_000n,
+    );
+    const compat = model({ pricing: pricing('1', '2') }, [{ kind: 'openai_compat' }]);
+    expect(chatCharge(compat, req({ max_tokens: 100, reasoning_effort: 'high' })).costPico).toBe(
+      BigInt(prompt) * 1_000_000n + 100n * 2_000_000n,
+    );
+    // Tokens per minute count what the client asked for.
+    expect(high.tokens).toBe(prompt + 100);
+  });
+
   it('reserves at the dearest price a token may have: cache writes for the prompt, reasoning for the completion', () => {
     const dear = model({ pricing: pricing('1', '2', { input_cache_write: tokenPrice('1.25'), internal_reasoning: tokenPrice('5') }) });
     // One-hour cache writes cost twice the prompt price (no input_cache_write_1h set).

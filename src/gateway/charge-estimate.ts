@@ -1,3 +1,4 @@
+import { claudeOutputAllowance } from '../adapters/anthropic/anthropic.mapper';
 import type { ChatRequest } from '../common/chat.types';
 import { costPico, type Pricing } from '../common/money';
 import { countImages, estimatePromptTokens } from '../common/tokens';
@@ -46,7 +47,9 @@ export function chatCharge(model: ModelDef, req: ChatRequest): Charge {
   const asked = allowed === undefined || model.maxCompletionTokens === null ? allowed : Math.min(allowed, model.maxCompletionTokens);
   const choices = positive(req.n) ?? 1;
   const room = Math.max(0, model.contextLength - prompt);
-  const completion = (asked ?? Math.min(model.maxCompletionTokens ?? room, room)) * choices;
+  // On a Claude route, thinking asked for in OpenAI's terms may raise the upstream's limit.
+  const perChoice = asked === undefined ? undefined : claudeRoutes(model) ? claudeOutputAllowance(req, asked) : asked;
+  const completion = (perChoice ?? Math.min(model.maxCompletionTokens ?? room, room)) * choices;
   return {
     tokens: prompt + (asked ?? 0) * choices,
     costPico: worstCaseCost(model, { prompt, completion }, countImages(req)),
@@ -56,6 +59,13 @@ export function chatCharge(model: ModelDef, req: ChatRequest): Charge {
 /** A prompt-only request's charge (embeddings): its tokens at the model's prompt price. */
 export function promptCharge(model: ModelDef, promptTokens: number): Charge {
   return { tokens: promptTokens, costPico: worstCaseCost(model, { prompt: promptTokens, completion: 0 }) };
+}
+
+/** Routes that speak Anthropic's Messages API (and so take thinking out of max_tokens). */
+const CLAUDE_KINDS: ReadonlySet<string> = new Set(['anthropic', 'vertex_claude', 'claude_sub']);
+
+function claudeRoutes(model: ModelDef): boolean {
+  return model.routes.some((r) => CLAUDE_KINDS.has(r.kind));
 }
 
 function positive(v: unknown): number | undefined {

@@ -185,6 +185,16 @@ function toolChoice(req: ChatRequest): AnthropicToolChoice | undefined {
   return out;
 }
 
+/**
+ * The most a Claude route may write for a request allowed `allowed` completion tokens: thinking's
+ * budget is part of Anthropic's max_tokens, so when it would not fit in them it is added on top
+ * (see `toAnthropicRequest`), and the answer may be that much longer than the client allowed.
+ */
+export function claudeOutputAllowance(req: ChatRequest, allowed: number): number {
+  const thinking = thinkingOf(req);
+  return thinking?.type === 'enabled' && allowed <= thinking.budget_tokens ? allowed + thinking.budget_tokens : allowed;
+}
+
 function thinkingOf(req: ChatRequest): AnthropicThinking | undefined {
   const native = req.thinking as AnthropicThinking | undefined;
   if (native && typeof native === 'object') return native;
