@@ -19,6 +19,7 @@ export type PostgresConnection = { url: string } | { host: string; port: number;
 export class AppConfig {
   readonly dbBackend: 'sqlite' | 'postgres';
   readonly bodyLimitBytes: number;
+  readonly upstreamBodyLimitBytes: number;
   readonly upstreamTimeouts: UpstreamTimeouts;
   /** Undefined: CORS off. */
   readonly corsOrigins: CorsOrigins | undefined;
@@ -26,6 +27,7 @@ export class AppConfig {
   constructor(readonly env: Env) {
     this.dbBackend = env.DB_BACKEND ?? (env.DATABASE_URL ? 'postgres' : 'sqlite');
     this.bodyLimitBytes = parseByteSize(env.BODY_LIMIT);
+    this.upstreamBodyLimitBytes = parseByteSize(env.UPSTREAM_BODY_LIMIT);
     this.corsOrigins = parseCorsOrigins(env.CORS_ORIGINS);
     this.upstreamTimeouts = {
       connectMs: env.UPSTREAM_CONNECT_TIMEOUT_MS,

@@ -29,4 +29,11 @@ describe('validateEnv', () => {
     for (const ok of ['0', '10', '300']) expect(validateEnv({ HEAP_GROWTH_PERCENT: ok }).HEAP_GROWTH_PERCENT).toBe(Number(ok));
     for (const bad of ['5', '301', '900']) expect(() => validateEnv({ HEAP_GROWTH_PERCENT: bad })).toThrow(/HEAP_GROWTH_PERCENT/);
   });
+
+  it('holds UPSTREAM_BODY_LIMIT below the longest string V8 makes, which an answer is read into', () => {
+    for (const ok of ['1kb', '64mb', '511mb']) expect(validateEnv({ UPSTREAM_BODY_LIMIT: ok }).UPSTREAM_BODY_LIMIT).toBe(ok);
+    for (const bad of ['512mb', '1gb', '100'])
+      expect(() => validateEnv({ UPSTREAM_BODY_LIMIT: bad })).toThrow(/UPSTREAM_BODY_LIMIT.*must be from 1kb/);
+    expect(() => validateEnv({ UPSTREAM_BODY_LIMIT: 'lots' })).toThrow(/UPSTREAM_BODY_LIMIT must look like 64mb/);
+  });
 });

@@ -13,7 +13,14 @@ import {
   validateSync,
   ValidateIf,
 } from 'class-validator';
+import { constants } from 'node:buffer';
 import { MAX_TIMER_MS } from '../common/deadline';
+import { parseByteSize } from './app-config';
+
+const { MAX_STRING_LENGTH } = constants;
+
+/** A size in bytes or with a unit (`10mb`, `512kb`), as parseByteSize reads it. */
+const BYTE_SIZE = /^\d+(\.\d+)?\s*(b|kb|mb|gb)?$/i;
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -59,7 +66,7 @@ export class Env {
   LOG_LEVEL: LogLevel = 'info';
 
   /** Largest accepted request body, in bytes or with a unit (`10mb`, `512kb`). */
-  @Matches(/^\d+(\.\d+)?\s*(b|kb|mb|gb)?$/i, { message: 'BODY_LIMIT must look like 10mb, 512kb or a byte count' })
+  @Matches(BYTE_SIZE, { message: 'BODY_LIMIT must look like 10mb, 512kb or a byte count' })
   BODY_LIMIT = '10mb';
 
   /** How long a request body may pause (no byte arriving) before the request is refused with 408; 0: no limit of ours. */
@@ -194,6 +201,13 @@ export class Env {
   @IsInt()
   @Min(1)
   UPSTREAM_TOTAL_TIMEOUT_MS = 600_000;
+
+  /**
+   * Largest answer read whole from an upstream (a call that does not stream), in bytes or with a
+   * unit. Streams are bounded per event instead (MAX_EVENT_CHARS).
+   */
+  @Matches(BYTE_SIZE, { message: 'UPSTREAM_BODY_LIMIT must look like 64mb, 512kb or a byte count' })
+  UPSTREAM_BODY_LIMIT = '64mb';
 
   @Type(() => Number)
   @IsInt()
@@ -393,6 +407,18 @@ export function validateEnv(raw: Record<string, unknown>): Env {
         }),
       );
   }
+  // An answer is read into one string: past V8's longest string the read fails on its own, with
+  // an error that names neither the route nor this variable.
+  const answerLimit = BYTE_SIZE.test(env.UPSTREAM_BODY_LIMIT) ? parseByteSize(env.UPSTREAM_BODY_LIMIT) : undefined;
+  if (answerLimit !== undefined && (answerLimit < 1024 || answerLimit > MAX_STRING_LENGTH))
+    errors.push(
+      Object.assign(new ValidationError(), {
+        property: 'UPSTREAM_BODY_LIMIT',
+        constraints: {
+          range: `UPSTREAM_BODY_LIMIT must be from 1kb to ${MAX_STRING_LENGTH} bytes (just under 512mb: V8's longest string)`,
+        },
+      }),
+    );
   if (errors.length > 0) {
     const lines = errors.map((e) => {
       const why = Object.values(e.constraints ?? {}).join('; ');

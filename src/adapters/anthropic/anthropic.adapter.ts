@@ -10,6 +10,7 @@ import {
   joinUrl,
   optionNumber,
   optionString,
+  parseAnswer,
   parseEvent,
   postJson,
   probeGet,
@@ -213,18 +214,8 @@ export class AnthropicAdapter implements LlmAdapter {
     const body = this.relayBody(call, route);
     if (body.stream === true) body.stream = false;
     const { res } = await this.accept(body, route, ctx, false, call);
-    let text: string;
-    try {
-      text = await res.body.text();
-    } catch (err) {
-      throw this.http.toUpstreamError(err, callInfo(route, ctx));
-    }
-    let message: unknown;
-    try {
-      message = JSON.parse(text);
-    } catch {
-      throw protocolError(route, 'answered with invalid JSON');
-    }
+    const text = await this.http.readAnswer(res.body, res.headers, callInfo(route, ctx));
+    const message = parseAnswer<unknown>(text, route);
     if (!message || typeof message !== 'object' || Array.isArray(message)) throw protocolError(route, 'answered without a message');
     return { text, message: message as Record<string, unknown> };
   }

@@ -46,19 +46,21 @@ export async function postJson(
   return res;
 }
 
-/** Reads a whole success body as JSON; leading blank lines (DeepSeek's keep-alives) are fine. */
+/**
+ * Reads a whole success body (up to UPSTREAM_BODY_LIMIT) as JSON; leading blank lines
+ * (DeepSeek's keep-alives) are fine.
+ */
 export async function readJson<T>(
   http: UpstreamClient,
   res: Dispatcher.ResponseData,
   route: RouteDef,
   ctx: Pick<CallContext, 'signal' | 'timeouts'>,
 ): Promise<T> {
-  let text: string;
-  try {
-    text = await res.body.text();
-  } catch (err) {
-    throw http.toUpstreamError(err, callInfo(route, ctx));
-  }
+  return parseAnswer<T>(await http.readAnswer(res.body, res.headers, callInfo(route, ctx)), route);
+}
+
+/** A success body as JSON. */
+export function parseAnswer<T>(text: string, route: RouteDef): T {
   try {
     return JSON.parse(text) as T;
   } catch {

@@ -87,4 +87,39 @@ describe('UpstreamClient', () => {
     await get(250);
     expect(pools()).toBe(2);
   });
+
+  it('reads an answer up to the limit, a character split between chunks whole', async () => {
+    // "é" is two bytes in UTF-8: sent apart, each half alone would decode to U+FFFD.
+    const halves = Buffer.from('"é"');
+    const split = createServer((_req, res) => {
+      res.write(halves.subarray(0, 2));
+      setTimeout(() => res.end(halves.subarray(2)), 20);
+    });
+    await new Promise<void>((r) => split.listen(0, '127.0.0.1', r));
+    const limited = new UpstreamClient({
+      env: { UPSTREAM_MAX_CONNECTIONS: 4, UPSTREAM_KEEPALIVE_MS: 1000, UPSTREAM_BODY_LIMIT: '4b' },
+      upstreamBodyLimitBytes: 4,
+    } as unknown as AppConfig);
+    const over = new UpstreamClient({
+      env: { UPSTREAM_MAX_CONNECTIONS: 4, UPSTREAM_KEEPALIVE_MS: 1000, UPSTREAM_BODY_LIMIT: '3b' },
+      upstreamBodyLimitBytes: 3,
+    } as unknown as AppConfig);
+    try {
+      const call = { signal: new AbortController().signal, timeouts: timeouts(1000), route: 'r', provider: 'p' };
+      const url = `http://127.0.0.1:${(split.address() as AddressInfo).port}/`;
+      const res = await limited.request({ ...call, url, method: 'GET' });
+      await expect(limited.readAnswer(res.body, res.headers, call)).resolves.toBe('"é"');
+      const cut = await over.request({ ...call, url, method: 'GET' });
+      await expect(over.readAnswer(cut.body, cut.headers, call)).rejects.toMatchObject({
+        status: 502,
+        code: 'upstream_too_large',
+        message: 'upstream r answered more than 3b (UPSTREAM_BODY_LIMIT)',
+      });
+      expect(cut.body.destroyed).toBe(true);
+    } finally {
+      await Promise.all([limited.onApplicationShutdown(), over.onApplicationShutdown()]);
+      split.closeAllConnections();
+      await new Promise((r) => split.close(r));
+    }
+  });
 });

@@ -1,0 +1,185 @@
+import type { ServerResponse } from 'node:http';
+import { StandIn, type SeenRequest } from '../fixtures/standin';
+import { rawPost, startGateway, type TestGateway } from '../helpers/gateway';
+
+/**
+ * A server that answers a call that does not stream with more than UPSTREAM_BODY_LIMIT (64kb
+ * here), chosen by the model name the gateway sends. What the gateway owes its client: a 502 that
+ * says so, the next route when there is one, and one api_logs row; and the upstream's connection
+ * cut rather than the whole answer read into memory.
+ */
+class OddAnswers extends StandIn {
+  /** Per oversized answer sent: whether it was written to the end or cut off by the gateway. */
+  readonly bigAnswers: Array<Promise<'finished' | 'cut'>> = [];
+
+  async start(): Promise<string> {
+    return `${await this.listen()}/v1`;
+  }
+
+  protected route(req: SeenRequest, res: ServerResponse): void {
+    const model = String(req.body.model);
+    const anthropic = req.path === '/v1/messages';
+    switch (model) {
+      case 'big':
+        return this.big(res, anthropic);
+      case 'big-declared':
+        // Announces 1 MB, sends a little, then nothing: only its content-length says it is too large.
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(1024 * 1024) });
+        res.write(`{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"`);
+        return;
+      default:
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(anthropic ? messageAnswer('hello') : chatAnswer('hello')));
+    }
+  }
+
+  /**
+   * A sound answer of 32 MB, written chunk by chunk as the connection takes it (no
+   * content-length), so only counting what arrives catches it; far more than the socket buffers
+   * hold, so an answer the gateway stops reading is never written to the end.
+   */
+  private big(res: ServerResponse, anthropic: boolean): void {
+    const [head, tail] = JSON.stringify(anthropic ? messageAnswer('@') : chatAnswer('@')).split('@');
+    const filler = Buffer.alloc(64 * 1024, 'x');
+    let left = 512;
+    this.bigAnswers.push(
+      new Promise((resolve) => {
+        res.on('finish', () => resolve('finished'));
+        res.on('close', () => resolve(res.writableFinished ? 'finished' : 'cut'));
+      }),
+    );
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.write(head);
+    const more = () => {
+      while (left > 0 && !res.destroyed) {
+        left--;
+        if (!res.write(filler)) return void res.once('drain', more);
+      }
+      if (!res.destroyed) res.end(tail);
+    };
+    more();
+  }
+}
+
+const chatAnswer = (content: string) => ({
+  id: 'chatcmpl-1',
+  object: 'chat.completion',
+  created: 1,
+  model: 'x',
+  choices: [{ index: 0, message: { role: 'assistant', content }, finish_reason: 'stop' }],
+  usage: { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 },
+});
+
+const messageAnswer = (text: string) => ({
+  id: 'msg_1',
+  type: 'message',
+  role: 'assistant',
+  model: 'x',
+  content: [{ type: 'text', text }],
+  stop_reason: 'end_turn',
+  stop_sequence: null,
+  usage: { input_tokens: 3, output_tokens: 1 },
+});
+
+const model = (id: string, routes: string[], kind = 'vllm') => `
+  - id: ${id}
+    context_length: 8192
+    router: priority
+    pricing: { prompt: 1, completion: 1 }
+    route:
+${routes.map((r) => `      - { kind: ${kind}, id: ${r}, base_url: "{URL}", provider_model_id: ${r}, api_key: sk-route-0123456789 }`).join('\n')}`;
+
+const MODELS =
+  'models:' +
+  [
+    model('t/big', ['big']),
+    model('t/big-declared', ['big-declared']),
+    model('t/big-then-ok', ['big', 'ok']),
+    model('claude/big', ['big'], 'anthropic'),
+  ].join('');
+
+type OpenAiError = { error: { message: string; type: string; param: string | null; code: string | null } };
+
+describe('an upstream answer too large to read whole', () => {
+  const upstream = new OddAnswers();
+  let gw: TestGateway;
+
+  beforeAll(async () => {
+    const url = await upstream.start();
+    gw = await startGateway({
+      models: MODELS.replaceAll('{URL}', url),
+      // Short body deadlines: without the cap, an answer that announces more than it sends would
+      // hold the request this long instead of failing at once.
+      env: { UPSTREAM_BODY_LIMIT: '64kb', UPSTREAM_IDLE_TIMEOUT_MS: '2000', UPSTREAM_FIRST_TOKEN_TIMEOUT_MS: '2000' },
+    });
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await upstream.stop();
+  });
+
+  const chat = (m: string, extra: Record<string, unknown> = {}) =>
+    rawPost(`${gw.url}/v1/chat/completions`, { model: m, messages: [{ role: 'user', content: 'hi' }], ...extra });
+  /** The rows written since `before` rows were there: this request's. */
+  const newRows = async (before: number) => (await gw.rows()).slice(before);
+
+  it('answers 502 upstream_too_large naming the route and the cap, cuts the connection, and logs one row', async () => {
+    const before = (await gw.rows()).length;
+    const res = await chat('t/big');
+    expect(res.status).toBe(502);
+    expect(JSON.parse(res.text)).toEqual({
+      error: {
+        message: 'upstream big answered more than 64kb (UPSTREAM_BODY_LIMIT)',
+        type: 'upstream_error',
+        param: null,
+        code: 'upstream_too_large',
+      },
+    });
+    await expect(upstream.bigAnswers.at(-1)).resolves.toBe('cut');
+    const rows = await newRows(before);
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ status_code: 502, error_code: 'upstream_too_large' });
+  });
+
+  it('refuses an answer whose content-length is over the cap before reading it', async () => {
+    const before = (await gw.rows()).length;
+    const res = await chat('t/big-declared');
+    expect(res.status).toBe(502);
+    expect((JSON.parse(res.text) as OpenAiError).error).toMatchObject({
+      code: 'upstream_too_large',
+      message: expect.stringContaining('upstream big-declared answered more than 64kb'),
+    });
+    expect(await newRows(before)).toEqual([expect.objectContaining({ status_code: 502, error_code: 'upstream_too_large' })]);
+  });
+
+  it('tries the next route after an oversized answer', async () => {
+    const before = (await gw.rows()).length;
+    const res = await chat('t/big-then-ok');
+    expect(res.status).toBe(200);
+    expect(res.text.length).toBeLessThan(4096); // the second route's answer, not the first's 32 MB
+    expect((JSON.parse(res.text) as { choices: Array<{ message: { content: string } }> }).choices[0].message.content).toBe('hello');
+    const rows = await newRows(before);
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ status_code: 200, endpoint: 'ok' });
+    expect((rows[0].metadata as { attempts: Array<{ route: string; outcome: string }> }).attempts).toEqual([
+      expect.objectContaining({ route: 'big', outcome: 'error' }),
+      expect.objectContaining({ route: 'ok', outcome: 'ok' }),
+    ]);
+  });
+
+  it("caps a Messages answer relayed as it came, in Anthropic's error shape", async () => {
+    const before = (await gw.rows()).length;
+    const res = await rawPost(`${gw.url}/anthropic/v1/messages`, {
+      model: 'claude/big',
+      max_tokens: 10,
+      messages: [{ role: 'user', content: 'hi' }],
+    });
+    expect(res.status).toBe(502);
+    expect(JSON.parse(res.text)).toMatchObject({
+      type: 'error',
+      error: { type: 'api_error', message: 'upstream big answered more than 64kb (UPSTREAM_BODY_LIMIT)' },
+    });
+    await expect(upstream.bigAnswers.at(-1)).resolves.toBe('cut');
+    expect(await newRows(before)).toEqual([expect.objectContaining({ status_code: 502, error_code: 'upstream_too_large' })]);
+  });
+});
