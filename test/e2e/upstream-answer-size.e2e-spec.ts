@@ -1,11 +1,13 @@
 import type { ServerResponse } from 'node:http';
+import { gzipSync } from 'node:zlib';
 import { StandIn, type SeenRequest } from '../fixtures/standin';
 import { rawPost, startGateway, type TestGateway } from '../helpers/gateway';
 
 /**
  * A server that answers a call that does not stream with more than UPSTREAM_BODY_LIMIT (64kb
- * here), chosen by the model name the gateway sends. What the gateway owes its client: a 502 that
- * says so, the next route when there is one, and one api_logs row; and the upstream's connection
+ * here), or with something that is no JSON answer at all, chosen by the model name the gateway
+ * sends. What the gateway owes its client: a 502 that says what the upstream did, the next route
+ * when there is one, and one api_logs row; and for an oversized answer, the upstream's connection
  * cut rather than the whole answer read into memory.
  */
 class OddAnswers extends StandIn {
@@ -26,6 +28,27 @@ class OddAnswers extends StandIn {
         // Announces 1 MB, sends a little, then nothing: only its content-length says it is too large.
         res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(1024 * 1024) });
         res.write(`{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"`);
+        return;
+      case 'redirect':
+        // The usual one: the route's base_url says http where the server wants https.
+        res.writeHead(301, { location: `https://${req.headers.host}${req.url}`, 'content-type': 'text/html' });
+        res.end('<html><body>Moved</body></html>');
+        return;
+      case 'redirect-away':
+        res.writeHead(302, { location: 'https://login.example.com/sso?next=/v1/chat/completions', 'content-type': 'text/html' });
+        res.end('<html><body>Sign in</body></html>');
+        return;
+      case 'html':
+        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+        res.end('<!DOCTYPE html><html><head><title>Sign in</title></head><body>Sign in to continue</body></html>');
+        return;
+      case 'gzip':
+        res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip' });
+        res.end(gzipSync(JSON.stringify(chatAnswer('hello'))));
+        return;
+      case 'json-as-text':
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end(JSON.stringify(chatAnswer('hello')));
         return;
       default:
         res.writeHead(200, { 'content-type': 'application/json' });
@@ -95,12 +118,17 @@ const MODELS =
     model('t/big', ['big']),
     model('t/big-declared', ['big-declared']),
     model('t/big-then-ok', ['big', 'ok']),
+    model('t/redirect', ['redirect']),
+    model('t/redirect-away', ['redirect-away']),
+    model('t/html', ['html']),
+    model('t/gzip', ['gzip']),
+    model('t/json-as-text', ['json-as-text']),
     model('claude/big', ['big'], 'anthropic'),
   ].join('');
 
 type OpenAiError = { error: { message: string; type: string; param: string | null; code: string | null } };
 
-describe('an upstream answer too large to read whole', () => {
+describe('an upstream answer too large to read whole, or no JSON answer at all', () => {
   const upstream = new OddAnswers();
   let gw: TestGateway;
 
@@ -181,5 +209,32 @@ describe('an upstream answer too large to read whole', () => {
     });
     await expect(upstream.bigAnswers.at(-1)).resolves.toBe('cut');
     expect(await newRows(before)).toEqual([expect.objectContaining({ status_code: 502, error_code: 'upstream_too_large' })]);
+  });
+
+  it.each([
+    ['a redirect to https', 't/redirect', {}, "upstream redirect answered 301 (a redirect to https: the route's base_url should use it)"],
+    [
+      'a redirect elsewhere, to a stream',
+      't/redirect-away',
+      { stream: true },
+      'upstream redirect-away answered 302 (a redirect to another host)',
+    ],
+    ['an HTML page', 't/html', {}, 'upstream html answered text/html, not JSON'],
+    ['a compressed body it did not ask for', 't/gzip', {}, 'upstream gzip answered gzip-encoded, which the gateway did not ask for'],
+  ])('says what the upstream sent when it is %s', async (_what, m, extra, message) => {
+    const before = (await gw.rows()).length;
+    const res = await chat(m, extra);
+    expect(res.status).toBe(502);
+    const { error } = JSON.parse(res.text) as OpenAiError;
+    expect(error).toMatchObject({ type: 'upstream_error', code: 'upstream_protocol' });
+    expect(error.message).toContain(message);
+    expect(error.message).not.toContain('127.0.0.1'); // a redirect names no upstream address
+    expect(await newRows(before)).toEqual([expect.objectContaining({ status_code: 502, error_code: 'upstream_protocol' })]);
+  });
+
+  it('reads JSON sent with another content type as the answer it is', async () => {
+    const res = await chat('t/json-as-text');
+    expect(res.status).toBe(200);
+    expect((JSON.parse(res.text) as { choices: Array<{ message: { content: string } }> }).choices[0].message.content).toBe('hello');
   });
 });

@@ -215,7 +215,7 @@ export class AnthropicAdapter implements LlmAdapter {
     if (body.stream === true) body.stream = false;
     const { res } = await this.accept(body, route, ctx, false, call);
     const text = await this.http.readAnswer(res.body, res.headers, callInfo(route, ctx));
-    const message = parseAnswer<unknown>(text, route);
+    const message = parseAnswer<unknown>(text, res, route);
     if (!message || typeof message !== 'object' || Array.isArray(message)) throw protocolError(route, 'answered without a message');
     return { text, message: message as Record<string, unknown> };
   }

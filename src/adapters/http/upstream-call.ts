@@ -42,8 +42,46 @@ export async function postJson(
     const text = await readBodyText(res.body);
     throw toError(res.statusCode, text, retryAfterMs(res.headers), res.headers);
   }
+  const unusable = unusableAnswer(res, url);
+  if (unusable) {
+    res.body.destroy();
+    throw protocolError(route, unusable);
+  }
   ctx.accepted?.();
   return res;
+}
+
+/**
+ * What makes a success status no answer, whatever its body: a redirect (undici follows none, and
+ * an API that moved is a route to fix, not a body to parse), or a compression the gateway never
+ * asked for. Both were reported as invalid JSON, or as a stream that ended without an answer.
+ */
+function unusableAnswer(res: Dispatcher.ResponseData, url: string): string | undefined {
+  if (res.statusCode >= 300) return `answered ${res.statusCode}${redirectTarget(res.headers.location, url)}`;
+  const encoding = res.headers['content-encoding'];
+  if (typeof encoding === 'string' && encoding.trim() !== '' && encoding.trim().toLowerCase() !== 'identity')
+    return `answered ${encoding.trim().slice(0, 40)}-encoded, which the gateway did not ask for`;
+  return undefined;
+}
+
+/**
+ * Where a redirect points, in terms that do not give the client the upstream's address (the
+ * usual redirect is http to https on the route's own host): the scheme, the path on the same
+ * host, or just that it is another host.
+ */
+function redirectTarget(location: string | string[] | undefined, url: string): string {
+  if (typeof location !== 'string' || location === '') return '';
+  let to: URL;
+  let from: URL;
+  try {
+    from = new URL(url);
+    to = new URL(location, from);
+  } catch {
+    return '';
+  }
+  if (to.host !== from.host) return ' (a redirect to another host)';
+  if (to.protocol !== from.protocol) return ` (a redirect to ${to.protocol.slice(0, -1)}: the route's base_url should use it)`;
+  return ` (a redirect to ${to.pathname.slice(0, 200)})`;
 }
 
 /**
@@ -56,15 +94,21 @@ export async function readJson<T>(
   route: RouteDef,
   ctx: Pick<CallContext, 'signal' | 'timeouts'>,
 ): Promise<T> {
-  return parseAnswer<T>(await http.readAnswer(res.body, res.headers, callInfo(route, ctx)), route);
+  return parseAnswer<T>(await http.readAnswer(res.body, res.headers, callInfo(route, ctx)), res, route);
 }
 
-/** A success body as JSON. */
-export function parseAnswer<T>(text: string, route: RouteDef): T {
+/**
+ * A success body as JSON. Its content type is not checked first (servers send JSON as
+ * text/plain or with none); only when it does not parse does the error name the type, so that a
+ * proxy's HTML page reads as one.
+ */
+export function parseAnswer<T>(text: string, res: Dispatcher.ResponseData, route: RouteDef): T {
   try {
     return JSON.parse(text) as T;
   } catch {
-    throw protocolError(route, 'answered with invalid JSON');
+    const type = res.headers['content-type'];
+    const mime = typeof type === 'string' ? type.split(';')[0].trim().toLowerCase().slice(0, 60) : '';
+    throw protocolError(route, mime !== '' && !mime.includes('json') ? `answered ${mime}, not JSON` : 'answered with invalid JSON');
   }
 }
 
