@@ -9,14 +9,18 @@ import type { Socket } from 'node:net';
  * total timeout; a stalled stream's producer waits on `drain` for ever.
  *
  * Watches until `until` (`drain` while a stream waits to write more, `finish` after the last
- * write) or close. Progress is the socket's queue going down: a client that reads slowly but
- * steadily is never cut, however long a large answer takes it.
+ * write), the response's finish or its close: a finished response's socket may already serve
+ * the connection's next request, which is not this watcher's to cut. Progress is the socket's
+ * queue going down: a client that reads slowly but steadily is never cut, however long a large
+ * answer takes it.
  */
 export function disconnectIfStalled(res: ServerResponse, until: 'drain' | 'finish', ms: number): void {
   const socket = res.socket;
   if (ms <= 0 || !socket || res.destroyed) return;
   let last = unsent(socket);
   const timer = setInterval(() => {
+    // Finished: the socket may be serving the connection's next request by now.
+    if (res.writableFinished) return stop();
     const now = unsent(socket);
     if (now !== last && now !== undefined) {
       last = now;
@@ -28,9 +32,11 @@ export function disconnectIfStalled(res: ServerResponse, until: 'drain' | 'finis
   const stop = () => {
     clearInterval(timer);
     res.off(until, stop);
+    res.off('finish', stop);
     res.off('close', stop);
   };
   res.once(until, stop);
+  if (until !== 'finish') res.once('finish', stop);
   res.once('close', stop);
 }
 
