@@ -98,6 +98,7 @@ export class DatabaseService implements OnModuleInit {
     try {
       await ds.initialize();
       if (this.config.env.DB_MIGRATIONS_RUN) await this.migrate(ds);
+      else await this.warnIfBehind(ds);
       if (this.closed) {
         await ds.destroy();
         return false;
@@ -122,6 +123,20 @@ export class DatabaseService implements OnModuleInit {
       if (!this.dataSource) void this.connect();
     }, 2000);
     this.retryTimer.unref();
+  }
+
+  /**
+   * With DB_MIGRATIONS_RUN=false the schema is the operator's to keep: say at start when it is
+   * behind, or every row spools (on an empty database, with "no such table") and nothing says why.
+   */
+  private async warnIfBehind(ds: DataSource): Promise<void> {
+    const executor = new MigrationExecutor(ds);
+    const pending = await executor.getPendingMigrations().catch(() => []);
+    if (pending.length === 0) return;
+    this.logger.warn(
+      `DB_MIGRATIONS_RUN=false and ${pending.length} migration(s) have not been applied (${pending.map((m) => m.name).join(', ')}): ` +
+        'request logs cannot be written until they are; run `npm run migration:run` or set DB_MIGRATIONS_RUN=true',
+    );
   }
 
   private async migrate(ds: DataSource): Promise<void> {

@@ -1,4 +1,5 @@
-import { writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ModelRegistry } from '../../src/config/model-registry.service';
 import { startGateway } from '../helpers/gateway';
@@ -78,6 +79,33 @@ models:
     } finally {
       await gw.close();
     }
+  });
+
+  it('says at start when DB_MIGRATIONS_RUN=false left the schema behind, and not when it is current', async () => {
+    const yaml = 'models:\n  - id: a\n    context_length: 10\n    route: [{ kind: mock }]\n';
+    const behind = (lines: string[]) =>
+      lines
+        .map((l) => JSON.parse(l) as { level: string; msg: string })
+        .filter((l) => l.level === 'warn' && l.msg.includes('DB_MIGRATIONS_RUN'));
+    const lines: string[] = [];
+    const gw = await startGateway({ models: yaml, logLines: lines, env: { DB_MIGRATIONS_RUN: 'false' } });
+    const keep = mkdtempSync(join(tmpdir(), 'hi-migrations-'));
+    const dbPath = join(keep, 'kept.sqlite');
+    try {
+      expect(behind(lines)).toEqual([
+        expect.objectContaining({ msg: expect.stringMatching(/migration\(s\) have not been applied .*npm run migration:run/) }),
+      ]);
+    } finally {
+      await gw.close();
+    }
+    // Migrated once, then started with DB_MIGRATIONS_RUN=false: nothing to say.
+    const migrated = await startGateway({ models: yaml, env: { DB_SQLITE_PATH: dbPath } });
+    await migrated.close().catch(() => undefined);
+    const quiet: string[] = [];
+    const again = await startGateway({ models: yaml, logLines: quiet, env: { DB_MIGRATIONS_RUN: 'false', DB_SQLITE_PATH: dbPath } });
+    await again.close();
+    rmSync(keep, { recursive: true, force: true });
+    expect(behind(quiet)).toEqual([]);
   });
 
   it('refuses a route kind that no adapter serves', async () => {
