@@ -1,8 +1,11 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Controller, Get, Query, Req, UseGuards, UseInterceptors } from '@nestjs/common';
 import type { Request } from 'express';
 import { InvalidRequestError } from '../common/errors';
 import { contextOf } from '../common/request-context';
 import { NotFoundError } from '../common/resource.errors';
+import { AppConfig } from '../config/app-config';
+import { ModelRegistry } from '../config/model-registry.service';
 import type { ApiLog } from '../storage/entities/api-log.entity';
 import { StatsRepository } from '../storage/stats.repository';
 import { ApiKeyGuard } from './api-key.guard';
@@ -18,7 +21,11 @@ import { DatabaseOutageInterceptor } from '../storage/database-outage';
 @UseGuards(ApiKeyGuard)
 @UseInterceptors(DatabaseOutageInterceptor)
 export class GenerationController {
-  constructor(private readonly logs: StatsRepository) {}
+  constructor(
+    private readonly logs: StatsRepository,
+    private readonly config: AppConfig,
+    private readonly registry: ModelRegistry,
+  ) {}
 
   @Get()
   async get(@Query('id') id: unknown, @Req() req: Request) {
@@ -31,7 +38,15 @@ export class GenerationController {
     const requestId = id.startsWith('gen-') ? id.slice(4) : id;
     const caller = contextOf(req)?.principal?.id ?? null;
     // No id of ours is that long or holds U+0000 (which PostgreSQL would refuse to compare).
-    const row = requestId.length <= 64 && !requestId.includes('\u0000') ? await this.logs.findLog(requestId) : undefined;
+    const plausible = requestId.length <= 64 && !requestId.includes('\u0000');
+    let row = plausible ? await this.logs.findLog(requestId) : undefined;
+    // Served by another process (a worker, a replica) that has not written its row yet: rows go
+    // in every REQUEST_LOG_FLUSH_MS, so one wait that long finds it. Only for an id of ours from
+    // a request that may have ended just now; any other miss answers at once.
+    if (!row && plausible && this.mayBeUnwritten(requestId)) {
+      await sleep(this.config.env.REQUEST_LOG_FLUSH_MS + 250);
+      row = await this.logs.findLog(requestId);
+    }
     if (!row || (row.api_key_id ?? null) !== caller)
       throw new NotFoundError(
         `No generation with id "${id}" for this caller (a request's generation appears here as soon as it is over)`,
@@ -39,6 +54,16 @@ export class GenerationController {
         'id',
       );
     return { data: presentGeneration(row) };
+  }
+
+  /** Whether `id` is a request id (UUID v7) from a request that may still be running or just over. */
+  private mayBeUnwritten(id: string): boolean {
+    const m = /^([0-9a-f]{8})-([0-9a-f]{4})-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.exec(id);
+    if (!m) return false;
+    const started = parseInt(m[1] + m[2], 16);
+    const longest = (this.registry.current().routing.totalTimeoutMs ?? this.config.upstreamTimeouts.totalMs) + 60_000;
+    const now = Date.now();
+    return started <= now + 1000 && now - started <= longest;
   }
 }
 
