@@ -216,12 +216,13 @@ async function main(): Promise<void> {
   await admin(`CREATE DATABASE "${name}"`);
   const url = `postgres://${PG.user}${PG.password ? `:${PG.password}` : ''}@${PG.host}:${PG.port}/${name}`;
   console.log(`database ${name}: seeding ${ROWS.toLocaleString('en')} api_logs rows over ${DAYS} days`);
-  const ds = new DataSource(dataSourceOptions(new AppConfig(validateEnv({ DATABASE_URL: url }))));
+  const config = new AppConfig(validateEnv({ DATABASE_URL: url }));
+  const ds = new DataSource(dataSourceOptions(config));
   let gateway: ChildProcess | undefined;
   try {
     await ds.initialize();
     await ds.runMigrations();
-    const inserter = new ApiLogInserter(ds);
+    const inserter = new ApiLogInserter(ds, config.storeContentLimitBytes);
     const end = Math.floor(Date.now() / 3_600_000) * 3_600_000;
     const t0 = performance.now();
     let done = 0;

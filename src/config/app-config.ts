@@ -20,6 +20,8 @@ export class AppConfig {
   readonly dbBackend: 'sqlite' | 'postgres';
   readonly bodyLimitBytes: number;
   readonly upstreamBodyLimitBytes: number;
+  /** DB_STORE_CONTENT_LIMIT in bytes. */
+  readonly storeContentLimitBytes: number;
   readonly upstreamTimeouts: UpstreamTimeouts;
   /** Undefined: CORS off. */
   readonly corsOrigins: CorsOrigins | undefined;
@@ -28,6 +30,7 @@ export class AppConfig {
     this.dbBackend = env.DB_BACKEND ?? (env.DATABASE_URL ? 'postgres' : 'sqlite');
     this.bodyLimitBytes = parseByteSize(env.BODY_LIMIT);
     this.upstreamBodyLimitBytes = parseByteSize(env.UPSTREAM_BODY_LIMIT);
+    this.storeContentLimitBytes = parseByteSize(env.DB_STORE_CONTENT_LIMIT);
     this.corsOrigins = parseCorsOrigins(env.CORS_ORIGINS);
     this.upstreamTimeouts = {
       connectMs: env.UPSTREAM_CONNECT_TIMEOUT_MS,

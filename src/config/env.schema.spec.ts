@@ -36,4 +36,11 @@ describe('validateEnv', () => {
       expect(() => validateEnv({ UPSTREAM_BODY_LIMIT: bad })).toThrow(/UPSTREAM_BODY_LIMIT.*must be from 1kb/);
     expect(() => validateEnv({ UPSTREAM_BODY_LIMIT: 'lots' })).toThrow(/UPSTREAM_BODY_LIMIT must look like 64mb/);
   });
+
+  it('holds DB_STORE_CONTENT_LIMIT to 1kb-32mb, with units as BODY_LIMIT', () => {
+    for (const ok of ['1kb', '10mb', '32mb', '2048']) expect(validateEnv({ DB_STORE_CONTENT_LIMIT: ok }).DB_STORE_CONTENT_LIMIT).toBe(ok);
+    for (const bad of ['512', '33mb', '1gb', 'lots'])
+      expect(() => validateEnv({ DB_STORE_CONTENT_LIMIT: bad })).toThrow(/DB_STORE_CONTENT_LIMIT/);
+    expect(() => validateEnv({ DB_STORE_CONTENT_LIMIT: '1gb' })).toThrow(/from 1kb to 32mb/);
+  });
 });

@@ -3,6 +3,7 @@ import type { DataSource } from 'typeorm';
 import type { ColumnMetadata } from 'typeorm/metadata/ColumnMetadata';
 import { ApiLog } from './entities/api-log.entity';
 import { rollupDeltas, SqliteRollup, upsertRollupPostgres } from './api-log-rollup';
+import { capStoredJson } from './stored-content';
 
 /**
  * Inserts request-log batches, ignoring rows already present (so a replayed spool never
@@ -28,19 +29,26 @@ export class ApiLogInserter {
   private readonly textColumns: Array<{ key: keyof ApiLog; length?: number }>;
   /** Per column (in `columns` order): JSON? PostgreSQL's jsonb refuses the \u0000 escape and lone surrogates (cleaned on SQLite too, alike). */
   private readonly isJson: boolean[];
+  /** Per column: a stored request or response body (DB_STORE_FULL_CONTENT), capped in size. */
+  private readonly isContent: boolean[];
   private readonly postgres: boolean;
   private readonly head: string;
   private readonly tail: string;
   private readonly pgStatements = new Map<number, string>();
   private readonly sqlite?: { insertAll: (rows: unknown[][], entities: readonly ApiLog[]) => void };
 
-  constructor(readonly ds: DataSource) {
+  constructor(
+    readonly ds: DataSource,
+    /** DB_STORE_CONTENT_LIMIT, in bytes. */
+    private readonly contentLimit: number,
+  ) {
     const meta = ds.getMetadata(ApiLog);
     this.columns = meta.columns;
     this.textColumns = meta.columns
       .filter((c) => c.type === 'varchar' || c.type === 'text')
       .map((c) => ({ key: c.propertyName as keyof ApiLog, length: c.length ? Number(c.length) : undefined }));
     this.isJson = meta.columns.map((c) => c.type === 'jsonb' || c.type === 'simple-json');
+    this.isContent = meta.columns.map((c) => c.propertyName === 'request_content' || c.propertyName === 'response_content');
     const q = (name: string) => ds.driver.escape(name);
     this.postgres = ds.options.type === 'postgres';
     // Only a row already present is skipped. (SQLite's `INSERT OR IGNORE` would also skip, without
@@ -66,10 +74,12 @@ export class ApiLogInserter {
     if (rows.length === 0) return;
     for (const row of rows) this.storable(row);
     const driver = this.ds.driver;
-    const isJson = this.isJson;
+    const { isJson, isContent, contentLimit } = this;
+    // The body's JSON text is capped where the driver makes it: no second serialisation.
     const values = (row: ApiLog) =>
       this.columns.map((c, i) => {
-        const v: unknown = driver.preparePersistentValue(row[c.propertyName as keyof ApiLog] ?? null, c);
+        let v: unknown = driver.preparePersistentValue(row[c.propertyName as keyof ApiLog] ?? null, c);
+        if (isContent[i] && typeof v === 'string') v = capStoredJson(v, contentLimit);
         return isJson[i] && typeof v === 'string' ? jsonbSafe(v) : v;
       });
     if (this.sqlite) {

@@ -7,6 +7,7 @@ import { MetricsService } from '../observability/metrics.service';
 import { ApiLogInserter } from './api-log.inserter';
 import { DatabaseService } from './database.service';
 import { ApiLog } from './entities/api-log.entity';
+import { capStoredJson } from './stored-content';
 
 const SPOOL_PREFIX = 'api_logs.';
 /** Rows the database refused as data (never replayed by themselves; an operator looks at them). */
@@ -240,7 +241,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   private async insert(rows: ApiLog[]): Promise<void> {
     const ds = this.db.dataSource;
     if (!ds) throw new Error('database not connected');
-    if (this.inserter?.ds !== ds) this.inserter = new ApiLogInserter(ds);
+    if (this.inserter?.ds !== ds) this.inserter = new ApiLogInserter(ds, this.config.storeContentLimitBytes);
     await this.inserter.insert(rows);
   }
 
@@ -317,12 +318,18 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   }
 
   /**
-   * A row as one line of JSON. Stored content that cannot be serialised (nested deeper than the
-   * stack allows) is dropped, and said so, rather than losing the row or taking the process down.
+   * A row as one line of JSON, its bodies capped as the database would store them (so a spool
+   * line, and its replay, stays small). Stored content that cannot be serialised (nested deeper
+   * than the stack allows) is dropped, and said so, rather than losing the row or taking the
+   * process down.
    */
   private spoolLine(row: ApiLog): string {
     try {
-      return JSON.stringify(row);
+      const { request_content: req, response_content: res, ...rest } = row;
+      if (req == null && res == null) return JSON.stringify(row);
+      // Each body serialised once, and spliced in as the text it is.
+      const body = (v: unknown) => (v == null ? 'null' : capStoredJson(JSON.stringify(v), this.config.storeContentLimitBytes));
+      return `${JSON.stringify(rest).slice(0, -1)},"request_content":${body(req)},"response_content":${body(res)}}`;
     } catch (err) {
       this.logger.error(`request-log row ${row.id}: its stored content cannot be serialised (${(err as Error).message}); kept without it`);
       return JSON.stringify({ ...row, request_content: null, response_content: null });

@@ -212,6 +212,30 @@ describe('request logs when PostgreSQL goes away', () => {
     expect(new Set((await gw.rows()).map((r) => r.id)).size).toBe(5);
   }, 30_000);
 
+  it('spools a row with its bodies capped to DB_STORE_CONTENT_LIMIT, and replays it so', async () => {
+    const port = await proxy.start();
+    gw = await startGateway({ models: MODELS, env: { ...env(port), DB_STORE_FULL_CONTENT: 'true', DB_STORE_CONTENT_LIMIT: '64kb' } });
+    await ask(gw, 1);
+    await gw.waitForRows(1);
+    await proxy.stop();
+    const spool = join(gw.dir, 'spool');
+    const prompt = 'x'.repeat(2 * 1024 * 1024);
+    await gw.client().chat.completions.create({ model: 'demo/mock', messages: [{ role: 'user', content: prompt }] });
+    await waitFor(() => spooledLines(spool) === 1, 'the spooled row');
+    // A spool line, read whole on every replay, holds the capped body, not 2 MB.
+    const file = readdirSync(spool).find((f) => f.startsWith('api_logs.'))!;
+    expect(readFileSync(join(spool, file)).length).toBeLessThan(80 * 1024);
+    await proxy.start();
+    await waitFor(async () => (await countRows(db)) === 2 && spooledLines(spool) === 0, 'the replay');
+    const [, row] = await gw.rows();
+    expect(row.request_content).toMatchObject({
+      truncated: true,
+      bytes: expect.any(Number),
+      head: expect.stringMatching(/^\{"model":"demo\/mock"/),
+    });
+    expect((row.request_content as { bytes: number }).bytes).toBeGreaterThan(prompt.length);
+  });
+
   it('drains to the spool on shutdown when the database is down', async () => {
     const port = await proxy.start();
     gw = await startGateway({ models: MODELS, env: { ...env(port), REQUEST_LOG_FLUSH_MS: '600000', REQUEST_LOG_BATCH_SIZE: '1000' } });

@@ -1,7 +1,9 @@
 import type OpenAI from 'openai';
+import type { TruncatedContent } from '../../src/storage/stored-content';
 import { AnthropicUpstream } from '../fixtures/anthropic-upstream';
 import { OpenAiUpstream } from '../fixtures/openai-upstream';
 import { startGateway, type TestGateway } from '../helpers/gateway';
+import { createTestDatabase, type TestDatabase } from '../helpers/postgres';
 
 /**
  * DB_STORE_FULL_CONTENT: the row keeps the request and the answer. A streamed answer is stored
@@ -112,5 +114,64 @@ models:
     expect(stored.content.map((b) => b.type)).toEqual(['thinking', 'tool_use']);
     expect(stored.content[0]).toMatchObject({ thinking: expect.stringContaining('step by step'), signature: expect.any(String) });
     expect(stored.content[1]).toMatchObject({ name: 'weather', input: { input: 'weather in Paris' } });
+  });
+});
+
+/**
+ * A body past DB_STORE_CONTENT_LIMIT is stored as its head, marked: a body past the database's
+ * own limits (PostgreSQL's 256 MB jsonb string) was refused on every insert, and its row replayed
+ * from the spool for ever. Here the limit is 64 KB and the bodies 1 MB, both ways (the stand-in
+ * echoes the prompt).
+ */
+describe.each(['sqlite', 'postgres'] as const)('stored bodies over DB_STORE_CONTENT_LIMIT, on %s', (backend) => {
+  const upstream = new OpenAiUpstream();
+  let pg: TestDatabase | undefined;
+  let gw: TestGateway;
+
+  beforeAll(async () => {
+    const base = await upstream.start();
+    pg = backend === 'postgres' ? await createTestDatabase() : undefined;
+    gw = await startGateway({
+      models: `
+models:
+  - id: llm
+    context_length: 4096
+    route: [{ kind: openai_compat, base_url: "${base}", provider_model_id: ok }]
+`,
+      env: { ...pg?.env, DB_STORE_FULL_CONTENT: 'true', DB_STORE_CONTENT_LIMIT: '64kb' },
+    });
+  });
+
+  afterAll(async () => {
+    await gw?.close();
+    await pg?.drop();
+    await upstream.stop();
+  });
+
+  it('keeps the head of each body, marked truncated with its whole size, and a body within the limit whole', async () => {
+    const client = gw.client();
+    const prompt = 'é'.repeat(512 * 1024); // 1 MB of UTF-8
+    const big = await client.chat.completions.create({ model: 'llm', messages: [{ role: 'user', content: prompt }] });
+    expect(big.choices[0].message.content).toBe(`echo: ${prompt}`);
+    const small = await client.chat.completions.create({ model: 'llm', messages: [{ role: 'user', content: 'hi' }] });
+
+    const row = await gw.rowFor(big.id);
+    const request = row.request_content as TruncatedContent;
+    const response = row.response_content as TruncatedContent;
+    for (const stored of [request, response]) {
+      expect(stored).toEqual({ truncated: true, bytes: expect.any(Number), head: expect.any(String) });
+      expect(stored.bytes).toBeGreaterThan(1024 * 1024);
+      expect(Buffer.byteLength(JSON.stringify(stored))).toBeLessThanOrEqual(64 * 1024);
+      expect(stored.head.length).toBeGreaterThan(16 * 1024);
+    }
+    // The head is the start of the body's JSON text.
+    expect(request.head).toMatch(/^\{"model":"llm","messages":\[\{"role":"user","content":"éé/);
+    expect(response.head).toMatch(/^\{"id":"gen-/);
+    expect(response.head).toContain('"content":"echo: é');
+    expect(row.completion_tokens).toBeGreaterThan(0);
+
+    const whole = await gw.rowFor(small.id);
+    expect(whole.request_content).toMatchObject({ messages: [{ role: 'user', content: 'hi' }] });
+    expect(whole.response_content).toMatchObject({ choices: [{ message: { content: 'echo: hi' } }] });
   });
 });
