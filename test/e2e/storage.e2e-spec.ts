@@ -380,5 +380,27 @@ describe.each(['sqlite', 'postgres'] as const)('rows the database would refuse, 
       await waitFor(() => spooledLines(spool) === 0, 'the spool file to go');
       expect(rejectedRows(spool).map((r) => r.row.id)).toEqual(['huge-1', 'huge-2']);
     });
+
+    it('sets aside a row over one of its limits (class 54), writes the others, and does not replay it', async () => {
+      // An index an operator added for a dashboard: PostgreSQL refuses an entry over a third of a
+      // page with 54000 (program_limit_exceeded), as it refuses a jsonb string over 256 MB.
+      const c = new Client({ ...PG_ADMIN, database: pg!.name });
+      await c.connect();
+      await c.query('CREATE INDEX "IDX_test_api_logs_error" ON "api_logs" ("error")');
+      await c.end();
+      const writer = gw.app.get(RequestLogWriter);
+      const spool = join(gw.dir, 'spool');
+      // Incompressible, so the index entry stays over 2704 bytes.
+      const error = Array.from({ length: 400 }, () => Math.random().toString(36).slice(2)).join('');
+      writer.enqueue(logRow('ok-1'));
+      writer.enqueue(logRow('long-1', { status_code: 502, error }));
+      writer.enqueue(logRow('ok-2'));
+      expect((await gw.rows()).map((r) => r.id).sort()).toEqual(['ok-1', 'ok-2']);
+      expect(rejectedRows(spool).map((r) => [r.row.id, r.rejected])).toEqual([['long-1', expect.stringContaining('index row size')]]);
+      // Nothing left to replay: the database is not asked again every REQUEST_LOG_REPLAY_MS.
+      await new Promise((r) => setTimeout(r, 500));
+      expect(spooledLines(spool)).toBe(0);
+      expect(writer.stats).toMatchObject({ written: 2, rejected: 1, spooled: 0 });
+    });
   }
 });
