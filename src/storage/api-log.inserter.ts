@@ -6,6 +6,17 @@ import { rollupDeltas, SqliteRollup, upsertRollupPostgres } from './api-log-roll
 import { capStoredJson } from './stored-content';
 
 /**
+ * Characters of values one PostgreSQL INSERT carries at most; a batch over it is split into
+ * several statements in the same transaction (a larger row goes alone). PostgreSQL closes the
+ * connection on a message over 1 GB, and took ~35 ms per MB here, so a batch of large bodies in
+ * one statement (200 bodies of 5 MB) either looked like a database that went away or ran past
+ * DB_QUERY_TIMEOUT_MS; either way it was spooled and failed the same way on every replay.
+ * 4 M characters is at most 12 MB of UTF-8 (~0.4 s); ordinary batches (~1 KB a row) stay one
+ * statement.
+ */
+const STATEMENT_CHARS = 4 * 1024 ** 2;
+
+/**
  * Inserts request-log batches, ignoring rows already present (so a replayed spool never
  * duplicates). TypeORM's query builder re-scans its parameter list for every placeholder
  * (quadratic in rows × columns) and cost a tenth of the gateway's CPU under load, so the SQL is
@@ -70,7 +81,8 @@ export class ApiLogInserter {
     }
   }
 
-  async insert(rows: readonly ApiLog[]): Promise<void> {
+  /** `progress` is called after each statement that completed (a long batch is not a silent database). */
+  async insert(rows: readonly ApiLog[], progress?: () => void): Promise<void> {
     if (rows.length === 0) return;
     for (const row of rows) this.storable(row);
     const driver = this.ds.driver;
@@ -86,10 +98,15 @@ export class ApiLogInserter {
       this.sqlite.insertAll(rows.map(values), rows);
       return;
     }
+    const statements = bySize(rows.map(values));
     await this.ds.transaction(async (m) => {
-      const inserted = await m.query<Array<{ id: string }>>(this.pgStatement(rows.length), rows.flatMap(values));
-      const ids = new Set(inserted.map((r) => r.id));
-      const fresh = inserted.length === rows.length ? rows : rows.filter((r) => ids.has(r.id));
+      const ids = new Set<string>();
+      for (const tuples of statements) {
+        const inserted = await m.query<Array<{ id: string }>>(this.pgStatement(tuples.length), tuples.flat());
+        for (const r of inserted) ids.add(r.id);
+        progress?.();
+      }
+      const fresh = ids.size === rows.length ? rows : rows.filter((r) => ids.has(r.id));
       if (fresh.length > 0) await upsertRollupPostgres(m, rollupDeltas(fresh));
     });
   }
@@ -123,6 +140,26 @@ export class ApiLogInserter {
     }
     return sql;
   }
+}
+
+/** Rows' values grouped into statements of at most STATEMENT_CHARS characters (a larger row alone). */
+function bySize(tuples: unknown[][]): unknown[][][] {
+  const out: unknown[][][] = [];
+  let group: unknown[][] = [];
+  let chars = 0;
+  for (const tuple of tuples) {
+    let n = 0;
+    for (const v of tuple) if (typeof v === 'string') n += v.length;
+    if (group.length > 0 && chars + n > STATEMENT_CHARS) {
+      out.push(group);
+      group = [];
+      chars = 0;
+    }
+    group.push(tuple);
+    chars += n;
+  }
+  if (group.length > 0) out.push(group);
+  return out;
 }
 
 /**

@@ -205,7 +205,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       }
       this.writing = batch;
       try {
-        this.stats.written += await this.withDeadline(this.insertBatch(batch), batch);
+        this.stats.written += await this.withDeadline((progress) => this.insertBatch(batch, progress), batch);
       } catch (err) {
         if (err instanceof RowsNotWritten) this.stats.written += err.written;
         const rest = err instanceof RowsNotWritten ? err.rows : batch;
@@ -224,29 +224,34 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
 
   /**
    * A batch's insert, failed once the database has been silent for twice the query timeout
-   * (a query and its rollback). The insert may still land later: the spooled copies then replay
-   * as rows already present, never twice.
+   * (a query and its rollback) — silent, not slow: each statement it completes restarts the
+   * clock. A batch of large bodies takes long on a database that answers (PostgreSQL took
+   * ~35 ms per MB here, so 200 bodies of 5 MB ~35 s); failing it as silent spooled it, and its
+   * replay failed the same way, for ever. The insert may still land later: the spooled copies
+   * then replay as rows already present, never twice.
    */
-  private async withDeadline(insert: Promise<number>, batch: ApiLog[]): Promise<number> {
+  private async withDeadline(insert: (progress: () => void) => Promise<number>, batch: ApiLog[]): Promise<number> {
     const ms = 2 * this.config.env.DB_QUERY_TIMEOUT_MS + 1000;
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        reject(new RowsNotWritten(new Error(`the database did not answer within ${ms} ms`), batch));
-      }, ms);
-    });
+    let fail: (err: RowsNotWritten) => void = () => undefined;
+    const deadline = new Promise<never>((_, reject) => (fail = reject));
+    const arm = (): void => {
+      clearTimeout(timer);
+      timer = setTimeout(() => fail(new RowsNotWritten(new Error(`the database did not answer for ${ms} ms`), batch)), ms);
+    };
+    arm();
     try {
-      return await Promise.race([insert, deadline]);
+      return await Promise.race([insert(arm), deadline]);
     } finally {
       clearTimeout(timer);
     }
   }
 
-  private async insert(rows: ApiLog[]): Promise<void> {
+  private async insert(rows: ApiLog[], progress?: () => void): Promise<void> {
     const ds = this.db.dataSource;
     if (!ds) throw new Error('database not connected');
     if (this.inserter?.ds !== ds) this.inserter = new ApiLogInserter(ds, this.config.storeContentLimitBytes);
-    await this.inserter.insert(rows);
+    await this.inserter.insert(rows, progress);
   }
 
   /**
@@ -254,9 +259,9 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
    * the rows go in one by one and those it refuses are set aside (`reject`), so that one bad row
    * never holds back the others. Any other failure throws `RowsNotWritten` with what is left.
    */
-  private async insertBatch(rows: ApiLog[]): Promise<number> {
+  private async insertBatch(rows: ApiLog[], progress?: () => void): Promise<number> {
     try {
-      await this.insert(rows);
+      await this.insert(rows, progress);
       return rows.length;
     } catch (err) {
       if (!isDataError(err)) throw new RowsNotWritten(err, rows);
@@ -272,6 +277,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
         if (!isDataError(err)) throw new RowsNotWritten(err, rows.slice(i), written);
         await this.reject(rows[i], err);
       }
+      progress?.();
     }
     return written;
   }

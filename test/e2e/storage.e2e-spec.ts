@@ -236,6 +236,25 @@ describe('request logs when PostgreSQL goes away', () => {
     expect((row.request_content as { bytes: number }).bytes).toBeGreaterThan(prompt.length);
   });
 
+  it('writes a batch of large bodies that as one statement would take longer than DB_QUERY_TIMEOUT_MS', async () => {
+    const port = await proxy.start();
+    gw = await startGateway({
+      models: MODELS,
+      env: { ...env(port), DB_QUERY_TIMEOUT_MS: '1000', DB_STORE_CONTENT_LIMIT: '2mb', REQUEST_LOG_FLUSH_MS: '600000' },
+    });
+    const writer = gw.app.get(RequestLogWriter);
+    // 80 bodies of 1.5 MB, 120 MB: PostgreSQL took ~35 ms per MB here, so as one statement the
+    // batch ran past the 1 s query timeout, and in any statements past the 3 s batch deadline;
+    // it was spooled as if the database were silent, and its replay failed alike. Statements of
+    // at most 4 M characters (two of these rows) take ~0.1 s each.
+    const body = { messages: [{ role: 'user', content: 'x'.repeat(1536 * 1024) }] };
+    for (let i = 0; i < 80; i++) writer.enqueue(logRow(`big-${i}`, { request_content: body }));
+    await writer.flush();
+    await waitFor(async () => (await countRows(db)) === 80, 'the 80 rows');
+    expect(writer.stats).toMatchObject({ written: 80, spooled: 0, rejected: 0 });
+    expect(spooledLines(join(gw.dir, 'spool'))).toBe(0);
+  }, 30_000);
+
   it('drains to the spool on shutdown when the database is down', async () => {
     const port = await proxy.start();
     gw = await startGateway({ models: MODELS, env: { ...env(port), REQUEST_LOG_FLUSH_MS: '600000', REQUEST_LOG_BATCH_SIZE: '1000' } });
