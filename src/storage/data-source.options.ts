@@ -7,6 +7,7 @@ import type { Dialect } from './dialect';
 import { apiLogSchema } from './entities/api-log.entity';
 import { apiKeySchema } from './entities/api-key.entity';
 import { apiLogHourlySchema } from './entities/api-log-hourly.entity';
+import { ResettingPgClient } from './pg-client';
 import { CreateApiLogs1763700000000 } from './migrations/postgres/1763700000000-create-api-logs';
 import { CreateApiLogsSqlite1763700000000 } from './migrations/sqlite/1763700000000-create-api-logs';
 import { CreateApiKeys1764000000000 } from './migrations/postgres/1764000000000-create-api-keys';
@@ -62,6 +63,8 @@ export function dataSourceOptions(config: AppConfig): DataSourceOptions {
         idleTimeoutMillis: 30_000,
         // Client-side: also bounds a query whose connection went silent (no answer, no close).
         query_timeout: config.env.DB_QUERY_TIMEOUT_MS,
+        // ...and closes that connection, which node-postgres would keep, stuck (pg-client.ts).
+        Client: ResettingPgClient,
       },
     };
   }

@@ -31,6 +31,21 @@ async function countRows(db: TestDatabase): Promise<number> {
   }
 }
 
+/** The gateway's sessions on the test database, as PostgreSQL sees them. */
+async function sessions(db: TestDatabase): Promise<Array<{ state: string; query: string }>> {
+  const c = new Client({ ...PG_ADMIN, database: 'postgres' });
+  await c.connect();
+  try {
+    const r = await c.query<{ state: string; query: string }>(
+      'SELECT state, query FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()',
+      [db.name],
+    );
+    return r.rows;
+  } finally {
+    await c.end();
+  }
+}
+
 async function waitFor(check: () => Promise<boolean> | boolean, what: string, timeoutMs = 10_000): Promise<void> {
   const until = Date.now() + timeoutMs;
   while (!(await check())) {
@@ -179,6 +194,33 @@ describe('request logs when PostgreSQL goes away', () => {
     // The spooled rows are replayed and the new ones inserted, on a new connection.
     await waitFor(async () => (await countRows(db)) === 6, 'all 6 rows', 10_000);
   }, 30_000);
+
+  // The BEGIN of the writer's insert is answered with `C` + length + "BEGIN\0", then `Z`: three
+  // bytes leave the client inside a message's header.
+  it.each([
+    ['lost', (p: TcpProxy) => p.dropReplies()],
+    ['cut short in the middle of a message', (p: TcpProxy) => p.cutReplies(3)],
+  ])(
+    'closes a connection whose answer was %s: no session is left idle in a transaction, and rows go on',
+    async (_, lose) => {
+      const port = await proxy.start();
+      gw = await startGateway({ models: MODELS, env: { ...env(port), DB_QUERY_TIMEOUT_MS: '300', REQUEST_LOG_REPLAY_MS: '200' } });
+      await ask(gw, 2);
+      await gw.waitForRows(2);
+      lose(proxy);
+      await ask(gw, 2);
+      await waitFor(() => spooledLines(join(gw!.dir, 'spool')) === 2, '2 spooled rows', 5000);
+      proxy.release();
+      await ask(gw, 2);
+      await waitFor(async () => (await countRows(db)) === 6, 'all 6 rows', 10_000);
+      // node-postgres kept the connection, waiting for the lost answer before sending anything
+      // else: PostgreSQL showed its session idle in the transaction the BEGIN opened, for good.
+      await waitFor(async () => (await sessions(db)).every((s) => s.state !== 'idle in transaction'), 'no session idle in a transaction');
+      await gw.waitForRows(6);
+      expect((await fetch(`${gw.url}/health`)).status).toBe(200);
+    },
+    30_000,
+  );
 
   it('behind a silent database: /health answers at once, and shutdown spools the rows in flight within seconds', async () => {
     const port = await proxy.start();

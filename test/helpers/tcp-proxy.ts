@@ -10,7 +10,9 @@ export class TcpProxy {
   private held = false;
   /** The target's answers are read and lost (a half-open connection). */
   private dropping = false;
-  private readonly discard = (): void => undefined;
+  /** While dropping: bytes of the next answer on each connection let through first. */
+  private cut = 0;
+  private readonly discards = new Map<Socket, (chunk: Buffer) => void>();
   port = 0;
 
   constructor(
@@ -58,6 +60,17 @@ export class TcpProxy {
    */
   dropReplies(): void {
     this.dropping = true;
+    this.cut = 0;
+    for (const pair of this.pairs) this.drop(pair);
+  }
+
+  /**
+   * As dropReplies, except that the first `bytes` of what the target sends next on each
+   * connection get through: a connection lost in the middle of a message.
+   */
+  cutReplies(bytes: number): void {
+    this.dropping = true;
+    this.cut = bytes;
     for (const pair of this.pairs) this.drop(pair);
   }
 
@@ -66,7 +79,9 @@ export class TcpProxy {
     if (this.dropping) {
       this.dropping = false;
       for (const [client, upstream] of this.pairs) {
-        upstream.off('data', this.discard);
+        const discard = this.discards.get(upstream);
+        if (discard) upstream.off('data', discard);
+        this.discards.delete(upstream);
         upstream.pipe(client);
       }
       return;
@@ -77,7 +92,17 @@ export class TcpProxy {
 
   private drop([client, upstream]: [Socket, Socket]): void {
     upstream.unpipe(client);
-    upstream.on('data', this.discard);
+    let pass = this.cut;
+    const discard = (chunk: Buffer): void => {
+      if (pass <= 0) return;
+      client.write(chunk.subarray(0, pass));
+      pass -= Math.min(pass, chunk.length);
+    };
+    this.discards.set(upstream, discard);
+    upstream.on('data', discard);
+    // unpipe() left the stream paused, and a 'data' listener does not resume a stream paused
+    // that way: without this the answers were only held back, and delivered on release().
+    upstream.resume();
   }
 
   private flow([client, upstream]: [Socket, Socket]): void {
