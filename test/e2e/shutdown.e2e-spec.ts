@@ -120,7 +120,7 @@ describe('the built server on SIGTERM', () => {
 describe('the built server with WORKERS=2', () => {
   const main = resolve(__dirname, '../../dist/main.js');
 
-  function launch(dir: string, env: Record<string, string>) {
+  function launch(dir: string, env: Record<string, string | undefined>) {
     return spawn(process.execPath, [main], {
       cwd: dir,
       env: {
@@ -140,23 +140,31 @@ describe('the built server with WORKERS=2', () => {
     });
   }
 
-  /** Starts a two-worker gateway on these models and waits until both workers serve. */
-  async function startCluster(models: string, prefix: string) {
+  /** Launches the gateway in `dir` and waits until its output says `ready`; the port is the one the OS gave. */
+  async function started(dir: string, env: Record<string, string | undefined>, ready: RegExp) {
     if (!existsSync(main)) throw new Error('dist/main.js is missing: run `npm run build` first (npm test does)');
-    const dir = mkdtempSync(join(tmpdir(), prefix));
-    writeFileSync(join(dir, 'models.yaml'), models);
-    const port = 20000 + Math.floor(Math.random() * 20000);
-    const child = launch(dir, { PORT: String(port) });
+    const child = launch(dir, { PORT: '0', ...env });
     const exited = new Promise<number | string | null>((r) => child.on('exit', (code, signal) => r(code ?? signal)));
-    const cluster = { dir, port, child, exited, output: '' };
-    child.stdout.on('data', (b: Buffer) => (cluster.output += b.toString()));
-    child.stderr.on('data', (b: Buffer) => (cluster.output += b.toString()));
+    const proc = { dir, port: 0, child, exited, output: '' };
+    child.stdout.on('data', (b: Buffer) => (proc.output += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (proc.output += b.toString()));
     const until = Date.now() + 20_000;
-    while (!cluster.output.includes('2 workers serving')) {
-      if (Date.now() > until) throw new Error(`cluster did not start:\n${cluster.output}`);
+    while (!ready.test(proc.output)) {
+      if (Date.now() > until) {
+        child.kill('SIGKILL');
+        throw new Error(`gateway did not start (waited for ${ready}):\n${proc.output}`);
+      }
       await new Promise((r) => setTimeout(r, 100));
     }
-    return cluster;
+    proc.port = Number(/listening on http:\/\/[^:]+:(\d+)/.exec(proc.output)?.[1]);
+    return proc;
+  }
+
+  /** Starts a two-worker gateway on these models and waits until both workers serve. */
+  async function startCluster(models: string, prefix: string, env: Record<string, string | undefined> = {}) {
+    const dir = mkdtempSync(join(tmpdir(), prefix));
+    writeFileSync(join(dir, 'models.yaml'), models);
+    return started(dir, env, /2 workers serving/);
   }
 
   it('serves from two processes, sums their metrics, and drains both on SIGTERM', async () => {
