@@ -3,6 +3,7 @@ import { Logger } from '@nestjs/common';
 import { createApp } from './app.factory';
 import { runPrimary, workerCount } from './cluster';
 import { AppConfig } from './config/app-config';
+import { startupEnv } from './config/env-file';
 
 async function serve(): Promise<void> {
   const app = await createApp();
@@ -19,10 +20,11 @@ function fail(err: unknown): never {
   process.exit(1);
 }
 
-// WORKERS is read before anything else boots: it decides how many processes there are.
+// WORKERS is read before anything else boots: it decides how many processes there are. From
+// `.env` too, read as the validated config reads it (the environment wins).
 let workers = 1;
 try {
-  workers = workerCount(process.env.WORKERS);
+  workers = workerCount(startupEnv().WORKERS);
 } catch (err) {
   fail(err);
 }

@@ -1,6 +1,7 @@
 import { Global, Module, type DynamicModule } from '@nestjs/common';
 import { ConfigModule, ConfigService } from '@nestjs/config';
 import { AppConfig } from './app-config';
+import { startupEnv } from './env-file';
 import { validateEnv } from './env.schema';
 import { CONFIG_VARS, ModelRegistry } from './model-registry.service';
 
@@ -27,14 +28,15 @@ export class AppConfigModule {
       module: AppConfigModule,
       imports: [
         ConfigModule.forRoot({
-          ignoreEnvFile: options.envFile === false,
-          envFilePath: options.envFile || '.env',
+          // The file is read by our own reader, which main.ts uses too (env-file.ts); `raw` is
+          // then the process environment, which wins over the file.
+          ignoreEnvFile: true,
           // Wrapped in one key so that @nestjs/config does not write defaults back into
           // process.env, which would leak between gateways sharing a process (tests).
           // The raw variables (.env merged with the process environment) are kept for `${VAR}`
           // expansion in the YAML files.
           validate: (raw) => {
-            const vars = { ...raw, ...overrides };
+            const vars = { ...startupEnv(options.envFile, raw as NodeJS.ProcessEnv), ...overrides };
             return { [VALIDATED]: validateEnv(vars), [VARS]: vars };
           },
         }),

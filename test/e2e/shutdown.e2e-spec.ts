@@ -227,6 +227,21 @@ describe('the built server with WORKERS=2', () => {
     expect([...cluster.output.matchAll(/worker (\d+) listening/g)]).toHaveLength(2);
   }, 30_000);
 
+  it('takes WORKERS from .env, and a WORKERS set in the environment over it', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hi-cluster-dotenv-'));
+    writeFileSync(join(dir, 'models.yaml'), MODELS);
+    writeFileSync(join(dir, '.env'), 'WORKERS=2\n');
+    const fromFile = await started(dir, { WORKERS: undefined }, /2 workers serving/);
+    expect([...fromFile.output.matchAll(/worker \d+ listening/g)]).toHaveLength(2);
+    fromFile.child.kill('SIGTERM');
+    expect(await fromFile.exited).toBe(0);
+
+    const fromEnv = await started(dir, { WORKERS: '1' }, /HybridInference listening/);
+    expect(fromEnv.output).not.toMatch(/worker \d+ listening|workers serving/);
+    fromEnv.child.kill('SIGTERM');
+    expect(await fromEnv.exited).toBe('SIGTERM');
+  }, 60_000);
+
   it('stops, rather than restarting forever, when workers cannot start', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'hi-cluster-bad-'));
     writeFileSync(join(dir, 'models.yaml'), 'models:\n  - id: a\n    context_length: 10\n    route: [{ kind: nope }]\n');
