@@ -15,12 +15,21 @@ import { CreateApiLogsHourly1764000000001 } from './migrations/postgres/17640000
 import { CreateApiKeysSqlite1764000000000 } from './migrations/sqlite/1764000000000-create-api-keys';
 import { CreateApiLogsHourlySqlite1764000000001 } from './migrations/sqlite/1764000000001-create-api-logs-hourly';
 import { subscriptionAccountSchema } from '../subscription/entities/subscription-account.entity';
+import { subscriptionAccountImportSchema } from '../subscription/entities/subscription-account-import.entity';
 import { CreateSubscriptionAccounts1764600000000 } from './migrations/postgres/1764600000000-create-subscription-accounts';
 import { CreateSubscriptionAccountsSqlite1764600000000 } from './migrations/sqlite/1764600000000-create-subscription-accounts';
+import { CreateSubscriptionAccountImports1764700000000 } from './migrations/postgres/1764700000000-create-subscription-account-imports';
+import { CreateSubscriptionAccountImportsSqlite1764700000000 } from './migrations/sqlite/1764700000000-create-subscription-account-imports';
 
 /** Entity mappings for a dialect. Modules with entities of their own add them here. */
 export function entitiesFor(dialect: Dialect) {
-  return [apiLogSchema(dialect), apiKeySchema(dialect), apiLogHourlySchema(dialect), subscriptionAccountSchema(dialect)];
+  return [
+    apiLogSchema(dialect),
+    apiKeySchema(dialect),
+    apiLogHourlySchema(dialect),
+    subscriptionAccountSchema(dialect),
+    subscriptionAccountImportSchema(dialect),
+  ];
 }
 
 const MIGRATIONS: Record<Dialect, DataSourceOptions['migrations']> = {
@@ -29,12 +38,14 @@ const MIGRATIONS: Record<Dialect, DataSourceOptions['migrations']> = {
     CreateApiKeys1764000000000,
     CreateApiLogsHourly1764000000001,
     CreateSubscriptionAccounts1764600000000,
+    CreateSubscriptionAccountImports1764700000000,
   ],
   sqlite: [
     CreateApiLogsSqlite1763700000000,
     CreateApiKeysSqlite1764000000000,
     CreateApiLogsHourlySqlite1764000000001,
     CreateSubscriptionAccountsSqlite1764600000000,
+    CreateSubscriptionAccountImportsSqlite1764700000000,
   ],
 };
 

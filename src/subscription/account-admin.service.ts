@@ -81,7 +81,7 @@ export class AccountAdmin {
 
   async import(provider: SubscriptionProvider, data: unknown): Promise<ImportSummary> {
     this.vault.require();
-    const summary = await this.guard(() => this.importer.importData(provider, data));
+    const summary = await this.guard(() => this.importer.importData(provider, data, 'admin'));
     await this.pool.changed();
     return summary;
   }

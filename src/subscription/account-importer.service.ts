@@ -12,6 +12,9 @@ import type { SubscriptionProvider } from './subscription.types';
 
 export type ImportOutcome = 'added' | 'updated' | 'unchanged';
 
+/** Where accounts come from: an import file (read at every start) or the admin API. */
+export type ImportSource = 'file' | 'admin';
+
 export interface ImportSummary {
   added: string[];
   updated: string[];
@@ -20,11 +23,17 @@ export interface ImportSummary {
 }
 
 /**
- * Puts accounts from import files and admin requests into the table. Import files are read at
- * every start, so re-reading one must be harmless: an entry whose refresh token was already
- * imported for that account is left alone (the stored one has rotated since, and is the valid
- * one); a different refresh token means a new login, which replaces the credentials and makes a
+ * Puts accounts from import files and admin requests into the table. A different refresh token
+ * than the one last imported means a new login, which replaces the credentials and makes a
  * revoked or cooling account active again.
+ *
+ * Import files are read at every start of every process (a restarted worker too), so a file's
+ * entry is applied once: not if its login was ever applied to that account name, by any process
+ * (`subscription_account_imports`). Refresh tokens are single-use, so such a login is older than
+ * what is stored — the tokens rotated since, or an admin imported a newer login — or was deleted
+ * by an admin; applying it again put a spent token back (the next refresh failed with
+ * invalid_grant and revoked the account) and brought deleted accounts back. The admin API's
+ * import is an operator's explicit act and is applied unless the login is the stored one.
  */
 @Injectable()
 export class AccountImporter {
@@ -64,7 +73,7 @@ export class AccountImporter {
         continue;
       }
       try {
-        const s = await this.importData(provider, data);
+        const s = await this.importData(provider, data, 'file');
         for (const e of s.errors) this.logger.warn(`${path}: ${e}`);
         if (s.added.length || s.updated.length)
           this.logger.log(
@@ -77,23 +86,35 @@ export class AccountImporter {
   }
 
   /** Parses and stores; entries with problems are listed in `errors` and skipped. */
-  async importData(provider: SubscriptionProvider, data: unknown): Promise<ImportSummary> {
+  async importData(provider: SubscriptionProvider, data: unknown, source: ImportSource): Promise<ImportSummary> {
     this.vault.require();
     const { accounts, errors } = parseAccounts(provider, data);
     const summary: ImportSummary = { added: [], updated: [], unchanged: [], errors };
     for (const input of accounts) {
-      const outcome = await this.upsert(input);
+      const outcome = await this.upsert(input, source);
       summary[outcome].push(input.name);
     }
     return summary;
   }
 
   /** Stores one account: new, new credentials for an existing one, or nothing when already imported. */
-  async upsert(input: AccountInput): Promise<ImportOutcome> {
+  async upsert(input: AccountInput, source: ImportSource): Promise<ImportOutcome> {
     const fingerprint = this.vault.fingerprint(input.credentials.refreshToken);
-    for (let attempt = 0; ; attempt++) {
+    if (source === 'file' && (await this.store.wasImported(input.provider, input.name, fingerprint))) return 'unchanged';
+    // Each write is conditional (the unique name, the token version): when another process got
+    // there first, look again. A few rounds at most, unless the row keeps changing under us.
+    for (let attempt = 0; attempt < 3; attempt++) {
       const existing = await this.store.findByName(input.provider, input.name);
-      if (existing) return this.update(existing, input, fingerprint);
+      if (existing?.import_fingerprint === fingerprint) {
+        // Also records a login applied before imports were remembered (or by a process that
+        // stopped between the write and the record).
+        await this.store.rememberImport(input.provider, input.name, fingerprint);
+        return 'unchanged';
+      }
+      if (existing) {
+        if (await this.update(existing, input, fingerprint)) return 'updated';
+        continue;
+      }
       try {
         await this.insert(input, fingerprint);
         return 'added';
@@ -102,9 +123,10 @@ export class AccountImporter {
         if (attempt > 0) throw err;
       }
     }
+    throw new Error(`account "${input.name}" changed while it was being imported; try again`);
   }
 
-  async insert(input: AccountInput, fingerprint: string | null): Promise<SubscriptionAccount> {
+  async insert(input: AccountInput, fingerprint: string): Promise<SubscriptionAccount> {
     const id = `acc_${randomBytes(12).toString('hex')}`;
     const row: Partial<SubscriptionAccount> = {
       id,
@@ -117,19 +139,22 @@ export class AccountImporter {
       ...stateColumns(initialState()),
     };
     await this.store.insert(row);
+    await this.store.rememberImport(input.provider, input.name, fingerprint);
     return row as SubscriptionAccount;
   }
 
-  private async update(existing: SubscriptionAccount, input: AccountInput, fingerprint: string): Promise<ImportOutcome> {
-    if (existing.import_fingerprint === fingerprint) return 'unchanged';
+  /** False when the row changed since it was read (another import, a refresh): nothing written. */
+  private async update(existing: SubscriptionAccount, input: AccountInput, fingerprint: string): Promise<boolean> {
     const state = transition(stateFromRow(existing), { type: 'credentials_replaced' }, Date.now(), {
       cooldownMs: 0,
       maxCooldownMs: 1,
       failureThreshold: 1,
     });
     const sealed = this.vault.seal(existing, input.credentials);
-    await this.store.replaceCredentials(existing.id, sealed, { import_fingerprint: fingerprint, ...this.details(input) }, state);
-    return 'updated';
+    const fields = { import_fingerprint: fingerprint, ...this.details(input) };
+    if (!(await this.store.replaceCredentials(existing.id, existing.token_version, sealed, fields, state))) return false;
+    await this.store.rememberImport(input.provider, input.name, fingerprint);
+    return true;
   }
 
   private details(input: AccountInput): Partial<SubscriptionAccount> {

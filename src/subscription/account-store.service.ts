@@ -3,6 +3,7 @@ import type { DataSource, Repository } from 'typeorm';
 import { DatabaseService } from '../storage/database.service';
 import type { AccountState } from './account-state';
 import { SubscriptionAccount } from './entities/subscription-account.entity';
+import { SubscriptionAccountImport } from './entities/subscription-account-import.entity';
 import type { SubscriptionProvider } from './subscription.types';
 
 /** The database is not connected; account changes cannot be stored right now. */
@@ -94,13 +95,41 @@ export class AccountStore {
     return (res.affected ?? 0) > 0;
   }
 
-  /** New credentials from an import or an admin add (a new login), with the state that goes with them. */
-  async replaceCredentials(id: string, sealed: string, fields: Partial<SubscriptionAccount>, s: AccountState): Promise<void> {
-    await this.repo()
+  /**
+   * New credentials from an import (a new login), with the state that goes with them; only if the
+   * tokens are still at `tokenVersion`, so that of two processes importing one file at once only
+   * one writes, and a login never overwrites tokens refreshed since it was read. Returns whether
+   * the row was written.
+   */
+  async replaceCredentials(
+    id: string,
+    tokenVersion: number,
+    sealed: string,
+    fields: Partial<SubscriptionAccount>,
+    s: AccountState,
+  ): Promise<boolean> {
+    const res = await this.repo()
       .createQueryBuilder()
       .update(SubscriptionAccount)
       .set({ ...fields, ...stateColumns(s), credentials: sealed, token_version: () => 'token_version + 1', updated_at: new Date() })
-      .where('id = :id', { id })
+      .where('id = :id AND token_version = :tokenVersion', { id, tokenVersion })
+      .execute();
+    return (res.affected ?? 0) > 0;
+  }
+
+  /** Whether this login (its refresh token's fingerprint) was ever applied to the account of that name. */
+  async wasImported(provider: SubscriptionProvider, name: string, fingerprint: string): Promise<boolean> {
+    return this.ds().getRepository(SubscriptionAccountImport).exists({ where: { provider, name, fingerprint } });
+  }
+
+  /** Records that a login was applied to the account of that name (again: no change). */
+  async rememberImport(provider: SubscriptionProvider, name: string, fingerprint: string): Promise<void> {
+    await this.ds()
+      .createQueryBuilder()
+      .insert()
+      .into(SubscriptionAccountImport)
+      .values({ provider, name, fingerprint, imported_at: new Date() })
+      .orIgnore()
       .execute();
   }
 

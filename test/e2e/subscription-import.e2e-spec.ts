@@ -1,0 +1,145 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { AccountImporter } from '../../src/subscription/account-importer.service';
+import { AccountStore } from '../../src/subscription/account-store.service';
+import { OAuthTokenServer, type Login } from '../fixtures/oauth-token-server';
+import { CLAUDE_CLIENT_ID, claudeFile, sharedDb, startSubscriptionGateway, type SharedDb } from '../helpers/subscriptions';
+
+type Gateway = Awaited<ReturnType<typeof startSubscriptionGateway>>;
+
+/**
+ * The accounts import file is read at every start of every process (a worker restarted by the
+ * cluster too). Each login in it is applied once: never again over newer state (tokens rotated
+ * since, a login an admin imported, an account an admin deleted), and once between processes
+ * that import it at the same moment.
+ */
+describe.each(['sqlite', 'postgres'] as const)('the accounts import file on %s', (backend) => {
+  const tokens = new OAuthTokenServer('claude', CLAUDE_CLIENT_ID);
+  let tokenUrl: string;
+  let db: SharedDb;
+  const open: Gateway[] = [];
+  const MODELS = 'models:\n  - id: demo\n    context_length: 10\n    route: [{ kind: mock }]\n';
+
+  beforeAll(async () => {
+    tokenUrl = await tokens.start();
+  });
+  afterAll(() => tokens.stop());
+  beforeEach(async () => {
+    db = await sharedDb(backend);
+    tokens.reused = 0;
+  });
+  afterEach(async () => {
+    for (const gw of open.splice(0)) await gw.close();
+    await db.drop();
+  });
+
+  async function start(file: string): Promise<Gateway> {
+    const gw = await startSubscriptionGateway({ models: MODELS, db, claudeTokenUrl: tokenUrl, claudeFile: file });
+    open.push(gw);
+    return gw;
+  }
+
+  /** Stops `gw` and starts a gateway on the same database and file, as a restarted worker does. */
+  async function restart(gw: Gateway, file: string): Promise<Gateway> {
+    open.splice(open.indexOf(gw), 1);
+    await gw.close();
+    return start(file);
+  }
+
+  /** Rewrites `file` in place with these logins. */
+  function rewrite(file: string, logins: Array<{ name: string; login: Login }>): void {
+    writeFileSync(file, readFileSync(claudeFile(db.dir, logins)));
+  }
+
+  async function list(gw: Gateway): Promise<Array<{ id: string; name: string; status: string }>> {
+    return ((await (await gw.admin('?provider=claude')).json()) as { data: Array<{ id: string; name: string; status: string }> }).data;
+  }
+
+  async function refresh(gw: Gateway, id: string): Promise<unknown> {
+    return (await gw.admin(`/${id}/refresh`, { method: 'POST' })).json();
+  }
+
+  it('an account deleted through the admin API stays deleted when the gateway starts again with the same file', async () => {
+    const file = claudeFile(db.dir, [
+      { name: 'team-a', login: tokens.login() },
+      { name: 'team-b', login: tokens.login() },
+    ]);
+    const gw = await start(file);
+    const [a] = await list(gw);
+    expect(a.name).toBe('team-a');
+    expect((await gw.admin(`/${a.id}`, { method: 'DELETE' })).status).toBeLessThan(300);
+
+    const again = await restart(gw, file);
+    expect((await list(again)).map((x) => x.name)).toEqual(['team-b']);
+  });
+
+  it('a login imported through the admin API is not rolled back to the spent one the file still holds', async () => {
+    const first = tokens.login();
+    const file = claudeFile(db.dir, [{ name: 'team-a', login: first }]);
+    const gw = await start(file);
+    const [a] = await list(gw);
+    // The gateway refreshes: the file's refresh token is spent from now on.
+    expect(await refresh(gw, a.id)).toMatchObject({ refreshed: true });
+    // The operator signs in again and imports that login through the admin API.
+    const second = tokens.login();
+    const body = {
+      provider: 'claude',
+      accounts: [{ name: 'team-a', access_token: second.access_token, refresh_token: second.refresh_token, expires_at: second.expiresAt }],
+    };
+    expect(await (await gw.admin('/import', { method: 'POST', body: JSON.stringify(body) })).json()).toMatchObject({ updated: ['team-a'] });
+
+    const again = await restart(gw, file);
+    expect((await again.pool.acquire('claude')).accessToken).toBe(second.access_token);
+    expect(await refresh(again, a.id)).toMatchObject({ refreshed: true, account: { status: 'active' } });
+    expect(tokens.reused).toBe(0);
+  });
+
+  it('a new login in the file is applied once; the file put back to an older login changes nothing', async () => {
+    const first = tokens.login();
+    const file = claudeFile(db.dir, [{ name: 'team-a', login: first }]);
+    const gw = await start(file);
+    const [a] = await list(gw);
+    expect(await refresh(gw, a.id)).toMatchObject({ refreshed: true });
+
+    const second = tokens.login();
+    rewrite(file, [{ name: 'team-a', login: second }]);
+    const withSecond = await restart(gw, file);
+    expect((await withSecond.pool.acquire('claude')).accessToken).toBe(second.access_token);
+    expect(await refresh(withSecond, a.id)).toMatchObject({ refreshed: true });
+    const refreshed = (await withSecond.pool.acquire('claude')).accessToken;
+
+    // An older copy of the file comes back (a backup, a config-management run).
+    rewrite(file, [{ name: 'team-a', login: first }]);
+    const withFirst = await restart(withSecond, file);
+    expect((await withFirst.pool.acquire('claude')).accessToken).toBe(refreshed);
+    expect(await refresh(withFirst, a.id)).toMatchObject({ refreshed: true, account: { status: 'active' } });
+    expect(tokens.reused).toBe(0);
+  });
+
+  it('two processes importing the same new login at the same moment apply it once', async () => {
+    const file = claudeFile(db.dir, [{ name: 'team-a', login: tokens.login() }]);
+    const a = await start(file);
+    const b = await start(file);
+    const [acc] = await list(a);
+    const store = a.app.get(AccountStore);
+    const before = await store.tokenVersion(acc.id);
+
+    // As two workers starting together would: both read the file, which now has a new login,
+    // and both have read the account before either writes.
+    rewrite(file, [{ name: 'team-a', login: tokens.login() }]);
+    let reads = 0;
+    let bothRead!: () => void;
+    const barrier = new Promise<void>((r) => (bothRead = r));
+    for (const gw of [a, b]) {
+      const s = gw.app.get(AccountStore);
+      const findByName = s.findByName.bind(s);
+      s.findByName = async (...args) => {
+        const row = await findByName(...args);
+        if (++reads === 2) bothRead();
+        await barrier;
+        return row;
+      };
+    }
+    await Promise.all([a.app.get(AccountImporter).importFiles(), b.app.get(AccountImporter).importFiles()]);
+    expect(await store.tokenVersion(acc.id)).toBe(before! + 1);
+  });
+});
