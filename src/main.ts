@@ -22,19 +22,27 @@ function fail(err: unknown): never {
 
 // WORKERS is read before anything else boots: it decides how many processes there are. From
 // `.env` too, read as the validated config reads it (the environment wins).
+const env = startupEnv();
 let workers = 1;
 try {
-  workers = workerCount(startupEnv().WORKERS);
+  workers = workerCount(env.WORKERS);
 } catch (err) {
   fail(err);
 }
 
 if (workers > 1 && cluster.isPrimary) {
-  runPrimary(workers, (msg) =>
+  const log = (msg: string, level: 'info' | 'warn' = 'info') =>
     process.stdout.write(
-      `${JSON.stringify({ level: 'info', time: new Date().toISOString(), service: 'hybridinference', context: 'Cluster', msg })}\n`,
-    ),
-  );
+      `${JSON.stringify({ level, time: new Date().toISOString(), service: 'hybridinference', context: 'Cluster', msg })}\n`,
+    );
+  // Workers say nothing when Redis is not configured (one process is then the whole gateway);
+  // that n of them multiply every limit is seen from here.
+  if (!env.REDIS_URL?.trim())
+    log(
+      `WORKERS=${workers} without REDIS_URL: every process counts rate limits, concurrency and budgets on its own, so the gateway admits up to ${workers} times each limit and budget (and each process keeps its own circuit breakers and endpoint health); set REDIS_URL to share them`,
+      'warn',
+    );
+  runPrimary(workers, log);
 } else {
   serve().catch(fail);
 }

@@ -1,8 +1,9 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
+import { clearRedisPrefix, REDIS_URL, redisPrefix } from '../helpers/access';
 import { startGateway } from '../helpers/gateway';
 
 const MODELS = `
@@ -119,6 +120,12 @@ describe('the built server on SIGTERM', () => {
 
 describe('the built server with WORKERS=2', () => {
   const main = resolve(__dirname, '../../dist/main.js');
+  /** Gateways a failed test left running (its workers exit with the primary). */
+  const running = new Set<ChildProcess>();
+  afterEach(() => {
+    for (const child of running) child.kill('SIGKILL');
+    running.clear();
+  });
 
   function launch(dir: string, env: Record<string, string | undefined>) {
     return spawn(process.execPath, [main], {
@@ -144,7 +151,13 @@ describe('the built server with WORKERS=2', () => {
   async function started(dir: string, env: Record<string, string | undefined>, ready: RegExp) {
     if (!existsSync(main)) throw new Error('dist/main.js is missing: run `npm run build` first (npm test does)');
     const child = launch(dir, { PORT: '0', ...env });
-    const exited = new Promise<number | string | null>((r) => child.on('exit', (code, signal) => r(code ?? signal)));
+    running.add(child);
+    const exited = new Promise<number | string | null>((r) =>
+      child.on('exit', (code, signal) => {
+        running.delete(child);
+        r(code ?? signal);
+      }),
+    );
     const proc = { dir, port: 0, child, exited, output: '' };
     child.stdout.on('data', (b: Buffer) => (proc.output += b.toString()));
     child.stderr.on('data', (b: Buffer) => (proc.output += b.toString()));
@@ -240,6 +253,24 @@ describe('the built server with WORKERS=2', () => {
     expect(fromEnv.output).not.toMatch(/worker \d+ listening|workers serving/);
     fromEnv.child.kill('SIGTERM');
     expect(await fromEnv.exited).toBe('SIGTERM');
+  }, 60_000);
+
+  it('warns at start that without REDIS_URL every worker counts limits and budgets on its own', async () => {
+    const warning = /"level":"warn".*"msg":"WORKERS=2 without REDIS_URL: .*up to 2 times each limit and budget/;
+    const alone = await startCluster(MODELS, 'hi-cluster-noredis-', { REDIS_URL: undefined });
+    expect(alone.output).toMatch(warning);
+    alone.child.kill('SIGTERM');
+    expect(await alone.exited).toBe(0);
+
+    const prefix = redisPrefix();
+    try {
+      const shared = await startCluster(MODELS, 'hi-cluster-redis-', { REDIS_URL, REDIS_KEY_PREFIX: prefix });
+      expect(shared.output).not.toMatch(/without REDIS_URL/);
+      shared.child.kill('SIGTERM');
+      expect(await shared.exited).toBe(0);
+    } finally {
+      await clearRedisPrefix(prefix);
+    }
   }, 60_000);
 
   it('stops, rather than restarting forever, when workers cannot start', async () => {
