@@ -1,12 +1,23 @@
 import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
-import { AggregatorRegistry } from 'prom-client';
+import { AggregatorRegistry, type Registry } from 'prom-client';
 
 /** IPC between a worker serving /metrics and the primary that aggregates every worker's. */
 export const METRICS_REQUEST = 'hybridinference:metrics-request';
 export const METRICS_RESPONSE = 'hybridinference:metrics-response';
+/** IPC between the primary and each worker: that worker's own metrics (registry JSON). */
+export const WORKER_METRICS_REQUEST = 'hybridinference:worker-metrics-request';
+export const WORKER_METRICS_RESPONSE = 'hybridinference:worker-metrics-response';
+
 /** From a worker that reloaded its routing config (admin API): the primary has the others reload too. */
 export const RELOAD_OTHERS = 'hybridinference:routing-reload';
+
+/**
+ * How long the primary waits for each worker's metrics. A worker answers in milliseconds unless
+ * it is stopped, hung or gone; it is then left out of the scrape rather than failing it (the
+ * worker that asked gives up after 5 s, and Prometheus' default scrape timeout is 10 s).
+ */
+const WORKER_METRICS_WAIT_MS = 2000;
 
 /** `WORKERS`: 1 (default, one process), a number, or `auto` (one per CPU). */
 export function workerCount(value: string | undefined): number {
@@ -26,7 +37,8 @@ export function workerCount(value: string | undefined): number {
  * stops the whole gateway instead of restarting forever.
  */
 export function runPrimary(count: number, log: (msg: string) => void): void {
-  const aggregator = new AggregatorRegistry();
+  /** Workers that listen: the ones asked for metrics (one still booting has nothing to tell yet). */
+  const serving = new Set<Worker>();
   let stopping = false;
   let everListened = false;
   const restarts: number[] = [];
@@ -41,8 +53,10 @@ export function runPrimary(count: number, log: (msg: string) => void): void {
       const worker = cluster.fork();
       worker.once('listening', () => {
         everListened = true;
+        serving.add(worker);
         resolve(worker);
       });
+      worker.once('exit', () => serving.delete(worker));
       worker.on('message', (msg: { type?: string; id?: number }) => {
         if (msg?.type === RELOAD_OTHERS) {
           // A worker reloaded its routing config through the admin API: the others follow.
@@ -50,8 +64,8 @@ export function runPrimary(count: number, log: (msg: string) => void): void {
           return;
         }
         if (msg?.type !== METRICS_REQUEST) return;
-        aggregator.clusterMetrics().then(
-          (text) => worker.send({ type: METRICS_RESPONSE, id: msg.id, text, contentType: aggregator.contentType }),
+        aggregateMetrics([...serving], count, WORKER_METRICS_WAIT_MS).then(
+          ({ text, contentType }) => worker.send({ type: METRICS_RESPONSE, id: msg.id, text, contentType }),
           (err: Error) => worker.send({ type: METRICS_RESPONSE, id: msg.id, error: err.message }),
         );
       });
@@ -104,6 +118,96 @@ export function runPrimary(count: number, log: (msg: string) => void): void {
     await Promise.all(Array.from({ length: count - 1 }, fork));
     log(`${count} workers serving`);
   })();
+}
+
+let workerMetricsRequests = 0;
+
+/**
+ * In the primary: the metrics of every worker in `workers` that answers within `waitMs`, summed
+ * (prom-client's aggregation), plus how many of the `expected` workers are in the sum. prom-client's
+ * own `clusterMetrics()` waited for every worker it could write to and failed the whole scrape
+ * after 5 s: with one worker stopped (SIGSTOP) /metrics answered 500 after 5.1 s, and with one
+ * restarting (asked while it booted, answering once booted) each scrape waited out the boot (2.9 s
+ * measured on a loaded 2-CPU machine; a 500 past 5 s).
+ */
+export function aggregateMetrics(workers: Worker[], expected: number, waitMs: number): Promise<{ text: string; contentType: string }> {
+  const id = ++workerMetricsRequests;
+  const answers: object[] = [];
+  let answered = 0;
+  const pending = new Set(workers.filter((w) => w.isConnected()));
+  return new Promise((resolve, reject) => {
+    const cleanups: Array<() => void> = [];
+    let finished = false;
+    const finish = () => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      for (const cleanup of cleanups) cleanup();
+      const registry = AggregatorRegistry.aggregate(answers);
+      registry
+        .metrics()
+        .then(
+          (text) => resolve({ text: text + workersGauge(answered, expected - answered, waitMs), contentType: registry.contentType }),
+          reject,
+        );
+    };
+    const timer = setTimeout(finish, waitMs);
+    for (const w of [...pending]) {
+      // A worker that exits (or cannot be written to) will not answer: no need to wait for it.
+      const settle = () => {
+        if (pending.delete(w) && pending.size === 0) finish();
+      };
+      const onMessage = (msg: WorkerMetricsResponse) => {
+        if (msg?.type !== WORKER_METRICS_RESPONSE || msg.id !== id) return;
+        if (msg.metrics) {
+          answers.push(...msg.metrics);
+          answered++;
+        }
+        settle();
+      };
+      w.on('message', onMessage);
+      w.once('exit', settle);
+      cleanups.push(() => {
+        w.off('message', onMessage);
+        w.off('exit', settle);
+      });
+      w.send({ type: WORKER_METRICS_REQUEST, id }, (err: Error | null) => {
+        if (err) settle();
+      });
+    }
+    if (pending.size === 0) finish();
+  });
+}
+
+interface WorkerMetricsResponse {
+  type?: string;
+  id?: number;
+  metrics?: object[];
+  error?: string;
+}
+
+/** A gauge written by hand: the sum above covers `answered` workers, and lacks `missing` ones. */
+function workersGauge(answered: number, missing: number, waitMs: number): string {
+  return [
+    `# HELP hybridinference_metrics_workers Workers whose metrics this scrape sums (answered) or lacks (missing: stopped, restarting, or slower than ${waitMs} ms)`,
+    '# TYPE hybridinference_metrics_workers gauge',
+    `hybridinference_metrics_workers{state="answered"} ${answered}`,
+    `hybridinference_metrics_workers{state="missing"} ${Math.max(0, missing)}`,
+    '',
+  ].join('\n');
+}
+
+/** In a worker: answers the primary's requests for this process's metrics. */
+export function answerMetricsRequests(registry: Registry): void {
+  process.on('message', (msg: { type?: string; id?: number }) => {
+    if (msg?.type !== WORKER_METRICS_REQUEST) return;
+    // The callback: a primary that went away meanwhile is no error of ours.
+    const send = (reply: WorkerMetricsResponse) => process.send?.(reply, undefined, undefined, () => undefined);
+    registry.getMetricsAsJSON().then(
+      (metrics) => send({ type: WORKER_METRICS_RESPONSE, id: msg.id, metrics: [metrics] }),
+      (err: Error) => send({ type: WORKER_METRICS_RESPONSE, id: msg.id, error: err.message }),
+    );
+  });
 }
 
 /** In a worker: aggregated metrics of every worker, from the primary. */

@@ -1,7 +1,7 @@
 import cluster from 'node:cluster';
 import { Injectable } from '@nestjs/common';
-import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { clusterMetrics } from '../cluster';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { answerMetricsRequests, clusterMetrics } from '../cluster';
 import { AppConfig } from '../config/app-config';
 
 const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
@@ -66,12 +66,8 @@ export class MetricsService {
       registers,
     });
     if (this.enabled) collectDefaultMetrics({ register: this.registry, prefix: 'hybridinference_' });
-    // In a multi-process gateway the primary collects this registry from every worker. Only
-    // constructing an AggregatorRegistry installs prom-client's worker-side listener.
-    if (cluster.isWorker) {
-      AggregatorRegistry.setRegistries([this.registry]);
-      new AggregatorRegistry();
-    }
+    // In a multi-process gateway the primary collects this registry from every worker.
+    if (cluster.isWorker) answerMetricsRequests(this.registry);
   }
 
   /** Prometheus text: this process's metrics, or in a multi-process gateway every worker's summed. */

@@ -240,6 +240,49 @@ describe('the built server with WORKERS=2', () => {
     expect([...cluster.output.matchAll(/worker (\d+) listening/g)]).toHaveLength(2);
   }, 30_000);
 
+  it('answers /metrics with the workers that answer while one is stopped or restarting', async () => {
+    const cluster = await startCluster(MODELS.replace('tokens: 20, tokens_per_second: 40', 'tokens: 3'), 'hi-cluster-metrics-');
+    const url = `http://127.0.0.1:${cluster.port}`;
+    const scrape = async (signal?: AbortSignal) => {
+      const res = await fetch(`${url}/metrics`, { headers: { connection: 'close' }, signal });
+      return { status: res.status, text: await res.text() };
+    };
+    const answered = (n: number) => `hybridinference_metrics_workers{state="answered"} ${n}`;
+    const missing = (n: number) => `hybridinference_metrics_workers{state="missing"} ${n}`;
+    const survivorsMetrics = 'hybridinference_process_cpu_user_seconds_total';
+    expect((await scrape()).status).toBe(200);
+    const [victim] = [...cluster.output.matchAll(/worker (\d+) listening/g)].map((m) => Number(m[1]));
+
+    // Stopped (SIGSTOP: hung, or paused by a debugger). The primary gives a connection only to a
+    // worker that took the last one it was given, so of two scrapes at most one waits on the
+    // stopped worker.
+    process.kill(victim, 'SIGSTOP');
+    try {
+      const pending = new AbortController();
+      const stopped = await Promise.any([scrape(pending.signal), scrape(pending.signal)]);
+      pending.abort();
+      expect(stopped.status).toBe(200);
+      expect(stopped.text).toContain(survivorsMetrics);
+      expect(stopped.text).toContain(missing(1));
+    } finally {
+      process.kill(victim, 'SIGCONT');
+    }
+
+    // Killed, then replaced: the replacement is asked nothing until it listens.
+    process.kill(victim, 'SIGKILL');
+    while (!cluster.output.includes('restarting in')) await new Promise((r) => setTimeout(r, 10));
+    const restarting: Array<{ status: number; text: string }> = [];
+    while ([...cluster.output.matchAll(/worker \d+ listening/g)].length < 3) restarting.push(await scrape());
+    expect(restarting.map((r) => r.status)).toEqual(restarting.map(() => 200));
+    expect(restarting.every((r) => r.text.includes(survivorsMetrics))).toBe(true);
+    // (The last ones may already count the replacement: it listens a moment before it says so.)
+    expect(restarting[0].text).toContain(answered(1));
+    expect((await scrape()).text).toContain(answered(2));
+
+    cluster.child.kill('SIGTERM');
+    expect(await cluster.exited).toBe(0);
+  }, 60_000);
+
   it('takes WORKERS from .env, and a WORKERS set in the environment over it', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'hi-cluster-dotenv-'));
     writeFileSync(join(dir, 'models.yaml'), MODELS);
