@@ -15,6 +15,7 @@ import { attachContext } from './common/request-context';
 import { requestId as newRequestId } from './common/request-id';
 import { AppConfig } from './config/app-config';
 import type { AppConfigOptions } from './config/app-config.module';
+import { startupEnv } from './config/env-file';
 import { isFramedPath } from './gateway/framed-paths';
 import { AppLogger } from './observability/app-logger';
 
@@ -30,7 +31,8 @@ export interface CreateAppOptions extends AppConfigOptions {
  * what is tested is what runs.
  */
 export async function createApp(options: CreateAppOptions = {}): Promise<NestExpressApplication> {
-  const level = options.overrides?.LOG_LEVEL ?? process.env.LOG_LEVEL ?? 'info';
+  // Needed before the config module validates the environment; from `.env` too, as it reads it.
+  const level = options.overrides?.LOG_LEVEL ?? startupEnv(options.envFile).LOG_LEVEL ?? 'info';
   const logger = options.logger ?? new AppLogger(level);
   const root = AppModule.forRoot({ ...options, logger });
   if (options.imports?.length) root.imports = [...(root.imports ?? []), ...options.imports];

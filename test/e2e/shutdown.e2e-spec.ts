@@ -298,6 +298,21 @@ describe('the built server with WORKERS=2', () => {
     expect(await fromEnv.exited).toBe('SIGTERM');
   }, 60_000);
 
+  it("takes LOG_LEVEL from .env for the workers' logs", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hi-cluster-loglevel-'));
+    writeFileSync(join(dir, 'models.yaml'), MODELS);
+    writeFileSync(join(dir, '.env'), 'LOG_LEVEL=warn\n');
+    const quiet = await started(dir, { LOG_LEVEL: undefined }, /2 workers serving/);
+    quiet.child.kill('SIGTERM');
+    expect(await quiet.exited).toBe(0);
+    const lines = quiet.output
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { level: string; context?: string });
+    // The primary's own lines (Cluster) are written whatever the level; the workers' follow it.
+    expect(lines.filter((l) => l.context !== 'Cluster' && l.level === 'info')).toEqual([]);
+  }, 60_000);
+
   it('warns at start that without REDIS_URL every worker counts limits and budgets on its own', async () => {
     const warning = /"level":"warn".*"msg":"WORKERS=2 without REDIS_URL: .*up to 2 times each limit and budget/;
     const alone = await startCluster(MODELS, 'hi-cluster-noredis-', { REDIS_URL: undefined });
