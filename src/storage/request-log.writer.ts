@@ -1,5 +1,6 @@
 import { Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
-import { appendFile, mkdir, readdir, readFile, rename, unlink } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { appendFile, mkdir, readdir, rename, unlink } from 'node:fs/promises';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { join } from 'node:path';
 import { AppConfig } from '../config/app-config';
@@ -7,14 +8,27 @@ import { MetricsService } from '../observability/metrics.service';
 import { ApiLogInserter } from './api-log.inserter';
 import { DatabaseService } from './database.service';
 import { ApiLog } from './entities/api-log.entity';
+import { splitLines } from './spool-lines';
 import { capStoredJson } from './stored-content';
 
 const SPOOL_PREFIX = 'api_logs.';
 /** Rows the database refused as data (never replayed by themselves; an operator looks at them). */
 const REJECTED_PREFIX = 'rejected.api_logs.';
 const REPLAY_BATCH = 500;
+/**
+ * A replay batch also closes at this many characters of spool lines: a line holds up to two
+ * bodies of DB_STORE_CONTENT_LIMIT (at most 32 MB each), and 500 such lines held at once would
+ * be gigabytes.
+ */
+const REPLAY_BATCH_CHARS = 32 * 1024 * 1024;
 /** How long shutdown waits for an insert in flight before copying its rows to the spool. */
 const SHUTDOWN_INSERT_MS = 2000;
+
+/** Rows read from a spool file, and the lines they were read from (copied as they are if left over). */
+interface SpoolBatch {
+  rows: ApiLog[];
+  lines: string[];
+}
 
 /** A batch that failed part way: the rows not yet in the database, nor set aside as refused. */
 class RowsNotWritten extends Error {
@@ -66,7 +80,8 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   private spoolChain: Promise<unknown> = Promise.resolve();
   private readonly spoolFile: string;
   private readonly rejectedFile: string;
-  private replaying = false;
+  /** The replay in flight (a second caller waits for it rather than returning at once). */
+  private replaying?: Promise<void>;
   /**
    * An insert failed (the database refused, or stayed silent past the batch's deadline): until
    * a ping answers again, rows go straight to the spool instead of each batch waiting to fail.
@@ -347,9 +362,15 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   }
 
   /** Re-inserts spooled rows (this process's and those of processes that are gone). */
-  async replay(): Promise<void> {
-    if (this.replaying || !this.db.dataSource) return;
-    this.replaying = true;
+  replay(): Promise<void> {
+    if (!this.db.dataSource) return Promise.resolve();
+    this.replaying ??= this.replayFiles().finally(() => {
+      this.replaying = undefined;
+    });
+    return this.replaying;
+  }
+
+  private async replayFiles(): Promise<void> {
     try {
       if (this.stalled) {
         await this.db.ping(2000);
@@ -362,12 +383,12 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       for (const name of files) {
         if (!this.db.dataSource) break;
         const claimed = await this.claim(dir, name);
-        if (claimed) await this.replayFile(claimed);
+        // A file not finished (the database failed) ends this round: the next files would fail
+        // alike, each copied out again.
+        if (claimed && !(await this.replayFile(claimed))) break;
       }
     } catch (err) {
       this.logger.warn(`spool replay failed: ${(err as Error).message}`);
-    } finally {
-      this.replaying = false;
     }
   }
 
@@ -387,39 +408,92 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     return claimed;
   }
 
-  private async replayFile(path: string): Promise<void> {
-    const lines = (await readFile(path, 'utf8')).split('\n').filter((l) => l.trim() !== '');
-    const rows: ApiLog[] = [];
-    for (const line of lines) {
+  /**
+   * Replays a claimed spool file a batch at a time, as it is read; true once every row is written
+   * (or set aside as refused) and the file removed. When the database fails part way, the rows not
+   * written — the failed batch's rest and every line after it — are copied to this process's spool
+   * and the file removed.
+   */
+  private async replayFile(path: string): Promise<boolean> {
+    const batches = this.spoolBatches(path);
+    let rows = 0;
+    try {
+      for (let next = await batches.next(); !next.done; next = await batches.next()) {
+        const batch = next.value;
+        try {
+          this.stats.replayed += await this.insertBatch(batch.rows);
+          rows += batch.rows.length;
+        } catch (err) {
+          if (err instanceof RowsNotWritten) this.stats.replayed += err.written;
+          this.db.reportFailure(err instanceof RowsNotWritten ? err.cause : err);
+          // RowsNotWritten's rows are the batch's last ones (insertBatch goes in order).
+          const left = err instanceof RowsNotWritten ? err.rows.length : batch.rows.length;
+          await this.respool(path, batch.lines.slice(batch.lines.length - left), batches);
+          return false;
+        }
+      }
+    } finally {
+      await batches.return(undefined);
+    }
+    await unlink(path);
+    this.logger.log(`replayed ${rows} spooled request-log rows`);
+    return true;
+  }
+
+  /**
+   * Copies the rows a failed replay left — `first`, then the rest of the file — to this process's
+   * spool, as the lines they were, a batch at a time; then removes the claimed file. Should a copy
+   * fail, the claimed file stays whole for the next replay: rows copied or
+   * written meanwhile then replay as nothing, and none is lost or held in memory.
+   */
+  private async respool(path: string, first: string[], rest: AsyncGenerator<SpoolBatch>): Promise<void> {
+    let copied = 0;
+    try {
+      for (let lines = first; ;) {
+        if (lines.length > 0) await this.appendSpool(lines.join('\n') + '\n');
+        copied += lines.length;
+        const next = await rest.next();
+        if (next.done) break;
+        lines = next.value.lines;
+      }
+      await unlink(path);
+    } catch (err) {
+      this.logger.error(`cannot move the rows of a failed replay out of ${path} (${(err as Error).message}); it is replayed again`);
+      return;
+    }
+    this.logger.warn(`spool replay failed; ${copied} rows left for the next one`);
+  }
+
+  /** Appends spool lines (already serialised) in turn with other spool writes and claims. */
+  private appendSpool(text: string): Promise<void> {
+    const write = this.spoolChain.then(() => appendFile(this.spoolFile, text));
+    this.spoolChain = write.catch(() => undefined);
+    return write;
+  }
+
+  /** A spool file's rows, parsed in batches as the file is read (never read whole). */
+  private async *spoolBatches(path: string): AsyncGenerator<SpoolBatch> {
+    let batch: SpoolBatch = { rows: [], lines: [] };
+    let chars = 0;
+    for await (const line of splitLines(createReadStream(path, { encoding: 'utf8' }))) {
+      if (line.trim() === '') continue;
       try {
         const row = JSON.parse(line) as ApiLog;
         row.created_at = new Date(row.created_at);
-        rows.push(row);
+        batch.rows.push(row);
+        batch.lines.push(line);
+        chars += line.length;
       } catch {
         this.logger.warn(`spool file ${path}: skipped a line that is not JSON (a write cut short by a crash)`);
+        continue;
+      }
+      if (batch.rows.length >= REPLAY_BATCH || chars >= REPLAY_BATCH_CHARS) {
+        yield batch;
+        batch = { rows: [], lines: [] };
+        chars = 0;
       }
     }
-    let done = 0;
-    try {
-      while (done < rows.length) {
-        const batch = rows.slice(done, done + REPLAY_BATCH);
-        this.stats.replayed += await this.insertBatch(batch);
-        done += batch.length;
-      }
-      await unlink(path);
-      this.logger.log(`replayed ${rows.length} spooled request-log rows`);
-    } catch (err) {
-      if (err instanceof RowsNotWritten) this.stats.replayed += err.written;
-      this.db.reportFailure(err instanceof RowsNotWritten ? err.cause : err);
-      // What is left goes back to this process's spool; the claimed file is then removed.
-      const rest = [
-        ...(err instanceof RowsNotWritten ? err.rows : rows.slice(done, done + REPLAY_BATCH)),
-        ...rows.slice(done + REPLAY_BATCH),
-      ];
-      await this.spool(rest);
-      this.stats.spooled -= rest.length; // re-spooling is not new spooling
-      await unlink(path).catch(() => undefined);
-    }
+    if (batch.rows.length > 0) yield batch;
   }
 }
 

@@ -9,6 +9,26 @@ import { createTestDatabase, PG_ADMIN, type TestDatabase } from '../helpers/post
 import { TcpProxy } from '../helpers/tcp-proxy';
 
 /**
+ * V8's longest string (2^29 - 24 characters) brought down to a size a test can write: while
+ * `mockLongestString` is set, `readFile(path, 'utf8')` of a longer text throws as Node does past
+ * the real limit. A spool file a long outage leaves is that long.
+ */
+let mockLongestString = Infinity;
+jest.mock('node:fs/promises', () => {
+  const actual = jest.requireActual<typeof import('node:fs/promises')>('node:fs/promises');
+  const readFile = async (...args: Parameters<typeof actual.readFile>): Promise<string | Buffer> => {
+    const data = await actual.readFile(...args);
+    if (typeof data === 'string' && data.length > mockLongestString) {
+      throw Object.assign(new Error(`Cannot create a string longer than 0x${mockLongestString.toString(16)} characters`), {
+        code: 'ERR_STRING_TOO_LONG',
+      });
+    }
+    return data;
+  };
+  return { ...actual, readFile };
+});
+
+/**
  * Nothing a user paid for is lost: when PostgreSQL goes away, request-log rows go to a spool
  * file and are replayed when it returns; shutdown drains what is queued.
  */
@@ -54,6 +74,29 @@ async function waitFor(check: () => Promise<boolean> | boolean, what: string, ti
   }
 }
 
+/** The ids of the rows in the spool files, in file order. */
+function spooledIds(dir: string): string[] {
+  return readdirSync(dir)
+    .filter((f) => f.startsWith('api_logs.') && f.endsWith('.jsonl'))
+    .flatMap((f) => readFileSync(join(dir, f), 'utf8').split('\n').filter(Boolean))
+    .map((l) => (JSON.parse(l) as ApiLog).id);
+}
+
+/** A spool file as a process that died (pid 999999 does not exist) would have left it. */
+function leaveSpoolFile(dir: string, ids: string[]): void {
+  writeFileSync(join(dir, 'api_logs.999999.1.jsonl'), ids.map((id) => JSON.stringify(logRow(id))).join('\n') + '\n');
+}
+
+async function sql(db: TestDatabase, ...statements: string[]): Promise<void> {
+  const c = new Client({ ...PG_ADMIN, database: db.name });
+  await c.connect();
+  try {
+    for (const s of statements) await c.query(s);
+  } finally {
+    await c.end();
+  }
+}
+
 function spooledLines(dir: string): number {
   if (!existsSync(dir)) return 0;
   return readdirSync(dir)
@@ -71,6 +114,7 @@ describe('request logs when PostgreSQL goes away', () => {
     proxy = new TcpProxy(PG_ADMIN.host, PG_ADMIN.port);
   });
   afterEach(async () => {
+    mockLongestString = Infinity;
     await gw?.close();
     gw = undefined;
     await proxy.stop();
@@ -307,6 +351,55 @@ describe('request logs when PostgreSQL goes away', () => {
     gw = undefined;
     await app.close();
     expect(spooledLines(spool)).toBe(2);
+  });
+
+  describe('a spool file replayed', () => {
+    const ids = Array.from({ length: 1200 }, (_, i) => `r-${i}`);
+    /** A gateway that replays only when told to, its start-up replay done. */
+    async function start(port: number, extra: Record<string, string> = {}): Promise<RequestLogWriter> {
+      gw = await startGateway({ models: MODELS, env: { ...env(port), REQUEST_LOG_REPLAY_MS: '600000', ...extra } });
+      const writer = gw.app.get(RequestLogWriter);
+      await writer.replay();
+      return writer;
+    }
+
+    it('is read a batch at a time: one longer than the longest string is still written', async () => {
+      const writer = await start(await proxy.start());
+      const spool = join(gw!.dir, 'spool');
+      leaveSpoolFile(spool, ids); // ~700 KB
+      // Read whole, the file failed on every replay, for ever, and none of its rows went in.
+      mockLongestString = 64 * 1024;
+      await writer.replay();
+      expect(await countRows(db)).toBe(1200);
+      expect(new Set((await gw!.rows()).map((r) => r.id)).size).toBe(1200);
+      expect(spooledLines(spool)).toBe(0);
+      expect(writer.stats.replayed).toBe(1200);
+    });
+
+    it('failing part way, leaves exactly the rows not written, and writes them when the database takes them', async () => {
+      const writer = await start(await proxy.start());
+      const spool = join(gw!.dir, 'spool');
+      // The database fails (out of disk: 53100, not the row's fault) on a row of the second batch.
+      await sql(
+        db,
+        `CREATE FUNCTION fail_r700() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+           IF NEW.id = 'r-700' THEN RAISE EXCEPTION 'could not extend file' USING ERRCODE = '53100'; END IF;
+           RETURN NEW;
+         END $$`,
+        'CREATE TRIGGER fail_r700 BEFORE INSERT ON api_logs FOR EACH ROW EXECUTE FUNCTION fail_r700()',
+      );
+      leaveSpoolFile(spool, ids);
+      await writer.replay();
+      expect(await countRows(db)).toBe(500);
+      expect(spooledIds(spool)).toEqual(ids.slice(500));
+      expect(writer.stats).toMatchObject({ replayed: 500, rejected: 0 });
+
+      await sql(db, 'DROP TRIGGER fail_r700 ON api_logs');
+      await writer.replay();
+      expect(await countRows(db)).toBe(1200);
+      expect(new Set((await gw!.rows()).map((r) => r.id)).size).toBe(1200);
+      expect(spooledLines(spool)).toBe(0);
+    });
   });
 });
 
