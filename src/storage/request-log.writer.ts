@@ -80,8 +80,10 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   private spoolChain: Promise<unknown> = Promise.resolve();
   private readonly spoolFile: string;
   private readonly rejectedFile: string;
-  /** The replay in flight (a second caller waits for it rather than returning at once). */
+  /** The replay in flight, which shutdown waits for. */
   private replaying?: Promise<void>;
+  /** Shutdown has begun: no replay starts, and one in flight stops after its batch. */
+  private stopping = false;
   /**
    * An insert failed (the database refused, or stayed silent past the batch's deadline): until
    * a ping answers again, rows go straight to the spool instead of each batch waiting to fail.
@@ -179,7 +181,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   async onApplicationShutdown(): Promise<void> {
     clearInterval(this.flushTimer);
     clearInterval(this.replayTimer);
-    await this.secureInFlight();
+    await Promise.all([this.stopReplay(), this.secureInFlight()]);
     await this.drain();
     this.logger.log(`drained: ${this.stats.written} rows written, ${this.stats.spooled} spooled, ${this.stats.replayed} replayed`);
     await this.db.close();
@@ -207,6 +209,31 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     this.secured = this.writing;
     this.stalled = true;
     await this.spool([...this.writing]);
+  }
+
+  /**
+   * Stops a replay in flight after the batch it is inserting, its claimed file left whole for the
+   * next start (rows of it already written replay as nothing): copying the rest out instead could
+   * mean copying hundreds of MB within the orchestrator's grace period. Not stopped, it went on
+   * after the data source was closed, copied the rest of its file to a spool the process was done
+   * with, and, that directory gone ("cannot spool … ENOENT"), kept the rows only in memory, lost
+   * at exit. An insert a silent database holds (up to
+   * DB_QUERY_TIMEOUT_MS) is waited for SHUTDOWN_INSERT_MS; past that the replay is left to fail,
+   * and, seeing `stopping`, touches no file when it does.
+   */
+  private async stopReplay(): Promise<void> {
+    this.stopping = true;
+    if (!this.replaying) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const done = await Promise.race([
+      this.replaying.then(() => true),
+      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), SHUTDOWN_INSERT_MS))),
+    ]);
+    clearTimeout(timer);
+    if (!done)
+      this.logger.warn(
+        `a spool replay still waits on the database ${SHUTDOWN_INSERT_MS} ms into shutdown; its file stays for the next start`,
+      );
   }
 
   private async flushLoop(): Promise<void> {
@@ -363,7 +390,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
 
   /** Re-inserts spooled rows (this process's and those of processes that are gone). */
   replay(): Promise<void> {
-    if (!this.db.dataSource) return Promise.resolve();
+    if (this.stopping || !this.db.dataSource) return Promise.resolve();
     this.replaying ??= this.replayFiles().finally(() => {
       this.replaying = undefined;
     });
@@ -374,6 +401,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     try {
       if (this.stalled) {
         await this.db.ping(2000);
+        if (this.stopping) return;
         this.stalled = false;
         this.logger.log('the database answers again; request logs are written to it');
       }
@@ -381,14 +409,14 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       const files = (await readdir(dir).catch(() => [] as string[])).filter((f) => f.startsWith(SPOOL_PREFIX) && f.endsWith('.jsonl'));
       this.stats.spoolFiles = files.length;
       for (const name of files) {
-        if (!this.db.dataSource) break;
+        if (!this.db.dataSource || this.stopping) break;
         const claimed = await this.claim(dir, name);
-        // A file not finished (the database failed) ends this round: the next files would fail
-        // alike, each copied out again.
+        // A file not finished (the database failed, or shutdown) ends this round: the next
+        // files would fail alike, each copied out again.
         if (claimed && !(await this.replayFile(claimed))) break;
       }
     } catch (err) {
-      this.logger.warn(`spool replay failed: ${(err as Error).message}`);
+      if (!this.stopping) this.logger.warn(`spool replay failed: ${(err as Error).message}`);
     }
   }
 
@@ -412,18 +440,20 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
    * Replays a claimed spool file a batch at a time, as it is read; true once every row is written
    * (or set aside as refused) and the file removed. When the database fails part way, the rows not
    * written — the failed batch's rest and every line after it — are copied to this process's spool
-   * and the file removed.
+   * and the file removed. At shutdown it stops between batches and leaves the file whole.
    */
   private async replayFile(path: string): Promise<boolean> {
     const batches = this.spoolBatches(path);
     let rows = 0;
     try {
       for (let next = await batches.next(); !next.done; next = await batches.next()) {
+        if (this.stopping) return false;
         const batch = next.value;
         try {
           this.stats.replayed += await this.insertBatch(batch.rows);
           rows += batch.rows.length;
         } catch (err) {
+          if (this.stopping) return false;
           if (err instanceof RowsNotWritten) this.stats.replayed += err.written;
           this.db.reportFailure(err instanceof RowsNotWritten ? err.cause : err);
           // RowsNotWritten's rows are the batch's last ones (insertBatch goes in order).
@@ -443,13 +473,14 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   /**
    * Copies the rows a failed replay left — `first`, then the rest of the file — to this process's
    * spool, as the lines they were, a batch at a time; then removes the claimed file. Should a copy
-   * fail, the claimed file stays whole for the next replay: rows copied or
+   * fail, or shutdown come, the claimed file stays whole for the next replay: rows copied or
    * written meanwhile then replay as nothing, and none is lost or held in memory.
    */
   private async respool(path: string, first: string[], rest: AsyncGenerator<SpoolBatch>): Promise<void> {
     let copied = 0;
     try {
       for (let lines = first; ;) {
+        if (this.stopping) return;
         if (lines.length > 0) await this.appendSpool(lines.join('\n') + '\n');
         copied += lines.length;
         const next = await rest.next();
@@ -458,7 +489,8 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       }
       await unlink(path);
     } catch (err) {
-      this.logger.error(`cannot move the rows of a failed replay out of ${path} (${(err as Error).message}); it is replayed again`);
+      if (!this.stopping)
+        this.logger.error(`cannot move the rows of a failed replay out of ${path} (${(err as Error).message}); it is replayed again`);
       return;
     }
     this.logger.warn(`spool replay failed; ${copied} rows left for the next one`);

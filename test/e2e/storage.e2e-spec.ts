@@ -82,6 +82,11 @@ function spooledIds(dir: string): string[] {
     .map((l) => (JSON.parse(l) as ApiLog).id);
 }
 
+/** Every file in the spool directory, with its text. */
+function spoolFiles(dir: string): Record<string, string> {
+  return Object.fromEntries(readdirSync(dir).map((f) => [f, readFileSync(join(dir, f), 'utf8')]));
+}
+
 /** A spool file as a process that died (pid 999999 does not exist) would have left it. */
 function leaveSpoolFile(dir: string, ids: string[]): void {
   writeFileSync(join(dir, 'api_logs.999999.1.jsonl'), ids.map((id) => JSON.stringify(logRow(id))).join('\n') + '\n');
@@ -400,6 +405,38 @@ describe('request logs when PostgreSQL goes away', () => {
       expect(new Set((await gw!.rows()).map((r) => r.id)).size).toBe(1200);
       expect(spooledLines(spool)).toBe(0);
     });
+
+    it('at shutdown is stopped, touches nothing after, and leaves its rows for the next start', async () => {
+      const writer = await start(await proxy.start());
+      const spool = join(gw!.dir, 'spool');
+      // The replay's second batch takes 4 s, past the 2 s shutdown waits for it.
+      await sql(
+        db,
+        `CREATE FUNCTION slow_r600() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+           IF NEW.id = 'r-600' THEN PERFORM pg_sleep(4); END IF;
+           RETURN NEW;
+         END $$`,
+        'CREATE TRIGGER slow_r600 BEFORE INSERT ON api_logs FOR EACH ROW EXECUTE FUNCTION slow_r600()',
+      );
+      leaveSpoolFile(spool, ids);
+      const replay = writer.replay();
+      await waitFor(async () => (await countRows(db)) === 500, 'the first batch');
+      const app = gw!.app;
+      gw = undefined;
+      await app.close();
+      const left = spoolFiles(spool);
+      // The slow batch lands after close; the replay, left behind, must not go on then (it copied
+      // the rest out to the spool of a process that was done, or lost it when that directory had
+      // gone: "cannot spool … ENOENT").
+      await replay;
+      expect(spoolFiles(spool)).toEqual(left);
+      expect(spooledIds(spool)).toEqual(ids);
+
+      await sql(db, 'DROP TRIGGER slow_r600 ON api_logs');
+      gw = await startGateway({ models: MODELS, env: { ...env(proxy.port), REQUEST_LOG_SPOOL_DIR: spool } });
+      await waitFor(async () => (await countRows(db)) === 1200 && spooledLines(spool) === 0, 'the replay');
+      expect(new Set((await gw.rows()).map((r) => r.id)).size).toBe(1200);
+    }, 20_000);
   });
 });
 
