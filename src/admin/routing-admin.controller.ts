@@ -22,11 +22,11 @@ function timeoutsView(t: UpstreamTimeouts) {
 }
 
 /** Query parameters that carry a credential when a provider takes its key in the URL. */
-const SECRET_PARAM = /key|token|secret|sig|password|auth/i;
+const SECRET_PARAM = /key|token|secret|sig|password|auth|code|credential/i;
 
 /**
- * An upstream URL with its credentials blanked out: the password of `user:password@`, and
- * parameters such as `?key=` or `?sig=` (keys belong in api_key, but a URL is where some are
+ * An upstream URL with its credentials blanked out: `user:password@` (either may be the key), and
+ * parameters such as `?key=`, `?sig=` or Azure Functions' `?code=` (keys belong in api_key, but a URL is where some are
  * written). The view is for operators, and ends up in tickets and screenshots.
  */
 export function displayUrl(text: string): string {
@@ -37,8 +37,10 @@ export function displayUrl(text: string): string {
     return text;
   }
   let changed = false;
-  if (url.password) {
-    url.password = 'redacted';
+  // A user name alone may be the token itself (https://sk-...@host).
+  if (url.username || url.password) {
+    if (url.username) url.username = 'redacted';
+    if (url.password) url.password = 'redacted';
     changed = true;
   }
   for (const name of [...url.searchParams.keys()]) {

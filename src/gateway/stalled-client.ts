@@ -3,8 +3,9 @@ import type { Socket } from 'node:net';
 
 /**
  * Disconnects a client that has stopped taking the answer: output is queued for it and none of
- * it has left for `ms`. The response is destroyed, which its `close` handler reads as the client
- * leaving (the upstream call is cancelled, the row says 499). Until then a client that stopped
+ * it has left for `ms`. The response is destroyed; for a stream still running, its `close`
+ * handler reads that as the client leaving (the upstream call is cancelled, the row says 499),
+ * while a whole answer already written keeps its row as it was. Until then a client that stopped
  * reading held its connection, the queued answer and, for a stream, the upstream call until its
  * total timeout; a stalled stream's producer waits on `drain` for ever.
  *

@@ -250,7 +250,7 @@ export class ApiKeysService {
 
   private repo(): Repository<ApiKey> {
     const ds = this.db.dataSource;
-    if (!ds) throw databaseUnreachable(this.db);
+    if (!ds) throw databaseUnreachable();
     return ds.getRepository(ApiKey);
   }
 }

@@ -1,4 +1,4 @@
-import { HttpException, Injectable, type CallHandler, type ExecutionContext, type NestInterceptor } from '@nestjs/common';
+import { HttpException, Injectable, Logger, type CallHandler, type ExecutionContext, type NestInterceptor } from '@nestjs/common';
 import { catchError, type Observable } from 'rxjs';
 import { GatewayError } from '../common/errors';
 import { DatabaseService } from './database.service';
@@ -10,9 +10,12 @@ export class DatabaseUnavailableError extends GatewayError {
   override readonly code = 'database_unavailable';
 }
 
-/** The refusal of a request that needs the database while it is known to be unreachable. */
-export function databaseUnreachable(db: DatabaseService): DatabaseUnavailableError {
-  return new DatabaseUnavailableError(`The database is unreachable (${db.error ?? 'not connected'}); try again shortly`);
+/**
+ * The refusal of a request that needs the database while it is known to be unreachable. Why it
+ * is (an address, a driver's message) is in the log and /health, not in answers to API callers.
+ */
+export function databaseUnreachable(): DatabaseUnavailableError {
+  return new DatabaseUnavailableError('The database is unreachable; try again shortly');
 }
 
 /**
@@ -23,6 +26,8 @@ export function databaseUnreachable(db: DatabaseService): DatabaseUnavailableErr
  */
 @Injectable()
 export class DatabaseOutageInterceptor implements NestInterceptor {
+  private readonly logger = new Logger('Database');
+
   constructor(private readonly db: DatabaseService) {}
 
   intercept(_context: ExecutionContext, next: CallHandler): Observable<unknown> {
@@ -34,9 +39,11 @@ export class DatabaseOutageInterceptor implements NestInterceptor {
     try {
       await this.db.ping(1500);
     } catch (ping) {
-      throw new DatabaseUnavailableError(
-        `The database does not answer (${(err as Error)?.message ?? String(err)}; ${(ping as Error).message}); try again shortly`,
+      // The details (addresses, driver messages) are the operator's: logged, not answered.
+      this.logger.warn(
+        `a query failed and the database does not answer: ${(err as Error)?.message ?? String(err)}; ${(ping as Error).message}`,
       );
+      throw new DatabaseUnavailableError('The database does not answer right now; try again shortly');
     }
     throw err;
   }

@@ -148,7 +148,7 @@ export class StatsRepository {
 
   private source(): DataSource {
     const ds = this.db.dataSource;
-    if (!ds) throw databaseUnreachable(this.db);
+    if (!ds) throw databaseUnreachable();
     return ds;
   }
 

@@ -55,7 +55,7 @@ describe('admin API', () => {
       // Credentials written into a URL are blanked out too; the rest of it stays readable.
       expect(text).not.toContain('hunter2');
       expect(text).not.toContain('sk-in-url');
-      expect(body.models[1].routes[0].base_url).toBe('https://ops:redacted@llm.example.com/v1?api-key=redacted&region=eu');
+      expect(body.models[1].routes[0].base_url).toBe('https://redacted:redacted@llm.example.com/v1?api-key=redacted&region=eu');
     }
   });
 

@@ -54,6 +54,8 @@ describe('admin and generation lookups while PostgreSQL is unreachable', () => {
         status: 503,
         body: { error: { message: expect.stringMatching(/database/i), type: 'server_error', param: null, code: 'database_unavailable' } },
       });
+      // What failed and where (the database's address) is the operator's, in the log.
+      expect(JSON.stringify(res.body)).not.toMatch(/ECONN|127\.0\.0\.1|timeout/i);
     }
     // The key is cached, so the caller is known; the lookup of its request is what fails.
     const lookup = await call(`${gw.url}${generation}`, 'GET', undefined, { authorization: `Bearer ${key.key}` });

@@ -385,7 +385,6 @@ function failing(err: Error): AsyncIterable<SurfaceEvent> {
   };
 }
 
-/** A request that cannot be translated, as text only: for planning and estimates (never sent). */
 /**
  * OpenRouter's request options (`models`, `provider`, ...) are the gateway's, as on chat: they
  * steer the routing (and reach OpenRouter routes through the canonical form), while a Claude
@@ -403,6 +402,7 @@ function splitGatewayFields(body: Json): { relayed: Json; options: Partial<ChatR
   return { relayed, options };
 }
 
+/** A request that cannot be translated, as text only: for planning and estimates (never sent). */
 function textView(body: Json, model: string): ChatRequest {
   const messages: ChatMessage[] = [];
   const system = body.system;
