@@ -75,7 +75,11 @@ export class ChatCompletionService {
   }
 
   private async stream(chat: ChatRequest, ex: Execution, rec: RequestRecord, res: Response, signal: AbortSignal): Promise<void> {
-    const sse = new SseWriter(res, this.config.env.STREAM_KEEPALIVE_MS, this.config.env.CLIENT_WRITE_TIMEOUT_MS);
+    const sse = new SseWriter(res, {
+      keepaliveMs: this.config.env.STREAM_KEEPALIVE_MS,
+      stallMs: this.config.env.CLIENT_WRITE_TIMEOUT_MS,
+      signal,
+    });
     keepaliveWhileAccepted(ex, sse);
     const usage = new StreamUsage(chat.stream_options?.include_usage === true, rec);
     const id = generationId(rec.id);

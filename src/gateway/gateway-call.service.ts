@@ -107,6 +107,11 @@ export class GatewayCalls {
       if (!res.writableFinished) abort.abort();
     };
     res.on('close', onClose);
+    // A pipelined request's response gets no close should the connection die before its turn:
+    // the connection's own close says the client left.
+    const socket = req.socket;
+    socket.on('close', onClose);
+    if (socket.destroyed) onClose();
     const ticket = this.inflight.enter(abort);
     try {
       if (!ticket) throw new ServiceUnavailableError('The gateway is shutting down; retry on another instance');
@@ -117,6 +122,7 @@ export class GatewayCalls {
       this.answerError(err, rec, res, abort.signal, shape, ticket?.shutdown);
     } finally {
       res.off('close', onClose);
+      socket.off('close', onClose);
       // An answer the client has not taken whole yet (large, or a client that stopped reading).
       if (res.writableEnded && !res.writableFinished) disconnectIfStalled(res, 'finish', this.config.env.CLIENT_WRITE_TIMEOUT_MS);
       ticket?.leave();

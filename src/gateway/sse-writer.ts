@@ -3,6 +3,19 @@ import { SSE_DONE, SSE_KEEPALIVE } from '../common/sse';
 import type { Execution } from '../routing/execution';
 import { disconnectIfStalled } from './stalled-client';
 
+export interface SseWriterOptions {
+  /** The interval of `: keepalive` comments, from `startKeepalive` to `stopKeepalive`. */
+  keepaliveMs?: number;
+  /** How long a client may take none of the queued stream before it is disconnected. */
+  stallMs?: number;
+  /**
+   * Fires when the client is gone. A pipelined request's response has no socket of its own until
+   * the one before it finishes, and gets no `close` should the connection die first: without
+   * this, a write waiting for its drain would wait for ever.
+   */
+  signal?: AbortSignal;
+}
+
 /**
  * Writes a text/event-stream response as events arrive: headers go out with the first event
  * (or the first keepalive), nothing is compressed or buffered, and a slow client applies
@@ -12,15 +25,18 @@ export class SseWriter {
   private started = false;
   private keepaliveTimer?: ReturnType<typeof setInterval>;
 
-  /**
-   * `keepaliveMs`: the interval of `: keepalive` comments, from `startKeepalive` to `stopKeepalive`.
-   * `stallMs`: how long a client may take none of the queued stream before it is disconnected.
-   */
+  private readonly keepaliveMs?: number;
+  private readonly stallMs: number;
+  private readonly signal?: AbortSignal;
+
   constructor(
     private readonly res: Response,
-    private readonly keepaliveMs?: number,
-    private readonly stallMs = 0,
-  ) {}
+    opts: SseWriterOptions = {},
+  ) {
+    this.keepaliveMs = opts.keepaliveMs;
+    this.stallMs = opts.stallMs ?? 0;
+    this.signal = opts.signal;
+  }
 
   /**
    * The wait for a first token has begun (an upstream accepted the request): keep the connection
@@ -41,7 +57,7 @@ export class SseWriter {
 
   /** The client is gone (or the response was ended): stop producing. */
   get closed(): boolean {
-    return this.res.destroyed || this.res.writableEnded;
+    return this.res.destroyed || this.res.writableEnded || this.signal?.aborted === true;
   }
 
   private start(): void {
@@ -68,10 +84,12 @@ export class SseWriter {
       const done = () => {
         this.res.off('drain', done);
         this.res.off('close', done);
+        this.signal?.removeEventListener('abort', done);
         resolve();
       };
       this.res.on('drain', done);
       this.res.on('close', done);
+      this.signal?.addEventListener('abort', done, { once: true });
     });
   }
 

@@ -17,7 +17,12 @@ import type { Socket } from 'node:net';
  */
 export function disconnectIfStalled(res: ServerResponse, until: 'drain' | 'finish', ms: number): void {
   const socket = res.socket;
-  if (ms <= 0 || !socket || res.destroyed) return;
+  if (ms <= 0 || res.destroyed) return;
+  // A pipelined response waits for the one before it to finish: watch it from its turn.
+  if (!socket) {
+    res.once('socket', () => disconnectIfStalled(res, until, ms));
+    return;
+  }
   let last = unsent(socket);
   const timer = setInterval(() => {
     // Finished: the socket may be serving the connection's next request by now.

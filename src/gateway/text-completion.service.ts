@@ -98,7 +98,11 @@ export class TextCompletionService {
     res: Response,
   ): Promise<void> {
     const { rec, signal } = scope;
-    const sse = new SseWriter(res, this.config.env.STREAM_KEEPALIVE_MS, this.config.env.CLIENT_WRITE_TIMEOUT_MS);
+    const sse = new SseWriter(res, {
+      keepaliveMs: this.config.env.STREAM_KEEPALIVE_MS,
+      stallMs: this.config.env.CLIENT_WRITE_TIMEOUT_MS,
+      signal,
+    });
     keepaliveWhileAccepted(ex, sse);
     const usage = new StreamUsage(body.stream_options?.include_usage === true, rec);
     const id = generationId(rec.id);

@@ -181,7 +181,11 @@ export class MessagesService {
   private async stream(job: MessagesJob, scope: CallScope, res: Response): Promise<void> {
     const { rec, signal } = scope;
     const { chat, call, ex } = job;
-    const sse = new SseWriter(res, this.config.env.STREAM_KEEPALIVE_MS, this.config.env.CLIENT_WRITE_TIMEOUT_MS);
+    const sse = new SseWriter(res, {
+      keepaliveMs: this.config.env.STREAM_KEEPALIVE_MS,
+      stallMs: this.config.env.CLIENT_WRITE_TIMEOUT_MS,
+      signal,
+    });
     keepaliveWhileAccepted(ex, sse);
     const tally = new StreamTally(this.config.env.DB_STORE_FULL_CONTENT);
     /** The public id of the model the route being read serves (`message_start` names it). */
