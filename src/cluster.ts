@@ -11,6 +11,12 @@ export const WORKER_METRICS_RESPONSE = 'hybridinference:worker-metrics-response'
 
 /** From a worker that reloaded its routing config (admin API): the primary has the others reload too. */
 export const RELOAD_OTHERS = 'hybridinference:routing-reload';
+/**
+ * From a worker whose admin API changed an API key (`id`): the primary passes it to the other
+ * workers, which drop the key from their caches. Without it they went on admitting a revoked
+ * key, or its old limits, for up to API_KEY_CACHE_TTL_MS.
+ */
+export const API_KEY_CHANGED = 'hybridinference:api-key-changed';
 
 /**
  * How long the primary waits for each worker's metrics. A worker answers in milliseconds unless
@@ -57,7 +63,13 @@ export function runPrimary(count: number, log: (msg: string) => void): void {
         resolve(worker);
       });
       worker.once('exit', () => serving.delete(worker));
-      worker.on('message', (msg: { type?: string; id?: number }) => {
+      worker.on('message', (msg: { type?: string; id?: number | string }) => {
+        if (msg?.type === API_KEY_CHANGED) {
+          // To workers still booting too: they may have looked the key up already.
+          for (const w of Object.values(cluster.workers ?? {}))
+            if (w && w !== worker && w.isConnected()) w.send({ type: API_KEY_CHANGED, id: msg.id }, () => undefined);
+          return;
+        }
         if (msg?.type === RELOAD_OTHERS) {
           // A worker reloaded its routing config through the admin API: the others follow.
           for (const w of Object.values(cluster.workers ?? {})) if (w && w !== worker) w.process.kill('SIGHUP');

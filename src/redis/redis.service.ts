@@ -14,6 +14,9 @@ export type RedisState = 'disabled' | 'connecting' | 'ready' | 'down';
 export class RedisService implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger('Redis');
   private redis?: Redis;
+  /** A subscribed connection can run no other command: subscriptions get one of their own. */
+  private subscriber?: Redis;
+  private readonly handlers = new Map<string, Array<(message: string) => void>>();
   private state: RedisState = 'disabled';
   private lastError?: string;
 
@@ -35,6 +38,41 @@ export class RedisService implements OnModuleInit, OnApplicationShutdown {
   /** Key prefix for everything this gateway stores (REDIS_KEY_PREFIX). */
   key(...parts: Array<string | number>): string {
     return `${this.config.env.REDIS_KEY_PREFIX}${parts.join(':')}`;
+  }
+
+  /**
+   * Sends `message` to every process subscribed to `channel` (this one too), on every replica.
+   * False when Redis is not ready: the message is lost, as Redis pub/sub keeps none.
+   */
+  publish(channel: string, message: string): boolean {
+    const client = this.client;
+    if (!client) return false;
+    client.publish(this.key(channel), message).catch(() => undefined);
+    return true;
+  }
+
+  /**
+   * Calls `handler` with every message published on `channel` from now on. Subscriptions are
+   * renewed after a reconnect (ioredis does it); what was published while disconnected is lost.
+   * Call after init (onApplicationBootstrap); does nothing without REDIS_URL.
+   */
+  subscribe(channel: string, handler: (message: string) => void): void {
+    if (!this.redis) return;
+    const name = this.key(channel);
+    if (!this.subscriber) {
+      // The offline queue here holds the SUBSCRIBE until Redis is reachable, however long that
+      // takes; nothing on the request path waits on this connection.
+      const sub = this.redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null });
+      sub.on('error', () => undefined); // the main connection reports Redis' state
+      sub.on('message', (ch: string, msg: string) => {
+        for (const h of this.handlers.get(ch) ?? []) h(msg);
+      });
+      this.subscriber = sub;
+    }
+    const list = this.handlers.get(name);
+    if (list) return void list.push(handler);
+    this.handlers.set(name, [handler]);
+    this.subscriber.subscribe(name).catch((err: Error) => this.logger.warn(`cannot subscribe to ${name}: ${err.message}`));
   }
 
   async onModuleInit(): Promise<void> {
@@ -82,6 +120,8 @@ export class RedisService implements OnModuleInit, OnApplicationShutdown {
     const redis = this.redis;
     this.redis = undefined;
     this.state = 'disabled';
+    this.subscriber?.disconnect();
+    this.subscriber = undefined;
     if (!redis) return;
     await redis.quit().catch(() => redis.disconnect());
   }

@@ -1,11 +1,14 @@
+import cluster from 'node:cluster';
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
-import { Injectable, Logger } from '@nestjs/common';
+import { Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { IsNull, LessThanOrEqual, MoreThan, type Repository } from 'typeorm';
 import { ServiceUnavailableError } from '../common/errors';
 import { usdToPico } from '../common/money';
 import { startOfUtcDay, startOfUtcMonth, utcDay, utcMonth, type KeyLimits, type Principal, type SpendBaseline } from '../common/principal';
 import { ConflictError, NotFoundError } from '../common/resource.errors';
+import { API_KEY_CHANGED } from '../cluster';
 import { AppConfig } from '../config/app-config';
+import { RedisService } from '../redis/redis.service';
 import { databaseUnreachable } from './database-outage';
 import { DatabaseService } from './database.service';
 import { ApiKey, type ApiKeyStatus, type ListedKeyStatus } from './entities/api-key.entity';
@@ -14,6 +17,8 @@ import { StatsRepository } from './stats.repository';
 export const KEY_PREFIX = 'hyi-';
 const PREFIX_SHOWN = 12;
 const MAX_CACHED = 10_000;
+/** Redis channel (under REDIS_KEY_PREFIX) carrying the id of a key changed on some replica. */
+const KEY_CHANGED_CHANNEL = 'api-key-changed';
 
 /** A key as the request path sees it: the principal plus what decides whether it may call. */
 export interface KeyState {
@@ -50,12 +55,14 @@ interface CacheEntry {
  * API keys: creation and administration, and the lookup the request path makes for every call.
  * Secrets are `hyi-` + 256 random bits, stored only as HMAC-SHA256 under API_KEY_SECRET.
  * Lookups are cached for API_KEY_CACHE_TTL_MS (unknown keys too, so a flood of bad keys does not
- * reach the database); a change made here is seen at once by this process and by the others
- * within the TTL. While the database is unreachable, cached keys keep working past their TTL and
+ * reach the database). A change made here is seen at once by this process; the other workers of
+ * a multi-process gateway are told through the primary, and with REDIS_URL every process of every
+ * replica is told through Redis, so they drop the key a moment later. A process that misses the
+ * message (Redis unreachable at that moment) sees the change within the TTL. While the database is unreachable, cached keys keep working past their TTL and
  * a lookup of any other fails (ApiKeyGuard: a 503 when keys are required, never a 401).
  */
 @Injectable()
-export class ApiKeysService {
+export class ApiKeysService implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger('ApiKeys');
   private readonly cache = new Map<string, CacheEntry>();
   private readonly loading = new Map<string, Promise<KeyState | null>>();
@@ -63,14 +70,27 @@ export class ApiKeysService {
   private generation = 0;
   private readonly secret?: string;
   private readonly ttlMs: number;
+  private readonly onWorkerMessage = (msg: { type?: string; id?: unknown }) => {
+    if (msg?.type === API_KEY_CHANGED && typeof msg.id === 'string') this.forget(msg.id);
+  };
 
   constructor(
     config: AppConfig,
     private readonly db: DatabaseService,
     private readonly stats: StatsRepository,
+    private readonly redis: RedisService,
   ) {
     this.secret = config.env.API_KEY_SECRET;
     this.ttlMs = config.env.API_KEY_CACHE_TTL_MS;
+  }
+
+  onApplicationBootstrap(): void {
+    if (cluster.isWorker) process.on('message', this.onWorkerMessage);
+    this.redis.subscribe(KEY_CHANGED_CHANNEL, (id) => this.forget(id));
+  }
+
+  onApplicationShutdown(): void {
+    process.off('message', this.onWorkerMessage);
   }
 
   /** Whether keys can be made and checked (API_KEY_SECRET is set). */
@@ -143,8 +163,17 @@ export class ApiKeysService {
     return { day: utcDay(now), dayPico, month: utcMonth(now), monthPico };
   }
 
-  /** Forgets a key, so the next request reads it again. */
+  /** Forgets a key here and in every other process, so the next request anywhere reads it again. */
   invalidate(id: string): void {
+    this.forget(id);
+    // With Redis as well, the other workers hear it twice; forgetting twice costs nothing, and
+    // the primary still tells them while Redis is down.
+    if (cluster.isWorker) process.send?.({ type: API_KEY_CHANGED, id }, undefined, undefined, () => undefined);
+    this.redis.publish(KEY_CHANGED_CHANNEL, id);
+  }
+
+  /** Forgets a key in this process only. */
+  private forget(id: string): void {
     this.generation++;
     for (const [hash, e] of this.cache) if (e.state?.principal.id === id) this.cache.delete(hash);
   }

@@ -80,6 +80,54 @@ describe('limits shared through Redis', () => {
   });
 });
 
+describe('key changes shared through Redis', () => {
+  const upstream = new OpenAiUpstream();
+  let db: TestDatabase;
+  let a: TestGateway;
+  let b: TestGateway;
+  const prefix = redisPrefix();
+
+  beforeAll(async () => {
+    const base = await upstream.start();
+    db = await createTestDatabase();
+    // Ten minutes: a replica that was not told would keep the old key state for the whole test.
+    // Keys required: an old secret is then refused, not admitted anonymously.
+    const env = {
+      ...db.env,
+      ...ACCESS_ENV,
+      REDIS_URL,
+      REDIS_KEY_PREFIX: prefix,
+      API_KEY_CACHE_TTL_MS: '600000',
+      USER_AUTH_ENABLED: 'true',
+    };
+    a = await startGateway({ models: models(base), env });
+    b = await startGateway({ models: models(base), env });
+  });
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+    await upstream.stop();
+    await db?.drop();
+    await clearRedisPrefix(prefix);
+  });
+
+  it('a replica stops admitting a key revoked, or regenerated, on another, and applies its new limits', async () => {
+    const admin = adminApi(a);
+    const revoked = await admin.createKey({ name: 'revoked elsewhere' });
+    const renewed = await admin.createKey({ name: 'regenerated elsewhere' });
+    const limited = await admin.createKey({ name: 'limited elsewhere' });
+    for (const k of [revoked, renewed, limited]) expect((await chat(b, k.key, ask('acme/chat'))).status).toBe(200); // b caches them
+
+    await admin.call('POST', `/admin/api-keys/${revoked.id}/revoke`);
+    await admin.call('POST', `/admin/api-keys/${renewed.id}/regenerate`);
+    await admin.call('PATCH', `/admin/api-keys/${limited.id}`, { rpm_limit: 1 });
+    await waitFor(async () => (await chat(b, revoked.key, ask('acme/chat'))).status === 401, 'b to refuse the revoked key', 5000);
+    await waitFor(async () => (await chat(b, renewed.key, ask('acme/chat'))).status === 401, 'b to refuse the old secret', 5000);
+    // One request a minute, the one made above before the change included: no more now.
+    await waitFor(async () => (await chat(b, limited.key, ask('acme/chat'))).status === 429, 'b to apply the new limit', 5000);
+  });
+});
+
 describe('budgets and spend the counters missed', () => {
   const upstream = new OpenAiUpstream();
   let base: string;

@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { clearRedisPrefix, REDIS_URL, redisPrefix } from '../helpers/access';
+import { ACCESS_ENV, ADMIN_TOKEN, clearRedisPrefix, REDIS_URL, redisPrefix } from '../helpers/access';
 import { startGateway } from '../helpers/gateway';
 
 const MODELS = `
@@ -279,6 +279,45 @@ describe('the built server with WORKERS=2', () => {
     expect(restarting[0].text).toContain(answered(1));
     expect((await scrape()).text).toContain(answered(2));
 
+    cluster.child.kill('SIGTERM');
+    expect(await cluster.exited).toBe(0);
+  }, 60_000);
+
+  it('stops admitting a key revoked on one worker on every worker, long before the cache would forget it', async () => {
+    // Ten minutes: a worker that was not told would admit the key for the rest of the test.
+    const cluster = await startCluster(MODELS.replace('tokens: 20, tokens_per_second: 40', 'tokens: 3'), 'hi-cluster-keys-', {
+      ...ACCESS_ENV,
+      API_KEY_CACHE_TTL_MS: '600000',
+      REDIS_URL: undefined,
+    });
+    const url = `http://127.0.0.1:${cluster.port}`;
+    const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json', connection: 'close' };
+    const created = await fetch(`${url}/admin/api-keys`, { method: 'POST', headers: admin, body: JSON.stringify({ name: 'revoked' }) });
+    expect(created.status).toBe(201);
+    const { id, key } = (await created.json()) as { id: string; key: string };
+    // A fresh connection each time: the primary hands connections to the workers in turn
+    // (round-robin, Node's default off Windows), so each of these sequences reaches both.
+    const statuses = async (n: number) => {
+      const seen: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const res = await fetch(`${url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', connection: 'close' },
+          body: JSON.stringify({ model: 'demo/slow', messages: [{ role: 'user', content: 'x' }] }),
+        });
+        await res.text();
+        seen.push(res.status);
+      }
+      return seen;
+    };
+    expect(await statuses(6)).toEqual([200, 200, 200, 200, 200, 200]); // both workers hold the key now
+    const revoked = await fetch(`${url}/admin/api-keys/${id}/revoke`, { method: 'POST', headers: admin });
+    expect(revoked.status).toBe(200);
+    // The other worker hears of it through the primary a moment after the answer above: a few
+    // seconds at most, where the cache alone would take ten minutes.
+    const until = Date.now() + 5000;
+    while ((await statuses(2)).some((s) => s !== 401) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    expect(await statuses(10)).toEqual(Array.from({ length: 10 }, () => 401));
     cluster.child.kill('SIGTERM');
     expect(await cluster.exited).toBe(0);
   }, 60_000);
