@@ -1,5 +1,4 @@
 import cluster, { type Worker } from 'node:cluster';
-import { availableParallelism } from 'node:os';
 import { AggregatorRegistry, type Registry } from 'prom-client';
 
 /** IPC between a worker serving /metrics and the primary that aggregates every worker's. */
@@ -24,15 +23,6 @@ export const API_KEY_CHANGED = 'hybridinference:api-key-changed';
  * worker that asked gives up after 5 s, and Prometheus' default scrape timeout is 10 s).
  */
 const WORKER_METRICS_WAIT_MS = 2000;
-
-/** `WORKERS`: 1 (default, one process), a number, or `auto` (one per CPU). */
-export function workerCount(value: string | undefined): number {
-  if (value === undefined || value.trim() === '') return 1;
-  if (value.trim() === 'auto') return availableParallelism();
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1 || n > 256) throw new Error(`WORKERS="${value}": must be a whole number from 1 to 256, or "auto"`);
-  return n;
-}
 
 /**
  * The primary of a multi-process gateway: it serves nothing itself. It starts the first worker

@@ -1,9 +1,10 @@
 import cluster from 'node:cluster';
 import { Logger } from '@nestjs/common';
 import { createApp } from './app.factory';
-import { runPrimary, workerCount } from './cluster';
+import { runPrimary } from './cluster';
 import { AppConfig } from './config/app-config';
 import { startupEnv } from './config/env-file';
+import { workerCount } from './config/workers';
 
 async function serve(): Promise<void> {
   const app = await createApp();

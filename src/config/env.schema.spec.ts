@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { MAX_TIMER_MS } from '../common/deadline';
 import { validateEnv } from './env.schema';
+import { MAX_WORKERS, workerCount } from './workers';
 
 describe('validateEnv', () => {
   it('takes an empty number as not set (the default), as it does for text', () => {
@@ -23,6 +24,18 @@ describe('validateEnv', () => {
     expect(validateEnv({ UPSTREAM_TOTAL_TIMEOUT_MS: String(MAX_TIMER_MS) }).UPSTREAM_TOTAL_TIMEOUT_MS).toBe(MAX_TIMER_MS);
     // Lengths only compared with the clock are no timers: a 30-day cooldown cap stays valid.
     expect(validateEnv({ SUBSCRIPTION_MAX_COOLDOWN_MS: '2592000000' }).SUBSCRIPTION_MAX_COOLDOWN_MS).toBe(2_592_000_000);
+  });
+
+  it('accepts exactly the WORKERS that main.ts can start', () => {
+    for (const ok of ['1', '2', String(MAX_WORKERS), 'auto']) {
+      expect(validateEnv({ WORKERS: ok }).WORKERS).toBe(ok);
+      expect(workerCount(ok)).toBeGreaterThanOrEqual(1);
+    }
+    for (const bad of ['0', String(MAX_WORKERS + 1), '300', '999', '1.5', 'many']) {
+      expect(() => validateEnv({ WORKERS: bad })).toThrow(/WORKERS/);
+      expect(() => workerCount(bad)).toThrow(`must be a whole number from 1 to ${MAX_WORKERS}, or "auto"`);
+    }
+    expect(() => validateEnv({ WORKERS: '300' })).toThrow(`WORKERS must be a whole number from 1 to ${MAX_WORKERS}, or "auto"`);
   });
 
   it('holds HEAP_GROWTH_PERCENT to 0 or 10-300, as documented', () => {

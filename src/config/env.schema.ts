@@ -11,11 +11,13 @@ import {
   MinLength,
   ValidationError,
   validateSync,
+  ValidateBy,
   ValidateIf,
 } from 'class-validator';
 import { constants } from 'node:buffer';
 import { MAX_TIMER_MS } from '../common/deadline';
 import { parseByteSize } from './app-config';
+import { MAX_WORKERS, workerCount } from './workers';
 
 const { MAX_STRING_LENGTH } = constants;
 
@@ -24,6 +26,17 @@ const BYTE_SIZE = /^\d+(\.\d+)?\s*(b|kb|mb|gb)?$/i;
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** What main.ts accepts, so that a value validated here never stops the start there. */
+function isWorkerCount(value: unknown): boolean {
+  if (typeof value !== 'string') return false;
+  try {
+    workerCount(value);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** Accepts true/false/1/0/yes/no (any case); anything else stays as-is and fails @IsBoolean. */
 function toBool({ value }: { value: unknown }): unknown {
@@ -59,7 +72,10 @@ export class Env {
   HOST = '0.0.0.0';
 
   /** Processes serving (node:cluster): 1, a number, or `auto` (one per CPU). Read by main.ts. */
-  @Matches(/^(auto|[1-9]\d{0,2})$/, { message: 'WORKERS must be a whole number from 1 or "auto"' })
+  @ValidateBy({
+    name: 'workers',
+    validator: { validate: isWorkerCount, defaultMessage: () => `WORKERS must be a whole number from 1 to ${MAX_WORKERS}, or "auto"` },
+  })
   WORKERS = '1';
 
   @IsIn(LOG_LEVELS)
