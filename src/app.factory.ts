@@ -102,12 +102,13 @@ function stopOnSignals(nest: NestExpressApplication, logger: AppLogger): void {
     );
   };
   for (const s of STOP_SIGNALS) process.on(s, onSignal);
-  // Closed by its owner instead (the tests close their gateways): the signals are not its to handle.
-  const close = app.close.bind(app);
-  app.close = async (signal?: string) => {
+  // Closed by its owner instead (the tests close their gateways): the signals are no longer its
+  // to handle. (Told by its server closing: Nest's application proxy drops properties set on it,
+  // so app.close cannot be wrapped.) Stopping on a signal, they stay taken until the end, so
+  // that a second signal does not cut the shutdown short.
+  nest.getHttpServer().once('close', () => {
     if (!stopping) off();
-    await close(signal);
-  };
+  });
 }
 
 /** How long a socket whose request Node's parser refused stays open for its answer to be read. */

@@ -108,6 +108,19 @@ models:
     expect(behind(quiet)).toEqual([]);
   });
 
+  it('leaves no signal handler behind once its owner closes it', async () => {
+    // Embedded (as in these tests), each gateway closed must give SIGTERM back; before, every one
+    // left its handler, and a process that ran many held them all.
+    const before = process.listenerCount('SIGTERM');
+    for (let i = 0; i < 3; i++) {
+      const gw = await startGateway({ models: 'models:\n  - id: a\n    context_length: 10\n    route: [{ kind: mock }]\n' });
+      const open = process.listenerCount('SIGTERM');
+      await gw.close();
+      expect(open).toBe(before + 1);
+    }
+    expect(process.listenerCount('SIGTERM')).toBe(before);
+  });
+
   it('refuses a route kind that no adapter serves', async () => {
     const yaml = 'models:\n  - id: a\n    context_length: 10\n    route:\n      - kind: carrier-pigeon\n';
     await expect(boot(yaml)).rejects.toThrow(
