@@ -36,6 +36,9 @@ describe('validateEnv', () => {
       expect(() => workerCount(bad)).toThrow(`must be a whole number from 1 to ${MAX_WORKERS}, or "auto"`);
     }
     expect(() => validateEnv({ WORKERS: '300' })).toThrow(`WORKERS must be a whole number from 1 to ${MAX_WORKERS}, or "auto"`);
+    // auto: one per CPU, within the same limit on a machine with more.
+    expect(workerCount('auto', 8)).toBe(8);
+    expect(workerCount('auto', 512)).toBe(MAX_WORKERS);
   });
 
   it('holds HEAP_GROWTH_PERCENT to 0 or 10-300, as documented', () => {
