@@ -25,29 +25,37 @@ const ask = (model: string, max_tokens?: number) => ({
   ...(max_tokens ? { max_tokens } : {}),
 });
 
-describe('limits shared through Redis', () => {
+/**
+ * Two gateways sharing one PostgreSQL database, one Redis key prefix and one stand-in upstream,
+ * as two replicas would; started before the describe block's tests and stopped after them.
+ */
+function twoReplicas(env: Record<string, string> = {}): { a: TestGateway; b: TestGateway; upstream: OpenAiUpstream } {
   const upstream = new OpenAiUpstream();
-  let db: TestDatabase;
-  let a: TestGateway;
-  let b: TestGateway;
   const prefix = redisPrefix();
-
+  let db: TestDatabase | undefined;
+  const pair = { upstream } as { a: TestGateway; b: TestGateway; upstream: OpenAiUpstream };
   beforeAll(async () => {
     const base = await upstream.start();
     db = await createTestDatabase();
-    const env = { ...db.env, ...ACCESS_ENV, REDIS_URL, REDIS_KEY_PREFIX: prefix };
-    a = await startGateway({ models: models(base), env });
-    b = await startGateway({ models: models(base), env });
+    const shared = { ...db.env, ...ACCESS_ENV, REDIS_URL, REDIS_KEY_PREFIX: prefix, ...env };
+    pair.a = await startGateway({ models: models(base), env: shared });
+    pair.b = await startGateway({ models: models(base), env: shared });
   });
   afterAll(async () => {
-    await a?.close();
-    await b?.close();
+    await pair.a?.close();
+    await pair.b?.close();
     await upstream.stop();
     await db?.drop();
     await clearRedisPrefix(prefix);
   });
+  return pair;
+}
+
+describe('limits shared through Redis', () => {
+  const replicas = twoReplicas();
 
   it('admits no more than rpm_limit requests a minute across both gateways', async () => {
+    const { a, b } = replicas;
     const { key } = await adminApi(a).createKey({ name: 'shared rpm', rpm_limit: 5 });
     const results = await Promise.all(Array.from({ length: 12 }, (_, i) => chat(i % 2 === 0 ? a : b, key, ask('acme/chat'))));
     const statuses = results.map((r) => r.status);
@@ -58,6 +66,7 @@ describe('limits shared through Redis', () => {
   });
 
   it('shares requests in flight and spend between the gateways', async () => {
+    const { a, b, upstream } = replicas;
     const admin = adminApi(b);
     const { key } = await admin.createKey({ name: 'shared concurrency', max_concurrency: 1 });
     upstream.reset();
@@ -81,37 +90,12 @@ describe('limits shared through Redis', () => {
 });
 
 describe('key changes shared through Redis', () => {
-  const upstream = new OpenAiUpstream();
-  let db: TestDatabase;
-  let a: TestGateway;
-  let b: TestGateway;
-  const prefix = redisPrefix();
-
-  beforeAll(async () => {
-    const base = await upstream.start();
-    db = await createTestDatabase();
-    // Ten minutes: a replica that was not told would keep the old key state for the whole test.
-    // Keys required: an old secret is then refused, not admitted anonymously.
-    const env = {
-      ...db.env,
-      ...ACCESS_ENV,
-      REDIS_URL,
-      REDIS_KEY_PREFIX: prefix,
-      API_KEY_CACHE_TTL_MS: '600000',
-      USER_AUTH_ENABLED: 'true',
-    };
-    a = await startGateway({ models: models(base), env });
-    b = await startGateway({ models: models(base), env });
-  });
-  afterAll(async () => {
-    await a?.close();
-    await b?.close();
-    await upstream.stop();
-    await db?.drop();
-    await clearRedisPrefix(prefix);
-  });
+  // Ten minutes: a replica that was not told would keep the old key state for the whole test.
+  // Keys required: an old secret is then refused, not admitted anonymously.
+  const replicas = twoReplicas({ API_KEY_CACHE_TTL_MS: '600000', USER_AUTH_ENABLED: 'true' });
 
   it('a replica stops admitting a key revoked, or regenerated, on another, and applies its new limits', async () => {
+    const { a, b } = replicas;
     const admin = adminApi(a);
     const revoked = await admin.createKey({ name: 'revoked elsewhere' });
     const renewed = await admin.createKey({ name: 'regenerated elsewhere' });
