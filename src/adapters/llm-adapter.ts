@@ -100,6 +100,12 @@ export interface LlmAdapter {
   /** Streaming `completeText`: canonical chat chunks whose `delta.content` is the text. */
   streamText?(req: CompletionRequest, route: RouteDef, ctx: CallContext): AsyncIterable<ChatChunk>;
   /**
+   * The most this adapter's upstream may write for a request that allows `allowed` completion
+   * tokens, when it can be more (Claude: a thinking budget asked for in OpenAI's terms is added to
+   * max_tokens). Budget reservations take it. Without it: `allowed`.
+   */
+  outputLimit?(req: ChatRequest, allowed: number): number;
+  /**
    * Anthropic Messages passthrough (the `anthropic`, `vertex_claude` and `claude_sub` kinds): the Anthropic surface
    * relays requests to routes whose adapter has it, and translates for all others.
    */

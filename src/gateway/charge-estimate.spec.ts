@@ -3,7 +3,8 @@ import { tokenPrice, unitPrice, FREE, type Pricing } from '../common/money';
 import { estimatePromptTokens } from '../common/tokens';
 import type { ModelDef, RouteDef } from '../config/registry.types';
 import { countImages } from '../common/tokens';
-import { chatCharge, promptCharge } from './charge-estimate';
+import { claudeOutputAllowance } from '../adapters/anthropic/anthropic.mapper';
+import { chatCharge, chatCharge as charge, promptCharge } from './charge-estimate';
 
 const pricing = (prompt: string, completion: string, extra: Partial<Pricing> = {}): Pricing => ({
   prompt: tokenPrice(prompt),
@@ -35,6 +36,9 @@ describe('charge estimates', () => {
 
   it("reserves for the thinking budget a Claude route adds to the client's max_tokens", () => {
     const claude = model({ pricing: pricing('1', '2') }, [{ kind: 'anthropic' }]);
+    // What GatewayCalls passes: each route's adapter's outputLimit (the Anthropic adapter's here).
+    const chatCharge = (m: ModelDef, r: ChatRequest) =>
+      charge(m, r, (route, allowed) => (route.kind === 'anthropic' ? claudeOutputAllowance(r, allowed) : allowed));
     // reasoning_effort high is a 4,096-token budget; with max_tokens 100 Claude is asked for 4,196.
     const high = chatCharge(claude, req({ max_tokens: 100, reasoning_effort: 'high' }));
     expect(high.costPico).toBe(BigInt(prompt) * 1_000_000n + 4196n * 2_000_000n);

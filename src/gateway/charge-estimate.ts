@@ -1,8 +1,7 @@
-import { claudeOutputAllowance } from '../adapters/anthropic/anthropic.mapper';
 import type { ChatRequest } from '../common/chat.types';
 import { costPico, type Pricing } from '../common/money';
 import { countImages, estimatePromptTokens } from '../common/tokens';
-import type { ModelDef } from '../config/registry.types';
+import type { ModelDef, RouteDef } from '../config/registry.types';
 
 /** What a request is expected to use, reserved against the key's limits before the upstream call. */
 export interface Charge {
@@ -38,17 +37,22 @@ export function worstCaseCost(model: ModelDef, tokens: { prompt: number; complet
  * A chat request's charge. The completion is what the client allows (`max_completion_tokens` or
  * `max_tokens`, up to the model's maximum output, times `n`); without either, the model's maximum output, else what is left of its
  * context — so a budget can never be overshot by more than what is in flight, at the cost of
- * reserving generously for requests that set no limit.
+ * reserving generously for requests that set no limit. `outputLimit`: what a route's upstream
+ * may write when the client allows `allowed` (an adapter's `outputLimit`); the dearest route counts.
  */
-export function chatCharge(model: ModelDef, req: ChatRequest): Charge {
+export function chatCharge(
+  model: ModelDef,
+  req: ChatRequest,
+  outputLimit: (route: RouteDef, allowed: number) => number = (_route, allowed) => allowed,
+): Charge {
   const prompt = estimatePromptTokens(req);
   // No model writes past its own output cap, whatever the client allows.
   const allowed = positive(req.max_completion_tokens) ?? positive(req.max_tokens);
   const asked = allowed === undefined || model.maxCompletionTokens === null ? allowed : Math.min(allowed, model.maxCompletionTokens);
   const choices = positive(req.n) ?? 1;
   const room = Math.max(0, model.contextLength - prompt);
-  // On a Claude route, thinking asked for in OpenAI's terms may raise the upstream's limit.
-  const perChoice = asked === undefined ? undefined : claudeRoutes(model) ? claudeOutputAllowance(req, asked) : asked;
+  // A route's adapter may have its upstream write more than asked (Claude's thinking budget).
+  const perChoice = asked === undefined ? undefined : Math.max(asked, ...model.routes.map((r) => outputLimit(r, asked)));
   const completion = (perChoice ?? Math.min(model.maxCompletionTokens ?? room, room)) * choices;
   return {
     tokens: prompt + (asked ?? 0) * choices,
@@ -59,13 +63,6 @@ export function chatCharge(model: ModelDef, req: ChatRequest): Charge {
 /** A prompt-only request's charge (embeddings): its tokens at the model's prompt price. */
 export function promptCharge(model: ModelDef, promptTokens: number): Charge {
   return { tokens: promptTokens, costPico: worstCaseCost(model, { prompt: promptTokens, completion: 0 }) };
-}
-
-/** Routes that speak Anthropic's Messages API (and so take thinking out of max_tokens). */
-const CLAUDE_KINDS: ReadonlySet<string> = new Set(['anthropic', 'vertex_claude', 'claude_sub']);
-
-function claudeRoutes(model: ModelDef): boolean {
-  return model.routes.some((r) => CLAUDE_KINDS.has(r.kind));
 }
 
 function positive(v: unknown): number | undefined {

@@ -7,7 +7,6 @@ import { estimatePromptTokens, outputChars } from '../common/tokens';
 import { clientUsage, isSoundUsage, usageFromCounts } from '../common/usage';
 import { AppConfig } from '../config/app-config';
 import { Execution, RouteExecutor } from '../routing/route-executor.service';
-import { chatCharge } from './charge-estimate';
 import { validateChatRequest } from './chat-request.validator';
 import { GatewayCalls } from './gateway-call.service';
 import type { RequestRecord } from './request-record';
@@ -35,7 +34,7 @@ export class ChatCompletionService {
       rec.stream = chat.stream === true;
       rec.userId = typeof chat.user === 'string' ? chat.user : null;
       const model = this.calls.resolveModel(scope, chat.model, 'chat');
-      await this.calls.admit(scope, res, () => chatCharge(model, chat));
+      await this.calls.admit(scope, res, () => this.calls.chatCharge(model, chat));
       const ex = new Execution(model, chat, rec.id, scope.signal, scope.snapshot);
       rec.execution = ex;
       if (rec.stream) await this.stream(chat, ex, rec, res, scope.signal);

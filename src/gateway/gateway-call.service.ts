@@ -6,6 +6,8 @@ import { sendGatewayError } from '../common/openai-error';
 import { bodyErrorOf } from '../common/json-body';
 import { contextOf, type RequestContext } from '../common/request-context';
 import { requestId } from '../common/request-id';
+import { AdapterRegistry } from '../adapters/adapter-registry.service';
+import type { ChatRequest } from '../common/chat.types';
 import { AppConfig } from '../config/app-config';
 import { ModelRegistry, type RegistrySnapshot } from '../config/model-registry.service';
 import type { ModelDef } from '../config/registry.types';
@@ -13,7 +15,7 @@ import { AppLogger } from '../observability/app-logger';
 import { MetricsService } from '../observability/metrics.service';
 import { RequestLogWriter } from '../storage/request-log.writer';
 import type { ApiLog } from '../storage/entities/api-log.entity';
-import type { Charge } from './charge-estimate';
+import { chatCharge, type Charge } from './charge-estimate';
 import { InflightService } from './inflight.service';
 import { RequestRecord } from './request-record';
 import { SseWriter } from './sse-writer';
@@ -78,12 +80,18 @@ export class GatewayCalls {
     private readonly inflight: InflightService,
     private readonly appLogger: AppLogger,
     private readonly limits: UsageLimiter,
+    private readonly adapters: AdapterRegistry,
   ) {}
 
   /**
    * Holds the request to its key's limits before any upstream call (429 when over); the hold is
    * settled with the request's real usage when its row is written. Endpoints need ApiKeyGuard.
    */
+  /** A chat request's charge, with what each route's adapter may have its upstream write. */
+  chatCharge(model: ModelDef, req: ChatRequest): Charge {
+    return chatCharge(model, req, (route, allowed) => this.adapters.get(route.kind)?.outputLimit?.(req, allowed) ?? allowed);
+  }
+
   async admit(scope: CallScope, res: Response, estimate: () => Charge): Promise<void> {
     scope.rec.lease = await this.limits.admit(scope.ctx, res, estimate);
   }

@@ -11,7 +11,6 @@ import { AppConfig } from '../config/app-config';
 import type { RouteDef } from '../config/registry.types';
 import { Execution, RouteExecutor } from '../routing/route-executor.service';
 import { generationId } from './chat-completion.service';
-import { chatCharge } from './charge-estimate';
 import { validateCompletionRequest } from './completion-request.validator';
 import { GatewayCalls, type CallScope } from './gateway-call.service';
 import type { RequestRecord } from './request-record';
@@ -50,7 +49,7 @@ export class TextCompletionService {
       }
       const view = chat instanceof UpstreamError ? promptView(body) : chat;
       rec.request = view;
-      await this.calls.admit(scope, res, () => chatCharge(model, view));
+      await this.calls.admit(scope, res, () => this.calls.chatCharge(model, view));
       const ex = new Execution(model, view, rec.id, scope.signal, scope.snapshot);
       rec.execution = ex;
       if (rec.stream) await this.stream(body, chat, ex, scope, res);

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { picoToUsd, usdToPico } from '../../src/common/money';
+import { AnthropicUpstream } from '../fixtures/anthropic-upstream';
 import { OpenAiUpstream } from '../fixtures/openai-upstream';
 import { ACCESS_ENV, adminApi, chat, waitFor } from '../helpers/access';
 import { startGateway, type TestGateway } from '../helpers/gateway';
@@ -191,5 +192,38 @@ describe('per-key limits in one process', () => {
       expect(res.status).toBe(200);
       expect(res.headers.get('x-ratelimit-limit-requests')).toBeNull();
     }
+  });
+});
+
+describe('budget reservations on a Claude route', () => {
+  const claude = new AnthropicUpstream();
+  let gw: TestGateway;
+
+  beforeAll(async () => {
+    const base = await claude.start();
+    gw = await startGateway({
+      models: `
+models:
+  - id: claude/priced
+    context_length: 200000
+    pricing: { prompt: 1, completion: 1000 }
+    route: [{ kind: anthropic, base_url: "${base}", api_key: good, provider_model_id: ok }]
+`,
+      env: ACCESS_ENV,
+    });
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await claude.stop();
+  });
+
+  it("reserves for the thinking budget the route's adapter adds to max_tokens", async () => {
+    // $1 a day at $0.001 per output token: max_tokens 100 fits; with reasoning_effort high the
+    // Anthropic adapter asks Claude for 4,196 tokens (a 4,096-token thinking budget on top).
+    const { key } = await adminApi(gw).createKey({ name: 'claude budget', daily_budget_usd: '1' });
+    expect((await chat(gw, key, ask('claude/priced', 100))).status).toBe(200);
+    const thinking = await chat(gw, key, { ...ask('claude/priced', 100), reasoning_effort: 'high' });
+    expect(thinking.status).toBe(429);
+    expect(thinking.body.error).toMatchObject({ code: 'daily_budget_exceeded' });
   });
 });

@@ -37,6 +37,7 @@ import {
   fromAnthropicResponse,
   mergeBetas,
   toAnthropicRequest,
+  claudeOutputAllowance,
 } from './anthropic.mapper';
 import type { AnthropicRequest, AnthropicResponse, AnthropicStreamEvent } from './anthropic.types';
 
@@ -78,6 +79,10 @@ export class AnthropicAdapter implements LlmAdapter {
     protected readonly http: UpstreamClient,
     protected readonly keys: KeyPool,
   ) {}
+
+  outputLimit(req: ChatRequest, allowed: number): number {
+    return claudeOutputAllowance(req, allowed);
+  }
 
   validateRoute(route: RouteDef): string[] {
     const problems: string[] = [];

@@ -11,7 +11,6 @@ import { isSoundUsage } from '../../common/usage';
 import { AppConfig } from '../../config/app-config';
 import type { RouteDef } from '../../config/registry.types';
 import { Execution, RouteExecutor, type StreamShape } from '../../routing/route-executor.service';
-import { chatCharge } from '../charge-estimate';
 import { ANTHROPIC_ERRORS, GatewayCalls, type CallScope } from '../gateway-call.service';
 import type { RequestRecord } from '../request-record';
 import { keepaliveWhileAccepted, SseWriter } from '../sse-writer';
@@ -74,7 +73,7 @@ export class MessagesService {
         const job = this.prepare(req, scope, false);
         const { rec } = scope;
         rec.stream = job.body.stream === true;
-        await this.calls.admit(scope, res, () => chatCharge(job.ex.requested, job.ex.request));
+        await this.calls.admit(scope, res, () => this.calls.chatCharge(job.ex.requested, job.ex.request));
         if (rec.stream) await this.stream(job, scope, res);
         else await this.json(job, rec, res);
       },
