@@ -12,10 +12,29 @@ export interface Proc {
   port: number;
 }
 
+/** Every process started here, stopped should the harness itself be stopped (Ctrl-C, kill). */
+const children = new Set<ChildProcess>();
+let stopOnSignal = false;
+
+function track(child: ChildProcess): void {
+  if (!stopOnSignal) {
+    stopOnSignal = true;
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+      process.once(sig, () => {
+        for (const c of children) c.kill('SIGTERM');
+        process.exit(130);
+      });
+    }
+  }
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+}
+
 /** Starts a helper process that prints "READY <port>". */
 export function start(name: string, cmd: string[], env: Record<string, string>): Promise<Proc> {
   return new Promise((resolvePort, reject) => {
     const child = spawn(process.execPath, cmd, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+    track(child);
     let out = '';
     const timer = setTimeout(() => reject(new Error(`${name} did not start:\n${out}`)), 30_000);
     child.stdout.on('data', (b: Buffer) => {
@@ -58,6 +77,7 @@ export async function startGateway(
     env: { ...process.env, ...env, PORT: String(port) },
     stdio: ['ignore', fd, fd],
   });
+  track(child);
   closeSync(fd);
   const until = Date.now() + 30_000;
   for (;;) {
