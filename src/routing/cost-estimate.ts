@@ -12,6 +12,12 @@ export interface TokenEstimate {
 /** Completion tokens assumed when a request sets no max_tokens (router_params.expected_completion_tokens overrides). */
 export const DEFAULT_EXPECTED_COMPLETION = 256;
 
+/**
+ * The `router_params` read for every model whatever its strategy: a request's `provider.sort:
+ * price` (or `:floor`) orders any model's routes by this estimate.
+ */
+export const ESTIMATE_PARAMS: readonly string[] = ['expected_completion_tokens'];
+
 /** For shares shown without a request: a typical chat turn. */
 export const NOMINAL_REQUEST: TokenEstimate = { prompt: 1000, completion: DEFAULT_EXPECTED_COMPLETION };
 

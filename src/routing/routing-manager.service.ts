@@ -5,7 +5,7 @@ import type { ChatRequest } from '../common/chat.types';
 import { ModelRegistry, type RegistrySnapshot } from '../config/model-registry.service';
 import { ROUTE_KEYS } from '../config/models.parser';
 import type { ModelDef, RouteDef } from '../config/registry.types';
-import { cheapestFirst, estimateCost, estimateRequestTokens } from './cost-estimate';
+import { cheapestFirst, ESTIMATE_PARAMS, estimateCost, estimateRequestTokens } from './cost-estimate';
 import type { Execution } from './execution';
 import { NoAvailableRouteError, NoMatchingRouteError } from './routing-errors';
 import { allowedRoutes, applyOrder, NO_OPTIONS, parseRoutingOptions, type ProviderSort, type RoutingOptions } from './routing-options';
@@ -47,6 +47,8 @@ export interface Candidate {
 export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
   private readonly logger = new Logger('RoutingManager');
   private readonly strategies = new Map<string, RoutingStrategy>();
+  /** The router_params each strategy declared it reads, by its name. */
+  private readonly params = new Map<string, readonly string[]>();
   private readonly providerNames = new WeakMap<RegistrySnapshot, Set<string>>();
   private random: () => number = Math.random;
 
@@ -59,8 +61,11 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
 
   onModuleInit(): void {
     for (const wrapper of this.discovery.getProviders({ metadataKey: RoutingStrategy.KEY })) {
-      const name = this.discovery.getMetadataByDecorator(RoutingStrategy, wrapper);
-      if (name && wrapper.instance) this.strategies.set(name, wrapper.instance as RoutingStrategy);
+      const opts = this.discovery.getMetadataByDecorator(RoutingStrategy, wrapper);
+      if (!opts || !wrapper.instance) continue;
+      const { name, params } = typeof opts === 'string' ? { name: opts, params: undefined } : opts;
+      this.strategies.set(name, wrapper.instance as RoutingStrategy);
+      if (params) this.params.set(name, params);
     }
     this.registry.addValidator((s, warn) => this.validate(s, warn));
   }
@@ -225,7 +230,10 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
       if (model.router && !this.strategies.has(model.router)) {
         problems.push(`${model.where}: router "${model.router}" is unknown (known: ${known})`);
       }
-      problems.push(...(this.strategies.get(this.strategyName(model, snapshot))?.validate?.(model) ?? []));
+      const strategy = this.strategyName(model, snapshot);
+      problems.push(...(this.strategies.get(strategy)?.validate?.(model) ?? []));
+      const declared = this.params.get(strategy);
+      if (declared) for (const w of this.unknownRouterParams(model, strategy, declared)) warn(w);
       for (const route of model.routes) {
         problems.push(...routeSettings(route).problems);
         const adapter = this.adapters.get(route.kind);
@@ -234,11 +242,34 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
           continue;
         }
         problems.push(...(adapter.validateRoute?.(route) ?? []));
-        const declared = this.adapters.optionsOf(route.kind);
-        if (declared) for (const w of unknownRouteKeys(route, declared)) warn(w);
+        const options = this.adapters.optionsOf(route.kind);
+        if (options) for (const w of unknownRouteKeys(route, options)) warn(w);
       }
     }
     return problems;
+  }
+
+  /**
+   * A model's `router_params` that neither its strategy nor the gateway reads: a typo
+   * (`explortion: 0.5` silently left exploration at 0.1), or a key left behind when the model
+   * moved to a strategy that has no use for it.
+   */
+  private unknownRouterParams(model: ModelDef, strategy: string, declared: readonly string[]): string[] {
+    const known = [...new Set([...declared, ...ESTIMATE_PARAMS])];
+    const out: string[] = [];
+    for (const key of Object.keys(model.routerParams)) {
+      if (known.includes(key)) continue;
+      const near = nearKeys(key, known);
+      let hint: string;
+      if (near.length > 0) hint = didYouMean(near);
+      else if (declared.length > 0) hint = `a ${strategy} model reads ${known.join(', ')}`;
+      else {
+        const readers = [...this.params].filter(([, p]) => p.includes(key)).map(([name]) => name);
+        hint = `strategy ${strategy} reads no router_params${readers.length > 0 ? `; ${key} is read by ${readers.join(', ')}` : ''}`;
+      }
+      out.push(`${model.where}: router_params key "${key}" ignored (${hint})`);
+    }
+    return out;
   }
 }
 
@@ -251,15 +282,23 @@ function unknownRouteKeys(route: RouteDef, declared: readonly string[]): string[
   const out: string[] = [];
   for (const key of Object.keys(route.options)) {
     if (declared.includes(key) || ROUTE_SETTING_KEYS.includes(key)) continue;
-    const near = known.filter((k) => editDistance(k, key) <= Math.min(2, Math.floor(key.length / 3)));
-    const hint =
-      near.length > 0 ? `did you mean ${near.map((k) => `"${k}"`).join(' or ')}?` : `a ${route.kind} route reads ${known.join(', ')}`;
+    const near = nearKeys(key, known);
+    const hint = near.length > 0 ? didYouMean(near) : `a ${route.kind} route reads ${known.join(', ')}`;
     out.push(`${route.where}: unknown route key "${key}" ignored (${hint})`);
   }
   return out;
 }
 
-/** Levenshtein distance, for the few short keys of a route. */
+/** The known keys a mistyped `key` is most likely meant to be. */
+function nearKeys(key: string, known: readonly string[]): string[] {
+  return known.filter((k) => editDistance(k, key) <= Math.min(2, Math.floor(key.length / 3)));
+}
+
+function didYouMean(near: readonly string[]): string {
+  return `did you mean ${near.map((k) => `"${k}"`).join(' or ')}?`;
+}
+
+/** Levenshtein distance, for the few short keys of a route or of router_params. */
 function editDistance(a: string, b: string): number {
   let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
   for (let i = 1; i <= a.length; i++) {

@@ -28,5 +28,19 @@ export interface RoutingStrategy {
   validate?(model: ModelDef): string[];
 }
 
-/** Marks a provider as a routing strategy, selected by `routing_strategy:` / `router:`. */
-export const RoutingStrategy = DiscoveryService.createDecorator<string>();
+export interface RoutingStrategyOptions {
+  /** The name `routing_strategy:` and `router:` select it by. */
+  name: string;
+  /**
+   * The `router_params` keys this strategy reads. When declared, any other key of a model it
+   * routes (`explortion: 0.3`) is warned about at start and on reload as a likely typo, and an
+   * empty list says it reads none; undeclared, the model's `router_params` are not checked.
+   */
+  params?: readonly string[];
+}
+
+/**
+ * Marks a provider as a routing strategy, found at start-up in any module. Usage:
+ * `@RoutingStrategy({ name: 'least_latency', params: ['exploration'] })`, or just the name.
+ */
+export const RoutingStrategy = DiscoveryService.createDecorator<string | RoutingStrategyOptions>();

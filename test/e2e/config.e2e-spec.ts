@@ -1,8 +1,32 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Injectable, Module } from '@nestjs/common';
 import { ModelRegistry } from '../../src/config/model-registry.service';
+import type { RouteDef } from '../../src/config/registry.types';
+import { RoutingStrategy, type StrategyInput } from '../../src/routing/routing-strategy';
 import { startGateway } from '../helpers/gateway';
+
+/** A platform team's strategy that declares the router_params it reads. */
+@Injectable()
+@RoutingStrategy({ name: 'spread', params: ['spread'] })
+class SpreadStrategy implements RoutingStrategy {
+  plan(input: StrategyInput): RouteDef[] {
+    return [...input.routes];
+  }
+
+  shares(input: StrategyInput): number[] {
+    return input.routes.map(() => 1 / input.routes.length);
+  }
+}
+
+/** One that declares nothing: its models' router_params are not checked. */
+@Injectable()
+@RoutingStrategy('legacy')
+class LegacyStrategy extends SpreadStrategy {}
+
+@Module({ providers: [SpreadStrategy, LegacyStrategy] })
+class PlatformStrategiesModule {}
 
 /** A bad configuration stops the start with a message a person can act on. */
 describe('configuration errors at boot', () => {
@@ -76,6 +100,93 @@ models:
       expect(warnings().map((w) => w.msg)).toEqual([
         expect.stringContaining('unknown route key "wieght" ignored (did you mean "weight"?)'),
       ]);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  it("warns about router_params that neither the model's strategy nor the gateway reads, at start and on reload", async () => {
+    const yaml = `
+models:
+  - id: latency
+    context_length: 10
+    router: least_latency
+    router_params: { explortion: 0.5, expected_completion_tokens: 300 }
+    route: [{ kind: mock }]
+  - id: listed
+    context_length: 10
+    router: priority
+    router_params: { exploration: 0.2 }
+    route: [{ kind: mock }]
+  - id: cheap
+    context_length: 10
+    router: cost
+    router_params: { expected_completion_tokens: 100, colour: blue }
+    route: [{ kind: mock }]
+  - id: sorted
+    context_length: 10
+    router: priority
+    router_params: { expected_completion_tokens: 50 }
+    route: [{ kind: mock }]
+  - id: own
+    context_length: 10
+    router: spread
+    router_params: { spred: 2 }
+    route: [{ kind: mock }]
+  - id: undeclared
+    context_length: 10
+    router: legacy
+    router_params: { anything: 1 }
+    route: [{ kind: mock }]
+`;
+    const lines: string[] = [];
+    const gw = await startGateway({
+      models: yaml,
+      logLines: lines,
+      env: { ADMIN_TOKEN: 'router-params-admin-token' },
+      imports: [PlatformStrategiesModule],
+    });
+    const warnings = () =>
+      lines
+        .map((l) => JSON.parse(l) as { level: string; msg: string })
+        .filter((l) => l.level === 'warn')
+        .map((w) => w.msg);
+    const model = (i: number, line: number) => `${join(gw.dir, 'models.yaml')}:${line} (models[${i}])`;
+    const expected = [
+      `${model(0, 3)}: router_params key "explortion" ignored (did you mean "exploration"?)`,
+      `${model(1, 8)}: router_params key "exploration" ignored (strategy priority reads no router_params; exploration is read by least_latency)`,
+      `${model(2, 13)}: router_params key "colour" ignored (a cost model reads expected_completion_tokens)`,
+      `${model(4, 23)}: router_params key "spred" ignored (did you mean "spread"?)`,
+    ];
+    try {
+      // expected_completion_tokens is read for every model (provider.sort: price), and a strategy
+      // that declares nothing (legacy) is not checked.
+      expect(warnings()).toEqual(expected);
+      lines.length = 0;
+      const reload = async () => {
+        const res = await fetch(`${gw.url}/admin/routing/reload`, {
+          method: 'POST',
+          headers: { authorization: 'Bearer router-params-admin-token' },
+        });
+        expect(res.status).toBe(200);
+        return ((await res.json()) as { warnings: string[] }).warnings;
+      };
+      expect(await reload()).toEqual(expected);
+      expect(warnings()).toEqual(expected);
+      lines.length = 0;
+      writeFileSync(
+        join(gw.dir, 'models.yaml'),
+        yaml
+          .replace('explortion', 'exploration')
+          .replace(
+            'router: priority\n    router_params: { exploration: 0.2 }',
+            'router: least_latency\n    router_params: { exploration: 0.2 }',
+          )
+          .replace(', colour: blue', '')
+          .replace('spred', 'spread'),
+      );
+      expect(await reload()).toEqual([]);
+      expect(warnings()).toEqual([]);
     } finally {
       await gw.close();
     }

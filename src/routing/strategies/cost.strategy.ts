@@ -10,7 +10,7 @@ import { RoutingStrategy, type StrategyInput } from '../routing-strategy';
  * keep listed order.
  */
 @Injectable()
-@RoutingStrategy('cost')
+@RoutingStrategy({ name: 'cost', params: ['expected_completion_tokens'] })
 export class CostStrategy implements RoutingStrategy {
   plan(input: StrategyInput): RouteDef[] {
     return cheapestFirst(this.costs(input)).map((i) => input.routes[i]);

@@ -8,7 +8,7 @@ import { fixedRatioWeights, weightedOrder } from '../weights';
  * (evenly), the rest to remote routes (evenly); the other side serves as fallback.
  */
 @Injectable()
-@RoutingStrategy('fixed')
+@RoutingStrategy({ name: 'fixed', params: [] })
 export class FixedRatioStrategy implements RoutingStrategy {
   plan(input: StrategyInput): RouteDef[] {
     return weightedOrder(this.shares(input), input.random).map((i) => input.routes[i]);

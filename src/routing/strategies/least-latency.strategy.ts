@@ -17,7 +17,7 @@ function exploration(model: ModelDef): number {
  * recovered, is measured again and wins its traffic back. Unmeasured routes are tried first.
  */
 @Injectable()
-@RoutingStrategy('least_latency')
+@RoutingStrategy({ name: 'least_latency', params: ['exploration'] })
 export class LeastLatencyStrategy implements RoutingStrategy {
   plan(input: StrategyInput): RouteDef[] {
     const latencies = input.routes.map((r) => input.stats(r).ttftMs);

@@ -4,7 +4,7 @@ import { RoutingStrategy, type StrategyInput } from '../routing-strategy';
 
 /** Routes in listed order: the next one only when the one before failed. */
 @Injectable()
-@RoutingStrategy('priority')
+@RoutingStrategy({ name: 'priority', params: [] })
 export class PriorityStrategy implements RoutingStrategy {
   plan(input: StrategyInput): RouteDef[] {
     return [...input.routes];

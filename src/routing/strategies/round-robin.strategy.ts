@@ -15,7 +15,7 @@ interface RotationState {
  * in listed order, zero-weight routes last.
  */
 @Injectable()
-@RoutingStrategy('round_robin')
+@RoutingStrategy({ name: 'round_robin', params: [] })
 export class RoundRobinStrategy implements RoutingStrategy {
   // Per model object: a reload brings new objects and so starts a fresh rotation.
   private readonly state = new WeakMap<ModelDef, RotationState>();

@@ -5,7 +5,7 @@ import type { RouteDef } from '../../config/registry.types';
 
 /** Random choice in proportion to each route's `weight`; the others follow as fallbacks. */
 @Injectable()
-@RoutingStrategy('weighted')
+@RoutingStrategy({ name: 'weighted', params: [] })
 export class WeightedStrategy implements RoutingStrategy {
   plan(input: StrategyInput): RouteDef[] {
     return weightedOrder(
