@@ -145,6 +145,11 @@ export interface UpstreamErrorInit {
    * endpoint's fault, so it never counts against its circuit breaker.
    */
   gatewayFault?: boolean;
+  /**
+   * The failure follows from what the request asked, so every route would fail it the same way
+   * (an embeddings answer over UPSTREAM_BODY_LIMIT): neither retried nor tried elsewhere.
+   */
+  sameOnEveryRoute?: boolean;
 }
 
 export class UpstreamError extends GatewayError {
@@ -160,6 +165,7 @@ export class UpstreamError extends GatewayError {
   readonly gatewayFault: boolean;
   override readonly metadata?: Record<string, unknown>;
   readonly retryAtOnce: boolean;
+  readonly sameOnEveryRoute: boolean;
   route?: string;
 
   constructor(init: UpstreamErrorInit) {
@@ -168,6 +174,7 @@ export class UpstreamError extends GatewayError {
     this.retryAtOnce = init.retryAtOnce === true;
     this.failure = init.failure;
     this.gatewayFault = init.gatewayFault === true;
+    this.sameOnEveryRoute = init.sameOnEveryRoute === true;
     this.upstreamStatus = init.upstreamStatus;
     this.provider = init.provider;
     this.route = init.route;

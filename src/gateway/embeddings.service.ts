@@ -2,10 +2,19 @@ import { Injectable, type OnApplicationBootstrap, type OnModuleInit } from '@nes
 import { AdapterRegistry } from '../adapters/adapter-registry.service';
 import type { Request, Response } from 'express';
 import { protocolError, unsupported } from '../adapters/http/upstream-call';
+import { ANSWER_TOO_LARGE } from '../adapters/http/upstream-client.service';
 import type { ChatRequest } from '../common/chat.types';
-import { embeddingInputs, embeddingsProblem, encodeEmbeddings, type EmbeddingsResponse } from '../common/embedding.types';
+import {
+  embeddingInputs,
+  embeddingsProblem,
+  encodeEmbeddings,
+  type EmbeddingsRequest,
+  type EmbeddingsResponse,
+} from '../common/embedding.types';
+import { UpstreamError } from '../common/errors';
 import { clientUsage, isTokenCount, providerBilling } from '../common/usage';
 import { estimateTextTokens } from '../common/tokens';
+import { AppConfig } from '../config/app-config';
 import { ModelRegistry, type RegistrySnapshot } from '../config/model-registry.service';
 import { Execution, RouteExecutor } from '../routing/route-executor.service';
 import { validateEmbeddingsRequest } from './embeddings-request.validator';
@@ -25,6 +34,7 @@ export class EmbeddingsService implements OnModuleInit, OnApplicationBootstrap {
     private readonly executor: RouteExecutor,
     private readonly adapters: AdapterRegistry,
     private readonly registry: ModelRegistry,
+    private readonly config: AppConfig,
   ) {}
 
   onModuleInit(): void {
@@ -72,12 +82,17 @@ export class EmbeddingsService implements OnModuleInit, OnApplicationBootstrap {
         ex,
         (adapter, route, ctx) => {
           if (!adapter.embed) return Promise.reject(unsupported(`route ${route.id} (${route.kind}) cannot compute embeddings`, 'model'));
-          return adapter.embed(body, route, ctx).then((answer) => {
-            // Before it counts as served: a broken answer is the route's failure, and the next one may serve.
-            const problem = embeddingsProblem(answer, embeddingInputs(body.input).length);
-            if (problem) throw protocolError(route, problem);
-            return answer;
-          });
+          return adapter.embed(body, route, ctx).then(
+            (answer) => {
+              // Before it counts as served: a broken answer is the route's failure, and the next one may serve.
+              const problem = embeddingsProblem(answer, embeddingInputs(body.input).length);
+              if (problem) throw protocolError(route, problem);
+              return answer;
+            },
+            (e: unknown) => {
+              throw e instanceof UpstreamError && e.code === ANSWER_TOO_LARGE ? this.tooLarge(e, body) : e;
+            },
+          );
         },
         'headers',
       );
@@ -90,6 +105,32 @@ export class EmbeddingsService implements OnModuleInit, OnApplicationBootstrap {
       };
       out.usage = clientUsage(out.usage!);
       this.calls.sendJson(res, out);
+    });
+  }
+
+  /**
+   * An answer over UPSTREAM_BODY_LIMIT. Its size is the request's: inputs × dimensions of one
+   * model, which every route serves: 2,048 inputs of 3,072 dimensions (OpenAI's largest batch of
+   * text-embedding-3-large) come to 81 MB of JSON with 8-digit floats, 135 MB with each float32
+   * written in full (as Python floats are), and 34 MB as base64. The next route would compute and bill it only to fail
+   * the same way, so it ends the request at once and says how to get the embeddings.
+   */
+  private tooLarge(err: UpstreamError, body: EmbeddingsRequest): UpstreamError {
+    const ways = [
+      'send fewer inputs per request',
+      ...(body.encoding_format === 'base64' ? [] : ['ask for encoding_format "base64" (under half the size)']),
+      "raise the gateway's UPSTREAM_BODY_LIMIT",
+    ];
+    return new UpstreamError({
+      failure: err.failure,
+      code: ANSWER_TOO_LARGE,
+      message:
+        `upstream ${err.route} answered more than ${this.config.env.UPSTREAM_BODY_LIMIT} (UPSTREAM_BODY_LIMIT): the embeddings ` +
+        `asked for are that large on every route, so no other was tried. To get them, ${ways.slice(0, -1).join(', ')} or ${ways.at(-1)}`,
+      provider: err.provider,
+      route: err.route,
+      gatewayFault: true,
+      sameOnEveryRoute: true,
     });
   }
 

@@ -157,6 +157,13 @@ describe('decideRetry', () => {
     expect(decideRetry(http(401), 0, policy, 60_000, random)).toEqual({ kind: 'next' });
   });
 
+  it('stops, neither retrying nor moving on, after a failure every route would repeat', () => {
+    const tooLarge = (extra: Partial<UpstreamErrorInit> = {}) =>
+      new UpstreamError({ failure: 'protocol', code: 'upstream_too_large', message: 'big', gatewayFault: true, ...extra });
+    expect(decideRetry(tooLarge({ sameOnEveryRoute: true }), 0, policy, 60_000, random)).toEqual({ kind: 'stop' });
+    expect(decideRetry(tooLarge(), 0, policy, 60_000, random)).toEqual({ kind: 'next' });
+  });
+
   it('stops when the client has left', () => {
     expect(decideRetry(new UpstreamError({ failure: 'aborted', message: 'gone' }), 0, policy, 60_000, random)).toEqual({ kind: 'stop' });
   });

@@ -4,7 +4,8 @@ import type { RetryPolicy } from '../config/registry.types';
 /**
  * What a failed attempt says about what to do next:
  * - `aborted`: our client left; stop.
- * - `request`: the request itself is wrong (400, 413, 422, ...): the same on every route; stop.
+ * - `request`: the request itself is wrong (400, 413, 422, ...), or asks for more than the gateway
+ *   takes in (an embeddings answer over UPSTREAM_BODY_LIMIT): the same on every route; stop.
  * - `content_filter`: the provider refused the content; returned with its reason; stop.
  * - `context_length`: the prompt does not fit; only a route or model with a larger context helps.
  * - `route`: this route cannot serve it (401, 402, 403, 404: its key, credit or deployment); next route.
@@ -33,6 +34,7 @@ export function isContentFilterError(err: UpstreamError): boolean {
 }
 
 export function classifyFailure(err: UpstreamError): FailureClass {
+  if (err.sameOnEveryRoute && err.failure !== 'aborted') return 'request';
   switch (err.failure) {
     case 'aborted':
       return 'aborted';

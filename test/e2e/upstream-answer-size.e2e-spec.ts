@@ -21,6 +21,7 @@ class OddAnswers extends StandIn {
   protected route(req: SeenRequest, res: ServerResponse): void {
     const model = String(req.body.model);
     const anthropic = req.path === '/v1/messages';
+    if (req.path === '/v1/embeddings') return this.embeddings(model, req, res);
     switch (model) {
       case 'big':
         return this.big(res, anthropic);
@@ -54,6 +55,25 @@ class OddAnswers extends StandIn {
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(JSON.stringify(anthropic ? messageAnswer('hello') : chatAnswer('hello')));
     }
+  }
+
+  /**
+   * Floats whatever the encoding asked for (as servers that ignore encoding_format do): 1,024
+   * dimensions an input from `embed-big`, some 21 KB of JSON each, so four inputs are over the
+   * 64kb cap; 3 from any other.
+   */
+  private embeddings(model: string, req: SeenRequest, res: ServerResponse): void {
+    const inputs = Array.isArray(req.body.input) ? req.body.input.length : 1;
+    const vector = Array.from({ length: model === 'embed-big' ? 1024 : 3 }, (_, i) => Math.fround(Math.sin(i + 1) / 32));
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(
+      JSON.stringify({
+        object: 'list',
+        model,
+        data: Array.from({ length: inputs }, (_, index) => ({ object: 'embedding', index, embedding: vector })),
+        usage: { prompt_tokens: inputs, total_tokens: inputs },
+      }),
+    );
   }
 
   /**
@@ -124,6 +144,7 @@ const MODELS =
     model('t/gzip', ['gzip']),
     model('t/json-as-text', ['json-as-text']),
     model('claude/big', ['big'], 'anthropic'),
+    model('emb/big-then-ok', ['embed-big', 'embed-ok']).replace('context_length', 'type: embedding\n    context_length'),
   ].join('');
 
 type OpenAiError = { error: { message: string; type: string; param: string | null; code: string | null } };
@@ -193,6 +214,49 @@ describe('an upstream answer too large to read whole, or no JSON answer at all',
       expect.objectContaining({ route: 'big', outcome: 'error' }),
       expect.objectContaining({ route: 'ok', outcome: 'ok' }),
     ]);
+  });
+
+  it('answers an embeddings request whose answer is over the cap at once, without trying the next route', async () => {
+    // The size is the request's (inputs × dimensions): every route would compute, bill and
+    // answer the same, so the next one is never asked and the client hears how to get it.
+    const before = (await gw.rows()).length;
+    const calls = () => upstream.requests.filter((r) => r.path === '/v1/embeddings').map((r) => r.body.model);
+    const seen = calls().length;
+    const input = ['a', 'b', 'c', 'd', 'e', 'f'];
+    const res = await rawPost(`${gw.url}/v1/embeddings`, { model: 'emb/big-then-ok', input });
+    expect(res.status).toBe(502);
+    expect(JSON.parse(res.text)).toEqual({
+      error: {
+        message:
+          'upstream embed-big answered more than 64kb (UPSTREAM_BODY_LIMIT): the embeddings asked for are that large on every route, ' +
+          'so no other was tried. To get them, send fewer inputs per request, ask for encoding_format "base64" (under half the ' +
+          "size) or raise the gateway's UPSTREAM_BODY_LIMIT",
+        type: 'upstream_error',
+        param: null,
+        code: 'upstream_too_large',
+      },
+    });
+    expect(calls().slice(seen)).toEqual(['embed-big']); // no retry, and embed-ok never called
+    const rows = await newRows(before);
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ model: 'emb/big-then-ok', status_code: 502, error_code: 'upstream_too_large' });
+    expect(rows[0].error).toContain('so no other was tried');
+    expect((rows[0].metadata as { attempts: Array<{ route: string; outcome: string }> }).attempts).toEqual([
+      expect.objectContaining({ route: 'embed-big', outcome: 'error' }),
+    ]);
+
+    // Already base64 (this upstream ignores it and sends floats): that way is not offered again.
+    const b64 = await rawPost(`${gw.url}/v1/embeddings`, { model: 'emb/big-then-ok', input, encoding_format: 'base64' });
+    expect(b64.status).toBe(502);
+    expect((JSON.parse(b64.text) as OpenAiError).error.message).toMatch(
+      /To get them, send fewer inputs per request or raise the gateway's UPSTREAM_BODY_LIMIT$/,
+    );
+    expect(calls().slice(seen)).toEqual(['embed-big', 'embed-big']);
+
+    // A request whose answer fits is served by the same route.
+    const small = await rawPost(`${gw.url}/v1/embeddings`, { model: 'emb/big-then-ok', input: ['a'] });
+    expect(small.status).toBe(200);
+    expect(calls().slice(seen)).toEqual(['embed-big', 'embed-big', 'embed-big']);
   });
 
   it("caps a Messages answer relayed as it came, in Anthropic's error shape", async () => {

@@ -199,16 +199,19 @@ function ignore(): void {}
 /** What a call is, for the errors of reading its answer. */
 export type CallInfo = Pick<UpstreamRequest, 'signal' | 'timeouts' | 'route' | 'provider'>;
 
+export const ANSWER_TOO_LARGE = 'upstream_too_large';
+
 /**
  * An answer over UPSTREAM_BODY_LIMIT: a 502 naming the route and the cap, and the next route, as
- * for any answer the gateway cannot use. It does not count against the route's circuit: a request
- * can ask for an answer that large (a batch of embeddings as floats), and that client's requests
- * must not take the route offline for everyone.
+ * for any answer the gateway cannot use (endpoints whose answer size the request fixes, such as
+ * embeddings, turn it into a final one). It does not count against the route's circuit: a
+ * request can ask for an answer that large (a batch of embeddings as floats), and that client's
+ * requests must not take the route offline for everyone.
  */
 function answerTooLarge(req: CallInfo, limitText: string): UpstreamError {
   return new UpstreamError({
     failure: 'protocol',
-    code: 'upstream_too_large',
+    code: ANSWER_TOO_LARGE,
     message: `upstream ${req.route} answered more than ${limitText} (UPSTREAM_BODY_LIMIT)`,
     provider: req.provider,
     route: req.route,
