@@ -257,6 +257,16 @@ describe('parseModels: errors name file, line and key', () => {
     );
   });
 
+  it('rejects router_params that are not a mapping', () => {
+    const text = (v: string) =>
+      yaml('models:', '  - id: m', '    context_length: 1', `    router_params: ${v}`, '    route: [{kind: mock}]');
+    expect(problemsOf(text('exploration'))).toEqual([
+      expect.stringMatching(/^models\.yaml:4 \(models\[0\]\.router_params\): must be a mapping, got/),
+    ]);
+    expect(problemsOf(text('[0.5]'))[0]).toMatch(/router_params\): must be a mapping/);
+    expect(load(text('{exploration: 0.5}')).models[0].routerParams).toEqual({ exploration: 0.5 });
+  });
+
   it('rejects a kind that is not a kind', () => {
     expect(problemsOf(oneRoute('- base_url: http://h', '  kind: open ai'))).toEqual([
       expect.stringMatching(/^models\.yaml:6 \(models\[0\]\.route\[0\]\.kind\): "open ai" is not a route kind/),

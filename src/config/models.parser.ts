@@ -223,7 +223,7 @@ function parseModel(
     isModerated: r.boolean(o, 'is_moderated', path) ?? false,
     aliases: r.stringList(o, 'aliases', path) ?? [],
     router: r.string(o, 'router', path),
-    routerParams: r.isObject(o.router_params) ? o.router_params : {},
+    routerParams: o.router_params == null ? {} : (r.object(o.router_params, [...path, 'router_params']) ?? {}),
     routes,
     where: r.src.where(path),
   };
