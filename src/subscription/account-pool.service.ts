@@ -48,6 +48,8 @@ interface PooledAccount {
   changes: number;
   /** Refreshed while the database was unreachable: to be written when it is back. */
   credsDirty: boolean;
+  /** While `credsDirty`: the stored token version those tokens descend from (written only over that one). */
+  credsBase?: number;
   /** The provider's report of how much of its window this account has used (0-100), if it sends one. */
   usedPercent?: number;
 }
@@ -400,18 +402,37 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
         throw err;
       }
       const version = stored.token_version + 1;
-      acc.creds = result.credentials;
-      acc.expiresAt = result.expiresAt;
-      acc.tokenVersion = version;
       acc.refreshNotBefore = 0;
+      let committed: boolean;
       try {
-        await this.store.commitRefresh(acc.id, this.vault.seal(acc, result.credentials), result.expiresAt, version);
+        committed = await this.store.commitRefresh(
+          acc.id,
+          this.vault.seal(acc, result.credentials),
+          result.expiresAt,
+          stored.token_version,
+          version,
+        );
       } catch (err) {
-        acc.credsDirty = true;
         this.logger.error(
           `refreshed ${acc.provider} account "${acc.name}" but could not store the new tokens (kept in memory, retried): ${(err as Error).message}`,
         );
+        this.keepUnstored(acc, result.credentials, result.expiresAt, stored.token_version, version);
+        return;
       }
+      if (!committed) {
+        // A login was imported while the refresh was in flight (imports do not wait for the
+        // lease). It is newer than the one just refreshed: it stays, and this refresh is dropped.
+        const now = await this.store.sealedCredentials(acc.id);
+        if (!now) throw new RefreshFailed('the account was removed');
+        this.logger.warn(
+          `${acc.provider} account "${acc.name}" was given new credentials while it was being refreshed; the refreshed tokens are dropped and the new ones used`,
+        );
+        this.adoptCredentials(acc, now.credentials, now.token_version, now.expires_at);
+        return;
+      }
+      acc.creds = result.credentials;
+      acc.expiresAt = result.expiresAt;
+      acc.tokenVersion = version;
       this.logger.log(`refreshed ${acc.provider} account "${acc.name}"`);
     } finally {
       await this.store.unlock(acc.id, this.owner).catch(() => undefined);
@@ -424,14 +445,23 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     if (!current) throw new RefreshFailed('the account has no readable credentials');
     try {
       const result = await this.refresher.refresh(acc.provider, current);
-      acc.creds = result.credentials;
-      acc.expiresAt = result.expiresAt;
-      acc.tokenVersion += 1;
-      acc.credsDirty = true;
+      this.keepUnstored(acc, result.credentials, result.expiresAt, acc.tokenVersion, acc.tokenVersion + 1);
     } catch (err) {
       this.refreshFailed(acc, err, tokenRefused);
       throw err;
     }
+  }
+
+  /**
+   * Refreshed tokens that could not be stored: used from now on, and written by the next tick.
+   * `from`: the stored version they descend from (the first of several refreshes made meanwhile).
+   */
+  private keepUnstored(acc: PooledAccount, creds: AccountCredentials, expiresAt: number | null, from: number, version: number): void {
+    if (!acc.credsDirty) acc.credsBase = from;
+    acc.creds = creds;
+    acc.expiresAt = expiresAt;
+    acc.tokenVersion = version;
+    acc.credsDirty = true;
   }
 
   private refreshFailed(acc: PooledAccount, err: unknown, tokenRefused: boolean): void {
@@ -479,12 +509,23 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     for (const acc of this.accounts.values()) {
       if (acc.stateDirty) await this.flushState(acc);
       if (acc.credsDirty && this.vault.configured && acc.creds && !acc.refreshing) {
-        const stored = await this.store.tokenVersion(acc.id);
-        if (stored === undefined) continue;
-        // Another process may have refreshed since; then its tokens win and ours are dropped.
-        await this.store.commitRefresh(acc.id, this.vault.seal(acc, acc.creds), acc.expiresAt, Math.max(stored, acc.tokenVersion) + 1);
-        acc.tokenVersion = Math.max(stored, acc.tokenVersion) + 1;
+        // Written only over the tokens they descend from: if the stored ones changed since (a
+        // login imported meanwhile), those win and ours are dropped.
+        const from = acc.credsBase ?? acc.tokenVersion - 1;
+        const version = Math.max(from + 1, acc.tokenVersion);
+        if (await this.store.commitRefresh(acc.id, this.vault.seal(acc, acc.creds), acc.expiresAt, from, version)) {
+          acc.tokenVersion = version;
+        } else {
+          const now = await this.store.sealedCredentials(acc.id);
+          if (now) {
+            this.logger.warn(
+              `${acc.provider} account "${acc.name}" was given new credentials while its refreshed tokens could not be stored; those are dropped and the new ones used`,
+            );
+            this.adoptCredentials(acc, now.credentials, now.token_version, now.expires_at);
+          }
+        }
         acc.credsDirty = false;
+        acc.credsBase = undefined;
       }
     }
   }

@@ -150,25 +150,30 @@ export class AccountStore {
   }
 
   /**
-   * Stores refreshed tokens and gives the lease back. Written whoever holds the lease by now (a
-   * refresh slower than the lease): these tokens are the only valid ones, the old refresh token is spent.
+   * Stores refreshed tokens at `toVersion` and gives the lease back, only if the stored tokens are
+   * still at `fromVersion`, the version the refresh started from. Otherwise they were replaced
+   * meanwhile (a login imported while the refresh was in flight; imports do not wait for the
+   * lease): that login is newer than the one just refreshed and is kept, and the refreshed tokens
+   * are dropped. Returns whether they were stored. Written whoever holds the lease by now (a
+   * refresh slower than the lease): the refresh token they replace is spent.
    */
-  async commitRefresh(id: string, sealed: string, expiresAt: number | null, tokenVersion: number): Promise<void> {
+  async commitRefresh(id: string, sealed: string, expiresAt: number | null, fromVersion: number, toVersion: number): Promise<boolean> {
     const now = new Date();
-    await this.repo()
+    const res = await this.repo()
       .createQueryBuilder()
       .update(SubscriptionAccount)
       .set({
         credentials: sealed,
         expires_at: date(expiresAt),
-        token_version: tokenVersion,
+        token_version: toVersion,
         last_refresh_at: now,
         updated_at: now,
         refresh_lock_owner: null,
         refresh_lock_until: null,
       })
-      .where('id = :id', { id })
+      .where('id = :id AND token_version = :fromVersion', { id, fromVersion })
       .execute();
+    return (res.affected ?? 0) > 0;
   }
 
   async unlock(id: string, owner: string): Promise<void> {

@@ -1,8 +1,9 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { AccountImporter } from '../../src/subscription/account-importer.service';
 import { AccountStore } from '../../src/subscription/account-store.service';
+import { CredentialVault } from '../../src/subscription/credential-vault.service';
 import { OAuthTokenServer, type Login } from '../fixtures/oauth-token-server';
-import { CLAUDE_CLIENT_ID, claudeFile, sharedDb, startSubscriptionGateway, type SharedDb } from '../helpers/subscriptions';
+import { CLAUDE_CLIENT_ID, claudeFile, eventually, sharedDb, startSubscriptionGateway, type SharedDb } from '../helpers/subscriptions';
 
 type Gateway = Awaited<ReturnType<typeof startSubscriptionGateway>>;
 
@@ -24,6 +25,7 @@ describe.each(['sqlite', 'postgres'] as const)('the accounts import file on %s',
   });
   afterAll(() => tokens.stop());
   beforeEach(async () => {
+    tokens.release();
     db = await sharedDb(backend);
     tokens.reused = 0;
   });
@@ -141,5 +143,39 @@ describe.each(['sqlite', 'postgres'] as const)('the accounts import file on %s',
     }
     await Promise.all([a.app.get(AccountImporter).importFiles(), b.app.get(AccountImporter).importFiles()]);
     expect(await store.tokenVersion(acc.id)).toBe(before! + 1);
+  });
+
+  it('a login imported while a refresh is in flight is kept; the refresh of the older login is dropped', async () => {
+    const first = tokens.login();
+    const file = claudeFile(db.dir, [{ name: 'team-a', login: first }]);
+    const gw = await start(file);
+    const [a] = await list(gw);
+
+    // The refresh has read the stored tokens under its lease and waits for the token endpoint...
+    const sent = tokens.refreshes.length;
+    const release = tokens.hold();
+    const refreshing = refresh(gw, a.id);
+    await eventually(() => tokens.refreshes.length > sent, 'the refresh to reach the token endpoint');
+    // ...when the operator imports a new login for the same account (imports do not wait for the lease).
+    const second = tokens.login();
+    const body = {
+      provider: 'claude',
+      accounts: [{ name: 'team-a', access_token: second.access_token, refresh_token: second.refresh_token, expires_at: second.expiresAt }],
+    };
+    expect(await (await gw.admin('/import', { method: 'POST', body: JSON.stringify(body) })).json()).toMatchObject({ updated: ['team-a'] });
+    release();
+    await refreshing;
+
+    // The stored login is the imported one, in this process and for any other.
+    const stored = await gw.app.get(AccountStore).sealedCredentials(a.id);
+    expect(gw.app.get(CredentialVault).open({ provider: 'claude', id: a.id }, stored!.credentials)).toMatchObject({
+      accessToken: second.access_token,
+      refreshToken: second.refresh_token,
+    });
+    expect((await gw.pool.acquire('claude')).accessToken).toBe(second.access_token);
+    const again = await restart(gw, file);
+    expect((await again.pool.acquire('claude')).accessToken).toBe(second.access_token);
+    expect(await refresh(again, a.id)).toMatchObject({ refreshed: true, account: { status: 'active' } });
+    expect(tokens.reused).toBe(0);
   });
 });
