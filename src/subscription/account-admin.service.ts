@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { GatewayError } from '../common/errors';
-import { type AccountInput, checkName } from './account-import';
+import { type AccountInput, checkName, loginFingerprint } from './account-import';
 import { effectiveStatus, transition, TransitionRefused, type AccountEvent } from './account-state';
 import { AccountImporter, type ImportSummary } from './account-importer.service';
 import { AccountPool } from './account-pool.service';
@@ -64,7 +64,7 @@ export class AccountAdmin {
         'account_exists',
       );
     }
-    const fingerprint = this.vault.fingerprint(input.credentials.refreshToken);
+    const fingerprint = loginFingerprint(input.provider, input.credentials.refreshToken);
     let row: SubscriptionAccount;
     try {
       row = await this.guard(() => this.importer.insert(input, fingerprint));

@@ -1,4 +1,4 @@
-import { parseAccounts, parseExpiry } from './account-import';
+import { loginFingerprint, parseAccounts, parseExpiry } from './account-import';
 
 function jwt(payload: Record<string, unknown>): string {
   const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
@@ -161,5 +161,16 @@ describe('parseAccounts', () => {
     expect(parseExpiry('99999-01-01')).toBeUndefined();
     const entry = { name: 'far', access_token: 'a', refresh_token: 'r', expires_at: 1e20 };
     expect(parseAccounts('claude', { accounts: [entry] }).errors).toEqual([expect.stringContaining('expires_at')]);
+  });
+});
+
+describe('loginFingerprint', () => {
+  it('is the same whatever the encryption key, differs per token and provider, and does not contain the token', () => {
+    const f = loginFingerprint('claude', 'sk-ant-ort01-secret-token');
+    expect(f).toMatch(/^[0-9a-f]{64}$/);
+    expect(loginFingerprint('claude', 'sk-ant-ort01-secret-token')).toBe(f);
+    expect(loginFingerprint('claude', 'sk-ant-ort01-secret-tokem')).not.toBe(f);
+    expect(loginFingerprint('codex', 'sk-ant-ort01-secret-token')).not.toBe(f);
+    expect(f).not.toContain('secret');
   });
 });

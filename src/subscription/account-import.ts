@@ -1,7 +1,19 @@
+import { createHash } from 'node:crypto';
 import type { AccountCredentials, SubscriptionProvider } from './subscription.types';
 import { storableTime } from './expiry';
 import { chatGptIdentity, jwtExpiry } from './jwt';
 import { isJsonObject } from '../common/json-object';
+
+/**
+ * Recognises a login (its refresh token) applied before, without storing the token: SHA-256 over
+ * a canonical form (a version tag, the provider, the refresh token). Refresh tokens are long random
+ * strings, so the digest can be neither reversed nor guessed offline; no key is needed, so it
+ * stays the same when SUBSCRIPTION_ENCRYPTION_KEY changes (a keyed one made a file's every entry
+ * new again after a key rotation, rolling accounts back to spent tokens). 64 hex characters.
+ */
+export function loginFingerprint(provider: SubscriptionProvider, refreshToken: string): string {
+  return createHash('sha256').update(`hybridinference-subscription-login-v2\n${provider}\n${refreshToken}`, 'utf8').digest('hex');
+}
 
 /** One account read from an import file or an admin request, before it is stored. */
 export interface AccountInput {

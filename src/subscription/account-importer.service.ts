@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Injectable, Logger } from '@nestjs/common';
 import { AppConfig } from '../config/app-config';
-import { type AccountInput, parseAccounts } from './account-import';
+import { type AccountInput, loginFingerprint, parseAccounts } from './account-import';
 import { initialState, transition } from './account-state';
 import { AccountStore, stateColumns, stateFromRow } from './account-store.service';
 import { CredentialVault } from './credential-vault.service';
@@ -99,13 +99,22 @@ export class AccountImporter {
 
   /** Stores one account: new, new credentials for an existing one, or nothing when already imported. */
   async upsert(input: AccountInput, source: ImportSource): Promise<ImportOutcome> {
-    const fingerprint = this.vault.fingerprint(input.credentials.refreshToken);
-    if (source === 'file' && (await this.store.wasImported(input.provider, input.name, fingerprint))) return 'unchanged';
+    const fingerprint = loginFingerprint(input.provider, input.credentials.refreshToken);
+    // Logins recorded before the fingerprint stopped depending on the key are recognised by the
+    // keyed one they were recorded under (while the key is still the one they were recorded
+    // with), and recorded again under the current one, so that a key rotation later does not
+    // make them new.
+    const known = [fingerprint, this.vault.legacyFingerprint(input.credentials.refreshToken)];
+    if (source === 'file') {
+      const seen = await this.store.importedFingerprints(input.provider, input.name, known);
+      if (seen.length > 0 && !seen.includes(fingerprint)) await this.store.rememberImport(input.provider, input.name, fingerprint);
+      if (seen.length > 0) return 'unchanged';
+    }
     // Each write is conditional (the unique name, the token version): when another process got
     // there first, look again. A few rounds at most, unless the row keeps changing under us.
     for (let attempt = 0; attempt < 3; attempt++) {
       const existing = await this.store.findByName(input.provider, input.name);
-      if (existing?.import_fingerprint === fingerprint) {
+      if (existing?.import_fingerprint && known.includes(existing.import_fingerprint)) {
         // Also records a login applied before imports were remembered (or by a process that
         // stopped between the write and the record).
         await this.store.rememberImport(input.provider, input.name, fingerprint);

@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import type { DataSource, Repository } from 'typeorm';
+import { In, type DataSource, type Repository } from 'typeorm';
 import { DatabaseService } from '../storage/database.service';
 import type { AccountState } from './account-state';
 import { SubscriptionAccount } from './entities/subscription-account.entity';
@@ -117,9 +117,15 @@ export class AccountStore {
     return (res.affected ?? 0) > 0;
   }
 
-  /** Whether this login (its refresh token's fingerprint) was ever applied to the account of that name. */
-  async wasImported(provider: SubscriptionProvider, name: string, fingerprint: string): Promise<boolean> {
-    return this.ds().getRepository(SubscriptionAccountImport).exists({ where: { provider, name, fingerprint } });
+  /**
+   * Which of `fingerprints` (those of one login's refresh token) were ever applied to the account
+   * of that name: none when the login is new to it.
+   */
+  async importedFingerprints(provider: SubscriptionProvider, name: string, fingerprints: readonly string[]): Promise<string[]> {
+    const rows = await this.ds()
+      .getRepository(SubscriptionAccountImport)
+      .find({ where: { provider, name, fingerprint: In([...fingerprints]) }, select: { fingerprint: true } });
+    return rows.map((r) => r.fingerprint);
   }
 
   /** Records that a login was applied to the account of that name (again: no change). */

@@ -40,7 +40,11 @@ export class CredentialVault {
     return JSON.parse(this.require().open(sealed, aad(acc))) as AccountCredentials;
   }
 
-  fingerprint(secret: string): string {
+  /**
+   * The fingerprint logins were recorded under before `loginFingerprint`: an HMAC under this key.
+   * Only recognises rows written while this same key was configured.
+   */
+  legacyFingerprint(secret: string): string {
     return this.require().fingerprint(secret);
   }
 }

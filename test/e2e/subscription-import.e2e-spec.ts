@@ -1,9 +1,22 @@
+import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { AccountImporter } from '../../src/subscription/account-importer.service';
 import { AccountStore } from '../../src/subscription/account-store.service';
 import { CredentialVault } from '../../src/subscription/credential-vault.service';
+import { SubscriptionAccount } from '../../src/subscription/entities/subscription-account.entity';
+import { SubscriptionAccountImport } from '../../src/subscription/entities/subscription-account-import.entity';
+import { TokenCipher } from '../../src/subscription/token-cipher';
+import { DatabaseService } from '../../src/storage/database.service';
 import { OAuthTokenServer, type Login } from '../fixtures/oauth-token-server';
-import { CLAUDE_CLIENT_ID, claudeFile, eventually, sharedDb, startSubscriptionGateway, type SharedDb } from '../helpers/subscriptions';
+import {
+  CLAUDE_CLIENT_ID,
+  claudeFile,
+  ENCRYPTION_KEY,
+  eventually,
+  sharedDb,
+  startSubscriptionGateway,
+  type SharedDb,
+} from '../helpers/subscriptions';
 
 type Gateway = Awaited<ReturnType<typeof startSubscriptionGateway>>;
 
@@ -34,17 +47,23 @@ describe.each(['sqlite', 'postgres'] as const)('the accounts import file on %s',
     await db.drop();
   });
 
-  async function start(file: string): Promise<Gateway> {
-    const gw = await startSubscriptionGateway({ models: MODELS, db, claudeTokenUrl: tokenUrl, claudeFile: file });
+  async function start(file: string, key = ENCRYPTION_KEY): Promise<Gateway> {
+    const gw = await startSubscriptionGateway({
+      models: MODELS,
+      db,
+      claudeTokenUrl: tokenUrl,
+      claudeFile: file,
+      env: { SUBSCRIPTION_ENCRYPTION_KEY: key },
+    });
     open.push(gw);
     return gw;
   }
 
-  /** Stops `gw` and starts a gateway on the same database and file, as a restarted worker does. */
-  async function restart(gw: Gateway, file: string): Promise<Gateway> {
+  /** Stops `gw` and starts a gateway on the same database and file, as a restarted worker does (with `key`, as after a rotation). */
+  async function restart(gw: Gateway, file: string, key?: string): Promise<Gateway> {
     open.splice(open.indexOf(gw), 1);
     await gw.close();
-    return start(file);
+    return start(file, key);
   }
 
   /** Rewrites `file` in place with these logins. */
@@ -176,6 +195,52 @@ describe.each(['sqlite', 'postgres'] as const)('the accounts import file on %s',
     const again = await restart(gw, file);
     expect((await again.pool.acquire('claude')).accessToken).toBe(second.access_token);
     expect(await refresh(again, a.id)).toMatchObject({ refreshed: true, account: { status: 'active' } });
+    expect(tokens.reused).toBe(0);
+  });
+
+  it('rotating SUBSCRIPTION_ENCRYPTION_KEY does not apply the file again; a new login in it still applies once', async () => {
+    const file = claudeFile(db.dir, [{ name: 'team-a', login: tokens.login() }]);
+    const gw = await start(file);
+    const [a] = await list(gw);
+    // The gateway refreshes: the file's refresh token is spent from now on.
+    expect(await refresh(gw, a.id)).toMatchObject({ refreshed: true });
+    const store = gw.app.get(AccountStore);
+    const version = await store.tokenVersion(a.id);
+
+    const rotated = await restart(gw, file, randomBytes(32).toString('base64'));
+    expect(await rotated.app.get(AccountStore).tokenVersion(a.id)).toBe(version);
+
+    const second = tokens.login();
+    rewrite(file, [{ name: 'team-a', login: second }]);
+    const key = randomBytes(32).toString('base64');
+    const withSecond = await restart(rotated, file, key);
+    expect(await withSecond.app.get(AccountStore).tokenVersion(a.id)).toBe(version! + 1);
+    expect((await withSecond.pool.acquire('claude')).accessToken).toBe(second.access_token);
+    const once = await restart(withSecond, file, key);
+    expect(await once.app.get(AccountStore).tokenVersion(a.id)).toBe(version! + 1);
+  });
+
+  it('logins recorded under the keyed fingerprint of earlier versions are not applied again, after the upgrade or a key rotation', async () => {
+    const first = tokens.login();
+    const file = claudeFile(db.dir, [{ name: 'team-a', login: first }]);
+    const gw = await start(file);
+    const [a] = await list(gw);
+    expect(await refresh(gw, a.id)).toMatchObject({ refreshed: true });
+    // The database as an earlier version left it: logins recorded by an HMAC under the key.
+    const legacy = TokenCipher.fromText(ENCRYPTION_KEY).fingerprint(first.refresh_token);
+    const ds = gw.app.get(DatabaseService).dataSource!;
+    await ds.getRepository(SubscriptionAccountImport).delete({ provider: 'claude', name: 'team-a' });
+    await ds
+      .getRepository(SubscriptionAccountImport)
+      .insert({ provider: 'claude', name: 'team-a', fingerprint: legacy, imported_at: new Date() });
+    await ds.getRepository(SubscriptionAccount).update({ id: a.id }, { import_fingerprint: legacy });
+    const version = await gw.app.get(AccountStore).tokenVersion(a.id);
+
+    const upgraded = await restart(gw, file);
+    expect(await upgraded.app.get(AccountStore).tokenVersion(a.id)).toBe(version);
+    // Recognised once by the old fingerprint, the login is known by the new one too.
+    const rotated = await restart(upgraded, file, randomBytes(32).toString('base64'));
+    expect(await rotated.app.get(AccountStore).tokenVersion(a.id)).toBe(version);
     expect(tokens.reused).toBe(0);
   });
 });

@@ -18,7 +18,7 @@ export class SubscriptionAccount {
   credentials!: string;
   /** Bumped whenever the tokens change, so other processes know to re-read them. */
   token_version!: number;
-  /** Keyed fingerprint of the refresh token last imported (every one applied is in `subscription_account_imports`). */
+  /** Fingerprint (`loginFingerprint`) of the refresh token last imported (every one applied is in `subscription_account_imports`). */
   import_fingerprint!: string | null;
   /** Codex: the ChatGPT account id (`chatgpt-account-id`). */
   external_account_id!: string | null;
