@@ -17,6 +17,7 @@ export class RedisService implements OnModuleInit, OnApplicationShutdown {
   /** A subscribed connection can run no other command: subscriptions get one of their own. */
   private subscriber?: Redis;
   private readonly handlers = new Map<string, Array<(message: string) => void>>();
+  private readonly gapHandlers = new Map<string, Array<() => void>>();
   private state: RedisState = 'disabled';
   private lastError?: string;
 
@@ -53,10 +54,13 @@ export class RedisService implements OnModuleInit, OnApplicationShutdown {
 
   /**
    * Calls `handler` with every message published on `channel` from now on. Subscriptions are
-   * renewed after a reconnect (ioredis does it); what was published while disconnected is lost.
+   * renewed after a reconnect (ioredis does it); what was published while disconnected is lost,
+   * so `onGap` is called each time the subscription is in place again (the first time too: it
+   * may come up late), once messages published from then on are sure to arrive. A subscriber
+   * that keeps state those messages would have changed (a cache) must assume it missed some.
    * Call after init (onApplicationBootstrap); does nothing without REDIS_URL.
    */
-  subscribe(channel: string, handler: (message: string) => void): void {
+  subscribe(channel: string, handler: (message: string) => void, onGap?: () => void): void {
     if (!this.redis) return;
     const name = this.key(channel);
     if (!this.subscriber) {
@@ -67,8 +71,21 @@ export class RedisService implements OnModuleInit, OnApplicationShutdown {
       sub.on('message', (ch: string, msg: string) => {
         for (const h of this.handlers.get(ch) ?? []) h(msg);
       });
+      // Emitted before ioredis renews the subscriptions; this SUBSCRIBE (the same channels again:
+      // no change) is answered once they are in place on this connection.
+      sub.on('ready', () => {
+        const channels = [...this.gapHandlers.keys()];
+        if (channels.length === 0) return;
+        sub.subscribe(...channels).then(
+          () => {
+            for (const ch of channels) for (const h of this.gapHandlers.get(ch) ?? []) h();
+          },
+          () => undefined, // lost again: the next 'ready' tries again
+        );
+      });
       this.subscriber = sub;
     }
+    if (onGap) this.gapHandlers.set(name, [...(this.gapHandlers.get(name) ?? []), onGap]);
     const list = this.handlers.get(name);
     if (list) return void list.push(handler);
     this.handlers.set(name, [handler]);

@@ -57,8 +57,9 @@ interface CacheEntry {
  * Lookups are cached for API_KEY_CACHE_TTL_MS (unknown keys too, so a flood of bad keys does not
  * reach the database). A change made here is seen at once by this process; the other workers of
  * a multi-process gateway are told through the primary, and with REDIS_URL every process of every
- * replica is told through Redis, so they drop the key a moment later. A process that misses the
- * message (Redis unreachable at that moment) sees the change within the TTL. While the database is unreachable, cached keys keep working past their TTL and
+ * replica is told through Redis, so they drop the key a moment later. A process that was cut off
+ * from Redis may have missed such messages: when its subscription is back, it reads every cached
+ * key from the database again at its next use. While the database is unreachable, cached keys keep working past their TTL and
  * a lookup of any other fails (ApiKeyGuard: a 503 when keys are required, never a 401).
  */
 @Injectable()
@@ -86,7 +87,13 @@ export class ApiKeysService implements OnApplicationBootstrap, OnApplicationShut
 
   onApplicationBootstrap(): void {
     if (cluster.isWorker) process.on('message', this.onWorkerMessage);
-    this.redis.subscribe(KEY_CHANGED_CHANNEL, (id) => this.forget(id));
+    // Changes published while this process was cut off from Redis never arrive: when the
+    // subscription is back, every cached key is read again rather than trusted until its TTL.
+    this.redis.subscribe(
+      KEY_CHANGED_CHANNEL,
+      (id) => this.forget(id),
+      () => this.expireAll(),
+    );
   }
 
   onApplicationShutdown(): void {
@@ -170,6 +177,15 @@ export class ApiKeysService implements OnApplicationBootstrap, OnApplicationShut
     // the primary still tells them while Redis is down.
     if (cluster.isWorker) process.send?.({ type: API_KEY_CHANGED, id }, undefined, undefined, () => undefined);
     this.redis.publish(KEY_CHANGED_CHANNEL, id);
+  }
+
+  /**
+   * Every cached key is read from the database at its next use. Expired rather than dropped: while
+   * the database is unreachable, a cached key keeps working (see `load`).
+   */
+  private expireAll(): void {
+    this.generation++;
+    for (const e of this.cache.values()) e.expires = 0;
   }
 
   /** Forgets a key in this process only. */

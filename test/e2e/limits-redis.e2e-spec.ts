@@ -4,6 +4,7 @@ import { ACCESS_ENV, adminApi, chat, clearRedisPrefix, REDIS_URL, redisPrefix, w
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres';
 import { TcpProxy } from '../helpers/tcp-proxy';
+import { RedisService } from '../../src/redis/redis.service';
 
 /**
  * Two gateways sharing PostgreSQL and Redis (as two replicas would) hold a key to its limits
@@ -109,6 +110,53 @@ describe('key changes shared through Redis', () => {
     await waitFor(async () => (await chat(b, renewed.key, ask('acme/chat'))).status === 401, 'b to refuse the old secret', 5000);
     // One request a minute, the one made above before the change included: no more now.
     await waitFor(async () => (await chat(b, limited.key, ask('acme/chat'))).status === 429, 'b to apply the new limit', 5000);
+  });
+});
+
+describe('key changes a replica missed while cut off from Redis', () => {
+  const upstream = new OpenAiUpstream();
+  const prefix = redisPrefix();
+  const target = new URL(REDIS_URL);
+  const proxy = new TcpProxy(target.hostname, Number(target.port || 6379));
+  let db: TestDatabase;
+  let a: TestGateway | undefined;
+  let b: TestGateway | undefined;
+
+  beforeAll(async () => {
+    const base = await upstream.start();
+    db = await createTestDatabase();
+    const port = await proxy.start();
+    // Ten minutes: a replica that did not read the key again would admit it for the whole test.
+    const shared = { ...db.env, ...ACCESS_ENV, REDIS_KEY_PREFIX: prefix, API_KEY_CACHE_TTL_MS: '600000', USER_AUTH_ENABLED: 'true' };
+    a = await startGateway({ models: models(base), env: { ...shared, REDIS_URL } });
+    // b reaches Redis through the proxy, which can cut it off.
+    b = await startGateway({ models: models(base), env: { ...shared, REDIS_URL: `redis://127.0.0.1:${port}${target.pathname}` } });
+  });
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+    await proxy.stop();
+    await upstream.stop();
+    await db?.drop();
+    await clearRedisPrefix(prefix);
+  });
+
+  it('a replica reads its cached keys again when Redis is back, and refuses a key revoked meanwhile', async () => {
+    const admin = adminApi(a!);
+    const revoked = await admin.createKey({ name: 'revoked while b was cut off' });
+    expect((await chat(b!, revoked.key, ask('acme/chat'))).status).toBe(200); // b caches it
+    const bRedis = b!.app.get(RedisService);
+    await waitFor(() => bRedis.status === 'ready', 'b to be connected to Redis');
+
+    await proxy.stop();
+    await waitFor(() => bRedis.status === 'down', 'b to see Redis gone');
+    // Revoked on a, which tells every replica through Redis: b does not hear it.
+    expect((await admin.call('POST', `/admin/api-keys/${revoked.id}/revoke`)).status).toBe(200);
+    expect((await chat(b!, revoked.key, ask('acme/chat'))).status).toBe(200);
+
+    await proxy.start();
+    await waitFor(() => bRedis.status === 'ready', 'b to be connected to Redis again');
+    await waitFor(async () => (await chat(b!, revoked.key, ask('acme/chat'))).status === 401, 'b to refuse the revoked key', 10_000);
   });
 });
 
