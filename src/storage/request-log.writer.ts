@@ -2,7 +2,7 @@ import { Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } fro
 import { createReadStream } from 'node:fs';
 import { appendFile, mkdir, readdir, rename, unlink } from 'node:fs/promises';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { AppConfig } from '../config/app-config';
 import { MetricsService } from '../observability/metrics.service';
 import { ApiLogInserter } from './api-log.inserter';
@@ -24,10 +24,21 @@ const REPLAY_BATCH_CHARS = 32 * 1024 * 1024;
 /** How long shutdown waits for an insert in flight before copying its rows to the spool. */
 const SHUTDOWN_INSERT_MS = 2000;
 
-/** Rows read from a spool file, and the lines they were read from (copied as they are if left over). */
+/** Rows read from a spool file, and the byte offset of each one's line (where a replay resumes). */
 interface SpoolBatch {
   rows: ApiLog[];
-  lines: string[];
+  offsets: number[];
+}
+
+/**
+ * Where the replay of a claimed spool file resumes: the byte offset its name carries
+ * (`….from<offset>.jsonl`), 0 for a file never replayed. Every row before it is in the database
+ * or set aside; the file itself is never changed, so a name with an older offset (a rename that
+ * failed) only replays rows already present, which go in as nothing.
+ */
+export function spoolOffset(name: string): number {
+  const m = /\.from(\d+)\.jsonl$/.exec(name);
+  return m ? Number(m[1]) : 0;
 }
 
 /** A batch that failed part way: the rows not yet in the database, nor set aside as refused. */
@@ -212,12 +223,11 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   }
 
   /**
-   * Stops a replay in flight after the batch it is inserting, its claimed file left whole for the
-   * next start (rows of it already written replay as nothing): copying the rest out instead could
-   * mean copying hundreds of MB within the orchestrator's grace period. Not stopped, it went on
-   * after the data source was closed, copied the rest of its file to a spool the process was done
-   * with, and, that directory gone ("cannot spool … ENOENT"), kept the rows only in memory, lost
-   * at exit. An insert a silent database holds (up to
+   * Stops a replay in flight after the batch it is inserting, its claimed file left as it is for
+   * the next start (rows of it already written replay as nothing). Not stopped, it went on after
+   * the data source was closed, copied the rest of its file to a spool the process was done with,
+   * and, that directory gone ("cannot spool … ENOENT"), kept the rows only in memory, lost at
+   * exit. An insert a silent database holds (up to
    * DB_QUERY_TIMEOUT_MS) is waited for SHUTDOWN_INSERT_MS; past that the replay is left to fail,
    * and, seeing `stopping`, touches no file when it does.
    */
@@ -412,7 +422,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
         if (!this.db.dataSource || this.stopping) break;
         const claimed = await this.claim(dir, name);
         // A file not finished (the database failed, or shutdown) ends this round: the next
-        // files would fail alike, each copied out again.
+        // files would fail alike.
         if (claimed && !(await this.replayFile(claimed))) break;
       }
     } catch (err) {
@@ -420,12 +430,15 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     }
   }
 
-  /** Renames a spool file to a name only this process uses; undefined if it is not ours to take. */
+  /**
+   * Renames a spool file to a name only this process uses, keeping the offset its replay resumes
+   * at; undefined if it is not ours to take.
+   */
   private async claim(dir: string, name: string): Promise<string | undefined> {
     const m = /^api_logs\.(?:replaying\.)?(\d+)\./.exec(name);
     const owner = m ? Number(m[1]) : 0;
     if (owner !== process.pid && owner > 0 && isAlive(owner)) return undefined;
-    const target = join(dir, `${SPOOL_PREFIX}replaying.${process.pid}.${Date.now()}.${Math.random().toString(36).slice(2)}.jsonl`);
+    const target = this.claimedName(dir, spoolOffset(name));
     const claimed = this.spoolChain.then(() =>
       rename(join(dir, name), target).then(
         () => target,
@@ -436,14 +449,24 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     return claimed;
   }
 
+  private claimedName(dir: string, offset: number): string {
+    const from = offset > 0 ? `.from${offset}` : '';
+    return join(dir, `${SPOOL_PREFIX}replaying.${process.pid}.${Date.now()}.${Math.random().toString(36).slice(2)}${from}.jsonl`);
+  }
+
   /**
-   * Replays a claimed spool file a batch at a time, as it is read; true once every row is written
-   * (or set aside as refused) and the file removed. When the database fails part way, the rows not
-   * written — the failed batch's rest and every line after it — are copied to this process's spool
-   * and the file removed. At shutdown it stops between batches and leaves the file whole.
+   * Replays a claimed spool file a batch at a time, as it is read, from the offset its name
+   * carries; true once every row is written (or set aside as refused) and the file removed.
+   * When the database fails part way, the file stays claimed and is renamed to carry the offset
+   * of the first row not written: the next replay resumes there. A rename is all a failed replay
+   * writes — copying the rest out, as it once did, rewrote a spool of hundreds of MB every
+   * REQUEST_LOG_REPLAY_MS of a flapping outage. At shutdown it stops between batches and leaves
+   * the file as it is (resuming from its last recorded offset replays rows already written as
+   * nothing).
    */
   private async replayFile(path: string): Promise<boolean> {
-    const batches = this.spoolBatches(path);
+    const start = spoolOffset(path);
+    const batches = this.spoolBatches(path, start);
     let rows = 0;
     try {
       for (let next = await batches.next(); !next.done; next = await batches.next()) {
@@ -458,7 +481,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
           this.db.reportFailure(err instanceof RowsNotWritten ? err.cause : err);
           // RowsNotWritten's rows are the batch's last ones (insertBatch goes in order).
           const left = err instanceof RowsNotWritten ? err.rows.length : batch.rows.length;
-          await this.respool(path, batch.lines.slice(batch.lines.length - left), batches);
+          await this.resumeLater(path, batch.offsets[batch.rows.length - left], err);
           return false;
         }
       }
@@ -466,62 +489,43 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       await batches.return(undefined);
     }
     await unlink(path);
-    this.logger.log(`replayed ${rows} spooled request-log rows`);
+    this.logger.log(`replayed ${rows} spooled request-log rows${start > 0 ? ` (resumed at byte ${start})` : ''}`);
     return true;
   }
 
-  /**
-   * Copies the rows a failed replay left — `first`, then the rest of the file — to this process's
-   * spool, as the lines they were, a batch at a time; then removes the claimed file. Should a copy
-   * fail, or shutdown come, the claimed file stays whole for the next replay: rows copied or
-   * written meanwhile then replay as nothing, and none is lost or held in memory.
-   */
-  private async respool(path: string, first: string[], rest: AsyncGenerator<SpoolBatch>): Promise<void> {
-    let copied = 0;
+  /** Records, in the claimed file's name, the offset its next replay resumes at. */
+  private async resumeLater(path: string, offset: number, err: unknown): Promise<void> {
+    const target = this.claimedName(dirname(path), offset);
     try {
-      for (let lines = first; ;) {
-        if (this.stopping) return;
-        if (lines.length > 0) await this.appendSpool(lines.join('\n') + '\n');
-        copied += lines.length;
-        const next = await rest.next();
-        if (next.done) break;
-        lines = next.value.lines;
-      }
-      await unlink(path);
-    } catch (err) {
-      if (!this.stopping)
-        this.logger.error(`cannot move the rows of a failed replay out of ${path} (${(err as Error).message}); it is replayed again`);
-      return;
+      await rename(path, target);
+      this.logger.warn(`spool replay failed (${(err as Error).message}); ${target} resumes at byte ${offset}`);
+    } catch (e) {
+      // The file keeps its older offset: rows from there on replay again, as nothing if present.
+      this.logger.warn(
+        `spool replay failed (${(err as Error).message}); cannot record where in ${path} it stopped (${(e as Error).message})`,
+      );
     }
-    this.logger.warn(`spool replay failed; ${copied} rows left for the next one`);
   }
 
-  /** Appends spool lines (already serialised) in turn with other spool writes and claims. */
-  private appendSpool(text: string): Promise<void> {
-    const write = this.spoolChain.then(() => appendFile(this.spoolFile, text));
-    this.spoolChain = write.catch(() => undefined);
-    return write;
-  }
-
-  /** A spool file's rows, parsed in batches as the file is read (never read whole). */
-  private async *spoolBatches(path: string): AsyncGenerator<SpoolBatch> {
-    let batch: SpoolBatch = { rows: [], lines: [] };
+  /** A spool file's rows from byte `start`, parsed in batches as the file is read (never read whole). */
+  private async *spoolBatches(path: string, start: number): AsyncGenerator<SpoolBatch> {
+    let batch: SpoolBatch = { rows: [], offsets: [] };
     let chars = 0;
-    for await (const line of splitLines(createReadStream(path, { encoding: 'utf8' }))) {
-      if (line.trim() === '') continue;
+    for await (const { text, offset } of splitLines(createReadStream(path, { start }), start)) {
+      if (text.trim() === '') continue;
       try {
-        const row = JSON.parse(line) as ApiLog;
+        const row = JSON.parse(text) as ApiLog;
         row.created_at = new Date(row.created_at);
         batch.rows.push(row);
-        batch.lines.push(line);
-        chars += line.length;
+        batch.offsets.push(offset);
+        chars += text.length;
       } catch {
         this.logger.warn(`spool file ${path}: skipped a line that is not JSON (a write cut short by a crash)`);
         continue;
       }
       if (batch.rows.length >= REPLAY_BATCH || chars >= REPLAY_BATCH_CHARS) {
         yield batch;
-        batch = { rows: [], lines: [] };
+        batch = { rows: [], offsets: [] };
         chars = 0;
       }
     }

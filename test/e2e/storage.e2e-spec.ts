@@ -1,9 +1,9 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
 import type { ApiLog } from '../../src/storage/entities/api-log.entity';
-import { RequestLogWriter } from '../../src/storage/request-log.writer';
+import { RequestLogWriter, spoolOffset } from '../../src/storage/request-log.writer';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { createTestDatabase, PG_ADMIN, type TestDatabase } from '../helpers/postgres';
 import { TcpProxy } from '../helpers/tcp-proxy';
@@ -14,6 +14,8 @@ import { TcpProxy } from '../helpers/tcp-proxy';
  * the real limit. A spool file a long outage leaves is that long.
  */
 let mockLongestString = Infinity;
+/** Bytes appended to files since the test began (what the writer writes to its spool directory). */
+let mockAppended = 0;
 jest.mock('node:fs/promises', () => {
   const actual = jest.requireActual<typeof import('node:fs/promises')>('node:fs/promises');
   const readFile = async (...args: Parameters<typeof actual.readFile>): Promise<string | Buffer> => {
@@ -22,7 +24,11 @@ jest.mock('node:fs/promises', () => {
     if (typeof data === 'string' && data.length > mockLongestString) throw new RangeError('Invalid string length');
     return data;
   };
-  return { ...actual, readFile };
+  const appendFile = async (...args: Parameters<typeof actual.appendFile>): Promise<void> => {
+    await actual.appendFile(...args);
+    mockAppended += typeof args[1] === 'string' ? Buffer.byteLength(args[1]) : args[1].byteLength;
+  };
+  return { ...actual, readFile, appendFile };
 });
 
 /**
@@ -71,12 +77,17 @@ async function waitFor(check: () => Promise<boolean> | boolean, what: string, ti
   }
 }
 
-/** The ids of the rows in the spool files, in file order. */
-function spooledIds(dir: string): string[] {
+/** The lines of the spool files still to replay (a file replayed part way, from where it resumes). */
+function pendingLines(dir: string): string[] {
+  if (!existsSync(dir)) return [];
   return readdirSync(dir)
     .filter((f) => f.startsWith('api_logs.') && f.endsWith('.jsonl'))
-    .flatMap((f) => readFileSync(join(dir, f), 'utf8').split('\n').filter(Boolean))
-    .map((l) => (JSON.parse(l) as ApiLog).id);
+    .flatMap((f) => readFileSync(join(dir, f)).subarray(spoolOffset(f)).toString('utf8').split('\n').filter(Boolean));
+}
+
+/** The ids of the rows in the spool files, in file order. */
+function spooledIds(dir: string): string[] {
+  return pendingLines(dir).map((l) => (JSON.parse(l) as ApiLog).id);
 }
 
 /** Every file in the spool directory, with its text. */
@@ -100,10 +111,7 @@ async function sql(db: TestDatabase, ...statements: string[]): Promise<void> {
 }
 
 function spooledLines(dir: string): number {
-  if (!existsSync(dir)) return 0;
-  return readdirSync(dir)
-    .filter((f) => f.startsWith('api_logs.') && f.endsWith('.jsonl'))
-    .reduce((n, f) => n + readFileSync(join(dir, f), 'utf8').split('\n').filter(Boolean).length, 0);
+  return pendingLines(dir).length;
 }
 
 describe('request logs when PostgreSQL goes away', () => {
@@ -117,6 +125,7 @@ describe('request logs when PostgreSQL goes away', () => {
   });
   afterEach(async () => {
     mockLongestString = Infinity;
+    mockAppended = 0;
     await gw?.close();
     gw = undefined;
     await proxy.stop();
@@ -401,6 +410,89 @@ describe('request logs when PostgreSQL goes away', () => {
       expect(await countRows(db)).toBe(1200);
       expect(new Set((await gw!.rows()).map((r) => r.id)).size).toBe(1200);
       expect(spooledLines(spool)).toBe(0);
+    });
+
+    /** Fails the insert of each row named, with the SQLSTATE given (a trigger: the rows' batches fail alike). */
+    async function failRows(codes: Record<string, string>): Promise<void> {
+      const ifs = Object.entries(codes)
+        .map(([id, code]) => `IF NEW.id = '${id}' THEN RAISE EXCEPTION 'test failure on %', NEW.id USING ERRCODE = '${code}'; END IF;`)
+        .join(' ');
+      await sql(
+        db,
+        `CREATE OR REPLACE FUNCTION fail_rows() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN ${ifs} RETURN NEW; END $$`,
+        'DROP TRIGGER IF EXISTS fail_rows ON api_logs',
+        'CREATE TRIGGER fail_rows BEFORE INSERT ON api_logs FOR EACH ROW EXECUTE FUNCTION fail_rows()',
+      );
+    }
+
+    it('failing again and again (a flapping database), writes nothing and resumes where it stopped', async () => {
+      const writer = await start(await proxy.start());
+      const spool = join(gw!.dir, 'spool');
+      await failRows({ 'r-700': '53100' });
+      leaveSpoolFile(spool, ids);
+      mockAppended = 0;
+      for (let i = 0; i < 3; i++) await writer.replay();
+      // Each failed replay copied the 700 rows left (~400 KB) to a new spool file: a spool of
+      // hundreds of MB was rewritten every REQUEST_LOG_REPLAY_MS.
+      expect(mockAppended).toBe(0);
+      expect(await countRows(db)).toBe(500);
+      expect(spooledIds(spool)).toEqual(ids.slice(500));
+      expect(writer.stats).toMatchObject({ replayed: 500, rejected: 0 });
+
+      // Up again, then down again further on: the replay went on from r-500, not from the start.
+      await failRows({ 'r-1100': '53100' });
+      await writer.replay();
+      expect(await countRows(db)).toBe(1000);
+      expect(spooledIds(spool)).toEqual(ids.slice(1000));
+      expect(writer.stats.replayed).toBe(1000);
+
+      await sql(db, 'DROP TRIGGER fail_rows ON api_logs');
+      await writer.replay();
+      expect(await countRows(db)).toBe(1200);
+      expect(spooledLines(spool)).toBe(0);
+      expect(readdirSync(spool).filter((f) => f.startsWith('api_logs.'))).toEqual([]);
+      expect(writer.stats.replayed).toBe(1200);
+      expect(mockAppended).toBe(0);
+    });
+
+    it('failing inside a batch it writes row by row, resumes at the first row not written', async () => {
+      const writer = await start(await proxy.start());
+      const spool = join(gw!.dir, 'spool');
+      // r-600 is refused (22003), so its batch goes in row by row; the database fails at r-800.
+      await failRows({ 'r-600': '22003', 'r-800': '53100' });
+      leaveSpoolFile(spool, ids);
+      await writer.replay();
+      expect(await countRows(db)).toBe(799);
+      expect(spooledIds(spool)).toEqual(ids.slice(800));
+      expect(rejectedRows(spool).map((r) => r.row.id)).toEqual(['r-600']);
+
+      await sql(db, 'DROP TRIGGER fail_rows ON api_logs');
+      await writer.replay();
+      // r-600, set aside before the resume point, is not replayed; every row after it is.
+      expect(await countRows(db)).toBe(1199);
+      expect(spooledLines(spool)).toBe(0);
+      expect(rejectedRows(spool).map((r) => r.row.id)).toEqual(['r-600']);
+    });
+
+    it('left part way by a process that is gone, is resumed by the next one where it stopped', async () => {
+      const writer = await start(await proxy.start());
+      const spool = join(gw!.dir, 'spool');
+      await failRows({ 'r-700': '53100' });
+      leaveSpoolFile(spool, ids);
+      await writer.replay();
+      const app = gw!.app;
+      gw = undefined;
+      await app.close();
+      // As a worker that died would have left it (pid 999999 does not exist).
+      const [claimed] = readdirSync(spool).filter((f) => f.startsWith('api_logs.'));
+      expect(spoolOffset(claimed)).toBeGreaterThan(0);
+      renameSync(join(spool, claimed), join(spool, `api_logs.replaying.999999.1.x.from${spoolOffset(claimed)}.jsonl`));
+
+      await sql(db, 'DROP TRIGGER fail_rows ON api_logs');
+      gw = await startGateway({ models: MODELS, env: { ...env(proxy.port), REQUEST_LOG_SPOOL_DIR: spool } });
+      await waitFor(async () => (await countRows(db)) === 1200 && spooledLines(spool) === 0, 'the replay');
+      expect(gw.app.get(RequestLogWriter).stats.replayed).toBe(700);
+      expect(new Set((await gw.rows()).map((r) => r.id)).size).toBe(1200);
     });
 
     it('at shutdown is stopped, touches nothing after, and leaves its rows for the next start', async () => {
