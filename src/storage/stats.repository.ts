@@ -319,10 +319,15 @@ export class StatsRepository {
     return { data, next_cursor: more && last ? encodeCursor(last.created_at, last.id) : null };
   }
 
-  /** One request-log row by id (from the writer's queue if it is not written yet). */
+  /**
+   * One request-log row by id (from the writer's queue if it is not written yet), with the
+   * columns read from a written row: a queued row holds its bodies whole, as the client sent and
+   * got them (up to BODY_LIMIT), which the database row never would (DB_STORE_CONTENT_LIMIT), and
+   * the lookup of a written row does not read them at all.
+   */
   async findLog(id: string): Promise<ApiLog | undefined> {
     const queued = this.writer.queued(id);
-    if (queued) return queued;
+    if (queued) return Object.fromEntries(COLUMNS.map((c) => [c, queued[c]])) as unknown as ApiLog;
     const row = await this.source()
       .getRepository(ApiLog)
       .createQueryBuilder('l')
