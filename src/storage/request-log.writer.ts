@@ -72,6 +72,28 @@ export function isDataError(err: unknown): boolean {
 }
 
 /**
+ * Whether a failure is the database's state, never a row's: it cannot be reached or answered too
+ * late (08 connection, 57 operator intervention: 57P01 admin shutdown, 57014 a query cancelled,
+ * a Node socket error such as ECONNREFUSED, node-postgres' "Connection terminated" and "Query
+ * read timeout"), it is out of something (53 insufficient resources, 58 system error, XX
+ * internal error), or it cannot take writes as set up now (25006 a read-only standby after a
+ * failover, 28 authorisation, 3D / 3F / 42 a database, schema, table or privilege missing, 40
+ * a serialisation failure or deadlock, 55 a lock not available, F0 configuration); on SQLite,
+ * every code but the row's (constraint, size, type). Such a failure never counts against a row.
+ */
+export function isOutage(err: unknown): boolean {
+  const e = err as { code?: unknown; driverError?: { code?: unknown }; message?: unknown } | null;
+  const code = String(e?.code ?? e?.driverError?.code ?? '');
+  if (/^(08|25|28|3D|3F|40|42|53|55|57|58|F0|XX)[0-9A-Z]{3}$/.test(code)) return true;
+  if (code.startsWith('SQLITE_')) return !isDataError(err);
+  if (/^E[A-Z_]+$/.test(code)) return true;
+  return /connect|terminated|timeout|timed out|not open|no answer|did not answer|pool|released/i.test(String(e?.message ?? ''));
+}
+
+/** Times a row fails alone, the database answering, with a cause neither its data nor an outage, before it is set aside. */
+const ROW_ATTEMPTS = 3;
+
+/**
  * Writes request-log rows off the request path. Rows are queued in memory and inserted in
  * batches (when a batch is full, and at least every REQUEST_LOG_FLUSH_MS). When the database
  * cannot take them — down, slow, or the queue over its bound — rows are appended to a spool file
@@ -105,6 +127,8 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
    * already copied to the spool: its insert is no longer waited for.
    */
   private secured?: readonly ApiLog[];
+  /** Rows that failed alone for a cause neither their data nor an outage, and how often (`failedAlone`). */
+  private readonly attempts = new Map<string, number>();
   /** Built per connected data source (a reconnect makes a new one). */
   private inserter?: ApiLogInserter;
   readonly stats = { written: 0, spooled: 0, replayed: 0, spoolFiles: 0, rejected: 0 };
@@ -307,16 +331,19 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   }
 
   /**
-   * Inserts a batch; returns how many rows went in. When the database refuses the batch's data,
-   * the rows go in one by one and those it refuses are set aside (`reject`), so that one bad row
-   * never holds back the others. Any other failure throws `RowsNotWritten` with what is left.
+   * Inserts a batch; returns how many rows went in. When the database refuses the batch for a
+   * cause other than an outage (`isOutage`), the rows go in one by one: those it refuses as data
+   * are set aside (`reject`), so that one bad row never holds back the others, and a row failing
+   * alone for another cause counts an attempt (`failedAlone`). An outage throws `RowsNotWritten`
+   * with what is left.
    */
   private async insertBatch(rows: ApiLog[], progress?: () => void): Promise<number> {
     try {
       await this.insert(rows, progress);
+      if (this.attempts.size > 0) for (const row of rows) this.attempts.delete(row.id);
       return rows.length;
     } catch (err) {
-      if (!isDataError(err)) throw new RowsNotWritten(err, rows);
+      if (isOutage(err)) throw new RowsNotWritten(err, rows);
     }
     let written = 0;
     for (let i = 0; i < rows.length; i++) {
@@ -324,14 +351,46 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       if (i > 0) await nextTurn();
       try {
         await this.insertOne(rows[i]);
+        this.attempts.delete(rows[i].id);
         written++;
       } catch (err) {
-        if (!isDataError(err)) throw new RowsNotWritten(err, rows.slice(i), written);
-        await this.reject(rows[i], err);
+        if (isDataError(err)) await this.reject(rows[i], err);
+        else if (!(await this.failedAlone(rows[i], err))) throw new RowsNotWritten(err, rows.slice(i), written);
       }
       progress?.();
     }
     return written;
+  }
+
+  /**
+   * A row that failed alone for a cause that is neither its data (`isDataError`) nor an outage
+   * (`isOutage`): a value the driver cannot bind (SQLite takes no object or boolean: "SQLite3 can
+   * only bind numbers, strings, bigints, buffers, and null"), a trigger's exception (P0001), one
+   * that cannot be serialised (a BigInt). Without a count such a row was replayed for ever, and
+   * held back every row behind it. It counts an attempt only while the database answers a ping
+   * (so an outage in a shape not known here costs nothing); at the ROW_ATTEMPTS-th it is set
+   * aside with its error, like a row refused as data. True if it was set aside; otherwise it
+   * stays where it is, and so do the rows behind it, until the next try. Attempts are counted in
+   * memory: a restart starts them again, which only retries the row longer.
+   */
+  private async failedAlone(row: ApiLog, err: unknown): Promise<boolean> {
+    if (isOutage(err)) return false;
+    try {
+      await this.db.ping(2000);
+    } catch {
+      return false;
+    }
+    const tries = (this.attempts.get(row.id) ?? 0) + 1;
+    if (tries < ROW_ATTEMPTS) {
+      this.attempts.set(row.id, tries);
+      this.logger.warn(
+        `request-log row ${row.id} failed alone (${(err as Error)?.message ?? String(err)}); try ${tries} of ${ROW_ATTEMPTS}`,
+      );
+      return false;
+    }
+    this.attempts.delete(row.id);
+    await this.reject(row, err, ` (failed alone ${tries} times while the database answered)`);
+    return true;
   }
 
   /**
@@ -349,8 +408,8 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   }
 
   /** Keeps a row the database refused, in a file of its own next to the spool, and says so. */
-  private async reject(row: ApiLog, err: unknown): Promise<void> {
-    const reason = (err as Error)?.message ?? String(err);
+  private async reject(row: ApiLog, err: unknown, why = ''): Promise<void> {
+    const reason = ((err as Error)?.message ?? String(err)) + why;
     this.stats.rejected++;
     try {
       await appendFile(this.rejectedFile, `{"rejected":${JSON.stringify(reason)},"row":${this.spoolLine(row)}}\n`);

@@ -684,3 +684,96 @@ describe.each(['sqlite', 'postgres'] as const)('rows the database would refuse, 
     });
   }
 });
+
+/**
+ * A row that fails alone for a cause that is neither its data (classes 22, 23, 54) nor the
+ * database's state is tried ROW_ATTEMPTS (3) times and then set aside: replayed for ever, it held
+ * back every row behind it. An outage, whatever its code, never counts.
+ */
+describe.each(['sqlite', 'postgres'] as const)('a spooled row that fails alone for another cause, on %s', (backend) => {
+  let pg: TestDatabase | undefined;
+  let gw: TestGateway;
+  let writer: RequestLogWriter;
+  let spool: string;
+
+  beforeEach(async () => {
+    pg = backend === 'postgres' ? await createTestDatabase() : undefined;
+    gw = await startGateway({ models: MODELS, env: { ...pg?.env, REQUEST_LOG_REPLAY_MS: '600000' } });
+    writer = gw.app.get(RequestLogWriter);
+    await writer.replay();
+    spool = join(gw.dir, 'spool');
+  });
+  afterEach(async () => {
+    await gw?.close();
+    await pg?.drop();
+  });
+
+  /** Makes the insert of `id` fail with SQLSTATE `code` (a trigger). */
+  async function failRow(id: string, code: string): Promise<void> {
+    await sql(
+      pg!,
+      `CREATE OR REPLACE FUNCTION fail_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+         IF NEW.id = '${id}' THEN RAISE EXCEPTION 'test failure on %', NEW.id USING ERRCODE = '${code}'; END IF;
+         RETURN NEW;
+       END $$`,
+      'DROP TRIGGER IF EXISTS fail_row ON api_logs',
+      'CREATE TRIGGER fail_row BEFORE INSERT ON api_logs FOR EACH ROW EXECUTE FUNCTION fail_row()',
+    );
+  }
+
+  const ids = async () => (await gw.rows()).map((r) => r.id).sort();
+
+  it('is set aside with its error at the third try, and the rows behind it are written', async () => {
+    // SQLite binds no object ("SQLite3 can only bind numbers, strings, bigints, buffers, and
+    // null": a TypeError, no code); on PostgreSQL, a trigger's own exception (P0001).
+    const bad = backend === 'sqlite' ? logRow('bad-1', { model: { a: 1 } as unknown as string }) : logRow('bad-1');
+    if (backend === 'postgres') await failRow('bad-1', 'P0001');
+    const reason = backend === 'sqlite' ? /can only bind/ : /test failure on bad-1/;
+    writeFileSync(
+      join(spool, 'api_logs.999999.1.jsonl'),
+      [logRow('ok-1'), bad, logRow('ok-2')].map((r) => JSON.stringify(r)).join('\n') + '\n',
+    );
+
+    for (let i = 1; i < 3; i++) {
+      await writer.replay();
+      expect(await ids()).toEqual(['ok-1']);
+      expect(spooledIds(spool)).toEqual(['bad-1', 'ok-2']);
+      expect(rejectedRows(spool)).toEqual([]);
+    }
+    await writer.replay();
+    expect(await ids()).toEqual(['ok-1', 'ok-2']);
+    expect(spooledLines(spool)).toBe(0);
+    expect(rejectedRows(spool).map((r) => [r.row.id, r.rejected])).toEqual([['bad-1', expect.stringMatching(reason)]]);
+    expect(rejectedRows(spool)[0].rejected).toContain('failed alone 3 times');
+    expect(writer.stats.rejected).toBe(1);
+  });
+
+  if (backend === 'postgres') {
+    it('is never set aside for an outage, whatever its code, alone or in its batch', async () => {
+      // Admin shutdown, too many connections, out of disk, connection failure, a read-only
+      // standby, a missing privilege, a deadlock, a cancelled query, an internal error.
+      const codes = ['57P01', '53300', '53100', '08006', '25006', '42501', '40P01', '57014', 'XX000'];
+      for (const [k, code] of codes.entries()) {
+        // huge-k is refused as data (22003), so the first replay tries out-k alone; the next
+        // ones fail the batch that is left as a whole.
+        const rows = [logRow(`huge-${k}`, { prompt_tokens: 3_000_000_000 }), logRow(`out-${k}`), logRow(`ok-${k}`)];
+        writeFileSync(join(spool, `api_logs.999999.${k}.jsonl`), rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+        await failRow(`out-${k}`, code);
+        for (let i = 0; i < ROW_TRIES + 1; i++) await writer.replay();
+        expect(rejectedRows(spool).map((r) => r.row.id)).not.toContain(`out-${k}`);
+        expect(spooledIds(spool)).toEqual(expect.arrayContaining([`out-${k}`, `ok-${k}`]));
+      }
+      await sql(pg!, 'DROP TRIGGER fail_row ON api_logs');
+      await waitFor(async () => (await writer.replay(), spooledLines(spool) === 0), 'the replays');
+      expect(await ids()).toEqual(codes.flatMap((_, k) => [`ok-${k}`, `out-${k}`]).sort());
+      expect(
+        rejectedRows(spool)
+          .map((r) => r.row.id)
+          .sort(),
+      ).toEqual(codes.map((_, k) => `huge-${k}`).sort());
+    });
+  }
+});
+
+/** The tries a row failing alone for another cause gets (ROW_ATTEMPTS in the writer). */
+const ROW_TRIES = 3;
