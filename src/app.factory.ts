@@ -27,8 +27,8 @@ export interface CreateAppOptions extends AppConfigOptions {
 }
 
 /**
- * Builds the gateway (not yet listening). `main.ts` and the end-to-end tests both start here, so
- * what is tested is what runs.
+ * Builds and initialises the gateway (not yet listening); a start it refuses leaves nothing
+ * behind. `main.ts` and the end-to-end tests both start here, so what is tested is what runs.
  */
 export async function createApp(options: CreateAppOptions = {}): Promise<NestExpressApplication> {
   // Needed before the config module validates the environment; from `.env` too, as it reads it.
@@ -65,6 +65,18 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
   if (config.env.BODY_IDLE_TIMEOUT_MS > 0) app.getHttpServer().requestTimeout = 0;
   app.getHttpServer().on('checkExpectation', answerExpectation);
   stopOnSignals(app, logger);
+  // Initialised here rather than by listen(), so that a start the modules refuse (a bootstrap
+  // check, a key file that cannot be read) closes the app again: Nest runs no hook by itself
+  // after a failed init, and the modules that had started kept their database and Redis
+  // connections, their timers, the signal handlers above and the heap reclaimer's watch on every
+  // HTTP server of the process. A process that goes on (an embedder, the test suite) collected
+  // them: each refused start added a 'close' listener to every response it served afterwards.
+  try {
+    await app.init();
+  } catch (err) {
+    await app.close().catch((e: Error) => logger.error(`closing after a failed start: ${e.message}`, e.stack, 'Gateway'));
+    throw err;
+  }
   return app;
 }
 

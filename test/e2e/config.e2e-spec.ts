@@ -1,4 +1,6 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Injectable, Module } from '@nestjs/common';
@@ -230,6 +232,30 @@ models:
       expect(open).toBe(before + 1);
     }
     expect(process.listenerCount('SIGTERM')).toBe(before);
+  });
+
+  it('gives back what its modules took when it fails to start', async () => {
+    // A start refused after the modules' init (here by a bootstrap check) kept what they had
+    // taken: the signal handlers, and the heap reclaimer's watch on every HTTP server of the
+    // process, which adds a 'close' listener to each response. A process that went on after a
+    // few such starts (the test suite) warned "11 close listeners added to [ServerResponse]".
+    const server = createServer((_req, res) => res.end(String(res.listenerCount('close'))));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const closeListeners = async () => Number(await (await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/`)).text());
+    try {
+      const before = { sigterm: process.listenerCount('SIGTERM'), close: await closeListeners() };
+      const refused = `
+models:
+  - id: emb/wrong
+    type: embedding
+    context_length: 10
+    route: [{ kind: deepseek, base_url: "http://127.0.0.1:9/v1", provider_model_id: x }]
+`;
+      for (let i = 0; i < 3; i++) await expect(boot(refused)).rejects.toThrow(/emb\/wrong.*cannot compute embeddings/);
+      expect({ sigterm: process.listenerCount('SIGTERM'), close: await closeListeners() }).toEqual(before);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
   });
 
   it('refuses a route kind that no adapter serves', async () => {
