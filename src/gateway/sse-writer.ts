@@ -24,6 +24,8 @@ export interface SseWriterOptions {
 export class SseWriter {
   private started = false;
   private keepaliveTimer?: ReturnType<typeof setInterval>;
+  /** The wait for the client to take what is queued, while there is one. */
+  private draining?: Promise<void>;
 
   private readonly keepaliveMs?: number;
   private readonly stallMs: number;
@@ -79,21 +81,26 @@ export class SseWriter {
     if (this.closed) return undefined;
     if (!this.started) this.start();
     if (this.res.write(text)) return undefined;
-    disconnectIfStalled(this.res, 'drain', this.stallMs);
-    return new Promise((resolve) => {
+    // One wait (listeners and stall watch) for however many writes are queued behind it.
+    this.draining ??= new Promise<void>((resolve) => {
+      disconnectIfStalled(this.res, 'drain', this.stallMs);
       const done = () => {
         this.res.off('drain', done);
         this.res.off('close', done);
         this.signal?.removeEventListener('abort', done);
+        this.draining = undefined;
         resolve();
       };
       this.res.on('drain', done);
       this.res.on('close', done);
       this.signal?.addEventListener('abort', done, { once: true });
     });
+    return this.draining;
   }
 
+  /** A keepalive is only for a connection that is otherwise quiet: none while the client has not taken the last one. */
   keepalive(): void {
+    if (this.draining) return;
     void this.write(SSE_KEEPALIVE);
   }
 
