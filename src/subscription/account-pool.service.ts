@@ -75,7 +75,8 @@ const BLOCKING_REFRESH_MS = 30_000;
  * Token refresh happens before expiry (in the background ahead of the margin, or at acquisition
  * inside it), one at a time per account: in-process by a shared promise, across processes by a
  * lease row-lock in the database. The refresh token a process uses is always the newest stored,
- * read under the lease, because refresh tokens are single-use.
+ * read under the lease, because refresh tokens are single-use; or its own newer one, refreshed
+ * while the database was unreachable, which it stores first.
  */
 @Injectable()
 export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdown {
@@ -374,7 +375,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       await sleep(LOCK_POLL_MS);
       const v = await this.store.tokenVersion(acc.id);
       if (v === undefined) throw new RefreshFailed('the account was removed');
-      if (v !== acc.tokenVersion) {
+      if (this.storedMovedOn(acc, v)) {
         await this.reloadCredentials(acc);
         return;
       }
@@ -383,9 +384,26 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     try {
       // Under the lease, the stored tokens are the newest: another process may have refreshed
       // just before we got it, and its refresh token is the only one still valid.
-      const stored = await this.store.sealedCredentials(acc.id);
+      let stored = await this.store.sealedCredentials(acc.id);
       if (!stored) throw new RefreshFailed('the account was removed');
-      if (stored.token_version !== acc.tokenVersion) {
+      // Except when this process refreshed them while the database was unreachable and could not
+      // store the result: the stored refresh token is then spent (that refresh used it), and ours
+      // are the newest. They are stored first, keeping the lease, and refreshed next: this refresh
+      // was asked for because of them (refused, or about to expire).
+      if (acc.credsDirty && acc.creds && stored.token_version === acc.credsBase) {
+        const version = Math.max(acc.credsBase + 1, acc.tokenVersion);
+        if (await this.store.commitRefresh(acc.id, this.vault.seal(acc, acc.creds), acc.expiresAt, acc.credsBase, version, true)) {
+          acc.tokenVersion = version;
+          acc.credsDirty = false;
+          acc.credsBase = undefined;
+          stored = { ...stored, token_version: version };
+        } else {
+          // Replaced this instant (an import, which does not wait for the lease): that one wins.
+          stored = await this.store.sealedCredentials(acc.id);
+          if (!stored) throw new RefreshFailed('the account was removed');
+        }
+      }
+      if (this.storedMovedOn(acc, stored.token_version)) {
         this.adoptCredentials(acc, stored.credentials, stored.token_version, stored.expires_at);
         const stillStale = force
           ? staleVersion !== undefined && acc.tokenVersion === staleVersion
@@ -450,6 +468,16 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       this.refreshFailed(acc, err, tokenRefused);
       throw err;
     }
+  }
+
+  /**
+   * Whether the stored tokens, at version `stored`, are no longer those this process holds or
+   * descends from: another process refreshed them, or a login was imported. Unstored tokens
+   * (`credsDirty`) are compared by the stored version they descend from, `credsBase`: that one
+   * still being stored is no change, and its refresh token is spent, so it must not be adopted.
+   */
+  private storedMovedOn(acc: PooledAccount, stored: number): boolean {
+    return acc.credsDirty ? stored !== acc.credsBase : stored !== acc.tokenVersion;
   }
 
   /**
@@ -580,7 +608,10 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     if (stored) this.adoptCredentials(acc, stored.credentials, stored.token_version, stored.expires_at);
   }
 
+  /** Takes the stored tokens, dropping any this process could not store (they lost to these). */
   private adoptCredentials(acc: PooledAccount, sealed: string, version: number, expiresAt: Date | null): void {
+    acc.credsDirty = false;
+    acc.credsBase = undefined;
     acc.tokenVersion = version;
     acc.expiresAt = expiresAt ? expiresAt.getTime() : null;
     if (!this.vault.configured) {

@@ -161,9 +161,17 @@ export class AccountStore {
    * meanwhile (a login imported while the refresh was in flight; imports do not wait for the
    * lease): that login is newer than the one just refreshed and is kept, and the refreshed tokens
    * are dropped. Returns whether they were stored. Written whoever holds the lease by now (a
-   * refresh slower than the lease): the refresh token they replace is spent.
+   * refresh slower than the lease): the refresh token they replace is spent. `keepLease`: the
+   * lease is left as it is (the caller holds it and refreshes next).
    */
-  async commitRefresh(id: string, sealed: string, expiresAt: number | null, fromVersion: number, toVersion: number): Promise<boolean> {
+  async commitRefresh(
+    id: string,
+    sealed: string,
+    expiresAt: number | null,
+    fromVersion: number,
+    toVersion: number,
+    keepLease = false,
+  ): Promise<boolean> {
     const now = new Date();
     const res = await this.repo()
       .createQueryBuilder()
@@ -174,8 +182,7 @@ export class AccountStore {
         token_version: toVersion,
         last_refresh_at: now,
         updated_at: now,
-        refresh_lock_owner: null,
-        refresh_lock_until: null,
+        ...(keepLease ? {} : { refresh_lock_owner: null, refresh_lock_until: null }),
       })
       .where('id = :id AND token_version = :fromVersion', { id, fromVersion })
       .execute();

@@ -1,0 +1,229 @@
+import { Client } from 'pg';
+import { AccountStore } from '../../src/subscription/account-store.service';
+import { CredentialVault } from '../../src/subscription/credential-vault.service';
+import { CodexBackend } from '../fixtures/codex-backend';
+import { type Login, OAuthTokenServer } from '../fixtures/oauth-token-server';
+import { createTestDatabase, PG_ADMIN, type TestDatabase } from '../helpers/postgres';
+import { TcpProxy } from '../helpers/tcp-proxy';
+import { codexFile, CODEX_CLIENT_ID, eventually, sharedDb, startSubscriptionGateway, type SharedDb } from '../helpers/subscriptions';
+
+type Gateway = Awaited<ReturnType<typeof startSubscriptionGateway>>;
+
+/**
+ * Tokens refreshed while PostgreSQL was unreachable are kept in memory until the periodic tick
+ * stores them. Their refresh is the one that spent the stored refresh token, so when the database
+ * is back, a refresh that comes before the tick (an expiring token, an upstream 401) must go on
+ * from them, and store them, not fall back to the stored, spent ones: a refresh token used twice
+ * gets the login revoked by Codex and Anthropic. The gateway reaches PostgreSQL through a proxy
+ * that goes down and comes back; the tick is made too slow to run during a test.
+ */
+describe('subscription tokens refreshed while PostgreSQL was unreachable', () => {
+  const tokens = new OAuthTokenServer('codex', CODEX_CLIENT_ID);
+  const codex = new CodexBackend(tokens);
+  let tokenUrl: string;
+  let codexUrl: string;
+  let pg: TestDatabase;
+  let proxy: TcpProxy;
+  let files: SharedDb;
+  let gw: Gateway | undefined;
+
+  beforeAll(async () => {
+    tokenUrl = await tokens.start();
+    codexUrl = await codex.start();
+  });
+  afterAll(async () => {
+    await Promise.all([tokens.stop(), codex.stop()]);
+  });
+  beforeEach(async () => {
+    tokens.release();
+    tokens.refreshes.length = 0;
+    tokens.reused = 0;
+    tokens.accessTtlSeconds = 3600;
+    codex.requests.length = 0;
+    pg = await createTestDatabase();
+    proxy = new TcpProxy(PG_ADMIN.host, PG_ADMIN.port);
+    await proxy.start();
+    files = await sharedDb('sqlite'); // only for its directory (the import file)
+  });
+  afterEach(async () => {
+    tokens.release();
+    await gw?.close();
+    gw = undefined;
+    await proxy.stop();
+    await files.drop();
+    await pg.drop();
+  });
+
+  async function boot(login: Login): Promise<Gateway> {
+    const auth = `${PG_ADMIN.user}${PG_ADMIN.password ? `:${PG_ADMIN.password}` : ''}`;
+    gw = await startSubscriptionGateway({
+      models: `models:\n  - id: codex/gpt\n    context_length: 1000\n    route: [{ kind: codex_sub, base_url: "${codexUrl}", provider_model_id: gpt-5.1-codex }]\n`,
+      db: {
+        ...files,
+        env: {
+          DB_BACKEND: 'postgres',
+          DATABASE_URL: `postgres://${auth}@127.0.0.1:${proxy.port}/${pg.name}`,
+          DB_CONNECT_TIMEOUT_MS: '5000',
+        },
+      },
+      codexTokenUrl: tokenUrl,
+      codexFile: codexFile(files.dir, [{ name: 'acct', login }]),
+      // The tick (which stores pending tokens) does not come round during a test.
+      env: { SUBSCRIPTION_SYNC_MS: '3600000' },
+    });
+    return gw;
+  }
+
+  const ask = (g: Gateway) => g.client().chat.completions.create({ model: 'codex/gpt', messages: [{ role: 'user', content: 'hi' }] });
+
+  /** Runs SQL on the test database directly (not through the proxy). */
+  async function sql<T>(text: string, params: unknown[] = []): Promise<T[]> {
+    const c = new Client({ connectionString: pg.url });
+    await c.connect();
+    try {
+      return (await c.query(text, params)).rows as T[];
+    } finally {
+      await c.end();
+    }
+  }
+
+  async function stored(g: Gateway): Promise<{ version: number; refreshToken: string; status: string }> {
+    const [row] = await sql<{ id: string; credentials: string; token_version: number; status: string }>(
+      'SELECT id, credentials, token_version, status FROM subscription_accounts',
+    );
+    const creds = g.app.get(CredentialVault).open({ provider: 'codex', id: row.id }, row.credentials);
+    return { version: row.token_version, refreshToken: creds.refreshToken, status: row.status };
+  }
+
+  /** The refresh token the stand-in minted last: the only one not yet spent. */
+  const newestRefreshToken = () => tokens.issued.filter((t) => t.startsWith('rt_')).at(-1);
+
+  /**
+   * `start` sets off a refresh (and whatever waits for it); PostgreSQL goes away while the token
+   * endpoint answers, so the new tokens cannot be stored; then it comes back.
+   */
+  async function refreshWhileDatabaseIsDown<T>(g: Gateway, start: () => Promise<T>): Promise<T> {
+    const release = tokens.hold();
+    const before = tokens.refreshes.length;
+    const pending = start();
+    await eventually(() => tokens.refreshes.length === before + 1, 'the refresh is on its way');
+    await proxy.stop();
+    release();
+    const out = await pending;
+    await proxy.start();
+    const store = g.app.get(AccountStore);
+    await eventually(() => store.answers(), 'the database answers again');
+    return out;
+  }
+
+  it('an expiring token is refreshed from the unstored tokens, which are stored first; the spent refresh token is never sent', async () => {
+    const login = tokens.login({ accountId: 'acct-exp' });
+    const g = await boot(login);
+    const first = await stored(g);
+    tokens.accessTtlSeconds = 20; // tokens from a refresh expire so soon that a request waits for the next refresh
+
+    // A 401: the forced refresh's tokens cannot be stored; the retry uses them.
+    tokens.invalidateAccess(login.access_token);
+    const a = await refreshWhileDatabaseIsDown(g, () => ask(g));
+    expect(a.choices[0].message.content).toBe('echo: hi');
+    expect(codex.requests.map((r) => r.status)).toEqual([401, 200]);
+    expect(await stored(g)).toMatchObject({ version: first.version, refreshToken: login.refresh_token }); // spent, still stored
+
+    // Back, before the tick: the next request finds the unstored token about to expire.
+    const b = await ask(g);
+    expect(b.choices[0].message.content).toBe('echo: hi');
+    expect(tokens.reused).toBe(0);
+    expect(tokens.refreshes.map((r) => r.body.refresh_token).filter((t) => t === login.refresh_token)).toHaveLength(1);
+    expect(tokens.refreshes).toHaveLength(2);
+    expect(codex.requests.map((r) => r.status)).toEqual([401, 200, 200]);
+    expect(await stored(g)).toEqual({ version: first.version + 2, refreshToken: newestRefreshToken(), status: 'active' });
+  });
+
+  it('after a 401, the forced refresh starts from the unstored tokens, which are stored first', async () => {
+    const login = tokens.login({ accountId: 'acct-401' });
+    const g = await boot(login);
+    const first = await stored(g);
+
+    // A 401: the forced refresh's tokens cannot be stored; the retry uses them.
+    tokens.invalidateAccess(login.access_token);
+    const a = await refreshWhileDatabaseIsDown(g, () => ask(g));
+    expect(a.choices[0].message.content).toBe('echo: hi');
+    expect(codex.requests.map((r) => r.status)).toEqual([401, 200]);
+    const unstoredAccess = codex.requests[1].headers.authorization!.slice('Bearer '.length);
+    expect(await stored(g)).toMatchObject({ version: first.version, refreshToken: login.refresh_token });
+
+    // Back, before the tick: their access token is refused in turn.
+    tokens.invalidateAccess(unstoredAccess);
+    const b = await ask(g);
+    expect(b.choices[0].message.content).toBe('echo: hi');
+    expect(codex.requests.map((r) => r.status)).toEqual([401, 200, 401, 200]);
+    expect(tokens.reused).toBe(0);
+    expect(tokens.refreshes.map((r) => r.body.refresh_token)).not.toContain(undefined);
+    expect(new Set(tokens.refreshes.map((r) => r.body.refresh_token)).size).toBe(2);
+    expect(await stored(g)).toEqual({ version: first.version + 2, refreshToken: newestRefreshToken(), status: 'active' });
+  });
+
+  it("waiting for another process's lease does not drop the unstored tokens when the stored version has not moved", async () => {
+    const login = tokens.login({ accountId: 'acct-wait' });
+    const g = await boot(login);
+    const first = await stored(g);
+    tokens.invalidateAccess(login.access_token);
+    await refreshWhileDatabaseIsDown(g, () => ask(g));
+    const unstoredAccess = codex.requests[1].headers.authorization!.slice('Bearer '.length);
+
+    // Another process holds the lease for a moment and gives it up without new tokens (its
+    // refresh failed): the stored version is still the one the unstored tokens descend from.
+    await sql(
+      `UPDATE subscription_accounts SET refresh_lock_owner = 'another-process', refresh_lock_until = now() + interval '1500 milliseconds'`,
+    );
+    tokens.invalidateAccess(unstoredAccess);
+    const b = await ask(g);
+    expect(b.choices[0].message.content).toBe('echo: hi');
+    expect(codex.requests.map((r) => r.status)).toEqual([401, 200, 401, 200]);
+    expect(tokens.reused).toBe(0);
+    expect(await stored(g)).toEqual({ version: first.version + 2, refreshToken: newestRefreshToken(), status: 'active' });
+  });
+
+  it('a login imported while the tokens were unstored still wins over them', async () => {
+    const login = tokens.login({ accountId: 'acct-import' });
+    const g = await boot(login);
+    const first = await stored(g);
+    tokens.invalidateAccess(login.access_token);
+    await refreshWhileDatabaseIsDown(g, () => ask(g));
+    const unstoredAccess = codex.requests[1].headers.authorization!.slice('Bearer '.length);
+    const unstoredRefresh = newestRefreshToken();
+
+    // A new login for the account through the admin API: the stored version moves on.
+    const fresh = tokens.login({ accountId: 'acct-import' });
+    const res = await g.admin('/import', {
+      method: 'POST',
+      body: JSON.stringify({
+        provider: 'codex',
+        accounts: [
+          {
+            name: 'acct',
+            tokens: {
+              id_token: fresh.id_token,
+              access_token: fresh.access_token,
+              refresh_token: fresh.refresh_token,
+              account_id: fresh.accountId,
+            },
+          },
+        ],
+      }),
+    });
+    expect(await res.json()).toMatchObject({ updated: ['acct'] });
+    expect(await stored(g)).toMatchObject({ version: first.version + 1, refreshToken: fresh.refresh_token });
+
+    // The unstored tokens' access token is refused: the refresh goes on from the imported login,
+    // and the unstored tokens are dropped, never stored nor refreshed.
+    tokens.invalidateAccess(unstoredAccess);
+    const b = await ask(g);
+    expect(b.choices[0].message.content).toBe('echo: hi');
+    expect(tokens.reused).toBe(0);
+    expect(tokens.refreshes.map((r) => r.body.refresh_token)).not.toContain(unstoredRefresh);
+    const last = await stored(g);
+    expect(last).toMatchObject({ refreshToken: newestRefreshToken(), status: 'active' });
+    expect(last.refreshToken).not.toBe(unstoredRefresh);
+  });
+});
