@@ -11,7 +11,8 @@
 // `nodeArgs`, flags for node; `env`, environment on top of the bench's. Settings: AB_SCENARIO
 // (paced, json, stream = flat-out, lockstep; default paced), AB_ROUNDS (8), AB_SECONDS (8),
 // AB_CONNECTIONS (100 for streams, 32 for JSON), AB_TOKENS (paced answers all this long instead
-// of 10-30 tokens: the slope of CPU per stream between two lengths is the cost per chunk).
+// of 10-30 tokens: the slope of CPU per stream between two lengths is the cost per chunk),
+// AB_PASSTHROUGH=1 (the bare Node pass-through measured in every round too: the Node ceiling).
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -54,6 +55,7 @@ function settings() {
     seconds: Number(process.env.AB_SECONDS ?? 8),
     connections: Number(process.env.AB_CONNECTIONS ?? (scenario === 'json' ? 32 : 100)),
     tokens: tokens && tokens > 0 ? tokens : undefined,
+    passthrough: process.env.AB_PASSTHROUGH === '1',
   };
 }
 
@@ -67,6 +69,10 @@ async function main(): Promise<void> {
   const targets: Array<{ name: string; proc: Proc; bodies: Bodies }> = [
     { name: 'upstream', proc: upstream, bodies: directBodies(upstream.port, s.tokens) },
   ];
+  if (s.passthrough) {
+    const passthrough = await start('passthrough', [join(__dirname, 'passthrough-server.js')], { UPSTREAM_PORT: String(upstream.port) });
+    targets.push({ name: 'passthrough', proc: passthrough, bodies: directBodies(passthrough.port, s.tokens) });
+  }
   for (const [i, v] of s.variants.entries()) {
     // No idle collection unless a variant asks: the order of turns leaves some variants idle past
     // IDLE_GC_AFTER_MS between rounds and others not, and a collected heap costs ~20% more CPU
@@ -122,7 +128,7 @@ async function main(): Promise<void> {
     const rs = results.get(t.name)!;
     const m = (k: keyof Round) => median(rs.map((r) => r[k] as number));
     let versus = '';
-    if (t.name !== 'upstream' && rs !== base) {
+    if (t.name !== 'upstream' && t.name !== 'passthrough' && rs !== base) {
       const p99 = rs.filter((r, i) => r.p99 < base[i].p99).length;
       const cpu = rs.filter((r, i) => (r.cpuUsPerRequest ?? NaN) < (base[i].cpuUsPerRequest ?? NaN)).length;
       versus = `lower p99 in ${p99}/${rs.length} rounds, lower CPU in ${cpu}/${rs.length}`;
