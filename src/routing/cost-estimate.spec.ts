@@ -1,6 +1,6 @@
 import { FREE, tokenPrice, unitPrice } from '../common/money';
 import type { ModelDef, RouteDef } from '../config/registry.types';
-import { cheapestFirst, estimateCost, estimateRequestTokens, NOMINAL_REQUEST } from './cost-estimate';
+import { cheapestFirst, estimateCost, estimateParamsProblems, estimateRequestTokens, NOMINAL_REQUEST } from './cost-estimate';
 
 const pricing = (prompt: string, completion: string, request = '0') => ({
   prompt: tokenPrice(prompt),
@@ -43,5 +43,18 @@ describe('cheapestFirst', () => {
   it('orders by cost, ties in listed order', () => {
     expect(cheapestFirst([30n, 10n, 20n, 10n])).toEqual([1, 3, 2, 0]);
     expect(cheapestFirst([])).toEqual([]);
+  });
+});
+
+describe('estimateParamsProblems', () => {
+  const withParams = (routerParams: Record<string, unknown>) => ({ where: 'models.yaml:1', routerParams }) as unknown as ModelDef;
+
+  it('takes a whole number of tokens above 0, or none', () => {
+    expect(estimateParamsProblems(withParams({}))).toEqual([]);
+    expect(estimateParamsProblems(withParams({ expected_completion_tokens: 500 }))).toEqual([]);
+    for (const bad of [0, -5, 2.5, 'lots'])
+      expect(estimateParamsProblems(withParams({ expected_completion_tokens: bad }))).toEqual([
+        'models.yaml:1: router_params.expected_completion_tokens must be a whole number above 0',
+      ]);
   });
 });

@@ -18,6 +18,14 @@ export const DEFAULT_EXPECTED_COMPLETION = 256;
  */
 export const ESTIMATE_PARAMS: readonly string[] = ['expected_completion_tokens'];
 
+/** Problems with the `router_params` of ESTIMATE_PARAMS, checked for every model (any may be sorted by price). */
+export function estimateParamsProblems(model: ModelDef): string[] {
+  const v = model.routerParams.expected_completion_tokens;
+  return v === undefined || (Number.isInteger(Number(v)) && Number(v) > 0)
+    ? []
+    : [`${model.where}: router_params.expected_completion_tokens must be a whole number above 0`];
+}
+
 /** For shares shown without a request: a typical chat turn. */
 export const NOMINAL_REQUEST: TokenEstimate = { prompt: 1000, completion: DEFAULT_EXPECTED_COMPLETION };
 

@@ -5,7 +5,7 @@ import type { ChatRequest } from '../common/chat.types';
 import { ModelRegistry, type RegistrySnapshot } from '../config/model-registry.service';
 import { ROUTE_KEYS } from '../config/models.parser';
 import type { ModelDef, RouteDef } from '../config/registry.types';
-import { cheapestFirst, ESTIMATE_PARAMS, estimateCost, estimateRequestTokens } from './cost-estimate';
+import { cheapestFirst, ESTIMATE_PARAMS, estimateCost, estimateParamsProblems, estimateRequestTokens } from './cost-estimate';
 import type { Execution } from './execution';
 import { NoAvailableRouteError, NoMatchingRouteError } from './routing-errors';
 import { allowedRoutes, applyOrder, NO_OPTIONS, parseRoutingOptions, type ProviderSort, type RoutingOptions } from './routing-options';
@@ -232,6 +232,7 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
       }
       const strategy = this.strategyName(model, snapshot);
       problems.push(...(this.strategies.get(strategy)?.validate?.(model) ?? []));
+      problems.push(...estimateParamsProblems(model));
       const declared = this.params.get(strategy);
       if (declared) for (const w of this.unknownRouterParams(model, strategy, declared)) warn(w);
       for (const route of model.routes) {

@@ -273,6 +273,13 @@ models:
     ).rejects.toThrow(/routing_strategy "dice" is unknown/);
   });
 
+  it('refuses an expected_completion_tokens that is not a count, whatever the strategy (provider.sort: price reads it)', async () => {
+    const yaml = (router: string) =>
+      `models:\n  - id: a\n    context_length: 10\n    router: ${router}\n    router_params: { expected_completion_tokens: lots }\n    route: [{ kind: mock }]\n`;
+    for (const router of ['cost', 'weighted'])
+      await expect(boot(yaml(router))).rejects.toThrow(/router_params\.expected_completion_tokens must be a whole number above 0/);
+  });
+
   it('refuses an openai_compat route without base_url', async () => {
     await expect(boot('models:\n  - id: a\n    context_length: 10\n    route:\n      - kind: deepseek\n')).rejects.toThrow(
       /route kind deepseek needs base_url/,

@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import type { ModelDef, RouteDef } from '../../config/registry.types';
+import type { RouteDef } from '../../config/registry.types';
 import { cheapestFirst, estimateCost, estimateRequestTokens } from '../cost-estimate';
 import { RoutingStrategy, type StrategyInput } from '../routing-strategy';
 
@@ -19,13 +19,6 @@ export class CostStrategy implements RoutingStrategy {
   shares(input: StrategyInput): number[] {
     const first = cheapestFirst(this.costs(input))[0];
     return input.routes.map((_, i) => (i === first ? 1 : 0));
-  }
-
-  validate(model: ModelDef): string[] {
-    const v = model.routerParams.expected_completion_tokens;
-    return v === undefined || (Number.isInteger(Number(v)) && Number(v) > 0)
-      ? []
-      : [`${model.where}: router_params.expected_completion_tokens must be a whole number above 0`];
   }
 
   private costs(input: StrategyInput): bigint[] {
