@@ -82,11 +82,15 @@ export function isDataError(err: unknown): boolean {
  * every code but the row's (constraint, size, type). Such a failure never counts against a row.
  */
 export function isOutage(err: unknown): boolean {
+  if (isDataError(err)) return false;
   const e = err as { code?: unknown; driverError?: { code?: unknown }; message?: unknown } | null;
   const code = String(e?.code ?? e?.driverError?.code ?? '');
-  if (/^(08|25|28|3D|3F|40|42|53|55|57|58|F0|XX)[0-9A-Z]{3}$/.test(code)) return true;
-  if (code.startsWith('SQLITE_')) return !isDataError(err);
-  if (/^E[A-Z_]+$/.test(code)) return true;
+  // A socket's errno (ECONNREFUSED, EPIPE, EAI_AGAIN), not one of Node's own ERR_* codes.
+  if (/^E(?!RR_)[A-Z_]+$/.test(code)) return true;
+  if (code.startsWith('SQLITE_')) return true;
+  // Any other code is the database's or Node's word on what failed: an SQLSTATE outside the
+  // classes above (P0001, a trigger's exception) or ERR_* is not an outage, whatever its message.
+  if (code) return /^(08|25|28|3D|3F|40|42|53|55|57|58|F0|XX)[0-9A-Z]{3}$/.test(code);
   return /connect|terminated|timeout|timed out|not open|no answer|did not answer|pool|released/i.test(String(e?.message ?? ''));
 }
 
