@@ -4,6 +4,9 @@ import { AppConfig } from '../config/app-config';
 
 export type RedisState = 'disabled' | 'connecting' | 'ready' | 'down';
 
+/** Messages kept for sending while Redis is unreachable; past it, the oldest are dropped. */
+const UNSENT_LIMIT = 10_000;
+
 /**
  * The shared Redis connection, when REDIS_URL is set: state that every process and replica must
  * agree on (limits, budgets, circuit and health state) lives there. Commands fail at once while
@@ -20,6 +23,9 @@ export class RedisService implements OnModuleInit, OnApplicationShutdown {
   private readonly gapHandlers = new Map<string, Array<() => void>>();
   private state: RedisState = 'disabled';
   private lastError?: string;
+  /** Messages published while Redis was unreachable, as JSON `[channel, message]`, oldest first. */
+  private readonly unsent = new Set<string>();
+  private dropped = 0;
 
   constructor(private readonly config: AppConfig) {}
 
@@ -43,13 +49,44 @@ export class RedisService implements OnModuleInit, OnApplicationShutdown {
 
   /**
    * Sends `message` to every process subscribed to `channel` (this one too), on every replica.
-   * False when Redis is not ready: the message is lost, as Redis pub/sub keeps none.
+   * While Redis is unreachable (or a send fails), the message waits here and goes out when the
+   * connection is back: the others would otherwise never hear it (pub/sub keeps no messages).
+   * Each distinct message waits once, up to UNSENT_LIMIT; false when it was not sent at once.
    */
   publish(channel: string, message: string): boolean {
     const client = this.client;
-    if (!client) return false;
-    client.publish(this.key(channel), message).catch(() => undefined);
+    if (!client) {
+      this.keepUnsent(channel, message);
+      return false;
+    }
+    client.publish(this.key(channel), message).catch(() => this.keepUnsent(channel, message));
     return true;
+  }
+
+  private keepUnsent(channel: string, message: string): void {
+    if (!this.redis) return;
+    const key = JSON.stringify([channel, message]);
+    if (this.unsent.has(key)) return;
+    if (this.unsent.size >= UNSENT_LIMIT) {
+      const oldest = this.unsent.values().next().value as string;
+      this.unsent.delete(oldest);
+      this.dropped++;
+    }
+    this.unsent.add(key);
+  }
+
+  /** Sends what waited while Redis was away (in the order it was published). */
+  private sendUnsent(): void {
+    if (this.dropped > 0) {
+      this.logger.warn(`${this.dropped} messages published while Redis was away were not kept (over ${UNSENT_LIMIT})`);
+      this.dropped = 0;
+    }
+    const waiting = [...this.unsent];
+    this.unsent.clear();
+    for (const key of waiting) {
+      const [channel, message] = JSON.parse(key) as [string, string];
+      this.publish(channel, message);
+    }
   }
 
   /**
@@ -115,6 +152,7 @@ export class RedisService implements OnModuleInit, OnApplicationShutdown {
       if (this.state !== 'ready') this.logger.log('connected');
       this.state = 'ready';
       this.lastError = undefined;
+      if (this.unsent.size > 0) this.sendUnsent();
     });
     redis.on('error', (err: Error) => {
       this.lastError = err.message;

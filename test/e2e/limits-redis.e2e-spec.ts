@@ -158,6 +158,22 @@ describe('key changes a replica missed while cut off from Redis', () => {
     await waitFor(() => bRedis.status === 'ready', 'b to be connected to Redis again');
     await waitFor(async () => (await chat(b!, revoked.key, ask('acme/chat'))).status === 401, 'b to refuse the revoked key', 10_000);
   });
+
+  it('a change made on a replica cut off from Redis reaches the others when it is back', async () => {
+    const revoked = await adminApi(a!).createKey({ name: 'revoked by b while cut off' });
+    expect((await chat(a!, revoked.key, ask('acme/chat'))).status).toBe(200); // a caches it
+    const bRedis = b!.app.get(RedisService);
+    await waitFor(() => bRedis.status === 'ready', 'b to be connected to Redis');
+
+    await proxy.stop();
+    await waitFor(() => bRedis.status === 'down', 'b to see Redis gone');
+    // Revoked on b, which cannot tell anyone yet: a still admits the key it cached.
+    expect((await adminApi(b!).call('POST', `/admin/api-keys/${revoked.id}/revoke`)).status).toBe(200);
+    expect((await chat(a!, revoked.key, ask('acme/chat'))).status).toBe(200);
+
+    await proxy.start();
+    await waitFor(async () => (await chat(a!, revoked.key, ask('acme/chat'))).status === 401, 'a to refuse the key b revoked', 10_000);
+  });
 });
 
 describe('budgets and spend the counters missed', () => {
