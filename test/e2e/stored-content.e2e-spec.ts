@@ -1,11 +1,11 @@
 import type OpenAI from 'openai';
-import type { ApiLog } from '../../src/storage/entities/api-log.entity';
 import { RequestLogWriter } from '../../src/storage/request-log.writer';
 import { StatsRepository } from '../../src/storage/stats.repository';
 import type { TruncatedContent } from '../../src/storage/stored-content';
 import { AnthropicUpstream } from '../fixtures/anthropic-upstream';
 import { OpenAiUpstream } from '../fixtures/openai-upstream';
 import { startGateway, type TestGateway } from '../helpers/gateway';
+import { logRow } from '../helpers/log-row';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres';
 
 /**
@@ -182,34 +182,13 @@ models:
     const writer = gw.app.get(RequestLogWriter);
     const logs = gw.app.get(StatsRepository);
     const prompt = 'é'.repeat(512 * 1024); // 1 MB of UTF-8, 16 times the limit
-    const row: ApiLog = {
-      id: `queued-${backend}`,
-      created_at: new Date(),
+    const row = logRow(`queued-${backend}`, {
       model: 'llm',
       provider: 'ok',
       endpoint: 'ok',
-      stream: false,
-      status_code: 200,
-      error: null,
-      error_code: null,
-      finish_reason: 'stop',
-      ttft_ms: null,
-      latency_ms: 5,
-      prompt_tokens: 1,
-      completion_tokens: 2,
-      total_tokens: 3,
-      cached_tokens: 0,
-      cache_write_tokens: 0,
-      reasoning_tokens: 0,
-      usage_estimated: false,
-      cost_usd: '0.000003',
-      upstream_cost_usd: null,
-      api_key_id: null,
-      user_id: null,
-      metadata: null,
       request_content: { model: 'llm', messages: [{ role: 'user', content: prompt }] },
       response_content: { choices: [{ message: { content: prompt } }] },
-    };
+    });
     writer.enqueue(row);
     // Called at once, before the next flush: the row is still in the writer's queue.
     const queued = await logs.findLog(row.id);
