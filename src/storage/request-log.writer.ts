@@ -94,7 +94,10 @@ export function isOutage(err: unknown): boolean {
   return /connect|terminated|timeout|timed out|not open|no answer|did not answer|pool|released/i.test(String(e?.message ?? ''));
 }
 
-/** Times a row fails alone, the database answering, with a cause neither its data nor an outage, before it is set aside. */
+/**
+ * Times a row is tried alone, one right after another, the database answering, when it fails
+ * with a cause neither its data nor an outage, before it is set aside (`failedAlone`).
+ */
 const ROW_ATTEMPTS = 3;
 
 /**
@@ -131,8 +134,6 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
    * already copied to the spool: its insert is no longer waited for.
    */
   private secured?: readonly ApiLog[];
-  /** Rows that failed alone for a cause neither their data nor an outage, and how often (`failedAlone`). */
-  private readonly attempts = new Map<string, number>();
   /** Built per connected data source (a reconnect makes a new one). */
   private inserter?: ApiLogInserter;
   readonly stats = { written: 0, spooled: 0, replayed: 0, spoolFiles: 0, rejected: 0 };
@@ -338,13 +339,12 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
    * Inserts a batch; returns how many rows went in. When the database refuses the batch for a
    * cause other than an outage (`isOutage`), the rows go in one by one: those it refuses as data
    * are set aside (`reject`), so that one bad row never holds back the others, and a row failing
-   * alone for another cause counts an attempt (`failedAlone`). An outage throws `RowsNotWritten`
+   * alone for another cause is tried again at once (`failedAlone`). An outage throws `RowsNotWritten`
    * with what is left.
    */
   private async insertBatch(rows: ApiLog[], progress?: () => void): Promise<number> {
     try {
       await this.insert(rows, progress);
-      if (this.attempts.size > 0) for (const row of rows) this.attempts.delete(row.id);
       return rows.length;
     } catch (err) {
       if (isOutage(err)) throw new RowsNotWritten(err, rows);
@@ -355,11 +355,14 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       if (i > 0) await nextTurn();
       try {
         await this.insertOne(rows[i]);
-        this.attempts.delete(rows[i].id);
         written++;
       } catch (err) {
         if (isDataError(err)) await this.reject(rows[i], err);
-        else if (!(await this.failedAlone(rows[i], err))) throw new RowsNotWritten(err, rows.slice(i), written);
+        else {
+          const outcome = await this.failedAlone(rows[i], err, progress);
+          if (!outcome) throw new RowsNotWritten(err, rows.slice(i), written);
+          if (outcome === 'written') written++;
+        }
       }
       progress?.();
     }
@@ -370,31 +373,41 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
    * A row that failed alone for a cause that is neither its data (`isDataError`) nor an outage
    * (`isOutage`): a value the driver cannot bind (SQLite takes no object or boolean: "SQLite3 can
    * only bind numbers, strings, bigints, buffers, and null"), a trigger's exception (P0001), one
-   * that cannot be serialised (a BigInt). Without a count such a row was replayed for ever, and
-   * held back every row behind it. It counts an attempt only while the database answers a ping
-   * (so an outage in a shape not known here costs nothing); at the ROW_ATTEMPTS-th it is set
-   * aside with its error, like a row refused as data. True if it was set aside; otherwise it
-   * stays where it is, and so do the rows behind it, until the next try. Attempts are counted in
-   * memory: a restart starts them again, which only retries the row longer.
+   * that cannot be serialised (a BigInt). It is tried again alone at once, while the database
+   * answers a ping between tries (so an outage in a shape not known here costs nothing), up to
+   * ROW_ATTEMPTS tries in all, and then set aside with its error, like a row refused as data.
+   * Tried once per replay round, as it once was, such a row held back every row behind it for
+   * rounds, and stalled the live path: one endpoint producing such a row on every request grew
+   * the spool without bound. 'written' if a retry took it, 'rejected' if it was set aside;
+   * false (the database did not answer, or failed as an outage) leaves it, and the rows behind
+   * it, where they are until the next try.
    */
-  private async failedAlone(row: ApiLog, err: unknown): Promise<boolean> {
-    if (isOutage(err)) return false;
-    try {
-      await this.db.ping(2000);
-    } catch {
-      return false;
-    }
-    const tries = (this.attempts.get(row.id) ?? 0) + 1;
-    if (tries < ROW_ATTEMPTS) {
-      this.attempts.set(row.id, tries);
+  private async failedAlone(row: ApiLog, err: unknown, progress?: () => void): Promise<'written' | 'rejected' | false> {
+    for (let tries = 1; ; tries++) {
+      if (isOutage(err)) return false;
+      try {
+        await this.db.ping(2000);
+      } catch {
+        return false;
+      }
+      progress?.();
+      if (tries >= ROW_ATTEMPTS) break;
       this.logger.warn(
-        `request-log row ${row.id} failed alone (${(err as Error)?.message ?? String(err)}); try ${tries} of ${ROW_ATTEMPTS}`,
+        `request-log row ${row.id} failed alone (${(err as Error)?.message ?? String(err)}); try ${tries + 1} of ${ROW_ATTEMPTS}`,
       );
-      return false;
+      try {
+        await this.insertOne(row);
+        return 'written';
+      } catch (e) {
+        if (isDataError(e)) {
+          await this.reject(row, e);
+          return 'rejected';
+        }
+        err = e;
+      }
     }
-    this.attempts.delete(row.id);
-    await this.reject(row, err, ` (failed alone ${tries} times while the database answered)`);
-    return true;
+    await this.reject(row, err, ` (failed alone ${ROW_ATTEMPTS} times while the database answered)`);
+    return 'rejected';
   }
 
   /**
