@@ -124,6 +124,8 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   private replaying?: Promise<void>;
   /** Shutdown has begun: no replay starts, and one in flight stops after its batch. */
   private stopping = false;
+  /** Shutdown stopped waiting for the replay in flight: it touches no file any more. */
+  private replayLeft = false;
   /**
    * An insert failed (the database refused, or stayed silent past the batch's deadline): until
    * a ping answers again, rows go straight to the spool instead of each batch waiting to fail.
@@ -252,13 +254,13 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   }
 
   /**
-   * Stops a replay in flight after the batch it is inserting, its claimed file left as it is for
-   * the next start (rows of it already written replay as nothing). Not stopped, it went on after
-   * the data source was closed, copied the rest of its file to a spool the process was done with,
-   * and, that directory gone ("cannot spool … ENOENT"), kept the rows only in memory, lost at
-   * exit. An insert a silent database holds (up to
-   * DB_QUERY_TIMEOUT_MS) is waited for SHUTDOWN_INSERT_MS; past that the replay is left to fail,
-   * and, seeing `stopping`, touches no file when it does.
+   * Stops a replay in flight after the batch it is inserting, its claimed file left for the next
+   * start, renamed to carry the offset of the first row not replayed (`replayFile`). Not stopped,
+   * it went on after the data source was closed, copied the rest of its file to a spool the
+   * process was done with, and, that directory gone ("cannot spool … ENOENT"), kept the rows only
+   * in memory, lost at exit. An insert a silent database holds (up to DB_QUERY_TIMEOUT_MS) is
+   * waited for SHUTDOWN_INSERT_MS; past that the replay is left (`replayLeft`), and touches no
+   * file any more, whether its batch fails or ends after close.
    */
   private async stopReplay(): Promise<void> {
     this.stopping = true;
@@ -269,10 +271,11 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), SHUTDOWN_INSERT_MS))),
     ]);
     clearTimeout(timer);
-    if (!done)
-      this.logger.warn(
-        `a spool replay still waits on the database ${SHUTDOWN_INSERT_MS} ms into shutdown; its file stays for the next start`,
-      );
+    if (done) return;
+    this.replayLeft = true;
+    this.logger.warn(
+      `a spool replay still waits on the database ${SHUTDOWN_INSERT_MS} ms into shutdown; its file stays for the next start`,
+    );
   }
 
   private async flushLoop(): Promise<void> {
@@ -536,9 +539,11 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
    * When the database fails part way, the file stays claimed and is renamed to carry the offset
    * of the first row not written: the next replay resumes there. A rename is all a failed replay
    * writes — copying the rest out, as it once did, rewrote a spool of hundreds of MB every
-   * REQUEST_LOG_REPLAY_MS of a flapping outage. At shutdown it stops between batches and leaves
-   * the file as it is (resuming from its last recorded offset replays rows already written as
-   * nothing).
+   * REQUEST_LOG_REPLAY_MS of a flapping outage. At shutdown it stops between batches, the file
+   * renamed to carry the offset of the next batch: resumed from an older offset, it set aside the
+   * rows refused since then a second time (twice in the rejected file, and counted twice). Past
+   * the time shutdown waits for it, it touches no file at all (resuming from the last recorded
+   * offset then replays rows already written as nothing).
    */
   private async replayFile(path: string): Promise<boolean> {
     const start = spoolOffset(path);
@@ -546,8 +551,11 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     let rows = 0;
     try {
       for (let next = await batches.next(); !next.done; next = await batches.next()) {
-        if (this.stopping) return false;
         const batch = next.value;
+        if (this.stopping) {
+          if (!this.replayLeft && batch.offsets[0] > start) await this.resumeLater(path, batch.offsets[0], 'shutting down');
+          return false;
+        }
         try {
           this.stats.replayed += await this.insertBatch(batch.rows);
           rows += batch.rows.length;
@@ -569,17 +577,16 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     return true;
   }
 
-  /** Records, in the claimed file's name, the offset its next replay resumes at. */
-  private async resumeLater(path: string, offset: number, err: unknown): Promise<void> {
+  /** Records, in the claimed file's name, the offset its next replay resumes at; `why` it stopped. */
+  private async resumeLater(path: string, offset: number, why: unknown): Promise<void> {
     const target = this.claimedName(dirname(path), offset);
+    const reason = typeof why === 'string' ? why : `failed (${(why as Error)?.message ?? String(why)})`;
     try {
       await rename(path, target);
-      this.logger.warn(`spool replay failed (${(err as Error).message}); ${target} resumes at byte ${offset}`);
+      this.logger.warn(`spool replay ${reason}; ${target} resumes at byte ${offset}`);
     } catch (e) {
       // The file keeps its older offset: rows from there on replay again, as nothing if present.
-      this.logger.warn(
-        `spool replay failed (${(err as Error).message}); cannot record where in ${path} it stopped (${(e as Error).message})`,
-      );
+      this.logger.warn(`spool replay ${reason}; cannot record where in ${path} it stopped (${(e as Error).message})`);
     }
   }
 

@@ -526,6 +526,45 @@ describe('request logs when PostgreSQL goes away', () => {
       await waitFor(async () => (await countRows(db)) === 1200 && spooledLines(spool) === 0, 'the replay');
       expect(new Set((await gw.rows()).map((r) => r.id)).size).toBe(1200);
     }, 20_000);
+
+    it('stopped at shutdown between batches, does not set aside again the rows it set aside', async () => {
+      const writer = await start(await proxy.start());
+      const spool = join(gw!.dir, 'spool');
+      // r-100 is refused (a count beyond integer) and set aside in the first batch; the second
+      // batch waits on a lock the test holds until shutdown has begun, so the replay stops after it.
+      const lock = new Client({ ...PG_ADMIN, database: db.name });
+      await lock.connect();
+      await lock.query('SELECT pg_advisory_lock(4242)');
+      await sql(
+        db,
+        `CREATE FUNCTION gate() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+           IF NEW.id = 'r-600' THEN PERFORM pg_advisory_lock(4242); PERFORM pg_advisory_unlock(4242); END IF;
+           RETURN NEW;
+         END $$`,
+        'CREATE TRIGGER gate BEFORE INSERT ON api_logs FOR EACH ROW EXECUTE FUNCTION gate()',
+      );
+      const rows = ids.map((id) => logRow(id, id === 'r-100' ? { prompt_tokens: 3_000_000_000 } : {}));
+      writeFileSync(join(spool, 'api_logs.999999.1.jsonl'), rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+      const replay = writer.replay();
+      await waitFor(async () => (await countRows(db)) === 499 && writer.stats.rejected === 1, 'the first batch');
+      const app = gw!.app;
+      gw = undefined;
+      const closing = app.close();
+      await waitFor(() => (writer as unknown as { stopping: boolean }).stopping, 'shutdown to begin');
+      await lock.end(); // the lock goes with its session
+      await closing;
+      await replay;
+      expect(await countRows(db)).toBe(999);
+      expect(rejectedRows(spool).map((r) => r.row.id)).toEqual(['r-100']);
+      // The file resumes at r-1000: resumed from 0, the next start set r-100 aside again.
+      expect(spooledIds(spool)).toEqual(ids.slice(1000));
+
+      await sql(db, 'DROP TRIGGER gate ON api_logs');
+      gw = await startGateway({ models: MODELS, env: { ...env(proxy.port), REQUEST_LOG_SPOOL_DIR: spool } });
+      await waitFor(async () => (await countRows(db)) === 1199 && spooledLines(spool) === 0, 'the replay');
+      expect(rejectedRows(spool).map((r) => r.row.id)).toEqual(['r-100']);
+      expect(gw.app.get(RequestLogWriter).stats).toMatchObject({ rejected: 0, replayed: 200 });
+    }, 20_000);
   });
 });
 
