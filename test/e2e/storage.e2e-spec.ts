@@ -5,6 +5,7 @@ import { Client } from 'pg';
 import type { ApiLog } from '../../src/storage/entities/api-log.entity';
 import { RequestLogWriter, spoolOffset } from '../../src/storage/request-log.writer';
 import { startGateway, type TestGateway } from '../helpers/gateway';
+import { logRow } from '../helpers/log-row';
 import { createTestDatabase, PG_ADMIN, type TestDatabase } from '../helpers/postgres';
 import { TcpProxy } from '../helpers/tcp-proxy';
 
@@ -95,9 +96,9 @@ function spoolFiles(dir: string): Record<string, string> {
   return Object.fromEntries(readdirSync(dir).map((f) => [f, readFileSync(join(dir, f), 'utf8')]));
 }
 
-/** A spool file as a process that died (pid 999999 does not exist) would have left it. */
+/** A spool file as a process that died (pid 4194305 does not exist: above Linux's highest, 2^22) would have left it. */
 function leaveSpoolFile(dir: string, ids: string[]): void {
-  writeFileSync(join(dir, 'api_logs.999999.1.jsonl'), ids.map((id) => JSON.stringify(logRow(id))).join('\n') + '\n');
+  writeFileSync(join(dir, 'api_logs.4194305.1.jsonl'), ids.map((id) => JSON.stringify(logRow(id))).join('\n') + '\n');
 }
 
 async function sql(db: TestDatabase, ...statements: string[]): Promise<void> {
@@ -185,10 +186,10 @@ describe('request logs when PostgreSQL goes away', () => {
 
   it('replays a spool file left by a process that died', async () => {
     const port = await proxy.start();
-    // A row as a crashed process (pid 999999 does not exist) would have left it.
+    // A row as a crashed process (pid 4194305 does not exist) would have left it.
     const dirs = { spool: join(tmpdir(), `hi-spool-${process.pid}-${Date.now()}`) };
     mkdirSync(dirs.spool, { recursive: true });
-    writeFileSync(join(dirs.spool, 'api_logs.999999.1.jsonl'), `${JSON.stringify(logRow('crashed-row-1'))}\n{"truncated by a cra`);
+    writeFileSync(join(dirs.spool, 'api_logs.4194305.1.jsonl'), `${JSON.stringify(logRow('crashed-row-1'))}\n{"truncated by a cra`);
     gw = await startGateway({ models: MODELS, env: { ...env(port), REQUEST_LOG_SPOOL_DIR: dirs.spool } });
     await waitFor(async () => (await countRows(db)) === 1, 'the left-over row');
     const [got] = await gw.rows();
@@ -483,10 +484,10 @@ describe('request logs when PostgreSQL goes away', () => {
       const app = gw!.app;
       gw = undefined;
       await app.close();
-      // As a worker that died would have left it (pid 999999 does not exist).
+      // As a worker that died would have left it (pid 4194305 does not exist).
       const [claimed] = readdirSync(spool).filter((f) => f.startsWith('api_logs.'));
       expect(spoolOffset(claimed)).toBeGreaterThan(0);
-      renameSync(join(spool, claimed), join(spool, `api_logs.replaying.999999.1.x.from${spoolOffset(claimed)}.jsonl`));
+      renameSync(join(spool, claimed), join(spool, `api_logs.replaying.4194305.1.x.from${spoolOffset(claimed)}.jsonl`));
 
       await sql(db, 'DROP TRIGGER fail_rows ON api_logs');
       gw = await startGateway({ models: MODELS, env: { ...env(proxy.port), REQUEST_LOG_SPOOL_DIR: spool } });
@@ -544,7 +545,7 @@ describe('request logs when PostgreSQL goes away', () => {
         'CREATE TRIGGER gate BEFORE INSERT ON api_logs FOR EACH ROW EXECUTE FUNCTION gate()',
       );
       const rows = ids.map((id) => logRow(id, id === 'r-100' ? { prompt_tokens: 3_000_000_000 } : {}));
-      writeFileSync(join(spool, 'api_logs.999999.1.jsonl'), rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+      writeFileSync(join(spool, 'api_logs.4194305.1.jsonl'), rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
       const replay = writer.replay();
       await waitFor(async () => (await countRows(db)) === 499 && writer.stats.rejected === 1, 'the first batch');
       const app = gw!.app;
@@ -567,39 +568,6 @@ describe('request logs when PostgreSQL goes away', () => {
     }, 20_000);
   });
 });
-
-/** A row as the writer queues it; `extra` overrides fields. */
-function logRow(id: string, extra: Partial<ApiLog> = {}): ApiLog {
-  return {
-    id,
-    created_at: new Date(),
-    model: 'demo/mock',
-    provider: 'mock',
-    endpoint: 'mock',
-    stream: false,
-    status_code: 200,
-    error: null,
-    error_code: null,
-    finish_reason: 'stop',
-    ttft_ms: null,
-    latency_ms: 5,
-    prompt_tokens: 1,
-    completion_tokens: 2,
-    total_tokens: 3,
-    cached_tokens: 0,
-    cache_write_tokens: 0,
-    reasoning_tokens: 0,
-    usage_estimated: false,
-    cost_usd: '0.000003',
-    upstream_cost_usd: null,
-    api_key_id: null,
-    user_id: null,
-    metadata: null,
-    request_content: null,
-    response_content: null,
-    ...extra,
-  };
-}
 
 function rejectedRows(dir: string): Array<{ rejected: string; row: ApiLog }> {
   if (!existsSync(dir)) return [];
@@ -693,7 +661,7 @@ describe.each(['sqlite', 'postgres'] as const)('rows the database would refuse, 
 
       // A spool file (a process that died while the database was down) with such a row in it.
       const left = [logRow('ok-3'), logRow('huge-2', { completion_tokens: 5_000_000_000 }), logRow('ok-4')];
-      writeFileSync(join(spool, 'api_logs.999999.1.jsonl'), left.map((r) => JSON.stringify(r)).join('\n') + '\n');
+      writeFileSync(join(spool, 'api_logs.4194305.1.jsonl'), left.map((r) => JSON.stringify(r)).join('\n') + '\n');
       await waitFor(async () => (await gw.rows()).length === 4, 'the replay');
       expect((await gw.rows()).map((r) => r.id).sort()).toEqual(['ok-1', 'ok-2', 'ok-3', 'ok-4']);
       await waitFor(() => spooledLines(spool) === 0, 'the spool file to go');
@@ -769,7 +737,7 @@ describe.each(['sqlite', 'postgres'] as const)('a spooled row that fails alone f
     if (backend === 'postgres') await failRow('bad-1', 'P0001');
     const reason = backend === 'sqlite' ? /can only bind/ : /test failure on bad-1/;
     writeFileSync(
-      join(spool, 'api_logs.999999.1.jsonl'),
+      join(spool, 'api_logs.4194305.1.jsonl'),
       [logRow('ok-1'), bad, logRow('ok-2')].map((r) => JSON.stringify(r)).join('\n') + '\n',
     );
 
@@ -804,7 +772,7 @@ describe.each(['sqlite', 'postgres'] as const)('a spooled row that fails alone f
 
     // A spool file: one replay writes every good row and sets every bad one aside (tried once a
     // replay, each bad row stopped it, and held back every row behind it until the next one).
-    writeFileSync(join(spool, 'api_logs.999999.1.jsonl'), all.map((i) => JSON.stringify(row('spooled', i))).join('\n') + '\n');
+    writeFileSync(join(spool, 'api_logs.4194305.1.jsonl'), all.map((i) => JSON.stringify(row('spooled', i))).join('\n') + '\n');
     await writer.replay();
     expect(await ids()).toEqual(good('spooled').sort());
     expect(spooledLines(spool)).toBe(0);
@@ -829,7 +797,7 @@ describe.each(['sqlite', 'postgres'] as const)('a spooled row that fails alone f
         // huge-k is refused as data (22003), so the first replay tries out-k alone; the next
         // ones fail the batch that is left as a whole.
         const rows = [logRow(`huge-${k}`, { prompt_tokens: 3_000_000_000 }), logRow(`out-${k}`), logRow(`ok-${k}`)];
-        writeFileSync(join(spool, `api_logs.999999.${k}.jsonl`), rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+        writeFileSync(join(spool, `api_logs.4194305.${k}.jsonl`), rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
         await failRow(`out-${k}`, code);
         for (let i = 0; i < ROW_TRIES + 1; i++) await writer.replay();
         expect(rejectedRows(spool).map((r) => r.row.id)).not.toContain(`out-${k}`);
