@@ -29,6 +29,7 @@ export class MetricsService {
   private readonly ttft: Histogram<'model' | 'provider' | 'status'>;
   private readonly tokens: Counter<'model' | 'provider' | 'type'>;
   private readonly attempts: Counter<'provider' | 'route' | 'outcome'>;
+  private readonly refusals: Counter<'status' | 'code'>;
 
   constructor(config: AppConfig) {
     this.enabled = config.env.METRICS_ENABLED;
@@ -65,6 +66,12 @@ export class MetricsService {
       labelNames: ['provider', 'route', 'outcome'],
       registers,
     });
+    this.refusals = new Counter({
+      name: 'hybridinference_auth_refusals_total',
+      help: 'Calls refused at the API key check (missing, not valid, revoked, expired, suspended; 503 when keys could not be read), by status and error code',
+      labelNames: ['status', 'code'],
+      registers,
+    });
     if (this.enabled) collectDefaultMetrics({ register: this.registry, prefix: 'hybridinference_' });
     // In a multi-process gateway the primary collects this registry from every worker.
     if (cluster.isWorker) answerMetricsRequests(this.registry);
@@ -92,6 +99,11 @@ export class MetricsService {
 
   observeAttempt(provider: string, route: string, outcome: string): void {
     if (this.enabled) this.attempts.inc({ provider, route, outcome });
+  }
+
+  /** A call refused at the API key check, before any request-log row is made. */
+  observeRefusal(status: number, code: string): void {
+    if (this.enabled) this.refusals.inc({ status: String(status), code });
   }
 
   /** A gauge whose value is read when /metrics is scraped. */

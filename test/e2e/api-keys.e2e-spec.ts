@@ -1,5 +1,6 @@
 import { createHmac } from 'node:crypto';
 import { DatabaseService } from '../../src/storage/database.service';
+import { RequestLogWriter } from '../../src/storage/request-log.writer';
 import { ACCESS_ENV, adminApi, call, chat, KEY_SECRET } from '../helpers/access';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres';
@@ -17,12 +18,14 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
   let gw: TestGateway;
   let pg: TestDatabase | undefined;
   let admin: ReturnType<typeof adminApi>;
+  const logLines: string[] = [];
 
   beforeAll(async () => {
     pg = backend === 'postgres' ? await createTestDatabase() : undefined;
     gw = await startGateway({
       models: MODELS,
-      env: { ...pg?.env, ...ACCESS_ENV, USER_AUTH_ENABLED: 'true', API_KEY_CACHE_TTL_MS: '60000' },
+      env: { ...pg?.env, ...ACCESS_ENV, USER_AUTH_ENABLED: 'true', API_KEY_CACHE_TTL_MS: '60000', LOG_LEVEL: 'info' },
+      logLines,
     });
     admin = adminApi(gw);
   });
@@ -141,6 +144,32 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
     expect(await ids('expired')).toEqual([expiring.id]);
     expect(await ids('active')).not.toContain(expiring.id);
     expect((await ids('active')).length).toBeGreaterThan(0);
+  });
+
+  it('logs and counts a refused call, without what was sent and without a row', async () => {
+    const refusals = async () => {
+      const text = await (await fetch(`${gw.url}/metrics`)).text();
+      return Number(/^hybridinference_auth_refusals_total\{status="401",code="invalid_api_key"\} (\d+)/m.exec(text)?.[1] ?? 0);
+    };
+    const before = await refusals();
+    const rows = (await gw.rows()).length;
+    logLines.length = 0;
+    const res = await chat(gw, 'sk-probe-secret-0123456789', ask);
+    expect(res.status).toBe(401);
+    const refused = logLines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'request refused');
+    expect(refused).toEqual([
+      expect.objectContaining({
+        status: 401,
+        error: 'invalid_api_key',
+        method: 'POST',
+        path: '/v1/chat/completions',
+        reqId: expect.any(String),
+      }),
+    ]);
+    expect(logLines.join('\n')).not.toContain('probe-secret');
+    expect(await refusals()).toBe(before + 1);
+    await gw.app.get(RequestLogWriter).flush();
+    expect((await gw.rows()).length).toBe(rows);
   });
 
   it('changes limits, keeps revoked keys revoked, and regenerates a secret', async () => {
