@@ -3,6 +3,9 @@ import { Injectable, type CanActivate, type ExecutionContext } from '@nestjs/com
 import type { Request } from 'express';
 import { AuthenticationError, PermissionError } from '../common/errors';
 import { AppConfig } from '../config/app-config';
+import { AppLogger } from '../observability/app-logger';
+import { MetricsService } from '../observability/metrics.service';
+import { recordRefusal } from '../observability/refusals';
 
 /**
  * Guards /admin/*: `Authorization: Bearer <ADMIN_TOKEN>` (or `x-admin-token`). Missing
@@ -13,7 +16,11 @@ import { AppConfig } from '../config/app-config';
 export class AdminGuard implements CanActivate {
   private readonly expected?: Buffer;
 
-  constructor(config: AppConfig) {
+  constructor(
+    config: AppConfig,
+    private readonly appLogger: AppLogger,
+    private readonly metrics: MetricsService,
+  ) {
     const token = config.env.ADMIN_TOKEN;
     this.expected = token ? digest(token) : undefined;
   }
@@ -25,10 +32,17 @@ export class AdminGuard implements CanActivate {
     const presented = auth?.toLowerCase().startsWith('bearer ')
       ? auth.slice(7).trim()
       : (req.headers['x-admin-token'] as string | undefined);
-    if (!presented)
-      throw new AuthenticationError('Admin credentials required: send Authorization: Bearer <ADMIN_TOKEN>', 'missing_admin_token');
-    if (!timingSafeEqual(digest(presented), this.expected))
-      throw new PermissionError('The admin token is not valid', 'invalid_admin_token');
+    if (!presented) {
+      const err = new AuthenticationError('Admin credentials required: send Authorization: Bearer <ADMIN_TOKEN>', 'missing_admin_token');
+      recordRefusal(this.appLogger, this.metrics, req, err);
+      throw err;
+    }
+    if (!timingSafeEqual(digest(presented), this.expected)) {
+      const err = new PermissionError('The admin token is not valid', 'invalid_admin_token');
+      // Someone holds a wrong admin token, or is guessing one.
+      recordRefusal(this.appLogger, this.metrics, req, err, 'warn');
+      throw err;
+    }
     return true;
   }
 }

@@ -6,6 +6,7 @@ import { contextOf } from '../common/request-context';
 import { AppConfig } from '../config/app-config';
 import { AppLogger } from '../observability/app-logger';
 import { MetricsService } from '../observability/metrics.service';
+import { recordRefusal } from '../observability/refusals';
 import { ApiKeysService, type KeyState } from '../storage/api-keys.service';
 
 /**
@@ -58,34 +59,11 @@ export class ApiKeyGuard implements CanActivate {
     try {
       principal = await this.identify(presentedKeys(req));
     } catch (err) {
-      if (err instanceof GatewayError) this.refused(req, err);
+      if (err instanceof GatewayError) recordRefusal(this.appLogger, this.metrics, req, err);
       throw err;
     }
     if (ctx) ctx.principal = principal;
     return true;
-  }
-
-  /**
-   * A refused call gets no request-log row (anyone can send them, and each would be a database
-   * write), but an access line and a counter, so that a client with a stale key or someone
-   * trying keys shows. The line names the error code and, for a key of ours, its prefix: never
-   * what was sent.
-   */
-  private refused(req: Request, err: GatewayError): void {
-    this.metrics.observeRefusal(err.status, String(err.code ?? err.type));
-    const log = this.appLogger.access;
-    if (!log.isLevelEnabled('info')) return;
-    log.info(
-      {
-        reqId: contextOf(req)?.requestId,
-        method: req.method,
-        path: req.path,
-        status: err.status,
-        error: String(err.code ?? err.type),
-        ip: req.socket.remoteAddress,
-      },
-      'request refused',
-    );
   }
 
   private async identify(tokens: string[]): Promise<Principal | null> {

@@ -283,6 +283,7 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
 
   it('guards the key API with ADMIN_TOKEN: 401 without, 403 with a wrong one, never with a client key', async () => {
     const { key } = await admin.createKey({ name: 'not an admin' });
+    logLines.length = 0;
     const none = await call(`${gw.url}/admin/api-keys`, 'GET');
     expect(none.status).toBe(401);
     expect(none.body).toMatchObject({ error: { type: 'authentication_error', code: 'missing_admin_token' } });
@@ -291,6 +292,15 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
       expect(res.status).toBe(403);
       expect(res.body).toMatchObject({ error: { type: 'permission_error', code: 'invalid_admin_token' } });
     }
+    // Refusals are logged (a wrong token as a warning), never with what was sent.
+    const refused = logLines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.msg === 'request refused');
+    expect(refused.map((l) => [l.level, l.status, l.error, l.path])).toEqual([
+      ['info', 401, 'missing_admin_token', '/admin/api-keys'],
+      ['warn', 403, 'invalid_admin_token', '/admin/api-keys'],
+      ['warn', 403, 'invalid_admin_token', '/admin/api-keys'],
+    ]);
+    expect(logLines.join('\n')).not.toContain('wrong-token');
+    expect(logLines.join('\n')).not.toContain(key);
   });
 });
 
