@@ -59,14 +59,19 @@ export function encodeEmbeddings(res: EmbeddingsResponse, format: 'float' | 'bas
   return res;
 }
 
-/** Base64 text: standard or URL-safe alphabet, padding optional (Buffer reads all of these). */
-const BASE64 = /^[A-Za-z0-9+/_-]+={0,2}$/;
+/**
+ * A character outside base64's alphabets (standard and URL-safe; Buffer reads both, padding
+ * optional). Searched for rather than the whole text matched against `^[...]+={0,2}$`: on a
+ * vector of a million dimensions that pattern backtracked over every character of a text with a
+ * bad one at its end and, in some runs, overflowed the stack ("Maximum call stack size exceeded").
+ */
+const NOT_BASE64 = /[^A-Za-z0-9+/_-]/;
 
 /** Whether `text` is base64 of one or more whole float32 values. */
 function isFloat32Base64(text: string): boolean {
-  if (!BASE64.test(text)) return false;
   const pad = text.endsWith('==') ? 2 : text.endsWith('=') ? 1 : 0;
   const chars = text.length - pad;
+  if (chars === 0 || NOT_BASE64.test(pad > 0 ? text.slice(0, chars) : text)) return false;
   if ((pad > 0 && text.length % 4 !== 0) || chars % 4 === 1) return false;
   const bytes = Math.floor((chars * 3) / 4);
   return bytes > 0 && bytes % 4 === 0;
