@@ -66,9 +66,15 @@ export function runPrimary(count: number, log: (msg: string) => void): void {
           return;
         }
         if (msg?.type !== METRICS_REQUEST) return;
+        // The asking worker may have died while the others were asked (its scrape then failed
+        // with it): a send without a callback would throw ERR_IPC_CHANNEL_CLOSED as an 'error'
+        // event on the worker, which nothing handles, and take the primary and every worker down.
+        const answer = (reply: Record<string, unknown>) => {
+          if (worker.isConnected()) worker.send({ type: METRICS_RESPONSE, id: msg.id, ...reply }, () => undefined);
+        };
         aggregateMetrics([...serving], count, WORKER_METRICS_WAIT_MS).then(
-          ({ text, contentType }) => worker.send({ type: METRICS_RESPONSE, id: msg.id, text, contentType }),
-          (err: Error) => worker.send({ type: METRICS_RESPONSE, id: msg.id, error: err.message }),
+          ({ text, contentType }) => answer({ text, contentType }),
+          (err: Error) => answer({ error: err.message }),
         );
       });
     });

@@ -283,6 +283,39 @@ describe('the built server with WORKERS=2', () => {
     expect(await cluster.exited).toBe(0);
   }, 60_000);
 
+  it('keeps serving when a worker dies while the primary gathers its /metrics', async () => {
+    const cluster = await startCluster(MODELS.replace('tokens: 20, tokens_per_second: 40', 'tokens: 3'), 'hi-cluster-metrics-death-');
+    const url = `http://127.0.0.1:${cluster.port}`;
+    const listening = () => [...cluster.output.matchAll(/worker (\d+) listening/g)].map((m) => Number(m[1]));
+    const [stopped, asking] = listening();
+    const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    // One worker stopped: the primary waits for its figures (up to 2 s) before it answers the other.
+    process.kill(stopped, 'SIGSTOP');
+    const pending = new AbortController();
+    try {
+      // Fresh connections go to the workers in turn: one of these reaches the running worker.
+      const scrapes = [0, 1].map(() =>
+        fetch(`${url}/metrics`, { headers: { connection: 'close' }, signal: pending.signal }).catch(() => undefined),
+      );
+      await pause(500);
+      // The asking worker dies while the primary still waits; its answer then has nowhere to go.
+      process.kill(asking, 'SIGKILL');
+      await pause(2500);
+      pending.abort();
+      await Promise.all(scrapes);
+    } finally {
+      process.kill(stopped, 'SIGCONT');
+    }
+    // The primary lived: it replaced the worker, and the gateway answers.
+    const until = Date.now() + 10_000;
+    while (listening().length < 3 && Date.now() < until) await pause(50);
+    expect(cluster.output).not.toContain('ERR_IPC_CHANNEL_CLOSED');
+    expect(listening()).toHaveLength(3);
+    expect((await fetch(`${url}/metrics`, { headers: { connection: 'close' } })).status).toBe(200);
+    cluster.child.kill('SIGTERM');
+    expect(await cluster.exited).toBe(0);
+  }, 30_000);
+
   it('stops admitting a key revoked on one worker on every worker, long before the cache would forget it', async () => {
     // Ten minutes: a worker that was not told would admit the key for the rest of the test.
     const cluster = await startCluster(MODELS.replace('tokens: 20, tokens_per_second: 40', 'tokens: 3'), 'hi-cluster-keys-', {
