@@ -112,8 +112,9 @@ export class EmbeddingsService implements OnModuleInit, OnApplicationBootstrap {
    * An answer over UPSTREAM_BODY_LIMIT. Its size is the request's: inputs × dimensions of one
    * model, which every route serves: 2,048 inputs of 3,072 dimensions (OpenAI's largest batch of
    * text-embedding-3-large) come to 81 MB of JSON with 8-digit floats, 135 MB with each float32
-   * written in full (as Python floats are), and 34 MB as base64. The next route would compute and bill it only to fail
-   * the same way, so it ends the request at once and says how to get the embeddings.
+   * written in full (as Python floats are), and 34 MB as base64. The next route would compute and
+   * bill it only to fail the same way, so it ends the request at once and says how to get the
+   * embeddings.
    */
   private tooLarge(err: UpstreamError, body: EmbeddingsRequest): UpstreamError {
     const ways = [

@@ -5,8 +5,9 @@ import type { SubscriptionProvider } from '../subscription.types';
 /**
  * Every login ever applied to an account name: the fingerprint of its refresh token, never the
  * token (`loginFingerprint`; rows written by earlier versions hold an HMAC under
- * SUBSCRIPTION_ENCRYPTION_KEY, recognised while that key is configured). An import file is read at every start of every process, and refresh tokens are
- * single-use, so a login the file still holds after it was applied is older than what is stored
+ * SUBSCRIPTION_ENCRYPTION_KEY, recognised while that key is configured). An import file is read
+ * at every start of every process, and refresh tokens are single-use, so a login the file still
+ * holds after it was applied is older than what is stored
  * (rotated since, replaced through the admin API) or was deleted on purpose: the file's entry is
  * skipped. Kept by name rather than by account id, so that it outlives a deleted account.
  */
