@@ -538,11 +538,15 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       if (acc.stateDirty) await this.flushState(acc);
       if (acc.credsDirty && this.vault.configured && acc.creds && !acc.refreshing) {
         // Written only over the tokens they descend from: if the stored ones changed since (a
-        // login imported meanwhile), those win and ours are dropped.
+        // login imported meanwhile), those win and ours are dropped. Another process may hold
+        // the refresh lease meanwhile: it is left alone, and only this process's own (from the
+        // refresh whose tokens these are, if the database went away before its release) let go.
         const from = acc.credsBase ?? acc.tokenVersion - 1;
         const version = Math.max(from + 1, acc.tokenVersion);
-        if (await this.store.commitRefresh(acc.id, this.vault.seal(acc, acc.creds), acc.expiresAt, from, version)) {
+        if (await this.store.commitRefresh(acc.id, this.vault.seal(acc, acc.creds), acc.expiresAt, from, version, true)) {
           acc.tokenVersion = version;
+          // Not fatal: the tokens are stored, and a lease left behind lapses on its own.
+          await this.store.unlock(acc.id, this.owner).catch(() => undefined);
         } else {
           const now = await this.store.sealedCredentials(acc.id);
           if (now) {

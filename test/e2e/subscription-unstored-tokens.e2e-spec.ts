@@ -1,4 +1,5 @@
 import { Client } from 'pg';
+import { AccountPool } from '../../src/subscription/account-pool.service';
 import { AccountStore } from '../../src/subscription/account-store.service';
 import { CredentialVault } from '../../src/subscription/credential-vault.service';
 import { CodexBackend } from '../fixtures/codex-backend';
@@ -182,6 +183,23 @@ describe('subscription tokens refreshed while PostgreSQL was unreachable', () =>
     expect(codex.requests.map((r) => r.status)).toEqual([401, 200, 401, 200]);
     expect(tokens.reused).toBe(0);
     expect(await stored(g)).toEqual({ version: first.version + 2, refreshToken: newestRefreshToken(), status: 'active' });
+  });
+
+  it("the tick stores the unstored tokens without taking another process's lease", async () => {
+    const login = tokens.login({ accountId: 'acct-tick' });
+    const g = await boot(login);
+    const first = await stored(g);
+    tokens.invalidateAccess(login.access_token);
+    await refreshWhileDatabaseIsDown(g, () => ask(g));
+
+    // Another process is refreshing the account (it holds the lease) when the tick comes round.
+    await sql(
+      `UPDATE subscription_accounts SET refresh_lock_owner = 'another-process', refresh_lock_until = now() + interval '60 seconds'`,
+    );
+    await g.app.get(AccountPool).tick();
+    expect(await stored(g)).toEqual({ version: first.version + 1, refreshToken: newestRefreshToken(), status: 'active' });
+    const [lease] = await sql<{ refresh_lock_owner: string | null }>('SELECT refresh_lock_owner FROM subscription_accounts');
+    expect(lease.refresh_lock_owner).toBe('another-process');
   });
 
   it('a login imported while the tokens were unstored still wins over them', async () => {
