@@ -46,6 +46,23 @@ const ANSWERS: Record<string, unknown> = {
   },
   'finish-only': { ...CHAT, choices: [{ index: 0, finish_reason: 'content_filter' }], usage: USAGE },
   'text-null-choice': { id: 'x', object: 'text_completion', created: 1, model: 'x', choices: [null], usage: USAGE },
+  // A chat answer to a legacy completion: no choice has text.
+  'text-chat-shaped': {
+    id: 'x',
+    object: 'text_completion',
+    created: 1,
+    model: 'x',
+    choices: [{ index: 0, message: { role: 'assistant', content: 'Hello' }, finish_reason: 'stop' }],
+    usage: USAGE,
+  },
+  'text-filtered': {
+    id: 'x',
+    object: 'text_completion',
+    created: 1,
+    model: 'x',
+    choices: [{ index: 0, finish_reason: 'content_filter' }],
+    usage: USAGE,
+  },
   'emb-short': {
     object: 'list',
     data: [{ object: 'embedding', index: 0, embedding: [0.1, 0.2] }],
@@ -222,6 +239,24 @@ describe('an upstream that answers with a broken body', () => {
     expectProtocolError(res, /choices\[0\] is not an object/);
   });
 
+  it('answers a text completion whose choice has no text with a 502, not an empty answer billed', async () => {
+    const res = await post('/v1/completions', 'text-chat-shaped', { prompt: 'hi' });
+    expectProtocolError(res, /choices\[0\] has no text/);
+    const streamed = await post('/v1/completions', 'text-chat-shaped', { prompt: 'hi', stream: true });
+    expect(streamed.status).toBe(502);
+    let rows = (await gw.rows()).filter((r) => r.endpoint === 'text-chat-shaped');
+    for (let i = 0; rows.length < 2 && i < 100; i++) {
+      await new Promise((r) => setTimeout(r, 25));
+      rows = (await gw.rows()).filter((r) => r.endpoint === 'text-chat-shaped');
+    }
+    expect(rows).toHaveLength(2);
+    for (const row of rows) expect(row).toMatchObject({ status_code: 502, error_code: 'upstream_protocol', cost_usd: 0 });
+    // A content-filter stop is an empty answer, as it is in chat.
+    const filtered = await post('/v1/completions', 'text-filtered', { prompt: 'hi' });
+    expect(filtered.status).toBe(200);
+    expect(filtered.json?.choices).toMatchObject([{ index: 0, text: '', finish_reason: 'content_filter' }]);
+  });
+
   it.each([
     ['fewer vectors than inputs', 'emb-short', /answered 1 embedding for 3 inputs/],
     ['items that are null', 'emb-null', /data\[0\]\) that is not a list of numbers/],
@@ -257,7 +292,7 @@ describe('an upstream that answers with a broken body', () => {
   it('wrote one row per request, each with the status its client got', async () => {
     const rows = await gw.rows();
     expect(rows.map((r) => r.status_code)).toEqual([
-      502, 502, 502, 502, 502, 502, 200, 200, 200, 200, 200, 200, 502, 502, 502, 502, 200, 200, 401,
+      502, 502, 502, 502, 502, 502, 200, 200, 200, 200, 200, 200, 502, 502, 502, 200, 502, 502, 502, 200, 200, 401,
     ]);
     expect(rows.filter((r) => r.status_code === 502).every((r) => r.error_code === 'upstream_protocol')).toBe(true);
     expect(rows.at(-3)).toMatchObject({ usage_estimated: true });

@@ -159,7 +159,14 @@ export class OpenAiCompatAdapter implements LlmAdapter {
 
   private textAnswer(json: Completion, route: RouteDef): Completion {
     if (!json || !Array.isArray(json.choices)) throw miniMaxError(json, route) ?? protocolError(route, 'answered without choices');
-    const problem = choicesProblem(json.choices, 'text');
+    // A whole answer's choice has its text (a stream's last chunk may carry only the finish
+    // reason); without it (a server answering in the chat shape) it would be billed as empty.
+    // A content-filter stop is an empty answer, as a chat choice with no message is.
+    const problem =
+      choicesProblem(json.choices, 'text') ??
+      json.choices
+        .map((c, i) => (typeof c.text !== 'string' && c.finish_reason !== 'content_filter' ? `choices[${i}] has no text` : ''))
+        .find(Boolean);
     if (problem) throw protocolError(route, `sent an answer the gateway cannot read (${problem})`);
     return json;
   }
