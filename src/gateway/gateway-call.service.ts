@@ -143,6 +143,8 @@ export class GatewayCalls {
    * `/v1/embeddings`, chat models every other endpoint.
    */
   resolveModel(scope: CallScope, name: string, type: ModelDef['type']): ModelDef {
+    // The name asked for, also when the body named it only in `models` (read by the validator).
+    scope.rec.model = name;
     const model = scope.snapshot.find(name);
     if (!model) throw new ModelNotFoundError(name);
     if (model.type !== type) {

@@ -87,6 +87,16 @@ describe('OpenRouter routing options', () => {
     });
     expect(res.status).toBe(200);
     expect(JSON.parse(res.text)).toMatchObject({ model: 'o/fallback' });
+    // A first one the gateway does not serve: 404, and the row names the model asked for.
+    const unknown = await rawPost(`${gw.url}/v1/chat/completions`, { models: ['nope/none'], messages: [{ role: 'user', content: 'hi' }] });
+    expect(unknown.status).toBe(404);
+    const id = unknown.headers.get('x-request-id')!;
+    let row = (await gw.rows()).find((r) => r.id === id);
+    for (let i = 0; !row && i < 100; i++) {
+      await new Promise((r) => setTimeout(r, 25));
+      row = (await gw.rows()).find((r) => r.id === id);
+    }
+    expect(row).toMatchObject({ model: 'nope/none', status_code: 404, error_code: 'model_not_found' });
   });
 
   it('streams name the model that answered too', async () => {
