@@ -34,11 +34,28 @@ export class AdminValidationPipe implements PipeTransform {
   }
 }
 
+/** class-validator's names of the checks that a value is of the right type. */
+const TYPE_CONSTRAINTS = new Set([
+  'isInt',
+  'isNumber',
+  'isString',
+  'isBoolean',
+  'isArray',
+  'isObject',
+  'isDate',
+  'isTimestamp',
+  'isUsdAmount',
+]);
+
 function flatten(errors: ValidationError[], parent = ''): Array<{ field: string; message: string }> {
   const out: Array<{ field: string; message: string }> = [];
   for (const e of errors) {
     const field = parent ? `${parent}.${e.property}` : e.property;
-    for (const message of Object.values(e.constraints ?? {})) out.push({ field, message });
+    const constraints = e.constraints ?? {};
+    // A value of the wrong type is told that alone: "not an integer" says all, where "not less
+    // than 1; not greater than 500" as well would contradict each other for "abc".
+    const wrongType = Object.keys(constraints).find((k) => TYPE_CONSTRAINTS.has(k));
+    for (const message of wrongType ? [constraints[wrongType]] : Object.values(constraints)) out.push({ field, message });
     if (e.children?.length) out.push(...flatten(e.children, field));
   }
   return out;

@@ -259,6 +259,9 @@ describe.each(['sqlite', 'postgres'] as const)('admin stats on %s', (backend) =>
       expect([query, res.status]).toEqual([query, 400]);
       expect(res.body.error.param).toContain(param);
     }
+    // A value that is no number is told so, not also that it is out of range either way.
+    const nan = await admin.call<{ error: { message: string } }>('GET', '/admin/requests?limit=%ff');
+    expect(nan.body.error.message).toBe('Invalid query: limit must be an integer number');
   });
 });
 
