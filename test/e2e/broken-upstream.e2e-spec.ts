@@ -100,6 +100,12 @@ function brokenUpstream(): Promise<{ url: string; server: Server }> {
         return;
       }
       const { model, stream } = JSON.parse(body) as { model: string; stream?: boolean };
+      if (model === 'quotes-url') {
+        // A proxy in front of the server, naming the address it could not reach.
+        res.writeHead(503, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: { message: `upstream connect error to http://${req.headers.host}/v1 (${req.headers.host})` } }));
+        return;
+      }
       if (model === 'quotes-key') {
         const key = String(req.headers.authorization).replace('Bearer ', '');
         res.writeHead(401, { 'content-type': 'application/json' });
@@ -131,7 +137,7 @@ const ROUTE_KEY = 'sk-route-secret-0123456789';
 /** A model per case, named after it (`case/<name>`), its route asking the upstream for `<name>`. */
 const MODELS = (url: string) =>
   'models:\n' +
-  [...Object.keys(ANSWERS), ...Object.keys(STREAMS), 'quotes-key']
+  [...Object.keys(ANSWERS), ...Object.keys(STREAMS), 'quotes-key', 'quotes-url']
     .map(
       (name) => `
   - id: case/${name}
@@ -144,11 +150,13 @@ const MODELS = (url: string) =>
 
 describe('an upstream that answers with a broken body', () => {
   let upstream: Server;
+  let upstreamUrl: string;
   let gw: TestGateway;
 
   beforeAll(async () => {
     const u = await brokenUpstream();
     upstream = u.server;
+    upstreamUrl = u.url;
     gw = await startGateway({ models: MODELS(u.url) });
   });
   afterAll(async () => {
@@ -289,14 +297,28 @@ describe('an upstream that answers with a broken body', () => {
     expect(res.text).not.toContain(ROUTE_KEY);
   });
 
+  it("does not tell the client the route's address that an upstream error quoted", async () => {
+    const res = await post('/v1/chat/completions', 'quotes-url', { messages: [{ role: 'user', content: 'hi' }] });
+    expect(res.status).toBe(502);
+    const host = new URL(upstreamUrl).host;
+    expect(res.text).not.toContain(host);
+    expect((res.json as { error: { message: string } }).error.message).toContain('upstream connect error to [upstream]/v1 ([upstream])');
+  });
+
   it('wrote one row per request, each with the status its client got', async () => {
     const rows = await gw.rows();
     expect(rows.map((r) => r.status_code)).toEqual([
-      502, 502, 502, 502, 502, 502, 200, 200, 200, 200, 200, 200, 502, 502, 502, 200, 502, 502, 502, 200, 200, 401,
+      502, 502, 502, 502, 502, 502, 200, 200, 200, 200, 200, 200, 502, 502, 502, 200, 502, 502, 502, 200, 200, 401, 502,
     ]);
-    expect(rows.filter((r) => r.status_code === 502).every((r) => r.error_code === 'upstream_protocol')).toBe(true);
-    expect(rows.at(-3)).toMatchObject({ usage_estimated: true });
-    expect(rows.at(-3)!.prompt_tokens).toBeLessThan(10);
-    expect(rows.at(-1)!.error).not.toContain(ROUTE_KEY);
+    expect(
+      rows
+        .slice(0, -1)
+        .filter((r) => r.status_code === 502)
+        .every((r) => r.error_code === 'upstream_protocol'),
+    ).toBe(true);
+    expect(rows.at(-4)).toMatchObject({ usage_estimated: true });
+    expect(rows.at(-4)!.prompt_tokens).toBeLessThan(10);
+    expect(rows.at(-2)!.error).not.toContain(ROUTE_KEY);
+    expect(rows.at(-1)!.error).not.toContain(new URL(upstreamUrl).host);
   });
 });

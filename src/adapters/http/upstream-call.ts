@@ -241,11 +241,31 @@ export function withExtraBody(
 const WHOLE_SETTINGS: ReadonlySet<string> = new Set(['thinkingConfig', 'reasoning']);
 
 /**
- * An upstream's error text with the route's own keys blanked out: some servers quote the key
- * they refused, and the text is passed on to the client (a 401 passes through).
+ * An upstream's error text with the route's own keys blanked out (some servers quote the key
+ * they refused, and the text is passed on to the client: a 401 passes through), and the route's
+ * address: a client is never told where a route's server is (`/routing` never shows it either),
+ * and proxies and servers often name their own address in an error.
  */
 export function withoutKeys(text: string, route: RouteDef): string {
-  return withoutSecrets(text, route.apiKeys);
+  let out = withoutSecrets(text, route.apiKeys);
+  for (const address of addressesOf(route.baseUrl)) if (out.includes(address)) out = out.replaceAll(address, '[upstream]');
+  return out;
+}
+
+/**
+ * How an error may write a base URL's address, longest first: its origin, and its host when
+ * that has a port or a dot (a bare name, `vllm`, is also an ordinary word in a message).
+ */
+function addressesOf(baseUrl: string | undefined): string[] {
+  if (!baseUrl) return [];
+  let url: URL;
+  try {
+    url = new URL(baseUrl);
+  } catch {
+    return [];
+  }
+  const host = url.host;
+  return host.includes(':') || host.includes('.') ? [url.origin, host] : [url.origin];
 }
 
 /**
