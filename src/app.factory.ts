@@ -1,5 +1,5 @@
 import 'reflect-metadata';
-import { maxHeaderSize, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import { maxHeaderSize, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { DynamicModule, ForwardReference, Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
@@ -55,11 +55,16 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
     res.setHeader('x-request-id', requestId);
     // Anthropic's SDKs read the id from `request-id` (err.requestID), on errors too.
     if (isAnthropicPath(req.path)) res.setHeader('request-id', requestId);
+    if (req.headers.host === undefined && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1)
+      return refuseWithoutHost(req, res, requestId);
     attachContext(req, { requestId, startedAt: performance.now() });
     origins(req, res, next);
   });
   app.use(jsonBody(config.bodyLimitBytes, config.env.BODY_LIMIT, isFramedPath, config.env.BODY_IDLE_TIMEOUT_MS));
   app.getHttpServer().on('clientError', answerClientError);
+  // Node's own refusal of an HTTP/1.1 request without Host is a bare 400 with no body and no
+  // request id; the first middleware refuses it instead, in the API's shape.
+  (app.getHttpServer() as Server & { requireHostHeader: boolean }).requireHostHeader = false;
   // The body reader times out a body that pauses (and logs it); Node's own limit on the whole
   // request (5 minutes) would cut a slow but steady upload and answer it with an id no row has.
   if (config.env.BODY_IDLE_TIMEOUT_MS > 0) app.getHttpServer().requestTimeout = 0;
@@ -148,15 +153,8 @@ function answerClientError(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, 
   // No route saw the request, but its answer still carries an id like every other.
   const requestId = newRequestId();
   const anthropic = path !== undefined && isAnthropicPath(path);
-  const body = JSON.stringify(
-    anthropic
-      ? anthropicErrorBody(status, message, requestId)
-      : errorBody(
-          message,
-          'invalid_request_error',
-          status === 431 ? 'request_too_large' : status === 408 ? 'request_timeout' : 'invalid_request',
-        ),
-  );
+  const code = status === 431 ? 'request_too_large' : status === 408 ? 'request_timeout' : 'invalid_request';
+  const body = JSON.stringify(refusalBody(path, status, message, code, null, requestId));
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\n${anthropic ? `request-id: ${requestId}\r\n` : ''}connection: close\r\n\r\n${body}`,
   );
@@ -177,12 +175,30 @@ function answerExpectation(req: IncomingMessage, res: ServerResponse): void {
   const path = (req.url ?? '/').split('?')[0];
   const message = `The Expect header "${String(req.headers.expect).slice(0, 100)}" is not supported; only 100-continue is`;
   const requestId = newRequestId();
-  const body = isAnthropicPath(path)
-    ? anthropicErrorBody(417, message, requestId)
-    : errorBody(message, 'invalid_request_error', 'expectation_failed', 'expect');
+  const body = refusalBody(path, 417, message, 'expectation_failed', 'expect', requestId);
   const headers: Record<string, string> = { 'x-request-id': requestId, connection: 'close' };
   if (isAnthropicPath(path)) headers['request-id'] = requestId;
   sendErrorJson(res as unknown as Response, 417, body, headers);
+}
+
+/**
+ * An HTTP/1.1 request without a Host header, which the protocol requires (RFC 9112 §3.2): refused
+ * with 400, as Node would, but in the API's shape and with the request id already set. HTTP/1.0
+ * requests need no Host and go on.
+ */
+function refuseWithoutHost(req: Request, res: Response, requestId: string): void {
+  const message = 'The Host header is required in an HTTP/1.1 request (RFC 9112 §3.2)';
+  sendErrorJson(res, 400, refusalBody(req.path, 400, message, 'missing_host', 'host', requestId), { connection: 'close' });
+}
+
+/**
+ * The body of a refusal made before any route saw the request: Anthropic's shape on the
+ * Anthropic surface when the path can be told (Claude Code reads that shape), OpenAI's otherwise.
+ */
+function refusalBody(path: string | undefined, status: number, message: string, code: string, param: string | null, requestId: string) {
+  return path !== undefined && isAnthropicPath(path)
+    ? anthropicErrorBody(status, message, requestId)
+    : errorBody(message, 'invalid_request_error', code, param);
 }
 
 /**

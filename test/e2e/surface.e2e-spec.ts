@@ -414,6 +414,44 @@ describe('API surface', () => {
     });
   });
 
+  it("refuses an HTTP/1.1 request without Host with 400 in the surface's shape, and serves one in HTTP/1.0", async () => {
+    // Node's own refusal was a bare 400 with no body and no request id.
+    const raw = (path: string, version: string) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(new URL(gw.url).port), '127.0.0.1');
+        let text = '';
+        socket.on('data', (d: Buffer) => (text += d.toString()));
+        socket.on('end', () => resolve(text));
+        socket.on('error', reject);
+        socket.write(`POST ${path} HTTP/${version}\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}`);
+      });
+    const openai = await raw(chat, '1.1');
+    expect(openai).toMatch(/^HTTP\/1\.1 400 /);
+    expect(openai).toMatch(/x-request-id: [0-9a-f-]{36}/);
+    expect(jsonOf(openai)).toEqual({
+      error: {
+        message: expect.stringContaining('Host header is required'),
+        type: 'invalid_request_error',
+        param: 'host',
+        code: 'missing_host',
+      },
+    });
+    for (const path of ['/v1/messages', '/anthropic/v1/messages']) {
+      const anthropic = await raw(path, '1.1');
+      expect(anthropic).toMatch(/^HTTP\/1\.1 400 /);
+      const requestId = /request-id: ([0-9a-f-]{36})/.exec(anthropic)?.[1];
+      expect(jsonOf(anthropic)).toEqual({
+        type: 'error',
+        error: { type: 'invalid_request_error', message: expect.stringContaining('Host header is required') },
+        request_id: requestId,
+      });
+    }
+    // HTTP/1.0 has no Host requirement: the request is read and answered as any other.
+    const old = await raw(chat, '1.0');
+    expect(old).toMatch(/^HTTP\/1\.1 400 /);
+    expect((jsonOf(old) as { error: { param: string } }).error.param).toBe('model');
+  });
+
   it('answers unknown paths and methods with 404 in the same shape', async () => {
     const res = await request(`${gw.url}/v1/nothing-here`);
     expect(res.statusCode).toBe(404);
