@@ -45,6 +45,11 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
   const express = app.getHttpAdapter().getInstance();
   express.disable('x-powered-by');
   express.set('etag', false);
+  // No answer carries a validator (ETag, Last-Modified), so no request can be fresh; Express's
+  // `res.send` still asked `req.fresh`, which takes `If-None-Match: *` as a match whatever the
+  // answer, and answered a JSON GET with an empty 304. Set once on the app's request prototype,
+  // which every request is built from (GatewayExpressAdapter).
+  Object.defineProperty(express.request, 'fresh', { configurable: true, enumerable: true, get: () => false });
 
   // Request id and context first, so that even a body that fails to parse is answered with one;
   // then CORS and the origin guard, in the same middleware (a layer of its own cost ~40 µs of

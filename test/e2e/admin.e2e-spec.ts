@@ -1,3 +1,4 @@
+import { request } from 'undici';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 
 const MODELS = `
@@ -33,6 +34,16 @@ describe('admin API', () => {
     const wrong = await get({ authorization: 'Bearer not-the-token-at-all' });
     expect(wrong.status).toBe(403);
     expect(((await wrong.json()) as { error: { type: string } }).error.type).toBe('permission_error');
+  });
+
+  it('answers a GET with If-None-Match: * in full, not with an empty 304 (it sends no validator)', async () => {
+    // Over undici's request: fetch answers such a request from no cache and may hide the 304.
+    for (const path of ['/admin/routing', '/admin/stats', '/admin/requests']) {
+      const res = await request(`${gw.url}${path}`, { headers: { authorization: `Bearer ${TOKEN}`, 'if-none-match': '*' } });
+      const text = await res.body.text();
+      expect([path, res.statusCode]).toEqual([path, 200]);
+      expect(JSON.parse(text)).toEqual(expect.any(Object));
+    }
   });
 
   it('shows routing with upstream URLs, timeouts and key counts, never the keys', async () => {

@@ -452,6 +452,32 @@ describe('API surface', () => {
     expect((jsonOf(old) as { error: { param: string } }).error.param).toBe('model');
   });
 
+  it('answers a conditional GET in full: the gateway sends no validator for a request to match', async () => {
+    const chatted = await rawPost(`${gw.url}${chat}`, { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] });
+    const generation = (JSON.parse(chatted.text) as { id: string }).id;
+    await gw.rows();
+    const conditions = [
+      { 'if-none-match': '*' },
+      { 'if-none-match': '"x", W/"y"' },
+      { 'if-modified-since': new Date(Date.now() + 86_400_000).toUTCString() },
+      { 'if-none-match': '*', 'if-modified-since': new Date(Date.now() + 86_400_000).toUTCString() },
+    ];
+    for (const path of ['/health', '/routing', '/v1/models', '/v1/models/demo/mock', '/health/ready', `/v1/generation?id=${generation}`]) {
+      for (const headers of conditions) {
+        const res = await request(`${gw.url}${path}`, { headers });
+        const text = await res.body.text();
+        expect([path, headers, res.statusCode, res.headers['etag'], res.headers['last-modified']]).toEqual([
+          path,
+          headers,
+          200,
+          undefined,
+          undefined,
+        ]);
+        expect(JSON.parse(text)).toEqual(expect.any(Object));
+      }
+    }
+  });
+
   it('answers unknown paths and methods with 404 in the same shape', async () => {
     const res = await request(`${gw.url}/v1/nothing-here`);
     expect(res.statusCode).toBe(404);
