@@ -31,6 +31,7 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
   return (req: Request, res: Response, next: NextFunction): void => {
     if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'DELETE' || req.method === 'OPTIONS') return next();
     const encoding = req.headers['content-encoding'];
+    const transfer = req.headers['transfer-encoding'];
     const charset = charsetOf(req.headers['content-type']);
     const textEncoding = charset === undefined || charset === '' ? 'utf8' : CHARSETS.get(charset.toLowerCase());
     const windows1252 = charset !== undefined && WINDOWS_1252_LABELS.has(charset.toLowerCase());
@@ -49,15 +50,23 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
               null,
               closeAfter,
             )
-          : textEncoding === undefined
+          : transfer !== undefined && hasCodingBesidesChunked(transfer)
             ? new RequestBodyError(
                 415,
-                `The charset "${charset!.slice(0, 40)}" is not supported; send the JSON body as UTF-8`,
-                'unsupported_charset',
+                `Transfer-Encoding "${transfer.slice(0, 100)}" is not supported; send the body uncompressed, chunked or with a Content-Length`,
+                'unsupported_encoding',
                 null,
                 closeAfter,
               )
-            : undefined;
+            : textEncoding === undefined
+              ? new RequestBodyError(
+                  415,
+                  `The charset "${charset!.slice(0, 40)}" is not supported; send the JSON body as UTF-8`,
+                  'unsupported_charset',
+                  null,
+                  closeAfter,
+                )
+              : undefined;
     // The body as it arrives: its one chunk, or (from a second) the text decoded so far. Decoding
     // each chunk as it comes lets its buffer go at once; holding them all for one concatenation
     // kept each large body twice in malloc's memory, which a burst of large bodies left
@@ -235,6 +244,19 @@ const WINDOWS_1252_HIGH = '€\u0081‚ƒ„…†‡ˆ‰Š‹Œ\u008dŽ\u008f\
 
 function fromWindows1252(latin1: string): string {
   return latin1.replace(/[\u0080-\u009f]/g, (c) => WINDOWS_1252_HIGH[c.charCodeAt(0) - 0x80]);
+}
+
+/**
+ * Whether a Transfer-Encoding names a coding other than chunked (and identity, which says
+ * nothing): a compressed one (gzip, deflate, compress). Node's parser undoes the chunked framing
+ * only, so the body would be read as the compressed bytes.
+ */
+function hasCodingBesidesChunked(transferEncoding: string): boolean {
+  if (transferEncoding === 'chunked') return false;
+  return transferEncoding.split(',').some((coding) => {
+    const name = coding.split(';')[0].trim().toLowerCase();
+    return name !== 'chunked' && name !== 'identity' && name !== '';
+  });
 }
 
 /** The `charset` parameter of a Content-Type, unquoted; undefined when there is none. */

@@ -1,6 +1,7 @@
 import OpenAI, { APIError } from 'openai';
 import { spawn } from 'node:child_process';
 import { connect } from 'node:net';
+import { gzipSync } from 'node:zlib';
 import { request } from 'undici';
 import { startGateway, rawPost, type TestGateway } from '../helpers/gateway';
 
@@ -309,6 +310,45 @@ describe('API surface', () => {
       });
       expect((await gw.rows()).find((r) => r.id === res.headers.get('x-request-id'))?.status_code).toBe(415);
     }
+  });
+
+  it('refuses a body in a compressed transfer-coding with 415, as a compressed content-coding, without echoing its bytes', async () => {
+    /** A POST whose body goes out chunked under `transferEncoding`; the raw answer. */
+    const send = (path: string, transferEncoding: string, body: Buffer) =>
+      new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(new URL(gw.url).port), '127.0.0.1');
+        let text = '';
+        socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
+        socket.on('end', () => resolve(text));
+        socket.on('error', reject);
+        socket.write(
+          `POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: ${transferEncoding}\r\nconnection: close\r\n\r\n`,
+        );
+        socket.write(Buffer.concat([Buffer.from(`${body.length.toString(16)}\r\n`), body, Buffer.from('\r\n0\r\n\r\n')]));
+      });
+    const json = JSON.stringify({ model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] });
+    const gzipped = gzipSync(json);
+    for (const te of ['gzip, chunked', 'GZIP,chunked', 'deflate, chunked', 'identity, gzip, chunked']) {
+      const raw = await send(chat, te, gzipped);
+      expect([te, raw.slice(0, 13)]).toEqual([te, 'HTTP/1.1 415 ']);
+      expect(jsonOf(raw)).toEqual({
+        error: {
+          message: expect.stringContaining('Transfer-Encoding'),
+          type: 'invalid_request_error',
+          param: null,
+          code: 'unsupported_encoding',
+        },
+      });
+      // Nothing of the gzip stream (its magic bytes 1f 8b) in the answer.
+      expect([raw.includes('\x1f'), raw.includes('\x8b')]).toEqual([false, false]);
+      const id = /x-request-id: ([0-9a-f-]{36})/.exec(raw)![1];
+      expect((await gw.rows()).find((r) => r.id === id)?.status_code).toBe(415);
+    }
+    const anthropic = await send('/anthropic/v1/messages', 'gzip, chunked', gzipped);
+    expect(anthropic).toMatch(/^HTTP\/1\.1 415 /);
+    expect(jsonOf(anthropic)).toMatchObject({ type: 'error', error: { type: 'invalid_request_error' } });
+    // Chunked alone (any case) is read as before.
+    for (const te of ['chunked', 'Chunked']) expect((await send(chat, te, Buffer.from(json))).slice(0, 13)).toBe('HTTP/1.1 200 ');
   });
 
   it('answers a path that does not decode with a 400 naming the path', async () => {
