@@ -2,6 +2,7 @@ import { Injectable, type ArgumentMetadata, type PipeTransform } from '@nestjs/c
 import { plainToInstance } from 'class-transformer';
 import { validateSync, type ValidationError } from 'class-validator';
 import { InvalidRequestError } from '../common/errors';
+import { hasLoneSurrogate } from '../common/unicode';
 
 const PLAIN = new Set<unknown>([String, Number, Boolean, Array, Object]);
 
@@ -62,8 +63,9 @@ function flatten(errors: ValidationError[], parent = ''): Array<{ field: string;
 }
 
 /**
- * Refuses admin input holding U+0000, which PostgreSQL's text cannot store: a 400 naming the
- * field, rather than the database's error as a 500. (AdminValidationPipe runs it too.)
+ * Refuses admin input holding U+0000, which PostgreSQL's text cannot store, or a lone surrogate,
+ * which neither database stores as sent: a 400 naming the field, rather than the database's
+ * error as a 500 or a name that reads back otherwise. (AdminValidationPipe runs it too.)
  */
 @Injectable()
 export class NoNulPipe implements PipeTransform {
@@ -74,17 +76,25 @@ export class NoNulPipe implements PipeTransform {
 }
 
 function refuseNul(value: unknown, meta: ArgumentMetadata): void {
-  const nul = nulAt(value, meta.type === 'param' || meta.data ? (meta.data ?? 'path') : '');
-  if (nul !== undefined)
-    throw new InvalidRequestError(`${nul || 'The value'} must not contain NUL (\\u0000) characters`, nul || null, 'invalid_request');
+  const bad = unstorableAt(value, meta.type === 'param' || meta.data ? (meta.data ?? 'path') : '');
+  if (bad === undefined) return;
+  const what = bad.nul ? 'NUL (\\u0000) characters' : 'half of a UTF-16 surrogate pair (\\ud800-\\udfff) without the other';
+  throw new InvalidRequestError(`${bad.path || 'The value'} must not contain ${what}`, bad.path || null, 'invalid_request');
 }
 
-/** The path of the first string in `v` holding U+0000 ('' for `v` itself); undefined if none. */
-function nulAt(v: unknown, path: string, depth = 0): string | undefined {
-  if (typeof v === 'string') return v.includes('\u0000') ? path : undefined;
+/**
+ * The path of the first string in `v` that no database can store as sent ('' for `v` itself):
+ * one holding U+0000 (PostgreSQL refuses it) or a lone surrogate (stored as U+FFFD, or on SQLite
+ * as bytes that are not UTF-8), so that what is stored is what was sent; undefined if none.
+ */
+function unstorableAt(v: unknown, path: string, depth = 0): { path: string; nul: boolean } | undefined {
+  if (typeof v === 'string') {
+    if (v.includes('\u0000')) return { path, nul: true };
+    return hasLoneSurrogate(v) ? { path, nul: false } : undefined;
+  }
   if (depth > 20 || v === null || typeof v !== 'object') return undefined;
   for (const [k, x] of Object.entries(v)) {
-    const found = nulAt(x, path ? `${path}.${k}` : k, depth + 1);
+    const found = unstorableAt(x, path ? `${path}.${k}` : k, depth + 1);
     if (found !== undefined) return found;
   }
   return undefined;

@@ -4,6 +4,7 @@ import type { ColumnMetadata } from 'typeorm/metadata/ColumnMetadata';
 import { ApiLog } from './entities/api-log.entity';
 import { rollupDeltas, SqliteRollup, upsertRollupPostgres } from './api-log-rollup';
 import { capStoredJson } from './stored-content';
+import { wellFormed } from '../common/unicode';
 
 /**
  * Characters of values one PostgreSQL INSERT carries at most; a batch over it is split into
@@ -114,8 +115,9 @@ export class ApiLogInserter {
   /**
    * Makes a row's text storable wherever it came from (the client's `user`, a model name, an
    * upstream's finish reason): PostgreSQL refuses NUL in text and values over a varchar's length,
-   * and one such row would fail its whole batch. NULs are dropped, over-long text cut to fit;
-   * the row object itself is changed, so the hourly rollup sees the same values.
+   * and one such row would fail its whole batch. NULs are dropped, over-long text cut to fit, lone
+   * surrogates made U+FFFD (so that both databases store the same, valid UTF-8); the row object
+   * itself is changed, so the hourly rollup sees the same values.
    */
   private storable(row: ApiLog): void {
     const r = row as unknown as Record<string, unknown>;
@@ -125,6 +127,7 @@ export class ApiLogInserter {
       let v = value;
       if (v.includes('\0')) v = v.replaceAll('\0', '');
       if (length !== undefined && v.length > length) v = v.slice(0, length);
+      v = wellFormed(v);
       if (v !== value) r[key] = v;
     }
   }

@@ -255,7 +255,7 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
     }
   });
 
-  it('refuses NUL characters in admin input and ids with a 400 (PostgreSQL cannot store them), and finds no such generation', async () => {
+  it('refuses NUL characters and lone surrogates in admin input and ids with a 400 (not stored as sent), and finds no such generation', async () => {
     const { id } = await admin.createKey({ name: 'nul checks' });
     const cases: Array<[string, string, unknown, string]> = [
       ['POST', '/admin/api-keys', { name: 'x\u0000y' }, 'name'],
@@ -274,6 +274,15 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
         param: expect.stringContaining(param),
         message: expect.stringContaining('NUL'),
       });
+    }
+    // Half of a surrogate pair: no database stores it as sent (SQLite read it back as three U+FFFD).
+    for (const [method, path, body, param] of [
+      ['POST', '/admin/api-keys', { name: 'a\ud800b' }, 'name'],
+      ['PATCH', `/admin/api-keys/${id}`, { notes: '\udc00' }, 'notes'],
+    ] as const) {
+      const r = await admin.call<{ error: { param: string; message: string } }>(method, path, body);
+      expect([method, path, r.status]).toEqual([method, path, 400]);
+      expect(r.body.error).toMatchObject({ param, message: expect.stringContaining('surrogate') });
     }
     const res = await fetch(`${gw.url}/v1/generation?id=gen-a%00b`, {
       headers: { authorization: `Bearer ${(await admin.createKey({ name: 'gen' })).key}` },

@@ -599,7 +599,7 @@ describe.each(['sqlite', 'postgres'] as const)('rows the database would refuse, 
     writer.enqueue(logRow('ok-1'));
     writer.enqueue(
       logRow('nul-1', {
-        user_id: 'evil\u0000user',
+        user_id: 'evil\u0000user\ud83d',
         model: 'demo/\u0000mock',
         error: 'a\u0000b',
         metadata: { note: 'x\u0000y', literal: '\\u0000 stays', half: 'a\ud800b', low: '\udfff', pair: '\ud83d\ude00', text: '\\ud800' },
@@ -610,7 +610,7 @@ describe.each(['sqlite', 'postgres'] as const)('rows the database would refuse, 
     const rows = new Map((await gw.rows()).map((r) => [r.id, r]));
     expect([...rows.keys()].sort()).toEqual(['long-1', 'nul-1', 'ok-1', 'ok-2']);
     expect(rows.get('nul-1')).toMatchObject({
-      user_id: 'eviluser',
+      user_id: 'eviluser\ufffd',
       model: 'demo/mock',
       error: 'ab',
       metadata: { note: 'xy', literal: '\\u0000 stays', half: 'a\ufffdb', low: '\ufffd', pair: '\ud83d\ude00', text: '\\ud800' },
