@@ -14,7 +14,7 @@ const PLAIN = new Set<unknown>([String, Number, Boolean, Array, Object]);
 @Injectable()
 export class AdminValidationPipe implements PipeTransform {
   transform(value: unknown, meta: ArgumentMetadata): unknown {
-    refuseNul(value, meta);
+    refuseUnstorable(value, meta);
     const type = meta.metatype;
     if (!type || PLAIN.has(type) || (meta.type !== 'body' && meta.type !== 'query')) return value;
     const where = meta.type === 'body' ? 'request body' : 'query';
@@ -70,12 +70,12 @@ function flatten(errors: ValidationError[], parent = ''): Array<{ field: string;
 @Injectable()
 export class NoNulPipe implements PipeTransform {
   transform(value: unknown, meta: ArgumentMetadata): unknown {
-    refuseNul(value, meta);
+    refuseUnstorable(value, meta);
     return value;
   }
 }
 
-function refuseNul(value: unknown, meta: ArgumentMetadata): void {
+function refuseUnstorable(value: unknown, meta: ArgumentMetadata): void {
   const bad = unstorableAt(value, meta.type === 'param' || meta.data ? (meta.data ?? 'path') : '');
   if (bad === undefined) return;
   const what = bad.nul ? 'NUL (\\u0000) characters' : 'half of a UTF-16 surrogate pair (\\ud800-\\udfff) without the other';
