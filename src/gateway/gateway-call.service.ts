@@ -110,6 +110,8 @@ export class GatewayCalls {
     rec.keyId = ctx?.principal?.id ?? null;
     const body = req.body as Record<string, unknown> | undefined;
     if (body && typeof body.model === 'string') rec.model = body.model;
+    // Also for a request refused before its handler reads the body (shutdown's 503).
+    if (body?.stream === true) rec.stream = true;
     const abort = new AbortController();
     const onClose = () => {
       if (!res.writableFinished) abort.abort();

@@ -1,5 +1,5 @@
 import { Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
-import { createReadStream } from 'node:fs';
+import { appendFileSync, createReadStream } from 'node:fs';
 import { appendFile, mkdir, readdir, rename, unlink } from 'node:fs/promises';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { dirname, join } from 'node:path';
@@ -126,6 +126,8 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   private stopping = false;
   /** Shutdown stopped waiting for the replay in flight: it touches no file any more. */
   private replayLeft = false;
+  /** Shutdown has drained the queue: a row that comes later goes to the spool at once. */
+  private drained = false;
   /**
    * An insert failed (the database refused, or stayed silent past the batch's deadline): until
    * a ping answers again, rows go straight to the spool instead of each batch waiting to fail.
@@ -172,6 +174,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
 
   /** Queue a row. Never blocks and never throws. */
   enqueue(row: ApiLog): void {
+    if (this.drained) return this.spoolLate(row);
     this.queue.push(row);
     const { REQUEST_LOG_BATCH_SIZE: batch, REQUEST_LOG_MAX_QUEUE: max } = this.config.env;
     if (this.queue.length > max) {
@@ -225,6 +228,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     clearInterval(this.replayTimer);
     await Promise.all([this.stopReplay(), this.secureInFlight()]);
     await this.drain();
+    this.drained = true;
     this.logger.log(`drained: ${this.stats.written} rows written, ${this.stats.spooled} spooled, ${this.stats.replayed} replayed`);
     await this.db.close();
   }
@@ -438,6 +442,21 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       this.logger.error(
         `request-log row ${row.id} refused by the database (${reason}) and not kept (${(e as Error).message}): ${this.spoolLine(row)}`,
       );
+    }
+  }
+
+  /**
+   * A row that comes after shutdown drained the log (a request the server still answered as it
+   * closed): written to the spool at once, since the process may end before another turn, and
+   * inserted by the next start's replay.
+   */
+  private spoolLate(row: ApiLog): void {
+    try {
+      appendFileSync(this.spoolFile, `${this.spoolLine(row)}\n`);
+      this.stats.spooled++;
+      this.logger.warn(`request-log row ${row.id} came after shutdown drained the log; spooled to ${this.spoolFile}`);
+    } catch (err) {
+      this.logger.error(`request-log row ${row.id} came after shutdown and cannot be spooled: ${(err as Error).message}`);
     }
   }
 

@@ -1,10 +1,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
+import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { ACCESS_ENV, ADMIN_TOKEN, clearRedisPrefix, REDIS_URL, redisPrefix } from '../helpers/access';
+import { RequestLogWriter } from '../../src/storage/request-log.writer';
 import { startGateway } from '../helpers/gateway';
+import { logRow } from '../helpers/log-row';
 
 const MODELS = `
 models:
@@ -15,11 +19,11 @@ models:
 
 const streamBody = JSON.stringify({ model: 'demo/slow', stream: true, messages: [{ role: 'user', content: 'x' }] });
 
-async function openStream(url: string): Promise<{ first: string; rest: Promise<string> }> {
+async function openStream(url: string, model = 'demo/slow'): Promise<{ first: string; rest: Promise<string> }> {
   const res = await fetch(`${url}/v1/chat/completions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: streamBody,
+    body: model === 'demo/slow' ? streamBody : streamBody.replace('demo/slow', model),
   });
   const reader = res.body!.getReader();
   const decoder = new TextDecoder();
@@ -59,6 +63,109 @@ describe('graceful shutdown', () => {
     await closing;
     expect(text).toMatch(/data: \{"error":\{"message":"The gateway shut down before the answer was complete"/);
     expect(text).not.toContain('[DONE]');
+  });
+});
+
+/** Every request-log row a closed gateway left: in its SQLite file and in its spool. */
+function rowsLeft(dir: string): Array<{ id: string; status_code: number; stream: boolean | number }> {
+  const db = new Database(join(dir, 'gateway.sqlite'), { readonly: true });
+  const stored = db.prepare('SELECT id, status_code, stream FROM api_logs').all() as Array<{
+    id: string;
+    status_code: number;
+    stream: number;
+  }>;
+  db.close();
+  const spool = join(dir, 'spool');
+  const spooled = existsSync(spool)
+    ? readdirSync(spool)
+        .filter((f) => f.endsWith('.jsonl'))
+        .flatMap((f) => readFileSync(join(spool, f), 'utf8').split('\n').filter(Boolean))
+        .map((l) => JSON.parse(l) as { id: string; status_code: number; stream: boolean })
+    : [];
+  return [...stored, ...spooled];
+}
+
+/** A raw connection that has sent a request's headers and the first half of its body. */
+async function halfSent(url: string, body: string): Promise<{ socket: Socket; rest: () => void; received: () => string }> {
+  const socket = connect(Number(new URL(url).port), '127.0.0.1');
+  await once(socket, 'connect');
+  let text = '';
+  socket.on('data', (d: Buffer) => (text += d.toString()));
+  socket.on('error', () => undefined);
+  const half = Math.floor(body.length / 2);
+  socket.write(
+    `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, half)}`,
+  );
+  await new Promise((r) => setTimeout(r, 100)); // the server has the headers and half the body
+  return { socket, rest: () => socket.write(body.slice(half)), received: () => text };
+}
+
+describe('shutdown and requests whose body is still arriving', () => {
+  it('waits for the body; the request is refused with 503, its connection closed, and logged', async () => {
+    const gw = await startGateway({ models: MODELS, env: { SHUTDOWN_GRACE_MS: '5000' } });
+    const upload = await halfSent(gw.url, streamBody);
+    const closing = gw.app.close();
+    await new Promise((r) => setTimeout(r, 200));
+    const closed = once(upload.socket, 'close');
+    upload.rest();
+    await closing;
+    await closed; // the answer closes its connection
+    expect(upload.received()).toMatch(/^HTTP\/1\.1 503 /);
+    expect(upload.received()).toMatch(/\r\nconnection: close\r\n/i);
+    const rows = rowsLeft(gw.dir);
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ status_code: 503 });
+    expect(Boolean(rows[0].stream)).toBe(true);
+    upload.socket.destroy();
+    rmSync(gw.dir, { recursive: true, force: true });
+  });
+
+  it('logs one cut at the end of the grace period', async () => {
+    const gw = await startGateway({ models: MODELS, env: { SHUTDOWN_GRACE_MS: '300' } });
+    const upload = await halfSent(gw.url, streamBody);
+    await gw.app.close();
+    const rows = rowsLeft(gw.dir);
+    expect(rows).toHaveLength(1);
+    expect([499, 503]).toContain(rows[0].status_code);
+    upload.socket.destroy();
+    rmSync(gw.dir, { recursive: true, force: true });
+  });
+
+  it('spools a row that comes after the request log was drained, rather than dropping it', async () => {
+    const gw = await startGateway({ models: MODELS });
+    const writer = gw.app.get(RequestLogWriter);
+    await gw.app.close();
+    writer.enqueue(logRow('late-1'));
+    expect(rowsLeft(gw.dir).map((r) => r.id)).toEqual(['late-1']);
+    rmSync(gw.dir, { recursive: true, force: true });
+  });
+
+  it('closes the connection of an answer that ends while another request keeps the drain going', async () => {
+    const gw = await startGateway({
+      models: `${MODELS}  - id: demo/slower\n    context_length: 4096\n    route: [{ kind: mock, tokens: 20, tokens_per_second: 6 }]\n`,
+      env: { SHUTDOWN_GRACE_MS: '10000' },
+    });
+    const long = await openStream(gw.url, 'demo/slower'); // keeps the drain going for ~3 s
+    const socket = connect(Number(new URL(gw.url).port), '127.0.0.1');
+    await once(socket, 'connect');
+    socket.on('error', () => undefined);
+    const closed = once(socket, 'close');
+    let text = '';
+    socket.on('data', (d: Buffer) => (text += d.toString()));
+    socket.write(
+      `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${streamBody.length}\r\n\r\n${streamBody}`,
+    );
+    while (!text.includes('"role":"assistant"')) await new Promise((r) => setTimeout(r, 10));
+    const closing = gw.app.close();
+    // This stream ends (about 0.5 s) while the other goes on; its connection, whose answer said
+    // keep-alive before the drain began, is closed then, not only at the end of the drain.
+    const ended = await Promise.race([closed.then(() => 'closed'), new Promise((r) => setTimeout(() => r('open'), 2000))]);
+    expect(text).toContain('data: [DONE]');
+    expect(ended).toBe('closed');
+    expect(await long.rest).toContain('data: [DONE]');
+    await closing;
+    expect(rowsLeft(gw.dir)).toHaveLength(2);
+    rmSync(gw.dir, { recursive: true, force: true });
   });
 });
 
