@@ -124,7 +124,11 @@ export class GatewayCalls {
     if (socket.destroyed) onClose();
     const ticket = this.inflight.enter(abort);
     try {
-      if (!ticket) throw new ServiceUnavailableError('The gateway is shutting down; retry on another instance');
+      if (!ticket) {
+        // Its connection closes after the answer: the client's next request goes elsewhere.
+        if (!res.headersSent) res.setHeader('connection', 'close');
+        throw new ServiceUnavailableError('The gateway is shutting down; retry on another instance');
+      }
       const refused = bodyErrorOf(req);
       if (refused) throw refused;
       await work({ rec, ctx, signal: abort.signal, snapshot: this.registry.current() });
