@@ -32,7 +32,7 @@ const WORKER_METRICS_WAIT_MS = 2000;
  * requests for cluster-wide metrics. A worker that fails before it ever listened (a bad config)
  * stops the whole gateway instead of restarting forever.
  */
-export function runPrimary(count: number, log: (msg: string) => void): void {
+export function runPrimary(count: number, log: (msg: string, level?: 'info' | 'warn') => void): void {
   /** Workers that listen: the ones asked for metrics (one still booting has nothing to tell yet). */
   const serving = new Set<Worker>();
   let stopping = false;
@@ -85,7 +85,7 @@ export function runPrimary(count: number, log: (msg: string) => void): void {
       return;
     }
     if (!everListened) {
-      log(`worker ${worker.process.pid} failed to start (exit ${code ?? signal}); stopping`);
+      log(`worker ${worker.process.pid} failed to start (exit ${code ?? signal}); stopping`, 'warn');
       stopping = true;
       for (const w of Object.values(cluster.workers ?? {})) w?.kill('SIGTERM');
       process.exitCode = 1;
@@ -96,7 +96,7 @@ export function runPrimary(count: number, log: (msg: string) => void): void {
     restarts.push(now);
     while (restarts.length && restarts[0] < now - 60_000) restarts.shift();
     const delay = Math.min(30_000, 250 * 2 ** Math.max(0, restarts.length - 1));
-    log(`worker ${worker.process.pid} exited (${code ?? signal}); restarting in ${delay} ms`);
+    log(`worker ${worker.process.pid} exited (${code ?? signal}); restarting in ${delay} ms`, 'warn');
     clearTimeout(restartTimer);
     restartTimer = setTimeout(() => {
       restartTimer = undefined;

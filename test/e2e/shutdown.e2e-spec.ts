@@ -538,6 +538,6 @@ describe('the built server with WORKERS=2', () => {
     const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
     expect(code).toBe(1);
     expect(output).toMatch(/kind "nope" has no adapter/);
-    expect(output).toMatch(/failed to start .*stopping/);
+    expect(output).toMatch(/"level":"warn".*failed to start .*stopping/);
   });
 });
