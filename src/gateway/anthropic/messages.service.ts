@@ -196,6 +196,7 @@ export class MessagesService {
       return translated(
         adapter.stream(chat, route, ctx),
         new ChatToMessagesStream(messageId(rec.id), ctx.publicModel, estimatePromptTokens(chat), stopSequencesOf(job.body)),
+        route,
       );
     };
     try {
@@ -340,7 +341,7 @@ export function deltaChars(data: string): number {
 }
 
 /** A chat stream as Messages events (the translator's closing events once the chat stream ended). */
-async function* translated(chunks: AsyncIterable<ChatChunk>, t: ChatToMessagesStream): AsyncGenerator<SurfaceEvent> {
+async function* translated(chunks: AsyncIterable<ChatChunk>, t: ChatToMessagesStream, route: RouteDef): AsyncGenerator<SurfaceEvent> {
   let chars = 0;
   let answered = false;
   for await (const chunk of chunks) {
@@ -350,7 +351,13 @@ async function* translated(chunks: AsyncIterable<ChatChunk>, t: ChatToMessagesSt
   }
   // Nothing with content (a bare [DONE], or a role chunk and [DONE]): no answer, as on the chat
   // surface, not an empty message.
-  if (!answered) throw new UpstreamError({ failure: 'protocol', message: 'the upstream ended the stream without an answer' });
+  if (!answered)
+    throw new UpstreamError({
+      failure: 'protocol',
+      message: `upstream ${route.id} ended the stream without an answer`,
+      route: route.id,
+      provider: route.kind,
+    });
   const closing: SurfaceEvent[] = t.finishEvents();
   if (!t.reported) {
     // The backend reported no usage: estimate the output from what was delivered.
