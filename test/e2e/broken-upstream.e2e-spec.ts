@@ -100,6 +100,13 @@ function brokenUpstream(): Promise<{ url: string; server: Server }> {
         return;
       }
       const { model, stream } = JSON.parse(body) as { model: string; stream?: boolean };
+      if (stream && (model === 'stream-html' || model === 'stream-untyped-json')) {
+        // Events asked for; a proxy's page, or a whole answer with no type, came instead.
+        const html = model === 'stream-html';
+        res.writeHead(200, html ? { 'content-type': 'text/html' } : {});
+        res.end(html ? '<html><body>502 Bad Gateway</body></html>' : JSON.stringify({ ...CHAT, choices: [] }));
+        return;
+      }
       if (model === 'quotes-url') {
         // A proxy in front of the server, naming the address it could not reach.
         res.writeHead(503, { 'content-type': 'application/json' });
@@ -137,7 +144,7 @@ const ROUTE_KEY = 'sk-route-secret-0123456789';
 /** A model per case, named after it (`case/<name>`), its route asking the upstream for `<name>`. */
 const MODELS = (url: string) =>
   'models:\n' +
-  [...Object.keys(ANSWERS), ...Object.keys(STREAMS), 'quotes-key', 'quotes-url']
+  [...Object.keys(ANSWERS), ...Object.keys(STREAMS), 'quotes-key', 'stream-html', 'stream-untyped-json', 'quotes-url']
     .map(
       (name) => `
   - id: case/${name}
@@ -297,6 +304,14 @@ describe('an upstream that answers with a broken body', () => {
     expect(res.text).not.toContain(ROUTE_KEY);
   });
 
+  it.each([
+    ['a page', 'stream-html', /no event stream \(text\/html\)/],
+    ['a whole answer with no content type', 'stream-untyped-json', /no event stream \(no content type\)/],
+  ])('answers a stream request that got %s instead of events with a 502 naming it', async (_what, name, what) => {
+    const res = await post('/v1/chat/completions', name, { stream: true, messages: [{ role: 'user', content: 'hi' }] });
+    expectProtocolError(res, what);
+  });
+
   it("does not tell the client the route's address that an upstream error quoted", async () => {
     const res = await post('/v1/chat/completions', 'quotes-url', { messages: [{ role: 'user', content: 'hi' }] });
     expect(res.status).toBe(502);
@@ -308,7 +323,7 @@ describe('an upstream that answers with a broken body', () => {
   it('wrote one row per request, each with the status its client got', async () => {
     const rows = await gw.rows();
     expect(rows.map((r) => r.status_code)).toEqual([
-      502, 502, 502, 502, 502, 502, 200, 200, 200, 200, 200, 200, 502, 502, 502, 200, 502, 502, 502, 200, 200, 401, 502,
+      502, 502, 502, 502, 502, 502, 200, 200, 200, 200, 200, 200, 502, 502, 502, 200, 502, 502, 502, 200, 200, 401, 502, 502, 502,
     ]);
     expect(
       rows
@@ -316,9 +331,9 @@ describe('an upstream that answers with a broken body', () => {
         .filter((r) => r.status_code === 502)
         .every((r) => r.error_code === 'upstream_protocol'),
     ).toBe(true);
-    expect(rows.at(-4)).toMatchObject({ usage_estimated: true });
-    expect(rows.at(-4)!.prompt_tokens).toBeLessThan(10);
-    expect(rows.at(-2)!.error).not.toContain(ROUTE_KEY);
+    expect(rows.at(-6)).toMatchObject({ usage_estimated: true });
+    expect(rows.at(-6)!.prompt_tokens).toBeLessThan(10);
+    expect(rows.at(-4)!.error).not.toContain(ROUTE_KEY);
     expect(rows.at(-1)!.error).not.toContain(new URL(upstreamUrl).host);
   });
 });
