@@ -46,6 +46,17 @@ describe('API surface', () => {
 
   const chat = `/v1/chat/completions`;
 
+  /** Writes `parts` on a new connection (what undici will not send); everything read until the server ends it. */
+  const exchange = (...parts: Array<string | Buffer>) =>
+    new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(new URL(gw.url).port), '127.0.0.1');
+      let text = '';
+      socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
+      socket.on('end', () => resolve(text));
+      socket.on('error', reject);
+      for (const p of parts) socket.write(p);
+    });
+
   it.each([
     ['invalid JSON', '{"model": "demo/mock", ', 400, 'body'],
     ['a body that is not an object', '[1, 2]', 400, 'body'],
@@ -315,17 +326,10 @@ describe('API surface', () => {
   it('refuses a body in a compressed transfer-coding with 415, as a compressed content-coding, without echoing its bytes', async () => {
     /** A POST whose body goes out chunked under `transferEncoding`; the raw answer. */
     const send = (path: string, transferEncoding: string, body: Buffer) =>
-      new Promise<string>((resolve, reject) => {
-        const socket = connect(Number(new URL(gw.url).port), '127.0.0.1');
-        let text = '';
-        socket.on('data', (d: Buffer) => (text += d.toString('latin1')));
-        socket.on('end', () => resolve(text));
-        socket.on('error', reject);
-        socket.write(
-          `POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: ${transferEncoding}\r\nconnection: close\r\n\r\n`,
-        );
-        socket.write(Buffer.concat([Buffer.from(`${body.length.toString(16)}\r\n`), body, Buffer.from('\r\n0\r\n\r\n')]));
-      });
+      exchange(
+        `POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: ${transferEncoding}\r\nconnection: close\r\n\r\n`,
+        Buffer.concat([Buffer.from(`${body.length.toString(16)}\r\n`), body, Buffer.from('\r\n0\r\n\r\n')]),
+      );
     const json = JSON.stringify({ model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] });
     const gzipped = gzipSync(json);
     for (const te of ['gzip, chunked', 'GZIP,chunked', 'deflate, chunked', 'identity, gzip, chunked']) {
@@ -427,14 +431,7 @@ describe('API surface', () => {
   it("refuses an Expect header it cannot meet with 417 in the surface's shape", async () => {
     // undici refuses to send Expect, so over a plain socket.
     const raw = (path: string) =>
-      new Promise<string>((resolve, reject) => {
-        const socket = connect(Number(new URL(gw.url).port), '127.0.0.1');
-        let text = '';
-        socket.on('data', (d: Buffer) => (text += d.toString()));
-        socket.on('end', () => resolve(text));
-        socket.on('error', reject);
-        socket.write(`POST ${path} HTTP/1.1\r\nhost: x\r\nexpect: bogus\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}`);
-      });
+      exchange(`POST ${path} HTTP/1.1\r\nhost: x\r\nexpect: bogus\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}`);
     const openai = await raw(chat);
     expect(openai).toMatch(/^HTTP\/1\.1 417 /);
     expect(openai).toMatch(/x-request-id: [0-9a-f-]{36}/);
@@ -457,14 +454,7 @@ describe('API surface', () => {
   it("refuses an HTTP/1.1 request without Host with 400 in the surface's shape, and serves one in HTTP/1.0", async () => {
     // Node's own refusal was a bare 400 with no body and no request id.
     const raw = (path: string, version: string) =>
-      new Promise<string>((resolve, reject) => {
-        const socket = connect(Number(new URL(gw.url).port), '127.0.0.1');
-        let text = '';
-        socket.on('data', (d: Buffer) => (text += d.toString()));
-        socket.on('end', () => resolve(text));
-        socket.on('error', reject);
-        socket.write(`POST ${path} HTTP/${version}\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}`);
-      });
+      exchange(`POST ${path} HTTP/${version}\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}`);
     const openai = await raw(chat, '1.1');
     expect(openai).toMatch(/^HTTP\/1\.1 400 /);
     expect(openai).toMatch(/x-request-id: [0-9a-f-]{36}/);
