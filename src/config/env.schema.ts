@@ -305,6 +305,16 @@ export class Env {
   @IsString()
   REDIS_KEY_PREFIX = 'hi:';
 
+  /**
+   * How long a Redis command may go unanswered. Past it the command fails (the caller uses its
+   * per-process state) and Redis is taken as down until a ping answers: a Redis that stalls
+   * without closing its connection would otherwise hold every request with limits.
+   */
+  @Type(() => Number)
+  @IsInt()
+  @Min(50)
+  REDIS_COMMAND_TIMEOUT_MS = 500;
+
   /** Bearer token for /admin/*. Unset, the admin API answers 403. */
   @Transform(emptyToUndefined)
   @IsOptional()

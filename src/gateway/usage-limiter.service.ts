@@ -30,6 +30,9 @@ export interface Usage {
  * whatever happened) frees its concurrency slot and replaces the reserved estimate by what it
  * really used and cost.
  */
+/** Settlements kept for Redis while it is away; past it, the oldest is left to its lease. */
+const UNSETTLED_LIMIT = 10_000;
+
 export class UsageLease {
   private settled = false;
 
@@ -75,6 +78,9 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
   private readonly local = new LocalLimits();
   private sweepTimer?: ReturnType<typeof setInterval>;
   private lastStore?: Store;
+  /** Settlements of requests Redis admitted that it could not take when they ended, oldest first. */
+  private readonly unsettled: SettleArgs[] = [];
+  private settling?: Promise<void>;
 
   constructor(
     private readonly redis: RedisService,
@@ -85,6 +91,7 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
   onModuleInit(): void {
     this.sweepTimer = setInterval(() => this.local.sweep(600_000), 60_000);
     this.sweepTimer.unref();
+    this.redis.onReady(() => this.settleLater());
   }
 
   onModuleDestroy(): void {
@@ -126,6 +133,7 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
         if (outcome.ok) this.observe(args.keyId, r, 12);
         return { store: 'redis', outcome };
       } catch (err) {
+        this.redis.noteFailure(err);
         this.logger.warn(`Redis limit check failed (${(err as Error).message}); this request is checked against per-process limits`);
       }
     }
@@ -140,34 +148,65 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
       return;
     }
     const client = this.redis.client;
-    // Redis admitted it but cannot count it: this process's budgets do (its tokens were counted
-    // in Redis' window at admission), so that a request in flight when Redis went away is not
-    // spent unseen.
+    // Redis admitted it but cannot count it now: this process's budgets do meanwhile (its tokens
+    // were counted in Redis' window at admission), so that a request in flight when Redis went
+    // away is not spent unseen; and the settlement is made in Redis when it is back, which
+    // releases the request's concurrency slot and reservation there. Left to its lease, the slot
+    // held the key at its concurrency limit for the whole-request timeout + 60 s.
     const unshared = (why: string) => {
       this.logger.warn(
-        `Redis ${why}: the usage of request ${a.rid} is counted in this process's budgets only (its shared reservation expires with its lease)`,
+        `Redis ${why}: the usage of request ${a.rid} is counted in this process's budgets until Redis is back, and settled there then`,
       );
       this.local.settle({ ...a, trackTokens: false });
+      if (this.unsettled.length >= UNSETTLED_LIMIT) this.unsettled.shift(); // the oldest lease lapses on its own
+      this.unsettled.push(a);
     };
     if (!client) return unshared('unavailable');
+    this.settleShared(client, a).catch((err: Error) => {
+      this.redis.noteFailure(err);
+      unshared(`settlement failed (${err.message})`);
+    });
+  }
+
+  private async settleShared(client: Redis, a: SettleArgs): Promise<void> {
     const b = a.baseline;
-    commands(client)
-      .hiLimitSettle(
-        ...this.keys(a.keyId),
-        a.rid,
-        a.bucket,
-        a.estimateTokens,
-        a.actualTokens,
-        a.costNano,
-        b.day,
-        b.dayNano,
-        b.month,
-        b.monthNano,
-        a.trackTokens ? 1 : 0,
-        a.trackSpend ? 1 : 0,
-      )
-      .then((r) => this.observe(a.keyId, r, 1))
-      .catch((err: Error) => unshared(`settlement failed (${err.message})`));
+    const r = await commands(client).hiLimitSettle(
+      ...this.keys(a.keyId),
+      a.rid,
+      a.bucket,
+      a.estimateTokens,
+      a.actualTokens,
+      a.costNano,
+      b.day,
+      b.dayNano,
+      b.month,
+      b.monthNano,
+      a.trackTokens ? 1 : 0,
+      a.trackSpend ? 1 : 0,
+    );
+    this.observe(a.keyId, r, 1);
+  }
+
+  /** Redis is back: the settlements it missed are made there, in order. */
+  private settleLater(): void {
+    if (this.unsettled.length === 0 || this.settling) return;
+    this.settling = (async () => {
+      let done = 0;
+      while (this.unsettled.length > 0) {
+        const client = this.redis.client;
+        if (!client) break; // gone again: the next 'ready' goes on
+        const a = this.unsettled[0];
+        try {
+          await this.settleShared(client, a);
+        } catch (err) {
+          this.redis.noteFailure(err);
+          break;
+        }
+        this.unsettled.shift();
+        done++;
+      }
+      if (done > 0) this.logger.log(`Redis is back: ${done} settlements it missed were made there`);
+    })().finally(() => (this.settling = undefined));
   }
 
   /** Notes a script's report of the key's shared spend: month, day, day's and month's spend from `at`. */

@@ -26,9 +26,11 @@ export class RedisHealthIndicator {
         await within(this.pinging, 500);
         return session.up({ mode: 'shared' });
       } catch (err) {
+        // A ping the command timeout cut: Redis is taken as down (the limits stop asking it).
+        this.redis.noteFailure(err);
         return session.degraded({
           mode: 'per-process',
-          message: `redis ping failed (${(err as Error).message}); limits and shared state are per process until it is back`,
+          message: `redis ping failed (${this.redis.error ?? (err as Error).message}); limits and shared state are per process until it is back`,
         });
       }
     }

@@ -4,6 +4,12 @@ import { AppConfig } from '../config/app-config';
 
 export type RedisState = 'disabled' | 'connecting' | 'ready' | 'down';
 
+/** ioredis's error for a command unanswered within `commandTimeout`. */
+const COMMAND_TIMED_OUT = 'Command timed out';
+
+/** How often a Redis taken as down after a timeout is pinged. */
+const STALL_PROBE_MS = 1000;
+
 /** Messages kept for sending while Redis is unreachable; past it, the oldest are dropped. */
 const UNSENT_LIMIT = 10_000;
 
@@ -26,6 +32,9 @@ export class RedisService implements OnModuleInit, OnApplicationShutdown {
   /** Messages published while Redis was unreachable, as JSON `[channel, message]`, oldest first. */
   private readonly unsent = new Set<string>();
   private dropped = 0;
+  /** While Redis is taken as down after a command timed out: the ping that finds it answering again. */
+  private probe?: ReturnType<typeof setInterval>;
+  private readonly readyHandlers: Array<() => void> = [];
 
   constructor(private readonly config: AppConfig) {}
 
@@ -142,6 +151,7 @@ export class RedisService implements OnModuleInit, OnApplicationShutdown {
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
       connectTimeout: 2000,
+      commandTimeout: this.config.env.REDIS_COMMAND_TIMEOUT_MS,
       // A socket still connecting to an unreachable Redis is destroyed this soon after
       // disconnect() (ioredis waits 2 s by default), so shutdown does not wait on it.
       disconnectTimeout: 100,
@@ -150,9 +160,7 @@ export class RedisService implements OnModuleInit, OnApplicationShutdown {
     this.redis = redis;
     redis.on('ready', () => {
       if (this.state !== 'ready') this.logger.log('connected');
-      this.state = 'ready';
-      this.lastError = undefined;
-      if (this.unsent.size > 0) this.sendUnsent();
+      this.back();
     });
     redis.on('error', (err: Error) => {
       this.lastError = err.message;
@@ -171,7 +179,49 @@ export class RedisService implements OnModuleInit, OnApplicationShutdown {
     }
   }
 
+  /**
+   * A caller's command failed. One that got no answer within REDIS_COMMAND_TIMEOUT_MS means Redis
+   * stalls (a connection that closes says so itself): it is taken as down, so that callers use
+   * their per-process state at once instead of each waiting out the timeout, until a ping answers.
+   */
+  noteFailure(err: unknown): void {
+    if (this.state !== 'ready' || !(err instanceof Error) || err.message !== COMMAND_TIMED_OUT) return;
+    this.state = 'down';
+    this.lastError = `no answer within ${this.config.env.REDIS_COMMAND_TIMEOUT_MS} ms`;
+    this.logger.warn(`${this.lastError}; using per-process state until it answers again`);
+    this.probe ??= setInterval(() => {
+      const redis = this.redis;
+      if (!redis || this.state !== 'down') return;
+      redis.ping().then(
+        () => {
+          if (this.state !== 'down') return;
+          this.logger.log('answering again');
+          this.back();
+        },
+        () => undefined, // still silent: the next tick asks again
+      );
+    }, STALL_PROBE_MS);
+    this.probe.unref();
+  }
+
+  /** Ready (again): what waited for Redis goes out, and the callers that asked to know hear it. */
+  private back(): void {
+    clearInterval(this.probe);
+    this.probe = undefined;
+    this.state = 'ready';
+    this.lastError = undefined;
+    if (this.unsent.size > 0) this.sendUnsent();
+    for (const h of this.readyHandlers) h();
+  }
+
+  /** Calls `handler` each time Redis is ready again after being down (reconnected, or answering again). */
+  onReady(handler: () => void): void {
+    this.readyHandlers.push(handler);
+  }
+
   async onApplicationShutdown(): Promise<void> {
+    clearInterval(this.probe);
+    this.probe = undefined;
     const redis = this.redis;
     this.redis = undefined;
     this.state = 'disabled';

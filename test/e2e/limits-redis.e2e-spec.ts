@@ -281,4 +281,45 @@ describe('limits when Redis goes away', () => {
     const spent = (await gw.rows()).filter((r) => r.api_key_id === id).reduce((sum, r) => sum + usdToPico(r.cost_usd), 0n);
     expect({ after, withinBudget: spent <= budget }).toEqual({ after: [200, 429, 429, 429], withinBudget: true });
   });
+
+  const shared = async () =>
+    ((await (await fetch(`${gw.url}/health`)).json()) as { info?: { redis?: { mode?: string } } }).info?.redis?.mode === 'shared';
+  const redisBack = async () => {
+    proxy.release();
+    await proxy.stop();
+    await proxy.start();
+    await waitFor(shared, 'Redis to be back');
+  };
+
+  it('does not hold requests while Redis stalls with its connection open, and shares again once it answers', async () => {
+    await redisBack();
+    const { key } = await adminApi(gw).createKey({ name: 'stalled redis', rpm_limit: 100 });
+    expect((await chat(gw, key, ask('acme/chat'))).status).toBe(200);
+    proxy.hold(); // connections stay open, nothing answers: no close for the client to see
+    const times: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const started = performance.now();
+      expect((await chat(gw, key, ask('acme/chat'))).status).toBe(200);
+      times.push(performance.now() - started);
+    }
+    // The first waits out REDIS_COMMAND_TIMEOUT_MS (500 ms); then Redis counts as down.
+    expect(times[0]).toBeLessThan(2000);
+    expect(Math.max(times[1], times[2])).toBeLessThan(300);
+    expect(await shared()).toBe(false);
+    proxy.release();
+    await waitFor(shared, 'Redis to answer again');
+  });
+
+  it('settles in Redis, once it is back, the requests that ended while it was away: their slots are free', async () => {
+    await redisBack();
+    const { key } = await adminApi(gw).createKey({ name: 'slot across a cut', max_concurrency: 1 });
+    const slow = chat(gw, key, ask('acme/slow')); // admitted through Redis; 3 s to answer
+    await new Promise((r) => setTimeout(r, 500));
+    await proxy.stop(); // the answer comes while Redis is away: its settlement cannot be made
+    expect((await slow).status).toBe(200);
+    await proxy.start();
+    await waitFor(shared, 'Redis to be back');
+    // Left to its lease, the slot held the key at its limit for the whole-request timeout + 60 s.
+    await waitFor(async () => (await chat(gw, key, ask('acme/chat'))).status === 200, 'the slot to be free', 3000);
+  });
 });
