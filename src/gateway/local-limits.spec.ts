@@ -47,6 +47,8 @@ describe('per-process limits', () => {
       ok: false,
       limit: 'monthly_budget',
       spentNano: 700,
+      // Until the 1st of next month, 00:00 UTC, as the Redis script's refusal says.
+      retryAfterMs: Date.UTC(2026, 11, 1) - T0,
     });
     expect(admit({ dayBudget: 1000 }, { costNano: 100 }).ok).toBe(true);
   });

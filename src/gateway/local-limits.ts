@@ -1,4 +1,4 @@
-import { utcDay, utcMonth } from '../common/principal';
+import { startOfNextUtcMonth, utcDay, utcMonth } from '../common/principal';
 
 /**
  * Per-key limits kept in this process: used without REDIS_URL, and while Redis is unreachable.
@@ -138,7 +138,8 @@ export class LocalLimits {
       }
       if (monthBudget >= 0) {
         const spent = this.spent(s, `m:${month}`, month === a.baseline.month ? a.baseline.monthNano : 0);
-        if (spent + reserved + a.costNano > monthBudget) return refuse('monthly_budget', 0, [spent, reserved, a.costNano]);
+        if (spent + reserved + a.costNano > monthBudget)
+          return refuse('monthly_budget', startOfNextUtcMonth(now).getTime() - now, [spent, reserved, a.costNano]);
       }
     }
 
