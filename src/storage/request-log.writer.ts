@@ -3,6 +3,7 @@ import { appendFileSync, createReadStream } from 'node:fs';
 import { appendFile, mkdir, readdir, rename, unlink } from 'node:fs/promises';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { dirname, join } from 'node:path';
+import { usdToPico } from '../common/money';
 import { AppConfig } from '../config/app-config';
 import { MetricsService } from '../observability/metrics.service';
 import { ApiLogInserter } from './api-log.inserter';
@@ -188,6 +189,19 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   /** Rows not yet in the database: queued, and the batch being inserted. */
   get pending(): number {
     return this.queue.length + this.writing.length;
+  }
+
+  /**
+   * What a key spent (pico-dollars) in queued rows from `since` on, which the database has not
+   * seen: a budget set on a key that has just spent is read from the database. Not the batch
+   * being written, which the database may or may not show by now (missed, the next read counts
+   * it; counted twice, a budget's spend would stay too high, as it only ever rises), nor rows
+   * already spooled.
+   */
+  pendingSpend(keyId: string, since: Date): bigint {
+    let pico = 0n;
+    for (const r of this.queue) if (r.api_key_id === keyId && r.created_at >= since) pico += usdToPico(r.cost_usd);
+    return pico;
   }
 
   /** A row not yet in the database (queued or being written), so a caller can see it at once. */

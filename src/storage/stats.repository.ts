@@ -337,7 +337,11 @@ export class StatsRepository {
     return row ?? undefined;
   }
 
-  /** USD (pico-dollars) a key spent since `since` (an hour boundary), from the rollup. */
+  /**
+   * USD (pico-dollars) a key spent since `since` (an hour boundary): the rollup, and this
+   * process's queued rows (RequestLogWriter.pendingSpend), read after the query so that a row
+   * is never counted in both.
+   */
   async spendSince(keyId: string, since: Date): Promise<bigint> {
     const ds = this.source();
     const sql = new Sql(this.db.dialect);
@@ -345,7 +349,7 @@ export class StatsRepository {
       `SELECT ${sql.moneySum('cost_usd')} AS s FROM "api_logs_hourly" WHERE "dimension" = 'key' AND "value" = ${sql.p(1)} AND "hour" >= ${sql.p(2)}`,
       [keyId, sql.date(since)],
     );
-    return pico(rows[0]?.s);
+    return pico(rows[0]?.s) + this.writer.pendingSpend(keyId, since);
   }
 
   /** Keys by id (names for listings). */

@@ -195,6 +195,41 @@ describe('per-key limits in one process', () => {
   });
 });
 
+describe('a budget set on a key that has just spent', () => {
+  const upstream = new OpenAiUpstream();
+  let gw: TestGateway;
+
+  beforeAll(async () => {
+    const base = await upstream.start();
+    // Rows stay queued: what the key spent is not in the database yet when its budget is set.
+    gw = await startGateway({
+      models: models(base),
+      env: { ...ACCESS_ENV, REQUEST_LOG_FLUSH_MS: '60000', REQUEST_LOG_BATCH_SIZE: '1000' },
+    });
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await upstream.stop();
+  });
+
+  it('counts the spend its request-log rows have not yet written', async () => {
+    const admin = adminApi(gw);
+    const { id, key } = await admin.createKey({ name: 'spent, then budgeted' });
+    let tokens = 0;
+    for (let i = 0; i < 4; i++) {
+      const res = await chat(gw, key, ask('acme/chat', 4));
+      expect(res.status).toBe(200);
+      tokens += (res.body.usage as { total_tokens: number }).total_tokens;
+    }
+    // $10,000 per million tokens: spent so far, and a budget of half a request more.
+    const spent = usdToPico('0.01') * BigInt(tokens);
+    const budget = spent + spent / 8n;
+    expect((await admin.call('PATCH', `/admin/api-keys/${id}`, { daily_budget_usd: picoToUsd(budget) })).status).toBe(200);
+    const next = await chat(gw, key, ask('acme/chat', 4));
+    expect([next.status, next.body.error?.code]).toEqual([429, 'daily_budget_exceeded']);
+  });
+});
+
 describe('budget reservations on a Claude route', () => {
   const claude = new AnthropicUpstream();
   let gw: TestGateway;
