@@ -54,8 +54,10 @@ export class UpstreamClient implements OnApplicationShutdown {
         // undici's body timeout also runs from the headers to the first body byte, and servers
         // that send their headers at once (vLLM, SGLang) send no byte of a stream until prefill
         // is done: that wait is the first token's, whose deadline the route executor keeps, as
-        // it keeps the idle deadline once content flows. This one only backs them up.
-        bodyTimeout: Math.max(req.timeouts.idleMs, req.timeouts.firstTokenMs),
+        // it keeps the idle deadline once content flows. This one only backs them up, a second
+        // later, so that it never fires first (on the same deadline it raced the executor's under
+        // load, and the attempt was logged as a silence instead of a first-token timeout).
+        bodyTimeout: backupBodyTimeout(req.timeouts),
       });
       // Destroying an unfinished body (client gone, stream cut short) emits 'error'. Readers
       // handle errors through their promises; this keeps a destroy with nobody reading from
@@ -97,7 +99,7 @@ export class UpstreamClient implements OnApplicationShutdown {
         ...base,
         failure: 'timeout',
         code: 'idle_timeout',
-        message: `upstream ${req.route} went silent for ${Math.max(req.timeouts.idleMs, req.timeouts.firstTokenMs)} ms`,
+        message: `upstream ${req.route} went silent for ${backupBodyTimeout(req.timeouts)} ms`,
       });
     }
     // A timeout like the others: the next route at once (a host that drops connections does
@@ -195,6 +197,11 @@ export class UpstreamClient implements OnApplicationShutdown {
 }
 
 function ignore(): void {}
+
+/** undici's body timeout: the route executor's first-token and idle deadlines, backed up a second later. */
+function backupBodyTimeout(t: UpstreamTimeouts): number {
+  return Math.max(t.idleMs, t.firstTokenMs) + 1000;
+}
 
 /** What a call is, for the errors of reading its answer. */
 export type CallInfo = Pick<UpstreamRequest, 'signal' | 'timeouts' | 'route' | 'provider'>;
