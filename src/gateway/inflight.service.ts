@@ -78,8 +78,8 @@ export class InflightService implements BeforeApplicationShutdown {
       }
     }
     // What is left is requests whose bodies are still arriving (or headers, from a client too
-    // slow to matter). Cut, each is refused as a 499 and logged: the drain waits for those rows,
-    // which must come before the request log is drained.
+    // slow to matter). Cut, each reaches its handler, is refused (the shutdown's 503) and logged:
+    // the drain waits for those rows, which must come before the request log is drained.
     const cut = this.open.size === 0 ? await this.busy(server) : 0;
     const before = this.refused;
     server?.closeAllConnections?.();
