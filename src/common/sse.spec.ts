@@ -130,3 +130,21 @@ describe('SseDecoder: event size', () => {
     expect(d.push('\n\n')).toHaveLength(1);
   });
 });
+
+describe('SseDecoder: a body that is no event stream', () => {
+  const after = (...parts: Array<string | Uint8Array>) => {
+    const d = new SseDecoder();
+    for (const p of parts) d.push(p);
+    return d.notEventStream;
+  };
+
+  it('tells a page or a JSON answer from an event stream by how it starts', () => {
+    expect(after('<html>502</html>')).toBe(true);
+    expect(after('\r\n  {"id": "x", "choices": []}')).toBe(true);
+    expect(after('data: {}\n\n')).toBe(false);
+    expect(after(': keepalive\n\n')).toBe(false);
+    expect(after('\n\nevent: message_start\ndata: {}\n\n')).toBe(false);
+    expect(after(Buffer.from('\ufeffdata: {}\n\n'))).toBe(false); // a BOM first
+    expect(after('', '  ')).toBe(false); // nothing yet
+  });
+});

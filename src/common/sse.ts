@@ -23,11 +23,23 @@ export class SseDecoder {
     onEvent: (m: EventSourceMessage) => this.pending.push({ event: m.event, data: m.data, id: m.id }),
   });
 
+  /** The first character fed that is not white space, once one came. */
+  private first?: number;
+
   /** `maxEventChars`: an event not complete within this many characters fails the stream. */
   constructor(private readonly maxEventChars = MAX_EVENT_CHARS) {}
 
+  /**
+   * Text came, and it does not start as an event stream does (a comment or a field, after a BOM
+   * if any): a page, or a whole JSON answer, where events were asked for.
+   */
+  get notEventStream(): boolean {
+    return this.first !== undefined && !SSE_LINE_STARTS.has(this.first);
+  }
+
   push(chunk: Uint8Array | string): SseEvent[] {
     const text = typeof chunk === 'string' ? chunk : this.decoder.decode(chunk, { stream: true });
+    if (this.first === undefined) this.first = firstNonBlank(text);
     this.parser.feed(text);
     if (this.pending.length === 0) {
       this.held += text.length;
@@ -40,6 +52,18 @@ export class SseDecoder {
     this.pending = [];
     return out;
   }
+}
+
+/** How a line of an event stream starts: a comment (`:`) or a field (data, event, id, retry); or a BOM. */
+const SSE_LINE_STARTS: ReadonlySet<number> = new Set([...[':', 'd', 'e', 'i', 'r'].map((c) => c.charCodeAt(0)), 0xfeff]);
+
+/** The first character code of `text` that is not a space, tab, CR or LF; undefined if none. */
+function firstNonBlank(text: string): number | undefined {
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c !== 0x20 && c !== 0x09 && c !== 0x0d && c !== 0x0a) return c;
+  }
+  return undefined;
 }
 
 /** No model's chunk comes near it; a whole answer in one event still fits. */

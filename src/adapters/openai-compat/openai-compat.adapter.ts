@@ -184,12 +184,9 @@ export class OpenAiCompatAdapter implements LlmAdapter {
   ): AsyncGenerator<ChatChunk> {
     let done = false;
     let finished = false;
-    /** The body's first character that is not white space (what tells an event stream from a page). */
-    let first: number | undefined;
     const sse = new SseDecoder();
     try {
       read: for await (const bytes of bodyChunks(res.body)) {
-        first ??= firstNonBlank(bytes);
         for (const ev of sse.push(bytes)) {
           if (ev.data === '[DONE]') {
             done = true;
@@ -219,7 +216,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     } finally {
       releaseBody(res, done);
     }
-    if (!done && !finished && first !== undefined && !SSE_LINE_STARTS.has(first)) {
+    if (!done && !finished && sse.notEventStream) {
       // A page or a whole JSON answer where events were asked for (a server that ignored
       // `stream` and named no JSON type, a proxy's error page): no stream cut short, a route
       // that answers wrongly.
@@ -238,18 +235,6 @@ export class OpenAiCompatAdapter implements LlmAdapter {
       });
     }
   }
-}
-
-/** How a line of an event stream starts: a comment (`:`), or a field (data, event, id, retry). */
-const SSE_LINE_STARTS: ReadonlySet<number> = new Set([...[':', 'd', 'e', 'i', 'r'].map((c) => c.charCodeAt(0)), 0xef, 0xfeff]); // and a BOM
-
-/** The first character code of `bytes` that is not a space, tab, CR or LF; undefined if none. */
-function firstNonBlank(bytes: Uint8Array | string): number | undefined {
-  for (let i = 0; i < bytes.length; i++) {
-    const c = typeof bytes === 'string' ? bytes.charCodeAt(i) : bytes[i];
-    if (c !== 0x20 && c !== 0x09 && c !== 0x0d && c !== 0x0a) return c;
-  }
-  return undefined;
 }
 
 /**
