@@ -68,6 +68,10 @@ models:
     context_length: 200000
     route:
       - ${r('cut')}
+  - id: claude/page
+    context_length: 200000
+    route:
+      - ${r('page')}
   - id: claude/keys
     context_length: 200000
     route:
@@ -359,6 +363,28 @@ models:
       const row = await gw.rowFor(/"id":"(gen-[^"]+)"/.exec(res.text)![1]);
       expect(row).toMatchObject({ stream: true, prompt_tokens: 7, completion_tokens: 1 + Math.ceil(delivered / 4), usage_estimated: true });
     }
+  });
+
+  it('answers a stream request that got a page instead of events with a 502 naming it, not retried', async () => {
+    // Translated (chat completions) and relayed as it is (the Messages surface).
+    const chat = await rawPost(`${gw.url}/v1/chat/completions`, {
+      model: 'claude/page',
+      stream: true,
+      messages: [{ role: 'user', content: 'x' }],
+    });
+    expect(chat.status).toBe(502);
+    expect(JSON.parse(chat.text).error).toMatchObject({ code: 'upstream_protocol' });
+    expect(chat.text).toMatch(/upstream anthropic answered a stream request with no event stream \(text\/html\)/);
+    const messages = await rawPost(`${gw.url}/anthropic/v1/messages`, {
+      model: 'claude/page',
+      max_tokens: 10,
+      stream: true,
+      messages: [{ role: 'user', content: 'x' }],
+    });
+    expect(messages.status).toBe(502);
+    expect(JSON.parse(messages.text)).toMatchObject({ type: 'error', error: { type: 'api_error' } });
+    expect(messages.text).toMatch(/no event stream \(text\/html\)/);
+    expect(upstream.requests).toHaveLength(2);
   });
 
   it('fails over from a stream that failed after message_start, before any content', async () => {

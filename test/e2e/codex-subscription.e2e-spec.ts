@@ -53,6 +53,10 @@ models:
     context_length: 200000
     route:
       - { kind: codex_sub, id: sub, base_url: "${codexUrl}", provider_model_id: cut }
+  - id: codex/page
+    context_length: 200000
+    route:
+      - { kind: codex_sub, id: sub, base_url: "${codexUrl}", provider_model_id: page }
   - id: codex/quote-token
     context_length: 200000
     route:
@@ -457,6 +461,20 @@ models:
     expect(raw.text).toContain('"content":"echo: "');
     expect(raw.text).toMatch(/data: \{"error":/);
     expect(raw.text).not.toContain('[DONE]');
+  });
+
+  it('answers a stream that got a page instead of events with a 502 naming it, not retried', async () => {
+    const { gw } = await boot(1);
+    const before = codex.requests.length;
+    const raw = await rawPost(`${gw.url}/v1/chat/completions`, {
+      model: 'codex/page',
+      stream: true,
+      messages: [{ role: 'user', content: 'x' }],
+    });
+    expect(raw.status).toBe(502);
+    expect(JSON.parse(raw.text).error).toMatchObject({ code: 'upstream_protocol' });
+    expect(raw.text).toMatch(/answered a stream request with no event stream \(text\/html\)/);
+    expect(codex.requests.length - before).toBe(1);
   });
 
   it('blanks out the account token in an error that quotes it', async () => {

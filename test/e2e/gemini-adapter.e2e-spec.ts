@@ -70,6 +70,10 @@ models:
     context_length: 1000000
     route:
       - ${r('cut')}
+  - id: gemini/page
+    context_length: 1000000
+    route:
+      - ${r('page')}
   - id: gemini/keys
     context_length: 1000000
     route:
@@ -383,6 +387,18 @@ models:
     const row = await rowFor(id);
     expect(row).toMatchObject({ stream: true, prompt_tokens: 7, completion_tokens: 2, usage_estimated: true });
     expect(row.status_code).toBeGreaterThanOrEqual(500);
+  });
+
+  it('answers a stream request that got a page instead of events with a 502 naming it, not retried', async () => {
+    const res = await rawPost(`${gw.url}/v1/chat/completions`, {
+      model: 'gemini/page',
+      stream: true,
+      messages: [{ role: 'user', content: 'x' }],
+    });
+    expect(res.status).toBe(502);
+    expect(JSON.parse(res.text).error).toMatchObject({ code: 'upstream_protocol' });
+    expect(res.text).toMatch(/upstream gemini answered a stream request with no event stream \(text\/html\)/);
+    expect(upstream.requests).toHaveLength(1);
   });
 
   it("sends the route's safety settings", async () => {

@@ -8,6 +8,7 @@ import { KeyPool } from '../http/key-pool.service';
 import {
   callInfo,
   joinUrl,
+  notEventStreamError,
   optionNumber,
   optionString,
   parseAnswer,
@@ -118,6 +119,7 @@ export class AnthropicAdapter implements LlmAdapter {
     } finally {
       releaseBody(res, translator.done);
     }
+    if (!translator.done && sse.notEventStream) throw notEventStreamError(res, route);
     if (!translator.done) throw this.unfinished(route);
   }
 
@@ -254,6 +256,7 @@ export class AnthropicAdapter implements LlmAdapter {
     } finally {
       releaseBody(res, done);
     }
+    if (!done && sse.notEventStream) throw notEventStreamError(res, route);
     if (!done) throw this.unfinished(route);
   }
 

@@ -9,7 +9,7 @@ import { type AccountLease, AccountPool } from '../../subscription/account-pool.
 import { AccountRateLimitError, streamAccountLimit } from '../../subscription/account-session';
 import { ChatAggregator } from '../../common/chunks';
 import { CredentialVault } from '../../subscription/credential-vault.service';
-import { callInfo, withoutSecrets } from '../http/upstream-call';
+import { callInfo, notEventStreamError, withoutSecrets } from '../http/upstream-call';
 import { readBodyText, retryAfterMs, UpstreamClient } from '../http/upstream-client.service';
 import { LlmAdapter, type CallContext, type ProbeResult } from '../llm-adapter';
 import {
@@ -136,6 +136,7 @@ export class CodexSubAdapter implements LlmAdapter {
       if (clean) res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
       else if (!res.body.destroyed) res.body.destroy();
     }
+    if (!translator.completed && sse.notEventStream) throw notEventStreamError(res, route);
     if (!translator.completed) {
       throw new UpstreamError({
         failure: 'reset',

@@ -9,6 +9,7 @@ import { KeyPool } from '../http/key-pool.service';
 import {
   callInfo,
   joinUrl,
+  notEventStreamError,
   optionString,
   parseEvent,
   postJson,
@@ -92,6 +93,7 @@ export class GeminiAdapter implements LlmAdapter {
     } finally {
       releaseBody(res, ended);
     }
+    if (!translator.complete && sse.notEventStream) throw notEventStreamError(res, route);
     if (!translator.complete) {
       throw new UpstreamError({
         failure: 'reset',

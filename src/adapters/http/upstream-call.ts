@@ -117,6 +117,19 @@ export function protocolError(route: RouteDef, what: string): UpstreamError {
 }
 
 /**
+ * A stream request answered with a page or a whole JSON answer instead of events (a server that
+ * ignored `stream`, a proxy's error page): a route that answers wrongly, not a stream cut short
+ * (which is retried). Callers check `SseDecoder.notEventStream` once the body has ended.
+ */
+export function notEventStreamError(res: Dispatcher.ResponseData, route: RouteDef): UpstreamError {
+  const type = String(res.headers['content-type'] ?? '')
+    .split(';')[0]
+    .trim()
+    .slice(0, 60);
+  return protocolError(route, `answered a stream request with no event stream (${type || 'no content type'})`);
+}
+
+/**
  * Parses one SSE data payload as a JSON object, or fails the stream as a protocol error. Every
  * provider's events are objects; `null`, a number or an array would otherwise reach code that
  * reads fields off it.

@@ -8,7 +8,17 @@ import { UpstreamError } from '../../common/errors';
 import { bodyChunks, SseDecoder } from '../../common/sse';
 import type { RouteDef } from '../../config/registry.types';
 import { KeyPool } from '../http/key-pool.service';
-import { callInfo, parseEvent, postJson, probeGet, protocolError, providerHttpError, readJson, releaseBody } from '../http/upstream-call';
+import {
+  callInfo,
+  notEventStreamError,
+  parseEvent,
+  postJson,
+  probeGet,
+  protocolError,
+  providerHttpError,
+  readJson,
+  releaseBody,
+} from '../http/upstream-call';
 import { UpstreamClient } from '../http/upstream-client.service';
 import { LlmAdapter, type CallContext, type ProbeResult } from '../llm-adapter';
 import { completionAsChatRequest, completionChunkToChat, completionToChat } from '../text-completion.mapper';
@@ -216,16 +226,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     } finally {
       releaseBody(res, done);
     }
-    if (!done && !finished && sse.notEventStream) {
-      // A page or a whole JSON answer where events were asked for (a server that ignored
-      // `stream` and named no JSON type, a proxy's error page): no stream cut short, a route
-      // that answers wrongly.
-      const type = String(res.headers['content-type'] ?? '')
-        .split(';')[0]
-        .trim()
-        .slice(0, 60);
-      throw protocolError(route, `answered a stream request with no event stream (${type || 'no content type'})`);
-    }
+    if (!done && !finished && sse.notEventStream) throw notEventStreamError(res, route);
     if (!done && !finished) {
       throw new UpstreamError({
         failure: 'reset',
