@@ -770,6 +770,16 @@ models:
         type: 'error',
         error: { type: 'invalid_request_error', message: expect.stringContaining('tools.0') },
       });
+      // Counting the same request is refused alike: a count for a request that cannot be sent.
+      const counted = await call(`${gw.url}/anthropic/v1/messages/count_tokens`, 'POST', {
+        model: 'llama/chat',
+        messages: [{ role: 'user', content: [{ type: 'document', source: { type: 'url', url: 'https://example.com/a.pdf' } }] }],
+      });
+      expect(counted.status).toBe(400);
+      expect(counted.body).toMatchObject({
+        type: 'error',
+        error: { type: 'invalid_request_error', message: expect.stringContaining('messages.0.content.0.source') },
+      });
       expect(compat.requests).toHaveLength(0);
     });
 

@@ -88,7 +88,7 @@ export class MessagesService {
       res,
       'anthropic count_tokens',
       async (scope) => {
-        const { call, ex } = this.prepare(req, scope, true);
+        const { call, chat, ex } = this.prepare(req, scope, true);
         // Counting is free: the row records the call, with no tokens and no cost.
         scope.rec.free = true;
         scope.rec.notes.operation = 'count_tokens';
@@ -96,8 +96,12 @@ export class MessagesService {
         await this.calls.admit(scope, res, () => ({ tokens: 0, costPico: 0n }));
         const tokens = await this.executor.run(
           ex,
-          (adapter, route, ctx) =>
-            adapter.messages ? adapter.messages.countTokens(call, route, ctx) : Promise.resolve(estimatePromptTokens(ex.request)),
+          (adapter, route, ctx) => {
+            if (adapter.messages) return adapter.messages.countTokens(call, route, ctx);
+            // Refused as /v1/messages refuses it on this route: no count for a request that cannot be sent.
+            if (chat instanceof UpstreamError) throw chat;
+            return Promise.resolve(estimatePromptTokens(chat));
+          },
           'headers',
         );
         scope.rec.notes.input_tokens = tokens;
