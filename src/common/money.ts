@@ -19,6 +19,13 @@ export function parseScaled(value: string | number, scale: number): bigint {
   return out;
 }
 
+/** Whether `value` has non-zero digits beyond `scale` decimals, which `parseScaled` rounds away. */
+export function finerThan(value: string | number, scale: number): boolean {
+  const text = typeof value === 'number' ? numberToPlain(value) : value.trim();
+  const frac = DECIMAL.exec(text.startsWith('+') ? text.slice(1) : text)?.[2] ?? '';
+  return /[1-9]/.test(frac.slice(scale));
+}
+
 function numberToPlain(n: number): string {
   if (!Number.isFinite(n) || n < 0) return String(n);
   const s = String(n);
@@ -36,10 +43,13 @@ export function formatScaled(value: bigint, scale: number): string {
 
 export const PICO_SCALE = 12;
 
+/** Decimals a price per million tokens keeps: one pico-dollar per token. */
+export const PER_MILLION_SCALE = 6;
+
 /** USD per million tokens → pico-dollars per token. */
 export function perMillionToPicoPerToken(value: string | number): bigint {
   // pico per token = USD per million * 1e12 / 1e6 = value * 1e6
-  return parseScaled(value, 6);
+  return parseScaled(value, PER_MILLION_SCALE);
 }
 
 /** USD per unit (request, image) → pico-dollars per unit. */
@@ -86,7 +96,7 @@ export const UNIT_PRICE_KEYS = ['request', 'image'] as const;
 
 export function tokenPrice(value: string | number): Price {
   const pico = perMillionToPicoPerToken(value);
-  return { text: formatScaled(pico, 6), pico };
+  return { text: formatScaled(pico, PER_MILLION_SCALE), pico };
 }
 
 export function unitPrice(value: string | number): Price {

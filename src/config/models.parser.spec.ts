@@ -200,6 +200,27 @@ describe('parseModels: a valid model', () => {
     expect(models[0].aliases).toEqual(['chat', 'acme-chat']);
   });
 
+  it('warns about a price finer than a pico-dollar a token (or a unit), and says what it bills', () => {
+    const { models, warnings } = load(
+      yaml(
+        'models:',
+        '  - id: m',
+        '    context_length: 1',
+        '    pricing: { prompt: "0.123456789", completion: 0.0000001, request: "0.0000000000005", image: "0.1000000" }',
+        '    route:',
+        '      - kind: mock',
+      ),
+    );
+    expect(models[0].pricing.prompt).toEqual({ text: '0.123457', pico: 123_457n });
+    expect(warnings).toEqual([
+      expect.stringMatching(/^models\.yaml:4 \(models\[0\]\.pricing\.prompt\): 0\.123456789 is finer .*; billed as 0\.123457$/),
+      expect.stringMatching(/\.pricing\.completion\): 1e-7 is finer .*; billed as 0$/),
+      expect.stringMatching(
+        /\.pricing\.request\): 0\.0000000000005 is finer than the gateway counts \(1e-12 USD\); billed as 0\.000000000001$/,
+      ),
+    ]);
+  });
+
   it('warns about an unknown model key', () => {
     const { warnings } = load(
       yaml('models:', '  - id: m', '    context_lenght: 5', '    context_length: 1', '    route:', '      - kind: mock'),

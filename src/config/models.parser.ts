@@ -1,5 +1,5 @@
 import { MAX_TIMER_MS } from '../common/deadline';
-import { FREE, tokenPrice, unitPrice, type Price, type Pricing } from '../common/money';
+import { FREE, finerThan, PER_MILLION_SCALE, PICO_SCALE, tokenPrice, unitPrice, type Price, type Pricing } from '../common/money';
 import type { UpstreamTimeouts } from './app-config';
 import { FieldReader } from './field-reader';
 import type { Architecture, Locality, ModelDef, RouteDef, RoutingDef } from './registry.types';
@@ -259,7 +259,14 @@ export function parsePricing(r: FieldReader, raw: unknown, path: YamlPath, warn:
       return undefined;
     }
     try {
-      return unit ? unitPrice(v) : tokenPrice(v);
+      const price = unit ? unitPrice(v) : tokenPrice(v);
+      // Costs are counted in whole pico-dollars per token (per unit): a finer price is billed
+      // rounded, and /v1/models shows it so; say so rather than bill a price nobody wrote.
+      if (finerThan(v, unit ? PICO_SCALE : PER_MILLION_SCALE))
+        warn(
+          `${r.src.where([...path, key])}: ${v} is finer than the gateway counts (${unit ? '1e-12 USD' : '1e-6 USD per million tokens, a pico-dollar a token'}); billed as ${price.text}`,
+        );
+      return price;
     } catch (err) {
       r.fail([...path, key], (err as Error).message);
       return undefined;
