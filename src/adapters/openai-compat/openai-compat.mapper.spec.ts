@@ -426,6 +426,8 @@ describe('usage and answer normalisation', () => {
     });
     expect(negative.prompt_tokens_details).toEqual({ cached_tokens: 0 });
     expect(negative.completion_tokens_details).toEqual({ reasoning_tokens: 2 });
+    // A total that is not the prompt plus the completion is the sum the log stores.
+    expect(normalizeUsage({ prompt_tokens: 1000, completion_tokens: 500, total_tokens: 99999 }).total_tokens).toBe(1500);
     // Zeros the provider sent stay as they are.
     const zeros = normalizeUsage({ prompt_tokens: 3, completion_tokens: 2, total_tokens: 5, prompt_tokens_details: { cached_tokens: 0 } });
     expect(zeros.prompt_tokens_details).toEqual({ cached_tokens: 0 });
