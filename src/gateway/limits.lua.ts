@@ -112,15 +112,26 @@ local day_spent, month_spent = -1, -1
 if budgets then
   local reserved = 0
   for _, v in ipairs(redis.call('HVALS', KEYS[4])) do reserved = reserved + tonumber(v) end
+  -- A budget the spend alone uses up frees at the end of its period; one that the requests in
+  -- flight fill frees as they end (retry in a second). With both over, the one that frees later.
+  local over, over_retry, over_spent = nil, 0, 0
   if day_budget >= 0 then
     day_spent = spend_key('d', day, ARGV[10], ARGV[11], 0, false)
-    if day_spent + reserved + cost > day_budget then return refuse('daily_budget', (day + 1) * 86400000 - now, day_spent, reserved, cost) end
+    if day_spent + reserved + cost > day_budget then
+      over, over_retry, over_spent = 'daily_budget', 1000, day_spent
+      if day_spent + cost > day_budget then over_retry = (day + 1) * 86400000 - now end
+    end
   end
   if month_budget >= 0 then
     month_spent = spend_key('m', month, ARGV[12], ARGV[13], 0, false)
-    -- The client works out the time to the next month from now.
-    if month_spent + reserved + cost > month_budget then return refuse('monthly_budget', 0, month_spent, reserved, cost) end
+    if month_spent + reserved + cost > month_budget then
+      -- 0: until the next month, which the client works out from now (never sooner than the day's end).
+      local retry = 1000
+      if month_spent + cost > month_budget then retry = 0 end
+      if over == nil or retry == 0 or retry > over_retry then over, over_retry, over_spent = 'monthly_budget', retry, month_spent end
+    end
   end
+  if over then return refuse(over, over_retry, over_spent, reserved, cost) end
 end
 
 if rpm >= 0 then

@@ -98,13 +98,14 @@ describe('per-process limits', () => {
     const { admit, settle } = setup();
     const a = admit({ dayBudget: 1000 }, { costNano: 600 });
     expect(a.ok).toBe(true);
-    // 600 reserved + 600 > 1000: refused while the first is in flight.
+    // 600 reserved + 600 > 1000: refused while the first is in flight, for a second, not the day.
     expect(admit({ dayBudget: 1000 }, { costNano: 600 })).toMatchObject({
       ok: false,
       limit: 'daily_budget',
       spentNano: 0,
       reservedNano: 600,
       costNano: 600,
+      retryAfterMs: 1000,
     });
     settle('r1', a.bucket, 0, 0, 150);
     const b = admit({ dayBudget: 1000 }, { costNano: 600 });
@@ -113,6 +114,32 @@ describe('per-process limits', () => {
     // 1000 spent: nothing more today, not even a free request.
     expect(admit({ dayBudget: 1000 }, { costNano: 1 })).toMatchObject({ ok: false, limit: 'daily_budget', spentNano: 1000 });
     expect(admit({ dayBudget: 1000 }, { costNano: 0 }).ok).toBe(true);
+  });
+
+  it('names the budget that frees later when both are over, and a reservation-full budget frees in a second', () => {
+    const { admit } = setup();
+    const day = String(utcDay(T0));
+    const baseline = { day, dayNano: 1000, month: String(utcMonth(T0)), monthNano: 1000 };
+    // Both spent: the daily budget frees at midnight, the monthly one on the 1st; the 1st it is.
+    expect(admit({ dayBudget: 1000, monthBudget: 1000 }, { costNano: 1, baseline })).toMatchObject({
+      ok: false,
+      limit: 'monthly_budget',
+      retryAfterMs: Date.UTC(2026, 11, 1) - T0,
+    });
+    // The day spent, the month full only with a request in flight: midnight.
+    const { admit: admit2 } = setup();
+    expect(admit2({ monthBudget: 5000 }, { costNano: 3000 }).ok).toBe(true);
+    expect(admit2({ dayBudget: 1000, monthBudget: 5000 }, { costNano: 2500, baseline: { ...baseline, monthNano: 0 } })).toMatchObject({
+      ok: false,
+      limit: 'daily_budget',
+      retryAfterMs: 14 * 3_600_000,
+    });
+    // The month full only with it, the day free: a second.
+    expect(admit2({ dayBudget: 10_000, monthBudget: 5000 }, { costNano: 2500 })).toMatchObject({
+      ok: false,
+      limit: 'monthly_budget',
+      retryAfterMs: 1000,
+    });
   });
 
   it('starts a budget period from the request log baseline, and renews at the next UTC day and month', () => {

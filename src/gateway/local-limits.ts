@@ -82,6 +82,8 @@ interface KeyState {
 }
 
 const WINDOW_S = 60;
+/** Retry-After of a refusal that requests in flight cause (concurrency, their reserved cost). */
+export const IN_FLIGHT_RETRY_MS = 1000;
 
 export class LocalLimits {
   private readonly keys = new Map<string, KeyState>();
@@ -124,23 +126,30 @@ export class LocalLimits {
     const track = concurrency >= 0 || budgets;
     if (track) {
       for (const [rid, f] of s.inflight) if (f.expires <= now) s.inflight.delete(rid);
-      if (concurrency >= 0 && s.inflight.size >= concurrency) return refuse('concurrency', 1000);
+      if (concurrency >= 0 && s.inflight.size >= concurrency) return refuse('concurrency', IN_FLIGHT_RETRY_MS);
     }
     if (budgets) {
       let reserved = 0;
       for (const f of s.inflight.values()) reserved += f.costNano;
       const day = String(utcDay(now));
       const month = String(utcMonth(now));
+      // A budget the spend alone uses up frees at the end of its period; one that the requests in
+      // flight fill frees as they end, so its refusal says to retry in a second. With both over,
+      // the refusal names the one that frees later.
+      let over: [LimitName, number, number] | undefined;
       if (dayBudget >= 0) {
         const spent = this.spent(s, `d:${day}`, day === a.baseline.day ? a.baseline.dayNano : 0);
         if (spent + reserved + a.costNano > dayBudget)
-          return refuse('daily_budget', (utcDay(now) + 1) * 86_400_000 - now, [spent, reserved, a.costNano]);
+          over = ['daily_budget', spent + a.costNano > dayBudget ? (utcDay(now) + 1) * 86_400_000 - now : IN_FLIGHT_RETRY_MS, spent];
       }
       if (monthBudget >= 0) {
         const spent = this.spent(s, `m:${month}`, month === a.baseline.month ? a.baseline.monthNano : 0);
-        if (spent + reserved + a.costNano > monthBudget)
-          return refuse('monthly_budget', startOfNextUtcMonth(now).getTime() - now, [spent, reserved, a.costNano]);
+        if (spent + reserved + a.costNano > monthBudget) {
+          const retry = spent + a.costNano > monthBudget ? startOfNextUtcMonth(now).getTime() - now : IN_FLIGHT_RETRY_MS;
+          if (!over || retry > over[1]) over = ['monthly_budget', retry, spent];
+        }
       }
+      if (over) return refuse(over[0], over[1], [over[2], reserved, a.costNano]);
     }
 
     if (rpm >= 0) {

@@ -272,7 +272,8 @@ function parseAdmit(r: unknown[]): AdmitOutcome {
   return {
     ok,
     limit,
-    retryAfterMs: limit === 'monthly_budget' ? startOfNextUtcMonth(now).getTime() - now : n(2),
+    // The script leaves the time to the next month (0) to be worked out here.
+    retryAfterMs: limit === 'monthly_budget' && n(2) === 0 ? startOfNextUtcMonth(now).getTime() - now : n(2),
     now,
     bucket: n(4),
     rpmUsed: n(5),

@@ -19,6 +19,10 @@ models:
   - id: acme/slow
     context_length: 8192
     route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: "delay-headers:3000" }]
+  - id: acme/slow-priced
+    context_length: 8192
+    pricing: { prompt: "10000", completion: "10000" }
+    route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: "delay-headers:2000" }]
 `;
 const ask = (model: string, max_tokens?: number) => ({
   model,
@@ -87,6 +91,32 @@ describe('limits shared through Redis', () => {
     const over = await chat(b, budget.key, ask('acme/chat', 45));
     expect(over.status).toBe(429);
     expect(over.body.error!.message).toContain(`$${picoToUsd(usdToPico(row.cost_usd))} is spent`);
+  });
+
+  it('says to retry in a second when requests in flight fill a budget, and names the later of two spent budgets', async () => {
+    const { a, b, upstream } = replicas;
+    const admin = adminApi(a);
+    // Each request reserves about $0.2 (a dozen prompt tokens and 10 completion tokens at $0.01).
+    const { key } = await admin.createKey({ name: 'reserved budget', daily_budget_usd: '0.3' });
+    upstream.reset();
+    const slow = chat(a, key, ask('acme/slow-priced', 10));
+    await upstream.waitForRequests(1);
+    const refused = await chat(b, key, ask('acme/chat', 10));
+    expect(refused.status).toBe(429);
+    expect(refused.body.error).toMatchObject({ code: 'daily_budget_exceeded' });
+    expect(refused.body.error!.message).toContain('reserved by requests in flight');
+    expect(refused.headers.get('retry-after')).toBe('1');
+    expect((await slow).status).toBe(200);
+
+    const both = await admin.createKey({ name: 'both budgets', daily_budget_usd: '0.3', monthly_budget_usd: '0.3' });
+    expect((await chat(a, both.key, ask('acme/chat', 10))).status).toBe(200);
+    const over = await chat(b, both.key, ask('acme/chat', 45));
+    expect(over.status).toBe(429);
+    // Both are spent; the daily one frees at midnight, the monthly one only on the 1st.
+    expect(over.body.error).toMatchObject({ code: 'monthly_budget_exceeded' });
+    const now = Date.now();
+    const nextMonth = Date.UTC(new Date(now).getUTCFullYear(), new Date(now).getUTCMonth() + 1, 1);
+    expect(Math.abs(Number(over.headers.get('retry-after')) - (nextMonth - now) / 1000)).toBeLessThan(5);
   });
 });
 
