@@ -168,7 +168,14 @@ redis.call('HDEL', KEYS[4], rid)
 if ARGV[10] == '1' then
   local delta = actual - estimate
   if bucket > sec - 60 then
-    if delta ~= 0 then redis.call('HINCRBY', KEYS[2], bucket, delta) end
+    if delta > 0 then
+      redis.call('HINCRBY', KEYS[2], bucket, delta)
+    elseif delta < 0 then
+      -- Never below zero: a bucket whose count was lost (a restart without persistence,
+      -- FLUSHALL) must not go negative and grant the unused estimate on top of the limit.
+      local had = tonumber(redis.call('HGET', KEYS[2], bucket) or '0') or 0
+      if had > 0 then redis.call('HINCRBY', KEYS[2], bucket, math.max(delta, -had)) end
+    end
   elseif delta > 0 then
     redis.call('HINCRBY', KEYS[2], sec, delta)
   end

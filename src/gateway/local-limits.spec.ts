@@ -53,6 +53,42 @@ describe('per-process limits', () => {
     expect(admit({ dayBudget: 1000 }, { costNano: 100 }).ok).toBe(true);
   });
 
+  it('raises the baseline it gives the shared store to the spend the store last reported', () => {
+    const { limits } = setup();
+    const day = String(utcDay(T0));
+    const month = String(utcMonth(T0));
+    const loaded = { day, dayNano: 100, month, monthNano: 100 };
+    expect(limits.sharedBaseline('k', loaded)).toEqual(loaded);
+    limits.observe('k', { day: String(utcDay(T0) - 1), dayNano: 9000, month, monthNano: -1 });
+    limits.observe('k', { day, dayNano: 700, month, monthNano: 800 });
+    limits.observe('k', { day: String(utcDay(T0) - 1), dayNano: 9500, month, monthNano: 750 }); // late, and older
+    expect(limits.sharedBaseline('k', loaded)).toEqual({ day, dayNano: 700, month, monthNano: 800 });
+    // A baseline loaded for an earlier day takes the store's later one.
+    expect(limits.sharedBaseline('k', { day: '', dayNano: 0, month: '', monthNano: 0 })).toEqual({
+      day,
+      dayNano: 700,
+      month,
+      monthNano: 800,
+    });
+  });
+
+  it('never takes a token bucket below zero when a request used less than it reserved', () => {
+    const { limits, settle } = setup();
+    // Settled against a bucket that holds nothing (the shared store lost it): nothing to take back.
+    settle('gone', Math.floor(T0 / 1000), 1500, 20, 0);
+    expect(
+      limits.admit({
+        keyId: 'k',
+        rid: 'x',
+        limits: { ...NONE, tpm: 100 },
+        tokens: 101,
+        costNano: 0,
+        leaseMs: 1,
+        baseline: { day: '', dayNano: 0, month: '', monthNano: 0 },
+      }),
+    ).toMatchObject({ ok: false, limit: 'tpm', tpmUsed: 0 });
+  });
+
   it('admits rpm requests in any 60 s and says when the next one fits', () => {
     const { admit, advance } = setup();
     expect(admit({ rpm: 3 }).ok).toBe(true);

@@ -78,6 +78,8 @@ interface KeyState {
   tpm: Map<number, number>;
   inflight: Map<string, { expires: number; costNano: number }>;
   spent: Map<string, number>;
+  /** The latest spend the shared store reported, by period (`d:<day>`, `m:<month>`): one of each. */
+  shared: Map<string, number>;
   touched: number;
 }
 
@@ -173,7 +175,10 @@ export class LocalLimits {
     if (a.trackTokens) {
       const delta = a.actualTokens - a.estimateTokens;
       if (a.bucket > sec - WINDOW_S) {
-        if (delta !== 0) s.tpm.set(a.bucket, (s.tpm.get(a.bucket) ?? 0) + delta);
+        // Never below zero: a bucket that lost its count (the shared store's data gone) must not
+        // go negative and grant the unused estimate on top of the limit.
+        const had = s.tpm.get(a.bucket) ?? 0;
+        if (delta > 0 || had > 0) s.tpm.set(a.bucket, Math.max(0, had + delta));
       } else if (delta > 0) {
         s.tpm.set(sec, (s.tpm.get(sec) ?? 0) + delta);
       }
@@ -202,8 +207,35 @@ export class LocalLimits {
    */
   observe(keyId: string, spend: SharedSpend): void {
     const s = this.state(keyId, this.clock());
-    if (spend.dayNano >= 0) this.spent(s, `d:${spend.day}`, spend.dayNano);
-    if (spend.monthNano >= 0) this.spent(s, `m:${spend.month}`, spend.monthNano);
+    if (spend.dayNano >= 0) {
+      this.spent(s, `d:${spend.day}`, spend.dayNano);
+      latest(s.shared, `d:${spend.day}`, spend.dayNano);
+    }
+    if (spend.monthNano >= 0) {
+      this.spent(s, `m:${spend.month}`, spend.monthNano);
+      latest(s.shared, `m:${spend.month}`, spend.monthNano);
+    }
+  }
+
+  /**
+   * The baseline for the shared store: the request log's figure, raised to the spend the store
+   * itself last reported for the period. Should the store lose its counters (a restart without
+   * persistence, FLUSHALL, an eviction, a failover to a replica behind), they start again from
+   * what it had counted, not from the request log as it was when the key was loaded.
+   */
+  sharedBaseline(keyId: string, base: StoreBaseline): StoreBaseline {
+    const s = this.keys.get(keyId);
+    if (!s || s.shared.size === 0) return base;
+    const out = { ...base };
+    for (const [period, v] of s.shared) {
+      const [kind, p] = [period[0], period.slice(2)];
+      if (kind === 'd') {
+        if (p === out.day) out.dayNano = Math.max(out.dayNano, v);
+        else if (out.day === '' || Number(p) > Number(out.day)) [out.day, out.dayNano] = [p, v];
+      } else if (p === out.month) out.monthNano = Math.max(out.monthNano, v);
+      else if (out.month === '' || Number(p) > Number(out.month)) [out.month, out.monthNano] = [p, v];
+    }
+    return out;
   }
 
   /** Drops the state of keys idle for `idleMs` with nothing in flight (spend restarts from the request log). */
@@ -221,7 +253,11 @@ export class LocalLimits {
 
   private state(keyId: string, now: number): KeyState {
     let s = this.keys.get(keyId);
-    if (!s) this.keys.set(keyId, (s = { rpm: new Map(), tpm: new Map(), inflight: new Map(), spent: new Map(), touched: now }));
+    if (!s)
+      this.keys.set(
+        keyId,
+        (s = { rpm: new Map(), tpm: new Map(), inflight: new Map(), spent: new Map(), shared: new Map(), touched: now }),
+      );
     s.touched = now;
     return s;
   }
@@ -239,6 +275,17 @@ export class LocalLimits {
     } else if (base > v) s.spent.set(period, (v = base));
     return v;
   }
+}
+
+/** Keeps `period`'s highest value in `m`, and only the latest period of its kind. */
+function latest(m: Map<string, number>, period: string, v: number): void {
+  for (const [k, old] of m) {
+    if (k[0] !== period[0]) continue;
+    if (k === period) return void m.set(k, Math.max(old, v));
+    if (Number(k.slice(2)) > Number(period.slice(2))) return; // a report older than one already seen
+    m.delete(k);
+  }
+  m.set(period, v);
 }
 
 function window(buckets: Map<number, number>, sec: number, now: number) {

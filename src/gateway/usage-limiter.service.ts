@@ -114,7 +114,7 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
       tokens: Math.max(0, Math.ceil(charge.tokens)),
       costNano: nano(charge.costPico),
       leaseMs: (this.registry.current().routing.totalTimeoutMs ?? this.config.upstreamTimeouts.totalMs) + 60_000,
-      baseline: storeBaseline(p.baseline),
+      baseline: this.local.sharedBaseline(p.id, storeBaseline(p.baseline)),
     };
     const { store, outcome } = await this.runAdmit(args);
     const headers = rateHeaders(p.limits, outcome);

@@ -1,5 +1,6 @@
 import { picoToUsd, usdToPico } from '../../src/common/money';
 import { OpenAiUpstream } from '../fixtures/openai-upstream';
+import Redis from 'ioredis';
 import { ACCESS_ENV, adminApi, chat, clearRedisPrefix, REDIS_URL, redisPrefix, waitFor } from '../helpers/access';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres';
@@ -244,6 +245,41 @@ describe('budgets and spend the counters missed', () => {
       expect(over.body.error!.message).toContain(`$${picoToUsd(spent)} is spent`);
     } finally {
       await gw.close();
+    }
+  });
+
+  it('Redis losing its counters (FLUSHALL, a restart without persistence) neither refunds spend nor grants tokens', async () => {
+    const own = redisPrefix();
+    // Keys cached for ten minutes: the baseline a key was loaded with (nothing spent) stays.
+    const gw = await startGateway({
+      models: models(base),
+      env: { ...db.env, ...ACCESS_ENV, REDIS_URL, REDIS_KEY_PREFIX: own, API_KEY_CACHE_TTL_MS: '600000' },
+    });
+    const redis = new Redis(REDIS_URL);
+    try {
+      const admin = adminApi(gw);
+      const budget = await admin.createKey({ name: 'budget across a flush', daily_budget_usd: '0.5' });
+      let admitted = 0;
+      while ((await chat(gw, budget.key, ask('acme/chat', 10))).status === 200) admitted++;
+      expect(admitted).toBeGreaterThan(0);
+      await clearRedisPrefix(own);
+      const after = await chat(gw, budget.key, ask('acme/chat', 10));
+      expect(after.status).toBe(429);
+      expect(after.body.error).toMatchObject({ code: 'daily_budget_exceeded' });
+
+      // A request's unused token estimate, settled after its bucket was lost, leaves no negative count.
+      const tokens = await admin.createKey({ name: 'tpm across a flush', tpm_limit: 2000 });
+      upstream.reset();
+      const slow = chat(gw, tokens.key, ask('acme/slow', 1500));
+      await upstream.waitForRequests(1);
+      await clearRedisPrefix(own);
+      expect((await slow).status).toBe(200);
+      const counts = Object.values(await redis.hgetall(`${own}lim:{${tokens.id}}:tpm`)).map(Number);
+      expect(counts.filter((n) => n < 0)).toEqual([]);
+    } finally {
+      redis.disconnect();
+      await gw.close();
+      await clearRedisPrefix(own);
     }
   });
 });
