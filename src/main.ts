@@ -34,7 +34,7 @@ try {
 if (workers > 1 && cluster.isPrimary) {
   const log = (msg: string, level: 'info' | 'warn' = 'info') =>
     process.stdout.write(
-      `${JSON.stringify({ level, time: new Date().toISOString(), service: 'hybridinference', context: 'Cluster', msg })}\n`,
+      `${JSON.stringify({ level, time: new Date().toISOString(), service: 'hybridinference', pid: process.pid, context: 'Cluster', msg })}\n`,
     );
   // Workers say nothing when Redis is not configured (one process is then the whole gateway);
   // that n of them multiply every limit is seen from here.

@@ -133,7 +133,7 @@ export class RoutingAdminController {
   reload() {
     const before = this.registry.current();
     try {
-      const snap = this.reloader.reload();
+      const snap = this.reloader.reload('admin API');
       const workers = this.reloader.reloadOthers();
       return {
         status: 'reloaded',

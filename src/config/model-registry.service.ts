@@ -59,6 +59,8 @@ export class ModelRegistry {
   ) {
     this.snapshot = this.readFiles();
     this.report(this.snapshot);
+    if (this.snapshot.models.length === 0)
+      this.logger.warn(`${this.config.env.MODELS_CONFIG_PATH} defines no models: every model request gets a 404 until it does`);
   }
 
   current(): RegistrySnapshot {
@@ -86,6 +88,9 @@ export class ModelRegistry {
     const parsed = this.readFiles();
     const warnings = [...parsed.warnings];
     const problems = this.validate(parsed, (w) => warnings.push(w));
+    // A file caught half-written (or emptied by mistake) must not take every model away at once.
+    if (parsed.models.length === 0)
+      problems.unshift(`${this.config.env.MODELS_CONFIG_PATH} defines no models; a reload never leaves the gateway without any`);
     if (problems.length > 0) throw new Error(`configuration refused:\n  ${problems.join('\n  ')}`);
     // The validators' warnings join the parser's, for the log and the reload's answer.
     const next = new RegistrySnapshot(parsed.models, parsed.routing, parsed.loadedAt, warnings, parsed.notices);

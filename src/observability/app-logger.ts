@@ -43,7 +43,8 @@ export class AppLogger implements LoggerService {
     this.destination = dest;
     const options: pino.LoggerOptions = {
       level: pino.levels.values[level] !== undefined || level === 'silent' ? level : 'info',
-      base: { service: 'hybridinference' },
+      // The pid tells a WORKERS gateway's processes apart in one log stream.
+      base: { service: 'hybridinference', pid: process.pid },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
     };

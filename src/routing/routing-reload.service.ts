@@ -17,9 +17,9 @@ export class RoutingReloadService implements OnApplicationBootstrap, OnApplicati
   private readonly logger = new Logger('RoutingReload');
   private readonly onSignal = () => {
     try {
-      this.reload();
-    } catch (err) {
-      this.logger.error(`SIGHUP: the new configuration was refused, the old one stays: ${(err as Error).message}`);
+      this.reload('SIGHUP');
+    } catch {
+      // Logged by reload().
     }
   };
 
@@ -38,9 +38,15 @@ export class RoutingReloadService implements OnApplicationBootstrap, OnApplicati
     process.off('SIGHUP', this.onSignal);
   }
 
-  /** Throws, with every problem found, when the new files are refused. */
-  reload(): RegistrySnapshot {
-    const snap = this.registry.reload();
+  /** Throws, with every problem found, when the new files are refused (and logs the refusal). */
+  reload(via: 'SIGHUP' | 'admin API'): RegistrySnapshot {
+    let snap: RegistrySnapshot;
+    try {
+      snap = this.registry.reload();
+    } catch (err) {
+      this.logger.error(`${via}: the new configuration was refused, the old one stays: ${(err as Error).message}`);
+      throw err;
+    }
     this.state.retain(snap.models);
     this.health.configure();
     this.shared.configure();

@@ -47,8 +47,10 @@ describe('routing config reload', () => {
   const modelIds = async () => (await client.models.list()).data.map((m) => m.id).sort();
   const write = (file: string, text: string) => writeFileSync(join(gw.dir, file), text);
 
+  const logLines: string[] = [];
+
   beforeAll(async () => {
-    gw = await startGateway({ models: MODELS_V1, routing: 'routing_strategy: weighted\n', env: { ADMIN_TOKEN: TOKEN } });
+    gw = await startGateway({ models: MODELS_V1, routing: 'routing_strategy: weighted\n', env: { ADMIN_TOKEN: TOKEN }, logLines });
     client = gw.client();
   });
   afterAll(() => gw?.close());
@@ -90,6 +92,8 @@ describe('routing config reload', () => {
       /kind "carrier-pigeon" has no adapter/,
     ],
     ['a YAML syntax error', 'models:\n  - id: [r/x\n', undefined, /models\.yaml:\d+: YAML syntax error/],
+    ['an empty models.yaml (caught half-written)', '', undefined, /models\.yaml defines no models/],
+    ['an empty model list', 'models: []\n', undefined, /models\.yaml defines no models/],
     ['an unknown strategy in routing.yaml', MODELS_V2, 'routing_strategy: telepathy\n', /routing_strategy "telepathy" is unknown/],
     ['a bad retry setting in routing.yaml', MODELS_V2, 'retry: { max_retries: -1 }\n', /retry\.max_retries\): must be at least 0/],
     [
@@ -106,6 +110,12 @@ describe('routing config reload', () => {
     expect(res.body.error).toMatchObject({ type: 'invalid_request_error', code: 'config_refused' });
     expect(res.body.error!.message).toMatch(reason);
     expect(res.body.error!.message).toMatch(/stays/);
+    // The operator reading the log sees it too, as for SIGHUP.
+    const logged = logLines.filter((l) => l.includes('admin API: the new configuration was refused, the old one stays'));
+    const line = JSON.parse(logged.at(-1)!) as { level: string; pid: number; msg: string };
+    expect(line).toMatchObject({ level: 'error', pid: process.pid });
+    expect(line.msg).toMatch(reason);
+    logLines.length = 0;
     expect(await modelIds()).toEqual(['r/first', 'r/second']);
     expect(
       (await client.chat.completions.create({ model: 'r/second', messages: [{ role: 'user', content: 'x' }] })).choices[0].message.content,
