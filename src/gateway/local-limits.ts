@@ -238,6 +238,20 @@ export class LocalLimits {
     return out;
   }
 
+  /**
+   * Counts a request the shared store admitted as in flight here too (Redis went away while it
+   * ran): its slot and reservation hold the key's per-process limits until it settles.
+   */
+  hold(keyId: string, rid: string, expires: number, costNano: number): void {
+    const now = this.clock();
+    if (expires > now) this.state(keyId, now).inflight.set(rid, { expires, costNano });
+  }
+
+  /** Forgets a request `hold` counted, now that it settled in the shared store. */
+  release(keyId: string, rid: string): void {
+    this.keys.get(keyId)?.inflight.delete(rid);
+  }
+
   /** Drops the state of keys idle for `idleMs` with nothing in flight (spend restarts from the request log). */
   sweep(idleMs: number): void {
     const now = this.clock();

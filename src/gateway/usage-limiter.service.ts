@@ -80,6 +80,12 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
   private lastStore?: Store;
   /** Settlements of requests Redis admitted that it could not take when they ended, oldest first. */
   private readonly unsettled: SettleArgs[] = [];
+  /**
+   * Requests Redis admitted that hold a slot or a reservation and have not settled, by request id:
+   * the per-process limits count them while Redis is away, and Redis is told of them again when it
+   * is back (it may have come back empty).
+   */
+  private readonly sharedInFlight = new Map<string, { args: AdmitArgs; expires: number }>();
   private settling?: Promise<void>;
 
   constructor(
@@ -89,9 +95,16 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
   ) {}
 
   onModuleInit(): void {
-    this.sweepTimer = setInterval(() => this.local.sweep(600_000), 60_000);
+    this.sweepTimer = setInterval(() => {
+      this.local.sweep(600_000);
+      const now = Date.now();
+      for (const [rid, f] of this.sharedInFlight) if (f.expires <= now) this.sharedInFlight.delete(rid);
+    }, 60_000);
     this.sweepTimer.unref();
-    this.redis.onReady(() => this.settleLater());
+    this.redis.onReady(() => {
+      this.holdAgain();
+      this.settleLater();
+    });
   }
 
   onModuleDestroy(): void {
@@ -119,6 +132,9 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
     const { store, outcome } = await this.runAdmit(args);
     const headers = rateHeaders(p.limits, outcome);
     if (!outcome.ok) throw refusal(p, args, outcome, headers);
+    const l = args.limits;
+    if (store === 'redis' && (l.concurrency >= 0 || l.dayBudget >= 0 || l.monthBudget >= 0))
+      this.sharedInFlight.set(args.rid, { args, expires: outcome.now + args.leaseMs });
     for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
     return new UsageLease(this, store, args, outcome.bucket);
   }
@@ -147,6 +163,7 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
       this.local.settle(a);
       return;
     }
+    if (this.sharedInFlight.delete(a.rid)) this.local.release(a.keyId, a.rid);
     const client = this.redis.client;
     // Redis admitted it but cannot count it now: this process's budgets do meanwhile (its tokens
     // were counted in Redis' window at admission), so that a request in flight when Redis went
@@ -185,6 +202,32 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
       a.trackSpend ? 1 : 0,
     );
     this.observe(a.keyId, r, 1);
+  }
+
+  /**
+   * Redis is (back) up: the requests it admitted that are still in flight are put back in its
+   * sets, which a Redis that restarted without persistence lost; where it kept them nothing
+   * changes. Sent at once, before any settlement that could follow on this connection.
+   */
+  private holdAgain(): void {
+    const client = this.redis.client;
+    if (!client || this.sharedInFlight.size === 0) return;
+    const batch = client.pipeline();
+    const now = Date.now();
+    for (const [rid, { args, expires }] of this.sharedInFlight) {
+      if (expires <= now) {
+        this.sharedInFlight.delete(rid);
+        continue;
+      }
+      const [, , inflight, reserved] = this.keys(args.keyId);
+      batch.zadd(inflight, 'NX', expires, rid);
+      batch.pexpire(inflight, expires - now + 60_000);
+      if (args.limits.dayBudget >= 0 || args.limits.monthBudget >= 0) {
+        batch.hsetnx(reserved, rid, args.costNano);
+        batch.pexpire(reserved, expires - now + 60_000);
+      }
+    }
+    batch.exec().catch((err: Error) => this.redis.noteFailure(err));
   }
 
   /** Redis is back: the settlements it missed are made there, in order. */
@@ -231,6 +274,8 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
         `Redis unavailable (${this.redis.error ?? this.redis.status}): rate limits and budgets are per process until it is back`,
       );
     else if (this.lastStore === 'local') this.logger.log('Redis is back: rate limits and budgets are shared again');
+    // Away now: the requests Redis admitted that are still running count here meanwhile.
+    if (store === 'local') for (const [rid, f] of this.sharedInFlight) this.local.hold(f.args.keyId, rid, f.expires, f.args.costNano);
     this.lastStore = store;
   }
 }

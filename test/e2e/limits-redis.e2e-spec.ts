@@ -20,6 +20,9 @@ models:
   - id: acme/slow
     context_length: 8192
     route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: "delay-headers:3000" }]
+  - id: acme/slower
+    context_length: 8192
+    route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: "delay-headers:8000" }]
   - id: acme/slow-priced
     context_length: 8192
     pricing: { prompt: "10000", completion: "10000" }
@@ -386,6 +389,27 @@ describe('limits when Redis goes away', () => {
     await proxy.start();
     await waitFor(shared, 'Redis to be back');
     // Left to its lease, the slot held the key at its limit for the whole-request timeout + 60 s.
+    await waitFor(async () => (await chat(gw, key, ask('acme/chat'))).status === 200, 'the slot to be free', 3000);
+  });
+
+  it('counts a request Redis admitted that still runs: per process while Redis is away, and in a Redis back empty', async () => {
+    await redisBack();
+    const { key } = await adminApi(gw).createKey({ name: 'slot across a restart', max_concurrency: 1 });
+    upstream.reset();
+    const slow = chat(gw, key, ask('acme/slower')); // admitted through Redis; 8 s to answer
+    await upstream.waitForRequests(1);
+    await proxy.stop();
+    const away = await chat(gw, key, ask('acme/chat'));
+    expect(away.status).toBe(429);
+    expect(away.body.error).toMatchObject({ code: 'concurrency_limit_exceeded' });
+    // Redis restarts without its data (no persistence): it learns of the request again.
+    await clearRedisPrefix(prefix);
+    await proxy.start();
+    await waitFor(shared, 'Redis to be back');
+    const back = await chat(gw, key, ask('acme/chat'));
+    expect(back.status).toBe(429);
+    expect(back.body.error).toMatchObject({ code: 'concurrency_limit_exceeded' });
+    expect((await slow).status).toBe(200);
     await waitFor(async () => (await chat(gw, key, ask('acme/chat'))).status === 200, 'the slot to be free', 3000);
   });
 });
