@@ -75,7 +75,8 @@ export function presentGeneration(row: ApiLog) {
     upstream_id: typeof meta.upstream_id === 'string' ? meta.upstream_id : null,
     total_cost: cost,
     cache_discount: null,
-    upstream_inference_cost: row.upstream_cost_usd === null || row.upstream_cost_usd === undefined ? null : Number(row.upstream_cost_usd),
+    // What the operator paid upstream is theirs to know (admin request log), not the caller's.
+    upstream_inference_cost: null,
     created_at: toDate(row.created_at).toISOString(),
     model: row.model,
     app_id: null,
