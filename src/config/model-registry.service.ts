@@ -52,6 +52,8 @@ export class ModelRegistry {
   private readonly logger = new Logger('ModelRegistry');
   private snapshot: RegistrySnapshot;
   private readonly validators: SnapshotValidator[] = [];
+  /** `created` of a model that sets none: the start, kept across reloads (clients cache by it). */
+  private readonly startedAt = Math.floor(Date.now() / 1000);
 
   constructor(
     private readonly config: AppConfig,
@@ -112,7 +114,7 @@ export class ModelRegistry {
     const routing = existsSync(routingPath) ? parseRouting(YamlSource.load(routingPath, this.vars), warn) : EMPTY_ROUTING;
     const models = parseModels(YamlSource.load(this.config.env.MODELS_CONFIG_PATH, this.vars), {
       routing,
-      defaultCreated: Math.floor(Date.now() / 1000),
+      defaultCreated: this.startedAt,
       warn,
       notice: (m) => notices.push(m),
     });

@@ -84,6 +84,14 @@ describe('routing config reload', () => {
     expect(routing.models.find((m) => m.id === 'r/first')?.strategy).toBe('round_robin');
   });
 
+  it("keeps a model's default created (the start) across reloads, which clients cache by", async () => {
+    const created = async () => (await client.models.list()).data.map((m) => [m.id, m.created]);
+    const before = await created();
+    await new Promise((r) => setTimeout(r, 1100));
+    expect((await reload()).status).toBe(200);
+    expect(await created()).toEqual(before);
+  });
+
   it.each([
     [
       'an unknown adapter kind',
