@@ -58,6 +58,7 @@ export class ChatCompletionService {
     }
     rec.finishReason = out.choices[0]?.finish_reason ? String(out.choices[0].finish_reason) : null;
     if (this.config.env.DB_STORE_FULL_CONTENT) rec.responseContent = out;
+    if (reasoningExcluded(ex.request)) for (const c of out.choices) if (c.message) withoutReasoning(c.message);
     this.calls.sendJson(res, out);
   }
 
@@ -85,6 +86,7 @@ export class ChatCompletionService {
     // The stored copy of the answer: every choice whole, as a one-shot answer is stored.
     const stored = this.config.env.DB_STORE_FULL_CONTENT ? new ChatAggregator() : undefined;
     let first = true;
+    const exclude = reasoningExcluded(chat);
     const chunks = this.executor.stream(ex);
     try {
       for await (const chunk of chunks) {
@@ -103,6 +105,7 @@ export class ChatCompletionService {
         }
         this.track(chunk, rec);
         stored?.push(chunk);
+        if (exclude && !this.excludeReasoning(chunk)) continue;
         const wait = sse.write(`data: ${JSON.stringify(chunk)}\n\n`);
         if (wait) await wait;
       }
@@ -127,6 +130,22 @@ export class ChatCompletionService {
     sse.done();
   }
 
+  /**
+   * Takes the reasoning out of a chunk for a client that asked for it not to be returned;
+   * false when nothing is left to send (a chunk that carried reasoning alone).
+   */
+  private excludeReasoning(chunk: ChatChunk): boolean {
+    let carried = false;
+    let left = chunk.usage != null;
+    for (const c of chunk.choices) {
+      const d = c.delta;
+      if (!d) continue;
+      if (withoutReasoning(d)) carried = true;
+      if (c.finish_reason || d.role || d.content || d.tool_calls || c.logprobs) left = true;
+    }
+    return !carried || left;
+  }
+
   private track(chunk: ChatChunk, rec: RequestRecord): void {
     for (const c of chunk.choices) {
       const d = c.delta;
@@ -138,6 +157,26 @@ export class ChatCompletionService {
       if (c.finish_reason) rec.finishReason = String(c.finish_reason);
     }
   }
+}
+
+/** OpenRouter's `reasoning: {exclude: true}`: the model reasons, the answer leaves it out. */
+function reasoningExcluded(req: ChatRequest): boolean {
+  const r = req.reasoning as { exclude?: unknown } | undefined;
+  return typeof r === 'object' && r !== null && r.exclude === true;
+}
+
+/** The reasoning fields providers and the gateway's translations put on a message or delta. */
+const REASONING_FIELDS = ['reasoning_content', 'reasoning', 'reasoning_details', 'thinking_blocks'] as const;
+
+/** Removes them; whether there were any. */
+function withoutReasoning(m: Record<string, unknown>): boolean {
+  let had = false;
+  for (const f of REASONING_FIELDS) {
+    if (m[f] === undefined) continue;
+    delete m[f];
+    had = true;
+  }
+  return had;
 }
 
 /** The id clients see (and later look a generation up by). */

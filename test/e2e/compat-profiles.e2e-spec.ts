@@ -84,6 +84,25 @@ describe('openai_compat provider profiles', () => {
     expect((await gw.rows()).at(-1)).toMatchObject({ reasoning_tokens: 3, usage_estimated: false });
   });
 
+  it("leaves the reasoning out of the answer for OpenRouter's reasoning.exclude, JSON and stream, and still bills it", async () => {
+    const ask = { model: 'ds/reasoner', messages: [{ role: 'user' as const, content: 'think' }], reasoning: { exclude: true } };
+    const res = await client.chat.completions.create(ask as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming);
+    expect(res.choices[0].message).not.toHaveProperty('reasoning_content');
+    expect(res.choices[0].message.content).toBe('echo: think');
+    expect(res.usage?.completion_tokens_details?.reasoning_tokens).toBe(3);
+    const stream = await client.chat.completions.create({ ...ask, stream: true } as OpenAI.Chat.ChatCompletionCreateParamsStreaming);
+    let text = '';
+    let first = true;
+    for await (const c of stream) {
+      expect(c.choices[0]?.delta ?? {}).not.toHaveProperty('reasoning_content');
+      if (first) expect(c.choices[0]?.delta.role).toBe('assistant');
+      first = false;
+      text += c.choices[0]?.delta.content ?? '';
+    }
+    expect(text).toBe('echo: think');
+    expect((await gw.rows()).at(-1)).toMatchObject({ reasoning_tokens: 3, usage_estimated: false });
+  });
+
   it('DeepSeek: a JSON schema is asked for as json_object, with the schema in the prompt', async () => {
     const res = await client.chat.completions.create({
       model: 'ds/chat',

@@ -260,6 +260,30 @@ describe('upstreamHttpError', () => {
 });
 
 describe('provider profiles', () => {
+  it("OpenAI: OpenRouter's reasoning becomes reasoning_effort; fields OpenAI refuses are not sent", () => {
+    const body = buildChatBody(
+      request({ reasoning: { effort: 'high', exclude: true }, include_reasoning: true }),
+      route({ kind: 'openai' }),
+      false,
+      profileFor('openai'),
+    );
+    expect(body).toMatchObject({ reasoning_effort: 'high' });
+    expect(body).not.toHaveProperty('reasoning');
+    expect(body).not.toHaveProperty('include_reasoning');
+    // The client's own reasoning_effort stands; other servers get what the client sent.
+    expect(
+      buildChatBody(
+        request({ reasoning: { effort: 'high' }, reasoning_effort: 'low' }),
+        route({ kind: 'openai' }),
+        false,
+        profileFor('openai'),
+      ).reasoning_effort,
+    ).toBe('low');
+    expect(buildChatBody(request({ reasoning: { effort: 'high' } }), route(), false, vllm)).toMatchObject({
+      reasoning: { effort: 'high' },
+    });
+  });
+
   it('DeepSeek: a json_schema response_format becomes json_object, the schema told in a system message', () => {
     const schema = { type: 'object', properties: { a: { type: 'number' } } };
     const req = request({ response_format: { type: 'json_schema', json_schema: { name: 'x', schema } } });

@@ -270,6 +270,18 @@ function useMaxTokens(body: Record<string, unknown>): void {
   delete body.max_completion_tokens;
 }
 
+/**
+ * OpenAI: OpenRouter's unified `reasoning` (and its older `include_reasoning`) are not in the chat
+ * completions API, which refuses arguments it does not know; `reasoning.effort` is its
+ * `reasoning_effort`, which the client's own `reasoning_effort` takes precedence over.
+ */
+export function fixOpenAiRequest(body: Record<string, unknown>): void {
+  const r = body.reasoning as { effort?: unknown } | undefined;
+  if (r && typeof r === 'object' && typeof r.effort === 'string' && body.reasoning_effort === undefined) body.reasoning_effort = r.effort;
+  delete body.reasoning;
+  delete body.include_reasoning;
+}
+
 /** DeepSeek: `max_tokens` for the length limit. */
 export function fixDeepSeekRequest(body: Record<string, unknown>): void {
   useMaxTokens(body);

@@ -1,4 +1,4 @@
-import { fixDeepSeekRequest, fixKimiRequest, fixMiniMaxRequest, fixZhipuRequest } from './openai-compat.mapper';
+import { fixDeepSeekRequest, fixKimiRequest, fixMiniMaxRequest, fixOpenAiRequest, fixZhipuRequest } from './openai-compat.mapper';
 
 /**
  * Known OpenAI-compatible servers. They all speak the same chat-completions protocol; a profile
@@ -31,7 +31,7 @@ const GENERIC: OpenAiCompatProfile = { name: 'openai_compat', healthPath: 'model
 
 export const OPENAI_COMPAT_PROFILES: Readonly<Record<string, OpenAiCompatProfile>> = {
   openai_compat: GENERIC,
-  openai: { ...GENERIC, name: 'openai' },
+  openai: { ...GENERIC, name: 'openai', fixRequest: fixOpenAiRequest },
   vllm: { ...GENERIC, name: 'vllm', healthPath: '/health' },
   sglang: { ...GENERIC, name: 'sglang', healthPath: '/health' },
   ollama: { ...GENERIC, name: 'ollama', healthPath: '/api/tags' },
