@@ -12,7 +12,7 @@ import { raceAbort } from '../common/abort';
 import { AttemptScope } from './attempt-scope';
 import type { CircuitPermit } from './circuit-breaker';
 import { Execution, type AttemptRecord } from './execution';
-import { decideRetry } from './retry-policy';
+import { classifyFailure, decideRetry } from './retry-policy';
 import { NoAvailableRouteError } from './routing-errors';
 import { contextLengthOf, retryPolicyFor } from './route-settings';
 import { RouteStateService } from './route-state.service';
@@ -189,7 +189,13 @@ export class RouteExecutor {
     let last: UpstreamError | undefined;
     /** After a context-length error: only windows larger than this can help. */
     let needContext: number | undefined;
+    /** After a content-filter refusal: that model is done with; a fallback model may still answer. */
+    let filtered: string | undefined;
     for (const [index, cand] of plan.entries()) {
+      if (filtered !== undefined && cand.model.id === filtered) {
+        ex.attempts.push(skipped(ex, cand, 'the model was refused by a content filter'));
+        continue;
+      }
       if (needContext !== undefined && contextLengthOf(cand.model, cand.route) <= needContext) {
         ex.attempts.push(
           skipped(ex, cand, `context window of ${contextLengthOf(cand.model, cand.route)} tokens is not larger than the one exceeded`),
@@ -221,6 +227,16 @@ export class RouteExecutor {
           ex.attempts.push(record(ex, cand, started, err, retry, backoffMs, ctx));
           last = err;
           let decision = decideRetry(err, retry, policy, deadline - performance.now(), random);
+          // A content filter stops the model, not the request: the client's fallback models
+          // (OpenRouter's `models`) are tried, as OpenRouter does on a moderation flag.
+          if (
+            decision.kind === 'stop' &&
+            classifyFailure(err) === 'content_filter' &&
+            plan.slice(index + 1).some((c) => c.model.id !== cand.model.id)
+          ) {
+            filtered = cand.model.id;
+            break;
+          }
           if (decision.kind === 'stop') throw err;
           // Another try here must leave a call for every route of this model not tried yet: a
           // route that fails twice should not use up the budget a healthy next route needed.

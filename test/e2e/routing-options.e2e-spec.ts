@@ -17,6 +17,12 @@ models:
     context_length: 8192
     route:
       - { kind: openai_compat, id: dead, base_url: "${u}", provider_model_id: "error:503", retry: { max_retries: 0 } }
+  - id: o/filtered
+    context_length: 8192
+    router: priority
+    route:
+      - { kind: openai_compat, id: strict, base_url: "${u}", provider_model_id: content-filter }
+      - { kind: openai_compat, id: strict-too, base_url: "${u}", provider_model_id: never-asked }
   - id: o/fallback
     context_length: 8192
     pricing: { prompt: 3, completion: 3 }
@@ -78,6 +84,17 @@ describe('OpenRouter routing options', () => {
     expect(Number(row.cost_usd)).toBeCloseTo(((row.prompt_tokens + row.completion_tokens) * 3) / 1e6, 12);
     // The upstream never sees the gateway's own options.
     expect(upstream.requests[1].body).not.toHaveProperty('models');
+  });
+
+  it("models: a content filter moves on to the fallback model (not to the same model's other routes), as OpenRouter does", async () => {
+    const res = await ask({ model: 'o/filtered', models: ['o/filtered', 'o/fallback'] });
+    expect(res.model).toBe('o/fallback');
+    expect(sent()).toEqual(['content-filter', 'fallback-model']);
+    // Without a fallback model the refusal is the answer, with its reason.
+    upstream.reset();
+    const err = await ask({ model: 'o/filtered' }).catch((e: unknown) => e);
+    expect(err).toMatchObject({ status: 400, code: 'content_filter' });
+    expect(sent()).toEqual(['content-filter']);
   });
 
   it('models without model: the first one is the model asked for', async () => {
