@@ -49,7 +49,6 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
   private readonly strategies = new Map<string, RoutingStrategy>();
   /** The router_params each strategy declared it reads, by its name. */
   private readonly params = new Map<string, readonly string[]>();
-  private readonly providerNames = new WeakMap<RegistrySnapshot, Set<string>>();
   private random: () => number = Math.random;
 
   constructor(
@@ -97,7 +96,6 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
   options(ex: Execution): RoutingOptions {
     ex.options ??= parseRoutingOptions(ex.request, ex.requested, {
       find: (name) => ex.snapshot.find(name),
-      knowsProvider: (slug) => this.providerNamesOf(ex.snapshot).has(slug.toLowerCase()),
     });
     return ex.options;
   }
@@ -203,19 +201,6 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
       random: this.random,
       stats: (route) => this.state.stats(this.state.get(model, route)),
     };
-  }
-
-  /** Every name `provider.order` / `only` / `ignore` may use: route ids, kinds and kind arguments. */
-  private providerNamesOf(snapshot: RegistrySnapshot): Set<string> {
-    let names = this.providerNames.get(snapshot);
-    if (!names) {
-      names = new Set();
-      for (const m of snapshot.models) {
-        for (const r of m.routes) for (const n of [r.id, r.kind, r.kindArg]) if (n) names.add(n.toLowerCase());
-      }
-      this.providerNames.set(snapshot, names);
-    }
-    return names;
   }
 
   private validate(snapshot: RegistrySnapshot, warn: (message: string) => void): string[] {

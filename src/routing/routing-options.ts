@@ -37,8 +37,6 @@ export const NO_OPTIONS: RoutingOptions = { fallbacks: [], allowFallbacks: true 
 /** What option parsing needs from the registry. */
 export interface OptionContext {
   find(name: string): ModelDef | undefined;
-  /** Whether any route of any model answers to this provider name. */
-  knowsProvider(slug: string): boolean;
 }
 
 export const MAX_FALLBACK_MODELS = 10;
@@ -93,9 +91,10 @@ export function parseRoutingOptions(req: ChatRequest, primary: ModelDef, ctx: Op
     if (v === undefined || v === null) return undefined;
     if (!Array.isArray(v)) bad(`provider.${key}`, 'must be an array of provider names');
     return v.map((s: unknown, i: number) => {
+      // A name no route answers to matches nothing, as on OpenRouter: clients set their
+      // preferences once for every gateway (`ignore: [deepinfra]`); `only` with no match leaves
+      // no route, which is the no-matching-route answer.
       if (typeof s !== 'string' || s.trim() === '') bad(`provider.${key}[${i}]`, 'must be a non-empty string');
-      if (!ctx.knowsProvider(s))
-        bad(`provider.${key}[${i}]`, `names no provider of this gateway ("${s}" is neither a route id nor a route kind)`);
       return s;
     });
   };

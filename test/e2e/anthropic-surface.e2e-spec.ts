@@ -164,7 +164,7 @@ models:
         model: 'claude/sonnet',
         max_tokens: 50,
         messages: [{ role: 'user', content: 'x' }],
-        provider: { order: ['nobody'] },
+        provider: { order: [7] },
       });
       expect(bad.status).toBe(400);
       expect(bad.body).toMatchObject({

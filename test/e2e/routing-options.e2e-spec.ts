@@ -169,6 +169,16 @@ describe('OpenRouter routing options', () => {
     expect(err.code).toBe('no_matching_route');
   });
 
+  it('provider names no route answers to match nothing, as on OpenRouter: harmless in order and ignore, none left in only', async () => {
+    // Preferences a client sets once for OpenRouter's providers.
+    const res = await ask({ provider: { order: ['together', 'ds'], ignore: ['DeepInfra'] } });
+    expect(res.choices[0].message.content).toBe('echo: hi');
+    expect(sent()).toEqual(['ds-model']);
+    const err = (await ask({ provider: { only: ['together'] } }).catch((e: unknown) => e)) as APIError;
+    expect(err).toBeInstanceOf(OpenAI.NotFoundError);
+    expect(err.code).toBe('no_matching_route');
+  });
+
   it('provider.sort: throughput (:nitro) and latency rank routes by what they measured', async () => {
     // Measure each route once with a stream (throughput needs token timing).
     for (const only of ['dawdler', 'sprinter', 'latecomer']) {
@@ -193,7 +203,7 @@ describe('OpenRouter routing options', () => {
 
   it.each([
     [{ provider: { sort: 'fastest' } }, 'provider.sort', /must be one of price, throughput, latency/],
-    [{ provider: { order: ['nobody'] } }, 'provider.order[0]', /names no provider of this gateway/],
+    [{ provider: { order: [''] } }, 'provider.order[0]', /must be a non-empty string/],
     [{ provider: { allow_fallbacks: 'sometimes' } }, 'provider.allow_fallbacks', /must be a boolean/],
     [{ provider: { max_price: { prompt: 'cheap' } } }, 'provider.max_price.prompt', /non-negative number/],
     [{ provider: { turbo: true } }, 'provider.turbo', /is not a provider preference/],
