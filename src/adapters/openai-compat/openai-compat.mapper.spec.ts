@@ -270,6 +270,24 @@ describe('provider profiles', () => {
     expect(body).toMatchObject({ reasoning_effort: 'high' });
     expect(body).not.toHaveProperty('reasoning');
     expect(body).not.toHaveProperty('include_reasoning');
+    // Sampling extras OpenAI refuses, and reasoning another backend returned, sent back on a turn.
+    const turn = { role: 'assistant' as const, content: 'ok', reasoning_content: 'hmm', thinking_blocks: [{ type: 'thinking' }] };
+    const strict = buildChatBody(
+      request({
+        top_k: 40,
+        min_p: 0.1,
+        repetition_penalty: 1.1,
+        messages: [{ role: 'user', content: 'a' }, turn, { role: 'user', content: 'b' }],
+      }),
+      route({ kind: 'openai' }),
+      false,
+      profileFor('openai'),
+    );
+    expect(Object.keys(strict)).not.toEqual(expect.arrayContaining(['top_k']));
+    expect(strict).not.toHaveProperty('min_p');
+    expect(strict).not.toHaveProperty('repetition_penalty');
+    expect((strict.messages as unknown[])[1]).toEqual({ role: 'assistant', content: 'ok' });
+    expect(buildChatBody(request({ top_k: 40, messages: [turn] }), route(), false, vllm)).toMatchObject({ top_k: 40, messages: [turn] });
     // The client's own reasoning_effort stands; other servers get what the client sent.
     expect(
       buildChatBody(

@@ -270,16 +270,28 @@ function useMaxTokens(body: Record<string, unknown>): void {
   delete body.max_completion_tokens;
 }
 
+/** Sampling extras of vLLM, SGLang and OpenRouter that OpenAI's API refuses as unrecognised arguments. */
+const NOT_OPENAI = ['top_k', 'min_p', 'top_a', 'repetition_penalty', 'include_reasoning'] as const;
+
 /**
- * OpenAI: OpenRouter's unified `reasoning` (and its older `include_reasoning`) are not in the chat
- * completions API, which refuses arguments it does not know; `reasoning.effort` is its
- * `reasoning_effort`, which the client's own `reasoning_effort` takes precedence over.
+ * OpenAI: its chat completions API refuses arguments and message fields it does not know, so
+ * what other servers take is left out, as OpenRouter leaves out what a provider does not support:
+ * the sampling extras, and the reasoning other backends returned that a client sends back on an
+ * assistant turn (`reasoning_content`, `thinking_blocks`). OpenRouter's unified `reasoning`
+ * becomes `reasoning_effort`, which the client's own `reasoning_effort` takes precedence over.
  */
 export function fixOpenAiRequest(body: Record<string, unknown>): void {
   const r = body.reasoning as { effort?: unknown } | undefined;
   if (r && typeof r === 'object' && typeof r.effort === 'string' && body.reasoning_effort === undefined) body.reasoning_effort = r.effort;
   delete body.reasoning;
-  delete body.include_reasoning;
+  for (const f of NOT_OPENAI) delete body[f];
+  const messages = body.messages as ChatMessage[];
+  if (messages.some((m) => m.reasoning_content !== undefined || m.thinking_blocks !== undefined || m.reasoning !== undefined))
+    body.messages = messages.map((m) => {
+      if (m.reasoning_content === undefined && m.thinking_blocks === undefined && m.reasoning === undefined) return m;
+      const { reasoning_content: _r, thinking_blocks: _t, reasoning: _x, ...rest } = m;
+      return rest;
+    });
 }
 
 /** DeepSeek: `max_tokens` for the length limit. */
