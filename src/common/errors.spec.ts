@@ -1,4 +1,4 @@
-import { UpstreamError } from './errors';
+import { contextWindowOf, UpstreamError } from './errors';
 
 describe('UpstreamError', () => {
   it('tells the client when to come back on a 429 or a 503 whose upstream said so, and not otherwise', () => {
@@ -10,5 +10,32 @@ describe('UpstreamError', () => {
     expect(at(503)).toBeUndefined();
     // A plain 5xx becomes a 502: the gateway, not the upstream, is answering.
     expect(at(500, 7000)).toBeUndefined();
+  });
+});
+
+describe('contextWindowOf', () => {
+  const err = (message: string) => new UpstreamError({ failure: 'http', upstreamStatus: 400, message });
+  it.each([
+    [
+      "vLLM's and OpenAI's",
+      "This model's maximum context length is 32768 tokens. However, you requested 37000 tokens (5000 in the messages, 32000 in the completion). Please reduce the length of the messages or completion.",
+    ],
+    [
+      "vLLM's newer",
+      "'max_tokens' or 'max_completion_tokens' is too large: 32000. This model's maximum context length is 32768 tokens and your request has 5000 input tokens (32000 > 32768 - 5000).",
+    ],
+    [
+      "SGLang's",
+      "Requested token count exceeds the model's maximum context length of 32768 tokens. You requested a total of 37000 tokens: 5000 tokens from the input messages and 32000 tokens for the completion.",
+    ],
+  ])('reads the window and the prompt from %s message', (_, message) => {
+    expect(contextWindowOf(err(message))).toEqual({ window: 32768, prompt: 5000 });
+  });
+
+  it('says nothing where the message does not give both', () => {
+    expect(
+      contextWindowOf(err("This model's maximum context length is 5 tokens. However, your messages resulted in 9 tokens.")),
+    ).toBeUndefined();
+    expect(contextWindowOf(err('prompt is too long: 210000 tokens > 200000 maximum'))).toBeUndefined();
   });
 });

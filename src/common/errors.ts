@@ -231,6 +231,19 @@ const CONTEXT_CODES = new Set(['context_length_exceeded', 'string_above_max_leng
 const CONTEXT_TEXT =
   /maximum context length|context[ _-]?(length|window)|prompt is too long|too many tokens|input (is )?too long|exceeds the maximum number of tokens|reduce the length of the messages|maximum input length/i;
 
+/**
+ * What a context-length error says of the window and the prompt, where it says both: vLLM's and
+ * OpenAI's "maximum context length is 32768 tokens. However, you requested 37000 tokens (5000 in
+ * the messages, 32000 in the completion)", vLLM's newer "... is 32768 tokens and your request has
+ * 5000 input tokens", SGLang's "... of 32768 tokens. ... 5000 tokens from the input messages".
+ */
+export function contextWindowOf(err: UpstreamError): { window: number; prompt: number } | undefined {
+  const window = /maximum context length (?:is|of) (\d+)/i.exec(err.message)?.[1];
+  const prompt = /(\d+) (?:in the messages|input tokens|tokens from the input)/i.exec(err.message)?.[1];
+  if (window === undefined || prompt === undefined) return undefined;
+  return { window: Number(window), prompt: Number(prompt) };
+}
+
 export function isContextLengthError(err: UpstreamError): boolean {
   const s = err.upstreamStatus;
   if (err.failure !== 'http' || s === undefined || s < 400 || s >= 500) return false;

@@ -52,6 +52,8 @@ export class Execution {
   onAccepted?: () => void;
   /** An attempt failed before the answer began: whatever waits on the accepted call stops. */
   onAttemptFailed?: () => void;
+  /** The completion limit was lowered once to what a route's context window leaves (see RouteExecutor). */
+  completionFitted?: boolean;
 
   constructor(
     model: ModelDef,

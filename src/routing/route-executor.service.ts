@@ -4,7 +4,7 @@ import { AdapterRegistry } from '../adapters/adapter-registry.service';
 import type { CallContext, LlmAdapter } from '../adapters/llm-adapter';
 import type { ChatChunk, ChatResponse, Usage } from '../common/chat.types';
 import { chunkHasContent } from '../common/chunks';
-import { UpstreamError } from '../common/errors';
+import { contextWindowOf, UpstreamError } from '../common/errors';
 import { AppConfig, type UpstreamTimeouts } from '../config/app-config';
 import type { RegistrySnapshot } from '../config/model-registry.service';
 import type { RouteDef } from '../config/registry.types';
@@ -242,6 +242,7 @@ export class RouteExecutor {
           // route that fails twice should not use up the budget a healthy next route needed.
           // (Fallback models come after; reserving for them too would end retries altogether.)
           if (decision.kind === 'retry' && calls + untriedRoutes(plan, index) >= routing.retry.maxAttempts) decision = { kind: 'next' };
+          if (decision.kind === 'larger_context' && this.fitCompletion(ex, err)) decision = { kind: 'retry', delayMs: 0 };
           if (decision.kind === 'larger_context') needContext = contextLengthOf(cand.model, cand.route);
           if (decision.kind !== 'retry') break;
           backoffMs = decision.delayMs;
@@ -250,6 +251,29 @@ export class RouteExecutor {
       }
     }
     throw last ?? this.noRoute(ex);
+  }
+
+  /**
+   * A prompt that fits a route's window, but not with the completion limit asked for (Claude Code
+   * asks for 32,000 tokens; a self-hosted 32k model refuses any prompt over 768 with that): the
+   * limit is lowered, once, to what the window leaves, as the route's own error counted it, and
+   * the route is asked again. Where the error does not say both figures, the larger-context
+   * fallback goes on as before.
+   */
+  private fitCompletion(ex: Execution, err: UpstreamError): boolean {
+    if (ex.completionFitted) return false;
+    const fit = contextWindowOf(err);
+    const req = ex.request;
+    const asked = req.max_completion_tokens ?? req.max_tokens;
+    if (!fit || typeof asked !== 'number' || fit.prompt >= fit.window || asked <= fit.window - fit.prompt) return false;
+    ex.completionFitted = true;
+    const room = fit.window - fit.prompt;
+    if (req.max_completion_tokens != null) req.max_completion_tokens = room;
+    if (req.max_tokens != null) req.max_tokens = room;
+    this.logger.log(
+      `request ${ex.requestId}: completion limit ${asked} lowered to ${room}, what the context window of ${fit.window} leaves`,
+    );
+    return true;
   }
 
   /** Opens a stream and reads it up to its first content, which commits the request to this route. */

@@ -88,6 +88,9 @@ models:
   - id: llama/small
     context_length: 8192
     route: [{ kind: openai_compat, base_url: "${o}", provider_model_id: "context:5" }]
+  - id: llama/window-2k
+    context_length: 2048
+    route: [{ kind: openai_compat, base_url: "${o}", provider_model_id: "context:2048" }]
   - id: llama/no-usage
     context_length: 8192
     route: [{ kind: openai_compat, base_url: "${o}", provider_model_id: no-usage }]
@@ -700,6 +703,18 @@ models:
       },
     );
 
+    it("fits Claude Code's 32,000-token completion limit into a smaller window rather than call the prompt too long", async () => {
+      const stream = client.messages.stream({
+        model: 'llama/window-2k',
+        max_tokens: 32000,
+        messages: [{ role: 'user', content: 'one two three four' }],
+      });
+      const message = await stream.finalMessage();
+      expect(message.content).toMatchObject([{ type: 'text', text: 'echo: one two three four' }]);
+      // Refused once with vLLM's figures (7 prompt tokens), then asked again with what the window leaves.
+      expect(compat.requests.map((r) => r.body.max_completion_tokens ?? r.body.max_tokens)).toEqual([32000, 2048 - 7]);
+    });
+
     it('counts tokens with the gateway estimate', async () => {
       const counted = await client.messages.countTokens({
         model: 'llama/chat',
@@ -815,7 +830,7 @@ models:
     });
     const all: string[] = [];
     for await (const m of client.models.list({ limit: 3 })) all.push(m.id);
-    expect(all).toHaveLength(20);
+    expect(all).toHaveLength(21);
     expect(await client.models.retrieve('llama/chat')).toMatchObject({ id: 'llama/chat', type: 'model' });
     // An empty cursor is no cursor: the first page, as with after_id=.
     const empty = (await (await fetch(`${gw.url}/anthropic/v1/models?limit=2&before_id=`)).json()) as { data: Array<{ id: string }> };
