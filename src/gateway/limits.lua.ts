@@ -30,6 +30,11 @@ local function month_of(days)
 end
 local month = month_of(day)
 
+-- Expiry that is only ever extended: one request's shorter lease must not cut another's short.
+local function extend(key, ttl)
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+end
+
 -- The spend counter of a period: at least the baseline the caller read from the request log, if
 -- that baseline is for this very period. A missing counter starts from it; one below it missed
 -- spend (made while the key had no budget, or counted per process while Redis was away, both in
@@ -146,10 +151,10 @@ if tpm >= 0 then
 end
 if track then
   redis.call('ZADD', KEYS[3], now + lease, rid)
-  redis.call('PEXPIRE', KEYS[3], lease + 60000)
+  extend(KEYS[3], lease + 60000)
   if budgets then
     redis.call('HSET', KEYS[4], rid, cost)
-    redis.call('PEXPIRE', KEYS[4], lease + 60000)
+    extend(KEYS[4], lease + 60000)
   end
 end
 -- What was spent (-1: no such budget), so that the process can go on from it should Redis go away.
@@ -158,11 +163,14 @@ return { 1, '', 0, now, sec, rpm_used, rpm_reset, tpm_used, tpm_reset, 0, 0, 0, 
 
 /**
  * ARGV: request id, bucket (second) it was admitted in, tokens reserved, tokens used, cost
- * (nano-USD), day and spend baseline, month and spend baseline, track tokens (1/0), track spend (1/0).
+ * (nano-USD), day and spend baseline, month and spend baseline, track tokens (1/0), track spend
+ * (1/0), and 1 for a replay of a settlement that timed out: Redis may have run it all the same
+ * once it answered again, so it is made only while the request is still in flight there.
  */
 export const SETTLE_LUA = `${COMMON}
 local rid, bucket = ARGV[1], tonumber(ARGV[2])
 local estimate, actual, cost = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+if ARGV[12] == '1' and not redis.call('ZSCORE', KEYS[3], rid) then return { now, month, day, -1, -1 } end
 redis.call('ZREM', KEYS[3], rid)
 redis.call('HDEL', KEYS[4], rid)
 if ARGV[10] == '1' then
@@ -195,4 +203,22 @@ if ARGV[11] == '1' and cost > 0 then
   end
 end
 return { now, month, day, day_spent, month_spent }
+`;
+
+/**
+ * Puts a request this process knows to be in flight back in Redis' sets (which a Redis that came
+ * back empty lost), changing nothing where it is there. KEYS[1] in flight, KEYS[2] reservations;
+ * ARGV: request id, lease expiry (ms), reserved cost (nano-USD, or -1 for none), key expiry (ms).
+ */
+export const HOLD_LUA = `
+local function extend(key, ttl)
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+end
+redis.call('ZADD', KEYS[1], 'NX', tonumber(ARGV[2]), ARGV[1])
+extend(KEYS[1], tonumber(ARGV[4]))
+if tonumber(ARGV[3]) >= 0 then
+  redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3])
+  extend(KEYS[2], tonumber(ARGV[4]))
+end
+return 1
 `;

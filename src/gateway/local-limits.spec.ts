@@ -178,6 +178,18 @@ describe('per-process limits', () => {
     });
   });
 
+  it("names the monthly budget on a month's last day, when both free at midnight, as the Redis script does", () => {
+    const { admit, advance } = setup();
+    advance(Date.UTC(2026, 10, 30, 12) - T0); // 30 November, 12:00 UTC
+    const now = Date.UTC(2026, 10, 30, 12);
+    const baseline = { day: String(utcDay(now)), dayNano: 1000, month: String(utcMonth(now)), monthNano: 1000 };
+    expect(admit({ dayBudget: 1000, monthBudget: 1000 }, { costNano: 1, baseline })).toMatchObject({
+      ok: false,
+      limit: 'monthly_budget',
+      retryAfterMs: 12 * 3_600_000,
+    });
+  });
+
   it('starts a budget period from the request log baseline, and renews at the next UTC day and month', () => {
     const { admit, advance } = setup();
     const baseline = { day: String(Math.floor(T0 / 86_400_000)), dayNano: 900, month: '202611', monthNano: 5000 };

@@ -148,7 +148,8 @@ export class LocalLimits {
         const spent = this.spent(s, `m:${month}`, month === a.baseline.month ? a.baseline.monthNano : 0);
         if (spent + reserved + a.costNano > monthBudget) {
           const retry = spent + a.costNano > monthBudget ? startOfNextUtcMonth(now).getTime() - now : IN_FLIGHT_RETRY_MS;
-          if (!over || retry > over[1]) over = ['monthly_budget', retry, spent];
+          // On a month's last day both free at midnight: the monthly one is named, as the script does.
+          if (!over || retry >= over[1]) over = ['monthly_budget', retry, spent];
         }
       }
       if (over) return refuse(over[0], over[1], [over[2], reserved, a.costNano]);

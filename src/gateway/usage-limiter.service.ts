@@ -8,8 +8,16 @@ import { AppConfig } from '../config/app-config';
 import { ModelRegistry } from '../config/model-registry.service';
 import { RedisService } from '../redis/redis.service';
 import type { Charge } from './charge-estimate';
-import { ADMIT_LUA, SETTLE_LUA } from './limits.lua';
-import { LocalLimits, type AdmitArgs, type AdmitOutcome, type SettleArgs, type StoreBaseline, type StoreLimits } from './local-limits';
+import { ADMIT_LUA, HOLD_LUA, SETTLE_LUA } from './limits.lua';
+import {
+  IN_FLIGHT_RETRY_MS,
+  LocalLimits,
+  type AdmitArgs,
+  type AdmitOutcome,
+  type SettleArgs,
+  type StoreBaseline,
+  type StoreLimits,
+} from './local-limits';
 import { RateLimitError } from './rate-limit.error';
 
 type Store = 'redis' | 'local';
@@ -17,7 +25,17 @@ type Store = 'redis' | 'local';
 interface LimitCommands {
   hiLimitAdmit(...args: Array<string | number>): Promise<unknown[]>;
   hiLimitSettle(...args: Array<string | number>): Promise<unknown[]>;
+  hiLimitHold(...args: Array<string | number>): Promise<unknown>;
 }
+
+/** A settlement Redis has not taken; `timedOut`: its script may have run there all the same. */
+interface Unsettled {
+  args: SettleArgs;
+  timedOut: boolean;
+}
+
+/** ioredis' error for a command that got no answer within commandTimeout (Redis may still run it). */
+const timedOut = (err: unknown) => err instanceof Error && /timed out/i.test(err.message);
 
 /** What a request used, known once it is over (an api_logs row has both). */
 export interface Usage {
@@ -79,7 +97,7 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
   private sweepTimer?: ReturnType<typeof setInterval>;
   private lastStore?: Store;
   /** Settlements of requests Redis admitted that it could not take when they ended, oldest first. */
-  private readonly unsettled: SettleArgs[] = [];
+  private readonly unsettled: Unsettled[] = [];
   /**
    * Requests Redis admitted that hold a slot or a reservation and have not settled, by request id:
    * the per-process limits count them while Redis is away, and Redis is told of them again when it
@@ -133,8 +151,12 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
     const headers = rateHeaders(p.limits, outcome);
     if (!outcome.ok) throw refusal(p, args, outcome, headers);
     const l = args.limits;
-    if (store === 'redis' && (l.concurrency >= 0 || l.dayBudget >= 0 || l.monthBudget >= 0))
-      this.sharedInFlight.set(args.rid, { args, expires: outcome.now + args.leaseMs });
+    if (store === 'redis' && (l.concurrency >= 0 || l.dayBudget >= 0 || l.monthBudget >= 0)) {
+      const expires = outcome.now + args.leaseMs;
+      this.sharedInFlight.set(args.rid, { args, expires });
+      // Redis went away while this admission was answered: the per-process limits count it too.
+      if (this.lastStore === 'local') this.local.hold(args.keyId, args.rid, expires, args.costNano);
+    }
     for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
     return new UsageLease(this, store, args, outcome.bucket);
   }
@@ -151,6 +173,11 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
       } catch (err) {
         this.redis.noteFailure(err);
         this.logger.warn(`Redis limit check failed (${(err as Error).message}); this request is checked against per-process limits`);
+        // A check that timed out may still be made once Redis answers: its slot and reservation
+        // there are released when Redis is back, else they held the key for the whole lease.
+        const l = args.limits;
+        if (timedOut(err) && (l.concurrency >= 0 || l.dayBudget >= 0 || l.monthBudget >= 0))
+          this.keepUnsettled({ args: releaseOf(args), timedOut: false });
       }
     }
     this.using('local');
@@ -170,23 +197,32 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
     // away is not spent unseen; and the settlement is made in Redis when it is back, which
     // releases the request's concurrency slot and reservation there. Left to its lease, the slot
     // held the key at its concurrency limit for the whole-request timeout + 60 s.
-    const unshared = (why: string) => {
+    const unshared = (why: string, late: boolean) => {
       this.logger.warn(
         `Redis ${why}: the usage of request ${a.rid} is counted in this process's budgets until Redis is back, and settled there then`,
       );
       this.local.settle({ ...a, trackTokens: false });
-      if (this.unsettled.length >= UNSETTLED_LIMIT) this.unsettled.shift(); // the oldest lease lapses on its own
-      this.unsettled.push(a);
+      this.keepUnsettled({ args: a, timedOut: late });
     };
-    if (!client) return unshared('unavailable');
-    this.settleShared(client, a).catch((err: Error) => {
+    if (!client) return unshared('unavailable', false);
+    this.settleShared(client, a, false).catch((err: Error) => {
       this.redis.noteFailure(err);
-      unshared(`settlement failed (${err.message})`);
+      unshared(`settlement failed (${err.message})`, timedOut(err));
     });
   }
 
-  private async settleShared(client: Redis, a: SettleArgs): Promise<void> {
-    const b = a.baseline;
+  private keepUnsettled(u: Unsettled): void {
+    if (this.unsettled.length >= UNSETTLED_LIMIT) this.unsettled.shift(); // the oldest lease lapses on its own
+    this.unsettled.push(u);
+  }
+
+  /**
+   * `onlyInFlight`: a replay of a settlement that timed out, which Redis may have made when it
+   * answered again; made only while the request is still in flight there, so never twice.
+   */
+  private async settleShared(client: Redis, a: SettleArgs, onlyInFlight: boolean): Promise<void> {
+    // The spend Redis last reported, should it have lost the counter meanwhile.
+    const b = this.local.sharedBaseline(a.keyId, a.baseline);
     const r = await commands(client).hiLimitSettle(
       ...this.keys(a.keyId),
       a.rid,
@@ -200,6 +236,7 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
       b.monthNano,
       a.trackTokens ? 1 : 0,
       a.trackSpend ? 1 : 0,
+      onlyInFlight ? 1 : 0,
     );
     this.observe(a.keyId, r, 1);
   }
@@ -212,7 +249,8 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
   private holdAgain(): void {
     const client = this.redis.client;
     if (!client || this.sharedInFlight.size === 0) return;
-    const batch = client.pipeline();
+    commands(client);
+    const batch = client.pipeline() as unknown as LimitCommands & { exec(): Promise<unknown> };
     const now = Date.now();
     for (const [rid, { args, expires }] of this.sharedInFlight) {
       if (expires <= now) {
@@ -220,12 +258,8 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
         continue;
       }
       const [, , inflight, reserved] = this.keys(args.keyId);
-      batch.zadd(inflight, 'NX', expires, rid);
-      batch.pexpire(inflight, expires - now + 60_000);
-      if (args.limits.dayBudget >= 0 || args.limits.monthBudget >= 0) {
-        batch.hsetnx(reserved, rid, args.costNano);
-        batch.pexpire(reserved, expires - now + 60_000);
-      }
+      const budgets = args.limits.dayBudget >= 0 || args.limits.monthBudget >= 0;
+      void batch.hiLimitHold(inflight, reserved, rid, expires, budgets ? args.costNano : -1, expires - now + 60_000);
     }
     batch.exec().catch((err: Error) => this.redis.noteFailure(err));
   }
@@ -238,9 +272,10 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
       while (this.unsettled.length > 0) {
         const client = this.redis.client;
         if (!client) break; // gone again: the next 'ready' goes on
-        const a = this.unsettled[0];
+        const u = this.unsettled[0];
         try {
-          await this.settleShared(client, a);
+          // Only a budget's settlement tells by its reservation whether Redis made it already.
+          await this.settleShared(client, u.args, u.timedOut && u.args.trackSpend);
         } catch (err) {
           this.redis.noteFailure(err);
           break;
@@ -285,6 +320,7 @@ function commands(client: Redis): LimitCommands {
   if (typeof c.hiLimitAdmit !== 'function') {
     client.defineCommand('hiLimitAdmit', { numberOfKeys: 5, lua: ADMIT_LUA });
     client.defineCommand('hiLimitSettle', { numberOfKeys: 5, lua: SETTLE_LUA });
+    client.defineCommand('hiLimitHold', { numberOfKeys: 2, lua: HOLD_LUA });
   }
   return c as unknown as LimitCommands;
 }
@@ -406,11 +442,29 @@ function refusal(p: Principal, a: AdmitArgs, o: AdmitOutcome, headers: Record<st
       message =
         `${daily ? 'Daily' : 'Monthly'} budget reached: ${who} may spend $${budget} per UTC ${daily ? 'day' : 'month'} (${daily ? 'daily_budget_usd' : 'monthly_budget_usd'}); ` +
         `$${usd(o.spentNano)} is spent, $${usd(o.reservedNano)} reserved by requests in flight, and this request may cost up to $${usd(o.costNano)} ` +
-        `(prompt plus max_tokens at the model's price; a lower max_tokens reserves less). The budget renews at 00:00 UTC${daily ? '' : ' on the 1st'}`;
+        `(prompt plus max_tokens at the model's price; a lower max_tokens reserves less). ` +
+        (o.retryAfterMs <= IN_FLIGHT_RETRY_MS
+          ? 'The reservations free as the requests in flight end'
+          : `The budget renews at 00:00 UTC${daily ? '' : ' on the 1st'}`);
       break;
     }
     default:
       message = `Rate limit reached for ${who}; ${wait}`;
   }
   return new RateLimitError(o.limit ?? 'rpm', message, o.retryAfterMs, headers);
+}
+
+/** A settlement that only frees a request's slot and reservation (no tokens, no spend). */
+function releaseOf(a: AdmitArgs): SettleArgs {
+  return {
+    keyId: a.keyId,
+    rid: a.rid,
+    bucket: 0,
+    estimateTokens: 0,
+    actualTokens: 0,
+    costNano: 0,
+    baseline: a.baseline,
+    trackTokens: false,
+    trackSpend: false,
+  };
 }

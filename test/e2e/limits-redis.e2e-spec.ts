@@ -1,4 +1,5 @@
 import { picoToUsd, usdToPico } from '../../src/common/money';
+import { nano } from '../../src/gateway/usage-limiter.service';
 import { OpenAiUpstream } from '../fixtures/openai-upstream';
 import Redis from 'ioredis';
 import { ACCESS_ENV, adminApi, chat, clearRedisPrefix, REDIS_URL, redisPrefix, waitFor } from '../helpers/access';
@@ -279,6 +280,19 @@ describe('budgets and spend the counters missed', () => {
       expect((await slow).status).toBe(200);
       const counts = Object.values(await redis.hgetall(`${own}lim:{${tokens.id}}:tpm`)).map(Number);
       expect(counts.filter((n) => n < 0)).toEqual([]);
+
+      // A request admitted before the loss settles on top of what Redis had counted since, not of
+      // the baseline it was admitted with (nothing spent then).
+      const both = await admin.createKey({ name: 'settled across a flush', daily_budget_usd: '100' });
+      upstream.reset();
+      const first = chat(gw, both.key, ask('acme/slow-priced', 10));
+      await upstream.waitForRequests(1);
+      expect((await chat(gw, both.key, ask('acme/chat', 10))).status).toBe(200);
+      await clearRedisPrefix(own);
+      expect((await first).status).toBe(200);
+      const spent = (await gw.rows()).filter((r) => r.api_key_id === both.id).reduce((n, r) => n + nano(usdToPico(r.cost_usd)), 0);
+      const counter = `${own}lim:{${both.id}}:spent:d:${Math.floor(Date.now() / 86_400_000)}`;
+      await waitFor(async () => Number(await redis.get(counter)) === spent, `the day's counter to hold both requests' ${spent}`, 3000);
     } finally {
       redis.disconnect();
       await gw.close();
@@ -389,6 +403,39 @@ describe('limits when Redis goes away', () => {
     await proxy.start();
     await waitFor(shared, 'Redis to be back');
     // Left to its lease, the slot held the key at its limit for the whole-request timeout + 60 s.
+    await waitFor(async () => (await chat(gw, key, ask('acme/chat'))).status === 200, 'the slot to be free', 3000);
+  });
+
+  it('makes a settlement that timed out while Redis stalled once, though Redis made it when it answered again', async () => {
+    await redisBack();
+    const redis = new Redis(REDIS_URL);
+    try {
+      const { id, key } = await adminApi(gw).createKey({ name: 'settled across a stall', daily_budget_usd: '100' });
+      upstream.reset();
+      const slow = chat(gw, key, ask('acme/slow-priced', 10));
+      await upstream.waitForRequests(1);
+      proxy.hold(); // the settlement is sent, and waits in the stalled connection
+      expect((await slow).status).toBe(200);
+      await new Promise((r) => setTimeout(r, 800)); // past REDIS_COMMAND_TIMEOUT_MS: kept to be made again
+      proxy.release(); // Redis runs the stalled settlement now
+      await waitFor(shared, 'Redis to answer again');
+      const cost = nano(usdToPico((await gw.rows()).find((r) => r.api_key_id === id)!.cost_usd));
+      const counter = `${prefix}lim:{${id}}:spent:d:${Math.floor(Date.now() / 86_400_000)}`;
+      await waitFor(async () => Number(await redis.get(counter)) === cost, 'the stalled settlement to be made', 3000);
+      await new Promise((r) => setTimeout(r, 1500)); // the replay, had it counted again
+      expect(Number(await redis.get(counter))).toBe(cost);
+    } finally {
+      redis.disconnect();
+    }
+  });
+
+  it('frees in Redis the slot of an admission that timed out while Redis stalled, made there when it answered', async () => {
+    await redisBack();
+    const { key } = await adminApi(gw).createKey({ name: 'admitted across a stall', max_concurrency: 1 });
+    proxy.hold();
+    expect((await chat(gw, key, ask('acme/chat'))).status).toBe(200); // checked per process after 500 ms
+    proxy.release(); // Redis makes the stalled admission: a slot that nothing would settle
+    await waitFor(shared, 'Redis to answer again');
     await waitFor(async () => (await chat(gw, key, ask('acme/chat'))).status === 200, 'the slot to be free', 3000);
   });
 
