@@ -56,6 +56,9 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
   // CPU a request in bench:ab, JSON at 32 connections: 4,199 against 3,620 req/s).
   const origins = cors(config.corsOrigins);
   app.use((req: Request, res: Response, next: NextFunction) => {
+    // OpenRouter's base URL is https://openrouter.ai/api/v1: a client set up for it only changes
+    // the host. Every /api/v1/... path is served as /v1/... (logs keep the path as sent).
+    if (req.url.startsWith('/api/v1/')) req.url = req.url.slice(4);
     const requestId = newRequestId();
     res.setHeader('x-request-id', requestId);
     // Anthropic's SDKs read the id from `request-id` (err.requestID), on errors too.

@@ -96,6 +96,25 @@ describe('API surface', () => {
     expect(res.headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
   });
 
+  it("serves OpenRouter's base path /api/v1 as /v1, so a client set up for OpenRouter only changes the host", async () => {
+    const openRouterStyle = gw.client({ baseURL: `${gw.url}/api/v1` });
+    const res = await openRouterStyle.chat.completions.create({ model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] });
+    expect(res.choices[0].message.content).toBeTruthy();
+    expect((await openRouterStyle.models.list()).data.map((m) => m.id)).toContain('demo/mock');
+    // A refused body there is logged like any on a model endpoint.
+    const bad = await rawPost(`${gw.url}/api/v1/chat/completions`, '{"model": ');
+    expect(bad.status).toBe(400);
+    const id = bad.headers.get('x-request-id')!;
+    await gw.waitForRows(1);
+    let row = (await gw.rows()).find((r) => r.id === id);
+    for (let i = 0; !row && i < 100; i++) {
+      await new Promise((r) => setTimeout(r, 25));
+      row = (await gw.rows()).find((r) => r.id === id);
+    }
+    expect(row).toMatchObject({ status_code: 400, error_code: 'invalid_json' });
+    expect((await fetch(`${gw.url}/api/v2/models`)).status).toBe(404);
+  });
+
   it('says model_not_found for an unknown model', async () => {
     const err = await client.chat.completions
       .create({ model: 'nobody/nothing', messages: [{ role: 'user', content: 'x' }] })
