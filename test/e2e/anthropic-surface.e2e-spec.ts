@@ -216,6 +216,28 @@ models:
       expect(Number(row.cost_usd)).toBeCloseTo((msg.usage.input_tokens * 3 + msg.usage.output_tokens * 15) / 1e6, 12);
     });
 
+    it("leaves out the unsigned thinking a translated route's answer carried, which Anthropic would refuse", async () => {
+      // A conversation begun on a translated route (its thinking has no signature), now on Claude.
+      const messages = [
+        { role: 'user', content: 'hello' },
+        {
+          role: 'assistant',
+          content: [
+            { type: 'thinking', thinking: 'I should think.', signature: '' },
+            { type: 'text', text: 'hi' },
+          ],
+        },
+        { role: 'user', content: 'again' },
+      ];
+      const res = await call(`${gw.url}/anthropic/v1/messages`, 'POST', { model: 'claude/sonnet', max_tokens: 20, messages });
+      expect(res.status).toBe(200);
+      expect(claude.requests[0].body.messages).toEqual([
+        messages[0],
+        { role: 'assistant', content: [{ type: 'text', text: 'hi' }] },
+        messages[2],
+      ]);
+    });
+
     it('relays the stream event by event, usage read from message_start and message_delta', async () => {
       const body = { model: 'claude/cached', max_tokens: 50, stream: true, messages: [{ role: 'user', content: 'stream this please' }] };
       const res = await rawPost(`${gw.url}/anthropic/v1/messages`, body, {

@@ -151,7 +151,10 @@ export class AnthropicAdapter implements LlmAdapter {
 
   /** A client's Messages body for this route: its upstream model, the route's extra body. */
   protected relayBody(call: MessagesCall, route: RouteDef): Record<string, unknown> {
-    return withExtraBody({ ...call.body, model: route.providerModelId }, route.extraBody);
+    const body: Record<string, unknown> = { ...call.body, model: route.providerModelId };
+    const messages = withoutUnsignedThinking(body.messages);
+    if (messages !== body.messages) body.messages = messages;
+    return withExtraBody(body, route.extraBody);
   }
 
   protected async headers(
@@ -267,4 +270,26 @@ export class AnthropicAdapter implements LlmAdapter {
     if (typeof json?.input_tokens !== 'number') throw protocolError(route, 'answered count_tokens without input_tokens');
     return json.input_tokens;
   }
+}
+
+/**
+ * Assistant turns without the thinking blocks that carry no signature: a translated route's
+ * reasoning (another model's), which a client such as Claude Code sends back when the
+ * conversation moves to a Claude route. Anthropic checks every thinking block's signature and
+ * refuses the request over one it did not sign. The same list when there are none.
+ */
+function withoutUnsignedThinking(messages: unknown): unknown {
+  if (!Array.isArray(messages)) return messages;
+  const unsigned = (b: unknown) =>
+    typeof b === 'object' && b !== null && (b as { type?: unknown }).type === 'thinking' && !(b as { signature?: unknown }).signature;
+  const carries = (m: unknown) =>
+    typeof m === 'object' &&
+    m !== null &&
+    (m as { role?: unknown }).role === 'assistant' &&
+    Array.isArray((m as { content?: unknown }).content) &&
+    (m as { content: unknown[] }).content.some(unsigned);
+  if (!messages.some(carries)) return messages;
+  return messages.map((m) =>
+    carries(m) ? { ...(m as object), content: (m as { content: unknown[] }).content.filter((b) => !unsigned(b)) } : m,
+  );
 }
