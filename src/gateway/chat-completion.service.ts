@@ -5,6 +5,7 @@ import { ChatAggregator } from '../common/chunks';
 import { UpstreamError } from '../common/errors';
 import { estimatePromptTokens, outputChars } from '../common/tokens';
 import { clientUsage, isSoundUsage, usageFromCounts } from '../common/usage';
+import { picoToUsd } from '../common/money';
 import { AppConfig } from '../config/app-config';
 import { Execution, RouteExecutor } from '../routing/route-executor.service';
 import { validateChatRequest } from './chat-request.validator';
@@ -56,6 +57,8 @@ export class ChatCompletionService {
       rec.usage = out.usage;
       out.usage = clientUsage(out.usage);
     }
+    // What the gateway bills for it, in USD, as OpenRouter's usage.cost says (the row's cost_usd).
+    out.usage = { ...out.usage, cost: Number(picoToUsd(rec.costPico())) };
     rec.finishReason = out.choices[0]?.finish_reason ? String(out.choices[0].finish_reason) : null;
     if (this.config.env.DB_STORE_FULL_CONTENT) rec.responseContent = out;
     if (reasoningExcluded(ex.request)) for (const c of out.choices) if (c.message) withoutReasoning(c.message);
@@ -81,7 +84,8 @@ export class ChatCompletionService {
       signal,
     });
     keepaliveWhileAccepted(ex, sse);
-    const usage = new StreamUsage(chat.stream_options?.include_usage === true, rec);
+    // OpenRouter's `usage: {include: true}` asks for the usage chunk as stream_options does.
+    const usage = new StreamUsage(chat.stream_options?.include_usage === true || usageAsked(chat), rec);
     const id = generationId(rec.id);
     // The stored copy of the answer: every choice whole, as a one-shot answer is stored.
     const stored = this.config.env.DB_STORE_FULL_CONTENT ? new ChatAggregator() : undefined;
@@ -116,7 +120,7 @@ export class ChatCompletionService {
       throw new UpstreamError({ failure: 'aborted', message: 'the client closed the request' });
     }
     if (usage.wanted) {
-      const final = clientUsage(usage.final(() => estimatePromptTokens(chat)));
+      const final = { ...clientUsage(usage.final(() => estimatePromptTokens(chat))), cost: Number(picoToUsd(rec.costPico())) };
       const last = usage.held
         ? { ...usage.held, usage: final }
         : { id, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: ex.model.id, choices: [], usage: final };
@@ -157,6 +161,12 @@ export class ChatCompletionService {
       if (c.finish_reason) rec.finishReason = String(c.finish_reason);
     }
   }
+}
+
+/** OpenRouter's `usage: {include: true}`. */
+function usageAsked(req: ChatRequest): boolean {
+  const u = req.usage as { include?: unknown } | undefined;
+  return typeof u === 'object' && u !== null && u.include === true;
 }
 
 /** OpenRouter's `reasoning: {exclude: true}`: the model reasons, the answer leaves it out. */

@@ -119,15 +119,21 @@ export class RequestRecord {
     this.ttftMs ??= performance.now() - this.startedAt;
   }
 
-  toRow(storeContent: boolean): ApiLog {
-    const latency = Math.round(performance.now() - this.startedAt);
-    const { counts, estimated } = this.tokens();
+  /** What the request costs its client, in pico-dollars, for `counts` (by default its tokens now). */
+  costPico(counts: TokenCounts = this.tokens().counts): bigint {
     const billed = this.billedRoute();
     const route = billed?.route;
     // A fallback model from the request's `models` bills at its own price.
     const pricing = route?.pricing ?? (billed?.model ?? this.execution?.model ?? this.modelDef)?.pricing;
     const billable = route !== undefined && !this.free;
-    const cost = pricing && billable ? costPico(counts, pricing, 1, this.request ? countImages(this.request) : 0) : 0n;
+    return pricing && billable ? costPico(counts, pricing, 1, this.request ? countImages(this.request) : 0) : 0n;
+  }
+
+  toRow(storeContent: boolean): ApiLog {
+    const latency = Math.round(performance.now() - this.startedAt);
+    const { counts, estimated } = this.tokens();
+    const route = this.billedRoute()?.route;
+    const cost = this.costPico(counts);
     const reported = upstreamChargeUsd(this.usage);
     const upstreamCost = reported !== undefined && reported <= MAX_UPSTREAM_COST_USD ? picoToUsd(usdToPico(reported)) : null;
     const metadata: Record<string, unknown> = { ...this.notes };

@@ -147,6 +147,22 @@ describe.each(['sqlite', 'postgres'] as const)('accounting on %s', (backend) => 
     }
     expect(row(streamId).stream).toBe(true);
     expect(Number(row(withImage.body.id).cost_usd)).toBeCloseTo(0.01565, 12);
+    // The client is told what it is billed, as OpenRouter's usage.cost (never the upstream's 0.0123).
+    expect((json.body.usage as { cost: number }).cost).toBe(Number(row(json.body.id).cost_usd));
+  });
+
+  it("streams usage with its cost for OpenRouter's usage: {include: true}, as for stream_options", async () => {
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(ask('acme/detailed', { stream: true, usage: { include: true } })),
+    });
+    const events = (await res.text()).split('\n\n').filter((e) => e.startsWith('data: {'));
+    const last = JSON.parse(events.at(-1)!.slice(6)) as { id: string; usage: { prompt_tokens: number; cost: number } };
+    expect(last.usage).toMatchObject({ prompt_tokens: 1000, completion_tokens: 500 });
+    const r = (await gw.rows()).find((x) => `gen-${x.id}` === last.id)!;
+    expect(last.usage.cost).toBe(Number(r.cost_usd));
+    expect(last.usage.cost).toBeCloseTo(0.00565, 12);
   });
 
   it("bills usage figures out of range on the estimate, writes the row and frees the key's slot", async () => {

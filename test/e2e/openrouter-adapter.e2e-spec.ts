@@ -110,13 +110,16 @@ models:
     expect(Number(row.upstream_cost_usd)).toBeCloseTo(0.000011, 12);
     expect(row).toMatchObject({ provider: 'openrouter', prompt_tokens: 5, completion_tokens: 3 });
     // What OpenRouter charged the operator is not the client's price: the client never sees it.
+    // Its usage.cost is what the gateway bills, at the model's price (the row's cost_usd).
     expect(res.usage).toEqual({
       prompt_tokens: 5,
       completion_tokens: 3,
       total_tokens: 8,
       prompt_tokens_details: { cached_tokens: 0, cache_write_tokens: 0, audio_tokens: 0 },
       completion_tokens_details: { reasoning_tokens: 0 },
+      cost: Number(row.cost_usd),
     });
+    expect(Number(row.cost_usd)).not.toBeCloseTo(0.000011, 12);
   });
 
   it("logs a BYOK request's cost as OpenRouter's fee plus the provider's charge", async () => {
@@ -165,8 +168,9 @@ models:
     }
     expect(text).toBe('echo: stream me');
     expect(Number((await rowFor(id)).upstream_cost_usd)).toBeCloseTo(0.000011, 12);
-    expect(usage).toMatchObject({ prompt_tokens: 5 });
-    expect(usage).not.toHaveProperty('cost');
+    const row = await rowFor(id);
+    expect(usage).toEqual(expect.objectContaining({ prompt_tokens: 5, cost: Number(row.cost_usd) }));
+    expect(Number(row.cost_usd)).not.toBeCloseTo(0.000011, 12);
   });
 
   it('pins kind openrouter[slug] to that provider without fallbacks', async () => {
