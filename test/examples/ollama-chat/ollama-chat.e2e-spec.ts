@@ -97,7 +97,8 @@ models:
         usage = c.usage ?? usage;
       }
       expect(text).toBe('echo: one two');
-      expect(usage).toEqual({ prompt_tokens: 2, completion_tokens: 3, total_tokens: 5 });
+      // The model has no price: the gateway bills nothing, and says so in OpenRouter's usage.cost.
+      expect(usage).toEqual({ prompt_tokens: 2, completion_tokens: 3, total_tokens: 5, cost: 0 });
       const rows = await gw.waitForRows(2);
       expect(rows.map((r) => [r.provider, r.prompt_tokens, r.usage_estimated])).toEqual([
         ['ollama_chat', 2, false],
