@@ -126,6 +126,13 @@ export interface ChatChunk {
   [extra: string]: unknown;
 }
 
+/**
+ * The reasoning fields providers and the gateway's translations put on a message or a delta
+ * (DeepSeek's and vLLM's `reasoning_content`, OpenRouter's `reasoning` and `reasoning_details`,
+ * the Claude translation's signed `thinking_blocks`).
+ */
+export const REASONING_FIELDS = ['reasoning_content', 'reasoning', 'reasoning_details', 'thinking_blocks'] as const;
+
 /** OpenRouter-style request options the gateway acts on itself; upstreams never see them (OpenRouter routes some). */
 export const GATEWAY_ONLY_FIELDS = ['models', 'provider', 'route', 'transforms', 'plugins', 'usage'] as const;
 

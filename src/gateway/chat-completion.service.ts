@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import type { Request, Response } from 'express';
-import type { ChatChunk, ChatRequest, ChatResponse } from '../common/chat.types';
+import { REASONING_FIELDS, type ChatChunk, type ChatRequest, type ChatResponse } from '../common/chat.types';
 import { ChatAggregator } from '../common/chunks';
 import { UpstreamError } from '../common/errors';
 import { estimatePromptTokens, outputChars } from '../common/tokens';
@@ -174,9 +174,6 @@ function reasoningExcluded(req: ChatRequest): boolean {
   const r = req.reasoning as { exclude?: unknown } | undefined;
   return typeof r === 'object' && r !== null && r.exclude === true;
 }
-
-/** The reasoning fields providers and the gateway's translations put on a message or delta. */
-const REASONING_FIELDS = ['reasoning_content', 'reasoning', 'reasoning_details', 'thinking_blocks'] as const;
 
 /** Removes them; whether there were any. */
 function withoutReasoning(m: Record<string, unknown>): boolean {

@@ -10,6 +10,13 @@
  * Windows are 60 one-second buckets. Limits of -1 do not apply. Money is in nano-dollars so that
  * Lua's doubles stay exact (up to 9 million USD).
  */
+/** Expiry that is only ever extended: one request's shorter lease must not cut another's short. */
+const EXTEND = `
+local function extend(key, ttl)
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+end
+`;
+
 const COMMON = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -30,11 +37,7 @@ local function month_of(days)
 end
 local month = month_of(day)
 
--- Expiry that is only ever extended: one request's shorter lease must not cut another's short.
-local function extend(key, ttl)
-  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
-end
-
+${EXTEND}
 -- The spend counter of a period: at least the baseline the caller read from the request log, if
 -- that baseline is for this very period. A missing counter starts from it; one below it missed
 -- spend (made while the key had no budget, or counted per process while Redis was away, both in
@@ -210,10 +213,7 @@ return { now, month, day, day_spent, month_spent }
  * back empty lost), changing nothing where it is there. KEYS[1] in flight, KEYS[2] reservations;
  * ARGV: request id, lease expiry (ms), reserved cost (nano-USD, or -1 for none), key expiry (ms).
  */
-export const HOLD_LUA = `
-local function extend(key, ttl)
-  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
-end
+export const HOLD_LUA = `${EXTEND}
 redis.call('ZADD', KEYS[1], 'NX', tonumber(ARGV[2]), ARGV[1])
 extend(KEYS[1], tonumber(ARGV[4]))
 if tonumber(ARGV[3]) >= 0 then

@@ -6,7 +6,7 @@ import { hasLimits, startOfNextUtcMonth, type KeyLimits, type Principal, type Sp
 import type { RequestContext } from '../common/request-context';
 import { AppConfig } from '../config/app-config';
 import { ModelRegistry } from '../config/model-registry.service';
-import { RedisService } from '../redis/redis.service';
+import { isCommandTimeout, RedisService } from '../redis/redis.service';
 import type { Charge } from './charge-estimate';
 import { ADMIT_LUA, HOLD_LUA, SETTLE_LUA } from './limits.lua';
 import {
@@ -33,9 +33,6 @@ interface Unsettled {
   args: SettleArgs;
   timedOut: boolean;
 }
-
-/** ioredis' error for a command that got no answer within commandTimeout (Redis may still run it). */
-const timedOut = (err: unknown) => err instanceof Error && /timed out/i.test(err.message);
 
 /** What a request used, known once it is over (an api_logs row has both). */
 export interface Usage {
@@ -176,7 +173,7 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
         // A check that timed out may still be made once Redis answers: its slot and reservation
         // there are released when Redis is back, else they held the key for the whole lease.
         const l = args.limits;
-        if (timedOut(err) && (l.concurrency >= 0 || l.dayBudget >= 0 || l.monthBudget >= 0))
+        if (isCommandTimeout(err) && (l.concurrency >= 0 || l.dayBudget >= 0 || l.monthBudget >= 0))
           this.keepUnsettled({ args: releaseOf(args), timedOut: false });
       }
     }
@@ -207,7 +204,7 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
     if (!client) return unshared('unavailable', false);
     this.settleShared(client, a, false).catch((err: Error) => {
       this.redis.noteFailure(err);
-      unshared(`settlement failed (${err.message})`, timedOut(err));
+      unshared(`settlement failed (${err.message})`, isCommandTimeout(err));
     });
   }
 

@@ -7,6 +7,11 @@ export type RedisState = 'disabled' | 'connecting' | 'ready' | 'down';
 /** ioredis's error for a command unanswered within `commandTimeout`. */
 const COMMAND_TIMED_OUT = 'Command timed out';
 
+/** Whether `err` is a command that got no answer in time: Redis may still run it once it answers. */
+export function isCommandTimeout(err: unknown): boolean {
+  return err instanceof Error && err.message === COMMAND_TIMED_OUT;
+}
+
 /** How often a Redis taken as down after a timeout is pinged. */
 const STALL_PROBE_MS = 1000;
 
@@ -185,7 +190,7 @@ export class RedisService implements OnModuleInit, OnApplicationShutdown {
    * their per-process state at once instead of each waiting out the timeout, until a ping answers.
    */
   noteFailure(err: unknown): void {
-    if (this.state !== 'ready' || !(err instanceof Error) || err.message !== COMMAND_TIMED_OUT) return;
+    if (this.state !== 'ready' || !isCommandTimeout(err)) return;
     this.state = 'down';
     this.lastError = `no answer within ${this.config.env.REDIS_COMMAND_TIMEOUT_MS} ms`;
     this.logger.warn(`${this.lastError}; using per-process state until it answers again`);

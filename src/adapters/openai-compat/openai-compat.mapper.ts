@@ -1,5 +1,6 @@
 import {
   GATEWAY_ONLY_FIELDS,
+  REASONING_FIELDS,
   type ChatChunk,
   type ChatMessage,
   type ChatRequest,
@@ -286,10 +287,12 @@ export function fixOpenAiRequest(body: Record<string, unknown>): void {
   delete body.reasoning;
   for (const f of NOT_OPENAI) delete body[f];
   const messages = body.messages as ChatMessage[];
-  if (messages.some((m) => m.reasoning_content !== undefined || m.thinking_blocks !== undefined || m.reasoning !== undefined))
+  const carries = (m: ChatMessage) => REASONING_FIELDS.some((f) => m[f] !== undefined);
+  if (messages.some(carries))
     body.messages = messages.map((m) => {
-      if (m.reasoning_content === undefined && m.thinking_blocks === undefined && m.reasoning === undefined) return m;
-      const { reasoning_content: _r, thinking_blocks: _t, reasoning: _x, ...rest } = m;
+      if (!carries(m)) return m;
+      const rest: ChatMessage = { ...m };
+      for (const f of REASONING_FIELDS) delete rest[f];
       return rest;
     });
 }
