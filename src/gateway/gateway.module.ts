@@ -16,6 +16,7 @@ import { ModelsController } from './models.controller';
 import { RoutingController } from './routing.controller';
 import { ApiKeyGuard } from './api-key.guard';
 import { GenerationController } from './generation.controller';
+import { KeyInfoController } from './key-info.controller';
 import { UsageLimiter } from './usage-limiter.service';
 import { TextCompletionService } from './text-completion.service';
 import { AnthropicModelsController, MessagesController } from './anthropic/messages.controller';
@@ -31,6 +32,7 @@ import { MessagesService } from './anthropic/messages.service';
     HealthController,
     MetricsController,
     GenerationController,
+    KeyInfoController,
     EmbeddingsController,
     CompletionsController,
     MessagesController,

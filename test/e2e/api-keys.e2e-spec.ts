@@ -1,4 +1,5 @@
 import { createHmac } from 'node:crypto';
+import { picoToUsd, usdToPico } from '../../src/common/money';
 import { DatabaseService } from '../../src/storage/database.service';
 import { RequestLogWriter } from '../../src/storage/request-log.writer';
 import { ACCESS_ENV, adminApi, call, chat, KEY_SECRET } from '../helpers/access';
@@ -201,6 +202,88 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
     });
   });
 
+  it("describes the calling key at /v1/key in OpenRouter's shape: spend by period, and the budget that runs out first", async () => {
+    const k = await admin.createKey({
+      name: 'metered',
+      rpm_limit: 30,
+      daily_budget_usd: '0.1',
+      monthly_budget_usd: '10',
+      expires_at: '2099-01-01T00:00:00Z',
+    });
+    const info = (path: string, headers: Record<string, string>) =>
+      call<{ data: Record<string, unknown> }>(`${gw.url}${path}`, 'GET', undefined, headers);
+    const before = await info('/v1/key', { authorization: `Bearer ${k.key}` });
+    expect(before.status).toBe(200);
+    expect(before.body.data).toEqual({
+      label: `${k.prefix}...`,
+      name: 'metered',
+      limit: 0.1,
+      limit_reset: 'daily',
+      limit_remaining: 0.1,
+      usage: 0,
+      usage_daily: 0,
+      usage_weekly: 0,
+      usage_monthly: 0,
+      byok_usage: 0,
+      byok_usage_daily: 0,
+      byok_usage_weekly: 0,
+      byok_usage_monthly: 0,
+      include_byok_in_limit: false,
+      is_free_tier: false,
+      is_provisioning_key: false,
+      is_management_key: false,
+      expires_at: '2099-01-01T00:00:00.000Z',
+      rate_limit: { requests: 30, interval: '1m' },
+      limits: { rpm_limit: 30, tpm_limit: null, max_concurrency: null, daily_budget_usd: '0.1', monthly_budget_usd: '10' },
+    });
+
+    let spent = 0n;
+    for (let i = 0; i < 3; i++) {
+      const res = await chat(gw, k.key, ask);
+      expect(res.status).toBe(200);
+      spent += usdToPico((res.body.usage as { cost: number }).cost);
+    }
+    expect(spent).toBeGreaterThan(0n);
+    const usd = (pico: bigint) => Number(picoToUsd(pico));
+    // OpenRouter's base path and its older /auth/key; Anthropic's header.
+    const after = await info('/api/v1/auth/key', { 'x-api-key': k.key });
+    expect(after.status).toBe(200);
+    expect(after.body.data).toMatchObject({
+      usage: usd(spent),
+      usage_daily: usd(spent),
+      usage_weekly: usd(spent),
+      usage_monthly: usd(spent),
+      limit: 0.1,
+      limit_reset: 'daily',
+      limit_remaining: usd(usdToPico('0.1') - spent),
+    });
+    // The figure is the rows' cost.
+    const rows = (await gw.rows()).filter((r) => r.api_key_id === k.id);
+    expect(rows.reduce((sum, r) => sum + usdToPico(r.cost_usd), 0n)).toBe(spent);
+
+    // With more left of the daily budget than of the monthly one, the monthly one is the limit.
+    await admin.call('PATCH', `/admin/api-keys/${k.id}`, { daily_budget_usd: '100' });
+    expect((await info('/v1/key', { authorization: `Bearer ${k.key}` })).body.data).toMatchObject({
+      limit: 10,
+      limit_reset: 'monthly',
+      limit_remaining: usd(usdToPico('10') - spent),
+    });
+
+    // A key without limits has none, and another key's spend is not its own.
+    const plain = await admin.createKey({ name: 'plain' });
+    expect((await info('/v1/key', { authorization: `Bearer ${plain.key}` })).body.data).toMatchObject({
+      usage: 0,
+      limit: null,
+      limit_reset: null,
+      limit_remaining: null,
+      expires_at: null,
+      rate_limit: null,
+    });
+    const none = await info('/v1/key', {});
+    expect(none.status).toBe(401);
+    expect(none.body).toMatchObject({ error: { type: 'authentication_error', code: 'missing_api_key' } });
+  });
+
   it('answers 404 for a key that does not exist', async () => {
     for (const [method, path] of [
       ['GET', '/admin/api-keys/nope'],
@@ -336,6 +419,13 @@ describe('API keys with USER_AUTH_ENABLED=false (the default)', () => {
     // A key of ours that may not call is refused even so: the client said who it is.
     await admin.call('POST', `/admin/api-keys/${id}/revoke`);
     expect((await chat(gw, key, ask)).status).toBe(401);
+    // Without a key there is no key to describe.
+    const info = await call<{ error: { code: string; message: string } }>(`${gw.url}/v1/key`, 'GET');
+    expect(info.status).toBe(401);
+    expect(info.body.error).toMatchObject({
+      code: 'missing_api_key',
+      message: expect.stringContaining('GET /v1/key describes the API key'),
+    });
   });
 });
 
