@@ -290,7 +290,9 @@ describe('finishReason', () => {
     ['SAFETY', false, 'content_filter'],
     ['RECITATION', false, 'content_filter'],
     ['PROHIBITED_CONTENT', false, 'content_filter'],
+    ['IMAGE_PROHIBITED_CONTENT', false, 'content_filter'],
     ['SOMETHING_NEW', false, 'stop'],
+    ['OTHER', true, 'tool_calls'],
     [undefined, false, null],
   ])('maps %s (tools called: %s) to %s', (reason, tools, expected) => {
     expect(finishReason(reason, tools)).toBe(expected);
@@ -403,6 +405,42 @@ describe('failed function calls and empty answers', () => {
     const t = new GeminiStreamTranslator('m');
     t.push({ candidates: [{ content: { role: 'model', parts: [{ text: 'Here:' }] } }] } as never);
     expect(() => t.push(malformed as never)).not.toThrow();
+  });
+
+  it.each([
+    ['MISSING_THOUGHT_SIGNATURE', /without its thought signature/],
+    ['TOO_MANY_TOOL_CALLS', /more function calls than Gemini allows/],
+    ['MALFORMED_RESPONSE', /could not complete/],
+    ['OTHER', /without any content/],
+    ['SOMETHING_NEW', /without any content/],
+  ])('fails an answer that ended with %s and nothing to show, JSON or streamed, instead of billing an empty stop', (reason, message) => {
+    const ended = { candidates: [{ index: 0, finishReason: reason }], usageMetadata: { promptTokenCount: 10, candidatesTokenCount: 1 } };
+    for (const run of [() => fromGeminiResponse(ended, 'm'), () => new GeminiStreamTranslator('m').push(ended)]) {
+      let err: unknown;
+      try {
+        run();
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toMatchObject({ failure: 'protocol', status: 502, code: reason.toLowerCase(), message: expect.stringMatching(message) });
+      expect(countsAgainstEndpoint(err as UpstreamError)).toBe(false);
+    }
+  });
+
+  it('keeps an empty answer that ended normally or was filtered, and text that ended with OTHER', () => {
+    for (const [reason, finish] of [
+      ['STOP', 'stop'],
+      ['MAX_TOKENS', 'length'],
+      ['IMAGE_RECITATION', 'content_filter'],
+    ]) {
+      const json = fromGeminiResponse({ candidates: [{ content: { role: 'model', parts: [] }, finishReason: reason }] } as never, 'm');
+      expect(json.choices[0]).toMatchObject({ message: { content: '' }, finish_reason: finish });
+    }
+    const other = { candidates: [{ content: { role: 'model', parts: [{ text: 'Partly.' }] }, finishReason: 'OTHER' }] };
+    expect(fromGeminiResponse(other as never, 'm').choices[0]).toMatchObject({ message: { content: 'Partly.' }, finish_reason: 'stop' });
+    const t = new GeminiStreamTranslator('m');
+    t.push({ candidates: [{ content: { role: 'model', parts: [{ text: 'Partly.' }] } }] } as never);
+    expect(t.push({ candidates: [{ finishReason: 'OTHER' }] }).map((c) => c.choices[0]?.finish_reason)).toEqual(['stop']);
   });
 });
 

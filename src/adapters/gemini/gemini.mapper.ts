@@ -261,19 +261,26 @@ export function finishReason(reason: string | undefined, calledTools: boolean): 
       return calledTools ? 'tool_calls' : 'stop';
     case 'MAX_TOKENS':
       return 'length';
-    case 'SAFETY':
-    case 'RECITATION':
-    case 'BLOCKLIST':
-    case 'PROHIBITED_CONTENT':
-    case 'SPII':
-    case 'IMAGE_SAFETY':
-    case 'LANGUAGE':
-      return 'content_filter';
     default:
-      // OTHER, FINISH_REASON_UNSPECIFIED, newer values (failed function calls are thrown before)
+      if (CONTENT_FILTER_FINISH.includes(reason)) return 'content_filter';
+      // OTHER, FINISH_REASON_UNSPECIFIED, newer values, after some content (without any, the
+      // answer failed: see failedAnswer)
       return calledTools ? 'tool_calls' : 'stop';
   }
 }
+
+/** Gemini's finish reasons for an answer (or image) it withheld. */
+const CONTENT_FILTER_FINISH: readonly string[] = [
+  'SAFETY',
+  'RECITATION',
+  'BLOCKLIST',
+  'PROHIBITED_CONTENT',
+  'SPII',
+  'IMAGE_SAFETY',
+  'IMAGE_PROHIBITED_CONTENT',
+  'IMAGE_RECITATION',
+  'LANGUAGE',
+];
 
 /**
  * Gemini's `logprobsResult` (the chosen token and the top candidates at each step) as OpenAI's
@@ -297,23 +304,41 @@ export function openAiLogprobs(r: unknown): { content: unknown[] } | null {
 }
 
 /**
- * A candidate Gemini ended because the model's function call could not be used
- * (`MALFORMED_FUNCTION_CALL`, `UNEXPECTED_TOOL_CALL`) with nothing else to show: a failed
- * answer, not an empty one that stopped normally. The next route may answer; the endpoint's
- * circuit does not count it.
+ * Finish reasons that say Gemini could not produce the answer, and what each means. Some are the
+ * request's doing (a function call the model could not form, a turn sent back without its
+ * thought signature), some Gemini's own.
  */
-function failedCall(c: GeminiCandidate, answered = false): void {
-  if (c.finishReason !== 'MALFORMED_FUNCTION_CALL' && c.finishReason !== 'UNEXPECTED_TOOL_CALL') return;
+const FAILED_FINISH: Readonly<Record<string, string>> = {
+  MALFORMED_FUNCTION_CALL: "the model's function call could not be used",
+  UNEXPECTED_TOOL_CALL: "the model's function call could not be used",
+  TOO_MANY_TOOL_CALLS: 'the model made more function calls than Gemini allows in one turn',
+  MISSING_THOUGHT_SIGNATURE:
+    'an assistant turn with function calls was sent back without its thought signature (extra_content.google.thought_signature of each tool call, as the gateway returned it)',
+  MALFORMED_RESPONSE: 'Gemini produced a response it could not complete',
+};
+
+/** Finish reasons that end an answer normally (or filtered), even an empty one. */
+const NORMAL_FINISH: ReadonlySet<string> = new Set(['STOP', 'MAX_TOKENS', ...CONTENT_FILTER_FINISH]);
+
+/**
+ * A candidate Gemini ended without anything to show, for a reason that is not a normal end
+ * (a failed function call, a missing thought signature, `OTHER`, a reason newer than this
+ * code): a failed answer, not an empty one that stopped normally, which would be billed. The
+ * next route may answer; the endpoint's circuit does not count it.
+ */
+function failedAnswer(c: GeminiCandidate, answered = false): void {
+  const reason = c.finishReason;
+  if (!reason || NORMAL_FINISH.has(reason)) return;
   // Text or a usable call came with it (in this event or, streamed, before): that is the answer.
   if (answered || (c.content?.parts ?? []).some((p) => p.functionCall || (typeof p.text === 'string' && p.text !== '' && !p.thought)))
     return;
   const why = typeof c.finishMessage === 'string' && c.finishMessage ? `: ${c.finishMessage.slice(0, 500)}` : '';
   throw new UpstreamError({
     failure: 'protocol',
-    code: c.finishReason.toLowerCase(),
-    message: `the model's function call could not be used (${c.finishReason})${why}`,
-    // What this request's tools made the model do, not the endpoint failing: one client's schema
-    // must not open the route's circuit for everyone.
+    code: reason.toLowerCase(),
+    message: `${FAILED_FINISH[reason] ?? 'Gemini ended the answer without any content'} (${reason})${why}`,
+    // What this request made the model do, or a one-off: one client's request must not open
+    // the route's circuit for everyone.
     gatewayFault: true,
   });
 }
@@ -356,7 +381,7 @@ function toolCallOf(part: GeminiPart, newId: () => string): ToolCall {
 export function fromGeminiResponse(res: GeminiResponse, model: string, newId: () => string = syntheticToolCallId): ChatResponse {
   const candidates = res.candidates ?? [];
   const choices: ChatResponse['choices'] = candidates.map((c, i) => {
-    failedCall(c);
+    failedAnswer(c);
     let text = '';
     let reasoning = '';
     const toolCalls: ToolCall[] = [];
@@ -460,7 +485,7 @@ export class GeminiStreamTranslator {
         const last = out.findLast((o) => o.choices[0]?.index === index);
         if (last) last.choices[0].logprobs = lp;
       }
-      failedCall(c, state.answered);
+      failedAnswer(c, state.answered);
       const finish = finishReason(c.finishReason, state.tools > 0);
       if (finish && !state.finished) {
         state.finished = true;
