@@ -104,7 +104,7 @@ export interface LlmAdapter {
    * tokens, when it can be more (Claude: a thinking budget asked for in OpenAI's terms is added to
    * max_tokens). Budget reservations take it. Without it: `allowed`.
    */
-  outputLimit?(req: ChatRequest, allowed: number): number;
+  outputLimit?(req: ChatRequest, allowed: number, route: RouteDef): number;
   /**
    * Anthropic Messages passthrough (the `anthropic`, `vertex_claude` and `claude_sub` kinds): the Anthropic surface
    * relays requests to routes whose adapter has it, and translates for all others.

@@ -38,7 +38,7 @@ describe('charge estimates', () => {
     const claude = model({ pricing: pricing('1', '2') }, [{ kind: 'anthropic' }]);
     // What GatewayCalls passes: each route's adapter's outputLimit (the Anthropic adapter's here).
     const chatCharge = (m: ModelDef, r: ChatRequest) =>
-      charge(m, r, (route, allowed) => (route.kind === 'anthropic' ? claudeOutputAllowance(r, allowed) : allowed));
+      charge(m, r, (route, allowed) => (route.kind === 'anthropic' ? claudeOutputAllowance(r, allowed, 'claude-sonnet-4-5') : allowed));
     // reasoning_effort high is a 4,096-token budget; with max_tokens 100 Claude is asked for 4,196.
     const high = chatCharge(claude, req({ max_tokens: 100, reasoning_effort: 'high' }));
     expect(high.costPico).toBe(BigInt(prompt) * 1_000_000n + 4196n * 2_000_000n);

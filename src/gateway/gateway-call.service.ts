@@ -89,7 +89,7 @@ export class GatewayCalls {
    */
   /** A chat request's charge, with what each route's adapter may have its upstream write. */
   chatCharge(model: ModelDef, req: ChatRequest): Charge {
-    return chatCharge(model, req, (route, allowed) => this.adapters.get(route.kind)?.outputLimit?.(req, allowed) ?? allowed);
+    return chatCharge(model, req, (route, allowed) => this.adapters.get(route.kind)?.outputLimit?.(req, allowed, route) ?? allowed);
   }
 
   async admit(scope: CallScope, res: Response, estimate: () => Charge): Promise<void> {

@@ -242,7 +242,8 @@ models:
     expect(msg.thinking_blocks).toEqual([
       { type: 'thinking', thinking: 'Let me think about this step by step.', signature: expect.any(String) },
     ]);
-    expect(upstream.requests[0].body).toMatchObject({ thinking: { type: 'enabled', budget_tokens: 1024 }, max_tokens: 1224 });
+    // A model id that names no Claude version before 4.6 gets adaptive thinking (budgets: see the mapper's tests).
+    expect(upstream.requests[0].body).toMatchObject({ thinking: { type: 'adaptive' }, output_config: { effort: 'low' }, max_tokens: 200 });
     const next = await client.chat.completions.create({
       model: 'claude/thinking',
       reasoning_effort: 'low',

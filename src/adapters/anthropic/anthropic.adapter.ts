@@ -81,8 +81,8 @@ export class AnthropicAdapter implements LlmAdapter {
     protected readonly keys: KeyPool,
   ) {}
 
-  outputLimit(req: ChatRequest, allowed: number): number {
-    return claudeOutputAllowance(req, allowed);
+  outputLimit(req: ChatRequest, allowed: number, route: RouteDef): number {
+    return claudeOutputAllowance(req, allowed, route.providerModelId);
   }
 
   validateRoute(route: RouteDef): string[] {

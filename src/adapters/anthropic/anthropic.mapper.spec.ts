@@ -6,12 +6,15 @@ import {
   anthropicHttpError,
   anthropicToolId,
   anthropicUsage,
+  budgetedThinking,
+  claudeOutputAllowance,
   fromAnthropicResponse,
   toAnthropicRequest,
 } from './anthropic.mapper';
 import type { AnthropicStreamEvent } from './anthropic.types';
 
 const route = testRoute({ id: 'claude', kind: 'anthropic', apiKeys: ['k'], providerModelId: 'claude-sonnet-4-5' });
+const SONNET_45 = { model: 'claude-sonnet-4-5-20250929' };
 const req = (extra: Partial<ChatRequest> = {}): ChatRequest => ({ model: 'pub', messages: [{ role: 'user', content: 'hi' }], ...extra });
 const refused = (fn: () => unknown) => {
   try {
@@ -185,7 +188,7 @@ describe('toAnthropicRequest', () => {
     // With its signed block, it stays.
     const signed = structuredClone(loop);
     signed.messages[1].thinking_blocks = [{ type: 'thinking', thinking: 'hm', signature: 'sig' }];
-    expect(toAnthropicRequest(signed).thinking).toEqual({ type: 'enabled', budget_tokens: 4096 });
+    expect(toAnthropicRequest(signed, SONNET_45).thinking).toEqual({ type: 'enabled', budget_tokens: 4096 });
     // The client's own Anthropic thinking goes as it is.
     expect(
       toAnthropicRequest({ ...loop, reasoning_effort: undefined, thinking: { type: 'enabled', budget_tokens: 2048 } }).thinking,
@@ -196,20 +199,70 @@ describe('toAnthropicRequest', () => {
   });
 
   it('maps stop, sampling and user', () => {
-    const body = toAnthropicRequest(req({ stop: ['END', '  '], temperature: 1.6, top_p: 0.9, top_k: 5, user: 'u-1' }));
-    expect(body).toMatchObject({ stop_sequences: ['END'], temperature: 1, top_p: 0.9, top_k: 5, metadata: { user_id: 'u-1' } });
+    const body = toAnthropicRequest(req({ stop: ['END', '  '], top_p: 0.9, top_k: 5, user: 'u-1' }));
+    expect(body).toMatchObject({ stop_sequences: ['END'], top_p: 0.9, top_k: 5, metadata: { user_id: 'u-1' } });
     expect(toAnthropicRequest(req({ stop: 'X' })).stop_sequences).toEqual(['X']);
   });
 
+  it('sends temperature alone when both temperature and top_p come (Claude 4.5 and later refuse the pair)', () => {
+    const body = toAnthropicRequest(req({ temperature: 1.6, top_p: 0.9 }));
+    expect(body.temperature).toBe(1);
+    expect(body).not.toHaveProperty('top_p');
+  });
+
+  it.each([
+    ['claude-3-5-sonnet-20241022', true],
+    ['claude-3-7-sonnet-latest', true],
+    ['claude-sonnet-4-20250514', true],
+    ['claude-opus-4-1@20250805', true],
+    ['claude-sonnet-4-5-20250929', true],
+    ['anthropic.claude-haiku-4-5-v1', true],
+    ['claude-sonnet-4.5', true],
+    ['claude-opus-4-6', false],
+    ['claude-sonnet-4-6@default', false],
+    ['claude-opus-4-7', false],
+    ['claude-opus-5', false],
+    ['claude-mythos-preview', false],
+    ['my-claude-finetune', false],
+  ])('thinks on a budget with %s: %s', (model, budgeted) => {
+    expect(budgetedThinking(model)).toBe(budgeted);
+  });
+
+  it('asks Claude 4.6 and later for adaptive thinking with an effort, max_tokens as the client set it', () => {
+    const body = toAnthropicRequest(req({ reasoning_effort: 'low', max_tokens: 500, temperature: 0.2 }), { model: 'claude-opus-4-7' });
+    expect(body.thinking).toEqual({ type: 'adaptive' });
+    expect(body.output_config).toEqual({ effort: 'low' });
+    expect(body.max_tokens).toBe(500);
+    expect(body).not.toHaveProperty('temperature');
+    const schema = { type: 'object', properties: {} };
+    const structured = toAnthropicRequest(
+      req({ reasoning: { max_tokens: 3000 }, response_format: { type: 'json_schema', json_schema: { name: 'x', schema } } }),
+      { model: 'claude-sonnet-4-6' },
+    );
+    expect(structured.output_config).toMatchObject({ effort: 'high', format: { type: 'json_schema' } });
+    expect(toAnthropicRequest(req({ reasoning_effort: 'medium' }), { model: 'claude-opus-4-6' }).output_config).toEqual({
+      effort: 'medium',
+    });
+    // Adaptive thinking does not add a budget on top of the client's limit.
+    expect(claudeOutputAllowance(req({ reasoning_effort: 'high' }), 100, 'claude-opus-4-7')).toBe(100);
+    expect(claudeOutputAllowance(req({ reasoning_effort: 'high' }), 100, 'claude-sonnet-4-5')).toBe(4196);
+  });
+
   it('turns reasoning_effort into a thinking budget inside max_tokens, without sampling changes', () => {
-    const body = toAnthropicRequest(req({ reasoning_effort: 'low', max_tokens: 500, temperature: 0.2, top_p: 0.5 }));
+    const body = toAnthropicRequest(req({ reasoning_effort: 'low', max_tokens: 500, temperature: 0.2, top_p: 0.5 }), SONNET_45);
     expect(body.thinking).toEqual({ type: 'enabled', budget_tokens: 1024 });
     expect(body.max_tokens).toBe(1524);
     expect(body).not.toHaveProperty('temperature');
     expect(body).not.toHaveProperty('top_p');
-    expect(toAnthropicRequest(req({ reasoning: { max_tokens: 3000 } })).thinking).toEqual({ type: 'enabled', budget_tokens: 3000 });
+    expect(toAnthropicRequest(req({ reasoning: { max_tokens: 3000 } }), SONNET_45).thinking).toEqual({
+      type: 'enabled',
+      budget_tokens: 3000,
+    });
     // Below Anthropic's minimum of 1,024: raised to it rather than refused upstream.
-    expect(toAnthropicRequest(req({ reasoning: { max_tokens: 500 } })).thinking).toEqual({ type: 'enabled', budget_tokens: 1024 });
+    expect(toAnthropicRequest(req({ reasoning: { max_tokens: 500 } }), SONNET_45).thinking).toEqual({
+      type: 'enabled',
+      budget_tokens: 1024,
+    });
     expect(toAnthropicRequest(req({ thinking: { type: 'enabled', budget_tokens: 2048 } })).thinking).toEqual({
       type: 'enabled',
       budget_tokens: 2048,

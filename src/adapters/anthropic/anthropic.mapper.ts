@@ -190,26 +190,54 @@ function toolChoice(req: ChatRequest): AnthropicToolChoice | undefined {
  * budget is part of Anthropic's max_tokens, so when it would not fit in them it is added on top
  * (see `toAnthropicRequest`), and the answer may be that much longer than the client allowed.
  */
-export function claudeOutputAllowance(req: ChatRequest, allowed: number): number {
-  const thinking = thinkingOf(req);
+export function claudeOutputAllowance(req: ChatRequest, allowed: number, model?: string): number {
+  const thinking = thinkingOf(req, model);
   return thinking?.type === 'enabled' && allowed <= thinking.budget_tokens ? allowed + thinking.budget_tokens : allowed;
 }
 
-function thinkingOf(req: ChatRequest): AnthropicThinking | undefined {
+function thinkingOf(req: ChatRequest, model?: string): AnthropicThinking | undefined {
   const native = req.thinking as AnthropicThinking | undefined;
   if (native && typeof native === 'object') return native;
+  const budget = requestedBudget(req);
+  if (budget === undefined) return undefined;
+  return budgetedThinking(model) ? { type: 'enabled', budget_tokens: budget } : { type: 'adaptive' };
+}
+
+/** The thinking budget asked for in OpenAI's terms (`reasoning`, `reasoning_effort`), if any. */
+function requestedBudget(req: ChatRequest): number | undefined {
   const reasoning = req.reasoning as { effort?: string; max_tokens?: number; enabled?: boolean } | undefined;
   if (reasoning && typeof reasoning === 'object') {
     // Anthropic's smallest budget is 1,024 tokens; a smaller one is a 400 there.
-    if (typeof reasoning.max_tokens === 'number')
-      return { type: 'enabled', budget_tokens: Math.max(MIN_THINKING_BUDGET, Math.floor(reasoning.max_tokens)) };
-    if (reasoning.effort && THINKING_BUDGETS[reasoning.effort])
-      return { type: 'enabled', budget_tokens: THINKING_BUDGETS[reasoning.effort] };
-    if (reasoning.enabled === true) return { type: 'enabled', budget_tokens: THINKING_BUDGETS.medium };
+    if (typeof reasoning.max_tokens === 'number') return Math.max(MIN_THINKING_BUDGET, Math.floor(reasoning.max_tokens));
+    if (reasoning.effort && THINKING_BUDGETS[reasoning.effort]) return THINKING_BUDGETS[reasoning.effort];
+    if (reasoning.enabled === true) return THINKING_BUDGETS.medium;
   }
   const effort = req.reasoning_effort;
-  if (typeof effort === 'string' && THINKING_BUDGETS[effort]) return { type: 'enabled', budget_tokens: THINKING_BUDGETS[effort] };
+  if (typeof effort === 'string' && THINKING_BUDGETS[effort]) return THINKING_BUDGETS[effort];
   return undefined;
+}
+
+/**
+ * Whether a Claude model thinks on a token budget (`thinking: {type: enabled, budget_tokens}`):
+ * the models before 4.6. Opus and Sonnet 4.6 deprecate budgets for adaptive thinking (with
+ * `output_config.effort`), and Opus 4.7 and later refuse them with a 400, so a model whose id
+ * names no version before 4.6 (or no version at all) gets adaptive thinking.
+ */
+export function budgetedThinking(model: string | undefined): boolean {
+  // claude-3-5-sonnet-20241022, claude-sonnet-4-20250514, claude-opus-4-1@20250805,
+  // anthropic.claude-haiku-4-5-v1, claude-sonnet-4.5
+  const m = /claude-(?:[a-z]+-)?(\d+)(?:[-.](\d)(?!\d))?/.exec(model ?? '');
+  if (!m) return false;
+  const major = Number(m[1]);
+  const minor = m[2] === undefined ? 0 : Number(m[2]);
+  return major < 4 || (major === 4 && minor < 6);
+}
+
+/** A thinking budget as adaptive thinking's effort, the inverse of THINKING_BUDGETS. */
+function effortOf(budget: number): 'low' | 'medium' | 'high' {
+  if (budget <= THINKING_BUDGETS.low) return 'low';
+  if (budget <= THINKING_BUDGETS.medium) return 'medium';
+  return 'high';
 }
 
 /**
@@ -267,23 +295,29 @@ export function toAnthropicRequest(req: ChatRequest, opts: AnthropicRequestOptio
     if (stops.length > 0) body.stop_sequences = stops;
   }
   if (typeof req.temperature === 'number') body.temperature = Math.min(1, req.temperature);
-  if (typeof req.top_p === 'number') body.top_p = req.top_p;
+  // Claude 4.5 and later refuse temperature and top_p together ("cannot both be specified"), and
+  // Anthropic advises changing only one; many OpenAI clients send both. Temperature is kept.
+  else if (typeof req.top_p === 'number') body.top_p = req.top_p;
   if (typeof req.top_k === 'number') body.top_k = req.top_k;
   if (typeof req.user === 'string' && req.user) body.metadata = { user_id: req.user };
   const format = outputFormat(req.response_format);
   if (format) body.output_config = { format };
-  let thinking = thinkingOf(req);
+  let thinking = thinkingOf(req, opts.model);
   // Thinking asked for in OpenAI's terms (reasoning_effort, reasoning) is left out where Claude
   // refuses it, rather than failing the request: a forced tool choice, or a tool loop whose
   // last assistant turn came back without its thinking block (as the OpenAI SDK's runTools
   // sends it). A client's own Anthropic `thinking` goes as it is.
-  if (thinking?.type === 'enabled' && !(req.thinking && typeof req.thinking === 'object') && thinkingRefused(body)) thinking = undefined;
+  const asked = req.thinking && typeof req.thinking === 'object';
+  if (thinking && thinking.type !== 'disabled' && !asked && thinkingRefused(body)) thinking = undefined;
   if (thinking) {
     body.thinking = thinking;
-    if (thinking.type === 'enabled') {
-      // The budget is part of max_tokens: keep room for the answer the client asked for.
-      if (body.max_tokens <= thinking.budget_tokens) body.max_tokens = thinking.budget_tokens + body.max_tokens;
-      // Extended thinking does not combine with sampling changes.
+    // The budget is part of max_tokens: keep room for the answer the client asked for.
+    if (thinking.type === 'enabled' && body.max_tokens <= thinking.budget_tokens)
+      body.max_tokens = thinking.budget_tokens + body.max_tokens;
+    // Adaptive thinking asked for in OpenAI's terms: how hard to think is the effort.
+    if (thinking.type === 'adaptive' && !asked) body.output_config = { ...body.output_config, effort: effortOf(requestedBudget(req)!) };
+    if (thinking.type !== 'disabled') {
+      // Thinking does not combine with sampling changes.
       delete body.temperature;
       delete body.top_k;
       delete body.top_p;

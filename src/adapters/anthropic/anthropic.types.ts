@@ -101,6 +101,8 @@ export interface AnthropicRequest {
   top_k?: number;
   metadata?: { user_id?: string };
   thinking?: AnthropicThinking;
+  /** Structured output (`format`) and, with adaptive thinking, how hard to think (`effort`). */
+  output_config?: { format?: unknown; effort?: string };
   stream?: boolean;
   /** Vertex AI: the version goes in the body (`vertex-2023-10-16`) instead of a header. */
   anthropic_version?: string;

@@ -82,6 +82,21 @@ describe('messagesToChat', () => {
     });
   });
 
+  it.each([
+    [{ type: 'adaptive' }, undefined, 'high'],
+    [{ type: 'adaptive' }, { effort: 'low' }, 'low'],
+    [{ type: 'adaptive' }, { effort: 'medium' }, 'medium'],
+    [{ type: 'adaptive' }, { effort: 'max' }, 'high'],
+    [{ type: 'enabled', budget_tokens: 1024 }, undefined, 'low'],
+    [{ type: 'disabled' }, { effort: 'low' }, undefined],
+  ])('asks other backends to reason for thinking %j with output_config %j: %s', (thinking, outputConfig, effort) => {
+    const chat = messagesToChat(
+      { max_tokens: 5, messages: [{ role: 'user', content: 'hi' }], thinking, ...(outputConfig ? { output_config: outputConfig } : {}) },
+      'm',
+    );
+    expect(chat.reasoning_effort).toBe(effort);
+  });
+
   it("keeps separate text blocks apart as lines (Claude Code's system reminders, multi-part tool output)", () => {
     const chat = messagesToChat(
       {

@@ -32,6 +32,11 @@ export function effortForBudget(budget: number): 'low' | 'medium' | 'high' {
   return 'high';
 }
 
+/** `reasoning_effort` for adaptive thinking's `output_config.effort` (`max` is OpenAI's `high`). */
+function adaptiveEffort(effort: unknown): 'low' | 'medium' | 'high' {
+  return effort === 'low' || effort === 'medium' ? effort : 'high';
+}
+
 function blocksOf(content: unknown): Block[] {
   if (typeof content === 'string') return content === '' ? [] : [{ type: 'text', text: content }];
   return Array.isArray(content) ? (content as Block[]) : [];
@@ -221,6 +226,9 @@ export function messagesToChat(body: Json, model: string): ChatRequest {
   const thinking = body.thinking as { type?: string; budget_tokens?: number } | undefined;
   if (thinking?.type === 'enabled' && typeof thinking.budget_tokens === 'number')
     req.reasoning_effort = effortForBudget(thinking.budget_tokens);
+  // Adaptive thinking (Claude Code on Claude 4.6 and later): the effort, high unless said.
+  else if (thinking?.type === 'adaptive')
+    req.reasoning_effort = adaptiveEffort((body.output_config as { effort?: unknown } | undefined)?.effort);
   // Structured output: the schema becomes OpenAI's json_schema response format.
   const format = (body.output_config as { format?: { type?: unknown; schema?: unknown } } | undefined)?.format;
   if (format?.type === 'json_schema' && typeof format.schema === 'object' && format.schema !== null)
