@@ -25,4 +25,15 @@ describe('subscriptionResetAt', () => {
     expect(subscriptionResetAt({}, now)).toBeUndefined();
     expect(subscriptionResetAt({ 'anthropic-ratelimit-unified-reset': 'soon' }, now)).toBeUndefined();
   });
+
+  it("takes the window's reset only when the subscription's limit is spent (unified status rejected)", () => {
+    const reset = { 'anthropic-ratelimit-unified-reset': '1767229200', 'retry-after': '5' };
+    expect(subscriptionResetAt({ ...reset, 'anthropic-ratelimit-unified-status': 'rejected' }, now)).toBe(1767229200_000);
+    // A 429 for too many connections at once: the quota is not spent, the account rests 5 s.
+    expect(subscriptionResetAt({ ...reset, 'anthropic-ratelimit-unified-status': 'allowed' }, now)).toBe(now + 5_000);
+    expect(subscriptionResetAt({ ...reset, 'anthropic-ratelimit-unified-status': 'allowed_warning' }, now)).toBe(now + 5_000);
+    expect(
+      subscriptionResetAt({ 'anthropic-ratelimit-unified-reset': '1767229200', 'anthropic-ratelimit-unified-status': 'allowed' }, now),
+    ).toBeUndefined();
+  });
 });

@@ -45,12 +45,16 @@ export function withClaudeCodeIdentity<T extends { system?: unknown }>(body: T):
 
 /**
  * When a rate-limited subscription may be used again (epoch ms): Anthropic's
- * `anthropic-ratelimit-unified-reset` (epoch seconds), else `retry-after` (seconds or an HTTP
- * date); undefined when neither says.
+ * `anthropic-ratelimit-unified-reset` (epoch seconds) when the subscription's limit is spent,
+ * else `retry-after` (seconds or an HTTP date); undefined when neither says. A 429 whose
+ * `anthropic-ratelimit-unified-status` is not `rejected` (`allowed`, `allowed_warning`: too many
+ * connections at once, say) leaves the subscription's quota as it was, so the window's reset
+ * (up to five hours away) is not when it may be used again.
  */
 export function subscriptionResetAt(headers: Dispatcher.ResponseData['headers'], now = Date.now()): number | undefined {
   const unified = headerValue(headers, 'anthropic-ratelimit-unified-reset');
-  if (unified !== undefined && /^\d+(\.\d+)?$/.test(unified)) {
+  const status = headerValue(headers, 'anthropic-ratelimit-unified-status');
+  if (unified !== undefined && (status === undefined || status === 'rejected') && /^\d+(\.\d+)?$/.test(unified)) {
     const n = Number(unified);
     // Seconds, as documented; a value in milliseconds is taken as it is.
     return n > 1e12 ? n : n * 1000;
