@@ -52,6 +52,8 @@ interface PooledAccount {
   credsBase?: number;
   /** The provider's report of how much of its window this account has used (0-100), if it sends one. */
   usedPercent?: number;
+  /** When `usedPercent` was reported (epoch ms); it is a hint for USAGE_READING_MS. */
+  usedPercentAt?: number;
 }
 
 /** The cross-process refresh lease; a refresh is one HTTP call well within it. */
@@ -65,6 +67,13 @@ const REFRESH_RETRY_MS = 30_000;
 const HEALTH_WINDOW_MS = 60_000;
 /** A request waits for a refresh only when the token has less than this left; otherwise it refreshes behind. */
 const BLOCKING_REFRESH_MS = 30_000;
+/**
+ * How long a report that an account's window is spent keeps it behind the others. Only answers
+ * renew a report, and an account kept behind gets none, so without an end it would stay behind
+ * after its window reset; once the report is this old the account is tried again (a usage-limit
+ * answer then cools it down until the reset the provider names).
+ */
+const USAGE_READING_MS = 5 * 60_000;
 
 /**
  * The subscription account pools, one per provider (`claude`, `codex`), shared by every surface
@@ -196,6 +205,10 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
 
   /** A 429 or a usage limit: cooldown until `until` (epoch ms) or the default backoff. */
   rateLimited(l: AccountLease, message: string, until?: number): void {
+    // A spent window's report came with the refusal; the cooldown now stands for it, and ends
+    // when the provider said the window resets (or when an administrator enables the account).
+    const acc = this.accounts.get(l.id);
+    if (acc) acc.usedPercent = undefined;
     this.apply(l.id, { type: 'rate_limited', message: clip(message), until });
   }
 
@@ -207,7 +220,10 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
   /** What the provider says about the account's usage window, for health-aware selection. */
   observeUsage(l: AccountLease, usedPercent: number): void {
     const acc = this.accounts.get(l.id);
-    if (acc && Number.isFinite(usedPercent)) acc.usedPercent = usedPercent;
+    if (acc && Number.isFinite(usedPercent)) {
+      acc.usedPercent = usedPercent;
+      acc.usedPercentAt = Date.now();
+    }
   }
 
   /**
@@ -240,7 +256,8 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       if (skip.has(acc.id) || !acc.creds || !isUsable(acc.state, now)) continue;
       // Health first: an account that failed lately or whose window is spent only when no other is left.
       const failedLately = acc.state.failures > 0 && (acc.state.lastErrorAt ?? 0) > now - HEALTH_WINDOW_MS;
-      if (failedLately || (acc.usedPercent ?? 0) >= 100) {
+      const spent = (acc.usedPercent ?? 0) >= 100 && (acc.usedPercentAt ?? 0) > now - USAGE_READING_MS;
+      if (failedLately || spent) {
         fallback ??= { acc, at };
         continue;
       }

@@ -320,6 +320,20 @@ models:
     });
   });
 
+  it('an account enabled again after a usage limit takes its turn again (its spent-window report does not keep it behind)', async () => {
+    const { gw, logins } = await boot(2);
+    // The refusal reports the window 100% used (x-codex-primary-used-percent).
+    codex.rateLimit(logins[0].accountId!, Math.floor(Date.now() / 1000) + 3600);
+    const client = gw.client();
+    await ask(client);
+    codex.clearRateLimits();
+    const [a] = await accounts(gw);
+    expect((await gw.admin(`/${a.id}/enable`, { method: 'POST' })).status).toBe(200);
+    const before = codex.served().length;
+    for (let i = 0; i < 4; i++) await ask(client);
+    expect(new Set(codex.served().slice(before))).toEqual(new Set([logins[0].accountId, logins[1].accountId]));
+  });
+
   it('403: the failure counts against the account, the next one answers, and the healthy one is preferred for a while', async () => {
     const { gw, logins } = await boot(3);
     codex.forbidden.add(logins[0].accountId!);
