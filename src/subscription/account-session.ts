@@ -158,6 +158,9 @@ async function attempt<T>(pool: AccountPool, lease: AccountLease, send: (lease: 
             lease.provider,
             `${lease.provider} account "${lease.name}" is not allowed: ${err.message}`,
             'subscription_forbidden',
+            // The login may not do this: trying the same accounts again after a backoff would
+            // only count each refusal against them again. The model's next route may serve.
+            false,
           ),
         };
       default:
@@ -182,10 +185,11 @@ function exhausted(provider: SubscriptionProvider, last: UpstreamError, none: Up
 }
 
 /**
- * An account-level failure: retryable, so the executor may take the model's next route. Not
+ * An account-level failure: retryable (the route again after a backoff, then the model's next
+ * route) unless `retryable` is false (the next route at once). Not
  * counted against the route's circuit breaker: the pool takes failing accounts out itself, and
  * an open circuit would keep refusing after an account is enabled or cools down.
  */
-export function accountError(provider: SubscriptionProvider, message: string, code: string): UpstreamError {
-  return new UpstreamError({ failure: 'http', message, code, retryable: true, gatewayFault: true, provider: `${provider}_sub` });
+export function accountError(provider: SubscriptionProvider, message: string, code: string, retryable = true): UpstreamError {
+  return new UpstreamError({ failure: 'http', message, code, retryable, gatewayFault: true, provider: `${provider}_sub` });
 }

@@ -352,6 +352,17 @@ models:
     expect(a).toMatchObject({ status: 'active', failures: 1, last_error: expect.stringContaining('403') });
   });
 
+  it('403 from every account: a 502 naming it, without Retry-After, and each account asked and counted once', async () => {
+    const { gw, logins } = await boot(2);
+    for (const l of logins) codex.forbidden.add(l.accountId!);
+    const raw = await rawPost(`${gw.url}/v1/chat/completions`, { model: 'codex/gpt', messages: [{ role: 'user', content: 'x' }] });
+    expect(raw.status).toBe(502);
+    expect(JSON.parse(raw.text)).toMatchObject({ error: { code: 'subscription_forbidden' } });
+    expect(raw.headers.get('retry-after')).toBeNull();
+    expect(codex.requests.map((r) => r.status)).toEqual([403, 403]);
+    for (const a of await accounts(gw)) expect(a).toMatchObject({ status: 'active', failures: 1 });
+  });
+
   it('with every account rate limited, the paid fallback route answers; without one the client gets 429 and Retry-After', async () => {
     const { gw, logins } = await boot(2);
     const resetsAt = Math.floor(Date.now() / 1000) + 600;
