@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Injectable, Logger } from '@nestjs/common';
+import { ConflictError } from '../common/resource.errors';
 import { AppConfig } from '../config/app-config';
 import { type AccountInput, loginFingerprint, parseAccounts } from './account-import';
 import { initialState, transition } from './account-state';
@@ -128,11 +129,16 @@ export class AccountImporter {
         await this.insert(input, fingerprint);
         return 'added';
       } catch (err) {
-        // Another process imported the same file at the same moment (unique provider+name).
-        if (attempt > 0) throw err;
+        // Another process imported the same name at the same moment (unique provider+name):
+        // look again. Any other failure is itself.
+        if (!(await this.store.findByName(input.provider, input.name))) throw err;
       }
     }
-    throw new Error(`account "${input.name}" changed while it was being imported; try again`);
+    // Importing the same entries again is safe: what was stored is then unchanged.
+    throw new ConflictError(
+      `${input.provider} account "${input.name}" was changed by another import while this one stored it; send the import again`,
+      'account_import_conflict',
+    );
   }
 
   async insert(input: AccountInput, fingerprint: string): Promise<SubscriptionAccount> {

@@ -1,6 +1,7 @@
 import { Client } from 'pg';
 import Database from 'better-sqlite3';
 import { join } from 'node:path';
+import { AccountImporter } from '../../src/subscription/account-importer.service';
 import { AccountPool } from '../../src/subscription/account-pool.service';
 import { CodexBackend } from '../fixtures/codex-backend';
 import { OAuthTokenServer } from '../fixtures/oauth-token-server';
@@ -140,6 +141,23 @@ describe.each(['sqlite', 'postgres'] as const)('subscription accounts admin API 
       (await gw.client().chat.completions.create({ model: 'codex/gpt', messages: [{ role: 'user', content: 'hi' }] })).choices[0].message
         .content,
     ).toBe('echo: hi');
+  });
+
+  it('answers an import that keeps meeting another one changing the same account with a 409 to send again', async () => {
+    const entry = (l: ReturnType<typeof tokens.login>) => ({
+      provider: 'codex',
+      accounts: [{ name: 'raced', access_token: l.access_token, refresh_token: l.refresh_token, account_id: l.accountId }],
+    });
+    expect((await post('/import', entry(tokens.login({ accountId: 'acct-r' })))).status).toBe(200);
+    // As when other admin calls or replicas store new credentials for it at the same moment:
+    // every conditional write of this import finds the row changed.
+    const importer = gw.app.get<AccountImporter, { update: () => Promise<boolean> }>(AccountImporter);
+    importer.update = () => Promise.resolve(false);
+    const res = await post('/import', entry(tokens.login({ accountId: 'acct-r' })));
+    expect(res.status).toBe(409);
+    expect(await res.json()).toMatchObject({
+      error: { type: 'invalid_request_error', code: 'account_import_conflict', message: expect.stringContaining('send the import again') },
+    });
   });
 
   it('disables and enables: a disabled account is skipped until enabled', async () => {
