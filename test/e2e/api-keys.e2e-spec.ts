@@ -245,6 +245,10 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
     }
     expect(spent).toBeGreaterThan(0n);
     const usd = (pico: bigint) => Number(picoToUsd(pico));
+    // The figure is the rows' cost (written first: a batch being written at the moment of the
+    // read is counted by the next read).
+    const rows = (await gw.rows()).filter((r) => r.api_key_id === k.id);
+    expect(rows.reduce((sum, r) => sum + usdToPico(r.cost_usd), 0n)).toBe(spent);
     // OpenRouter's base path and its older /auth/key; Anthropic's header.
     const after = await info('/api/v1/auth/key', { 'x-api-key': k.key });
     expect(after.status).toBe(200);
@@ -257,9 +261,6 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
       limit_reset: 'daily',
       limit_remaining: usd(usdToPico('0.1') - spent),
     });
-    // The figure is the rows' cost.
-    const rows = (await gw.rows()).filter((r) => r.api_key_id === k.id);
-    expect(rows.reduce((sum, r) => sum + usdToPico(r.cost_usd), 0n)).toBe(spent);
 
     // With more left of the daily budget than of the monthly one, the monthly one is the limit.
     await admin.call('PATCH', `/admin/api-keys/${k.id}`, { daily_budget_usd: '100' });
