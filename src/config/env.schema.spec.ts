@@ -41,6 +41,12 @@ describe('validateEnv', () => {
     expect(workerCount('auto', 512)).toBe(MAX_WORKERS);
   });
 
+  it('refuses an ADMIN_TOKEN no client could send in a header', () => {
+    expect(validateEnv({ ADMIN_TOKEN: 'admin-token-0123456789' }).ADMIN_TOKEN).toBe('admin-token-0123456789');
+    for (const bad of ['admintökén-0123456789abc', 'admin token 0123456789'])
+      expect(() => validateEnv({ ADMIN_TOKEN: bad })).toThrow(/ADMIN_TOKEN must be printable ASCII/);
+  });
+
   it('holds HEAP_GROWTH_PERCENT to 0 or 10-300, as documented', () => {
     for (const ok of ['0', '10', '300']) expect(validateEnv({ HEAP_GROWTH_PERCENT: ok }).HEAP_GROWTH_PERCENT).toBe(Number(ok));
     for (const bad of ['5', '301', '900']) expect(() => validateEnv({ HEAP_GROWTH_PERCENT: bad })).toThrow(/HEAP_GROWTH_PERCENT/);
