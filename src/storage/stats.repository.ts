@@ -510,7 +510,11 @@ function decodeCursor(cursor: string): { at: Date; id: string } {
   try {
     const [at, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [unknown, unknown];
     const date = new Date(String(at));
-    if (typeof at === 'string' && typeof id === 'string' && !Number.isNaN(date.getTime())) return { at: date, id };
+    // Within what a column stores, and an id of ours (PostgreSQL refuses U+0000 and dates past
+    // its range outright): a forged cursor is the client's mistake, not a 500.
+    const t = date.getTime();
+    if (typeof at === 'string' && typeof id === 'string' && t >= 0 && t < Date.UTC(10000, 0, 1) && /^[\w-]{1,64}$/.test(id))
+      return { at: date, id };
   } catch {
     // falls through to the error below
   }

@@ -253,7 +253,14 @@ describe.each(['sqlite', 'postgres'] as const)('admin stats on %s', (backend) =>
       ['limit=many', 'limit'],
       ['status=teapot', 'status'],
       ['cursor=not-a-cursor', 'cursor'],
+      // Forged cursors: a date PostgreSQL cannot store, an id with U+0000.
+      [`cursor=${Buffer.from(JSON.stringify(['-271821-04-20T00:00:00Z', 'x'])).toString('base64url')}`, 'cursor'],
+      [`cursor=${Buffer.from(JSON.stringify(['2026-12-06T20:00:00Z', 'a\u0000b'])).toString('base64url')}`, 'cursor'],
       ['from=never', 'from'],
+      // Integers in decimal digits only.
+      ['limit=0x10', 'limit'],
+      ['limit=1e2', 'limit'],
+      ['limit=', 'limit'],
     ]) {
       const res = await admin.call<{ error: { param: string } }>('GET', `/admin/requests?${query}`);
       expect([query, res.status]).toEqual([query, 400]);

@@ -1,7 +1,6 @@
-import { Type } from 'class-transformer';
 import { IsIn, IsInt, IsOptional, IsString, Max, MaxLength, Min, MinLength, ValidateIf } from 'class-validator';
 import { LISTED_KEY_STATUSES, type ListedKeyStatus } from '../../storage/entities/api-key.entity';
-import { IsFuture, IsTimestamp, IsUsdAmount } from './validators';
+import { IsFuture, IsTimestamp, IsUsdAmount, QueryInteger } from './validators';
 
 const INT_MAX = 2_147_483_647;
 
@@ -71,13 +70,13 @@ export class ListApiKeysQuery {
   @IsIn(LISTED_KEY_STATUSES)
   status?: ListedKeyStatus;
 
-  @Type(() => Number)
+  @QueryInteger()
   @IsInt()
   @Min(1)
   @Max(500)
   limit = 50;
 
-  @Type(() => Number)
+  @QueryInteger()
   @IsInt()
   @Min(0)
   @Max(INT_MAX)

@@ -1,7 +1,6 @@
-import { Type } from 'class-transformer';
 import { IsIn, IsInt, IsOptional, IsString, Matches, Max, MaxLength, Min } from 'class-validator';
 import { STATS_GROUPS, type StatsGroup } from '../../storage/stats.repository';
-import { IsTimestamp } from './validators';
+import { IsTimestamp, QueryInteger } from './validators';
 
 /** GET /admin/stats: from (default: 24 hours before `to`), to (default: now), group_by. */
 export class StatsQuery {
@@ -41,7 +40,7 @@ export class RequestsQuery {
   @Matches(/^([1-5]\d\d|success|error)$/, { message: 'status must be an HTTP status (200, 429, ...), "success" or "error"' })
   status?: string;
 
-  @Type(() => Number)
+  @QueryInteger()
   @IsInt()
   @Min(1)
   @Max(500)

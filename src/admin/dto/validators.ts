@@ -1,3 +1,4 @@
+import { Transform } from 'class-transformer';
 import { ValidateBy, type ValidationOptions } from 'class-validator';
 
 const DECIMAL = /^\d{1,12}(\.\d{1,12})?$/;
@@ -19,7 +20,7 @@ export function IsUsdAmount(options?: ValidationOptions): PropertyDecorator {
   );
 }
 
-/** An ISO 8601 timestamp or Unix seconds. */
+/** An ISO 8601 timestamp (UTC unless it has an offset) or Unix seconds. */
 export function IsTimestamp(options?: ValidationOptions): PropertyDecorator {
   return ValidateBy(
     {
@@ -82,11 +83,24 @@ function parseAnyTimestamp(v: unknown): Date | undefined {
     offMinutes > 59
   )
     return undefined;
-  const d = new Date(s);
+  // Without an offset a time is UTC, as a date alone is (Date() would take the server's zone).
+  const zoned = m[4] === undefined || /(?:Z|[+-]\d{2}:?\d{2})$/.test(s);
+  const d = new Date(zoned ? s : `${s.replace(' ', 'T')}Z`);
   return Number.isNaN(d.getTime()) ? undefined : d;
 }
 
 /** USD as given (number or string) to a normalised decimal string. */
 export function usdText(v: string | number): string {
   return typeof v === 'number' ? v.toFixed(12).replace(/0+$/, '').replace(/\.$/, '') : v.trim();
+}
+
+/**
+ * A query parameter read as an integer only when written as one in decimal digits: `Number()`
+ * would also take `0x10`, `1e2` and an empty value (0). Anything else stays a non-number, which
+ * `@IsInt()` then refuses.
+ */
+export function QueryInteger(): PropertyDecorator {
+  return Transform(({ value }: { value: unknown }) =>
+    typeof value === 'string' ? (/^-?\d{1,16}$/.test(value.trim()) ? Number(value) : NaN) : value,
+  );
 }
