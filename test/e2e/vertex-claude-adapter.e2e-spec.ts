@@ -223,6 +223,8 @@ models:
     expect(err).toBeInstanceOf(APIError);
     expect(err).toMatchObject({ status: 429, code: 'RESOURCE_EXHAUSTED' });
     expect((err as APIError).message).toContain('Quota exceeded');
+    // The wait Google's RetryInfo gives (30.2 s), as Retry-After.
+    expect((err as APIError).headers?.get('retry-after')).toBe('31');
   });
 
   it('blanks out the access token in an error that quotes it', async () => {

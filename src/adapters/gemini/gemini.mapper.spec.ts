@@ -2,8 +2,8 @@ import { testRoute } from '../../../test/helpers/route';
 import type { ChatChunk, ChatRequest } from '../../common/chat.types';
 import type { UpstreamError } from '../../common/errors';
 import { classifyFailure, countsAgainstEndpoint } from '../../routing/retry-policy';
+import { durationMs } from '../http/google-error';
 import {
-  durationMs,
   finishReason,
   fromGeminiEmbedResponse,
   fromGeminiResponse,

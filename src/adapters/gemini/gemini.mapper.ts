@@ -3,6 +3,7 @@ import type { ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChunkDelta, Con
 import type { EmbeddingsRequest, EmbeddingsResponse } from '../../common/embedding.types';
 import { UpstreamError } from '../../common/errors';
 import { contentText } from '../../common/tokens';
+import { googleRetryDelayMs, parseGoogleError } from '../http/google-error';
 import type { RouteDef } from '../../config/registry.types';
 import { providerHttpError, refuseLegacyFunctions, unsupported } from '../http/upstream-call';
 import type {
@@ -10,7 +11,6 @@ import type {
   GeminiBatchEmbedResponse,
   GeminiCandidate,
   GeminiContent,
-  GeminiErrorBody,
   GeminiGenerationConfig,
   GeminiPart,
   GeminiRequest,
@@ -541,25 +541,6 @@ const STATUS_CODES: Readonly<Record<string, number>> = {
   DEADLINE_EXCEEDED: 504,
 };
 
-/** `"57.238747106s"` (a protobuf Duration) → ms. */
-export function durationMs(d: unknown): number | undefined {
-  if (typeof d !== 'string') return undefined;
-  const m = /^(\d+(?:\.\d+)?)s$/.exec(d.trim());
-  return m ? Math.ceil(Number(m[1]) * 1000) : undefined;
-}
-
-/** The `error` of a Google error body, also when it comes wrapped in an array. */
-export function parseGoogleError(text: string): GeminiErrorBody['error'] | undefined {
-  try {
-    let json = JSON.parse(text) as unknown;
-    if (Array.isArray(json)) json = json[0];
-    const e = (json as Partial<GeminiErrorBody>)?.error;
-    return e && typeof e === 'object' ? e : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * A Gemini error response as a typed error, in OpenAI's terms: an invalid API key (which Gemini
  * answers with 400 `API_KEY_INVALID`) is a 401, a 400 `FAILED_PRECONDITION` (region, billing) a 403, `RESOURCE_EXHAUSTED` a 429 whose `RetryInfo`
@@ -568,7 +549,6 @@ export function parseGoogleError(text: string): GeminiErrorBody['error'] | undef
 export function geminiHttpError(status: number, text: string, route: RouteDef, retryAfterMs: number | undefined): UpstreamError {
   const e = parseGoogleError(text);
   const reasons = (e?.details ?? []).map((d) => d.reason).filter((r): r is string => typeof r === 'string');
-  const retryInfo = (e?.details ?? []).find((d) => typeof d['@type'] === 'string' && d['@type'].endsWith('google.rpc.RetryInfo'));
   let httpStatus = status >= 400 ? status : (e?.status && STATUS_CODES[e.status]) || 502;
   const keyInvalid = reasons.includes('API_KEY_INVALID');
   if (keyInvalid) httpStatus = 401;
@@ -587,7 +567,7 @@ export function geminiHttpError(status: number, text: string, route: RouteDef, r
       type: unavailable ? 'server_error' : undefined,
     },
     route,
-    retryAfterMs ?? durationMs(retryInfo?.retryDelay),
+    retryAfterMs ?? googleRetryDelayMs(e),
   );
 }
 

@@ -1,3 +1,4 @@
+import type { GoogleError } from '../http/google-error';
 /**
  * Gemini API wire types (https://ai.google.dev/api/generate-content), REST JSON names, as far as
  * the gateway reads or writes them.
@@ -91,12 +92,7 @@ export interface GeminiResponse {
 }
 
 export interface GeminiErrorBody {
-  error: {
-    code?: number;
-    message?: string;
-    status?: string;
-    details?: Array<{ '@type'?: string; reason?: string; retryDelay?: string; [k: string]: unknown }>;
-  };
+  error: GoogleError;
 }
 
 export interface GeminiBatchEmbedRequest {

@@ -4,6 +4,7 @@ import { UpstreamError } from '../../common/errors';
 import type { RouteDef } from '../../config/registry.types';
 import { AnthropicAdapter, type ClientProtocol, type MessagesEndpoint } from '../anthropic/anthropic.adapter';
 import type { AnthropicRequest } from '../anthropic/anthropic.types';
+import { googleRetryDelayMs, parseGoogleError } from '../http/google-error';
 import { KeyPool } from '../http/key-pool.service';
 import { joinUrl, optionString, postJson, withoutSecrets } from '../http/upstream-call';
 import { UpstreamClient } from '../http/upstream-client.service';
@@ -132,6 +133,15 @@ export class VertexClaudeAdapter extends AnthropicAdapter {
     } catch (err) {
       return { ok: false, latencyMs: performance.now() - started, detail: (err as Error).message };
     }
+  }
+
+  /**
+   * Vertex's own front end answers refusals (quota, permissions, an unknown model) in Google's
+   * shape before Claude sees the request: a 429's wait is then in `google.rpc.RetryInfo`, not in
+   * Retry-After.
+   */
+  protected override error(status: number, text: string, route: RouteDef, retryAfterMs: number | undefined): UpstreamError {
+    return super.error(status, text, route, retryAfterMs ?? googleRetryDelayMs(parseGoogleError(text)));
   }
 
   /**
