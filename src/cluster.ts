@@ -28,7 +28,8 @@ const WORKER_METRICS_WAIT_MS = 2000;
  * The primary of a multi-process gateway: it serves nothing itself. It starts the first worker
  * alone (so database migrations never race), then the rest; restarts a worker that dies while
  * serving; forwards SIGTERM/SIGINT and waits for the workers to drain; forwards SIGHUP (config
- * reload) to every worker; and answers workers'
+ * reload) to every worker (to one still starting once it listens: before, the signal would end
+ * it); and answers workers'
  * requests for cluster-wide metrics. A worker that fails before it ever listened (a bad config)
  * stops the whole gateway instead of restarting forever.
  */
@@ -41,6 +42,16 @@ export function runPrimary(count: number, log: (msg: string, level?: 'info' | 'w
   /** A crashed worker's replacement, waiting out its backoff. */
   let restartTimer: NodeJS.Timeout | undefined;
   const workersLeft = () => Object.keys(cluster.workers ?? {}).length;
+  /** Workers still starting that were asked to reload: they get the SIGHUP once they listen. */
+  const reloadWhenUp = new Set<Worker>();
+  /** SIGHUP to every worker but `except`; one still starting gets it when it listens. */
+  const reload = (except?: Worker) => {
+    for (const w of Object.values(cluster.workers ?? {})) {
+      if (!w || w === except) continue;
+      if (serving.has(w)) w.process.kill('SIGHUP');
+      else reloadWhenUp.add(w);
+    }
+  };
 
   const fork = (): Promise<Worker | undefined> =>
     new Promise((resolve) => {
@@ -50,9 +61,13 @@ export function runPrimary(count: number, log: (msg: string, level?: 'info' | 'w
       worker.once('listening', () => {
         everListened = true;
         serving.add(worker);
+        if (reloadWhenUp.delete(worker)) worker.process.kill('SIGHUP');
         resolve(worker);
       });
-      worker.once('exit', () => serving.delete(worker));
+      worker.once('exit', () => {
+        serving.delete(worker);
+        reloadWhenUp.delete(worker);
+      });
       worker.on('message', (msg: { type?: string; id?: number | string }) => {
         if (msg?.type === API_KEY_CHANGED) {
           // To workers still booting too: they may have looked the key up already.
@@ -62,7 +77,7 @@ export function runPrimary(count: number, log: (msg: string, level?: 'info' | 'w
         }
         if (msg?.type === RELOAD_OTHERS) {
           // A worker reloaded its routing config through the admin API: the others follow.
-          for (const w of Object.values(cluster.workers ?? {})) if (w && w !== worker) w.process.kill('SIGHUP');
+          reload(worker);
           return;
         }
         if (msg?.type !== METRICS_REQUEST) return;
@@ -118,7 +133,7 @@ export function runPrimary(count: number, log: (msg: string, level?: 'info' | 'w
   // SIGHUP reloads the routing config; each worker holds its own copy.
   process.on('SIGHUP', () => {
     log('SIGHUP: asking every worker to reload its routing configuration');
-    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
+    reload();
   });
 
   void (async () => {

@@ -1,3 +1,5 @@
+// First: a SIGHUP while the rest loads must not end the process.
+import { takeEarlySighup } from './common/early-sighup';
 import cluster from 'node:cluster';
 import { Logger } from '@nestjs/common';
 import { createApp } from './app.factory';
@@ -44,6 +46,8 @@ if (workers > 1 && cluster.isPrimary) {
       'warn',
     );
   runPrimary(workers, log);
+  // The workers read the files as they start: one that came before them needs no reload.
+  takeEarlySighup();
 } else {
   serve().catch(fail);
 }

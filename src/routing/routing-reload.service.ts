@@ -1,6 +1,7 @@
 import cluster from 'node:cluster';
 import { Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { RELOAD_OTHERS } from '../cluster';
+import { takeEarlySighup } from '../common/early-sighup';
 import { ModelRegistry, type RegistrySnapshot } from '../config/model-registry.service';
 import { EndpointHealthService } from './endpoint-health.service';
 import { RouteStateService } from './route-state.service';
@@ -32,6 +33,8 @@ export class RoutingReloadService implements OnApplicationBootstrap, OnApplicati
 
   onApplicationBootstrap(): void {
     process.on('SIGHUP', this.onSignal);
+    // One that came while the app was starting: the files may have changed after they were read.
+    if (takeEarlySighup()) this.onSignal();
   }
 
   onApplicationShutdown(): void {

@@ -160,7 +160,10 @@ describe('routing config reload in the built server', () => {
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
 
-  async function launch(env: Record<string, string>): Promise<{ child: ChildProcess; dir: string; url: string; output: () => string }> {
+  async function launch(
+    env: Record<string, string>,
+    whileStarting?: (child: ChildProcess) => void,
+  ): Promise<{ child: ChildProcess; dir: string; url: string; output: () => string }> {
     if (!existsSync(main)) throw new Error('dist/main.js is missing: run `npm run build` first (npm test does)');
     const dir = mkdtempSync(join(tmpdir(), 'hi-reload-'));
     dirs.push(dir);
@@ -186,13 +189,14 @@ describe('routing config reload in the built server', () => {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     children.push(child);
+    whileStarting?.(child);
     let output = '';
     child.stdout.on('data', (b: Buffer) => (output += b.toString()));
     child.stderr.on('data', (b: Buffer) => (output += b.toString()));
     const ready = env.WORKERS === '2' ? /2 workers serving/ : /listening on http/;
     const until = Date.now() + 30_000;
     while (!ready.test(output)) {
-      if (Date.now() > until || child.exitCode !== null) throw new Error(`gateway did not start:\n${output}`);
+      if (Date.now() > until || child.exitCode !== null || child.signalCode !== null) throw new Error(`gateway did not start:\n${output}`);
       await sleep(100);
     }
     return { child, dir, url: `http://127.0.0.1:${port}`, output: () => output };
@@ -231,6 +235,19 @@ describe('routing config reload in the built server', () => {
     await waitFor(async () => /reload refused|was refused/.test(gw.output()), 'the refusal is logged');
     expect(gw.child.exitCode).toBeNull();
     expect(await servedEverywhere(gw.url, 'r/second', 3)).toEqual([200, 200, 200]);
+    gw.child.kill('SIGTERM');
+  });
+
+  it.each([['1'], ['2']])('with WORKERS=%s, SIGHUPs while the server starts are applied once it is up, not fatal', async (workers) => {
+    // As from a config manager right after a deploy: the signal's default action ends a process.
+    let timer: NodeJS.Timeout | undefined;
+    const gw = await launch({ WORKERS: workers }, (child) => {
+      timer = setInterval(() => child.kill('SIGHUP'), 150);
+    }).finally(() => clearInterval(timer));
+    expect(gw.child.exitCode).toBeNull();
+    expect(gw.child.signalCode).toBeNull();
+    await waitFor(async () => /configuration reloaded/.test(gw.output()), 'the held reload is applied');
+    expect(await servedEverywhere(gw.url, 'r/first')).toEqual(Array(12).fill(200));
     gw.child.kill('SIGTERM');
   });
 
