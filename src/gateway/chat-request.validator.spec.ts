@@ -232,6 +232,13 @@ describe('validateChatRequest: invalid requests', () => {
       'tools[0].function.parameters',
     ],
     ['an unknown tool_choice', { tool_choice: 'always' }, 'tool_choice'],
+    ['a reasoning_effort that is not a string', { reasoning_effort: 5 }, 'reasoning_effort'],
+    ['a reasoning that is not an object', { reasoning: 'high' }, 'reasoning'],
+    ['a reasoning effort that is an object', { reasoning: { effort: { toString: 1 } } }, 'reasoning.effort'],
+    ['a reasoning budget past any number', { reasoning: { max_tokens: Infinity } }, 'reasoning.max_tokens'],
+    ['a fractional reasoning budget', { reasoning: { max_tokens: 1.5 } }, 'reasoning.max_tokens'],
+    ['a reasoning exclude that is not a boolean', { reasoning: { exclude: 'yes' } }, 'reasoning.exclude'],
+    ['a thinking that is not an object', { thinking: true }, 'thinking'],
     ['a tool_choice without function name', { tool_choice: { type: 'function', function: {} } }, 'tool_choice'],
   ])('rejects %s', (_what, extra, param) => {
     const err = rejection({ ...minimal(), ...extra });

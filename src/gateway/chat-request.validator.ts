@@ -58,6 +58,18 @@ const PARAMS: Record<string, Check> = {
   min_p: num(0, 1),
   repetition_penalty: num(0),
   min_tokens: int(0, MAX_TOKENS_LIMIT),
+  // reasoning: OpenAI's effort, OpenRouter's object, Anthropic's own
+  reasoning_effort: str,
+  reasoning: obj,
+  thinking: obj,
+};
+
+/** The fields of OpenRouter's `reasoning` object and their types. */
+const REASONING: Record<string, Check> = {
+  effort: str,
+  max_tokens: int(0, MAX_TOKENS_LIMIT),
+  exclude: bool,
+  enabled: bool,
 };
 
 function fail(param: string, problem: string): never {
@@ -92,6 +104,14 @@ export function validateChatRequest(body: unknown): ChatRequest {
     typeof body.stream_options.include_usage !== 'boolean'
   ) {
     fail('stream_options.include_usage', 'must be a boolean');
+  }
+  if (isJsonObject(body.reasoning)) {
+    for (const key in REASONING) {
+      const v = body.reasoning[key];
+      if (v === undefined || v === null) continue;
+      const problem = REASONING[key](v);
+      if (problem) fail(`reasoning.${key}`, problem);
+    }
   }
   if (isJsonObject(body.response_format) && typeof body.response_format.type !== 'string')
     fail('response_format.type', 'is required and must be a string');

@@ -248,6 +248,13 @@ describe('toAnthropicRequest', () => {
     expect(claudeOutputAllowance(req({ reasoning_effort: 'high' }), 100, 'claude-sonnet-4-5')).toBe(4196);
   });
 
+  it("asks for no thinking for an effort it has no budget for, Object's own names included", () => {
+    for (const effort of ['none', 'toString', '__proto__', 'constructor']) {
+      expect(toAnthropicRequest(req({ reasoning_effort: effort }), SONNET_45)).not.toHaveProperty('thinking');
+      expect(toAnthropicRequest(req({ reasoning: { effort } }), SONNET_45)).not.toHaveProperty('thinking');
+    }
+  });
+
   it('turns reasoning_effort into a thinking budget inside max_tokens, without sampling changes', () => {
     const body = toAnthropicRequest(req({ reasoning_effort: 'low', max_tokens: 500, temperature: 0.2, top_p: 0.5 }), SONNET_45);
     expect(body.thinking).toEqual({ type: 'enabled', budget_tokens: 1024 });

@@ -1,7 +1,7 @@
 import type { ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChunkDelta, ContentPart, ToolCall, Usage } from '../../common/chat.types';
 import type { UpstreamError } from '../../common/errors';
 import type { RouteDef } from '../../config/registry.types';
-import { isJsonObject } from '../../common/json-object';
+import { isJsonObject, ownValue } from '../../common/json-object';
 import { countOrZero as n, isTokenCount } from '../../common/usage';
 import { providerHttpError, refuseLegacyFunctions, unsupported } from '../http/upstream-call';
 import type {
@@ -209,12 +209,12 @@ function requestedBudget(req: ChatRequest): number | undefined {
   if (reasoning && typeof reasoning === 'object') {
     // Anthropic's smallest budget is 1,024 tokens; a smaller one is a 400 there.
     if (typeof reasoning.max_tokens === 'number') return Math.max(MIN_THINKING_BUDGET, Math.floor(reasoning.max_tokens));
-    if (reasoning.effort && THINKING_BUDGETS[reasoning.effort]) return THINKING_BUDGETS[reasoning.effort];
+    const budget = typeof reasoning.effort === 'string' ? ownValue(THINKING_BUDGETS, reasoning.effort) : undefined;
+    if (budget !== undefined) return budget;
     if (reasoning.enabled === true) return THINKING_BUDGETS.medium;
   }
   const effort = req.reasoning_effort;
-  if (typeof effort === 'string' && THINKING_BUDGETS[effort]) return THINKING_BUDGETS[effort];
-  return undefined;
+  return typeof effort === 'string' ? ownValue(THINKING_BUDGETS, effort) : undefined;
 }
 
 /**

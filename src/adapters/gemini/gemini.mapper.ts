@@ -4,6 +4,7 @@ import type { EmbeddingsRequest, EmbeddingsResponse } from '../../common/embeddi
 import { UpstreamError } from '../../common/errors';
 import { contentText } from '../../common/tokens';
 import { googleRetryDelayMs, parseGoogleError } from '../http/google-error';
+import { ownValue } from '../../common/json-object';
 import type { RouteDef } from '../../config/registry.types';
 import { providerHttpError, refuseLegacyFunctions, unsupported } from '../http/upstream-call';
 import type {
@@ -152,9 +153,9 @@ function thinkingConfig(req: ChatRequest): GeminiGenerationConfig['thinkingConfi
   let budget: number | undefined;
   if (reasoning && typeof reasoning === 'object') {
     if (typeof reasoning.max_tokens === 'number') budget = reasoning.max_tokens;
-    else if (reasoning.effort) budget = THINKING_BUDGETS[reasoning.effort];
+    else if (reasoning.effort) budget = ownValue(THINKING_BUDGETS, reasoning.effort);
   } else if (typeof req.reasoning_effort === 'string') {
-    budget = THINKING_BUDGETS[req.reasoning_effort];
+    budget = ownValue(THINKING_BUDGETS, req.reasoning_effort);
   }
   if (budget === undefined) return undefined;
   return { thinkingBudget: budget, includeThoughts: budget > 0 && reasoning?.exclude !== true };
