@@ -43,6 +43,8 @@ describe('validateMessagesRequest', () => {
 
   it('says what is wrong with a field that is there but of the wrong type, not that it is missing', () => {
     expect(problem({ ...ok, tools: [{ name: 5, input_schema: {} }] })).toBe('tools.0.name: Input should be a valid string');
+    expect(problem({ ...ok, tools: [{ type: { toString: 1 }, name: 'x' }] })).toBe('tools.0.type: Input should be a valid string');
+    expect(problem({ ...ok, tools: [{ type: [], name: 'x' }] })).toBe('tools.0.type: Input should be a valid string');
     expect(problem({ ...ok, tools: [{ name: '', input_schema: {} }] })).toBe('tools.0.name: String should have at least 1 character');
     expect(problem({ ...ok, tools: [{ name: 'f', input_schema: 'x' }] })).toBe('tools.0.input_schema: Input should be an object');
     expect(problem({ ...ok, tool_choice: { type: 'tool', name: 1 } })).toBe('tool_choice.name: Input should be a valid string');

@@ -163,6 +163,7 @@ export function validateMessagesRequest(body: unknown, countOnly = false): Json 
     body.tools.forEach((t: unknown, i) => {
       if (!isJsonObject(t)) fail(`tools.${i}`, 'Input should be an object');
       requireString(t.name, `tools.${i}.name`);
+      if (t.type !== undefined && t.type !== null) requireString(t.type, `tools.${i}.type`);
       if (t.type === undefined || t.type === 'custom') requireObject(t.input_schema, `tools.${i}.input_schema`);
     });
   }
