@@ -267,3 +267,15 @@ function charsetOf(contentType: string | undefined): string | undefined {
     ?.slice(1)
     .find((v) => v !== undefined);
 }
+
+/**
+ * JSON a request carries inside a string (tool-call arguments, tool results) that an adapter
+ * sends on as JSON: parsed, and held to MAX_JSON_DEPTH as a body is (serialising it again would
+ * overflow the stack). Throws a SyntaxError for text that is not JSON, a RangeError for JSON
+ * nested deeper.
+ */
+export function parseEmbeddedJson(text: string): unknown {
+  const value = JSON.parse(text) as unknown;
+  if (nestingExceeds(value, MAX_JSON_DEPTH)) throw new RangeError(`nests deeper than ${MAX_JSON_DEPTH} levels`);
+  return value;
+}

@@ -333,6 +333,19 @@ describe('toAnthropicRequest', () => {
       ),
     );
     expect(bad).toMatchObject({ status: 400, param: 'messages[1].tool_calls[0]' });
+    // Arguments nested past what the gateway sends on (serialising them again would overflow the stack).
+    const deep = '['.repeat(5000) + ']'.repeat(5000);
+    const tooDeep = refused(() =>
+      toAnthropicRequest(
+        req({
+          messages: [
+            { role: 'user', content: 'q' },
+            { role: 'assistant', tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: deep } }] },
+          ],
+        }),
+      ),
+    );
+    expect(tooDeep).toMatchObject({ status: 400, param: 'messages[1].tool_calls[0]', message: expect.stringContaining('deeper than 128') });
   });
 
   it('does not change the request', () => {

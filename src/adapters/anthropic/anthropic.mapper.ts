@@ -1,6 +1,7 @@
 import type { ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChunkDelta, ContentPart, ToolCall, Usage } from '../../common/chat.types';
 import type { UpstreamError } from '../../common/errors';
 import type { RouteDef } from '../../config/registry.types';
+import { parseEmbeddedJson } from '../../common/json-body';
 import { isJsonObject, ownValue } from '../../common/json-object';
 import { countOrZero as n, isTokenCount } from '../../common/usage';
 import { providerHttpError, refuseLegacyFunctions, unsupported } from '../http/upstream-call';
@@ -105,9 +106,9 @@ export function contentBlocks(content: ChatMessage['content'], at: string): Bloc
 function parseArguments(args: string, at: string): unknown {
   if (args.trim() === '') return {};
   try {
-    return JSON.parse(args);
-  } catch {
-    throw unsupported(`${at}: function.arguments must be JSON`, at);
+    return parseEmbeddedJson(args);
+  } catch (err) {
+    throw unsupported(`${at}: function.arguments ${err instanceof RangeError ? err.message : 'must be JSON'}`, at);
   }
 }
 

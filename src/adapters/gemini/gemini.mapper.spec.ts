@@ -127,6 +127,33 @@ describe('toGeminiRequest', () => {
     });
   });
 
+  it('refuses tool-call arguments nested too deep to send, and sends such a tool result as text', () => {
+    const deep = '['.repeat(5000) + ']'.repeat(5000);
+    const call = { id: 'call_1', type: 'function' as const, function: { name: 'f', arguments: deep } };
+    expect(
+      refused(() =>
+        toGeminiRequest(
+          req({
+            messages: [
+              { role: 'user', content: 'x' },
+              { role: 'assistant', content: null, tool_calls: [call] },
+            ],
+          }),
+        ),
+      ),
+    ).toMatchObject({ status: 400, param: 'messages[1].tool_calls[0]', message: expect.stringContaining('deeper than 128') });
+    const body = toGeminiRequest(
+      req({
+        messages: [
+          { role: 'user', content: 'x' },
+          { role: 'assistant', content: null, tool_calls: [{ ...call, function: { name: 'f', arguments: '{}' } }] },
+          { role: 'tool', tool_call_id: 'call_1', content: deep },
+        ],
+      }),
+    );
+    expect(JSON.stringify(body)).toContain(JSON.stringify({ output: deep }));
+  });
+
   it('refuses a tool result that answers no earlier call', () => {
     expect(
       refused(() =>

@@ -4,6 +4,7 @@ import type { EmbeddingsRequest, EmbeddingsResponse } from '../../common/embeddi
 import { UpstreamError } from '../../common/errors';
 import { contentText } from '../../common/tokens';
 import { googleRetryDelayMs, parseGoogleError } from '../http/google-error';
+import { parseEmbeddedJson } from '../../common/json-body';
 import { ownValue } from '../../common/json-object';
 import type { RouteDef } from '../../config/registry.types';
 import { providerHttpError, refuseLegacyFunctions, unsupported } from '../http/upstream-call';
@@ -99,10 +100,10 @@ function userParts(content: ChatMessage['content'], at: string): GeminiPart[] {
 function parseArgs(args: string, at: string): Record<string, unknown> {
   if (args.trim() === '') return {};
   try {
-    const v = JSON.parse(args) as unknown;
+    const v = parseEmbeddedJson(args);
     return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : { value: v };
-  } catch {
-    throw unsupported(`${at}: function.arguments must be JSON`, at);
+  } catch (err) {
+    throw unsupported(`${at}: function.arguments ${err instanceof RangeError ? err.message : 'must be JSON'}`, at);
   }
 }
 
@@ -132,9 +133,9 @@ function toolResponse(m: ChatMessage, calls: ReadonlyMap<string, string>, at: st
   const text = contentText(m.content);
   let output: unknown = text;
   try {
-    output = JSON.parse(text);
+    output = parseEmbeddedJson(text);
   } catch {
-    // plain text output
+    // plain text output (or JSON nested too deep to send as such)
   }
   const part: GeminiPart = { functionResponse: { name, response: { output } } };
   if (!SYNTHETIC_ID.test(id)) part.functionResponse!.id = id;
