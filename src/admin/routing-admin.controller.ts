@@ -154,10 +154,13 @@ export class RoutingAdminController {
   private circuit(st: RouteState) {
     const b = st.breaker;
     const now = performance.now();
+    // An open circuit whose cooldown is over lets trial requests through: half-open in all but
+    // name until the next request moves it there.
+    const cooled = b.state === 'open' && b.openUntil <= now;
     return {
-      state: b.state,
+      state: cooled ? 'half_open' : b.state,
       consecutive_failures: b.consecutiveFailures,
-      retry_in_ms: b.state === 'open' ? Math.max(0, Math.round(b.openUntil - now)) : null,
+      retry_in_ms: b.state === 'open' && !cooled ? Math.round(b.openUntil - now) : null,
       shared: st.shared,
     };
   }

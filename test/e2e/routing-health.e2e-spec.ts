@@ -179,6 +179,8 @@ models:
     // After the cooldown one probe request goes through (half-open); it fails and the circuit
     // opens again: a bounded trickle, never a loop.
     await sleep(1700);
+    // Its cooldown over, the circuit lets a trial request through: /admin/routing says so.
+    expect((await route('h/solo', 'broken')).circuit).toMatchObject({ state: 'half_open', retry_in_ms: null });
     await ask('h/solo').catch(() => undefined);
     expect(chats(failing)).toHaveLength(3);
     expect((await route('h/solo', 'broken')).circuit.state).toBe('open');
