@@ -55,13 +55,15 @@ describe('AttemptScope', () => {
   });
 
   it('aborts with a timeout when the total deadline passes', async () => {
-    const scope = open(new AbortController().signal, 20);
+    // What is left of a request's deadline, as the executor passes it: not a whole number.
+    const scope = open(new AbortController().signal, 19.98592399998);
     await aborted(scope.signal);
     const reason = scope.reason();
     expect(reason).toBeInstanceOf(UpstreamError);
     expect(reason).toMatchObject({
       failure: 'timeout',
       code: 'total_timeout',
+      message: 'no complete answer from upstream gpu-1 within 20 ms',
       status: 504,
       route: 'gpu-1',
       provider: 'vllm',

@@ -23,7 +23,7 @@ export class AttemptScope {
     if (parent.aborted) this.onParentAbort();
     else parent.addEventListener('abort', this.onParentAbort, { once: true });
     this.timers[0] = setTimeout(
-      () => this.timeout('total_timeout', `no complete answer from upstream ${route.id} within ${totalMs} ms`),
+      () => this.timeout('total_timeout', `no complete answer from upstream ${route.id} within ${Math.round(totalMs)} ms`),
       totalMs,
     );
   }
