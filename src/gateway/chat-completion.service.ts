@@ -5,7 +5,6 @@ import { ChatAggregator } from '../common/chunks';
 import { UpstreamError } from '../common/errors';
 import { estimatePromptTokens, outputChars } from '../common/tokens';
 import { clientUsage, isSoundUsage, usageFromCounts } from '../common/usage';
-import { picoToUsd } from '../common/money';
 import { AppConfig } from '../config/app-config';
 import { Execution, RouteExecutor } from '../routing/route-executor.service';
 import { validateChatRequest } from './chat-request.validator';
@@ -58,7 +57,7 @@ export class ChatCompletionService {
       out.usage = clientUsage(out.usage);
     }
     // What the gateway bills for it, in USD, as OpenRouter's usage.cost says (the row's cost_usd).
-    out.usage = { ...out.usage, cost: Number(picoToUsd(rec.costPico())) };
+    out.usage = { ...out.usage, cost: rec.costUsd() };
     rec.finishReason = out.choices[0]?.finish_reason ? String(out.choices[0].finish_reason) : null;
     if (this.config.env.DB_STORE_FULL_CONTENT) rec.responseContent = out;
     if (reasoningExcluded(ex.request)) for (const c of out.choices) if (c.message) withoutReasoning(c.message);
@@ -120,10 +119,19 @@ export class ChatCompletionService {
       throw new UpstreamError({ failure: 'aborted', message: 'the client closed the request' });
     }
     if (usage.wanted) {
-      const final = { ...clientUsage(usage.final(() => estimatePromptTokens(chat))), cost: Number(picoToUsd(rec.costPico())) };
+      const final = { ...clientUsage(usage.final(() => estimatePromptTokens(chat))), cost: rec.costUsd() };
       const last = usage.held
         ? { ...usage.held, usage: final }
-        : { id, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: ex.model.id, choices: [], usage: final };
+        : {
+            id,
+            object: 'chat.completion.chunk',
+            created: Math.floor(Date.now() / 1000),
+            model: ex.model.id,
+            provider: ex.route?.kind,
+            route: ex.route?.id,
+            choices: [],
+            usage: final,
+          };
       void sse.write(`data: ${JSON.stringify(last)}\n\n`);
     }
     if (stored) {

@@ -103,7 +103,7 @@ export class EmbeddingsService implements OnModuleInit, OnApplicationBootstrap {
         total_tokens: out.usage!.total_tokens,
         ...providerBilling(out.usage!),
       };
-      out.usage = clientUsage(out.usage!);
+      out.usage = { ...clientUsage(out.usage!), cost: rec.costUsd() };
       this.calls.sendJson(res, out);
     });
   }

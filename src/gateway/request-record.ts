@@ -129,6 +129,11 @@ export class RequestRecord {
     return pricing && billable ? costPico(counts, pricing, 1, this.request ? countImages(this.request) : 0) : 0n;
   }
 
+  /** What the client is billed, in USD, as OpenRouter's `usage.cost` gives it (the row's cost_usd). */
+  costUsd(): number {
+    return Number(picoToUsd(this.costPico()));
+  }
+
   toRow(storeContent: boolean): ApiLog {
     const latency = Math.round(performance.now() - this.startedAt);
     const { counts, estimated } = this.tokens();

@@ -84,6 +84,8 @@ export class TextCompletionService {
       out.usage = usageFromCounts(estimatePromptTokens(ex.request), completion);
       rec.deliveredChars = completion * 4;
     }
+    // What the gateway bills for it, in USD, as OpenRouter's usage.cost says (the row's cost_usd).
+    out.usage = { ...out.usage, cost: rec.costUsd() };
     rec.finishReason = out.choices[0]?.finish_reason ?? null;
     if (this.config.env.DB_STORE_FULL_CONTENT) rec.responseContent = out;
     this.calls.sendJson(res, out);
@@ -142,10 +144,11 @@ export class TextCompletionService {
     }
     if (signal.aborted || sse.closed) throw new UpstreamError({ failure: 'aborted', message: 'the client closed the request' });
     if (usage.wanted) {
-      const final = clientUsage(usage.final(() => estimatePromptTokens(ex.request)));
+      const final = { ...clientUsage(usage.final(() => estimatePromptTokens(ex.request))), cost: rec.costUsd() };
+      const named = { id, model: ex.model.id, provider: ex.route?.kind, route: ex.route?.id };
       const last = usage.held
-        ? { ...chatChunkToCompletion(usage.held), id, model: ex.model.id, provider: ex.route?.kind, route: ex.route?.id, usage: final }
-        : { id, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: ex.model.id, choices: [], usage: final };
+        ? { ...chatChunkToCompletion(usage.held), ...named, usage: final }
+        : { ...named, object: 'text_completion', created: Math.floor(Date.now() / 1000), choices: [], usage: final };
       void sse.write(`data: ${JSON.stringify(last)}\n\n`);
     }
     if (stored)

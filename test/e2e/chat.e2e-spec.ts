@@ -274,8 +274,14 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
       messages: [{ role: 'user', content: 'hi' }],
     });
     let usage: OpenAI.CompletionUsage | undefined | null;
-    for await (const c of stream) if (c.usage) usage = c.usage;
+    let last: OpenAI.Chat.Completions.ChatCompletionChunk | undefined;
+    for await (const c of stream) {
+      if (c.usage) usage = c.usage;
+      last = c;
+    }
     expect(usage?.prompt_tokens).toBeGreaterThan(0);
+    // The usage chunk the gateway makes itself names who served, as every other chunk does.
+    expect(last).toMatchObject({ usage: { prompt_tokens: usage!.prompt_tokens }, provider: expect.any(String), route: expect.any(String) });
     const rows = (await gw.rows()).filter((r) => r.model === 'acme/no-usage');
     expect(rows).toHaveLength(2);
     for (const r of rows) {

@@ -69,7 +69,8 @@ models:
       expect(res.data.map((d) => d.index)).toEqual([0, 1]);
       expect(Array.from(res.data[0].embedding)).toEqual([11 / 8, 12 / 8, 13 / 8, 14 / 8]);
       expect(Array.from(res.data[1].embedding)).toEqual([3 / 8, 4 / 8, 5 / 8, 6 / 8]);
-      expect(res.usage).toEqual({ prompt_tokens: 3, total_tokens: 3 });
+      // With the gateway's charge, as OpenRouter's usage.cost (3 tokens at $2 per million).
+      expect(res.usage).toEqual({ prompt_tokens: 3, total_tokens: 3, cost: 0.000006 });
       expect(vllm.requests[0]).toMatchObject({
         path: '/v1/embeddings',
         body: { model: 'bge-small', input: ['hello world', 'abc'], encoding_format: 'base64' },
@@ -136,7 +137,7 @@ models:
       expect(res.id).toMatch(/^gen-/);
       expect(res.choices[0]).toMatchObject({ index: 0, text: 'The story and so ', finish_reason: 'length' });
       expect(res.choices[0].logprobs?.tokens).toEqual([' ', 'and ', 'so ']);
-      expect(res.usage).toEqual({ prompt_tokens: 2, completion_tokens: 3, total_tokens: 5 });
+      expect(res.usage).toMatchObject({ prompt_tokens: 2, completion_tokens: 3, total_tokens: 5 });
       expect(vllm.requests[0]).toMatchObject({
         path: '/v1/completions',
         body: { model: 'llama-base', prompt: 'The story', echo: true, logprobs: 1, max_tokens: 3 },
@@ -150,6 +151,7 @@ models:
         finish_reason: 'length',
         usage_estimated: false,
       });
+      expect((res.usage as unknown as { cost: number }).cost).toBe(Number(row.cost_usd));
     });
 
     it('streams a native completion with usage at the end', async () => {
@@ -171,6 +173,7 @@ models:
       expect(vllm.requests[0].body).toMatchObject({ prompt: [1, 2, 3], stream: true, stream_options: { include_usage: true } });
       const row = (await gw.rows()).find((r) => `gen-${r.id}` === chunks[0].id)!;
       expect(row).toMatchObject({ stream: true, completion_tokens: 4, usage_estimated: false });
+      expect((chunks.at(-1)!.usage as unknown as { cost: number }).cost).toBe(Number(row.cost_usd));
       expect(row.ttft_ms).not.toBeNull();
     });
 
