@@ -74,7 +74,7 @@ export async function runWithAccounts<T>(
           throw new UpstreamError({ failure: 'aborted', message: 'the request was cancelled', provider: `${provider}_sub` });
         last = accountError(
           provider,
-          `${provider} account "${refused.name}" was refused and could not be refreshed: ${(err as Error).message}`,
+          `${provider} account ${refused.id} was refused and could not be refreshed: ${(err as Error).message}`,
           'subscription_auth_failed',
         );
         continue;
@@ -85,7 +85,7 @@ export async function runWithAccounts<T>(
         out = {
           next: accountError(
             provider,
-            `${provider} account "${lease.name}" was refused even after a token refresh`,
+            `${provider} account ${lease.id} was refused even after a token refresh`,
             'subscription_auth_failed',
           ),
         };
@@ -156,7 +156,7 @@ async function attempt<T>(pool: AccountPool, lease: AccountLease, send: (lease: 
         return {
           next: accountError(
             lease.provider,
-            `${lease.provider} account "${lease.name}" is not allowed: ${err.message}`,
+            `${lease.provider} account ${lease.id} is not allowed: ${err.message}`,
             'subscription_forbidden',
             // The login may not do this: trying the same accounts again after a backoff would
             // only count each refusal against them again. The model's next route may serve.

@@ -360,7 +360,12 @@ models:
     expect(JSON.parse(raw.text)).toMatchObject({ error: { code: 'subscription_forbidden' } });
     expect(raw.headers.get('retry-after')).toBeNull();
     expect(codex.requests.map((r) => r.status)).toEqual([403, 403]);
-    for (const a of await accounts(gw)) expect(a).toMatchObject({ status: 'active', failures: 1 });
+    // The client learns which account by its opaque id, never by its name (often an email).
+    expect(JSON.parse(raw.text).error.message).toMatch(/^codex account acc_[0-9a-f]+ is not allowed/);
+    for (const a of await accounts(gw)) {
+      expect(a).toMatchObject({ status: 'active', failures: 1 });
+      expect(raw.text).not.toContain(a.name);
+    }
   });
 
   it('with every account rate limited, the paid fallback route answers; without one the client gets 429 and Retry-After', async () => {

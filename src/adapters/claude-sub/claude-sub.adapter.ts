@@ -156,7 +156,7 @@ export class ClaudeSubAdapter extends AnthropicAdapter {
       const e = parseAnthropicError(text);
       return new AccountRateLimitError(
         {
-          message: `claude account "${lease.name}": ${e.message || 'rate limited'}`,
+          message: `claude account ${lease.id}: ${e.message || 'rate limited'}`,
           type: 'rate_limit_error',
           code: e.type ?? 'rate_limit_error',
           provider: route.kind,
@@ -186,7 +186,7 @@ export class ClaudeSubAdapter extends AnthropicAdapter {
       'claude',
       new AccountRateLimitError(
         {
-          message: `claude account "${lease.name}": ${message}`,
+          message: `claude account ${lease.id}: ${message}`,
           type: 'rate_limit_error',
           code: 'rate_limit_error',
           provider: route.kind,

@@ -219,7 +219,7 @@ export class CodexSubAdapter implements LlmAdapter {
       return new AccountRateLimitError(
         {
           ...base,
-          message: `codex account "${lease.name}": ${message}`,
+          message: `codex account ${lease.id}: ${message}`,
           type: 'rate_limit_error',
           code: code ?? type ?? 'rate_limit_exceeded',
         },
@@ -253,7 +253,7 @@ export class CodexSubAdapter implements LlmAdapter {
           ? f.resetsAt * 1000
           : (tryAgainIn(f.message) ?? (code === 'usage_not_included' ? Date.now() + UNKNOWN_RESET_MS : undefined));
       this.pool.rateLimited(lease, f.message, until);
-      const limit = new AccountRateLimitError({ ...base, message: `codex account "${lease.name}": ${f.message}`, code }, until);
+      const limit = new AccountRateLimitError({ ...base, message: `codex account ${lease.id}: ${f.message}`, code }, until);
       return streamAccountLimit(this.pool, 'codex', limit);
     }
     if (code === 'context_length_exceeded' || code === 'invalid_prompt' || code === 'cyber_policy') {
