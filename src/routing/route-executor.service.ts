@@ -242,6 +242,11 @@ export class RouteExecutor {
           // route that fails twice should not use up the budget a healthy next route needed.
           // (Fallback models come after; reserving for them too would end retries altogether.)
           if (decision.kind === 'retry' && calls + untriedRoutes(plan, index) >= routing.retry.maxAttempts) decision = { kind: 'next' };
+          // A rate-limited route is waited for only when no other route of this model is left
+          // to try: another may answer now, and the wait would be spent for nothing if the
+          // route's circuit opened meanwhile.
+          if (decision.kind === 'retry' && err.upstreamStatus === 429 && !err.retryAtOnce && untriedRoutes(plan, index) > 0)
+            decision = { kind: 'next' };
           if (decision.kind === 'larger_context' && this.fitCompletion(ex, err)) decision = { kind: 'retry', delayMs: 0 };
           if (decision.kind === 'larger_context') needContext = contextLengthOf(cand.model, cand.route);
           if (decision.kind !== 'retry') break;

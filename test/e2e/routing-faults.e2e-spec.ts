@@ -17,10 +17,19 @@ const pair = (id: string, upstream: string, scenario: string, extra = '') => `
       - { kind: openai_compat, id: backup, base_url: "${upstream}", provider_model_id: ok }
 `;
 
+/** A model with one route: a retry can only be made there. */
+const solo = (id: string, upstream: string, scenario: string) => `
+  - id: ${id}
+    context_length: 8192
+    route:
+      - { kind: openai_compat, id: main, base_url: "${upstream}", provider_model_id: "${scenario}", headers: { x-route-key: ${id} } }
+`;
+
 const models = (u: string) => `
 models:
-${pair('f/429-retry-after', u, 'fail-n:429:1:1')}
-${pair('f/429-bare', u, 'fail-n:429:1')}
+${solo('f/429-retry-after', u, 'fail-n:429:1:1')}
+${solo('f/429-bare', u, 'fail-n:429:1')}
+${pair('f/429-pair', u, 'fail-n:429:1:1')}
 ${pair('f/500-once', u, 'fail-n:500:1')}
 ${pair('f/reset', u, 'reset')}
 ${pair('f/hang', u, 'hang', ', timeouts: { first_byte_ms: 300, total_ms: 500 }')}
@@ -121,7 +130,19 @@ describe('routing under upstream faults', () => {
     return { text, id };
   };
 
-  it('429 with Retry-After: waits as told, then the same route answers', async () => {
+  it('429 with another route left: that route answers at once, the rate-limited one is not waited for', async () => {
+    const started = performance.now();
+    const res = await ask('f/429-pair');
+    expect(res.choices[0].message.content).toBe('echo: hi');
+    expect(performance.now() - started).toBeLessThan(900); // not the 1 s Retry-After
+    expect(sent()).toEqual(['fail-n:429:1:1', 'ok']);
+    expect(await attemptsOf(res.id)).toEqual([
+      expect.objectContaining({ route: 'main', outcome: 'error', status: 429 }),
+      expect.objectContaining({ route: 'backup', outcome: 'ok' }),
+    ]);
+  });
+
+  it('429 with Retry-After on the last route: waits as told, then the same route answers', async () => {
     const res = await ask('f/429-retry-after');
     expect(res.choices[0].message.content).toBe('echo: hi');
     expect(sent()).toEqual(['fail-n:429:1:1', 'fail-n:429:1:1']);
@@ -133,7 +154,7 @@ describe('routing under upstream faults', () => {
     expect(attempts[1].backoff_ms).toBeGreaterThanOrEqual(1000);
   });
 
-  it('429 without Retry-After: backs off (jittered) and retries the same route', async () => {
+  it('429 without Retry-After on the last route: backs off (jittered) and retries the same route', async () => {
     const res = await ask('f/429-bare');
     expect(res.choices[0].message.content).toBe('echo: hi');
     expect(sent()).toEqual(['fail-n:429:1', 'fail-n:429:1']);
