@@ -274,8 +274,10 @@ models:
     const rows = await gw.rows();
     expect(Number(rows.find((r) => r.model === 'or/embed')!.upstream_cost_usd)).toBeCloseTo(0.000003, 12);
     expect(Number(rows.find((r) => `gen-${r.id}` === done.id)!.upstream_cost_usd)).toBeCloseTo(0.000007, 12);
-    // Their usage.cost is the gateway's charge (these models have no price), never OpenRouter's.
-    expect(emb.usage).toEqual({ prompt_tokens: 3, total_tokens: 3, cost: 0 });
-    expect((done.usage as unknown as { cost: number }).cost).toBe(0);
+    // Their usage.cost is the gateway's charge (the row's cost_usd), never OpenRouter's.
+    expect(emb.usage).toEqual({ prompt_tokens: 3, total_tokens: 3, cost: Number(rows.find((r) => r.model === 'or/embed')!.cost_usd) });
+    const charged = (done.usage as unknown as { cost: number }).cost;
+    expect(charged).toBe(Number(rows.find((r) => `gen-${r.id}` === done.id)!.cost_usd));
+    expect(charged).not.toBe(0.000007);
   });
 });
