@@ -75,6 +75,9 @@ describe('toGeminiRequest', () => {
               { type: 'image_url', image_url: { url: 'data:image/jpeg;base64,/9j/4AAQ' } },
               { type: 'image_url', image_url: { url: 'https://generativelanguage.googleapis.com/v1beta/files/abc.png' } },
               { type: 'file', file: { file_data: 'data:application/pdf;base64,JVBERi0=' } },
+              { type: 'image_url', image_url: { url: 'https://www.youtube.com/watch?v=9hE5-98ZeCg' } },
+              { type: 'file', file: { file_id: 'https://example.com/talk.webm?sig=1' } },
+              { type: 'image_url', image_url: { url: 'https://example.com/a.constructor' } },
             ],
           },
         ],
@@ -84,6 +87,10 @@ describe('toGeminiRequest', () => {
       { inlineData: { mimeType: 'image/jpeg', data: '/9j/4AAQ' } },
       { fileData: { fileUri: 'https://generativelanguage.googleapis.com/v1beta/files/abc.png', mimeType: 'image/png' } },
       { inlineData: { mimeType: 'application/pdf', data: 'JVBERi0=' } },
+      // A YouTube video goes by URL alone; a media type comes from the extension, Object's own names are none.
+      { fileData: { fileUri: 'https://www.youtube.com/watch?v=9hE5-98ZeCg' } },
+      { fileData: { fileUri: 'https://example.com/talk.webm?sig=1', mimeType: 'video/webm' } },
+      { fileData: { fileUri: 'https://example.com/a.constructor', mimeType: 'image/jpeg' } },
     ]);
   });
 

@@ -57,17 +57,34 @@ const MIME_BY_EXT: Readonly<Record<string, string>> = {
   heic: 'image/heic',
   heif: 'image/heif',
   pdf: 'application/pdf',
+  txt: 'text/plain',
   mp3: 'audio/mp3',
   wav: 'audio/wav',
+  aac: 'audio/aac',
+  ogg: 'audio/ogg',
+  flac: 'audio/flac',
+  aiff: 'audio/aiff',
   mp4: 'video/mp4',
+  mpeg: 'video/mpeg',
+  mpg: 'video/mpg',
+  mov: 'video/mov',
+  avi: 'video/avi',
+  webm: 'video/webm',
+  wmv: 'video/wmv',
+  '3gp': 'video/3gpp',
 };
+
+/** YouTube videos, which Gemini takes by URL without a media type. */
+const YOUTUBE = /^https?:\/\/(?:www\.|m\.)?(?:youtube\.com|youtu\.be)\//i;
 
 function mediaPart(url: string): GeminiPart {
   const m = /^data:([^;,]+)(?:;[^,]*)?;base64,(.*)$/s.exec(url);
   if (m) return { inlineData: { mimeType: m[1], data: m[2] } };
   // Files API URIs, gs:// and other URLs Gemini fetches itself; it needs the media type.
+  if (YOUTUBE.test(url)) return { fileData: { fileUri: url } };
   const ext = /\.([a-z0-9]+)(?:[?#].*)?$/i.exec(url)?.[1]?.toLowerCase();
-  return { fileData: { fileUri: url, mimeType: (ext && MIME_BY_EXT[ext]) || 'image/jpeg' } };
+  // An image_url without a known extension is taken for an image.
+  return { fileData: { fileUri: url, mimeType: (ext && ownValue(MIME_BY_EXT, ext)) || 'image/jpeg' } };
 }
 
 function userParts(content: ChatMessage['content'], at: string): GeminiPart[] {
