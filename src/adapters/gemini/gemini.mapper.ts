@@ -355,7 +355,7 @@ function failedAnswer(c: GeminiCandidate, answered = false): void {
   throw new UpstreamError({
     failure: 'protocol',
     code: reason.toLowerCase(),
-    message: `${FAILED_FINISH[reason] ?? 'Gemini ended the answer without any content'} (${reason})${why}`,
+    message: `${ownValue(FAILED_FINISH, reason) ?? 'Gemini ended the answer without any content'} (${reason})${why}`,
     // What this request made the model do, or a one-off: one client's request must not open
     // the route's circuit for everyone.
     gatewayFault: true,
