@@ -13,8 +13,9 @@ describe('shares', () => {
     expect(shares([-5, 1, 1])).toEqual([0, 0.5, 0.5]);
   });
 
-  it('keeps all-zero weights at zero', () => {
-    expect(shares([0, 0])).toEqual([0, 0]);
+  it('gives everything to the first of all-zero weights, which serves them (the last-resort routes, in listed order)', () => {
+    expect(shares([0, 0])).toEqual([1, 0]);
+    expect(weightedOrder([0, 0], seededRandom(1))[0]).toBe(0);
     expect(shares([])).toEqual([]);
   });
 });

@@ -12,10 +12,15 @@ export function seededRandom(seed: number): () => number {
   };
 }
 
-/** Weights scaled to sum to 1 (all zero stays all zero). */
+/**
+ * Weights scaled to sum to 1. With no positive weight, the first route takes everything: the
+ * weighted and round-robin orders put zero-weight routes last, in listed order, so when only
+ * such routes are left (the others down) the first of them serves.
+ */
 export function shares(weights: readonly number[]): number[] {
   const total = weights.reduce((s, w) => s + (w > 0 ? w : 0), 0);
-  return weights.map((w) => (total > 0 && w > 0 ? w / total : 0));
+  if (total === 0) return weights.map((_, i) => (i === 0 ? 1 : 0));
+  return weights.map((w) => (w > 0 ? w / total : 0));
 }
 
 /**
