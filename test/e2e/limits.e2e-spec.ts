@@ -242,7 +242,11 @@ models:
   - id: claude/priced
     context_length: 200000
     pricing: { prompt: 1, completion: 1000 }
-    route: [{ kind: anthropic, base_url: "${base}", api_key: good, provider_model_id: ok }]
+    route: [{ kind: anthropic, base_url: "${base}", api_key: good, provider_model_id: claude-sonnet-4-5-20250929 }]
+  - id: claude/adaptive
+    context_length: 200000
+    pricing: { prompt: 1, completion: 1000 }
+    route: [{ kind: anthropic, base_url: "${base}", api_key: good, provider_model_id: claude-opus-4-7 }]
 `,
       env: ACCESS_ENV,
     });
@@ -254,11 +258,13 @@ models:
 
   it("reserves for the thinking budget the route's adapter adds to max_tokens", async () => {
     // $1 a day at $0.001 per output token: max_tokens 100 fits; with reasoning_effort high the
-    // Anthropic adapter asks Claude for 4,196 tokens (a 4,096-token thinking budget on top).
+    // Anthropic adapter asks Claude Sonnet 4.5 for 4,196 tokens (a 4,096-token thinking budget on top).
     const { key } = await adminApi(gw).createKey({ name: 'claude budget', daily_budget_usd: '1' });
     expect((await chat(gw, key, ask('claude/priced', 100))).status).toBe(200);
     const thinking = await chat(gw, key, { ...ask('claude/priced', 100), reasoning_effort: 'high' });
     expect(thinking.status).toBe(429);
     expect(thinking.body.error).toMatchObject({ code: 'daily_budget_exceeded' });
+    // Claude 4.6 and later think adaptively, within the client's max_tokens: nothing on top.
+    expect((await chat(gw, key, { ...ask('claude/adaptive', 100), reasoning_effort: 'high' })).status).toBe(200);
   });
 });
