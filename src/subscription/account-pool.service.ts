@@ -157,10 +157,15 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
    * that is not about to expire. Throws a retryable `UpstreamError` when none is usable, so the
    * executor falls back to the model's next route.
    */
-  async acquire(provider: SubscriptionProvider, signal?: AbortSignal, exclude?: ReadonlySet<string>): Promise<AccountLease> {
+  async acquire(
+    provider: SubscriptionProvider,
+    signal?: AbortSignal,
+    exclude?: ReadonlySet<string>,
+    freshOnly = false,
+  ): Promise<AccountLease> {
     const skip = new Set(exclude);
     for (;;) {
-      const acc = this.pick(provider, skip, Date.now());
+      const acc = this.pick(provider, skip, Date.now(), freshOnly);
       if (!acc) throw this.noAccount(provider, skip);
       const now = Date.now();
       if (this.needsRefresh(acc, now, this.config.env.SUBSCRIPTION_REFRESH_MARGIN_MS) && (acc.expiresAt ?? 0) - now > BLOCKING_REFRESH_MS) {
@@ -238,14 +243,26 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     return runWithAccounts(this, provider, signal, send);
   }
 
-  /** Usable accounts right now, per provider (for route probes and health). */
-  usable(provider: SubscriptionProvider): { usable: number; total: number } {
+  /**
+   * Usable accounts right now, per provider (for route probes and health); `fresh`: those of
+   * them that have not failed lately nor reported their window spent (the ones pick() prefers).
+   */
+  usable(provider: SubscriptionProvider): { usable: number; fresh: number; total: number } {
     const list = this.byProvider.get(provider) ?? [];
     const now = Date.now();
-    return { usable: list.filter((a) => a.creds && isUsable(a.state, now)).length, total: list.length };
+    const usable = list.filter((a) => a.creds && isUsable(a.state, now));
+    return { usable: usable.length, fresh: usable.filter((a) => !this.behind(a, now)).length, total: list.length };
   }
 
-  private pick(provider: SubscriptionProvider, skip: ReadonlySet<string>, now: number): PooledAccount | undefined {
+  /** An account that failed lately or whose window is spent: used only when no other is left. */
+  private behind(acc: PooledAccount, now: number): boolean {
+    const failedLately = acc.state.failures > 0 && (acc.state.lastErrorAt ?? 0) > now - HEALTH_WINDOW_MS;
+    const spent = (acc.usedPercent ?? 0) >= 100 && (acc.usedPercentAt ?? 0) > now - USAGE_READING_MS;
+    return failedLately || spent;
+  }
+
+  /** The next account in turn; one that is behind (see `behind`) only when none else is left, and not at all if `freshOnly`. */
+  private pick(provider: SubscriptionProvider, skip: ReadonlySet<string>, now: number, freshOnly: boolean): PooledAccount | undefined {
     const list = this.byProvider.get(provider) ?? [];
     const n = list.length;
     const start = (this.cursors.get(provider) ?? 0) % Math.max(1, n);
@@ -255,10 +272,8 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       const acc = list[at];
       if (skip.has(acc.id) || !acc.creds || !isUsable(acc.state, now)) continue;
       // Health first: an account that failed lately or whose window is spent only when no other is left.
-      const failedLately = acc.state.failures > 0 && (acc.state.lastErrorAt ?? 0) > now - HEALTH_WINDOW_MS;
-      const spent = (acc.usedPercent ?? 0) >= 100 && (acc.usedPercentAt ?? 0) > now - USAGE_READING_MS;
-      if (failedLately || spent) {
-        fallback ??= { acc, at };
+      if (this.behind(acc, now)) {
+        if (!freshOnly) fallback ??= { acc, at };
         continue;
       }
       this.cursors.set(provider, at + 1);

@@ -57,7 +57,10 @@ export async function runWithAccounts<T>(
   for (let i = 0; i < MAX_ACCOUNTS_PER_REQUEST; i++) {
     let lease: AccountLease;
     try {
-      lease = await pool.acquire(provider, signal, tried);
+      // After one account failed, only accounts that have not failed lately: one that did (a 403
+      // a moment ago, in this request or another) is a last resort for a request's first try,
+      // not worth another refusal counted against it.
+      lease = await pool.acquire(provider, signal, tried, tried.size > 0);
     } catch (err) {
       // Out of accounts after some failed: the client learns what the accounts said.
       if (last && err instanceof UpstreamError && err.failure !== 'aborted') throw exhausted(provider, last, err);
@@ -97,7 +100,9 @@ export async function runWithAccounts<T>(
   // As many accounts tried as one request may. Others still usable: the route is tried again at
   // once, with them. None: if they were rate limited, the client learns when the first account
   // is usable again (the last one's own 429 may not have said).
-  if (pool.usable(provider).usable > 0) throw retryAtOnce(last!);
+  // Only accounts that have not failed lately count: the ones tried and refused (a 403) are
+  // still usable, and trying them again at once would only count each refusal once more.
+  if (pool.usable(provider).fresh > 0) throw retryAtOnce(last!);
   const until = pool.firstUsableAgain(provider);
   if (last!.upstreamStatus === 429 && last!.retryAfterMs === undefined && until !== undefined)
     throw exhausted(provider, last!, accountError(provider, 'cooling down', 'subscription_rate_limited'), Math.max(0, until - Date.now()));

@@ -353,13 +353,15 @@ models:
   });
 
   it('403 from every account: a 502 naming it, without Retry-After, and each account asked and counted once', async () => {
-    const { gw, logins } = await boot(2);
+    // More accounts than one try of the route takes (3): the route is tried again for the fourth only.
+    const { gw, logins } = await boot(4);
     for (const l of logins) codex.forbidden.add(l.accountId!);
     const raw = await rawPost(`${gw.url}/v1/chat/completions`, { model: 'codex/gpt', messages: [{ role: 'user', content: 'x' }] });
     expect(raw.status).toBe(502);
     expect(JSON.parse(raw.text)).toMatchObject({ error: { code: 'subscription_forbidden' } });
     expect(raw.headers.get('retry-after')).toBeNull();
-    expect(codex.requests.map((r) => r.status)).toEqual([403, 403]);
+    expect(codex.requests.map((r) => r.status)).toEqual([403, 403, 403, 403]);
+    expect(new Set(codex.requests.map((r) => r.accountId)).size).toBe(4);
     // The client learns which account by its opaque id, never by its name (often an email).
     expect(JSON.parse(raw.text).error.message).toMatch(/^codex account acc_[0-9a-f]+ is not allowed/);
     for (const a of await accounts(gw)) {
