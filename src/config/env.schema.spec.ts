@@ -41,6 +41,11 @@ describe('validateEnv', () => {
     expect(workerCount('auto', 512)).toBe(MAX_WORKERS);
   });
 
+  it('names a bad URL without its credentials', () => {
+    expect(() => validateEnv({ DATABASE_URL: 'postgresql+asyncpg://app:S3cretDBPW@db:5432/hi' })).toThrow(/DATABASE_URL=.*\*\*\*@db/);
+    expect(() => validateEnv({ DATABASE_URL: 'postgresql+asyncpg://app:S3cretDBPW@db:5432/hi' })).not.toThrow(/S3cretDBPW/);
+  });
+
   it('refuses an ADMIN_TOKEN no client could send in a header', () => {
     expect(validateEnv({ ADMIN_TOKEN: 'admin-token-0123456789' }).ADMIN_TOKEN).toBe('admin-token-0123456789');
     for (const bad of ['admintökén-0123456789abc', 'admin token 0123456789'])

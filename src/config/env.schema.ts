@@ -17,6 +17,7 @@ import {
 import { constants } from 'node:buffer';
 import { MAX_TIMER_MS } from '../common/deadline';
 import { parseByteSize } from './app-config';
+import { withoutUrlCredentials } from './field-reader';
 import { MAX_WORKERS, workerCount } from './workers';
 
 const { MAX_STRING_LENGTH } = constants;
@@ -476,7 +477,11 @@ export function validateEnv(raw: Record<string, unknown>): Env {
     const lines = errors.map((e) => {
       const why = Object.values(e.constraints ?? {}).join('; ');
       // A malformed secret is still mostly the secret: name it, never print it.
-      const shown = /(KEY|TOKEN|PASSWORD|SECRET)$/.test(e.property) ? '(hidden)' : JSON.stringify(raw[e.property]);
+      // So are a URL's credentials (DATABASE_URL, REDIS_URL).
+      const value = raw[e.property];
+      const shown = /(KEY|TOKEN|PASSWORD|SECRET)$/.test(e.property)
+        ? '(hidden)'
+        : JSON.stringify(typeof value === 'string' ? withoutUrlCredentials(value) : value);
       return `  ${e.property}=${shown}: ${why}`;
     });
     throw new Error(`Invalid environment:\n${lines.join('\n')}`);

@@ -40,7 +40,7 @@ export class FieldReader {
     }
     if (typeof v === 'number' || typeof v === 'boolean') return String(v);
     if (typeof v !== 'string') {
-      this.fail([...path, key], `must be a string, got ${describe(v)}`);
+      this.fail([...path, key], `must be a string, got ${describe(v, key)}`);
       return undefined;
     }
     if (required && v.trim() === '') {
@@ -60,7 +60,7 @@ export class FieldReader {
     if (v === undefined) return undefined;
     const n = typeof v === 'string' && v.trim() !== '' ? Number(v) : v;
     const bad = (why: string) => {
-      this.fail([...path, key], `${why}, got ${describe(v)}`);
+      this.fail([...path, key], `${why}, got ${describe(v, key)}`);
       return undefined;
     };
     if (typeof n !== 'number' || !Number.isFinite(n)) return bad('must be a number');
@@ -77,7 +77,7 @@ export class FieldReader {
     if (v === undefined) return undefined;
     if (typeof v === 'boolean') return v;
     if (v === 'true' || v === 'false') return v === 'true';
-    this.fail([...path, key], `must be true or false, got ${describe(v)}`);
+    this.fail([...path, key], `must be true or false, got ${describe(v, key)}`);
     return undefined;
   }
 
@@ -85,7 +85,7 @@ export class FieldReader {
     const [key, v] = this.pick(o, typeof keys === 'string' ? [keys] : keys);
     if (v === undefined) return undefined;
     if (!Array.isArray(v) || v.some((x) => typeof x !== 'string' && typeof x !== 'number')) {
-      this.fail([...path, key], `must be a list of strings, got ${describe(v)}`);
+      this.fail([...path, key], `must be a list of strings, got ${describe(v, key)}`);
       return undefined;
     }
     return v.map(String);
@@ -95,16 +95,29 @@ export class FieldReader {
     const v = o[key];
     if (v === undefined || v === null) return undefined;
     if (!this.isObject(v) || Object.values(v).some((x) => typeof x !== 'string' && typeof x !== 'number')) {
-      this.fail([...path, key], `must be a mapping of strings, got ${describe(v)}`);
+      this.fail([...path, key], `must be a mapping of strings, got ${describe(v, key)}`);
       return undefined;
     }
     return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, String(x)]));
   }
 }
 
-export function describe(v: unknown): string {
+/** Keys whose values are secrets (`api_key`, `api_keys`, `token`, `client_secret`, ...): named in errors, never shown. */
+const SECRET_KEY = /(key|keys|token|secret|password|credentials?)$/i;
+
+/**
+ * A value as an error message shows it. Never a secret: the value of a secret's key is hidden,
+ * and a URL's credentials (`https://user:password@host`) are masked.
+ */
+export function describe(v: unknown, key?: string): string {
   if (v === null || v === undefined) return 'nothing';
   if (Array.isArray(v)) return 'a list';
   if (typeof v === 'object') return 'a mapping';
-  return `${typeof v} ${JSON.stringify(v)}`;
+  if (key !== undefined && SECRET_KEY.test(key)) return `${typeof v} (hidden)`;
+  return `${typeof v} ${JSON.stringify(typeof v === 'string' ? withoutUrlCredentials(v) : v)}`;
+}
+
+/** `scheme://user:password@host/...` → `scheme://***@host/...` (also with a mistyped `scheme:/`). */
+export function withoutUrlCredentials(text: string): string {
+  return text.replace(/(^|[^\w+.-])([a-z][\w+.-]*:\/*)[^\s/@]*@/gi, '$1$2***@');
 }

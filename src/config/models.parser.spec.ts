@@ -305,6 +305,16 @@ describe('parseModels: errors name file, line and key', () => {
     ]);
   });
 
+  it('names a bad secret without showing it, and masks the credentials of a URL it shows', () => {
+    const [keys] = problemsOf(oneRoute('- kind: vllm', '  base_url: http://h/v1', '  api_keys: sk-LEAK-not-a-list'));
+    expect(keys).toMatch(/\(models\[0\]\.route\[0\]\.api_keys\): must be a list of strings, got string \(hidden\)/);
+    const [key] = problemsOf(oneRoute('- kind: vllm', '  base_url: http://h/v1', '  api_key: [sk-LEAK]'));
+    expect(key).toMatch(/api_key/);
+    const [url] = problemsOf(oneRoute('- kind: vllm', '  base_url: "ftp://user:sk-LEAK@h/v1"'));
+    expect(url).toMatch(/"ftp:\/\/\*\*\*@h\/v1" is not an http\(s\) URL/);
+    for (const p of [keys, key, url]) expect(p).not.toContain('sk-LEAK');
+  });
+
   it('rejects a negative weight', () => {
     expect(problemsOf(oneRoute('- kind: mock', '  weight: -1'))).toEqual([
       expect.stringMatching(/^models\.yaml:6 \(models\[0\]\.route\[0\]\.weight\): must be at least 0/),

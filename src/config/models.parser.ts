@@ -1,7 +1,7 @@
 import { MAX_TIMER_MS } from '../common/deadline';
 import { FREE, finerThan, PER_MILLION_SCALE, PICO_SCALE, tokenPrice, unitPrice, type Price, type Pricing } from '../common/money';
 import type { UpstreamTimeouts } from './app-config';
-import { FieldReader } from './field-reader';
+import { FieldReader, withoutUrlCredentials } from './field-reader';
 import type { Architecture, Locality, ModelDef, RouteDef, RoutingDef } from './registry.types';
 import { sameEndpoint } from './routing.parser';
 import { ConfigError, type YamlPath, type YamlSource } from './yaml-source';
@@ -332,7 +332,7 @@ function parseRoute(r: FieldReader, raw: unknown, path: YamlPath, ctx: RouteCont
       const u = new URL(baseUrl);
       if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('scheme');
     } catch {
-      r.fail([...path, 'base_url'], `"${baseUrl}" is not an http(s) URL`);
+      r.fail([...path, 'base_url'], `"${withoutUrlCredentials(baseUrl)}" is not an http(s) URL`);
     }
   }
   const apiKeys = [
