@@ -67,6 +67,7 @@ export function runPrimary(count: number, log: (msg: string, level?: 'info' | 'w
       worker.once('exit', () => {
         serving.delete(worker);
         reloadWhenUp.delete(worker);
+        void retireWorkerMetrics(worker).catch(() => undefined);
       });
       worker.on('message', (msg: { type?: string; id?: number | string }) => {
         if (msg?.type === API_KEY_CHANGED) {
@@ -146,6 +147,30 @@ export function runPrimary(count: number, log: (msg: string, level?: 'info' | 'w
 let workerMetricsRequests = 0;
 
 /**
+ * What each worker answered last (by worker id), used for a worker that does not answer a scrape
+ * (stopped, busy): without it, the sum of every counter would drop, which Prometheus takes for a
+ * reset and answers with a jump in rate() once the worker is back.
+ */
+const lastMetrics = new Map<number, MetricsJson[]>();
+/**
+ * The counters and histograms of workers that exited, summed: a worker's replacement starts from
+ * zero, and the cluster's counters must not go back by what the old one had counted.
+ */
+let retiredMetrics: MetricsJson = [];
+
+/** A worker exited: its last counters and histograms stay in every sum from now on. */
+export async function retireWorkerMetrics(worker: Worker): Promise<void> {
+  const last = lastMetrics.get(worker.id);
+  lastMetrics.delete(worker.id);
+  if (!last) return;
+  const cumulative = last.map((registry) => registry.filter((m) => m.type === 'counter' || m.type === 'histogram'));
+  retiredMetrics = (await AggregatorRegistry.aggregate([retiredMetrics, ...cumulative]).getMetricsAsJSON()) as unknown as MetricsJson;
+}
+
+/** One registry's metrics as prom-client's getMetricsAsJSON() gives them (its typings call `type` an enum; it is the name). */
+type MetricsJson = Array<{ name: string; type: string; [k: string]: unknown }>;
+
+/**
  * In the primary: the metrics of every worker in `workers` that answers within `waitMs`, summed
  * (prom-client's aggregation), plus how many of the `expected` workers are in the sum. prom-client's
  * own `clusterMetrics()` waited for every worker it could write to and failed the whole scrape
@@ -155,7 +180,8 @@ let workerMetricsRequests = 0;
  */
 export function aggregateMetrics(workers: Worker[], expected: number, waitMs: number): Promise<{ text: string; contentType: string }> {
   const id = ++workerMetricsRequests;
-  const answers: object[] = [];
+  const answers: MetricsJson[] = [];
+  const answeredBy = new Set<number>();
   let answered = 0;
   const pending = new Set(workers.filter((w) => w.isConnected()));
   return new Promise((resolve, reject) => {
@@ -166,7 +192,9 @@ export function aggregateMetrics(workers: Worker[], expected: number, waitMs: nu
       finished = true;
       clearTimeout(timer);
       for (const cleanup of cleanups) cleanup();
-      const registry = AggregatorRegistry.aggregate(answers);
+      // Workers that did not answer count with their last figures; exited ones with their totals.
+      const stale = workers.filter((w) => !answeredBy.has(w.id) && lastMetrics.has(w.id)).flatMap((w) => lastMetrics.get(w.id)!);
+      const registry = AggregatorRegistry.aggregate([...answers, ...stale, retiredMetrics]);
       registry
         .metrics()
         .then(
@@ -184,6 +212,8 @@ export function aggregateMetrics(workers: Worker[], expected: number, waitMs: nu
         if (msg?.type !== WORKER_METRICS_RESPONSE || msg.id !== id) return;
         if (msg.metrics) {
           answers.push(...msg.metrics);
+          lastMetrics.set(w.id, msg.metrics);
+          answeredBy.add(w.id);
           answered++;
         }
         settle();
@@ -205,7 +235,7 @@ export function aggregateMetrics(workers: Worker[], expected: number, waitMs: nu
 interface WorkerMetricsResponse {
   type?: string;
   id?: number;
-  metrics?: object[];
+  metrics?: MetricsJson[];
   error?: string;
 }
 
@@ -227,7 +257,7 @@ export function answerMetricsRequests(registry: Registry): void {
     // The callback: a primary that went away meanwhile is no error of ours.
     const send = (reply: WorkerMetricsResponse) => process.send?.(reply, undefined, undefined, () => undefined);
     registry.getMetricsAsJSON().then(
-      (metrics) => send({ type: WORKER_METRICS_RESPONSE, id: msg.id, metrics: [metrics] }),
+      (metrics) => send({ type: WORKER_METRICS_RESPONSE, id: msg.id, metrics: [metrics as unknown as MetricsJson] }),
       (err: Error) => send({ type: WORKER_METRICS_RESPONSE, id: msg.id, error: err.message }),
     );
   });

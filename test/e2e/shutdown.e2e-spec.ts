@@ -357,7 +357,18 @@ describe('the built server with WORKERS=2', () => {
     const answered = (n: number) => `hybridinference_metrics_workers{state="answered"} ${n}`;
     const missing = (n: number) => `hybridinference_metrics_workers{state="missing"} ${n}`;
     const survivorsMetrics = 'hybridinference_process_cpu_user_seconds_total';
-    expect((await scrape()).status).toBe(200);
+    // Requests served, summed over the cluster: a counter, which must never go back.
+    const served = (text: string) =>
+      [...text.matchAll(/^hybridinference_requests_total\{[^}]*\} (\d+)$/gm)].reduce((sum, m) => sum + Number(m[1]), 0);
+    for (let i = 0; i < 6; i++)
+      await fetch(`${url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', connection: 'close' },
+        body: JSON.stringify({ model: 'demo/slow', messages: [{ role: 'user', content: 'x' }] }),
+      }).then((r) => r.text());
+    const before = await scrape();
+    expect(before.status).toBe(200);
+    expect(served(before.text)).toBe(6);
     const [victim] = [...cluster.output.matchAll(/worker (\d+) listening/g)].map((m) => Number(m[1]));
 
     // Stopped (SIGSTOP: hung, or paused by a debugger). The primary gives a connection only to a
@@ -371,6 +382,8 @@ describe('the built server with WORKERS=2', () => {
       expect(stopped.status).toBe(200);
       expect(stopped.text).toContain(survivorsMetrics);
       expect(stopped.text).toContain(missing(1));
+      // The stopped worker counts with its last figures.
+      expect(served(stopped.text)).toBe(6);
     } finally {
       process.kill(victim, 'SIGCONT');
     }
@@ -384,7 +397,10 @@ describe('the built server with WORKERS=2', () => {
     expect(restarting.every((r) => r.text.includes(survivorsMetrics))).toBe(true);
     // (The last ones may already count the replacement: it listens a moment before it says so.)
     expect(restarting[0].text).toContain(answered(1));
-    expect((await scrape()).text).toContain(answered(2));
+    const after = await scrape();
+    expect(after.text).toContain(answered(2));
+    // The killed worker's requests still count; its replacement starts from zero.
+    for (const r of [...restarting, after]) expect(served(r.text)).toBe(6);
 
     cluster.child.kill('SIGTERM');
     expect(await cluster.exited).toBe(0);
