@@ -242,7 +242,7 @@ interface WorkerMetricsResponse {
 /** A gauge written by hand: the sum above covers `answered` workers, and lacks `missing` ones. */
 function workersGauge(answered: number, missing: number, waitMs: number): string {
   return [
-    `# HELP hybridinference_metrics_workers Workers whose metrics this scrape sums (answered) or lacks (missing: stopped, restarting, or slower than ${waitMs} ms)`,
+    `# HELP hybridinference_metrics_workers Workers that answered this scrape, or did not (missing: stopped, restarting, or slower than ${waitMs} ms; counted with their last figures)`,
     '# TYPE hybridinference_metrics_workers gauge',
     `hybridinference_metrics_workers{state="answered"} ${answered}`,
     `hybridinference_metrics_workers{state="missing"} ${Math.max(0, missing)}`,
