@@ -8,7 +8,7 @@ import { ApiKeysService } from '../storage/api-keys.service';
 import { DatabaseOutageInterceptor } from '../storage/database-outage';
 import type { ApiKey } from '../storage/entities/api-key.entity';
 import { StatsRepository } from '../storage/stats.repository';
-import { ApiKeyGuard } from './api-key.guard';
+import { ApiKeyGuard, presentedKeys } from './api-key.guard';
 
 const DAY_MS = 86_400_000;
 
@@ -31,11 +31,14 @@ export class KeyInfoController {
   @Get(['key', 'auth/key'])
   async get(@Req() req: Request) {
     const principal = contextOf(req)?.principal;
-    if (!principal)
+    if (!principal) {
+      // With USER_AUTH_ENABLED=false a token that is no key of ours is let through anonymously.
+      if (presentedKeys(req).length > 0) throw new AuthenticationError('The API key is not valid', 'invalid_api_key');
       throw new AuthenticationError(
         'GET /v1/key describes the API key a request carries; send Authorization: Bearer <key>',
         'missing_api_key',
       );
+    }
     const key = await this.keys.get(principal.id);
     const now = Date.now();
     const [all, day, week, month] = await Promise.all(

@@ -427,6 +427,10 @@ describe('API keys with USER_AUTH_ENABLED=false (the default)', () => {
       code: 'missing_api_key',
       message: expect.stringContaining('GET /v1/key describes the API key'),
     });
+    // A token that is no key of ours (admitted anonymously elsewhere) is not a key to describe.
+    const unknown = await call<{ error: { code: string } }>(`${gw.url}/v1/key`, 'GET', undefined, { authorization: 'Bearer sk-notours' });
+    expect(unknown.status).toBe(401);
+    expect(unknown.body.error.code).toBe('invalid_api_key');
   });
 });
 

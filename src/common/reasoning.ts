@@ -1,0 +1,30 @@
+/**
+ * How hard to reason, across the APIs the gateway speaks: OpenAI's `reasoning_effort` (minimal,
+ * low, medium, high, xhigh), a thinking budget in tokens (Anthropic's `budget_tokens`,
+ * OpenRouter's `reasoning.max_tokens`), and Claude's adaptive-thinking `output_config.effort`
+ * (low, medium, high, max).
+ */
+export type Effort = 'low' | 'medium' | 'high';
+
+/** A thinking budget as an effort (Claude Code asks for budgets up to 31,999 tokens). */
+export function effortForBudget(budget: number): Effort {
+  if (budget <= 2048) return 'low';
+  if (budget <= 8192) return 'medium';
+  return 'high';
+}
+
+/** An OpenAI `reasoning_effort` as Claude's adaptive-thinking effort; undefined for one without thinking (`none`). */
+export function claudeEffort(effort: string): Effort | undefined {
+  switch (effort) {
+    case 'minimal':
+    case 'low':
+      return 'low';
+    case 'medium':
+      return 'medium';
+    case 'high':
+    case 'xhigh':
+      return 'high';
+    default:
+      return undefined;
+  }
+}
