@@ -239,7 +239,12 @@ describe('toAnthropicRequest', () => {
       req({ reasoning: { max_tokens: 3000 }, response_format: { type: 'json_schema', json_schema: { name: 'x', schema } } }),
       { model: 'claude-sonnet-4-6' },
     );
-    expect(structured.output_config).toMatchObject({ effort: 'high', format: { type: 'json_schema' } });
+    expect(structured.output_config).toMatchObject({ effort: 'medium', format: { type: 'json_schema' } });
+    expect(toAnthropicRequest(req({ reasoning_effort: 'xhigh' }), { model: 'claude-opus-4-7' }).output_config).toEqual({ effort: 'high' });
+    // reasoning.enabled alone: adaptive thinking at Claude's default effort.
+    const enabled = toAnthropicRequest(req({ reasoning: { enabled: true } }), { model: 'claude-opus-4-7' });
+    expect(enabled.thinking).toEqual({ type: 'adaptive' });
+    expect(enabled).not.toHaveProperty('output_config');
     expect(toAnthropicRequest(req({ reasoning_effort: 'medium' }), { model: 'claude-opus-4-6' }).output_config).toEqual({
       effort: 'medium',
     });
@@ -248,7 +253,10 @@ describe('toAnthropicRequest', () => {
     expect(claudeOutputAllowance(req({ reasoning_effort: 'high' }), 100, 'claude-sonnet-4-5')).toBe(4196);
   });
 
-  it("asks for no thinking for an effort it has no budget for, Object's own names included", () => {
+  it("asks for no thinking for an effort it has no budget for, Object's own names included, nor for a budget of 0", () => {
+    expect(toAnthropicRequest(req({ reasoning: { max_tokens: 0 } }), SONNET_45)).not.toHaveProperty('thinking');
+    expect(toAnthropicRequest(req({ reasoning: { max_tokens: 0 } }), { model: 'claude-opus-4-7' })).not.toHaveProperty('thinking');
+    expect(toAnthropicRequest(req({ reasoning_effort: 'xhigh' }), SONNET_45).thinking).toEqual({ type: 'enabled', budget_tokens: 8192 });
     for (const effort of ['none', 'toString', '__proto__', 'constructor']) {
       expect(toAnthropicRequest(req({ reasoning_effort: effort }), SONNET_45)).not.toHaveProperty('thinking');
       expect(toAnthropicRequest(req({ reasoning: { effort } }), SONNET_45)).not.toHaveProperty('thinking');

@@ -2,6 +2,7 @@ import type { ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChunkDelta, Con
 import type { UpstreamError } from '../../common/errors';
 import type { RouteDef } from '../../config/registry.types';
 import { parseEmbeddedJson } from '../../common/json-body';
+import { claudeEffort, effortForBudget, type Effort } from '../../common/reasoning';
 import { isJsonObject, ownValue } from '../../common/json-object';
 import { countOrZero as n, isTokenCount } from '../../common/usage';
 import { providerHttpError, refuseLegacyFunctions, unsupported } from '../http/upstream-call';
@@ -29,7 +30,7 @@ export const ANTHROPIC_VERSION = '2023-06-01';
 export const DEFAULT_MAX_TOKENS = 4096;
 
 /** `reasoning_effort` as a thinking budget (LiteLLM's mapping). */
-export const THINKING_BUDGETS: Readonly<Record<string, number>> = { minimal: 1024, low: 1024, medium: 2048, high: 4096 };
+export const THINKING_BUDGETS: Readonly<Record<string, number>> = { minimal: 1024, low: 1024, medium: 2048, high: 4096, xhigh: 8192 };
 /** The smallest thinking budget Anthropic accepts. */
 const MIN_THINKING_BUDGET = 1024;
 
@@ -199,23 +200,33 @@ export function claudeOutputAllowance(req: ChatRequest, allowed: number, model?:
 function thinkingOf(req: ChatRequest, model?: string): AnthropicThinking | undefined {
   const native = req.thinking as AnthropicThinking | undefined;
   if (native && typeof native === 'object') return native;
-  const budget = requestedBudget(req);
-  if (budget === undefined) return undefined;
-  return budgetedThinking(model) ? { type: 'enabled', budget_tokens: budget } : { type: 'adaptive' };
+  const asked = requestedThinking(req);
+  if (!asked) return undefined;
+  return budgetedThinking(model) ? { type: 'enabled', budget_tokens: asked.budget } : { type: 'adaptive' };
 }
 
-/** The thinking budget asked for in OpenAI's terms (`reasoning`, `reasoning_effort`), if any. */
-function requestedBudget(req: ChatRequest): number | undefined {
+/**
+ * The thinking asked for in OpenAI's terms (`reasoning`, `reasoning_effort`), if any: a budget
+ * for the Claudes that take one, and the effort adaptive thinking takes (none: Claude's default).
+ */
+function requestedThinking(req: ChatRequest): { budget: number; effort?: Effort } | undefined {
   const reasoning = req.reasoning as { effort?: string; max_tokens?: number; enabled?: boolean } | undefined;
+  const byEffort = (effort: unknown) => {
+    const budget = typeof effort === 'string' ? ownValue(THINKING_BUDGETS, effort) : undefined;
+    return budget === undefined ? undefined : { budget, effort: claudeEffort(effort as string) };
+  };
   if (reasoning && typeof reasoning === 'object') {
-    // Anthropic's smallest budget is 1,024 tokens; a smaller one is a 400 there.
-    if (typeof reasoning.max_tokens === 'number') return Math.max(MIN_THINKING_BUDGET, Math.floor(reasoning.max_tokens));
-    const budget = typeof reasoning.effort === 'string' ? ownValue(THINKING_BUDGETS, reasoning.effort) : undefined;
-    if (budget !== undefined) return budget;
-    if (reasoning.enabled === true) return THINKING_BUDGETS.medium;
+    // Anthropic's smallest budget is 1,024 tokens; a smaller one is a 400 there. None is none
+    // (as Gemini takes a budget of 0).
+    if (typeof reasoning.max_tokens === 'number')
+      return reasoning.max_tokens > 0
+        ? { budget: Math.max(MIN_THINKING_BUDGET, Math.floor(reasoning.max_tokens)), effort: effortForBudget(reasoning.max_tokens) }
+        : undefined;
+    const asked = byEffort(reasoning.effort);
+    if (asked) return asked;
+    if (reasoning.enabled === true) return { budget: THINKING_BUDGETS.medium };
   }
-  const effort = req.reasoning_effort;
-  return typeof effort === 'string' ? ownValue(THINKING_BUDGETS, effort) : undefined;
+  return byEffort(req.reasoning_effort);
 }
 
 /**
@@ -232,13 +243,6 @@ export function budgetedThinking(model: string | undefined): boolean {
   const major = Number(m[1]);
   const minor = m[2] === undefined ? 0 : Number(m[2]);
   return major < 4 || (major === 4 && minor < 6);
-}
-
-/** A thinking budget as adaptive thinking's effort, the inverse of THINKING_BUDGETS. */
-function effortOf(budget: number): 'low' | 'medium' | 'high' {
-  if (budget <= THINKING_BUDGETS.low) return 'low';
-  if (budget <= THINKING_BUDGETS.medium) return 'medium';
-  return 'high';
 }
 
 /**
@@ -316,7 +320,8 @@ export function toAnthropicRequest(req: ChatRequest, opts: AnthropicRequestOptio
     if (thinking.type === 'enabled' && body.max_tokens <= thinking.budget_tokens)
       body.max_tokens = thinking.budget_tokens + body.max_tokens;
     // Adaptive thinking asked for in OpenAI's terms: how hard to think is the effort.
-    if (thinking.type === 'adaptive' && !asked) body.output_config = { ...body.output_config, effort: effortOf(requestedBudget(req)!) };
+    const effort = thinking.type === 'adaptive' && !asked ? requestedThinking(req)?.effort : undefined;
+    if (effort) body.output_config = { ...body.output_config, effort };
     if (thinking.type !== 'disabled') {
       // Thinking does not combine with sampling changes.
       delete body.temperature;

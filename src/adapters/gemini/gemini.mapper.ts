@@ -34,7 +34,14 @@ import type {
 export const SKIP_THOUGHT_SIGNATURE = 'skip_thought_signature_validator';
 
 /** `reasoning_effort` as a thinking budget (the numbers Gemini's OpenAI-compatible endpoint uses). */
-export const THINKING_BUDGETS: Readonly<Record<string, number>> = { none: 0, minimal: 512, low: 1024, medium: 8192, high: 24576 };
+export const THINKING_BUDGETS: Readonly<Record<string, number>> = {
+  none: 0,
+  minimal: 512,
+  low: 1024,
+  medium: 8192,
+  high: 24576,
+  xhigh: 24576,
+};
 
 /** Ids the gateway made up for function calls Gemini returned without one (it often does). */
 const SYNTHETIC_ID = /^call_[A-Za-z0-9]{24}$/;

@@ -1,3 +1,4 @@
+import { effortForBudget } from '../../common/reasoning';
 import { anthropicToolId } from '../../adapters/anthropic/anthropic.mapper';
 import { ToolCallFixer } from '../../common/chunks';
 import type { AnthropicUsage } from '../../adapters/anthropic/anthropic.types';
@@ -24,13 +25,6 @@ import { isSoundUsage, tokenCounts } from '../../common/usage';
 
 type Block = { type: string; [k: string]: unknown };
 type Json = Record<string, unknown>;
-
-/** `reasoning_effort` for a thinking budget: the inverse of the adapter's THINKING_BUDGETS, roughly. */
-export function effortForBudget(budget: number): 'low' | 'medium' | 'high' {
-  if (budget <= 2048) return 'low';
-  if (budget <= 8192) return 'medium';
-  return 'high';
-}
 
 /** `reasoning_effort` for adaptive thinking's `output_config.effort` (`max` is OpenAI's `high`). */
 function adaptiveEffort(effort: unknown): 'low' | 'medium' | 'high' {
