@@ -321,8 +321,11 @@ export class Env {
   @IsOptional()
   @IsString()
   @MinLength(16, { message: 'ADMIN_TOKEN must be at least 16 characters' })
-  // HTTP header values reach Node as Latin-1: a token with other characters could never be sent.
-  @Matches(/^[\x21-\x7e]+$/, { message: 'ADMIN_TOKEN must be printable ASCII without spaces (clients send it in a header)' })
+  // HTTP header values reach Node as Latin-1, trimmed: a token with other characters, or with
+  // spaces at either end, could never be sent.
+  @Matches(/^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/, {
+    message: 'ADMIN_TOKEN must be printable ASCII, without spaces at either end (clients send it in a header)',
+  })
   ADMIN_TOKEN?: string;
 
   // --- client access -----------------------------------------------------------------------
