@@ -461,6 +461,21 @@ describe('failed function calls and empty answers', () => {
     }
   });
 
+  it('with n > 1, keeps the candidates that answered and makes an empty choice of one that failed', () => {
+    const two = {
+      candidates: [
+        { index: 0, content: { role: 'model', parts: [{ text: 'fine' }] }, finishReason: 'STOP' },
+        { index: 1, content: { role: 'model', parts: [] }, finishReason: 'OTHER' },
+      ],
+    };
+    expect(fromGeminiResponse(two as never, 'm').choices.map((c) => [c.message.content, c.finish_reason])).toEqual([
+      ['fine', 'stop'],
+      ['', 'stop'],
+    ]);
+    const t = new GeminiStreamTranslator('m');
+    expect(() => t.push(two as never)).not.toThrow();
+  });
+
   it('keeps an empty answer that ended normally or was filtered, and text that ended with OTHER', () => {
     for (const [reason, finish] of [
       ['STOP', 'stop'],

@@ -355,9 +355,9 @@ const NORMAL_FINISH: ReadonlySet<string> = new Set(['STOP', 'MAX_TOKENS', ...CON
 function failedAnswer(c: GeminiCandidate, answered = false): void {
   const reason = c.finishReason;
   if (!reason || NORMAL_FINISH.has(reason)) return;
-  // Text or a usable call came with it (in this event or, streamed, before): that is the answer.
-  if (answered || (c.content?.parts ?? []).some((p) => p.functionCall || (typeof p.text === 'string' && p.text !== '' && !p.thought)))
-    return;
+  // Text or a usable call came with it (in this event or, streamed, before), or another
+  // candidate (n > 1) answered: that is the answer, this candidate an empty choice.
+  if (answered || hasAnswer(c)) return;
   const why = typeof c.finishMessage === 'string' && c.finishMessage ? `: ${c.finishMessage.slice(0, 500)}` : '';
   throw new UpstreamError({
     failure: 'protocol',
@@ -404,10 +404,16 @@ function toolCallOf(part: GeminiPart, newId: () => string): ToolCall {
  * else a new one; the thought signature rides in `extra_content.google.thought_signature`). A
  * prompt blocked by safety comes back as an empty answer with `finish_reason: content_filter`.
  */
+/** Whether a candidate carries text or a function call (thoughts are not an answer). */
+function hasAnswer(c: GeminiCandidate): boolean {
+  return (c.content?.parts ?? []).some((p) => p.functionCall || (typeof p.text === 'string' && p.text !== '' && !p.thought));
+}
+
 export function fromGeminiResponse(res: GeminiResponse, model: string, newId: () => string = syntheticToolCallId): ChatResponse {
   const candidates = res.candidates ?? [];
+  const anyAnswered = candidates.some(hasAnswer);
   const choices: ChatResponse['choices'] = candidates.map((c, i) => {
-    failedAnswer(c);
+    failedAnswer(c, anyAnswered);
     let text = '';
     let reasoning = '';
     const toolCalls: ToolCall[] = [];
@@ -511,7 +517,10 @@ export class GeminiStreamTranslator {
         const last = out.findLast((o) => o.choices[0]?.index === index);
         if (last) last.choices[0].logprobs = lp;
       }
-      failedAnswer(c, state.answered);
+      failedAnswer(
+        c,
+        [...this.candidates.values()].some((st) => st.answered),
+      );
       const finish = finishReason(c.finishReason, state.tools > 0);
       if (finish && !state.finished) {
         state.finished = true;
