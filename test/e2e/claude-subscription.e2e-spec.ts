@@ -273,5 +273,9 @@ models:
       async () => (await accounts()).some((a) => a.status === 'cooldown' && (a.last_error ?? '').includes('rate limit')),
       'an account cools down',
     );
+    // Until the window's reset (an hour away here) that the stream's headers named, though
+    // they said 'allowed': they came before the limit was met.
+    const cooled = (await accounts()).find((a) => a.status === 'cooldown')!;
+    expect(Date.parse(cooled.cooldown_until!) - Date.now()).toBeGreaterThan(30 * 60_000);
   });
 });

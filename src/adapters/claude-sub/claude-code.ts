@@ -49,12 +49,18 @@ export function withClaudeCodeIdentity<T extends { system?: unknown }>(body: T):
  * else `retry-after` (seconds or an HTTP date); undefined when neither says. A 429 whose
  * `anthropic-ratelimit-unified-status` is not `rejected` (`allowed`, `allowed_warning`: too many
  * connections at once, say) leaves the subscription's quota as it was, so the window's reset
- * (up to five hours away) is not when it may be used again.
+ * (up to five hours away) is not when it may be used again. `limitReached`: the limit is known to
+ * be spent another way (a rate-limit error event in a stream whose headers, sent at its start,
+ * said `allowed`).
  */
-export function subscriptionResetAt(headers: Dispatcher.ResponseData['headers'], now = Date.now()): number | undefined {
+export function subscriptionResetAt(
+  headers: Dispatcher.ResponseData['headers'],
+  now = Date.now(),
+  limitReached = headerValue(headers, 'anthropic-ratelimit-unified-status') === 'rejected',
+): number | undefined {
   const unified = headerValue(headers, 'anthropic-ratelimit-unified-reset');
   const status = headerValue(headers, 'anthropic-ratelimit-unified-status');
-  if (unified !== undefined && (status === undefined || status === 'rejected') && /^\d+(\.\d+)?$/.test(unified)) {
+  if (unified !== undefined && (status === undefined || limitReached) && /^\d+(\.\d+)?$/.test(unified)) {
     const n = Number(unified);
     // Seconds, as documented; a value in milliseconds is taken as it is.
     return n > 1e12 ? n : n * 1000;

@@ -179,7 +179,8 @@ export class ClaudeSubAdapter extends AnthropicAdapter {
     if (typeof err.message === 'string') err = { ...err, message: withoutSecrets(err.message, [lease.accessToken]) };
     if (err.type !== 'rate_limit_error') return anthropicStreamError(err, route);
     const message = err.message || 'rate limited';
-    const until = subscriptionResetAt(headers);
+    // The stream's headers came before the limit was met: its error event says it is spent.
+    const until = subscriptionResetAt(headers, Date.now(), true);
     this.pool.rateLimited(lease, message, until);
     return streamAccountLimit(
       this.pool,
