@@ -1,3 +1,4 @@
+import { parseDateUtc } from '../common/timestamp';
 import { MAX_TIMER_MS } from '../common/deadline';
 import { FREE, finerThan, PER_MILLION_SCALE, PICO_SCALE, tokenPrice, unitPrice, type Price, type Pricing } from '../common/money';
 import type { UpstreamTimeouts } from './app-config';
@@ -161,7 +162,7 @@ function parseModel(
   let created = opts.defaultCreated;
   if (typeof createdRaw === 'number') created = Math.trunc(createdRaw);
   else if (typeof createdRaw === 'string') {
-    const t = /^\d+$/.test(createdRaw) ? Number(createdRaw) * 1000 : Date.parse(createdRaw);
+    const t = /^\d+$/.test(createdRaw) ? Number(createdRaw) * 1000 : parseDateUtc(createdRaw);
     if (Number.isNaN(t)) r.fail([...path, 'created'], 'must be unix seconds or a date');
     else created = Math.trunc(t / 1000);
   }

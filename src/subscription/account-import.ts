@@ -1,3 +1,4 @@
+import { parseDateUtc } from '../common/timestamp';
 import { createHash } from 'node:crypto';
 import type { AccountCredentials, SubscriptionProvider } from './subscription.types';
 import { storableTime } from './expiry';
@@ -174,13 +175,13 @@ function clipped(v: string | undefined, max: number): string | null {
   return v === undefined ? null : v.slice(0, max);
 }
 
-/** Epoch ms (numbers below 10^12 are taken as seconds), an ISO date, or null/absent → null. Undefined: unreadable. */
+/** Epoch ms (numbers below 10^12 are taken as seconds), an ISO date (UTC unless it has an offset), or null/absent → null. Undefined: unreadable. */
 export function parseExpiry(v: unknown): number | null | undefined {
   if (v === undefined || v === null || v === '') return null;
   if (typeof v === 'number' && Number.isFinite(v) && v > 0) return storableTime(v < 1e12 ? v * 1000 : v);
   if (typeof v === 'string') {
     if (/^\d+$/.test(v.trim())) return parseExpiry(Number(v));
-    return storableTime(Date.parse(v));
+    return storableTime(parseDateUtc(v));
   }
   return undefined;
 }

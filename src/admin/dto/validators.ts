@@ -1,5 +1,6 @@
 import { Transform } from 'class-transformer';
 import { ValidateBy, type ValidationOptions } from 'class-validator';
+import { parseDateUtc } from '../../common/timestamp';
 
 const DECIMAL = /^\d{1,12}(\.\d{1,12})?$/;
 
@@ -83,9 +84,8 @@ function parseAnyTimestamp(v: unknown): Date | undefined {
     offMinutes > 59
   )
     return undefined;
-  // Without an offset a time is UTC, as a date alone is (Date() would take the server's zone).
-  const zoned = m[4] === undefined || /(?:Z|[+-]\d{2}:?\d{2})$/.test(s);
-  const d = new Date(zoned ? s : `${s.replace(' ', 'T')}Z`);
+  // Without an offset a time is UTC, as a date alone is.
+  const d = new Date(parseDateUtc(s));
   return Number.isNaN(d.getTime()) ? undefined : d;
 }
 
