@@ -240,9 +240,11 @@ describe('routing config reload in the built server', () => {
 
   it.each([['1'], ['2']])('with WORKERS=%s, SIGHUPs while the server starts are applied once it is up, not fatal', async (workers) => {
     // As from a config manager right after a deploy: the signal's default action ends a process.
+    // From 400 ms on: the app takes a second or more to load; before node has read its first
+    // module (some 60-80 ms) nothing can hold a signal.
     let timer: NodeJS.Timeout | undefined;
     const gw = await launch({ WORKERS: workers }, (child) => {
-      timer = setInterval(() => child.kill('SIGHUP'), 150);
+      timer = setTimeout(() => (timer = setInterval(() => child.kill('SIGHUP'), 150)), 400);
     }).finally(() => clearInterval(timer));
     expect(gw.child.exitCode).toBeNull();
     expect(gw.child.signalCode).toBeNull();
