@@ -430,7 +430,8 @@ function record(
   const r: AttemptRecord = {
     route: cand.route.id,
     provider: cand.route.kind,
-    outcome: err ? 'error' : 'ok',
+    // The client leaving is no failure of the route's.
+    outcome: err ? (err.failure === 'aborted' ? 'cancelled' : 'error') : 'ok',
     duration_ms: Math.round(performance.now() - started),
   };
   // The account that answered, else (a failure) the last one tried; and all of them, if several.

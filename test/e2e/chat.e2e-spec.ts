@@ -447,6 +447,13 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     const rows = await gw.waitForRows(1);
     const row = rows.filter((r) => r.model === 'acme/slow-start').pop()!;
     expect(row.status_code).toBe(499);
+    // The client leaving is no failure of the route's: the attempt is cancelled, in the row and
+    // in the attempts metric.
+    expect((row.metadata as { attempts: Array<{ outcome: string }> }).attempts).toEqual([
+      expect.objectContaining({ outcome: 'cancelled' }),
+    ]);
+    const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+    expect(metrics).toMatch(/hybridinference_upstream_attempts_total\{[^}]*outcome="cancelled"[^}]*\} [1-9]/);
   });
 
   it('aborts the upstream request when a non-streaming client leaves', async () => {
