@@ -341,6 +341,42 @@ describe('parseModels: errors name file, line and key', () => {
     expect(mock.validateRoute(route({ tokens: 1000, ttft_ms: 5 }))).toEqual([]);
   });
 
+  it('reports an unset variable where an alias uses it, not where the anchor is held', () => {
+    const text = (optional: boolean) =>
+      yaml(
+        'x-keys:',
+        '  upstream: &k "${UPSTREAM_KEY}"',
+        'models:',
+        '  - id: m1',
+        '    context_length: 1000',
+        '    route:',
+        '      - kind: mock',
+        `      - {kind: vllm, base_url: "http://h/v1", api_key: *k${optional ? ', optional: true' : ''}}`,
+      );
+    expect(problemsOf(text(false))).toEqual([
+      expect.stringMatching(/models\[0\]\.route\[1\]\.api_key\): environment variable UPSTREAM_KEY is not set/),
+    ]);
+    // Used only by an optional route: that route is skipped, and the start goes on.
+    expect(load(text(true)).models[0].routes).toHaveLength(1);
+  });
+
+  it('merges YAML merge keys, and warns about a top-level key that holds nothing it reads', () => {
+    const { models, warnings } = load(
+      yaml(
+        'x-route: &fast {kind: mock, tokens: 7}',
+        'modelz: []',
+        'models:',
+        '  - id: m',
+        '    context_length: 1000',
+        '    route:',
+        '      - <<: *fast',
+        '        weight: 2',
+      ),
+    );
+    expect(models[0].routes[0]).toMatchObject({ kind: 'mock', weight: 2, options: { tokens: 7 } });
+    expect(warnings).toEqual([expect.stringMatching(/unknown top-level key "modelz" ignored/)]);
+  });
+
   it('rejects an unset variable without default, naming file, line, key and variable', () => {
     const problems = problemsOf(oneRoute('- kind: vllm', '  base_url: ${VLLM_URL}'));
     expect(problems).toEqual([

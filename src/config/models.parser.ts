@@ -110,6 +110,11 @@ export function parseModels(src: YamlSource, opts: ParseModelsOptions): ModelDef
   if (!root) throw new ConfigError(r.problems);
   const list = root.models ?? [];
   if (!Array.isArray(list)) throw new ConfigError([`${src.where(['models'])}: must be a list of models`]);
+  // Other top-level keys hold anchors for the models to use (`x-defaults: &defaults {...}`);
+  // one that is not named so is most likely a misspelt `models`.
+  for (const key of Object.keys(root))
+    if (key !== 'models' && !key.startsWith('x-'))
+      opts.warn(`${src.where([key])}: unknown top-level key "${key}" ignored (name a key that holds anchors x-...)`);
 
   const skippedRoutes: YamlPath[] = [];
   const models: ModelDef[] = [];
@@ -126,6 +131,8 @@ export function parseModels(src: YamlSource, opts: ParseModelsOptions): ModelDef
   });
 
   for (const u of src.unresolved) {
+    // What is never read (an anchor's holder) is reported where an alias uses it, if anywhere.
+    if (u.path[0] !== 'models') continue;
     const inSkipped = skippedRoutes.some((p) => p.every((part, k) => u.path[k] === part));
     if (!inSkipped) r.problems.push(src.describeUnresolved(u));
   }

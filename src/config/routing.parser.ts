@@ -94,6 +94,8 @@ export function retryOverrides(s: Record<string, number> | undefined): Partial<R
 export function parseRouting(src: YamlSource, warn: (msg: string) => void): RoutingDef {
   const r = new FieldReader(src);
   for (const u of src.unresolved) {
+    // What is never read (an anchor's holder, an unknown key) is reported where an alias uses it.
+    if (!KNOWN_KEYS.has(String(u.path[0]))) continue;
     // A deployment whose endpoint is unset is skipped below; anything else is an error.
     const isEndpoint = (u.path[0] === 'local_deployment' || u.path[0] === 'remote_deployment') && u.path[2] === 'endpoint';
     if (!isEndpoint) r.problems.push(src.describeUnresolved(u));
@@ -101,7 +103,8 @@ export function parseRouting(src: YamlSource, warn: (msg: string) => void): Rout
   if (src.value === null || src.value === undefined) return { ...EMPTY_ROUTING, file: src.file };
   const root = r.object(src.value, []);
   if (!root) throw new ConfigError(r.problems);
-  for (const key of Object.keys(root)) if (!KNOWN_KEYS.has(key)) warn(`${src.where([key])}: unknown key "${key}" ignored`);
+  for (const key of Object.keys(root))
+    if (!KNOWN_KEYS.has(key) && !key.startsWith('x-')) warn(`${src.where([key])}: unknown key "${key}" ignored`);
 
   const strategy = r.string(root, ['routing_strategy', 'default_router'], []) ?? DEFAULT_STRATEGY;
   let localFraction = EMPTY_ROUTING.localFraction;

@@ -115,6 +115,38 @@ describe('YamlSource.parse', () => {
     ]);
   });
 
+  it('takes YAML merge keys, and reports an unset variable where an alias or a merge uses it', () => {
+    const src = YamlSource.parse(
+      'models.yaml',
+      [
+        'x-common: &common {tokens: 7, api_key: "${KEY}"}', // 1
+        'x-key: &k "${KEY}"', // 2
+        'models:', // 3
+        '  - route:', // 4
+        '      - <<: *common', // 5
+        '        kind: mock', // 6
+        '      - {kind: vllm, api_key: *k}', // 7
+      ].join('\n'),
+      { HOST: 'h' },
+    );
+    expect(src.value).toMatchObject({
+      models: [
+        {
+          route: [
+            { tokens: 7, api_key: '', kind: 'mock' },
+            { kind: 'vllm', api_key: '' },
+          ],
+        },
+      ],
+    });
+    expect(src.unresolvedUnder(['models', 0, 'route', 0]).map((u) => [u.path.join('.'), u.line])).toEqual([
+      ['models.0.route.0.api_key', 1],
+    ]);
+    expect(src.unresolvedUnder(['models', 0, 'route', 1]).map((u) => [u.path.join('.'), u.line])).toEqual([
+      ['models.0.route.1.api_key', 2],
+    ]);
+  });
+
   it('finds the unresolved variables below a path', () => {
     const src = YamlSource.parse('models.yaml', text, { TAG: 'fast' });
     expect(src.unresolvedUnder(['models', 0, 'route', 1]).map((u) => u.variable)).toEqual(['REMOTE_URL']);

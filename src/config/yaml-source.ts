@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
+import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 
 export type YamlPath = ReadonlyArray<string | number>;
 
@@ -102,6 +102,16 @@ function closingBrace(text: string, from: number): number {
   return -1;
 }
 
+/** Aliases followed inside aliases at most this deep (the document's own alias count is capped too). */
+const MAX_ALIAS_DEPTH = 8;
+
+/** `<<` as the key of a pair: a merge (yaml parses it as a scalar whose value is a symbol). */
+function isMergeKey(key: unknown): boolean {
+  if (!isScalar(key)) return false;
+  const v = key.value;
+  return v === '<<' || (typeof v === 'symbol' && v.description === '<<');
+}
+
 /**
  * A parsed YAML file whose strings have had their variables expanded. It remembers where each
  * node came from so that every later validation error can name file, line and key.
@@ -129,7 +139,8 @@ export class YamlSource {
 
   static parse(file: string, text: string, vars: Readonly<Record<string, string | undefined>>): YamlSource {
     const lines = new LineCounter();
-    const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
+    // merge: YAML 1.1's `<<: *anchor`, which the YAML 1.2 default would take for a plain key.
+    const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true, merge: true });
     if (doc.errors.length > 0) {
       throw new ConfigError(
         doc.errors.map((e) => `${file}:${lines.linePos(e.pos[0]).line}: YAML syntax error: ${e.message.split('\n')[0]}`),
@@ -139,21 +150,32 @@ export class YamlSource {
     const blanks: Unresolved[] = [];
     const problems: string[] = [];
     const lineOf = (node: Node | null | undefined) => (node?.range ? lines.linePos(node.range[0]).line : 0);
-    const walk = (node: unknown, path: (string | number)[]): void => {
-      if (isScalar(node)) {
-        if (typeof node.value !== 'string') return;
-        const r = substitute(node.value, vars);
-        if (r.malformed) problems.push(`${file}:${lineOf(node)} (${formatPath(path)}): ${r.malformed}`);
+    /** Each string scalar's substitution, made once: an alias meets the same node again. */
+    const done = new WeakMap<object, ReturnType<typeof substitute>>();
+    const walk = (node: unknown, path: (string | number)[], depth = 0): void => {
+      if (isAlias(node)) {
+        // What an alias stands for is used here too: its variables are this path's as well
+        // (an unset one must be reported where it is used, e.g. in a route that is not optional).
+        if (depth < MAX_ALIAS_DEPTH) walk(node.resolve(doc), path, depth + 1);
+      } else if (isScalar(node)) {
+        if (typeof node.value !== 'string' && !done.has(node)) return;
+        let r = done.get(node);
+        if (!r) {
+          r = substitute(node.value as string, vars);
+          done.set(node, r);
+          if (r.malformed) problems.push(`${file}:${lineOf(node)} (${formatPath(path)}): ${r.malformed}`);
+          node.value = r.value;
+        }
         for (const variable of r.missing) unresolved.push({ path: [...path], variable, line: lineOf(node) });
         for (const variable of r.blank) blanks.push({ path: [...path], variable, line: lineOf(node) });
-        node.value = r.value;
       } else if (isMap(node)) {
         for (const pair of node.items) {
-          const key = isScalar(pair.key) ? String(pair.key.value) : String(pair.key);
-          walk(pair.value, [...path, key]);
+          // A merge key (`<<: *defaults`) puts the merged mapping's keys in this one.
+          if (isMergeKey(pair.key)) walk(pair.value, path, depth);
+          else walk(pair.value, [...path, isScalar(pair.key) ? String(pair.key.value) : String(pair.key)], depth);
         }
       } else if (isSeq(node)) {
-        node.items.forEach((item, i) => walk(item, [...path, i]));
+        node.items.forEach((item, i) => walk(item, [...path, i], depth));
       }
     };
     walk(doc.contents, []);
