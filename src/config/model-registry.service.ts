@@ -112,6 +112,9 @@ export class ModelRegistry {
     const warn = (m: string) => warnings.push(m);
     const routingPath = this.config.env.ROUTING_CONFIG_PATH;
     const routing = existsSync(routingPath) ? parseRouting(YamlSource.load(routingPath, this.vars), warn) : EMPTY_ROUTING;
+    // The bundled file may be left out; a path someone set and mistyped should not go unnoticed.
+    if (!existsSync(routingPath) && this.vars.ROUTING_CONFIG_PATH?.trim())
+      notices.push(`ROUTING_CONFIG_PATH ${routingPath} does not exist: the built-in routing defaults apply`);
     const models = parseModels(YamlSource.load(this.config.env.MODELS_CONFIG_PATH, this.vars), {
       routing,
       defaultCreated: this.startedAt,

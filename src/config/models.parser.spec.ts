@@ -263,10 +263,14 @@ describe('parseModels: errors name file, line and key', () => {
     expect(problems).toEqual([expect.stringMatching(/models\[1\]\): model id or alias "a" is already used/)]);
   });
 
-  it('rejects a model without context_length', () => {
+  it('rejects a model without context_length, or with one left empty', () => {
     expect(problemsOf(yaml('models:', '  - id: m', '    route: [{kind: mock}]'))).toEqual([
       expect.stringMatching(/^models\.yaml:2 \(models\[0\]\.context_length\): is required/),
     ]);
+    for (const empty of ['', ' ~'])
+      expect(problemsOf(yaml('models:', '  - id: m', `    context_length:${empty}`, '    route: [{kind: mock}]'))).toEqual([
+        expect.stringMatching(/\(models\[0\]\.context_length\): is required/),
+      ]);
   });
 
   it('rejects a model without routes', () => {

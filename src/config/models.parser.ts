@@ -157,7 +157,9 @@ function parseModel(
   const type = r.string(o, 'type', path) ?? 'chat';
   if (type !== 'chat' && type !== 'embedding') r.fail([...path, 'type'], `must be chat or embedding, got "${type}"`);
   const contextLength = r.number(o, 'context_length', path, { min: 1, integer: true });
-  if (contextLength === undefined && o.context_length === undefined) r.fail([...path, 'context_length'], 'is required');
+  // Left empty (`context_length:`) is not given either.
+  if (contextLength === undefined && (o.context_length === undefined || o.context_length === null))
+    r.fail([...path, 'context_length'], 'is required');
   const maxCompletion = r.number(o, ['max_completion_tokens', 'max_output_length'], path, { min: 0, integer: true });
   const pricing = parsePricing(r, o.pricing, [...path, 'pricing'], opts.warn) ?? {
     prompt: FREE,

@@ -112,6 +112,9 @@ describe('parseRouting', () => {
   });
 
   it('rejects a local_fraction outside 0..1 with file, line and key', () => {
+    expect(parse('routing_parameter:\n  local_frac: 0.9\n').warnings).toEqual([
+      expect.stringMatching(/routing_parameter\.local_frac\): unknown key "local_frac" ignored/),
+    ]);
     const problems = problemsOf(() => parse('routing_strategy: fixed\nrouting_parameter:\n  local_fraction: 1.5\n'));
     expect(problems).toEqual([expect.stringMatching(/^routing\.yaml:3 \(routing_parameter\.local_fraction\): must be at most 1/)]);
     expect(problemsOf(() => parse('routing_parameter:\n  local_fraction: -0.1\n'))[0]).toMatch(/must be at least 0/);

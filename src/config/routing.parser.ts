@@ -111,7 +111,12 @@ export function parseRouting(src: YamlSource, warn: (msg: string) => void): Rout
   const param = root.routing_parameter;
   if (param !== undefined && param !== null) {
     const p = r.object(param, ['routing_parameter']);
-    if (p) localFraction = r.number(p, 'local_fraction', ['routing_parameter'], { min: 0, max: 1 }) ?? localFraction;
+    if (p) {
+      localFraction = r.number(p, 'local_fraction', ['routing_parameter'], { min: 0, max: 1 }) ?? localFraction;
+      for (const key of Object.keys(p))
+        if (key !== 'local_fraction')
+          warn(`${src.where(['routing_parameter', key])}: unknown key "${key}" ignored (routing_parameter takes local_fraction)`);
+    }
   }
   const timeout = r.number(root, 'timeout', [], { min: 0.001, max: MAX_TIMER_MS / 1000 });
   const healthCheckSeconds = r.number(root, 'health_check', [], { min: 0, max: MAX_TIMER_MS / 1000 }) ?? 0;
