@@ -23,6 +23,7 @@ const EXPOSED = [
   'x-request-id',
   'request-id',
   'retry-after',
+  'x-should-retry',
   'x-ratelimit-limit-requests',
   'x-ratelimit-remaining-requests',
   'x-ratelimit-reset-requests',

@@ -1,4 +1,4 @@
-import { contextWindowOf, UpstreamError } from './errors';
+import { contextWindowOf, retryAfterHeaders, UpstreamError } from './errors';
 
 describe('UpstreamError', () => {
   it('tells the client when to come back on a 429 or a 503 whose upstream said so, and not otherwise', () => {
@@ -37,5 +37,14 @@ describe('contextWindowOf', () => {
       contextWindowOf(err("This model's maximum context length is 5 tokens. However, your messages resulted in 9 tokens.")),
     ).toBeUndefined();
     expect(contextWindowOf(err('prompt is too long: 210000 tokens > 200000 maximum'))).toBeUndefined();
+  });
+});
+
+describe('retryAfterHeaders', () => {
+  it('gives whole seconds, at least one, and tells clients not to retry on their own past a minute', () => {
+    expect(retryAfterHeaders(0)).toEqual({ 'retry-after': '1' });
+    expect(retryAfterHeaders(1500)).toEqual({ 'retry-after': '2' });
+    expect(retryAfterHeaders(60_000)).toEqual({ 'retry-after': '60' });
+    expect(retryAfterHeaders(86_399_000)).toEqual({ 'retry-after': '86399', 'x-should-retry': 'false' });
   });
 });

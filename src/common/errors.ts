@@ -206,9 +206,24 @@ export class UpstreamError extends GatewayError {
     this.retryable =
       init.retryable ?? (init.failure === 'http' ? s === undefined || s >= 500 || s === 408 || s === 429 : init.failure !== 'aborted');
     if ((this.status === 429 || this.status === 503) && this.retryAfterMs !== undefined) {
-      (this as { headers?: Record<string, string> }).headers = { 'retry-after': String(Math.ceil(this.retryAfterMs / 1000)) };
+      (this as { headers?: Record<string, string> }).headers = retryAfterHeaders(this.retryAfterMs);
     }
   }
+}
+
+/** Waits longer than this are not retried by the client on its own (see `retryAfterHeaders`). */
+export const LONGEST_CLIENT_RETRY_MS = 60_000;
+
+/**
+ * `Retry-After` (whole seconds, at least 1) for a refusal that frees after `ms`, and for a wait
+ * longer than a minute `x-should-retry: false`: the OpenAI and Anthropic SDKs wait out any
+ * Retry-After before their automatic retries, without a cap and deaf to the caller's abort, so a
+ * budget that frees at midnight would hang the call for hours. They obey x-should-retry.
+ */
+export function retryAfterHeaders(ms: number): Record<string, string> {
+  const headers: Record<string, string> = { 'retry-after': String(Math.max(1, Math.ceil(ms / 1000))) };
+  if (ms > LONGEST_CLIENT_RETRY_MS) headers['x-should-retry'] = 'false';
+  return headers;
 }
 
 export function typeForStatus(status: number): OpenAiErrorType {

@@ -1,4 +1,4 @@
-import { GatewayError } from '../common/errors';
+import { GatewayError, retryAfterHeaders } from '../common/errors';
 import type { LimitName } from './local-limits';
 
 const CODES: Record<LimitName, string> = {
@@ -24,6 +24,6 @@ export class RateLimitError extends GatewayError {
   ) {
     super(message);
     this.code = CODES[limit];
-    this.headers = { ...headers, 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) };
+    this.headers = { ...headers, ...retryAfterHeaders(retryAfterMs) };
   }
 }

@@ -1,4 +1,4 @@
-import { GatewayError } from '../common/errors';
+import { GatewayError, retryAfterHeaders } from '../common/errors';
 
 /**
  * Every route that could serve the request is unhealthy or behind an open circuit: answered at
@@ -12,7 +12,7 @@ export class NoAvailableRouteError extends GatewayError {
   constructor(message: string, retryAfterMs?: number) {
     super(message);
     if (retryAfterMs !== undefined)
-      (this as { headers?: Record<string, string> }).headers = { 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) };
+      (this as { headers?: Record<string, string> }).headers = retryAfterHeaders(retryAfterMs);
   }
 }
 

@@ -1,3 +1,4 @@
+import OpenAI from 'openai';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -126,6 +127,7 @@ describe('per-key limits in one process', () => {
       message: expect.stringContaining('1 in flight (max_concurrency)'),
     });
     expect(second.headers.get('retry-after')).toBe('1');
+    expect(second.headers.get('x-should-retry')).toBeNull(); // a short wait: the SDKs may retry
     expect((await first).status).toBe(200);
     expect((await chat(gw, key, ask('acme/chat'))).status).toBe(200);
 
@@ -212,6 +214,25 @@ describe('a budget set on a key that has just spent', () => {
     await upstream.stop();
   });
 
+  it('fails an SDK call at once when a budget is spent, rather than letting it wait out Retry-After', async () => {
+    const admin = adminApi(gw);
+    // At $0.01 a token no request fits in $0.0001: refused until midnight (UTC). (A wait past
+    // 2^31 ms, such as a month's, a Node timer would cut to nothing.)
+    const toMidnight = 86_400_000 - (Date.now() % 86_400_000);
+    if (toMidnight < 120_000) return; // a wait this short the SDK may take: nothing to show
+    const { key } = await admin.createKey({ name: 'spent for the day', daily_budget_usd: '0.0001' });
+    // The OpenAI SDK's defaults: two automatic retries, each after the Retry-After it is given
+    // (hours here), which its caller's abort does not cut short.
+    const started = performance.now();
+    const err = await gw
+      .client({ apiKey: key, maxRetries: 2 })
+      .chat.completions.create({ model: 'acme/chat', messages: [{ role: 'user', content: 'hi' }] })
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.RateLimitError);
+    expect((err as InstanceType<typeof OpenAI.RateLimitError>).code).toBe('daily_budget_exceeded');
+    expect(performance.now() - started).toBeLessThan(5000);
+  }, 15_000);
+
   it('counts the spend its request-log rows have not yet written', async () => {
     const admin = adminApi(gw);
     const { id, key } = await admin.createKey({ name: 'spent, then budgeted' });
@@ -227,6 +248,9 @@ describe('a budget set on a key that has just spent', () => {
     expect((await admin.call('PATCH', `/admin/api-keys/${id}`, { daily_budget_usd: picoToUsd(budget) })).status).toBe(200);
     const next = await chat(gw, key, ask('acme/chat', 4));
     expect([next.status, next.body.error?.code]).toEqual([429, 'daily_budget_exceeded']);
+    // Until midnight (UTC): the SDKs, which would wait out any Retry-After before retrying on
+    // their own (for hours), are told not to.
+    if (Number(next.headers.get('retry-after')) > 60) expect(next.headers.get('x-should-retry')).toBe('false');
   });
 });
 
