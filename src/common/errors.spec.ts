@@ -48,3 +48,16 @@ describe('retryAfterHeaders', () => {
     expect(retryAfterHeaders(86_399_000)).toEqual({ 'retry-after': '86399', 'x-should-retry': 'false' });
   });
 });
+
+describe('an upstream client error passed through', () => {
+  const of = (upstreamStatus: number, code?: string | number | null) =>
+    new UpstreamError({ failure: 'http', upstreamStatus, message: 'm', code: code });
+
+  it("keeps a string code, drops a numeric one (OpenRouter's status again), and names a rate limit as OpenAI does", () => {
+    expect(of(400, 'context_length_exceeded').code).toBe('context_length_exceeded');
+    expect(of(429, 429).code).toBe('rate_limit_exceeded');
+    expect(of(429).code).toBe('rate_limit_exceeded');
+    expect(of(402, 402).code).toBeNull();
+    expect(of(403).code).toBeNull();
+  });
+});

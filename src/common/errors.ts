@@ -182,10 +182,11 @@ export class UpstreamError extends GatewayError {
     this.param = init.param ?? null;
     const s = init.upstreamStatus;
     if (init.failure === 'http' && s !== undefined && s >= 400 && s < 500) {
-      // Client errors pass through with their own status and message.
+      // Client errors pass through with their own status and message; a code only as OpenAI
+      // gives one, a string (OpenRouter's numeric `code` is the status again).
       this.status = s;
       this.type = init.type ?? typeForStatus(s);
-      this.code = init.code ?? null;
+      this.code = typeof init.code === 'string' ? init.code : s === 429 ? 'rate_limit_exceeded' : null;
     } else if (init.failure === 'timeout') {
       this.status = 504;
       this.type = 'timeout_error';
