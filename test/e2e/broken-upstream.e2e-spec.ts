@@ -300,7 +300,11 @@ describe('an upstream that answers with a broken body', () => {
   it("passes an upstream's 401 on without the route's key that its message quoted", async () => {
     const res = await post('/v1/chat/completions', 'quotes-key', { messages: [{ role: 'user', content: 'hi' }] });
     expect(res.status).toBe(401);
-    expect(res.json?.error).toMatchObject({ message: 'Incorrect API key provided: [redacted].', code: 'invalid_api_key' });
+    // Said to be the gateway's credentials for the route, not the client's key.
+    expect(res.json?.error).toMatchObject({
+      message: "upstream quotes-key refused the gateway's credentials for it (401): Incorrect API key provided: [redacted].",
+      code: 'upstream_unauthorized',
+    });
     expect(res.text).not.toContain(ROUTE_KEY);
   });
 

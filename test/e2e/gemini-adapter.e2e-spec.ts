@@ -364,7 +364,7 @@ models:
     const err = await client.chat.completions
       .create({ model: 'gemini/bad-key', messages: [{ role: 'user', content: 'x' }] })
       .catch((e: unknown) => e);
-    expect(err).toMatchObject({ status: 401, code: 'invalid_api_key' });
+    expect(err).toMatchObject({ status: 401, code: 'upstream_unauthorized' });
     upstream.reset();
     const res = await client.chat.completions.create({ model: 'gemini/keys', messages: [{ role: 'user', content: 'x' }] });
     expect(res.choices[0].message.content).toBe('echo: x');

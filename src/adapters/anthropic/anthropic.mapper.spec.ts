@@ -628,9 +628,19 @@ describe('anthropicHttpError', () => {
     expect(err.headers).toEqual({ 'retry-after': '7' });
   });
 
+  it("says a 401 is about the gateway's credentials for the route, not the client's key", () => {
+    const err = anthropicHttpError(401, body('authentication_error', 'invalid x-api-key'), route, undefined);
+    expect(err).toMatchObject({
+      status: 401,
+      type: 'authentication_error',
+      code: 'upstream_unauthorized',
+      message: expect.stringMatching(/refused the gateway's credentials for it \(401\): invalid x-api-key$/),
+      retryable: false,
+    });
+  });
+
   it.each([
     [400, 'invalid_request_error', 400, 'invalid_request_error'],
-    [401, 'authentication_error', 401, 'authentication_error'],
     [403, 'permission_error', 403, 'permission_error'],
     [404, 'not_found_error', 404, 'not_found_error'],
     [413, 'request_too_large', 413, 'invalid_request_error'],

@@ -594,7 +594,8 @@ describe('geminiHttpError', () => {
       status: 401,
       upstreamStatus: 401,
       type: 'authentication_error',
-      code: 'invalid_api_key',
+      code: 'upstream_unauthorized',
+      message: expect.stringContaining("refused the gateway's credentials for it (401): API key not valid"),
       retryable: false,
     });
   });

@@ -207,12 +207,19 @@ export function providerHttpError(
 ): UpstreamError {
   const message = withoutKeys(f.message || `HTTP ${status}`, route);
   const clientError = status >= 400 && status < 500;
+  // A 401 is about the gateway's credentials for the route (its key, a subscription's token),
+  // never the client's: said so, so that no one takes it for their own key being refused.
+  const refusedUs = status === 401;
   return new UpstreamError({
     failure: 'http',
     upstreamStatus: status,
-    message: clientError ? message : `upstream ${route.id} ${what}: ${message}`,
+    message: refusedUs
+      ? `upstream ${route.id} refused the gateway's credentials for it (401): ${message}`
+      : clientError
+        ? message
+        : `upstream ${route.id} ${what}: ${message}`,
     type: clientError || f.status !== undefined ? f.type : undefined,
-    code: clientError || f.status !== undefined ? f.code : undefined,
+    code: refusedUs ? 'upstream_unauthorized' : clientError || f.status !== undefined ? f.code : undefined,
     param: f.param,
     retryAfterMs,
     retryable: f.retryable,

@@ -196,7 +196,8 @@ describe('upstreamHttpError', () => {
       code: 400,
     });
     const err = upstreamHttpError(400, body, r, undefined);
-    expect(err).toMatchObject({ status: 400, message: 'max_tokens must be at least 1, got 0.', type: 'BadRequestError', code: 400 });
+    // Its numeric code is the status again: OpenAI's codes are strings.
+    expect(err).toMatchObject({ status: 400, message: 'max_tokens must be at least 1, got 0.', type: 'BadRequestError', code: null });
   });
 
   it("reads FastAPI's detail", () => {
