@@ -1,3 +1,4 @@
+import { textOptionProblems } from '../adapters/http/upstream-call';
 import { Injectable, Logger, type OnApplicationBootstrap, type OnModuleInit } from '@nestjs/common';
 import { DiscoveryService } from '@nestjs/core';
 import { AdapterRegistry } from '../adapters/adapter-registry.service';
@@ -229,7 +230,10 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
         }
         problems.push(...(adapter.validateRoute?.(route) ?? []));
         const options = this.adapters.optionsOf(route.kind);
-        if (options) for (const w of unknownRouteKeys(route, options)) warn(w);
+        if (options) {
+          problems.push(...textOptionProblems(route, options));
+          for (const w of unknownRouteKeys(route, options)) warn(w);
+        }
       }
     }
     return problems;

@@ -280,6 +280,18 @@ models:
       await expect(boot(yaml(router))).rejects.toThrow(/router_params\.expected_completion_tokens must be a whole number above 0/);
   });
 
+  it('refuses a text route option of another type, which would have been taken for unset', async () => {
+    const yaml = (option: string) =>
+      `models:\n  - id: a\n    context_length: 10\n    route:\n      - { kind: anthropic, api_key: k, ${option} }\n`;
+    await expect(boot(yaml('anthropic_beta: true'))).rejects.toThrow(
+      /route\[0\]\): anthropic_beta must be a string \(or a list of strings\)/,
+    );
+    await expect(boot(yaml('anthropic_beta: { a: 1 }'))).rejects.toThrow(/anthropic_beta must be a string/);
+    // A list of betas is what one naturally writes: taken, joined with commas.
+    const gw = await boot(yaml('anthropic_beta: [a-2025-01-01, b-2025-02-02]'));
+    await gw.close();
+  });
+
   it('refuses an openai_compat route without base_url', async () => {
     await expect(boot('models:\n  - id: a\n    context_length: 10\n    route:\n      - kind: deepseek\n')).rejects.toThrow(
       /route kind deepseek needs base_url/,

@@ -160,8 +160,45 @@ export function optionString(route: RouteDef, ...keys: string[]): string | undef
     const v = route.options[k];
     if (typeof v === 'string' && v.trim() !== '') return v.trim();
     if (typeof v === 'number') return String(v);
+    // A list where a comma-separated value is meant (`anthropic_beta: [a, b]`).
+    if (LIST_OPTIONS.has(k) && Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'string')) return v.join(',');
   }
   return undefined;
+}
+
+/** Route options that are text, whichever adapter reads them (`optionString`). */
+const TEXT_OPTIONS: ReadonlySet<string> = new Set([
+  'anthropic_beta',
+  'client_version',
+  'user_agent',
+  'http_referer',
+  'x_title',
+  'task_type',
+  'instructions',
+  'reasoning_effort',
+  'reasoning_summary',
+  'text_verbosity',
+  'originator',
+  'region',
+  'location',
+  'project_id',
+]);
+/** Text options that may also be written as a list of strings (joined with commas). */
+const LIST_OPTIONS: ReadonlySet<string> = new Set(['anthropic_beta']);
+
+/**
+ * A route's text options of another type (`anthropic_beta: 5`, `instructions: {a: 1}`), which
+ * `optionString` would take for unset: refused at start and reload, naming the option.
+ */
+export function textOptionProblems(route: RouteDef, declared: readonly string[]): string[] {
+  const problems: string[] = [];
+  for (const key of declared) {
+    const v = route.options[key];
+    if (v === undefined || v === null || !TEXT_OPTIONS.has(key) || typeof v === 'string' || typeof v === 'number') continue;
+    if (LIST_OPTIONS.has(key) && Array.isArray(v) && v.every((x) => typeof x === 'string')) continue;
+    problems.push(`${route.where}: ${key} must be a string${LIST_OPTIONS.has(key) ? ' (or a list of strings)' : ''}`);
+  }
+  return problems;
 }
 
 /** A route option as a number, if set to one (numeric strings count: `${VAR}` expansions). */
