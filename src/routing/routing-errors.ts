@@ -11,8 +11,7 @@ export class NoAvailableRouteError extends GatewayError {
 
   constructor(message: string, retryAfterMs?: number) {
     super(message);
-    if (retryAfterMs !== undefined)
-      (this as { headers?: Record<string, string> }).headers = retryAfterHeaders(retryAfterMs);
+    if (retryAfterMs !== undefined) (this as { headers?: Record<string, string> }).headers = retryAfterHeaders(retryAfterMs);
   }
 }
 
