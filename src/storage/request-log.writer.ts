@@ -134,6 +134,9 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
    * a ping answers again, rows go straight to the spool instead of each batch waiting to fail.
    */
   private stalled = false;
+  /** The last spool write failed, maybe part-way through a line. */
+  private spoolTorn = false;
+  private spoolErrorLoggedAt = 0;
   /**
    * At shutdown, the batch whose insert the database had not finished within SHUTDOWN_INSERT_MS,
    * already copied to the spool: its insert is no longer waited for.
@@ -219,6 +222,16 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
 
   /** Everything queued is written, to the database or the spool. */
   async drain(): Promise<void> {
+    // A database that was down may be back (replay, which would have noticed, stops at
+    // shutdown): asked once, so the rows go to it rather than to the spool, or nowhere.
+    if (this.stalled && this.db.dataSource) {
+      try {
+        await this.db.ping(2000);
+        this.stalled = false;
+      } catch {
+        // Still away: the spool.
+      }
+    }
     // Stops when a round makes no progress (database down and disk failing): then the rows
     // stay in memory and the log says so, rather than looping forever.
     let before = Infinity;
@@ -302,7 +315,9 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       const batch = this.queue.splice(0, size);
       const ds = this.db.dataSource;
       if (!ds || this.stalled) {
-        await this.spool(batch);
+        // The disk refused them too: this flush stops (the rows are queued again); the next
+        // flush, or the replay that finds the database again, goes on.
+        if (!(await this.spool(batch))) break;
         continue;
       }
       this.writing = batch;
@@ -316,7 +331,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
         // Secured at shutdown: the rows are in the spool already.
         if (this.secured !== batch) {
           this.logger.warn(`request-log insert failed, ${rest.length} rows spooled: ${(err as Error).message}`);
-          await this.spool(rest);
+          if (!(await this.spool(rest))) break;
         }
       } finally {
         this.writing = [];
@@ -474,20 +489,34 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     }
   }
 
-  private spool(rows: ApiLog[]): Promise<void> {
-    if (rows.length === 0) return Promise.resolve();
-    const text = rows.map((r) => this.spoolLine(r)).join('\n') + '\n';
+  /** Spools `rows`; false when the disk refused them (they are back in the queue). */
+  private spool(rows: ApiLog[]): Promise<boolean> {
+    if (rows.length === 0) return Promise.resolve(true);
+    const lines = rows.map((r) => this.spoolLine(r)).join('\n') + '\n';
     const write = this.spoolChain.then(async () => {
+      // A write the disk cut short (full) may have left part of a line: the next rows start on
+      // a line of their own, not glued to it (the fragment alone is skipped on replay).
+      const text = this.spoolTorn ? `\n${lines}` : lines;
       try {
+        await mkdir(dirname(this.spoolFile), { recursive: true });
         await appendFile(this.spoolFile, text);
+        this.spoolTorn = false;
         this.stats.spooled += rows.length;
+        return true;
       } catch (err) {
-        // The disk is the last resort; keep the rows in memory rather than lose them.
-        this.logger.error(`cannot spool ${rows.length} request-log rows to ${this.spoolFile}: ${(err as Error).message}`);
+        this.spoolTorn = true;
+        // The disk is the last resort; keep the rows in memory rather than lose them. Said once
+        // a second at most: the flush that failed stops, and the next tries again.
+        const now = Date.now();
+        if (now - this.spoolErrorLoggedAt >= 1000) {
+          this.spoolErrorLoggedAt = now;
+          this.logger.error(`cannot spool ${rows.length} request-log rows to ${this.spoolFile}: ${(err as Error).message}`);
+        }
         this.queue.unshift(...rows);
+        return false;
       }
     });
-    this.spoolChain = write;
+    this.spoolChain = write.then(() => undefined);
     return write;
   }
 

@@ -1,4 +1,9 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client } from 'pg';
 import { ACCESS_ENV, adminApi, call, chat } from '../helpers/access';
+import { RequestLogWriter } from '../../src/storage/request-log.writer';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { createTestDatabase, PG_ADMIN, type TestDatabase } from '../helpers/postgres';
 import { TcpProxy } from '../helpers/tcp-proxy';
@@ -71,4 +76,106 @@ describe('admin and generation lookups while PostgreSQL is unreachable', () => {
       expect({ path, status }).toEqual({ path, status: 200 });
     }
   });
+});
+
+describe('request logs while PostgreSQL is unreachable and the spool cannot be written either', () => {
+  it('neither spins nor hangs: the rows wait in memory, and shutdown writes them once the database is back', async () => {
+    const db = await createTestDatabase();
+    const proxy = new TcpProxy(PG_ADMIN.host, PG_ADMIN.port);
+    const port = await proxy.start();
+    const spool = mkdtempSync(join(tmpdir(), 'hi-spool-'));
+    const logLines: string[] = [];
+    const gw = await startGateway({
+      models: MODELS,
+      logLines,
+      env: {
+        DB_BACKEND: 'postgres',
+        DATABASE_URL: `postgres://${PG_ADMIN.user}${PG_ADMIN.password ? `:${PG_ADMIN.password}` : ''}@127.0.0.1:${port}/${db.name}`,
+        DB_CONNECT_TIMEOUT_MS: '1000',
+        DB_QUERY_TIMEOUT_MS: '1000',
+        REQUEST_LOG_SPOOL_DIR: spool,
+        REQUEST_LOG_FLUSH_MS: '100',
+        // Only shutdown asks the database again in this test.
+        REQUEST_LOG_REPLAY_MS: '600000',
+      },
+    });
+    let closed = false;
+    try {
+      await proxy.stop();
+      // The spool's place is taken by a file: every write to it fails (as on a full or read-only disk).
+      rmSync(spool, { recursive: true, force: true });
+      writeFileSync(spool, 'not a directory');
+      for (let i = 0; i < 20; i++)
+        expect((await chat(gw, undefined, { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] })).status).toBe(200);
+      await new Promise((r) => setTimeout(r, 2000));
+      // It said so, about once a second: it did not retry the disk in a tight loop.
+      const complaints = logLines.filter((l) => l.includes('cannot spool')).length;
+      expect(complaints).toBeGreaterThan(0);
+      expect(complaints).toBeLessThanOrEqual(5);
+
+      // Back before shutdown: the rows still in memory go to the database, and shutdown ends.
+      await proxy.start();
+      const started = Date.now();
+      await gw.close();
+      closed = true;
+      expect(Date.now() - started).toBeLessThan(15_000);
+      const c = new Client({ connectionString: db.url });
+      await c.connect();
+      try {
+        expect(Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM api_logs')).rows[0].n)).toBe(20);
+      } finally {
+        await c.end();
+      }
+    } finally {
+      if (!closed) await gw.close();
+      await proxy.stop();
+      await db.drop();
+      rmSync(spool, { force: true, recursive: true });
+    }
+  }, 60_000);
+
+  it('starts the rows after a failed spool write on a line of their own, so a fragment it left costs none of them', async () => {
+    const db = await createTestDatabase();
+    const proxy = new TcpProxy(PG_ADMIN.host, PG_ADMIN.port);
+    const port = await proxy.start();
+    const spool = mkdtempSync(join(tmpdir(), 'hi-spool-'));
+    const gw = await startGateway({
+      models: MODELS,
+      env: {
+        DB_BACKEND: 'postgres',
+        DATABASE_URL: `postgres://${PG_ADMIN.user}${PG_ADMIN.password ? `:${PG_ADMIN.password}` : ''}@127.0.0.1:${port}/${db.name}`,
+        DB_CONNECT_TIMEOUT_MS: '1000',
+        DB_QUERY_TIMEOUT_MS: '1000',
+        REQUEST_LOG_SPOOL_DIR: spool,
+        REQUEST_LOG_FLUSH_MS: '100',
+        REQUEST_LOG_REPLAY_MS: '600000',
+      },
+    });
+    const ask = () => chat(gw, undefined, { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] });
+    try {
+      await proxy.stop();
+      expect((await ask()).status).toBe(200);
+      await new Promise((r) => setTimeout(r, 500)); // spooled
+      // A full disk: the next write fails, having written part of its line (as a full disk may).
+      const writer = gw.app.get(RequestLogWriter);
+      const file = (writer as unknown as { spoolFile: string }).spoolFile;
+      rmSync(spool, { recursive: true, force: true });
+      writeFileSync(spool, 'full');
+      expect((await ask()).status).toBe(200);
+      await new Promise((r) => setTimeout(r, 500)); // the write failed; the row waits in memory
+      rmSync(spool, { force: true });
+      mkdirSync(spool);
+      writeFileSync(file, '{"id":"torn-by-a-full-di');
+      await new Promise((r) => setTimeout(r, 1000)); // the next flush spools the waiting row
+      await proxy.start();
+      await new Promise((r) => setTimeout(r, 1500)); // the pool reconnects
+      await writer.replay();
+      expect((await gw.rows()).length).toBe(1);
+    } finally {
+      await gw.close();
+      await proxy.stop();
+      await db.drop();
+      rmSync(spool, { force: true, recursive: true });
+    }
+  }, 60_000);
 });
