@@ -1,6 +1,7 @@
 import { Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { appendFileSync, createReadStream } from 'node:fs';
-import { appendFile, mkdir, readdir, rename, unlink } from 'node:fs/promises';
+import { appendFile, mkdir, readdir, rename, stat, unlink } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { dirname, join } from 'node:path';
 import { usdToPico } from '../common/money';
@@ -13,6 +14,20 @@ import { splitLines } from './spool-lines';
 import { capStoredJson } from './stored-content';
 
 const SPOOL_PREFIX = 'api_logs.';
+/**
+ * This machine (a container's own hostname), as spool file names carry it next to the PID:
+ * replicas sharing a spool volume in containers may all be PID 1, and a PID only says whether
+ * a process lives on this machine.
+ */
+const HOST = (
+  hostname()
+    .replace(/[^A-Za-z0-9-]/g, '')
+    .slice(0, 63) || 'host'
+).toLowerCase();
+/** Who writes a spool file: `<pid>-<host>`. */
+const OWNER = `${process.pid}-${HOST}`;
+/** Another host's spool file untouched this long is taken to be an orphan and replayed here. */
+const SPOOL_ORPHAN_MS = 10 * 60_000;
 /** Rows the database refused as data (never replayed by themselves; an operator looks at them). */
 const REJECTED_PREFIX = 'rejected.api_logs.';
 const REPLAY_BATCH = 500;
@@ -151,7 +166,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     private readonly db: DatabaseService,
     metrics: MetricsService,
   ) {
-    this.spoolFile = join(config.spoolDir, `${SPOOL_PREFIX}${process.pid}.${Date.now()}.jsonl`);
+    this.spoolFile = join(config.spoolDir, `${SPOOL_PREFIX}${OWNER}.${Date.now()}.jsonl`);
     this.rejectedFile = join(config.spoolDir, `${REJECTED_PREFIX}${process.pid}.${Date.now()}.jsonl`);
     metrics.gauge('hybridinference_request_log_queue', 'Request-log rows waiting in memory', () => this.queue.length);
     metrics.gauge(
@@ -576,9 +591,22 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
    * at; undefined if it is not ours to take.
    */
   private async claim(dir: string, name: string): Promise<string | undefined> {
-    const m = /^api_logs\.(?:replaying\.)?(\d+)\./.exec(name);
+    const m = /^api_logs\.(?:replaying\.)?(\d+)(?:-([A-Za-z0-9-]+))?\./.exec(name);
     const owner = m ? Number(m[1]) : 0;
-    if (owner !== process.pid && owner > 0 && isAlive(owner)) return undefined;
+    const host = m?.[2];
+    if (host === undefined || host === HOST) {
+      // This host's (or a file from before names said the host): its process, if alive, has it.
+      if (owner !== process.pid && owner > 0 && isAlive(owner)) return undefined;
+    } else {
+      // Another host's or container's (a spool volume shared by replicas, each maybe PID 1):
+      // its process cannot be asked, and may still be writing it. Taken only once untouched
+      // for SPOOL_ORPHAN_MS: its process is gone, or would have replayed it long since.
+      const touched = await stat(join(dir, name)).then(
+        (st) => st.mtimeMs,
+        () => Date.now(),
+      );
+      if (Date.now() - touched < SPOOL_ORPHAN_MS) return undefined;
+    }
     const target = this.claimedName(dir, spoolOffset(name));
     const claimed = this.spoolChain.then(() =>
       rename(join(dir, name), target).then(
@@ -592,7 +620,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
 
   private claimedName(dir: string, offset: number): string {
     const from = offset > 0 ? `.from${offset}` : '';
-    return join(dir, `${SPOOL_PREFIX}replaying.${process.pid}.${Date.now()}.${Math.random().toString(36).slice(2)}${from}.jsonl`);
+    return join(dir, `${SPOOL_PREFIX}replaying.${OWNER}.${Date.now()}.${Math.random().toString(36).slice(2)}${from}.jsonl`);
   }
 
   /**

@@ -1,6 +1,6 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { Client } from 'pg';
 import type { ApiLog } from '../../src/storage/entities/api-log.entity';
 import { RequestLogWriter, spoolOffset } from '../../src/storage/request-log.writer';
@@ -196,6 +196,25 @@ describe('request logs when PostgreSQL goes away', () => {
     expect(got).toMatchObject({ id: 'crashed-row-1', completion_tokens: 2 });
     expect(Number(got.cost_usd)).toBeCloseTo(0.000003, 12);
     expect(readdirSync(dirs.spool).filter((f) => f.endsWith('.jsonl'))).toEqual([]);
+  });
+
+  it("leaves another container's spool file to it while it may still write it, and replays it once it is an orphan", async () => {
+    const port = await proxy.start();
+    const dirs = { spool: join(tmpdir(), `hi-spool-${process.pid}-${Date.now()}`) };
+    mkdirSync(dirs.spool, { recursive: true });
+    // Replicas sharing a spool volume are often all PID 1: the PID of another container says
+    // nothing here, its host name in the file's name does.
+    const live = join(dirs.spool, `api_logs.${process.pid}-another-container.1.jsonl`);
+    const orphan = join(dirs.spool, `api_logs.${process.pid}-gone-container.1.jsonl`);
+    writeFileSync(live, `${JSON.stringify(logRow('live-row'))}\n`);
+    writeFileSync(orphan, `${JSON.stringify(logRow('orphan-row'))}\n`);
+    const longAgo = new Date(Date.now() - 11 * 60_000);
+    utimesSync(orphan, longAgo, longAgo);
+    gw = await startGateway({ models: MODELS, env: { ...env(port), REQUEST_LOG_SPOOL_DIR: dirs.spool, REQUEST_LOG_REPLAY_MS: '200' } });
+    await waitFor(async () => (await countRows(db)) === 1, 'the orphan row');
+    await new Promise((r) => setTimeout(r, 1000)); // replays enough for the live file, were it taken
+    expect((await gw.rows()).map((r) => r.id)).toEqual(['orphan-row']);
+    expect(readdirSync(dirs.spool).filter((f) => f.endsWith('.jsonl'))).toEqual([basename(live)]);
   });
 
   it('drains queued rows on shutdown', async () => {
