@@ -79,12 +79,12 @@ describe('admin and generation lookups while PostgreSQL is unreachable', () => {
 });
 
 describe('request logs while PostgreSQL is unreachable and the spool cannot be written either', () => {
-  it('neither spins nor hangs: the rows wait in memory, and shutdown writes them once the database is back', async () => {
+  /** A gateway logging to PostgreSQL through a proxy that can be stopped, flushing every 100 ms; only shutdown or an explicit replay asks the database again. */
+  async function behindProxy(logLines?: string[]) {
     const db = await createTestDatabase();
     const proxy = new TcpProxy(PG_ADMIN.host, PG_ADMIN.port);
     const port = await proxy.start();
     const spool = mkdtempSync(join(tmpdir(), 'hi-spool-'));
-    const logLines: string[] = [];
     const gw = await startGateway({
       models: MODELS,
       logLines,
@@ -95,10 +95,15 @@ describe('request logs while PostgreSQL is unreachable and the spool cannot be w
         DB_QUERY_TIMEOUT_MS: '1000',
         REQUEST_LOG_SPOOL_DIR: spool,
         REQUEST_LOG_FLUSH_MS: '100',
-        // Only shutdown asks the database again in this test.
         REQUEST_LOG_REPLAY_MS: '600000',
       },
     });
+    return { db, proxy, spool, gw };
+  }
+
+  it('neither spins nor hangs: the rows wait in memory, and shutdown writes them once the database is back', async () => {
+    const logLines: string[] = [];
+    const { db, proxy, spool, gw } = await behindProxy(logLines);
     let closed = false;
     try {
       await proxy.stop();
@@ -135,22 +140,7 @@ describe('request logs while PostgreSQL is unreachable and the spool cannot be w
   }, 60_000);
 
   it('starts the rows after a failed spool write on a line of their own, so a fragment it left costs none of them', async () => {
-    const db = await createTestDatabase();
-    const proxy = new TcpProxy(PG_ADMIN.host, PG_ADMIN.port);
-    const port = await proxy.start();
-    const spool = mkdtempSync(join(tmpdir(), 'hi-spool-'));
-    const gw = await startGateway({
-      models: MODELS,
-      env: {
-        DB_BACKEND: 'postgres',
-        DATABASE_URL: `postgres://${PG_ADMIN.user}${PG_ADMIN.password ? `:${PG_ADMIN.password}` : ''}@127.0.0.1:${port}/${db.name}`,
-        DB_CONNECT_TIMEOUT_MS: '1000',
-        DB_QUERY_TIMEOUT_MS: '1000',
-        REQUEST_LOG_SPOOL_DIR: spool,
-        REQUEST_LOG_FLUSH_MS: '100',
-        REQUEST_LOG_REPLAY_MS: '600000',
-      },
-    });
+    const { db, proxy, spool, gw } = await behindProxy();
     const ask = () => chat(gw, undefined, { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] });
     try {
       await proxy.stop();
