@@ -133,6 +133,18 @@ export interface ChatChunk {
  */
 export const REASONING_FIELDS = ['reasoning_content', 'reasoning', 'reasoning_details', 'thinking_blocks'] as const;
 
+/** Removes the reasoning fields from a message or a delta; whether it carried any. */
+export function stripReasoning(m: object): boolean {
+  const o = m as Record<string, unknown>;
+  let had = false;
+  for (const f of REASONING_FIELDS) {
+    if (o[f] === undefined) continue;
+    delete o[f];
+    had = true;
+  }
+  return had;
+}
+
 /** OpenRouter-style request options the gateway acts on itself; upstreams never see them (OpenRouter routes some). */
 export const GATEWAY_ONLY_FIELDS = ['models', 'provider', 'route', 'transforms', 'plugins', 'usage'] as const;
 

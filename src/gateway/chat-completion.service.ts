@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import type { Request, Response } from 'express';
-import { REASONING_FIELDS, type ChatChunk, type ChatRequest, type ChatResponse } from '../common/chat.types';
+import { stripReasoning, type ChatChunk, type ChatRequest, type ChatResponse } from '../common/chat.types';
 import { ChatAggregator } from '../common/chunks';
 import { UpstreamError } from '../common/errors';
 import { estimatePromptTokens, outputChars } from '../common/tokens';
@@ -60,7 +60,7 @@ export class ChatCompletionService {
     out.usage = { ...out.usage, cost: rec.costUsd() };
     rec.finishReason = out.choices[0]?.finish_reason ? String(out.choices[0].finish_reason) : null;
     if (this.config.env.DB_STORE_FULL_CONTENT) rec.responseContent = out;
-    if (reasoningExcluded(ex.request)) for (const c of out.choices) if (c.message) withoutReasoning(c.message);
+    if (reasoningExcluded(ex.request)) for (const c of out.choices) if (c.message) stripReasoning(c.message);
     this.calls.sendJson(res, out);
   }
 
@@ -83,8 +83,7 @@ export class ChatCompletionService {
       signal,
     });
     keepaliveWhileAccepted(ex, sse);
-    // OpenRouter's `usage: {include: true}` asks for the usage chunk as stream_options does.
-    const usage = new StreamUsage(chat.stream_options?.include_usage === true || usageAsked(chat), rec);
+    const usage = new StreamUsage(chat, rec);
     const id = generationId(rec.id);
     // The stored copy of the answer: every choice whole, as a one-shot answer is stored.
     const stored = this.config.env.DB_STORE_FULL_CONTENT ? new ChatAggregator() : undefined;
@@ -152,7 +151,7 @@ export class ChatCompletionService {
     for (const c of chunk.choices) {
       const d = c.delta;
       if (!d) continue;
-      if (withoutReasoning(d)) carried = true;
+      if (stripReasoning(d)) carried = true;
       if (c.finish_reason || d.role || d.content || d.tool_calls || c.logprobs) left = true;
     }
     return !carried || left;
@@ -171,27 +170,10 @@ export class ChatCompletionService {
   }
 }
 
-/** OpenRouter's `usage: {include: true}`. */
-function usageAsked(req: ChatRequest): boolean {
-  const u = req.usage as { include?: unknown } | undefined;
-  return typeof u === 'object' && u !== null && u.include === true;
-}
-
 /** OpenRouter's `reasoning: {exclude: true}`: the model reasons, the answer leaves it out. */
 function reasoningExcluded(req: ChatRequest): boolean {
   const r = req.reasoning as { exclude?: unknown } | undefined;
   return typeof r === 'object' && r !== null && r.exclude === true;
-}
-
-/** Removes them; whether there were any. */
-function withoutReasoning(m: Record<string, unknown>): boolean {
-  let had = false;
-  for (const f of REASONING_FIELDS) {
-    if (m[f] === undefined) continue;
-    delete m[f];
-    had = true;
-  }
-  return had;
 }
 
 /** The id clients see (and later look a generation up by). */

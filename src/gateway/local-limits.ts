@@ -18,6 +18,16 @@ export interface StoreLimits {
   monthBudget: number;
 }
 
+/** Whether requests hold something while in flight (a concurrency slot, a budget reservation) that a settlement frees. */
+export function holdsInFlight(l: StoreLimits): boolean {
+  return l.concurrency >= 0 || hasBudget(l);
+}
+
+/** Whether the key has a budget, so that requests reserve their cost while in flight. */
+export function hasBudget(l: StoreLimits): boolean {
+  return l.dayBudget >= 0 || l.monthBudget >= 0;
+}
+
 export interface StoreBaseline {
   day: string;
   dayNano: number;
@@ -124,8 +134,8 @@ export class LocalLimits {
     if (tw) [out.tpmUsed, out.tpmResetMs] = [tw.used, tw.resetMs];
     if (rw && rw.used + 1 > rpm) return refuse('rpm', rw.waitFor(rpm, 1));
     if (tw && tw.used + a.tokens > tpm) return refuse('tpm', tw.waitFor(tpm, a.tokens));
-    const budgets = dayBudget >= 0 || monthBudget >= 0;
-    const track = concurrency >= 0 || budgets;
+    const budgets = hasBudget(a.limits);
+    const track = holdsInFlight(a.limits);
     if (track) {
       for (const [rid, f] of s.inflight) if (f.expires <= now) s.inflight.delete(rid);
       if (concurrency >= 0 && s.inflight.size >= concurrency) return refuse('concurrency', IN_FLIGHT_RETRY_MS);

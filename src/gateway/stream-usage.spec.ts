@@ -16,10 +16,13 @@ const usage = (prompt: number, completion: number) => ({
   total_tokens: prompt + completion,
 });
 
+/** A request that asks for the usage chunk. */
+const ASKED = { stream_options: { include_usage: true } };
+
 describe('StreamUsage', () => {
   it("holds the upstream's usage-only chunk back for the end and records its usage", () => {
     const rec = new RequestRecord('r', 0);
-    const u = new StreamUsage(true, rec);
+    const u = new StreamUsage(ASKED, rec);
     const content = chunk([{ index: 0, delta: { content: 'hi' }, finish_reason: null }]);
     expect(u.take(content)).toBe(true);
     expect(content.usage).toBeNull();
@@ -31,7 +34,7 @@ describe('StreamUsage', () => {
   it('takes a figure on a content chunk as exact when nothing followed it, else adds an estimate of what did', () => {
     const run = (status: number) => {
       const rec = new RequestRecord('r', 0);
-      const u = new StreamUsage(false, rec);
+      const u = new StreamUsage({}, rec);
       const first = chunk([{ index: 0, delta: { content: 'abcd' }, finish_reason: null }], usage(7, 1));
       u.take(first);
       rec.deliveredChars += 4;
@@ -45,7 +48,7 @@ describe('StreamUsage', () => {
     // Content after the figure, even in a stream that ended well: the figure was not the last word.
     expect(run(200)).toEqual({ counts: expect.objectContaining({ prompt: 7, completion: 3 }), estimated: true });
     const rec = new RequestRecord('r', 0);
-    const u = new StreamUsage(false, rec);
+    const u = new StreamUsage({}, rec);
     rec.deliveredChars = 4;
     u.take(chunk([{ index: 0, delta: { content: 'abcd' }, finish_reason: 'stop' }], usage(7, 1)));
     rec.deliveredChars += 4;
@@ -54,7 +57,7 @@ describe('StreamUsage', () => {
 
   it('estimates all delivered output when the running figure counted none of it', () => {
     const rec = new RequestRecord('r', 0);
-    const u = new StreamUsage(false, rec);
+    const u = new StreamUsage({}, rec);
     u.take(chunk([{ index: 0, delta: { content: 'Hello world fr' }, finish_reason: null }], usage(7, 0)));
     rec.deliveredChars += 14;
     rec.status = 499;
@@ -63,7 +66,7 @@ describe('StreamUsage', () => {
 
   it("counts a legacy completion chunk's text as delivered with the running figure", () => {
     const rec = new RequestRecord('r', 0);
-    const u = new StreamUsage(false, rec);
+    const u = new StreamUsage({}, rec);
     u.take({ ...chunk([]), choices: [{ index: 0, text: 'abcd', finish_reason: null }] as never, usage: usage(7, 1) });
     rec.deliveredChars += 4;
     rec.status = 502;
@@ -73,7 +76,7 @@ describe('StreamUsage', () => {
   it('drops usage with counts out of range, whichever backend sent it, and ends with the estimate', () => {
     const rec = new RequestRecord('r', 0);
     rec.deliveredChars = 8;
-    const u = new StreamUsage(true, rec);
+    const u = new StreamUsage(ASKED, rec);
     expect(u.take(chunk([], usage(1e300, 2)))).toBe(false);
     const finish = chunk([{ index: 0, delta: {}, finish_reason: 'stop' }], usage(-1, 5));
     expect(u.take(finish)).toBe(true);
@@ -81,5 +84,15 @@ describe('StreamUsage', () => {
     expect(u.held).toBeUndefined();
     expect(rec.usage).toBeUndefined();
     expect(u.final(() => 7)).toEqual(usage(7, 2));
+  });
+});
+
+describe('StreamUsage.wanted', () => {
+  it("takes stream_options.include_usage and OpenRouter's usage: {include: true}, on chat and completions alike", () => {
+    const rec = {} as RequestRecord;
+    expect(new StreamUsage(ASKED, rec).wanted).toBe(true);
+    expect(new StreamUsage({ usage: { include: true } }, rec).wanted).toBe(true);
+    expect(new StreamUsage({ usage: { include: false }, stream_options: null }, rec).wanted).toBe(false);
+    expect(new StreamUsage({}, rec).wanted).toBe(false);
   });
 });

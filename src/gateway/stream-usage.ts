@@ -13,11 +13,16 @@ import type { RequestRecord } from './request-record';
 export class StreamUsage {
   /** The upstream's usage-only chunk, held back. */
   held?: ChatChunk;
+  /** The client asked for usage: `stream_options.include_usage`, or OpenRouter's `usage: {include: true}`. */
+  readonly wanted: boolean;
 
   constructor(
-    readonly wanted: boolean,
+    req: { stream_options?: { include_usage?: boolean } | null; [k: string]: unknown },
     private readonly rec: RequestRecord,
-  ) {}
+  ) {
+    const u = req.usage as { include?: unknown } | undefined;
+    this.wanted = req.stream_options?.include_usage === true || (typeof u === 'object' && u !== null && u.include === true);
+  }
 
   /** Records the chunk's usage; false for a usage-only chunk (held), else sets its `usage` field. */
   take(chunk: ChatChunk): boolean {

@@ -105,7 +105,7 @@ export class TextCompletionService {
       signal,
     });
     keepaliveWhileAccepted(ex, sse);
-    const usage = new StreamUsage(body.stream_options?.include_usage === true, rec);
+    const usage = new StreamUsage(body, rec);
     const id = generationId(rec.id);
     // The stored copy: each choice's text apart, with its finish reason, as a one-shot answer.
     const stored = this.config.env.DB_STORE_FULL_CONTENT ? new Map<number, { text: string; finish_reason: string | null }>() : undefined;

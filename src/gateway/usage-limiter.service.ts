@@ -10,6 +10,8 @@ import { isCommandTimeout, RedisService } from '../redis/redis.service';
 import type { Charge } from './charge-estimate';
 import { ADMIT_LUA, HOLD_LUA, SETTLE_LUA } from './limits.lua';
 import {
+  hasBudget,
+  holdsInFlight,
   IN_FLIGHT_RETRY_MS,
   LocalLimits,
   type AdmitArgs,
@@ -71,7 +73,7 @@ export class UsageLease {
       costNano: nano(safePico(usage.cost_usd)),
       baseline: a.baseline,
       trackTokens: a.limits.tpm >= 0,
-      trackSpend: a.limits.dayBudget >= 0 || a.limits.monthBudget >= 0,
+      trackSpend: hasBudget(a.limits),
     });
   }
 }
@@ -147,8 +149,7 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
     const { store, outcome } = await this.runAdmit(args);
     const headers = rateHeaders(p.limits, outcome);
     if (!outcome.ok) throw refusal(p, args, outcome, headers);
-    const l = args.limits;
-    if (store === 'redis' && (l.concurrency >= 0 || l.dayBudget >= 0 || l.monthBudget >= 0)) {
+    if (store === 'redis' && holdsInFlight(args.limits)) {
       const expires = outcome.now + args.leaseMs;
       this.sharedInFlight.set(args.rid, { args, expires });
       // Redis went away while this admission was answered: the per-process limits count it too.
@@ -172,9 +173,7 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
         this.logger.warn(`Redis limit check failed (${(err as Error).message}); this request is checked against per-process limits`);
         // A check that timed out may still be made once Redis answers: its slot and reservation
         // there are released when Redis is back, else they held the key for the whole lease.
-        const l = args.limits;
-        if (isCommandTimeout(err) && (l.concurrency >= 0 || l.dayBudget >= 0 || l.monthBudget >= 0))
-          this.keepUnsettled({ args: releaseOf(args), timedOut: false });
+        if (isCommandTimeout(err) && holdsInFlight(args.limits)) this.keepUnsettled({ args: releaseOf(args), timedOut: false });
       }
     }
     this.using('local');
@@ -255,8 +254,7 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
         continue;
       }
       const [, , inflight, reserved] = this.keys(args.keyId);
-      const budgets = args.limits.dayBudget >= 0 || args.limits.monthBudget >= 0;
-      void batch.hiLimitHold(inflight, reserved, rid, expires, budgets ? args.costNano : -1, expires - now + 60_000);
+      void batch.hiLimitHold(inflight, reserved, rid, expires, hasBudget(args.limits) ? args.costNano : -1, expires - now + 60_000);
     }
     batch.exec().catch((err: Error) => this.redis.noteFailure(err));
   }

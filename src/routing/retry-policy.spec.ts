@@ -135,6 +135,9 @@ describe('decideRetry', () => {
 
   it('moves on when Retry-After is beyond the cap', () => {
     expect(decideRetry(http(429, { retryAfterMs: 60_000 }), 0, policy, 600_000, random)).toEqual({ kind: 'next' });
+    // With another route of the model left to try, a 429 moves on at once; a reset is retried here.
+    expect(decideRetry(http(429, { retryAfterMs: 2000 }), 0, policy, 60_000, random, 1)).toEqual({ kind: 'next' });
+    expect(decideRetry(http(503), 0, policy, 60_000, random, 1)).toMatchObject({ kind: 'retry' });
   });
 
   it('moves on when the wait would not fit in the time left', () => {

@@ -93,8 +93,9 @@ export type RetryDecision = { kind: 'stop' } | { kind: 'next' } | { kind: 'large
 
 /**
  * After a failed attempt on a route that has had `retriesDone` retries: stop, try the same route
- * again after a delay, or move on. A Retry-After within the cap is honoured (never retried
- * sooner); a longer one, or a wait that would not fit in `remainingMs`, moves on instead.
+ * again after a delay, or move on (a 429 at once, while `otherRoutes` are left to try). A
+ * Retry-After within the cap is honoured (never retried sooner); a longer one, or a wait that
+ * would not fit in `remainingMs`, moves on instead.
  */
 export function decideRetry(
   err: UpstreamError,
@@ -102,6 +103,8 @@ export function decideRetry(
   policy: RetryPolicy,
   remainingMs: number,
   random: () => number,
+  /** Routes of the model not tried yet: a rate-limited route is waited for only when none is left. */
+  otherRoutes = 0,
 ): RetryDecision {
   switch (classifyFailure(err)) {
     case 'aborted':
@@ -118,6 +121,9 @@ export function decideRetry(
       // Another credential of this route will serve now (set only while one is usable, so it
       // cannot loop); the failed one's wait is its own, and no retry of the route was spent.
       if (err.retryAtOnce) return { kind: 'retry', delayMs: 0 };
+      // Another route may answer now; the wait would be spent for nothing if the rate-limited
+      // route's circuit opened meanwhile.
+      if (err.upstreamStatus === 429 && otherRoutes > 0) return { kind: 'next' };
       if (retriesDone >= policy.maxRetries) return { kind: 'next' };
       let delayMs = backoffDelay(retriesDone, policy, random);
       if (err.retryAfterMs !== undefined) {

@@ -226,7 +226,7 @@ export class RouteExecutor {
           this.state.failed(cand.state, permit, err);
           ex.attempts.push(record(ex, cand, started, err, retry, backoffMs, ctx));
           last = err;
-          let decision = decideRetry(err, retry, policy, deadline - performance.now(), random);
+          let decision = decideRetry(err, retry, policy, deadline - performance.now(), random, untriedRoutes(plan, index));
           // A content filter stops the model, not the request: the client's fallback models
           // (OpenRouter's `models`) are tried, as OpenRouter does on a moderation flag.
           if (
@@ -242,11 +242,6 @@ export class RouteExecutor {
           // route that fails twice should not use up the budget a healthy next route needed.
           // (Fallback models come after; reserving for them too would end retries altogether.)
           if (decision.kind === 'retry' && calls + untriedRoutes(plan, index) >= routing.retry.maxAttempts) decision = { kind: 'next' };
-          // A rate-limited route is waited for only when no other route of this model is left
-          // to try: another may answer now, and the wait would be spent for nothing if the
-          // route's circuit opened meanwhile.
-          if (decision.kind === 'retry' && err.upstreamStatus === 429 && !err.retryAtOnce && untriedRoutes(plan, index) > 0)
-            decision = { kind: 'next' };
           if (decision.kind === 'larger_context' && this.fitCompletion(ex, err)) decision = { kind: 'retry', delayMs: 0 };
           if (decision.kind === 'larger_context') needContext = contextLengthOf(cand.model, cand.route);
           if (decision.kind !== 'retry') break;

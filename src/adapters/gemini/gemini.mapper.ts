@@ -352,12 +352,13 @@ const NORMAL_FINISH: ReadonlySet<string> = new Set(['STOP', 'MAX_TOKENS', ...CON
  * code): a failed answer, not an empty one that stopped normally, which would be billed. The
  * next route may answer; the endpoint's circuit does not count it.
  */
-function failedAnswer(c: GeminiCandidate, answered = false): void {
+function failedAnswer(c: GeminiCandidate, answered: () => boolean): void {
   const reason = c.finishReason;
   if (!reason || NORMAL_FINISH.has(reason)) return;
   // Text or a usable call came with it (in this event or, streamed, before), or another
-  // candidate (n > 1) answered: that is the answer, this candidate an empty choice.
-  if (answered || hasAnswer(c)) return;
+  // candidate (n > 1) answered: that is the answer, this candidate an empty choice. (Asked only
+  // now: the common end is a normal one.)
+  if (hasAnswer(c) || answered()) return;
   const why = typeof c.finishMessage === 'string' && c.finishMessage ? `: ${c.finishMessage.slice(0, 500)}` : '';
   throw new UpstreamError({
     failure: 'protocol',
@@ -411,9 +412,8 @@ function hasAnswer(c: GeminiCandidate): boolean {
 
 export function fromGeminiResponse(res: GeminiResponse, model: string, newId: () => string = syntheticToolCallId): ChatResponse {
   const candidates = res.candidates ?? [];
-  const anyAnswered = candidates.some(hasAnswer);
   const choices: ChatResponse['choices'] = candidates.map((c, i) => {
-    failedAnswer(c, anyAnswered);
+    failedAnswer(c, () => candidates.some(hasAnswer));
     let text = '';
     let reasoning = '';
     const toolCalls: ToolCall[] = [];
@@ -517,10 +517,7 @@ export class GeminiStreamTranslator {
         const last = out.findLast((o) => o.choices[0]?.index === index);
         if (last) last.choices[0].logprobs = lp;
       }
-      failedAnswer(
-        c,
-        [...this.candidates.values()].some((st) => st.answered),
-      );
+      failedAnswer(c, () => [...this.candidates.values()].some((st) => st.answered));
       const finish = finishReason(c.finishReason, state.tools > 0);
       if (finish && !state.finished) {
         state.finished = true;

@@ -1,6 +1,7 @@
 import {
   GATEWAY_ONLY_FIELDS,
   REASONING_FIELDS,
+  stripReasoning,
   type ChatChunk,
   type ChatMessage,
   type ChatRequest,
@@ -292,7 +293,7 @@ export function fixOpenAiRequest(body: Record<string, unknown>): void {
     body.messages = messages.map((m) => {
       if (!carries(m)) return m;
       const rest: ChatMessage = { ...m };
-      for (const f of REASONING_FIELDS) delete rest[f];
+      stripReasoning(rest);
       return rest;
     });
 }
