@@ -160,7 +160,21 @@ describe('routing config reload in the built server', () => {
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
 
+  /** `start`, again on another random port while the one it drew is taken (other suites run alongside). */
   async function launch(
+    env: Record<string, string>,
+    whileStarting?: (child: ChildProcess) => void,
+  ): Promise<{ child: ChildProcess; dir: string; url: string; output: () => string }> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await start(env, whileStarting);
+      } catch (err) {
+        if (attempt >= 3 || !/EADDRINUSE/.test((err as Error).message)) throw err;
+      }
+    }
+  }
+
+  async function start(
     env: Record<string, string>,
     whileStarting?: (child: ChildProcess) => void,
   ): Promise<{ child: ChildProcess; dir: string; url: string; output: () => string }> {
@@ -242,10 +256,11 @@ describe('routing config reload in the built server', () => {
     // As from a config manager right after a deploy: the signal's default action ends a process.
     // From 400 ms on: the app takes a second or more to load; before node has read its first
     // module (some 60-80 ms) nothing can hold a signal.
-    let timer: NodeJS.Timeout | undefined;
+    // One timer per start (launch starts again on another port if the one it drew is taken).
+    const timers: NodeJS.Timeout[] = [];
     const gw = await launch({ WORKERS: workers }, (child) => {
-      timer = setTimeout(() => (timer = setInterval(() => child.kill('SIGHUP'), 150)), 400);
-    }).finally(() => clearInterval(timer));
+      timers.push(setTimeout(() => timers.push(setInterval(() => child.kill('SIGHUP'), 150)), 400));
+    }).finally(() => timers.forEach((t) => clearInterval(t)));
     expect(gw.child.exitCode).toBeNull();
     expect(gw.child.signalCode).toBeNull();
     await waitFor(async () => /configuration reloaded/.test(gw.output()), 'the held reload is applied');
