@@ -409,6 +409,53 @@ describe('ChatToMessagesStream', () => {
     ]);
   });
 
+  it("starts a call's block once its name has come, with the arguments sent before it", () => {
+    const t = new ChatToMessagesStream('msg_8', 'p', 1);
+    const events = [
+      ...t.push(chunk({ content: 'Let me look.' })),
+      ...t.push(chunk({ tool_calls: [{ index: 0, id: 'call_1', type: 'function', function: { arguments: '' } }] })),
+      ...t.push(chunk({ tool_calls: [{ index: 0, function: { arguments: '{"city":' } }] })),
+      ...t.push(chunk({ tool_calls: [{ index: 0, function: { name: 'get_weather', arguments: '"Oslo"}' } }] })),
+      ...t.push(chunk({ tool_calls: [{ index: 1, id: 'call_2', type: 'function', function: { arguments: '{}' } }] })),
+      ...t.push(chunk({}, 'tool_calls')),
+      ...t.finishEvents(),
+    ];
+    // A call whose name never came still goes out, whole, at the end (the client sees what the server sent).
+    expect(replay(events)).toEqual([
+      { id: 'call_1', name: 'get_weather', input: { city: 'Oslo' } },
+      { id: 'call_2', name: '', input: {} },
+    ]);
+    const starts = events.filter((e) => e.event === 'content_block_start').map((e) => JSON.parse(e.data).content_block.type);
+    expect(starts).toEqual(['text', 'tool_use', 'tool_use']);
+  });
+
+  it("sends text and reasoning that come between a call's arguments after the calls, never into a closed block", () => {
+    const t = new ChatToMessagesStream('msg_7', 'p', 1);
+    const events = [
+      ...t.push(chunk({ content: 'a' })),
+      ...t.push(chunk({ tool_calls: [{ index: 0, id: 'call_x', type: 'function', function: { name: 'f', arguments: '{"x":' } }] })),
+      ...t.push(chunk({ content: 'b' })),
+      ...t.push(chunk({ content: 'c' })),
+      ...t.push(chunk({ reasoning_content: 'r', thinking_blocks: [{ type: 'thinking', thinking: 'r', signature: 'sig' }] })),
+      ...t.push(chunk({ tool_calls: [{ index: 0, function: { arguments: '1}' } }] })),
+      ...t.push(chunk({}, 'tool_calls')),
+      ...t.finishEvents(),
+    ];
+    expect(replay(events)).toEqual([{ id: 'call_x', name: 'f', input: { x: 1 } }]);
+    const shown = events
+      .filter((e) => e.event === 'content_block_delta')
+      .map((e) => JSON.parse(e.data) as { index: number; delta: Record<string, string> })
+      .map((d) => `${d.index}:${d.delta.text ?? d.delta.thinking ?? d.delta.partial_json ?? d.delta.signature}`);
+    expect(shown).toEqual(['0:a', '1:{"x":', '1:1}', '2:bc', '3:r', '3:sig']);
+    expect(JSON.parse(events.find((e) => e.event === 'message_delta')!.data).delta.stop_reason).toBe('tool_use');
+  });
+
+  it('gives message_start every usage field Anthropic sends, also when it holds an estimate', () => {
+    const t = new ChatToMessagesStream('msg_6', 'p', 33);
+    const start = JSON.parse(t.push(chunk({ content: 'x' }))[0].data);
+    expect(start.message.usage).toEqual({ input_tokens: 33, output_tokens: 0, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 });
+  });
+
   it('tells calls apart by id when the server sends no index, and continues the last call on a delta with neither', () => {
     const t = new ChatToMessagesStream('msg_9', 'p', 1);
     const noIndex = (calls: Array<Record<string, unknown>>) => chunk({ tool_calls: calls });

@@ -119,7 +119,7 @@ function toolsOf(tools: unknown): ToolDefinition[] | undefined {
   return (tools as Json[]).map((t, i): ToolDefinition => {
     // Client tools have no type (or "custom"); Anthropic's server tools (web search, code
     // execution, ...) run at Anthropic and have no counterpart elsewhere.
-    if (t.type !== undefined && t.type !== 'custom')
+    if (t.type !== undefined && t.type !== null && t.type !== 'custom')
       throw unsupported(
         `tools.${i}: the tool type "${String(t.type)}" runs at Anthropic and can only be used with Claude models`,
         `tools.${i}.type`,
@@ -351,12 +351,26 @@ interface ToolCallState {
   held: string[];
 }
 
+/** Text or reasoning that came while a tool call's block was open, sent after the calls. */
+interface DeferredBlock {
+  kind: 'text' | 'thinking';
+  text: string;
+  signature?: string;
+}
+
 /**
  * Translates a chat chunk stream into Messages stream events, chunk by chunk: `message_start`
  * (with a `ping`) at the first chunk, a content block per run of text, reasoning or tool call
  * (`content_block_start` / `_delta` / `_stop`; tool arguments as `input_json_delta`), and at the
  * end (`finish()`) the closing block, `message_delta` with the stop reason and the usage, and
  * `message_stop`.
+ *
+ * Anthropic's clients take blocks one after the other and a block as complete at its
+ * `content_block_stop`, while a chat stream may interleave: a call's name after its first
+ * arguments, text between a call's arguments, a second call before the first's arguments are all
+ * there. So a call's block starts once its name is known; the first call streams in its block,
+ * which stays open to the end, and what comes meanwhile (further calls, text, reasoning) goes out
+ * whole after it.
  */
 export class ChatToMessagesStream {
   private started = false;
@@ -364,8 +378,10 @@ export class ChatToMessagesStream {
   private blocks = 0;
   /** Tool calls by their index (the fixer gives one to a call that came without). */
   private readonly tools = new Map<number, ToolCallState>();
-  /** Tool calls that began while another's block was open, held until it closes. */
+  /** Tool calls whose block has not started (no name yet, or another call's block is open). */
   private readonly pending: ToolCallState[] = [];
+  /** Text and reasoning that came while a call's block was open. */
+  private readonly deferred: DeferredBlock[] = [];
   private readonly calls: ToolCallFixer;
   private finish: string | null = null;
   private matched: string | null = null;
@@ -396,25 +412,19 @@ export class ChatToMessagesStream {
       if (c.index !== 0) continue;
       const d = c.delta ?? {};
       const reasoning = typeof d.reasoning_content === 'string' ? d.reasoning_content : typeof d.reasoning === 'string' ? d.reasoning : '';
-      if (reasoning) {
-        this.ensure('thinking', out);
-        out.push(ev('content_block_delta', { index: this.open!.index, delta: { type: 'thinking_delta', thinking: reasoning } }));
-      }
+      if (reasoning) this.content('thinking', reasoning, out);
       // A delta's thinking_blocks may repeat the blocks before (the Anthropic adapter sends all so
       // far): the last is the one that goes with the open block.
       const lastBlock = Array.isArray(d.thinking_blocks) ? (d.thinking_blocks as Json[]).at(-1) : undefined;
-      if (lastBlock && typeof lastBlock.signature === 'string' && lastBlock.signature && this.open?.kind === 'thinking')
-        out.push(ev('content_block_delta', { index: this.open.index, delta: { type: 'signature_delta', signature: lastBlock.signature } }));
+      if (lastBlock && typeof lastBlock.signature === 'string' && lastBlock.signature) this.sign(lastBlock.signature, out);
       if (typeof d.content === 'string' && d.content !== '') {
         this.sawText = true;
-        this.ensure('text', out);
-        out.push(ev('content_block_delta', { index: this.open!.index, delta: { type: 'text_delta', text: d.content } }));
+        this.content('text', d.content, out);
       }
       // OpenAI's refusal: the model declined; the client reads why as text.
       if (typeof d.refusal === 'string' && d.refusal !== '') {
         this.refused = true;
-        this.ensure('text', out);
-        out.push(ev('content_block_delta', { index: this.open!.index, delta: { type: 'text_delta', text: d.refusal } }));
+        this.content('text', d.refusal, out);
       }
       for (const t of d.tool_calls ?? []) this.tool(t, out);
       if (c.finish_reason) {
@@ -429,7 +439,7 @@ export class ChatToMessagesStream {
   finishEvents(): MessagesEvent[] {
     const out: MessagesEvent[] = [];
     if (!this.started) this.begin(out);
-    this.close(out);
+    this.closeAll(out);
     const stop =
       this.sawTools && this.finish !== 'length'
         ? 'tool_use'
@@ -464,16 +474,39 @@ export class ChatToMessagesStream {
           stop_reason: null,
           stop_sequence: null,
           // The backend's figures when its first chunk carried them, else the estimate.
-          usage: this.usage ? { ...messagesUsage(this.usage), output_tokens: 0 } : { input_tokens: this.inputEstimate, output_tokens: 0 },
+          usage: { ...messagesUsage(this.usage), ...(this.usage ? {} : { input_tokens: this.inputEstimate }), output_tokens: 0 },
         },
       }),
     );
     out.push(ev('ping', {}));
   }
 
-  private ensure(kind: 'text' | 'thinking', out: MessagesEvent[]): void {
-    if (this.open?.kind === kind) return;
-    this.close(out);
+  /** Text or reasoning: into the open block of its kind, a new one, or (a call's block is open) held back. */
+  private content(kind: 'text' | 'thinking', text: string, out: MessagesEvent[]): void {
+    if (this.open?.kind === 'tool_use') {
+      const last = this.deferred.at(-1);
+      if (last?.kind === kind && last.signature === undefined) last.text += text;
+      else this.deferred.push({ kind, text });
+      return;
+    }
+    if (this.open?.kind !== kind) {
+      this.closeOpen(out);
+      this.openBlock(kind, out);
+    }
+    out.push(ev('content_block_delta', { index: this.open!.index, delta: this.delta(kind, text) }));
+  }
+
+  private sign(signature: string, out: MessagesEvent[]): void {
+    if (this.open?.kind === 'thinking')
+      out.push(ev('content_block_delta', { index: this.open.index, delta: { type: 'signature_delta', signature } }));
+    else if (this.open?.kind === 'tool_use' && this.deferred.at(-1)?.kind === 'thinking') this.deferred.at(-1)!.signature = signature;
+  }
+
+  private delta(kind: 'text' | 'thinking', text: string): Json {
+    return kind === 'text' ? { type: 'text_delta', text } : { type: 'thinking_delta', thinking: text };
+  }
+
+  private openBlock(kind: 'text' | 'thinking', out: MessagesEvent[]): void {
     const index = this.blocks++;
     this.open = { kind, index };
     out.push(
@@ -484,53 +517,60 @@ export class ChatToMessagesStream {
     );
   }
 
-  /**
-   * One tool-call delta. The first call streams in its block as it comes. Anthropic's clients take
-   * a block as complete at its `content_block_stop` and blocks one after the other, while a chat
-   * stream may start a second call and then send more arguments for the first: so calls that
-   * begin while one is open are held back, and go out whole (start, arguments, stop) when the
-   * open one closes — at the next text or thinking, or at the end.
-   */
+  /** One tool-call delta: the call's arguments go to its block once that has started, else wait with it. */
   private tool(t: NonNullable<ChatChunk['choices'][number]['delta']['tool_calls']>[number], out: MessagesEvent[]): void {
     this.sawTools = true;
     let call = this.tools.get(t.index);
     if (!call) {
-      call = { id: anthropicToolId(t.id, `toolu_${this.tools.size}`), name: t.function?.name ?? '', held: [] };
+      call = { id: anthropicToolId(t.id, `toolu_${this.tools.size}`), name: '', held: [] };
       this.tools.set(t.index, call);
-      if (this.open?.kind === 'tool_use') this.pending.push(call);
-      else {
-        this.close(out);
-        this.startTool(call, out);
-      }
+      this.pending.push(call);
     }
     if (!call.name && t.function?.name) call.name = t.function.name;
     const args = t.function?.arguments;
-    if (!args) return;
-    if (call.block === undefined) call.held.push(args);
-    // The open block, or (a server that sent text between a call's arguments) a closed one:
-    // the delta goes to its own index, as Anthropic's accumulating clients expect.
-    else out.push(ev('content_block_delta', { index: call.block, delta: { type: 'input_json_delta', partial_json: args } }));
+    if (args) {
+      if (call.block === undefined) call.held.push(args);
+      else out.push(ev('content_block_delta', { index: call.block, delta: { type: 'input_json_delta', partial_json: args } }));
+    }
+    // The first waiting call starts streaming once it has a name and no other call's block is open.
+    const next = this.pending[0];
+    if (next?.name && this.open?.kind !== 'tool_use') {
+      this.pending.shift();
+      this.closeOpen(out);
+      this.startTool(next, out);
+    }
   }
 
+  /** A call's block: start, and the arguments that came before it. */
   private startTool(call: ToolCallState, out: MessagesEvent[]): void {
     const index = this.blocks++;
     call.block = index;
     this.open = { kind: 'tool_use', index };
     out.push(ev('content_block_start', { index, content_block: { type: 'tool_use', id: call.id, name: call.name, input: {} } }));
+    if (call.held.length) {
+      out.push(ev('content_block_delta', { index, delta: { type: 'input_json_delta', partial_json: call.held.join('') } }));
+      call.held = [];
+    }
   }
 
-  /** Closes the open block, then sends the tool calls held back behind it, each whole. */
-  private close(out: MessagesEvent[]): void {
+  private closeOpen(out: MessagesEvent[]): void {
     if (this.open) out.push(ev('content_block_stop', { index: this.open.index }));
     this.open = undefined;
+  }
+
+  /** At the end: the open block, then each call still waiting whole, then what was held back behind them. */
+  private closeAll(out: MessagesEvent[]): void {
+    this.closeOpen(out);
     for (const call of this.pending.splice(0)) {
       this.startTool(call, out);
-      if (call.held.length) {
-        out.push(ev('content_block_delta', { index: call.block, delta: { type: 'input_json_delta', partial_json: call.held.join('') } }));
-        call.held = [];
-      }
-      out.push(ev('content_block_stop', { index: call.block }));
-      this.open = undefined;
+      this.closeOpen(out);
+    }
+    for (const block of this.deferred.splice(0)) {
+      this.openBlock(block.kind, out);
+      out.push(ev('content_block_delta', { index: this.open!.index, delta: this.delta(block.kind, block.text) }));
+      if (block.signature !== undefined)
+        out.push(ev('content_block_delta', { index: this.open!.index, delta: { type: 'signature_delta', signature: block.signature } }));
+      this.closeOpen(out);
     }
   }
 }

@@ -104,6 +104,27 @@ describe('validateMessagesRequest', () => {
     expect(problem({ ...ok, max_tokens: 1e308 })).toBe('max_tokens: Input should be less than or equal to 2147483647');
   });
 
+  it('passes block and tool types it does not know to Claude routes, and refuses a block where it cannot be', () => {
+    const turns = [
+      { role: 'user', content: 'run it' },
+      {
+        role: 'assistant',
+        content: [
+          { type: 'server_tool_use', id: 'srvtoolu_1', name: 'bash_code_execution', input: { command: 'ls' } },
+          { type: 'bash_code_execution_tool_result', tool_use_id: 'srvtoolu_1', content: { type: 'bash_code_execution_result' } },
+          { type: 'compaction', content: 'summary' },
+        ],
+      },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 't', content: [{ type: 'tool_reference', tool_name: 'a' }] }] },
+    ];
+    expect(problem({ ...ok, messages: turns, tools: [{ type: 'mcp_toolset', mcp_server_name: 'ex' }] })).toBeUndefined();
+    expect(problem({ ...ok, tools: [{ type: 'custom', input_schema: {} }] })).toBe('tools.0.name: Field required');
+    expect(problem({ ...ok, tools: [{ type: 'web_search_20250305', name: 7 }] })).toBe('tools.0.name: Input should be a valid string');
+    expect(problem({ ...ok, messages: [{ role: 'user', content: [{ type: 'tool_use', id: 'a', name: 'f' }] }] })).toBe(
+      'messages.0.content.0.type: "tool_use" blocks are not allowed in a user message',
+    );
+  });
+
   it('reads betas from one or several headers', () => {
     expect(betasOf('a, b,,c')).toEqual(['a', 'b', 'c']);
     expect(betasOf(['a', 'b,c'])).toEqual(['a', 'b', 'c']);

@@ -8,21 +8,17 @@ function fail(field: string, problem: string): never {
   throw new InvalidRequestError(`${field}: ${problem}`, field, 'invalid_request');
 }
 
-const BLOCK_TYPES_USER = new Set(['text', 'image', 'document', 'tool_result', 'search_result', 'container_upload']);
-/** What a tool result's content may hold (Anthropic's tool_result block). */
-const BLOCK_TYPES_TOOL_RESULT = new Set(['text', 'image', 'document', 'search_result']);
-const BLOCK_TYPES_ASSISTANT = new Set([
-  'text',
-  'tool_use',
-  'thinking',
-  'redacted_thinking',
-  'server_tool_use',
-  'web_search_tool_result',
-  'web_fetch_tool_result',
-  'code_execution_tool_result',
-  'mcp_tool_use',
-  'mcp_tool_result',
-]);
+/**
+ * Blocks that are the assistant's alone: a user turn that carries one is wrong on every backend.
+ * Other block types are not listed: Anthropic adds new ones often (tool search, compaction, code
+ * execution results, ...), Claude routes relay them as they are, and a translated route refuses
+ * what it cannot express by name (messages.mapper).
+ */
+const ASSISTANT_ONLY = new Set(['tool_use', 'thinking', 'redacted_thinking']);
+/** Blocks that only a user turn carries. */
+const USER_ONLY = new Set(['tool_result']);
+/** Blocks a tool result's content cannot hold. */
+const NOT_IN_TOOL_RESULT = new Set(['tool_use', 'tool_result', 'thinking', 'redacted_thinking']);
 
 /** A field that must be text: "Field required" when it is missing, else what is wrong with it. */
 function requireString(v: unknown, where: string, nonEmpty = true): void {
@@ -49,14 +45,14 @@ function checkNumber(body: Json, key: string, min: number, max?: number, integer
 function checkContent(content: unknown, at: string, role: string): void {
   if (typeof content === 'string') return;
   if (!Array.isArray(content)) fail(`${at}.content`, 'Input should be a valid string or a list of content blocks');
-  const allowed = role === 'user' ? BLOCK_TYPES_USER : BLOCK_TYPES_ASSISTANT;
-  content.forEach((b: unknown, j) => checkBlock(b, `${at}.content.${j}`, allowed, `${role === 'assistant' ? 'an' : 'a'} ${role} message`));
+  const refused = role === 'user' ? ASSISTANT_ONLY : USER_ONLY;
+  content.forEach((b: unknown, j) => checkBlock(b, `${at}.content.${j}`, refused, `${role === 'assistant' ? 'an' : 'a'} ${role} message`));
 }
 
-function checkBlock(b: unknown, where: string, allowed: ReadonlySet<string>, inside: string): void {
+function checkBlock(b: unknown, where: string, refused: ReadonlySet<string>, inside: string): void {
   if (!isJsonObject(b)) fail(where, 'Input should be an object');
   requireString(b.type, `${where}.type`);
-  if (!allowed.has(b.type as string)) fail(`${where}.type`, `"${b.type}" blocks are not allowed in ${inside}`);
+  if (refused.has(b.type as string)) fail(`${where}.type`, `"${b.type}" blocks are not allowed in ${inside}`);
   switch (b.type) {
     case 'text':
       if (typeof b.text !== 'string') fail(`${where}.text`, 'Input should be a valid string');
@@ -74,7 +70,7 @@ function checkBlock(b: unknown, where: string, allowed: ReadonlySet<string>, ins
       requireString(b.tool_use_id, `${where}.tool_use_id`);
       if (b.content === undefined || b.content === null || typeof b.content === 'string') break;
       if (!Array.isArray(b.content)) fail(`${where}.content`, 'Input should be a valid string or a list of content blocks');
-      b.content.forEach((c: unknown, k) => checkBlock(c, `${where}.content.${k}`, BLOCK_TYPES_TOOL_RESULT, 'a tool result'));
+      b.content.forEach((c: unknown, k) => checkBlock(c, `${where}.content.${k}`, NOT_IN_TOOL_RESULT, 'a tool result'));
       break;
     case 'thinking':
       requireString(b.thinking, `${where}.thinking`, false);
@@ -162,9 +158,12 @@ export function validateMessagesRequest(body: unknown, countOnly = false): Json 
     if (!Array.isArray(body.tools)) fail('tools', 'Input should be a valid list');
     body.tools.forEach((t: unknown, i) => {
       if (!isJsonObject(t)) fail(`tools.${i}`, 'Input should be an object');
-      requireString(t.name, `tools.${i}.name`);
       if (t.type !== undefined && t.type !== null) requireString(t.type, `tools.${i}.type`);
-      if (t.type === undefined || t.type === 'custom') requireObject(t.input_schema, `tools.${i}.input_schema`);
+      // A client tool has a name and a schema; Anthropic's own (web search, bash, an MCP
+      // toolset, ...) are described by their type, and not all have a name.
+      const custom = t.type === undefined || t.type === null || t.type === 'custom';
+      if (custom || t.name !== undefined) requireString(t.name, `tools.${i}.name`);
+      if (custom) requireObject(t.input_schema, `tools.${i}.input_schema`);
     });
   }
   if (body.tool_choice !== undefined && body.tool_choice !== null) {
