@@ -146,7 +146,7 @@ export function stripReasoning(m: object): boolean {
 }
 
 /** OpenRouter-style request options the gateway acts on itself; upstreams never see them (OpenRouter routes some). */
-export const GATEWAY_ONLY_FIELDS = ['models', 'provider', 'route', 'transforms', 'plugins', 'usage'] as const;
+export const GATEWAY_ONLY_FIELDS = ['models', 'provider', 'route', 'transforms', 'plugins', 'usage', 'session_id', 'debug'] as const;
 
 /**
  * OpenRouter `provider` preferences about data policy and serving rather than about which

@@ -66,6 +66,12 @@ describe('validateChatRequest: valid requests', () => {
       min_tokens: 1,
       chat_template_kwargs: { enable_thinking: false },
       provider: { order: ['vllm'] },
+      transforms: ['middle-out'],
+      plugins: [{ id: 'web' }],
+      route: 'fallback',
+      usage: { include: true },
+      session_id: 'conversation-7',
+      debug: { echo_upstream_body: false },
       some_future_field: [1, 2, 3],
     };
     expect(validateChatRequest(body)).toBe(body);
@@ -98,6 +104,21 @@ describe('validateChatRequest: valid requests', () => {
 
   it.each(['none', 'auto', 'required'])('accepts tool_choice "%s"', (tool_choice) => {
     expect(() => validateChatRequest({ ...minimal(), tool_choice })).not.toThrow();
+  });
+
+  it("refuses OpenRouter's own options of the wrong shape, naming them", () => {
+    const bad: Array<[Record<string, unknown>, string]> = [
+      [{ transforms: 'middle-out' }, 'transforms'],
+      [{ plugins: {} }, 'plugins'],
+      [{ plugins: ['web'] }, 'plugins'],
+      [{ route: 5 }, 'route'],
+      [{ usage: true }, 'usage'],
+      [{ usage: { include: 'yes' } }, 'usage.include'],
+      [{ session_id: 7 }, 'session_id'],
+      [{ session_id: 'x'.repeat(129) }, 'session_id'],
+      [{ debug: { echo_upstream_body: 1 } }, 'debug.echo_upstream_body'],
+    ];
+    for (const [extra, param] of bad) expect(rejection({ ...minimal(), ...extra }).param).toBe(param);
   });
 
   it('accepts top_k -1 (disabled) and a plain string stop', () => {

@@ -23,6 +23,8 @@ const int =
 const bool: Check = (v) => (typeof v === 'boolean' ? undefined : 'must be a boolean');
 const str: Check = (v) => (typeof v === 'string' ? undefined : 'must be a string');
 const obj: Check = (v) => (isJsonObject(v) ? undefined : 'must be an object');
+const strings: Check = (v) => (Array.isArray(v) && v.every((s) => typeof s === 'string') ? undefined : 'must be an array of strings');
+const objects: Check = (v) => (Array.isArray(v) && v.every(isJsonObject) ? undefined : 'must be an array of objects');
 const stop: Check = (v) =>
   typeof v === 'string' || (Array.isArray(v) && v.every((s) => typeof s === 'string'))
     ? undefined
@@ -62,6 +64,20 @@ const PARAMS: Record<string, Check> = {
   reasoning_effort: str,
   reasoning: obj,
   thinking: obj,
+  // OpenRouter's own options (`models` and `provider` are read by the routing)
+  transforms: strings,
+  plugins: objects,
+  route: str,
+  usage: obj,
+  session_id: (v) => str(v) ?? (String(v).length > 128 ? 'must be at most 128 characters' : undefined),
+  debug: obj,
+};
+
+/** Fields of the object-valued options above, and their types. */
+const NESTED: Record<string, Record<string, Check>> = {
+  stream_options: { include_usage: bool },
+  usage: { include: bool },
+  debug: { echo_upstream_body: bool },
 };
 
 /** The fields of OpenRouter's `reasoning` object and their types. */
@@ -98,12 +114,15 @@ export function validateChatRequest(body: unknown): ChatRequest {
     const problem = PARAMS[key](v);
     if (problem) fail(key, problem);
   }
-  if (
-    isJsonObject(body.stream_options) &&
-    body.stream_options.include_usage !== undefined &&
-    typeof body.stream_options.include_usage !== 'boolean'
-  ) {
-    fail('stream_options.include_usage', 'must be a boolean');
+  for (const key in NESTED) {
+    const o = body[key];
+    if (!isJsonObject(o)) continue;
+    for (const field in NESTED[key]) {
+      const v = o[field];
+      if (v === undefined || v === null) continue;
+      const problem = NESTED[key][field](v);
+      if (problem) fail(`${key}.${field}`, problem);
+    }
   }
   if (isJsonObject(body.reasoning)) {
     for (const key in REASONING) {

@@ -137,9 +137,13 @@ models:
         plugins: [{ id: 'web', max_results: 3 }],
         transforms: ['middle-out'],
         provider: { sort: 'price', data_collection: 'deny', zdr: true },
+        session_id: 'conversation-7',
+        debug: { echo_upstream_body: true },
       } as never);
     await ask('or/with-plugins');
+    expect(upstream.requests[0].body).not.toHaveProperty('debug');
     expect(upstream.requests[0].body).toMatchObject({
+      session_id: 'conversation-7',
       plugins: [{ id: 'web', max_results: 3 }],
       transforms: ['middle-out'],
       provider: { data_collection: 'deny', zdr: true },

@@ -104,9 +104,12 @@ describe('buildChatBody', () => {
       transforms: ['middle-out'],
       plugins: [{ id: 'web' }],
       usage: { include: true },
+      session_id: 's-1',
+      debug: { echo_upstream_body: true },
     });
     const body = buildChatBody(req, route(), false, vllm);
-    for (const f of ['models', 'provider', 'route', 'transforms', 'plugins', 'usage']) expect(body).not.toHaveProperty(f);
+    for (const f of ['models', 'provider', 'route', 'transforms', 'plugins', 'usage', 'session_id', 'debug'])
+      expect(body).not.toHaveProperty(f);
     expect(body.messages).toEqual(req.messages);
   });
 

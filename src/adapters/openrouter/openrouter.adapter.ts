@@ -19,7 +19,7 @@ const PROFILE: OpenAiCompatProfile = {
   name: 'openrouter',
   healthPath: 'models',
   dropFields: [],
-  passFields: ['plugins', 'transforms', 'provider'],
+  passFields: ['plugins', 'transforms', 'provider', 'session_id'],
 };
 
 /**
