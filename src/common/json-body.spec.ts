@@ -1,6 +1,6 @@
 import 'reflect-metadata';
 import { validateEnv } from '../config/env.schema';
-import { nestingExceeds } from './json-body';
+import { nestingExceeds, objectWiderThan } from './json-body';
 
 describe('nestingExceeds', () => {
   const arrays = (n: number): unknown => JSON.parse('['.repeat(n) + ']'.repeat(n));
@@ -27,6 +27,37 @@ describe('nestingExceeds', () => {
   it('finds a deep branch after shallow ones, and survives nesting far beyond its limit', () => {
     expect(nestingExceeds({ a: 1, b: [2], c: { d: arrays(200) } }, 128)).toBe(true);
     expect(nestingExceeds(arrays(20_000), 128)).toBe(true);
+  });
+});
+
+describe('objectWiderThan', () => {
+  const members = (n: number, key = (i: number) => `k${i}`) =>
+    JSON.stringify(Object.fromEntries(Array.from({ length: n }, (_, i) => [key(i), 1])));
+
+  it('counts the members of each object, at any depth, and not the items of arrays', () => {
+    expect(objectWiderThan(members(20), 20)).toBe(false);
+    expect(objectWiderThan(members(21), 20)).toBe(true);
+    expect(objectWiderThan(`{"a":[${members(21)}]}`, 20)).toBe(true);
+    expect(objectWiderThan(`{"a":${members(20)},"b":${members(20)}}`, 20)).toBe(false);
+    expect(objectWiderThan(JSON.stringify({ input: Array.from({ length: 500 }, (_, i) => i) }), 20)).toBe(false);
+    expect(objectWiderThan(JSON.stringify(Array.from({ length: 500 }, () => ({ a: 1, b: 2 }))), 20)).toBe(false);
+  });
+
+  it('skips strings whole, escaped quotes and backslashes included', () => {
+    const text = JSON.stringify({ content: 'a,b,'.repeat(200) + '\\",{,,,' + '"x"'.repeat(50), other: '\\' });
+    expect(objectWiderThan(text, 20)).toBe(false);
+    expect(
+      objectWiderThan(
+        members(21, (i) => `k"${i}\\`),
+        20,
+      ),
+    ).toBe(true);
+  });
+
+  it('does not scan a text too short to hold more members than the limit', () => {
+    // 21 members take at least 5 x 21 + 1 characters; up to 100 there is nothing to find.
+    expect(objectWiderThan('{' + ','.repeat(98) + '}', 20)).toBe(false);
+    expect(objectWiderThan('{' + ','.repeat(99) + '}', 20)).toBe(true);
   });
 });
 

@@ -67,6 +67,13 @@ describe('API surface', () => {
       400,
       'body',
     ],
+    // A wide object costs seconds to parse and copy; the body is refused before it is parsed.
+    [
+      'an object of 10,001 members',
+      `{"model": "demo/mock", "messages": [{"role": "user", "content": "x"}], "metadata": {${'"":0,'.repeat(10_000)}"":0}}`,
+      400,
+      'body',
+    ],
     ['no model', { messages: [{ role: 'user', content: 'x' }] }, 400, 'model'],
     ['no messages', { model: 'demo/mock' }, 400, 'messages'],
     ['empty messages', { model: 'demo/mock', messages: [] }, 400, 'messages'],
@@ -87,7 +94,7 @@ describe('API surface', () => {
       'tools[0].function',
     ],
     ['an unknown model', { model: 'nobody/nothing', messages: [{ role: 'user', content: 'x' }] }, 404, 'model'],
-  ])('answers %s with %s in the OpenAI error shape', async (_what, body, status, param) => {
+  ])('answers %s in the OpenAI error shape', async (_what, body, status, param) => {
     const res = await rawPost(`${gw.url}${chat}`, body);
     expect(res.status).toBe(status);
     const json = JSON.parse(res.text) as { error: { message: string; type: string; param: string | null; code: string | null } };
