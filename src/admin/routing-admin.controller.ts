@@ -1,4 +1,5 @@
 import { Controller, Get, HttpCode, Post, UseGuards } from '@nestjs/common';
+import { SECRET_NAME } from '../common/secret-names';
 import { GatewayError } from '../common/errors';
 import type { UpstreamTimeouts } from '../config/app-config';
 import { ModelRegistry } from '../config/model-registry.service';
@@ -21,9 +22,6 @@ function timeoutsView(t: UpstreamTimeouts) {
   return { connect_ms: t.connectMs, first_byte_ms: t.firstByteMs, first_token_ms: t.firstTokenMs, idle_ms: t.idleMs, total_ms: t.totalMs };
 }
 
-/** Query parameters that carry a credential when a provider takes its key in the URL. */
-const SECRET_PARAM = /key|token|secret|sig|password|auth|code|credential/i;
-
 /**
  * An upstream URL with its credentials blanked out: `user:password@` (either may be the key), and
  * parameters such as `?key=`, `?sig=` or Azure Functions' `?code=` (keys belong in api_key, but a URL is where some are
@@ -44,7 +42,7 @@ export function displayUrl(text: string): string {
     changed = true;
   }
   for (const name of [...url.searchParams.keys()]) {
-    if (!SECRET_PARAM.test(name)) continue;
+    if (!SECRET_NAME.test(name)) continue;
     url.searchParams.set(name, 'redacted');
     changed = true;
   }

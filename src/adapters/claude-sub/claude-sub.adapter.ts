@@ -76,7 +76,7 @@ export class ClaudeSubAdapter extends AnthropicAdapter {
 
   /** Claude Code calls the beta Messages endpoints. */
   protected override url(route: RouteDef, _stream: boolean, endpoint: MessagesEndpoint = 'messages'): string {
-    return `${joinUrl(this.baseUrl(route), endpoint)}?beta=true`;
+    return joinUrl(this.baseUrl(route), `${endpoint}?beta=true`);
   }
 
   protected override body(req: ChatRequest, route: RouteDef, stream: boolean): AnthropicRequest {

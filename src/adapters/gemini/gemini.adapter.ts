@@ -69,7 +69,7 @@ export class GeminiAdapter implements LlmAdapter {
   }
 
   async *stream(req: ChatRequest, route: RouteDef, ctx: CallContext): AsyncGenerator<ChatChunk> {
-    const res = await this.send(`${this.modelUrl(route, 'streamGenerateContent')}?alt=sse`, this.body(req, route), route, ctx, true);
+    const res = await this.send(this.modelUrl(route, 'streamGenerateContent?alt=sse'), this.body(req, route), route, ctx, true);
     const translator = new GeminiStreamTranslator(route.providerModelId);
     const sse = new SseDecoder();
     let ended = false;

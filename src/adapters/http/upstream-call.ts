@@ -1,4 +1,5 @@
 import type { Dispatcher } from 'undici';
+import { SECRET_NAME } from '../../common/secret-names';
 import { UpstreamError } from '../../common/errors';
 import { isJsonObject } from '../../common/json-object';
 import type { ChatRequest } from '../../common/chat.types';
@@ -208,9 +209,20 @@ export function optionNumber(route: RouteDef, key: string): number | undefined {
   return Number.isFinite(n) ? n : undefined;
 }
 
-/** `{base_url}/path`, whatever slashes the operator wrote. */
+/**
+ * `{base_url}/path`, whatever slashes the operator wrote. A query on the base URL (Azure's
+ * `?api-version=...`, a gateway's key) stays a query, after the path and its own query.
+ */
 export function joinUrl(baseUrl: string, path: string): string {
-  return `${baseUrl.replace(/\/+$/, '')}/${path.replace(/^\/+/, '')}`;
+  const [base, baseQuery] = splitQuery(baseUrl);
+  const [rest, pathQuery] = splitQuery(path);
+  const query = [pathQuery, baseQuery].filter((q) => q !== '').join('&');
+  return `${base.replace(/\/+$/, '')}/${rest.replace(/^\/+/, '')}${query ? `?${query}` : ''}`;
+}
+
+function splitQuery(url: string): [string, string] {
+  const at = url.indexOf('?');
+  return at < 0 ? [url, ''] : [url.slice(0, at), url.slice(at + 1)];
 }
 
 /** What a provider's error body said, in OpenAI's terms. */
@@ -305,8 +317,28 @@ const WHOLE_SETTINGS: ReadonlySet<string> = new Set(['thinkingConfig', 'reasonin
  */
 export function withoutKeys(text: string, route: RouteDef): string {
   let out = withoutSecrets(text, route.apiKeys);
+  out = withoutSecrets(out, routeCredentials(route));
   for (const address of addressesOf(route.baseUrl)) if (out.includes(address)) out = out.replaceAll(address, '[upstream]');
   return out;
+}
+
+/**
+ * A route's credentials besides its keys: the values of its credential headers (`headers:
+ * {api-key: ...}`), and those of its base URL's credential parameters and user info.
+ */
+function routeCredentials(route: RouteDef): string[] {
+  const found: string[] = [];
+  for (const [name, value] of Object.entries(route.headers)) if (SECRET_NAME.test(name)) found.push(value, ...value.split(/\s+/));
+  if (!route.baseUrl?.includes('?') && !route.baseUrl?.includes('@')) return found;
+  try {
+    const url = new URL(route.baseUrl);
+    for (const [name, value] of url.searchParams) if (SECRET_NAME.test(name)) found.push(value, encodeURIComponent(value));
+    found.push(decodeURIComponent(url.username), decodeURIComponent(url.password));
+  } catch {
+    // not a URL: nothing more to blank
+  }
+  // Longest first, so that a whole `Bearer sk-...` goes before its token alone.
+  return found.sort((a, b) => b.length - a.length);
 }
 
 /**

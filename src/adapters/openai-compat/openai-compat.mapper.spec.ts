@@ -162,8 +162,33 @@ describe('endpointUrl', () => {
   });
 });
 
+it("keeps a base URL's query after the path (Azure's api-version), joined with the path's own", () => {
+  expect(endpointUrl('https://x.openai.azure.com/openai/v1?api-version=preview', 'chat/completions')).toBe(
+    'https://x.openai.azure.com/openai/v1/chat/completions?api-version=preview',
+  );
+  expect(endpointUrl('https://g.example/v1beta/?tenant=a', 'models/m:stream?alt=sse')).toBe(
+    'https://g.example/v1beta/models/m:stream?alt=sse&tenant=a',
+  );
+});
+
 describe('upstreamHttpError', () => {
   const r = route({ id: 'gpu-1', kind: 'vllm' });
+
+  it("blanks the route's credential headers and URL parameters in the text a client sees, not only its keys", () => {
+    const secretive = route({
+      baseUrl: 'http://gpu-1:8000/v1?code=QUERYSECRET-123&region=eu-west-1x',
+      apiKeys: ['sk-routekey-1234'],
+      headers: { 'api-key': 'HEADERSECRET-456', authorization: 'Bearer BEARERSECRET-789', 'x-title': 'Team dashboard' },
+    });
+    const quoted =
+      'refused sk-routekey-1234 at /v1?code=QUERYSECRET-123&region=eu-west-1x with api-key: HEADERSECRET-456, ' +
+      'Authorization: Bearer BEARERSECRET-789 (x-title: Team dashboard)';
+    const err = upstreamHttpError(401, JSON.stringify({ error: { message: quoted } }), secretive, undefined);
+    expect(err.message).not.toMatch(/SECRET|routekey/);
+    // What names no credential is left as it was.
+    expect(err.message).toContain('region=eu-west-1x');
+    expect(err.message).toContain('Team dashboard');
+  });
 
   it("keeps an OpenAI error body's status, message, type, code and param for 4xx", () => {
     const body = JSON.stringify({
