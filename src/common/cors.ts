@@ -54,6 +54,9 @@ const MAX_AGE = '7200';
  * opens could make the gateway spend. A request that changes or costs something (not GET, HEAD or
  * OPTIONS) and carries an `Origin` neither allowed nor the gateway's own (the `Host` it was sent
  * to) is refused with 403, with CORS on or off. Clients that are no browser send no `Origin`.
+ * The gateway's own origin counts only under an address (an IP, `localhost`): a page whose name an
+ * attacker rebinds to the gateway's address (DNS rebinding) is the same origin as its Host too. A
+ * page served under the gateway's name is allowed by listing that origin in CORS_ORIGINS.
  */
 export function cors(origins: CorsOrigins | undefined) {
   const any = origins === '*';
@@ -100,15 +103,22 @@ export function cors(origins: CorsOrigins | undefined) {
 
 const SAFE_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD', 'OPTIONS']);
 
-/** Whether `origin` is the address the request was sent to (a page served behind the same host). */
+/**
+ * Whether `origin` is the address the request was sent to (a page served behind the same host),
+ * and that address is an IP or `localhost`, which no one else's DNS can name.
+ */
 function sameOrigin(origin: string, req: Request): boolean {
   const host = req.headers['x-forwarded-host'] ?? req.headers.host;
   if (typeof host !== 'string') return false;
+  let url: URL;
   try {
-    return new URL(origin).host.toLowerCase() === host.split(',')[0].trim().toLowerCase();
+    url = new URL(origin);
   } catch {
     return false;
   }
+  if (url.host.toLowerCase() !== host.split(',')[0].trim().toLowerCase()) return false;
+  const name = url.hostname.toLowerCase();
+  return name === 'localhost' || name.endsWith('.localhost') || name.startsWith('[') || /^\d{1,3}(\.\d{1,3}){3}$/.test(name);
 }
 
 function refuse(req: Request, res: Response, origin: string): void {

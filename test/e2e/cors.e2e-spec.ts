@@ -1,3 +1,4 @@
+import { request } from 'undici';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 
 const MODELS = 'models:\n  - id: demo/mock\n    context_length: 4096\n    route: [{ kind: mock, tokens: 3 }]\n';
@@ -16,12 +17,14 @@ function preflight(url: string, origin: string, headers: Record<string, string> 
   });
 }
 
-function post(url: string, body: unknown, origin?: string): Promise<Response> {
-  return fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: 'Bearer sk-page', ...(origin ? { origin } : {}) },
-    body: typeof body === 'string' ? body : JSON.stringify(body),
-  });
+/** A POST as a page would send it; `host` as its browser names the server (fetch sends the URL's). */
+async function post(url: string, body: unknown, origin?: string, host?: string): Promise<Response> {
+  const headers = { 'content-type': 'application/json', authorization: 'Bearer sk-page', ...(origin ? { origin } : {}) };
+  const text = typeof body === 'string' ? body : JSON.stringify(body);
+  if (host === undefined) return fetch(url, { method: 'POST', headers, body: text });
+  const res = await request(url, { method: 'POST', headers: { ...headers, host }, body: text });
+  const answer = await res.body.text();
+  return new Response(answer, { status: res.statusCode, headers: res.headers as Record<string, string> });
 }
 
 /** The wire side of CORS; test/e2e/browser.e2e-spec.ts checks that a real browser accepts it. */
@@ -169,11 +172,18 @@ describe('CORS', () => {
       expect(res.headers.get('access-control-allow-origin')).toBeNull();
       await res.json();
       // The gateway's own origin (a page served behind the same host) and no origin at all are served.
-      for (const origin of [gw.url, undefined]) {
-        const ok = await post(`${gw.url}/v1/chat/completions`, CHAT, origin);
+      const port = new URL(gw.url).port;
+      for (const origin of [gw.url, `http://localhost:${port}`, undefined]) {
+        const host = origin ? new URL(origin).host : undefined;
+        const ok = await post(`${gw.url}/v1/chat/completions`, CHAT, origin, host);
         expect([origin, ok.status]).toEqual([origin, 200]);
         await ok.json();
       }
+      // DNS rebinding: a page whose name now points at the gateway is "same origin" with the Host
+      // its browser sends; under a name, the gateway's own origin is only what CORS_ORIGINS lists.
+      const rebound = await post(`${gw.url}/v1/chat/completions`, CHAT, `http://evil.example:${port}`, `evil.example:${port}`);
+      expect(rebound.status).toBe(403);
+      await rebound.json();
     } finally {
       await gw.close();
     }
