@@ -72,12 +72,14 @@ export async function runWithAccounts<T>(
       const refused = lease;
       try {
         lease = await pool.forceRefresh(refused, signal);
-      } catch (err) {
+      } catch {
         if (signal.aborted)
           throw new UpstreamError({ failure: 'aborted', message: 'the request was cancelled', provider: `${provider}_sub` });
         last = accountError(
           provider,
-          `${provider} account ${refused.id} was refused and could not be refreshed: ${(err as Error).message}`,
+          // The token endpoint's answer is for the operator (the account's last_error and the
+          // log), not for every client: it names the OAuth client and echoes the grant.
+          `${provider} account ${refused.id} was refused and its token could not be refreshed (GET /admin/accounts has why)`,
           'subscription_auth_failed',
         );
         continue;

@@ -121,4 +121,19 @@ describe.each(['sqlite', 'postgres'] as const)('Claude subscription pool on %s',
     const ys = (await list(gw)).find((a) => a.name === 'y');
     expect(ys).toMatchObject({ status: 'cooldown', last_error: 'rate limited' });
   });
+
+  it("run(): a refused token whose refresh fails tells the client which account, and the token endpoint's words only the operator", async () => {
+    const login = tokens.login();
+    tokens.revoke(login.refresh_token);
+    const gw = await start(claudeFile(db.dir, [{ name: 'only', login }]));
+    const refused = (): Promise<string> =>
+      Promise.reject(new UpstreamError({ failure: 'http', upstreamStatus: 401, message: 'invalid bearer token' }));
+    const err = (await gw.pool.run('claude', new AbortController().signal, refused).catch((e: unknown) => e)) as UpstreamError;
+    expect(err).toBeInstanceOf(UpstreamError);
+    const [account] = await list(gw);
+    expect(err.message).toContain(account.id);
+    expect(err.message).toContain('GET /admin/accounts');
+    expect(err.message).not.toMatch(/invalid_grant|client_id|grant_type/);
+    expect(account).toMatchObject({ status: 'revoked', last_error: expect.stringContaining('invalid_grant') });
+  });
 });
