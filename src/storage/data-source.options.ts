@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { Database } from 'better-sqlite3';
 import type { DataSourceOptions } from 'typeorm';
@@ -80,7 +80,10 @@ export function dataSourceOptions(config: AppConfig): DataSourceOptions {
     };
   }
   const file = config.sqlitePath;
-  mkdirSync(dirname(file), { recursive: true });
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  // Created readable by the gateway's user only (SQLite gives its -wal and -shm files the same
+  // mode): the log holds prompts and answers when DB_STORE_FULL_CONTENT is on.
+  closeSync(openSync(file, 'a', 0o600));
   return {
     type: 'better-sqlite3',
     database: file,

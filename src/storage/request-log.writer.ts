@@ -13,6 +13,13 @@ import { ApiLog } from './entities/api-log.entity';
 import { splitLines } from './spool-lines';
 import { capStoredJson } from './stored-content';
 
+/**
+ * Spool files hold what users sent and were answered (whole prompts with DB_STORE_FULL_CONTENT):
+ * readable by the gateway's user only, whatever the umask. (Modes apply to what is created.)
+ */
+const PRIVATE_FILE = { mode: 0o600 } as const;
+const PRIVATE_DIR = { recursive: true, mode: 0o700 } as const;
+
 const SPOOL_PREFIX = 'api_logs.';
 /**
  * This machine (a container's own hostname), as spool file names carry it next to the PID:
@@ -182,7 +189,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   }
 
   async onModuleInit(): Promise<void> {
-    await mkdir(this.config.spoolDir, { recursive: true });
+    await mkdir(this.config.spoolDir, PRIVATE_DIR);
     this.flushTimer = setInterval(() => void this.flush(), this.config.env.REQUEST_LOG_FLUSH_MS);
     this.flushTimer.unref();
     this.replayTimer = setInterval(() => void this.replay(), this.config.env.REQUEST_LOG_REPLAY_MS);
@@ -480,7 +487,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     const reason = ((err as Error)?.message ?? String(err)) + why;
     this.stats.rejected++;
     try {
-      await appendFile(this.rejectedFile, `{"rejected":${JSON.stringify(reason)},"row":${this.spoolLine(row)}}\n`);
+      await appendFile(this.rejectedFile, `{"rejected":${JSON.stringify(reason)},"row":${this.spoolLine(row)}}\n`, PRIVATE_FILE);
       this.logger.error(`request-log row ${row.id} refused by the database (${reason}); kept in ${this.rejectedFile}`);
     } catch (e) {
       this.logger.error(
@@ -496,7 +503,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
    */
   private spoolLate(row: ApiLog): void {
     try {
-      appendFileSync(this.spoolFile, `${this.spoolLine(row)}\n`);
+      appendFileSync(this.spoolFile, `${this.spoolLine(row)}\n`, PRIVATE_FILE);
       this.stats.spooled++;
       this.logger.warn(`request-log row ${row.id} came after shutdown drained the log; spooled to ${this.spoolFile}`);
     } catch (err) {
@@ -513,8 +520,8 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       // a line of their own, not glued to it (the fragment alone is skipped on replay).
       const text = this.spoolTorn ? `\n${lines}` : lines;
       try {
-        await mkdir(dirname(this.spoolFile), { recursive: true });
-        await appendFile(this.spoolFile, text);
+        await mkdir(dirname(this.spoolFile), PRIVATE_DIR);
+        await appendFile(this.spoolFile, text, PRIVATE_FILE);
         this.spoolTorn = false;
         this.stats.spooled += rows.length;
         return true;

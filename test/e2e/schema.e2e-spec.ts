@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DataSource } from 'typeorm';
@@ -72,6 +72,21 @@ describe('the embedded SQLite connection', () => {
     try {
       expect(await ds.query('PRAGMA cache_size')).toEqual([{ cache_size: -SQLITE_CACHE_KIB }]);
       expect(await ds.query('PRAGMA journal_mode')).toEqual([{ journal_mode: 'wal' }]);
+    } finally {
+      await ds.destroy();
+    }
+  });
+
+  it('creates its files readable by the gateway user only, whatever the umask', async () => {
+    const dir = join(mkdtempSync(join(tmpdir(), 'hi-mode-')), 'data');
+    const file = join(dir, 'db.sqlite');
+    const ds = new DataSource(dataSourceOptions(new AppConfig(validateEnv({ DB_BACKEND: 'sqlite', DB_SQLITE_PATH: file }))));
+    await ds.initialize();
+    try {
+      await ds.runMigrations();
+      expect(statSync(dir).mode & 0o777).toBe(0o700);
+      for (const f of readdirSync(dir)) expect([f, statSync(join(dir, f)).mode & 0o777]).toEqual([f, 0o600]);
+      expect(readdirSync(dir)).toContain('db.sqlite-wal');
     } finally {
       await ds.destroy();
     }

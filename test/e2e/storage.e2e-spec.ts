@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { Client } from 'pg';
@@ -155,6 +155,8 @@ describe('request logs when PostgreSQL goes away', () => {
     await ask(gw, 5); // the gateway keeps serving
     const spool = join(gw.dir, 'spool');
     await waitFor(() => spooledLines(spool) === 5, '5 spooled rows');
+    // Prompts and answers may be in there: the gateway's user alone reads them, whatever the umask.
+    for (const f of readdirSync(spool)) expect([f, statSync(join(spool, f)).mode & 0o777]).toEqual([f, 0o600]);
     const health = await fetch(`${gw.url}/health`);
     expect(health.status).toBe(200);
     expect(await health.json()).toMatchObject({ status: 'degraded', details: { database: { status: 'degraded' } } });
