@@ -60,6 +60,17 @@ export function chatCharge(
   };
 }
 
+/**
+ * The charge of a request any of several models may answer (the request's `models` fallbacks):
+ * the most of each part, so that whichever answers, the reservation covers it.
+ */
+export function dearest(charges: readonly Charge[]): Charge {
+  return charges.reduce((a, b) => ({
+    tokens: Math.max(a.tokens, b.tokens),
+    costPico: a.costPico > b.costPico ? a.costPico : b.costPico,
+  }));
+}
+
 /** A prompt-only request's charge (embeddings): its tokens at the model's prompt price. */
 export function promptCharge(model: ModelDef, promptTokens: number): Charge {
   return { tokens: promptTokens, costPico: worstCaseCost(model, { prompt: promptTokens, completion: 0 }) };

@@ -34,8 +34,9 @@ export class ChatCompletionService {
       rec.stream = chat.stream === true;
       rec.userId = typeof chat.user === 'string' ? chat.user : null;
       const model = this.calls.resolveModel(scope, chat.model, 'chat');
-      await this.calls.admit(scope, res, () => this.calls.chatCharge(model, chat));
       const ex = new Execution(model, chat, rec.id, scope.signal, scope.snapshot);
+      const models = this.executor.models(ex);
+      await this.calls.admit(scope, res, () => this.calls.chatCharge(models, chat));
       rec.execution = ex;
       if (rec.stream) await this.stream(chat, ex, rec, res, scope.signal);
       else await this.json(ex, rec, res);

@@ -18,7 +18,7 @@ import { AppConfig } from '../config/app-config';
 import { ModelRegistry, type RegistrySnapshot } from '../config/model-registry.service';
 import { Execution, RouteExecutor } from '../routing/route-executor.service';
 import { validateEmbeddingsRequest } from './embeddings-request.validator';
-import { promptCharge } from './charge-estimate';
+import { dearest, promptCharge } from './charge-estimate';
 import { GatewayCalls } from './gateway-call.service';
 
 /**
@@ -68,15 +68,12 @@ export class EmbeddingsService implements OnModuleInit, OnApplicationBootstrap {
       rec.body = body;
       rec.userId = typeof body.user === 'string' ? body.user : null;
       const model = this.calls.resolveModel(scope, body.model, 'embedding');
-      await this.calls.admit(scope, res, () =>
-        promptCharge(
-          model,
-          embeddingInputs(body.input).reduce((n, x) => n + (typeof x === 'string' ? estimateTextTokens(x) : x.length), 0),
-        ),
-      );
       // Strategies plan on the request's routing fields; embeddings have no messages.
       const view: ChatRequest = { ...body, model: body.model, messages: [] };
       const ex = new Execution(model, view, rec.id, scope.signal, scope.snapshot);
+      const models = this.executor.models(ex);
+      const tokens = embeddingInputs(body.input).reduce((n, x) => n + (typeof x === 'string' ? estimateTextTokens(x) : x.length), 0);
+      await this.calls.admit(scope, res, () => dearest(models.map((m) => promptCharge(m, tokens))));
       rec.execution = ex;
       const out = await this.executor.run(
         ex,

@@ -10,12 +10,12 @@ import { AdapterRegistry } from '../adapters/adapter-registry.service';
 import type { ChatRequest } from '../common/chat.types';
 import { AppConfig } from '../config/app-config';
 import { ModelRegistry, type RegistrySnapshot } from '../config/model-registry.service';
-import type { ModelDef } from '../config/registry.types';
+import type { ModelDef, RouteDef } from '../config/registry.types';
 import { AppLogger } from '../observability/app-logger';
 import { MetricsService } from '../observability/metrics.service';
 import { RequestLogWriter } from '../storage/request-log.writer';
 import type { ApiLog } from '../storage/entities/api-log.entity';
-import { chatCharge, type Charge } from './charge-estimate';
+import { chatCharge, dearest, type Charge } from './charge-estimate';
 import { InflightService } from './inflight.service';
 import { RequestRecord } from './request-record';
 import { SseWriter } from './sse-writer';
@@ -87,9 +87,13 @@ export class GatewayCalls {
    * Holds the request to its key's limits before any upstream call (429 when over); the hold is
    * settled with the request's real usage when its row is written. Endpoints need ApiKeyGuard.
    */
-  /** A chat request's charge, with what each route's adapter may have its upstream write. */
-  chatCharge(model: ModelDef, req: ChatRequest): Charge {
-    return chatCharge(model, req, (route, allowed) => this.adapters.get(route.kind)?.outputLimit?.(req, allowed, route) ?? allowed);
+  /**
+   * A chat request's charge, with what each route's adapter may have its upstream write, at the
+   * dearest of the models that may answer it (RouteExecutor.models).
+   */
+  chatCharge(models: readonly ModelDef[], req: ChatRequest): Charge {
+    const outputLimit = (route: RouteDef, allowed: number) => this.adapters.get(route.kind)?.outputLimit?.(req, allowed, route) ?? allowed;
+    return dearest(models.map((model) => chatCharge(model, req, outputLimit)));
   }
 
   async admit(scope: CallScope, res: Response, estimate: () => Charge): Promise<void> {

@@ -49,8 +49,9 @@ export class TextCompletionService {
       }
       const view = chat instanceof UpstreamError ? promptView(body) : chat;
       rec.request = view;
-      await this.calls.admit(scope, res, () => this.calls.chatCharge(model, view));
       const ex = new Execution(model, view, rec.id, scope.signal, scope.snapshot);
+      const models = this.executor.models(ex);
+      await this.calls.admit(scope, res, () => this.calls.chatCharge(models, view));
       rec.execution = ex;
       if (rec.stream) await this.stream(body, chat, ex, scope, res);
       else await this.json(body, chat, ex, rec, res);

@@ -7,7 +7,7 @@ import { chunkHasContent } from '../common/chunks';
 import { contextWindowOf, UpstreamError } from '../common/errors';
 import { AppConfig, type UpstreamTimeouts } from '../config/app-config';
 import type { RegistrySnapshot } from '../config/model-registry.service';
-import type { RouteDef } from '../config/registry.types';
+import type { ModelDef, RouteDef } from '../config/registry.types';
 import { raceAbort } from '../common/abort';
 import { AttemptScope } from './attempt-scope';
 import type { CircuitPermit } from './circuit-breaker';
@@ -84,6 +84,15 @@ export class RouteExecutor {
   timeoutsFor(route: RouteDef, snapshot: RegistrySnapshot): UpstreamTimeouts {
     const total = snapshot.routing.totalTimeoutMs ?? this.config.upstreamTimeouts.totalMs;
     return { ...this.config.upstreamTimeouts, totalMs: total, ...route.timeouts };
+  }
+
+  /**
+   * The models that may answer the request: the one it asked for, then the fallbacks of its
+   * `models` (validated here: a 400 when malformed). Its limits reserve for the dearest.
+   */
+  models(ex: Execution): readonly ModelDef[] {
+    const { fallbacks } = this.manager.options(ex);
+    return fallbacks.length === 0 ? [ex.requested] : [ex.requested, ...fallbacks];
   }
 
   async complete(ex: Execution): Promise<ChatResponse> {

@@ -25,6 +25,10 @@ models:
   - id: acme/slow-stream
     context_length: 8192
     route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: "slow-tokens:300" }]
+  - id: acme/cheap
+    context_length: 8192
+    pricing: { prompt: "1", completion: "1" }
+    route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: ok }]
 `;
 const ask = (model: string, max_tokens?: number) => ({
   model,
@@ -185,6 +189,20 @@ describe('per-key limits in one process', () => {
     expect(after.status).toBe(429);
     expect(after.body.error!.message).toContain(`$${picoToUsd(total)} is spent`);
     expect((await chat(gw, key, ask('acme/chat', 5))).status).toBe(200);
+  });
+
+  it("reserves at the dearest price of the request's fallback models, which may be the one that answers", async () => {
+    const { key } = await admin.createKey({ name: 'fallbacks', daily_budget_usd: '1' });
+    // acme/cheap alone: (8 + 100) tokens at $0.000001.
+    expect((await chat(gw, key, ask('acme/cheap', 100))).status).toBe(200);
+    // With acme/chat as its fallback, the request may cost (8 + 100) x $0.01 = $1.08.
+    const refused = await chat(gw, key, { ...ask('acme/cheap', 100), models: ['acme/cheap', 'acme/chat'] });
+    expect(refused.status).toBe(429);
+    expect(refused.body.error!.message).toContain('this request may cost up to $1.08');
+    // A malformed fallback list is the client's mistake, found before any reservation.
+    const bad = await chat(gw, key, { ...ask('acme/cheap', 100), models: ['no/such-model'] });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error).toMatchObject({ param: 'models[0]' });
   });
 
   it('sends no rate-limit headers for keys without limits or anonymous calls', async () => {

@@ -73,7 +73,8 @@ export class MessagesService {
         const job = this.prepare(req, scope, false);
         const { rec } = scope;
         rec.stream = job.body.stream === true;
-        await this.calls.admit(scope, res, () => this.calls.chatCharge(job.ex.requested, job.ex.request));
+        const models = this.executor.models(job.ex);
+        await this.calls.admit(scope, res, () => this.calls.chatCharge(models, job.ex.request));
         if (rec.stream) await this.stream(job, scope, res);
         else await this.json(job, rec, res);
       },
