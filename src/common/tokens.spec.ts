@@ -13,6 +13,14 @@ describe('estimateTextTokens', () => {
     expect(long).toBeGreaterThan(short * 50);
     expect(estimateTextTokens('x'.repeat(4000))).toBe(1000);
   });
+
+  it('counts a character of CJK as a token and one of other alphabets as half, as tokenizers do', () => {
+    expect(estimateTextTokens('你好世界')).toBe(4);
+    expect(estimateTextTokens('こんにちは、世界')).toBe(8);
+    expect(estimateTextTokens('Привет мир')).toBe(5); // 9 Cyrillic letters, a space
+    expect(estimateTextTokens('café crème')).toBe(3); // Latin-1 is Latin
+    expect(estimateTextTokens('翻译: hello')).toBe(4); // 2 + 7 / 4
+  });
 });
 
 describe('contentText', () => {

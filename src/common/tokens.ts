@@ -1,13 +1,29 @@
 import type { ChatMessage, ChatRequest } from './chat.types';
 
 /**
- * Rough token counts for when an upstream reports none (or a stream was cut): about four
- * characters per token plus OpenAI's per-message overhead. Only ever used as an estimate and
- * marked as such in the request log.
+ * Rough token counts for when an upstream reports none (or a stream was cut), and for what a
+ * request may cost before it is sent (budgets reserve it): about four characters per token in
+ * Latin script, two in other alphabets (Cyrillic, Greek, Arabic, Hebrew, Devanagari, ...), and
+ * one per character of CJK and the scripts after it (tokenizers give a Chinese character about
+ * one token; counted at four characters, a Chinese prompt was reserved at a quarter of its
+ * cost), plus OpenAI's per-message overhead. Only ever used as an estimate and marked as such in
+ * the request log.
  */
 export function estimateTextTokens(text: string): number {
-  return text.length === 0 ? 0 : Math.ceil(text.length / 4);
+  if (text.length === 0) return 0;
+  if (!BEYOND_LATIN1.test(text)) return Math.ceil(text.length / 4);
+  let alphabetic = 0;
+  let wide = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 0x2e80) wide++;
+    else if (c >= 0x100) alphabetic++;
+  }
+  const latin = text.length - alphabetic - wide;
+  return Math.ceil(latin / 4 + alphabetic / 2 + wide);
 }
+
+const BEYOND_LATIN1 = /[\u0100-\uffff]/;
 
 export function estimateMessageTokens(messages: readonly ChatMessage[]): number {
   let total = 3; // every reply is primed with <|start|>assistant<|message|>
