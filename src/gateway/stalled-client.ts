@@ -24,17 +24,25 @@ export function disconnectIfStalled(res: ServerResponse, until: 'drain' | 'finis
     return;
   }
   let last = unsent(socket);
-  const timer = setInterval(() => {
-    // Finished: the socket may be serving the connection's next request by now.
-    if (res.writableFinished) return stop();
-    const now = unsent(socket);
-    if (now !== last && now !== undefined) {
-      last = now;
-      return;
-    }
-    stop();
-    res.destroy();
-  }, ms).unref();
+  let movedAt = performance.now();
+  // Looked at four times per period: the kernel keeps taking bytes for a while after the client
+  // stops reading, so a look once a period saw that as progress and cut the client after two.
+  const timer = setInterval(
+    () => {
+      // Finished: the socket may be serving the connection's next request by now.
+      if (res.writableFinished) return stop();
+      const now = unsent(socket);
+      if (now !== last && now !== undefined) {
+        last = now;
+        movedAt = performance.now();
+        return;
+      }
+      if (performance.now() - movedAt < ms) return;
+      stop();
+      res.destroy();
+    },
+    Math.max(10, ms / 4),
+  ).unref();
   const stop = () => {
     clearInterval(timer);
     res.off(until, stop);

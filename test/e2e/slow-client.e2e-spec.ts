@@ -134,6 +134,20 @@ describe('clients that read slowly but steadily', () => {
     expect(body.usage.completion_tokens).toBe(1_000_000);
   });
 
+  it('cuts a reader that stopped about one limit after it stopped, not two', async () => {
+    const before = (await gw.rows()).length;
+    const { client, server } = await unread(gw, [ask('demo/long', true)]);
+    const started = performance.now();
+    expect(await closedWithin(server, 12_000)).toBe(true);
+    const took = performance.now() - started;
+    client.destroy();
+    // The stream fills the socket's buffers at once, then nothing moves for 3 s. (Looking once
+    // a limit, the watcher saw the kernel's last intake as progress and cut after 6 s or more.)
+    expect(took).toBeGreaterThanOrEqual(3000);
+    expect(took).toBeLessThan(5500);
+    await waitFor(async () => (await gw.rows()).length > before, 'the row');
+  });
+
   it('gives a slow reader its whole stream', async () => {
     const { client, server } = await unread(gw, [ask('demo/medium', true)], 64 * 1024);
     // Chunked: the last event is followed by the chunk framing's end.
