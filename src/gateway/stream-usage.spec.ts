@@ -31,6 +31,18 @@ describe('StreamUsage', () => {
     expect(u.final(() => 99)).toEqual(usage(3, 2));
   });
 
+  it('relays no other chunk without choices: one with no usage, or with usage it cannot use', () => {
+    for (const asked of [ASKED, {}]) {
+      const rec = new RequestRecord('r', 0);
+      const u = new StreamUsage(asked, rec);
+      // Azure's first chunk: prompt filter results, no choices.
+      expect(u.take({ ...chunk([]), prompt_filter_results: [] })).toBe(false);
+      expect(u.take(chunk([], { prompt_tokens: -1, completion_tokens: 'x' } as never))).toBe(false);
+      expect(u.held).toBeUndefined();
+      expect(rec.usage).toBeUndefined();
+    }
+  });
+
   it('takes a figure on a content chunk as exact when nothing followed it, else adds an estimate of what did', () => {
     const run = (status: number) => {
       const rec = new RequestRecord('r', 0);

@@ -24,7 +24,12 @@ export class StreamUsage {
     this.wanted = req.stream_options?.include_usage === true || (typeof u === 'object' && u !== null && u.include === true);
   }
 
-  /** Records the chunk's usage; false for a usage-only chunk (held), else sets its `usage` field. */
+  /**
+   * Records the chunk's usage; false for a chunk without choices (a usage-only one is held),
+   * else sets its `usage` field. Only the last chunk may come without choices: clients read
+   * `choices[0]` of every other (Azure's `prompt_filter_results` chunk has none, nor one whose
+   * usage was unusable), so such a chunk is not relayed.
+   */
   take(chunk: ChatChunk): boolean {
     if (chunk.usage) {
       // Counts out of range (from any backend) are not shown or billed: the estimate stands in.
@@ -34,12 +39,10 @@ export class StreamUsage {
         // On a content chunk it is the figure so far (Gemini, Anthropic's message_start, vLLM's
         // continuous usage), covering the answer up to and including this chunk.
         this.rec.usageSoFarAt = chunk.choices.length > 0 ? this.rec.deliveredChars + chunkChars(chunk) : undefined;
-      }
-      if (chunk.choices.length === 0) {
-        if (sound) this.held = chunk;
-        return false;
+        if (chunk.choices.length === 0) this.held = chunk;
       }
     }
+    if (chunk.choices.length === 0) return false;
     // Assigned, not deleted: delete makes the chunk a slow dictionary object; JSON leaves an
     // undefined property out.
     chunk.usage = this.wanted ? null : undefined;
