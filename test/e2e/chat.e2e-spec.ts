@@ -34,6 +34,13 @@ models:
     context_length: 8192
     route:
       - { kind: openai_compat, base_url: "${upstream}", provider_model_id: "late-end:30" }
+  - id: acme/silent-after-usage
+    context_length: 8192
+    route:
+      - kind: openai_compat
+        base_url: ${upstream}
+        provider_model_id: silent-after-usage
+        timeouts: { idle_ms: 4000 }
   - id: acme/no-usage
     context_length: 8192
     pricing: { prompt: 1, completion: 1 }
@@ -515,6 +522,22 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     expect(text).not.toContain('[DONE]');
     const row = (await gw.rows()).filter((r) => r.model === 'acme/stall').pop()!;
     expect(row.status_code).toBe(504);
+  });
+
+  it('ends a stream whose upstream sent the whole answer and its usage, then neither [DONE] nor the end', async () => {
+    const started = performance.now();
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'acme/silent-after-usage', stream: true, messages: [{ role: 'user', content: 'one two' }] }),
+    });
+    const text = await res.text();
+    // Ended well before the idle timeout (4 s), which would have failed an answer the client had whole.
+    expect(performance.now() - started).toBeLessThan(3500);
+    expect(text).toContain('"finish_reason":"stop"');
+    expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
+    const row = (await gw.rows()).filter((r) => r.model === 'acme/silent-after-usage').pop()!;
+    expect(row).toMatchObject({ status_code: 200, usage_estimated: false });
   });
 
   it('keeps upstream connections alive across streams', async () => {

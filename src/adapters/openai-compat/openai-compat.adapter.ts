@@ -42,6 +42,14 @@ type WireChunk = ChatChunk & { error?: { message?: string; code?: unknown; type?
  * Also serves their legacy `/completions` and `/embeddings`. Subclasses (OpenRouter) change the
  * body, headers and profile through the protected hooks.
  */
+/** How long a complete answer (every choice finished, usage come) waits for its `[DONE]`. */
+export const ANSWERED_GRACE_MS = 1000;
+
+/** The choices a request asks for (`n`). */
+function choiceCount(n: unknown): number {
+  return typeof n === 'number' && Number.isInteger(n) && n > 1 ? n : 1;
+}
+
 @Injectable()
 @LlmAdapter({ kind: 'openai_compat', aliases: OPENAI_COMPAT_ALIASES, options: [] })
 export class OpenAiCompatAdapter implements LlmAdapter {
@@ -73,7 +81,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     }
     const prefix = ctx.requestId.replaceAll('-', '').slice(0, 16);
     const calls = new ToolCallFixer((choice, call) => `call_${prefix}_${choice}_${call}`);
-    yield* this.relay(res, route, ctx, 'delta', (c) => calls.fix(normalizeChunk(c)));
+    yield* this.relay(res, route, ctx, 'delta', choiceCount(req.n), (c) => calls.fix(normalizeChunk(c)));
   }
 
   async completeText(req: CompletionRequest, route: RouteDef, ctx: CallContext): Promise<ChatResponse> {
@@ -94,7 +102,9 @@ export class OpenAiCompatAdapter implements LlmAdapter {
       );
       return;
     }
-    yield* this.relay(res, route, ctx, 'text', (c) => normalizeChunk(completionChunkToChat(c as unknown as Completion)));
+    yield* this.relay(res, route, ctx, 'text', choiceCount(req.n), (c) =>
+      normalizeChunk(completionChunkToChat(c as unknown as Completion)),
+    );
   }
 
   async embed(req: EmbeddingsRequest, route: RouteDef, ctx: CallContext): Promise<EmbeddingsResponse> {
@@ -183,17 +193,26 @@ export class OpenAiCompatAdapter implements LlmAdapter {
 
   /**
    * Relays an SSE body as chunks: ends at `[DONE]` (or at the end of a body whose answer had its
-   * finish reason), fails on an in-band error or a stream cut short.
+   * finish reason), fails on an in-band error or a stream cut short. An answer whose every
+   * choice has finished and whose usage has come is complete: a server that then neither sends
+   * `[DONE]` nor closes is left after ANSWERED_GRACE_MS (or half the idle timeout, if shorter),
+   * and the stream ends as it would have
+   * (it used to hang until the idle timeout, then fail an answer the client had whole).
    */
   private async *relay(
     res: Dispatcher.ResponseData,
     route: RouteDef,
     ctx: CallContext,
     part: 'delta' | 'text',
+    choices: number,
     map: (chunk: ChatChunk) => ChatChunk,
   ): AsyncGenerator<ChatChunk> {
     let done = false;
     let finished = false;
+    const ended = new Set<number>();
+    let grace: NodeJS.Timeout | undefined;
+    let leftAfterAnswer = false;
+    let usageSeen = false;
     const sse = new SseDecoder();
     try {
       read: for await (const bytes of bodyChunks(res.body)) {
@@ -217,13 +236,24 @@ export class OpenAiCompatAdapter implements LlmAdapter {
           for (const c of chunk.choices)
             if (c.finish_reason === 'error') throw inBandError((c.error as WireChunk['error']) ?? {}, route, 'failed mid-stream');
           const out = map(chunk);
-          if (out.choices.some((c) => c.finish_reason)) finished = true;
+          for (const c of out.choices) if (c.finish_reason) ended.add(c.index);
+          if (ended.size > 0) finished = true;
+          usageSeen ||= chunk.usage != null;
+          if (grace === undefined && usageSeen && ended.size >= choices)
+            grace = setTimeout(
+              () => {
+                leftAfterAnswer = true;
+                res.body.destroy();
+              },
+              Math.min(ANSWERED_GRACE_MS, ctx.timeouts.idleMs / 2),
+            );
           yield out;
         }
       }
     } catch (err) {
-      throw this.http.toUpstreamError(err, callInfo(route, ctx));
+      if (!leftAfterAnswer) throw this.http.toUpstreamError(err, callInfo(route, ctx));
     } finally {
+      clearTimeout(grace);
       releaseBody(res, done);
     }
     if (!done && !finished && sse.notEventStream) throw notEventStreamError(res, route);
