@@ -14,6 +14,9 @@ export interface SseEvent {
  * async-generator hop per chunk. As the SSE spec says, an event cut off before its blank line is
  * never returned: the stream was truncated, and the caller notices the missing end of stream.
  */
+/** A stream event past the decoder's limit: the server's fault, and no reason to ask it again. */
+export class SseEventTooLarge extends Error {}
+
 export class SseDecoder {
   private readonly decoder = new TextDecoder('utf-8');
   private pending: SseEvent[] = [];
@@ -44,7 +47,7 @@ export class SseDecoder {
     if (this.pending.length === 0) {
       this.held += text.length;
       // A misbehaving server must not make the gateway hold an unbounded event in memory.
-      if (this.held > this.maxEventChars) throw new Error(`sent a stream event longer than ${this.maxEventChars} characters`);
+      if (this.held > this.maxEventChars) throw new SseEventTooLarge(`sent a stream event longer than ${this.maxEventChars} characters`);
       return NONE;
     }
     this.held = 0;

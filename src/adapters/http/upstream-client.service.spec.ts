@@ -1,3 +1,4 @@
+import { SseDecoder } from '../../common/sse';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { errors as undiciErrors } from 'undici';
@@ -60,6 +61,23 @@ describe('UpstreamClient', () => {
     expect(err).toBeInstanceOf(UpstreamError);
     expect(err).toMatchObject({ status: 504, code: 'connect_timeout', message: 'could not connect to upstream r within 1000 ms' });
     expect(classifyFailure(err as UpstreamError)).toBe('slow');
+  });
+
+  it('takes a stream event past the limit as an answer too large, not a broken connection to try again', () => {
+    let thrown: unknown;
+    try {
+      new SseDecoder(100).push('data: ' + 'x'.repeat(200));
+    } catch (e) {
+      thrown = e;
+    }
+    const err = client.toUpstreamError(thrown, {
+      signal: new AbortController().signal,
+      timeouts: timeouts(1000),
+      route: 'r',
+      provider: 'p',
+    });
+    expect(err).toMatchObject({ status: 502, failure: 'protocol', code: 'upstream_too_large' });
+    expect(err.message).toBe('upstream r sent a stream event longer than 100 characters');
   });
 
   it('lets a health probe take as long as its signal allows (health_check_timeout_ms may exceed 5 s)', async () => {

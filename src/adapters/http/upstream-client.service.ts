@@ -1,4 +1,5 @@
 import { Injectable, type OnApplicationShutdown } from '@nestjs/common';
+import { SseEventTooLarge } from '../../common/sse';
 import { StringDecoder } from 'node:string_decoder';
 import { Pool, errors as undiciErrors, type Dispatcher } from 'undici';
 import { AppConfig, type UpstreamTimeouts } from '../../config/app-config';
@@ -123,6 +124,16 @@ export class UpstreamClient implements OnApplicationShutdown {
     ) {
       return new UpstreamError({ ...base, failure: 'connect', message: `upstream ${req.route} is unreachable (${code})` });
     }
+    // As an answer over UPSTREAM_BODY_LIMIT (answerTooLarge): the next route, not this one again,
+    // and not against its circuit (an event that large may be what this request asked for).
+    if (err instanceof SseEventTooLarge)
+      return new UpstreamError({
+        ...base,
+        failure: 'protocol',
+        code: ANSWER_TOO_LARGE,
+        message: `upstream ${req.route} ${err.message}`,
+        gatewayFault: true,
+      });
     if (
       code === 'ECONNRESET' ||
       code === 'EPIPE' ||
