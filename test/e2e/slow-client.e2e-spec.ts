@@ -88,6 +88,27 @@ describe('clients that stop reading', () => {
     expect(closed).toBe(true);
   });
 
+  it('keeps serving others while flat-out mock streams fill the buffers of clients that do not read', async () => {
+    const held = await Promise.all(Array.from({ length: 20 }, () => unread(gw, [ask('demo/long', true)])));
+    try {
+      const slowest = Math.max(
+        ...(await Promise.all(
+          Array.from({ length: 5 }, async (_, i) => {
+            await new Promise((r) => setTimeout(r, i * 40));
+            const started = performance.now();
+            expect((await fetch(`${gw.url}/health`)).status).toBeLessThan(600);
+            return performance.now() - started;
+          }),
+        )),
+      );
+      // Each stream wrote megabytes into the kernel's buffers in microtasks, never yielding: /health
+      // waited seconds behind them.
+      expect(slowest).toBeLessThan(1500);
+    } finally {
+      for (const { client } of held) client.destroy();
+    }
+  });
+
   it('ends a pipelined stream whose connection died before its turn, as one the client left', async () => {
     // The second stream's response has no socket until the first finishes, and Node gives it no
     // close when the connection dies: it waited on a drain for ever, holding its slot, and wrote no row.

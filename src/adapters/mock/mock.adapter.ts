@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { setImmediate as setImmediatePromise, setTimeout as sleep } from 'node:timers/promises';
 import type { ChatChunk, ChatRequest, ChatResponse, Usage } from '../../common/chat.types';
 import { MAX_TIMER_MS } from '../../common/deadline';
 import { UpstreamError } from '../../common/errors';
@@ -32,6 +32,9 @@ export function mockOptions(route: RouteDef): MockOptions {
 
 /** The longest answer the mock writes (tokens). */
 export const MAX_MOCK_TOKENS = 1_000_000;
+
+/** A flat-out stream lets other work run after this many tokens. */
+const YIELD_EVERY_TOKENS = 64;
 
 /** The i-th token of the mock's answer (each ends with a space except the last). */
 export function mockToken(i: number, last: boolean): string {
@@ -105,6 +108,10 @@ export class MockAdapter implements LlmAdapter {
     for (let i = 0; i < count; i++) {
       if (i > 0 && gap > 0) await wait(gap, ctx.signal);
       else if (ctx.signal.aborted) throw aborted();
+      // Flat out, the chunks go on in microtasks while the socket takes them (megabytes, into the
+      // kernel's buffers): other requests get a turn every so many tokens, as a network upstream's
+      // reads give them.
+      else if (gap === 0 && i % YIELD_EVERY_TOKENS === YIELD_EVERY_TOKENS - 1) await setImmediatePromise();
       const content = mockToken(i, i === count - 1);
       for (let index = 0; index < n; index++) yield { ...base, choices: [{ index, delta: { content }, finish_reason: null }] };
     }
