@@ -68,7 +68,7 @@ export class GenerationController {
 }
 
 export function presentGeneration(row: ApiLog) {
-  const meta = (row.metadata ?? {}) as { upstream_id?: unknown };
+  const meta = (row.metadata ?? {}) as { upstream_id?: unknown; served_model?: unknown };
   const cost = Number(row.cost_usd ?? 0);
   return {
     id: `gen-${row.id}`,
@@ -78,7 +78,8 @@ export function presentGeneration(row: ApiLog) {
     // What the operator paid upstream is theirs to know (admin request log), not the caller's.
     upstream_inference_cost: null,
     created_at: toDate(row.created_at).toISOString(),
-    model: row.model,
+    // The model that answered, as the answer named it (a fallback from the request's `models`).
+    model: typeof meta.served_model === 'string' ? meta.served_model : row.model,
     app_id: null,
     streamed: Boolean(row.stream),
     cancelled: row.status_code === 499,

@@ -84,6 +84,9 @@ models:
     context_length: 8192
     pricing: { prompt: "1", completion: "1" }
     route: [{ kind: openai_compat, base_url: "${standIn}", provider_model_id: "slow-tokens:200" }]
+  - id: acme/down
+    context_length: 8192
+    route: [{ kind: openai_compat, base_url: "${standIn}", provider_model_id: "error:503" }]
 `;
 
 describe.each(['sqlite', 'postgres'] as const)('accounting on %s', (backend) => {
@@ -312,6 +315,13 @@ describe.each(['sqlite', 'postgres'] as const)('accounting on %s', (backend) => 
       expect(denied.status).toBe(404);
       expect(denied.body.error).toMatchObject({ type: 'not_found_error', code: 'generation_not_found' });
     }
+    // A fallback model answered: the generation names it, as the answer did.
+    const fell = await chat(gw, mine.key, { ...ask('acme/down'), models: ['acme/down', 'acme/detailed'] });
+    expect(fell.body.model).toBe('acme/detailed');
+    const served = await call<{ data: Record<string, unknown> }>(`${gw.url}/v1/generation?id=${String(fell.body.id)}`, 'GET', undefined, {
+      authorization: `Bearer ${mine.key}`,
+    });
+    expect(served.body.data.model).toBe('acme/detailed');
     const anonymous = await chat(gw, undefined, ask('acme/detailed'));
     expect((await call(`${gw.url}/v1/generation?id=${String(anonymous.body.id)}`, 'GET')).status).toBe(200);
     const missing = await call<{ error: { param: string } }>(`${gw.url}/v1/generation`, 'GET');
