@@ -140,7 +140,7 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
       );
     }
     throw new NoMatchingRouteError(
-      `No route of ${models.map((m) => m.id).join(', ')} satisfies the request's provider preferences (only, ignore, max_price)`,
+      `No route of ${models.map((m) => m.id).join(', ')} satisfies the request's provider preferences (${setPreferences(opts)})`,
     );
   }
 
@@ -297,4 +297,21 @@ function editDistance(a: string, b: string): number {
     prev = row;
   }
   return prev[b.length];
+}
+
+/** The provider preferences of a request that can leave a model without routes, as it set them. */
+function setPreferences(opts: RoutingOptions): string {
+  const set = [
+    opts.only && `only: ${names(opts.only)}`,
+    opts.ignore && `ignore: ${names(opts.ignore)}`,
+    opts.maxPrice && 'max_price',
+    opts.order && !opts.allowFallbacks && `order: ${names(opts.order)} with allow_fallbacks: false`,
+    !opts.order && !opts.allowFallbacks && 'allow_fallbacks: false',
+  ].filter((p): p is string => typeof p === 'string');
+  return set.length > 0 ? set.join('; ') : 'only, ignore, max_price, order';
+}
+
+function names(list: readonly string[]): string {
+  const shown = list.slice(0, 5).map((n) => n.slice(0, 40));
+  return list.length > 5 ? `${shown.join(', ')}, ...` : shown.join(', ');
 }

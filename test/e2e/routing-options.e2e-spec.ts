@@ -177,6 +177,11 @@ describe('OpenRouter routing options', () => {
     const err = (await ask({ provider: { only: ['together'] } }).catch((e: unknown) => e)) as APIError;
     expect(err).toBeInstanceOf(OpenAI.NotFoundError);
     expect(err.code).toBe('no_matching_route');
+    // The message names the preferences that left nothing, as the request set them.
+    expect(err.message).toContain('provider preferences (only: together)');
+    const ordered = (await ask({ provider: { order: ['together'], allow_fallbacks: false } }).catch((e: unknown) => e)) as APIError;
+    expect(ordered.code).toBe('no_matching_route');
+    expect(ordered.message).toContain('(order: together with allow_fallbacks: false)');
   });
 
   it('provider.sort: throughput (:nitro) and latency rank routes by what they measured', async () => {
