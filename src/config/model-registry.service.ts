@@ -10,7 +10,13 @@ import { YamlSource } from './yaml-source';
 export const CONFIG_VARS = Symbol('CONFIG_VARS');
 export type ConfigVars = Readonly<Record<string, string | undefined>>;
 
-const VARIANT = /:(nitro|floor)$/;
+/**
+ * OpenRouter's routing variants: a suffix that names the same model with a routing preference
+ * (`:nitro` fastest, `:floor` cheapest, `:exacto` its quality-first order), read by the router.
+ */
+export const ROUTING_VARIANTS = ['nitro', 'floor', 'exacto'] as const;
+export type RoutingVariant = (typeof ROUTING_VARIANTS)[number];
+const VARIANT = new RegExp(`:(${ROUTING_VARIANTS.join('|')})$`);
 
 /** One consistent view of models.yaml and routing.yaml. Requests hold on to the one they started with. */
 export class RegistrySnapshot {
@@ -30,8 +36,8 @@ export class RegistrySnapshot {
   }
 
   /**
-   * By id or alias; also OpenRouter's variants `id:nitro` and `id:floor`, which name the same
-   * model with a routing preference (read by the router from the request's model name).
+   * By id or alias; also with one of OpenRouter's routing variants (`id:nitro`, ...), which name
+   * the same model with a routing preference (read by the router from the request's model name).
    */
   find(name: string): ModelDef | undefined {
     const m = this.byName.get(name);

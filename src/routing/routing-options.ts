@@ -2,6 +2,7 @@ import { PROVIDER_POLICY_KEYS, type ChatRequest } from '../common/chat.types';
 import { InvalidRequestError } from '../common/errors';
 import { perMillionToPicoPerToken, usdToPico } from '../common/money';
 import type { ModelDef, RouteDef } from '../config/registry.types';
+import { ROUTING_VARIANTS, type RoutingVariant } from '../config/model-registry.service';
 import { pricingOf } from './cost-estimate';
 import { isJsonObject } from '../common/json-object';
 
@@ -41,7 +42,11 @@ export interface OptionContext {
 
 export const MAX_FALLBACK_MODELS = 10;
 const SORTS: readonly ProviderSort[] = ['price', 'throughput', 'latency'];
-const VARIANTS: Record<string, ProviderSort> = { nitro: 'throughput', floor: 'price' };
+/**
+ * What each routing variant sorts by. `:exacto` is OpenRouter's quality-first order among its
+ * providers; a gateway's routes are its operator's choice, so it keeps the strategy's order.
+ */
+const VARIANTS: Readonly<Record<RoutingVariant, ProviderSort | undefined>> = { nitro: 'throughput', floor: 'price', exacto: undefined };
 const PRICE_KEYS = ['prompt', 'completion', 'request', 'image'] as const;
 const QUANTIZATIONS = ['int4', 'int8', 'fp4', 'fp6', 'fp8', 'fp16', 'bf16', 'fp32', 'unknown'];
 /**
@@ -56,11 +61,12 @@ function bad(param: string, problem: string): never {
 }
 
 /** `name:nitro` / `name:floor`: the model name and the sort its suffix asks for. */
-export function splitVariant(name: string): { base: string; sort: ProviderSort } | undefined {
+export function splitVariant(name: string): { base: string; sort?: ProviderSort } | undefined {
   const i = name.lastIndexOf(':');
   if (i <= 0) return undefined;
-  const sort = VARIANTS[name.slice(i + 1)];
-  return sort ? { base: name.slice(0, i), sort } : undefined;
+  const suffix = name.slice(i + 1);
+  if (!(ROUTING_VARIANTS as readonly string[]).includes(suffix)) return undefined;
+  return { base: name.slice(0, i), sort: VARIANTS[suffix as RoutingVariant] };
 }
 
 /** Whether a provider name in `order` / `only` / `ignore` means this route: its id, its kind, or the bracketed part of its kind. */

@@ -161,6 +161,12 @@ describe('OpenRouter routing options', () => {
     expect(floor.model).toBe('o/main');
   });
 
+  it(":exacto names the model too, in the strategy's order (the operator chose the routes)", async () => {
+    const exacto = await ask({ model: 'o/main:exacto' });
+    expect(exacto.model).toBe('o/main');
+    expect((await ask({ model: 'o/main:exact' }).catch((e: unknown) => e)) as APIError).toBeInstanceOf(OpenAI.NotFoundError);
+  });
+
   it('provider.max_price leaves out dearer routes, and a 404 when none is left', async () => {
     await ask({ provider: { max_price: { prompt: 0.2, completion: '0.2' } } });
     expect(sent()).toEqual(['ds-model']);
