@@ -644,10 +644,15 @@ describe('anthropicHttpError', () => {
     [403, 'permission_error', 403, 'permission_error'],
     [404, 'not_found_error', 404, 'not_found_error'],
     [413, 'request_too_large', 413, 'invalid_request_error'],
-    [402, 'billing_error', 402, 'insufficient_quota'],
   ])('passes %d %s on as %d %s with its message', (status, type, outStatus, outType) => {
     const err = anthropicHttpError(status, body(type, 'the reason'), route, undefined);
     expect(err).toMatchObject({ status: outStatus, type: outType, code: type, message: 'the reason', retryable: false });
+  });
+
+  it("passes 402 billing_error on as 402 insufficient_quota, saying it is the operator's account", () => {
+    const err = anthropicHttpError(402, body('billing_error', 'the reason'), route, undefined);
+    expect(err).toMatchObject({ status: 402, type: 'insufficient_quota', code: 'upstream_payment_required', retryable: false });
+    expect(err.message).toMatch(/refused for payment: the operator's account with the provider \(402\): the reason$/);
   });
 
   it('makes api_error a retryable 502 naming the route', () => {

@@ -256,19 +256,20 @@ export function providerHttpError(
 ): UpstreamError {
   const message = withoutKeys(f.message || `HTTP ${status}`, route);
   const clientError = status >= 400 && status < 500;
-  // A 401 is about the gateway's credentials for the route (its key, a subscription's token),
-  // never the client's: said so, so that no one takes it for their own key being refused.
-  const refusedUs = status === 401;
+  // A 401 is about the gateway's credentials for the route (its key, a subscription's token), a
+  // 402 about the operator's account with the provider: never the client's. Said so, so that no
+  // one takes it for their own key refused or their own credits spent (OpenRouter's 402).
+  const aboutUs = status === 401 ? OPERATOR_REFUSALS[401] : status === 402 ? OPERATOR_REFUSALS[402] : undefined;
   return new UpstreamError({
     failure: 'http',
     upstreamStatus: status,
-    message: refusedUs
-      ? `upstream ${route.id} refused the gateway's credentials for it (401): ${message}`
+    message: aboutUs
+      ? `upstream ${route.id} ${aboutUs.what} (${status}): ${message}`
       : clientError
         ? message
         : `upstream ${route.id} ${what}: ${message}`,
     type: clientError || f.status !== undefined ? f.type : undefined,
-    code: refusedUs ? 'upstream_unauthorized' : clientError || f.status !== undefined ? f.code : undefined,
+    code: aboutUs ? aboutUs.code : clientError || f.status !== undefined ? f.code : undefined,
     param: f.param,
     retryAfterMs,
     retryable: f.retryable,
@@ -278,6 +279,12 @@ export function providerHttpError(
     route: route.id,
   });
 }
+
+/** Upstream refusals that are about the operator's standing with the provider, not the client's. */
+const OPERATOR_REFUSALS = {
+  401: { what: "refused the gateway's credentials for it", code: 'upstream_unauthorized' },
+  402: { what: "refused for payment: the operator's account with the provider", code: 'upstream_payment_required' },
+} as const;
 
 /** An upstream's error metadata for the client: a JSON object, the route's keys blanked out, not too large. */
 function errorMetadata(m: unknown, route: RouteDef): Record<string, unknown> | undefined {

@@ -174,6 +174,16 @@ it("keeps a base URL's query after the path (Azure's api-version), joined with t
 describe('upstreamHttpError', () => {
   const r = route({ id: 'gpu-1', kind: 'vllm' });
 
+  it("says a 402 is about the operator's account with the provider, not the client's credits", () => {
+    const body = JSON.stringify({ error: { message: 'Insufficient credits', code: 402 } });
+    const err = upstreamHttpError(402, body, route({ id: 'or-main', kind: 'openrouter' }), undefined);
+    expect(err).toMatchObject({
+      status: 402,
+      code: 'upstream_payment_required',
+      message: "upstream or-main refused for payment: the operator's account with the provider (402): Insufficient credits",
+    });
+  });
+
   it("blanks the route's credential headers and URL parameters in the text a client sees, not only its keys", () => {
     const secretive = route({
       baseUrl: 'http://gpu-1:8000/v1?code=QUERYSECRET-123&region=eu-west-1x',
@@ -571,7 +581,8 @@ describe('usage and answer normalisation', () => {
       { choices: null, base_resp: { status_code: 1008, status_msg: 'insufficient balance' } },
       route({ kind: 'minimax' }),
     );
-    expect(err).toMatchObject({ status: 402, message: 'insufficient balance (1008)', code: '1008' });
+    expect(err).toMatchObject({ status: 402, code: 'upstream_payment_required' });
+    expect(err!.message).toMatch(/the operator's account with the provider \(402\): insufficient balance \(1008\)$/);
     expect(miniMaxError({ base_resp: { status_code: 1002, status_msg: 'rate limit' } }, route())).toMatchObject({
       status: 429,
       retryable: true,
