@@ -5,6 +5,8 @@ import { DataSource } from 'typeorm';
 import { AppConfig } from '../../src/config/app-config';
 import { validateEnv } from '../../src/config/env.schema';
 import { dataSourceOptions, SQLITE_CACHE_KIB } from '../../src/storage/data-source.options';
+import { SqliteRollup, type RollupDelta } from '../../src/storage/api-log-rollup';
+import type Database from 'better-sqlite3';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres';
 
 /**
@@ -72,6 +74,46 @@ describe('the embedded SQLite connection', () => {
     try {
       expect(await ds.query('PRAGMA cache_size')).toEqual([{ cache_size: -SQLITE_CACHE_KIB }]);
       expect(await ds.query('PRAGMA journal_mode')).toEqual([{ journal_mode: 'wal' }]);
+    } finally {
+      await ds.destroy();
+    }
+  });
+
+  it("keeps an hour's cost exact to the pico-dollar however many flushes added to it (below $1,000)", async () => {
+    const env = validateEnv({ DB_BACKEND: 'sqlite', DB_SQLITE_PATH: join(mkdtempSync(join(tmpdir(), 'hi-rollup-')), 'db.sqlite') });
+    const ds = new DataSource(dataSourceOptions(new AppConfig(env)));
+    await ds.initialize();
+    try {
+      await ds.runMigrations();
+      const rollup = new SqliteRollup((ds.driver as unknown as { databaseConnection: Database.Database }).databaseConnection);
+      const hour = new Date(Date.UTC(2026, 11, 6, 10));
+      const delta = (): RollupDelta => ({
+        dimension: 'key',
+        hour,
+        value: 'k1',
+        requests: 1,
+        errors: 0,
+        cancelled: 0,
+        promptTokens: 1,
+        completionTokens: 1,
+        cachedTokens: 0,
+        cacheWriteTokens: 0,
+        reasoningTokens: 0,
+        costPico: 123_456_789_012n,
+        upstreamCostPico: 0n,
+        latencySum: 1,
+        ttftCount: 0,
+        ttftSum: 0,
+        latencyHist: new Map(),
+        ttftHist: new Map(),
+      });
+      // One flush each, as a busy key's rows come in small batches.
+      for (let i = 0; i < 6000; i++) rollup.apply([delta()]);
+      const [row] = await ds.query<Array<{ cost: string; requests: number }>>(
+        `SELECT printf('%.12f', "cost_usd") AS cost, "requests" FROM "api_logs_hourly"`,
+      );
+      // Added up as floating point, 6,000 additions drifted 44 pico-dollars (740.740734072044).
+      expect(row).toEqual({ cost: '740.740734072000', requests: 6000 });
     } finally {
       await ds.destroy();
     }
