@@ -41,6 +41,9 @@ models:
         base_url: ${upstream}
         provider_model_id: silent-after-usage
         timeouts: { idle_ms: 4000 }
+  - id: acme/staggered
+    context_length: 8192
+    route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: "staggered:400" }]
   - id: acme/no-usage
     context_length: 8192
     pricing: { prompt: 1, completion: 1 }
@@ -538,6 +541,24 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
     const row = (await gw.rows()).filter((r) => r.model === 'acme/silent-after-usage').pop()!;
     expect(row).toMatchObject({ status_code: 200, usage_estimated: false });
+  });
+
+  it('reads a stream on while a choice is still answering, though the other finished and usage came with each chunk', async () => {
+    const stream = await client.chat.completions.create({
+      model: 'acme/staggered',
+      stream: true,
+      // No n: 2. More choices than n is what a text completion of several prompts gets (n for each).
+      stream_options: { include_usage: true },
+      messages: [{ role: 'user', content: 'x' }],
+    });
+    let second = '';
+    let usage: OpenAI.CompletionUsage | null | undefined;
+    for await (const chunk of stream) {
+      for (const c of chunk.choices) if (c.index === 1) second += c.delta.content ?? '';
+      usage = chunk.usage ?? usage;
+    }
+    expect(second).toBe('B1 B2 B3 B4 ');
+    expect(usage?.completion_tokens).toBe(5);
   });
 
   it('keeps upstream connections alive across streams', async () => {

@@ -37,19 +37,14 @@ import { OPENAI_COMPAT_ALIASES, profileFor, type OpenAiCompatProfile } from './o
 
 type WireChunk = ChatChunk & { error?: { message?: string; code?: unknown; type?: string; metadata?: unknown } };
 
+/** How long a complete answer (its final usage chunk come) waits for its `[DONE]`. */
+export const ANSWERED_GRACE_MS = 1000;
+
 /**
  * Any server that speaks OpenAI's chat-completions protocol: vLLM, SGLang, Ollama, DeepSeek, ...
  * Also serves their legacy `/completions` and `/embeddings`. Subclasses (OpenRouter) change the
  * body, headers and profile through the protected hooks.
  */
-/** How long a complete answer (every choice finished, usage come) waits for its `[DONE]`. */
-export const ANSWERED_GRACE_MS = 1000;
-
-/** The choices a request asks for (`n`). */
-function choiceCount(n: unknown): number {
-  return typeof n === 'number' && Number.isInteger(n) && n > 1 ? n : 1;
-}
-
 @Injectable()
 @LlmAdapter({ kind: 'openai_compat', aliases: OPENAI_COMPAT_ALIASES, options: [] })
 export class OpenAiCompatAdapter implements LlmAdapter {
@@ -81,7 +76,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     }
     const prefix = ctx.requestId.replaceAll('-', '').slice(0, 16);
     const calls = new ToolCallFixer((choice, call) => `call_${prefix}_${choice}_${call}`);
-    yield* this.relay(res, route, ctx, 'delta', choiceCount(req.n), (c) => calls.fix(normalizeChunk(c)));
+    yield* this.relay(res, route, ctx, 'delta', (c) => calls.fix(normalizeChunk(c)));
   }
 
   async completeText(req: CompletionRequest, route: RouteDef, ctx: CallContext): Promise<ChatResponse> {
@@ -102,9 +97,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
       );
       return;
     }
-    yield* this.relay(res, route, ctx, 'text', choiceCount(req.n), (c) =>
-      normalizeChunk(completionChunkToChat(c as unknown as Completion)),
-    );
+    yield* this.relay(res, route, ctx, 'text', (c) => normalizeChunk(completionChunkToChat(c as unknown as Completion)));
   }
 
   async embed(req: EmbeddingsRequest, route: RouteDef, ctx: CallContext): Promise<EmbeddingsResponse> {
@@ -193,10 +186,11 @@ export class OpenAiCompatAdapter implements LlmAdapter {
 
   /**
    * Relays an SSE body as chunks: ends at `[DONE]` (or at the end of a body whose answer had its
-   * finish reason), fails on an in-band error or a stream cut short. An answer whose every
-   * choice has finished and whose usage has come is complete: a server that then neither sends
-   * `[DONE]` nor closes is left after ANSWERED_GRACE_MS (or half the idle timeout, if shorter),
-   * and the stream ends as it would have
+   * finish reason), fails on an in-band error or a stream cut short. After the usage-only chunk
+   * that OpenAI's streams end with (after every choice's finish; usage on content chunks, as
+   * vLLM's continuous usage sends it, is not that), the answer is complete: a server that then
+   * neither sends `[DONE]` nor closes is left after ANSWERED_GRACE_MS (or half the idle timeout,
+   * if shorter), and the stream ends as it would have
    * (it used to hang until the idle timeout, then fail an answer the client had whole).
    */
   private async *relay(
@@ -204,15 +198,12 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     route: RouteDef,
     ctx: CallContext,
     part: 'delta' | 'text',
-    choices: number,
     map: (chunk: ChatChunk) => ChatChunk,
   ): AsyncGenerator<ChatChunk> {
     let done = false;
     let finished = false;
-    const ended = new Set<number>();
     let grace: NodeJS.Timeout | undefined;
     let leftAfterAnswer = false;
-    let usageSeen = false;
     const sse = new SseDecoder();
     try {
       read: for await (const bytes of bodyChunks(res.body)) {
@@ -236,10 +227,9 @@ export class OpenAiCompatAdapter implements LlmAdapter {
           for (const c of chunk.choices)
             if (c.finish_reason === 'error') throw inBandError((c.error as WireChunk['error']) ?? {}, route, 'failed mid-stream');
           const out = map(chunk);
-          for (const c of out.choices) if (c.finish_reason) ended.add(c.index);
-          if (ended.size > 0) finished = true;
-          usageSeen ||= chunk.usage != null;
-          if (grace === undefined && usageSeen && ended.size >= choices)
+          if (out.choices.some((c) => c.finish_reason)) finished = true;
+          // OpenAI's last event before [DONE]: usage alone, after every choice finished.
+          if (grace === undefined && finished && out.choices.length === 0 && chunk.usage != null)
             grace = setTimeout(
               () => {
                 leftAfterAnswer = true;
