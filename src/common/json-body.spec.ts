@@ -1,6 +1,6 @@
 import 'reflect-metadata';
 import { validateEnv } from '../config/env.schema';
-import { nestingExceeds, objectWiderThan } from './json-body';
+import { nestingExceeds, shapeProblem } from './json-body';
 
 describe('nestingExceeds', () => {
   const arrays = (n: number): unknown => JSON.parse('['.repeat(n) + ']'.repeat(n));
@@ -30,7 +30,8 @@ describe('nestingExceeds', () => {
   });
 });
 
-describe('objectWiderThan', () => {
+describe('shapeProblem', () => {
+  const objectWiderThan = (text: string, limit: number) => shapeProblem(text, limit, 128) === 'wide';
   const members = (n: number, key = (i: number) => `k${i}`) =>
     JSON.stringify(Object.fromEntries(Array.from({ length: n }, (_, i) => [key(i), 1])));
 
@@ -52,6 +53,15 @@ describe('objectWiderThan', () => {
         20,
       ),
     ).toBe(true);
+  });
+
+  it('finds nesting past the depth limit before parsing, in a text long enough to scan', () => {
+    const nested = (n: number) => `{"pad":"${'x'.repeat(200)}","a":${'['.repeat(n)}${']'.repeat(n)}}`;
+    expect(shapeProblem(nested(9), 20, 10)).toBeUndefined(); // 10 levels with the outer object
+    expect(shapeProblem(nested(10), 20, 10)).toBe('deep');
+    expect(shapeProblem('['.repeat(5_000_000) + ']'.repeat(5_000_000), 10_000, 128)).toBe('deep');
+    // Brackets in strings are text.
+    expect(shapeProblem(`{"a":"${'['.repeat(300)}","b":"${'x'.repeat(100)}"}`, 20, 10)).toBeUndefined();
   });
 
   it('does not scan a text too short to hold more members than the limit', () => {
