@@ -1,5 +1,13 @@
 import type { ChatMessage } from './chat.types';
-import { contentText, estimateMessageTokens, estimatePromptTokens, estimateTextTokens, outputChars, estimateImageTokens } from './tokens';
+import {
+  contentText,
+  estimateMessageTokens,
+  estimatePromptTokens,
+  estimateTextTokens,
+  outputUnits,
+  estimateImageTokens,
+  unitsToTokens,
+} from './tokens';
 
 describe('estimateTextTokens', () => {
   it('is zero for no text and at least one for any text', () => {
@@ -93,16 +101,23 @@ describe('estimatePromptTokens', () => {
   });
 });
 
-describe('outputChars', () => {
+describe('outputUnits', () => {
   it('counts text as a string or as parts, reasoning, and tool calls by name and arguments', () => {
-    expect(outputChars({ content: 'abcd' })).toBe(4);
-    expect(outputChars({ content: [{ type: 'text', text: 'ab' }, { type: 'text', text: 'cde' }, null] })).toBe(5);
-    expect(outputChars({ content: '', reasoning_content: 'x'.repeat(400) })).toBe(400);
-    expect(outputChars({ content: null, reasoning: 'why' })).toBe(3);
-    expect(outputChars({ content: null, tool_calls: [{ function: { name: 'f', arguments: '{"a":1}' } }, null, { type: 'custom' }] })).toBe(
+    expect(outputUnits({ content: 'abcd' })).toBe(4);
+    expect(outputUnits({ content: [{ type: 'text', text: 'ab' }, { type: 'text', text: 'cde' }, null] })).toBe(5);
+    expect(outputUnits({ content: '', reasoning_content: 'x'.repeat(400) })).toBe(400);
+    expect(outputUnits({ content: null, reasoning: 'why' })).toBe(3);
+    expect(outputUnits({ content: null, tool_calls: [{ function: { name: 'f', arguments: '{"a":1}' } }, null, { type: 'custom' }] })).toBe(
       8,
     );
-    expect(outputChars(undefined)).toBe(0);
+    expect(outputUnits(undefined)).toBe(0);
+  });
+
+  it('counts output as the prompt estimate does: a CJK character a token, so 4 units', () => {
+    const answer = '这是一个答案'; // 6 characters, about 6 tokens
+    expect(outputUnits({ content: answer })).toBe(24);
+    expect(unitsToTokens(outputUnits({ content: answer }))).toBe(estimateTextTokens(answer));
+    expect(outputUnits({ content: 'Ответ' })).toBe(10);
   });
 });
 

@@ -10,17 +10,29 @@ import type { ChatMessage, ChatRequest } from './chat.types';
  * the request log.
  */
 export function estimateTextTokens(text: string): number {
-  if (text.length === 0) return 0;
-  if (!BEYOND_LATIN1.test(text)) return Math.ceil(text.length / 4);
-  let alphabetic = 0;
-  let wide = 0;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c >= 0x2e80) wide++;
-    else if (c >= 0x100) alphabetic++;
-  }
-  const latin = text.length - alphabetic - wide;
-  return Math.ceil(latin / 4 + alphabetic / 2 + wide);
+  return unitsToTokens(textUnits(text));
+}
+
+/**
+ * Text as estimate units, a quarter of a token each: a Latin character is one, one of another
+ * alphabet two, a CJK character four. Output is counted in these as it is delivered (streams
+ * add them up chunk by chunk), and turned into tokens by unitsToTokens.
+ */
+export function textUnits(text: string): number {
+  if (!BEYOND_LATIN1.test(text)) return text.length;
+  let units = 0;
+  for (let i = 0; i < text.length; i++) units += charUnits(text.charCodeAt(i));
+  return units;
+}
+
+/** One UTF-16 code unit's estimate units (see textUnits). */
+export function charUnits(code: number): number {
+  return code >= 0x2e80 ? 4 : code >= 0x100 ? 2 : 1;
+}
+
+/** Estimate units (textUnits) as tokens. */
+export function unitsToTokens(units: number): number {
+  return Math.ceil(units / 4);
 }
 
 const BEYOND_LATIN1 = /[\u0100-\uffff]/;
@@ -53,23 +65,24 @@ export function contentText(content: ChatMessage['content']): string {
 }
 
 /**
- * Characters a model generated in a message or a stream delta: its text (a string or a list of
- * parts), its reasoning and its tool calls' names and arguments. What an estimate of completion
- * tokens is made from when an upstream reports no usage, for JSON answers and streams alike.
+ * What a model generated in a message or a stream delta, in estimate units (textUnits): its
+ * text (a string or a list of parts), its reasoning and its tool calls' names and arguments.
+ * What an estimate of completion tokens is made from when an upstream reports no usage, for
+ * JSON answers and streams alike.
  */
-export function outputChars(m: OutputPart | null | undefined): number {
+export function outputUnits(m: OutputPart | null | undefined): number {
   if (!m) return 0;
-  let chars = contentText(m.content as ChatMessage['content']).length;
-  if (typeof m.reasoning_content === 'string') chars += m.reasoning_content.length;
-  if (typeof m.reasoning === 'string') chars += m.reasoning.length;
+  let units = textUnits(contentText(m.content as ChatMessage['content']));
+  if (typeof m.reasoning_content === 'string') units += textUnits(m.reasoning_content);
+  if (typeof m.reasoning === 'string') units += textUnits(m.reasoning);
   if (Array.isArray(m.tool_calls))
     for (const t of m.tool_calls as Array<{ function?: { name?: unknown; arguments?: unknown } } | null>) {
       const f = t?.function;
       if (!f) continue;
-      if (typeof f.name === 'string') chars += f.name.length;
-      if (typeof f.arguments === 'string') chars += f.arguments.length;
+      if (typeof f.name === 'string') units += textUnits(f.name);
+      if (typeof f.arguments === 'string') units += textUnits(f.arguments);
     }
-  return chars;
+  return units;
 }
 
 interface OutputPart {

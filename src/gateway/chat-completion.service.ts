@@ -3,7 +3,7 @@ import type { Request, Response } from 'express';
 import { stripReasoning, type ChatChunk, type ChatRequest, type ChatResponse } from '../common/chat.types';
 import { ChatAggregator } from '../common/chunks';
 import { UpstreamError } from '../common/errors';
-import { estimatePromptTokens, outputChars } from '../common/tokens';
+import { estimatePromptTokens, outputUnits, unitsToTokens } from '../common/tokens';
 import { clientUsage, isSoundUsage, usageFromCounts } from '../common/usage';
 import { AppConfig } from '../config/app-config';
 import { Execution, RouteExecutor } from '../routing/route-executor.service';
@@ -50,9 +50,9 @@ export class ChatCompletionService {
     if (!isSoundUsage(out.usage)) {
       // A server that reports no usage still gets accounted; the client sees the estimate too.
       // Every choice's text, reasoning and tool calls, as a stream of the same answer counts them.
-      const chars = out.choices.reduce((s, c) => s + outputChars(c.message), 0);
-      out.usage = usageFromCounts(estimatePromptTokens(ex.request), Math.ceil(chars / 4));
-      rec.deliveredChars = chars;
+      const chars = out.choices.reduce((s, c) => s + outputUnits(c.message), 0);
+      out.usage = usageFromCounts(estimatePromptTokens(ex.request), unitsToTokens(chars));
+      rec.deliveredUnits = chars;
     } else {
       rec.usage = out.usage;
       out.usage = clientUsage(out.usage);
@@ -162,9 +162,9 @@ export class ChatCompletionService {
     for (const c of chunk.choices) {
       const d = c.delta;
       if (d) {
-        const chars = outputChars(d);
+        const chars = outputUnits(d);
         if (chars > 0 && rec.ttftMs === undefined) rec.ttftMs = performance.now() - rec.startedAt;
-        rec.deliveredChars += chars;
+        rec.deliveredUnits += chars;
       }
       if (c.finish_reason) rec.finishReason = String(c.finish_reason);
     }

@@ -1,6 +1,6 @@
 import type { ChatRequest, Usage } from '../common/chat.types';
 import { costPico, picoToUsd, usdToPico, type TokenCounts } from '../common/money';
-import { estimatePromptTokens } from '../common/tokens';
+import { estimatePromptTokens, unitsToTokens } from '../common/tokens';
 import { isSoundUsage, tokenCounts, upstreamChargeUsd } from '../common/usage';
 import type { ModelDef, RouteDef } from '../config/registry.types';
 import type { RequestObservation } from '../observability/metrics.service';
@@ -34,7 +34,7 @@ export class RequestRecord {
   ttftMs?: number;
   usage?: Usage;
   /** Characters of answer sent to the client (for estimates). */
-  deliveredChars = 0;
+  deliveredUnits = 0;
   execution?: Execution;
   responseContent?: unknown;
   clientRequestId?: string;
@@ -93,23 +93,23 @@ export class RequestRecord {
       // A running figure that was not the last word (the stream was cut, or content followed it):
       // its prompt is exact, and the answer is that figure plus an estimate of what followed.
       const soFar = this.usageSoFarAt;
-      if (soFar !== undefined && (this.status !== 200 || this.deliveredChars > soFar)) {
+      if (soFar !== undefined && (this.status !== 200 || this.deliveredUnits > soFar)) {
         // A figure that counts no output although output had come (Gemini's interim usage may
         // carry the prompt only) says nothing of it: all that was delivered is estimated.
         counts.completion =
           counts.completion === 0 && soFar > 0
-            ? Math.ceil(this.deliveredChars / 4)
-            : counts.completion + Math.ceil(Math.max(0, this.deliveredChars - soFar) / 4);
+            ? unitsToTokens(this.deliveredUnits)
+            : counts.completion + unitsToTokens(Math.max(0, this.deliveredUnits - soFar));
         return { counts, estimated: true };
       }
       return { counts, estimated: this.usageEstimated };
     }
     const served = this.execution?.route !== undefined;
-    if (!served && this.deliveredChars === 0)
+    if (!served && this.deliveredUnits === 0)
       return { counts: { prompt: 0, completion: 0, cachedRead: 0, cacheWrite: 0, reasoning: 0 }, estimated: false };
     const prompt = this.request ? estimatePromptTokens(this.request) : 0;
     return {
-      counts: { prompt, completion: Math.ceil(this.deliveredChars / 4), cachedRead: 0, cacheWrite: 0, reasoning: 0 },
+      counts: { prompt, completion: unitsToTokens(this.deliveredUnits), cachedRead: 0, cacheWrite: 0, reasoning: 0 },
       estimated: true,
     };
   }

@@ -49,9 +49,9 @@ describe('StreamUsage', () => {
       const u = new StreamUsage({}, rec);
       const first = chunk([{ index: 0, delta: { content: 'abcd' }, finish_reason: null }], usage(7, 1));
       u.take(first);
-      rec.deliveredChars += 4;
+      rec.deliveredUnits += 4;
       u.take(chunk([{ index: 0, delta: { content: '12345678' }, finish_reason: null }]));
-      rec.deliveredChars += 8;
+      rec.deliveredUnits += 8;
       rec.status = status;
       return rec.tokens();
     };
@@ -61,9 +61,9 @@ describe('StreamUsage', () => {
     expect(run(200)).toEqual({ counts: expect.objectContaining({ prompt: 7, completion: 3 }), estimated: true });
     const rec = new RequestRecord('r', 0);
     const u = new StreamUsage({}, rec);
-    rec.deliveredChars = 4;
+    rec.deliveredUnits = 4;
     u.take(chunk([{ index: 0, delta: { content: 'abcd' }, finish_reason: 'stop' }], usage(7, 1)));
-    rec.deliveredChars += 4;
+    rec.deliveredUnits += 4;
     expect(rec.tokens()).toEqual({ counts: expect.objectContaining({ prompt: 7, completion: 1 }), estimated: false });
   });
 
@@ -71,7 +71,7 @@ describe('StreamUsage', () => {
     const rec = new RequestRecord('r', 0);
     const u = new StreamUsage({}, rec);
     u.take(chunk([{ index: 0, delta: { content: 'Hello world fr' }, finish_reason: null }], usage(7, 0)));
-    rec.deliveredChars += 14;
+    rec.deliveredUnits += 14;
     rec.status = 499;
     expect(rec.tokens()).toEqual({ counts: expect.objectContaining({ prompt: 7, completion: 4 }), estimated: true });
   });
@@ -80,14 +80,14 @@ describe('StreamUsage', () => {
     const rec = new RequestRecord('r', 0);
     const u = new StreamUsage({}, rec);
     u.take({ ...chunk([]), choices: [{ index: 0, text: 'abcd', finish_reason: null }] as never, usage: usage(7, 1) });
-    rec.deliveredChars += 4;
+    rec.deliveredUnits += 4;
     rec.status = 502;
     expect(rec.tokens()).toEqual({ counts: expect.objectContaining({ prompt: 7, completion: 1 }), estimated: true });
   });
 
   it('drops usage with counts out of range, whichever backend sent it, and ends with the estimate', () => {
     const rec = new RequestRecord('r', 0);
-    rec.deliveredChars = 8;
+    rec.deliveredUnits = 8;
     const u = new StreamUsage(ASKED, rec);
     expect(u.take(chunk([], usage(1e300, 2)))).toBe(false);
     const finish = chunk([{ index: 0, delta: {}, finish_reason: 'stop' }], usage(-1, 5));

@@ -1,5 +1,5 @@
 import type { ChatChunk, Usage } from '../common/chat.types';
-import { outputChars } from '../common/tokens';
+import { outputUnits, textUnits, unitsToTokens } from '../common/tokens';
 import { isSoundUsage, usageFromCounts } from '../common/usage';
 import type { RequestRecord } from './request-record';
 
@@ -38,7 +38,7 @@ export class StreamUsage {
         this.rec.usage = chunk.usage;
         // On a content chunk it is the figure so far (Gemini, Anthropic's message_start, vLLM's
         // continuous usage), covering the answer up to and including this chunk.
-        this.rec.usageSoFarAt = chunk.choices.length > 0 ? this.rec.deliveredChars + chunkChars(chunk) : undefined;
+        this.rec.usageSoFarAt = chunk.choices.length > 0 ? this.rec.deliveredUnits + chunkUnits(chunk) : undefined;
         if (chunk.choices.length === 0) this.held = chunk;
       }
     }
@@ -51,18 +51,18 @@ export class StreamUsage {
 
   /** The usage for the last chunk: the upstream's, else an estimate from what was delivered. */
   final(promptTokens: () => number): Usage {
-    return this.rec.usage ?? usageFromCounts(promptTokens(), Math.ceil(this.rec.deliveredChars / 4));
+    return this.rec.usage ?? usageFromCounts(promptTokens(), unitsToTokens(this.rec.deliveredUnits));
   }
 }
 
 /** What a chunk delivers, as the surfaces count it: a chat delta's output, a completion's text. */
-function chunkChars(chunk: ChatChunk): number {
+function chunkUnits(chunk: ChatChunk): number {
   let n = 0;
   for (const c of chunk.choices) {
-    if (c.delta) n += outputChars(c.delta);
+    if (c.delta) n += outputUnits(c.delta);
     else {
       const text = (c as { text?: unknown }).text;
-      if (typeof text === 'string') n += text.length;
+      if (typeof text === 'string') n += textUnits(text);
     }
   }
   return n;

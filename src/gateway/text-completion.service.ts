@@ -5,7 +5,7 @@ import { chatChunkToCompletion, chatToCompletion, completionAsChatRequest } from
 import type { ChatChunk, ChatRequest } from '../common/chat.types';
 import type { CompletionRequest } from '../common/completion.types';
 import { UpstreamError } from '../common/errors';
-import { estimatePromptTokens } from '../common/tokens';
+import { estimatePromptTokens, textUnits, unitsToTokens } from '../common/tokens';
 import { clientUsage, isSoundUsage, usageFromCounts } from '../common/usage';
 import { AppConfig } from '../config/app-config';
 import type { RouteDef } from '../config/registry.types';
@@ -81,9 +81,9 @@ export class TextCompletionService {
       rec.usage = out.usage;
       out.usage = clientUsage(out.usage);
     } else {
-      const completion = out.choices.reduce((s, c) => s + Math.ceil(c.text.length / 4), 0);
+      const completion = out.choices.reduce((s, c) => s + unitsToTokens(textUnits(c.text)), 0);
       out.usage = usageFromCounts(estimatePromptTokens(ex.request), completion);
-      rec.deliveredChars = completion * 4;
+      rec.deliveredUnits = completion * 4;
     }
     // What the gateway bills for it, in USD, as OpenRouter's usage.cost says (the row's cost_usd).
     out.usage = { ...out.usage, cost: rec.costUsd() };
@@ -129,7 +129,7 @@ export class TextCompletionService {
           const kept = stored && (stored.get(c.index) ?? stored.set(c.index, { text: '', finish_reason: null }).get(c.index)!);
           if (c.text) {
             rec.ttftMs ??= performance.now() - rec.startedAt;
-            rec.deliveredChars += c.text.length;
+            rec.deliveredUnits += textUnits(c.text);
             if (kept) kept.text += c.text;
           }
           if (c.finish_reason) {

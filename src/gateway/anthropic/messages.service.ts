@@ -6,7 +6,7 @@ import type { CallContext, LlmAdapter, MessagesCall, MessagesEvent } from '../..
 import { GATEWAY_ONLY_FIELDS, type ChatChunk, type ChatMessage, type ChatRequest, type Usage } from '../../common/chat.types';
 import { chunkHasContent } from '../../common/chunks';
 import { UpstreamError } from '../../common/errors';
-import { contentText, estimatePromptTokens, outputChars } from '../../common/tokens';
+import { charUnits, contentText, estimatePromptTokens, outputUnits, textUnits, unitsToTokens } from '../../common/tokens';
 import { isSoundUsage } from '../../common/usage';
 import { AppConfig } from '../../config/app-config';
 import type { RouteDef } from '../../config/registry.types';
@@ -161,7 +161,7 @@ export class MessagesService {
         message.usage = {
           ...(message.usage as AnthropicUsage),
           input_tokens: estimatePromptTokens(chat),
-          output_tokens: Math.ceil(contentChars(message.content) / 4),
+          output_tokens: unitsToTokens(contentUnits(message.content)),
         };
         return { text: JSON.stringify(message), message, estimated: true };
       },
@@ -173,7 +173,7 @@ export class MessagesService {
     const usage = message.usage as AnthropicUsage | undefined;
     if (usage) rec.usage = answer.chatUsage ?? anthropicUsage(usage);
     // Also with usage: should it be unusable, the record estimates from what was delivered.
-    rec.deliveredChars = contentChars(message.content);
+    rec.deliveredUnits = contentUnits(message.content);
     rec.usageEstimated = answer.estimated === true;
     if (this.config.env.DB_STORE_FULL_CONTENT) rec.responseContent = message;
     res.statusCode = 200;
@@ -295,7 +295,7 @@ export class StreamTally {
         rec.ttftMs ??= performance.now() - rec.startedAt;
         // What the delta delivered, for an estimate if the upstream never reports usage (its
         // envelope is most of a short token's event, so the event's length would overstate it).
-        rec.deliveredChars += deltaChars(e.data);
+        rec.deliveredUnits += deltaUnits(e.data);
         this.keep(e);
         return;
       }
@@ -314,7 +314,7 @@ export class StreamTally {
       rec.responseContent = { type: 'message', role: 'assistant', content, stop_reason: this.stop };
     }
     if (!this.usage) return;
-    const delivered = Math.ceil(rec.deliveredChars / 4);
+    const delivered = unitsToTokens(rec.deliveredUnits);
     if (this.final && !this.estimated) {
       rec.usage = this.chatUsage ?? anthropicUsage(this.usage);
       return;
@@ -327,18 +327,21 @@ export class StreamTally {
 const DELTA_KEYS = ['"text":"', '"partial_json":"', '"thinking":"'];
 
 /**
- * How many characters a `content_block_delta` event's data carries (its text, partial JSON or
- * thinking), without parsing the event: the field's string up to its closing quote, an escape
- * counting as one character (a \uXXXX escape as five, close enough for an estimate). Unknown
- * deltas (signatures) count nothing.
+ * What a `content_block_delta` event's data carries (its text, partial JSON or thinking), in
+ * estimate units (textUnits), without parsing the event: the field's string up to its closing
+ * quote, an escape counting as one character (a \uXXXX escape as five, close enough for an
+ * estimate). Unknown deltas (signatures) count nothing.
  */
-export function deltaChars(data: string): number {
+export function deltaUnits(data: string): number {
   for (const key of DELTA_KEYS) {
     const at = data.indexOf(key);
     if (at < 0) continue;
     let n = 0;
-    for (let i = at + key.length; i < data.length && data.charCodeAt(i) !== 0x22; i++, n++) {
-      if (data.charCodeAt(i) === 0x5c) i++; // a backslash escapes the next character
+    for (let i = at + key.length; i < data.length; i++) {
+      const c = data.charCodeAt(i);
+      if (c === 0x22) break;
+      if (c === 0x5c) i++; // a backslash escapes the next character
+      n += c === 0x5c ? 1 : charUnits(c);
     }
     return n;
   }
@@ -351,7 +354,7 @@ async function* translated(chunks: AsyncIterable<ChatChunk>, t: ChatToMessagesSt
   let answered = false;
   for await (const chunk of chunks) {
     answered ||= chunkHasContent(chunk);
-    for (const c of chunk.choices) chars += outputChars(c.delta);
+    for (const c of chunk.choices) chars += outputUnits(c.delta);
     yield* t.push(chunk);
   }
   // Nothing with content (a bare [DONE], or a role chunk and [DONE]): no answer, as on the chat
@@ -370,7 +373,7 @@ async function* translated(chunks: AsyncIterable<ChatChunk>, t: ChatToMessagesSt
     const d = parse(closing[i].data)!;
     closing[i] = {
       event: 'message_delta',
-      data: JSON.stringify({ ...d, usage: { output_tokens: Math.ceil(chars / 4) } }),
+      data: JSON.stringify({ ...d, usage: { output_tokens: unitsToTokens(chars) } }),
       estimated: true,
     };
   }
@@ -429,13 +432,13 @@ function textView(body: Json, model: string): ChatRequest {
   return { model, messages, max_tokens: typeof body.max_tokens === 'number' ? body.max_tokens : undefined };
 }
 
-function contentChars(content: unknown): number {
+function contentUnits(content: unknown): number {
   if (!Array.isArray(content)) return 0;
   let n = 0;
   for (const b of content as Json[]) {
-    if (typeof b.text === 'string') n += b.text.length;
-    if (typeof b.thinking === 'string') n += b.thinking.length;
-    if (b.input !== undefined) n += JSON.stringify(b.input).length;
+    if (typeof b.text === 'string') n += textUnits(b.text);
+    if (typeof b.thinking === 'string') n += textUnits(b.thinking);
+    if (b.input !== undefined) n += textUnits(JSON.stringify(b.input));
   }
   return n;
 }
