@@ -54,6 +54,14 @@ describe('openai_compat adapter', () => {
     }
   });
 
+  it("keeps a base URL's query (a key in ?code=) on calls and on vLLM's /health probe", async () => {
+    upstream.reset();
+    const keyed = testRoute({ id: 'keyed', kind: 'vllm', baseUrl: `${base}?code=k-123`, providerModelId: 'ok', locality: 'local' });
+    await adapter.complete({ model: 'm', messages: [{ role: 'user', content: 'hi' }] }, keyed, ctx());
+    expect((await adapter.probe(keyed, new AbortController().signal)).ok).toBe(true);
+    expect(upstream.requests.map((r) => r.url)).toEqual(['/v1/chat/completions?code=k-123', '/health?code=k-123']);
+  });
+
   it('treats a stream that ends after its finish reason but without [DONE] as complete', async () => {
     const chunks = [];
     for await (const c of adapter.stream({ model: 'm', messages: [{ role: 'user', content: 'a b' }] }, route('no-done'), ctx()))

@@ -9,7 +9,7 @@ import { type AccountLease, AccountPool } from '../../subscription/account-pool.
 import { AccountRateLimitError, streamAccountLimit } from '../../subscription/account-session';
 import { ChatAggregator } from '../../common/chunks';
 import { CredentialVault } from '../../subscription/credential-vault.service';
-import { callInfo, notEventStreamError, withoutSecrets } from '../http/upstream-call';
+import { callInfo, joinUrl, notEventStreamError, withoutSecrets } from '../http/upstream-call';
 import { readBodyText, retryAfterMs, UpstreamClient } from '../http/upstream-client.service';
 import { LlmAdapter, type CallContext, type ProbeResult } from '../llm-adapter';
 import {
@@ -163,7 +163,7 @@ export class CodexSubAdapter implements LlmAdapter {
     lease: AccountLease,
   ): Promise<Dispatcher.ResponseData> {
     const res = await this.http.request({
-      url: `${(route.baseUrl ?? CODEX_BACKEND_URL).replace(/\/+$/, '')}/responses`,
+      url: joinUrl(route.baseUrl ?? CODEX_BACKEND_URL, 'responses'),
       method: 'POST',
       headers: this.headers(route, opts, lease, String(body.prompt_cache_key)),
       body: text,

@@ -110,7 +110,8 @@ export class OpenAiCompatAdapter implements LlmAdapter {
   async probe(route: RouteDef, signal: AbortSignal): Promise<ProbeResult> {
     const profile = this.profile(route);
     const base = this.baseUrl(route);
-    const url = profile.healthPath.startsWith('/') ? new URL(profile.healthPath, base).toString() : endpointUrl(base, profile.healthPath);
+    // A path from the server's root (vLLM's /health), with the base URL's query (its credentials) kept.
+    const url = profile.healthPath.startsWith('/') ? rootPath(base, profile.healthPath) : endpointUrl(base, profile.healthPath);
     return probeGet(this.http, url, this.headers(route, route.apiKeys[0], false), route, signal);
   }
 
@@ -267,4 +268,11 @@ function inBandError(e: NonNullable<WireChunk['error']>, route: RouteDef, what: 
   const status = typeof e.code === 'number' && e.code >= 400 && e.code <= 599 ? e.code : 502;
   const message = typeof e.message === 'string' && e.message ? e.message : JSON.stringify(e).slice(0, 500);
   return providerHttpError(status, { message, code: null, metadata: e.metadata }, route, undefined, what);
+}
+
+/** `path` from the root of `base`'s server, `base`'s query kept. */
+function rootPath(base: string, path: string): string {
+  const url = new URL(path, base);
+  url.search = new URL(base).search;
+  return url.toString();
 }
