@@ -44,8 +44,9 @@ export function chatCharge(
   model: ModelDef,
   req: ChatRequest,
   outputLimit: (route: RouteDef, allowed: number) => number = (_route, allowed) => allowed,
+  /** The request's prompt estimate, when the caller has it (one request priced for several models). */
+  prompt = estimatePromptTokens(req),
 ): Charge {
-  const prompt = estimatePromptTokens(req);
   // No model writes past its own output cap, whatever the client allows.
   const allowed = positive(req.max_completion_tokens) ?? positive(req.max_tokens);
   const asked = allowed === undefined || model.maxCompletionTokens === null ? allowed : Math.min(allowed, model.maxCompletionTokens);

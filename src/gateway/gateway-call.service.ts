@@ -15,6 +15,7 @@ import { AppLogger } from '../observability/app-logger';
 import { MetricsService } from '../observability/metrics.service';
 import { RequestLogWriter } from '../storage/request-log.writer';
 import type { ApiLog } from '../storage/entities/api-log.entity';
+import { estimatePromptTokens } from '../common/tokens';
 import { chatCharge, dearest, type Charge } from './charge-estimate';
 import { InflightService } from './inflight.service';
 import { RequestRecord } from './request-record';
@@ -93,7 +94,8 @@ export class GatewayCalls {
    */
   chatCharge(models: readonly ModelDef[], req: ChatRequest): Charge {
     const outputLimit = (route: RouteDef, allowed: number) => this.adapters.get(route.kind)?.outputLimit?.(req, allowed, route) ?? allowed;
-    return dearest(models.map((model) => chatCharge(model, req, outputLimit)));
+    const prompt = estimatePromptTokens(req);
+    return dearest(models.map((model) => chatCharge(model, req, outputLimit, prompt)));
   }
 
   async admit(scope: CallScope, res: Response, estimate: () => Charge): Promise<void> {

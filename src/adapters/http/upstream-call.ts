@@ -336,15 +336,17 @@ export function withoutKeys(text: string, route: RouteDef): string {
 function routeCredentials(route: RouteDef): string[] {
   const found: string[] = [];
   for (const [name, value] of Object.entries(route.headers)) if (SECRET_NAME.test(name)) found.push(value, ...value.split(/\s+/));
-  if (!route.baseUrl?.includes('?') && !route.baseUrl?.includes('@')) return found;
-  try {
-    const url = new URL(route.baseUrl);
-    for (const [name, value] of url.searchParams) if (SECRET_NAME.test(name)) found.push(value, encodeURIComponent(value));
-    found.push(decodeURIComponent(url.username), decodeURIComponent(url.password));
-  } catch {
-    // not a URL: nothing more to blank
+  if (route.baseUrl?.includes('?') || route.baseUrl?.includes('@')) {
+    try {
+      const url = new URL(route.baseUrl);
+      for (const [name, value] of url.searchParams) if (SECRET_NAME.test(name)) found.push(value, encodeURIComponent(value));
+      found.push(decodeURIComponent(url.username), decodeURIComponent(url.password));
+    } catch {
+      // not a URL: nothing more to blank
+    }
   }
-  // Longest first, so that a whole `Bearer sk-...` goes before its token alone.
+  // Longest first, so that a whole value goes before a shorter one it contains (`Bearer sk-...`
+  // before `sk-...`, a key before another key's prefix of it).
   return found.sort((a, b) => b.length - a.length);
 }
 

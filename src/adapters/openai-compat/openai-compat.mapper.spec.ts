@@ -198,6 +198,10 @@ describe('upstreamHttpError', () => {
     // What names no credential is left as it was.
     expect(err.message).toContain('region=eu-west-1x');
     expect(err.message).toContain('Team dashboard');
+    // One header's value inside another's: the longer goes whole, not cut by the shorter.
+    const nested = route({ headers: { 'x-api-key': 'TENANT-01234', authorization: 'Bearer TENANT-01234.s3cr3tpart' } });
+    const echoed = upstreamHttpError(401, JSON.stringify({ error: { message: 'got Bearer TENANT-01234.s3cr3tpart' } }), nested, undefined);
+    expect(echoed.message).not.toContain('s3cr3t');
   });
 
   it("keeps an OpenAI error body's status, message, type, code and param for 4xx", () => {
