@@ -89,6 +89,7 @@ describe('clients that stop reading', () => {
   });
 
   it('keeps serving others while flat-out mock streams fill the buffers of clients that do not read', async () => {
+    const before = (await gw.rows()).length;
     const held = await Promise.all(Array.from({ length: 20 }, () => unread(gw, [ask('demo/long', true)])));
     try {
       const slowest = Math.max(
@@ -107,6 +108,8 @@ describe('clients that stop reading', () => {
     } finally {
       for (const { client } of held) client.destroy();
     }
+    // Their rows, before the next test counts its own.
+    await waitFor(async () => (await gw.rows()).length >= before + 20, 'the 20 rows', 10_000);
   });
 
   it('ends a pipelined stream whose connection died before its turn, as one the client left', async () => {
