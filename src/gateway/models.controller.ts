@@ -1,11 +1,15 @@
 import { Controller, Get, Param } from '@nestjs/common';
 import { ModelNotFoundError } from '../common/errors';
 import { ModelRegistry } from '../config/model-registry.service';
-import { presentModel } from './models.presenter';
+import { RoutingManager } from '../routing/routing-manager.service';
+import { presentEndpoints, presentModel } from './models.presenter';
 
 @Controller('v1/models')
 export class ModelsController {
-  constructor(private readonly registry: ModelRegistry) {}
+  constructor(
+    private readonly registry: ModelRegistry,
+    private readonly routing: RoutingManager,
+  ) {}
 
   @Get()
   list() {
@@ -17,7 +21,10 @@ export class ModelsController {
   get(@Param('id') id: string | string[]) {
     const name = Array.isArray(id) ? id.join('/') : id;
     const model = this.registry.resolve(name);
-    if (!model) throw new ModelNotFoundError(name);
-    return presentModel(model);
+    if (model) return presentModel(model);
+    // OpenRouter's GET /models/{author}/{slug}/endpoints: the model's providers, here its routes.
+    const listed = name.endsWith('/endpoints') ? this.registry.resolve(name.slice(0, -'/endpoints'.length)) : undefined;
+    if (listed) return presentEndpoints(listed, this.routing.endpoints(listed));
+    throw new ModelNotFoundError(name);
   }
 }

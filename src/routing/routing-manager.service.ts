@@ -12,7 +12,7 @@ import { NoAvailableRouteError, NoMatchingRouteError } from './routing-errors';
 import { allowedRoutes, applyOrder, NO_OPTIONS, parseRoutingOptions, type ProviderSort, type RoutingOptions } from './routing-options';
 import { RoutingStrategy, type StrategyInput } from './routing-strategy';
 import { ROUTE_SETTING_KEYS, routeSettings } from './route-settings';
-import { RouteStateService, type Availability, type RouteState } from './route-state.service';
+import { RouteStateService, type Availability, type RouteState, type RouteStats } from './route-state.service';
 
 export interface PublicRoute {
   id: string;
@@ -142,6 +142,15 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
     throw new NoMatchingRouteError(
       `No route of ${models.map((m) => m.id).join(', ')} satisfies the request's provider preferences (${setPreferences(opts)})`,
     );
+  }
+
+  /** A model's routes, whether each takes traffic now and what it measured lately (OpenRouter's endpoints listing). */
+  endpoints(model: ModelDef): Array<{ route: RouteDef; available: boolean; stats: RouteStats }> {
+    const now = performance.now();
+    return model.routes.map((route) => {
+      const st = this.state.get(model, route);
+      return { route, available: this.state.availability(st, now) === 'ok', stats: this.state.stats(st, now) };
+    });
   }
 
   /** Models, strategies and route shares, without URLs or keys (safe for the public /routing). */

@@ -623,6 +623,32 @@ describe('API surface', () => {
     expect(one.id).toBe('demo/mock');
   });
 
+  it("lists a model's routes as OpenRouter lists a model's endpoints, without URLs or keys", async () => {
+    const res = await fetch(`${gw.url}/api/v1/models/demo/split/endpoints`);
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    expect(text).not.toMatch(/\.internal|deepseek\.example|sk-secret|base_url|api_key/);
+    const body = JSON.parse(text) as { data: { id: string; endpoints: Array<Record<string, unknown>> } };
+    expect(body.data.id).toBe('demo/split');
+    expect(body.data.endpoints.map((e) => [e.tag, e.provider_name])).toEqual([
+      ['gpu-a', 'vllm'],
+      ['gpu-b', 'vllm'],
+      ['cloud', 'deepseek'],
+    ]);
+    expect(body.data.endpoints[0]).toMatchObject({
+      model_id: 'demo/split',
+      context_length: 4096,
+      pricing: { prompt: '0', completion: '0' },
+      status: expect.any(Number),
+      latency_last_30m: null,
+    });
+    // An alias names the model here too; a model the gateway does not serve is a 404.
+    expect((await fetch(`${gw.url}/v1/models/mock-alias/endpoints`)).status).toBe(200);
+    const missing = await fetch(`${gw.url}/v1/models/nobody/none/endpoints`);
+    expect(missing.status).toBe(404);
+    expect(((await missing.json()) as { error: { code: string } }).error.code).toBe('model_not_found');
+  });
+
   it('reports liveness and database status on /health', async () => {
     const res = await fetch(`${gw.url}/health`);
     expect(res.status).toBe(200);
