@@ -623,6 +623,23 @@ describe('API surface', () => {
     expect(one.id).toBe('demo/mock');
   });
 
+  it("filters the model list by OpenRouter's supported_parameters and output_modalities", async () => {
+    const ids = async (query: string) => {
+      const res = await fetch(`${gw.url}/api/v1/models?${query}`);
+      expect(res.status).toBe(200);
+      return ((await res.json()) as { data: Array<{ id: string }> }).data.map((m) => m.id);
+    };
+    // demo/mock declares only temperature and max_tokens; demo/split has the defaults.
+    expect(await ids('supported_parameters=tools')).toEqual(['demo/split']);
+    expect(await ids('supported_parameters=temperature,max_tokens')).toEqual(['demo/mock', 'demo/split']);
+    expect(await ids('output_modalities=image')).toEqual([]);
+    expect(await ids('output_modalities=text,image')).toEqual(['demo/mock', 'demo/split']);
+    expect(await ids('output_modalities=all&category=programming')).toEqual(['demo/mock', 'demo/split']);
+    const twice = await fetch(`${gw.url}/v1/models?supported_parameters=a&supported_parameters=b`);
+    expect(twice.status).toBe(400);
+    expect(((await twice.json()) as { error: { param: string } }).error.param).toBe('supported_parameters');
+  });
+
   it("lists a model's routes as OpenRouter lists a model's endpoints, without URLs or keys", async () => {
     const res = await fetch(`${gw.url}/api/v1/models/demo/split/endpoints`);
     expect(res.status).toBe(200);
