@@ -45,11 +45,16 @@ export function anthropicErrorType(status: number, code?: string | number | null
 
 /**
  * The status an error is answered with. An overloaded upstream (our 503 `overloaded`) is
- * Anthropic's 529, which Claude Code and the SDKs know to wait out; the client-closed 499 and
- * every other status stay as they are.
+ * Anthropic's 529, which Claude Code and the SDKs know to wait out. An upstream that refused the
+ * gateway's own credentials or the operator's account (401 `upstream_unauthorized`, 402
+ * `upstream_payment_required`) is a 502 `api_error` here: Anthropic's error has no code to tell
+ * them from the client's own key or billing, and Claude Code answers a 401 by asking its user to
+ * log in again. The client-closed 499 and every other status stay as they are.
  */
 export function anthropicStatus(status: number, code?: string | number | null): number {
-  return status === 503 && code === 'overloaded' ? 529 : status;
+  if (status === 503 && code === 'overloaded') return 529;
+  if (code === 'upstream_unauthorized' || code === 'upstream_payment_required') return 502;
+  return status;
 }
 
 export function anthropicErrorBody(
@@ -62,7 +67,7 @@ export function anthropicErrorBody(
 }
 
 export function anthropicBodyOf(err: GatewayError, requestId: string | null): AnthropicErrorBody {
-  return anthropicErrorBody(err.status, anthropicMessage(err), requestId, err.code);
+  return anthropicErrorBody(anthropicStatus(err.status, err.code), anthropicMessage(err), requestId, err.code);
 }
 
 /**

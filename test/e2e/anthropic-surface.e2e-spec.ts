@@ -62,6 +62,9 @@ models:
   - id: claude/limited
     context_length: 200000
     route: [${r('error:429')}]
+  - id: claude/refused-us
+    context_length: 200000
+    route: [${r('error:401')}]
   - id: claude/mid-error
     context_length: 200000
     route: [${r('overloaded-mid')}]
@@ -410,6 +413,17 @@ models:
       // The row records what the client was told.
       const row = (await gw.rows()).filter((r) => r.model === 'claude/overloaded').pop()!;
       expect(row).toMatchObject({ status_code: 529, error_code: 'overloaded' });
+    });
+
+    it("answers an upstream's refusal of the gateway's own key as a 502, not a 401 Claude Code takes for its own", async () => {
+      const err = await client.messages
+        .create({ model: 'claude/refused-us', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] })
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(Anthropic.InternalServerError);
+      expect(err).toMatchObject({ status: 502, error: { type: 'error', error: { type: 'api_error' } } });
+      expect((err as InstanceType<typeof Anthropic.APIError>).message).toContain("refused the gateway's credentials for it (401)");
+      const row = (await gw.rows()).filter((r) => r.model === 'claude/refused-us').pop()!;
+      expect(row).toMatchObject({ status_code: 502, error_code: 'upstream_unauthorized' });
     });
 
     it("says a backend's context overflow in Anthropic's words, which Claude Code reads to compact", async () => {
@@ -852,7 +866,7 @@ models:
     });
     const all: string[] = [];
     for await (const m of client.models.list({ limit: 3 })) all.push(m.id);
-    expect(all).toHaveLength(21);
+    expect(all).toHaveLength(22);
     expect(await client.models.retrieve('llama/chat')).toMatchObject({ id: 'llama/chat', type: 'model' });
     // An empty cursor is no cursor: the first page, as with after_id=.
     const empty = (await (await fetch(`${gw.url}/anthropic/v1/models?limit=2&before_id=`)).json()) as { data: Array<{ id: string }> };
