@@ -209,6 +209,10 @@ export class UpstreamError extends GatewayError {
     if ((this.status === 429 || this.status === 503) && this.retryAfterMs !== undefined) {
       (this as { headers?: Record<string, string> }).headers = retryAfterHeaders(this.retryAfterMs);
     }
+    // The operator's credentials or account: asking again changes nothing (the Anthropic
+    // surface answers these as a 502, which SDKs would otherwise retry).
+    if (this.code === 'upstream_unauthorized' || this.code === 'upstream_payment_required')
+      (this as { headers?: Record<string, string> }).headers = { 'x-should-retry': 'false' };
   }
 }
 

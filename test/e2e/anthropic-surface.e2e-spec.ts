@@ -424,6 +424,13 @@ models:
       expect((err as InstanceType<typeof Anthropic.APIError>).message).toContain("refused the gateway's credentials for it (401)");
       const row = (await gw.rows()).filter((r) => r.model === 'claude/refused-us').pop()!;
       expect(row).toMatchObject({ status_code: 502, error_code: 'upstream_unauthorized' });
+      // Asking again changes nothing: the SDKs are told not to retry the 502.
+      const raw = await call(`${gw.url}/anthropic/v1/messages`, 'POST', {
+        model: 'claude/refused-us',
+        max_tokens: 10,
+        messages: [{ role: 'user', content: 'x' }],
+      });
+      expect(raw.headers.get('x-should-retry')).toBe('false');
     });
 
     it("says a backend's context overflow in Anthropic's words, which Claude Code reads to compact", async () => {
