@@ -62,6 +62,24 @@ describe('openai_compat adapter', () => {
     expect(upstream.requests.map((r) => r.url)).toEqual(['/v1/chat/completions?code=k-123', '/health?code=k-123']);
   });
 
+  it('sends a text completion as chat to a server without /completions (it answers 404 for the path)', async () => {
+    upstream.reset();
+    const answer = await adapter.completeText({ model: 'm', prompt: 'one two' }, route('ok'), ctx());
+    expect(answer.choices[0].message.content).toBe('echo: one two');
+    const streamed: string[] = [];
+    for await (const c of adapter.streamText({ model: 'm', prompt: 'three', stream: true }, route('ok'), ctx()))
+      for (const choice of c.choices) streamed.push(choice.delta.content ?? '');
+    expect(streamed.join('')).toBe('echo: three');
+    expect(upstream.requests.map((r) => r.url)).toEqual([
+      '/v1/completions',
+      '/v1/chat/completions',
+      '/v1/completions',
+      '/v1/chat/completions',
+    ]);
+    // Several prompts cannot be one chat request: the server's 404 stands.
+    await expect(adapter.completeText({ model: 'm', prompt: ['a', 'b'] }, route('ok'), ctx())).rejects.toMatchObject({ status: 404 });
+  });
+
   it('treats a stream that ends after its finish reason but without [DONE] as complete', async () => {
     const chunks = [];
     for await (const c of adapter.stream({ model: 'm', messages: [{ role: 'user', content: 'a b' }] }, route('no-done'), ctx()))

@@ -81,7 +81,14 @@ export class OpenAiCompatAdapter implements LlmAdapter {
 
   async completeText(req: CompletionRequest, route: RouteDef, ctx: CallContext): Promise<ChatResponse> {
     if (this.profile(route).textCompletions === false) return this.complete(completionAsChatRequest(req), route, ctx);
-    const res = await this.send('completions', buildCompletionBody(req, route, false), route, ctx, false);
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await this.send('completions', buildCompletionBody(req, route, false), route, ctx, false);
+    } catch (err) {
+      const chat = chatInstead(err, req);
+      if (chat) return this.complete(chat, route, ctx);
+      throw err;
+    }
     return normalizeResponse(completionToChat(this.textAnswer(await readJson<Completion>(this.http, res, route, ctx), route)));
   }
 
@@ -90,7 +97,15 @@ export class OpenAiCompatAdapter implements LlmAdapter {
       yield* this.stream(completionAsChatRequest(req), route, ctx);
       return;
     }
-    const res = await this.send('completions', buildCompletionBody(req, route, true), route, ctx, true);
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await this.send('completions', buildCompletionBody(req, route, true), route, ctx, true);
+    } catch (err) {
+      const chat = chatInstead(err, req);
+      if (!chat) throw err;
+      yield* this.stream(chat, route, ctx);
+      return;
+    }
     if (String(res.headers['content-type'] ?? '').includes('application/json')) {
       yield* responseToChunks(
         normalizeResponse(completionToChat(this.textAnswer(await readJson<Completion>(this.http, res, route, ctx), route))),
@@ -275,4 +290,18 @@ function rootPath(base: string, path: string): string {
   const url = new URL(path, base);
   url.search = new URL(base).search;
   return url.toString();
+}
+
+/**
+ * A server without the legacy `/completions` (a 404 or 405 for it; many hosted OpenAI-compatible
+ * APIs serve chat only): the prompt as a chat request, when it can be one. A 404 that meant the
+ * model instead gets the same answer from chat.
+ */
+function chatInstead(err: unknown, req: CompletionRequest): ChatRequest | undefined {
+  if (!(err instanceof UpstreamError) || (err.upstreamStatus !== 404 && err.upstreamStatus !== 405)) return undefined;
+  try {
+    return completionAsChatRequest(req);
+  } catch {
+    return undefined;
+  }
 }
