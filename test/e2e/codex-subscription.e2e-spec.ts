@@ -352,6 +352,15 @@ models:
     expect(a).toMatchObject({ status: 'active', failures: 1, last_error: expect.stringContaining('403') });
   });
 
+  it("402 (a deactivated workspace): the operator's account, said so, not the client's credits", async () => {
+    const { gw, logins } = await boot(1);
+    codex.unpaid.add(logins[0].accountId!);
+    const raw = await rawPost(`${gw.url}/v1/chat/completions`, { model: 'codex/gpt', messages: [{ role: 'user', content: 'x' }] });
+    const body = JSON.parse(raw.text) as { error: { code: string; message: string } };
+    expect([raw.status, body.error.code]).toEqual([402, 'upstream_payment_required']);
+    expect(body.error.message).toContain("the operator's account with the provider (402): codex account acc_");
+  });
+
   it('403 from every account: a 502 naming it, without Retry-After, and each account asked and counted once', async () => {
     // More accounts than one try of the route takes (3): the route is tried again for the fourth only.
     const { gw, logins } = await boot(4);

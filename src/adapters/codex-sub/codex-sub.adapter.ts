@@ -9,7 +9,7 @@ import { type AccountLease, AccountPool } from '../../subscription/account-pool.
 import { AccountRateLimitError, streamAccountLimit } from '../../subscription/account-session';
 import { ChatAggregator } from '../../common/chunks';
 import { CredentialVault } from '../../subscription/credential-vault.service';
-import { callInfo, joinUrl, notEventStreamError, withoutSecrets } from '../http/upstream-call';
+import { callInfo, joinUrl, notEventStreamError, providerHttpError, withoutSecrets } from '../http/upstream-call';
 import { readBodyText, retryAfterMs, UpstreamClient } from '../http/upstream-client.service';
 import { LlmAdapter, type CallContext, type ProbeResult } from '../llm-adapter';
 import {
@@ -226,6 +226,10 @@ export class CodexSubAdapter implements LlmAdapter {
         until,
       );
     }
+    // The subscription's standing (a deactivated workspace, a lapsed plan): the operator's, said
+    // so as every adapter says it (upstream_payment_required).
+    if (status === 402)
+      return providerHttpError(status, { message: `codex account ${lease.id}: ${message}`, type, code }, route, retryAfterMs(headers));
     return new UpstreamError({
       ...base,
       failure: 'http',
