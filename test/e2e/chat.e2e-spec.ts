@@ -34,6 +34,13 @@ models:
     context_length: 8192
     route:
       - { kind: openai_compat, base_url: "${upstream}", provider_model_id: "late-end:30" }
+  - id: acme/silent-after-finish-usage
+    context_length: 8192
+    route:
+      - kind: openai_compat
+        base_url: ${upstream}
+        provider_model_id: "usage-on-finish:silent"
+        timeouts: { idle_ms: 4000 }
   - id: acme/silent-after-usage
     context_length: 8192
     route:
@@ -527,21 +534,29 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     expect(row.status_code).toBe(504);
   });
 
-  it('ends a stream whose upstream sent the whole answer and its usage, then neither [DONE] nor the end', async () => {
-    const started = performance.now();
-    const res = await fetch(`${gw.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'acme/silent-after-usage', stream: true, messages: [{ role: 'user', content: 'one two' }] }),
-    });
-    const text = await res.text();
-    // Ended well before the idle timeout (4 s), which would have failed an answer the client had whole.
-    expect(performance.now() - started).toBeLessThan(3500);
-    expect(text).toContain('"finish_reason":"stop"');
-    expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
-    const row = (await gw.rows()).filter((r) => r.model === 'acme/silent-after-usage').pop()!;
-    expect(row).toMatchObject({ status_code: 200, usage_estimated: false });
-  });
+  it.each(['acme/silent-after-usage', 'acme/silent-after-finish-usage'])(
+    'ends a stream whose upstream sent the whole answer and its usage, then neither [DONE] nor the end (%s)',
+    async (model) => {
+      const started = performance.now();
+      const res = await fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          model,
+          stream: true,
+          stream_options: { include_usage: true },
+          messages: [{ role: 'user', content: 'one two' }],
+        }),
+      });
+      const text = await res.text();
+      // Ended well before the idle timeout (4 s), which would have failed an answer the client had whole.
+      expect(performance.now() - started).toBeLessThan(3500);
+      expect(text).toContain('"finish_reason":"stop"');
+      expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
+      const row = (await gw.rows()).filter((r) => r.model === model).pop()!;
+      expect(row).toMatchObject({ status_code: 200, usage_estimated: false });
+    },
+  );
 
   it('reads a stream on while a choice is still answering, though the other finished and usage came with each chunk', async () => {
     const stream = await client.chat.completions.create({

@@ -202,12 +202,12 @@ export class OpenAiCompatAdapter implements LlmAdapter {
 
   /**
    * Relays an SSE body as chunks: ends at `[DONE]` (or at the end of a body whose answer had its
-   * finish reason), fails on an in-band error or a stream cut short. After the usage-only chunk
-   * that OpenAI's streams end with (after every choice's finish; usage on content chunks, as
-   * vLLM's continuous usage sends it, is not that), the answer is complete: a server that then
-   * neither sends `[DONE]` nor closes is left after ANSWERED_GRACE_MS (or half the idle timeout,
-   * if shorter), and the stream ends as it would have
-   * (it used to hang until the idle timeout, then fail an answer the client had whole).
+   * finish reason), fails on an in-band error or a stream cut short. Once usage has come and
+   * every choice seen has finished, the answer is complete: a server that then goes silent,
+   * neither sending `[DONE]` nor closing, is left after ANSWERED_GRACE_MS of silence (or half the
+   * idle timeout, if shorter), and the stream ends as it would have (it used to hang until the
+   * idle timeout, then fail an answer the client had whole). Any event in that time (a choice not
+   * seen yet, the final usage) waits for the next silence.
    */
   private async *relay(
     res: Dispatcher.ResponseData,
@@ -220,6 +220,9 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     let finished = false;
     let grace: NodeJS.Timeout | undefined;
     let leftAfterAnswer = false;
+    /** Choices seen, and those finished: the answer is complete when all seen have finished. */
+    const seen = new Set<number>();
+    const ended = new Set<number>();
     const sse = new SseDecoder();
     try {
       read: for await (const bytes of bodyChunks(res.body)) {
@@ -244,8 +247,16 @@ export class OpenAiCompatAdapter implements LlmAdapter {
             if (c.finish_reason === 'error') throw inBandError((c.error as WireChunk['error']) ?? {}, route, 'failed mid-stream');
           const out = map(chunk);
           if (out.choices.some((c) => c.finish_reason)) finished = true;
-          // OpenAI's last event before [DONE]: usage alone, after every choice finished.
-          if (grace === undefined && finished && out.choices.length === 0 && chunk.usage != null)
+          // Complete: usage came and every choice seen has finished (usage alone after the finish,
+          // as OpenAI ends a stream; or on the finish chunk, as DeepSeek and older vLLM do).
+          // Anything that comes after waits for the next silence (a choice not seen yet).
+          for (const c of out.choices) {
+            seen.add(c.index);
+            if (c.finish_reason) ended.add(c.index);
+          }
+          clearTimeout(grace);
+          grace = undefined;
+          if (chunk.usage != null && ended.size > 0 && ended.size === seen.size)
             grace = setTimeout(
               () => {
                 leftAfterAnswer = true;
