@@ -1,6 +1,6 @@
 import { perTokenUsd, type Pricing } from '../common/money';
-import type { ModelDef, RouteDef } from '../config/registry.types';
-import type { RouteStats } from '../routing/route-state.service';
+import type { ModelDef } from '../config/registry.types';
+import type { RouteView } from '../routing/routing-manager.service';
 
 /** A model as OpenRouter's /api/v1/models lists it (also readable by OpenAI's SDK). */
 export function presentModel(m: ModelDef) {
@@ -45,7 +45,7 @@ function presentPricing(p: Pricing) {
  * URL or a key (as /routing). The gateway keeps means, not percentiles, of its routes' latency
  * and throughput: those fields are null, as OpenRouter leaves them for unauthenticated callers.
  */
-export function presentEndpoints(m: ModelDef, routes: ReadonlyArray<{ route: RouteDef; available: boolean; stats: RouteStats }>) {
+export function presentEndpoints(m: ModelDef, routes: readonly RouteView[]) {
   return {
     data: {
       id: m.id,
@@ -53,13 +53,13 @@ export function presentEndpoints(m: ModelDef, routes: ReadonlyArray<{ route: Rou
       created: m.created,
       description: m.description,
       architecture: { ...m.architecture },
-      endpoints: routes.map(({ route, available, stats }) => {
+      endpoints: routes.map(({ route, contextLength, available, stats }) => {
         const provider = route.kindArg ?? route.kind;
         return {
           name: `${provider}: ${m.name}`,
           model_id: m.id,
           model_name: m.name,
-          context_length: m.contextLength,
+          context_length: contextLength,
           pricing: presentPricing(route.pricing ?? m.pricing),
           provider_name: provider,
           tag: route.id,

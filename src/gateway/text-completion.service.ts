@@ -81,9 +81,10 @@ export class TextCompletionService {
       rec.usage = out.usage;
       out.usage = clientUsage(out.usage);
     } else {
-      const completion = out.choices.reduce((s, c) => s + unitsToTokens(textUnits(c.text)), 0);
-      out.usage = usageFromCounts(estimatePromptTokens(ex.request), completion);
-      rec.deliveredUnits = completion * 4;
+      // Counted as a stream of the same choices is: all of the text, turned into tokens once.
+      const units = out.choices.reduce((s, c) => s + textUnits(c.text), 0);
+      out.usage = usageFromCounts(estimatePromptTokens(ex.request), unitsToTokens(units));
+      rec.deliveredUnits = units;
     }
     // What the gateway bills for it, in USD, as OpenRouter's usage.cost says (the row's cost_usd).
     out.usage = { ...out.usage, cost: rec.costUsd() };

@@ -24,6 +24,14 @@ export interface PublicRoute {
   available: boolean;
 }
 
+/** A route as OpenRouter's endpoints listing shows it: its window, whether it takes traffic, what it measured. */
+export interface RouteView {
+  route: RouteDef;
+  contextLength: number;
+  available: boolean;
+  stats: RouteStats;
+}
+
 export interface PublicModelRouting {
   id: string;
   strategy: string;
@@ -145,11 +153,16 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
   }
 
   /** A model's routes, whether each takes traffic now and what it measured lately (OpenRouter's endpoints listing). */
-  endpoints(model: ModelDef): Array<{ route: RouteDef; available: boolean; stats: RouteStats }> {
+  endpoints(model: ModelDef): RouteView[] {
     const now = performance.now();
     return model.routes.map((route) => {
       const st = this.state.get(model, route);
-      return { route, available: this.state.availability(st, now) === 'ok', stats: this.state.stats(st, now) };
+      return {
+        route,
+        contextLength: routeSettings(route).contextLength ?? model.contextLength,
+        available: this.state.availability(st, now) === 'ok',
+        stats: this.state.stats(st, now),
+      };
     });
   }
 
@@ -315,12 +328,12 @@ function setPreferences(opts: RoutingOptions): string {
     opts.ignore && `ignore: ${names(opts.ignore)}`,
     opts.maxPrice && 'max_price',
     opts.order && !opts.allowFallbacks && `order: ${names(opts.order)} with allow_fallbacks: false`,
-    !opts.order && !opts.allowFallbacks && 'allow_fallbacks: false',
   ].filter((p): p is string => typeof p === 'string');
   return set.length > 0 ? set.join('; ') : 'only, ignore, max_price, order';
 }
 
 function names(list: readonly string[]): string {
+  if (list.length === 0) return '[]';
   const shown = list.slice(0, 5).map((n) => n.slice(0, 40));
   return list.length > 5 ? `${shown.join(', ')}, ...` : shown.join(', ');
 }

@@ -284,7 +284,7 @@ export class SqliteRollup {
         [
           // Money in REAL: each sum snapped to whole pico-dollars, so that the rounding of one
           // addition is not carried into the next (6,000 flushes of one hour drifted 4,865
-          // pico-dollars; snapped, a total under ~$9,000 stays exact).
+          // pico-dollars; snapped, a total under $1,000 stays exact).
           ...SUMMED.map((c) => (MONEY.has(c) ? `"${c}" = ROUND("${c}" + excluded."${c}", 12)` : `"${c}" = "${c}" + excluded."${c}"`)),
           `"latency_hist" = excluded."latency_hist"`,
           `"ttft_hist" = excluded."ttft_hist"`,

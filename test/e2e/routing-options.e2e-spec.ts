@@ -164,6 +164,8 @@ describe('OpenRouter routing options', () => {
   it(":exacto names the model too, in the strategy's order (the operator chose the routes)", async () => {
     const exacto = await ask({ model: 'o/main:exacto' });
     expect(exacto.model).toBe('o/main');
+    // Under priority the first route serves, not the cheapest (:floor) nor the fastest (:nitro).
+    expect(sent()).toEqual(['gpu-model']);
     expect((await ask({ model: 'o/main:exact' }).catch((e: unknown) => e)) as APIError).toBeInstanceOf(OpenAI.NotFoundError);
   });
 

@@ -27,7 +27,7 @@ models:
     route:
       - { kind: vllm, id: gpu-a, base_url: "http://gpu-a.internal:8000/v1", api_key: "sk-secret-a", local: true }
       - { kind: vllm, id: gpu-b, base_url: "http://gpu-b.internal:8000/v1", api_key: "sk-secret-b", local: true }
-      - { kind: deepseek, id: cloud, base_url: "https://api.deepseek.example/v1", api_key: "sk-secret-c" }
+      - { kind: deepseek, id: cloud, base_url: "https://api.deepseek.example/v1", api_key: "sk-secret-c", context_length: 2048 }
 `;
 
 describe('API surface', () => {
@@ -652,6 +652,8 @@ describe('API surface', () => {
       ['gpu-b', 'vllm'],
       ['cloud', 'deepseek'],
     ]);
+    // A route's own window, where it has one.
+    expect(body.data.endpoints.map((e) => e.context_length)).toEqual([4096, 4096, 2048]);
     expect(body.data.endpoints[0]).toMatchObject({
       model_id: 'demo/split',
       context_length: 4096,
