@@ -33,14 +33,19 @@ const WORKER_METRICS_WAIT_MS = 2000;
  * requests for cluster-wide metrics. A worker that fails before it ever listened (a bad config)
  * stops the whole gateway instead of restarting forever.
  */
-export function runPrimary(count: number, log: (msg: string, level?: 'info' | 'warn') => void): void {
+export function runPrimary(
+  count: number,
+  log: (msg: string, level?: 'info' | 'warn') => void,
+  /** How long the workers may take to drain after SIGTERM before they are killed (grace + log drain). */
+  stopDeadlineMs = 60_000,
+): void {
   /** Workers that listen: the ones asked for metrics (one still booting has nothing to tell yet). */
   const serving = new Set<Worker>();
   let stopping = false;
   let everListened = false;
   const restarts: number[] = [];
-  /** A crashed worker's replacement, waiting out its backoff. */
-  let restartTimer: NodeJS.Timeout | undefined;
+  /** Crashed workers' replacements, each waiting out its backoff (several may die at once). */
+  const restartTimers = new Set<NodeJS.Timeout>();
   const workersLeft = () => Object.keys(cluster.workers ?? {}).length;
   /** Workers still starting that were asked to reload: they get the SIGHUP once they listen. */
   const reloadWhenUp = new Set<Worker>();
@@ -113,21 +118,29 @@ export function runPrimary(count: number, log: (msg: string, level?: 'info' | 'w
     while (restarts.length && restarts[0] < now - 60_000) restarts.shift();
     const delay = Math.min(30_000, 250 * 2 ** Math.max(0, restarts.length - 1));
     log(`worker ${worker.process.pid} exited (${code ?? signal}); restarting in ${delay} ms`, 'warn');
-    clearTimeout(restartTimer);
-    restartTimer = setTimeout(() => {
-      restartTimer = undefined;
+    const timer = setTimeout(() => {
+      restartTimers.delete(timer);
       void fork();
     }, delay);
+    restartTimers.add(timer);
   });
 
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) return;
     stopping = true;
-    clearTimeout(restartTimer);
+    for (const timer of restartTimers) clearTimeout(timer);
+    restartTimers.clear();
     log(`${signal}: stopping ${workersLeft()} workers`);
     // Every worker had died and its replacement was still waiting: nothing to wait for.
     if (workersLeft() === 0) process.exit(0);
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(signal);
+    // A worker that does not finish (stopped, hung) must not hold the shutdown for ever.
+    setTimeout(() => {
+      const left = Object.values(cluster.workers ?? {});
+      log(`${left.length} workers did not stop within ${stopDeadlineMs} ms; killing them`, 'warn');
+      for (const w of left) w?.process.kill('SIGKILL');
+      process.exit(1);
+    }, stopDeadlineMs).unref();
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));

@@ -45,7 +45,10 @@ if (workers > 1 && cluster.isPrimary) {
       `WORKERS=${workers} without REDIS_URL: every process counts rate limits, concurrency and budgets on its own, so the gateway admits up to ${workers} times each limit and budget (and each process keeps its own circuit breakers and endpoint health); set REDIS_URL to share them`,
       'warn',
     );
-  runPrimary(workers, log);
+  // The workers' drain: SHUTDOWN_GRACE_MS for requests, then the request log (a database that
+  // hangs is given DB_QUERY_TIMEOUT_MS), with room to spare.
+  const ms = (v: string | undefined, fallback: number) => (Number.isFinite(Number(v)) && v?.trim() ? Number(v) : fallback);
+  runPrimary(workers, log, ms(env.SHUTDOWN_GRACE_MS, 30_000) + ms(env.DB_QUERY_TIMEOUT_MS, 10_000) + 15_000);
   // The workers read the files as they start: one that came before them needs no reload.
   takeEarlySighup();
 } else {

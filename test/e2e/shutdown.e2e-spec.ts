@@ -347,6 +347,42 @@ describe('the built server with WORKERS=2', () => {
     expect([...cluster.output.matchAll(/worker (\d+) listening/g)]).toHaveLength(2);
   }, 30_000);
 
+  it('replaces every worker that died, also two at once', async () => {
+    const cluster = await startCluster(MODELS, 'hi-cluster-both-');
+    const pids = [...cluster.output.matchAll(/worker (\d+) listening/g)].map((m) => Number(m[1]));
+    for (const pid of pids) process.kill(pid, 'SIGKILL');
+    // A second death used to cancel the first one's pending restart: one worker for good.
+    const until = Date.now() + 15_000;
+    while ([...cluster.output.matchAll(/worker (\d+) listening/g)].length < 4 && Date.now() < until)
+      await new Promise((r) => setTimeout(r, 50));
+    expect([...cluster.output.matchAll(/worker (\d+) listening/g)]).toHaveLength(4);
+    // (PORT=0 here: with every worker gone the shared port closed, and the new ones drew another.)
+    const port = [...cluster.output.matchAll(/listening on http:\/\/[^:]+:(\d+)/g)].at(-1)![1];
+    const res = await fetch(`http://127.0.0.1:${port}/health`);
+    expect(res.status).toBe(200);
+    cluster.child.kill('SIGTERM');
+    expect(await cluster.exited).toBe(0);
+  }, 30_000);
+
+  it('kills a worker that does not stop within the deadline, rather than waiting for ever', async () => {
+    const cluster = await startCluster(MODELS, 'hi-cluster-stuck-', { SHUTDOWN_GRACE_MS: '500', DB_QUERY_TIMEOUT_MS: '500' });
+    const [pid] = [...cluster.output.matchAll(/worker (\d+) listening/g)].map((m) => Number(m[1]));
+    process.kill(pid, 'SIGSTOP'); // hung: it cannot even hear SIGTERM
+    try {
+      cluster.child.kill('SIGTERM');
+      // Deadline: grace 0.5 s + query timeout 0.5 s + 15 s.
+      const code = await Promise.race([cluster.exited, new Promise((r) => setTimeout(() => r('still running'), 25_000))]);
+      expect(code).toBe(1);
+      expect(cluster.output).toMatch(/1 workers did not stop within 16000 ms; killing them/);
+    } finally {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
+  }, 40_000);
+
   it('answers /metrics with the workers that answer while one is stopped or restarting', async () => {
     const cluster = await startCluster(MODELS.replace('tokens: 20, tokens_per_second: 40', 'tokens: 3'), 'hi-cluster-metrics-');
     const url = `http://127.0.0.1:${cluster.port}`;
