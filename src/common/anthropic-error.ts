@@ -1,5 +1,5 @@
 import type { Request, Response } from 'express';
-import { isContextLengthError, UpstreamError, type GatewayError } from './errors';
+import { isContextLengthError, isOperatorRefusal, UpstreamError, type GatewayError } from './errors';
 import { sendErrorJson, sendGatewayError } from './openai-error';
 import { contextOf } from './request-context';
 
@@ -53,7 +53,7 @@ export function anthropicErrorType(status: number, code?: string | number | null
  */
 export function anthropicStatus(status: number, code?: string | number | null): number {
   if (status === 503 && code === 'overloaded') return 529;
-  if (code === 'upstream_unauthorized' || code === 'upstream_payment_required') return 502;
+  if (isOperatorRefusal(code)) return 502;
   return status;
 }
 

@@ -211,9 +211,19 @@ export class UpstreamError extends GatewayError {
     }
     // The operator's credentials or account: asking again changes nothing (the Anthropic
     // surface answers these as a 502, which SDKs would otherwise retry).
-    if (this.code === 'upstream_unauthorized' || this.code === 'upstream_payment_required')
-      (this as { headers?: Record<string, string> }).headers = { 'x-should-retry': 'false' };
+    if (isOperatorRefusal(this.code)) (this as { headers?: Record<string, string> }).headers = { 'x-should-retry': 'false' };
   }
+}
+
+/**
+ * The codes of an upstream's refusal that is about the operator's standing with the provider (its
+ * credentials for the route, its account), never the client's: providerHttpError gives them,
+ * the errors say so, and the Anthropic surface answers them as its own 502.
+ */
+export const OPERATOR_REFUSAL = { unauthorized: 'upstream_unauthorized', paymentRequired: 'upstream_payment_required' } as const;
+
+export function isOperatorRefusal(code: unknown): boolean {
+  return code === OPERATOR_REFUSAL.unauthorized || code === OPERATOR_REFUSAL.paymentRequired;
 }
 
 /** Waits longer than this are not retried by the client on its own (see `retryAfterHeaders`). */

@@ -16,7 +16,16 @@ export type ConfigVars = Readonly<Record<string, string | undefined>>;
  */
 export const ROUTING_VARIANTS = ['nitro', 'floor', 'exacto'] as const;
 export type RoutingVariant = (typeof ROUTING_VARIANTS)[number];
-const VARIANT = new RegExp(`:(${ROUTING_VARIANTS.join('|')})$`);
+
+/** `name` as a model name and one of the routing variants (`id:nitro`), if it ends in one. */
+export function routingVariant(name: string): { base: string; variant: RoutingVariant } | undefined {
+  const i = name.lastIndexOf(':');
+  if (i <= 0) return undefined;
+  const suffix = name.slice(i + 1);
+  return (ROUTING_VARIANTS as readonly string[]).includes(suffix)
+    ? { base: name.slice(0, i), variant: suffix as RoutingVariant }
+    : undefined;
+}
 
 /** One consistent view of models.yaml and routing.yaml. Requests hold on to the one they started with. */
 export class RegistrySnapshot {
@@ -41,8 +50,9 @@ export class RegistrySnapshot {
    */
   find(name: string): ModelDef | undefined {
     const m = this.byName.get(name);
-    if (m || !VARIANT.test(name)) return m;
-    return this.byName.get(name.replace(VARIANT, ''));
+    if (m) return m;
+    const v = routingVariant(name);
+    return v && this.byName.get(v.base);
   }
 }
 

@@ -91,8 +91,7 @@ export class RouteExecutor {
    * `models` (validated here: a 400 when malformed). Its limits reserve for the dearest.
    */
   models(ex: Execution): readonly ModelDef[] {
-    const { fallbacks } = this.manager.options(ex);
-    return fallbacks.length === 0 ? [ex.requested] : [ex.requested, ...fallbacks];
+    return this.manager.models(ex);
   }
 
   async complete(ex: Execution): Promise<ChatResponse> {

@@ -101,6 +101,15 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
     return model.router ?? snapshot.routing.strategy;
   }
 
+  /**
+   * The models that may answer the request: the one it asked for, then the fallbacks of its
+   * `models` (validated here: a 400 when malformed).
+   */
+  models(ex: Execution): readonly ModelDef[] {
+    const { fallbacks } = this.options(ex);
+    return fallbacks.length === 0 ? [ex.requested] : [ex.requested, ...fallbacks];
+  }
+
   /** The request's routing options (validated once; a 400 when malformed). */
   options(ex: Execution): RoutingOptions {
     ex.options ??= parseRoutingOptions(ex.request, ex.requested, {
@@ -119,7 +128,7 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
     const now = performance.now();
     const out: Candidate[] = [];
     let refused: Array<{ model: ModelDef; st: RouteState; why: Availability }> | undefined;
-    const models = opts.fallbacks.length === 0 ? [ex.requested] : [ex.requested, ...opts.fallbacks];
+    const models = this.models(ex);
     for (const model of models) {
       const available: RouteDef[] = [];
       for (const route of allowedRoutes(model, model.routes, opts)) {

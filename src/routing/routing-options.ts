@@ -2,7 +2,7 @@ import { PROVIDER_POLICY_KEYS, type ChatRequest } from '../common/chat.types';
 import { InvalidRequestError } from '../common/errors';
 import { perMillionToPicoPerToken, usdToPico } from '../common/money';
 import type { ModelDef, RouteDef } from '../config/registry.types';
-import { ROUTING_VARIANTS, type RoutingVariant } from '../config/model-registry.service';
+import { routingVariant, type RoutingVariant } from '../config/model-registry.service';
 import { pricingOf } from './cost-estimate';
 import { isJsonObject } from '../common/json-object';
 
@@ -37,6 +37,7 @@ export const NO_OPTIONS: RoutingOptions = { fallbacks: [], allowFallbacks: true 
 
 /** What option parsing needs from the registry. */
 export interface OptionContext {
+  /** A model by id, alias or with a routing variant (`id:nitro`), as RegistrySnapshot.find. */
   find(name: string): ModelDef | undefined;
 }
 
@@ -62,11 +63,8 @@ function bad(param: string, problem: string): never {
 
 /** `name:nitro` / `name:floor`: the model name and the sort its suffix asks for. */
 export function splitVariant(name: string): { base: string; sort?: ProviderSort } | undefined {
-  const i = name.lastIndexOf(':');
-  if (i <= 0) return undefined;
-  const suffix = name.slice(i + 1);
-  if (!(ROUTING_VARIANTS as readonly string[]).includes(suffix)) return undefined;
-  return { base: name.slice(0, i), sort: VARIANTS[suffix as RoutingVariant] };
+  const v = routingVariant(name);
+  return v && { base: v.base, sort: VARIANTS[v.variant] };
 }
 
 /** Whether a provider name in `order` / `only` / `ignore` means this route: its id, its kind, or the bracketed part of its kind. */
@@ -143,7 +141,8 @@ function parseModels(raw: unknown, primary: ModelDef, ctx: OptionContext): Model
   const out: ModelDef[] = [];
   raw.forEach((name: unknown, i: number) => {
     if (typeof name !== 'string' || name.trim() === '') bad(`models[${i}]`, 'must be a non-empty string');
-    const model = ctx.find(name) ?? ctx.find(splitVariant(name)?.base ?? '');
+    // The registry's lookup takes a routing variant (`id:nitro`) as its model.
+    const model = ctx.find(name);
     if (!model) bad(`models[${i}]`, `names a model this gateway does not serve ("${name}"); GET /v1/models lists the models`);
     if (model.type !== primary.type)
       bad(`models[${i}]`, `"${model.id}" is an ${model.type} model; it cannot stand in for the ${primary.type} model "${primary.id}"`);

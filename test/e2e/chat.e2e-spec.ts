@@ -237,18 +237,17 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     expect(row.ttft_ms).not.toBeNull();
   });
 
+  /** A stream asking for usage, read as the raw SSE text by the caller. */
+  const streamWithUsage = (model: string, content: string) =>
+    fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model, stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content }] }),
+    });
+
   it('sends usage in a last chunk of its own, other chunks saying usage: null, wherever the upstream put it', async () => {
     for (const model of ['acme/tokens', 'acme/usage-on-finish']) {
-      const res = await fetch(`${gw.url}/v1/chat/completions`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({
-          model,
-          stream: true,
-          stream_options: { include_usage: true },
-          messages: [{ role: 'user', content: 'hi there' }],
-        }),
-      });
+      const res = await streamWithUsage(model, 'hi there');
       const events = (await res.text()).split('\n\n').filter(Boolean);
       expect(events.pop()).toBe('data: [DONE]');
       const chunks = events.map((e) => JSON.parse(e.slice('data: '.length)) as OpenAI.Chat.Completions.ChatCompletionChunk);
@@ -538,16 +537,7 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     'ends a stream whose upstream sent the whole answer and its usage, then neither [DONE] nor the end (%s)',
     async (model) => {
       const started = performance.now();
-      const res = await fetch(`${gw.url}/v1/chat/completions`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({
-          model,
-          stream: true,
-          stream_options: { include_usage: true },
-          messages: [{ role: 'user', content: 'one two' }],
-        }),
-      });
+      const res = await streamWithUsage(model, 'one two');
       const text = await res.text();
       // Ended well before the idle timeout (4 s), which would have failed an answer the client had whole.
       expect(performance.now() - started).toBeLessThan(3500);

@@ -1,6 +1,6 @@
 import type { Dispatcher } from 'undici';
 import { SECRET_NAME } from '../../common/secret-names';
-import { UpstreamError } from '../../common/errors';
+import { OPERATOR_REFUSAL, UpstreamError } from '../../common/errors';
 import { isJsonObject } from '../../common/json-object';
 import type { ChatRequest } from '../../common/chat.types';
 import type { RouteDef } from '../../config/registry.types';
@@ -282,8 +282,8 @@ export function providerHttpError(
 
 /** Upstream refusals that are about the operator's standing with the provider, not the client's. */
 const OPERATOR_REFUSALS = {
-  401: { what: "refused the gateway's credentials for it", code: 'upstream_unauthorized' },
-  402: { what: "refused for payment: the operator's account with the provider", code: 'upstream_payment_required' },
+  401: { what: "refused the gateway's credentials for it", code: OPERATOR_REFUSAL.unauthorized },
+  402: { what: "refused for payment: the operator's account with the provider", code: OPERATOR_REFUSAL.paymentRequired },
 } as const;
 
 /** An upstream's error metadata for the client: a JSON object, the route's keys blanked out, not too large. */

@@ -217,7 +217,6 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     map: (chunk: ChatChunk) => ChatChunk,
   ): AsyncGenerator<ChatChunk> {
     let done = false;
-    let finished = false;
     let grace: NodeJS.Timeout | undefined;
     let leftAfterAnswer = false;
     /** Choices seen, and those finished: the answer is complete when all seen have finished. */
@@ -246,7 +245,6 @@ export class OpenAiCompatAdapter implements LlmAdapter {
           for (const c of chunk.choices)
             if (c.finish_reason === 'error') throw inBandError((c.error as WireChunk['error']) ?? {}, route, 'failed mid-stream');
           const out = map(chunk);
-          if (out.choices.some((c) => c.finish_reason)) finished = true;
           // Complete: usage came and every choice seen has finished (usage alone after the finish,
           // as OpenAI ends a stream; or on the finish chunk, as DeepSeek and older vLLM do).
           // Anything that comes after waits for the next silence (a choice not seen yet).
@@ -273,6 +271,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
       clearTimeout(grace);
       releaseBody(res, done);
     }
+    const finished = ended.size > 0;
     if (!done && !finished && sse.notEventStream) throw notEventStreamError(res, route);
     if (!done && !finished) {
       throw new UpstreamError({
