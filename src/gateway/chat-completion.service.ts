@@ -9,7 +9,7 @@ import { AppConfig } from '../config/app-config';
 import { Execution, RouteExecutor } from '../routing/route-executor.service';
 import { validateChatRequest } from './chat-request.validator';
 import { GatewayCalls } from './gateway-call.service';
-import type { RequestRecord } from './request-record';
+import { generationId, type RequestRecord } from './request-record';
 import { keepaliveWhileAccepted, SseWriter } from './sse-writer';
 import { StreamUsage } from './stream-usage';
 
@@ -175,9 +175,4 @@ export class ChatCompletionService {
 function reasoningExcluded(req: ChatRequest): boolean {
   const r = req.reasoning as { exclude?: unknown } | undefined;
   return typeof r === 'object' && r !== null && r.exclude === true;
-}
-
-/** The id clients see (and later look a generation up by). */
-export function generationId(requestId: string): string {
-  return `gen-${requestId}`;
 }

@@ -18,7 +18,7 @@ import type { ApiLog } from '../storage/entities/api-log.entity';
 import { estimatePromptTokens } from '../common/tokens';
 import { chatCharge, dearest, type Charge } from './charge-estimate';
 import { InflightService } from './inflight.service';
-import { RequestRecord } from './request-record';
+import { generationId, RequestRecord } from './request-record';
 import { SseWriter } from './sse-writer';
 import { disconnectIfStalled } from './stalled-client';
 import { UsageLimiter } from './usage-limiter.service';
@@ -38,20 +38,45 @@ export interface CallScope {
  */
 export interface ErrorShape {
   send(res: Response, err: GatewayError, requestId: string): void;
-  endStream(res: Response, err: GatewayError, requestId: string): void;
+  endStream(res: Response, err: GatewayError, rec: RequestRecord): void;
   /** The status the client is told, where the surface's differs from the error's own (for the row). */
   status?(err: GatewayError): number;
 }
 
 export const OPENAI_ERRORS: ErrorShape = {
   send: (res, err) => sendGatewayError(res, err),
-  endStream: (res, err) => new SseWriter(res).fail({ error: { message: err.message, type: err.type, code: err.code, param: err.param } }),
+  endStream: (res, err, rec) => new SseWriter(res).fail(streamError(err, rec, 'chat.completion.chunk', { delta: { content: '' } })),
 };
+
+/** OpenAI's shape for the legacy `/v1/completions`: its chunks' choices carry `text`. */
+export const TEXT_COMPLETION_ERRORS: ErrorShape = {
+  send: (res, err) => sendGatewayError(res, err),
+  endStream: (res, err, rec) => new SseWriter(res).fail(streamError(err, rec, 'text_completion', { text: '', logprobs: null })),
+};
+
+/**
+ * The event that ends a stream which failed after it started, as OpenRouter sends it: a chunk of
+ * the stream (same id and model) with the error beside a choice whose `finish_reason` is
+ * `error`, so that a client reading `choices[0]` sees the end too. The OpenAI SDKs throw on any
+ * event with an `error` member, as for OpenAI's own bare `{"error": …}` event.
+ */
+function streamError(err: GatewayError, rec: RequestRecord, object: string, choice: Record<string, unknown>): unknown {
+  const route = rec.execution?.route;
+  return {
+    id: generationId(rec.id),
+    object,
+    created: Math.floor(rec.createdAt.getTime() / 1000),
+    model: rec.model,
+    ...(route ? { provider: route.kind, route: route.id } : {}),
+    error: { message: err.message, type: err.type, code: err.code, param: err.param },
+    choices: [{ index: 0, ...choice, finish_reason: 'error' }],
+  };
+}
 
 /** `{"type": "error", "error": {"type", "message"}}`; in a stream, `event: error` with the same body. */
 export const ANTHROPIC_ERRORS: ErrorShape = {
   send: (res, err, requestId) => sendAnthropicGatewayError(res, err, requestId),
-  endStream: (res, err, requestId) => new SseWriter(res).fail(anthropicBodyOf(err, requestId), 'error'),
+  endStream: (res, err, rec) => new SseWriter(res).fail(anthropicBodyOf(err, rec.id), 'error'),
   status: (err) => anthropicStatus(err.status, err.code),
 };
 
@@ -191,7 +216,7 @@ export class GatewayCalls {
       this.appLogger.pino.error({ reqId: rec.id, err }, `request ${rec.id} failed: ${(err as Error)?.message ?? String(err)}`);
       rec.fail(500, `internal error: ${(err as Error)?.message ?? String(err)}`, 'internal_error');
       const internal = new InternalError(`The gateway failed to handle this request (request id ${rec.id})`);
-      if (res.headersSent) shape.endStream(res, internal, rec.id);
+      if (res.headersSent) shape.endStream(res, internal, rec);
       else shape.send(res, internal, rec.id);
       return;
     }
@@ -200,7 +225,7 @@ export class GatewayCalls {
       return;
     }
     rec.fail(shape.status?.(e) ?? e.status, e.message, e.code);
-    if (res.headersSent) shape.endStream(res, e, rec.id);
+    if (res.headersSent) shape.endStream(res, e, rec);
     else shape.send(res, e, rec.id);
   }
 

@@ -12,6 +12,11 @@ import type { UsageLease } from './usage-limiter.service';
 /** An upstream's own figure for one request above this is garbage, and is not recorded. */
 const MAX_UPSTREAM_COST_USD = 1_000_000;
 
+/** The id clients see (and later look a generation up by). */
+export function generationId(requestId: string): string {
+  return `gen-${requestId}`;
+}
+
 /**
  * Everything learned while serving one request, turned at the end into its single `api_logs`
  * row and its metrics. Tokens come from the upstream's usage; where there is none (a server

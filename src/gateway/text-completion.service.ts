@@ -10,10 +10,9 @@ import { clientUsage, isSoundUsage, usageFromCounts } from '../common/usage';
 import { AppConfig } from '../config/app-config';
 import type { RouteDef } from '../config/registry.types';
 import { Execution, RouteExecutor } from '../routing/route-executor.service';
-import { generationId } from './chat-completion.service';
 import { validateCompletionRequest } from './completion-request.validator';
-import { GatewayCalls, type CallScope } from './gateway-call.service';
-import type { RequestRecord } from './request-record';
+import { GatewayCalls, TEXT_COMPLETION_ERRORS, type CallScope } from './gateway-call.service';
+import { generationId, type RequestRecord } from './request-record';
 import { keepaliveWhileAccepted, SseWriter } from './sse-writer';
 import { StreamUsage } from './stream-usage';
 
@@ -32,30 +31,36 @@ export class TextCompletionService {
   ) {}
 
   async handle(req: Request, res: Response): Promise<void> {
-    await this.calls.handle(req, res, 'text completion', async (scope) => {
-      const body = validateCompletionRequest(req.body);
-      const { rec } = scope;
-      rec.body = body;
-      rec.stream = body.stream === true;
-      rec.userId = typeof body.user === 'string' ? body.user : null;
-      const model = this.calls.resolveModel(scope, body.model, 'chat');
-      // The chat form serves chat-only routes; a prompt it cannot express fails only those.
-      let chat: ChatRequest | UpstreamError;
-      try {
-        chat = completionAsChatRequest(body);
-      } catch (err) {
-        if (!(err instanceof UpstreamError)) throw err;
-        chat = err;
-      }
-      const view = chat instanceof UpstreamError ? promptView(body) : chat;
-      rec.request = view;
-      const ex = new Execution(model, view, rec.id, scope.signal, scope.snapshot);
-      const models = this.executor.models(ex);
-      await this.calls.admit(scope, res, () => this.calls.chatCharge(models, view));
-      rec.execution = ex;
-      if (rec.stream) await this.stream(body, chat, ex, scope, res);
-      else await this.json(body, chat, ex, rec, res);
-    });
+    await this.calls.handle(
+      req,
+      res,
+      'text completion',
+      async (scope) => {
+        const body = validateCompletionRequest(req.body);
+        const { rec } = scope;
+        rec.body = body;
+        rec.stream = body.stream === true;
+        rec.userId = typeof body.user === 'string' ? body.user : null;
+        const model = this.calls.resolveModel(scope, body.model, 'chat');
+        // The chat form serves chat-only routes; a prompt it cannot express fails only those.
+        let chat: ChatRequest | UpstreamError;
+        try {
+          chat = completionAsChatRequest(body);
+        } catch (err) {
+          if (!(err instanceof UpstreamError)) throw err;
+          chat = err;
+        }
+        const view = chat instanceof UpstreamError ? promptView(body) : chat;
+        rec.request = view;
+        const ex = new Execution(model, view, rec.id, scope.signal, scope.snapshot);
+        const models = this.executor.models(ex);
+        await this.calls.admit(scope, res, () => this.calls.chatCharge(models, view));
+        rec.execution = ex;
+        if (rec.stream) await this.stream(body, chat, ex, scope, res);
+        else await this.json(body, chat, ex, rec, res);
+      },
+      TEXT_COMPLETION_ERRORS,
+    );
   }
 
   private async json(

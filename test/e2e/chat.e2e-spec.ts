@@ -496,9 +496,36 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
       const text = await res.text();
       expect(res.status).toBe(200);
       expect(text).toContain('"content":"echo: "');
-      expect(text).toMatch(/data: \{"error":\{"message":"[^"]+"/);
       expect(text).not.toContain('[DONE]');
+      // OpenRouter's mid-stream error: a chunk of the same stream, its choice finished with `error`.
+      const events = text
+        .split('\n\n')
+        .filter((e) => e.startsWith('data: '))
+        .map((e) => JSON.parse(e.slice(6)) as Record<string, unknown>);
+      const last = events.pop()!;
+      expect(last).toMatchObject({
+        id: events[0].id,
+        object: 'chat.completion.chunk',
+        model,
+        provider: 'openai_compat',
+        error: { message: expect.any(String), type: expect.any(String) },
+        choices: [{ index: 0, delta: { content: '' }, finish_reason: 'error' }],
+      });
     }
+    // A text completion (served through chat here) ends the same way, its choice in its own shape.
+    const completion = await fetch(`${gw.url}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'acme/mid-error', stream: true, prompt: 'one two three' }),
+    });
+    const events = (await completion.text()).split('\n\n').filter((e) => e.startsWith('data: '));
+    expect(events.at(-1)).not.toBe('data: [DONE]');
+    expect(JSON.parse(events.at(-1)!.slice(6))).toMatchObject({
+      object: 'text_completion',
+      model: 'acme/mid-error',
+      error: { message: expect.any(String) },
+      choices: [{ index: 0, text: '', finish_reason: 'error' }],
+    });
     // The SDK surfaces the in-band error as an exception.
     const stream = await client.chat.completions.create({
       model: 'acme/mid-error',
@@ -511,7 +538,7 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
       })(),
     ).rejects.toBeInstanceOf(OpenAI.APIError);
     const rows = (await gw.rows()).filter((r) => r.model === 'acme/mid-error' || r.model === 'acme/cut');
-    expect(rows).toHaveLength(3);
+    expect(rows).toHaveLength(4);
     for (const r of rows) {
       expect(r.status_code).toBe(502);
       expect(r.completion_tokens).toBeGreaterThan(0); // billed for what was delivered
@@ -527,7 +554,7 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     });
     const text = await res.text();
     expect(text).toContain('"content":"echo: "');
-    expect(text).toMatch(/data: \{"error":\{"message":"upstream [^"]+ went silent for 200 ms mid-stream","type":"timeout_error"/);
+    expect(text).toMatch(/"error":\{"message":"upstream [^"]+ went silent for 200 ms mid-stream","type":"timeout_error"/);
     expect(text).not.toContain('[DONE]');
     const row = (await gw.rows()).filter((r) => r.model === 'acme/stall').pop()!;
     expect(row.status_code).toBe(504);

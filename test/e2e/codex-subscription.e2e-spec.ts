@@ -500,7 +500,7 @@ models:
     });
     expect(raw.status).toBe(200);
     expect(raw.text).toContain('"content":"echo: "');
-    expect(raw.text).toMatch(/data: \{"error":/);
+    expect(raw.text).toMatch(/"error":\{/);
     expect(raw.text).not.toContain('[DONE]');
   });
 

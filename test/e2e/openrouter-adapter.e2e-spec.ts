@@ -244,7 +244,7 @@ models:
       messages: [{ role: 'user', content: 'one two' }],
     });
     expect(res.text).toContain('"content":"echo:');
-    expect(res.text).toMatch(/data: \{"error":\{"message":"[^"]*Upstream idle timeout/);
+    expect(res.text).toMatch(/"error":\{"message":"[^"]*Upstream idle timeout/);
     expect(res.text).not.toContain('[DONE]');
   });
 

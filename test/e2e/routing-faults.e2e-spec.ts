@@ -280,7 +280,7 @@ describe('routing under upstream faults', () => {
       });
       expect(res.status).toBe(200);
       expect(res.text).toContain('"content":"echo: "');
-      expect(res.text).toMatch(/data: \{"error":\{"message":"[^"]+"/);
+      expect(res.text).toMatch(/"error":\{"message":"[^"]+"/);
       expect(res.text).not.toContain('[DONE]');
       expect(sent()).toHaveLength(1);
       // The SDK sees the failure, not a short answer.

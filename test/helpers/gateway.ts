@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import OpenAI from 'openai';
 import { createApp, type CreateAppOptions } from '../../src/app.factory';
-import { generationId } from '../../src/gateway/chat-completion.service';
+import { generationId } from '../../src/gateway/request-record';
 import { AppLogger } from '../../src/observability/app-logger';
 import { DatabaseService } from '../../src/storage/database.service';
 import { ApiLog } from '../../src/storage/entities/api-log.entity';
