@@ -316,6 +316,17 @@ export class Env {
   @Min(50)
   REDIS_COMMAND_TIMEOUT_MS = 500;
 
+  /**
+   * How long Redis keeps a request's concurrency slot and budget reservation without word from
+   * the process that admitted it; that process renews it every third of this while the request
+   * runs. A process that died (a crashed worker, a killed replica) frees its requests' slots
+   * within this time.
+   */
+  @Type(() => Number)
+  @IsInt()
+  @Min(1000)
+  REDIS_LEASE_MS = 30_000;
+
   /** Bearer token for /admin/*. Unset, the admin API answers 403. */
   @Transform(emptyToUndefined)
   @IsOptional()

@@ -209,16 +209,26 @@ return { now, month, day, day_spent, month_spent }
 `;
 
 /**
- * Puts a request this process knows to be in flight back in Redis' sets (which a Redis that came
- * back empty lost), changing nothing where it is there. KEYS[1] in flight, KEYS[2] reservations;
- * ARGV: request id, lease expiry (ms), reserved cost (nano-USD, or -1 for none), key expiry (ms).
+ * Renews the leases of requests this process is still serving, on Redis' clock, and puts back
+ * those Redis lost (a restart without persistence) or let lapse while it was away; a lease is
+ * only ever extended. KEYS[1] in flight, KEYS[2] reservations; ARGV: lease (ms), then per
+ * request its id and reserved cost (nano-USD, or -1 for none).
  */
-export const HOLD_LUA = `${EXTEND}
-redis.call('ZADD', KEYS[1], 'NX', tonumber(ARGV[2]), ARGV[1])
-extend(KEYS[1], tonumber(ARGV[4]))
-if tonumber(ARGV[3]) >= 0 then
-  redis.call('HSETNX', KEYS[2], ARGV[1], ARGV[3])
-  extend(KEYS[2], tonumber(ARGV[4]))
+export const RENEW_LUA = `${EXTEND}
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lease = tonumber(ARGV[1])
+local reserved = false
+for i = 2, #ARGV, 2 do
+  local rid = ARGV[i]
+  local held = redis.call('ZSCORE', KEYS[1], rid)
+  if not held or tonumber(held) < now + lease then redis.call('ZADD', KEYS[1], now + lease, rid) end
+  if tonumber(ARGV[i + 1]) >= 0 then
+    redis.call('HSETNX', KEYS[2], rid, ARGV[i + 1])
+    reserved = true
+  end
 end
+extend(KEYS[1], lease + 60000)
+if reserved then extend(KEYS[2], lease + 60000) end
 return 1
 `;

@@ -8,7 +8,7 @@ import { AppConfig } from '../config/app-config';
 import { ModelRegistry } from '../config/model-registry.service';
 import { isCommandTimeout, RedisService } from '../redis/redis.service';
 import type { Charge } from './charge-estimate';
-import { ADMIT_LUA, HOLD_LUA, SETTLE_LUA } from './limits.lua';
+import { ADMIT_LUA, RENEW_LUA, SETTLE_LUA } from './limits.lua';
 import {
   hasBudget,
   holdsInFlight,
@@ -27,7 +27,7 @@ type Store = 'redis' | 'local';
 interface LimitCommands {
   hiLimitAdmit(...args: Array<string | number>): Promise<unknown[]>;
   hiLimitSettle(...args: Array<string | number>): Promise<unknown[]>;
-  hiLimitHold(...args: Array<string | number>): Promise<unknown>;
+  hiLimitRenew(...args: Array<string | number>): Promise<unknown>;
 }
 
 /** A settlement Redis has not taken; `timedOut`: its script may have run there all the same. */
@@ -104,12 +104,17 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
    */
   private readonly sharedInFlight = new Map<string, { args: AdmitArgs; expires: number }>();
   private settling?: Promise<void>;
+  private renewTimer?: ReturnType<typeof setInterval>;
+  /** How long Redis holds a request's slot and reservation without this process renewing it. */
+  private readonly redisLeaseMs: number;
 
   constructor(
     private readonly redis: RedisService,
     private readonly config: AppConfig,
     private readonly registry: ModelRegistry,
-  ) {}
+  ) {
+    this.redisLeaseMs = config.env.REDIS_LEASE_MS;
+  }
 
   onModuleInit(): void {
     this.sweepTimer = setInterval(() => {
@@ -118,14 +123,18 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
       for (const [rid, f] of this.sharedInFlight) if (f.expires <= now) this.sharedInFlight.delete(rid);
     }, 60_000);
     this.sweepTimer.unref();
+    // Redis' leases are short, so that a process that dies frees its requests' slots soon.
+    this.renewTimer = setInterval(() => this.renew(), Math.ceil(this.redisLeaseMs / 3));
+    this.renewTimer.unref();
     this.redis.onReady(() => {
-      this.holdAgain();
+      this.renew();
       this.settleLater();
     });
   }
 
   onModuleDestroy(): void {
     clearInterval(this.sweepTimer);
+    clearInterval(this.renewTimer);
   }
 
   /**
@@ -163,7 +172,7 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
     const client = this.redis.client;
     if (client) {
       try {
-        const r = await commands(client).hiLimitAdmit(...this.keys(args.keyId), ...admitArgv(args));
+        const r = await commands(client).hiLimitAdmit(...this.keys(args.keyId), ...admitArgv(args, this.redisLeaseMs));
         this.using('redis');
         const outcome = parseAdmit(r);
         if (outcome.ok) this.observe(args.keyId, r, 12);
@@ -238,23 +247,32 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
   }
 
   /**
-   * Redis is (back) up: the requests it admitted that are still in flight are put back in its
-   * sets, which a Redis that restarted without persistence lost; where it kept them nothing
-   * changes. Sent at once, before any settlement that could follow on this connection.
+   * Renews Redis' leases of the requests it admitted that this process still serves (until each
+   * one's whole lease, the longest a request may run, is over). Also when Redis is (back) up: the
+   * requests it lost (a restart without persistence) or let lapse while it was away are put
+   * back; where it kept them nothing changes but the lease. Pipelined, so that it goes before any
+   * settlement that could follow on this connection.
    */
-  private holdAgain(): void {
+  private renew(): void {
     const client = this.redis.client;
     if (!client || this.sharedInFlight.size === 0) return;
-    commands(client);
-    const batch = client.pipeline() as unknown as LimitCommands & { exec(): Promise<unknown> };
+    const byKey = new Map<string, Array<string | number>>();
     const now = Date.now();
     for (const [rid, { args, expires }] of this.sharedInFlight) {
       if (expires <= now) {
         this.sharedInFlight.delete(rid);
         continue;
       }
-      const [, , inflight, reserved] = this.keys(args.keyId);
-      void batch.hiLimitHold(inflight, reserved, rid, expires, hasBudget(args.limits) ? args.costNano : -1, expires - now + 60_000);
+      let held = byKey.get(args.keyId);
+      if (!held) byKey.set(args.keyId, (held = []));
+      held.push(rid, hasBudget(args.limits) ? args.costNano : -1);
+    }
+    if (byKey.size === 0) return;
+    commands(client);
+    const batch = client.pipeline() as unknown as LimitCommands & { exec(): Promise<unknown> };
+    for (const [keyId, held] of byKey) {
+      const [, , inflight, reserved] = this.keys(keyId);
+      void batch.hiLimitRenew(inflight, reserved, this.redisLeaseMs, ...held);
     }
     batch.exec().catch((err: Error) => this.redis.noteFailure(err));
   }
@@ -315,12 +333,13 @@ function commands(client: Redis): LimitCommands {
   if (typeof c.hiLimitAdmit !== 'function') {
     client.defineCommand('hiLimitAdmit', { numberOfKeys: 5, lua: ADMIT_LUA });
     client.defineCommand('hiLimitSettle', { numberOfKeys: 5, lua: SETTLE_LUA });
-    client.defineCommand('hiLimitHold', { numberOfKeys: 2, lua: HOLD_LUA });
+    client.defineCommand('hiLimitRenew', { numberOfKeys: 2, lua: RENEW_LUA });
   }
   return c as unknown as LimitCommands;
 }
 
-function admitArgv(a: AdmitArgs): Array<string | number> {
+/** `leaseMs`: Redis' lease of the request's slot (renewed while it runs), at most its whole lease. */
+function admitArgv(a: AdmitArgs, leaseMs: number): Array<string | number> {
   const l = a.limits;
   const b = a.baseline;
   return [
@@ -332,7 +351,7 @@ function admitArgv(a: AdmitArgs): Array<string | number> {
     l.monthBudget,
     a.tokens,
     a.costNano,
-    a.leaseMs,
+    Math.min(a.leaseMs, leaseMs),
     b.day,
     b.dayNano,
     b.month,

@@ -1,3 +1,7 @@
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { picoToUsd, usdToPico } from '../../src/common/money';
 import { nano } from '../../src/gateway/usage-limiter.service';
 import { OpenAiUpstream } from '../fixtures/openai-upstream';
@@ -7,6 +11,7 @@ import { startGateway, type TestGateway } from '../helpers/gateway';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres';
 import { TcpProxy } from '../helpers/tcp-proxy';
 import { RedisService } from '../../src/redis/redis.service';
+import { AppConfig } from '../../src/config/app-config';
 
 /**
  * Two gateways sharing PostgreSQL and Redis (as two replicas would) hold a key to its limits
@@ -39,13 +44,14 @@ const ask = (model: string, max_tokens?: number) => ({
  * Two gateways sharing one PostgreSQL database, one Redis key prefix and one stand-in upstream,
  * as two replicas would; started before the describe block's tests and stopped after them.
  */
-function twoReplicas(env: Record<string, string> = {}): { a: TestGateway; b: TestGateway; upstream: OpenAiUpstream } {
+function twoReplicas(env: Record<string, string> = {}): { a: TestGateway; b: TestGateway; upstream: OpenAiUpstream; models: string } {
   const upstream = new OpenAiUpstream();
   const prefix = redisPrefix();
   let db: TestDatabase | undefined;
-  const pair = { upstream } as { a: TestGateway; b: TestGateway; upstream: OpenAiUpstream };
+  const pair = { upstream } as { a: TestGateway; b: TestGateway; upstream: OpenAiUpstream; models: string };
   beforeAll(async () => {
     const base = await upstream.start();
+    pair.models = models(base);
     db = await createTestDatabase();
     const shared = { ...db.env, ...ACCESS_ENV, REDIS_URL, REDIS_KEY_PREFIX: prefix, ...env };
     pair.a = await startGateway({ models: models(base), env: shared });
@@ -59,6 +65,52 @@ function twoReplicas(env: Record<string, string> = {}): { a: TestGateway; b: Tes
     await clearRedisPrefix(prefix);
   });
   return pair;
+}
+
+/** A gateway of its own process (dist/main.js), to be killed as a crash would: no settlement. */
+async function launchGateway(env: Record<string, string>, models: string): Promise<{ url: string; kill(): Promise<void> }> {
+  const main = resolve(__dirname, '../../dist/main.js');
+  if (!existsSync(main)) throw new Error('dist/main.js is missing: run `npm run build` first (npm test does)');
+  const dir = mkdtempSync(join(tmpdir(), 'hi-crash-'));
+  writeFileSync(join(dir, 'models.yaml'), models);
+  const child = spawn(process.execPath, [main], {
+    cwd: dir,
+    env: {
+      ...process.env,
+      ...env,
+      PORT: '0',
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'info',
+      MODELS_CONFIG_PATH: join(dir, 'models.yaml'),
+      ROUTING_CONFIG_PATH: join(dir, 'none.yaml'),
+      REQUEST_LOG_SPOOL_DIR: join(dir, 'spool'),
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  const exited = new Promise<void>((r) => child.on('exit', () => r()));
+  const url = await new Promise<string>((resolveUrl, reject) => {
+    const timer = setTimeout(() => reject(new Error(`gateway did not start:\n${output}`)), 20_000);
+    const onData = (b: Buffer) => {
+      output += b.toString();
+      const m = /listening on (http:\/\/[^\s"]+)/.exec(output);
+      if (m) {
+        clearTimeout(timer);
+        resolveUrl(m[1]);
+      }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    void exited.then(() => reject(new Error(`gateway exited:\n${output}`)));
+  });
+  return {
+    url,
+    async kill() {
+      child.kill('SIGKILL');
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 describe('limits shared through Redis', () => {
@@ -458,5 +510,59 @@ describe('limits when Redis goes away', () => {
     expect(back.body.error).toMatchObject({ code: 'concurrency_limit_exceeded' });
     expect((await slow).status).toBe(200);
     await waitFor(async () => (await chat(gw, key, ask('acme/chat'))).status === 200, 'the slot to be free', 3000);
+  });
+});
+
+describe('Redis leases of requests in flight', () => {
+  const LEASE_MS = 1500;
+  const replicas = twoReplicas({ REDIS_LEASE_MS: String(LEASE_MS) });
+
+  it('are renewed while the request runs, so that its slot stays taken past the lease', async () => {
+    const { a, b, upstream } = replicas;
+    const { key } = await adminApi(a).createKey({ name: 'long request', max_concurrency: 1 });
+    upstream.reset();
+    const slow = chat(a, key, ask('acme/slow')); // 3 s, twice the lease
+    await upstream.waitForRequests(1);
+    await new Promise((r) => setTimeout(r, LEASE_MS + 700));
+    const meanwhile = await chat(b, key, ask('acme/chat'));
+    expect(meanwhile.status).toBe(429);
+    expect(meanwhile.body.error).toMatchObject({ code: 'concurrency_limit_exceeded' });
+    expect((await slow).status).toBe(200);
+    await waitFor(async () => (await chat(b, key, ask('acme/chat'))).status === 200, 'the slot to be free', 3000);
+  });
+
+  it('of a process that died are free within the lease, slots and budget reservations', async () => {
+    const { a, b, upstream } = replicas;
+    const { key } = await adminApi(a).createKey({ name: 'crashed replica', max_concurrency: 1, daily_budget_usd: 1 });
+    const env = a.app.get(AppConfig).env;
+    const crashing = await launchGateway(
+      {
+        ...ACCESS_ENV,
+        DB_BACKEND: 'postgres',
+        DATABASE_URL: env.DATABASE_URL!,
+        REDIS_URL,
+        REDIS_KEY_PREFIX: env.REDIS_KEY_PREFIX,
+        REDIS_LEASE_MS: String(LEASE_MS),
+      },
+      replicas.models,
+    );
+    try {
+      upstream.reset();
+      // Admitted there, reserving most of the budget (max_tokens at $0.01 a token), then killed.
+      void fetch(`${crashing.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+        body: JSON.stringify(ask('acme/slow-priced', 90)),
+      }).catch(() => undefined);
+      await upstream.waitForRequests(1);
+    } finally {
+      await crashing.kill();
+    }
+    const killed = Date.now();
+    const at_once = await chat(b, key, ask('acme/chat', 20));
+    expect(at_once.status).toBe(429);
+    await waitFor(async () => (await chat(b, key, ask('acme/chat', 20))).status === 200, "the dead process's slot to be free", 5000);
+    // Free once its lease ran out (not the whole-request lease, minutes by default).
+    expect(Date.now() - killed).toBeLessThan(LEASE_MS + 2000);
   });
 });
