@@ -7,7 +7,7 @@ import { AppConfig } from '../config/app-config';
 import { type AccountEvent, type AccountState, isUsable, type StatePolicy, transition } from './account-state';
 import { accountError, runWithAccounts } from './account-session';
 import { AccountStore, stateFromRow } from './account-store.service';
-import { OAuthRefresher, RefreshFailed, RefreshRejected } from './oauth-refresh.service';
+import { OAuthRefresher, REFRESH_TIMEOUT_MS, RefreshFailed, RefreshRejected } from './oauth-refresh.service';
 import { type AccountCredentials, SUBSCRIPTION_PROVIDERS, type SubscriptionProvider } from './subscription.types';
 import { CredentialVault } from './credential-vault.service';
 import { AccountImporter } from './account-importer.service';
@@ -56,11 +56,16 @@ interface PooledAccount {
   usedPercentAt?: number;
 }
 
-/** The cross-process refresh lease; a refresh is one HTTP call well within it. */
-const LOCK_TTL_MS = 30_000;
+/** The cross-process refresh lease; a refresh is one HTTP call (REFRESH_TIMEOUT_MS) well within it. */
+const LOCK_TTL_MS = REFRESH_TIMEOUT_MS + 30_000;
 /** How long to wait for another process's refresh before failing this account for this request. */
-const LOCK_WAIT_MS = 35_000;
+const LOCK_WAIT_MS = LOCK_TTL_MS + 5_000;
 const LOCK_POLL_MS = 200;
+/**
+ * How long a request waits for its account's refresh. The refresh itself goes on (up to
+ * REFRESH_TIMEOUT_MS; its answer is never dropped) while the request tries another account.
+ */
+const REFRESH_WAIT_MS = 20_000;
 /** After a failed proactive refresh. */
 const REFRESH_RETRY_MS = 30_000;
 /** An account that failed this recently is used only when no other is left. */
@@ -173,7 +178,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
         if (now >= acc.refreshNotBefore) this.refresh(acc, false).catch(() => undefined);
       } else if (this.needsRefresh(acc, now, this.config.env.SUBSCRIPTION_REFRESH_MARGIN_MS)) {
         try {
-          await raceAbort(this.refresh(acc, false), signal, () => new Error('aborted'));
+          await waitForRefresh(this.refresh(acc, false), signal);
         } catch (err) {
           if (signal?.aborted) throw abortedError(provider);
           // A refresh that failed leaves the current token, if it still has time left.
@@ -198,7 +203,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
   async forceRefresh(l: AccountLease, signal?: AbortSignal): Promise<AccountLease> {
     const acc = this.accounts.get(l.id);
     if (!acc) throw new RefreshFailed('the account was removed');
-    if (acc.tokenVersion === l.tokenVersion) await raceAbort(this.refresh(acc, true, l.tokenVersion), signal, () => new Error('aborted'));
+    if (acc.tokenVersion === l.tokenVersion) await waitForRefresh(this.refresh(acc, true, l.tokenVersion), signal);
     if (!acc.creds || acc.tokenVersion === l.tokenVersion) throw new RefreshFailed('no new token');
     if (!isUsable(acc.state, Date.now())) throw new RefreshFailed(`the account is ${acc.state.status}`);
     return lease(acc);
@@ -725,4 +730,12 @@ function countBy(values: string[]): Record<string, number> {
   const out: Record<string, number> = {};
   for (const v of values) out[v] = (out[v] ?? 0) + 1;
   return out;
+}
+
+/** A request's wait for a refresh: until it is done, the client leaves, or REFRESH_WAIT_MS. */
+async function waitForRefresh(refresh: Promise<void>, signal: AbortSignal | undefined): Promise<void> {
+  const waited = AbortSignal.timeout(REFRESH_WAIT_MS);
+  await raceAbort(refresh, signal ? AbortSignal.any([signal, waited]) : waited, () =>
+    signal?.aborted ? new Error('aborted') : new RefreshFailed(`the token refresh took over ${REFRESH_WAIT_MS / 1000} s (it goes on)`),
+  );
 }

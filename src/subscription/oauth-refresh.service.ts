@@ -39,7 +39,21 @@ const PERMANENT = new Set([
   'invalid_refresh_token',
 ]);
 
-const TIMEOUTS = { connectMs: 10_000, firstByteMs: 15_000, firstTokenMs: 15_000, idleMs: 15_000, totalMs: 20_000 };
+/**
+ * How long a refresh may take once sent. Long: the endpoint may rotate the refresh token and
+ * answer late, and a refresh given up on then loses the login (the next one sends the spent
+ * token: `invalid_grant`, or `refresh_token_reused`, which also ends the login at OpenAI). The
+ * callers do not wait for it (each request has its own deadline); only the account's next
+ * refresh does. Connecting is bounded short: nothing has been sent before.
+ */
+export const REFRESH_TIMEOUT_MS = 120_000;
+const TIMEOUTS = {
+  connectMs: 10_000,
+  firstByteMs: REFRESH_TIMEOUT_MS,
+  firstTokenMs: REFRESH_TIMEOUT_MS,
+  idleMs: REFRESH_TIMEOUT_MS,
+  totalMs: REFRESH_TIMEOUT_MS,
+};
 
 /**
  * The OAuth refresh_token grant at each provider's token endpoint (JSON bodies, as Claude Code and

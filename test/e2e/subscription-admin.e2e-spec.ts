@@ -143,6 +143,29 @@ describe.each(['sqlite', 'postgres'] as const)('subscription accounts admin API 
     ).toBe('echo: hi');
   });
 
+  it('waits for a token endpoint that answers a refresh late, instead of losing the rotated login', async () => {
+    const login = tokens.login({ accountId: 'acct-slow', email: 'slow@example.com' });
+    const added = await post('', {
+      provider: 'codex',
+      name: 'slow',
+      access_token: login.access_token,
+      refresh_token: login.refresh_token,
+      id_token: login.id_token,
+    });
+    const { id } = (await added.json()) as { id: string };
+    // The endpoint rotates the refresh token when the answer leaves, 17 s after the request came.
+    tokens.delayMs = 17_000;
+    try {
+      const refreshed = await post(`/${id}/refresh`);
+      expect(await refreshed.json()).toMatchObject({ refreshed: true, account: { status: 'active' } });
+    } finally {
+      tokens.delayMs = 0;
+    }
+    // The rotated token was kept: the next refresh sends it, not the spent one.
+    expect(await (await post(`/${id}/refresh`)).json()).toMatchObject({ refreshed: true });
+    expect(tokens.reused).toBe(0);
+  }, 40_000);
+
   it('answers an import that keeps meeting another one changing the same account with a 409 to send again', async () => {
     const entry = (l: ReturnType<typeof tokens.login>) => ({
       provider: 'codex',
