@@ -23,7 +23,10 @@ export function raceAbort<T>(
       },
       (e: unknown) => {
         signal.removeEventListener('abort', onAbort);
-        reject(asError(e));
+        // As it came: an error of another realm (undici's under jest) is no `instanceof Error`,
+        // and wrapping it would lose its `code`.
+        // eslint-disable-next-line @typescript-eslint/prefer-promise-reject-errors
+        reject(e);
       },
     );
   });

@@ -1,5 +1,6 @@
 import OpenAI, { APIError } from 'openai';
 import { OpenAiUpstream } from '../fixtures/openai-upstream';
+import { startBlackhole } from '../helpers/blackhole';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 
 type Health = {
@@ -194,5 +195,74 @@ models:
     expect(r.stats.ttft_ms.mean).toBeGreaterThan(0);
     expect(r.stats.error_rate).toBe(0);
     expect(r.health.endpoint).toMatch(/^openai_compat http:\/\/127\.0\.0\.1:\d+$/);
+  });
+});
+
+/**
+ * A host that never completes a TCP connection (it drops SYNs): undici does not heed an abort
+ * while connecting, so without the gateway's own race a request waited for the connect timeout
+ * whatever its deadline, and the health probe round waiting on it stopped probing everyone.
+ */
+describe('an upstream whose connections never complete', () => {
+  const steady = new OpenAiUpstream();
+  let hole: Awaited<ReturnType<typeof startBlackhole>>;
+  let gw: TestGateway;
+  let probing: TestGateway;
+
+  beforeAll(async () => {
+    const steadyUrl = await steady.start();
+    hole = await startBlackhole();
+    const models = `
+models:
+  - id: bh/only
+    context_length: 8192
+    route:
+      - { kind: openai_compat, base_url: "http://127.0.0.1:${hole.port}/v1", provider_model_id: ok, timeouts: { connect_ms: 20000, total_ms: 1500 } }
+  - id: bh/steady
+    context_length: 8192
+    route:
+      - { kind: openai_compat, base_url: "${steadyUrl}", provider_model_id: ok }
+`;
+    // Requests on a gateway without health checks (they would take the route out of service).
+    gw = await startGateway({ routing: 'health_check: 0\n', models });
+    probing = await startGateway({ routing: 'health_check: 1\nhealth_check_timeout_ms: 500\n', models });
+  });
+
+  afterAll(async () => {
+    await gw?.close();
+    await probing?.close();
+    await steady.stop();
+    await hole?.close();
+  });
+
+  const ask = (signal?: AbortSignal) =>
+    fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'bh/only', messages: [{ role: 'user', content: 'hi' }] }),
+      signal,
+    });
+
+  it('ends a one-shot request at its total deadline, not the connect timeout', async () => {
+    const started = Date.now();
+    const res = await ask();
+    expect(res.status).toBe(504);
+    expect(Date.now() - started).toBeLessThan(5000);
+  });
+
+  it('ends a one-shot request at once when its client leaves while connecting', async () => {
+    const before = (await gw.rows()).length;
+    await ask(AbortSignal.timeout(300)).catch(() => undefined);
+    const row = (await gw.waitForRows(before + 1)).at(-1)!;
+    expect(row.status_code).toBe(499);
+    expect(row.latency_ms).toBeLessThan(1000);
+  });
+
+  it('keeps probing the other endpoints every round', async () => {
+    const probes = () => steady.requests.filter((r) => r.method === 'GET').length;
+    const first = probes();
+    await sleep(3500);
+    // One round a second; the hung connection's probe ends at health_check_timeout_ms each time.
+    expect(probes() - first).toBeGreaterThanOrEqual(2);
   });
 });

@@ -417,8 +417,10 @@ export function refuseLegacyFunctions(req: ChatRequest, provider: string): void 
 /**
  * Timeouts of a health probe's call: out of the way, since the caller's signal carries the
  * probe's deadline (`health_check_timeout_ms`), which may be longer than any fixed one here.
+ * The connect timeout only bounds how long a connection that never completes holds its place
+ * in the pool after the probe gave up on it.
  */
-const PROBE_TIMEOUTS = { connectMs: 600_000, firstByteMs: 600_000, firstTokenMs: 600_000, idleMs: 600_000, totalMs: 600_000 };
+const PROBE_TIMEOUTS = { connectMs: 60_000, firstByteMs: 600_000, firstTokenMs: 600_000, idleMs: 600_000, totalMs: 600_000 };
 
 /** A health probe: GET `url` until `signal` ends it; healthy below HTTP 400. */
 export async function probeGet(

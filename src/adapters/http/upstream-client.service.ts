@@ -3,6 +3,7 @@ import { SseEventTooLarge } from '../../common/sse';
 import { StringDecoder } from 'node:string_decoder';
 import { Pool, errors as undiciErrors, type Dispatcher } from 'undici';
 import { AppConfig, type UpstreamTimeouts } from '../../config/app-config';
+import { raceAbort } from '../../common/abort';
 import { UpstreamError } from '../../common/errors';
 
 export interface UpstreamRequest {
@@ -45,7 +46,7 @@ export class UpstreamClient implements OnApplicationShutdown {
     }
     const pool = this.pool(url.origin, req.timeouts.connectMs);
     try {
-      const res = await pool.request({
+      const pending = pool.request({
         path: url.pathname + url.search,
         method: req.method ?? 'POST',
         headers: req.headers,
@@ -59,6 +60,13 @@ export class UpstreamClient implements OnApplicationShutdown {
         // later, so that it never fires first (on the same deadline it raced the executor's under
         // load, and the attempt was logged as a silence instead of a first-token timeout).
         bodyTimeout: backupBodyTimeout(req.timeouts),
+      });
+      // undici does not heed the signal while it is connecting (a host that drops the SYN holds
+      // the request for the whole connect timeout): the signal ends the wait here, and an answer
+      // that comes after all is thrown away.
+      const res = await raceAbort(pending, req.signal).catch((err: unknown) => {
+        if (req.signal.aborted) pending.then((late) => late.body.destroy(), ignore);
+        throw err;
       });
       // Destroying an unfinished body (client gone, stream cut short) emits 'error'. Readers
       // handle errors through their promises; this keeps a destroy with nobody reading from
