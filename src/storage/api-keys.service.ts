@@ -1,7 +1,7 @@
 import cluster from 'node:cluster';
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
-import { IsNull, LessThanOrEqual, MoreThan, type Repository } from 'typeorm';
+import { IsNull, LessThanOrEqual, MoreThan, Not, type Repository } from 'typeorm';
 import { ServiceUnavailableError } from '../common/errors';
 import { usdToPico } from '../common/money';
 import { startOfUtcDay, startOfUtcMonth, utcDay, utcMonth, type KeyLimits, type Principal, type SpendBaseline } from '../common/principal';
@@ -267,9 +267,18 @@ export class ApiKeysService implements OnApplicationBootstrap, OnApplicationShut
     ] as const) {
       if (patch[k] !== undefined) (changes as Record<string, unknown>)[k] = patch[k];
     }
-    await this.repo().update({ id }, changes);
+    // Only while it is not revoked, in the same statement: a revoke made between the read above
+    // and this write must not be undone by a PATCH that sets the status.
+    const done = await this.repo().update({ id, status: Not('revoked' as const) }, changes);
+    if (done.affected === 0) throw await this.whyUnchanged(id);
     this.invalidate(id);
     return this.get(id);
+  }
+
+  /** An update that changed no row: the key is gone (404), or revoked meanwhile (409). */
+  private async whyUnchanged(id: string): Promise<ConflictError> {
+    await this.get(id);
+    return new ConflictError('This API key is revoked; revoked keys cannot be changed (create a new one)', 'api_key_revoked');
   }
 
   /** Revokes for good (idempotent). */
@@ -288,9 +297,21 @@ export class ApiKeysService implements OnApplicationBootstrap, OnApplicationShut
     const current = await this.get(id);
     if (current.status === 'revoked') throw new ConflictError('This API key is revoked; create a new one instead', 'api_key_revoked');
     const secret = newSecret();
-    await this.repo().update({ id }, { key_hash: this.hash(secret), key_prefix: secret.slice(0, PREFIX_SHOWN), updated_at: new Date() });
+    // Against the secret read above (its prefix: 48 random bits): of regenerations made at once, one wins and the others are
+    // told so, instead of each returning a secret that another one's write replaced.
+    const changes = { key_hash: this.hash(secret), key_prefix: secret.slice(0, PREFIX_SHOWN), updated_at: new Date() };
+    const done = await this.repo().update({ id, key_prefix: current.key_prefix, status: Not('revoked' as const) }, changes);
+    if (done.affected === 0) {
+      const now = await this.get(id);
+      if (now.status === 'revoked') throw new ConflictError('This API key is revoked; create a new one instead', 'api_key_revoked');
+      throw new ConflictError(
+        'The API key was changed by another request at the same time; send the regeneration again',
+        'api_key_changed',
+      );
+    }
     this.invalidate(id);
-    return { key: await this.get(id), secret };
+    // This regeneration's own view (read back, a later one's prefix could show beside our secret).
+    return { key: Object.assign(current, { key_prefix: changes.key_prefix, updated_at: changes.updated_at }), secret };
   }
 
   private repo(): Repository<ApiKey> {

@@ -202,6 +202,34 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
     });
   });
 
+  it('keeps a key revoked that was changed at the same moment, and regenerates one secret at a time', async () => {
+    const keys = await Promise.all(Array.from({ length: 10 }, (_, i) => admin.createKey({ name: `racing ${i}` })));
+    await Promise.all(
+      keys.flatMap((k) => [
+        admin.call('PATCH', `/admin/api-keys/${k.id}`, { status: 'active', rpm_limit: 50 }),
+        admin.call('POST', `/admin/api-keys/${k.id}/revoke`),
+        admin.call('PATCH', `/admin/api-keys/${k.id}`, { status: 'active' }),
+      ]),
+    );
+    for (const k of keys) {
+      expect((await admin.call('GET', `/admin/api-keys/${k.id}`)).body).toMatchObject({ status: 'revoked' });
+      expect((await chat(gw, k.key, ask)).status).toBe(401);
+    }
+
+    const k = await admin.createKey({ name: 'regenerated at once' });
+    const regens = await Promise.all(
+      Array.from({ length: 8 }, () => admin.call<{ key: string; prefix: string }>('POST', `/admin/api-keys/${k.id}/regenerate`)),
+    );
+    const issued = regens.filter((r) => r.status === 200).map((r) => r.body);
+    expect(issued.length).toBeGreaterThan(0);
+    for (const r of regens.filter((x) => x.status !== 200)) expect(r.body).toMatchObject({ error: { code: 'api_key_changed' } });
+    for (const r of issued) expect(r.prefix).toBe(r.key.slice(0, 12));
+    // Each one that was issued replaced the one before it: the last is the one that works.
+    const working = [];
+    for (const r of issued) if ((await chat(gw, r.key, ask)).status === 200) working.push(r.key);
+    expect(working).toHaveLength(1);
+  });
+
   it("describes the calling key at /v1/key in OpenRouter's shape: spend by period, and the budget that runs out first", async () => {
     const k = await admin.createKey({
       name: 'metered',
