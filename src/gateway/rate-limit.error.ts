@@ -21,9 +21,13 @@ export class RateLimitError extends GatewayError {
     message: string,
     readonly retryAfterMs: number,
     headers: Record<string, string> = {},
+    /** The request can never pass this limit as it is (it asks for more than the limit itself). */
+    permanent = false,
   ) {
     super(message);
     this.code = CODES[limit];
     this.headers = { ...headers, ...retryAfterHeaders(retryAfterMs) };
+    // The SDKs retry a 429 after its Retry-After; this one would be refused again each time.
+    if (permanent) this.headers['x-should-retry'] = 'false';
   }
 }

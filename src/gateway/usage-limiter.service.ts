@@ -436,11 +436,13 @@ function refusal(p: Principal, a: AdmitArgs, o: AdmitOutcome, headers: Record<st
   const who = `API key ${p.prefix}…`;
   const l = p.limits;
   let message: string;
+  let permanent = false;
   switch (o.limit) {
     case 'rpm':
       message = `Rate limit reached: ${who} may make ${l.rpm} requests per minute (rpm_limit); ${wait}`;
       break;
     case 'tpm':
+      permanent = a.tokens > (l.tpm ?? 0);
       message =
         a.tokens > (l.tpm ?? 0)
           ? `This request needs about ${a.tokens} tokens (prompt plus max_tokens), more than the ${l.tpm} tokens per minute ${who} may use (tpm_limit); lower max_tokens or shorten the prompt`
@@ -465,7 +467,7 @@ function refusal(p: Principal, a: AdmitArgs, o: AdmitOutcome, headers: Record<st
     default:
       message = `Rate limit reached for ${who}; ${wait}`;
   }
-  return new RateLimitError(o.limit ?? 'rpm', message, o.retryAfterMs, headers);
+  return new RateLimitError(o.limit ?? 'rpm', message, o.retryAfterMs, headers, permanent);
 }
 
 /** A settlement that only frees a request's slot and reservation (no tokens, no spend). */

@@ -95,6 +95,8 @@ describe('per-key limits in one process', () => {
       code: 'tpm_limit_exceeded',
       message: expect.stringContaining('more than the 100 tokens per minute'),
     });
+    // It would be refused again after any wait: the SDKs are told not to retry it.
+    expect(big.headers.get('x-should-retry')).toBe('false');
     const ok = await chat(gw, key, ask('acme/chat', 20));
     expect(ok.status).toBe(200);
     expect(ok.headers.get('x-ratelimit-limit-tokens')).toBe('100');
@@ -104,6 +106,7 @@ describe('per-key limits in one process', () => {
     const refused = await chat(gw, key, ask('acme/chat', 90));
     expect(refused.status).toBe(429);
     expect(refused.body.error).toMatchObject({ code: 'tpm_limit_exceeded', message: expect.stringContaining('retry in') });
+    expect(refused.headers.get('x-should-retry')).toBeNull();
   });
 
   it('shows both windows on a refusal: an rpm 429 still tells the tokens left', async () => {
