@@ -54,7 +54,7 @@ export class TextCompletionService {
         rec.request = view;
         const ex = new Execution(model, view, rec.id, scope.signal, scope.snapshot);
         const models = this.executor.models(ex);
-        await this.calls.admit(scope, res, () => this.calls.chatCharge(models, view));
+        await this.calls.admit(scope, res, () => this.calls.chatCharge(models, { ...view, n: completionsAsked(body) }));
         rec.execution = ex;
         if (rec.stream) await this.stream(body, chat, ex, scope, res);
         else await this.json(body, chat, ex, rec, res);
@@ -167,6 +167,21 @@ export class TextCompletionService {
       };
     sse.done();
   }
+}
+
+/**
+ * How many completions a request makes the upstream write, for its charge: one per prompt of a
+ * list, each `best_of` times (all of them billed, the best `n` returned) or `n` times.
+ */
+function completionsAsked(body: CompletionRequest): number {
+  const p = body.prompt;
+  const prompts = Array.isArray(p) && p.length > 0 && typeof p[0] !== 'number' ? p.length : 1;
+  const each = Math.max(positiveInt(body.n) ?? 1, positiveInt(body.best_of) ?? 1);
+  return prompts * each;
+}
+
+function positiveInt(v: unknown): number | undefined {
+  return typeof v === 'number' && Number.isInteger(v) && v > 0 ? v : undefined;
 }
 
 /** The prompt as a chat request, for planning and estimates only (never sent). */

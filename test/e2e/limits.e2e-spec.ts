@@ -159,6 +159,25 @@ describe('per-key limits in one process', () => {
     expect((await chat(gw, key, ask('acme/chat'))).status).toBe(200);
   });
 
+  it('charges a text completion for every completion it makes: each prompt of a list, best_of times', async () => {
+    const { key } = await admin.createKey({ name: 'completions', daily_budget_usd: '1', tpm_limit: 150 });
+    const complete = (body: Record<string, unknown>) =>
+      fetch(`${gw.url}/v1/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+        body: JSON.stringify({ model: 'acme/chat', max_tokens: 10, ...body }),
+      });
+    // $0.01 a token: 20 completions of 10 tokens may cost $2, 20 times one completion's charge.
+    for (const body of [{ prompt: Array.from({ length: 20 }, (_, i) => `p${i}`) }, { prompt: 'hi', best_of: 20 }]) {
+      const res = await complete(body);
+      expect(res.status).toBe(429);
+      const { error } = (await res.json()) as { error: { code: string; message: string } };
+      expect(error.code).toBe('tpm_limit_exceeded');
+      expect(error.message).toMatch(/needs about 2\d\d tokens/);
+    }
+    expect((await complete({ prompt: 'hi' })).status).toBe(200);
+  });
+
   it('reserves the worst-case cost against the daily budget and settles the real cost, across a restart', async () => {
     // $0.01 a token; the prompt "hi" is estimated at 8 tokens.
     const { id, key } = await admin.createKey({ name: 'budget', daily_budget_usd: '1' });
