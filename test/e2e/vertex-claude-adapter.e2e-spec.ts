@@ -73,6 +73,12 @@ models:
     context_length: 200000
     route:
       - { kind: vertex_claude, id: wrong-too, base_url: "${base}", region: us-east5, credentials: "${wrong}", project_id: other-proj, provider_model_id: ok }
+  - id: vertex/not-allowed
+    context_length: 200000
+    router: priority
+    route:
+      - { kind: vertex_claude, id: refused, base_url: "${base}", region: us-east5, credentials: "${good}", provider_model_id: not-allowed }
+      - { kind: vertex_claude, id: allowed, base_url: "${base}", region: europe-west1, credentials: "${good}", provider_model_id: ok }
   - id: vertex/fallback
     context_length: 200000
     router: priority
@@ -225,6 +231,12 @@ models:
     expect((err as APIError).message).toContain('Quota exceeded');
     // The wait Google's RetryInfo gives (30.2 s), as Retry-After.
     expect((err as APIError).headers?.get('retry-after')).toBe('31');
+  });
+
+  it('tries the next route when the project may not use the model (a 400 FAILED_PRECONDITION)', async () => {
+    const res = await client.chat.completions.create({ model: 'vertex/not-allowed', messages: [{ role: 'user', content: 'x' }] });
+    expect(res.choices[0].message.content).toBeTruthy();
+    expect(predictions().map((r) => r.path.split('/')[5])).toEqual(['us-east5', 'europe-west1']);
   });
 
   it('blanks out the access token in an error that quotes it', async () => {

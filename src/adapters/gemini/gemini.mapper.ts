@@ -3,7 +3,7 @@ import type { ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChunkDelta, Con
 import type { EmbeddingsRequest, EmbeddingsResponse } from '../../common/embedding.types';
 import { UpstreamError } from '../../common/errors';
 import { contentText } from '../../common/tokens';
-import { googleRetryDelayMs, parseGoogleError } from '../http/google-error';
+import { googleRetryDelayMs, googleStatus, parseGoogleError } from '../http/google-error';
 import { parseEmbeddedJson } from '../../common/json-body';
 import { ownValue } from '../../common/json-object';
 import type { RouteDef } from '../../config/registry.types';
@@ -584,9 +584,7 @@ export function geminiHttpError(status: number, text: string, route: RouteDef, r
   let httpStatus = status >= 400 ? status : (e?.status && STATUS_CODES[e.status]) || 502;
   const keyInvalid = reasons.includes('API_KEY_INVALID');
   if (keyInvalid) httpStatus = 401;
-  // "User location is not supported", "enable billing": the project's or the region's state,
-  // not the request's fault, so the next route is tried, as for a 403.
-  else if (e?.status === 'FAILED_PRECONDITION' && httpStatus === 400) httpStatus = 403;
+  else httpStatus = googleStatus(httpStatus, e);
   const message = e?.message ?? text.trim().slice(0, 2000);
   const unavailable = httpStatus === 503;
   return providerHttpError(

@@ -33,3 +33,12 @@ export function googleRetryDelayMs(e: GoogleError | undefined): number | undefin
   const info = (e?.details ?? []).find((d) => typeof d['@type'] === 'string' && d['@type'].endsWith('google.rpc.RetryInfo'));
   return durationMs(info?.retryDelay);
 }
+
+/**
+ * The HTTP status a Google refusal counts as. A 400 `FAILED_PRECONDITION` is about the project's
+ * or the region's state ("User location is not supported", "enable billing", "Project is not
+ * allowed to use Publisher Model"), not the request: a 403, so that the next route is tried.
+ */
+export function googleStatus(status: number, e: GoogleError | undefined): number {
+  return status === 400 && e?.status === 'FAILED_PRECONDITION' ? 403 : status;
+}

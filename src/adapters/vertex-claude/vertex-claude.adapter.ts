@@ -4,7 +4,7 @@ import { UpstreamError } from '../../common/errors';
 import type { RouteDef } from '../../config/registry.types';
 import { AnthropicAdapter, type ClientProtocol, type MessagesEndpoint } from '../anthropic/anthropic.adapter';
 import type { AnthropicRequest } from '../anthropic/anthropic.types';
-import { googleRetryDelayMs, parseGoogleError } from '../http/google-error';
+import { googleRetryDelayMs, googleStatus, parseGoogleError } from '../http/google-error';
 import { KeyPool } from '../http/key-pool.service';
 import { joinUrl, optionString, postJson, withoutSecrets } from '../http/upstream-call';
 import { UpstreamClient } from '../http/upstream-client.service';
@@ -138,10 +138,12 @@ export class VertexClaudeAdapter extends AnthropicAdapter {
   /**
    * Vertex's own front end answers refusals (quota, permissions, an unknown model) in Google's
    * shape before Claude sees the request: a 429's wait is then in `google.rpc.RetryInfo`, not in
-   * Retry-After.
+   * Retry-After; a project not allowed to use the model is a 400 `FAILED_PRECONDITION`, which
+   * counts as a 403 (the next route is tried), as on Gemini.
    */
   protected override error(status: number, text: string, route: RouteDef, retryAfterMs: number | undefined): UpstreamError {
-    return super.error(status, text, route, retryAfterMs ?? googleRetryDelayMs(parseGoogleError(text)));
+    const google = parseGoogleError(text);
+    return super.error(googleStatus(status, google), text, route, retryAfterMs ?? googleRetryDelayMs(google));
   }
 
   /**
