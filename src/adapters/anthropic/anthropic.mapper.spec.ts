@@ -60,6 +60,27 @@ describe('toAnthropicRequest', () => {
     expect(body.system).toEqual([{ type: 'text', text: 'long doc', cache_control: { type: 'ephemeral' } }]);
   });
 
+  it('refuses an image in a system prompt, which Claude would never see', () => {
+    const err = refused(() =>
+      toAnthropicRequest(
+        req({
+          messages: [
+            {
+              role: 'system',
+              content: [
+                { type: 'text', text: 'S' },
+                { type: 'image_url', image_url: { url: 'data:image/png;base64,AAAA' } },
+              ],
+            },
+            { role: 'user', content: 'q' },
+          ],
+        }),
+      ),
+    );
+    expect(err).toMatchObject({ upstreamStatus: 400, param: 'messages[0].content[1]' });
+    expect(err.message).toContain('text only in system prompts');
+  });
+
   it('maps images (base64 and URL) and PDFs', () => {
     const body = toAnthropicRequest(
       req({

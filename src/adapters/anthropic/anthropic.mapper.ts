@@ -170,7 +170,15 @@ function systemOf(messages: ChatMessage[]): AnthropicRequest['system'] {
   const blocks: AnthropicTextBlock[] = [];
   messages.forEach((m, i) => {
     if (m.role !== 'system' && m.role !== 'developer') return;
-    for (const b of contentBlocks(m.content, `messages[${i}]`)) if (b.type === 'text') blocks.push(b);
+    contentBlocks(m.content, `messages[${i}]`).forEach((b, j) => {
+      // Claude's system prompt is text only: an image or a file there would be dropped unseen.
+      if (b.type !== 'text')
+        throw unsupported(
+          `messages[${i}].content[${j}]: Claude takes text only in system prompts; send images and files in a user message`,
+          `messages[${i}].content[${j}]`,
+        );
+      blocks.push(b);
+    });
   });
   if (blocks.length === 0) return undefined;
   return blocks.some((b) => b.cache_control) ? blocks : blocks.map((b) => b.text).join('\n\n');
