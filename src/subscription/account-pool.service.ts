@@ -252,11 +252,19 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
    * Usable accounts right now, per provider (for route probes and health); `fresh`: those of
    * them that have not failed lately nor reported their window spent (the ones pick() prefers).
    */
-  usable(provider: SubscriptionProvider): { usable: number; fresh: number; total: number } {
+  usable(
+    provider: SubscriptionProvider,
+    tried: ReadonlySet<string> = new Set(),
+  ): { usable: number; fresh: number; untried: number; total: number } {
     const list = this.byProvider.get(provider) ?? [];
     const now = Date.now();
     const usable = list.filter((a) => a.creds && isUsable(a.state, now));
-    return { usable: usable.length, fresh: usable.filter((a) => !this.behind(a, now)).length, total: list.length };
+    return {
+      usable: usable.length,
+      fresh: usable.filter((a) => !this.behind(a, now)).length,
+      untried: usable.filter((a) => !tried.has(a.id)).length,
+      total: list.length,
+    };
   }
 
   /** An account that failed lately or whose window is spent: used only when no other is left. */

@@ -62,8 +62,16 @@ export async function runWithAccounts<T>(
       // not worth another refusal counted against it.
       lease = await pool.acquire(provider, signal, tried, tried.size > 0);
     } catch (err) {
-      // Out of accounts after some failed: the client learns what the accounts said.
-      if (last && err instanceof UpstreamError && err.failure !== 'aborted') throw exhausted(provider, last, err);
+      if (last && err instanceof UpstreamError && err.failure !== 'aborted') {
+        // The accounts tried were rate limited (they cool down now) and none fresh is left, but
+        // one that failed lately is usable and was not tried: the route is tried again at once,
+        // whose first pick takes it (rather than tell the client to wait until the soonest
+        // cooldown ends, an hour perhaps). Not after other refusals: the accounts that gave them
+        // are still usable, and would be asked again.
+        if (last.upstreamStatus === 429 && pool.usable(provider, tried).untried > 0) throw retryAtOnce(last);
+        // Out of accounts after some failed: the client learns what the accounts said.
+        throw exhausted(provider, last, err);
+      }
       throw err;
     }
     tried.add(lease.id);

@@ -229,6 +229,21 @@ models:
     ]);
   });
 
+  it('serves from an account that failed lately rather than send the client away until another one cools down', async () => {
+    // Beta is rate limited for two seconds (alpha serves meanwhile), then usable again, with a failure to its name.
+    backend.rateLimit('acct-beta', Math.floor(Date.now() / 1000) + 2);
+    for (let i = 0; i < 2 && !backend.calls.some((c) => c.status === 429); i++)
+      await openai.chat.completions.create({ model: 'claude/sub', messages: [{ role: 'user', content: 'warm' }] });
+    expect(backend.calls.filter((c) => c.status === 429).map((c) => c.accountId)).toEqual(['acct-beta']);
+    await eventually(async () => (await accounts()).every((a) => a.status === 'active'), 'beta to cool down', 10_000);
+    // Now alpha is limited for an hour: beta is there to serve, and does.
+    backend.clearFaults();
+    backend.rateLimit('acct-alpha', Math.floor(Date.now() / 1000) + 3600);
+    const res = await openai.chat.completions.create({ model: 'claude/sub', messages: [{ role: 'user', content: 'now' }] });
+    expect(res.choices[0].message.content).toBe('echo: now');
+    expect(backend.served().at(-1)).toBe('acct-beta');
+  });
+
   it('blanks out an account token the API quotes, for the client and in the account view', async () => {
     const tokensSent = () => new Set(backend.calls.map((c) => token(c.req.headers.authorization)));
     const leaks = (text: string) => [...tokensSent()].filter((t) => text.includes(t));
