@@ -70,6 +70,8 @@ export interface Usage {
     [k: string]: unknown;
   } | null;
   completion_tokens_details?: { reasoning_tokens?: number; [k: string]: unknown } | null;
+  /** Server tools the upstream ran (Anthropic's name): web searches are billed at `web_search`. */
+  server_tool_use?: { web_search_requests?: number; [k: string]: unknown } | null;
   /**
    * Provider-reported cost in USD (OpenRouter; with `is_byok`, only its fee, the provider's charge
    * in `cost_details.upstream_inference_cost`). Logged, never shown to clients (`clientUsage`).

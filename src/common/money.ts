@@ -80,7 +80,10 @@ export interface Pricing {
   /** Anthropic's one-hour cache writes; unset: see `costPico`. */
   input_cache_write_1h?: Price;
   internal_reasoning?: Price;
-  /** Per web search: listed in /v1/models as configured; the gateway runs no searches, so bills none. */
+  /**
+   * Per web search the upstream ran for the request (Claude's server tool reports them in
+   * `usage.server_tool_use.web_search_requests`); unset, searches cost nothing here.
+   */
   web_search?: Price;
 }
 
@@ -115,6 +118,8 @@ export interface TokenCounts {
   /** Of `cacheWrite`, the tokens written to a one-hour cache (Anthropic's `ttl: "1h"`). */
   cacheWrite1h?: number;
   reasoning: number;
+  /** Web searches the upstream ran (a server tool), billed at `web_search` each. */
+  webSearches?: number;
 }
 
 /**
@@ -140,7 +145,8 @@ export function costPico(tokens: TokenCounts, pricing: Pricing, requests = 1, im
     BigInt(plainCompletion) * pricing.completion.pico +
     BigInt(reasoning) * (pricing.internal_reasoning ?? pricing.completion).pico +
     BigInt(requests) * pricing.request.pico +
-    BigInt(images) * pricing.image.pico
+    BigInt(images) * pricing.image.pico +
+    BigInt(clamp(tokens.webSearches ?? 0, 1_000_000)) * (pricing.web_search ?? FREE).pico
   );
 }
 

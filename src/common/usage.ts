@@ -51,6 +51,9 @@ export function tokenCounts(u: Usage): TokenCounts {
   };
   const cacheWrite1h = Math.min(cacheWrite, n(pd.cache_write_1h_tokens));
   if (cacheWrite1h > 0) counts.cacheWrite1h = cacheWrite1h;
+  const tools = u.server_tool_use;
+  const searches = tools && typeof tools === 'object' ? n((tools as { web_search_requests?: unknown }).web_search_requests) : 0;
+  if (searches > 0) counts.webSearches = searches;
   return counts;
 }
 

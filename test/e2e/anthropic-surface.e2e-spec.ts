@@ -59,6 +59,10 @@ models:
     context_length: 200000
     pricing: { prompt: 3, completion: 15, input_cache_read: "0.3", input_cache_write: "3.75" }
     route: [${r('cached-1h')}]
+  - id: claude/searched
+    context_length: 200000
+    pricing: { prompt: 3, completion: 15, web_search: "0.01" }
+    route: [${r('searched')}]
   - id: claude/limited
     context_length: 200000
     route: [${r('error:429')}]
@@ -292,6 +296,28 @@ models:
       expect(Number((await rowFor(msg.id)).cost_usd)).toBeCloseTo(cost(msg.usage), 12);
       const streamed = await client.messages.stream(params).finalMessage();
       expect(Number((await rowFor(streamed.id)).cost_usd)).toBeCloseTo(cost(streamed.usage), 12);
+    });
+
+    it('bills the web searches Claude ran at the web_search price, streamed or not', async () => {
+      const params = {
+        model: 'claude/searched',
+        max_tokens: 50,
+        tools: [{ type: 'web_search_20250305' as const, name: 'web_search' as const, max_uses: 3 }],
+        messages: [{ role: 'user' as const, content: 'look it up' }],
+      };
+      const cost = (u: { input_tokens: number; output_tokens: number }) => (u.input_tokens * 3 + u.output_tokens * 15) / 1e6 + 3 * 0.01;
+      const msg = await client.messages.create(params);
+      expect(msg.usage.server_tool_use).toEqual({ web_search_requests: 3 });
+      expect(Number((await rowFor(msg.id)).cost_usd)).toBeCloseTo(cost(msg.usage), 12);
+      const streamed = await client.messages.stream(params).finalMessage();
+      expect(Number((await rowFor(streamed.id)).cost_usd)).toBeCloseTo(cost(streamed.usage), 12);
+      // And on the OpenAI surface, where the usage says so too.
+      const chat = await gw.client().chat.completions.create({ model: 'claude/searched', messages: [{ role: 'user', content: 'x' }] });
+      expect(chat.usage).toMatchObject({ server_tool_use: { web_search_requests: 3 } });
+      expect((chat.usage as unknown as { cost: number }).cost).toBeCloseTo(
+        (chat.usage!.prompt_tokens * 3 + chat.usage!.completion_tokens * 15) / 1e6 + 0.03,
+        12,
+      );
     });
 
     it('bills the prompt as message_start counted it when the client leaves before the first content', async () => {

@@ -384,6 +384,9 @@ function outputFormat(rf: unknown): { type: 'json_schema'; schema: Record<string
 export function mergeDeltaUsage(into: AnthropicUsage, delta: unknown): boolean {
   if (!isJsonObject(delta)) return false;
   for (const [k, v] of Object.entries(delta)) if (isTokenCount(v)) into[k] = v;
+  // Cumulative, like the counts: the searches run so far.
+  const tools = (delta as AnthropicUsage).server_tool_use;
+  if (isJsonObject(tools)) into.server_tool_use = { ...tools };
   return isTokenCount((delta as AnthropicUsage).output_tokens);
 }
 
@@ -405,7 +408,16 @@ export function anthropicUsage(u: AnthropicUsage | null | undefined): Usage | un
   const completion = u.output_tokens;
   const details: NonNullable<Usage['prompt_tokens_details']> = { cached_tokens: cacheRead, cache_write_tokens: cacheWrite };
   if (oneHour > 0) details.cache_write_1h_tokens = Math.min(oneHour, cacheWrite);
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, prompt_tokens_details: details };
+  const out: Usage = {
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: prompt + completion,
+    prompt_tokens_details: details,
+  };
+  // Web searches Claude ran (its server tool), billed apart from the tokens.
+  const searches = isJsonObject(u.server_tool_use) ? n(u.server_tool_use.web_search_requests) : 0;
+  if (searches > 0) out.server_tool_use = { web_search_requests: searches };
+  return out;
 }
 
 /** Anthropic stop reasons as OpenAI finish reasons (LiteLLM's mapping). */
