@@ -88,6 +88,9 @@ models:
     context_length: 8192
     pricing: { prompt: 1, completion: 2 }
     route: [{ kind: openai_compat, base_url: "${o}", provider_model_id: ok }]
+  - id: or/chat
+    context_length: 8192
+    route: [{ kind: openrouter, base_url: "${o}", api_key: k, provider_model_id: ok }]
   - id: llama/reasoner
     context_length: 8192
     pricing: { prompt: 1, completion: 2, internal_reasoning: 5 }
@@ -551,6 +554,57 @@ models:
   });
 
   describe('translated for an openai_compat route', () => {
+    it('keeps the prompt-cache markers for OpenRouter, and takes them out for other servers', async () => {
+      const body = {
+        max_tokens: 64,
+        cache_control: { type: 'ephemeral' },
+        system: [
+          { type: 'text', text: 'You are Claude Code.' },
+          { type: 'text', text: 'Long instructions.', cache_control: { type: 'ephemeral' } },
+        ],
+        messages: [
+          { role: 'user', content: [{ type: 'text', text: 'list files' }] },
+          { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_01', name: 'ls', input: {} }] },
+          {
+            role: 'user',
+            content: [
+              { type: 'tool_result', tool_use_id: 'toolu_01', content: 'a.txt', cache_control: { type: 'ephemeral' } },
+              { type: 'text', text: 'and now?', cache_control: { type: 'ephemeral', ttl: '1h' } },
+            ],
+          },
+        ],
+        tools: [{ name: 'ls', input_schema: { type: 'object', properties: {} } }],
+      };
+      const routed = await rawPost(`${gw.url}/anthropic/v1/messages`, { model: 'or/chat', ...body });
+      expect(routed.status).toBe(200);
+      expect(compat.requests[0].body).toMatchObject({
+        cache_control: { type: 'ephemeral' },
+        messages: [
+          {
+            role: 'system',
+            content: [
+              { type: 'text', text: 'You are Claude Code.' },
+              { type: 'text', text: 'Long instructions.', cache_control: { type: 'ephemeral' } },
+            ],
+          },
+          { role: 'user', content: 'list files' },
+          { role: 'assistant' },
+          { role: 'tool', content: [{ type: 'text', text: 'a.txt', cache_control: { type: 'ephemeral' } }] },
+          { role: 'user', content: [{ type: 'text', text: 'and now?', cache_control: { type: 'ephemeral', ttl: '1h' } }] },
+        ],
+      });
+      const plain = await rawPost(`${gw.url}/anthropic/v1/messages`, { model: 'llama/chat', ...body });
+      expect(plain.status).toBe(200);
+      expect(JSON.stringify(compat.requests[1].body)).not.toContain('cache_control');
+      expect(compat.requests[1].body.messages).toEqual([
+        { role: 'system', content: 'You are Claude Code.\n\nLong instructions.' },
+        { role: 'user', content: 'list files' },
+        expect.objectContaining({ role: 'assistant' }),
+        { role: 'tool', tool_call_id: expect.any(String), content: 'a.txt' },
+        { role: 'user', content: 'and now?' },
+      ]);
+    });
+
     it('answers a message from a chat completion', async () => {
       const msg = await client.messages.create({
         model: 'llama/chat',
@@ -899,7 +953,7 @@ models:
     });
     const all: string[] = [];
     for await (const m of client.models.list({ limit: 3 })) all.push(m.id);
-    expect(all).toHaveLength(23);
+    expect(all).toHaveLength(24);
     expect(await client.models.retrieve('llama/chat')).toMatchObject({ id: 'llama/chat', type: 'model' });
     // An empty cursor is no cursor: the first page, as with after_id=.
     const empty = (await (await fetch(`${gw.url}/anthropic/v1/models?limit=2&before_id=`)).json()) as { data: Array<{ id: string }> };

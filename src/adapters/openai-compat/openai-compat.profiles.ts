@@ -23,6 +23,12 @@ export interface OpenAiCompatProfile {
    * the requested schema given to the model in a system message.
    */
   readonly responseFormats?: readonly string[];
+  /**
+   * Reads Anthropic-style `cache_control` markers in chat requests (OpenRouter passes them to
+   * Claude and Gemini). Without it, markers the gateway kept from an Anthropic request are
+   * removed (a client's own, on the OpenAI surface, are sent as it sent them).
+   */
+  readonly cacheControl?: boolean;
   /** Rewrites a chat body (already a copy) for the server's quirks. */
   readonly fixRequest?: (body: Record<string, unknown>) => void;
 }

@@ -1,4 +1,4 @@
-import type { ChatChunk, ChatResponse } from '../../common/chat.types';
+import { CACHE_MARKS, type ChatChunk, type ChatResponse } from '../../common/chat.types';
 import { UpstreamError } from '../../common/errors';
 import { ChatToMessagesStream, chatToMessage, messagesToChat, messagesUsage, stopReason } from './messages.mapper';
 
@@ -50,7 +50,14 @@ describe('messagesToChat', () => {
     expect(chat).toEqual({
       model: 'public/model',
       messages: [
-        { role: 'system', content: 'A\n\nB' },
+        // The marked block keeps its marker (for OpenRouter; other servers' adapters take it out).
+        {
+          role: 'system',
+          content: [
+            { type: 'text', text: 'A' },
+            { type: 'text', text: 'B', cache_control: { type: 'ephemeral' } },
+          ],
+        },
         {
           role: 'user',
           content: [
@@ -73,6 +80,8 @@ describe('messagesToChat', () => {
       top_k: 4,
       stop: ['END'],
       user: 'u',
+      // Markers were kept: servers that do not read them get the request without them.
+      [CACHE_MARKS]: true,
       tools: [{ type: 'function', function: { name: 'f', description: 'F', parameters: { type: 'object', properties: {} } } }],
       tool_choice: 'required',
       parallel_tool_calls: false,

@@ -4,15 +4,16 @@ import { ToolCallFixer } from '../../common/chunks';
 import type { AnthropicUsage } from '../../adapters/anthropic/anthropic.types';
 import { unsupported } from '../../adapters/http/upstream-call';
 import type { MessagesEvent } from '../../adapters/llm-adapter';
-import type {
-  ChatChunk,
-  ChatMessage,
-  ChatRequest,
-  ChatResponse,
-  ContentPart,
-  ToolCall,
-  ToolDefinition,
-  Usage,
+import {
+  CACHE_MARKS,
+  type ChatChunk,
+  type ChatMessage,
+  type ChatRequest,
+  type ChatResponse,
+  type ContentPart,
+  type ToolCall,
+  type ToolDefinition,
+  type Usage,
 } from '../../common/chat.types';
 import { isSoundUsage, tokenCounts } from '../../common/usage';
 
@@ -29,6 +30,23 @@ type Json = Record<string, unknown>;
 /** `reasoning_effort` for adaptive thinking's `output_config.effort` (`max` is OpenAI's `high`). */
 function adaptiveEffort(effort: unknown): 'low' | 'medium' | 'high' {
   return effort === 'low' || effort === 'medium' ? effort : 'high';
+}
+
+/**
+ * A block's prompt-cache marker, kept on the text part it becomes: OpenRouter reads them (and
+ * Claude behind it caches the prompt up to there); other servers never see them (CACHE_MARKS).
+ */
+function marker(b: Block): { cache_control?: unknown } {
+  return b.cache_control !== undefined && b.cache_control !== null ? { cache_control: b.cache_control } : {};
+}
+
+/** Text parts, with their markers. */
+function textPart(text: string, b: Block): ContentPart {
+  return { type: 'text', text, ...marker(b) };
+}
+
+function marked(parts: ContentPart[]): boolean {
+  return parts.some((p) => 'cache_control' in p);
 }
 
 function blocksOf(content: unknown): Block[] {
@@ -61,7 +79,7 @@ function userParts(blocks: Block[], at: string): ContentPart[] {
     const where = `${at}.content.${j}`;
     switch (b.type) {
       case 'text':
-        parts.push({ type: 'text', text: String(b.text ?? '') });
+        parts.push(textPart(String(b.text ?? ''), b));
         break;
       case 'image':
         parts.push(imagePart(b, where));
@@ -82,9 +100,11 @@ function userParts(blocks: Block[], at: string): ContentPart[] {
  */
 const BLOCK_SEPARATOR = '\n';
 
-/** Parts as a chat message's content: a plain string when they are all text. */
+/** Parts as a chat message's content: a plain string when they are all text (and carry no cache marker). */
 function asContent(parts: ContentPart[]): string | ContentPart[] {
-  return parts.every((p) => p.type === 'text') ? parts.map((p) => (p as { text: string }).text).join(BLOCK_SEPARATOR) : parts;
+  return parts.every((p) => p.type === 'text') && !marked(parts)
+    ? parts.map((p) => (p as { text: string }).text).join(BLOCK_SEPARATOR)
+    : parts;
 }
 
 function toolResultText(content: unknown, at: string): { text: string; images: ContentPart[] } {
@@ -104,13 +124,13 @@ function toolResultText(content: unknown, at: string): { text: string; images: C
   return { text: texts.join(BLOCK_SEPARATOR), images };
 }
 
-function systemText(system: unknown): string | undefined {
+function systemText(system: unknown): string | ContentPart[] | undefined {
   if (system === undefined || system === null) return undefined;
   if (typeof system === 'string') return system === '' ? undefined : system;
-  const text = blocksOf(system)
-    .filter((b) => b.type === 'text')
-    .map((b) => String(b.text ?? ''))
-    .join('\n\n');
+  const blocks = blocksOf(system).filter((b) => b.type === 'text');
+  // Marked blocks stay apart, each with its marker (Claude Code marks the end of its prompt).
+  if (blocks.some((b) => marker(b).cache_control !== undefined)) return blocks.map((b) => textPart(String(b.text ?? ''), b));
+  const text = blocks.map((b) => String(b.text ?? '')).join('\n\n');
   return text === '' ? undefined : text;
 }
 
@@ -152,12 +172,12 @@ export function messagesToChat(body: Json, model: string): ChatRequest {
     const at = `messages.${i}`;
     const blocks = blocksOf(m.content);
     if (m.role === 'assistant') {
-      const texts: string[] = [];
+      const texts: Block[] = [];
       let reasoning = '';
       const calls: ToolCall[] = [];
       const thinking: Json[] = [];
       blocks.forEach((b, j) => {
-        if (b.type === 'text') texts.push(String(b.text ?? ''));
+        if (b.type === 'text') texts.push(b);
         else if (b.type === 'tool_use')
           calls.push({
             id: anthropicToolId(String(b.id)),
@@ -171,8 +191,15 @@ export function messagesToChat(body: Json, model: string): ChatRequest {
         else
           throw unsupported(`${at}.content.${j}: content of type "${b.type}" can only be sent to Claude models`, `${at}.content.${j}.type`);
       });
-      const text = texts.join(BLOCK_SEPARATOR);
-      const msg: ChatMessage = { role: 'assistant', content: text === '' && calls.length > 0 ? null : text };
+      const text = texts.map((t) => String(t.text ?? '')).join(BLOCK_SEPARATOR);
+      const msg: ChatMessage = {
+        role: 'assistant',
+        content: texts.some((t) => marker(t).cache_control !== undefined)
+          ? texts.map((t) => textPart(String(t.text ?? ''), t))
+          : text === '' && calls.length > 0
+            ? null
+            : text,
+      };
       if (calls.length > 0) msg.tool_calls = calls;
       if (reasoning) msg.reasoning_content = reasoning;
       if (thinking.length > 0) msg.thinking_blocks = thinking;
@@ -188,10 +215,11 @@ export function messagesToChat(body: Json, model: string): ChatRequest {
       // Chat has no error flag on tool results (OpenAI refuses unknown message fields): the
       // model is told in the text that the tool failed.
       const failed = b.is_error === true && !/^\s*(<tool_use_error>|error\b)/i.test(result.text);
+      const text = failed ? `Error: ${result.text}` : result.text;
       messages.push({
         role: 'tool',
         tool_call_id: anthropicToolId(String(b.tool_use_id)),
-        content: failed ? `Error: ${result.text}` : result.text,
+        content: marker(b).cache_control !== undefined ? [textPart(text, b)] : text,
       });
     });
     const parts = [...images, ...userParts(rest, at)];
@@ -200,6 +228,9 @@ export function messagesToChat(body: Json, model: string): ChatRequest {
   });
 
   const req: ChatRequest = { model, messages };
+  if (body.cache_control !== undefined && body.cache_control !== null) req.cache_control = body.cache_control;
+  if (req.cache_control !== undefined || messages.some((m) => Array.isArray(m.content) && marked(m.content)))
+    (req as { [CACHE_MARKS]?: boolean })[CACHE_MARKS] = true;
   if (typeof body.max_tokens === 'number') req.max_tokens = body.max_tokens;
   if (typeof body.temperature === 'number') req.temperature = body.temperature;
   if (typeof body.top_p === 'number') req.top_p = body.top_p;
