@@ -554,7 +554,7 @@ models:
   });
 
   describe('translated for an openai_compat route', () => {
-    it('keeps the prompt-cache markers for OpenRouter, and takes them out for other servers', async () => {
+    it('keeps the prompt-cache markers and signed reasoning for OpenRouter, and takes them out for other servers', async () => {
       const body = {
         max_tokens: 64,
         cache_control: { type: 'ephemeral' },
@@ -564,7 +564,13 @@ models:
         ],
         messages: [
           { role: 'user', content: [{ type: 'text', text: 'list files' }] },
-          { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_01', name: 'ls', input: {} }] },
+          {
+            role: 'assistant',
+            content: [
+              { type: 'thinking', thinking: 'Look first.', signature: 'sig-1' },
+              { type: 'tool_use', id: 'toolu_01', name: 'ls', input: {} },
+            ],
+          },
           {
             role: 'user',
             content: [
@@ -588,7 +594,7 @@ models:
             ],
           },
           { role: 'user', content: 'list files' },
-          { role: 'assistant' },
+          { role: 'assistant', reasoning_details: [{ type: 'reasoning.text', text: 'Look first.', signature: 'sig-1' }] },
           { role: 'tool', content: [{ type: 'text', text: 'a.txt', cache_control: { type: 'ephemeral' } }] },
           { role: 'user', content: [{ type: 'text', text: 'and now?', cache_control: { type: 'ephemeral', ttl: '1h' } }] },
         ],
@@ -596,6 +602,7 @@ models:
       const plain = await rawPost(`${gw.url}/anthropic/v1/messages`, { model: 'llama/chat', ...body });
       expect(plain.status).toBe(200);
       expect(JSON.stringify(compat.requests[1].body)).not.toContain('cache_control');
+      expect(JSON.stringify(compat.requests[1].body)).not.toContain('reasoning_details');
       expect(compat.requests[1].body.messages).toEqual([
         { role: 'system', content: 'You are Claude Code.\n\nLong instructions.' },
         { role: 'user', content: 'list files' },

@@ -54,6 +54,10 @@ models:
     context_length: 8192
     route:
       - { kind: openrouter, base_url: "${base}", api_key: or-key, provider_model_id: choice-error }
+  - id: or/reasoned
+    context_length: 8192
+    route:
+      - { kind: openrouter, base_url: "${base}", api_key: or-key, provider_model_id: reasoned }
   - id: or/limited-first
     context_length: 8192
     route:
@@ -285,5 +289,47 @@ models:
     const charged = (done.usage as unknown as { cost: number }).cost;
     expect(charged).toBe(Number(rows.find((r) => `gen-${r.id}` === done.id)!.cost_usd));
     expect(charged).not.toBe(0.000007);
+  });
+
+  it("gives Claude's signed and encrypted reasoning to the Anthropic surface, and takes it back to OpenRouter whole", async () => {
+    const ask = { model: 'or/reasoned', max_tokens: 100, messages: [{ role: 'user', content: 'hi' }] };
+    const blocks = [
+      { type: 'thinking', thinking: 'Thinking hard.', signature: 'sigABC' },
+      { type: 'redacted_thinking', data: 'ENCRYPTEDBLOB' },
+      { type: 'text', text: 'echo: hi' },
+    ];
+    const whole = await rawPost(`${gw.url}/anthropic/v1/messages`, ask);
+    expect(JSON.parse(whole.text)).toMatchObject({ content: blocks });
+    const streamed = await rawPost(`${gw.url}/anthropic/v1/messages`, { ...ask, stream: true });
+    const events = streamed.text
+      .split('\n\n')
+      .filter((e) => e.includes('data: '))
+      .map((e) => JSON.parse(e.slice(e.indexOf('data: ') + 6)) as Record<string, unknown>);
+    expect(events.filter((e) => e.type === 'content_block_start').map((e) => (e.content_block as { type: string }).type)).toEqual([
+      'thinking',
+      'redacted_thinking',
+      'text',
+    ]);
+    expect(events).toContainEqual({ type: 'content_block_delta', index: 0, delta: { type: 'signature_delta', signature: 'sigABC' } });
+    expect(events).toContainEqual({
+      type: 'content_block_start',
+      index: 1,
+      content_block: { type: 'redacted_thinking', data: 'ENCRYPTEDBLOB' },
+    });
+    // The next turn: the blocks go back as OpenRouter's reasoning_details, signature and all.
+    upstream.reset();
+    const next = await rawPost(`${gw.url}/anthropic/v1/messages`, {
+      ...ask,
+      messages: [...ask.messages, { role: 'assistant', content: blocks }, { role: 'user', content: 'more' }],
+    });
+    expect(next.status).toBe(200);
+    expect((upstream.requests[0].body.messages as unknown[])[1]).toMatchObject({
+      role: 'assistant',
+      content: 'echo: hi',
+      reasoning_details: [
+        { type: 'reasoning.text', text: 'Thinking hard.', signature: 'sigABC', format: 'anthropic-claude-v1', index: 0 },
+        { type: 'reasoning.encrypted', data: 'ENCRYPTEDBLOB', format: 'anthropic-claude-v1', index: 1 },
+      ],
+    });
   });
 });

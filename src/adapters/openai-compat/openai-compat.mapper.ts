@@ -1,5 +1,5 @@
 import {
-  CACHE_MARKS,
+  OPENROUTER_EXTRAS,
   GATEWAY_ONLY_FIELDS,
   REASONING_FIELDS,
   stripReasoning,
@@ -33,15 +33,22 @@ export function buildChatBody(req: ChatRequest, route: RouteDef, stream: boolean
   const rf = body.response_format as { type?: unknown } | undefined;
   if (profile.responseFormats && rf && typeof rf.type === 'string' && !profile.responseFormats.includes(rf.type))
     downgradeResponseFormat(body);
-  if ((req as { [CACHE_MARKS]?: boolean })[CACHE_MARKS] && !profile.cacheControl) withoutCacheMarks(body);
+  if ((req as { [OPENROUTER_EXTRAS]?: boolean })[OPENROUTER_EXTRAS] && !profile.openRouterExtras) withoutOpenRouterExtras(body);
   profile.fixRequest?.(body);
   return body;
 }
 
-/** Takes out the `cache_control` markers kept from an Anthropic request (the body is a copy; its messages are not). */
-function withoutCacheMarks(body: Record<string, unknown>): void {
+/**
+ * Takes out what was kept from an Anthropic request for OpenRouter: `cache_control` markers and
+ * assistant turns' `reasoning_details` (the body is a copy; its messages are not).
+ */
+function withoutOpenRouterExtras(body: Record<string, unknown>): void {
   delete body.cache_control;
   body.messages = (body.messages as ChatMessage[]).map((m) => {
+    if (m.reasoning_details !== undefined) {
+      const { reasoning_details: _details, ...rest } = m;
+      m = rest;
+    }
     if (!Array.isArray(m.content) || !m.content.some((p) => 'cache_control' in p)) return m;
     const parts = m.content.map((p) => {
       if (!('cache_control' in p)) return p;

@@ -24,11 +24,11 @@ export interface OpenAiCompatProfile {
    */
   readonly responseFormats?: readonly string[];
   /**
-   * Reads Anthropic-style `cache_control` markers in chat requests (OpenRouter passes them to
-   * Claude and Gemini). Without it, markers the gateway kept from an Anthropic request are
-   * removed (a client's own, on the OpenAI surface, are sent as it sent them).
+   * Reads Anthropic-style `cache_control` markers and `reasoning_details` in chat requests
+   * (OpenRouter passes them to Claude and Gemini). Without it, those the gateway kept from an
+   * Anthropic request are removed (a client's own, on the OpenAI surface, go as it sent them).
    */
-  readonly cacheControl?: boolean;
+  readonly openRouterExtras?: boolean;
   /** Rewrites a chat body (already a copy) for the server's quirks. */
   readonly fixRequest?: (body: Record<string, unknown>) => void;
 }

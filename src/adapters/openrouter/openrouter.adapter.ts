@@ -20,7 +20,7 @@ const PROFILE: OpenAiCompatProfile = {
   healthPath: 'models',
   dropFields: [],
   passFields: ['plugins', 'transforms', 'provider', 'session_id'],
-  cacheControl: true,
+  openRouterExtras: true,
 };
 
 /**

@@ -1,4 +1,4 @@
-import { CACHE_MARKS, type ChatChunk, type ChatResponse } from '../../common/chat.types';
+import { OPENROUTER_EXTRAS, type ChatChunk, type ChatResponse } from '../../common/chat.types';
 import { UpstreamError } from '../../common/errors';
 import { ChatToMessagesStream, chatToMessage, messagesToChat, messagesUsage, stopReason } from './messages.mapper';
 
@@ -71,6 +71,8 @@ describe('messagesToChat', () => {
           tool_calls: [{ id: 'toolu_1', type: 'function', function: { name: 'f', arguments: '{"a":1}' } }],
           reasoning_content: 'hm',
           thinking_blocks: [{ type: 'thinking', thinking: 'hm', signature: 'sig' }],
+          // The same, as OpenRouter takes it back (other servers' adapters take it out).
+          reasoning_details: [{ type: 'reasoning.text', text: 'hm', signature: 'sig', format: 'anthropic-claude-v1', index: 0 }],
         },
         { role: 'tool', tool_call_id: 'toolu_1', content: 'Error: ok' },
         { role: 'user', content: 'next?' },
@@ -81,7 +83,7 @@ describe('messagesToChat', () => {
       stop: ['END'],
       user: 'u',
       // Markers were kept: servers that do not read them get the request without them.
-      [CACHE_MARKS]: true,
+      [OPENROUTER_EXTRAS]: true,
       tools: [{ type: 'function', function: { name: 'f', description: 'F', parameters: { type: 'object', properties: {} } } }],
       tool_choice: 'required',
       parallel_tool_calls: false,

@@ -5,7 +5,7 @@ import type { AnthropicUsage } from '../../adapters/anthropic/anthropic.types';
 import { unsupported } from '../../adapters/http/upstream-call';
 import type { MessagesEvent } from '../../adapters/llm-adapter';
 import {
-  CACHE_MARKS,
+  OPENROUTER_EXTRAS,
   type ChatChunk,
   type ChatMessage,
   type ChatRequest,
@@ -34,7 +34,7 @@ function adaptiveEffort(effort: unknown): 'low' | 'medium' | 'high' {
 
 /**
  * A block's prompt-cache marker, kept on the text part it becomes: OpenRouter reads them (and
- * Claude behind it caches the prompt up to there); other servers never see them (CACHE_MARKS).
+ * Claude behind it caches the prompt up to there); other servers never see them (OPENROUTER_EXTRAS).
  */
 function marker(b: Block): { cache_control?: unknown } {
   return b.cache_control !== undefined && b.cache_control !== null ? { cache_control: b.cache_control } : {};
@@ -202,7 +202,11 @@ export function messagesToChat(body: Json, model: string): ChatRequest {
       };
       if (calls.length > 0) msg.tool_calls = calls;
       if (reasoning) msg.reasoning_content = reasoning;
-      if (thinking.length > 0) msg.thinking_blocks = thinking;
+      if (thinking.length > 0) {
+        msg.thinking_blocks = thinking;
+        // OpenRouter's form of the same blocks, which it wants back whole (Claude checks the signatures).
+        msg.reasoning_details = thinking.map(reasoningDetail);
+      }
       messages.push(msg);
       return;
     }
@@ -229,8 +233,11 @@ export function messagesToChat(body: Json, model: string): ChatRequest {
 
   const req: ChatRequest = { model, messages };
   if (body.cache_control !== undefined && body.cache_control !== null) req.cache_control = body.cache_control;
-  if (req.cache_control !== undefined || messages.some((m) => Array.isArray(m.content) && marked(m.content)))
-    (req as { [CACHE_MARKS]?: boolean })[CACHE_MARKS] = true;
+  if (
+    req.cache_control !== undefined ||
+    messages.some((m) => m.reasoning_details !== undefined || (Array.isArray(m.content) && marked(m.content)))
+  )
+    (req as { [OPENROUTER_EXTRAS]?: boolean })[OPENROUTER_EXTRAS] = true;
   if (typeof body.max_tokens === 'number') req.max_tokens = body.max_tokens;
   if (typeof body.temperature === 'number') req.temperature = body.temperature;
   if (typeof body.top_p === 'number') req.top_p = body.top_p;
@@ -307,15 +314,43 @@ function parseInput(args: string | undefined): unknown {
   }
 }
 
+/** A thinking block as OpenRouter's `reasoning_details` entry (Claude's format). */
+function reasoningDetail(b: Json, index: number): Json {
+  return b.type === 'redacted_thinking'
+    ? { type: 'reasoning.encrypted', data: b.data, format: CLAUDE_REASONING_FORMAT, index }
+    : { type: 'reasoning.text', text: b.thinking, signature: b.signature ?? null, format: CLAUDE_REASONING_FORMAT, index };
+}
+
+const CLAUDE_REASONING_FORMAT = 'anthropic-claude-v1';
+
 /**
- * A chat completion as a Messages answer: thinking blocks (signed ones as they were, plain
- * reasoning as a thinking block without signature), the text, then the tool calls as `tool_use`.
+ * OpenRouter's `reasoning_details` as thinking blocks: text with its signature, encrypted
+ * (redacted) reasoning as `redacted_thinking`, summaries as unsigned thinking.
+ */
+function thinkingOfDetails(details: unknown): Json[] {
+  if (!Array.isArray(details)) return [];
+  const out: Json[] = [];
+  for (const d of details as Json[]) {
+    if (!d || typeof d !== 'object') continue;
+    if (d.type === 'reasoning.encrypted' && typeof d.data === 'string') out.push({ type: 'redacted_thinking', data: d.data });
+    else if (d.type === 'reasoning.text' && typeof d.text === 'string')
+      out.push({ type: 'thinking', thinking: d.text, signature: typeof d.signature === 'string' ? d.signature : '' });
+    else if (d.type === 'reasoning.summary' && typeof d.summary === 'string')
+      out.push({ type: 'thinking', thinking: d.summary, signature: '' });
+  }
+  return out;
+}
+
+/**
+ * A chat completion as a Messages answer: thinking blocks (signed ones as they were, OpenRouter's
+ * `reasoning_details` with their signatures, plain reasoning as a thinking block without
+ * signature), the text, then the tool calls as `tool_use`.
  */
 export function chatToMessage(res: ChatResponse, id: string, model: string, stopSequences?: readonly string[]): Json {
   const choice = res.choices[0];
   const msg = (choice?.message ?? { role: 'assistant', content: '' }) as ChatMessage;
   const content: Json[] = [];
-  const signed = Array.isArray(msg.thinking_blocks) ? (msg.thinking_blocks as Json[]) : [];
+  const signed = Array.isArray(msg.thinking_blocks) ? (msg.thinking_blocks as Json[]) : thinkingOfDetails(msg.reasoning_details);
   if (signed.length > 0) content.push(...signed.map((b) => ({ ...b })));
   else {
     const reasoning =
@@ -448,6 +483,13 @@ export class ChatToMessagesStream {
       // far): the last is the one that goes with the open block.
       const lastBlock = Array.isArray(d.thinking_blocks) ? (d.thinking_blocks as Json[]).at(-1) : undefined;
       if (lastBlock && typeof lastBlock.signature === 'string' && lastBlock.signature) this.sign(lastBlock.signature, out);
+      // OpenRouter's: the text came as `reasoning` above; a signature ends its block, and
+      // encrypted reasoning is a block of its own.
+      if (Array.isArray(d.reasoning_details))
+        for (const detail of d.reasoning_details as Json[]) {
+          if (typeof detail?.signature === 'string' && detail.signature) this.sign(detail.signature, out);
+          if (detail?.type === 'reasoning.encrypted' && typeof detail.data === 'string') this.redacted(detail.data, out);
+        }
       if (typeof d.content === 'string' && d.content !== '') {
         this.sawText = true;
         this.content('text', d.content, out);
@@ -531,6 +573,15 @@ export class ChatToMessagesStream {
     if (this.open?.kind === 'thinking')
       out.push(ev('content_block_delta', { index: this.open.index, delta: { type: 'signature_delta', signature } }));
     else if (this.open?.kind === 'tool_use' && this.deferred.at(-1)?.kind === 'thinking') this.deferred.at(-1)!.signature = signature;
+  }
+
+  /** Encrypted reasoning: a `redacted_thinking` block, whole (none while a call's block is open: its place is before the calls). */
+  private redacted(data: string, out: MessagesEvent[]): void {
+    if (this.open?.kind === 'tool_use') return;
+    this.closeOpen(out);
+    const index = this.blocks++;
+    out.push(ev('content_block_start', { index, content_block: { type: 'redacted_thinking', data } }));
+    out.push(ev('content_block_stop', { index }));
   }
 
   private delta(kind: 'text' | 'thinking', text: string): Json {
