@@ -66,7 +66,8 @@ function streamError(err: GatewayError, rec: RequestRecord, object: string, choi
     id: generationId(rec.id),
     object,
     created: Math.floor(rec.createdAt.getTime() / 1000),
-    model: rec.model,
+    // The model whose stream it ends: a `models` fallback's, when one answered.
+    model: rec.execution?.model.id ?? rec.model,
     ...(route ? { provider: route.kind, route: route.id } : {}),
     error: { message: err.message, type: err.type, code: err.code, param: err.param },
     choices: [{ index: 0, ...choice, finish_reason: 'error' }],

@@ -85,7 +85,8 @@ export class OAuthRefresher {
         method: 'POST',
         headers: { 'content-type': 'application/json', accept: 'application/json' },
         body,
-        signal: AbortSignal.timeout(TIMEOUTS.totalMs),
+        // A backstop only: the timeouts above end a hung call first, saying which wait it was.
+        signal: AbortSignal.timeout(TIMEOUTS.totalMs + 5_000),
         timeouts: TIMEOUTS,
         route: `${provider}-oauth`,
         provider: `${provider}_sub`,

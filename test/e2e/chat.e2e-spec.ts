@@ -512,6 +512,21 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
         choices: [{ index: 0, delta: { content: '' }, finish_reason: 'error' }],
       });
     }
+    // After a `models` fallback, the event names the model that streamed, as its chunks do.
+    const fellBack = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        model: 'acme/broken',
+        models: ['acme/broken', 'acme/mid-error'],
+        stream: true,
+        messages: [{ role: 'user', content: 'one two three' }],
+      }),
+    });
+    const fellBackEvents = (await fellBack.text()).split('\n\n').filter((e) => e.startsWith('data: '));
+    expect(fellBackEvents.map((e) => (JSON.parse(e.slice(6)) as { model: string }).model)).toEqual(
+      fellBackEvents.map(() => 'acme/mid-error'),
+    );
     // A text completion (served through chat here) ends the same way, its choice in its own shape.
     const completion = await fetch(`${gw.url}/v1/completions`, {
       method: 'POST',
@@ -538,7 +553,7 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
       })(),
     ).rejects.toBeInstanceOf(OpenAI.APIError);
     const rows = (await gw.rows()).filter((r) => r.model === 'acme/mid-error' || r.model === 'acme/cut');
-    expect(rows).toHaveLength(4);
+    expect(rows).toHaveLength(4); // the fallback's row is under the model asked for (acme/broken)
     for (const r of rows) {
       expect(r.status_code).toBe(502);
       expect(r.completion_tokens).toBeGreaterThan(0); // billed for what was delivered
