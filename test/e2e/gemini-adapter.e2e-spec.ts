@@ -21,6 +21,10 @@ models:
     pricing: { prompt: "0.3", completion: "2.5", input_cache_read: "0.075" }
     route:
       - ${r('ok')}
+  - id: gemini/image
+    context_length: 32000
+    route:
+      - ${r('image')}
   - id: gemini/ids
     context_length: 1000000
     route:
@@ -186,6 +190,18 @@ models:
     expect(chunks.find((c) => c.choices[0]?.finish_reason)?.choices[0].finish_reason).toBe('stop');
     expect(chunks.at(-1)).toMatchObject({ choices: [], usage: { prompt_tokens: 6, completion_tokens: 4 } });
     expect(await rowFor(chunks[0].id)).toMatchObject({ stream: true, prompt_tokens: 6, completion_tokens: 4, usage_estimated: false });
+  });
+
+  it("returns an image model's images as OpenRouter does, in message.images, streamed or not", async () => {
+    const ask = { model: 'gemini/image', modalities: ['image', 'text'], messages: [{ role: 'user' as const, content: 'draw a cat' }] };
+    const png = { type: 'image_url', image_url: { url: 'data:image/png;base64,iVBORw0KGgo=' } };
+    const res = await client.chat.completions.create(ask as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming);
+    expect(res.choices[0].message).toMatchObject({ content: 'echo: draw a cat', images: [png] });
+    expect(upstream.requests.at(-1)!.body).toMatchObject({ generationConfig: { responseModalities: ['IMAGE', 'TEXT'] } });
+    const stream = await client.chat.completions.create({ ...ask, stream: true } as OpenAI.Chat.ChatCompletionCreateParamsStreaming);
+    const images: unknown[] = [];
+    for await (const c of stream) images.push(...((c.choices[0]?.delta as { images?: unknown[] } | undefined)?.images ?? []));
+    expect(images).toEqual([png]);
   });
 
   it('stops at max tokens, and answers several candidates', async () => {

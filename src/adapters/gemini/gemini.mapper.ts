@@ -273,6 +273,10 @@ export function toGeminiRequest(req: ChatRequest): GeminiRequest {
   }
   const thinking = thinkingConfig(req);
   if (thinking) g.thinkingConfig = thinking;
+  // OpenAI's and OpenRouter's `modalities` (["image", "text"] for image generation).
+  const modalities = (req as { modalities?: unknown }).modalities;
+  if (Array.isArray(modalities) && modalities.length > 0 && modalities.every((m) => typeof m === 'string'))
+    g.responseModalities = modalities.map((m) => m.toUpperCase());
   if (Object.keys(g).length > 0) body.generationConfig = g;
   return body;
 }
@@ -407,7 +411,20 @@ function toolCallOf(part: GeminiPart, newId: () => string): ToolCall {
  */
 /** Whether a candidate carries text or a function call (thoughts are not an answer). */
 function hasAnswer(c: GeminiCandidate): boolean {
-  return (c.content?.parts ?? []).some((p) => p.functionCall || (typeof p.text === 'string' && p.text !== '' && !p.thought));
+  return (c.content?.parts ?? []).some(
+    (p) => p.functionCall || imageOf(p) !== undefined || (typeof p.text === 'string' && p.text !== '' && !p.thought),
+  );
+}
+
+/**
+ * An image the model made (an image model's `inlineData` part), as OpenRouter returns generated
+ * images: `{type: "image_url", image_url: {url: "data:<type>;base64,..."}}` in the message's
+ * (or the delta's) `images`.
+ */
+function imageOf(p: GeminiPart): { type: 'image_url'; image_url: { url: string } } | undefined {
+  const d = p.inlineData;
+  if (!d || typeof d.data !== 'string' || typeof d.mimeType !== 'string' || !d.mimeType.startsWith('image/') || p.thought) return undefined;
+  return { type: 'image_url', image_url: { url: `data:${d.mimeType};base64,${d.data}` } };
 }
 
 export function fromGeminiResponse(res: GeminiResponse, model: string, newId: () => string = syntheticToolCallId): ChatResponse {
@@ -417,8 +434,11 @@ export function fromGeminiResponse(res: GeminiResponse, model: string, newId: ()
     let text = '';
     let reasoning = '';
     const toolCalls: ToolCall[] = [];
+    const images: Array<NonNullable<ReturnType<typeof imageOf>>> = [];
     for (const p of c.content?.parts ?? []) {
+      const image = imageOf(p);
       if (p.functionCall) toolCalls.push(toolCallOf(p, newId));
+      else if (image) images.push(image);
       else if (typeof p.text === 'string') {
         if (p.thought) reasoning += p.text;
         else text += p.text;
@@ -430,6 +450,7 @@ export function fromGeminiResponse(res: GeminiResponse, model: string, newId: ()
     };
     if (toolCalls.length > 0) message.tool_calls = toolCalls;
     if (reasoning) message.reasoning_content = reasoning;
+    if (images.length > 0) message.images = images;
     return {
       index: c.index ?? i,
       message,
@@ -502,9 +523,13 @@ export class GeminiStreamTranslator {
         out.push(this.chunk(index, { role: 'assistant', content: '' }, null));
       }
       for (const p of c.content?.parts ?? []) {
+        const image = imageOf(p);
         if (p.functionCall) {
           const call = toolCallOf(p, this.newId);
           out.push(this.chunk(index, { tool_calls: [{ index: state.tools++, ...call }] }, null));
+          state.answered = true;
+        } else if (image) {
+          out.push(this.chunk(index, { images: [image] }, null));
           state.answered = true;
         } else if (typeof p.text === 'string' && p.text !== '') {
           out.push(this.chunk(index, p.thought ? { reasoning_content: p.text } : { content: p.text }, null));

@@ -45,6 +45,8 @@ export interface GeminiGenerationConfig {
   frequencyPenalty?: number;
   seed?: number;
   responseMimeType?: string;
+  /** What the answer may hold: `TEXT`, `IMAGE` (image models), `AUDIO`. */
+  responseModalities?: string[];
   responseJsonSchema?: unknown;
   responseLogprobs?: boolean;
   logprobs?: number;
