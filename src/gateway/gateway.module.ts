@@ -21,10 +21,11 @@ import { UsageLimiter } from './usage-limiter.service';
 import { TextCompletionService } from './text-completion.service';
 import { AnthropicModelsController, MessagesController } from './anthropic/messages.controller';
 import { MessagesService } from './anthropic/messages.service';
+import { HealthCheckLogger } from './health-check.logger';
 
 /** Northbound HTTP: the OpenAI-compatible API, Anthropic's Messages API, health, public routing view and metrics. */
 @Module({
-  imports: [RoutingModule, StorageModule, TerminusModule, AdaptersModule],
+  imports: [RoutingModule, StorageModule, TerminusModule.forRoot({ logger: HealthCheckLogger }), AdaptersModule],
   controllers: [
     ChatCompletionsController,
     ModelsController,

@@ -208,6 +208,7 @@ describe('an upstream whose connections never complete', () => {
   let hole: Awaited<ReturnType<typeof startBlackhole>>;
   let gw: TestGateway;
   let probing: TestGateway;
+  const logLines: string[] = [];
 
   beforeAll(async () => {
     const steadyUrl = await steady.start();
@@ -225,7 +226,12 @@ models:
 `;
     // Requests on a gateway without health checks (they would take the route out of service).
     gw = await startGateway({ routing: 'health_check: 0\n', models });
-    probing = await startGateway({ routing: 'health_check: 1\nhealth_check_timeout_ms: 500\n', models });
+    probing = await startGateway({
+      routing: 'health_check: 1\nhealth_check_timeout_ms: 500\n',
+      models,
+      logLines,
+      env: { LOG_LEVEL: 'warn' },
+    });
   });
 
   afterAll(async () => {
@@ -256,6 +262,14 @@ models:
     const row = (await gw.waitForRows(before + 1)).at(-1)!;
     expect(row.status_code).toBe(499);
     expect(row.latency_ms).toBeLessThan(1000);
+  });
+
+  it('says once, as a warning, that readiness fails, not at every probe', async () => {
+    await eventually(async () => (await fetch(`${probing.url}/health/ready`)).status === 503, 'the endpoint to be out of service');
+    for (let i = 0; i < 3; i++) expect((await fetch(`${probing.url}/health/ready`)).status).toBe(503);
+    const said = logLines.filter((l) => l.includes('Health Check has failed'));
+    expect(said).toHaveLength(1);
+    expect(JSON.parse(said[0])).toMatchObject({ level: 'warn' });
   });
 
   it('keeps probing the other endpoints every round', async () => {
