@@ -250,6 +250,7 @@ export class GatewayCalls {
         log.info(
           {
             reqId: rec.id,
+            client_request_id: rec.clientRequestId,
             model: row.model,
             route: row.endpoint,
             stream: row.stream,
