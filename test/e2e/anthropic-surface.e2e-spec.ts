@@ -852,6 +852,10 @@ models:
       });
       expect(counted.input_tokens).toBeGreaterThan(0);
       expect(compat.requests).toHaveLength(0);
+      // No route was called on: none is named, and none has an attempt (or its latency) to its name.
+      const row = (await gw.rows()).at(-1)!;
+      expect(row).toMatchObject({ model: 'llama/chat', provider: null, endpoint: null });
+      expect((row.metadata as { attempts?: unknown[] }).attempts ?? []).toEqual([]);
     });
   });
 

@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import type { Request, Response } from 'express';
+import { AdapterRegistry } from '../../adapters/adapter-registry.service';
 import { anthropicUsage, finishReason, mergeDeltaUsage } from '../../adapters/anthropic/anthropic.mapper';
 import type { AnthropicUsage } from '../../adapters/anthropic/anthropic.types';
 import type { CallContext, LlmAdapter, MessagesCall, MessagesEvent } from '../../adapters/llm-adapter';
@@ -60,6 +61,7 @@ export class MessagesService {
     private readonly config: AppConfig,
     private readonly executor: RouteExecutor,
     private readonly calls: GatewayCalls,
+    private readonly adapters: AdapterRegistry,
   ) {}
 
   async create(req: Request, res: Response): Promise<void> {
@@ -95,6 +97,16 @@ export class MessagesService {
         scope.rec.notes.operation = 'count_tokens';
         scope.rec.usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
         await this.calls.admit(scope, res, () => ({ tokens: 0, costPico: 0n }));
+        // No route that counts (none speaks Messages): the estimate, without calling on a route
+        // (an attempt it never made would count in its figures, and its 1 ms in its latency).
+        const counts = this.executor.models(ex).some((m) => m.routes.some((r) => this.adapters.get(r.kind)?.messages));
+        if (!counts) {
+          if (chat instanceof UpstreamError) throw chat;
+          const estimate = estimatePromptTokens(chat);
+          scope.rec.notes.input_tokens = estimate;
+          this.calls.sendJson(res, { input_tokens: estimate });
+          return;
+        }
         const tokens = await this.executor.run(
           ex,
           (adapter, route, ctx) => {
