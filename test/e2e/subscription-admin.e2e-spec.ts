@@ -300,9 +300,9 @@ describe.each(['sqlite', 'postgres'] as const)('subscription accounts admin API 
     const created = (await (
       await post('', { provider: 'codex', name: 'rm', access_token: l.access_token, refresh_token: l.refresh_token, account_id: 'acct-rm' })
     ).json()) as { id: string };
-    expect(gw.app.get(AccountPool).usable('codex')).toEqual({ usable: 1, fresh: 1, total: 1 });
+    expect(gw.app.get(AccountPool).usable('codex')).toEqual({ usable: 1, fresh: 1, untried: 1, total: 1 });
     expect((await gw.admin(`/${created.id}`, { method: 'DELETE' })).status).toBe(204);
-    expect(gw.app.get(AccountPool).usable('codex')).toEqual({ usable: 0, fresh: 0, total: 0 });
+    expect(gw.app.get(AccountPool).usable('codex')).toEqual({ usable: 0, fresh: 0, untried: 0, total: 0 });
     expect(await rawRows()).toEqual([]);
   });
 });
@@ -379,7 +379,7 @@ describe('subscription accounts while PostgreSQL is unreachable', () => {
       codexFile: file,
     });
     try {
-      expect(gw.pool.usable('codex')).toEqual({ usable: 1, fresh: 1, total: 1 });
+      expect(gw.pool.usable('codex')).toEqual({ usable: 1, fresh: 1, untried: 1, total: 1 });
       await proxy.stop();
       const res = await gw.admin('');
       expect(res.status).toBe(503);
