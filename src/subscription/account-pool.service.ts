@@ -302,6 +302,8 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     let soonest: number | undefined;
     for (const a of this.byProvider.get(provider) ?? []) {
       const until = a.state.cooldownUntil;
+      // One whose stored login cannot be opened (another encryption key) is not usable then either.
+      if (!a.creds) continue;
       if (a.state.status === 'cooldown' && until !== null && until > now && (soonest === undefined || until < soonest)) soonest = until;
     }
     return soonest;

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { UpstreamError } from '../../src/common/errors';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { AccountImporter } from '../../src/subscription/account-importer.service';
 import { AccountStore } from '../../src/subscription/account-store.service';
@@ -218,6 +219,19 @@ describe.each(['sqlite', 'postgres'] as const)('the accounts import file on %s',
     expect((await withSecond.pool.acquire('claude')).accessToken).toBe(second.access_token);
     const once = await restart(withSecond, file, key);
     expect(await once.app.get(AccountStore).tokenVersion(a.id)).toBe(version! + 1);
+  });
+
+  it('an account whose stored login cannot be opened is not promised as usable once its cooldown ends', async () => {
+    const file = claudeFile(db.dir, [{ name: 'team-a', login: tokens.login() }]);
+    const gw = await start(file);
+    gw.pool.rateLimited(await gw.pool.acquire('claude'), 'rate limited', Date.now() + 3_600_000);
+    expect((await list(gw))[0].status).toBe('cooldown');
+    // Started with another key: the stored login cannot be opened, and the file is not applied again.
+    const rotated = await restart(gw, file, randomBytes(32).toString('base64'));
+    const err = (await rotated.pool.acquire('claude').catch((e: unknown) => e)) as UpstreamError;
+    expect(err).toBeInstanceOf(UpstreamError);
+    expect(err.upstreamStatus).not.toBe(429);
+    expect(err.message).toMatch(/no usable claude subscription account \(1 unreadable\)/);
   });
 
   it('logins recorded under the keyed fingerprint of earlier versions are not applied again, after the upgrade or a key rotation', async () => {
