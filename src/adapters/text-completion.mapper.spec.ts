@@ -1,4 +1,4 @@
-import type { ChatResponse } from '../common/chat.types';
+import type { ChatChunk, ChatResponse } from '../common/chat.types';
 import type { Completion } from '../common/completion.types';
 import {
   chatChunkToCompletion,
@@ -116,5 +116,28 @@ describe('legacy ⇄ chat', () => {
       text_offset: [0, 3],
     });
     expect(legacyLogprobs(null)).toBeNull();
+  });
+
+  it("runs a stream's text_offset on across its chunks, per choice", () => {
+    const offsets = new Map<number, number>();
+    const chunk = (index: number, tokens: string[]): ChatChunk => ({
+      id: 'x',
+      object: 'chat.completion.chunk',
+      created: 0,
+      model: 'm',
+      choices: [
+        {
+          index,
+          delta: { content: tokens.join('') },
+          finish_reason: null,
+          logprobs: { content: tokens.map((token) => ({ token, logprob: -1, top_logprobs: [] })) },
+        },
+      ],
+    });
+    const offsetsOf = (c: Completion) => (c.choices[0].logprobs as { text_offset: number[] }).text_offset;
+    expect(offsetsOf(chatChunkToCompletion(chunk(0, ['Say', ' hi']), offsets))).toEqual([0, 3]);
+    expect(offsetsOf(chatChunkToCompletion(chunk(1, ['No']), offsets))).toEqual([0]);
+    expect(offsetsOf(chatChunkToCompletion(chunk(0, [' there']), offsets))).toEqual([6]);
+    expect(offsetsOf(chatChunkToCompletion(chunk(1, ['pe']), offsets))).toEqual([2]);
   });
 });

@@ -83,18 +83,29 @@ export function chatToCompletion(res: ChatResponse): Completion {
   };
 }
 
-/** A canonical stream chunk in the legacy shape (same object as the whole answer, per OpenAI). */
-export function chatChunkToCompletion(chunk: ChatChunk): Completion {
+/**
+ * A canonical stream chunk in the legacy shape (same object as the whole answer, per OpenAI).
+ * `offsets`: where each choice's text has got to, so that `text_offset` runs on across chunks
+ * (kept up to date here; one map per stream).
+ */
+export function chatChunkToCompletion(chunk: ChatChunk, offsets?: Map<number, number>): Completion {
   const { object: _o, choices, ...rest } = chunk;
   return {
     ...rest,
     object: 'text_completion',
-    choices: choices.map((c) => ({
-      text: typeof c.delta?.content === 'string' ? c.delta.content : '',
-      index: c.index,
-      logprobs: legacyLogprobs(c.logprobs),
-      finish_reason: c.finish_reason,
-    })),
+    choices: choices.map((c) => {
+      const start = offsets?.get(c.index) ?? 0;
+      const logprobs = legacyLogprobs(c.logprobs, start);
+      const tokens = (logprobs as { tokens?: unknown } | null)?.tokens;
+      if (offsets && Array.isArray(tokens) && c.logprobs !== logprobs)
+        offsets.set(c.index, start + (tokens as string[]).reduce((n, t) => n + t.length, 0));
+      return {
+        text: typeof c.delta?.content === 'string' ? c.delta.content : '',
+        index: c.index,
+        logprobs,
+        finish_reason: c.finish_reason,
+      };
+    }),
   };
 }
 
@@ -109,7 +120,7 @@ interface ChatTokenLogprob {
  * `{tokens, token_logprobs, top_logprobs, text_offset}`; legacy logprobs (from a native
  * endpoint) stay as they are.
  */
-export function legacyLogprobs(lp: unknown): unknown {
+export function legacyLogprobs(lp: unknown, start = 0): unknown {
   if (!lp || typeof lp !== 'object') return null;
   const content = (lp as { content?: unknown }).content;
   if (!Array.isArray(content)) return lp;
@@ -117,7 +128,7 @@ export function legacyLogprobs(lp: unknown): unknown {
   const tokenLogprobs: number[] = [];
   const top: Array<Record<string, number>> = [];
   const offsets: number[] = [];
-  let offset = 0;
+  let offset = start;
   for (const t of content as ChatTokenLogprob[]) {
     tokens.push(t.token);
     tokenLogprobs.push(t.logprob);

@@ -116,6 +116,8 @@ export class TextCompletionService {
     const id = generationId(rec.id);
     // The stored copy: each choice's text apart, with its finish reason, as a one-shot answer.
     const stored = this.config.env.DB_STORE_FULL_CONTENT ? new Map<number, { text: string; finish_reason: string | null }>() : undefined;
+    // Where each choice's text has got to, for logprobs' text_offset across chunks.
+    const offsets = new Map<number, number>();
     const open = (adapter: LlmAdapter, route: RouteDef, ctx: CallContext): AsyncIterable<ChatChunk> => {
       if (adapter.streamText) return adapter.streamText(body, route, ctx);
       return chat instanceof UpstreamError ? failing(chat) : adapter.stream(chat, route, ctx);
@@ -126,7 +128,7 @@ export class TextCompletionService {
         rec.upstreamId ??= typeof chunk.id === 'string' ? chunk.id : undefined;
         if (!usage.take(chunk)) continue;
         sse.stopKeepalive();
-        const out = chatChunkToCompletion(chunk);
+        const out = chatChunkToCompletion(chunk, offsets);
         out.id = id;
         out.model = ex.model.id;
         out.provider = ex.route?.kind;
