@@ -387,6 +387,8 @@ describe('subscription accounts while PostgreSQL is unreachable', () => {
       const answer = await gw.client().chat.completions.create({ model: 'codex/gpt', messages: [{ role: 'user', content: 'still here' }] });
       expect(answer.choices[0].message.content).toBe('echo: still here');
     } finally {
+      // Also when an expectation failed before the proxy was stopped: a listening proxy would keep jest from exiting.
+      await proxy.stop();
       await gw.close();
       await codex.stop();
       await db.drop();
