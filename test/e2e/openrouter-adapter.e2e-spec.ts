@@ -54,6 +54,10 @@ models:
     context_length: 8192
     route:
       - { kind: openrouter, base_url: "${base}", api_key: or-key, provider_model_id: choice-error }
+  - id: or/bare-error
+    context_length: 8192
+    route:
+      - { kind: openrouter, base_url: "${base}", api_key: or-key, provider_model_id: bare-error }
   - id: or/reasoned
     context_length: 8192
     route:
@@ -250,6 +254,13 @@ models:
     expect(res.text).toContain('"content":"echo:');
     expect(res.text).toMatch(/"error":\{"message":"[^"]*Upstream idle timeout/);
     expect(res.text).not.toContain('[DONE]');
+    // Ended with `error` and no word of why: the message says so, not "{}".
+    const bare = await rawPost(`${gw.url}/v1/chat/completions`, {
+      model: 'or/bare-error',
+      stream: true,
+      messages: [{ role: 'user', content: 'one two' }],
+    });
+    expect(bare.text).toMatch(/"error":\{"message":"[^"]*ended with finish_reason \\"error\\" and no error message/);
   });
 
   it("keeps an in-band error's own status: a rate limit before any content is a 429, not a 502", async () => {

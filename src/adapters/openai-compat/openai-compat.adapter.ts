@@ -291,7 +291,14 @@ export class OpenAiCompatAdapter implements LlmAdapter {
  */
 function inBandError(e: NonNullable<WireChunk['error']>, route: RouteDef, what: string): UpstreamError {
   const status = typeof e.code === 'number' && e.code >= 400 && e.code <= 599 ? e.code : 502;
-  const message = typeof e.message === 'string' && e.message ? e.message : JSON.stringify(e).slice(0, 500);
+  const said = JSON.stringify(e);
+  const message =
+    typeof e.message === 'string' && e.message
+      ? e.message
+      : // A choice ended with `error` and nothing said why: say that rather than "{}".
+        said === '{}'
+        ? 'the answer ended with finish_reason "error" and no error message'
+        : said.slice(0, 500);
   return providerHttpError(status, { message, code: null, metadata: e.metadata }, route, undefined, what);
 }
 
