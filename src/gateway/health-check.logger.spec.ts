@@ -19,6 +19,15 @@ describe('HealthCheckLogger', () => {
       logger.error(failed(7, [...one, { model: 'm', route: 'b' }]));
       expect(warn).toHaveBeenCalledTimes(2);
       expect(warn.mock.calls[1][0]).toContain('"route":"b"');
+      // The same failure is told again after five minutes (it may have recovered and come back meanwhile).
+      const now = Date.now();
+      const clock = jest.spyOn(Date, 'now').mockReturnValue(now + 5 * 60_000 + 1);
+      try {
+        logger.error(failed(7, [...one, { model: 'm', route: 'b' }]));
+        expect(warn).toHaveBeenCalledTimes(3);
+      } finally {
+        clock.mockRestore();
+      }
     } finally {
       warn.mockRestore();
     }

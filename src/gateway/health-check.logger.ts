@@ -3,19 +3,24 @@ import { ConsoleLogger, Injectable, Logger, type LoggerService } from '@nestjs/c
 /**
  * Terminus's logger. Its default writes an error-level line for every failing health check, and
  * a readiness probe fails for as long as any route is degraded: one upstream's incident became an
- * error line every few seconds. This one says it as a warning once per change of what fails
- * (which checks are down, which endpoints degraded), not of the figures beside them.
+ * error line every few seconds. This one says it as a warning when what fails changes (which
+ * checks are down, which endpoints degraded; not the figures beside them), and again at most every
+ * REPEAT_MS while it stays the same (Terminus says nothing when checks pass, so a failure that
+ * came back after a recovery is told then at the latest).
  */
 @Injectable()
 export class HealthCheckLogger extends ConsoleLogger implements LoggerService {
   private readonly logger = new Logger('Health');
   private last?: string;
+  private lastAt = 0;
 
   override error(message: unknown): void {
     const text = typeof message === 'string' ? message : JSON.stringify(message);
     const failing = whatFails(text);
-    if (failing === this.last) return;
+    const now = Date.now();
+    if (failing === this.last && now - this.lastAt < REPEAT_MS) return;
     this.last = failing;
+    this.lastAt = now;
     this.logger.warn(text);
   }
 
@@ -24,6 +29,8 @@ export class HealthCheckLogger extends ConsoleLogger implements LoggerService {
   override debug(): void {}
   override verbose(): void {}
 }
+
+const REPEAT_MS = 5 * 60_000;
 
 /** "Health Check has failed! {json}": the checks not up and the endpoints named degraded. */
 function whatFails(text: string): string {
