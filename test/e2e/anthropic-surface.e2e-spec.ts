@@ -1,4 +1,5 @@
 import Anthropic, { APIError } from '@anthropic-ai/sdk';
+import type OpenAI from 'openai';
 import { AnthropicUpstream } from '../fixtures/anthropic-upstream';
 import { OpenAiUpstream } from '../fixtures/openai-upstream';
 import { ACCESS_ENV, adminApi, call } from '../helpers/access';
@@ -81,6 +82,10 @@ models:
   - id: claude/invalid-mid
     context_length: 200000
     route: [${r('invalid-mid')}]
+  - id: claude/no-stop
+    context_length: 200000
+    pricing: { prompt: 3, completion: 15 }
+    route: [${r('no-stop')}]
   - id: claude/pretty
     context_length: 200000
     route: [${r('pretty')}]
@@ -299,6 +304,29 @@ models:
       expect(Number((await rowFor(msg.id)).cost_usd)).toBeCloseTo(cost(msg.usage), 12);
       const streamed = await client.messages.stream(params).finalMessage();
       expect(Number((await rowFor(streamed.id)).cost_usd)).toBeCloseTo(cost(streamed.usage), 12);
+    });
+
+    it('takes a stream that ended after its stop reason, without message_stop, as whole on both surfaces', async () => {
+      const params = { model: 'claude/no-stop', max_tokens: 50, messages: [{ role: 'user' as const, content: 'all of it' }] };
+      const message = await client.messages.stream(params).finalMessage();
+      expect(message).toMatchObject({ content: [{ type: 'text', text: 'echo: all of it' }], stop_reason: 'end_turn' });
+      expect(await rowFor(message.id)).toMatchObject({
+        status_code: 200,
+        usage_estimated: false,
+        completion_tokens: message.usage.output_tokens,
+      });
+      const chunks: OpenAI.Chat.Completions.ChatCompletionChunk[] = [];
+      const stream = await gw.client().chat.completions.create({
+        model: 'claude/no-stop',
+        stream: true,
+        stream_options: { include_usage: true },
+        messages: [{ role: 'user', content: 'all of it' }],
+      });
+      for await (const c of stream) chunks.push(c);
+      expect(chunks.map((c) => c.choices[0]?.delta.content ?? '').join('')).toBe('echo: all of it');
+      const usage = chunks.at(-1)!.usage!;
+      expect(usage.completion_tokens).toBe(message.usage.output_tokens);
+      expect((await gw.rows()).find((r) => `gen-${r.id}` === chunks[0].id)).toMatchObject({ status_code: 200, usage_estimated: false });
     });
 
     it('bills the web searches Claude ran at the web_search price, streamed or not', async () => {
@@ -964,7 +992,7 @@ models:
     });
     const all: string[] = [];
     for await (const m of client.models.list({ limit: 3 })) all.push(m.id);
-    expect(all).toHaveLength(24);
+    expect(all).toHaveLength(25);
     expect(await client.models.retrieve('llama/chat')).toMatchObject({ id: 'llama/chat', type: 'model' });
     // An empty cursor is no cursor: the first page, as with after_id=.
     const empty = (await (await fetch(`${gw.url}/anthropic/v1/models?limit=2&before_id=`)).json()) as { data: Array<{ id: string }> };

@@ -120,6 +120,12 @@ export class AnthropicAdapter implements LlmAdapter {
       releaseBody(res, translator.done);
     }
     if (!translator.done && sse.notEventStream) throw notEventStreamError(res, route);
+    // The answer and its stop reason came, then the connection ended without the terminator:
+    // a whole answer (the Anthropic surface's relay ends it with its message_stop), not a failure.
+    if (!translator.done && translator.answered) {
+      yield* translator.push({ type: 'message_stop' });
+      return;
+    }
     if (!translator.done) throw this.unfinished(route);
   }
 
@@ -241,12 +247,15 @@ export class AnthropicAdapter implements LlmAdapter {
     const { res } = accepted;
     const sse = new SseDecoder();
     let done = false;
+    let answered = false;
     try {
       read: for await (const bytes of bodyChunks(res.body)) {
         for (const ev of sse.push(bytes)) {
           const event = ev.event ?? parseEvent<{ type?: string }>(ev.data, route).type ?? 'message';
           if (event === 'error')
             throw accepted.streamError(parseEvent<{ error?: { type?: string; message?: string } }>(ev.data, route).error ?? {});
+          if (event === 'message_delta')
+            answered ||= parseEvent<{ delta?: { stop_reason?: unknown } }>(ev.data, route).delta?.stop_reason != null;
           yield { event, data: ev.data };
           if (event === 'message_stop') {
             done = true;
@@ -260,6 +269,11 @@ export class AnthropicAdapter implements LlmAdapter {
       releaseBody(res, done);
     }
     if (!done && sse.notEventStream) throw notEventStreamError(res, route);
+    // The stop reason came, then the connection ended without the terminator: a whole answer.
+    if (!done && answered) {
+      yield { event: 'message_stop', data: '{"type":"message_stop"}' };
+      return;
+    }
     if (!done) throw this.unfinished(route);
   }
 

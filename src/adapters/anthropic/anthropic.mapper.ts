@@ -496,6 +496,11 @@ export class AnthropicStreamTranslator {
   done = false;
   /** A finish reason went out. */
   private finished = false;
+
+  /** `message_delta` said how the answer ended: it is whole, whether or not `message_stop` follows. */
+  get answered(): boolean {
+    return this.finished;
+  }
   /** A message_delta gave the output's count. */
   private outputCounted = false;
   /** Tool-use blocks (by content index) that have streamed no arguments yet. */
