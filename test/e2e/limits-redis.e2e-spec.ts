@@ -1,12 +1,12 @@
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { picoToUsd, usdToPico } from '../../src/common/money';
 import { nano } from '../../src/gateway/usage-limiter.service';
 import { OpenAiUpstream } from '../fixtures/openai-upstream';
 import Redis from 'ioredis';
 import { ACCESS_ENV, adminApi, chat, clearRedisPrefix, REDIS_URL, redisPrefix, waitFor } from '../helpers/access';
+import { spawnGateway } from '../helpers/child-gateway';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { createTestDatabase, type TestDatabase } from '../helpers/postgres';
 import { TcpProxy } from '../helpers/tcp-proxy';
@@ -69,40 +69,15 @@ function twoReplicas(env: Record<string, string> = {}): { a: TestGateway; b: Tes
 
 /** A gateway of its own process (dist/main.js), to be killed as a crash would: no settlement. */
 async function launchGateway(env: Record<string, string>, models: string): Promise<{ url: string; kill(): Promise<void> }> {
-  const main = resolve(__dirname, '../../dist/main.js');
-  if (!existsSync(main)) throw new Error('dist/main.js is missing: run `npm run build` first (npm test does)');
   const dir = mkdtempSync(join(tmpdir(), 'hi-crash-'));
   writeFileSync(join(dir, 'models.yaml'), models);
-  const child = spawn(process.execPath, [main], {
-    cwd: dir,
-    env: {
-      ...process.env,
-      ...env,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      LOG_LEVEL: 'info',
-      MODELS_CONFIG_PATH: join(dir, 'models.yaml'),
-      ROUTING_CONFIG_PATH: join(dir, 'none.yaml'),
-      REQUEST_LOG_SPOOL_DIR: join(dir, 'spool'),
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const { child, url } = await spawnGateway(dir, {
+    ...env,
+    MODELS_CONFIG_PATH: join(dir, 'models.yaml'),
+    ROUTING_CONFIG_PATH: join(dir, 'none.yaml'),
+    REQUEST_LOG_SPOOL_DIR: join(dir, 'spool'),
   });
-  let output = '';
   const exited = new Promise<void>((r) => child.on('exit', () => r()));
-  const url = await new Promise<string>((resolveUrl, reject) => {
-    const timer = setTimeout(() => reject(new Error(`gateway did not start:\n${output}`)), 20_000);
-    const onData = (b: Buffer) => {
-      output += b.toString();
-      const m = /listening on (http:\/\/[^\s"]+)/.exec(output);
-      if (m) {
-        clearTimeout(timer);
-        resolveUrl(m[1]);
-      }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    void exited.then(() => reject(new Error(`gateway exited:\n${output}`)));
-  });
   return {
     url,
     async kill() {

@@ -7,6 +7,7 @@ import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { ACCESS_ENV, ADMIN_TOKEN, clearRedisPrefix, REDIS_URL, redisPrefix } from '../helpers/access';
 import { RequestLogWriter } from '../../src/storage/request-log.writer';
+import { spawnGateway } from '../helpers/child-gateway';
 import { startGateway } from '../helpers/gateway';
 import { logRow } from '../helpers/log-row';
 
@@ -170,42 +171,17 @@ describe('shutdown and requests whose body is still arriving', () => {
 });
 
 describe('the built server on SIGTERM', () => {
-  const main = resolve(__dirname, '../../dist/main.js');
-
   it('finishes the open stream, writes its log row and exits', async () => {
-    if (!existsSync(main)) throw new Error('dist/main.js is missing: run `npm run build` first (npm test does)');
     const dir = mkdtempSync(join(tmpdir(), 'hi-sigterm-'));
     writeFileSync(join(dir, 'models.yaml'), MODELS);
     const sqlite = join(dir, 'gw.sqlite');
-    const child = spawn(process.execPath, [main], {
-      cwd: dir,
-      env: {
-        ...process.env,
-        PORT: '0',
-        HOST: '127.0.0.1',
-        LOG_LEVEL: 'info',
-        MODELS_CONFIG_PATH: join(dir, 'models.yaml'),
-        ROUTING_CONFIG_PATH: join(dir, 'none.yaml'),
-        DB_SQLITE_PATH: sqlite,
-        REQUEST_LOG_SPOOL_DIR: join(dir, 'spool'),
-        DB_BACKEND: 'sqlite',
-        DATABASE_URL: '',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    const url = await new Promise<string>((resolveUrl, reject) => {
-      const timer = setTimeout(() => reject(new Error(`gateway did not start:\n${output}`)), 20_000);
-      const onData = (b: Buffer) => {
-        output += b.toString();
-        const m = /listening on (http:\/\/[^\s"]+)/.exec(output);
-        if (m) {
-          clearTimeout(timer);
-          resolveUrl(m[1]);
-        }
-      };
-      child.stdout.on('data', onData);
-      child.stderr.on('data', onData);
+    const { child, url } = await spawnGateway(dir, {
+      MODELS_CONFIG_PATH: join(dir, 'models.yaml'),
+      ROUTING_CONFIG_PATH: join(dir, 'none.yaml'),
+      DB_SQLITE_PATH: sqlite,
+      REQUEST_LOG_SPOOL_DIR: join(dir, 'spool'),
+      DB_BACKEND: 'sqlite',
+      DATABASE_URL: '',
     });
     const exited = new Promise<number | string | null>((r) => child.on('exit', (code, signal) => r(code ?? signal)));
     const stream = await openStream(url);
