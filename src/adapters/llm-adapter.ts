@@ -84,6 +84,12 @@ export interface LlmAdapter {
   /** Problems with a route's settings (missing base_url, bad option), found at load time. */
   validateRoute?(route: RouteDef): string[];
   /**
+   * Reads what OpenRouter reads beside OpenAI's chat request: Anthropic's prompt-cache markers
+   * (`cache_control`) and Claude's signed reasoning as `reasoning_details`. The Anthropic surface
+   * gives such adapters its translation with them; every other adapter gets it without.
+   */
+  readonly openRouterExtras?: boolean;
+  /**
    * `POST /v1/embeddings`. The answer is OpenAI's shape; `embedding` may come as floats or base64,
    * the gateway encodes it as the client asked. Adapters without it cannot serve embedding models.
    */

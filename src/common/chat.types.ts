@@ -147,14 +147,6 @@ export function stripReasoning(m: object): boolean {
   return had;
 }
 
-/**
- * Set on a chat request translated from Anthropic's Messages API that carries what OpenRouter
- * reads and other servers do not: prompt-cache markers (`cache_control` on content parts and at
- * the top) and the assistant turns' signed reasoning as `reasoning_details`. For other servers
- * they are taken out again. A symbol, never serialised.
- */
-export const OPENROUTER_EXTRAS = Symbol('OpenRouter extras kept from an Anthropic request');
-
 /** OpenRouter-style request options the gateway acts on itself; upstreams never see them (OpenRouter routes some). */
 export const GATEWAY_ONLY_FIELDS = ['models', 'provider', 'route', 'transforms', 'plugins', 'usage', 'session_id', 'debug'] as const;
 

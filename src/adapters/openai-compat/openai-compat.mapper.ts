@@ -1,5 +1,4 @@
 import {
-  OPENROUTER_EXTRAS,
   GATEWAY_ONLY_FIELDS,
   REASONING_FIELDS,
   stripReasoning,
@@ -7,7 +6,6 @@ import {
   type ChatMessage,
   type ChatRequest,
   type ChatResponse,
-  type ContentPart,
   type Usage,
 } from '../../common/chat.types';
 import type { CompletionRequest } from '../../common/completion.types';
@@ -33,33 +31,8 @@ export function buildChatBody(req: ChatRequest, route: RouteDef, stream: boolean
   const rf = body.response_format as { type?: unknown } | undefined;
   if (profile.responseFormats && rf && typeof rf.type === 'string' && !profile.responseFormats.includes(rf.type))
     downgradeResponseFormat(body);
-  if ((req as { [OPENROUTER_EXTRAS]?: boolean })[OPENROUTER_EXTRAS] && !profile.openRouterExtras) withoutOpenRouterExtras(body);
   profile.fixRequest?.(body);
   return body;
-}
-
-/**
- * Takes out what was kept from an Anthropic request for OpenRouter: `cache_control` markers and
- * assistant turns' `reasoning_details` (the body is a copy; its messages are not).
- */
-function withoutOpenRouterExtras(body: Record<string, unknown>): void {
-  delete body.cache_control;
-  body.messages = (body.messages as ChatMessage[]).map((m) => {
-    if (m.reasoning_details !== undefined) {
-      const { reasoning_details: _details, ...rest } = m;
-      m = rest;
-    }
-    if (!Array.isArray(m.content) || !m.content.some((p) => 'cache_control' in p)) return m;
-    const parts = m.content.map((p) => {
-      if (!('cache_control' in p)) return p;
-      const { cache_control: _marker, ...rest } = p as ContentPart & { cache_control?: unknown };
-      return rest;
-    });
-    // As the translation makes it without markers: all text is one string (system blocks apart
-    // as paragraphs, others as lines).
-    const text = parts.every((p) => p.type === 'text') ? parts.map((p) => (p as { text: string }).text) : undefined;
-    return { ...m, content: text ? text.join(m.role === 'system' ? '\n\n' : '\n') : parts };
-  });
 }
 
 function setStream(body: Record<string, unknown>, options: ChatRequest['stream_options'], stream: boolean): void {

@@ -23,12 +23,6 @@ export interface OpenAiCompatProfile {
    * the requested schema given to the model in a system message.
    */
   readonly responseFormats?: readonly string[];
-  /**
-   * Reads Anthropic-style `cache_control` markers and `reasoning_details` in chat requests
-   * (OpenRouter passes them to Claude and Gemini). Without it, those the gateway kept from an
-   * Anthropic request are removed (a client's own, on the OpenAI surface, go as it sent them).
-   */
-  readonly openRouterExtras?: boolean;
   /** Rewrites a chat body (already a copy) for the server's quirks. */
   readonly fixRequest?: (body: Record<string, unknown>) => void;
 }

@@ -20,7 +20,6 @@ const PROFILE: OpenAiCompatProfile = {
   healthPath: 'models',
   dropFields: [],
   passFields: ['plugins', 'transforms', 'provider', 'session_id'],
-  openRouterExtras: true,
 };
 
 /**
@@ -31,6 +30,8 @@ const PROFILE: OpenAiCompatProfile = {
 @Injectable()
 @LlmAdapter({ kind: 'openrouter', options: ['provider', 'plugins', 'http_referer', 'x_title'] })
 export class OpenRouterAdapter extends OpenAiCompatAdapter {
+  readonly openRouterExtras = true;
+
   constructor(http: UpstreamClient, keys: KeyPool) {
     super(http, keys);
   }

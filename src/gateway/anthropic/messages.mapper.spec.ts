@@ -1,8 +1,55 @@
-import { OPENROUTER_EXTRAS, type ChatChunk, type ChatResponse } from '../../common/chat.types';
+import type { ChatChunk, ChatResponse } from '../../common/chat.types';
 import { UpstreamError } from '../../common/errors';
 import { ChatToMessagesStream, chatToMessage, messagesToChat, messagesUsage, stopReason } from './messages.mapper';
 
 describe('messagesToChat', () => {
+  it("keeps OpenRouter's extras only in the form for OpenRouter: cache markers, signed reasoning as reasoning_details", () => {
+    const body = {
+      max_tokens: 10,
+      cache_control: { type: 'ephemeral' },
+      system: [
+        { type: 'text', text: 'A' },
+        { type: 'text', text: 'B', cache_control: { type: 'ephemeral' } },
+      ],
+      messages: [
+        {
+          role: 'assistant',
+          content: [
+            { type: 'thinking', thinking: 'signed', signature: 'sig' },
+            { type: 'thinking', thinking: 'unsigned', signature: '' },
+            { type: 'redacted_thinking', data: 'ENC' },
+            { type: 'text', text: 'one' },
+            { type: 'text', text: 'two', cache_control: { type: 'ephemeral' } },
+          ],
+        },
+        { role: 'user', content: [{ type: 'text', text: 'q', cache_control: { type: 'ephemeral' } }] },
+      ],
+    };
+    const plain = messagesToChat(body, 'm');
+    expect(JSON.stringify(plain)).not.toMatch(/cache_control|reasoning_details/);
+    expect(plain.messages[0]).toEqual({ role: 'system', content: 'A\n\nB' });
+    expect(plain.messages[1].content).toBe('one\ntwo');
+    expect(plain.messages[2]).toEqual({ role: 'user', content: 'q' });
+    const rich = messagesToChat(body, 'm', true);
+    expect(rich.cache_control).toEqual({ type: 'ephemeral' });
+    expect(rich.messages[0].content).toEqual([
+      { type: 'text', text: 'A' },
+      { type: 'text', text: 'B', cache_control: { type: 'ephemeral' } },
+    ]);
+    expect(rich.messages[1]).toMatchObject({
+      content: [
+        { type: 'text', text: 'one' },
+        { type: 'text', text: 'two', cache_control: { type: 'ephemeral' } },
+      ],
+      // Unsigned thinking (another model's) has no Claude form to go back in.
+      reasoning_details: [
+        { type: 'reasoning.text', text: 'signed', signature: 'sig', format: 'anthropic-claude-v1', index: 0 },
+        { type: 'reasoning.encrypted', data: 'ENC', format: 'anthropic-claude-v1', index: 1 },
+      ],
+    });
+    expect(rich.messages[2].content).toEqual([{ type: 'text', text: 'q', cache_control: { type: 'ephemeral' } }]);
+  });
+
   it('maps system, turns, tool use and tool results, images and parameters', () => {
     const chat = messagesToChat(
       {
@@ -50,14 +97,7 @@ describe('messagesToChat', () => {
     expect(chat).toEqual({
       model: 'public/model',
       messages: [
-        // The marked block keeps its marker (for OpenRouter; other servers' adapters take it out).
-        {
-          role: 'system',
-          content: [
-            { type: 'text', text: 'A' },
-            { type: 'text', text: 'B', cache_control: { type: 'ephemeral' } },
-          ],
-        },
+        { role: 'system', content: 'A\n\nB' },
         {
           role: 'user',
           content: [
@@ -71,8 +111,6 @@ describe('messagesToChat', () => {
           tool_calls: [{ id: 'toolu_1', type: 'function', function: { name: 'f', arguments: '{"a":1}' } }],
           reasoning_content: 'hm',
           thinking_blocks: [{ type: 'thinking', thinking: 'hm', signature: 'sig' }],
-          // The same, as OpenRouter takes it back (other servers' adapters take it out).
-          reasoning_details: [{ type: 'reasoning.text', text: 'hm', signature: 'sig', format: 'anthropic-claude-v1', index: 0 }],
         },
         { role: 'tool', tool_call_id: 'toolu_1', content: 'Error: ok' },
         { role: 'user', content: 'next?' },
@@ -82,8 +120,6 @@ describe('messagesToChat', () => {
       top_k: 4,
       stop: ['END'],
       user: 'u',
-      // Markers were kept: servers that do not read them get the request without them.
-      [OPENROUTER_EXTRAS]: true,
       tools: [{ type: 'function', function: { name: 'f', description: 'F', parameters: { type: 'object', properties: {} } } }],
       tool_choice: 'required',
       parallel_tool_calls: false,
@@ -198,6 +234,45 @@ describe('messagesToChat', () => {
 });
 
 describe('chatToMessage', () => {
+  it("turns Claude's reasoning_details into signed and redacted thinking, another model's into plain thinking", () => {
+    const answer = (details: unknown[]): ChatResponse => ({
+      id: 'x',
+      object: 'chat.completion',
+      created: 0,
+      model: 'm',
+      choices: [
+        { index: 0, message: { role: 'assistant', content: 'hi', reasoning: 'r', reasoning_details: details }, finish_reason: 'stop' },
+      ],
+    });
+    expect(
+      chatToMessage(
+        answer([
+          { type: 'reasoning.text', text: 'r', signature: 'sig', format: 'anthropic-claude-v1', index: 0 },
+          { type: 'reasoning.encrypted', data: 'ENC', format: 'anthropic-claude-v1', index: 1 },
+        ]),
+        'msg_1',
+        'm',
+      ).content,
+    ).toEqual([
+      { type: 'thinking', thinking: 'r', signature: 'sig' },
+      { type: 'redacted_thinking', data: 'ENC' },
+      { type: 'text', text: 'hi' },
+    ]);
+    expect(
+      chatToMessage(
+        answer([
+          { type: 'reasoning.summary', summary: 's', format: 'openai-responses-v1', index: 0 },
+          { type: 'reasoning.encrypted', data: 'ENC', id: 'rs_1', format: 'openai-responses-v1', index: 1 },
+        ]),
+        'msg_1',
+        'm',
+      ).content,
+    ).toEqual([
+      { type: 'thinking', thinking: 's', signature: '' },
+      { type: 'text', text: 'hi' },
+    ]);
+  });
+
   it('answers text, reasoning and tool calls as blocks, with usage split as Anthropic splits it', () => {
     const msg = chatToMessage(
       {
@@ -314,6 +389,30 @@ describe('ChatToMessagesStream', () => {
     created: 0,
     model: 'up',
     choices: [{ index: 0, delta, finish_reason: finish }],
+  });
+
+  it("gives OpenRouter's signed reasoning a block each, and encrypted reasoning that came during a call after it", () => {
+    const t = new ChatToMessagesStream('msg_1', 'public', 12);
+    const claude = (detail: Record<string, unknown>) => [{ ...detail, format: 'anthropic-claude-v1' }];
+    const events = [
+      ...t.push(
+        chunk({ reasoning: 'First.', reasoning_details: claude({ type: 'reasoning.text', text: 'First.', signature: 'S1', index: 0 }) }),
+      ),
+      ...t.push(
+        chunk({ reasoning: 'Second.', reasoning_details: claude({ type: 'reasoning.text', text: 'Second.', signature: 'S2', index: 1 }) }),
+      ),
+      ...t.push(chunk({ tool_calls: [{ index: 0, id: 'call_a', type: 'function', function: { name: 'f', arguments: '{}' } }] })),
+      ...t.push(chunk({ reasoning_details: claude({ type: 'reasoning.encrypted', data: 'ENC', index: 2 }) })),
+      ...t.push(chunk({}, 'tool_calls')),
+      ...t.finishEvents(),
+    ].map((e) => JSON.parse(e.data) as { type: string; content_block?: Record<string, unknown>; delta?: Record<string, unknown> });
+    expect(events.filter((e) => e.type === 'content_block_start').map((e) => e.content_block)).toEqual([
+      { type: 'thinking', thinking: '', signature: '' },
+      { type: 'thinking', thinking: '', signature: '' },
+      { type: 'tool_use', id: 'call_a', name: 'f', input: {} },
+      { type: 'redacted_thinking', data: 'ENC' },
+    ]);
+    expect(events.filter((e) => e.delta?.type === 'signature_delta').map((e) => e.delta!.signature)).toEqual(['S1', 'S2']);
   });
 
   it('opens and closes a block per run of reasoning, text and each tool call, and ends with usage', () => {

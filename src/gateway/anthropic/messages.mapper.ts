@@ -5,7 +5,6 @@ import type { AnthropicUsage } from '../../adapters/anthropic/anthropic.types';
 import { unsupported } from '../../adapters/http/upstream-call';
 import type { MessagesEvent } from '../../adapters/llm-adapter';
 import {
-  OPENROUTER_EXTRAS,
   type ChatChunk,
   type ChatMessage,
   type ChatRequest,
@@ -33,16 +32,16 @@ function adaptiveEffort(effort: unknown): 'low' | 'medium' | 'high' {
 }
 
 /**
- * A block's prompt-cache marker, kept on the text part it becomes: OpenRouter reads them (and
- * Claude behind it caches the prompt up to there); other servers never see them (OPENROUTER_EXTRAS).
+ * A block's prompt-cache marker, kept (`keep`: for OpenRouter) on the text part it becomes:
+ * OpenRouter reads them, and Claude behind it caches the prompt up to there.
  */
-function marker(b: Block): { cache_control?: unknown } {
-  return b.cache_control !== undefined && b.cache_control !== null ? { cache_control: b.cache_control } : {};
+function marker(b: Block, keep: boolean): { cache_control?: unknown } {
+  return keep && b.cache_control !== undefined && b.cache_control !== null ? { cache_control: b.cache_control } : {};
 }
 
-/** Text parts, with their markers. */
-function textPart(text: string, b: Block): ContentPart {
-  return { type: 'text', text, ...marker(b) };
+/** Text parts, with their markers where kept. */
+function textPart(text: string, b: Block, keep: boolean): ContentPart {
+  return { type: 'text', text, ...marker(b, keep) };
 }
 
 function marked(parts: ContentPart[]): boolean {
@@ -73,13 +72,13 @@ function documentPart(b: Block, at: string): ContentPart {
 }
 
 /** User content blocks (text, images, documents) as chat content parts. */
-function userParts(blocks: Block[], at: string): ContentPart[] {
+function userParts(blocks: Block[], at: string, keep: boolean): ContentPart[] {
   const parts: ContentPart[] = [];
   blocks.forEach((b, j) => {
     const where = `${at}.content.${j}`;
     switch (b.type) {
       case 'text':
-        parts.push(textPart(String(b.text ?? ''), b));
+        parts.push(textPart(String(b.text ?? ''), b, keep));
         break;
       case 'image':
         parts.push(imagePart(b, where));
@@ -124,12 +123,12 @@ function toolResultText(content: unknown, at: string): { text: string; images: C
   return { text: texts.join(BLOCK_SEPARATOR), images };
 }
 
-function systemText(system: unknown): string | ContentPart[] | undefined {
+function systemText(system: unknown, keep: boolean): string | ContentPart[] | undefined {
   if (system === undefined || system === null) return undefined;
   if (typeof system === 'string') return system === '' ? undefined : system;
   const blocks = blocksOf(system).filter((b) => b.type === 'text');
   // Marked blocks stay apart, each with its marker (Claude Code marks the end of its prompt).
-  if (blocks.some((b) => marker(b).cache_control !== undefined)) return blocks.map((b) => textPart(String(b.text ?? ''), b));
+  if (blocks.some((b) => marker(b, keep).cache_control !== undefined)) return blocks.map((b) => textPart(String(b.text ?? ''), b, keep));
   const text = blocks.map((b) => String(b.text ?? '')).join('\n\n');
   return text === '' ? undefined : text;
 }
@@ -163,10 +162,16 @@ function toolsOf(tools: unknown): ToolDefinition[] | undefined {
  * `tool_choice`, `stop_sequences`, `metadata.user_id`, sampling and `thinking` (as
  * `reasoning_effort`) map across. What other backends cannot express (server tools, citations
  * sources, ...) is a 400 naming the field.
+ *
+ * `openRouterExtras`: the form for OpenRouter routes (adapters with `openRouterExtras`), which
+ * also keeps the prompt-cache markers (`cache_control` on the text parts of system, user text,
+ * tool results and assistant text, and at the top) and gives signed thinking as OpenRouter's
+ * `reasoning_details`; other servers get neither.
  */
-export function messagesToChat(body: Json, model: string): ChatRequest {
+export function messagesToChat(body: Json, model: string, openRouterExtras = false): ChatRequest {
+  const keep = openRouterExtras;
   const messages: ChatMessage[] = [];
-  const system = systemText(body.system);
+  const system = systemText(body.system, keep);
   if (system !== undefined) messages.push({ role: 'system', content: system });
   (body.messages as Json[]).forEach((m, i) => {
     const at = `messages.${i}`;
@@ -194,19 +199,21 @@ export function messagesToChat(body: Json, model: string): ChatRequest {
       const text = texts.map((t) => String(t.text ?? '')).join(BLOCK_SEPARATOR);
       const msg: ChatMessage = {
         role: 'assistant',
-        content: texts.some((t) => marker(t).cache_control !== undefined)
-          ? texts.map((t) => textPart(String(t.text ?? ''), t))
+        content: texts.some((t) => marker(t, keep).cache_control !== undefined)
+          ? texts.map((t) => textPart(String(t.text ?? ''), t, keep))
           : text === '' && calls.length > 0
             ? null
             : text,
       };
       if (calls.length > 0) msg.tool_calls = calls;
       if (reasoning) msg.reasoning_content = reasoning;
-      if (thinking.length > 0) {
-        msg.thinking_blocks = thinking;
-        // OpenRouter's form of the same blocks, which it wants back whole (Claude checks the signatures).
-        msg.reasoning_details = thinking.map(reasoningDetail);
-      }
+      if (thinking.length > 0) msg.thinking_blocks = thinking;
+      // OpenRouter's form of the signed blocks, which it wants back whole (Claude checks the
+      // signatures); unsigned thinking (another model's) has no Claude form to go back in.
+      const details = keep
+        ? thinking.filter((b) => b.type === 'redacted_thinking' || (typeof b.signature === 'string' && b.signature))
+        : [];
+      if (details.length > 0) msg.reasoning_details = details.map(reasoningDetail);
       messages.push(msg);
       return;
     }
@@ -223,21 +230,16 @@ export function messagesToChat(body: Json, model: string): ChatRequest {
       messages.push({
         role: 'tool',
         tool_call_id: anthropicToolId(String(b.tool_use_id)),
-        content: marker(b).cache_control !== undefined ? [textPart(text, b)] : text,
+        content: marker(b, keep).cache_control !== undefined ? [textPart(text, b, keep)] : text,
       });
     });
-    const parts = [...images, ...userParts(rest, at)];
+    const parts = [...images, ...userParts(rest, at, keep)];
     if (parts.length > 0 || blocks.length === 0)
       messages.push({ role: 'user', content: typeof m.content === 'string' ? m.content : asContent(parts) });
   });
 
   const req: ChatRequest = { model, messages };
-  if (body.cache_control !== undefined && body.cache_control !== null) req.cache_control = body.cache_control;
-  if (
-    req.cache_control !== undefined ||
-    messages.some((m) => m.reasoning_details !== undefined || (Array.isArray(m.content) && marked(m.content)))
-  )
-    (req as { [OPENROUTER_EXTRAS]?: boolean })[OPENROUTER_EXTRAS] = true;
+  if (keep && body.cache_control !== undefined && body.cache_control !== null) req.cache_control = body.cache_control;
   if (typeof body.max_tokens === 'number') req.max_tokens = body.max_tokens;
   if (typeof body.temperature === 'number') req.temperature = body.temperature;
   if (typeof body.top_p === 'number') req.top_p = body.top_p;
@@ -324,15 +326,20 @@ function reasoningDetail(b: Json, index: number): Json {
 const CLAUDE_REASONING_FORMAT = 'anthropic-claude-v1';
 
 /**
- * OpenRouter's `reasoning_details` as thinking blocks: text with its signature, encrypted
- * (redacted) reasoning as `redacted_thinking`, summaries as unsigned thinking.
+ * OpenRouter's `reasoning_details` as thinking blocks: Claude's text with its signature and its
+ * encrypted (redacted) reasoning as `redacted_thinking`; another model's text and summaries as
+ * unsigned thinking, its encrypted reasoning not at all (no Claude block could carry it back).
  */
 function thinkingOfDetails(details: unknown): Json[] {
   if (!Array.isArray(details)) return [];
   const out: Json[] = [];
   for (const d of details as Json[]) {
     if (!d || typeof d !== 'object') continue;
-    if (d.type === 'reasoning.encrypted' && typeof d.data === 'string') out.push({ type: 'redacted_thinking', data: d.data });
+    const claude = d.format === undefined || d.format === null || d.format === CLAUDE_REASONING_FORMAT;
+    if (d.type === 'reasoning.encrypted' && typeof d.data === 'string') {
+      if (claude) out.push({ type: 'redacted_thinking', data: d.data });
+    } else if (d.type === 'reasoning.text' && typeof d.text === 'string' && !claude)
+      out.push({ type: 'thinking', thinking: d.text, signature: '' });
     else if (d.type === 'reasoning.text' && typeof d.text === 'string')
       out.push({ type: 'thinking', thinking: d.text, signature: typeof d.signature === 'string' ? d.signature : '' });
     else if (d.type === 'reasoning.summary' && typeof d.summary === 'string')
@@ -417,9 +424,9 @@ interface ToolCallState {
   held: string[];
 }
 
-/** Text or reasoning that came while a tool call's block was open, sent after the calls. */
+/** Text or reasoning that came while a tool call's block was open, sent after the calls (`redacted`: its data). */
 interface DeferredBlock {
-  kind: 'text' | 'thinking';
+  kind: 'text' | 'thinking' | 'redacted';
   text: string;
   signature?: string;
 }
@@ -483,12 +490,13 @@ export class ChatToMessagesStream {
       // far): the last is the one that goes with the open block.
       const lastBlock = Array.isArray(d.thinking_blocks) ? (d.thinking_blocks as Json[]).at(-1) : undefined;
       if (lastBlock && typeof lastBlock.signature === 'string' && lastBlock.signature) this.sign(lastBlock.signature, out);
-      // OpenRouter's: the text came as `reasoning` above; a signature ends its block, and
-      // encrypted reasoning is a block of its own.
+      // OpenRouter's, Claude's format only: the text came as `reasoning` above; a signature ends
+      // its block, and encrypted reasoning is a block of its own.
       if (Array.isArray(d.reasoning_details))
         for (const detail of d.reasoning_details as Json[]) {
-          if (typeof detail?.signature === 'string' && detail.signature) this.sign(detail.signature, out);
-          if (detail?.type === 'reasoning.encrypted' && typeof detail.data === 'string') this.redacted(detail.data, out);
+          if (!detail || (detail.format !== undefined && detail.format !== null && detail.format !== CLAUDE_REASONING_FORMAT)) continue;
+          if (typeof detail.signature === 'string' && detail.signature) this.sign(detail.signature, out, true);
+          if (detail.type === 'reasoning.encrypted' && typeof detail.data === 'string') this.redacted(detail.data, out);
         }
       if (typeof d.content === 'string' && d.content !== '') {
         this.sawText = true;
@@ -569,15 +577,20 @@ export class ChatToMessagesStream {
     out.push(ev('content_block_delta', { index: this.open!.index, delta: this.delta(kind, text) }));
   }
 
-  private sign(signature: string, out: MessagesEvent[]): void {
-    if (this.open?.kind === 'thinking')
+  /** `ends`: the signature closes its block (OpenRouter's: the next reasoning is another block). */
+  private sign(signature: string, out: MessagesEvent[], ends = false): void {
+    if (this.open?.kind === 'thinking') {
       out.push(ev('content_block_delta', { index: this.open.index, delta: { type: 'signature_delta', signature } }));
-    else if (this.open?.kind === 'tool_use' && this.deferred.at(-1)?.kind === 'thinking') this.deferred.at(-1)!.signature = signature;
+      if (ends) this.closeOpen(out);
+    } else if (this.open?.kind === 'tool_use' && this.deferred.at(-1)?.kind === 'thinking') this.deferred.at(-1)!.signature = signature;
   }
 
-  /** Encrypted reasoning: a `redacted_thinking` block, whole (none while a call's block is open: its place is before the calls). */
+  /** Encrypted reasoning: a `redacted_thinking` block, whole (after the calls if one's block is open). */
   private redacted(data: string, out: MessagesEvent[]): void {
-    if (this.open?.kind === 'tool_use') return;
+    if (this.open?.kind === 'tool_use') {
+      this.deferred.push({ kind: 'redacted', text: data });
+      return;
+    }
     this.closeOpen(out);
     const index = this.blocks++;
     out.push(ev('content_block_start', { index, content_block: { type: 'redacted_thinking', data } }));
@@ -648,6 +661,10 @@ export class ChatToMessagesStream {
       this.closeOpen(out);
     }
     for (const block of this.deferred.splice(0)) {
+      if (block.kind === 'redacted') {
+        this.redacted(block.text, out);
+        continue;
+      }
       this.openBlock(block.kind, out);
       out.push(ev('content_block_delta', { index: this.open!.index, delta: this.delta(block.kind, block.text) }));
       if (block.signature !== undefined)

@@ -44,7 +44,14 @@ interface MessagesJob {
   call: MessagesCall;
   /** The canonical form for translated routes, or why this request cannot be translated. */
   chat: ChatRequest | UpstreamError;
+  /** The same for adapters that read OpenRouter's extras (cache markers, reasoning_details). */
+  rich: ChatRequest | UpstreamError;
   ex: Execution;
+}
+
+/** The translation an adapter gets: with OpenRouter's extras if it reads them. */
+function chatFor(adapter: LlmAdapter, job: Pick<MessagesJob, 'chat' | 'rich'>): ChatRequest | UpstreamError {
+  return adapter.openRouterExtras ? job.rich : job.chat;
 }
 
 /**
@@ -140,17 +147,19 @@ export class MessagesService {
     };
     // The canonical form serves translated routes; a request it cannot express fails only those.
     let chat: ChatRequest | UpstreamError;
+    let rich: ChatRequest | UpstreamError;
     try {
       chat = messagesToChat(body, model.id);
+      rich = messagesToChat(body, model.id, true);
     } catch (err) {
       if (!(err instanceof UpstreamError)) throw err;
-      chat = err;
+      chat = rich = err;
     }
     rec.request = chat instanceof UpstreamError ? textView(body, model.id) : chat;
     Object.assign(rec.request, options);
     const ex = new Execution(model, rec.request, rec.id, scope.signal, scope.snapshot);
     rec.execution = ex;
-    return { body, call, chat, ex };
+    return { body, call, chat, rich, ex };
   }
 
   private async json(job: MessagesJob, rec: RequestRecord, res: Response): Promise<void> {
@@ -165,14 +174,16 @@ export class MessagesService {
           const message = { ...relayed.message, model: ctx.publicModel };
           return { ...relayed, message, text: JSON.stringify(message) };
         }
-        if (chat instanceof UpstreamError) throw chat;
-        const out = await adapter.complete(chat, route, ctx);
+        const req = chatFor(adapter, job);
+        if (req instanceof UpstreamError) throw req;
+        const out = await adapter.complete(req, route, ctx);
         const message = chatToMessage(out, messageId(rec.id), ctx.publicModel, stopSequencesOf(job.body));
         if (isSoundUsage(out.usage)) return { text: JSON.stringify(message), message, chatUsage: out.usage };
         // No usage from the backend: the client sees the estimate the request is billed on.
         message.usage = {
           ...(message.usage as AnthropicUsage),
-          input_tokens: estimatePromptTokens(chat),
+          // The plain form, as the request is estimated everywhere (translated alike whenever req is).
+          input_tokens: estimatePromptTokens(chat as ChatRequest),
           output_tokens: unitsToTokens(contentUnits(message.content)),
         };
         return { text: JSON.stringify(message), message, estimated: true };
@@ -209,10 +220,11 @@ export class MessagesService {
     const open = (adapter: LlmAdapter, route: RouteDef, ctx: CallContext): AsyncIterable<SurfaceEvent> => {
       publicModel = ctx.publicModel;
       if (adapter.messages) return adapter.messages.stream(call, route, ctx);
-      if (chat instanceof UpstreamError) return failing(chat);
+      const req = chatFor(adapter, job);
+      if (req instanceof UpstreamError) return failing(req);
       return translated(
-        adapter.stream(chat, route, ctx),
-        new ChatToMessagesStream(messageId(rec.id), ctx.publicModel, estimatePromptTokens(chat), stopSequencesOf(job.body)),
+        adapter.stream(req, route, ctx),
+        new ChatToMessagesStream(messageId(rec.id), ctx.publicModel, estimatePromptTokens(chat as ChatRequest), stopSequencesOf(job.body)),
         route,
       );
     };
