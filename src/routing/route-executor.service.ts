@@ -94,6 +94,11 @@ export class RouteExecutor {
     return this.manager.models(ex);
   }
 
+  /** The routes the request's provider preferences allow (a `no_matching_route` error when none). */
+  matching(ex: Execution): RouteDef[] {
+    return this.manager.matching(ex);
+  }
+
   async complete(ex: Execution): Promise<ChatResponse> {
     return this.run(ex, (adapter, route, ctx) => adapter.complete(ex.request, route, ctx));
   }

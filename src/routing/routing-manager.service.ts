@@ -119,6 +119,18 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
   }
 
   /**
+   * The routes of the models that may answer the request that its provider preferences allow,
+   * whether or not they take traffic now; none is a `no_matching_route` error, as for `plan`.
+   */
+  matching(ex: Execution): RouteDef[] {
+    const opts = this.options(ex);
+    const models = this.models(ex);
+    const out = models.flatMap((model) => allowedRoutes(model, model.routes, opts));
+    if (out.length === 0) throw noMatch(models, opts);
+    return out;
+  }
+
+  /**
    * The attempts to make for one request, in order: the requested model's routes as its strategy
    * (or the request's `provider.sort`) orders them, then those of each fallback model. Routes that
    * cannot take traffic are left out; when none is left the request fails at once.
@@ -156,9 +168,7 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
         retryAfter,
       );
     }
-    throw new NoMatchingRouteError(
-      `No route of ${models.map((m) => m.id).join(', ')} satisfies the request's provider preferences (${setPreferences(opts)})`,
-    );
+    throw noMatch(models, opts);
   }
 
   /** A model's routes, whether each takes traffic now and what it measured lately (OpenRouter's endpoints listing). */
@@ -345,4 +355,10 @@ function names(list: readonly string[]): string {
   if (list.length === 0) return '[]';
   const shown = list.slice(0, 5).map((n) => n.slice(0, 40));
   return list.length > 5 ? `${shown.join(', ')}, ...` : shown.join(', ');
+}
+
+function noMatch(models: readonly ModelDef[], opts: RoutingOptions): NoMatchingRouteError {
+  return new NoMatchingRouteError(
+    `No route of ${models.map((m) => m.id).join(', ')} satisfies the request's provider preferences (${setPreferences(opts)})`,
+  );
 }

@@ -884,6 +884,14 @@ models:
       const row = (await gw.rows()).at(-1)!;
       expect(row).toMatchObject({ model: 'llama/chat', provider: null, endpoint: null });
       expect((row.metadata as { attempts?: unknown[] }).attempts ?? []).toEqual([]);
+      // Provider preferences no route meets are refused as /v1/messages refuses them.
+      const none = await call(`${gw.url}/anthropic/v1/messages/count_tokens`, 'POST', {
+        model: 'llama/chat',
+        provider: { only: ['nowhere'] },
+        messages: [{ role: 'user', content: 'x' }],
+      });
+      expect(none.status).toBe(404);
+      expect(JSON.stringify(none.body)).toContain('provider preferences');
     });
   });
 

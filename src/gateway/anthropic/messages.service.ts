@@ -106,7 +106,7 @@ export class MessagesService {
         await this.calls.admit(scope, res, () => ({ tokens: 0, costPico: 0n }));
         // No route that counts (none speaks Messages): the estimate, without calling on a route
         // (an attempt it never made would count in its figures, and its 1 ms in its latency).
-        const counts = this.executor.models(ex).some((m) => m.routes.some((r) => this.adapters.get(r.kind)?.messages));
+        const counts = this.executor.matching(ex).some((r) => this.adapters.get(r.kind)?.messages);
         if (!counts) {
           if (chat instanceof UpstreamError) throw chat;
           const estimate = estimatePromptTokens(chat);
