@@ -1,5 +1,5 @@
 import type { ChatChunk, ChatResponse } from './chat.types';
-import { chunkHasContent, responseToChunks, ToolCallFixer } from './chunks';
+import { ChatAggregator, chunkHasContent, responseToChunks, ToolCallFixer } from './chunks';
 
 const response = (extra: Partial<ChatResponse> = {}): ChatResponse => ({
   id: 'chatcmpl-1',
@@ -209,5 +209,23 @@ describe('ToolCallFixer', () => {
     expect(calls(out)!.map((t) => t.id)).toEqual(['call_r1_0_0', 'call_r1_0_1']);
     // Later deltas of the same call are not given one.
     expect(calls(fixer.fix(chunk([{ index: 0, function: { arguments: ' ' } }])))![0].id).toBeUndefined();
+  });
+});
+
+describe('ChatAggregator', () => {
+  it('keeps the images a model made with the answer it collects', () => {
+    const image = { type: 'image_url', image_url: { url: 'data:image/png;base64,AAAA' } };
+    const agg = new ChatAggregator();
+    const chunk = (delta: Record<string, unknown>): ChatChunk => ({
+      id: 'c',
+      object: 'chat.completion.chunk',
+      created: 0,
+      model: 'm',
+      choices: [{ index: 0, delta, finish_reason: null }],
+    });
+    agg.push(chunk({ role: 'assistant', content: '' }));
+    agg.push(chunk({ images: [image] }));
+    agg.push(chunk({ content: 'a cat' }));
+    expect(agg.result().choices[0].message).toMatchObject({ content: 'a cat', images: [image] });
   });
 });

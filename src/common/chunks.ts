@@ -89,13 +89,14 @@ interface CollectedChoice {
   refusal: string;
   calls: ToolCall[];
   thinkingBlocks: unknown[];
+  images: unknown[];
   finish: string | null;
 }
 
 /**
  * Collects a stream of chunks into one chat.completion, choice by choice: text, reasoning,
- * refusal, tool calls (arguments joined by index), the last thinking blocks, finish reasons and
- * usage. For backends that only stream (Codex) and for the stored copy of a streamed answer.
+ * refusal, tool calls (arguments joined by index), the last thinking blocks, images, finish
+ * reasons and usage. For backends that only stream (Codex) and for the stored copy of a streamed answer.
  */
 export class ChatAggregator {
   private id = '';
@@ -111,12 +112,18 @@ export class ChatAggregator {
     if (chunk.usage) this.usage = chunk.usage;
     for (const c of chunk.choices) {
       let st = this.choices.get(c.index);
-      if (!st) this.choices.set(c.index, (st = { content: '', reasoning: '', refusal: '', calls: [], thinkingBlocks: [], finish: null }));
+      if (!st)
+        this.choices.set(
+          c.index,
+          (st = { content: '', reasoning: '', refusal: '', calls: [], thinkingBlocks: [], images: [], finish: null }),
+        );
       const d = c.delta ?? {};
       if (typeof d.content === 'string') st.content += d.content;
       if (typeof d.reasoning_content === 'string') st.reasoning += d.reasoning_content;
       if (typeof d.refusal === 'string') st.refusal += d.refusal;
       if (Array.isArray(d.thinking_blocks)) st.thinkingBlocks = d.thinking_blocks;
+      // Images a model made (OpenRouter's delta.images), each whole.
+      if (Array.isArray(d.images)) st.images.push(...(d.images as unknown[]));
       for (const t of d.tool_calls ?? []) {
         const call = (st.calls[t.index] ??= { id: '', type: 'function', function: { name: '', arguments: '' } });
         if (t.id) call.id = t.id;
@@ -131,7 +138,15 @@ export class ChatAggregator {
     const indexes = [...this.choices.keys()].sort((a, b) => a - b);
     if (indexes.length === 0) indexes.push(0);
     const choices = indexes.map((index) => {
-      const st = this.choices.get(index) ?? { content: '', reasoning: '', refusal: '', calls: [], thinkingBlocks: [], finish: null };
+      const st = this.choices.get(index) ?? {
+        content: '',
+        reasoning: '',
+        refusal: '',
+        calls: [],
+        thinkingBlocks: [],
+        images: [],
+        finish: null,
+      };
       const calls = st.calls.filter(Boolean);
       const message: ChatResponse['choices'][number]['message'] = {
         role: 'assistant',
@@ -141,6 +156,7 @@ export class ChatAggregator {
       if (st.refusal) message.refusal = st.refusal;
       if (calls.length > 0) message.tool_calls = calls;
       if (st.thinkingBlocks.length > 0) message.thinking_blocks = st.thinkingBlocks;
+      if (st.images.length > 0) message.images = st.images;
       return { index, message, finish_reason: st.finish ?? 'stop', logprobs: null };
     });
     return {

@@ -163,7 +163,9 @@ export class ChatCompletionService {
       const d = c.delta;
       if (d) {
         const chars = outputUnits(d);
-        if (chars > 0 && rec.ttftMs === undefined) rec.ttftMs = performance.now() - rec.startedAt;
+        // An image (an image model's answer) is content too, though it counts no text.
+        const content = chars > 0 || (Array.isArray(d.images) && d.images.length > 0);
+        if (content && rec.ttftMs === undefined) rec.ttftMs = performance.now() - rec.startedAt;
         rec.deliveredUnits += chars;
       }
       if (c.finish_reason) rec.finishReason = String(c.finish_reason);
