@@ -44,14 +44,14 @@ interface MessagesJob {
   call: MessagesCall;
   /** The canonical form for translated routes, or why this request cannot be translated. */
   chat: ChatRequest | UpstreamError;
-  /** The same for adapters that read OpenRouter's extras (cache markers, reasoning_details). */
-  rich: ChatRequest | UpstreamError;
+  /** The same for adapters that read OpenRouter's extras (cache markers, reasoning_details); made when first asked for. */
+  rich: () => ChatRequest | UpstreamError;
   ex: Execution;
 }
 
 /** The translation an adapter gets: with OpenRouter's extras if it reads them. */
 function chatFor(adapter: LlmAdapter, job: Pick<MessagesJob, 'chat' | 'rich'>): ChatRequest | UpstreamError {
-  return adapter.openRouterExtras ? job.rich : job.chat;
+  return adapter.openRouterExtras ? job.rich() : job.chat;
 }
 
 /**
@@ -147,19 +147,20 @@ export class MessagesService {
     };
     // The canonical form serves translated routes; a request it cannot express fails only those.
     let chat: ChatRequest | UpstreamError;
-    let rich: ChatRequest | UpstreamError;
     try {
       chat = messagesToChat(body, model.id);
-      rich = messagesToChat(body, model.id, true);
     } catch (err) {
       if (!(err instanceof UpstreamError)) throw err;
-      chat = rich = err;
+      chat = err;
     }
+    let rich: ChatRequest | UpstreamError | undefined;
+    // Translated alike (the same blocks refused), only when an OpenRouter route is tried.
+    const richChat = () => (rich ??= chat instanceof UpstreamError ? chat : messagesToChat(body, model.id, true));
     rec.request = chat instanceof UpstreamError ? textView(body, model.id) : chat;
     Object.assign(rec.request, options);
     const ex = new Execution(model, rec.request, rec.id, scope.signal, scope.snapshot);
     rec.execution = ex;
-    return { body, call, chat, rich, ex };
+    return { body, call, chat, rich: richChat, ex };
   }
 
   private async json(job: MessagesJob, rec: RequestRecord, res: Response): Promise<void> {
