@@ -327,6 +327,14 @@ models:
       index: 1,
       content_block: { type: 'redacted_thinking', data: 'ENCRYPTEDBLOB' },
     });
+    // A thinking budget goes as OpenRouter's reasoning.max_tokens, the budget itself.
+    upstream.reset();
+    expect(
+      (await rawPost(`${gw.url}/anthropic/v1/messages`, { ...ask, max_tokens: 4096, thinking: { type: 'enabled', budget_tokens: 2048 } }))
+        .status,
+    ).toBe(200);
+    expect(upstream.requests[0].body).toMatchObject({ reasoning: { max_tokens: 2048 } });
+    expect(upstream.requests[0].body.reasoning_effort).toBeUndefined();
     // The next turn: the blocks go back as OpenRouter's reasoning_details, signature and all.
     upstream.reset();
     const next = await rawPost(`${gw.url}/anthropic/v1/messages`, {

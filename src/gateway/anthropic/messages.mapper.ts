@@ -165,8 +165,8 @@ function toolsOf(tools: unknown): ToolDefinition[] | undefined {
  *
  * `openRouterExtras`: the form for OpenRouter routes (adapters with `openRouterExtras`), which
  * also keeps the prompt-cache markers (`cache_control` on the text parts of system, user text,
- * tool results and assistant text, and at the top) and gives signed thinking as OpenRouter's
- * `reasoning_details`; other servers get neither.
+ * tool results and assistant text, and at the top), gives signed thinking as OpenRouter's
+ * `reasoning_details` and a thinking budget as `reasoning.max_tokens`; other servers get none of it.
  */
 export function messagesToChat(body: Json, model: string, openRouterExtras = false): ChatRequest {
   const keep = openRouterExtras;
@@ -258,8 +258,11 @@ export function messagesToChat(body: Json, model: string, openRouterExtras = fal
     if (tc.disable_parallel_tool_use === true) req.parallel_tool_calls = false;
   }
   const thinking = body.thinking as { type?: string; budget_tokens?: number } | undefined;
-  if (thinking?.type === 'enabled' && typeof thinking.budget_tokens === 'number')
-    req.reasoning_effort = effortForBudget(thinking.budget_tokens);
+  if (thinking?.type === 'enabled' && typeof thinking.budget_tokens === 'number') {
+    // OpenRouter takes the budget itself (Claude's budget_tokens behind it); others an effort.
+    if (keep) req.reasoning = { max_tokens: thinking.budget_tokens };
+    else req.reasoning_effort = effortForBudget(thinking.budget_tokens);
+  }
   // Adaptive thinking (Claude Code on Claude 4.6 and later): the effort, high unless said.
   else if (thinking?.type === 'adaptive')
     req.reasoning_effort = adaptiveEffort((body.output_config as { effort?: unknown } | undefined)?.effort);
