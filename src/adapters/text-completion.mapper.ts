@@ -96,9 +96,10 @@ export function chatChunkToCompletion(chunk: ChatChunk, offsets?: Map<number, nu
     choices: choices.map((c) => {
       const start = offsets?.get(c.index) ?? 0;
       const logprobs = legacyLogprobs(c.logprobs, start);
-      const tokens = (logprobs as { tokens?: unknown } | null)?.tokens;
-      if (offsets && Array.isArray(tokens) && c.logprobs !== logprobs)
-        offsets.set(c.index, start + (tokens as string[]).reduce((n, t) => n + t.length, 0));
+      // Chat logprobs were converted from `start` on (legacy ones, from a native endpoint, carry their own offsets).
+      const content = (c.logprobs as { content?: unknown } | null | undefined)?.content;
+      if (offsets && Array.isArray(content))
+        offsets.set(c.index, start + (content as ChatTokenLogprob[]).reduce((n, t) => n + t.token.length, 0));
       return {
         text: typeof c.delta?.content === 'string' ? c.delta.content : '',
         index: c.index,

@@ -93,6 +93,10 @@ interface CollectedChoice {
   finish: string | null;
 }
 
+function emptyChoice(): CollectedChoice {
+  return { content: '', reasoning: '', refusal: '', calls: [], thinkingBlocks: [], images: [], finish: null };
+}
+
 /**
  * Collects a stream of chunks into one chat.completion, choice by choice: text, reasoning,
  * refusal, tool calls (arguments joined by index), the last thinking blocks, images, finish
@@ -112,11 +116,7 @@ export class ChatAggregator {
     if (chunk.usage) this.usage = chunk.usage;
     for (const c of chunk.choices) {
       let st = this.choices.get(c.index);
-      if (!st)
-        this.choices.set(
-          c.index,
-          (st = { content: '', reasoning: '', refusal: '', calls: [], thinkingBlocks: [], images: [], finish: null }),
-        );
+      if (!st) this.choices.set(c.index, (st = emptyChoice()));
       const d = c.delta ?? {};
       if (typeof d.content === 'string') st.content += d.content;
       if (typeof d.reasoning_content === 'string') st.reasoning += d.reasoning_content;
@@ -138,15 +138,7 @@ export class ChatAggregator {
     const indexes = [...this.choices.keys()].sort((a, b) => a - b);
     if (indexes.length === 0) indexes.push(0);
     const choices = indexes.map((index) => {
-      const st = this.choices.get(index) ?? {
-        content: '',
-        reasoning: '',
-        refusal: '',
-        calls: [],
-        thinkingBlocks: [],
-        images: [],
-        finish: null,
-      };
+      const st = this.choices.get(index) ?? emptyChoice();
       const calls = st.calls.filter(Boolean);
       const message: ChatResponse['choices'][number]['message'] = {
         role: 'assistant',

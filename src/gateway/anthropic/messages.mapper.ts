@@ -4,15 +4,15 @@ import { ToolCallFixer } from '../../common/chunks';
 import type { AnthropicUsage } from '../../adapters/anthropic/anthropic.types';
 import { unsupported } from '../../adapters/http/upstream-call';
 import type { MessagesEvent } from '../../adapters/llm-adapter';
-import {
-  type ChatChunk,
-  type ChatMessage,
-  type ChatRequest,
-  type ChatResponse,
-  type ContentPart,
-  type ToolCall,
-  type ToolDefinition,
-  type Usage,
+import type {
+  ChatChunk,
+  ChatMessage,
+  ChatRequest,
+  ChatResponse,
+  ContentPart,
+  ToolCall,
+  ToolDefinition,
+  Usage,
 } from '../../common/chat.types';
 import { isSoundUsage, tokenCounts } from '../../common/usage';
 
@@ -37,6 +37,10 @@ function adaptiveEffort(effort: unknown): 'low' | 'medium' | 'high' {
  */
 function marker(b: Block, keep: boolean): { cache_control?: unknown } {
   return keep && b.cache_control !== undefined && b.cache_control !== null ? { cache_control: b.cache_control } : {};
+}
+
+function hasMarker(b: Block, keep: boolean): boolean {
+  return marker(b, keep).cache_control !== undefined;
 }
 
 /** Text parts, with their markers where kept. */
@@ -128,7 +132,7 @@ function systemText(system: unknown, keep: boolean): string | ContentPart[] | un
   if (typeof system === 'string') return system === '' ? undefined : system;
   const blocks = blocksOf(system).filter((b) => b.type === 'text');
   // Marked blocks stay apart, each with its marker (Claude Code marks the end of its prompt).
-  if (blocks.some((b) => marker(b, keep).cache_control !== undefined)) return blocks.map((b) => textPart(String(b.text ?? ''), b, keep));
+  if (blocks.some((b) => hasMarker(b, keep))) return blocks.map((b) => textPart(String(b.text ?? ''), b, keep));
   const text = blocks.map((b) => String(b.text ?? '')).join('\n\n');
   return text === '' ? undefined : text;
 }
@@ -199,7 +203,7 @@ export function messagesToChat(body: Json, model: string, openRouterExtras = fal
       const text = texts.map((t) => String(t.text ?? '')).join(BLOCK_SEPARATOR);
       const msg: ChatMessage = {
         role: 'assistant',
-        content: texts.some((t) => marker(t, keep).cache_control !== undefined)
+        content: texts.some((t) => hasMarker(t, keep))
           ? texts.map((t) => textPart(String(t.text ?? ''), t, keep))
           : text === '' && calls.length > 0
             ? null
@@ -230,7 +234,7 @@ export function messagesToChat(body: Json, model: string, openRouterExtras = fal
       messages.push({
         role: 'tool',
         tool_call_id: anthropicToolId(String(b.tool_use_id)),
-        content: marker(b, keep).cache_control !== undefined ? [textPart(text, b, keep)] : text,
+        content: hasMarker(b, keep) ? [textPart(text, b, keep)] : text,
       });
     });
     const parts = [...images, ...userParts(rest, at, keep)];
@@ -328,6 +332,11 @@ function reasoningDetail(b: Json, index: number): Json {
 
 const CLAUDE_REASONING_FORMAT = 'anthropic-claude-v1';
 
+/** A `reasoning_details` entry in Claude's format (or one that names none): its signature and data are Claude's. */
+function isClaudeDetail(d: Json): boolean {
+  return d.format === undefined || d.format === null || d.format === CLAUDE_REASONING_FORMAT;
+}
+
 /**
  * OpenRouter's `reasoning_details` as thinking blocks: Claude's text with its signature and its
  * encrypted (redacted) reasoning as `redacted_thinking`; another model's text and summaries as
@@ -338,13 +347,11 @@ function thinkingOfDetails(details: unknown): Json[] {
   const out: Json[] = [];
   for (const d of details as Json[]) {
     if (!d || typeof d !== 'object') continue;
-    const claude = d.format === undefined || d.format === null || d.format === CLAUDE_REASONING_FORMAT;
+    const claude = isClaudeDetail(d);
     if (d.type === 'reasoning.encrypted' && typeof d.data === 'string') {
       if (claude) out.push({ type: 'redacted_thinking', data: d.data });
-    } else if (d.type === 'reasoning.text' && typeof d.text === 'string' && !claude)
-      out.push({ type: 'thinking', thinking: d.text, signature: '' });
-    else if (d.type === 'reasoning.text' && typeof d.text === 'string')
-      out.push({ type: 'thinking', thinking: d.text, signature: typeof d.signature === 'string' ? d.signature : '' });
+    } else if (d.type === 'reasoning.text' && typeof d.text === 'string')
+      out.push({ type: 'thinking', thinking: d.text, signature: claude && typeof d.signature === 'string' ? d.signature : '' });
     else if (d.type === 'reasoning.summary' && typeof d.summary === 'string')
       out.push({ type: 'thinking', thinking: d.summary, signature: '' });
   }
@@ -497,7 +504,7 @@ export class ChatToMessagesStream {
       // its block, and encrypted reasoning is a block of its own.
       if (Array.isArray(d.reasoning_details))
         for (const detail of d.reasoning_details as Json[]) {
-          if (!detail || (detail.format !== undefined && detail.format !== null && detail.format !== CLAUDE_REASONING_FORMAT)) continue;
+          if (!detail || !isClaudeDetail(detail)) continue;
           if (typeof detail.signature === 'string' && detail.signature) this.sign(detail.signature, out, true);
           if (detail.type === 'reasoning.encrypted' && typeof detail.data === 'string') this.redacted(detail.data, out);
         }
