@@ -189,9 +189,14 @@ export class RequestRecord {
     };
   }
 
-  observation(row: ApiLog): RequestObservation {
+  /**
+   * The row as metrics see it. `configured` is the configured model the body named, for a request
+   * refused before the model was resolved (a 400 on a known model is that model's); a name no
+   * model has is `unknown`, so clients cannot mint label values.
+   */
+  observation(row: ApiLog, configured?: ModelDef): RequestObservation {
     return {
-      model: this.modelDef ? this.modelDef.id : 'unknown',
+      model: (this.modelDef ?? configured)?.id ?? 'unknown',
       provider: row.provider ?? 'none',
       status: row.status_code,
       latencyMs: row.latency_ms,

@@ -713,4 +713,17 @@ describe('API surface', () => {
     expect(counter(text, ttft) - (counter(before, ttft) || 0)).toBe(1);
     expect(text).toMatch(/hybridinference_requests_total\{model="unknown",provider="none",status="404"\}/);
   });
+
+  it('labels a refused request on a configured model with that model', async () => {
+    const refused = /hybridinference_requests_total\{model="demo\/mock",provider="none",status="400"\} (\d+)/;
+    const count = async () => Number(refused.exec(await (await fetch(`${gw.url}/metrics`)).text())?.[1] ?? 0);
+    const before = await count();
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'demo/mock', messages: [{ role: 'user', content: 'x' }], temperature: 'hot' }),
+    });
+    expect(res.status).toBe(400);
+    expect((await count()) - before).toBe(1);
+  });
 });
