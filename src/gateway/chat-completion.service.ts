@@ -168,7 +168,8 @@ export class ChatCompletionService {
         if (content && rec.ttftMs === undefined) rec.ttftMs = performance.now() - rec.startedAt;
         rec.deliveredUnits += chars;
       }
-      if (c.finish_reason) rec.finishReason = String(c.finish_reason);
+      // Choice 0's, as a one-shot answer's row has it (n > 1 ends its choices in any order).
+      if (c.finish_reason && (c.index ?? 0) === 0) rec.finishReason = String(c.finish_reason);
     }
   }
 }

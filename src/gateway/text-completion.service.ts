@@ -141,7 +141,8 @@ export class TextCompletionService {
             if (kept) kept.text += c.text;
           }
           if (c.finish_reason) {
-            rec.finishReason = c.finish_reason;
+            // Choice 0's, as a one-shot answer's row has it.
+            if ((c.index ?? 0) === 0) rec.finishReason = c.finish_reason;
             if (kept) kept.finish_reason = c.finish_reason;
           }
         }

@@ -600,12 +600,17 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     });
     let second = '';
     let usage: OpenAI.CompletionUsage | null | undefined;
+    let id = '';
     for await (const chunk of stream) {
       for (const c of chunk.choices) if (c.index === 1) second += c.delta.content ?? '';
       usage = chunk.usage ?? usage;
+      id = chunk.id;
     }
     expect(second).toBe('B1 B2 B3 B4 ');
     expect(usage?.completion_tokens).toBe(5);
+    // The row's finish_reason is choice 0's, as for a one-shot answer, not the last to end.
+    const row = (await gw.rows()).find((r) => `gen-${r.id}` === id)!;
+    expect(row.finish_reason).toBe('stop');
   });
 
   it('keeps upstream connections alive across streams', async () => {
