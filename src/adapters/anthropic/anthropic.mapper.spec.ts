@@ -81,6 +81,16 @@ describe('toAnthropicRequest', () => {
     expect(err.message).toContain('text only in system prompts');
   });
 
+  it('refuses a data: URL image that is not base64, which Claude would refuse as a URL', () => {
+    const err = refused(() =>
+      toAnthropicRequest(
+        req({ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'data:image/svg+xml,%3Csvg%3E' } }] }] }),
+      ),
+    );
+    expect(err).toMatchObject({ upstreamStatus: 400, param: 'messages[0].content[0]' });
+    expect(err.message).toContain('must be base64');
+  });
+
   it('maps images (base64 and URL) and PDFs', () => {
     const body = toAnthropicRequest(
       req({

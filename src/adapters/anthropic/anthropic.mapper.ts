@@ -5,7 +5,7 @@ import { parseEmbeddedJson } from '../../common/json-body';
 import { claudeEffort, effortForBudget, type Effort } from '../../common/reasoning';
 import { isJsonObject, ownValue } from '../../common/json-object';
 import { countOrZero as n, isTokenCount } from '../../common/usage';
-import { providerHttpError, refuseLegacyFunctions, unsupported } from '../http/upstream-call';
+import { base64DataUrl, providerHttpError, refuseLegacyFunctions, unsupported } from '../http/upstream-call';
 import type {
   AnthropicContentBlock,
   AnthropicMessage,
@@ -52,12 +52,6 @@ export function anthropicToolId(id: string | undefined, fallback = 'toolu_'): st
   return clean || fallback;
 }
 
-/** `data:<type>;base64,<data>` → its parts. */
-function dataUrl(url: string): { mediaType: string; data: string } | undefined {
-  const m = /^data:([^;,]+)(?:;[^,]*)?;base64,(.*)$/s.exec(url);
-  return m ? { mediaType: m[1], data: m[2] } : undefined;
-}
-
 function cacheControl(part: unknown): Pick<AnthropicTextBlock, 'cache_control'> {
   const cc = (part as { cache_control?: AnthropicTextBlock['cache_control'] })?.cache_control;
   return cc ? { cache_control: cc } : {};
@@ -76,7 +70,7 @@ export function contentBlocks(content: ChatMessage['content'], at: string): Bloc
       case 'image_url': {
         const iu = (part as { image_url: string | { url: string } }).image_url;
         const url = typeof iu === 'string' ? iu : iu.url;
-        const d = dataUrl(url);
+        const d = base64DataUrl(url, `${at}.content[${j}]`);
         out.push({
           type: 'image',
           source: d ? { type: 'base64', media_type: d.mediaType, data: d.data } : { type: 'url', url },
@@ -86,7 +80,7 @@ export function contentBlocks(content: ChatMessage['content'], at: string): Bloc
       }
       case 'file': {
         const f = (part as { file?: { file_data?: string; filename?: string } }).file;
-        const d = f?.file_data ? dataUrl(f.file_data) : undefined;
+        const d = f?.file_data ? base64DataUrl(f.file_data, `${at}.content[${j}]`) : undefined;
         if (!d)
           throw unsupported(`${at}.content[${j}]: files must be sent inline as file_data (a base64 data: URL)`, `${at}.content[${j}]`);
         out.push({

@@ -94,6 +94,16 @@ describe('toGeminiRequest', () => {
     ]);
   });
 
+  it('refuses a data: URL that is not base64, which Gemini would take for a file URI', () => {
+    const err = refused(() =>
+      toGeminiRequest(
+        req({ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'data:image/svg+xml,%3Csvg%3E' } }] }] }),
+      ),
+    );
+    expect(err).toMatchObject({ upstreamStatus: 400, param: 'messages[0].content[0]' });
+    expect(err.message).toContain('must be base64');
+  });
+
   it('replays tool calls as functionCall parts and answers them with functionResponse parts named after the call', () => {
     const synthetic = syntheticToolCallId();
     const body = toGeminiRequest(

@@ -7,7 +7,7 @@ import { googleRetryDelayMs, googleStatus, parseGoogleError } from '../http/goog
 import { parseEmbeddedJson } from '../../common/json-body';
 import { ownValue } from '../../common/json-object';
 import type { RouteDef } from '../../config/registry.types';
-import { providerHttpError, refuseLegacyFunctions, unsupported } from '../http/upstream-call';
+import { base64DataUrl, providerHttpError, refuseLegacyFunctions, unsupported } from '../http/upstream-call';
 import type {
   GeminiBatchEmbedRequest,
   GeminiBatchEmbedResponse,
@@ -84,9 +84,9 @@ const MIME_BY_EXT: Readonly<Record<string, string>> = {
 /** YouTube videos, which Gemini takes by URL without a media type. */
 const YOUTUBE = /^https?:\/\/(?:www\.|m\.)?(?:youtube\.com|youtu\.be)\//i;
 
-function mediaPart(url: string): GeminiPart {
-  const m = /^data:([^;,]+)(?:;[^,]*)?;base64,(.*)$/s.exec(url);
-  if (m) return { inlineData: { mimeType: m[1], data: m[2] } };
+function mediaPart(url: string, at: string): GeminiPart {
+  const d = base64DataUrl(url, at);
+  if (d) return { inlineData: { mimeType: d.mediaType, data: d.data } };
   // Files API URIs, gs:// and other URLs Gemini fetches itself; it needs the media type.
   if (YOUTUBE.test(url)) return { fileData: { fileUri: url } };
   const ext = /\.([a-z0-9]+)(?:[?#].*)?$/i.exec(url)?.[1]?.toLowerCase();
@@ -103,7 +103,7 @@ function userParts(content: ChatMessage['content'], at: string): GeminiPart[] {
         return { text: String((part as { text: unknown }).text) };
       case 'image_url': {
         const iu = (part as { image_url: string | { url: string } }).image_url;
-        return mediaPart(typeof iu === 'string' ? iu : iu.url);
+        return mediaPart(typeof iu === 'string' ? iu : iu.url, `${at}.content[${j}]`);
       }
       case 'file': {
         const f = (part as { file?: { file_data?: string; file_id?: string } }).file;
@@ -113,7 +113,7 @@ function userParts(content: ChatMessage['content'], at: string): GeminiPart[] {
             `${at}.content[${j}]: a file needs file_data (a base64 data: URL) or file_id (a Gemini Files API URI)`,
             `${at}.content[${j}].file`,
           );
-        return mediaPart(url);
+        return mediaPart(url, `${at}.content[${j}]`);
       }
       default:
         throw unsupported(`${at}.content[${j}]: content of type "${part.type}" cannot be sent to Gemini`, `${at}.content[${j}].type`);

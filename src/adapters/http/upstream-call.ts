@@ -376,6 +376,18 @@ export function withoutSecrets(text: string, secrets: readonly string[]): string
 }
 
 /**
+ * `data:<type>;base64,<data>` → its parts; any other URL → undefined. A `data:` URL that is not
+ * base64 is refused (a 400 at `param`): providers take inline media as base64 only, and would
+ * otherwise get it as a URL to fetch.
+ */
+export function base64DataUrl(url: string, param: string): { mediaType: string; data: string } | undefined {
+  const m = /^data:([^;,]+)(?:;[^,]*)?;base64,(.*)$/s.exec(url);
+  if (m) return { mediaType: m[1], data: m[2] };
+  if (/^data:/i.test(url)) throw unsupported(`${param}: media given as a data: URL must be base64 (data:<type>;base64,<data>)`, param);
+  return undefined;
+}
+
+/**
  * A request this route's protocol cannot express (several prompts for a chat backend, n > 1 for
  * Anthropic, a remote image for Gemini): a 400 naming the parameter, never retried elsewhere.
  */
