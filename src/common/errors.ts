@@ -159,7 +159,7 @@ export class UpstreamError extends GatewayError {
   override readonly code: string | number | null;
   readonly failure: UpstreamFailure;
   readonly upstreamStatus?: number;
-  readonly retryable: boolean;
+  retryable: boolean;
   readonly retryAfterMs?: number;
   readonly provider?: string;
   readonly gatewayFault: boolean;
@@ -212,6 +212,17 @@ export class UpstreamError extends GatewayError {
     // The operator's credentials or account: asking again changes nothing (the Anthropic
     // surface answers these as a 502, which SDKs would otherwise retry).
     if (isOperatorRefusal(this.code)) (this as { headers?: Record<string, string> }).headers = { 'x-should-retry': 'false' };
+  }
+
+  /**
+   * The upstream's own word that asking again is pointless (`x-should-retry: false`, as OpenAI's
+   * and Anthropic's APIs send it): this route is not tried again for the request, and a client
+   * that gets this error is told the same.
+   */
+  refuseRetry(): this {
+    this.retryable = false;
+    (this as { headers?: Record<string, string> }).headers = { ...this.headers, 'x-should-retry': 'false' };
+    return this;
   }
 }
 

@@ -31,6 +31,8 @@ ${solo('f/429-retry-after', u, 'fail-n:429:1:1')}
 ${solo('f/429-bare', u, 'fail-n:429:1')}
 ${pair('f/429-pair', u, 'fail-n:429:1:1')}
 ${pair('f/500-once', u, 'fail-n:500:1')}
+${pair('f/no-retry-pair', u, 'no-retry:503')}
+${solo('f/no-retry', u, 'no-retry:503')}
 ${pair('f/reset', u, 'reset')}
 ${pair('f/hang', u, 'hang', ', timeouts: { first_byte_ms: 300, total_ms: 500 }')}
 ${pair('f/slow-answer', u, 'delay-headers:2500', ', timeouts: { first_byte_ms: 300, first_token_ms: 1000 }')}
@@ -161,6 +163,22 @@ describe('routing under upstream faults', () => {
     const attempts = await attemptsOf(res.id);
     expect(attempts[1]).toMatchObject({ route: 'main', outcome: 'ok', retry: 1 });
     expect(attempts[1].backoff_ms).toBeGreaterThanOrEqual(10); // half of backoff_ms at least
+  });
+
+  it('x-should-retry: false from the upstream: that route is not asked again, and the client is told the same', async () => {
+    const res = await ask('f/no-retry-pair');
+    expect(res.choices[0].message.content).toBe('echo: hi');
+    expect(sent()).toEqual(['no-retry:503', 'ok']);
+    upstream.reset();
+    const direct = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'f/no-retry', messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    expect(direct.status).toBe(502);
+    expect(direct.headers.get('x-should-retry')).toBe('false');
+    // Not the two retries the routing config allows a 503.
+    expect(sent()).toEqual(['no-retry:503']);
   });
 
   it('500 once: the retry on the same route answers, for JSON and streams', async () => {

@@ -41,7 +41,8 @@ export async function postJson(
   });
   if (res.statusCode >= 400) {
     const text = await readBodyText(res.body);
-    throw toError(res.statusCode, text, retryAfterMs(res.headers), res.headers);
+    const err = toError(res.statusCode, text, retryAfterMs(res.headers), res.headers);
+    throw res.headers['x-should-retry'] === 'false' ? err.refuseRetry() : err;
   }
   const unusable = unusableAnswer(res, url);
   if (unusable) {
