@@ -303,7 +303,32 @@ function withoutUnsignedThinking(messages: unknown): unknown {
     Array.isArray((m as { content?: unknown }).content) &&
     (m as { content: unknown[] }).content.some(unsigned);
   if (!messages.some(carries)) return messages;
-  return messages.map((m) =>
-    carries(m) ? { ...(m as object), content: (m as { content: unknown[] }).content.filter((b) => !unsigned(b)) } : m,
-  );
+  const out: unknown[] = [];
+  let dropped = false;
+  for (const m of messages) {
+    if (carries(m)) {
+      const content = (m as { content: unknown[] }).content.filter((b) => !unsigned(b));
+      // A turn that was nothing but such reasoning (a model cut off while it reasoned): Anthropic
+      // refuses an empty turn, so it goes, and the user turns around it become one.
+      if (content.length === 0) {
+        dropped = true;
+        continue;
+      }
+      out.push({ ...(m as object), content });
+    } else if (dropped && isUserTurn(m) && isUserTurn(out[out.length - 1])) {
+      out[out.length - 1] = { ...(out[out.length - 1] as object), content: [...blocksOf(out[out.length - 1]), ...blocksOf(m)] };
+    } else out.push(m);
+    dropped = false;
+  }
+  return out;
+}
+
+function isUserTurn(m: unknown): boolean {
+  return typeof m === 'object' && m !== null && (m as { role?: unknown }).role === 'user';
+}
+
+/** A turn's content as blocks (a string is one text block). */
+function blocksOf(m: unknown): unknown[] {
+  const c = (m as { content?: unknown }).content;
+  return typeof c === 'string' ? [{ type: 'text', text: c }] : Array.isArray(c) ? c : [];
 }
