@@ -10,7 +10,8 @@ import { contextOf } from './request-context';
  */
 export interface AnthropicErrorBody {
   type: 'error';
-  error: { type: string; message: string };
+  /** `details` (`{error_code, ...}`) as a Claude backend gave it, or the gateway's own for a thread it cannot keep. */
+  error: { type: string; message: string; details?: Record<string, unknown> };
   request_id: string | null;
 }
 
@@ -67,7 +68,9 @@ export function anthropicErrorBody(
 }
 
 export function anthropicBodyOf(err: GatewayError, requestId: string | null): AnthropicErrorBody {
-  return anthropicErrorBody(anthropicStatus(err.status, err.code), anthropicMessage(err), requestId, err.code);
+  const body = anthropicErrorBody(anthropicStatus(err.status, err.code), anthropicMessage(err), requestId, err.code);
+  if (err.details) body.error.details = err.details;
+  return body;
 }
 
 /**

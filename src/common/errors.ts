@@ -28,6 +28,11 @@ export abstract class GatewayError extends Error {
   readonly headers?: Record<string, string>;
   /** OpenRouter's `error.metadata` (moderation reasons, the provider that failed), passed on as it came. */
   readonly metadata?: Record<string, unknown>;
+  /**
+   * Anthropic's `error.details` (`{error_code, ...}`), which its SDKs read to recover (a message
+   * thread to replay) and to pick the error's class: given on the Anthropic surface.
+   */
+  readonly details?: Record<string, unknown>;
 
   toBody(): OpenAiErrorBody {
     const error: OpenAiErrorBody['error'] = { message: this.message, type: this.type, param: this.param, code: this.code };
@@ -133,6 +138,8 @@ export interface UpstreamErrorInit {
   status?: number;
   /** The upstream's error metadata, for the client (OpenRouter's). */
   metadata?: Record<string, unknown>;
+  /** Anthropic's `error.details`, for the client (see GatewayError.details). */
+  details?: Record<string, unknown>;
   /**
    * One credential of the route failed and the adapter has taken it out of use (a subscription
    * account cooling down): the same route may be tried again at once, with another.
@@ -164,6 +171,7 @@ export class UpstreamError extends GatewayError {
   readonly provider?: string;
   readonly gatewayFault: boolean;
   override readonly metadata?: Record<string, unknown>;
+  override readonly details?: Record<string, unknown>;
   readonly retryAtOnce: boolean;
   readonly sameOnEveryRoute: boolean;
   route?: string;
@@ -171,6 +179,7 @@ export class UpstreamError extends GatewayError {
   constructor(init: UpstreamErrorInit) {
     super(init.message);
     this.metadata = init.metadata;
+    this.details = init.details;
     this.retryAtOnce = init.retryAtOnce === true;
     this.failure = init.failure;
     this.gatewayFault = init.gatewayFault === true;

@@ -1,4 +1,5 @@
 import Anthropic, { APIError } from '@anthropic-ai/sdk';
+import { betaTool } from '@anthropic-ai/sdk/helpers/beta/json-schema';
 import type OpenAI from 'openai';
 import { AnthropicUpstream } from '../fixtures/anthropic-upstream';
 import { OpenAiUpstream } from '../fixtures/openai-upstream';
@@ -251,6 +252,25 @@ models:
         { role: 'assistant', content: [{ type: 'text', text: 'hi' }] },
         messages[2],
       ]);
+      // A turn that was nothing but such reasoning (cut off while it reasoned) goes whole, and
+      // the user turns around it become one: Anthropic refuses an empty turn.
+      claude.reset();
+      const cut = [
+        { role: 'user', content: 'q' },
+        { role: 'assistant', content: [{ type: 'thinking', thinking: 'long reasoning cut', signature: '' }] },
+        { role: 'user', content: [{ type: 'text', text: 'continue' }] },
+      ];
+      const again = await call(`${gw.url}/anthropic/v1/messages`, 'POST', { model: 'claude/sonnet', max_tokens: 20, messages: cut });
+      expect(again.status).toBe(200);
+      expect(claude.requests[0].body.messages).toEqual([
+        {
+          role: 'user',
+          content: [
+            { type: 'text', text: 'q' },
+            { type: 'text', text: 'continue' },
+          ],
+        },
+      ]);
     });
 
     it('relays the stream event by event, usage read from message_start and message_delta', async () => {
@@ -447,6 +467,45 @@ models:
       expect(Number(rows.at(-1)!.cost_usd)).toBe(0);
       // Told apart from a message in the log, with what was counted.
       expect(rows.at(-1)!.metadata).toMatchObject({ operation: 'count_tokens', input_tokens: 8 });
+    });
+
+    it("relays message threads, and passes a lost thread's details on so that the SDK replays the conversation", async () => {
+      const url = `${gw.url}/anthropic/v1/messages`;
+      const first = await call(url, 'POST', {
+        model: 'claude/sonnet',
+        max_tokens: 10,
+        thread: { type: 'create' },
+        messages: [{ role: 'user', content: 'first' }],
+      });
+      expect(first.status).toBe(200);
+      const next = await call(url, 'POST', {
+        model: 'claude/sonnet',
+        max_tokens: 10,
+        thread: { type: 'continue', previous_message_id: (first.body as Json).id },
+        messages: [{ role: 'user', content: 'second' }],
+      });
+      expect(next.status).toBe(200);
+      expect(claude.requests[1].body.thread).toEqual({ type: 'continue', previous_message_id: (first.body as Json).id });
+      const lost = await call(url, 'POST', {
+        model: 'claude/sonnet',
+        max_tokens: 10,
+        thread: { type: 'continue', previous_message_id: 'msg_gone' },
+        messages: [{ role: 'user', content: 'third' }],
+      });
+      expect(lost.status).toBe(404);
+      expect((lost.body as Json).error).toEqual({
+        type: 'not_found_error',
+        message: expect.any(String),
+        details: { error_code: 'thread_not_found' },
+      });
+      const bad = await call(url, 'POST', {
+        model: 'claude/sonnet',
+        max_tokens: 10,
+        thread: { type: 'continue' },
+        messages: [{ role: 'user', content: 'x' }],
+      });
+      expect(bad.status).toBe(400);
+      expect(JSON.stringify(bad.body)).toContain('thread.previous_message_id');
     });
 
     it("passes an upstream rate limit on as Anthropic's 429 with retry-after", async () => {
@@ -761,6 +820,42 @@ models:
         },
         { role: 'tool', tool_call_id: use.id, content: 'cloudy' },
       ]);
+    });
+
+    it("refuses a message thread as Anthropic refuses one it cannot keep, and the SDK's tool runner sends the whole conversation", async () => {
+      const res = await call(`${gw.url}/anthropic/v1/messages`, 'POST', {
+        model: 'llama/chat',
+        max_tokens: 10,
+        thread: { type: 'continue', previous_message_id: 'msg_1' },
+        messages: [{ role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_1', content: '42' }] }],
+      });
+      expect(res.status).toBe(400);
+      expect(res.body).toMatchObject({
+        type: 'error',
+        error: { type: 'invalid_request_error', details: { error_code: 'thread_unsupported_request' } },
+      });
+      expect(compat.requests).toHaveLength(0);
+
+      // The tool runner threads by default; told the route keeps none, it goes on without.
+      const runner = client.beta.messages.toolRunner({
+        model: 'llama/chat',
+        max_tokens: 64,
+        messages: [{ role: 'user', content: 'Rome' }],
+        tools: [
+          betaTool({
+            name: 'get_weather',
+            description: 'Weather for a city',
+            inputSchema: { type: 'object', properties: { input: { type: 'string' } }, required: ['input'] },
+            run: () => 'cloudy',
+          }),
+        ],
+      });
+      const done = await runner.runUntilDone();
+      expect(done.content).toEqual([{ type: 'text', text: 'tool said: cloudy' }]);
+      // The turn after the tool call: the whole conversation, as the backend needs it.
+      const sent = compat.requests[compat.requests.length - 1].body;
+      expect((sent.messages as Json[]).map((m) => m.role)).toEqual(['user', 'assistant', 'tool']);
+      expect(sent.tools).toHaveLength(1);
     });
 
     it('estimates usage when the backend reports none, and says so', async () => {

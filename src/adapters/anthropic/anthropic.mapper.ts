@@ -620,6 +620,8 @@ interface ParsedError {
   message?: string;
   /** Google's canonical status (`RESOURCE_EXHAUSTED`, ...) from Vertex's front end. */
   status?: string;
+  /** Anthropic's `details` (`{error_code: "thread_not_found"}`, ...). */
+  details?: unknown;
 }
 
 /**
@@ -632,11 +634,12 @@ export function parseAnthropicError(text: string): ParsedError {
     if (Array.isArray(json)) json = json[0];
     const err = (json as { error?: unknown })?.error;
     if (err && typeof err === 'object') {
-      const e = err as { type?: unknown; message?: unknown; status?: unknown };
+      const e = err as { type?: unknown; message?: unknown; status?: unknown; details?: unknown };
       return {
         type: typeof e.type === 'string' ? e.type : undefined,
         status: typeof e.status === 'string' ? e.status : undefined,
         message: typeof e.message === 'string' ? e.message : undefined,
+        details: e.details,
       };
     }
   } catch {
@@ -668,6 +671,7 @@ export function anthropicHttpError(
       code: overloaded ? 'overloaded' : (e.type ?? e.status ?? null),
       status: overloaded ? 503 : known?.status,
       retryable: overloaded ? true : undefined,
+      details: e.details,
     },
     route,
     retryAfterMs,

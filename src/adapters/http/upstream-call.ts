@@ -238,6 +238,8 @@ export interface ProviderErrorFields {
   status?: number;
   /** The error's `metadata` (OpenRouter's: moderation reasons, the provider that failed, its raw error). */
   metadata?: unknown;
+  /** Anthropic's `error.details` (`{error_code, ...}`). */
+  details?: unknown;
 }
 
 /** Metadata larger than this is not passed on: an error body is no place for a provider's whole page. */
@@ -276,6 +278,7 @@ export function providerHttpError(
     retryable: f.retryable,
     status: f.status,
     metadata: errorMetadata(f.metadata, route),
+    details: errorMetadata(f.details, route),
     provider: route.kind,
     route: route.id,
   });
@@ -287,7 +290,7 @@ const OPERATOR_REFUSALS = {
   402: { what: "refused for payment: the operator's account with the provider", code: OPERATOR_REFUSAL.paymentRequired },
 } as const;
 
-/** An upstream's error metadata for the client: a JSON object, the route's keys blanked out, not too large. */
+/** An upstream's error metadata (or details) for the client: a JSON object, the route's keys blanked out, not too large. */
 function errorMetadata(m: unknown, route: RouteDef): Record<string, unknown> | undefined {
   if (!isJsonObject(m)) return undefined;
   const json = withoutKeys(JSON.stringify(m), route);

@@ -173,6 +173,12 @@ export function validateMessagesRequest(body: unknown, countOnly = false): Json 
       fail('tool_choice.type', "Input should be 'auto', 'any', 'tool' or 'none'");
     if (tc.type === 'tool') requireString(tc.name, 'tool_choice.name');
   }
+  if (body.thread !== undefined && body.thread !== null) {
+    const t = body.thread;
+    requireObject(t, 'thread');
+    if (t.type !== 'create' && t.type !== 'continue') fail('thread.type', "Input should be 'create' or 'continue'");
+    if (t.type === 'continue') requireString(t.previous_message_id, 'thread.previous_message_id');
+  }
   if (body.thinking !== undefined && body.thinking !== null) {
     const th = body.thinking;
     requireObject(th, 'thinking');
