@@ -197,6 +197,25 @@ models:
     expect(req.body.prompt_cache_key).toBe(req.headers.session_id);
   });
 
+  it("sends a client's prompt_cache_key that no header can carry as a hash in session_id, and answers", async () => {
+    const { gw } = await boot(1);
+    for (const key of ['a\nb', '日本語🙂', 'k'.repeat(20_000)]) {
+      const res = await gw.client().chat.completions.create({
+        model: 'codex/gpt',
+        prompt_cache_key: key,
+        messages: [{ role: 'user', content: 'hello there' }],
+      });
+      expect(res.choices[0].message.content).toBe('echo: hello there');
+    }
+    expect(codex.requests.map((r) => r.headers.session_id)).toEqual([
+      expect.stringMatching(/^[0-9a-f-]{36}$/),
+      expect.stringMatching(/^[0-9a-f-]{36}$/),
+      expect.stringMatching(/^[0-9a-f-]{36}$/),
+    ]);
+    // The body keeps the client's key, for the backend's prompt cache.
+    expect(codex.requests[0].body.prompt_cache_key).toBe('a\nb');
+  });
+
   it('answers a non-streaming request from the collected stream; api_logs has the cached and reasoning tokens', async () => {
     const { gw } = await boot(1);
     const res = await ask(gw.client());

@@ -18,6 +18,7 @@ import {
   type ResponsesFailure,
   ResponsesFailedError,
   ResponsesStreamTranslator,
+  sessionHeader,
   UnsupportedRequestError,
 } from './responses.mapper';
 
@@ -165,7 +166,7 @@ export class CodexSubAdapter implements LlmAdapter {
     const res = await this.http.request({
       url: joinUrl(route.baseUrl ?? CODEX_BACKEND_URL, 'responses'),
       method: 'POST',
-      headers: this.headers(route, opts, lease, String(body.prompt_cache_key)),
+      headers: this.headers(route, opts, lease, sessionHeader(String(body.prompt_cache_key))),
       body: text,
       ...callInfo(route, ctx),
     });

@@ -132,6 +132,19 @@ export function conversationKey(instructions: string, input: Item[], user?: stri
     .update('\u0000')
     .update(user ?? '')
     .digest('hex');
+  return uuidOf(h);
+}
+
+/**
+ * The `session_id` header for a cache key: the key itself when it is a short run of visible
+ * ASCII, else a hash of it. A client's `prompt_cache_key` may hold a newline or characters past
+ * Latin-1, which no header can carry (the call failed before it was sent), or be too long for one.
+ */
+export function sessionHeader(key: string): string {
+  return /^[\x21-\x7e]{1,128}$/.test(key) ? key : uuidOf(createHash('sha256').update(key).digest('hex'));
+}
+
+function uuidOf(h: string): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
 }
 

@@ -5,7 +5,7 @@ import { errors as undiciErrors } from 'undici';
 import { UpstreamError } from '../../common/errors';
 import type { AppConfig, UpstreamTimeouts } from '../../config/app-config';
 import type { RouteDef } from '../../config/registry.types';
-import { classifyFailure } from '../../routing/retry-policy';
+import { classifyFailure, countsAgainstEndpoint } from '../../routing/retry-policy';
 import { probeGet } from './upstream-call';
 import { UpstreamClient } from './upstream-client.service';
 
@@ -61,6 +61,26 @@ describe('UpstreamClient', () => {
     expect(err).toBeInstanceOf(UpstreamError);
     expect(err).toMatchObject({ status: 504, code: 'connect_timeout', message: 'could not connect to upstream r within 1000 ms' });
     expect(classifyFailure(err as UpstreamError)).toBe('slow');
+  });
+
+  it('takes a header undici will not send as no fault of the endpoint, not a reset to try again there', async () => {
+    const err = await client
+      .request({
+        url,
+        method: 'GET',
+        headers: { session_id: 'a\nb' },
+        signal: new AbortController().signal,
+        timeouts: timeouts(1000),
+        route: 'r',
+        provider: 'p',
+      })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect(err).toMatchObject({ failure: 'protocol', gatewayFault: true, status: 502 });
+    expect(countsAgainstEndpoint(err as UpstreamError)).toBe(false);
+    expect(classifyFailure(err as UpstreamError)).toBe('broken');
   });
 
   it('takes a stream event past the limit as an answer too large, not a broken connection to try again', () => {

@@ -142,6 +142,16 @@ export class UpstreamClient implements OnApplicationShutdown {
         message: `upstream ${req.route} ${err.message}`,
         gatewayFault: true,
       });
+    // A request undici would not send (a header value with a newline or a character past
+    // Latin-1, from what a client sent): nothing reached the upstream, so it is no fault of the
+    // endpoint's, and retrying it there changes nothing.
+    if (err instanceof undiciErrors.InvalidArgumentError || code === 'UND_ERR_INVALID_ARG')
+      return new UpstreamError({
+        ...base,
+        failure: 'protocol',
+        message: `the request could not be sent to upstream ${req.route}: ${detail}`,
+        gatewayFault: true,
+      });
     if (
       code === 'ECONNRESET' ||
       code === 'EPIPE' ||
