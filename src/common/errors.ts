@@ -157,6 +157,12 @@ export interface UpstreamErrorInit {
    * (an embeddings answer over UPSTREAM_BODY_LIMIT): neither retried nor tried elsewhere.
    */
   sameOnEveryRoute?: boolean;
+  /**
+   * The request is one this route's protocol cannot express (several prompts for a chat backend,
+   * token ids for Gemini, a message thread off Claude): the gateway refused it without a call,
+   * and another route of the model may take it. The client gets it only if none does.
+   */
+  unsupportedByRoute?: boolean;
 }
 
 export class UpstreamError extends GatewayError {
@@ -174,6 +180,7 @@ export class UpstreamError extends GatewayError {
   override readonly details?: Record<string, unknown>;
   readonly retryAtOnce: boolean;
   readonly sameOnEveryRoute: boolean;
+  readonly unsupportedByRoute: boolean;
   route?: string;
 
   constructor(init: UpstreamErrorInit) {
@@ -184,6 +191,7 @@ export class UpstreamError extends GatewayError {
     this.failure = init.failure;
     this.gatewayFault = init.gatewayFault === true;
     this.sameOnEveryRoute = init.sameOnEveryRoute === true;
+    this.unsupportedByRoute = init.unsupportedByRoute === true;
     this.upstreamStatus = init.upstreamStatus;
     this.provider = init.provider;
     this.route = init.route;

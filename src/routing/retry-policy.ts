@@ -8,7 +8,8 @@ import type { RetryPolicy } from '../config/registry.types';
  *   takes in (an embeddings answer over UPSTREAM_BODY_LIMIT): the same on every route; stop.
  * - `content_filter`: the provider refused the content; returned with its reason; stop.
  * - `context_length`: the prompt does not fit; only a route or model with a larger context helps.
- * - `route`: this route cannot serve it (401, 402, 403, 404: its key, credit or deployment); next route.
+ * - `route`: this route cannot serve it (401, 402, 403, 404: its key, credit or deployment; or a
+ *   request its protocol cannot express); next route.
  * - `transient`: connection refused or reset before any byte, 5xx, 408, 429; worth another try here.
  * - `slow`: a first-byte, first-token, idle or total deadline passed; the next route, not this one again.
  * - `broken`: an answer we could not understand; the next route.
@@ -35,6 +36,7 @@ export function isContentFilterError(err: UpstreamError): boolean {
 
 export function classifyFailure(err: UpstreamError): FailureClass {
   if (err.sameOnEveryRoute && err.failure !== 'aborted') return 'request';
+  if (err.unsupportedByRoute) return 'route';
   switch (err.failure) {
     case 'aborted':
       return 'aborted';

@@ -200,6 +200,8 @@ export class RouteExecutor {
     const random = this.manager.rng;
     let calls = 0;
     let last: UpstreamError | undefined;
+    /** The last failure of a route that could take the request: what the client is told before "this route cannot". */
+    let lastServable: UpstreamError | undefined;
     /** After a context-length error: only windows larger than this can help. */
     let needContext: number | undefined;
     /** After a content-filter refusal: that model is done with; a fallback model may still answer. */
@@ -218,7 +220,7 @@ export class RouteExecutor {
       const policy = retryPolicyFor(cand.route, routing);
       let backoffMs: number | undefined;
       for (let retry = 0; ; retry++) {
-        if (calls >= routing.retry.maxAttempts || performance.now() >= deadline) throw last ?? this.deadlineError(ex);
+        if (calls >= routing.retry.maxAttempts || performance.now() >= deadline) throw lastServable ?? last ?? this.deadlineError(ex);
         const permit = this.state.acquire(cand.state);
         if (!permit) {
           ex.attempts.push(skipped(ex, cand, 'circuit open'));
@@ -239,6 +241,7 @@ export class RouteExecutor {
           this.state.failed(cand.state, permit, err);
           ex.attempts.push(record(ex, cand, started, err, retry, backoffMs, ctx));
           last = err;
+          if (!err.unsupportedByRoute) lastServable = err;
           let decision = decideRetry(err, retry, policy, deadline - performance.now(), random, untriedRoutes(plan, index));
           // A content filter stops the model, not the request: the client's fallback models
           // (OpenRouter's `models`) are tried, as OpenRouter does on a moderation flag.
@@ -263,7 +266,7 @@ export class RouteExecutor {
         }
       }
     }
-    throw last ?? this.noRoute(ex);
+    throw lastServable ?? last ?? this.noRoute(ex);
   }
 
   /**

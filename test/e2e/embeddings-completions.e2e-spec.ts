@@ -49,6 +49,12 @@ models:
     context_length: 8192
     route:
       - { kind: mock, tokens: 4 }
+  - id: base/chat-first
+    context_length: 8192
+    router: priority
+    route:
+      - { kind: deepseek, id: chat-only, base_url: "${d}", api_key: k, provider_model_id: deepseek-chat }
+      - { kind: vllm, id: native, base_url: "${v}", provider_model_id: llama-base }
 `;
     gw = await startGateway({ models });
     client = gw.client();
@@ -203,6 +209,18 @@ models:
       expect(deepseek.requests).toHaveLength(0);
       const echo = await client.completions.create({ model: 'chat/deepseek', prompt: 'a', echo: true }).catch((e: unknown) => e);
       expect(echo).toMatchObject({ status: 400, param: 'echo' });
+    });
+
+    it("tries the model's next route when the first cannot express the request, and refuses only when none can", async () => {
+      const res = await client.completions.create({ model: 'base/chat-first', prompt: ['a', 'b'], max_tokens: 3 });
+      expect(res.choices).toHaveLength(2);
+      expect(deepseek.requests).toHaveLength(0);
+      expect(vllm.requests).toHaveLength(1);
+      const row = (await gw.rows()).find((r) => r.id === res.id.replace(/^gen-/, '').replace(/^cmpl-/, ''));
+      expect((row?.metadata as { attempts: Array<{ route: string; status?: number }> } | undefined)?.attempts).toEqual([
+        expect.objectContaining({ route: 'chat-only', status: 400 }),
+        expect.objectContaining({ route: 'native', outcome: 'ok' }),
+      ]);
     });
 
     it('refuses an embedding model', async () => {

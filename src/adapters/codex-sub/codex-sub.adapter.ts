@@ -90,6 +90,7 @@ export class CodexSubAdapter implements LlmAdapter {
           provider: route.kind,
           route: route.id,
           retryable: false,
+          unsupportedByRoute: true,
         });
       }
       throw err;

@@ -393,7 +393,8 @@ export function base64DataUrl(url: string, param: string): { mediaType: string; 
 
 /**
  * A request this route's protocol cannot express (several prompts for a chat backend, n > 1 for
- * Anthropic, a remote image for Gemini): a 400 naming the parameter, never retried elsewhere.
+ * Anthropic, a remote image for Gemini): a 400 naming the parameter, never sent. The model's next
+ * route may express it; the client gets the 400 when none does.
  */
 export function unsupported(message: string, param: string | null): UpstreamError {
   return new UpstreamError({
@@ -404,6 +405,7 @@ export function unsupported(message: string, param: string | null): UpstreamErro
     param,
     message,
     retryable: false,
+    unsupportedByRoute: true,
   });
 }
 

@@ -188,6 +188,7 @@ const THREAD_UNSUPPORTED = new UpstreamError({
   message:
     'thread: message threads are kept by Claude routes only, and this route is not one; send the whole conversation without `thread`',
   retryable: false,
+  unsupportedByRoute: true,
   details: { error_code: 'thread_unsupported_request' },
 });
 
