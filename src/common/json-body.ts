@@ -91,6 +91,7 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
       idleTimeoutMs > 0
         ? setTimeout(() => {
             if (req.destroyed) return; // gone: 'error' saw it
+            if (answerDeferred()) return; // the rest of the body is not coming: answered now, and closed
             if (failed) return void req.destroy(); // answered already; the rest of the body is not coming
             failed = true;
             drop();
@@ -107,7 +108,20 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
       discarded = 0;
       drop();
       draining.add(req.socket);
+      // A connection that closes after its answer (the client sent `Connection: close`, or spoke
+      // HTTP/1.0) is answered once the body is read: the close would otherwise come with unread
+      // bytes, a reset, and the client would see a broken pipe instead of the answer.
+      if (res.shouldKeepAlive === false && !req.complete && !(declared > DRAIN_LIMIT_BYTES)) deferred = err;
+      else refuse(req, res, next, err);
+    };
+    /** A refusal held until the refused body has been read (see discard). */
+    let deferred: RequestBodyError | undefined;
+    const answerDeferred = (): boolean => {
+      if (!deferred) return false;
+      const err = deferred;
+      deferred = undefined;
       refuse(req, res, next, err);
+      return true;
     };
     req.on('data', (chunk: Buffer) => {
       stalled?.refresh();
@@ -133,7 +147,7 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
     req.on('end', () => {
       clearTimeout(stalled);
       if (discarded >= 0) draining.delete(req.socket);
-      if (failed) return;
+      if (answerDeferred() || failed) return;
       if (size === 0) {
         req.body = undefined;
         return next();

@@ -252,6 +252,34 @@ describe('API surface', () => {
     expect(JSON.parse(out)).toEqual([413, 413, 413, 413, 413]);
   });
 
+  it('answers 413 to a client that asked for the connection to close, once its body is read', async () => {
+    // The connection closes after the answer: answered at once, the unread rest of the body
+    // made the close a reset, and the client saw a broken pipe instead.
+    const script = `
+      const http = require('node:http');
+      const send = (headers, mb) => new Promise((resolve) => {
+        const req = http.request(process.argv[1], { method: 'POST', agent: false, headers: { connection: 'close', 'content-length': mb * 1024 * 1024, ...headers } });
+        req.on('response', (res) => { res.resume(); res.on('end', () => resolve(res.statusCode)); });
+        req.on('error', (e) => resolve(e.code || e.message));
+        const piece = Buffer.alloc(1024 * 1024, 'a');
+        (async () => {
+          for (let i = 0; i < mb; i++) if (!req.write(piece)) await new Promise((r) => req.once('drain', r));
+          req.end();
+        })();
+      });
+      (async () => {
+        const out = [];
+        for (let i = 0; i < 5; i++) out.push(await send({ 'content-type': 'application/json' }, 11));
+        process.stdout.write(JSON.stringify(out));
+      })();`;
+    const url = `${gw.url}${chat}`.replace('localhost', '127.0.0.1');
+    const child = spawn(process.execPath, ['-e', script, url]);
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    await new Promise((resolve) => child.on('exit', resolve));
+    expect(JSON.parse(out)).toEqual([413, 413, 413, 413, 413]);
+  });
+
   it('answers a refused body once, even when what follows it breaks the framing', async () => {
     const text = await new Promise<string>((resolve, reject) => {
       const socket = connect(Number(new URL(gw.url).port), '127.0.0.1');
