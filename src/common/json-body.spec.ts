@@ -1,6 +1,6 @@
 import 'reflect-metadata';
 import { validateEnv } from '../config/env.schema';
-import { nestingExceeds, shapeProblem } from './json-body';
+import { nestingExceeds, parseEmbeddedJson, shapeProblem } from './json-body';
 
 describe('nestingExceeds', () => {
   const arrays = (n: number): unknown => JSON.parse('['.repeat(n) + ']'.repeat(n));
@@ -64,6 +64,14 @@ describe('shapeProblem', () => {
     expect(shapeProblem(`{"a":"${'['.repeat(300)}","b":"${'x'.repeat(100)}"}`, 20, 10)).toBeUndefined();
   });
 
+  it('counts the arrays and objects of the whole text, which cost far more than their characters', () => {
+    const many = (n: number) => `{"pad":"${'x'.repeat(100)}","zz":[${Array.from({ length: n }, () => '[]').join(',')}]}`;
+    // The outer object and array, and n empty arrays.
+    expect(shapeProblem(many(98), 10_000, 128, 100)).toBeUndefined();
+    expect(shapeProblem(many(99), 10_000, 128, 100)).toBe('many');
+    expect(shapeProblem(many(3_500_000), 10_000, 128)).toBe('many');
+  });
+
   it('does not scan a text too short to hold more members than the limit', () => {
     // 21 members take at least 5 x 21 + 1 characters; up to 100 there is nothing to find.
     expect(objectWiderThan('{' + ','.repeat(98) + '}', 20)).toBe(false);
@@ -75,5 +83,15 @@ describe('BODY_IDLE_TIMEOUT_MS', () => {
   it("refuses a value past Node's timer range, which setTimeout would turn into 1 ms", () => {
     expect(() => validateEnv({ BODY_IDLE_TIMEOUT_MS: '3000000000' })).toThrow(/BODY_IDLE_TIMEOUT_MS/);
     expect(validateEnv({ BODY_IDLE_TIMEOUT_MS: '2147483647' }).BODY_IDLE_TIMEOUT_MS).toBe(2147483647);
+  });
+});
+
+describe('parseEmbeddedJson', () => {
+  it('holds JSON inside a string to the limits of a body, before parsing it', () => {
+    const wide = JSON.stringify(Object.fromEntries(Array.from({ length: 10_001 }, (_, i) => [`k${i}`, 1])));
+    expect(() => parseEmbeddedJson(wide)).toThrow(new RangeError('has an object of more than 10000 members'));
+    expect(() => parseEmbeddedJson('['.repeat(200) + ']'.repeat(200))).toThrow(RangeError);
+    expect(parseEmbeddedJson('{"city":"Rome"}')).toEqual({ city: 'Rome' });
+    expect(() => parseEmbeddedJson('{oops')).toThrow(SyntaxError);
   });
 });

@@ -18,6 +18,7 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
   const stalledText = `No byte of the request body arrived for ${idleTimeoutMs / 1000} s (BODY_IDLE_TIMEOUT_MS); send the body without pauses`;
   const tooDeepText = `The request body nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep`;
   const tooWideText = `The request body has an object with more than ${MAX_JSON_OBJECT_MEMBERS} members`;
+  const tooManyText = `The request body holds more than ${MAX_JSON_CONTAINERS} arrays and objects`;
   const tooLarge = (headers?: Record<string, string>) => new RequestBodyError(413, tooLargeText, 'request_too_large', null, headers);
   /** Answers now, or — on the model endpoints — leaves the refusal to the request frame (one log row). */
   const refuse = (req: Request, res: Response, next: NextFunction, err: RequestBodyError) => {
@@ -159,7 +160,12 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
       drop();
       const shape = shapeProblem(text, MAX_JSON_OBJECT_MEMBERS, MAX_JSON_DEPTH);
       if (shape)
-        return refuse(req, res, next, new RequestBodyError(400, shape === 'wide' ? tooWideText : tooDeepText, 'invalid_json', 'body'));
+        return refuse(
+          req,
+          res,
+          next,
+          new RequestBodyError(400, shape === 'wide' ? tooWideText : shape === 'many' ? tooManyText : tooDeepText, 'invalid_json', 'body'),
+        );
       try {
         req.body = JSON.parse(text);
       } catch (err) {
@@ -224,6 +230,14 @@ export const MAX_JSON_DEPTH = 128;
 export const MAX_JSON_OBJECT_MEMBERS = 10_000;
 
 /**
+ * How many arrays and objects one body may hold in all. Each costs V8 far more than its two
+ * characters: 3.5 million empty arrays in 10 MB took JSON.parse 616 ms and 243 MB, and eight
+ * such bodies at once (read before the key is checked) 1.3 GB, with /health answering in 6 s. A
+ * chat of 100,000 messages with content parts holds some 300,000.
+ */
+export const MAX_JSON_CONTAINERS = 500_000;
+
+/**
  * Whether some object in the JSON text has more than `members` members (`wide`), or arrays and
  * objects nest more than `depth` levels (`deep`), found before parsing: such a body costs a scan,
  * not a parse (a body nested 4.9 million levels took JSON.parse 3.7 s). A member takes at least
@@ -231,10 +245,16 @@ export const MAX_JSON_OBJECT_MEMBERS = 10_000;
  * depth is checked by nestingExceeds); strings are skipped whole with indexOf. Text that is not
  * JSON may be answered either way: JSON.parse refuses it next.
  */
-export function shapeProblem(text: string, members: number, depth: number): 'wide' | 'deep' | undefined {
-  if (text.length <= members * 5) return undefined;
+export function shapeProblem(
+  text: string,
+  members: number,
+  depth: number,
+  containers = MAX_JSON_CONTAINERS,
+): 'wide' | 'deep' | 'many' | undefined {
+  if (text.length <= members * 5 && text.length <= containers * 2) return undefined;
   // Per open container: the commas seen so far in an object, -1 for an array.
   const commas: number[] = [];
+  let opened = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (c === 0x22) {
@@ -249,6 +269,7 @@ export function shapeProblem(text: string, members: number, depth: number): 'wid
       i = end;
     } else if (c === 0x7b || c === 0x5b) {
       if (commas.push(c === 0x7b ? 0 : -1) > depth) return 'deep';
+      if (++opened > containers) return 'many';
     } else if (c === 0x7d || c === 0x5d) commas.pop();
     else if (c === 0x2c) {
       const top = commas.length - 1;
@@ -331,11 +352,16 @@ function charsetOf(contentType: string | undefined): string | undefined {
 
 /**
  * JSON a request carries inside a string (tool-call arguments, tool results) that an adapter
- * sends on as JSON: parsed, and held to MAX_JSON_DEPTH as a body is (serialising it again would
- * overflow the stack). Throws a SyntaxError for text that is not JSON, a RangeError for JSON
- * nested deeper.
+ * sends on as JSON: parsed, and held to the limits a body is (MAX_JSON_DEPTH: serialising it
+ * again would overflow the stack; MAX_JSON_OBJECT_MEMBERS and MAX_JSON_CONTAINERS: its cost).
+ * Throws a SyntaxError for text that is not JSON, a RangeError for JSON past a limit.
  */
 export function parseEmbeddedJson(text: string): unknown {
+  // Its shape before the parse, as a body's: the body's own check saw only a string.
+  const shape = shapeProblem(text, MAX_JSON_OBJECT_MEMBERS, MAX_JSON_DEPTH);
+  if (shape === 'wide') throw new RangeError(`has an object of more than ${MAX_JSON_OBJECT_MEMBERS} members`);
+  if (shape === 'many') throw new RangeError(`holds more than ${MAX_JSON_CONTAINERS} arrays and objects`);
+  if (shape === 'deep') throw new RangeError(`nests deeper than ${MAX_JSON_DEPTH} levels`);
   const value = JSON.parse(text) as unknown;
   if (nestingExceeds(value, MAX_JSON_DEPTH)) throw new RangeError(`nests deeper than ${MAX_JSON_DEPTH} levels`);
   return value;
