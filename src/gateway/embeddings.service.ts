@@ -93,7 +93,9 @@ export class EmbeddingsService implements OnModuleInit, OnApplicationBootstrap {
         },
         'headers',
       );
-      rec.usageEstimated = this.present(out, body.encoding_format ?? 'float', model.id, body.input);
+      // Under the model that made the vectors (a `models` fallback's, if it served): vectors of
+      // different models cannot be compared.
+      rec.usageEstimated = this.present(out, body.encoding_format ?? 'float', ex.model.id, body.input);
       rec.usage = {
         prompt_tokens: out.usage!.prompt_tokens,
         completion_tokens: 0,
@@ -140,6 +142,10 @@ export class EmbeddingsService implements OnModuleInit, OnApplicationBootstrap {
     input: Parameters<typeof embeddingInputs>[0],
   ): boolean {
     encodeEmbeddings(out, format);
+    // OpenAI's shape: each item with its input's index, in input order, whatever order (or
+    // lack of index) the upstream answered in.
+    if (out.data.every((d) => typeof d.index === 'number')) out.data.sort((a, b) => a.index - b.index);
+    else out.data.forEach((d, i) => (d.index = i));
     out.object = 'list';
     out.model = model;
     const u = out.usage;

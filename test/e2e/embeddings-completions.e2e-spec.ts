@@ -49,6 +49,21 @@ models:
     context_length: 8192
     route:
       - { kind: mock, tokens: 4 }
+  - id: emb/reversed
+    type: embedding
+    context_length: 8192
+    route:
+      - { kind: vllm, base_url: "${v}", provider_model_id: reversed }
+  - id: emb/unindexed
+    type: embedding
+    context_length: 8192
+    route:
+      - { kind: vllm, base_url: "${v}", provider_model_id: unindexed }
+  - id: emb/all-fail
+    type: embedding
+    context_length: 8192
+    route:
+      - { kind: vllm, base_url: "${v}", provider_model_id: "error:503" }
   - id: base/chat-first
     context_length: 8192
     router: priority
@@ -68,6 +83,21 @@ models:
   beforeEach(() => [vllm, sglang, deepseek].forEach((u) => u.reset()));
 
   describe('/v1/embeddings', () => {
+    it('puts the items in input order, each with its index, and names the model that made them', async () => {
+      for (const model of ['emb/reversed', 'emb/unindexed']) {
+        const res = await client.embeddings.create({ model, input: ['a', 'bbb', 'cc'], encoding_format: 'float' });
+        expect(res.data.map((d) => [d.index, d.embedding[0]])).toEqual([
+          [0, 1 / 8],
+          [1, 3 / 8],
+          [2, 2 / 8],
+        ]);
+      }
+      // Served by the client's fallback model: its vectors, under its name.
+      const res = await rawPost(`${gw.url}/v1/embeddings`, { model: 'emb/all-fail', models: ['emb/small'], input: 'x' });
+      expect(res.status).toBe(200);
+      expect(JSON.parse(res.text).model).toBe('emb/small');
+    });
+
     it('answers the SDK (which asks for base64 by default) with the right vectors, and logs usage', async () => {
       const res = await client.embeddings.create({ model: 'emb/small', input: ['hello world', 'abc'] });
       expect(res.object).toBe('list');
