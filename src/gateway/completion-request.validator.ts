@@ -1,5 +1,5 @@
 import type { CompletionRequest } from '../common/completion.types';
-import { invalidParameter as fail, PARAMETER_CHECKS } from './chat-request.validator';
+import { invalidParameter as fail, MAX_TOKENS_LIMIT, PARAMETER_CHECKS } from './chat-request.validator';
 import { isJsonObject } from '../common/json-object';
 
 const isTokenList = (v: unknown): boolean => Array.isArray(v) && v.length > 0 && v.every((t) => Number.isInteger(t) && (t as number) >= 0);
@@ -11,7 +11,6 @@ const SHARED = [
   'temperature',
   'top_p',
   'n',
-  'max_tokens',
   'stop',
   'seed',
   'frequency_penalty',
@@ -60,6 +59,14 @@ export function validateCompletionRequest(body: unknown): CompletionRequest {
   }
   if (body.echo !== undefined && body.echo !== null && typeof body.echo !== 'boolean') fail('echo', 'must be a boolean');
   if (body.suffix !== undefined && body.suffix !== null && typeof body.suffix !== 'string') fail('suffix', 'must be a string');
+  // 0 is a completion's own: with echo and logprobs it scores a prompt without generating.
+  if (
+    body.max_tokens !== undefined &&
+    body.max_tokens !== null &&
+    !(Number.isInteger(body.max_tokens) && (body.max_tokens as number) >= 0 && (body.max_tokens as number) <= MAX_TOKENS_LIMIT)
+  ) {
+    fail('max_tokens', `must be an integer from 0 to ${MAX_TOKENS_LIMIT}`);
+  }
   if (
     body.best_of !== undefined &&
     body.best_of !== null &&
@@ -67,5 +74,11 @@ export function validateCompletionRequest(body: unknown): CompletionRequest {
   ) {
     fail('best_of', 'must be an integer from 1 to 20');
   }
+  const bestOf = typeof body.best_of === 'number' ? body.best_of : 1;
+  // As OpenAI's API documents them: best_of candidates, of which n are returned, and none streamed.
+  if (typeof body.n === 'number' && bestOf < body.n && body.best_of !== undefined && body.best_of !== null)
+    fail('best_of', 'must be at least n (best_of candidates are made, n of them returned)');
+  if (bestOf > 1 && body.stream === true)
+    fail('best_of', 'cannot be more than 1 when streaming: the best of several completions is known only at the end');
   return body as CompletionRequest;
 }

@@ -64,17 +64,23 @@ describe('validateCompletionRequest', () => {
         echo: true,
         suffix: 's',
         best_of: 2,
-        stream: true,
         stream_options: { include_usage: true },
       }),
     ).toMatchObject({ prompt });
+  });
+
+  it('accepts max_tokens 0, which scores a prompt (echo and logprobs) without generating', () => {
+    expect(validateCompletionRequest({ model: 'm', prompt: 'x', max_tokens: 0, echo: true, logprobs: 1 })).toMatchObject({ max_tokens: 0 });
+    expect(validateCompletionRequest({ model: 'm', prompt: 'x', n: 2, best_of: 3 })).toMatchObject({ best_of: 3 });
   });
 
   it.each([
     [{ model: 'm' }, 'prompt', 'is required'],
     [{ model: 'm', prompt: [] }, 'prompt', 'must be a string'],
     [{ model: 'm', prompt: ['a', 1] }, 'prompt', 'must be a string'],
-    [{ model: 'm', prompt: 'x', max_tokens: 0 }, 'max_tokens', 'at least 1'],
+    [{ model: 'm', prompt: 'x', max_tokens: -1 }, 'max_tokens', 'from 0'],
+    [{ model: 'm', prompt: 'x', n: 3, best_of: 2 }, 'best_of', 'at least n'],
+    [{ model: 'm', prompt: 'x', best_of: 2, stream: true }, 'best_of', 'when streaming'],
     [{ model: 'm', prompt: 'x', temperature: -1 }, 'temperature', 'at least 0'],
     [{ model: 'm', prompt: 'x', logprobs: 6 }, 'logprobs', '0 to 5'],
     [{ model: 'm', prompt: 'x', logprobs: true }, 'logprobs', '0 to 5'],
