@@ -70,12 +70,17 @@ export class ModelRegistry {
   private readonly validators: SnapshotValidator[] = [];
   /** `created` of a model that sets none: the start, kept across reloads (clients cache by it). */
   private readonly startedAt = Math.floor(Date.now() / 1000);
+  /** Whether the routing in force came from a routing file with settings in it (see reload). */
+  private routingFromFile = false;
+  /** The same for the files last read. */
+  private readRoutingFromFile = false;
 
   constructor(
     private readonly config: AppConfig,
     @Inject(CONFIG_VARS) private readonly vars: ConfigVars,
   ) {
     this.snapshot = this.readFiles();
+    this.routingFromFile = this.readRoutingFromFile;
     this.report(this.snapshot);
     if (this.snapshot.models.length === 0)
       this.logger.warn(`${this.config.env.MODELS_CONFIG_PATH} defines no models: every model request gets a 404 until it does`);
@@ -109,10 +114,17 @@ export class ModelRegistry {
     // A file caught half-written (or emptied by mistake) must not take every model away at once.
     if (parsed.models.length === 0)
       problems.unshift(`${this.config.env.MODELS_CONFIG_PATH} defines no models; a reload never leaves the gateway without any`);
+    // Likewise a routing file gone or emptied (a copy caught half-way) must not put the built-in
+    // defaults (no health checks, default circuits and retries) in place of the operator's.
+    if (this.routingFromFile && !this.readRoutingFromFile)
+      problems.unshift(
+        `${this.config.env.ROUTING_CONFIG_PATH} is missing or empty; a reload keeps the routing it had (to go back to the built-in defaults, restart)`,
+      );
     if (problems.length > 0) throw new Error(`configuration refused:\n  ${problems.join('\n  ')}`);
     // The validators' warnings join the parser's, for the log and the reload's answer.
     const next = new RegistrySnapshot(parsed.models, parsed.routing, parsed.loadedAt, warnings, parsed.notices);
     this.snapshot = next;
+    this.routingFromFile = this.readRoutingFromFile;
     this.report(next);
     return next;
   }
@@ -127,7 +139,9 @@ export class ModelRegistry {
     const notices: string[] = [];
     const warn = (m: string) => warnings.push(m);
     const routingPath = this.config.env.ROUTING_CONFIG_PATH;
-    const routing = existsSync(routingPath) ? parseRouting(YamlSource.load(routingPath, this.vars), warn) : EMPTY_ROUTING;
+    const routingSource = existsSync(routingPath) ? YamlSource.load(routingPath, this.vars) : undefined;
+    this.readRoutingFromFile = routingSource?.value !== undefined && routingSource.value !== null;
+    const routing = routingSource ? parseRouting(routingSource, warn) : EMPTY_ROUTING;
     // The bundled file may be left out; a path someone set and mistyped should not go unnoticed.
     if (!existsSync(routingPath) && this.vars.ROUTING_CONFIG_PATH?.trim())
       notices.push(`ROUTING_CONFIG_PATH ${routingPath} does not exist: the built-in routing defaults apply`);

@@ -104,6 +104,7 @@ describe('routing config reload', () => {
     ['an empty model list', 'models: []\n', undefined, /models\.yaml defines no models/],
     ['an unknown strategy in routing.yaml', MODELS_V2, 'routing_strategy: telepathy\n', /routing_strategy "telepathy" is unknown/],
     ['a bad retry setting in routing.yaml', MODELS_V2, 'retry: { max_retries: -1 }\n', /retry\.max_retries\): must be at least 0/],
+    ['an emptied routing.yaml (caught half-written)', MODELS_V2, '# nothing yet\n', /routing\.yaml is missing or empty/],
     [
       'a bad per-route setting',
       `models:\n  - id: r/x\n    context_length: 10\n    route: [{ kind: mock, context_length: huge }]\n`,
@@ -130,6 +131,19 @@ describe('routing config reload', () => {
     ).toBe('Hello from');
     write('models.yaml', MODELS_V2);
     write('routing.yaml', 'routing_strategy: weighted\n');
+  });
+
+  it('refuses a reload that finds the routing file gone, keeping its settings', async () => {
+    write('routing.yaml', 'routing_strategy: weighted\nhealth_check: 7\n');
+    expect((await reload()).status).toBe(200);
+    rmSync(join(gw.dir, 'routing.yaml'));
+    const res = await reload();
+    expect(res.status).toBe(422);
+    expect(res.body.error!.message).toMatch(/routing\.yaml is missing or empty/);
+    const admin = await fetch(`${gw.url}/admin/routing`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    expect(JSON.stringify(await admin.json())).toContain('"health_check_seconds":7');
+    write('routing.yaml', 'routing_strategy: weighted\n');
+    expect((await reload()).status).toBe(200);
   });
 });
 
