@@ -339,6 +339,20 @@ models:
     });
   });
 
+  it.each(['in_seconds', 'header_after'] as const)(
+    '429 whose reset is told as %s: the account cools down until then, not for a minute',
+    async (form) => {
+      const { gw, logins } = await boot(2);
+      codex.rateLimit(logins[0].accountId!, Math.floor(Date.now() / 1000) + 7200, form);
+      expect((await ask(gw.client())).choices[0].message.content).toBe('echo: hello there');
+      const [a] = await accounts(gw);
+      expect(a.status).toBe('cooldown');
+      const left = Date.parse(String(a.cooldown_until)) - Date.now();
+      expect(left).toBeGreaterThan(7100_000);
+      expect(left).toBeLessThan(7300_000);
+    },
+  );
+
   it('an account enabled again after a usage limit takes its turn again (its spent-window report does not keep it behind)', async () => {
     const { gw, logins } = await boot(2);
     // The refusal reports the window 100% used (x-codex-primary-used-percent).

@@ -18,6 +18,7 @@ import {
   type ResponsesFailure,
   ResponsesFailedError,
   ResponsesStreamTranslator,
+  resetsAtOf,
   sessionHeader,
   UnsupportedRequestError,
 } from './responses.mapper';
@@ -309,7 +310,7 @@ function errorBody(text: string, status: number): { message: string; code?: stri
   const str = (v: unknown) => (typeof v === 'string' && v ? v : undefined);
   if (o.error && typeof o.error === 'object') {
     const e = o.error as Record<string, unknown>;
-    const resets = typeof e.resets_at === 'number' ? e.resets_at : undefined;
+    const resets = resetsAtOf(e);
     return {
       message: str(e.message) ?? str(e.type) ?? str(e.code) ?? `HTTP ${status}`,
       code: str(e.code),
@@ -327,13 +328,19 @@ function headerNumber(headers: Dispatcher.ResponseData['headers'], name: string)
   return Number.isFinite(n) ? n : undefined;
 }
 
-/** A spent window's reset (`x-codex-primary-reset-at`, epoch seconds) from the rate-limit headers. */
-function resetFromHeaders(headers: Dispatcher.ResponseData['headers']): number | undefined {
+/**
+ * A spent window's reset from the rate-limit headers: `x-codex-primary-reset-at` (epoch seconds),
+ * or `x-codex-primary-reset-after-seconds` as the backend also sends it.
+ */
+function resetFromHeaders(headers: Dispatcher.ResponseData['headers'], now = Date.now()): number | undefined {
   const resets: number[] = [];
   for (const w of ['primary', 'secondary']) {
     const used = headerNumber(headers, `x-codex-${w}-used-percent`);
     const at = headerNumber(headers, `x-codex-${w}-reset-at`);
-    if (used !== undefined && used >= 100 && at !== undefined) resets.push(at * 1000);
+    const after = headerNumber(headers, `x-codex-${w}-reset-after-seconds`);
+    if (used === undefined || used < 100) continue;
+    if (at !== undefined) resets.push(at * 1000);
+    else if (after !== undefined && after >= 0) resets.push(now + after * 1000);
   }
   return resets.length ? Math.max(...resets) : undefined;
 }

@@ -5,6 +5,7 @@ import {
   DEFAULT_INSTRUCTIONS,
   ResponsesFailedError,
   ResponsesStreamTranslator,
+  resetsAtOf,
   UnsupportedRequestError,
 } from './responses.mapper';
 
@@ -338,6 +339,13 @@ describe('ResponsesStreamTranslator', () => {
     const done = new ResponsesStreamTranslator('m', 'f');
     run([created, completed()], done);
     expect(done.completed).toBe(true);
+  });
+
+  it('reads when a usage limit resets, as resets_at or as resets_in_seconds', () => {
+    expect(resetsAtOf({ resets_at: 1_800_000_000 })).toBe(1_800_000_000);
+    expect(resetsAtOf({ resets_in_seconds: 9000 }, 1_000_000_000_000)).toBe(1_000_009_000);
+    expect(resetsAtOf({ resets_in_seconds: -5 })).toBeUndefined();
+    expect(resetsAtOf({})).toBeUndefined();
   });
 
   it('reads the usage window from codex.rate_limits', () => {

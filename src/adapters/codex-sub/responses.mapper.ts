@@ -369,13 +369,24 @@ function itemKey(data: Item): string {
 
 function failure(err: Item, fallback: string): ResponsesFailure {
   const str = (v: unknown) => (typeof v === 'string' && v ? v : undefined);
-  const resets = err.resets_at;
   return {
     code: str(err.code),
     type: str(err.type),
     message: str(err.message) ?? str(err.code) ?? str(err.type) ?? fallback,
-    resetsAt: typeof resets === 'number' && Number.isFinite(resets) ? resets : undefined,
+    resetsAt: resetsAtOf(err),
   };
+}
+
+/**
+ * When a usage limit resets, in epoch seconds: the error's `resets_at`, or `resets_in_seconds`
+ * from now (the backend has sent both forms).
+ */
+export function resetsAtOf(err: Record<string, unknown>, nowMs = Date.now()): number | undefined {
+  const at = err.resets_at;
+  if (typeof at === 'number' && Number.isFinite(at)) return at;
+  const inSeconds = err.resets_in_seconds;
+  if (typeof inSeconds === 'number' && Number.isFinite(inSeconds) && inSeconds >= 0) return nowMs / 1000 + inSeconds;
+  return undefined;
 }
 
 function usedPercent(limits: unknown): number | undefined {
