@@ -604,6 +604,18 @@ models:
     expect(a).toMatchObject({ status: 'active', failures: 0 });
   });
 
+  it('401 again after the refresh: one refresh for the request, and the client is told it is about the login, not a rate limit', async () => {
+    const { gw, logins } = await boot(1);
+    codex.unauthorized.add(logins[0].accountId!);
+    const err = await gw
+      .client()
+      .chat.completions.create({ model: 'codex/gpt', messages: [{ role: 'user', content: 'x' }] }, { maxRetries: 0 })
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({ status: 502, code: 'subscription_auth_failed' });
+    expect(tokens.refreshes).toHaveLength(1);
+    expect(codex.requests.map((r) => r.status)).toEqual([401, 401]);
+  });
+
   it('invalid_grant on refresh revokes the account; the next account serves; a revoked account cannot be enabled', async () => {
     const { gw, logins } = await boot(2);
     tokens.invalidateAccess(logins[0].access_token);
