@@ -160,6 +160,26 @@ function toolsOf(tools: unknown): ToolDefinition[] | undefined {
 }
 
 /**
+ * A message thread (`thread: {type: "continue", previous_message_id}` sends only the new turns) is
+ * conversation state Claude's API keeps; a translated route keeps none, and would answer the new
+ * turns alone. Refused as Anthropic refuses a thread it cannot keep, `details` included: Anthropic's
+ * SDKs (the tool runner) then send the whole conversation without `thread`.
+ */
+const threadUnsupported = (): UpstreamError =>
+  new UpstreamError({
+    failure: 'http',
+    upstreamStatus: 400,
+    type: 'invalid_request_error',
+    code: 'thread_unsupported_request',
+    param: 'thread',
+    message:
+      'thread: message threads are kept by Claude routes only, and this route is not one; send the whole conversation without `thread`',
+    retryable: false,
+    unsupportedByRoute: true,
+    details: { error_code: 'thread_unsupported_request' },
+  });
+
+/**
  * A Messages request as a canonical chat request: `system` becomes a system message; user turns
  * keep text, images and documents, and their `tool_result` blocks become `tool` messages (before
  * the rest of the turn, right after the assistant's calls); assistant `tool_use` blocks become
@@ -173,27 +193,8 @@ function toolsOf(tools: unknown): ToolDefinition[] | undefined {
  * tool results and assistant text, and at the top), gives signed thinking as OpenRouter's
  * `reasoning_details` and a thinking budget as `reasoning.max_tokens`; other servers get none of it.
  */
-/**
- * A message thread (`thread: {type: "continue", previous_message_id}` sends only the new turns) is
- * conversation state Claude's API keeps; a translated route keeps none, and would answer the new
- * turns alone. Refused as Anthropic refuses a thread it cannot keep, `details` included: Anthropic's
- * SDKs (the tool runner) then send the whole conversation without `thread`.
- */
-const THREAD_UNSUPPORTED = new UpstreamError({
-  failure: 'http',
-  upstreamStatus: 400,
-  type: 'invalid_request_error',
-  code: 'thread_unsupported_request',
-  param: 'thread',
-  message:
-    'thread: message threads are kept by Claude routes only, and this route is not one; send the whole conversation without `thread`',
-  retryable: false,
-  unsupportedByRoute: true,
-  details: { error_code: 'thread_unsupported_request' },
-});
-
 export function messagesToChat(body: Json, model: string, openRouterExtras = false): ChatRequest {
-  if (body.thread !== undefined && body.thread !== null) throw THREAD_UNSUPPORTED;
+  if (body.thread !== undefined && body.thread !== null) throw threadUnsupported();
   const keep = openRouterExtras;
   const messages: ChatMessage[] = [];
   const system = systemText(body.system, keep);
