@@ -59,7 +59,9 @@ export class ModelNotFoundError extends GatewayError {
   override readonly param = 'model';
   override readonly code = 'model_not_found';
   constructor(model: string) {
-    super(`The model "${model}" does not exist or is not served by this gateway; GET /v1/models lists the models`);
+    // A name no model has may be any size a body allows: the answer quotes its start.
+    const name = model.length > 200 ? `${model.slice(0, 200)}…` : model;
+    super(`The model "${name}" does not exist or is not served by this gateway; GET /v1/models lists the models`);
   }
 }
 

@@ -29,6 +29,12 @@ export class GenerationController {
 
   @Get()
   async get(@Query('id') id: unknown, @Req() req: Request) {
+    if (id !== undefined && typeof id !== 'string')
+      throw new InvalidRequestError(
+        'The query parameter id must be given once, as one id: GET /v1/generation?id=gen-...',
+        'id',
+        'invalid_value',
+      );
     if (typeof id !== 'string' || id.trim() === '')
       throw new InvalidRequestError(
         'The query parameter id is required: GET /v1/generation?id=gen-...',

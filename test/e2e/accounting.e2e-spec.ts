@@ -327,5 +327,9 @@ describe.each(['sqlite', 'postgres'] as const)('accounting on %s', (backend) => 
     const missing = await call<{ error: { param: string } }>(`${gw.url}/v1/generation`, 'GET');
     expect(missing.status).toBe(400);
     expect(missing.body.error.param).toBe('id');
+    // Sent twice: not "required", but one id, once.
+    const twice = await call<{ error: { message: string; code: string } }>(`${gw.url}/v1/generation?id=a&id=b`, 'GET');
+    expect(twice.status).toBe(400);
+    expect(twice.body.error).toMatchObject({ code: 'invalid_value', message: expect.stringContaining('given once') });
   });
 });

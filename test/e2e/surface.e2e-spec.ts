@@ -742,6 +742,14 @@ describe('API surface', () => {
     expect(text).toMatch(/hybridinference_requests_total\{model="unknown",provider="none",status="404"\}/);
   });
 
+  it('quotes only the start of an unknown model name that long in its 404', async () => {
+    // Under this gateway's BODY_LIMIT of 64 KB.
+    const res = await rawPost(`${gw.url}/v1/chat/completions`, { model: 'x'.repeat(50_000), messages: [{ role: 'user', content: 'x' }] });
+    expect(res.status).toBe(404);
+    expect(res.text.length).toBeLessThan(1000);
+    expect(JSON.parse(res.text).error.message).toContain(`"${'x'.repeat(200)}…"`);
+  });
+
   it('labels a refused request on a configured model with that model', async () => {
     const refused = /hybridinference_requests_total\{model="demo\/mock",provider="none",status="400"\} (\d+)/;
     const count = async () => Number(refused.exec(await (await fetch(`${gw.url}/metrics`)).text())?.[1] ?? 0);
