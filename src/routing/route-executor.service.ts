@@ -235,13 +235,22 @@ export class RouteExecutor {
         } catch (e) {
           const err = this.failure(e, scope, cand.route);
           scope.dispose();
+          if (err.unsupportedByRoute && !ex.signal.aborted) {
+            // Refused by the gateway before any call (the route cannot express the request): no
+            // attempt spent, nothing counted against the route, and the next route is tried.
+            calls--;
+            this.state.cancelled(cand.state, permit);
+            ex.attempts.push(skipped(ex, cand, err.message));
+            last = err;
+            break;
+          }
           // The upstream's work is billed only when the client left it (see Execution.accepted).
           if (!ex.signal.aborted) ex.accepted = undefined;
           ex.onAttemptFailed?.();
           this.state.failed(cand.state, permit, err);
           ex.attempts.push(record(ex, cand, started, err, retry, backoffMs, ctx));
           last = err;
-          if (!err.unsupportedByRoute) lastServable = err;
+          lastServable = err;
           let decision = decideRetry(err, retry, policy, deadline - performance.now(), random, untriedRoutes(plan, index));
           // A content filter stops the model, not the request: the client's fallback models
           // (OpenRouter's `models`) are tried, as OpenRouter does on a moderation flag.

@@ -64,6 +64,12 @@ models:
     context_length: 8192
     route:
       - { kind: vllm, base_url: "${v}", provider_model_id: "error:503" }
+  - id: base/many-chat-first
+    context_length: 8192
+    router: priority
+    route:
+${[1, 2, 3, 4, 5, 6].map((i) => `      - { kind: deepseek, id: chat-${i}, base_url: "${d}", api_key: k, provider_model_id: deepseek-chat }`).join('\n')}
+      - { kind: vllm, id: native, base_url: "${v}", provider_model_id: llama-base }
   - id: base/chat-first
     context_length: 8192
     router: priority
@@ -248,9 +254,18 @@ models:
       expect(vllm.requests).toHaveLength(1);
       const row = (await gw.rows()).find((r) => r.id === res.id.replace(/^gen-/, '').replace(/^cmpl-/, ''));
       expect((row?.metadata as { attempts: Array<{ route: string; status?: number }> } | undefined)?.attempts).toEqual([
-        expect.objectContaining({ route: 'chat-only', status: 400 }),
+        expect.objectContaining({ route: 'chat-only', outcome: 'skipped', error: expect.stringContaining('prompt') }),
         expect.objectContaining({ route: 'native', outcome: 'ok' }),
       ]);
+    });
+
+    it("spends none of the request's attempts (max_attempts, 6) on routes that refused it without a call", async () => {
+      const res = await client.completions.create({ model: 'base/many-chat-first', prompt: ['a', 'b'], max_tokens: 3 });
+      expect(res.choices).toHaveLength(2);
+      expect(vllm.requests).toHaveLength(1);
+      // Nothing counted against the routes that could not take it.
+      const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+      expect(metrics).not.toMatch(/hybridinference_upstream_attempts_total\{[^}]*route="chat-1"[^}]*outcome="error"/);
     });
 
     it('refuses an embedding model', async () => {
