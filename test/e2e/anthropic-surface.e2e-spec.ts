@@ -486,6 +486,14 @@ models:
       });
       expect(next.status).toBe(200);
       expect(claude.requests[1].body.thread).toEqual({ type: 'continue', previous_message_id: (first.body as Json).id });
+      // A paused turn is resumed with no new message.
+      const resumed = await call(url, 'POST', {
+        model: 'claude/sonnet',
+        max_tokens: 10,
+        thread: { type: 'continue', previous_message_id: (next.body as Json).id },
+        messages: [],
+      });
+      expect(resumed.status).toBe(200);
       const lost = await call(url, 'POST', {
         model: 'claude/sonnet',
         max_tokens: 10,

@@ -91,6 +91,26 @@ describe('toAnthropicRequest', () => {
     expect(err.message).toContain('must be base64');
   });
 
+  it('reads a base64 data: URL in any case, and without a media type (RFC 2397)', () => {
+    const body = toAnthropicRequest(
+      req({
+        messages: [
+          {
+            role: 'user',
+            content: [
+              { type: 'image_url', image_url: { url: 'DATA:image/png;BASE64,AAAA' } },
+              { type: 'file', file: { file_data: 'data:;base64,aGk=' } },
+            ],
+          },
+        ],
+      }),
+    );
+    expect(body.messages[0].content).toEqual([
+      { type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'AAAA' } },
+      { type: 'document', source: { type: 'base64', media_type: 'text/plain', data: 'aGk=' } },
+    ]);
+  });
+
   it('maps images (base64 and URL) and PDFs', () => {
     const body = toAnthropicRequest(
       req({

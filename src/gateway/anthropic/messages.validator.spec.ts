@@ -19,6 +19,14 @@ describe('validateMessagesRequest', () => {
     expect(problem({ model: 'm', messages: [{ role: 'user', content: 'x' }] }, true)).toBeUndefined();
   });
 
+  it("takes a message thread's later turn without a new message (a paused turn resumed), and checks the thread's shape", () => {
+    const thread = { type: 'continue', previous_message_id: 'msg_1' };
+    expect(problem({ ...ok, messages: [], thread })).toBeUndefined();
+    expect(problem({ ...ok, messages: [], thread: { type: 'create' } })).toBe('messages: at least one message is required');
+    expect(problem({ ...ok, thread: { type: 'fork' } })).toMatch(/^thread\.type:/);
+    expect(problem({ ...ok, thread: { type: 'continue' } })).toBe('thread.previous_message_id: Field required');
+  });
+
   it('names the first bad field as Anthropic does', () => {
     expect(problem([])).toMatch(/^body:/);
     expect(problem({ max_tokens: 1, messages: [] })).toBe('model: Field required');

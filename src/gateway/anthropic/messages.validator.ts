@@ -117,7 +117,9 @@ export function validateMessagesRequest(body: unknown, countOnly = false): Json 
   }
   if (body.messages === undefined || body.messages === null) fail('messages', 'Field required');
   if (!Array.isArray(body.messages)) fail('messages', 'Input should be a valid list');
-  if (body.messages.length === 0) fail('messages', 'at least one message is required');
+  // A thread's later turn may add no message: Anthropic's SDK resumes a paused turn (pause_turn) so.
+  const continues = isJsonObject(body.thread) && body.thread.type === 'continue';
+  if (body.messages.length === 0 && !continues) fail('messages', 'at least one message is required');
   body.messages.forEach((m: unknown, i) => {
     const at = `messages.${i}`;
     if (!isJsonObject(m)) fail(at, 'Input should be an object');
