@@ -318,7 +318,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       return new UpstreamError({
         failure: 'http',
         upstreamStatus: 429,
-        message: `every ${provider} subscription account is cooling down after rate limits; the first is usable again at ${new Date(soonest).toISOString()}`,
+        message: `every ${provider} subscription account is cooling down (after rate limits or repeated failures; GET /admin/accounts says which); the first is usable again at ${new Date(soonest).toISOString()}`,
         code: 'subscription_rate_limited',
         retryAfterMs: Math.max(0, soonest - now),
         retryable: true,
