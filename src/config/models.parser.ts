@@ -233,6 +233,7 @@ function parseModel(
     isModerated: r.boolean(o, 'is_moderated', path) ?? false,
     aliases: r.stringList(o, 'aliases', path) ?? [],
     router: r.string(o, 'router', path),
+    routerWhere: o.router === undefined || o.router === null ? undefined : r.src.where([...path, 'router']),
     routerParams: o.router_params == null ? {} : (r.object(o.router_params, [...path, 'router_params']) ?? {}),
     routes,
     where: r.src.where(path),

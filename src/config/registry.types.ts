@@ -55,6 +55,8 @@ export interface ModelDef {
   readonly aliases: readonly string[];
   /** Strategy name from `router:`; falls back to routing.yaml's default. */
   readonly router?: string;
+  /** Where `router:` is written ("config/models.yaml:37 (models[2].router)"), when it is. */
+  readonly routerWhere?: string;
   readonly routerParams: Readonly<Record<string, unknown>>;
   readonly routes: readonly RouteDef[];
   readonly where: string;
@@ -68,6 +70,8 @@ export interface Deployment {
 export interface RoutingDef {
   /** Default strategy for models without `router:`. */
   readonly strategy: string;
+  /** Where the default strategy is written, when it is. */
+  readonly strategyWhere?: string;
   readonly localFraction: number;
   /** Total request timeout (ms) from `timeout:` (seconds); undefined = env default. */
   readonly totalTimeoutMs?: number;

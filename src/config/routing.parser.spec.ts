@@ -36,6 +36,7 @@ describe('parseRouting', () => {
     expect(warnings).toEqual([]);
     expect(routing).toEqual({
       strategy: 'fixed',
+      strategyWhere: 'routing.yaml:1 (routing_strategy)',
       localFraction: 0.7,
       totalTimeoutMs: 600_000,
       healthCheckSeconds: 30,

@@ -107,6 +107,7 @@ export function parseRouting(src: YamlSource, warn: (msg: string) => void): Rout
     if (!KNOWN_KEYS.has(key) && !key.startsWith('x-')) warn(`${src.where([key])}: unknown key "${key}" ignored`);
 
   const strategy = r.string(root, ['routing_strategy', 'default_router'], []) ?? DEFAULT_STRATEGY;
+  const strategyKey = ['routing_strategy', 'default_router'].find((k) => root[k] !== undefined && root[k] !== null);
   let localFraction = EMPTY_ROUTING.localFraction;
   const param = root.routing_parameter;
   if (param !== undefined && param !== null) {
@@ -161,6 +162,7 @@ export function parseRouting(src: YamlSource, warn: (msg: string) => void): Rout
   if (r.problems.length > 0) throw new ConfigError(r.problems);
   return {
     strategy,
+    strategyWhere: strategyKey ? src.where([strategyKey]) : undefined,
     localFraction,
     totalTimeoutMs: timeout === undefined ? undefined : Math.round(timeout * 1000),
     healthCheckSeconds,

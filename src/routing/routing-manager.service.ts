@@ -250,12 +250,12 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
     const known = [...this.strategies.keys()].sort().join(', ');
     if (!this.strategies.has(snapshot.routing.strategy)) {
       problems.push(
-        `${snapshot.routing.file ?? 'routing.yaml'}: routing_strategy "${snapshot.routing.strategy}" is unknown (known: ${known})`,
+        `${snapshot.routing.strategyWhere ?? snapshot.routing.file ?? 'routing.yaml'}: routing_strategy "${snapshot.routing.strategy}" is unknown (known: ${known})`,
       );
     }
     for (const model of snapshot.models) {
       if (model.router && !this.strategies.has(model.router)) {
-        problems.push(`${model.where}: router "${model.router}" is unknown (known: ${known})`);
+        problems.push(`${model.routerWhere ?? model.where}: router "${model.router}" is unknown (known: ${known})`);
       }
       const strategy = this.strategyName(model, snapshot);
       problems.push(...(this.strategies.get(strategy)?.validate?.(model) ?? []));

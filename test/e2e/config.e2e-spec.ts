@@ -267,10 +267,13 @@ models:
 
   it('refuses an unknown routing strategy', async () => {
     const yaml = 'models:\n  - id: a\n    context_length: 10\n    router: telepathy\n    route: [{ kind: mock }]\n';
-    await expect(boot(yaml)).rejects.toThrow(/router "telepathy" is unknown \(known: .*weighted.*\)/);
+    // The line of the key itself (4), not of the model's `- id:`.
+    await expect(boot(yaml)).rejects.toThrow(
+      /models\.yaml:4 \(models\[0\]\.router\): router "telepathy" is unknown \(known: .*weighted.*\)/,
+    );
     await expect(
-      boot('models:\n  - id: a\n    context_length: 10\n    route: [{ kind: mock }]\n', {}, 'routing_strategy: dice\n'),
-    ).rejects.toThrow(/routing_strategy "dice" is unknown/);
+      boot('models:\n  - id: a\n    context_length: 10\n    route: [{ kind: mock }]\n', {}, '# default\nrouting_strategy: dice\n'),
+    ).rejects.toThrow(/routing\.yaml:2 \(routing_strategy\): routing_strategy "dice" is unknown/);
   });
 
   it('refuses an expected_completion_tokens that is not a count, whatever the strategy (provider.sort: price reads it)', async () => {
