@@ -1,6 +1,6 @@
 import 'reflect-metadata';
 import { validateEnv } from '../config/env.schema';
-import { nestingExceeds, parseEmbeddedJson, shapeProblem } from './json-body';
+import { jsonSyntaxError, nestingExceeds, parseEmbeddedJson, shapeProblem } from './json-body';
 
 describe('nestingExceeds', () => {
   const arrays = (n: number): unknown => JSON.parse('['.repeat(n) + ']'.repeat(n));
@@ -93,5 +93,22 @@ describe('parseEmbeddedJson', () => {
     expect(() => parseEmbeddedJson('['.repeat(200) + ']'.repeat(200))).toThrow(RangeError);
     expect(parseEmbeddedJson('{"city":"Rome"}')).toEqual({ city: 'Rome' });
     expect(() => parseEmbeddedJson('{oops')).toThrow(SyntaxError);
+  });
+});
+
+describe('jsonSyntaxError', () => {
+  const said = (text: string) => {
+    try {
+      JSON.parse(text);
+    } catch (err) {
+      return jsonSyntaxError(err);
+    }
+    throw new Error('parsed');
+  };
+
+  it('says what is wrong without quoting the text around it (a key, a prompt)', () => {
+    expect(said('{"content": sk-CLIENTB-secret, "x": 1}')).toBe("Unexpected token 's'");
+    expect(said('abc')).toBe("Unexpected token 'a'");
+    expect(said('{"a":1')).toMatch(/^Expected ',' or '}' after property value in JSON at position 6/);
   });
 });

@@ -173,7 +173,7 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
           req,
           res,
           next,
-          new RequestBodyError(400, `The request body is not valid JSON: ${(err as Error).message}`, 'invalid_json', 'body'),
+          new RequestBodyError(400, `The request body is not valid JSON: ${jsonSyntaxError(err)}`, 'invalid_json', 'body'),
         );
       }
       if (nestingExceeds(req.body, MAX_JSON_DEPTH))
@@ -348,6 +348,16 @@ function charsetOf(contentType: string | undefined): string | undefined {
     .exec(contentType)
     ?.slice(1)
     .find((v) => v !== undefined);
+}
+
+/**
+ * What JSON.parse said was wrong, without the stretch of the text V8 quotes (`Unexpected token
+ * 's', ..."content": sk-abc"... is not valid JSON`): the message goes to the log and the request's
+ * row, and the text around a typo may be a key or a prompt.
+ */
+export function jsonSyntaxError(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  return message.replace(/, (?:\.\.\.)?".*"(?:\.\.\.)? is not valid JSON$/s, '');
 }
 
 /**

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Injectable, Logger } from '@nestjs/common';
 import { ConflictError } from '../common/resource.errors';
+import { jsonSyntaxError } from '../common/json-body';
 import { AppConfig } from '../config/app-config';
 import { type AccountInput, loginFingerprint, parseAccounts } from './account-import';
 import { initialState, transition } from './account-state';
@@ -70,7 +71,7 @@ export class AccountImporter {
         // A byte-order mark (as some Windows editors save) is no part of the JSON.
         data = JSON.parse(text.replace(/^\uFEFF/, ''));
       } catch (err) {
-        this.logger.warn(`${path} is not valid JSON (${(err as Error).message}); nothing imported from it`);
+        this.logger.warn(`${path} is not valid JSON (${jsonSyntaxError(err)}); nothing imported from it`);
         continue;
       }
       try {
