@@ -14,6 +14,11 @@ describe('validateEnv', () => {
     expect(env.DB_POOL_SIZE).toBeGreaterThan(0);
   });
 
+  it('says a value that is no number is no number, not that it is out of range both ways', () => {
+    expect(() => validateEnv({ PORT: 'abc' })).toThrow(/^Invalid environment:\n {2}PORT="abc": PORT must be an integer number$/);
+    expect(() => validateEnv({ PORT: '70000' })).toThrow(/PORT="70000": PORT must not be greater than 65535$/);
+  });
+
   it('refuses a time longer than a Node timer holds, which would fire at once', () => {
     expect(() => validateEnv({ UPSTREAM_FIRST_TOKEN_TIMEOUT_MS: '3000000000' })).toThrow(
       `UPSTREAM_FIRST_TOKEN_TIMEOUT_MS="3000000000": UPSTREAM_FIRST_TOKEN_TIMEOUT_MS must be at most ${MAX_TIMER_MS}`,

@@ -489,7 +489,11 @@ export function validateEnv(raw: Record<string, unknown>): Env {
     );
   if (errors.length > 0) {
     const lines = errors.map((e) => {
-      const why = Object.values(e.constraints ?? {}).join('; ');
+      // A value that is not a number at all fails its range too ("must not be greater than
+      // 65535; must not be less than 0"): only the type is said then.
+      const c = e.constraints ?? {};
+      const type = c.isInt ?? c.isNumber;
+      const why = type ?? Object.values(c).join('; ');
       // A malformed secret is still mostly the secret: name it, never print it.
       // So are a URL's credentials (DATABASE_URL, REDIS_URL).
       const value = raw[e.property];
