@@ -80,10 +80,15 @@ export function dataSourceOptions(config: AppConfig): DataSourceOptions {
     };
   }
   const file = config.sqlitePath;
-  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-  // Created readable by the gateway's user only (SQLite gives its -wal and -shm files the same
-  // mode): the log holds prompts and answers when DB_STORE_FULL_CONTENT is on.
-  closeSync(openSync(file, 'a', 0o600));
+  try {
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    // Created readable by the gateway's user only (SQLite gives its -wal and -shm files the same
+    // mode): the log holds prompts and answers when DB_STORE_FULL_CONTENT is on.
+    closeSync(openSync(file, 'a', 0o600));
+  } catch (err) {
+    // A path through a file, or one that is a directory: the start says which variable to fix.
+    throw new Error(`DB_SQLITE_PATH=${file}: cannot create or open the database file (${(err as Error).message})`);
+  }
   return {
     type: 'better-sqlite3',
     database: file,

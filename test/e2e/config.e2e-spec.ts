@@ -308,5 +308,13 @@ models:
   it('names a bad environment variable', async () => {
     await expect(boot('models: []\n', { PORT: 'eighty' })).rejects.toThrow(/PORT="eighty"/);
     await expect(boot('models: []\n', { DB_BACKEND: 'oracle' })).rejects.toThrow(/DB_BACKEND="oracle"/);
+    // A path that cannot be made (through a file): the variable to fix, not a bare ENOTDIR.
+    const underFile = (name: string) => `${__filename}/${name}`;
+    await expect(boot('models: []\n', { DB_SQLITE_PATH: underFile('x.sqlite') })).rejects.toThrow(
+      /^DB_SQLITE_PATH=.*x\.sqlite: cannot create/,
+    );
+    await expect(boot('models: []\n', { REQUEST_LOG_SPOOL_DIR: underFile('spool') })).rejects.toThrow(
+      /^REQUEST_LOG_SPOOL_DIR=.*spool: cannot create/,
+    );
   });
 });
