@@ -89,9 +89,6 @@ export async function runWithAccounts<T>(
           // log), not for every client: it names the OAuth client and echoes the grant.
           `${provider} account ${refused.id} was refused and its token could not be refreshed (GET /admin/accounts has why)`,
           'subscription_auth_failed',
-          // Not the route again after a backoff: each try would refresh (and rotate) the same
-          // account's token once more. Another account is tried at once below, if one is fresh.
-          false,
         );
         continue;
       }
@@ -103,6 +100,8 @@ export async function runWithAccounts<T>(
             provider,
             `${provider} account ${lease.id} was refused even after a token refresh`,
             'subscription_auth_failed',
+            // Not the route again after a backoff: each try would refresh (and rotate) the same
+            // account's token once more. Another account is tried at once below, if one is fresh.
             false,
           ),
         };
@@ -191,8 +190,6 @@ async function attempt<T>(pool: AccountPool, lease: AccountLease, send: (lease: 
 /** Keeps the 429 and its wait when the accounts were rate limited; otherwise says what went wrong last. */
 function exhausted(provider: SubscriptionProvider, last: UpstreamError, none: UpstreamError, retryAfterMs?: number): UpstreamError {
   if (none.upstreamStatus !== 429 && last.upstreamStatus !== 429) return last;
-  // A login refused even after its refresh (it now cools down): about the login, not a limit.
-  if (last.code === 'subscription_auth_failed') return last;
   return new UpstreamError({
     failure: 'http',
     upstreamStatus: 429,
