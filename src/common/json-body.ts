@@ -111,8 +111,9 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
       draining.add(req.socket);
       // A connection that closes after its answer (the client sent `Connection: close`, or spoke
       // HTTP/1.0) is answered once the body is read: the close would otherwise come with unread
-      // bytes, a reset, and the client would see a broken pipe instead of the answer.
-      if (res.shouldKeepAlive === false && !req.complete && !(declared > DRAIN_LIMIT_BYTES)) deferred = err;
+      // bytes, a reset, and the client would see a broken pipe instead of the answer. Only with an
+      // idle limit, which answers a client that stops sending.
+      if (idleTimeoutMs > 0 && res.shouldKeepAlive === false && !req.complete && !(declared > DRAIN_LIMIT_BYTES)) deferred = err;
       else refuse(req, res, next, err);
     };
     /** A refusal held until the refused body has been read (see discard). */
@@ -129,7 +130,9 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
       if (failed) {
         if (discarded >= 0 && (discarded += chunk.length) > DRAIN_LIMIT_BYTES) {
           clearTimeout(stalled);
-          req.destroy();
+          // Past what is worth reading: a refusal still held is answered (and logged), then cut.
+          if (answerDeferred()) res.once('finish', () => req.destroy());
+          else req.destroy();
         }
         return;
       }
@@ -182,7 +185,8 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
     });
     req.on('error', () => {
       clearTimeout(stalled);
-      if (failed || req.complete) return;
+      // Refused, and gone before the rest of its body came: the refusal is still its answer and row.
+      if (answerDeferred() || failed || req.complete) return;
       failed = true;
       drop();
       // The client went away mid-body. Nothing can be answered, but on a model endpoint the

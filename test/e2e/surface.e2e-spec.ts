@@ -280,6 +280,26 @@ describe('API surface', () => {
     expect(JSON.parse(out)).toEqual([413, 413, 413, 413, 413]);
   });
 
+  it('logs a refused body on a closing connection whose client leaves before sending the rest', async () => {
+    const id = `gone-${Date.now()}`;
+    await new Promise<void>((resolve, reject) => {
+      const socket = connect(Number(new URL(gw.url).port), '127.0.0.1', () => {
+        socket.write(
+          `POST ${chat} HTTP/1.1\r\nhost: x\r\nconnection: close\r\nx-request-id: ${id}\r\ncontent-type: application/json\r\ncontent-length: 5000000\r\n\r\n`,
+        );
+        socket.write('x'.repeat(100 * 1024));
+        setTimeout(() => {
+          socket.destroy();
+          resolve();
+        }, 100);
+      });
+      socket.on('error', reject);
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    const row = (await gw.rows()).find((r) => (r.metadata as { client_request_id?: string } | null)?.client_request_id === id);
+    expect(row?.status_code).toBe(413);
+  });
+
   it('answers a refused body once, even when what follows it breaks the framing', async () => {
     const text = await new Promise<string>((resolve, reject) => {
       const socket = connect(Number(new URL(gw.url).port), '127.0.0.1');
