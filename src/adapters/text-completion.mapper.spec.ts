@@ -42,6 +42,7 @@ describe('completionAsChatRequest', () => {
     [{ prompt: 'x', suffix: 'end' }, 'suffix'],
     [{ prompt: 'x', echo: true }, 'echo'],
     [{ prompt: 'x', best_of: 3 }, 'best_of'],
+    [{ prompt: 'x', max_tokens: 0 }, 'max_tokens'],
   ])('refuses what a chat backend cannot answer faithfully (%j) with a 400 naming %s', (extra, param) => {
     expect(() => completionAsChatRequest({ model: 'm', ...extra })).toThrow(
       expect.objectContaining({ status: 400, param, retryable: false }),

@@ -32,6 +32,9 @@ export function completionAsChatRequest(req: CompletionRequest): ChatRequest {
       throw unsupported(`"${f}" needs a backend with native text completions; this model is served by a chat backend`, f);
     }
   }
+  // Scoring a prompt without generating is a completion's own; chat takes at least one token.
+  if (req.max_tokens === 0)
+    throw unsupported('"max_tokens": 0 needs a backend with native text completions; this model is served by a chat backend', 'max_tokens');
   const { prompt: _p, suffix: _s, echo: _e, best_of: _b, logprobs, ...rest } = req;
   const chat: ChatRequest = { ...rest, messages: [{ role: 'user', content: prompt }] };
   if (typeof logprobs === 'number') {

@@ -51,6 +51,12 @@ describe('embeddingsProblem', () => {
     expect(embeddingsProblem({ data: [item(floatsToBase64([-1.5e-7, 3]).replace(/\+/g, '-').replace(/\//g, '_'), 0)] }, 1)).toBeUndefined();
   });
 
+  it('refuses an answer of some items placed by index and some by position', () => {
+    expect(embeddingsProblem({ data: [item([1], 2), item([2]), item([3], 0)] }, 3)).toBe(
+      'answered some embeddings with an index and some without',
+    );
+  });
+
   it('checks a very long vector without running out of stack', () => {
     const long = floatsToBase64(new Array<number>(1_000_000).fill(0.5));
     expect(long.length).toBeGreaterThan(1_300_000);

@@ -88,6 +88,7 @@ export function embeddingsProblem(res: { data?: unknown }, inputs: number): stri
   if (data.length !== inputs)
     return `answered ${data.length} embedding${data.length === 1 ? '' : 's'} for ${inputs} input${inputs === 1 ? '' : 's'}`;
   const seen = new Uint8Array(inputs);
+  let indexed = 0;
   for (let i = 0; i < data.length; i++) {
     const item: unknown = data[i];
     const e = typeof item === 'object' && item !== null ? (item as { embedding?: unknown }).embedding : undefined;
@@ -99,7 +100,10 @@ export function embeddingsProblem(res: { data?: unknown }, inputs: number): stri
     if (typeof index !== 'number' || !Number.isInteger(index) || index < 0 || index >= inputs || seen[index])
       return `answered data[${i}] with index ${JSON.stringify(index)}, which is not one of the ${inputs} input${inputs === 1 ? '' : 's'} or repeats one`;
     seen[index] = 1;
+    indexed++;
   }
+  // Some placed by index and some by position: which input each of the latter is for is a guess.
+  if (indexed > 0 && indexed < data.length) return 'answered some embeddings with an index and some without';
   return undefined;
 }
 
