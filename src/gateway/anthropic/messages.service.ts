@@ -156,7 +156,7 @@ export class MessagesService {
     let rich: ChatRequest | UpstreamError | undefined;
     // Translated alike (the same blocks refused), only when an OpenRouter route is tried.
     const richChat = () => (rich ??= chat instanceof UpstreamError ? chat : messagesToChat(body, model.id, true));
-    rec.request = chat instanceof UpstreamError ? textView(body, model.id) : chat;
+    rec.request = chat instanceof UpstreamError ? estimateView(body, model.id) : chat;
     Object.assign(rec.request, options);
     const ex = new Execution(model, rec.request, rec.id, scope.signal, scope.snapshot);
     rec.execution = ex;
@@ -443,6 +443,21 @@ function splitGatewayFields(body: Json): { relayed: Json; options: Partial<ChatR
     delete relayed[f];
   }
   return { relayed, options };
+}
+
+/**
+ * A request that cannot be translated, for planning and estimates (never sent): a thread's as if
+ * it had none (its tools and images count), anything else as text only.
+ */
+function estimateView(body: Json, model: string): ChatRequest {
+  if (body.thread !== undefined && body.thread !== null) {
+    try {
+      return messagesToChat({ ...body, thread: undefined }, model);
+    } catch (err) {
+      if (!(err instanceof UpstreamError)) throw err;
+    }
+  }
+  return textView(body, model);
 }
 
 /** A request that cannot be translated, as text only: for planning and estimates (never sent). */
