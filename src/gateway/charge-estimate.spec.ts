@@ -104,6 +104,6 @@ describe('charge estimates', () => {
   });
 
   it('charges a prompt-only request (embeddings) for its prompt', () => {
-    expect(promptCharge(model(), 1000)).toEqual({ tokens: 1000, costPico: 1000n * 1_000_000n });
+    expect(promptCharge(model(), 1000)).toEqual({ tokens: 1000, costPico: 1000n * 1_000_000n, inputOnly: true });
   });
 });

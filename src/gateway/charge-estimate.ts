@@ -9,6 +9,8 @@ export interface Charge {
   tokens: number;
   /** Reserved against budgets: the prompt estimate plus the most it may generate, at the model's price. */
   costPico: bigint;
+  /** The request generates nothing (embeddings): its charge is its input alone, as refusals say. */
+  inputOnly?: boolean;
 }
 
 /**
@@ -69,12 +71,13 @@ export function dearest(charges: readonly Charge[]): Charge {
   return charges.reduce((a, b) => ({
     tokens: Math.max(a.tokens, b.tokens),
     costPico: a.costPico > b.costPico ? a.costPico : b.costPico,
+    ...(a.inputOnly && b.inputOnly ? { inputOnly: true } : {}),
   }));
 }
 
 /** A prompt-only request's charge (embeddings): its tokens at the model's prompt price. */
 export function promptCharge(model: ModelDef, promptTokens: number): Charge {
-  return { tokens: promptTokens, costPico: worstCaseCost(model, { prompt: promptTokens, completion: 0 }) };
+  return { tokens: promptTokens, costPico: worstCaseCost(model, { prompt: promptTokens, completion: 0 }), inputOnly: true };
 }
 
 function positive(v: unknown): number | undefined {

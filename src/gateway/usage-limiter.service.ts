@@ -157,7 +157,7 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
     };
     const { store, outcome } = await this.runAdmit(args);
     const headers = rateHeaders(p.limits, outcome);
-    if (!outcome.ok) throw refusal(p, args, outcome, headers);
+    if (!outcome.ok) throw refusal(p, args, outcome, headers, charge.inputOnly === true);
     if (store === 'redis' && holdsInFlight(args.limits)) {
       const expires = outcome.now + args.leaseMs;
       this.sharedInFlight.set(args.rid, { args, expires });
@@ -431,7 +431,10 @@ function rateHeaders(l: KeyLimits, o: AdmitOutcome): Record<string, string> {
   return h;
 }
 
-function refusal(p: Principal, a: AdmitArgs, o: AdmitOutcome, headers: Record<string, string>): RateLimitError {
+function refusal(p: Principal, a: AdmitArgs, o: AdmitOutcome, headers: Record<string, string>, inputOnly: boolean): RateLimitError {
+  // What the estimate is made of, and what lowers it: embeddings generate nothing.
+  const made = inputOnly ? 'its input' : 'prompt plus max_tokens';
+  const lower = inputOnly ? 'send fewer or shorter inputs' : 'lower max_tokens or shorten the prompt';
   const wait = `retry in ${Math.max(1, Math.ceil(o.retryAfterMs / 1000))} s`;
   const who = `API key ${p.prefix}…`;
   const l = p.limits;
@@ -445,7 +448,7 @@ function refusal(p: Principal, a: AdmitArgs, o: AdmitOutcome, headers: Record<st
       permanent = a.tokens > (l.tpm ?? 0);
       message =
         a.tokens > (l.tpm ?? 0)
-          ? `This request needs about ${a.tokens} tokens (prompt plus max_tokens), more than the ${l.tpm} tokens per minute ${who} may use (tpm_limit); lower max_tokens or shorten the prompt`
+          ? `This request needs about ${a.tokens} tokens (${made}), more than the ${l.tpm} tokens per minute ${who} may use (tpm_limit); ${lower}`
           : `Rate limit reached: ${who} may use ${l.tpm} tokens per minute (tpm_limit) and this request needs about ${a.tokens}; ${wait}`;
       break;
     case 'concurrency':
@@ -458,7 +461,9 @@ function refusal(p: Principal, a: AdmitArgs, o: AdmitOutcome, headers: Record<st
       message =
         `${daily ? 'Daily' : 'Monthly'} budget reached: ${who} may spend $${budget} per UTC ${daily ? 'day' : 'month'} (${daily ? 'daily_budget_usd' : 'monthly_budget_usd'}); ` +
         `$${usd(o.spentNano)} is spent, $${usd(o.reservedNano)} reserved by requests in flight, and this request may cost up to $${usd(o.costNano)} ` +
-        `(prompt plus max_tokens at the model's price; a lower max_tokens reserves less). ` +
+        (inputOnly
+          ? "(its input at the model's price). "
+          : "(prompt plus max_tokens at the model's price; a lower max_tokens reserves less). ") +
         (o.retryAfterMs <= IN_FLIGHT_RETRY_MS
           ? 'The reservations free as the requests in flight end'
           : `The budget renews at 00:00 UTC${daily ? '' : ' on the 1st'}`);

@@ -29,6 +29,11 @@ models:
     context_length: 8192
     pricing: { prompt: "1", completion: "1" }
     route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: ok }]
+  - id: acme/embed
+    type: embedding
+    context_length: 8192
+    pricing: { prompt: "1" }
+    route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: ok }]
 `;
 const ask = (model: string, max_tokens?: number) => ({
   model,
@@ -107,6 +112,20 @@ describe('per-key limits in one process', () => {
     expect(refused.status).toBe(429);
     expect(refused.body.error).toMatchObject({ code: 'tpm_limit_exceeded', message: expect.stringContaining('retry in') });
     expect(refused.headers.get('x-should-retry')).toBeNull();
+  });
+
+  it('says what an embeddings request is charged for (its input), which has no max_tokens to lower', async () => {
+    const { key } = await admin.createKey({ name: 'tpm embeddings', tpm_limit: 10 });
+    const res = await fetch(`${gw.url}/v1/embeddings`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'acme/embed', input: 'many words '.repeat(40) }),
+    });
+    expect(res.status).toBe(429);
+    const { error } = (await res.json()) as { error: { message: string } };
+    expect(error.message).toContain('(its input)');
+    expect(error.message).toContain('send fewer or shorter inputs');
+    expect(error.message).not.toContain('max_tokens');
   });
 
   it('shows both windows on a refusal: an rpm 429 still tells the tokens left', async () => {
