@@ -130,9 +130,14 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
       if (failed) {
         if (discarded >= 0 && (discarded += chunk.length) > DRAIN_LIMIT_BYTES) {
           clearTimeout(stalled);
+          discarded = -1; // counted no more: the connection is cut now, or once the answer is out
           // Past what is worth reading: a refusal still held is answered (and logged), then cut.
-          if (answerDeferred()) res.once('finish', () => req.destroy());
-          else req.destroy();
+          if (answerDeferred()) {
+            const cut = () => req.destroy();
+            res.once('finish', cut);
+            res.once('close', cut);
+            setTimeout(cut, 5000).unref();
+          } else req.destroy();
         }
         return;
       }

@@ -54,6 +54,11 @@ export class Execution {
   onAttemptFailed?: () => void;
   /** The completion limit was lowered once to what a route's context window leaves (see RouteExecutor). */
   completionFitted?: boolean;
+  /**
+   * Routes the plan left out for now (unhealthy, circuit open), with why: should every route
+   * tried refuse the request as one it cannot express, one of these may have taken it.
+   */
+  unavailable?: string[];
 
   constructor(
     model: ModelDef,

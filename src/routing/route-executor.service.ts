@@ -223,6 +223,7 @@ export class RouteExecutor {
         if (calls >= routing.retry.maxAttempts || performance.now() >= deadline) throw lastServable ?? last ?? this.deadlineError(ex);
         const permit = this.state.acquire(cand.state);
         if (!permit) {
+          (ex.unavailable ??= []).push(`${cand.route.id}: circuit open`);
           ex.attempts.push(skipped(ex, cand, 'circuit open'));
           break;
         }
@@ -274,6 +275,14 @@ export class RouteExecutor {
           await this.wait(decision.delayMs, ex.signal, cand.route);
         }
       }
+    }
+    // Every route tried refused the request as one it cannot express, while others that may take
+    // it were left out for now: not the client's request to change, but a wait.
+    if (!lastServable && last?.unsupportedByRoute && ex.unavailable?.length) {
+      throw new NoAvailableRouteError(
+        `No route that can take this request is available right now (${ex.unavailable.join('; ')}); the others refused it: ${last.message}`,
+        ex.snapshot.routing.circuitBreaker.cooldownMs,
+      );
     }
     throw lastServable ?? last ?? this.noRoute(ex);
   }

@@ -70,6 +70,12 @@ models:
     route:
 ${[1, 2, 3, 4, 5, 6].map((i) => `      - { kind: deepseek, id: chat-${i}, base_url: "${d}", api_key: k, provider_model_id: deepseek-chat }`).join('\n')}
       - { kind: vllm, id: native, base_url: "${v}", provider_model_id: llama-base }
+  - id: base/native-down
+    context_length: 8192
+    router: priority
+    route:
+      - { kind: vllm, id: native-503, base_url: "${v}", provider_model_id: "error:503" }
+      - { kind: deepseek, id: chat-only, base_url: "${d}", api_key: k, provider_model_id: deepseek-chat }
   - id: base/chat-first
     context_length: 8192
     router: priority
@@ -266,6 +272,17 @@ ${[1, 2, 3, 4, 5, 6].map((i) => `      - { kind: deepseek, id: chat-${i}, base_u
       // Nothing counted against the routes that could not take it.
       const metrics = await (await fetch(`${gw.url}/metrics`)).text();
       expect(metrics).not.toMatch(/hybridinference_upstream_attempts_total\{[^}]*route="chat-1"[^}]*outcome="error"/);
+    });
+
+    it('says the model is unavailable for now, not that the request is wrong, when the route that can take it is out', async () => {
+      const ask = () => rawPost(`${gw.url}/v1/completions`, { model: 'base/native-down', prompt: ['a', 'b'], max_tokens: 3 });
+      // Three calls a request (two retries) open the native route's circuit after two requests.
+      expect((await ask()).status).toBe(502);
+      expect((await ask()).status).toBe(502);
+      const res = await ask();
+      expect(res.status).toBe(503);
+      expect(JSON.parse(res.text).error).toMatchObject({ code: 'no_available_route', message: expect.stringContaining('native-503') });
+      expect(res.headers.get('retry-after')).toBeTruthy();
     });
 
     it('refuses an embedding model', async () => {

@@ -387,7 +387,7 @@ export function withoutSecrets(text: string, secrets: readonly string[]): string
 export function base64DataUrl(url: string, param: string): { mediaType: string; data: string } | undefined {
   // RFC 2397: the scheme and `base64` in any case; no media type means text/plain.
   const m = /^data:([^;,]*)(?:;[^,]*)?;base64,(.*)$/is.exec(url);
-  if (m) return { mediaType: m[1] || 'text/plain', data: m[2] };
+  if (m) return { mediaType: m[1].toLowerCase() || 'text/plain', data: m[2] };
   if (/^data:/i.test(url)) throw unsupported(`${param}: media given as a data: URL must be base64 (data:<type>;base64,<data>)`, param);
   return undefined;
 }
