@@ -28,6 +28,10 @@ describe('contextWindowOf', () => {
       "SGLang's",
       "Requested token count exceeds the model's maximum context length of 32768 tokens. You requested a total of 37000 tokens: 5000 tokens from the input messages and 32000 tokens for the completion.",
     ],
+    [
+      "OpenRouter's (its input in parts)",
+      'This endpoint\'s maximum context length is 32768 tokens. However, you requested about 37000 tokens (4000 of text input, 1000 of tool input, 32000 in the output). Please reduce the length of either one, or use the "middle-out" transform to compress your prompt automatically.',
+    ],
   ])('reads the window and the prompt from %s message', (_, message) => {
     expect(contextWindowOf(err(message))).toEqual({ window: 32768, prompt: 5000 });
   });

@@ -295,11 +295,16 @@ const CONTEXT_TEXT =
  * What a context-length error says of the window and the prompt, where it says both: vLLM's and
  * OpenAI's "maximum context length is 32768 tokens. However, you requested 37000 tokens (5000 in
  * the messages, 32000 in the completion)", vLLM's newer "... is 32768 tokens and your request has
- * 5000 input tokens", SGLang's "... of 32768 tokens. ... 5000 tokens from the input messages".
+ * 5000 input tokens", SGLang's "... of 32768 tokens. ... 5000 tokens from the input messages",
+ * OpenRouter's "This endpoint's maximum context length is 200000 tokens. However, you requested
+ * about 210000 tokens (178000 of text input, 32000 in the output)".
  */
 export function contextWindowOf(err: UpstreamError): { window: number; prompt: number } | undefined {
   const window = /maximum context length (?:is|of) (\d+)/i.exec(err.message)?.[1];
-  const prompt = /(\d+) (?:in the messages|input tokens|tokens from the input)/i.exec(err.message)?.[1];
+  const prompt =
+    /(\d+) (?:in the messages|input tokens|tokens from the input)/i.exec(err.message)?.[1] ??
+    // OpenRouter's "(178000 of text input, 2000 of tool input, 32000 in the output)": its parts.
+    [...err.message.matchAll(/(\d+) of [a-z]+ input/gi)].reduce<number | undefined>((sum, m) => (sum ?? 0) + Number(m[1]), undefined);
   if (window === undefined || prompt === undefined) return undefined;
   return { window: Number(window), prompt: Number(prompt) };
 }
