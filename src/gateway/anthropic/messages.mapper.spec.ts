@@ -188,6 +188,45 @@ describe('messagesToChat', () => {
     ]);
   });
 
+  it('answers calls in their order, carries a PDF a tool read, and leaves out a turn that was only reasoning', () => {
+    const pdf = { type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: 'JVBERi0=' } };
+    const chat = messagesToChat(
+      {
+        max_tokens: 10,
+        messages: [
+          { role: 'user', content: 'read them' },
+          {
+            role: 'assistant',
+            content: [
+              { type: 'tool_use', id: 't1', name: 'Read', input: {} },
+              { type: 'tool_use', id: 't2', name: 'Read', input: {} },
+              { type: 'tool_use', id: 't3', name: 'Read', input: {} },
+            ],
+          },
+          {
+            role: 'user',
+            content: [
+              // As parallel tools finish.
+              { type: 'tool_result', tool_use_id: 't3', content: 'three' },
+              { type: 'tool_result', tool_use_id: 't1', content: [pdf] },
+              { type: 'tool_result', tool_use_id: 't2', content: 'two' },
+            ],
+          },
+          { role: 'assistant', content: [{ type: 'thinking', thinking: 'cut off while it reasoned', signature: '' }] },
+          { role: 'user', content: 'go on' },
+        ],
+      },
+      'm',
+    );
+    expect(chat.messages.slice(2)).toEqual([
+      { role: 'tool', tool_call_id: 't1', content: '' },
+      { role: 'tool', tool_call_id: 't2', content: 'two' },
+      { role: 'tool', tool_call_id: 't3', content: 'three' },
+      { role: 'user', content: [{ type: 'file', file: { file_data: 'data:application/pdf;base64,JVBERi0=' } }] },
+      { role: 'user', content: 'go on' },
+    ]);
+  });
+
   it('tells the model in the text that a tool failed, since chat has no is_error field', () => {
     const toolMessage = (content: string) =>
       messagesToChat(

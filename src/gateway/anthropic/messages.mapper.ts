@@ -111,6 +111,7 @@ function asContent(parts: ContentPart[]): string | ContentPart[] {
     : parts;
 }
 
+/** A tool result as text, and the images and documents in it (which a chat tool message cannot hold). */
 function toolResultText(content: unknown, at: string): { text: string; images: ContentPart[] } {
   if (content === undefined || content === null) return { text: '', images: [] };
   if (typeof content === 'string') return { text: content, images: [] };
@@ -119,7 +120,12 @@ function toolResultText(content: unknown, at: string): { text: string; images: C
   blocksOf(content).forEach((b, j) => {
     if (b.type === 'text') texts.push(String(b.text ?? ''));
     else if (b.type === 'image') images.push(imagePart(b, `${at}.content.${j}`));
-    else
+    else if (b.type === 'document') {
+      // A PDF a tool read (Claude Code's Read tool returns one so): with the images, after the results.
+      const part = documentPart(b, `${at}.content.${j}`);
+      if (part.type === 'text') texts.push(String((part as { text: unknown }).text));
+      else images.push(part);
+    } else
       throw unsupported(
         `${at}.content.${j}: tool results of type "${b.type}" can only be sent to Claude models`,
         `${at}.content.${j}.type`,
@@ -240,13 +246,28 @@ export function messagesToChat(body: Json, model: string, openRouterExtras = fal
         ? thinking.filter((b) => b.type === 'redacted_thinking' || (typeof b.signature === 'string' && b.signature))
         : [];
       if (details.length > 0) msg.reasoning_details = details.map(reasoningDetail);
+      // A turn that was only reasoning (cut off while it reasoned) says nothing a chat backend
+      // can take: an empty assistant message, which some chat templates refuse.
+      if (texts.length === 0 && calls.length === 0) return;
       messages.push(msg);
       return;
     }
     const rest: Block[] = [];
     const images: ContentPart[] = [];
-    blocks.forEach((b, j) => {
-      if (b.type !== 'tool_result') return rest.push(b);
+    // Results in the order of the calls they answer (Claude Code sends them as parallel tools
+    // finish): chat templates and some backends pair a result with its call by position.
+    const prev = messages[messages.length - 1];
+    const callOrder = new Map((prev?.role === 'assistant' ? (prev.tool_calls ?? []) : []).map((c, k) => [c.id, k]));
+    const results = blocks
+      .map((b, j) => ({ b, j }))
+      .filter(({ b }) => b.type === 'tool_result')
+      .sort(
+        (x, y) =>
+          (callOrder.get(anthropicToolId(String(x.b.tool_use_id))) ?? callOrder.size) -
+          (callOrder.get(anthropicToolId(String(y.b.tool_use_id))) ?? callOrder.size),
+      );
+    for (const b of blocks) if (b.type !== 'tool_result') rest.push(b);
+    results.forEach(({ b, j }) => {
       const result = toolResultText(b.content, `${at}.content.${j}`);
       images.push(...result.images);
       // Chat has no error flag on tool results (OpenAI refuses unknown message fields): the
