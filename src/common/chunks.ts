@@ -125,6 +125,22 @@ export class ChatAggregator {
       // Images a model made (OpenRouter's delta.images), each whole.
       if (Array.isArray(d.images)) st.images.push(...(d.images as unknown[]));
       for (const t of d.tool_calls ?? []) {
+        // A custom tool's call (OpenAI's free-form tools): its name, and its input in pieces.
+        const free = t as { type?: string; custom?: { name?: string; input?: string } };
+        if (free.type === 'custom' || free.custom) {
+          const call = (st.calls[t.index] ??= {
+            id: '',
+            type: 'custom',
+            custom: { name: '', input: '' },
+          } as unknown as ToolCall) as unknown as {
+            id: string;
+            custom: { name: string; input: string };
+          };
+          if (t.id) call.id = t.id;
+          if (free.custom?.name) call.custom.name = free.custom.name;
+          if (free.custom?.input) call.custom.input += free.custom.input;
+          continue;
+        }
         const call = (st.calls[t.index] ??= { id: '', type: 'function', function: { name: '', arguments: '' } });
         if (t.id) call.id = t.id;
         if (t.function?.name) call.function.name = t.function.name;

@@ -76,7 +76,15 @@ export function outputUnits(m: OutputPart | null | undefined): number {
   if (typeof m.reasoning_content === 'string') units += textUnits(m.reasoning_content);
   if (typeof m.reasoning === 'string') units += textUnits(m.reasoning);
   if (Array.isArray(m.tool_calls))
-    for (const t of m.tool_calls as Array<{ function?: { name?: unknown; arguments?: unknown } } | null>) {
+    for (const t of m.tool_calls as Array<{
+      function?: { name?: unknown; arguments?: unknown };
+      custom?: { name?: unknown; input?: unknown };
+    } | null>) {
+      const c = t?.custom;
+      if (c) {
+        if (typeof c.name === 'string') units += textUnits(c.name);
+        if (typeof c.input === 'string') units += textUnits(c.input);
+      }
       const f = t?.function;
       if (!f) continue;
       if (typeof f.name === 'string') units += textUnits(f.name);

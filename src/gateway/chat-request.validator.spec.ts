@@ -93,13 +93,32 @@ describe('validateChatRequest: valid requests', () => {
     expect(body.tools![0]).toEqual({ type: 'function', function: { name: 'f' } });
   });
 
-  it('says which tool kinds and tool choices it does not support, naming them', () => {
-    expect(() => validateChatRequest({ ...minimal(), tools: [{ type: 'custom', custom: { name: 'g' } }] })).toThrow(
-      'Invalid request: "tools[0].type" "custom" is not supported; tools must be "function" tools',
-    );
+  it("takes OpenAI's custom tools, their calls in the history, and allowed_tools; says which other kinds it does not support", () => {
     expect(() =>
-      validateChatRequest({ ...minimal(), tool_choice: { type: 'allowed_tools', allowed_tools: { mode: 'auto', tools: [] } } }),
-    ).toThrow('Invalid request: "tool_choice" of type "allowed_tools" is not supported');
+      validateChatRequest({
+        ...minimal(),
+        tools: [{ type: 'custom', custom: { name: 'grep', format: { type: 'text' } } }],
+        tool_choice: { type: 'allowed_tools', allowed_tools: { mode: 'auto', tools: [{ type: 'custom', custom: { name: 'grep' } }] } },
+      }),
+    ).not.toThrow();
+    expect(() =>
+      validateChatRequest({
+        model: 'm',
+        tool_choice: { type: 'custom', custom: { name: 'grep' } },
+        messages: [
+          { role: 'user', content: 'x' },
+          { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'custom', custom: { name: 'grep', input: 'foo' } }] },
+          { role: 'tool', tool_call_id: 'c1', content: 'found' },
+        ],
+      }),
+    ).not.toThrow();
+    expect(() => validateChatRequest({ ...minimal(), tools: [{ type: 'custom', custom: {} }] })).toThrow('"tools[0].custom.name"');
+    expect(() =>
+      validateChatRequest({ ...minimal(), tool_choice: { type: 'allowed_tools', allowed_tools: { mode: 'always', tools: [] } } }),
+    ).toThrow('"tool_choice.allowed_tools.mode"');
+    expect(() => validateChatRequest({ ...minimal(), tool_choice: { type: 'telepathy' } })).toThrow(
+      'Invalid request: "tool_choice" of type "telepathy" is not supported',
+    );
   });
 
   it.each(['none', 'auto', 'required'])('accepts tool_choice "%s"', (tool_choice) => {

@@ -173,6 +173,13 @@ function checkMessage(m: unknown, i: number): void {
       const tat = `${at}.tool_calls[${j}]`;
       if (!isJsonObject(t)) fail(tat, 'must be an object');
       if (typeof t.id !== 'string') fail(`${tat}.id`, 'must be a string');
+      // A custom tool's call (OpenAI's free-form tools): its name and raw input.
+      if (t.type === 'custom') {
+        if (!isJsonObject(t.custom)) fail(`${tat}.custom`, 'must be an object');
+        if (typeof t.custom.name !== 'string') fail(`${tat}.custom.name`, 'must be a string');
+        if (typeof t.custom.input !== 'string') fail(`${tat}.custom.input`, 'must be a string');
+        return;
+      }
       if (!isJsonObject(t.function)) fail(`${tat}.function`, 'must be an object');
       if (typeof t.function.name !== 'string') fail(`${tat}.function.name`, 'must be a string');
       if (typeof t.function.arguments !== 'string') fail(`${tat}.function.arguments`, 'must be a string (JSON-encoded arguments)');
@@ -185,10 +192,20 @@ function checkTools(tools: unknown): void {
   tools.forEach((t, i) => {
     const at = `tools[${i}]`;
     if (!isJsonObject(t)) fail(at, 'must be an object');
+    // OpenAI's custom (free-form input) tools: a name, and optionally a description and a format.
+    if (t.type === 'custom') {
+      if (!isJsonObject(t.custom)) fail(`${at}.custom`, 'must be an object');
+      if (typeof t.custom.name !== 'string' || t.custom.name === '') fail(`${at}.custom.name`, 'must be a non-empty string');
+      if (t.custom.format !== undefined && t.custom.format !== null && !isJsonObject(t.custom.format))
+        fail(`${at}.custom.format`, 'must be an object');
+      return;
+    }
     if (t.type !== 'function')
       fail(
         `${at}.type`,
-        typeof t.type === 'string' ? `"${t.type.slice(0, 40)}" is not supported; tools must be "function" tools` : 'must be "function"',
+        typeof t.type === 'string'
+          ? `"${t.type.slice(0, 40)}" is not supported; tools must be "function" or "custom" tools`
+          : 'must be "function"',
       );
     if (!isJsonObject(t.function)) fail(`${at}.function`, 'must be an object');
     if (typeof t.function.name !== 'string' || t.function.name === '') fail(`${at}.function.name`, 'must be a non-empty string');
@@ -204,8 +221,23 @@ function checkToolChoice(tc: unknown): void {
       fail('tool_choice', 'must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}');
     return;
   }
+  // OpenAI's other forms: a custom tool by name, or a subset of the tools offered.
+  if (isJsonObject(tc) && tc.type === 'custom') {
+    if (!isJsonObject(tc.custom) || typeof tc.custom.name !== 'string') fail('tool_choice.custom.name', 'must be a string');
+    return;
+  }
+  if (isJsonObject(tc) && tc.type === 'allowed_tools') {
+    const a = tc.allowed_tools;
+    if (!isJsonObject(a)) fail('tool_choice.allowed_tools', 'must be an object');
+    if (a.mode !== 'auto' && a.mode !== 'required') fail('tool_choice.allowed_tools.mode', 'must be "auto" or "required"');
+    if (!Array.isArray(a.tools) || !a.tools.every(isJsonObject)) fail('tool_choice.allowed_tools.tools', 'must be an array of objects');
+    return;
+  }
   if (isJsonObject(tc) && typeof tc.type === 'string' && tc.type !== 'function')
-    fail('tool_choice', `of type "${tc.type.slice(0, 40)}" is not supported; use "none", "auto", "required" or {"type": "function", ...}`);
+    fail(
+      'tool_choice',
+      `of type "${tc.type.slice(0, 40)}" is not supported; use "none", "auto", "required" or {"type": "function" | "custom" | "allowed_tools", ...}`,
+    );
   if (!isJsonObject(tc) || tc.type !== 'function' || !isJsonObject(tc.function) || typeof tc.function.name !== 'string') {
     fail('tool_choice', 'must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}');
   }

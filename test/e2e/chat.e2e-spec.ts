@@ -213,6 +213,26 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     expect(row.latency_ms).toBeGreaterThanOrEqual(0);
   });
 
+  it("passes OpenAI's custom tools, allowed_tools and a custom call's history through", async () => {
+    const custom = { type: 'custom' as const, custom: { name: 'grep', description: 'search files' } };
+    const res = await client.chat.completions.create({
+      model: 'acme/chat',
+      tools: [custom],
+      tool_choice: { type: 'allowed_tools', allowed_tools: { mode: 'auto', tools: [{ type: 'custom', custom: { name: 'grep' } }] } },
+      messages: [
+        { role: 'user', content: 'find foo' },
+        { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'custom', custom: { name: 'grep', input: 'foo' } }] },
+        { role: 'tool', tool_call_id: 'c1', content: 'found' },
+      ],
+    });
+    expect(res.choices[0].message.content).toBe('tool said: found');
+    expect(upstream.requests[0].body).toMatchObject({
+      tools: [custom],
+      tool_choice: { type: 'allowed_tools' },
+      messages: [{}, { tool_calls: [{ type: 'custom', custom: { name: 'grep', input: 'foo' } }] }, {}],
+    });
+  });
+
   it('streams chunks with the role first and a usage chunk before [DONE] when asked', async () => {
     const stream = await client.chat.completions.create({
       model: 'acme/tokens',

@@ -91,6 +91,15 @@ describe('toAnthropicRequest', () => {
     expect(err.message).toContain('must be base64');
   });
 
+  it("refuses OpenAI's custom tools and allowed_tools, which Claude has no form for, as this route's", () => {
+    const err = refused(() => toAnthropicRequest(req({ tools: [{ type: 'custom', custom: { name: 'grep' } }] as never })));
+    expect(err).toMatchObject({ upstreamStatus: 400, param: 'tools[0]', unsupportedByRoute: true });
+    const choice = refused(() =>
+      toAnthropicRequest(req({ tool_choice: { type: 'allowed_tools', allowed_tools: { mode: 'auto', tools: [] } } as never })),
+    );
+    expect(choice).toMatchObject({ param: 'tool_choice', unsupportedByRoute: true });
+  });
+
   it('reads a base64 data: URL in any case, and without a media type (RFC 2397)', () => {
     const body = toAnthropicRequest(
       req({

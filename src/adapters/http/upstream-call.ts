@@ -434,6 +434,25 @@ export function refuseLegacyFunctions(req: ChatRequest, provider: string): void 
 }
 
 /**
+ * OpenAI's custom tools (free-form input) and `allowed_tools`, which a backend the gateway
+ * translates to (Claude, Gemini, Codex) has no form for: the route refuses them, naming the
+ * field, rather than send the request without them.
+ */
+export function refuseOpenAiOnlyTools(req: ChatRequest, provider: string): void {
+  const r = req as { tools?: Array<{ type?: unknown }>; tool_choice?: unknown };
+  const i = Array.isArray(r.tools) ? r.tools.findIndex((t) => t?.type === 'custom') : -1;
+  let param: string | undefined = i >= 0 ? `tools[${i}]` : undefined;
+  const tc = r.tool_choice as { type?: unknown } | undefined;
+  if (!param && tc && typeof tc === 'object' && (tc.type === 'custom' || tc.type === 'allowed_tools')) param = 'tool_choice';
+  if (!param) {
+    const m = req.messages.findIndex((msg) => (msg.tool_calls ?? []).some((t) => (t as { type?: unknown }).type === 'custom'));
+    if (m >= 0) param = `messages[${m}].tool_calls`;
+  }
+  if (param !== undefined)
+    throw unsupported(`${param}: ${provider} takes function tools only (not OpenAI's custom tools or allowed_tools)`, param);
+}
+
+/**
  * Timeouts of a health probe's call: out of the way, since the caller's signal carries the
  * probe's deadline (`health_check_timeout_ms`), which may be longer than any fixed one here.
  * The connect timeout only bounds how long a connection that never completes holds its place
