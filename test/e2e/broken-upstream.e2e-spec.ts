@@ -297,9 +297,11 @@ describe('an upstream that answers with a broken body', () => {
     expect(row).toMatchObject({ prompt_tokens: usage.input_tokens, completion_tokens: 5, usage_estimated: true });
   });
 
-  it("passes an upstream's 401 on without the route's key that its message quoted", async () => {
+  it("answers an upstream's 401 as a 502, without the route's key that its message quoted", async () => {
     const res = await post('/v1/chat/completions', 'quotes-key', { messages: [{ role: 'user', content: 'hi' }] });
-    expect(res.status).toBe(401);
+    // Not a 401, which the SDKs raise as the client's own key refused.
+    expect(res.status).toBe(502);
+    expect(res.headers.get('x-should-retry')).toBe('false');
     // Said to be the gateway's credentials for the route, not the client's key.
     expect(res.json?.error).toMatchObject({
       message: "upstream quotes-key refused the gateway's credentials for it (401): Incorrect API key provided: [redacted].",
@@ -327,13 +329,11 @@ describe('an upstream that answers with a broken body', () => {
   it('wrote one row per request, each with the status its client got', async () => {
     const rows = await gw.rows();
     expect(rows.map((r) => r.status_code)).toEqual([
-      502, 502, 502, 502, 502, 502, 200, 200, 200, 200, 200, 200, 502, 502, 502, 200, 502, 502, 502, 200, 200, 401, 502, 502, 502,
+      502, 502, 502, 502, 502, 502, 200, 200, 200, 200, 200, 200, 502, 502, 502, 200, 502, 502, 502, 200, 200, 502, 502, 502, 502,
     ]);
+    expect(rows.at(-4)).toMatchObject({ status_code: 502, error_code: 'upstream_unauthorized' });
     expect(
-      rows
-        .slice(0, -1)
-        .filter((r) => r.status_code === 502)
-        .every((r) => r.error_code === 'upstream_protocol'),
+      [...rows.slice(0, -4), ...rows.slice(-3, -1)].filter((r) => r.status_code === 502).every((r) => r.error_code === 'upstream_protocol'),
     ).toBe(true);
     expect(rows.at(-6)).toMatchObject({ usage_estimated: true });
     expect(rows.at(-6)!.prompt_tokens).toBeLessThan(10);

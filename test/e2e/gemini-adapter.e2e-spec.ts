@@ -376,11 +376,11 @@ models:
     expect(bad).toMatchObject({ status: 400, code: 'INVALID_ARGUMENT' });
   });
 
-  it('treats an invalid key as 401 and moves on to the next key', async () => {
+  it("treats an invalid key as the gateway's credentials refused (502) and moves on to the next key", async () => {
     const err = await client.chat.completions
       .create({ model: 'gemini/bad-key', messages: [{ role: 'user', content: 'x' }] })
       .catch((e: unknown) => e);
-    expect(err).toMatchObject({ status: 401, code: 'upstream_unauthorized' });
+    expect(err).toMatchObject({ status: 502, code: 'upstream_unauthorized' });
     upstream.reset();
     const res = await client.chat.completions.create({ model: 'gemini/keys', messages: [{ role: 'user', content: 'x' }] });
     expect(res.choices[0].message.content).toBe('echo: x');

@@ -691,8 +691,9 @@ describe('anthropicHttpError', () => {
   it("says a 401 is about the gateway's credentials for the route, not the client's key", () => {
     const err = anthropicHttpError(401, body('authentication_error', 'invalid x-api-key'), route, undefined);
     expect(err).toMatchObject({
-      status: 401,
-      type: 'authentication_error',
+      status: 502,
+      upstreamStatus: 401,
+      type: 'upstream_error',
       code: 'upstream_unauthorized',
       message: expect.stringMatching(/refused the gateway's credentials for it \(401\): invalid x-api-key$/),
       retryable: false,

@@ -601,9 +601,9 @@ describe('geminiHttpError', () => {
       },
     });
     expect(geminiHttpError(400, text, route, undefined)).toMatchObject({
-      status: 401,
+      status: 502,
       upstreamStatus: 401,
-      type: 'authentication_error',
+      type: 'upstream_error',
       code: 'upstream_unauthorized',
       message: expect.stringContaining("refused the gateway's credentials for it (401): API key not valid"),
       retryable: false,

@@ -263,6 +263,10 @@ export function providerHttpError(
   // 402 about the operator's account with the provider: never the client's. Said so, so that no
   // one takes it for their own key refused or their own credits spent (OpenRouter's 402).
   const aboutUs = status === 401 ? OPERATOR_REFUSALS[401] : status === 402 ? OPERATOR_REFUSALS[402] : undefined;
+  // A 401 to the client is its own key refused (the SDKs raise AuthenticationError, and apps ask
+  // their user for a new key): the gateway's credentials refused upstream are a 502, as the
+  // Anthropic surface has them, with `upstream_unauthorized` and x-should-retry: false.
+  const ours401 = status === 401;
   return new UpstreamError({
     failure: 'http',
     upstreamStatus: status,
@@ -271,12 +275,12 @@ export function providerHttpError(
       : clientError
         ? message
         : `upstream ${route.id} ${what}: ${message}`,
-    type: clientError || f.status !== undefined ? f.type : undefined,
+    type: ours401 ? 'upstream_error' : clientError || f.status !== undefined ? f.type : undefined,
     code: aboutUs ? aboutUs.code : clientError || f.status !== undefined ? f.code : undefined,
     param: f.param,
     retryAfterMs,
     retryable: f.retryable,
-    status: f.status,
+    status: ours401 ? 502 : f.status,
     metadata: errorMetadata(f.metadata, route),
     details: errorMetadata(f.details, route),
     provider: route.kind,
