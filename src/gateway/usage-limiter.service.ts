@@ -457,16 +457,22 @@ function refusal(p: Principal, a: AdmitArgs, o: AdmitOutcome, headers: Record<st
     case 'daily_budget':
     case 'monthly_budget': {
       const daily = o.limit === 'daily_budget';
-      const budget = picoToUsd((daily ? l.dailyBudgetPico : l.monthlyBudgetPico) ?? 0n);
+      const budgetPico = (daily ? l.dailyBudgetPico : l.monthlyBudgetPico) ?? 0n;
+      const budget = picoToUsd(budgetPico);
+      // A request that may cost more than the whole budget would be refused after any wait.
+      const tooDear = !Number.isFinite(o.costNano) || o.costNano * 1000 > Number(budgetPico);
+      if (tooDear) permanent = true;
       message =
         `${daily ? 'Daily' : 'Monthly'} budget reached: ${who} may spend $${budget} per UTC ${daily ? 'day' : 'month'} (${daily ? 'daily_budget_usd' : 'monthly_budget_usd'}); ` +
         `$${usd(o.spentNano)} is spent, $${usd(o.reservedNano)} reserved by requests in flight, and this request may cost up to $${usd(o.costNano)} ` +
         (inputOnly
           ? "(its input at the model's price). "
           : "(prompt plus max_tokens at the model's price; a lower max_tokens reserves less). ") +
-        (o.retryAfterMs <= IN_FLIGHT_RETRY_MS
-          ? 'The reservations free as the requests in flight end'
-          : `The budget renews at 00:00 UTC${daily ? '' : ' on the 1st'}`);
+        (tooDear
+          ? `That is more than the whole budget: no wait makes it fit; ${inputOnly ? 'send fewer or shorter inputs' : 'lower max_tokens'}`
+          : o.retryAfterMs <= IN_FLIGHT_RETRY_MS
+            ? 'The reservations free as the requests in flight end'
+            : `The budget renews at 00:00 UTC${daily ? '' : ' on the 1st'}`);
       break;
     }
     default:

@@ -289,6 +289,10 @@ describe('a budget set on a key that has just spent', () => {
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OpenAI.RateLimitError);
     expect((err as InstanceType<typeof OpenAI.RateLimitError>).code).toBe('daily_budget_exceeded');
+    // Not "renews at midnight": this request would not fit tomorrow either.
+    expect((err as InstanceType<typeof OpenAI.RateLimitError>).message).toContain(
+      'That is more than the whole budget: no wait makes it fit',
+    );
     expect(performance.now() - started).toBeLessThan(5000);
   }, 15_000);
 
