@@ -2,6 +2,7 @@ import { testRoute } from '../../../test/helpers/route';
 import { UpstreamError } from '../../common/errors';
 import type { RouteDef } from '../../config/registry.types';
 import { KEY_MUTE_MS, KeyPool } from './key-pool.service';
+import { providerHttpError } from './upstream-call';
 
 function route(apiKeys: string[], baseUrl = 'https://api.example.com/v1'): RouteDef {
   return testRoute({ id: 'r', kind: 'openai_compat', baseUrl, apiKeys, providerModelId: 'm' });
@@ -60,6 +61,19 @@ describe('KeyPool', () => {
     });
     await expect(run).rejects.toMatchObject({ upstreamStatus: 429, status: 429, retryable: false, retryAfterMs: 2000 });
     expect(calls.sort()).toEqual(['a', 'b', 'c']);
+  });
+
+  it("keeps the status the refusal gave the client: every key's 401 is the gateway's credentials refused, a 502", async () => {
+    const r = route(['a', 'b']);
+    const run = pool.run(r, req(), async () => {
+      throw providerHttpError(401, { message: 'Incorrect API key provided' }, r, undefined);
+    });
+    await expect(run).rejects.toMatchObject({
+      upstreamStatus: 401,
+      status: 502,
+      code: 'upstream_unauthorized',
+      headers: { 'x-should-retry': 'false' },
+    });
   });
 
   it('never sends a request again to a key that refused it, also when the route is tried again later', async () => {

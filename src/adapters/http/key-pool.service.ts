@@ -140,6 +140,10 @@ function exhausted(last: UpstreamError, route: RouteDef): UpstreamError {
     param: last.param,
     retryAfterMs: last.retryAfterMs,
     retryable: false,
+    // The status the client sees as the refusal set it (the gateway's own key refused: a 502).
+    status: last.status,
+    metadata: last.metadata,
+    details: last.details,
     provider: last.provider,
     route: last.route ?? route.id,
   });
