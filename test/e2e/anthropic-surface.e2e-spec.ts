@@ -107,6 +107,9 @@ models:
   - id: llama/window-2k
     context_length: 2048
     route: [{ kind: openai_compat, base_url: "${o}", provider_model_id: "context:2048" }]
+  - id: or/window-2k
+    context_length: 2048
+    route: [{ kind: openrouter, base_url: "${o}", api_key: k, provider_model_id: "context:2048" }]
   - id: llama/no-usage
     context_length: 8192
     route: [{ kind: openai_compat, base_url: "${o}", provider_model_id: no-usage }]
@@ -974,6 +977,22 @@ models:
       expect(message.content).toMatchObject([{ type: 'text', text: 'echo: one two three four' }]);
       // Refused once with vLLM's figures (7 prompt tokens), then asked again with what the window leaves.
       expect(compat.requests.map((r) => r.body.max_completion_tokens ?? r.body.max_tokens)).toEqual([32000, 2048 - 7]);
+    });
+
+    it('fits the completion limit over OpenRouter too, with the thinking budget kept below it', async () => {
+      const message = await client.messages
+        .stream({
+          model: 'or/window-2k',
+          max_tokens: 32000,
+          thinking: { type: 'enabled', budget_tokens: 31999 },
+          messages: [{ role: 'user', content: 'one two three four' }],
+        })
+        .finalMessage();
+      expect(message.content).toContainEqual({ type: 'text', text: 'echo: one two three four' });
+      const sent = compat.requests.map((r) => [r.body.max_tokens, (r.body.reasoning as { max_tokens?: number } | undefined)?.max_tokens]);
+      expect(sent[0]).toEqual([32000, 31999]);
+      expect(sent[1][0]).toBeLessThan(2048);
+      expect(sent[1][1]).toBeLessThan(sent[1][0]!);
     });
 
     it('counts tokens with the gateway estimate', async () => {

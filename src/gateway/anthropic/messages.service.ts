@@ -49,9 +49,22 @@ interface MessagesJob {
   ex: Execution;
 }
 
-/** The translation an adapter gets: with OpenRouter's extras if it reads them. */
-function chatFor(adapter: LlmAdapter, job: Pick<MessagesJob, 'chat' | 'rich'>): ChatRequest | UpstreamError {
-  return adapter.openRouterExtras ? job.rich() : job.chat;
+/**
+ * The translation an adapter gets: with OpenRouter's extras if it reads them. That form is a
+ * request of its own: a completion limit the executor lowered on the plain one (to what a
+ * route's context window leaves) is carried over, and a thinking budget kept below it.
+ */
+function chatFor(adapter: LlmAdapter, job: Pick<MessagesJob, 'chat' | 'rich' | 'ex'>): ChatRequest | UpstreamError {
+  if (!adapter.openRouterExtras) return job.chat;
+  const rich = job.rich();
+  if (rich instanceof UpstreamError || !job.ex.completionFitted) return rich;
+  const limit = job.ex.request.max_tokens;
+  if (typeof limit !== 'number') return rich;
+  const fitted: ChatRequest = { ...rich, max_tokens: limit };
+  const budget = (rich.reasoning as { max_tokens?: unknown } | undefined)?.max_tokens;
+  if (typeof budget === 'number' && budget >= limit)
+    fitted.reasoning = { ...(rich.reasoning as object), max_tokens: Math.floor(limit / 2) };
+  return fitted;
 }
 
 /**
