@@ -469,7 +469,7 @@ function refusal(p: Principal, a: AdmitArgs, o: AdmitOutcome, headers: Record<st
           ? "(its input at the model's price). "
           : "(prompt plus max_tokens at the model's price; a lower max_tokens reserves less). ") +
         (tooDear
-          ? `That is more than the whole budget: no wait makes it fit; ${inputOnly ? 'send fewer or shorter inputs' : 'lower max_tokens'}`
+          ? `That is more than the whole budget: no wait makes it fit; ${lower}`
           : o.retryAfterMs <= IN_FLIGHT_RETRY_MS
             ? 'The reservations free as the requests in flight end'
             : `The budget renews at 00:00 UTC${daily ? '' : ' on the 1st'}`);

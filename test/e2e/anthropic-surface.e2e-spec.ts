@@ -989,10 +989,13 @@ models:
         })
         .finalMessage();
       expect(message.content).toContainEqual({ type: 'text', text: 'echo: one two three four' });
-      const sent = compat.requests.map((r) => [r.body.max_tokens, (r.body.reasoning as { max_tokens?: number } | undefined)?.max_tokens]);
+      const sent = compat.requests.map((r) => [
+        Number(r.body.max_tokens),
+        Number((r.body.reasoning as { max_tokens?: number } | undefined)?.max_tokens),
+      ]);
       expect(sent[0]).toEqual([32000, 31999]);
       expect(sent[1][0]).toBeLessThan(2048);
-      expect(sent[1][1]).toBeLessThan(sent[1][0]!);
+      expect(sent[1][1]).toBeLessThan(sent[1][0]);
     });
 
     it('counts tokens with the gateway estimate', async () => {
@@ -1122,7 +1125,7 @@ models:
     });
     const all: string[] = [];
     for await (const m of client.models.list({ limit: 3 })) all.push(m.id);
-    expect(all).toHaveLength(25);
+    expect(all).toHaveLength(26);
     expect(await client.models.retrieve('llama/chat')).toMatchObject({ id: 'llama/chat', type: 'model' });
     // An empty cursor is no cursor: the first page, as with after_id=.
     const empty = (await (await fetch(`${gw.url}/anthropic/v1/models?limit=2&before_id=`)).json()) as { data: Array<{ id: string }> };

@@ -3,6 +3,21 @@ import { UpstreamError } from '../../common/errors';
 import { ChatToMessagesStream, chatToMessage, messagesToChat, messagesUsage, stopReason } from './messages.mapper';
 
 describe('messagesToChat', () => {
+  it("keeps a turn that was only Claude's signed reasoning for OpenRouter, which wants it back", () => {
+    const body = {
+      max_tokens: 10,
+      messages: [
+        { role: 'user', content: 'q' },
+        { role: 'assistant', content: [{ type: 'thinking', thinking: 'signed', signature: 'sig' }] },
+        { role: 'user', content: 'go on' },
+      ],
+    };
+    expect(messagesToChat(body, 'm').messages).toEqual([{ role: 'user', content: 'q\ngo on' }]);
+    const rich = messagesToChat(body, 'm', true).messages;
+    expect(rich.map((m) => m.role)).toEqual(['user', 'assistant', 'user']);
+    expect(rich[1].reasoning_details).toHaveLength(1);
+  });
+
   it("keeps OpenRouter's extras only in the form for OpenRouter: cache markers, signed reasoning as reasoning_details", () => {
     const body = {
       max_tokens: 10,
@@ -222,8 +237,14 @@ describe('messagesToChat', () => {
       { role: 'tool', tool_call_id: 't1', content: '' },
       { role: 'tool', tool_call_id: 't2', content: 'two' },
       { role: 'tool', tool_call_id: 't3', content: 'three' },
-      { role: 'user', content: [{ type: 'file', file: { file_data: 'data:application/pdf;base64,JVBERi0=' } }] },
-      { role: 'user', content: 'go on' },
+      // The turn that was only reasoning goes; the user turns around it become one.
+      {
+        role: 'user',
+        content: [
+          { type: 'file', file: { file_data: 'data:application/pdf;base64,JVBERi0=' } },
+          { type: 'text', text: 'go on' },
+        ],
+      },
     ]);
   });
 

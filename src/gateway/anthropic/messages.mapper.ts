@@ -104,6 +104,14 @@ function userParts(blocks: Block[], at: string, keep: boolean): ContentPart[] {
  */
 const BLOCK_SEPARATOR = '\n';
 
+/** Two user turns' contents as one (a string each: lines; else parts). */
+function joinedContent(a: ChatMessage['content'], b: string | ContentPart[]): string | ContentPart[] {
+  if (typeof a === 'string' && typeof b === 'string') return `${a}${BLOCK_SEPARATOR}${b}`;
+  const parts = (c: ChatMessage['content']): ContentPart[] =>
+    typeof c === 'string' ? [{ type: 'text', text: c }] : Array.isArray(c) ? c : [];
+  return [...parts(a), ...parts(b)];
+}
+
 /** Parts as a chat message's content: a plain string when they are all text (and carry no cache marker). */
 function asContent(parts: ContentPart[]): string | ContentPart[] {
   return parts.every((p) => p.type === 'text') && !marked(parts)
@@ -205,6 +213,8 @@ export function messagesToChat(body: Json, model: string, openRouterExtras = fal
   const messages: ChatMessage[] = [];
   const system = systemText(body.system, keep);
   if (system !== undefined) messages.push({ role: 'system', content: system });
+  /** The assistant turn just before was left out (see below). */
+  let afterDropped = false;
   (body.messages as Json[]).forEach((m, i) => {
     const at = `messages.${i}`;
     const blocks = blocksOf(m.content);
@@ -247,9 +257,10 @@ export function messagesToChat(body: Json, model: string, openRouterExtras = fal
         : [];
       if (details.length > 0) msg.reasoning_details = details.map(reasoningDetail);
       // A turn that was only reasoning (cut off while it reasoned) says nothing a chat backend
-      // can take: an empty assistant message, which some chat templates refuse.
-      if (texts.length === 0 && calls.length === 0) return;
-      messages.push(msg);
+      // can take: an empty assistant message, which some chat templates refuse. It goes, unless
+      // it carries Claude's signed reasoning for OpenRouter, and the user turns around it join.
+      afterDropped = texts.length === 0 && calls.length === 0 && details.length === 0;
+      if (!afterDropped) messages.push(msg);
       return;
     }
     const rest: Block[] = [];
@@ -263,8 +274,8 @@ export function messagesToChat(body: Json, model: string, openRouterExtras = fal
       .filter(({ b }) => b.type === 'tool_result')
       .sort(
         (x, y) =>
-          (callOrder.get(anthropicToolId(String(x.b.tool_use_id))) ?? callOrder.size) -
-          (callOrder.get(anthropicToolId(String(y.b.tool_use_id))) ?? callOrder.size),
+          (callOrder.get(anthropicToolId(String(x.b.tool_use_id))) ?? Infinity) -
+          (callOrder.get(anthropicToolId(String(y.b.tool_use_id))) ?? Infinity),
       );
     for (const b of blocks) if (b.type !== 'tool_result') rest.push(b);
     results.forEach(({ b, j }) => {
@@ -281,8 +292,13 @@ export function messagesToChat(body: Json, model: string, openRouterExtras = fal
       });
     });
     const parts = [...images, ...userParts(rest, at, keep)];
-    if (parts.length > 0 || blocks.length === 0)
-      messages.push({ role: 'user', content: typeof m.content === 'string' ? m.content : asContent(parts) });
+    if (parts.length > 0 || blocks.length === 0) {
+      const content = typeof m.content === 'string' ? m.content : asContent(parts);
+      const last = messages[messages.length - 1];
+      if (afterDropped && last?.role === 'user') last.content = joinedContent(last.content, content);
+      else messages.push({ role: 'user', content });
+    }
+    afterDropped = false;
   });
 
   const req: ChatRequest = { model, messages };
