@@ -87,7 +87,7 @@ export function dataSourceOptions(config: AppConfig): DataSourceOptions {
     closeSync(openSync(file, 'a', 0o600));
   } catch (err) {
     // A path through a file, or one that is a directory: the start says which variable to fix.
-    throw new Error(`DB_SQLITE_PATH=${file}: cannot create or open the database file (${(err as Error).message})`);
+    throw new Error(`DB_SQLITE_PATH=${file}: cannot create or open the database file (${(err as Error).message})`, { cause: err });
   }
   return {
     type: 'better-sqlite3',

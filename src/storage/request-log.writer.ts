@@ -190,7 +190,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
 
   async onModuleInit(): Promise<void> {
     await mkdir(this.config.spoolDir, PRIVATE_DIR).catch((err: Error) => {
-      throw new Error(`REQUEST_LOG_SPOOL_DIR=${this.config.spoolDir}: cannot create the spool directory (${err.message})`);
+      throw new Error(`REQUEST_LOG_SPOOL_DIR=${this.config.spoolDir}: cannot create the spool directory (${err.message})`, { cause: err });
     });
     this.flushTimer = setInterval(() => void this.flush(), this.config.env.REQUEST_LOG_FLUSH_MS);
     this.flushTimer.unref();
