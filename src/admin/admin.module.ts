@@ -1,5 +1,6 @@
 import { Module } from '@nestjs/common';
 import { RoutingModule } from '../routing/routing.module';
+import { AdminAuditInterceptor } from './admin-audit.interceptor';
 import { AdminGuard } from './admin.guard';
 import { RoutingAdminController } from './routing-admin.controller';
 import { StorageModule } from '../storage/storage.module';
@@ -12,7 +13,7 @@ import { SubscriptionAccountsController } from './subscription-accounts.controll
 @Module({
   imports: [RoutingModule, StorageModule, SubscriptionModule],
   controllers: [RoutingAdminController, ApiKeysController, StatsController, SubscriptionAccountsController],
-  providers: [AdminGuard],
+  providers: [AdminGuard, AdminAuditInterceptor],
   exports: [AdminGuard],
 })
 export class AdminModule {}

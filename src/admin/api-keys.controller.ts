@@ -5,6 +5,7 @@ import { toDate } from '../storage/api-log-rollup';
 import { DatabaseOutageInterceptor } from '../storage/database-outage';
 import { ApiKeysService, type ApiKeyInput } from '../storage/api-keys.service';
 import type { ApiKey, ListedKeyStatus } from '../storage/entities/api-key.entity';
+import { AdminAuditInterceptor } from './admin-audit.interceptor';
 import { AdminGuard } from './admin.guard';
 import { AdminValidationPipe } from './admin-validation.pipe';
 import { CreateApiKeyDto, ListApiKeysQuery, UpdateApiKeyDto } from './dto/api-key.dto';
@@ -17,7 +18,7 @@ import { parseTimestamp, usdText } from './dto/validators';
 @Controller('admin/api-keys')
 @UseGuards(AdminGuard)
 @UsePipes(AdminValidationPipe)
-@UseInterceptors(DatabaseOutageInterceptor)
+@UseInterceptors(DatabaseOutageInterceptor, AdminAuditInterceptor)
 export class ApiKeysController {
   constructor(private readonly keys: ApiKeysService) {}
 

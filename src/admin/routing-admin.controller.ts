@@ -1,4 +1,4 @@
-import { Controller, Get, HttpCode, Post, UseGuards } from '@nestjs/common';
+import { Controller, Get, HttpCode, Post, UseGuards, UseInterceptors } from '@nestjs/common';
 import { SECRET_NAME } from '../common/secret-names';
 import { GatewayError } from '../common/errors';
 import type { UpstreamTimeouts } from '../config/app-config';
@@ -8,6 +8,7 @@ import { RouteStateService, type RouteState } from '../routing/route-state.servi
 import { routeSettings } from '../routing/route-settings';
 import { RoutingManager } from '../routing/routing-manager.service';
 import { RoutingReloadService } from '../routing/routing-reload.service';
+import { AdminAuditInterceptor } from './admin-audit.interceptor';
 import { AdminGuard } from './admin.guard';
 
 /** A reload that was refused: the file's problems, and the old configuration stays. */
@@ -59,6 +60,7 @@ const round = (n: number | undefined, digits = 1) => (n === undefined ? null : M
  */
 @Controller('admin/routing')
 @UseGuards(AdminGuard)
+@UseInterceptors(AdminAuditInterceptor)
 export class RoutingAdminController {
   constructor(
     private readonly registry: ModelRegistry,

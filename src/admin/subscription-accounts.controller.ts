@@ -1,8 +1,9 @@
-import { Body, Controller, Delete, Get, HttpCode, Param, Post, Query, UseGuards, UsePipes } from '@nestjs/common';
+import { Body, Controller, Delete, Get, HttpCode, Param, Post, Query, UseGuards, UsePipes, UseInterceptors } from '@nestjs/common';
 import { InvalidRequestError } from '../common/errors';
 import { parseAccounts } from '../subscription/account-import';
 import { AccountAdmin, type AccountView } from '../subscription/account-admin.service';
 import { isSubscriptionProvider } from '../subscription/subscription.types';
+import { AdminAuditInterceptor } from './admin-audit.interceptor';
 import { AdminGuard } from './admin.guard';
 import { NoNulPipe } from './admin-validation.pipe';
 import { AddAccountDto, adminBody, ImportAccountsDto } from './dto/subscription-accounts.dto';
@@ -14,6 +15,7 @@ import { AddAccountDto, adminBody, ImportAccountsDto } from './dto/subscription-
 @UsePipes(NoNulPipe)
 @Controller('admin/accounts')
 @UseGuards(AdminGuard)
+@UseInterceptors(AdminAuditInterceptor)
 export class SubscriptionAccountsController {
   constructor(private readonly accounts: AccountAdmin) {}
 

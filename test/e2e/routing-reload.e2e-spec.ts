@@ -50,7 +50,12 @@ describe('routing config reload', () => {
   const logLines: string[] = [];
 
   beforeAll(async () => {
-    gw = await startGateway({ models: MODELS_V1, routing: 'routing_strategy: weighted\n', env: { ADMIN_TOKEN: TOKEN }, logLines });
+    gw = await startGateway({
+      models: MODELS_V1,
+      routing: 'routing_strategy: weighted\n',
+      env: { ADMIN_TOKEN: TOKEN, LOG_LEVEL: 'info' },
+      logLines,
+    });
     client = gw.client();
   });
   afterAll(() => gw?.close());
@@ -82,6 +87,17 @@ describe('routing config reload', () => {
     expect(err).toBeInstanceOf(OpenAI.NotFoundError);
     const routing = (await (await fetch(`${gw.url}/routing`)).json()) as { models: Array<{ id: string; strategy: string }> };
     expect(routing.models.find((m) => m.id === 'r/first')?.strategy).toBe('round_robin');
+  });
+
+  it('logs each admin change (method, path, status, request id), and not the reads', async () => {
+    logLines.length = 0;
+    expect((await reload()).status).toBe(200);
+    await fetch(`${gw.url}/admin/routing`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    const audit = logLines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.context === 'AdminAudit');
+    expect(audit).toEqual([
+      expect.objectContaining({ level: 'info', method: 'POST', path: '/admin/routing/reload', status: 200, reqId: expect.any(String) }),
+    ]);
+    logLines.length = 0;
   });
 
   it("keeps a model's default created (the start) across reloads, which clients cache by", async () => {
