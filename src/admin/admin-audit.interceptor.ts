@@ -20,7 +20,7 @@ export class AdminAuditInterceptor implements NestInterceptor {
     return next.handle().pipe(
       tap(() => {
         const res = context.switchToHttp().getResponse<Response>();
-        // The status is set from @HttpCode once the handler has returned, before the answer is sent.
+        // Nest sets the status (@HttpCode) before the handler runs, so this is the one sent.
         const status = res.statusCode;
         this.appLogger.pino.info(
           { reqId: contextOf(req)?.requestId, context: 'AdminAudit', method: req.method, path: req.path, status },

@@ -979,6 +979,17 @@ models:
       expect(compat.requests.map((r) => r.body.max_completion_tokens ?? r.body.max_tokens)).toEqual([32000, 2048 - 7]);
     });
 
+    it("sends OpenRouter's own options (session_id, ...) on to an OpenRouter route", async () => {
+      const res = await call(`${gw.url}/anthropic/v1/messages`, 'POST', {
+        model: 'or/chat',
+        max_tokens: 10,
+        session_id: 's1',
+        messages: [{ role: 'user', content: 'x' }],
+      });
+      expect(res.status).toBe(200);
+      expect(compat.requests[0].body).toMatchObject({ session_id: 's1' });
+    });
+
     it('fits the completion limit over OpenRouter too, with the thinking budget kept below it', async () => {
       const message = await client.messages
         .stream({

@@ -76,6 +76,13 @@ describe('KeyPool', () => {
     });
   });
 
+  it("keeps the upstream's own x-should-retry: false once every key refused", async () => {
+    const run = pool.run(route(['a', 'b']), req(), async () => {
+      throw refused(429, 7000).refuseRetry();
+    });
+    await expect(run).rejects.toMatchObject({ status: 429, headers: { 'retry-after': '7', 'x-should-retry': 'false' } });
+  });
+
   it('never sends a request again to a key that refused it, also when the route is tried again later', async () => {
     const r = route(['a', 'b', 'c']);
     const ctx = req();

@@ -131,7 +131,7 @@ export class KeyPool {
 
 /** The last refusal, marked as the route's (not worth repeating here: every key said no). */
 function exhausted(last: UpstreamError, route: RouteDef): UpstreamError {
-  return new UpstreamError({
+  const err = new UpstreamError({
     failure: last.failure,
     message: last.message,
     upstreamStatus: last.upstreamStatus,
@@ -147,4 +147,6 @@ function exhausted(last: UpstreamError, route: RouteDef): UpstreamError {
     provider: last.provider,
     route: last.route ?? route.id,
   });
+  // The upstream's own x-should-retry: false, which the constructor cannot work out again.
+  return last.headers?.['x-should-retry'] === 'false' ? err.refuseRetry() : err;
 }

@@ -49,6 +49,9 @@ interface MessagesJob {
   ex: Execution;
 }
 
+/** The smallest thinking budget Claude takes. */
+const MIN_THINKING_BUDGET = 1024;
+
 /**
  * The translation an adapter gets: with OpenRouter's extras if it reads them. That form is a
  * request of its own: a completion limit the executor lowered on the plain one (to what a
@@ -62,8 +65,12 @@ function chatFor(adapter: LlmAdapter, job: Pick<MessagesJob, 'chat' | 'rich' | '
   if (typeof limit !== 'number') return rich;
   const fitted: ChatRequest = { ...rich, max_tokens: limit };
   const budget = (rich.reasoning as { max_tokens?: unknown } | undefined)?.max_tokens;
-  if (typeof budget === 'number' && budget >= limit)
-    fitted.reasoning = { ...(rich.reasoning as object), max_tokens: Math.floor(limit / 2) };
+  if (typeof budget === 'number' && budget >= limit) {
+    // Claude's budget is at least 1,024 tokens and below the limit: half the limit, else no thinking.
+    if (limit > MIN_THINKING_BUDGET)
+      fitted.reasoning = { ...(rich.reasoning as object), max_tokens: Math.max(MIN_THINKING_BUDGET, Math.floor(limit / 2)) };
+    else delete fitted.reasoning;
+  }
   return fitted;
 }
 
@@ -168,7 +175,8 @@ export class MessagesService {
     }
     let rich: ChatRequest | UpstreamError | undefined;
     // Translated alike (the same blocks refused), only when an OpenRouter route is tried.
-    const richChat = () => (rich ??= chat instanceof UpstreamError ? chat : messagesToChat(body, model.id, true));
+    // With the gateway's own options (OpenRouter's session_id, plugins, ...), as the plain form.
+    const richChat = () => (rich ??= chat instanceof UpstreamError ? chat : Object.assign(messagesToChat(body, model.id, true), options));
     rec.request = chat instanceof UpstreamError ? estimateView(body, model.id) : chat;
     Object.assign(rec.request, options);
     const ex = new Execution(model, rec.request, rec.id, scope.signal, scope.snapshot);
