@@ -65,3 +65,30 @@ describe('an upstream client error passed through', () => {
     expect(of(403).code).toBeNull();
   });
 });
+
+describe('UpstreamError.with', () => {
+  it('changes what it is told and keeps the rest: status, details, metadata, x-should-retry', () => {
+    const err = new UpstreamError({
+      failure: 'http',
+      upstreamStatus: 429,
+      message: 'slow down',
+      status: 429,
+      retryAfterMs: 2000,
+      metadata: { provider_name: 'p' },
+      details: { error_code: 'x' },
+      route: 'r1',
+    }).refuseRetry();
+    const again = err.with({ retryable: true, retryAtOnce: true });
+    expect(again).toMatchObject({
+      status: 429,
+      upstreamStatus: 429,
+      message: 'slow down',
+      retryable: true,
+      retryAtOnce: true,
+      route: 'r1',
+      metadata: { provider_name: 'p' },
+      details: { error_code: 'x' },
+      headers: { 'retry-after': '2', 'x-should-retry': 'false' },
+    });
+  });
+});

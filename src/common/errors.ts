@@ -185,8 +185,12 @@ export class UpstreamError extends GatewayError {
   readonly unsupportedByRoute: boolean;
   route?: string;
 
+  /** What it was made from, for `with`. */
+  private readonly init: UpstreamErrorInit;
+
   constructor(init: UpstreamErrorInit) {
     super(init.message);
+    this.init = init;
     this.metadata = init.metadata;
     this.details = init.details;
     this.retryAtOnce = init.retryAtOnce === true;
@@ -242,6 +246,18 @@ export class UpstreamError extends GatewayError {
     this.retryable = false;
     (this as { headers?: Record<string, string> }).headers = { ...this.headers, 'x-should-retry': 'false' };
     return this;
+  }
+
+  /**
+   * The same failure with some of what it says changed (whether the route is worth another try,
+   * the route it names): everything else as it was, the client's status, metadata, details and an
+   * upstream's x-should-retry: false included. Copying field by field lost them more than once.
+   */
+  with(changes: Partial<UpstreamErrorInit>): UpstreamError {
+    const e = new UpstreamError({ ...this.init, route: this.route, ...changes });
+    if (this.headers?.['x-should-retry'] === 'false')
+      (e as { headers?: Record<string, string> }).headers = { ...e.headers, 'x-should-retry': 'false' };
+    return e;
   }
 }
 

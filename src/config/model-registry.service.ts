@@ -71,16 +71,15 @@ export class ModelRegistry {
   /** `created` of a model that sets none: the start, kept across reloads (clients cache by it). */
   private readonly startedAt = Math.floor(Date.now() / 1000);
   /** Whether the routing in force came from a routing file with settings in it (see reload). */
-  private routingFromFile = false;
-  /** The same for the files last read. */
-  private readRoutingFromFile = false;
+  private routingFromFile: boolean;
 
   constructor(
     private readonly config: AppConfig,
     @Inject(CONFIG_VARS) private readonly vars: ConfigVars,
   ) {
-    this.snapshot = this.readFiles();
-    this.routingFromFile = this.readRoutingFromFile;
+    const read = this.readFiles();
+    this.snapshot = read.snapshot;
+    this.routingFromFile = read.routingFromFile;
     this.report(this.snapshot);
     if (this.snapshot.models.length === 0)
       this.logger.warn(`${this.config.env.MODELS_CONFIG_PATH} defines no models: every model request gets a 404 until it does`);
@@ -108,7 +107,7 @@ export class ModelRegistry {
    * configuration stays and the error says what was wrong.
    */
   reload(): RegistrySnapshot {
-    const parsed = this.readFiles();
+    const { snapshot: parsed, routingFromFile } = this.readFiles();
     const warnings = [...parsed.warnings];
     const problems = this.validate(parsed, (w) => warnings.push(w));
     // A file caught half-written (or emptied by mistake) must not take every model away at once.
@@ -116,7 +115,7 @@ export class ModelRegistry {
       problems.unshift(`${this.config.env.MODELS_CONFIG_PATH} defines no models; a reload never leaves the gateway without any`);
     // Likewise a routing file gone or emptied (a copy caught half-way) must not put the built-in
     // defaults (no health checks, default circuits and retries) in place of the operator's.
-    if (this.routingFromFile && !this.readRoutingFromFile)
+    if (this.routingFromFile && !routingFromFile)
       problems.unshift(
         `${this.config.env.ROUTING_CONFIG_PATH} is missing or empty; a reload keeps the routing it had (to go back to the built-in defaults, restart)`,
       );
@@ -124,7 +123,7 @@ export class ModelRegistry {
     // The validators' warnings join the parser's, for the log and the reload's answer.
     const next = new RegistrySnapshot(parsed.models, parsed.routing, parsed.loadedAt, warnings, parsed.notices);
     this.snapshot = next;
-    this.routingFromFile = this.readRoutingFromFile;
+    this.routingFromFile = routingFromFile;
     this.report(next);
     return next;
   }
@@ -134,13 +133,13 @@ export class ModelRegistry {
     for (const w of s.warnings) this.logger.warn(w);
   }
 
-  private readFiles(): RegistrySnapshot {
+  /** Both files, parsed; and whether routing came from a routing file with settings in it. */
+  private readFiles(): { snapshot: RegistrySnapshot; routingFromFile: boolean } {
     const warnings: string[] = [];
     const notices: string[] = [];
     const warn = (m: string) => warnings.push(m);
     const routingPath = this.config.env.ROUTING_CONFIG_PATH;
     const routingSource = existsSync(routingPath) ? YamlSource.load(routingPath, this.vars) : undefined;
-    this.readRoutingFromFile = routingSource?.value !== undefined && routingSource.value !== null;
     const routing = routingSource ? parseRouting(routingSource, warn) : EMPTY_ROUTING;
     // The bundled file may be left out; a path someone set and mistyped should not go unnoticed.
     if (!existsSync(routingPath) && this.vars.ROUTING_CONFIG_PATH?.trim())
@@ -151,6 +150,9 @@ export class ModelRegistry {
       warn,
       notice: (m) => notices.push(m),
     });
-    return new RegistrySnapshot(models, routing, new Date(), warnings, notices);
+    return {
+      snapshot: new RegistrySnapshot(models, routing, new Date(), warnings, notices),
+      routingFromFile: routingSource?.value !== undefined && routingSource.value !== null,
+    };
   }
 }

@@ -156,12 +156,14 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
       if (opts !== NO_OPTIONS) ordered = applyOrder(ordered, opts);
       for (const route of ordered) out.push({ model, route, state: this.state.get(model, route) });
     }
-    const reasons = refused?.map(
-      (r) => `${r.model.id === ex.requested.id ? '' : `${r.model.id} `}${r.st.routeId}: ${this.state.describe(r.st, r.why, now)}`,
-    );
-    ex.unavailable = reasons;
-    if (out.length > 0) return out;
-    if (refused && reasons) {
+    const name = (r: { model: ModelDef; st: RouteState }) => `${r.model.id === ex.requested.id ? '' : `${r.model.id} `}${r.st.routeId}`;
+    if (out.length > 0) {
+      // Cheap on every request while a route is out: names and why, described only if needed.
+      if (refused) ex.unavailable = refused.map((r) => `${name(r)}: ${r.why.replace('_', ' ')}`);
+      return out;
+    }
+    if (refused) {
+      const reasons = refused.map((r) => `${name(r)}: ${this.state.describe(r.st, r.why, now)}`);
       const waits = refused.filter((r) => r.why === 'circuit_open').map((r) => r.st.breaker.openUntil - now);
       const retryAfter = waits.length > 0 ? Math.min(...waits) : (ex.snapshot.routing.healthCheckSeconds || 1) * 1000;
       throw new NoAvailableRouteError(

@@ -124,20 +124,7 @@ export async function runWithAccounts<T>(
 
 /** `err`, marked as one the route may be tried again for at once (another account will serve). */
 function retryAtOnce(err: UpstreamError): UpstreamError {
-  return new UpstreamError({
-    failure: err.failure,
-    upstreamStatus: err.upstreamStatus,
-    message: err.message,
-    type: err.type,
-    code: err.code,
-    param: err.param,
-    retryable: true,
-    retryAfterMs: err.retryAfterMs,
-    provider: err.provider,
-    route: err.route,
-    gatewayFault: true,
-    retryAtOnce: true,
-  });
+  return err.with({ retryable: true, gatewayFault: true, retryAtOnce: true });
 }
 
 /**

@@ -131,22 +131,5 @@ export class KeyPool {
 
 /** The last refusal, marked as the route's (not worth repeating here: every key said no). */
 function exhausted(last: UpstreamError, route: RouteDef): UpstreamError {
-  const err = new UpstreamError({
-    failure: last.failure,
-    message: last.message,
-    upstreamStatus: last.upstreamStatus,
-    type: last.type,
-    code: last.code,
-    param: last.param,
-    retryAfterMs: last.retryAfterMs,
-    retryable: false,
-    // The status the client sees as the refusal set it (the gateway's own key refused: a 502).
-    status: last.status,
-    metadata: last.metadata,
-    details: last.details,
-    provider: last.provider,
-    route: last.route ?? route.id,
-  });
-  // The upstream's own x-should-retry: false, which the constructor cannot work out again.
-  return last.headers?.['x-should-retry'] === 'false' ? err.refuseRetry() : err;
+  return last.with({ retryable: false, route: last.route ?? route.id });
 }
