@@ -5,7 +5,7 @@ import { parseEmbeddedJson } from '../../common/json-body';
 import { claudeEffort, effortForBudget, type Effort } from '../../common/reasoning';
 import { isJsonObject, ownValue } from '../../common/json-object';
 import { countOrZero as n, isTokenCount } from '../../common/usage';
-import { base64DataUrl, providerHttpError, refuseLegacyFunctions, refuseOpenAiOnlyTools, unsupported } from '../http/upstream-call';
+import { base64DataUrl, providerHttpError, refuseUntranslatableTools, unsupported } from '../http/upstream-call';
 import type {
   AnthropicContentBlock,
   AnthropicMessage,
@@ -257,8 +257,7 @@ export function budgetedThinking(model: string | undefined): boolean {
  */
 export function toAnthropicRequest(req: ChatRequest, opts: AnthropicRequestOptions = {}): AnthropicRequest {
   if (typeof req.n === 'number' && req.n > 1) throw unsupported('Anthropic models answer with one choice; n must be 1', 'n');
-  refuseLegacyFunctions(req, 'Claude');
-  refuseOpenAiOnlyTools(req, 'Claude');
+  refuseUntranslatableTools(req, 'Claude');
   const messages: AnthropicMessage[] = [];
   req.messages.forEach((m, i) => {
     const at = `messages[${i}]`;

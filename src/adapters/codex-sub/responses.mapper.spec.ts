@@ -182,6 +182,13 @@ describe('buildResponsesBody', () => {
     expect(() => buildResponsesBody({ ...base, n: 2 }, 'm')).toThrow(/n must be 1/);
     expect(buildResponsesBody({ ...base, n: 1 }, 'm')).not.toHaveProperty('n');
   });
+
+  it("refuses OpenAI's deprecated functions and custom tools as the route's, rather than drop them", () => {
+    const legacy = { ...base, functions: [{ name: 'f', parameters: {} }] } as ChatRequest;
+    expect(() => buildResponsesBody(legacy, 'm')).toThrow(expect.objectContaining({ param: 'functions', unsupportedByRoute: true }));
+    const custom = { ...base, tools: [{ type: 'custom', custom: { name: 'grep' } }] } as unknown as ChatRequest;
+    expect(() => buildResponsesBody(custom, 'm')).toThrow(expect.objectContaining({ param: 'tools[0]', unsupportedByRoute: true }));
+  });
 });
 
 /** Feeds events (type in data, as the backend sends them) and returns the chunks. */

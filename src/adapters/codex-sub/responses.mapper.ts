@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { refuseOpenAiOnlyTools } from '../http/upstream-call';
+import { refuseUntranslatableTools } from '../http/upstream-call';
 import type { ChatChunk, ChatMessage, ChatRequest, ChunkDelta, ContentPart, Usage } from '../../common/chat.types';
 
 /**
@@ -40,7 +40,7 @@ type Item = Record<string, unknown>;
 export function buildResponsesBody(req: ChatRequest, model: string, opts: CodexRequestOptions = {}): Record<string, unknown> {
   if (typeof req.n === 'number' && req.n > 1)
     throw new UnsupportedRequestError('codex_sub routes answer with one choice; n must be 1', 'n');
-  refuseOpenAiOnlyTools(req, 'codex_sub');
+  refuseUntranslatableTools(req, 'codex_sub');
   const system: string[] = [];
   const input: Item[] = [];
   const calls = new Set<string>();

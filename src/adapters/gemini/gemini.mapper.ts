@@ -7,7 +7,7 @@ import { googleRetryDelayMs, googleStatus, parseGoogleError } from '../http/goog
 import { parseEmbeddedJson } from '../../common/json-body';
 import { ownValue } from '../../common/json-object';
 import type { RouteDef } from '../../config/registry.types';
-import { base64DataUrl, providerHttpError, refuseLegacyFunctions, refuseOpenAiOnlyTools, unsupported } from '../http/upstream-call';
+import { base64DataUrl, providerHttpError, refuseUntranslatableTools, unsupported } from '../http/upstream-call';
 import type {
   GeminiBatchEmbedRequest,
   GeminiBatchEmbedResponse,
@@ -195,8 +195,7 @@ function thinkingConfig(req: ChatRequest): GeminiGenerationConfig['thinkingConfi
  * and response schema, logprobs and reasoning effort → their Gemini fields.
  */
 export function toGeminiRequest(req: ChatRequest): GeminiRequest {
-  refuseLegacyFunctions(req, 'Gemini');
-  refuseOpenAiOnlyTools(req, 'Gemini');
+  refuseUntranslatableTools(req, 'Gemini');
   const contents: GeminiContent[] = [];
   const system: GeminiPart[] = [];
   const calls = new Map<string, string>();

@@ -421,7 +421,7 @@ export function unsupported(message: string, param: string | null): UpstreamErro
  * missing its calls), since the answer would come back as `tool_calls` a legacy client does not
  * read either.
  */
-export function refuseLegacyFunctions(req: ChatRequest, provider: string): void {
+function refuseLegacyFunctions(req: ChatRequest, provider: string): void {
   const r = req as ChatRequest & { functions?: unknown; function_call?: unknown };
   let param: string | undefined;
   if (r.functions !== undefined) param = 'functions';
@@ -442,7 +442,7 @@ export function refuseLegacyFunctions(req: ChatRequest, provider: string): void 
  * translates to (Claude, Gemini, Codex) has no form for: the route refuses them, naming the
  * field, rather than send the request without them.
  */
-export function refuseOpenAiOnlyTools(req: ChatRequest, provider: string): void {
+function refuseOpenAiOnlyTools(req: ChatRequest, provider: string): void {
   const r = req as { tools?: Array<{ type?: unknown }>; tool_choice?: unknown };
   const i = Array.isArray(r.tools) ? r.tools.findIndex((t) => t?.type === 'custom') : -1;
   let param: string | undefined = i >= 0 ? `tools[${i}]` : undefined;
@@ -454,6 +454,16 @@ export function refuseOpenAiOnlyTools(req: ChatRequest, provider: string): void 
   }
   if (param !== undefined)
     throw unsupported(`${param}: ${provider} takes function tools only (not OpenAI's custom tools or allowed_tools)`, param);
+}
+
+/**
+ * What of OpenAI's tool calling a backend the gateway translates to (Claude, Gemini, Codex)
+ * cannot take: the deprecated functions, custom tools and allowed_tools. Refused by the route,
+ * naming the field.
+ */
+export function refuseUntranslatableTools(req: ChatRequest, provider: string): void {
+  refuseLegacyFunctions(req, provider);
+  refuseOpenAiOnlyTools(req, provider);
 }
 
 /**
