@@ -206,3 +206,11 @@ describe('YamlSource.parse', () => {
     expect((error as ConfigError).message).toMatch(/^2 problems:/);
   });
 });
+
+describe('YamlSource.load', () => {
+  it('names the path it looked for when a relative file is missing', () => {
+    expect(() => YamlSource.load('config/no-such-models.yaml', {})).toThrow(
+      `config/no-such-models.yaml: cannot read: no such file (looked for ${process.cwd()}/config/no-such-models.yaml)`,
+    );
+  });
+});

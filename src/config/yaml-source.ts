@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 
 export type YamlPath = ReadonlyArray<string | number>;
@@ -132,7 +133,10 @@ export class YamlSource {
     try {
       text = readFileSync(file, 'utf8');
     } catch (err) {
-      throw new ConfigError([`${file}: cannot read: ${(err as Error).message}`]);
+      // Relative paths are the working directory's: a gateway started from elsewhere says where it looked.
+      const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
+      const reason = missing ? `no such file (looked for ${resolve(file)})` : (err as Error).message;
+      throw new ConfigError([`${file}: cannot read: ${reason}`]);
     }
     return YamlSource.parse(file, text, vars);
   }

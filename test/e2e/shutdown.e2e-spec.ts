@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
@@ -200,6 +200,15 @@ describe('the built server on SIGTERM', () => {
     }
   });
 });
+
+/** A port nothing listens on now (the OS's pick, let go at once). */
+async function freePort(): Promise<number> {
+  const server = createServer().listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  await new Promise((r) => server.close(r));
+  return port;
+}
 
 describe('the built server with WORKERS=2', () => {
   const main = resolve(__dirname, '../../dist/main.js');
@@ -523,19 +532,32 @@ describe('the built server with WORKERS=2', () => {
     expect(await fromEnv.exited).toBe('SIGTERM');
   }, 60_000);
 
-  it("takes LOG_LEVEL from .env for the workers' logs", async () => {
+  it("takes LOG_LEVEL from .env for the workers' logs and the primary's own", async () => {
     const dir = mkdtempSync(join(tmpdir(), 'hi-cluster-loglevel-'));
     writeFileSync(join(dir, 'models.yaml'), MODELS);
     writeFileSync(join(dir, '.env'), 'LOG_LEVEL=warn\n');
-    const quiet = await started(dir, { LOG_LEVEL: undefined }, /2 workers serving/);
+    // "2 workers serving" is info, so a port of our choosing tells when they serve; the warning
+    // about WORKERS without REDIS_URL shows at warn.
+    const port = await freePort();
+    const quiet = await started(dir, { LOG_LEVEL: undefined, REDIS_URL: '', PORT: String(port) }, /without REDIS_URL/);
+    const until = Date.now() + 20_000;
+    while (
+      !(await fetch(`http://127.0.0.1:${port}/health`).then(
+        (r) => r.ok,
+        () => false,
+      ))
+    ) {
+      if (Date.now() > until) throw new Error(`gateway did not serve:\n${quiet.output}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
     quiet.child.kill('SIGTERM');
     expect(await quiet.exited).toBe(0);
     const lines = quiet.output
       .split('\n')
       .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as { level: string; context?: string });
-    // The primary's own lines (Cluster) are written whatever the level; the workers' follow it.
-    expect(lines.filter((l) => l.context !== 'Cluster' && l.level === 'info')).toEqual([]);
+      .map((l) => JSON.parse(l) as { level: string; context?: string; msg: string });
+    expect(lines.filter((l) => l.level === 'info')).toEqual([]);
+    expect(lines.filter((l) => l.context === 'Cluster').map((l) => l.msg)).toEqual([expect.stringMatching(/^WORKERS=2 without REDIS_URL/)]);
   }, 60_000);
 
   it('warns at start that without REDIS_URL every worker counts limits and budgets on its own', async () => {
