@@ -7,7 +7,7 @@ import { AppConfig } from '../../src/config/app-config';
 import { validateEnv } from '../../src/config/env.schema';
 import type { RouteDef } from '../../src/config/registry.types';
 import { CompatProviderUpstream, type Flavor } from '../fixtures/compat-providers-upstream';
-import { startGateway, type TestGateway } from '../helpers/gateway';
+import { rawPost, startGateway, type TestGateway } from '../helpers/gateway';
 
 /**
  * The openai_compat profiles end to end: the official client talks to the gateway, which talks
@@ -41,6 +41,13 @@ describe('openai_compat provider profiles', () => {
       model('ollama/llama', 'ollama', 'ollama', 'llama3'),
       model('sglang/qwen', 'sglang', 'sglang', 'qwen'),
       model('chutes/busy', 'chutes', 'chutes', 'busy'),
+      model('mm/sensitive', 'minimax', 'minimax', 'sensitive'),
+      model('vllm/no-choices', 'vllm', 'vllm', 'no-choices'),
+      model('vllm/bare-error', 'vllm', 'vllm', 'bare-error-event'),
+      model('glm/network-error', 'zai', 'zai', 'finish:network_error'),
+      model('glm/sensitive', 'zai', 'zai', 'finish:sensitive'),
+      model('glm/window', 'zai', 'zai', 'finish:model_context_window_exceeded'),
+      model('sglang/abort', 'sglang', 'sglang', 'finish:abort'),
     ].join('')}\n`;
     gw = await startGateway({ models });
     client = gw.client();
@@ -172,6 +179,60 @@ describe('openai_compat provider profiles', () => {
     expect(err).toBeInstanceOf(APIError);
     expect((err as APIError).status).toBe(402);
     expect((err as APIError).message).toContain('insufficient balance (1008)');
+  });
+
+  it('MiniMax: output flagged as sensitive (an empty reply with base_resp 1027) is a 400, not an empty answer', async () => {
+    const err = await client.chat.completions
+      .create({ model: 'mm/sensitive', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({ status: 400, message: expect.stringContaining('output new_sensitive (1027)') });
+  });
+
+  it('an answer of no choices is the route failing, never a 200 the SDK cannot read', async () => {
+    const err = await client.chat.completions
+      .create({ model: 'vllm/no-choices', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({ status: 502, message: expect.stringContaining('answered without choices') });
+    // Asked for a stream, answered with that JSON.
+    const streamed = await rawPost(`${gw.url}/v1/chat/completions`, {
+      model: 'vllm/no-choices',
+      stream: true,
+      messages: [{ role: 'user', content: 'x' }],
+    });
+    expect([streamed.status, streamed.text]).toEqual([502, expect.stringContaining('answered without choices')]);
+    const rows = (await gw.rows()).filter((r) => r.model === 'vllm/no-choices');
+    expect(rows.map((r) => [r.status_code, Number(r.cost_usd)])).toEqual([
+      [502, 0],
+      [502, 0],
+    ]);
+  });
+
+  it("keeps the words of vLLM's bare error event", async () => {
+    const err = await client.chat.completions
+      .create({ model: 'vllm/bare-error', stream: true, messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({ status: 502, message: expect.stringContaining('Engine core died unexpectedly') });
+  });
+
+  it("Z.AI's and SGLang's own finish reasons: a failure is one (not billed as an empty answer), the rest OpenAI's nearest", async () => {
+    for (const id of ['glm/network-error', 'sglang/abort'])
+      for (const stream of [false, true]) {
+        const err = await client.chat.completions
+          .create({ model: id, stream, messages: [{ role: 'user', content: 'x' }] })
+          .then(async (r) => {
+            if (stream) for await (const c of r as AsyncIterable<unknown>) void c;
+            return r;
+          })
+          .catch((e: unknown) => e);
+        expect([id, stream, err]).toEqual([id, stream, expect.objectContaining({ status: 502 })]);
+      }
+    for (const [id, reason] of [
+      ['glm/sensitive', 'content_filter'],
+      ['glm/window', 'length'],
+    ]) {
+      const res = await client.chat.completions.create({ model: id, messages: [{ role: 'user', content: 'x' }] });
+      expect(res.choices[0].finish_reason).toBe(reason);
+    }
   });
 
   it('Z.AI: chat below /api/paas/v4, list content flattened where GLM would drop it, its error codes kept', async () => {

@@ -58,6 +58,14 @@ models:
     context_length: 8192
     route:
       - { kind: openrouter, base_url: "${base}", api_key: or-key, provider_model_id: bare-error }
+  - id: or/error-body
+    context_length: 8192
+    route:
+      - { kind: openrouter, base_url: "${base}", api_key: or-key, provider_model_id: "error-body:502" }
+  - id: or/error-body-limited
+    context_length: 8192
+    route:
+      - { kind: openrouter, base_url: "${base}", api_key: or-key, provider_model_id: "error-body:429" }
   - id: or/reasoned
     context_length: 8192
     route:
@@ -243,6 +251,23 @@ models:
       outcome: 'error',
       error: expect.stringContaining('provider died'),
     });
+  });
+
+  it("passes on an error OpenRouter put in a 200 answer's body, with its words, status and metadata", async () => {
+    const failed = await rawPost(`${gw.url}/v1/chat/completions`, { model: 'or/error-body', messages: [{ role: 'user', content: 'x' }] });
+    expect(failed.status).toBe(502);
+    expect(JSON.parse(failed.text).error).toMatchObject({
+      message: expect.stringContaining('Provider returned error'),
+      metadata: { provider_name: 'Together', raw: 'connection reset' },
+    });
+    const limited = await rawPost(`${gw.url}/v1/chat/completions`, {
+      model: 'or/error-body-limited',
+      messages: [{ role: 'user', content: 'x' }],
+    });
+    expect([limited.status, JSON.parse(limited.text).error.message]).toEqual([
+      429,
+      expect.stringContaining('Rate limit exceeded upstream'),
+    ]);
   });
 
   it('ends a stream whose choice finishes with error (the error on the choice alone) with an error, never [DONE]', async () => {

@@ -32,6 +32,7 @@ import {
   normalizeChunk,
   normalizeResponse,
   upstreamHttpError,
+  failedFinish,
 } from './openai-compat.mapper';
 import { OPENAI_COMPAT_ALIASES, profileFor, type OpenAiCompatProfile } from './openai-compat.profiles';
 
@@ -176,18 +177,23 @@ export class OpenAiCompatAdapter implements LlmAdapter {
   }
 
   private chatAnswer(json: ChatResponse, route: RouteDef): ChatResponse {
-    if (!json || !Array.isArray(json.choices)) throw miniMaxError(json, route) ?? protocolError(route, 'answered without choices');
+    if (!json || !Array.isArray(json.choices) || json.choices.length === 0) throw answerError(json, route);
+    // MiniMax answers some errors with choices too (output flagged as sensitive: empty content).
+    const refused = miniMaxError(json, route);
+    if (refused) throw refused;
     const problem = choicesProblem(json.choices, 'message');
     if (problem) throw protocolError(route, `sent an answer the gateway cannot read (${problem})`);
     // OpenRouter answers a provider that failed after accepting the call with HTTP 200 and a
     // choice that finished with `error`: a failure (the next route may answer), never billed as one.
-    const failed = json.choices.find((c) => c.finish_reason === 'error');
+    const failed = json.choices.find((c) => failedFinish(c.finish_reason));
     if (failed) throw inBandError((failed.error as WireChunk['error']) ?? {}, route, 'failed');
     return normalizeResponse(json);
   }
 
   private textAnswer(json: Completion, route: RouteDef): Completion {
-    if (!json || !Array.isArray(json.choices)) throw miniMaxError(json, route) ?? protocolError(route, 'answered without choices');
+    if (!json || !Array.isArray(json.choices) || json.choices.length === 0) throw answerError(json, route);
+    const refused = miniMaxError(json, route);
+    if (refused) throw refused;
     // A whole answer's choice has its text (a stream's last chunk may carry only the finish
     // reason); without it (a server answering in the chat shape) it would be billed as empty.
     // A content-filter stop is an empty answer, as a chat choice with no message is.
@@ -232,6 +238,10 @@ export class OpenAiCompatAdapter implements LlmAdapter {
           }
           const chunk = parseEvent<WireChunk>(ev.data, route);
           if (chunk.error) throw inBandError(chunk.error, route, 'failed mid-stream');
+          // vLLM's error object sent bare as an event (`{"object": "error", "message", "code"}`).
+          const bare = chunk as { object?: unknown; message?: unknown; code?: unknown };
+          if (bare.object === 'error' && typeof bare.message === 'string')
+            throw inBandError({ message: bare.message, code: bare.code }, route, 'failed mid-stream');
           const inBand = miniMaxError(chunk, route);
           if (inBand) throw inBand;
           if (!Array.isArray(chunk.choices)) {
@@ -243,7 +253,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
           if (problem) throw protocolError(route, `sent a stream event the gateway cannot read (${problem})`);
           // OpenRouter may end a choice with `error` and carry the error on the choice alone.
           for (const c of chunk.choices)
-            if (c.finish_reason === 'error') throw inBandError((c.error as WireChunk['error']) ?? {}, route, 'failed mid-stream');
+            if (failedFinish(c.finish_reason)) throw inBandError((c.error as WireChunk['error']) ?? {}, route, 'failed mid-stream');
           const out = map(chunk);
           // Complete: usage came and every choice seen has finished (usage alone after the finish,
           // as OpenAI ends a stream; or on the finish chunk, as DeepSeek and older vLLM do).
@@ -300,6 +310,17 @@ function inBandError(e: NonNullable<WireChunk['error']>, route: RouteDef, what: 
         ? 'the answer ended with finish_reason "error" and no error message'
         : said.slice(0, 500);
   return providerHttpError(status, { message, code: null, metadata: e.metadata }, route, undefined, what);
+}
+
+/**
+ * A whole answer without choices: an error said in the body of an HTTP 200 (OpenRouter's, once a
+ * provider accepted the call: `{"error": {"code", "message", "metadata"}}`; MiniMax's
+ * `base_resp`), with the upstream's own words and status, else an answer the gateway cannot read.
+ */
+function answerError(json: unknown, route: RouteDef): UpstreamError {
+  const said = (json as { error?: unknown } | null)?.error;
+  if (said && typeof said === 'object' && !Array.isArray(said)) return inBandError(said, route, 'failed');
+  return miniMaxError(json, route) ?? protocolError(route, 'answered without choices');
 }
 
 /** `path` from the root of `base`'s server, `base`'s query kept. */

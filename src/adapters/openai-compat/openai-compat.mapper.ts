@@ -154,9 +154,23 @@ export function choicesProblem(choices: readonly unknown[], part: 'message' | 'd
 const FINISH_REASONS: Readonly<Record<string, string>> = {
   // DeepSeek: generation cut off for lack of inference resources: the answer is truncated.
   insufficient_system_resource: 'length',
-  // SGLang
+  // SGLang: the request was aborted on the server.
   abort: 'error',
+  // Z.AI / Zhipu: a model inference failure; the output was blocked by moderation; the context
+  // window filled up.
+  network_error: 'error',
+  sensitive: 'content_filter',
+  model_context_window_exceeded: 'length',
 };
+
+/**
+ * A choice that ended in failure rather than with an answer: OpenRouter's `error`, and the
+ * servers' own words for it (SGLang's `abort`, Z.AI's `network_error`). A failure, tried on the
+ * next route and never billed as an answer.
+ */
+export function failedFinish(reason: unknown): boolean {
+  return typeof reason === 'string' && (reason === 'error' || FINISH_REASONS[reason] === 'error');
+}
 
 function normalizeFinish(c: { finish_reason: string | null; [k: string]: unknown }): void {
   const mapped = c.finish_reason ? FINISH_REASONS[c.finish_reason] : undefined;
