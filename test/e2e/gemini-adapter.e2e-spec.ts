@@ -405,6 +405,19 @@ models:
     expect(row.status_code).toBeGreaterThanOrEqual(500);
   });
 
+  it("bills a stream cut short on the Anthropic surface on Gemini's running figures too", async () => {
+    const res = await rawPost(`${gw.url}/v1/messages`, {
+      model: 'gemini/cut',
+      stream: true,
+      max_tokens: 100,
+      messages: [{ role: 'user', content: 'one two three four' }],
+    });
+    expect(res.text).toContain('event: error');
+    const row = (await gw.rows()).find((r) => r.id === res.headers.get('x-request-id'))!;
+    expect(row).toMatchObject({ stream: true, prompt_tokens: 7, completion_tokens: 2, usage_estimated: true });
+    expect(row.status_code).toBeGreaterThanOrEqual(500);
+  });
+
   it('answers a stream request that got a page instead of events with a 502 naming it, not retried', async () => {
     const res = await rawPost(`${gw.url}/v1/chat/completions`, {
       model: 'gemini/page',

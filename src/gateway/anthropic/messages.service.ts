@@ -25,7 +25,13 @@ type Json = Record<string, unknown>;
  * `chatUsage` carries a translated one's usage as the backend reported it (reasoning tokens and
  * a provider's cost have no place in Anthropic's usage, but are billed and logged).
  */
-type SurfaceEvent = MessagesEvent & { estimated?: boolean; chatUsage?: Usage };
+/**
+ * An event as the surface relays it, with what the tally reads beside it: a translated stream's
+ * final usage as its backend reported it (`chatUsage`, on `message_delta`), and the backend's
+ * running figure so far (`runningUsage`, on the last event of the chunk that carried it: Gemini's
+ * usage on every event), which bills a stream cut later on the backend's count.
+ */
+type SurfaceEvent = MessagesEvent & { estimated?: boolean; chatUsage?: Usage; runningUsage?: Usage };
 
 /**
  * Streams commit to a route at the first event after the opening (`message_start`, `ping`): until
@@ -283,6 +289,8 @@ export class StreamTally {
   private chatUsage?: Usage;
   private final = false;
   private estimated = false;
+  /** A translated stream's backend reported its running usage (rec.usage holds the latest). */
+  private running = false;
   /** The stored copy of the message, block by block (DB_STORE_FULL_CONTENT). */
   private readonly blocks?: Map<number, Json>;
   private stop: unknown = null;
@@ -315,6 +323,12 @@ export class StreamTally {
   }
 
   see(e: SurfaceEvent, rec: RequestRecord): void {
+    if (e.runningUsage) {
+      // Up to and including what this event's chunk delivered (its deltas came before it).
+      this.running = true;
+      rec.usage = e.runningUsage;
+      rec.usageSoFarAt = rec.deliveredUnits + (e.event === 'content_block_delta' ? deltaUnits(e.data) : 0);
+    }
     switch (e.event) {
       case 'message_start': {
         const m = parse(e.data)?.message as Json | undefined;
@@ -359,12 +373,15 @@ export class StreamTally {
         .map(([, b]) => (typeof b.input === 'string' ? { ...b, input: parseInput(b.input) } : b));
       rec.responseContent = { type: 'message', role: 'assistant', content, stop_reason: this.stop };
     }
-    if (!this.usage) return;
-    const delivered = unitsToTokens(rec.deliveredUnits);
-    if (this.final && !this.estimated) {
+    if (this.final && !this.estimated && this.usage) {
       rec.usage = this.chatUsage ?? anthropicUsage(this.usage);
+      rec.usageSoFarAt = undefined;
       return;
     }
+    // Cut short, after the backend's running figure: that figure, and an estimate of what followed it (RequestRecord.tokens).
+    if (this.running) return;
+    if (!this.usage) return;
+    const delivered = unitsToTokens(rec.deliveredUnits);
     rec.usage = anthropicUsage({ ...this.usage, output_tokens: Math.max(Number(this.usage.output_tokens) || 0, delivered) });
     rec.usageEstimated = true;
   }
@@ -401,7 +418,11 @@ async function* translated(chunks: AsyncIterable<ChatChunk>, t: ChatToMessagesSt
   for await (const chunk of chunks) {
     answered ||= chunkHasContent(chunk);
     for (const c of chunk.choices) chars += outputUnits(c.delta);
-    yield* t.push(chunk);
+    const events: SurfaceEvent[] = t.push(chunk);
+    // A running figure rides on a chunk with content; the usage-only chunk at the end is the final one.
+    if (chunk.choices.length > 0 && isSoundUsage(chunk.usage) && events.length > 0)
+      events[events.length - 1] = { ...events[events.length - 1], runningUsage: chunk.usage };
+    yield* events;
   }
   // Nothing with content (a bare [DONE], or a role chunk and [DONE]): no answer, as on the chat
   // surface, not an empty message.
