@@ -443,12 +443,17 @@ describe('failed function calls and empty answers', () => {
     }
   });
 
-  it('keeps the text that came with it, in the same event or streamed before', () => {
-    const withText = { candidates: [{ ...malformed.candidates[0], content: { role: 'model', parts: [{ text: 'Here:' }] } }] };
-    expect(fromGeminiResponse(withText as never, 'm').choices[0].message.content).toBe('Here:');
+  it('fails after text too, in the same event or streamed before: the call the text announced is lost, the turn not done', () => {
+    const withText = { candidates: [{ ...malformed.candidates[0], content: { role: 'model', parts: [{ text: 'I will call it now.' }] } }] };
+    expect(() => fromGeminiResponse(withText as never, 'm')).toThrow(/function call could not be used/);
     const t = new GeminiStreamTranslator('m');
-    t.push({ candidates: [{ content: { role: 'model', parts: [{ text: 'Here:' }] } }] } as never);
-    expect(() => t.push(malformed as never)).not.toThrow();
+    t.push({ candidates: [{ content: { role: 'model', parts: [{ text: 'I will call it now.' }] } }] } as never);
+    expect(() => t.push(malformed as never)).toThrow(/function call could not be used/);
+    // A call that did come with it is the answer.
+    const withCall = {
+      candidates: [{ ...malformed.candidates[0], content: { role: 'model', parts: [{ functionCall: { name: 'f', args: {} } }] } }],
+    };
+    expect(fromGeminiResponse(withCall as never, 'm').choices[0].message.tool_calls).toHaveLength(1);
   });
 
   it.each([

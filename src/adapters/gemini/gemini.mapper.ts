@@ -347,6 +347,9 @@ const FAILED_FINISH: Readonly<Record<string, string>> = {
   MALFORMED_RESPONSE: 'Gemini produced a response it could not complete',
 };
 
+/** A function call the model set out to make and could not: a failure even after text. */
+const TOOL_FAILURE: ReadonlySet<string> = new Set(['MALFORMED_FUNCTION_CALL', 'UNEXPECTED_TOOL_CALL', 'TOO_MANY_TOOL_CALLS']);
+
 /** Finish reasons that end an answer normally (or filtered), even an empty one. */
 const NORMAL_FINISH: ReadonlySet<string> = new Set(['STOP', 'MAX_TOKENS', ...CONTENT_FILTER_FINISH]);
 
@@ -359,10 +362,15 @@ const NORMAL_FINISH: ReadonlySet<string> = new Set(['STOP', 'MAX_TOKENS', ...CON
 function failedAnswer(c: GeminiCandidate, answered: () => boolean): void {
   const reason = c.finishReason;
   if (!reason || NORMAL_FINISH.has(reason)) return;
+  if (TOOL_FAILURE.has(reason)) {
+    // The call the model meant to make is lost: text before it is not the answer (ending the
+    // turn with `stop` would end an agent's loop as if the model were done).
+    if ((c.content?.parts ?? []).some((p) => p.functionCall)) return;
+  }
   // Text or a usable call came with it (in this event or, streamed, before), or another
   // candidate (n > 1) answered: that is the answer, this candidate an empty choice. (Asked only
   // now: the common end is a normal one.)
-  if (hasAnswer(c) || answered()) return;
+  else if (hasAnswer(c) || answered()) return;
   const why = typeof c.finishMessage === 'string' && c.finishMessage ? `: ${c.finishMessage.slice(0, 500)}` : '';
   throw new UpstreamError({
     failure: 'protocol',
