@@ -390,7 +390,7 @@ models:
     codex.unpaid.add(logins[0].accountId!);
     const raw = await rawPost(`${gw.url}/v1/chat/completions`, { model: 'codex/gpt', messages: [{ role: 'user', content: 'x' }] });
     const body = JSON.parse(raw.text) as { error: { code: string; message: string } };
-    expect([raw.status, body.error.code]).toEqual([402, 'upstream_payment_required']);
+    expect([raw.status, body.error.code]).toEqual([502, 'upstream_payment_required']);
     expect(body.error.message).toContain("the operator's account with the provider (402): codex account acc_");
   });
 

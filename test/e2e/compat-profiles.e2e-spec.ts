@@ -177,7 +177,7 @@ describe('openai_compat provider profiles', () => {
       .create({ model: 'mm/broke', messages: [{ role: 'user', content: 'x' }] })
       .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(APIError);
-    expect((err as APIError).status).toBe(402);
+    expect((err as APIError).status).toBe(502);
     expect((err as APIError).message).toContain('insufficient balance (1008)');
   });
 

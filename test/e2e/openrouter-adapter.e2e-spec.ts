@@ -204,11 +204,11 @@ models:
     expect((err as APIError).message).toContain('No allowed providers are available');
   });
 
-  it('passes an out-of-credits 402 on with its message, saying whose credits they are', async () => {
+  it('passes an out-of-credits 402 on as a 502 with its message, saying whose credits they are', async () => {
     const err = await client.chat.completions
       .create({ model: 'or/broke', messages: [{ role: 'user', content: 'x' }] })
       .catch((e: unknown) => e);
-    expect(err).toMatchObject({ status: 402, code: 'upstream_payment_required' });
+    expect(err).toMatchObject({ status: 502, code: 'upstream_payment_required' });
     expect((err as APIError).message).toContain('Insufficient credits');
     // OpenRouter's own 402 means the caller's credits: this one is the operator's account.
     expect((err as APIError).message).toContain("the operator's account with the provider");

@@ -710,9 +710,9 @@ describe('anthropicHttpError', () => {
     expect(err).toMatchObject({ status: outStatus, type: outType, code: type, message: 'the reason', retryable: false });
   });
 
-  it("passes 402 billing_error on as 402 insufficient_quota, saying it is the operator's account", () => {
+  it("passes 402 billing_error on as a 502, saying it is the operator's account", () => {
     const err = anthropicHttpError(402, body('billing_error', 'the reason'), route, undefined);
-    expect(err).toMatchObject({ status: 402, type: 'insufficient_quota', code: 'upstream_payment_required', retryable: false });
+    expect(err).toMatchObject({ status: 502, type: 'upstream_error', code: 'upstream_payment_required', retryable: false });
     expect(err.message).toMatch(/refused for payment: the operator's account with the provider \(402\): the reason$/);
   });
 

@@ -258,15 +258,18 @@ export function providerHttpError(
   what = `answered ${status}`,
 ): UpstreamError {
   const message = withoutKeys(f.message || `HTTP ${status}`, route);
-  const clientError = status >= 400 && status < 500;
+  // An upstream's 408 is its own timeout waiting for the request, not the client's: a 504, as the
+  // gateway's own timeouts are (a 408 from the gateway means the client's body stalled).
+  const clientError = status >= 400 && status < 500 && status !== 408;
   // A 401 is about the gateway's credentials for the route (its key, a subscription's token), a
   // 402 about the operator's account with the provider: never the client's. Said so, so that no
   // one takes it for their own key refused or their own credits spent (OpenRouter's 402).
   const aboutUs = status === 401 ? OPERATOR_REFUSALS[401] : status === 402 ? OPERATOR_REFUSALS[402] : undefined;
   // A 401 to the client is its own key refused (the SDKs raise AuthenticationError, and apps ask
-  // their user for a new key): the gateway's credentials refused upstream are a 502, as the
-  // Anthropic surface has them, with `upstream_unauthorized` and x-should-retry: false.
-  const ours401 = status === 401;
+  // their user for a new key), a 402 its own credits spent (OpenRouter's meaning): the gateway's
+  // credentials or the operator's account refused upstream are a 502, as the Anthropic surface
+  // has them, with `upstream_unauthorized` / `upstream_payment_required` and x-should-retry: false.
+  const operators = aboutUs !== undefined;
   return new UpstreamError({
     failure: 'http',
     upstreamStatus: status,
@@ -275,12 +278,12 @@ export function providerHttpError(
       : clientError
         ? message
         : `upstream ${route.id} ${what}: ${message}`,
-    type: ours401 ? 'upstream_error' : clientError || f.status !== undefined ? f.type : undefined,
-    code: aboutUs ? aboutUs.code : clientError || f.status !== undefined ? f.code : undefined,
+    type: operators ? 'upstream_error' : status === 408 ? 'timeout_error' : clientError || f.status !== undefined ? f.type : undefined,
+    code: aboutUs ? aboutUs.code : status === 408 ? 'upstream_timeout' : clientError || f.status !== undefined ? f.code : undefined,
     param: f.param,
     retryAfterMs,
     retryable: f.retryable,
-    status: ours401 ? 502 : f.status,
+    status: operators ? 502 : status === 408 ? 504 : f.status,
     metadata: errorMetadata(f.metadata, route),
     details: errorMetadata(f.details, route),
     provider: route.kind,

@@ -178,10 +178,17 @@ describe('upstreamHttpError', () => {
     const body = JSON.stringify({ error: { message: 'Insufficient credits', code: 402 } });
     const err = upstreamHttpError(402, body, route({ id: 'or-main', kind: 'openrouter' }), undefined);
     expect(err).toMatchObject({
-      status: 402,
+      status: 502,
+      type: 'upstream_error',
       code: 'upstream_payment_required',
       message: "upstream or-main refused for payment: the operator's account with the provider (402): Insufficient credits",
     });
+  });
+
+  it("takes an upstream's 408 for its own timeout: a 504, retried, never the client's stalled body", () => {
+    const err = upstreamHttpError(408, JSON.stringify({ error: { message: 'Request timed out', code: 408 } }), r, undefined);
+    expect(err).toMatchObject({ status: 504, type: 'timeout_error', code: 'upstream_timeout', retryable: true });
+    expect(err.message).toBe('upstream gpu-1 answered 408: Request timed out');
   });
 
   it("blanks the route's credential headers and URL parameters in the text a client sees, not only its keys", () => {
@@ -585,7 +592,7 @@ describe('usage and answer normalisation', () => {
       { choices: null, base_resp: { status_code: 1008, status_msg: 'insufficient balance' } },
       route({ kind: 'minimax' }),
     );
-    expect(err).toMatchObject({ status: 402, code: 'upstream_payment_required' });
+    expect(err).toMatchObject({ status: 502, code: 'upstream_payment_required' });
     expect(err!.message).toMatch(/the operator's account with the provider \(402\): insufficient balance \(1008\)$/);
     expect(miniMaxError({ base_resp: { status_code: 1002, status_msg: 'rate limit' } }, route())).toMatchObject({
       status: 429,
