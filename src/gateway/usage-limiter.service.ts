@@ -193,6 +193,13 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
   settle(store: Store, a: SettleArgs): void {
     if (store === 'local') {
       this.local.settle(a);
+      // Admitted per process while Redis was away or silent: its spend goes to Redis too once it
+      // is back. Else Redis went on from its own counter, which never saw it, and the key could
+      // spend its budget again (after a stall no reconnect re-reads the key's baseline).
+      if (this.redis.status !== 'disabled' && a.trackSpend && a.costNano > 0) {
+        this.keepUnsettled({ args: { ...a, trackTokens: false }, timedOut: false });
+        if (this.redis.client) this.settleLater();
+      }
       return;
     }
     if (this.sharedInFlight.delete(a.rid)) this.local.release(a.keyId, a.rid);

@@ -456,6 +456,27 @@ describe('limits when Redis goes away', () => {
     }
   });
 
+  it('counts in Redis, once it answers again, the spend of requests admitted per process while it stalled', async () => {
+    await redisBack();
+    const redis = new Redis(REDIS_URL);
+    try {
+      const { id, key } = await adminApi(gw).createKey({ name: 'spent across a stall', daily_budget_usd: '100' });
+      proxy.hold(); // nothing answers: checked and settled per process
+      for (let i = 0; i < 2; i++) expect((await chat(gw, key, ask('acme/chat', 10))).status).toBe(200);
+      proxy.release();
+      await waitFor(shared, 'Redis to answer again');
+      const rows = (await gw.rows()).filter((r) => r.api_key_id === id);
+      expect(rows).toHaveLength(2);
+      const cost = rows.reduce((sum, r) => sum + nano(usdToPico(r.cost_usd)), 0);
+      expect(cost).toBeGreaterThan(0);
+      const counter = `${prefix}lim:{${id}}:spent:d:${Math.floor(Date.now() / 86_400_000)}`;
+      // Left out, the key could spend its whole budget again through Redis.
+      await waitFor(async () => Number(await redis.get(counter)) === cost, 'the per-process spend to reach Redis', 3000);
+    } finally {
+      redis.disconnect();
+    }
+  });
+
   it('frees in Redis the slot of an admission that timed out while Redis stalled, made there when it answered', async () => {
     await redisBack();
     const { key } = await adminApi(gw).createKey({ name: 'admitted across a stall', max_concurrency: 1 });
