@@ -117,6 +117,37 @@ describe('parseModels: a valid model', () => {
     });
   });
 
+  it("takes a route's prices over its model's key by key: what the route leaves out is the model's, not free", () => {
+    const { models } = load(
+      yaml(
+        'models:',
+        '  - id: acme/priced',
+        '    context_length: 8192',
+        '    pricing: { prompt: 1, completion: 2, input_cache_read: "0.5", request: "0.001" }',
+        '    route:',
+        '      - { kind: mock, id: dear, pricing: { prompt: 10 } }',
+        '      - { kind: mock, id: free, pricing: { prompt: 0, completion: 0, request: 0 } }',
+      ),
+    );
+    const [dear, free] = models[0].routes;
+    expect(dear.pricing).toMatchObject({ prompt: { text: '10' }, completion: { text: '2' }, request: { text: '0.001' } });
+    // A cache price goes with the prompt price it was set against: the route's own prompt price replaces it.
+    expect(dear.pricing).not.toHaveProperty('input_cache_read');
+    expect(free.pricing).toMatchObject({ prompt: { pico: 0n }, completion: { pico: 0n }, request: { pico: 0n } });
+    expect(free.pricing).not.toHaveProperty('input_cache_read');
+    const cheaper = load(
+      yaml(
+        'models:',
+        '  - id: acme/priced',
+        '    context_length: 8192',
+        '    pricing: { prompt: 1, completion: 2, input_cache_read: "0.5" }',
+        '    route:',
+        '      - { kind: mock, pricing: { completion: 3 } }',
+      ),
+    ).models[0].routes[0];
+    expect(cheaper.pricing).toMatchObject({ prompt: { text: '1' }, completion: { text: '3' }, input_cache_read: { text: '0.5' } });
+  });
+
   it("reads OpenRouter's spellings", () => {
     const { models } = load(
       yaml(

@@ -201,6 +201,7 @@ function parseModel(
         modelId: id,
         defaultProviderModelId,
         routing: opts.routing,
+        pricing,
         warn: opts.warn,
         notice: opts.notice ?? opts.warn,
         skippedRoutes,
@@ -255,7 +256,12 @@ function parseArchitecture(r: FieldReader, o: Record<string, unknown>, path: Yam
   };
 }
 
-export function parsePricing(r: FieldReader, raw: unknown, path: YamlPath, warn: (m: string) => void): Pricing | undefined {
+/**
+ * A `pricing` block. A price it leaves out is `base`'s (a route's block over its model's: a
+ * route that writes only its prompt price keeps the model's completion and request prices), else
+ * free; the cache prices follow the prompt price, the reasoning price the completion price.
+ */
+export function parsePricing(r: FieldReader, raw: unknown, path: YamlPath, warn: (m: string) => void, base?: Pricing): Pricing | undefined {
   if (raw === undefined || raw === null) return undefined;
   const o = r.object(raw, path);
   if (!o) return undefined;
@@ -283,27 +289,34 @@ export function parsePricing(r: FieldReader, raw: unknown, path: YamlPath, warn:
       return undefined;
     }
   };
+  const prompt = read('prompt', false);
+  const completion = read('completion', false);
   const pricing: Pricing = {
-    prompt: read('prompt', false) ?? FREE,
-    completion: read('completion', false) ?? FREE,
-    request: read('request', true) ?? FREE,
-    image: read('image', true) ?? FREE,
+    prompt: prompt ?? base?.prompt ?? FREE,
+    completion: completion ?? base?.completion ?? FREE,
+    request: read('request', true) ?? base?.request ?? FREE,
+    image: read('image', true) ?? base?.image ?? FREE,
   };
-  const cacheRead = read('input_cache_read', false);
-  const cacheWrite = read('input_cache_write', false);
-  const cacheWrite1h = read('input_cache_write_1h', false);
-  const reasoning = read('internal_reasoning', false);
+  // The cache prices go with the prompt price, the reasoning price with the completion price:
+  // a route with a prompt price of its own (a free local one: 0) does not keep the model's.
+  const cacheBase = prompt ? undefined : base;
+  const cacheRead = read('input_cache_read', false) ?? cacheBase?.input_cache_read;
+  const cacheWrite = read('input_cache_write', false) ?? cacheBase?.input_cache_write;
+  const cacheWrite1h = read('input_cache_write_1h', false) ?? cacheBase?.input_cache_write_1h;
+  const reasoning = read('internal_reasoning', false) ?? (completion ? undefined : base?.internal_reasoning);
   if (cacheRead) pricing.input_cache_read = cacheRead;
   if (cacheWrite) pricing.input_cache_write = cacheWrite;
   if (cacheWrite1h) pricing.input_cache_write_1h = cacheWrite1h;
   if (reasoning) pricing.internal_reasoning = reasoning;
-  const search = read('web_search', true);
+  const search = read('web_search', true) ?? base?.web_search;
   if (search) pricing.web_search = search;
   return pricing;
 }
 
 interface RouteContext {
   modelId: string;
+  /** The model's prices, which a route's `pricing` block overrides key by key. */
+  pricing: Pricing;
   defaultProviderModelId: string;
   routing: RoutingDef;
   warn: (m: string) => void;
@@ -366,7 +379,7 @@ function parseRoute(r: FieldReader, raw: unknown, path: YamlPath, ctx: RouteCont
   const options: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(o)) if (!ROUTE_KEYS.has(key)) options[key] = value;
   const extraBody = o.extra_body === undefined ? undefined : r.object(o.extra_body, [...path, 'extra_body']);
-  const routePricing = parsePricing(r, o.pricing, [...path, 'pricing'], ctx.warn);
+  const routePricing = parsePricing(r, o.pricing, [...path, 'pricing'], ctx.warn, ctx.pricing);
 
   return {
     id: r.string(o, ['id', 'name'], path) ?? kindText.replace(/[[\]]/g, (c) => (c === '[' ? ':' : '')),
