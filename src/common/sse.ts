@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
 import { createParser, type EventSourceMessage } from 'eventsource-parser';
+import { HELD_TEXT_LIMIT, HeldText, HeldTextLimit } from './held-text';
 
 export interface SseEvent {
   event?: string;
@@ -22,6 +23,8 @@ export class SseDecoder {
   private pending: SseEvent[] = [];
   /** Characters fed since the last complete event: what the parser is holding. */
   private held = 0;
+  /** The same, counted with what every other request holds (HeldText). */
+  private readonly holding = new HeldText();
   private readonly parser = createParser({
     onEvent: (m: EventSourceMessage) => this.pending.push({ event: m.event, data: m.data, id: m.id }),
   });
@@ -48,12 +51,23 @@ export class SseDecoder {
       this.held += text.length;
       // A misbehaving server must not make the gateway hold an unbounded event in memory.
       if (this.held > this.maxEventChars) throw new SseEventTooLarge(`sent a stream event longer than ${this.maxEventChars} characters`);
+      // Nor many large ones at once, across requests.
+      if (!this.holding.add(text.length))
+        throw new HeldTextLimit(
+          `sent a stream event of over ${this.held} characters while the gateway held its limit of ${HELD_TEXT_LIMIT} of unfinished upstream answers`,
+        );
       return NONE;
     }
     this.held = 0;
+    if (this.holding.size > 0) this.holding.release();
     const out = this.pending;
     this.pending = [];
     return out;
+  }
+
+  /** The stream is over (ended, failed or left): what its unfinished event held is no longer counted. */
+  close(): void {
+    this.holding.release();
   }
 }
 
@@ -86,7 +100,11 @@ export function bodyChunks(body: AsyncIterable<Uint8Array | string> | Readable):
 /** SSE events from a byte stream (a convenience over SseDecoder). */
 export async function* readSse(body: AsyncIterable<Uint8Array | string> | Readable): AsyncGenerator<SseEvent> {
   const decoder = new SseDecoder();
-  for await (const chunk of bodyChunks(body)) yield* decoder.push(chunk);
+  try {
+    for await (const chunk of bodyChunks(body)) yield* decoder.push(chunk);
+  } finally {
+    decoder.close();
+  }
 }
 
 /** One SSE `data:` event carrying JSON. */

@@ -117,6 +117,7 @@ export class AnthropicAdapter implements LlmAdapter {
     } catch (err) {
       throw this.http.toUpstreamError(err, callInfo(route, ctx));
     } finally {
+      sse.close();
       releaseBody(res, translator.done);
     }
     if (!translator.done && sse.notEventStream) throw notEventStreamError(res, route);
@@ -266,6 +267,7 @@ export class AnthropicAdapter implements LlmAdapter {
     } catch (err) {
       throw this.http.toUpstreamError(err, callInfo(route, ctx));
     } finally {
+      sse.close();
       releaseBody(res, done);
     }
     if (!done && sse.notEventStream) throw notEventStreamError(res, route);

@@ -136,6 +136,7 @@ export class CodexSubAdapter implements LlmAdapter {
     } catch (err) {
       throw this.http.toUpstreamError(err, callInfo(route, ctx));
     } finally {
+      sse.close();
       if (clean) res.body.dump({ limit: 64 * 1024 }).catch(() => undefined);
       else if (!res.body.destroyed) res.body.destroy();
     }

@@ -91,6 +91,7 @@ export class GeminiAdapter implements LlmAdapter {
     } catch (err) {
       throw this.http.toUpstreamError(err, callInfo(route, ctx));
     } finally {
+      sse.close();
       releaseBody(res, ended);
     }
     if (!translator.complete && sse.notEventStream) throw notEventStreamError(res, route);

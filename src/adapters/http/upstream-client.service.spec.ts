@@ -1,3 +1,4 @@
+import { HeldTextLimit } from '../../common/held-text';
 import { SseDecoder } from '../../common/sse';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -98,6 +99,17 @@ describe('UpstreamClient', () => {
     });
     expect(err).toMatchObject({ status: 502, failure: 'protocol', code: 'upstream_too_large' });
     expect(err.message).toBe('upstream r sent a stream event longer than 100 characters');
+  });
+
+  it('takes unfinished upstream text past what the process may hold as the gateway overloaded: a 503, no route at fault', () => {
+    const err = client.toUpstreamError(new HeldTextLimit('sent a stream event of over 2 characters'), {
+      signal: new AbortController().signal,
+      timeouts: timeouts(1000),
+      route: 'r',
+      provider: 'p',
+    });
+    expect(err).toMatchObject({ status: 503, code: 'gateway_overloaded', gatewayFault: true, retryable: false });
+    expect((err as UpstreamError).headers).toEqual({ 'retry-after': '1' });
   });
 
   it('lets a health probe take as long as its signal allows (health_check_timeout_ms may exceed 5 s)', async () => {

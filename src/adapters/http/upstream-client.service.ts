@@ -1,4 +1,5 @@
 import { Injectable, type OnApplicationShutdown } from '@nestjs/common';
+import { HELD_TEXT_LIMIT, HeldText, HeldTextLimit } from '../../common/held-text';
 import { SseEventTooLarge } from '../../common/sse';
 import { StringDecoder } from 'node:string_decoder';
 import { Pool, errors as undiciErrors, type Dispatcher } from 'undici';
@@ -132,6 +133,19 @@ export class UpstreamClient implements OnApplicationShutdown {
     ) {
       return new UpstreamError({ ...base, failure: 'connect', message: `upstream ${req.route} is unreachable (${code})` });
     }
+    // The process holds too much unfinished upstream text at once: the gateway is overloaded, no
+    // route's fault; the client may come back in a moment.
+    if (err instanceof HeldTextLimit)
+      return new UpstreamError({
+        ...base,
+        failure: 'protocol',
+        status: 503,
+        code: 'gateway_overloaded',
+        message: `upstream ${req.route} ${err.message}`,
+        gatewayFault: true,
+        retryable: false,
+        retryAfterMs: 1000,
+      });
     // As an answer over UPSTREAM_BODY_LIMIT (answerTooLarge): the next route, not this one again,
     // and not against its circuit (an event that large may be what this request asked for).
     if (err instanceof SseEventTooLarge)
@@ -189,15 +203,23 @@ export class UpstreamClient implements OnApplicationShutdown {
     const decoder = new StringDecoder('utf8');
     let text = '';
     let size = 0;
+    // Counted with what every other request holds: many large answers at once must not fill the heap.
+    const holding = new HeldText();
     try {
       for await (const chunk of body) {
         size += (chunk as Buffer).length;
         if (size > limit) throw tooLarge();
+        if (!holding.add((chunk as Buffer).length))
+          throw new HeldTextLimit(
+            `answered ${size} bytes so far while the gateway held its limit of ${HELD_TEXT_LIMIT} of unfinished upstream answers`,
+          );
         text += decoder.write(chunk as Buffer);
       }
     } catch (err) {
       if (!body.destroyed) body.destroy();
       throw this.toUpstreamError(err, req);
+    } finally {
+      holding.release();
     }
     return text + decoder.end();
   }

@@ -278,6 +278,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     } catch (err) {
       if (!leftAfterAnswer) throw this.http.toUpstreamError(err, callInfo(route, ctx));
     } finally {
+      sse.close();
       clearTimeout(grace);
       releaseBody(res, done);
     }
