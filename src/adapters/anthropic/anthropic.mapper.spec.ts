@@ -189,6 +189,56 @@ describe('toAnthropicRequest', () => {
     expect(anthropicToolId('x'.repeat(80))).toHaveLength(64);
   });
 
+  it('keeps tool ids unique across the conversation (Anthropic refuses a repeat), each result with its own call', () => {
+    const call = (id: string, name: string) => ({ id, type: 'function' as const, function: { name, arguments: '{}' } });
+    const body = toAnthropicRequest(
+      req({
+        messages: [
+          { role: 'user', content: 'go' },
+          { role: 'assistant', content: null, tool_calls: [call('call_0', 'a')] },
+          { role: 'tool', tool_call_id: 'call_0', content: 'A' },
+          // The same id again (servers that number calls per turn), and two that clean to the same.
+          { role: 'assistant', content: null, tool_calls: [call('call_0', 'b'), call('call.1', 'c'), call('call:1', 'd')] },
+          { role: 'tool', tool_call_id: 'call_0', content: 'B' },
+          { role: 'tool', tool_call_id: 'call.1', content: 'C' },
+          { role: 'tool', tool_call_id: 'call:1', content: 'D' },
+        ],
+      }),
+    );
+    const uses = body.messages.flatMap((m) => (Array.isArray(m.content) ? m.content : [])).filter((b) => b.type === 'tool_use');
+    const results = body.messages.flatMap((m) => (Array.isArray(m.content) ? m.content : [])).filter((b) => b.type === 'tool_result');
+    const ids = uses.map((b) => (b as { id: string }).id);
+    expect(ids).toEqual(['call_0', 'call_0_2', 'call_1', 'call_1_2']);
+    expect(results.map((b) => (b as { tool_use_id: string }).tool_use_id)).toEqual(ids);
+  });
+
+  it('leaves out empty text, which Anthropic refuses and OpenAI takes', () => {
+    const body = toAnthropicRequest(
+      req({
+        messages: [
+          { role: 'user', content: 'Context follows' },
+          { role: 'user', content: '' },
+          {
+            role: 'user',
+            content: [
+              { type: 'text', text: '' },
+              { type: 'text', text: 'question?' },
+            ],
+          },
+        ],
+      }),
+    );
+    expect(body.messages).toEqual([
+      {
+        role: 'user',
+        content: [
+          { type: 'text', text: 'Context follows' },
+          { type: 'text', text: 'question?' },
+        ],
+      },
+    ]);
+  });
+
   it.each([
     ['auto', { type: 'auto' }],
     ['none', { type: 'none' }],
@@ -262,6 +312,22 @@ describe('toAnthropicRequest', () => {
     const body = toAnthropicRequest(req({ stop: ['END', '  '], top_p: 0.9, top_k: 5, user: 'u-1' }));
     expect(body).toMatchObject({ stop_sequences: ['END'], top_p: 0.9, top_k: 5, metadata: { user_id: 'u-1' } });
     expect(toAnthropicRequest(req({ stop: 'X' })).stop_sequences).toEqual(['X']);
+    // Anthropic refuses a user_id over 256 characters or like an email address or phone number: hashed, the same each time.
+    for (const user of ['alice@example.com', '+1 555-010-9999', 'x'.repeat(300), 'Alice Smith']) {
+      const id = toAnthropicRequest(req({ user })).metadata?.user_id;
+      expect(id).toMatch(/^[0-9a-f]{64}$/);
+      expect(toAnthropicRequest(req({ user })).metadata?.user_id).toBe(id);
+    }
+    expect(toAnthropicRequest(req({ user: '5f0c3d2e-1b7a-4c1e-9d5a-0e8f7a6b5c4d' })).metadata?.user_id).toBe(
+      '5f0c3d2e-1b7a-4c1e-9d5a-0e8f7a6b5c4d',
+    );
+  });
+
+  it('sends image/jpg as image/jpeg and base64 without white space, as Anthropic takes them', () => {
+    const body = toAnthropicRequest(
+      req({ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'data:image/jpg;base64, AAAA\nBBBB' } }] }] }),
+    );
+    expect(body.messages[0].content).toEqual([{ type: 'image', source: { type: 'base64', media_type: 'image/jpeg', data: 'AAAABBBB' } }]);
   });
 
   it('sends temperature alone when both temperature and top_p come (Claude 4.5 and later refuse the pair)', () => {

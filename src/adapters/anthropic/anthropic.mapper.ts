@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChunkDelta, ContentPart, ToolCall, Usage } from '../../common/chat.types';
 import type { UpstreamError } from '../../common/errors';
 import type { RouteDef } from '../../config/registry.types';
@@ -52,6 +53,38 @@ export function anthropicToolId(id: string | undefined, fallback = 'toolu_'): st
   return clean || fallback;
 }
 
+/**
+ * The tool-use ids of one request in Anthropic's spelling, unique across the conversation:
+ * Anthropic refuses an id used twice, which OpenAI takes (servers that number calls `call_0` in
+ * every turn; two ids that clean to the same). A tool result takes the id of its call in the
+ * latest assistant turn that made one of that id (in order, should that turn repeat it).
+ */
+class ToolIds {
+  private readonly used = new Set<string>();
+  private readonly latest = new Map<string, string[]>();
+
+  /** The ids of an assistant turn's calls. */
+  forCalls(ids: Array<string | undefined>): string[] {
+    const turn = new Map<string, string[]>();
+    const out = ids.map((id) => {
+      const base = anthropicToolId(id);
+      let unique = base;
+      for (let n = 2; this.used.has(unique); n++) unique = `${base.slice(0, 64 - String(n).length - 1)}_${n}`;
+      this.used.add(unique);
+      if (id !== undefined) turn.set(id, [...(turn.get(id) ?? []), unique]);
+      return unique;
+    });
+    for (const [id, list] of turn) this.latest.set(id, list);
+    return out;
+  }
+
+  forResult(id: string): string {
+    const list = this.latest.get(id);
+    if (!list) return anthropicToolId(id);
+    return list.length > 1 ? list.shift()! : list[0];
+  }
+}
+
 function cacheControl(part: unknown): Pick<AnthropicTextBlock, 'cache_control'> {
   const cc = (part as { cache_control?: AnthropicTextBlock['cache_control'] })?.cache_control;
   return cc ? { cache_control: cc } : {};
@@ -64,9 +97,12 @@ export function contentBlocks(content: ChatMessage['content'], at: string): Bloc
   const out: Blocks = [];
   content.forEach((part: ContentPart, j) => {
     switch (part.type) {
-      case 'text':
-        out.push({ type: 'text', text: String((part as { text: unknown }).text), ...cacheControl(part) });
+      case 'text': {
+        // Anthropic refuses an empty text block, which OpenAI takes.
+        const text = String((part as { text: unknown }).text);
+        if (text !== '') out.push({ type: 'text', text, ...cacheControl(part) });
         break;
+      }
       case 'image_url': {
         const iu = (part as { image_url: string | { url: string } }).image_url;
         const url = typeof iu === 'string' ? iu : iu.url;
@@ -107,7 +143,7 @@ function parseArguments(args: string, at: string): unknown {
   }
 }
 
-function assistantBlocks(m: ChatMessage, at: string): Blocks {
+function assistantBlocks(m: ChatMessage, at: string, ids: ToolIds): Blocks {
   const out: Blocks = [];
   // Thinking blocks go back first and unchanged (their signatures are checked).
   const thinking = m.thinking_blocks;
@@ -123,11 +159,13 @@ function assistantBlocks(m: ChatMessage, at: string): Blocks {
       else if (b?.type === 'redacted_thinking' && typeof b.data === 'string') out.push({ type: 'redacted_thinking', data: b.data });
     }
   }
-  out.push(...contentBlocks(m.content, at).filter((b) => b.type !== 'text' || b.text !== ''));
-  (m.tool_calls ?? []).forEach((t: ToolCall, j) => {
+  out.push(...contentBlocks(m.content, at));
+  const calls = m.tool_calls ?? [];
+  const callIds = ids.forCalls(calls.map((t) => t.id));
+  calls.forEach((t: ToolCall, j) => {
     out.push({
       type: 'tool_use',
-      id: anthropicToolId(t.id),
+      id: callIds[j],
       name: t.function.name,
       input: parseArguments(t.function.arguments, `${at}.tool_calls[${j}]`),
     });
@@ -135,11 +173,11 @@ function assistantBlocks(m: ChatMessage, at: string): Blocks {
   return out;
 }
 
-function toolResult(m: ChatMessage, at: string): AnthropicContentBlock {
+function toolResult(m: ChatMessage, at: string, ids: ToolIds): AnthropicContentBlock {
   const blocks = typeof m.content === 'string' ? m.content : contentBlocks(m.content, at);
   return {
     type: 'tool_result',
-    tool_use_id: anthropicToolId(String(m.tool_call_id)),
+    tool_use_id: ids.forResult(String(m.tool_call_id)),
     content:
       typeof blocks === 'string'
         ? blocks
@@ -152,9 +190,10 @@ function toolResult(m: ChatMessage, at: string): AnthropicContentBlock {
 function push(messages: AnthropicMessage[], role: 'user' | 'assistant', blocks: Blocks | string): void {
   const last = messages[messages.length - 1];
   if (last && last.role === role) {
-    const prev = typeof last.content === 'string' ? [{ type: 'text', text: last.content } as AnthropicTextBlock] : last.content;
-    const next = typeof blocks === 'string' ? [{ type: 'text', text: blocks } as AnthropicTextBlock] : blocks;
-    last.content = [...prev, ...next];
+    // An empty string merged would be an empty text block, which Anthropic refuses.
+    const asBlocks = (c: Blocks | string): Blocks => (typeof c !== 'string' ? c : c === '' ? [] : [{ type: 'text', text: c }]);
+    const merged = [...asBlocks(last.content), ...asBlocks(blocks)];
+    if (merged.length > 0) last.content = merged;
   } else {
     messages.push({ role, content: blocks });
   }
@@ -248,6 +287,17 @@ export function budgetedThinking(model: string | undefined): boolean {
 }
 
 /**
+ * OpenAI's `user` as Anthropic's `metadata.user_id`, which is to be opaque: Anthropic refuses one
+ * over 256 characters or that looks like an email address or a phone number, and OpenAI takes
+ * any. Such a value goes as its SHA-256 (the same user, the same id), others as they are.
+ */
+export function claudeUserId(user: string): string {
+  return user.length <= 256 && /^[\w.:-]+$/.test(user) && !/^\+?\d[\d.-]{6,}$/.test(user)
+    ? user
+    : createHash('sha256').update(user).digest('hex');
+}
+
+/**
  * The canonical request as a Messages body: system and developer messages become `system`,
  * tool results become `tool_result` blocks in a user turn (consecutive ones merged), images and
  * PDFs become blocks, tools and `tool_choice` map across (`parallel_tool_calls: false` →
@@ -259,6 +309,7 @@ export function toAnthropicRequest(req: ChatRequest, opts: AnthropicRequestOptio
   if (typeof req.n === 'number' && req.n > 1) throw unsupported('Anthropic models answer with one choice; n must be 1', 'n');
   refuseUntranslatableTools(req, 'Claude');
   const messages: AnthropicMessage[] = [];
+  const ids = new ToolIds();
   req.messages.forEach((m, i) => {
     const at = `messages[${i}]`;
     switch (m.role) {
@@ -270,12 +321,12 @@ export function toAnthropicRequest(req: ChatRequest, opts: AnthropicRequestOptio
         push(messages, 'user', typeof m.content === 'string' ? m.content : contentBlocks(m.content, at));
         return;
       case 'assistant': {
-        const blocks = assistantBlocks(m, at);
+        const blocks = assistantBlocks(m, at, ids);
         if (blocks.length > 0) push(messages, 'assistant', blocks);
         return;
       }
       case 'tool':
-        push(messages, 'user', [toolResult(m, at)]);
+        push(messages, 'user', [toolResult(m, at, ids)]);
         return;
     }
   });
@@ -306,7 +357,7 @@ export function toAnthropicRequest(req: ChatRequest, opts: AnthropicRequestOptio
   // Anthropic advises changing only one; many OpenAI clients send both. Temperature is kept.
   else if (typeof req.top_p === 'number') body.top_p = req.top_p;
   if (typeof req.top_k === 'number') body.top_k = req.top_k;
-  if (typeof req.user === 'string' && req.user) body.metadata = { user_id: req.user };
+  if (typeof req.user === 'string' && req.user) body.metadata = { user_id: claudeUserId(req.user) };
   const format = outputFormat(req.response_format);
   if (format) body.output_config = { format };
   let thinking = thinkingOf(req, opts.model);

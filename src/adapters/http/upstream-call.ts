@@ -394,7 +394,13 @@ export function withoutSecrets(text: string, secrets: readonly string[]): string
 export function base64DataUrl(url: string, param: string): { mediaType: string; data: string } | undefined {
   // RFC 2397: the scheme and `base64` in any case; no media type means text/plain.
   const m = /^data:([^;,]*)(?:;[^,]*)?;base64,(.*)$/is.exec(url);
-  if (m) return { mediaType: m[1].toLowerCase() || 'text/plain', data: m[2] };
+  if (m) {
+    const type = m[1].trim().toLowerCase() || 'text/plain';
+    // White space is no base64 (a space after the comma, MIME's line breaks): providers refuse it.
+    const data = /\s/.test(m[2]) ? m[2].replace(/\s+/g, '') : m[2];
+    // image/jpg is common and unregistered; Anthropic takes image/jpeg only.
+    return { mediaType: type === 'image/jpg' ? 'image/jpeg' : type, data };
+  }
   if (/^data:/i.test(url)) throw unsupported(`${param}: media given as a data: URL must be base64 (data:<type>;base64,<data>)`, param);
   return undefined;
 }
