@@ -123,6 +123,21 @@ models:
     expect(row).toMatchObject({ provider: 'vertex_claude', prompt_tokens: 5, completion_tokens: 3 });
   });
 
+  it('refuses an image by URL, which Vertex does not fetch, without calling it', async () => {
+    const before = predictions().length;
+    const err = await client.chat.completions
+      .create({
+        model: 'vertex/sonnet',
+        messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'https://example.com/cat.png' } }] }],
+      })
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({
+      status: 400,
+      message: expect.stringContaining('Claude on Vertex AI takes images inline only (base64), not by URL'),
+    });
+    expect(predictions()).toHaveLength(before);
+  });
+
   it('streams through streamRawPredict', async () => {
     const stream = await client.chat.completions.create({
       model: 'vertex/sonnet',

@@ -6,7 +6,7 @@ import { AnthropicAdapter, type ClientProtocol, type MessagesEndpoint } from '..
 import type { AnthropicRequest } from '../anthropic/anthropic.types';
 import { googleRetryDelayMs, googleStatus, parseGoogleError } from '../http/google-error';
 import { KeyPool } from '../http/key-pool.service';
-import { joinUrl, optionString, postJson, withoutSecrets } from '../http/upstream-call';
+import { joinUrl, optionString, postJson, unsupported, withoutSecrets } from '../http/upstream-call';
 import { UpstreamClient } from '../http/upstream-client.service';
 import { LlmAdapter, type CallContext, type ProbeResult } from '../llm-adapter';
 import { GoogleTokenSource, loadServiceAccount, type ServiceAccount } from './google-auth';
@@ -56,10 +56,32 @@ function segment(s: string): string {
   return encodeURIComponent(s).replace(/%40/g, '@');
 }
 
-/** A Messages body for Vertex: no `model` (it is in the URL), `anthropic_version` in the body. */
+/**
+ * A Messages body for Vertex: no `model` (it is in the URL), `anthropic_version` in the body.
+ * Images and documents by URL are refused before sending, as this route's: Vertex takes them
+ * inline only (a 400 "URL sources are not supported" otherwise), and another route of the model
+ * may take them. The gateway does not fetch a URL a client gave it.
+ */
 export function toVertexBody(body: AnthropicRequest): AnthropicRequest {
+  refuseUrlSources(body.messages);
   const { model: _model, ...rest } = body;
   return { ...rest, anthropic_version: VERTEX_ANTHROPIC_VERSION };
+}
+
+function refuseUrlSources(messages: unknown): void {
+  if (!Array.isArray(messages)) return;
+  const check = (blocks: unknown, at: string): void => {
+    if (!Array.isArray(blocks)) return;
+    blocks.forEach((b: { type?: unknown; source?: { type?: unknown }; content?: unknown } | null, j) => {
+      if (b?.source?.type === 'url')
+        throw unsupported(
+          `${at}[${j}]: Claude on Vertex AI takes ${b.type === 'document' ? 'documents' : 'images'} inline only (base64), not by URL`,
+          `${at}[${j}].source`,
+        );
+      if (b?.type === 'tool_result') check(b.content, `${at}[${j}].content`);
+    });
+  };
+  messages.forEach((m: { content?: unknown } | null, i) => check(m?.content, `messages[${i}].content`));
 }
 
 /**

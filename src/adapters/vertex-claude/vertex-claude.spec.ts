@@ -86,4 +86,18 @@ describe('Vertex URLs and bodies', () => {
       anthropic_version: 'vertex-2023-10-16',
     });
   });
+
+  it('refuses images and documents by URL, in tool results too, as what this route cannot send', () => {
+    const url = { type: 'url', url: 'https://example.com/a.pdf' };
+    const body = (content: unknown) => ({ max_tokens: 5, messages: [{ role: 'user', content }] }) as never;
+    expect(() => toVertexBody(body([{ type: 'document', source: url }]))).toThrow(
+      expect.objectContaining({ status: 400, unsupportedByRoute: true, param: 'messages[0].content[0].source' }),
+    );
+    expect(() => toVertexBody(body([{ type: 'tool_result', tool_use_id: 't', content: [{ type: 'image', source: url }] }]))).toThrow(
+      /Claude on Vertex AI takes images inline only/,
+    );
+    expect(toVertexBody(body([{ type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'AA' } }]))).toHaveProperty(
+      'messages',
+    );
+  });
 });
