@@ -65,8 +65,20 @@ export class KeyInfoController {
         is_provisioning_key: false,
         is_management_key: false,
         expires_at: key.expires_at ? new Date(key.expires_at).toISOString() : null,
-        // OpenRouter marks this field deprecated; here it is the key's own per-minute limit.
-        rate_limit: key.rpm_limit === null ? null : { requests: key.rpm_limit, interval: '1m' },
+        // Fields of OpenRouter's shape that the gateway has nothing for, as OpenRouter sends them
+        // when unset: its SDK checks the response and refuses one without them.
+        allowed_data_regions: ['global'],
+        creator_user_id: null,
+        organization_id: null,
+        workspace_id: null,
+        // No free-model quota here: -1, OpenRouter's word for no such limit (as in rate_limit).
+        free_model_daily_requests: { limit: -1, remaining: -1, used: 0 },
+        // OpenRouter marks this field deprecated (requests -1); here it is the key's own per-minute limit.
+        rate_limit: {
+          requests: key.rpm_limit ?? -1,
+          interval: '1m',
+          note: "Deprecated by OpenRouter; here the key's rpm_limit (-1: none). See limits.",
+        },
         // The gateway's own limits, in the admin API's terms.
         limits: {
           rpm_limit: key.rpm_limit,

@@ -261,7 +261,12 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
       is_provisioning_key: false,
       is_management_key: false,
       expires_at: '2099-01-01T00:00:00.000Z',
-      rate_limit: { requests: 30, interval: '1m' },
+      allowed_data_regions: ['global'],
+      creator_user_id: null,
+      organization_id: null,
+      workspace_id: null,
+      free_model_daily_requests: { limit: -1, remaining: -1, used: 0 },
+      rate_limit: { requests: 30, interval: '1m', note: expect.stringContaining('rpm_limit') },
       limits: { rpm_limit: 30, tpm_limit: null, max_concurrency: null, daily_budget_usd: '0.1', monthly_budget_usd: '10' },
     });
 
@@ -306,7 +311,7 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
       limit_reset: null,
       limit_remaining: null,
       expires_at: null,
-      rate_limit: null,
+      rate_limit: { requests: -1, interval: '1m' },
     });
     const none = await info('/v1/key', {});
     expect(none.status).toBe(401);
