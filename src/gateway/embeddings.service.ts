@@ -20,6 +20,7 @@ import { Execution, RouteExecutor } from '../routing/route-executor.service';
 import { validateEmbeddingsRequest } from './embeddings-request.validator';
 import { dearest, promptCharge } from './charge-estimate';
 import { GatewayCalls } from './gateway-call.service';
+import { generationId } from './request-record';
 
 /**
  * Serves POST /v1/embeddings: validate, resolve an embedding model, run its routes (failing over
@@ -93,6 +94,12 @@ export class EmbeddingsService implements OnModuleInit, OnApplicationBootstrap {
         },
         'headers',
       );
+      rec.answered();
+      // The gateway's own id (the one /v1/generation looks up) and route kind, as chat answers
+      // have them; the upstream's id stays in the row.
+      if (typeof out.id === 'string' && out.id) rec.upstreamId ??= out.id.slice(0, 200);
+      out.id = generationId(rec.id);
+      if (ex.route) out.provider = ex.route.kind;
       // Under the model that made the vectors (a `models` fallback's, if it served): vectors of
       // different models cannot be compared.
       rec.usageEstimated = this.present(out, body.encoding_format ?? 'float', ex.model.id, body.input);

@@ -69,7 +69,7 @@ function streamError(err: GatewayError, rec: RequestRecord, object: string, choi
     // The model whose stream it ends: a `models` fallback's, when one answered.
     model: rec.execution?.model.id ?? rec.model,
     ...(route ? { provider: route.kind, route: route.id } : {}),
-    error: { message: err.message, type: err.type, code: err.code, param: err.param },
+    error: { message: err.message, type: err.type, code: err.code, param: err.param, ...(err.metadata ? { metadata: err.metadata } : {}) },
     choices: [{ index: 0, ...choice, finish_reason: 'error' }],
   };
 }

@@ -235,6 +235,17 @@ models:
       for await (const _ of stream) void _;
     };
     await expect(run()).rejects.toThrow(/Provider disconnected/);
+    // The error event keeps OpenRouter's metadata (which provider failed, its own words), as an error before the stream does.
+    const raw = await rawPost(`${gw.url}/v1/chat/completions`, {
+      model: 'or/mid-error',
+      stream: true,
+      messages: [{ role: 'user', content: 'one two three' }],
+    });
+    const last = raw.text.trim().split('\n\n').at(-1)!;
+    expect(JSON.parse(last.replace(/^data: /, '')).error).toMatchObject({
+      message: expect.stringContaining('Provider disconnected'),
+      metadata: { provider_name: 'Together', raw: 'socket hang up' },
+    });
   });
 
   it('takes an answer whose choice finished with error (HTTP 200) as a failure: the next route answers', async () => {
@@ -319,6 +330,11 @@ models:
     expect(upstream.requests[1].body).toMatchObject({ prompt: 'Once', usage: { include: true } });
     const rows = await gw.rows();
     expect(Number(rows.find((r) => r.model === 'or/embed')!.upstream_cost_usd)).toBeCloseTo(0.000003, 12);
+    // The gateway's id, which /v1/generation knows, and route kind, not OpenRouter's; its id in the row; a TTFT as chat's.
+    const embRow = rows.find((r) => r.model === 'or/embed')!;
+    expect(emb).toMatchObject({ id: `gen-${embRow.id}`, provider: 'openrouter' });
+    expect(embRow.ttft_ms).not.toBeNull();
+    expect((embRow.metadata as { upstream_id?: string }).upstream_id).toMatch(/^gen-/);
     expect(Number(rows.find((r) => `gen-${r.id}` === done.id)!.upstream_cost_usd)).toBeCloseTo(0.000007, 12);
     // Their usage.cost is the gateway's charge (the row's cost_usd), never OpenRouter's.
     expect(emb.usage).toEqual({ prompt_tokens: 3, total_tokens: 3, cost: Number(rows.find((r) => r.model === 'or/embed')!.cost_usd) });
