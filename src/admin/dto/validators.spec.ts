@@ -53,5 +53,10 @@ describe('IsUsdAmount', () => {
     expect(usdText(0.1 + 0.2)).toBe('0.3');
     expect(usdText(0.0000005)).toBe('0.0000005');
     expect(usdText(' 7.25 ')).toBe('7.25');
+    // As written, not the double's binary expansion (toFixed(12) gave 100000.100000000006).
+    expect(usdText(100000.1)).toBe('100000.1');
+    expect(usdText(99999.99)).toBe('99999.99');
+    expect(usdText(1e-7)).toBe('0.0000001');
+    expect(usdText(250)).toBe('250');
   });
 });

@@ -89,9 +89,17 @@ function parseAnyTimestamp(v: unknown): Date | undefined {
   return Number.isNaN(d.getTime()) ? undefined : d;
 }
 
-/** USD as given (number or string) to a normalised decimal string. */
+/**
+ * USD as given (number or string) to a normalised decimal string. A JSON number as it was written
+ * (100000.1, the shortest text that reads back as the same double), not its binary expansion
+ * (toFixed gives 100000.100000000006); to 12 decimals where it has more or is written with an
+ * exponent.
+ */
 export function usdText(v: string | number): string {
-  return typeof v === 'number' ? v.toFixed(12).replace(/0+$/, '').replace(/\.$/, '') : v.trim();
+  if (typeof v !== 'number') return v.trim();
+  const shortest = String(v);
+  if (/^\d+(\.\d{1,12})?$/.test(shortest)) return shortest;
+  return v.toFixed(12).replace(/0+$/, '').replace(/\.$/, '');
 }
 
 /**
