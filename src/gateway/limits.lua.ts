@@ -103,6 +103,8 @@ if tpm >= 0 then
   tpm_used, tpm_buckets = window(KEYS[2])
   tpm_reset = reset_of(tpm_buckets)
 end
+-- A request larger than the whole tpm_limit never fits: said first, so that no wait is asked for.
+if tpm >= 0 and tokens > tpm then return refuse('tpm', wait_for(tpm_buckets, tpm_used, tpm, tokens)) end
 if rpm >= 0 and rpm_used + 1 > rpm then return refuse('rpm', wait_for(rpm_buckets, rpm_used, rpm, 1)) end
 if tpm >= 0 and tpm_used + tokens > tpm then return refuse('tpm', wait_for(tpm_buckets, tpm_used, tpm, tokens)) end
 

@@ -105,6 +105,13 @@ describe('per-process limits', () => {
     expect(admit({ rpm: 3 }).ok).toBe(false);
   });
 
+  it('names tpm_limit, not a full rpm window, for a request larger than the whole tpm_limit: no wait makes it fit', () => {
+    const { admit } = setup();
+    expect(admit({ rpm: 1, tpm: 1000 }, { tokens: 10 }).ok).toBe(true);
+    expect(admit({ rpm: 1, tpm: 1000 }, { tokens: 10 })).toMatchObject({ ok: false, limit: 'rpm' });
+    expect(admit({ rpm: 1, tpm: 1000 }, { tokens: 5000 })).toMatchObject({ ok: false, limit: 'tpm' });
+  });
+
   it('counts tokens per minute, refuses what would pass the limit, and settles to what was used', () => {
     const { admit, settle, advance } = setup();
     const a = admit({ tpm: 1000 }, { tokens: 800 });

@@ -132,6 +132,8 @@ export class LocalLimits {
     const tw = tpm >= 0 ? window(s.tpm, sec, now) : undefined;
     if (rw) [out.rpmUsed, out.rpmResetMs] = [rw.used, rw.resetMs];
     if (tw) [out.tpmUsed, out.tpmResetMs] = [tw.used, tw.resetMs];
+    // A request larger than the whole tpm_limit never fits: said first, so that no wait is asked for.
+    if (tw && a.tokens > tpm) return refuse('tpm', tw.waitFor(tpm, a.tokens));
     if (rw && rw.used + 1 > rpm) return refuse('rpm', rw.waitFor(rpm, 1));
     if (tw && tw.used + a.tokens > tpm) return refuse('tpm', tw.waitFor(tpm, a.tokens));
     const budgets = hasBudget(a.limits);

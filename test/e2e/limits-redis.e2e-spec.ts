@@ -125,6 +125,15 @@ describe('limits shared through Redis', () => {
     expect(over.body.error!.message).toContain(`$${picoToUsd(usdToPico(row.cost_usd))} is spent`);
   });
 
+  it('refuses a request larger than the whole tpm_limit as such, without a wait, though the rpm window is full', async () => {
+    const { a } = replicas;
+    const { key } = await adminApi(a).createKey({ name: 'rpm full, tpm too small', rpm_limit: 1, tpm_limit: 100 });
+    expect((await chat(a, key, ask('acme/chat', 10))).status).toBe(200);
+    const big = await chat(a, key, ask('acme/chat', 5000));
+    expect([big.status, big.body.error]).toEqual([429, expect.objectContaining({ code: 'tpm_limit_exceeded' })]);
+    expect(big.headers.get('x-should-retry')).toBe('false');
+  });
+
   it('says to retry in a second when requests in flight fill a budget, and names the later of two spent budgets', async () => {
     const { a, b, upstream } = replicas;
     const admin = adminApi(a);
