@@ -147,6 +147,21 @@ export function stripReasoning(m: object): boolean {
   return had;
 }
 
+/**
+ * Reasoning text under both names clients read, in place: `reasoning` (OpenRouter's, vLLM's from
+ * 0.11, Ollama's) and `reasoning_content` (DeepSeek's, Z.AI's, SGLang's, vLLM's before 0.11, and
+ * the gateway's own translations). Upstreams give one or the other; a client written for either
+ * sees it, and the gateway reads `reasoning_content`.
+ */
+export function bothReasoningNames(m: object): void {
+  const o = m as { reasoning?: unknown; reasoning_content?: unknown };
+  if (typeof o.reasoning_content === 'string') {
+    if (o.reasoning === undefined || o.reasoning === null) o.reasoning = o.reasoning_content;
+  } else if (typeof o.reasoning === 'string' && (o.reasoning_content === undefined || o.reasoning_content === null)) {
+    o.reasoning_content = o.reasoning;
+  }
+}
+
 /** OpenRouter-style request options the gateway acts on itself; upstreams never see them (OpenRouter routes some). */
 export const GATEWAY_ONLY_FIELDS = ['models', 'provider', 'route', 'transforms', 'plugins', 'usage', 'session_id', 'debug'] as const;
 

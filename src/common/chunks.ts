@@ -120,6 +120,7 @@ export class ChatAggregator {
       const d = c.delta ?? {};
       if (typeof d.content === 'string') st.content += d.content;
       if (typeof d.reasoning_content === 'string') st.reasoning += d.reasoning_content;
+      else if (typeof d.reasoning === 'string') st.reasoning += d.reasoning;
       if (typeof d.refusal === 'string') st.refusal += d.refusal;
       if (Array.isArray(d.thinking_blocks)) st.thinkingBlocks = d.thinking_blocks;
       // Images a model made (OpenRouter's delta.images), each whole.

@@ -74,6 +74,8 @@ describe('openai_compat provider profiles', () => {
   it('DeepSeek: reasoning_content passes through, streamed past its keep-alive comments', async () => {
     const res = await client.chat.completions.create({ model: 'ds/reasoner', messages: [{ role: 'user', content: 'think' }] });
     expect((res.choices[0].message as unknown as { reasoning_content: string }).reasoning_content).toBe('thinking it over');
+    // Under OpenRouter's name too, which clients written for OpenRouter read.
+    expect((res.choices[0].message as unknown as { reasoning: string }).reasoning).toBe('thinking it over');
     expect(res.usage?.completion_tokens_details?.reasoning_tokens).toBe(3);
     const stream = await client.chat.completions.create({
       model: 'ds/reasoner',
@@ -81,12 +83,15 @@ describe('openai_compat provider profiles', () => {
       messages: [{ role: 'user', content: 'think' }],
     });
     let reasoning = '';
+    let openRouters = '';
     let text = '';
     for await (const c of stream) {
       reasoning += (c.choices[0]?.delta as { reasoning_content?: string } | undefined)?.reasoning_content ?? '';
+      openRouters += (c.choices[0]?.delta as { reasoning?: string } | undefined)?.reasoning ?? '';
       text += c.choices[0]?.delta.content ?? '';
     }
     expect(reasoning).toBe('thinking it over');
+    expect(openRouters).toBe('thinking it over');
     expect(text).toBe('echo: think');
     expect((await gw.rows()).at(-1)).toMatchObject({ reasoning_tokens: 3, usage_estimated: false });
   });
@@ -259,8 +264,14 @@ describe('openai_compat provider profiles', () => {
       messages: [{ role: 'user', content: 'hey' }],
     });
     let reasoning = '';
-    for await (const c of stream) reasoning += (c.choices[0]?.delta as { reasoning?: string } | undefined)?.reasoning ?? '';
+    let deepSeeks = '';
+    for await (const c of stream) {
+      reasoning += (c.choices[0]?.delta as { reasoning?: string } | undefined)?.reasoning ?? '';
+      deepSeeks += (c.choices[0]?.delta as { reasoning_content?: string } | undefined)?.reasoning_content ?? '';
+    }
     expect(reasoning).toBe('thinking it over');
+    // Under DeepSeek's name too (vLLM before 0.11), and counted once in the estimate.
+    expect(deepSeeks).toBe('thinking it over');
   });
 
   it('SGLang: its top-level reasoning_tokens become completion_tokens_details and reach the log', async () => {
