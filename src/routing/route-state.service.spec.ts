@@ -45,6 +45,24 @@ describe('RouteStateService', () => {
     expect(s.get(m2, m2.routes[0]).breaker.state).toBe('closed');
   });
 
+  it("keeps failures of requests still in flight on the old server off the new server's circuit", () => {
+    const s = new RouteStateService(registry);
+    const transitions: string[] = [];
+    s.onTransition((st, t) => transitions.push(`${st.key} ${t}`));
+    const m1 = model('m', [route('a', 'http://gpu-1:8000/v1')]);
+    const old = s.get(m1, m1.routes[0]);
+    const permits = [s.acquire(old), s.acquire(old)];
+    // Reloaded to another server while two requests run on the old one; then they fail.
+    const m2 = model('m', [route('a', 'http://gpu-2:8000/v1')]);
+    const fresh = s.get(m2, m2.routes[0]);
+    for (const p of permits) s.failed(s.get(m1, m1.routes[0]), p, http503());
+    expect(fresh).not.toBe(old);
+    expect(fresh.breaker.state).toBe('closed');
+    expect(s.availability(fresh)).toBe('ok');
+    // Nor is the old state's opening announced (SharedStateService would copy it to Redis under the route's key).
+    expect(transitions).toEqual([]);
+  });
+
   it('shares one endpoint between routes of several models on one server and key', () => {
     const s = new RouteStateService(registry);
     const a = model('a', [route('r', 'http://gpu:8000/v1', 'k1')]);

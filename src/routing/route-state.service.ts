@@ -52,6 +52,8 @@ export class RouteState {
   shared = false;
   /** performance.now() of this process's last breaker transition (shared state read before it is stale). */
   changedAt = 0;
+  /** Replaced after a reload pointed the route at another server; only requests begun before it still report here. */
+  retired = false;
   window: StatsWindowDef;
 
   constructor(
@@ -124,10 +126,12 @@ export class RouteStateService {
       st = new RouteState(key, model.id, route.id, endpoint, window);
       this.routes.set(key, st);
     } else if (st.endpoint !== endpoint) {
-      // A reload pointed the route elsewhere: what we knew was about another server.
-      st.endpoint = endpoint;
-      st.breaker.reset();
-      st.resetStats(window);
+      // A reload pointed the route elsewhere: what we knew was about another server. A new state,
+      // not the old one reset: requests still in flight on the old server report to the old one
+      // (through their route definition), and must not open the new server's circuit.
+      st.retired = true;
+      st = new RouteState(key, model.id, route.id, endpoint, window);
+      this.routes.set(key, st);
     } else if (st.window.size !== window.size || st.window.seconds !== window.seconds) {
       st.resetStats(window);
     }
@@ -289,6 +293,8 @@ export class RouteStateService {
 
   private emit(st: RouteState, t: CircuitTransition): void {
     st.changedAt = performance.now();
+    // A route's state from before a reload moved it to another server: nobody routes on it.
+    if (st.retired) return;
     for (const l of this.listeners) l(st, t);
   }
 }
