@@ -1,4 +1,5 @@
 import { MAX_TIMER_MS } from '../common/deadline';
+import { SECRET_NAME } from '../common/secret-names';
 import type { YamlPath, YamlSource } from './yaml-source';
 
 type Obj = Record<string, unknown>;
@@ -117,7 +118,15 @@ export function describe(v: unknown, key?: string): string {
   return `${typeof v} ${JSON.stringify(typeof v === 'string' ? withoutUrlCredentials(v) : v)}`;
 }
 
-/** `scheme://user:password@host/...` → `scheme://***@host/...` (also with a mistyped `scheme:/`). */
+/**
+ * `scheme://user:password@host/...` → `scheme://***@host/...` (also with a mistyped `scheme:/`),
+ * and the values of query parameters named as credentials (`?key=`, `&sig=`, SECRET_NAME) →
+ * `***`, also in a URL that does not parse (the messages that quote one are about such URLs).
+ */
 export function withoutUrlCredentials(text: string): string {
-  return text.replace(/(^|[^\w+.-])([a-z][\w+.-]*:\/*)[^\s/@]*@/gi, '$1$2***@');
+  return text
+    .replace(/(^|[^\w+.-])([a-z][\w+.-]*:\/*)[^\s/@]*@/gi, '$1$2***@')
+    .replace(/([?&;])([^=&#\s"]+)=([^&#\s"]*)/g, (all: string, sep: string, name: string) =>
+      SECRET_NAME.test(name) ? `${sep}${name}=***` : all,
+    );
 }

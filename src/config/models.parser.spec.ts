@@ -347,6 +347,9 @@ describe('parseModels: errors name file, line and key', () => {
     expect(key).toMatch(/api_key/);
     const [url] = problemsOf(oneRoute('- kind: vllm', '  base_url: "ftp://user:sk-LEAK@h/v1"'));
     expect(url).toMatch(/"ftp:\/\/\*\*\*@h\/v1" is not an http\(s\) URL/);
+    // Credentials in its query too, in a URL that does not even parse; other parameters stay readable.
+    const [query] = problemsOf(oneRoute('- kind: vllm', '  base_url: "ftp://h x/v1?key=LEAK1&region=eu&sig=LEAK2&pwd=LEAK3"'));
+    expect(query).toContain('"ftp://h x/v1?key=***&region=eu&sig=***&pwd=***" is not an http(s) URL');
     for (const p of [keys, key, url]) expect(p).not.toContain('sk-LEAK');
   });
 

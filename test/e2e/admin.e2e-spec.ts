@@ -12,7 +12,7 @@ models:
   - id: demo/url-key
     context_length: 4096
     route:
-      - { kind: openai_compat, id: keyed-url, base_url: "https://ops:hunter2-pass@llm.example.com/v1?api-key=sk-in-url&region=eu" }
+      - { kind: openai_compat, id: keyed-url, base_url: "https://ops:hunter2-pass@llm.example.com/v1?api-key=sk-in-url&region=eu&pwd=pwd-in-url" }
 `;
 const TOKEN = 'admin-token-0123456789abcdef';
 
@@ -66,7 +66,10 @@ describe('admin API', () => {
       // Credentials written into a URL are blanked out too; the rest of it stays readable.
       expect(text).not.toContain('hunter2');
       expect(text).not.toContain('sk-in-url');
-      expect(body.models[1].routes[0].base_url).toBe('https://redacted:redacted@llm.example.com/v1?api-key=redacted&region=eu');
+      expect(text).not.toContain('pwd-in-url');
+      expect(body.models[1].routes[0].base_url).toBe(
+        'https://redacted:redacted@llm.example.com/v1?api-key=redacted&region=eu&pwd=redacted',
+      );
     }
   });
 
