@@ -244,7 +244,8 @@ export class GatewayCalls {
       rec.lease?.settle(row);
       this.writer.enqueue(row);
       this.metrics.observeRequest(rec.observation(row, rec.modelDef || !rec.model ? undefined : this.registry.current().find(rec.model)));
-      for (const a of rec.execution?.attempts ?? []) this.metrics.observeAttempt(a.provider, a.route, a.outcome);
+      const ex = rec.execution;
+      for (const a of ex?.attempts ?? []) this.metrics.observeAttempt(a.model ?? ex!.requested.id, a.provider, a.route, a.outcome);
       const log = this.appLogger.access;
       if (log.isLevelEnabled('info')) {
         log.info(

@@ -4,7 +4,8 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import { answerMetricsRequests, clusterMetrics } from '../cluster';
 import { AppConfig } from '../config/app-config';
 
-const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+// Up to the longest request the default whole-request timeout (600 s) allows, and beyond.
+const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200];
 
 export interface RequestObservation {
   model: string;
@@ -28,7 +29,7 @@ export class MetricsService {
   private readonly latency: Histogram<'model' | 'provider' | 'status'>;
   private readonly ttft: Histogram<'model' | 'provider' | 'status'>;
   private readonly tokens: Counter<'model' | 'provider' | 'type'>;
-  private readonly attempts: Counter<'provider' | 'route' | 'outcome'>;
+  private readonly attempts: Counter<'model' | 'provider' | 'route' | 'outcome'>;
   private readonly refusals: Counter<'status' | 'code'>;
 
   constructor(config: AppConfig) {
@@ -62,8 +63,8 @@ export class MetricsService {
     });
     this.attempts = new Counter({
       name: 'hybridinference_upstream_attempts_total',
-      help: 'Attempts at upstream routes, by outcome',
-      labelNames: ['provider', 'route', 'outcome'],
+      help: 'Attempts at upstream routes, by model (route ids are unique within a model only), provider, route and outcome',
+      labelNames: ['model', 'provider', 'route', 'outcome'],
       registers,
     });
     this.refusals = new Counter({
@@ -97,8 +98,8 @@ export class MetricsService {
     if (o.reasoningTokens) this.tokens.inc({ ...t, type: 'reasoning' }, o.reasoningTokens);
   }
 
-  observeAttempt(provider: string, route: string, outcome: string): void {
-    if (this.enabled) this.attempts.inc({ provider, route, outcome });
+  observeAttempt(model: string, provider: string, route: string, outcome: string): void {
+    if (this.enabled) this.attempts.inc({ model, provider, route, outcome });
   }
 
   /** A call refused at the API key check, before any request-log row is made. */

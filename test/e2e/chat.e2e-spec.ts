@@ -490,6 +490,10 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     ]);
     const metrics = await (await fetch(`${gw.url}/metrics`)).text();
     expect(metrics).toMatch(/hybridinference_upstream_attempts_total\{[^}]*outcome="cancelled"[^}]*\} [1-9]/);
+    // By model too: route ids are unique within a model only.
+    expect(metrics).toMatch(
+      /hybridinference_upstream_attempts_total\{model="[^"]+",provider="[^"]+",route="[^"]+",outcome="cancelled"\} [1-9]/,
+    );
   });
 
   it('aborts the upstream request when a non-streaming client leaves', async () => {
