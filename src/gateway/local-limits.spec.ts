@@ -72,6 +72,26 @@ describe('per-process limits', () => {
     });
   });
 
+  it('gives the shared store its own count too, spend it never saw included, less what settlements still to be made there will add', () => {
+    const { limits, admit, settle, rid } = setup();
+    const day = String(utcDay(T0));
+    const month = String(utcMonth(T0));
+    const none = { day: '', dayNano: 0, month: '', monthNano: 0 };
+    limits.observe('k', { day, dayNano: 500, month, monthNano: 700 });
+    // Admitted and settled here while the store was away: 100 it never saw.
+    admit({ dayBudget: 10_000 }, { costNano: 100 });
+    settle(rid(), Math.floor(T0 / 1000), 0, 0, 100);
+    expect(limits.sharedBaseline('k', none)).toMatchObject({ day, dayNano: 600, month, monthNano: 800 });
+    // Highest of the figures, never their sum: a request-log baseline that holds the 100 too.
+    expect(limits.sharedBaseline('k', { day, dayNano: 650, month, monthNano: 750 })).toMatchObject({ dayNano: 650, monthNano: 800 });
+    // 30 of it is yet to be settled in the store, which will add it: the baseline leaves it out.
+    const pending = new Map([
+      [`d:${day}`, 30],
+      [`m:${month}`, 30],
+    ]);
+    expect(limits.sharedBaseline('k', none, pending)).toMatchObject({ dayNano: 570, monthNano: 770 });
+  });
+
   it('never takes a token bucket below zero when a request used less than it reserved', () => {
     const { limits, settle } = setup();
     // Settled against a bucket that holds nothing (the shared store lost it): nothing to take back.

@@ -465,22 +465,32 @@ describe('limits when Redis goes away', () => {
     }
   });
 
-  it('counts in Redis, once it answers again, the spend of requests admitted per process while it stalled', async () => {
+  it('counts in Redis, once it answers again, the spend of requests admitted per process while it stalled, once', async () => {
     await redisBack();
     const redis = new Redis(REDIS_URL);
     try {
       const { id, key } = await adminApi(gw).createKey({ name: 'spent across a stall', daily_budget_usd: '100' });
+      expect((await chat(gw, key, ask('acme/chat', 10))).status).toBe(200); // counted in Redis
       proxy.hold(); // nothing answers: checked and settled per process
       for (let i = 0; i < 2; i++) expect((await chat(gw, key, ask('acme/chat', 10))).status).toBe(200);
       proxy.release();
       await waitFor(shared, 'Redis to answer again');
+      // The next request through Redis carries what Redis never saw: left out, the key could
+      // spend its whole budget again; added on top of a baseline that holds it, twice.
+      expect((await chat(gw, key, ask('acme/chat', 10))).status).toBe(200);
       const rows = (await gw.rows()).filter((r) => r.api_key_id === id);
-      expect(rows).toHaveLength(2);
+      expect(rows).toHaveLength(4);
       const cost = rows.reduce((sum, r) => sum + nano(usdToPico(r.cost_usd)), 0);
       expect(cost).toBeGreaterThan(0);
       const counter = `${prefix}lim:{${id}}:spent:d:${Math.floor(Date.now() / 86_400_000)}`;
-      // Left out, the key could spend its whole budget again through Redis.
       await waitFor(async () => Number(await redis.get(counter)) === cost, 'the per-process spend to reach Redis', 3000);
+      expect((await chat(gw, key, ask('acme/chat', 10))).status).toBe(200);
+      const all = (await gw.rows()).filter((r) => r.api_key_id === id);
+      await waitFor(
+        async () => Number(await redis.get(counter)) === all.reduce((sum, r) => sum + nano(usdToPico(r.cost_usd)), 0),
+        'the counter to stay exact',
+        3000,
+      );
     } finally {
       redis.disconnect();
     }
