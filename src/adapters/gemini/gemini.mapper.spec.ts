@@ -449,11 +449,25 @@ describe('failed function calls and empty answers', () => {
     const t = new GeminiStreamTranslator('m');
     t.push({ candidates: [{ content: { role: 'model', parts: [{ text: 'I will call it now.' }] } }] } as never);
     expect(() => t.push(malformed as never)).toThrow(/function call could not be used/);
-    // A call that did come with it is the answer.
+    // A call that did come with it is the answer, in the same event or streamed before.
     const withCall = {
       candidates: [{ ...malformed.candidates[0], content: { role: 'model', parts: [{ functionCall: { name: 'f', args: {} } }] } }],
     };
     expect(fromGeminiResponse(withCall as never, 'm').choices[0].message.tool_calls).toHaveLength(1);
+    const called = new GeminiStreamTranslator('m');
+    called.push({ candidates: [{ content: { role: 'model', parts: [{ functionCall: { name: 'f', args: {} } }] } }] } as never);
+    expect(() => called.push(malformed as never)).not.toThrow();
+  });
+
+  it('leaves another candidate (n > 1) that answered as the answer, this one an empty choice', () => {
+    const two = {
+      candidates: [
+        { index: 0, content: { role: 'model', parts: [{ text: 'Answer A' }] }, finishReason: 'STOP' },
+        { index: 1, content: { role: 'model', parts: [] }, finishReason: 'MALFORMED_FUNCTION_CALL' },
+      ],
+    };
+    expect(fromGeminiResponse(two as never, 'm').choices.map((c) => c.message.content)).toEqual(['Answer A', '']);
+    expect(() => new GeminiStreamTranslator('m').push(two as never)).not.toThrow();
   });
 
   it.each([

@@ -359,18 +359,25 @@ const NORMAL_FINISH: ReadonlySet<string> = new Set(['STOP', 'MAX_TOKENS', ...CON
  * code): a failed answer, not an empty one that stopped normally, which would be billed. The
  * next route may answer; the endpoint's circuit does not count it.
  */
-function failedAnswer(c: GeminiCandidate, answered: () => boolean): void {
+function failedAnswer(
+  c: GeminiCandidate,
+  othersAnswered: () => boolean,
+  /** What this candidate streamed in earlier events. */
+  before: { answered: boolean; called: boolean } = { answered: false, called: false },
+): void {
   const reason = c.finishReason;
   if (!reason || NORMAL_FINISH.has(reason)) return;
+  // Another candidate (n > 1) answered: that is the answer, this one an empty choice. (Asked
+  // only now: the common end is a normal one.)
+  if (othersAnswered()) return;
   if (TOOL_FAILURE.has(reason)) {
     // The call the model meant to make is lost: text before it is not the answer (ending the
-    // turn with `stop` would end an agent's loop as if the model were done).
-    if ((c.content?.parts ?? []).some((p) => p.functionCall)) return;
+    // turn with `stop` would end an agent's loop as if the model were done). A call that did
+    // come, in this event or streamed before, is.
+    if (before.called || (c.content?.parts ?? []).some((p) => p.functionCall)) return;
   }
-  // Text or a usable call came with it (in this event or, streamed, before), or another
-  // candidate (n > 1) answered: that is the answer, this candidate an empty choice. (Asked only
-  // now: the common end is a normal one.)
-  else if (hasAnswer(c) || answered()) return;
+  // Text or a usable call came with it, in this event or streamed before: that is the answer.
+  else if (hasAnswer(c) || before.answered) return;
   const why = typeof c.finishMessage === 'string' && c.finishMessage ? `: ${c.finishMessage.slice(0, 500)}` : '';
   throw new UpstreamError({
     failure: 'protocol',
@@ -438,7 +445,7 @@ function imageOf(p: GeminiPart): { type: 'image_url'; image_url: { url: string }
 export function fromGeminiResponse(res: GeminiResponse, model: string, newId: () => string = syntheticToolCallId): ChatResponse {
   const candidates = res.candidates ?? [];
   const choices: ChatResponse['choices'] = candidates.map((c, i) => {
-    failedAnswer(c, () => candidates.some(hasAnswer));
+    failedAnswer(c, () => candidates.some((other) => other !== c && hasAnswer(other)));
     let text = '';
     let reasoning = '';
     const toolCalls: ToolCall[] = [];
@@ -530,6 +537,7 @@ export class GeminiStreamTranslator {
         this.candidates.set(index, state);
         out.push(this.chunk(index, { role: 'assistant', content: '' }, null));
       }
+      const before = { answered: state.answered === true, called: state.tools > 0 };
       for (const p of c.content?.parts ?? []) {
         const image = imageOf(p);
         if (p.functionCall) {
@@ -550,7 +558,7 @@ export class GeminiStreamTranslator {
         const last = out.findLast((o) => o.choices[0]?.index === index);
         if (last) last.choices[0].logprobs = lp;
       }
-      failedAnswer(c, () => [...this.candidates.values()].some((st) => st.answered));
+      failedAnswer(c, () => [...this.candidates].some(([other, st]) => other !== index && st.answered), before);
       const finish = finishReason(c.finishReason, state.tools > 0);
       if (finish && !state.finished) {
         state.finished = true;
