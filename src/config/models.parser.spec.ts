@@ -135,6 +135,23 @@ describe('parseModels: a valid model', () => {
     expect(dear.pricing).not.toHaveProperty('input_cache_read');
     expect(free.pricing).toMatchObject({ prompt: { pico: 0n }, completion: { pico: 0n }, request: { pico: 0n } });
     expect(free.pricing).not.toHaveProperty('input_cache_read');
+    // Both token prices: a whole price list, as a route's pricing always was (a free local route).
+    const whole = load(
+      yaml(
+        'models:',
+        '  - id: acme/priced',
+        '    context_length: 8192',
+        '    pricing: { prompt: 1, completion: 2, request: "0.01", image: "0.005", web_search: "0.01", input_cache_read: "0.1" }',
+        '    route:',
+        '      - { kind: mock, pricing: { prompt: 0, completion: 0 } }',
+      ),
+    ).models[0].routes[0];
+    expect(whole.pricing).toEqual({
+      prompt: { text: '0', pico: 0n },
+      completion: { text: '0', pico: 0n },
+      request: { text: '0', pico: 0n },
+      image: { text: '0', pico: 0n },
+    });
     const cheaper = load(
       yaml(
         'models:',

@@ -257,9 +257,10 @@ function parseArchitecture(r: FieldReader, o: Record<string, unknown>, path: Yam
 }
 
 /**
- * A `pricing` block. A price it leaves out is `base`'s (a route's block over its model's: a
- * route that writes only its prompt price keeps the model's completion and request prices), else
- * free; the cache prices follow the prompt price, the reasoning price the completion price.
+ * A `pricing` block. With both token prices it is a whole price list: what it leaves out is free.
+ * With only some, a price it leaves out is `base`'s (a route's block over its model's: a route
+ * that writes only its prompt price keeps the model's completion and request prices); the cache
+ * prices follow the prompt price, the reasoning price the completion price.
  */
 export function parsePricing(r: FieldReader, raw: unknown, path: YamlPath, warn: (m: string) => void, base?: Pricing): Pricing | undefined {
   if (raw === undefined || raw === null) return undefined;
@@ -291,6 +292,9 @@ export function parsePricing(r: FieldReader, raw: unknown, path: YamlPath, warn:
   };
   const prompt = read('prompt', false);
   const completion = read('completion', false);
+  // A block with both token prices is a whole price list (a route's: `{prompt: 0, completion: 0}`
+  // is a free route); one with only some prices changes those, the rest staying the model's.
+  if (prompt && completion) base = undefined;
   const pricing: Pricing = {
     prompt: prompt ?? base?.prompt ?? FREE,
     completion: completion ?? base?.completion ?? FREE,
