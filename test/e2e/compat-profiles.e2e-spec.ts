@@ -186,11 +186,9 @@ describe('openai_compat provider profiles', () => {
     expect((err as APIError).message).toContain('insufficient balance (1008)');
   });
 
-  it('MiniMax: output flagged as sensitive (an empty reply with base_resp 1027) is a 400, not an empty answer', async () => {
-    const err = await client.chat.completions
-      .create({ model: 'mm/sensitive', messages: [{ role: 'user', content: 'x' }] })
-      .catch((e: unknown) => e);
-    expect(err).toMatchObject({ status: 400, message: expect.stringContaining('output new_sensitive (1027)') });
+  it('MiniMax: output its moderation removed (an empty reply with base_resp 1027) stopped for content_filter, not a plain stop', async () => {
+    const res = await client.chat.completions.create({ model: 'mm/sensitive', messages: [{ role: 'user', content: 'x' }] });
+    expect(res.choices[0]).toMatchObject({ finish_reason: 'content_filter', message: { content: '' } });
   });
 
   it('an answer of no choices is the route failing, never a 200 the SDK cannot read', async () => {
@@ -230,6 +228,8 @@ describe('openai_compat provider profiles', () => {
           })
           .catch((e: unknown) => e);
         expect([id, stream, err]).toEqual([id, stream, expect.objectContaining({ status: 502 })]);
+        // Named by the reason it ended with.
+        expect((err as Error).message).toContain(id === 'sglang/abort' ? '"abort"' : '"network_error"');
       }
     for (const [id, reason] of [
       ['glm/sensitive', 'content_filter'],

@@ -178,15 +178,19 @@ export class OpenAiCompatAdapter implements LlmAdapter {
 
   private chatAnswer(json: ChatResponse, route: RouteDef): ChatResponse {
     if (!json || !Array.isArray(json.choices) || json.choices.length === 0) throw answerError(json, route);
-    // MiniMax answers some errors with choices too (output flagged as sensitive: empty content).
-    const refused = miniMaxError(json, route);
-    if (refused) throw refused;
+    // MiniMax answers some errors with choices too. Output its moderation flagged (1027, empty
+    // content) is an answer stopped by a content filter, as OpenAI and Z.AI give it; others fail.
+    if (isMiniMaxOutputFiltered(json)) for (const c of json.choices) c.finish_reason = 'content_filter';
+    else {
+      const refused = miniMaxError(json, route);
+      if (refused) throw refused;
+    }
     const problem = choicesProblem(json.choices, 'message');
     if (problem) throw protocolError(route, `sent an answer the gateway cannot read (${problem})`);
     // OpenRouter answers a provider that failed after accepting the call with HTTP 200 and a
     // choice that finished with `error`: a failure (the next route may answer), never billed as one.
     const failed = json.choices.find((c) => failedFinish(c.finish_reason));
-    if (failed) throw inBandError((failed.error as WireChunk['error']) ?? {}, route, 'failed');
+    if (failed) throw inBandError((failed.error as WireChunk['error']) ?? {}, route, 'failed', String(failed.finish_reason));
     return normalizeResponse(json);
   }
 
@@ -253,7 +257,8 @@ export class OpenAiCompatAdapter implements LlmAdapter {
           if (problem) throw protocolError(route, `sent a stream event the gateway cannot read (${problem})`);
           // OpenRouter may end a choice with `error` and carry the error on the choice alone.
           for (const c of chunk.choices)
-            if (failedFinish(c.finish_reason)) throw inBandError((c.error as WireChunk['error']) ?? {}, route, 'failed mid-stream');
+            if (failedFinish(c.finish_reason))
+              throw inBandError((c.error as WireChunk['error']) ?? {}, route, 'failed mid-stream', String(c.finish_reason));
           const out = map(chunk);
           // Complete: usage came and every choice seen has finished (usage alone after the finish,
           // as OpenAI ends a stream; or on the finish chunk, as DeepSeek and older vLLM do).
@@ -300,17 +305,23 @@ export class OpenAiCompatAdapter implements LlmAdapter {
  * "message"}}`): with its HTTP-like code when it has one (a 429 stays a rate limit, retried
  * after its wait), else a 502.
  */
-function inBandError(e: NonNullable<WireChunk['error']>, route: RouteDef, what: string): UpstreamError {
+function inBandError(e: NonNullable<WireChunk['error']>, route: RouteDef, what: string, reason = 'error'): UpstreamError {
   const status = typeof e.code === 'number' && e.code >= 400 && e.code <= 599 ? e.code : 502;
   const said = JSON.stringify(e);
   const message =
     typeof e.message === 'string' && e.message
       ? e.message
-      : // A choice ended with `error` and nothing said why: say that rather than "{}".
+      : // A choice ended in failure and nothing said why: say that rather than "{}".
         said === '{}'
-        ? 'the answer ended with finish_reason "error" and no error message'
+        ? `the answer ended with finish_reason ${JSON.stringify(reason).slice(0, 60)} and no error message`
         : said.slice(0, 500);
   return providerHttpError(status, { message, code: null, metadata: e.metadata }, route, undefined, what);
+}
+
+/** MiniMax's answer whose output its moderation removed: `output_sensitive`, base_resp 1027. */
+function isMiniMaxOutputFiltered(json: unknown): boolean {
+  const j = json as { output_sensitive?: unknown; base_resp?: { status_code?: unknown } } | null;
+  return j?.output_sensitive === true && j.base_resp?.status_code === 1027;
 }
 
 /**
