@@ -35,7 +35,7 @@ const WORKER_METRICS_WAIT_MS = 2000;
  */
 export function runPrimary(
   count: number,
-  log: (msg: string, level?: 'info' | 'warn') => void,
+  log: (msg: string, level?: 'info' | 'warn' | 'error') => void,
   /** How long the workers may take to drain after SIGTERM before they are killed (grace + log drain). */
   stopDeadlineMs = 60_000,
 ): void {
@@ -106,7 +106,7 @@ export function runPrimary(
       return;
     }
     if (!everListened) {
-      log(`worker ${worker.process.pid} failed to start (exit ${code ?? signal}); stopping`, 'warn');
+      log(`worker ${worker.process.pid} failed to start (exit ${code ?? signal}); stopping`, 'error');
       stopping = true;
       for (const w of Object.values(cluster.workers ?? {})) w?.kill('SIGTERM');
       process.exitCode = 1;
@@ -117,7 +117,8 @@ export function runPrimary(
     restarts.push(now);
     while (restarts.length && restarts[0] < now - 60_000) restarts.shift();
     const delay = Math.min(30_000, 250 * 2 ** Math.max(0, restarts.length - 1));
-    log(`worker ${worker.process.pid} exited (${code ?? signal}); restarting in ${delay} ms`, 'warn');
+    // An error: a worker the OOM killer ended logs nothing itself, so this line is its only trace.
+    log(`worker ${worker.process.pid} exited (${code ?? signal}); restarting in ${delay} ms`, 'error');
     const timer = setTimeout(() => {
       restartTimers.delete(timer);
       void fork();
@@ -137,7 +138,7 @@ export function runPrimary(
     // A worker that does not finish (stopped, hung) must not hold the shutdown for ever.
     setTimeout(() => {
       const left = Object.values(cluster.workers ?? {});
-      log(`${left.length} workers did not stop within ${stopDeadlineMs} ms; killing them`, 'warn');
+      log(`${left.length} workers did not stop within ${stopDeadlineMs} ms; killing them`, 'error');
       for (const w of left) w?.process.kill('SIGKILL');
       process.exit(1);
     }, stopDeadlineMs).unref();

@@ -37,7 +37,7 @@ if (workers > 1 && cluster.isPrimary) {
   // LOG_LEVEL as the workers' pino takes it (their config validates the value; here a bad one is `info`).
   const rank = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: Infinity } as Record<string, number>;
   const threshold = rank[env.LOG_LEVEL?.trim() ?? 'info'] ?? rank.info;
-  const log = (msg: string, level: 'info' | 'warn' = 'info') =>
+  const log = (msg: string, level: 'info' | 'warn' | 'error' = 'info') =>
     rank[level] >= threshold &&
     process.stdout.write(
       `${JSON.stringify({ level, time: new Date().toISOString(), service: 'hybridinference', pid: process.pid, context: 'Cluster', msg })}\n`,

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
@@ -560,6 +560,37 @@ describe('the built server with WORKERS=2', () => {
     expect(lines.filter((l) => l.context === 'Cluster').map((l) => l.msg)).toEqual([expect.stringMatching(/^WORKERS=2 without REDIS_URL/)]);
   }, 60_000);
 
+  it('reports a worker that died even at LOG_LEVEL=error: the only trace of one the OOM killer ended', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hi-cluster-errors-'));
+    writeFileSync(join(dir, 'models.yaml'), MODELS);
+    const port = await freePort();
+    const child = launch(dir, { LOG_LEVEL: 'error', REDIS_URL: '', PORT: String(port) });
+    running.add(child);
+    let output = '';
+    child.stdout.on('data', (b: Buffer) => (output += b.toString()));
+    const exited = new Promise((r) => child.on('exit', r));
+    const until = Date.now() + 20_000;
+    while (
+      !(await fetch(`http://127.0.0.1:${port}/health`).then(
+        (r) => r.ok,
+        () => false,
+      ))
+    ) {
+      if (Date.now() > until) throw new Error(`gateway did not serve:\n${output}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const workers = execFileSync('pgrep', ['-P', String(child.pid)])
+      .toString()
+      .trim()
+      .split('\n')
+      .map(Number);
+    process.kill(workers[0], 'SIGKILL');
+    while (!output.includes('restarting in') && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    expect(output).toMatch(new RegExp(`"level":"error".*worker ${workers[0]} exited \\(SIGKILL\\); restarting in`));
+    child.kill('SIGTERM');
+    await exited;
+  }, 60_000);
+
   it('warns at start that without REDIS_URL every worker counts limits and budgets on its own', async () => {
     const warning = /"level":"warn".*"msg":"WORKERS=2 without REDIS_URL: .*up to 2 times each limit and budget/;
     const alone = await startCluster(MODELS, 'hi-cluster-noredis-', { REDIS_URL: undefined });
@@ -588,6 +619,6 @@ describe('the built server with WORKERS=2', () => {
     const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
     expect(code).toBe(1);
     expect(output).toMatch(/kind "nope" has no adapter/);
-    expect(output).toMatch(/"level":"warn".*failed to start .*stopping/);
+    expect(output).toMatch(/"level":"error".*failed to start .*stopping/);
   });
 });
