@@ -459,6 +459,14 @@ models:
     expect(upstream.requests.map((r) => (r.body.requests as unknown[]).length)).toEqual([100, 100, 50]);
     // The stand-in's vector is the text's length / 10: each vector is its own input's, in place.
     expect(res.data.map((d) => [d.index, Math.round(d.embedding[0] * 10)])).toEqual(input.map((t, i) => [i, t.length]));
+
+    // A batch rate-limited on the way: the retry goes on from it, not from the first batch again
+    // (those were embedded and paid for already).
+    upstream.reset();
+    upstream.limitedEmbedCalls.add(upstream.embedCalls + 2); // the next request's second call
+    const again = await client.embeddings.create({ model: 'gemini/embedding', input, dimensions: 1 });
+    expect(upstream.requests.map((r) => (r.body.requests as unknown[]).length)).toEqual([100, 100, 100, 50]);
+    expect(again.data.map((d) => [d.index, Math.round(d.embedding[0] * 10)])).toEqual(input.map((t, i) => [i, t.length]));
   });
 
   it('serves text completions through generateContent', async () => {

@@ -112,8 +112,14 @@ export class GeminiAdapter implements LlmAdapter {
    */
   async embed(req: EmbeddingsRequest, route: RouteDef, ctx: CallContext): Promise<EmbeddingsResponse> {
     const { requests } = toGeminiEmbedRequest(req, route.providerModelId, optionString(route, 'task_type'));
-    const embeddings: NonNullable<GeminiBatchEmbedResponse['embeddings']> = [];
-    for (let i = 0; i < requests.length; i += GEMINI_EMBED_BATCH) {
+    // A retry of the request on this route goes on from the batch that failed: the ones before
+    // it were embedded (and paid for) already.
+    let done = this.embedded.get(req);
+    if (!done) this.embedded.set(req, (done = new Map()));
+    const key = `${route.id}\n${route.providerModelId}`;
+    const embeddings = done.get(key) ?? [];
+    done.set(key, embeddings);
+    for (let i = embeddings.length; i < requests.length; i += GEMINI_EMBED_BATCH) {
       const batch = requests.slice(i, i + GEMINI_EMBED_BATCH);
       const res = await this.send(this.modelUrl(route, 'batchEmbedContents'), { requests: batch }, route, ctx, false);
       const json = await readJson<GeminiBatchEmbedResponse>(this.http, res, route, ctx);
@@ -121,8 +127,12 @@ export class GeminiAdapter implements LlmAdapter {
         throw protocolError(route, 'answered with a different number of embeddings than inputs');
       embeddings.push(...json.embeddings);
     }
+    done.delete(key);
     return fromGeminiEmbedResponse({ embeddings }, route.providerModelId);
   }
+
+  /** Batches a request's earlier attempts embedded, by route and model: kept for its retries, gone with the request. */
+  private readonly embedded = new WeakMap<EmbeddingsRequest, Map<string, NonNullable<GeminiBatchEmbedResponse['embeddings']>>>();
 
   probe(route: RouteDef, signal: AbortSignal): Promise<ProbeResult> {
     return probeGet(
