@@ -185,6 +185,23 @@ describe('upstreamHttpError', () => {
     });
   });
 
+  it("reads Z.AI's account codes behind its 429s: arrears is the operator's payment, a locked account this route's refusal", () => {
+    const zai = route({ id: 'glm', kind: 'zai' });
+    const body = (code: string, message: string) => JSON.stringify({ error: { code, message } });
+    expect(upstreamHttpError(429, body('1113', 'Your account is in arrears'), zai, undefined)).toMatchObject({
+      status: 502,
+      code: 'upstream_payment_required',
+      retryable: false,
+    });
+    expect(upstreamHttpError(429, body('1112', 'Your account has been locked'), zai, undefined)).toMatchObject({
+      status: 403,
+      retryable: false,
+    });
+    // A real rate limit stays one, and other servers' codes mean nothing here.
+    expect(upstreamHttpError(429, body('1302', 'High concurrency'), zai, undefined)).toMatchObject({ status: 429, retryable: true });
+    expect(upstreamHttpError(429, body('1113', 'x'), r, undefined)).toMatchObject({ status: 429 });
+  });
+
   it("takes an upstream's 408 for its own timeout: a 504, retried, never the client's stalled body", () => {
     const err = upstreamHttpError(408, JSON.stringify({ error: { message: 'Request timed out', code: 408 } }), r, undefined);
     expect(err).toMatchObject({ status: 504, type: 'timeout_error', code: 'upstream_timeout', retryable: true });

@@ -399,5 +399,14 @@ export function upstreamHttpError(status: number, text: string, route: RouteDef,
   } catch {
     // not JSON: keep the text
   }
-  return providerHttpError(status, { message, type, code, param, metadata }, route, retryAfterMs);
+  const zai = route.kind === 'zai' || route.kind === 'zhipu' ? ZAI_STATUS[Number(code)] : undefined;
+  return providerHttpError(zai ?? status, { message, type, code, param, metadata }, route, retryAfterMs);
 }
+
+/**
+ * Z.AI / Zhipu business codes whose HTTP status (429 for all of them) says less than they do: the
+ * account in arrears or its coding plan expired is the operator's payment (402), a locked,
+ * inactive or missing account a refusal of this route (403). Left as 429, they were retried as
+ * rate limits and counted against the circuit. (docs.z.ai/api-reference/api-code)
+ */
+const ZAI_STATUS: Readonly<Record<number, number>> = { 1110: 403, 1111: 403, 1112: 403, 1113: 402, 1121: 403, 1309: 402 };
