@@ -37,7 +37,10 @@ export class DatabaseHealthIndicator {
     try {
       this.pinging ??= this.db.ping(PING_TIMEOUT_MS).finally(() => (this.pinging = undefined));
       await within(this.pinging, strict ? READY_WAIT_MS : LIVE_WAIT_MS);
-      return session.up(info);
+      const failing = this.writer.failing;
+      if (failing === undefined) return session.up(info);
+      const data = { ...info, message: `the database answers but refuses request-log rows (${failing}); they are spooled to disk` };
+      return strict ? session.down(data) : session.degraded(data);
     } catch (err) {
       const data = { ...info, message: `database unreachable (${(err as Error).message}); request logs are spooled to disk` };
       return strict ? session.down(data) : session.degraded(data);

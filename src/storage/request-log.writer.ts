@@ -158,6 +158,16 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   private stalled = false;
   /** The last spool write failed, maybe part-way through a line. */
   private spoolTorn = false;
+  /**
+   * Why the last insert failed as an outage, until one succeeds: a database that answers its
+   * ping but refuses the rows (a table missing, renamed, locked) is as good as away for the log.
+   */
+  private insertFailure?: string;
+
+  /** Why request-log rows cannot be inserted now (they go to the spool), if they cannot. */
+  get failing(): string | undefined {
+    return this.insertFailure;
+  }
   private spoolErrorLoggedAt = 0;
   /**
    * At shutdown, the batch whose insert the database had not finished within SHUTDOWN_INSERT_MS,
@@ -351,6 +361,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
         if (err instanceof RowsNotWritten) this.stats.written += err.written;
         const rest = err instanceof RowsNotWritten ? err.rows : batch;
         this.stalled = true;
+        this.insertFailure = ((err instanceof RowsNotWritten ? err.cause : err) as Error).message;
         this.db.reportFailure(err instanceof RowsNotWritten ? err.cause : err);
         // Secured at shutdown: the rows are in the spool already.
         if (this.secured !== batch) {
@@ -405,6 +416,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   private async insertBatch(rows: ApiLog[], progress?: () => void): Promise<number> {
     try {
       await this.insert(rows, progress);
+      this.insertFailure = undefined;
       return rows.length;
     } catch (err) {
       if (isOutage(err)) throw new RowsNotWritten(err, rows);
@@ -426,6 +438,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       }
       progress?.();
     }
+    if (written > 0) this.insertFailure = undefined;
     return written;
   }
 
@@ -661,6 +674,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
         } catch (err) {
           if (this.stopping) return false;
           if (err instanceof RowsNotWritten) this.stats.replayed += err.written;
+          this.insertFailure = ((err instanceof RowsNotWritten ? err.cause : err) as Error).message;
           this.db.reportFailure(err instanceof RowsNotWritten ? err.cause : err);
           // RowsNotWritten's rows are the batch's last ones (insertBatch goes in order).
           const left = err instanceof RowsNotWritten ? err.rows.length : batch.rows.length;

@@ -169,6 +169,35 @@ describe('request logs when PostgreSQL goes away', () => {
     expect(rows.every((r) => r.status_code === 200 && r.completion_tokens === 3)).toBe(true);
   });
 
+  it('reports the database degraded while it answers but refuses the rows (api_logs renamed), and up once it takes them', async () => {
+    const port = await proxy.start();
+    gw = await startGateway({ models: MODELS, env: env(port) });
+    await ask(gw, 1);
+    await gw.waitForRows(1);
+    const sql = async (q: string) => {
+      const c = new Client({ ...PG_ADMIN, database: db.name });
+      await c.connect();
+      try {
+        await c.query(q);
+      } finally {
+        await c.end();
+      }
+    };
+    await sql('ALTER TABLE api_logs RENAME TO api_logs_away');
+    await ask(gw, 2);
+    const spool = join(gw.dir, 'spool');
+    await waitFor(() => spooledLines(spool) === 2, '2 spooled rows');
+    const health = await fetch(`${gw.url}/health`);
+    expect(await health.json()).toMatchObject({
+      status: 'degraded',
+      details: { database: { status: 'degraded', message: expect.stringContaining('refuses request-log rows') } },
+    });
+    expect((await fetch(`${gw.url}/health/ready`)).status).toBe(503);
+    await sql('ALTER TABLE api_logs_away RENAME TO api_logs');
+    await waitFor(async () => (await countRows(db)) === 3 && spooledLines(spool) === 0, 'the replay', 20_000);
+    expect(await (await fetch(`${gw.url}/health`)).json()).toMatchObject({ status: 'ok', details: { database: { status: 'up' } } });
+  }, 30_000);
+
   it('starts and serves with the database down, then catches up', async () => {
     const port = await proxy.start();
     await proxy.stop();
