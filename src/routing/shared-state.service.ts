@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { SchedulerRegistry } from '@nestjs/schedule';
 import { ModelRegistry } from '../config/model-registry.service';
@@ -12,7 +12,7 @@ const SYNC_INTERVAL = 'routing-state-sync';
 const OPEN_CIRCUIT = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({ open_until = now + tonumber(ARGV[2]), failures = tonumber(ARGV[3]) }))
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({ open_until = now + tonumber(ARGV[2]), failures = tonumber(ARGV[3]), endpoint = ARGV[4] }))
 return now`;
 const WRITE_HEALTH = `
 local t = redis.call('TIME')
@@ -23,6 +23,13 @@ return now`;
 interface SharedCircuit {
   open_until: number;
   failures: number;
+  /** Which server it is about (endpointTag): a route a reload moved elsewhere does not take it. */
+  endpoint?: string;
+}
+
+/** A route's endpoint as the shared circuit names it: a digest (its key may hold a URL's query). */
+function endpointTag(st: RouteState): string {
+  return createHash('sha256').update(st.endpoint.key).digest('hex').slice(0, 16);
 }
 interface SharedHealth {
   ok: boolean;
@@ -133,7 +140,7 @@ export class SharedStateService implements OnApplicationBootstrap, OnApplication
     const hash = this.redis.key('routing', 'circuits');
     if (t === 'opened') {
       const remaining = Math.max(0, Math.round(st.breaker.openUntil - performance.now()));
-      client.eval(OPEN_CIRCUIT, 1, hash, field, String(remaining), String(st.breaker.consecutiveFailures)).then(
+      client.eval(OPEN_CIRCUIT, 1, hash, field, String(remaining), String(st.breaker.consecutiveFailures), endpointTag(st)).then(
         () => (st.shared = true),
         (err: Error) => this.logger.debug(`could not share the circuit of ${field}: ${err.message}`),
       );
@@ -177,6 +184,8 @@ export class SharedStateService implements OnApplicationBootstrap, OnApplication
       const st = this.state.byKey(key);
       const c = parse<SharedCircuit>(json);
       if (!st || !c || typeof c.open_until !== 'number' || st.changedAt > sentAt) continue;
+      // Opened on another server than this process's route points at (a reload moved it).
+      if (typeof c.endpoint === 'string' && c.endpoint !== endpointTag(st)) continue;
       const until = now + (c.open_until - redisNow);
       const b = st.breaker;
       // Closed here, open there: adopt it (unless its cooldown is over: a recovered probe ends it

@@ -104,6 +104,33 @@ models:
     expect(chats()).toBe(2);
   });
 
+  it('a process whose route points at another server (a reload moved it) does not take the circuit opened for the old one', async () => {
+    // After the test above: s/broken's circuit is open in Redis, for the server that answers 503.
+    expect(await redis.hexists(`${prefix}routing:circuits`, 's/broken|broken')).toBe(1);
+    const elsewhere = new OpenAiUpstream();
+    const other = await elsewhere.start();
+    const moved = await startGateway({
+      env: { REDIS_URL, REDIS_KEY_PREFIX: prefix, ADMIN_TOKEN: TOKEN },
+      routing: 'state_sync_ms: 50\ncircuit_breaker: { failure_threshold: 2, cooldown_seconds: 60 }\n',
+      models: `
+models:
+  - id: s/broken
+    context_length: 8192
+    route:
+      - { kind: openai_compat, id: broken, base_url: "${other}", provider_model_id: ok }
+`,
+    });
+    try {
+      await sleep(300); // several syncs
+      expect((await circuitOf(moved)).state).toBe('closed');
+      const res = await moved.client().chat.completions.create({ model: 's/broken', messages: [{ role: 'user', content: 'x' }] });
+      expect(res.choices[0].message.content).toBeTruthy();
+    } finally {
+      await moved.close();
+      await elsewhere.stop();
+    }
+  });
+
   it('a circuit closed by one process closes for the other', async () => {
     // Two failures on a open its circuit; b adopts it.
     for (let i = 0; i < 2; i++)
