@@ -148,18 +148,15 @@ export function stripReasoning(m: object): boolean {
 }
 
 /**
- * Reasoning text under both names clients read, in place: `reasoning` (OpenRouter's, vLLM's from
- * 0.11, Ollama's) and `reasoning_content` (DeepSeek's, Z.AI's, SGLang's, vLLM's before 0.11, and
- * the gateway's own translations). Upstreams give one or the other; a client written for either
- * sees it, and the gateway reads `reasoning_content`.
+ * Reasoning text also under OpenRouter's name, `reasoning`, where it came as `reasoning_content`
+ * (DeepSeek's, Z.AI's, SGLang's, vLLM's before 0.11, the gateway's own translations), in place:
+ * clients written for OpenRouter read `reasoning`. Never the other way: some servers (Groq,
+ * Cerebras) refuse `reasoning_content` on an assistant turn a client sends back, so an answer
+ * that came with `reasoning` alone keeps it alone. The gateway reads either.
  */
-export function bothReasoningNames(m: object): void {
+export function withOpenRouterReasoning(m: object): void {
   const o = m as { reasoning?: unknown; reasoning_content?: unknown };
-  if (typeof o.reasoning_content === 'string') {
-    if (o.reasoning === undefined || o.reasoning === null) o.reasoning = o.reasoning_content;
-  } else if (typeof o.reasoning === 'string' && (o.reasoning_content === undefined || o.reasoning_content === null)) {
-    o.reasoning_content = o.reasoning;
-  }
+  if (typeof o.reasoning_content === 'string' && (o.reasoning === undefined || o.reasoning === null)) o.reasoning = o.reasoning_content;
 }
 
 /** OpenRouter-style request options the gateway acts on itself; upstreams never see them (OpenRouter routes some). */

@@ -73,7 +73,7 @@ export function contentText(content: ChatMessage['content']): string {
 export function outputUnits(m: OutputPart | null | undefined): number {
   if (!m) return 0;
   let units = textUnits(contentText(m.content as ChatMessage['content']));
-  // The same text may come under both names (bothReasoningNames): counted once.
+  // The same text may come under both names (withOpenRouterReasoning): counted once.
   if (typeof m.reasoning_content === 'string') units += textUnits(m.reasoning_content);
   else if (typeof m.reasoning === 'string') units += textUnits(m.reasoning);
   if (Array.isArray(m.tool_calls))

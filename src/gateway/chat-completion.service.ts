@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import type { Request, Response } from 'express';
-import { bothReasoningNames, stripReasoning, type ChatChunk, type ChatRequest, type ChatResponse } from '../common/chat.types';
+import { withOpenRouterReasoning, stripReasoning, type ChatChunk, type ChatRequest, type ChatResponse } from '../common/chat.types';
 import { ChatAggregator } from '../common/chunks';
 import { UpstreamError } from '../common/errors';
 import { estimatePromptTokens, outputUnits, unitsToTokens } from '../common/tokens';
@@ -74,7 +74,7 @@ export class ChatCompletionService {
     upstream.provider = ex.route?.kind;
     upstream.route = ex.route?.id;
     upstream.created ??= Math.floor(Date.now() / 1000);
-    for (const c of upstream.choices) if (c.message) bothReasoningNames(c.message);
+    for (const c of upstream.choices) if (c.message) withOpenRouterReasoning(c.message);
     return upstream;
   }
 
@@ -107,7 +107,7 @@ export class ChatCompletionService {
           const d = chunk.choices[0].delta;
           if (d && !d.role) chunk.choices[0].delta = { role: 'assistant', ...d };
         }
-        for (const c of chunk.choices) if (c.delta) bothReasoningNames(c.delta);
+        for (const c of chunk.choices) if (c.delta) withOpenRouterReasoning(c.delta);
         this.track(chunk, rec);
         stored?.push(chunk);
         if (exclude && !this.excludeReasoning(chunk)) continue;

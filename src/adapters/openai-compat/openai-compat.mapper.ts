@@ -1,5 +1,4 @@
 import {
-  bothReasoningNames,
   GATEWAY_ONLY_FIELDS,
   REASONING_FIELDS,
   stripReasoning,
@@ -198,7 +197,6 @@ export function normalizeResponse(res: ChatResponse): ChatResponse {
     normalizeFinish(c);
     if (c.message) {
       reasoningFromDetails(c.message);
-      bothReasoningNames(c.message);
       // A call the client cannot name in its tool message is one it cannot answer.
       c.message.tool_calls?.forEach((t, i) => {
         if (!t || typeof t !== 'object') return;
@@ -226,7 +224,6 @@ export function normalizeChunk(chunk: ChatChunk): ChatChunk {
     if (d) {
       if ((d.role as string | undefined) === '') delete d.role;
       if (d.reasoning_details !== undefined) reasoningFromDetails(d);
-      bothReasoningNames(d);
     }
     if (c.finish_reason) normalizeFinish(c);
   }
