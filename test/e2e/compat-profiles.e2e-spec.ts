@@ -189,6 +189,15 @@ describe('openai_compat provider profiles', () => {
   it('MiniMax: output its moderation removed (an empty reply with base_resp 1027) stopped for content_filter, not a plain stop', async () => {
     const res = await client.chat.completions.create({ model: 'mm/sensitive', messages: [{ role: 'user', content: 'x' }] });
     expect(res.choices[0]).toMatchObject({ finish_reason: 'content_filter', message: { content: '' } });
+    expect(res).not.toHaveProperty('base_resp');
+    const stream = await client.chat.completions.create({
+      model: 'mm/sensitive',
+      stream: true,
+      messages: [{ role: 'user', content: 'x' }],
+    });
+    const finishes: unknown[] = [];
+    for await (const c of stream) for (const ch of c.choices) if (ch.finish_reason) finishes.push(ch.finish_reason);
+    expect(finishes).toEqual(['content_filter']);
   });
 
   it('an answer of no choices is the route failing, never a 200 the SDK cannot read', async () => {

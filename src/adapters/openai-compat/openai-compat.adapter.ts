@@ -180,8 +180,10 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     if (!json || !Array.isArray(json.choices) || json.choices.length === 0) throw answerError(json, route);
     // MiniMax answers some errors with choices too. Output its moderation flagged (1027, empty
     // content) is an answer stopped by a content filter, as OpenAI and Z.AI give it; others fail.
-    if (isMiniMaxOutputFiltered(json)) for (const c of json.choices) c.finish_reason = 'content_filter';
-    else {
+    if (isMiniMaxOutputFiltered(json)) {
+      for (const c of json.choices) c.finish_reason = 'content_filter';
+      withoutMiniMaxStatus(json);
+    } else {
       const refused = miniMaxError(json, route);
       if (refused) throw refused;
     }
@@ -246,8 +248,15 @@ export class OpenAiCompatAdapter implements LlmAdapter {
           const bare = chunk as { object?: unknown; message?: unknown; code?: unknown };
           if (bare.object === 'error' && typeof bare.message === 'string')
             throw inBandError({ message: bare.message, code: bare.code }, route, 'failed mid-stream');
-          const inBand = miniMaxError(chunk, route);
-          if (inBand) throw inBand;
+          // MiniMax's output moderation in a stream: the answer stops for a content filter.
+          if (isMiniMaxOutputFiltered(chunk)) {
+            if (!Array.isArray(chunk.choices) || chunk.choices.length === 0) chunk.choices = [{ index: 0, delta: {}, finish_reason: null }];
+            for (const c of chunk.choices) c.finish_reason = 'content_filter';
+            withoutMiniMaxStatus(chunk);
+          } else {
+            const inBand = miniMaxError(chunk, route);
+            if (inBand) throw inBand;
+          }
           if (!Array.isArray(chunk.choices)) {
             // A usage chunk without `choices: []` (seen from some servers) still carries the usage.
             if (chunk.usage == null) continue;
@@ -316,6 +325,12 @@ function inBandError(e: NonNullable<WireChunk['error']>, route: RouteDef, what: 
         ? `the answer ended with finish_reason ${JSON.stringify(reason).slice(0, 60)} and no error message`
         : said.slice(0, 500);
   return providerHttpError(status, { message, code: null, metadata: e.metadata }, route, undefined, what);
+}
+
+/** MiniMax's own status fields, which an answer passed on as OpenAI's has no place for. */
+function withoutMiniMaxStatus(json: object): void {
+  const o = json as Record<string, unknown>;
+  for (const f of ['base_resp', 'output_sensitive', 'output_sensitive_type', 'input_sensitive', 'input_sensitive_type']) delete o[f];
 }
 
 /** MiniMax's answer whose output its moderation removed: `output_sensitive`, base_resp 1027. */
