@@ -234,6 +234,14 @@ models:
         path: '/v1/projects/test-proj/locations/us-east5/publishers/anthropic/models/count-tokens:rawPredict',
         body: { model: 'ok', anthropic_version: 'vertex-2023-10-16', system: body.system },
       });
+      // An image by URL is refused there too, before any call.
+      const before = predictions().length;
+      const url = await rawPost(`${gw.url}/anthropic/v1/messages/count_tokens`, {
+        model: countBody.model,
+        messages: [{ role: 'user', content: [{ type: 'image', source: { type: 'url', url: 'https://example.com/cat.png' } }] }],
+      });
+      expect([url.status, JSON.parse(url.text).error.message]).toEqual([400, expect.stringContaining('inline only')]);
+      expect(predictions()).toHaveLength(before);
     });
   });
 

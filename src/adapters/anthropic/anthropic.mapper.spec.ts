@@ -212,6 +212,23 @@ describe('toAnthropicRequest', () => {
     expect(results.map((b) => (b as { tool_use_id: string }).tool_use_id)).toEqual(ids);
   });
 
+  it('moves a cache breakpoint on an empty text part to the block before it', () => {
+    const body = toAnthropicRequest(
+      req({
+        messages: [
+          {
+            role: 'user',
+            content: [
+              { type: 'text', text: 'long context' },
+              { type: 'text', text: '', cache_control: { type: 'ephemeral' } },
+            ],
+          },
+        ],
+      }),
+    );
+    expect(body.messages[0].content).toEqual([{ type: 'text', text: 'long context', cache_control: { type: 'ephemeral' } }]);
+  });
+
   it('leaves out empty text, which Anthropic refuses and OpenAI takes', () => {
     const body = toAnthropicRequest(
       req({

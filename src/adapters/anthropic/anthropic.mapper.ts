@@ -98,9 +98,11 @@ export function contentBlocks(content: ChatMessage['content'], at: string): Bloc
   content.forEach((part: ContentPart, j) => {
     switch (part.type) {
       case 'text': {
-        // Anthropic refuses an empty text block, which OpenAI takes.
+        // Anthropic refuses an empty text block, which OpenAI takes; a cache breakpoint on one
+        // goes to the block before it (the prefix it marks is the same).
         const text = String((part as { text: unknown }).text);
         if (text !== '') out.push({ type: 'text', text, ...cacheControl(part) });
+        else if (out.length > 0) Object.assign(out[out.length - 1], cacheControl(part));
         break;
       }
       case 'image_url': {

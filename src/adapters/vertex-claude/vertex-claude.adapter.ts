@@ -68,6 +68,12 @@ export function toVertexBody(body: AnthropicRequest): AnthropicRequest {
   return { ...rest, anthropic_version: VERTEX_ANTHROPIC_VERSION };
 }
 
+/** A body whose media are all inline (else the route's refusal, as for messages). */
+function withoutUrlSources(body: AnthropicRequest): AnthropicRequest {
+  refuseUrlSources(body.messages);
+  return body;
+}
+
 function refuseUrlSources(messages: unknown): void {
   if (!Array.isArray(messages)) return;
   const check = (blocks: unknown, at: string): void => {
@@ -185,7 +191,7 @@ export class VertexClaudeAdapter extends AnthropicAdapter {
     // the model in the URL, except for count-tokens, which names it in the body.
     const text = JSON.stringify(
       endpoint === 'messages/count_tokens'
-        ? { ...body, model: route.providerModelId, anthropic_version: VERTEX_ANTHROPIC_VERSION }
+        ? { ...withoutUrlSources(body), model: route.providerModelId, anthropic_version: VERTEX_ANTHROPIC_VERSION }
         : toVertexBody(body),
     );
     const url = this.url(route, stream, endpoint);
