@@ -107,6 +107,7 @@ export class AnthropicAdapter implements LlmAdapter {
     const sse = new SseDecoder();
     try {
       read: for await (const bytes of bodyChunks(res.body)) {
+        ctx.received?.();
         for (const ev of sse.push(bytes)) {
           const event = parseEvent<AnthropicStreamEvent>(ev.data, route);
           if (event.type === 'error') throw call.streamError(event.error ?? {});
@@ -251,6 +252,7 @@ export class AnthropicAdapter implements LlmAdapter {
     let answered = false;
     try {
       read: for await (const bytes of bodyChunks(res.body)) {
+        ctx.received?.();
         for (const ev of sse.push(bytes)) {
           const event = ev.event ?? parseEvent<{ type?: string }>(ev.data, route).type ?? 'message';
           if (event === 'error')
