@@ -202,6 +202,16 @@ models:
     const images: unknown[] = [];
     for await (const c of stream) images.push(...((c.choices[0]?.delta as { images?: unknown[] } | undefined)?.images ?? []));
     expect(images).toEqual([png]);
+    // The next turn sends the image back with the answer that made it: editing it needs it.
+    await client.chat.completions.create({
+      ...ask,
+      messages: [...ask.messages, res.choices[0].message, { role: 'user', content: 'make it blue' }],
+    } as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming);
+    const contents = upstream.requests.at(-1)!.body.contents as Array<{ role: string; parts: unknown[] }>;
+    expect(contents[1]).toEqual({
+      role: 'model',
+      parts: [{ text: 'echo: draw a cat' }, { inlineData: { mimeType: 'image/png', data: 'iVBORw0KGgo=' } }],
+    });
   });
 
   it('stops at max tokens, and answers several candidates', async () => {

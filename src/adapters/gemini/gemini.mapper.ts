@@ -140,6 +140,21 @@ function modelParts(m: ChatMessage, at: string): GeminiPart[] {
   const parts: GeminiPart[] = [];
   const text = contentText(m.content);
   if (text) parts.push({ text });
+  // Images the model made, sent back as the gateway returned them (OpenRouter's `images`) or as
+  // image parts: an image model edits the image of an earlier turn only if it sees it again.
+  if (Array.isArray(m.content))
+    m.content.forEach((p: ContentPart, j) => {
+      if (p.type !== 'image_url') return;
+      const iu = (p as { image_url: string | { url: string } }).image_url;
+      parts.push(mediaPart(typeof iu === 'string' ? iu : iu.url, `${at}.content[${j}]`));
+    });
+  const images = (m as { images?: unknown }).images;
+  if (Array.isArray(images))
+    images.forEach((img: { image_url?: string | { url?: unknown } } | null, j) => {
+      const iu = img?.image_url;
+      const url = typeof iu === 'string' ? iu : typeof iu?.url === 'string' ? iu.url : undefined;
+      if (url) parts.push(mediaPart(url, `${at}.images[${j}]`));
+    });
   (m.tool_calls ?? []).forEach((t, j) => {
     const part: GeminiPart = { functionCall: { name: t.function.name, args: parseArgs(t.function.arguments, `${at}.tool_calls[${j}]`) } };
     if (!SYNTHETIC_ID.test(t.id)) part.functionCall!.id = t.id;
