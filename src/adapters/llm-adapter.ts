@@ -20,11 +20,6 @@ export interface CallContext {
    */
   readonly served: { account?: string; tried?: string[] };
   /**
-   * For streams: called by the adapter as bytes of the body arrive, complete events or not; the
-   * idle timeout counts silence, not events.
-   */
-  readonly received?: () => void;
-  /**
    * For streams: called by the adapter once the upstream accepted the call (its 2xx headers),
    * before the first item. The gateway keeps its keepalives back until then, so that a failure
    * before it still reaches the client with its own status.

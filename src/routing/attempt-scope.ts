@@ -67,14 +67,6 @@ export class AttemptScope {
     this.paused = true;
   }
 
-  /**
-   * Bytes arrived, maybe only part of an event: the upstream is not silent (a large event, an
-   * image in a delta, arriving over a slow link must not be cut as an idle stream).
-   */
-  alive(): void {
-    this.lastActivity = performance.now();
-  }
-
   /** The consumer is done with the chunk; waiting for the upstream again. */
   touch(): void {
     this.paused = false;

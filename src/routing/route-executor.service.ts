@@ -379,7 +379,6 @@ export class RouteExecutor {
         timeouts: { ...timeouts, totalMs: remaining },
         publicModel: cand.model.id,
         served: {},
-        received: oneShot ? undefined : () => scope.alive(),
         accepted: oneShot
           ? undefined
           : () => {

@@ -107,7 +107,6 @@ export class AnthropicAdapter implements LlmAdapter {
     const sse = new SseDecoder();
     try {
       read: for await (const bytes of bodyChunks(res.body)) {
-        ctx.received?.();
         for (const ev of sse.push(bytes)) {
           const event = parseEvent<AnthropicStreamEvent>(ev.data, route);
           if (event.type === 'error') throw call.streamError(event.error ?? {});
@@ -252,7 +251,6 @@ export class AnthropicAdapter implements LlmAdapter {
     let answered = false;
     try {
       read: for await (const bytes of bodyChunks(res.body)) {
-        ctx.received?.();
         for (const ev of sse.push(bytes)) {
           const event = ev.event ?? parseEvent<{ type?: string }>(ev.data, route).type ?? 'message';
           if (event === 'error')

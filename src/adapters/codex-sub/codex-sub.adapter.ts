@@ -107,7 +107,6 @@ export class CodexSubAdapter implements LlmAdapter {
     let clean = false;
     try {
       for await (const bytes of bodyChunks(res.body)) {
-        ctx.received?.();
         for (const ev of sse.push(bytes)) {
           if (ev.data === '[DONE]') continue;
           let data: Record<string, unknown>;

@@ -75,7 +75,6 @@ export class GeminiAdapter implements LlmAdapter {
     let ended = false;
     try {
       for await (const bytes of bodyChunks(res.body)) {
-        ctx.received?.();
         for (const ev of sse.push(bytes)) {
           const event = parseEvent<GeminiResponse>(ev.data, route);
           if (event.error)

@@ -237,7 +237,6 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     const sse = new SseDecoder();
     try {
       read: for await (const bytes of bodyChunks(res.body)) {
-        ctx.received?.();
         for (const ev of sse.push(bytes)) {
           if (ev.data === '[DONE]') {
             done = true;
