@@ -12,7 +12,7 @@ const SYNC_INTERVAL = 'routing-state-sync';
 const OPEN_CIRCUIT = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({ open_until = now + tonumber(ARGV[2]), failures = tonumber(ARGV[3]), endpoint = ARGV[4] }))
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode({ open_until = now + tonumber(ARGV[2]), failures = tonumber(ARGV[3]) }))
 return now`;
 const WRITE_HEALTH = `
 local t = redis.call('TIME')
@@ -23,14 +23,23 @@ return now`;
 interface SharedCircuit {
   open_until: number;
   failures: number;
-  /** Which server it is about (endpointTag): a route a reload moved elsewhere does not take it. */
-  endpoint?: string;
 }
 
 /** A route's endpoint as the shared circuit names it: a digest (its key may hold a URL's query). */
 function endpointTag(st: RouteState): string {
   return createHash('sha256').update(st.endpoint.key).digest('hex').slice(0, 16);
 }
+
+/**
+ * A route's circuit in Redis: by model, route and endpoint, so that processes whose route points
+ * at different servers (one reloaded before the others) neither open nor close each other's.
+ */
+function circuitField(st: RouteState): string {
+  return `${st.key}#${endpointTag(st)}`;
+}
+
+/** `<model>|<route>#<endpoint digest>`; a field without the digest (written before it) is the route's. */
+const TAGGED_FIELD = /^(.*)#([0-9a-f]{16})$/s;
 interface SharedHealth {
   ok: boolean;
   detail?: string;
@@ -136,11 +145,11 @@ export class SharedStateService implements OnApplicationBootstrap, OnApplication
       st.shared = false;
       return;
     }
-    const field = st.key;
+    const field = circuitField(st);
     const hash = this.redis.key('routing', 'circuits');
     if (t === 'opened') {
       const remaining = Math.max(0, Math.round(st.breaker.openUntil - performance.now()));
-      client.eval(OPEN_CIRCUIT, 1, hash, field, String(remaining), String(st.breaker.consecutiveFailures), endpointTag(st)).then(
+      client.eval(OPEN_CIRCUIT, 1, hash, field, String(remaining), String(st.breaker.consecutiveFailures)).then(
         () => (st.shared = true),
         (err: Error) => this.logger.debug(`could not share the circuit of ${field}: ${err.message}`),
       );
@@ -180,12 +189,14 @@ export class SharedStateService implements OnApplicationBootstrap, OnApplication
 
   private applyCircuits(fields: Record<string, string>, redisNow: number, sentAt: number): void {
     const now = performance.now();
-    for (const [key, json] of Object.entries(fields)) {
+    for (const [field, json] of Object.entries(fields)) {
+      const tagged = TAGGED_FIELD.exec(field);
+      const key = tagged ? tagged[1] : field;
       const st = this.state.byKey(key);
       const c = parse<SharedCircuit>(json);
       if (!st || !c || typeof c.open_until !== 'number' || st.changedAt > sentAt) continue;
       // Opened on another server than this process's route points at (a reload moved it).
-      if (typeof c.endpoint === 'string' && c.endpoint !== endpointTag(st)) continue;
+      if (tagged && tagged[2] !== endpointTag(st)) continue;
       const until = now + (c.open_until - redisNow);
       const b = st.breaker;
       // Closed here, open there: adopt it (unless its cooldown is over: a recovered probe ends it
@@ -202,7 +213,7 @@ export class SharedStateService implements OnApplicationBootstrap, OnApplication
       st.shared = true;
     }
     for (const st of this.state.all()) {
-      if (st.breaker.state === 'closed' || fields[st.key] !== undefined || st.changedAt > sentAt) continue;
+      if (st.breaker.state === 'closed' || fields[circuitField(st)] !== undefined || st.changedAt > sentAt) continue;
       if (st.shared) {
         // It was in Redis and is gone: another process saw the endpoint answer again.
         st.breaker.reset();
