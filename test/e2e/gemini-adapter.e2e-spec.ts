@@ -212,6 +212,23 @@ models:
       role: 'model',
       parts: [{ text: 'echo: draw a cat' }, { inlineData: { mimeType: 'image/png', data: 'iVBORw0KGgo=' } }],
     });
+    // Not an image by URL from another provider's history (private or expired by now), nor a data: URL that is not base64.
+    await client.chat.completions.create({
+      ...ask,
+      messages: [
+        ...ask.messages,
+        {
+          role: 'assistant',
+          content: [
+            { type: 'text', text: 'Here.' },
+            { type: 'image_url', image_url: { url: 'https://files.example.com/img-abc.png?sig=x' } },
+            { type: 'image_url', image_url: { url: 'data:image/png,abc' } },
+          ],
+        } as never,
+        { role: 'user', content: 'make it blue' },
+      ],
+    } as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming);
+    expect((upstream.requests.at(-1)!.body.contents as Array<{ parts: unknown[] }>)[1].parts).toEqual([{ text: 'Here.' }]);
   });
 
   it('stops at max tokens, and answers several candidates', async () => {

@@ -142,19 +142,30 @@ function modelParts(m: ChatMessage, at: string): GeminiPart[] {
   if (text) parts.push({ text });
   // Images the model made, sent back as the gateway returned them (OpenRouter's `images`) or as
   // image parts: an image model edits the image of an earlier turn only if it sees it again.
+  // Inline ones only: a URL in another provider's history may be private or expired by now,
+  // and Gemini would fail the whole request fetching it, where the turn was sent as text before.
+  const inline = (url: unknown): void => {
+    if (typeof url !== 'string' || !/^data:/i.test(url)) return;
+    let d: ReturnType<typeof base64DataUrl>;
+    try {
+      d = base64DataUrl(url, at);
+    } catch {
+      return; // not base64: left out, as before
+    }
+    if (d) parts.push({ inlineData: { mimeType: d.mediaType, data: d.data } });
+  };
   if (Array.isArray(m.content))
-    m.content.forEach((p: ContentPart, j) => {
-      if (p.type !== 'image_url') return;
+    for (const p of m.content) {
+      if (p.type !== 'image_url') continue;
       const iu = (p as { image_url: string | { url: string } }).image_url;
-      parts.push(mediaPart(typeof iu === 'string' ? iu : iu.url, `${at}.content[${j}]`));
-    });
+      inline(typeof iu === 'string' ? iu : iu?.url);
+    }
   const images = (m as { images?: unknown }).images;
   if (Array.isArray(images))
-    images.forEach((img: { image_url?: string | { url?: unknown } } | null, j) => {
+    for (const img of images as Array<{ image_url?: string | { url?: unknown } } | null>) {
       const iu = img?.image_url;
-      const url = typeof iu === 'string' ? iu : typeof iu?.url === 'string' ? iu.url : undefined;
-      if (url) parts.push(mediaPart(url, `${at}.images[${j}]`));
-    });
+      inline(typeof iu === 'string' ? iu : iu?.url);
+    }
   (m.tool_calls ?? []).forEach((t, j) => {
     const part: GeminiPart = { functionCall: { name: t.function.name, args: parseArgs(t.function.arguments, `${at}.tool_calls[${j}]`) } };
     if (!SYNTHETIC_ID.test(t.id)) part.functionCall!.id = t.id;
