@@ -227,6 +227,21 @@ describe('toAnthropicRequest', () => {
       }),
     );
     expect(body.messages[0].content).toEqual([{ type: 'text', text: 'long context', cache_control: { type: 'ephemeral' } }]);
+    // First, it goes to the block after; it never replaces a block's own (a longer TTL).
+    const parts = (content: unknown[]) =>
+      toAnthropicRequest(req({ messages: [{ role: 'user', content: content as never }] })).messages[0].content;
+    expect(
+      parts([
+        { type: 'text', text: '', cache_control: { type: 'ephemeral' } },
+        { type: 'text', text: 'hi' },
+      ]),
+    ).toEqual([{ type: 'text', text: 'hi', cache_control: { type: 'ephemeral' } }]);
+    expect(
+      parts([
+        { type: 'text', text: 'a', cache_control: { type: 'ephemeral', ttl: '1h' } },
+        { type: 'text', text: '', cache_control: { type: 'ephemeral' } },
+      ]),
+    ).toEqual([{ type: 'text', text: 'a', cache_control: { type: 'ephemeral', ttl: '1h' } }]);
   });
 
   it('leaves out empty text, which Anthropic refuses and OpenAI takes', () => {

@@ -95,14 +95,23 @@ export function contentBlocks(content: ChatMessage['content'], at: string): Bloc
   if (content === null || content === undefined) return [];
   if (typeof content === 'string') return content === '' ? [] : [{ type: 'text', text: content }];
   const out: Blocks = [];
+  /** A breakpoint on an empty text part before any block: the next block takes it. */
+  let pendingCache: Pick<AnthropicTextBlock, 'cache_control'> | undefined;
   content.forEach((part: ContentPart, j) => {
     switch (part.type) {
       case 'text': {
         // Anthropic refuses an empty text block, which OpenAI takes; a cache breakpoint on one
         // goes to the block before it (the prefix it marks is the same).
         const text = String((part as { text: unknown }).text);
-        if (text !== '') out.push({ type: 'text', text, ...cacheControl(part) });
-        else if (out.length > 0) Object.assign(out[out.length - 1], cacheControl(part));
+        const cc = cacheControl(part);
+        if (text !== '') {
+          out.push({ type: 'text', text, ...pendingCache, ...cc });
+          pendingCache = undefined;
+        } else if (cc.cache_control && out.length > 0) {
+          // Not over a breakpoint the block has of its own (its TTL may be longer).
+          const prev = out[out.length - 1] as { cache_control?: unknown };
+          prev.cache_control ??= cc.cache_control;
+        } else if (cc.cache_control) pendingCache = cc;
         break;
       }
       case 'image_url': {

@@ -231,6 +231,8 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     let done = false;
     let grace: NodeJS.Timeout | undefined;
     let leftAfterAnswer = false;
+    /** MiniMax's output moderation stopped the answer (base_resp 1027). */
+    let moderated = false;
     /** Choices seen, and those finished: the answer is complete when all seen have finished. */
     const seen = new Set<number>();
     const ended = new Set<number>();
@@ -250,8 +252,12 @@ export class OpenAiCompatAdapter implements LlmAdapter {
             throw inBandError({ message: bare.message, code: bare.code }, route, 'failed mid-stream');
           // MiniMax's output moderation in a stream: the answer stops for a content filter.
           if (isMiniMaxOutputFiltered(chunk)) {
+            moderated = true;
             if (!Array.isArray(chunk.choices) || chunk.choices.length === 0) chunk.choices = [{ index: 0, delta: {}, finish_reason: null }];
             for (const c of chunk.choices) c.finish_reason = 'content_filter';
+            withoutMiniMaxStatus(chunk);
+          } else if (moderated && (chunk as { base_resp?: { status_code?: unknown } }).base_resp?.status_code === 1027) {
+            // The same moderation said again on a later chunk (its usage): no new error.
             withoutMiniMaxStatus(chunk);
           } else {
             const inBand = miniMaxError(chunk, route);
