@@ -178,15 +178,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
 
   private chatAnswer(json: ChatResponse, route: RouteDef): ChatResponse {
     if (!json || !Array.isArray(json.choices) || json.choices.length === 0) throw answerError(json, route);
-    // MiniMax answers some errors with choices too. Output its moderation flagged (1027, empty
-    // content) is an answer stopped by a content filter, as OpenAI and Z.AI give it; others fail.
-    if (isMiniMaxOutputFiltered(json)) {
-      for (const c of json.choices) c.finish_reason = 'content_filter';
-      withoutMiniMaxStatus(json);
-    } else {
-      const refused = miniMaxError(json, route);
-      if (refused) throw refused;
-    }
+    miniMaxStatus(json, route);
     const problem = choicesProblem(json.choices, 'message');
     if (problem) throw protocolError(route, `sent an answer the gateway cannot read (${problem})`);
     // OpenRouter answers a provider that failed after accepting the call with HTTP 200 and a
@@ -198,8 +190,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
 
   private textAnswer(json: Completion, route: RouteDef): Completion {
     if (!json || !Array.isArray(json.choices) || json.choices.length === 0) throw answerError(json, route);
-    const refused = miniMaxError(json, route);
-    if (refused) throw refused;
+    miniMaxStatus(json, route);
     // A whole answer's choice has its text (a stream's last chunk may carry only the finish
     // reason); without it (a server answering in the chat shape) it would be billed as empty.
     // A content-filter stop is an empty answer, as a chat choice with no message is.
@@ -251,18 +242,12 @@ export class OpenAiCompatAdapter implements LlmAdapter {
           if (bare.object === 'error' && typeof bare.message === 'string')
             throw inBandError({ message: bare.message, code: bare.code }, route, 'failed mid-stream');
           // MiniMax's output moderation in a stream: the answer stops for a content filter.
-          if (isMiniMaxOutputFiltered(chunk)) {
-            moderated = true;
-            if (!Array.isArray(chunk.choices) || chunk.choices.length === 0) chunk.choices = [{ index: 0, delta: {}, finish_reason: null }];
-            for (const c of chunk.choices) c.finish_reason = 'content_filter';
-            withoutMiniMaxStatus(chunk);
-          } else if (moderated && (chunk as { base_resp?: { status_code?: unknown } }).base_resp?.status_code === 1027) {
+          if (isMiniMaxOutputFiltered(chunk) && (!Array.isArray(chunk.choices) || chunk.choices.length === 0))
+            chunk.choices = [{ index: 0, delta: {}, finish_reason: null }];
+          if (moderated && (chunk as { base_resp?: { status_code?: unknown } }).base_resp?.status_code === 1027)
             // The same moderation said again on a later chunk (its usage): no new error.
             withoutMiniMaxStatus(chunk);
-          } else {
-            const inBand = miniMaxError(chunk, route);
-            if (inBand) throw inBand;
-          }
+          else if (miniMaxStatus(chunk, route)) moderated = true;
           if (!Array.isArray(chunk.choices)) {
             // A usage chunk without `choices: []` (seen from some servers) still carries the usage.
             if (chunk.usage == null) continue;
@@ -331,6 +316,23 @@ function inBandError(e: NonNullable<WireChunk['error']>, route: RouteDef, what: 
         ? `the answer ended with finish_reason ${JSON.stringify(reason).slice(0, 60)} and no error message`
         : said.slice(0, 500);
   return providerHttpError(status, { message, code: null, metadata: e.metadata }, route, undefined, what);
+}
+
+/**
+ * MiniMax's `base_resp` (it answers errors with HTTP 200, some with choices too): output its
+ * moderation removed (1027 with `output_sensitive`, empty content) is an answer stopped by a
+ * content filter, as OpenAI and Z.AI give it, its choices so marked and MiniMax's status fields
+ * taken out (true); another error is thrown; none, nothing happens (false). Answers and chunks.
+ */
+function miniMaxStatus(json: { choices: Array<{ finish_reason?: unknown }> }, route: RouteDef): boolean {
+  if (isMiniMaxOutputFiltered(json)) {
+    for (const c of json.choices) c.finish_reason = 'content_filter';
+    withoutMiniMaxStatus(json);
+    return true;
+  }
+  const refused = miniMaxError(json, route);
+  if (refused) throw refused;
+  return false;
 }
 
 /** MiniMax's own status fields, which an answer passed on as OpenAI's has no place for. */
