@@ -42,17 +42,6 @@ ${EXTEND}
 -- that baseline is for this very period. A missing counter starts from it; one below it missed
 -- spend (made while the key had no budget, or counted per process while Redis was away, both in
 -- the request log by now) and is raised to it. INCRBY keeps the counter's expiry.
--- The baseline is taken less the reservations of the key's requests still in flight here: their
--- settlements add what they spent, which a request-log baseline may hold already (rows written
--- while a settlement waited for Redis, read by another process): so nothing counts twice.
-local held_now
-local function held()
-  if held_now == nil then
-    held_now = 0
-    for _, r in ipairs(redis.call('HVALS', KEYS[4])) do held_now = held_now + (tonumber(r) or 0) end
-  end
-  return held_now
-end
 local function spend_key(kind, period, base_period, base_value, ttl, create)
   local k = KEYS[5] .. kind .. ':' .. period
   local base = 0
@@ -61,12 +50,9 @@ local function spend_key(kind, period, base_period, base_value, ttl, create)
   if v then
     v = tonumber(v)
     if base <= v then return v, k end
-    base = math.max(v, base - held())
-    if base <= v then return v, k end
     if create then redis.call('INCRBY', k, base - v) end
     return base, k
   end
-  if base > 0 then base = math.max(0, base - held()) end
   if create then redis.call('SET', k, base, 'PX', ttl) end
   return base, k
 end
@@ -189,15 +175,9 @@ return { 1, '', 0, now, sec, rpm_used, rpm_reset, tpm_used, tpm_reset, 0, 0, 0, 
 export const SETTLE_LUA = `${COMMON}
 local rid, bucket = ARGV[1], tonumber(ARGV[2])
 local estimate, actual, cost = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local replay = ARGV[12] == '1'
-if replay and not redis.call('ZSCORE', KEYS[3], rid) then return { now, month, day, -1, -1 } end
--- A live settlement's request is in no request-log baseline yet (its row comes after): its
--- reservation goes first. A replay's row may be in one by now: its reservation stands in for it
--- while the baseline is taken (spend_key), and goes after.
-if not replay then
-  redis.call('ZREM', KEYS[3], rid)
-  redis.call('HDEL', KEYS[4], rid)
-end
+if ARGV[12] == '1' and not redis.call('ZSCORE', KEYS[3], rid) then return { now, month, day, -1, -1 } end
+redis.call('ZREM', KEYS[3], rid)
+redis.call('HDEL', KEYS[4], rid)
 if ARGV[10] == '1' then
   local delta = actual - estimate
   if bucket > sec - 60 then
@@ -226,10 +206,6 @@ if ARGV[11] == '1' and cost > 0 then
     local _, mk = spend_key('m', month, ARGV[8], ARGV[9], 2764800000, true)
     month_spent = redis.call('INCRBY', mk, cost)
   end
-end
-if replay then
-  redis.call('ZREM', KEYS[3], rid)
-  redis.call('HDEL', KEYS[4], rid)
 end
 return { now, month, day, day_spent, month_spent }
 `;

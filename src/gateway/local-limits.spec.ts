@@ -84,6 +84,12 @@ describe('per-process limits', () => {
     expect(limits.sharedBaseline('k', none)).toMatchObject({ day, dayNano: 600, month, monthNano: 800 });
     // Highest of the figures, never their sum: a request-log baseline that holds the 100 too.
     expect(limits.sharedBaseline('k', { day, dayNano: 650, month, monthNano: 750 })).toMatchObject({ dayNano: 650, monthNano: 800 });
+    // 30 of it is yet to be settled in the store, which will add it: the baseline leaves it out.
+    const pending = new Map([
+      [`d:${day}`, 30],
+      [`m:${month}`, 30],
+    ]);
+    expect(limits.sharedBaseline('k', none, pending)).toMatchObject({ dayNano: 570, monthNano: 770 });
   });
 
   it('never takes a token bucket below zero when a request used less than it reserved', () => {

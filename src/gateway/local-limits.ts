@@ -236,15 +236,16 @@ export class LocalLimits {
    * persistence, FLUSHALL, an eviction, a failover to a replica behind), they start again from
    * what it had counted, not from the request log as it was when the key was loaded.
    */
-  sharedBaseline(keyId: string, base: StoreBaseline): StoreBaseline {
+  sharedBaseline(keyId: string, base: StoreBaseline, pending?: ReadonlyMap<string, number>): StoreBaseline {
     const s = this.keys.get(keyId);
     if (!s || (s.shared.size === 0 && s.spent.size === 0)) return base;
     const out = { ...base };
     // And this process's own count: what the store last reported or the request log said, plus
     // what it settled here since, which the store may never have seen (requests it admitted while
     // the store was away or silent). Each figure is a lower bound of the key's spend, so the
-    // highest counts nothing twice (the store's script leaves out what requests still in flight
-    // there will add when they settle).
+    // highest counts nothing twice, where adding that spend to the counter would once the
+    // request log's baseline, which holds it too, had raised the counter. Spend waiting to be
+    // settled in the store (`pending`) is left out: that settlement adds it.
     for (const [period, v] of [...s.shared, ...s.spent]) {
       const [kind, p] = [period[0], period.slice(2)];
       if (kind === 'd') {
@@ -252,6 +253,10 @@ export class LocalLimits {
         else if (out.day === '' || Number(p) > Number(out.day)) [out.day, out.dayNano] = [p, v];
       } else if (p === out.month) out.monthNano = Math.max(out.monthNano, v);
       else if (out.month === '' || Number(p) > Number(out.month)) [out.month, out.monthNano] = [p, v];
+    }
+    if (pending) {
+      out.dayNano = Math.max(0, out.dayNano - (pending.get(`d:${out.day}`) ?? 0));
+      out.monthNano = Math.max(0, out.monthNano - (pending.get(`m:${out.month}`) ?? 0));
     }
     return out;
   }

@@ -2,7 +2,7 @@ import { Injectable, Logger, type OnModuleDestroy, type OnModuleInit } from '@ne
 import type { Response } from 'express';
 import type Redis from 'ioredis';
 import { picoToUsd, usdToPico } from '../common/money';
-import { hasLimits, startOfNextUtcMonth, type KeyLimits, type Principal, type SpendBaseline } from '../common/principal';
+import { hasLimits, startOfNextUtcMonth, utcDay, utcMonth, type KeyLimits, type Principal, type SpendBaseline } from '../common/principal';
 import type { RequestContext } from '../common/request-context';
 import { AppConfig } from '../config/app-config';
 import { ModelRegistry } from '../config/model-registry.service';
@@ -153,7 +153,7 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
       tokens: Math.max(0, Math.ceil(charge.tokens)),
       costNano: nano(charge.costPico),
       leaseMs: (this.registry.current().routing.totalTimeoutMs ?? this.config.upstreamTimeouts.totalMs) + 60_000,
-      baseline: this.local.sharedBaseline(p.id, storeBaseline(p.baseline)),
+      baseline: this.local.sharedBaseline(p.id, storeBaseline(p.baseline), this.pendingSpend(p.id)),
     };
     const { store, outcome } = await this.runAdmit(args);
     const headers = rateHeaders(p.limits, outcome);
@@ -218,6 +218,21 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
     });
   }
 
+  /**
+   * Spend of the key's settlements waiting for Redis, by period (`d:<day>`, `m:<month>`): Redis is
+   * told of it by those settlements, so a baseline must not carry it as well.
+   */
+  private pendingSpend(keyId: string): ReadonlyMap<string, number> | undefined {
+    let out: Map<string, number> | undefined;
+    for (const { args: a } of this.unsettled) {
+      if (a.keyId !== keyId || !a.trackSpend || a.costNano <= 0) continue;
+      out ??= new Map();
+      for (const period of [`d:${utcDay(a.bucket * 1000)}`, `m:${utcMonth(a.bucket * 1000)}`])
+        out.set(period, (out.get(period) ?? 0) + a.costNano);
+    }
+    return out;
+  }
+
   private keepUnsettled(u: Unsettled): void {
     if (this.unsettled.length >= UNSETTLED_LIMIT) this.unsettled.shift(); // the oldest lease lapses on its own
     this.unsettled.push(u);
@@ -229,7 +244,7 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
    */
   private async settleShared(client: Redis, a: SettleArgs, onlyInFlight: boolean): Promise<void> {
     // The spend Redis last reported, should it have lost the counter meanwhile.
-    const b = this.local.sharedBaseline(a.keyId, a.baseline);
+    const b = this.local.sharedBaseline(a.keyId, a.baseline, this.pendingSpend(a.keyId));
     const r = await commands(client).hiLimitSettle(
       ...this.keys(a.keyId),
       a.rid,

@@ -335,6 +335,34 @@ describe('budgets and spend the counters missed', () => {
       await clearRedisPrefix(own);
     }
   });
+
+  it('holds a key to its budget when Redis lost its spend counter while many requests start at once', async () => {
+    const own = redisPrefix();
+    // Keys read again within 200 ms: the baseline comes from the request log.
+    const gw = await startGateway({
+      models: models(base),
+      env: { ...db.env, ...ACCESS_ENV, REDIS_URL, REDIS_KEY_PREFIX: own, API_KEY_CACHE_TTL_MS: '200' },
+    });
+    try {
+      const { id, key } = await adminApi(gw).createKey({ name: 'budget after a lost counter', daily_budget_usd: '1' });
+      const long = { model: 'acme/slow-priced', messages: [{ role: 'user', content: 'w '.repeat(40) }], max_tokens: 10 };
+      const spent = async () => (await gw.rows()).filter((r) => r.api_key_id === id).reduce((n, r) => n + Number(r.cost_usd), 0);
+      while ((await spent()) < 0.5) expect((await chat(gw, key, ask('acme/chat', 10))).status).toBe(200);
+      // Redis loses the counter (a restart without persistence, an eviction); the key is read again.
+      await clearRedisPrefix(own);
+      await new Promise((r) => setTimeout(r, 400));
+      const results = await Promise.all(Array.from({ length: 12 }, () => chat(gw, key, long)));
+      // About half the budget was spent and each costs about half of it: one fits, not twelve (the
+      // requests in flight counted as well as the request log's spend, not instead of part of it).
+      expect(results.filter((r) => r.status === 200).length).toBeLessThanOrEqual(1);
+      expect(results.filter((r) => r.status === 429).length).toBeGreaterThanOrEqual(11);
+      // Within the budget but for the difference between a request's estimate and its cost.
+      expect(await spent()).toBeLessThan(1.1);
+    } finally {
+      await gw.close();
+      await clearRedisPrefix(own);
+    }
+  });
 });
 
 describe('limits when Redis goes away', () => {
