@@ -26,8 +26,8 @@ export class RateLimitError extends GatewayError {
   ) {
     super(message);
     this.code = CODES[limit];
-    this.headers = { ...headers, ...retryAfterHeaders(retryAfterMs) };
-    // The SDKs retry a 429 after its Retry-After; this one would be refused again each time.
-    if (permanent) this.headers['x-should-retry'] = 'false';
+    // The SDKs retry a 429 after its Retry-After; a permanent one would be refused again each time,
+    // so it names no wait (a Retry-After would tell other clients and proxies to come back).
+    this.headers = permanent ? { ...headers, 'x-should-retry': 'false' } : { ...headers, ...retryAfterHeaders(retryAfterMs) };
   }
 }

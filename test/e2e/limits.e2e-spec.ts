@@ -102,6 +102,7 @@ describe('per-key limits in one process', () => {
     });
     // It would be refused again after any wait: the SDKs are told not to retry it.
     expect(big.headers.get('x-should-retry')).toBe('false');
+    expect(big.headers.get('retry-after')).toBeNull();
     const ok = await chat(gw, key, ask('acme/chat', 20));
     expect(ok.status).toBe(200);
     expect(ok.headers.get('x-ratelimit-limit-tokens')).toBe('100');
