@@ -27,7 +27,7 @@ const DRAIN_POLL_MS = 25;
 @Injectable()
 export class InflightService implements BeforeApplicationShutdown {
   private readonly logger = new Logger('Shutdown');
-  private readonly open = new Set<{ abort: AbortController; shutdown: boolean; res?: ServerResponse }>();
+  private readonly open = new Set<{ abort: AbortController; shutdown: boolean }>();
   private draining = false;
   /** Requests that reached their handler after the drain began (each is answered 503 or 499, and logged). */
   private refused = 0;
@@ -41,13 +41,13 @@ export class InflightService implements BeforeApplicationShutdown {
     return this.open.size;
   }
 
-  /** Registers a request (`res`: its response, told to close its connection should the drain begin before it is sent); undefined once shutdown has begun. */
-  enter(abort: AbortController, res?: ServerResponse): InflightTicket | undefined {
+  /** Registers a request; undefined once shutdown has begun. */
+  enter(abort: AbortController): InflightTicket | undefined {
     if (this.draining) {
       this.refused++;
       return undefined;
     }
-    const entry = { abort, shutdown: false, res };
+    const entry = { abort, shutdown: false };
     this.open.add(entry);
     return {
       leave: () => {
@@ -64,8 +64,6 @@ export class InflightService implements BeforeApplicationShutdown {
     const server = this.host.httpAdapter?.getHttpServer() as Server | undefined;
     server?.close(); // stop accepting
     server?.on('request', closeAfterAnswer);
-    // Requests already running too: their answers would say keep-alive, and the connection close under the client's next request.
-    for (const e of this.open) if (e.res) closeAfterAnswer(undefined, e.res);
     const grace = this.config.env.SHUTDOWN_GRACE_MS;
     const busy = await this.busy(server);
     if (busy > 0) {
@@ -109,6 +107,6 @@ export class InflightService implements BeforeApplicationShutdown {
 }
 
 /** During the drain: an answer says its connection closes after it. */
-function closeAfterAnswer(_req: IncomingMessage | undefined, res: ServerResponse): void {
+function closeAfterAnswer(_req: IncomingMessage, res: ServerResponse): void {
   if (!res.headersSent) res.setHeader('connection', 'close');
 }
