@@ -573,6 +573,25 @@ describe('usage and answer normalisation', () => {
     expect(out.choices[0]).not.toHaveProperty('usage');
   });
 
+  it('gives a choice without its index the index of its place, in chunks and answers', () => {
+    const chunk = {
+      id: 'c',
+      object: 'chat.completion.chunk',
+      created: 1,
+      model: 'm',
+      choices: [{ delta: { content: 'hi' }, finish_reason: null }],
+    };
+    expect(normalizeChunk(chunk as unknown as ChatChunk).choices[0].index).toBe(0);
+    const res = {
+      id: 'r',
+      object: 'chat.completion',
+      created: 1,
+      model: 'm',
+      choices: [{ message: { role: 'assistant', content: 'hi' }, finish_reason: 'stop' }],
+    };
+    expect(normalizeResponse(res as unknown as ChatResponse).choices[0].index).toBe(0);
+  });
+
   it("drops MiniMax's empty role and placeholder usage, and reads its reasoning_details", () => {
     const chunk = {
       id: 'c',

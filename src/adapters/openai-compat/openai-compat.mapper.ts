@@ -193,7 +193,10 @@ export function normalizeResponse(res: ChatResponse): ChatResponse {
   // chunk, and counts out of range are the upstream's error; without it the request is estimated.
   if (isSoundUsage(res.usage)) normalizeUsage(res.usage);
   else delete res.usage;
-  for (const c of res.choices) {
+  for (let i = 0; i < res.choices.length; i++) {
+    const c = res.choices[i];
+    // Some servers leave out the index of their one choice; clients and the gateway key by it.
+    if (typeof c.index !== 'number') c.index = i;
     normalizeFinish(c);
     if (c.message) {
       reasoningFromDetails(c.message);
@@ -215,7 +218,10 @@ export function normalizeResponse(res: ChatResponse): ChatResponse {
  * usage go, and the usage fields are normalised.
  */
 export function normalizeChunk(chunk: ChatChunk): ChatChunk {
-  for (const c of chunk.choices) {
+  for (let i = 0; i < chunk.choices.length; i++) {
+    const c = chunk.choices[i];
+    // Some servers leave out the index of their one choice; clients and the gateway key by it.
+    if (typeof c.index !== 'number') c.index = i;
     if (c.usage !== undefined) {
       if (isSoundUsage(c.usage) && !isSoundUsage(chunk.usage)) chunk.usage = c.usage;
       delete c.usage;

@@ -475,6 +475,23 @@ describe('ChatToMessagesStream', () => {
     expect(events.filter((e) => e.delta?.type === 'signature_delta').map((e) => e.delta!.signature)).toEqual(['S1', 'S2']);
   });
 
+  it('reads a choice that came without its index as the first', () => {
+    const t = new ChatToMessagesStream('msg_1', 'public', 12);
+    const bare = (delta: Record<string, unknown>, finish: string | null = null) =>
+      ({
+        id: 'c',
+        object: 'chat.completion.chunk',
+        created: 0,
+        model: 'up',
+        choices: [{ delta, finish_reason: finish }],
+      }) as unknown as ChatChunk;
+    const events = [...t.push(bare({ role: 'assistant', content: 'hi there' })), ...t.push(bare({}, 'length')), ...t.finishEvents()].map(
+      (e) => JSON.parse(e.data) as { type: string; delta?: Record<string, unknown> },
+    );
+    expect(events.filter((e) => e.delta?.type === 'text_delta').map((e) => e.delta!.text)).toEqual(['hi there']);
+    expect(events.find((e) => e.type === 'message_delta')?.delta).toMatchObject({ stop_reason: 'max_tokens' });
+  });
+
   it('opens and closes a block per run of reasoning, text and each tool call, and ends with usage', () => {
     const t = new ChatToMessagesStream('msg_1', 'public', 12);
     const out = [

@@ -551,7 +551,7 @@ export class ChatToMessagesStream {
     if (isSoundUsage(chunk.usage)) this.usage = chunk.usage;
     if (!this.started) this.begin(out);
     for (const c of chunk.choices) {
-      if (c.index !== 0) continue;
+      if ((c.index ?? 0) !== 0) continue;
       const d = c.delta ?? {};
       const reasoning = typeof d.reasoning_content === 'string' ? d.reasoning_content : typeof d.reasoning === 'string' ? d.reasoning : '';
       if (reasoning) this.content('thinking', reasoning, out);
