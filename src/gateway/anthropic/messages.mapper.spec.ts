@@ -290,6 +290,16 @@ describe('messagesToChat', () => {
     const block = () =>
       messagesToChat({ max_tokens: 1, messages: [{ role: 'user', content: [{ type: 'search_result', source: 's' }] }] }, 'm');
     expect(block).toThrow(expect.objectContaining({ status: 400, param: 'messages.0.content.0.type' }));
+    // MCP servers and code execution containers Anthropic connects and runs.
+    const base = { max_tokens: 1, messages: [{ role: 'user', content: 'x' }] };
+    const mcp = [{ type: 'url', url: 'https://mcp.example.com/sse', name: 'docs' }];
+    expect(() => messagesToChat({ ...base, mcp_servers: mcp }, 'm')).toThrow(
+      expect.objectContaining({ status: 400, param: 'mcp_servers', unsupportedByRoute: true }),
+    );
+    expect(() => messagesToChat({ ...base, container: 'container_011' }, 'm')).toThrow(
+      expect.objectContaining({ status: 400, param: 'container' }),
+    );
+    expect(() => messagesToChat({ ...base, mcp_servers: [], container: null }, 'm')).not.toThrow();
   });
 });
 

@@ -209,6 +209,12 @@ const threadUnsupported = (): UpstreamError =>
  */
 export function messagesToChat(body: Json, model: string, openRouterExtras = false): ChatRequest {
   if (body.thread !== undefined && body.thread !== null) throw threadUnsupported();
+  // Tools and a sandbox that Anthropic runs: a translated route would answer without them, the
+  // client's MCP tools never called and nothing said.
+  if (Array.isArray(body.mcp_servers) && body.mcp_servers.length > 0)
+    throw unsupported('mcp_servers: MCP servers are connected by Anthropic and can only be used with Claude models', 'mcp_servers');
+  if (body.container !== undefined && body.container !== null)
+    throw unsupported('container: code execution containers run at Anthropic and can only be used with Claude models', 'container');
   const keep = openRouterExtras;
   const messages: ChatMessage[] = [];
   const system = systemText(body.system, keep);
