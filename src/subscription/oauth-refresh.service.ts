@@ -105,8 +105,10 @@ export class OAuthRefresher {
     }
     if (status >= 400) {
       const { code, description } = oauthError(json);
-      const said = description ? `: ${withoutSecrets(description, [current.refreshToken, current.accessToken])}` : '';
-      const what = `token endpoint answered ${status}${code ? ` ${code}` : ''}${said}`;
+      // Both are the endpoint's words, which may quote the token it refused.
+      const scrub = (v: string) => withoutSecrets(v, [current.refreshToken, current.accessToken]);
+      const said = description ? `: ${scrub(description)}` : '';
+      const what = `token endpoint answered ${status}${code ? ` ${scrub(code)}` : ''}${said}`;
       if (code && PERMANENT.has(code) && status < 500) throw new RefreshRejected(`refresh token refused (${what})`, code);
       throw new RefreshFailed(what);
     }
@@ -125,7 +127,7 @@ function oauthError(json: Record<string, unknown> | undefined): { code?: string;
   if (!json) return {};
   const e = json.error;
   const clip = (v: unknown) => (typeof v === 'string' ? v.slice(0, 300) : undefined);
-  if (typeof e === 'string') return { code: e, description: clip(json.error_description) };
+  if (typeof e === 'string') return { code: clip(e), description: clip(json.error_description) };
   if (e && typeof e === 'object') {
     const o = e as Record<string, unknown>;
     return { code: clip(o.code) ?? clip(o.type), description: clip(o.message) };

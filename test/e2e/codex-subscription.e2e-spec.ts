@@ -643,6 +643,21 @@ models:
     ]);
   });
 
+  it("blanks the refresh token where the token endpoint's error code quotes it", async () => {
+    const { gw, logins } = await boot(2);
+    tokens.invalidateAccess(logins[0].access_token);
+    tokens.revoke(logins[0].refresh_token);
+    tokens.quoteRefreshToken = 'code';
+    await ask(gw.client());
+    const [a] = await accounts(gw);
+    expect(a.last_error).toContain('unsupported refresh_token [redacted]');
+    expect(JSON.stringify(await accounts(gw))).not.toContain(logins[0].refresh_token);
+    const forced = await gw.admin(`/${a.id}/refresh`, { method: 'POST' });
+    const said = await forced.text();
+    expect(said).toContain('[redacted]');
+    expect(said).not.toContain(logins[0].refresh_token);
+  });
+
   it('keeps state and rotated tokens across a restart', async () => {
     const first = await boot(2);
     const [l1, l2] = first.logins;
