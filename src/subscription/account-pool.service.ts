@@ -40,8 +40,12 @@ interface PooledAccount {
   externalAccountId: string | null;
   tokenVersion: number;
   refreshing?: Promise<void>;
-  /** No proactive refresh before this (after a failed one). */
+  /** No refresh before this (after a failed one), unless an administrator asks for one. */
   refreshNotBefore: number;
+  /** Cooling down until the token endpoint answers again (its last refresh failed, no usable token). */
+  waitsForRefresh?: boolean;
+  /** Why the last refresh failed (while `refreshNotBefore` holds). */
+  refreshError?: string;
   stateDirty: boolean;
   stateWrite?: Promise<void>;
   /** Counts this process's state changes, so a database read begun before one never undoes it. */
@@ -140,6 +144,16 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     await Promise.allSettled(
       [...this.accounts.values()].flatMap((a) => [a.stateWrite, a.refreshing]).filter((p): p is Promise<void> => p !== undefined),
     );
+    // Tokens refreshed while the database was away: their refresh token is the only one still
+    // valid (the stored one was spent by that refresh). A last try to store them; else say so,
+    // naming each account, for it has to be logged in again after the restart.
+    const unstored = () => [...this.accounts.values()].filter((a) => a.credsDirty);
+    if (unstored().length === 0) return;
+    if (this.store.available) await this.flushPending().catch(() => undefined);
+    for (const a of unstored())
+      this.logger.error(
+        `${a.provider} account "${a.name}": tokens refreshed while the database was unreachable could not be stored before shutdown; its stored refresh token is spent, so it will need new credentials (POST /admin/accounts/import)`,
+      );
   }
 
   /** Resolves once the pool has read the database (and imported the account files) the first time. */
@@ -178,6 +192,13 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
         if (now >= acc.refreshNotBefore) this.refresh(acc, false).catch(() => undefined);
       } else if (this.needsRefresh(acc, now, this.config.env.SUBSCRIPTION_REFRESH_MARGIN_MS)) {
         try {
+          // A refresh that failed a moment ago is not tried again for every request (and each
+          // of its retries) until REFRESH_RETRY_MS has passed.
+          if (now < acc.refreshNotBefore) {
+            // And if that left it without a usable token, it waits for the next try.
+            if (acc.expiresAt !== null && acc.expiresAt <= now + 5000) this.waitForRefresh(acc, acc.refreshError ?? 'token refresh failed');
+            throw new RefreshFailed('the last refresh failed a moment ago');
+          }
           await waitForRefresh(this.refresh(acc, false), signal);
         } catch (err) {
           if (signal?.aborted) throw abortedError(provider);
@@ -203,7 +224,10 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
   async forceRefresh(l: AccountLease, signal?: AbortSignal): Promise<AccountLease> {
     const acc = this.accounts.get(l.id);
     if (!acc) throw new RefreshFailed('the account was removed');
-    if (acc.tokenVersion === l.tokenVersion) await waitForRefresh(this.refresh(acc, true, l.tokenVersion), signal);
+    if (acc.tokenVersion === l.tokenVersion) {
+      if (!acc.refreshing && Date.now() < acc.refreshNotBefore) throw new RefreshFailed('the last refresh failed a moment ago');
+      await waitForRefresh(this.refresh(acc, true, l.tokenVersion), signal);
+    }
     if (!acc.creds || acc.tokenVersion === l.tokenVersion) throw new RefreshFailed('no new token');
     if (!isUsable(acc.state, Date.now())) throw new RefreshFailed(`the account is ${acc.state.status}`);
     return lease(acc);
@@ -314,6 +338,21 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     const now = Date.now();
     // The accounts this request tried count too: they are why it is here, and cool down as well.
     const soonest = this.firstUsableAgain(provider);
+    const cooling = list.filter((a) => a.creds && a.state.status === 'cooldown' && (a.state.cooldownUntil ?? 0) > now);
+    if (soonest !== undefined && cooling.every((a) => a.waitsForRefresh)) {
+      // Not the provider's rate limits: its token endpoint, which the gateway tries again.
+      return new UpstreamError({
+        failure: 'http',
+        status: 503,
+        type: 'upstream_error',
+        message: `every ${provider} subscription account is waiting for a new access token: refreshing failed (${cooling[0].state.lastError ?? 'the token endpoint did not answer'}); it is tried again at ${new Date(soonest).toISOString()}`,
+        code: 'subscription_token_refresh_unavailable',
+        retryAfterMs: Math.max(0, soonest - now),
+        retryable: true,
+        gatewayFault: true,
+        provider: `${provider}_sub`,
+      });
+    }
     if (soonest !== undefined) {
       return new UpstreamError({
         failure: 'http',
@@ -347,6 +386,8 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
   private apply(id: string, event: AccountEvent): void {
     const acc = this.accounts.get(id);
     if (!acc) return;
+    // Any other event says why the account is as it is now.
+    if (event.type !== 'refresh_unavailable') acc.waitsForRefresh = false;
     const next = transition(acc.state, event, Date.now(), this.policy);
     if (next === acc.state) return;
     const before = acc.state.status;
@@ -468,6 +509,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       }
       const version = stored.token_version + 1;
       acc.refreshNotBefore = 0;
+      acc.waitsForRefresh = false;
       let committed: boolean;
       try {
         committed = await this.store.commitRefresh(
@@ -546,9 +588,19 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       return;
     }
     this.logger.warn(`refreshing ${acc.provider} account "${acc.name}" failed: ${(err as Error).message}`);
-    // A failed refresh only counts against the account when it leaves it without a usable token.
-    if (tokenRefused || acc.expiresAt === null || acc.expiresAt <= Date.now())
-      this.apply(acc.id, { type: 'auth_failed', message: clip(`token refresh failed: ${(err as Error).message}`) });
+    const message = clip(`token refresh failed: ${(err as Error).message}`);
+    acc.refreshError = message;
+    // A failed refresh only matters when it leaves the account without a usable token: it waits
+    // for the next try then, without counting as the account's failure (an outage of the token
+    // endpoint would otherwise double its cooldowns for as long as it lasts).
+    if (tokenRefused || (acc.expiresAt !== null && acc.expiresAt <= Date.now())) this.waitForRefresh(acc, message);
+    else if (acc.expiresAt === null) this.apply(acc.id, { type: 'auth_failed', message });
+  }
+
+  /** No usable token until the refresh is tried again (REFRESH_RETRY_MS after the last failed). */
+  private waitForRefresh(acc: PooledAccount, message: string): void {
+    this.apply(acc.id, { type: 'refresh_unavailable', message, until: acc.refreshNotBefore });
+    acc.waitsForRefresh = acc.state.status === 'cooldown';
   }
 
   // --- sync with the database ----------------------------------------------------------------

@@ -52,6 +52,14 @@ describe('account state machine', () => {
     expect(s).toMatchObject({ status: 'cooldown', cooldownUntil: T + 60_000, failures: 3 });
   });
 
+  it('a refresh the token endpoint could not make: a cooldown until the next try, never counted or grown', () => {
+    let s = initialState();
+    for (let i = 0; i < 5; i++) s = transition(s, { type: 'refresh_unavailable', message: '503', until: T + 30_000 }, T, policy);
+    expect(s).toMatchObject({ status: 'cooldown', cooldownUntil: T + 30_000, failures: 0, lastError: '503' });
+    const disabled = transition(initialState(), { type: 'disable' }, T, policy);
+    expect(transition(disabled, { type: 'refresh_unavailable', message: '503', until: T + 30_000 }, T, policy)).toBe(disabled);
+  });
+
   it('a success resets the failures; a success with nothing to reset is no change (same object)', () => {
     const failed = transition(initialState(), { type: 'auth_failed', message: '401' }, T, policy);
     const ok = transition(failed, { type: 'succeeded' }, T, policy);

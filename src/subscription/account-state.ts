@@ -39,6 +39,12 @@ export type AccountEvent =
   | { type: 'rate_limited'; message: string; until?: number }
   /** Rejected after a forced refresh, or a refresh failed for a reason that may pass. */
   | { type: 'auth_failed'; message: string }
+  /**
+   * The account has no usable token and its refresh failed for a reason of the token endpoint's
+   * (unreachable, a 5xx): usable again at `until`, when the refresh is tried again. Not counted as
+   * the account's failure, so an outage of the endpoint does not grow its cooldowns.
+   */
+  | { type: 'refresh_unavailable'; message: string; until: number }
   /** The token endpoint refused the refresh token for good (invalid_grant and kin). */
   | { type: 'refresh_rejected'; message: string }
   | { type: 'succeeded' }
@@ -99,6 +105,15 @@ export function transition(state: AccountState, event: AccountEvent, now: number
       }
       return next;
     }
+    case 'refresh_unavailable':
+      if (s.status === 'revoked' || s.status === 'disabled') return state;
+      return {
+        ...s,
+        status: 'cooldown',
+        cooldownUntil: Math.max(event.until, s.cooldownUntil ?? 0),
+        lastError: event.message,
+        lastErrorAt: now,
+      };
     case 'refresh_rejected':
       return { status: 'revoked', cooldownUntil: null, failures: s.failures, lastError: event.message, lastErrorAt: now };
     case 'succeeded':

@@ -83,6 +83,7 @@ models:
     tokens.reused = 0;
     tokens.delayMs = 0;
     tokens.quoteRefreshToken = false;
+    tokens.failNext = 0;
     tokens.release();
     paid.reset();
   });
@@ -591,6 +592,28 @@ models:
     const [after] = await accounts(gw);
     expect(after).toMatchObject({ status: 'active', failures: 0 });
     expect((await ask(gw.client())).choices[0].message.content).toBe('echo: hello there');
+  });
+
+  it('an account whose token ran out while the token endpoint is down waits for it: one refresh, a 503, no growing cooldown', async () => {
+    tokens.failNext = 100;
+    const { gw } = await boot(1, { ttlSeconds: 1 });
+    await new Promise((r) => setTimeout(r, 1200)); // the access token has expired
+    const tried = tokens.refreshes.length; // at start, while it had a second left
+    const ask0 = () =>
+      gw
+        .client()
+        .chat.completions.create({ model: 'codex/gpt', messages: [{ role: 'user', content: 'x' }] }, { maxRetries: 0 })
+        .catch((e: unknown) => e as InstanceType<typeof OpenAI.APIError>);
+    const err = await ask0();
+    // Not the provider's rate limit: its token endpoint, which is tried again later.
+    expect(err).toMatchObject({ status: 503, code: 'subscription_token_refresh_unavailable' });
+    expect(Number((err as InstanceType<typeof OpenAI.APIError>).headers?.get('retry-after'))).toBeLessThanOrEqual(30);
+    // At most once for the request and its retries; the next requests do not try again for a while.
+    expect(tokens.refreshes.length - tried).toBeLessThanOrEqual(1);
+    expect(await ask0()).toMatchObject({ status: 503 });
+    expect(tokens.refreshes.length - tried).toBeLessThanOrEqual(1);
+    const [a] = await accounts(gw);
+    expect(a).toMatchObject({ status: 'cooldown', failures: 0, last_error: expect.stringContaining('temporarily_unavailable') });
   });
 
   it('401: one forced refresh and one retry with the new token', async () => {

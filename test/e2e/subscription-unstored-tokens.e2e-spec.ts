@@ -202,6 +202,19 @@ describe('subscription tokens refreshed while PostgreSQL was unreachable', () =>
     expect(lease.refresh_lock_owner).toBe('another-process');
   });
 
+  it('shutdown stores the unstored tokens when the database is back before the tick', async () => {
+    const login = tokens.login({ accountId: 'acct-stop' });
+    const g = await boot(login);
+    const first = await stored(g);
+    tokens.invalidateAccess(login.access_token);
+    await refreshWhileDatabaseIsDown(g, () => ask(g));
+    expect(await stored(g)).toMatchObject({ version: first.version, refreshToken: login.refresh_token }); // spent, still stored
+    await g.close();
+    gw = undefined;
+    // The refresh token that the refresh gave, not the spent one: the account works after a restart.
+    expect(await stored(g)).toMatchObject({ refreshToken: newestRefreshToken(), status: 'active' });
+  });
+
   it('a login imported while the tokens were unstored still wins over them', async () => {
     const login = tokens.login({ accountId: 'acct-import' });
     const g = await boot(login);
