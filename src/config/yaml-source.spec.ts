@@ -115,6 +115,19 @@ describe('YamlSource.parse', () => {
     ]);
   });
 
+  it('refuses aliases that expand without bound ("billion laughs") at once, naming the file', () => {
+    const lines = ['a0: &a0 [x, x, x, x, x, x, x, x, x, x]'];
+    for (let i = 1; i <= 7; i++)
+      lines.push(
+        `a${i}: &a${i} [${Array(10)
+          .fill(`*a${i - 1}`)
+          .join(', ')}]`,
+      );
+    // Nine levels held the process for about 15 minutes; seven, some seconds.
+    expect(() => YamlSource.parse('routing.yaml', lines.join('\n'), {})).toThrow(ConfigError);
+    expect(() => YamlSource.parse('routing.yaml', lines.join('\n'), {})).toThrow(/routing\.yaml: Excessive alias count/);
+  });
+
   it('takes YAML merge keys, and reports an unset variable where an alias or a merge uses it', () => {
     const src = YamlSource.parse(
       'models.yaml',

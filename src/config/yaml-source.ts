@@ -105,6 +105,8 @@ function closingBrace(text: string, from: number): number {
 
 /** Aliases followed inside aliases at most this deep (the document's own alias count is capped too). */
 const MAX_ALIAS_DEPTH = 8;
+/** The YAML library's limit on alias expansion (its resource exhaustion guard). */
+const MAX_ALIAS_COUNT = 100;
 
 /** `<<` as the key of a pair: a merge (yaml parses it as a scalar whose value is a symbol). */
 function isMergeKey(key: unknown): boolean {
@@ -150,6 +152,13 @@ export class YamlSource {
         doc.errors.map((e) => `${file}:${lines.linePos(e.pos[0]).line}: YAML syntax error: ${e.message.split('\n')[0]}`),
       );
     }
+    // Aliases that expand to millions of nodes (a "billion laughs" file) are refused before the
+    // walk below follows them: it would block the process for minutes, reloads and requests too.
+    try {
+      doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT });
+    } catch (err) {
+      throw new ConfigError([`${file}: ${(err as Error).message}`]);
+    }
     const unresolved: Unresolved[] = [];
     const blanks: Unresolved[] = [];
     const problems: string[] = [];
@@ -184,7 +193,7 @@ export class YamlSource {
     };
     walk(doc.contents, []);
     if (problems.length > 0) throw new ConfigError(problems);
-    return new YamlSource(file, doc.toJS({ maxAliasCount: 100 }), unresolved, blanks, doc, lines);
+    return new YamlSource(file, doc.toJS({ maxAliasCount: MAX_ALIAS_COUNT }), unresolved, blanks, doc, lines);
   }
 
   lineOf(path: YamlPath): number | undefined {
