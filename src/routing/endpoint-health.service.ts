@@ -101,7 +101,8 @@ export class EndpointHealthService implements OnApplicationBootstrap, OnApplicat
           : String(err);
       result = { ok: false, detail, latencyMs: performance.now() - started };
     }
-    if (this.stopped) return;
+    // Checks turned off while it ran (a reload): its verdict would stand with nothing to undo it.
+    if (this.stopped || this.intervalMs <= 0) return;
     const before = this.state.findEndpoint(key)?.status;
     if (this.state.setHealth(key, result)) {
       if (result.ok) this.logger.log(before === 'unhealthy' ? `endpoint ${key} is healthy again` : `endpoint ${key} is healthy`);
