@@ -138,6 +138,28 @@ describe('UpstreamClient', () => {
     expect(pools()).toBe(2);
   });
 
+  it("takes a success answer cut short as the next route's turn, not a reset to try again here", async () => {
+    const cutter = createServer((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': '500' });
+      res.write('{"id": "chatcmpl-1", "choices": [');
+      setTimeout(() => res.socket?.destroy(), 20);
+    });
+    await new Promise<void>((r) => cutter.listen(0, '127.0.0.1', r));
+    try {
+      const call = { signal: new AbortController().signal, timeouts: timeouts(1000), route: 'r', provider: 'p' };
+      const url = `http://127.0.0.1:${(cutter.address() as AddressInfo).port}/`;
+      const res = await client.request({ ...call, url, method: 'GET' });
+      const err = (await client.readAnswer(res.body, res.headers, call).catch((e: unknown) => e)) as UpstreamError;
+      expect(err).toBeInstanceOf(UpstreamError);
+      expect(err).toMatchObject({ failure: 'reset', retryable: false, status: 502 });
+      expect(classifyFailure(err)).toBe('route');
+      expect(countsAgainstEndpoint(err)).toBe(true);
+    } finally {
+      cutter.closeAllConnections();
+      await new Promise((r) => cutter.close(r));
+    }
+  });
+
   it('reads an answer up to the limit, a character split between chunks whole', async () => {
     // "é" is two bytes in UTF-8: sent apart, each half alone would decode to U+FFFD.
     const halves = Buffer.from('"é"');

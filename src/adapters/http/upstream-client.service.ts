@@ -217,7 +217,11 @@ export class UpstreamClient implements OnApplicationShutdown {
       }
     } catch (err) {
       if (!body.destroyed) body.destroy();
-      throw this.toUpstreamError(err, req);
+      const e = this.toUpstreamError(err, req);
+      // Cut while it sent a success: the upstream made (and billed) the answer already. The next
+      // route, not this one again (each retry here was one more answer paid for).
+      if (e instanceof UpstreamError && e.failure === 'reset') e.retryable = false;
+      throw e;
     } finally {
       holding.release();
     }
