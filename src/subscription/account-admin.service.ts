@@ -65,6 +65,9 @@ export class AccountAdmin {
       );
     }
     const fingerprint = loginFingerprint(input.provider, input.credentials.refreshToken);
+    await this.guard(() =>
+      this.importer.refuseLoginInUse(input, [fingerprint, this.vault.legacyFingerprint(input.credentials.refreshToken)]),
+    );
     let row: SubscriptionAccount;
     try {
       row = await this.guard(() => this.importer.insert(input, fingerprint));

@@ -14,6 +14,8 @@ import type { SubscriptionProvider } from './subscription.types';
 
 export type ImportOutcome = 'added' | 'updated' | 'unchanged';
 
+const LOGIN_IN_USE = 'login_in_use';
+
 /** Where accounts come from: an import file (read at every start) or the admin API. */
 export type ImportSource = 'file' | 'admin';
 
@@ -93,10 +95,31 @@ export class AccountImporter {
     const { accounts, errors } = parseAccounts(provider, data);
     const summary: ImportSummary = { added: [], updated: [], unchanged: [], errors };
     for (const input of accounts) {
-      const outcome = await this.upsert(input, source);
+      let outcome: ImportOutcome;
+      try {
+        outcome = await this.upsert(input, source);
+      } catch (err) {
+        if (!(err instanceof ConflictError) || err.code !== LOGIN_IN_USE) throw err;
+        summary.errors.push(`${input.name}: ${err.message}`);
+        continue;
+      }
       summary[outcome].push(input.name);
     }
     return summary;
+  }
+
+  /**
+   * Refuses a login that another account of the provider already holds (a 409, code
+   * `login_in_use`): two accounts on one login spend each other's refresh tokens (each refresh
+   * rotates it), and the one left with a spent token is revoked, at OpenAI perhaps the login too.
+   */
+  async refuseLoginInUse(input: AccountInput, fingerprints: readonly string[]): Promise<void> {
+    const other = (await this.store.findByImportFingerprint(input.provider, fingerprints)).find((r) => r.name !== input.name);
+    if (other)
+      throw new ConflictError(
+        `this login (its refresh token) is the one ${input.provider} account "${other.name}" (id ${other.id}) was given; two accounts on one login spend each other's refresh tokens`,
+        LOGIN_IN_USE,
+      );
   }
 
   /** Stores one account: new, new credentials for an existing one, or nothing when already imported. */
@@ -112,6 +135,7 @@ export class AccountImporter {
       if (seen.length > 0 && !seen.includes(fingerprint)) await this.store.rememberImport(input.provider, input.name, fingerprint);
       if (seen.length > 0) return 'unchanged';
     }
+    await this.refuseLoginInUse(input, known);
     // Each write is conditional (the unique name, the token version): when another process got
     // there first, look again. A few rounds at most, unless the row keeps changing under us.
     for (let attempt = 0; attempt < 3; attempt++) {

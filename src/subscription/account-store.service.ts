@@ -62,6 +62,11 @@ export class AccountStore {
     return this.repo().findOne({ where: { provider, name } });
   }
 
+  /** Accounts of `provider` whose credentials came from the login with one of these fingerprints. */
+  findByImportFingerprint(provider: SubscriptionProvider, fingerprints: readonly string[]): Promise<SubscriptionAccount[]> {
+    return this.repo().find({ where: { provider, import_fingerprint: In([...fingerprints]) }, select: { id: true, name: true } });
+  }
+
   async sealedCredentials(id: string): Promise<SealedCredentials | undefined> {
     const row = await this.repo()
       .createQueryBuilder('a')

@@ -287,6 +287,33 @@ describe.each(['sqlite', 'postgres'] as const)('subscription accounts admin API 
     const again = await post('', entry);
     expect(again.status).toBe(409);
     expect(await again.json()).toMatchObject({ error: { code: 'account_exists' } });
+
+    // The same login under another name: the two would spend each other's refresh tokens.
+    const twin = await post('', { ...entry, name: 'twin' });
+    expect(twin.status).toBe(409);
+    expect(await twin.json()).toMatchObject({ error: { code: 'login_in_use', message: expect.stringContaining('"dup"') } });
+    const other = tokens.login({ accountId: 'acct-other' });
+    const batch = await post('/import', {
+      provider: 'codex',
+      accounts: [
+        { name: 'twin-a', tokens: { access_token: dup.access_token, refresh_token: dup.refresh_token, account_id: 'acct-dup' } },
+        { name: 'other', tokens: { access_token: other.access_token, refresh_token: other.refresh_token, account_id: 'acct-other' } },
+        { name: 'twin-b', tokens: { access_token: other.access_token, refresh_token: other.refresh_token, account_id: 'acct-other' } },
+      ],
+    });
+    expect(batch.status).toBe(200);
+    const summary = (await batch.json()) as { added: string[]; errors: string[] };
+    expect(summary.added).toEqual(['other']);
+    expect(summary.errors).toEqual([expect.stringMatching(/^twin-a: .*"dup"/), expect.stringMatching(/^twin-b: .*"other"/)]);
+    // Its own login again is no conflict.
+    expect(
+      (
+        await post('/import', {
+          provider: 'codex',
+          accounts: [{ name: 'dup', tokens: { access_token: dup.access_token, refresh_token: dup.refresh_token, account_id: 'acct-dup' } }],
+        })
+      ).status,
+    ).toBe(200);
   });
 
   it('is behind ADMIN_TOKEN', async () => {
