@@ -4,7 +4,15 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { raceAbort } from '../common/abort';
 import { UpstreamError } from '../common/errors';
 import { AppConfig } from '../config/app-config';
-import { type AccountEvent, type AccountState, isUsable, type StatePolicy, transition } from './account-state';
+import {
+  type AccountEvent,
+  type AccountState,
+  isUsable,
+  REFRESH_FAILED,
+  type StatePolicy,
+  transition,
+  waitsForRefresh,
+} from './account-state';
 import { accountError, runWithAccounts } from './account-session';
 import { AccountStore, stateFromRow } from './account-store.service';
 import { OAuthRefresher, REFRESH_TIMEOUT_MS, RefreshFailed, RefreshRejected } from './oauth-refresh.service';
@@ -42,8 +50,6 @@ interface PooledAccount {
   refreshing?: Promise<void>;
   /** No refresh before this (after a failed one), unless an administrator asks for one. */
   refreshNotBefore: number;
-  /** Cooling down until the token endpoint answers again (its last refresh failed, no usable token). */
-  waitsForRefresh?: boolean;
   /** Why the last refresh failed (while `refreshNotBefore` holds). */
   refreshError?: string;
   stateDirty: boolean;
@@ -196,7 +202,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
           // of its retries) until REFRESH_RETRY_MS has passed.
           if (now < acc.refreshNotBefore) {
             // And if that left it without a usable token, it waits for the next try.
-            if (acc.expiresAt !== null && acc.expiresAt <= now + 5000) this.waitForRefresh(acc, acc.refreshError ?? 'token refresh failed');
+            if (acc.expiresAt !== null && acc.expiresAt <= now + 5000) this.waitForRefresh(acc, acc.refreshError ?? REFRESH_FAILED);
             throw new RefreshFailed('the last refresh failed a moment ago');
           }
           await waitForRefresh(this.refresh(acc, false), signal);
@@ -224,10 +230,8 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
   async forceRefresh(l: AccountLease, signal?: AbortSignal): Promise<AccountLease> {
     const acc = this.accounts.get(l.id);
     if (!acc) throw new RefreshFailed('the account was removed');
-    if (acc.tokenVersion === l.tokenVersion) {
-      if (!acc.refreshing && Date.now() < acc.refreshNotBefore) throw new RefreshFailed('the last refresh failed a moment ago');
-      await waitForRefresh(this.refresh(acc, true, l.tokenVersion), signal);
-    }
+    // Also right after a failed refresh: a refused token is news, and the endpoint may be back.
+    if (acc.tokenVersion === l.tokenVersion) await waitForRefresh(this.refresh(acc, true, l.tokenVersion), signal);
     if (!acc.creds || acc.tokenVersion === l.tokenVersion) throw new RefreshFailed('no new token');
     if (!isUsable(acc.state, Date.now())) throw new RefreshFailed(`the account is ${acc.state.status}`);
     return lease(acc);
@@ -339,16 +343,18 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     // The accounts this request tried count too: they are why it is here, and cool down as well.
     const soonest = this.firstUsableAgain(provider);
     const cooling = list.filter((a) => a.creds && a.state.status === 'cooldown' && (a.state.cooldownUntil ?? 0) > now);
-    if (soonest !== undefined && cooling.every((a) => a.waitsForRefresh)) {
+    if (soonest !== undefined && cooling.every((a) => waitsForRefresh(a.state))) {
       // Not the provider's rate limits: its token endpoint, which the gateway tries again.
       return new UpstreamError({
         failure: 'http',
         status: 503,
         type: 'upstream_error',
-        message: `every ${provider} subscription account is waiting for a new access token: refreshing failed (${cooling[0].state.lastError ?? 'the token endpoint did not answer'}); it is tried again at ${new Date(soonest).toISOString()}`,
+        message: `every ${provider} subscription account is waiting for a new access token (${cooling[0].state.lastError ?? REFRESH_FAILED}); the refresh is tried again at ${new Date(soonest).toISOString()}`,
         code: 'subscription_token_refresh_unavailable',
         retryAfterMs: Math.max(0, soonest - now),
-        retryable: true,
+        // The model's next route at once, not this one again after a wait; the client gets the
+        // Retry-After when no route is left.
+        retryable: false,
         gatewayFault: true,
         provider: `${provider}_sub`,
       });
@@ -386,8 +392,6 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
   private apply(id: string, event: AccountEvent): void {
     const acc = this.accounts.get(id);
     if (!acc) return;
-    // Any other event says why the account is as it is now.
-    if (event.type !== 'refresh_unavailable') acc.waitsForRefresh = false;
     const next = transition(acc.state, event, Date.now(), this.policy);
     if (next === acc.state) return;
     const before = acc.state.status;
@@ -509,7 +513,6 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       }
       const version = stored.token_version + 1;
       acc.refreshNotBefore = 0;
-      acc.waitsForRefresh = false;
       let committed: boolean;
       try {
         committed = await this.store.commitRefresh(
@@ -524,6 +527,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
           `refreshed ${acc.provider} account "${acc.name}" but could not store the new tokens (kept in memory, retried): ${(err as Error).message}`,
         );
         this.keepUnstored(acc, result.credentials, result.expiresAt, stored.token_version, version);
+        this.apply(acc.id, { type: 'refreshed' });
         return;
       }
       if (!committed) {
@@ -541,6 +545,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       acc.expiresAt = result.expiresAt;
       acc.tokenVersion = version;
       this.logger.log(`refreshed ${acc.provider} account "${acc.name}"`);
+      this.apply(acc.id, { type: 'refreshed' });
     } finally {
       await this.store.unlock(acc.id, this.owner).catch(() => undefined);
     }
@@ -553,6 +558,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     try {
       const result = await this.refresher.refresh(acc.provider, current);
       this.keepUnstored(acc, result.credentials, result.expiresAt, acc.tokenVersion, acc.tokenVersion + 1);
+      this.apply(acc.id, { type: 'refreshed' });
     } catch (err) {
       this.refreshFailed(acc, err, tokenRefused);
       throw err;
@@ -588,7 +594,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       return;
     }
     this.logger.warn(`refreshing ${acc.provider} account "${acc.name}" failed: ${(err as Error).message}`);
-    const message = clip(`token refresh failed: ${(err as Error).message}`);
+    const message = clip(`${REFRESH_FAILED}: ${(err as Error).message}`);
     acc.refreshError = message;
     // A failed refresh only matters when it leaves the account without a usable token: it waits
     // for the next try then, without counting as the account's failure (an outage of the token
@@ -600,7 +606,6 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
   /** No usable token until the refresh is tried again (REFRESH_RETRY_MS after the last failed). */
   private waitForRefresh(acc: PooledAccount, message: string): void {
     this.apply(acc.id, { type: 'refresh_unavailable', message, until: acc.refreshNotBefore });
-    acc.waitsForRefresh = acc.state.status === 'cooldown';
   }
 
   // --- sync with the database ----------------------------------------------------------------

@@ -3,6 +3,7 @@ import {
   effectiveStatus,
   initialState,
   isUsable,
+  waitsForRefresh,
   transition,
   TransitionRefused,
   type AccountState,
@@ -58,6 +59,23 @@ describe('account state machine', () => {
     expect(s).toMatchObject({ status: 'cooldown', cooldownUntil: T + 30_000, failures: 0, lastError: '503' });
     const disabled = transition(initialState(), { type: 'disable' }, T, policy);
     expect(transition(disabled, { type: 'refresh_unavailable', message: '503', until: T + 30_000 }, T, policy)).toBe(disabled);
+  });
+
+  it('a refresh that failed leaves a longer cooldown (a rate limit) as it was; one that succeeded ends only a wait for it', () => {
+    const limited = transition(initialState(), { type: 'rate_limited', message: 'usage limit', until: T + 3_600_000 }, T, policy);
+    expect(transition(limited, { type: 'refresh_unavailable', message: 'token refresh failed: 503', until: T + 30_000 }, T, policy)).toBe(
+      limited,
+    );
+    expect(transition(limited, { type: 'refreshed' }, T, policy)).toBe(limited);
+    const waiting = transition(
+      initialState(),
+      { type: 'refresh_unavailable', message: 'token refresh failed: 503', until: T + 30_000 },
+      T,
+      policy,
+    );
+    expect(waitsForRefresh(waiting)).toBe(true);
+    expect(waitsForRefresh(limited)).toBe(false);
+    expect(transition(waiting, { type: 'refreshed' }, T, policy)).toMatchObject({ status: 'active', cooldownUntil: null, failures: 0 });
   });
 
   it('a success resets the failures; a success with nothing to reset is no change (same object)', () => {

@@ -45,6 +45,8 @@ export type AccountEvent =
    * the account's failure, so an outage of the endpoint does not grow its cooldowns.
    */
   | { type: 'refresh_unavailable'; message: string; until: number }
+  /** New tokens came (a refresh that succeeded). */
+  | { type: 'refreshed' }
   /** The token endpoint refused the refresh token for good (invalid_grant and kin). */
   | { type: 'refresh_rejected'; message: string }
   | { type: 'succeeded' }
@@ -63,6 +65,14 @@ export function initialState(): AccountState {
 /** The status as of `now`: a cooldown that has run out is active again. */
 export function effectiveStatus(s: AccountState, now: number): AccountStatus {
   return s.status === 'cooldown' && (s.cooldownUntil === null || s.cooldownUntil <= now) ? 'active' : s.status;
+}
+
+/** How the message of a failed refresh begins (stored: every process reads why an account waits). */
+export const REFRESH_FAILED = 'token refresh failed';
+
+/** Cooling down because its token could not be refreshed (by any process), not for its own failures. */
+export function waitsForRefresh(s: AccountState): boolean {
+  return s.status === 'cooldown' && s.lastError?.startsWith(REFRESH_FAILED) === true;
 }
 
 export function isUsable(s: AccountState, now: number): boolean {
@@ -107,13 +117,13 @@ export function transition(state: AccountState, event: AccountEvent, now: number
     }
     case 'refresh_unavailable':
       if (s.status === 'revoked' || s.status === 'disabled') return state;
-      return {
-        ...s,
-        status: 'cooldown',
-        cooldownUntil: Math.max(event.until, s.cooldownUntil ?? 0),
-        lastError: event.message,
-        lastErrorAt: now,
-      };
+      // A longer cooldown (a rate limit) stands, and says why.
+      if (s.status === 'cooldown' && (s.cooldownUntil ?? 0) >= event.until) return state;
+      return { ...s, status: 'cooldown', cooldownUntil: event.until, lastError: event.message, lastErrorAt: now };
+    case 'refreshed':
+      // New tokens end a wait for them (not a rate limit's cooldown, nor anything else).
+      if (!waitsForRefresh(s)) return state;
+      return { ...s, status: 'active', cooldownUntil: null };
     case 'refresh_rejected':
       return { status: 'revoked', cooldownUntil: null, failures: s.failures, lastError: event.message, lastErrorAt: now };
     case 'succeeded':

@@ -614,6 +614,25 @@ models:
     expect(tokens.refreshes.length - tried).toBeLessThanOrEqual(1);
     const [a] = await accounts(gw);
     expect(a).toMatchObject({ status: 'cooldown', failures: 0, last_error: expect.stringContaining('temporarily_unavailable') });
+    // A model with another route is answered by it at once, not after the wait.
+    const started = Date.now();
+    expect((await ask(gw.client(), 'codex/with-fallback')).choices[0].message.content).toBeTruthy();
+    expect(Date.now() - started).toBeLessThan(5000);
+    // The endpoint back, a refresh (here an administrator's) ends the wait at once.
+    tokens.failNext = 0;
+    expect(await (await gw.admin(`/${a.id}/refresh`, { method: 'POST' })).json()).toMatchObject({ refreshed: true });
+    const [after] = await accounts(gw);
+    expect(after).toMatchObject({ status: 'active', failures: 0 });
+    expect((await ask(gw.client())).choices[0].message.content).toBe('echo: hello there');
+  });
+
+  it('a token refused right after a failed refresh is refreshed at once when the endpoint is back', async () => {
+    tokens.failNext = 1;
+    const { gw, logins } = await boot(1, { ttlSeconds: 120 }); // refreshed at start (within the margin): that fails
+    await eventually(() => tokens.refreshes.length === 1, 'the refresh at start');
+    tokens.invalidateAccess(logins[0].access_token);
+    expect((await ask(gw.client())).choices[0].message.content).toBe('echo: hello there');
+    expect(tokens.refreshes).toHaveLength(2);
   });
 
   it('401: one forced refresh and one retry with the new token', async () => {
