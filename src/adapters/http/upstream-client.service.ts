@@ -220,8 +220,7 @@ export class UpstreamClient implements OnApplicationShutdown {
       const e = this.toUpstreamError(err, req);
       // Cut while it sent a success: the upstream made (and billed) the answer already. The next
       // route, not this one again (each retry here was one more answer paid for).
-      if (e instanceof UpstreamError && e.failure === 'reset') e.retryable = false;
-      throw e;
+      throw e instanceof UpstreamError && e.failure === 'reset' ? e.with({ retryable: false }) : e;
     } finally {
       holding.release();
     }

@@ -488,13 +488,14 @@ function splitGatewayFields(body: Json): { relayed: Json; options: Partial<ChatR
 }
 
 /**
- * A request that cannot be translated, for planning and estimates (never sent): a thread's as if
- * it had none (its tools and images count), anything else as text only.
+ * A request that cannot be translated, for planning and estimates (never sent): one with a thread,
+ * MCP servers or a container as if it had none (its tools and images count), anything else as
+ * text only.
  */
 function estimateView(body: Json, model: string): ChatRequest {
-  if (body.thread !== undefined && body.thread !== null) {
+  if (['thread', 'mcp_servers', 'container'].some((k) => body[k] !== undefined && body[k] !== null)) {
     try {
-      return messagesToChat({ ...body, thread: undefined }, model);
+      return messagesToChat({ ...body, thread: undefined, mcp_servers: undefined, container: undefined }, model);
     } catch (err) {
       if (!(err instanceof UpstreamError)) throw err;
     }
