@@ -94,6 +94,16 @@ describe('parseAccounts', () => {
     ]);
   });
 
+  it('refuses tokens longer than a header can carry', () => {
+    const huge = 'x'.repeat(16_385);
+    const claude = parseAccounts('claude', { accounts: [{ name: 'big', access_token: huge, refresh_token: 'r' }] });
+    expect(claude.accounts).toEqual([]);
+    expect(claude.errors).toEqual(['accounts[0].access_token: must be at most 16384 characters (this one has 16385)']);
+    const codex = parseAccounts('codex', { name: 'big', tokens: { access_token: 'a', refresh_token: huge, account_id: 'acct' } });
+    expect(codex.accounts).toEqual([]);
+    expect(codex.errors[0]).toMatch(/tokens\.refresh_token: must be at most 16384 characters/);
+  });
+
   it('refuses a name given blank or not as a string, instead of naming the login by position', () => {
     for (const provider of ['claude', 'codex'] as const) {
       const { accounts, errors } = parseAccounts(provider, [

@@ -116,6 +116,18 @@ export function checkName(name: string): string | undefined {
   return undefined;
 }
 
+/**
+ * Longest token taken. Access tokens go in a header, and 16 KiB is Node's and many proxies' limit
+ * for all of them: a longer one (a file pasted whole, say) fails every request it is used for.
+ */
+const MAX_TOKEN_LENGTH = 16_384;
+
+function tooLong(prefix: string, tokens: Record<string, string | undefined>, problems: string[]): void {
+  for (const [field, value] of Object.entries(tokens))
+    if (value !== undefined && value.length > MAX_TOKEN_LENGTH)
+      problems.push(`${prefix}${field}: must be at most ${MAX_TOKEN_LENGTH} characters (this one has ${value.length})`);
+}
+
 function claudeEntry(e: Obj, index: number, problems: string[]): AccountInput | undefined {
   const oauth = isJsonObject(e.claudeAiOauth) ? e.claudeAiOauth : e;
   const prefix = oauth === e ? '' : 'claudeAiOauth.';
@@ -127,7 +139,8 @@ function claudeEntry(e: Obj, index: number, problems: string[]): AccountInput | 
   const expiresAt = parseExpiry(rawExpiry);
   if (rawExpiry !== undefined && rawExpiry !== null && expiresAt === undefined)
     problems.push(`${prefix}expires_at: must be epoch milliseconds or an ISO date`);
-  if (!accessToken || !refreshToken || expiresAt === undefined) return undefined;
+  tooLong(prefix, { access_token: accessToken, refresh_token: refreshToken }, problems);
+  if (!accessToken || !refreshToken || expiresAt === undefined || problems.length > 0) return undefined;
   return {
     provider: 'claude',
     name: str(e.name) ?? `claude-${index + 1}`,
@@ -156,6 +169,7 @@ function codexEntry(e: Obj, problems: string[]): AccountInput | undefined {
   if (accessToken && !accountId)
     problems.push(`${prefix}account_id: is required (not in the file and not in the tokens' https://api.openai.com/auth claim)`);
   if (accountId && accountId.length > 200) problems.push(`${prefix}account_id: must be at most 200 characters`);
+  tooLong(prefix, { access_token: accessToken, refresh_token: refreshToken, id_token: idToken }, problems);
   if (problems.length > 0 || !accessToken || !refreshToken || !accountId) return undefined;
   const email = str(e.email) ?? fromId.email ?? fromAccess.email;
   const rawExpiry = e.expires_at ?? tokens.expires_at;
