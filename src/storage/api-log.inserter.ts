@@ -107,7 +107,9 @@ export class ApiLogInserter {
         for (const r of inserted) ids.add(r.id);
         progress?.();
       }
-      const fresh = ids.size === rows.length ? rows : rows.filter((r) => ids.has(r.id));
+      // Each inserted id once: a row there twice (a spool line written again after a partial
+      // append) is inserted once and must be rolled up once.
+      const fresh = ids.size === rows.length ? rows : rows.filter((r) => ids.delete(r.id));
       if (fresh.length > 0) await upsertRollupPostgres(m, rollupDeltas(fresh));
     });
   }

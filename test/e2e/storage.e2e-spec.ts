@@ -229,6 +229,27 @@ describe('request logs when PostgreSQL goes away', () => {
     expect(readdirSync(dirs.spool).filter((f) => f.endsWith('.jsonl'))).toEqual([]);
   });
 
+  it('rolls up a row that a spool file holds twice once, as it inserts it once', async () => {
+    const port = await proxy.start();
+    const dirs = { spool: join(tmpdir(), `hi-spool-${process.pid}-${Date.now()}`) };
+    mkdirSync(dirs.spool, { recursive: true });
+    // Written again after a partial append (a full disk): the same line twice.
+    const line = JSON.stringify(logRow('twice-row-1'));
+    writeFileSync(join(dirs.spool, 'api_logs.4194305.1.jsonl'), `${line}\n${line}\n`);
+    gw = await startGateway({ models: MODELS, env: { ...env(port), REQUEST_LOG_SPOOL_DIR: dirs.spool } });
+    await waitFor(async () => (await countRows(db)) === 1, 'the spooled row');
+    await waitFor(() => Promise.resolve(readdirSync(dirs.spool).filter((f) => f.endsWith('.jsonl')).length === 0), 'the spool replayed');
+    const c = new Client({ ...PG_ADMIN, database: db.name });
+    await c.connect();
+    try {
+      const r = await c.query<{ n: string }>(`SELECT DISTINCT requests::text AS n FROM api_logs_hourly`);
+      // Every dimension (all, model, key, ...) of its hour counts one request.
+      expect(r.rows.map((x) => Number(x.n))).toEqual([1]);
+    } finally {
+      await c.end();
+    }
+  });
+
   it("leaves another container's spool file to it while it may still write it, and replays it once it is an orphan", async () => {
     const port = await proxy.start();
     const dirs = { spool: join(tmpdir(), `hi-spool-${process.pid}-${Date.now()}`) };
