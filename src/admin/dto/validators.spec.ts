@@ -11,6 +11,7 @@ describe('parseTimestamp', () => {
   });
 
   it.each([
+    '20261207', // ISO's basic form, not 1970-08-23 in Unix seconds
     '2099-02-30',
     '2026-02-29',
     '2026-13-01',

@@ -66,6 +66,9 @@ function parseAnyTimestamp(v: unknown): Date | undefined {
   if (typeof v === 'number' && Number.isFinite(v)) return new Date(v * 1000);
   if (typeof v !== 'string' || v.trim() === '') return undefined;
   const s = v.trim();
+  // Eight digits that read as a date (20261207, ISO's basic form) are not taken as epoch seconds
+  // (1970-08-23): refused, not answered for a range the operator did not mean.
+  if (/^(19|20)\d\d(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])$/.test(s)) return undefined;
   if (/^\d{1,11}(\.\d+)?$/.test(s)) return new Date(Number(s) * 1000);
   const m = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(?:Z|[+-](\d{2}):?(\d{2}))?)?$/.exec(s);
   if (!m) return undefined;
