@@ -182,8 +182,19 @@ describe('latencyOrder', () => {
     expect(latencyOrder([300, 50, 120], 0, seededRandom(1))).toEqual([1, 2, 0]);
   });
 
-  it('tries unmeasured routes first, in listed order', () => {
-    expect(latencyOrder([300, undefined, 50, undefined], 0, seededRandom(1))).toEqual([1, 3, 2, 0]);
+  it('tries unmeasured routes first, one of them at random (not every request the first listed)', () => {
+    const random = seededRandom(7);
+    const first = [0, 0, 0, 0];
+    for (let i = 0; i < 2000; i++) {
+      const order = latencyOrder([300, undefined, 50, undefined], 0, random);
+      expect(order.slice(2)).toEqual([2, 0]);
+      first[order[0]]++;
+    }
+    expect(first[0] + first[2]).toBe(0);
+    // An even split: 1,000 each, standard deviation about 22.
+    expect(Math.abs(first[1] - 1000)).toBeLessThan(150);
+    // One route not measured: it alone first, no draw made for it.
+    expect(latencyOrder([300, undefined, 50], 0, () => 0.99)).toEqual([1, 2, 0]);
   });
 
   it('keeps listed order among equal latencies', () => {

@@ -86,6 +86,13 @@ export function latencyOrder(latencies: readonly (number | undefined)[], explora
   const order = latencies.map((_, i) => i);
   const rank = (i: number) => latencies[i] ?? -Infinity;
   order.sort((a, b) => rank(a) - rank(b) || a - b);
+  // Several not measured yet (a start, a reload): one at random first, not always the first listed
+  // (every request in flight before a sample came went to it).
+  const unmeasured = latencies.filter((l) => l === undefined).length;
+  if (unmeasured > 1) {
+    const k = Math.floor(random() * unmeasured);
+    order.unshift(...order.splice(k, unmeasured - k));
+  }
   if (order.length > 1 && random() < exploration) {
     const k = 1 + Math.floor(random() * (order.length - 1));
     const [explored] = order.splice(k, 1);
