@@ -64,14 +64,14 @@ describe('classifyFailure', () => {
 });
 
 describe('countsAgainstEndpoint', () => {
-  it("counts 5xx, 408, 429, connection, reset, timeout and protocol failures, and the operator's key or credit refused", () => {
-    for (const s of [500, 502, 503, 408, 429, 401, 402]) expect(countsAgainstEndpoint(http(s))).toBe(true);
+  it("counts 5xx, 408, 429, connection, reset, timeout and protocol failures, and the operator's key refused", () => {
+    for (const s of [500, 502, 503, 408, 429, 401]) expect(countsAgainstEndpoint(http(s))).toBe(true);
     for (const failure of ['connect', 'reset', 'timeout', 'protocol'] as const)
       expect(countsAgainstEndpoint(new UpstreamError({ failure, message: 'x' }))).toBe(true);
   });
 
   it('does not count other client errors nor our client leaving', () => {
-    for (const s of [400, 403, 404, 413, 422]) expect(countsAgainstEndpoint(http(s))).toBe(false);
+    for (const s of [400, 402, 403, 404, 413, 422]) expect(countsAgainstEndpoint(http(s))).toBe(false);
     expect(countsAgainstEndpoint(new UpstreamError({ failure: 'aborted', message: 'gone' }))).toBe(false);
   });
 

@@ -39,7 +39,8 @@ type Outcome<T> = { ok: T } | { unauthorized: UpstreamError } | { next: Upstream
  *   saw the 401) and one retry; refused again, the failure counts against the account;
  * - 429: the account cools down (until `retryAfterMs` when the adapter read a reset time) and the
  *   next account is tried;
- * - 403: this login may not do this (plan, region, policy) — counted against it, next account;
+ * - 402, 403: the account's plan lapsed or its billing failed, or this login may not do this
+ *   (plan, region, policy) — counted against it, next account;
  * - anything else passes through untouched (the executor decides about other routes).
  *
  * Up to MAX_ACCOUNTS_PER_REQUEST accounts. `send` throws `UpstreamError`s as adapters do; for
@@ -156,13 +157,15 @@ async function attempt<T>(pool: AccountPool, lease: AccountLease, send: (lease: 
               : undefined,
         );
         return { next: err };
+      case 402:
       case 403:
-        pool.authFailed(lease, `403: ${err.message}`);
+        // 402: the account's plan lapsed or its billing failed; 403: the login may not do this.
+        pool.authFailed(lease, `${err.upstreamStatus}: ${err.message}`);
         return {
           next: accountError(
             lease.provider,
-            `${lease.provider} account ${lease.id} is not allowed: ${err.message}`,
-            'subscription_forbidden',
+            `${lease.provider} account ${lease.id} is ${err.upstreamStatus === 402 ? 'not paid for' : 'not allowed'}: ${err.message}`,
+            err.upstreamStatus === 402 ? 'subscription_payment_required' : 'subscription_forbidden',
             // The login may not do this: trying the same accounts again after a backoff would
             // only count each refusal against them again. The model's next route may serve.
             false,

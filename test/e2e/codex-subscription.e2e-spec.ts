@@ -386,13 +386,23 @@ models:
     expect(a).toMatchObject({ status: 'active', failures: 1, last_error: expect.stringContaining('403') });
   });
 
-  it("402 (a deactivated workspace): the operator's account, said so, not the client's credits", async () => {
-    const { gw, logins } = await boot(1);
+  it("402 (a deactivated workspace): the operator's account, said so, not the client's credits; the next account serves", async () => {
+    const { gw, logins } = await boot(2);
     codex.unpaid.add(logins[0].accountId!);
+    codex.unpaid.add(logins[1].accountId!);
     const raw = await rawPost(`${gw.url}/v1/chat/completions`, { model: 'codex/gpt', messages: [{ role: 'user', content: 'x' }] });
     const body = JSON.parse(raw.text) as { error: { code: string; message: string } };
-    expect([raw.status, body.error.code]).toEqual([502, 'upstream_payment_required']);
-    expect(body.error.message).toContain("the operator's account with the provider (402): codex account acc_");
+    expect([raw.status, body.error.code]).toEqual([502, 'subscription_payment_required']);
+    expect(body.error.message).toMatch(/^codex account acc_\w+ is not paid for: .*the operator's account with the provider \(402\)/);
+    // Each counted against its account (not the route's circuit).
+    expect((await accounts(gw)).map((a) => a.failures)).toEqual([1, 1]);
+  });
+
+  it('402 from one account: the next serves', async () => {
+    const { gw, logins } = await boot(2);
+    codex.unpaid.add(logins[0].accountId!);
+    expect((await ask(gw.client())).choices[0].message.content).toBe('echo: hello there');
+    expect(codex.served()).toEqual([logins[1].accountId]);
   });
 
   it('403 from every account: a 502 naming it, without Retry-After, and each account asked and counted once', async () => {
