@@ -600,7 +600,10 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     // for the next try then, without counting as the account's failure (an outage of the token
     // endpoint would otherwise double its cooldowns for as long as it lasts).
     if (tokenRefused || (acc.expiresAt !== null && acc.expiresAt <= Date.now())) this.waitForRefresh(acc, message);
-    else if (acc.expiresAt === null) this.apply(acc.id, { type: 'auth_failed', message });
+    // Its token may still work: counted as the account's failure, and not said as a wait for a
+    // refresh (whose message begins REFRESH_FAILED), which a refresh would end.
+    else if (acc.expiresAt === null)
+      this.apply(acc.id, { type: 'auth_failed', message: clip(`refreshing its token failed: ${(err as Error).message}`) });
   }
 
   /** No usable token until the refresh is tried again (REFRESH_RETRY_MS after the last failed). */
