@@ -22,6 +22,8 @@ export interface AccountView {
   failures: number;
   last_error: string | null;
   last_error_at: string | null;
+  /** Why this process cannot open the stored login (another SUBSCRIPTION_ENCRYPTION_KEY): unusable, whatever its status. */
+  credentials_error: string | null;
   account_id: string | null;
   email: string | null;
   plan_type: string | null;
@@ -44,12 +46,12 @@ export class AccountAdmin {
   async list(provider?: SubscriptionProvider): Promise<AccountView[]> {
     await this.pool.settle();
     const rows = await this.guard(() => this.store.list(provider));
-    return rows.map(view);
+    return rows.map((r) => view(r, this.pool.credentialsError(r.id)));
   }
 
   async get(id: string): Promise<AccountView> {
     await this.pool.settle(id);
-    return view(await this.row(id));
+    return view(await this.row(id), this.pool.credentialsError(id));
   }
 
   /** A new account; 409 when one of that provider has the name (import replaces credentials instead). */
@@ -158,7 +160,7 @@ export class AccountAdmin {
   }
 }
 
-export function view(row: SubscriptionAccount): AccountView {
+export function view(row: SubscriptionAccount, credentialsError?: string): AccountView {
   const state = stateFromRow(row);
   const now = Date.now();
   const status = effectiveStatus(state, now);
@@ -173,6 +175,7 @@ export function view(row: SubscriptionAccount): AccountView {
     failures: row.failures,
     last_error: row.last_error,
     last_error_at: iso(row.last_error_at),
+    credentials_error: credentialsError ?? null,
     account_id: row.external_account_id,
     email: row.email,
     plan_type: row.plan_type,

@@ -162,6 +162,12 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       );
   }
 
+  /** Why the account's stored login cannot be opened here, if it cannot (undefined: it can, or unknown). */
+  credentialsError(id: string): string | undefined {
+    const acc = this.accounts.get(id);
+    return acc && !acc.creds ? acc.credsError : undefined;
+  }
+
   /** Resolves once the pool has read the database (and imported the account files) the first time. */
   ready(): Promise<void> {
     if (!this.vault.configured) return Promise.resolve();

@@ -225,13 +225,15 @@ describe.each(['sqlite', 'postgres'] as const)('the accounts import file on %s',
     const file = claudeFile(db.dir, [{ name: 'team-a', login: tokens.login() }]);
     const gw = await start(file);
     gw.pool.rateLimited(await gw.pool.acquire('claude'), 'rate limited', Date.now() + 3_600_000);
-    expect((await list(gw))[0].status).toBe('cooldown');
+    expect((await list(gw))[0]).toMatchObject({ status: 'cooldown', credentials_error: null });
     // Started with another key: the stored login cannot be opened, and the file is not applied again.
     const rotated = await restart(gw, file, randomBytes(32).toString('base64'));
     const err = (await rotated.pool.acquire('claude').catch((e: unknown) => e)) as UpstreamError;
     expect(err).toBeInstanceOf(UpstreamError);
     expect(err.upstreamStatus).not.toBe(429);
     expect(err.message).toMatch(/no usable claude subscription account \(1 unreadable\)/);
+    // The admin view says why, whatever the status says.
+    expect((await list(rotated))[0]).toMatchObject({ credentials_error: expect.stringMatching(/.+/) });
   });
 
   it('logins recorded under the keyed fingerprint of earlier versions are not applied again, after the upgrade or a key rotation', async () => {
