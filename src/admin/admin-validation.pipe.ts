@@ -5,6 +5,7 @@ import { InvalidRequestError } from '../common/errors';
 import { hasLoneSurrogate } from '../common/unicode';
 
 const PLAIN = new Set<unknown>([String, Number, Boolean, Array, Object]);
+const RESERVED = ['__proto__', 'constructor', 'prototype'];
 
 /**
  * Validates admin bodies and query strings against their DTO classes (class-validator). Bad input
@@ -21,6 +22,15 @@ export class AdminValidationPipe implements PipeTransform {
     if (meta.type === 'body' && (value === null || value === undefined || typeof value !== 'object' || Array.isArray(value))) {
       throw new InvalidRequestError('The request body must be a JSON object', 'body');
     }
+    // Names that class-transformer leaves out before validation sees them, so "should not exist"
+    // would never be said: refused here as every unknown field is.
+    const odd = value && typeof value === 'object' ? RESERVED.filter((k) => Object.hasOwn(value, k)) : [];
+    if (odd.length > 0)
+      throw new InvalidRequestError(
+        `Invalid ${where}: ${odd.map((k) => `property ${k} should not exist`).join('; ')}`,
+        odd.join(', '),
+        'invalid_request',
+      );
     const dto = plainToInstance<object, unknown>(type as new () => object, value ?? {}, { exposeDefaultValues: true });
     const errors = validateSync(dto, { whitelist: true, forbidNonWhitelisted: true, forbidUnknownValues: true });
     if (errors.length > 0) {
