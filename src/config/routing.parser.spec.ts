@@ -149,9 +149,12 @@ describe('parseRouting', () => {
     expect(problems).toEqual([expect.stringMatching(/routing\.yaml:3 .*LOCAL_MODEL/)]);
   });
 
-  it('warns about unknown keys', () => {
-    const { warnings } = parse('routing_strategy: weighted\nlocal_fracton: 0.3\n');
-    expect(warnings).toEqual([expect.stringMatching(/^routing\.yaml:2 \(local_fracton\): unknown key "local_fracton" ignored/)]);
+  it('warns about unknown keys, naming the key a misspelt one is likely meant to be', () => {
+    const { warnings } = parse('routing_strategy: weighted\nlocal_fracton: 0.3\ncircuit_breakr: {}\n');
+    expect(warnings).toEqual([
+      expect.stringMatching(/^routing\.yaml:2 \(local_fracton\): unknown key "local_fracton" ignored/),
+      'routing.yaml:3 (circuit_breakr): unknown key "circuit_breakr" ignored (did you mean "circuit_breaker"?)',
+    ]);
   });
 
   it('rejects a deployment list that is not a list', () => {

@@ -1,3 +1,4 @@
+import { didYouMean, nearKeys } from '../common/near-keys';
 import { MAX_TIMER_MS } from '../common/deadline';
 import { FieldReader } from './field-reader';
 import type { CircuitPolicy, Deployment, RetryPolicy, RoutingDef, StatsWindowDef } from './registry.types';
@@ -104,7 +105,10 @@ export function parseRouting(src: YamlSource, warn: (msg: string) => void): Rout
   const root = r.object(src.value, []);
   if (!root) throw new ConfigError(r.problems);
   for (const key of Object.keys(root))
-    if (!KNOWN_KEYS.has(key) && !key.startsWith('x-')) warn(`${src.where([key])}: unknown key "${key}" ignored`);
+    if (!KNOWN_KEYS.has(key) && !key.startsWith('x-')) {
+      const near = nearKeys(key, KNOWN_KEYS);
+      warn(`${src.where([key])}: unknown key "${key}" ignored${near.length > 0 ? ` (${didYouMean(near)})` : ''}`);
+    }
 
   const strategy = r.string(root, ['routing_strategy', 'default_router'], []) ?? DEFAULT_STRATEGY;
   const strategyKey = ['routing_strategy', 'default_router'].find((k) => root[k] !== undefined && root[k] !== null);

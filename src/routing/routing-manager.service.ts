@@ -1,3 +1,4 @@
+import { didYouMean, nearKeys } from '../common/near-keys';
 import { textOptionProblems } from '../adapters/http/upstream-call';
 import { Injectable, Logger, type OnApplicationBootstrap, type OnModuleInit } from '@nestjs/common';
 import { DiscoveryService } from '@nestjs/core';
@@ -321,26 +322,6 @@ function unknownRouteKeys(route: RouteDef, declared: readonly string[]): string[
     out.push(`${route.where}: unknown route key "${key}" ignored (${hint})`);
   }
   return out;
-}
-
-/** The known keys a mistyped `key` is most likely meant to be. */
-function nearKeys(key: string, known: readonly string[]): string[] {
-  return known.filter((k) => editDistance(k, key) <= Math.min(2, Math.floor(key.length / 3)));
-}
-
-function didYouMean(near: readonly string[]): string {
-  return `did you mean ${near.map((k) => `"${k}"`).join(' or ')}?`;
-}
-
-/** Levenshtein distance, for the few short keys of a route or of router_params. */
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const row = [i];
-    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    prev = row;
-  }
-  return prev[b.length];
 }
 
 /** The provider preferences of a request that can leave a model without routes, as it set them. */
