@@ -48,7 +48,7 @@ interface PooledAccount {
   externalAccountId: string | null;
   tokenVersion: number;
   refreshing?: Promise<void>;
-  /** No refresh before this (after a failed one), unless an administrator asks for one. */
+  /** No refresh before this (after a failed one), unless an administrator asks or the token is refused. */
   refreshNotBefore: number;
   /** Why the last refresh failed (while `refreshNotBefore` holds). */
   refreshError?: string;
