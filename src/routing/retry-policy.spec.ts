@@ -64,14 +64,18 @@ describe('classifyFailure', () => {
 });
 
 describe('countsAgainstEndpoint', () => {
-  it("counts 5xx, 408, 429, connection, reset, timeout and protocol failures, and the operator's key refused", () => {
-    for (const s of [500, 502, 503, 408, 429, 401]) expect(countsAgainstEndpoint(http(s))).toBe(true);
+  it("counts 5xx, 408, 429, connection, reset, timeout and protocol failures, and the operator's key or credit refused", () => {
+    for (const s of [500, 502, 503, 408, 429, 401, 402]) expect(countsAgainstEndpoint(http(s))).toBe(true);
     for (const failure of ['connect', 'reset', 'timeout', 'protocol'] as const)
       expect(countsAgainstEndpoint(new UpstreamError({ failure, message: 'x' }))).toBe(true);
   });
 
   it('does not count other client errors nor our client leaving', () => {
-    for (const s of [400, 402, 403, 404, 413, 422]) expect(countsAgainstEndpoint(http(s))).toBe(false);
+    for (const s of [400, 403, 404, 413, 422]) expect(countsAgainstEndpoint(http(s))).toBe(false);
+    // OpenRouter's 402 may be about the request's max_tokens against the credit left.
+    expect(countsAgainstEndpoint(http(402, { provider: 'openrouter' }))).toBe(false);
+    const dear = 'This request requires more credits, or fewer max_tokens. You requested up to 65536 tokens, but can only afford 3919';
+    expect(countsAgainstEndpoint(http(402, { message: dear }))).toBe(false);
     expect(countsAgainstEndpoint(new UpstreamError({ failure: 'aborted', message: 'gone' }))).toBe(false);
   });
 

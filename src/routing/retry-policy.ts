@@ -61,12 +61,12 @@ export function classifyFailure(err: UpstreamError): FailureClass {
 
 /**
  * Whether a failure counts against the route's circuit breaker: its endpoint's own faults (5xx,
- * 408, 429, connection, timeouts, garbage) and a 401 (its key refused), which no request changes:
- * else a route whose key was revoked was tried first by every request for ever, and a
- * latency-ranked one (never measured) first of all. Not the request's (other 4xx: a 403 or 404 may
- * be about what the request asked for, OpenRouter's 402 about its max_tokens against the credit
- * left), our client leaving, nor the gateway's own code failing on one request (else a client
- * could take a route offline).
+ * 408, 429, connection, timeouts, garbage) and its operator's (401, its key refused; 402, its
+ * account's credit), which no request changes: else a route whose key was revoked was tried first
+ * by every request for ever, and a latency-ranked one (never measured) first of all. Not the
+ * request's (other 4xx: a 403 or 404 may be about what the request asked for, OpenRouter's 402
+ * about its max_tokens against the credit left), our client leaving, nor the gateway's own code
+ * failing on one request (else a client could take a route offline).
  */
 export function countsAgainstEndpoint(err: UpstreamError): boolean {
   if (err.gatewayFault) return false;
@@ -75,7 +75,7 @@ export function countsAgainstEndpoint(err: UpstreamError): boolean {
       return false;
     case 'http': {
       const s = err.upstreamStatus;
-      return s === undefined || s >= 500 || s === 408 || s === 429 || s === 401;
+      return s === undefined || s >= 500 || s === 408 || s === 429 || s === 401 || (s === 402 && !mayBeTheRequests402(err));
     }
     case 'connect':
     case 'reset':
@@ -83,6 +83,15 @@ export function countsAgainstEndpoint(err: UpstreamError): boolean {
     case 'protocol':
       return true;
   }
+}
+
+/**
+ * A 402 that may be about the request rather than the account: OpenRouter's, which it answers
+ * when a request's max_tokens (or prompt) is more than the credit left could pay for, while
+ * smaller requests go through.
+ */
+function mayBeTheRequests402(err: UpstreamError): boolean {
+  return err.provider === 'openrouter' || /max_tokens|can only afford|prompt tokens limit/i.test(err.message);
 }
 
 /**

@@ -158,14 +158,18 @@ async function attempt<T>(pool: AccountPool, lease: AccountLease, send: (lease: 
         );
         return { next: err };
       case 402:
+        // The account's plan lapsed or its billing failed: counted against it, the next account.
+        // The client gets it as it is (502 upstream_payment_required, x-should-retry: false),
+        // the account's fault, not the route's.
+        pool.authFailed(lease, `402: ${err.message}`);
+        return { next: err.with({ gatewayFault: true }) };
       case 403:
-        // 402: the account's plan lapsed or its billing failed; 403: the login may not do this.
-        pool.authFailed(lease, `${err.upstreamStatus}: ${err.message}`);
+        pool.authFailed(lease, `403: ${err.message}`);
         return {
           next: accountError(
             lease.provider,
-            `${lease.provider} account ${lease.id} is ${err.upstreamStatus === 402 ? 'not paid for' : 'not allowed'}: ${err.message}`,
-            err.upstreamStatus === 402 ? 'subscription_payment_required' : 'subscription_forbidden',
+            `${lease.provider} account ${lease.id} is not allowed: ${err.message}`,
+            'subscription_forbidden',
             // The login may not do this: trying the same accounts again after a backoff would
             // only count each refusal against them again. The model's next route may serve.
             false,

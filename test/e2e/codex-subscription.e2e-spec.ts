@@ -392,8 +392,9 @@ models:
     codex.unpaid.add(logins[1].accountId!);
     const raw = await rawPost(`${gw.url}/v1/chat/completions`, { model: 'codex/gpt', messages: [{ role: 'user', content: 'x' }] });
     const body = JSON.parse(raw.text) as { error: { code: string; message: string } };
-    expect([raw.status, body.error.code]).toEqual([502, 'subscription_payment_required']);
-    expect(body.error.message).toMatch(/^codex account acc_\w+ is not paid for: .*the operator's account with the provider \(402\)/);
+    expect([raw.status, body.error.code]).toEqual([502, 'upstream_payment_required']);
+    expect(body.error.message).toContain("the operator's account with the provider (402): codex account acc_");
+    expect(raw.headers.get('x-should-retry')).toBe('false');
     // Each counted against its account (not the route's circuit).
     expect((await accounts(gw)).map((a) => a.failures)).toEqual([1, 1]);
   });
