@@ -22,15 +22,7 @@ export class AdminValidationPipe implements PipeTransform {
     if (meta.type === 'body' && (value === null || value === undefined || typeof value !== 'object' || Array.isArray(value))) {
       throw new InvalidRequestError('The request body must be a JSON object', 'body');
     }
-    // Names that class-transformer leaves out before validation sees them, so "should not exist"
-    // would never be said: refused here as every unknown field is.
-    const odd = value && typeof value === 'object' ? RESERVED.filter((k) => Object.hasOwn(value, k)) : [];
-    if (odd.length > 0)
-      throw new InvalidRequestError(
-        `Invalid ${where}: ${odd.map((k) => `property ${k} should not exist`).join('; ')}`,
-        odd.join(', '),
-        'invalid_request',
-      );
+    refuseReservedKeys(value, where);
     const dto = plainToInstance<object, unknown>(type as new () => object, value ?? {}, { exposeDefaultValues: true });
     const errors = validateSync(dto, { whitelist: true, forbidNonWhitelisted: true, forbidUnknownValues: true });
     if (errors.length > 0) {
@@ -43,6 +35,20 @@ export class AdminValidationPipe implements PipeTransform {
     }
     return dto;
   }
+}
+
+/**
+ * Names that class-transformer leaves out before validation sees them, so that "should not exist"
+ * would never be said: refused as every unknown field is (`where`: "request body", "query").
+ */
+export function refuseReservedKeys(value: unknown, where: string): void {
+  const odd = value && typeof value === 'object' ? RESERVED.filter((k) => Object.hasOwn(value, k)) : [];
+  if (odd.length > 0)
+    throw new InvalidRequestError(
+      `Invalid ${where}: ${odd.map((k) => `property ${k} should not exist`).join('; ')}`,
+      odd.join(', '),
+      'invalid_request',
+    );
 }
 
 /** class-validator's names of the checks that a value is of the right type. */

@@ -288,6 +288,14 @@ describe.each(['sqlite', 'postgres'] as const)('subscription accounts admin API 
     expect(again.status).toBe(409);
     expect(await again.json()).toMatchObject({ error: { code: 'account_exists' } });
 
+    // A name class-transformer drops is refused as any unknown field.
+    const reserved = await gw.admin('', {
+      method: 'POST',
+      body: '{"provider": "codex", "name": "c", "access_token": "a", "refresh_token": "r", "constructor": "x"}',
+    });
+    expect(reserved.status).toBe(400);
+    expect(await reserved.json()).toMatchObject({ error: { message: expect.stringContaining('property constructor should not exist') } });
+
     // The same login under another name: the two would spend each other's refresh tokens.
     const twin = await post('', { ...entry, name: 'twin' });
     expect(twin.status).toBe(409);

@@ -1,4 +1,5 @@
-import { ValidationPipe, type ValidationError } from '@nestjs/common';
+import { ValidationPipe, type ArgumentMetadata, type ValidationError } from '@nestjs/common';
+import { refuseReservedKeys } from '../admin-validation.pipe';
 import { ArrayMaxSize, ArrayMinSize, IsArray, IsIn, IsObject, IsOptional, IsString, Length, MinLength, ValidateIf } from 'class-validator';
 import { InvalidRequestError } from '../../common/errors';
 import { SUBSCRIPTION_PROVIDERS, type SubscriptionProvider } from '../../subscription/subscription.types';
@@ -55,8 +56,16 @@ export class ImportAccountsDto {
   accounts!: Record<string, unknown>[];
 }
 
+/** Nest's ValidationPipe, after the check for names class-transformer drops (`__proto__`, ...). */
+class AccountBodyPipe extends ValidationPipe {
+  override transform(value: unknown, meta: ArgumentMetadata): Promise<unknown> {
+    refuseReservedKeys(value, 'request body');
+    return super.transform(value, meta);
+  }
+}
+
 /** Validates admin bodies: unknown fields and bad values are one 400 naming every field, in the OpenAI error shape. */
-export const adminBody = new ValidationPipe({
+export const adminBody = new AccountBodyPipe({
   whitelist: true,
   forbidNonWhitelisted: true,
   transform: true,
