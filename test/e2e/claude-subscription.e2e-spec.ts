@@ -49,6 +49,10 @@ models:
     context_length: 200000
     route:
       - { kind: claude_sub, base_url: "${base}", provider_model_id: limited-mid }
+  - id: claude/sub-billing-mid
+    context_length: 200000
+    route:
+      - { kind: claude_sub, base_url: "${base}", provider_model_id: billing-mid }
   - id: claude/sub-or-paid
     context_length: 200000
     router: priority
@@ -292,5 +296,13 @@ models:
     // they said 'allowed': they came before the limit was met.
     const cooled = (await accounts()).find((a) => a.status === 'cooldown')!;
     expect(Date.parse(cooled.cooldown_until!) - Date.now()).toBeGreaterThan(30 * 60_000);
+  });
+
+  it('counts a billing error event inside a stream against the account', async () => {
+    const res = await anthropic.messages
+      .create({ model: 'claude/sub-billing-mid', max_tokens: 20, stream: true, messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
+    expect(res).toBeInstanceOf(Anthropic.APIError);
+    await eventually(async () => (await accounts()).some((a) => (a.last_error ?? '').startsWith('billing_error')), 'the account counted');
   });
 });

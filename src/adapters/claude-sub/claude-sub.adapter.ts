@@ -169,7 +169,10 @@ export class ClaudeSubAdapter extends AnthropicAdapter {
     return anthropicHttpError(status, text, route, retryAfter ?? retryAfterMs(headers));
   }
 
-  /** A rate-limit `error` event mid-stream: the account cools down, then the error goes on. */
+  /**
+   * A rate-limit `error` event mid-stream: the account cools down, then the error goes on; a
+   * billing, authentication or permission error counts against the account.
+   */
   private streamFailure(
     err: { type?: string; message?: string },
     route: RouteDef,
@@ -177,6 +180,12 @@ export class ClaudeSubAdapter extends AnthropicAdapter {
     headers: Dispatcher.ResponseData['headers'],
   ): UpstreamError {
     if (typeof err.message === 'string') err = { ...err, message: withoutSecrets(err.message, [lease.accessToken]) };
+    if (err.type === 'billing_error' || err.type === 'authentication_error' || err.type === 'permission_error') {
+      // The account's, not the route's: counted against it (as the same refusal before the
+      // stream is), and not against the route's circuit.
+      this.pool.authFailed(lease, `${err.type}: ${err.message ?? ''}`);
+      return anthropicStreamError(err, route).with({ gatewayFault: true });
+    }
     if (err.type !== 'rate_limit_error') return anthropicStreamError(err, route);
     const message = err.message || 'rate limited';
     // The stream's headers came before the limit was met: its error event says it is spent.
