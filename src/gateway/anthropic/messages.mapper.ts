@@ -194,6 +194,12 @@ const threadUnsupported = (): UpstreamError =>
   });
 
 /**
+ * The fields only a Claude route can serve, each refused by `messagesToChat`: a thread Anthropic
+ * keeps, MCP servers it connects, a code execution container it runs.
+ */
+export const CLAUDE_ONLY_FIELDS = ['thread', 'mcp_servers', 'container'] as const;
+
+/**
  * A Messages request as a canonical chat request: `system` becomes a system message; user turns
  * keep text, images and documents, and their `tool_result` blocks become `tool` messages (before
  * the rest of the turn, right after the assistant's calls); assistant `tool_use` blocks become

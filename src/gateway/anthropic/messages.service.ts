@@ -15,7 +15,7 @@ import { Execution, RouteExecutor, type StreamShape } from '../../routing/route-
 import { ANTHROPIC_ERRORS, GatewayCalls, type CallScope } from '../gateway-call.service';
 import type { RequestRecord } from '../request-record';
 import { keepaliveWhileAccepted, SseWriter } from '../sse-writer';
-import { ChatToMessagesStream, chatToMessage, messagesToChat } from './messages.mapper';
+import { CLAUDE_ONLY_FIELDS, ChatToMessagesStream, chatToMessage, messagesToChat } from './messages.mapper';
 import { betasOf, validateMessagesRequest } from './messages.validator';
 
 type Json = Record<string, unknown>;
@@ -493,9 +493,11 @@ function splitGatewayFields(body: Json): { relayed: Json; options: Partial<ChatR
  * text only.
  */
 function estimateView(body: Json, model: string): ChatRequest {
-  if (['thread', 'mcp_servers', 'container'].some((k) => body[k] !== undefined && body[k] !== null)) {
+  if (CLAUDE_ONLY_FIELDS.some((k) => body[k] !== undefined && body[k] !== null)) {
+    const plain = { ...body };
+    for (const k of CLAUDE_ONLY_FIELDS) delete plain[k];
     try {
-      return messagesToChat({ ...body, thread: undefined, mcp_servers: undefined, container: undefined }, model);
+      return messagesToChat(plain, model);
     } catch (err) {
       if (!(err instanceof UpstreamError)) throw err;
     }
