@@ -38,7 +38,8 @@ export class StatsController {
     const from = q.from ? parseTimestamp(q.from) : undefined;
     const to = q.to ? parseTimestamp(q.to) : undefined;
     if (from && to && from.getTime() >= to.getTime()) throw new InvalidRequestError('Invalid query: from must be before to', 'from');
-    const status = q.status === undefined ? undefined : q.status === 'success' || q.status === 'error' ? q.status : Number(q.status);
+    const status =
+      q.status === undefined ? undefined : /^\d+$/.test(q.status) ? Number(q.status) : (q.status as 'success' | 'error' | 'cancelled');
     const page = await this.logs.requests({ from, to, keyId: q.key, model: q.model, status, limit: q.limit, cursor: q.cursor });
     return { object: 'list', data: page.data.map(presentLog), has_more: page.next_cursor !== null, next_cursor: page.next_cursor };
   }

@@ -57,7 +57,7 @@ export interface RequestFilter {
   keyId?: string;
   model?: string;
   /** An exact status, or every success (< 400) or every error (>= 400). */
-  status?: number | 'success' | 'error';
+  status?: number | 'success' | 'error' | 'cancelled';
   limit: number;
   cursor?: string;
 }
@@ -306,7 +306,9 @@ export class StatsRepository {
     if (f.keyId) qb.andWhere('l.api_key_id = :keyId', { keyId: f.keyId });
     if (f.model) qb.andWhere('l.model = :model', { model: f.model });
     if (f.status === 'success') qb.andWhere('l.status_code < 400');
-    else if (f.status === 'error') qb.andWhere('l.status_code >= 400');
+    // As /admin/stats counts them: a client that left (499) is cancelled, not an error.
+    else if (f.status === 'error') qb.andWhere('l.status_code >= 400 AND l.status_code <> 499');
+    else if (f.status === 'cancelled') qb.andWhere('l.status_code = 499');
     else if (typeof f.status === 'number') qb.andWhere('l.status_code = :status', { status: f.status });
     if (f.cursor) {
       const c = decodeCursor(f.cursor);

@@ -241,8 +241,16 @@ describe.each(['sqlite', 'postgres'] as const)('admin stats on %s', (backend) =>
       'GET',
       `/admin/requests?status=error&key=${keyId}&limit=500`,
     );
-    expect(errors.body.data.length).toBe(rows.filter((r) => r.status_code >= 400 && r.api_key_id === keyId).length);
-    expect(errors.body.data.every((r) => r.status_code >= 400 && r.api_key_id === keyId)).toBe(true);
+    const isError = (r: { status_code: number }) => r.status_code >= 400 && r.status_code !== 499;
+    expect(errors.body.data.length).toBe(rows.filter((r) => isError(r) && r.api_key_id === keyId).length);
+    expect(errors.body.data.every((r) => isError(r) && r.api_key_id === keyId)).toBe(true);
+    // Errors as /admin/stats counts them: a client that left (499) is not one, but cancelled.
+    const allErrors = await admin.call<{ data: Array<{ status_code: number }> }>('GET', '/admin/requests?status=error&limit=500');
+    expect(allErrors.body.data.length).toBe(rows.filter(isError).length);
+    expect(allErrors.body.data.every(isError)).toBe(true);
+    const cancelled = await admin.call<{ data: Array<{ status_code: number }> }>('GET', '/admin/requests?status=cancelled&limit=500');
+    expect(cancelled.body.data.length).toBe(rows.filter((r) => r.status_code === 499).length);
+    expect(cancelled.body.data.every((r) => r.status_code === 499)).toBe(true);
     const exact = await admin.call<{ data: Array<{ status_code: number }> }>('GET', '/admin/requests?status=499&limit=500');
     expect(exact.body.data.length).toBe(rows.filter((r) => r.status_code === 499).length);
   });

@@ -37,7 +37,9 @@ export class RequestsQuery {
   model?: string;
 
   @IsOptional()
-  @Matches(/^([1-5]\d\d|success|error)$/, { message: 'status must be an HTTP status (200, 429, ...), "success" or "error"' })
+  @Matches(/^([1-5]\d\d|success|error|cancelled)$/, {
+    message: 'status must be an HTTP status (200, 429, ...), "success", "error" or "cancelled"',
+  })
   status?: string;
 
   @QueryInteger()
