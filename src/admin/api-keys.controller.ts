@@ -31,8 +31,17 @@ export class ApiKeysController {
 
   @Get()
   async list(@Query() q: ListApiKeysQuery) {
-    const { data, total } = await this.keys.list({ status: q.status, limit: q.limit, offset: q.offset });
-    return { object: 'list', data: data.map(presentKey), total, limit: q.limit, offset: q.offset };
+    if (q.cursor !== undefined && q.offset !== 0) throw new InvalidRequestError('send either cursor or offset, not both', 'offset');
+    const { data, total, next_cursor } = await this.keys.list({ status: q.status, limit: q.limit, offset: q.offset, cursor: q.cursor });
+    return {
+      object: 'list',
+      data: data.map(presentKey),
+      total,
+      limit: q.limit,
+      offset: q.cursor === undefined ? q.offset : null,
+      has_more: next_cursor !== null,
+      next_cursor,
+    };
   }
 
   @Get(':id')

@@ -1,7 +1,7 @@
 import cluster from 'node:cluster';
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
-import { IsNull, LessThanOrEqual, MoreThan, Not, type Repository } from 'typeorm';
+import { Equal, type FindOptionsWhere, IsNull, LessThan, LessThanOrEqual, MoreThan, Not, type Repository } from 'typeorm';
 import { ServiceUnavailableError } from '../common/errors';
 import { usdToPico } from '../common/money';
 import { startOfUtcDay, startOfUtcMonth, utcDay, utcMonth, type KeyLimits, type Principal, type SpendBaseline } from '../common/principal';
@@ -10,6 +10,7 @@ import { API_KEY_CHANGED } from '../cluster';
 import { AppConfig } from '../config/app-config';
 import { RedisService } from '../redis/redis.service';
 import { databaseUnreachable } from './database-outage';
+import { decodeCursor, encodeCursor } from './page-cursor';
 import { DatabaseService } from './database.service';
 import { ApiKey, type ApiKeyStatus, type ListedKeyStatus } from './entities/api-key.entity';
 import { StatsRepository } from './stats.repository';
@@ -44,6 +45,8 @@ export interface KeyListFilter {
   status?: ListedKeyStatus;
   limit: number;
   offset: number;
+  /** The previous page's `next_cursor`: the keys after it (instead of an offset). */
+  cursor?: string;
 }
 
 interface CacheEntry {
@@ -220,27 +223,33 @@ export class ApiKeysService implements OnApplicationBootstrap, OnApplicationShut
     return { key: await this.get(row.id), secret };
   }
 
-  async list(f: KeyListFilter): Promise<{ data: ApiKey[]; total: number }> {
+  /** Newest first; `total` counts every key the status filter matches. */
+  async list(f: KeyListFilter): Promise<{ data: ApiKey[]; total: number; next_cursor: string | null }> {
     // An active key past its expiry is listed as expired, and filtered so.
     const now = new Date();
-    const where =
+    const where: FindOptionsWhere<ApiKey>[] =
       f.status === 'expired'
-        ? { status: 'active' as const, expires_at: LessThanOrEqual(now) }
+        ? [{ status: 'active', expires_at: LessThanOrEqual(now) }]
         : f.status === 'active'
           ? [
-              { status: 'active' as const, expires_at: IsNull() },
-              { status: 'active' as const, expires_at: MoreThan(now) },
+              { status: 'active', expires_at: IsNull() },
+              { status: 'active', expires_at: MoreThan(now) },
             ]
-          : f.status
-            ? { status: f.status }
-            : {};
-    const [data, total] = await this.repo().findAndCount({
-      where,
-      order: { created_at: 'DESC', id: 'ASC' },
-      take: f.limit,
-      skip: f.offset,
-    });
-    return { data, total };
+          : [f.status ? { status: f.status } : {}];
+    const c = f.cursor === undefined ? undefined : decodeCursor(f.cursor);
+    const page = c
+      ? where.flatMap((w) => [
+          { ...w, created_at: LessThan(c.at) },
+          { ...w, created_at: Equal(c.at), id: LessThan(c.id) },
+        ])
+      : where;
+    const [rows, total] = await Promise.all([
+      this.repo().find({ where: page, order: { created_at: 'DESC', id: 'DESC' }, take: f.limit + 1, skip: c ? 0 : f.offset }),
+      this.repo().count({ where }),
+    ]);
+    const data = rows.slice(0, f.limit);
+    const last = data.at(-1);
+    return { data, total, next_cursor: rows.length > f.limit && last ? encodeCursor(last.created_at, last.id) : null };
   }
 
   async get(id: string): Promise<ApiKey> {

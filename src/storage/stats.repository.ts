@@ -1,8 +1,8 @@
 import { Injectable } from '@nestjs/common';
 import type { DataSource } from 'typeorm';
-import { InvalidRequestError } from '../common/errors';
 import { picoToUsd, usdToPico } from '../common/money';
 import { sqliteTimestamp, toDate } from './api-log-rollup';
+import { decodeCursor, encodeCursor } from './page-cursor';
 import { databaseUnreachable } from './database-outage';
 import { DatabaseService } from './database.service';
 import type { Dialect } from './dialect';
@@ -502,23 +502,4 @@ function present(a: Acc): Omit<StatsRow, 'group'> {
     latency_ms: spread(a.latency, a.latencySum, a.requests),
     ttft_ms: spread(a.ttft, a.ttftSum, a.ttftCount),
   };
-}
-
-export function encodeCursor(at: Date | string, id: string): string {
-  return Buffer.from(JSON.stringify([toDate(at).toISOString(), id])).toString('base64url');
-}
-
-function decodeCursor(cursor: string): { at: Date; id: string } {
-  try {
-    const [at, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as [unknown, unknown];
-    const date = new Date(String(at));
-    // Within what a column stores, and an id of ours (PostgreSQL refuses U+0000 and dates past
-    // its range outright): a forged cursor is the client's mistake, not a 500.
-    const t = date.getTime();
-    if (typeof at === 'string' && typeof id === 'string' && t >= 0 && t < Date.UTC(10000, 0, 1) && /^[\w-]{1,64}$/.test(id))
-      return { at: date, id };
-  } catch {
-    // falls through to the error below
-  }
-  throw new InvalidRequestError('cursor is not one this API returned (use next_cursor from the previous page)', 'cursor');
 }

@@ -1,4 +1,5 @@
 import { createHmac } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { picoToUsd, usdToPico } from '../../src/common/money';
 import { DatabaseService } from '../../src/storage/database.service';
 import { RequestLogWriter } from '../../src/storage/request-log.writer';
@@ -361,6 +362,13 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
       ['GET', '/admin/api-keys?limit=0', undefined, 'limit'],
       ['GET', '/admin/api-keys?offset=1e20', undefined, 'offset'],
       ['GET', '/admin/api-keys?status=gone', undefined, 'status'],
+      ['GET', '/admin/api-keys?cursor=not-a-cursor', undefined, 'cursor'],
+      [
+        'GET',
+        `/admin/api-keys?offset=2&cursor=${Buffer.from(JSON.stringify(['2026-12-07T00:00:00Z', 'x'])).toString('base64url')}`,
+        undefined,
+        'offset',
+      ],
       // Milliseconds sent as seconds: the year 255479, which no column stores as sent.
       ['POST', '/admin/api-keys', { name: 'x', expires_at: 8000000000000 }, 'expires_at'],
       ['POST', '/admin/api-keys', { name: 'x', expires_at: '10000-01-01' }, 'expires_at'],
@@ -374,6 +382,40 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
       expect([method, path, r.status]).toEqual([method, path, 400]);
       expect(r.body.error).toMatchObject({ type: 'invalid_request_error', param: expect.stringContaining(param) });
     }
+  });
+
+  it('pages through the keys newest first with next_cursor, a key created between pages shifting nothing', async () => {
+    const made: string[] = [];
+    // A few milliseconds apart: keys of one millisecond are ordered by id, not by creation.
+    for (let i = 0; i < 5; i++) {
+      made.push((await admin.createKey({ name: `paging ${i}` })).id);
+      await sleep(3);
+    }
+    type Page = { data: Array<{ id: string; name: string }>; total: number; has_more: boolean; next_cursor: string | null };
+    const first = await admin.call<Page>('GET', '/admin/api-keys?limit=2');
+    expect(first.status).toBe(200);
+    expect(first.body.data.map((k) => k.id)).toEqual([made[4], made[3]]);
+    expect(first.body.has_more).toBe(true);
+    const total = first.body.total;
+    // A key created now comes first in the list; the next page is where the last one ended.
+    const later = (await admin.createKey({ name: 'paging later' })).id;
+    const seen = [...first.body.data.map((k) => k.id)];
+    let cursor = first.body.next_cursor;
+    while (cursor) {
+      const page = await admin.call<Page>('GET', `/admin/api-keys?limit=2&cursor=${cursor}`);
+      expect(page.status).toBe(200);
+      expect(page.body.total).toBe(total + 1);
+      seen.push(...page.body.data.map((k) => k.id));
+      cursor = page.body.next_cursor;
+      expect(page.body.has_more).toBe(cursor !== null);
+    }
+    expect(new Set(seen).size).toBe(seen.length);
+    expect(seen).not.toContain(later);
+    expect(seen.slice(0, 5)).toEqual([...made].reverse());
+    expect(seen.length).toBe(total);
+    // Offsets still page (from the newest), so existing clients keep working.
+    const byOffset = await admin.call<Page>('GET', '/admin/api-keys?limit=2&offset=1');
+    expect(byOffset.body.data.map((k) => k.id)).toEqual([made[4], made[3]]);
   });
 
   it('refuses NUL characters and lone surrogates in admin input and ids with a 400 (not stored as sent), and finds no such generation', async () => {

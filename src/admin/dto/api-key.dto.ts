@@ -81,4 +81,10 @@ export class ListApiKeysQuery {
   @Min(0)
   @Max(INT_MAX)
   offset = 0;
+
+  /** The previous page's `next_cursor` (stable while keys are created, unlike `offset`). */
+  @IsOptional()
+  @IsString()
+  @MaxLength(500)
+  cursor?: string;
 }
