@@ -19,6 +19,7 @@ import { OAuthRefresher, REFRESH_TIMEOUT_MS, RefreshFailed, RefreshRejected } fr
 import { type AccountCredentials, SUBSCRIPTION_PROVIDERS, type SubscriptionProvider } from './subscription.types';
 import { CredentialVault } from './credential-vault.service';
 import { AccountImporter } from './account-importer.service';
+import { TokenSpool } from './token-spool';
 
 /** What an adapter holds for one upstream call: a usable access token and whose it is. */
 export interface AccountLease {
@@ -115,6 +116,8 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
   private ticking?: Promise<void>;
   private loaded?: Promise<void>;
   private closed = false;
+  /** The token spool has been stored (once per process, before the first read of the accounts). */
+  private spoolReplayed = false;
   private readonly warned = new Set<string>();
 
   constructor(
@@ -123,6 +126,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     private readonly refresher: OAuthRefresher,
     private readonly vault: CredentialVault,
     private readonly importer: AccountImporter,
+    private readonly tokenSpool: TokenSpool,
   ) {
     const env = config.env;
     this.policy = {
@@ -153,13 +157,32 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     // Tokens refreshed while the database was away: their refresh token is the only one still
     // valid (the stored one was spent by that refresh). A last try to store them; else say so,
     // naming each account, for it has to be logged in again after the restart.
-    const unstored = () => [...this.accounts.values()].filter((a) => a.credsDirty);
+    const unstored = () => [...this.accounts.values()].filter((a) => a.credsDirty && a.creds);
     if (unstored().length === 0) return;
     if (this.store.available) await this.flushPending().catch(() => undefined);
-    for (const a of unstored())
-      this.logger.error(
-        `${a.provider} account "${a.name}": tokens refreshed while the database was unreachable could not be stored before shutdown; its stored refresh token is spent, so it will need new credentials (POST /admin/accounts/import)`,
-      );
+    const left = unstored();
+    if (left.length === 0) return;
+    // Else kept on disk, sealed, for the next process to store.
+    const entries = left.map((a) => ({
+      id: a.id,
+      provider: a.provider,
+      name: a.name,
+      sealed: this.vault.seal(a, a.creds!),
+      expiresAt: a.expiresAt,
+      ...pendingVersions(a),
+    }));
+    try {
+      const file = await this.tokenSpool.write(entries);
+      for (const a of left)
+        this.logger.warn(
+          `${a.provider} account "${a.name}": tokens refreshed while the database was unreachable are kept in ${file} until the gateway next starts with the database, which stores them`,
+        );
+    } catch (err) {
+      for (const a of left)
+        this.logger.error(
+          `${a.provider} account "${a.name}": tokens refreshed while the database was unreachable could not be stored before shutdown, nor spooled (${(err as Error).message}); its stored refresh token is spent, so it will need new credentials (POST /admin/accounts/import)`,
+        );
+    }
   }
 
   /** Why the account's stored login cannot be opened here, if it cannot (undefined: it can, or unknown). */
@@ -630,6 +653,8 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
   private async doTick(): Promise<void> {
     if (this.closed || !this.store.available) return;
     try {
+      // Before anything reads or refreshes: the stored refresh token of a spooled account is spent.
+      if (!this.spoolReplayed) await this.storeSpooledTokens();
       await this.flushPending();
       await this.sync();
     } catch (err) {
@@ -646,6 +671,42 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     }
   }
 
+  /**
+   * Stores the tokens a process spooled at shutdown (any process's: replicas may share the
+   * directory), each only over the version it descends from. A database error stops the replay,
+   * the file kept for the next tick (an entry stored already is then superseded, harmlessly).
+   */
+  private async storeSpooledTokens(): Promise<void> {
+    let files: string[];
+    try {
+      files = await this.tokenSpool.files();
+    } catch (err) {
+      // Not a reason to keep every account unloaded: said, and passed over.
+      this.logger.error(`the subscription token spool could not be looked at: ${(err as Error).message}`);
+      files = [];
+    }
+    for (const file of files) {
+      let entries;
+      try {
+        entries = await this.tokenSpool.read(file);
+      } catch (err) {
+        const kept = await this.tokenSpool.setAside(file).catch(() => file);
+        this.logger.error(`subscription token spool ${kept} could not be read (${(err as Error).message}); set aside, not stored`);
+        continue;
+      }
+      for (const e of entries) {
+        if (await this.store.commitRefresh(e.id, e.sealed, e.expiresAt, e.fromVersion, e.toVersion, true))
+          this.logger.log(`${e.provider} account "${e.name}": stored the tokens spooled at the last shutdown`);
+        else
+          this.logger.warn(
+            `${e.provider} account "${e.name}": the tokens spooled at the last shutdown are dropped: the account was deleted, or its stored tokens changed since (a new login, or they were stored already)`,
+          );
+      }
+      await this.tokenSpool.remove(file).catch((err: Error) => this.logger.error(`could not remove ${file}: ${err.message}`));
+    }
+    this.spoolReplayed = true;
+  }
+
   private async flushPending(): Promise<void> {
     for (const acc of this.accounts.values()) {
       if (acc.stateDirty) await this.flushState(acc);
@@ -654,8 +715,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
         // login imported meanwhile), those win and ours are dropped. Another process may hold
         // the refresh lease meanwhile: it is left alone, and only this process's own (from the
         // refresh whose tokens these are, if the database went away before its release) let go.
-        const from = acc.credsBase ?? acc.tokenVersion - 1;
-        const version = Math.max(from + 1, acc.tokenVersion);
+        const { fromVersion: from, toVersion: version } = pendingVersions(acc);
         if (await this.store.commitRefresh(acc.id, this.vault.seal(acc, acc.creds), acc.expiresAt, from, version, true)) {
           acc.tokenVersion = version;
           // Not fatal: the tokens are stored, and a lease left behind lapses on its own.
@@ -814,4 +874,13 @@ async function waitForRefresh(refresh: Promise<void>, signal: AbortSignal | unde
   await raceAbort(refresh, signal ? AbortSignal.any([signal, waited]) : waited, () =>
     signal?.aborted ? new Error('aborted') : new RefreshFailed(`the token refresh took over ${REFRESH_WAIT_MS / 1000} s (it goes on)`),
   );
+}
+
+/**
+ * Unstored tokens (`credsDirty`) as they are to be stored: over the version they descend from,
+ * as the next version (or the one already given them in memory, if later).
+ */
+function pendingVersions(acc: PooledAccount): { fromVersion: number; toVersion: number } {
+  const fromVersion = acc.credsBase ?? acc.tokenVersion - 1;
+  return { fromVersion, toVersion: Math.max(fromVersion + 1, acc.tokenVersion) };
 }

@@ -9,6 +9,7 @@ import { AccountPool } from './account-pool.service';
 import { AccountStore } from './account-store.service';
 import { CredentialVault } from './credential-vault.service';
 import { OAuthRefresher } from './oauth-refresh.service';
+import { TokenSpool } from './token-spool';
 
 /**
  * OAuth subscription accounts (Claude Code, Codex): the account pools, credential refresh, the
@@ -17,7 +18,17 @@ import { OAuthRefresher } from './oauth-refresh.service';
  */
 @Module({
   imports: [AdaptersModule, StorageModule],
-  providers: [CredentialVault, AccountStore, OAuthRefresher, AccountImporter, AccountPool, AccountAdmin, CodexSubAdapter, ClaudeSubAdapter],
+  providers: [
+    CredentialVault,
+    AccountStore,
+    OAuthRefresher,
+    AccountImporter,
+    TokenSpool,
+    AccountPool,
+    AccountAdmin,
+    CodexSubAdapter,
+    ClaudeSubAdapter,
+  ],
   exports: [AccountPool, AccountAdmin, CredentialVault],
 })
 export class SubscriptionModule {}

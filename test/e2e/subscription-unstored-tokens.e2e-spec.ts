@@ -1,3 +1,5 @@
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { Client } from 'pg';
 import { AccountPool } from '../../src/subscription/account-pool.service';
 import { AccountStore } from '../../src/subscription/account-store.service';
@@ -69,8 +71,9 @@ describe('subscription tokens refreshed while PostgreSQL was unreachable', () =>
       },
       codexTokenUrl: tokenUrl,
       codexFile: codexFile(files.dir, [{ name: 'acct', login }]),
-      // The tick (which stores pending tokens) does not come round during a test.
-      env: { SUBSCRIPTION_SYNC_MS: '3600000' },
+      // The tick (which stores pending tokens) does not come round during a test. One spool
+      // directory for every gateway of a test, as for a gateway restarted on the same volume.
+      env: { SUBSCRIPTION_SYNC_MS: '3600000', REQUEST_LOG_SPOOL_DIR: join(files.dir, 'spool') },
     });
     return gw;
   }
@@ -213,6 +216,61 @@ describe('subscription tokens refreshed while PostgreSQL was unreachable', () =>
     gw = undefined;
     // The refresh token that the refresh gave, not the spent one: the account works after a restart.
     expect(await stored(g)).toMatchObject({ refreshToken: newestRefreshToken(), status: 'active' });
+  });
+
+  const tokenSpools = () => readdirSync(join(files.dir, 'spool')).filter((n) => n.startsWith('subscription-tokens-'));
+
+  it('shutdown while the database is still away spools the unstored tokens, sealed; the next start stores them before any refresh', async () => {
+    const login = tokens.login({ accountId: 'acct-spool' });
+    const g = await boot(login);
+    const first = await stored(g);
+    tokens.invalidateAccess(login.access_token);
+    await refreshWhileDatabaseIsDown(g, () => ask(g));
+    const unstoredRefresh = newestRefreshToken()!;
+    const unstoredAccess = codex.requests[1].headers.authorization!.slice('Bearer '.length);
+
+    await proxy.stop();
+    await g.close();
+    gw = undefined;
+    expect(await stored(g)).toMatchObject({ version: first.version, refreshToken: login.refresh_token }); // spent, still stored
+    const [spool] = tokenSpools();
+    expect(tokenSpools()).toHaveLength(1);
+    const path = join(files.dir, 'spool', spool);
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+    const text = readFileSync(path, 'utf8');
+    expect(text).not.toContain(unstoredRefresh); // sealed, as in the database
+    expect(text).not.toContain(unstoredAccess);
+
+    // Restarted with the database: the spooled tokens are stored, and used, with no refresh.
+    await proxy.start();
+    const g2 = await boot(login);
+    expect(await stored(g2)).toEqual({ version: first.version + 1, refreshToken: unstoredRefresh, status: 'active' });
+    expect(tokenSpools()).toHaveLength(0);
+    const refreshes = tokens.refreshes.length;
+    const b = await ask(g2);
+    expect(b.choices[0].message.content).toBe('echo: hi');
+    expect(codex.requests.at(-1)!.headers.authorization).toBe(`Bearer ${unstoredAccess}`);
+    expect(tokens.refreshes).toHaveLength(refreshes);
+    expect(tokens.reused).toBe(0);
+  });
+
+  it('spooled tokens do not overwrite a login imported before the restart', async () => {
+    const login = tokens.login({ accountId: 'acct-spool-import' });
+    const g = await boot(login);
+    const first = await stored(g);
+    tokens.invalidateAccess(login.access_token);
+    await refreshWhileDatabaseIsDown(g, () => ask(g));
+    await proxy.stop();
+    await g.close();
+    gw = undefined;
+    expect(tokenSpools()).toHaveLength(1);
+    // The operator logs the account in again meanwhile (another replica, or SQL).
+    await proxy.start();
+    await sql('UPDATE subscription_accounts SET token_version = token_version + 1');
+
+    const g2 = await boot(login);
+    expect(tokenSpools()).toHaveLength(0);
+    expect(await stored(g2)).toMatchObject({ version: first.version + 1, refreshToken: login.refresh_token });
   });
 
   it('a login imported while the tokens were unstored still wins over them', async () => {
