@@ -148,6 +148,24 @@ models:
     expect(await rowFor(res.id)).toMatchObject({ provider: 'gemini', prompt_tokens: 7, completion_tokens: 3, usage_estimated: false });
   });
 
+  it('answers a conversation with empty messages (which OpenAI takes), sending Gemini no empty part', async () => {
+    const res = await client.chat.completions.create({
+      model: 'gemini/flash',
+      messages: [
+        { role: 'system', content: '' },
+        {
+          role: 'user',
+          content: [
+            { type: 'text', text: '' },
+            { type: 'text', text: 'hello gemini' },
+          ],
+        },
+      ],
+    });
+    expect(res.choices[0].message.content).toBe('echo: hello gemini');
+    expect(upstream.requests[0].body).toEqual({ contents: [{ role: 'user', parts: [{ text: 'hello gemini' }] }] });
+  });
+
   it("merges a route's extra_body into the generationConfig the request makes, not over it", async () => {
     await client.chat.completions.create({
       model: 'gemini/no-thinking',

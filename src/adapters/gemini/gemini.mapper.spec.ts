@@ -29,6 +29,42 @@ const refused = (fn: () => unknown) => {
 };
 
 describe('toGeminiRequest', () => {
+  it('leaves out empty text, which Gemini refuses as a part without data, and refuses a request left with no contents', () => {
+    const body = toGeminiRequest(
+      req({
+        messages: [
+          { role: 'system', content: '' },
+          {
+            role: 'user',
+            content: [
+              { type: 'text', text: '' },
+              { type: 'text', text: 'q' },
+            ],
+          },
+          { role: 'assistant', content: 'a' },
+          { role: 'user', content: '' },
+          { role: 'user', content: 'again' },
+        ],
+      }),
+    );
+    expect(body.systemInstruction).toBeUndefined();
+    expect(body.contents).toEqual([
+      { role: 'user', parts: [{ text: 'q' }] },
+      { role: 'model', parts: [{ text: 'a' }] },
+      { role: 'user', parts: [{ text: 'again' }] },
+    ]);
+    for (const messages of [
+      [{ role: 'user' as const, content: '' }],
+      [
+        { role: 'system' as const, content: 'Be terse.' },
+        { role: 'user' as const, content: [{ type: 'text' as const, text: '' }] },
+      ],
+    ]) {
+      const err = refused(() => toGeminiRequest(req({ messages })));
+      expect(err).toMatchObject({ upstreamStatus: 400, param: 'messages', unsupportedByRoute: true });
+    }
+  });
+
   it('puts system and developer messages in systemInstruction and turns into user/model contents', () => {
     const body = toGeminiRequest(
       req({

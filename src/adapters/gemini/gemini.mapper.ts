@@ -94,16 +94,22 @@ function mediaPart(url: string, at: string): GeminiPart {
   return { fileData: { fileUri: url, mimeType: (ext && ownValue(MIME_BY_EXT, ext)) || 'image/jpeg' } };
 }
 
+/**
+ * A message's parts. Empty text is left out: Gemini refuses a part without data (`text: ""`
+ * included: "required oneof field 'data' must have one initialized field"), which OpenAI takes.
+ */
 function userParts(content: ChatMessage['content'], at: string): GeminiPart[] {
   if (content === null || content === undefined) return [];
-  if (typeof content === 'string') return [{ text: content }];
-  return content.map((part: ContentPart, j): GeminiPart => {
+  if (typeof content === 'string') return content === '' ? [] : [{ text: content }];
+  return content.flatMap((part: ContentPart, j): GeminiPart[] => {
     switch (part.type) {
-      case 'text':
-        return { text: String((part as { text: unknown }).text) };
+      case 'text': {
+        const text = String((part as { text: unknown }).text);
+        return text === '' ? [] : [{ text }];
+      }
       case 'image_url': {
         const iu = (part as { image_url: string | { url: string } }).image_url;
-        return mediaPart(typeof iu === 'string' ? iu : iu.url, `${at}.content[${j}]`);
+        return [mediaPart(typeof iu === 'string' ? iu : iu.url, `${at}.content[${j}]`)];
       }
       case 'file': {
         const f = (part as { file?: { file_data?: string; file_id?: string } }).file;
@@ -113,7 +119,7 @@ function userParts(content: ChatMessage['content'], at: string): GeminiPart[] {
             `${at}.content[${j}]: a file needs file_data (a base64 data: URL) or file_id (a Gemini Files API URI)`,
             `${at}.content[${j}].file`,
           );
-        return mediaPart(url, `${at}.content[${j}]`);
+        return [mediaPart(url, `${at}.content[${j}]`)];
       }
       default:
         throw unsupported(`${at}.content[${j}]: content of type "${part.type}" cannot be sent to Gemini`, `${at}.content[${j}].type`);
@@ -254,6 +260,10 @@ export function toGeminiRequest(req: ChatRequest): GeminiRequest {
     }
   });
 
+  // Nothing left to send (every message empty, or a system instruction alone): Gemini refuses
+  // a request without contents; the model's next route may take it.
+  if (contents.length === 0)
+    throw unsupported('messages: Gemini needs a user or assistant message with content, and every one here is empty', 'messages');
   const body: GeminiRequest = { contents };
   if (system.length > 0) body.systemInstruction = { parts: system };
   if (req.tools?.length) {
