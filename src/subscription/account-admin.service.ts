@@ -59,6 +59,12 @@ export class AccountAdmin {
     this.vault.require();
     const problem = checkName(input.name);
     if (problem) throw new AccountConflictError(`name: ${problem}`, 'invalid_name');
+    const row = await this.importer.exclusive(() => this.insertNew(input));
+    await this.pool.changed();
+    return this.get(row.id);
+  }
+
+  private async insertNew(input: AccountInput): Promise<SubscriptionAccount> {
     const existing = await this.guard(() => this.store.findByName(input.provider, input.name));
     if (existing) {
       throw new AccountConflictError(
@@ -70,9 +76,8 @@ export class AccountAdmin {
     await this.guard(() =>
       this.importer.refuseLoginInUse(input, [fingerprint, this.vault.legacyFingerprint(input.credentials.refreshToken)]),
     );
-    let row: SubscriptionAccount;
     try {
-      row = await this.guard(() => this.importer.insert(input, fingerprint));
+      return await this.guard(() => this.importer.insert(input, fingerprint));
     } catch (err) {
       if (err instanceof SubscriptionUnavailableError) throw err;
       throw new AccountConflictError(
@@ -80,8 +85,6 @@ export class AccountAdmin {
         'account_exists',
       );
     }
-    await this.pool.changed();
-    return this.get(row.id);
   }
 
   async import(provider: SubscriptionProvider, data: unknown): Promise<ImportSummary> {

@@ -42,6 +42,8 @@ export interface ImportSummary {
 @Injectable()
 export class AccountImporter {
   private readonly logger = new Logger('SubscriptionImport');
+  /** The tail of the imports and additions in this process, which run one at a time. */
+  private writes: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly config: AppConfig,
@@ -89,9 +91,24 @@ export class AccountImporter {
     }
   }
 
+  /**
+   * Runs `fn` after the imports and additions before it in this process: each looks for the
+   * login among the stored accounts and then stores it, and two of one login under two names,
+   * interleaved, would both find it free. (Between replicas nothing orders them.)
+   */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.writes.then(fn, fn);
+    this.writes = run.catch(() => undefined);
+    return run;
+  }
+
   /** Parses and stores; entries with problems are listed in `errors` and skipped. */
-  async importData(provider: SubscriptionProvider, data: unknown, source: ImportSource): Promise<ImportSummary> {
+  importData(provider: SubscriptionProvider, data: unknown, source: ImportSource): Promise<ImportSummary> {
     this.vault.require();
+    return this.exclusive(() => this.importParsed(provider, data, source));
+  }
+
+  private async importParsed(provider: SubscriptionProvider, data: unknown, source: ImportSource): Promise<ImportSummary> {
     const { accounts, errors } = parseAccounts(provider, data);
     const summary: ImportSummary = { added: [], updated: [], unchanged: [], errors };
     for (const input of accounts) {

@@ -313,6 +313,27 @@ describe.each(['sqlite', 'postgres'] as const)('subscription accounts admin API 
     const summary = (await batch.json()) as { added: string[]; errors: string[] };
     expect(summary.added).toEqual(['other']);
     expect(summary.errors).toEqual([expect.stringMatching(/^twin-a: .*"dup"/), expect.stringMatching(/^twin-b: .*"other"/)]);
+    // One new login sent at once under several names, by add and by import: one account gets it.
+    const race = tokens.login({ accountId: 'acct-race' });
+    const raceTokens = { access_token: race.access_token, refresh_token: race.refresh_token, account_id: 'acct-race' };
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, (_, i) =>
+        i % 2 === 0
+          ? post('', { provider: 'codex', name: `race-${i}`, ...raceTokens })
+          : post('/import', { provider: 'codex', accounts: [{ name: `race-${i}`, tokens: raceTokens }] }),
+      ),
+    );
+    const bodies = (await Promise.all(answers.map((a) => a.json()))) as Array<{
+      added?: string[];
+      errors?: string[];
+      error?: { code: string };
+    }>;
+    answers.forEach((a, i) => expect(i % 2 === 0 ? [201, 409] : [200]).toContain(a.status));
+    expect(answers.filter((a, i) => a.status === 201 || (bodies[i].added?.length ?? 0) > 0)).toHaveLength(1);
+    expect(bodies.filter((b) => b.error?.code === 'login_in_use' || (b.errors?.length ?? 0) > 0)).toHaveLength(7);
+    const list = (await (await gw.admin('')).json()) as { data: Array<{ name: string }> };
+    expect(list.data.filter((a) => a.name.startsWith('race-'))).toHaveLength(1);
+
     // Its own login again is no conflict.
     expect(
       (
