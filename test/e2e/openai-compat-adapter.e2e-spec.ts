@@ -87,6 +87,24 @@ describe('openai_compat adapter', () => {
     expect(chunks.some((c) => c.choices[0]?.finish_reason === 'stop')).toBe(true);
   });
 
+  it('judges an answer of n choices complete only when every one has finished', async () => {
+    const collect = async (model: string) => {
+      const chunks = [];
+      for await (const c of adapter.stream({ model: 'm', n: 2, messages: [{ role: 'user', content: 'a b' }] }, route(model), ctx()))
+        chunks.push(c);
+      return chunks;
+    };
+    // The body ends with the second choice unfinished: a stream cut short, not a complete answer.
+    await expect(collect('n-cut')).rejects.toMatchObject({
+      message: expect.stringMatching(/ended the stream before the answer was complete/),
+    });
+    // The first choice finished with the usage, the second comes after a silence longer than
+    // the grace after an answer: still waited for, since two were asked for.
+    const chunks = await collect('n-late:1500');
+    const finished = chunks.flatMap((c) => c.choices.filter((x) => x.finish_reason).map((x) => x.index));
+    expect(finished.sort()).toEqual([0, 1]);
+  });
+
   it('takes the usage from a usage chunk that has no choices key', async () => {
     const chunks = [];
     for await (const c of adapter.stream(

@@ -77,7 +77,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     }
     const prefix = ctx.requestId.replaceAll('-', '').slice(0, 16);
     const calls = new ToolCallFixer((choice, call) => `call_${prefix}_${choice}_${call}`);
-    yield* this.relay(res, route, ctx, 'delta', (c) => calls.fix(normalizeChunk(c)));
+    yield* this.relay(res, route, ctx, 'delta', choicesAskedFor(req.n), (c) => calls.fix(normalizeChunk(c)));
   }
 
   async completeText(req: CompletionRequest, route: RouteDef, ctx: CallContext): Promise<ChatResponse> {
@@ -113,7 +113,11 @@ export class OpenAiCompatAdapter implements LlmAdapter {
       );
       return;
     }
-    yield* this.relay(res, route, ctx, 'text', (c) => normalizeChunk(completionChunkToChat(c as unknown as Completion)));
+    // One set of n choices per prompt of a list (strings, or token lists).
+    const prompts = Array.isArray(req.prompt) && req.prompt.length > 0 && typeof req.prompt[0] !== 'number' ? req.prompt.length : 1;
+    yield* this.relay(res, route, ctx, 'text', choicesAskedFor(req.n) * prompts, (c) =>
+      normalizeChunk(completionChunkToChat(c as unknown as Completion)),
+    );
   }
 
   async embed(req: EmbeddingsRequest, route: RouteDef, ctx: CallContext): Promise<EmbeddingsResponse> {
@@ -211,12 +215,17 @@ export class OpenAiCompatAdapter implements LlmAdapter {
    * idle timeout, if shorter), and the stream ends as it would have (it used to hang until the
    * idle timeout, then fail an answer the client had whole). Any event in that time (a choice not
    * seen yet, the final usage) waits for the next silence.
+   *
+   * `asked`: the choices the request asked for (n). The silence is only waited for once that
+   * many have finished; a body that ends without `[DONE]` is complete when every choice seen has
+   * finished (a server that ignores n sends one, and that is its whole answer).
    */
   private async *relay(
     res: Dispatcher.ResponseData,
     route: RouteDef,
     ctx: CallContext,
     part: 'delta' | 'text',
+    asked: number,
     map: (chunk: ChatChunk) => ChatChunk,
   ): AsyncGenerator<ChatChunk> {
     let done = false;
@@ -269,7 +278,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
           }
           clearTimeout(grace);
           grace = undefined;
-          if (chunk.usage != null && ended.size > 0 && ended.size === seen.size)
+          if (chunk.usage != null && ended.size >= asked && ended.size === seen.size)
             grace = setTimeout(
               () => {
                 leftAfterAnswer = true;
@@ -287,7 +296,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
       clearTimeout(grace);
       releaseBody(res, done);
     }
-    const finished = ended.size > 0;
+    const finished = ended.size > 0 && ended.size === seen.size;
     if (!done && !finished && sse.notEventStream) throw notEventStreamError(res, route);
     if (!done && !finished) {
       throw new UpstreamError({
@@ -298,6 +307,11 @@ export class OpenAiCompatAdapter implements LlmAdapter {
       });
     }
   }
+}
+
+/** How many choices a request's `n` asks for (it is validated as a positive integer, when sent). */
+function choicesAskedFor(n: unknown): number {
+  return typeof n === 'number' && Number.isInteger(n) && n > 1 ? n : 1;
 }
 
 /**
