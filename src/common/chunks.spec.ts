@@ -120,6 +120,7 @@ describe('chunkHasContent', () => {
     expect(chunkHasContent(chunk({ role: 'assistant', content: null, reasoning_content: '' }))).toBe(false);
     expect(chunkHasContent(chunk({ content: '' }, { usage: null }))).toBe(false);
     expect(chunkHasContent({ ...chunk({}), choices: [] })).toBe(false);
+    expect(chunkHasContent(chunk({ role: 'assistant', audio: { id: 'audio_1', data: '', transcript: '' }, images: [] }))).toBe(false);
     // A running usage figure on the role chunk (Anthropic's message_start) commits nothing.
     expect(
       chunkHasContent({
@@ -135,6 +136,10 @@ describe('chunkHasContent', () => {
     ['reasoning', chunk({ reasoning: 'thinking' })],
     ['a tool call', chunk({ tool_calls: [{ index: 0, id: 'c', function: { name: 'f', arguments: '' } }] })],
     ['a refusal', chunk({ refusal: 'no' })],
+    // A spoken answer streams audio (and its transcript) with no text at all.
+    ['audio', chunk({ audio: { id: 'audio_1', data: 'UklGR' } })],
+    ['an audio transcript', chunk({ audio: { transcript: 'Hel' } })],
+    ['an image', chunk({ images: [{ type: 'image_url', image_url: { url: 'data:image/png;base64,iVBOR' } }] })],
     ['a finish reason', chunk({}, {}, 'stop')],
     ['usage', { ...chunk({}), choices: [], usage: { prompt_tokens: 1, completion_tokens: 0, total_tokens: 1 } }],
   ])('is true for %s', (_what, c) => {

@@ -1,5 +1,5 @@
 import type { ChatChunk, ChatResponse, ChunkChoice, ToolCall, Usage } from './chat.types';
-import { contentText } from './tokens';
+import { carriesMedia, contentText } from './tokens';
 
 /** A whole response as the stream of chunks an upstream would have sent for it. */
 export function* responseToChunks(res: ChatResponse): Generator<ChatChunk> {
@@ -18,8 +18,9 @@ export function* responseToChunks(res: ChatResponse): Generator<ChatChunk> {
 }
 
 /**
- * Whether a chunk carries part of the answer (text, reasoning, a tool call, a finish reason, or
- * the final usage in a chunk of its own) rather than only the opening role. Streams are committed
+ * Whether a chunk carries part of the answer (text, reasoning, a tool call, a refusal, audio or
+ * images, a finish reason, or the final usage in a chunk of its own) rather than only the opening
+ * role. Streams are committed
  * to a route at the first such chunk; until then the gateway may still fail over. A running usage
  * figure on the role chunk (Anthropic's message_start input count) is not an answer.
  */
@@ -33,6 +34,8 @@ export function chunkHasContent(chunk: ChatChunk): boolean {
     if (typeof d.reasoning_content === 'string' && d.reasoning_content.length > 0) return true;
     if (typeof d.reasoning === 'string' && d.reasoning.length > 0) return true;
     if (d.refusal) return true;
+    const transcript = (d.audio as { transcript?: unknown } | null | undefined)?.transcript;
+    if ((typeof transcript === 'string' && transcript.length > 0) || carriesMedia(d)) return true;
   }
   return false;
 }

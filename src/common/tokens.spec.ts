@@ -113,6 +113,12 @@ describe('outputUnits', () => {
     expect(outputUnits(undefined)).toBe(0);
   });
 
+  it('counts a refusal and an audio answer by its transcript', () => {
+    expect(outputUnits({ content: null, refusal: 'I cannot help.' })).toBe(14);
+    expect(outputUnits({ content: null, audio: { id: 'a', data: 'UklGR', transcript: 'Hello' } })).toBe(5);
+    expect(outputUnits({ content: null, audio: null })).toBe(0);
+  });
+
   it('counts output as the prompt estimate does: a CJK character a token, so 4 units', () => {
     const answer = '这是一个答案'; // 6 characters, about 6 tokens
     expect(outputUnits({ content: answer })).toBe(24);

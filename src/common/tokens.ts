@@ -66,13 +66,17 @@ export function contentText(content: ChatMessage['content']): string {
 
 /**
  * What a model generated in a message or a stream delta, in estimate units (textUnits): its
- * text (a string or a list of parts), its reasoning and its tool calls' names and arguments.
+ * text (a string or a list of parts), a refusal, an audio answer's transcript, its reasoning and
+ * its tool calls' names and arguments.
  * What an estimate of completion tokens is made from when an upstream reports no usage, for
  * JSON answers and streams alike.
  */
 export function outputUnits(m: OutputPart | null | undefined): number {
   if (!m) return 0;
   let units = textUnits(contentText(m.content as ChatMessage['content']));
+  if (typeof m.refusal === 'string') units += textUnits(m.refusal);
+  const transcript = (m.audio as { transcript?: unknown } | null | undefined)?.transcript;
+  if (typeof transcript === 'string') units += textUnits(transcript);
   // The same text may come under both names (withOpenRouterReasoning): counted once.
   if (typeof m.reasoning_content === 'string') units += textUnits(m.reasoning_content);
   else if (typeof m.reasoning === 'string') units += textUnits(m.reasoning);
@@ -94,8 +98,21 @@ export function outputUnits(m: OutputPart | null | undefined): number {
   return units;
 }
 
+/**
+ * Whether a message or a delta carries generated media, which counts no text: an image model's
+ * images (OpenRouter's `images`), a spoken answer's audio (`audio.data`).
+ */
+export function carriesMedia(m: object): boolean {
+  const { images, audio } = m as { images?: unknown; audio?: unknown };
+  if (Array.isArray(images) && images.length > 0) return true;
+  const data = (audio as { data?: unknown } | null | undefined)?.data;
+  return typeof data === 'string' && data.length > 0;
+}
+
 interface OutputPart {
   content?: unknown;
+  refusal?: unknown;
+  audio?: unknown;
   reasoning_content?: unknown;
   reasoning?: unknown;
   tool_calls?: unknown;

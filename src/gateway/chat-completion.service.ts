@@ -3,7 +3,7 @@ import type { Request, Response } from 'express';
 import { withOpenRouterReasoning, stripReasoning, type ChatChunk, type ChatRequest, type ChatResponse } from '../common/chat.types';
 import { ChatAggregator } from '../common/chunks';
 import { UpstreamError } from '../common/errors';
-import { estimatePromptTokens, outputUnits, unitsToTokens } from '../common/tokens';
+import { carriesMedia, estimatePromptTokens, outputUnits, unitsToTokens } from '../common/tokens';
 import { clientUsage, isSoundUsage, usageFromCounts } from '../common/usage';
 import { AppConfig } from '../config/app-config';
 import { Execution, RouteExecutor } from '../routing/route-executor.service';
@@ -165,8 +165,8 @@ export class ChatCompletionService {
       const d = c.delta;
       if (d) {
         const chars = outputUnits(d);
-        // An image (an image model's answer) is content too, though it counts no text.
-        const content = chars > 0 || (Array.isArray(d.images) && d.images.length > 0);
+        // An image or audio (an image model's, a spoken answer) is content too, though it counts no text.
+        const content = chars > 0 || carriesMedia(d);
         if (content && rec.ttftMs === undefined) rec.ttftMs = performance.now() - rec.startedAt;
         rec.deliveredUnits += chars;
       }
