@@ -70,6 +70,9 @@ interface OpenStream<T> {
  * Attempts are bounded in number and by the whole-request deadline, and there is never another
  * attempt once a stream has delivered content to the client.
  */
+/** Events held before a stream's first content at most (see openStream). */
+const MAX_HELD_EVENTS = 1000;
+
 @Injectable()
 export class RouteExecutor {
   private readonly logger = new Logger('RouteExecutor');
@@ -337,7 +340,10 @@ export class RouteExecutor {
             provider: cand.route.kind,
           });
         held.push(n.value);
-        if (shape.hasContent(n.value)) return { it, held };
+        // So many events without content (a server sending empty deltas as it thinks, or
+        // without end) are not held in memory until the first token's deadline: the route is
+        // answering, and the stream goes on from here, as after content.
+        if (shape.hasContent(n.value) || held.length >= MAX_HELD_EVENTS) return { it, held };
         // Only while this route's call is the accepted one (Anthropic's message_start is parsed for it).
         if (ex.accepted?.route === cand.route) ex.accepted.usage = shape.usage(n.value) ?? ex.accepted.usage;
       }

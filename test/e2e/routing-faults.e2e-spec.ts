@@ -41,6 +41,7 @@ ${pair('f/stall-first', u, 'stall-first:5000', ', timeouts: { idle_ms: 300, firs
 ${pair('f/role-then-prefill', u, 'stall-first:800', ', timeouts: { idle_ms: 300, first_token_ms: 3000 }')}
 ${pair('f/headers-then-prefill', u, 'delay-first-token:800', ', timeouts: { idle_ms: 300, first_token_ms: 3000 }')}
 ${pair('f/malformed-first', u, 'malformed-first')}
+${pair('f/empty-flood', u, 'empty-flood:1500:1200', ', timeouts: { idle_ms: 3000, first_token_ms: 800 }')}
 ${pair('f/cut', u, 'cut')}
 ${pair('f/truncated', u, 'truncated')}
 ${pair('f/no-done', u, 'no-done')}
@@ -237,6 +238,13 @@ describe('routing under upstream faults', () => {
     expect(text).toBe('echo: one two three four');
     expect(sent()).toEqual(['delay-first-token:5000', 'ok']);
     await upstream.waitForAborts(1);
+  });
+
+  it('a flood of empty events before any content is not held: the stream goes on from the route that sends it', async () => {
+    const { text } = await streamText('f/empty-flood');
+    expect(text).toBe('echo: one two three four');
+    // Past the first-token deadline: the route was committed to by the events, not failed over.
+    expect(sent()).toEqual(['empty-flood:1500:1200']);
   });
 
   it('a stream that stalls before any content: fails over on the first-token timeout', async () => {
