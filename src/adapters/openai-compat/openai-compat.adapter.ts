@@ -31,6 +31,7 @@ import {
   miniMaxError,
   normalizeChunk,
   normalizeResponse,
+  callIdPrefix,
   upstreamHttpError,
   failedFinish,
 } from './openai-compat.mapper';
@@ -65,17 +66,17 @@ export class OpenAiCompatAdapter implements LlmAdapter {
 
   async complete(req: ChatRequest, route: RouteDef, ctx: CallContext): Promise<ChatResponse> {
     const res = await this.send('chat/completions', this.chatBody(req, route, false), route, ctx, false);
-    return this.chatAnswer(await readJson<ChatResponse>(this.http, res, route, ctx), route);
+    return this.chatAnswer(await readJson<ChatResponse>(this.http, res, route, ctx), route, ctx);
   }
 
   async *stream(req: ChatRequest, route: RouteDef, ctx: CallContext): AsyncGenerator<ChatChunk> {
     const res = await this.send('chat/completions', this.chatBody(req, route, true), route, ctx, true);
     if (String(res.headers['content-type'] ?? '').includes('application/json')) {
       // Some servers ignore `stream: true`; their whole answer becomes a stream of one piece.
-      yield* responseToChunks(this.chatAnswer(await readJson<ChatResponse>(this.http, res, route, ctx), route));
+      yield* responseToChunks(this.chatAnswer(await readJson<ChatResponse>(this.http, res, route, ctx), route, ctx));
       return;
     }
-    const prefix = ctx.requestId.replaceAll('-', '').slice(0, 16);
+    const prefix = callIdPrefix(ctx.requestId);
     const calls = new ToolCallFixer((choice, call) => `call_${prefix}_${choice}_${call}`);
     yield* this.relay(res, route, ctx, 'delta', choicesAskedFor(req.n), (c) => calls.fix(normalizeChunk(c)));
   }
@@ -90,7 +91,10 @@ export class OpenAiCompatAdapter implements LlmAdapter {
       if (chat) return this.complete(chat, route, ctx);
       throw err;
     }
-    return normalizeResponse(completionToChat(this.textAnswer(await readJson<Completion>(this.http, res, route, ctx), route)));
+    return normalizeResponse(
+      completionToChat(this.textAnswer(await readJson<Completion>(this.http, res, route, ctx), route)),
+      callIdPrefix(ctx.requestId),
+    );
   }
 
   async *streamText(req: CompletionRequest, route: RouteDef, ctx: CallContext): AsyncGenerator<ChatChunk> {
@@ -109,7 +113,10 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     }
     if (String(res.headers['content-type'] ?? '').includes('application/json')) {
       yield* responseToChunks(
-        normalizeResponse(completionToChat(this.textAnswer(await readJson<Completion>(this.http, res, route, ctx), route))),
+        normalizeResponse(
+          completionToChat(this.textAnswer(await readJson<Completion>(this.http, res, route, ctx), route)),
+          callIdPrefix(ctx.requestId),
+        ),
       );
       return;
     }
@@ -180,7 +187,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     );
   }
 
-  private chatAnswer(json: ChatResponse, route: RouteDef): ChatResponse {
+  private chatAnswer(json: ChatResponse, route: RouteDef, ctx: CallContext): ChatResponse {
     if (!json || !Array.isArray(json.choices) || json.choices.length === 0) throw answerError(json, route);
     miniMaxStatus(json, route);
     const problem = choicesProblem(json.choices, 'message');
@@ -189,7 +196,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     // choice that finished with `error`: a failure (the next route may answer), never billed as one.
     const failed = json.choices.find((c) => failedFinish(c.finish_reason));
     if (failed) throw inBandError((failed.error as WireChunk['error']) ?? {}, route, 'failed', String(failed.finish_reason));
-    return normalizeResponse(json);
+    return normalizeResponse(json, callIdPrefix(ctx.requestId));
   }
 
   private textAnswer(json: Completion, route: RouteDef): Completion {

@@ -467,40 +467,47 @@ describe('provider profiles', () => {
 
 describe('usage and answer normalisation', () => {
   it('gives whole answers ids for calls that have none', () => {
-    const res = normalizeResponse({
-      id: 'chatcmpl-9',
-      object: 'chat.completion',
-      created: 0,
-      model: 'm',
-      choices: [
-        {
-          index: 0,
-          finish_reason: 'tool_calls',
-          message: {
-            role: 'assistant',
-            content: null,
-            tool_calls: [{ type: 'function', function: { name: 'f', arguments: '{}' } }] as never,
+    const res = normalizeResponse(
+      {
+        id: 'chatcmpl-9',
+        object: 'chat.completion',
+        created: 0,
+        model: 'm',
+        choices: [
+          {
+            index: 0,
+            finish_reason: 'tool_calls',
+            message: {
+              role: 'assistant',
+              content: null,
+              tool_calls: [{ type: 'function', function: { name: 'f', arguments: '{}' } }] as never,
+            },
           },
-        },
-      ],
-    });
-    expect(res.choices[0].message.tool_calls![0].id).toBe('call_chatcmpl-9_0_0');
+        ],
+      },
+      'req1',
+    );
+    // The request's own, not the upstream's answer id (which may be the same for every answer).
+    expect(res.choices[0].message.tool_calls![0].id).toBe('call_req1_0_0');
   });
   it('gives answered tool calls the type "function" where the server left it out', () => {
-    const res = normalizeResponse({
-      id: 'x',
-      object: 'chat.completion',
-      created: 0,
-      model: 'm',
-      choices: [
-        {
-          index: 0,
-          message: { role: 'assistant', content: null, tool_calls: [{ function: { name: 'f', arguments: '{}' } }] as never },
-          finish_reason: 'tool_calls',
-        },
-      ],
-    });
-    expect(res.choices[0].message.tool_calls![0]).toMatchObject({ id: 'call_x_0_0', type: 'function' });
+    const res = normalizeResponse(
+      {
+        id: 'x',
+        object: 'chat.completion',
+        created: 0,
+        model: 'm',
+        choices: [
+          {
+            index: 0,
+            message: { role: 'assistant', content: null, tool_calls: [{ function: { name: 'f', arguments: '{}' } }] as never },
+            finish_reason: 'tool_calls',
+          },
+        ],
+      },
+      'r2',
+    );
+    expect(res.choices[0].message.tool_calls![0]).toMatchObject({ id: 'call_r2_0_0', type: 'function' });
   });
 
   it("moves DeepSeek's cache-hit count into prompt_tokens_details", () => {
@@ -589,7 +596,7 @@ describe('usage and answer normalisation', () => {
       model: 'm',
       choices: [{ message: { role: 'assistant', content: 'hi' }, finish_reason: 'stop' }],
     };
-    expect(normalizeResponse(res as unknown as ChatResponse).choices[0].index).toBe(0);
+    expect(normalizeResponse(res as unknown as ChatResponse, 'r').choices[0].index).toBe(0);
   });
 
   it("drops MiniMax's empty role and placeholder usage, and reads its reasoning_details", () => {
@@ -617,7 +624,7 @@ describe('usage and answer normalisation', () => {
       model: 'd',
       choices: [{ index: 0, message: { role: 'assistant', content: 'cut' }, finish_reason: 'insufficient_system_resource' }],
     } as ChatResponse;
-    expect(normalizeResponse(res).choices[0]).toMatchObject({
+    expect(normalizeResponse(res, 'r').choices[0]).toMatchObject({
       finish_reason: 'length',
       native_finish_reason: 'insufficient_system_resource',
     });
