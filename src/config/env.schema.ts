@@ -181,6 +181,15 @@ export class Env {
   @Min(10)
   REQUEST_LOG_FLUSH_MS = 1000;
 
+  /**
+   * How long a row may wait in memory for the database (behind a slow or silent insert, or a
+   * database slower than the traffic) before it is copied to the spool file: what a crash can lose.
+   */
+  @Type(() => Number)
+  @IsInt()
+  @Min(100)
+  REQUEST_LOG_MAX_HOLD_MS = 5000;
+
   /** Rows held in memory before overflow goes straight to the spool file. */
   @Type(() => Number)
   @IsInt()

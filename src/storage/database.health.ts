@@ -39,10 +39,16 @@ export class DatabaseHealthIndicator {
       await within(this.pinging, strict ? READY_WAIT_MS : LIVE_WAIT_MS);
       const failing = this.writer.failing;
       if (failing === undefined) return session.up(info);
-      const data = { ...info, message: `the database answers but refuses request-log rows (${failing}); they are spooled to disk` };
+      const data = {
+        ...info,
+        message: `the database answers but refuses request-log rows (${failing}); they are kept, in memory and then in the spool on disk`,
+      };
       return strict ? session.down(data) : session.degraded(data);
     } catch (err) {
-      const data = { ...info, message: `database unreachable (${(err as Error).message}); request logs are spooled to disk` };
+      const data = {
+        ...info,
+        message: `database unreachable (${(err as Error).message}); request logs are kept, in memory and then in the spool on disk`,
+      };
       return strict ? session.down(data) : session.degraded(data);
     }
   }

@@ -134,8 +134,11 @@ const ROW_ATTEMPTS = 3;
 export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger('RequestLogWriter');
   private queue: ApiLog[] = [];
-  /** The batch being inserted right now (still findable by `queued`). */
+  /** The batch being inserted right now (still findable by `queued`), and since when. */
   private writing: readonly ApiLog[] = [];
+  private writingSince = 0;
+  /** At each flush tick: when, and the newest row queued then (see spoolHeld). */
+  private marks: Array<{ at: number; last: ApiLog }> = [];
   private flushing?: Promise<void>;
   private flushTimer?: ReturnType<typeof setInterval>;
   private replayTimer?: ReturnType<typeof setInterval>;
@@ -170,8 +173,9 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   }
   private spoolErrorLoggedAt = 0;
   /**
-   * At shutdown, the batch whose insert the database had not finished within SHUTDOWN_INSERT_MS,
-   * already copied to the spool: its insert is no longer waited for.
+   * The batch whose insert the database had not finished within REQUEST_LOG_MAX_HOLD_MS, or
+   * within SHUTDOWN_INSERT_MS at shutdown, already copied to the spool: should its insert fail,
+   * it is not spooled again, and at shutdown it is no longer waited for.
    */
   private secured?: readonly ApiLog[];
   /** Built per connected data source (a reconnect makes a new one). */
@@ -202,7 +206,10 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     await mkdir(this.config.spoolDir, PRIVATE_DIR).catch((err: Error) => {
       throw new Error(`REQUEST_LOG_SPOOL_DIR=${this.config.spoolDir}: cannot create the spool directory (${err.message})`, { cause: err });
     });
-    this.flushTimer = setInterval(() => void this.flush(), this.config.env.REQUEST_LOG_FLUSH_MS);
+    this.flushTimer = setInterval(() => {
+      this.spoolHeld();
+      void this.flush();
+    }, this.config.env.REQUEST_LOG_FLUSH_MS);
     this.flushTimer.unref();
     this.replayTimer = setInterval(() => void this.replay(), this.config.env.REQUEST_LOG_REPLAY_MS);
     this.replayTimer.unref();
@@ -244,6 +251,33 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   /** A row not yet in the database (queued or being written), so a caller can see it at once. */
   queued(id: string): ApiLog | undefined {
     return this.writing.find((r) => r.id === id) ?? this.queue.find((r) => r.id === id);
+  }
+
+  /**
+   * Rows that have waited in memory REQUEST_LOG_MAX_HOLD_MS (behind an insert the database is
+   * slow or silent on, or a database slower than the traffic) go to the spool, where a crash
+   * (kill -9, out of memory) does not lose them; so does a copy of a batch whose insert has taken
+   * that long (should the insert land after all, the copies replay as rows already present). To
+   * a flush tick's precision: the newest row of each tick is marked, and those up to a mark that
+   * old are spooled.
+   */
+  private spoolHeld(): void {
+    const now = performance.now();
+    const hold = this.config.env.REQUEST_LOG_MAX_HOLD_MS;
+    let held: ApiLog | undefined;
+    while (this.marks.length > 0 && now - this.marks[0].at >= hold) held = this.marks.shift()!.last;
+    const upTo = held ? this.queue.indexOf(held) : -1;
+    if (upTo >= 0) {
+      this.logger.warn(`${upTo + 1} request-log rows waited ${hold} ms for the database; spooled`);
+      void this.spool(this.queue.splice(0, upTo + 1));
+    }
+    const last = this.queue[this.queue.length - 1];
+    if (last && this.marks.at(-1)?.last !== last) this.marks.push({ at: now, last });
+    if (this.writing.length > 0 && this.secured !== this.writing && now - this.writingSince >= hold) {
+      this.logger.warn(`the database has not taken ${this.writing.length} request-log rows in ${hold} ms; a copy is spooled`);
+      this.secured = this.writing;
+      void this.spool([...this.writing]);
+    }
   }
 
   /** Insert what is queued now (one batch at a time). */
@@ -310,11 +344,12 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     ]);
     clearTimeout(timer);
     if (done || this.writing.length === 0) return;
+    this.stalled = true;
+    if (this.secured === this.writing) return; // copied already (spoolHeld)
     this.logger.warn(
       `the database has not taken ${this.writing.length} request-log rows within ${SHUTDOWN_INSERT_MS} ms of shutdown; spooling them`,
     );
     this.secured = this.writing;
-    this.stalled = true;
     await this.spool([...this.writing]);
   }
 
@@ -355,6 +390,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
         continue;
       }
       this.writing = batch;
+      this.writingSince = performance.now();
       try {
         this.stats.written += await this.withDeadline((progress) => this.insertBatch(batch, progress), batch);
       } catch (err) {

@@ -381,6 +381,44 @@ describe('request logs when PostgreSQL goes away', () => {
     expect(new Set((await gw.rows()).map((r) => r.id)).size).toBe(5);
   }, 30_000);
 
+  it('behind a silent database, rows wait in memory no longer than REQUEST_LOG_MAX_HOLD_MS: a crash then loses none', async () => {
+    const port = await proxy.start();
+    gw = await startGateway({
+      models: MODELS,
+      env: {
+        ...env(port),
+        DB_QUERY_TIMEOUT_MS: '10000',
+        REQUEST_LOG_FLUSH_MS: '50',
+        REQUEST_LOG_MAX_HOLD_MS: '500',
+        REQUEST_LOG_REPLAY_MS: '200',
+      },
+    });
+    const dir = join(gw.dir, 'spool');
+    await ask(gw, 2);
+    await gw.waitForRows(2);
+    proxy.hold();
+    await ask(gw, 3);
+    await new Promise((r) => setTimeout(r, 200)); // the batch's insert is under way, and hangs
+    await ask(gw, 4); // queued behind it
+    // Without a shutdown (a kill -9 would come unannounced): the batch in flight is copied to
+    // the spool, and the rows queued behind it go there, long before the insert's deadline (21 s).
+    await waitFor(() => spooledLines(dir) === 7, '7 spooled rows', 3000);
+    expect(gw.app.get(RequestLogWriter).pending).toBe(3); // the batch in flight, only
+    // The database answers again: the insert lands, the copies replay as rows present.
+    proxy.release();
+    await waitFor(async () => (await countRows(db)) === 9, 'all 9 rows');
+    await waitFor(() => spooledLines(dir) === 0, 'the spool replayed');
+    expect(new Set((await gw.rows()).map((r) => r.id)).size).toBe(9);
+    const c = new Client({ ...PG_ADMIN, database: db.name });
+    await c.connect();
+    try {
+      const r = await c.query<{ n: string }>(`SELECT DISTINCT requests::text AS n FROM api_logs_hourly`);
+      expect(r.rows.map((x) => Number(x.n))).toEqual([9]); // each row rolled up once
+    } finally {
+      await c.end();
+    }
+  }, 30_000);
+
   it('spools a row with its bodies capped to DB_STORE_CONTENT_LIMIT, and replays it so', async () => {
     const port = await proxy.start();
     gw = await startGateway({ models: MODELS, env: { ...env(port), DB_STORE_FULL_CONTENT: 'true', DB_STORE_CONTENT_LIMIT: '64kb' } });
