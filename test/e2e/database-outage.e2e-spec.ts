@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client } from 'pg';
-import { ACCESS_ENV, adminApi, call, chat } from '../helpers/access';
+import { ACCESS_ENV, adminApi, call, chat, waitFor } from '../helpers/access';
 import { RequestLogWriter } from '../../src/storage/request-log.writer';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { createTestDatabase, PG_ADMIN, type TestDatabase } from '../helpers/postgres';
@@ -166,6 +166,59 @@ describe('request logs while PostgreSQL is unreachable and the spool cannot be w
       await proxy.stop();
       await db.drop();
       rmSync(spool, { force: true, recursive: true });
+    }
+  }, 60_000);
+});
+
+describe('API keys while PostgreSQL is silent', () => {
+  it('answers a key cached before at once, not after a timeout per request, and reads it again once the database answers', async () => {
+    const db = await createTestDatabase();
+    const proxy = new TcpProxy(PG_ADMIN.host, PG_ADMIN.port);
+    const port = await proxy.start();
+    const gw = await startGateway({
+      models: MODELS,
+      env: {
+        ...ACCESS_ENV,
+        USER_AUTH_ENABLED: 'true',
+        API_KEY_CACHE_TTL_MS: '200',
+        DB_BACKEND: 'postgres',
+        DATABASE_URL: `postgres://${PG_ADMIN.user}${PG_ADMIN.password ? `:${PG_ADMIN.password}` : ''}@127.0.0.1:${port}/${db.name}`,
+        DB_CONNECT_TIMEOUT_MS: '1500',
+        DB_QUERY_TIMEOUT_MS: '1500',
+      },
+    });
+    const ask = async () => {
+      const started = Date.now();
+      const res = await chat(gw, key.key, { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] });
+      return { status: res.status, ms: Date.now() - started };
+    };
+    const key = await adminApi(gw).createKey({ name: 'silent' });
+    try {
+      expect((await ask()).status).toBe(200); // cached
+      proxy.hold();
+      await new Promise((r) => setTimeout(r, 300)); // past the cache's TTL
+      // The first read waits for the database's timeout (and keeps the cached key); after it,
+      // the key is answered at once while it is read again behind the requests.
+      expect((await ask()).status).toBe(200);
+      const times = [];
+      for (let i = 0; i < 4; i++) {
+        const r = await ask();
+        expect(r.status).toBe(200);
+        times.push(r.ms);
+        await new Promise((res) => setTimeout(res, 250));
+      }
+      expect(Math.max(...times)).toBeLessThan(700);
+      // Revoked while the database was silent to this gateway: seen once it answers again.
+      const c = new Client({ ...PG_ADMIN, database: db.name });
+      await c.connect();
+      await c.query(`UPDATE api_keys SET status = 'revoked', revoked_at = now() WHERE id = $1`, [key.id]);
+      await c.end();
+      proxy.release();
+      await waitFor(async () => (await ask()).status === 401, 'the revocation read');
+    } finally {
+      await gw.close();
+      await proxy.stop();
+      await db.drop();
     }
   }, 60_000);
 });
