@@ -315,7 +315,12 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       await this.flush();
       await this.spoolChain;
     }
-    if (this.queue.length > 0) this.logger.error(`${this.queue.length} request-log rows could not be written to the database or the spool`);
+    if (this.queue.length > 0) {
+      // The last place left: the process's own log, one line per row (as the spool has it), so
+      // that an operator can still insert them.
+      this.logger.error(`${this.queue.length} request-log rows could not be written to the database or the spool; each follows`);
+      for (const row of this.queue) this.logger.error(`request-log row not stored: ${this.spoolLine(row)}`);
+    }
   }
 
   async onApplicationShutdown(): Promise<void> {
@@ -558,7 +563,9 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       this.stats.spooled++;
       this.logger.warn(`request-log row ${row.id} came after shutdown drained the log; spooled to ${this.spoolFile}`);
     } catch (err) {
-      this.logger.error(`request-log row ${row.id} came after shutdown and cannot be spooled: ${(err as Error).message}`);
+      this.logger.error(
+        `request-log row ${row.id} came after shutdown and cannot be spooled (${(err as Error).message}): ${this.spoolLine(row)}`,
+      );
     }
   }
 

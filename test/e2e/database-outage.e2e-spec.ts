@@ -139,6 +139,35 @@ describe('request logs while PostgreSQL is unreachable and the spool cannot be w
     }
   }, 60_000);
 
+  it('with neither the database nor the spool at shutdown, writes each row to its own log, whole', async () => {
+    const logLines: string[] = [];
+    const { db, proxy, spool, gw } = await behindProxy(logLines);
+    let closed = false;
+    try {
+      await proxy.stop();
+      rmSync(spool, { recursive: true, force: true });
+      writeFileSync(spool, 'not a directory');
+      for (let i = 0; i < 3; i++)
+        expect((await chat(gw, undefined, { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] })).status).toBe(200);
+      await gw.close();
+      closed = true;
+      const kept = logLines.filter((l) => l.includes('request-log row not stored: '));
+      expect(kept).toHaveLength(3);
+      const rows = kept.map((l) => {
+        const msg = (JSON.parse(l) as { msg: string }).msg;
+        return JSON.parse(msg.slice(msg.indexOf('{'))) as { id: string; status_code: number; model: string };
+      });
+      expect(rows.map((r) => r.model)).toEqual(['demo/mock', 'demo/mock', 'demo/mock']);
+      expect(rows.every((r) => r.status_code === 200)).toBe(true);
+      expect(new Set(rows.map((r) => r.id)).size).toBe(3);
+    } finally {
+      if (!closed) await gw.close();
+      await proxy.stop();
+      await db.drop();
+      rmSync(spool, { force: true, recursive: true });
+    }
+  }, 60_000);
+
   it('starts the rows after a failed spool write on a line of their own, so a fragment it left costs none of them', async () => {
     const { db, proxy, spool, gw } = await behindProxy();
     const ask = () => chat(gw, undefined, { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] });
