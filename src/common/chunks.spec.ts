@@ -106,6 +106,21 @@ describe('responseToChunks', () => {
     ]);
   });
 
+  it("keeps the answer's logprobs, fingerprint, service tier and native finish reason", () => {
+    const logprobs = { content: [{ token: 'one', logprob: -0.1, bytes: null, top_logprobs: [] }] };
+    const res = response({
+      system_fingerprint: 'fp_1',
+      service_tier: 'default',
+      choices: [
+        { index: 0, message: { role: 'assistant', content: 'one' }, finish_reason: 'length', native_finish_reason: 'max_tokens', logprobs },
+      ],
+    });
+    const [first, second] = [...responseToChunks(res)];
+    expect(first).toMatchObject({ system_fingerprint: 'fp_1', service_tier: 'default' });
+    expect(first.choices[0].logprobs).toEqual(logprobs);
+    expect(second.choices[0]).toMatchObject({ finish_reason: 'length', native_finish_reason: 'max_tokens' });
+  });
+
   it('produces chunks that each count as content', () => {
     expect(
       [...responseToChunks(response({ usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } }))].every(chunkHasContent),

@@ -3,17 +3,32 @@ import { carriesMedia, contentText } from './tokens';
 
 /** A whole response as the stream of chunks an upstream would have sent for it. */
 export function* responseToChunks(res: ChatResponse): Generator<ChatChunk> {
-  const base = { id: res.id, object: 'chat.completion.chunk' as const, created: res.created, model: res.model };
+  const base: Pick<ChatChunk, 'id' | 'object' | 'created' | 'model'> & Record<string, unknown> = {
+    id: res.id,
+    object: 'chat.completion.chunk',
+    created: res.created,
+    model: res.model,
+  };
+  // The answer's other fields, as a stream's chunks carry them.
+  for (const k of ['system_fingerprint', 'service_tier'] as const) if (res[k] != null) base[k] = res[k];
   yield {
     ...base,
     choices: res.choices.map((c) => {
       const { role: _role, tool_calls, ...rest } = c.message;
       const delta: ChunkChoice['delta'] = { ...rest, role: 'assistant', content: contentText(c.message.content) };
       if (tool_calls) delta.tool_calls = tool_calls.map((t, index) => ({ index, ...t }));
-      return { index: c.index, delta, finish_reason: null };
+      return { index: c.index, delta, finish_reason: null, ...(c.logprobs != null ? { logprobs: c.logprobs } : {}) };
     }),
   };
-  yield { ...base, choices: res.choices.map((c) => ({ index: c.index, delta: {}, finish_reason: c.finish_reason })) };
+  yield {
+    ...base,
+    choices: res.choices.map((c) => ({
+      index: c.index,
+      delta: {},
+      finish_reason: c.finish_reason,
+      ...(c.native_finish_reason != null ? { native_finish_reason: c.native_finish_reason } : {}),
+    })),
+  };
   if (res.usage) yield { ...base, choices: [], usage: res.usage };
 }
 

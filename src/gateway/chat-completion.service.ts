@@ -97,6 +97,9 @@ export class ChatCompletionService {
         if (sse.closed || signal.aborted) break;
         rec.upstreamId ??= typeof chunk.id === 'string' ? chunk.id : undefined;
         chunk.id = id;
+        // As a one-shot answer gets them: clients with strict types need both.
+        chunk.object = 'chat.completion.chunk';
+        chunk.created ??= Math.floor(Date.now() / 1000);
         chunk.model = ex.model.id;
         chunk.provider = ex.route?.kind;
         chunk.route = ex.route?.id;

@@ -30,6 +30,10 @@ models:
     pricing: { prompt: 1, completion: 1 }
     route:
       - { kind: openai_compat, base_url: "${upstream}", provider_model_id: usage-on-finish }
+  - id: acme/sloppy
+    context_length: 8192
+    route:
+      - { kind: openai_compat, base_url: "${upstream}", provider_model_id: sloppy }
   - id: acme/late-end
     context_length: 8192
     route:
@@ -264,6 +268,17 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ model, stream: true, stream_options: { include_usage: true }, messages: [{ role: 'user', content }] }),
     });
+
+  it('completes a stream whose server leaves object and created out and writes "[DONE] "; every chunk gets both', async () => {
+    const res = await streamWithUsage('acme/sloppy', 'hi there');
+    const events = (await res.text()).split('\n\n').filter(Boolean);
+    expect(events.pop()).toBe('data: [DONE]');
+    const chunks = events.map((e) => JSON.parse(e.slice('data: '.length)) as OpenAI.Chat.Completions.ChatCompletionChunk);
+    expect(chunks.every((c) => c.object === 'chat.completion.chunk' && Number.isInteger(c.created))).toBe(true);
+    expect(chunks.some((c) => c.choices[0]?.finish_reason === 'stop')).toBe(true);
+    const row = (await gw.rows()).find((r) => `gen-${r.id}` === chunks[0].id)!;
+    expect(row).toMatchObject({ status_code: 200, finish_reason: 'stop' });
+  });
 
   it('sends usage in a last chunk of its own, other chunks saying usage: null, wherever the upstream put it', async () => {
     for (const model of ['acme/tokens', 'acme/usage-on-finish']) {

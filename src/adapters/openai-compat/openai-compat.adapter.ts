@@ -247,7 +247,8 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     try {
       read: for await (const bytes of bodyChunks(res.body)) {
         for (const ev of sse.push(bytes)) {
-          if (ev.data === '[DONE]') {
+          // As OpenAI's SDKs read it: whatever follows [DONE] (a space, a newline) is no event.
+          if (ev.data.startsWith('[DONE]')) {
             done = true;
             break read;
           }
