@@ -301,7 +301,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       }
     }
     // Stops when a round makes no progress (database down and disk failing): then the rows
-    // stay in memory and the log says so, rather than looping forever.
+    // stay in memory (shutdown writes them to the log), rather than looping forever.
     let before = Infinity;
     while ((this.queue.length > 0 || this.flushing) && this.queue.length < before) {
       before = this.queue.length;
@@ -315,12 +315,15 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       await this.flush();
       await this.spoolChain;
     }
-    if (this.queue.length > 0) {
-      // The last place left: the process's own log, one line per row (as the spool has it), so
-      // that an operator can still insert them.
-      this.logger.error(`${this.queue.length} request-log rows could not be written to the database or the spool; each follows`);
-      for (const row of this.queue) this.logger.error(`request-log row not stored: ${this.spoolLine(row)}`);
-    }
+  }
+
+  /**
+   * The last place left for rows neither the database nor the spool can take: the process's own
+   * log, one line per row (as the spool has it), so that an operator can still insert them.
+   */
+  private logRows(rows: readonly ApiLog[], why: string): void {
+    this.logger.error(`${rows.length} request-log rows could not be written to the database or the spool (${why}); each follows`);
+    for (const row of rows) this.logger.error(`request-log row not stored: ${this.spoolLine(row)}`);
   }
 
   async onApplicationShutdown(): Promise<void> {
@@ -328,6 +331,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     clearInterval(this.replayTimer);
     await Promise.all([this.stopReplay(), this.secureInFlight()]);
     await this.drain();
+    if (this.queue.length > 0) this.logRows(this.queue.splice(0), 'shutdown');
     this.drained = true;
     this.logger.log(`drained: ${this.stats.written} rows written, ${this.stats.spooled} spooled, ${this.stats.replayed} replayed`);
     await this.db.close();
@@ -593,6 +597,10 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
           this.logger.error(`cannot spool ${rows.length} request-log rows to ${this.spoolFile}: ${(err as Error).message}`);
         }
         this.queue.unshift(...rows);
+        // Nor can memory hold them for ever: past twice the queue's bound, the oldest go to the
+        // process's own log, whole, and are let go of.
+        const over = this.queue.length - 2 * this.config.env.REQUEST_LOG_MAX_QUEUE;
+        if (over > 0) this.logRows(this.queue.splice(0, over), 'the queue is full');
         return false;
       }
     });

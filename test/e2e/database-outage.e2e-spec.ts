@@ -80,7 +80,7 @@ describe('admin and generation lookups while PostgreSQL is unreachable', () => {
 
 describe('request logs while PostgreSQL is unreachable and the spool cannot be written either', () => {
   /** A gateway logging to PostgreSQL through a proxy that can be stopped, flushing every 100 ms; only shutdown or an explicit replay asks the database again. */
-  async function behindProxy(logLines?: string[]) {
+  async function behindProxy(logLines?: string[], env: Record<string, string> = {}) {
     const db = await createTestDatabase();
     const proxy = new TcpProxy(PG_ADMIN.host, PG_ADMIN.port);
     const port = await proxy.start();
@@ -96,6 +96,7 @@ describe('request logs while PostgreSQL is unreachable and the spool cannot be w
         REQUEST_LOG_SPOOL_DIR: spool,
         REQUEST_LOG_FLUSH_MS: '100',
         REQUEST_LOG_REPLAY_MS: '600000',
+        ...env,
       },
     });
     return { db, proxy, spool, gw };
@@ -160,6 +161,41 @@ describe('request logs while PostgreSQL is unreachable and the spool cannot be w
       expect(rows.map((r) => r.model)).toEqual(['demo/mock', 'demo/mock', 'demo/mock']);
       expect(rows.every((r) => r.status_code === 200)).toBe(true);
       expect(new Set(rows.map((r) => r.id)).size).toBe(3);
+    } finally {
+      if (!closed) await gw.close();
+      await proxy.stop();
+      await db.drop();
+      rmSync(spool, { force: true, recursive: true });
+    }
+  }, 60_000);
+
+  it('with neither the database nor the spool, holds at most twice REQUEST_LOG_MAX_QUEUE rows; the oldest go to its log', async () => {
+    const logLines: string[] = [];
+    const { db, proxy, spool, gw } = await behindProxy(logLines, { REQUEST_LOG_MAX_QUEUE: '100', REQUEST_LOG_BATCH_SIZE: '50' });
+    let closed = false;
+    try {
+      await proxy.stop();
+      rmSync(spool, { recursive: true, force: true });
+      writeFileSync(spool, 'not a directory');
+      const writer = gw.app.get(RequestLogWriter);
+      for (let round = 0; round < 15; round++) {
+        const answers = await Promise.all(
+          Array.from({ length: 20 }, () => chat(gw, undefined, { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] })),
+        );
+        expect(answers.every((a) => a.status === 200)).toBe(true);
+        await new Promise((r) => setTimeout(r, 20));
+        expect(writer.pending).toBeLessThanOrEqual(200 + 20);
+      }
+      await gw.close();
+      closed = true;
+      // Every row is somewhere: in the log, whole, once.
+      const kept = logLines.filter((l) => l.includes('request-log row not stored: '));
+      const ids = kept.map((l) => {
+        const msg = (JSON.parse(l) as { msg: string }).msg;
+        return (JSON.parse(msg.slice(msg.indexOf('{'))) as { id: string }).id;
+      });
+      expect(new Set(ids).size).toBe(300);
+      expect(logLines.some((l) => l.includes('(the queue is full)'))).toBe(true);
     } finally {
       if (!closed) await gw.close();
       await proxy.stop();
