@@ -105,6 +105,21 @@ describe('openai_compat adapter', () => {
     expect(finished.sort()).toEqual([0, 1]);
   });
 
+  it('ends a choice that [DONE] left without a finish reason as stopped', async () => {
+    const chunks = [];
+    for await (const c of adapter.stream(
+      { model: 'm', messages: [{ role: 'user', content: 'a b' }], stream_options: { include_usage: true } },
+      route('no-finish'),
+      ctx(),
+    ))
+      chunks.push(c);
+    expect(chunks.map((c) => c.choices.map((x) => x.delta.content ?? '').join('')).join('')).toBe('echo: a b');
+    const last = chunks[chunks.length - 1];
+    expect(last.choices).toEqual([{ index: 0, delta: {}, finish_reason: 'stop' }]);
+    expect(last.usage).toBeUndefined();
+    expect(chunks.some((c) => c.usage)).toBe(true); // the usage chunk came, before [DONE]
+  });
+
   it('takes the usage from a usage chunk that has no choices key', async () => {
     const chunks = [];
     for await (const c of adapter.stream(

@@ -243,6 +243,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     /** Choices seen, and those finished: the answer is complete when all seen have finished. */
     const seen = new Set<number>();
     const ended = new Set<number>();
+    let last: ChatChunk | undefined;
     const sse = new SseDecoder();
     try {
       read: for await (const bytes of bodyChunks(res.body)) {
@@ -280,6 +281,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
           // Complete: usage came and every choice seen has finished (usage alone after the finish,
           // as OpenAI ends a stream; or on the finish chunk, as DeepSeek and older vLLM do).
           // Anything that comes after waits for the next silence (a choice not seen yet).
+          last = out;
           for (const c of out.choices) {
             seen.add(c.index);
             if (c.finish_reason) ended.add(c.index);
@@ -305,6 +307,13 @@ export class OpenAiCompatAdapter implements LlmAdapter {
       releaseBody(res, done);
     }
     const finished = ended.size > 0 && ended.size === seen.size;
+    if (done && last && ended.size < seen.size) {
+      // [DONE] said the answer is whole, but a choice never said how it ended (some servers
+      // leave the finish chunk out): it stopped, as clients need to read (the OpenAI SDKs'
+      // final completion refuses a choice without a finish reason).
+      const open = [...seen].filter((i) => !ended.has(i));
+      yield { ...last, usage: undefined, choices: open.map((index) => ({ index, delta: {}, finish_reason: 'stop' })) };
+    }
     if (!done && !finished && sse.notEventStream) throw notEventStreamError(res, route);
     if (!done && !finished) {
       throw new UpstreamError({
