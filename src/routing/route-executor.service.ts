@@ -70,7 +70,7 @@ interface OpenStream<T> {
  * Attempts are bounded in number and by the whole-request deadline, and there is never another
  * attempt once a stream has delivered content to the client.
  */
-/** Events held before a stream's first content at most (see openStream). */
+/** Events without content held before a stream's first content at most; later ones are dropped (see openStream). */
 const MAX_HELD_EVENTS = 1000;
 
 @Injectable()
@@ -339,11 +339,14 @@ export class RouteExecutor {
             route: cand.route.id,
             provider: cand.route.kind,
           });
-        held.push(n.value);
-        // So many events without content (a server sending empty deltas as it thinks, or
-        // without end) are not held in memory until the first token's deadline: the route is
-        // answering, and the stream goes on from here, as after content.
-        if (shape.hasContent(n.value) || held.length >= MAX_HELD_EVENTS) return { it, held };
+        if (shape.hasContent(n.value)) {
+          held.push(n.value);
+          return { it, held };
+        }
+        // Events without content past the first so many (a server sending empty deltas as it
+        // thinks, or without end) are dropped, not held in memory until the first token's
+        // deadline; which still runs, and failover with it.
+        if (held.length < MAX_HELD_EVENTS) held.push(n.value);
         // Only while this route's call is the accepted one (Anthropic's message_start is parsed for it).
         if (ex.accepted?.route === cand.route) ex.accepted.usage = shape.usage(n.value) ?? ex.accepted.usage;
       }

@@ -41,7 +41,8 @@ ${pair('f/stall-first', u, 'stall-first:5000', ', timeouts: { idle_ms: 300, firs
 ${pair('f/role-then-prefill', u, 'stall-first:800', ', timeouts: { idle_ms: 300, first_token_ms: 3000 }')}
 ${pair('f/headers-then-prefill', u, 'delay-first-token:800', ', timeouts: { idle_ms: 300, first_token_ms: 3000 }')}
 ${pair('f/malformed-first', u, 'malformed-first')}
-${pair('f/empty-flood', u, 'empty-flood:1500:1200', ', timeouts: { idle_ms: 3000, first_token_ms: 800 }')}
+${pair('f/empty-flood', u, 'empty-flood:1500:300', ', timeouts: { idle_ms: 3000, first_token_ms: 3000 }')}
+${pair('f/empty-flood-long', u, 'empty-flood:1500:1500', ', timeouts: { idle_ms: 3000, first_token_ms: 800 }')}
 ${pair('f/cut', u, 'cut')}
 ${pair('f/truncated', u, 'truncated')}
 ${pair('f/no-done', u, 'no-done')}
@@ -240,11 +241,24 @@ describe('routing under upstream faults', () => {
     await upstream.waitForAborts(1);
   });
 
-  it('a flood of empty events before any content is not held: the stream goes on from the route that sends it', async () => {
-    const { text } = await streamText('f/empty-flood');
+  it('a flood of empty events before any content: no more than 1,000 are held (and relayed); the first-token deadline still runs', async () => {
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'f/empty-flood', stream: true, messages: [{ role: 'user', content: 'one two three four' }] }),
+    });
+    const events = (await res.text()).split('\n\n').filter((e) => e.startsWith('data: {'));
+    const chunks = events.map((e) => JSON.parse(e.slice('data: '.length)) as { choices: Array<{ delta: { content?: string } }> });
+    const firstContent = chunks.findIndex((c) => (c.choices[0]?.delta.content ?? '') !== '');
+    expect(firstContent).toBeGreaterThan(0);
+    expect(firstContent).toBeLessThanOrEqual(1000);
+    expect(chunks.map((c) => c.choices[0]?.delta.content ?? '').join('')).toBe('echo: one two three four');
+    expect(sent()).toEqual(['empty-flood:1500:300']);
+
+    // Events without content are no first token: past its deadline the next route serves.
+    const { text } = await streamText('f/empty-flood-long');
     expect(text).toBe('echo: one two three four');
-    // Past the first-token deadline: the route was committed to by the events, not failed over.
-    expect(sent()).toEqual(['empty-flood:1500:1200']);
+    expect(sent()).toEqual(['empty-flood:1500:300', 'empty-flood:1500:1500', 'ok']);
   });
 
   it('a stream that stalls before any content: fails over on the first-token timeout', async () => {
