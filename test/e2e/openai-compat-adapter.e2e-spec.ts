@@ -105,6 +105,21 @@ describe('openai_compat adapter', () => {
     expect(finished.sort()).toEqual([0, 1]);
   });
 
+  it('ends an answer of one choice to n = 2 from a server that ignores n and then goes silent, after a longer grace', async () => {
+    const started = Date.now();
+    const chunks = [];
+    for await (const c of adapter.stream(
+      { model: 'm', n: 2, messages: [{ role: 'user', content: 'a b' }], stream_options: { include_usage: true } },
+      route('silent-after-usage'),
+      ctx(),
+    ))
+      chunks.push(c);
+    expect(chunks.some((c) => c.choices[0]?.finish_reason === 'stop')).toBe(true);
+    // Neither the one-second grace of a whole answer nor the idle deadline (60 s): five seconds.
+    expect(Date.now() - started).toBeGreaterThanOrEqual(4500);
+    expect(Date.now() - started).toBeLessThan(10_000);
+  }, 20_000);
+
   it('ends a choice that [DONE] left without a finish reason as stopped', async () => {
     const chunks = [];
     for await (const c of adapter.stream(

@@ -41,6 +41,8 @@ type WireChunk = ChatChunk & { error?: { message?: string; code?: unknown; type?
 
 /** How long a complete answer (its final usage chunk come) waits for its `[DONE]`. */
 export const ANSWERED_GRACE_MS = 1000;
+/** The silence after an answer with fewer choices than its n asked for (see relay). */
+const UNSEEN_CHOICE_GRACE_MS = 5000;
 
 /**
  * Any server that speaks OpenAI's chat-completions protocol: vLLM, SGLang, Ollama, DeepSeek, ...
@@ -223,9 +225,10 @@ export class OpenAiCompatAdapter implements LlmAdapter {
    * idle timeout, then fail an answer the client had whole). Any event in that time (a choice not
    * seen yet, the final usage) waits for the next silence.
    *
-   * `asked`: the choices the request asked for (n). The silence is only waited for once that
-   * many have finished; a body that ends without `[DONE]` is complete when every choice seen has
-   * finished (a server that ignores n sends one, and that is its whole answer).
+   * `asked`: the choices the request asked for (n). Until that many have finished, the silence
+   * waited for is UNSEEN_CHOICE_GRACE_MS (a choice not seen yet may still come; a server that
+   * ignores n sends one, and that is its whole answer); a body that ends without `[DONE]` is
+   * complete when every choice seen has finished.
    */
   private async *relay(
     res: Dispatcher.ResponseData,
@@ -288,13 +291,14 @@ export class OpenAiCompatAdapter implements LlmAdapter {
           }
           clearTimeout(grace);
           grace = undefined;
-          if (chunk.usage != null && ended.size >= asked && ended.size === seen.size)
+          if (chunk.usage != null && ended.size > 0 && ended.size === seen.size)
             grace = setTimeout(
               () => {
                 leftAfterAnswer = true;
                 res.body.destroy();
               },
-              Math.min(ANSWERED_GRACE_MS, ctx.timeouts.idleMs / 2),
+              // Fewer choices than asked for: another may be on its way, or the server ignores n.
+              Math.min(ended.size >= asked ? ANSWERED_GRACE_MS : UNSEEN_CHOICE_GRACE_MS, ctx.timeouts.idleMs / 2),
             );
           yield out;
         }
