@@ -9,6 +9,7 @@ import {
   miniMaxError,
   normalizeChunk,
   normalizeResponse,
+  callIdPrefix,
   normalizeUsage,
   upstreamHttpError,
 } from './openai-compat.mapper';
@@ -462,6 +463,15 @@ describe('provider profiles', () => {
   it('MiniMax: temperature and top_p are kept inside (0, 1]', () => {
     const body = buildChatBody(request({ temperature: 0, top_p: 1.5 }), route({ kind: 'minimax' }), false, profileFor('minimax'));
     expect(body).toMatchObject({ temperature: 0.01, top_p: 1 });
+  });
+});
+
+describe('callIdPrefix', () => {
+  it('takes the random end of a UUIDv7 request id, not its time (alike for two requests of one millisecond)', () => {
+    const a = callIdPrefix('018bcfe5-6800-746c-8a1b-2c3d4e5f6a7b');
+    const b = callIdPrefix('018bcfe5-6800-7fb4-9c0d-1e2f3a4b5c6d');
+    expect(a).toBe('8a1b2c3d4e5f6a7b');
+    expect(a).not.toBe(b);
   });
 });
 

@@ -187,9 +187,12 @@ function reasoningFromDetails(m: { reasoning_content?: unknown; reasoning_detail
   if (text) m.reasoning_content = text;
 }
 
-/** The part of the gateway's ids for tool calls that came without one, from the request id. */
+/**
+ * The part of the gateway's ids for tool calls that came without one, from the request id: its
+ * random end (a UUIDv7 begins with the time, two requests of one millisecond alike).
+ */
 export function callIdPrefix(requestId: string): string {
-  return requestId.replaceAll('-', '').slice(0, 16);
+  return requestId.replaceAll('-', '').slice(-16);
 }
 
 /**
