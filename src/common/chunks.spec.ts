@@ -1,5 +1,5 @@
 import type { ChatChunk, ChatResponse } from './chat.types';
-import { ChatAggregator, chunkHasContent, responseToChunks, ToolCallFixer } from './chunks';
+import { ChatAggregator, chunkHasContent, responseToChunks, stripChunkReasoning, ToolCallFixer } from './chunks';
 
 const response = (extra: Partial<ChatResponse> = {}): ChatResponse => ({
   id: 'chatcmpl-1',
@@ -125,6 +125,26 @@ describe('responseToChunks', () => {
     expect(
       [...responseToChunks(response({ usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } }))].every(chunkHasContent),
     ).toBe(true);
+  });
+});
+
+describe('stripChunkReasoning', () => {
+  it('drops a chunk of reasoning alone, and keeps whatever else a chunk carries without its reasoning', () => {
+    expect(stripChunkReasoning(chunk({ reasoning_content: 'hmm', content: '' }))).toBe(false);
+    expect(stripChunkReasoning(chunk({ reasoning: 'hmm', content: null }))).toBe(false);
+    for (const delta of [
+      { content: 'a' },
+      { role: 'assistant' as const },
+      { refusal: 'no' },
+      { audio: { id: 'a1', data: 'UklGR' } },
+      { images: [{ type: 'image_url', image_url: { url: 'data:image/png;base64,iVBOR' } }] },
+    ]) {
+      const c = chunk({ ...delta, reasoning_content: 'hmm' });
+      expect([delta, stripChunkReasoning(c)]).toEqual([delta, true]);
+      expect(c.choices[0].delta).not.toHaveProperty('reasoning_content');
+    }
+    expect(stripChunkReasoning(chunk({ reasoning: 'hmm' }, {}, 'stop'))).toBe(true);
+    expect(stripChunkReasoning(chunk({ content: 'plain' }))).toBe(true);
   });
 });
 

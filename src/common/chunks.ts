@@ -1,4 +1,4 @@
-import type { ChatChunk, ChatResponse, ChunkChoice, ToolCall, Usage } from './chat.types';
+import { type ChatChunk, type ChatResponse, type ChunkChoice, stripReasoning, type ToolCall, type Usage } from './chat.types';
 import { carriesMedia, contentText } from './tokens';
 
 /** A whole response as the stream of chunks an upstream would have sent for it. */
@@ -53,6 +53,23 @@ export function chunkHasContent(chunk: ChatChunk): boolean {
     if ((typeof transcript === 'string' && transcript.length > 0) || carriesMedia(d)) return true;
   }
   return false;
+}
+
+/**
+ * Takes the reasoning out of a chunk for a client that asked for it not to be returned (in
+ * place); false when nothing is left to send (a chunk that carried reasoning alone).
+ */
+export function stripChunkReasoning(chunk: ChatChunk): boolean {
+  let carried = false;
+  let left = chunk.usage != null;
+  for (const c of chunk.choices) {
+    const d = c.delta;
+    if (!d) continue;
+    if (stripReasoning(d)) carried = true;
+    // Whatever else the delta carries (text, tool calls, a refusal, audio, images) goes on.
+    if (c.finish_reason || c.logprobs || Object.values(d).some((v) => v != null && v !== '')) left = true;
+  }
+  return !carried || left;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import type { Request, Response } from 'express';
 import { withOpenRouterReasoning, stripReasoning, type ChatChunk, type ChatRequest, type ChatResponse } from '../common/chat.types';
-import { ChatAggregator } from '../common/chunks';
+import { ChatAggregator, stripChunkReasoning } from '../common/chunks';
 import { UpstreamError } from '../common/errors';
 import { carriesMedia, estimatePromptTokens, outputUnits, unitsToTokens } from '../common/tokens';
 import { clientUsage, isSoundUsage, usageFromCounts } from '../common/usage';
@@ -113,7 +113,7 @@ export class ChatCompletionService {
         for (const c of chunk.choices) if (c.delta) withOpenRouterReasoning(c.delta);
         this.track(chunk, rec);
         stored?.push(chunk);
-        if (exclude && !this.excludeReasoning(chunk)) continue;
+        if (exclude && !stripChunkReasoning(chunk)) continue;
         const wait = sse.write(`data: ${JSON.stringify(chunk)}\n\n`);
         if (wait) await wait;
       }
@@ -145,22 +145,6 @@ export class ChatCompletionService {
       rec.responseContent = answer;
     }
     sse.done();
-  }
-
-  /**
-   * Takes the reasoning out of a chunk for a client that asked for it not to be returned;
-   * false when nothing is left to send (a chunk that carried reasoning alone).
-   */
-  private excludeReasoning(chunk: ChatChunk): boolean {
-    let carried = false;
-    let left = chunk.usage != null;
-    for (const c of chunk.choices) {
-      const d = c.delta;
-      if (!d) continue;
-      if (stripReasoning(d)) carried = true;
-      if (c.finish_reason || d.role || d.content || d.tool_calls || c.logprobs) left = true;
-    }
-    return !carried || left;
   }
 
   private track(chunk: ChatChunk, rec: RequestRecord): void {
