@@ -14,7 +14,8 @@ import {
   waitsForRefresh,
 } from './account-state';
 import { accountError, runWithAccounts } from './account-session';
-import { AccountStore, stateFromRow } from './account-store.service';
+import { isOutage } from '../storage/request-log.writer';
+import { AccountStore, StoreUnavailable, stateFromRow } from './account-store.service';
 import { OAuthRefresher, REFRESH_TIMEOUT_MS, RefreshFailed, RefreshRejected } from './oauth-refresh.service';
 import { type AccountCredentials, SUBSCRIPTION_PROVIDERS, type SubscriptionProvider } from './subscription.types';
 import { CredentialVault } from './credential-vault.service';
@@ -116,8 +117,6 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
   private ticking?: Promise<void>;
   private loaded?: Promise<void>;
   private closed = false;
-  /** The token spool has been stored (once per process, before the first read of the accounts). */
-  private spoolReplayed = false;
   private readonly warned = new Set<string>();
 
   constructor(
@@ -155,15 +154,12 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       [...this.accounts.values()].flatMap((a) => [a.stateWrite, a.refreshing]).filter((p): p is Promise<void> => p !== undefined),
     );
     // Tokens refreshed while the database was away: their refresh token is the only one still
-    // valid (the stored one was spent by that refresh). A last try to store them; else say so,
-    // naming each account, for it has to be logged in again after the restart.
+    // valid (the stored one was spent by that refresh). Spooled first, sealed, for the next
+    // process to store (a silent database would hold each try to store them for its query
+    // timeout, and the process may be killed meanwhile); then a last try to store them, the
+    // spool file removed if that stores them all.
     const unstored = () => [...this.accounts.values()].filter((a) => a.credsDirty && a.creds);
-    if (unstored().length === 0) return;
-    if (this.store.available) await this.flushPending().catch(() => undefined);
-    const left = unstored();
-    if (left.length === 0) return;
-    // Else kept on disk, sealed, for the next process to store.
-    const entries = left.map((a) => ({
+    const entries = unstored().map((a) => ({
       id: a.id,
       provider: a.provider,
       name: a.name,
@@ -171,18 +167,29 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       expiresAt: a.expiresAt,
       ...pendingVersions(a),
     }));
+    if (entries.length === 0) return;
+    let file: string | undefined;
+    let spoolError: string | undefined;
     try {
-      const file = await this.tokenSpool.write(entries);
-      for (const a of left)
-        this.logger.warn(
-          `${a.provider} account "${a.name}": tokens refreshed while the database was unreachable are kept in ${file} until the gateway next starts with the database, which stores them`,
-        );
+      file = await this.tokenSpool.write(entries);
     } catch (err) {
-      for (const a of left)
-        this.logger.error(
-          `${a.provider} account "${a.name}": tokens refreshed while the database was unreachable could not be stored before shutdown, nor spooled (${(err as Error).message}); its stored refresh token is spent, so it will need new credentials (POST /admin/accounts/import)`,
-        );
+      spoolError = (err as Error).message;
     }
+    if (this.store.available) await this.flushPending().catch(() => undefined);
+    const left = unstored();
+    if (left.length === 0) {
+      if (file) await this.tokenSpool.remove(file).catch(() => undefined);
+      return;
+    }
+    for (const a of left)
+      if (file)
+        this.logger.warn(
+          `${a.provider} account "${a.name}": tokens refreshed while the database was unreachable are kept in ${file} until a gateway process with the database stores them (at its start, or its next sync)`,
+        );
+      else
+        this.logger.error(
+          `${a.provider} account "${a.name}": tokens refreshed while the database was unreachable could not be stored before shutdown, nor spooled (${spoolError}); its stored refresh token is spent, so it will need new credentials (POST /admin/accounts/import)`,
+        );
   }
 
   /** Why the account's stored login cannot be opened here, if it cannot (undefined: it can, or unknown). */
@@ -654,7 +661,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     if (this.closed || !this.store.available) return;
     try {
       // Before anything reads or refreshes: the stored refresh token of a spooled account is spent.
-      if (!this.spoolReplayed) await this.storeSpooledTokens();
+      await this.storeSpooledTokens();
       await this.flushPending();
       await this.sync();
     } catch (err) {
@@ -673,8 +680,11 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
 
   /**
    * Stores the tokens a process spooled at shutdown (any process's: replicas may share the
-   * directory), each only over the version it descends from. A database error stops the replay,
-   * the file kept for the next tick (an entry stored already is then superseded, harmlessly).
+   * directory), each only over the version it descends from; at every sync, before the accounts
+   * are read (a running replica stores another's spool too, at its next sync). An outage stops
+   * it, the file kept for the next sync (an entry stored already then finds its version taken,
+   * harmlessly); a file the database refuses otherwise, or that cannot be read, is set aside
+   * (renamed `….unreadable`) so that it never holds back the accounts.
    */
   private async storeSpooledTokens(): Promise<void> {
     let files: string[];
@@ -682,29 +692,45 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       files = await this.tokenSpool.files();
     } catch (err) {
       // Not a reason to keep every account unloaded: said, and passed over.
-      this.logger.error(`the subscription token spool could not be looked at: ${(err as Error).message}`);
-      files = [];
+      this.warnOnce('token-spool', `the subscription token spool could not be looked at: ${(err as Error).message}`);
+      return;
     }
     for (const file of files) {
       let entries;
       try {
         entries = await this.tokenSpool.read(file);
       } catch (err) {
+        if (gone(err)) continue; // another process stored and removed it meanwhile
         const kept = await this.tokenSpool.setAside(file).catch(() => file);
         this.logger.error(`subscription token spool ${kept} could not be read (${(err as Error).message}); set aside, not stored`);
         continue;
       }
+      let refused: string | undefined;
       for (const e of entries) {
-        if (await this.store.commitRefresh(e.id, e.sealed, e.expiresAt, e.fromVersion, e.toVersion, true))
-          this.logger.log(`${e.provider} account "${e.name}": stored the tokens spooled at the last shutdown`);
+        let stored: boolean;
+        try {
+          stored = await this.store.commitRefresh(e.id, e.sealed, e.expiresAt, e.fromVersion, e.toVersion, true);
+          if (!stored && (await this.store.tokenVersion(e.id)) === e.toVersion) continue; // stored already, by another process
+        } catch (err) {
+          if (err instanceof StoreUnavailable || isOutage(err)) throw err;
+          refused = `${e.provider} account "${e.name}": ${(err as Error).message}`;
+          break;
+        }
+        if (stored) this.logger.log(`${e.provider} account "${e.name}": stored the tokens spooled at a shutdown`);
         else
           this.logger.warn(
-            `${e.provider} account "${e.name}": the tokens spooled at the last shutdown are dropped: the account was deleted, or its stored tokens changed since (a new login, or they were stored already)`,
+            `${e.provider} account "${e.name}": the tokens spooled at a shutdown are dropped: the account was deleted, or its stored tokens changed since (a new login)`,
           );
       }
-      await this.tokenSpool.remove(file).catch((err: Error) => this.logger.error(`could not remove ${file}: ${err.message}`));
+      if (refused) {
+        const kept = await this.tokenSpool.setAside(file).catch(() => file);
+        this.logger.error(`subscription token spool ${kept}: the database refused it (${refused}); set aside, the rest of it not stored`);
+        continue;
+      }
+      await this.tokenSpool.remove(file).catch((err: Error) => {
+        if (!gone(err)) this.logger.error(`could not remove ${file}: ${err.message}`);
+      });
     }
-    this.spoolReplayed = true;
   }
 
   private async flushPending(): Promise<void> {
@@ -883,4 +909,9 @@ async function waitForRefresh(refresh: Promise<void>, signal: AbortSignal | unde
 function pendingVersions(acc: PooledAccount): { fromVersion: number; toVersion: number } {
   const fromVersion = acc.credsBase ?? acc.tokenVersion - 1;
   return { fromVersion, toVersion: Math.max(fromVersion + 1, acc.tokenVersion) };
+}
+
+/** A file another process removed (or renamed) meanwhile. */
+function gone(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException)?.code === 'ENOENT';
 }

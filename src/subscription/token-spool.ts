@@ -34,7 +34,7 @@ export class TokenSpool {
   /** Writes one file (atomically: a reader never sees half of it) and returns its path. */
   async write(entries: readonly SpooledTokens[]): Promise<string> {
     const dir = this.config.spoolDir;
-    await mkdir(dir, { recursive: true });
+    await mkdir(dir, { recursive: true, mode: 0o700 });
     const name = `${PREFIX}${process.pid}-${randomUUID()}`;
     const path = join(dir, `${name}${SUFFIX}`);
     const tmp = join(dir, `${name}.tmp`);
@@ -80,7 +80,7 @@ function isEntry(e: unknown): e is SpooledTokens {
     typeof t.provider === 'string' &&
     typeof t.name === 'string' &&
     typeof t.sealed === 'string' &&
-    (t.expiresAt === null || typeof t.expiresAt === 'number') &&
+    (t.expiresAt === null || Number.isFinite(t.expiresAt)) &&
     Number.isInteger(t.fromVersion) &&
     Number.isInteger(t.toVersion)
   );

@@ -1,4 +1,4 @@
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from 'pg';
 import { AccountPool } from '../../src/subscription/account-pool.service';
@@ -77,6 +77,8 @@ describe('subscription tokens refreshed while PostgreSQL was unreachable', () =>
     });
     return gw;
   }
+
+  const tokenSpools = () => readdirSync(join(files.dir, 'spool')).filter((n) => n.startsWith('subscription-tokens-'));
 
   const ask = (g: Gateway) => g.client().chat.completions.create({ model: 'codex/gpt', messages: [{ role: 'user', content: 'hi' }] });
 
@@ -216,9 +218,9 @@ describe('subscription tokens refreshed while PostgreSQL was unreachable', () =>
     gw = undefined;
     // The refresh token that the refresh gave, not the spent one: the account works after a restart.
     expect(await stored(g)).toMatchObject({ refreshToken: newestRefreshToken(), status: 'active' });
+    // Spooled first, then stored: the spool file is gone again.
+    expect(tokenSpools()).toEqual([]);
   });
-
-  const tokenSpools = () => readdirSync(join(files.dir, 'spool')).filter((n) => n.startsWith('subscription-tokens-'));
 
   it('shutdown while the database is still away spools the unstored tokens, sealed; the next start stores them before any refresh', async () => {
     const login = tokens.login({ accountId: 'acct-spool' });
@@ -252,6 +254,59 @@ describe('subscription tokens refreshed while PostgreSQL was unreachable', () =>
     expect(codex.requests.at(-1)!.headers.authorization).toBe(`Bearer ${unstoredAccess}`);
     expect(tokens.refreshes).toHaveLength(refreshes);
     expect(tokens.reused).toBe(0);
+  });
+
+  it('shutdown behind a silent database spools the unstored tokens before it tries the database', async () => {
+    const login = tokens.login({ accountId: 'acct-spool-silent' });
+    const g = await boot(login);
+    tokens.invalidateAccess(login.access_token);
+    await refreshWhileDatabaseIsDown(g, () => ask(g));
+    proxy.hold();
+    gw = undefined;
+    const closing = g.close();
+    // On disk at once, not after the database's query timeout (10 s): a kill now loses nothing.
+    await eventually(() => tokenSpools().length === 1, 'the spool file', 2000);
+    proxy.release();
+    await closing;
+  }, 30_000);
+
+  it('a replica that is running stores the spool another left, at its next sync', async () => {
+    const login = tokens.login({ accountId: 'acct-spool-replica' });
+    const g = await boot(login);
+    const first = await stored(g);
+    tokens.invalidateAccess(login.access_token);
+    await refreshWhileDatabaseIsDown(g, () => ask(g));
+    const unstoredRefresh = newestRefreshToken()!;
+    gw = undefined;
+    const other = await boot(login); // a second replica, up while the first still runs
+    await proxy.stop();
+    await g.close();
+    expect(tokenSpools()).toHaveLength(1);
+    await proxy.start();
+    await eventually(() => other.app.get(AccountStore).answers(), 'the database answers again');
+    await other.pool.tick();
+    expect(await stored(other)).toEqual({ version: first.version + 1, refreshToken: unstoredRefresh, status: 'active' });
+    expect(tokenSpools()).toHaveLength(0);
+  });
+
+  it('a spool file the database refuses, or cannot read, is set aside and holds back no account', async () => {
+    const login = tokens.login({ accountId: 'acct-spool-bad' });
+    let g = await boot(login);
+    await g.close();
+    gw = undefined;
+    const dir = join(files.dir, 'spool');
+    const entry = { id: 'acc_gone', provider: 'codex', name: 'gone', sealed: 'x', expiresAt: null, fromVersion: 1, toVersion: 2 };
+    // PostgreSQL refuses U+0000 in text: a refusal of the data, not an outage.
+    writeFileSync(join(dir, 'subscription-tokens-1-refused.json'), JSON.stringify({ tokens: [{ ...entry, sealed: 'a\u0000b' }] }));
+    // An expiry no date can hold (JSON reads 1e400 as Infinity).
+    writeFileSync(
+      join(dir, 'subscription-tokens-1-bad.json'),
+      JSON.stringify({ tokens: [entry] }).replace('"expiresAt":null', '"expiresAt":1e400'),
+    );
+    g = await boot(login);
+    expect(g.pool.usable('codex')).toMatchObject({ total: 1 });
+    expect((await ask(g)).choices[0].message.content).toBe('echo: hi');
+    expect(tokenSpools().sort()).toEqual(['subscription-tokens-1-bad.json.unreadable', 'subscription-tokens-1-refused.json.unreadable']);
   });
 
   it('spooled tokens do not overwrite a login imported before the restart', async () => {
