@@ -182,8 +182,9 @@ export class Env {
   REQUEST_LOG_FLUSH_MS = 1000;
 
   /**
-   * How long a row may wait in memory for the database (behind a slow or silent insert, or a
-   * database slower than the traffic) before it is copied to the spool file: what a crash can lose.
+   * How long an insert may go unanswered before a ping asks whether the database is silent (then
+   * its rows and those queued behind it are copied to the spool file, where a crash does not lose
+   * them) or only slow (then it is waited for).
    */
   @Type(() => Number)
   @IsInt()

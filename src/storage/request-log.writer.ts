@@ -44,6 +44,9 @@ const REPLAY_BATCH = 500;
  * be gigabytes.
  */
 const REPLAY_BATCH_CHARS = 32 * 1024 * 1024;
+/** How long spoolHeld's ping may take before the database is taken to be silent. */
+const HOLD_PING_MS = 2000;
+
 /** How long shutdown waits for an insert in flight before copying its rows to the spool. */
 const SHUTDOWN_INSERT_MS = 2000;
 
@@ -137,8 +140,8 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   /** The batch being inserted right now (still findable by `queued`), and since when. */
   private writing: readonly ApiLog[] = [];
   private writingSince = 0;
-  /** At each flush tick: when, and the newest row queued then (see spoolHeld). */
-  private marks: Array<{ at: number; last: ApiLog }> = [];
+  /** A ping of spoolHeld's is under way. */
+  private probing = false;
   private flushing?: Promise<void>;
   private flushTimer?: ReturnType<typeof setInterval>;
   private replayTimer?: ReturnType<typeof setInterval>;
@@ -254,30 +257,36 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   }
 
   /**
-   * Rows that have waited in memory REQUEST_LOG_MAX_HOLD_MS (behind an insert the database is
-   * slow or silent on, or a database slower than the traffic) go to the spool, where a crash
-   * (kill -9, out of memory) does not lose them; so does a copy of a batch whose insert has taken
-   * that long (should the insert land after all, the copies replay as rows already present). To
-   * a flush tick's precision: the newest row of each tick is marked, and those up to a mark that
-   * old are spooled.
+   * An insert the database has taken REQUEST_LOG_MAX_HOLD_MS over: if a ping does not answer
+   * either, the database is silent, not slow, and the insert would be waited for its whole
+   * deadline (2 x DB_QUERY_TIMEOUT_MS + 1 s) with the rows queued behind it only in memory, lost
+   * to a crash. Then a copy of its batch and the rows queued go to the spool (as do rows queued
+   * later, while it hangs), and later batches too, until a ping answers (`stalled`); should the
+   * insert land after all, the copies replay as rows already present. A database that answers
+   * the ping is slow, and is waited for: rows sent again to a slow database would only slow it more.
    */
   private spoolHeld(): void {
-    const now = performance.now();
+    if (this.stalled && this.flushing && this.queue.length > 0) void this.spool(this.queue.splice(0));
+    const batch = this.writing;
     const hold = this.config.env.REQUEST_LOG_MAX_HOLD_MS;
-    let held: ApiLog | undefined;
-    while (this.marks.length > 0 && now - this.marks[0].at >= hold) held = this.marks.shift()!.last;
-    const upTo = held ? this.queue.indexOf(held) : -1;
-    if (upTo >= 0) {
-      this.logger.warn(`${upTo + 1} request-log rows waited ${hold} ms for the database; spooled`);
-      void this.spool(this.queue.splice(0, upTo + 1));
-    }
-    const last = this.queue[this.queue.length - 1];
-    if (last && this.marks.at(-1)?.last !== last) this.marks.push({ at: now, last });
-    if (this.writing.length > 0 && this.secured !== this.writing && now - this.writingSince >= hold) {
-      this.logger.warn(`the database has not taken ${this.writing.length} request-log rows in ${hold} ms; a copy is spooled`);
-      this.secured = this.writing;
-      void this.spool([...this.writing]);
-    }
+    if (batch.length === 0 || this.secured === batch || this.probing || performance.now() - this.writingSince < hold) return;
+    this.probing = true;
+    this.db
+      .ping(HOLD_PING_MS)
+      .then(
+        () => undefined,
+        (err: Error) => {
+          if (this.writing !== batch || this.secured === batch) return;
+          this.logger.warn(
+            `the database has not answered an insert of ${batch.length} request-log rows in ${hold} ms, nor a ping (${err.message}); they and the rows queued behind them are spooled`,
+          );
+          this.stalled = true;
+          this.secured = batch;
+          void this.spool([...batch]);
+          void this.spool(this.queue.splice(0));
+        },
+      )
+      .finally(() => (this.probing = false));
   }
 
   /** Insert what is queued now (one batch at a time). */

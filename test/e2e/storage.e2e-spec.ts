@@ -381,7 +381,7 @@ describe('request logs when PostgreSQL goes away', () => {
     expect(new Set((await gw.rows()).map((r) => r.id)).size).toBe(5);
   }, 30_000);
 
-  it('behind a silent database, rows wait in memory no longer than REQUEST_LOG_MAX_HOLD_MS: a crash then loses none', async () => {
+  it('behind a silent database, rows wait in memory no longer than REQUEST_LOG_MAX_HOLD_MS and a ping: a crash then loses none', async () => {
     const port = await proxy.start();
     gw = await startGateway({
       models: MODELS,
@@ -400,9 +400,10 @@ describe('request logs when PostgreSQL goes away', () => {
     await ask(gw, 3);
     await new Promise((r) => setTimeout(r, 200)); // the batch's insert is under way, and hangs
     await ask(gw, 4); // queued behind it
-    // Without a shutdown (a kill -9 would come unannounced): the batch in flight is copied to
-    // the spool, and the rows queued behind it go there, long before the insert's deadline (21 s).
-    await waitFor(() => spooledLines(dir) === 7, '7 spooled rows', 3000);
+    // Without a shutdown (a kill -9 would come unannounced): once a ping does not answer either
+    // (2 s), the batch in flight is copied to the spool, and the rows queued behind it go there,
+    // long before the insert's deadline (21 s).
+    await waitFor(() => spooledLines(dir) === 7, '7 spooled rows', 6000);
     expect(gw.app.get(RequestLogWriter).pending).toBe(3); // the batch in flight, only
     // The database answers again: the insert lands, the copies replay as rows present.
     proxy.release();
@@ -418,6 +419,40 @@ describe('request logs when PostgreSQL goes away', () => {
       await c.end();
     }
   }, 30_000);
+
+  it('behind a slow database that answers, rows wait in memory past REQUEST_LOG_MAX_HOLD_MS and are sent once', async () => {
+    const port = await proxy.start();
+    // 20 ms a row: a batch of 50 takes a second, twice the hold.
+    await sql(
+      db,
+      'CREATE SEQUENCE slow_calls',
+      `CREATE FUNCTION slow_row() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM nextval('slow_calls'); PERFORM pg_sleep(0.02); RETURN NEW; END $$`,
+    );
+    gw = await startGateway({
+      models: MODELS,
+      env: {
+        ...env(port),
+        REQUEST_LOG_FLUSH_MS: '50',
+        REQUEST_LOG_BATCH_SIZE: '50',
+        REQUEST_LOG_MAX_HOLD_MS: '500',
+        REQUEST_LOG_REPLAY_MS: '200',
+      },
+    });
+    await sql(db, 'CREATE TRIGGER slow_row BEFORE INSERT ON api_logs FOR EACH ROW EXECUTE FUNCTION slow_row()');
+    const dir = join(gw.dir, 'spool');
+    await ask(gw, 150);
+    await waitFor(async () => (await countRows(db)) === 150, 'all 150 rows', 20_000);
+    expect(spooledLines(dir)).toBe(0);
+    const c = new Client({ ...PG_ADMIN, database: db.name });
+    await c.connect();
+    try {
+      // Each row went to the database once: none copied to the spool and sent again.
+      const r = await c.query<{ n: string }>('SELECT last_value::text AS n FROM slow_calls');
+      expect(Number(r.rows[0].n)).toBe(150);
+    } finally {
+      await c.end();
+    }
+  }, 40_000);
 
   it('spools a row with its bodies capped to DB_STORE_CONTENT_LIMIT, and replays it so', async () => {
     const port = await proxy.start();
