@@ -328,11 +328,11 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
 
   /**
    * The last place left for rows neither the database nor the spool can take: the process's own
-   * log, one line per row (as the spool has it), so that an operator can still insert them.
+   * log, one line per row (logLine), so that an operator can still insert them.
    */
   private logRows(rows: readonly ApiLog[], why: string): void {
     this.logger.error(`${rows.length} request-log rows could not be written to the database or the spool (${why}); each follows`);
-    for (const row of rows) this.logger.error(`request-log row not stored: ${this.spoolLine(row)}`);
+    for (const row of rows) this.logger.error(`request-log row not stored: ${logLine(row)}`);
   }
 
   async onApplicationShutdown(): Promise<void> {
@@ -560,7 +560,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       this.logger.error(`request-log row ${row.id} refused by the database (${reason}); kept in ${this.rejectedFile}`);
     } catch (e) {
       this.logger.error(
-        `request-log row ${row.id} refused by the database (${reason}) and not kept (${(e as Error).message}): ${this.spoolLine(row)}`,
+        `request-log row ${row.id} refused by the database (${reason}) and not kept (${(e as Error).message}): ${logLine(row)}`,
       );
     }
   }
@@ -576,9 +576,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       this.stats.spooled++;
       this.logger.warn(`request-log row ${row.id} came after shutdown drained the log; spooled to ${this.spoolFile}`);
     } catch (err) {
-      this.logger.error(
-        `request-log row ${row.id} came after shutdown and cannot be spooled (${(err as Error).message}): ${this.spoolLine(row)}`,
-      );
+      this.logger.error(`request-log row ${row.id} came after shutdown and cannot be spooled (${(err as Error).message}): ${logLine(row)}`);
     }
   }
 
@@ -796,4 +794,13 @@ function isAlive(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/**
+ * A row for the process's log: its accounting whole, its stored bodies left out (a log is read
+ * more widely than the spool's 0600 files, and splits lines of megabytes).
+ */
+function logLine(row: ApiLog): string {
+  const stored = row.request_content != null || row.response_content != null;
+  return JSON.stringify({ ...row, request_content: null, response_content: null, ...(stored ? { content_left_out: true } : {}) });
 }

@@ -140,9 +140,9 @@ describe('request logs while PostgreSQL is unreachable and the spool cannot be w
     }
   }, 60_000);
 
-  it('with neither the database nor the spool at shutdown, writes each row to its own log, whole', async () => {
+  it('with neither the database nor the spool at shutdown, writes each row to its own log, its bodies left out', async () => {
     const logLines: string[] = [];
-    const { db, proxy, spool, gw } = await behindProxy(logLines);
+    const { db, proxy, spool, gw } = await behindProxy(logLines, { DB_STORE_FULL_CONTENT: 'true' });
     let closed = false;
     try {
       await proxy.stop();
@@ -156,9 +156,12 @@ describe('request logs while PostgreSQL is unreachable and the spool cannot be w
       expect(kept).toHaveLength(3);
       const rows = kept.map((l) => {
         const msg = (JSON.parse(l) as { msg: string }).msg;
-        return JSON.parse(msg.slice(msg.indexOf('{'))) as { id: string; status_code: number; model: string };
+        return JSON.parse(msg.slice(msg.indexOf('{'))) as Record<string, unknown>;
       });
       expect(rows.map((r) => r.model)).toEqual(['demo/mock', 'demo/mock', 'demo/mock']);
+      // The prompts and answers stay out of the process's log (read more widely than the spool).
+      expect(rows.every((r) => r.request_content === null && r.response_content === null && r.content_left_out === true)).toBe(true);
+      expect(kept.join('\n')).not.toContain('"content":"x"');
       expect(rows.every((r) => r.status_code === 200)).toBe(true);
       expect(new Set(rows.map((r) => r.id)).size).toBe(3);
     } finally {
