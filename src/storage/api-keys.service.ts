@@ -52,6 +52,12 @@ export interface KeyListFilter {
 interface CacheEntry {
   state: KeyState | null;
   expires: number;
+  /**
+   * The last read of this key failed (the database away, or silent): until one succeeds, the
+   * entry is answered at once and read again behind the request, rather than every request
+   * waiting out a connect or query timeout for the stale entry it then gets anyway.
+   */
+  readFailed?: boolean;
 }
 
 /**
@@ -72,12 +78,6 @@ export class ApiKeysService implements OnApplicationBootstrap, OnApplicationShut
   private readonly loading = new Map<string, Promise<KeyState | null>>();
   /** Bumped by every invalidation, so that a lookup which started before it does not cache what it read. */
   private generation = 0;
-  /**
-   * The last read of a key failed (the database away, or silent): until one succeeds, a key
-   * cached before is answered at once and read again behind the request, rather than every
-   * request waiting out a connect or query timeout for the stale entry it then gets anyway.
-   */
-  private readsFailing = false;
   private readonly secret?: string;
   private readonly ttlMs: number;
   private readonly onWorkerMessage = (msg: { type?: string; id?: unknown }) => {
@@ -131,7 +131,7 @@ export class ApiKeysService implements OnApplicationBootstrap, OnApplicationShut
       pending = this.load(hash, hit).finally(() => this.loading.delete(hash));
       this.loading.set(hash, pending);
     }
-    if (hit && this.readsFailing) {
+    if (hit?.readFailed) {
       pending.catch(() => undefined);
       return hit.state;
     }
@@ -144,10 +144,9 @@ export class ApiKeysService implements OnApplicationBootstrap, OnApplicationShut
     try {
       const row = await this.repo().findOne({ where: { key_hash: hash } });
       state = row ? await this.toState(row) : null;
-      this.readsFailing = false;
     } catch (err) {
-      this.readsFailing = true;
       if (stale) {
+        stale.readFailed = true;
         this.logger.warn(`cannot refresh an API key (${(err as Error).message}); using the cached one`);
         return stale.state;
       }

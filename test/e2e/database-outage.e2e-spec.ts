@@ -261,8 +261,11 @@ describe('API keys while PostgreSQL is silent', () => {
       return { status: res.status, ms: Date.now() - started };
     };
     const key = await adminApi(gw).createKey({ name: 'silent' });
+    const other = await adminApi(gw).createKey({ name: 'other' });
+    const askOther = async () => (await chat(gw, other.key, { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] })).status;
     try {
       expect((await ask()).status).toBe(200); // cached
+      expect(await askOther()).toBe(200); // cached too, and not used while the database is silent
       proxy.hold();
       await new Promise((r) => setTimeout(r, 300)); // past the cache's TTL
       // The first read waits for the database's timeout (and keeps the cached key); after it,
@@ -279,9 +282,11 @@ describe('API keys while PostgreSQL is silent', () => {
       // Revoked while the database was silent to this gateway: seen once it answers again.
       const c = new Client({ ...PG_ADMIN, database: db.name });
       await c.connect();
-      await c.query(`UPDATE api_keys SET status = 'revoked', revoked_at = now() WHERE id = $1`, [key.id]);
+      await c.query(`UPDATE api_keys SET status = 'revoked', revoked_at = now() WHERE id = ANY($1)`, [[key.id, other.id]]);
       await c.end();
       proxy.release();
+      // A key whose own read never failed is read before it is answered, as ever.
+      expect(await askOther()).toBe(401);
       await waitFor(async () => (await ask()).status === 401, 'the revocation read');
     } finally {
       await gw.close();
