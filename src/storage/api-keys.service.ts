@@ -1,7 +1,7 @@
 import cluster from 'node:cluster';
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import { Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
-import { Equal, type FindOptionsWhere, IsNull, LessThan, LessThanOrEqual, MoreThan, Not, type Repository } from 'typeorm';
+import { Not, type Repository } from 'typeorm';
 import { ServiceUnavailableError } from '../common/errors';
 import { usdToPico } from '../common/money';
 import { startOfUtcDay, startOfUtcMonth, utcDay, utcMonth, type KeyLimits, type Principal, type SpendBaseline } from '../common/principal';
@@ -234,30 +234,28 @@ export class ApiKeysService implements OnApplicationBootstrap, OnApplicationShut
     return { key: await this.get(row.id), secret };
   }
 
-  /** Newest first; `total` counts every key the status filter matches. */
+  /**
+   * Newest first; `total` counts every key the status filter matches. Ordered and paged on the
+   * creation time to the millisecond (the cursor's precision: PostgreSQL keeps microseconds for a
+   * key inserted by hand, and SQLite may hold one without its milliseconds), then the id.
+   */
   async list(f: KeyListFilter): Promise<{ data: ApiKey[]; total: number; next_cursor: string | null }> {
+    const qb = this.repo().createQueryBuilder('k');
     // An active key past its expiry is listed as expired, and filtered so.
     const now = new Date();
-    const where: FindOptionsWhere<ApiKey>[] =
-      f.status === 'expired'
-        ? [{ status: 'active', expires_at: LessThanOrEqual(now) }]
-        : f.status === 'active'
-          ? [
-              { status: 'active', expires_at: IsNull() },
-              { status: 'active', expires_at: MoreThan(now) },
-            ]
-          : [f.status ? { status: f.status } : {}];
+    if (f.status === 'expired') qb.where("k.status = 'active' AND k.expires_at <= :now", { now });
+    else if (f.status === 'active') qb.where("k.status = 'active' AND (k.expires_at IS NULL OR k.expires_at > :now)", { now });
+    else if (f.status) qb.where('k.status = :status', { status: f.status });
+    const total = await qb.clone().getCount();
+    const at = this.db.dialect === 'postgres' ? "date_trunc('milliseconds', k.created_at)" : "strftime('%Y-%m-%d %H:%M:%f', k.created_at)";
     const c = f.cursor === undefined ? undefined : decodeCursor(f.cursor);
-    const page = c
-      ? where.flatMap((w) => [
-          { ...w, created_at: LessThan(c.at) },
-          { ...w, created_at: Equal(c.at), id: LessThan(c.id) },
-        ])
-      : where;
-    const [rows, total] = await Promise.all([
-      this.repo().find({ where: page, order: { created_at: 'DESC', id: 'DESC' }, take: f.limit + 1, skip: c ? 0 : f.offset }),
-      this.repo().count({ where }),
-    ]);
+    if (c) qb.andWhere(`(${at} < :cAt OR (${at} = :cAt AND k.id < :cId))`, { cAt: c.at, cId: c.id });
+    else qb.offset(f.offset);
+    const rows = await qb
+      .orderBy(at, 'DESC')
+      .addOrderBy('k.id', 'DESC')
+      .limit(f.limit + 1)
+      .getMany();
     const data = rows.slice(0, f.limit);
     const last = data.at(-1);
     return { data, total, next_cursor: rows.length > f.limit && last ? encodeCursor(last.created_at, last.id) : null };

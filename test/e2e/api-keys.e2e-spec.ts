@@ -416,6 +416,28 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
     // Offsets still page (from the newest), so existing clients keep working.
     const byOffset = await admin.call<Page>('GET', '/admin/api-keys?limit=2&offset=1');
     expect(byOffset.body.data.map((k) => k.id)).toEqual([made[4], made[3]]);
+
+    // Keys inserted by hand, in one statement: PostgreSQL's now() has microseconds, and SQLite's
+    // datetime('now') no milliseconds; one at a time, the cursor still finds every key once.
+    const ds = gw.app.get(DatabaseService).dataSource!;
+    await ds.query(
+      `INSERT INTO api_keys (id, name, key_hash, key_prefix${backend === 'sqlite' ? ', created_at' : ''}) VALUES ` +
+        ['sql-a', 'sql-b', 'sql-c']
+          .map((id) => `('${id}', '${id}', 'hash-${id}', 'hyi-x'${backend === 'sqlite' ? ", datetime('now')" : ''})`)
+          .join(', '),
+    );
+    const all: string[] = [];
+    let next: string | null = null;
+    let listed: number;
+    do {
+      const page: { body: Page } = await admin.call<Page>('GET', `/admin/api-keys?limit=1${next ? `&cursor=${next}` : ''}`);
+      all.push(...page.body.data.map((k) => k.id));
+      listed = page.body.total;
+      next = page.body.next_cursor;
+    } while (next && all.length <= listed);
+    expect(all.length).toBe(listed);
+    expect(new Set(all).size).toBe(listed);
+    expect(all).toEqual(expect.arrayContaining(['sql-a', 'sql-b', 'sql-c', later]));
   });
 
   it('refuses NUL characters and lone surrogates in admin input and ids with a 400 (not stored as sent), and finds no such generation', async () => {
