@@ -41,18 +41,19 @@ export function* responseToChunks(res: ChatResponse): Generator<ChatChunk> {
  */
 export function chunkHasContent(chunk: ChatChunk): boolean {
   if (chunk.usage && chunk.choices.length === 0) return true;
-  for (const c of chunk.choices) {
-    if (c.finish_reason) return true;
-    const d = c.delta;
-    if (!d) continue;
-    if ((typeof d.content === 'string' && d.content.length > 0) || d.tool_calls?.length) return true;
-    if (typeof d.reasoning_content === 'string' && d.reasoning_content.length > 0) return true;
-    if (typeof d.reasoning === 'string' && d.reasoning.length > 0) return true;
-    if (d.refusal) return true;
-    const transcript = (d.audio as { transcript?: unknown } | null | undefined)?.transcript;
-    if ((typeof transcript === 'string' && transcript.length > 0) || carriesMedia(d)) return true;
-  }
+  for (const c of chunk.choices) if (c.finish_reason || deltaHasContent(c.delta)) return true;
   return false;
+}
+
+/** Whether a choice's delta carries part of the answer (see chunkHasContent), its finish aside. */
+export function deltaHasContent(d: ChunkChoice['delta'] | undefined): boolean {
+  if (!d) return false;
+  if ((typeof d.content === 'string' && d.content.length > 0) || d.tool_calls?.length) return true;
+  if (typeof d.reasoning_content === 'string' && d.reasoning_content.length > 0) return true;
+  if (typeof d.reasoning === 'string' && d.reasoning.length > 0) return true;
+  if (d.refusal) return true;
+  const transcript = (d.audio as { transcript?: unknown } | null | undefined)?.transcript;
+  return (typeof transcript === 'string' && transcript.length > 0) || carriesMedia(d);
 }
 
 /**

@@ -1,7 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import type { Dispatcher } from 'undici';
 import type { ChatChunk, ChatRequest, ChatResponse } from '../../common/chat.types';
-import { responseToChunks, ToolCallFixer } from '../../common/chunks';
+import { deltaHasContent, responseToChunks, ToolCallFixer } from '../../common/chunks';
 import type { Completion, CompletionRequest } from '../../common/completion.types';
 import type { EmbeddingsRequest, EmbeddingsResponse } from '../../common/embedding.types';
 import { UpstreamError } from '../../common/errors';
@@ -247,6 +247,8 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     const seen = new Set<number>();
     const ended = new Set<number>();
     let last: ChatChunk | undefined;
+    /** Choices that carried some answer (content, a tool call, ...). */
+    const spoke = new Set<number>();
     const sse = new SseDecoder();
     try {
       read: for await (const bytes of bodyChunks(res.body)) {
@@ -288,6 +290,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
           for (const c of out.choices) {
             seen.add(c.index);
             if (c.finish_reason) ended.add(c.index);
+            else if (!spoke.has(c.index) && deltaHasContent(c.delta)) spoke.add(c.index);
           }
           clearTimeout(grace);
           grace = undefined;
@@ -311,11 +314,12 @@ export class OpenAiCompatAdapter implements LlmAdapter {
       releaseBody(res, done);
     }
     const finished = ended.size > 0 && ended.size === seen.size;
-    if (done && last && ended.size < seen.size) {
-      // [DONE] said the answer is whole, but a choice never said how it ended (some servers
-      // leave the finish chunk out): it stopped, as clients need to read (the OpenAI SDKs'
-      // final completion refuses a choice without a finish reason).
-      const open = [...seen].filter((i) => !ended.has(i));
+    const open = [...spoke].filter((i) => !ended.has(i));
+    if (done && last && open.length > 0) {
+      // [DONE] said the answer is whole, but a choice that answered never said how it ended
+      // (some servers leave the finish chunk out): it stopped, as clients need to read (the
+      // OpenAI SDKs' final completion refuses a choice without a finish reason). One that never
+      // answered stays without: a stream of nothing is a failure, not an empty answer.
       yield { ...last, usage: undefined, choices: open.map((index) => ({ index, delta: {}, finish_reason: 'stop' })) };
     }
     if (!done && !finished && sse.notEventStream) throw notEventStreamError(res, route);
