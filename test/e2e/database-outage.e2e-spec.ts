@@ -14,6 +14,22 @@ import { TcpProxy } from '../helpers/tcp-proxy';
  */
 const MODELS = 'models:\n  - id: demo/mock\n    context_length: 4096\n    route: [{ kind: mock, tokens: 3 }]\n';
 
+/** The spool's place taken by a file: every write to it fails (as on a full or read-only disk). */
+function takeSpoolsPlace(spool: string): void {
+  rmSync(spool, { recursive: true, force: true });
+  writeFileSync(spool, 'not a directory');
+}
+
+/** The rows a gateway wrote to its own log, neither the database nor the spool taking them. */
+function notStoredRows(logLines: string[]): Array<Record<string, unknown>> {
+  return logLines
+    .filter((l) => l.includes('request-log row not stored: '))
+    .map((l) => {
+      const msg = (JSON.parse(l) as { msg: string }).msg;
+      return JSON.parse(msg.slice(msg.indexOf('{'))) as Record<string, unknown>;
+    });
+}
+
 describe('admin and generation lookups while PostgreSQL is unreachable', () => {
   let db: TestDatabase;
   let proxy: TcpProxy;
@@ -108,9 +124,7 @@ describe('request logs while PostgreSQL is unreachable and the spool cannot be w
     let closed = false;
     try {
       await proxy.stop();
-      // The spool's place is taken by a file: every write to it fails (as on a full or read-only disk).
-      rmSync(spool, { recursive: true, force: true });
-      writeFileSync(spool, 'not a directory');
+      takeSpoolsPlace(spool);
       for (let i = 0; i < 20; i++)
         expect((await chat(gw, undefined, { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] })).status).toBe(200);
       await new Promise((r) => setTimeout(r, 2000));
@@ -146,22 +160,17 @@ describe('request logs while PostgreSQL is unreachable and the spool cannot be w
     let closed = false;
     try {
       await proxy.stop();
-      rmSync(spool, { recursive: true, force: true });
-      writeFileSync(spool, 'not a directory');
+      takeSpoolsPlace(spool);
       for (let i = 0; i < 3; i++)
         expect((await chat(gw, undefined, { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] })).status).toBe(200);
       await gw.close();
       closed = true;
-      const kept = logLines.filter((l) => l.includes('request-log row not stored: '));
-      expect(kept).toHaveLength(3);
-      const rows = kept.map((l) => {
-        const msg = (JSON.parse(l) as { msg: string }).msg;
-        return JSON.parse(msg.slice(msg.indexOf('{'))) as Record<string, unknown>;
-      });
+      const rows = notStoredRows(logLines);
+      expect(rows).toHaveLength(3);
       expect(rows.map((r) => r.model)).toEqual(['demo/mock', 'demo/mock', 'demo/mock']);
       // The prompts and answers stay out of the process's log (read more widely than the spool).
       expect(rows.every((r) => r.request_content === null && r.response_content === null && r.content_left_out === true)).toBe(true);
-      expect(kept.join('\n')).not.toContain('"content":"x"');
+      expect(JSON.stringify(rows)).not.toContain('"content":"x"');
       expect(rows.every((r) => r.status_code === 200)).toBe(true);
       expect(new Set(rows.map((r) => r.id)).size).toBe(3);
     } finally {
@@ -178,8 +187,7 @@ describe('request logs while PostgreSQL is unreachable and the spool cannot be w
     let closed = false;
     try {
       await proxy.stop();
-      rmSync(spool, { recursive: true, force: true });
-      writeFileSync(spool, 'not a directory');
+      takeSpoolsPlace(spool);
       const writer = gw.app.get(RequestLogWriter);
       for (let round = 0; round < 15; round++) {
         const answers = await Promise.all(
@@ -192,11 +200,7 @@ describe('request logs while PostgreSQL is unreachable and the spool cannot be w
       await gw.close();
       closed = true;
       // Every row is somewhere: in the log, whole, once.
-      const kept = logLines.filter((l) => l.includes('request-log row not stored: '));
-      const ids = kept.map((l) => {
-        const msg = (JSON.parse(l) as { msg: string }).msg;
-        return (JSON.parse(msg.slice(msg.indexOf('{'))) as { id: string }).id;
-      });
+      const ids = notStoredRows(logLines).map((r) => r.id);
       expect(new Set(ids).size).toBe(300);
       expect(logLines.some((l) => l.includes('(the queue is full)'))).toBe(true);
     } finally {
