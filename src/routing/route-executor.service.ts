@@ -61,6 +61,9 @@ interface OpenStream<T> {
   held: T[];
 }
 
+/** Events without content held before a stream's first content at most; later ones are dropped (see openStream). */
+const MAX_HELD_EVENTS = 1000;
+
 /**
  * The execution layer: tries the routes the manager planned, in order. A retryable failure
  * (connection refused or reset, 5xx, 408, 429) is retried on the same route after an exponential,
@@ -70,9 +73,6 @@ interface OpenStream<T> {
  * Attempts are bounded in number and by the whole-request deadline, and there is never another
  * attempt once a stream has delivered content to the client.
  */
-/** Events without content held before a stream's first content at most; later ones are dropped (see openStream). */
-const MAX_HELD_EVENTS = 1000;
-
 @Injectable()
 export class RouteExecutor {
   private readonly logger = new Logger('RouteExecutor');

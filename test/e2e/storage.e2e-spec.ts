@@ -101,6 +101,18 @@ function leaveSpoolFile(dir: string, ids: string[]): void {
   writeFileSync(join(dir, 'api_logs.4194305.1.jsonl'), ids.map((id) => JSON.stringify(logRow(id))).join('\n') + '\n');
 }
 
+/** The distinct request counts of the rollup's rows (every dimension of an hour counts alike). */
+async function hourlyRequestCounts(db: TestDatabase): Promise<number[]> {
+  const c = new Client({ ...PG_ADMIN, database: db.name });
+  await c.connect();
+  try {
+    const r = await c.query<{ n: string }>(`SELECT DISTINCT requests::text AS n FROM api_logs_hourly`);
+    return r.rows.map((x) => Number(x.n));
+  } finally {
+    await c.end();
+  }
+}
+
 async function sql(db: TestDatabase, ...statements: string[]): Promise<void> {
   const c = new Client({ ...PG_ADMIN, database: db.name });
   await c.connect();
@@ -239,15 +251,8 @@ describe('request logs when PostgreSQL goes away', () => {
     gw = await startGateway({ models: MODELS, env: { ...env(port), REQUEST_LOG_SPOOL_DIR: dirs.spool } });
     await waitFor(async () => (await countRows(db)) === 1, 'the spooled row');
     await waitFor(() => Promise.resolve(readdirSync(dirs.spool).filter((f) => f.endsWith('.jsonl')).length === 0), 'the spool replayed');
-    const c = new Client({ ...PG_ADMIN, database: db.name });
-    await c.connect();
-    try {
-      const r = await c.query<{ n: string }>(`SELECT DISTINCT requests::text AS n FROM api_logs_hourly`);
-      // Every dimension (all, model, key, ...) of its hour counts one request.
-      expect(r.rows.map((x) => Number(x.n))).toEqual([1]);
-    } finally {
-      await c.end();
-    }
+    // Every dimension (all, model, key, ...) of its hour counts one request.
+    expect(await hourlyRequestCounts(db)).toEqual([1]);
   });
 
   it("leaves another container's spool file to it while it may still write it, and replays it once it is an orphan", async () => {
@@ -410,14 +415,7 @@ describe('request logs when PostgreSQL goes away', () => {
     await waitFor(async () => (await countRows(db)) === 9, 'all 9 rows');
     await waitFor(() => spooledLines(dir) === 0, 'the spool replayed');
     expect(new Set((await gw.rows()).map((r) => r.id)).size).toBe(9);
-    const c = new Client({ ...PG_ADMIN, database: db.name });
-    await c.connect();
-    try {
-      const r = await c.query<{ n: string }>(`SELECT DISTINCT requests::text AS n FROM api_logs_hourly`);
-      expect(r.rows.map((x) => Number(x.n))).toEqual([9]); // each row rolled up once
-    } finally {
-      await c.end();
-    }
+    expect(await hourlyRequestCounts(db)).toEqual([9]); // each row rolled up once
   }, 30_000);
 
   it('behind a slow database that answers, rows wait in memory past REQUEST_LOG_MAX_HOLD_MS and are sent once', async () => {

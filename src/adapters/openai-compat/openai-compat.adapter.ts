@@ -78,8 +78,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
       yield* responseToChunks(this.chatAnswer(await readJson<ChatResponse>(this.http, res, route, ctx), route, ctx));
       return;
     }
-    const prefix = callIdPrefix(ctx.requestId);
-    const calls = new ToolCallFixer((choice, call) => `call_${prefix}_${choice}_${call}`);
+    const calls = new ToolCallFixer((choice, call) => `call_${callIdPrefix(ctx.requestId)}_${choice}_${call}`);
     yield* this.relay(res, route, ctx, 'delta', choicesAskedFor(req.n), (c) => calls.fix(normalizeChunk(c)));
   }
 
@@ -95,7 +94,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     }
     return normalizeResponse(
       completionToChat(this.textAnswer(await readJson<Completion>(this.http, res, route, ctx), route)),
-      callIdPrefix(ctx.requestId),
+      ctx.requestId,
     );
   }
 
@@ -115,10 +114,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     }
     if (String(res.headers['content-type'] ?? '').includes('application/json')) {
       yield* responseToChunks(
-        normalizeResponse(
-          completionToChat(this.textAnswer(await readJson<Completion>(this.http, res, route, ctx), route)),
-          callIdPrefix(ctx.requestId),
-        ),
+        normalizeResponse(completionToChat(this.textAnswer(await readJson<Completion>(this.http, res, route, ctx), route)), ctx.requestId),
       );
       return;
     }
@@ -198,7 +194,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     // choice that finished with `error`: a failure (the next route may answer), never billed as one.
     const failed = json.choices.find((c) => failedFinish(c.finish_reason));
     if (failed) throw inBandError((failed.error as WireChunk['error']) ?? {}, route, 'failed', String(failed.finish_reason));
-    return normalizeResponse(json, callIdPrefix(ctx.requestId));
+    return normalizeResponse(json, ctx.requestId);
   }
 
   private textAnswer(json: Completion, route: RouteDef): Completion {

@@ -197,11 +197,11 @@ export function callIdPrefix(requestId: string): string {
 
 /**
  * A whole answer with usage, finish reasons and reasoning in canonical fields (in place). A tool
- * call without an id gets `call_<callIds>_<choice>_<call>`: `callIds` is the request's own
- * (callIdPrefix), as a stream's calls get, so ids never repeat between answers (an upstream's
- * answer id may be constant, or missing).
+ * call without an id gets `call_<callIdPrefix(requestId)>_<choice>_<call>`, the request's own, as
+ * a stream's calls get, so ids never repeat between answers (an upstream's answer id may be
+ * constant, or missing).
  */
-export function normalizeResponse(res: ChatResponse, callIds: string): ChatResponse {
+export function normalizeResponse(res: ChatResponse, requestId: string): ChatResponse {
   // Usage worth accounting: MiniMax sends `{total_tokens: 0, total_characters: 0}` on every
   // chunk, and counts out of range are the upstream's error; without it the request is estimated.
   if (isSoundUsage(res.usage)) normalizeUsage(res.usage);
@@ -216,7 +216,7 @@ export function normalizeResponse(res: ChatResponse, callIds: string): ChatRespo
       // A call the client cannot name in its tool message is one it cannot answer.
       c.message.tool_calls?.forEach((t, i) => {
         if (!t || typeof t !== 'object') return;
-        if (!t.id) t.id = `call_${callIds}_${c.index}_${i}`;
+        if (!t.id) t.id = `call_${callIdPrefix(requestId)}_${c.index}_${i}`;
         // The SDKs' tool helpers accept only type "function" (some servers leave it out).
         t.type ??= 'function';
       });
