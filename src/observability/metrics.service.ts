@@ -107,6 +107,22 @@ export class MetricsService {
     if (this.enabled) this.refusals.inc({ status: String(status), code });
   }
 
+  /**
+   * A counter whose running total (which only ever rises) is kept elsewhere and read when /metrics
+   * is scraped: typed `counter`, so that `rate()` and `increase()` see a restart as a reset.
+   */
+  counterOf(name: string, help: string, read: () => number): void {
+    new Counter({
+      name,
+      help,
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        this.inc(read());
+      },
+    });
+  }
+
   /** A gauge whose value is read when /metrics is scraped. */
   gauge(name: string, help: string, read: () => number): void {
     new Gauge({

@@ -193,12 +193,12 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     this.spoolFile = join(config.spoolDir, `${SPOOL_PREFIX}${OWNER}.${Date.now()}.jsonl`);
     this.rejectedFile = join(config.spoolDir, `${REJECTED_PREFIX}${process.pid}.${Date.now()}.jsonl`);
     metrics.gauge('hybridinference_request_log_queue', 'Request-log rows waiting in memory', () => this.queue.length);
-    metrics.gauge(
+    metrics.counterOf(
       'hybridinference_request_log_spooled_total',
       'Request-log rows written to the disk spool since start',
       () => this.stats.spooled,
     );
-    metrics.gauge(
+    metrics.counterOf(
       'hybridinference_request_log_rejected_total',
       'Request-log rows the database refused as data since start (kept in the spool directory)',
       () => this.stats.rejected,

@@ -760,6 +760,10 @@ describe('API surface', () => {
     expect(counter(text, tokens) - (counter(before, tokens) || 0)).toBe(10);
     expect(counter(text, ttft) - (counter(before, ttft) || 0)).toBe(1);
     expect(text).toMatch(/hybridinference_requests_total\{model="unknown",provider="none",status="404"\}/);
+    // Totals since start are counters (rate() reads a restart as a reset); the queue is a gauge.
+    expect(text).toContain('# TYPE hybridinference_request_log_spooled_total counter\nhybridinference_request_log_spooled_total 0\n');
+    expect(text).toContain('# TYPE hybridinference_request_log_rejected_total counter\n');
+    expect(text).toContain('# TYPE hybridinference_request_log_queue gauge\n');
   });
 
   it('quotes only the start of an unknown model name that long in its 404', async () => {
