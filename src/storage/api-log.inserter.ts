@@ -47,7 +47,7 @@ export class ApiLogInserter {
   private readonly head: string;
   private readonly tail: string;
   private readonly pgStatements = new Map<number, string>();
-  private readonly sqlite?: { insertAll: (rows: unknown[][], entities: readonly ApiLog[]) => void };
+  private readonly sqlite?: { insertAll: (rows: unknown[][], entities: readonly ApiLog[]) => number };
 
   constructor(
     readonly ds: DataSource,
@@ -77,14 +77,19 @@ export class ApiLogInserter {
         insertAll: db.transaction((rows: unknown[][], entities: readonly ApiLog[]) => {
           const fresh = entities.filter((_, i) => stmt.run(rows[i]).changes > 0);
           if (fresh.length > 0) rollup.apply(rollupDeltas(fresh));
+          return fresh.length;
         }),
       };
     }
   }
 
-  /** `progress` is called after each statement that completed (a long batch is not a silent database). */
-  async insert(rows: readonly ApiLog[], progress?: () => void): Promise<void> {
-    if (rows.length === 0) return;
+  /**
+   * Returns how many rows went in: not those already present (a replayed spool's rows that an
+   * earlier insert had taken). `progress` is called after each statement that completed (a long
+   * batch is not a silent database).
+   */
+  async insert(rows: readonly ApiLog[], progress?: () => void): Promise<number> {
+    if (rows.length === 0) return 0;
     for (const row of rows) this.storable(row);
     const driver = this.ds.driver;
     const { isJson, isContent, contentLimit } = this;
@@ -95,12 +100,9 @@ export class ApiLogInserter {
         if (isContent[i] && typeof v === 'string') v = capStoredJson(v, contentLimit);
         return isJson[i] && typeof v === 'string' ? jsonbSafe(v) : v;
       });
-    if (this.sqlite) {
-      this.sqlite.insertAll(rows.map(values), rows);
-      return;
-    }
+    if (this.sqlite) return this.sqlite.insertAll(rows.map(values), rows);
     const statements = bySize(rows.map(values));
-    await this.ds.transaction(async (m) => {
+    return this.ds.transaction(async (m) => {
       const ids = new Set<string>();
       for (const tuples of statements) {
         const inserted = await m.query<Array<{ id: string }>>(this.pgStatement(tuples.length), tuples.flat());
@@ -111,6 +113,7 @@ export class ApiLogInserter {
       // append) is inserted once and must be rolled up once.
       const fresh = ids.size === rows.length ? rows : rows.filter((r) => ids.delete(r.id));
       if (fresh.length > 0) await upsertRollupPostgres(m, rollupDeltas(fresh));
+      return fresh.length;
     });
   }
 

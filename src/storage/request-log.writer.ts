@@ -453,15 +453,16 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     }
   }
 
-  private async insert(rows: ApiLog[], progress?: () => void): Promise<void> {
+  /** How many of the rows went in (not those already present). */
+  private async insert(rows: ApiLog[], progress?: () => void): Promise<number> {
     const ds = this.db.dataSource;
     if (!ds) throw new Error('database not connected');
     if (this.inserter?.ds !== ds) this.inserter = new ApiLogInserter(ds, this.config.storeContentLimitBytes);
-    await this.inserter.insert(rows, progress);
+    return this.inserter.insert(rows, progress);
   }
 
   /**
-   * Inserts a batch; returns how many rows went in. When the database refuses the batch for a
+   * Inserts a batch; returns how many rows went in (not those already present). When the database refuses the batch for a
    * cause other than an outage (`isOutage`), the rows go in one by one: those it refuses as data
    * are set aside (`reject`), so that one bad row never holds back the others, and a row failing
    * alone for another cause is tried again at once (`failedAlone`). An outage throws `RowsNotWritten`
@@ -469,30 +470,34 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
    */
   private async insertBatch(rows: ApiLog[], progress?: () => void): Promise<number> {
     try {
-      await this.insert(rows, progress);
+      const fresh = await this.insert(rows, progress);
       this.insertFailure = undefined;
-      return rows.length;
+      return fresh;
     } catch (err) {
       if (isOutage(err)) throw new RowsNotWritten(err, rows);
     }
     let written = 0;
+    let took = false;
     for (let i = 0; i < rows.length; i++) {
       // One transaction per row: give the event loop a turn between them (SQLite is synchronous).
       if (i > 0) await nextTurn();
       try {
-        await this.insertOne(rows[i]);
-        written++;
+        written += await this.insertOne(rows[i]);
+        took = true;
       } catch (err) {
         if (isDataError(err)) await this.reject(rows[i], err);
         else {
           const outcome = await this.failedAlone(rows[i], err, progress);
           if (!outcome) throw new RowsNotWritten(err, rows.slice(i), written);
-          if (outcome === 'written') written++;
+          if (outcome === 'written') {
+            written++;
+            took = true;
+          }
         }
       }
       progress?.();
     }
-    if (written > 0) this.insertFailure = undefined;
+    if (took) this.insertFailure = undefined;
     return written;
   }
 
@@ -541,13 +546,13 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
    * One row; if its stored content cannot be serialised (a RangeError), the row goes in without
    * it, so its tokens and cost are still accounted.
    */
-  private async insertOne(row: ApiLog): Promise<void> {
+  private async insertOne(row: ApiLog): Promise<number> {
     try {
-      await this.insert([row]);
+      return await this.insert([row]);
     } catch (err) {
       if (!(err instanceof RangeError) || (row.request_content === null && row.response_content === null)) throw err;
       this.logger.error(`request-log row ${row.id}: its stored content cannot be serialised (${err.message}); written without it`);
-      await this.insert([{ ...row, request_content: null, response_content: null }]);
+      return this.insert([{ ...row, request_content: null, response_content: null }]);
     }
   }
 
@@ -719,6 +724,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     const start = spoolOffset(path);
     const batches = this.spoolBatches(path, start);
     let rows = 0;
+    let fresh = 0;
     try {
       for (let next = await batches.next(); !next.done; next = await batches.next()) {
         const batch = next.value;
@@ -727,7 +733,9 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
           return false;
         }
         try {
-          this.stats.replayed += await this.insertBatch(batch.rows);
+          const n = await this.insertBatch(batch.rows);
+          this.stats.replayed += n;
+          fresh += n;
           rows += batch.rows.length;
         } catch (err) {
           if (this.stopping) return false;
@@ -744,7 +752,10 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       await batches.return(undefined);
     }
     await unlink(path);
-    this.logger.log(`replayed ${rows} spooled request-log rows${start > 0 ? ` (resumed at byte ${start})` : ''}`);
+    // Rows not new: in the database already (an insert that landed after its batch was spooled,
+    // a replay cut short), or set aside as refused.
+    const old = rows - fresh > 0 ? `; ${rows - fresh} of them were in the database already or refused` : '';
+    this.logger.log(`replayed ${rows} spooled request-log rows${start > 0 ? ` (resumed at byte ${start})` : ''}${old}`);
     return true;
   }
 
