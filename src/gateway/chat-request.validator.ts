@@ -92,15 +92,44 @@ function fail(param: string, problem: string): never {
   throw new InvalidRequestError(`Invalid request: "${param}" ${problem}`, param, 'invalid_request');
 }
 
+/** OpenRouter's own options every endpoint takes (`models` and `provider` are read by the routing). */
+const OPENROUTER_OPTIONS = ['transforms', 'plugins', 'route', 'usage', 'session_id', 'debug'] as const;
+
+/**
+ * The parts of a body all of OpenRouter's OpenAI endpoints share: without `model`, the first of
+ * the fallback list `models` is the model asked for; and its own options, checked for type.
+ */
+export function checkOpenRouterFields(body: Record<string, unknown>): void {
+  if ((body.model === undefined || body.model === null) && Array.isArray(body.models) && typeof body.models[0] === 'string')
+    body.model = body.models[0];
+  for (const key of OPENROUTER_OPTIONS) {
+    const v = body[key];
+    if (v === undefined || v === null) continue;
+    const problem = PARAMS[key](v);
+    if (problem) fail(key, problem);
+    checkNested(body, key);
+  }
+}
+
+function checkNested(body: Record<string, unknown>, key: string): void {
+  const o = body[key];
+  const fields = NESTED[key];
+  if (!fields || !isJsonObject(o)) return;
+  for (const field in fields) {
+    const v = o[field];
+    if (v === undefined || v === null) continue;
+    const problem = fields[field](v);
+    if (problem) fail(`${key}.${field}`, problem);
+  }
+}
+
 /**
  * Checks a chat-completions body quickly and names the first bad field. Unknown fields pass
  * through untouched (servers have their own extras); known ones must have the right type.
  */
 export function validateChatRequest(body: unknown): ChatRequest {
   if (!isJsonObject(body)) fail('body', 'must be a JSON object');
-  // OpenRouter: without `model`, the first of the fallback list `models` is the model asked for.
-  if ((body.model === undefined || body.model === null) && Array.isArray(body.models) && typeof body.models[0] === 'string')
-    body.model = body.models[0];
+  checkOpenRouterFields(body);
   if (body.model === undefined || body.model === null) fail('model', 'is required');
   if (typeof body.model !== 'string' || body.model.trim() === '') fail('model', 'must be a non-empty string');
   if (body.messages === undefined || body.messages === null) fail('messages', 'is required');
@@ -114,16 +143,7 @@ export function validateChatRequest(body: unknown): ChatRequest {
     const problem = PARAMS[key](v);
     if (problem) fail(key, problem);
   }
-  for (const key in NESTED) {
-    const o = body[key];
-    if (!isJsonObject(o)) continue;
-    for (const field in NESTED[key]) {
-      const v = o[field];
-      if (v === undefined || v === null) continue;
-      const problem = NESTED[key][field](v);
-      if (problem) fail(`${key}.${field}`, problem);
-    }
-  }
+  for (const key in NESTED) checkNested(body, key);
   if (isJsonObject(body.reasoning)) {
     for (const key in REASONING) {
       const v = body.reasoning[key];

@@ -1,5 +1,5 @@
 import type { CompletionRequest } from '../common/completion.types';
-import { invalidParameter as fail, MAX_TOKENS_LIMIT, PARAMETER_CHECKS } from './chat-request.validator';
+import { checkOpenRouterFields, invalidParameter as fail, MAX_TOKENS_LIMIT, PARAMETER_CHECKS } from './chat-request.validator';
 import { isJsonObject } from '../common/json-object';
 
 const isTokenList = (v: unknown): boolean => Array.isArray(v) && v.length > 0 && v.every((t) => Number.isInteger(t) && (t as number) >= 0);
@@ -29,6 +29,7 @@ const SHARED = [
  */
 export function validateCompletionRequest(body: unknown): CompletionRequest {
   if (!isJsonObject(body)) fail('body', 'must be a JSON object');
+  checkOpenRouterFields(body);
   if (typeof body.model !== 'string' || body.model.trim() === '')
     fail('model', body.model === undefined || body.model === null ? 'is required' : 'must be a non-empty string');
   const p = body.prompt;

@@ -1,5 +1,5 @@
 import type { EmbeddingsRequest } from '../common/embedding.types';
-import { invalidParameter as fail, PARAMETER_CHECKS } from './chat-request.validator';
+import { checkOpenRouterFields, invalidParameter as fail, PARAMETER_CHECKS } from './chat-request.validator';
 import { isJsonObject } from '../common/json-object';
 
 const isTokenList = (v: unknown): boolean => Array.isArray(v) && v.length > 0 && v.every((t) => Number.isInteger(t) && (t as number) >= 0);
@@ -13,6 +13,7 @@ export const MAX_EMBEDDING_INPUTS = 2048;
  */
 export function validateEmbeddingsRequest(body: unknown): EmbeddingsRequest {
   if (!isJsonObject(body)) fail('body', 'must be a JSON object');
+  checkOpenRouterFields(body);
   if (typeof body.model !== 'string' || body.model.trim() === '')
     fail('model', body.model === undefined || body.model === null ? 'is required' : 'must be a non-empty string');
   const input = body.input;
@@ -47,5 +48,11 @@ export function validateEmbeddingsRequest(body: unknown): EmbeddingsRequest {
   const userProblem = body.user === undefined || body.user === null ? undefined : PARAMETER_CHECKS.user(body.user);
   if (userProblem) fail('user', userProblem);
   if (body.encoding_format === null) delete body.encoding_format;
+  // Embeddings are never streamed (OpenAI's API has no such option): an answer is one JSON body,
+  // and an upstream that refuses arguments it does not know is not sent these.
+  const streamProblem = body.stream === undefined || body.stream === null ? undefined : PARAMETER_CHECKS.stream(body.stream);
+  if (streamProblem) fail('stream', streamProblem);
+  delete body.stream;
+  delete body.stream_options;
   return body as EmbeddingsRequest;
 }

@@ -66,6 +66,8 @@ export class EmbeddingsService implements OnModuleInit, OnApplicationBootstrap {
     await this.calls.handle(req, res, 'embeddings', async (scope) => {
       const body = validateEmbeddingsRequest(req.body);
       const { rec } = scope;
+      // Answered as one JSON body whatever `stream` said (the validator drops it).
+      rec.stream = false;
       rec.body = body;
       rec.userId = typeof body.user === 'string' ? body.user : null;
       const model = this.calls.resolveModel(scope, body.model, 'embedding');

@@ -136,6 +136,44 @@ ${[1, 2, 3, 4, 5, 6].map((i) => `      - { kind: deepseek, id: chat-${i}, base_u
       expect(Number(row.cost_usd)).toBeCloseTo(0.000006, 12);
     });
 
+    it('answers `stream: true` with one JSON body, recorded as no stream and not sent upstream', async () => {
+      const res = await rawPost(`${gw.url}/v1/embeddings`, { model: 'emb/small', input: 'abcd', stream: true, stream_options: {} });
+      expect(res.status).toBe(200);
+      expect(JSON.parse(res.text).data).toHaveLength(1);
+      expect(vllm.requests[0].body).not.toHaveProperty('stream');
+      expect(vllm.requests[0].body).not.toHaveProperty('stream_options');
+      const row = await gw.rowFor((JSON.parse(res.text) as { id: string }).id);
+      expect(row.stream).toBe(false);
+      const bad = await rawPost(`${gw.url}/v1/embeddings`, { model: 'emb/small', input: 'abcd', stream: 'yes' });
+      expect(bad.status).toBe(400);
+      expect(JSON.parse(bad.text).error.param).toBe('stream');
+    });
+
+    it("checks OpenRouter's options for type, as chat does", async () => {
+      const cases: Array<[string, Record<string, unknown>, string]> = [
+        ['/v1/embeddings', { transforms: 'middle-out' }, 'transforms'],
+        ['/v1/embeddings', { route: 5 }, 'route'],
+        ['/v1/embeddings', { session_id: 5 }, 'session_id'],
+        ['/v1/completions', { transforms: [1] }, 'transforms'],
+        ['/v1/completions', { session_id: 'x'.repeat(129) }, 'session_id'],
+        ['/v1/completions', { plugins: 'x' }, 'plugins'],
+        ['/v1/completions', { usage: { include: 'yes' } }, 'usage.include'],
+        ['/v1/completions', { debug: 7 }, 'debug'],
+      ];
+      for (const [path, extra, param] of cases) {
+        const body =
+          path === '/v1/embeddings' ? { model: 'emb/small', input: 'a', ...extra } : { model: 'base/llama', prompt: 'a', ...extra };
+        const res = await rawPost(`${gw.url}${path}`, body);
+        expect({ path, param, status: res.status, error: (JSON.parse(res.text) as { error: { param: string } }).error.param }).toEqual({
+          path,
+          param,
+          status: 400,
+          error: param,
+        });
+      }
+      expect(vllm.requests).toHaveLength(0);
+    });
+
     it('gives floats when asked, and passes dimensions on', async () => {
       const res = await client.embeddings.create({ model: 'emb/small', input: 'abcd', encoding_format: 'float', dimensions: 2 });
       expect(res.data[0].embedding).toEqual([0.5, 5 / 8]);

@@ -343,6 +343,19 @@ models:
     expect(charged).not.toBe(0.000007);
   });
 
+  it("passes the client's data policies, transforms and session on from text completions and embeddings too", async () => {
+    const extras = { transforms: ['middle-out'], provider: { sort: 'price', data_collection: 'deny', zdr: true }, session_id: 's-9' };
+    // Without `model`, the first of `models` is the one asked for, as on chat.
+    await client.completions.create({ models: ['or/llama'], prompt: 'Once', max_tokens: 3, ...extras } as never);
+    await client.embeddings.create({ models: ['or/embed'], input: 'a', ...extras } as never);
+    expect(upstream.requests.map((r) => r.path)).toEqual(['/api/v1/completions', '/api/v1/embeddings']);
+    for (const { body } of upstream.requests) {
+      expect(body).toMatchObject({ transforms: ['middle-out'], provider: { data_collection: 'deny', zdr: true }, session_id: 's-9' });
+      expect(body.provider).not.toHaveProperty('sort');
+      expect(body).not.toHaveProperty('models');
+    }
+  });
+
   it("gives Claude's signed and encrypted reasoning to the Anthropic surface, and takes it back to OpenRouter whole", async () => {
     const ask = { model: 'or/reasoned', max_tokens: 100, messages: [{ role: 'user', content: 'hi' }] };
     const blocks = [

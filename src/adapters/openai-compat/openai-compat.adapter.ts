@@ -86,7 +86,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     if (this.profile(route).textCompletions === false) return this.complete(completionAsChatRequest(req), route, ctx);
     let res: Dispatcher.ResponseData;
     try {
-      res = await this.send('completions', buildCompletionBody(req, route, false), route, ctx, false);
+      res = await this.send('completions', buildCompletionBody(req, route, false, this.profile(route)), route, ctx, false);
     } catch (err) {
       const chat = chatInstead(err, req);
       if (chat) return this.complete(chat, route, ctx);
@@ -105,7 +105,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     }
     let res: Dispatcher.ResponseData;
     try {
-      res = await this.send('completions', buildCompletionBody(req, route, true), route, ctx, true);
+      res = await this.send('completions', buildCompletionBody(req, route, true, this.profile(route)), route, ctx, true);
     } catch (err) {
       const chat = chatInstead(err, req);
       if (!chat) throw err;
@@ -126,7 +126,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
   }
 
   async embed(req: EmbeddingsRequest, route: RouteDef, ctx: CallContext): Promise<EmbeddingsResponse> {
-    const res = await this.send('embeddings', buildEmbeddingsBody(req, route), route, ctx, false);
+    const res = await this.send('embeddings', buildEmbeddingsBody(req, route, this.profile(route)), route, ctx, false);
     const json = await readJson<EmbeddingsResponse>(this.http, res, route, ctx);
     if (!json || !Array.isArray(json.data)) throw miniMaxError(json, route) ?? protocolError(route, 'answered without embeddings');
     return json;

@@ -662,6 +662,7 @@ describe('completion and embedding bodies', () => {
       { model: 'pub', prompt: [1, 2, 3], echo: true, logprobs: 2, provider: { order: ['x'] } },
       route(),
       true,
+      vllm,
     );
     expect(body).toEqual({
       model: 'meta-llama/Llama-3.1-8B-Instruct',
@@ -674,12 +675,12 @@ describe('completion and embedding bodies', () => {
   });
 
   it('asks for floats unless the client wants base64', () => {
-    expect(buildEmbeddingsBody({ model: 'pub', input: ['a'], dimensions: 8 }, route())).toEqual({
+    expect(buildEmbeddingsBody({ model: 'pub', input: ['a'], dimensions: 8 }, route(), vllm)).toEqual({
       model: 'meta-llama/Llama-3.1-8B-Instruct',
       input: ['a'],
       dimensions: 8,
       encoding_format: 'float',
     });
-    expect(buildEmbeddingsBody({ model: 'pub', input: 'a', encoding_format: 'base64' }, route()).encoding_format).toBe('base64');
+    expect(buildEmbeddingsBody({ model: 'pub', input: 'a', encoding_format: 'base64' }, route(), vllm).encoding_format).toBe('base64');
   });
 });

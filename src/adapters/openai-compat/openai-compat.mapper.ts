@@ -24,7 +24,7 @@ import { isJsonObject } from '../../common/json-object';
  */
 export function buildChatBody(req: ChatRequest, route: RouteDef, stream: boolean, profile: OpenAiCompatProfile): Record<string, unknown> {
   const body: Record<string, unknown> = withExtraBody({ ...req }, route.extraBody);
-  for (const f of GATEWAY_ONLY_FIELDS) if (!profile.passFields?.includes(f)) delete body[f];
+  dropGatewayFields(body, profile);
   for (const f of profile.dropFields) delete body[f];
   body.model = route.providerModelId;
   setStream(body, req.stream_options, stream);
@@ -33,6 +33,11 @@ export function buildChatBody(req: ChatRequest, route: RouteDef, stream: boolean
     downgradeResponseFormat(body);
   profile.fixRequest?.(body);
   return body;
+}
+
+/** OpenRouter's options, which never leave the gateway but for a server that acts on them itself. */
+function dropGatewayFields(body: Record<string, unknown>, profile: OpenAiCompatProfile): void {
+  for (const f of GATEWAY_ONLY_FIELDS) if (!profile.passFields?.includes(f)) delete body[f];
 }
 
 function setStream(body: Record<string, unknown>, options: ChatRequest['stream_options'], stream: boolean): void {
@@ -59,9 +64,14 @@ function downgradeResponseFormat(body: Record<string, unknown>): void {
 }
 
 /** The legacy `/completions` body: the client's fields, the upstream model, usage asked for on streams. */
-export function buildCompletionBody(req: CompletionRequest, route: RouteDef, stream: boolean): Record<string, unknown> {
+export function buildCompletionBody(
+  req: CompletionRequest,
+  route: RouteDef,
+  stream: boolean,
+  profile: OpenAiCompatProfile,
+): Record<string, unknown> {
   const body: Record<string, unknown> = { ...req };
-  for (const f of GATEWAY_ONLY_FIELDS) delete body[f];
+  dropGatewayFields(body, profile);
   body.model = route.providerModelId;
   setStream(body, req.stream_options, stream);
   return body;
@@ -71,9 +81,9 @@ export function buildCompletionBody(req: CompletionRequest, route: RouteDef, str
  * The `/embeddings` body. Floats are asked for unless the client wants base64: some servers
  * ignore `encoding_format`, and the gateway encodes whatever comes back as the client asked.
  */
-export function buildEmbeddingsBody(req: EmbeddingsRequest, route: RouteDef): Record<string, unknown> {
+export function buildEmbeddingsBody(req: EmbeddingsRequest, route: RouteDef, profile: OpenAiCompatProfile): Record<string, unknown> {
   const body: Record<string, unknown> = { ...req, model: route.providerModelId, encoding_format: req.encoding_format ?? 'float' };
-  for (const f of GATEWAY_ONLY_FIELDS) delete body[f];
+  dropGatewayFields(body, profile);
   return body;
 }
 
