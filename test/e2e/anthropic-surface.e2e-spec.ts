@@ -157,6 +157,40 @@ models:
     return row;
   };
 
+  it("takes Claude Code's mid-conversation system messages: relayed to Claude, where they stand for chat backends", async () => {
+    // As Claude Code 2.1.197 sends them (the beta in its anthropic-beta header).
+    const beta = { 'anthropic-beta': 'claude-code-20250219,mid-conversation-system-2026-04-07' };
+    const body = {
+      max_tokens: 50,
+      system: 'You are Claude Code.',
+      messages: [
+        { role: 'user', content: 'say hi' },
+        { role: 'system', content: 'Available agent types for the Agent tool: general-purpose' },
+      ],
+    };
+    const relayed = await call(`${gw.url}/anthropic/v1/messages`, 'POST', { ...body, model: 'claude/sonnet' }, beta);
+    expect(relayed.status).toBe(200);
+    expect(claude.requests[0].body).toEqual({ ...body, model: 'ok' });
+    expect(claude.requests[0].headers['anthropic-beta']).toBe('claude-code-20250219,mid-conversation-system-2026-04-07');
+    const counted = await call(
+      `${gw.url}/anthropic/v1/messages/count_tokens`,
+      'POST',
+      { ...body, max_tokens: undefined, model: 'claude/sonnet' },
+      beta,
+    );
+    expect(counted.status).toBe(200);
+    expect(claude.requests[1].body.messages).toEqual(body.messages);
+
+    const translated = await call(`${gw.url}/anthropic/v1/messages`, 'POST', { ...body, model: 'llama/chat', stream: true }, beta);
+    expect(translated.status).toBe(200);
+    expect(String(translated.body)).toContain('event: message_stop');
+    expect(compat.requests[0].body.messages).toEqual([
+      { role: 'system', content: 'You are Claude Code.' },
+      { role: 'user', content: 'say hi' },
+      { role: 'system', content: 'Available agent types for the Agent tool: general-purpose' },
+    ]);
+  });
+
   describe('relayed to an anthropic route', () => {
     it("acts on OpenRouter's routing options itself and never sends them to Anthropic", async () => {
       // Anthropic refuses fields it does not know; before, `provider` reached it and came back a 400.
@@ -1049,7 +1083,10 @@ models:
         messages: [{ role: 'system', content: 'x' }],
       });
       expect(role.body).toMatchObject({
-        error: { type: 'invalid_request_error', message: "messages.0.role: Input should be 'user' or 'assistant'" },
+        error: {
+          type: 'invalid_request_error',
+          message: expect.stringMatching(/^messages\.0\.role: a system message cannot be the first message/),
+        },
       });
       const json = await call(`${gw.url}/anthropic/v1/messages`, 'POST', '{"model": ');
       expect(json.status).toBe(400);

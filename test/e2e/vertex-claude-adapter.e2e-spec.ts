@@ -225,6 +225,35 @@ models:
       });
     });
 
+    it("folds Claude Code's mid-conversation system messages into the top-level system (Vertex AI has none)", async () => {
+      const messages = [
+        body.messages[0],
+        { role: 'system', content: 'Available agent types: general-purpose' },
+        { role: 'assistant', content: 'hi' },
+        { role: 'user', content: 'go on' },
+        { role: 'system', content: [{ type: 'text', text: 'Be brief.', cache_control: { type: 'ephemeral' } }] },
+      ];
+      const res = await rawPost(`${gw.url}/anthropic/v1/messages`, { ...body, messages });
+      expect(res.status).toBe(200);
+      const system = [
+        ...body.system,
+        { type: 'text', text: 'Available agent types: general-purpose' },
+        { type: 'text', text: 'Be brief.', cache_control: { type: 'ephemeral' } },
+      ];
+      expect(predictions()[0].body).toMatchObject({ system, messages: [messages[0], messages[2], messages[3]] });
+      const { max_tokens: _max, ...countBody } = body;
+      expect((await rawPost(`${gw.url}/anthropic/v1/messages/count_tokens`, { ...countBody, messages })).status).toBe(200);
+      expect(predictions()[1].body).toMatchObject({ system, messages: [messages[0], messages[2], messages[3]] });
+      // A tool change has no such form: this route's refusal, before any call.
+      const change = await rawPost(`${gw.url}/anthropic/v1/messages`, {
+        ...body,
+        messages: [body.messages[0], { role: 'system', content: [{ type: 'tool_removal', name: 'Bash' }] }],
+      });
+      expect(change.status).toBe(400);
+      expect(JSON.parse(change.text).error.message).toContain('mid-conversation system content of type "tool_removal"');
+      expect(predictions()).toHaveLength(2);
+    });
+
     it('counts tokens at count-tokens:rawPredict, the model named in the body', async () => {
       const { max_tokens: _max, ...countBody } = body;
       const res = await rawPost(`${gw.url}/anthropic/v1/messages/count_tokens`, countBody);

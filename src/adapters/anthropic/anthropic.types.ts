@@ -68,7 +68,8 @@ export type AnthropicContentBlock =
   | AnthropicRedactedThinkingBlock;
 
 export interface AnthropicMessage {
-  role: 'user' | 'assistant';
+  /** `system`: a mid-conversation system message (the Messages surface relays them to Claude routes). */
+  role: 'user' | 'assistant' | 'system';
   content: string | AnthropicContentBlock[];
 }
 

@@ -3,7 +3,7 @@ import type { Dispatcher } from 'undici';
 import { UpstreamError } from '../../common/errors';
 import type { RouteDef } from '../../config/registry.types';
 import { AnthropicAdapter, type ClientProtocol, type MessagesEndpoint } from '../anthropic/anthropic.adapter';
-import type { AnthropicRequest } from '../anthropic/anthropic.types';
+import type { AnthropicRequest, AnthropicTextBlock } from '../anthropic/anthropic.types';
 import { googleRetryDelayMs, googleStatus, parseGoogleError } from '../http/google-error';
 import { KeyPool } from '../http/key-pool.service';
 import { joinUrl, optionString, postJson, unsupported, withoutSecrets } from '../http/upstream-call';
@@ -64,14 +64,49 @@ function segment(s: string): string {
  */
 export function toVertexBody(body: AnthropicRequest): AnthropicRequest {
   refuseUrlSources(body.messages);
-  const { model: _model, ...rest } = body;
+  const { model: _model, ...rest } = foldSystemMessages(body);
   return { ...rest, anthropic_version: VERTEX_ANTHROPIC_VERSION };
 }
 
-/** A body whose media are all inline (else the route's refusal, as for messages). */
-function withoutUrlSources(body: AnthropicRequest): AnthropicRequest {
+/** A count-tokens body: as for messages, its media inline and its system messages folded. */
+function forCountTokens(body: AnthropicRequest): AnthropicRequest {
   refuseUrlSources(body.messages);
-  return body;
+  return foldSystemMessages(body);
+}
+
+/**
+ * Mid-conversation system messages (Claude Code sends them) are the Claude API's; Vertex AI has
+ * none, and refuses a `system` role. Their text joins the top-level `system` instead, so the
+ * instructions still come as system instructions, though from the start, and the prompt cache's
+ * prefix changes with them. A tool change (`tool_addition`, ...) has no such form: refused as
+ * this route's, so that another route of the model may take the request.
+ */
+export function foldSystemMessages(body: AnthropicRequest): AnthropicRequest {
+  const messages = body.messages;
+  if (!Array.isArray(messages) || !messages.some((m) => m?.role === 'system')) return body;
+  const folded: AnthropicTextBlock[] = [];
+  messages.forEach((m, i) => {
+    if (m.role !== 'system') return;
+    if (typeof m.content === 'string') {
+      if (m.content !== '') folded.push({ type: 'text', text: m.content });
+      return;
+    }
+    m.content.forEach((b, j) => {
+      if (b.type !== 'text')
+        throw unsupported(
+          `messages[${i}].content[${j}]: Claude on Vertex AI takes no mid-conversation system content of type "${String(b.type)}"`,
+          `messages[${i}].content[${j}].type`,
+        );
+      folded.push(b);
+    });
+  });
+  const system: AnthropicTextBlock[] =
+    body.system === undefined || body.system === null || body.system === ''
+      ? []
+      : typeof body.system === 'string'
+        ? [{ type: 'text', text: body.system }]
+        : body.system;
+  return { ...body, system: [...system, ...folded], messages: messages.filter((m) => m.role !== 'system') };
 }
 
 function refuseUrlSources(messages: unknown): void {
@@ -191,7 +226,7 @@ export class VertexClaudeAdapter extends AnthropicAdapter {
     // the model in the URL, except for count-tokens, which names it in the body.
     const text = JSON.stringify(
       endpoint === 'messages/count_tokens'
-        ? { ...withoutUrlSources(body), model: route.providerModelId, anthropic_version: VERTEX_ANTHROPIC_VERSION }
+        ? { ...forCountTokens(body), model: route.providerModelId, anthropic_version: VERTEX_ANTHROPIC_VERSION }
         : toVertexBody(body),
     );
     const url = this.url(route, stream, endpoint);

@@ -279,6 +279,44 @@ describe('messagesToChat', () => {
     ).toBeUndefined();
   });
 
+  it('keeps a mid-conversation system message where it stands, as a chat system message', () => {
+    const body = {
+      max_tokens: 10,
+      system: 'top',
+      messages: [
+        { role: 'user', content: 'hi' },
+        { role: 'system', content: 'Available agent types: general' },
+        { role: 'assistant', content: 'hello' },
+        { role: 'user', content: 'go' },
+        {
+          role: 'system',
+          content: [
+            { type: 'text', text: 'a' },
+            { type: 'text', text: 'b' },
+          ],
+        },
+      ],
+    };
+    expect(messagesToChat(body, 'm').messages).toEqual([
+      { role: 'system', content: 'top' },
+      { role: 'user', content: 'hi' },
+      { role: 'system', content: 'Available agent types: general' },
+      { role: 'assistant', content: 'hello' },
+      { role: 'user', content: 'go' },
+      { role: 'system', content: 'a\n\nb' },
+    ]);
+    const change = {
+      ...body,
+      messages: [
+        { role: 'user', content: 'hi' },
+        { role: 'system', content: [{ type: 'tool_removal', name: 'x' }] },
+      ],
+    };
+    expect(() => messagesToChat(change, 'm')).toThrow(
+      expect.objectContaining({ status: 400, param: 'messages.1.content.0.type', unsupportedByRoute: true }),
+    );
+  });
+
   it('refuses server tools and unknown blocks with a 400 naming the field', () => {
     const server = () =>
       messagesToChat(

@@ -200,7 +200,8 @@ const threadUnsupported = (): UpstreamError =>
 export const CLAUDE_ONLY_FIELDS = ['thread', 'mcp_servers', 'container'] as const;
 
 /**
- * A Messages request as a canonical chat request: `system` becomes a system message; user turns
+ * A Messages request as a canonical chat request: `system` becomes a system message, and so does
+ * each mid-conversation system message, where it stands; user turns
  * keep text, images and documents, and their `tool_result` blocks become `tool` messages (before
  * the rest of the turn, right after the assistant's calls); assistant `tool_use` blocks become
  * `tool_calls`, thinking becomes `reasoning_content` with the signed `thinking_blocks`; tools,
@@ -230,6 +231,20 @@ export function messagesToChat(body: Json, model: string, openRouterExtras = fal
   (body.messages as Json[]).forEach((m, i) => {
     const at = `messages.${i}`;
     const blocks = blocksOf(m.content);
+    if (m.role === 'system') {
+      // Mid-conversation instructions: a system message where it stands (chat takes one anywhere).
+      // Tool changes (`tool_addition`, ...) change what Claude is offered; no chat form says that.
+      blocks.forEach((b, j) => {
+        if (b.type !== 'text')
+          throw unsupported(
+            `${at}.content.${j}: system content of type "${b.type}" can only be sent to Claude models`,
+            `${at}.content.${j}.type`,
+          );
+      });
+      const text = systemText(m.content, keep);
+      if (text !== undefined) messages.push({ role: 'system', content: text });
+      return;
+    }
     if (m.role === 'assistant') {
       const texts: Block[] = [];
       let reasoning = '';

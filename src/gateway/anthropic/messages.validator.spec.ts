@@ -27,13 +27,30 @@ describe('validateMessagesRequest', () => {
     expect(problem({ ...ok, thread: { type: 'continue' } })).toBe('thread.previous_message_id: Field required');
   });
 
+  it('takes a system message after the first turn (mid-conversation instructions), with text', () => {
+    const user = { role: 'user', content: 'hi' };
+    expect(problem({ ...ok, messages: [user, { role: 'system', content: 'be terse' }] })).toBeUndefined();
+    expect(problem({ ...ok, messages: [user, { role: 'system', content: [{ type: 'text', text: 'be terse' }] }] })).toBeUndefined();
+    expect(problem({ ...ok, messages: [{ role: 'system', content: 'x' }, user] })).toMatch(
+      /^messages\.0\.role: a system message cannot be the first/,
+    );
+    expect(problem({ ...ok, messages: [user, { role: 'system', content: [{ type: 'image', source: {} }] }] })).toBe(
+      'messages.1.content.0.type: "image" blocks are not allowed in a system message',
+    );
+    expect(problem({ ...ok, messages: [user, { role: 'system', content: [{ type: 'text' }] }] })).toBe(
+      'messages.1.content.0.text: Input should be a valid string',
+    );
+  });
+
   it('names the first bad field as Anthropic does', () => {
     expect(problem([])).toMatch(/^body:/);
     expect(problem({ max_tokens: 1, messages: [] })).toBe('model: Field required');
     expect(problem({ model: 'm', messages: [] })).toBe('max_tokens: Field required');
     expect(problem({ ...ok, max_tokens: 0 })).toBe('max_tokens: Input should be greater than or equal to 1');
     expect(problem({ ...ok, messages: [] })).toBe('messages: at least one message is required');
-    expect(problem({ ...ok, messages: [{ role: 'tool', content: 'x' }] })).toBe("messages.0.role: Input should be 'user' or 'assistant'");
+    expect(problem({ ...ok, messages: [{ role: 'tool', content: 'x' }] })).toBe(
+      "messages.0.role: Input should be 'user', 'assistant' or 'system'",
+    );
     expect(problem({ ...ok, messages: [{ role: 'user', content: [{ type: 'text' }] }] })).toBe(
       'messages.0.content.0.text: Input should be a valid string',
     );

@@ -17,6 +17,11 @@ function fail(field: string, problem: string): never {
 const ASSISTANT_ONLY = new Set(['tool_use', 'thinking', 'redacted_thinking']);
 /** Blocks that only a user turn carries. */
 const USER_ONLY = new Set(['tool_result']);
+/**
+ * Blocks a mid-conversation system message cannot hold: it carries instructions (text; Anthropic's
+ * newer tool changes are relayed to Claude routes as they are), never conversation or media.
+ */
+const NOT_IN_SYSTEM = new Set([...ASSISTANT_ONLY, ...USER_ONLY, 'image', 'document']);
 /** Blocks a tool result's content cannot hold. */
 const NOT_IN_TOOL_RESULT = new Set(['tool_use', 'tool_result', 'thinking', 'redacted_thinking']);
 
@@ -45,7 +50,7 @@ function checkNumber(body: Json, key: string, min: number, max?: number, integer
 function checkContent(content: unknown, at: string, role: string): void {
   if (typeof content === 'string') return;
   if (!Array.isArray(content)) fail(`${at}.content`, 'Input should be a valid string or a list of content blocks');
-  const refused = role === 'user' ? ASSISTANT_ONLY : USER_ONLY;
+  const refused = role === 'user' ? ASSISTANT_ONLY : role === 'system' ? NOT_IN_SYSTEM : USER_ONLY;
   content.forEach((b: unknown, j) => checkBlock(b, `${at}.content.${j}`, refused, `${role === 'assistant' ? 'an' : 'a'} ${role} message`));
 }
 
@@ -123,8 +128,17 @@ export function validateMessagesRequest(body: unknown, countOnly = false): Json 
   body.messages.forEach((m: unknown, i) => {
     const at = `messages.${i}`;
     if (!isJsonObject(m)) fail(at, 'Input should be an object');
-    if (m.role !== 'user' && m.role !== 'assistant') fail(`${at}.role`, "Input should be 'user' or 'assistant'");
+    if (m.role !== 'user' && m.role !== 'assistant' && m.role !== 'system')
+      fail(`${at}.role`, "Input should be 'user', 'assistant' or 'system'");
     if (m.content === undefined || m.content === null) fail(`${at}.content`, 'Field required');
+    // A mid-conversation system message (Claude Code sends them): instructions that apply from
+    // there on, after the conversation's start (the top-level `system` is for those that apply
+    // from the first turn).
+    if (m.role === 'system' && i === 0)
+      fail(
+        `${at}.role`,
+        'a system message cannot be the first message; put instructions for the whole conversation in the top-level system field',
+      );
     checkContent(m.content, at, m.role);
   });
   if (body.system !== undefined && body.system !== null) {
