@@ -25,6 +25,12 @@ export interface CallContext {
    * before it still reaches the client with its own status.
    */
   readonly accepted?: () => void;
+  /**
+   * For one-shot calls: called by the adapter as the request goes to the upstream. Their answer
+   * comes whole, so nothing earlier says the upstream is working on the prompt; a client that
+   * leaves from here on is billed for it, as a stream's is once accepted.
+   */
+  readonly dispatched?: () => void;
 }
 
 /**

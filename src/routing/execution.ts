@@ -43,9 +43,11 @@ export class Execution {
   /** The request's OpenRouter routing options, once validated (by the first plan). */
   options?: RoutingOptions;
   /**
-   * Streams: the route whose upstream accepted the call and is working on it (until the attempt
-   * fails, or its first content commits the request to it), with the usage its opening reported
-   * (Anthropic's message_start). A client that leaves meanwhile is billed for the prompt there.
+   * The route whose upstream accepted the call and is working on it (until the attempt fails, or
+   * its first content commits the request to it), with the usage its opening reported (Anthropic's
+   * message_start). Streams: from the upstream's 2xx headers; one-shot calls, whose headers come
+   * with the whole answer: from the request's dispatch. A client that leaves meanwhile is billed
+   * for the prompt there.
    */
   accepted?: { route: RouteDef; model: ModelDef; usage?: Usage };
   /** Streams: a route's upstream accepted the call (the answer may still be a while). */

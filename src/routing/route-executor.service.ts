@@ -394,6 +394,11 @@ export class RouteExecutor {
               ex.accepted = { route, model: cand.model };
               ex.onAccepted?.();
             },
+        dispatched: oneShot
+          ? () => {
+              ex.accepted = { route, model: cand.model };
+            }
+          : undefined,
       },
     };
   }

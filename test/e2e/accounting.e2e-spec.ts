@@ -80,6 +80,10 @@ models:
     context_length: 8192
     pricing: { prompt: "1", completion: "1" }
     route: [{ kind: openai_compat, id: prefilling, base_url: "${standIn}", provider_model_id: "delay-first-token:5000" }]
+  - id: acme/slow-answer
+    context_length: 8192
+    pricing: { prompt: "1", completion: "1" }
+    route: [{ kind: openai_compat, id: thinking-long, base_url: "${standIn}", provider_model_id: "delay-headers:5000" }]
   - id: acme/slow-stream
     context_length: 8192
     pricing: { prompt: "1", completion: "1" }
@@ -266,6 +270,30 @@ describe.each(['sqlite', 'postgres'] as const)('accounting on %s', (backend) => 
     await waitFor(async () => (row = (await gw.rows()).find(mine)) !== undefined, 'the row of the abandoned stream');
     expect(row).toMatchObject({ status_code: 499, endpoint: 'prefilling', completion_tokens: 0, usage_estimated: true, stream: true });
     // The upstream reported nothing: the prompt is the gateway's estimate, at the route's price.
+    expect(row!.prompt_tokens).toBeGreaterThan(100);
+    expect(Number(row!.cost_usd)).toBeCloseTo(row!.prompt_tokens / 1e6, 12);
+  });
+
+  it('bills the prompt of a one-shot call the client left while the upstream worked on it', async () => {
+    standIn.reset();
+    const controller = new AbortController();
+    const prompt = 'one two three four five six seven eight '.repeat(20);
+    const clientId = `left-one-shot-${backend}`;
+    const pending = fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      signal: controller.signal,
+      headers: { 'content-type': 'application/json', 'x-request-id': clientId },
+      body: JSON.stringify(ask('acme/slow-answer', { messages: [{ role: 'user', content: prompt }] })),
+    }).catch(() => undefined);
+    await standIn.waitForRequests(1);
+    controller.abort();
+    await pending;
+    await standIn.waitForAborts(1);
+    const mine = (r: { metadata: unknown }) => (r.metadata as { client_request_id?: string } | null)?.client_request_id === clientId;
+    let row: Awaited<ReturnType<TestGateway['rows']>>[number] | undefined;
+    await waitFor(async () => (row = (await gw.rows()).find(mine)) !== undefined, 'the row of the abandoned call');
+    // Logged at nothing, a key could have had any number of such calls worked on without its budget seeing them.
+    expect(row).toMatchObject({ status_code: 499, endpoint: 'thinking-long', completion_tokens: 0, usage_estimated: true, stream: false });
     expect(row!.prompt_tokens).toBeGreaterThan(100);
     expect(Number(row!.cost_usd)).toBeCloseTo(row!.prompt_tokens / 1e6, 12);
   });

@@ -29,9 +29,10 @@ export async function postJson(
   headers: Record<string, string>,
   body: unknown,
   route: RouteDef,
-  ctx: Pick<CallContext, 'signal' | 'timeouts' | 'accepted'>,
+  ctx: Pick<CallContext, 'signal' | 'timeouts' | 'accepted' | 'dispatched'>,
   toError: HttpErrorMapper,
 ): Promise<Dispatcher.ResponseData> {
+  ctx.dispatched?.();
   const res = await http.request({
     url,
     method: 'POST',
