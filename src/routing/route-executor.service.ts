@@ -273,6 +273,12 @@ export class RouteExecutor {
           if (decision.kind === 'retry' && calls + untriedRoutes(plan, index) >= routing.retry.maxAttempts) decision = { kind: 'next' };
           if (decision.kind === 'larger_context' && this.fitCompletion(ex, err)) decision = { kind: 'retry', delayMs: 0 };
           if (decision.kind === 'larger_context') needContext = contextLengthOf(cand.model, cand.route);
+          // This failure opened the route's circuit (or opened it again, a half-open probe's):
+          // the retry would be refused after the wait, which would be spent for nothing.
+          if (decision.kind === 'retry' && !this.state.admitsAt(cand.state, performance.now() + decision.delayMs)) {
+            (ex.unavailable ??= []).push(`${cand.route.id}: circuit open`);
+            decision = { kind: 'next' };
+          }
           if (decision.kind !== 'retry') break;
           backoffMs = decision.delayMs;
           await this.wait(decision.delayMs, ex.signal, cand.route);

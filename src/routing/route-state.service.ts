@@ -208,6 +208,11 @@ export class RouteStateService {
     }
   }
 
+  /** Whether the route's breaker would let an attempt through at `at` (no slot is taken). */
+  admitsAt(st: RouteState, at: number): boolean {
+    return st.breaker.available(at, this.registry.current().routing.circuitBreaker);
+  }
+
   /** A permit to attempt this route now; undefined when its breaker refuses. */
   acquire(st: RouteState): CircuitPermit | undefined {
     return st.breaker.tryAcquire(performance.now(), this.registry.current().routing.circuitBreaker);

@@ -404,3 +404,41 @@ describe('routing under upstream faults', () => {
     expect(row.status_code).toBe(499);
   });
 });
+
+describe('a retry the circuit it opened would refuse', () => {
+  const upstream = new OpenAiUpstream();
+  let gw: TestGateway;
+
+  beforeAll(async () => {
+    const u = await upstream.start();
+    gw = await startGateway({
+      routing:
+        'retry: { max_retries: 2, backoff_ms: 20, max_retry_after_ms: 10000 }\ncircuit_breaker: { failure_threshold: 1, cooldown_seconds: 30 }\n',
+      models: `
+models:
+  - id: c/pair
+    context_length: 8192
+    router: priority
+    route:
+      - { kind: openai_compat, id: limited, base_url: "${u}", provider_model_id: "fail-n:503:100:3" }
+      - { kind: openai_compat, id: backup, base_url: "${u}", provider_model_id: ok }
+`,
+    });
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await upstream.stop();
+  });
+
+  it('is not waited for: the failure that opened the circuit moves on to the next route at once, not after its Retry-After', async () => {
+    const started = performance.now();
+    const res = await gw.client().chat.completions.create({ model: 'c/pair', messages: [{ role: 'user', content: 'hi' }] });
+    const took = performance.now() - started;
+    expect(res.choices[0].message.content).toBe('echo: hi');
+    // The 503 said to come back in 3 s; the circuit its failure opened would have refused that retry.
+    expect(took).toBeLessThan(1500);
+    const row = (await gw.rows()).find((r) => r.id === res.id.replace(/^gen-/, ''))!;
+    const attempts = (row.metadata as { attempts: Attempt[] }).attempts.map((a) => `${a.route}:${a.outcome}`);
+    expect(attempts).toEqual(['limited:error', 'backup:ok']);
+  });
+});
