@@ -224,6 +224,27 @@ describe('ToolCallFixer', () => {
     expect(calls(fixer.fix(chunk([{ id: 'call_3', function: { name: 'g', arguments: '{}' } }])))![0].index).toBe(2);
   });
 
+  it('gives a call that starts at an index another call holds an index of its own, and its later deltas follow it', () => {
+    // Ollama behind LiteLLM and some SGLang/Qwen tool parsers: every parallel call at index 0.
+    const fixer = new ToolCallFixer((choice, call) => `call_r_${choice}_${call}`);
+    const seen = (tool_calls: unknown[]) => calls(fixer.fix(chunk(tool_calls)))!.map((t) => [t.index, t.id ?? null]);
+    expect(seen([{ index: 0, id: 'call_A', type: 'function', function: { name: 'get_weather', arguments: '{"city":' } }])).toEqual([
+      [0, 'call_A'],
+    ]);
+    expect(seen([{ index: 0, function: { arguments: '"A"}' } }])).toEqual([[0, null]]);
+    expect(seen([{ index: 0, id: 'call_B', type: 'function', function: { name: 'get_time', arguments: '{"tz":' } }])).toEqual([
+      [1, 'call_B'],
+    ]);
+    expect(seen([{ index: 0, function: { arguments: '"B"}' } }])).toEqual([[1, null]]);
+    // A server that repeats a call's id on each of its deltas, or names the first call again.
+    expect(seen([{ index: 0, id: 'call_B', function: { arguments: '' } }])).toEqual([[1, 'call_B']]);
+    expect(seen([{ index: 0, id: 'call_A', function: { arguments: '' } }])).toEqual([[0, 'call_A']]);
+    // A new id without a function name is no new call (some servers send an id with every delta).
+    const other = new ToolCallFixer((choice, call) => `call_r_${choice}_${call}`);
+    other.fix(chunk([{ index: 0, id: 'x1', type: 'function', function: { name: 'f', arguments: '{' } }]));
+    expect(calls(other.fix(chunk([{ index: 0, id: 'x2', function: { arguments: '}' } }])))![0].index).toBe(0);
+  });
+
   it('starts a call for a delta with neither index nor id that names a function', () => {
     const fixer = new ToolCallFixer((choice, call) => `call_r_${choice}_${call}`);
     const out = fixer.fix(

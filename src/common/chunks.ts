@@ -78,12 +78,27 @@ export function stripChunkReasoning(chunk: ChatChunk): boolean {
  * `index` (Gemini's OpenAI-compatible endpoint, some Ollama versions) gets one — by its id, or
  * the call before it for an arguments-only delta — and a call's first delta without an `id`
  * gets one, so that clients can accumulate the calls (the OpenAI SDKs key them by index) and
- * answer each by id. One per stream; deltas that are already whole pass untouched. Used where
- * chunks come from such servers (openai_compat) and where a surface keys calls itself (the
- * Anthropic translation).
+ * answer each by id. A call that starts (a new id and a function name) at an index another call
+ * holds (Ollama behind LiteLLM, some SGLang and Qwen tool parsers send every parallel call as
+ * index 0) gets an index of its own, and the deltas after it at that index follow it: else its
+ * arguments were joined to the first call's (`{"city":"A"}{"tz":"B"}`) and the call was lost. One
+ * per stream; deltas that are already whole pass untouched. Used where chunks come from such
+ * servers (openai_compat) and where a surface keys calls itself (the Anthropic translation).
  */
 export class ToolCallFixer {
-  private readonly choices = new Map<number, { byId: Map<string, number>; seen: Set<number>; next: number; last: number }>();
+  private readonly choices = new Map<
+    number,
+    {
+      byId: Map<string, number>;
+      /** Each call's id, by the index given to it. */
+      idAt: Map<number, string>;
+      /** The upstream's index → the index given to the call that last started there, when they differ. */
+      moved: Map<number, number>;
+      seen: Set<number>;
+      next: number;
+      last: number;
+    }
+  >();
 
   /** `idFor(choice, call)`: the id given to a call that came without one. */
   constructor(private readonly idFor: (choice: number, call: number) => string) {}
@@ -93,7 +108,7 @@ export class ToolCallFixer {
       const calls = c.delta?.tool_calls;
       if (!Array.isArray(calls)) continue;
       let st = this.choices.get(c.index);
-      if (!st) this.choices.set(c.index, (st = { byId: new Map(), seen: new Set(), next: 0, last: -1 }));
+      if (!st) this.choices.set(c.index, (st = { byId: new Map(), idAt: new Map(), moved: new Map(), seen: new Set(), next: 0, last: -1 }));
       for (const t of calls) {
         if (!t || typeof t !== 'object') continue;
         let i: number | undefined = typeof t.index === 'number' ? t.index : undefined;
@@ -102,10 +117,21 @@ export class ToolCallFixer {
           i = t.id ? st.byId.get(t.id) : t.function?.name ? undefined : st.last >= 0 ? st.last : undefined;
           i ??= st.next;
           t.index = i;
+        } else {
+          const known = t.id ? st.byId.get(t.id) : undefined;
+          const at = known ?? st.moved.get(i) ?? i;
+          const held = st.idAt.get(at);
+          if (known === undefined && t.id && t.function?.name && held !== undefined && held !== t.id) {
+            // Another call starting where one already is: an index of its own.
+            st.moved.set(i, st.next);
+            i = st.next;
+          } else i = at;
+          t.index = i;
         }
         if (!st.seen.has(i)) {
           st.seen.add(i);
           if (!t.id) t.id = this.idFor(c.index, i);
+          st.idAt.set(i, t.id);
           // The SDKs' stream helpers want the type on a call's first delta (some servers omit it).
           t.type ??= 'function';
         }

@@ -119,6 +119,9 @@ models:
   - id: llama/only-done
     context_length: 8192
     route: [{ kind: openai_compat, base_url: "${o}", provider_model_id: only-done }]
+  - id: llama/tools-one-index
+    context_length: 8192
+    route: [{ kind: openai_compat, base_url: "${o}", provider_model_id: tools-one-index }]
   - id: llama/only-role
     context_length: 8192
     route: [{ kind: openai_compat, base_url: "${o}", provider_model_id: only-role }]
@@ -188,6 +191,25 @@ models:
       { role: 'system', content: 'You are Claude Code.' },
       { role: 'user', content: 'say hi' },
       { role: 'system', content: 'Available agent types for the Agent tool: general-purpose' },
+    ]);
+  });
+
+  it('gives parallel calls a server sent all at index 0 a tool_use block each', async () => {
+    const msg = await client.messages
+      .stream({
+        model: 'llama/tools-one-index',
+        max_tokens: 100,
+        tools: [
+          { name: 'get_weather', input_schema: { type: 'object', properties: {} } },
+          { name: 'get_time', input_schema: { type: 'object', properties: {} } },
+        ],
+        messages: [{ role: 'user', content: 'Oslo' }],
+      })
+      .finalMessage();
+    expect(msg.stop_reason).toBe('tool_use');
+    expect(msg.content.filter((b) => b.type === 'tool_use').map((b) => [b.name, b.input])).toEqual([
+      ['get_weather', { input: 'Oslo' }],
+      ['get_time', { n: 2 }],
     ]);
   });
 
@@ -1173,7 +1195,7 @@ models:
     });
     const all: string[] = [];
     for await (const m of client.models.list({ limit: 3 })) all.push(m.id);
-    expect(all).toHaveLength(26);
+    expect(all).toHaveLength(27);
     expect(await client.models.retrieve('llama/chat')).toMatchObject({ id: 'llama/chat', type: 'model' });
     // An empty cursor is no cursor: the first page, as with after_id=.
     const empty = (await (await fetch(`${gw.url}/anthropic/v1/models?limit=2&before_id=`)).json()) as { data: Array<{ id: string }> };

@@ -64,6 +64,10 @@ models:
     context_length: 8192
     route:
       - { kind: openai_compat, base_url: "${upstream}", provider_model_id: tools-bare }
+  - id: acme/tools-one-index
+    context_length: 8192
+    route:
+      - { kind: openai_compat, base_url: "${upstream}", provider_model_id: tools-one-index }
   - id: acme/bad-request
     context_length: 8192
     route:
@@ -416,6 +420,22 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     // The SDK keys calls by index and answers them by id.
     const call = (await stream.finalChatCompletion()).choices[0].message.tool_calls![0];
     expect(call).toMatchObject({ id: expect.stringMatching(/^call_/), function: { name: 'get_weather', arguments: '{"input":"Oslo"}' } });
+  });
+
+  it('streams parallel calls a server sent all at index 0 as calls of their own', async () => {
+    const fn = (name: string) => ({ type: 'function' as const, function: { name, parameters: { type: 'object', properties: {} } } });
+    const stream = client.chat.completions.stream({
+      model: 'acme/tools-one-index',
+      tools: [fn('get_weather'), fn('get_time')],
+      messages: [{ role: 'user', content: 'Oslo' }],
+    });
+    const calls = (await stream.finalChatCompletion()).choices[0].message.tool_calls!;
+    expect(
+      calls.map((c) => [c.id, c.type === 'function' ? c.function.name : '', c.type === 'function' ? c.function.arguments : '']),
+    ).toEqual([
+      [expect.stringMatching(/^call_/), 'get_weather', '{"input":"Oslo"}'],
+      ['call_second', 'get_time', '{"n":2}'],
+    ]);
   });
 
   it('passes an upstream 4xx through with its message', async () => {
