@@ -42,6 +42,22 @@ describe('validateMessagesRequest', () => {
     );
   });
 
+  it('refuses empty turns, tool calls without input and a tool result error flag that is not a boolean', () => {
+    const user = { role: 'user', content: 'hi' };
+    expect(problem({ ...ok, messages: [{ role: 'user', content: [] }] })).toBe(
+      'messages.0: all messages must have non-empty content except for the optional final assistant message',
+    );
+    // A last assistant turn may be empty (a prefill of nothing).
+    expect(problem({ ...ok, messages: [user, { role: 'assistant', content: [] }] })).toBeUndefined();
+    const call = { type: 'tool_use', id: 'toolu_1', name: 'f' };
+    expect(problem({ ...ok, messages: [user, { role: 'assistant', content: [call] }] })).toBe('messages.1.content.0.input: Field required');
+    expect(problem({ ...ok, messages: [user, { role: 'assistant', content: [{ ...call, input: {} }] }] })).toBeUndefined();
+    const result = { type: 'tool_result', tool_use_id: 'toolu_1', content: 'a', is_error: 'yes' };
+    expect(problem({ ...ok, messages: [{ role: 'user', content: [result] }] })).toBe(
+      'messages.0.content.0.is_error: Input should be a valid boolean',
+    );
+  });
+
   it('names the first bad field as Anthropic does', () => {
     expect(problem([])).toMatch(/^body:/);
     expect(problem({ max_tokens: 1, messages: [] })).toBe('model: Field required');

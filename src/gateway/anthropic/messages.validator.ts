@@ -69,10 +69,14 @@ function checkBlock(b: unknown, where: string, refused: ReadonlySet<string>, ins
     case 'tool_use':
       requireString(b.id, `${where}.id`);
       requireString(b.name, `${where}.name`);
-      if (b.input !== undefined && !isJsonObject(b.input)) fail(`${where}.input`, 'Input should be an object');
+      // Required, as Anthropic has it: a translated route sent a call without one as `{}`.
+      requireObject(b.input, `${where}.input`);
       break;
     case 'tool_result':
       requireString(b.tool_use_id, `${where}.tool_use_id`);
+      // A string ("yes") was read as no error, and the result sent as a success.
+      if (b.is_error !== undefined && b.is_error !== null && typeof b.is_error !== 'boolean')
+        fail(`${where}.is_error`, 'Input should be a valid boolean');
       if (b.content === undefined || b.content === null || typeof b.content === 'string') break;
       if (!Array.isArray(b.content)) fail(`${where}.content`, 'Input should be a valid string or a list of content blocks');
       b.content.forEach((c: unknown, k) => checkBlock(c, `${where}.content.${k}`, NOT_IN_TOOL_RESULT, 'a tool result'));
@@ -125,6 +129,7 @@ export function validateMessagesRequest(body: unknown, countOnly = false): Json 
   // A thread's later turn may add no message: Anthropic's SDK resumes a paused turn (pause_turn) so.
   const continues = isJsonObject(body.thread) && body.thread.type === 'continue';
   if (body.messages.length === 0 && !continues) fail('messages', 'at least one message is required');
+  const count = body.messages.length;
   body.messages.forEach((m: unknown, i) => {
     const at = `messages.${i}`;
     if (!isJsonObject(m)) fail(at, 'Input should be an object');
@@ -140,6 +145,10 @@ export function validateMessagesRequest(body: unknown, countOnly = false): Json 
         'a system message cannot be the first message; put instructions for the whole conversation in the top-level system field',
       );
     checkContent(m.content, at, m.role);
+    // As Anthropic: an empty turn says nothing (a translated route got it as empty text); only a
+    // last assistant turn may be empty (a prefill of nothing).
+    if (Array.isArray(m.content) && m.content.length === 0 && !(m.role === 'assistant' && i === count - 1))
+      fail(at, 'all messages must have non-empty content except for the optional final assistant message');
   });
   if (body.system !== undefined && body.system !== null) {
     if (typeof body.system !== 'string') {
