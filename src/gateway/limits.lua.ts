@@ -141,7 +141,8 @@ if budgets then
       if over == nil or retry == 0 or retry > over_retry then over, over_retry, over_spent = 'monthly_budget', retry, month_spent end
     end
   end
-  if over then return refuse(over, over_retry, over_spent, reserved, cost) end
+  -- A call that costs nothing (count_tokens, a free model) spends no budget, spent or not.
+  if over and cost > 0 then return refuse(over, over_retry, over_spent, reserved, cost) end
 end
 
 if rpm >= 0 then

@@ -164,7 +164,8 @@ export class LocalLimits {
           if (!over || retry >= over[1]) over = ['monthly_budget', retry, spent];
         }
       }
-      if (over) return refuse(over[0], over[1], [over[2], reserved, a.costNano]);
+      // A call that costs nothing (count_tokens, a free model) spends no budget, spent or not.
+      if (over && a.costNano > 0) return refuse(over[0], over[1], [over[2], reserved, a.costNano]);
     }
 
     if (rpm >= 0) {

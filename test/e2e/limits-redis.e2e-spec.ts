@@ -168,6 +168,17 @@ describe('key changes shared through Redis', () => {
   // Keys required: an old secret is then refused, not admitted anonymously.
   const replicas = twoReplicas({ API_KEY_CACHE_TTL_MS: '600000', USER_AUTH_ENABLED: 'true' });
 
+  it('lets a call that costs nothing through a budget already overspent', async () => {
+    const { a, b } = replicas;
+    const admin = adminApi(a);
+    const { id, key } = await admin.createKey({ name: 'shared overspent', daily_budget_usd: '1' });
+    expect((await chat(a, key, ask('acme/chat', 5))).status).toBe(200);
+    expect((await admin.call('PATCH', `/admin/api-keys/${id}`, { daily_budget_usd: '0.000000001' })).status).toBe(200);
+    const paid = await chat(b, key, ask('acme/chat', 5));
+    expect([paid.status, paid.body.error?.code]).toEqual([429, 'daily_budget_exceeded']);
+    expect((await chat(b, key, ask('acme/slow', 5))).status).toBe(200); // no pricing: free
+  });
+
   it('a replica stops admitting a key revoked, or regenerated, on another, and applies its new limits', async () => {
     const { a, b } = replicas;
     const admin = adminApi(a);

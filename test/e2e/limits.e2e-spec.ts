@@ -297,6 +297,17 @@ describe('a budget set on a key that has just spent', () => {
     expect(performance.now() - started).toBeLessThan(5000);
   }, 15_000);
 
+  it('lets a call that costs nothing (a free model, count_tokens) through a budget already overspent', async () => {
+    const admin = adminApi(gw);
+    const { id, key } = await admin.createKey({ name: 'overspent', daily_budget_usd: '1' });
+    expect((await chat(gw, key, ask('acme/cheap', 5))).status).toBe(200);
+    // Lowered below what the key has spent: no paid call fits now, and a free one costs nothing.
+    expect((await admin.call('PATCH', `/admin/api-keys/${id}`, { daily_budget_usd: '0.000000001' })).status).toBe(200);
+    const paid = await chat(gw, key, ask('acme/cheap', 5));
+    expect([paid.status, paid.body.error?.code]).toEqual([429, 'daily_budget_exceeded']);
+    expect((await chat(gw, key, ask('acme/slow-stream', 5))).status).toBe(200);
+  });
+
   it('counts the spend its request-log rows have not yet written', async () => {
     const admin = adminApi(gw);
     const { id, key } = await admin.createKey({ name: 'spent, then budgeted' });
