@@ -349,6 +349,12 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
       expect(res.body.error.param).toContain(field);
     }
     expect(res.body.error.message).toContain('property rpm_limt should not exist');
+    // Too large says so (the column keeps 12 integer digits), not only "non-negative".
+    const huge = await admin.call<{ error: { message: string } }>('POST', '/admin/api-keys', {
+      name: 'x',
+      monthly_budget_usd: '1000000000000',
+    });
+    expect(huge.body.error.message).toContain('monthly_budget_usd must be a non-negative amount of USD below 1000000000000');
 
     const cases: Array<[string, string, unknown, string]> = [
       ['POST', '/admin/api-keys', {}, 'name'],

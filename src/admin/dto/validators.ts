@@ -4,7 +4,7 @@ import { parseDateUtc } from '../../common/timestamp';
 
 const DECIMAL = /^\d{1,12}(\.\d{1,12})?$/;
 
-/** A non-negative amount of USD: a number or a decimal string ("12.50"), at most 12 decimals. */
+/** A non-negative amount of USD below 10^12 (the column's 12 integer digits): a number or a decimal string ("12.50"), at most 12 decimals. */
 export function IsUsdAmount(options?: ValidationOptions): PropertyDecorator {
   return ValidateBy(
     {
@@ -14,7 +14,8 @@ export function IsUsdAmount(options?: ValidationOptions): PropertyDecorator {
           // A number is taken to 12 decimals, but one that would round to 0 is refused (1e-13 must not become a budget of 0).
           (typeof v === 'number' && Number.isFinite(v) && v >= 0 && v < 1e12 && (v === 0 || usdText(v) !== '0')) ||
           (typeof v === 'string' && DECIMAL.test(v.trim())),
-        defaultMessage: (args) => `${args?.property} must be a non-negative amount of USD (a number or a decimal string such as "12.50")`,
+        defaultMessage: (args) =>
+          `${args?.property} must be a non-negative amount of USD below 1000000000000, with at most 12 decimals (a number or a decimal string such as "12.50")`,
       },
     },
     options,
