@@ -41,7 +41,8 @@ ${EXTEND}
 -- The spend counter of a period: at least the baseline the caller read from the request log, if
 -- that baseline is for this very period. A missing counter starts from it; one below it missed
 -- spend (made while the key had no budget, or counted per process while Redis was away, both in
--- the request log by now) and is raised to it. INCRBY keeps the counter's expiry.
+-- the request log by now) and is raised to it. INCRBY keeps the counter's expiry. The third
+-- value says the counter was missing.
 local function spend_key(kind, period, base_period, base_value, ttl, create)
   local k = KEYS[5] .. kind .. ':' .. period
   local base = 0
@@ -49,12 +50,12 @@ local function spend_key(kind, period, base_period, base_value, ttl, create)
   local v = redis.call('GET', k)
   if v then
     v = tonumber(v)
-    if base <= v then return v, k end
+    if base <= v then return v, k, false end
     if create then redis.call('INCRBY', k, base - v) end
-    return base, k
+    return base, k, false
   end
   if create then redis.call('SET', k, base, 'PX', ttl) end
-  return base, k
+  return base, k, true
 end
 `;
 
@@ -125,15 +126,23 @@ if budgets then
   -- A budget the spend alone uses up frees at the end of its period; one that the requests in
   -- flight fill frees as they end (retry in a second). With both over, the one that frees later.
   local over, over_retry, over_spent = nil, 0, 0
+  -- A counter Redis lost (a restart without persistence, an eviction) or has not made yet (a new
+  -- period, a new key) starts from the request log's spend. The caller's figure may be stale (read
+  -- when it cached the key, or what Redis last told it while another replica spent since): it is
+  -- asked for one read just now (result 2), and that figure (ARGV[14] = '1') starts the counter.
+  local fresh = ARGV[14] == '1'
+  local missing, counter = false, nil
   if day_budget >= 0 then
-    day_spent = spend_key('d', day, ARGV[10], ARGV[11], 0, false)
+    day_spent, counter, missing = spend_key('d', day, ARGV[10], ARGV[11], 172800000, fresh)
+    if missing and not fresh then return { 2 } end
     if day_spent + reserved + cost > day_budget then
       over, over_retry, over_spent = 'daily_budget', 1000, day_spent
       if day_spent + cost > day_budget then over_retry = (day + 1) * 86400000 - now end
     end
   end
   if month_budget >= 0 then
-    month_spent = spend_key('m', month, ARGV[12], ARGV[13], 0, false)
+    month_spent, counter, missing = spend_key('m', month, ARGV[12], ARGV[13], 2764800000, fresh)
+    if missing and not fresh then return { 2 } end
     if month_spent + reserved + cost > month_budget then
       -- 0: until the next month, which the client works out from now (never sooner than the day's end).
       local retry = 1000

@@ -7,6 +7,7 @@ import type { RequestContext } from '../common/request-context';
 import { AppConfig } from '../config/app-config';
 import { ModelRegistry } from '../config/model-registry.service';
 import { isCommandTimeout, RedisService } from '../redis/redis.service';
+import { ApiKeysService } from '../storage/api-keys.service';
 import type { Charge } from './charge-estimate';
 import { ADMIT_LUA, RENEW_LUA, SETTLE_LUA } from './limits.lua';
 import {
@@ -108,10 +109,14 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
   /** How long Redis holds a request's slot and reservation without this process renewing it. */
   private readonly redisLeaseMs: number;
 
+  /** Reads of a key's spend from the request log in flight, one per key (see `freshBaseline`). */
+  private readonly baselineReads = new Map<string, Promise<StoreBaseline | undefined>>();
+
   constructor(
     private readonly redis: RedisService,
     private readonly config: AppConfig,
     private readonly registry: ModelRegistry,
+    private readonly apiKeys: ApiKeysService,
   ) {
     this.redisLeaseMs = config.env.REDIS_LEASE_MS;
   }
@@ -172,7 +177,12 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
     const client = this.redis.client;
     if (client) {
       try {
-        const r = await commands(client).hiLimitAdmit(...this.keys(args.keyId), ...admitArgv(args, this.redisLeaseMs));
+        let r = await commands(client).hiLimitAdmit(...this.keys(args.keyId), ...admitArgv(args, this.redisLeaseMs, false));
+        if (Number(r[0]) === 2) {
+          // A spend counter is missing: it starts from the request log's figure, read now.
+          args.baseline = await this.freshBaseline(args);
+          r = await commands(client).hiLimitAdmit(...this.keys(args.keyId), ...admitArgv(args, this.redisLeaseMs, true));
+        }
         this.using('redis');
         const outcome = parseAdmit(r);
         if (outcome.ok) this.observe(args.keyId, r, 12);
@@ -187,6 +197,32 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
     }
     this.using('local');
     return { store: 'local', outcome: this.local.admit(args) };
+  }
+
+  /**
+   * What the key has spent today and this month, read from the request log now (this process's
+   * queued rows included; other replicas' rows not yet written are not), for a spend counter Redis
+   * does not have: the baseline the key was cached with, or that Redis last told this process, may
+   * be far behind what other replicas spent since (a key cached ten minutes ago, and Redis
+   * restarted without persistence). One read per key at a time. Should the database not answer,
+   * the baseline the request came with stands.
+   */
+  private async freshBaseline(args: AdmitArgs): Promise<StoreBaseline> {
+    let read = this.baselineReads.get(args.keyId);
+    if (!read) {
+      read = this.apiKeys.baseline(args.keyId).then(
+        (b) => this.local.sharedBaseline(args.keyId, storeBaseline(b), this.pendingSpend(args.keyId)),
+        (err: Error) => {
+          this.logger.warn(
+            `cannot read key ${args.keyId}'s spend from the request log (${err.message}); its spend counter starts from the figure this process has`,
+          );
+          return undefined;
+        },
+      );
+      this.baselineReads.set(args.keyId, read);
+      void read.finally(() => this.baselineReads.delete(args.keyId));
+    }
+    return (await read) ?? args.baseline;
   }
 
   /** Called by UsageLease; never throws. */
@@ -358,7 +394,8 @@ function commands(client: Redis): LimitCommands {
 }
 
 /** `leaseMs`: Redis' lease of the request's slot (renewed while it runs), at most its whole lease. */
-function admitArgv(a: AdmitArgs, leaseMs: number): Array<string | number> {
+/** `fresh`: the baseline was read from the request log just now (see ADMIT_LUA's result 2). */
+function admitArgv(a: AdmitArgs, leaseMs: number, fresh: boolean): Array<string | number> {
   const l = a.limits;
   const b = a.baseline;
   return [
@@ -375,6 +412,7 @@ function admitArgv(a: AdmitArgs, leaseMs: number): Array<string | number> {
     b.dayNano,
     b.month,
     b.monthNano,
+    fresh ? 1 : 0,
   ];
 }
 

@@ -174,8 +174,11 @@ export class ApiKeysService implements OnApplicationBootstrap, OnApplicationShut
     return { principal, status: row.status, expiresAt: row.expires_at ? row.expires_at.getTime() : null };
   }
 
-  /** What the key already spent today and this month (UTC), so budgets survive restarts. */
-  private async baseline(id: string): Promise<SpendBaseline> {
+  /**
+   * What the key already spent today and this month (UTC), from the request log: so that budgets
+   * survive restarts, and a spend counter Redis lost starts again from the truth.
+   */
+  async baseline(id: string): Promise<SpendBaseline> {
     const now = Date.now();
     const [dayPico, monthPico] = await Promise.all([
       this.stats.spendSince(id, startOfUtcDay(now)),

@@ -349,6 +349,35 @@ describe('budgets and spend the counters missed', () => {
     }
   });
 
+  it("holds a key to its budget when Redis lost its spend counter and the replica admitting has a stale view of the key's spend", async () => {
+    const own = redisPrefix();
+    // Keys cached for ten minutes on both: b's view of the key is from before a spent the budget.
+    const env = { ...db.env, ...ACCESS_ENV, REDIS_URL, REDIS_KEY_PREFIX: own, API_KEY_CACHE_TTL_MS: '600000' };
+    const a = await startGateway({ models: models(base), env });
+    const b = await startGateway({ models: models(base), env });
+    try {
+      const { id, key } = await adminApi(a).createKey({ name: 'budget seen stale', daily_budget_usd: '0.5' });
+      expect((await chat(b, key, ask('acme/chat', 10))).status).toBe(200);
+      while ((await chat(a, key, ask('acme/chat', 10))).status === 200);
+      // One database for both: a's view of it has every row.
+      const spent = async () => (await a.rows()).filter((r) => r.api_key_id === id).reduce((n, r) => n + Number(r.cost_usd), 0);
+      const before = await spent();
+      expect(before).toBeGreaterThan(0.3);
+      // Redis loses the counters (a restart without persistence, an eviction).
+      await clearRedisPrefix(own);
+      const results = await Promise.all(Array.from({ length: 12 }, () => chat(b, key, ask('acme/chat', 10))));
+      // b started the counter again from the request log, not from the spend it cached: what was
+      // left of the budget is admitted (one request reserving $0.14, costing $0.06), not five.
+      expect(results.filter((r) => r.status === 200).length).toBeLessThanOrEqual(1);
+      await new Promise((r) => setTimeout(r, 300)); // the rows written
+      expect(await spent()).toBeLessThanOrEqual(0.5);
+    } finally {
+      await a.close();
+      await b.close();
+      await clearRedisPrefix(own);
+    }
+  });
+
   it('holds a key to its budget when Redis lost its spend counter while many requests start at once', async () => {
     const own = redisPrefix();
     // Keys read again within 200 ms: the baseline comes from the request log.
