@@ -76,6 +76,8 @@ export class EmbeddingsService implements OnModuleInit, OnApplicationBootstrap {
       const ex = new Execution(model, view, rec.id, scope.signal, scope.snapshot);
       const models = this.executor.models(ex);
       const tokens = embeddingInputs(body.input).reduce((n, x) => n + (typeof x === 'string' ? estimateTextTokens(x) : x.length), 0);
+      // Billed should the client leave once the upstream has the inputs (see Execution.accepted).
+      rec.promptEstimate = tokens;
       await this.calls.admit(scope, res, () => dearest(models.map((m) => promptCharge(m, tokens))));
       rec.execution = ex;
       const out = await this.executor.run(

@@ -48,6 +48,8 @@ export class RequestRecord {
   lease?: UsageLease;
   /** The client's body, for requests that are not chat (embeddings, text completions). */
   body?: unknown;
+  /** The prompt's tokens as estimated, for a request without a chat `request` to estimate them from (embeddings). */
+  promptEstimate?: number;
   /** `usage` was estimated by the gateway (the upstream reported none). */
   usageEstimated = false;
   /**
@@ -89,7 +91,11 @@ export class RequestRecord {
       // estimated; no answer reached the client.
       const u = pending.usage;
       const counts = u && isSoundUsage(u) ? tokenCounts(u) : undefined;
-      const prompt = counts ?? { prompt: this.request ? estimatePromptTokens(this.request) : 0, cachedRead: 0, cacheWrite: 0 };
+      const prompt = counts ?? {
+        prompt: this.request ? estimatePromptTokens(this.request) : (this.promptEstimate ?? 0),
+        cachedRead: 0,
+        cacheWrite: 0,
+      };
       return { counts: { ...prompt, completion: 0, reasoning: 0 }, estimated: true };
     }
     // Every adapter checks its upstream's usage; one that let garbage through is still not billed on it.

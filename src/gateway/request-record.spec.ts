@@ -1,0 +1,24 @@
+import type { Execution } from '../routing/route-executor.service';
+import { RequestRecord } from './request-record';
+
+describe('RequestRecord.tokens', () => {
+  /** A client that left while `accepted`'s upstream worked on the call. */
+  const left = (setUp: (rec: RequestRecord) => void) => {
+    const rec = new RequestRecord('r1', 0);
+    rec.execution = { accepted: { route: {}, model: {} } } as unknown as Execution;
+    setUp(rec);
+    rec.fail(499, 'the client closed the request', 'client_closed_request');
+    return rec.tokens();
+  };
+
+  it("bills a left call's prompt as estimated: from the chat request, or the estimate given (embeddings)", () => {
+    expect(
+      left((rec) => (rec.request = { model: 'm', messages: [{ role: 'user', content: 'one two three four five six seven eight' }] })),
+    ).toMatchObject({ counts: { prompt: expect.any(Number), completion: 0 }, estimated: true });
+    expect(left((rec) => (rec.promptEstimate = 42))).toEqual({
+      counts: { prompt: 42, completion: 0, cachedRead: 0, cacheWrite: 0, reasoning: 0 },
+      estimated: true,
+    });
+    expect(left(() => undefined).counts.prompt).toBe(0);
+  });
+});
