@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, readFile, readdir, rename, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Injectable } from '@nestjs/common';
 import { AppConfig } from '../config/app-config';
@@ -26,6 +26,12 @@ export interface SpooledTokens {
 
 const PREFIX = 'subscription-tokens-';
 const SUFFIX = '.json';
+const PARTIAL = '.tmp';
+/**
+ * A file `write` began this long ago and never renamed: its process died between the two (a
+ * write and a rename take milliseconds).
+ */
+const ORPHAN_MS = 60_000;
 
 @Injectable()
 export class TokenSpool {
@@ -37,19 +43,48 @@ export class TokenSpool {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const name = `${PREFIX}${process.pid}-${randomUUID()}`;
     const path = join(dir, `${name}${SUFFIX}`);
-    const tmp = join(dir, `${name}.tmp`);
+    const tmp = join(dir, `${name}${PARTIAL}`);
     await writeFile(tmp, JSON.stringify({ tokens: entries }), { mode: 0o600 });
     await rename(tmp, path);
     return path;
   }
 
-  /** The token spool files in the spool directory (any process's). */
+  /**
+   * The token spool files in the spool directory (any process's), with those a process that died
+   * between writing and renaming one left whole (the account's only working login) taken back.
+   */
   async files(): Promise<string[]> {
-    const names = await readdir(this.config.spoolDir).catch((err: NodeJS.ErrnoException) => {
+    const dir = this.config.spoolDir;
+    const names = await readdir(dir).catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT') return [] as string[];
       throw err;
     });
-    return names.filter((n) => n.startsWith(PREFIX) && n.endsWith(SUFFIX)).map((n) => join(this.config.spoolDir, n));
+    const files = names.filter((n) => n.startsWith(PREFIX) && n.endsWith(SUFFIX)).map((n) => join(dir, n));
+    for (const n of names) if (n.startsWith(PREFIX) && n.endsWith(PARTIAL)) await this.recover(join(dir, n), files);
+    return files;
+  }
+
+  /**
+   * A left-over partial file: renamed to a spool file when it holds whole entries, else set aside
+   * (its write was cut short: nothing in it can be stored). One still being written is left alone.
+   */
+  private async recover(path: string, files: string[]): Promise<void> {
+    const st = await stat(path).catch(() => undefined);
+    if (!st || Date.now() - st.mtimeMs < ORPHAN_MS) return;
+    const whole = await this.read(path).then(
+      () => true,
+      () => false,
+    );
+    const target = whole ? path.slice(0, -PARTIAL.length) + SUFFIX : `${path}.unreadable`;
+    // Another process may take it first: then it is theirs.
+    if (
+      await rename(path, target).then(
+        () => true,
+        () => false,
+      )
+    ) {
+      if (whole) files.push(target);
+    }
   }
 
   /** A file's entries; throws when it is not one this class wrote. */
