@@ -173,6 +173,28 @@ describe('buildResponsesBody', () => {
       'm',
     );
     expect(otherUser.prompt_cache_key).not.toBe(turn1.prompt_cache_key);
+    // A system message added mid-conversation (Claude Code's) stands where it is, as a developer
+    // message: the instructions and the cache key stay the conversation's.
+    const turn3 = buildResponsesBody(
+      {
+        model: 'm',
+        messages: [
+          { role: 'system', content: 'S' },
+          { role: 'user', content: 'first' },
+          { role: 'system', content: 'Available agent types: general' },
+          { role: 'assistant', content: 'a' },
+          { role: 'user', content: 'second' },
+        ],
+      },
+      'm',
+    );
+    expect(turn3.instructions).toBe('S');
+    expect(turn3.prompt_cache_key).toBe(turn1.prompt_cache_key);
+    expect((turn3.input as unknown[])[1]).toEqual({
+      type: 'message',
+      role: 'developer',
+      content: [{ type: 'input_text', text: 'Available agent types: general' }],
+    });
   });
 
   it('refuses content parts it cannot send, and more than one choice', () => {

@@ -44,12 +44,18 @@ export function buildResponsesBody(req: ChatRequest, model: string, opts: CodexR
   const system: string[] = [];
   const input: Item[] = [];
   const calls = new Set<string>();
+  /** A turn came: system messages from here on stand where they are (Claude Code's mid-conversation ones). */
+  let turns = false;
   req.messages.forEach((m, i) => {
+    if (m.role !== 'system' && m.role !== 'developer') turns = true;
     switch (m.role) {
       case 'system':
       case 'developer': {
         const text = textOf(m.content);
-        if (opts.instructions !== undefined) input.push({ type: 'message', role: 'developer', content: [{ type: 'input_text', text }] });
+        // The instructions are the leading system messages only: one added later (Claude Code adds
+        // them mid-conversation) must not change them, nor the conversation's cache key with them.
+        if (opts.instructions !== undefined || turns)
+          input.push({ type: 'message', role: 'developer', content: [{ type: 'input_text', text }] });
         else if (text) system.push(text);
         break;
       }

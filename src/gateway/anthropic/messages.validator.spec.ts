@@ -44,11 +44,16 @@ describe('validateMessagesRequest', () => {
 
   it('refuses empty turns, tool calls without input and a tool result error flag that is not a boolean', () => {
     const user = { role: 'user', content: 'hi' };
-    expect(problem({ ...ok, messages: [{ role: 'user', content: [] }] })).toBe(
-      'messages.0: all messages must have non-empty content except for the optional final assistant message',
-    );
-    // A last assistant turn may be empty (a prefill of nothing).
+    for (const content of [[], '']) {
+      expect(problem({ ...ok, messages: [{ role: 'user', content }] })).toBe(
+        'messages.0: all messages must have non-empty content except for the optional final assistant message',
+      );
+      expect(problem({ ...ok, messages: [user, { role: 'system', content }] })).toMatch(/^messages\.1: all messages must have non-empty/);
+    }
+    // An assistant turn may be empty: last (a prefill of nothing), and before a user turn (the
+    // gateway answers `content: []` itself when a reasoning model is cut off, and the client sends it back).
     expect(problem({ ...ok, messages: [user, { role: 'assistant', content: [] }] })).toBeUndefined();
+    expect(problem({ ...ok, messages: [user, { role: 'assistant', content: [] }, { role: 'user', content: 'go on' }] })).toBeUndefined();
     const call = { type: 'tool_use', id: 'toolu_1', name: 'f' };
     expect(problem({ ...ok, messages: [user, { role: 'assistant', content: [call] }] })).toBe('messages.1.content.0.input: Field required');
     expect(problem({ ...ok, messages: [user, { role: 'assistant', content: [{ ...call, input: {} }] }] })).toBeUndefined();

@@ -129,7 +129,6 @@ export function validateMessagesRequest(body: unknown, countOnly = false): Json 
   // A thread's later turn may add no message: Anthropic's SDK resumes a paused turn (pause_turn) so.
   const continues = isJsonObject(body.thread) && body.thread.type === 'continue';
   if (body.messages.length === 0 && !continues) fail('messages', 'at least one message is required');
-  const count = body.messages.length;
   body.messages.forEach((m: unknown, i) => {
     const at = `messages.${i}`;
     if (!isJsonObject(m)) fail(at, 'Input should be an object');
@@ -145,9 +144,11 @@ export function validateMessagesRequest(body: unknown, countOnly = false): Json 
         'a system message cannot be the first message; put instructions for the whole conversation in the top-level system field',
       );
     checkContent(m.content, at, m.role);
-    // As Anthropic: an empty turn says nothing (a translated route got it as empty text); only a
-    // last assistant turn may be empty (a prefill of nothing).
-    if (Array.isArray(m.content) && m.content.length === 0 && !(m.role === 'assistant' && i === count - 1))
+    // An empty user turn says nothing (a translated route got it as empty text), and Anthropic
+    // refuses one. An empty assistant turn is taken: the gateway answers one itself (a reasoning
+    // model cut off by max_tokens gives `content: []`), and a client sends it back; a translated
+    // route leaves it out, a Claude route answers for itself.
+    if (m.role !== 'assistant' && (m.content === '' || (Array.isArray(m.content) && m.content.length === 0)))
       fail(at, 'all messages must have non-empty content except for the optional final assistant message');
   });
   if (body.system !== undefined && body.system !== null) {
