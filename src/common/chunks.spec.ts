@@ -239,6 +239,13 @@ describe('ToolCallFixer', () => {
     // A server that repeats a call's id on each of its deltas, or names the first call again.
     expect(seen([{ index: 0, id: 'call_B', function: { arguments: '' } }])).toEqual([[1, 'call_B']]);
     expect(seen([{ index: 0, id: 'call_A', function: { arguments: '' } }])).toEqual([[0, 'call_A']]);
+    // Parallel calls at their own indexes that share one id (some DeepSeek and GLM versions) stay apart.
+    const shared = new ToolCallFixer((choice, call) => `call_r_${choice}_${call}`);
+    const at = (tool_calls: unknown[]) => calls(shared.fix(chunk(tool_calls)))!.map((t) => t.index);
+    expect(at([{ index: 0, id: 'call_X', type: 'function', function: { name: 'get_weather', arguments: '' } }])).toEqual([0]);
+    expect(at([{ index: 0, function: { arguments: '{"city":"A"}' } }])).toEqual([0]);
+    expect(at([{ index: 1, id: 'call_X', type: 'function', function: { name: 'get_time', arguments: '' } }])).toEqual([1]);
+    expect(at([{ index: 1, function: { arguments: '{"tz":"B"}' } }])).toEqual([1]);
     // A new id without a function name is no new call (some servers send an id with every delta).
     const other = new ToolCallFixer((choice, call) => `call_r_${choice}_${call}`);
     other.fix(chunk([{ index: 0, id: 'x1', type: 'function', function: { name: 'f', arguments: '{' } }]));

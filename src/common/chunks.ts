@@ -118,13 +118,18 @@ export class ToolCallFixer {
           i ??= st.next;
           t.index = i;
         } else {
-          const known = t.id ? st.byId.get(t.id) : undefined;
-          const at = known ?? st.moved.get(i) ?? i;
+          const at = st.moved.get(i) ?? i;
           const held = st.idAt.get(at);
-          if (known === undefined && t.id && t.function?.name && held !== undefined && held !== t.id) {
-            // Another call starting where one already is: an index of its own.
-            st.moved.set(i, st.next);
-            i = st.next;
+          // An index not seen yet is taken as given, whatever its id (some servers give parallel
+          // calls one id). At an index a call holds, a delta with another id is that call's if the id
+          // is known (named again), else a call starting there if it names a function.
+          if (held !== undefined && t.id && t.id !== held) {
+            const known = st.byId.get(t.id);
+            if (known !== undefined) i = known;
+            else if (t.function?.name) {
+              st.moved.set(i, st.next);
+              i = st.next;
+            } else i = at;
           } else i = at;
           t.index = i;
         }
