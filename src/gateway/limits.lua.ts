@@ -207,12 +207,14 @@ end
 -- A request counts in the period it started in (its admission second), as its api_logs row does.
 local admitted_day = math.floor(bucket / 86400)
 local day_spent, month_spent = -1, -1
+-- A counter Redis lost is left missing: the next admission starts it from the request log, this
+-- request's row in it (made from the caller's own figure, it could start far below the spend).
 if ARGV[11] == '1' and cost > 0 then
-  if admitted_day == day then
+  if admitted_day == day and redis.call('EXISTS', KEYS[5] .. 'd:' .. day) == 1 then
     local _, dk = spend_key('d', day, ARGV[6], ARGV[7], 172800000, true)
     day_spent = redis.call('INCRBY', dk, cost)
   end
-  if month_of(admitted_day) == month then
+  if month_of(admitted_day) == month and redis.call('EXISTS', KEYS[5] .. 'm:' .. month) == 1 then
     local _, mk = spend_key('m', month, ARGV[8], ARGV[9], 2764800000, true)
     month_spent = redis.call('INCRBY', mk, cost)
   end

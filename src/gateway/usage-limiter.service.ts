@@ -25,6 +25,17 @@ import { RateLimitError } from './rate-limit.error';
 
 type Store = 'redis' | 'local';
 
+/** The longest an admission waits for a key's spend from the request log (see `freshBaseline`). */
+const BASELINE_READ_MS = 1000;
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
 interface LimitCommands {
   hiLimitAdmit(...args: Array<string | number>): Promise<unknown[]>;
   hiLimitSettle(...args: Array<string | number>): Promise<unknown[]>;
@@ -204,13 +215,13 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
    * queued rows included; other replicas' rows not yet written are not), for a spend counter Redis
    * does not have: the baseline the key was cached with, or that Redis last told this process, may
    * be far behind what other replicas spent since (a key cached ten minutes ago, and Redis
-   * restarted without persistence). One read per key at a time. Should the database not answer,
-   * the baseline the request came with stands.
+   * restarted without persistence). One read per key at a time. Should the database not answer
+   * within BASELINE_READ_MS, the baseline the request came with stands (the request waits no longer).
    */
   private async freshBaseline(args: AdmitArgs): Promise<StoreBaseline> {
     let read = this.baselineReads.get(args.keyId);
     if (!read) {
-      read = this.apiKeys.baseline(args.keyId).then(
+      read = withTimeout(this.apiKeys.baseline(args.keyId), BASELINE_READ_MS).then(
         (b) => this.local.sharedBaseline(args.keyId, storeBaseline(b), this.pendingSpend(args.keyId)),
         (err: Error) => {
           this.logger.warn(

@@ -330,8 +330,9 @@ describe('budgets and spend the counters missed', () => {
       const counts = Object.values(await redis.hgetall(`${own}lim:{${tokens.id}}:tpm`)).map(Number);
       expect(counts.filter((n) => n < 0)).toEqual([]);
 
-      // A request admitted before the loss settles on top of what Redis had counted since, not of
-      // the baseline it was admitted with (nothing spent then).
+      // A request admitted before the loss does not start the counter again from the baseline it
+      // was admitted with (nothing spent then): it is left missing, and the next admission starts
+      // it from the request log, that request's row in it.
       const both = await admin.createKey({ name: 'settled across a flush', daily_budget_usd: '100' });
       upstream.reset();
       const first = chat(gw, both.key, ask('acme/slow-priced', 10));
@@ -339,9 +340,12 @@ describe('budgets and spend the counters missed', () => {
       expect((await chat(gw, both.key, ask('acme/chat', 10))).status).toBe(200);
       await clearRedisPrefix(own);
       expect((await first).status).toBe(200);
-      const spent = (await gw.rows()).filter((r) => r.api_key_id === both.id).reduce((n, r) => n + nano(usdToPico(r.cost_usd)), 0);
       const counter = `${own}lim:{${both.id}}:spent:d:${Math.floor(Date.now() / 86_400_000)}`;
-      await waitFor(async () => Number(await redis.get(counter)) === spent, `the day's counter to hold both requests' ${spent}`, 3000);
+      await new Promise((r) => setTimeout(r, 200)); // the settlement made
+      expect(await redis.get(counter)).toBeNull();
+      expect((await chat(gw, both.key, ask('acme/chat', 10))).status).toBe(200);
+      const spent = (await gw.rows()).filter((r) => r.api_key_id === both.id).reduce((n, r) => n + nano(usdToPico(r.cost_usd)), 0);
+      await waitFor(async () => Number(await redis.get(counter)) === spent, `the day's counter to hold the three requests' ${spent}`, 3000);
     } finally {
       redis.disconnect();
       await gw.close();
@@ -371,6 +375,36 @@ describe('budgets and spend the counters missed', () => {
       expect(results.filter((r) => r.status === 200).length).toBeLessThanOrEqual(1);
       await new Promise((r) => setTimeout(r, 300)); // the rows written
       expect(await spent()).toBeLessThanOrEqual(0.5);
+    } finally {
+      await a.close();
+      await b.close();
+      await clearRedisPrefix(own);
+    }
+  });
+
+  it('holds a key to its budget when a request settles on a stale replica after Redis lost its spend counter', async () => {
+    const own = redisPrefix();
+    const env = { ...db.env, ...ACCESS_ENV, REDIS_URL, REDIS_KEY_PREFIX: own, API_KEY_CACHE_TTL_MS: '600000' };
+    const a = await startGateway({ models: models(base), env });
+    const b = await startGateway({ models: models(base), env });
+    try {
+      const { id, key } = await adminApi(a).createKey({ name: 'settled on a stale replica', daily_budget_usd: '1' });
+      expect((await chat(b, key, ask('acme/chat', 10))).status).toBe(200);
+      upstream.reset();
+      const slow = chat(b, key, ask('acme/slow-priced', 10));
+      await upstream.waitForRequests(1);
+      while ((await chat(a, key, ask('acme/chat', 10))).status === 200);
+      await clearRedisPrefix(own);
+      // b's call settles with b's old view of the key: that must not start the counter again.
+      expect((await slow).status).toBe(200);
+      await new Promise((r) => setTimeout(r, 300)); // its row made (after the answer)
+      await Promise.all(Array.from({ length: 16 }, () => chat(b, key, ask('acme/chat', 10))));
+      await new Promise((r) => setTimeout(r, 300)); // the rows written
+      // Each call reserves more than it costs ($0.14, $0.06): the budget holds exactly. From b's old
+      // view ($0.12 against $0.72 spent), the counter let about $0.6 more through.
+      const spent = (await a.rows()).filter((r) => r.api_key_id === id).reduce((n, r) => n + Number(r.cost_usd), 0);
+      expect(spent).toBeGreaterThan(0.7);
+      expect(spent).toBeLessThanOrEqual(1);
     } finally {
       await a.close();
       await b.close();
