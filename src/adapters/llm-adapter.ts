@@ -26,9 +26,10 @@ export interface CallContext {
    */
   readonly accepted?: () => void;
   /**
-   * For one-shot calls: called by the adapter as the request goes to the upstream. Their answer
-   * comes whole, so nothing earlier says the upstream is working on the prompt; a client that
-   * leaves from here on is billed for it, as a stream's is once accepted.
+   * For one-shot calls: called once the request has been written to the upstream (adapters pass
+   * it to UpstreamClient as `sent`, through `callInfo`). Their answer comes whole, so nothing
+   * earlier says the upstream is working on the prompt; a client that leaves from here on is
+   * billed for it, as a stream's is once accepted.
    */
   readonly dispatched?: () => void;
 }

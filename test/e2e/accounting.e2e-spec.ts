@@ -362,3 +362,52 @@ describe.each(['sqlite', 'postgres'] as const)('accounting on %s', (backend) => 
     expect(twice.body.error).toMatchObject({ code: 'invalid_value', message: expect.stringContaining('given once') });
   });
 });
+
+describe('a one-shot call the client left before it reached the upstream', () => {
+  const standIn = new OpenAiUpstream();
+  let gw: TestGateway;
+
+  beforeAll(async () => {
+    // One connection to the upstream: a second call waits in the pool until the first is done.
+    gw = await startGateway({ models: models('http://127.0.0.1:9', await standIn.start()), env: { UPSTREAM_MAX_CONNECTIONS: '1' } });
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await standIn.stop();
+  });
+
+  it('is not billed: its request never went out', async () => {
+    const body = JSON.stringify({
+      model: 'acme/slow-answer',
+      messages: [{ role: 'user', content: 'one two three four five six seven eight' }],
+    });
+    const post = (headers: Record<string, string>, signal?: AbortSignal) =>
+      fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...headers },
+        body,
+        signal,
+      }).catch(() => undefined);
+    const holding = new AbortController();
+    const first = post({ 'x-request-id': 'holds-the-connection' }, holding.signal);
+    await standIn.waitForRequests(1);
+    const controller = new AbortController();
+    const queued = post({ 'x-request-id': 'queued-in-the-pool' }, controller.signal);
+    await new Promise((r) => setTimeout(r, 300));
+    controller.abort();
+    await queued;
+    expect(standIn.requests).toHaveLength(1);
+    const byClientId = async (id: string) =>
+      (await gw.rows()).find((r) => (r.metadata as { client_request_id?: string } | null)?.client_request_id === id);
+    let row: Awaited<ReturnType<typeof byClientId>>;
+    await waitFor(async () => (row = await byClientId('queued-in-the-pool')) !== undefined, 'the row of the queued call');
+    expect(row).toMatchObject({ status_code: 499, prompt_tokens: 0, completion_tokens: 0 });
+    expect(Number(row!.cost_usd)).toBe(0);
+    // The call that was on the connection, left too, is billed its prompt.
+    holding.abort();
+    await first;
+    await waitFor(async () => (row = await byClientId('holds-the-connection')) !== undefined, 'the row of the first call');
+    expect(row!.status_code).toBe(499);
+    expect(row!.prompt_tokens).toBeGreaterThan(0);
+  });
+});

@@ -166,7 +166,6 @@ export class CodexSubAdapter implements LlmAdapter {
     opts: CodexRouteOptions,
     lease: AccountLease,
   ): Promise<Dispatcher.ResponseData> {
-    ctx.dispatched?.();
     const res = await this.http.request({
       url: joinUrl(route.baseUrl ?? CODEX_BACKEND_URL, 'responses'),
       method: 'POST',

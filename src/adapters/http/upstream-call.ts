@@ -15,8 +15,8 @@ export type HttpErrorMapper = (
   headers: Dispatcher.ResponseData['headers'],
 ) => UpstreamError;
 
-export function callInfo(route: RouteDef, ctx: Pick<CallContext, 'signal' | 'timeouts'>) {
-  return { signal: ctx.signal, timeouts: ctx.timeouts, route: route.id, provider: route.kind };
+export function callInfo(route: RouteDef, ctx: Pick<CallContext, 'signal' | 'timeouts' | 'dispatched'>) {
+  return { signal: ctx.signal, timeouts: ctx.timeouts, route: route.id, provider: route.kind, sent: ctx.dispatched };
 }
 
 /**
@@ -32,7 +32,6 @@ export async function postJson(
   ctx: Pick<CallContext, 'signal' | 'timeouts' | 'accepted' | 'dispatched'>,
   toError: HttpErrorMapper,
 ): Promise<Dispatcher.ResponseData> {
-  ctx.dispatched?.();
   const res = await http.request({
     url,
     method: 'POST',

@@ -1,4 +1,5 @@
 import { Injectable, type OnApplicationShutdown } from '@nestjs/common';
+import { subscribe } from 'node:diagnostics_channel';
 import { HELD_TEXT_LIMIT, HeldText, HeldTextLimit } from '../../common/held-text';
 import { SseEventTooLarge } from '../../common/sse';
 import { StringDecoder } from 'node:string_decoder';
@@ -17,6 +18,38 @@ export interface UpstreamRequest {
   /** For error messages: which route and provider this call serves. */
   route: string;
   provider: string;
+  /**
+   * Called once the whole request has been written to the upstream's connection (not while it
+   * waits for a connection of the pool, or for one to be made).
+   */
+  sent?: () => void;
+}
+
+/**
+ * `sent` callbacks, by undici's request: undici says when a request's body has gone out only on
+ * its diagnostics channels (its request API has no such hook). A request is made synchronously
+ * inside `pool.request` when a connection of the pool is free; one the pool queues (all its
+ * connections busy, UPSTREAM_MAX_CONNECTIONS) is made later, and gets no callback.
+ */
+const sentCallbacks = new WeakMap<object, () => void>();
+let nextSent: (() => void) | undefined;
+let sentChannels = false;
+
+function watchSent(): void {
+  if (sentChannels) return;
+  sentChannels = true;
+  subscribe('undici:request:create', (msg) => {
+    if (!nextSent) return;
+    sentCallbacks.set((msg as { request: object }).request, nextSent);
+    nextSent = undefined;
+  });
+  subscribe('undici:request:bodySent', (msg) => {
+    const request = (msg as { request: object }).request;
+    const sent = sentCallbacks.get(request);
+    if (!sent) return;
+    sentCallbacks.delete(request);
+    sent();
+  });
 }
 
 /**
@@ -46,6 +79,10 @@ export class UpstreamClient implements OnApplicationShutdown {
       });
     }
     const pool = this.pool(url.origin, req.timeouts.connectMs);
+    if (req.sent) {
+      watchSent();
+      nextSent = req.sent;
+    }
     try {
       const pending = pool.request({
         path: url.pathname + url.search,
@@ -62,6 +99,7 @@ export class UpstreamClient implements OnApplicationShutdown {
         // load, and the attempt was logged as a silence instead of a first-token timeout).
         bodyTimeout: backupBodyTimeout(req.timeouts),
       });
+      nextSent = undefined;
       // undici does not heed the signal while it is connecting (a host that drops the SYN holds
       // the request for the whole connect timeout): the signal ends the wait here, and an answer
       // that comes after all is thrown away.
@@ -75,6 +113,7 @@ export class UpstreamClient implements OnApplicationShutdown {
       res.body.on('error', ignore);
       return res;
     } catch (err) {
+      nextSent = undefined; // pool.request threw before making its request
       throw this.toUpstreamError(err, req);
     }
   }
