@@ -129,20 +129,21 @@ if budgets then
   -- A counter Redis lost (a restart without persistence, an eviction) or has not made yet (a new
   -- period, a new key) starts from the request log's spend. The caller's figure may be stale (read
   -- when it cached the key, or what Redis last told it while another replica spent since): it is
-  -- asked for one read just now (result 2), and that figure (ARGV[14] = '1') starts the counter.
-  local fresh = ARGV[14] == '1'
+  -- asked for one read just now (result 2), and that figure starts the counter (ARGV[14] '1').
+  -- Should the read fail ('2'), the caller's figure is checked against but starts nothing.
+  local mode = ARGV[14]
   local missing, counter = false, nil
   if day_budget >= 0 then
-    day_spent, counter, missing = spend_key('d', day, ARGV[10], ARGV[11], 172800000, fresh)
-    if missing and not fresh then return { 2 } end
+    day_spent, counter, missing = spend_key('d', day, ARGV[10], ARGV[11], 172800000, mode == '1')
+    if missing and mode == '0' then return { 2 } end
     if day_spent + reserved + cost > day_budget then
       over, over_retry, over_spent = 'daily_budget', 1000, day_spent
       if day_spent + cost > day_budget then over_retry = (day + 1) * 86400000 - now end
     end
   end
   if month_budget >= 0 then
-    month_spent, counter, missing = spend_key('m', month, ARGV[12], ARGV[13], 2764800000, fresh)
-    if missing and not fresh then return { 2 } end
+    month_spent, counter, missing = spend_key('m', month, ARGV[12], ARGV[13], 2764800000, mode == '1')
+    if missing and mode == '0' then return { 2 } end
     if month_spent + reserved + cost > month_budget then
       -- 0: until the next month, which the client works out from now (never sooner than the day's end).
       local retry = 1000
@@ -179,13 +180,28 @@ return { 1, '', 0, now, sec, rpm_used, rpm_reset, tpm_used, tpm_reset, 0, 0, 0, 
 /**
  * ARGV: request id, bucket (second) it was admitted in, tokens reserved, tokens used, cost
  * (nano-USD), day and spend baseline, month and spend baseline, track tokens (1/0), track spend
- * (1/0), and 1 for a replay of a settlement that timed out: Redis may have run it all the same
- * once it answered again, so it is made only while the request is still in flight there.
+ * (1/0), 1 for a replay of a settlement that timed out (Redis may have run it all the same once
+ * it answered again, so it is made only while the request is still in flight there), the
+ * baseline's mode ('0' the caller's, '1' read from the request log just now, '2' that read failed),
+ * and the key's budgets ('d', 'm', 'dm').
  */
 export const SETTLE_LUA = `${COMMON}
 local rid, bucket = ARGV[1], tonumber(ARGV[2])
 local estimate, actual, cost = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 if ARGV[12] == '1' and not redis.call('ZSCORE', KEYS[3], rid) then return { now, month, day, -1, -1 } end
+-- A request counts in the period it started in (its admission second), as its api_logs row does.
+local admitted_day = math.floor(bucket / 86400)
+local spends = ARGV[11] == '1' and cost > 0
+local day_key, month_key = KEYS[5] .. 'd:' .. day, KEYS[5] .. 'm:' .. month
+local in_day, in_month = admitted_day == day, month_of(admitted_day) == month
+-- A counter Redis lost is started again from the request log, not from the caller's figure (which
+-- may be stale, as for an admission): asked for (result -2) before anything is changed, and given
+-- with ARGV[13] '1'; should the read fail ('2'), a missing counter is left for an admission. Only
+-- the counters of the key's budgets (ARGV[14]: 'd', 'm') are asked for.
+local mode, budgets = ARGV[13], ARGV[14] or ''
+local lost_day = in_day and string.find(budgets, 'd', 1, true) and redis.call('EXISTS', day_key) == 0
+local lost_month = in_month and string.find(budgets, 'm', 1, true) and redis.call('EXISTS', month_key) == 0
+if spends and mode == '0' and (lost_day or lost_month) then return { -2 } end
 redis.call('ZREM', KEYS[3], rid)
 redis.call('HDEL', KEYS[4], rid)
 if ARGV[10] == '1' then
@@ -204,17 +220,14 @@ if ARGV[10] == '1' then
   end
   redis.call('PEXPIRE', KEYS[2], 120000)
 end
--- A request counts in the period it started in (its admission second), as its api_logs row does.
-local admitted_day = math.floor(bucket / 86400)
 local day_spent, month_spent = -1, -1
--- A counter Redis lost is left missing: the next admission starts it from the request log, this
--- request's row in it (made from the caller's own figure, it could start far below the spend).
-if ARGV[11] == '1' and cost > 0 then
-  if admitted_day == day and redis.call('EXISTS', KEYS[5] .. 'd:' .. day) == 1 then
+-- Counted where a counter is; started (from the request log's figure) only for a budget's period.
+if spends then
+  if in_day and (redis.call('EXISTS', day_key) == 1 or (mode == '1' and string.find(budgets, 'd', 1, true))) then
     local _, dk = spend_key('d', day, ARGV[6], ARGV[7], 172800000, true)
     day_spent = redis.call('INCRBY', dk, cost)
   end
-  if month_of(admitted_day) == month and redis.call('EXISTS', KEYS[5] .. 'm:' .. month) == 1 then
+  if in_month and (redis.call('EXISTS', month_key) == 1 or (mode == '1' and string.find(budgets, 'm', 1, true))) then
     local _, mk = spend_key('m', month, ARGV[8], ARGV[9], 2764800000, true)
     month_spent = redis.call('INCRBY', mk, cost)
   end

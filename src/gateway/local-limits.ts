@@ -81,6 +81,8 @@ export interface SettleArgs {
   baseline: StoreBaseline;
   trackTokens: boolean;
   trackSpend: boolean;
+  /** The key's budgets: 'd' daily, 'm' monthly (whose lost spend counters a settlement starts again). */
+  budgets?: string;
 }
 
 interface KeyState {

@@ -86,6 +86,7 @@ export class UsageLease {
       baseline: a.baseline,
       trackTokens: a.limits.tpm >= 0,
       trackSpend: hasBudget(a.limits),
+      budgets: `${a.limits.dayBudget >= 0 ? 'd' : ''}${a.limits.monthBudget >= 0 ? 'm' : ''}`,
     });
   }
 }
@@ -188,11 +189,12 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
     const client = this.redis.client;
     if (client) {
       try {
-        let r = await commands(client).hiLimitAdmit(...this.keys(args.keyId), ...admitArgv(args, this.redisLeaseMs, false));
+        let r = await commands(client).hiLimitAdmit(...this.keys(args.keyId), ...admitArgv(args, this.redisLeaseMs, '0'));
         if (Number(r[0]) === 2) {
           // A spend counter is missing: it starts from the request log's figure, read now.
-          args.baseline = await this.freshBaseline(args);
-          r = await commands(client).hiLimitAdmit(...this.keys(args.keyId), ...admitArgv(args, this.redisLeaseMs, true));
+          const fresh = await this.freshBaseline(args.keyId, true);
+          if (fresh) args.baseline = fresh;
+          r = await commands(client).hiLimitAdmit(...this.keys(args.keyId), ...admitArgv(args, this.redisLeaseMs, fresh ? '1' : '2'));
         }
         this.using('redis');
         const outcome = parseAdmit(r);
@@ -215,25 +217,32 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
    * queued rows included; other replicas' rows not yet written are not), for a spend counter Redis
    * does not have: the baseline the key was cached with, or that Redis last told this process, may
    * be far behind what other replicas spent since (a key cached ten minutes ago, and Redis
-   * restarted without persistence). One read per key at a time. Should the database not answer
-   * within BASELINE_READ_MS, the baseline the request came with stands (the request waits no longer).
+   * restarted without persistence). `shared`: one read per key at a time (admissions); a
+   * settlement reads on its own, after its row was queued. Undefined when the database does not
+   * answer within BASELINE_READ_MS: then no counter is started from the figure the process has
+   * (the request waits no longer, and the next admission reads again).
    */
-  private async freshBaseline(args: AdmitArgs): Promise<StoreBaseline> {
-    let read = this.baselineReads.get(args.keyId);
+  private freshBaseline(keyId: string, shared: boolean): Promise<StoreBaseline | undefined> {
+    let read = shared ? this.baselineReads.get(keyId) : undefined;
     if (!read) {
-      read = withTimeout(this.apiKeys.baseline(args.keyId), BASELINE_READ_MS).then(
-        (b) => this.local.sharedBaseline(args.keyId, storeBaseline(b), this.pendingSpend(args.keyId)),
+      read = withTimeout(this.apiKeys.baseline(keyId), BASELINE_READ_MS).then(
+        (b) => this.local.sharedBaseline(keyId, storeBaseline(b), this.pendingSpend(keyId)),
         (err: Error) => {
           this.logger.warn(
-            `cannot read key ${args.keyId}'s spend from the request log (${err.message}); its spend counter starts from the figure this process has`,
+            `cannot read key ${keyId}'s spend from the request log (${err.message}); its spend counter is not started again yet`,
           );
           return undefined;
         },
       );
-      this.baselineReads.set(args.keyId, read);
-      void read.finally(() => this.baselineReads.delete(args.keyId));
+      if (shared) {
+        const mine = read;
+        this.baselineReads.set(keyId, mine);
+        void mine.finally(() => {
+          if (this.baselineReads.get(keyId) === mine) this.baselineReads.delete(keyId);
+        });
+      }
     }
-    return (await read) ?? args.baseline;
+    return read;
   }
 
   /** Called by UsageLease; never throws. */
@@ -291,22 +300,34 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
    */
   private async settleShared(client: Redis, a: SettleArgs, onlyInFlight: boolean): Promise<void> {
     // The spend Redis last reported, should it have lost the counter meanwhile.
-    const b = this.local.sharedBaseline(a.keyId, a.baseline, this.pendingSpend(a.keyId));
-    const r = await commands(client).hiLimitSettle(
-      ...this.keys(a.keyId),
-      a.rid,
-      a.bucket,
-      a.estimateTokens,
-      a.actualTokens,
-      a.costNano,
-      b.day,
-      b.dayNano,
-      b.month,
-      b.monthNano,
-      a.trackTokens ? 1 : 0,
-      a.trackSpend ? 1 : 0,
-      onlyInFlight ? 1 : 0,
-    );
+    let b = this.local.sharedBaseline(a.keyId, a.baseline, this.pendingSpend(a.keyId));
+    const settle = (mode: '0' | '1' | '2') =>
+      commands(client).hiLimitSettle(
+        ...this.keys(a.keyId),
+        a.rid,
+        a.bucket,
+        a.estimateTokens,
+        a.actualTokens,
+        a.costNano,
+        b.day,
+        b.dayNano,
+        b.month,
+        b.monthNano,
+        a.trackTokens ? 1 : 0,
+        a.trackSpend ? 1 : 0,
+        onlyInFlight ? 1 : 0,
+        mode,
+        a.budgets ?? '',
+      );
+    let r = await settle('0');
+    if (Number(r[0]) === -2) {
+      // A spend counter Redis lost: started again from the request log, then this request's cost
+      // added. The log may hold this request's row already (queued as the settlement began): then
+      // it counts twice, a budget met by one request's cost sooner, never passed.
+      const fresh = await this.freshBaseline(a.keyId, false);
+      if (fresh) b = fresh;
+      r = await settle(fresh ? '1' : '2');
+    }
     this.observe(a.keyId, r, 1);
   }
 
@@ -405,8 +426,11 @@ function commands(client: Redis): LimitCommands {
 }
 
 /** `leaseMs`: Redis' lease of the request's slot (renewed while it runs), at most its whole lease. */
-/** `fresh`: the baseline was read from the request log just now (see ADMIT_LUA's result 2). */
-function admitArgv(a: AdmitArgs, leaseMs: number, fresh: boolean): Array<string | number> {
+/**
+ * `mode`: '0' the baseline the request came with; '1' read from the request log just now (see
+ * ADMIT_LUA's result 2); '2' that read failed.
+ */
+function admitArgv(a: AdmitArgs, leaseMs: number, mode: '0' | '1' | '2'): Array<string | number> {
   const l = a.limits;
   const b = a.baseline;
   return [
@@ -423,7 +447,7 @@ function admitArgv(a: AdmitArgs, leaseMs: number, fresh: boolean): Array<string 
     b.dayNano,
     b.month,
     b.monthNano,
-    fresh ? 1 : 0,
+    mode,
   ];
 }
 
