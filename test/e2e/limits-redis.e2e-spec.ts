@@ -366,13 +366,14 @@ describe('budgets and spend the counters missed', () => {
       // One database for both: a's view of it has every row.
       const spent = async () => (await a.rows()).filter((r) => r.api_key_id === id).reduce((n, r) => n + Number(r.cost_usd), 0);
       const before = await spent();
-      expect(before).toBeGreaterThan(0.3);
+      expect(before).toBeGreaterThan(0.25);
       // Redis loses the counters (a restart without persistence, an eviction).
       await clearRedisPrefix(own);
       const results = await Promise.all(Array.from({ length: 12 }, () => chat(b, key, ask('acme/chat', 10))));
       // b started the counter again from the request log, not from the spend it cached: what was
-      // left of the budget is admitted (one request reserving $0.14, costing $0.06), not five.
-      expect(results.filter((r) => r.status === 200).length).toBeLessThanOrEqual(1);
+      // left of the budget is admitted (each call reserving $0.14, costing $0.06), not about $0.4
+      // more, as from b's view ($0.06).
+      expect(results.filter((r) => r.status === 200).length).toBeLessThanOrEqual(3);
       await new Promise((r) => setTimeout(r, 300)); // the rows written
       expect(await spent()).toBeLessThanOrEqual(0.5);
     } finally {
