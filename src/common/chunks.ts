@@ -90,11 +90,10 @@ export class ToolCallFixer {
     number,
     {
       byId: Map<string, number>;
-      /** Each call's id, by the index given to it. */
+      /** Each call's id, by the index given to it (an index here has been seen). */
       idAt: Map<number, string>;
       /** The upstream's index → the index given to the call that last started there, when they differ. */
       moved: Map<number, number>;
-      seen: Set<number>;
       next: number;
       last: number;
     }
@@ -108,7 +107,7 @@ export class ToolCallFixer {
       const calls = c.delta?.tool_calls;
       if (!Array.isArray(calls)) continue;
       let st = this.choices.get(c.index);
-      if (!st) this.choices.set(c.index, (st = { byId: new Map(), idAt: new Map(), moved: new Map(), seen: new Set(), next: 0, last: -1 }));
+      if (!st) this.choices.set(c.index, (st = { byId: new Map(), idAt: new Map(), moved: new Map(), next: 0, last: -1 }));
       for (const t of calls) {
         if (!t || typeof t !== 'object') continue;
         let i: number | undefined = typeof t.index === 'number' ? t.index : undefined;
@@ -133,8 +132,7 @@ export class ToolCallFixer {
           } else i = at;
           t.index = i;
         }
-        if (!st.seen.has(i)) {
-          st.seen.add(i);
+        if (!st.idAt.has(i)) {
           if (!t.id) t.id = this.idFor(c.index, i);
           st.idAt.set(i, t.id);
           // The SDKs' stream helpers want the type on a call's first delta (some servers omit it).

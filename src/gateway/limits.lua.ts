@@ -199,9 +199,13 @@ local in_day, in_month = admitted_day == day, month_of(admitted_day) == month
 -- with ARGV[13] '1'; should the read fail ('2'), a missing counter is left for an admission. Only
 -- the counters of the key's budgets (ARGV[14]: 'd', 'm') are asked for.
 local mode, budgets = ARGV[13], ARGV[14] or ''
-local lost_day = in_day and string.find(budgets, 'd', 1, true) and redis.call('EXISTS', day_key) == 0
-local lost_month = in_month and string.find(budgets, 'm', 1, true) and redis.call('EXISTS', month_key) == 0
-if spends and mode == '0' and (lost_day or lost_month) then return { -2 } end
+-- Each counter looked up once, and only when spend is counted.
+local has_day = spends and in_day and redis.call('EXISTS', day_key) == 1
+local has_month = spends and in_month and redis.call('EXISTS', month_key) == 1
+local budget_day, budget_month = string.find(budgets, 'd', 1, true) ~= nil, string.find(budgets, 'm', 1, true) ~= nil
+if spends and mode == '0' and ((in_day and budget_day and not has_day) or (in_month and budget_month and not has_month)) then
+  return { -2 }
+end
 redis.call('ZREM', KEYS[3], rid)
 redis.call('HDEL', KEYS[4], rid)
 if ARGV[10] == '1' then
@@ -223,11 +227,11 @@ end
 local day_spent, month_spent = -1, -1
 -- Counted where a counter is; started (from the request log's figure) only for a budget's period.
 if spends then
-  if in_day and (redis.call('EXISTS', day_key) == 1 or (mode == '1' and string.find(budgets, 'd', 1, true))) then
+  if in_day and (has_day or (mode == '1' and budget_day)) then
     local _, dk = spend_key('d', day, ARGV[6], ARGV[7], 172800000, true)
     day_spent = redis.call('INCRBY', dk, cost)
   end
-  if in_month and (redis.call('EXISTS', month_key) == 1 or (mode == '1' and string.find(budgets, 'm', 1, true))) then
+  if in_month and (has_month or (mode == '1' and budget_month)) then
     local _, mk = spend_key('m', month, ARGV[8], ARGV[9], 2764800000, true)
     month_spent = redis.call('INCRBY', mk, cost)
   end

@@ -1,6 +1,7 @@
 import { Injectable, Logger, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import type { Response } from 'express';
 import type Redis from 'ioredis';
+import { within } from '../common/deadline';
 import { picoToUsd, usdToPico } from '../common/money';
 import { hasLimits, startOfNextUtcMonth, utcDay, utcMonth, type KeyLimits, type Principal, type SpendBaseline } from '../common/principal';
 import type { RequestContext } from '../common/request-context';
@@ -27,14 +28,6 @@ type Store = 'redis' | 'local';
 
 /** The longest an admission waits for a key's spend from the request log (see `freshBaseline`). */
 const BASELINE_READ_MS = 1000;
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([p, late]).finally(() => clearTimeout(timer));
-}
 
 interface LimitCommands {
   hiLimitAdmit(...args: Array<string | number>): Promise<unknown[]>;
@@ -225,7 +218,7 @@ export class UsageLimiter implements OnModuleInit, OnModuleDestroy {
   private freshBaseline(keyId: string, shared: boolean): Promise<StoreBaseline | undefined> {
     let read = shared ? this.baselineReads.get(keyId) : undefined;
     if (!read) {
-      read = withTimeout(this.apiKeys.baseline(keyId), BASELINE_READ_MS).then(
+      read = within(this.apiKeys.baseline(keyId), BASELINE_READ_MS).then(
         (b) => this.local.sharedBaseline(keyId, storeBaseline(b), this.pendingSpend(keyId)),
         (err: Error) => {
           this.logger.warn(
