@@ -104,6 +104,7 @@ describe('validateChatRequest: valid requests', () => {
     expect(() =>
       validateChatRequest({
         model: 'm',
+        tools: [{ type: 'custom', custom: { name: 'grep' } }],
         tool_choice: { type: 'custom', custom: { name: 'grep' } },
         messages: [
           { role: 'user', content: 'x' },
@@ -122,7 +123,26 @@ describe('validateChatRequest: valid requests', () => {
   });
 
   it.each(['none', 'auto', 'required'])('accepts tool_choice "%s"', (tool_choice) => {
-    expect(() => validateChatRequest({ ...minimal(), tool_choice })).not.toThrow();
+    const tools = [{ type: 'function', function: { name: 'look' } }];
+    expect(() => validateChatRequest({ ...minimal(), tools, tool_choice })).not.toThrow();
+  });
+
+  it('refuses a tool_choice no answer can satisfy: a call demanded with no tools, or a tool named that is not offered', () => {
+    const look = [{ type: 'function', function: { name: 'look' } }];
+    const named = (name: string) => ({ type: 'function', function: { name } });
+    expect(() => validateChatRequest({ ...minimal(), tool_choice: 'required' })).toThrow(
+      'Invalid request: "tool_choice" is only allowed when tools are specified',
+    );
+    expect(() => validateChatRequest({ ...minimal(), tools: [], tool_choice: named('look') })).toThrow('"tool_choice"');
+    expect(() => validateChatRequest({ ...minimal(), tools: look, tool_choice: named('peek') })).toThrow(
+      'Invalid request: "tool_choice.function.name" names "peek", which is not a function tool in tools',
+    );
+    expect(() => validateChatRequest({ ...minimal(), tools: look, tool_choice: { type: 'custom', custom: { name: 'look' } } })).toThrow(
+      '"tool_choice.custom.name"',
+    );
+    // Leaving tool use to the model, or forbidding it, asks nothing of the tools.
+    expect(() => validateChatRequest({ ...minimal(), tool_choice: 'none' })).not.toThrow();
+    expect(() => validateChatRequest({ ...minimal(), tool_choice: 'auto' })).not.toThrow();
   });
 
   it("refuses OpenRouter's own options of the wrong shape, naming them", () => {

@@ -155,7 +155,10 @@ export function validateChatRequest(body: unknown): ChatRequest {
   if (isJsonObject(body.response_format) && typeof body.response_format.type !== 'string')
     fail('response_format.type', 'is required and must be a string');
   if (body.tools !== undefined && body.tools !== null) checkTools(body.tools);
-  if (body.tool_choice !== undefined && body.tool_choice !== null) checkToolChoice(body.tool_choice);
+  if (body.tool_choice !== undefined && body.tool_choice !== null) {
+    checkToolChoice(body.tool_choice);
+    checkChoiceAmongTools(body.tool_choice, Array.isArray(body.tools) ? (body.tools as Record<string, unknown>[]) : []);
+  }
   return body as ChatRequest;
 }
 
@@ -261,6 +264,21 @@ function checkToolChoice(tc: unknown): void {
   if (!isJsonObject(tc) || tc.type !== 'function' || !isJsonObject(tc.function) || typeof tc.function.name !== 'string') {
     fail('tool_choice', 'must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}');
   }
+}
+
+/**
+ * A choice no answer can satisfy is refused here, as OpenAI and vLLM do: a tool call
+ * demanded with no tools offered, or a tool named that is not offered. Passed on, some
+ * servers answer 500 and others call a different tool than the one named.
+ */
+function checkChoiceAmongTools(tc: unknown, tools: readonly Record<string, unknown>[]): void {
+  if (tc === 'none' || tc === 'auto' || (isJsonObject(tc) && tc.type === 'allowed_tools')) return;
+  if (tools.length === 0) fail('tool_choice', 'is only allowed when tools are specified');
+  if (!isJsonObject(tc)) return;
+  const kind = tc.type === 'custom' ? 'custom' : 'function';
+  const name = (tc[kind] as Record<string, unknown>).name as string;
+  const offered = tools.some((t) => t.type === kind && isJsonObject(t[kind]) && t[kind].name === name);
+  if (!offered) fail(`tool_choice.${kind}.name`, `names "${name.slice(0, 64)}", which is not a ${kind} tool in tools`);
 }
 
 /** The parameter checks and the error, for the other OpenAI endpoints' validators. */

@@ -87,6 +87,22 @@ describe('validateMessagesRequest', () => {
     expect(problem({ ...ok, system: [{ type: 'image' }] })).toMatch(/^system\.0:/);
   });
 
+  it('refuses a tool_choice no answer can satisfy, unless a toolset or MCP server offers tools the request does not list', () => {
+    const tools = [{ name: 'get_weather', input_schema: { type: 'object' } }];
+    expect(problem({ ...ok, tool_choice: { type: 'any' } })).toBe("tool_choice: Input type 'any' is only allowed when tools are specified");
+    expect(problem({ ...ok, tools, tool_choice: { type: 'tool', name: 'get_time' } })).toBe(
+      "tool_choice.name: Tool 'get_time' is not one of the tools in tools",
+    );
+    expect(problem({ ...ok, tools, tool_choice: { type: 'tool', name: 'get_weather' } })).toBeUndefined();
+    expect(problem({ ...ok, tools, tool_choice: { type: 'any' } })).toBeUndefined();
+    expect(problem({ ...ok, tool_choice: { type: 'auto' } })).toBeUndefined();
+    expect(problem({ ...ok, tool_choice: { type: 'none' } })).toBeUndefined();
+    const mcp = { mcp_servers: [{ type: 'url', url: 'https://mcp.example/sse', name: 'docs' }] };
+    expect(problem({ ...ok, ...mcp, tool_choice: { type: 'tool', name: 'search_docs' } })).toBeUndefined();
+    const toolset = [{ type: 'mcp_toolset', mcp_server_name: 'docs' }];
+    expect(problem({ ...ok, ...mcp, tools: toolset, tool_choice: { type: 'any' } })).toBeUndefined();
+  });
+
   it('says what is wrong with a field that is there but of the wrong type, not that it is missing', () => {
     expect(problem({ ...ok, tools: [{ name: 5, input_schema: {} }] })).toBe('tools.0.name: Input should be a valid string');
     expect(problem({ ...ok, tools: [{ type: { toString: 1 }, name: 'x' }] })).toBe('tools.0.type: Input should be a valid string');

@@ -198,6 +198,7 @@ export function validateMessagesRequest(body: unknown, countOnly = false): Json 
     if (tc.type !== 'auto' && tc.type !== 'any' && tc.type !== 'tool' && tc.type !== 'none')
       fail('tool_choice.type', "Input should be 'auto', 'any', 'tool' or 'none'");
     if (tc.type === 'tool') requireString(tc.name, 'tool_choice.name');
+    checkChoiceAmongTools(tc, Array.isArray(body.tools) ? body.tools : [], body.mcp_servers);
   }
   if (body.thread !== undefined && body.thread !== null) {
     const t = body.thread;
@@ -227,4 +228,19 @@ export function betasOf(header: string | string[] | undefined): string[] {
     .flatMap((v) => v.split(','))
     .map((v) => v.trim())
     .filter((v) => v !== '');
+}
+
+/**
+ * A choice no answer can satisfy is refused here, as Claude's API does: a tool use
+ * demanded with no tools offered, or a tool named that is not offered. Passed on, a
+ * translated route's server may answer 500 or call another tool. A named toolset or MCP
+ * server offers tools the request does not list, so then any name is taken.
+ */
+function checkChoiceAmongTools(tc: Record<string, unknown>, tools: readonly Record<string, unknown>[], mcpServers: unknown): void {
+  if (tc.type !== 'any' && tc.type !== 'tool') return;
+  const elsewhere = (Array.isArray(mcpServers) && mcpServers.length > 0) || tools.some((t) => t.name === undefined || t.name === null);
+  if (elsewhere) return;
+  if (tools.length === 0) fail('tool_choice', `Input type '${tc.type}' is only allowed when tools are specified`);
+  if (tc.type === 'tool' && !tools.some((t) => t.name === tc.name))
+    fail('tool_choice.name', `Tool '${String(tc.name).slice(0, 64)}' is not one of the tools in tools`);
 }
