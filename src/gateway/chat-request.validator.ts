@@ -51,10 +51,25 @@ const PARAMS: Record<string, Check> = {
   presence_penalty: num(-2, 2),
   logprobs: bool,
   top_logprobs: int(0, 20),
-  logit_bias: obj,
+  logit_bias: (v) =>
+    obj(v) ??
+    (Object.values(v as object).every((b) => num(-100, 100)(b) === undefined)
+      ? undefined
+      : 'must map token ids to numbers from -100 to 100'),
   user: str,
   parallel_tool_calls: bool,
   response_format: obj,
+  // OpenAI's other options: checked for shape, passed on to servers that take them
+  modalities: strings,
+  audio: obj,
+  prediction: obj,
+  web_search_options: obj,
+  metadata: obj,
+  store: bool,
+  service_tier: str,
+  verbosity: str,
+  prompt_cache_key: str,
+  safety_identifier: str,
   // vLLM / SGLang sampling extras
   top_k: int(-1),
   min_p: num(0, 1),
