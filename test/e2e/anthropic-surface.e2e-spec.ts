@@ -211,6 +211,36 @@ models:
       ['get_weather', { input: 'Oslo' }],
       ['get_time', { n: 2 }],
     ]);
+
+    // The server names its second call `call_second` at every turn; Claude Code drops a call
+    // whose id it has seen, so the next turn's calls get ids of their own, streamed or not.
+    const uses = msg.content.filter((b): b is Anthropic.ToolUseBlock => b.type === 'tool_use');
+    const next = {
+      model: 'llama/tools-one-index',
+      max_tokens: 100,
+      tools: [
+        { name: 'get_weather', input_schema: { type: 'object' as const, properties: {} } },
+        { name: 'get_time', input_schema: { type: 'object' as const, properties: {} } },
+      ],
+      messages: [
+        { role: 'user' as const, content: 'Oslo' },
+        { role: 'assistant' as const, content: msg.content },
+        {
+          role: 'user' as const,
+          content: [
+            ...uses.map((u) => ({ type: 'tool_result' as const, tool_use_id: u.id, content: 'ok' })),
+            { type: 'text' as const, text: 'and Bergen' },
+          ],
+        },
+      ],
+    };
+    const streamed = await client.messages.stream(next).finalMessage();
+    const oneShot = await client.messages.create(next);
+    for (const answer of [streamed, oneShot]) {
+      const ids = answer.content.filter((b) => b.type === 'tool_use').map((b) => b.id);
+      expect(ids).toHaveLength(2);
+      for (const id of ids) expect(uses.map((u) => u.id)).not.toContain(id);
+    }
   });
 
   describe('relayed to an anthropic route', () => {

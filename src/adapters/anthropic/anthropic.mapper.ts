@@ -53,6 +53,14 @@ export function anthropicToolId(id: string | undefined, fallback = 'toolu_'): st
   return clean || fallback;
 }
 
+/** `base`, or else `base_2`, `base_3`, ... (within 64 characters): the first `used` lacks, which is added to it. */
+export function uniqueToolId(base: string, used: Set<string>): string {
+  let unique = base;
+  for (let n = 2; used.has(unique); n++) unique = `${base.slice(0, 64 - String(n).length - 1)}_${n}`;
+  used.add(unique);
+  return unique;
+}
+
 /**
  * The tool-use ids of one request in Anthropic's spelling, unique across the conversation:
  * Anthropic refuses an id used twice, which OpenAI takes (servers that number calls `call_0` in
@@ -67,10 +75,7 @@ class ToolIds {
   forCalls(ids: Array<string | undefined>): string[] {
     const turn = new Map<string, string[]>();
     const out = ids.map((id) => {
-      const base = anthropicToolId(id);
-      let unique = base;
-      for (let n = 2; this.used.has(unique); n++) unique = `${base.slice(0, 64 - String(n).length - 1)}_${n}`;
-      this.used.add(unique);
+      const unique = uniqueToolId(anthropicToolId(id), this.used);
       if (id !== undefined) turn.set(id, [...(turn.get(id) ?? []), unique]);
       return unique;
     });

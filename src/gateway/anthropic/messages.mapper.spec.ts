@@ -1,6 +1,6 @@
 import type { ChatChunk, ChatResponse } from '../../common/chat.types';
 import { UpstreamError } from '../../common/errors';
-import { ChatToMessagesStream, chatToMessage, messagesToChat, messagesUsage, stopReason } from './messages.mapper';
+import { ChatToMessagesStream, chatToMessage, messagesToChat, messagesUsage, stopReason, toolUseIdsOf } from './messages.mapper';
 
 describe('messagesToChat', () => {
   it("keeps a turn that was only Claude's signed reasoning for OpenRouter, which wants it back", () => {
@@ -454,6 +454,40 @@ describe('chatToMessage', () => {
     expect((msg.content as Array<{ id: string }>).map((b) => b.id)).toEqual(['toolu_abc_0', 'toolu_abc_1']);
   });
 
+  it('gives calls ids the conversation has not used yet, as servers that number calls per answer repeat them', () => {
+    const history = [
+      { role: 'user', content: 'weather in Paris and Rome' },
+      { role: 'assistant', content: [{ type: 'tool_use', id: 'call_0', name: 'w', input: { city: 'Paris' } }] },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'call_0', content: 'sunny' }] },
+    ];
+    const calls = ['call_0', 'call_0', 'call_1'].map((id, k) => ({
+      id,
+      type: 'function',
+      function: { name: 'w', arguments: `{"k":${k}}` },
+    }));
+    const msg = chatToMessage(
+      {
+        id: 'c',
+        object: 'chat.completion',
+        created: 0,
+        model: 'up',
+        choices: [{ index: 0, finish_reason: 'tool_calls', message: { role: 'assistant', content: null, tool_calls: calls as never } }],
+      },
+      'msg_abc',
+      'p',
+      undefined,
+      toolUseIdsOf(history),
+    );
+    expect((msg.content as Array<{ id: string }>).map((b) => b.id)).toEqual(['call_0_2', 'call_0_3', 'call_1']);
+    // Ids as the backend saw them count too: `a.b` reached it as `a_b`.
+    expect([
+      ...toolUseIdsOf([
+        { role: 'assistant', content: [{ type: 'tool_use', id: 'a.b' }] },
+        { role: 'user', content: 'x' },
+      ]),
+    ]).toEqual(['a.b', 'a_b']);
+  });
+
   it('reports the stop sequence a backend names, and a refusal as text with stop_reason refusal', () => {
     const res = (choice: Record<string, unknown>): ChatResponse => ({
       id: 'c',
@@ -740,6 +774,16 @@ describe('ChatToMessagesStream', () => {
     const ids = replay(events).map((c) => c.id);
     expect(new Set(ids).size).toBe(2);
     for (const id of ids) expect(id).toMatch(/^toolu_9_\d$/);
+  });
+
+  it('gives streamed calls ids the conversation has not used yet', () => {
+    const t = new ChatToMessagesStream('msg_9', 'p', 1, undefined, new Set(['call_0']));
+    const events = [
+      ...t.push(chunk({ tool_calls: [{ index: 0, id: 'call_0', type: 'function', function: { name: 'a', arguments: '{}' } }] })),
+      ...t.push(chunk({ tool_calls: [{ index: 1, id: 'call_1', type: 'function', function: { name: 'b', arguments: '{}' } }] })),
+      ...t.finishEvents(),
+    ];
+    expect(replay(events).map((c) => c.id)).toEqual(['call_0_2', 'call_1']);
   });
 
   it('reports the stop sequence and a refusal in message_delta', () => {

@@ -1,5 +1,5 @@
 import { effortForBudget } from '../../common/reasoning';
-import { anthropicToolId } from '../../adapters/anthropic/anthropic.mapper';
+import { anthropicToolId, uniqueToolId } from '../../adapters/anthropic/anthropic.mapper';
 import { ToolCallFixer } from '../../common/chunks';
 import type { AnthropicUsage } from '../../adapters/anthropic/anthropic.types';
 import { unsupported } from '../../adapters/http/upstream-call';
@@ -445,11 +445,33 @@ function thinkingOfDetails(details: unknown): Json[] {
 }
 
 /**
+ * The tool-use ids a Messages request's history holds, as the client wrote them and as the
+ * backend saw them: an answer's calls take others. Servers that number calls per answer
+ * (`call_0` at every turn) would repeat them, and Claude Code drops a call whose id it has seen.
+ */
+export function toolUseIdsOf(messages: unknown): Set<string> {
+  const ids = new Set<string>();
+  if (!Array.isArray(messages)) return ids;
+  for (const m of messages as Json[]) {
+    if (m?.role !== 'assistant' || !Array.isArray(m.content)) continue;
+    for (const b of m.content as Json[]) if (b?.type === 'tool_use' && typeof b.id === 'string') ids.add(b.id).add(anthropicToolId(b.id));
+  }
+  return ids;
+}
+
+/**
  * A chat completion as a Messages answer: thinking blocks (signed ones as they were, OpenRouter's
  * `reasoning_details` with their signatures, plain reasoning as a thinking block without
  * signature), the text, then the tool calls as `tool_use`.
  */
-export function chatToMessage(res: ChatResponse, id: string, model: string, stopSequences?: readonly string[]): Json {
+export function chatToMessage(
+  res: ChatResponse,
+  id: string,
+  model: string,
+  stopSequences?: readonly string[],
+  /** Tool-use ids the conversation holds (see toolUseIdsOf); this answer's are added. */
+  usedToolIds = new Set<string>(),
+): Json {
   const choice = res.choices[0];
   const msg = (choice?.message ?? { role: 'assistant', content: '' }) as ChatMessage;
   const content: Json[] = [];
@@ -475,7 +497,7 @@ export function chatToMessage(res: ChatResponse, id: string, model: string, stop
   for (const t of msg.tool_calls ?? []) {
     if (!t.function) continue;
     // Some servers send calls without ids; the client's tool_result must still name each one.
-    const tid = anthropicToolId(t.id, `toolu_${id.replace(/^msg_/, '')}_${toolUses}`);
+    const tid = uniqueToolId(anthropicToolId(t.id, `toolu_${id.replace(/^msg_/, '')}_${toolUses}`), usedToolIds);
     content.push({ type: 'tool_use', id: tid, name: t.function.name, input: parseInput(t.function.arguments) });
     toolUses++;
   }
@@ -566,6 +588,8 @@ export class ChatToMessagesStream {
     private readonly inputEstimate: number,
     /** The request's `stop_sequences`, to report which one ended the answer. */
     private readonly stopSequences?: readonly string[],
+    /** Tool-use ids the conversation holds (see toolUseIdsOf); this answer's are added. */
+    private readonly usedToolIds = new Set<string>(),
   ) {
     // Servers that send calls without index or id (not only through openai_compat routes).
     const suffix = id.replace(/^msg_/, '');
@@ -713,7 +737,7 @@ export class ChatToMessagesStream {
     this.sawTools = true;
     let call = this.tools.get(t.index);
     if (!call) {
-      call = { id: anthropicToolId(t.id, `toolu_${this.tools.size}`), name: '', held: [] };
+      call = { id: uniqueToolId(anthropicToolId(t.id, `toolu_${this.tools.size}`), this.usedToolIds), name: '', held: [] };
       this.tools.set(t.index, call);
       this.pending.push(call);
     }

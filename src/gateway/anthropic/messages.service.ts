@@ -15,7 +15,7 @@ import { Execution, RouteExecutor, type StreamShape } from '../../routing/route-
 import { ANTHROPIC_ERRORS, GatewayCalls, type CallScope } from '../gateway-call.service';
 import type { RequestRecord } from '../request-record';
 import { keepaliveWhileAccepted, SseWriter } from '../sse-writer';
-import { CLAUDE_ONLY_FIELDS, ChatToMessagesStream, chatToMessage, messagesToChat } from './messages.mapper';
+import { CLAUDE_ONLY_FIELDS, ChatToMessagesStream, chatToMessage, messagesToChat, toolUseIdsOf } from './messages.mapper';
 import { betasOf, validateMessagesRequest } from './messages.validator';
 
 type Json = Record<string, unknown>;
@@ -205,7 +205,8 @@ export class MessagesService {
         const req = chatFor(adapter, job);
         if (req instanceof UpstreamError) throw req;
         const out = await adapter.complete(req, route, ctx);
-        const message = chatToMessage(out, messageId(rec.id), ctx.publicModel, stopSequencesOf(job.body));
+        const ids = toolUseIdsOf(job.body.messages);
+        const message = chatToMessage(out, messageId(rec.id), ctx.publicModel, stopSequencesOf(job.body), ids);
         if (isSoundUsage(out.usage)) return { text: JSON.stringify(message), message, chatUsage: out.usage };
         // No usage from the backend: the client sees the estimate the request is billed on.
         message.usage = {
@@ -252,7 +253,13 @@ export class MessagesService {
       if (req instanceof UpstreamError) return failing(req);
       return translated(
         adapter.stream(req, route, ctx),
-        new ChatToMessagesStream(messageId(rec.id), ctx.publicModel, estimatePromptTokens(chat as ChatRequest), stopSequencesOf(job.body)),
+        new ChatToMessagesStream(
+          messageId(rec.id),
+          ctx.publicModel,
+          estimatePromptTokens(chat as ChatRequest),
+          stopSequencesOf(job.body),
+          toolUseIdsOf(job.body.messages),
+        ),
         route,
       );
     };
