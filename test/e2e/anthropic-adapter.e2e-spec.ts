@@ -25,6 +25,10 @@ models:
     context_length: 200000
     route:
       - ${r('thinking')}
+  - id: claude/route-thinking
+    context_length: 200000
+    route:
+      - ${r('ok', ', extra_body: { thinking: { type: enabled, budget_tokens: 2000 }, metadata: { user_id: route } }')}
   - id: claude/cached
     context_length: 200000
     pricing: { prompt: 3, completion: 15, input_cache_read: "0.3", input_cache_write: "3.75" }
@@ -263,6 +267,41 @@ models:
     let reasoning = '';
     for await (const c of stream) reasoning += (c.choices[0]?.delta as { reasoning_content?: string } | undefined)?.reasoning_content ?? '';
     expect(reasoning).toBe('Let me think about this step by step.');
+  });
+
+  it("fits a route's own thinking (extra_body) as a client's: room in max_tokens, no sampling changes, none for a forced tool", async () => {
+    const res = await client.chat.completions.create({
+      model: 'claude/route-thinking',
+      temperature: 0.5,
+      top_k: 5,
+      max_tokens: 1000,
+      messages: [{ role: 'user', content: 'Paris' }],
+    } as OpenAI.Chat.Completions.ChatCompletionCreateParamsNonStreaming);
+    expect(res.choices[0].message.content).toBeTruthy();
+    const sent = upstream.requests[0].body;
+    expect(sent).toMatchObject({ thinking: { type: 'enabled', budget_tokens: 2000 }, max_tokens: 3000, metadata: { user_id: 'route' } });
+    expect(sent).not.toHaveProperty('temperature');
+    expect(sent).not.toHaveProperty('top_k');
+
+    const forced = await client.chat.completions.create({
+      model: 'claude/route-thinking',
+      tools,
+      tool_choice: 'required',
+      messages: [{ role: 'user', content: 'Paris' }],
+    });
+    expect(forced.choices[0].finish_reason).toBe('tool_calls');
+    expect(upstream.requests[1].body).not.toHaveProperty('thinking');
+
+    // Relayed from the Messages surface alike.
+    const relayed = await rawPost(`${gw.url}/anthropic/v1/messages`, {
+      model: 'claude/route-thinking',
+      max_tokens: 1000,
+      temperature: 0.5,
+      messages: [{ role: 'user', content: 'Paris' }],
+    });
+    expect(relayed.status).toBe(200);
+    expect(upstream.requests[2].body).toMatchObject({ thinking: { type: 'enabled', budget_tokens: 2000 }, max_tokens: 3000 });
+    expect(upstream.requests[2].body).not.toHaveProperty('temperature');
   });
 
   it('counts cache reads and writes into prompt tokens and bills them at their prices', async () => {

@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 import type { Dispatcher } from 'undici';
 import type { ChatChunk, ChatRequest, ChatResponse } from '../../common/chat.types';
 import { UpstreamError } from '../../common/errors';
+import { isJsonObject } from '../../common/json-object';
 import { bodyChunks, SseDecoder } from '../../common/sse';
 import type { RouteDef } from '../../config/registry.types';
 import { KeyPool } from '../http/key-pool.service';
@@ -35,12 +36,13 @@ import {
   AnthropicStreamTranslator,
   anthropicHttpError,
   anthropicStreamError,
+  fitThinking,
   fromAnthropicResponse,
   mergeBetas,
   toAnthropicRequest,
   claudeOutputAllowance,
 } from './anthropic.mapper';
-import type { AnthropicRequest, AnthropicResponse, AnthropicStreamEvent } from './anthropic.types';
+import type { AnthropicRequest, AnthropicResponse, AnthropicStreamEvent, AnthropicThinking } from './anthropic.types';
 
 export const ANTHROPIC_API = 'https://api.anthropic.com/v1';
 
@@ -150,18 +152,27 @@ export class AnthropicAdapter implements LlmAdapter {
   }
 
   protected body(req: ChatRequest, route: RouteDef, stream: boolean): AnthropicRequest {
-    const body = toAnthropicRequest(req, { model: route.providerModelId, defaultMaxTokens: optionNumber(route, 'default_max_tokens') });
+    // The route's thinking takes the request's place, with what Claude requires beside it.
+    const { thinking, extra } = routeThinking(route);
+    const body = toAnthropicRequest(req, {
+      model: route.providerModelId,
+      defaultMaxTokens: optionNumber(route, 'default_max_tokens'),
+      thinking,
+    });
     if (stream) body.stream = true;
     else delete body.stream;
-    return withExtraBody(body, route.extraBody) as unknown as AnthropicRequest;
+    return withExtraBody(body, extra) as unknown as AnthropicRequest;
   }
 
   /** A client's Messages body for this route: its upstream model, the route's extra body. */
   protected relayBody(call: MessagesCall, route: RouteDef): Record<string, unknown> {
+    const { thinking, extra } = routeThinking(route);
     const body: Record<string, unknown> = { ...call.body, model: route.providerModelId };
     const messages = withoutUnsignedThinking(body.messages);
     if (messages !== body.messages) body.messages = messages;
-    return withExtraBody(body, route.extraBody);
+    const out = withExtraBody(body, extra);
+    if (thinking) fitThinking(out, thinking, true);
+    return out;
   }
 
   protected async headers(
@@ -333,4 +344,15 @@ function isUserTurn(m: unknown): boolean {
 function blocksOf(m: unknown): unknown[] {
   const c = (m as { content?: unknown }).content;
   return typeof c === 'string' ? [{ type: 'text', text: c }] : Array.isArray(c) ? c : [];
+}
+
+/**
+ * A route's `extra_body.thinking` apart from the rest of it: set as it is over a body, it kept
+ * the temperature, top_k and max_tokens Claude refuses beside thinking.
+ */
+function routeThinking(route: RouteDef): { thinking?: AnthropicThinking; extra?: Readonly<Record<string, unknown>> } {
+  const extra = route.extraBody;
+  if (!extra || !isJsonObject(extra.thinking) || typeof extra.thinking.type !== 'string') return { extra };
+  const { thinking, ...rest } = extra;
+  return { thinking: thinking as unknown as AnthropicThinking, extra: rest };
 }

@@ -40,6 +40,8 @@ export interface AnthropicRequestOptions {
   model?: string;
   /** `max_tokens` when the request sets none (Anthropic requires one). */
   defaultMaxTokens?: number;
+  /** The route's own `thinking` (its `extra_body`): in place of what the request asked for. */
+  thinking?: AnthropicThinking;
 }
 
 type Blocks = AnthropicContentBlock[];
@@ -376,30 +378,44 @@ export function toAnthropicRequest(req: ChatRequest, opts: AnthropicRequestOptio
   if (typeof req.user === 'string' && req.user) body.metadata = { user_id: claudeUserId(req.user) };
   const format = outputFormat(req.response_format);
   if (format) body.output_config = { format };
-  let thinking = thinkingOf(req, opts.model);
-  // Thinking asked for in OpenAI's terms (reasoning_effort, reasoning) is left out where Claude
-  // refuses it, rather than failing the request: a forced tool choice, or a tool loop whose
-  // last assistant turn came back without its thinking block (as the OpenAI SDK's runTools
-  // sends it). A client's own Anthropic `thinking` goes as it is.
-  const asked = req.thinking && typeof req.thinking === 'object';
-  if (thinking && thinking.type !== 'disabled' && !asked && thinkingRefused(body)) thinking = undefined;
-  if (thinking) {
-    body.thinking = thinking;
-    // The budget is part of max_tokens: keep room for the answer the client asked for.
-    if (thinking.type === 'enabled' && body.max_tokens <= thinking.budget_tokens)
-      body.max_tokens = thinking.budget_tokens + body.max_tokens;
+  // Thinking asked for in OpenAI's terms (reasoning_effort, reasoning), or set by the route, is
+  // left out where Claude refuses it, rather than failing the request: a forced tool choice, or
+  // a tool loop whose last assistant turn came back without its thinking block (as the OpenAI
+  // SDK's runTools sends it). A client's own Anthropic `thinking` goes as it is.
+  const asked = !opts.thinking && req.thinking !== null && typeof req.thinking === 'object';
+  const thinking = opts.thinking ?? thinkingOf(req, opts.model);
+  if (thinking && fitThinking(body, thinking, !asked)) {
     // Adaptive thinking asked for in OpenAI's terms: how hard to think is the effort.
-    const effort = thinking.type === 'adaptive' && !asked ? requestedThinking(req)?.effort : undefined;
+    const effort = thinking.type === 'adaptive' && !asked && !opts.thinking ? requestedThinking(req)?.effort : undefined;
     if (effort) body.output_config = { ...body.output_config, effort };
-    if (thinking.type !== 'disabled') {
-      // Thinking does not combine with sampling changes.
-      delete body.temperature;
-      delete body.top_k;
-      delete body.top_p;
-    }
   }
   if (req.stream === true) body.stream = true;
   return body;
+}
+
+/**
+ * Puts `thinking` in a Messages body with what Claude requires beside it: a `max_tokens` above
+ * the budget (the budget is part of it: the answer keeps the room it was given) and no sampling
+ * changes. With `optional`, it is left out where Claude would refuse it (see thinkingRefused).
+ * Whether it went in.
+ */
+export function fitThinking(
+  body: { max_tokens?: unknown; temperature?: unknown; top_k?: unknown; top_p?: unknown; thinking?: unknown },
+  thinking: AnthropicThinking,
+  optional: boolean,
+): boolean {
+  if (thinking.type !== 'disabled' && optional && thinkingRefused(body as AnthropicRequest)) {
+    delete body.thinking;
+    return false;
+  }
+  body.thinking = thinking;
+  if (thinking.type === 'disabled') return true;
+  if (thinking.type === 'enabled' && typeof body.max_tokens === 'number' && body.max_tokens <= thinking.budget_tokens)
+    body.max_tokens = thinking.budget_tokens + body.max_tokens;
+  delete body.temperature;
+  delete body.top_k;
+  delete body.top_p;
+  return true;
 }
 
 /**
