@@ -4,10 +4,13 @@
  * OpenRouter's `reasoning.max_tokens`), and Claude's adaptive-thinking `output_config.effort`
  * (low, medium, high, max).
  */
-export type Effort = 'low' | 'medium' | 'high';
+export type Effort = 'low' | 'medium' | 'high' | 'max';
+
+/** The efforts the gateway can translate: OpenAI's, and Claude's `max`. */
+export const EFFORTS: readonly string[] = ['none', 'minimal', 'low', 'medium', 'high', 'xhigh', 'max'];
 
 /** A thinking budget as an effort (Claude Code asks for budgets up to 31,999 tokens). */
-export function effortForBudget(budget: number): Effort {
+export function effortForBudget(budget: number): Exclude<Effort, 'max'> {
   if (budget <= 2048) return 'low';
   if (budget <= 8192) return 'medium';
   return 'high';
@@ -21,9 +24,12 @@ export function claudeEffort(effort: string): Effort | undefined {
       return 'low';
     case 'medium':
       return 'medium';
+    // Claude's own `xhigh` is for its newest models only; every adaptive-thinking model takes `max`.
     case 'high':
     case 'xhigh':
       return 'high';
+    case 'max':
+      return 'max';
     default:
       return undefined;
   }

@@ -411,14 +411,28 @@ describe('toAnthropicRequest', () => {
     expect(claudeOutputAllowance(req({ reasoning_effort: 'high' }), 100, 'claude-sonnet-4-5')).toBe(4196);
   });
 
-  it("asks for no thinking for an effort it has no budget for, Object's own names included, nor for a budget of 0", () => {
+  it("asks for no thinking for effort none or a budget of 0, and refuses an effort it does not know, Object's own names included", () => {
     expect(toAnthropicRequest(req({ reasoning: { max_tokens: 0 } }), SONNET_45)).not.toHaveProperty('thinking');
     expect(toAnthropicRequest(req({ reasoning: { max_tokens: 0 } }), { model: 'claude-opus-4-7' })).not.toHaveProperty('thinking');
     expect(toAnthropicRequest(req({ reasoning_effort: 'xhigh' }), SONNET_45).thinking).toEqual({ type: 'enabled', budget_tokens: 8192 });
-    for (const effort of ['none', 'toString', '__proto__', 'constructor']) {
-      expect(toAnthropicRequest(req({ reasoning_effort: effort }), SONNET_45)).not.toHaveProperty('thinking');
-      expect(toAnthropicRequest(req({ reasoning: { effort } }), SONNET_45)).not.toHaveProperty('thinking');
+    expect(toAnthropicRequest(req({ reasoning_effort: 'none' }), SONNET_45)).not.toHaveProperty('thinking');
+    expect(toAnthropicRequest(req({ reasoning: { effort: 'none' } }), SONNET_45)).not.toHaveProperty('thinking');
+    for (const effort of ['ultra', 'toString', '__proto__', 'constructor']) {
+      expect(() => toAnthropicRequest(req({ reasoning_effort: effort }), SONNET_45)).toThrow(/^reasoning_effort must be one of none, /);
+      expect(() => toAnthropicRequest(req({ reasoning: { effort } }), SONNET_45)).toThrow(/^reasoning\.effort must be one of/);
     }
+  });
+
+  it("gives effort max the largest budget, and Claude's own max effort to adaptive thinking", () => {
+    const body = toAnthropicRequest(req({ reasoning_effort: 'max', max_tokens: 1000 }), SONNET_45);
+    expect(body.thinking).toEqual({ type: 'enabled', budget_tokens: 16384 });
+    expect(body.max_tokens).toBe(17384);
+    const adaptive = toAnthropicRequest(req({ reasoning: { effort: 'max' } }), { model: 'claude-opus-4-6' });
+    expect(adaptive).toMatchObject({ thinking: { type: 'adaptive' }, output_config: { effort: 'max' } });
+    // xhigh is Claude's too, but only its newest models take it.
+    expect(toAnthropicRequest(req({ reasoning_effort: 'xhigh' }), { model: 'claude-sonnet-4-6' }).output_config).toEqual({
+      effort: 'high',
+    });
   });
 
   it('turns reasoning_effort into a thinking budget inside max_tokens, without sampling changes', () => {

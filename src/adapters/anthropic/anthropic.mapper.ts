@@ -6,7 +6,7 @@ import { parseEmbeddedJson } from '../../common/json-body';
 import { claudeEffort, effortForBudget, type Effort } from '../../common/reasoning';
 import { isJsonObject, ownValue } from '../../common/json-object';
 import { countOrZero as n, isTokenCount } from '../../common/usage';
-import { base64DataUrl, providerHttpError, refuseUntranslatableTools, unsupported } from '../http/upstream-call';
+import { base64DataUrl, checkEffort, providerHttpError, refuseUntranslatableTools, unsupported } from '../http/upstream-call';
 import type {
   AnthropicContentBlock,
   AnthropicMessage,
@@ -31,7 +31,14 @@ export const ANTHROPIC_VERSION = '2023-06-01';
 export const DEFAULT_MAX_TOKENS = 4096;
 
 /** `reasoning_effort` as a thinking budget (LiteLLM's mapping). */
-export const THINKING_BUDGETS: Readonly<Record<string, number>> = { minimal: 1024, low: 1024, medium: 2048, high: 4096, xhigh: 8192 };
+export const THINKING_BUDGETS: Readonly<Record<string, number>> = {
+  minimal: 1024,
+  low: 1024,
+  medium: 2048,
+  high: 4096,
+  xhigh: 8192,
+  max: 16384,
+};
 /** The smallest thinking budget Anthropic accepts. */
 const MIN_THINKING_BUDGET = 1024;
 
@@ -270,7 +277,8 @@ function thinkingOf(req: ChatRequest, model?: string): AnthropicThinking | undef
  */
 function requestedThinking(req: ChatRequest): { budget: number; effort?: Effort } | undefined {
   const reasoning = req.reasoning as { effort?: string; max_tokens?: number; enabled?: boolean } | undefined;
-  const byEffort = (effort: unknown) => {
+  const byEffort = (effort: unknown, param: string) => {
+    checkEffort(effort, param);
     const budget = typeof effort === 'string' ? ownValue(THINKING_BUDGETS, effort) : undefined;
     return budget === undefined ? undefined : { budget, effort: claudeEffort(effort as string) };
   };
@@ -281,11 +289,11 @@ function requestedThinking(req: ChatRequest): { budget: number; effort?: Effort 
       return reasoning.max_tokens > 0
         ? { budget: Math.max(MIN_THINKING_BUDGET, Math.floor(reasoning.max_tokens)), effort: effortForBudget(reasoning.max_tokens) }
         : undefined;
-    const asked = byEffort(reasoning.effort);
+    const asked = byEffort(reasoning.effort, 'reasoning.effort');
     if (asked) return asked;
     if (reasoning.enabled === true) return { budget: THINKING_BUDGETS.medium };
   }
-  return byEffort(req.reasoning_effort);
+  return byEffort(req.reasoning_effort, 'reasoning_effort');
 }
 
 /**

@@ -283,6 +283,17 @@ describe('toGeminiRequest', () => {
     });
     expect(toGeminiRequest(req())).not.toHaveProperty('generationConfig');
   });
+
+  it('gives effort max the largest budget and reasoning.enabled a medium one; refuses an effort it does not know', () => {
+    expect(toGeminiRequest(req({ reasoning_effort: 'max' })).generationConfig).toEqual({
+      thinkingConfig: { thinkingBudget: 24576, includeThoughts: true },
+    });
+    expect(toGeminiRequest(req({ reasoning: { enabled: true } })).generationConfig).toEqual({
+      thinkingConfig: { thinkingBudget: 8192, includeThoughts: true },
+    });
+    expect(() => toGeminiRequest(req({ reasoning_effort: 'ultra' }))).toThrow(/^reasoning_effort must be one of/);
+    expect(() => toGeminiRequest(req({ reasoning: { effort: 'toString' } }))).toThrow(/^reasoning\.effort must be one of/);
+  });
 });
 
 describe('fromGeminiResponse', () => {

@@ -7,7 +7,7 @@ import { googleRetryDelayMs, googleStatus, parseGoogleError } from '../http/goog
 import { parseEmbeddedJson } from '../../common/json-body';
 import { ownValue } from '../../common/json-object';
 import type { RouteDef } from '../../config/registry.types';
-import { base64DataUrl, providerHttpError, refuseUntranslatableTools, unsupported } from '../http/upstream-call';
+import { base64DataUrl, checkEffort, providerHttpError, refuseUntranslatableTools, unsupported } from '../http/upstream-call';
 import type {
   GeminiBatchEmbedRequest,
   GeminiBatchEmbedResponse,
@@ -41,6 +41,8 @@ export const THINKING_BUDGETS: Readonly<Record<string, number>> = {
   medium: 8192,
   high: 24576,
   xhigh: 24576,
+  // The most every thinking Gemini takes (2.5 Flash's ceiling; Pro's is 32,768).
+  max: 24576,
 };
 
 /** Ids the gateway made up for function calls Gemini returned without one (it often does). */
@@ -206,12 +208,16 @@ function push(contents: GeminiContent[], role: 'user' | 'model', parts: GeminiPa
 }
 
 function thinkingConfig(req: ChatRequest): GeminiGenerationConfig['thinkingConfig'] {
-  const reasoning = req.reasoning as { effort?: string; max_tokens?: number; exclude?: boolean } | undefined;
+  const reasoning = req.reasoning as { effort?: string; max_tokens?: number; exclude?: boolean; enabled?: boolean } | undefined;
   let budget: number | undefined;
   if (reasoning && typeof reasoning === 'object') {
     if (typeof reasoning.max_tokens === 'number') budget = reasoning.max_tokens;
-    else if (reasoning.effort) budget = ownValue(THINKING_BUDGETS, reasoning.effort);
+    else if (reasoning.effort) {
+      checkEffort(reasoning.effort, 'reasoning.effort');
+      budget = ownValue(THINKING_BUDGETS, reasoning.effort);
+    } else if (reasoning.enabled === true) budget = THINKING_BUDGETS.medium;
   } else if (typeof req.reasoning_effort === 'string') {
+    checkEffort(req.reasoning_effort, 'reasoning_effort');
     budget = ownValue(THINKING_BUDGETS, req.reasoning_effort);
   }
   if (budget === undefined) return undefined;

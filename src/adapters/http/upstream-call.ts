@@ -2,6 +2,7 @@ import type { Dispatcher } from 'undici';
 import { SECRET_NAME } from '../../common/secret-names';
 import { OPERATOR_REFUSAL, UpstreamError } from '../../common/errors';
 import { isJsonObject } from '../../common/json-object';
+import { EFFORTS } from '../../common/reasoning';
 import type { ChatRequest } from '../../common/chat.types';
 import type { RouteDef } from '../../config/registry.types';
 import type { CallContext, ProbeResult } from '../llm-adapter';
@@ -410,6 +411,15 @@ export function base64DataUrl(url: string, param: string): { mediaType: string; 
  * Anthropic, a remote image for Gemini): a 400 naming the parameter, never sent. The model's next
  * route may express it; the client gets the 400 when none does.
  */
+/**
+ * A translating adapter's check of an effort it maps to its own setting: one it does not know
+ * is a 400 naming it, where it used to mean no thinking at all (`max` got the least).
+ */
+export function checkEffort(effort: unknown, param: string): void {
+  if (typeof effort === 'string' && !EFFORTS.includes(effort))
+    throw unsupported(`${param} must be one of ${EFFORTS.join(', ')} (got "${effort.slice(0, 40)}")`, param);
+}
+
 export function unsupported(message: string, param: string | null): UpstreamError {
   return new UpstreamError({
     failure: 'http',
