@@ -55,7 +55,9 @@ export class ChatCompletionService {
       rec.deliveredUnits = chars;
     } else {
       rec.usage = out.usage;
-      out.usage = clientUsage(out.usage);
+      // No output counted for an answer with some: the record estimates it, and the client sees that.
+      if (out.usage.completion_tokens === 0) rec.deliveredUnits = out.choices.reduce((s, c) => s + outputUnits(c.message), 0);
+      out.usage = clientUsage(rec.presentedUsage()!);
     }
     // What the gateway bills for it, in USD, as OpenRouter's usage.cost says (the row's cost_usd).
     out.usage = { ...out.usage, cost: rec.costUsd() };

@@ -113,6 +113,12 @@ export class RequestRecord {
             : counts.completion + unitsToTokens(Math.max(0, this.deliveredUnits - soFar));
         return { counts, estimated: true };
       }
+      // A figure that counts no output although output reached the client (a backend that left
+      // the count out of its last usage) says nothing of it: what was delivered is estimated.
+      if (counts.completion === 0 && this.deliveredUnits > 0) {
+        counts.completion = unitsToTokens(this.deliveredUnits);
+        return { counts, estimated: true };
+      }
       return { counts, estimated: this.usageEstimated };
     }
     const served = this.execution?.route !== undefined;
@@ -123,6 +129,19 @@ export class RequestRecord {
       counts: { prompt, completion: unitsToTokens(this.deliveredUnits), cachedRead: 0, cacheWrite: 0, reasoning: 0 },
       estimated: true,
     };
+  }
+
+  /**
+   * The usage to show the client: the upstream's, with its output count replaced by the one
+   * billed where that had to be estimated (a running figure the answer went past, or none),
+   * so that the tokens a client sees and the cost beside them agree.
+   */
+  presentedUsage(): Usage | undefined {
+    const u = this.usage;
+    if (!u || !isSoundUsage(u)) return u;
+    const { counts, estimated } = this.tokens();
+    if (!estimated || counts.completion === u.completion_tokens) return u;
+    return { ...u, completion_tokens: counts.completion, total_tokens: u.prompt_tokens + counts.completion };
   }
 
   /** A one-shot answer arrived from the upstream: for its client, that is the first token. */

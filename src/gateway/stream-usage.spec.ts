@@ -76,6 +76,28 @@ describe('StreamUsage', () => {
     expect(rec.tokens()).toEqual({ counts: expect.objectContaining({ prompt: 7, completion: 4 }), estimated: true });
   });
 
+  it('shows the client the output count it is billed on, where the figure it had was not the last word', () => {
+    // A running figure (vLLM's continuous usage on the first content chunk), then more content.
+    const rec = new RequestRecord('r', 0);
+    const u = new StreamUsage(ASKED, rec);
+    u.take(chunk([{ index: 0, delta: { content: 'abcd' }, finish_reason: null }], usage(7, 1)));
+    rec.deliveredUnits += 4;
+    u.take(chunk([{ index: 0, delta: { content: '12345678' }, finish_reason: 'stop' }]));
+    rec.deliveredUnits += 8;
+    rec.status = 200;
+    expect(rec.tokens().counts.completion).toBe(3);
+    expect(u.final(() => 99)).toEqual(usage(7, 3));
+    // A last usage that counts no output although some came (Gemini's prompt-only figure sent again at the end).
+    const gem = new RequestRecord('r', 0);
+    const g = new StreamUsage(ASKED, gem);
+    g.take(chunk([{ index: 0, delta: { content: 'Hello world fr' }, finish_reason: 'stop' }]));
+    gem.deliveredUnits += 14;
+    expect(g.take(chunk([], usage(5, 0)))).toBe(false);
+    gem.status = 200;
+    expect(gem.tokens()).toEqual({ counts: expect.objectContaining({ prompt: 5, completion: 4 }), estimated: true });
+    expect(g.final(() => 99)).toEqual(usage(5, 4));
+  });
+
   it("counts a legacy completion chunk's text as delivered with the running figure", () => {
     const rec = new RequestRecord('r', 0);
     const u = new StreamUsage({}, rec);

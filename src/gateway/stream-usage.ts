@@ -49,9 +49,9 @@ export class StreamUsage {
     return true;
   }
 
-  /** The usage for the last chunk: the upstream's, else an estimate from what was delivered. */
+  /** The usage for the last chunk: the upstream's (as billed), else an estimate from what was delivered. */
   final(promptTokens: () => number): Usage {
-    return this.rec.usage ?? usageFromCounts(promptTokens(), unitsToTokens(this.rec.deliveredUnits));
+    return this.rec.presentedUsage() ?? usageFromCounts(promptTokens(), unitsToTokens(this.rec.deliveredUnits));
   }
 }
 

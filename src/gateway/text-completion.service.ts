@@ -84,7 +84,9 @@ export class TextCompletionService {
     out.created ??= Math.floor(Date.now() / 1000);
     if (isSoundUsage(out.usage)) {
       rec.usage = out.usage;
-      out.usage = clientUsage(out.usage);
+      // No output counted for an answer with some: the record estimates it, and the client sees that.
+      if (out.usage.completion_tokens === 0) rec.deliveredUnits = out.choices.reduce((s, c) => s + textUnits(c.text), 0);
+      out.usage = clientUsage(rec.presentedUsage()!);
     } else {
       // Counted as a stream of the same choices is: all of the text, turned into tokens once.
       const units = out.choices.reduce((s, c) => s + textUnits(c.text), 0);

@@ -45,6 +45,11 @@ models:
     context_length: 1000000
     route:
       - ${r('thinking')}
+  - id: gemini/prompt-usage
+    context_length: 1000000
+    pricing: { prompt: 1, completion: 1000 }
+    route:
+      - ${r('prompt-usage')}
   - id: gemini/cached
     context_length: 1000000
     pricing: { prompt: "0.3", completion: "2.5", input_cache_read: "0.075" }
@@ -356,6 +361,26 @@ models:
     expect(upstream.requests[0].body.generationConfig).toEqual({ thinkingConfig: { thinkingBudget: 8192, includeThoughts: true } });
     expect(res.usage).toMatchObject({ completion_tokens: 7, completion_tokens_details: { reasoning_tokens: 5 } });
     expect(await rowFor(res.id)).toMatchObject({ reasoning_tokens: 5, completion_tokens: 7 });
+  });
+
+  it('bills output a usage figure left out by its estimate, and shows the client the same count, streamed or not', async () => {
+    const ask = { model: 'gemini/prompt-usage', messages: [{ role: 'user' as const, content: 'count these words please' }] };
+    const res = await client.chat.completions.create(ask);
+    expect(res.choices[0].message.content).toBe('echo: count these words please');
+    // 31 characters of answer: about 8 tokens, none of which Gemini counted.
+    expect(res.usage).toMatchObject({ prompt_tokens: 7, completion_tokens: 8, total_tokens: 15 });
+    expect(await rowFor(res.id)).toMatchObject({ completion_tokens: 8, usage_estimated: true });
+
+    const stream = await client.chat.completions.create({ ...ask, stream: true, stream_options: { include_usage: true } });
+    const chunks: OpenAI.Chat.Completions.ChatCompletionChunk[] = [];
+    for await (const c of stream) chunks.push(c);
+    const last = chunks.at(-1)!;
+    expect(last.usage).toMatchObject({ prompt_tokens: 7, completion_tokens: 8, total_tokens: 15 });
+    const row = await rowFor(chunks[0].id);
+    expect(row).toMatchObject({ completion_tokens: 8, usage_estimated: true });
+    // The cost beside the counts is the one billed.
+    expect((last.usage as unknown as { cost: number }).cost).toBeCloseTo(Number(row.cost_usd), 12);
+    expect(Number(row.cost_usd)).toBeCloseTo((7 * 1 + 8 * 1000) / 1e6, 12);
   });
 
   it('counts cached content as cached prompt tokens', async () => {
