@@ -399,6 +399,15 @@ export class Env {
   @Min(0)
   SUBSCRIPTION_REFRESH_MARGIN_MS = 300_000;
 
+  /**
+   * How long a request waits for its account's token refresh before it tries another account (the
+   * refresh goes on); while that refresh has not answered, later requests do not wait on it.
+   */
+  @Type(() => Number)
+  @IsInt()
+  @Min(100)
+  SUBSCRIPTION_REFRESH_WAIT_MS = 20_000;
+
   /** Cooldown after a 429 that names no reset time; doubles with each consecutive failure. */
   @Type(() => Number)
   @IsInt()

@@ -50,6 +50,11 @@ interface PooledAccount {
   externalAccountId: string | null;
   tokenVersion: number;
   refreshing?: Promise<void>;
+  /**
+   * A request waited SUBSCRIPTION_REFRESH_WAIT_MS for the refresh in flight, which goes on: later requests do
+   * not wait on it again (a hung token endpoint cost each retry the whole wait).
+   */
+  refreshSlow?: boolean;
   /** No refresh before this (after a failed one), unless an administrator asks or the token is refused. */
   refreshNotBefore: number;
   /** Why the last refresh failed (while `refreshNotBefore` holds). */
@@ -73,11 +78,6 @@ const LOCK_TTL_MS = REFRESH_TIMEOUT_MS + 30_000;
 /** How long to wait for another process's refresh before failing this account for this request. */
 const LOCK_WAIT_MS = LOCK_TTL_MS + 5_000;
 const LOCK_POLL_MS = 200;
-/**
- * How long a request waits for its account's refresh. The refresh itself goes on (up to
- * REFRESH_TIMEOUT_MS; its answer is never dropped) while the request tries another account.
- */
-const REFRESH_WAIT_MS = 20_000;
 /** After a failed proactive refresh. */
 const REFRESH_RETRY_MS = 30_000;
 /** An account that failed this recently is used only when no other is left. */
@@ -241,7 +241,12 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
             if (acc.expiresAt !== null && acc.expiresAt <= now + 5000) this.waitForRefresh(acc, acc.refreshError ?? REFRESH_FAILED);
             throw new RefreshFailed('the last refresh failed a moment ago');
           }
-          await waitForRefresh(this.refresh(acc, false), signal);
+          if (acc.refreshing && acc.refreshSlow) throw new RefreshFailed('its token refresh has not answered yet');
+          const refreshing = this.refresh(acc, false);
+          await waitForRefresh(refreshing, signal, this.config.env.SUBSCRIPTION_REFRESH_WAIT_MS).catch((err: unknown) => {
+            if (!signal?.aborted && acc.refreshing === refreshing) acc.refreshSlow = true;
+            throw err;
+          });
         } catch (err) {
           if (signal?.aborted) throw abortedError(provider);
           // A refresh that failed leaves the current token, if it still has time left.
@@ -267,7 +272,8 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     const acc = this.accounts.get(l.id);
     if (!acc) throw new RefreshFailed('the account was removed');
     // Also right after a failed refresh: a refused token is news, and the endpoint may be back.
-    if (acc.tokenVersion === l.tokenVersion) await waitForRefresh(this.refresh(acc, true, l.tokenVersion), signal);
+    if (acc.tokenVersion === l.tokenVersion)
+      await waitForRefresh(this.refresh(acc, true, l.tokenVersion), signal, this.config.env.SUBSCRIPTION_REFRESH_WAIT_MS);
     if (!acc.creds || acc.tokenVersion === l.tokenVersion) throw new RefreshFailed('no new token');
     if (!isUsable(acc.state, Date.now())) throw new RefreshFailed(`the account is ${acc.state.status}`);
     return lease(acc);
@@ -395,6 +401,20 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
         provider: `${provider}_sub`,
       });
     }
+    const slow = list.filter((a) => skip.has(a.id) && a.refreshing && a.refreshSlow).length;
+    if (slow > 0) {
+      return new UpstreamError({
+        failure: 'http',
+        status: 503,
+        type: 'upstream_error',
+        message: `no usable ${provider} subscription account: the token refresh of ${slow} account${slow === 1 ? '' : 's'} has not answered within ${this.config.env.SUBSCRIPTION_REFRESH_WAIT_MS / 1000} s (it goes on)`,
+        code: 'subscription_token_refresh_unavailable',
+        // The model's next route at once: this one again would wait on the same refresh.
+        retryable: false,
+        gatewayFault: true,
+        provider: `${provider}_sub`,
+      });
+    }
     if (soonest !== undefined) {
       return new UpstreamError({
         failure: 'http',
@@ -490,6 +510,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
   private refresh(acc: PooledAccount, force: boolean, staleVersion?: number, tokenRefused = force): Promise<void> {
     acc.refreshing ??= this.doRefresh(acc, force, staleVersion, tokenRefused).finally(() => {
       acc.refreshing = undefined;
+      acc.refreshSlow = undefined;
     });
     return acc.refreshing;
   }
@@ -509,6 +530,8 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       }
       if (Date.now() > deadline) throw new RefreshFailed('another process has been refreshing this account for too long');
     }
+    /** Refreshed tokens this process could not store: the lease stays until they are (flushPending). */
+    let holdLease = false;
     try {
       // Under the lease, the stored tokens are the newest: another process may have refreshed
       // just before we got it, and its refresh token is the only one still valid.
@@ -564,6 +587,9 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
         );
         this.keepUnstored(acc, result.credentials, result.expiresAt, stored.token_version, version);
         this.apply(acc.id, { type: 'refreshed' });
+        // The stored refresh token is spent: another process taking the lease now would send it,
+        // and the provider revokes the account for a reused refresh token.
+        holdLease = true;
         return;
       }
       if (!committed) {
@@ -583,7 +609,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       this.logger.log(`refreshed ${acc.provider} account "${acc.name}"`);
       this.apply(acc.id, { type: 'refreshed' });
     } finally {
-      await this.store.unlock(acc.id, this.owner).catch(() => undefined);
+      if (!holdLease) await this.store.unlock(acc.id, this.owner).catch(() => undefined);
     }
   }
 
@@ -635,11 +661,9 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     // A failed refresh only matters when it leaves the account without a usable token: it waits
     // for the next try then, without counting as the account's failure (an outage of the token
     // endpoint would otherwise double its cooldowns for as long as it lasts).
+    // Otherwise its token may still work (an administrator's refresh of a token with time left,
+    // or with no expiry known): the account goes on as it was, and the administrator is told.
     if (tokenRefused || (acc.expiresAt !== null && acc.expiresAt <= Date.now())) this.waitForRefresh(acc, message);
-    // Its token may still work: counted as the account's failure, and not said as a wait for a
-    // refresh (whose message begins REFRESH_FAILED), which a refresh would end.
-    else if (acc.expiresAt === null)
-      this.apply(acc.id, { type: 'auth_failed', message: clip(`refreshing its token failed: ${(err as Error).message}`) });
   }
 
   /** No usable token until the refresh is tried again (REFRESH_RETRY_MS after the last failed). */
@@ -742,11 +766,15 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
         // the refresh lease meanwhile: it is left alone, and only this process's own (from the
         // refresh whose tokens these are, if the database went away before its release) let go.
         const { fromVersion: from, toVersion: version } = pendingVersions(acc);
+        // The lease this process kept for them is renewed while they wait (it would lapse after
+        // LOCK_TTL_MS, and another process refresh with the spent token).
+        await this.store.tryLock(acc.id, this.owner, LOCK_TTL_MS);
         if (await this.store.commitRefresh(acc.id, this.vault.seal(acc, acc.creds), acc.expiresAt, from, version, true)) {
           acc.tokenVersion = version;
           // Not fatal: the tokens are stored, and a lease left behind lapses on its own.
           await this.store.unlock(acc.id, this.owner).catch(() => undefined);
         } else {
+          await this.store.unlock(acc.id, this.owner).catch(() => undefined);
           const now = await this.store.sealedCredentials(acc.id);
           if (now) {
             this.logger.warn(
@@ -894,11 +922,15 @@ function countBy(values: string[]): Record<string, number> {
   return out;
 }
 
-/** A request's wait for a refresh: until it is done, the client leaves, or REFRESH_WAIT_MS. */
-async function waitForRefresh(refresh: Promise<void>, signal: AbortSignal | undefined): Promise<void> {
-  const waited = AbortSignal.timeout(REFRESH_WAIT_MS);
+/**
+ * A request's wait for a refresh: until it is done, the client leaves, or `waitMs`. The refresh
+ * itself goes on (up to REFRESH_TIMEOUT_MS; its answer is never dropped) while the request tries
+ * another account.
+ */
+async function waitForRefresh(refresh: Promise<void>, signal: AbortSignal | undefined, waitMs: number): Promise<void> {
+  const waited = AbortSignal.timeout(waitMs);
   await raceAbort(refresh, signal ? AbortSignal.any([signal, waited]) : waited, () =>
-    signal?.aborted ? new Error('aborted') : new RefreshFailed(`the token refresh took over ${REFRESH_WAIT_MS / 1000} s (it goes on)`),
+    signal?.aborted ? new Error('aborted') : new RefreshFailed(`the token refresh took over ${waitMs / 1000} s (it goes on)`),
   );
 }
 

@@ -603,6 +603,27 @@ models:
     const [after] = await accounts(gw);
     expect(after).toMatchObject({ status: 'active', failures: 0 });
     expect((await ask(gw.client())).choices[0].message.content).toBe('echo: hello there');
+
+    // Also one whose token's expiry is not known (an opaque token added by hand): its token may work.
+    const added = await gw.admin('', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        provider: 'codex',
+        name: 'opaque',
+        access_token: 'opaque-access',
+        refresh_token: 'opaque-refresh',
+        account_id: 'acct-opaque',
+      }),
+    });
+    expect(added.status).toBe(201);
+    const { id } = (await added.json()) as { id: string };
+    tokens.failNext = 3;
+    for (let i = 0; i < 3; i++) {
+      const res = await gw.admin(`/${id}/refresh`, { method: 'POST' });
+      expect(await res.json()).toMatchObject({ refreshed: false, error: expect.stringContaining('temporarily_unavailable') });
+    }
+    expect((await accounts(gw)).find((x) => x.id === id)).toMatchObject({ status: 'active', failures: 0 });
   });
 
   it('an account whose token ran out while the token endpoint is down waits for it: one refresh, a 503, no growing cooldown', async () => {
@@ -635,6 +656,45 @@ models:
     const [after] = await accounts(gw);
     expect(after).toMatchObject({ status: 'active', failures: 0 });
     expect((await ask(gw.client())).choices[0].message.content).toBe('echo: hello there');
+  });
+
+  it('a token endpoint that does not answer costs one wait, not one per retry: the next route, then no wait at all', async () => {
+    const release = tokens.hold(); // the token endpoint hangs
+    try {
+      // A token with so little left that requests wait for its refresh, and cannot use it after.
+      const { gw, logins } = await boot(1, { ttlSeconds: 3, env: { SUBSCRIPTION_REFRESH_WAIT_MS: '1500' } });
+      let started = Date.now();
+      expect((await ask(gw.client(), 'codex/with-fallback')).choices[0].message.content).toBeTruthy();
+      // One wait, then the paid route at once: the route's retries do not wait on the same refresh again.
+      expect(Date.now() - started).toBeLessThan(3000);
+      expect(paid.requests).toHaveLength(1);
+      started = Date.now();
+      expect((await ask(gw.client(), 'codex/with-fallback')).choices[0].message.content).toBeTruthy();
+      expect(Date.now() - started).toBeLessThan(1000);
+      // Without another route, the client is told why.
+      const err = await gw
+        .client()
+        .chat.completions.create({ model: 'codex/gpt', messages: [{ role: 'user', content: 'x' }] }, { maxRetries: 0 })
+        .catch((e: unknown) => e as InstanceType<typeof OpenAI.APIError>);
+      expect(err).toMatchObject({ status: 503, code: 'subscription_token_refresh_unavailable' });
+      expect((err as Error).message).toMatch(/token refresh of 1 account has not answered within 1.5 s/);
+      expect(tokens.refreshes).toHaveLength(1);
+      release();
+      // Once it answers, the account serves again, with the new token.
+      const answered = () =>
+        gw
+          .client()
+          .chat.completions.create({ model: 'codex/gpt', messages: [{ role: 'user', content: 'x' }] }, { maxRetries: 0 })
+          .then(
+            () => true,
+            () => false,
+          );
+      await eventually(answered, 'the account serves again');
+      expect(codex.requests.at(-1)!.headers.authorization).not.toBe(`Bearer ${logins[0].access_token}`);
+      expect(codex.requests.at(-1)!.status).toBe(200);
+    } finally {
+      release();
+    }
   });
 
   it('a token refused right after a failed refresh is refreshed at once when the endpoint is back', async () => {

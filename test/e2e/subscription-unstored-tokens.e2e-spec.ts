@@ -190,6 +190,38 @@ describe('subscription tokens refreshed while PostgreSQL was unreachable', () =>
     expect(await stored(g)).toEqual({ version: first.version + 2, refreshToken: newestRefreshToken(), status: 'active' });
   });
 
+  it('keeps the refresh lease while tokens the database refused to store wait, so no other process sends the spent refresh token', async () => {
+    const login = tokens.login({ accountId: 'acct-refused' });
+    const g = await boot(login);
+    const first = await stored(g);
+    // The database answers, but the write of the refreshed tokens fails once (a connection reset at commit).
+    await sql(`CREATE SEQUENCE fail_commit;
+      CREATE FUNCTION fail_commit() RETURNS trigger AS $$ BEGIN
+        IF NEW.token_version <> OLD.token_version AND nextval('fail_commit') = 1 THEN RAISE EXCEPTION 'connection reset (test)'; END IF;
+        RETURN NEW; END $$ LANGUAGE plpgsql;
+      CREATE TRIGGER fail_commit BEFORE UPDATE ON subscription_accounts FOR EACH ROW EXECUTE FUNCTION fail_commit();`);
+    tokens.invalidateAccess(login.access_token);
+    const a = await ask(g);
+    expect(a.choices[0].message.content).toBe('echo: hi');
+    expect(await stored(g)).toMatchObject({ version: first.version, refreshToken: login.refresh_token }); // spent, still stored
+    // The lease is still this process's: another one trying to refresh waits, rather than send the spent token.
+    const [held] = await sql<{ refresh_lock_owner: string | null; until: boolean }>(
+      'SELECT refresh_lock_owner, refresh_lock_until > now() AS until FROM subscription_accounts',
+    );
+    expect(held.refresh_lock_owner).not.toBeNull();
+    expect(held.until).toBe(true);
+    const other = g.app.get(AccountStore);
+    const [{ id }] = await sql<{ id: string }>('SELECT id FROM subscription_accounts');
+    expect(await other.tryLock(id, 'another-process', 60_000)).toBe(false);
+
+    // The tick stores them, and gives the lease back.
+    await g.app.get(AccountPool).tick();
+    expect(await stored(g)).toEqual({ version: first.version + 1, refreshToken: newestRefreshToken(), status: 'active' });
+    const [after] = await sql<{ refresh_lock_owner: string | null }>('SELECT refresh_lock_owner FROM subscription_accounts');
+    expect(after.refresh_lock_owner).toBeNull();
+    expect(tokens.reused).toBe(0);
+  });
+
   it("the tick stores the unstored tokens without taking another process's lease", async () => {
     const login = tokens.login({ accountId: 'acct-tick' });
     const g = await boot(login);
