@@ -122,19 +122,28 @@ export class AccountAdmin {
     await this.pool.changed();
   }
 
+  /**
+   * Written only over the status it was read with: a change made meanwhile (another replica
+   * revoking the account as its refresh token was refused) is read again and the transition
+   * made from it, never overwritten (an enable would put a dead login back into rotation).
+   */
   private async adminTransition(id: string, event: AccountEvent): Promise<AccountView> {
     await this.pool.settle(id);
-    const row = await this.row(id);
-    const state = stateFromRow(row);
-    let next;
-    try {
-      next = transition(state, event, Date.now(), this.pool.policy);
-    } catch (err) {
-      if (err instanceof TransitionRefused)
-        throw new AccountConflictError(`Cannot ${event.type} account ${id}: ${err.message}`, 'account_revoked');
-      throw err;
+    for (let attempt = 0; ; attempt++) {
+      const row = await this.row(id);
+      const state = stateFromRow(row);
+      let next;
+      try {
+        next = transition(state, event, Date.now(), this.pool.policy);
+      } catch (err) {
+        if (err instanceof TransitionRefused)
+          throw new AccountConflictError(`Cannot ${event.type} account ${id}: ${err.message}`, 'account_revoked');
+        throw err;
+      }
+      if (next === state || (await this.guard(() => this.store.saveState(id, next, row.status)))) break;
+      if (attempt === 2)
+        throw new AccountConflictError(`Account ${id} kept changing while it was being changed; send it again`, 'account_changed');
     }
-    if (next !== state) await this.guard(() => this.store.saveState(id, next));
     await this.pool.changed();
     return this.get(id);
   }

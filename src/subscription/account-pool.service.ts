@@ -474,8 +474,21 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
           if (await this.store.saveState(acc.id, state, acc.storedStatus)) {
             acc.storedStatus = state.status;
           } else {
-            // Changed elsewhere (another replica, an admin): that state wins; take it.
+            // Changed elsewhere (another replica, an admin): that state wins; take it. Except
+            // over a revocation of these same tokens (their refresh token was refused): no
+            // other change makes them work again, so it is written over that one.
             const row = await this.store.find(acc.id);
+            if (
+              row &&
+              !acc.stateDirty &&
+              state.status === 'revoked' &&
+              row.status !== 'revoked' &&
+              row.token_version === acc.tokenVersion
+            ) {
+              acc.storedStatus = row.status;
+              acc.stateDirty = true;
+              continue;
+            }
             if (row && !acc.stateDirty) {
               acc.state = stateFromRow(row);
               acc.storedStatus = row.status;

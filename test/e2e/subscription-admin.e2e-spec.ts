@@ -213,6 +213,31 @@ describe.each(['sqlite', 'postgres'] as const)('subscription accounts admin API 
     expect(codex.served().slice(2).sort()).toEqual(['acct-d1', 'acct-d2']);
   });
 
+  // Row locks: on SQLite a writer waits for the whole file, so no read can come between.
+  (backend === 'postgres' ? it : it.skip)('never writes an enable over a revocation made meanwhile by another process', async () => {
+    const login = tokens.login({ accountId: 'acct-race' });
+    const added = await post('', { provider: 'codex', name: 'race', access_token: login.access_token, refresh_token: login.refresh_token });
+    expect(added.status).toBe(201);
+    const { id } = (await added.json()) as { id: string };
+    expect(await (await post(`/${id}/disable`)).json()).toMatchObject({ status: 'disabled' });
+    // Another replica revokes it (its refresh token was refused) and is slow to commit.
+    const other = new Client({ connectionString: db.env.DATABASE_URL });
+    await other.connect();
+    try {
+      await other.query('BEGIN');
+      await other.query(`UPDATE subscription_accounts SET status = 'revoked', last_error = 'invalid_grant' WHERE id = $1`, [id]);
+      const enabling = post(`/${id}/enable`);
+      await new Promise((r) => setTimeout(r, 500));
+      await other.query('COMMIT');
+      const res = await enabling;
+      expect(res.status).toBe(409);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe('account_revoked');
+    } finally {
+      await other.end();
+    }
+    expect((await rawRows()).find((r) => r.id === id)).toMatchObject({ status: 'revoked', last_error: 'invalid_grant' });
+  });
+
   it('answers bad input with a 400 naming every field, unknown ids with 404, in the OpenAI error shape', async () => {
     const bad = await post('', { provider: 'gemini', name: '', refresh_token: 7, extra: true });
     expect(bad.status).toBe(400);
