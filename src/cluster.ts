@@ -51,6 +51,8 @@ export function runPrimary(
   const reloadWhenUp = new Set<Worker>();
   /** SIGHUP to every worker but `except`; one still starting gets it when it listens. */
   const reload = (except?: Worker) => {
+    // Workers that are draining have let go of their reload handler: a SIGHUP would end them.
+    if (stopping) return;
     for (const w of Object.values(cluster.workers ?? {})) {
       if (!w || w === except) continue;
       if (serving.has(w)) w.process.kill('SIGHUP');

@@ -20,3 +20,11 @@ export function takeEarlySighup(): boolean {
   pending = false;
   return came;
 }
+
+/**
+ * From shutdown on, a SIGHUP is held again rather than left to its default action, which would
+ * end the process before the request log is drained (rows lost). Nothing applies it.
+ */
+export function holdSighup(): void {
+  if (!process.listeners('SIGHUP').includes(hold)) process.on('SIGHUP', hold);
+}

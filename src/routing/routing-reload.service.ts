@@ -1,7 +1,7 @@
 import cluster from 'node:cluster';
 import { Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { RELOAD_OTHERS } from '../cluster';
-import { takeEarlySighup } from '../common/early-sighup';
+import { takeEarlySighup, holdSighup } from '../common/early-sighup';
 import { ModelRegistry, type RegistrySnapshot } from '../config/model-registry.service';
 import { EndpointHealthService } from './endpoint-health.service';
 import { RouteStateService } from './route-state.service';
@@ -39,6 +39,7 @@ export class RoutingReloadService implements OnApplicationBootstrap, OnApplicati
 
   onApplicationShutdown(): void {
     process.off('SIGHUP', this.onSignal);
+    holdSighup();
   }
 
   /** Throws, with every problem found, when the new files are refused (and logs the refusal). */

@@ -186,6 +186,10 @@ describe('the built server on SIGTERM', () => {
     const exited = new Promise<number | string | null>((r) => child.on('exit', (code, signal) => r(code ?? signal)));
     const stream = await openStream(url);
     child.kill('SIGTERM');
+    // A config manager's SIGHUP during the shutdown (here, one every few milliseconds until the
+    // exit) neither reloads nor ends the process before its log is written.
+    const hups = setInterval(() => child.exitCode === null && child.signalCode === null && child.kill('SIGHUP'), 3);
+    void exited.finally(() => clearInterval(hups));
     const text = await stream.rest;
     expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
     // Nest closes the app (the stream above finished, the row below is written), then raises
@@ -294,6 +298,9 @@ describe('the built server with WORKERS=2', () => {
     const metrics = await (await fetch(`${url}/metrics`)).text();
     expect(metrics).toMatch(/hybridinference_requests_total\{model="demo\/slow",provider="mock",status="200"\} 40\b/);
     child.kill('SIGTERM');
+    // SIGHUPs during the stop are not passed on to draining workers, nor end the primary.
+    const hups = setInterval(() => child.exitCode === null && child.signalCode === null && child.kill('SIGHUP'), 3);
+    void exited.finally(() => clearInterval(hups));
     expect(await exited).toBe(0);
     const db = new Database(join(dir, 'gw.sqlite'), { readonly: true });
     try {
