@@ -197,6 +197,16 @@ export class Env {
   @Min(100)
   REQUEST_LOG_MAX_QUEUE = 20000;
 
+  /**
+   * With DB_STORE_FULL_CONTENT: the stored bodies (as JSON text) the request log may hold in
+   * memory, queued or on their way to the spool. Past it, rows are still logged, without their
+   * bodies (metadata.content_left_out), rather than the process running out of memory.
+   */
+  @Type(() => Number)
+  @IsInt()
+  @Min(0)
+  REQUEST_LOG_MAX_CONTENT_BYTES = 256 * 1024 * 1024;
+
   @IsString()
   @MinLength(1)
   REQUEST_LOG_SPOOL_DIR = 'var/spool';

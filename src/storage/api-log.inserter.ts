@@ -3,7 +3,7 @@ import type { DataSource } from 'typeorm';
 import type { ColumnMetadata } from 'typeorm/metadata/ColumnMetadata';
 import { ApiLog } from './entities/api-log.entity';
 import { rollupDeltas, SqliteRollup, upsertRollupPostgres } from './api-log-rollup';
-import { capStoredJson } from './stored-content';
+import { capStoredJson, StoredJson } from './stored-content';
 import { wellFormed } from '../common/unicode';
 
 /**
@@ -96,8 +96,10 @@ export class ApiLogInserter {
     // The body's JSON text is capped where the driver makes it: no second serialisation.
     const values = (row: ApiLog) =>
       this.columns.map((c, i) => {
-        let v: unknown = driver.preparePersistentValue(row[c.propertyName as keyof ApiLog] ?? null, c);
-        if (isContent[i] && typeof v === 'string') v = capStoredJson(v, contentLimit);
+        const raw = row[c.propertyName as keyof ApiLog] ?? null;
+        // A body serialised when its row was queued goes in as that text (capped then).
+        let v: unknown = raw instanceof StoredJson ? raw.text : driver.preparePersistentValue(raw, c);
+        if (isContent[i] && typeof v === 'string' && !(raw instanceof StoredJson)) v = capStoredJson(v, contentLimit);
         return isJson[i] && typeof v === 'string' ? jsonbSafe(v) : v;
       });
     if (this.sqlite) return this.sqlite.insertAll(rows.map(values), rows);

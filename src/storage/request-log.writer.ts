@@ -11,7 +11,7 @@ import { ApiLogInserter } from './api-log.inserter';
 import { DatabaseService } from './database.service';
 import { ApiLog } from './entities/api-log.entity';
 import { splitLines } from './spool-lines';
-import { capStoredJson } from './stored-content';
+import { capStoredJson, StoredJson } from './stored-content';
 
 /**
  * Spool files hold what users sent and were answered (whole prompts with DB_STORE_FULL_CONTENT):
@@ -183,7 +183,16 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   private secured?: readonly ApiLog[];
   /** Built per connected data source (a reconnect makes a new one). */
   private inserter?: ApiLogInserter;
-  readonly stats = { written: 0, spooled: 0, replayed: 0, spoolFiles: 0, rejected: 0 };
+  readonly stats = { written: 0, spooled: 0, replayed: 0, spoolFiles: 0, rejected: 0, contentLeftOut: 0 };
+  /**
+   * Stored bodies (DB_STORE_FULL_CONTENT) held in memory, in characters of their JSON text: each
+   * row's share from its enqueue until it is in the database, the spool or the log
+   * (`release`). Rows of megabytes each, queued faster than a database takes them, ran the
+   * process out of memory with a queue far below REQUEST_LOG_MAX_QUEUE rows.
+   */
+  private contentChars = 0;
+  private readonly contentShare = new WeakMap<ApiLog, number>();
+  private contentWarnedAt = 0;
 
   constructor(
     private readonly config: AppConfig,
@@ -197,6 +206,11 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       'hybridinference_request_log_spooled_total',
       'Request-log rows written to the disk spool since start',
       () => this.stats.spooled,
+    );
+    metrics.counterOf(
+      'hybridinference_request_log_content_left_out_total',
+      'Request-log rows written without their stored bodies, memory being full of others (REQUEST_LOG_MAX_CONTENT_BYTES)',
+      () => this.stats.contentLeftOut,
     );
     metrics.counterOf(
       'hybridinference_request_log_rejected_total',
@@ -223,6 +237,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   /** Queue a row. Never blocks and never throws. */
   enqueue(row: ApiLog): void {
     if (this.drained) return this.spoolLate(row);
+    if (row.request_content != null || row.response_content != null) this.holdContent(row);
     this.queue.push(row);
     const { REQUEST_LOG_BATCH_SIZE: batch, REQUEST_LOG_MAX_QUEUE: max } = this.config.env;
     if (this.queue.length > max) {
@@ -230,6 +245,56 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       void this.spool(this.queue.splice(0, this.queue.length - max + batch));
     } else if (this.queue.length >= batch && !this.flushing) {
       void this.flush();
+    }
+  }
+
+  /**
+   * A row's bodies serialised once, as stored (capped), and counted against
+   * REQUEST_LOG_MAX_CONTENT_BYTES; past it, the row goes on without them, said in its metadata.
+   */
+  private holdContent(row: ApiLog): void {
+    const limit = this.config.storeContentLimitBytes;
+    let req: StoredJson | null = null;
+    let res: StoredJson | null = null;
+    try {
+      if (row.request_content != null) req = new StoredJson(capStoredJson(JSON.stringify(row.request_content), limit));
+      if (row.response_content != null) res = new StoredJson(capStoredJson(JSON.stringify(row.response_content), limit));
+    } catch (err) {
+      // Nested deeper than the stack allows: the row's accounting still goes in.
+      this.logger.error(`request-log row ${row.id}: its stored content cannot be serialised (${(err as Error).message}); kept without it`);
+      row.request_content = null;
+      row.response_content = null;
+      return;
+    }
+    const size = (req?.text.length ?? 0) + (res?.text.length ?? 0);
+    if (this.contentChars + size > this.config.env.REQUEST_LOG_MAX_CONTENT_BYTES) {
+      row.request_content = null;
+      row.response_content = null;
+      row.metadata = { ...row.metadata, content_left_out: true };
+      this.stats.contentLeftOut++;
+      const now = Date.now();
+      if (now - this.contentWarnedAt >= 60_000) {
+        this.contentWarnedAt = now;
+        this.logger.warn(
+          `the request log holds ${Math.round(this.contentChars / 1048576)} MB of stored bodies not yet written (REQUEST_LOG_MAX_CONTENT_BYTES); rows are logged without theirs until it has written some`,
+        );
+      }
+      return;
+    }
+    row.request_content = req;
+    row.response_content = res;
+    this.contentChars += size;
+    this.contentShare.set(row, size);
+  }
+
+  /** Rows out of memory (in the database, the spool or the log): their bodies no longer count. */
+  private release(rows: readonly ApiLog[]): void {
+    if (this.contentChars === 0) return;
+    for (const row of rows) {
+      const size = this.contentShare.get(row);
+      if (size === undefined) continue;
+      this.contentShare.delete(row);
+      this.contentChars -= size;
     }
   }
 
@@ -331,6 +396,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
    * log, one line per row (logLine), so that an operator can still insert them.
    */
   private logRows(rows: readonly ApiLog[], why: string): void {
+    this.release(rows);
     this.logger.error(`${rows.length} request-log rows could not be written to the database or the spool (${why}); each follows`);
     for (const row of rows) this.logger.error(`request-log row not stored: ${logLine(row)}`);
   }
@@ -424,6 +490,10 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
         }
       } finally {
         this.writing = [];
+        // In the database, the spool or the rejected file by now; or back in the queue, should
+        // the disk have refused them too (then no longer counted: the disk and the database both
+        // failing, the queue's row bound still holds).
+        this.release(batch);
       }
     }
   }
@@ -598,6 +668,7 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
         await appendFile(this.spoolFile, text, PRIVATE_FILE);
         this.spoolTorn = false;
         this.stats.spooled += rows.length;
+        this.release(rows);
         return true;
       } catch (err) {
         this.spoolTorn = true;
@@ -631,7 +702,8 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       const { request_content: req, response_content: res, ...rest } = row;
       if (req == null && res == null) return JSON.stringify(row);
       // Each body serialised once, and spliced in as the text it is.
-      const body = (v: unknown) => (v == null ? 'null' : capStoredJson(JSON.stringify(v), this.config.storeContentLimitBytes));
+      const body = (v: unknown) =>
+        v == null ? 'null' : v instanceof StoredJson ? v.text : capStoredJson(JSON.stringify(v), this.config.storeContentLimitBytes);
       return `${JSON.stringify(rest).slice(0, -1)},"request_content":${body(req)},"response_content":${body(res)}}`;
     } catch (err) {
       this.logger.error(`request-log row ${row.id}: its stored content cannot be serialised (${(err as Error).message}); kept without it`);

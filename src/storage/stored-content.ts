@@ -36,3 +36,17 @@ export function capStoredJson(json: string, maxBytes: number): string {
     if (keep < 0) keep = 0;
   }
 }
+
+/**
+ * A row's stored body as the JSON text it is stored as (capped), made once when the row is
+ * queued: the writer knows how much memory its queue holds (rows of megabytes each), and neither
+ * the insert nor the spool serialises the body again.
+ */
+export class StoredJson {
+  constructor(readonly text: string) {}
+
+  /** Whatever serialises the row as a whole gets the body back (not used on the writer's paths). */
+  toJSON(): unknown {
+    return JSON.parse(this.text);
+  }
+}

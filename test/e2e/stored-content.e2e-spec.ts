@@ -202,3 +202,56 @@ models:
     expect(queued).toMatchObject({ id: row.id, model: 'llm', prompt_tokens: 1, completion_tokens: 2, status_code: 200 });
   });
 });
+
+/**
+ * Bodies of megabytes, queued faster than the database takes them, ran the process out of memory
+ * (and lost the rows) with a queue far below REQUEST_LOG_MAX_QUEUE rows: the bodies the request
+ * log holds in memory are bounded by REQUEST_LOG_MAX_CONTENT_BYTES, past which rows go on
+ * without theirs.
+ */
+describe('stored bodies held in memory, bounded by REQUEST_LOG_MAX_CONTENT_BYTES', () => {
+  let gw: TestGateway;
+
+  beforeAll(async () => {
+    gw = await startGateway({
+      models: 'models:\n  - id: llm\n    context_length: 4096\n    route: [{ kind: mock }]\n',
+      env: {
+        DB_STORE_FULL_CONTENT: 'true',
+        DB_STORE_CONTENT_LIMIT: '64kb',
+        REQUEST_LOG_MAX_CONTENT_BYTES: String(200 * 1024),
+        // No flush comes round during the test: the rows stay queued until it flushes.
+        REQUEST_LOG_FLUSH_MS: '3600000',
+        REQUEST_LOG_BATCH_SIZE: '1000',
+      },
+    });
+  });
+
+  afterAll(async () => {
+    await gw?.close();
+  });
+
+  it('logs the rows past the bound without their bodies, says so, and keeps bodies again once some are written', async () => {
+    const writer = gw.app.get(RequestLogWriter);
+    const body = (n: number) => ({ model: 'llm', messages: [{ role: 'user', content: `${n}:${'x'.repeat(40 * 1024)}` }] });
+    const rows = Array.from({ length: 6 }, (_, n) =>
+      logRow(`bounded-${n}`, { model: 'llm', request_content: body(n), response_content: { text: `answer ${n}` } }),
+    );
+    for (const row of rows) writer.enqueue(row);
+    await writer.flush();
+    const byId = async (id: string) => (await gw.rows()).find((r) => r.id === id)!;
+    const stored = await Promise.all(rows.map((r) => byId(r.id)));
+    // 200 KB hold four bodies of 40 KB and some; the rest are logged without theirs.
+    expect(stored.map((r) => r.request_content !== null)).toEqual([true, true, true, true, false, false]);
+    expect((stored[0].request_content as { messages: Array<{ content: string }> }).messages[0].content).toMatch(/^0:x{40960}$/);
+    expect(stored[0].response_content).toEqual({ text: 'answer 0' });
+    expect(stored[5]).toMatchObject({ response_content: null, metadata: { content_left_out: true }, model: 'llm', status_code: 200 });
+    expect(writer.stats.contentLeftOut).toBe(2);
+    const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+    expect(metrics).toMatch(/^hybridinference_request_log_content_left_out_total 2$/m);
+    // Written, they no longer count: the next row keeps its body.
+    const next = logRow('bounded-next', { model: 'llm', request_content: body(7), response_content: null });
+    writer.enqueue(next);
+    await writer.flush();
+    expect((await byId(next.id)).request_content).toEqual(body(7));
+  });
+});
