@@ -1,10 +1,13 @@
 import { Injectable, Logger, type OnModuleInit } from '@nestjs/common';
+import type { Database } from 'better-sqlite3';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DataSource, MigrationExecutor } from 'typeorm';
 import { AppConfig } from '../config/app-config';
 import { dataSourceOptions } from './data-source.options';
 import type { Dialect } from './dialect';
 
+/** How long a SQLite write waits for another connection's lock once the gateway has started (it blocks the event loop). */
+const SQLITE_BUSY_MS = 100;
 const MIGRATION_LOCK = 726_2012; // pg_advisory_lock key: replicas migrate one at a time
 
 /**
@@ -99,6 +102,15 @@ export class DatabaseService implements OnModuleInit {
       await ds.initialize();
       if (this.config.env.DB_MIGRATIONS_RUN) await this.migrate(ds);
       else await this.warnIfBehind(ds);
+      if (this.dialect === 'sqlite') {
+        // SQLite waits for another connection's write lock (another worker, an operator's
+        // sqlite3 session) on the event loop itself: the 5 s the start allows for migrations
+        // froze every request for 5 s at a time (streams failed their first-token deadline). From
+        // now on a write waits SQLITE_BUSY_MS, and a busy database is an outage the request log
+        // spools through.
+        const db = (ds.driver as unknown as { databaseConnection: Database }).databaseConnection;
+        db.pragma(`busy_timeout = ${SQLITE_BUSY_MS}`);
+      }
       if (this.closed) {
         await ds.destroy();
         return false;

@@ -1,3 +1,4 @@
+import Database from 'better-sqlite3';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -298,4 +299,32 @@ describe('API keys while PostgreSQL is silent', () => {
       await db.drop();
     }
   }, 60_000);
+});
+
+/**
+ * SQLite waits for another connection's write lock on the event loop itself. The 5 s allowed at
+ * start (for migrations) froze every request for 5 s at a time while another process (a worker,
+ * an operator's sqlite3 session) held the lock: streams failed their first-token deadline.
+ */
+describe('request logs while another connection holds the SQLite write lock', () => {
+  it('answers at once meanwhile, spools the rows, and writes them once the lock is let go', async () => {
+    const gw = await startGateway({ models: MODELS, env: { REQUEST_LOG_FLUSH_MS: '50', REQUEST_LOG_REPLAY_MS: '200' } });
+    const other = new Database(join(gw.dir, 'gateway.sqlite'));
+    try {
+      other.prepare('BEGIN IMMEDIATE').run();
+      // The gateway runs in this process: time it blocks shows in the loop's own time.
+      const started = performance.now();
+      for (let i = 0; i < 6; i++) {
+        const res = await chat(gw, undefined, { model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] });
+        expect(res.status).toBe(200);
+        await new Promise((r) => setTimeout(r, 100)); // a flush comes round, and meets the lock
+      }
+      expect(performance.now() - started).toBeLessThan(3000);
+      other.prepare('COMMIT').run();
+    } finally {
+      other.close();
+    }
+    await waitFor(async () => (await gw.rows()).length === 6, 'the rows are written');
+    await gw.close();
+  });
 });
