@@ -154,7 +154,7 @@ export class GatewayCalls {
     const socket = req.socket;
     socket.on('close', onClose);
     if (socket.destroyed) onClose();
-    const ticket = this.inflight.enter(abort);
+    const ticket = this.inflight.enter(abort, res);
     try {
       if (!ticket) {
         // Its connection closes after the answer: the client's next request goes elsewhere.

@@ -1,6 +1,7 @@
-import { Injectable, Logger, type BeforeApplicationShutdown } from '@nestjs/common';
+import { Injectable, Logger, type BeforeApplicationShutdown, type OnApplicationBootstrap } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AppConfig } from '../config/app-config';
 
@@ -25,9 +26,14 @@ const DRAIN_POLL_MS = 25;
  * `Connection: close`. Nothing is done per request until shutdown.
  */
 @Injectable()
-export class InflightService implements BeforeApplicationShutdown {
+export class InflightService implements BeforeApplicationShutdown, OnApplicationBootstrap {
   private readonly logger = new Logger('Shutdown');
-  private readonly open = new Set<{ abort: AbortController; shutdown: boolean }>();
+  private readonly open = new Set<{ abort: AbortController; shutdown: boolean; res?: ServerResponse }>();
+  /**
+   * Connections that have not sent a byte (a load balancer's TCP check, a client's pre-opened
+   * socket): Node's closeIdleConnections leaves them, and each held the drain for its whole grace.
+   */
+  private readonly silent = new Set<Socket>();
   private draining = false;
   /** Requests that reached their handler after the drain began (each is answered 503 or 499, and logged). */
   private refused = 0;
@@ -41,13 +47,25 @@ export class InflightService implements BeforeApplicationShutdown {
     return this.open.size;
   }
 
+  onApplicationBootstrap(): void {
+    const server = this.host.httpAdapter?.getHttpServer() as Server | undefined;
+    server?.on('connection', (socket: Socket) => {
+      this.silent.add(socket);
+      const spoke = (): void => {
+        this.silent.delete(socket);
+      };
+      socket.once('data', spoke);
+      socket.once('close', spoke);
+    });
+  }
+
   /** Registers a request; undefined once shutdown has begun. */
-  enter(abort: AbortController): InflightTicket | undefined {
+  enter(abort: AbortController, res?: ServerResponse): InflightTicket | undefined {
     if (this.draining) {
       this.refused++;
       return undefined;
     }
-    const entry = { abort, shutdown: false };
+    const entry = { abort, shutdown: false, res };
     this.open.add(entry);
     return {
       leave: () => {
@@ -64,6 +82,9 @@ export class InflightService implements BeforeApplicationShutdown {
     const server = this.host.httpAdapter?.getHttpServer() as Server | undefined;
     server?.close(); // stop accepting
     server?.on('request', closeAfterAnswer);
+    // Answers still being made close their connections too, where their headers have not gone
+    // yet (a stream's connection is closed by the drain once it ends).
+    for (const e of this.open) if (e.res) closeAfterAnswer(undefined, e.res);
     const grace = this.config.env.SHUTDOWN_GRACE_MS;
     const busy = await this.busy(server);
     if (busy > 0) {
@@ -92,6 +113,7 @@ export class InflightService implements BeforeApplicationShutdown {
    */
   private async busy(server: Server | undefined): Promise<number> {
     server?.closeIdleConnections?.();
+    for (const socket of this.silent) socket.destroy();
     if (this.open.size > 0 || !server) return this.open.size;
     return new Promise((resolve) => server.getConnections((err, n) => resolve(err ? 0 : n)));
   }
@@ -106,7 +128,7 @@ export class InflightService implements BeforeApplicationShutdown {
   }
 }
 
-/** During the drain: an answer says its connection closes after it. */
-function closeAfterAnswer(_req: IncomingMessage, res: ServerResponse): void {
+/** During the drain: an answer says its connection closes after it (and Node closes it then). */
+function closeAfterAnswer(_req: IncomingMessage | undefined, res: ServerResponse): void {
   if (!res.headersSent) res.setHeader('connection', 'close');
 }

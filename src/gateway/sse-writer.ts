@@ -69,7 +69,8 @@ export class SseWriter {
     res.statusCode = 200;
     res.setHeader('content-type', 'text/event-stream; charset=utf-8');
     res.setHeader('cache-control', 'no-cache');
-    res.setHeader('connection', 'keep-alive');
+    // No Connection header of its own: Node writes keep-alive, or close when the client asked
+    // for it or the drain has begun (a keep-alive here overwrote both).
     res.setHeader('x-accel-buffering', 'no');
     // No flushHeaders(): the status line and headers leave with the first event, in the same
     // write (one syscall and one TCP segment instead of two on the time-to-first-token path).

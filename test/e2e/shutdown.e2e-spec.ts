@@ -141,6 +141,53 @@ describe('shutdown and requests whose body is still arriving', () => {
     rmSync(gw.dir, { recursive: true, force: true });
   });
 
+  it('does not wait out the grace period for a connection that never sent a byte (a load balancer TCP check)', async () => {
+    const gw = await startGateway({ models: MODELS, env: { SHUTDOWN_GRACE_MS: '10000' } });
+    const socket = connect(Number(new URL(gw.url).port), '127.0.0.1');
+    await once(socket, 'connect');
+    socket.on('error', () => undefined);
+    const closed = once(socket, 'close');
+    const started = performance.now();
+    await gw.close();
+    expect(performance.now() - started).toBeLessThan(3000);
+    await closed;
+  });
+
+  it('says Connection: close on an answer begun before the drain and sent during it, and on a stream whose client asked', async () => {
+    const gw = await startGateway({
+      models: `${MODELS}  - id: demo/late
+    context_length: 4096
+    route: [{ kind: mock, tokens: 3, ttft_ms: 800 }]
+`,
+      env: { SHUTDOWN_GRACE_MS: '10000' },
+    });
+    const raw = (body: string, connection: string) =>
+      new Promise<string>((resolveText) => {
+        const socket = connect(Number(new URL(gw.url).port), '127.0.0.1');
+        let text = '';
+        socket.on('data', (d: Buffer) => (text += d.toString()));
+        socket.on('close', () => resolveText(text));
+        socket.on('error', () => undefined);
+        socket.write(
+          `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: ${connection}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+        );
+      });
+    // A stream whose client said close: the server says close, and closes after [DONE].
+    const asked = await raw(streamBody.replace('demo/slow', 'demo/late'), 'close');
+    expect(asked).toMatch(/^HTTP\/1\.1 200/);
+    expect(asked.toLowerCase()).toContain('connection: close');
+    expect(asked).toContain('data: [DONE]');
+    // A one-shot answer under way when the drain begins.
+    const oneShot = raw(JSON.stringify({ model: 'demo/late', messages: [{ role: 'user', content: 'x' }] }), 'keep-alive');
+    await new Promise((r) => setTimeout(r, 300));
+    const closing = gw.close();
+    const answer = await oneShot;
+    await closing;
+    expect(answer).toMatch(/^HTTP\/1\.1 200/);
+    expect(answer.toLowerCase()).toContain('connection: close');
+    expect(answer.toLowerCase()).not.toContain('keep-alive');
+  });
+
   it('closes the connection of an answer that ends while another request keeps the drain going', async () => {
     const gw = await startGateway({
       models: `${MODELS}  - id: demo/slower\n    context_length: 4096\n    route: [{ kind: mock, tokens: 20, tokens_per_second: 6 }]\n`,
