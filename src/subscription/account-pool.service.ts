@@ -16,7 +16,7 @@ import {
 import { accountError, runWithAccounts } from './account-session';
 import { isOutage } from '../storage/request-log.writer';
 import { AccountStore, StoreUnavailable, stateFromRow } from './account-store.service';
-import { OAuthRefresher, REFRESH_TIMEOUT_MS, RefreshFailed, RefreshRejected } from './oauth-refresh.service';
+import { OAuthRefresher, REFRESH_TIMEOUT_MS, RefreshFailed, RefreshRejected, RefreshSlow } from './oauth-refresh.service';
 import { type AccountCredentials, SUBSCRIPTION_PROVIDERS, type SubscriptionProvider } from './subscription.types';
 import { CredentialVault } from './credential-vault.service';
 import { AccountImporter } from './account-importer.service';
@@ -241,12 +241,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
             if (acc.expiresAt !== null && acc.expiresAt <= now + 5000) this.waitForRefresh(acc, acc.refreshError ?? REFRESH_FAILED);
             throw new RefreshFailed('the last refresh failed a moment ago');
           }
-          if (acc.refreshing && acc.refreshSlow) throw new RefreshFailed('its token refresh has not answered yet');
-          const refreshing = this.refresh(acc, false);
-          await waitForRefresh(refreshing, signal, this.config.env.SUBSCRIPTION_REFRESH_WAIT_MS).catch((err: unknown) => {
-            if (!signal?.aborted && acc.refreshing === refreshing) acc.refreshSlow = true;
-            throw err;
-          });
+          await this.waitOn(acc, this.refresh(acc, false), signal);
         } catch (err) {
           if (signal?.aborted) throw abortedError(provider);
           // A refresh that failed leaves the current token, if it still has time left.
@@ -272,11 +267,25 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     const acc = this.accounts.get(l.id);
     if (!acc) throw new RefreshFailed('the account was removed');
     // Also right after a failed refresh: a refused token is news, and the endpoint may be back.
-    if (acc.tokenVersion === l.tokenVersion)
-      await waitForRefresh(this.refresh(acc, true, l.tokenVersion), signal, this.config.env.SUBSCRIPTION_REFRESH_WAIT_MS);
+    if (acc.tokenVersion === l.tokenVersion) await this.waitOn(acc, this.refresh(acc, true, l.tokenVersion), signal);
     if (!acc.creds || acc.tokenVersion === l.tokenVersion) throw new RefreshFailed('no new token');
     if (!isUsable(acc.state, Date.now())) throw new RefreshFailed(`the account is ${acc.state.status}`);
     return lease(acc);
+  }
+
+  /**
+   * A request's wait for the account's refresh, up to SUBSCRIPTION_REFRESH_WAIT_MS; a refresh a
+   * request has waited out already (`refreshSlow`) is not waited on again until it ends.
+   */
+  private async waitOn(acc: PooledAccount, refreshing: Promise<void>, signal?: AbortSignal): Promise<void> {
+    if (acc.refreshSlow && acc.refreshing === refreshing) throw new RefreshSlow('its token refresh has not answered yet');
+    try {
+      await waitForRefresh(refreshing, signal, this.config.env.SUBSCRIPTION_REFRESH_WAIT_MS);
+    } catch (err) {
+      if (signal?.aborted || acc.refreshing !== refreshing) throw err;
+      acc.refreshSlow = true;
+      throw new RefreshSlow((err as Error).message);
+    }
   }
 
   succeeded(l: AccountLease): void {
@@ -622,7 +631,9 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       this.logger.log(`refreshed ${acc.provider} account "${acc.name}"`);
       this.apply(acc.id, { type: 'refreshed' });
     } finally {
-      if (!holdLease) await this.store.unlock(acc.id, this.owner).catch(() => undefined);
+      // Kept over tokens this process could not store, also ones from before this refresh (its
+      // first step, storing them, may have failed too): the stored refresh token is spent.
+      if (!holdLease && !acc.credsDirty) await this.store.unlock(acc.id, this.owner).catch(() => undefined);
     }
   }
 

@@ -1,5 +1,6 @@
 import { UpstreamError, type UpstreamErrorInit } from '../common/errors';
 import type { AccountLease, AccountPool } from './account-pool.service';
+import { RefreshSlow } from './oauth-refresh.service';
 import type { SubscriptionProvider } from './subscription.types';
 
 /** Accounts tried per request before giving up on the subscription route (the executor then moves on). */
@@ -81,9 +82,24 @@ export async function runWithAccounts<T>(
       const refused = lease;
       try {
         lease = await pool.forceRefresh(refused, signal);
-      } catch {
+      } catch (err) {
         if (signal.aborted)
           throw new UpstreamError({ failure: 'aborted', message: 'the request was cancelled', provider: `${provider}_sub` });
+        if (err instanceof RefreshSlow) {
+          // Its token endpoint has not answered: the model's next route at once, not this one
+          // again (each try would wait on the same refresh).
+          last = new UpstreamError({
+            failure: 'http',
+            status: 503,
+            type: 'upstream_error',
+            message: `${provider} account ${refused.id} was refused and its token refresh has not answered yet (${err.message})`,
+            code: 'subscription_token_refresh_unavailable',
+            retryable: false,
+            gatewayFault: true,
+            provider: `${provider}_sub`,
+          });
+          continue;
+        }
         last = accountError(
           provider,
           // The token endpoint's answer is for the operator (the account's last_error and the

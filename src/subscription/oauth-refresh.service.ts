@@ -26,6 +26,9 @@ export class RefreshRejected extends Error {
 /** The refresh did not happen, for a reason that may pass (network, 5xx, an unexpected answer). */
 export class RefreshFailed extends Error {}
 
+/** A refresh a request waited SUBSCRIPTION_REFRESH_WAIT_MS for without an answer (it goes on). */
+export class RefreshSlow extends RefreshFailed {}
+
 /**
  * Error codes that mean the refresh token will never work again. `invalid_grant` is OAuth's
  * (RFC 6749 §5.2, what Anthropic's endpoint answers); the others are what OpenAI's answers for

@@ -697,6 +697,29 @@ models:
     }
   });
 
+  it('a token refused (401) while the token endpoint hangs costs one wait, not one per retry', async () => {
+    const { gw, logins } = await boot(1, { env: { SUBSCRIPTION_REFRESH_WAIT_MS: '1500' } });
+    const release = tokens.hold();
+    try {
+      tokens.invalidateAccess(logins[0].access_token);
+      let started = Date.now();
+      expect((await ask(gw.client(), 'codex/with-fallback')).choices[0].message.content).toBeTruthy();
+      expect(Date.now() - started).toBeLessThan(3000);
+      started = Date.now();
+      expect((await ask(gw.client(), 'codex/with-fallback')).choices[0].message.content).toBeTruthy();
+      expect(Date.now() - started).toBeLessThan(1000);
+      expect(paid.requests).toHaveLength(2);
+      const err = await gw
+        .client()
+        .chat.completions.create({ model: 'codex/gpt', messages: [{ role: 'user', content: 'x' }] }, { maxRetries: 0 })
+        .catch((e: unknown) => e as InstanceType<typeof OpenAI.APIError>);
+      expect(err).toMatchObject({ status: 503, code: 'subscription_token_refresh_unavailable' });
+      expect(tokens.refreshes).toHaveLength(1);
+    } finally {
+      release();
+    }
+  });
+
   it('a token refused right after a failed refresh is refreshed at once when the endpoint is back', async () => {
     tokens.failNext = 1;
     const { gw, logins } = await boot(1, { ttlSeconds: 120 }); // refreshed at start (within the margin): that fails
