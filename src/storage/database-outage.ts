@@ -19,6 +19,20 @@ export function databaseUnreachable(): DatabaseUnavailableError {
 }
 
 /**
+ * SQLite's answer when another connection (a worker sharing the file, an operator's session)
+ * holds the write lock past the wait a write is given: the database is there, busy.
+ */
+export function isDatabaseBusy(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'));
+}
+
+/** The refusal of a change SQLite was too busy to take. */
+export function databaseBusy(): DatabaseUnavailableError {
+  return new DatabaseUnavailableError('The database is busy (another process is writing to it); try again shortly');
+}
+
+/**
  * For endpoints that read or change the database (the admin API, /v1/generation): a query that
  * fails because the database went away is a 503 `database_unavailable`, not a 500 that blames
  * the gateway. A failure is the database's when it then does not answer a ping; any other keeps
@@ -36,6 +50,7 @@ export class DatabaseOutageInterceptor implements NestInterceptor {
 
   private async explain(err: unknown): Promise<never> {
     if (err instanceof GatewayError || err instanceof HttpException) throw err;
+    if (isDatabaseBusy(err)) throw databaseBusy();
     try {
       await this.db.ping(1500);
     } catch (ping) {

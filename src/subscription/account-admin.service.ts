@@ -8,6 +8,7 @@ import { AccountStore, StoreUnavailable, stateFromRow } from './account-store.se
 import { CredentialVault } from './credential-vault.service';
 import type { SubscriptionAccount } from './entities/subscription-account.entity';
 import { RefreshFailed, RefreshRejected } from './oauth-refresh.service';
+import { isDatabaseBusy } from '../storage/database-outage';
 import { AccountConflictError, AccountNotFoundError, SubscriptionUnavailableError } from './subscription.errors';
 import type { SubscriptionProvider } from './subscription.types';
 
@@ -161,6 +162,11 @@ export class AccountAdmin {
     } catch (err) {
       if (err instanceof StoreUnavailable)
         throw new SubscriptionUnavailableError(`Accounts cannot be read or changed: ${err.message}`, 'database_unavailable');
+      if (isDatabaseBusy(err))
+        throw new SubscriptionUnavailableError(
+          'Accounts cannot be changed now: the database is busy (another process is writing to it); try again shortly',
+          'database_unavailable',
+        );
       if (!(err instanceof GatewayError) && !(await this.store.answers())) {
         throw new SubscriptionUnavailableError(
           `Accounts cannot be read or changed: the database does not answer (${(err as Error).message})`,

@@ -308,7 +308,8 @@ describe('API keys while PostgreSQL is silent', () => {
  */
 describe('request logs while another connection holds the SQLite write lock', () => {
   it('answers at once meanwhile, spools the rows, and writes them once the lock is let go', async () => {
-    const gw = await startGateway({ models: MODELS, env: { REQUEST_LOG_FLUSH_MS: '50', REQUEST_LOG_REPLAY_MS: '200' } });
+    const gw = await startGateway({ models: MODELS, env: { ...ACCESS_ENV, REQUEST_LOG_FLUSH_MS: '50', REQUEST_LOG_REPLAY_MS: '200' } });
+    const admin = adminApi(gw);
     const other = new Database(join(gw.dir, 'gateway.sqlite'));
     try {
       other.prepare('BEGIN IMMEDIATE').run();
@@ -320,11 +321,16 @@ describe('request logs while another connection holds the SQLite write lock', ()
         await new Promise((r) => setTimeout(r, 100)); // a flush comes round, and meets the lock
       }
       expect(performance.now() - started).toBeLessThan(3000);
+      // An admin change meanwhile is a 503 to send again, not a 500.
+      const busy = await admin.call<{ error: { code: string; message: string } }>('POST', '/admin/api-keys', { name: 'while-busy' });
+      expect(busy.status).toBe(503);
+      expect(busy.body.error).toMatchObject({ code: 'database_unavailable', message: expect.stringContaining('busy') });
       other.prepare('COMMIT').run();
     } finally {
       other.close();
     }
     await waitFor(async () => (await gw.rows()).length === 6, 'the rows are written');
+    expect((await admin.call('POST', '/admin/api-keys', { name: 'after' })).status).toBe(201);
     await gw.close();
   });
 });
