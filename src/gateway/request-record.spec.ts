@@ -21,4 +21,18 @@ describe('RequestRecord.tokens', () => {
     });
     expect(left(() => undefined).counts.prompt).toBe(0);
   });
+
+  it('estimates output a usage left uncounted, except the prompt a legacy completion echoed (lm-eval scoring)', () => {
+    const answered = (echoed: boolean) => {
+      const rec = new RequestRecord('r2', 0);
+      rec.usage = { prompt_tokens: 50, completion_tokens: 0, total_tokens: 50 };
+      rec.deliveredUnits = 136;
+      rec.echoed = echoed;
+      rec.status = 200;
+      return rec;
+    };
+    expect(answered(false).tokens()).toMatchObject({ counts: { prompt: 50, completion: 34 }, estimated: true });
+    expect(answered(true).tokens()).toMatchObject({ counts: { prompt: 50, completion: 0 }, estimated: false });
+    expect(answered(true).presentedUsage()).toEqual({ prompt_tokens: 50, completion_tokens: 0, total_tokens: 50 });
+  });
 });

@@ -40,6 +40,8 @@ export class RequestRecord {
   usage?: Usage;
   /** Characters of answer sent to the client (for estimates). */
   deliveredUnits = 0;
+  /** A legacy completion asked to echo its prompt: what was delivered is not all output. */
+  echoed = false;
   execution?: Execution;
   responseContent?: unknown;
   clientRequestId?: string;
@@ -115,7 +117,7 @@ export class RequestRecord {
       }
       // A figure that counts no output although output reached the client (a backend that left
       // the count out of its last usage) says nothing of it: what was delivered is estimated.
-      if (counts.completion === 0 && this.deliveredUnits > 0) {
+      if (counts.completion === 0 && this.deliveredUnits > 0 && !this.echoed) {
         counts.completion = unitsToTokens(this.deliveredUnits);
         return { counts, estimated: true };
       }

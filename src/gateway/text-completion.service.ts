@@ -39,6 +39,7 @@ export class TextCompletionService {
         const body = validateCompletionRequest(req.body);
         const { rec } = scope;
         rec.body = body;
+        rec.echoed = body.echo === true;
         rec.stream = body.stream === true;
         rec.userId = typeof body.user === 'string' ? body.user : null;
         const model = this.calls.resolveModel(scope, body.model, 'chat');
