@@ -84,7 +84,8 @@ export class AnthropicAdapter implements LlmAdapter {
   ) {}
 
   outputLimit(req: ChatRequest, allowed: number, route: RouteDef): number {
-    return claudeOutputAllowance(req, allowed, route.providerModelId);
+    // A route's own thinking is what the body will carry (fitThinking): reserved for as sent.
+    return claudeOutputAllowance(req, allowed, route.providerModelId, routeThinking(route).thinking);
   }
 
   validateRoute(route: RouteDef): string[] {

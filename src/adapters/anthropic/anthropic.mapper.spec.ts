@@ -409,6 +409,12 @@ describe('toAnthropicRequest', () => {
     // Adaptive thinking does not add a budget on top of the client's limit.
     expect(claudeOutputAllowance(req({ reasoning_effort: 'high' }), 100, 'claude-opus-4-7')).toBe(100);
     expect(claudeOutputAllowance(req({ reasoning_effort: 'high' }), 100, 'claude-sonnet-4-5')).toBe(4196);
+    // A route's own thinking is reserved for as the body will carry it, whatever the client asked.
+    expect(claudeOutputAllowance(req(), 100, 'claude-sonnet-4-5', { type: 'enabled', budget_tokens: 16000 })).toBe(16100);
+    // An effort no table knows is the route's refusal when it is tried, not the admission's.
+    expect(claudeOutputAllowance(req({ reasoning_effort: 'turbo' }), 100, 'claude-sonnet-4-5')).toBe(100);
+    // Claude Haiku takes no max effort.
+    expect(toAnthropicRequest(req({ reasoning_effort: 'max' }), { model: 'claude-haiku-5-5' }).output_config).toEqual({ effort: 'high' });
   });
 
   it("asks for no thinking for effort none or a budget of 0, and refuses an effort it does not know, Object's own names included", () => {

@@ -258,8 +258,15 @@ function toolChoice(req: ChatRequest): AnthropicToolChoice | undefined {
  * budget is part of Anthropic's max_tokens, so when it would not fit in them it is added on top
  * (see `toAnthropicRequest`), and the answer may be that much longer than the client allowed.
  */
-export function claudeOutputAllowance(req: ChatRequest, allowed: number, model?: string): number {
-  const thinking = thinkingOf(req, model);
+export function claudeOutputAllowance(req: ChatRequest, allowed: number, model?: string, routeThinking?: AnthropicThinking): number {
+  let thinking: AnthropicThinking | undefined;
+  try {
+    thinking = routeThinking ?? thinkingOf(req, model);
+  } catch {
+    // An effort no table knows: the route refuses it when it is tried (the model's next route
+    // may take it), not the admission of every route.
+    return allowed;
+  }
   return thinking?.type === 'enabled' && allowed <= thinking.budget_tokens ? allowed + thinking.budget_tokens : allowed;
 }
 
@@ -394,7 +401,9 @@ export function toAnthropicRequest(req: ChatRequest, opts: AnthropicRequestOptio
   const thinking = opts.thinking ?? thinkingOf(req, opts.model);
   if (thinking && fitThinking(body, thinking, !asked)) {
     // Adaptive thinking asked for in OpenAI's terms: how hard to think is the effort.
-    const effort = thinking.type === 'adaptive' && !asked && !opts.thinking ? requestedThinking(req)?.effort : undefined;
+    let effort = thinking.type === 'adaptive' && !asked && !opts.thinking ? requestedThinking(req)?.effort : undefined;
+    // Claude's max effort is for its Opus, Sonnet and newer lines, not Haiku.
+    if (effort === 'max' && /haiku/i.test(opts.model ?? '')) effort = 'high';
     if (effort) body.output_config = { ...body.output_config, effort };
   }
   if (req.stream === true) body.stream = true;
