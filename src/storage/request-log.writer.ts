@@ -475,6 +475,8 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       }
       this.writing = batch;
       this.writingSince = performance.now();
+      /** Rows the spool refused too, back in the queue: their bodies still held. */
+      let requeued: readonly ApiLog[] = [];
       try {
         this.stats.written += await this.withDeadline((progress) => this.insertBatch(batch, progress), batch);
       } catch (err) {
@@ -486,14 +488,15 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
         // Secured at shutdown: the rows are in the spool already.
         if (this.secured !== batch) {
           this.logger.warn(`request-log insert failed, ${rest.length} rows spooled: ${(err as Error).message}`);
-          if (!(await this.spool(rest))) break;
+          if (!(await this.spool(rest))) {
+            requeued = rest;
+            break;
+          }
         }
       } finally {
         this.writing = [];
-        // In the database, the spool or the rejected file by now; or back in the queue, should
-        // the disk have refused them too (then no longer counted: the disk and the database both
-        // failing, the queue's row bound still holds).
-        this.release(batch);
+        // In the database, the spool or the rejected file by now, but for those back in the queue.
+        this.release(requeued.length > 0 ? batch.filter((r) => !requeued.includes(r)) : batch);
       }
     }
   }
