@@ -64,6 +64,25 @@ describe('an upstream client error passed through', () => {
     expect(of(402, 402).code).toBeNull();
     expect(of(403).code).toBeNull();
   });
+
+  it("answers a provider's context-window refusal with OpenAI's code, whatever the provider called it", () => {
+    const claude = new UpstreamError({
+      failure: 'http',
+      upstreamStatus: 400,
+      code: 'invalid_request_error',
+      message: 'prompt is too long: 201234 tokens > 200000 maximum',
+    });
+    expect(claude.toBody().error).toMatchObject({ code: 'context_length_exceeded', message: claude.message });
+    const gemini = new UpstreamError({
+      failure: 'http',
+      upstreamStatus: 400,
+      code: 'INVALID_ARGUMENT',
+      message: 'The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).',
+    });
+    expect(gemini.toBody().error.code).toBe('context_length_exceeded');
+    // Another 400 keeps its own.
+    expect(of(400, 'invalid_value').toBody().error.code).toBe('invalid_value');
+  });
 });
 
 describe('UpstreamError.with', () => {

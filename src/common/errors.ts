@@ -253,6 +253,17 @@ export class UpstreamError extends GatewayError {
    * the route it names): everything else as it was, the client's status, metadata, details and an
    * upstream's x-should-retry: false included. Copying field by field lost them more than once.
    */
+  /**
+   * A prompt over the model's window says so as OpenAI does (`context_length_exceeded`), whatever
+   * the provider called it (Claude's `invalid_request_error`, Gemini's `INVALID_ARGUMENT`):
+   * OpenAI clients look for that code to trim the conversation.
+   */
+  override toBody(): OpenAiErrorBody {
+    const body = super.toBody();
+    if (body.error.code !== 'context_length_exceeded' && isContextLengthError(this)) body.error.code = 'context_length_exceeded';
+    return body;
+  }
+
   with(changes: Partial<UpstreamErrorInit>): UpstreamError {
     const e = new UpstreamError({ ...this.init, route: this.route, ...changes });
     if (this.headers?.['x-should-retry'] === 'false')
