@@ -343,6 +343,8 @@ describe('toAnthropicRequest', () => {
   it('maps stop, sampling and user', () => {
     const body = toAnthropicRequest(req({ stop: ['END', '  '], top_p: 0.9, top_k: 5, user: 'u-1' }));
     expect(body).toMatchObject({ stop_sequences: ['END'], top_p: 0.9, top_k: 5, metadata: { user_id: 'u-1' } });
+    // vLLM's "top-k off" is not a value Claude takes.
+    expect(toAnthropicRequest(req({ top_k: -1 }))).not.toHaveProperty('top_k');
     expect(toAnthropicRequest(req({ stop: 'X' })).stop_sequences).toEqual(['X']);
     // Anthropic refuses a user_id over 256 characters or like an email address or phone number: hashed, the same each time.
     for (const user of ['alice@example.com', '+1 555-010-9999', 'x'.repeat(300), 'Alice Smith']) {

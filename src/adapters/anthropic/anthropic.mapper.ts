@@ -389,7 +389,8 @@ export function toAnthropicRequest(req: ChatRequest, opts: AnthropicRequestOptio
   // Claude 4.5 and later refuse temperature and top_p together ("cannot both be specified"), and
   // Anthropic advises changing only one; many OpenAI clients send both. Temperature is kept.
   else if (typeof req.top_p === 'number') body.top_p = req.top_p;
-  if (typeof req.top_k === 'number') body.top_k = req.top_k;
+  // vLLM's -1 (and 0) is top-k off: Claude is told nothing.
+  if (typeof req.top_k === 'number' && req.top_k >= 1) body.top_k = req.top_k;
   if (typeof req.user === 'string' && req.user) body.metadata = { user_id: claudeUserId(req.user) };
   const format = outputFormat(req.response_format);
   if (format) body.output_config = { format };

@@ -282,6 +282,8 @@ describe('toGeminiRequest', () => {
       thinkingConfig: { thinkingBudget: 0, includeThoughts: false },
     });
     expect(toGeminiRequest(req())).not.toHaveProperty('generationConfig');
+    // vLLM's "top-k off" is not a value Gemini takes.
+    expect(toGeminiRequest(req({ top_k: -1 }))).not.toHaveProperty('generationConfig');
   });
 
   it('gives effort max the largest budget and reasoning.enabled a medium one; refuses an effort it does not know', () => {

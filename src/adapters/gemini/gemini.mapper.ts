@@ -294,7 +294,8 @@ export function toGeminiRequest(req: ChatRequest): GeminiRequest {
   const g: GeminiGenerationConfig = {};
   if (typeof req.temperature === 'number') g.temperature = req.temperature;
   if (typeof req.top_p === 'number') g.topP = req.top_p;
-  if (typeof req.top_k === 'number') g.topK = req.top_k;
+  // vLLM's -1 (and 0) is top-k off: Gemini is told nothing.
+  if (typeof req.top_k === 'number' && req.top_k >= 1) g.topK = req.top_k;
   if (typeof req.n === 'number') g.candidateCount = req.n;
   const max = req.max_completion_tokens ?? req.max_tokens;
   if (typeof max === 'number') g.maxOutputTokens = max;
