@@ -464,6 +464,32 @@ describe('toAnthropicRequest', () => {
     });
   });
 
+  it("leaves out an assistant's text of whitespace alone, which Anthropic refuses", () => {
+    const body = toAnthropicRequest(
+      req({
+        messages: [
+          { role: 'user', content: 'q' },
+          {
+            role: 'assistant',
+            content: '\n\n',
+            tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'f', arguments: '{}' } }],
+          },
+          { role: 'tool', tool_call_id: 'call_1', content: 'done' },
+          {
+            role: 'assistant',
+            content: [
+              { type: 'text', text: ' ' },
+              { type: 'text', text: 'ok' },
+            ],
+          },
+          { role: 'user', content: 'more' },
+        ],
+      }),
+    );
+    expect(body.messages[1]).toEqual({ role: 'assistant', content: [{ type: 'tool_use', id: 'call_1', name: 'f', input: {} }] });
+    expect(body.messages[3]).toEqual({ role: 'assistant', content: [{ type: 'text', text: 'ok' }] });
+  });
+
   it('sends thinking blocks back first and unchanged', () => {
     const body = toAnthropicRequest(
       req({

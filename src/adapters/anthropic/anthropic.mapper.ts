@@ -184,7 +184,10 @@ function assistantBlocks(m: ChatMessage, at: string, ids: ToolIds): Blocks {
       else if (b?.type === 'redacted_thinking' && typeof b.data === 'string') out.push({ type: 'redacted_thinking', data: b.data });
     }
   }
-  out.push(...contentBlocks(m.content, at));
+  // Anthropic refuses a text block of whitespace alone ("text content blocks must contain
+  // non-whitespace text"), which models write before a tool call ("\n\n"): sent back, it stuck
+  // the conversation on that 400.
+  for (const b of contentBlocks(m.content, at)) if (b.type !== 'text' || b.text.trim() !== '') out.push(b);
   const calls = m.tool_calls ?? [];
   const callIds = ids.forCalls(calls.map((t) => t.id));
   calls.forEach((t: ToolCall, j) => {
