@@ -13,7 +13,7 @@ import {
   transition,
   waitsForRefresh,
 } from './account-state';
-import { accountError, runWithAccounts } from './account-session';
+import { accountError, refreshUnavailable, runWithAccounts } from './account-session';
 import { isOutage } from '../storage/request-log.writer';
 import { AccountStore, StoreUnavailable, stateFromRow } from './account-store.service';
 import { OAuthRefresher, REFRESH_TIMEOUT_MS, RefreshFailed, RefreshRejected, RefreshSlow } from './oauth-refresh.service';
@@ -396,34 +396,18 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     const cooling = list.filter((a) => a.creds && a.state.status === 'cooldown' && (a.state.cooldownUntil ?? 0) > now);
     if (soonest !== undefined && cooling.every((a) => waitsForRefresh(a.state))) {
       // Not the provider's rate limits: its token endpoint, which the gateway tries again.
-      return new UpstreamError({
-        failure: 'http',
-        status: 503,
-        type: 'upstream_error',
-        message: `every ${provider} subscription account is waiting for a new access token (${cooling[0].state.lastError ?? REFRESH_FAILED}); the refresh is tried again at ${new Date(soonest).toISOString()}`,
-        code: 'subscription_token_refresh_unavailable',
-        retryAfterMs: Math.max(0, soonest - now),
-        // The model's next route at once, not this one again after a wait; the client gets the
-        // Retry-After when no route is left.
-        retryable: false,
-        gatewayFault: true,
-        provider: `${provider}_sub`,
-      });
+      return refreshUnavailable(
+        provider,
+        `every ${provider} subscription account is waiting for a new access token (${cooling[0].state.lastError ?? REFRESH_FAILED}); the refresh is tried again at ${new Date(soonest).toISOString()}`,
+        Math.max(0, soonest - now),
+      );
     }
     const slow = list.filter((a) => skip.has(a.id) && a.refreshing && a.refreshSlow).length;
-    if (slow > 0) {
-      return new UpstreamError({
-        failure: 'http',
-        status: 503,
-        type: 'upstream_error',
-        message: `no usable ${provider} subscription account: the token refresh of ${slow} account${slow === 1 ? '' : 's'} has not answered within ${this.config.env.SUBSCRIPTION_REFRESH_WAIT_MS / 1000} s (it goes on)`,
-        code: 'subscription_token_refresh_unavailable',
-        // The model's next route at once: this one again would wait on the same refresh.
-        retryable: false,
-        gatewayFault: true,
-        provider: `${provider}_sub`,
-      });
-    }
+    if (slow > 0)
+      return refreshUnavailable(
+        provider,
+        `no usable ${provider} subscription account: the token refresh of ${slow} account${slow === 1 ? '' : 's'} has not answered within ${this.config.env.SUBSCRIPTION_REFRESH_WAIT_MS / 1000} s (it goes on)`,
+      );
     if (soonest !== undefined) {
       return new UpstreamError({
         failure: 'http',

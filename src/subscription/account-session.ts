@@ -88,16 +88,10 @@ export async function runWithAccounts<T>(
         if (err instanceof RefreshSlow) {
           // Its token endpoint has not answered: the model's next route at once, not this one
           // again (each try would wait on the same refresh).
-          last = new UpstreamError({
-            failure: 'http',
-            status: 503,
-            type: 'upstream_error',
-            message: `${provider} account ${refused.id} was refused and its token refresh has not answered yet (${err.message})`,
-            code: 'subscription_token_refresh_unavailable',
-            retryable: false,
-            gatewayFault: true,
-            provider: `${provider}_sub`,
-          });
+          last = refreshUnavailable(
+            provider,
+            `${provider} account ${refused.id} was refused and its token refresh has not answered yet (${err.message})`,
+          );
           continue;
         }
         last = accountError(
@@ -207,6 +201,25 @@ function exhausted(provider: SubscriptionProvider, last: UpstreamError, none: Up
     code: 'subscription_rate_limited',
     retryAfterMs: retryAfterMs ?? none.retryAfterMs ?? last.retryAfterMs,
     retryable: true,
+    gatewayFault: true,
+    provider: `${provider}_sub`,
+  });
+}
+
+/**
+ * No account has a usable token because its provider's token endpoint failed or has not answered:
+ * a 503 that moves to the model's next route at once (this one again would wait on the same
+ * refresh); the client gets the Retry-After, if given, when no route is left.
+ */
+export function refreshUnavailable(provider: SubscriptionProvider, message: string, retryAfterMs?: number): UpstreamError {
+  return new UpstreamError({
+    failure: 'http',
+    status: 503,
+    type: 'upstream_error',
+    message,
+    code: 'subscription_token_refresh_unavailable',
+    retryAfterMs,
+    retryable: false,
     gatewayFault: true,
     provider: `${provider}_sub`,
   });
