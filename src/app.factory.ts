@@ -18,6 +18,7 @@ import type { AppConfigOptions } from './config/app-config.module';
 import { startupEnv } from './config/env-file';
 import { isFramedPath } from './gateway/framed-paths';
 import { AppLogger } from './observability/app-logger';
+import { MetricsService } from './observability/metrics.service';
 
 export interface CreateAppOptions extends AppConfigOptions {
   /** Defaults to a pino logger at LOG_LEVEL writing JSON to stdout. */
@@ -68,15 +69,22 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
     attachContext(req, { requestId, startedAt: performance.now() });
     origins(req, res, next);
   });
-  app.use(jsonBody(config.bodyLimitBytes, config.env.BODY_LIMIT, isFramedPath, config.env.BODY_IDLE_TIMEOUT_MS));
+  app.use(
+    jsonBody(config.bodyLimitBytes, config.env.BODY_LIMIT, isFramedPath, config.env.BODY_IDLE_TIMEOUT_MS, {
+      minBytesPerSecond: config.env.BODY_MIN_BYTES_PER_SECOND,
+      graceMs: config.env.BODY_RATE_GRACE_MS,
+    }),
+  );
   app.getHttpServer().on('clientError', answerClientError);
   // Node's own refusal of an HTTP/1.1 request without Host is a bare 400 with no body and no
   // request id; the first middleware refuses it instead, in the API's shape.
   (app.getHttpServer() as Server & { requireHostHeader: boolean }).requireHostHeader = false;
-  // The body reader times out a body that pauses (and logs it); Node's own limit on the whole
-  // request (5 minutes) would cut a slow but steady upload and answer it with an id no row has.
+  // The body reader times out a body that pauses or comes too slowly (and logs it); Node's own
+  // limit on the whole request (5 minutes) would cut a large upload that keeps the pace, and
+  // answer it with an id no row has.
   if (config.env.BODY_IDLE_TIMEOUT_MS > 0) app.getHttpServer().requestTimeout = 0;
   app.getHttpServer().on('checkExpectation', answerExpectation);
+  capConnections(app.getHttpServer(), config.maxConnections, logger, app.get(MetricsService));
   stopOnSignals(app, logger);
   // Initialised here rather than by listen(), so that a start the modules refuse (a bootstrap
   // check, a key file that cannot be read) closes the app again: Nest runs no hook by itself
@@ -133,6 +141,33 @@ function stopOnSignals(nest: NestExpressApplication, logger: AppLogger): void {
   // that a second signal does not cut the shutdown short.
   nest.getHttpServer().once('close', () => {
     if (!stopping) off();
+  });
+}
+
+/**
+ * At most `cap` client connections open at once (0: no cap); Node closes those past it as they
+ * come, unanswered (answering would take the descriptor the cap keeps free). Without a cap, slow
+ * clients could take every descriptor: a thousand took a process with 1,024 offline, every new
+ * connection closed, /health's too. Counted, and said in the log at most once a minute.
+ */
+function capConnections(server: Server, cap: number, logger: AppLogger, metrics: MetricsService): void {
+  if (cap <= 0) return;
+  server.maxConnections = cap;
+  let dropped = 0;
+  let unsaid = 0;
+  let saidAt = -Infinity;
+  metrics.counterOf('hybridinference_connections_dropped_total', 'Client connections closed unanswered at MAX_CONNECTIONS', () => dropped);
+  server.on('drop', () => {
+    dropped++;
+    unsaid++;
+    const now = performance.now();
+    if (now - saidAt < 60_000) return;
+    saidAt = now;
+    logger.warn(
+      `${unsaid} client connection(s) closed unanswered: ${cap} were open (MAX_CONNECTIONS; unset, half the open-file limit)`,
+      'Gateway',
+    );
+    unsaid = 0;
   });
 }
 

@@ -13,9 +13,17 @@ import { RequestBodyError } from './errors';
  * model endpoints (`framed`) the refusal is left on the request for the handler's frame, which
  * answers it after the key check and logs it like any other refused request.
  */
-export function jsonBody(limitBytes: number, limitText: string, framed: (path: string) => boolean = () => false, idleTimeoutMs = 0) {
+export function jsonBody(
+  limitBytes: number,
+  limitText: string,
+  framed: (path: string) => boolean = () => false,
+  idleTimeoutMs = 0,
+  pace: BodyPace = { minBytesPerSecond: 0, graceMs: 0 },
+) {
   const tooLargeText = `The request body exceeds the limit of ${limitText} (BODY_LIMIT)`;
   const stalledText = `No byte of the request body arrived for ${idleTimeoutMs / 1000} s (BODY_IDLE_TIMEOUT_MS); send the body without pauses`;
+  const { minBytesPerSecond: minRate, graceMs } = pace;
+  const tooSlowText = `The request body arrived slower than ${minRate} bytes/s after its first ${graceMs / 1000} s (BODY_MIN_BYTES_PER_SECOND, BODY_RATE_GRACE_MS)`;
   const tooDeepText = `The request body nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep`;
   const tooWideText = `The request body has an object with more than ${MAX_JSON_OBJECT_MEMBERS} members`;
   const tooManyText = `The request body holds more than ${MAX_JSON_CONTAINERS} arrays and objects`;
@@ -83,6 +91,8 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
       decoded = '';
     };
     let size = 0;
+    /** Every byte of the body that arrived, those thrown away after a refusal too (the pace counts them). */
+    let received = 0;
     let failed = false;
     /** From a refusal while the body is still arriving (413, 415): the bytes read and thrown away since. */
     let discarded = -1;
@@ -116,6 +126,26 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
       if (idleTimeoutMs > 0 && res.shouldKeepAlive === false && !req.complete && !(declared > DRAIN_LIMIT_BYTES)) deferred = err;
       else refuse(req, res, next, err);
     };
+    // A client that sends, but too slowly to matter (a byte every few seconds keeps the idle
+    // limit from firing), would hold its connection, a file descriptor and what was read for as
+    // long as it likes, before any key is checked: a thousand such connections took a gateway
+    // with 1,024 descriptors offline. After the grace the body must have come at `minRate` on
+    // average (Apache's mod_reqtimeout rule): the timer fires when the bytes so far stop paying
+    // for the time, and is set again for the time they still pay for.
+    const startedAt = performance.now();
+    const paceDue = () => graceMs + (received / minRate) * 1000 - (performance.now() - startedAt);
+    const onPace = () => {
+      if (req.destroyed || req.complete) return;
+      const due = paceDue();
+      if (due > 0) return void (paced = setTimeout(onPace, due + 1).unref());
+      paced = undefined;
+      clearTimeout(stalled);
+      if (failed) return cutAfterAnswer(); // refused already: the rest is not worth waiting for
+      failed = true;
+      drop();
+      refuse(req, res, next, new RequestBodyError(408, tooSlowText, 'request_timeout', null, { connection: 'close' }));
+    };
+    let paced = minRate > 0 ? setTimeout(onPace, graceMs).unref() : undefined;
     /** A refusal held until the refused body has been read (see discard). */
     let deferred: RequestBodyError | undefined;
     const answerDeferred = (): boolean => {
@@ -125,19 +155,24 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
       refuse(req, res, next, err);
       return true;
     };
+    /** Cuts the connection: at once, or after a refusal still held has been answered (and logged). */
+    const cutAfterAnswer = () => {
+      if (!answerDeferred()) return void req.destroy();
+      const cut = () => req.destroy();
+      res.once('finish', cut);
+      res.once('close', cut);
+      setTimeout(cut, 5000).unref();
+    };
     req.on('data', (chunk: Buffer) => {
       stalled?.refresh();
+      received += chunk.length;
       if (failed) {
         if (discarded >= 0 && (discarded += chunk.length) > DRAIN_LIMIT_BYTES) {
           clearTimeout(stalled);
           discarded = -1; // counted no more: the connection is cut now, or once the answer is out
           // Past what is worth reading: a refusal still held is answered (and logged), then cut.
-          if (answerDeferred()) {
-            const cut = () => req.destroy();
-            res.once('finish', cut);
-            res.once('close', cut);
-            setTimeout(cut, 5000).unref();
-          } else req.destroy();
+          clearTimeout(paced);
+          cutAfterAnswer();
         }
         return;
       }
@@ -155,6 +190,7 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
     });
     req.on('end', () => {
       clearTimeout(stalled);
+      clearTimeout(paced);
       if (discarded >= 0) draining.delete(req.socket);
       if (answerDeferred() || failed) return;
       if (size === 0) {
@@ -190,6 +226,7 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
     });
     req.on('error', () => {
       clearTimeout(stalled);
+      clearTimeout(paced);
       // Refused, and gone before the rest of its body came: the refusal is still its answer and row.
       if (answerDeferred() || failed || req.complete) return;
       failed = true;
@@ -200,6 +237,12 @@ export function jsonBody(limitBytes: number, limitText: string, framed: (path: s
     });
     if (early) discard(early);
   };
+}
+
+/** The least pace a request body must keep after its first `graceMs` (0 bytes/s: no such limit). */
+export interface BodyPace {
+  minBytesPerSecond: number;
+  graceMs: number;
 }
 
 const CLOSE = { connection: 'close' };

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseCorsOrigins, type CorsOrigins } from '../common/cors';
 import type { Env } from './env.schema';
@@ -25,6 +26,8 @@ export class AppConfig {
   readonly upstreamTimeouts: UpstreamTimeouts;
   /** Undefined: CORS off. */
   readonly corsOrigins: CorsOrigins | undefined;
+  /** The cap on open client connections (MAX_CONNECTIONS, or half the open-file limit); 0: none. */
+  readonly maxConnections: number;
 
   constructor(readonly env: Env) {
     this.dbBackend = env.DB_BACKEND ?? (env.DATABASE_URL ? 'postgres' : 'sqlite');
@@ -32,6 +35,7 @@ export class AppConfig {
     this.upstreamBodyLimitBytes = parseByteSize(env.UPSTREAM_BODY_LIMIT);
     this.storeContentLimitBytes = parseByteSize(env.DB_STORE_CONTENT_LIMIT);
     this.corsOrigins = parseCorsOrigins(env.CORS_ORIGINS);
+    this.maxConnections = env.MAX_CONNECTIONS ?? connectionsForFiles(openFilesLimit());
     this.upstreamTimeouts = {
       connectMs: env.UPSTREAM_CONNECT_TIMEOUT_MS,
       firstByteMs: env.UPSTREAM_FIRST_BYTE_TIMEOUT_MS,
@@ -62,4 +66,26 @@ export function parseByteSize(text: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?$/i.exec(text.trim());
   if (!m) throw new Error(`not a byte size: ${text}`);
   return Math.floor(Number(m[1]) * UNITS[(m[2] ?? 'b').toLowerCase()]);
+}
+
+/**
+ * The client connections a process may hold for `openFiles` descriptors: half of them, the rest
+ * kept for what each request needs besides its connection (an upstream socket, the database, the
+ * spool). Past the limit Node cannot accept at all: every new connection, /health's included, is
+ * closed unanswered, and upstream calls and spool writes fail. Unknown limit: no cap.
+ */
+export function connectionsForFiles(openFiles: number | undefined): number {
+  if (openFiles === undefined || !Number.isFinite(openFiles)) return 0;
+  return Math.max(64, Math.floor(openFiles / 2));
+}
+
+/** The soft limit on this process's open files (Linux's /proc); undefined where it cannot be read or is unlimited. */
+export function openFilesLimit(limits = '/proc/self/limits'): number | undefined {
+  try {
+    const line = /^Max open files\s+(\S+)/m.exec(readFileSync(limits, 'latin1'))?.[1];
+    const n = Number(line);
+    return line !== undefined && Number.isSafeInteger(n) && n > 0 ? n : undefined;
+  } catch {
+    return undefined;
+  }
 }

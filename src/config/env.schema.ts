@@ -93,6 +93,34 @@ export class Env {
   @Max(2_147_483_647, { message: 'BODY_IDLE_TIMEOUT_MS must be at most 2147483647 (about 24 days; 0 turns the limit off)' })
   BODY_IDLE_TIMEOUT_MS = 30_000;
 
+  /**
+   * The least average pace of a request body, in bytes a second, after BODY_RATE_GRACE_MS: a
+   * slower one is refused with 408 and its connection closed. 0: no such limit.
+   */
+  @Type(() => Number)
+  @IsInt()
+  @Min(0)
+  BODY_MIN_BYTES_PER_SECOND = 16_384;
+
+  /** How long a request body may take before BODY_MIN_BYTES_PER_SECOND applies to it. */
+  @Type(() => Number)
+  @IsInt()
+  @Min(0)
+  @Max(2_147_483_647, { message: 'BODY_RATE_GRACE_MS must be at most 2147483647 (about 24 days)' })
+  BODY_RATE_GRACE_MS = 20_000;
+
+  /**
+   * The most client connections a process holds open at once; more are closed as they come.
+   * Unset: half the process's open-file limit (the rest is for upstreams, the database, files);
+   * 0: no cap.
+   */
+  @Transform(emptyToUndefined)
+  @IsOptional()
+  @Type(() => Number)
+  @IsInt()
+  @Min(0)
+  MAX_CONNECTIONS?: number;
+
   @IsString()
   @MinLength(1)
   MODELS_CONFIG_PATH = 'config/models.yaml';
