@@ -383,6 +383,23 @@ models:
     expect(Number(row.cost_usd)).toBeCloseTo((7 * 1 + 8 * 1000) / 1e6, 12);
   });
 
+  it('shows a Messages client the billed output count where the figure left it out, streamed or not', async () => {
+    const ask = { model: 'gemini/prompt-usage', max_tokens: 100, messages: [{ role: 'user', content: 'count these words please' }] };
+    const one = await rawPost(`${gw.url}/v1/messages`, ask);
+    expect(one.status).toBe(200);
+    const message = JSON.parse(one.text) as { usage: { input_tokens: number; output_tokens: number } };
+    // 31 characters of answer: about 8 tokens, none of which Gemini counted.
+    expect(message.usage).toMatchObject({ input_tokens: 7, output_tokens: 8 });
+    const oneRow = (await gw.rows()).find((r) => r.id === one.headers.get('x-request-id'))!;
+    expect(oneRow).toMatchObject({ completion_tokens: 8, usage_estimated: true });
+
+    const streamed = await rawPost(`${gw.url}/v1/messages`, { ...ask, stream: true });
+    const delta = streamed.text.split('\n\n').find((e) => e.startsWith('event: message_delta'))!;
+    expect(JSON.parse(delta.slice(delta.indexOf('data: ') + 6)).usage).toMatchObject({ output_tokens: 8 });
+    const row = (await gw.rows()).find((r) => r.id === streamed.headers.get('x-request-id'))!;
+    expect(row).toMatchObject({ completion_tokens: 8, usage_estimated: true });
+  });
+
   it('counts cached content as cached prompt tokens', async () => {
     const res = await client.chat.completions.create({ model: 'gemini/cached', messages: [{ role: 'user', content: 'hi' }] });
     expect(res.usage).toMatchObject({ prompt_tokens: 4, prompt_tokens_details: { cached_tokens: 3 } });

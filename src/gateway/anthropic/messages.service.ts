@@ -227,11 +227,18 @@ export class MessagesService {
     // Also with usage: should it be unusable, the record estimates from what was delivered.
     rec.deliveredUnits = contentUnits(message.content);
     rec.usageEstimated = answer.estimated === true;
+    let text = answer.text;
+    // A backend's figure that counted no output although output came is billed on an estimate: shown the same.
+    const billed = answer.chatUsage && usage ? billedOutput(rec, usage.output_tokens) : undefined;
+    if (billed !== undefined) {
+      message.usage = { ...usage, output_tokens: billed };
+      text = JSON.stringify(message);
+    }
     if (this.config.env.DB_STORE_FULL_CONTENT) rec.responseContent = message;
     res.statusCode = 200;
     res.setHeader('content-type', 'application/json; charset=utf-8');
-    res.setHeader('content-length', Buffer.byteLength(answer.text));
-    res.end(answer.text);
+    res.setHeader('content-length', Buffer.byteLength(text));
+    res.end(text);
   }
 
   private async stream(job: MessagesJob, scope: CallScope, res: Response): Promise<void> {
@@ -269,6 +276,7 @@ export class MessagesService {
         if (sse.closed || signal.aborted) break;
         if (event.event === 'message_start') event = underModel(event, publicModel);
         tally.see(event, rec);
+        if (event.chatUsage) event = withBilledOutput(event, rec);
         // Data may span lines (a backend may pretty-print it): each line needs its own field.
         const data = event.data.includes('\n') ? event.data.replaceAll('\n', '\ndata: ') : event.data;
         const wait = sse.write(`event: ${event.event}\ndata: ${data}\n\n`);
@@ -351,6 +359,11 @@ export class StreamTally {
         this.stop = stop ?? null;
         this.final = true;
         this.chatUsage = e.chatUsage;
+        // The final figure, now: the event shows the output it bills (withBilledOutput).
+        if (e.chatUsage && !e.estimated) {
+          rec.usage = e.chatUsage;
+          rec.usageSoFarAt = undefined;
+        }
         // Without a final output count, the output is estimated from what was delivered.
         if (e.estimated || !counted) this.estimated = true;
         return;
@@ -457,6 +470,24 @@ async function* translated(chunks: AsyncIterable<ChatChunk>, t: ChatToMessagesSt
     closing[i] = { ...closing[i], chatUsage: usage };
   }
   yield* closing;
+}
+
+/**
+ * The output count a translated answer's usage should show when it differs from the backend's
+ * `shown`: the record's billed one (its estimate where the backend counted no output although
+ * output came, RequestRecord.presentedUsage), so that the count and the cost agree.
+ */
+function billedOutput(rec: RequestRecord, shown: unknown): number | undefined {
+  const billed = rec.presentedUsage()?.completion_tokens;
+  return billed !== undefined && billed !== shown ? billed : undefined;
+}
+
+/** A translated stream's `message_delta` with the output count it is billed on. */
+function withBilledOutput(e: SurfaceEvent, rec: RequestRecord): SurfaceEvent {
+  const d = parse(e.data);
+  const usage = d?.usage as Json | undefined;
+  const billed = usage && typeof usage === 'object' ? billedOutput(rec, usage.output_tokens) : undefined;
+  return billed === undefined ? e : { ...e, data: JSON.stringify({ ...d, usage: { ...usage, output_tokens: billed } }) };
 }
 
 /** A relayed `message_start` under the model's public id (a translated one names it already). */
