@@ -765,36 +765,54 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     }
   }
 
+  /**
+   * Writes every account's pending state and unstored tokens. An account whose tokens the
+   * database refuses (not an outage) is said and passed over: stopping there left every later
+   * account's tokens unstored and their leases unrenewed, and the sync undone, tick after tick.
+   * An outage stops it: the rest would only wait for the same answer.
+   */
   private async flushPending(): Promise<void> {
     for (const acc of this.accounts.values()) {
       if (acc.stateDirty) await this.flushState(acc);
-      if (acc.credsDirty && this.vault.configured && acc.creds && !acc.refreshing) {
-        // Written only over the tokens they descend from: if the stored ones changed since (a
-        // login imported meanwhile), those win and ours are dropped. Another process may hold
-        // the refresh lease meanwhile: it is left alone, and only this process's own (from the
-        // refresh whose tokens these are, if the database went away before its release) let go.
-        const { fromVersion: from, toVersion: version } = pendingVersions(acc);
-        // The lease this process kept for them is renewed while they wait (it would lapse after
-        // LOCK_TTL_MS, and another process refresh with the spent token).
-        await this.store.tryLock(acc.id, this.owner, LOCK_TTL_MS);
-        if (await this.store.commitRefresh(acc.id, this.vault.seal(acc, acc.creds), acc.expiresAt, from, version, true)) {
-          acc.tokenVersion = version;
-          // Not fatal: the tokens are stored, and a lease left behind lapses on its own.
-          await this.store.unlock(acc.id, this.owner).catch(() => undefined);
-        } else {
-          await this.store.unlock(acc.id, this.owner).catch(() => undefined);
-          const now = await this.store.sealedCredentials(acc.id);
-          if (now) {
-            this.logger.warn(
-              `${acc.provider} account "${acc.name}" was given new credentials while its refreshed tokens could not be stored; those are dropped and the new ones used`,
-            );
-            this.adoptCredentials(acc, now.credentials, now.token_version, now.expires_at);
-          }
-        }
-        acc.credsDirty = false;
-        acc.credsBase = undefined;
+      try {
+        await this.flushTokens(acc);
+        this.warned.delete(`tokens:${acc.id}`);
+      } catch (err) {
+        if (err instanceof StoreUnavailable || isOutage(err)) throw err;
+        this.warnOnce(
+          `tokens:${acc.id}`,
+          `could not store the refreshed tokens of ${acc.provider} account "${acc.name}" (kept in memory with its refresh lease, retried at each sync): ${(err as Error).message}`,
+        );
       }
     }
+  }
+
+  private async flushTokens(acc: PooledAccount): Promise<void> {
+    if (!acc.credsDirty || !this.vault.configured || !acc.creds || acc.refreshing) return;
+    // Written only over the tokens they descend from: if the stored ones changed since (a
+    // login imported meanwhile), those win and ours are dropped. Another process may hold
+    // the refresh lease meanwhile: it is left alone, and only this process's own (from the
+    // refresh whose tokens these are, if the database went away before its release) let go.
+    const { fromVersion: from, toVersion: version } = pendingVersions(acc);
+    // The lease this process kept for them is renewed while they wait (it would lapse after
+    // LOCK_TTL_MS, and another process refresh with the spent token).
+    await this.store.tryLock(acc.id, this.owner, LOCK_TTL_MS);
+    if (await this.store.commitRefresh(acc.id, this.vault.seal(acc, acc.creds), acc.expiresAt, from, version, true)) {
+      acc.tokenVersion = version;
+      // Not fatal: the tokens are stored, and a lease left behind lapses on its own.
+      await this.store.unlock(acc.id, this.owner).catch(() => undefined);
+    } else {
+      await this.store.unlock(acc.id, this.owner).catch(() => undefined);
+      const now = await this.store.sealedCredentials(acc.id);
+      if (now) {
+        this.logger.warn(
+          `${acc.provider} account "${acc.name}" was given new credentials while its refreshed tokens could not be stored; those are dropped and the new ones used`,
+        );
+        this.adoptCredentials(acc, now.credentials, now.token_version, now.expires_at);
+      }
+    }
+    acc.credsDirty = false;
+    acc.credsBase = undefined;
   }
 
   /** Re-reads every account (without tokens unless they changed). */

@@ -228,6 +228,61 @@ describe('subscription tokens refreshed while PostgreSQL was unreachable', () =>
     expect(tokens.reused).toBe(0);
   });
 
+  it("one account whose tokens the database keeps refusing holds back no other account's, nor the sync", async () => {
+    const stuck = tokens.login({ accountId: 'acct-stuck' });
+    const fine = tokens.login({ accountId: 'acct-fine' });
+    const auth = `${PG_ADMIN.user}${PG_ADMIN.password ? `:${PG_ADMIN.password}` : ''}`;
+    gw = await startSubscriptionGateway({
+      models: `models:\n  - id: codex/gpt\n    context_length: 1000\n    route: [{ kind: codex_sub, base_url: "${codexUrl}", provider_model_id: gpt-5.1-codex }]\n`,
+      db: { ...files, env: { DB_BACKEND: 'postgres', DATABASE_URL: `postgres://${auth}@127.0.0.1:${proxy.port}/${pg.name}` } },
+      codexTokenUrl: tokenUrl,
+      codexFile: codexFile(files.dir, [
+        { name: 'a-stuck', login: stuck },
+        { name: 'b-fine', login: fine },
+      ]),
+      env: { SUBSCRIPTION_SYNC_MS: '3600000', REQUEST_LOG_SPOOL_DIR: join(files.dir, 'spool') },
+    });
+    const pool = gw.app.get(AccountPool);
+    const ids = new Map((await sql<{ id: string; name: string }>('SELECT id, name FROM subscription_accounts')).map((r) => [r.name, r.id]));
+    // The first account's new tokens are always refused; the second's once.
+    await sql(`CREATE SEQUENCE fail_commit;
+      CREATE FUNCTION fail_commit() RETURNS trigger AS $$ BEGIN
+        IF NEW.token_version <> OLD.token_version AND (NEW.name = 'a-stuck' OR nextval('fail_commit') <= 1) THEN
+          RAISE EXCEPTION 'refused (test)'; END IF;
+        RETURN NEW; END $$ LANGUAGE plpgsql;
+      CREATE TRIGGER fail_commit BEFORE UPDATE ON subscription_accounts FOR EACH ROW EXECUTE FUNCTION fail_commit();`);
+    for (const name of ['a-stuck', 'b-fine']) await pool.refreshNow(ids.get(name)!).catch(() => undefined);
+    const versions = async () =>
+      new Map(
+        (await sql<{ name: string; token_version: number }>('SELECT name, token_version FROM subscription_accounts')).map((r) => [
+          r.name,
+          r.token_version,
+        ]),
+      );
+    const before = await versions();
+    // An account added meanwhile (by another replica, an import): the sync should find it.
+    await sql(
+      `INSERT INTO subscription_accounts (id, provider, name, credentials, status, token_version, created_at, updated_at)
+       SELECT gen_random_uuid(), provider, 'c-new', credentials, status, 1, now(), now() FROM subscription_accounts WHERE name = 'b-fine'`,
+    );
+
+    await pool.tick();
+    const after = await versions();
+    expect(after.get('a-stuck')).toBe(before.get('a-stuck')); // still refused: kept in memory, its lease held
+    expect(after.get('b-fine')).toBe(before.get('b-fine')! + 1); // stored all the same
+    const leases = new Map(
+      (await sql<{ name: string; refresh_lock_owner: string | null }>('SELECT name, refresh_lock_owner FROM subscription_accounts')).map(
+        (r) => [r.name, r.refresh_lock_owner],
+      ),
+    );
+    expect(leases.get('a-stuck')).not.toBeNull();
+    expect(leases.get('b-fine')).toBeNull();
+    // The sync ran after them and read the new row (the pool's own map: it has no listing of its own).
+    const known = (pool as unknown as { accounts: Map<string, { name: string }> }).accounts;
+    expect([...known.values()].map((a) => a.name)).toContain('c-new');
+    expect(tokens.reused).toBe(0);
+  });
+
   it("the tick stores the unstored tokens without taking another process's lease", async () => {
     const login = tokens.login({ accountId: 'acct-tick' });
     const g = await boot(login);
