@@ -425,7 +425,7 @@ export class Env {
   @MinLength(1)
   SUBSCRIPTION_CODEX_ACCOUNTS_FILE = 'var/data/codex_accounts.json';
 
-  /** How often each process re-reads account state from the database (other replicas' changes) and refreshes tokens ahead of expiry. */
+  /** How often each process re-reads account state from the database (other replicas' changes) and refreshes tokens ahead of expiry; at most every 50 s (syncPeriodMs). */
   @Type(() => Number)
   @IsInt()
   @Min(50)

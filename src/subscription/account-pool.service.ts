@@ -75,6 +75,14 @@ interface PooledAccount {
 
 /** The cross-process refresh lease; a refresh is one HTTP call (REFRESH_TIMEOUT_MS) well within it. */
 const LOCK_TTL_MS = REFRESH_TIMEOUT_MS + 30_000;
+/**
+ * The sync's period: SUBSCRIPTION_SYNC_MS, but at most a third of the lease, which the sync renews
+ * for tokens the database could not store yet (with a longer period it lapsed between two syncs,
+ * and another replica could refresh with the spent refresh token).
+ */
+export function syncPeriodMs(configured: number): number {
+  return Math.min(configured, LOCK_TTL_MS / 3);
+}
 /** How long to wait for another process's refresh before failing this account for this request. */
 const LOCK_WAIT_MS = LOCK_TTL_MS + 5_000;
 const LOCK_POLL_MS = 200;
@@ -139,7 +147,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     // Without the key no stored account can be opened: nothing to keep in sync (the import
     // files are only looked at, to say why they are not imported).
     if (!this.vault.configured) return this.importer.importFiles();
-    this.timer = setInterval(() => void this.tick(), this.config.env.SUBSCRIPTION_SYNC_MS);
+    this.timer = setInterval(() => void this.tick(), syncPeriodMs(this.config.env.SUBSCRIPTION_SYNC_MS));
     this.timer.unref();
     // Loaded before the gateway listens when the database is there; else as soon as it is.
     if (this.store.available) await this.ready();

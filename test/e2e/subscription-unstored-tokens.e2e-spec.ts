@@ -283,6 +283,13 @@ describe('subscription tokens refreshed while PostgreSQL was unreachable', () =>
     expect(tokens.reused).toBe(0);
   });
 
+  it('syncs, renewing the leases kept for unstored tokens, well within their 150 s whatever SUBSCRIPTION_SYNC_MS says', async () => {
+    // The tests set an hour so that no sync comes round; a lease kept that long lapsed between two.
+    const g = await boot(tokens.login({ accountId: 'acct-period' }));
+    const pool: unknown = g.app.get(AccountPool);
+    expect((pool as { timer: { _idleTimeout: number } }).timer._idleTimeout).toBe(50_000);
+  });
+
   it("the tick stores the unstored tokens without taking another process's lease", async () => {
     const login = tokens.login({ accountId: 'acct-tick' });
     const g = await boot(login);
