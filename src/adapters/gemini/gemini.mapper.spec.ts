@@ -180,6 +180,79 @@ describe('toGeminiRequest', () => {
     });
   });
 
+  it("sends a tool result's images after the turn's function responses, where every model reads them, instead of dropping them", () => {
+    const png = 'data:image/png;base64,iVBORw0KGgo=';
+    const body = toGeminiRequest(
+      req({
+        messages: [
+          { role: 'user', content: 'look at both pages' },
+          {
+            role: 'assistant',
+            content: null,
+            tool_calls: [
+              { id: 'fc-1', type: 'function', function: { name: 'screenshot', arguments: '{"page":1}' } },
+              { id: 'fc-2', type: 'function', function: { name: 'screenshot', arguments: '{"page":2}' } },
+            ],
+          },
+          {
+            role: 'tool',
+            tool_call_id: 'fc-1',
+            content: [
+              { type: 'text', text: 'page 1' },
+              { type: 'image_url', image_url: { url: png } },
+            ],
+          },
+          { role: 'tool', tool_call_id: 'fc-2', content: [{ type: 'image_url', image_url: { url: 'https://example.com/p2.webp' } }] },
+          { role: 'user', content: 'which is longer?' },
+        ],
+      }),
+    );
+    expect(body.contents[2]).toEqual({
+      role: 'user',
+      parts: [
+        { functionResponse: { name: 'screenshot', response: { output: 'page 1' }, id: 'fc-1' } },
+        { functionResponse: { name: 'screenshot', response: { output: '' }, id: 'fc-2' } },
+        { inlineData: { mimeType: 'image/png', data: 'iVBORw0KGgo=' } },
+        { fileData: { fileUri: 'https://example.com/p2.webp', mimeType: 'image/webp' } },
+        { text: 'which is longer?' },
+      ],
+    });
+    expect(body.contents).toHaveLength(3);
+    // At the end of the conversation too; a part Gemini cannot take is refused, not dropped.
+    const last = toGeminiRequest(
+      req({
+        messages: [
+          { role: 'user', content: 'look' },
+          {
+            role: 'assistant',
+            content: null,
+            tool_calls: [{ id: 'fc-1', type: 'function', function: { name: 'screenshot', arguments: '{}' } }],
+          },
+          { role: 'tool', tool_call_id: 'fc-1', content: [{ type: 'image_url', image_url: { url: png } }] },
+        ],
+      }),
+    );
+    expect(last.contents[2].parts).toEqual([
+      { functionResponse: { name: 'screenshot', response: { output: '' }, id: 'fc-1' } },
+      { inlineData: { mimeType: 'image/png', data: 'iVBORw0KGgo=' } },
+    ]);
+    expect(() =>
+      toGeminiRequest(
+        req({
+          messages: [
+            { role: 'user', content: 'look' },
+            {
+              role: 'assistant',
+              content: null,
+              tool_calls: [{ id: 'fc-1', type: 'function', function: { name: 'rec', arguments: '{}' } }],
+            },
+            { role: 'tool', tool_call_id: 'fc-1', content: [{ type: 'input_audio', input_audio: { data: 'x', format: 'wav' } }] as never },
+          ],
+        }),
+      ),
+    ).toThrow(/messages\[2\]\.content\[0\]: content of type "input_audio" cannot be sent to Gemini/);
+  });
+
   it('refuses tool-call arguments nested too deep to send, and sends such a tool result as text', () => {
     const deep = '['.repeat(5000) + ']'.repeat(5000);
     const call = { id: 'call_1', type: 'function' as const, function: { name: 'f', arguments: deep } };

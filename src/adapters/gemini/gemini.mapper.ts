@@ -97,17 +97,17 @@ function mediaPart(url: string, at: string): GeminiPart {
 }
 
 /**
- * A message's parts. Empty text is left out: Gemini refuses a part without data (`text: ""`
+ * A message's parts (`withText` false: its images and files only). Empty text is left out: Gemini refuses a part without data (`text: ""`
  * included: "required oneof field 'data' must have one initialized field"), which OpenAI takes.
  */
-function userParts(content: ChatMessage['content'], at: string): GeminiPart[] {
+function userParts(content: ChatMessage['content'], at: string, withText = true): GeminiPart[] {
   if (content === null || content === undefined) return [];
-  if (typeof content === 'string') return content === '' ? [] : [{ text: content }];
+  if (typeof content === 'string') return content === '' || !withText ? [] : [{ text: content }];
   return content.flatMap((part: ContentPart, j): GeminiPart[] => {
     switch (part.type) {
       case 'text': {
         const text = String((part as { text: unknown }).text);
-        return text === '' ? [] : [{ text }];
+        return text === '' || !withText ? [] : [{ text }];
       }
       case 'image_url': {
         const iu = (part as { image_url: string | { url: string } }).image_url;
@@ -200,6 +200,15 @@ function toolResponse(m: ChatMessage, calls: ReadonlyMap<string, string>, at: st
   return part;
 }
 
+/**
+ * The images and files of a tool result (a screenshot, a page as PDF), which a functionResponse
+ * cannot carry on every model (its `parts` are Gemini 3's): sent as parts of the same user turn,
+ * after the turn's function responses, where every Gemini model reads them.
+ */
+function toolMedia(m: ChatMessage, at: string): GeminiPart[] {
+  return Array.isArray(m.content) ? userParts(m.content, at, false) : [];
+}
+
 function push(contents: GeminiContent[], role: 'user' | 'model', parts: GeminiPart[]): void {
   if (parts.length === 0) return;
   const last = contents[contents.length - 1];
@@ -237,8 +246,14 @@ export function toGeminiRequest(req: ChatRequest): GeminiRequest {
   const contents: GeminiContent[] = [];
   const system: GeminiPart[] = [];
   const calls = new Map<string, string>();
+  /** The images and files of the tool results just answered (toolMedia), for after their function responses. */
+  let media: GeminiPart[] = [];
   req.messages.forEach((m, i) => {
     const at = `messages[${i}]`;
+    if (media.length > 0 && m.role !== 'tool' && m.role !== 'function') {
+      push(contents, 'user', media);
+      media = [];
+    }
     switch (m.role) {
       case 'system':
       case 'developer': {
@@ -262,9 +277,11 @@ export function toGeminiRequest(req: ChatRequest): GeminiRequest {
       case 'tool':
       case 'function':
         push(contents, 'user', [toolResponse(m, calls, at)]);
+        media.push(...toolMedia(m, at));
         return;
     }
   });
+  push(contents, 'user', media);
 
   // Nothing left to send (every message empty, or a system instruction alone): Gemini refuses
   // a request without contents; the model's next route may take it.
