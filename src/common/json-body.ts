@@ -19,6 +19,7 @@ export function jsonBody(
   framed: (path: string) => boolean = () => false,
   idleTimeoutMs = 0,
   pace: BodyPace = { minBytesPerSecond: 0, graceMs: 0 },
+  refusedBeforeBody?: (req: Request) => boolean | Promise<boolean>,
 ) {
   const tooLargeText = `The request body exceeds the limit of ${limitText} (BODY_LIMIT)`;
   const stalledText = `No byte of the request body arrived for ${idleTimeoutMs / 1000} s (BODY_IDLE_TIMEOUT_MS); send the body without pauses`;
@@ -40,6 +41,24 @@ export function jsonBody(
   };
   return (req: Request, res: Response, next: NextFunction): void => {
     if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'DELETE' || req.method === 'OPTIONS') return next();
+    // A model endpoint's caller the key check will refuse: its body is read and thrown away,
+    // not kept and parsed (a parse of 10 MB costs up to 600 ms and hundreds of MB), before the
+    // refusal. Asked first, when the check says so without a wait.
+    if (!refusedBeforeBody || !framed(req.path)) return read(req, res, next, false);
+    const refused = refusedBeforeBody(req);
+    if (typeof refused === 'boolean') return read(req, res, next, refused);
+    refused.then(
+      (skip) => read(req, res, next, skip),
+      () => read(req, res, next, false),
+    );
+  };
+
+  function read(req: Request, res: Response, next: NextFunction, skip: boolean): void {
+    if (req.destroyed && !req.complete) {
+      // Gone while its key was looked up: as a client leaving mid-body ('error' below).
+      if (skip) return next();
+      return refuse(req, res, next, new RequestBodyError(499, CLOSED_MID_BODY, 'client_closed_request'));
+    }
     const encoding = req.headers['content-encoding'];
     const transfer = req.headers['transfer-encoding'];
     const charset = charsetOf(req.headers['content-type']);
@@ -146,13 +165,14 @@ export function jsonBody(
       refuse(req, res, next, new RequestBodyError(408, tooSlowText, 'request_timeout', null, { connection: 'close' }));
     };
     let paced = minRate > 0 ? setTimeout(onPace, graceMs).unref() : undefined;
-    /** A refusal held until the refused body has been read (see discard). */
-    let deferred: RequestBodyError | undefined;
+    /** A refusal held until the refused body has been read (see discard); `next`: the key check's. */
+    let deferred: RequestBodyError | 'next' | undefined;
     const answerDeferred = (): boolean => {
       if (!deferred) return false;
       const err = deferred;
       deferred = undefined;
-      refuse(req, res, next, err);
+      if (err === 'next') next();
+      else refuse(req, res, next, err);
       return true;
     };
     /** Cuts the connection: at once, or after a refusal still held has been answered (and logged). */
@@ -235,8 +255,21 @@ export function jsonBody(
       // request is logged, as one abandoned later would be.
       if (framed(req.path)) refuse(req, res, next, new RequestBodyError(499, CLOSED_MID_BODY, 'client_closed_request'));
     });
+    if (skip) {
+      // Thrown away as it comes (under the same limits of pace and size); the key check answers,
+      // once the body is read on a connection that closes after it (as discard does).
+      failed = true;
+      discarded = 0;
+      drop();
+      draining.add(req.socket);
+      req.body = undefined;
+      if (closeAfter) res.setHeader('connection', 'close');
+      if (idleTimeoutMs > 0 && res.shouldKeepAlive === false && !req.complete && !closeAfter) deferred = 'next';
+      else next();
+      return;
+    }
     if (early) discard(early);
-  };
+  }
 }
 
 /** The least pace a request body must keep after its first `graceMs` (0 bytes/s: no such limit). */

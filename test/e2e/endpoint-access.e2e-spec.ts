@@ -51,6 +51,51 @@ models:
     expect(text.toLowerCase()).toContain('connection: close');
   });
 
+  /** Headers and the start of a body on a new connection; `more` sends the rest; what came back so far. */
+  const partial = (headers: string, start: string) => {
+    const socket = connect(Number(new URL(gw.url).port), '127.0.0.1');
+    let text = '';
+    socket.on('data', (b: Buffer) => (text += b.toString()));
+    const closed = new Promise<void>((r) => socket.on('close', () => r()));
+    socket.write(`POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n${headers}\r\n${start}`);
+    return { socket, closed, text: () => text };
+  };
+  const until = async (check: () => boolean, ms: number) => {
+    for (const end = Date.now() + ms; !check() && Date.now() < end;) await new Promise((r) => setTimeout(r, 20));
+    return check();
+  };
+
+  it('answers a caller the key check refuses before its body has come, and reads that body only to throw it away', async () => {
+    // Without a key, and with one that is not ours: answered with the body still on its way (the
+    // body is neither kept nor parsed), and the connection goes on serving once it is in.
+    for (const auth of ['', 'authorization: Bearer sk-hi-notakey\r\n']) {
+      const body = JSON.stringify({ model: 'base/llama', messages: [{ role: 'user', content: 'x'.repeat(100_000) }] });
+      const c = partial(`${auth}content-length: ${body.length}\r\n`, body.slice(0, 1000));
+      expect(await until(() => c.text().includes('\r\n\r\n'), 5000)).toBe(true);
+      expect(c.text()).toMatch(/^HTTP\/1\.1 401 /);
+      expect(c.text().toLowerCase()).not.toContain('connection: close');
+      c.socket.write(body.slice(1000));
+      const before = c.text().length;
+      c.socket.write('GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n');
+      await c.closed;
+      expect(c.text().slice(before)).toMatch(/^HTTP\/1\.1 200 /);
+    }
+    // A client that asked for the connection to close is answered once its body is in: a close
+    // with unread bytes would be a reset, and the client would see a broken pipe instead.
+    const body = JSON.stringify({ model: 'base/llama', messages: [{ role: 'user', content: 'y'.repeat(10_000) }] });
+    const c = partial(`connection: close\r\ncontent-length: ${body.length}\r\n`, body.slice(0, 1000));
+    expect(await until(() => c.text() !== '', 500)).toBe(false);
+    c.socket.write(body.slice(1000));
+    await c.closed;
+    expect(c.text()).toMatch(/^HTTP\/1\.1 401 /);
+    // A key of ours is let through to have its body read as ever.
+    const { key } = await adminApi(gw).createKey({ name: 'body-after-key' });
+    const ok = await gw
+      .client({ apiKey: key })
+      .chat.completions.create({ model: 'base/llama', messages: [{ role: 'user', content: 'hi' }] });
+    expect(ok.choices[0].message.role).toBe('assistant');
+  });
+
   it('refuses embeddings and text completions without a key (401) when auth is on', async () => {
     const anonymous = gw.client({ apiKey: 'not-a-gateway-key' });
     const emb = await anonymous.embeddings.create({ model: 'emb/small', input: 'x' }).catch((e: unknown) => e);
