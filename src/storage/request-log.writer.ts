@@ -406,8 +406,11 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
     clearInterval(this.replayTimer);
     await Promise.all([this.stopReplay(), this.secureInFlight()]);
     await this.drain();
-    if (this.queue.length > 0) this.logRows(this.queue.splice(0), 'shutdown');
+    // Rows that came while the last round was written (a stream the closing server cut,
+    // settling): to the spool, which later ones go to directly from here (spoolLate); to the log
+    // only when the disk refuses them too.
     this.drained = true;
+    if (this.queue.length > 0 && !(await this.spool(this.queue.splice(0)))) this.logRows(this.queue.splice(0), 'shutdown');
     this.logger.log(`drained: ${this.stats.written} rows written, ${this.stats.spooled} spooled, ${this.stats.replayed} replayed`);
     await this.db.close();
   }

@@ -17,6 +17,8 @@ import { TcpProxy } from '../helpers/tcp-proxy';
 let mockLongestString = Infinity;
 /** Bytes appended to files since the test began (what the writer writes to its spool directory). */
 let mockAppended = 0;
+/** Called as each append begins (a test's hook into a spool write under way). */
+let mockOnAppend: (() => void) | undefined;
 jest.mock('node:fs/promises', () => {
   const actual = jest.requireActual<typeof import('node:fs/promises')>('node:fs/promises');
   const readFile = async (...args: Parameters<typeof actual.readFile>): Promise<string | Buffer> => {
@@ -26,6 +28,7 @@ jest.mock('node:fs/promises', () => {
     return data;
   };
   const appendFile = async (...args: Parameters<typeof actual.appendFile>): Promise<void> => {
+    mockOnAppend?.();
     await actual.appendFile(...args);
     mockAppended += typeof args[1] === 'string' ? Buffer.byteLength(args[1]) : args[1].byteLength;
   };
@@ -384,6 +387,33 @@ describe('request logs when PostgreSQL goes away', () => {
     gw = await startGateway({ models: MODELS, env: { ...env(port), REQUEST_LOG_SPOOL_DIR: dir } });
     await waitFor(async () => (await countRows(db)) === 5, 'the replay');
     expect(new Set((await gw.rows()).map((r) => r.id)).size).toBe(5);
+  }, 30_000);
+
+  it('behind a silent database, rows that come while shutdown spools go to the spool too, not to the log', async () => {
+    const port = await proxy.start();
+    gw = await startGateway({ models: MODELS, env: { ...env(port), DB_QUERY_TIMEOUT_MS: '10000', REQUEST_LOG_FLUSH_MS: '50' } });
+    const dir = join(gw.dir, 'spool');
+    await ask(gw, 1);
+    await gw.waitForRows(1);
+    proxy.hold();
+    await ask(gw, 3);
+    await new Promise((r) => setTimeout(r, 200)); // the batch's insert is under way, and hangs
+    const app = gw.app;
+    gw = undefined;
+    // A row comes (a stream the closing server cut, settling) as each of shutdown's spool writes begins.
+    const writer = app.get(RequestLogWriter);
+    let late = 0;
+    mockOnAppend = () => {
+      if (late < 2) writer.enqueue(logRow(`late-${++late}`));
+    };
+    try {
+      await app.close();
+    } finally {
+      mockOnAppend = undefined;
+    }
+    expect(late).toBe(2);
+    expect(spooledLines(dir)).toBe(5);
+    proxy.release();
   }, 30_000);
 
   it('behind a silent database, rows wait in memory no longer than REQUEST_LOG_MAX_HOLD_MS and a ping: a crash then loses none', async () => {
