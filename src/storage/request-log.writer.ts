@@ -1,5 +1,5 @@
 import { Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
-import { appendFileSync, createReadStream } from 'node:fs';
+import { appendFileSync, createReadStream, readFileSync } from 'node:fs';
 import { appendFile, mkdir, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { setImmediate as nextTurn } from 'node:timers/promises';
@@ -754,12 +754,14 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
    * at; undefined if it is not ours to take.
    */
   private async claim(dir: string, name: string): Promise<string | undefined> {
-    const m = /^api_logs\.(?:replaying\.)?(\d+)(?:-([A-Za-z0-9-]+))?\./.exec(name);
+    const m = /^api_logs\.(?:replaying\.)?(\d+)(?:-([A-Za-z0-9-]+))?\.(\d+)\./.exec(name);
     const owner = m ? Number(m[1]) : 0;
     const host = m?.[2];
     if (host === undefined || host === HOST) {
       // This host's (or a file from before names said the host): its process, if alive, has it.
-      if (owner !== process.pid && owner > 0 && isAlive(owner)) return undefined;
+      // Alive under that PID, but started after the file was named: the PID was given again to
+      // another process, and the writer is gone.
+      if (owner !== process.pid && owner > 0 && isAlive(owner) && !startedAfter(owner, Number(m?.[3]))) return undefined;
     } else {
       // Another host's or container's (a spool volume shared by replicas, each maybe PID 1):
       // its process cannot be asked, and may still be writing it. Taken only once untouched
@@ -873,6 +875,30 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
       }
     }
     if (batch.rows.length > 0) yield batch;
+  }
+}
+
+/** The clock ticks a second in /proc's times (USER_HZ: 100 on every Linux this runs on). */
+const PROC_TICKS_PER_S = 100;
+/** /proc's boot time is whole seconds; a process's start is then known to about a second. */
+const START_SLACK_MS = 2000;
+let bootMs: number | undefined;
+
+/**
+ * Whether process `pid` started after `atMs` (epoch ms), from Linux's /proc; false where that
+ * cannot be told (another OS, /proc hidden), which leaves a live PID its file.
+ */
+function startedAfter(pid: number, atMs: number): boolean {
+  if (!Number.isFinite(atMs)) return false;
+  try {
+    bootMs ??= Number(/^btime (\d+)$/m.exec(readFileSync('/proc/stat', 'latin1'))?.[1]) * 1000;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    // Field 22, starttime; counted after the command's closing parenthesis (it may hold spaces), which ends field 2.
+    const ticks = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+    const startedMs = bootMs + (ticks / PROC_TICKS_PER_S) * 1000;
+    return Number.isFinite(startedMs) && startedMs > atMs + START_SLACK_MS;
+  } catch {
+    return false;
   }
 }
 

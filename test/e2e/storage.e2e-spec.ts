@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
@@ -558,6 +559,27 @@ describe('request logs when PostgreSQL goes away', () => {
       expect(new Set((await gw!.rows()).map((r) => r.id)).size).toBe(1200);
       expect(spooledLines(spool)).toBe(0);
       expect(writer.stats.replayed).toBe(1200);
+    });
+
+    it("is a dead gateway's whose PID another process has since: replayed, while a live writer's file is left to it", async () => {
+      const writer = await start(await proxy.start());
+      const spool = join(gw!.dir, 'spool');
+      // A process alive now, started after the first file was named (the dead writer's PID given
+      // again) and before the second (as a live writer names its file after it starts).
+      const other = spawn('sleep', ['60']);
+      try {
+        await new Promise((r) => other.once('spawn', r));
+        const line = (id: string) => `${JSON.stringify(logRow(id))}\n`;
+        writeFileSync(join(spool, `api_logs.${other.pid}.${Date.now() - 60_000}.jsonl`), line('reused-pid'));
+        const live = `api_logs.${other.pid}.${Date.now() + 60_000}.jsonl`;
+        writeFileSync(join(spool, live), line('live-writer'));
+        await writer.replay();
+        expect((await gw!.rows()).map((r) => r.id)).toContain('reused-pid');
+        expect((await gw!.rows()).map((r) => r.id)).not.toContain('live-writer');
+        expect(readdirSync(spool).filter((f) => f.startsWith('api_logs.'))).toEqual([live]);
+      } finally {
+        other.kill();
+      }
     });
 
     it('counts as replayed only the rows that were not in the database already', async () => {
