@@ -83,14 +83,17 @@ export class TextCompletionService {
     out.provider = ex.route?.kind;
     out.route = ex.route?.id;
     out.created ??= Math.floor(Date.now() / 1000);
+    // What the choices generated: their text, less the prompt an `echo` repeats before it.
+    const echo = new EchoedPrompts(body);
+    const generated = () => out.choices.reduce((s, c) => s + textUnits(echo.strip(c.index ?? 0, c.text ?? '')), 0);
     if (isSoundUsage(out.usage)) {
       rec.usage = out.usage;
       // No output counted for an answer with some: the record estimates it, and the client sees that.
-      if (out.usage.completion_tokens === 0) rec.deliveredUnits = out.choices.reduce((s, c) => s + textUnits(c.text), 0);
+      if (out.usage.completion_tokens === 0) rec.deliveredUnits = generated();
       out.usage = clientUsage(rec.presentedUsage()!);
     } else {
       // Counted as a stream of the same choices is: all of the text, turned into tokens once.
-      const units = out.choices.reduce((s, c) => s + textUnits(c.text), 0);
+      const units = generated();
       out.usage = usageFromCounts(estimatePromptTokens(ex.request), unitsToTokens(units));
       rec.deliveredUnits = units;
     }
@@ -121,6 +124,7 @@ export class TextCompletionService {
     const stored = this.config.env.DB_STORE_FULL_CONTENT ? new Map<number, { text: string; finish_reason: string | null }>() : undefined;
     // Where each choice's text has got to, for logprobs' text_offset across chunks.
     const offsets = new Map<number, number>();
+    const echo = new EchoedPrompts(body);
     const open = (adapter: LlmAdapter, route: RouteDef, ctx: CallContext): AsyncIterable<ChatChunk> => {
       if (adapter.streamText) return adapter.streamText(body, route, ctx);
       return chat instanceof UpstreamError ? failing(chat) : adapter.stream(chat, route, ctx);
@@ -140,7 +144,7 @@ export class TextCompletionService {
           const kept = stored && (stored.get(c.index) ?? stored.set(c.index, { text: '', finish_reason: null }).get(c.index)!);
           if (c.text) {
             rec.ttftMs ??= performance.now() - rec.startedAt;
-            rec.deliveredUnits += textUnits(c.text);
+            rec.deliveredUnits += textUnits(echo.strip(c.index ?? 0, c.text));
             if (kept) kept.text += c.text;
           }
           if (c.finish_reason) {
@@ -210,4 +214,36 @@ function failing(err: Error): AsyncIterable<ChatChunk> {
       return: () => Promise.resolve({ done: true as const, value: undefined }),
     }),
   };
+}
+
+/**
+ * The prompts an `echo: true` answer repeats at the start of each choice's text, taken off again
+ * where the output is estimated (an upstream without usage): the echo is the prompt, billed as
+ * such, not output. Choice i answers prompt floor(i / n), as OpenAI orders them; a streamed
+ * choice's echo may span chunks. Token-id prompts come back as text no one here can match.
+ */
+export class EchoedPrompts {
+  private readonly left = new Map<number, string>();
+  private readonly prompts: string[] | undefined;
+  private readonly n: number;
+
+  constructor(body: CompletionRequest) {
+    const p = body.prompt;
+    const texts = typeof p === 'string' ? [p] : Array.isArray(p) && p.every((x) => typeof x === 'string') ? (p) : undefined;
+    this.prompts = body.echo === true ? texts : undefined;
+    this.n = typeof body.n === 'number' && body.n > 0 ? body.n : 1;
+  }
+
+  /** `text` (the next of choice `index`'s) without what is left of its echoed prompt. */
+  strip(index: number, text: string): string {
+    if (!this.prompts || !text) return text;
+    let left = this.left.get(index);
+    if (left === undefined) left = this.prompts[Math.floor(index / this.n)] ?? '';
+    if (left === '') return text;
+    let k = 0;
+    while (k < left.length && k < text.length && left.charCodeAt(k) === text.charCodeAt(k)) k++;
+    // All of the text was echo, or all of the echo has come; else the answer is not an echo after all.
+    this.left.set(index, k === left.length || k === text.length ? left.slice(k) : '');
+    return k === left.length || k === text.length ? text.slice(k) : text;
+  }
 }

@@ -40,6 +40,11 @@ models:
     pricing: { prompt: 1, completion: 1 }
     route:
       - { kind: vllm, id: gpu, base_url: "${v}", provider_model_id: llama-base }
+  - id: base/no-usage
+    context_length: 8192
+    pricing: { prompt: 1, completion: 1000 }
+    route:
+      - { kind: vllm, base_url: "${v}", provider_model_id: no-usage }
   - id: chat/deepseek
     context_length: 8192
     pricing: { prompt: 1, completion: 1 }
@@ -216,6 +221,30 @@ ${[1, 2, 3, 4, 5, 6].map((i) => `      - { kind: deepseek, id: chat-${i}, base_u
   });
 
   describe('/v1/completions', () => {
+    it("estimates an answer without usage from what was generated: an echo's prompt is not billed as output", async () => {
+      const prompt = 'Once upon a time there was a long prompt, repeated back by echo, that is not output at all';
+      const ask = { model: 'base/no-usage', prompt, max_tokens: 3 };
+      const plain = await client.completions.create(ask);
+      const echoed = await client.completions.create({ ...ask, echo: true });
+      expect(echoed.choices[0].text).toBe(prompt + plain.choices[0].text);
+      expect(plain.usage!.completion_tokens).toBeGreaterThan(0);
+      expect(echoed.usage).toEqual(plain.usage);
+      const streamed = await client.completions.create({ ...ask, echo: true, stream: true, stream_options: { include_usage: true } });
+      let text = '';
+      let usage: OpenAI.CompletionUsage | undefined;
+      let id = '';
+      for await (const c of streamed) {
+        text += c.choices[0]?.text ?? '';
+        usage = c.usage ?? usage;
+        id = c.id;
+      }
+      expect(text).toBe(echoed.choices[0].text);
+      expect(usage?.completion_tokens).toBe(plain.usage!.completion_tokens);
+      const rows = await gw.rows();
+      for (const r of [echoed.id, id].map((g) => rows.find((x) => `gen-${x.id}` === g)!))
+        expect(r).toMatchObject({ completion_tokens: plain.usage!.completion_tokens, usage_estimated: true });
+    });
+
     it('uses the native endpoint of a backend that has one, echo and logprobs included', async () => {
       const res = await client.completions.create({ model: 'base/llama', prompt: 'The story', max_tokens: 3, echo: true, logprobs: 1 });
       expect(res.object).toBe('text_completion');
