@@ -229,7 +229,7 @@ export class EchoedPrompts {
 
   constructor(body: CompletionRequest) {
     const p = body.prompt;
-    const texts = typeof p === 'string' ? [p] : Array.isArray(p) && p.every((x) => typeof x === 'string') ? (p) : undefined;
+    const texts = typeof p === 'string' ? [p] : Array.isArray(p) && p.every((x) => typeof x === 'string') ? p : undefined;
     this.prompts = body.echo === true ? texts : undefined;
     this.n = typeof body.n === 'number' && body.n > 0 ? body.n : 1;
   }
