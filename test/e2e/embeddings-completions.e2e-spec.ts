@@ -10,11 +10,13 @@ describe('embeddings and text completions', () => {
   const vllm = new CompatProviderUpstream('vllm');
   const sglang = new CompatProviderUpstream('sglang');
   const deepseek = new CompatProviderUpstream('deepseek');
+  // A hosted OpenAI-compatible API that serves chat only: its /v1/completions is a 404.
+  const chatOnly = new CompatProviderUpstream('kimi');
   let gw: TestGateway;
   let client: OpenAI;
 
   beforeAll(async () => {
-    const [v, s, d] = [await vllm.start(), await sglang.start(), await deepseek.start()];
+    const [v, s, d, k] = [await vllm.start(), await sglang.start(), await deepseek.start(), await chatOnly.start()];
     const models = `
 models:
   - id: emb/small
@@ -40,6 +42,10 @@ models:
     pricing: { prompt: 1, completion: 1 }
     route:
       - { kind: vllm, id: gpu, base_url: "${v}", provider_model_id: llama-base }
+  - id: base/chat-only-server
+    context_length: 8192
+    route:
+      - { kind: openai_compat, base_url: "${k}", api_key: k, provider_model_id: moonshot-v1 }
   - id: base/no-usage
     context_length: 8192
     pricing: { prompt: 1, completion: 1000 }
@@ -94,10 +100,10 @@ ${[1, 2, 3, 4, 5, 6].map((i) => `      - { kind: deepseek, id: chat-${i}, base_u
 
   afterAll(async () => {
     await gw?.close();
-    await Promise.all([vllm.stop(), sglang.stop(), deepseek.stop()]);
+    await Promise.all([vllm.stop(), sglang.stop(), deepseek.stop(), chatOnly.stop()]);
   });
 
-  beforeEach(() => [vllm, sglang, deepseek].forEach((u) => u.reset()));
+  beforeEach(() => [vllm, sglang, deepseek, chatOnly].forEach((u) => u.reset()));
 
   describe('/v1/embeddings', () => {
     it('puts the items in input order, each with its index, and names the model that made them', async () => {
@@ -318,6 +324,25 @@ ${[1, 2, 3, 4, 5, 6].map((i) => `      - { kind: deepseek, id: chat-${i}, base_u
       expect(deepseek.requests).toHaveLength(0);
       const echo = await client.completions.create({ model: 'chat/deepseek', prompt: 'a', echo: true }).catch((e: unknown) => e);
       expect(echo).toMatchObject({ status: 400, param: 'echo' });
+    });
+
+    it('refuses, naming the parameter, what a server without /completions cannot be asked as chat either', async () => {
+      // Asked natively first (the kind may have the endpoint): a 404, then chat, where it fits.
+      const ok = await client.completions.create({ model: 'base/chat-only-server', prompt: 'Say hi' });
+      expect(ok.choices[0].text).toBe('echo: Say hi');
+      expect(chatOnly.requests.map((r) => r.path)).toEqual(['/v1/completions', '/v1/chat/completions']);
+      for (const [extra, param, streams] of [
+        [{ echo: true }, 'echo', [false, true]],
+        [{ prompt: [1, 2] }, 'prompt', [false, true]],
+        [{ best_of: 3 }, 'best_of', [false]], // streamed, the validator refuses it anywhere
+      ] as const)
+        for (const stream of streams) {
+          const res = await rawPost(`${gw.url}/v1/completions`, { model: 'base/chat-only-server', prompt: 'x', stream, ...extra });
+          expect([res.status, JSON.parse(res.text).error]).toEqual([
+            400,
+            expect.objectContaining({ param, code: 'unsupported_parameter' }),
+          ]);
+        }
     });
 
     it("tries the model's next route when the first cannot express the request, and refuses only when none can", async () => {

@@ -402,14 +402,12 @@ function rootPath(base: string, path: string): string {
 
 /**
  * A server without the legacy `/completions` (a 404 or 405 for it; many hosted OpenAI-compatible
- * APIs serve chat only): the prompt as a chat request, when it can be one. A 404 that meant the
- * model instead gets the same answer from chat.
+ * APIs serve chat only): the prompt as a chat request. A 404 that meant the model instead gets
+ * the same answer from chat. A request chat cannot express (echo, token prompts, best_of) throws
+ * the 400 naming its parameter, as on a chat-only kind: the server's bare "Not Found" said
+ * nothing a client could act on (the model's next route, if any, is still tried).
  */
 function chatInstead(err: unknown, req: CompletionRequest): ChatRequest | undefined {
   if (!(err instanceof UpstreamError) || (err.upstreamStatus !== 404 && err.upstreamStatus !== 405)) return undefined;
-  try {
-    return completionAsChatRequest(req);
-  } catch {
-    return undefined;
-  }
+  return completionAsChatRequest(req);
 }
