@@ -76,8 +76,14 @@ describe('openai_compat adapter', () => {
       '/v1/completions',
       '/v1/chat/completions',
     ]);
-    // Several prompts cannot be one chat request: the server's 404 stands.
-    await expect(adapter.completeText({ model: 'm', prompt: ['a', 'b'] }, route('ok'), ctx())).rejects.toMatchObject({ status: 404 });
+    // Several prompts cannot be one chat request: a 400 naming the parameter, with the server's
+    // own words (its 404 may have been about the model).
+    await expect(adapter.completeText({ model: 'm', prompt: ['a', 'b'] }, route('ok'), ctx())).rejects.toMatchObject({
+      status: 400,
+      param: 'prompt',
+      code: 'unsupported_parameter',
+      message: expect.stringMatching(/single text prompt.*\(the server answered 404 for \/completions: /),
+    });
   });
 
   it('treats a stream that ends after its finish reason but without [DONE] as complete', async () => {

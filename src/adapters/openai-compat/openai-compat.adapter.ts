@@ -18,6 +18,7 @@ import {
   providerHttpError,
   readJson,
   releaseBody,
+  unsupported,
 } from '../http/upstream-call';
 import { UpstreamClient } from '../http/upstream-client.service';
 import { LlmAdapter, type CallContext, type ProbeResult } from '../llm-adapter';
@@ -409,5 +410,11 @@ function rootPath(base: string, path: string): string {
  */
 function chatInstead(err: unknown, req: CompletionRequest): ChatRequest | undefined {
   if (!(err instanceof UpstreamError) || (err.upstreamStatus !== 404 && err.upstreamStatus !== 405)) return undefined;
-  return completionAsChatRequest(req);
+  try {
+    return completionAsChatRequest(req);
+  } catch (why) {
+    if (!(why instanceof UpstreamError)) throw why;
+    // The server's own words too: its 404 may have been about the model, not the path.
+    throw unsupported(`${why.message} (the server answered ${err.upstreamStatus} for /completions: ${err.message})`, why.param);
+  }
 }
