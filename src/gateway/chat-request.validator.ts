@@ -126,6 +126,17 @@ export function checkOpenRouterFields(body: Record<string, unknown>): void {
   }
 }
 
+/** OpenRouter's `reasoning` object's fields (its type is checked with the other parameters). */
+export function checkReasoningFields(body: Record<string, unknown>): void {
+  if (!isJsonObject(body.reasoning)) return;
+  for (const key in REASONING) {
+    const v = body.reasoning[key];
+    if (v === undefined || v === null) continue;
+    const problem = REASONING[key](v);
+    if (problem) fail(`reasoning.${key}`, problem);
+  }
+}
+
 function checkNested(body: Record<string, unknown>, key: string): void {
   const o = body[key];
   const fields = NESTED[key];
@@ -159,14 +170,7 @@ export function validateChatRequest(body: unknown): ChatRequest {
     if (problem) fail(key, problem);
   }
   for (const key in NESTED) checkNested(body, key);
-  if (isJsonObject(body.reasoning)) {
-    for (const key in REASONING) {
-      const v = body.reasoning[key];
-      if (v === undefined || v === null) continue;
-      const problem = REASONING[key](v);
-      if (problem) fail(`reasoning.${key}`, problem);
-    }
-  }
+  checkReasoningFields(body);
   if (isJsonObject(body.response_format) && typeof body.response_format.type !== 'string')
     fail('response_format.type', 'is required and must be a string');
   if (body.tools !== undefined && body.tools !== null) checkTools(body.tools);

@@ -1,5 +1,11 @@
 import type { CompletionRequest } from '../common/completion.types';
-import { checkOpenRouterFields, invalidParameter as fail, MAX_TOKENS_LIMIT, PARAMETER_CHECKS } from './chat-request.validator';
+import {
+  checkOpenRouterFields,
+  checkReasoningFields,
+  invalidParameter as fail,
+  MAX_TOKENS_LIMIT,
+  PARAMETER_CHECKS,
+} from './chat-request.validator';
 import { isJsonObject } from '../common/json-object';
 
 const isTokenList = (v: unknown): boolean => Array.isArray(v) && v.length > 0 && v.every((t) => Number.isInteger(t) && (t as number) >= 0);
@@ -21,6 +27,9 @@ const SHARED = [
   'min_p',
   'repetition_penalty',
   'min_tokens',
+  // reasoning models served through the chat form (and OpenRouter's completions) take these
+  'reasoning_effort',
+  'reasoning',
 ] as const;
 
 /**
@@ -44,6 +53,7 @@ export function validateCompletionRequest(body: unknown): CompletionRequest {
     const problem = PARAMETER_CHECKS[key](v);
     if (problem) fail(key, problem);
   }
+  checkReasoningFields(body);
   if (
     isJsonObject(body.stream_options) &&
     body.stream_options.include_usage !== undefined &&

@@ -88,6 +88,11 @@ describe('validateCompletionRequest', () => {
     [{ model: 'm', prompt: 'x', best_of: 21 }, 'best_of', '1 to 20'],
     [{ model: 'm', prompt: 'x', stop: 5 }, 'stop', 'string or an array'],
     [{ model: 'm', prompt: 'x', stream_options: { include_usage: 'y' } }, 'stream_options.include_usage', 'boolean'],
+    // As chat checks them: the chat form and OpenRouter's completions pass them on.
+    [{ model: 'm', prompt: 'x', reasoning: 'x' }, 'reasoning', 'must be an object'],
+    [{ model: 'm', prompt: 'x', reasoning: { effort: 5 } }, 'reasoning.effort', 'must be a string'],
+    [{ model: 'm', prompt: 'x', reasoning: { max_tokens: -1 } }, 'reasoning.max_tokens', 'at least 0'],
+    [{ model: 'm', prompt: 'x', reasoning_effort: 3 }, 'reasoning_effort', 'must be a string'],
   ])('refuses %j naming %s', (body, param, text) => {
     const e = failure(() => validateCompletionRequest(body));
     expect(e.param).toBe(param);
