@@ -59,7 +59,9 @@ export class GenerationController {
         'generation_not_found',
         'id',
       );
-    return { data: presentGeneration(row) };
+    // OpenRouter's api_type: "embeddings" for an embedding model's request (as the registry has it now).
+    const embedding = this.registry.current().find(row.model)?.type === 'embedding';
+    return { data: presentGeneration(row, embedding ? 'embeddings' : 'completions') };
   }
 
   /** Whether `id` is a request id (UUID v7) from a request that may still be running or just over. */
@@ -73,7 +75,7 @@ export class GenerationController {
   }
 }
 
-export function presentGeneration(row: ApiLog) {
+export function presentGeneration(row: ApiLog, apiType: 'completions' | 'embeddings' = 'completions') {
   const meta = (row.metadata ?? {}) as { upstream_id?: unknown; served_model?: unknown };
   const cost = Number(row.cost_usd ?? 0);
   return {
@@ -111,7 +113,7 @@ export function presentGeneration(row: ApiLog) {
     usage: cost,
     is_byok: false,
     external_user: row.user_id,
-    api_type: 'completions',
+    api_type: apiType,
     router: null,
   };
 }

@@ -20,6 +20,8 @@ export function presentModel(m: ModelDef) {
     top_provider: { context_length: m.contextLength, max_completion_tokens: m.maxCompletionTokens, is_moderated: m.isModerated },
     per_request_limits: null,
     supported_parameters: [...m.supportedParameters],
+    // OpenRouter's model object has it (the sampling defaults a model is served with); none are set here.
+    default_parameters: null,
   };
 }
 

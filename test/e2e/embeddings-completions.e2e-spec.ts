@@ -227,6 +227,17 @@ ${[1, 2, 3, 4, 5, 6].map((i) => `      - { kind: deepseek, id: chat-${i}, base_u
   });
 
   describe('/v1/completions', () => {
+    it('shows an embeddings request in /v1/generation as OpenRouter does, api_type "embeddings"', async () => {
+      const emb = await rawPost(`${gw.url}/v1/embeddings`, { model: 'emb/small', input: 'x' });
+      const cmp = await rawPost(`${gw.url}/v1/completions`, { model: 'base/llama', prompt: 'x', max_tokens: 2 });
+      const types: unknown[] = [];
+      for (const id of [emb.headers.get('x-request-id'), cmp.headers.get('x-request-id')]) {
+        const res = await fetch(`${gw.url}/v1/generation?id=${id}`);
+        types.push(((await res.json()) as { data: { api_type: unknown } }).data.api_type);
+      }
+      expect(types).toEqual(['embeddings', 'completions']);
+    });
+
     it("estimates an answer without usage from what was generated: an echo's prompt is not billed as output", async () => {
       const prompt = 'Once upon a time there was a long prompt, repeated back by echo, that is not output at all';
       const ask = { model: 'base/no-usage', prompt, max_tokens: 3 };

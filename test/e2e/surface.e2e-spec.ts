@@ -662,6 +662,7 @@ describe('API surface', () => {
       top_provider: { context_length: 4096, max_completion_tokens: 1024, is_moderated: false },
       per_request_limits: null,
       supported_parameters: ['temperature', 'max_tokens'],
+      default_parameters: null,
     });
     // The OpenAI SDK reads the same list.
     const ids: string[] = [];
