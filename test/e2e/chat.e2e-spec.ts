@@ -45,6 +45,13 @@ models:
         base_url: ${upstream}
         provider_model_id: "usage-on-finish:silent"
         timeouts: { idle_ms: 4000 }
+  - id: acme/silent-after-finish
+    context_length: 8192
+    route:
+      - kind: openai_compat
+        base_url: ${upstream}
+        provider_model_id: "no-usage:silent"
+        timeouts: { idle_ms: 4000 }
   - id: acme/silent-after-usage
     context_length: 8192
     route:
@@ -648,6 +655,20 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
       expect(row).toMatchObject({ status_code: 200, usage_estimated: false });
     },
   );
+
+  it('ends a stream whose upstream finished every choice and then went silent without usage, its output estimated', async () => {
+    const started = performance.now();
+    const res = await streamWithUsage('acme/silent-after-finish', 'one two');
+    const text = await res.text();
+    // After the wait for usage (half the idle timeout here: 2 s), not failed at the idle timeout (4 s).
+    expect(performance.now() - started).toBeLessThan(3500);
+    expect(text).toContain('"finish_reason":"stop"');
+    expect(text).not.toContain('"error"');
+    expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
+    const row = (await gw.rows()).filter((r) => r.model === 'acme/silent-after-finish').pop()!;
+    expect(row).toMatchObject({ status_code: 200, usage_estimated: true, finish_reason: 'stop' });
+    expect(row.completion_tokens).toBeGreaterThan(0);
+  });
 
   it('reads a stream on while a choice is still answering, though the other finished and usage came with each chunk', async () => {
     const stream = await client.chat.completions.create({

@@ -44,6 +44,8 @@ type WireChunk = ChatChunk & { error?: { message?: string; code?: unknown; type?
 export const ANSWERED_GRACE_MS = 1000;
 /** The silence after an answer with fewer choices than its n asked for (see relay). */
 const UNSEEN_CHOICE_GRACE_MS = 5000;
+/** The silence after an answer whose every choice finished but whose usage has not come (see relay). */
+const USAGE_AWAITED_GRACE_MS = 5000;
 
 /**
  * Any server that speaks OpenAI's chat-completions protocol: vLLM, SGLang, Ollama, DeepSeek, ...
@@ -219,8 +221,9 @@ export class OpenAiCompatAdapter implements LlmAdapter {
    * every choice seen has finished, the answer is complete: a server that then goes silent,
    * neither sending `[DONE]` nor closing, is left after ANSWERED_GRACE_MS of silence (or half the
    * idle timeout, if shorter), and the stream ends as it would have (it used to hang until the
-   * idle timeout, then fail an answer the client had whole). Any event in that time (a choice not
-   * seen yet, the final usage) waits for the next silence.
+   * idle timeout, then fail an answer the client had whole). Every choice finished but no usage
+   * yet: the same after USAGE_AWAITED_GRACE_MS. Any event in that time (a choice not seen yet,
+   * the final usage) waits for the next silence.
    *
    * `asked`: the choices the request asked for (n). Until that many have finished, the silence
    * waited for is UNSEEN_CHOICE_GRACE_MS (a choice not seen yet may still come; a server that
@@ -291,14 +294,19 @@ export class OpenAiCompatAdapter implements LlmAdapter {
           }
           clearTimeout(grace);
           grace = undefined;
-          if (chunk.usage != null && ended.size > 0 && ended.size === seen.size)
+          if (ended.size > 0 && ended.size === seen.size)
             grace = setTimeout(
               () => {
                 leftAfterAnswer = true;
                 res.body.destroy();
               },
               // Fewer choices than asked for: another may be on its way, or the server ignores n.
-              Math.min(ended.size >= asked ? ANSWERED_GRACE_MS : UNSEEN_CHOICE_GRACE_MS, ctx.timeouts.idleMs / 2),
+              // No usage yet: it follows the finish (it was asked for), or never comes (a server
+              // that ignores stream_options), and the output is then estimated.
+              Math.min(
+                ended.size < asked ? UNSEEN_CHOICE_GRACE_MS : chunk.usage != null ? ANSWERED_GRACE_MS : USAGE_AWAITED_GRACE_MS,
+                ctx.timeouts.idleMs / 2,
+              ),
             );
           yield out;
         }
