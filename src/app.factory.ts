@@ -91,6 +91,11 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
   if (config.env.BODY_IDLE_TIMEOUT_MS > 0) app.getHttpServer().requestTimeout = 0;
   app.getHttpServer().on('checkExpectation', answerExpectation);
   capConnections(app.getHttpServer(), config.maxConnections, logger, app.get(MetricsService));
+  // Headers that do not come (a connection that sends nothing, or a line every few seconds) held
+  // their connection, and a place under the cap, for Node's 60 s, checked every 30 s: up to 90 s.
+  const server = app.getHttpServer() as Server & { connectionsCheckingInterval: number };
+  server.headersTimeout = HEADERS_TIMEOUT_MS;
+  server.connectionsCheckingInterval = 1000;
   stopOnSignals(app, logger);
   // Initialised here rather than by listen(), so that a start the modules refuse (a bootstrap
   // check, a key file that cannot be read) closes the app again: Nest runs no hook by itself
@@ -151,31 +156,47 @@ function stopOnSignals(nest: NestExpressApplication, logger: AppLogger): void {
 }
 
 /**
- * At most `cap` client connections open at once (0: no cap); Node closes those past it as they
+ * At most `cap` client connections open at once (0: no cap); those past it are closed as they
  * come, unanswered (answering would take the descriptor the cap keeps free). Without a cap, slow
  * clients could take every descriptor: a thousand took a process with 1,024 offline, every new
- * connection closed, /health's too. Counted, and said in the log at most once a minute.
+ * connection closed, /health's too. Counted, and said in the log at most once a minute (what a
+ * minute closed, at its end). Counted here rather than by Node's `maxConnections`: under
+ * node:cluster a worker at that limit hands each connection back to the primary, which offers it
+ * to the next worker, and so on, for as long as it stays open, burning CPU and closing nothing.
  */
 function capConnections(server: Server, cap: number, logger: AppLogger, metrics: MetricsService): void {
   if (cap <= 0) return;
-  server.maxConnections = cap;
+  let open = 0;
   let dropped = 0;
   let unsaid = 0;
-  let saidAt = -Infinity;
-  metrics.counterOf('hybridinference_connections_dropped_total', 'Client connections closed unanswered at MAX_CONNECTIONS', () => dropped);
-  server.on('drop', () => {
-    dropped++;
-    unsaid++;
-    const now = performance.now();
-    if (now - saidAt < 60_000) return;
-    saidAt = now;
+  let telling: NodeJS.Timeout | undefined;
+  const tell = () => {
+    telling = undefined;
+    if (unsaid === 0) return;
     logger.warn(
-      `${unsaid} client connection(s) closed unanswered: ${cap} were open (MAX_CONNECTIONS; unset, half the open-file limit)`,
+      `${unsaid} client connection(s) closed unanswered in the last minute: ${cap} were open (MAX_CONNECTIONS; unset, half the open-file limit)`,
       'Gateway',
     );
     unsaid = 0;
+    telling = setTimeout(tell, 60_000).unref();
+  };
+  metrics.counterOf('hybridinference_connections_dropped_total', 'Client connections closed unanswered at MAX_CONNECTIONS', () => dropped);
+  server.on('connection', (socket: Duplex) => {
+    if (open >= cap) {
+      socket.destroy();
+      dropped++;
+      unsaid++;
+      // The first of a quiet spell is said at once; the rest at the end of the minute.
+      if (!telling) tell();
+      return;
+    }
+    open++;
+    socket.once('close', () => open--);
   });
 }
+
+/** How long a request's line and headers may take to arrive (408 past it, with the connection closed). */
+const HEADERS_TIMEOUT_MS = 15_000;
 
 /** How long a socket whose request Node's parser refused stays open for its answer to be read. */
 const REFUSED_SOCKET_LINGER_MS = 2000;

@@ -79,6 +79,13 @@ describe('shapeProblem', () => {
   });
 });
 
+describe('BODY_RATE_GRACE_MS', () => {
+  it('is at least a second: less refused bodies that had not begun (a client waiting for 100-continue)', () => {
+    expect(() => validateEnv({ BODY_RATE_GRACE_MS: '0' })).toThrow(/BODY_RATE_GRACE_MS must be at least 1000/);
+    expect(validateEnv({ BODY_RATE_GRACE_MS: '1000' }).BODY_RATE_GRACE_MS).toBe(1000);
+  });
+});
+
 describe('BODY_IDLE_TIMEOUT_MS', () => {
   it("refuses a value past Node's timer range, which setTimeout would turn into 1 ms", () => {
     expect(() => validateEnv({ BODY_IDLE_TIMEOUT_MS: '3000000000' })).toThrow(/BODY_IDLE_TIMEOUT_MS/);

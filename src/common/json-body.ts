@@ -165,6 +165,15 @@ export function jsonBody(
       refuse(req, res, next, new RequestBodyError(408, tooSlowText, 'request_timeout', null, { connection: 'close' }));
     };
     let paced = minRate > 0 ? setTimeout(onPace, graceMs).unref() : undefined;
+    // A connection that closes once its answer is out, the rest of a refused body unread, tells
+    // the request nothing (Node no longer tracks it): its timers, and this closure, went on for
+    // as long as the pace allowed (minutes). They stop with the socket.
+    const socket = req.socket;
+    const stop = () => {
+      clearTimeout(stalled);
+      clearTimeout(paced);
+    };
+    socket.once('close', stop);
     /** A refusal held until the refused body has been read (see discard); `next`: the key check's. */
     let deferred: RequestBodyError | 'next' | undefined;
     const answerDeferred = (): boolean => {
@@ -209,8 +218,8 @@ export function jsonBody(
       }
     });
     req.on('end', () => {
-      clearTimeout(stalled);
-      clearTimeout(paced);
+      stop();
+      socket.off('close', stop);
       if (discarded >= 0) draining.delete(req.socket);
       if (answerDeferred() || failed) return;
       if (size === 0) {
@@ -245,8 +254,8 @@ export function jsonBody(
       next();
     });
     req.on('error', () => {
-      clearTimeout(stalled);
-      clearTimeout(paced);
+      stop();
+      socket.off('close', stop);
       // Refused, and gone before the rest of its body came: the refusal is still its answer and row.
       if (answerDeferred() || failed || req.complete) return;
       failed = true;

@@ -23,7 +23,7 @@ describe('the connection cap for an open-file limit', () => {
   it('keeps half the descriptors for the rest of the process, and has no cap where the limit is unknown', () => {
     expect(connectionsForFiles(1024)).toBe(512);
     expect(connectionsForFiles(1_048_576)).toBe(524_288);
-    expect(connectionsForFiles(50)).toBe(64);
+    expect(connectionsForFiles(50)).toBe(25);
     expect(connectionsForFiles(undefined)).toBe(0);
   });
 });

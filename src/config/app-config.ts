@@ -76,10 +76,13 @@ export function parseByteSize(text: string): number {
  */
 export function connectionsForFiles(openFiles: number | undefined): number {
   if (openFiles === undefined || !Number.isFinite(openFiles)) return 0;
-  return Math.max(64, Math.floor(openFiles / 2));
+  return Math.max(1, Math.floor(openFiles / 2));
 }
 
-/** The soft limit on this process's open files (Linux's /proc); undefined where it cannot be read or is unlimited. */
+/**
+ * The soft limit on this process's open files (Linux's /proc); undefined where it cannot be read
+ * or is unlimited. Node raises its own soft limit to the hard one as it starts: that is the one read.
+ */
 export function openFilesLimit(limits = '/proc/self/limits'): number | undefined {
   try {
     const line = /^Max open files\s+(\S+)/m.exec(readFileSync(limits, 'latin1'))?.[1];

@@ -105,7 +105,8 @@ export class Env {
   /** How long a request body may take before BODY_MIN_BYTES_PER_SECOND applies to it. */
   @Type(() => Number)
   @IsInt()
-  @Min(0)
+  // Less would refuse a body that had not yet come at all (a client waiting for 100-continue).
+  @Min(1000, { message: 'BODY_RATE_GRACE_MS must be at least 1000; set BODY_MIN_BYTES_PER_SECOND=0 to turn the pace limit off' })
   @Max(2_147_483_647, { message: 'BODY_RATE_GRACE_MS must be at most 2147483647 (about 24 days)' })
   BODY_RATE_GRACE_MS = 20_000;
 

@@ -357,6 +357,48 @@ describe('the built server with WORKERS=2', () => {
     }
   });
 
+  it('closes connections past MAX_CONNECTIONS in each worker, counts them, and serves again once one closes', async () => {
+    // Node's own maxConnections, under node:cluster, handed each connection past it back and forth
+    // between the workers for as long as it stayed open: never closed, never counted, CPU burnt.
+    const cluster = await startCluster(MODELS, 'hi-cluster-cap-', { MAX_CONNECTIONS: '2' });
+    const { port, child, exited } = cluster;
+    const silent: Socket[] = [];
+    const opened = () =>
+      new Promise<Socket>((resolve, reject) => {
+        const s = connect(port, '127.0.0.1', () => resolve(s));
+        s.on('error', reject);
+      });
+    /** How a new connection fares: answered, or closed unanswered (how soon). */
+    const fate = () =>
+      new Promise<{ answered: boolean; ms: number }>((resolve) => {
+        const started = Date.now();
+        const s = connect(port, '127.0.0.1', () => s.write('GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n'));
+        let text = '';
+        s.on('data', (b: Buffer) => (text += b.toString()));
+        s.on('error', () => undefined);
+        s.on('close', () => resolve({ answered: text.startsWith('HTTP/1.1 200'), ms: Date.now() - started }));
+        setTimeout(() => s.destroy(), 5000).unref();
+      });
+    try {
+      // Two places in each worker: four silent connections hold them all (handed out in turn).
+      for (let i = 0; i < 4; i++) silent.push(await opened());
+      await new Promise((r) => setTimeout(r, 300));
+      const refused = await fate();
+      expect(refused).toMatchObject({ answered: false });
+      expect(refused.ms).toBeLessThan(2000);
+      for (const s of silent.splice(0, 2)) s.destroy();
+      await new Promise((r) => setTimeout(r, 300));
+      expect(await fate()).toMatchObject({ answered: true });
+      const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      expect(Number(/^hybridinference_connections_dropped_total (\d+)/m.exec(metrics)?.[1])).toBeGreaterThanOrEqual(1);
+      expect(cluster.output).toMatch(/client connection\(s\) closed unanswered/);
+    } finally {
+      for (const s of silent) s.destroy();
+      child.kill('SIGTERM');
+      await exited;
+    }
+  }, 60_000);
+
   it('stops on SIGTERM while a crashed worker waits to be replaced, and starts no new one', async () => {
     const cluster = await startCluster(MODELS, 'hi-cluster-crash-');
     const { port, child, exited } = cluster;

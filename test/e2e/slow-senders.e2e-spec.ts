@@ -51,10 +51,10 @@ describe('request bodies that come too slowly', () => {
   let gw: TestGateway;
 
   beforeAll(async () => {
-    // 2,000 bytes a second after 300 ms; the idle limit alone (a pause of 2 s) never fires here.
+    // 2,000 bytes a second after 1 s; the idle limit alone (a pause of 2 s) never fires here.
     gw = await startGateway({
       models: MODELS,
-      env: { BODY_MIN_BYTES_PER_SECOND: '2000', BODY_RATE_GRACE_MS: '300', BODY_IDLE_TIMEOUT_MS: '2000', BODY_LIMIT: '64kb' },
+      env: { BODY_MIN_BYTES_PER_SECOND: '2000', BODY_RATE_GRACE_MS: '1000', BODY_IDLE_TIMEOUT_MS: '2000', BODY_LIMIT: '64kb' },
     });
   });
   afterAll(() => gw.close());
@@ -64,9 +64,9 @@ describe('request bodies that come too slowly', () => {
     const slow = await trickle(gw, body(4000), 40, 100);
     expect(slow.text).toMatch(/^HTTP\/1\.1 408 /);
     expect(slow.text).toMatch(/connection: close/i);
-    // Due once the bytes stop paying for the time: 300 ms + received / 2,000 per s, about 0.6 s.
-    expect(slow.ms).toBeGreaterThan(300);
-    expect(slow.ms).toBeLessThan(2500);
+    // Due once the bytes stop paying for the time: 1 s + received / 2,000 per s, about 2 s.
+    expect(slow.ms).toBeGreaterThan(1000);
+    expect(slow.ms).toBeLessThan(3500);
     expect(slow.sentParts).toBeLessThan(40);
     expect(jsonOf(slow.text)).toEqual({
       error: {
@@ -81,10 +81,10 @@ describe('request bodies that come too slowly', () => {
   });
 
   it('answers a body that keeps the pace, though it takes longer than the grace and the pauses add up past it', async () => {
-    // 4 KB in 8 pieces 100 ms apart: about 5,000 bytes a second over 0.7 s.
-    const steady = await trickle(gw, body(4000), 8, 100);
+    // 8 KB in 16 pieces 100 ms apart: about 5,000 bytes a second over 1.5 s.
+    const steady = await trickle(gw, body(8000), 16, 100);
     expect(steady.text).toMatch(/^HTTP\/1\.1 200 /);
-    expect(steady.ms).toBeGreaterThan(600);
+    expect(steady.ms).toBeGreaterThan(1400);
   });
 
   it('answers a small body sent slowly within the grace', async () => {
