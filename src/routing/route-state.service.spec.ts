@@ -34,6 +34,20 @@ describe('RouteStateService', () => {
     expect(st.breaker.consecutiveFailures).toBe(1);
   });
 
+  it('counts every failed attempt in failureRate, those that do not count against the endpoint too', () => {
+    const s = new RouteStateService(registry);
+    const m1 = model('m', [route('a', 'http://gpu:8000/v1')]);
+    const st = s.get(m1, m1.routes[0]);
+    expect(s.stats(st).failureRate).toBeUndefined();
+    const notFound = new UpstreamError({ failure: 'http', upstreamStatus: 404, message: 'The model `x` does not exist.' });
+    s.failed(st, s.acquire(st), notFound);
+    s.failed(st, s.acquire(st), notFound);
+    expect(s.stats(st)).toMatchObject({ failureRate: 1, errorRate: undefined });
+    expect(st.breaker.state).toBe('closed');
+    s.succeeded(st, s.acquire(st), { ttftMs: 50, durationMs: 60 });
+    expect(s.stats(st).failureRate).toBeCloseTo(2 / 3, 9);
+  });
+
   it('forgets what it knew when a reload points the route at another server', () => {
     const s = new RouteStateService(registry);
     const m1 = model('m', [route('a', 'http://gpu-1:8000/v1')]);
@@ -125,7 +139,8 @@ describe('RouteStateService', () => {
     st.breaker.probeSucceeded(performance.now());
     s.succeeded(st, s.acquire(st), { ttftMs: 40, durationMs: 100, completionTokens: 30 });
     expect(seen).toEqual(['m|a:opened', 'm|a:closed']);
-    expect(s.stats(st)).toEqual({ ttftMs: 40, tokensPerSecond: 500, errorRate: 2 / 3 });
+    // failureRate counts the 400 too: 3 of 4 attempts failed.
+    expect(s.stats(st)).toEqual({ ttftMs: 40, tokensPerSecond: 500, errorRate: 2 / 3, failureRate: 3 / 4 });
   });
 
   it('forgets routes and endpoints a reloaded config no longer has', () => {

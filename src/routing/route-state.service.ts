@@ -43,6 +43,8 @@ export class RouteState {
   throughput!: SlidingWindow;
   /** 1 per failure that counts against the endpoint, 0 per success. */
   outcomes!: SlidingWindow;
+  /** 1 per failure of any cause (a 404 for a model the server does not have too), 0 per success. */
+  attempts!: SlidingWindow;
   requests = 0;
   failures = 0;
   lastError?: string;
@@ -74,6 +76,7 @@ export class RouteState {
     this.latency = new SlidingWindow(window.size, ms);
     this.throughput = new SlidingWindow(window.size, ms);
     this.outcomes = new SlidingWindow(window.size, ms);
+    this.attempts = new SlidingWindow(window.size, ms);
   }
 }
 
@@ -85,6 +88,8 @@ export interface RouteStats {
   tokensPerSecond?: number;
   /** Share of recent attempts that failed through the endpoint's fault. */
   errorRate?: number;
+  /** Share of recent attempts that failed, whatever the cause; undefined until one was made. */
+  failureRate?: number;
 }
 
 export function routeKey(model: ModelDef, route: RouteDef): string {
@@ -231,6 +236,7 @@ export class RouteStateService {
     const now = performance.now();
     st.requests++;
     st.outcomes.add(0, now);
+    st.attempts.add(0, now);
     st.ttft.add(sample.ttftMs, now);
     st.latency.add(sample.durationMs, now);
     // Streams: tokens over the time after the first one; one-shot answers: over the whole call.
@@ -246,6 +252,7 @@ export class RouteStateService {
     const now = performance.now();
     const countable = countsAgainstEndpoint(err);
     st.requests++;
+    st.attempts.add(1, now);
     if (countable) {
       st.failures++;
       st.outcomes.add(1, now);
@@ -261,7 +268,12 @@ export class RouteStateService {
   }
 
   stats(st: RouteState, now = performance.now()): RouteStats {
-    return { ttftMs: st.ttft.mean(now), tokensPerSecond: st.throughput.mean(now), errorRate: st.outcomes.mean(now) };
+    return {
+      ttftMs: st.ttft.mean(now),
+      tokensPerSecond: st.throughput.mean(now),
+      errorRate: st.outcomes.mean(now),
+      failureRate: st.attempts.mean(now),
+    };
   }
 
   /**

@@ -17,7 +17,13 @@ type AdminRoute = {
   share: number;
   circuit: { state: string; consecutive_failures: number };
   health: { status: string; endpoint: string };
-  stats: { requests_total: number; failures_total: number; error_rate: number | null; ttft_ms: { mean: number | null } };
+  stats: {
+    requests_total: number;
+    failures_total: number;
+    error_rate: number | null;
+    failure_rate: number | null;
+    ttft_ms: { mean: number | null };
+  };
 };
 type AdminView = { models: Array<{ id: string; routes: AdminRoute[] }> };
 
@@ -194,6 +200,7 @@ models:
     expect(r.stats.requests_total).toBeGreaterThanOrEqual(4);
     expect(r.stats.ttft_ms.mean).toBeGreaterThan(0);
     expect(r.stats.error_rate).toBe(0);
+    expect(r.stats.failure_rate).toBe(0);
     expect(r.health.endpoint).toMatch(/^openai_compat http:\/\/127\.0\.0\.1:\d+$/);
   });
 });

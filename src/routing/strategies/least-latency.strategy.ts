@@ -5,6 +5,19 @@ import { latencyOrder, latencyShares } from '../weights';
 
 export const DEFAULT_EXPLORATION = 0.1;
 
+/**
+ * Each route's recent time to first token. A route tried lately that never answered (every
+ * attempt failed, also for causes that do not count against its endpoint: a 404 for a model the
+ * server does not have) is measured, and last: as unmeasured it was tried first by every request,
+ * for ever. Exploration still tries it now and then, and its first answer measures it again.
+ */
+function latencies(input: StrategyInput): Array<number | undefined> {
+  return input.routes.map((r) => {
+    const s = input.stats(r);
+    return s.ttftMs ?? (s.failureRate === 1 ? Infinity : undefined);
+  });
+}
+
 function exploration(model: ModelDef): number {
   const v = model.routerParams.exploration;
   return v === undefined ? DEFAULT_EXPLORATION : Number(v);
@@ -14,21 +27,18 @@ function exploration(model: ModelDef): number {
  * The route with the lowest recent time to first token (mean over routing.yaml's
  * `stats_window`), the others after it by latency. A share `router_params.exploration` (default
  * 0.1) of requests goes first to another route, so that an endpoint that got faster, or
- * recovered, is measured again and wins its traffic back. Unmeasured routes are tried first.
+ * recovered, is measured again and wins its traffic back. Unmeasured routes are tried first;
+ * routes whose recent attempts all failed, last.
  */
 @Injectable()
 @RoutingStrategy({ name: 'least_latency', params: ['exploration'] })
 export class LeastLatencyStrategy implements RoutingStrategy {
   plan(input: StrategyInput): RouteDef[] {
-    const latencies = input.routes.map((r) => input.stats(r).ttftMs);
-    return latencyOrder(latencies, exploration(input.model), input.random).map((i) => input.routes[i]);
+    return latencyOrder(latencies(input), exploration(input.model), input.random).map((i) => input.routes[i]);
   }
 
   shares(input: StrategyInput): number[] {
-    return latencyShares(
-      input.routes.map((r) => input.stats(r).ttftMs),
-      exploration(input.model),
-    );
+    return latencyShares(latencies(input), exploration(input.model));
   }
 
   validate(model: ModelDef): string[] {

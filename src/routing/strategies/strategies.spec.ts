@@ -104,6 +104,23 @@ describe('LeastLatencyStrategy', () => {
     expect(s.plan(input(noExplore, noExplore.routes, { fast: { ttftMs: 80 }, mid: { ttftMs: 300 } }))[0].id).toBe('slow');
   });
 
+  it('puts last a route whose recent attempts all failed, whatever the cause, rather than first as unmeasured', () => {
+    // A route that answers 404 (a model its server does not have) never opens its circuit and
+    // never gets a time to first token: as unmeasured it was every request's first try, for ever.
+    const noExplore = modelOf(m.routes as RouteDef[], { exploration: 0 });
+    const failing = { slow: { failureRate: 1, errorRate: 0 }, fast: { ttftMs: 80 }, mid: { ttftMs: 300 } };
+    expect(s.plan(input(noExplore, noExplore.routes, failing)).map((r) => r.id)).toEqual(['fast', 'mid', 'slow']);
+    // Some attempts failed, none measured yet: still unmeasured, tried first.
+    const mixed = { ...failing, slow: { failureRate: 0.5 } };
+    expect(s.plan(input(noExplore, noExplore.routes, mixed))[0].id).toBe('slow');
+    // Explored now and then all the same, so that its first answer measures it again.
+    const inp = input(m, m.routes, failing, 5);
+    let first = 0;
+    for (let i = 0; i < 5000; i++) if (s.plan(inp)[0].id === 'slow') first++;
+    expect(first / 5000).toBeGreaterThan(0.07);
+    expect(first / 5000).toBeLessThan(0.13);
+  });
+
   it('defaults exploration to 0.1 and refuses one outside 0..1', () => {
     expect(s.shares(input(modelOf([route('a'), route('b')]), undefined, { a: { ttftMs: 1 }, b: { ttftMs: 2 } }))).toEqual([0.9, 0.1]);
     expect(s.validate(modelOf([], { exploration: 2 }))).toEqual(['models.yaml:1: router_params.exploration must be a number from 0 to 1']);
