@@ -229,7 +229,8 @@ export class UpstreamError extends GatewayError {
     }
     this.retryable =
       init.retryable ?? (init.failure === 'http' ? s === undefined || s >= 500 || s === 408 || s === 429 : init.failure !== 'aborted');
-    if ((this.status === 429 || this.status === 503) && this.retryAfterMs !== undefined) {
+    // An upstream's 503 reaches the client as a 502: its word on when to come back goes with it.
+    if ((this.status === 429 || this.status === 503 || (this.status === 502 && s === 503)) && this.retryAfterMs !== undefined) {
       (this as { headers?: Record<string, string> }).headers = retryAfterHeaders(this.retryAfterMs);
     }
     // The operator's credentials or account: asking again changes nothing (the Anthropic

@@ -29,6 +29,7 @@ const models = (u: string) => `
 models:
 ${solo('f/429-retry-after', u, 'fail-n:429:1:1')}
 ${solo('f/429-bare', u, 'fail-n:429:1')}
+${solo('f/503-come-back-later', u, 'fail-n:503:99:120')}
 ${pair('f/429-pair', u, 'fail-n:429:1:1')}
 ${pair('f/500-once', u, 'fail-n:500:1')}
 ${pair('f/no-retry-pair', u, 'no-retry:503')}
@@ -165,6 +166,18 @@ describe('routing under upstream faults', () => {
     const attempts = await attemptsOf(res.id);
     expect(attempts[1]).toMatchObject({ route: 'main', outcome: 'ok', retry: 1 });
     expect(attempts[1].backoff_ms).toBeGreaterThanOrEqual(10); // half of backoff_ms at least
+  });
+
+  it("passes on an upstream 503's Retry-After with the 502 the client gets", async () => {
+    // Two minutes: past what the gateway waits for, so the client is told when to come back.
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'f/503-come-back-later', messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    expect(res.status).toBe(502);
+    expect(res.headers.get('retry-after')).toBe('120');
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('upstream_503');
   });
 
   it('x-should-retry: false from the upstream: that route is not asked again, and the client is told the same', async () => {
