@@ -41,6 +41,9 @@ const CHAT_SHAPE: StreamShape<ChatChunk> = {
   usage: (chunk) => chunk.usage ?? undefined,
 };
 
+/** The least time left before the request's deadline for which another try is begun. */
+const MIN_RETRY_MS = 100;
+
 /** How long a one-shot call waits for its response headers: the whole answer's time, or first_byte_ms. */
 export type OneShotWait = 'answer' | 'headers';
 
@@ -223,7 +226,10 @@ export class RouteExecutor {
       const policy = retryPolicyFor(cand.route, routing);
       let backoffMs: number | undefined;
       for (let retry = 0; ; retry++) {
-        if (calls >= routing.retry.maxAttempts || performance.now() >= deadline) throw lastServable ?? last ?? this.deadlineError(ex);
+        // A try after the first needs time to be worth making: one begun with a millisecond left
+        // only called the upstream to drop it, and answered "no answer within 1 ms".
+        if (calls >= routing.retry.maxAttempts || performance.now() >= deadline - (calls > 0 ? MIN_RETRY_MS : 0))
+          throw lastServable ?? last ?? this.deadlineError(ex);
         const permit = this.state.acquire(cand.state);
         if (!permit) {
           (ex.unavailable ??= []).push(`${cand.route.id}: circuit open`);

@@ -455,3 +455,41 @@ models:
     expect(attempts).toEqual(['limited:error', 'backup:ok']);
   });
 });
+
+describe("a try with too little of the request's deadline left", () => {
+  const upstream = new OpenAiUpstream();
+  let gw: TestGateway;
+
+  beforeAll(async () => {
+    const u = await upstream.start();
+    // A second in all; the first route's first token may take 950 ms of it.
+    gw = await startGateway({
+      env: { UPSTREAM_TOTAL_TIMEOUT_MS: '1000' },
+      models: `
+models:
+  - id: f/both-hang
+    context_length: 8192
+    router: priority
+    route:
+      - { kind: openai_compat, id: first, base_url: "${u}", provider_model_id: "stall-first:5000", timeouts: { first_token_ms: 950 } }
+      - { kind: openai_compat, id: second, base_url: "${u}", provider_model_id: hang }
+`,
+    });
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await upstream.stop();
+  });
+
+  it('is not begun: the upstream is not called only to be dropped, and the answer says why the first failed', async () => {
+    // A stream: its first token is due within first_token_ms (a one-shot answer has the whole deadline).
+    const res = await rawPost(`${gw.url}/v1/chat/completions`, {
+      model: 'f/both-hang',
+      stream: true,
+      messages: [{ role: 'user', content: 'hi' }],
+    });
+    expect(res.status).toBe(504);
+    expect(JSON.parse(res.text).error.message).toMatch(/upstream first .*950 ms/);
+    expect(upstream.requests).toHaveLength(1);
+  });
+});
