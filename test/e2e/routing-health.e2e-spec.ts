@@ -287,3 +287,49 @@ models:
     expect(probes() - first).toBeGreaterThanOrEqual(2);
   });
 });
+
+describe('health probes of servers that answer the probe with a refusal', () => {
+  const noModels = new OpenAiUpstream();
+  const busy = new OpenAiUpstream();
+  const broken = new OpenAiUpstream();
+  let gw: TestGateway;
+
+  beforeAll(async () => {
+    const [a, b, c] = [await noModels.start(), await busy.start(), await broken.start()];
+    // A hosted API without /models (404), one rate-limiting (429), one failing (500).
+    noModels.probeStatus = 404;
+    busy.probeStatus = 429;
+    broken.probeStatus = 500;
+    gw = await startGateway({
+      env: { ADMIN_TOKEN: TOKEN },
+      routing: 'health_check: 1\nhealth_check_timeout_ms: 1000\n',
+      models: `
+models:
+  - id: p/no-models
+    context_length: 8192
+    route: [{ kind: openai_compat, id: a, base_url: "${a}", provider_model_id: ok }]
+  - id: p/busy
+    context_length: 8192
+    route: [{ kind: openai_compat, id: b, base_url: "${b}", provider_model_id: ok }]
+  - id: p/broken
+    context_length: 8192
+    route: [{ kind: openai_compat, id: c, base_url: "${c}", provider_model_id: ok }]
+`,
+    });
+  });
+  afterAll(async () => {
+    await gw?.close();
+    await Promise.all([noModels.stop(), busy.stop(), broken.stop()]);
+  });
+
+  it('takes a 404 (no such path) or a 429 (busy) as a server that is up, and a 5xx as down', async () => {
+    const available = async () => {
+      const view = (await (await fetch(`${gw.url}/admin/routing`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as AdminView;
+      return Object.fromEntries(view.models.map((m) => [m.id, m.routes[0].available]));
+    };
+    await eventually(async () => (await available())['p/broken'] === false, 'the failing server is probed');
+    expect(await available()).toEqual({ 'p/no-models': true, 'p/busy': true, 'p/broken': false });
+    const res = await gw.client().chat.completions.create({ model: 'p/no-models', messages: [{ role: 'user', content: 'hi' }] });
+    expect(res.choices[0].message.content).toBe('echo: hi');
+  });
+});

@@ -493,7 +493,12 @@ export function refuseUntranslatableTools(req: ChatRequest, provider: string): v
  */
 const PROBE_TIMEOUTS = { connectMs: 60_000, firstByteMs: 600_000, firstTokenMs: 600_000, idleMs: 600_000, totalMs: 600_000 };
 
-/** A health probe: GET `url` until `signal` ends it; healthy below HTTP 400. */
+/**
+ * A health probe: GET `url` until `signal` ends it; healthy below HTTP 400, and at a 404 or 405
+ * (the server answers, but has no such path: many hosted APIs serve chat without /models) or a
+ * 429 (it answers, busy: the routes' own calls meet that, and Retry-After). Down at a 5xx, a 401
+ * or 403 (the route's calls would be refused too), and when nothing answers.
+ */
 export async function probeGet(
   http: UpstreamClient,
   url: string,
@@ -512,5 +517,11 @@ export async function probeGet(
     provider: route.kind,
   });
   await readBodyText(res.body, 1024);
-  return { ok: res.statusCode < 400, latencyMs: performance.now() - started, detail: `HTTP ${res.statusCode}` };
+  const s = res.statusCode;
+  const answering = s === 404 || s === 405 || s === 429;
+  return {
+    ok: s < 400 || answering,
+    latencyMs: performance.now() - started,
+    detail: answering ? `HTTP ${s} (the server answers: taken as up)` : `HTTP ${s}`,
+  };
 }
