@@ -562,6 +562,13 @@ describe('parseModels: route fields', () => {
     expect(models[0].routes.map((r) => r.id)).toEqual(['vllm', 'vllm-2', 'openai_compat', 'vllm-3', 'primary', 'backup']);
   });
 
+  it('refuses the same given id twice in one model, naming the line (numbered, it would be ambiguous)', () => {
+    const problems = problemsOf(oneRoute('- {kind: vllm, id: gpu}', '- {kind: vllm, id: cloud}', '- {kind: openai_compat, name: gpu}'));
+    expect(problems).toEqual([expect.stringMatching(/\(models\[0\]\.route\[2\]\.id\): "gpu" names another route of this model already/)]);
+    // A default id that meets a given one is still numbered.
+    expect(load(oneRoute('- {kind: vllm, id: vllm}', '- kind: vllm')).models[0].routes.map((r) => r.id)).toEqual(['vllm', 'vllm-2']);
+  });
+
   it('splits kind: openrouter[deepinfra] into kind and argument', () => {
     const route = load(oneRoute('- kind: openrouter[deepinfra]')).models[0].routes[0];
     expect(route).toMatchObject({ kind: 'openrouter', kindArg: 'deepinfra', id: 'openrouter:deepinfra' });

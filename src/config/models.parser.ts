@@ -195,6 +195,7 @@ function parseModel(
     r.fail([...path, routesKey], 'must be a non-empty list of routes ({kind, base_url, ...})');
   } else {
     const ids = new Set<string>();
+    const explicit = new Set<string>();
     rawRoutes.forEach((raw, j) => {
       const rpath: YamlPath = [...path, routesKey, j];
       const route = parseRoute(r, raw, rpath, {
@@ -207,6 +208,14 @@ function parseModel(
         skippedRoutes,
       });
       if (!route) return;
+      // Ids given in the file name their route everywhere (provider.order, api_logs.endpoint,
+      // /admin/routing): the same one twice would be ambiguous, not numbered as defaults are.
+      const given = (raw as { id?: unknown; name?: unknown } | null)?.id ?? (raw as { name?: unknown } | null)?.name;
+      if (typeof given === 'string') {
+        if (explicit.has(route.id))
+          return r.fail([...rpath, 'id'], `"${route.id}" names another route of this model already; route ids must differ`);
+        explicit.add(route.id);
+      }
       let routeId = route.id;
       for (let n = 2; ids.has(routeId); n++) routeId = `${route.id}-${n}`;
       ids.add(routeId);
