@@ -1,5 +1,5 @@
 import { UpstreamError, type UpstreamErrorInit } from '../common/errors';
-import { backoffDelay, classifyFailure, countsAgainstEndpoint, decideRetry } from './retry-policy';
+import { backoffDelay, classifyFailure, countsAgainstEndpoint, decideRetry, MIN_RETRY_MS } from './retry-policy';
 import { seededRandom } from './weights';
 
 const http = (status: number, extra: Partial<UpstreamErrorInit> = {}) =>
@@ -147,6 +147,12 @@ describe('decideRetry', () => {
   it('moves on when the wait would not fit in the time left', () => {
     expect(decideRetry(http(503), 0, policy, 50, random)).toEqual({ kind: 'next' });
     expect(decideRetry(http(429, { retryAfterMs: 2000 }), 0, policy, 1999, random)).toEqual({ kind: 'next' });
+    // Nor when it would leave less than the try itself needs (MIN_RETRY_MS): the wait is not made.
+    expect(decideRetry(http(429, { retryAfterMs: 2000 }), 0, policy, 2050, random)).toEqual({ kind: 'next' });
+    expect(decideRetry(http(429, { retryAfterMs: 2000 }), 0, policy, 2000 + MIN_RETRY_MS, random)).toEqual({
+      kind: 'retry',
+      delayMs: 2000,
+    });
   });
 
   it('never retries a deterministic client error, and stops there', () => {

@@ -59,6 +59,9 @@ export function classifyFailure(err: UpstreamError): FailureClass {
   }
 }
 
+/** The least time left before a request's deadline for which another try is begun. */
+export const MIN_RETRY_MS = 100;
+
 /**
  * Whether a failure counts against the route's circuit breaker: its endpoint's own faults (5xx,
  * 408, 429, connection, timeouts, garbage) and its operator's (401, its key refused; 402, its
@@ -145,7 +148,8 @@ export function decideRetry(
         if (err.retryAfterMs > policy.maxRetryAfterMs) return { kind: 'next' };
         delayMs = Math.max(delayMs, err.retryAfterMs);
       }
-      if (delayMs >= remainingMs) return { kind: 'next' };
+      // The wait must leave time for the try itself (MIN_RETRY_MS), or it was spent for nothing.
+      if (delayMs + MIN_RETRY_MS > remainingMs) return { kind: 'next' };
       return { kind: 'retry', delayMs };
     }
   }

@@ -12,7 +12,7 @@ import { raceAbort } from '../common/abort';
 import { AttemptScope } from './attempt-scope';
 import type { CircuitPermit } from './circuit-breaker';
 import { Execution, type AttemptRecord } from './execution';
-import { classifyFailure, decideRetry } from './retry-policy';
+import { classifyFailure, decideRetry, MIN_RETRY_MS } from './retry-policy';
 import { NoAvailableRouteError } from './routing-errors';
 import { contextLengthOf, retryPolicyFor } from './route-settings';
 import { RouteStateService } from './route-state.service';
@@ -40,9 +40,6 @@ const CHAT_SHAPE: StreamShape<ChatChunk> = {
   completionTokens: (chunk) => chunk.usage?.completion_tokens,
   usage: (chunk) => chunk.usage ?? undefined,
 };
-
-/** The least time left before the request's deadline for which another try is begun. */
-const MIN_RETRY_MS = 100;
 
 /** How long a one-shot call waits for its response headers: the whole answer's time, or first_byte_ms. */
 export type OneShotWait = 'answer' | 'headers';

@@ -34,7 +34,7 @@ describe('RouteStateService', () => {
     expect(st.breaker.consecutiveFailures).toBe(1);
   });
 
-  it('counts every failed attempt in failureRate, those that do not count against the endpoint too', () => {
+  it("counts the route's failed attempts in failureRate, those that do not count against the endpoint too, not the request's own", () => {
     const s = new RouteStateService(registry);
     const m1 = model('m', [route('a', 'http://gpu:8000/v1')]);
     const st = s.get(m1, m1.routes[0]);
@@ -44,6 +44,9 @@ describe('RouteStateService', () => {
     s.failed(st, s.acquire(st), notFound);
     expect(s.stats(st)).toMatchObject({ failureRate: 1, errorRate: undefined });
     expect(st.breaker.state).toBe('closed');
+    // A request's own 400 says nothing of the route.
+    s.failed(st, s.acquire(st), new UpstreamError({ failure: 'http', upstreamStatus: 400, message: 'temperature: too high' }));
+    expect(s.stats(st).failureRate).toBe(1);
     s.succeeded(st, s.acquire(st), { ttftMs: 50, durationMs: 60 });
     expect(s.stats(st).failureRate).toBeCloseTo(2 / 3, 9);
   });
@@ -139,8 +142,8 @@ describe('RouteStateService', () => {
     st.breaker.probeSucceeded(performance.now());
     s.succeeded(st, s.acquire(st), { ttftMs: 40, durationMs: 100, completionTokens: 30 });
     expect(seen).toEqual(['m|a:opened', 'm|a:closed']);
-    // failureRate counts the 400 too: 3 of 4 attempts failed.
-    expect(s.stats(st)).toEqual({ ttftMs: 40, tokensPerSecond: 500, errorRate: 2 / 3, failureRate: 3 / 4 });
+    // failureRate leaves out the 400, the request's own, as errorRate does.
+    expect(s.stats(st)).toEqual({ ttftMs: 40, tokensPerSecond: 500, errorRate: 2 / 3, failureRate: 2 / 3 });
   });
 
   it('forgets routes and endpoints a reloaded config no longer has', () => {

@@ -5,7 +5,7 @@ import { ModelRegistry } from '../config/model-registry.service';
 import type { ModelDef, RouteDef, StatsWindowDef } from '../config/registry.types';
 import { normaliseEndpoint } from '../config/routing.parser';
 import { CircuitBreaker, type CircuitPermit, type CircuitTransition } from './circuit-breaker';
-import { countsAgainstEndpoint } from './retry-policy';
+import { classifyFailure, countsAgainstEndpoint } from './retry-policy';
 import { SlidingWindow } from './sliding-window';
 
 export type HealthStatus = 'unknown' | 'healthy' | 'unhealthy';
@@ -43,7 +43,10 @@ export class RouteState {
   throughput!: SlidingWindow;
   /** 1 per failure that counts against the endpoint, 0 per success. */
   outcomes!: SlidingWindow;
-  /** 1 per failure of any cause (a 404 for a model the server does not have too), 0 per success. */
+  /**
+   * 1 per failure that is the route's, whether or not it counts against the endpoint (a 404 for a
+   * model the server does not have too; not a request's own 400), 0 per success.
+   */
   attempts!: SlidingWindow;
   requests = 0;
   failures = 0;
@@ -88,7 +91,7 @@ export interface RouteStats {
   tokensPerSecond?: number;
   /** Share of recent attempts that failed through the endpoint's fault. */
   errorRate?: number;
-  /** Share of recent attempts that failed, whatever the cause; undefined until one was made. */
+  /** Share of recent attempts that failed through the route (the request's own 4xx not counted); undefined until one was made. */
   failureRate?: number;
 }
 
@@ -252,7 +255,9 @@ export class RouteStateService {
     const now = performance.now();
     const countable = countsAgainstEndpoint(err);
     st.requests++;
-    st.attempts.add(1, now);
+    // The request's own failures (a bad parameter, a prompt too long) say nothing of the route.
+    const klass = classifyFailure(err);
+    if (klass !== 'request' && klass !== 'context_length' && klass !== 'content_filter') st.attempts.add(1, now);
     if (countable) {
       st.failures++;
       st.outcomes.add(1, now);

@@ -7,8 +7,8 @@ export const DEFAULT_EXPLORATION = 0.1;
 
 /**
  * Each route's recent time to first token. A route tried lately that never answered (every
- * attempt failed, also for causes that do not count against its endpoint: a 404 for a model the
- * server does not have) is measured, and last: as unmeasured it was tried first by every request,
+ * attempt failed through the route, also for causes that do not count against its endpoint: a
+ * 404 for a model the server does not have; a request's own 400 is not counted) is measured, and last: as unmeasured it was tried first by every request,
  * for ever. Exploration still tries it now and then, and its first answer measures it again.
  */
 function latencies(input: StrategyInput): Array<number | undefined> {
