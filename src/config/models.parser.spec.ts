@@ -564,7 +564,16 @@ describe('parseModels: route fields', () => {
 
   it('refuses the same given id twice in one model, naming the line (numbered, it would be ambiguous)', () => {
     const problems = problemsOf(oneRoute('- {kind: vllm, id: gpu}', '- {kind: vllm, id: cloud}', '- {kind: openai_compat, name: gpu}'));
-    expect(problems).toEqual([expect.stringMatching(/\(models\[0\]\.route\[2\]\.id\): "gpu" names another route of this model already/)]);
+    expect(problems).toEqual([
+      expect.stringMatching(/\(models\[0\]\.route\[2\]\.name\): "gpu" is the id of another route of this model already/),
+    ]);
+    // Also one a default took (numbered), and a number.
+    expect(problemsOf(oneRoute('- kind: vllm', '- kind: vllm', '- {kind: vllm, id: vllm-2}'))).toEqual([
+      expect.stringMatching(/\(models\[0\]\.route\[2\]\.id\): "vllm-2" is the id of another route/),
+    ]);
+    expect(problemsOf(oneRoute('- {kind: vllm, id: 5}', '- {kind: vllm, id: 5}'))).toEqual([
+      expect.stringMatching(/\(models\[0\]\.route\[1\]\.id\): "5" is the id of another route/),
+    ]);
     // A default id that meets a given one is still numbered.
     expect(load(oneRoute('- {kind: vllm, id: vllm}', '- kind: vllm')).models[0].routes.map((r) => r.id)).toEqual(['vllm', 'vllm-2']);
   });

@@ -195,7 +195,6 @@ function parseModel(
     r.fail([...path, routesKey], 'must be a non-empty list of routes ({kind, base_url, ...})');
   } else {
     const ids = new Set<string>();
-    const explicit = new Set<string>();
     rawRoutes.forEach((raw, j) => {
       const rpath: YamlPath = [...path, routesKey, j];
       const route = parseRoute(r, raw, rpath, {
@@ -210,12 +209,11 @@ function parseModel(
       if (!route) return;
       // Ids given in the file name their route everywhere (provider.order, api_logs.endpoint,
       // /admin/routing): the same one twice would be ambiguous, not numbered as defaults are.
-      const given = (raw as { id?: unknown; name?: unknown } | null)?.id ?? (raw as { name?: unknown } | null)?.name;
-      if (typeof given === 'string') {
-        if (explicit.has(route.id))
-          return r.fail([...rpath, 'id'], `"${route.id}" names another route of this model already; route ids must differ`);
-        explicit.add(route.id);
-      }
+      // So is one a default took already (numbered: vllm-2), and a number.
+      const o = raw as { id?: unknown; name?: unknown } | null;
+      const key = o?.id !== undefined && o.id !== null ? 'id' : o?.name !== undefined && o.name !== null ? 'name' : undefined;
+      if (key && ids.has(route.id))
+        return r.fail([...rpath, key], `"${route.id}" is the id of another route of this model already; route ids must differ`);
       let routeId = route.id;
       for (let n = 2; ids.has(routeId); n++) routeId = `${route.id}-${n}`;
       ids.add(routeId);
