@@ -40,7 +40,7 @@ export class RequestRecord {
   usage?: Usage;
   /** Characters of answer sent to the client (for estimates). */
   deliveredUnits = 0;
-  /** A legacy completion asked to echo its prompt: what was delivered is not all output. */
+  /** A legacy completion whose echoed prompt the estimate cannot take off (token-id prompts): what was delivered is not all output. */
   echoed = false;
   execution?: Execution;
   responseContent?: unknown;

@@ -39,7 +39,8 @@ export class TextCompletionService {
         const body = validateCompletionRequest(req.body);
         const { rec } = scope;
         rec.body = body;
-        rec.echoed = body.echo === true;
+        // An echo the estimate cannot take off (token-id prompts): the record counts no output from what was delivered.
+        rec.echoed = body.echo === true && !EchoedPrompts.strippable(body);
         rec.stream = body.stream === true;
         rec.userId = typeof body.user === 'string' ? body.user : null;
         const model = this.calls.resolveModel(scope, body.model, 'chat');
@@ -228,10 +229,18 @@ export class EchoedPrompts {
   private readonly n: number;
 
   constructor(body: CompletionRequest) {
-    const p = body.prompt;
-    const texts = typeof p === 'string' ? [p] : Array.isArray(p) && p.every((x) => typeof x === 'string') ? p : undefined;
-    this.prompts = body.echo === true ? texts : undefined;
+    this.prompts = body.echo === true ? EchoedPrompts.texts(body) : undefined;
     this.n = typeof body.n === 'number' && body.n > 0 ? body.n : 1;
+  }
+
+  /** Whether the prompts are text, which an echo repeats as it was sent (token ids come back decoded). */
+  static strippable(body: CompletionRequest): boolean {
+    return EchoedPrompts.texts(body) !== undefined;
+  }
+
+  private static texts(body: CompletionRequest): string[] | undefined {
+    const p = body.prompt;
+    return typeof p === 'string' ? [p] : Array.isArray(p) && p.every((x) => typeof x === 'string') ? p : undefined;
   }
 
   /** `text` (the next of choice `index`'s) without what is left of its echoed prompt. */

@@ -46,6 +46,11 @@ models:
     context_length: 8192
     route:
       - { kind: openai_compat, base_url: "${k}", api_key: k, provider_model_id: moonshot-v1 }
+  - id: base/zero-output
+    context_length: 8192
+    pricing: { prompt: 1, completion: 1000 }
+    route:
+      - { kind: vllm, base_url: "${v}", provider_model_id: zero-output }
   - id: base/no-usage
     context_length: 8192
     pricing: { prompt: 1, completion: 1000 }
@@ -227,6 +232,19 @@ ${[1, 2, 3, 4, 5, 6].map((i) => `      - { kind: deepseek, id: chat-${i}, base_u
   });
 
   describe('/v1/completions', () => {
+    it('estimates the output a usage left uncounted from what was generated, an echo taken off, and none for a scoring call', async () => {
+      const prompt = 'A prompt echoed back, not output';
+      const ask = { model: 'base/zero-output', prompt, max_tokens: 3 };
+      const plain = await client.completions.create(ask);
+      expect(plain.usage!.completion_tokens).toBeGreaterThan(0);
+      const echoed = await client.completions.create({ ...ask, echo: true });
+      expect(echoed.usage).toEqual(plain.usage);
+      // lm-eval's scoring: the prompt echoed with its logprobs, nothing generated, nothing billed as output.
+      const scored = await client.completions.create({ ...ask, echo: true, max_tokens: 0, logprobs: 1 });
+      expect(scored.choices[0].text).toBe(prompt);
+      expect(scored.usage!.completion_tokens).toBe(0);
+    });
+
     it('shows an embeddings request in /v1/generation as OpenRouter does, api_type "embeddings"', async () => {
       const emb = await rawPost(`${gw.url}/v1/embeddings`, { model: 'emb/small', input: 'x' });
       const cmp = await rawPost(`${gw.url}/v1/completions`, { model: 'base/llama', prompt: 'x', max_tokens: 2 });

@@ -292,14 +292,17 @@ describe('health probes of servers that answer the probe with a refusal', () => 
   const noModels = new OpenAiUpstream();
   const busy = new OpenAiUpstream();
   const broken = new OpenAiUpstream();
+  const wrongBase = new OpenAiUpstream();
   let gw: TestGateway;
 
   beforeAll(async () => {
-    const [a, b, c] = [await noModels.start(), await busy.start(), await broken.start()];
+    const [a, b, c, d] = [await noModels.start(), await busy.start(), await broken.start(), await wrongBase.start()];
     // A hosted API without /models (404), one rate-limiting (429), one failing (500).
     noModels.probeStatus = 404;
     busy.probeStatus = 429;
     broken.probeStatus = 500;
+    // vLLM always serves /health: a 404 there is another server (a wrong base URL).
+    wrongBase.probeStatus = 404;
     gw = await startGateway({
       env: { ADMIN_TOKEN: TOKEN },
       routing: 'health_check: 1\nhealth_check_timeout_ms: 1000\n',
@@ -314,21 +317,25 @@ models:
   - id: p/broken
     context_length: 8192
     route: [{ kind: openai_compat, id: c, base_url: "${c}", provider_model_id: ok }]
+  - id: p/wrong-base
+    context_length: 8192
+    route: [{ kind: vllm, id: d, base_url: "${d}", provider_model_id: ok }]
 `,
     });
   });
   afterAll(async () => {
     await gw?.close();
-    await Promise.all([noModels.stop(), busy.stop(), broken.stop()]);
+    await Promise.all([noModels.stop(), busy.stop(), broken.stop(), wrongBase.stop()]);
   });
 
-  it('takes a 404 (no such path) or a 429 (busy) as a server that is up, and a 5xx as down', async () => {
+  it("takes a 404 for an OpenAI-compatible server's /models, or a 429, as a server that is up; a 5xx, or vLLM's /health 404, as down", async () => {
     const available = async () => {
       const view = (await (await fetch(`${gw.url}/admin/routing`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as AdminView;
       return Object.fromEntries(view.models.map((m) => [m.id, m.routes[0].available]));
     };
     await eventually(async () => (await available())['p/broken'] === false, 'the failing server is probed');
-    expect(await available()).toEqual({ 'p/no-models': true, 'p/busy': true, 'p/broken': false });
+    await eventually(async () => (await available())['p/wrong-base'] === false, 'the vLLM route is probed');
+    expect(await available()).toEqual({ 'p/no-models': true, 'p/busy': true, 'p/broken': false, 'p/wrong-base': false });
     const res = await gw.client().chat.completions.create({ model: 'p/no-models', messages: [{ role: 'user', content: 'hi' }] });
     expect(res.choices[0].message.content).toBe('echo: hi');
   });

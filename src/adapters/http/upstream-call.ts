@@ -494,10 +494,12 @@ export function refuseUntranslatableTools(req: ChatRequest, provider: string): v
 const PROBE_TIMEOUTS = { connectMs: 60_000, firstByteMs: 600_000, firstTokenMs: 600_000, idleMs: 600_000, totalMs: 600_000 };
 
 /**
- * A health probe: GET `url` until `signal` ends it; healthy below HTTP 400, and at a 404 or 405
- * (the server answers, but has no such path: many hosted APIs serve chat without /models) or a
- * 429 (it answers, busy: the routes' own calls meet that, and Retry-After). Down at a 5xx, a 401
- * or 403 (the route's calls would be refused too), and when nothing answers.
+ * A health probe: GET `url` until `signal` ends it; healthy below HTTP 400, and at a 429 (it
+ * answers, busy: the routes' own calls meet that, and Retry-After). With `mayLackPath` (a path
+ * the API need not have: an OpenAI-compatible server's /models, which many hosted APIs serving
+ * chat lack), also at a 404 or 405. Down at a 5xx, a 401 or 403 (the route's calls would be
+ * refused too), a 404 for a path the server must have (vLLM's /health: the base URL is wrong),
+ * and when nothing answers.
  */
 export async function probeGet(
   http: UpstreamClient,
@@ -505,6 +507,7 @@ export async function probeGet(
   headers: Record<string, string>,
   route: RouteDef,
   signal: AbortSignal,
+  mayLackPath = false,
 ): Promise<ProbeResult> {
   const started = performance.now();
   const res = await http.request({
@@ -518,7 +521,7 @@ export async function probeGet(
   });
   await readBodyText(res.body, 1024);
   const s = res.statusCode;
-  const answering = s === 404 || s === 405 || s === 429;
+  const answering = s === 429 || (mayLackPath && (s === 404 || s === 405));
   return {
     ok: s < 400 || answering,
     latencyMs: performance.now() - started,

@@ -140,7 +140,8 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     const base = this.baseUrl(route);
     // A path from the server's root (vLLM's /health), with the base URL's query (its credentials) kept.
     const url = profile.healthPath.startsWith('/') ? rootPath(base, profile.healthPath) : endpointUrl(base, profile.healthPath);
-    return probeGet(this.http, url, this.headers(route, route.apiKeys[0], false), route, signal);
+    // The generic server's /models is optional (hosted chat APIs without it); vLLM's /health is not.
+    return probeGet(this.http, url, this.headers(route, route.apiKeys[0], false), route, signal, profile.healthPath === 'models');
   }
 
   /** The API root requests go to. */
@@ -303,10 +304,13 @@ export class OpenAiCompatAdapter implements LlmAdapter {
               // Fewer choices than asked for: another may be on its way, or the server ignores n.
               // No usage yet: it follows the finish (it was asked for), or never comes (a server
               // that ignores stream_options), and the output is then estimated.
-              Math.min(
-                ended.size < asked ? UNSEEN_CHOICE_GRACE_MS : chunk.usage != null ? ANSWERED_GRACE_MS : USAGE_AWAITED_GRACE_MS,
-                ctx.timeouts.idleMs / 2,
-              ),
+              // (Before the idle timeout, which would fail the answer: for usage, just before it,
+              // so that a route with a short idle_ms does not give up usage a little late.)
+              ended.size < asked
+                ? Math.min(UNSEEN_CHOICE_GRACE_MS, ctx.timeouts.idleMs / 2)
+                : chunk.usage != null
+                  ? Math.min(ANSWERED_GRACE_MS, ctx.timeouts.idleMs / 2)
+                  : Math.min(USAGE_AWAITED_GRACE_MS, ctx.timeouts.idleMs * 0.9),
             );
           yield out;
         }
