@@ -90,6 +90,10 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
   // answer it with an id no row has.
   if (config.env.BODY_IDLE_TIMEOUT_MS > 0) app.getHttpServer().requestTimeout = 0;
   app.getHttpServer().on('checkExpectation', answerExpectation);
+  continueUnlessRefused(app.getHttpServer(), (req) => {
+    const path = (req.url ?? '/').split('?')[0];
+    return isFramedPath(path.startsWith('/api/v1/') ? path.slice(4) : path) && keyCheck.refuses(req as Request);
+  });
   capConnections(app.getHttpServer(), config.maxConnections, logger, app.get(MetricsService));
   // Headers that do not come (a connection that sends nothing, or a line every few seconds) held
   // their connection, and a place under the cap, for Node's 60 s, checked every 30 s: up to 90 s.
@@ -171,10 +175,11 @@ function capConnections(server: Server, cap: number, logger: AppLogger, metrics:
   let unsaid = 0;
   let telling: NodeJS.Timeout | undefined;
   const tell = () => {
+    const first = telling === undefined;
     telling = undefined;
     if (unsaid === 0) return;
     logger.warn(
-      `${unsaid} client connection(s) closed unanswered in the last minute: ${cap} were open (MAX_CONNECTIONS; unset, half the open-file limit)`,
+      `${unsaid} client connection(s) closed unanswered${first ? '' : ' in the last minute'}: ${cap} were open (MAX_CONNECTIONS; unset, half the open-file limit)`,
       'Gateway',
     );
     unsaid = 0;
@@ -192,6 +197,28 @@ function capConnections(server: Server, cap: number, logger: AppLogger, metrics:
     }
     open++;
     socket.once('close', () => open--);
+  });
+}
+
+/**
+ * `Expect: 100-continue` (curl sends it for bodies over 1 MB): Node said "100 Continue" to every
+ * such request, so a caller the key check refuses uploaded its whole body to hear the 401. Such
+ * a caller now gets its refusal instead of the 100 (and the connection closes: whether the body
+ * follows is then the client's choice); every other request its 100 as before.
+ */
+function continueUnlessRefused(server: Server, refused: (req: IncomingMessage) => boolean | Promise<boolean>): void {
+  const go = (req: IncomingMessage, res: ServerResponse, refuse: boolean) => {
+    if (refuse) res.setHeader('connection', 'close');
+    else res.writeContinue();
+    server.emit('request', req, res);
+  };
+  server.on('checkContinue', (req: IncomingMessage, res: ServerResponse) => {
+    const r = refused(req);
+    if (typeof r === 'boolean') return go(req, res, r);
+    r.then(
+      (refuse) => go(req, res, refuse),
+      () => go(req, res, false),
+    );
   });
 }
 

@@ -83,6 +83,8 @@ describe('BODY_RATE_GRACE_MS', () => {
   it('is at least a second: less refused bodies that had not begun (a client waiting for 100-continue)', () => {
     expect(() => validateEnv({ BODY_RATE_GRACE_MS: '0' })).toThrow(/BODY_RATE_GRACE_MS must be at least 1000/);
     expect(validateEnv({ BODY_RATE_GRACE_MS: '1000' }).BODY_RATE_GRACE_MS).toBe(1000);
+    // Not checked while the pace limit is off.
+    expect(validateEnv({ BODY_MIN_BYTES_PER_SECOND: '0', BODY_RATE_GRACE_MS: '0' }).BODY_MIN_BYTES_PER_SECOND).toBe(0);
   });
 });
 

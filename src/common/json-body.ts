@@ -54,8 +54,9 @@ export function jsonBody(
   };
 
   function read(req: Request, res: Response, next: NextFunction, skip: boolean): void {
-    if (req.destroyed && !req.complete) {
-      // Gone while its key was looked up: as a client leaving mid-body ('error' below).
+    if (req.destroyed) {
+      // Gone while its key was looked up, its body with it (complete or not: a destroyed request
+      // keeps none, and no 'end' or 'error' comes): as a client leaving mid-body ('error' below).
       if (skip) return next();
       return refuse(req, res, next, new RequestBodyError(499, CLOSED_MID_BODY, 'client_closed_request'));
     }
@@ -173,7 +174,8 @@ export function jsonBody(
       clearTimeout(stalled);
       clearTimeout(paced);
     };
-    socket.once('close', stop);
+    const stops = onClose(socket);
+    stops.add(stop);
     /** A refusal held until the refused body has been read (see discard); `next`: the key check's. */
     let deferred: RequestBodyError | 'next' | undefined;
     const answerDeferred = (): boolean => {
@@ -219,7 +221,7 @@ export function jsonBody(
     });
     req.on('end', () => {
       stop();
-      socket.off('close', stop);
+      stops.delete(stop);
       if (discarded >= 0) draining.delete(req.socket);
       if (answerDeferred() || failed) return;
       if (size === 0) {
@@ -255,7 +257,7 @@ export function jsonBody(
     });
     req.on('error', () => {
       stop();
-      socket.off('close', stop);
+      stops.delete(stop);
       // Refused, and gone before the rest of its body came: the refusal is still its answer and row.
       if (answerDeferred() || failed || req.complete) return;
       failed = true;
@@ -273,12 +275,32 @@ export function jsonBody(
       draining.add(req.socket);
       req.body = undefined;
       if (closeAfter) res.setHeader('connection', 'close');
-      if (idleTimeoutMs > 0 && res.shouldKeepAlive === false && !req.complete && !closeAfter) deferred = 'next';
+      // (Not one that waits for a 100 Continue it was not sent: its body may never come.)
+      const waitsForContinue = /100-continue/i.test(String(req.headers.expect ?? ''));
+      if (idleTimeoutMs > 0 && res.shouldKeepAlive === false && !req.complete && !closeAfter && !waitsForContinue) deferred = 'next';
       else next();
       return;
     }
     if (early) discard(early);
   }
+}
+
+/**
+ * What to stop when a socket closes, one listener per socket: a listener per request piled up
+ * on a connection of pipelined requests (Node warned at the eleventh, into the JSON log).
+ */
+const closers = new WeakMap<object, Set<() => void>>();
+function onClose(socket: Request['socket']): Set<() => void> {
+  let set = closers.get(socket);
+  if (!set) {
+    const fresh = new Set<() => void>();
+    closers.set(socket, (set = fresh));
+    socket.once('close', () => {
+      for (const stop of fresh) stop();
+      fresh.clear();
+    });
+  }
+  return set;
 }
 
 /** The least pace a request body must keep after its first `graceMs` (0 bytes/s: no such limit). */

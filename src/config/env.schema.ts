@@ -102,7 +102,8 @@ export class Env {
   @Min(0)
   BODY_MIN_BYTES_PER_SECOND = 16_384;
 
-  /** How long a request body may take before BODY_MIN_BYTES_PER_SECOND applies to it. */
+  /** How long a request body may take before BODY_MIN_BYTES_PER_SECOND applies to it (unchecked while that is 0: off). */
+  @ValidateIf((o: { BODY_MIN_BYTES_PER_SECOND?: unknown }) => Number(o.BODY_MIN_BYTES_PER_SECOND) !== 0)
   @Type(() => Number)
   @IsInt()
   // Less would refuse a body that had not yet come at all (a client waiting for 100-continue).

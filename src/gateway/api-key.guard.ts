@@ -56,8 +56,12 @@ export class ApiKeyGuard implements CanActivate {
     const req = context.switchToHttp().getRequest<Request>();
     const ctx = contextOf(req);
     let principal: Principal | null;
+    // The body reader's look (refuses) decided this request already: one lookup, not two (a
+    // database that fails would be waited on twice), and the same answer for the same request.
+    const early = this.early.get(req);
+    this.early.delete(req);
     try {
-      principal = await this.identify(presentedKeys(req));
+      principal = await (early ?? this.identify(presentedKeys(req)));
     } catch (err) {
       if (err instanceof GatewayError) recordRefusal(this.appLogger, this.metrics, req, err);
       throw err;
@@ -74,11 +78,17 @@ export class ApiKeyGuard implements CanActivate {
   refuses(req: Request): boolean | Promise<boolean> {
     const tokens = presentedKeys(req);
     if (!tokens.length) return this.required;
-    return this.identify(tokens).then(
+    // Asked again for the same request (at its 100-continue, then by the body reader): one lookup.
+    const identified = this.early.get(req) ?? this.identify(tokens);
+    this.early.set(req, identified);
+    return identified.then(
       () => false,
       (err) => err instanceof AuthenticationError || err instanceof PermissionError,
     );
   }
+
+  /** What refuses() found for a request, for canActivate to take up (held no longer than the request). */
+  private readonly early = new WeakMap<Request, Promise<Principal | null>>();
 
   private async identify(tokens: string[]): Promise<Principal | null> {
     if (!tokens.length) {

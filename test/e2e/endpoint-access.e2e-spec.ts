@@ -2,6 +2,7 @@ import { connect } from 'node:net';
 import OpenAI, { APIError } from 'openai';
 import { CompatProviderUpstream } from '../fixtures/compat-providers-upstream';
 import { ACCESS_ENV, adminApi } from '../helpers/access';
+import { ApiKeysService } from '../../src/storage/api-keys.service';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 
 /**
@@ -94,6 +95,80 @@ models:
       .client({ apiKey: key })
       .chat.completions.create({ model: 'base/llama', messages: [{ role: 'user', content: 'hi' }] });
     expect(ok.choices[0].message.role).toBe('assistant');
+  });
+
+  it('looks a key up once a request, though asked before the body and again by the guard', async () => {
+    const { key } = await adminApi(gw).createKey({ name: 'looked-up-once' });
+    const lookup = jest.spyOn(gw.app.get(ApiKeysService), 'lookup');
+    try {
+      await gw.client({ apiKey: key }).chat.completions.create({ model: 'base/llama', messages: [{ role: 'user', content: 'hi' }] });
+      await gw
+        .client({ apiKey: 'hyi-not-a-key' })
+        .chat.completions.create({ model: 'base/llama', messages: [] })
+        .catch(() => undefined);
+      // Once each: a database that fails would otherwise be waited on twice.
+      expect(lookup.mock.calls.map(([k]) => k)).toEqual([key, 'hyi-not-a-key']);
+    } finally {
+      lookup.mockRestore();
+    }
+  });
+
+  it('logs a request whose client left, its whole body sent, while its key was looked up', async () => {
+    const { key } = await adminApi(gw).createKey({ name: 'left-during-lookup' });
+    const service = gw.app.get(ApiKeysService);
+    const real = service.lookup.bind(service);
+    const lookup = jest.spyOn(service, 'lookup').mockImplementation(async (k) => {
+      await new Promise((r) => setTimeout(r, 400)); // a slow database
+      return real(k);
+    });
+    const id = `left-${Date.now()}`;
+    try {
+      const body = JSON.stringify({ model: 'base/llama', messages: [{ role: 'user', content: 'hi' }] });
+      const c = partial(`authorization: Bearer ${key}\r\nx-request-id: ${id}\r\ncontent-length: ${body.length}\r\n`, body);
+      await new Promise((r) => setTimeout(r, 100));
+      c.socket.destroy();
+      await new Promise((r) => setTimeout(r, 700));
+    } finally {
+      lookup.mockRestore();
+    }
+    const row = (await gw.rows()).find((r) => (r.metadata as { client_request_id?: string } | null)?.client_request_id === id);
+    expect(row?.status_code).toBe(499);
+  });
+
+  it('answers Expect: 100-continue with the refusal, not a 100, for a caller the key check refuses', async () => {
+    const body = JSON.stringify({ model: 'base/llama', messages: [{ role: 'user', content: 'hi' }] });
+    const refused = partial(`expect: 100-continue\r\ncontent-length: ${body.length}\r\n`, '');
+    await refused.closed;
+    expect(refused.text()).toMatch(/^HTTP\/1\.1 401 /);
+    const { key } = await adminApi(gw).createKey({ name: 'continue' });
+    const welcome = partial(
+      `authorization: Bearer ${key}\r\nexpect: 100-continue\r\nconnection: close\r\ncontent-length: ${body.length}\r\n`,
+      '',
+    );
+    expect(await until(() => welcome.text().startsWith('HTTP/1.1 100 Continue'), 3000)).toBe(true);
+    welcome.socket.write(body);
+    await welcome.closed;
+    expect(welcome.text()).toMatch(/HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 /);
+  });
+
+  it('serves many pipelined requests on one connection without piling a listener per request on it', async () => {
+    // Node warns (MaxListenersExceededWarning, a line that is not JSON in the log) at the eleventh.
+    const server = gw.app.getHttpServer();
+    let most = 0;
+    server.once('connection', (socket: import('node:net').Socket) => {
+      let now = socket.listenerCount('close');
+      socket.on('newListener', (event) => event === 'close' && (most = Math.max(most, ++now)));
+      socket.on('removeListener', (event) => event === 'close' && now--);
+    });
+    const body = JSON.stringify({ model: 'base/llama', messages: [] });
+    // A key to look up: each request waits for it, all of them read at once after.
+    const auth = 'authorization: Bearer hyi-no-such-key\r\n';
+    const one = `POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n${auth}content-length: ${body.length}\r\n\r\n${body}`;
+    const c = partial(`${auth}content-length: ${body.length}\r\n`, body + one.repeat(28));
+    c.socket.write(`GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n`);
+    await c.closed;
+    expect(c.text().match(/HTTP\/1\.1 401 /g)).toHaveLength(29);
+    expect(most).toBeLessThan(10);
   });
 
   it('refuses embeddings and text completions without a key (401) when auth is on', async () => {
