@@ -1,7 +1,7 @@
 import { connect, type Socket } from 'node:net';
 import { request } from 'undici';
 import { waitFor } from '../helpers/access';
-import { startGateway, type TestGateway } from '../helpers/gateway';
+import { answerJson, startGateway, trickle as trickleTo, type TestGateway } from '../helpers/gateway';
 
 /**
  * Clients that send too slowly to matter, and more connections than the process can hold: a
@@ -20,32 +20,8 @@ models:
 const chat = '/v1/chat/completions';
 const body = (pad = 0) => JSON.stringify({ model: 'demo/mock', messages: [{ role: 'user', content: 'x'.repeat(pad) }] });
 
-/** Sends `text` in `parts` pieces `gapMs` apart on a new connection; everything read until the gateway closes it. */
-function trickle(gw: TestGateway, text: string, parts: number, gapMs: number, path = chat) {
-  return new Promise<{ text: string; ms: number; sentParts: number }>((resolve, reject) => {
-    const started = performance.now();
-    const socket = connect(Number(new URL(gw.url).port), '127.0.0.1');
-    let answer = '';
-    socket.on('data', (d: Buffer) => {
-      answer += d.toString();
-      if (answer.includes('\r\n\r\n') && !answer.includes('connection: close')) socket.end(); // a kept-alive answer
-    });
-    socket.on('close', () => resolve({ text: answer, ms: performance.now() - started, sentParts: sent }));
-    socket.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNRESET' || err.code === 'EPIPE' ? undefined : reject(err)));
-    const bytes = Buffer.from(text);
-    socket.write(`POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${bytes.length}\r\n\r\n`);
-    const size = Math.ceil(bytes.length / parts);
-    let sent = 0;
-    const next = () => {
-      if (sent >= parts || socket.destroyed) return;
-      socket.write(bytes.subarray(sent * size, ++sent * size));
-      setTimeout(next, gapMs).unref();
-    };
-    next();
-  });
-}
-
-const jsonOf = (raw: string) => JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)) as Record<string, unknown>;
+const trickle = (gw: TestGateway, text: string, parts: number, gapMs: number, path = chat) => trickleTo(gw.url, path, text, parts, gapMs);
+const jsonOf = answerJson;
 
 describe('request bodies that come too slowly', () => {
   let gw: TestGateway;

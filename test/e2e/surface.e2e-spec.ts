@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { connect } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { request } from 'undici';
-import { startGateway, rawPost, type TestGateway } from '../helpers/gateway';
+import { answerJson, rawPost, startGateway, trickle as trickleTo, type TestGateway } from '../helpers/gateway';
 
 /** The API surface besides chat itself: error shapes, models, health, routing, metrics. */
 const MODELS = `
@@ -172,33 +172,8 @@ describe('API surface', () => {
     expect(admin.status).toBe(400);
   });
 
-  /** Sends the request line, headers and `parts` of the body with `gapMs` between them; the raw answer once the server closes. */
-  const trickle = (path: string, body: string, parts: number, gapMs: number) =>
-    new Promise<{ text: string; ms: number }>((resolve, reject) => {
-      const started = performance.now();
-      const socket = connect(Number(new URL(gw.url).port), '127.0.0.1');
-      let text = '';
-      socket.on('data', (d: Buffer) => {
-        text += d.toString();
-        if (text.includes('\r\n\r\n') && !text.includes('connection: close')) socket.end(); // a kept-alive answer
-      });
-      socket.on('close', () => resolve({ text, ms: performance.now() - started }));
-      socket.on('error', reject);
-      socket.write(
-        `POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n`,
-      );
-      // Cut by bytes, so that a piece may end inside a character's UTF-8 sequence.
-      const bytes = Buffer.from(body);
-      const size = Math.ceil(bytes.length / parts);
-      let sent = 0;
-      const next = () => {
-        if (sent >= parts || socket.destroyed) return;
-        socket.write(bytes.subarray(sent * size, ++sent * size));
-        setTimeout(next, gapMs).unref();
-      };
-      next();
-    });
-  const jsonOf = (raw: string) => JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)) as Record<string, unknown>;
+  const trickle = (path: string, body: string, parts: number, gapMs: number) => trickleTo(gw.url, path, body, parts, gapMs);
+  const jsonOf = answerJson;
 
   it('refuses a body that stops arriving with 408 after BODY_IDLE_TIMEOUT_MS, closes, and logs the request', async () => {
     const body = JSON.stringify({ model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] });

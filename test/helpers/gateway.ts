@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NestExpressApplication } from '@nestjs/platform-express';
@@ -116,3 +117,36 @@ export async function rawPost(
   });
   return { status: res.status, headers: res.headers, text: await res.text() };
 }
+
+/**
+ * POSTs `body` to `url` + `path` on a new connection, the request line and headers at once and
+ * the body in `parts` pieces `gapMs` apart (cut by bytes: a piece may end inside a character's
+ * UTF-8 sequence); the raw answer once the server closes (or answers a kept-alive connection),
+ * how long that took, and how many pieces went out. A reset or broken pipe ends it like a close.
+ */
+export function trickle(url: string, path: string, body: string, parts: number, gapMs: number) {
+  return new Promise<{ text: string; ms: number; sentParts: number }>((resolve, reject) => {
+    const started = performance.now();
+    const socket = connect(Number(new URL(url).port), '127.0.0.1');
+    let text = '';
+    let sent = 0;
+    socket.on('data', (d: Buffer) => {
+      text += d.toString();
+      if (text.includes('\r\n\r\n') && !text.includes('connection: close')) socket.end(); // a kept-alive answer
+    });
+    socket.on('close', () => resolve({ text, ms: performance.now() - started, sentParts: sent }));
+    socket.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNRESET' || err.code === 'EPIPE' ? undefined : reject(err)));
+    const bytes = Buffer.from(body);
+    socket.write(`POST ${path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${bytes.length}\r\n\r\n`);
+    const size = Math.ceil(bytes.length / parts);
+    const next = () => {
+      if (sent >= parts || socket.destroyed) return;
+      socket.write(bytes.subarray(sent * size, ++sent * size));
+      setTimeout(next, gapMs).unref();
+    };
+    next();
+  });
+}
+
+/** The JSON body of a raw HTTP answer. */
+export const answerJson = (raw: string) => JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4)) as Record<string, unknown>;
