@@ -55,6 +55,25 @@ export function estimatePromptTokens(req: Pick<ChatRequest, 'messages' | 'tools'
   return estimateMessageTokens(req.messages) + (req.tools ? estimateTextTokens(JSON.stringify(req.tools)) : 0);
 }
 
+/**
+ * An assistant message's content as a translating adapter sends it back: OpenAI's refusal (a
+ * `refusal` part, or the message's `refusal` when it has no text) as the text it was. Claude
+ * refused a refusal part (400) and Gemini dropped it; the model said it, and the next turn reads
+ * on from it.
+ */
+export function assistantContent(m: ChatMessage): ChatMessage['content'] {
+  const refusal = typeof m.refusal === 'string' && m.refusal !== '' ? m.refusal : undefined;
+  const content = m.content;
+  if (Array.isArray(content)) {
+    const parts = content.map((p) => {
+      const said = p?.type === 'refusal' ? p.refusal : undefined;
+      return typeof said === 'string' ? { type: 'text' as const, text: said } : p;
+    });
+    return refusal !== undefined && contentText(parts) === '' ? [...parts, { type: 'text', text: refusal }] : parts;
+  }
+  return refusal !== undefined && (content === null || content === undefined || content === '') ? refusal : content;
+}
+
 /** The text of a message's content, whether a string or a list of parts. */
 export function contentText(content: ChatMessage['content']): string {
   if (typeof content === 'string') return content;

@@ -490,6 +490,22 @@ describe('toAnthropicRequest', () => {
     expect(body.messages[3]).toEqual({ role: 'assistant', content: [{ type: 'text', text: 'ok' }] });
   });
 
+  it("sends an assistant's refusal back as the text it was (a refusal part, or the message's refusal)", () => {
+    const body = toAnthropicRequest(
+      req({
+        messages: [
+          { role: 'user', content: 'q' },
+          { role: 'assistant', content: [{ type: 'refusal', refusal: "I can't help with that." }] },
+          { role: 'user', content: 'another' },
+          { role: 'assistant', content: null, refusal: 'No.' },
+          { role: 'user', content: 'why' },
+        ],
+      }),
+    );
+    expect(body.messages[1]).toEqual({ role: 'assistant', content: [{ type: 'text', text: "I can't help with that." }] });
+    expect(body.messages[3]).toEqual({ role: 'assistant', content: [{ type: 'text', text: 'No.' }] });
+  });
+
   it('sends thinking blocks back first and unchanged', () => {
     const body = toAnthropicRequest(
       req({

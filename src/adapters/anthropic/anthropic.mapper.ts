@@ -6,6 +6,7 @@ import { parseEmbeddedJson } from '../../common/json-body';
 import { claudeEffort, effortForBudget, type Effort } from '../../common/reasoning';
 import { isJsonObject, ownValue } from '../../common/json-object';
 import { countOrZero as n, isTokenCount } from '../../common/usage';
+import { assistantContent } from '../../common/tokens';
 import { base64DataUrl, checkEffort, providerHttpError, refuseUntranslatableTools, unsupported } from '../http/upstream-call';
 import type {
   AnthropicContentBlock,
@@ -187,7 +188,7 @@ function assistantBlocks(m: ChatMessage, at: string, ids: ToolIds): Blocks {
   // Anthropic refuses a text block of whitespace alone ("text content blocks must contain
   // non-whitespace text"), which models write before a tool call ("\n\n"): sent back, it stuck
   // the conversation on that 400.
-  for (const b of contentBlocks(m.content, at)) if (b.type !== 'text' || b.text.trim() !== '') out.push(b);
+  for (const b of contentBlocks(assistantContent(m), at)) if (b.type !== 'text' || b.text.trim() !== '') out.push(b);
   const calls = m.tool_calls ?? [];
   const callIds = ids.forCalls(calls.map((t) => t.id));
   calls.forEach((t: ToolCall, j) => {

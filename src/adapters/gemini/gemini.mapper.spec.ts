@@ -253,6 +253,22 @@ describe('toGeminiRequest', () => {
     ).toThrow(/messages\[2\]\.content\[0\]: content of type "input_audio" cannot be sent to Gemini/);
   });
 
+  it("sends an assistant's refusal back as the text it was (a refusal part, or the message's refusal)", () => {
+    const body = toGeminiRequest(
+      req({
+        messages: [
+          { role: 'user', content: 'q' },
+          { role: 'assistant', content: [{ type: 'refusal', refusal: "I can't help with that." }] },
+          { role: 'user', content: 'another' },
+          { role: 'assistant', content: null, refusal: 'No.' },
+          { role: 'user', content: 'why' },
+        ],
+      }),
+    );
+    expect(body.contents[1]).toEqual({ role: 'model', parts: [{ text: "I can't help with that." }] });
+    expect(body.contents[3]).toEqual({ role: 'model', parts: [{ text: 'No.' }] });
+  });
+
   it('refuses tool-call arguments nested too deep to send, and sends such a tool result as text', () => {
     const deep = '['.repeat(5000) + ']'.repeat(5000);
     const call = { id: 'call_1', type: 'function' as const, function: { name: 'f', arguments: deep } };

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { ChatChunk, ChatMessage, ChatRequest, ChatResponse, ChunkDelta, ContentPart, ToolCall, Usage } from '../../common/chat.types';
 import type { EmbeddingsRequest, EmbeddingsResponse } from '../../common/embedding.types';
 import { UpstreamError } from '../../common/errors';
-import { contentText } from '../../common/tokens';
+import { assistantContent, contentText } from '../../common/tokens';
 import { googleRetryDelayMs, googleStatus, parseGoogleError } from '../http/google-error';
 import { parseEmbeddedJson } from '../../common/json-body';
 import { ownValue } from '../../common/json-object';
@@ -146,7 +146,7 @@ function signatureOf(call: ToolCall): string | undefined {
 
 function modelParts(m: ChatMessage, at: string): GeminiPart[] {
   const parts: GeminiPart[] = [];
-  const text = contentText(m.content);
+  const text = contentText(assistantContent(m));
   if (text) parts.push({ text });
   // Images the model made, sent back as the gateway returned them (OpenRouter's `images`) or as
   // image parts: an image model edits the image of an earlier turn only if it sees it again.
