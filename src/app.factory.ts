@@ -79,6 +79,7 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
       config.env.BODY_IDLE_TIMEOUT_MS,
       { minBytesPerSecond: config.env.BODY_MIN_BYTES_PER_SECOND, graceMs: config.env.BODY_RATE_GRACE_MS },
       (req) => keyCheck.refuses(req),
+      (method, path) => hasRoute(express as unknown as RoutedApp, method, path),
     ),
   );
   app.getHttpServer().on('clientError', answerClientError);
@@ -220,6 +221,15 @@ function continueUnlessRefused(server: Server, refused: (req: IncomingMessage) =
       () => go(req, res, false),
     );
   });
+}
+
+/** Express 5's router as hasRoute reads it. */
+type RoutedApp = { router: { stack: Array<{ route?: { methods: Record<string, boolean> }; match(path: string): unknown }> } };
+
+/** Whether a route serves `method` at `path` (asked only for a body refused on a path that is not a model endpoint). */
+function hasRoute(app: RoutedApp, method: string, path: string): boolean {
+  const m = method.toLowerCase();
+  return app.router.stack.some((layer) => layer.route?.methods[m] === true && Boolean(layer.match(path)));
 }
 
 /** How long a request's line and headers may take to arrive (408 past it, with the connection closed). */

@@ -20,6 +20,7 @@ export function jsonBody(
   idleTimeoutMs = 0,
   pace: BodyPace = { minBytesPerSecond: 0, graceMs: 0 },
   refusedBeforeBody?: (req: Request) => boolean | Promise<boolean>,
+  routed?: (method: string, path: string) => boolean,
 ) {
   const tooLargeText = `The request body exceeds the limit of ${limitText} (BODY_LIMIT)`;
   const stalledText = `No byte of the request body arrived for ${idleTimeoutMs / 1000} s (BODY_IDLE_TIMEOUT_MS); send the body without pauses`;
@@ -33,6 +34,13 @@ export function jsonBody(
   const refuse = (req: Request, res: Response, next: NextFunction, err: RequestBodyError) => {
     if (framed(req.path)) {
       (req as Request & { [BODY_ERROR]?: RequestBodyError })[BODY_ERROR] = err;
+      req.body = undefined;
+      if (err.headers?.connection === 'close') res.setHeader('connection', 'close');
+      return next();
+    }
+    // A path nothing serves is a 404 whatever its body (a typo in the path, sent with a body that
+    // is not JSON, was told its JSON was bad).
+    if (routed && !routed(req.method, req.path)) {
       req.body = undefined;
       if (err.headers?.connection === 'close') res.setHeader('connection', 'close');
       return next();

@@ -561,6 +561,13 @@ describe('API surface', () => {
     const res = await request(`${gw.url}/v1/nothing-here`);
     expect(res.statusCode).toBe(404);
     expect(((await res.body.json()) as { error: { type: string } }).error.type).toBe('not_found_error');
+    // Whatever the body: a typo in the path is not a JSON error, nor a body too large.
+    for (const body of ['{"model": ', 'x'.repeat(70_000)]) {
+      const posted = await rawPost(`${gw.url}/v1/chat/completion`, body);
+      expect([posted.status, (JSON.parse(posted.text) as { error: { type: string } }).error.type]).toEqual([404, 'not_found_error']);
+    }
+    // A path that is served still says what is wrong with its body.
+    expect((await rawPost(`${gw.url}/admin/routing/reload`, '{"x": ')).status).toBe(400);
   });
 
   it('reads a JSON body whatever content type the client declared', async () => {
