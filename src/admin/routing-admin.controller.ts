@@ -171,8 +171,8 @@ export class RoutingAdminController {
     return {
       window_samples: samples,
       error_rate: samples > 0 ? round(st.outcomes.mean(now), 4) : null,
-      // The route's failures, counted against its endpoint or not (a 404 for a model the server
-      // lacks too; not a request's own 400), which least_latency ranks by.
+      // The route's failures, counted against its endpoint or not (a 404 or 400 for a model the
+      // server lacks too), which least_latency ranks by.
       failure_rate: st.attempts.length(now) > 0 ? round(st.attempts.mean(now), 4) : null,
       ttft_ms: { mean: round(st.ttft.mean(now)), p50: round(st.ttft.quantile(0.5, now)), p95: round(st.ttft.quantile(0.95, now)) },
       latency_ms: {

@@ -2,6 +2,7 @@ import type { NextFunction, Request, Response } from 'express';
 import { StringDecoder } from 'node:string_decoder';
 import { sendSurfaceError } from './anthropic-error';
 import { RequestBodyError } from './errors';
+import { onSocketClose } from './socket-close';
 
 /**
  * Reads a JSON request body. express.json (body-parser, raw-body, iconv) cost ~4% of the
@@ -66,7 +67,12 @@ export function jsonBody(
       // Gone while its key was looked up, its body with it (complete or not: a destroyed request
       // keeps none, and no 'end' or 'error' comes): as a client leaving mid-body ('error' below).
       if (skip) return next();
-      return refuse(req, res, next, new RequestBodyError(499, CLOSED_MID_BODY, 'client_closed_request'));
+      return refuse(
+        req,
+        res,
+        next,
+        new RequestBodyError(499, req.complete ? CLOSED_DURING_KEY_CHECK : CLOSED_MID_BODY, 'client_closed_request'),
+      );
     }
     const encoding = req.headers['content-encoding'];
     const transfer = req.headers['transfer-encoding'];
@@ -182,7 +188,7 @@ export function jsonBody(
       clearTimeout(stalled);
       clearTimeout(paced);
     };
-    const stops = onClose(socket);
+    const stops = onSocketClose(socket);
     stops.add(stop);
     /** A refusal held until the refused body has been read (see discard); `next`: the key check's. */
     let deferred: RequestBodyError | 'next' | undefined;
@@ -293,24 +299,6 @@ export function jsonBody(
   }
 }
 
-/**
- * What to stop when a socket closes, one listener per socket: a listener per request piled up
- * on a connection of pipelined requests (Node warned at the eleventh, into the JSON log).
- */
-const closers = new WeakMap<object, Set<() => void>>();
-function onClose(socket: Request['socket']): Set<() => void> {
-  let set = closers.get(socket);
-  if (!set) {
-    const fresh = new Set<() => void>();
-    closers.set(socket, (set = fresh));
-    socket.once('close', () => {
-      for (const stop of fresh) stop();
-      fresh.clear();
-    });
-  }
-  return set;
-}
-
 /** The least pace a request body must keep after its first `graceMs` (0 bytes/s: no such limit). */
 export interface BodyPace {
   minBytesPerSecond: number;
@@ -327,6 +315,7 @@ const CLOSE = { connection: 'close' };
 export const draining = new WeakSet<object>();
 
 const CLOSED_MID_BODY = 'The client closed the connection before its request body had arrived';
+const CLOSED_DURING_KEY_CHECK = 'The client closed the connection while its API key was checked';
 
 /** How much of a refused body is read and thrown away before the connection is cut instead. */
 export const DRAIN_LIMIT_BYTES = 64 * 1024 * 1024;

@@ -21,6 +21,7 @@ import { InflightService } from './inflight.service';
 import { generationId, RequestRecord } from './request-record';
 import { SseWriter } from './sse-writer';
 import { disconnectIfStalled } from './stalled-client';
+import { onSocketClose } from '../common/socket-close';
 import { UsageLimiter } from './usage-limiter.service';
 
 /** What one request's handler gets: its record, the signal that fires when the client leaves. */
@@ -151,9 +152,9 @@ export class GatewayCalls {
     res.on('close', onClose);
     // A pipelined request's response gets no close should the connection die before its turn:
     // the connection's own close says the client left.
-    const socket = req.socket;
-    socket.on('close', onClose);
-    if (socket.destroyed) onClose();
+    const closers = onSocketClose(req.socket);
+    closers.add(onClose);
+    if (req.socket.destroyed) onClose();
     const ticket = this.inflight.enter(abort, res);
     try {
       if (!ticket) {
@@ -168,7 +169,7 @@ export class GatewayCalls {
       this.answerError(err, rec, res, abort.signal, shape, ticket?.shutdown);
     } finally {
       res.off('close', onClose);
-      socket.off('close', onClose);
+      closers.delete(onClose);
       // An answer the client has not taken whole yet (large, or a client that stopped reading).
       if (res.writableEnded && !res.writableFinished) disconnectIfStalled(res, 'finish', this.config.env.CLIENT_WRITE_TIMEOUT_MS);
       ticket?.leave();

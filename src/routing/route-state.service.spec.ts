@@ -34,7 +34,7 @@ describe('RouteStateService', () => {
     expect(st.breaker.consecutiveFailures).toBe(1);
   });
 
-  it("counts the route's failed attempts in failureRate, those that do not count against the endpoint too, not the request's own", () => {
+  it('counts failed attempts in failureRate, those that do not count against the endpoint too, not one every route would answer', () => {
     const s = new RouteStateService(registry);
     const m1 = model('m', [route('a', 'http://gpu:8000/v1')]);
     const st = s.get(m1, m1.routes[0]);
@@ -44,11 +44,12 @@ describe('RouteStateService', () => {
     s.failed(st, s.acquire(st), notFound);
     expect(s.stats(st)).toMatchObject({ failureRate: 1, errorRate: undefined });
     expect(st.breaker.state).toBe('closed');
-    // A request's own 400 says nothing of the route.
-    s.failed(st, s.acquire(st), new UpstreamError({ failure: 'http', upstreamStatus: 400, message: 'temperature: too high' }));
-    expect(s.stats(st).failureRate).toBe(1);
+    // DeepSeek's "Model Not Exist" is a 400: counted. A request the gateway knows every route refuses is not.
+    s.failed(st, s.acquire(st), new UpstreamError({ failure: 'http', upstreamStatus: 400, message: 'Model Not Exist' }));
+    s.failed(st, s.acquire(st), new UpstreamError({ failure: 'http', upstreamStatus: 400, message: 'bad', sameOnEveryRoute: true }));
+    expect(s.stats(st)).toMatchObject({ failureRate: 1, attempts: 3 });
     s.succeeded(st, s.acquire(st), { ttftMs: 50, durationMs: 60 });
-    expect(s.stats(st).failureRate).toBeCloseTo(2 / 3, 9);
+    expect(s.stats(st).failureRate).toBeCloseTo(3 / 4, 9);
   });
 
   it('forgets what it knew when a reload points the route at another server', () => {
@@ -142,8 +143,8 @@ describe('RouteStateService', () => {
     st.breaker.probeSucceeded(performance.now());
     s.succeeded(st, s.acquire(st), { ttftMs: 40, durationMs: 100, completionTokens: 30 });
     expect(seen).toEqual(['m|a:opened', 'm|a:closed']);
-    // failureRate leaves out the 400, the request's own, as errorRate does.
-    expect(s.stats(st)).toEqual({ ttftMs: 40, tokensPerSecond: 500, errorRate: 2 / 3, failureRate: 2 / 3 });
+    // failureRate counts the 400 too (a route may answer nothing else); errorRate does not.
+    expect(s.stats(st)).toEqual({ ttftMs: 40, tokensPerSecond: 500, errorRate: 2 / 3, failureRate: 3 / 4, attempts: 4 });
   });
 
   it('forgets routes and endpoints a reloaded config no longer has', () => {

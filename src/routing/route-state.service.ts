@@ -5,7 +5,7 @@ import { ModelRegistry } from '../config/model-registry.service';
 import type { ModelDef, RouteDef, StatsWindowDef } from '../config/registry.types';
 import { normaliseEndpoint } from '../config/routing.parser';
 import { CircuitBreaker, type CircuitPermit, type CircuitTransition } from './circuit-breaker';
-import { classifyFailure, countsAgainstEndpoint } from './retry-policy';
+import { countsAgainstEndpoint } from './retry-policy';
 import { SlidingWindow } from './sliding-window';
 
 export type HealthStatus = 'unknown' | 'healthy' | 'unhealthy';
@@ -43,10 +43,7 @@ export class RouteState {
   throughput!: SlidingWindow;
   /** 1 per failure that counts against the endpoint, 0 per success. */
   outcomes!: SlidingWindow;
-  /**
-   * 1 per failure that is the route's, whether or not it counts against the endpoint (a 404 for a
-   * model the server does not have too; not a request's own 400), 0 per success.
-   */
+  /** 1 per failure the route answered, whether or not it counts against the endpoint (a 404 or a 400 too), 0 per success. */
   attempts!: SlidingWindow;
   requests = 0;
   failures = 0;
@@ -91,8 +88,10 @@ export interface RouteStats {
   tokensPerSecond?: number;
   /** Share of recent attempts that failed through the endpoint's fault. */
   errorRate?: number;
-  /** Share of recent attempts that failed through the route (the request's own 4xx not counted); undefined until one was made. */
+  /** Share of recent attempts the route failed (a 400 too); undefined until one was made. */
   failureRate?: number;
+  /** How many recent attempts that share is of. */
+  attempts?: number;
 }
 
 export function routeKey(model: ModelDef, route: RouteDef): string {
@@ -255,9 +254,11 @@ export class RouteStateService {
     const now = performance.now();
     const countable = countsAgainstEndpoint(err);
     st.requests++;
-    // The request's own failures (a bad parameter, a prompt too long) say nothing of the route.
-    const klass = classifyFailure(err);
-    if (klass !== 'request' && klass !== 'context_length' && klass !== 'content_filter') st.attempts.add(1, now);
+    // Every failure the route answered, a 400 too: a route that answers nothing but "Model Not
+    // Exist" (a 400 at DeepSeek) is failing. Not one the gateway knows every route would answer
+    // alike (the request itself is wrong); one bad request is not a failing route either (the
+    // strategy wants a few failures before it ranks a route last: stats' failedAttempts).
+    if (!err.sameOnEveryRoute) st.attempts.add(1, now);
     if (countable) {
       st.failures++;
       st.outcomes.add(1, now);
@@ -278,6 +279,7 @@ export class RouteStateService {
       tokensPerSecond: st.throughput.mean(now),
       errorRate: st.outcomes.mean(now),
       failureRate: st.attempts.mean(now),
+      attempts: st.attempts.length(now),
     };
   }
 

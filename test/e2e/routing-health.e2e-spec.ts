@@ -320,6 +320,9 @@ models:
   - id: p/wrong-base
     context_length: 8192
     route: [{ kind: vllm, id: d, base_url: "${d}", provider_model_id: ok }]
+  - id: p/anthropic-compatible
+    context_length: 8192
+    route: [{ kind: anthropic, id: e, base_url: "${a}", api_key: k, provider_model_id: ok }]
 `,
     });
   });
@@ -335,7 +338,14 @@ models:
     };
     await eventually(async () => (await available())['p/broken'] === false, 'the failing server is probed');
     await eventually(async () => (await available())['p/wrong-base'] === false, 'the vLLM route is probed');
-    expect(await available()).toEqual({ 'p/no-models': true, 'p/busy': true, 'p/broken': false, 'p/wrong-base': false });
+    // An Anthropic-compatible endpoint without a model listing (as third parties' are) is up too.
+    expect(await available()).toEqual({
+      'p/no-models': true,
+      'p/busy': true,
+      'p/broken': false,
+      'p/wrong-base': false,
+      'p/anthropic-compatible': true,
+    });
     const res = await gw.client().chat.completions.create({ model: 'p/no-models', messages: [{ role: 'user', content: 'hi' }] });
     expect(res.choices[0].message.content).toBe('echo: hi');
   });

@@ -570,6 +570,21 @@ describe('API surface', () => {
     expect((await rawPost(`${gw.url}/admin/routing/reload`, '{"x": ')).status).toBe(400);
   });
 
+  it('serves 30 pipelined requests on one connection without piling a listener per request on it', async () => {
+    // Node warns (MaxListenersExceededWarning, a line that is not JSON in the log) at the eleventh.
+    let most = 0;
+    gw.app.getHttpServer().once('connection', (socket: import('node:net').Socket) => {
+      let now = socket.listenerCount('close');
+      socket.on('newListener', (event) => event === 'close' && (most = Math.max(most, ++now)));
+      socket.on('removeListener', (event) => event === 'close' && now--);
+    });
+    const body = JSON.stringify({ model: 'demo/mock', messages: [{ role: 'user', content: 'x' }] });
+    const one = `POST ${chat} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
+    const text = await exchange(one.repeat(30) + 'GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n');
+    expect(text.match(/HTTP\/1\.1 200 /g)).toHaveLength(31);
+    expect(most).toBeLessThan(10);
+  });
+
   it('reads a JSON body whatever content type the client declared', async () => {
     const res = await fetch(`${gw.url}${chat}`, {
       method: 'POST',

@@ -140,6 +140,8 @@ export class AnthropicAdapter implements LlmAdapter {
       await this.headers(route, route.apiKeys[0], false),
       route,
       signal,
+      // A model listing, which an API compatible with this one may not have (a 404): the server answers.
+      true,
     );
   }
 

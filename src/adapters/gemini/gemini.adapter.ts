@@ -141,6 +141,8 @@ export class GeminiAdapter implements LlmAdapter {
       this.headers(route, route.apiKeys[0], false),
       route,
       signal,
+      // A model listing, which an API compatible with this one may not have (a 404): the server answers.
+      true,
     );
   }
 

@@ -496,8 +496,8 @@ const PROBE_TIMEOUTS = { connectMs: 60_000, firstByteMs: 600_000, firstTokenMs: 
 /**
  * A health probe: GET `url` until `signal` ends it; healthy below HTTP 400, and at a 429 (it
  * answers, busy: the routes' own calls meet that, and Retry-After). With `mayLackPath` (a path
- * the API need not have: an OpenAI-compatible server's /models, which many hosted APIs serving
- * chat lack), also at a 404 or 405. Down at a 5xx, a 401 or 403 (the route's calls would be
+ * the API need not have: a model listing, /models, which many hosted APIs serving chat, and
+ * third parties' Anthropic-compatible endpoints, lack), also at a 404 or 405. Down at a 5xx, a 401 or 403 (the route's calls would be
  * refused too), a 404 for a path the server must have (vLLM's /health: the base URL is wrong),
  * and when nothing answers.
  */

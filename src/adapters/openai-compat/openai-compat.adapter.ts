@@ -140,7 +140,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     const base = this.baseUrl(route);
     // A path from the server's root (vLLM's /health), with the base URL's query (its credentials) kept.
     const url = profile.healthPath.startsWith('/') ? rootPath(base, profile.healthPath) : endpointUrl(base, profile.healthPath);
-    // The generic server's /models is optional (hosted chat APIs without it); vLLM's /health is not.
+    // A model listing is optional (hosted chat APIs without it); vLLM's /health is not.
     return probeGet(this.http, url, this.headers(route, route.apiKeys[0], false), route, signal, profile.healthPath === 'models');
   }
 

@@ -6,17 +6,21 @@ import { latencyOrder, latencyShares } from '../weights';
 export const DEFAULT_EXPLORATION = 0.1;
 
 /**
- * Each route's recent time to first token. A route tried lately that never answered (every
- * attempt failed through the route, also for causes that do not count against its endpoint: a
- * 404 for a model the server does not have; a request's own 400 is not counted) is measured, and last: as unmeasured it was tried first by every request,
- * for ever. Exploration still tries it now and then, and its first answer measures it again.
+ * Each route's recent time to first token. A route tried lately that never answered (its last
+ * FAILING_ATTEMPTS or more attempts all failed, also for causes that do not count against its
+ * endpoint: a 404 or a 400 for a model the server does not have) is measured, and last: as
+ * unmeasured it was tried first by every request, for ever. Fewer failures (one bad request) do
+ * not rank it so. Exploration still tries it now and then, and its first answer measures it again.
  */
 function latencies(input: StrategyInput): Array<number | undefined> {
   return input.routes.map((r) => {
     const s = input.stats(r);
-    return s.ttftMs ?? (s.failureRate === 1 ? Infinity : undefined);
+    return s.ttftMs ?? (s.failureRate === 1 && (s.attempts ?? 0) >= FAILING_ATTEMPTS ? Infinity : undefined);
   });
 }
+
+/** How many failed attempts, and none answered, make a route unmeasured no longer but failing. */
+const FAILING_ATTEMPTS = 3;
 
 function exploration(model: ModelDef): number {
   const v = model.routerParams.exploration;

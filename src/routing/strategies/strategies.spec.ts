@@ -108,11 +108,12 @@ describe('LeastLatencyStrategy', () => {
     // A route that answers 404 (a model its server does not have) never opens its circuit and
     // never gets a time to first token: as unmeasured it was every request's first try, for ever.
     const noExplore = modelOf(m.routes as RouteDef[], { exploration: 0 });
-    const failing = { slow: { failureRate: 1, errorRate: 0 }, fast: { ttftMs: 80 }, mid: { ttftMs: 300 } };
+    const failing = { slow: { failureRate: 1, attempts: 3, errorRate: 0 }, fast: { ttftMs: 80 }, mid: { ttftMs: 300 } };
     expect(s.plan(input(noExplore, noExplore.routes, failing)).map((r) => r.id)).toEqual(['fast', 'mid', 'slow']);
-    // Some attempts failed, none measured yet: still unmeasured, tried first.
-    const mixed = { ...failing, slow: { failureRate: 0.5 } };
-    expect(s.plan(input(noExplore, noExplore.routes, mixed))[0].id).toBe('slow');
+    // Some attempts failed, none measured yet: still unmeasured, tried first; so after one or two
+    // failures alone (a client's bad request would otherwise send a new route last).
+    expect(s.plan(input(noExplore, noExplore.routes, { ...failing, slow: { failureRate: 0.5, attempts: 4 } }))[0].id).toBe('slow');
+    expect(s.plan(input(noExplore, noExplore.routes, { ...failing, slow: { failureRate: 1, attempts: 2 } }))[0].id).toBe('slow');
     // Explored now and then all the same, so that its first answer measures it again.
     const inp = input(m, m.routes, failing, 5);
     let first = 0;
