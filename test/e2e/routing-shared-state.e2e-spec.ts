@@ -1,3 +1,4 @@
+import { createServer, type AddressInfo, type Server } from 'node:net';
 import Redis from 'ioredis';
 import { APIError } from 'openai';
 import { RouteStateService } from '../../src/routing/route-state.service';
@@ -39,13 +40,16 @@ describe('circuit and health state shared through Redis', () => {
   const circuitOf = async (gw: TestGateway, model = 's/broken') => (await view(gw)).models.find((m) => m.id === model)!.routes[0].circuit;
   const chats = () => upstream.requests.filter((r) => r.method === 'POST').length;
 
+  let dead: Server;
+
   beforeAll(async () => {
     await redis.connect();
     const base = await upstream.start();
-    // An endpoint that is down: a port that was just free.
-    const gone = new OpenAiUpstream();
-    const deadUrl = await gone.start();
-    await gone.stop();
+    // An endpoint that is down: every connection reset. (A port that was just freed, as here
+    // before, could be given to another suite's server meanwhile, which then answered the probes.)
+    dead = createServer((socket) => socket.resetAndDestroy());
+    await new Promise<void>((resolve) => dead.listen(0, '127.0.0.1', resolve));
+    const deadUrl = `http://127.0.0.1:${(dead.address() as AddressInfo).port}/v1`;
     const opts = {
       env: { REDIS_URL, REDIS_KEY_PREFIX: prefix, ADMIN_TOKEN: TOKEN },
       routing: `
@@ -79,6 +83,7 @@ models:
     await a?.close();
     await b?.close();
     await upstream.stop();
+    await new Promise((r) => dead.close(r));
     const keys = await redis.keys(`${prefix}*`);
     if (keys.length > 0) await redis.del(...keys);
     redis.disconnect();
