@@ -61,7 +61,7 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
   app.use((req: Request, res: Response, next: NextFunction) => {
     // OpenRouter's base URL is https://openrouter.ai/api/v1: a client set up for it only changes
     // the host. Every /api/v1/... path is served as /v1/... (logs keep the path as sent).
-    if (req.url.startsWith('/api/v1/')) req.url = req.url.slice(4);
+    req.url = underV1(req.url);
     const requestId = newRequestId();
     res.setHeader('x-request-id', requestId);
     // Anthropic's SDKs read the id from `request-id` (err.requestID), on errors too.
@@ -72,15 +72,15 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
     origins(req, res, next);
   });
   app.use(
-    jsonBody(
-      config.bodyLimitBytes,
-      config.env.BODY_LIMIT,
-      isFramedPath,
-      config.env.BODY_IDLE_TIMEOUT_MS,
-      { minBytesPerSecond: config.env.BODY_MIN_BYTES_PER_SECOND, graceMs: config.env.BODY_RATE_GRACE_MS },
-      (req) => keyCheck.refuses(req),
-      (method, path) => hasRoute(express as unknown as RoutedApp, method, path),
-    ),
+    jsonBody({
+      limitBytes: config.bodyLimitBytes,
+      limitText: config.env.BODY_LIMIT,
+      framed: isFramedPath,
+      idleTimeoutMs: config.env.BODY_IDLE_TIMEOUT_MS,
+      pace: { minBytesPerSecond: config.env.BODY_MIN_BYTES_PER_SECOND, graceMs: config.env.BODY_RATE_GRACE_MS },
+      refusedBeforeBody: (req) => keyCheck.refuses(req),
+      routed: (method, path) => hasRoute(express as unknown as RoutedApp, method, path),
+    }),
   );
   app.getHttpServer().on('clientError', answerClientError);
   // Node's own refusal of an HTTP/1.1 request without Host is a bare 400 with no body and no
@@ -91,10 +91,11 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
   // answer it with an id no row has.
   if (config.env.BODY_IDLE_TIMEOUT_MS > 0) app.getHttpServer().requestTimeout = 0;
   app.getHttpServer().on('checkExpectation', answerExpectation);
-  continueUnlessRefused(app.getHttpServer(), (req) => {
-    const path = (req.url ?? '/').split('?')[0];
-    return isFramedPath(path.startsWith('/api/v1/') ? path.slice(4) : path) && keyCheck.refuses(req as Request);
-  });
+  // (Asked before the first middleware has moved an /api/v1/... path to /v1/...: moved here too.)
+  continueUnlessRefused(
+    app.getHttpServer(),
+    (req) => isFramedPath(underV1(req.url ?? '/').split('?')[0]) && keyCheck.refuses(req as Request),
+  );
   capConnections(app.getHttpServer(), config.maxConnections, logger, app.get(MetricsService));
   // Headers that do not come (a connection that sends nothing, or a line every few seconds) held
   // their connection, and a place under the cap, for Node's 60 s, checked every 30 s: up to 90 s.
@@ -221,6 +222,11 @@ function continueUnlessRefused(server: Server, refused: (req: IncomingMessage) =
       () => go(req, res, false),
     );
   });
+}
+
+/** A URL under OpenRouter's base path (`/api/v1/...`) as the `/v1/...` it is served as. */
+function underV1(url: string): string {
+  return url.startsWith('/api/v1/') ? url.slice(4) : url;
 }
 
 /** Express 5's router as hasRoute reads it. */

@@ -14,15 +14,16 @@ import { onSocketClose } from './socket-close';
  * model endpoints (`framed`) the refusal is left on the request for the handler's frame, which
  * answers it after the key check and logs it like any other refused request.
  */
-export function jsonBody(
-  limitBytes: number,
-  limitText: string,
-  framed: (path: string) => boolean = () => false,
-  idleTimeoutMs = 0,
-  pace: BodyPace = { minBytesPerSecond: 0, graceMs: 0 },
-  refusedBeforeBody?: (req: Request) => boolean | Promise<boolean>,
-  routed?: (method: string, path: string) => boolean,
-) {
+export function jsonBody(options: JsonBodyOptions) {
+  const {
+    limitBytes,
+    limitText,
+    framed = () => false,
+    idleTimeoutMs = 0,
+    pace = { minBytesPerSecond: 0, graceMs: 0 },
+    refusedBeforeBody,
+    routed,
+  } = options;
   const tooLargeText = `The request body exceeds the limit of ${limitText} (BODY_LIMIT)`;
   const stalledText = `No byte of the request body arrived for ${idleTimeoutMs / 1000} s (BODY_IDLE_TIMEOUT_MS); send the body without pauses`;
   const { minBytesPerSecond: minRate, graceMs } = pace;
@@ -297,6 +298,22 @@ export function jsonBody(
     }
     if (early) discard(early);
   }
+}
+
+/** What the body reader is told: its limits, and what it may ask of the rest of the gateway. */
+export interface JsonBodyOptions {
+  /** BODY_LIMIT in bytes, and as the operator wrote it (for the 413's message). */
+  limitBytes: number;
+  limitText: string;
+  /** Whether a path is a model endpoint, whose refusals the request frame answers and logs. */
+  framed?: (path: string) => boolean;
+  /** BODY_IDLE_TIMEOUT_MS; 0: none of ours. */
+  idleTimeoutMs?: number;
+  pace?: BodyPace;
+  /** Whether the key check will refuse a model endpoint's caller: its body is then thrown away unread. */
+  refusedBeforeBody?: (req: Request) => boolean | Promise<boolean>;
+  /** Whether a route serves a method at a path (a refused body on a path none serves is a 404). */
+  routed?: (method: string, path: string) => boolean;
 }
 
 /** The least pace a request body must keep after its first `graceMs` (0 bytes/s: no such limit). */
