@@ -44,3 +44,54 @@ describe('SseWriter, a client that does not read', () => {
     expect(res.listenerCount('close')).toBe(close);
   });
 });
+
+describe('SseWriter keepalives', () => {
+  let server: Server;
+  let client: Socket;
+  let res: ServerResponse;
+  let received = '';
+
+  beforeEach(async () => {
+    received = '';
+    const answered = new Promise<ServerResponse>((resolve) => {
+      server = createServer((_req, r) => resolve(r));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    client = connect((server.address() as AddressInfo).port, '127.0.0.1');
+    client.on('data', (d: Buffer) => (received += d.toString()));
+    client.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    res = await answered;
+  });
+
+  afterEach(async () => {
+    client.destroy();
+    res.destroy();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  const keepalives = () => received.split(': keepalive').length - 1;
+  const waitFor = async (ok: () => boolean) => {
+    for (let i = 0; i < 200 && !ok(); i++) await new Promise((r) => setTimeout(r, 5));
+  };
+
+  it('resume for the next attempt after a failed one, though the first keepalive sent the headers', async () => {
+    const sse = new SseWriter(res as unknown as Response, { keepaliveMs: 10 });
+    sse.startKeepalive();
+    await waitFor(() => keepalives() >= 1);
+    sse.stopKeepalive(); // the attempt failed; the next route is tried
+    const before = keepalives();
+    sse.startKeepalive(); // the next route accepted the request
+    await waitFor(() => keepalives() > before);
+    sse.stopKeepalive();
+    expect(keepalives()).toBeGreaterThan(before);
+  });
+
+  it('do not start again once an event has gone out', async () => {
+    const sse = new SseWriter(res as unknown as Response, { keepaliveMs: 10 });
+    void sse.write('data: {}\n\n');
+    sse.startKeepalive();
+    await new Promise((r) => setTimeout(r, 60));
+    expect(keepalives()).toBe(0);
+    sse.stopKeepalive();
+  });
+});

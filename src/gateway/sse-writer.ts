@@ -24,6 +24,8 @@ export interface SseWriterOptions {
 export class SseWriter {
   private started = false;
   private keepaliveTimer?: ReturnType<typeof setInterval>;
+  /** An event (not a keepalive) went out: the stream is committed, and no keepalive follows. */
+  private eventSent = false;
   /** The wait for the client to take what is queued, while there is one. */
   private draining?: Promise<void>;
 
@@ -43,10 +45,11 @@ export class SseWriter {
   /**
    * The wait for a first token has begun (an upstream accepted the request): keep the connection
    * alive. Not before: the first keepalive sends the 200, after which a failure can only be told
-   * in the stream.
+   * in the stream. Again for each attempt after a failed one, though an earlier keepalive has sent
+   * the headers: the next route's wait for a first token is as long.
    */
   startKeepalive(): void {
-    if (!this.keepaliveMs || this.keepaliveTimer !== undefined || this.started || this.closed) return;
+    if (!this.keepaliveMs || this.keepaliveTimer !== undefined || this.eventSent || this.closed) return;
     this.keepaliveTimer = setInterval(() => this.keepalive(), this.keepaliveMs);
   }
 
@@ -81,6 +84,7 @@ export class SseWriter {
   write(text: string): Promise<void> | undefined {
     if (this.closed) return undefined;
     if (!this.started) this.start();
+    if (text !== SSE_KEEPALIVE) this.eventSent = true;
     if (this.res.write(text)) return undefined;
     // One wait (listeners and stall watch) for however many writes are queued behind it.
     this.draining ??= new Promise<void>((resolve) => {
