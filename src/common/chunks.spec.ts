@@ -121,10 +121,9 @@ describe('responseToChunks', () => {
     expect(second.choices[0]).toMatchObject({ finish_reason: 'length', native_finish_reason: 'max_tokens' });
   });
 
-  it('produces chunks that each count as content', () => {
-    expect(
-      [...responseToChunks(response({ usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } }))].every(chunkHasContent),
-    ).toBe(true);
+  it('produces chunks that count as content up to the usage, which follows the finish', () => {
+    const chunks = [...responseToChunks(response({ usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } }))];
+    expect(chunks.map(chunkHasContent)).toEqual([true, true, false]);
   });
 });
 
@@ -156,6 +155,8 @@ describe('chunkHasContent', () => {
     expect(chunkHasContent(chunk({ content: '' }, { usage: null }))).toBe(false);
     expect(chunkHasContent({ ...chunk({}), choices: [] })).toBe(false);
     expect(chunkHasContent(chunk({ role: 'assistant', audio: { id: 'audio_1', data: '', transcript: '' }, images: [] }))).toBe(false);
+    // Nor does a usage figure in a chunk of its own before any answer.
+    expect(chunkHasContent({ ...chunk({}), choices: [], usage: { prompt_tokens: 1, completion_tokens: 0, total_tokens: 1 } })).toBe(false);
     // A running usage figure on the role chunk (Anthropic's message_start) commits nothing.
     expect(
       chunkHasContent({
@@ -176,7 +177,6 @@ describe('chunkHasContent', () => {
     ['an audio transcript', chunk({ audio: { transcript: 'Hel' } })],
     ['an image', chunk({ images: [{ type: 'image_url', image_url: { url: 'data:image/png;base64,iVBOR' } }] })],
     ['a finish reason', chunk({}, {}, 'stop')],
-    ['usage', { ...chunk({}), choices: [], usage: { prompt_tokens: 1, completion_tokens: 0, total_tokens: 1 } }],
   ])('is true for %s', (_what, c) => {
     expect(chunkHasContent(c)).toBe(true);
   });

@@ -34,13 +34,12 @@ export function* responseToChunks(res: ChatResponse): Generator<ChatChunk> {
 
 /**
  * Whether a chunk carries part of the answer (text, reasoning, a tool call, a refusal, audio or
- * images, a finish reason, or the final usage in a chunk of its own) rather than only the opening
- * role. Streams are committed
- * to a route at the first such chunk; until then the gateway may still fail over. A running usage
- * figure on the role chunk (Anthropic's message_start input count) is not an answer.
+ * images, a finish reason) rather than only the opening role. Streams are committed to a route at
+ * the first such chunk; until then the gateway may still fail over. A usage figure is not an
+ * answer, on the role chunk (Anthropic's message_start input count) or in a chunk of its own: a
+ * stream that sent one and then broke has sent nothing the client could keep.
  */
 export function chunkHasContent(chunk: ChatChunk): boolean {
-  if (chunk.usage && chunk.choices.length === 0) return true;
   for (const c of chunk.choices) if (c.finish_reason || deltaHasContent(c.delta)) return true;
   return false;
 }

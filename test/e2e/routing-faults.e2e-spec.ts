@@ -42,6 +42,7 @@ ${pair('f/stall-first', u, 'stall-first:5000', ', timeouts: { idle_ms: 300, firs
 ${pair('f/role-then-prefill', u, 'stall-first:800', ', timeouts: { idle_ms: 300, first_token_ms: 3000 }')}
 ${pair('f/headers-then-prefill', u, 'delay-first-token:800', ', timeouts: { idle_ms: 300, first_token_ms: 3000 }')}
 ${pair('f/malformed-first', u, 'malformed-first')}
+${pair('f/usage-first', u, 'usage-first')}
 ${pair('f/empty-flood', u, 'empty-flood:1500:300', ', timeouts: { idle_ms: 3000, first_token_ms: 3000 }')}
 ${pair('f/empty-flood-long', u, 'empty-flood:1500:1500', ', timeouts: { idle_ms: 3000, first_token_ms: 800 }')}
 ${pair('f/cut', u, 'cut')}
@@ -321,6 +322,12 @@ describe('routing under upstream faults', () => {
     const { text } = await streamText('f/malformed-first');
     expect(text).toBe('echo: one two three four');
     expect(sent()).toEqual(['malformed-first', 'ok']);
+  });
+
+  it('a usage figure before any content, then a reset: retried, then the next route answers', async () => {
+    const { text } = await streamText('f/usage-first');
+    expect(text).toBe('echo: one two three four');
+    expect(sent()).toEqual(['usage-first', 'usage-first', 'usage-first', 'ok']);
   });
 
   it.each(['f/cut', 'f/truncated', 'f/stall'])(
