@@ -161,6 +161,10 @@ export class RedisService implements OnModuleInit, OnApplicationShutdown {
       // disconnect() (ioredis waits 2 s by default), so shutdown does not wait on it.
       disconnectTimeout: 100,
       retryStrategy: (times) => Math.min(250 * times, 5000),
+      // A command whose answer was lost with its connection is not sent again on the next one:
+      // its caller has given up on it and acted on its own (a settlement made again later, from
+      // a guarded replay), and the command may well have run. Sent again, a spend counted twice.
+      autoResendUnfulfilledCommands: false,
     });
     this.redis = redis;
     redis.on('ready', () => {

@@ -625,6 +625,31 @@ describe('limits when Redis goes away', () => {
     }
   });
 
+  it('makes once a settlement whose answer was lost with its connection, though the connection is made again', async () => {
+    await redisBack();
+    const redis = new Redis(REDIS_URL);
+    try {
+      const { id, key } = await adminApi(gw).createKey({ name: 'settled across a reconnect', daily_budget_usd: '100' });
+      upstream.reset();
+      const slow = chat(gw, key, ask('acme/slow-priced', 10));
+      await upstream.waitForRequests(1);
+      proxy.dropReplies(); // the settlement runs in Redis; its answer never comes back
+      expect((await slow).status).toBe(200);
+      await new Promise((r) => setTimeout(r, 800)); // past REDIS_COMMAND_TIMEOUT_MS
+      await proxy.stop(); // the connection is lost, and made again
+      proxy.release();
+      await proxy.start();
+      await waitFor(shared, 'Redis to answer again');
+      const cost = nano(usdToPico((await gw.rows()).find((r) => r.api_key_id === id)!.cost_usd));
+      const counter = `${prefix}lim:{${id}}:spent:d:${Math.floor(Date.now() / 86_400_000)}`;
+      await waitFor(async () => Number(await redis.get(counter)) === cost, 'the settlement to be counted', 3000);
+      await new Promise((r) => setTimeout(r, 1500)); // a command sent again on the new connection, had it counted again
+      expect(Number(await redis.get(counter))).toBe(cost);
+    } finally {
+      redis.disconnect();
+    }
+  });
+
   it('counts in Redis, once it answers again, the spend of requests admitted per process while it stalled, once', async () => {
     await redisBack();
     const redis = new Redis(REDIS_URL);
