@@ -433,7 +433,7 @@ export class Env {
   @Min(50)
   SUBSCRIPTION_SYNC_MS = 5000;
 
-  /** Refresh an access token this long before it expires. */
+  /** Refresh an access token this long before it expires; at most half the lifetime of one this process got (at least 30 s). */
   @Type(() => Number)
   @IsInt()
   @Min(0)

@@ -47,6 +47,11 @@ interface PooledAccount {
   creds?: AccountCredentials;
   credsError?: string;
   expiresAt: number | null;
+  /**
+   * When this process got the current token, by a refresh or reading one stored while it ran:
+   * with `expiresAt`, the token's lifetime. Unknown for tokens read at start.
+   */
+  tokenSince?: number;
   externalAccountId: string | null;
   tokenVersion: number;
   refreshing?: Promise<void>;
@@ -88,6 +93,8 @@ const LOCK_WAIT_MS = LOCK_TTL_MS + 5_000;
 const LOCK_POLL_MS = 200;
 /** After a failed proactive refresh. */
 const REFRESH_RETRY_MS = 30_000;
+/** The refresh look-ahead is never under this (or the configured margin), however short a token's life. */
+const MIN_REFRESH_MARGIN_MS = 30_000;
 /** An account that failed this recently is used only when no other is left. */
 const HEALTH_WINDOW_MS = 60_000;
 /** A request waits for a refresh only when the token has less than this left; otherwise it refreshes behind. */
@@ -512,8 +519,18 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
 
   // --- token refresh -------------------------------------------------------------------------
 
+  /**
+   * Whether the token is within `margin` of its expiry; where its lifetime is known, a margin of
+   * at most half of it (but not under MIN_REFRESH_MARGIN_MS). A provider whose tokens live 10
+   * minutes or less had them refreshed at every sync with the 5-minute margin, each refresh
+   * spending a single-use refresh token for a token that was new.
+   */
   private needsRefresh(acc: PooledAccount, now: number, margin: number): boolean {
-    return acc.creds !== undefined && acc.expiresAt !== null && acc.expiresAt - now <= margin;
+    if (acc.creds === undefined || acc.expiresAt === null) return false;
+    let ahead = margin;
+    if (acc.tokenSince !== undefined)
+      ahead = Math.max(Math.min(margin, (acc.expiresAt - acc.tokenSince) / 2), Math.min(margin, MIN_REFRESH_MARGIN_MS));
+    return acc.expiresAt - now <= ahead;
   }
 
   /**
@@ -619,6 +636,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       }
       acc.creds = result.credentials;
       acc.expiresAt = result.expiresAt;
+      acc.tokenSince = Date.now();
       acc.tokenVersion = version;
       this.logger.log(`refreshed ${acc.provider} account "${acc.name}"`);
       this.apply(acc.id, { type: 'refreshed' });
@@ -661,6 +679,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     if (!acc.credsDirty) acc.credsBase = from;
     acc.creds = creds;
     acc.expiresAt = expiresAt;
+    acc.tokenSince = Date.now();
     acc.tokenVersion = version;
     acc.credsDirty = true;
   }
@@ -877,6 +896,8 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
   private adoptCredentials(acc: PooledAccount, sealed: string, version: number, expiresAt: Date | null): void {
     acc.credsDirty = false;
     acc.credsBase = undefined;
+    // New to this process (at start, or an account just added): how long ago it was made is unknown.
+    acc.tokenSince = acc.tokenVersion < 0 ? undefined : Date.now();
     acc.tokenVersion = version;
     acc.expiresAt = expiresAt ? expiresAt.getTime() : null;
     if (!this.vault.configured) {

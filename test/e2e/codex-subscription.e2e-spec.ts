@@ -626,6 +626,23 @@ models:
     expect((await accounts(gw)).find((x) => x.id === id)).toMatchObject({ status: 'active', failures: 0 });
   });
 
+  it('refreshes once a token that lives less than the look-ahead, not at every sync', async () => {
+    const ttl = tokens.accessTtlSeconds;
+    // Two minutes: inside the 5-minute margin (and the sync's 10-minute look-ahead) as it is issued.
+    tokens.accessTtlSeconds = 120;
+    try {
+      const before = tokens.refreshes.length;
+      const { gw } = await boot(1, { ttlSeconds: 1 });
+      await eventually(() => tokens.refreshes.length > before, 'the refresh of the expiring token');
+      await new Promise((r) => setTimeout(r, 1500)); // fifteen syncs at 100 ms
+      expect(tokens.refreshes.length - before).toBe(1);
+      expect((await ask(gw.client())).choices[0].message.content).toBe('echo: hello there');
+      expect(tokens.refreshes.length - before).toBe(1);
+    } finally {
+      tokens.accessTtlSeconds = ttl;
+    }
+  });
+
   it('an account whose token ran out while the token endpoint is down waits for it: one refresh, a 503, no growing cooldown', async () => {
     tokens.failNext = 100;
     const { gw } = await boot(1, { ttlSeconds: 1 });
