@@ -156,14 +156,15 @@ models:
     expect(predictions()[0]).toMatchObject({ path: expect.stringMatching(/:streamRawPredict$/), body: { stream: true } });
   });
 
-  it('gets a new token when the cached one is about to expire', async () => {
-    // A token that lives less than the refresh margin is replaced on every call.
+  it('keeps a token that lives less than the refresh margin for half its life, not one call', async () => {
     upstream.expiresIn = 120;
     upstream.revokeAll();
+    // The cached token is refused once (revoked), and replaced by a two-minute one that serves both.
     for (const m of ['a', 'b']) await client.chat.completions.create({ model: 'vertex/sonnet', messages: [{ role: 'user', content: m }] });
-    expect(exchanges()).toHaveLength(2);
-    const [first, second] = predictions().map((c) => c.headers.authorization);
-    expect(first).not.toBe(second);
+    expect(exchanges()).toHaveLength(1);
+    const [refused, first, second] = predictions().map((c) => c.headers.authorization);
+    expect(refused).not.toBe(first);
+    expect(first).toBe(second);
   });
 
   it('drops a token Vertex refuses and retries once with a fresh one', async () => {
@@ -371,6 +372,25 @@ models:
       const d = await source.token(sa, call());
       expect(d).not.toBe(a);
       expect(source.exchanges).toBe(2);
+    });
+
+    it('replaces a token that lives less than twice the margin half-way through its life', async () => {
+      upstream.expiresIn = 60;
+      try {
+        const source = new GoogleTokenSource(http);
+        let now = Date.now();
+        source.now = () => now;
+        const sa = loadServiceAccount(writeAccount('short.json', keys.privateKey));
+        const a = await source.token(sa, call());
+        now += 29_000;
+        expect(await source.token(sa, call())).toBe(a);
+        expect(source.exchanges).toBe(1);
+        now += 2000; // within the stand-in's minute of clock skew
+        expect(await source.token(sa, call())).not.toBe(a);
+        expect(source.exchanges).toBe(2);
+      } finally {
+        upstream.expiresIn = 3599;
+      }
     });
 
     it('lets a caller leave without cancelling the exchange for the others', async () => {

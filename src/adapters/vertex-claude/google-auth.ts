@@ -85,8 +85,8 @@ export function serviceAccountJwt(sa: ServiceAccount, scope: string, nowSeconds:
 
 interface CachedToken {
   token: string;
-  /** ms since epoch */
-  expiresAt: number;
+  /** When a new one is fetched (ms since epoch): TOKEN_REFRESH_MARGIN_MS before its expiry, or half-way through a shorter life. */
+  refreshAt: number;
 }
 
 export interface TokenCall {
@@ -99,7 +99,8 @@ export interface TokenCall {
 /**
  * OAuth access tokens for service accounts, cached until shortly before they expire. Concurrent
  * requests share one exchange; a refresh happens only when the cached token is within
- * `TOKEN_REFRESH_MARGIN_MS` of expiry or was invalidated (the upstream said 401).
+ * `TOKEN_REFRESH_MARGIN_MS` of expiry (half-way through a shorter life) or was invalidated (the
+ * upstream said 401).
  */
 @Injectable()
 export class GoogleTokenSource {
@@ -119,7 +120,7 @@ export class GoogleTokenSource {
   async token(sa: ServiceAccount, call: TokenCall, scope = CLOUD_PLATFORM_SCOPE): Promise<string> {
     const id = this.id(sa, scope);
     const cached = this.cache.get(id);
-    if (cached && cached.expiresAt - TOKEN_REFRESH_MARGIN_MS > this.now()) return cached.token;
+    if (cached && cached.refreshAt > this.now()) return cached.token;
     const refusal = this.refused.get(id);
     if (refusal && refusal.until > this.now()) throw exchangeFailed(call, refusal.reason);
     let p = this.pending.get(id);
@@ -188,7 +189,8 @@ export class GoogleTokenSource {
     }
     if (typeof json.access_token !== 'string' || !json.access_token) throw fail('the token endpoint answered without access_token');
     const ttl = typeof json.expires_in === 'number' && json.expires_in > 0 ? json.expires_in : 3600;
-    const entry = { token: json.access_token, expiresAt: issuedAt + ttl * 1000 };
+    // A token that lives less than twice the margin was exchanged again at every call.
+    const entry = { token: json.access_token, refreshAt: issuedAt + ttl * 1000 - Math.min(TOKEN_REFRESH_MARGIN_MS, (ttl * 1000) / 2) };
     this.cache.set(this.id(sa, scope), entry);
     return entry;
   }
