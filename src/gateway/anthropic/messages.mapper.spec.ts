@@ -342,6 +342,31 @@ describe('messagesToChat', () => {
 });
 
 describe('chatToMessage', () => {
+  it('gives every tool_use an object input, wrapping arguments that are broken or not an object', () => {
+    const answer = (args: string): ChatResponse => ({
+      id: 'x',
+      object: 'chat.completion',
+      created: 0,
+      model: 'm',
+      choices: [
+        {
+          index: 0,
+          message: {
+            role: 'assistant',
+            content: null,
+            tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'f', arguments: args } }],
+          },
+          finish_reason: 'tool_calls',
+        },
+      ],
+    });
+    const input = (args: string) => (chatToMessage(answer(args), 'msg_1', 'm').content as Array<{ input: unknown }>)[0].input;
+    expect(input('{"city":"Oslo"}')).toEqual({ city: 'Oslo' });
+    expect(input('')).toEqual({});
+    for (const raw of ['Paris please', '[1,2]', 'null', '"Paris"', '42', '{"a":'])
+      expect([raw, input(raw)]).toEqual([raw, { _raw_arguments: raw }]);
+  });
+
   it("turns Claude's reasoning_details into signed and redacted thinking, another model's into plain thinking", () => {
     const answer = (details: unknown[]): ChatResponse => ({
       id: 'x',
@@ -658,6 +683,35 @@ describe('ChatToMessagesStream', () => {
     }
     return done;
   }
+
+  it('sends arguments that are not a JSON object as an object, once the block ends, and streams those that are', () => {
+    const t = new ChatToMessagesStream('msg_r', 'p', 1);
+    const call = (index: number, args: string, name?: string) =>
+      chunk({
+        tool_calls: [
+          { index, ...(name ? { id: `call_${index}`, type: 'function' } : {}), function: { ...(name ? { name } : {}), arguments: args } },
+        ],
+      });
+    const events = [
+      ...t.push(call(0, '  ', 'a')),
+      ...t.push(call(0, 'Paris ')),
+      ...t.push(call(0, 'please')),
+      ...t.push(call(1, '[1,', 'b')),
+      ...t.push(call(1, '2]')),
+      ...t.push(call(2, 'null', 'c')),
+      ...t.push(call(3, ' \n', 'd')),
+      ...t.push(call(3, '{"x":')),
+      ...t.push(call(3, '1}')),
+      ...t.push(chunk({}, 'tool_calls')),
+      ...t.finishEvents(),
+    ];
+    expect(replay(events)).toEqual([
+      { id: 'call_0', name: 'a', input: { _raw_arguments: '  Paris please' } },
+      { id: 'call_1', name: 'b', input: { _raw_arguments: '[1,2]' } },
+      { id: 'call_2', name: 'c', input: { _raw_arguments: 'null' } },
+      { id: 'call_3', name: 'd', input: { x: 1 } },
+    ]);
+  });
 
   it('holds back a call that starts while another is open, so that late arguments reach their own open block', () => {
     const t = new ChatToMessagesStream('msg_9', 'p', 1);

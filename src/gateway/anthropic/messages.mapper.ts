@@ -399,14 +399,21 @@ export function messagesUsage(u: Usage | null | undefined): AnthropicUsage & { i
   };
 }
 
-function parseInput(args: string | undefined): unknown {
+/**
+ * A tool call's arguments as Anthropic's `input`, always an object. A model that produced broken
+ * JSON, or JSON that is not an object (`"Paris"`, `[1,2]`, `null`, which small models' tool
+ * parsers write): the client still sees what it produced, in an object, since a tool_use block
+ * whose input is not one is refused when the conversation sends it back.
+ */
+function parseInput(args: string | undefined): Record<string, unknown> {
   if (!args || args.trim() === '') return {};
   try {
-    return JSON.parse(args);
+    const v: unknown = JSON.parse(args);
+    if (v !== null && typeof v === 'object' && !Array.isArray(v)) return v as Record<string, unknown>;
   } catch {
-    // A model that produced broken JSON: the client still sees what it produced.
-    return { _raw_arguments: args };
+    // as below
   }
+  return { _raw_arguments: args };
 }
 
 /** A thinking block as OpenRouter's `reasoning_details` entry (Claude's format). */
@@ -532,7 +539,7 @@ function matchedStop(choice: Record<string, unknown> | undefined, stops: readonl
   return typeof v === 'string' && stops.includes(v) ? v : null;
 }
 
-type OpenBlock = { kind: 'text' | 'thinking' | 'tool_use'; index: number };
+type OpenBlock = { kind: 'text' | 'thinking' | 'tool_use'; index: number; call?: ToolCallState };
 
 /** A tool call of the chat stream: its content block once started, its arguments while held back. */
 interface ToolCallState {
@@ -540,6 +547,14 @@ interface ToolCallState {
   name: string;
   block?: number;
   held: string[];
+  /**
+   * Whether the arguments are a JSON object, known at their first character other than white
+   * space ('{'). Any other start is held whole and sent as `{"_raw_arguments": ...}` when the
+   * block ends: streamed as they came, the SDK's parse of the block threw and lost the answer.
+   */
+  shape?: 'object' | 'raw';
+  /** The arguments while their shape is unknown (white space), or all of them when raw. */
+  text: string;
 }
 
 /** Text or reasoning that came while a tool call's block was open, sent after the calls (`redacted`: its data). */
@@ -737,7 +752,7 @@ export class ChatToMessagesStream {
     this.sawTools = true;
     let call = this.tools.get(t.index);
     if (!call) {
-      call = { id: uniqueToolId(anthropicToolId(t.id, `toolu_${this.tools.size}`), this.usedToolIds), name: '', held: [] };
+      call = { id: uniqueToolId(anthropicToolId(t.id, `toolu_${this.tools.size}`), this.usedToolIds), name: '', held: [], text: '' };
       this.tools.set(t.index, call);
       this.pending.push(call);
     }
@@ -745,7 +760,7 @@ export class ChatToMessagesStream {
     const args = t.function?.arguments;
     if (args) {
       if (call.block === undefined) call.held.push(args);
-      else out.push(ev('content_block_delta', { index: call.block, delta: { type: 'input_json_delta', partial_json: args } }));
+      else this.arguments(call, args, out);
     }
     // The first waiting call starts streaming once it has a name and no other call's block is open.
     const next = this.pending[0];
@@ -760,15 +775,36 @@ export class ChatToMessagesStream {
   private startTool(call: ToolCallState, out: MessagesEvent[]): void {
     const index = this.blocks++;
     call.block = index;
-    this.open = { kind: 'tool_use', index };
+    this.open = { kind: 'tool_use', index, call };
     out.push(ev('content_block_start', { index, content_block: { type: 'tool_use', id: call.id, name: call.name, input: {} } }));
     if (call.held.length) {
-      out.push(ev('content_block_delta', { index, delta: { type: 'input_json_delta', partial_json: call.held.join('') } }));
+      this.arguments(call, call.held.join(''), out);
       call.held = [];
     }
   }
 
+  /** A started call's next arguments: streamed once they are known to be an object (see ToolCallState.shape). */
+  private arguments(call: ToolCallState, args: string, out: MessagesEvent[]): void {
+    if (call.shape === undefined) {
+      call.text += args;
+      const start = call.text.trimStart();
+      if (start === '') return;
+      call.shape = start.startsWith('{') ? 'object' : 'raw';
+      if (call.shape === 'raw') return;
+      args = call.text;
+      call.text = '';
+    }
+    if (call.shape === 'raw') call.text += args;
+    else out.push(ev('content_block_delta', { index: call.block, delta: { type: 'input_json_delta', partial_json: args } }));
+  }
+
   private closeOpen(out: MessagesEvent[]): void {
+    const call = this.open?.call;
+    if (call?.shape === 'raw') {
+      const raw = JSON.stringify({ _raw_arguments: call.text });
+      out.push(ev('content_block_delta', { index: call.block, delta: { type: 'input_json_delta', partial_json: raw } }));
+      call.text = '';
+    }
     if (this.open) out.push(ev('content_block_stop', { index: this.open.index }));
     this.open = undefined;
   }
