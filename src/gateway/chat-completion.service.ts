@@ -161,6 +161,7 @@ export class ChatCompletionService {
       }
       // Choice 0's, as a one-shot answer's row has it (n > 1 ends its choices in any order).
       if (c.finish_reason && (c.index ?? 0) === 0) rec.finishReason = String(c.finish_reason);
+      rec.sentChoice(c.index, !!c.finish_reason);
     }
   }
 }

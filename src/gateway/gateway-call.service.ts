@@ -71,7 +71,7 @@ function streamError(err: GatewayError, rec: RequestRecord, object: string, choi
     model: rec.execution?.model.id ?? rec.model,
     ...(route ? { provider: route.kind, route: route.id } : {}),
     error: { message: err.message, type: err.type, code: err.code, param: err.param, ...(err.metadata ? { metadata: err.metadata } : {}) },
-    choices: [{ index: 0, ...choice, finish_reason: 'error' }],
+    choices: rec.openChoices().map((index) => ({ index, ...choice, finish_reason: 'error' })),
   };
 }
 

@@ -35,6 +35,8 @@ export class RequestRecord {
   error: string | null = null;
   errorCode: string | null = null;
   finishReason: string | null = null;
+  /** Streams: the choices sent to the client, and those of them that finished. */
+  private choices?: { sent: Set<number>; ended: Set<number> };
   /** Streams: until the first content reached the client; one-shot answers: until the whole answer came. */
   ttftMs?: number;
   usage?: Usage;
@@ -159,6 +161,23 @@ export class RequestRecord {
     const pricing = route?.pricing ?? (billed?.model ?? this.execution?.model ?? this.modelDef)?.pricing;
     const billable = route !== undefined && !this.free;
     return pricing && billable ? costPico(counts, pricing, 1, this.request ? countImages(this.request) : 0) : 0n;
+  }
+
+  /** A streamed choice went to the client (`finished`: with its finish reason). */
+  sentChoice(index: number | undefined, finished: boolean): void {
+    this.choices ??= { sent: new Set(), ended: new Set() };
+    this.choices.sent.add(index ?? 0);
+    if (finished) this.choices.ended.add(index ?? 0);
+  }
+
+  /**
+   * The choices a stream that failed leaves unfinished, which the error that ends it closes:
+   * those sent and not finished, choice 0 when none was sent, none when all had finished (an
+   * error over a finished choice told clients a whole answer had failed).
+   */
+  openChoices(): number[] {
+    if (!this.choices) return [0];
+    return [...this.choices.sent].filter((i) => !this.choices!.ended.has(i));
   }
 
   /** What the client is billed, in USD, as OpenRouter's `usage.cost` gives it (the row's cost_usd). */

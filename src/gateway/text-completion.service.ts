@@ -148,6 +148,7 @@ export class TextCompletionService {
             rec.deliveredUnits += textUnits(echo.strip(c.index ?? 0, c.text));
             if (kept) kept.text += c.text;
           }
+          rec.sentChoice(c.index, !!c.finish_reason);
           if (c.finish_reason) {
             // Choice 0's, as a one-shot answer's row has it.
             if ((c.index ?? 0) === 0) rec.finishReason = c.finish_reason;

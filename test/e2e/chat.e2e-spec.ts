@@ -52,6 +52,12 @@ models:
         base_url: ${upstream}
         provider_model_id: "no-usage:silent"
         timeouts: { idle_ms: 4000 }
+  - id: acme/reset-after-finish
+    context_length: 8192
+    route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: "no-usage:reset" }]
+  - id: acme/n-cut-reset
+    context_length: 8192
+    route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: "n-cut:reset" }]
   - id: acme/silent-after-usage
     context_length: 8192
     route:
@@ -668,6 +674,30 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     const row = (await gw.rows()).filter((r) => r.model === 'acme/silent-after-finish').pop()!;
     expect(row).toMatchObject({ status_code: 200, usage_estimated: true, finish_reason: 'stop' });
     expect(row.completion_tokens).toBeGreaterThan(0);
+  });
+
+  it('ends a stream whose upstream finished every choice and then broke the connection as whole, its output estimated', async () => {
+    const res = await streamWithUsage('acme/reset-after-finish', 'one two');
+    const text = await res.text();
+    expect(text).toContain('"finish_reason":"stop"');
+    expect(text).not.toContain('"error"');
+    expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
+    const row = (await gw.rows()).filter((r) => r.model === 'acme/reset-after-finish').pop()!;
+    expect(row).toMatchObject({ status_code: 200, usage_estimated: true, finish_reason: 'stop' });
+  });
+
+  it('ends a stream that breaks with one of two choices finished by an error on the other only', async () => {
+    const res = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'acme/n-cut-reset', n: 2, stream: true, messages: [{ role: 'user', content: 'x' }] }),
+    });
+    const events = (await res.text()).split('\n\n').filter((e) => e.startsWith('data: '));
+    expect(events.at(-1)).not.toBe('data: [DONE]');
+    const last = JSON.parse(events.at(-1)!.slice(6)) as { error?: unknown; choices: unknown[] };
+    expect(last.error).toBeDefined();
+    // Choice 0 had finished (stop): the error is told on choice 1, which had not.
+    expect(last.choices).toEqual([{ index: 1, delta: { content: '' }, finish_reason: 'error' }]);
   });
 
   it('reads a stream on while a choice is still answering, though the other finished and usage came with each chunk', async () => {

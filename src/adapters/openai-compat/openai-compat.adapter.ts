@@ -316,7 +316,17 @@ export class OpenAiCompatAdapter implements LlmAdapter {
         }
       }
     } catch (err) {
-      if (!leftAfterAnswer) throw this.http.toUpstreamError(err, callInfo(route, ctx));
+      const e = leftAfterAnswer ? undefined : this.http.toUpstreamError(err, callInfo(route, ctx));
+      // The connection broke once every choice seen had finished: the answer is whole, as when
+      // the server goes silent there (its usage estimated if it sent none). An error the stream
+      // itself told is not a break.
+      const brokeAfterAnswer =
+        e instanceof UpstreamError &&
+        e.failure === 'reset' &&
+        !(err instanceof UpstreamError) &&
+        ended.size > 0 &&
+        ended.size === seen.size;
+      if (e && !brokeAfterAnswer) throw e;
     } finally {
       sse.close();
       clearTimeout(grace);
