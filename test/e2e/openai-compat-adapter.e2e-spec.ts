@@ -154,11 +154,25 @@ describe('openai_compat adapter', () => {
     expect(last.usage).toMatchObject({ prompt_tokens: expect.any(Number), completion_tokens: expect.any(Number) });
   });
 
+  it('skips stream events with no data, as a client would have to', async () => {
+    let text = '';
+    for await (const c of adapter.stream(
+      { model: 'm', messages: [{ role: 'user', content: 'one two three four' }] },
+      route('empty-data'),
+      ctx(),
+    ))
+      text += c.choices[0]?.delta.content ?? '';
+    expect(text).toBe('echo: one two three four');
+  });
+
   it.each([
     ['truncated', /ended the stream before the answer was complete/],
     ['malformed', /malformed stream event/],
     ['mid-error', /failed mid-stream: The model crashed mid-answer/],
     ['null-event', /sent a stream event that is not a JSON object \(null\)/],
+    // Not read as no choices (the text in them lost, the answer "finished" by the gateway).
+    ['choices-object', /cannot read \(choices is not a list\)/],
+    ['bad-index', /cannot read \(choices\[0\]\.index is not a choice number\)/],
   ])('fails a %s stream with a typed error', async (scenario, message) => {
     const run = async () => {
       for await (const _ of adapter.stream(

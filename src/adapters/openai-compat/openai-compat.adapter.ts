@@ -259,6 +259,8 @@ export class OpenAiCompatAdapter implements LlmAdapter {
             done = true;
             break read;
           }
+          // An event with no data (`data:` alone) carries nothing; OpenAI's SDKs could not parse it either.
+          if (ev.data.trim() === '') continue;
           const chunk = parseEvent<WireChunk>(ev.data, route);
           if (chunk.error) throw inBandError(chunk.error, route, 'failed mid-stream');
           // vLLM's error object sent bare as an event (`{"object": "error", "message", "code"}`).
@@ -273,6 +275,9 @@ export class OpenAiCompatAdapter implements LlmAdapter {
             withoutMiniMaxStatus(chunk);
           else if (miniMaxStatus(chunk, route)) moderated = true;
           if (!Array.isArray(chunk.choices)) {
+            // Choices that are there but not a list are an answer the gateway cannot read, not none.
+            if (chunk.choices !== undefined && chunk.choices !== null)
+              throw protocolError(route, 'sent a stream event the gateway cannot read (choices is not a list)');
             // A usage chunk without `choices: []` (seen from some servers) still carries the usage.
             if (chunk.usage == null) continue;
             chunk.choices = [];

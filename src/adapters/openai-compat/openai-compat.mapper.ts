@@ -128,6 +128,9 @@ export function choicesProblem(choices: readonly unknown[], part: 'message' | 'd
   for (let i = 0; i < choices.length; i++) {
     const c = choices[i];
     if (!isJsonObject(c)) return `choices[${i}] is not an object`;
+    // Absent, it is read as 0 (normalizeChunk); a negative or fractional one no client can place.
+    if (c.index !== undefined && c.index !== null && !(Number.isSafeInteger(c.index) && (c.index as number) >= 0))
+      return `choices[${i}].index is not a choice number`;
     if (part === 'text') {
       if (c.text !== undefined && c.text !== null && typeof c.text !== 'string') return `choices[${i}].text is not text`;
       continue;
