@@ -159,7 +159,8 @@ export class MessagesService {
 
   private prepare(req: Request, scope: CallScope, countOnly: boolean): MessagesJob {
     const { rec } = scope;
-    const body = validateMessagesRequest(req.body, countOnly);
+    const betas = betasOf(req.headers['anthropic-beta']);
+    const body = validateMessagesRequest(req.body, countOnly, betas);
     rec.body = body;
     const user = (body.metadata as { user_id?: unknown } | undefined)?.user_id;
     rec.userId = typeof user === 'string' ? user : null;
@@ -168,7 +169,7 @@ export class MessagesService {
     const { relayed, options } = splitGatewayFields(body);
     const call: MessagesCall = {
       body: relayed,
-      betas: betasOf(req.headers['anthropic-beta']),
+      betas,
       version: typeof version === 'string' && version ? version : undefined,
     };
     // The canonical form serves translated routes; a request it cannot express fails only those.

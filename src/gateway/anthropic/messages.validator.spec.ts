@@ -87,6 +87,12 @@ describe('validateMessagesRequest', () => {
     expect(problem({ ...ok, system: [{ type: 'image' }] })).toMatch(/^system\.0:/);
   });
 
+  it("takes a thinking budget over max_tokens with interleaved thinking, where it is the whole turn's", () => {
+    const body = { ...ok, max_tokens: 2000, thinking: { type: 'enabled', budget_tokens: 5000 } };
+    expect(() => validateMessagesRequest(body, false, ['interleaved-thinking-2025-05-14'])).not.toThrow();
+    expect(() => validateMessagesRequest(body, false, ['oauth-2025-04-20'])).toThrow(/must be greater than thinking.budget_tokens/);
+  });
+
   it('refuses a tool_choice no answer can satisfy, unless a toolset or MCP server offers tools the request does not list', () => {
     const tools = [{ name: 'get_weather', input_schema: { type: 'object' } }];
     expect(problem({ ...ok, tool_choice: { type: 'any' } })).toBe("tool_choice: Input type 'any' is only allowed when tools are specified");

@@ -115,8 +115,9 @@ function checkSource(source: unknown, where: string, block: 'image' | 'document'
  * Checks an Anthropic Messages body (or a count_tokens body, which has no `max_tokens`) quickly
  * and names the first bad field the way Anthropic's API does (`messages.1.content.0.text`).
  * Unknown fields pass through untouched (for Claude routes, which relay the body as it is).
+ * `betas`: the request's `anthropic-beta` values.
  */
-export function validateMessagesRequest(body: unknown, countOnly = false): Json {
+export function validateMessagesRequest(body: unknown, countOnly = false, betas: readonly string[] = []): Json {
   if (!isJsonObject(body)) fail('body', 'the request body must be a JSON object');
   if (body.model === undefined || body.model === null) fail('model', 'Field required');
   if (typeof body.model !== 'string' || body.model.trim() === '') fail('model', 'Input should be a non-empty string');
@@ -214,7 +215,10 @@ export function validateMessagesRequest(body: unknown, countOnly = false): Json 
       if (th.budget_tokens === undefined || th.budget_tokens === null) fail('thinking.budget_tokens', 'Field required');
       if (typeof th.budget_tokens !== 'number' || !Number.isInteger(th.budget_tokens))
         fail('thinking.budget_tokens', 'Input should be a valid integer');
-      if (!countOnly && typeof body.max_tokens === 'number' && th.budget_tokens >= body.max_tokens)
+      // With interleaved thinking the budget is the whole turn's, across its thinking blocks, and
+      // may exceed max_tokens (Anthropic's extended-thinking docs); Claude Code sends that beta.
+      const interleaved = betas.some((b) => b.startsWith('interleaved-thinking-'));
+      if (!countOnly && !interleaved && typeof body.max_tokens === 'number' && th.budget_tokens >= body.max_tokens)
         fail('max_tokens', 'must be greater than thinking.budget_tokens');
     }
   }
