@@ -65,6 +65,17 @@ describe('CircuitBreaker', () => {
     expect(b.openUntil).toBe(2500);
   });
 
+  it('opens no longer than the Retry-After of the failure that trips it', () => {
+    const b = new CircuitBreaker();
+    fail(b, 2, 0);
+    expect(b.onFailure(b.tryAcquire(0, policy), true, 0, policy, 300)).toBe('opened');
+    expect(b.openUntil).toBe(300);
+    expect(b.tryAcquire(300, policy)).toBe('probe');
+    // A longer wait than the cooldown does not lengthen it.
+    expect(b.onFailure('probe', true, 300, policy, 60_000)).toBe('opened');
+    expect(b.openUntil).toBe(1300);
+  });
+
   it('frees the probe slot when a probe ends without a verdict', () => {
     const b = new CircuitBreaker();
     fail(b, 3, 0);

@@ -59,14 +59,23 @@ export class CircuitBreaker {
   /**
    * The attempt failed. `countable` says whether the failure is the endpoint's (5xx, 408, 429,
    * connection, timeout) rather than the request's (other 4xx) or the client's (it left).
+   * `retryAfterMs`: when the endpoint said to come back (a 429's or 529's Retry-After); a circuit
+   * it opens stays open no longer than that. A model's only route, overloaded for 3 s, was
+   * otherwise refused by the gateway itself for the whole cooldown.
    */
-  onFailure(permit: CircuitPermit | undefined, countable: boolean, now: number, policy: CircuitPolicy): CircuitTransition | undefined {
+  onFailure(
+    permit: CircuitPermit | undefined,
+    countable: boolean,
+    now: number,
+    policy: CircuitPolicy,
+    retryAfterMs?: number,
+  ): CircuitTransition | undefined {
     this.release(permit);
     if (!countable) return undefined;
     this.consecutiveFailures++;
     const trip = this.state === 'half_open' || (this.state === 'closed' && this.consecutiveFailures >= policy.failureThreshold);
     if (!trip) return undefined;
-    this.open(now, now + policy.cooldownMs);
+    this.open(now, now + (retryAfterMs === undefined ? policy.cooldownMs : Math.min(policy.cooldownMs, Math.max(0, retryAfterMs))));
     return 'opened';
   }
 

@@ -277,8 +277,12 @@ export class RouteExecutor {
           if (decision.kind === 'larger_context' && this.fitCompletion(ex, err)) decision = { kind: 'retry', delayMs: 0 };
           if (decision.kind === 'larger_context') needContext = contextLengthOf(cand.model, cand.route);
           // This failure opened the route's circuit (or opened it again, a half-open probe's):
-          // the retry would be refused after the wait, which would be spent for nothing.
-          if (decision.kind === 'retry' && !this.state.admitsAt(cand.state, performance.now() + decision.delayMs)) {
+          // the next route now, not a wait for a retry the circuit refuses, or lets through as
+          // its one probe (it stays open no longer than a Retry-After, which the wait may equal).
+          if (
+            decision.kind === 'retry' &&
+            (cand.state.breaker.state === 'open' || !this.state.admitsAt(cand.state, performance.now() + decision.delayMs))
+          ) {
             (ex.unavailable ??= []).push(`${cand.route.id}: circuit open`);
             decision = { kind: 'next' };
           }

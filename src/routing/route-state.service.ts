@@ -265,7 +265,7 @@ export class RouteStateService {
     }
     st.lastError = err.message.slice(0, 500);
     st.lastErrorAt = Date.now();
-    const t = st.breaker.onFailure(permit, countable, now, this.registry.current().routing.circuitBreaker);
+    const t = st.breaker.onFailure(permit, countable, now, this.registry.current().routing.circuitBreaker, err.retryAfterMs);
     if (t) this.emit(st, t);
   }
 

@@ -442,12 +442,31 @@ models:
     route:
       - { kind: openai_compat, id: limited, base_url: "${u}", provider_model_id: "fail-n:503:100:3" }
       - { kind: openai_compat, id: backup, base_url: "${u}", provider_model_id: ok }
+  - id: c/solo
+    context_length: 8192
+    route:
+      - { kind: openai_compat, id: only, base_url: "${u}", provider_model_id: "fail-n:429:1:1" }
 `,
     });
   });
   afterAll(async () => {
     await gw?.close();
     await upstream.stop();
+  });
+
+  it("stays open no longer than the Retry-After of the failure that opened it: a model's only route is asked again then", async () => {
+    const ask = () =>
+      gw
+        .client()
+        .chat.completions.create({ model: 'c/solo', messages: [{ role: 'user', content: 'hi' }] }, { maxRetries: 0 })
+        .catch((e: unknown) => e as APIError);
+    // The 429 said to come back in 1 s; its circuit opened (threshold 1), and the client is told so.
+    const first = await ask();
+    expect(first).toMatchObject({ status: 429 });
+    await new Promise((r) => setTimeout(r, 1100));
+    // Not refused by the gateway for the whole 30 s cooldown: the route answers again.
+    const second = await ask();
+    expect((second as OpenAI.Chat.Completions.ChatCompletion).choices?.[0].message.content).toBe('echo: hi');
   });
 
   it('is not waited for: the failure that opened the circuit moves on to the next route at once, not after its Retry-After', async () => {
