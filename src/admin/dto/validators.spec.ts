@@ -8,6 +8,10 @@ describe('parseTimestamp', () => {
     expect(parseTimestamp('2026-11-21T10:00:00+02:00')?.toISOString()).toBe('2026-11-21T08:00:00.000Z');
     expect(parseTimestamp(1_800_000_000)?.getTime()).toBe(1_800_000_000_000);
     expect(parseTimestamp('1800000000')?.getTime()).toBe(1_800_000_000_000);
+    // Up to the last second before the year 10000, as the error message says; milliseconds are not seconds.
+    expect(parseTimestamp('253402300799')?.toISOString()).toBe('9999-12-31T23:59:59.000Z');
+    expect(parseTimestamp('253402300800')).toBeUndefined();
+    expect(parseTimestamp('1800000000000')).toBeUndefined();
   });
 
   it.each([

@@ -70,7 +70,7 @@ function parseAnyTimestamp(v: unknown): Date | undefined {
   // Eight digits that read as a date (20261207, ISO's basic form) are not taken as epoch seconds
   // (1970-08-23): refused, not answered for a range the operator did not mean.
   if (/^(19|20)\d\d(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])$/.test(s)) return undefined;
-  if (/^\d{1,11}(\.\d+)?$/.test(s)) return new Date(Number(s) * 1000);
+  if (/^\d{1,12}(\.\d+)?$/.test(s)) return new Date(Number(s) * 1000);
   const m = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(?:Z|[+-](\d{2}):?(\d{2}))?)?$/.exec(s);
   if (!m) return undefined;
   // Date() rolls an impossible date over (February 30 is March 2, 24:00 the next day): refuse it.
