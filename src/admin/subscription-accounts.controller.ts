@@ -20,9 +20,14 @@ export class SubscriptionAccountsController {
   constructor(private readonly accounts: AccountAdmin) {}
 
   @Get()
-  async list(@Query('provider') provider?: string): Promise<{ object: 'list'; data: AccountView[] }> {
-    if (provider !== undefined && !isSubscriptionProvider(provider))
-      throw new InvalidRequestError(`provider must be claude or codex, not "${provider}"`, 'provider');
+  async list(@Query() query: Record<string, unknown>): Promise<{ object: 'list'; data: AccountView[] }> {
+    // Refused as the key endpoints refuse them: a filter that is ignored lists what was not asked for.
+    const unknown = Object.keys(query).filter((k) => k !== 'provider');
+    if (unknown.length > 0)
+      throw new InvalidRequestError(`Invalid query: ${unknown.map((k) => `property ${k} should not exist`).join('; ')}`, unknown[0]);
+    const provider = query.provider;
+    if (provider !== undefined && (typeof provider !== 'string' || !isSubscriptionProvider(provider)))
+      throw new InvalidRequestError(`provider must be claude or codex, not ${JSON.stringify(provider)}`, 'provider');
     return { object: 'list', data: await this.accounts.list(provider) };
   }
 

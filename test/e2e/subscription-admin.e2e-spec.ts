@@ -248,6 +248,20 @@ describe.each(['sqlite', 'postgres'] as const)('subscription accounts admin API 
 
     const noBody = await post('');
     expect(noBody.status).toBe(400);
+    // A filter the list does not know is refused, not ignored (every account listed).
+    for (const query of ['?status=cooldown', '?provider=claude&provider=codex']) {
+      const res = await gw.admin(query);
+      expect([query, res.status]).toEqual([query, 400]);
+    }
+    // A body that is not an object is told so, as on the key endpoints, not listed as every field missing.
+    for (const body of [null, [], 'x']) {
+      const res = await post('', body);
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { error: { message: string; param: string } }).error).toMatchObject({
+        message: 'The request body must be a JSON object',
+        param: 'body',
+      });
+    }
 
     const badImport = await post('/import', {
       provider: 'codex',

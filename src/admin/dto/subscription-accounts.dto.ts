@@ -59,6 +59,9 @@ export class ImportAccountsDto {
 /** Nest's ValidationPipe, after the check for names class-transformer drops (`__proto__`, ...). */
 class AccountBodyPipe extends ValidationPipe {
   override transform(value: unknown, meta: ArgumentMetadata): Promise<unknown> {
+    // Else a null or a list is read as an empty object, and answered with every field missing.
+    if (meta.type === 'body' && (value === null || value === undefined || typeof value !== 'object' || Array.isArray(value)))
+      throw new InvalidRequestError('The request body must be a JSON object', 'body');
     refuseReservedKeys(value, 'request body');
     return super.transform(value, meta);
   }
