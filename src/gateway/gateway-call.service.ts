@@ -141,6 +141,8 @@ export class GatewayCalls {
     const clientId = req.headers['x-request-id'];
     if (typeof clientId === 'string' && clientId) rec.clientRequestId = clientId.slice(0, 200);
     rec.keyId = ctx?.principal?.id ?? null;
+    // Express keeps the path as sent; the first middleware served it as /v1/... .
+    rec.openRouterBase = req.originalUrl.startsWith('/api/v1/');
     const body = req.body as Record<string, unknown> | undefined;
     if (body && typeof body.model === 'string') rec.model = body.model;
     // Also for a request refused before its handler reads the body (shutdown's 503).

@@ -35,6 +35,12 @@ export class RequestRecord {
   error: string | null = null;
   errorCode: string | null = null;
   finishReason: string | null = null;
+  /**
+   * Asked under OpenRouter's base path (`/api/v1/...`), where a stream always ends with its usage:
+   * OpenRouter's `usage: {include: true}` and `stream_options.include_usage` no longer change
+   * anything there, and its clients (the AI SDK's OpenRouter provider) send neither.
+   */
+  openRouterBase = false;
   /** Streams: the choices sent to the client, and those of them that finished. */
   private choices?: { sent: Set<number>; ended: Set<number> };
   /** Streams: until the first content reached the client; one-shot answers: until the whole answer came. */

@@ -13,7 +13,10 @@ import type { RequestRecord } from './request-record';
 export class StreamUsage {
   /** The upstream's usage-only chunk, held back. */
   held?: ChatChunk;
-  /** The client asked for usage: `stream_options.include_usage`, or OpenRouter's `usage: {include: true}`. */
+  /**
+   * The client asked for usage: `stream_options.include_usage`, or OpenRouter's `usage: {include:
+   * true}`; or asked under OpenRouter's base path, where usage always comes (see RequestRecord).
+   */
   readonly wanted: boolean;
 
   constructor(
@@ -21,7 +24,8 @@ export class StreamUsage {
     private readonly rec: RequestRecord,
   ) {
     const u = req.usage as { include?: unknown } | undefined;
-    this.wanted = req.stream_options?.include_usage === true || (typeof u === 'object' && u !== null && u.include === true);
+    this.wanted =
+      rec.openRouterBase || req.stream_options?.include_usage === true || (typeof u === 'object' && u !== null && u.include === true);
   }
 
   /**

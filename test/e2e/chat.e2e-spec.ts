@@ -676,6 +676,26 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     expect(row.completion_tokens).toBeGreaterThan(0);
   });
 
+  it("ends a stream asked under OpenRouter's base path with its usage, unasked, as OpenRouter does; not one under /v1", async () => {
+    const events = async (path: string) => {
+      const res = await fetch(`${gw.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'acme/chat', stream: true, messages: [{ role: 'user', content: 'one two' }] }),
+      });
+      return (await res.text()).split('\n\n').filter((e) => e.startsWith('data: '));
+    };
+    const openrouter = await events('/api/v1/chat/completions');
+    expect(openrouter.at(-1)).toBe('data: [DONE]');
+    expect(JSON.parse(openrouter.at(-2)!.slice(6))).toMatchObject({
+      choices: [],
+      usage: { prompt_tokens: expect.any(Number), cost: expect.any(Number) },
+    });
+    const openai = await events('/v1/chat/completions');
+    expect(openai.at(-1)).toBe('data: [DONE]');
+    expect(openai.some((e) => e.includes('"usage":{'))).toBe(false);
+  });
+
   it('ends a stream whose upstream finished every choice and then broke the connection as whole, its output estimated', async () => {
     const res = await streamWithUsage('acme/reset-after-finish', 'one two');
     const text = await res.text();
