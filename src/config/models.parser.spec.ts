@@ -675,3 +675,23 @@ describe('parseModels: locality', () => {
     expect(route(['- kind: vllm', '  base_url: http://gpu:8000/v1', '  local: false'], routing).locality).toBe('remote');
   });
 });
+
+describe('the bundled config', () => {
+  it('loads with no variables set, and the demo lists only what its mock honours', () => {
+    const warnings: string[] = [];
+    const routing = parseRouting(YamlSource.load('config/routing.yaml', {}), (m) => warnings.push(m));
+    const models = parseModels(YamlSource.load('config/models.yaml', {}), {
+      routing,
+      defaultCreated: CREATED,
+      warn: (m) => warnings.push(m),
+      notice: () => undefined, // the optional routes skipped without their variables
+    });
+    // Models whose routes all need a variable are left out; nothing else is said.
+    for (const w of warnings) expect(w).toMatch(/has no usable route \(every optional route was skipped\)/);
+    const demo = models.find((m) => m.id === 'hybridinference/demo')!;
+    expect(demo.routes.map((r) => r.kind)).toEqual(['mock']);
+    // Its mock answers with a fixed text: never a tool call or JSON to a schema.
+    for (const p of ['tools', 'tool_choice', 'response_format']) expect(demo.supportedParameters).not.toContain(p);
+    expect(demo.supportedParameters).toContain('max_tokens');
+  });
+});
