@@ -156,7 +156,7 @@ export class GeminiAdapter implements LlmAdapter {
   }
 
   private body(req: ChatRequest, route: RouteDef): Record<string, unknown> {
-    const body: Record<string, unknown> = toGeminiRequest(req);
+    const body: Record<string, unknown> = toGeminiRequest(req, route.providerModelId);
     const safety = route.options.safety_settings;
     if (Array.isArray(safety)) body.safetySettings = safety;
     return withExtraBody(body, route.extraBody);

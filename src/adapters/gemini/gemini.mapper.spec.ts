@@ -383,6 +383,34 @@ describe('toGeminiRequest', () => {
       thinkingConfig: { thinkingBudget: 8192, includeThoughts: true },
     });
     expect(() => toGeminiRequest(req({ reasoning_effort: 'ultra' }))).toThrow(/^reasoning_effort must be one of/);
+  });
+
+  it("sends each model family the thinking it takes: Gemini 3's levels, 2.5's budgets in range", () => {
+    const thinking = (model: string, r: Partial<ChatRequest>) => toGeminiRequest(req(r), model).generationConfig?.thinkingConfig;
+    // Gemini 3 Pro takes low and high, and cannot stop thinking; Flash also minimal and medium.
+    expect(thinking('gemini-3-pro-preview', { reasoning_effort: 'none' })).toEqual({ thinkingLevel: 'low', includeThoughts: false });
+    expect(thinking('gemini-3-pro-preview', { reasoning_effort: 'medium' })).toEqual({ thinkingLevel: 'high', includeThoughts: true });
+    expect(thinking('gemini-3-flash-preview', { reasoning_effort: 'minimal' })).toEqual({
+      thinkingLevel: 'minimal',
+      includeThoughts: true,
+    });
+    expect(thinking('gemini-3-flash-preview', { reasoning: { effort: 'medium', exclude: true } })).toEqual({
+      thinkingLevel: 'medium',
+      includeThoughts: false,
+    });
+    expect(thinking('models/gemini-3.1-pro', { reasoning_effort: 'xhigh' })).toEqual({ thinkingLevel: 'high', includeThoughts: true });
+    // A budget asked for still goes as one (Gemini 3 takes it), but not 0.
+    expect(thinking('gemini-3-pro-preview', { reasoning: { max_tokens: 2000 } })).toEqual({ thinkingBudget: 2000, includeThoughts: true });
+    expect(thinking('gemini-3-pro-preview', { reasoning: { max_tokens: 0 } })).toEqual({ thinkingLevel: 'low', includeThoughts: false });
+    // 2.5 Pro: 128 to 32,768, never 0; Flash-Lite from 512 unless 0; Flash as asked.
+    expect(thinking('gemini-2.5-pro', { reasoning_effort: 'none' })).toEqual({ thinkingBudget: 128, includeThoughts: false });
+    expect(thinking('gemini-2.5-pro', { reasoning: { max_tokens: 100_000 } })).toEqual({ thinkingBudget: 32_768, includeThoughts: true });
+    expect(thinking('gemini-2.5-flash-lite', { reasoning: { max_tokens: 100 } })).toEqual({ thinkingBudget: 512, includeThoughts: true });
+    expect(thinking('gemini-2.5-flash-lite', { reasoning_effort: 'none' })).toEqual({ thinkingBudget: 0, includeThoughts: false });
+    expect(thinking('gemini-2.5-flash', { reasoning_effort: 'none' })).toEqual({ thinkingBudget: 0, includeThoughts: false });
+    expect(thinking('gemini-2.5-flash', { reasoning: { max_tokens: -1 } })).toEqual({ thinkingBudget: -1, includeThoughts: true });
+    // A name it does not know: the budget as asked.
+    expect(thinking('my-tuned-model', { reasoning_effort: 'none' })).toEqual({ thinkingBudget: 0, includeThoughts: false });
     expect(() => toGeminiRequest(req({ reasoning: { effort: 'toString' } }))).toThrow(/^reasoning\.effort must be one of/);
   });
 });

@@ -216,21 +216,60 @@ function push(contents: GeminiContent[], role: 'user' | 'model', parts: GeminiPa
   else contents.push({ role, parts });
 }
 
-function thinkingConfig(req: ChatRequest): GeminiGenerationConfig['thinkingConfig'] {
+/**
+ * What a Gemini model takes for thinking, by its name: Gemini 3 and later take levels (Pro low
+ * and high, Flash also minimal and medium) and cannot stop thinking; 2.5 takes a budget in a
+ * range of its own (Pro cannot stop either). Sent 0, or an effort for the wrong kind, each
+ * answered 400 INVALID_ARGUMENT. Unknown names (a tuned model, an alias) get the budget as asked.
+ */
+function thinkingOf(model: string): { levels?: readonly string[]; min?: number; max?: number; canStop: boolean } {
+  const m = /gemini-(\d+)(?:\.\d+)?-(pro|flash-lite|flash)/.exec(model.toLowerCase());
+  if (!m) return { canStop: true };
+  const [, major, kind] = m;
+  if (Number(major) >= 3) return { levels: kind === 'pro' ? ['low', 'high'] : ['minimal', 'low', 'medium', 'high'], canStop: false };
+  if (major !== '2') return { canStop: true };
+  if (kind === 'pro') return { min: 128, max: 32_768, canStop: false };
+  return { min: kind === 'flash-lite' ? 512 : 1, max: 24_576, canStop: true };
+}
+
+/** An effort as the nearest level a Gemini 3 model takes (none: its least thinking, which it cannot turn off). */
+function levelFor(effort: string, levels: readonly string[]): string {
+  const wanted =
+    effort === 'none' || effort === 'minimal'
+      ? ['minimal', 'low']
+      : effort === 'medium'
+        ? ['medium', 'high']
+        : effort === 'low'
+          ? ['low']
+          : ['high'];
+  return wanted.find((l) => levels.includes(l)) ?? levels[levels.length - 1];
+}
+
+function thinkingConfig(req: ChatRequest, model: string): GeminiGenerationConfig['thinkingConfig'] {
   const reasoning = req.reasoning as { effort?: string; max_tokens?: number; exclude?: boolean; enabled?: boolean } | undefined;
   let budget: number | undefined;
+  let effort: string | undefined;
   if (reasoning && typeof reasoning === 'object') {
     if (typeof reasoning.max_tokens === 'number') budget = reasoning.max_tokens;
     else if (reasoning.effort) {
       checkEffort(reasoning.effort, 'reasoning.effort');
-      budget = ownValue(THINKING_BUDGETS, reasoning.effort);
-    } else if (reasoning.enabled === true) budget = THINKING_BUDGETS.medium;
+      effort = reasoning.effort;
+    } else if (reasoning.enabled === true) effort = 'medium';
   } else if (typeof req.reasoning_effort === 'string') {
     checkEffort(req.reasoning_effort, 'reasoning_effort');
-    budget = ownValue(THINKING_BUDGETS, req.reasoning_effort);
+    effort = req.reasoning_effort;
   }
-  if (budget === undefined) return undefined;
-  return { thinkingBudget: budget, includeThoughts: budget > 0 && reasoning?.exclude !== true };
+  if (budget === undefined && effort === undefined) return undefined;
+  const kind = thinkingOf(model);
+  const show = reasoning?.exclude !== true;
+  // Gemini 3 and later: a level (a budget still works there, 0 excepted).
+  if (kind.levels && (effort !== undefined || budget === 0))
+    return { thinkingLevel: levelFor(effort ?? 'none', kind.levels), includeThoughts: show && effort !== 'none' && budget !== 0 };
+  budget ??= ownValue(THINKING_BUDGETS, effort!)!;
+  // Within the model's range; -1 (dynamic) as it is; 0 only where thinking can stop.
+  if (budget !== -1 && kind.min !== undefined && kind.max !== undefined && (budget !== 0 || !kind.canStop))
+    budget = Math.min(kind.max, Math.max(kind.min, budget));
+  return { thinkingBudget: budget, includeThoughts: budget !== 0 && show && effort !== 'none' };
 }
 
 /**
@@ -241,7 +280,7 @@ function thinkingConfig(req: ChatRequest): GeminiGenerationConfig['thinkingConfi
  * parts named after the call they answer; tools, `tool_choice`, sampling, `stop`, `n`, JSON mode
  * and response schema, logprobs and reasoning effort → their Gemini fields.
  */
-export function toGeminiRequest(req: ChatRequest): GeminiRequest {
+export function toGeminiRequest(req: ChatRequest, model = req.model): GeminiRequest {
   refuseUntranslatableTools(req, 'Gemini');
   const contents: GeminiContent[] = [];
   const system: GeminiPart[] = [];
@@ -331,7 +370,7 @@ export function toGeminiRequest(req: ChatRequest): GeminiRequest {
     g.responseLogprobs = true;
     if (typeof req.top_logprobs === 'number') g.logprobs = req.top_logprobs;
   }
-  const thinking = thinkingConfig(req);
+  const thinking = thinkingConfig(req, model);
   if (thinking) g.thinkingConfig = thinking;
   // OpenAI's and OpenRouter's `modalities` (["image", "text"] for image generation).
   const modalities = (req as { modalities?: unknown }).modalities;
