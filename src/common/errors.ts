@@ -71,10 +71,17 @@ export class RouteNotFoundError extends GatewayError {
   override readonly code = 'not_found';
 }
 
+/**
+ * Asking again with the same credentials gets the same answer. Claude Code retries a 401 with
+ * backoff for minutes unless told not to (as the SDKs honour `x-should-retry`).
+ */
+const NO_RETRY: Readonly<Record<string, string>> = { 'x-should-retry': 'false' };
+
 /** No credentials, or credentials we do not know. */
 export class AuthenticationError extends GatewayError {
   readonly status = 401;
   readonly type = 'authentication_error';
+  override readonly headers = NO_RETRY;
   constructor(
     message: string,
     override readonly code: string | null = 'invalid_api_key',
@@ -87,6 +94,7 @@ export class AuthenticationError extends GatewayError {
 export class PermissionError extends GatewayError {
   readonly status = 403;
   readonly type = 'permission_error';
+  override readonly headers = NO_RETRY;
   constructor(
     message: string,
     override readonly code: string | null = 'forbidden',

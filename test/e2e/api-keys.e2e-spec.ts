@@ -109,6 +109,8 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
       const res = await chat(gw, bad, ask);
       expect(res.status).toBe(401);
       expect(res.body.error).toMatchObject({ type: 'authentication_error', code: 'invalid_api_key' });
+      // The same key would be refused again: no client should retry it (Claude Code did, for minutes).
+      expect(res.headers.get('x-should-retry')).toBe('false');
     }
 
     const suspended = await admin.createKey({ name: 'to suspend' });
@@ -118,6 +120,7 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
     const s = await chat(gw, suspended.key, ask);
     expect(s.status).toBe(403);
     expect(s.body.error).toMatchObject({ type: 'permission_error', code: 'api_key_suspended' });
+    expect(s.headers.get('x-should-retry')).toBe('false');
     expect((await admin.call('PATCH', `/admin/api-keys/${suspended.id}`, { status: 'active' })).status).toBe(200);
     expect((await chat(gw, suspended.key, ask)).status).toBe(200);
 
