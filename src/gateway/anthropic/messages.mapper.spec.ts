@@ -65,6 +65,16 @@ describe('messagesToChat', () => {
     expect(rich.messages[2].content).toEqual([{ type: 'text', text: 'q', cache_control: { type: 'ephemeral' } }]);
   });
 
+  it("leaves Claude Code's attribution line out of another server's system prompt, where it spoiled the prompt cache", () => {
+    const system = [
+      { type: 'text', text: 'x-anthropic-billing-header: cc_version=2.1.197.3bb; cc_entrypoint=sdk-cli;' },
+      { type: 'text', text: 'You are Claude Code.', cache_control: { type: 'ephemeral' } },
+      { type: 'text', text: 'Tools follow.' },
+    ];
+    const body = { model: 'x', max_tokens: 10, system, messages: [{ role: 'user', content: 'hi' }] };
+    expect(messagesToChat(body, 'x').messages[0]).toEqual({ role: 'system', content: 'You are Claude Code.\n\nTools follow.' });
+  });
+
   it('maps system, turns, tool use and tool results, images and parameters', () => {
     const chat = messagesToChat(
       {

@@ -142,10 +142,18 @@ function toolResultText(content: unknown, at: string): { text: string; images: C
   return { text: texts.join(BLOCK_SEPARATOR), images };
 }
 
+/**
+ * Claude Code's attribution line (`x-anthropic-billing-header: cc_version=...; cc_entrypoint=...`),
+ * the first system block of each request: for Anthropic's billing, and different in each
+ * conversation. At the start of another server's prompt it made every prompt-cache lookup (vLLM,
+ * SGLang, DeepSeek) miss the ~20k tokens of system prompt and tools the conversations share.
+ */
+const BILLING_LINE = /^\s*x-anthropic-billing-header:/i;
+
 function systemText(system: unknown, keep: boolean): string | ContentPart[] | undefined {
   if (system === undefined || system === null) return undefined;
   if (typeof system === 'string') return system === '' ? undefined : system;
-  const blocks = blocksOf(system).filter((b) => b.type === 'text');
+  const blocks = blocksOf(system).filter((b) => b.type === 'text' && !BILLING_LINE.test(String(b.text ?? '')));
   // Marked blocks stay apart, each with its marker (Claude Code marks the end of its prompt).
   if (blocks.some((b) => hasMarker(b, keep))) return blocks.map((b) => textPart(String(b.text ?? ''), b, keep));
   const text = blocks.map((b) => String(b.text ?? '')).join('\n\n');
