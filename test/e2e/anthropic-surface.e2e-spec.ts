@@ -160,6 +160,21 @@ models:
     return row;
   };
 
+  it("records a translated answer's upstream id, not the message id the gateway made, one-shot and streamed", async () => {
+    for (const stream of [false, true]) {
+      const res = await call(`${gw.url}/anthropic/v1/messages`, 'POST', {
+        model: 'llama/chat',
+        max_tokens: 50,
+        stream,
+        messages: [{ role: 'user', content: 'which id' }],
+      });
+      expect(res.status).toBe(200);
+      const rows = (await gw.rows()).filter((r) => r.model === 'llama/chat');
+      const id = (rows.at(-1)!.metadata as { upstream_id?: string }).upstream_id;
+      expect([stream, id]).toEqual([stream, expect.stringMatching(/^chatcmpl-/)]);
+    }
+  });
+
   it("takes Claude Code's mid-conversation system messages: relayed to Claude, where they stand for chat backends", async () => {
     // As Claude Code 2.1.197 sends them (the beta in its anthropic-beta header).
     const beta = { 'anthropic-beta': 'claude-code-20250219,mid-conversation-system-2026-04-07' };

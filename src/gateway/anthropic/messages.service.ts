@@ -31,7 +31,8 @@ type Json = Record<string, unknown>;
  * running figure so far (`runningUsage`, on the last event of the chunk that carried it: Gemini's
  * usage on every event), which bills a stream cut later on the backend's count.
  */
-type SurfaceEvent = MessagesEvent & { estimated?: boolean; chatUsage?: Usage; runningUsage?: Usage };
+/** `upstreamId`: a translated stream's upstream answer id, on its first event (its message_start carries the gateway's own). */
+type SurfaceEvent = MessagesEvent & { estimated?: boolean; chatUsage?: Usage; runningUsage?: Usage; upstreamId?: string };
 
 /**
  * Streams commit to a route at the first event after the opening (`message_start`, `ping`): until
@@ -195,7 +196,11 @@ export class MessagesService {
     const { chat, call, ex } = job;
     const answer = await this.executor.run(
       ex,
-      async (adapter, route, ctx): Promise<{ text: string; message: Json; estimated?: boolean; chatUsage?: Usage }> => {
+      async (
+        adapter,
+        route,
+        ctx,
+      ): Promise<{ text: string; message: Json; estimated?: boolean; chatUsage?: Usage; upstreamId?: string }> => {
         if (adapter.messages) {
           // Relayed as the backend wrote it, but under the model's public id, as every answer is.
           const relayed = await adapter.messages.send(call, route, ctx);
@@ -208,7 +213,9 @@ export class MessagesService {
         const out = await adapter.complete(req, route, ctx);
         const ids = toolUseIdsOf(job.body.messages);
         const message = chatToMessage(out, messageId(rec.id), ctx.publicModel, stopSequencesOf(job.body), ids);
-        if (isSoundUsage(out.usage)) return { text: JSON.stringify(message), message, chatUsage: out.usage };
+        // The message's id is the gateway's; the row keeps the backend's, as on the chat surface.
+        const upstreamId = typeof out.id === 'string' ? out.id : undefined;
+        if (isSoundUsage(out.usage)) return { text: JSON.stringify(message), message, chatUsage: out.usage, upstreamId };
         // No usage from the backend: the client sees the estimate the request is billed on.
         message.usage = {
           ...(message.usage as AnthropicUsage),
@@ -216,12 +223,12 @@ export class MessagesService {
           input_tokens: estimatePromptTokens(chat as ChatRequest),
           output_tokens: unitsToTokens(contentUnits(message.content)),
         };
-        return { text: JSON.stringify(message), message, estimated: true };
+        return { text: JSON.stringify(message), message, estimated: true, upstreamId };
       },
     );
     rec.answered();
     const message = answer.message;
-    rec.upstreamId = typeof message.id === 'string' ? message.id : undefined;
+    rec.upstreamId = answer.upstreamId ?? (typeof message.id === 'string' ? message.id : undefined);
     rec.finishReason = finishReason(typeof message.stop_reason === 'string' ? message.stop_reason : null);
     const usage = message.usage as AnthropicUsage | undefined;
     if (usage) rec.usage = answer.chatUsage ?? anthropicUsage(usage);
@@ -339,6 +346,7 @@ export class StreamTally {
   }
 
   see(e: SurfaceEvent, rec: RequestRecord): void {
+    if (e.upstreamId) rec.upstreamId ??= e.upstreamId;
     if (e.runningUsage) {
       // Up to and including what this event's chunk delivered (its deltas came before it).
       this.running = true;
@@ -436,10 +444,13 @@ export function deltaUnits(data: string): number {
 async function* translated(chunks: AsyncIterable<ChatChunk>, t: ChatToMessagesStream, route: RouteDef): AsyncGenerator<SurfaceEvent> {
   let chars = 0;
   let answered = false;
+  let upstreamId: string | undefined;
   for await (const chunk of chunks) {
     answered ||= chunkHasContent(chunk);
     for (const c of chunk.choices) chars += outputUnits(c.delta);
     const events: SurfaceEvent[] = t.push(chunk);
+    if (upstreamId === undefined && typeof chunk.id === 'string' && events.length > 0)
+      events[0] = { ...events[0], upstreamId: (upstreamId = chunk.id) };
     // A running figure rides on a chunk with content; the usage-only chunk at the end is the final one.
     if (chunk.choices.length > 0 && isSoundUsage(chunk.usage) && events.length > 0)
       events[events.length - 1] = { ...events[events.length - 1], runningUsage: chunk.usage };
