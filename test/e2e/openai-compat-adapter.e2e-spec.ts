@@ -173,6 +173,8 @@ describe('openai_compat adapter', () => {
     // Not read as no choices (the text in them lost, the answer "finished" by the gateway).
     ['choices-object', /cannot read \(choices is not a list\)/],
     ['bad-index', /cannot read \(choices\[0\]\.index is not a choice number\)/],
+    // An `event: error` says why, in whatever shape: not lost as a chunk without choices.
+    ['named-error', /failed mid-stream: the model server ran out of memory/],
   ])('fails a %s stream with a typed error', async (scenario, message) => {
     const run = async () => {
       for await (const _ of adapter.stream(

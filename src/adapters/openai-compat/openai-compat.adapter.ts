@@ -261,6 +261,9 @@ export class OpenAiCompatAdapter implements LlmAdapter {
           }
           // An event with no data (`data:` alone) carries nothing; OpenAI's SDKs could not parse it either.
           if (ev.data.trim() === '') continue;
+          // An `event: error` (some servers and proxies name theirs so) fails the stream with what it
+          // says, whatever its shape; read as a chunk, its message was lost.
+          if (ev.event === 'error') throw inBandError(namedErrorOf(ev.data), route, 'failed mid-stream');
           const chunk = parseEvent<WireChunk>(ev.data, route);
           if (chunk.error) throw inBandError(chunk.error, route, 'failed mid-stream');
           // vLLM's error object sent bare as an event (`{"object": "error", "message", "code"}`).
@@ -368,6 +371,23 @@ function choicesAskedFor(n: unknown): number {
  * "message"}}`): with its HTTP-like code when it has one (a 429 stays a rate limit, retried
  * after its wait), else a 502.
  */
+/** The error an `event: error` carries: OpenAI's `{"error": {...}}`, a bare `{message, code}`, or text. */
+function namedErrorOf(data: string): NonNullable<WireChunk['error']> {
+  let v: unknown;
+  try {
+    v = JSON.parse(data);
+  } catch {
+    return { message: data.trim().slice(0, 500) };
+  }
+  if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+    const o = v as { error?: unknown };
+    if (o.error !== null && typeof o.error === 'object' && !Array.isArray(o.error)) return o.error;
+    if (typeof o.error === 'string') return { message: o.error };
+    return o as NonNullable<WireChunk['error']>;
+  }
+  return { message: data.trim().slice(0, 500) };
+}
+
 function inBandError(e: NonNullable<WireChunk['error']>, route: RouteDef, what: string, reason = 'error'): UpstreamError {
   const status = typeof e.code === 'number' && e.code >= 400 && e.code <= 599 ? e.code : 502;
   const said = JSON.stringify(e);
