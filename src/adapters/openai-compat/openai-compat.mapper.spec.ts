@@ -337,6 +337,11 @@ describe('provider profiles', () => {
     );
     expect(body).toMatchObject({ reasoning_effort: 'high' });
     expect(body).not.toHaveProperty('reasoning');
+    // Its reasoning models refuse max_tokens; every chat model takes max_completion_tokens.
+    const limited = buildChatBody(request({ max_tokens: 32000 }), route({ kind: 'openai' }), false, profileFor('openai'));
+    expect(limited).toMatchObject({ max_completion_tokens: 32000 });
+    expect(limited).not.toHaveProperty('max_tokens');
+    expect(buildChatBody(request({ max_tokens: 32000 }), route(), false, vllm)).toMatchObject({ max_tokens: 32000 });
     expect(body).not.toHaveProperty('include_reasoning');
     // Sampling extras OpenAI refuses, and reasoning another backend returned, sent back on a turn.
     const turn = { role: 'assistant' as const, content: 'ok', reasoning_content: 'hmm', thinking_blocks: [{ type: 'thinking' }] };

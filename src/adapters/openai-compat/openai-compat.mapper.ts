@@ -327,8 +327,16 @@ const NOT_OPENAI = ['top_k', 'min_p', 'top_a', 'repetition_penalty', 'include_re
  * the sampling extras, and the reasoning other backends returned that a client sends back on an
  * assistant turn (`reasoning_content`, `thinking_blocks`). OpenRouter's unified `reasoning`
  * becomes `reasoning_effort`, which the client's own `reasoning_effort` takes precedence over.
+ * A length limit goes as `max_completion_tokens`.
  */
 export function fixOpenAiRequest(body: Record<string, unknown>): void {
+  // max_tokens is deprecated there, and refused by its reasoning models (o-series, gpt-5: "use
+  // max_completion_tokens instead"); every chat model takes max_completion_tokens. Claude Code
+  // and older clients send max_tokens.
+  if (num(body.max_tokens) && body.max_completion_tokens == null) {
+    body.max_completion_tokens = body.max_tokens;
+    delete body.max_tokens;
+  }
   const r = body.reasoning as { effort?: unknown } | undefined;
   if (r && typeof r === 'object' && typeof r.effort === 'string' && body.reasoning_effort === undefined) body.reasoning_effort = r.effort;
   delete body.reasoning;
