@@ -889,15 +889,17 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
 
   private async reloadCredentials(acc: PooledAccount): Promise<void> {
     const stored = await this.store.sealedCredentials(acc.id);
-    if (stored) this.adoptCredentials(acc, stored.credentials, stored.token_version, stored.expires_at);
+    if (stored) this.adoptCredentials(acc, stored.credentials, stored.token_version, stored.expires_at, stored.last_refresh_at);
   }
 
   /** Takes the stored tokens, dropping any this process could not store (they lost to these). */
-  private adoptCredentials(acc: PooledAccount, sealed: string, version: number, expiresAt: Date | null): void {
+  private adoptCredentials(acc: PooledAccount, sealed: string, version: number, expiresAt: Date | null, refreshedAt?: Date | null): void {
     acc.credsDirty = false;
     acc.credsBase = undefined;
-    // New to this process (at start, or an account just added): how long ago it was made is unknown.
-    acc.tokenSince = acc.tokenVersion < 0 ? undefined : Date.now();
+    // New to this process (at start, or an account just added): made when a refresh last stored
+    // tokens, if one did (else unknown: an import's). Without it, each replica that started
+    // refreshed again the short-lived token another had just refreshed.
+    acc.tokenSince = acc.tokenVersion >= 0 ? Date.now() : refreshedAt ? refreshedAt.getTime() : undefined;
     acc.tokenVersion = version;
     acc.expiresAt = expiresAt ? expiresAt.getTime() : null;
     if (!this.vault.configured) {

@@ -13,6 +13,8 @@ export interface SealedCredentials {
   credentials: string;
   token_version: number;
   expires_at: Date | null;
+  /** When a refresh last stored tokens (any replica's); an import does not set it. */
+  last_refresh_at?: Date | null;
 }
 
 const date = (ms: number | null): Date | null => (ms === null ? null : new Date(ms));
@@ -70,11 +72,13 @@ export class AccountStore {
   async sealedCredentials(id: string): Promise<SealedCredentials | undefined> {
     const row = await this.repo()
       .createQueryBuilder('a')
-      .select(['a.id', 'a.token_version', 'a.expires_at'])
+      .select(['a.id', 'a.token_version', 'a.expires_at', 'a.last_refresh_at'])
       .addSelect('a.credentials')
       .where('a.id = :id', { id })
       .getOne();
-    return row ? { credentials: row.credentials, token_version: row.token_version, expires_at: row.expires_at } : undefined;
+    return row
+      ? { credentials: row.credentials, token_version: row.token_version, expires_at: row.expires_at, last_refresh_at: row.last_refresh_at }
+      : undefined;
   }
 
   async tokenVersion(id: string): Promise<number | undefined> {

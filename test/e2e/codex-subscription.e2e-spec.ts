@@ -638,6 +638,12 @@ models:
       expect(tokens.refreshes.length - before).toBe(1);
       expect((await ask(gw.client())).choices[0].message.content).toBe('echo: hello there');
       expect(tokens.refreshes.length - before).toBe(1);
+      // A replica started now reads when that refresh stored the token: none again (each start
+      // of a rolling deploy spent a single-use refresh token).
+      const second = await start();
+      await new Promise((r) => setTimeout(r, 1500));
+      expect((await ask(second.client())).choices[0].message.content).toBe('echo: hello there');
+      expect(tokens.refreshes.length - before).toBe(1);
     } finally {
       tokens.accessTtlSeconds = ttl;
     }
