@@ -36,3 +36,17 @@ describe('RequestRecord.tokens', () => {
     expect(answered(true).presentedUsage()).toEqual({ prompt_tokens: 50, completion_tokens: 0, total_tokens: 50 });
   });
 });
+
+describe('RequestRecord.openChoices', () => {
+  it('names the choices sent and not finished, else choice 0', () => {
+    const rec = new RequestRecord('r', 0);
+    expect(rec.openChoices()).toEqual([0]); // nothing sent yet
+    rec.sentChoice(0, false);
+    rec.sentChoice(1, false);
+    rec.sentChoice(0, true);
+    expect(rec.openChoices()).toEqual([1]);
+    // All finished, and the upstream failed after all: choice 0, never a chunk without choices.
+    rec.sentChoice(1, true);
+    expect(rec.openChoices()).toEqual([0]);
+  });
+});

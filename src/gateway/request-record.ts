@@ -178,12 +178,13 @@ export class RequestRecord {
 
   /**
    * The choices a stream that failed leaves unfinished, which the error that ends it closes:
-   * those sent and not finished, choice 0 when none was sent, none when all had finished (an
-   * error over a finished choice told clients a whole answer had failed).
+   * those sent and not finished; choice 0 when none was sent, or when all had finished and the
+   * upstream failed after all (a chunk without choices would break clients that read choices[0]).
    */
   openChoices(): number[] {
     if (!this.choices) return [0];
-    return [...this.choices.sent].filter((i) => !this.choices!.ended.has(i));
+    const open = [...this.choices.sent].filter((i) => !this.choices!.ended.has(i));
+    return open.length > 0 ? open : [0];
   }
 
   /** What the client is billed, in USD, as OpenRouter's `usage.cost` gives it (the row's cost_usd). */

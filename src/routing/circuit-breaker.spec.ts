@@ -65,15 +65,20 @@ describe('CircuitBreaker', () => {
     expect(b.openUntil).toBe(2500);
   });
 
-  it('opens no longer than the Retry-After of the failure that trips it', () => {
+  it('opens no longer than the Retry-After of the failure that trips it, and no less than a second', () => {
+    const long = { ...policy, cooldownMs: 30_000 };
     const b = new CircuitBreaker();
-    fail(b, 2, 0);
-    expect(b.onFailure(b.tryAcquire(0, policy), true, 0, policy, 300)).toBe('opened');
-    expect(b.openUntil).toBe(300);
-    expect(b.tryAcquire(300, policy)).toBe('probe');
+    for (let i = 0; i < 2; i++) b.onFailure(b.tryAcquire(0, long), true, 0, long);
+    expect(b.onFailure(b.tryAcquire(0, long), true, 0, long, 3000)).toBe('opened');
+    expect(b.openUntil).toBe(3000);
+    expect(b.tryAcquire(3000, long)).toBe('probe');
     // A longer wait than the cooldown does not lengthen it.
-    expect(b.onFailure('probe', true, 300, policy, 60_000)).toBe('opened');
-    expect(b.openUntil).toBe(1300);
+    expect(b.onFailure('probe', true, 3000, long, 60_000)).toBe('opened');
+    expect(b.openUntil).toBe(33_000);
+    // Come back at once: still a second, else every request would be a probe of a failing route.
+    expect(b.tryAcquire(33_000, long)).toBe('probe');
+    expect(b.onFailure('probe', true, 33_000, long, 0)).toBe('opened');
+    expect(b.openUntil).toBe(34_000);
   });
 
   it('frees the probe slot when a probe ends without a verdict', () => {

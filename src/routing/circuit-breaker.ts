@@ -8,6 +8,9 @@ export type CircuitPermit = 'pass' | 'probe';
 /** A change worth telling other processes about. */
 export type CircuitTransition = 'opened' | 'closed';
 
+/** The shortest a circuit opens for, whatever Retry-After said (the cooldown, if shorter, still bounds it). */
+const MIN_OPEN_MS = 1000;
+
 /**
  * One endpoint's circuit breaker. Closed, it lets everything through and counts consecutive
  * failures; at the threshold it opens and refuses traffic for the cooldown; then it is half-open
@@ -75,7 +78,9 @@ export class CircuitBreaker {
     this.consecutiveFailures++;
     const trip = this.state === 'half_open' || (this.state === 'closed' && this.consecutiveFailures >= policy.failureThreshold);
     if (!trip) return undefined;
-    this.open(now, now + (retryAfterMs === undefined ? policy.cooldownMs : Math.min(policy.cooldownMs, Math.max(0, retryAfterMs))));
+    // At least a second: a Retry-After of 0 made every later request a probe of a failing route.
+    const wait = retryAfterMs === undefined ? policy.cooldownMs : Math.min(policy.cooldownMs, Math.max(MIN_OPEN_MS, retryAfterMs));
+    this.open(now, now + wait);
     return 'opened';
   }
 

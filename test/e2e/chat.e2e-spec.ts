@@ -704,6 +704,15 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
     const row = (await gw.rows()).filter((r) => r.model === 'acme/reset-after-finish').pop()!;
     expect(row).toMatchObject({ status_code: 200, usage_estimated: true, finish_reason: 'stop' });
+    // Asked for two and given one before the break: the other was cut off, not an answer of one.
+    const two = await fetch(`${gw.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'acme/reset-after-finish', n: 2, stream: true, messages: [{ role: 'user', content: 'one two' }] }),
+    });
+    const events = (await two.text()).split('\n\n').filter((e) => e.startsWith('data: '));
+    expect(events.at(-1)).not.toBe('data: [DONE]');
+    expect(JSON.parse(events.at(-1)!.slice(6))).toMatchObject({ error: { code: 'upstream_reset' } });
   });
 
   it('ends a stream that breaks with one of two choices finished by an error on the other only', async () => {

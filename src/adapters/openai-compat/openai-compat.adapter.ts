@@ -325,14 +325,14 @@ export class OpenAiCompatAdapter implements LlmAdapter {
       }
     } catch (err) {
       const e = leftAfterAnswer ? undefined : this.http.toUpstreamError(err, callInfo(route, ctx));
-      // The connection broke once every choice seen had finished: the answer is whole, as when
-      // the server goes silent there (its usage estimated if it sent none). An error the stream
-      // itself told is not a break.
+      // The connection broke once every choice asked for had finished: the answer is whole, as
+      // when the server goes silent there (its usage estimated if it sent none). Fewer than asked
+      // (n > 1, several prompts): the others were cut off. An error the stream told is no break.
       const brokeAfterAnswer =
         e instanceof UpstreamError &&
         e.failure === 'reset' &&
         !(err instanceof UpstreamError) &&
-        ended.size > 0 &&
+        ended.size >= asked &&
         ended.size === seen.size;
       if (e && !brokeAfterAnswer) throw e;
     } finally {
