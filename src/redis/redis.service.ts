@@ -34,6 +34,8 @@ export class RedisService implements OnModuleInit, OnApplicationShutdown {
   private readonly gapHandlers = new Map<string, Array<() => void>>();
   private state: RedisState = 'disabled';
   private lastError?: string;
+  /** performance.now() of the connection's last 'ready'. */
+  private readyAt = 0;
   /** Messages published while Redis was unreachable, as JSON `[channel, message]`, oldest first. */
   private readonly unsent = new Set<string>();
   private dropped = 0;
@@ -168,6 +170,7 @@ export class RedisService implements OnModuleInit, OnApplicationShutdown {
     });
     this.redis = redis;
     redis.on('ready', () => {
+      this.readyAt = performance.now();
       if (this.state !== 'ready') this.logger.log('connected');
       this.back();
     });
@@ -195,6 +198,9 @@ export class RedisService implements OnModuleInit, OnApplicationShutdown {
    */
   noteFailure(err: unknown): void {
     if (this.state !== 'ready' || !isCommandTimeout(err)) return;
+    // A command sent on the connection that was lost times out after the new one is ready (it is
+    // not sent again: autoResendUnfulfilledCommands), which says nothing of the new connection.
+    if (performance.now() - this.readyAt < this.config.env.REDIS_COMMAND_TIMEOUT_MS) return;
     this.state = 'down';
     this.lastError = `no answer within ${this.config.env.REDIS_COMMAND_TIMEOUT_MS} ms`;
     this.logger.warn(`${this.lastError}; using per-process state until it answers again`);

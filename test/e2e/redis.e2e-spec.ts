@@ -1,5 +1,14 @@
 import { startGateway } from '../helpers/gateway';
 import { TcpProxy } from '../helpers/tcp-proxy';
+import { RedisService } from '../../src/redis/redis.service';
+
+async function waitUntil(ok: () => boolean, ms = 5000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > until) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 const MODELS = 'models:\n  - id: demo/mock\n    context_length: 4096\n    route: [{ kind: mock, tokens: 2 }]\n';
 
@@ -45,6 +54,32 @@ describe('Redis connection', () => {
       }
     } finally {
       proxy.release();
+      await gw.close();
+      await proxy.stop();
+    }
+  });
+
+  it('stays up when a command sent on a lost connection times out after the new one is ready', async () => {
+    const target = new URL(process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379/0');
+    const proxy = new TcpProxy(target.hostname, Number(target.port || 6379));
+    const port = await proxy.start();
+    const gw = await startGateway({
+      models: MODELS,
+      env: { REDIS_URL: `redis://127.0.0.1:${port}${target.pathname}`, REDIS_COMMAND_TIMEOUT_MS: '800' },
+    });
+    try {
+      const redis = gw.app.get(RedisService);
+      await waitUntil(() => redis.status === 'ready');
+      // In flight when the connection is cut; not sent again on the next one, it times out there.
+      const lost = redis.client!.blpop('hyi-test:nothing', 0.5).catch((err: unknown) => err);
+      await new Promise((r) => setTimeout(r, 50));
+      await proxy.stop();
+      await proxy.start();
+      await waitUntil(() => redis.status === 'ready');
+      const err = await lost;
+      redis.noteFailure(err);
+      expect(redis.status).toBe('ready');
+    } finally {
       await gw.close();
       await proxy.stop();
     }
