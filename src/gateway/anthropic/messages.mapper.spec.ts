@@ -73,6 +73,15 @@ describe('messagesToChat', () => {
     ];
     const body = { model: 'x', max_tokens: 10, system, messages: [{ role: 'user', content: 'hi' }] };
     expect(messagesToChat(body, 'x').messages[0]).toEqual({ role: 'system', content: 'You are Claude Code.\n\nTools follow.' });
+    // Only the line goes: a block a client merged keeps the prompt after it; so does a string.
+    const merged = 'x-anthropic-billing-header: cc_version=2.1.197.3bb;\nYou are Claude Code. Never delete files.';
+    for (const s of [[{ type: 'text', text: merged }], merged])
+      expect(messagesToChat({ ...body, system: s }, 'x').messages[0]).toEqual({
+        role: 'system',
+        content: 'You are Claude Code. Never delete files.',
+      });
+    // The line alone: no system message at all.
+    expect(messagesToChat({ ...body, system: [system[0]] }, 'x').messages[0]).toEqual({ role: 'user', content: 'hi' });
   });
 
   it('maps system, turns, tool use and tool results, images and parameters', () => {

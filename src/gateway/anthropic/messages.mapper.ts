@@ -148,12 +148,23 @@ function toolResultText(content: unknown, at: string): { text: string; images: C
  * conversation. At the start of another server's prompt it made every prompt-cache lookup (vLLM,
  * SGLang, DeepSeek) miss the ~20k tokens of system prompt and tools the conversations share.
  */
-const BILLING_LINE = /^\s*x-anthropic-billing-header:/i;
+const BILLING_LINE = /^\s*x-anthropic-billing-header:[^\n]*\n?/i;
+
+/** A system text without the attribution line it starts with, if it does (the rest of a merged block stays). */
+function withoutBillingLine(text: string): string {
+  return BILLING_LINE.test(text) ? text.replace(BILLING_LINE, '') : text;
+}
 
 function systemText(system: unknown, keep: boolean): string | ContentPart[] | undefined {
   if (system === undefined || system === null) return undefined;
-  if (typeof system === 'string') return system === '' ? undefined : system;
-  const blocks = blocksOf(system).filter((b) => b.type === 'text' && !BILLING_LINE.test(String(b.text ?? '')));
+  if (typeof system === 'string') {
+    const text = withoutBillingLine(system);
+    return text === '' ? undefined : text;
+  }
+  const blocks = blocksOf(system)
+    .filter((b) => b.type === 'text')
+    .map((b) => (BILLING_LINE.test(String(b.text ?? '')) ? { ...b, text: withoutBillingLine(String(b.text)) } : b))
+    .filter((b) => String(b.text ?? '') !== '');
   // Marked blocks stay apart, each with its marker (Claude Code marks the end of its prompt).
   if (blocks.some((b) => hasMarker(b, keep))) return blocks.map((b) => textPart(String(b.text ?? ''), b, keep));
   const text = blocks.map((b) => String(b.text ?? '')).join('\n\n');
