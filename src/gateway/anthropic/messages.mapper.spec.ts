@@ -732,6 +732,29 @@ describe('ChatToMessagesStream', () => {
     ]);
   });
 
+  it("holds a Python dict's arguments whole, streams an object with braces in its strings, and leaves out what follows the object", () => {
+    const t = new ChatToMessagesStream('msg_p', 'p', 1);
+    const call = (index: number, args: string, name?: string) =>
+      chunk({
+        tool_calls: [
+          { index, ...(name ? { id: `call_${index}`, type: 'function' } : {}), function: { ...(name ? { name } : {}), arguments: args } },
+        ],
+      });
+    const events = [
+      ...t.push(call(0, '{', 'a')),
+      ...t.push(call(0, "'city': ")),
+      ...t.push(call(0, "'Paris'}")),
+      ...t.push(call(1, '{"q": "a } \\" {", "n": [1, {"m": 2}]', 'b')),
+      ...t.push(call(1, '}{"q": "again"}')),
+      ...t.push(chunk({}, 'tool_calls')),
+      ...t.finishEvents(),
+    ];
+    expect(replay(events)).toEqual([
+      { id: 'call_0', name: 'a', input: { _raw_arguments: "{'city': 'Paris'}" } },
+      { id: 'call_1', name: 'b', input: { q: 'a } " {', n: [1, { m: 2 }] } },
+    ]);
+  });
+
   it('holds back a call that starts while another is open, so that late arguments reach their own open block', () => {
     const t = new ChatToMessagesStream('msg_9', 'p', 1);
     const events = [

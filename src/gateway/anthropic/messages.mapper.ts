@@ -567,13 +567,19 @@ interface ToolCallState {
   block?: number;
   held: string[];
   /**
-   * Whether the arguments are a JSON object, known at their first character other than white
-   * space ('{'). Any other start is held whole and sent as `{"_raw_arguments": ...}` when the
-   * block ends: streamed as they came, the SDK's parse of the block threw and lost the answer.
+   * Whether the arguments are a JSON object, known from their first two characters other than
+   * white space (`{"` or `{}`). Any other start (`[1,2]`, `null`, a Python dict's `{'`) is held
+   * whole and sent as `{"_raw_arguments": ...}` when the block ends: streamed as they came, the
+   * SDK's parse of the block threw and lost the answer. `closed`: the object ended, and what
+   * follows it (a second object) is left out, for the same reason.
    */
-  shape?: 'object' | 'raw';
-  /** The arguments while their shape is unknown (white space), or all of them when raw. */
+  shape?: 'object' | 'raw' | 'closed';
+  /** The arguments while their shape is unknown, or all of them when raw. */
   text: string;
+  /** Where the object's text stands: nesting depth, inside a string, after a backslash there. */
+  depth: number;
+  inString: boolean;
+  escaped: boolean;
 }
 
 /** Text or reasoning that came while a tool call's block was open, sent after the calls (`redacted`: its data). */
@@ -771,7 +777,15 @@ export class ChatToMessagesStream {
     this.sawTools = true;
     let call = this.tools.get(t.index);
     if (!call) {
-      call = { id: uniqueToolId(anthropicToolId(t.id, `toolu_${this.tools.size}`), this.usedToolIds), name: '', held: [], text: '' };
+      call = {
+        id: uniqueToolId(anthropicToolId(t.id, `toolu_${this.tools.size}`), this.usedToolIds),
+        name: '',
+        held: [],
+        text: '',
+        depth: 0,
+        inString: false,
+        escaped: false,
+      };
       this.tools.set(t.index, call);
       this.pending.push(call);
     }
@@ -804,17 +818,43 @@ export class ChatToMessagesStream {
 
   /** A started call's next arguments: streamed once they are known to be an object (see ToolCallState.shape). */
   private arguments(call: ToolCallState, args: string, out: MessagesEvent[]): void {
+    if (call.shape === 'closed') return;
+    if (call.shape === 'raw') {
+      call.text += args;
+      return;
+    }
     if (call.shape === undefined) {
       call.text += args;
       const start = call.text.trimStart();
       if (start === '') return;
-      call.shape = start.startsWith('{') ? 'object' : 'raw';
-      if (call.shape === 'raw') return;
+      if (!start.startsWith('{')) return void (call.shape = 'raw');
+      const next = start.slice(1).trimStart();
+      if (next === '') return;
+      if (next[0] !== '"' && next[0] !== '}') return void (call.shape = 'raw');
+      call.shape = 'object';
       args = call.text;
       call.text = '';
     }
-    if (call.shape === 'raw') call.text += args;
-    else out.push(ev('content_block_delta', { index: call.block, delta: { type: 'input_json_delta', partial_json: args } }));
+    // Up to the end of the top-level object.
+    let end = -1;
+    for (let i = 0; i < args.length; i++) {
+      const c = args.charCodeAt(i);
+      if (call.inString) {
+        if (call.escaped) call.escaped = false;
+        else if (c === 0x5c) call.escaped = true;
+        else if (c === 0x22) call.inString = false;
+      } else if (c === 0x22) call.inString = true;
+      else if (c === 0x7b || c === 0x5b) call.depth++;
+      else if ((c === 0x7d || c === 0x5d) && --call.depth === 0) {
+        end = i;
+        break;
+      }
+    }
+    if (end >= 0) {
+      call.shape = 'closed';
+      args = args.slice(0, end + 1);
+    }
+    out.push(ev('content_block_delta', { index: call.block, delta: { type: 'input_json_delta', partial_json: args } }));
   }
 
   private closeOpen(out: MessagesEvent[]): void {
