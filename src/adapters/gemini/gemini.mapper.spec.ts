@@ -409,7 +409,8 @@ describe('toGeminiRequest', () => {
     expect(thinking('gemini-2.5-flash-lite', { reasoning_effort: 'none' })).toEqual({ thinkingBudget: 0, includeThoughts: false });
     expect(thinking('gemini-2.5-flash', { reasoning_effort: 'none' })).toEqual({ thinkingBudget: 0, includeThoughts: false });
     expect(thinking('gemini-2.5-flash', { reasoning: { max_tokens: -1 } })).toEqual({ thinkingBudget: -1, includeThoughts: true });
-    // A name it does not know: the budget as asked.
+    // A name it does not know, or an older model: the budget as asked.
+    expect(thinking('gemini-2.0-pro-exp-02-05', { reasoning_effort: 'none' })).toEqual({ thinkingBudget: 0, includeThoughts: false });
     expect(thinking('my-tuned-model', { reasoning_effort: 'none' })).toEqual({ thinkingBudget: 0, includeThoughts: false });
     expect(() => toGeminiRequest(req({ reasoning: { effort: 'toString' } }))).toThrow(/^reasoning\.effort must be one of/);
   });

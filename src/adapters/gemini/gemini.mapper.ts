@@ -223,11 +223,12 @@ function push(contents: GeminiContent[], role: 'user' | 'model', parts: GeminiPa
  * answered 400 INVALID_ARGUMENT. Unknown names (a tuned model, an alias) get the budget as asked.
  */
 function thinkingOf(model: string): { levels?: readonly string[]; min?: number; max?: number; canStop: boolean } {
-  const m = /gemini-(\d+)(?:\.\d+)?-(pro|flash-lite|flash)/.exec(model.toLowerCase());
+  const m = /gemini-(\d+)(?:\.(\d+))?-(pro|flash-lite|flash)/.exec(model.toLowerCase());
   if (!m) return { canStop: true };
-  const [, major, kind] = m;
+  const [, major, minor, kind] = m;
   if (Number(major) >= 3) return { levels: kind === 'pro' ? ['low', 'high'] : ['minimal', 'low', 'medium', 'high'], canStop: false };
-  if (major !== '2') return { canStop: true };
+  // 2.5's ranges; 2.0 and older: the budget as asked.
+  if (major !== '2' || minor !== '5') return { canStop: true };
   if (kind === 'pro') return { min: 128, max: 32_768, canStop: false };
   return { min: kind === 'flash-lite' ? 512 : 1, max: 24_576, canStop: true };
 }
