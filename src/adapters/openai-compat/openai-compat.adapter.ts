@@ -260,7 +260,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
             break read;
           }
           // An event with no data (`data:` alone) carries nothing; OpenAI's SDKs could not parse it either.
-          if (ev.data.trim() === '') continue;
+          if (ev.data === '' || (ev.data.charCodeAt(0) <= 0x20 && ev.data.trim() === '')) continue;
           // An `event: error` (some servers and proxies name theirs so) fails the stream with what it
           // says, whatever its shape; read as a chunk, its message was lost.
           if (ev.event === 'error') throw inBandError(namedErrorOf(ev.data), route, 'failed mid-stream');
