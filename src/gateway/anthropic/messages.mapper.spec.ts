@@ -650,7 +650,7 @@ describe('ChatToMessagesStream', () => {
       'content_block_delta:text_delta',
       'content_block_stop',
       'content_block_start',
-      'content_block_delta:input_json_delta',
+      // A call's arguments: one delta, checked, as its block ends.
       'content_block_delta:input_json_delta',
       'content_block_stop',
       'content_block_start',
@@ -659,14 +659,15 @@ describe('ChatToMessagesStream', () => {
       'message_delta',
       'message_stop',
     ]);
+    expect(out[9][1]).toMatchObject({ index: 2, delta: { type: 'input_json_delta', partial_json: '{"a":1}' } });
     expect(out[0][1].message).toMatchObject({ id: 'msg_1', model: 'public', usage: { input_tokens: 12, output_tokens: 0 } });
     expect(out[8][1]).toEqual({
       type: 'content_block_start',
       index: 2,
       content_block: { type: 'tool_use', id: 'call_a', name: 'f', input: {} },
     });
-    expect(out[12][1]).toMatchObject({ index: 3, content_block: { name: 'g' } });
-    expect(out[15][1]).toEqual({
+    expect(out[11][1]).toMatchObject({ index: 3, content_block: { name: 'g' } });
+    expect(out[14][1]).toEqual({
       type: 'message_delta',
       delta: { stop_reason: 'tool_use', stop_sequence: null },
       usage: { input_tokens: 20, output_tokens: 9, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 },
@@ -703,7 +704,7 @@ describe('ChatToMessagesStream', () => {
     return done;
   }
 
-  it('sends arguments that are not a JSON object as an object, once the block ends, and streams those that are', () => {
+  it('sends arguments that are not a JSON object as an object, once the block ends', () => {
     const t = new ChatToMessagesStream('msg_r', 'p', 1);
     const call = (index: number, args: string, name?: string) =>
       chunk({
@@ -732,7 +733,7 @@ describe('ChatToMessagesStream', () => {
     ]);
   });
 
-  it("holds a Python dict's arguments whole, streams an object with braces in its strings, and leaves out what follows the object", () => {
+  it('sends a JSON object as it came, and as _raw_arguments a Python dict, Python values, a trailing comma or two objects', () => {
     const t = new ChatToMessagesStream('msg_p', 'p', 1);
     const call = (index: number, args: string, name?: string) =>
       chunk({
@@ -746,12 +747,18 @@ describe('ChatToMessagesStream', () => {
       ...t.push(call(0, "'Paris'}")),
       ...t.push(call(1, '{"q": "a } \\" {", "n": [1, {"m": 2}]', 'b')),
       ...t.push(call(1, '}{"q": "again"}')),
+      ...t.push(call(2, '{"q": "a } \\" {", ', 'c')),
+      ...t.push(call(2, '"n": [1, {"m": 2}]}')),
+      ...t.push(call(3, '{"ok": True, ', 'd')),
+      ...t.push(call(3, '"x": 1,}')),
       ...t.push(chunk({}, 'tool_calls')),
       ...t.finishEvents(),
     ];
     expect(replay(events)).toEqual([
       { id: 'call_0', name: 'a', input: { _raw_arguments: "{'city': 'Paris'}" } },
-      { id: 'call_1', name: 'b', input: { q: 'a } " {', n: [1, { m: 2 }] } },
+      { id: 'call_1', name: 'b', input: { _raw_arguments: '{"q": "a } \\" {", "n": [1, {"m": 2}]}{"q": "again"}' } },
+      { id: 'call_2', name: 'c', input: { q: 'a } " {', n: [1, { m: 2 }] } },
+      { id: 'call_3', name: 'd', input: { _raw_arguments: '{"ok": True, "x": 1,}' } },
     ]);
   });
 
@@ -811,7 +818,7 @@ describe('ChatToMessagesStream', () => {
       .filter((e) => e.event === 'content_block_delta')
       .map((e) => JSON.parse(e.data) as { index: number; delta: Record<string, string> })
       .map((d) => `${d.index}:${d.delta.text ?? d.delta.thinking ?? d.delta.partial_json ?? d.delta.signature}`);
-    expect(shown).toEqual(['0:a', '1:{"x":', '1:1}', '2:bc', '3:r', '3:sig']);
+    expect(shown).toEqual(['0:a', '1:{"x":1}', '2:bc', '3:r', '3:sig']);
     expect(JSON.parse(events.find((e) => e.event === 'message_delta')!.data).delta.stop_reason).toBe('tool_use');
   });
 

@@ -567,19 +567,13 @@ interface ToolCallState {
   block?: number;
   held: string[];
   /**
-   * Whether the arguments are a JSON object, known from their first two characters other than
-   * white space (`{"` or `{}`). Any other start (`[1,2]`, `null`, a Python dict's `{'`) is held
-   * whole and sent as `{"_raw_arguments": ...}` when the block ends: streamed as they came, the
-   * SDK's parse of the block threw and lost the answer. `closed`: the object ended, and what
-   * follows it (a second object) is left out, for the same reason.
+   * The arguments, held until the block ends and then sent as one delta, checked: a JSON object
+   * as it came, anything else (`[1,2]`, `null`, a Python dict, `True`, a trailing comma, two
+   * objects) as `{"_raw_arguments": ...}`, as in one-shot answers. Streamed as they came, text
+   * that is not an object made the Anthropic SDK's parse of the block throw, and the whole
+   * answer was lost; no check short of a whole JSON parser can tell that from the first bytes.
    */
-  shape?: 'object' | 'raw' | 'closed';
-  /** The arguments while their shape is unknown, or all of them when raw. */
   text: string;
-  /** Where the object's text stands: nesting depth, inside a string, after a backslash there. */
-  depth: number;
-  inString: boolean;
-  escaped: boolean;
 }
 
 /** Text or reasoning that came while a tool call's block was open, sent after the calls (`redacted`: its data). */
@@ -782,9 +776,6 @@ export class ChatToMessagesStream {
         name: '',
         held: [],
         text: '',
-        depth: 0,
-        inString: false,
-        escaped: false,
       };
       this.tools.set(t.index, call);
       this.pending.push(call);
@@ -793,7 +784,7 @@ export class ChatToMessagesStream {
     const args = t.function?.arguments;
     if (args) {
       if (call.block === undefined) call.held.push(args);
-      else this.arguments(call, args, out);
+      else this.arguments(call, args);
     }
     // The first waiting call starts streaming once it has a name and no other call's block is open.
     const next = this.pending[0];
@@ -811,57 +802,21 @@ export class ChatToMessagesStream {
     this.open = { kind: 'tool_use', index, call };
     out.push(ev('content_block_start', { index, content_block: { type: 'tool_use', id: call.id, name: call.name, input: {} } }));
     if (call.held.length) {
-      this.arguments(call, call.held.join(''), out);
+      this.arguments(call, call.held.join(''));
       call.held = [];
     }
   }
 
-  /** A started call's next arguments: streamed once they are known to be an object (see ToolCallState.shape). */
-  private arguments(call: ToolCallState, args: string, out: MessagesEvent[]): void {
-    if (call.shape === 'closed') return;
-    if (call.shape === 'raw') {
-      call.text += args;
-      return;
-    }
-    if (call.shape === undefined) {
-      call.text += args;
-      const start = call.text.trimStart();
-      if (start === '') return;
-      if (!start.startsWith('{')) return void (call.shape = 'raw');
-      const next = start.slice(1).trimStart();
-      if (next === '') return;
-      if (next[0] !== '"' && next[0] !== '}') return void (call.shape = 'raw');
-      call.shape = 'object';
-      args = call.text;
-      call.text = '';
-    }
-    // Up to the end of the top-level object.
-    let end = -1;
-    for (let i = 0; i < args.length; i++) {
-      const c = args.charCodeAt(i);
-      if (call.inString) {
-        if (call.escaped) call.escaped = false;
-        else if (c === 0x5c) call.escaped = true;
-        else if (c === 0x22) call.inString = false;
-      } else if (c === 0x22) call.inString = true;
-      else if (c === 0x7b || c === 0x5b) call.depth++;
-      else if ((c === 0x7d || c === 0x5d) && --call.depth === 0) {
-        end = i;
-        break;
-      }
-    }
-    if (end >= 0) {
-      call.shape = 'closed';
-      args = args.slice(0, end + 1);
-    }
-    out.push(ev('content_block_delta', { index: call.block, delta: { type: 'input_json_delta', partial_json: args } }));
+  /** A started call's next arguments: held for its block's end (see ToolCallState.text). */
+  private arguments(call: ToolCallState, args: string): void {
+    call.text += args;
   }
 
   private closeOpen(out: MessagesEvent[]): void {
     const call = this.open?.call;
-    if (call?.shape === 'raw') {
-      const raw = JSON.stringify({ _raw_arguments: call.text });
-      out.push(ev('content_block_delta', { index: call.block, delta: { type: 'input_json_delta', partial_json: raw } }));
+    if (call && call.text.trim() !== '') {
+      const input = JSON.stringify(parseInput(call.text));
+      out.push(ev('content_block_delta', { index: call.block, delta: { type: 'input_json_delta', partial_json: input } }));
       call.text = '';
     }
     if (this.open) out.push(ev('content_block_stop', { index: this.open.index }));
