@@ -55,6 +55,12 @@ models:
   - id: acme/reset-after-finish
     context_length: 8192
     route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: "no-usage:reset" }]
+  - id: acme/usage-then-reset
+    context_length: 8192
+    route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: "usage-on-finish:reset" }]
+  - id: acme/notice-after-answer
+    context_length: 8192
+    route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: "usage-on-finish:notice" }]
   - id: acme/n-cut-reset
     context_length: 8192
     route: [{ kind: openai_compat, base_url: "${upstream}", provider_model_id: "n-cut:reset" }]
@@ -713,6 +719,17 @@ describe.each(['sqlite', 'postgres'] as const)('chat completions on %s', (backen
     const events = (await two.text()).split('\n\n').filter((e) => e.startsWith('data: '));
     expect(events.at(-1)).not.toBe('data: [DONE]');
     expect(JSON.parse(events.at(-1)!.slice(6))).toMatchObject({ error: { code: 'upstream_reset' } });
+    // Unless usage came after the one it sent: a server that ignores n ends so, as its silence is taken.
+    for (const model of ['acme/usage-then-reset', 'acme/notice-after-answer']) {
+      const res = await fetch(`${gw.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model, n: 2, stream: true, messages: [{ role: 'user', content: 'one two' }] }),
+      });
+      const text = await res.text();
+      // An `event: error` after the whole answer (a proxy's notice) does not undo it either.
+      expect([model, text.trimEnd().endsWith('data: [DONE]'), text.includes('"error"')]).toEqual([model, true, false]);
+    }
   });
 
   it('ends a stream that breaks with one of two choices finished by an error on the other only', async () => {

@@ -248,6 +248,10 @@ export class OpenAiCompatAdapter implements LlmAdapter {
     const seen = new Set<number>();
     const ended = new Set<number>();
     let last: ChatChunk | undefined;
+    /** Usage came once every choice seen had finished: how OpenAI ends a stream, all choices done. */
+    let usageAfterAll = false;
+    /** Every choice seen has finished, and they are all there is: as many as asked, or usage came after them. */
+    const answered = () => ended.size > 0 && ended.size === seen.size && (ended.size >= asked || usageAfterAll);
     /** Choices that carried some answer (content, a tool call, ...). */
     const spoke = new Set<number>();
     const sse = new SseDecoder();
@@ -262,8 +266,12 @@ export class OpenAiCompatAdapter implements LlmAdapter {
           // An event with no data (`data:` alone) carries nothing; OpenAI's SDKs could not parse it either.
           if (ev.data === '' || (ev.data.charCodeAt(0) <= 0x20 && ev.data.trim() === '')) continue;
           // An `event: error` (some servers and proxies name theirs so) fails the stream with what it
-          // says, whatever its shape; read as a chunk, its message was lost.
-          if (ev.event === 'error') throw inBandError(namedErrorOf(ev.data), route, 'failed mid-stream');
+          // says, whatever its shape; read as a chunk, its message was lost. Once the answer is whole
+          // (answered()), a proxy's notice then does not undo it.
+          if (ev.event === 'error') {
+            if (answered()) continue;
+            throw inBandError(namedErrorOf(ev.data), route, 'failed mid-stream');
+          }
           const chunk = parseEvent<WireChunk>(ev.data, route);
           if (chunk.error) throw inBandError(chunk.error, route, 'failed mid-stream');
           // vLLM's error object sent bare as an event (`{"object": "error", "message", "code"}`).
@@ -303,6 +311,7 @@ export class OpenAiCompatAdapter implements LlmAdapter {
           }
           clearTimeout(grace);
           grace = undefined;
+          if (chunk.usage != null) usageAfterAll = ended.size > 0 && ended.size === seen.size;
           if (ended.size > 0 && ended.size === seen.size)
             grace = setTimeout(
               () => {
@@ -327,13 +336,9 @@ export class OpenAiCompatAdapter implements LlmAdapter {
       const e = leftAfterAnswer ? undefined : this.http.toUpstreamError(err, callInfo(route, ctx));
       // The connection broke once every choice asked for had finished: the answer is whole, as
       // when the server goes silent there (its usage estimated if it sent none). Fewer than asked
-      // (n > 1, several prompts): the others were cut off. An error the stream told is no break.
-      const brokeAfterAnswer =
-        e instanceof UpstreamError &&
-        e.failure === 'reset' &&
-        !(err instanceof UpstreamError) &&
-        ended.size >= asked &&
-        ended.size === seen.size;
+      // (n > 1, several prompts): the others were cut off, unless usage came after them all (a
+      // server that ignores n ends so). An error the stream told is no break.
+      const brokeAfterAnswer = e instanceof UpstreamError && e.failure === 'reset' && !(err instanceof UpstreamError) && answered();
       if (e && !brokeAfterAnswer) throw e;
     } finally {
       sse.close();

@@ -341,6 +341,15 @@ describe('provider profiles', () => {
     const limited = buildChatBody(request({ max_tokens: 32000 }), route({ kind: 'openai' }), false, profileFor('openai'));
     expect(limited).toMatchObject({ max_completion_tokens: 32000 });
     expect(limited).not.toHaveProperty('max_tokens');
+    // Both sent: OpenAI reads max_completion_tokens, and max_tokens is not sent along.
+    const both = buildChatBody(
+      request({ max_tokens: 100, max_completion_tokens: 50 }),
+      route({ kind: 'openai' }),
+      false,
+      profileFor('openai'),
+    );
+    expect(both).toMatchObject({ max_completion_tokens: 50 });
+    expect(both).not.toHaveProperty('max_tokens');
     expect(buildChatBody(request({ max_tokens: 32000 }), route(), false, vllm)).toMatchObject({ max_tokens: 32000 });
     expect(body).not.toHaveProperty('include_reasoning');
     // Sampling extras OpenAI refuses, and reasoning another backend returned, sent back on a turn.

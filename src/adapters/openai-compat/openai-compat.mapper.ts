@@ -333,8 +333,9 @@ export function fixOpenAiRequest(body: Record<string, unknown>): void {
   // max_tokens is deprecated there, and refused by its reasoning models (o-series, gpt-5: "use
   // max_completion_tokens instead"); every chat model takes max_completion_tokens. Claude Code
   // and older clients send max_tokens.
-  if (num(body.max_tokens) && body.max_completion_tokens == null) {
-    body.max_completion_tokens = body.max_tokens;
+  if (body.max_tokens != null) {
+    // The client's max_completion_tokens, if it sent both, is the one OpenAI reads.
+    if (body.max_completion_tokens == null && num(body.max_tokens)) body.max_completion_tokens = body.max_tokens;
     delete body.max_tokens;
   }
   const r = body.reasoning as { effort?: unknown } | undefined;
