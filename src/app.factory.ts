@@ -135,8 +135,9 @@ function stopOnSignals(nest: NestExpressApplication, logger: AppLogger): void {
     for (const s of STOP_SIGNALS) process.off(s, onSignal);
   };
   const onSignal = (signal: NodeJS.Signals) => {
-    // A second signal while stopping changes nothing: the first stop goes on to its end.
-    if (stopping) return;
+    // A second signal while stopping changes nothing: the first stop goes on to its end (said,
+    // so that an operator pressing Ctrl-C again knows why nothing happens).
+    if (stopping) return logger.log(`${signal}: already stopping; open requests finish or are cut at the grace deadline`, 'Gateway');
     stopping = true;
     app.close(signal).then(
       async () => {

@@ -56,5 +56,16 @@ if (workers > 1 && cluster.isPrimary) {
   // The workers read the files as they start: one that came before them needs no reload.
   takeEarlySighup();
 } else {
+  const worker = cluster.worker;
+  // The primary gone (killed, out of memory): Node's default is a worker's exit at once, every
+  // open stream cut without an error event and the request log's unwritten rows lost. It stops
+  // as on SIGTERM instead: open requests finish (no new ones come: the primary accepted them),
+  // the log is written. Node reads exitedAfterDisconnect just after this event.
+  worker?.on('disconnect', () => {
+    if (worker.exitedAfterDisconnect) return;
+    worker.exitedAfterDisconnect = true;
+    new Logger('Gateway').warn(`worker ${process.pid}: the primary process is gone; stopping as on SIGTERM`);
+    process.kill(process.pid, 'SIGTERM');
+  });
   serve().catch(fail);
 }

@@ -357,6 +357,40 @@ describe('the built server with WORKERS=2', () => {
     }
   });
 
+  it('finishes the open stream and writes its row when the primary process is killed', async () => {
+    const cluster = await startCluster(
+      MODELS.replace('tokens: 20, tokens_per_second: 40', 'tokens: 20, tokens_per_second: 10'),
+      'hi-orphan-',
+    );
+    const { dir, port, child, exited } = cluster;
+    const workerPids = [...cluster.output.matchAll(/worker (\d+) listening/g)].map((m) => Number(m[1]));
+    expect(workerPids).toHaveLength(2);
+    const stream = await openStream(`http://127.0.0.1:${port}`);
+    child.kill('SIGKILL'); // the primary only (an out-of-memory kill)
+    expect(await exited).toBe('SIGKILL');
+    // Node's default was the workers' exit at once: the stream cut without an error, its row lost.
+    const text = await stream.rest;
+    expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    for (const until = Date.now() + 20_000; workerPids.some(alive) && Date.now() < until;) await new Promise((r) => setTimeout(r, 100));
+    expect(workerPids.filter(alive)).toEqual([]);
+    const db = new Database(join(dir, 'gw.sqlite'), { readonly: true });
+    try {
+      expect(db.prepare('SELECT model, status_code, completion_tokens FROM api_logs').all()).toEqual([
+        { model: 'demo/slow', status_code: 200, completion_tokens: 20 },
+      ]);
+    } finally {
+      db.close();
+    }
+  });
+
   it('closes connections past MAX_CONNECTIONS in each worker, counts them, and serves again once one closes', async () => {
     // Node's own maxConnections, under node:cluster, handed each connection past it back and forth
     // between the workers for as long as it stayed open: never closed, never counted, CPU burnt.
