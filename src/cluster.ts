@@ -1,4 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { AggregatorRegistry, type Registry } from 'prom-client';
 
 /** IPC between a worker serving /metrics and the primary that aggregates every worker's. */
@@ -16,6 +19,15 @@ export const RELOAD_OTHERS = 'hybridinference:routing-reload';
  * key, or its old limits, for up to API_KEY_CACHE_TTL_MS.
  */
 export const API_KEY_CHANGED = 'hybridinference:api-key-changed';
+/**
+ * From a worker that loaded its routing config (at start, or a reload it took): the files' text
+ * (`models`, `routing`). The primary hands the last to every worker it starts in place of one that
+ * died, in ACCEPTED_CONFIG_ENV: a file refused by a reload, still on disk, otherwise stopped each
+ * replacement from starting (a crash loop, and with every worker gone nothing served).
+ */
+export const CONFIG_ACCEPTED = 'hybridinference:config-accepted';
+/** The environment variable naming the primary's copy of the accepted config (JSON: {models, routing}). */
+export const ACCEPTED_CONFIG_ENV = 'HYBRIDINFERENCE_ACCEPTED_CONFIG';
 
 /**
  * How long the primary waits for each worker's metrics. A worker answers in milliseconds unless
@@ -49,6 +61,25 @@ export function runPrimary(
   const workersLeft = () => Object.keys(cluster.workers ?? {}).length;
   /** Workers still starting that were asked to reload: they get the SIGHUP once they listen. */
   const reloadWhenUp = new Set<Worker>();
+  /** The primary's copy of the config its workers last accepted (see CONFIG_ACCEPTED); for replacements. */
+  let acceptedConfig: string | undefined;
+  const keepAccepted = (msg: { models?: unknown; routing?: unknown }) => {
+    if (typeof msg.models !== 'string') return;
+    try {
+      if (!acceptedConfig) {
+        // Private: the text may hold keys written into it. Gone with the primary.
+        const dir = mkdtempSync(join(tmpdir(), 'hybridinference-config-'));
+        chmodSync(dir, 0o700);
+        acceptedConfig = join(dir, 'accepted.json');
+        process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+      }
+      writeFileSync(acceptedConfig, JSON.stringify({ models: msg.models, routing: typeof msg.routing === 'string' ? msg.routing : null }), {
+        mode: 0o600,
+      });
+    } catch (err) {
+      log(`cannot keep the accepted configuration for replacement workers: ${(err as Error).message}`, 'warn');
+    }
+  };
   /** SIGHUP to every worker but `except`; one still starting gets it when it listens. */
   const reload = (except?: Worker) => {
     // Workers that are draining have let go of their reload handler: a SIGHUP would end them.
@@ -60,11 +91,12 @@ export function runPrimary(
     }
   };
 
-  const fork = (): Promise<Worker | undefined> =>
+  /** `replacement`: in place of one that died, with the config the workers accepted last. */
+  const fork = (replacement = false): Promise<Worker | undefined> =>
     new Promise((resolve) => {
       // Stopping: no new worker (it would serve on, and the primary would never exit).
       if (stopping) return resolve(undefined);
-      const worker = cluster.fork();
+      const worker = cluster.fork(replacement && acceptedConfig ? { [ACCEPTED_CONFIG_ENV]: acceptedConfig } : undefined);
       worker.once('listening', () => {
         everListened = true;
         serving.add(worker);
@@ -83,6 +115,7 @@ export function runPrimary(
             if (w && w !== worker && w.isConnected()) w.send({ type: API_KEY_CHANGED, id: msg.id }, () => undefined);
           return;
         }
+        if (msg?.type === CONFIG_ACCEPTED) return keepAccepted(msg as { models?: unknown; routing?: unknown });
         if (msg?.type === RELOAD_OTHERS) {
           // A worker reloaded its routing config through the admin API: the others follow.
           reload(worker);
@@ -123,7 +156,7 @@ export function runPrimary(
     log(`worker ${worker.process.pid} exited (${code ?? signal}); restarting in ${delay} ms`, 'error');
     const timer = setTimeout(() => {
       restartTimers.delete(timer);
-      void fork();
+      void fork(true);
     }, delay);
     restartTimers.add(timer);
   });

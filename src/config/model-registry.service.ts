@@ -1,10 +1,11 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { Inject, Injectable, Logger } from '@nestjs/common';
+import { ACCEPTED_CONFIG_ENV } from '../cluster';
 import { AppConfig } from './app-config';
 import { parseModels } from './models.parser';
 import type { ModelDef, RoutingDef } from './registry.types';
 import { EMPTY_ROUTING, parseRouting } from './routing.parser';
-import { YamlSource } from './yaml-source';
+import { readConfigFile, YamlSource } from './yaml-source';
 
 /** Variables `${VAR}` in the YAML files expand from: the process environment at boot. */
 export const CONFIG_VARS = Symbol('CONFIG_VARS');
@@ -72,14 +73,16 @@ export class ModelRegistry {
   private readonly startedAt = Math.floor(Date.now() / 1000);
   /** Whether the routing in force came from a routing file with settings in it (see reload). */
   private routingFromFile: boolean;
+  private accepted: ConfigTexts;
 
   constructor(
     private readonly config: AppConfig,
     @Inject(CONFIG_VARS) private readonly vars: ConfigVars,
   ) {
-    const read = this.readFiles();
+    const read = this.readFiles(acceptedAtStart());
     this.snapshot = read.snapshot;
     this.routingFromFile = read.routingFromFile;
+    this.accepted = read.texts;
     this.report(this.snapshot);
     if (this.snapshot.models.length === 0)
       this.logger.warn(`${this.config.env.MODELS_CONFIG_PATH} defines no models: every model request gets a 404 until it does`);
@@ -87,6 +90,11 @@ export class ModelRegistry {
 
   current(): RegistrySnapshot {
     return this.snapshot;
+  }
+
+  /** The text of the files the configuration in force was read from (`routing`: none without a routing file). */
+  acceptedConfig(): ConfigTexts {
+    return this.accepted;
   }
 
   resolve(name: string): ModelDef | undefined {
@@ -107,7 +115,8 @@ export class ModelRegistry {
    * configuration stays and the error says what was wrong.
    */
   reload(): RegistrySnapshot {
-    const { snapshot: parsed, routingFromFile } = this.readFiles();
+    const read = this.readFiles();
+    const { snapshot: parsed, routingFromFile } = read;
     const warnings = [...parsed.warnings];
     const problems = this.validate(parsed, (w) => warnings.push(w));
     // A file caught half-written (or emptied by mistake) must not take every model away at once.
@@ -124,6 +133,7 @@ export class ModelRegistry {
     const next = new RegistrySnapshot(parsed.models, parsed.routing, parsed.loadedAt, warnings, parsed.notices);
     this.snapshot = next;
     this.routingFromFile = routingFromFile;
+    this.accepted = read.texts;
     this.report(next);
     return next;
   }
@@ -133,18 +143,24 @@ export class ModelRegistry {
     for (const w of s.warnings) this.logger.warn(w);
   }
 
-  /** Both files, parsed; and whether routing came from a routing file with settings in it. */
-  private readFiles(): { snapshot: RegistrySnapshot; routingFromFile: boolean } {
+  /**
+   * Both files, parsed (or `given`, their text as workers accepted it: see acceptedAtStart); and
+   * whether routing came from a routing file with settings in it.
+   */
+  private readFiles(given?: ConfigTexts): { snapshot: RegistrySnapshot; routingFromFile: boolean; texts: ConfigTexts } {
     const warnings: string[] = [];
     const notices: string[] = [];
     const warn = (m: string) => warnings.push(m);
     const routingPath = this.config.env.ROUTING_CONFIG_PATH;
-    const routingSource = existsSync(routingPath) ? YamlSource.load(routingPath, this.vars) : undefined;
+    const modelsPath = this.config.env.MODELS_CONFIG_PATH;
+    const routingText = given ? given.routing : existsSync(routingPath) ? readConfigFile(routingPath) : null;
+    const routingSource = routingText !== null ? YamlSource.parse(routingPath, routingText, this.vars) : undefined;
     const routing = routingSource ? parseRouting(routingSource, warn) : EMPTY_ROUTING;
     // The bundled file may be left out; a path someone set and mistyped should not go unnoticed.
-    if (!existsSync(routingPath) && this.vars.ROUTING_CONFIG_PATH?.trim())
+    if (routingText === null && this.vars.ROUTING_CONFIG_PATH?.trim())
       notices.push(`ROUTING_CONFIG_PATH ${routingPath} does not exist: the built-in routing defaults apply`);
-    const models = parseModels(YamlSource.load(this.config.env.MODELS_CONFIG_PATH, this.vars), {
+    const modelsText = given ? given.models : readConfigFile(modelsPath);
+    const models = parseModels(YamlSource.parse(modelsPath, modelsText, this.vars), {
       routing,
       defaultCreated: this.startedAt,
       warn,
@@ -153,6 +169,30 @@ export class ModelRegistry {
     return {
       snapshot: new RegistrySnapshot(models, routing, new Date(), warnings, notices),
       routingFromFile: routingSource?.value !== undefined && routingSource.value !== null,
+      texts: { models: modelsText, routing: routingText },
     };
   }
+}
+
+/** The text of models.yaml and routing.yaml (null: no routing file). */
+export interface ConfigTexts {
+  models: string;
+  routing: string | null;
+}
+
+/**
+ * A worker started in place of one that died: the config the workers accepted last, from the
+ * primary (ACCEPTED_CONFIG_ENV), rather than the files, which may hold what a reload refused.
+ */
+function acceptedAtStart(): ConfigTexts | undefined {
+  const file = process.env[ACCEPTED_CONFIG_ENV];
+  if (!file) return undefined;
+  try {
+    const v = JSON.parse(readFileSync(file, 'utf8')) as Partial<ConfigTexts>;
+    if (typeof v.models === 'string' && (typeof v.routing === 'string' || v.routing === null))
+      return { models: v.models, routing: v.routing };
+  } catch {
+    // Gone or unreadable: the files, as at any start.
+  }
+  return undefined;
 }

@@ -131,16 +131,7 @@ export class YamlSource {
   ) {}
 
   static load(file: string, vars: Readonly<Record<string, string | undefined>>): YamlSource {
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch (err) {
-      // Relative paths are the working directory's: a gateway started from elsewhere says where it looked.
-      const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
-      const reason = missing ? `no such file (looked for ${resolve(file)})` : (err as Error).message;
-      throw new ConfigError([`${file}: cannot read: ${reason}`]);
-    }
-    return YamlSource.parse(file, text, vars);
+    return YamlSource.parse(file, readConfigFile(file), vars);
   }
 
   static parse(file: string, text: string, vars: Readonly<Record<string, string | undefined>>): YamlSource {
@@ -223,5 +214,17 @@ export class YamlSource {
 
   describeUnresolved(u: Unresolved): string {
     return `${this.file}:${u.line} (${formatPath(u.path)}): environment variable ${u.variable} is not set and has no default (write \${${u.variable}:-default} to give one)`;
+  }
+}
+
+/** A config file's text; one that cannot be read is a ConfigError naming it. */
+export function readConfigFile(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    // Relative paths are the working directory's: a gateway started from elsewhere says where it looked.
+    const missing = (err as NodeJS.ErrnoException).code === 'ENOENT';
+    const reason = missing ? `no such file (looked for ${resolve(file)})` : (err as Error).message;
+    throw new ConfigError([`${file}: cannot read: ${reason}`]);
   }
 }

@@ -1,6 +1,6 @@
 import cluster from 'node:cluster';
 import { Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
-import { RELOAD_OTHERS } from '../cluster';
+import { CONFIG_ACCEPTED, RELOAD_OTHERS } from '../cluster';
 import { takeEarlySighup, holdSighup } from '../common/early-sighup';
 import { ModelRegistry, type RegistrySnapshot } from '../config/model-registry.service';
 import { EndpointHealthService } from './endpoint-health.service';
@@ -32,6 +32,7 @@ export class RoutingReloadService implements OnApplicationBootstrap, OnApplicati
   ) {}
 
   onApplicationBootstrap(): void {
+    this.tellPrimary();
     process.on('SIGHUP', this.onSignal);
     // One that came while the app was starting: the files may have changed after they were read.
     if (takeEarlySighup()) this.onSignal();
@@ -51,11 +52,18 @@ export class RoutingReloadService implements OnApplicationBootstrap, OnApplicati
       this.logger.error(`${via}: the new configuration was refused, the old one stays: ${(err as Error).message}`);
       throw err;
     }
+    this.tellPrimary();
     this.state.retain(snap.models);
     this.health.configure();
     this.shared.configure();
     this.logger.log(`configuration reloaded: ${snap.models.length} models, default strategy ${snap.routing.strategy}`);
     return snap;
+  }
+
+  /** In a multi-process gateway, the config this worker took, for the primary to start replacements with (CONFIG_ACCEPTED). */
+  private tellPrimary(): void {
+    if (!cluster.isWorker || !process.send) return;
+    process.send({ type: CONFIG_ACCEPTED, ...this.registry.acceptedConfig() }, undefined, undefined, () => undefined);
   }
 
   /** In a multi-process gateway, has the primary send SIGHUP to the other workers. */

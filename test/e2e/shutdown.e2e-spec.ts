@@ -479,6 +479,34 @@ describe('the built server with WORKERS=2', () => {
     expect(await cluster.exited).toBe(0);
   }, 30_000);
 
+  it('starts a replacement on the config the workers accepted, not on a file a reload refused', async () => {
+    const cluster = await startCluster(MODELS, 'hi-cluster-refused-');
+    const listening = () => [...cluster.output.matchAll(/worker (\d+) listening/g)].map((m) => Number(m[1]));
+    const [first] = listening();
+    writeFileSync(join(cluster.dir, 'models.yaml'), `${MODELS}  - id: [broken\n`);
+    cluster.child.kill('SIGHUP');
+    for (const until = Date.now() + 10_000; (cluster.output.match(/the old one stays/g) ?? []).length < 2 && Date.now() < until;)
+      await new Promise((r) => setTimeout(r, 50));
+    expect((cluster.output.match(/the old one stays/g) ?? []).length).toBe(2);
+    process.kill(first, 'SIGKILL');
+    // It read the broken file and exited, again and again; its replacement now serves the old config.
+    for (const until = Date.now() + 10_000; listening().length < 3 && Date.now() < until;) await new Promise((r) => setTimeout(r, 50));
+    expect(listening()).toHaveLength(3);
+    const afterKill = cluster.output.slice(cluster.output.indexOf('exited (SIGKILL)'));
+    expect(afterKill).not.toMatch(/failed to start|YAML syntax error|exited \(1\)/);
+    for (let i = 0; i < 6; i++) {
+      const res = await fetch(`http://127.0.0.1:${cluster.port}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', connection: 'close' },
+        body: JSON.stringify({ model: 'demo/slow', messages: [{ role: 'user', content: 'x' }] }),
+      });
+      expect(res.status).toBe(200);
+      await res.text();
+    }
+    cluster.child.kill('SIGTERM');
+    expect(await cluster.exited).toBe(0);
+  }, 30_000);
+
   it('kills a worker that does not stop within the deadline, rather than waiting for ever', async () => {
     const cluster = await startCluster(MODELS, 'hi-cluster-stuck-', { SHUTDOWN_GRACE_MS: '500', DB_QUERY_TIMEOUT_MS: '500' });
     const [pid] = [...cluster.output.matchAll(/worker (\d+) listening/g)].map((m) => Number(m[1]));
