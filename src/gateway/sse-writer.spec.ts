@@ -3,27 +3,37 @@ import { connect, type AddressInfo, type Socket } from 'node:net';
 import type { Response } from 'express';
 import { SseWriter } from './sse-writer';
 
+/** A server's response to a client's GET, both ends open; `onData`: the client reads (else it reads nothing). */
+async function openResponse(onData?: (d: Buffer) => void): Promise<{ server: Server; client: Socket; res: ServerResponse }> {
+  let server!: Server;
+  const answered = new Promise<ServerResponse>((resolve) => {
+    server = createServer((_req, r) => resolve(r));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const client = connect((server.address() as AddressInfo).port, '127.0.0.1');
+  if (onData) client.on('data', onData);
+  else client.pause(); // sends its request, then reads nothing
+  client.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+  return { server, client, res: await answered };
+}
+
+async function closeResponse(ends: { server: Server; client: Socket; res: ServerResponse }): Promise<void> {
+  ends.client.destroy();
+  ends.res.destroy();
+  await new Promise((resolve) => ends.server.close(resolve));
+}
+
 describe('SseWriter, a client that does not read', () => {
-  let server: Server;
-  let client: Socket;
+  let ends: Awaited<ReturnType<typeof openResponse>>;
   let res: ServerResponse;
+  let client: Socket;
 
   beforeEach(async () => {
-    const answered = new Promise<ServerResponse>((resolve) => {
-      server = createServer((_req, r) => resolve(r));
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    client = connect((server.address() as AddressInfo).port, '127.0.0.1');
-    client.pause(); // sends its request, then reads nothing
-    client.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
-    res = await answered;
+    ends = await openResponse();
+    ({ res, client } = ends);
   });
 
-  afterEach(async () => {
-    client.destroy();
-    res.destroy();
-    await new Promise((resolve) => server.close(resolve));
-  });
+  afterEach(() => closeResponse(ends));
 
   it('waits for it once, however many writes and keepalives queue behind', async () => {
     const sse = new SseWriter(res as unknown as Response, { keepaliveMs: 60_000, stallMs: 60_000 });
@@ -46,28 +56,17 @@ describe('SseWriter, a client that does not read', () => {
 });
 
 describe('SseWriter keepalives', () => {
-  let server: Server;
-  let client: Socket;
+  let ends: Awaited<ReturnType<typeof openResponse>>;
   let res: ServerResponse;
   let received = '';
 
   beforeEach(async () => {
     received = '';
-    const answered = new Promise<ServerResponse>((resolve) => {
-      server = createServer((_req, r) => resolve(r));
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    client = connect((server.address() as AddressInfo).port, '127.0.0.1');
-    client.on('data', (d: Buffer) => (received += d.toString()));
-    client.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
-    res = await answered;
+    ends = await openResponse((d) => (received += d.toString()));
+    res = ends.res;
   });
 
-  afterEach(async () => {
-    client.destroy();
-    res.destroy();
-    await new Promise((resolve) => server.close(resolve));
-  });
+  afterEach(() => closeResponse(ends));
 
   const keepalives = () => received.split(': keepalive').length - 1;
   const waitFor = async (ok: () => boolean) => {

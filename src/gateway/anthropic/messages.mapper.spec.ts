@@ -704,14 +704,16 @@ describe('ChatToMessagesStream', () => {
     return done;
   }
 
+  /** A tool-call delta of choice 0: its first (`name` given, with an id) or a later one of its arguments. */
+  const call = (index: number, args: string, name?: string) =>
+    chunk({
+      tool_calls: [
+        { index, ...(name ? { id: `call_${index}`, type: 'function' } : {}), function: { ...(name ? { name } : {}), arguments: args } },
+      ],
+    });
+
   it('sends arguments that are not a JSON object as an object, once the block ends', () => {
     const t = new ChatToMessagesStream('msg_r', 'p', 1);
-    const call = (index: number, args: string, name?: string) =>
-      chunk({
-        tool_calls: [
-          { index, ...(name ? { id: `call_${index}`, type: 'function' } : {}), function: { ...(name ? { name } : {}), arguments: args } },
-        ],
-      });
     const events = [
       ...t.push(call(0, '  ', 'a')),
       ...t.push(call(0, 'Paris ')),
@@ -735,12 +737,6 @@ describe('ChatToMessagesStream', () => {
 
   it('sends a JSON object as it came, and as _raw_arguments a Python dict, Python values, a trailing comma or two objects', () => {
     const t = new ChatToMessagesStream('msg_p', 'p', 1);
-    const call = (index: number, args: string, name?: string) =>
-      chunk({
-        tool_calls: [
-          { index, ...(name ? { id: `call_${index}`, type: 'function' } : {}), function: { ...(name ? { name } : {}), arguments: args } },
-        ],
-      });
     const events = [
       ...t.push(call(0, '{', 'a')),
       ...t.push(call(0, "'city': ")),
