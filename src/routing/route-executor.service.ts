@@ -389,8 +389,10 @@ export class RouteExecutor {
     let timeouts = this.timeoutsFor(route, ex.snapshot);
     const remaining = Math.max(1, Math.min(timeouts.totalMs, deadline - performance.now()));
     // A one-shot answer's headers come with the whole answer: no deadline short of the total
-    // tells a slow answer from a hung server.
-    if (oneShot === 'answer') timeouts = { ...timeouts, firstByteMs: remaining };
+    // tells a slow answer from a hung server. A second past it, so that the total's own timer
+    // ends the attempt (and says so): two timers for the same instant raced, and undici's coarse
+    // one at times won with "sent no response".
+    if (oneShot === 'answer') timeouts = { ...timeouts, firstByteMs: remaining + 1000 };
     const scope = new AttemptScope(ex.signal, route, remaining);
     return {
       adapter,
