@@ -358,6 +358,9 @@ describe('the built server with WORKERS=2', () => {
   });
 
   it('finishes the open stream and writes its row when the primary process is killed', async () => {
+    // A primary killed leaves its private copy of the accepted config in the temp dir: removed here.
+    const configDirs = () => readdirSync(tmpdir()).filter((n) => n.startsWith('hybridinference-config-'));
+    const before = new Set(configDirs());
     const cluster = await startCluster(
       MODELS.replace('tokens: 20, tokens_per_second: 40', 'tokens: 20, tokens_per_second: 10'),
       'hi-orphan-',
@@ -389,6 +392,7 @@ describe('the built server with WORKERS=2', () => {
     } finally {
       db.close();
     }
+    for (const n of configDirs()) if (!before.has(n)) rmSync(join(tmpdir(), n), { recursive: true, force: true });
   });
 
   it('closes connections past MAX_CONNECTIONS in each worker, counts them, and serves again once one closes', async () => {
