@@ -212,6 +212,23 @@ models:
       expect(predictions()[1].headers['anthropic-beta']).toBe('context-1m-2025-08-07');
     });
 
+    it("passes a client's interleaved-thinking beta on, so a budget over max_tokens is Vertex's to take", async () => {
+      const res = await rawPost(
+        `${gw.url}/anthropic/v1/messages`,
+        { ...body, model: 'vertex/beta', max_tokens: 1000, thinking: { type: 'enabled', budget_tokens: 4000 } },
+        {
+          headers: {
+            'content-type': 'application/json',
+            'anthropic-beta': 'oauth-2025-04-20,interleaved-thinking-2025-05-14, context-1m-2025-08-07',
+          },
+        },
+      );
+      expect(res.status).toBe(200);
+      const [call] = predictions();
+      expect(call.headers['anthropic-beta']).toBe('context-1m-2025-08-07,interleaved-thinking-2025-05-14');
+      expect(call.body).toMatchObject({ max_tokens: 1000, thinking: { type: 'enabled', budget_tokens: 4000 } });
+    });
+
     it('relays a stream event by event under the public model id', async () => {
       const res = await rawPost(`${gw.url}/anthropic/v1/messages`, { ...body, stream: true });
       expect(res.status).toBe(200);

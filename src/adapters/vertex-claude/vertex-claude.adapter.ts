@@ -3,6 +3,7 @@ import type { Dispatcher } from 'undici';
 import { UpstreamError } from '../../common/errors';
 import type { RouteDef } from '../../config/registry.types';
 import { AnthropicAdapter, type ClientProtocol, type MessagesEndpoint } from '../anthropic/anthropic.adapter';
+import { mergeBetas } from '../anthropic/anthropic.mapper';
 import type { AnthropicRequest, AnthropicTextBlock } from '../anthropic/anthropic.types';
 import { googleRetryDelayMs, googleStatus, parseGoogleError } from '../http/google-error';
 import { KeyPool } from '../http/key-pool.service';
@@ -12,6 +13,17 @@ import { LlmAdapter, type CallContext, type ProbeResult } from '../llm-adapter';
 import { GoogleTokenSource, loadServiceAccount, type ServiceAccount } from './google-auth';
 
 export const VERTEX_ANTHROPIC_VERSION = 'vertex-2023-10-16';
+
+/**
+ * A client's betas Vertex AI takes on every Claude it serves and that change what a request may
+ * say: with interleaved thinking a thinking budget may exceed `max_tokens`, which the gateway then
+ * accepts. Claude Code sends it to Vertex itself (CLAUDE_CODE_USE_VERTEX).
+ */
+const VERTEX_CLIENT_BETAS: ReadonlySet<string> = new Set(['interleaved-thinking-2025-05-14']);
+
+function vertexClientBetas(client: ClientProtocol | undefined): string[] {
+  return (client?.betas ?? []).flatMap((b) => b.split(',').map((p) => p.trim())).filter((b) => VERTEX_CLIENT_BETAS.has(b));
+}
 
 /** Where a Vertex route sends requests. */
 export interface VertexTarget {
@@ -218,7 +230,7 @@ export class VertexClaudeAdapter extends AnthropicAdapter {
     route: RouteDef,
     ctx: CallContext,
     stream: boolean,
-    _client?: ClientProtocol,
+    client?: ClientProtocol,
     endpoint: MessagesEndpoint = 'messages',
   ): Promise<Dispatcher.ResponseData> {
     const sa = this.account(route);
@@ -238,9 +250,10 @@ export class VertexClaudeAdapter extends AnthropicAdapter {
         authorization: `Bearer ${token}`,
         ...route.headers,
       };
-      // The route's betas only: Vertex refuses (400) the first-party ones Claude Code sends, such as
-      // oauth-2025-04-20, so a client's are not passed on; a route sets what its region accepts.
-      const beta = optionString(route, 'anthropic_beta');
+      // The route's betas, and of a client's only those Vertex takes on every Claude it serves:
+      // Vertex refuses (400) first-party ones Claude Code sends, such as oauth-2025-04-20, and a
+      // route sets what its region accepts (context-1m).
+      const beta = mergeBetas(optionString(route, 'anthropic_beta'), vertexClientBetas(client));
       if (beta) headers['anthropic-beta'] = beta;
       try {
         return await postJson(this.http, url, headers, text, route, ctx, (status, errText, retryAfter) =>
