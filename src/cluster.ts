@@ -1,5 +1,5 @@
 import cluster, { type Worker } from 'node:cluster';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AggregatorRegistry, type Registry } from 'prom-client';
@@ -28,6 +28,47 @@ export const API_KEY_CHANGED = 'hybridinference:api-key-changed';
 export const CONFIG_ACCEPTED = 'hybridinference:config-accepted';
 /** The environment variable naming the primary's copy of the accepted config (JSON: {models, routing}). */
 export const ACCEPTED_CONFIG_ENV = 'HYBRIDINFERENCE_ACCEPTED_CONFIG';
+
+/** The primary's private temp dir for the accepted config: `<prefix><primary pid>-<random>`. */
+const CONFIG_DIR_PREFIX = 'hybridinference-config-';
+
+/**
+ * Removes the accepted-config copies of primaries that are gone: one killed (kill -9, the OOM
+ * killer) never ran its exit handler, and its copy may hold keys written into the config. Only
+ * this user's directories of this shape, and only those whose primary's pid is not running.
+ */
+export function sweepStaleConfigCopies(root = tmpdir()): string[] {
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(root);
+  } catch {
+    return removed;
+  }
+  for (const name of names) {
+    const pid = new RegExp(`^${CONFIG_DIR_PREFIX}(\\d+)-`).exec(name)?.[1];
+    if (!pid || processAlive(Number(pid))) continue;
+    const path = join(root, name);
+    try {
+      if (statSync(path).uid !== process.getuid?.()) continue;
+      rmSync(path, { recursive: true, force: true });
+      removed.push(path);
+    } catch {
+      // Another primary swept it first, or it is not ours to remove.
+    }
+  }
+  return removed;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: alive, another user's.
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
 
 /**
  * How long the primary waits for each worker's metrics. A worker answers in milliseconds unless
@@ -68,7 +109,8 @@ export function runPrimary(
     try {
       if (!acceptedConfig) {
         // Private: the text may hold keys written into it. Gone with the primary.
-        const dir = mkdtempSync(join(tmpdir(), 'hybridinference-config-'));
+        for (const stale of sweepStaleConfigCopies()) log(`removed ${stale}, left by a primary that was killed`);
+        const dir = mkdtempSync(join(tmpdir(), `${CONFIG_DIR_PREFIX}${process.pid}-`));
         chmodSync(dir, 0o700);
         acceptedConfig = join(dir, 'accepted.json');
         process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
