@@ -144,7 +144,24 @@ describe('RouteStateService', () => {
     s.succeeded(st, s.acquire(st), { ttftMs: 40, durationMs: 100, completionTokens: 30 });
     expect(seen).toEqual(['m|a:opened', 'm|a:closed']);
     // failureRate counts the 400 too (a route may answer nothing else); errorRate does not.
-    expect(s.stats(st)).toEqual({ ttftMs: 40, tokensPerSecond: 500, errorRate: 2 / 3, failureRate: 3 / 4, attempts: 4 });
+    expect(s.stats(st)).toEqual({ ttftMs: 40, tokensPerSecond: 500, errorRate: 2 / 3, failureRate: 3 / 4, attempts: 4, failedInARow: 0 });
+  });
+
+  it('counts the attempts a route failed in a row until it answers, while its window holds them', () => {
+    const s = new RouteStateService(registry);
+    const m = model('m', [route('a')]);
+    const st = s.get(m, m.routes[0]);
+    s.succeeded(st, s.acquire(st), { ttftMs: 5, durationMs: 10 });
+    const notFound = () => new UpstreamError({ failure: 'http', upstreamStatus: 404, message: 'no such model' });
+    for (let i = 0; i < 3; i++) s.failed(st, s.acquire(st), notFound());
+    // A client gone, or a request every route refuses alike, says nothing of the route.
+    s.failed(st, s.acquire(st), new UpstreamError({ failure: 'aborted', message: 'gone' }));
+    s.failed(st, s.acquire(st), new UpstreamError({ failure: 'http', upstreamStatus: 400, message: 'bad', sameOnEveryRoute: true }));
+    expect(s.stats(st)).toMatchObject({ ttftMs: 5, failedInARow: 3 });
+    const later = performance.now() + (routing.statsWindow.seconds + 1) * 1000;
+    expect(s.stats(st, later).failedInARow).toBe(0);
+    s.succeeded(st, s.acquire(st), { ttftMs: 5, durationMs: 10 });
+    expect(s.stats(st).failedInARow).toBe(0);
   });
 
   it('forgets routes and endpoints a reloaded config no longer has', () => {

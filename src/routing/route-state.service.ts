@@ -47,6 +47,8 @@ export class RouteState {
   attempts!: SlidingWindow;
   requests = 0;
   failures = 0;
+  /** Attempts the route failed in a row (a 404 or 400 too, not one every route would answer alike); 0 after an answer. */
+  failedInARow = 0;
   lastError?: string;
   /** Date.now() of the last failure. */
   lastErrorAt?: number;
@@ -92,6 +94,8 @@ export interface RouteStats {
   failureRate?: number;
   /** How many recent attempts that share is of. */
   attempts?: number;
+  /** The route's latest attempts that all failed, in a row (0 after an answer). */
+  failedInARow?: number;
 }
 
 export function routeKey(model: ModelDef, route: RouteDef): string {
@@ -237,6 +241,7 @@ export class RouteStateService {
   succeeded(st: RouteState, permit: CircuitPermit | undefined, sample: AttemptSample): void {
     const now = performance.now();
     st.requests++;
+    st.failedInARow = 0;
     st.outcomes.add(0, now);
     st.attempts.add(0, now);
     st.ttft.add(sample.ttftMs, now);
@@ -258,7 +263,10 @@ export class RouteStateService {
     // Exist" (a 400 at DeepSeek) is failing. Not one the gateway knows every route would answer
     // alike (the request itself is wrong); one bad request is not a failing route either (the
     // strategy wants a few failures before it ranks a route last: stats' failedAttempts).
-    if (!err.sameOnEveryRoute) st.attempts.add(1, now);
+    if (!err.sameOnEveryRoute) {
+      st.attempts.add(1, now);
+      st.failedInARow++;
+    }
     if (countable) {
       st.failures++;
       st.outcomes.add(1, now);
@@ -280,6 +288,8 @@ export class RouteStateService {
       errorRate: st.outcomes.mean(now),
       failureRate: st.attempts.mean(now),
       attempts: st.attempts.length(now),
+      // Only while its window holds attempts: a route left untried that long is not known to fail now.
+      failedInARow: st.attempts.length(now) > 0 ? st.failedInARow : 0,
     };
   }
 

@@ -13,6 +13,7 @@ import { NoAvailableRouteError, NoMatchingRouteError } from './routing-errors';
 import { allowedRoutes, applyOrder, NO_OPTIONS, parseRoutingOptions, type ProviderSort, type RoutingOptions } from './routing-options';
 import { RoutingStrategy, type StrategyInput } from './routing-strategy';
 import { ROUTE_SETTING_KEYS, routeSettings } from './route-settings';
+import { FAILING_ATTEMPTS } from './strategies/least-latency.strategy';
 import { RouteStateService, type Availability, type RouteState, type RouteStats } from './route-state.service';
 
 export interface PublicRoute {
@@ -229,8 +230,10 @@ export class RoutingManager implements OnModuleInit, OnApplicationBootstrap {
     const now = performance.now();
     const score = routes.map((r) => {
       const s = this.state.stats(this.state.get(model, r), now);
+      // Failing now (its latest attempts all failed): last, after the unmeasured, whatever it measured before.
+      if ((s.failedInARow ?? 0) >= FAILING_ATTEMPTS) return Infinity;
       const v = sort === 'latency' ? s.ttftMs : s.tokensPerSecond === undefined ? undefined : -s.tokensPerSecond;
-      return v ?? Infinity;
+      return v ?? Number.MAX_VALUE;
     });
     return routes
       .map((_, i) => i)

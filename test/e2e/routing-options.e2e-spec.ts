@@ -41,6 +41,12 @@ models:
       - { kind: openai_compat, id: dawdler, base_url: "${u}", provider_model_id: "slow-tokens:60" }
       - { kind: openai_compat, id: sprinter, base_url: "${u}", provider_model_id: sprinter-model }
       - { kind: openai_compat, id: latecomer, base_url: "${u}", provider_model_id: "delay-first-token:400" }
+  - id: o/turned
+    context_length: 8192
+    router: priority
+    route:
+      - { kind: openai_compat, id: slowpoke, base_url: "${u}", provider_model_id: "delay-headers:50" }
+      - { kind: openai_compat, id: gone-bad, base_url: "${u}", provider_model_id: "ok-n:1:404" }
 `;
 
 describe('OpenRouter routing options', () => {
@@ -212,6 +218,19 @@ describe('OpenRouter routing options', () => {
     upstream.reset();
     await ask({ model: 'o/speed', provider: { sort: 'latency', ignore: ['sprinter'] } });
     expect(sent()).toEqual(['slow-tokens:60']);
+  });
+
+  it('provider.sort: latency puts last a route that was fast and then failed three times in a row', async () => {
+    for (const only of ['slowpoke', 'gone-bad']) await ask({ model: 'o/turned', provider: { only: [only] } });
+    // The fast route's server lost the model (a 404, no circuit opened): tried first while it may
+    // be a one-off, then after the others, its fast answer from before notwithstanding.
+    for (let i = 0; i < 4; i++) await ask({ model: 'o/turned', provider: { sort: 'latency' } });
+    expect(sent().slice(2)).toEqual([
+      ...['ok-n:1:404', 'delay-headers:50'],
+      ...['ok-n:1:404', 'delay-headers:50'],
+      ...['ok-n:1:404', 'delay-headers:50'],
+      'delay-headers:50',
+    ]);
   });
 
   it.each([

@@ -10,17 +10,21 @@ export const DEFAULT_EXPLORATION = 0.1;
  * FAILING_ATTEMPTS or more attempts all failed, also for causes that do not count against its
  * endpoint: a 404 or a 400 for a model the server does not have) is measured, and last: as
  * unmeasured it was tried first by every request, for ever. Fewer failures (one bad request) do
- * not rank it so. Exploration still tries it now and then, and its first answer measures it again.
+ * not rank it so. A measured route that fails that many times in a row is last too, whatever its
+ * earlier answers measured (they stay in the window). Exploration still tries it now and then, and
+ * its first answer measures it again.
  */
 function latencies(input: StrategyInput): Array<number | undefined> {
   return input.routes.map((r) => {
     const s = input.stats(r);
+    // Failing now, whatever it measured before it failed: its old samples stay for the whole window.
+    if ((s.failedInARow ?? 0) >= FAILING_ATTEMPTS) return Infinity;
     return s.ttftMs ?? (s.failureRate === 1 && (s.attempts ?? 0) >= FAILING_ATTEMPTS ? Infinity : undefined);
   });
 }
 
-/** How many failed attempts, and none answered, make a route unmeasured no longer but failing. */
-const FAILING_ATTEMPTS = 3;
+/** How many attempts failed in a row (or, unmeasured, with none answered) make a route failing. */
+export const FAILING_ATTEMPTS = 3;
 
 function exploration(model: ModelDef): number {
   const v = model.routerParams.exploration;

@@ -122,6 +122,13 @@ describe('LeastLatencyStrategy', () => {
     expect(first / 5000).toBeLessThan(0.13);
   });
 
+  it('puts last a measured route whose latest attempts failed in a row (its old samples are still in the window)', () => {
+    const noExplore = modelOf(m.routes as RouteDef[], { exploration: 0 });
+    const failing = { slow: { ttftMs: 900 }, fast: { ttftMs: 80, failureRate: 0.2, attempts: 20, failedInARow: 3 }, mid: { ttftMs: 300 } };
+    expect(s.plan(input(noExplore, noExplore.routes, failing)).map((r) => r.id)).toEqual(['mid', 'slow', 'fast']);
+    expect(s.plan(input(noExplore, noExplore.routes, { ...failing, fast: { ttftMs: 80, failedInARow: 2 } }))[0].id).toBe('fast');
+  });
+
   it('defaults exploration to 0.1 and refuses one outside 0..1', () => {
     expect(s.shares(input(modelOf([route('a'), route('b')]), undefined, { a: { ttftMs: 1 }, b: { ttftMs: 2 } }))).toEqual([0.9, 0.1]);
     expect(s.validate(modelOf([], { exploration: 2 }))).toEqual(['models.yaml:1: router_params.exploration must be a number from 0 to 1']);
