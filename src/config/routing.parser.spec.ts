@@ -104,6 +104,12 @@ describe('parseRouting', () => {
     );
   });
 
+  it.each(['0.0004', '0.002', '0.5'])('refuses health_check: %s, a probe of every endpoint many times a second (or off, unsaid)', (v) => {
+    expect(problemsOf(() => parse(`health_check: ${v}\n`))).toEqual([
+      `routing.yaml:1 (health_check): must be 0 (off) or at least 1 second, got ${v}`,
+    ]);
+  });
+
   it('gives the defaults for an empty file', () => {
     expect(parse('').routing).toEqual({ ...EMPTY_ROUTING, file: 'routing.yaml' });
   });

@@ -124,7 +124,12 @@ export function parseRouting(src: YamlSource, warn: (msg: string) => void): Rout
     }
   }
   const timeout = r.number(root, 'timeout', [], { min: 0.001, max: MAX_TIMER_MS / 1000 });
-  const healthCheckSeconds = r.number(root, 'health_check', [], { min: 0, max: MAX_TIMER_MS / 1000 }) ?? 0;
+  let healthCheckSeconds = r.number(root, 'health_check', [], { min: 0, max: MAX_TIMER_MS / 1000 }) ?? 0;
+  // Under a second the probes would be the endpoints' load (or round to 0 ms: off, unsaid).
+  if (healthCheckSeconds > 0 && healthCheckSeconds < 1) {
+    r.fail(['health_check'], `must be 0 (off) or at least 1 second, got ${healthCheckSeconds}`);
+    healthCheckSeconds = 0;
+  }
 
   const deployments = (key: 'local_deployment' | 'remote_deployment'): Deployment[] => {
     const list = root[key];
