@@ -224,4 +224,14 @@ describe('latencyShares', () => {
     expect(latencyShares([40], 0.1)).toEqual([1]);
     expect(latencyShares([], 0.1)).toEqual([]);
   });
+
+  it('shares the first pick among the routes not measured yet, as latencyOrder picks one of them at random', () => {
+    const latencies = [undefined, 30, undefined, 50];
+    const shares = latencyShares(latencies, 0.1);
+    expect(shares.map((v) => Math.round(v * 1000) / 1000)).toEqual([0.467, 0.033, 0.467, 0.033]);
+    const random = seededRandom(3);
+    const firsts = [0, 0, 0, 0];
+    for (let i = 0; i < 20_000; i++) firsts[latencyOrder(latencies, 0.1, random)[0]]++;
+    firsts.forEach((n, i) => expect(Math.abs(n / 20_000 - shares[i])).toBeLessThan(0.015));
+  });
 });

@@ -101,11 +101,17 @@ export function latencyOrder(latencies: readonly (number | undefined)[], explora
   return order;
 }
 
-/** The first-pick shares `latencyOrder` produces: 1 - exploration to the fastest, the rest evenly. */
+/**
+ * The first-pick shares `latencyOrder` produces: before exploration the fastest is first (or,
+ * with several not measured yet, each of those alike); exploration then moves another route to
+ * the front, each of the rest alike. So 1 - exploration to the fastest, the rest evenly.
+ */
 export function latencyShares(latencies: readonly (number | undefined)[], exploration: number): number[] {
-  if (latencies.length === 0) return [];
-  if (latencies.length === 1) return [1];
+  const n = latencies.length;
+  if (n === 0) return [];
+  if (n === 1) return [1];
+  const unmeasured = latencies.filter((l) => l === undefined).length;
   const best = latencyOrder(latencies, 0, () => 0)[0];
-  const other = exploration / (latencies.length - 1);
-  return latencies.map((_, i) => (i === best ? 1 - exploration : other));
+  const first = latencies.map((l, i) => (unmeasured > 1 ? (l === undefined ? 1 / unmeasured : 0) : i === best ? 1 : 0));
+  return first.map((p) => (1 - exploration) * p + (exploration * (1 - p)) / (n - 1));
 }
