@@ -37,6 +37,19 @@ describe('tokenCounts', () => {
     expect(tokenCounts(usage({ completion_tokens: 80, reasoning_tokens: 30 })).reasoning).toBe(30);
   });
 
+  it("counts reasoning in the completion when the total says it was counted apart (xAI's Grok)", () => {
+    const grok = { prompt_tokens: 100, completion_tokens: 50, total_tokens: 300, completion_tokens_details: { reasoning_tokens: 150 } };
+    expect(tokenCounts(grok)).toMatchObject({ prompt: 100, completion: 200, reasoning: 150 });
+    // All of it reasoning, none counted as completion.
+    expect(tokenCounts({ prompt_tokens: 21, completion_tokens: 0, total_tokens: 81, reasoning_tokens: 60 })).toMatchObject({
+      completion: 60,
+      reasoning: 60,
+    });
+    // Reasoning within the completion (OpenAI's way), and a total that adds up to neither: as sent.
+    expect(tokenCounts({ ...grok, total_tokens: 150 })).toMatchObject({ completion: 50, reasoning: 50 });
+    expect(tokenCounts({ ...grok, total_tokens: 999 })).toMatchObject({ completion: 50, reasoning: 50 });
+  });
+
   it('reads Anthropic-style cache_creation_input_tokens as cache writes', () => {
     expect(tokenCounts(usage({ prompt_tokens: 100, cache_creation_input_tokens: 40 })).cacheWrite).toBe(40);
   });

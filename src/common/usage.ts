@@ -37,7 +37,13 @@ export function tokenCounts(u: Usage): TokenCounts {
   const pd = u.prompt_tokens_details ?? {};
   const cd = u.completion_tokens_details ?? {};
   const prompt = n(u.prompt_tokens);
-  const completion = n(u.completion_tokens);
+  let completion = n(u.completion_tokens);
+  // Some servers count reasoning apart from completion_tokens (xAI's Grok, on its own API and
+  // Vertex's; Gemini behind some OpenAI-compatible proxies), and their total says so: prompt +
+  // completion + reasoning. Every other server's total is prompt + completion, which with any
+  // reasoning cannot also be that sum. The reasoning is output, billed as the completion.
+  const reported = n(cd.reasoning_tokens) || n(u.reasoning_tokens);
+  if (reported > 0 && u.total_tokens === prompt + completion + reported && completion + reported <= MAX_TOKEN_COUNT) completion += reported;
   // Parts of a total never exceed it (the prompt includes its cache reads and writes): an
   // upstream that says otherwise would skew every sum of the request log.
   const cachedRead = Math.min(prompt, n(pd.cached_tokens) || n(u.prompt_cache_hit_tokens) || n(u.cached_tokens));
@@ -47,7 +53,7 @@ export function tokenCounts(u: Usage): TokenCounts {
     completion,
     cachedRead,
     cacheWrite,
-    reasoning: Math.min(completion, n(cd.reasoning_tokens) || n(u.reasoning_tokens)),
+    reasoning: Math.min(completion, reported),
   };
   const cacheWrite1h = Math.min(cacheWrite, n(pd.cache_write_1h_tokens));
   if (cacheWrite1h > 0) counts.cacheWrite1h = cacheWrite1h;

@@ -20,6 +20,14 @@ const USAGE = {
   cost: 0.0123,
 };
 
+/** xAI's Grok counts reasoning apart from completion_tokens; its total has all three. */
+const GROK_USAGE = {
+  prompt_tokens: 1000,
+  completion_tokens: 300,
+  total_tokens: 1500,
+  completion_tokens_details: { reasoning_tokens: 200 },
+};
+
 /** Figures no upstream should send: counts no context holds, a cost beyond any bill. */
 const GARBAGE_USAGE = { prompt_tokens: 1e300, completion_tokens: 3_000_000_000, total_tokens: 1e300, cost: 1e21 };
 
@@ -34,7 +42,7 @@ function usageUpstream(): Promise<{ url: string; server: Server }> {
     req.on('end', () => {
       const parsed = JSON.parse(body) as { stream?: boolean; model?: string };
       const stream = parsed.stream === true;
-      const USAGE_SENT = parsed.model === 'garbage' ? GARBAGE_USAGE : USAGE;
+      const USAGE_SENT = parsed.model === 'garbage' ? GARBAGE_USAGE : parsed.model === 'grok' ? GROK_USAGE : USAGE;
       const base = { id: 'chatcmpl-usage-1', created: 1, model: 'detailed' };
       if (!stream) {
         res.writeHead(200, { 'content-type': 'application/json' });
@@ -72,6 +80,10 @@ models:
     context_length: 100000
     pricing: { prompt: "2", completion: "8", request: "0.001" }
     route: [{ kind: openai_compat, id: cheap, base_url: "${detailed}", provider_model_id: detailed, pricing: { prompt: "1", completion: "1" } }]
+  - id: acme/grok
+    context_length: 100000
+    pricing: { prompt: "2", completion: "8", internal_reasoning: "4" }
+    route: [{ kind: openai_compat, base_url: "${detailed}", provider_model_id: grok }]
   - id: acme/garbage
     context_length: 100000
     pricing: { prompt: "1", completion: "1" }
@@ -156,6 +168,39 @@ describe.each(['sqlite', 'postgres'] as const)('accounting on %s', (backend) => 
     expect(Number(row(withImage.body.id).cost_usd)).toBeCloseTo(0.01565, 12);
     // The client is told what it is billed, as OpenRouter's usage.cost (never the upstream's 0.0123).
     expect((json.body.usage as { cost: number }).cost).toBe(Number(row(json.body.id).cost_usd));
+  });
+
+  it("bills reasoning a server counted apart from completion_tokens (xAI's Grok) as output, and says so to the client", async () => {
+    const json = await chat(gw, undefined, ask('acme/grok'));
+    const streamed = await chat(gw, undefined, ask('acme/grok', { stream: true, stream_options: { include_usage: true } }));
+    expect([json.status, streamed.status]).toEqual([200, 200]);
+    const billed = {
+      prompt_tokens: 1000,
+      completion_tokens: 500,
+      total_tokens: 1500,
+      completion_tokens_details: { reasoning_tokens: 200 },
+    };
+    expect(json.body.usage).toMatchObject(billed);
+    const usageEvent = String(streamed.body)
+      .split('\n\n')
+      .filter((e) => e.startsWith('data: {'))
+      .map((e) => JSON.parse(e.slice(6)) as { usage?: unknown })
+      .find((e) => e.usage);
+    expect(usageEvent?.usage).toMatchObject(billed);
+    const rows = await gw.rows();
+    const streamId = /"id":"(gen-[^"]+)"/.exec(String(streamed.body))![1];
+    for (const id of [json.body.id, streamId]) {
+      const r = rows.find((row) => `gen-${row.id}` === id)!;
+      expect(r).toMatchObject({
+        prompt_tokens: 1000,
+        completion_tokens: 500,
+        total_tokens: 1500,
+        reasoning_tokens: 200,
+        usage_estimated: false,
+      });
+      // 1000 x 2 + (500 - 200) x 8 + 200 x 4 per million
+      expect(Number(r.cost_usd)).toBeCloseTo(0.0052, 12);
+    }
   });
 
   it("streams usage with its cost for OpenRouter's usage: {include: true}, as for stream_options", async () => {

@@ -554,6 +554,21 @@ describe('usage and answer normalisation', () => {
     ).toEqual({ reasoning_tokens: 3 });
   });
 
+  it("puts reasoning counted apart from the completion into it (xAI's Grok), so the client sees what is billed", () => {
+    const u = normalizeUsage({
+      prompt_tokens: 100,
+      completion_tokens: 50,
+      total_tokens: 300,
+      completion_tokens_details: { reasoning_tokens: 150 },
+    });
+    expect(u).toMatchObject({
+      prompt_tokens: 100,
+      completion_tokens: 200,
+      total_tokens: 300,
+      completion_tokens_details: { reasoning_tokens: 150 },
+    });
+  });
+
   it('corrects canonical details out of range to what is billed, so the client and the log agree', () => {
     const over = normalizeUsage({ prompt_tokens: 3, completion_tokens: 2, total_tokens: 5, prompt_tokens_details: { cached_tokens: 100 } });
     expect(over.prompt_tokens_details).toEqual({ cached_tokens: 3 });

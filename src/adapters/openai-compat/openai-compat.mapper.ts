@@ -110,6 +110,8 @@ export function normalizeUsage(u: Usage): Usage {
     u.prompt_tokens_details = { ...u.prompt_tokens_details, cache_write_tokens: c.cacheWrite };
   if (fix(u.completion_tokens_details?.reasoning_tokens, c.reasoning))
     u.completion_tokens_details = { ...u.completion_tokens_details, reasoning_tokens: c.reasoning };
+  // The completion includes reasoning a server counted apart from it (see tokenCounts).
+  if (u.completion_tokens !== c.completion) u.completion_tokens = c.completion;
   // The total is the prompt plus the completion, as the log has it, whatever total was sent.
   if (u.total_tokens !== c.prompt + c.completion) u.total_tokens = c.prompt + c.completion;
   return u;
