@@ -40,15 +40,26 @@ export class AdminValidationPipe implements PipeTransform {
 /**
  * Names that class-transformer leaves out before validation sees them, so that "should not exist"
  * would never be said: refused as every unknown field is (`where`: "request body", "query").
+ * Nested too (in `metadata`, a list's items): there class-transformer took an own `constructor`
+ * for the class to build, and threw (a 500).
  */
 export function refuseReservedKeys(value: unknown, where: string): void {
-  const odd = value && typeof value === 'object' ? RESERVED.filter((k) => Object.hasOwn(value, k)) : [];
+  const odd = reservedKeys(value, '');
   if (odd.length > 0)
     throw new InvalidRequestError(
-      `Invalid ${where}: ${odd.map((k) => `property ${k} should not exist`).join('; ')}`,
+      `Invalid ${where}: ${odd.map((k) => (k.includes('.') ? `key ${k} is a reserved name` : `property ${k} should not exist`)).join('; ')}`,
       odd.join(', '),
       'invalid_request',
     );
+}
+
+/** The paths of reserved names at any depth (the body reader caps the depth). */
+function reservedKeys(v: unknown, path: string): string[] {
+  if (v === null || typeof v !== 'object') return [];
+  const out: string[] = [];
+  for (const k of RESERVED) if (Object.hasOwn(v, k)) out.push(path ? `${path}.${k}` : k);
+  for (const [k, x] of Object.entries(v)) if (x !== null && typeof x === 'object') out.push(...reservedKeys(x, path ? `${path}.${k}` : k));
+  return out;
 }
 
 /** class-validator's names of the checks that a value is of the right type. */

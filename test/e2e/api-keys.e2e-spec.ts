@@ -385,6 +385,11 @@ describe.each(['sqlite', 'postgres'] as const)('API keys on %s', (backend) => {
       ['POST', '/admin/api-keys', '{"name": "x", "__proto__": {"status": "revoked", "rpm_limit": -5}}', '__proto__'],
       ['PATCH', '/admin/api-keys/any', '{"constructor": {"name": "x"}}', 'constructor'],
       ['GET', '/admin/api-keys?constructor=x', undefined, 'constructor'],
+      // Nested, class-transformer took an own `constructor` for the class to build, and threw (a 500).
+      ['POST', '/admin/api-keys', '{"name": {"constructor": 1}}', 'name.constructor'],
+      ['POST', '/admin/api-keys', '{"name": "k", "allowed_models": [{"constructor": 1}]}', 'allowed_models.0.constructor'],
+      ['POST', '/admin/api-keys', '{"name": "k", "metadata": {"a": {"constructor": "x"}}}', 'metadata.a.constructor'],
+      ['PATCH', '/admin/api-keys/any', '{"metadata": {"constructor": {}}}', 'metadata.constructor'],
     ];
     for (const [method, path, body, param] of cases) {
       const r = await admin.call<{ error: { param: string; type: string } }>(method, path, body);
