@@ -83,6 +83,7 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
     }),
   );
   app.getHttpServer().on('clientError', answerClientError);
+  app.getHttpServer().on('connect', answerConnect);
   // Node's own refusal of an HTTP/1.1 request without Host is a bare 400 with no body and no
   // request id; the first middleware refuses it instead, in the API's shape.
   (app.getHttpServer() as Server & { requireHostHeader: boolean }).requireHostHeader = false;
@@ -268,7 +269,23 @@ function answerClientError(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, 
   const requestId = newRequestId();
   const anthropic = path !== undefined && isAnthropicPath(path);
   const code = status === 431 ? 'request_too_large' : status === 408 ? 'request_timeout' : 'invalid_request';
-  const body = JSON.stringify(refusalBody(path, status, message, code, null, requestId));
+  endRefused(socket, status, refusalBody(path, status, message, code, null, requestId), requestId, anthropic);
+}
+
+/**
+ * A CONNECT request (a proxy tunnel, which this server is not): Node hands its socket over and,
+ * with no one listening, destroyed it unanswered. Refused with 405 in the API's shape.
+ */
+function answerConnect(req: IncomingMessage, socket: Duplex): void {
+  const path = (req.url ?? '').split('?')[0];
+  const requestId = newRequestId();
+  const message = 'The CONNECT method is not supported: this server is an API, not a proxy';
+  endRefused(socket, 405, refusalBody(path, 405, message, 'method_not_allowed', null, requestId), requestId, isAnthropicPath(path));
+}
+
+/** Writes a refusal on a socket no response object owns, and closes it. */
+function endRefused(socket: Duplex, status: number, payload: object, requestId: string, anthropic: boolean): void {
+  const body = JSON.stringify(payload);
   socket.end(
     `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\n${anthropic ? `request-id: ${requestId}\r\n` : ''}connection: close\r\n\r\n${body}`,
   );

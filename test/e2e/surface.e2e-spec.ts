@@ -477,6 +477,23 @@ describe('API surface', () => {
     expect(((await openai.body.json()) as { error: { code: string } }).error.code).toBe('request_too_large');
   });
 
+  it("answers CONNECT (a proxy tunnel) with 405 in the surface's shape, not a closed socket", async () => {
+    const answer = async (target: string) => {
+      const text = await exchange(`CONNECT ${target} HTTP/1.1\r\nhost: x\r\n\r\n`);
+      const [head, body] = text.split('\r\n\r\n');
+      return { head, body: JSON.parse(body) as Record<string, unknown> };
+    };
+    const openai = await answer(chat);
+    expect(openai.head).toMatch(/^HTTP\/1\.1 405 Method Not Allowed\r\n[\s\S]*x-request-id: [0-9a-f-]{36}/);
+    expect(openai.body).toEqual({
+      error: { message: expect.stringContaining('CONNECT'), type: 'invalid_request_error', param: null, code: 'method_not_allowed' },
+    });
+    const anthropic = await answer('/anthropic/v1/messages');
+    expect(anthropic.head).toMatch(/^HTTP\/1\.1 405 /);
+    expect(anthropic.body).toMatchObject({ type: 'error', error: { type: 'invalid_request_error' } });
+    expect((await answer('example.com:443')).head).toMatch(/^HTTP\/1\.1 405 /);
+  });
+
   it("refuses an Expect header it cannot meet with 417 in the surface's shape", async () => {
     // undici refuses to send Expect, so over a plain socket.
     const raw = (path: string) =>
