@@ -312,6 +312,48 @@ describe('request logs when PostgreSQL goes away', () => {
     expect(new Set((await gw.rows()).map((r) => r.id)).size).toBe(6);
   });
 
+  it('leaves no server session waiting on a locked api_logs past DB_QUERY_TIMEOUT_MS, and writes every row after', async () => {
+    const port = await proxy.start();
+    gw = await startGateway({
+      models: MODELS,
+      env: { ...env(port), DB_POOL_SIZE: '2', DB_QUERY_TIMEOUT_MS: '300', REQUEST_LOG_FLUSH_MS: '50', REQUEST_LOG_REPLAY_MS: '200' },
+    });
+    await ask(gw, 1);
+    await gw.waitForRows(1);
+    // An operator's VACUUM FULL or ALTER TABLE holds this lock for as long as it runs.
+    const locker = new Client({ host: PG_ADMIN.host, port: PG_ADMIN.port, user: PG_ADMIN.user, database: db.name });
+    await locker.connect();
+    /** The gateway's server sessions waiting on the lock for over a second (clock_timestamp: now() stops in a transaction). */
+    const stuck = async () =>
+      Number(
+        (
+          await locker.query<{ n: string }>(
+            `SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'
+               AND pid <> pg_backend_pid() AND clock_timestamp() - query_start > interval '1 second'`,
+            [db.name],
+          )
+        ).rows[0].n,
+      );
+    try {
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE api_logs IN ACCESS EXCLUSIVE MODE');
+      let most = 0;
+      for (let i = 0; i < 10; i++) {
+        await ask(gw, 1);
+        await new Promise((r) => setTimeout(r, 250));
+        most = Math.max(most, await stuck());
+      }
+      // Before, a timed-out insert's session went on waiting (its client gone) until the lock was
+      // released; every retry left one more, past DB_POOL_SIZE, towards max_connections.
+      expect(most).toBe(0);
+      await locker.query('COMMIT');
+    } finally {
+      await locker.end();
+    }
+    await waitFor(async () => (await countRows(db)) === 11, 'every row, once the lock is gone', 15_000);
+    expect(new Set((await gw.rows()).map((r) => r.id)).size).toBe(11);
+  });
+
   it('runs on a pool of one connection, and goes on after an answer lost on it', async () => {
     const port = await proxy.start();
     // One connection: migrations run on the one that holds their lock (they had waited for a
