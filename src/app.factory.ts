@@ -83,7 +83,11 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
     }),
   );
   app.getHttpServer().on('clientError', answerClientError);
-  app.getHttpServer().on('connect', answerConnect);
+  app
+    .getHttpServer()
+    .on('connect', (req: IncomingMessage, socket: Duplex) =>
+      answerConnect(req, socket, (path) => ROUTED_METHODS.filter((m) => hasRoute(express as unknown as RoutedApp, m, underV1(path)))),
+    );
   // Node's own refusal of an HTTP/1.1 request without Host is a bare 400 with no body and no
   // request id; the first middleware refuses it instead, in the API's shape.
   (app.getHttpServer() as Server & { requireHostHeader: boolean }).requireHostHeader = false;
@@ -276,18 +280,42 @@ function answerClientError(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, 
  * A CONNECT request (a proxy tunnel, which this server is not): Node hands its socket over and,
  * with no one listening, destroyed it unanswered. Refused with 405 in the API's shape.
  */
-function answerConnect(req: IncomingMessage, socket: Duplex): void {
+function answerConnect(req: IncomingMessage, socket: Duplex, allowed: (path: string) => string[]): void {
+  // Node takes its own error listener off a socket it hands over: a client that resets while the
+  // answer is written would raise an error no one hears, and end the process.
+  socket.on('error', () => socket.destroy());
   const path = (req.url ?? '').split('?')[0];
   const requestId = newRequestId();
   const message = 'The CONNECT method is not supported: this server is an API, not a proxy';
-  endRefused(socket, 405, refusalBody(path, 405, message, 'method_not_allowed', null, requestId), requestId, isAnthropicPath(path));
+  const body = refusalBody(path, 405, message, 'method_not_allowed', null, requestId);
+  // A 405 names the methods the resource takes (RFC 9110 §15.5.6): none for a host:port.
+  let allow: string[] = [];
+  try {
+    allow = allowed(path);
+  } catch {
+    // A target the router cannot match (it does not decode): no resource, no methods.
+  }
+  endRefused(socket, 405, body, requestId, isAnthropicPath(path), { allow: allow.join(', ') });
 }
 
+/** The methods routes are declared for (Allow in a 405). */
+const ROUTED_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'];
+
 /** Writes a refusal on a socket no response object owns, and closes it. */
-function endRefused(socket: Duplex, status: number, payload: object, requestId: string, anthropic: boolean): void {
+function endRefused(
+  socket: Duplex,
+  status: number,
+  payload: object,
+  requestId: string,
+  anthropic: boolean,
+  headers: Record<string, string> = {},
+): void {
   const body = JSON.stringify(payload);
+  const extra = Object.entries(headers)
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
   socket.end(
-    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\n${anthropic ? `request-id: ${requestId}\r\n` : ''}connection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${requestId}\r\n${anthropic ? `request-id: ${requestId}\r\n` : ''}${extra}connection: close\r\n\r\n${body}`,
   );
   // The server's sockets are half-open: after this end, a peer that never closes its side held
   // the socket and its descriptor for good, as no parser and so no timeout watches it any more

@@ -1,5 +1,6 @@
 import OpenAI, { APIError } from 'openai';
 import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { connect } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { request } from 'undici';
@@ -491,7 +492,20 @@ describe('API surface', () => {
     const anthropic = await answer('/anthropic/v1/messages');
     expect(anthropic.head).toMatch(/^HTTP\/1\.1 405 /);
     expect(anthropic.body).toMatchObject({ type: 'error', error: { type: 'invalid_request_error' } });
-    expect((await answer('example.com:443')).head).toMatch(/^HTTP\/1\.1 405 /);
+    expect(openai.head).toMatch(/\r\nallow: POST\r\n/);
+    const tunnel = await answer('example.com:443');
+    expect(tunnel.head).toMatch(/^HTTP\/1\.1 405 [\s\S]*\r\nallow: \r\n/);
+    // A client that resets while the answer is written: nothing in the process hears the error
+    // but the handler's own listener (before, an uncaught 'error' event ended the process).
+    for (let i = 0; i < 30; i++) {
+      const s = connect(Number(new URL(gw.url).port), '127.0.0.1', () => {
+        s.write(`CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n${'x'.repeat(100_000)}`);
+        s.resetAndDestroy();
+      });
+      s.on('error', () => undefined);
+      await once(s, 'close');
+    }
+    expect((await fetch(`${gw.url}/health`)).status).toBe(200);
   });
 
   it("refuses an Expect header it cannot meet with 417 in the surface's shape", async () => {
