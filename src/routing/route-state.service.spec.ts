@@ -154,14 +154,23 @@ describe('RouteStateService', () => {
     s.succeeded(st, s.acquire(st), { ttftMs: 5, durationMs: 10 });
     const notFound = () => new UpstreamError({ failure: 'http', upstreamStatus: 404, message: 'no such model' });
     for (let i = 0; i < 3; i++) s.failed(st, s.acquire(st), notFound());
-    // A client gone, or a request every route refuses alike, says nothing of the route.
+    // A client gone, or what the request itself asked for, says nothing of the route: one client
+    // sending a prompt over the context thrice would otherwise rank the best route last.
     s.failed(st, s.acquire(st), new UpstreamError({ failure: 'aborted', message: 'gone' }));
     s.failed(st, s.acquire(st), new UpstreamError({ failure: 'http', upstreamStatus: 400, message: 'bad', sameOnEveryRoute: true }));
+    const tooLong = "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens.";
+    for (const message of [tooLong, 'temperature: must be at most 2'])
+      s.failed(st, s.acquire(st), new UpstreamError({ failure: 'http', upstreamStatus: 400, message }));
     expect(s.stats(st)).toMatchObject({ ttftMs: 5, failedInARow: 3 });
     const later = performance.now() + (routing.statsWindow.seconds + 1) * 1000;
     expect(s.stats(st, later).failedInARow).toBe(0);
     s.succeeded(st, s.acquire(st), { ttftMs: 5, durationMs: 10 });
     expect(s.stats(st).failedInARow).toBe(0);
+    // A streak left from before the window emptied (or a reload changed it) does not carry on.
+    for (let i = 0; i < 3; i++) s.failed(st, s.acquire(st), notFound());
+    st.resetStats({ size: 10, seconds: 60 });
+    s.failed(st, s.acquire(st), notFound());
+    expect(s.stats(st).failedInARow).toBe(1);
   });
 
   it('forgets routes and endpoints a reloaded config no longer has', () => {

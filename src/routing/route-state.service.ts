@@ -5,7 +5,7 @@ import { ModelRegistry } from '../config/model-registry.service';
 import type { ModelDef, RouteDef, StatsWindowDef } from '../config/registry.types';
 import { normaliseEndpoint } from '../config/routing.parser';
 import { CircuitBreaker, type CircuitPermit, type CircuitTransition } from './circuit-breaker';
-import { countsAgainstEndpoint } from './retry-policy';
+import { classifyFailure, countsAgainstEndpoint, type FailureClass } from './retry-policy';
 import { SlidingWindow } from './sliding-window';
 
 export type HealthStatus = 'unknown' | 'healthy' | 'unhealthy';
@@ -47,7 +47,7 @@ export class RouteState {
   attempts!: SlidingWindow;
   requests = 0;
   failures = 0;
-  /** Attempts the route failed in a row (a 404 or 400 too, not one every route would answer alike); 0 after an answer. */
+  /** Attempts the route failed in a row for its own part (ROUTE_FAULTS); 0 after an answer. */
   failedInARow = 0;
   lastError?: string;
   /** Date.now() of the last failure. */
@@ -79,6 +79,7 @@ export class RouteState {
     this.throughput = new SlidingWindow(window.size, ms);
     this.outcomes = new SlidingWindow(window.size, ms);
     this.attempts = new SlidingWindow(window.size, ms);
+    this.failedInARow = 0;
   }
 }
 
@@ -97,6 +98,9 @@ export interface RouteStats {
   /** The route's latest attempts that all failed, in a row (0 after an answer). */
   failedInARow?: number;
 }
+
+/** Failures that say the route itself fails now: the ones counted in RouteState.failedInARow. */
+const ROUTE_FAULTS: ReadonlySet<FailureClass> = new Set(['route', 'transient', 'slow', 'broken']);
 
 export function routeKey(model: ModelDef, route: RouteDef): string {
   return `${model.id}|${route.id}`;
@@ -264,9 +268,13 @@ export class RouteStateService {
     // alike (the request itself is wrong); one bad request is not a failing route either (the
     // strategy wants a few failures before it ranks a route last: stats' failedAttempts).
     if (!err.sameOnEveryRoute) {
+      // A streak counts from the window's start: one left from before it emptied is stale.
+      if (st.attempts.length(now) === 0) st.failedInARow = 0;
       st.attempts.add(1, now);
-      st.failedInARow++;
     }
+    // Not what the request itself asked for (a prompt over the context, a refused parameter, a
+    // content filter): one client sending it thrice would rank the best route last for everyone.
+    if (ROUTE_FAULTS.has(classifyFailure(err))) st.failedInARow++;
     if (countable) {
       st.failures++;
       st.outcomes.add(1, now);
