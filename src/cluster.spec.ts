@@ -17,11 +17,13 @@ describe('sweepStaleConfigCopies', () => {
       return join(root, name);
     };
     const stale = mk(`hybridinference-config-${dead}-AbC123`);
-    const live = mk(`hybridinference-config-${process.pid}-XyZ789`);
+    // A container's primary is pid 1 at every restart: a copy under its own pid is a predecessor's.
+    const mine = mk(`hybridinference-config-${process.pid}-QrS456`);
+    const live = mk(`hybridinference-config-${process.ppid}-XyZ789`);
     const old = mk('hybridinference-config-AbC123'); // the unnamed shape: whose, unknown
     const other = mk(`something-${dead}-else`);
-    expect(sweepStaleConfigCopies(root)).toEqual([stale]);
-    expect([stale, live, old, other].map(existsSync)).toEqual([false, true, true, true]);
+    expect(sweepStaleConfigCopies(root).sort()).toEqual([stale, mine].sort());
+    expect([stale, mine, live, old, other].map(existsSync)).toEqual([false, false, true, true, true]);
   });
 
   it('finds nothing in a directory that is not there', () => {

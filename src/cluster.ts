@@ -35,7 +35,8 @@ const CONFIG_DIR_PREFIX = 'hybridinference-config-';
 /**
  * Removes the accepted-config copies of primaries that are gone: one killed (kill -9, the OOM
  * killer) never ran its exit handler, and its copy may hold keys written into the config. Only
- * this user's directories of this shape, and only those whose primary's pid is not running.
+ * this user's directories of this shape, and only those whose primary's pid is not running (or
+ * is this process's: called before this primary has a copy).
  */
 export function sweepStaleConfigCopies(root = tmpdir()): string[] {
   const removed: string[] = [];
@@ -47,7 +48,9 @@ export function sweepStaleConfigCopies(root = tmpdir()): string[] {
   }
   for (const name of names) {
     const pid = new RegExp(`^${CONFIG_DIR_PREFIX}(\\d+)-`).exec(name)?.[1];
-    if (!pid || processAlive(Number(pid))) continue;
+    // This process's pid: a copy of one before it with the same pid (a container's primary is
+    // pid 1 at every restart), as the sweep runs before this primary makes its own.
+    if (!pid || (Number(pid) !== process.pid && processAlive(Number(pid)))) continue;
     const path = join(root, name);
     try {
       if (statSync(path).uid !== process.getuid?.()) continue;
