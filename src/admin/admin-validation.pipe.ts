@@ -44,7 +44,8 @@ export class AdminValidationPipe implements PipeTransform {
  * for the class to build, and threw (a 500).
  */
 export function refuseReservedKeys(value: unknown, where: string): void {
-  const odd = reservedKeys(value, '');
+  const odd: string[] = [];
+  reservedKeys(value, '', odd);
   if (odd.length > 0)
     throw new InvalidRequestError(
       `Invalid ${where}: ${odd.map((k) => (k.includes('.') ? `key ${k} is a reserved name` : `property ${k} should not exist`)).join('; ')}`,
@@ -53,13 +54,18 @@ export function refuseReservedKeys(value: unknown, where: string): void {
     );
 }
 
-/** The paths of reserved names at any depth (the body reader caps the depth). */
-function reservedKeys(v: unknown, path: string): string[] {
-  if (v === null || typeof v !== 'object') return [];
-  const out: string[] = [];
-  for (const k of RESERVED) if (Object.hasOwn(v, k)) out.push(path ? `${path}.${k}` : k);
-  for (const [k, x] of Object.entries(v)) if (x !== null && typeof x === 'object') out.push(...reservedKeys(x, path ? `${path}.${k}` : k));
-  return out;
+/** How many reserved names a refusal lists: enough to find them, not a message of megabytes. */
+const MAX_RESERVED_LISTED = 10;
+
+/** Adds to `out` the paths of reserved names at any depth (the body reader caps the depth), up to MAX_RESERVED_LISTED. */
+function reservedKeys(v: unknown, path: string, out: string[]): void {
+  if (v === null || typeof v !== 'object') return;
+  for (const k of RESERVED) if (Object.hasOwn(v, k) && out.length < MAX_RESERVED_LISTED) out.push(path ? `${path}.${k}` : k);
+  for (const k in v) {
+    if (out.length >= MAX_RESERVED_LISTED) return;
+    const x = (v as Record<string, unknown>)[k];
+    if (Object.hasOwn(v, k) && x !== null && typeof x === 'object') reservedKeys(x, path ? `${path}.${k}` : k, out);
+  }
 }
 
 /** class-validator's names of the checks that a value is of the right type. */
