@@ -34,3 +34,11 @@ export function claudeEffort(effort: string): Effort | undefined {
       return undefined;
   }
 }
+
+/**
+ * Whether an `anthropic-beta` value is interleaved thinking (any dated version), under which a
+ * thinking budget is the whole turn's and may exceed `max_tokens`.
+ */
+export function isInterleavedThinkingBeta(beta: string): boolean {
+  return beta.trim().startsWith('interleaved-thinking-');
+}

@@ -227,6 +227,11 @@ models:
       const [call] = predictions();
       expect(call.headers['anthropic-beta']).toBe('context-1m-2025-08-07,interleaved-thinking-2025-05-14');
       expect(call.body).toMatchObject({ max_tokens: 1000, thinking: { type: 'enabled', budget_tokens: 4000 } });
+      // A later version of the beta, which the gateway's validator takes alike, goes along too.
+      await rawPost(`${gw.url}/anthropic/v1/messages`, body, {
+        headers: { 'content-type': 'application/json', 'anthropic-beta': 'interleaved-thinking-2026-09-01' },
+      });
+      expect(predictions()[1].headers['anthropic-beta']).toBe('interleaved-thinking-2026-09-01');
     });
 
     it('relays a stream event by event under the public model id', async () => {

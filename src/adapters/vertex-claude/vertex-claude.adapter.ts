@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import type { Dispatcher } from 'undici';
 import { UpstreamError } from '../../common/errors';
+import { isInterleavedThinkingBeta } from '../../common/reasoning';
 import type { RouteDef } from '../../config/registry.types';
 import { AnthropicAdapter, type ClientProtocol, type MessagesEndpoint } from '../anthropic/anthropic.adapter';
 import { mergeBetas } from '../anthropic/anthropic.mapper';
@@ -15,14 +16,12 @@ import { GoogleTokenSource, loadServiceAccount, type ServiceAccount } from './go
 export const VERTEX_ANTHROPIC_VERSION = 'vertex-2023-10-16';
 
 /**
- * A client's betas Vertex AI takes on every Claude it serves and that change what a request may
- * say: with interleaved thinking a thinking budget may exceed `max_tokens`, which the gateway then
- * accepts. Claude Code sends it to Vertex itself (CLAUDE_CODE_USE_VERTEX).
+ * Of a client's betas, those Vertex AI takes on every Claude it serves and that change what a
+ * request may say: interleaved thinking, with which a thinking budget may exceed `max_tokens`
+ * (which the gateway then accepts). Claude Code sends it to Vertex itself (CLAUDE_CODE_USE_VERTEX).
  */
-const VERTEX_CLIENT_BETAS: ReadonlySet<string> = new Set(['interleaved-thinking-2025-05-14']);
-
 function vertexClientBetas(client: ClientProtocol | undefined): string[] {
-  return (client?.betas ?? []).flatMap((b) => b.split(',').map((p) => p.trim())).filter((b) => VERTEX_CLIENT_BETAS.has(b));
+  return (client?.betas ?? []).flatMap((b) => b.split(',').map((p) => p.trim())).filter(isInterleavedThinkingBeta);
 }
 
 /** Where a Vertex route sends requests. */

@@ -1,6 +1,7 @@
 import { InvalidRequestError } from '../../common/errors';
 import { MAX_TOKENS_LIMIT } from '../chat-request.validator';
 import { isJsonObject } from '../../common/json-object';
+import { isInterleavedThinkingBeta } from '../../common/reasoning';
 
 type Json = Record<string, unknown>;
 
@@ -217,7 +218,7 @@ export function validateMessagesRequest(body: unknown, countOnly = false, betas:
         fail('thinking.budget_tokens', 'Input should be a valid integer');
       // With interleaved thinking the budget is the whole turn's, across its thinking blocks, and
       // may exceed max_tokens (Anthropic's extended-thinking docs); Claude Code sends that beta.
-      const interleaved = betas.some((b) => b.startsWith('interleaved-thinking-'));
+      const interleaved = betas.some(isInterleavedThinkingBeta);
       if (!countOnly && !interleaved && typeof body.max_tokens === 'number' && th.budget_tokens >= body.max_tokens)
         fail('max_tokens', 'must be greater than thinking.budget_tokens');
     }
