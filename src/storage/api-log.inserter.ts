@@ -103,7 +103,7 @@ export class ApiLogInserter {
         return isJson[i] && typeof v === 'string' ? jsonbSafe(v) : v;
       });
     if (this.sqlite) return this.sqlite.insertAll(rows.map(values), rows);
-    const statements = bySize(rows.map(values));
+    const statements = bySize(rows.map(values), Math.floor(PG_MAX_PARAMETERS / this.columns.length));
     return this.ds.transaction(async (m) => {
       const ids = new Set<string>();
       for (const tuples of statements) {
@@ -122,9 +122,10 @@ export class ApiLogInserter {
   /**
    * Makes a row's text storable wherever it came from (the client's `user`, a model name, an
    * upstream's finish reason): PostgreSQL refuses NUL in text and values over a varchar's length,
-   * and one such row would fail its whole batch. NULs are dropped, over-long text cut to fit, lone
-   * surrogates made U+FFFD (so that both databases store the same, valid UTF-8); the row object
-   * itself is changed, so the hourly rollup sees the same values.
+   * and one such row would fail its whole batch. NULs and lone surrogates are made U+FFFD (so that
+   * both databases store the same, valid UTF-8, and a model named "de<NUL>mo", refused, is not
+   * logged as "demo"), over-long text cut to fit; the row object itself is changed, so the hourly
+   * rollup sees the same values.
    */
   private storable(row: ApiLog): void {
     const r = row as unknown as Record<string, unknown>;
@@ -132,7 +133,7 @@ export class ApiLogInserter {
       const value = r[key];
       if (typeof value !== 'string') continue;
       let v = value;
-      if (v.includes('\0')) v = v.replaceAll('\0', '');
+      if (v.includes('\0')) v = v.replaceAll('\0', '\ufffd');
       if (length !== undefined && v.length > length) v = v.slice(0, length);
       v = wellFormed(v);
       if (v !== value) r[key] = v;
@@ -152,15 +153,22 @@ export class ApiLogInserter {
   }
 }
 
-/** Rows' values grouped into statements of at most STATEMENT_CHARS characters (a larger row alone). */
-function bySize(tuples: unknown[][]): unknown[][][] {
+/** PostgreSQL's protocol counts a statement's parameters in 16 bits. */
+const PG_MAX_PARAMETERS = 65_535;
+
+/**
+ * Rows' values grouped into statements of at most STATEMENT_CHARS characters (a larger row
+ * alone) and `maxRows` rows (a REQUEST_LOG_BATCH_SIZE of 5,000 made 130,000 parameters, which no
+ * statement takes: every batch failed as an outage and went through the spool).
+ */
+function bySize(tuples: unknown[][], maxRows: number): unknown[][][] {
   const out: unknown[][][] = [];
   let group: unknown[][] = [];
   let chars = 0;
   for (const tuple of tuples) {
     let n = 0;
     for (const v of tuple) if (typeof v === 'string') n += v.length;
-    if (group.length > 0 && chars + n > STATEMENT_CHARS) {
+    if (group.length > 0 && (chars + n > STATEMENT_CHARS || group.length >= maxRows)) {
       out.push(group);
       group = [];
       chars = 0;
@@ -173,15 +181,15 @@ function bySize(tuples: unknown[][]): unknown[][][] {
 }
 
 /**
- * JSON text that jsonb takes: without `\u0000` escapes (NUL inside a string), and with a lone
- * surrogate's escape (`\ud800`: half of a UTF-16 pair, from an upstream's broken text) as
- * U+FFFD, as a UTF-8 encoder writes it. JSON.stringify escapes only lone surrogates, never a
+ * JSON text that jsonb takes: a `\u0000` escape (NUL inside a string, which jsonb refuses) and a
+ * lone surrogate's escape (`\ud800`: half of a UTF-16 pair, from an upstream's broken text) as
+ * U+FFFD, as a UTF-8 encoder writes the latter. JSON.stringify escapes only lone surrogates, never a
  * whole pair. An escape is a backslash run of odd length; an even run is escaped backslashes
  * followed by literal text, which stays.
  */
 export function jsonbSafe(json: string): string {
   if (!json.includes('\\u0000') && !/\\u[dD][89a-fA-F]/.test(json)) return json;
-  return json.replace(/(\\+)u(0000|[dD][89a-fA-F][0-9a-fA-F]{2})/g, (m: string, slashes: string, code: string) =>
-    slashes.length % 2 === 0 ? m : code === '0000' ? slashes.slice(1) : `${slashes.slice(1)}\\ufffd`,
+  return json.replace(/(\\+)u(0000|[dD][89a-fA-F][0-9a-fA-F]{2})/g, (m: string, slashes: string) =>
+    slashes.length % 2 === 0 ? m : `${slashes.slice(1)}\\ufffd`,
   );
 }

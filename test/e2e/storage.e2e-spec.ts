@@ -289,6 +289,18 @@ describe('request logs when PostgreSQL goes away', () => {
     expect(await countRows(db)).toBe(6);
   });
 
+  it('writes a batch of more rows than one statement takes parameters (65,535), not to the spool', async () => {
+    const port = await proxy.start();
+    gw = await startGateway({ models: MODELS, env: { ...env(port), REQUEST_LOG_FLUSH_MS: '600000', REQUEST_LOG_BATCH_SIZE: '5000' } });
+    const writer = gw.app.get(RequestLogWriter);
+    for (let i = 0; i < 3000; i++) writer.enqueue(logRow(`many-${i}`));
+    const dir = join(gw.dir, 'spool');
+    await gw.close();
+    gw = undefined;
+    expect(await countRows(db)).toBe(3000);
+    expect(spooledLines(dir)).toBe(0);
+  });
+
   it('spools rows and still shuts down when the database stops answering without closing', async () => {
     const port = await proxy.start();
     gw = await startGateway({ models: MODELS, env: { ...env(port), DB_QUERY_TIMEOUT_MS: '300', REQUEST_LOG_FLUSH_MS: '50' } });
@@ -868,11 +880,12 @@ describe.each(['sqlite', 'postgres'] as const)('rows the database would refuse, 
     writer.enqueue(logRow('ok-2'));
     const rows = new Map((await gw.rows()).map((r) => [r.id, r]));
     expect([...rows.keys()].sort()).toEqual(['long-1', 'nul-1', 'ok-1', 'ok-2']);
+    // A NUL is U+FFFD, as a lone surrogate: dropped, a refused model "demo/<NUL>mock" was logged as a real one.
     expect(rows.get('nul-1')).toMatchObject({
-      user_id: 'eviluser\ufffd',
-      model: 'demo/mock',
-      error: 'ab',
-      metadata: { note: 'xy', literal: '\\u0000 stays', half: 'a\ufffdb', low: '\ufffd', pair: '\ud83d\ude00', text: '\\ud800' },
+      user_id: 'evil\ufffduser\ufffd',
+      model: 'demo/\ufffdmock',
+      error: 'a\ufffdb',
+      metadata: { note: 'x\ufffdy', literal: '\\u0000 stays', half: 'a\ufffdb', low: '\ufffd', pair: '\ud83d\ude00', text: '\\ud800' },
     });
     expect(rows.get('long-1')).toMatchObject({ finish_reason: 'f'.repeat(32), error_code: 'c'.repeat(100) });
     expect(spooledLines(join(gw.dir, 'spool'))).toBe(0);
