@@ -13,6 +13,7 @@ import { draining, jsonBody } from './common/json-body';
 import { errorBody, sendErrorJson } from './common/openai-error';
 import { attachContext } from './common/request-context';
 import { requestId as newRequestId } from './common/request-id';
+import { allowedMethods, hasRoute, type RoutedApp } from './common/routes';
 import { AppConfig } from './config/app-config';
 import type { AppConfigOptions } from './config/app-config.module';
 import { startupEnv } from './config/env-file';
@@ -86,7 +87,7 @@ export async function createApp(options: CreateAppOptions = {}): Promise<NestExp
   app
     .getHttpServer()
     .on('connect', (req: IncomingMessage, socket: Duplex) =>
-      answerConnect(req, socket, (path) => ROUTED_METHODS.filter((m) => hasRoute(express as unknown as RoutedApp, m, underV1(path)))),
+      answerConnect(req, socket, (path) => allowedMethods(express as unknown as RoutedApp, underV1(path))),
     );
   // Node's own refusal of an HTTP/1.1 request without Host is a bare 400 with no body and no
   // request id; the first middleware refuses it instead, in the API's shape.
@@ -235,15 +236,6 @@ function underV1(url: string): string {
   return url.startsWith('/api/v1/') ? url.slice(4) : url;
 }
 
-/** Express 5's router as hasRoute reads it. */
-type RoutedApp = { router: { stack: Array<{ route?: { methods: Record<string, boolean> }; match(path: string): unknown }> } };
-
-/** Whether a route serves `method` at `path` (asked only for a body refused on a path that is not a model endpoint). */
-function hasRoute(app: RoutedApp, method: string, path: string): boolean {
-  const m = method.toLowerCase();
-  return app.router.stack.some((layer) => layer.route?.methods[m] === true && Boolean(layer.match(path)));
-}
-
 /** How long a request's line and headers may take to arrive (408 past it, with the connection closed). */
 const HEADERS_TIMEOUT_MS = 15_000;
 
@@ -289,17 +281,8 @@ function answerConnect(req: IncomingMessage, socket: Duplex, allowed: (path: str
   const message = 'The CONNECT method is not supported: this server is an API, not a proxy';
   const body = refusalBody(path, 405, message, 'method_not_allowed', null, requestId);
   // A 405 names the methods the resource takes (RFC 9110 §15.5.6): none for a host:port.
-  let allow: string[] = [];
-  try {
-    allow = allowed(path);
-  } catch {
-    // A target the router cannot match (it does not decode): no resource, no methods.
-  }
-  endRefused(socket, 405, body, requestId, isAnthropicPath(path), { allow: allow.join(', ') });
+  endRefused(socket, 405, body, requestId, isAnthropicPath(path), { allow: allowed(path).join(', ') });
 }
-
-/** The methods routes are declared for (Allow in a 405). */
-const ROUTED_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'];
 
 /** Writes a refusal on a socket no response object owns, and closes it. */
 function endRefused(

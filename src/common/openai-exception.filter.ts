@@ -4,6 +4,7 @@ import { anthropicErrorBody, isAnthropicPath, sendAnthropicError, sendAnthropicG
 import { GatewayError, typeForStatus } from './errors';
 import { errorBody, sendError, sendGatewayError } from './openai-error';
 import { contextOf } from './request-context';
+import { allowedMethods, type RoutedApp } from './routes';
 
 /**
  * Every error leaves the gateway in OpenAI's shape (on the Anthropic surface's paths, in
@@ -24,14 +25,22 @@ export class OpenAiExceptionFilter implements ExceptionFilter {
     if (exception instanceof GatewayError)
       return anthropic ? sendAnthropicGatewayError(res, exception, id ?? null) : sendGatewayError(res, exception);
     if (exception instanceof HttpException) {
-      const status = exception.getStatus();
+      let status = exception.getStatus();
       const r = exception.getResponse();
       const message = Array.isArray(r)
         ? r.join('; ')
         : typeof r === 'string'
           ? r
           : ((r as { message?: unknown }).message ?? exception.message);
-      const text = Array.isArray(message) ? message.join('; ') : String(message);
+      let text = Array.isArray(message) ? message.join('; ') : String(message);
+      // No route for this method, but one for another at this path: the method is what is wrong
+      // (Express says 404 for both). A 405 names the methods the path takes (RFC 9110 §15.5.6).
+      const allow = status === 404 && text.startsWith('Cannot ') ? allowedMethods(req.app as unknown as RoutedApp, req.path) : [];
+      if (allow.length > 0) {
+        status = 405;
+        text = `Method ${req.method} is not allowed on ${req.path}; it takes ${allow.join(', ')}`;
+        res.setHeader('allow', allow.join(', '));
+      }
       if (anthropic) return sendAnthropicError(res, status, anthropicErrorBody(status, text, id ?? null));
       // Express refuses a path whose percent-encoding does not decode (`/v1/models/%ZZ`) this way.
       const badPath = status === 400 && text.startsWith('Failed to decode param');

@@ -601,6 +601,26 @@ describe('API surface', () => {
     expect((await rawPost(`${gw.url}/admin/routing/reload`, '{"x": ')).status).toBe(400);
   });
 
+  it("answers a method a served path does not take with 405 naming the ones it takes, in the surface's shape", async () => {
+    for (const [method, path, allow] of [
+      ['GET', chat, 'POST'],
+      ['PUT', '/api/v1/chat/completions', 'POST'],
+      ['DELETE', '/v1/models/demo/mock', 'GET'],
+    ] as const) {
+      const res = await request(`${gw.url}${path}`, { method });
+      expect([method, path, res.statusCode, res.headers.allow]).toEqual([method, path, 405, allow]);
+      expect(((await res.body.json()) as { error: unknown }).error).toEqual({
+        message: expect.stringContaining(`${method} is not allowed`),
+        type: 'invalid_request_error',
+        param: null,
+        code: 'method_not_allowed',
+      });
+    }
+    const anthropic = await request(`${gw.url}/anthropic/v1/messages`, { method: 'GET' });
+    expect([anthropic.statusCode, anthropic.headers.allow]).toEqual([405, 'POST']);
+    expect(await anthropic.body.json()).toMatchObject({ type: 'error', error: { message: expect.stringContaining('not allowed') } });
+  });
+
   it('serves 30 pipelined requests on one connection without piling a listener per request on it', async () => {
     // Node warns (MaxListenersExceededWarning, a line that is not JSON in the log) at the eleventh.
     let most = 0;
