@@ -386,7 +386,7 @@ describe('chatToMessage', () => {
       expect([raw, input(raw)]).toEqual([raw, { _raw_arguments: raw }]);
   });
 
-  it("turns Claude's reasoning_details into signed and redacted thinking, another model's into plain thinking", () => {
+  it("turns Claude's reasoning_details into signed and redacted thinking, another model's into plain thinking and carried encrypted reasoning", () => {
     const answer = (details: unknown[]): ChatResponse => ({
       id: 'x',
       object: 'chat.completion',
@@ -421,7 +421,70 @@ describe('chatToMessage', () => {
       ).content,
     ).toEqual([
       { type: 'thinking', thinking: 's', signature: '' },
+      { type: 'redacted_thinking', data: expect.stringMatching(/^hybridinference-reasoning-v1\./) },
       { type: 'text', text: 'hi' },
+    ]);
+  });
+
+  it("carries Gemini's thought signature from OpenRouter through the client's turn back to OpenRouter, and to no other backend", () => {
+    // OpenRouter's form of a Gemini 3 tool call's signature: Gemini refuses the next turn without it.
+    const signature = { type: 'reasoning.encrypted', data: 'ORSIG', id: 'tool_abc', format: 'google-gemini-v1', index: 1 };
+    const answer = chatToMessage(
+      {
+        id: 'x',
+        object: 'chat.completion',
+        created: 0,
+        model: 'm',
+        choices: [
+          {
+            index: 0,
+            message: {
+              role: 'assistant',
+              content: null,
+              reasoning: 'I will call',
+              reasoning_details: [{ type: 'reasoning.text', text: 'I will call', format: 'google-gemini-v1', index: 0 }, signature],
+              tool_calls: [{ id: 'tool_abc', type: 'function', function: { name: 'f', arguments: '{}' } }],
+            },
+            finish_reason: 'tool_calls',
+          },
+        ],
+      },
+      'msg_1',
+      'm',
+    );
+    const body = {
+      max_tokens: 10,
+      messages: [
+        { role: 'user', content: 'hi' },
+        { role: 'assistant', content: answer.content },
+        { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'tool_abc', content: 'done' }] },
+      ],
+    };
+    const { index: _index, ...asSent } = signature;
+    expect(messagesToChat(body, 'm', true).messages[1]).toMatchObject({
+      tool_calls: [{ id: 'tool_abc' }],
+      reasoning_details: [{ ...asSent, index: 0 }],
+    });
+    // Not Claude's, nor any chat backend's to read: left out (Claude would refuse it as its own).
+    const plain = messagesToChat(body, 'm').messages[1];
+    expect(plain.reasoning_details).toBeUndefined();
+    expect(JSON.stringify(plain)).not.toContain('hybridinference-reasoning');
+    // A block that only looks like one (a client's own redacted reasoning) stays Claude's.
+    const forged = {
+      ...body,
+      messages: [
+        body.messages[0],
+        {
+          role: 'assistant',
+          content: [
+            { type: 'redacted_thinking', data: 'hybridinference-reasoning-v1.!!' },
+            { type: 'text', text: 'x' },
+          ],
+        },
+      ],
+    };
+    expect(messagesToChat(forged, 'm', true).messages[1].reasoning_details).toEqual([
+      { type: 'reasoning.encrypted', data: 'hybridinference-reasoning-v1.!!', format: 'anthropic-claude-v1', index: 0 },
     ]);
   });
 
@@ -599,6 +662,33 @@ describe('ChatToMessagesStream', () => {
       { type: 'redacted_thinking', data: 'ENC' },
     ]);
     expect(events.filter((e) => e.delta?.type === 'signature_delta').map((e) => e.delta!.signature)).toEqual(['S1', 'S2']);
+  });
+
+  it("streams another model's encrypted reasoning (Gemini's signature from OpenRouter) as a carried redacted block", () => {
+    const t = new ChatToMessagesStream('msg_1', 'public', 12);
+    const gemini = { type: 'reasoning.encrypted', data: 'ORSIG', id: 'tool_abc', format: 'google-gemini-v1', index: 0 };
+    const events = [
+      ...t.push(chunk({ tool_calls: [{ index: 0, id: 'tool_abc', type: 'function', function: { name: 'f', arguments: '{}' } }] })),
+      ...t.push(chunk({ reasoning_details: [gemini] })),
+      ...t.push(chunk({}, 'tool_calls')),
+      ...t.finishEvents(),
+    ].map((e) => JSON.parse(e.data) as { type: string; content_block?: Record<string, unknown> });
+    const blocks = events.filter((e) => e.type === 'content_block_start').map((e) => e.content_block!);
+    expect(blocks.map((b) => b.type)).toEqual(['tool_use', 'redacted_thinking']);
+    const back = messagesToChat(
+      {
+        max_tokens: 5,
+        messages: [
+          { role: 'user', content: 'q' },
+          { role: 'assistant', content: [{ ...blocks[0], input: {} }, blocks[1]] },
+        ],
+      },
+      'm',
+      true,
+    );
+    expect(back.messages[1].reasoning_details).toEqual([
+      { type: 'reasoning.encrypted', data: 'ORSIG', id: 'tool_abc', format: 'google-gemini-v1', index: 0 },
+    ]);
   });
 
   it('reads a choice that came without its index as the first', () => {

@@ -16,6 +16,7 @@ import type {
   Usage,
 } from '../../common/chat.types';
 import { isSoundUsage, tokenCounts } from '../../common/usage';
+import { isJsonObject } from '../../common/json-object';
 
 /**
  * The Anthropic surface's translation for backends that do not speak the Messages API, as pure
@@ -280,8 +281,12 @@ export function messagesToChat(body: Json, model: string, openRouterExtras = fal
         else if (b.type === 'thinking') {
           reasoning += String(b.thinking ?? '');
           thinking.push({ type: 'thinking', thinking: b.thinking, signature: b.signature });
-        } else if (b.type === 'redacted_thinking') thinking.push({ type: 'redacted_thinking', data: b.data });
-        else
+        } else if (b.type === 'redacted_thinking') {
+          // Another model's encrypted reasoning this gateway carried in the block (foreignReasoning):
+          // OpenRouter's again, and for no other backend (Claude would refuse it as its own).
+          const foreign = fromCarrier(b.data);
+          thinking.push(foreign ? { type: FOREIGN, detail: foreign } : { type: 'redacted_thinking', data: b.data });
+        } else
           throw unsupported(`${at}.content.${j}: content of type "${b.type}" can only be sent to Claude models`, `${at}.content.${j}.type`);
       });
       const text = texts.map((t) => String(t.text ?? '')).join(BLOCK_SEPARATOR);
@@ -295,13 +300,16 @@ export function messagesToChat(body: Json, model: string, openRouterExtras = fal
       };
       if (calls.length > 0) msg.tool_calls = calls;
       if (reasoning) msg.reasoning_content = reasoning;
-      if (thinking.length > 0) msg.thinking_blocks = thinking;
+      const blocksOwn = thinking.filter((b) => b.type !== FOREIGN);
+      if (blocksOwn.length > 0) msg.thinking_blocks = blocksOwn;
       // OpenRouter's form of the signed blocks, which it wants back whole (Claude checks the
-      // signatures); unsigned thinking (another model's) has no Claude form to go back in.
+      // signatures), with another model's encrypted reasoning as it came (Gemini 3 refuses a
+      // tool call's turn without its thought signature); unsigned thinking has no form to go back in.
       const details = keep
-        ? thinking.filter((b) => b.type === 'redacted_thinking' || (typeof b.signature === 'string' && b.signature))
+        ? thinking.filter((b) => b.type === 'redacted_thinking' || b.type === FOREIGN || (typeof b.signature === 'string' && b.signature))
         : [];
-      if (details.length > 0) msg.reasoning_details = details.map(reasoningDetail);
+      if (details.length > 0)
+        msg.reasoning_details = details.map((b, k) => (b.type === FOREIGN ? { ...(b.detail as Json), index: k } : reasoningDetail(b, k)));
       // A turn that was only reasoning (cut off while it reasoned) says nothing a chat backend
       // can take: an empty assistant message, which some chat templates refuse. It goes, unless
       // it carries Claude's signed reasoning for OpenRouter, and the user turns around it join.
@@ -449,10 +457,39 @@ function isClaudeDetail(d: Json): boolean {
   return d.format === undefined || d.format === null || d.format === CLAUDE_REASONING_FORMAT;
 }
 
+/** A thinking block entry standing for another model's encrypted reasoning (see fromCarrier). */
+const FOREIGN = 'foreign_reasoning';
+
+/**
+ * Another model's encrypted reasoning (OpenRouter's `reasoning.encrypted` in a format not
+ * Claude's: Gemini's thought signatures, `google-gemini-v1`, which Gemini 3 wants back with the
+ * tool calls they came with) as the `data` of a `redacted_thinking` block: clients keep such a
+ * block as it is and send it back with the turn, which gives the entry back to OpenRouter.
+ */
+function toCarrier(detail: Json): string {
+  const { type, data, id, format } = detail;
+  return CARRIER_PREFIX + Buffer.from(JSON.stringify({ type, data, id, format })).toString('base64url');
+}
+
+/** The entry a carrier block holds (see toCarrier); undefined for Claude's own redacted reasoning. */
+function fromCarrier(data: unknown): Json | undefined {
+  if (typeof data !== 'string' || !data.startsWith(CARRIER_PREFIX)) return undefined;
+  try {
+    const d = JSON.parse(Buffer.from(data.slice(CARRIER_PREFIX.length), 'base64url').toString('utf8')) as unknown;
+    if (!isJsonObject(d) || d.type !== 'reasoning.encrypted' || typeof d.data !== 'string' || typeof d.format !== 'string')
+      return undefined;
+    return { type: d.type, data: d.data, ...(typeof d.id === 'string' ? { id: d.id } : {}), format: d.format };
+  } catch {
+    return undefined;
+  }
+}
+
+const CARRIER_PREFIX = 'hybridinference-reasoning-v1.';
+
 /**
  * OpenRouter's `reasoning_details` as thinking blocks: Claude's text with its signature and its
  * encrypted (redacted) reasoning as `redacted_thinking`; another model's text and summaries as
- * unsigned thinking, its encrypted reasoning not at all (no Claude block could carry it back).
+ * unsigned thinking, its encrypted reasoning as a `redacted_thinking` block that carries it back.
  */
 function thinkingOfDetails(details: unknown): Json[] {
   if (!Array.isArray(details)) return [];
@@ -460,9 +497,9 @@ function thinkingOfDetails(details: unknown): Json[] {
   for (const d of details as Json[]) {
     if (!d || typeof d !== 'object') continue;
     const claude = isClaudeDetail(d);
-    if (d.type === 'reasoning.encrypted' && typeof d.data === 'string') {
-      if (claude) out.push({ type: 'redacted_thinking', data: d.data });
-    } else if (d.type === 'reasoning.text' && typeof d.text === 'string')
+    if (d.type === 'reasoning.encrypted' && typeof d.data === 'string')
+      out.push({ type: 'redacted_thinking', data: claude ? d.data : toCarrier(d) });
+    else if (d.type === 'reasoning.text' && typeof d.text === 'string')
       out.push({ type: 'thinking', thinking: d.text, signature: claude && typeof d.signature === 'string' ? d.signature : '' });
     else if (d.type === 'reasoning.summary' && typeof d.summary === 'string')
       out.push({ type: 'thinking', thinking: d.summary, signature: '' });
@@ -644,13 +681,15 @@ export class ChatToMessagesStream {
       // far): the last is the one that goes with the open block.
       const lastBlock = Array.isArray(d.thinking_blocks) ? (d.thinking_blocks as Json[]).at(-1) : undefined;
       if (lastBlock && typeof lastBlock.signature === 'string' && lastBlock.signature) this.sign(lastBlock.signature, out);
-      // OpenRouter's, Claude's format only: the text came as `reasoning` above; a signature ends
-      // its block, and encrypted reasoning is a block of its own.
+      // OpenRouter's: the text came as `reasoning` above; a signature (Claude's) ends its block,
+      // and encrypted reasoning is a block of its own (another model's, carried: toCarrier).
       if (Array.isArray(d.reasoning_details))
         for (const detail of d.reasoning_details as Json[]) {
-          if (!detail || !isClaudeDetail(detail)) continue;
-          if (typeof detail.signature === 'string' && detail.signature) this.sign(detail.signature, out, true);
-          if (detail.type === 'reasoning.encrypted' && typeof detail.data === 'string') this.redacted(detail.data, out);
+          if (!detail) continue;
+          const claude = isClaudeDetail(detail);
+          if (claude && typeof detail.signature === 'string' && detail.signature) this.sign(detail.signature, out, true);
+          if (detail.type === 'reasoning.encrypted' && typeof detail.data === 'string')
+            this.redacted(claude ? detail.data : toCarrier(detail), out);
         }
       if (typeof d.content === 'string' && d.content !== '') {
         this.sawText = true;
