@@ -664,6 +664,53 @@ describe('ChatToMessagesStream', () => {
     expect(events.filter((e) => e.delta?.type === 'signature_delta').map((e) => e.delta!.signature)).toEqual(['S1', 'S2']);
   });
 
+  it("carries a Gemini call's thought signature through the client's turn, to Gemini on the call and to OpenRouter as its entry", () => {
+    const call = {
+      id: 'call_g1',
+      type: 'function',
+      function: { name: 'f', arguments: '{}' },
+      extra_content: { google: { thought_signature: 'SIG_A' } },
+    };
+    const answer = chatToMessage(
+      {
+        id: 'x',
+        object: 'chat.completion',
+        created: 0,
+        model: 'm',
+        choices: [{ index: 0, message: { role: 'assistant', content: null, tool_calls: [call] } as never, finish_reason: 'tool_calls' }],
+      },
+      'msg_1',
+      'm',
+    );
+    expect((answer.content as Array<{ type: string }>).map((b) => b.type)).toEqual(['redacted_thinking', 'tool_use']);
+    const body = (content: unknown) => ({
+      max_tokens: 10,
+      messages: [
+        { role: 'user', content: 'hi' },
+        { role: 'assistant', content },
+        { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'call_g1', content: 'done' }] },
+      ],
+    });
+    // Before, the next turn went to Gemini with Google's placeholder signature: its reasoning lost.
+    expect(messagesToChat(body(answer.content), 'm').messages[1].tool_calls).toEqual([
+      { ...call, function: { name: 'f', arguments: '{}' } },
+    ]);
+    expect(messagesToChat(body(answer.content), 'm', true).messages[1].reasoning_details).toEqual([
+      { type: 'reasoning.encrypted', data: 'SIG_A', id: 'call_g1', format: 'google-gemini-v1', index: 0 },
+    ]);
+    // Streamed alike.
+    const t = new ChatToMessagesStream('msg_2', 'public', 12);
+    const events = [...t.push(chunk({ tool_calls: [{ index: 0, ...call }] })), ...t.push(chunk({}, 'tool_calls')), ...t.finishEvents()].map(
+      (e) => JSON.parse(e.data) as { type: string; content_block?: Record<string, unknown> },
+    );
+    const blocks = events.filter((e) => e.type === 'content_block_start').map((e) => e.content_block!);
+    expect(blocks.map((b) => b.type)).toEqual(['redacted_thinking', 'tool_use']);
+    expect(messagesToChat(body([blocks[0], { ...blocks[1], input: {} }]), 'm').messages[1].tool_calls![0]).toMatchObject({
+      id: 'call_g1',
+      extra_content: { google: { thought_signature: 'SIG_A' } },
+    });
+  });
+
   it("streams another model's encrypted reasoning (Gemini's signature from OpenRouter) as a carried redacted block", () => {
     const t = new ChatToMessagesStream('msg_1', 'public', 12);
     const gemini = { type: 'reasoning.encrypted', data: 'ORSIG', id: 'tool_abc', format: 'google-gemini-v1', index: 0 };

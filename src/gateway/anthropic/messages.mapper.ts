@@ -299,6 +299,15 @@ export function messagesToChat(body: Json, model: string, openRouterExtras = fal
             : text,
       };
       if (calls.length > 0) msg.tool_calls = calls;
+      // Gemini's thought signatures, carried (see geminiSignatureCarrier): on their calls again, as
+      // the gateway's Gemini translation and Google's OpenAI-compatible API take them.
+      if (!keep)
+        for (const b of thinking) {
+          const d = b.detail as Json | undefined;
+          if (b.type !== FOREIGN || d?.format !== GEMINI_REASONING_FORMAT || typeof d.id !== 'string') continue;
+          const call = calls.find((c) => c.id === d.id || c.id === anthropicToolId(String(d.id)));
+          if (call) (call as ToolCall & { extra_content?: unknown }).extra_content = { google: { thought_signature: d.data } };
+        }
       if (reasoning) msg.reasoning_content = reasoning;
       const blocksOwn = thinking.filter((b) => b.type !== FOREIGN);
       if (blocksOwn.length > 0) msg.thinking_blocks = blocksOwn;
@@ -486,6 +495,21 @@ function fromCarrier(data: unknown): Json | undefined {
 
 const CARRIER_PREFIX = 'hybridinference-reasoning-v1.';
 
+/** OpenRouter's format name for Gemini's reasoning entries. */
+const GEMINI_REASONING_FORMAT = 'google-gemini-v1';
+
+/**
+ * A Gemini tool call's thought signature (`extra_content.google.thought_signature`, as the Gemini
+ * translation gives it) as a carrier block for the call whose client-side id is `id`, in the form
+ * OpenRouter gives it: either backend can take it back. Undefined for a call without one.
+ */
+function geminiSignatureCarrier(call: unknown, id: string): Json | undefined {
+  const sig = (call as { extra_content?: { google?: { thought_signature?: unknown } } } | undefined)?.extra_content?.google
+    ?.thought_signature;
+  if (typeof sig !== 'string' || sig === '') return undefined;
+  return { type: 'redacted_thinking', data: toCarrier({ type: 'reasoning.encrypted', data: sig, id, format: GEMINI_REASONING_FORMAT }) };
+}
+
 /**
  * OpenRouter's `reasoning_details` as thinking blocks: Claude's text with its signature and its
  * encrypted (redacted) reasoning as `redacted_thinking`; another model's text and summaries as
@@ -561,6 +585,8 @@ export function chatToMessage(
     if (!t.function) continue;
     // Some servers send calls without ids; the client's tool_result must still name each one.
     const tid = uniqueToolId(anthropicToolId(t.id, `toolu_${id.replace(/^msg_/, '')}_${toolUses}`), usedToolIds);
+    const carrier = geminiSignatureCarrier(t, tid);
+    if (carrier) content.push(carrier);
     content.push({ type: 'tool_use', id: tid, name: t.function.name, input: parseInput(t.function.arguments) });
     toolUses++;
   }
@@ -820,6 +846,8 @@ export class ChatToMessagesStream {
       this.pending.push(call);
     }
     if (!call.name && t.function?.name) call.name = t.function.name;
+    const carrier = geminiSignatureCarrier(t, call.id);
+    if (carrier) this.redacted(String(carrier.data), out);
     const args = t.function?.arguments;
     if (args) {
       if (call.block === undefined) call.held.push(args);
