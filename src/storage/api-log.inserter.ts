@@ -53,6 +53,8 @@ export class ApiLogInserter {
     readonly ds: DataSource,
     /** DB_STORE_CONTENT_LIMIT, in bytes. */
     private readonly contentLimit: number,
+    /** DB_QUERY_TIMEOUT_MS: PostgreSQL's own limit on the batch's statements (see insert). */
+    private readonly statementTimeoutMs = 0,
   ) {
     const meta = ds.getMetadata(ApiLog);
     this.columns = meta.columns;
@@ -105,6 +107,11 @@ export class ApiLogInserter {
     if (this.sqlite) return this.sqlite.insertAll(rows.map(values), rows);
     const statements = bySize(rows.map(values), Math.floor(PG_MAX_PARAMETERS / this.columns.length));
     return this.ds.transaction(async (m) => {
+      // The driver's query timeout is the client's: it closes the connection, but a statement
+      // waiting on a lock (VACUUM FULL, ALTER TABLE on api_logs) does not notice, and each
+      // timed-out batch left a server session waiting, past the pool's size, until the lock went.
+      // Set per transaction, not as a connection parameter, which PgBouncer refuses.
+      if (this.statementTimeoutMs > 0) await m.query(`SET LOCAL statement_timeout = ${Math.floor(this.statementTimeoutMs)}`);
       const ids = new Set<string>();
       for (const tuples of statements) {
         const inserted = await m.query<Array<{ id: string }>>(this.pgStatement(tuples.length), tuples.flat());

@@ -76,10 +76,6 @@ export function dataSourceOptions(config: AppConfig): DataSourceOptions {
         query_timeout: config.env.DB_QUERY_TIMEOUT_MS,
         // ...and closes that connection, which node-postgres would keep, stuck (pg-client.ts).
         Client: ResettingPgClient,
-        // Server-side too: a statement waiting on a lock (VACUUM FULL, ALTER TABLE on api_logs)
-        // does not notice its client left, so each timed-out insert left a server process behind,
-        // past DB_POOL_SIZE, until the lock was released (max_connections could run out).
-        statement_timeout: config.env.DB_QUERY_TIMEOUT_MS,
       },
     };
   }

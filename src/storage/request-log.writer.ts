@@ -533,7 +533,8 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
   private async insert(rows: ApiLog[], progress?: () => void): Promise<number> {
     const ds = this.db.dataSource;
     if (!ds) throw new Error('database not connected');
-    if (this.inserter?.ds !== ds) this.inserter = new ApiLogInserter(ds, this.config.storeContentLimitBytes);
+    if (this.inserter?.ds !== ds)
+      this.inserter = new ApiLogInserter(ds, this.config.storeContentLimitBytes, this.config.env.DB_QUERY_TIMEOUT_MS);
     return this.inserter.insert(rows, progress);
   }
 

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { Client } from 'pg';
 import type { ApiLog } from '../../src/storage/entities/api-log.entity';
+import { DatabaseService } from '../../src/storage/database.service';
 import { RequestLogWriter, spoolOffset } from '../../src/storage/request-log.writer';
 import { startGateway, type TestGateway } from '../helpers/gateway';
 import { logRow } from '../helpers/log-row';
@@ -364,6 +365,10 @@ describe('request logs when PostgreSQL goes away', () => {
     }
     await waitFor(async () => (await countRows(db)) === 11, 'every row, once the lock is gone', 15_000);
     expect(new Set((await gw.rows()).map((r) => r.id)).size).toBe(11);
+    // Set for the log's transactions, not as a connection parameter: PgBouncer refuses those
+    // ("unsupported startup parameter: statement_timeout") and the gateway could not connect.
+    const [setting] = await gw.app.get(DatabaseService).dataSource!.query<Array<{ statement_timeout: string }>>('SHOW statement_timeout');
+    expect(setting.statement_timeout).toBe('0');
   });
 
   it('runs on a pool of one connection, and goes on after an answer lost on it', async () => {
