@@ -58,6 +58,20 @@ describe('classifyFailure', () => {
     expect(classifyFailure(err)).toBe('content_filter');
   });
 
+  it.each([
+    ["DeepSeek's 400", http(400, { message: 'Model Not Exist' })],
+    ['a 400 naming the model', http(400, { message: 'The model `qwen-72b` does not exist.' })],
+    ['a model_not_found code', http(400, { code: 'model_not_found', message: 'no' })],
+    ['a 422 from a server without it', http(422, { message: "model 'llama3:70b' not found, try pulling it first" })],
+  ])("takes a 4xx saying the route's server lacks the model for the route's (%s): the next route may have it", (_, err) => {
+    expect(classifyFailure(err)).toBe('route');
+  });
+
+  it('keeps a 400 that only mentions the model for the request', () => {
+    expect(classifyFailure(http(400, { message: 'response_format json_schema is not supported by this model' }))).toBe('request');
+    expect(classifyFailure(http(400, { message: "This model's maximum context length is 4096 tokens." }))).toBe('context_length');
+  });
+
   it('does not take a 5xx for a context or filter problem, whatever it says', () => {
     expect(classifyFailure(http(500, { message: 'maximum context length exceeded while batching' }))).toBe('transient');
   });

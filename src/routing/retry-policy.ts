@@ -8,8 +8,9 @@ import type { RetryPolicy } from '../config/registry.types';
  *   takes in (an embeddings answer over UPSTREAM_BODY_LIMIT): the same on every route; stop.
  * - `content_filter`: the provider refused the content; returned with its reason; stop.
  * - `context_length`: the prompt does not fit; only a route or model with a larger context helps.
- * - `route`: this route cannot serve it (401, 402, 403, 404: its key, credit or deployment; or a
- *   request its protocol cannot express); next route.
+ * - `route`: this route cannot serve it (401, 402, 403, 404: its key, credit or deployment; a 4xx
+ *   saying its server has no such model, as DeepSeek's 400 "Model Not Exist"; or a request its
+ *   protocol cannot express); next route.
  * - `transient`: connection refused or reset before any byte, 5xx, 408, 429; worth another try here.
  * - `slow`: a first-byte, first-token, idle or total deadline passed; the next route, not this one again.
  * - `broken`: an answer we could not understand; the next route.
@@ -26,6 +27,17 @@ const FILTER_CODES = new Set([
 ]);
 const FILTER_TEXT =
   /content (management )?polic|content[ _-]filter|flagged by (our )?moderation|violat\w* (our|the) (usage|content) polic|safety (system|filter)/i;
+
+/** A server's word that it has no such model (DeepSeek: 400 "Model Not Exist"; vLLM: "The model `x` does not exist"). */
+const MODEL_MISSING_TEXT = /\bmodel\b[^.\n]{0,120}?\b(does not exist|not exists?|not found|is not (served|available))\b/i;
+
+/** A 4xx by which the route's server says it lacks the model (its deployment, not the request, is wrong). */
+export function isModelMissingError(err: UpstreamError): boolean {
+  const s = err.upstreamStatus;
+  if (err.failure !== 'http' || s === undefined || s < 400 || s >= 500) return false;
+  if (err.code === 'model_not_found') return true;
+  return MODEL_MISSING_TEXT.test(err.message);
+}
 
 export function isContentFilterError(err: UpstreamError): boolean {
   const s = err.upstreamStatus;
@@ -53,7 +65,7 @@ export function classifyFailure(err: UpstreamError): FailureClass {
       if (s === undefined || s >= 500 || s === 408 || s === 429) return err.retryable ? 'transient' : 'route';
       if (isContentFilterError(err)) return 'content_filter';
       if (isContextLengthError(err)) return 'context_length';
-      if (s === 401 || s === 402 || s === 403 || s === 404) return 'route';
+      if (s === 401 || s === 402 || s === 403 || s === 404 || isModelMissingError(err)) return 'route';
       return 'request';
     }
   }

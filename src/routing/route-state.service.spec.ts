@@ -161,6 +161,8 @@ describe('RouteStateService', () => {
     const tooLong = "This model's maximum context length is 8192 tokens. However, you requested 9000 tokens.";
     for (const message of [tooLong, 'temperature: must be at most 2'])
       s.failed(st, s.acquire(st), new UpstreamError({ failure: 'http', upstreamStatus: 400, message }));
+    // Nor what the gateway marks as the request's or its own (a Gemini answer refused for the client's history).
+    s.failed(st, s.acquire(st), new UpstreamError({ failure: 'protocol', code: 'safety', message: 'x', gatewayFault: true }));
     expect(s.stats(st)).toMatchObject({ ttftMs: 5, failedInARow: 3 });
     const later = performance.now() + (routing.statsWindow.seconds + 1) * 1000;
     expect(s.stats(st, later).failedInARow).toBe(0);

@@ -274,7 +274,9 @@ export class RouteStateService {
     }
     // Not what the request itself asked for (a prompt over the context, a refused parameter, a
     // content filter): one client sending it thrice would rank the best route last for everyone.
-    if (ROUTE_FAULTS.has(classifyFailure(err))) st.failedInARow++;
+    // Nor a failure the gateway marks as its own or the request's (a Gemini answer refused for the
+    // client's history, a header undici refused), which never opens the circuit either.
+    if (!err.gatewayFault && ROUTE_FAULTS.has(classifyFailure(err))) st.failedInARow++;
     if (countable) {
       st.failures++;
       st.outcomes.add(1, now);

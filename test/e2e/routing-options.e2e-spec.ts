@@ -47,6 +47,12 @@ models:
     route:
       - { kind: openai_compat, id: slowpoke, base_url: "${u}", provider_model_id: "delay-headers:50" }
       - { kind: openai_compat, id: gone-bad, base_url: "${u}", provider_model_id: "ok-n:1:404" }
+  - id: o/turned400
+    context_length: 8192
+    router: priority
+    route:
+      - { kind: openai_compat, id: slowpoke, base_url: "${u}", provider_model_id: "delay-headers:50" }
+      - { kind: openai_compat, id: lost-model, base_url: "${u}", provider_model_id: "ok-n:1:400:model" }
 `;
 
 describe('OpenRouter routing options', () => {
@@ -229,6 +235,17 @@ describe('OpenRouter routing options', () => {
       ...['ok-n:1:404', 'delay-headers:50'],
       ...['ok-n:1:404', 'delay-headers:50'],
       ...['ok-n:1:404', 'delay-headers:50'],
+      'delay-headers:50',
+    ]);
+  });
+
+  it("fails over from a route whose server says it lost the model with a 400 (DeepSeek's), and ranks it last after three", async () => {
+    for (const only of ['slowpoke', 'lost-model']) await ask({ model: 'o/turned400', provider: { only: [only] } });
+    for (let i = 0; i < 4; i++) await ask({ model: 'o/turned400', provider: { sort: 'latency' } });
+    expect(sent().slice(2)).toEqual([
+      ...['ok-n:1:400:model', 'delay-headers:50'],
+      ...['ok-n:1:400:model', 'delay-headers:50'],
+      ...['ok-n:1:400:model', 'delay-headers:50'],
       'delay-headers:50',
     ]);
   });
