@@ -5,6 +5,7 @@ import { hostname } from 'node:os';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { dirname, join } from 'node:path';
 import { usdToPico } from '../common/money';
+import { MAX_TIMER_MS } from '../common/deadline';
 import { AppConfig } from '../config/app-config';
 import { MetricsService } from '../observability/metrics.service';
 import { ApiLogInserter } from './api-log.inserter';
@@ -513,7 +514,8 @@ export class RequestLogWriter implements OnModuleInit, OnApplicationShutdown {
    * then replay as rows already present, never twice.
    */
   private async withDeadline(insert: (progress: () => void) => Promise<number>, batch: ApiLog[]): Promise<number> {
-    const ms = 2 * this.config.env.DB_QUERY_TIMEOUT_MS + 1000;
+    // Within what a Node timer holds: past it, the timer fires at once and every batch spooled.
+    const ms = Math.min(2 * this.config.env.DB_QUERY_TIMEOUT_MS + 1000, MAX_TIMER_MS);
     let timer: ReturnType<typeof setTimeout> | undefined;
     let fail: (err: RowsNotWritten) => void = () => undefined;
     const deadline = new Promise<never>((_, reject) => (fail = reject));

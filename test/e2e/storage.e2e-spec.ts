@@ -290,6 +290,15 @@ describe('request logs when PostgreSQL goes away', () => {
     expect(await countRows(db)).toBe(6);
   });
 
+  it('writes rows at once with the largest DB_QUERY_TIMEOUT_MS, whose deadline no Node timer holds', async () => {
+    const port = await proxy.start();
+    // 2 x 1,500,000,000 ms + 1 s: a timer that long fired at once, and every batch was spooled.
+    gw = await startGateway({ models: MODELS, env: { ...env(port), DB_QUERY_TIMEOUT_MS: '1500000000', REQUEST_LOG_FLUSH_MS: '50' } });
+    await ask(gw, 2);
+    await gw.waitForRows(2);
+    expect(gw.app.get(RequestLogWriter).stats.spooled).toBe(0);
+  });
+
   it('writes a batch of more rows than one statement takes parameters (65,535), not to the spool', async () => {
     const port = await proxy.start();
     gw = await startGateway({ models: MODELS, env: { ...env(port), REQUEST_LOG_FLUSH_MS: '600000', REQUEST_LOG_BATCH_SIZE: '5000' } });
