@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { UpstreamError } from '../common/errors';
 import type { ModelRegistry } from '../config/model-registry.service';
 import type { ModelDef, RouteDef, RoutingDef } from '../config/registry.types';
@@ -89,6 +90,25 @@ describe('RouteStateService', () => {
     expect(s.get(a, a.routes[0]).endpoint).toBe(s.get(b, b.routes[0]).endpoint);
     expect(s.get(c, c.routes[0]).endpoint).not.toBe(s.get(a, a.routes[0]).endpoint);
     expect(endpointKey(a, a.routes[0])).not.toContain('k1'); // a digest, never the key
+  });
+
+  it('tells apart routes on one server whose credential is in the URL or a header, and never shows it', () => {
+    const s = new RouteStateService(registry);
+    const at = (id: string, url: string, headers: Record<string, string> = {}) => {
+      const m = model(id, [{ ...route('r', url), headers }]);
+      return s.get(m, m.routes[0]).endpoint;
+    };
+    const bad = at('bad', 'http://gpu:8000/v1?key=BADKEY');
+    expect(at('good', 'http://gpu:8000/v1?key=GOODKEY')).not.toBe(bad);
+    expect(at('bad-too', 'http://gpu:8000/v1?key=BADKEY')).toBe(bad);
+    expect(at('user', 'http://alice:pw@gpu:8000/v1')).not.toBe(at('user2', 'http://bob:pw@gpu:8000/v1'));
+    expect(at('h1', 'http://gpu:8000/v1', { 'x-api-key': 'one' })).not.toBe(at('h2', 'http://gpu:8000/v1', { 'x-api-key': 'two' }));
+    expect(bad.key).not.toMatch(/BADKEY/);
+    // A route with its key alone keeps the endpoint it had (state shared through Redis goes on).
+    const digest = createHash('sha256').update('k1').digest('hex').slice(0, 8);
+    expect(endpointKey(model('k', [route('r', 'http://gpu:8000/v1', 'k1')]), route('r', 'http://gpu:8000/v1', 'k1'))).toBe(
+      `vllm http://gpu:8000#${digest}`,
+    );
   });
 
   it('says why a route is unavailable: unhealthy endpoint, open circuit', () => {

@@ -109,11 +109,34 @@ export function routeKey(model: ModelDef, route: RouteDef): string {
 /**
  * Endpoints are what active health checks probe: one per base URL and credential (routes of
  * several models on one server share it). Backends without a URL (mock) are their own endpoint.
+ * The credential is the first key with what else a route may authenticate by: its URL's user
+ * info and query (`?key=`), which the URL part of the key leaves out, and its headers. Routes
+ * differing only there were one endpoint, probed with the first's credential and judged by it.
  */
 export function endpointKey(model: ModelDef, route: RouteDef): string {
   if (!route.baseUrl) return `${route.kind}:${routeKey(model, route)}`;
-  const key = route.apiKeys[0] ? `#${createHash('sha256').update(route.apiKeys[0]).digest('hex').slice(0, 8)}` : '';
+  const parts = [
+    route.apiKeys[0] ?? '',
+    ...urlCredentials(route.baseUrl),
+    ...Object.entries(route.headers ?? {})
+      .sort()
+      .flat(),
+  ];
+  // Keyed by the first key alone when that is all there is: the digests routes had before.
+  const credential = parts.slice(1).some((p) => p !== '') ? parts.join('\n') : parts[0];
+  const key = credential ? `#${createHash('sha256').update(credential).digest('hex').slice(0, 8)}` : '';
   return `${route.kind} ${normaliseEndpoint(route.baseUrl)}${key}`;
+}
+
+/** A base URL's user, password and query: credentials normaliseEndpoint leaves out of the endpoint. */
+function urlCredentials(baseUrl: string): string[] {
+  if (!baseUrl.includes('?') && !baseUrl.includes('@')) return [];
+  try {
+    const u = new URL(baseUrl);
+    return [u.username, u.password, u.search];
+  } catch {
+    return [];
+  }
 }
 
 /**
