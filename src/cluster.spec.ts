@@ -2,7 +2,10 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { sweepStaleConfigCopies } from './cluster';
+import { EventEmitter } from 'node:events';
+import type { Worker } from 'node:cluster';
+import { Counter, Registry } from 'prom-client';
+import { aggregateMetrics, retireWorkerMetrics, sweepStaleConfigCopies, WORKER_METRICS_RESPONSE } from './cluster';
 
 describe('sweepStaleConfigCopies', () => {
   let root: string;
@@ -28,5 +31,44 @@ describe('sweepStaleConfigCopies', () => {
 
   it('finds nothing in a directory that is not there', () => {
     expect(sweepStaleConfigCopies(join(root, 'missing'))).toEqual([]);
+  });
+});
+
+describe('aggregateMetrics', () => {
+  /** A worker as the primary sees it: it answers a metrics request with `count` after `delayMs`, or never. */
+  class FakeWorker extends EventEmitter {
+    constructor(
+      readonly id: number,
+      private readonly count: number | undefined,
+    ) {
+      super();
+    }
+    isConnected(): boolean {
+      return true;
+    }
+    send(msg: { id: number }, cb: (err: Error | null) => void): boolean {
+      cb(null);
+      if (this.count !== undefined) {
+        const registry = new Registry();
+        new Counter({ name: 'req_total', help: 'requests', registers: [registry] }).inc(this.count);
+        void registry
+          .getMetricsAsJSON()
+          .then((metrics) => this.emit('message', { type: WORKER_METRICS_RESPONSE, id: msg.id, metrics: [metrics] }));
+      }
+      return true;
+    }
+  }
+  const total = (text: string) => Number(/^req_total (\d+)/m.exec(text)?.[1]);
+
+  it('counts a worker that answered a scrape and exited before it ended once, in that scrape and after', async () => {
+    const answering = new FakeWorker(101, 10);
+    const silent = new FakeWorker(102, undefined);
+    const workers = [answering, silent] as unknown as Worker[];
+    const scrape = aggregateMetrics(workers, 2, 200);
+    await new Promise((r) => setTimeout(r, 50));
+    // It exits while the scrape waits for the silent one: its figures move to the retired sum.
+    await retireWorkerMetrics(answering as unknown as Worker);
+    expect(total((await scrape).text)).toBe(10);
+    expect(total((await aggregateMetrics([silent as unknown as Worker], 1, 50)).text)).toBe(10);
   });
 });

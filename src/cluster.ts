@@ -247,19 +247,37 @@ let workerMetricsRequests = 0;
  */
 const lastMetrics = new Map<number, MetricsJson[]>();
 /**
- * The counters and histograms of workers that exited, summed: a worker's replacement starts from
- * zero, and the cluster's counters must not go back by what the old one had counted.
+ * The counters and histograms of workers that exited: a worker's replacement starts from zero,
+ * and the cluster's counters must not go back by what the old one had counted. Added at once
+ * when a worker exits (a scrape under way must see it either as answered or as retired, never
+ * both, nor neither), summed into one registry now and then.
  */
-let retiredMetrics: MetricsJson = [];
+let retiredMetrics: MetricsJson[] = [];
+/** Workers whose figures are in retiredMetrics: an answer of theirs a scrape still holds is left out. */
+const retiredIds = new Set<number>();
+let folding = false;
 
 /** A worker exited: its last counters and histograms stay in every sum from now on. */
 export async function retireWorkerMetrics(worker: Worker): Promise<void> {
   const last = lastMetrics.get(worker.id);
   lastMetrics.delete(worker.id);
   if (!last) return;
-  const cumulative = last.map((registry) => registry.filter((m) => m.type === 'counter' || m.type === 'histogram'));
-  retiredMetrics = (await AggregatorRegistry.aggregate([retiredMetrics, ...cumulative]).getMetricsAsJSON()) as unknown as MetricsJson;
+  retiredIds.add(worker.id);
+  retiredMetrics.push(...last.map((registry) => registry.filter((m) => m.type === 'counter' || m.type === 'histogram')));
+  if (retiredMetrics.length <= RETIRED_UNFOLDED || folding) return;
+  // Workers dying in a loop: their registries summed into one, those retired meanwhile kept after it.
+  folding = true;
+  const taken = retiredMetrics.length;
+  try {
+    const sum = (await AggregatorRegistry.aggregate(retiredMetrics.slice(0, taken)).getMetricsAsJSON()) as unknown as MetricsJson;
+    retiredMetrics = [sum, ...retiredMetrics.slice(taken)];
+  } finally {
+    folding = false;
+  }
 }
+
+/** How many exited workers' registries are kept apart before they are summed into one. */
+const RETIRED_UNFOLDED = 16;
 
 /** One registry's metrics as prom-client's getMetricsAsJSON() gives them (its typings call `type` an enum; it is the name). */
 type MetricsJson = Array<{ name: string; type: string; [k: string]: unknown }>;
@@ -274,8 +292,7 @@ type MetricsJson = Array<{ name: string; type: string; [k: string]: unknown }>;
  */
 export function aggregateMetrics(workers: Worker[], expected: number, waitMs: number): Promise<{ text: string; contentType: string }> {
   const id = ++workerMetricsRequests;
-  const answers: MetricsJson[] = [];
-  const answeredBy = new Set<number>();
+  const answers = new Map<number, MetricsJson[]>();
   let answered = 0;
   const pending = new Set(workers.filter((w) => w.isConnected()));
   return new Promise((resolve, reject) => {
@@ -287,8 +304,10 @@ export function aggregateMetrics(workers: Worker[], expected: number, waitMs: nu
       clearTimeout(timer);
       for (const cleanup of cleanups) cleanup();
       // Workers that did not answer count with their last figures; exited ones with their totals.
-      const stale = workers.filter((w) => !answeredBy.has(w.id) && lastMetrics.has(w.id)).flatMap((w) => lastMetrics.get(w.id)!);
-      const registry = AggregatorRegistry.aggregate([...answers, ...stale, retiredMetrics]);
+      // A worker that answered and then exited is in retiredMetrics: counted there, once.
+      const stale = workers.filter((w) => !answers.has(w.id) && lastMetrics.has(w.id)).flatMap((w) => lastMetrics.get(w.id)!);
+      const live = [...answers].filter(([wid]) => !retiredIds.has(wid)).flatMap(([, m]) => m);
+      const registry = AggregatorRegistry.aggregate([...live, ...stale, ...retiredMetrics]);
       registry
         .metrics()
         .then(
@@ -305,9 +324,8 @@ export function aggregateMetrics(workers: Worker[], expected: number, waitMs: nu
       const onMessage = (msg: WorkerMetricsResponse) => {
         if (msg?.type !== WORKER_METRICS_RESPONSE || msg.id !== id) return;
         if (msg.metrics) {
-          answers.push(...msg.metrics);
+          answers.set(w.id, msg.metrics);
           lastMetrics.set(w.id, msg.metrics);
-          answeredBy.add(w.id);
           answered++;
         }
         settle();
