@@ -42,3 +42,17 @@ export function claudeEffort(effort: string): Effort | undefined {
 export function isInterleavedThinkingBeta(beta: string): boolean {
   return beta.trim().startsWith('interleaved-thinking-');
 }
+
+/**
+ * The start of a `redacted_thinking` block's data that carries another model's encrypted
+ * reasoning through an Anthropic-surface client (see the Messages translation): the gateway's own
+ * form, which Claude would refuse as its own redacted reasoning.
+ */
+export const REASONING_CARRIER_PREFIX = 'hybridinference-reasoning-v1.';
+
+/** Whether a Messages content block is such a carrier. */
+export function isReasoningCarrier(block: unknown): boolean {
+  if (typeof block !== 'object' || block === null) return false;
+  const { type, data } = block as { type?: unknown; data?: unknown };
+  return type === 'redacted_thinking' && typeof data === 'string' && data.startsWith(REASONING_CARRIER_PREFIX);
+}

@@ -60,14 +60,17 @@ describe('classifyFailure', () => {
 
   it.each([
     ["DeepSeek's 400", http(400, { message: 'Model Not Exist' })],
-    ['a 400 naming the model', http(400, { message: 'The model `qwen-72b` does not exist.' })],
+    ['a 400 naming the model', http(400, { message: 'The model `qwen2.5-72b` does not exist.' })],
     ['a model_not_found code', http(400, { code: 'model_not_found', message: 'no' })],
-    ['a 422 from a server without it', http(422, { message: "model 'llama3:70b' not found, try pulling it first" })],
+    ['a 422 from a server without it', http(422, { message: "model 'llama3.1:70b' not found, try pulling it first" })],
   ])("takes a 4xx saying the route's server lacks the model for the route's (%s): the next route may have it", (_, err) => {
     expect(classifyFailure(err)).toBe('route');
   });
 
-  it('keeps a 400 that only mentions the model for the request', () => {
+  it('keeps a 400 that only mentions the model, or quotes what the client sent, for the request', () => {
+    // OpenAI's refusal of an unknown parameter names it: a client choosing the name chose the class.
+    expect(classifyFailure(http(400, { message: 'Unrecognized request argument supplied: model not found' }))).toBe('request');
+    expect(classifyFailure(http(400, { message: "function 'select-model' not found in 'tools'" }))).toBe('request');
     expect(classifyFailure(http(400, { message: 'response_format json_schema is not supported by this model' }))).toBe('request');
     expect(classifyFailure(http(400, { message: "This model's maximum context length is 4096 tokens." }))).toBe('context_length');
   });

@@ -28,8 +28,14 @@ const FILTER_CODES = new Set([
 const FILTER_TEXT =
   /content (management )?polic|content[ _-]filter|flagged by (our )?moderation|violat\w* (our|the) (usage|content) polic|safety (system|filter)/i;
 
-/** A server's word that it has no such model (DeepSeek: 400 "Model Not Exist"; vLLM: "The model `x` does not exist"). */
-const MODEL_MISSING_TEXT = /\bmodel\b[^.\n]{0,120}?\b(does not exist|not exists?|not found|is not (served|available))\b/i;
+/**
+ * A server's word that it has no such model, as its message begins (DeepSeek: 400 "Model Not
+ * Exist"; vLLM: "The model `x` does not exist."; Ollama: "model 'x' not found"): not the words
+ * anywhere, where an error quoting what the client sent (an unknown parameter's name) would let
+ * a client make its own 400 the route's.
+ */
+const MODEL_MISSING_TEXT =
+  /^\s*(the )?model(\s+[`'"][^`'"\n]{1,200}[`'"])?\s+(does not exist|not exists?|not found|is not (served|available))\b/i;
 
 /** A 4xx by which the route's server says it lacks the model (its deployment, not the request, is wrong). */
 export function isModelMissingError(err: UpstreamError): boolean {

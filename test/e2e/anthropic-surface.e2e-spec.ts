@@ -336,7 +336,7 @@ models:
       expect(Number(row.cost_usd)).toBeCloseTo((msg.usage.input_tokens * 3 + msg.usage.output_tokens * 15) / 1e6, 12);
     });
 
-    it("leaves out the unsigned thinking a translated route's answer carried, which Anthropic would refuse", async () => {
+    it("leaves out the unsigned thinking and carried reasoning a translated route's answer had, which Anthropic would refuse", async () => {
       // A conversation begun on a translated route (its thinking has no signature), now on Claude.
       const messages = [
         { role: 'user', content: 'hello' },
@@ -344,6 +344,9 @@ models:
           role: 'assistant',
           content: [
             { type: 'thinking', thinking: 'I should think.', signature: '' },
+            // Another model's encrypted reasoning the gateway carried (Gemini's thought signature):
+            // Claude refuses its data as not its own.
+            { type: 'redacted_thinking', data: 'hybridinference-reasoning-v1.eyJ0eXBlIjoicmVhc29uaW5nLmVuY3J5cHRlZCJ9' },
             { type: 'text', text: 'hi' },
           ],
         },

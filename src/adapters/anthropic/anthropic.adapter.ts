@@ -3,6 +3,7 @@ import type { Dispatcher } from 'undici';
 import type { ChatChunk, ChatRequest, ChatResponse } from '../../common/chat.types';
 import { UpstreamError } from '../../common/errors';
 import { isJsonObject } from '../../common/json-object';
+import { isReasoningCarrier } from '../../common/reasoning';
 import { bodyChunks, SseDecoder } from '../../common/sse';
 import type { RouteDef } from '../../config/registry.types';
 import { KeyPool } from '../http/key-pool.service';
@@ -306,12 +307,15 @@ export class AnthropicAdapter implements LlmAdapter {
  * Assistant turns without the thinking blocks that carry no signature: a translated route's
  * reasoning (another model's), which a client such as Claude Code sends back when the
  * conversation moves to a Claude route. Anthropic checks every thinking block's signature and
- * refuses the request over one it did not sign. The same list when there are none.
+ * refuses the request over one it did not sign. Likewise the redacted blocks carrying another
+ * model's encrypted reasoning (isReasoningCarrier), whose data Claude refuses as not its own.
+ * The same list when there are none.
  */
 function withoutUnsignedThinking(messages: unknown): unknown {
   if (!Array.isArray(messages)) return messages;
   const unsigned = (b: unknown) =>
-    typeof b === 'object' && b !== null && (b as { type?: unknown }).type === 'thinking' && !(b as { signature?: unknown }).signature;
+    isReasoningCarrier(b) ||
+    (typeof b === 'object' && b !== null && (b as { type?: unknown }).type === 'thinking' && !(b as { signature?: unknown }).signature);
   const carries = (m: unknown) =>
     typeof m === 'object' &&
     m !== null &&

@@ -328,6 +328,22 @@ describe('upstreamHttpError', () => {
 });
 
 describe('provider profiles', () => {
+  it("OpenAI: a Gemini tool call's thought signature (extra_content) is not sent; OpenAI refuses the parameter", () => {
+    const call = { id: 'call_1', type: 'function' as const, function: { name: 'f', arguments: '{}' } };
+    const turn = {
+      role: 'assistant' as const,
+      content: null,
+      tool_calls: [{ ...call, extra_content: { google: { thought_signature: 'SIG' } } }],
+    };
+    const messages = [{ role: 'user' as const, content: 'a' }, turn, { role: 'tool' as const, tool_call_id: 'call_1', content: 'r' }];
+    const strict = buildChatBody(request({ messages }), route({ kind: 'openai' }), false, profileFor('openai'));
+    expect((strict.messages as Array<{ tool_calls?: unknown }>)[1].tool_calls).toEqual([call]);
+    // Other servers get it as sent (Google's OpenAI-compatible API reads it).
+    expect((buildChatBody(request({ messages }), route(), false, vllm).messages as Array<{ tool_calls?: unknown }>)[1].tool_calls).toEqual(
+      turn.tool_calls,
+    );
+  });
+
   it("OpenAI: OpenRouter's reasoning becomes reasoning_effort; fields OpenAI refuses are not sent", () => {
     const body = buildChatBody(
       request({ reasoning: { effort: 'high', exclude: true }, include_reasoning: true }),

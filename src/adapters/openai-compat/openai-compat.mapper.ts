@@ -345,12 +345,22 @@ export function fixOpenAiRequest(body: Record<string, unknown>): void {
   delete body.reasoning;
   for (const f of NOT_OPENAI) delete body[f];
   const messages = body.messages as ChatMessage[];
-  const carries = (m: ChatMessage) => REASONING_FIELDS.some((f) => m[f] !== undefined);
+  // Gemini's thought signatures ride on tool calls (`extra_content`, Google's OpenAI-compatible
+  // form, which the gateway's Gemini translation gives): OpenAI refuses the unknown parameter.
+  const signed = (m: ChatMessage) =>
+    Array.isArray(m.tool_calls) && m.tool_calls.some((c) => c && typeof c === 'object' && 'extra_content' in c);
+  const carries = (m: ChatMessage) => REASONING_FIELDS.some((f) => m[f] !== undefined) || signed(m);
   if (messages.some(carries))
     body.messages = messages.map((m) => {
       if (!carries(m)) return m;
       const rest: ChatMessage = { ...m };
       stripReasoning(rest);
+      if (signed(rest))
+        rest.tool_calls = rest.tool_calls!.map((c) => {
+          if (!c || typeof c !== 'object' || !('extra_content' in c)) return c;
+          const { extra_content: _signature, ...call } = c;
+          return call;
+        });
       return rest;
     });
 }

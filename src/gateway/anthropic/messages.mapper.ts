@@ -1,4 +1,4 @@
-import { effortForBudget } from '../../common/reasoning';
+import { effortForBudget, REASONING_CARRIER_PREFIX } from '../../common/reasoning';
 import { anthropicToolId, uniqueToolId } from '../../adapters/anthropic/anthropic.mapper';
 import { ToolCallFixer } from '../../common/chunks';
 import type { AnthropicUsage } from '../../adapters/anthropic/anthropic.types';
@@ -493,7 +493,7 @@ function fromCarrier(data: unknown): Json | undefined {
   }
 }
 
-const CARRIER_PREFIX = 'hybridinference-reasoning-v1.';
+const CARRIER_PREFIX = REASONING_CARRIER_PREFIX;
 
 /** OpenRouter's format name for Gemini's reasoning entries. */
 const GEMINI_REASONING_FORMAT = 'google-gemini-v1';
