@@ -150,16 +150,25 @@ export class AccountStore {
 
   /**
    * Takes the refresh lease unless another process holds an unexpired one. One UPDATE, so two
-   * processes never both win, on PostgreSQL or on a shared SQLite file.
+   * processes never both win, on PostgreSQL or on a shared SQLite file. On PostgreSQL the lease is
+   * timed by the database's clock: replicas whose clocks differ by more than the lease each took
+   * it by their own, and both spent the same single-use refresh token (the account revoked).
    */
   async tryLock(id: string, owner: string, ttlMs: number): Promise<boolean> {
+    const pg = this.db.dialect === 'postgres';
     const now = Date.now();
     const res = await this.repo()
       .createQueryBuilder()
       .update(SubscriptionAccount)
-      .set({ refresh_lock_owner: owner, refresh_lock_until: new Date(now + ttlMs) })
+      .set({
+        refresh_lock_owner: owner,
+        refresh_lock_until: pg ? () => `now() + make_interval(secs => ${Math.round(ttlMs) / 1000})` : new Date(now + ttlMs),
+      })
       .where('id = :id', { id })
-      .andWhere('(refresh_lock_until IS NULL OR refresh_lock_until < :now OR refresh_lock_owner = :owner)', { now: new Date(now), owner })
+      .andWhere(`(refresh_lock_until IS NULL OR refresh_lock_until < ${pg ? 'now()' : ':now'} OR refresh_lock_owner = :owner)`, {
+        ...(pg ? {} : { now: new Date(now) }),
+        owner,
+      })
       .execute();
     return (res.affected ?? 0) > 0;
   }

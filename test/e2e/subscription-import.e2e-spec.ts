@@ -137,6 +137,25 @@ describe.each(['sqlite', 'postgres'] as const)('the accounts import file on %s',
     expect(tokens.reused).toBe(0);
   });
 
+  (backend === 'postgres' ? it : it.skip)(
+    "times the refresh lease by the database's clock: a replica whose clock runs ahead does not take a lease still held",
+    async () => {
+      const gw = await start(claudeFile(db.dir, [{ name: 'team-a', login: tokens.login() }]));
+      const [acc] = await list(gw);
+      const store = gw.app.get(AccountStore);
+      expect(await store.tryLock(acc.id, 'replica-a', 150_000)).toBe(true);
+      // Replica B's clock 200 s ahead: by its clock the lease had lapsed, and both spent one refresh token.
+      const ahead = jest.spyOn(Date, 'now').mockReturnValue(Date.now() + 200_000);
+      try {
+        expect(await store.tryLock(acc.id, 'replica-b', 150_000)).toBe(false);
+      } finally {
+        ahead.mockRestore();
+      }
+      await store.unlock(acc.id, 'replica-a');
+      expect(await store.tryLock(acc.id, 'replica-b', 150_000)).toBe(true);
+    },
+  );
+
   it('two processes importing the same new login at the same moment apply it once', async () => {
     const file = claudeFile(db.dir, [{ name: 'team-a', login: tokens.login() }]);
     const a = await start(file);
