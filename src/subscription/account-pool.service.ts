@@ -181,6 +181,7 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
       sealed: this.vault.seal(a, a.creds!),
       expiresAt: a.expiresAt,
       ...pendingVersions(a),
+      owner: this.owner,
     }));
     if (entries.length === 0) return;
     let file: string | undefined;
@@ -775,8 +776,12 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
           refused = `${e.provider} account "${e.name}": ${(err as Error).message}`;
           break;
         }
-        if (stored) this.logger.log(`${e.provider} account "${e.name}": stored the tokens spooled at a shutdown`);
-        else
+        if (stored) {
+          // The process that spooled them is gone: its lease (held to store them) is released,
+          // or the account's refreshes waited for it to lapse (150 s).
+          if (typeof e.owner === 'string' && e.owner !== this.owner) await this.store.unlock(e.id, e.owner).catch(() => undefined);
+          this.logger.log(`${e.provider} account "${e.name}": stored the tokens spooled at a shutdown`);
+        } else
           this.logger.warn(
             `${e.provider} account "${e.name}": the tokens spooled at a shutdown are dropped: the account was deleted, or its stored tokens changed since (a new login)`,
           );

@@ -22,6 +22,12 @@ export interface SpooledTokens {
   /** The stored token version they descend from, and the one they are stored as. */
   fromVersion: number;
   toVersion: number;
+  /**
+   * The lease owner of the process that spooled them (it may hold the account's refresh lease,
+   * taken to store them): released once they are stored, rather than holding refreshes back
+   * until it lapses.
+   */
+  owner?: string;
 }
 
 const PREFIX = 'subscription-tokens-';

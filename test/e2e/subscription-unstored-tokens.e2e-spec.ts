@@ -348,6 +348,9 @@ describe('subscription tokens refreshed while PostgreSQL was unreachable', () =>
     const g2 = await boot(login);
     expect(await stored(g2)).toEqual({ version: first.version + 1, refreshToken: unstoredRefresh, status: 'active' });
     expect(tokenSpools()).toHaveLength(0);
+    // The lease the stopped process held to store them is given back: refreshes need not wait
+    // for it to lapse (150 s).
+    expect(await sql('SELECT refresh_lock_owner FROM subscription_accounts')).toEqual([{ refresh_lock_owner: null }]);
     const refreshes = tokens.refreshes.length;
     const b = await ask(g2);
     expect(b.choices[0].message.content).toBe('echo: hi');
