@@ -80,6 +80,9 @@ interface PooledAccount {
 
 /** The cross-process refresh lease; a refresh is one HTTP call (REFRESH_TIMEOUT_MS) well within it. */
 const LOCK_TTL_MS = REFRESH_TIMEOUT_MS + 30_000;
+/** The longest a refresh waits for the sync of a process whose lease lapsed unrenewed. */
+const LAPSED_LEASE_WAIT_MAX_MS = 15_000;
+
 /**
  * The sync's period: SUBSCRIPTION_SYNC_MS, but at most a third of the lease, which the sync renews
  * for tokens the database could not store yet (with a longer period it lapsed between two syncs,
@@ -550,6 +553,21 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
   private async doRefresh(acc: PooledAccount, force: boolean, staleVersion: number | undefined, tokenRefused: boolean): Promise<void> {
     if (!this.vault.configured || !acc.creds) throw new RefreshFailed('the account has no readable credentials');
     if (!this.store.available) return this.refreshLocally(acc, tokenRefused);
+    // A lease another process took and neither renewed nor released: it may have refreshed while
+    // the database was away and hold the only valid tokens, to be stored at its next sync (the
+    // stored refresh token spent). Taken at once, that spent token was sent again and the provider
+    // revoked the login; its sync is waited for first.
+    const absent = await this.store.lapsedLeaseOwner(acc.id);
+    if (absent !== undefined && absent !== this.owner) {
+      // Two of its syncs, within what a request waits for a refresh (SUBSCRIPTION_REFRESH_WAIT_MS).
+      await sleep(Math.min(2 * syncPeriodMs(this.config.env.SUBSCRIPTION_SYNC_MS) + 1000, LAPSED_LEASE_WAIT_MAX_MS));
+      const v = await this.store.tokenVersion(acc.id);
+      if (v === undefined) throw new RefreshFailed('the account was removed');
+      if (this.storedMovedOn(acc, v)) {
+        await this.reloadCredentials(acc);
+        return;
+      }
+    }
     // Across processes: the lease. Whoever holds it refreshes; the others wait for the new version.
     const deadline = Date.now() + LOCK_WAIT_MS;
     while (!(await this.store.tryLock(acc.id, this.owner, LOCK_TTL_MS))) {

@@ -86,6 +86,22 @@ export class AccountStore {
     return row?.token_version;
   }
 
+  /**
+   * The owner of the account's refresh lease if it lapsed without being released (its process
+   * could not reach the database to renew it, or died), else undefined. By PostgreSQL's clock
+   * there, as tryLock.
+   */
+  async lapsedLeaseOwner(id: string): Promise<string | undefined> {
+    const row = await this.repo().findOne({ where: { id }, select: { id: true, refresh_lock_owner: true, refresh_lock_until: true } });
+    if (!row?.refresh_lock_owner || !row.refresh_lock_until) return undefined;
+    let lapsed = row.refresh_lock_until.getTime() < Date.now();
+    if (this.db.dialect === 'postgres') {
+      const [r] = await this.ds().query<Array<{ lapsed: boolean }>>('SELECT $1::timestamptz < now() AS lapsed', [row.refresh_lock_until]);
+      lapsed = r?.lapsed === true;
+    }
+    return lapsed ? row.refresh_lock_owner : undefined;
+  }
+
   async insert(row: Partial<SubscriptionAccount>): Promise<void> {
     const now = new Date();
     await this.repo().insert({ ...row, created_at: now, updated_at: now });

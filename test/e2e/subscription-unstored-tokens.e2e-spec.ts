@@ -2,6 +2,7 @@ import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from 'pg';
 import { AccountPool } from '../../src/subscription/account-pool.service';
+import { OAuthRefresher } from '../../src/subscription/oauth-refresh.service';
 import { AccountStore } from '../../src/subscription/account-store.service';
 import { CredentialVault } from '../../src/subscription/credential-vault.service';
 import { CodexBackend } from '../fixtures/codex-backend';
@@ -57,7 +58,7 @@ describe('subscription tokens refreshed while PostgreSQL was unreachable', () =>
     await pg.drop();
   });
 
-  async function boot(login: Login): Promise<Gateway> {
+  async function boot(login: Login, env: Record<string, string> = {}): Promise<Gateway> {
     const auth = `${PG_ADMIN.user}${PG_ADMIN.password ? `:${PG_ADMIN.password}` : ''}`;
     gw = await startSubscriptionGateway({
       models: `models:\n  - id: codex/gpt\n    context_length: 1000\n    route: [{ kind: codex_sub, base_url: "${codexUrl}", provider_model_id: gpt-5.1-codex }]\n`,
@@ -73,7 +74,7 @@ describe('subscription tokens refreshed while PostgreSQL was unreachable', () =>
       codexFile: codexFile(files.dir, [{ name: 'acct', login }]),
       // The tick (which stores pending tokens) does not come round during a test. One spool
       // directory for every gateway of a test, as for a gateway restarted on the same volume.
-      env: { SUBSCRIPTION_SYNC_MS: '3600000', REQUEST_LOG_SPOOL_DIR: join(files.dir, 'spool') },
+      env: { SUBSCRIPTION_SYNC_MS: '3600000', REQUEST_LOG_SPOOL_DIR: join(files.dir, 'spool'), ...env },
     });
     return gw;
   }
@@ -188,6 +189,30 @@ describe('subscription tokens refreshed while PostgreSQL was unreachable', () =>
     expect(codex.requests.map((r) => r.status)).toEqual([401, 200, 401, 200]);
     expect(tokens.reused).toBe(0);
     expect(await stored(g)).toEqual({ version: first.version + 2, refreshToken: newestRefreshToken(), status: 'active' });
+  });
+
+  it('waits for the sync of a process whose lease lapsed unrenewed (its refresh unstored) before sending the refresh token it spent', async () => {
+    const login = tokens.login({ accountId: 'acct-lapsed' });
+    const g = await boot(login, { SUBSCRIPTION_SYNC_MS: '400' });
+    const first = await stored(g);
+    const [{ id }] = await sql<{ id: string }>('SELECT id FROM subscription_accounts');
+    // Another replica refreshed while the database was away for longer than its lease: the stored
+    // refresh token is spent, its lease lapsed unrenewed, and its sync stores the new tokens soon.
+    const ghost = await g.app.get(OAuthRefresher).refresh('codex', { accessToken: login.access_token, refreshToken: login.refresh_token });
+    await sql(`UPDATE subscription_accounts SET refresh_lock_owner = 'replica-a', refresh_lock_until = now() - interval '1 second'`);
+    const storedByGhost = (async () => {
+      await new Promise((r) => setTimeout(r, 500));
+      const sealed = g.app.get(CredentialVault).seal({ provider: 'codex', id }, ghost.credentials);
+      await g.app.get(AccountStore).commitRefresh(id, sealed, ghost.expiresAt, first.version, first.version + 1);
+    })();
+    tokens.invalidateAccess(login.access_token);
+    const b = await ask(g);
+    await storedByGhost;
+    expect(b.choices[0].message.content).toBe('echo: hi');
+    // Before, the spent refresh token went out at once and the provider revoked the login.
+    expect(tokens.reused).toBe(0);
+    expect(codex.requests.at(-1)!.headers.authorization).toBe(`Bearer ${ghost.credentials.accessToken}`);
+    expect(await stored(g)).toMatchObject({ version: first.version + 1, status: 'active' });
   });
 
   it('keeps the refresh lease while tokens the database refused to store wait, so no other process sends the spent refresh token', async () => {
