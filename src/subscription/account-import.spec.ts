@@ -161,6 +161,10 @@ describe('parseAccounts', () => {
     expect(parseExpiry('2030-01-01T00:00:00Z')).toBe(Date.UTC(2030, 0, 1));
     expect(parseExpiry(null)).toBeNull();
     expect(parseExpiry('later')).toBeUndefined();
+    // Free text Date.parse reads anyway ("expires soon 5" was May 2001), and impossible dates.
+    for (const text of ['expires soon 5', 'Tuesday 5', '2030-02-30', '2030-01-01T24:00:00Z'])
+      expect([text, parseExpiry(text)]).toEqual([text, undefined]);
+    expect(parseExpiry('2030-01-01 12:00')).toBe(Date.UTC(2030, 0, 1, 12));
   });
 
   it('refuses expiries no database can store as a date (past year 9999)', () => {

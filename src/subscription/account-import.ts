@@ -1,4 +1,4 @@
-import { parseDateUtc } from '../common/timestamp';
+import { parseIsoDateUtc } from '../common/timestamp';
 import { createHash } from 'node:crypto';
 import type { AccountCredentials, SubscriptionProvider } from './subscription.types';
 import { storableTime } from './expiry';
@@ -195,7 +195,9 @@ export function parseExpiry(v: unknown): number | null | undefined {
   if (typeof v === 'number' && Number.isFinite(v) && v > 0) return storableTime(v < 1e12 ? v * 1000 : v);
   if (typeof v === 'string') {
     if (/^\d+$/.test(v.trim())) return parseExpiry(Number(v));
-    return storableTime(parseDateUtc(v));
+    // An ISO date only: Date.parse alone takes free text ("expires soon 5" was 2001-05-01).
+    const ms = parseIsoDateUtc(v);
+    return ms === undefined ? undefined : storableTime(ms);
   }
   return undefined;
 }

@@ -1,6 +1,6 @@
 import { Transform } from 'class-transformer';
 import { ValidateBy, type ValidationOptions } from 'class-validator';
-import { parseDateUtc } from '../../common/timestamp';
+import { parseIsoDateUtc } from '../../common/timestamp';
 
 const DECIMAL = /^\d{1,12}(\.\d{1,12})?$/;
 
@@ -71,26 +71,8 @@ function parseAnyTimestamp(v: unknown): Date | undefined {
   // (1970-08-23): refused, not answered for a range the operator did not mean.
   if (/^(19|20)\d\d(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])$/.test(s)) return undefined;
   if (/^\d{1,12}(\.\d+)?$/.test(s)) return new Date(Number(s) * 1000);
-  const m = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(?:Z|[+-](\d{2}):?(\d{2}))?)?$/.exec(s);
-  if (!m) return undefined;
-  // Date() rolls an impossible date over (February 30 is March 2, 24:00 the next day): refuse it.
-  const [year, month, day, hour, minute, second, offHours, offMinutes] = m.slice(1).map((x) => (x === undefined ? 0 : Number(x)));
-  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
-  if (
-    month < 1 ||
-    month > 12 ||
-    day < 1 ||
-    day > daysInMonth ||
-    hour > 23 ||
-    minute > 59 ||
-    second > 59 ||
-    offHours > 23 ||
-    offMinutes > 59
-  )
-    return undefined;
-  // Without an offset a time is UTC, as a date alone is.
-  const d = new Date(parseDateUtc(s));
-  return Number.isNaN(d.getTime()) ? undefined : d;
+  const ms = parseIsoDateUtc(s);
+  return ms === undefined ? undefined : new Date(ms);
 }
 
 /**
