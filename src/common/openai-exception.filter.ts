@@ -1,4 +1,5 @@
-import { Catch, HttpException, Logger, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
+import { Catch, HttpException, Logger, Optional, type ArgumentsHost, type ExceptionFilter } from '@nestjs/common';
+import { AppLogger } from '../observability/app-logger';
 import type { Request, Response } from 'express';
 import { anthropicErrorBody, isAnthropicPath, sendAnthropicError, sendAnthropicGatewayError } from './anthropic-error';
 import { GatewayError, typeForStatus } from './errors';
@@ -15,6 +16,8 @@ import { allowedMethods, type RoutedApp } from './routes';
 @Catch()
 export class OpenAiExceptionFilter implements ExceptionFilter {
   private readonly logger = new Logger('Errors');
+
+  constructor(@Optional() private readonly appLogger?: AppLogger) {}
 
   catch(exception: unknown, host: ArgumentsHost): void {
     const http = host.switchToHttp();
@@ -47,7 +50,9 @@ export class OpenAiExceptionFilter implements ExceptionFilter {
       const code = status === 404 ? 'not_found' : status === 405 ? 'method_not_allowed' : badPath ? 'invalid_path' : null;
       return sendError(res, status, errorBody(text, typeForStatus(status), code, badPath ? 'path' : null));
     }
-    this.logger.error(exception instanceof Error ? exception : String(exception));
+    // With the request id the client's 500 names, so that the stack can be found by it.
+    if (this.appLogger) this.appLogger.pino.error({ reqId: id, err: exception, context: 'Errors' }, `request ${id ?? 'unknown'} failed`);
+    else this.logger.error(exception instanceof Error ? exception : String(exception));
     const message = `The gateway failed to handle this request (request id ${id ?? 'unknown'})`;
     if (anthropic) return sendAnthropicError(res, 500, anthropicErrorBody(500, message, id ?? null));
     sendError(res, 500, errorBody(message, 'server_error', 'internal_error'));

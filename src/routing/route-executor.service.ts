@@ -172,7 +172,7 @@ export class RouteExecutor {
       }
       completed = true;
     } catch (e) {
-      failed = this.failure(e, scope, cand.route);
+      failed = this.failure(e, scope, cand.route, ex.requestId);
       throw failed;
     } finally {
       const duration = performance.now() - started;
@@ -240,7 +240,7 @@ export class RouteExecutor {
           const value = await op(cand, adapter, ctx, scope);
           return { cand, ctx, value, scope, permit, started, retry, backoffMs };
         } catch (e) {
-          const err = this.failure(e, scope, cand.route);
+          const err = this.failure(e, scope, cand.route, ex.requestId);
           scope.dispose();
           if (err.unsupportedByRoute && !ex.signal.aborted) {
             // Refused by the gateway before any call (the route cannot express the request): no
@@ -428,14 +428,14 @@ export class RouteExecutor {
   }
 
   /** Any failure as an UpstreamError; a deadline or the client leaving explains a cancelled call. */
-  private failure(e: unknown, scope: AttemptScope, route: RouteDef): UpstreamError {
+  private failure(e: unknown, scope: AttemptScope, route: RouteDef, requestId: string): UpstreamError {
     const reason = scope.reason();
     if (reason && (!(e instanceof UpstreamError) || e.failure === 'aborted' || e === reason)) return reason;
     if (e instanceof UpstreamError) {
       e.route ??= route.id;
       return e;
     }
-    this.logger.error(`adapter ${route.kind} threw on route ${route.id}: ${(e as Error)?.stack ?? String(e)}`);
+    this.logger.error(`request ${requestId}: adapter ${route.kind} threw on route ${route.id}: ${(e as Error)?.stack ?? String(e)}`);
     // A RangeError (a value too deep to serialise, a number out of range) comes from what the
     // request carried, not from the endpoint: it must not open the route's circuit for everyone.
     // Anything else (a mapper choking on the upstream's answer) counts as the endpoint's fault;
