@@ -360,6 +360,10 @@ describe('messagesToChat', () => {
   });
 });
 
+/** A one-choice chat completion holding `message`. */
+const answerOf = (message: Record<string, unknown>, finish = 'stop'): ChatResponse =>
+  ({ id: 'x', object: 'chat.completion', created: 0, model: 'm', choices: [{ index: 0, message, finish_reason: finish }] }) as ChatResponse;
+
 describe('chatToMessage', () => {
   it('gives every tool_use an object input, wrapping arguments that are broken or not an object', () => {
     const answer = (args: string): ChatResponse => ({
@@ -430,25 +434,16 @@ describe('chatToMessage', () => {
     // OpenRouter's form of a Gemini 3 tool call's signature: Gemini refuses the next turn without it.
     const signature = { type: 'reasoning.encrypted', data: 'ORSIG', id: 'tool_abc', format: 'google-gemini-v1', index: 1 };
     const answer = chatToMessage(
-      {
-        id: 'x',
-        object: 'chat.completion',
-        created: 0,
-        model: 'm',
-        choices: [
-          {
-            index: 0,
-            message: {
-              role: 'assistant',
-              content: null,
-              reasoning: 'I will call',
-              reasoning_details: [{ type: 'reasoning.text', text: 'I will call', format: 'google-gemini-v1', index: 0 }, signature],
-              tool_calls: [{ id: 'tool_abc', type: 'function', function: { name: 'f', arguments: '{}' } }],
-            },
-            finish_reason: 'tool_calls',
-          },
-        ],
-      },
+      answerOf(
+        {
+          role: 'assistant',
+          content: null,
+          reasoning: 'I will call',
+          reasoning_details: [{ type: 'reasoning.text', text: 'I will call', format: 'google-gemini-v1', index: 0 }, signature],
+          tool_calls: [{ id: 'tool_abc', type: 'function', function: { name: 'f', arguments: '{}' } }],
+        },
+        'tool_calls',
+      ),
       'msg_1',
       'm',
     );
@@ -671,17 +666,7 @@ describe('ChatToMessagesStream', () => {
       function: { name: 'f', arguments: '{}' },
       extra_content: { google: { thought_signature: 'SIG_A' } },
     };
-    const answer = chatToMessage(
-      {
-        id: 'x',
-        object: 'chat.completion',
-        created: 0,
-        model: 'm',
-        choices: [{ index: 0, message: { role: 'assistant', content: null, tool_calls: [call] } as never, finish_reason: 'tool_calls' }],
-      },
-      'msg_1',
-      'm',
-    );
+    const answer = chatToMessage(answerOf({ role: 'assistant', content: null, tool_calls: [call] }, 'tool_calls'), 'msg_1', 'm');
     expect((answer.content as Array<{ type: string }>).map((b) => b.type)).toEqual(['redacted_thinking', 'tool_use']);
     const body = (content: unknown) => ({
       max_tokens: 10,
