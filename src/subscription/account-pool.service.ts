@@ -557,20 +557,24 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
     // the database was away and hold the only valid tokens, to be stored at its next sync (the
     // stored refresh token spent). Taken at once, that spent token was sent again and the provider
     // revoked the login; its sync is waited for first.
-    const absent = await this.store.lapsedLeaseOwner(acc.id);
-    if (absent !== undefined && absent !== this.owner) {
-      // Two of its syncs, within what a request waits for a refresh (SUBSCRIPTION_REFRESH_WAIT_MS).
-      await sleep(Math.min(2 * syncPeriodMs(this.config.env.SUBSCRIPTION_SYNC_MS) + 1000, LAPSED_LEASE_WAIT_MAX_MS));
-      const v = await this.store.tokenVersion(acc.id);
-      if (v === undefined) throw new RefreshFailed('the account was removed');
-      if (this.storedMovedOn(acc, v)) {
-        await this.reloadCredentials(acc);
-        return;
-      }
-    }
-    // Across processes: the lease. Whoever holds it refreshes; the others wait for the new version.
+    // Checked before every try for the lease: one that lapses while this process polls for it
+    // (its holder lost the database mid-refresh) is as unrenewed as one found lapsed.
+    const waited = new Set<string>();
     const deadline = Date.now() + LOCK_WAIT_MS;
-    while (!(await this.store.tryLock(acc.id, this.owner, LOCK_TTL_MS))) {
+    for (;;) {
+      const absent = await this.store.lapsedLeaseOwner(acc.id);
+      if (absent !== undefined && absent !== this.owner && !waited.has(absent)) {
+        waited.add(absent);
+        // Two of its syncs, within what a request waits for a refresh (SUBSCRIPTION_REFRESH_WAIT_MS).
+        await sleep(Math.min(2 * syncPeriodMs(this.config.env.SUBSCRIPTION_SYNC_MS) + 1000, LAPSED_LEASE_WAIT_MAX_MS));
+        const v = await this.store.tokenVersion(acc.id);
+        if (v === undefined) throw new RefreshFailed('the account was removed');
+        if (this.storedMovedOn(acc, v)) {
+          await this.reloadCredentials(acc);
+          return;
+        }
+      }
+      if (await this.store.tryLock(acc.id, this.owner, LOCK_TTL_MS)) break;
       await sleep(LOCK_POLL_MS);
       const v = await this.store.tokenVersion(acc.id);
       if (v === undefined) throw new RefreshFailed('the account was removed');
@@ -788,16 +792,20 @@ export class AccountPool implements OnApplicationBootstrap, OnApplicationShutdow
         let stored: boolean;
         try {
           stored = await this.store.commitRefresh(e.id, e.sealed, e.expiresAt, e.fromVersion, e.toVersion, true);
-          if (!stored && (await this.store.tokenVersion(e.id)) === e.toVersion) continue; // stored already, by another process
+          if (!stored && (await this.store.tokenVersion(e.id)) === e.toVersion) {
+            // stored already, by another process (or a login imported since took that version)
+            if (typeof e.owner === 'string' && e.owner !== this.owner) await this.store.unlock(e.id, e.owner).catch(() => undefined);
+            continue;
+          }
         } catch (err) {
           if (err instanceof StoreUnavailable || isOutage(err)) throw err;
           refused = `${e.provider} account "${e.name}": ${(err as Error).message}`;
           break;
         }
+        // The process that spooled them is gone: its lease (held to store them) is released,
+        // stored or dropped, or the account's refreshes waited for it to lapse (150 s).
+        if (typeof e.owner === 'string' && e.owner !== this.owner) await this.store.unlock(e.id, e.owner).catch(() => undefined);
         if (stored) {
-          // The process that spooled them is gone: its lease (held to store them) is released,
-          // or the account's refreshes waited for it to lapse (150 s).
-          if (typeof e.owner === 'string' && e.owner !== this.owner) await this.store.unlock(e.id, e.owner).catch(() => undefined);
           this.logger.log(`${e.provider} account "${e.name}": stored the tokens spooled at a shutdown`);
         } else
           this.logger.warn(

@@ -183,37 +183,53 @@ describe('subscription tokens refreshed while PostgreSQL was unreachable', () =>
     await sql(
       `UPDATE subscription_accounts SET refresh_lock_owner = 'another-process', refresh_lock_until = now() + interval '1500 milliseconds'`,
     );
+    // Given up as a failed refresh gives it up: released (a lease left to lapse is waited on longer, above).
+    const released = new Promise((r) => setTimeout(r, 1000)).then(() =>
+      sql(
+        `UPDATE subscription_accounts SET refresh_lock_owner = NULL, refresh_lock_until = NULL WHERE refresh_lock_owner = 'another-process'`,
+      ),
+    );
     tokens.invalidateAccess(unstoredAccess);
     const b = await ask(g);
+    await released;
     expect(b.choices[0].message.content).toBe('echo: hi');
     expect(codex.requests.map((r) => r.status)).toEqual([401, 200, 401, 200]);
     expect(tokens.reused).toBe(0);
     expect(await stored(g)).toEqual({ version: first.version + 2, refreshToken: newestRefreshToken(), status: 'active' });
   });
 
-  it('waits for the sync of a process whose lease lapsed unrenewed (its refresh unstored) before sending the refresh token it spent', async () => {
-    const login = tokens.login({ accountId: 'acct-lapsed' });
-    const g = await boot(login, { SUBSCRIPTION_SYNC_MS: '400' });
-    const first = await stored(g);
-    const [{ id }] = await sql<{ id: string }>('SELECT id FROM subscription_accounts');
-    // Another replica refreshed while the database was away for longer than its lease: the stored
-    // refresh token is spent, its lease lapsed unrenewed, and its sync stores the new tokens soon.
-    const ghost = await g.app.get(OAuthRefresher).refresh('codex', { accessToken: login.access_token, refreshToken: login.refresh_token });
-    await sql(`UPDATE subscription_accounts SET refresh_lock_owner = 'replica-a', refresh_lock_until = now() - interval '1 second'`);
-    const storedByGhost = (async () => {
-      await new Promise((r) => setTimeout(r, 500));
-      const sealed = g.app.get(CredentialVault).seal({ provider: 'codex', id }, ghost.credentials);
-      await g.app.get(AccountStore).commitRefresh(id, sealed, ghost.expiresAt, first.version, first.version + 1);
-    })();
-    tokens.invalidateAccess(login.access_token);
-    const b = await ask(g);
-    await storedByGhost;
-    expect(b.choices[0].message.content).toBe('echo: hi');
-    // Before, the spent refresh token went out at once and the provider revoked the login.
-    expect(tokens.reused).toBe(0);
-    expect(codex.requests.at(-1)!.headers.authorization).toBe(`Bearer ${ghost.credentials.accessToken}`);
-    expect(await stored(g)).toMatchObject({ version: first.version + 1, status: 'active' });
-  });
+  // Another replica refreshed while the database was away for longer than its lease: the stored
+  // refresh token is spent, its lease lapsed unrenewed (found so, or lapsing while this process
+  // polls for it), and its sync stores the new tokens soon.
+  it.each([
+    ['found lapsed', "now() - interval '1 second'", 500],
+    ['lapsing while polled for', "now() + interval '2 seconds'", 3000],
+  ])(
+    'waits for the sync of a process whose lease lapsed unrenewed (%s) before sending the refresh token it spent',
+    async (_, leaseUntil, storedAfterMs) => {
+      const login = tokens.login({ accountId: `acct-lapsed-${storedAfterMs}` });
+      const g = await boot(login, { SUBSCRIPTION_SYNC_MS: '400' });
+      const first = await stored(g);
+      const [{ id }] = await sql<{ id: string }>('SELECT id FROM subscription_accounts');
+      const ghost = await g.app
+        .get(OAuthRefresher)
+        .refresh('codex', { accessToken: login.access_token, refreshToken: login.refresh_token });
+      await sql(`UPDATE subscription_accounts SET refresh_lock_owner = 'replica-a', refresh_lock_until = ${leaseUntil}`);
+      const storedByGhost = (async () => {
+        await new Promise((r) => setTimeout(r, storedAfterMs));
+        const sealed = g.app.get(CredentialVault).seal({ provider: 'codex', id }, ghost.credentials);
+        await g.app.get(AccountStore).commitRefresh(id, sealed, ghost.expiresAt, first.version, first.version + 1);
+      })();
+      tokens.invalidateAccess(login.access_token);
+      const b = await ask(g);
+      await storedByGhost;
+      expect(b.choices[0].message.content).toBe('echo: hi');
+      // Before, the spent refresh token went out at once and the provider revoked the login.
+      expect(tokens.reused).toBe(0);
+      expect(codex.requests.at(-1)!.headers.authorization).toBe(`Bearer ${ghost.credentials.accessToken}`);
+      expect(await stored(g)).toMatchObject({ version: first.version + 1, status: 'active' });
+    },
+  );
 
   it('keeps the refresh lease while tokens the database refused to store wait, so no other process sends the spent refresh token', async () => {
     const login = tokens.login({ accountId: 'acct-refused' });
@@ -454,6 +470,9 @@ describe('subscription tokens refreshed while PostgreSQL was unreachable', () =>
     const g2 = await boot(login);
     expect(tokenSpools()).toHaveLength(0);
     expect(await stored(g2)).toMatchObject({ version: first.version + 1, refreshToken: login.refresh_token });
+    // Dropped, they still give back the stopped process's lease: the new login's first refresh
+    // need not wait for it to lapse.
+    expect(await sql('SELECT refresh_lock_owner FROM subscription_accounts')).toEqual([{ refresh_lock_owner: null }]);
   });
 
   it('a login imported while the tokens were unstored still wins over them', async () => {
