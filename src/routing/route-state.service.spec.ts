@@ -109,6 +109,10 @@ describe('RouteStateService', () => {
     expect(endpointKey(model('k', [route('r', 'http://gpu:8000/v1', 'k1')]), route('r', 'http://gpu:8000/v1', 'k1'))).toBe(
       `vllm http://gpu:8000#${digest}`,
     );
+    // So does one whose other headers and query parameters carry no credential (OpenRouter's
+    // X-Title, Azure's api-version): endpoints and their shared state stay as they were.
+    const plain = { ...route('r', 'http://gpu:8000/v1?api-version=2024-10-21', 'k1'), headers: { 'X-Title': 'app', 'HTTP-Referer': 'x' } };
+    expect(endpointKey(model('k', [plain]), plain)).toMatch(new RegExp(`^vllm http://gpu:8000(/v1)?#${digest}$`));
   });
 
   it('says why a route is unavailable: unhealthy endpoint, open circuit', () => {

@@ -4,6 +4,7 @@ import type { UpstreamError } from '../common/errors';
 import { ModelRegistry } from '../config/model-registry.service';
 import type { ModelDef, RouteDef, StatsWindowDef } from '../config/registry.types';
 import { normaliseEndpoint } from '../config/routing.parser';
+import { SECRET_NAME } from '../common/secret-names';
 import { CircuitBreaker, type CircuitPermit, type CircuitTransition } from './circuit-breaker';
 import { classifyFailure, countsAgainstEndpoint, type FailureClass } from './retry-policy';
 import { SlidingWindow } from './sliding-window';
@@ -110,30 +111,28 @@ export function routeKey(model: ModelDef, route: RouteDef): string {
  * Endpoints are what active health checks probe: one per base URL and credential (routes of
  * several models on one server share it). Backends without a URL (mock) are their own endpoint.
  * The credential is the first key with what else a route may authenticate by: its URL's user
- * info and query (`?key=`), which the URL part of the key leaves out, and its headers. Routes
- * differing only there were one endpoint, probed with the first's credential and judged by it.
+ * info and credential query parameters (`?key=`), which the URL part of the key leaves out, and
+ * its credential headers (SECRET_NAME; others, such as OpenRouter's X-Title or Azure's
+ * api-version, leave the key as it was). Routes differing only by a credential were one endpoint,
+ * probed with the first's and judged by it.
  */
 export function endpointKey(model: ModelDef, route: RouteDef): string {
   if (!route.baseUrl) return `${route.kind}:${routeKey(model, route)}`;
-  const parts = [
-    route.apiKeys[0] ?? '',
-    ...urlCredentials(route.baseUrl),
-    ...Object.entries(route.headers ?? {})
-      .sort()
-      .flat(),
-  ];
+  const headers = Object.entries(route.headers ?? {}).filter(([name]) => SECRET_NAME.test(name));
+  const parts = [route.apiKeys[0] ?? '', ...urlCredentials(route.baseUrl), ...headers.sort().flat()];
   // Keyed by the first key alone when that is all there is: the digests routes had before.
   const credential = parts.slice(1).some((p) => p !== '') ? parts.join('\n') : parts[0];
   const key = credential ? `#${createHash('sha256').update(credential).digest('hex').slice(0, 8)}` : '';
   return `${route.kind} ${normaliseEndpoint(route.baseUrl)}${key}`;
 }
 
-/** A base URL's user, password and query: credentials normaliseEndpoint leaves out of the endpoint. */
+/** A base URL's user, password and credential query parameters: what normaliseEndpoint leaves out of the endpoint. */
 function urlCredentials(baseUrl: string): string[] {
   if (!baseUrl.includes('?') && !baseUrl.includes('@')) return [];
   try {
     const u = new URL(baseUrl);
-    return [u.username, u.password, u.search];
+    const query = [...u.searchParams].filter(([name]) => SECRET_NAME.test(name)).sort();
+    return [u.username, u.password, ...query.flat()];
   } catch {
     return [];
   }
