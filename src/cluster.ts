@@ -31,6 +31,7 @@ export const ACCEPTED_CONFIG_ENV = 'HYBRIDINFERENCE_ACCEPTED_CONFIG';
 
 /** The primary's private temp dir for the accepted config: `<prefix><primary pid>-<random>`. */
 const CONFIG_DIR_PREFIX = 'hybridinference-config-';
+const CONFIG_DIR_NAME = new RegExp(`^${CONFIG_DIR_PREFIX}(\\d+)-`);
 
 /**
  * Removes the accepted-config copies of primaries that are gone: one killed (kill -9, the OOM
@@ -47,7 +48,7 @@ export function sweepStaleConfigCopies(root = tmpdir()): string[] {
     return removed;
   }
   for (const name of names) {
-    const pid = new RegExp(`^${CONFIG_DIR_PREFIX}(\\d+)-`).exec(name)?.[1];
+    const pid = CONFIG_DIR_NAME.exec(name)?.[1];
     // This process's pid: a copy of one before it with the same pid (a container's primary is
     // pid 1 at every restart), as the sweep runs before this primary makes its own.
     if (!pid || (Number(pid) !== process.pid && processAlive(Number(pid)))) continue;

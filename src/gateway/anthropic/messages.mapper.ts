@@ -282,7 +282,7 @@ export function messagesToChat(body: Json, model: string, openRouterExtras = fal
           reasoning += String(b.thinking ?? '');
           thinking.push({ type: 'thinking', thinking: b.thinking, signature: b.signature });
         } else if (b.type === 'redacted_thinking') {
-          // Another model's encrypted reasoning this gateway carried in the block (foreignReasoning):
+          // Another model's encrypted reasoning this gateway carried in the block (toCarrier):
           // OpenRouter's again, and for no other backend (Claude would refuse it as its own).
           const foreign = fromCarrier(b.data);
           thinking.push(foreign ? { type: FOREIGN, detail: foreign } : { type: 'redacted_thinking', data: b.data });
@@ -477,14 +477,14 @@ const FOREIGN = 'foreign_reasoning';
  */
 function toCarrier(detail: Json): string {
   const { type, data, id, format } = detail;
-  return CARRIER_PREFIX + Buffer.from(JSON.stringify({ type, data, id, format })).toString('base64url');
+  return REASONING_CARRIER_PREFIX + Buffer.from(JSON.stringify({ type, data, id, format })).toString('base64url');
 }
 
 /** The entry a carrier block holds (see toCarrier); undefined for Claude's own redacted reasoning. */
 function fromCarrier(data: unknown): Json | undefined {
-  if (typeof data !== 'string' || !data.startsWith(CARRIER_PREFIX)) return undefined;
+  if (typeof data !== 'string' || !data.startsWith(REASONING_CARRIER_PREFIX)) return undefined;
   try {
-    const d = JSON.parse(Buffer.from(data.slice(CARRIER_PREFIX.length), 'base64url').toString('utf8')) as unknown;
+    const d = JSON.parse(Buffer.from(data.slice(REASONING_CARRIER_PREFIX.length), 'base64url').toString('utf8')) as unknown;
     if (!isJsonObject(d) || d.type !== 'reasoning.encrypted' || typeof d.data !== 'string' || typeof d.format !== 'string')
       return undefined;
     return { type: d.type, data: d.data, ...(typeof d.id === 'string' ? { id: d.id } : {}), format: d.format };
@@ -492,8 +492,6 @@ function fromCarrier(data: unknown): Json | undefined {
     return undefined;
   }
 }
-
-const CARRIER_PREFIX = REASONING_CARRIER_PREFIX;
 
 /** OpenRouter's format name for Gemini's reasoning entries. */
 const GEMINI_REASONING_FORMAT = 'google-gemini-v1';
